@@ -1,0 +1,1 @@
+"""InfraBot Chains: the control plane (settings, errors, identity, authorization server, audit)."""

@@ -1,0 +1,136 @@
+"""One exception tree for the whole project.
+
+::
+
+    InfraBotError
+    ├── ConfigError                 bad settings, directory or workflow files (names file and line)
+    ├── OAuthError                  carries an RFC error code, an HTTP status and a reason code
+    │   ├── InvalidRequest          400 invalid_request      (RFC 6749 5.2 / RFC 6750 3.1)
+    │   ├── InvalidClient           401 invalid_client       (RFC 6749 5.2)
+    │   ├── InvalidGrant            400 invalid_grant        (RFC 6749 5.2)
+    │   ├── UnauthorizedClient      400 unauthorized_client  (RFC 6749 5.2)
+    │   ├── UnsupportedGrantType    400 unsupported_grant_type
+    │   ├── UnsupportedTokenType    400 unsupported_token_type (RFC 7009 2.2.1)
+    │   ├── InvalidScope            400 invalid_scope        (RFC 6749 5.2)
+    │   ├── InvalidTarget           400 invalid_target       (RFC 8693 2.2.2)
+    │   ├── InvalidToken            401 invalid_token        (RFC 6750 3.1)
+    │   └── InsufficientScope       403 insufficient_scope   (RFC 6750 3.1)
+    └── TransientError              worth retrying: the fault is not the request's
+        └── Unavailable             503 temporarily_unavailable: a dependency (revocation
+                                    registry, key set, service) cannot be reached; callers
+                                    fail closed and may retry
+
+Every error has a ``reason``: a short snake_case code more specific than the RFC code
+(``token_expired``, ``audience_mismatch``, ``scope_not_grantable`` ...). Messages never contain a
+token or a key. The JSON body of an error answer is built in one place, :meth:`OAuthError.body`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class InfraBotError(Exception):
+    """Root of every error this project raises on purpose."""
+
+    reason: str = "error"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if reason is not None:
+            self.reason = reason
+
+
+class ConfigError(InfraBotError):
+    """A settings value, directory file or workflow file is wrong; the message says where."""
+
+    reason = "bad_configuration"
+
+
+class OAuthError(InfraBotError):
+    """An error with an RFC 6749 / 6750 / 7009 / 8693 code."""
+
+    code: ClassVar[str] = "invalid_request"
+    status: ClassVar[int] = 400
+
+    def body(self) -> dict[str, Any]:
+        """The RFC 6749 section 5.2 JSON error body, plus our reason code."""
+        return {"error": self.code, "error_description": self.message, "reason": self.reason}
+
+
+class InvalidRequest(OAuthError):
+    code = "invalid_request"
+    status = 400
+    reason = "invalid_request"
+
+
+class InvalidClient(OAuthError):
+    code = "invalid_client"
+    status = 401
+    reason = "client_authentication_failed"
+
+
+class InvalidGrant(OAuthError):
+    code = "invalid_grant"
+    status = 400
+    reason = "invalid_grant"
+
+
+class UnauthorizedClient(OAuthError):
+    code = "unauthorized_client"
+    status = 400
+    reason = "client_not_allowed"
+
+
+class UnsupportedGrantType(OAuthError):
+    code = "unsupported_grant_type"
+    status = 400
+    reason = "unsupported_grant_type"
+
+
+class UnsupportedTokenType(OAuthError):
+    code = "unsupported_token_type"
+    status = 400
+    reason = "unsupported_token_type"
+
+
+class InvalidScope(OAuthError):
+    code = "invalid_scope"
+    status = 400
+    reason = "scope_not_grantable"
+
+
+class InvalidTarget(OAuthError):
+    code = "invalid_target"
+    status = 400
+    reason = "unknown_target"
+
+
+class InvalidToken(OAuthError):
+    code = "invalid_token"
+    status = 401
+    reason = "invalid_token"
+
+
+class InsufficientScope(OAuthError):
+    code = "insufficient_scope"
+    status = 403
+    reason = "insufficient_scope"
+
+
+class TransientError(InfraBotError):
+    """A fault that is not the request's: a retry may succeed."""
+
+    reason = "transient"
+
+
+class Unavailable(TransientError):
+    """A dependency cannot be reached. Checks that need it fail closed."""
+
+    code: ClassVar[str] = "temporarily_unavailable"
+    status: ClassVar[int] = 503
+    reason = "dependency_unavailable"
+
+    def body(self) -> dict[str, Any]:
+        return {"error": self.code, "error_description": self.message, "reason": self.reason}

@@ -1,0 +1,92 @@
+"""The pure trust core: claims, scopes, keys, tokens, exchange rules, policy, revocation.
+
+Imports no web framework and no Celery. The authorization server, the mock services and the
+agents all use it, the way a real service imports an auth SDK.
+"""
+
+from orchestrator.identity._claims import AccessClaims, Actor, Context, MayAct, act_nesting, nest
+from orchestrator.identity._exchange import (
+    ExchangeRequest,
+    Grant,
+    Issuance,
+    decide,
+    decide_root,
+    new_jti,
+)
+from orchestrator.identity._keyring import KeyRing, client_key
+from orchestrator.identity._keys import JWKSet, PublicKey, SigningKey, thumbprint
+from orchestrator.identity._policy import (
+    Agent,
+    ContextRule,
+    Directory,
+    Service,
+    User,
+    load_directory,
+)
+from orchestrator.identity._revocation import (
+    MemoryRevocationStore,
+    RedisRevocationStore,
+    RevocationStore,
+    open_store,
+)
+from orchestrator.identity._scopes import (
+    filter_scopes,
+    format_scopes,
+    is_write,
+    narrow,
+    parse_scopes,
+)
+from orchestrator.identity._tokens import (
+    TYP,
+    CachedJWKS,
+    KeySource,
+    TokenVerifier,
+    VerifiedToken,
+    VerifierPolicy,
+    check_chain,
+    mint,
+)
+
+__all__ = [
+    "TYP",
+    "AccessClaims",
+    "Actor",
+    "Agent",
+    "CachedJWKS",
+    "Context",
+    "ContextRule",
+    "Directory",
+    "ExchangeRequest",
+    "Grant",
+    "Issuance",
+    "JWKSet",
+    "KeyRing",
+    "KeySource",
+    "MayAct",
+    "MemoryRevocationStore",
+    "PublicKey",
+    "RedisRevocationStore",
+    "RevocationStore",
+    "Service",
+    "SigningKey",
+    "TokenVerifier",
+    "User",
+    "VerifiedToken",
+    "VerifierPolicy",
+    "act_nesting",
+    "check_chain",
+    "client_key",
+    "decide",
+    "decide_root",
+    "filter_scopes",
+    "format_scopes",
+    "is_write",
+    "load_directory",
+    "mint",
+    "narrow",
+    "nest",
+    "new_jti",
+    "open_store",
+    "parse_scopes",
+    "thumbprint",
+]

@@ -1,0 +1,122 @@
+"""Typed claims of an access token (RFC 9068 + RFC 8693 ``act`` / ``may_act``).
+
+``sub`` is always the principal (a user); the outermost ``act.sub`` is the current actor and prior
+actors nest inside it, least recent deepest. :meth:`AccessClaims.chain` reads that out as
+``[current actor, ..., first actor, principal]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+
+from orchestrator.identity._scopes import parse_scopes
+
+USER_PREFIX = "user:"
+AGENT_PREFIX = "agent:"
+_ID = r"^(user|agent|client):[a-z0-9][a-z0-9_.-]{0,63}$"
+_CTX_VALUE = r"^[A-Za-z0-9][A-Za-z0-9_./:@+-]{0,127}$"
+# Structural bound on nesting, checked before any model is built; the policy bound is max_depth.
+MAX_ACT_NESTING = 16
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Actor(_Frozen):
+    """One level of the ``act`` chain. Identity only: never ``exp``, ``aud`` or ``scope``."""
+
+    sub: str = Field(pattern=_ID)
+    act: Actor | None = None
+
+
+class MayAct(_Frozen):
+    sub: str = Field(pattern=_ID)
+
+
+class Context(_Frozen):
+    """What the delegation is rooted in; policy checks it at every hop and every service."""
+
+    trigger: str = Field(pattern=_CTX_VALUE)
+    environment: str = Field(pattern=_CTX_VALUE)
+    repository: str = Field(pattern=_CTX_VALUE)
+    commit: str = Field(pattern=_CTX_VALUE)
+    run_id: str = Field(pattern=_CTX_VALUE)
+
+
+class AccessClaims(_Frozen):
+    """The payload of every access token this project issues."""
+
+    iss: str = Field(max_length=256)
+    sub: str = Field(pattern=_ID)
+    aud: str = Field(max_length=256)
+    client_id: str = Field(pattern=_ID)
+    scope: str = Field(max_length=4096)
+    iat: StrictInt
+    exp: StrictInt
+    nbf: StrictInt | None = None
+    jti: str = Field(pattern=r"^[A-Za-z0-9_-]{8,64}$")
+    act: Actor | None = None
+    may_act: MayAct | None = None
+    ctx: Context
+    user_version: StrictInt = Field(ge=0)
+    ancestors: tuple[StrictStr, ...] = Field(default=(), max_length=MAX_ACT_NESTING)
+    revocation_url: str | None = Field(None, max_length=512)
+    log_url: str | None = Field(None, max_length=512)
+
+    @field_validator("scope")
+    @classmethod
+    def _scope_is_well_formed(cls, value: str) -> str:
+        parse_scopes(value)
+        return value
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        return parse_scopes(self.scope)
+
+    @property
+    def actors(self) -> list[str]:
+        """The actors, current first."""
+        out: list[str] = []
+        node = self.act
+        while node is not None:
+            out.append(node.sub)
+            node = node.act
+        return out
+
+    def chain(self) -> list[str]:
+        """``[current actor, ..., first actor, principal]``."""
+        return [*self.actors, self.sub]
+
+    @property
+    def current_actor(self) -> str | None:
+        return self.act.sub if self.act else None
+
+    @property
+    def depth(self) -> int:
+        return len(self.actors)
+
+    def public_view(self) -> dict[str, Any]:
+        """Decoded claims fit to print or store (they hold no secret; the signature is not here)."""
+        return self.model_dump(exclude_none=True)
+
+
+def act_nesting(act: object) -> int:
+    """How deep a raw ``act`` value nests, computed without recursion; -1 if it is not objects."""
+    depth = 0
+    node = act
+    while node is not None:
+        if not isinstance(node, dict):
+            return -1
+        depth += 1
+        if depth > MAX_ACT_NESTING:
+            return depth
+        node = node.get("act")
+    return depth
+
+
+def nest(actor: str, inner: Actor | None) -> Actor:
+    """A new outermost actor around an existing chain."""
+    return Actor(sub=actor, act=inner)

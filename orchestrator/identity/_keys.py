@@ -1,0 +1,188 @@
+"""Asymmetric signing keys: generation, RFC 7638 thumbprints as ``kid``, JWKS, rotation.
+
+Private keys live in the state directory with owner-only permissions. The signing side is a
+:class:`KeyRing`; the verifying side is a :class:`JWKSet` built from published JWKS only (never from
+anything a token says about its own key).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+
+from orchestrator.errors import ConfigError
+
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+PublicKeyObj = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
+
+_KTY = {"ES256": "EC", "RS256": "RSA", "EdDSA": "OKP"}
+_REQUIRED = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n"), "OKP": ("crv", "kty", "x")}
+_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+_ALGORITHM = {"ES256": ECAlgorithm, "RS256": RSAAlgorithm, "EdDSA": OKPAlgorithm}
+
+
+def generate_private_key(alg: str) -> PrivateKey:
+    if alg == "ES256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if alg == "RS256":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    if alg == "EdDSA":
+        return ed25519.Ed25519PrivateKey.generate()
+    raise ConfigError(f"unsupported signing algorithm {alg!r}")
+
+
+def thumbprint(jwk: dict[str, Any]) -> str:
+    """RFC 7638 JWK thumbprint (SHA-256, base64url without padding)."""
+    kty = jwk.get("kty")
+    if kty not in _REQUIRED:
+        raise ValueError(f"unsupported kty {kty!r}")
+    members = {name: jwk[name] for name in _REQUIRED[kty]}
+    canonical = json.dumps(members, sort_keys=True, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(hashlib.sha256(canonical).digest()).rstrip(b"=").decode()
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    kid: str
+    alg: str
+    key: PublicKeyObj
+    jwk: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    kid: str
+    alg: str
+    private: PrivateKey
+    public: PublicKey
+
+
+def public_key_of(private: PrivateKey, alg: str) -> PublicKey:
+    public = private.public_key()
+    jwk: dict[str, Any] = _ALGORITHM[alg].to_jwk(public, as_dict=True)  # type: ignore[attr-defined]
+    kid = thumbprint(jwk)
+    jwk.update({"kid": kid, "alg": alg, "use": "sig"})
+    return PublicKey(kid=kid, alg=alg, key=public, jwk=jwk)
+
+
+def signing_key_of(private: PrivateKey, alg: str) -> SigningKey:
+    public = public_key_of(private, alg)
+    return SigningKey(kid=public.kid, alg=alg, private=private, public=public)
+
+
+def alg_of(private: PrivateKey) -> str:
+    if isinstance(private, ec.EllipticCurvePrivateKey):
+        return "ES256"
+    if isinstance(private, rsa.RSAPrivateKey):
+        return "RS256"
+    return "EdDSA"
+
+
+def _pem(private: PrivateKey) -> bytes:
+    return private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def write_private(path: Path, private: PrivateKey) -> None:
+    """Write a PEM private key atomically, readable by the owner only."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fp:
+        fp.write(_pem(private))
+    os.replace(tmp, path)
+
+
+def read_private(path: Path) -> PrivateKey:
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConfigError(f"cannot load private key {path}: {type(exc).__name__}") from exc
+    if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey,
+                            ed25519.Ed25519PrivateKey)):
+        raise ConfigError(f"{path}: unsupported key type")
+    return key
+
+
+@contextlib.contextmanager
+def locked(directory: Path) -> Iterator[None]:
+    """An exclusive inter-process lock on a key directory."""
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(directory / ".lock", "a+") as fp:
+        fcntl.flock(fp, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fp, fcntl.LOCK_UN)
+
+
+class JWKSet:
+    """Public keys by ``kid``, parsed from a JWKS document; only allowed algorithms are kept."""
+
+    def __init__(self, keys: dict[str, PublicKey]) -> None:
+        self._keys = keys
+
+    @classmethod
+    def from_dict(cls, document: object, allowed_algs: tuple[str, ...]) -> JWKSet:
+        if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+            raise ValueError("a JWKS is an object with a 'keys' array")
+        keys: dict[str, PublicKey] = {}
+        for jwk in document["keys"]:
+            key = _parse_public_jwk(jwk, allowed_algs)
+            if key is not None:
+                keys[key.kid] = key
+        return cls(keys)
+
+    @classmethod
+    def of(cls, keys: list[PublicKey]) -> JWKSet:
+        return cls({key.kid: key for key in keys})
+
+    def get(self, kid: str) -> PublicKey | None:
+        return self._keys.get(kid)
+
+    def kids(self) -> list[str]:
+        return list(self._keys)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"keys": [key.jwk for key in self._keys.values()]}
+
+
+def _parse_public_jwk(jwk: object, allowed_algs: tuple[str, ...]) -> PublicKey | None:
+    """A usable signing key from one JWK, or None for a key we must not use."""
+    if not isinstance(jwk, dict):
+        return None
+    alg, kty = jwk.get("alg"), jwk.get("kty")
+    if alg not in allowed_algs or _KTY.get(alg) != kty or _PRIVATE_MEMBERS & set(jwk):
+        return None
+    if jwk.get("use", "sig") != "sig":
+        return None
+    try:
+        key = _ALGORITHM[alg].from_jwk(jwk)
+        expected = thumbprint(jwk)
+    except Exception:  # noqa: BLE001 - a malformed published key is skipped, never trusted
+        return None
+    if jwk.get("kid") != expected:
+        return None
+    if alg == "ES256" and (not isinstance(key, ec.EllipticCurvePublicKey)
+                           or key.curve.name != "secp256r1"):
+        return None
+    if alg == "EdDSA" and not isinstance(key, ed25519.Ed25519PublicKey):
+        return None
+    if alg == "RS256" and (not isinstance(key, rsa.RSAPublicKey) or key.key_size < 2048):
+        return None
+    return PublicKey(kid=expected, alg=alg, key=key, jwk=dict(jwk))

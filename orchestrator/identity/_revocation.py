@@ -1,0 +1,170 @@
+"""Revocation: by token (``jti``), by user (a version bumped on offboarding or permission change),
+by run, and cascading: every token carries the ``jti`` of each token it was exchanged from
+(``ancestors``), so revoking any token refuses all its descendants.
+
+Two stores behind one interface. :meth:`RevocationStore.check` is one round trip however long the
+chain. A store that cannot be reached raises :class:`~orchestrator.errors.Unavailable`: callers
+deny; nothing is allowed on an unanswered check. The same stores keep one-time keys
+(:meth:`claim_once`) for assertion and webhook replay protection.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from orchestrator.errors import InvalidToken, Unavailable
+from orchestrator.identity._claims import AccessClaims
+
+_PREFIX = "infrabot:"
+# A revoked run or user outlives every token that could name it.
+RUN_REVOCATION_TTL = 24 * 3600
+
+
+class RevocationStore(Protocol):
+    def revoke_jti(self, jti: str, *, expires_at: int) -> None: ...
+    def revoke_user(self, user: str) -> int: ...
+    def revoke_run(self, run_id: str) -> None: ...
+    def user_version(self, user: str) -> int: ...
+    def check(self, claims: AccessClaims) -> None: ...
+    def claim_once(self, key: str, *, ttl: int) -> bool: ...
+    def ping(self) -> None: ...
+
+
+def refusal_for(claims: AccessClaims, revoked_jtis: set[str], run_revoked: bool,
+                version: int) -> InvalidToken | None:
+    """The refusal a set of registry answers implies, or None when nothing is revoked."""
+    if claims.jti in revoked_jtis:
+        return InvalidToken("token has been revoked", reason="token_revoked")
+    if revoked_jtis & set(claims.ancestors):
+        return InvalidToken("a token this one was exchanged from has been revoked",
+                            reason="ancestor_revoked")
+    if run_revoked:
+        return InvalidToken("the run this token belongs to has been revoked", reason="run_revoked")
+    if version != claims.user_version:
+        return InvalidToken("the user's delegations have been revoked", reason="user_revoked")
+    return None
+
+
+class MemoryRevocationStore:
+    """In-process registry for embedded mode and tests."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._jtis: dict[str, float] = {}
+        self._runs: set[str] = set()
+        self._users: dict[str, int] = {}
+        self._once: dict[str, float] = {}
+
+    def revoke_jti(self, jti: str, *, expires_at: int) -> None:
+        with self._lock:
+            self._jtis[jti] = expires_at
+
+    def revoke_user(self, user: str) -> int:
+        with self._lock:
+            self._users[user] = self._users.get(user, 0) + 1
+            return self._users[user]
+
+    def revoke_run(self, run_id: str) -> None:
+        with self._lock:
+            self._runs.add(run_id)
+
+    def user_version(self, user: str) -> int:
+        return self._users.get(user, 0)
+
+    def check(self, claims: AccessClaims) -> None:
+        with self._lock:
+            revoked = {j for j in (claims.jti, *claims.ancestors) if j in self._jtis}
+            refusal = refusal_for(claims, revoked, claims.ctx.run_id in self._runs,
+                                  self._users.get(claims.sub, 0))
+        if refusal is not None:
+            raise refusal
+
+    def claim_once(self, key: str, *, ttl: int) -> bool:
+        now = self._clock()
+        with self._lock:
+            if len(self._once) > 100_000:
+                self._once = {k: t for k, t in self._once.items() if t > now}
+            if self._once.get(key, 0) > now:
+                return False
+            self._once[key] = now + ttl
+            return True
+
+    def ping(self) -> None:
+        return None
+
+
+class _RedisLike(Protocol):
+    def set(self, *args: object, **kwargs: object) -> object: ...
+    def incr(self, name: str) -> int: ...
+    def get(self, name: str) -> object: ...
+    def mget(self, keys: list[str]) -> list[object]: ...
+    def ping(self) -> object: ...
+
+
+class RedisRevocationStore:
+    """The shared registry for distributed mode. Keys expire with what they refer to."""
+
+    def __init__(self, client: _RedisLike, clock: Callable[[], float] = time.time) -> None:
+        self._r = client
+        self._clock = clock
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisRevocationStore:
+        import redis
+
+        client = redis.Redis.from_url(
+            url, socket_timeout=1.0, socket_connect_timeout=1.0, health_check_interval=30
+        )
+        return cls(client)
+
+    def _call(self, fn: Callable[[], object]) -> object:
+        import redis
+
+        try:
+            return fn()
+        except (redis.RedisError, OSError) as exc:
+            raise Unavailable("revocation registry unreachable",
+                              reason="revocation_unavailable") from exc
+
+    def revoke_jti(self, jti: str, *, expires_at: int) -> None:
+        ttl = max(1, int(expires_at - self._clock()) + 60)
+        self._call(lambda: self._r.set(f"{_PREFIX}jti:{jti}", 1, ex=ttl))
+
+    def revoke_user(self, user: str) -> int:
+        return int(self._call(lambda: self._r.incr(f"{_PREFIX}user:{user}")))  # type: ignore[call-overload]
+
+    def revoke_run(self, run_id: str) -> None:
+        self._call(lambda: self._r.set(f"{_PREFIX}run:{run_id}", 1, ex=RUN_REVOCATION_TTL))
+
+    def user_version(self, user: str) -> int:
+        value = self._call(lambda: self._r.get(f"{_PREFIX}user:{user}"))
+        return int(value) if value is not None else 0  # type: ignore[call-overload]
+
+    def check(self, claims: AccessClaims) -> None:
+        jtis = [claims.jti, *claims.ancestors]
+        keys = [f"{_PREFIX}jti:{j}" for j in jtis]
+        keys += [f"{_PREFIX}run:{claims.ctx.run_id}", f"{_PREFIX}user:{claims.sub}"]
+        values = self._call(lambda: self._r.mget(keys))
+        assert isinstance(values, list)
+        revoked = {j for j, v in zip(jtis, values, strict=False) if v is not None}
+        version = int(values[-1]) if values[-1] is not None else 0  # type: ignore[call-overload]
+        refusal = refusal_for(claims, revoked, values[-2] is not None, version)
+        if refusal is not None:
+            raise refusal
+
+    def claim_once(self, key: str, *, ttl: int) -> bool:
+        return bool(self._call(lambda: self._r.set(f"{_PREFIX}once:{key}", 1, nx=True, ex=ttl)))
+
+    def ping(self) -> None:
+        self._call(self._r.ping)
+
+
+def open_store(redis_url: str | None) -> RevocationStore:
+    """The registry the settings name: Redis when a URL is given, in-process otherwise."""
+    if redis_url:
+        return RedisRevocationStore.from_url(redis_url)
+    return MemoryRevocationStore()

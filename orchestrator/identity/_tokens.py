@@ -1,0 +1,237 @@
+"""Minting and the one verifier every party uses.
+
+The verifier takes the algorithm allow-list, issuer, audience and keys from its caller, never from
+the token. It checks, in order: size and shape, the header (``typ``, ``alg`` on the allow-list, a
+``kid``, no key or key location in the header, no ``crit``), the signature with the key published
+under that ``kid`` (whose algorithm must match), then issuer, audience, expiry and not-before with
+leeway, lifetime, required claims and the ``act`` chain (not inverted, no cycle, depth limit).
+Every refusal is :class:`~orchestrator.errors.InvalidToken` with a specific ``reason``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import jwt
+from jwt.api_jws import PyJWS
+from pydantic import ValidationError
+
+from orchestrator.errors import InvalidToken, Unavailable
+from orchestrator.identity._claims import (
+    AGENT_PREFIX,
+    MAX_ACT_NESTING,
+    USER_PREFIX,
+    AccessClaims,
+    act_nesting,
+)
+from orchestrator.identity._keys import JWKSet, PublicKey, SigningKey
+
+TYP = "at+jwt"
+_TYPES = frozenset({"at+jwt", "application/at+jwt"})
+_HEADER_ALLOWED = frozenset({"alg", "typ", "kid"})
+_KEY_HEADERS = frozenset({"jwk", "jku", "x5u", "x5c", "x5t", "x5t#S256"})
+_SEGMENT = re.compile(r"^[A-Za-z0-9_-]+$")
+MAX_LIFETIME_SECONDS = 900
+_jws = PyJWS()
+
+
+class KeySource(Protocol):
+    def get(self, kid: str) -> PublicKey | None: ...
+
+
+def mint(claims: AccessClaims, key: SigningKey) -> str:
+    """Sign claims as an RFC 9068 access token."""
+    payload = claims.model_dump(mode="json", exclude_none=True)
+    return jwt.encode(payload, key.private, algorithm=key.alg, headers={"typ": TYP, "kid": key.kid})
+
+
+class VerifiedToken:
+    """Claims whose signature and rules the verifier checked. Only the verifier makes these."""
+
+    __slots__ = ("claims", "kid", "size")
+    _seal = object()
+
+    def __init__(self, seal: object, claims: AccessClaims, kid: str, size: int) -> None:
+        if seal is not VerifiedToken._seal:
+            raise TypeError("VerifiedToken is produced only by TokenVerifier")
+        self.claims = claims
+        self.kid = kid
+        self.size = size
+
+    def __repr__(self) -> str:
+        return f"VerifiedToken(sub={self.claims.sub!r}, chain={self.claims.chain()!r})"
+
+
+@dataclass(frozen=True)
+class VerifierPolicy:
+    issuer: str
+    allowed_algs: tuple[str, ...]
+    leeway: int = 5
+    max_bytes: int = 8192
+    max_depth: int = 4
+
+
+def _refuse(reason: str, message: str) -> InvalidToken:
+    return InvalidToken(message, reason=reason)
+
+
+class TokenVerifier:
+    def __init__(self, keys: KeySource, policy: VerifierPolicy) -> None:
+        self._keys = keys
+        self._policy = policy
+
+    @property
+    def policy(self) -> VerifierPolicy:
+        return self._policy
+
+    def verify(self, token: object, *, audience: str, now: int) -> VerifiedToken:
+        raw = self._check_shape(token)
+        header = _unverified_header(raw)
+        key = self._key_for(header)
+        payload = self._verified_payload(raw, key)
+        claims = self._check_claims(payload, audience=audience, now=now)
+        return VerifiedToken(VerifiedToken._seal, claims, key.kid, len(raw))
+
+    def _check_shape(self, token: object) -> str:
+        if not isinstance(token, str) or not token:
+            raise _refuse("malformed", "token must be a non-empty string")
+        if len(token) > self._policy.max_bytes:
+            raise _refuse("token_too_large", f"token exceeds {self._policy.max_bytes} bytes")
+        parts = token.split(".")
+        if len(parts) != 3 or not all(_SEGMENT.match(p) for p in parts):
+            raise _refuse("malformed", "token is not a compact JWS (three base64url segments)")
+        return token
+
+    def _key_for(self, header: dict[str, Any]) -> PublicKey:
+        if _KEY_HEADERS & set(header):
+            raise _refuse("key_in_header", "keys or key locations in the header are refused")
+        if "crit" in header:
+            raise _refuse("unsupported_crit", "no critical header extension is understood")
+        if set(header) - _HEADER_ALLOWED:
+            raise _refuse("unexpected_header", "header has parameters other than alg, typ, kid")
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in self._policy.allowed_algs:
+            raise _refuse("alg_not_allowed", "signing algorithm is not on the allow-list")
+        typ = header.get("typ")
+        if not isinstance(typ, str) or typ.lower() not in _TYPES:
+            raise _refuse("wrong_typ", "typ must be at+jwt")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not 0 < len(kid) <= 128:
+            raise _refuse("missing_kid", "header must name a kid")
+        key = self._keys.get(kid)
+        if key is None:
+            raise _refuse("unknown_kid", "no published key has this kid")
+        if key.alg != alg:
+            raise _refuse("alg_mismatch", "alg differs from the published key's algorithm")
+        return key
+
+    def _verified_payload(self, raw: str, key: PublicKey) -> dict[str, Any]:
+        try:
+            decoded = _jws.decode_complete(raw, key.key, algorithms=[key.alg])
+            payload = json.loads(decoded["payload"])
+        except jwt.InvalidSignatureError as exc:
+            raise _refuse("bad_signature", "signature does not verify") from exc
+        except (jwt.PyJWTError, ValueError, RecursionError, TypeError) as exc:
+            raise _refuse("malformed", "token cannot be decoded") from exc
+        if not isinstance(payload, dict):
+            raise _refuse("malformed", "payload is not a JSON object")
+        return payload
+
+    def _check_claims(self, payload: dict[str, Any], *, audience: str, now: int) -> AccessClaims:
+        p = self._policy
+        for name in ("iss", "sub", "aud", "exp", "iat", "jti", "scope", "client_id", "ctx"):
+            if name not in payload:
+                raise _refuse("missing_claim", f"required claim {name!r} is missing")
+        if payload["iss"] != p.issuer:
+            raise _refuse("issuer_mismatch", "issuer is not the configured issuer")
+        if payload["aud"] != audience:
+            raise _refuse("audience_mismatch", "token is not meant for this audience")
+        _check_times(payload, now=now, leeway=p.leeway)
+        nesting = act_nesting(payload.get("act"))
+        if nesting < 0:
+            raise _refuse("invalid_act", "act must be an object with a sub")
+        if nesting > MAX_ACT_NESTING:
+            raise _refuse("max_depth_exceeded", "act chain is too deep")
+        try:
+            claims = AccessClaims.model_validate(payload)
+        except ValidationError as exc:
+            field = ".".join(str(x) for x in exc.errors()[0]["loc"]) or "claims"
+            raise _refuse("invalid_claims", f"claim {field!r} is invalid") from exc
+        check_chain(claims, max_depth=p.max_depth)
+        return claims
+
+
+def _check_times(payload: dict[str, Any], *, now: int, leeway: int) -> None:
+    times = {k: payload.get(k) for k in ("exp", "iat", "nbf")}
+    for name, value in times.items():
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            raise _refuse("invalid_claims", f"claim {name!r} must be an integer")
+    exp, iat, nbf = times["exp"], times["iat"], times["nbf"]
+    assert isinstance(exp, int) and isinstance(iat, int)
+    if now >= exp + leeway:
+        raise _refuse("token_expired", "token has expired")
+    if iat > now + leeway or (nbf is not None and nbf > now + leeway):
+        raise _refuse("token_not_yet_valid", "token is not valid yet")
+    if exp - iat > MAX_LIFETIME_SECONDS:
+        raise _refuse("lifetime_too_long", f"token lifetime exceeds {MAX_LIFETIME_SECONDS}s")
+
+
+def check_chain(claims: AccessClaims, *, max_depth: int) -> None:
+    """The principal is a user, every actor an agent, no actor repeats, depth within policy."""
+    actors = claims.actors
+    if not claims.sub.startswith(USER_PREFIX):
+        if any(a.startswith(USER_PREFIX) for a in actors) or claims.sub.startswith(AGENT_PREFIX):
+            raise _refuse("inverted_chain", "sub must be the user; an agent is never the principal")
+        raise _refuse("invalid_subject", "sub must be a user")
+    if any(not a.startswith(AGENT_PREFIX) for a in actors):
+        raise _refuse("inverted_chain", "every actor in act must be an agent")
+    if len(set(actors)) != len(actors):
+        raise _refuse("chain_cycle", "an actor appears twice in the chain")
+    if len(actors) > max_depth:
+        raise _refuse("max_depth_exceeded", f"chain has more than {max_depth} actors")
+
+
+def _unverified_header(raw: str) -> dict[str, Any]:
+    try:
+        header = jwt.get_unverified_header(raw)
+    except (jwt.PyJWTError, ValueError, RecursionError, TypeError) as exc:
+        raise _refuse("malformed", "header cannot be decoded") from exc
+    if not isinstance(header, dict):
+        raise _refuse("malformed", "header is not a JSON object")
+    return header
+
+
+class CachedJWKS:
+    """A :class:`KeySource` over a remote JWKS: fetched once, refreshed on an unknown ``kid`` at
+    most once per ``min_refresh_seconds``. ``fetch`` raises :class:`~orchestrator.errors.Unavailable`
+    when the key set cannot be reached; nothing is then trusted."""
+
+    def __init__(
+        self,
+        fetch: Callable[[], dict[str, Any]],
+        allowed_algs: tuple[str, ...],
+        clock: Callable[[], float],
+        min_refresh_seconds: float = 5.0,
+    ) -> None:
+        self._fetch = fetch
+        self._algs = allowed_algs
+        self._clock = clock
+        self._min = min_refresh_seconds
+        self._set: JWKSet | None = None
+        self._fetched_at = float("-inf")
+
+    def get(self, kid: str) -> PublicKey | None:
+        if self._set is not None:
+            key = self._set.get(kid)
+            if key is not None or self._clock() - self._fetched_at < self._min:
+                return key
+        self._fetched_at = self._clock()
+        try:
+            self._set = JWKSet.from_dict(self._fetch(), self._algs)
+        except ValueError as exc:
+            raise Unavailable("published key set is malformed", reason="jwks_unavailable") from exc
+        return self._set.get(kid)
