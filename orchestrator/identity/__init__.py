@@ -4,6 +4,12 @@ Imports no web framework and no Celery. The authorization server, the mock servi
 agents all use it, the way a real service imports an auth SDK.
 """
 
+from orchestrator.identity._assertions import (
+    CLIENT_ASSERTION_TYPE,
+    AssertionPolicy,
+    make_assertion,
+    verify_assertion,
+)
 from orchestrator.identity._claims import AccessClaims, Actor, Context, MayAct, act_nesting, nest
 from orchestrator.identity._exchange import (
     ExchangeRequest,
@@ -13,7 +19,7 @@ from orchestrator.identity._exchange import (
     decide_root,
     new_jti,
 )
-from orchestrator.identity._keyring import KeyRing, client_key
+from orchestrator.identity._keyring import KeyRing, client_key, registered_client_jwk
 from orchestrator.identity._keys import JWKSet, PublicKey, SigningKey, thumbprint
 from orchestrator.identity._policy import (
     Agent,
@@ -48,8 +54,10 @@ from orchestrator.identity._tokens import (
 )
 
 __all__ = [
+    "CLIENT_ASSERTION_TYPE",
     "TYP",
     "AccessClaims",
+    "AssertionPolicy",
     "Actor",
     "Agent",
     "CachedJWKS",
@@ -82,11 +90,14 @@ __all__ = [
     "format_scopes",
     "is_write",
     "load_directory",
+    "make_assertion",
     "mint",
     "narrow",
     "nest",
     "new_jti",
     "open_store",
     "parse_scopes",
+    "registered_client_jwk",
     "thumbprint",
+    "verify_assertion",
 ]

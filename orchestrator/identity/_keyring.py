@@ -124,11 +124,33 @@ def _alive(retire_after: int | None, now: int) -> bool:
     return retire_after is None or now < retire_after
 
 
+def _client_stem(client_id: str) -> str:
+    return client_id.replace(":", "_")
+
+
 def client_key(directory: Path, client_id: str, alg: str) -> SigningKey:
-    """An agent's or the orchestrator's own key pair for ``private_key_jwt``, made on first use."""
-    path = directory / f"{client_id.replace(':', '_')}.pem"
+    """An agent's or the orchestrator's own key pair for ``private_key_jwt``, made on first use.
+
+    The private key stays in ``<client>.pem`` (0600); the public JWK is registered beside it as
+    ``<client>.jwk.json``, which is all the authorization server reads.
+    """
+    stem = _client_stem(client_id)
+    path = directory / f"{stem}.pem"
     with locked(directory):
         if not path.exists():
             write_private(path, generate_private_key(alg))
-    private = read_private(path)
-    return signing_key_of(private, alg_of(private))
+        private = read_private(path)
+        key = signing_key_of(private, alg_of(private))
+        public_path = directory / f"{stem}.jwk.json"
+        if not public_path.exists():
+            public_path.write_text(json.dumps(key.public.jwk))
+    return key
+
+
+def registered_client_jwk(directory: Path, client_id: str) -> dict | None:  # type: ignore[type-arg]
+    """The public JWK registered for a client, or None."""
+    try:
+        jwk = json.loads((directory / f"{_client_stem(client_id)}.jwk.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return jwk if isinstance(jwk, dict) else None

@@ -18,7 +18,7 @@ READ_VERBS = frozenset({"read", "query", "list", "describe", "get", "view"})
 
 
 def is_scope(value: str) -> bool:
-    return bool(_SCOPE.match(value))
+    return bool(_SCOPE.fullmatch(value))
 
 
 def parse_scopes(value: str) -> frozenset[str]:

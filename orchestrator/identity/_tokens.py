@@ -88,7 +88,8 @@ class TokenVerifier:
     def policy(self) -> VerifierPolicy:
         return self._policy
 
-    def verify(self, token: object, *, audience: str, now: int) -> VerifiedToken:
+    def verify(self, token: object, *, audience: str | frozenset[str], now: int) -> VerifiedToken:
+        """Verify ``token`` for ``audience`` (one, or a set the caller trusts) at ``now``."""
         raw = self._check_shape(token)
         header = _unverified_header(raw)
         key = self._key_for(header)
@@ -141,14 +142,17 @@ class TokenVerifier:
             raise _refuse("malformed", "payload is not a JSON object")
         return payload
 
-    def _check_claims(self, payload: dict[str, Any], *, audience: str, now: int) -> AccessClaims:
+    def _check_claims(self, payload: dict[str, Any], *, audience: str | frozenset[str],
+                      now: int) -> AccessClaims:
         p = self._policy
         for name in ("iss", "sub", "aud", "exp", "iat", "jti", "scope", "client_id", "ctx"):
             if name not in payload:
                 raise _refuse("missing_claim", f"required claim {name!r} is missing")
         if payload["iss"] != p.issuer:
             raise _refuse("issuer_mismatch", "issuer is not the configured issuer")
-        if payload["aud"] != audience:
+        aud = payload["aud"]
+        allowed = audience if isinstance(audience, frozenset) else frozenset({audience})
+        if not isinstance(aud, str) or aud not in allowed:
             raise _refuse("audience_mismatch", "token is not meant for this audience")
         _check_times(payload, now=now, leeway=p.leeway)
         nesting = act_nesting(payload.get("act"))

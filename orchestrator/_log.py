@@ -1,0 +1,57 @@
+"""Structured logging: snake_case events, JSON or console, and a processor that redacts tokens.
+
+Nothing a token or key could hide in survives: any string value that looks like a compact JWS or a
+PEM block is replaced before rendering, whatever key it sits under.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from typing import Any
+
+import structlog
+
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+_PEM = re.compile(r"-----BEGIN [A-Z ]+-----.*?-----END [A-Z ]+-----", re.S)
+_SECRET_KEYS = frozenset({"token", "access_token", "subject_token", "actor_token", "assertion",
+                          "client_assertion", "authorization", "secret", "password"})
+
+
+def redact(value: Any) -> Any:
+    if isinstance(value, str):
+        return _PEM.sub("[redacted key]", _JWT.sub("[redacted token]", value))
+    if isinstance(value, dict):
+        return {k: "[redacted]" if str(k).lower() in _SECRET_KEYS else redact(v)
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact(v) for v in value]
+    return value
+
+
+def redact_processor(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
+    return redact(event)  # type: ignore[no-any-return]
+
+
+def configure(level: str = "INFO", *, json: bool = False) -> None:
+    """Configure structlog once per process; logs go to stderr."""
+    renderer: Any = (structlog.processors.JSONRenderer() if json
+                     else structlog.dev.ConsoleRenderer(colors=False))
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact_processor,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping().get(level.upper(), logging.INFO)),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(**bound: Any) -> Any:
+    return structlog.get_logger().bind(**bound)

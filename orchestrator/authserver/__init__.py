@@ -1,0 +1,24 @@
+"""The authorization server: RFC 8414 metadata, JWKS, RFC 8693 token exchange with
+``private_key_jwt`` client authentication, RFC 7662 introspection, RFC 7009 revocation."""
+
+from orchestrator.authserver._app import create_app
+from orchestrator.authserver._clients import ClientKeys
+from orchestrator.authserver._service import (
+    GRANT_JWT_BEARER,
+    GRANT_TOKEN_EXCHANGE,
+    TOKEN_TYPE_ACCESS,
+    TOKEN_TYPE_JWT,
+    AuthorizationService,
+    TokenResponse,
+)
+
+__all__ = [
+    "GRANT_JWT_BEARER",
+    "GRANT_TOKEN_EXCHANGE",
+    "TOKEN_TYPE_ACCESS",
+    "TOKEN_TYPE_JWT",
+    "AuthorizationService",
+    "ClientKeys",
+    "TokenResponse",
+    "create_app",
+]

@@ -1,0 +1,157 @@
+"""The authorization server's HTTP surface (RFC 8414 metadata, JWKS, RFC 8693 token endpoint,
+RFC 7662 introspection, RFC 7009 revocation). Handlers parse and answer; decisions live in
+:class:`~orchestrator.authserver._service.AuthorizationService`."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qs
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from orchestrator.authserver._service import (
+    GRANT_JWT_BEARER,
+    GRANT_TOKEN_EXCHANGE,
+    TOKEN_TYPE_ACCESS,
+    TOKEN_TYPE_JWT,
+    AuthorizationService,
+)
+from orchestrator.errors import InvalidRequest, OAuthError, Unavailable
+from orchestrator.identity._assertions import CLIENT_ASSERTION_TYPE
+
+MAX_BODY_BYTES = 64 * 1024
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+_FORM_FIELDS = {
+    "token": ["grant_type", "client_assertion_type", "client_assertion", "client_id",
+              "subject_token", "subject_token_type", "actor_token", "actor_token_type",
+              "requested_token_type", "scope", "resource", "audience", "assertion"],
+    "introspect": ["token", "token_type_hint", "client_assertion_type", "client_assertion"],
+    "revoke": ["token", "token_type_hint", "client_assertion_type", "client_assertion"],
+    "revocations": ["jti", "user", "run_id", "client_assertion_type", "client_assertion"],
+}
+
+_ERROR_SCHEMA = {
+    "type": "object", "required": ["error"],
+    "properties": {"error": {"type": "string"}, "error_description": {"type": "string"},
+                   "reason": {"type": "string"}},
+}
+_TOKEN_SCHEMA = {
+    "type": "object",
+    "required": ["access_token", "issued_token_type", "token_type", "expires_in"],
+    "properties": {"access_token": {"type": "string"}, "issued_token_type": {"type": "string"},
+                   "token_type": {"type": "string"}, "expires_in": {"type": "integer"},
+                   "scope": {"type": "string"}},
+}
+
+
+def _form_doc(name: str, ok: dict[str, Any], errors: tuple[int, ...]) -> dict[str, Any]:
+    props = {field: {"type": "string"} for field in _FORM_FIELDS[name]}
+    responses: dict[str, Any] = {
+        "200": {"description": "OK", "content": {"application/json": {"schema": ok}}}}
+    for status in errors:
+        responses[str(status)] = {"description": "OAuth error",
+                                  "content": {"application/json": {"schema": _ERROR_SCHEMA}}}
+    return {"requestBody": {"required": True, "content": {
+        "application/x-www-form-urlencoded": {"schema": {"type": "object", "properties": props}}}},
+        "responses": responses}
+
+
+async def _read_form(request: Request) -> dict[str, list[str]]:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/x-www-form-urlencoded":
+        raise InvalidRequest("body must be application/x-www-form-urlencoded",
+                             reason="unsupported_content_type")
+    body = await request.body()
+    if len(body) > MAX_BODY_BYTES:
+        raise InvalidRequest("request body too large", reason="body_too_large")
+    try:
+        return parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False,
+                        max_num_fields=64)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InvalidRequest("body is not a valid form", reason="malformed_form") from exc
+
+
+def create_app(service: AuthorizationService) -> FastAPI:
+    app = FastAPI(title="InfraBot Chains authorization server", version="1.0.0",
+                  docs_url=None, redoc_url=None)
+    base = service.settings.auth_url
+
+    @app.exception_handler(OAuthError)
+    async def _oauth_error(_request: Request, exc: OAuthError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status, headers=NO_STORE)
+
+    @app.exception_handler(Unavailable)
+    async def _unavailable(_request: Request, exc: Unavailable) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=503, headers={**NO_STORE, "Retry-After": "1"})
+
+    @app.get("/.well-known/oauth-authorization-server", summary="RFC 8414 metadata")
+    async def metadata() -> dict[str, Any]:
+        algs = list(service.settings.allowed_algs)
+        return {
+            "issuer": service.issuer,
+            "token_endpoint": f"{base}/token",
+            "jwks_uri": f"{base}/jwks.json",
+            "introspection_endpoint": f"{base}/introspect",
+            "revocation_endpoint": f"{base}/revoke",
+            "grant_types_supported": [GRANT_TOKEN_EXCHANGE, GRANT_JWT_BEARER],
+            "response_types_supported": [],
+            "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+            "token_endpoint_auth_signing_alg_values_supported": algs,
+            "introspection_endpoint_auth_methods_supported": ["private_key_jwt"],
+            "revocation_endpoint_auth_methods_supported": ["private_key_jwt"],
+            "scopes_supported": sorted({s for svc in service.directory.services.values()
+                                        for s in svc.scopes}),
+            "subject_token_types_supported": [TOKEN_TYPE_ACCESS, TOKEN_TYPE_JWT],
+            "actor_token_types_supported": [TOKEN_TYPE_JWT],
+            "client_assertion_types_supported": [CLIENT_ASSERTION_TYPE],
+            "access_token_signing_alg_values_supported": [service.settings.signing_alg],
+            "max_delegation_depth": service.settings.max_depth,
+            "service_documentation": f"{base}/openapi.json",
+        }
+
+    @app.get("/jwks.json", summary="Published signing keys (RFC 7517)")
+    async def jwks() -> JSONResponse:
+        service.keyring.refresh(now=service.now())
+        return JSONResponse(service.keyring.jwks().to_dict(),
+                            headers={"Cache-Control": "public, max-age=60"})
+
+    @app.post("/token", summary="RFC 8693 token exchange and the RFC 7523 root grant",
+              openapi_extra=_form_doc("token", _TOKEN_SCHEMA, (400, 401, 503)))
+    async def token(request: Request) -> JSONResponse:
+        form = await _read_form(request)
+        issued = await run_in_threadpool(service.token, form)
+        return JSONResponse(issued.body(), headers=NO_STORE)
+
+    @app.post("/introspect", summary="RFC 7662 token introspection",
+              openapi_extra=_form_doc("introspect", {"type": "object", "required": ["active"],
+                                                     "properties": {"active": {
+                                                         "type": "boolean"}}}, (400, 401, 503)))
+    async def introspect(request: Request) -> JSONResponse:
+        form = await _read_form(request)
+        return JSONResponse(await run_in_threadpool(service.introspect, form), headers=NO_STORE)
+
+    @app.post("/revoke", summary="RFC 7009 token revocation (cascades to exchanged tokens)",
+              openapi_extra=_form_doc("revoke", {"type": "object"}, (400, 401, 503)))
+    async def revoke(request: Request) -> Response:
+        form = await _read_form(request)
+        await run_in_threadpool(service.revoke, form)
+        return Response(status_code=200, headers=NO_STORE)
+
+    @app.post("/revocations", summary="Revoke by jti, user or run (trusted clients)",
+              openapi_extra=_form_doc("revocations", {"type": "object"}, (400, 401, 503)))
+    async def revocations(request: Request) -> JSONResponse:
+        form = await _read_form(request)
+        return JSONResponse(await run_in_threadpool(service.revoke_by, form), headers=NO_STORE)
+
+    @app.get("/health", summary="Liveness and registry reachability")
+    async def health() -> JSONResponse:
+        try:
+            await run_in_threadpool(service.revocation.ping)
+        except Unavailable as exc:
+            return JSONResponse({"status": "degraded", "reason": exc.reason}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    return app

@@ -1,0 +1,76 @@
+"""Client authentication at the authorization server: ``private_key_jwt`` (RFC 7523 section 2.2).
+
+A client's public key is the JWK registered for it in the state directory; the client must also
+be in the directory (an agent or a listed client). A reused assertion ``jti`` is refused.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from orchestrator.authserver._forms import Form, required, single
+from orchestrator.errors import InvalidClient
+from orchestrator.identity import (
+    CLIENT_ASSERTION_TYPE,
+    AssertionPolicy,
+    Directory,
+    JWKSet,
+    PublicKey,
+    RevocationStore,
+    registered_client_jwk,
+    verify_assertion,
+)
+
+
+class ClientKeys:
+    """Registered client public keys, re-read when their file changes (a re-registered agent)."""
+
+    def __init__(self, directory: Path, allowed_algs: tuple[str, ...]) -> None:
+        self._dir = directory
+        self._algs = allowed_algs
+        self._cache: dict[str, tuple[float, PublicKey | None]] = {}
+
+    def __call__(self, client_id: str) -> PublicKey | None:
+        cached = self._cache.get(client_id)
+        if cached is not None and time.monotonic() - cached[0] < 2.0:
+            return cached[1]
+        jwk = registered_client_jwk(self._dir, client_id)
+        key = None
+        if jwk is not None:
+            key = JWKSet.from_dict({"keys": [jwk]}, self._algs).get(str(jwk.get("kid")))
+        self._cache[client_id] = (time.monotonic(), key)
+        return key
+
+
+class ClientAuthenticator:
+    def __init__(self, keys: Callable[[str], PublicKey | None], directory: Directory,
+                 replay: RevocationStore, policy: AssertionPolicy) -> None:
+        self._keys = keys
+        self._directory = directory
+        self._replay = replay
+        self._policy = policy
+
+    def authenticate(self, form: Form, *, now: int) -> str:
+        """The authenticated client id, or :class:`InvalidClient`."""
+        assertion_type = single(form, "client_assertion_type")
+        if assertion_type is None:
+            raise InvalidClient("client authentication (private_key_jwt) is required",
+                                reason="client_authentication_missing")
+        if assertion_type != CLIENT_ASSERTION_TYPE:
+            raise InvalidClient("unsupported client_assertion_type",
+                                reason="unsupported_client_assertion_type")
+        claimed = single(form, "client_id")
+        claims = verify_assertion(required(form, "client_assertion"), keys=self._keys,
+                                  policy=self._policy, now=now, expected_issuer=claimed)
+        client = claims["iss"]
+        if claims["sub"] != client:
+            raise InvalidClient("assertion sub must equal iss", reason="client_mismatch")
+        if client not in self._directory.client_ids():
+            raise InvalidClient("client is not registered in the directory",
+                                reason="unknown_client")
+        ttl = max(1, int(claims["exp"]) - now + self._policy.leeway)
+        if not self._replay.claim_once(f"assertion:{client}:{claims['jti']}", ttl=ttl):
+            raise InvalidClient("client assertion was already used", reason="assertion_replayed")
+        return str(client)

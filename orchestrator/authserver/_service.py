@@ -1,0 +1,331 @@
+"""The authorization server's decisions, independent of HTTP.
+
+Grants: RFC 8693 token exchange for agents, and the RFC 7523 JWT-bearer grant through which the
+trusted orchestrator obtains the root token of a run. Also RFC 7662 introspection and RFC 7009
+revocation (plus revocation by user and by run). Every issuance and every refusal is audited.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from orchestrator.audit import AuditRecord
+from orchestrator.authserver._clients import ClientAuthenticator
+from orchestrator.authserver._forms import Form, required, single
+from orchestrator.config import Settings
+from orchestrator.errors import (
+    InvalidGrant,
+    InvalidRequest,
+    InvalidToken,
+    OAuthError,
+    UnauthorizedClient,
+    Unavailable,
+    UnsupportedGrantType,
+    UnsupportedTokenType,
+)
+from orchestrator.identity import (
+    AccessClaims,
+    AssertionPolicy,
+    Context,
+    Directory,
+    ExchangeRequest,
+    Grant,
+    Issuance,
+    KeyRing,
+    PublicKey,
+    RevocationStore,
+    TokenVerifier,
+    VerifiedToken,
+    VerifierPolicy,
+    decide,
+    decide_root,
+    mint,
+    parse_scopes,
+    verify_assertion,
+)
+
+GRANT_TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+GRANT_JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+TOKEN_TYPE_ACCESS = "urn:ietf:params:oauth:token-type:access_token"
+TOKEN_TYPE_JWT = "urn:ietf:params:oauth:token-type:jwt"
+_SUBJECT_TYPES = frozenset({TOKEN_TYPE_ACCESS, TOKEN_TYPE_JWT})
+
+
+class AuditSink(Protocol):
+    def append(self, record: AuditRecord) -> object: ...
+
+
+@dataclass(frozen=True)
+class TokenResponse:
+    """An RFC 8693 section 2.2.1 response; ``claims`` and ``dropped`` stay server-side."""
+
+    access_token: str
+    expires_in: int
+    scope: str
+    claims: AccessClaims
+    dropped: tuple[str, ...] = ()
+    issued_token_type: str = TOKEN_TYPE_ACCESS
+    token_type: str = "Bearer"
+
+    def body(self) -> dict[str, Any]:
+        return {"access_token": self.access_token, "issued_token_type": self.issued_token_type,
+                "token_type": self.token_type, "expires_in": self.expires_in, "scope": self.scope}
+
+
+class _RingKeys:
+    """The issuer's own published keys, reloaded when another process rotated them."""
+
+    def __init__(self, ring: KeyRing, clock: Callable[[], float]) -> None:
+        self._ring, self._clock = ring, clock
+
+    def get(self, kid: str) -> PublicKey | None:
+        key = self._ring.jwks().get(kid)
+        if key is None:
+            self._ring.refresh(now=int(self._clock()))
+            key = self._ring.jwks().get(kid)
+        return key
+
+
+@dataclass
+class AuthorizationService:
+    settings: Settings
+    keyring: KeyRing
+    directory: Directory
+    revocation: RevocationStore
+    client_keys: Callable[[str], PublicKey | None]
+    services: dict[str, str]  # service name -> base URL
+    audit: AuditSink | None = None
+    clock: Callable[[], float] = time.time
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        self.issuer = s.issuer_url
+        self.token_endpoint = f"{s.auth_url}/token"
+        self.verifier = TokenVerifier(_RingKeys(self.keyring, self.clock), VerifierPolicy(
+            issuer=self.issuer, allowed_algs=s.allowed_algs, leeway=s.leeway_seconds,
+            max_bytes=s.max_token_bytes, max_depth=s.max_depth))
+        self.assertion_policy = AssertionPolicy(
+            audiences=frozenset({self.issuer, self.token_endpoint, s.auth_url}),
+            allowed_algs=s.allowed_algs, leeway=s.leeway_seconds,
+            max_lifetime=s.assertion_max_lifetime_seconds)
+        self.clients = ClientAuthenticator(self.client_keys, self.directory, self.revocation,
+                                           self.assertion_policy)
+        self.audiences = frozenset({self.issuer, *(u.rstrip("/") for u in self.services.values())})
+
+    def _issuance(self, ttl: int) -> Issuance:
+        return Issuance(issuer=self.issuer, ttl=ttl, max_depth=self.settings.max_depth,
+                        services={url.rstrip("/"): name for name, url in self.services.items()},
+                        revocation_url=f"{self.settings.auth_url}/revoke",
+                        log_url=f"{self.settings.auth_url}/audit")
+
+    def now(self) -> int:
+        return int(self.clock())
+
+    # -- token endpoint ---------------------------------------------------------------------
+
+    def token(self, form: Form) -> TokenResponse:
+        now = self.now()
+        grant_type = single(form, "grant_type", required=True)
+        if grant_type not in (GRANT_TOKEN_EXCHANGE, GRANT_JWT_BEARER):
+            raise UnsupportedGrantType("grant_type is not supported")
+        client = self.clients.authenticate(form, now=now)
+        if grant_type == GRANT_TOKEN_EXCHANGE:
+            return self.exchange(client, form, now=now)
+        return self.root_grant(client, form, now=now)
+
+    def exchange(self, client: str, form: Form, *, now: int) -> TokenResponse:
+        subject: VerifiedToken | None = None
+        target = _peek(form, "resource") or _peek(form, "audience")
+        try:
+            subject = self._subject(form, now=now)
+            self._check_actor_token(client, form, now=now)
+            requested_type = single(form, "requested_token_type")
+            if requested_type is not None and requested_type not in _SUBJECT_TYPES:
+                raise InvalidRequest("requested_token_type is not supported",
+                                     reason="unsupported_requested_token_type")
+            scope = single(form, "scope")
+            grant = decide(ExchangeRequest(
+                subject=subject, actor=client, scopes=parse_scopes(scope) if scope else None,
+                resource=single(form, "resource"), audience=single(form, "audience")),
+                self.directory, self._issuance(self.settings.token_ttl_seconds), now=now)
+        except (OAuthError, Unavailable) as exc:
+            self._audit_refusal("token_exchange", client, target, exc,
+                                subject.claims if subject else None)
+            raise
+        return self._issue(grant, "token_exchange", target, now=now)
+
+    def _subject(self, form: Form, *, now: int) -> VerifiedToken:
+        token = required(form, "subject_token")
+        if required(form, "subject_token_type") not in _SUBJECT_TYPES:
+            raise InvalidRequest("subject_token_type is not supported",
+                                 reason="unsupported_subject_token_type")
+        try:
+            subject = self.verifier.verify(token, audience=self.issuer, now=now)
+            self.revocation.check(subject.claims)
+        except InvalidToken as exc:  # RFC 8693 2.2.2: an invalid subject_token is invalid_request
+            raise InvalidRequest(f"subject_token: {exc.message}", reason=exc.reason) from exc
+        return subject
+
+    def _check_actor_token(self, client: str, form: Form, *, now: int) -> None:
+        """An ``actor_token``, if given, must be a JWT the caller itself signed, naming itself."""
+        actor_token = single(form, "actor_token")
+        if actor_token is None:
+            if single(form, "actor_token_type") is not None:
+                raise InvalidRequest("actor_token_type without actor_token",
+                                     reason="missing_parameter")
+            return
+        if single(form, "actor_token_type") != TOKEN_TYPE_JWT:
+            raise InvalidRequest("actor_token_type must be the JWT token type",
+                                 reason="unsupported_actor_token_type")
+        try:
+            claims = verify_assertion(actor_token, keys=self.client_keys,
+                                      policy=self.assertion_policy, now=now,
+                                      error=InvalidRequest)
+        except InvalidRequest as exc:
+            raise InvalidRequest(f"actor_token: {exc.message}", reason="invalid_actor_token") \
+                from exc
+        if claims["iss"] != client or claims["sub"] != client:
+            raise InvalidRequest("actor_token names an actor other than the authenticated client",
+                                 reason="actor_mismatch")
+
+    def root_grant(self, client: str, form: Form, *, now: int) -> TokenResponse:
+        """RFC 7523 grant: the trusted orchestrator roots a run in a user and an event."""
+        user, target = "", _peek(form, "audience")
+        try:
+            if not self.directory.clients.get(client, None) or \
+                    not self.directory.clients[client].trusted:
+                raise UnauthorizedClient("only a trusted client may obtain root user tokens",
+                                         reason="client_not_trusted")
+            claims = verify_assertion(required(form, "assertion"), keys=self.client_keys,
+                                      policy=self.assertion_policy, now=now, error=InvalidGrant,
+                                      expected_issuer=client)
+            if not self.revocation.claim_once(f"grant:{client}:{claims['jti']}", ttl=900):
+                raise InvalidGrant("grant assertion was already used", reason="assertion_replayed")
+            user = str(claims["sub"])
+            ctx = _context(claims.get("ctx"))
+            scope = required(form, "scope")
+            first_agent = required(form, "audience")
+            grant = self.root(user, sorted(parse_scopes(scope)), ctx, first_agent, client, now=now)
+        except (OAuthError, Unavailable) as exc:
+            self._audit_refusal("root_grant", client, target, exc, None, user=user or None)
+            raise
+        return self._issue(grant, "root_grant", target, now=now)
+
+    def root(self, user: str, scopes: list[str], ctx: Context, first_agent: str, client: str,
+             *, now: int) -> Grant:
+        return decide_root(user, scopes, ctx, first_agent, self.directory,
+                           self._issuance(self.settings.root_token_ttl_seconds), client=client,
+                           user_version=self.revocation.user_version(user), now=now)
+
+    def _issue(self, grant: Grant, action: str, target: str, *, now: int) -> TokenResponse:
+        self.keyring.refresh(now=now)
+        token = mint(grant.claims, self.keyring.current)
+        c = grant.claims
+        self._audit(action, "allow", "ok", c.client_id, target, c, 200)
+        return TokenResponse(access_token=token, expires_in=c.exp - now, scope=c.scope,
+                             claims=c, dropped=grant.dropped)
+
+    # -- introspection and revocation ---------------------------------------------------------
+
+    def introspect(self, form: Form) -> dict[str, Any]:
+        """RFC 7662: the full chain and context of a valid token, else ``{"active": false}``."""
+        now = self.now()
+        client = self.clients.authenticate(form, now=now)
+        token = required(form, "token")
+        try:
+            verified = self.verifier.verify(token, audience=self.audiences, now=now)
+            self.revocation.check(verified.claims)
+        except InvalidToken as exc:
+            self._audit("introspect", "deny", exc.reason, client, "token", None, 200)
+            return {"active": False}
+        c = verified.claims
+        self._audit("introspect", "allow", "ok", client, "token", c, 200)
+        return {"active": True, **c.public_view(), "token_type": "Bearer",
+                "username": c.sub, "chain": c.chain(), "current_actor": c.current_actor}
+
+    def revoke(self, form: Form) -> None:
+        """RFC 7009: revoke a token (and so every token exchanged from it)."""
+        now = self.now()
+        client = self.clients.authenticate(form, now=now)
+        token = required(form, "token")
+        hint = single(form, "token_type_hint")
+        if hint is not None and hint not in ("access_token", "refresh_token"):
+            raise UnsupportedTokenType("token_type_hint is not supported")
+        try:
+            claims = self.verifier.verify(token, audience=self.audiences, now=now).claims
+        except InvalidToken:
+            return  # RFC 7009 2.2: an invalid token is answered 200 and nothing happens
+        if not self._may_revoke(client, claims):
+            raise UnauthorizedClient("client may not revoke this token", reason="not_token_holder")
+        self.revocation.revoke_jti(claims.jti, expires_at=claims.exp)
+        self._audit("revoke", "allow", "token_revoked", client, f"jti:{claims.jti}", claims, 200)
+
+    def revoke_by(self, form: Form) -> dict[str, Any]:
+        """Revoke by ``jti``, ``user`` or ``run_id`` (trusted clients only)."""
+        now = self.now()
+        client = self.clients.authenticate(form, now=now)
+        if not (entry := self.directory.clients.get(client)) or not entry.trusted:
+            raise UnauthorizedClient("only a trusted client may revoke by user or run",
+                                     reason="client_not_trusted")
+        given = {k: single(form, k) for k in ("jti", "user", "run_id")}
+        chosen = [(k, v) for k, v in given.items() if v is not None]
+        if len(chosen) != 1:
+            raise InvalidRequest("give exactly one of jti, user, run_id", reason="target_required")
+        kind, value = chosen[0]
+        if kind == "jti":
+            self.revocation.revoke_jti(value, expires_at=now + 900)
+            result: dict[str, Any] = {"revoked": "jti", "jti": value}
+        elif kind == "user":
+            result = {"revoked": "user", "user": value,
+                      "version": self.revocation.revoke_user(value)}
+        else:
+            self.revocation.revoke_run(value)
+            result = {"revoked": "run", "run_id": value}
+        self._audit("revoke", "allow", f"{result['revoked']}_revoked", client,
+                    f"{kind}:{value}", None, 200)
+        return result
+
+    def _may_revoke(self, client: str, claims: AccessClaims) -> bool:
+        entry = self.directory.clients.get(client)
+        return bool(entry and entry.trusted) or client == claims.client_id \
+            or client in claims.actors
+
+    # -- audit --------------------------------------------------------------------------------
+
+    def _audit_refusal(self, action: str, client: str, target: str, exc: Exception,
+                       subject: AccessClaims | None, *, user: str | None = None) -> None:
+        status = getattr(exc, "status", 400)
+        reason = getattr(exc, "reason", "error")
+        self._audit(action, "deny", reason, client, target, subject, status, user=user)
+
+    def _audit(self, action: str, decision: str, reason: str, client: str, resource: str,
+               claims: AccessClaims | None, status: int, *, user: str | None = None) -> None:
+        if self.audit is None:
+            return
+        self.audit.append(AuditRecord(
+            time=datetime.fromtimestamp(self.clock(), UTC), service="authserver", action=action,
+            resource=resource[:256], decision=decision, reason=reason, performed_by=client,  # type: ignore[arg-type]
+            on_behalf_of=claims.sub if claims else user, chain=tuple(claims.chain()) if claims
+            else (), scopes=tuple(sorted(claims.scopes)) if claims else (),
+            context=claims.ctx.model_dump() if claims else {},
+            jti=claims.jti if claims else None, run_id=claims.ctx.run_id if claims else None,
+            request_id=None, status=status))
+
+
+def _peek(form: Form, name: str) -> str:
+    """A parameter's first value for the audit record only; validation happens elsewhere."""
+    values = form.get(name) or [""]
+    return values[0][:256]
+
+
+def _context(value: object) -> Context:
+    if not isinstance(value, dict):
+        raise InvalidGrant("grant assertion needs a ctx object", reason="missing_context")
+    try:
+        return Context.model_validate(value)
+    except ValueError as exc:
+        raise InvalidGrant("grant assertion ctx is invalid", reason="invalid_context") from exc

@@ -1,0 +1,137 @@
+"""Assembling the running system from settings: keys, directory, registry, audit store, the
+authorization server and the four mock services, each on its own loopback origin.
+
+Embedded mode runs all of it in one process (:func:`running`); distributed mode runs the same
+stack under ``infrabot serve`` with the registry on Redis.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orchestrator._servers import ServerGroup, bind
+from orchestrator.audit import AuditStore
+from orchestrator.authserver import AuthorizationService, ClientKeys, create_app
+from orchestrator.config import SERVICE_NAMES, Settings
+from orchestrator.identity import (
+    Directory,
+    KeyRing,
+    RevocationStore,
+    SigningKey,
+    client_key,
+    load_directory,
+    open_store,
+)
+
+SERVER_NAMES = ("auth", *SERVICE_NAMES)
+ORCHESTRATOR_CLIENT = "client:orchestrator"
+
+
+def bind_ports(settings: Settings, names: tuple[str, ...] = SERVER_NAMES) -> tuple[Settings, dict[str, Any]]:
+    """Bind a socket per server (port 0 lets the OS choose); settings then name the real ports."""
+    sockets: dict[str, Any] = {}
+    updates: dict[str, int] = {}
+    try:
+        for name in names:
+            sock = bind(settings.host, getattr(settings, f"{name}_port"))
+            sockets[name] = sock
+            updates[f"{name}_port"] = sock.getsockname()[1]
+    except Exception:
+        for sock in sockets.values():
+            sock.close()
+        raise
+    return settings.model_copy(update=updates), sockets
+
+
+def client_keys_dir(settings: Settings) -> Path:
+    return settings.keys_dir / "clients"
+
+
+def ensure_client_keys(settings: Settings, directory: Directory) -> dict[str, SigningKey]:
+    """Every agent's and client's own key pair, made on first use in the state directory."""
+    return {cid: client_key(client_keys_dir(settings), cid, settings.signing_alg)
+            for cid in directory.client_ids()}
+
+
+@dataclass
+class Stack:
+    """Everything one process needs to serve or run workflows."""
+
+    settings: Settings
+    directory: Directory
+    revocation: RevocationStore
+    keyring: KeyRing
+    audit: AuditStore
+    auth: AuthorizationService
+    clients: dict[str, SigningKey] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, settings: Settings, *, revocation: RevocationStore | None = None) -> Stack:
+        settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        directory = load_directory(settings.workflows_dir / "directory.yaml")
+        store = revocation if revocation is not None else open_store(settings.redis_url)
+        now = int(time.time())
+        keyring = KeyRing.open(settings.keys_dir / "signing", settings.signing_alg, now=now)
+        audit = AuditStore(settings.audit_db)
+        clients = ensure_client_keys(settings, directory)
+        auth = AuthorizationService(
+            settings=settings, keyring=keyring, directory=directory, revocation=store,
+            client_keys=ClientKeys(client_keys_dir(settings), settings.allowed_algs),
+            services={name: settings.service_url(name) for name in SERVICE_NAMES}, audit=audit)
+        return cls(settings, directory, store, keyring, audit, auth, clients)
+
+    def endpoints(self) -> dict[str, str]:
+        out = {"auth": self.settings.auth_url}
+        out.update({name: self.settings.service_url(name) for name in SERVICE_NAMES})
+        return out
+
+    def apps(self) -> dict[str, Any]:
+        from mock_services import ServiceDeps, create_service_app, remote_key_source
+
+        deps = ServiceDeps(settings=self.settings, key_source=remote_key_source(self.settings),
+                           revocation=self.revocation, directory=self.directory,
+                           audit=self.audit, clock=time.time)
+        apps: dict[str, Any] = {"auth": create_app(self.auth)}
+        apps.update({name: create_service_app(name, deps) for name in SERVICE_NAMES})
+        return apps
+
+    def close(self) -> None:
+        self.audit.close()
+
+
+def write_endpoints(settings: Settings, endpoints: dict[str, str]) -> Path:
+    path = settings.endpoints_file
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(endpoints, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+@contextlib.contextmanager
+def running(settings: Settings, *, revocation: RevocationStore | None = None,
+            write_endpoints_file: bool = False) -> Iterator[Stack]:
+    """The authorization server and the four services serving on loopback until the block ends."""
+    settings, sockets = bind_ports(settings)
+    stack: Stack | None = None
+    group = ServerGroup()
+    try:
+        stack = Stack.build(settings, revocation=revocation)
+        for name, app in stack.apps().items():
+            group.add(app, sockets.pop(name))
+        group.start()
+        if write_endpoints_file:
+            write_endpoints(settings, stack.endpoints())
+        yield stack
+    finally:
+        group.stop()
+        for sock in sockets.values():
+            sock.close()
+        if stack is not None:
+            stack.close()
