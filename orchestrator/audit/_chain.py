@@ -1,0 +1,31 @@
+"""The per-writer hash chain.
+
+Every writer (one per store instance, so one per process unless named) numbers its records
+``seq = 1, 2, 3 ...`` and links each to the previous one::
+
+    hash = SHA-256( prev_hash || canonical_json({"record": content, "writer": w, "seq": n}) )
+
+with ``prev_hash`` the writer's previous ``hash`` (64 zeros for ``seq`` 1). The ``writers`` table
+keeps each writer's head (last seq, last hash) in the same transaction as the append, so losing
+the tail of a chain is as visible as losing its middle.
+
+The chain is keyless: it proves the records are as they were appended *unless* someone with
+write access recomputed the chain. An attacker who rewrites a writer's chain from some record
+onward **and** updates that writer's head is not detected. Keying the hash (HMAC with a key the
+writers hold and the database does not) or anchoring heads elsewhere is the future improvement.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from orchestrator.audit._record import canonical_json
+
+GENESIS_HASH = "0" * 64
+
+
+def link_hash(prev_hash: str, content: dict[str, Any], writer: str, seq: int) -> str:
+    """The hash of one record, given its content (:meth:`AuditRecord.content`) and its place."""
+    payload = canonical_json({"record": content, "seq": seq, "writer": writer})
+    return hashlib.sha256((prev_hash + payload).encode("utf-8")).hexdigest()

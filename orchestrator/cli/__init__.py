@@ -1,0 +1,51 @@
+"""The ``infrabot`` command line (DESIGN.md section 9).
+
+Every command prints one clear line and exits non-zero on an error; no traceback reaches a user.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from orchestrator.cli._audit import audit
+from orchestrator.cli._common import CommandError
+from orchestrator.cli._revoke import revoke
+from orchestrator.cli._serve import serve
+from orchestrator.cli._token import token
+from orchestrator.errors import InfraBotError
+
+
+class _Group(click.Group):
+    """Turns the project's errors into one line on stderr."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except InfraBotError as exc:
+            code = getattr(exc, "code", None)
+            label = f"{code} ({exc.reason})" if code else exc.reason
+            raise CommandError(f"{label}: {exc.message}") from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="infrabot-chains")
+def cli() -> None:
+    """InfraBot Chains: on-behalf-of delegation for AI agents, simulated end to end.
+
+    \b
+    Example:
+      infrabot demo
+    """
+
+
+for command in (serve, token, revoke, audit):
+    cli.add_command(command)
+
+
+def main() -> None:
+    try:
+        cli.main(prog_name="infrabot")
+    except KeyboardInterrupt:
+        sys.exit(130)

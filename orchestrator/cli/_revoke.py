@@ -1,0 +1,43 @@
+"""``infrabot revoke``: revoke a token, every token of a user, or every token of a run, at the
+running authorization server (as the trusted orchestrator client)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from orchestrator.cli._common import CommandError, endpoints, load_settings, state_dir_option
+from orchestrator.client import AuthClient
+from orchestrator.identity import client_key
+from orchestrator.stack import ORCHESTRATOR_CLIENT, client_keys_dir
+
+
+@click.command("revoke")
+@click.option("--token", "token_value", help="A token; every token exchanged from it goes too.")
+@click.option("--jti", help="A token id.")
+@click.option("--user", help="Every delegation of this user, e.g. user:sam.")
+@click.option("--run", "run_id", help="Every token of this run.")
+@state_dir_option
+def revoke(token_value: str | None, jti: str | None, user: str | None, run_id: str | None,
+           state_dir: Path | None) -> None:
+    """Revoke by token, jti, user or run (exactly one), cascading down the chain.
+
+    \b
+    Example:
+      infrabot revoke --user user:sam
+    """
+    given = {k: v for k, v in {"token": token_value, "jti": jti, "user": user,
+                               "run_id": run_id}.items() if v}
+    if len(given) != 1:
+        raise CommandError("give exactly one of --token, --jti, --user, --run")
+    settings = load_settings(state_dir)
+    urls = endpoints(settings)
+    key = client_key(client_keys_dir(settings), ORCHESTRATOR_CLIENT, settings.signing_alg)
+    with AuthClient(urls["auth"], ORCHESTRATOR_CLIENT, key) as client:
+        if token_value:
+            client.revoke(token_value)
+            click.echo("revoked the token and every token exchanged from it")
+            return
+        result = client.revoke_by(**given)
+    click.echo(" ".join(f"{k}={v}" for k, v in result.items()))

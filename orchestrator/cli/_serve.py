@@ -1,0 +1,43 @@
+"""``infrabot serve``: the authorization server and the four mock services on loopback."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+
+import click
+
+from orchestrator.cli._common import load_settings, state_dir_option
+from orchestrator.stack import running
+
+
+@click.command("serve")
+@state_dir_option
+@click.option("--port-base", type=click.IntRange(0, 65000), default=None,
+              help="Listen on PORT_BASE (auth), +1 datadog, +2 github, +3 aws, +4 pagerduty, "
+                   "+5 webhooks; 0 lets the OS pick every port. Default: the INFRABOT_*_PORT "
+                   "settings (8700-8705).")
+def serve(state_dir: Path | None, port_base: int | None) -> None:
+    """Serve the authorization server and the mock services until interrupted.
+
+    Writes DIR/endpoints.json once every server is ready.
+
+    \b
+    Example:
+      INFRABOT_REDIS_URL=redis://127.0.0.1:6379/0 infrabot serve --state-dir /tmp/ib
+    """
+    ports = {}
+    if port_base is not None:
+        names = ("auth", "datadog", "github", "aws", "pagerduty", "webhooks")
+        ports = {f"{n}_port": (port_base + i if port_base else 0) for i, n in enumerate(names)}
+    settings = load_settings(state_dir, **ports)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with running(settings, write_endpoints_file=True) as stack:
+        for name, url in stack.endpoints().items():
+            click.echo(f"{name:10} {url}", err=True)
+        click.echo(f"endpoints written to {stack.settings.endpoints_file}", err=True)
+        stop.wait()
+    click.echo("stopped", err=True)

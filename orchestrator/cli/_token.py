@@ -1,0 +1,192 @@
+"""``infrabot token user|assertion|inspect``.
+
+``user`` and ``assertion`` print only the token on stdout, so ``$(infrabot token user user:sam)``
+captures it; everything meant for people goes to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+
+import click
+import jwt
+from rich.console import Console
+from rich.tree import Tree
+
+from orchestrator.cli._common import CommandError, load_settings, state_dir_option
+from orchestrator.config import SERVICE_NAMES, Settings
+from orchestrator.errors import InvalidToken, Unavailable
+from orchestrator.identity import (
+    AccessClaims,
+    Context,
+    KeyRing,
+    TokenVerifier,
+    VerifierPolicy,
+    client_key,
+    load_directory,
+    make_assertion,
+    open_store,
+)
+from orchestrator.stack import ORCHESTRATOR_CLIENT, Stack, client_keys_dir
+
+
+@click.group("token")
+def token() -> None:
+    """Make and inspect tokens (a user token stands in for an IdP login)."""
+
+
+@token.command("user")
+@click.argument("user")
+@click.option("--scope", "scopes", multiple=True,
+              help="A scope to ask for (repeatable); default every permission the user holds.")
+@click.option("--may-act", default="agent:infrabot", show_default=True,
+              help="The agent that may exchange this token.")
+@click.option("--env", "environment", default="staging", show_default=True)
+@click.option("--trigger", default="manual", show_default=True,
+              help="ci_pipeline or manual; prod writes need ci_pipeline.")
+@click.option("--repository", default="acme/service-x", show_default=True)
+@click.option("--commit", default="0000000", show_default=True)
+@click.option("--run", "run_id", default=None, help="Run id; default a fresh one.")
+@state_dir_option
+def user_token(user: str, scopes: tuple[str, ...], may_act: str, environment: str, trigger: str,
+               repository: str, commit: str, run_id: str | None, state_dir: Path | None) -> None:
+    """Issue a root token for USER (e.g. user:sam) that MAY_ACT may exchange.
+
+    \b
+    Example:
+      TOKEN=$(infrabot token user user:sam --env prod --trigger ci_pipeline)
+    """
+    settings = load_settings(state_dir)
+    try:
+        ctx = Context(trigger=trigger, environment=environment, repository=repository,
+                      commit=commit, run_id=run_id or f"run-{uuid.uuid4().hex[:12]}")
+    except ValueError as exc:
+        raise CommandError(f"bad context value: {exc.errors()[0]['msg']}") from None  # type: ignore[attr-defined]
+    stack = Stack.build(settings)
+    try:
+        entry = stack.directory.users.get(user)
+        wanted = list(scopes) or (list(entry.permissions) if entry else [])
+        issued = stack.auth.issue_root(user, wanted, ctx, may_act, ORCHESTRATOR_CLIENT)
+    finally:
+        stack.close()
+    click.echo(f"issued for {user}: scope {issued.scope!r}, expires in {issued.expires_in}s"
+               + (f"; dropped {' '.join(issued.dropped)}" if issued.dropped else ""), err=True)
+    click.echo(issued.access_token)
+
+
+@token.command("assertion")
+@click.argument("agent")
+@click.option("--ttl", type=click.IntRange(10, 300), default=60, show_default=True)
+@state_dir_option
+def assertion(agent: str, ttl: int, state_dir: Path | None) -> None:
+    """Print a private_key_jwt client assertion (RFC 7523) signed by AGENT's own key.
+
+    \b
+    Example:
+      curl -d client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer \\
+           -d client_assertion=$(infrabot token assertion agent:infrabot) ...
+    """
+    settings = load_settings(state_dir)
+    directory = load_directory(settings.workflows_dir / "directory.yaml")
+    if agent not in directory.client_ids():
+        raise CommandError(f"{agent} is not an agent or client in the directory")
+    key = client_key(client_keys_dir(settings), agent, settings.signing_alg)
+    click.echo(make_assertion(key, issuer=agent, subject=agent,
+                              audience=f"{settings.auth_url}/token", now=int(time.time()),
+                              ttl=ttl))
+
+
+@token.command("inspect")
+@click.argument("token_value", metavar="TOKEN")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@state_dir_option
+def inspect(token_value: str, as_json: bool, state_dir: Path | None) -> None:
+    """Verify TOKEN against this state directory's keys and show its chain.
+
+    Exit status 0 when the token verifies, 1 when it does not.
+
+    \b
+    Example:
+      infrabot token inspect "$(infrabot token user user:sam)"
+    """
+    settings = load_settings(state_dir)
+    result = _inspect(settings, token_value.strip())
+    if as_json:
+        click.echo(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        _render(result)
+    raise SystemExit(0 if result["valid"] else 1)
+
+
+def _inspect(settings: Settings, raw: str) -> dict[str, object]:
+    now = int(time.time())
+    ring = KeyRing.open(settings.keys_dir / "signing", settings.signing_alg, now=now)
+    verifier = TokenVerifier(ring.jwks(), VerifierPolicy(
+        issuer=settings.issuer_url, allowed_algs=settings.allowed_algs,
+        leeway=settings.leeway_seconds, max_bytes=settings.max_token_bytes,
+        max_depth=settings.max_depth))
+    audiences = frozenset({settings.issuer_url, *(settings.service_url(n) for n in SERVICE_NAMES)})
+    result: dict[str, object] = {"valid": False, "now": now}
+    try:
+        claims = verifier.verify(raw, audience=audiences, now=now).claims
+    except InvalidToken as exc:
+        result.update(reason=exc.reason, error=exc.message, claims=_unverified(raw))
+        return result
+    result.update(valid=True, reason="ok", claims=claims.public_view(), chain=claims.chain(),
+                  expires_in=claims.exp - now)
+    result["revocation"] = _revocation(settings, claims, result)
+    return result
+
+
+def _revocation(settings: Settings, claims: AccessClaims, result: dict[str, object]) -> str:
+    if not settings.redis_url:
+        return "not checked: the registry is in-process (set INFRABOT_REDIS_URL)"
+    try:
+        open_store(settings.redis_url).check(claims)
+    except InvalidToken as exc:
+        result.update(valid=False, reason=exc.reason, error=exc.message)
+        return f"revoked ({exc.reason})"
+    except Unavailable:
+        result.update(valid=False, reason="revocation_unavailable",
+                      error="the revocation registry cannot be reached")
+        return "unavailable: treated as invalid"
+    return "not revoked"
+
+
+def _unverified(raw: str) -> object:
+    """Claims decoded WITHOUT verification, shown only to explain a refusal."""
+    try:
+        return jwt.decode(raw, options={"verify_signature": False})
+    except (jwt.PyJWTError, ValueError, RecursionError, TypeError):
+        return None
+
+
+def _render(result: dict[str, object]) -> None:
+    console = Console(stderr=False, highlight=False)
+    claims = result.get("claims")
+    if result["valid"]:
+        console.print(f"[green]valid[/green]: expires in {result['expires_in']}s; "
+                      f"revocation {result.get('revocation')}")
+    else:
+        console.print(f"[red]invalid[/red]: {result['reason']}: {result.get('error')}")
+        if claims:
+            console.print("[dim]claims below are UNVERIFIED[/dim]")
+    if not isinstance(claims, dict):
+        return
+    tree = Tree(f"[bold]{claims.get('sub')}[/bold] (principal)")
+    node = tree
+    chain = []
+    act = claims.get("act")
+    while isinstance(act, dict):
+        chain.append(act.get("sub"))
+        act = act.get("act")
+    for actor in reversed(chain):
+        node = node.add(f"acts: {actor}")
+    console.print(tree)
+    for name in ("aud", "scope", "ctx", "client_id", "may_act", "jti", "exp"):
+        if name in claims:
+            console.print(f"  {name}: {claims[name]}")
+

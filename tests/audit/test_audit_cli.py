@@ -1,0 +1,167 @@
+"""``infrabot audit query|verify|export`` through click's CliRunner."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from orchestrator.audit import AuditStore, StoredRecord
+from orchestrator.cli._audit import audit
+
+T0 = datetime(2025, 7, 18, 16, 10, 3, tzinfo=UTC)
+
+
+@pytest.fixture
+def db(db_path: Path, make_record) -> Path:
+    with AuditStore(db_path, writer="svc") as store:
+        store.append(make_record(action="deploy:create", resource="service-x-prod"))
+        store.append(make_record(time=T0 + timedelta(minutes=2)))
+        store.append(
+            make_record(
+                time=T0 + timedelta(minutes=5),
+                service="pagerduty",
+                action="alert:raise",
+                resource="pagerduty-service",
+                decision="deny",
+                reason="insufficient_scope",
+                on_behalf_of="user:alex",
+            )
+        )
+    return db_path
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(audit, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_query_prints_the_audit_table(db: Path) -> None:
+    code, out, _ = run("query", "--db", str(db))
+    assert code == 0
+    for header in (
+        "Timestamp",
+        "Action",
+        "Performed by",
+        "On behalf of",
+        "Resource",
+        "Service",
+        "Decision",
+        "Reason",
+    ):
+        assert header in out
+    assert "2025-07-18T16:10:03Z" in out and "service-x-prod" in out
+    assert "pagerduty-service" in out and "insufficient_scope" in out
+
+
+def test_query_filters_and_json(db: Path) -> None:
+    code, out, _ = run("query", "--db", str(db), "--user", "user:sam", "--json")
+    assert code == 0
+    records = [StoredRecord.model_validate(item) for item in json.loads(out)]
+    assert [r.action for r in records] == ["deploy:create", "metrics:query"]
+
+
+@pytest.mark.parametrize(
+    ("args", "actions"),
+    [
+        (["--decision", "deny"], ["alert:raise"]),
+        (["--service", "datadog", "--action", "metrics:query"], ["metrics:query"]),
+        (["--agent", "agent:infrabot", "--limit", "1"], ["deploy:create"]),
+        (["--run", "run-1", "--since", "2025-07-18T16:11:00Z"], ["metrics:query", "alert:raise"]),
+        (["--until", "2025-07-18T18:11:00+02:00"], ["deploy:create"]),
+        (["--since", "2025-07-18T16:11"], ["metrics:query", "alert:raise"]),  # naive: UTC
+        (["--until", "2025-07-18"], []),
+    ],
+)
+def test_query_options(db: Path, args: list[str], actions: list[str]) -> None:
+    code, out, _ = run("query", "--db", str(db), "--json", *args)
+    assert code == 0
+    assert [item["action"] for item in json.loads(out)] == actions
+
+
+def test_query_uses_the_settings_state_dir(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFRABOT_STATE_DIR", str(db.parent))
+    code, out, _ = run("query", "--json")
+    assert code == 0 and len(json.loads(out)) == 3
+
+
+def test_state_dir_option_overrides_the_environment(
+    db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("INFRABOT_STATE_DIR", str(tmp_path / "elsewhere"))
+    code, out, _ = run("verify", "--state-dir", str(db.parent))
+    assert (code, out) == (0, "audit trail intact: 3 records from 1 writers\n")
+
+
+def test_bad_since_is_one_clear_line(db: Path) -> None:
+    code, out, err = run("query", "--db", str(db), "--since", "yesterday")
+    assert code == 2 and out == ""
+    assert err.splitlines() == [
+        "Error: --since: not an ISO 8601 time: 'yesterday' (e.g. 2025-07-18T16:10:03Z)"
+    ]
+
+
+@pytest.mark.parametrize("command", ["query", "verify", "export"])
+def test_missing_database_is_one_clear_line(tmp_path: Path, command: str) -> None:
+    missing = tmp_path / "nope" / "audit.sqlite3"
+    code, _, err = run(command, "--db", str(missing))
+    assert code == 1
+    assert err.splitlines() == [f"Error: no audit database at {missing}"]
+    assert not missing.parent.exists()
+
+
+def test_not_a_database_is_one_clear_line(tmp_path: Path) -> None:
+    path = tmp_path / "audit.sqlite3"
+    path.write_bytes(b"garbage" * 200)
+    code, _, err = run("verify", "--db", str(path))
+    assert code == 1
+    assert len(err.splitlines()) == 1 and "not a usable audit database" in err
+
+
+def test_verify_intact(db: Path) -> None:
+    code, out, _ = run("verify", "--db", str(db))
+    assert (code, out) == (0, "audit trail intact: 3 records from 1 writers\n")
+
+
+def test_verify_after_tampering_names_the_kind(db: Path, raw_db) -> None:
+    with raw_db(db) as conn:
+        conn.execute("UPDATE records SET decision = 'allow' WHERE seq = 3")
+        conn.execute("DELETE FROM records WHERE seq = 1")
+    code, out, err = run("verify", "--db", str(db))
+    assert code == 1
+    assert out.splitlines() == [
+        "deleted: writer svc seq 1: seq 1 missing before seq 2",
+        "edited: writer svc seq 3 (record id 3): hash does not match the record content",
+    ]
+    assert "2 problems" in err
+
+
+def test_export_jsonl_to_stdout(db: Path) -> None:
+    code, out, _ = run("export", "--db", str(db))
+    assert code == 0
+    records = [StoredRecord.model_validate_json(line) for line in out.splitlines()]
+    assert [r.seq for r in records] == [1, 2, 3]
+
+
+def test_export_ocsf_to_a_file(db: Path, tmp_path: Path) -> None:
+    target = tmp_path / "out.jsonl"
+    code, out, _ = run(
+        "export", "--db", str(db), "--format", "ocsf", "--decision", "deny", "--output", str(target)
+    )
+    assert (code, out) == (0, "")
+    (event,) = [json.loads(line) for line in target.read_text().splitlines()]
+    assert (event["class_uid"], event["status"], event["actor"]["user"]["uid"]) == (
+        6003,
+        "Failure",
+        "user:alex",
+    )
+
+
+@pytest.mark.parametrize("command", ["query", "verify", "export"])
+def test_help_shows_an_example(command: str) -> None:
+    code, out, _ = run(command, "--help")
+    assert code == 0
+    assert f"infrabot audit {command}" in out and "Example" in out
