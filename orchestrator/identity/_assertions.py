@@ -58,7 +58,7 @@ def verify_assertion(assertion: object, *, keys: Callable[[str], PublicKey | Non
     if not isinstance(assertion, str) or len(assertion) > policy.max_bytes:
         raise refuse("malformed_assertion", "assertion must be a compact JWT")
     parts = assertion.split(".")
-    if len(parts) != 3 or not all(_SEGMENT.match(p) for p in parts):
+    if len(parts) != 3 or not all(_SEGMENT.fullmatch(p) for p in parts):
         raise refuse("malformed_assertion", "assertion must be a compact JWT")
     try:
         header = jwt.get_unverified_header(assertion)

@@ -8,13 +8,20 @@ their routes use. The per-user revocation version is dynamic and lives in the re
 from __future__ import annotations
 
 from pathlib import Path
-
-import re
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
-from orchestrator._yamlfile import load_model
+from orchestrator._yamlfile import line_of, load_model, load_yaml
+from orchestrator.errors import ConfigError
 from orchestrator.identity._claims import Context
 from orchestrator.identity._scopes import is_scope, is_write
 
@@ -27,14 +34,26 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-def _scopes(values: tuple[str, ...]) -> tuple[str, ...]:
-    bad = [v for v in values if not is_scope(v)]
-    if bad:
-        raise ValueError(f"{bad[0]!r} is not a scope of the form urn:infra:<area>:<verb>")
-    return values
+def _scope(value: str) -> str:
+    if not is_scope(value):
+        raise ValueError(f"{value!r} is not a scope of the form urn:infra:<area>:<verb>")
+    return value
 
 
-Scopes = Annotated[tuple[str, ...], AfterValidator(_scopes)]
+# Validated item by item (and ids as dict keys), so an error's location, and so the line a
+# load error names, is the offending entry's.
+Scopes = tuple[Annotated[str, AfterValidator(_scope)], ...]
+UserId = Annotated[str, StringConstraints(pattern=_USER)]
+AgentId = Annotated[str, StringConstraints(pattern=_AGENT)]
+ClientId = Annotated[str, StringConstraints(pattern=_CLIENT)]
+
+
+class _LocatedError(ValueError):
+    """A cross-reference error that knows which entry of the file it is about."""
+
+    def __init__(self, message: str, loc: tuple[str | int, ...]) -> None:
+        super().__init__(message)
+        self.loc = loc
 
 
 class User(_Model):
@@ -73,26 +92,19 @@ class ContextRule(_Model):
 
 
 class Directory(_Model):
-    users: dict[str, User] = {}
-    agents: dict[str, Agent] = {}
-    clients: dict[str, Client] = {}
+    users: dict[UserId, User] = {}
+    agents: dict[AgentId, Agent] = {}
+    clients: dict[ClientId, Client] = {}
     services: dict[str, Service] = {}
     context_rules: tuple[ContextRule, ...] = ()
 
     @model_validator(mode="after")
-    def _check_names(self) -> Directory:
-        for kind, names, pattern in (
-            ("user", self.users, _USER),
-            ("agent", self.agents, _AGENT),
-            ("client", self.clients, _CLIENT),
-        ):
-            for name in names:
-                if not re.match(pattern, name):
-                    raise ValueError(f"{kind} id {name!r} must match {pattern}")
+    def _check_hand_offs(self) -> Directory:
         for name, agent in self.agents.items():
-            for target in agent.hands_off_to:
+            for index, target in enumerate(agent.hands_off_to):
                 if target not in self.agents or target == name:
-                    raise ValueError(f"{name} hands off to {target!r}, which is not another agent")
+                    raise _LocatedError(f"{name} hands off to {target!r}, which is not another "
+                                        "agent", ("agents", name, "hands_off_to", index))
         return self
 
     def context_permits(self, scope: str, ctx: Context) -> bool:
@@ -107,4 +119,14 @@ class Directory(_Model):
 
 def load_directory(path: Path) -> Directory:
     """Load and validate a directory file; errors name the file and line."""
-    return load_model(path, Directory)
+    try:
+        return load_model(path, Directory)
+    except ConfigError as exc:
+        cause = exc.__cause__
+        error = (cause.errors()[0].get("ctx", {}).get("error")
+                 if isinstance(cause, ValidationError) else None)
+        if not isinstance(error, _LocatedError):
+            raise
+        _, lines = load_yaml(path)
+        where = ".".join(str(part) for part in error.loc)
+        raise ConfigError(f"{path}:{line_of(lines, error.loc)}: {where}: {error}") from cause

@@ -31,6 +31,7 @@ class RevocationStore(Protocol):
     def check(self, claims: AccessClaims) -> None: ...
     def claim_once(self, key: str, *, ttl: int) -> bool: ...
     def ping(self) -> None: ...
+    def close(self) -> None: ...
 
 
 def refusal_for(claims: AccessClaims, revoked_jtis: set[str], run_revoked: bool,
@@ -94,6 +95,9 @@ class MemoryRevocationStore:
             return True
 
     def ping(self) -> None:
+        return None
+
+    def close(self) -> None:
         return None
 
 
@@ -161,6 +165,11 @@ class RedisRevocationStore:
 
     def ping(self) -> None:
         self._call(self._r.ping)
+
+    def close(self) -> None:
+        close = getattr(self._r, "close", None)
+        if close is not None:
+            close()
 
 
 def open_store(redis_url: str | None) -> RevocationStore:

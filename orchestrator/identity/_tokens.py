@@ -18,9 +18,10 @@ from typing import Any, Protocol
 
 import jwt
 from jwt.api_jws import PyJWS
+from jwt.utils import base64url_decode
 from pydantic import ValidationError
 
-from orchestrator.errors import InvalidToken, Unavailable
+from orchestrator.errors import InvalidScope, InvalidToken, Unavailable
 from orchestrator.identity._claims import (
     AGENT_PREFIX,
     MAX_ACT_NESTING,
@@ -103,7 +104,7 @@ class TokenVerifier:
         if len(token) > self._policy.max_bytes:
             raise _refuse("token_too_large", f"token exceeds {self._policy.max_bytes} bytes")
         parts = token.split(".")
-        if len(parts) != 3 or not all(_SEGMENT.match(p) for p in parts):
+        if len(parts) != 3 or not all(_SEGMENT.fullmatch(p) for p in parts):
             raise _refuse("malformed", "token is not a compact JWS (three base64url segments)")
         return token
 
@@ -145,7 +146,8 @@ class TokenVerifier:
     def _check_claims(self, payload: dict[str, Any], *, audience: str | frozenset[str],
                       now: int) -> AccessClaims:
         p = self._policy
-        for name in ("iss", "sub", "aud", "exp", "iat", "jti", "scope", "client_id", "ctx"):
+        for name in ("iss", "sub", "aud", "exp", "iat", "jti", "scope", "client_id", "ctx",
+                     "user_version"):
             if name not in payload:
                 raise _refuse("missing_claim", f"required claim {name!r} is missing")
         if payload["iss"] != p.issuer:
@@ -165,6 +167,8 @@ class TokenVerifier:
         except ValidationError as exc:
             field = ".".join(str(x) for x in exc.errors()[0]["loc"]) or "claims"
             raise _refuse("invalid_claims", f"claim {field!r} is invalid") from exc
+        except InvalidScope as exc:  # raised as is by AccessClaims' scope validator
+            raise _refuse("invalid_claims", "claim 'scope' is invalid") from exc
         check_chain(claims, max_depth=p.max_depth)
         return claims
 
@@ -200,9 +204,11 @@ def check_chain(claims: AccessClaims, *, max_depth: int) -> None:
 
 
 def _unverified_header(raw: str) -> dict[str, Any]:
+    # Decoded here rather than by jwt.get_unverified_header, whose own header checks would refuse
+    # a crit or a non-string kid as an undecodable token before our rules give the reason.
     try:
-        header = jwt.get_unverified_header(raw)
-    except (jwt.PyJWTError, ValueError, RecursionError, TypeError) as exc:
+        header = json.loads(base64url_decode(raw.split(".", 1)[0]))
+    except (ValueError, RecursionError, TypeError) as exc:
         raise _refuse("malformed", "header cannot be decoded") from exc
     if not isinstance(header, dict):
         raise _refuse("malformed", "header is not a JSON object")

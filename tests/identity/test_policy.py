@@ -1,0 +1,207 @@
+"""The directory file: the shipped one loads, and every bad file names the file and the line."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from orchestrator.errors import ConfigError
+from orchestrator.identity import Directory, load_directory, parse_scopes
+
+from .conftest import make_ctx
+
+# --- the shipped directory -----------------------------------------------------------------------
+
+def test_shipped_directory_has_the_story_cast(directory: Directory) -> None:
+    assert set(directory.users) == {"user:sam", "user:alex", "user:robin", "user:former-employee"}
+    assert set(directory.agents) == {"agent:infrabot", "agent:argocd", "agent:cleanup"}
+    assert set(directory.services) == {"datadog", "github", "aws", "pagerduty"}
+    assert directory.client_ids() == [
+        "agent:infrabot", "agent:argocd", "agent:cleanup", "client:orchestrator"]
+    assert directory.clients["client:orchestrator"].trusted
+
+
+def test_shipped_hand_offs_run_infrabot_argocd_cleanup(directory: Directory) -> None:
+    assert directory.agents["agent:infrabot"].hands_off_to == ("agent:argocd",)
+    assert directory.agents["agent:argocd"].hands_off_to == ("agent:cleanup",)
+    assert directory.agents["agent:cleanup"].hands_off_to == ()
+
+
+def test_secrets_manage_is_held_by_sam_and_grantable_to_no_agent(directory: Directory) -> None:
+    assert "urn:infra:secrets:manage" in directory.users["user:sam"].permissions
+    for agent in directory.agents.values():
+        assert "urn:infra:secrets:manage" not in agent.allowed_scopes
+
+
+def test_former_employee_is_disabled(directory: Directory) -> None:
+    assert directory.users["user:former-employee"].disabled
+    assert not directory.users["user:sam"].disabled
+
+
+def test_every_shipped_scope_is_well_formed(directory: Directory) -> None:
+    everything = [s for u in directory.users.values() for s in u.permissions]
+    everything += [s for a in directory.agents.values() for s in a.allowed_scopes]
+    everything += [s for svc in directory.services.values() for s in svc.scopes]
+    assert parse_scopes(" ".join(everything))
+
+
+def test_the_shipped_context_rule_only_lets_ci_change_prod(directory: Directory) -> None:
+    manual_prod = make_ctx(trigger="manual", environment="prod")
+    assert directory.context_permits("urn:infra:monitoring:read", manual_prod)
+    assert not directory.context_permits("urn:infra:deploy:create", manual_prod)
+    assert directory.context_permits("urn:infra:deploy:create", make_ctx())
+    assert directory.context_permits("urn:infra:deploy:create",
+                                     make_ctx(trigger="manual", environment="staging"))
+
+
+# --- bad files -----------------------------------------------------------------------------------
+
+VALID = """\
+# A small directory.
+users:
+  user:sam:
+    permissions:
+      - urn:infra:monitoring:read
+      - urn:infra:deploy:create
+agents:
+  agent:infrabot:
+    allowed_scopes: [urn:infra:monitoring:read]
+    hands_off_to: [agent:argocd]
+  agent:argocd:
+    allowed_scopes:
+      - urn:infra:deploy:create
+services:
+  datadog:
+    scopes: [urn:infra:monitoring:read]
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "directory.yaml"
+    path.write_text(text)
+    return path
+
+
+def config_error(path: Path) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_directory(path)
+    assert info.value.reason == "bad_configuration"
+    return str(info.value)
+
+
+def assert_names_file_and_line(message: str, path: Path, line: int) -> None:
+    match = re.match(rf"^{re.escape(str(path))}:(\d+): ", message)
+    assert match, message
+    assert int(match.group(1)) == line, message
+
+
+def test_the_valid_sample_loads(tmp_path: Path) -> None:
+    directory = load_directory(write(tmp_path, VALID))
+    assert set(directory.agents) == {"agent:infrabot", "agent:argocd"}
+
+
+def test_bad_yaml(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID.replace("    hands_off_to: [agent:argocd]",
+                                         "    hands_off_to: [agent:argocd"))
+    message = config_error(path)
+    assert_names_file_and_line(message, path, 11)
+    assert "not valid YAML" in message
+
+
+def test_tab_indentation_is_bad_yaml(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID.replace("  agent:argocd:\n", "\tagent:argocd:\n"))
+    assert_names_file_and_line(config_error(path), path, 11)
+
+
+def test_unknown_key(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID.replace("    hands_off_to: [agent:argocd]\n",
+                                         "    hands_off_to: [agent:argocd]\n    colour: blue\n"))
+    message = config_error(path)
+    assert_names_file_and_line(message, path, 11)
+    assert "colour" in message
+
+
+def test_unknown_top_level_key(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID + "groups: {}\n")
+    assert_names_file_and_line(config_error(path), path, 17)
+
+
+def test_malformed_scope_in_permissions(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID.replace("      - urn:infra:deploy:create\n",
+                                         "      - deploy:create\n"))
+    message = config_error(path)
+    assert_names_file_and_line(message, path, 6)
+    assert "deploy:create" in message
+
+
+def test_malformed_scope_in_a_flow_list(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID.replace("    scopes: [urn:infra:monitoring:read]",
+                                         "    scopes: [urn:infra:monitoring:READ]"))
+    assert_names_file_and_line(config_error(path), path, 16)
+
+
+def test_hand_off_to_unknown_agent(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID.replace("hands_off_to: [agent:argocd]",
+                                         "hands_off_to: [agent:argocd, agent:mallory]"))
+    message = config_error(path)
+    assert_names_file_and_line(message, path, 10)
+    assert "agent:mallory" in message
+
+
+def test_hand_off_to_itself(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID.replace("      - urn:infra:deploy:create\nservices",
+                                         "      - urn:infra:deploy:create\n"
+                                         "    hands_off_to:\n      - agent:argocd\nservices"))
+    message = config_error(path)
+    assert_names_file_and_line(message, path, 15)
+
+
+BAD_USER_IDS = ["user:Sam", "sam", "agent:sam", "user:sam\\n", "user:"]
+
+@pytest.mark.parametrize("bad", BAD_USER_IDS)
+def test_bad_user_id(tmp_path: Path, bad: str) -> None:
+    path = write(tmp_path, VALID.replace(
+        "  user:sam:\n    permissions:\n",
+        f'  "{bad}": {{disabled: false}}\n  user:sam:\n    permissions:\n'))
+    message = config_error(path)
+    assert_names_file_and_line(message, path, 3)
+    assert "users." in message
+
+
+@pytest.mark.parametrize("bad", BAD_USER_IDS[:2])
+def test_bad_user_id_of_a_block_entry_names_the_key_line(tmp_path: Path, bad: str) -> None:
+    path = write(tmp_path, VALID.replace("  user:sam:\n", f'  "{bad}":\n'))
+    assert_names_file_and_line(config_error(path), path, 3)
+
+
+def test_bad_agent_id(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID.replace("  agent:argocd:\n", "  argocd: {allowed_scopes: []}\n"
+                                         "  agent:argocd:\n"))
+    assert_names_file_and_line(config_error(path), path, 11)
+
+
+def test_bad_client_id(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID + "clients:\n  user:orchestrator: {trusted: true}\n")
+    assert_names_file_and_line(config_error(path), path, 18)
+
+
+def test_bad_context_rule(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID + "context_rules:\n  - environment: prod\n"
+                                   "    require_trigger: ci_pipeline\n    applies_to: reads\n")
+    assert_names_file_and_line(config_error(path), path, 20)
+
+
+def test_top_level_list(tmp_path: Path) -> None:
+    path = write(tmp_path, "- user:sam\n")
+    assert_names_file_and_line(config_error(path), path, 1)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "absent.yaml"
+    assert str(path) in config_error(path)
+
+
+def test_empty_file_is_an_empty_directory(tmp_path: Path) -> None:
+    assert load_directory(write(tmp_path, "# nothing yet\n")) == Directory()

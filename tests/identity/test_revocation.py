@@ -1,0 +1,255 @@
+"""Revocation by token, cascade, run and user, and one-time keys, on both registries.
+
+The Redis variant runs against the real Redis (``@pytest.mark.redis``); an unreachable Redis fails
+closed with ``Unavailable``.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+
+from orchestrator.errors import InvalidToken, TransientError, Unavailable
+from orchestrator.identity import (
+    AccessClaims,
+    MemoryRevocationStore,
+    RedisRevocationStore,
+    RevocationStore,
+    open_store,
+)
+
+from .conftest import NOW, Authority, make_ctx
+
+
+class Clock:
+    def __init__(self, now: float = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    yield client
+    client.close()
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def store(request: pytest.FixtureRequest, clock: Clock) -> RevocationStore:
+    if request.param == "memory":
+        return MemoryRevocationStore(clock=clock)
+    client = request.getfixturevalue("redis_client")
+    return RedisRevocationStore(client, clock=clock)
+
+
+@pytest.fixture
+def chain(authority: Authority) -> list[AccessClaims]:
+    """Claims of root, hand-off to ArgoCD, hand-off to CleanupAgent, CleanupAgent's AWS token."""
+    return [token.claims for token in authority.chain_to_aws()]
+
+
+def refused(store: RevocationStore, claims: AccessClaims, reason: str) -> None:
+    with pytest.raises(InvalidToken) as info:
+        store.check(claims)
+    assert info.value.code == "invalid_token"
+    assert info.value.reason == reason
+
+
+def revoke(store: RevocationStore, claims: AccessClaims) -> None:
+    store.revoke_jti(claims.jti, expires_at=claims.exp)
+
+
+# --- by token and cascading ----------------------------------------------------------------------
+
+def test_nothing_revoked_passes(store: RevocationStore, chain: list[AccessClaims]) -> None:
+    for claims in chain:
+        store.check(claims)
+
+
+def test_revoked_token_is_refused(store: RevocationStore, chain: list[AccessClaims]) -> None:
+    revoke(store, chain[-1])
+    refused(store, chain[-1], "token_revoked")
+    for claims in chain[:-1]:
+        store.check(claims)
+
+
+def test_revoking_the_root_refuses_every_descendant(
+        store: RevocationStore, chain: list[AccessClaims]) -> None:
+    revoke(store, chain[0])
+    refused(store, chain[0], "token_revoked")
+    for claims in chain[1:]:
+        refused(store, claims, "ancestor_revoked")
+
+
+def test_revoking_a_middle_hop_refuses_below_it_only(
+        store: RevocationStore, chain: list[AccessClaims]) -> None:
+    revoke(store, chain[1])
+    store.check(chain[0])
+    refused(store, chain[1], "token_revoked")
+    refused(store, chain[2], "ancestor_revoked")
+    refused(store, chain[3], "ancestor_revoked")
+
+
+def test_revoking_one_branch_leaves_a_sibling_branch(
+        store: RevocationStore, authority: Authority) -> None:
+    root = authority.root()
+    first = authority.exchange(root, "agent:infrabot", audience="agent:argocd")
+    second = authority.exchange(root, "agent:infrabot", audience="agent:argocd")
+    below_first = authority.exchange(first, "agent:argocd", audience="agent:cleanup")
+    revoke(store, first.claims)
+    refused(store, below_first.claims, "ancestor_revoked")
+    store.check(second.claims)
+    store.check(root.claims)
+
+
+# --- by run --------------------------------------------------------------------------------------
+
+def test_revoking_a_run_refuses_every_token_of_it(
+        store: RevocationStore, chain: list[AccessClaims], authority: Authority) -> None:
+    other_run = authority.root(ctx=make_ctx(run_id="run-other")).claims
+    store.revoke_run(chain[0].ctx.run_id)
+    for claims in chain:
+        refused(store, claims, "run_revoked")
+    store.check(other_run)
+
+
+# --- by user -------------------------------------------------------------------------------------
+
+def test_user_version_starts_at_zero(store: RevocationStore) -> None:
+    assert store.user_version("user:sam") == 0
+
+
+def test_revoke_user_bumps_the_version(store: RevocationStore) -> None:
+    assert store.revoke_user("user:sam") == 1
+    assert store.revoke_user("user:sam") == 2
+    assert store.user_version("user:sam") == 2
+    assert store.user_version("user:alex") == 0
+
+
+def test_revoking_a_user_refuses_tokens_of_the_old_version(
+        store: RevocationStore, chain: list[AccessClaims], authority: Authority) -> None:
+    alex = authority.root("user:alex", ["urn:infra:monitoring:read"]).claims
+    version = store.revoke_user("user:sam")
+    for claims in chain:
+        refused(store, claims, "user_revoked")
+    store.check(alex)
+    fresh = authority.root(user_version=version).claims
+    store.check(fresh)
+    store.check(authority.exchange(authority.root(user_version=version), "agent:infrabot",
+                                   audience="agent:argocd").claims)
+
+
+def test_a_token_ahead_of_the_registry_is_refused(
+        store: RevocationStore, authority: Authority) -> None:
+    refused(store, authority.root(user_version=5).claims, "user_revoked")
+
+
+def test_token_revocation_is_reported_before_run_and_user(
+        store: RevocationStore, chain: list[AccessClaims]) -> None:
+    revoke(store, chain[0])
+    store.revoke_run(chain[0].ctx.run_id)
+    store.revoke_user("user:sam")
+    refused(store, chain[0], "token_revoked")
+    refused(store, chain[3], "ancestor_revoked")
+
+
+# --- one-time keys -------------------------------------------------------------------------------
+
+def test_claim_once_succeeds_once_per_key(store: RevocationStore) -> None:
+    assert store.claim_once("assertion:abc", ttl=60) is True
+    assert store.claim_once("assertion:abc", ttl=60) is False
+    assert store.claim_once("assertion:abc", ttl=60) is False
+    assert store.claim_once("assertion:def", ttl=60) is True
+
+
+def test_claim_once_key_expires_after_its_ttl(clock: Clock) -> None:
+    store = MemoryRevocationStore(clock=clock)
+    assert store.claim_once("webhook:1", ttl=30)
+    clock.now += 29
+    assert not store.claim_once("webhook:1", ttl=30)
+    clock.now += 1
+    assert store.claim_once("webhook:1", ttl=30)
+
+
+def test_ping(store: RevocationStore) -> None:
+    store.ping()
+
+
+# --- Redis specifics -----------------------------------------------------------------------------
+
+@pytest.mark.redis
+def test_redis_keys_expire_with_what_they_refer_to(
+        redis_client: redis.Redis, clock: Clock, chain: list[AccessClaims]) -> None:
+    store = RedisRevocationStore(redis_client, clock=clock)
+    revoke(store, chain[-1])
+    store.revoke_run("run-0001")
+    assert store.claim_once("assertion:abc", ttl=30)
+    jti_ttl = redis_client.ttl(f"infrabot:jti:{chain[-1].jti}")
+    assert 0 < jti_ttl <= chain[-1].exp - NOW + 60
+    assert 0 < redis_client.ttl("infrabot:run:run-0001") <= 24 * 3600
+    assert 0 < redis_client.ttl("infrabot:once:assertion:abc") <= 30
+
+
+@pytest.mark.redis
+def test_redis_revocation_is_shared_between_stores(
+        redis_client: redis.Redis, clock: Clock, chain: list[AccessClaims]) -> None:
+    issuer_side = RedisRevocationStore(redis_client, clock=clock)
+    service_side = RedisRevocationStore(redis_client, clock=clock)
+    service_side.check(chain[-1])
+    revoke(issuer_side, chain[0])
+    refused(service_side, chain[-1], "ancestor_revoked")
+    assert issuer_side.claim_once("k", ttl=10)
+    assert not service_side.claim_once("k", ttl=10)
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def unreachable() -> RedisRevocationStore:
+    return RedisRevocationStore.from_url(f"redis://127.0.0.1:{closed_port()}/15")
+
+
+UNREACHABLE_CALLS: dict[str, Callable[[RedisRevocationStore, AccessClaims], object]] = {
+    "check": lambda s, c: s.check(c),
+    "revoke_jti": lambda s, c: s.revoke_jti(c.jti, expires_at=c.exp),
+    "revoke_user": lambda s, c: s.revoke_user(c.sub),
+    "revoke_run": lambda s, c: s.revoke_run(c.ctx.run_id),
+    "user_version": lambda s, c: s.user_version(c.sub),
+    "claim_once": lambda s, c: s.claim_once("k", ttl=10),
+    "ping": lambda s, c: s.ping(),
+}
+
+
+@pytest.mark.parametrize("call", UNREACHABLE_CALLS.values(), ids=UNREACHABLE_CALLS.keys())
+def test_unreachable_redis_fails_closed(
+        unreachable: RedisRevocationStore, chain: list[AccessClaims],
+        call: Callable[[RedisRevocationStore, AccessClaims], object]) -> None:
+    with pytest.raises(Unavailable) as info:
+        call(unreachable, chain[-1])
+    assert isinstance(info.value, TransientError)
+    assert info.value.reason == "revocation_unavailable"
+    assert info.value.status == 503
+    assert info.value.body()["error"] == "temporarily_unavailable"
+
+
+def test_open_store_without_url_is_in_process() -> None:
+    assert isinstance(open_store(None), MemoryRevocationStore)
+    assert isinstance(open_store(""), MemoryRevocationStore)
+
+
+def test_open_store_with_url_is_redis() -> None:
+    assert isinstance(open_store(f"redis://127.0.0.1:{closed_port()}/15"), RedisRevocationStore)
