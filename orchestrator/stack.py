@@ -1,22 +1,20 @@
 """Assembling the running system from settings: keys, directory, registry, audit store, the
 authorization server and the four mock services, each on its own loopback origin.
 
-Embedded mode runs all of it in one process (:func:`running`); distributed mode runs the same
-stack under ``infrabot serve`` with the registry on Redis.
+:mod:`orchestrator.system` starts it (with the orchestrator, the webhook receiver and, embedded,
+a worker); distributed mode runs the same stack under ``infrabot serve`` with Redis.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from orchestrator._servers import ServerGroup, bind
+from orchestrator._servers import bind
 from orchestrator.audit import AuditStore
 from orchestrator.authserver import AuthorizationService, ClientKeys, create_app
 from orchestrator.config import SERVICE_NAMES, Settings
@@ -71,9 +69,14 @@ class Stack:
     audit: AuditStore
     auth: AuthorizationService
     clients: dict[str, SigningKey] = field(default_factory=dict)
+    static_token: str | None = None
+    owns_revocation: bool = True
 
     @classmethod
-    def build(cls, settings: Settings, *, revocation: RevocationStore | None = None) -> Stack:
+    def build(cls, settings: Settings, *, revocation: RevocationStore | None = None,
+              static_token: str | None = None) -> Stack:
+        """Load or create everything in the state directory; ``static_token`` enables the
+        static-token baseline at the services (off unless given)."""
         settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         directory = load_directory(settings.workflows_dir / "directory.yaml")
         store = revocation if revocation is not None else open_store(settings.redis_url)
@@ -85,7 +88,8 @@ class Stack:
             settings=settings, keyring=keyring, directory=directory, revocation=store,
             client_keys=ClientKeys(client_keys_dir(settings), settings.allowed_algs),
             services={name: settings.service_url(name) for name in SERVICE_NAMES}, audit=audit)
-        return cls(settings, directory, store, keyring, audit, auth, clients)
+        return cls(settings, directory, store, keyring, audit, auth, clients,
+                   static_token=static_token, owns_revocation=revocation is None)
 
     def endpoints(self) -> dict[str, str]:
         out = {"auth": self.settings.auth_url}
@@ -104,6 +108,8 @@ class Stack:
 
     def close(self) -> None:
         self.audit.close()
+        if self.owns_revocation:
+            self.revocation.close()
 
 
 def write_endpoints(settings: Settings, endpoints: dict[str, str]) -> Path:
@@ -112,26 +118,3 @@ def write_endpoints(settings: Settings, endpoints: dict[str, str]) -> Path:
     tmp.write_text(json.dumps(endpoints, indent=2) + "\n")
     os.replace(tmp, path)
     return path
-
-
-@contextlib.contextmanager
-def running(settings: Settings, *, revocation: RevocationStore | None = None,
-            write_endpoints_file: bool = False) -> Iterator[Stack]:
-    """The authorization server and the four services serving on loopback until the block ends."""
-    settings, sockets = bind_ports(settings)
-    stack: Stack | None = None
-    group = ServerGroup()
-    try:
-        stack = Stack.build(settings, revocation=revocation)
-        for name, app in stack.apps().items():
-            group.add(app, sockets.pop(name))
-        group.start()
-        if write_endpoints_file:
-            write_endpoints(settings, stack.endpoints())
-        yield stack
-    finally:
-        group.stop()
-        for sock in sockets.values():
-            sock.close()
-        if stack is not None:
-            stack.close()

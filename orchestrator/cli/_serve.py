@@ -1,4 +1,4 @@
-"""``infrabot serve``: the authorization server and the four mock services on loopback."""
+"""``infrabot serve``: the authorization server, the four mock services and the webhook receiver."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from orchestrator.cli._common import load_settings, state_dir_option
-from orchestrator.stack import running
+from orchestrator.system import running_system
 
 
 @click.command("serve")
@@ -19,9 +19,11 @@ from orchestrator.stack import running
                    "+5 webhooks; 0 lets the OS pick every port. Default: the INFRABOT_*_PORT "
                    "settings (8700-8705).")
 def serve(state_dir: Path | None, port_base: int | None) -> None:
-    """Serve the authorization server and the mock services until interrupted.
+    """Serve the authorization server, the mock services and the webhook receiver.
 
-    Writes DIR/endpoints.json once every server is ready.
+    Writes DIR/endpoints.json once every server is ready. With the default in-memory broker
+    it also runs the agents in this process; with INFRABOT_BROKER_URL on Redis, start
+    `infrabot worker` processes for them.
 
     \b
     Example:
@@ -35,9 +37,9 @@ def serve(state_dir: Path | None, port_base: int | None) -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with running(settings, write_endpoints_file=True) as stack:
-        for name, url in stack.endpoints().items():
+    with running_system(settings, write_endpoints_file=True) as system:
+        for name, url in system.endpoints().items():
             click.echo(f"{name:10} {url}", err=True)
-        click.echo(f"endpoints written to {stack.settings.endpoints_file}", err=True)
+        click.echo(f"endpoints written to {system.settings.endpoints_file}", err=True)
         stop.wait()
     click.echo("stopped", err=True)

@@ -1,0 +1,99 @@
+"""What an agent process needs to perform hops, built once per process (after any fork).
+
+Everything comes from settings and the state directory: the agents' own keys, the servers'
+URLs (``endpoints.json`` written by ``infrabot serve``, or the stack running in this process),
+the workflows and the run log. HTTP connections are pooled and reused across hops.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+
+import httpx
+
+from orchestrator.client import AuthClient
+from orchestrator.config import SERVICE_NAMES, Settings
+from orchestrator.identity import Directory, client_key, load_directory
+from orchestrator.runs import RunStore
+from orchestrator.workflows import Workflow, load_workflows
+
+_lock = threading.Lock()
+_runtimes: dict[int, AgentRuntime] = {}
+
+
+@dataclass
+class AgentRuntime:
+    settings: Settings
+    endpoints: dict[str, str]
+    directory: Directory
+    workflows: dict[str, Workflow]
+    runs: RunStore
+    http: httpx.Client
+    static_token: str | None = None
+    _auth: dict[str, AuthClient] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, settings: Settings, endpoints: dict[str, str] | None = None) -> AgentRuntime:
+        directory = load_directory(settings.workflows_dir / "directory.yaml")
+        return cls(
+            settings=settings,
+            endpoints=endpoints or read_endpoints(settings),
+            directory=directory,
+            workflows=load_workflows(settings.workflows_dir, directory),
+            runs=RunStore(settings.state_dir / "runs.sqlite3"),
+            http=httpx.Client(timeout=httpx.Timeout(5.0, connect=2.0),
+                              limits=httpx.Limits(max_keepalive_connections=16)),
+        )
+
+    def auth(self, agent: str) -> AuthClient:
+        """The agent's authorization-server client, authenticating with the agent's own key."""
+        with _lock:
+            client = self._auth.get(agent)
+            if client is None:
+                key = client_key(self.settings.keys_dir / "clients", agent,
+                                 self.settings.signing_alg)
+                client = AuthClient(self.endpoints["auth"], agent, key, http=self.http)
+                self._auth[agent] = client
+            return client
+
+    def service_url(self, service: str) -> str:
+        return self.endpoints[service]
+
+    def close(self) -> None:
+        self.http.close()
+        self.runs.close()
+
+
+def read_endpoints(settings: Settings) -> dict[str, str]:
+    """``endpoints.json`` if ``infrabot serve`` wrote one, else the configured ports."""
+    try:
+        data = json.loads(settings.endpoints_file.read_text())
+        if isinstance(data, dict) and "auth" in data:
+            return {str(k): str(v) for k, v in data.items()}
+    except (OSError, ValueError):
+        pass
+    return {"auth": settings.auth_url, **{n: settings.service_url(n) for n in SERVICE_NAMES}}
+
+
+def runtime_for(app_id: int, settings: Settings) -> AgentRuntime:
+    """The runtime of this process for one Celery app (built on first use)."""
+    with _lock:
+        runtime = _runtimes.get(app_id)
+    if runtime is None:
+        runtime = AgentRuntime.build(settings)
+        with _lock:
+            runtime = _runtimes.setdefault(app_id, runtime)
+    return runtime
+
+
+def install_runtime(app_id: int, runtime: AgentRuntime) -> None:
+    """Embedded mode: hand the in-process runtime to the tasks of one app."""
+    with _lock:
+        _runtimes[app_id] = runtime
+
+
+def drop_runtime(app_id: int) -> None:
+    with _lock:
+        _runtimes.pop(app_id, None)

@@ -1,0 +1,90 @@
+"""The agents as Celery tasks: thin shells around :func:`agents.perform_hop`.
+
+One task per agent, each on its own queue (``agents.infrabot`` on ``infrabot`` ...). A task takes
+identifiers and the hand-off token, performs its hop, enqueues the next agent with the token it
+obtained, and returns a small summary that never holds a token. Transient faults retry with
+exponential backoff and jitter; denials never retry. Each hop's task id is derived from the run,
+so a redelivered or duplicated hop reuses the same Idempotency-Keys and changes nothing twice.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from celery import Celery, Task
+
+from agents._hop import HopOutcome, perform_hop
+from agents._runtime import runtime_for
+from orchestrator._log import get_logger
+from orchestrator.config import Settings
+from orchestrator.errors import TransientError
+
+AGENT_QUEUES = {"agent:infrabot": "infrabot", "agent:argocd": "argocd", "agent:cleanup": "cleanup"}
+MAX_RETRIES = 4
+TERMINAL = {"succeeded", "denied", "failed", "expired"}
+
+
+def task_name(agent: str) -> str:
+    return f"agents.{AGENT_QUEUES[agent]}"
+
+
+def hop_task_id(run_id: str, agent: str) -> str:
+    return f"{run_id}.{AGENT_QUEUES[agent]}"
+
+
+def backoff(retries: int) -> float:
+    """Exponential backoff with full jitter: ~0.2 s, 0.4 s, 0.8 s ... capped at 5 s."""
+    return float(min(5.0, 0.2 * 2**retries) * random.uniform(0.5, 1.0))  # noqa: S311
+
+
+def enqueue(app: Celery, agent: str, run_id: str, workflow: str, token: str, scope: str,
+            mode: str) -> None:
+    app.send_task(task_name(agent), args=[run_id, workflow, token, scope, mode],
+                  queue=AGENT_QUEUES[agent], task_id=hop_task_id(run_id, agent))
+
+
+def _run_hop(task: Task, app: Celery, settings: Settings, agent: str, run_id: str,
+             workflow: str, token: str, scope: str, mode: str) -> dict[str, Any]:
+    rt = runtime_for(id(app), settings)
+    log = get_logger(run_id=run_id, agent=agent, task_id=task.request.id)
+    try:
+        outcome = perform_hop(rt, run_id=run_id, workflow=workflow, agent=agent, token=token,
+                              scope=scope, task_id=task.request.id, mode=mode)
+    except TransientError as exc:
+        attempt = task.request.retries + 1
+        if task.request.retries >= MAX_RETRIES:
+            outcome = HopOutcome("failed", f"{agent}: {exc.reason} after {attempt} attempts")
+        else:
+            delay = backoff(task.request.retries)
+            rt.runs.add_event(run_id, "retrying", agent, {"reason": exc.reason,
+                                                          "attempt": attempt,
+                                                          "in_seconds": round(delay, 2)})
+            log.info("hop_retrying", reason=exc.reason, attempt=attempt)
+            raise task.retry(countdown=delay, max_retries=MAX_RETRIES) from None
+    except Exception as exc:  # noqa: BLE001 - a bug must still end the run, never strand it
+        log.exception("hop_crashed")
+        outcome = HopOutcome("failed", f"{agent}: internal error ({type(exc).__name__})")
+    if outcome.status == "handed_off":
+        assert outcome.next_agent and outcome.next_token
+        enqueue(app, outcome.next_agent, run_id, workflow, outcome.next_token,
+                outcome.next_scope or "", mode)
+        rt.runs.mark_hop_done(run_id, agent, task.request.id)
+    elif outcome.status in TERMINAL:
+        rt.runs.mark_hop_done(run_id, agent, task.request.id)
+        if rt.runs.finish(run_id, outcome.status, outcome.reason):
+            rt.runs.add_event(run_id, "finished", agent, {"status": outcome.status,
+                                                          "reason": outcome.reason})
+    log.info("hop_done", status=outcome.status, reason=outcome.reason)
+    return {"run_id": run_id, "agent": agent, "status": outcome.status}
+
+
+def register(app: Celery, settings: Settings) -> None:
+    """Register one task per agent on ``app``."""
+    for agent, queue in AGENT_QUEUES.items():
+        def hop(self: Task, run_id: str, workflow: str, token: str, scope: str,
+                mode: str = "delegated", _agent: str = agent) -> dict[str, Any]:
+            return _run_hop(self, app, settings, _agent, run_id, workflow, token, scope, mode)
+
+        app.task(hop, name=f"agents.{queue}", bind=True, queue=queue, acks_late=True,
+                 reject_on_worker_lost=True, max_retries=MAX_RETRIES, typing=False)

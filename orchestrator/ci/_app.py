@@ -1,0 +1,124 @@
+"""The webhook receiver over HTTP: ``POST /webhooks/github`` and ``GET /health``.
+
+The raw body is read (at most one byte past the limit, so an oversized delivery is refused without
+being buffered) and handed with the headers to :meth:`WebhookReceiver.receive` in a worker thread:
+starting a run talks to the authorization server, which may share this event loop. Every answer
+is JSON: ``{"status": ...}`` or ``{"error", "reason", "message"}``, including unknown routes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from orchestrator.ci._events import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER
+from orchestrator.ci._receiver import WebhookReceiver
+
+ROUTE = "/webhooks/github"
+
+
+class Accepted(BaseModel):
+    status: Literal["accepted"]
+    run_id: str
+
+
+class Ignored(BaseModel):
+    status: Literal["ignored"]
+    reason: str
+
+
+class Pong(BaseModel):
+    status: Literal["pong"]
+
+
+class Refusal(BaseModel):
+    error: str
+    reason: str
+    message: str
+    field: str | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+def _refusal(description: str) -> dict[str, Any]:
+    return {"model": Refusal, "description": description}
+
+
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": Pong, "description": "A ping delivery was answered."},
+    202: {"model": Accepted | Ignored,
+          "description": "A run was started (accepted), or the event starts none (ignored)."},
+    400: _refusal("unsupported_event, missing_delivery_id, invalid_delivery_id or "
+                  "malformed_event (field names the wrong part)."),
+    401: _refusal("missing_signature or bad_signature."),
+    403: _refusal("unknown_user or user_disabled."),
+    409: _refusal("replayed_delivery."),
+    413: _refusal("payload_too_large (the limit is 256 KiB)."),
+    422: _refusal("The run could not be started; reason is the orchestrator's."),
+    503: _refusal("replay_cache_unavailable, or a dependency of the run is unavailable."),
+}
+
+_OPENAPI_EXTRA: dict[str, Any] = {
+    "parameters": [
+        {"name": EVENT_HEADER, "in": "header", "required": True,
+         "schema": {"type": "string", "enum": ["deployment", "workflow_run", "ping"]}},
+        {"name": DELIVERY_HEADER, "in": "header", "required": True,
+         "schema": {"type": "string"}, "description": "Unique per delivery; replays are refused."},
+        {"name": SIGNATURE_HEADER, "in": "header", "required": True,
+         "schema": {"type": "string", "pattern": "^sha256=[0-9a-f]{64}$"},
+         "description": "HMAC-SHA256 of the raw body with the shared webhook secret."},
+    ],
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {
+            "type": "object",
+            "description": "A GitHub deployment or workflow_run webhook payload.",
+        }}},
+    },
+}
+
+_HTTP_ERRORS = {404: "not_found", 405: "method_not_allowed"}
+
+
+def create_webhook_app(receiver: WebhookReceiver) -> FastAPI:
+    """The ASGI app serving ``receiver``."""
+    app = FastAPI(title="InfraBot Chains CI webhooks", version="1",
+                  description="Signed GitHub-style CI events that start delegation runs.")
+
+    @app.post(ROUTE, status_code=202, response_model=None, responses=_RESPONSES,
+              openapi_extra=_OPENAPI_EXTRA, summary="Receive a GitHub webhook delivery")
+    async def github_webhook(request: Request) -> JSONResponse:
+        body = await _read_body(request, receiver.max_body_bytes)
+        status, answer = await run_in_threadpool(receiver.receive, request.headers, body)
+        return JSONResponse(answer, status_code=status)
+
+    @app.get("/health", response_model=Health, summary="Liveness")
+    async def health() -> Health:
+        return Health(status="ok")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_ERRORS.get(exc.status_code, f"http_{exc.status_code}")
+        return JSONResponse({"error": code, "reason": code, "message": str(exc.detail)},
+                            status_code=exc.status_code, headers=exc.headers)
+
+    return app
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, or its first ``limit + 1`` bytes when it is longer (enough to refuse it)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            break
+    return b"".join(chunks)[: limit + 1]

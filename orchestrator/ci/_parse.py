@@ -1,0 +1,183 @@
+"""GitHub webhook payloads → :class:`CIEvent`.
+
+``deployment`` (action ``created``)::
+
+    {"action": "created",
+     "deployment": {"id", "sha", "ref", "environment", "creator": {"login"},
+                    "payload": {"service", "trigger", "pr"}},
+     "repository": {"full_name"}, "sender": {"login"}}
+
+``deployment.payload`` may be an object or a JSON-encoded object (GitHub passes through what the
+deployment's creator sent). ``trigger`` is ``payload.trigger`` when present, else ``ci_pipeline``
+(deployments are created by the CI app); ``service`` is ``payload.service``, else the repository
+name. Any other action is ignored (``action_not_created``).
+
+``workflow_run`` (action ``completed``)::
+
+    {"action": "completed",
+     "workflow_run": {"id", "head_sha", "head_branch", "event", "conclusion", "name",
+                      "environment"?, "pull_requests": [{"number"}]?},
+     "repository": {"full_name"}, "sender": {"login"}}
+
+Only ``conclusion == "success"`` starts a run (else ignored: ``conclusion_not_success``; other
+actions: ``action_not_completed``). ``trigger`` is ``manual`` when ``event`` is
+``workflow_dispatch``, else ``ci_pipeline``. The environment is ``workflow_run.environment`` when
+present, else read from the workflow's name by convention: ``deploy-<env>`` (``deploy-prod``).
+``pr`` is the first of ``pull_requests``, if any. ``service`` is the repository name.
+
+In both, the user is ``user:<sender.login>`` (lower-cased). Errors name the payload field.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from pydantic import ValidationError
+
+from orchestrator.ci._model import CIEvent, Ignored, MalformedEvent, user_for_login
+
+_MISSING = object()
+_DEPLOY_NAME = re.compile(r"^deploy-(?P<env>[A-Za-z0-9][A-Za-z0-9_.-]{0,63})$", re.IGNORECASE)
+_PATHS: dict[str, dict[str, str]] = {
+    "deployment": {"commit": "deployment.sha", "ref": "deployment.ref",
+                   "environment": "deployment.environment",
+                   "service": "deployment.payload.service",
+                   "trigger": "deployment.payload.trigger", "pr": "deployment.payload.pr"},
+    "workflow_run": {"commit": "workflow_run.head_sha", "ref": "workflow_run.head_branch",
+                     "environment": "workflow_run.environment",
+                     "service": "repository.full_name", "trigger": "workflow_run.event",
+                     "pr": "workflow_run.pull_requests"},
+}
+_COMMON = {"repository": "repository.full_name", "sender_login": "sender.login",
+           "user": "sender.login", "delivery_id": "X-GitHub-Delivery"}
+
+
+def parse_event(event_type: str, delivery_id: str, payload: dict[str, Any]) -> CIEvent | Ignored:
+    """The CI event in a GitHub webhook payload, or why it starts no run.
+
+    Raises :class:`MalformedEvent` naming the first wrong field.
+    """
+    if event_type == "deployment":
+        fields = _deployment(payload)
+    elif event_type == "workflow_run":
+        fields = _workflow_run(payload)
+    else:
+        raise MalformedEvent(f"unsupported event {event_type!r}", field="X-GitHub-Event")
+    if isinstance(fields, Ignored):
+        return fields
+    repository = _string(payload, "repository.full_name")
+    login = _string(payload, "sender.login")
+    fields.setdefault("service", repository.rpartition("/")[2])
+    try:
+        return CIEvent(delivery_id=delivery_id, event_type=event_type, user=user_for_login(login),
+                       sender_login=login, repository=repository, **fields)
+    except ValidationError as exc:
+        name = str(exc.errors()[0]["loc"][0]) if exc.errors()[0]["loc"] else "payload"
+        path = {**_COMMON, **_PATHS[event_type]}.get(name, name)
+        raise MalformedEvent(f"{path} is not valid", field=path) from None
+
+
+def _deployment(payload: dict[str, Any]) -> dict[str, Any] | Ignored:
+    action = _get(payload, "action")
+    if action is not _MISSING and action != "created":
+        return Ignored("action_not_created")
+    _object(payload, "deployment")
+    extra = _deployment_payload(payload)
+    fields: dict[str, Any] = {
+        "commit": _string(payload, "deployment.sha"),
+        "ref": _string(payload, "deployment.ref", required=False),
+        "environment": _string(payload, "deployment.environment"),
+        "trigger": _string(extra, "trigger", required=False, prefix="deployment.payload")
+        or "ci_pipeline",
+        "pr": extra.get("pr"),
+    }
+    service = _string(extra, "service", required=False, prefix="deployment.payload")
+    if service is not None:
+        fields["service"] = service
+    return fields
+
+
+def _deployment_payload(payload: dict[str, Any]) -> dict[str, Any]:
+    value = _get(payload, "deployment.payload")
+    if value is _MISSING or value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except (ValueError, RecursionError):
+            raise MalformedEvent("deployment.payload is not JSON",
+                                 field="deployment.payload") from None
+    if not isinstance(value, dict):
+        raise MalformedEvent("deployment.payload must be an object", field="deployment.payload")
+    return value
+
+
+def _workflow_run(payload: dict[str, Any]) -> dict[str, Any] | Ignored:
+    action = _get(payload, "action")
+    if action is not _MISSING and action != "completed":
+        return Ignored("action_not_completed")
+    _object(payload, "workflow_run")
+    conclusion = _get(payload, "workflow_run.conclusion")
+    if conclusion != "success":
+        return Ignored("conclusion_not_success")
+    event = _string(payload, "workflow_run.event")
+    return {
+        "commit": _string(payload, "workflow_run.head_sha"),
+        "ref": _string(payload, "workflow_run.head_branch", required=False),
+        "environment": _environment(payload),
+        "trigger": "manual" if event == "workflow_dispatch" else "ci_pipeline",
+        "pr": _first_pr(payload),
+    }
+
+
+def _environment(payload: dict[str, Any]) -> str:
+    explicit = _string(payload, "workflow_run.environment", required=False)
+    if explicit is not None:
+        return explicit
+    match = _DEPLOY_NAME.fullmatch(_string(payload, "workflow_run.name"))
+    if match is None:
+        raise MalformedEvent("workflow_run.name must be deploy-<environment> (or set "
+                             "workflow_run.environment)", field="workflow_run.name")
+    return match["env"]
+
+
+def _first_pr(payload: dict[str, Any]) -> Any:
+    pulls = _get(payload, "workflow_run.pull_requests")
+    if pulls is _MISSING or pulls is None or pulls == []:
+        return None
+    if not isinstance(pulls, list) or not isinstance(pulls[0], dict):
+        raise MalformedEvent("workflow_run.pull_requests must be a list of objects",
+                             field="workflow_run.pull_requests")
+    return pulls[0].get("number")
+
+
+def _get(data: dict[str, Any], path: str) -> Any:
+    value: Any = data
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
+def _object(data: dict[str, Any], path: str) -> dict[str, Any]:
+    value = _get(data, path)
+    if not isinstance(value, dict):
+        raise MalformedEvent(f"{path} must be an object", field=path)
+    return value
+
+
+def _string(data: dict[str, Any], path: str, *, required: bool = True,
+            prefix: str = "") -> Any:
+    """The string at ``path``; None if optional and absent (or null)."""
+    value = _get(data, path)
+    name = f"{prefix}.{path}" if prefix else path
+    if value is _MISSING or value is None:
+        if required:
+            raise MalformedEvent(f"{name} is missing", field=name)
+        return None
+    if not isinstance(value, str) or not value or len(value) > 255:
+        raise MalformedEvent(f"{name} must be a non-empty string", field=name)
+    return value

@@ -1,0 +1,204 @@
+"""The CI webhook receiver: authenticate a GitHub-style delivery, then start a run for it.
+
+Checks, in order, each refusal with its status and reason code::
+
+    body larger than 256 KiB                        413 payload_too_large
+    no X-Hub-Signature-256                          401 missing_signature
+    signature is not HMAC-SHA256(secret, body)      401 bad_signature      (constant-time)
+    X-GitHub-Event ping                             200 {"status": "pong"}
+    X-GitHub-Event not deployment / workflow_run    400 unsupported_event
+    no X-GitHub-Delivery / not a delivery id        400 missing_delivery_id / invalid_delivery_id
+    delivery id seen in the last 24 h               409 replayed_delivery
+    replay cache unreachable                        503 replay_cache_unavailable (fail closed)
+    body not a JSON object / a field wrong          400 malformed_event (``field`` names it)
+    event that starts no run (failed workflow run)  202 {"status": "ignored", "reason": ...}
+    sender not in the directory / disabled          403 unknown_user / user_disabled
+    start_run raises InfraBotError                  422 <its reason>   (TransientError: 503)
+    run started                                     202 {"status": "accepted", "run_id": ...}
+
+Every answer writes exactly one audit record (service ``webhooks``, action ``ci_event``, request
+id = delivery id): deny for a refusal, allow otherwise. Neither the body nor the signature is ever
+stored or logged.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from orchestrator._log import get_logger
+from orchestrator.audit import AuditRecord, AuditStore, contains_raw_jwt
+from orchestrator.ci._events import sign
+from orchestrator.ci._model import DELIVERY_PATTERN, REPOSITORY_PATTERN, CIEvent, MalformedEvent
+from orchestrator.ci._parse import parse_event
+from orchestrator.errors import InfraBotError, TransientError, Unavailable
+from orchestrator.identity import Directory, RevocationStore
+
+MAX_BODY_BYTES = 256 * 1024
+REPLAY_TTL_SECONDS = 24 * 3600
+EVENT_TYPES = frozenset({"deployment", "workflow_run"})
+ERRORS = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 409: "conflict",
+          413: "payload_too_large", 422: "unprocessable", 500: "internal_error",
+          503: "temporarily_unavailable"}
+Answer = tuple[int, dict[str, Any]]
+
+
+class _Refused(Exception):  # internal control flow: one refusal answer
+    def __init__(self, status: int, reason: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status, self.reason, self.message, self.extra = status, reason, message, extra
+
+    def answer(self) -> Answer:
+        body = {"error": ERRORS[self.status], "reason": self.reason, "message": self.message}
+        return self.status, {**body, **self.extra}
+
+
+@dataclass
+class _Seen:
+    """What is known about a delivery so far: what its audit record can say."""
+
+    delivery_id: str | None = None
+    repository: str | None = None
+    event: CIEvent | None = None
+    run_id: str | None = None
+
+
+class WebhookReceiver:
+    """Authenticates CI deliveries and starts runs; see the module docstring for the rules."""
+
+    def __init__(self, secret: bytes, replay: RevocationStore, directory: Directory,
+                 audit: AuditStore | None, start_run: Callable[[CIEvent], str],
+                 clock: Callable[[], float] = time.time, *,
+                 max_body_bytes: int = MAX_BODY_BYTES) -> None:
+        if not secret:
+            raise ValueError("the webhook secret must not be empty")
+        self._secret = secret
+        self._replay = replay
+        self._directory = directory
+        self._audit = audit
+        self._start_run = start_run
+        self._clock = clock
+        self._max_body = max_body_bytes
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self._max_body
+
+    def receive(self, headers: Mapping[str, str], body: bytes) -> Answer:
+        """The HTTP status and JSON body answering one delivery."""
+        lower = {str(k).lower(): str(v) for k, v in headers.items()}
+        delivery_id = lower.get("x-github-delivery", "").strip()
+        seen = _Seen(delivery_id if re.fullmatch(DELIVERY_PATTERN, delivery_id) else None)
+        try:
+            answer = self._handle(lower, body, seen)
+        except _Refused as refusal:
+            answer = refusal.answer()
+        self._record(seen, answer)
+        return answer
+
+    def _handle(self, headers: dict[str, str], body: bytes, seen: _Seen) -> Answer:
+        if len(body) > self._max_body:
+            raise _Refused(413, "payload_too_large", f"body exceeds {self._max_body} bytes")
+        self._check_signature(headers.get("x-hub-signature-256", "").strip(), body)
+        event_type = headers.get("x-github-event", "").strip()
+        if event_type == "ping":
+            return 200, {"status": "pong"}
+        if event_type not in EVENT_TYPES:
+            raise _Refused(400, "unsupported_event", "X-GitHub-Event must be deployment, "
+                           "workflow_run or ping")
+        delivery_id = self._claim_delivery(headers.get("x-github-delivery", "").strip())
+        payload = _json_object(body)
+        seen.repository = _repository(payload)
+        try:
+            parsed = parse_event(event_type, delivery_id, payload)
+        except MalformedEvent as exc:
+            raise _Refused(400, exc.reason, exc.message, field=exc.field) from None
+        if not isinstance(parsed, CIEvent):
+            return 202, {"status": "ignored", "reason": parsed.reason}
+        seen.event = parsed
+        self._check_user(parsed.user)
+        seen.run_id = self._start(parsed)
+        return 202, {"status": "accepted", "run_id": seen.run_id}
+
+    def _check_signature(self, provided: str, body: bytes) -> None:
+        if not provided:
+            raise _Refused(401, "missing_signature", "X-Hub-Signature-256 is required")
+        expected = sign(self._secret, body).encode()
+        if not hmac.compare_digest(expected, provided.encode("utf-8", "replace")):
+            raise _Refused(401, "bad_signature", "X-Hub-Signature-256 does not match the body")
+
+    def _claim_delivery(self, delivery_id: str) -> str:
+        if not delivery_id:
+            raise _Refused(400, "missing_delivery_id", "X-GitHub-Delivery is required")
+        if not re.fullmatch(DELIVERY_PATTERN, delivery_id):
+            raise _Refused(400, "invalid_delivery_id", "X-GitHub-Delivery is not a delivery id")
+        try:
+            first = self._replay.claim_once(f"webhook:{delivery_id}", ttl=REPLAY_TTL_SECONDS)
+        except Unavailable:
+            raise _Refused(503, "replay_cache_unavailable",
+                           "cannot check the delivery for replay; try again later") from None
+        if not first:
+            raise _Refused(409, "replayed_delivery", "this delivery was already received")
+        return delivery_id
+
+    def _check_user(self, user: str) -> None:
+        entry = self._directory.users.get(user)
+        if entry is None:
+            raise _Refused(403, "unknown_user", "the sender is not in the directory")
+        if entry.disabled:
+            raise _Refused(403, "user_disabled", "the sender's account is disabled")
+
+    def _start(self, event: CIEvent) -> str:
+        try:
+            return self._start_run(event)
+        except TransientError as exc:
+            raise _Refused(503, exc.reason, exc.message) from None
+        except InfraBotError as exc:
+            raise _Refused(422, exc.reason, exc.message) from None
+        except Exception:  # noqa: BLE001 - a bug must answer JSON, and be logged
+            get_logger(delivery_id=event.delivery_id).exception("webhook_start_run_crashed")
+            raise _Refused(500, "internal_error", "the run could not be started") from None
+
+    def _record(self, seen: _Seen, answer: Answer) -> None:
+        status, body = answer
+        reason = str(body.get("reason") or body["status"])
+        get_logger(delivery_id=seen.delivery_id, run_id=seen.run_id).info(
+            "webhook_answered", status=status, reason=reason)
+        if self._audit is None:
+            return
+        event = seen.event
+        try:
+            self._audit.append(AuditRecord(
+                time=datetime.fromtimestamp(self._clock(), UTC), service="webhooks",
+                action="ci_event", resource=f"github:{seen.repository or 'unknown'}",
+                decision="allow" if status < 400 else "deny", reason=reason[:64],
+                on_behalf_of=event.user if event else None,
+                context=event.context if event else {}, run_id=seen.run_id,
+                request_id=seen.delivery_id, status=status))
+        except (Unavailable, ValueError):
+            get_logger(delivery_id=seen.delivery_id).exception("webhook_audit_failed")
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        payload = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise _Refused(400, "malformed_event", "the body is not JSON", field="body") from None
+    if not isinstance(payload, dict):
+        raise _Refused(400, "malformed_event", "the body must be a JSON object", field="body")
+    return payload
+
+
+def _repository(payload: dict[str, Any]) -> str | None:
+    """``repository.full_name`` if it is a well-formed repository name, for the audit record."""
+    repo = payload.get("repository")
+    name = repo.get("full_name") if isinstance(repo, dict) else None
+    if isinstance(name, str) and re.fullmatch(REPOSITORY_PATTERN, name):
+        return None if contains_raw_jwt(name) else name
+    return None

@@ -1,0 +1,50 @@
+"""``infrabot worker``: a Celery worker process for the agent queues (distributed mode)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from orchestrator.cli._common import CommandError, load_settings, state_dir_option
+
+QUEUES = ("infrabot", "argocd", "cleanup")
+
+
+@click.command("worker")
+@click.option("--queues", "-Q", default=",".join(QUEUES), show_default=True,
+              help="Comma-separated agent queues to consume.")
+@click.option("--concurrency", "-c", type=click.IntRange(1, 64), default=1, show_default=True)
+@click.option("--pool", type=click.Choice(["prefork", "solo", "threads"]), default="prefork",
+              show_default=True)
+@click.option("--loglevel", default="WARNING", show_default=True)
+@state_dir_option
+def worker(queues: str, concurrency: int, pool: str, loglevel: str,
+           state_dir: Path | None) -> None:
+    """Run agents from the broker named by INFRABOT_BROKER_URL (Redis in distributed mode).
+
+    Reads the servers' URLs from DIR/endpoints.json, written by `infrabot serve`.
+
+    \b
+    Example:
+      export INFRABOT_BROKER_URL=redis://127.0.0.1:6379/0 INFRABOT_REDIS_URL=$INFRABOT_BROKER_URL
+      infrabot serve --state-dir /tmp/ib &   infrabot worker --state-dir /tmp/ib
+    """
+    settings = load_settings(state_dir)
+    if settings.broker_url.startswith("memory://"):
+        raise CommandError("a worker process needs a shared broker: set INFRABOT_BROKER_URL "
+                           "(e.g. redis://127.0.0.1:6379/0); the embedded default runs its "
+                           "worker inside `infrabot demo`")
+    chosen = [q.strip() for q in queues.split(",") if q.strip()]
+    unknown = sorted(set(chosen) - set(QUEUES))
+    if unknown or not chosen:
+        raise CommandError(f"unknown queue {unknown[0] if unknown else '(none)'}; "
+                           f"choose from {', '.join(QUEUES)}")
+    from orchestrator._log import configure
+    from orchestrator.celery_app import create_celery
+
+    configure(settings.log_level)
+    app = create_celery(settings)
+    app.worker_main(["worker", "--queues", ",".join(chosen), "--concurrency", str(concurrency),
+                     "--pool", pool, "--loglevel", loglevel, "--without-gossip",
+                     "--without-mingle", "--without-heartbeat"])

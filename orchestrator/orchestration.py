@@ -1,0 +1,102 @@
+"""The orchestrator: roots each run in a CI event and hands it to the first agent.
+
+For an event it picks the workflow, computes what the workflow needs, and obtains from the
+authorization server the run's root token (RFC 7523 grant as the trusted orchestrator client):
+``sub`` the user, ``ctx`` the event, ``may_act`` the first agent, scope = needed ∩ held ∩ context
+policy. The root grant's dropped scopes are recorded; a refused root grant ends the run as
+``denied``. In static-token mode it skips all of that and hands the one service token along.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+
+from celery import Celery
+
+from agents.tasks import enqueue
+from orchestrator.ci import CIEvent
+from orchestrator.client import AuthClient
+from orchestrator.errors import OAuthError, Unavailable
+from orchestrator.identity import Context, Directory
+from orchestrator.runs import RunStore
+from orchestrator.workflows import Workflow, required_scopes, select
+
+ROOT_GRANT_ATTEMPTS = 3
+
+
+def new_run_id() -> str:
+    return f"run-{uuid.uuid4().hex[:16]}"
+
+
+@dataclass
+class Orchestrator:
+    directory: Directory
+    workflows: dict[str, Workflow]
+    runs: RunStore
+    auth: AuthClient
+    celery: Celery
+    static_token: str | None = None
+
+    def workflow_for(self, event: CIEvent, name: str | None = None) -> Workflow:
+        if name is not None:
+            if name not in self.workflows:
+                from orchestrator.errors import ConfigError
+                raise ConfigError(f"no workflow named {name!r}", reason="unknown_workflow")
+            return self.workflows[name]
+        return select(self.workflows, event_type=event.event_type,
+                      environment=event.environment, trigger=event.trigger)
+
+    def start(self, event: CIEvent, *, mode: str = "delegated", workflow: str | None = None,
+              run_id: str | None = None) -> str:
+        """Create the run, root it, enqueue the first agent; return the run id."""
+        wf = self.workflow_for(event, workflow)
+        run_id = run_id or new_run_id()
+        ctx = Context(trigger=event.trigger, environment=event.environment,
+                      repository=event.repository, commit=event.commit, run_id=run_id)
+        self.runs.create(run_id, workflow=wf.name, event=event, mode=mode)
+        self.runs.add_event(run_id, "started", None, {
+            "event": event.event_type, "delivery": event.delivery_id, "user": event.user,
+            "trigger": event.trigger, "environment": event.environment,
+            "service": event.service, "commit": event.commit, "mode": mode})
+        if mode == "static":
+            if not self.static_token:
+                raise Unavailable("static-token mode is not enabled", reason="static_mode_off")
+            token, scope = self.static_token, ""
+        else:
+            granted = self._root(run_id, wf, event.user, ctx)
+            if granted is None:
+                return run_id
+            token, scope = granted
+        self.runs.mark_running(run_id)
+        enqueue(self.celery, wf.root_agent, run_id, wf.name, token, scope, mode)
+        return run_id
+
+    def _root(self, run_id: str, wf: Workflow, user: str, ctx: Context) -> tuple[str, str] | None:
+        needed = required_scopes(wf)
+        held = list(self.directory.users[user].permissions) if user in self.directory.users else []
+        for attempt in range(1, ROOT_GRANT_ATTEMPTS + 1):
+            try:
+                result = self.auth.root_token(user, needed, ctx, wf.root_agent)
+                break
+            except OAuthError as exc:
+                self.runs.add_event(run_id, "root_denied", None, {
+                    "needed": needed, "error": exc.code, "reason": exc.reason})
+                self._finish(run_id, "denied", f"root grant: {exc.code} ({exc.reason})")
+                return None
+            except Unavailable as exc:
+                if attempt == ROOT_GRANT_ATTEMPTS:
+                    self._finish(run_id, "failed", f"root grant: {exc.reason}")
+                    return None
+                time.sleep(0.2 * attempt)
+        granted = result["scope"].split()
+        self.runs.add_event(run_id, "root_granted", None, {
+            "user_permissions": held, "needed": needed, "granted": granted,
+            "dropped": [s for s in needed if s not in granted], "may_act": wf.root_agent,
+            "expires_in": result["expires_in"]})
+        return result["access_token"], result["scope"]
+
+    def _finish(self, run_id: str, status: str, reason: str) -> None:
+        if self.runs.finish(run_id, status, reason):
+            self.runs.add_event(run_id, "finished", None, {"status": status, "reason": reason})

@@ -1,0 +1,41 @@
+"""The run event log: what each run of a workflow did, hop by hop, shared by every process.
+
+:class:`RunStore` keeps runs and their events in ``<state_dir>/runs.sqlite3`` (SQLite, WAL), safe
+for the orchestrator, Celery workers and the CLI at once. Events never hold a token.
+:func:`render_run` and :func:`render_runs` turn runs into rich renderables for
+``infrabot runs show`` and ``infrabot runs list``.
+"""
+
+from orchestrator.runs._model import (
+    EVENT_KINDS,
+    STATUSES,
+    TERMINAL_STATUSES,
+    EventKind,
+    Mode,
+    Run,
+    RunEvent,
+    RunExists,
+    RunOrigin,
+    RunStatus,
+    UnknownRun,
+)
+from orchestrator.runs._render import render_run, render_runs, summarize
+from orchestrator.runs._store import RunStore
+
+__all__ = [
+    "EVENT_KINDS",
+    "STATUSES",
+    "TERMINAL_STATUSES",
+    "EventKind",
+    "Mode",
+    "Run",
+    "RunEvent",
+    "RunExists",
+    "RunOrigin",
+    "RunStatus",
+    "RunStore",
+    "UnknownRun",
+    "render_run",
+    "render_runs",
+    "summarize",
+]

@@ -1,0 +1,156 @@
+"""Runs for people: one run hop by hop (``infrabot runs show``) and a list (``infrabot runs list``).
+
+Each event becomes one line with a short summary of its detail: what was requested and granted at
+an exchange, the method, service, action and answer of a call, the RFC error code and our reason
+of a denial. Pure functions: they build rich renderables and print nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from orchestrator.runs._model import Run, RunEvent
+
+STATUS_STYLES = {"pending": "yellow", "running": "cyan", "succeeded": "green",
+                 "denied": "red", "failed": "red", "expired": "magenta"}
+_DENIED_KINDS = frozenset({"root_denied", "exchange_denied", "call_denied"})
+
+
+def render_run(run: Run) -> RenderableType:
+    """A header (run id, workflow, user, status, reason, origin) and the events, hop by hop."""
+    header = Table.grid(padding=(0, 2))
+    header.add_column(style="bold")
+    header.add_column()
+    header.add_row("run", run.run_id)
+    header.add_row("workflow", f"{run.workflow} ({run.mode})")
+    header.add_row("user", run.user)
+    header.add_row("status", _status(run.status))
+    header.add_row("reason", run.reason or "-")
+    header.add_row("event", f"{run.trigger} → {run.environment}: {run.repository}@{run.commit}"
+                            f" ({run.service}{f', PR #{run.pr}' if run.pr else ''})")
+    header.add_row("duration", _duration(run))
+    table = Table(title=f"events of {run.run_id}", title_justify="left", expand=False)
+    table.add_column("+ms", justify="right", no_wrap=True)
+    table.add_column("agent", no_wrap=True)
+    table.add_column("event", no_wrap=True)
+    table.add_column("detail", overflow="fold")
+    for event in run.events:
+        offset = int((event.time - run.created_at).total_seconds() * 1000)
+        style = "red" if event.kind in _DENIED_KINDS else ""
+        table.add_row(str(offset), event.agent or "orchestrator", Text(event.kind, style=style),
+                      summarize(event))
+    return Group(header, table)
+
+
+def render_runs(runs: Iterable[Run]) -> Table:
+    """One line per run: id, workflow, user, environment, status, reason, duration."""
+    table = Table(title="runs", title_justify="left")
+    for name in ("run id", "workflow", "user", "env", "status", "reason", "duration"):
+        table.add_column(name, overflow="fold", no_wrap=name in ("run id", "status"))
+    for run in runs:
+        table.add_row(run.run_id, run.workflow, run.user, run.environment, _status(run.status),
+                      run.reason or "-", _duration(run))
+    return table
+
+
+def summarize(event: RunEvent) -> str:
+    """A one-line, human summary of an event's detail."""
+    summary = _SUMMARIES.get(event.kind, _generic)(event.detail)
+    ms = event.detail.get("ms")
+    return f"{summary} ({ms} ms)" if isinstance(ms, int) else summary
+
+
+def _status(status: str) -> Text:
+    return Text(status, style=STATUS_STYLES.get(status, ""))
+
+
+def _duration(run: Run) -> str:
+    ms = run.duration_ms
+    if ms is None:
+        return "-" if run.terminal else run.status
+    return f"{ms} ms" if ms < 10_000 else f"{ms / 1000:.1f} s"
+
+
+def _scopes(value: Any) -> str:
+    if value is None or value == "" or value == []:
+        return "(none)"
+    if isinstance(value, (list, tuple)):
+        return " ".join(str(v) for v in value)
+    return str(value)
+
+
+def _denied(d: dict[str, Any]) -> str:
+    return f"denied: {d.get('error', '?')} ({d.get('reason', '?')})"
+
+
+def _started(d: dict[str, Any]) -> str:
+    return (f"{d.get('event', 'event')} by {d.get('user', '?')}: {d.get('service', '?')}@"
+            f"{d.get('commit', '?')} to {d.get('environment', '?')} via {d.get('trigger', '?')}"
+            f" ({d.get('mode', 'delegated')})")
+
+
+def _root_granted(d: dict[str, Any]) -> str:
+    text = f"requested {_scopes(d.get('needed'))} / granted {_scopes(d.get('granted'))}"
+    if d.get("dropped"):
+        text += f"; dropped {_scopes(d['dropped'])}"
+    if d.get("may_act"):
+        text += f"; may_act {d['may_act']}"
+    return text
+
+
+def _root_denied(d: dict[str, Any]) -> str:
+    return f"requested {_scopes(d.get('needed'))} → {_denied(d)}"
+
+
+def _exchanged(d: dict[str, Any]) -> str:
+    text = f"requested {_scopes(d.get('requested'))} / granted {_scopes(d.get('granted'))}"
+    return f"{d['for']}: {text}" if d.get("for") else text
+
+
+def _exchange_denied(d: dict[str, Any]) -> str:
+    text = f"requested {_scopes(d.get('requested'))} → {_denied(d)}"
+    return f"{d['for']}: {text}" if d.get("for") else text
+
+
+def _called(d: dict[str, Any]) -> str:
+    status = d.get("status", "?")
+    decision = "allow" if isinstance(status, int) and status < 400 else "deny"
+    text = f"{d.get('method', '?')} {d.get('service', '?')} {d.get('action', '?')} → {status} "
+    text += decision if decision == "allow" else f"{decision} ({d.get('reason', '?')})"
+    return text + (" (replayed)" if d.get("replayed") else "")
+
+
+def _handed_off(d: dict[str, Any]) -> str:
+    return f"to {d.get('to', '?')} with {_scopes(d.get('scope'))}"
+
+
+def _retrying(d: dict[str, Any]) -> str:
+    return (f"attempt {d.get('attempt', '?')} failed: {d.get('reason', '?')}; "
+            f"retry in {d.get('in_seconds', '?')} s")
+
+
+def _finished(d: dict[str, Any]) -> str:
+    return f"{d.get('status', '?')}: {d.get('reason', '-')}"
+
+
+def _generic(d: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(d.items()) if k != "ms") or "-"
+
+
+_SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "started": _started,
+    "root_granted": _root_granted,
+    "root_denied": _root_denied,
+    "exchanged": _exchanged,
+    "exchange_denied": _exchange_denied,
+    "called": _called,
+    "call_denied": _called,
+    "handed_off": _handed_off,
+    "retrying": _retrying,
+    "finished": _finished,
+}

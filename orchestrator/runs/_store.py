@@ -1,0 +1,277 @@
+"""The run event log: one SQLite file shared by the orchestrator, the workers and the CLI.
+
+WAL journal and a busy timeout let several processes read and write ``<state_dir>/runs.sqlite3``
+at once; every write is one short transaction. In a process the store is thread-safe (one
+connection behind a lock). Two guarantees the agents rely on:
+
+* :meth:`RunStore.finish` never overwrites a terminal status: the first one recorded wins, and
+  only the caller that recorded it is told so.
+* :meth:`RunStore.mark_hop_done` is an atomic insert-or-ignore: exactly one caller, across
+  threads and processes, learns that it completed a given agent's hop of a run.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from orchestrator.errors import ConfigError, Unavailable
+from orchestrator.runs._model import (
+    EVENT_KINDS,
+    TERMINAL_STATUSES,
+    Run,
+    RunEvent,
+    RunExists,
+    RunOrigin,
+    UnknownRun,
+    check_detail,
+    check_text,
+)
+from orchestrator.runs._schema import (
+    EVENT_COLUMNS,
+    RUN_COLUMNS,
+    create_schema,
+    format_time,
+    parse_time,
+)
+
+BUSY_TIMEOUT_SECONDS = 10.0
+MAX_LIST = 1000
+_TERMINAL_SQL = ", ".join(f"'{s}'" for s in sorted(TERMINAL_STATUSES))
+_SELECT_RUN = f"SELECT {', '.join(RUN_COLUMNS)} FROM runs"
+_SELECT_EVENTS = f"SELECT {', '.join(EVENT_COLUMNS)} FROM events"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class RunStore:
+    """Runs and their event logs in one SQLite file. Use as a context manager or :meth:`close`."""
+
+    def __init__(self, path: Path, *, clock: Callable[[], datetime] = _now) -> None:
+        self._path = Path(path)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = _connect(self._path)
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def create(self, run_id: str, *, workflow: str, event: RunOrigin,
+               mode: str = "delegated") -> Run:
+        """Record a new ``pending`` run rooted in ``event``; :class:`RunExists` if taken."""
+        for name, value in (("run_id", run_id), ("workflow", workflow), ("user", event.user)):
+            check_text(name, value)
+        run = Run(run_id=run_id, workflow=workflow, user=event.user, status="pending",
+                  trigger=event.trigger, environment=event.environment,
+                  repository=event.repository, commit=event.commit, service=event.service,
+                  pr=event.pr, mode=mode, created_at=self._clock())
+        values = (run.run_id, run.workflow, run.user, run.status, None, run.trigger,
+                  run.environment, run.repository, run.commit, run.service, run.pr, run.mode,
+                  format_time(run.created_at), None)
+        try:
+            with self._write() as conn:
+                conn.execute(f"INSERT INTO runs VALUES ({', '.join('?' * len(values))})", values)
+        except sqlite3.IntegrityError as exc:
+            raise RunExists(f"run {run_id!r} already exists") from exc
+        return run
+
+    def add_event(self, run_id: str, kind: str, agent: str | None,
+                  detail: dict[str, Any] | None = None) -> RunEvent:
+        """Append one event; ``detail`` must be JSON and must not hold a raw JWT (ValueError)."""
+        if kind not in EVENT_KINDS:
+            raise ValueError(f"unknown run event kind {kind!r}")
+        check_text("agent", agent)
+        text = check_detail(detail or {})
+        now = self._clock()
+        with self._write() as conn:
+            self._require(conn, run_id)
+            seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run_id = ?",
+                               (run_id,)).fetchone()[0]
+            conn.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)",
+                         (run_id, seq, format_time(now), kind, agent, text))
+        return RunEvent(run_id=run_id, seq=seq, time=now, kind=kind,
+                        agent=agent, detail=json.loads(text))
+
+    def mark_running(self, run_id: str) -> bool:
+        """``pending`` → ``running``; False if the run had already left ``pending``."""
+        with self._write() as conn:
+            self._require(conn, run_id)
+            cursor = conn.execute(
+                "UPDATE runs SET status = 'running' WHERE run_id = ? AND status = 'pending'",
+                (run_id,))
+            return cursor.rowcount == 1
+
+    def finish(self, run_id: str, status: str, reason: str) -> bool:
+        """Record the terminal status unless one is recorded already; True if this call did."""
+        if status not in TERMINAL_STATUSES:
+            raise ValueError(f"{status!r} is not a terminal status")
+        check_text("reason", reason)
+        with self._write() as conn:
+            self._require(conn, run_id)
+            cursor = conn.execute(
+                "UPDATE runs SET status = ?, reason = ?, finished_at = ? "
+                f"WHERE run_id = ? AND status NOT IN ({_TERMINAL_SQL})",
+                (status, reason, format_time(self._clock()), run_id))
+            return cursor.rowcount == 1
+
+    def get(self, run_id: str) -> Run | None:
+        """The run with all its events, or None."""
+        with self._read() as conn:
+            row = conn.execute(f"{_SELECT_RUN} WHERE run_id = ?", (run_id,)).fetchone()
+            if row is None:
+                return None
+            events = conn.execute(f"{_SELECT_EVENTS} WHERE run_id = ? ORDER BY seq",
+                                  (run_id,)).fetchall()
+        return _run(row, events)
+
+    def list(self, limit: int = 20, *, status: str | None = None,
+             user: str | None = None) -> builtins.list[Run]:
+        """The newest ``limit`` runs (at most 1000) matching the filters, newest first."""
+        if not 0 <= limit <= MAX_LIST:
+            raise ValueError(f"limit must be between 0 and {MAX_LIST}")
+        used = {name: value for name, value in (("status", status), ("user", user)) if value}
+        where = " AND ".join(f"{name} = ?" for name in used) or "1"
+        with self._read() as conn:
+            rows = conn.execute(
+                f"{_SELECT_RUN} WHERE {where} ORDER BY created_at DESC, rowid DESC LIMIT ?",
+                [*used.values(), limit]).fetchall()
+            ids = [row[0] for row in rows]
+            events = conn.execute(
+                f"{_SELECT_EVENTS} WHERE run_id IN ({', '.join('?' * len(ids))}) "
+                "ORDER BY run_id, seq", ids).fetchall() if ids else []
+        by_run: dict[str, builtins.list[tuple[Any, ...]]] = {}
+        for event in events:
+            by_run.setdefault(event[0], []).append(event)
+        return [_run(row, by_run.get(row[0], [])) for row in rows]
+
+    def wait(self, run_id: str, timeout: float, poll: float = 0.02) -> Run:
+        """Block until the run is terminal and return it; TimeoutError after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.get(run_id)
+            if run is not None and run.terminal:
+                return run
+            if time.monotonic() >= deadline:
+                state = "does not exist" if run is None else f"is still {run.status}"
+                raise TimeoutError(f"run {run_id} {state} after waiting {timeout:g} s")
+            time.sleep(poll)
+
+    def hop_done(self, run_id: str, agent: str) -> bool:
+        """True if some task already completed ``agent``'s hop of this run."""
+        with self._read() as conn:
+            row = conn.execute("SELECT 1 FROM hops WHERE run_id = ? AND agent = ?",
+                               (run_id, agent)).fetchone()
+        return row is not None
+
+    def mark_hop_done(self, run_id: str, agent: str, task_id: str) -> bool:
+        """Record ``agent``'s hop of this run as done; True only for the first caller anywhere."""
+        with self._write() as conn:
+            cursor = conn.execute("INSERT OR IGNORE INTO hops VALUES (?, ?, ?, ?)",
+                                  (run_id, agent, task_id, format_time(self._clock())))
+            return cursor.rowcount == 1
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"RunStore({str(self._path)!r})"
+
+    @staticmethod
+    def _require(conn: sqlite3.Connection, run_id: str) -> None:
+        if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
+            raise UnknownRun(f"no run {run_id!r}")
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction, committed on success, rolled back otherwise."""
+        with self._transaction("BEGIN IMMEDIATE") as conn:
+            yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction: a consistent snapshot of the run and its events."""
+        with self._transaction("BEGIN") as conn:
+            yield conn
+
+    @contextmanager
+    def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            if self._conn is None:
+                raise ValueError("run store is closed")
+            conn = self._conn
+            try:
+                conn.execute(begin)
+                yield conn
+                conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                _rollback(conn)
+                raise Unavailable("run log cannot be used", reason="run_log_unavailable") from exc
+            except BaseException:
+                _rollback(conn)
+                raise
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
+
+
+def _run(row: tuple[Any, ...], events: builtins.list[tuple[Any, ...]]) -> Run:
+    fields = dict(zip(RUN_COLUMNS, row, strict=True))
+    fields["commit"] = fields.pop("commit_sha")
+    fields["created_at"] = parse_time(fields["created_at"])
+    if fields["finished_at"] is not None:
+        fields["finished_at"] = parse_time(fields["finished_at"])
+    return Run.model_validate({**fields, "events": tuple(_event(e) for e in events)})
+
+
+def _event(row: tuple[Any, ...]) -> RunEvent:
+    run_id, seq, when, kind, agent, detail = row
+    return RunEvent(run_id=run_id, seq=seq, time=parse_time(when), kind=kind, agent=agent,
+                    detail=json.loads(detail))
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """Open (creating if needed: directory 0700, file 0600) and prepare the run log."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None,
+                           check_same_thread=False)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        create_schema(conn)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise ConfigError(f"{path} is not a usable run log: {exc}") from exc
+    except BaseException:
+        conn.close()
+        raise
+    return conn

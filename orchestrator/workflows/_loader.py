@@ -1,0 +1,119 @@
+"""Loading and checking workflow files: every error names the file, the line and what is wrong."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from orchestrator._yamlfile import line_of, load_yaml
+from orchestrator.errors import ConfigError
+from orchestrator.identity import Directory
+from orchestrator.workflows._model import Workflow
+
+NOT_WORKFLOWS = frozenset({"directory.yaml"})
+ScopeOf = Callable[[str], str | None]
+
+
+def _catalogue_scope(action: str) -> str | None:
+    from mock_services.catalog import CATALOG
+
+    entry = CATALOG.get(action)
+    return entry.scope if entry is not None else None
+
+
+def load_workflow(path: Path, directory: Directory, scope_of: ScopeOf = _catalogue_scope
+                  ) -> Workflow:
+    data, lines = load_yaml(path)
+    try:
+        workflow = Workflow.model_validate(data if data is not None else {})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = tuple(first["loc"])
+        where = ".".join(str(p) for p in loc) or "(top level)"
+        raise ConfigError(f"{path}:{line_of(lines, loc)}: {where}: {first['msg']}") from exc
+    for a, plan in enumerate(workflow.agents):
+        _check_agent(path, lines, directory, a, plan.agent, plan.hand_off_scopes)
+        for s, step in enumerate(plan.steps):
+            loc = ("agents", a, "steps", s)
+            scope = scope_of(step.action)
+            if scope is None:
+                _fail(path, lines, (*loc, "action"), f"unknown action {step.action!r}")
+            if step.scope is not None and step.scope != scope:
+                _fail(path, lines, (*loc, "scope"),
+                      f"{step.action} requires {scope}, not {step.scope}")
+    return workflow
+
+
+def _check_agent(path: Path, lines: Mapping, directory: Directory, index: int,  # type: ignore[type-arg]
+                 agent: str, hand_off_scopes: tuple[str, ...] | None) -> None:
+    if agent not in directory.agents:
+        _fail(path, lines, ("agents", index, "agent"), f"{agent} is not in the directory")
+    for s, scope in enumerate(hand_off_scopes or ()):
+        from orchestrator.identity._scopes import is_scope
+
+        if not is_scope(scope):
+            _fail(path, lines, ("agents", index, "hand_off_scopes", s), f"bad scope {scope!r}")
+
+
+def _fail(path: Path, lines: Mapping, loc: tuple, message: str) -> None:  # type: ignore[type-arg]
+    where = ".".join(str(p) for p in loc)
+    raise ConfigError(f"{path}:{line_of(lines, loc)}: {where}: {message}")
+
+
+def load_workflows(folder: Path, directory: Directory, scope_of: ScopeOf = _catalogue_scope
+                   ) -> dict[str, Workflow]:
+    """Every ``*.yaml`` workflow directly in ``folder`` (not the directory file), by name."""
+    found: dict[str, Workflow] = {}
+    for path in sorted(folder.glob("*.yaml")):
+        if path.name in NOT_WORKFLOWS:
+            continue
+        workflow = load_workflow(path, directory, scope_of)
+        if workflow.name in found:
+            raise ConfigError(f"{path}: workflow name {workflow.name!r} is used twice")
+        found[workflow.name] = workflow
+    return found
+
+
+def step_scopes(workflow: Workflow, agent_index: int, scope_of: ScopeOf = _catalogue_scope
+                ) -> list[str]:
+    """Scopes the steps of one agent need, in order."""
+    out: list[str] = []
+    for step in workflow.agents[agent_index].steps:
+        scope = scope_of(step.action)
+        if scope is not None and scope not in out:
+            out.append(scope)
+    return out
+
+
+def required_scopes(workflow: Workflow, scope_of: ScopeOf = _catalogue_scope) -> list[str]:
+    """What the whole workflow needs: the root grant asks for exactly this."""
+    out: list[str] = []
+    for index in range(len(workflow.agents)):
+        out += [s for s in step_scopes(workflow, index, scope_of) if s not in out]
+    return out
+
+
+def downstream_scopes(workflow: Workflow, agent: str, scope_of: ScopeOf = _catalogue_scope
+                      ) -> list[str]:
+    """Scopes the agents after ``agent`` need (or the plan's explicit ``hand_off_scopes``)."""
+    names = [p.agent for p in workflow.agents]
+    index = names.index(agent)
+    explicit = workflow.agents[index].hand_off_scopes
+    if explicit is not None:
+        return list(explicit)
+    out: list[str] = []
+    for later in range(index + 1, len(names)):
+        out += [s for s in step_scopes(workflow, later, scope_of) if s not in out]
+    return out
+
+
+def select(workflows: Mapping[str, Workflow], *, event_type: str, environment: str,
+           trigger: str, task: str = "deploy") -> Workflow:
+    """The workflow an event starts (the first by name that matches)."""
+    for name in sorted(workflows):
+        if workflows[name].matches(event_type, environment, trigger, task):
+            return workflows[name]
+    raise ConfigError(f"no workflow handles a {trigger} {event_type} ({task}) in {environment}",
+                      reason="no_matching_workflow")

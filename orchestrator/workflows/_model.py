@@ -1,0 +1,115 @@
+"""Declarative workflows: a trigger, and per agent the steps it performs and whom it hands off to.
+
+A step names a service action from the catalogue (``datadog.metrics.query``); its scope is the
+scope that action requires. Parameters may use ``${service}``, ``${environment}``,
+``${repository}`` (``${owner}``/``${repo}``), ``${commit}``, ``${pr}``, ``${run_id}``, ``${user}``,
+``${now}`` and ``${window_start}`` (epoch seconds: the run's start and 15 minutes before), filled
+from the run's event when the step runs.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from orchestrator.identity._scopes import is_scope
+
+EVENT_TYPES = ("deployment", "workflow_run")
+TEMPLATE_FIELDS = ("service", "environment", "repository", "owner", "repo", "commit", "pr",
+                   "run_id", "user", "now", "window_start")
+_NAME = r"^[a-z][a-z0-9-]{0,63}$"
+_AGENT = r"^agent:[a-z0-9][a-z0-9_.-]{0,63}$"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def render(template: str, values: Mapping[str, object]) -> str:
+    return string.Template(template).substitute({k: str(v) for k, v in values.items()})
+
+
+def render_value(value: Any, values: Mapping[str, object]) -> Any:
+    """Fill every ``${field}`` in the strings of a JSON-like value."""
+    if isinstance(value, str):
+        return render(value, values)
+    if isinstance(value, list):
+        return [render_value(v, values) for v in value]
+    if isinstance(value, dict):
+        return {k: render_value(v, values) for k, v in value.items()}
+    return value
+
+
+class Step(_Model):
+    action: str = Field(pattern=r"^[a-z][a-z0-9]*(\.[a-z0-9_]+)+$")
+    params: dict[str, Any] = {}
+    scope: str | None = Field(None, description="Optional; must equal the action's scope.")
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _check_templates(self) -> Step:
+        sample = dict.fromkeys(TEMPLATE_FIELDS, "x")
+        for name, value in self.params.items():
+            try:
+                render_value(value, sample)
+            except (KeyError, ValueError) as exc:
+                raise ValueError(f"params.{name}: unknown or malformed ${{...}} field {exc}") \
+                    from None
+        if self.scope is not None and not is_scope(self.scope):
+            raise ValueError(f"{self.scope!r} is not a scope of the form urn:infra:<area>:<verb>")
+        return self
+
+    def rendered_params(self, values: Mapping[str, object]) -> dict[str, Any]:
+        return {k: render_value(v, values) for k, v in self.params.items()}
+
+
+class AgentPlan(_Model):
+    agent: str = Field(pattern=_AGENT)
+    steps: tuple[Step, ...] = ()
+    hand_off: str | None = Field(None, pattern=_AGENT)
+    hand_off_scopes: tuple[str, ...] | None = Field(
+        None, description="Scopes to hand off; default: what the rest of the chain needs.")
+
+
+class Trigger(_Model):
+    events: tuple[Literal["deployment", "workflow_run"], ...] = EVENT_TYPES
+    environments: tuple[str, ...] = Field(min_length=1)
+    triggers: tuple[Literal["ci_pipeline", "manual"], ...] = ("ci_pipeline",)
+    task: str = Field("deploy", pattern=_NAME, description="GitHub deployment task it answers.")
+
+
+class Workflow(_Model):
+    name: str = Field(pattern=_NAME)
+    description: str = ""
+    trigger: Trigger
+    agents: tuple[AgentPlan, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check_chain(self) -> Workflow:
+        names = [plan.agent for plan in self.agents]
+        if len(set(names)) != len(names):
+            raise ValueError("an agent appears twice in the chain")
+        for index, plan in enumerate(self.agents):
+            expected = names[index + 1] if index + 1 < len(names) else None
+            if plan.hand_off != expected:
+                wanted = f"hand_off: {expected}" if expected else "no hand_off (last agent)"
+                raise ValueError(f"agents.{index} ({plan.agent}) must have {wanted}")
+        return self
+
+    @property
+    def root_agent(self) -> str:
+        return self.agents[0].agent
+
+    def plan(self, agent: str) -> AgentPlan:
+        for plan in self.agents:
+            if plan.agent == agent:
+                return plan
+        raise KeyError(agent)
+
+    def matches(self, event_type: str, environment: str, trigger: str, task: str) -> bool:
+        t = self.trigger
+        return (event_type in t.events and environment in t.environments
+                and trigger in t.triggers and task == t.task)

@@ -1,0 +1,76 @@
+"""The webhook receiver served over real HTTP on loopback, with a recording ``start_run``, an
+in-process replay cache and a real audit store."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from orchestrator._servers import ServerGroup, bind
+from orchestrator.audit import AuditStore, StoredRecord
+from orchestrator.ci import CIEvent, WebhookReceiver, create_webhook_app
+from orchestrator.identity import Directory, MemoryRevocationStore, RevocationStore
+
+SECRET = b"test-webhook-secret"
+NOW = 1_764_400_000.0
+
+
+@dataclass
+class Starter:
+    """A ``start_run`` that records the events it is given, or raises ``error``."""
+
+    events: list[CIEvent] = field(default_factory=list)
+    error: Exception | None = None
+
+    def __call__(self, event: CIEvent) -> str:
+        if self.error is not None:
+            raise self.error
+        self.events.append(event)
+        return f"run-{len(self.events)}"
+
+
+@dataclass
+class Webhook:
+    url: str
+    http: httpx.Client
+    starter: Starter
+    audit: AuditStore
+
+    def post(self, headers: Mapping[str, str], body: bytes) -> httpx.Response:
+        return self.http.post("/webhooks/github", headers=dict(headers), content=body)
+
+    def records(self) -> list[StoredRecord]:
+        return self.audit.query(service="webhooks")
+
+
+@contextlib.contextmanager
+def serving(receiver: WebhookReceiver) -> Iterator[str]:
+    """The receiver's app on 127.0.0.1, a port the OS picks; stopped when the block ends."""
+    sock = bind("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    group = ServerGroup()
+    group.add(create_webhook_app(receiver), sock)
+    with group:
+        yield f"http://127.0.0.1:{port}"
+
+
+@contextlib.contextmanager
+def running_webhook(tmp_path: Path, directory: Directory,
+                    replay: RevocationStore | None = None) -> Iterator[Webhook]:
+    starter = Starter()
+    with AuditStore(tmp_path / "audit.sqlite3", writer="webhooks-test") as audit:
+        receiver = WebhookReceiver(SECRET, replay or MemoryRevocationStore(), directory, audit,
+                                   starter, clock=lambda: NOW)
+        with serving(receiver) as url, httpx.Client(base_url=url, timeout=10) as http:
+            yield Webhook(url, http, starter, audit)
+
+
+@pytest.fixture
+def webhook(tmp_path: Path, directory: Directory) -> Iterator[Webhook]:
+    with running_webhook(tmp_path, directory) as running:
+        yield running

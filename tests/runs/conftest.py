@@ -1,0 +1,61 @@
+"""Fixtures for the run log tests: a store on a temporary file, a run origin and a clock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from orchestrator.runs import RunStore
+
+T0 = datetime(2025, 7, 18, 16, 10, 3, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """What a run is rooted in (``orchestrator.ci.CIEvent`` in production)."""
+
+    user: str = "user:sam"
+    trigger: str = "ci_pipeline"
+    environment: str = "prod"
+    repository: str = "acme/service-x"
+    commit: str = "9f2c1e7"
+    service: str = "service-x"
+    pr: int | None = 42
+
+
+class Clock:
+    """Starts at T0 and advances ``step`` on every reading."""
+
+    def __init__(self, step: timedelta = timedelta(milliseconds=5)) -> None:
+        self.now = T0
+        self.step = step
+
+    def __call__(self) -> datetime:
+        current = self.now
+        self.now += self.step
+        return current
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "runs.sqlite3"
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(db: Path, clock: Clock) -> Iterator[RunStore]:
+    with RunStore(db, clock=clock) as runs:
+        yield runs
+
+
+@pytest.fixture
+def origin() -> Origin:
+    return Origin()

@@ -1,0 +1,114 @@
+"""Rendering: ``infrabot runs show`` reads a run hop by hop; ``runs list`` one line per run."""
+
+from __future__ import annotations
+
+import re
+
+from rich.console import Console, RenderableType
+
+from orchestrator import runs as runs_package
+from orchestrator.runs import RunStore, render_run, render_runs
+
+from .conftest import Origin
+
+READ = "urn:infra:monitoring:read"
+TAG = "urn:infra:infrastructure:tag"
+
+
+def text_of(renderable: RenderableType) -> str:
+    console = Console(record=True, width=160)
+    console.print(renderable)
+    return console.export_text()
+
+
+def denied_run(store: RunStore, origin: Origin) -> None:
+    store.create("run-7", workflow="post-deploy", event=origin)
+    store.add_event("run-7", "started", None, {
+        "event": "deployment", "user": "user:sam", "trigger": "ci_pipeline",
+        "environment": "prod", "service": "service-x", "commit": "9f2c1e7", "mode": "delegated"})
+    store.add_event("run-7", "root_granted", None, {
+        "needed": [READ, TAG], "granted": [READ], "dropped": [TAG], "may_act": "agent:infrabot"})
+    store.mark_running("run-7")
+    store.add_event("run-7", "exchanged", "agent:infrabot", {
+        "for": "datadog.query_metrics", "requested": READ, "granted": READ, "ms": 4})
+    store.add_event("run-7", "called", "agent:infrabot", {
+        "service": "datadog", "action": "metrics:query", "method": "GET", "path": "/metrics",
+        "status": 200, "reason": "ok", "replayed": False, "ms": 3})
+    store.add_event("run-7", "handed_off", "agent:infrabot", {"to": "agent:argocd",
+                                                              "scope": TAG})
+    store.add_event("run-7", "retrying", "agent:argocd", {
+        "reason": "aws_unreachable", "attempt": 1, "in_seconds": 0.2})
+    store.add_event("run-7", "call_denied", "agent:argocd", {
+        "service": "aws", "action": "instances:tag", "method": "POST", "path": "/tags",
+        "status": 403, "reason": "insufficient_scope", "replayed": False})
+    store.add_event("run-7", "exchange_denied", "agent:argocd", {
+        "for": "aws.clean", "requested": "urn:infra:infrastructure:clean",
+        "error": "invalid_scope", "reason": "scope_not_grantable"})
+    store.finish("run-7", "denied", "agent:argocd exchange for aws.clean: invalid_scope")
+    store.add_event("run-7", "finished", "agent:argocd", {
+        "status": "denied", "reason": "agent:argocd exchange for aws.clean: invalid_scope"})
+
+
+def test_a_run_renders_its_header_and_every_hop(store: RunStore, origin: Origin) -> None:
+    denied_run(store, origin)
+    run = store.get("run-7")
+    assert run is not None
+    text = text_of(render_run(run))
+    for expected in (
+        "run-7", "post-deploy (delegated)", "user:sam", "denied",
+        "agent:argocd exchange for aws.clean: invalid_scope",
+        "ci_pipeline → prod: acme/service-x@9f2c1e7 (service-x, PR #42)",
+        "deployment by user:sam: service-x@9f2c1e7 to prod via ci_pipeline",
+        f"requested {READ} {TAG} / granted {READ}; dropped",  # long lines wrap
+        f"{TAG}; may_act agent:infrabot",
+        f"datadog.query_metrics: requested {READ} / granted {READ} (4 ms)",
+        "GET datadog metrics:query → 200 allow (3 ms)",
+        "to agent:argocd with urn:infra:infrastructure:tag",
+        "attempt 1 failed: aws_unreachable; retry in 0.2 s",
+        "POST aws instances:tag → 403 deny (insufficient_scope)",
+        "denied: invalid_scope (scope_not_grantable)",
+    ):
+        assert expected in text, expected
+    # Offsets from the run's creation, in ms (the test clock steps 5 ms per reading).
+    assert re.search(r"│\s+5 │ orchestrator\s+│ started ", text)
+    assert re.search(r"│\s+50 │ agent:argocd\s+│ finished ", text)
+    order = [kind for kind in ("started", "root_granted", "exchanged", "called", "handed_off",
+                               "retrying", "call_denied", "exchange_denied", "finished")]
+    positions = [text.index(f" {kind} ") for kind in order]
+    assert positions == sorted(positions)
+
+
+def test_unknown_detail_shapes_still_render(store: RunStore, origin: Origin) -> None:
+    store.create("run-1", workflow="post-deploy", event=origin)
+    store.add_event("run-1", "called", "agent:infrabot", {})
+    store.add_event("run-1", "root_granted", None, {"something": "else"})
+    run = store.get("run-1")
+    assert run is not None
+    text = text_of(render_run(run))
+    assert "? ? ? → ? deny (?)" in text
+    assert "requested (none) / granted (none)" in text
+
+
+def test_the_run_list_has_one_line_per_run(store: RunStore) -> None:
+    store.create("run-a", workflow="post-deploy", event=Origin())
+    store.create("run-b", workflow="hotfix", event=Origin(user="user:alex",
+                                                          environment="staging"))
+    store.finish("run-a", "succeeded", "ok")
+    text = text_of(render_runs(store.list()))
+    for header in ("run id", "workflow", "user", "env", "status", "reason", "duration"):
+        assert header in text
+    line_a = next(line for line in text.splitlines() if "run-a" in line)
+    line_b = next(line for line in text.splitlines() if "run-b" in line)
+    for expected in ("post-deploy", "user:sam", "prod", "succeeded", "ok", "10 ms"):
+        assert expected in line_a
+    for expected in ("hotfix", "user:alex", "staging", "pending"):
+        assert expected in line_b
+    assert text.index("run-b") < text.index("run-a")
+
+
+def test_the_public_surface_is_pinned() -> None:
+    assert sorted(runs_package.__all__) == sorted([
+        "EVENT_KINDS", "STATUSES", "TERMINAL_STATUSES", "EventKind", "Mode", "Run", "RunEvent",
+        "RunExists", "RunOrigin", "RunStatus", "RunStore", "UnknownRun", "render_run",
+        "render_runs", "summarize",
+    ])
