@@ -35,6 +35,11 @@ class System:
     celery: Celery
     orchestrator: Orchestrator
     runtime: AgentRuntime
+    apps: dict[str, Any]
+
+    def service_state(self, name: str) -> Any:
+        """A mock service's in-memory state (what the service saw happen)."""
+        return self.apps[name].state.service
 
     @property
     def settings(self) -> Settings:
@@ -104,7 +109,7 @@ def running_system(settings: Settings, *, embedded_worker: bool | None = None,
         group.start()
         if embedded_worker:
             exits.enter_context(_worker(app, ["infrabot", "argocd", "cleanup"]))
-        system = System(stack, app, orch, runtime)
+        system = System(stack, app, orch, runtime, apps)
         if write_endpoints_file:
             write_endpoints(settings, system.endpoints())
         yield system

@@ -12,8 +12,10 @@ import click
 from orchestrator.cli._audit import audit
 from orchestrator.cli._common import CommandError
 from orchestrator.cli._revoke import revoke
+from orchestrator.cli._runs import runs
 from orchestrator.cli._serve import serve
 from orchestrator.cli._token import token
+from orchestrator.cli._worker import worker
 from orchestrator.errors import InfraBotError
 
 
@@ -40,7 +42,7 @@ def cli() -> None:
     """
 
 
-for command in (serve, token, revoke, audit):
+for command in (serve, worker, token, revoke, runs, audit):
     cli.add_command(command)
 
 
