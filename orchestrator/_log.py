@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+_JWT = re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 _PEM = re.compile(r"-----BEGIN [A-Z ]+-----.*?-----END [A-Z ]+-----", re.S)
 _SECRET_KEYS = frozenset({"token", "access_token", "subject_token", "actor_token", "assertion",
                           "client_assertion", "authorization", "secret", "password"})

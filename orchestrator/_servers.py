@@ -20,7 +20,7 @@ from orchestrator.errors import ConfigError
 def bind(host: str, port: int) -> socket.socket:
     """A listening TCP socket on ``host:port`` (0 lets the OS choose)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # lets asyncio set TCP_NODELAY
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

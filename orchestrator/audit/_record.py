@@ -19,7 +19,9 @@ Decision = Literal["allow", "deny"]
 
 # Three base64url segments separated by dots, the first one a JSON object ("{" encodes as "eyJ").
 # A JWE (five segments) matches too. Searched anywhere in a string, so "Bearer eyJ..." is caught.
-_RAW_JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+# A match may start only where a base64url run starts, so the search stays linear ("eyJeyJeyJ..."
+# would otherwise be rescanned from every "eyJ").
+_RAW_JWT = re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 

@@ -64,9 +64,14 @@ async def _read_form(request: Request) -> dict[str, list[str]]:
     if ctype != "application/x-www-form-urlencoded":
         raise InvalidRequest("body must be application/x-www-form-urlencoded",
                              reason="unsupported_content_type")
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
+    declared = request.headers.get("content-length", "0")
+    if not declared.isdigit() or int(declared) > MAX_BODY_BYTES:
         raise InvalidRequest("request body too large", reason="body_too_large")
+    body = bytearray()
+    async for chunk in request.stream():  # bounded even when the declared length lies
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise InvalidRequest("request body too large", reason="body_too_large")
     try:
         return parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False,
                         max_num_fields=64)
@@ -121,7 +126,11 @@ def create_app(service: AuthorizationService) -> FastAPI:
     @app.post("/token", summary="RFC 8693 token exchange and the RFC 7523 root grant",
               openapi_extra=_form_doc("token", _TOKEN_SCHEMA, (400, 401, 503)))
     async def token(request: Request) -> JSONResponse:
-        form = await _read_form(request)
+        try:
+            form = await _read_form(request)
+        except InvalidRequest as exc:
+            await run_in_threadpool(service.audit_refused_request, exc)
+            raise
         issued = await run_in_threadpool(service.token, form)
         return JSONResponse(issued.body(), headers=NO_STORE)
 

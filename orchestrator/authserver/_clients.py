@@ -40,7 +40,8 @@ class ClientKeys:
         key = None
         if jwk is not None:
             key = JWKSet.from_dict({"keys": [jwk]}, self._algs).get(str(jwk.get("kid")))
-        self._cache[client_id] = (time.monotonic(), key)
+        if key is not None:  # misses are not cached: the claimed ids are anyone's input
+            self._cache[client_id] = (time.monotonic(), key)
         return key
 
 

@@ -7,13 +7,14 @@ revocation (plus revocation by user and by run). Every issuance and every refusa
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from orchestrator.audit import AuditRecord
+from orchestrator.audit import AuditRecord, contains_raw_jwt
 from orchestrator.authserver._clients import ClientAuthenticator
 from orchestrator.authserver._forms import Form, required, single
 from orchestrator.config import Settings
@@ -77,17 +78,18 @@ class TokenResponse:
 
 
 class _RingKeys:
-    """The issuer's own published keys, reloaded when another process rotated them."""
+    """The issuer's own published keys, reloaded when another process rotated them.
+
+    Refreshed on every lookup (a ``stat`` unless something changed), so a key past its
+    retirement stops verifying at once, not only after the next issuance reloads the ring.
+    """
 
     def __init__(self, ring: KeyRing, clock: Callable[[], float]) -> None:
         self._ring, self._clock = ring, clock
 
     def get(self, kid: str) -> PublicKey | None:
-        key = self._ring.jwks().get(kid)
-        if key is None:
-            self._ring.refresh(now=int(self._clock()))
-            key = self._ring.jwks().get(kid)
-        return key
+        self._ring.refresh(now=int(self._clock()))
+        return self._ring.jwks().get(kid)
 
 
 @dataclass
@@ -129,10 +131,15 @@ class AuthorizationService:
 
     def token(self, form: Form) -> TokenResponse:
         now = self.now()
-        grant_type = single(form, "grant_type", required=True)
-        if grant_type not in (GRANT_TOKEN_EXCHANGE, GRANT_JWT_BEARER):
-            raise UnsupportedGrantType("grant_type is not supported")
-        client = self.clients.authenticate(form, now=now)
+        try:
+            grant_type = single(form, "grant_type", required=True)
+            if grant_type not in (GRANT_TOKEN_EXCHANGE, GRANT_JWT_BEARER):
+                raise UnsupportedGrantType("grant_type is not supported")
+            client = self.clients.authenticate(form, now=now)
+        except (OAuthError, Unavailable) as exc:
+            self.audit_refused_request(exc, target=_peek(form, "resource")
+                                       or _peek(form, "audience"))
+            raise
         if grant_type == GRANT_TOKEN_EXCHANGE:
             return self.exchange(client, form, now=now)
         return self.root_grant(client, form, now=now)
@@ -168,6 +175,8 @@ class AuthorizationService:
             self.revocation.check(subject.claims)
         except InvalidToken as exc:  # RFC 8693 2.2.2: an invalid subject_token is invalid_request
             raise InvalidRequest(f"subject_token: {exc.message}", reason=exc.reason) from exc
+        if subject.claims.exp <= now:  # inside the verifier's leeway, but nothing left to give
+            raise InvalidRequest("subject_token: token has expired", reason="token_expired")
         return subject
 
     def _check_actor_token(self, client: str, form: Form, *, now: int) -> None:
@@ -214,6 +223,17 @@ class AuthorizationService:
             self._audit_refusal("root_grant", client, target, exc, None, user=user or None)
             raise
         return self._issue(grant, "root_grant", target, now=now)
+
+    def issue_root(self, user: str, scopes: list[str], ctx: Context, first_agent: str,
+                   client: str) -> TokenResponse:
+        """The root token of a run issued in process (the CLI's stand-in for an IdP login)."""
+        now = self.now()
+        try:
+            grant = self.root(user, scopes, ctx, first_agent, client, now=now)
+        except (OAuthError, Unavailable) as exc:
+            self._audit_refusal("root_grant", client, first_agent, exc, None, user=user)
+            raise
+        return self._issue(grant, "root_grant", first_agent, now=now)
 
     def root(self, user: str, scopes: list[str], ctx: Context, first_agent: str, client: str,
              *, now: int) -> Grant:
@@ -296,21 +316,27 @@ class AuthorizationService:
 
     # -- audit --------------------------------------------------------------------------------
 
-    def _audit_refusal(self, action: str, client: str, target: str, exc: Exception,
+    def audit_refused_request(self, exc: Exception, *, target: str = "") -> None:
+        """Audit a ``/token`` request refused before its client was authenticated."""
+        self._audit_refusal("token", None, target, exc, None)
+
+    def _audit_refusal(self, action: str, client: str | None, target: str, exc: Exception,
                        subject: AccessClaims | None, *, user: str | None = None) -> None:
         status = getattr(exc, "status", 400)
         reason = getattr(exc, "reason", "error")
         self._audit(action, "deny", reason, client, target, subject, status, user=user)
 
-    def _audit(self, action: str, decision: str, reason: str, client: str, resource: str,
+    def _audit(self, action: str, decision: str, reason: str, client: str | None, resource: str,
                claims: AccessClaims | None, status: int, *, user: str | None = None) -> None:
         if self.audit is None:
             return
         self.audit.append(AuditRecord(
             time=datetime.fromtimestamp(self.clock(), UTC), service="authserver", action=action,
-            resource=resource[:256], decision=decision, reason=reason, performed_by=client,  # type: ignore[arg-type]
-            on_behalf_of=claims.sub if claims else user, chain=tuple(claims.chain()) if claims
-            else (), scopes=tuple(sorted(claims.scopes)) if claims else (),
+            resource=_audit_text(resource) or "", decision=decision,  # type: ignore[arg-type]
+            reason=reason, performed_by=client,
+            on_behalf_of=claims.sub if claims else _audit_text(user, 128),
+            chain=tuple(claims.chain()) if claims else (),
+            scopes=tuple(sorted(claims.scopes)) if claims else (),
             context=claims.ctx.model_dump() if claims else {},
             jti=claims.jti if claims else None, run_id=claims.ctx.run_id if claims else None,
             request_id=None, status=status))
@@ -319,7 +345,23 @@ class AuthorizationService:
 def _peek(form: Form, name: str) -> str:
     """A parameter's first value for the audit record only; validation happens elsewhere."""
     values = form.get(name) or [""]
-    return values[0][:256]
+    return values[0]
+
+
+_AUDIT_TEXT = re.compile(r"[\x21-\x7e]+")
+
+
+def _audit_text(value: str | None, limit: int = 256) -> str | None:
+    """Client-supplied text fit for an audit record: short printable ASCII that is not a token.
+
+    Anything else (a pasted token, a huge or binary value) is recorded as a placeholder, never
+    truncated, so no part of it is stored and the record is always valid.
+    """
+    if not value:
+        return value
+    if len(value) > limit or not _AUDIT_TEXT.fullmatch(value) or contains_raw_jwt(value):
+        return "[unrecognised]"
+    return value
 
 
 def _context(value: object) -> Context:
