@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import httpx
+import jwt
 
 from agents._runtime import AgentRuntime
 from mock_services.catalog import CATALOG, build_request
@@ -86,7 +87,9 @@ class _Hop:
                         ) from exc
         self.event("exchanged", {"for": what, "requested": target.get("scope"),
                                  "granted": result.get("scope"),
-                                 "expires_in": result.get("expires_in"), "ms": _ms(start)})
+                                 "expires_in": result.get("expires_in"),
+                                 "claims": unverified_claims(result.get("access_token")),
+                                 "ms": _ms(start)})
         return result
 
     def call(self, index: int, action_name: str, params: dict[str, Any], token: str) -> None:
@@ -117,6 +120,19 @@ class _Hop:
             status: Status = "denied" if response.status_code in (401, 403) else "failed"
             raise _Stop(HopOutcome(status, f"{self.agent} {action.audit_action} at "
                                            f"{action.service}: {response.status_code} ({reason})"))
+
+
+def unverified_claims(token: object) -> dict[str, Any] | None:
+    """The claims of a token this agent was just issued, decoded WITHOUT verification, for the
+    run log's display only (never for a decision). The token itself is never recorded."""
+    if not isinstance(token, str):
+        return None
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return None
+    keep = ("sub", "aud", "scope", "iat", "exp", "jti", "act", "may_act", "client_id")
+    return {k: claims[k] for k in keep if k in claims}
 
 
 def _reason(response: httpx.Response) -> str:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from celery import Celery
 
+from agents._hop import unverified_claims
 from agents.tasks import enqueue
 from orchestrator.ci import CIEvent
 from orchestrator.client import AuthClient
@@ -94,7 +95,8 @@ class Orchestrator:
         self.runs.add_event(run_id, "root_granted", None, {
             "user_permissions": held, "needed": needed, "granted": granted,
             "dropped": [s for s in needed if s not in granted], "may_act": wf.root_agent,
-            "expires_in": result["expires_in"]})
+            "expires_in": result["expires_in"],
+            "claims": unverified_claims(result["access_token"])})
         return result["access_token"], result["scope"]
 
     def _finish(self, run_id: str, status: str, reason: str) -> None:

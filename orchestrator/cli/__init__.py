@@ -11,6 +11,7 @@ import click
 
 from orchestrator.cli._audit import audit
 from orchestrator.cli._common import CommandError
+from orchestrator.cli._demo import demo
 from orchestrator.cli._revoke import revoke
 from orchestrator.cli._runs import runs
 from orchestrator.cli._serve import serve
@@ -42,7 +43,7 @@ def cli() -> None:
     """
 
 
-for command in (serve, worker, token, revoke, runs, audit):
+for command in (demo, serve, worker, token, revoke, runs, audit):
     cli.add_command(command)
 
 
