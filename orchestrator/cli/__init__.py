@@ -15,6 +15,7 @@ from orchestrator.cli._demo import demo
 from orchestrator.cli._revoke import revoke
 from orchestrator.cli._runs import runs
 from orchestrator.cli._serve import serve
+from orchestrator.cli._simulate import simulate
 from orchestrator.cli._token import token
 from orchestrator.cli._worker import worker
 from orchestrator.errors import InfraBotError
@@ -43,7 +44,7 @@ def cli() -> None:
     """
 
 
-for command in (demo, serve, worker, token, revoke, runs, audit):
+for command in (demo, serve, worker, simulate, token, revoke, runs, audit):
     cli.add_command(command)
 
 

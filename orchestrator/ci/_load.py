@@ -1,0 +1,167 @@
+"""The CI-event simulator's load run: a bounded stream of webhook deliveries against a running
+system, with a mix of users, services, environments and bad events, and the summary users read
+(terminal statuses, latency percentiles, exchanges per second, denials by reason).
+
+Bounded by count and by time: it sends at most ``count`` events at ``rate`` per second and
+stops waiting for runs at ``timeout``.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from orchestrator.ci._app import ROUTE
+from orchestrator.ci._events import SIGNATURE_HEADER, build_deployment_event, sign
+from orchestrator.runs import Run, RunStore
+
+USERS = (("sam", 0.55), ("robin", 0.25), ("alex", 0.15), ("nobody", 0.05))
+SERVICES = (("service-x", 0.8), ("service-y", 0.2))
+ENVIRONMENTS = (("prod", 0.6), ("staging", 0.4))
+TRIGGERS = (("ci_pipeline", 0.9), ("manual", 0.1))
+BAD_KINDS = ("unsigned", "bad_signature", "replayed", "malformed")
+
+
+def _pick(rng: random.Random, weighted: tuple[tuple[str, float], ...]) -> str:
+    return rng.choices([v for v, _ in weighted], [w for _, w in weighted])[0]
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    user: str
+    service: str
+    environment: str
+    trigger: str
+    commit: str
+    pr: int | None = 124
+    bad: str | None = None  # one of BAD_KINDS: sent broken on purpose
+
+
+def mixed_events(count: int, *, bad_ratio: float = 0.05, seed: int = 7) -> list[EventSpec]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        bad = rng.choice(BAD_KINDS) if rng.random() < bad_ratio else None
+        out.append(EventSpec(_pick(rng, USERS), _pick(rng, SERVICES), _pick(rng, ENVIRONMENTS),
+                             _pick(rng, TRIGGERS), f"{rng.getrandbits(28):07x}", 124, bad))
+    return out
+
+
+@dataclass
+class LoadReport:
+    sent: int = 0
+    accepted: int = 0
+    refused: Counter[str] = field(default_factory=Counter)  # webhook refusals by reason
+    statuses: Counter[str] = field(default_factory=Counter)  # runs by terminal status
+    denials: Counter[str] = field(default_factory=Counter)  # run denials by reason
+    latencies_ms: list[float] = field(default_factory=list)
+    exchanges: int = 0
+    seconds: float = 0.0
+    unfinished: int = 0
+
+    def percentile(self, q: float) -> float | None:
+        if not self.latencies_ms:
+            return None
+        if len(self.latencies_ms) == 1:
+            return self.latencies_ms[0]
+        return statistics.quantiles(self.latencies_ms, n=100, method="inclusive")[int(q) - 1]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"sent": self.sent, "accepted": self.accepted, "refused": dict(self.refused),
+                "statuses": dict(self.statuses), "denials": dict(self.denials),
+                "unfinished": self.unfinished, "seconds": round(self.seconds, 3),
+                "latency_ms": {f"p{q}": self.percentile(q) for q in (50, 95, 99)},
+                "exchanges": self.exchanges,
+                "exchanges_per_second": round(self.exchanges / self.seconds, 1)
+                if self.seconds else 0.0}
+
+
+def _delivery(spec: EventSpec, secret: bytes, last: tuple[dict[str, str], bytes] | None
+              ) -> tuple[dict[str, str], bytes]:
+    if spec.bad == "replayed" and last is not None:
+        return last
+    headers, body = build_deployment_event(spec.user, spec.service, spec.environment,
+                                           spec.commit, spec.trigger, pr=spec.pr,
+                                           repository="acme/service-x", secret=secret)
+    if spec.bad == "unsigned":
+        headers.pop(SIGNATURE_HEADER, None)
+    elif spec.bad == "bad_signature":
+        headers[SIGNATURE_HEADER] = "sha256=" + "0" * 64
+    elif spec.bad == "malformed":
+        body = body[: len(body) // 2]
+        headers[SIGNATURE_HEADER] = sign(secret, body)
+    return headers, body
+
+
+def run_load(webhooks_url: str, secret: bytes, runs_db: Path, events: list[EventSpec], *,
+             rate: float, timeout: float, on_sent: Callable[[int], None] = lambda _: None,
+             on_done: Callable[[int], None] = lambda _: None) -> LoadReport:
+    """Send ``events`` at ``rate``/s, then wait (until ``timeout``) for every run to end."""
+    report = LoadReport()
+    started = time.perf_counter()
+    deadline = started + timeout
+    sent_at: dict[str, float] = {}
+    last: tuple[dict[str, str], bytes] | None = None
+    with httpx.Client(timeout=10) as http:
+        for index, spec in enumerate(events):
+            due = started + index / rate if rate > 0 else time.perf_counter()
+            if time.perf_counter() > deadline:
+                break
+            time.sleep(max(0.0, due - time.perf_counter()))
+            headers, body = _delivery(spec, secret, last)
+            last = (dict(headers), body)
+            report.sent += 1
+            response = http.post(webhooks_url + ROUTE, headers=headers, content=body)
+            answer = _json(response)
+            if response.status_code == 202 and answer.get("run_id"):
+                report.accepted += 1
+                sent_at[str(answer["run_id"])] = time.perf_counter()
+            else:
+                report.refused[str(answer.get("reason") or response.status_code)] += 1
+            on_sent(report.sent)
+    _collect(report, runs_db, sent_at, deadline, on_done)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _collect(report: LoadReport, runs_db: Path, sent_at: dict[str, float], deadline: float,
+             on_done: Callable[[int], None]) -> None:
+    pending = dict(sent_at)
+    with RunStore(runs_db) as store:
+        while pending and time.perf_counter() < deadline:
+            for run_id in list(pending):
+                run = store.get(run_id)
+                if run is not None and run.terminal:
+                    _count(report, run, time.perf_counter() - pending.pop(run_id))
+                    on_done(len(sent_at) - len(pending))
+            if pending:
+                time.sleep(0.05)
+    report.unfinished = len(pending)
+
+
+def _count(report: LoadReport, run: Run, elapsed: float) -> None:
+    report.statuses[run.status] += 1
+    report.latencies_ms.append(run.duration_ms if run.duration_ms is not None
+                               else elapsed * 1000)
+    report.exchanges += sum(1 for e in run.events if e.kind == "exchanged")
+    if run.status != "succeeded":
+        denied = [e for e in run.events if e.kind in ("exchange_denied", "call_denied",
+                                                        "root_denied")]
+        reason = str(denied[-1].detail.get("reason")) if denied else (run.reason or run.status)
+        report.denials[reason] += 1
