@@ -1,0 +1,129 @@
+"""Who may call a route: token verification, revocation and authorization, without HTTP.
+
+:meth:`AccessChecker.verify` runs the shared :class:`~orchestrator.identity.TokenVerifier`
+(signature against published keys, ``typ``, algorithm allow-list, exact issuer, this service's
+audience, expiry with leeway, required claims, chain shape and depth). :meth:`AccessChecker.admit`
+then asks the revocation registry (token, ancestors, run, user; cascade included) and authorizes
+the route's scope for the principal (``sub``) and the current actor:
+
+* the token grants the scope                                   else ``insufficient_scope``
+* the context rules permit it (a prod write needs CI)          else ``context_forbidden``
+* the directory still allows the current actor that scope      else ``actor_not_allowed``
+* the user still holds it and is not disabled                  else ``user_lacks_permission``
+
+All of these calls block (keys may be fetched, the registry may be Redis): callers run them off
+the event loop.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mock_services._jwks import SerialKeySource
+from orchestrator.config import Settings
+from orchestrator.errors import InsufficientScope, InvalidToken, OAuthError
+from orchestrator.identity import (
+    AccessClaims,
+    Directory,
+    KeySource,
+    RevocationStore,
+    TokenVerifier,
+    VerifierPolicy,
+)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An admitted request's identity: the principal, the acting agent and the whole chain."""
+
+    principal: str
+    actor: str
+    chain: tuple[str, ...]
+    scopes: tuple[str, ...]
+    context: dict[str, str] = field(hash=False)
+    jti: str
+    run_id: str
+
+
+def _forbid(reason: str, message: str) -> InsufficientScope:
+    return InsufficientScope(message, reason=reason)
+
+
+class AccessChecker:
+    def __init__(self, *, audience: str, settings: Settings, keys: KeySource,
+                 revocation: RevocationStore, directory: Directory,
+                 clock: Callable[[], float]) -> None:
+        policy = VerifierPolicy(
+            issuer=settings.issuer_url,
+            allowed_algs=tuple(settings.allowed_algs),
+            leeway=settings.leeway_seconds,
+            max_bytes=settings.max_token_bytes,
+            max_depth=settings.max_depth,
+        )
+        self._verifier = TokenVerifier(SerialKeySource(keys), policy)
+        self._audience = audience
+        self._revocation = revocation
+        self._directory = directory
+        self._clock = clock
+        self._stale = settings.revocation_stale_seconds
+        self._checked: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def audience(self) -> str:
+        return self._audience
+
+    def verify(self, token: str) -> AccessClaims:
+        """Verified claims, or :class:`InvalidToken` with the verifier's reason."""
+        try:
+            verified = self._verifier.verify(token, audience=self._audience,
+                                             now=int(self._clock()))
+        except InvalidToken:
+            raise
+        except OAuthError as exc:  # e.g. a malformed scope string inside a signed token
+            raise InvalidToken("token claims are invalid", reason="invalid_claims") from exc
+        return verified.claims
+
+    def admit(self, claims: AccessClaims, scope: str) -> Caller:
+        """Check revocation, then authorize ``scope``; raises the refusal."""
+        self._check_revocation(claims)
+        actor = claims.current_actor
+        if scope not in claims.scopes:
+            raise _forbid("insufficient_scope", f"the token does not grant {scope}")
+        if not self._directory.context_permits(scope, claims.ctx):
+            raise _forbid("context_forbidden",
+                          f"{scope} is not permitted in {claims.ctx.environment} "
+                          f"when triggered by {claims.ctx.trigger}")
+        agent = self._directory.agents.get(actor) if actor else None
+        if actor is None or claims.client_id != actor or agent is None \
+                or scope not in agent.allowed_scopes:
+            raise _forbid("actor_not_allowed", f"the acting agent may not use {scope}")
+        user = self._directory.users.get(claims.sub)
+        if user is None or user.disabled or scope not in user.permissions:
+            raise _forbid("user_lacks_permission", f"the user no longer holds {scope}")
+        return Caller(
+            principal=claims.sub,
+            actor=actor,
+            chain=tuple(claims.chain()),
+            scopes=tuple(sorted(claims.scopes)),
+            context=claims.ctx.model_dump(),
+            jti=claims.jti,
+            run_id=claims.ctx.run_id,
+        )
+
+    def _check_revocation(self, claims: AccessClaims) -> None:
+        """Ask the registry; with ``revocation_stale_seconds`` > 0 a 'not revoked' answer is
+        reused for that long (default 0: every request asks)."""
+        now = self._clock()
+        if self._stale:
+            with self._lock:
+                if now - self._checked.get(claims.jti, float("-inf")) < self._stale:
+                    return
+        self._revocation.check(claims)
+        if self._stale:
+            with self._lock:
+                if len(self._checked) > 10_000:
+                    self._checked.clear()
+                self._checked[claims.jti] = now

@@ -1,0 +1,256 @@
+"""The one enforcement layer every mock service runs each request through.
+
+For a route (one catalogue action, or several sharing the route), :meth:`Enforcer.handle`:
+
+1. reads the body (bounded), picks the action and names the resource it touches;
+2. finds the one bearer credential (RFC 6750; see :mod:`mock_services._bearer`);
+3. verifies it and admits the caller (:mod:`mock_services._access`), off the event loop;
+4. runs the handler, through the ``Idempotency-Key`` cache on mutating actions;
+5. turns every refusal or failure into its answer (never a 5xx for bad input);
+6. appends exactly one :class:`~orchestrator.audit.AuditRecord` before answering, and returns
+   the request id in ``X-Request-Id``.
+
+``decision`` is ``allow`` when the service did what was asked (status below 400), with reason
+``ok`` (or ``idempotent_replay``); anything else is ``deny`` with the specific reason code. A
+record never holds the token: identity fields come from verified claims only, and are empty when
+the refusal came before verification. If the audit record cannot be written the answer is 503.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from anyio import to_thread
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from mock_services._access import AccessChecker, Caller
+from mock_services._bearer import (
+    ApiError,
+    bearer_token,
+    error_response,
+    form_tokens,
+    oauth_response,
+)
+from mock_services._idempotency import HEADER, IdempotencyCache, check_key, fingerprint
+from mock_services.catalog import Action, clean_text, resource_for
+from orchestrator.audit import AuditRecord, AuditStore
+from orchestrator.errors import OAuthError, Unavailable
+from orchestrator.identity import AccessClaims
+
+log = logging.getLogger("mock_services")
+MAX_BODY_BYTES = 64 * 1024
+REQUEST_ID_HEADER = "X-Request-Id"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass
+class _Call:
+    """What the audit record of one request will say, filled in as the request proceeds."""
+
+    action: Action
+    resource: str
+    request_id: str
+    claims: AccessClaims | None = None
+
+
+def request_id_of(request: Request) -> str:
+    given = request.headers.get(REQUEST_ID_HEADER, "")
+    return given if _REQUEST_ID.match(given) and clean_text(given) == given else uuid.uuid4().hex
+
+
+class Enforcer:
+    def __init__(self, service: str, access: AccessChecker, audit: AuditStore,
+                 idempotency: IdempotencyCache, clock: Callable[[], float]) -> None:
+        self.service = service
+        self._clock = clock
+        self._access = access
+        self._audit = audit
+        self._idempotency = idempotency
+
+    async def handle(self, request: Request, actions: Sequence[Action], inner: Handler) -> Response:
+        call = _Call(actions[0], resource_for(actions[0], {}, None), request_id_of(request))
+        try:
+            response, reason = await self._run(request, actions, inner, call)
+        except Exception as exc:  # noqa: BLE001 - every failure is answered and audited
+            response, reason = self._refusal(exc, call.action.scope)
+        return await self._finish(call, response, reason)
+
+    async def refuse_unrouted(self, request: Request, exc: HTTPException) -> Response:
+        """A request no route matched (404, 405): answered and audited like any other."""
+        unknown = Action("unknown", self.service, request.method, request.url.path, "",
+                         "route:unknown", clean_text(request.url.path), "")
+        call = _Call(unknown, unknown.resource, request_id_of(request))
+        response, reason = self._refusal(exc, None)
+        return await self._finish(call, response, reason)
+
+    async def _run(self, request: Request, actions: Sequence[Action], inner: Handler,
+                   call: _Call) -> tuple[Response, str]:
+        body = await _bounded_body(request)
+        parsed = _json_or_none(request, body)
+        call.action = next((a for a in actions if a.matches(parsed)), actions[0])
+        values = {**request.query_params, **request.path_params}
+        call.resource = resource_for(call.action, values, parsed)
+        token = bearer_token(
+            request.headers.getlist("authorization"),
+            request.query_params.getlist("access_token"),
+            form_tokens(request.headers.get("content-type"), body),
+        )
+        call.claims = await to_thread.run_sync(self._access.verify, token)
+        caller = await to_thread.run_sync(self._access.admit, call.claims, call.action.scope)
+        request.state.caller = caller
+        key = request.headers.get(HEADER)
+        if not call.action.mutating or key is None:
+            return await inner(request), "ok"
+        print_ = fingerprint(request.method, request.url.path, request.url.query, body, parsed)
+        response, replayed = await self._idempotency.run(
+            caller.principal, check_key(key), print_, lambda: inner(request))
+        return response, "idempotent_replay" if replayed else "ok"
+
+    def _refusal(self, exc: Exception, scope: str | None) -> tuple[Response, str]:
+        if isinstance(exc, OAuthError):
+            return oauth_response(self.service, exc, scope), exc.reason
+        if isinstance(exc, Unavailable):
+            return error_response(503, exc.body(), {"Retry-After": "1"}), exc.reason
+        if isinstance(exc, ApiError):
+            return error_response(exc.status, exc.body()), exc.reason
+        if isinstance(exc, RequestValidationError):
+            return validation_response(exc)
+        if isinstance(exc, HTTPException):
+            return http_error_response(exc)
+        log.exception("service_internal_error", extra={"service": self.service})
+        body = {"error": "server_error", "error_description": "internal error",
+                "reason": "internal_error"}
+        return error_response(500, body), "internal_error"
+
+    async def _finish(self, call: _Call, response: Response, reason: str) -> Response:
+        status = response.status_code
+        record = _record(self.service, call, status, reason, self._clock())
+        try:
+            await to_thread.run_sync(self._audit.append, record)
+        except Exception:
+            log.exception("audit_append_failed", extra={"service": self.service})
+            body = {"error": "temporarily_unavailable", "reason": "audit_unavailable",
+                    "error_description": "the audit trail cannot be written"}
+            response = error_response(503, body, {"Retry-After": "1"})
+        if log.isEnabledFor(logging.INFO):
+            log.info("service_call %s", json.dumps(record.content(), sort_keys=True))
+        response.headers[REQUEST_ID_HEADER] = call.request_id
+        return response
+
+
+def _record(service: str, call: _Call, status: int, reason: str, now: float) -> AuditRecord:
+    claims = call.claims
+    allowed = status < 400
+    return AuditRecord(
+        time=datetime.fromtimestamp(now, UTC),
+        service=service,
+        action=call.action.audit_action,
+        resource=call.resource,
+        decision="allow" if allowed else "deny",
+        reason=reason if not allowed or reason == "idempotent_replay" else "ok",
+        performed_by=claims.current_actor if claims else None,
+        on_behalf_of=claims.sub if claims else None,
+        chain=tuple(claims.chain()) if claims else (),
+        scopes=tuple(sorted(claims.scopes)) if claims else (),
+        context=claims.ctx.model_dump() if claims else {},
+        jti=claims.jti if claims else None,
+        run_id=claims.ctx.run_id if claims else None,
+        request_id=call.request_id,
+        status=status,
+    )
+
+
+async def _bounded_body(request: Request) -> bytes:
+    """The body, read at most up to :data:`MAX_BODY_BYTES` (a chunked body is counted as it
+    arrives); kept on the request so the handler reads the same bytes."""
+    too_large = ApiError(413, "body_too_large", f"request bodies are limited to {MAX_BODY_BYTES}")
+    declared = request.headers.get("content-length", "0")
+    if not declared.isdigit() or int(declared) > MAX_BODY_BYTES:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise too_large
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    request._body = body  # Starlette's cache: FastAPI's body parsing reads it from here
+    return body
+
+
+def _json_or_none(request: Request, body: bytes) -> Any:
+    if not body or "json" not in request.headers.get("content-type", ""):
+        return None
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+
+
+def validation_response(exc: RequestValidationError) -> tuple[Response, str]:
+    """400 ``malformed_json`` for a body that is not JSON, 422 ``validation_failed`` otherwise;
+    names the fields, never echoes the input."""
+    errors = list(exc.errors())
+    if any(e.get("type") == "json_invalid" for e in errors):
+        invalid = {"error": "invalid_request", "error_description": "the body is not valid JSON",
+                   "reason": "malformed_json"}
+        return error_response(400, invalid), "malformed_json"
+    fields = sorted({".".join(str(p) for p in e.get("loc", ())) for e in errors})[:10]
+    body: dict[str, Any] = {
+        "error": "invalid_request", "reason": "validation_failed",
+        "error_description": "invalid or missing: " + clean_text(", ".join(fields)),
+        "fields": [{"loc": list(e.get("loc", ())), "type": e.get("type")} for e in errors[:10]],
+    }
+    return error_response(422, body), "validation_failed"
+
+
+# FastAPI raises a 400 HTTPException when a declared-JSON body cannot be parsed at all (e.g.
+# nesting too deep for the parser).
+_HTTP_REASONS = {400: "malformed_json", 404: "not_found", 405: "method_not_allowed",
+                 413: "body_too_large"}
+
+
+def http_error_response(exc: HTTPException) -> tuple[Response, str]:
+    reason = _HTTP_REASONS.get(exc.status_code, "invalid_request")
+    error = "server_error" if exc.status_code >= 500 else "invalid_request"
+    body = {"error": error, "error_description": clean_text(str(exc.detail)), "reason": reason}
+    return error_response(exc.status_code, body, exc.headers), reason
+
+
+class EnforcedRoute(APIRoute):
+    """A FastAPI route whose handler runs inside :meth:`Enforcer.handle`."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], *, enforcer: Enforcer,
+                 actions: Sequence[Action], **kwargs: Any) -> None:
+        self.enforcer = enforcer
+        self.actions = tuple(actions)
+        super().__init__(path, endpoint, **kwargs)
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        inner = super().get_route_handler()
+        enforcer, actions = self.enforcer, self.actions
+
+        async def handler(request: Request) -> Response:
+            return await enforcer.handle(request, actions, inner)
+
+        return handler
+
+
+def current_caller(request: Request) -> Caller:
+    """The admitted caller of the request being handled (a FastAPI dependency)."""
+    caller = getattr(request.state, "caller", None)
+    if not isinstance(caller, Caller):
+        raise TypeError("handler ran outside the enforcement layer")
+    return caller

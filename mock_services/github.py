@@ -1,0 +1,196 @@
+"""Mock GitHub (REST API): pull requests, issue comments, deployment statuses, branch deletion.
+
+Seeded with ``acme/service-x``: pull request #124 (head ``feature/faster-cache`` at the deployed
+commit), deployment 9001 to ``prod``, and branches ``main``, ``feature/faster-cache`` and
+``release/2024-q4``. Comments and statuses are attributed to the acting agent as a bot user, and
+:class:`GitHubState` also keeps on whose behalf each was made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mock_services._access import Caller
+from mock_services._bearer import ApiError
+from mock_services._routing import CallerDep, ServiceRouter
+
+API = "https://api.github.com"
+Repo = tuple[str, str]
+SERVICE_X: Repo = ("acme", "service-x")
+
+
+class User(BaseModel):
+    login: str
+    type: Literal["User", "Bot"] = "User"
+
+
+class Ref(BaseModel):
+    ref: str
+    sha: str
+
+
+class PullRequest(BaseModel):
+    id: int
+    number: int
+    state: Literal["open", "closed"]
+    title: str
+    body: str
+    user: User
+    head: Ref
+    base: Ref
+    merged: bool
+    html_url: str
+    url: str
+
+
+class CommentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    body: str = Field(min_length=1, max_length=65536)
+
+
+class Comment(BaseModel):
+    id: int
+    body: str
+    user: User
+    created_at: str
+    html_url: str
+    issue_url: str
+
+
+class StatusIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    state: Literal["error", "failure", "inactive", "in_progress", "queued", "pending", "success"]
+    description: str = Field("", max_length=140)
+    environment: str | None = Field(None, max_length=100)
+    log_url: str | None = Field(None, max_length=500)
+    environment_url: str | None = Field(None, max_length=500)
+
+
+class DeploymentStatus(BaseModel):
+    id: int
+    state: str
+    description: str
+    environment: str
+    log_url: str | None
+    environment_url: str | None
+    creator: User
+    created_at: str
+    deployment_url: str
+
+
+@dataclass
+class GitHubState:
+    clock: Callable[[], float]
+    pulls: dict[tuple[str, str, int], PullRequest] = field(default_factory=dict)
+    comments: dict[tuple[str, str, int], list[Comment]] = field(default_factory=dict)
+    deployments: dict[tuple[str, str, int], str] = field(default_factory=dict)  # -> environment
+    statuses: dict[tuple[str, str, int], list[DeploymentStatus]] = field(default_factory=dict)
+    branches: dict[Repo, dict[str, str]] = field(default_factory=dict)  # -> branch -> sha
+    attribution: dict[str, tuple[str, str]] = field(default_factory=dict)  # "comment:1" -> who
+    _next_id: int = 1
+
+    def next_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
+    def now(self) -> str:
+        return datetime.fromtimestamp(self.clock(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _seed(state: GitHubState) -> None:
+    owner, repo = SERVICE_X
+    url = f"{API}/repos/{owner}/{repo}"
+    state.pulls[(owner, repo, 124)] = PullRequest(
+        id=1_024_124, number=124, state="open", title="Faster cache for service-x",
+        body="Cuts p99 latency by caching lookups.", user=User(login="sam"),
+        head=Ref(ref="feature/faster-cache", sha="9f2c1e7"), base=Ref(ref="main", sha="41aa0c2"),
+        merged=False, html_url=f"https://github.com/{owner}/{repo}/pull/124",
+        url=f"{url}/pulls/124")
+    state.comments[(owner, repo, 124)] = []
+    state.deployments[(owner, repo, 9001)] = "prod"
+    state.statuses[(owner, repo, 9001)] = []
+    state.branches[SERVICE_X] = {"main": "41aa0c2", "feature/faster-cache": "9f2c1e7",
+                                 "release/2024-q4": "0b3d5e1"}
+
+
+def _bot(caller: Caller) -> User:
+    return User(login=caller.actor.split(":", 1)[1] + "[bot]", type="Bot")
+
+
+def build(router: ServiceRouter, clock: Callable[[], float]) -> GitHubState:
+    state = GitHubState(clock)
+    _seed(state)
+
+    def pull_key(owner: str, repo: str, number: int) -> tuple[str, str, int]:
+        if (owner, repo, number) not in state.comments:
+            raise ApiError(404, "not_found", "Not Found")
+        return owner, repo, number
+
+    def deployment_key(owner: str, repo: str, deployment_id: int) -> tuple[str, str, int]:
+        if (owner, repo, deployment_id) not in state.deployments:
+            raise ApiError(404, "not_found", "Not Found")
+        return owner, repo, deployment_id
+
+    @router.route("github.pull.read")
+    async def get_pull(owner: str, repo: str, pull_number: int, caller: CallerDep) -> PullRequest:
+        pull = state.pulls.get((owner, repo, pull_number))
+        if pull is None:
+            raise ApiError(404, "not_found", "Not Found")
+        return pull
+
+    @router.route("github.comment.create", status_code=201)
+    async def create_comment(owner: str, repo: str, issue_number: int, body: CommentIn,
+                             caller: CallerDep) -> Comment:
+        key = pull_key(owner, repo, issue_number)
+        cid = state.next_id()
+        issue_url = f"{API}/repos/{owner}/{repo}/issues/{issue_number}"
+        comment = Comment(
+            id=cid, body=body.body, user=_bot(caller), created_at=state.now(),
+            issue_url=issue_url,
+            html_url=f"https://github.com/{owner}/{repo}/pull/{issue_number}#issuecomment-{cid}")
+        state.comments[key].append(comment)
+        state.attribution[f"comment:{cid}"] = (caller.actor, caller.principal)
+        return comment
+
+    @router.route("github.comment.list")
+    async def list_comments(owner: str, repo: str, issue_number: int,
+                            caller: CallerDep) -> list[Comment]:
+        return list(state.comments[pull_key(owner, repo, issue_number)])
+
+    @router.route("github.deployment_status.create", status_code=201)
+    async def create_status(owner: str, repo: str, deployment_id: int, body: StatusIn,
+                            caller: CallerDep) -> DeploymentStatus:
+        key = deployment_key(owner, repo, deployment_id)
+        sid = state.next_id()
+        status = DeploymentStatus(
+            id=sid, state=body.state, description=body.description,
+            environment=body.environment or state.deployments[key], log_url=body.log_url,
+            environment_url=body.environment_url, creator=_bot(caller), created_at=state.now(),
+            deployment_url=f"{API}/repos/{owner}/{repo}/deployments/{deployment_id}")
+        state.statuses[key].insert(0, status)
+        state.attribution[f"status:{sid}"] = (caller.actor, caller.principal)
+        return status
+
+    @router.route("github.deployment_status.list")
+    async def list_statuses(owner: str, repo: str, deployment_id: int,
+                            caller: CallerDep) -> list[DeploymentStatus]:
+        return list(state.statuses[deployment_key(owner, repo, deployment_id)])
+
+    @router.route("github.branch.delete", status_code=204)
+    async def delete_branch(owner: str, repo: str, branch: str, caller: CallerDep) -> None:
+        branches = state.branches.get((owner, repo))
+        if branches is None:
+            raise ApiError(404, "not_found", "Not Found")
+        if branch not in branches:
+            raise ApiError(422, "reference_does_not_exist", "Reference does not exist")
+        if branch == "main":
+            raise ApiError(422, "default_branch", "Cannot delete the default branch")
+        del branches[branch]
+        state.attribution[f"branch:{owner}/{repo}:{branch}"] = (caller.actor, caller.principal)
+
+    return state

@@ -1,0 +1,216 @@
+"""Mock PagerDuty (REST API v2): incidents and their notes.
+
+``POST /incidents`` creates, ``PUT /incidents/{id}`` acknowledges or resolves (by
+``incident.status``; two catalogue actions share that route), ``POST /incidents/{id}/notes``
+adds a note, ``GET /incidents`` and ``GET /incidents/{id}`` read. Seeded with one triggered
+incident, ``P7X9K2Q``, for service-x's deploy. A resolved incident cannot change again (409).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from fastapi import Query
+from pydantic import BaseModel, ConfigDict, Field
+
+from mock_services._bearer import ApiError
+from mock_services._routing import CallerDep, ServiceRouter
+
+API = "https://api.pagerduty.com"
+SERVICES = {"PSVCX01": "service-x", "PSVCY02": "service-y"}
+Status = Literal["triggered", "acknowledged", "resolved"]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Reference(BaseModel):
+    id: str
+    type: str
+    summary: str | None = None
+
+
+class ServiceRef(_In):
+    id: str = Field(pattern=r"^P[A-Z0-9]{6}$")
+    type: Literal["service_reference"] = "service_reference"
+
+
+class IncidentBody(_In):
+    type: Literal["incident_body"] = "incident_body"
+    details: str = Field(max_length=10000)
+
+
+class NewIncident(_In):
+    type: Literal["incident"]
+    title: str = Field(min_length=1, max_length=1024)
+    service: ServiceRef
+    urgency: Literal["high", "low"] = "high"
+    body: IncidentBody | None = None
+    incident_key: str | None = Field(None, max_length=255)
+
+
+class CreateIncidentIn(_In):
+    incident: NewIncident
+
+
+class IncidentUpdate(_In):
+    type: Literal["incident_reference", "incident"]
+    status: Literal["acknowledged", "resolved"]
+    resolution: str | None = Field(None, max_length=1000)
+
+
+class UpdateIncidentIn(_In):
+    incident: IncidentUpdate
+
+
+class NoteContent(_In):
+    content: str = Field(min_length=1, max_length=25000)
+
+
+class NoteIn(_In):
+    note: NoteContent
+
+
+class Note(BaseModel):
+    id: str
+    user: Reference
+    content: str
+    created_at: str
+
+
+class Incident(BaseModel):
+    id: str
+    type: str = "incident"
+    incident_number: int
+    title: str
+    status: Status
+    urgency: str
+    incident_key: str | None = None
+    service: Reference
+    created_at: str
+    last_status_change_at: str
+    last_status_change_by: Reference | None = None
+    resolve_reason: str | None = None
+    html_url: str
+    self: str
+
+
+class IncidentOut(BaseModel):
+    incident: Incident
+
+
+class IncidentList(BaseModel):
+    incidents: list[Incident]
+    limit: int
+    offset: int = 0
+    more: bool = False
+    total: int | None = None
+
+
+class NoteOut(BaseModel):
+    note: Note
+
+
+@dataclass
+class PagerDutyState:
+    clock: Callable[[], float]
+    incidents: dict[str, Incident] = field(default_factory=dict)
+    notes: dict[str, list[Note]] = field(default_factory=dict)
+    history: list[tuple[str, str, str, str]] = field(default_factory=list)  # (id, what, actor, sub)
+
+    def now(self) -> str:
+        return datetime.fromtimestamp(self.clock(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def new_id(self) -> str:
+        return f"Q{len(self.incidents) + 1:06d}"
+
+    def add(self, iid: str, title: str, service_id: str, urgency: str,
+            key: str | None = None) -> Incident:
+        incident = Incident(
+            id=iid, incident_number=len(self.incidents) + 1, title=title, status="triggered",
+            urgency=urgency, incident_key=key, created_at=self.now(),
+            last_status_change_at=self.now(),
+            service=Reference(id=service_id, type="service_reference",
+                              summary=SERVICES[service_id]),
+            html_url=f"https://acme.pagerduty.com/incidents/{iid}", self=f"{API}/incidents/{iid}")
+        self.incidents[iid] = incident
+        self.notes[iid] = []
+        return incident
+
+
+def _agent(actor: str) -> Reference:
+    return Reference(id=actor, type="user_reference", summary=actor)
+
+
+def build(router: ServiceRouter, clock: Callable[[], float]) -> PagerDutyState:
+    state = PagerDutyState(clock)
+    state.add("P7X9K2Q", "service-x deploy 9f2c1e7: p99 latency above 500ms", "PSVCX01", "high",
+              key="deploy/service-x/9f2c1e7")
+
+    def incident(iid: str) -> Incident:
+        if iid not in state.incidents:
+            raise ApiError(404, "not_found", "Incident Not Found")
+        return state.incidents[iid]
+
+    @router.route("pagerduty.incident.list")
+    async def list_incidents(
+        caller: CallerDep,
+        statuses: Annotated[list[Status] | None, Query(alias="statuses[]")] = None,
+        service_ids: Annotated[list[str] | None, Query(alias="service_ids[]")] = None,
+        limit: Annotated[int, Query(ge=1, le=100)] = 25,
+    ) -> IncidentList:
+        found = [i for i in state.incidents.values()
+                 if (not statuses or i.status in statuses)
+                 and (not service_ids or i.service.id in service_ids)]
+        return IncidentList(incidents=found[:limit], limit=limit, more=len(found) > limit)
+
+    @router.route("pagerduty.incident.read")
+    async def get_incident(id: str, caller: CallerDep) -> IncidentOut:
+        return IncidentOut(incident=incident(id))
+
+    @router.route("pagerduty.incident.create", status_code=201)
+    async def create_incident(body: CreateIncidentIn, caller: CallerDep) -> IncidentOut:
+        new = body.incident
+        if new.service.id not in SERVICES:
+            raise ApiError(404, "not_found", "Service Not Found")
+        created = state.add(state.new_id(), new.title, new.service.id, new.urgency,
+                            new.incident_key)
+        if new.body is not None:
+            state.notes[created.id].append(Note(id=f"N{created.id}", user=_agent(caller.actor),
+                                                content=new.body.details, created_at=state.now()))
+        state.history.append((created.id, "created", caller.actor, caller.principal))
+        return IncidentOut(incident=created)
+
+    @router.route("pagerduty.incident.acknowledge", "pagerduty.incident.resolve",
+                  operation_id="pagerduty.incident.update")
+    async def update_incident(id: str, body: UpdateIncidentIn, caller: CallerDep) -> IncidentOut:
+        current = incident(id)
+        wanted = body.incident.status
+        if current.status == "resolved":
+            raise ApiError(409, "incident_already_resolved", "Incident Already Resolved")
+        if current.status == wanted:
+            return IncidentOut(incident=current)
+        updated = current.model_copy(update={
+            "status": wanted, "last_status_change_at": state.now(),
+            "last_status_change_by": _agent(caller.actor),
+            "resolve_reason": body.incident.resolution if wanted == "resolved" else None,
+        })
+        state.incidents[id] = updated
+        state.history.append((id, wanted, caller.actor, caller.principal))
+        return IncidentOut(incident=updated)
+
+    @router.route("pagerduty.note.create", status_code=201)
+    async def create_note(id: str, body: NoteIn, caller: CallerDep) -> NoteOut:
+        incident(id)
+        notes = state.notes[id]
+        note = Note(id=f"N{id}{len(notes) + 1}", user=_agent(caller.actor),
+                    content=body.note.content, created_at=state.now())
+        notes.append(note)
+        state.history.append((id, "note", caller.actor, caller.principal))
+        return NoteOut(note=note)
+
+    return state
