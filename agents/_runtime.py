@@ -45,6 +45,8 @@ class AgentRuntime:
             runs=RunStore(settings.state_dir / "runs.sqlite3"),
             http=httpx.Client(timeout=httpx.Timeout(5.0, connect=2.0),
                               limits=httpx.Limits(max_keepalive_connections=16)),
+            static_token=(settings.static_token.get_secret_value()
+                          if settings.static_token is not None else None),
         )
 
     def auth(self, agent: str) -> AuthClient:

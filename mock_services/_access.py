@@ -17,6 +17,8 @@ the event loop.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -47,6 +49,9 @@ class Caller:
     run_id: str
 
 
+STATIC_ACTOR = "service-account:infrabot"
+
+
 def _forbid(reason: str, message: str) -> InsufficientScope:
     return InsufficientScope(message, reason=reason)
 
@@ -70,6 +75,23 @@ class AccessChecker:
         self._stale = settings.revocation_stale_seconds
         self._checked: dict[str, float] = {}
         self._lock = threading.Lock()
+        static = settings.static_token
+        self._static = (hashlib.sha256(static.get_secret_value().encode()).digest()
+                        if static is not None else None)
+
+    def static_caller(self, token: str) -> Caller | None:
+        """The static-token baseline: the one service token, if configured and presented.
+
+        It stands for an over-permissioned service account: no user, no chain, every scope.
+        Compared in constant time on digests; off unless ``settings.static_token`` is set.
+        """
+        if self._static is None:
+            return None
+        digest = hashlib.sha256(token.encode()).digest()
+        if not hmac.compare_digest(digest, self._static):
+            return None
+        return Caller(principal="", actor=STATIC_ACTOR, chain=(), scopes=("*",), context={},
+                      jti="", run_id="")
 
     @property
     def audience(self) -> str:

@@ -3,7 +3,8 @@
 ``POST /incidents`` creates, ``PUT /incidents/{id}`` acknowledges or resolves (by
 ``incident.status``; two catalogue actions share that route), ``POST /incidents/{id}/notes``
 adds a note, ``GET /incidents`` and ``GET /incidents/{id}`` read. Seeded with one triggered
-incident, ``P7X9K2Q``, for service-x's deploy. A resolved incident cannot change again (409).
+incident, ``P7X9K2Q``, for service-x's deploy. Asking for the status an incident already has
+changes nothing (200); a resolved incident cannot be acknowledged again (409).
 """
 
 from __future__ import annotations
@@ -190,10 +191,10 @@ def build(router: ServiceRouter, clock: Callable[[], float]) -> PagerDutyState:
     async def update_incident(id: str, body: UpdateIncidentIn, caller: CallerDep) -> IncidentOut:
         current = incident(id)
         wanted = body.incident.status
+        if current.status == wanted:  # an idempotent transition: repeated deploys resolve again
+            return IncidentOut(incident=current)
         if current.status == "resolved":
             raise ApiError(409, "incident_already_resolved", "Incident Already Resolved")
-        if current.status == wanted:
-            return IncidentOut(incident=current)
         updated = current.model_copy(update={
             "status": wanted, "last_status_change_at": state.now(),
             "last_status_change_by": _agent(caller.actor),

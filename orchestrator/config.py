@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     )
 
     webhook_secret: SecretStr = Field(SecretStr("infrabot-dev-webhook-secret"))
+    static_token: SecretStr | None = Field(
+        None, description="Baseline only: one long-lived, over-permissioned service token the "
+                          "services accept and static-mode runs use instead of delegation. "
+                          "Off unless set; the demo and the benchmarks set it to compare.")
     log_level: str = "INFO"
 
     @model_validator(mode="after")

@@ -69,14 +69,11 @@ class Stack:
     audit: AuditStore
     auth: AuthorizationService
     clients: dict[str, SigningKey] = field(default_factory=dict)
-    static_token: str | None = None
     owns_revocation: bool = True
 
     @classmethod
-    def build(cls, settings: Settings, *, revocation: RevocationStore | None = None,
-              static_token: str | None = None) -> Stack:
-        """Load or create everything in the state directory; ``static_token`` enables the
-        static-token baseline at the services (off unless given)."""
+    def build(cls, settings: Settings, *, revocation: RevocationStore | None = None) -> Stack:
+        """Load or create everything in the state directory."""
         settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         directory = load_directory(settings.workflows_dir / "directory.yaml")
         store = revocation if revocation is not None else open_store(settings.redis_url)
@@ -89,7 +86,7 @@ class Stack:
             client_keys=ClientKeys(client_keys_dir(settings), settings.allowed_algs),
             services={name: settings.service_url(name) for name in SERVICE_NAMES}, audit=audit)
         return cls(settings, directory, store, keyring, audit, auth, clients,
-                   static_token=static_token, owns_revocation=revocation is None)
+                   owns_revocation=revocation is None)
 
     def endpoints(self) -> dict[str, str]:
         out = {"auth": self.settings.auth_url}

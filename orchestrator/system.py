@@ -77,7 +77,6 @@ def _worker(app: Celery, queues: list[str]) -> Iterator[None]:
 
 @contextlib.contextmanager
 def running_system(settings: Settings, *, embedded_worker: bool | None = None,
-                   static_token: str | None = None,
                    write_endpoints_file: bool = False) -> Iterator[System]:
     """Start everything ``settings`` describe; stop it all when the block ends."""
     if embedded_worker is None:
@@ -89,16 +88,15 @@ def running_system(settings: Settings, *, embedded_worker: bool | None = None,
     app: Celery | None = None
     exits = contextlib.ExitStack()
     try:
-        stack = Stack.build(settings, static_token=static_token)
+        stack = Stack.build(settings)
         app = create_celery(settings)
         runtime = AgentRuntime.build(settings, endpoints=stack.endpoints())
-        runtime.static_token = static_token
         install_runtime(id(app), runtime)
         auth = exits.enter_context(AuthClient(
             settings.auth_url, ORCHESTRATOR_CLIENT, stack.clients[ORCHESTRATOR_CLIENT],
             http=runtime.http))
         orch = Orchestrator(stack.directory, runtime.workflows, runtime.runs, auth, app,
-                            static_token=static_token)
+                            static_token=runtime.static_token)
         receiver = WebhookReceiver(
             secret=settings.webhook_secret.get_secret_value().encode(),
             replay=stack.revocation, directory=stack.directory, audit=stack.audit,

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
 
 from orchestrator.audit import StoredRecord
 from orchestrator.ci import ROUTE, build_deployment_event
@@ -55,12 +56,14 @@ class DemoResult:
         }
 
 
-def demo_settings(settings: Settings) -> Settings:
-    """The embedded default on free loopback ports, whatever the environment says."""
+def demo_settings(settings: Settings, *, static: bool = True) -> Settings:
+    """The embedded default on free loopback ports, whatever the environment says; with a
+    fresh static service token for the baseline comparison when ``static``."""
     ports = dict.fromkeys(("auth_port", "datadog_port", "github_port", "aws_port",
                            "pagerduty_port", "webhooks_port"), 0)
+    token = SecretStr(secrets.token_urlsafe(32)) if static else None
     return settings.model_copy(update={**ports, "broker_url": "memory://", "redis_url": None,
-                                       "issuer": None})
+                                       "issuer": None, "static_token": token})
 
 
 def _send(system: System, http: httpx.Client, **event: Any) -> str:
@@ -81,8 +84,7 @@ def run_demo(settings: Settings, *, attacks: bool = True, static: bool = True,
              progress: Callable[[str], None] = lambda _: None) -> DemoResult:
     started = time.perf_counter()
     since = datetime.now(UTC)
-    static_token = secrets.token_urlsafe(32) if static else None
-    with running_system(demo_settings(settings), static_token=static_token) as system, \
+    with running_system(demo_settings(settings, static=static)) as system, \
             httpx.Client(timeout=10) as http:
         progress("CI event: sam deploys service-x to prod")
         run = system.runtime.runs.wait(_send(system, http), RUN_TIMEOUT)
