@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qs
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -88,6 +89,12 @@ def create_app(service: AuthorizationService) -> FastAPI:
     async def _oauth_error(_request: Request, exc: OAuthError) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=exc.status, headers=NO_STORE)
 
+    @app.exception_handler(RequestValidationError)
+    async def _bad_parameters(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        where = ".".join(str(p) for p in exc.errors()[0].get("loc", ())) or "request"
+        error = InvalidRequest(f"{where} is invalid", reason="invalid_parameter")
+        return JSONResponse(error.body(), status_code=400, headers=NO_STORE)
+
     @app.exception_handler(Unavailable)
     async def _unavailable(_request: Request, exc: Unavailable) -> JSONResponse:
         return JSONResponse(exc.body(), status_code=503, headers={**NO_STORE, "Retry-After": "1"})
@@ -154,6 +161,28 @@ def create_app(service: AuthorizationService) -> FastAPI:
     async def revocations(request: Request) -> JSONResponse:
         form = await _read_form(request)
         return JSONResponse(await run_in_threadpool(service.revoke_by, form), headers=NO_STORE)
+
+    @app.get("/audit", summary="A token's log_url: its audit records (bearer: it or a descendant)",
+             responses={401: {"description": "no or invalid bearer token", "content": {
+                 "application/json": {"schema": _ERROR_SCHEMA}}},
+                 403: {"description": "the bearer is not in this token's chain", "content": {
+                     "application/json": {"schema": _ERROR_SCHEMA}}}})
+    async def audit_log(request: Request, jti: str = Query(min_length=8, max_length=64,
+                                                           pattern=r"^[A-Za-z0-9_-]+$")
+                        ) -> JSONResponse:
+        headers = request.headers.getlist("authorization")
+        if len(headers) > 1 or (headers and not headers[0].startswith("Bearer ")):
+            raise InvalidRequest("one Authorization: Bearer header is expected",
+                                 reason="malformed_authorization")
+        bearer = headers[0].removeprefix("Bearer ").strip() if headers else None
+        try:
+            records = await run_in_threadpool(service.audit_log, bearer, jti)
+        except OAuthError as exc:
+            error = f'error="{exc.code}"' if exc.reason != "missing_token" else ""
+            challenge = f'Bearer realm="authserver"{", " + error if error else ""}'
+            return JSONResponse(exc.body(), status_code=exc.status,
+                                headers={**NO_STORE, "WWW-Authenticate": challenge})
+        return JSONResponse({"jti": jti, "records": records}, headers=NO_STORE)
 
     @app.get("/health", summary="Liveness and registry reachability")
     async def health() -> JSONResponse:

@@ -19,6 +19,7 @@ from orchestrator.authserver._clients import ClientAuthenticator
 from orchestrator.authserver._forms import Form, required, single
 from orchestrator.config import Settings
 from orchestrator.errors import (
+    InsufficientScope,
     InvalidGrant,
     InvalidRequest,
     InvalidToken,
@@ -58,6 +59,7 @@ _SUBJECT_TYPES = frozenset({TOKEN_TYPE_ACCESS, TOKEN_TYPE_JWT})
 
 class AuditSink(Protocol):
     def append(self, record: AuditRecord) -> object: ...
+    def query(self, *, run_id: str | None = None) -> list[Any]: ...
 
 
 @dataclass(frozen=True)
@@ -283,6 +285,20 @@ class AuthorizationService:
             raise UnauthorizedClient("client may not revoke this token", reason="not_token_holder")
         self.revocation.revoke_jti(claims.jti, expires_at=claims.exp)
         self._audit("revoke", "allow", "token_revoked", client, f"jti:{claims.jti}", claims, 200)
+
+    def audit_log(self, bearer: str | None, jti: str) -> list[dict[str, Any]]:
+        """The ``log_url`` of a token: the audit records of ``jti``, shown to a holder of that
+        token or of any token exchanged from it (a valid, unrevoked bearer naming it)."""
+        if not bearer:
+            raise InvalidToken("a bearer token is required", reason="missing_token")
+        claims = self.verifier.verify(bearer, audience=self.audiences, now=self.now()).claims
+        self.revocation.check(claims)
+        if jti != claims.jti and jti not in claims.ancestors:
+            raise InsufficientScope("the bearer token is not this token or its descendant",
+                                    reason="not_in_chain")
+        if self.audit is None:
+            return []
+        return [r.to_json() for r in self.audit.query(run_id=claims.ctx.run_id) if r.jti == jti]
 
     def revoke_by(self, form: Form) -> dict[str, Any]:
         """Revoke by ``jti``, ``user`` or ``run_id`` (trusted clients only)."""
