@@ -56,7 +56,7 @@ def template_values(run: Run) -> dict[str, object]:
             "window_start": started - 900}
 
 
-class _Stop(Exception):  # noqa: N818 - internal control flow: a permanent end of the hop
+class _Stop(Exception):
     def __init__(self, outcome: HopOutcome) -> None:
         self.outcome = outcome
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import structlog
 
 _JWT = re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
-_PEM = re.compile(r"-----BEGIN [A-Z ]+-----.*?-----END [A-Z ]+-----", re.S)
+_PEM = re.compile(r"-----BEGIN [A-Z ]+-----.*?-----END [A-Z ]+-----", re.DOTALL)
 _SECRET_KEYS = frozenset({"token", "access_token", "subject_token", "actor_token", "assertion",
                           "client_assertion", "authorization", "secret", "password"})
 
@@ -30,8 +31,9 @@ def redact(value: Any) -> Any:
     return value
 
 
-def redact_processor(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
-    return redact(event)  # type: ignore[no-any-return]
+def redact_processor(_logger: Any, _name: str,
+                     event: MutableMapping[str, Any]) -> Mapping[str, Any]:
+    return redact(dict(event))  # type: ignore[no-any-return]
 
 
 def configure(level: str = "INFO", *, json: bool = False) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-from typing import Any
+from typing import Any, Self
 
 import uvicorn
 
@@ -42,8 +42,7 @@ class ServerGroup:
     def add(self, app: Any, sock: socket.socket, *, log_level: str = "warning") -> None:
         config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="off",
                                 timeout_graceful_shutdown=5)
-        server = uvicorn.Server(config)
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        server = uvicorn.Server(config)  # in a non-main thread it installs no signal handler
         self._servers.append((server, sock))
 
     def start(self, timeout: float = 15.0) -> None:
@@ -82,7 +81,7 @@ class ServerGroup:
         for _, sock in self._servers:
             sock.close()
 
-    def __enter__(self) -> ServerGroup:
+    def __enter__(self) -> Self:
         self.start()
         return self
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -63,7 +63,7 @@ class AuthClient:
         if self._owns_http:
             self._http.close()
 
-    def __enter__(self) -> AuthClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -9,8 +9,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import httpx
-
 from mock_services.catalog import build_request
 from orchestrator.errors import OAuthError
 from orchestrator.identity import AccessClaims, Actor, Context, MayAct, mint, new_jti

@@ -30,7 +30,8 @@ PublicKeyObj = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519Pub
 _KTY = {"ES256": "EC", "RS256": "RSA", "EdDSA": "OKP"}
 _REQUIRED = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n"), "OKP": ("crv", "kty", "x")}
 _PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
-_ALGORITHM = {"ES256": ECAlgorithm, "RS256": RSAAlgorithm, "EdDSA": OKPAlgorithm}
+_ALGORITHM: dict[str, Any] = {
+    "ES256": ECAlgorithm, "RS256": RSAAlgorithm, "EdDSA": OKPAlgorithm}
 
 
 def generate_private_key(alg: str) -> PrivateKey:
@@ -71,7 +72,7 @@ class SigningKey:
 
 def public_key_of(private: PrivateKey, alg: str) -> PublicKey:
     public = private.public_key()
-    jwk: dict[str, Any] = _ALGORITHM[alg].to_jwk(public, as_dict=True)  # type: ignore[attr-defined]
+    jwk: dict[str, Any] = _ALGORITHM[alg].to_jwk(public, as_dict=True)
     kid = thumbprint(jwk)
     jwk.update({"kid": kid, "alg": alg, "use": "sig"})
     return PublicKey(kid=kid, alg=alg, key=public, jwk=jwk)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, cast
 
 from orchestrator.errors import InvalidToken, Unavailable
 from orchestrator.identity._claims import AccessClaims
@@ -123,7 +123,7 @@ class RedisRevocationStore:
         client = redis.Redis.from_url(
             url, socket_timeout=1.0, socket_connect_timeout=1.0, health_check_interval=30
         )
-        return cls(client)
+        return cls(cast(_RedisLike, client))
 
     def _call(self, fn: Callable[[], object]) -> object:
         import redis

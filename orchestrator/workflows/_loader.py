@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -14,6 +15,7 @@ from orchestrator.workflows._model import Workflow
 
 NOT_WORKFLOWS = frozenset({"directory.yaml"})
 ScopeOf = Callable[[str], str | None]
+Lines = dict[tuple[Any, ...], int]
 
 
 def _catalogue_scope(action: str) -> str | None:
@@ -46,7 +48,7 @@ def load_workflow(path: Path, directory: Directory, scope_of: ScopeOf = _catalog
     return workflow
 
 
-def _check_agent(path: Path, lines: Mapping, directory: Directory, index: int,  # type: ignore[type-arg]
+def _check_agent(path: Path, lines: Lines, directory: Directory, index: int,
                  agent: str, hand_off_scopes: tuple[str, ...] | None) -> None:
     if agent not in directory.agents:
         _fail(path, lines, ("agents", index, "agent"), f"{agent} is not in the directory")
@@ -57,7 +59,7 @@ def _check_agent(path: Path, lines: Mapping, directory: Directory, index: int,  
             _fail(path, lines, ("agents", index, "hand_off_scopes", s), f"bad scope {scope!r}")
 
 
-def _fail(path: Path, lines: Mapping, loc: tuple, message: str) -> None:  # type: ignore[type-arg]
+def _fail(path: Path, lines: Lines, loc: tuple[Any, ...], message: str) -> None:
     where = ".".join(str(p) for p in loc)
     raise ConfigError(f"{path}:{line_of(lines, loc)}: {where}: {message}")
 

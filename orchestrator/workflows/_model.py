@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from orchestrator.identity._scopes import is_scope
 
-EVENT_TYPES = ("deployment", "workflow_run")
+EventType = Literal["deployment", "workflow_run"]
+EVENT_TYPES: tuple[EventType, ...] = ("deployment", "workflow_run")
 TEMPLATE_FIELDS = ("service", "environment", "repository", "owner", "repo", "commit", "pr",
                    "run_id", "user", "now", "window_start")
 _NAME = r"^[a-z][a-z0-9-]{0,63}$"
@@ -75,7 +76,7 @@ class AgentPlan(_Model):
 
 
 class Trigger(_Model):
-    events: tuple[Literal["deployment", "workflow_run"], ...] = EVENT_TYPES
+    events: tuple[EventType, ...] = EVENT_TYPES
     environments: tuple[str, ...] = Field(min_length=1)
     triggers: tuple[Literal["ci_pipeline", "manual"], ...] = ("ci_pipeline",)
     task: str = Field("deploy", pattern=_NAME, description="GitHub deployment task it answers.")
