@@ -48,7 +48,8 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         None, description="Revocation registry and replay cache; in-process when unset."
     )
-    broker_url: str = Field("memory://", description="Celery broker; redis://... for distributed.")
+    broker_url: str = Field("memory://localhost/",
+                            description="Celery broker; redis://... for distributed.")
     revocation_stale_seconds: int = Field(
         0, ge=0, le=60, description="How long a service may cache a 'not revoked' answer."
     )

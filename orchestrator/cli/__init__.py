@@ -18,6 +18,8 @@ from orchestrator.cli._serve import serve
 from orchestrator.cli._simulate import simulate
 from orchestrator.cli._token import token
 from orchestrator.cli._worker import worker
+from orchestrator._log import configure
+from orchestrator.config import Settings
 from orchestrator.errors import InfraBotError
 
 
@@ -42,10 +44,19 @@ def cli() -> None:
     Example:
       infrabot demo
     """
+    configure(_log_level())
 
 
 for command in (demo, serve, worker, simulate, token, revoke, runs, audit):
     cli.add_command(command)
+
+
+def _log_level() -> str:
+    """Structured logs go to stderr at INFRABOT_LOG_LEVEL (stdout stays for results)."""
+    try:
+        return Settings().log_level
+    except ValueError:
+        return "INFO"  # a bad setting is reported by the command that loads it
 
 
 def main() -> None:

@@ -32,9 +32,12 @@ def demo(as_json: bool, report: Path | None, no_attacks: bool, no_baseline: bool
       infrabot demo
       infrabot demo --json > demo.json
     """
+    from orchestrator._log import configure
     from orchestrator.demo import render_demo, run_demo
 
     settings = load_settings(state_dir)
+    if "log_level" not in settings.model_fields_set:
+        configure("WARNING")  # the story is the output; INFRABOT_LOG_LEVEL=INFO shows the logs
     err = Console(stderr=True)
     result = run_demo(settings, attacks=not no_attacks, static=not no_baseline,
                       progress=lambda step: err.print(f"[dim]… {step}[/dim]"))

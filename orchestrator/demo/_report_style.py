@@ -17,7 +17,8 @@ body { margin: 0; background: var(--bg); color: var(--ink);
        font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
 main { max-width: 1240px; margin: 0 auto; padding: 24px 28px 48px; }
 h1 { font-size: 22px; margin: 0 0 4px; }
-h2 { font-size: 17px; margin: 32px 0 10px; padding-bottom: 4px; border-bottom: 1px solid var(--line); }
+h2 { font-size: 17px; margin: 32px 0 10px; padding-bottom: 4px;
+     border-bottom: 1px solid var(--line); }
 h3 { font-size: 14px; margin: 0 0 6px; }
 p.lead { color: var(--muted); margin: 0 0 16px; }
 code, pre, .mono { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace;
@@ -54,7 +55,7 @@ svg .edge.denied path { stroke: var(--deny); stroke-dasharray: 7 5; }
 svg .edge .label rect { fill: #fff; fill-opacity: 0.94; stroke: var(--line); }
 svg .edge text { font: 12px ui-monospace, Menlo, Consolas, monospace; fill: var(--ink); }
 svg .edge text .head { font-weight: 700; fill: var(--muted); }
-svg .edge.denied text { fill: var(--deny); }
+svg .edge.denied text, svg .edge.denied text .head { fill: var(--deny); }
 svg .hl path { stroke-width: 4; }
 svg .hl rect { stroke-width: 3; }
 .legend { display: flex; gap: 18px; font-size: 12px; color: var(--muted); padding: 4px 8px; }
@@ -69,6 +70,7 @@ th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid var(--line
 th { background: #f1f5f9; font-weight: 600; font-size: 12px; white-space: nowrap; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 td.nowrap { white-space: nowrap; }
+td.wrap { overflow-wrap: anywhere; }
 tr.denied td { background: #fef2f2; }
 tr.hl td { background: #fef9c3; }
 .track { position: relative; width: 180px; height: 10px; margin-top: 4px;
@@ -78,8 +80,10 @@ tr.hl td { background: #fef9c3; }
 .bar.called { background: var(--allow); }
 .bar.denied { background: var(--deny); }
 .bar.point { background: var(--muted); }
-.tokens { display: grid; grid-template-columns: repeat(auto-fill, minmax(360px, 1fr)); gap: 12px; }
-.token { background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 10px 12px; }
+.tokens { display: grid; grid-template-columns: repeat(auto-fill, minmax(360px, 1fr));
+          gap: 12px; }
+.token { min-width: 0; background: #fff; border: 1px solid var(--line); border-radius: 8px;
+         padding: 10px 12px; }
 .token .meta { color: var(--muted); font-size: 12px; margin: 0 0 6px; }
 .badge { display: inline-block; font-size: 11px; font-weight: 600; color: #92400e;
          background: #fef3c7; border-radius: 4px; padding: 0 6px; margin-left: 6px; }

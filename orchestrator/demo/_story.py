@@ -62,8 +62,9 @@ def demo_settings(settings: Settings, *, static: bool = True) -> Settings:
     ports = dict.fromkeys(("auth_port", "datadog_port", "github_port", "aws_port",
                            "pagerduty_port", "webhooks_port"), 0)
     token = SecretStr(secrets.token_urlsafe(32)) if static else None
-    return settings.model_copy(update={**ports, "broker_url": "memory://", "redis_url": None,
-                                       "issuer": None, "static_token": token})
+    return settings.model_copy(update={**ports, "broker_url": "memory://localhost/",
+                                       "redis_url": None, "issuer": None,
+                                       "static_token": token})
 
 
 def _send(system: System, http: httpx.Client, **event: Any) -> str:

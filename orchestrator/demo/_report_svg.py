@@ -1,0 +1,276 @@
+"""The delegation graph of a run as inline SVG, laid out here in Python (no JavaScript library).
+
+Top row, left to right: the user, then the agents in hand-off order; bottom row: the services,
+each placed under the agents that called it. Hand-off edges (the root grant and every
+agent-to-agent hand-off) are labelled with the scopes handed off, call edges with the scopes
+used, denied edges (``root_denied``, ``exchange_denied``, ``call_denied``) are red, dashed and
+labelled with the reason. Nodes are ``<g class="node">``, edges ``<g class="edge">`` (plus
+``denied``), inside ``<svg id="delegation-graph">``; every text is escaped.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from html import escape
+
+from orchestrator.runs import Run, RunEvent
+
+AGENTS = ("agent:infrabot", "agent:argocd", "agent:cleanup")
+SERVICES = ("datadog", "github", "aws", "pagerduty")
+NODE_W, NODE_H = 150.0, 46.0
+CHAR_W, LINE_H = 7.3, 15.0  # 12px monospace
+MARGIN, ROW_GAP, MIN_PITCH = 24.0, 230.0, 300.0
+
+Box = tuple[float, float, float, float]  # left, top, right, bottom
+
+
+def short(scope: object) -> str:
+    return str(scope).replace("urn:infra:", "")
+
+
+def scope_list(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [short(s) for s in value.split()]
+    return [short(s) for s in value] if isinstance(value, (list, tuple)) else []
+
+
+def peer_of(event: RunEvent, root_agent: str = AGENTS[0]) -> str | None:
+    """The node an event reaches out to: the service called, or the next agent."""
+    d = event.detail
+    if event.kind in ("called", "call_denied"):
+        return str(d.get("service")) if d.get("service") else None
+    if event.kind == "handed_off":
+        return str(d.get("to")) if d.get("to") else None
+    if event.kind in ("exchanged", "exchange_denied"):
+        what = str(d.get("for") or "")
+        return what.removeprefix("hand-off to ") if what.startswith("hand-off to ") \
+            else (what.partition(".")[0] or None)
+    if event.kind in ("root_granted", "root_denied"):
+        return str(d.get("may_act") or root_agent)
+    return None
+
+
+@dataclass
+class Edge:
+    source: str
+    target: str
+    kind: str  # "handoff", "call" or "denied"
+    head: str | None = None
+    lines: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> list[str]:
+        return ([self.head] if self.head else []) + self.lines
+
+
+class _Edges:
+    """Edges keyed by (source, target, kind): calls between the same pair share one edge."""
+
+    def __init__(self) -> None:
+        self.edges: dict[tuple[str, str, str], Edge] = {}
+        self.used: dict[str, list[str]] = {}  # agent -> scopes of its last exchange for a call
+
+    def add(self, source: str, target: str, kind: str, head: str | None, lines: list[str],
+            note: str) -> None:
+        edge = self.edges.setdefault((source, target, kind), Edge(source, target, kind, head))
+        edge.lines += [line for line in lines if line not in edge.lines]
+        edge.notes.append(note)
+
+    def take(self, event: RunEvent, agent: str, peer: str) -> None:
+        d, kind = event.detail, event.kind
+        if kind in ("root_granted", "handed_off"):
+            scopes = scope_list(d.get("granted") if kind == "root_granted" else d.get("scope"))
+            what = "root grant" if kind == "root_granted" else "hand-off"
+            self.add(agent, peer, "handoff", f"{what} · {len(scopes)} scopes", scopes,
+                     f"{what}: {' '.join(scopes)}")
+        elif kind == "exchanged" and not str(d.get("for", "")).startswith("hand-off"):
+            self.used[agent] = scope_list(d.get("granted"))
+        elif kind == "called":
+            scopes = self.used.pop(agent, []) or [f"{d.get('action')} (no exchange)"]
+            self.add(agent, peer, "call", None, scopes,
+                     f"{d.get('method')} {d.get('action')} → {d.get('status')}")
+        elif kind == "call_denied":
+            reason = f"✗ {d.get('status')} {d.get('reason')}"
+            scopes = self.used.pop(agent, []) or [str(d.get("action"))]
+            self.add(agent, peer, "denied", reason, scopes, f"{kind}: {reason}")
+        elif kind in ("exchange_denied", "root_denied"):
+            reason = f"✗ {d.get('error')} ({d.get('reason')})"
+            scopes = scope_list(d.get("requested") or d.get("needed"))
+            self.add(agent, peer, "denied", reason, scopes, f"{kind}: {reason}")
+
+
+def graph_edges(run: Run) -> list[Edge]:
+    """The hand-offs, calls and denials of a run, in the order they first happened."""
+    edges = _Edges()
+    for event in run.events:
+        peer = peer_of(event)
+        if peer is not None:
+            edges.take(event, event.agent or run.user, peer)
+    return list(edges.edges.values())
+
+
+@dataclass(frozen=True)
+class Node:
+    id: str
+    kind: str  # "user", "agent" or "service"
+    x: float
+    y: float
+    active: bool
+
+    @property
+    def box(self) -> Box:
+        return (self.x - NODE_W / 2, self.y - NODE_H / 2, self.x + NODE_W / 2, self.y + NODE_H / 2)
+
+
+def _label_size(lines: list[str]) -> tuple[float, float]:
+    return max((len(s) for s in lines), default=0) * CHAR_W + 14, len(lines) * LINE_H + 8
+
+
+def layout(run: Run, edges: list[Edge]) -> tuple[list[Node], float, float]:
+    """Node positions and the drawing's width and height."""
+    ends = {e.source for e in edges} | {e.target for e in edges}
+    agents = list(AGENTS) + sorted(n for n in ends if n.startswith("agent:") and n not in AGENTS)
+    services = list(SERVICES) + sorted(n for n in ends - set(agents) - {run.user}
+                                       if n not in SERVICES)
+    widest = max((_label_size(e.label)[0] for e in edges if e.target in agents), default=0)
+    tallest = max((_label_size(e.label)[1] for e in edges if e.target in agents), default=0)
+    pitch = max(MIN_PITCH, NODE_W + widest + 40)
+    top = MARGIN + tallest + 16 + NODE_H / 2
+    nodes = [Node(name, "user" if i == 0 else "agent", MARGIN + NODE_W / 2 + i * pitch, top,
+                  name in ends) for i, name in enumerate([run.user, *agents])]
+    xs = {n.id: n.x for n in nodes}
+    first, step = xs[agents[0]], (xs[agents[-1]] - xs[agents[0]]) / max(len(services) - 1, 1)
+    wanted = []
+    for i, name in enumerate(services):  # under its callers, or spread along the agents' row
+        callers = [xs[e.source] for e in edges if e.target == name and e.source in xs]
+        wanted.append((sum(callers) / len(callers) if callers else first + i * step, i, name))
+    x = -math.inf
+    for desired, _, name in sorted(wanted):
+        x = max(desired, x + NODE_W + 30)
+        nodes.append(Node(name, "service", x, top + ROW_GAP, name in ends))
+    width = max(n.x for n in nodes) + NODE_W / 2 + MARGIN
+    return nodes, width, top + ROW_GAP + NODE_H / 2 + MARGIN
+
+
+def _clip(node: Node, toward: tuple[float, float], gap: float) -> tuple[float, float]:
+    dx, dy = toward[0] - node.x, toward[1] - node.y
+    t = min(NODE_W / 2 / abs(dx) if dx else math.inf, NODE_H / 2 / abs(dy) if dy else math.inf)
+    length = math.hypot(dx, dy) or 1.0
+    t += gap / length
+    return node.x + dx * t, node.y + dy * t
+
+
+def _overlaps(a: Box, b: Box) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _f(value: float) -> str:
+    return f"{value:.1f}"
+
+
+@dataclass(frozen=True)
+class _Curve:
+    """An edge's quadratic Bézier from the source's border to the target's border."""
+
+    p0: tuple[float, float]
+    c: tuple[float, float]
+    p2: tuple[float, float]
+
+    @classmethod
+    def between(cls, a: Node, b: Node, bend: float) -> _Curve:
+        length = math.hypot(b.x - a.x, b.y - a.y) or 1.0
+        c = ((a.x + b.x) / 2 - (b.y - a.y) / length * bend,
+             (a.y + b.y) / 2 + (b.x - a.x) / length * bend)
+        return cls(_clip(a, c, 0.0), c, _clip(b, c, 3.0))
+
+    def at(self, t: float) -> tuple[float, float]:
+        u = 1 - t
+        return (u * u * self.p0[0] + 2 * u * t * self.c[0] + t * t * self.p2[0],
+                u * u * self.p0[1] + 2 * u * t * self.c[1] + t * t * self.p2[1])
+
+    def crosses(self, box: Box) -> bool:
+        return any(box[0] <= x <= box[2] and box[1] <= y <= box[3]
+                   for x, y in map(self.at, (i / 60 for i in range(61))))
+
+
+def _label_box(edge: Edge, curve: _Curve, a: Node, b: Node, taken: list[Box],
+               others: list[_Curve]) -> Box:
+    """Above a straight hand-off on the top row; elsewhere the first spot along the curve that
+    covers no node, no other label and, if possible, no other edge: on the curve, else beside it."""
+    w, h = _label_size(edge.label)
+    if a.y == b.y and curve.c == ((a.x + b.x) / 2, a.y):
+        mx, my = curve.c
+        return (mx - w / 2, my - 8 - h, mx + w / 2, my - 8)
+    points = list(map(curve.at, (0.5, 0.38, 0.62, 0.28, 0.72, 0.2, 0.8)))
+    spots = [(x + dx - w / 2, y - h / 2, x + dx + w / 2, y + h / 2)
+             for dx in (0.0, -w / 2 - 6, w / 2 + 6) for x, y in points]
+    free = [box for box in spots if not any(_overlaps(box, t) for t in taken)]
+    clear = [box for box in free if not any(o.crosses(box) for o in others)]
+    return (clear or free or spots)[0]
+
+
+def _edge_svg(edge: Edge, curve: _Curve, box: Box) -> str:
+    head = ' class="head"'
+    tspans = "".join(
+        f'<tspan x="{_f(box[0] + 7)}" y="{_f(box[1] + 1 + LINE_H * (i + 1))}"'
+        f'{head if i == 0 and edge.head else ""}>{escape(line)}</tspan>'
+        for i, line in enumerate(edge.label))
+    title = f"{edge.source} → {edge.target}: " + "; ".join(edge.notes)
+    (x0, y0), (cx, cy), (x2, y2) = curve.p0, curve.c, curve.p2
+    return (f'<g class="edge {edge.kind}" data-source="{escape(edge.source)}" '
+            f'data-target="{escape(edge.target)}"><title>{escape(title)}</title>'
+            f'<path d="M {_f(x0)} {_f(y0)} Q {_f(cx)} {_f(cy)} {_f(x2)} {_f(y2)}" '
+            f'marker-end="url(#arrow-{edge.kind})"/>'
+            f'<g class="label"><rect x="{_f(box[0])}" y="{_f(box[1])}" '
+            f'width="{_f(box[2] - box[0])}" height="{_f(box[3] - box[1])}" rx="4"/>'
+            f"<text>{tspans}</text></g></g>")
+
+
+def _node_svg(node: Node) -> str:
+    shown = node.id if len(node.id) <= 19 else node.id[:18] + "…"
+    classes = f"node {node.kind}" + ("" if node.active else " idle")
+    kind = node.kind + ("" if node.active else " · not reached")
+    return (f'<g class="{classes}" data-id="{escape(node.id)}"><title>{escape(node.id)}</title>'
+            f'<rect x="{_f(node.x - NODE_W / 2)}" y="{_f(node.y - NODE_H / 2)}" '
+            f'width="{_f(NODE_W)}" height="{_f(NODE_H)}" rx="8"/>'
+            f'<text x="{_f(node.x)}" y="{_f(node.y - 1)}" text-anchor="middle">'
+            f'{escape(shown)}</text><text class="kind" x="{_f(node.x)}" y="{_f(node.y + 14)}" '
+            f'text-anchor="middle">{escape(kind)}</text></g>')
+
+
+_MARKERS = "".join(
+    f'<marker id="arrow-{kind}" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" '
+    f'markerHeight="7" orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" '
+    f'fill="{color}"/></marker>'
+    for kind, color in (("handoff", "#2563eb"), ("call", "#475569"), ("denied", "#dc2626")))
+
+
+def delegation_graph(run: Run) -> str:
+    """``<svg id="delegation-graph">`` for one run."""
+    edges = graph_edges(run)
+    nodes, width, height = layout(run, edges)
+    by_id = {n.id: n for n in nodes}
+    edges.sort(key=lambda e: ("call", "handoff", "denied").index(e.kind))
+    seen: dict[frozenset[str], int] = {}
+    curves = []
+    for edge in edges:
+        k = seen[frozenset((edge.source, edge.target))] = \
+            seen.get(frozenset((edge.source, edge.target)), -1) + 1
+        bend = 0.0 if k == 0 else 70.0 * ((k + 1) // 2) * (1 if k % 2 else -1)
+        curves.append(_Curve.between(by_id[edge.source], by_id[edge.target], bend))
+    taken: list[Box] = [n.box for n in nodes]
+    drawn = []
+    for i, (edge, curve) in enumerate(zip(edges, curves, strict=True)):
+        box = _label_box(edge, curve, by_id[edge.source], by_id[edge.target], taken,
+                         curves[:i] + curves[i + 1:])
+        taken.append(box)
+        drawn.append(_edge_svg(edge, curve, box))
+    desc = (f"Delegation graph of {run.run_id}: {len(nodes)} nodes, {len(edges)} edges, "
+            f"{sum(e.kind == 'denied' for e in edges)} denied")
+    return (f'<svg id="delegation-graph" xmlns="http://www.w3.org/2000/svg" role="img" '
+            f'viewBox="0 0 {_f(width)} {_f(height)}" width="{_f(width)}" height="{_f(height)}">'
+            f"<title>{escape(desc)}</title><defs>{_MARKERS}</defs>"
+            f'<g class="edges">{"".join(drawn)}</g>'
+            f'<g class="nodes">{"".join(_node_svg(n) for n in nodes)}</g></svg>')
