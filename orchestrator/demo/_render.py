@@ -12,7 +12,7 @@ from rich.tree import Tree
 
 from orchestrator.audit import render_table
 from orchestrator.demo._story import DemoResult
-from orchestrator.runs import Run, RunEvent
+from orchestrator.runs import Run
 
 _OK, _NO = "[green]✓[/green]", "[red]✗[/red]"
 
@@ -71,42 +71,45 @@ def _chain_tree(claims: dict[str, Any]) -> Tree:
     return tree
 
 
-def hops(run: Run) -> Panel:
-    parts: list[Any] = []
-    agent: str | None = None
-    table: Table | None = None
+def hops(run: Run, services: dict[str, str]) -> Panel:
+    """One row per step (its exchange and its call), one per hand-off with the chain it built."""
+    table = Table(box=None, pad_edge=False, expand=True)
+    for column, ratio in (("agent", 2), ("step", 3), ("requested → granted", 4),
+                          ("token", 2), ("call → status", 3), ("decision", 2)):
+        table.add_column(column, ratio=ratio)
+    trees: list[Any] = []
+    pending: list[str] | None = None
     for event in run.events:
         if event.agent is None or event.kind in ("finished", "retrying"):
             continue
-        if event.agent != agent:
-            agent = event.agent
-            table = Table(title=f"[bold]{agent}[/bold]", title_justify="left", box=None)
-            for column in ("step", "requested → granted", "token", "call", "decision"):
-                table.add_column(column)
-            parts.append(table)
-        assert table is not None
-        _hop_row(table, event, parts)
-    return Panel(Group(*parts), title="3 · Hops: one RFC 8693 exchange per call and per "
-                                      "hand-off", border_style="cyan")
-
-
-def _hop_row(table: Table, event: RunEvent, parts: list[Any]) -> None:
-    d = event.detail
-    if event.kind == "exchanged":
-        claims = d.get("claims") or {}
-        lifetime = (claims.get("exp", 0) - claims.get("iat", 0)) if claims else 0
-        table.add_row(str(d.get("for")), f"{_scopes(d.get('requested'))} → "
-                      f"{_scopes(d.get('granted'))}",
-                      f"aud {claims.get('aud', '?')} · {lifetime}s", "", "")
-        if str(d.get("for", "")).startswith("hand-off"):
-            parts.append(_chain_tree(claims))
-    elif event.kind in ("called", "call_denied"):
-        decision = _OK + " allow" if event.kind == "called" else _NO + f" {d.get('reason')}"
-        table.add_row("", "", "", f"{d.get('method')} {d.get('service')} {d.get('action')} "
-                      f"→ {d.get('status')}", decision)
-    elif event.kind == "exchange_denied":
-        table.add_row(str(d.get("for")), f"{_scopes(d.get('requested'))} → refused", "", "",
-                      f"{_NO} {d.get('error')} ({d.get('reason')})")
+        d = event.detail
+        if event.kind == "exchanged" and str(d.get("for", "")).startswith("hand-off"):
+            claims = d.get("claims") or {}
+            table.add_row(event.agent, str(d.get("for")), _scopes(d.get("granted")),
+                          f"may_act {(claims.get('may_act') or {}).get('sub', '?')}", "",
+                          _OK + " handed off", end_section=True)
+        elif event.kind == "exchanged":
+            claims = d.get("claims") or {}
+            lifetime = claims.get("exp", 0) - claims.get("iat", 0) if claims else 0
+            aud = services.get(str(claims.get("aud")), str(claims.get("aud")))
+            trees = [_chain_tree(claims)] if claims else trees  # the deepest chain so far
+            scopes = f"{_scopes(d.get('requested'))} → {_scopes(d.get('granted'))}"
+            pending = [event.agent, str(d.get("for")), scopes, f"aud {aud} · {lifetime}s"]
+        elif event.kind in ("called", "call_denied"):
+            row = pending or [event.agent, "", "", ""]
+            decision = _OK + " allow" if event.kind == "called" else _NO + f" {d.get('reason')}"
+            table.add_row(*row, f"{d.get('method')} {d.get('action')} → {d.get('status')}",
+                          decision)
+            pending = None
+        elif event.kind == "exchange_denied":
+            table.add_row(event.agent, str(d.get("for")), f"{_scopes(d.get('requested'))} → "
+                          "refused", "", "", f"{_NO} {d.get('error')} ({d.get('reason')})")
+    if trees:
+        trees.insert(0, Text("Delegation path of the last token (in the JSON it nests the other "
+                             "way: the outermost act.sub is the current actor):", style="dim"))
+    return Panel(Group(table, *trees), title="3 · Hops: one RFC 8693 exchange per call and per "
+                                             "hand-off, the act chain nesting one level each",
+                 border_style="cyan")
 
 
 def attacks(result: DemoResult) -> Panel:
@@ -133,7 +136,7 @@ def baseline(result: DemoResult) -> Panel:
 def render_demo(result: DemoResult, console: Console) -> None:
     console.print(event_panel(result))
     console.print(root_grant(result))
-    console.print(hops(result.run))
+    console.print(hops(result.run, {url: name for name, url in result.endpoints.items()}))
     console.print(Panel(render_table(result.audit, title=None),
                         title="4 · Audit trail of the run", border_style="cyan"))
     if result.attacks:

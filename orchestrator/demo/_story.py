@@ -41,6 +41,7 @@ class DemoResult:
     static_audit: list[StoredRecord] = field(default_factory=list)
     audit_intact: bool = False
     seconds: float = 0.0
+    endpoints: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -52,6 +53,7 @@ class DemoResult:
             "static_run": self.static_run.model_dump(mode="json") if self.static_run else None,
             "static_audit": [r.to_json() for r in self.static_audit],
             "audit_intact": self.audit_intact,
+            "endpoints": self.endpoints,
             "seconds": round(self.seconds, 3),
         }
 
@@ -91,7 +93,8 @@ def run_demo(settings: Settings, *, attacks: bool = True, static: bool = True,
         run = system.runtime.runs.wait(_send(system, http), RUN_TIMEOUT)
         result = DemoResult(event=EVENT, run=run, audit=_records(system, since, run.run_id),
                             user_permissions=list(system.stack.directory.users["user:sam"]
-                                                  .permissions))
+                                                  .permissions),
+                            endpoints=system.endpoints())
         if attacks:
             progress("attack round")
 
