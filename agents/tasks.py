@@ -80,11 +80,18 @@ def _run_hop(task: Task, app: Celery, settings: Settings, agent: str, run_id: st
 
 
 def register(app: Celery, settings: Settings) -> None:
-    """Register one task per agent on ``app``."""
+    """Register one task per agent on ``app``, each routed to its agent's queue."""
+    # Routed by task_routes: the task's own ``queue`` attribute is deprecated (Celery warns at
+    # registration, CDeprecationWarning, an error under warnings-as-errors; gone in 6.0).
+    app.conf.task_routes = {task_name(agent): {"queue": queue}
+                            for agent, queue in AGENT_QUEUES.items()}
     for agent, queue in AGENT_QUEUES.items():
         def hop(self: Task, run_id: str, workflow: str, token: str, scope: str,
                 mode: str = "delegated", _agent: str = agent) -> dict[str, Any]:
             return _run_hop(self, app, settings, _agent, run_id, workflow, token, scope, mode)
 
-        app.task(hop, name=f"agents.{queue}", bind=True, queue=queue, acks_late=True,
+        # shared=False: a shared task would be added to every Celery app later finalized in
+        # this process, bound to this app and these settings (a second embedded system would
+        # run its hops with the first one's runtime).
+        app.task(hop, name=f"agents.{queue}", bind=True, shared=False, acks_late=True,
                  reject_on_worker_lost=True, max_retries=MAX_RETRIES, typing=False)

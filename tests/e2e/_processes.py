@@ -1,0 +1,232 @@
+"""The distributed mode for real: ``infrabot serve`` and ``infrabot worker`` processes sharing one
+state directory and a real Redis (db 14, flushed by the ``e2e_redis_url`` fixture).
+
+:class:`Distributed` stops every process it started at teardown, by pid: SIGTERM to the process
+(a warm shutdown), then SIGKILL to whatever is left of its process group (prefork children).
+:func:`children_of` and :func:`owner_of_connection` find a worker's pool processes and the one
+holding a given TCP connection, for the tests that kill one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import httpx
+from pydantic import SecretStr
+
+from e2e._harness import INFRABOT, QUEUES, RUN_TIMEOUT, SECRET, clean_env, post_webhook
+from orchestrator.audit import AuditStore, contains_raw_jwt
+from orchestrator.client import AuthClient
+from orchestrator.config import Settings
+from orchestrator.identity import client_key
+from orchestrator.runs import Run, RunStore
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+    _file: IO[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def output(self) -> str:
+        self._file.flush()
+        return self.log.read_text(errors="replace")
+
+    def children(self) -> list[int]:
+        return children_of(self.pid)
+
+
+def children_of(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def owner_of_connection(local_port: int, pids: Iterable[int]) -> int | None:
+    """Which of ``pids`` holds the loopback TCP socket whose local port is ``local_port``."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            if int(cols[1].rsplit(":", 1)[1], 16) == local_port:
+                inodes.add(f"socket:[{cols[9]}]")
+    for pid in pids:
+        try:
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(fd) in inodes:
+                    return pid
+            except OSError:
+                continue
+    return None
+
+
+@dataclass
+class Distributed:
+    """``infrabot serve`` and ``infrabot worker`` processes sharing one state dir and Redis."""
+
+    root: Path
+    redis_url: str
+    procs: list[Proc] = field(default_factory=list)
+    endpoints: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def settings(self) -> Settings:
+        return Settings(state_dir=self.state_dir, broker_url=self.redis_url,
+                        redis_url=self.redis_url, webhook_secret=SecretStr(SECRET))
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return clean_env(INFRABOT_STATE_DIR=str(self.state_dir),
+                         INFRABOT_BROKER_URL=self.redis_url, INFRABOT_REDIS_URL=self.redis_url,
+                         INFRABOT_WEBHOOK_SECRET=SECRET, INFRABOT_LOG_LEVEL="WARNING",
+                         PYTHONUNBUFFERED="1", **extra)
+
+    def _start(self, name: str, args: list[str], env: dict[str, str]) -> Proc:
+        log = self.root / f"{name}-{len(self.procs)}.log"
+        handle = log.open("wb")
+        popen = subprocess.Popen([str(INFRABOT), *args], env=env, cwd=self.root,
+                                 stdin=subprocess.DEVNULL, stdout=handle,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
+        proc = Proc(name, popen, log, handle)
+        self.procs.append(proc)
+        return proc
+
+    def serve(self, timeout: float = 30.0) -> dict[str, str]:
+        """Start ``infrabot serve`` (every port chosen by the OS); wait for endpoints.json."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        proc = self._start("serve", ["serve", "--port-base", "0"], self.env())
+        path = self.state_dir / "endpoints.json"
+        deadline = time.monotonic() + timeout
+        while not path.exists():
+            if proc.popen.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"infrabot serve did not start:\n{proc.output()}")
+            time.sleep(0.05)
+        self.endpoints = json.loads(path.read_text())
+        return self.endpoints
+
+    def worker(self, queues: Iterable[str] = QUEUES, concurrency: int = 1,
+               timeout: float = 30.0, **env: str) -> Proc:
+        """Start ``infrabot worker`` on ``queues``; return once it consumes."""
+        args = ["worker", "--queues", ",".join(queues), "--concurrency", str(concurrency),
+                "--loglevel", "INFO"]
+        proc = self._start("worker", args, self.env(**env))
+        deadline = time.monotonic() + timeout
+        while " ready." not in proc.output():
+            if proc.popen.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"infrabot worker did not start:\n{proc.output()}")
+            time.sleep(0.05)
+        return proc
+
+    def webhook(self, delivery: tuple[Mapping[str, str], bytes]) -> httpx.Response:
+        return post_webhook(self.endpoints["webhooks"], delivery)
+
+    @contextmanager
+    def runs(self) -> Iterator[RunStore]:
+        with RunStore(self.state_dir / "runs.sqlite3") as store:
+            yield store
+
+    @contextmanager
+    def audit(self) -> Iterator[AuditStore]:
+        with AuditStore(self.settings.audit_db) as store:
+            yield store
+
+    def wait_run(self, run_id: str, timeout: float = RUN_TIMEOUT) -> Run:
+        with self.runs() as store:
+            try:
+                return store.wait(run_id, timeout=timeout)
+            except TimeoutError as exc:
+                raise AssertionError(f"{exc}\n{self.logs()}") from None
+
+    def wait_hop(self, run_id: str, agent: str, timeout: float = RUN_TIMEOUT) -> Run:
+        """Block until ``agent``'s hop of the run is done (handed off or ended the run)."""
+        deadline = time.monotonic() + timeout
+        with self.runs() as store:
+            while not store.hop_done(run_id, agent):
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{agent} hop of {run_id} not done\n{self.logs()}")
+                time.sleep(0.05)
+            run = store.get(run_id)
+        assert run is not None
+        return run
+
+    def auth_client(self, client_id: str) -> AuthClient:
+        """An authorization-server client authenticating with ``client_id``'s own key."""
+        key = client_key(self.settings.keys_dir / "clients", client_id,
+                         self.settings.signing_alg)
+        return AuthClient(self.endpoints["auth"], client_id, key)
+
+    def assert_logs_hold_no_token(self) -> None:
+        """No process wrote a token to its log (Celery's own lines included)."""
+        for proc in self.procs:
+            assert not contains_raw_jwt(proc.output()), f"a token in the {proc.name} log"
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name} {p.pid} ---\n{p.output()[-4000:]}" for p in self.procs)
+
+    def stop(self, proc: Proc, timeout: float = 20.0) -> None:
+        self._signal(proc, signal.SIGTERM)
+        self._reap(proc, timeout)
+
+    def close(self) -> None:
+        """Stop every process started here: SIGTERM each by pid, then reap its group."""
+        for proc in self.procs:
+            self._signal(proc, signal.SIGTERM)
+        for proc in self.procs:
+            self._reap(proc, 20.0)
+        self.procs.clear()
+
+    @staticmethod
+    def _signal(proc: Proc, sig: int) -> None:
+        if proc.popen.poll() is None:
+            try:
+                os.kill(proc.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    @staticmethod
+    def _reap(proc: Proc, timeout: float) -> None:
+        try:
+            proc.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        try:  # the leader and anything left in its group (prefork pool children)
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        proc.popen.wait(10)
+        proc._file.close()
