@@ -13,14 +13,14 @@ from celery import Celery
 
 from orchestrator.config import Settings
 
-# Longer than any task may run (time limit) plus the longest retry countdown, so a message is
-# never redelivered while a live worker still holds it.
-VISIBILITY_TIMEOUT = 120
-TASK_TIME_LIMIT = 60
+# The visibility timeout (settings) must exceed any task's run (this time limit) plus the longest
+# retry countdown, so a message is never redelivered while a live worker still holds it.
+TASK_TIME_LIMIT = 30
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    transport: dict[str, Any] = {"visibility_timeout": VISIBILITY_TIMEOUT}
+    visibility = settings.visibility_timeout_seconds  # validated > TASK_TIME_LIMIT + 10
+    transport: dict[str, Any] = {"visibility_timeout": visibility}
     if settings.broker_url.startswith("memory://"):
         transport["polling_interval"] = 0.01
     else:
@@ -29,7 +29,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_url": settings.broker_url,
         "broker_transport_options": transport,
         "result_backend": None,
-        "result_backend_transport_options": {"visibility_timeout": VISIBILITY_TIMEOUT},
+        "result_backend_transport_options": {"visibility_timeout": visibility},
         "task_ignore_result": True,
         "task_serializer": "json",
         "result_serializer": "json",
@@ -40,7 +40,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_on_failure_or_timeout": True,
         "worker_prefetch_multiplier": 1,
         "task_time_limit": TASK_TIME_LIMIT,
-        "task_soft_time_limit": TASK_TIME_LIMIT - 10,
+        "task_soft_time_limit": TASK_TIME_LIMIT - 5,
         "task_default_queue": "infrabot",
         "task_create_missing_queues": True,
         "worker_hijack_root_logger": False,

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     )
     broker_url: str = Field("memory://localhost/",
                             description="Celery broker; redis://... for distributed.")
+    visibility_timeout_seconds: int = Field(
+        120, ge=41, le=3600, description="Redis broker: how long an unacknowledged message "
+                                         "waits before redelivery (a worker lost mid-hop).")
     revocation_stale_seconds: int = Field(
         0, ge=0, le=60, description="How long a service may cache a 'not revoked' answer."
     )

@@ -151,6 +151,7 @@ class AuthorizationService:
         target = _peek(form, "resource") or _peek(form, "audience")
         try:
             subject = self._subject(form, now=now)
+            self._check_subject_standing(subject, now=now)
             self._check_actor_token(client, form, now=now)
             requested_type = single(form, "requested_token_type")
             if requested_type is not None and requested_type not in _SUBJECT_TYPES:
@@ -168,18 +169,25 @@ class AuthorizationService:
         return self._issue(grant, "token_exchange", target, now=now)
 
     def _subject(self, form: Form, *, now: int) -> VerifiedToken:
+        """The verified subject token. RFC 8693 2.2.2: an invalid one is ``invalid_request``."""
         token = required(form, "subject_token")
         if required(form, "subject_token_type") not in _SUBJECT_TYPES:
             raise InvalidRequest("subject_token_type is not supported",
                                  reason="unsupported_subject_token_type")
         try:
-            subject = self.verifier.verify(token, audience=self.issuer, now=now)
+            return self.verifier.verify(token, audience=self.issuer, now=now)
+        except InvalidToken as exc:
+            raise InvalidRequest(f"subject_token: {exc.message}", reason=exc.reason) from exc
+
+    def _check_subject_standing(self, subject: VerifiedToken, *, now: int) -> None:
+        """Not revoked (token, ancestors, run, user) and not at its end. Checked after the
+        subject is known, so a refusal here is audited with the chain it refused."""
+        try:
             self.revocation.check(subject.claims)
-        except InvalidToken as exc:  # RFC 8693 2.2.2: an invalid subject_token is invalid_request
+        except InvalidToken as exc:
             raise InvalidRequest(f"subject_token: {exc.message}", reason=exc.reason) from exc
         if subject.claims.exp <= now:  # inside the verifier's leeway, but nothing left to give
             raise InvalidRequest("subject_token: token has expired", reason="token_expired")
-        return subject
 
     def _check_actor_token(self, client: str, form: Form, *, now: int) -> None:
         """An ``actor_token``, if given, must be a JWT the caller itself signed, naming itself."""

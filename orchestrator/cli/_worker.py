@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -18,8 +19,10 @@ QUEUES = ("infrabot", "argocd", "cleanup")
 @click.option("--pool", type=click.Choice(["prefork", "solo", "threads"]), default="prefork",
               show_default=True)
 @click.option("--loglevel", default="WARNING", show_default=True)
+@click.option("--hostname", "-n", default=None,
+              help="Node name; default infrabot-<pid>@<host>, unique per process.")
 @state_dir_option
-def worker(queues: str, concurrency: int, pool: str, loglevel: str,
+def worker(queues: str, concurrency: int, pool: str, loglevel: str, hostname: str | None,
            state_dir: Path | None) -> None:
     """Run agents from the broker named by INFRABOT_BROKER_URL (Redis in distributed mode).
 
@@ -46,5 +49,6 @@ def worker(queues: str, concurrency: int, pool: str, loglevel: str,
     configure(settings.log_level)
     app = create_celery(settings)
     app.worker_main(["worker", "--queues", ",".join(chosen), "--concurrency", str(concurrency),
-                     "--pool", pool, "--loglevel", loglevel, "--without-gossip",
+                     "--pool", pool, "--loglevel", loglevel,
+                     "--hostname", hostname or f"infrabot-{os.getpid()}@%h", "--without-gossip",
                      "--without-mingle", "--without-heartbeat"])

@@ -308,3 +308,18 @@ def test_the_client_raises_unavailable_when_the_registry_is_down(
     with pytest.raises(Unavailable) as caught:
         registry_down.clients[ORCH].introspect(registry_down.mint(user_version=0))
     assert caught.value.reason == "revocation_unavailable"
+
+
+def test_a_revoked_subject_is_audited_with_its_chain(server: AuthServer) -> None:
+    """A refusal for revocation names whose delegation it refused (DESIGN.md section 6)."""
+    root, h1, *_ = server.chain()
+    server.clients[ORCH].revoke(root)
+    response = server.exchange(ARGOCD, h1, audience=CLEANUP)
+    refusal(response, 400, "invalid_request", "ancestor_revoked")
+    denied = [r for r in server.stack.audit.query(decision="deny")
+              if r.reason == "ancestor_revoked" and r.performed_by == ARGOCD]
+    record = denied[-1]
+    assert record.on_behalf_of == "user:sam"
+    assert record.chain == ("agent:infrabot", "user:sam")
+    assert record.jti == unverified_claims(h1)["jti"]
+    assert record.run_id == unverified_claims(h1)["ctx"]["run_id"]
