@@ -70,8 +70,13 @@ class Orchestrator:
             if granted is None:
                 return run_id
             token, scope = granted
+        try:
+            enqueue(self.celery, wf.root_agent, run_id, wf.name, token, scope, mode)
+        except Exception as exc:  # kombu's OperationalError and friends: the broker is down
+            self._finish(run_id, "failed", f"broker unavailable ({type(exc).__name__})")
+            raise Unavailable("the broker cannot be reached", reason="broker_unavailable") \
+                from exc
         self.runs.mark_running(run_id)
-        enqueue(self.celery, wf.root_agent, run_id, wf.name, token, scope, mode)
         return run_id
 
     def _root(self, run_id: str, wf: Workflow, user: str, ctx: Context) -> tuple[str, str] | None:

@@ -123,7 +123,12 @@ class WebhookReceiver:
             return 202, {"status": "ignored", "reason": parsed.reason}
         seen.event = parsed
         self._check_user(parsed.user)
-        seen.run_id = self._start(parsed)
+        try:
+            seen.run_id = self._start(parsed)
+        except _Refused as refused:
+            if refused.status == 503:  # nothing started: let the sender's redelivery through
+                self._release(delivery_id)
+            raise
         return 202, {"status": "accepted", "run_id": seen.run_id}
 
     def _check_signature(self, provided: str, body: bytes) -> None:
@@ -146,6 +151,12 @@ class WebhookReceiver:
         if not first:
             raise _Refused(409, "replayed_delivery", "this delivery was already received")
         return delivery_id
+
+    def _release(self, delivery_id: str) -> None:
+        try:
+            self._replay.release_once(f"webhook:{delivery_id}")
+        except Unavailable:
+            get_logger(delivery_id=delivery_id).warning("webhook_release_failed")
 
     def _check_user(self, user: str) -> None:
         entry = self._directory.users.get(user)

@@ -30,6 +30,7 @@ class RevocationStore(Protocol):
     def user_version(self, user: str) -> int: ...
     def check(self, claims: AccessClaims) -> None: ...
     def claim_once(self, key: str, *, ttl: int) -> bool: ...
+    def release_once(self, key: str) -> None: ...
     def ping(self) -> None: ...
     def close(self) -> None: ...
 
@@ -94,6 +95,11 @@ class MemoryRevocationStore:
             self._once[key] = now + ttl
             return True
 
+    def release_once(self, key: str) -> None:
+        """Forget a claim whose work failed transiently, so a retry of it is accepted."""
+        with self._lock:
+            self._once.pop(key, None)
+
     def ping(self) -> None:
         return None
 
@@ -107,6 +113,7 @@ class _RedisLike(Protocol):
     def get(self, name: str) -> object: ...
     def mget(self, keys: list[str]) -> list[object]: ...
     def ping(self) -> object: ...
+    def delete(self, *names: str) -> object: ...
 
 
 class RedisRevocationStore:
@@ -162,6 +169,9 @@ class RedisRevocationStore:
 
     def claim_once(self, key: str, *, ttl: int) -> bool:
         return bool(self._call(lambda: self._r.set(f"{_PREFIX}once:{key}", 1, nx=True, ex=ttl)))
+
+    def release_once(self, key: str) -> None:
+        self._call(lambda: self._r.delete(f"{_PREFIX}once:{key}"))
 
     def ping(self) -> None:
         self._call(self._r.ping)
