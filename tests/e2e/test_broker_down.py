@@ -52,7 +52,7 @@ def test_an_unreachable_broker_fails_the_run(tmp_path: Path) -> None:
 class _NoAuth(AuthClient):
     """Static mode never asks the authorization server; any call would be a test failure."""
 
-    def __init__(self) -> None:  # noqa: D107 - nothing to set up
+    def __init__(self) -> None:  # nothing to set up: no HTTP client is ever needed
         pass
 
     def close(self) -> None:
