@@ -79,12 +79,21 @@ def _run_hop(task: Task, app: Celery, settings: Settings, agent: str, run_id: st
     return {"run_id": run_id, "agent": agent, "status": outcome.status}
 
 
+WAKE_TASK = "agents.wake"
+
+
+def _wake() -> None:
+    """Does nothing: sent to an embedded worker that is stopping, so its blocking poll of the
+    broker returns now instead of after its two-second timeout."""
+
+
 def register(app: Celery, settings: Settings) -> None:
     """Register one task per agent on ``app``, each routed to its agent's queue."""
     # Routed by task_routes: the task's own ``queue`` attribute is deprecated (Celery warns at
     # registration, CDeprecationWarning, an error under warnings-as-errors; gone in 6.0).
     app.conf.task_routes = {task_name(agent): {"queue": queue}
                             for agent, queue in AGENT_QUEUES.items()}
+    app.task(_wake, name=WAKE_TASK, shared=False, ignore_result=True)
     for agent, queue in AGENT_QUEUES.items():
         def hop(self: Task, run_id: str, workflow: str, token: str, scope: str,
                 mode: str = "delegated", _agent: str = agent) -> dict[str, Any]:

@@ -47,7 +47,7 @@ class Orchestrator:
                 raise ConfigError(f"no workflow named {name!r}", reason="unknown_workflow")
             return self.workflows[name]
         return select(self.workflows, event_type=event.event_type,
-                      environment=event.environment, trigger=event.trigger)
+                      environment=event.environment, trigger=event.trigger, task=event.task)
 
     def start(self, event: CIEvent, *, mode: str = "delegated", workflow: str | None = None,
               run_id: str | None = None) -> str:

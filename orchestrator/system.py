@@ -5,6 +5,9 @@
   short polling interval, and an in-process Celery worker consuming every agent queue.
 * Distributed: ``infrabot serve`` runs the same servers with the broker and the revocation
   registry on Redis; ``infrabot worker`` processes run the agents.
+
+Either way this process also enforces the run deadline (:mod:`orchestrator._deadline`): a run
+whose queued work was lost ends ``failed`` instead of staying ``running``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from typing import Any
 from celery import Celery
 
 from agents._runtime import AgentRuntime, drop_runtime, install_runtime
+from agents.tasks import WAKE_TASK
+from orchestrator._deadline import RunDeadline, deadline_sweeper
 from orchestrator._servers import ServerGroup
 from orchestrator.celery_app import create_celery
 from orchestrator.ci import WebhookReceiver, create_webhook_app
@@ -71,6 +76,8 @@ def _worker(app: Celery, queues: list[str]) -> Iterator[None]:
         yield
     finally:
         state.should_terminate = 0
+        for _ in range(2):  # one wakes the poll in progress, one the poll after the stop
+            app.send_task(WAKE_TASK, queue=queues[0])
         thread.join(15)
         state.should_terminate = None
 
@@ -107,6 +114,8 @@ def running_system(settings: Settings, *, embedded_worker: bool | None = None,
         group.start()
         if embedded_worker:
             exits.enter_context(_worker(app, ["infrabot", "argocd", "cleanup"]))
+        exits.enter_context(deadline_sweeper(RunDeadline(
+            runtime.runs, stack.revocation, stack.audit, settings.run_deadline_seconds)))
         system = System(stack, app, orch, runtime, apps)
         if write_endpoints_file:
             write_endpoints(settings, system.endpoints())

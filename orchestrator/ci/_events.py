@@ -42,9 +42,10 @@ def encode(event_type: str, payload: dict[str, Any], *,
 
 def build_deployment_event(user_login: str, service: str, environment: str, commit: str,
                            trigger: str = "ci_pipeline", repository: str | None = None,
-                           pr: int | None = None, *, ref: str = "main",
+                           pr: int | None = None, *, ref: str = "main", task: str = "deploy",
                            secret: bytes | None = None) -> tuple[dict[str, str], bytes]:
-    """A ``deployment`` ``created`` delivery; ``user_login`` is ``sam`` or ``user:sam``."""
+    """A ``deployment`` ``created`` delivery; ``user_login`` is ``sam`` or ``user:sam``;
+    ``task`` is GitHub's deployment task (``deploy``, ``rollback``)."""
     login = user_login.removeprefix("user:")
     repository = repository or f"acme/{service}"
     extra: dict[str, Any] = {"service": service, "trigger": trigger}
@@ -54,7 +55,7 @@ def build_deployment_event(user_login: str, service: str, environment: str, comm
         "action": "created",
         "deployment": {
             "id": _id(), "sha": commit, "ref": ref, "environment": environment,
-            "task": "deploy", "creator": {"login": "infrabot-ci[bot]"}, "payload": extra,
+            "task": task, "creator": {"login": "infrabot-ci[bot]"}, "payload": extra,
         },
         "repository": _repository(repository),
         "sender": {"login": login},

@@ -43,6 +43,7 @@ class EventSpec:
     commit: str
     pr: int | None = 124
     bad: str | None = None  # one of BAD_KINDS: sent broken on purpose
+    task: str = "deploy"
 
 
 def mixed_events(count: int, *, bad_ratio: float = 0.05, seed: int = 7) -> list[EventSpec]:
@@ -90,7 +91,8 @@ def _delivery(spec: EventSpec, secret: bytes, last: tuple[dict[str, str], bytes]
         return last
     headers, body = build_deployment_event(spec.user, spec.service, spec.environment,
                                            spec.commit, spec.trigger, pr=spec.pr,
-                                           repository="acme/service-x", secret=secret)
+                                           repository="acme/service-x", task=spec.task,
+                                           secret=secret)
     if spec.bad == "unsigned":
         headers.pop(SIGNATURE_HEADER, None)
     elif spec.bad == "bad_signature":

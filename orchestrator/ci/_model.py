@@ -66,6 +66,9 @@ class CIEvent(BaseModel):
     trigger: Trigger
     pr: StrictInt | None = Field(None, ge=1, le=10**9)
     ref: str | None = Field(None, min_length=1, max_length=255, pattern=r"^[^\s\x00-\x1f]+$")
+    task: str = Field("deploy", pattern=r"^[a-z][a-z0-9-]{0,63}$",
+                      description="GitHub deployment task (deploy, rollback, ...); selects "
+                                  "the workflow")
 
     @field_validator("commit")
     @classmethod

@@ -92,6 +92,7 @@ def _deployment(payload: dict[str, Any]) -> dict[str, Any] | Ignored:
         "trigger": _string(extra, "trigger", required=False, prefix="deployment.payload")
         or "ci_pipeline",
         "pr": extra.get("pr"),
+        "task": _string(payload, "deployment.task", required=False) or "deploy",
     }
     service = _string(extra, "service", required=False, prefix="deployment.payload")
     if service is not None:

@@ -10,6 +10,7 @@ import sys
 import click
 
 from orchestrator.cli._audit import audit
+from orchestrator.cli._check import check
 from orchestrator.cli._common import CommandError
 from orchestrator.cli._demo import demo
 from orchestrator.cli._revoke import revoke
@@ -18,6 +19,7 @@ from orchestrator.cli._serve import serve
 from orchestrator.cli._simulate import simulate
 from orchestrator.cli._token import token
 from orchestrator.cli._worker import worker
+from orchestrator.cli._workflows import workflows
 from orchestrator._log import configure
 from orchestrator.config import Settings
 from orchestrator.errors import InfraBotError
@@ -47,7 +49,7 @@ def cli() -> None:
     configure(_log_level())
 
 
-for command in (demo, serve, worker, simulate, token, revoke, runs, audit):
+for command in (demo, serve, worker, simulate, check, workflows, token, revoke, runs, audit):
     cli.add_command(command)
 
 

@@ -81,18 +81,20 @@ def _done(report: LoadReport) -> None:
 @click.option("--trigger", type=click.Choice(["ci_pipeline", "manual"]), default="ci_pipeline",
               show_default=True)
 @click.option("--pr", type=click.IntRange(1), default=124, show_default=True)
+@click.option("--task", default="deploy", show_default=True,
+              help="GitHub deployment task; rollback starts the rollback workflow.")
 @click.option("--timeout", type=click.FloatRange(1, 600), default=30, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @state_dir_option
 def deploy(user: str, service: str, environment: str, commit: str, trigger: str, pr: int,
-           timeout: float, as_json: bool, state_dir: Path | None) -> None:
+           task: str, timeout: float, as_json: bool, state_dir: Path | None) -> None:
     """Send one signed deployment event and wait for its run.
 
     \b
     Example:
       infrabot simulate deploy --user sam --service service-x --env prod
     """
-    spec = EventSpec(user, service, environment, trigger, commit, pr)
+    spec = EventSpec(user, service, environment, trigger, commit, pr, task=task)
     report = _send(load_settings(state_dir), [spec], rate=0, timeout=timeout, as_json=as_json)
     _print(report, as_json)
     _done(report)
@@ -132,7 +134,7 @@ def _events_of(path: Path) -> list[EventSpec]:
                 str(item["user"]).removeprefix("user:"), str(item.get("service", "service-x")),
                 str(item.get("environment", item.get("env", "prod"))),
                 str(item.get("trigger", "ci_pipeline")), str(item.get("commit", "9f2c1e7")),
-                item.get("pr", 124)))
+                item.get("pr", 124), task=str(item.get("task", "deploy"))))
     if not out:
         raise CommandError(f"{path}: no events")
     return out
