@@ -119,12 +119,18 @@ class AuthorizationService:
         self.clients = ClientAuthenticator(self.client_keys, self.directory, self.revocation,
                                            self.assertion_policy)
         self.audiences = frozenset({self.issuer, *(u.rstrip("/") for u in self.services.values())})
+        self._issuances: dict[int, Issuance] = {}
 
     def _issuance(self, ttl: int) -> Issuance:
-        return Issuance(issuer=self.issuer, ttl=ttl, max_depth=self.settings.max_depth,
-                        services={url.rstrip("/"): name for name, url in self.services.items()},
-                        revocation_url=f"{self.settings.auth_url}/revoke",
-                        log_url=f"{self.settings.auth_url}/audit")
+        """Where issued tokens point (built once per lifetime, not per request)."""
+        issuance = self._issuances.get(ttl)
+        if issuance is None:
+            issuance = self._issuances[ttl] = Issuance(
+                issuer=self.issuer, ttl=ttl, max_depth=self.settings.max_depth,
+                services={url.rstrip("/"): name for name, url in self.services.items()},
+                revocation_url=f"{self.settings.auth_url}/revoke",
+                log_url=f"{self.settings.auth_url}/audit")
+        return issuance
 
     def now(self) -> int:
         return int(self.clock())

@@ -8,22 +8,20 @@ user a run acts for and whose ``ctx`` is the event the run is rooted in.
 
 from __future__ import annotations
 
-import re
+import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import jwt
-from jwt.api_jws import PyJWS
-
 from orchestrator.errors import InvalidClient, OAuthError
+from orchestrator.identity import _jws
 from orchestrator.identity._exchange import new_jti
 from orchestrator.identity._keys import PublicKey, SigningKey
 
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-_SEGMENT = re.compile(r"^[A-Za-z0-9_-]+$")
 _KEY_HEADERS = frozenset({"jwk", "jku", "x5u", "x5c", "x5t", "x5t#S256", "crit"})
-_jws = PyJWS()
+_REQUIRED = ("iss", "sub", "aud", "exp", "jti")
 
 
 def make_assertion(key: SigningKey, *, issuer: str, subject: str, audience: str, now: int,
@@ -31,7 +29,7 @@ def make_assertion(key: SigningKey, *, issuer: str, subject: str, audience: str,
     """A signed assertion; ``extra`` adds claims (the orchestrator's ``ctx``)."""
     claims = {"iss": issuer, "sub": subject, "aud": audience, "iat": now, "exp": now + ttl,
               "jti": new_jti(), **(extra or {})}
-    return jwt.encode(claims, key.private, algorithm=key.alg, headers={"kid": key.kid})
+    return _jws.sign(claims, key, {"kid": key.kid})
 
 
 @dataclass(frozen=True)
@@ -51,20 +49,30 @@ def verify_assertion(assertion: object, *, keys: Callable[[str], PublicKey | Non
     The key comes from the registry by the claimed issuer, never from the assertion's header.
     Refusals raise ``error`` (``InvalidClient`` for client authentication, ``InvalidGrant`` for a
     grant assertion) with a specific reason. Replay is the caller's check on the returned ``jti``.
+
+    The assertion is decoded once; the checks and their order are those of the PyJWT calls this
+    replaced (``get_unverified_header``, an unverified ``decode``, then ``decode`` with the key,
+    the audiences, the leeway and ``require=[iss, sub, aud, exp, jti]``): see
+    :func:`_decodable` and :func:`_claims_refusal`.
     """
     def refuse(reason: str, message: str) -> OAuthError:
         return error(message, reason=reason)
 
     if not isinstance(assertion, str) or len(assertion) > policy.max_bytes:
         raise refuse("malformed_assertion", "assertion must be a compact JWT")
-    parts = assertion.split(".")
-    if len(parts) != 3 or not all(_SEGMENT.fullmatch(p) for p in parts):
+    parts = _jws.split(assertion)
+    if parts is None:
         raise refuse("malformed_assertion", "assertion must be a compact JWT")
     try:
-        header = jwt.get_unverified_header(assertion)
-        unverified = jwt.decode(assertion, options={"verify_signature": False})
-    except (jwt.PyJWTError, ValueError, RecursionError, TypeError) as exc:
+        header = _jws.unverified_header(parts[0])
+        if not _decodable(header):
+            raise _jws.MalformedJWS("header PyJWT refuses to decode")
+        segments = _jws.decode_segments(parts, header)
+        unverified = json.loads(segments.payload)
+    except (_jws.MalformedJWS, ValueError, RecursionError, TypeError) as exc:
         raise refuse("malformed_assertion", "assertion cannot be decoded") from exc
+    if not isinstance(unverified, dict):
+        raise refuse("malformed_assertion", "assertion cannot be decoded")
     if _KEY_HEADERS & set(header) or header.get("alg") not in policy.allowed_algs:
         raise refuse("assertion_alg_refused", "assertion header is not acceptable")
     issuer = unverified.get("iss")
@@ -78,19 +86,15 @@ def verify_assertion(assertion: object, *, keys: Callable[[str], PublicKey | Non
     if header.get("alg") != key.alg:
         raise refuse("assertion_alg_refused", "alg differs from the registered key")
     try:
-        payload = jwt.decode(
-            assertion, key.key, algorithms=[key.alg], audience=list(policy.audiences),
-            leeway=policy.leeway, options={"require": ["iss", "sub", "aud", "exp", "jti"],
-                                           "verify_iat": False},
-        )
-    except jwt.ExpiredSignatureError as exc:
-        raise refuse("assertion_expired", "assertion has expired") from exc
-    except jwt.InvalidAudienceError as exc:
-        raise refuse("assertion_audience_mismatch", "assertion is not for this server") from exc
-    except jwt.InvalidSignatureError as exc:
-        raise refuse("assertion_bad_signature", "assertion signature does not verify") from exc
-    except jwt.PyJWTError as exc:
+        valid = _jws.signature_ok(segments, key)
+    except _jws.MalformedJWS as exc:
         raise refuse("malformed_assertion", "assertion claims are invalid") from exc
+    if not valid:
+        raise refuse("assertion_bad_signature", "assertion signature does not verify")
+    payload = unverified  # the bytes just verified are the ones decoded above
+    refusal = _claims_refusal(payload, policy)
+    if refusal is not None:
+        raise refuse(*refusal)
     exp = payload["exp"]
     if not isinstance(exp, int) or exp - now > policy.max_lifetime:
         raise refuse("assertion_lifetime_too_long", "assertion lives too long")
@@ -98,3 +102,47 @@ def verify_assertion(assertion: object, *, keys: Callable[[str], PublicKey | Non
         raise refuse("malformed_assertion", "assertion jti must be 8-128 characters")
     return payload
 
+
+def _decodable(header: dict[str, Any]) -> bool:
+    """Whether PyJWT decodes a token with this header at all: a string ``kid``; no ``b64``
+    false (its payload segment would have to be empty); a ``crit`` that is a non-empty list
+    of extensions it supports (only ``b64``) and that the header carries."""
+    if "kid" in header and not isinstance(header["kid"], str):
+        return False
+    if header.get("b64", True) is False:
+        return False
+    if "crit" in header:
+        crit = header["crit"]
+        if not isinstance(crit, list) or not crit:
+            return False
+        if any(not isinstance(ext, str) or ext != "b64" or ext not in header for ext in crit):
+            return False
+    return True
+
+
+def _claims_refusal(payload: dict[str, Any], policy: AssertionPolicy) -> tuple[str, str] | None:
+    """PyJWT's claim checks, in its order, against the wall clock as it read it: required
+    claims, ``nbf``, ``exp`` (both with leeway; ``iat`` is not checked), ``aud`` against the
+    policy's audiences, ``sub`` and ``jti`` strings."""
+    malformed = ("malformed_assertion", "assertion claims are invalid")
+    if any(payload.get(claim) is None for claim in _REQUIRED):
+        return malformed
+    current = time.time()
+    try:
+        if "nbf" in payload and int(payload["nbf"]) > current + policy.leeway:
+            return malformed
+        expired = int(payload["exp"]) <= current - policy.leeway
+    except (ValueError, TypeError, OverflowError):
+        return malformed
+    if expired:
+        return "assertion_expired", "assertion has expired"
+    aud = payload["aud"]
+    if not aud:
+        return malformed
+    claimed = [aud] if isinstance(aud, str) else aud
+    if not isinstance(claimed, list) or any(not isinstance(a, str) for a in claimed) \
+            or not any(a in claimed for a in policy.audiences):
+        return "assertion_audience_mismatch", "assertion is not for this server"
+    if not isinstance(payload["sub"], str) or not isinstance(payload["jti"], str):
+        return malformed
+    return None

@@ -34,9 +34,11 @@ class KeyRing:
     def __init__(self, directory: Path, alg: str) -> None:
         self._dir = directory
         self._alg = alg
+        self._index_file = str(directory / "keyring.json")
         self._mtime: int | None = None
         self._current: SigningKey | None = None
         self._published: list[SigningKey] = []
+        self._jwks = JWKSet({})
         self._retire_times: dict[str, int | None] = {}
 
     @classmethod
@@ -59,12 +61,15 @@ class KeyRing:
         return self._current
 
     def jwks(self) -> JWKSet:
-        return JWKSet.of([key.public for key in self._published])
+        """The published keys (built once per reload of the ring, not per call)."""
+        return self._jwks
 
     def refresh(self, *, now: int) -> None:
-        """Reload from disk if another process rotated; drop keys past their retirement."""
+        """Reload from disk if another process rotated; drop keys past their retirement.
+
+        Costs one ``stat`` when nothing changed."""
         try:
-            mtime = self._index_path.stat().st_mtime_ns
+            mtime = os.stat(self._index_file).st_mtime_ns
         except OSError as exc:
             raise ConfigError(f"key ring missing in {self._dir}") from exc
         if mtime == self._mtime and all(_alive(k, now) for k in self._retire_times.values()):
@@ -84,6 +89,7 @@ class KeyRing:
         if current is None:
             raise ConfigError(f"key ring in {self._dir} names no usable current key")
         self._current, self._published, self._retire_times = current, published, retire
+        self._jwks = JWKSet.of([key.public for key in published])
         self._mtime = mtime
 
     def rotate(self, *, now: int, keep_for_seconds: int) -> SigningKey:

@@ -5,6 +5,7 @@ Delegation only ever narrows: every function here returns a subset of its inputs
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 
@@ -25,6 +26,18 @@ def parse_scopes(value: str) -> frozenset[str]:
     """Parse an RFC 6749 space-delimited scope string; any malformed entry is ``invalid_scope``."""
     if not isinstance(value, str):
         raise InvalidScope("scope must be a string", reason="malformed_scope")
+    return _parse(value)
+
+
+# Every token's scope string is parsed several times per request (claims validation, the
+# exchange rules, the route check, the audit record); the few distinct strings a deployment sees
+# are parsed once. Only well-formed strings are remembered (a refusal raises, so is not cached),
+# and at most _CACHED of them.
+_CACHED = 256
+
+
+@functools.lru_cache(maxsize=_CACHED)
+def _parse(value: str) -> frozenset[str]:
     items = value.split(" ")
     if len(items) > MAX_SCOPES:
         raise InvalidScope(f"at most {MAX_SCOPES} scopes", reason="malformed_scope")

@@ -11,17 +11,14 @@ Every refusal is :class:`~orchestrator.errors.InvalidToken` with a specific ``re
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import jwt
-from jwt.api_jws import PyJWS
-from jwt.utils import base64url_decode
 from pydantic import ValidationError
 
 from orchestrator.errors import InvalidScope, InvalidToken, Unavailable
+from orchestrator.identity import _jws
 from orchestrator.identity._claims import (
     AGENT_PREFIX,
     MAX_ACT_NESTING,
@@ -35,9 +32,7 @@ TYP = "at+jwt"
 _TYPES = frozenset({"at+jwt", "application/at+jwt"})
 _HEADER_ALLOWED = frozenset({"alg", "typ", "kid"})
 _KEY_HEADERS = frozenset({"jwk", "jku", "x5u", "x5c", "x5t", "x5t#S256"})
-_SEGMENT = re.compile(r"^[A-Za-z0-9_-]+$")
 MAX_LIFETIME_SECONDS = 900
-_jws = PyJWS()
 
 
 class KeySource(Protocol):
@@ -47,7 +42,7 @@ class KeySource(Protocol):
 def mint(claims: AccessClaims, key: SigningKey) -> str:
     """Sign claims as an RFC 9068 access token."""
     payload = claims.model_dump(mode="json", exclude_none=True)
-    return jwt.encode(payload, key.private, algorithm=key.alg, headers={"typ": TYP, "kid": key.kid})
+    return _jws.sign(payload, key, {"typ": TYP, "kid": key.kid})
 
 
 class VerifiedToken:
@@ -91,22 +86,22 @@ class TokenVerifier:
 
     def verify(self, token: object, *, audience: str | frozenset[str], now: int) -> VerifiedToken:
         """Verify ``token`` for ``audience`` (one, or a set the caller trusts) at ``now``."""
-        raw = self._check_shape(token)
-        header = _unverified_header(raw)
+        raw, parts = self._check_shape(token)
+        header = _unverified_header(parts[0])
         key = self._key_for(header)
-        payload = self._verified_payload(raw, key)
+        payload = self._verified_payload(parts, header, key)
         claims = self._check_claims(payload, audience=audience, now=now)
         return VerifiedToken(VerifiedToken._seal, claims, key.kid, len(raw))
 
-    def _check_shape(self, token: object) -> str:
+    def _check_shape(self, token: object) -> tuple[str, list[str]]:
         if not isinstance(token, str) or not token:
             raise _refuse("malformed", "token must be a non-empty string")
         if len(token) > self._policy.max_bytes:
             raise _refuse("token_too_large", f"token exceeds {self._policy.max_bytes} bytes")
-        parts = token.split(".")
-        if len(parts) != 3 or not all(_SEGMENT.fullmatch(p) for p in parts):
+        parts = _jws.split(token)
+        if parts is None:
             raise _refuse("malformed", "token is not a compact JWS (three base64url segments)")
-        return token
+        return token, parts
 
     def _key_for(self, header: dict[str, Any]) -> PublicKey:
         if _KEY_HEADERS & set(header):
@@ -131,13 +126,18 @@ class TokenVerifier:
             raise _refuse("alg_mismatch", "alg differs from the published key's algorithm")
         return key
 
-    def _verified_payload(self, raw: str, key: PublicKey) -> dict[str, Any]:
+    def _verified_payload(self, parts: list[str], header: dict[str, Any],
+                          key: PublicKey) -> dict[str, Any]:
         try:
-            decoded = _jws.decode_complete(raw, key.key, algorithms=[key.alg])
-            payload = json.loads(decoded["payload"])
-        except jwt.InvalidSignatureError as exc:
-            raise _refuse("bad_signature", "signature does not verify") from exc
-        except (jwt.PyJWTError, ValueError, RecursionError, TypeError) as exc:
+            segments = _jws.decode_segments(parts, header)
+            valid = _jws.signature_ok(segments, key)
+        except _jws.MalformedJWS as exc:
+            raise _refuse("malformed", "token cannot be decoded") from exc
+        if not valid:
+            raise _refuse("bad_signature", "signature does not verify")
+        try:
+            payload = json.loads(segments.payload)
+        except (ValueError, RecursionError, TypeError) as exc:
             raise _refuse("malformed", "token cannot be decoded") from exc
         if not isinstance(payload, dict):
             raise _refuse("malformed", "payload is not a JSON object")
@@ -175,8 +175,9 @@ class TokenVerifier:
 
 def _check_times(payload: dict[str, Any], *, now: int, leeway: int) -> None:
     times = {k: payload.get(k) for k in ("exp", "iat", "nbf")}
-    for name, value in times.items():
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+    for name, value in times.items():  # exp and iat are required: null is not absent
+        if (value is not None or name != "nbf") and (
+                not isinstance(value, int) or isinstance(value, bool)):
             raise _refuse("invalid_claims", f"claim {name!r} must be an integer")
     exp, iat, nbf = times["exp"], times["iat"], times["nbf"]
     assert isinstance(exp, int) and isinstance(iat, int)
@@ -203,16 +204,13 @@ def check_chain(claims: AccessClaims, *, max_depth: int) -> None:
         raise _refuse("max_depth_exceeded", f"chain has more than {max_depth} actors")
 
 
-def _unverified_header(raw: str) -> dict[str, Any]:
+def _unverified_header(segment: str) -> dict[str, Any]:
     # Decoded here rather than by jwt.get_unverified_header, whose own header checks would refuse
     # a crit or a non-string kid as an undecodable token before our rules give the reason.
     try:
-        header = json.loads(base64url_decode(raw.split(".", 1)[0]))
-    except (ValueError, RecursionError, TypeError) as exc:
-        raise _refuse("malformed", "header cannot be decoded") from exc
-    if not isinstance(header, dict):
-        raise _refuse("malformed", "header is not a JSON object")
-    return header
+        return _jws.unverified_header(segment)
+    except _jws.MalformedJWS as exc:
+        raise _refuse("malformed", str(exc)) from exc
 
 
 class CachedJWKS:

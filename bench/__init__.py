@@ -1,0 +1,1 @@
+"""Benchmarks of InfraBot Chains; run them with ``python -m bench`` (see README.md)."""

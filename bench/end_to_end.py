@@ -1,0 +1,191 @@
+"""Benchmark 3: the post-deploy workflow end to end in distributed mode, three ways.
+
+* **delegated**: the product: root grant, then every hop exchanges a narrow token for each of
+  its service calls and one for the hand-off (9 exchanges, 7 service calls, each checked).
+* **static-token**: the baseline the design keeps for this comparison: the same hops, steps and
+  service calls with one long-lived service token and no exchange (``mode="static"``).
+* **bare Celery chain**: three chained tasks that do nothing, on the same queues with the same
+  Celery configuration (:mod:`bench.bare_chain`): the floor the broker and workers set.
+
+One ``infrabot serve`` (Redis registry) and two worker processes (``-c 1``, every queue). Latency
+is measured one run at a time (run log ``created_at`` → ``finished_at``; for the bare chain, send
+→ last hop's end); throughput from a burst of runs started at once (runs / time from the first
+start to the last finish).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import redis
+
+from bench import bare_chain
+from bench._cluster import Cluster
+from bench._procs import children_of, cpu_seconds
+from bench._report import Table, ms, ratio
+from bench._timing import percentile
+
+LATENCY_GOAL = 1.15
+THROUGHPUT_GOAL = 0.85
+
+
+class Figures:
+    def __init__(self, latencies_ms: list[float], burst: int, seconds: float,
+                 failed: int, cpu: dict[str, float]) -> None:
+        self.latencies_ms = latencies_ms
+        self.burst = burst
+        self.seconds = seconds
+        self.failed = failed
+        self.cpu = cpu  # CPU seconds each group of processes used during the burst
+
+    @property
+    def p50(self) -> float:
+        return percentile(self.latencies_ms, 50)
+
+    @property
+    def p95(self) -> float:
+        return percentile(self.latencies_ms, 95)
+
+    @property
+    def throughput(self) -> float:
+        return self.burst / self.seconds
+
+
+def _product(cluster: Cluster, mode: str, *, sequential: int, burst: int,
+             warmup: int) -> Figures:
+    failed = 0
+    for i in range(warmup):
+        cluster.wait_runs([cluster.start_run(mode, i)], timeout=60)
+    latencies = []
+    for i in range(sequential):
+        run = cluster.wait_runs([cluster.start_run(mode, i)], timeout=60)[0]
+        failed += run.status != "succeeded"
+        latencies.append(run.latency_ms)
+    meter = CpuMeter(cluster)
+    ids = [cluster.start_run(mode, i) for i in range(burst)]
+    runs = cluster.wait_runs(ids, timeout=60 + burst)
+    cpu = meter.used()
+    failed += sum(r.status != "succeeded" for r in runs)
+    seconds = max(r.finished for r in runs) - min(r.created for r in runs)
+    return Figures(latencies, burst, seconds, failed, cpu)
+
+
+def _bare(cluster: Cluster, *, sequential: int, burst: int, warmup: int) -> Figures:
+    app = bare_chain.create_app(cluster.settings)
+    client = redis.Redis.from_url(cluster.redis_url)
+    try:
+        client.delete(bare_chain.DONE_LIST)
+        for i in range(warmup):
+            bare_chain.start(app, f"warm-{i}")
+            bare_chain.wait(client, 1, timeout=30)
+        latencies = []
+        for i in range(sequential):
+            sent = bare_chain.start(app, f"seq-{i}")
+            latencies.append((bare_chain.wait(client, 1, timeout=30)[f"seq-{i}"] - sent) * 1000)
+        meter = CpuMeter(cluster)
+        sent_at = {f"burst-{i}": bare_chain.start(app, f"burst-{i}") for i in range(burst)}
+        finished = bare_chain.wait(client, burst, timeout=60 + burst)
+        cpu = meter.used()
+        seconds = max(finished.values()) - min(sent_at.values())
+        return Figures(latencies, burst, seconds, 0, cpu)
+    finally:
+        client.close()
+        app.close()
+
+
+class CpuMeter:
+    """CPU time used by each group of processes from now until :meth:`used`: the serve
+    process, the workers (parents and pool children), Redis and this driver."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        assert cluster.serve_proc is not None
+        self.groups = {
+            "serve": [cluster.serve_proc.pid],
+            "workers": [pid for w in cluster.workers for pid in (w.pid, *children_of(w.pid))],
+            "redis": [_redis_pid(cluster.redis_url)],
+            "driver": [os.getpid()],
+        }
+        self.start = self._now()
+
+    def _now(self) -> dict[str, float]:
+        return {name: sum(cpu_seconds(pid) for pid in pids if pid)
+                for name, pids in self.groups.items()}
+
+    def used(self) -> dict[str, float]:
+        end = self._now()
+        return {name: end[name] - self.start[name] for name in end}
+
+
+def _redis_pid(url: str) -> int:
+    client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+    try:
+        return int(client.info("server").get("process_id", 0))
+    except (redis.RedisError, OSError, ValueError):
+        return 0
+    finally:
+        client.close()
+
+
+def run(redis_url: str, *, sequential: int = 30, burst: int = 60, warmup: int = 5,
+        workers: int = 2, work: Path | None = None) -> list[Table]:
+    with tempfile.TemporaryDirectory(prefix="bench-e2e-", dir=work) as tmp, \
+            Cluster(Path(tmp), redis_url) as cluster:
+        cluster.start(workers)
+        figures = {mode: _product(cluster, mode, sequential=sequential, burst=burst,
+                                  warmup=warmup) for mode in ("delegated", "static")}
+        cluster.stop_workers()
+        cluster.start_workers(workers, app="bench.bare_chain")
+        figures["bare"] = _bare(cluster, sequential=sequential, burst=burst, warmup=warmup)
+    return [_table(figures, sequential, burst, workers), _cpu_table(figures, burst)]
+
+
+def _table(f: dict[str, Figures], sequential: int, burst: int, workers: int) -> Table:
+    table = Table("End to end: post-deploy workflow on Redis, 2 worker processes",
+                  ["form", "p50 latency", "p95 latency", "throughput", "failed runs",
+                   "p50 vs static", "throughput vs static"])
+    static = f["static"]
+    names = {"delegated": "**delegated** (9 exchanges)", "static": "static token",
+             "bare": "bare Celery chain (3 no-op hops)"}
+    for key in ("delegated", "static", "bare"):
+        x = f[key]
+        table.add(names[key], ms(x.p50), ms(x.p95), f"{x.throughput:,.1f} runs/s", x.failed,
+                  ratio(x.p50, static.p50), ratio(x.throughput, static.throughput))
+    d = f["delegated"]
+    lat_ok = d.p50 <= LATENCY_GOAL * static.p50
+    thr_ok = d.throughput >= THROUGHPUT_GOAL * static.throughput
+    table.notes += [
+        f"Latency: {sequential} runs one at a time per form (after warm-up); throughput: "
+        f"{burst} runs started at once. {workers} worker processes with concurrency 1, each "
+        "consuming all three queues; one `infrabot serve` (auth server + 4 services); the "
+        "benchmark process drives runs as `Orchestrator.start` does (delegated runs include "
+        "the root grant). Every process shares the machine's cores.",
+        f"Goal: delegated within {LATENCY_GOAL}x of static-token in latency "
+        f"({ratio(d.p50, static.p50)}: {'met' if lat_ok else 'not met'}) and at least "
+        f"{THROUGHPUT_GOAL}x in throughput ({ratio(d.throughput, static.throughput)}: "
+        f"{'met' if thr_ok else 'not met'}).",
+        f"Bare chain vs delegated: p50 {ratio(d.p50, f['bare'].p50)} the floor, throughput "
+        f"{ratio(d.throughput, f['bare'].throughput)} of it.",
+    ]
+    return table
+
+
+def _cpu_table(f: dict[str, Figures], burst: int) -> Table:
+    groups = ("serve", "workers", "redis", "driver")
+    table = Table("End to end: CPU per run during the burst, by process",
+                  ["form", *(f"{g} ms/run" for g in groups), "total ms/run", "vs static"])
+    static_total = sum(f["static"].cpu.values()) / burst * 1000
+    for key, name in (("delegated", "delegated"), ("static", "static token"),
+                      ("bare", "bare Celery chain")):
+        per_run = {g: f[key].cpu[g] / burst * 1000 for g in groups}
+        total = sum(per_run.values())
+        table.add(name, *(f"{per_run[g]:.1f}" for g in groups), f"{total:.1f}",
+                  ratio(total, static_total))
+    table.notes += [
+        "User + system CPU time (from /proc) each group used while the burst ran, over the "
+        "runs of the burst: serve = auth server + 4 services; workers = 2 parents + pool "
+        "children; redis = the Redis server (broker + registry); driver = this process "
+        "(starting runs, root grants, polling the run log). Idle processes still count.",
+    ]
+    return table

@@ -1,0 +1,134 @@
+"""Run every benchmark, print each table, and append the run to ``bench/RESULTS.md``.
+
+    python -m bench                 # the full run (about 4 minutes on 2 cores)
+    python -m bench --quick         # about a minute
+    python -m bench --only exchange,depth --label "after: cached key set"
+
+The distributed benchmarks (exchange over HTTP, enforcement, end to end, memory) need Redis; the
+benchmarks use one Redis database only (``--redis-url``, default db 12) and FLUSH it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python bench/run.py`: import the package, not the folder
+    _repo = str(Path(__file__).resolve().parent.parent)
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
+    sys.path.insert(0, _repo)
+
+from bench import audit, depth, end_to_end, enforcement, exchange, memory
+from bench._cluster import redis_answers
+from bench._report import Table, append, environment, section
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/12"
+NAMES = ("exchange", "enforcement", "end_to_end", "depth", "audit", "memory")
+NEEDS_REDIS = frozenset({"exchange", "enforcement", "end_to_end", "memory"})
+
+FULL: dict[str, dict[str, object]] = {
+    "exchange": {"iterations": 200, "rounds": 11, "http_requests": 1000,
+                 "http_clients": (1, 4, 8)},
+    "enforcement": {"iterations": 300, "rounds": 11},
+    "end_to_end": {"sequential": 30, "burst": 60, "warmup": 5},
+    "depth": {"iterations": 100, "rounds": 11},
+    "audit": {"records": 2000},
+    "memory": {"checkpoints": (100, 500, 1000)},
+}
+QUICK: dict[str, dict[str, object]] = {
+    "exchange": {"iterations": 100, "rounds": 5, "http_requests": 300,
+                 "http_clients": (1, 4, 8)},
+    "enforcement": {"iterations": 200, "rounds": 5},
+    "end_to_end": {"sequential": 10, "burst": 20, "warmup": 2},
+    "depth": {"iterations": 50, "rounds": 5},
+    "audit": {"records": 500},
+    "memory": {"checkpoints": (50, 100)},
+}
+
+
+def benchmarks(redis_url: str) -> dict[str, Callable[..., list[Table]]]:
+    return {
+        "exchange": lambda **kw: exchange.run(redis_url, **kw),
+        "enforcement": lambda **kw: enforcement.run(redis_url, **kw),
+        "end_to_end": lambda **kw: end_to_end.run(redis_url, **kw),
+        "depth": depth.run,
+        "audit": audit.run,
+        "memory": lambda **kw: memory.run(redis_url, **kw),
+    }
+
+
+def _load() -> str:
+    try:
+        return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="about a minute instead of ~4")
+    parser.add_argument("--only", default=",".join(NAMES),
+                        help=f"comma-separated subset of: {', '.join(NAMES)}")
+    parser.add_argument("--label", default=None, help="a title for this run's section")
+    parser.add_argument("--redis-url", default=os.environ.get("INFRABOT_BENCH_REDIS_URL",
+                                                              DEFAULT_REDIS_URL),
+                        help="the Redis database the benchmarks use and FLUSH (default db 12)")
+    parser.add_argument("--memory-checkpoints", default=None,
+                        help="e.g. 100,500,1000,2000,3000 (workflows) for a longer memory run")
+    parser.add_argument("--no-record", action="store_true",
+                        help="print only; do not append to bench/RESULTS.md")
+    args = parser.parse_args(argv)
+
+    chosen = [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = sorted(set(chosen) - set(NAMES))
+    if unknown:
+        parser.error(f"unknown benchmark {unknown[0]}; choose from {', '.join(NAMES)}")
+    params = {name: dict(values) for name, values in (QUICK if args.quick else FULL).items()}
+    if args.memory_checkpoints:
+        params["memory"]["checkpoints"] = tuple(int(x) for x in args.memory_checkpoints.split(","))
+    if NEEDS_REDIS & set(chosen) and not redis_answers(args.redis_url):
+        print(f"no Redis at {args.redis_url}: the distributed benchmarks need it",
+              file=sys.stderr)
+        return 2
+
+    env = environment(args.redis_url)
+    load_start = _load()
+    runners = benchmarks(args.redis_url)
+    tables: list[Table] = []
+    failures = 0
+    started = time.monotonic()
+    for name in chosen:
+        print(f"… {name}", file=sys.stderr, flush=True)
+        t0 = time.monotonic()
+        try:
+            produced = runners[name](**params[name])
+        except Exception:  # noqa: BLE001 - one broken benchmark must not hide the others
+            failures += 1
+            detail = traceback.format_exc(limit=6)
+            print(detail, file=sys.stderr)
+            produced = [Table(f"{name}: FAILED", ["error"],
+                              [[detail.strip().splitlines()[-1]]])]
+        for table in produced:
+            table.notes.append(f"({name}: {time.monotonic() - t0:.0f} s)")
+            print(table.markdown(), flush=True)
+        tables.extend(produced)
+    total = time.monotonic() - started
+    env += [("load average 1/5/15 min", f"{load_start} at start, {_load()} at end"),
+            ("duration", f"{total:.0f} s ({'quick' if args.quick else 'full'} run)")]
+    label = args.label or ("quick run" if args.quick else "full run")
+    command = "python -m bench" + (" --quick" if args.quick else "") + (
+        f" --only {','.join(chosen)}" if chosen != list(NAMES) else "")
+    if not args.no_record:
+        append(section(label, env, tables, command))
+        print(f"appended to bench/RESULTS.md ({total:.0f} s)", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""Every benchmark runs, with tiny iteration counts, and produces its table.
+
+Benchmarks are not timed tests: nothing here asserts a figure, only that each benchmark still
+works against the code it measures (a renamed API or a broken run shows up here, not in the next
+benchmark run). The distributed ones start real ``infrabot serve`` and worker processes over the
+benchmarks' Redis database (``INFRABOT_BENCH_REDIS_URL``, default db 12, flushed): skipped when
+Redis does not answer, except on CI (``CI=true``), where a missing Redis fails the run.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from bench import audit, depth, end_to_end, enforcement, exchange, memory
+from bench._cluster import redis_answers
+from bench._report import Table, section
+from bench.run import DEFAULT_REDIS_URL, NAMES, main
+
+BENCH_REDIS_DB = 12
+
+
+@pytest.fixture
+def bench_redis_url() -> str:
+    url = os.environ.get("INFRABOT_BENCH_REDIS_URL", DEFAULT_REDIS_URL)
+    if not url.rstrip("/").endswith(f"/{BENCH_REDIS_DB}"):
+        pytest.fail(f"INFRABOT_BENCH_REDIS_URL must name db {BENCH_REDIS_DB} (it is flushed)")
+    if not redis_answers(url):
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"no Redis at {url}: CI must provide one")
+        pytest.skip(f"no Redis at {url}: start redis-server")
+    return url
+
+
+def column(table: Table, name: str) -> list[str]:
+    index = table.columns.index(name)
+    return [row[index] for row in table.rows]
+
+
+def check(tables: list[Table], rows: int) -> Table:
+    assert len(tables) >= 1
+    for table in tables:
+        assert table.rows, table.title
+        assert all(len(row) == len(table.columns) for row in table.rows)
+        markdown = table.markdown()
+        assert markdown.startswith(f"### {table.title}") and "| " in markdown
+    assert len(tables[0].rows) == rows
+    return tables[0]
+
+
+def test_depth(tmp_path: Path) -> None:
+    table = check(depth.run(iterations=2, rounds=1, depth=3), rows=4)
+    sizes = [int(size) for size in column(table, "token bytes")[:3]]
+    assert sizes == sorted(sizes) and len(set(sizes)) == 3  # each level adds an actor
+
+
+def test_audit(tmp_path: Path) -> None:
+    table = check(audit.run(records=5, writers=(1, 2), work=tmp_path), rows=2)
+    assert all(v.startswith("intact") for v in column(table, "verify of the file"))
+
+
+def test_exchange(bench_redis_url: str, tmp_path: Path) -> None:
+    tables = exchange.run(bench_redis_url, iterations=2, rounds=1, http_requests=4,
+                          http_clients=(1, 2), work=tmp_path)
+    check(tables, rows=7)
+    http = tables[1]
+    assert column(http, "clients") == ["1", "2"]
+    assert column(http, "failed") == ["0", "0"]
+
+
+def test_enforcement(bench_redis_url: str, tmp_path: Path) -> None:
+    check(enforcement.run(bench_redis_url, iterations=2, rounds=1, work=tmp_path), rows=2)
+
+
+def test_end_to_end(bench_redis_url: str, tmp_path: Path) -> None:
+    table = check(end_to_end.run(bench_redis_url, sequential=2, burst=2, warmup=0,
+                                 work=tmp_path), rows=3)
+    assert column(table, "failed runs") == ["0", "0", "0"]
+
+
+def test_memory(bench_redis_url: str, tmp_path: Path) -> None:
+    table = check(memory.run(bench_redis_url, checkpoints=(2, 4), work=tmp_path), rows=6)
+    assert column(table, "process")[-1] == "`infrabot demo` (one process)"
+    assert "(exit" not in column(table, "< 150 MiB")[-1]  # the demo itself went as designed
+
+
+def test_runner_prints_tables_and_records_nothing_with_no_record(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    results = Path(__file__).resolve().parents[2] / "bench" / "RESULTS.md"
+    before = results.read_text() if results.exists() else None
+    assert main(["--quick", "--only", "depth", "--no-record"]) == 0
+    assert "### Depth" in capsys.readouterr().out
+    assert (results.read_text() if results.exists() else None) == before
+
+
+def test_runner_refuses_an_unknown_benchmark() -> None:
+    with pytest.raises(SystemExit):
+        main(["--only", "nonsense", "--no-record"])
+    assert "exchange" in NAMES
+
+
+def test_section_names_the_environment() -> None:
+    table = Table("t", ["a"], [["1"]])
+    text = section("label", [("date", "2026-01-01"), ("python", "3.11")], [table], "cmd")
+    assert text.startswith("## 2026-01-01: label") and "- python: 3.11" in text

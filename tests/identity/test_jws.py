@@ -1,0 +1,138 @@
+"""The compact-JWS layer decodes as strictly as PyJWT and signs exactly as ``jwt.encode`` does;
+the assertion check built on it refuses what it refused through PyJWT, with the same reasons."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+import jwt
+import pytest
+from jwt.api_jws import PyJWS
+from jwt.exceptions import DecodeError
+
+from orchestrator.errors import InvalidClient
+from orchestrator.identity import AssertionPolicy, PublicKey, make_assertion, verify_assertion
+from orchestrator.identity._jws import _ALPHABET, MalformedJWS, _strict_b64decode, sign
+from orchestrator.identity._keys import generate_private_key, signing_key_of
+
+from .conftest import sign_raw
+
+KEY = signing_key_of(generate_private_key("ES256"), "ES256")
+AUD = "http://127.0.0.1:8700/token"
+POLICY = AssertionPolicy(audiences=frozenset({AUD}), allowed_algs=("ES256",), leeway=5,
+                         max_lifetime=300)
+CLIENT = "agent:infrabot"
+
+
+def pyjwt_decodes(segment: str) -> bool:
+    try:
+        PyJWS._decode_base64url_segment(segment.encode(), "segment")
+    except DecodeError:
+        return False
+    return True
+
+
+def strict_decodes(segment: str) -> bool:
+    try:
+        _strict_b64decode(segment)
+    except MalformedJWS:
+        return False
+    return True
+
+
+def test_segment_rule_is_pyjwts() -> None:
+    rng = random.Random(8693)
+    segments = [*_ALPHABET, *(a + b for a in _ALPHABET for b in _ALPHABET)]
+    segments += ["".join(rng.choice(_ALPHABET) for _ in range(rng.randint(1, 64)))
+                 for _ in range(5000)]
+    for segment in segments:
+        assert strict_decodes(segment) == pyjwt_decodes(segment), segment
+        if strict_decodes(segment):
+            assert _strict_b64decode(segment) == \
+                PyJWS._decode_base64url_segment(segment.encode(), "segment")
+
+
+@pytest.mark.parametrize("headers", [{"kid": KEY.kid}, {"typ": "at+jwt", "kid": KEY.kid}])
+def test_sign_writes_what_jwt_encode_writes(headers: dict[str, Any]) -> None:
+    payload = {"iss": "x", "sub": "user:sam", "n": 1, "act": {"sub": "agent:a"}}
+    ours = sign(payload, KEY, headers)
+    theirs = jwt.encode(payload, KEY.private, algorithm="ES256", headers=headers)
+    assert ours.rsplit(".", 1)[0] == theirs.rsplit(".", 1)[0]  # ECDSA signatures differ
+    assert jwt.decode(ours, KEY.public.key, algorithms=["ES256"]) == payload
+
+
+def keys(issuer: str) -> PublicKey | None:
+    return KEY.public if issuer == CLIENT else None
+
+
+def check(assertion: str) -> dict[str, Any]:
+    return verify_assertion(assertion, keys=keys, policy=POLICY, now=int(time.time()))
+
+
+def reason(assertion: str) -> str:
+    with pytest.raises(InvalidClient) as caught:
+        check(assertion)
+    return caught.value.reason
+
+
+def claims(**changes: Any) -> dict[str, Any]:
+    now = int(time.time())
+    values = {"iss": CLIENT, "sub": CLIENT, "aud": AUD, "iat": now, "exp": now + 60,
+              "jti": "jti-0123456789"}
+    values.update(changes)
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def test_an_assertion_pyjwt_wrote_is_accepted() -> None:
+    written = jwt.encode(claims(), KEY.private, algorithm="ES256", headers={"kid": KEY.kid})
+    assert check(written)["sub"] == CLIENT
+    assert check(make_assertion(KEY, issuer=CLIENT, subject=CLIENT, audience=AUD,
+                                now=int(time.time())))["iss"] == CLIENT
+
+
+@pytest.mark.parametrize(("header", "expected"), [
+    ({"alg": "ES256", "kid": 7}, "malformed_assertion"),  # PyJWT: kid must be a string
+    ({"alg": "ES256", "b64": False}, "malformed_assertion"),  # would need an empty payload
+    ({"alg": "ES256", "crit": ["exp"]}, "malformed_assertion"),  # unsupported extension
+    ({"alg": "ES256", "crit": []}, "malformed_assertion"),
+    ({"alg": "ES256", "crit": ["b64"], "b64": True}, "assertion_alg_refused"),
+    ({"alg": "ES256", "jwk": {"kty": "EC"}}, "assertion_alg_refused"),
+    ({"alg": "HS256"}, "assertion_alg_refused"),
+])
+def test_header_refusals_keep_their_reasons(header: dict[str, Any], expected: str) -> None:
+    assert reason(sign_raw(header, claims(), KEY)) == expected
+
+
+@pytest.mark.parametrize(("changes", "expected"), [
+    ({"aud": ""}, "malformed_assertion"),  # PyJWT: an empty aud is a missing aud
+    ({"aud": []}, "malformed_assertion"),
+    ({"aud": [AUD, 7]}, "assertion_audience_mismatch"),
+    ({"aud": "http://elsewhere"}, "assertion_audience_mismatch"),
+    ({"exp": int(time.time()) - 60}, "assertion_expired"),
+    ({"exp": "soon"}, "malformed_assertion"),
+    ({"nbf": int(time.time()) + 600}, "malformed_assertion"),
+    ({"jti": None}, "malformed_assertion"),
+    ({"jti": 12345678}, "malformed_assertion"),
+    ({"exp": int(time.time()) + 3600}, "assertion_lifetime_too_long"),
+    ({"exp": float(int(time.time()) + 60)}, "assertion_lifetime_too_long"),
+])
+def test_claim_refusals_keep_their_reasons(changes: dict[str, Any], expected: str) -> None:
+    assert reason(sign_raw({"alg": "ES256", "kid": KEY.kid}, claims(**changes), KEY)) == expected
+
+
+def test_a_non_canonical_segment_is_malformed() -> None:
+    token = make_assertion(KEY, issuer=CLIENT, subject=CLIENT, audience=AUD,
+                           now=int(time.time()))
+    head, payload, sig = token.split(".")
+    last = _ALPHABET.index(sig[-1])
+    tampered = f"{head}.{payload}.{sig[:-1]}{_ALPHABET[last ^ 1]}"  # only unused bits differ
+    assert not pyjwt_decodes(tampered.split(".")[2])
+    assert reason(tampered) == "malformed_assertion"
+
+
+def test_a_bad_signature_is_refused_as_such() -> None:
+    other = signing_key_of(generate_private_key("ES256"), "ES256")
+    forged = sign_raw({"alg": "ES256", "kid": KEY.kid}, claims(), other)
+    assert reason(forged) == "assertion_bad_signature"
