@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import click
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from orchestrator.config import Settings
 
@@ -22,14 +23,20 @@ def load_settings(state_dir: Path | None = None, **overrides: Any) -> Settings:
     try:
         settings = Settings()
         updates = {k: v for k, v in {"state_dir": state_dir, **overrides}.items() if v is not None}
-        if updates:
-            settings = Settings(**{**settings.model_dump(), **updates})
+        if updates:  # over the environment; model_fields_set keeps saying what was chosen
+            settings = Settings(**updates)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(x) for x in first["loc"]) or "settings"
-        raise CommandError(f"bad setting INFRABOT_{where.upper()}: {first['msg']}") from None
+        where = ".".join(str(x) for x in first["loc"])
+        message = first["msg"].removeprefix("Value error, ")
+        raise CommandError(f"bad setting INFRABOT_{where.upper()}: {message}" if where
+                           else f"bad settings: {message}") from None
+    except SettingsError as exc:  # a complex value (a JSON list) that does not parse
+        field = re.search(r'field "(\w+)"', str(exc))
+        raise CommandError(f"bad setting INFRABOT_{field[1].upper() if field else '?'}: "
+                           "not valid JSON") from None
     try:
-        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
         raise CommandError(f"cannot use state directory {settings.state_dir}: "
                            f"{exc.strerror or exc}") from None
@@ -49,24 +56,6 @@ def endpoints(settings: Settings) -> dict[str, str]:
     if not isinstance(data, dict) or "auth" not in data:
         raise CommandError(f"{path} does not name an auth server")
     return {str(k): str(v) for k, v in data.items()}
-
-
-def at_running_servers(settings: Settings) -> Settings:
-    """``settings`` with the ports of the servers ``infrabot serve`` runs from this state
-    directory (it may listen on ports the OS chose), so tokens and assertions made here name
-    the issuer and audiences that system uses; unchanged when nothing runs."""
-    try:
-        urls = endpoints(settings)
-    except CommandError:
-        return settings
-    ports: dict[str, object] = {}
-    for name, url in urls.items():
-        parts = urlsplit(url)
-        if f"{name}_port" in Settings.model_fields and parts.port and parts.hostname:
-            ports[f"{name}_port"] = parts.port
-            if name == "auth":
-                ports["host"] = parts.hostname
-    return settings.model_copy(update=ports)
 
 
 state_dir_option = click.option(

@@ -38,14 +38,24 @@ def demo(as_json: bool, report: Path | None, no_attacks: bool, no_baseline: bool
     settings = load_settings(state_dir)
     if "log_level" not in settings.model_fields_set:
         configure("WARNING")  # the story is the output; INFRABOT_LOG_LEVEL=INFO shows the logs
+    if report is not None:  # fail before the run, not after it
+        try:
+            report.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CommandError(f"cannot write the report {report}: {exc.strerror or exc}") \
+                from None
     err = Console(stderr=True)
     result = run_demo(settings, attacks=not no_attacks, static=not no_baseline,
                       progress=lambda step: err.print(f"[dim]… {step}[/dim]"))
     if report is not None:
         from orchestrator.demo._report import write_report
 
-        write_report(result, report)
-        err.print(f"report written to {report}")
+        try:
+            write_report(result, report)
+        except OSError as exc:
+            raise CommandError(f"cannot write the report {report}: {exc.strerror or exc}") \
+                from None
+        click.echo(f"report written to {report}", err=True)  # unwrapped, no markup
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2, default=str))
     else:

@@ -8,9 +8,7 @@ from pathlib import Path
 import click
 
 from orchestrator.cli._common import CommandError, endpoints, load_settings, state_dir_option
-from orchestrator.client import AuthClient
 from orchestrator.identity import client_key
-from orchestrator.stack import ORCHESTRATOR_CLIENT, client_keys_dir
 
 
 @click.command("revoke")
@@ -31,6 +29,9 @@ def revoke(token_value: str | None, jti: str | None, user: str | None, run_id: s
                                "run_id": run_id}.items() if v}
     if len(given) != 1:
         raise CommandError("give exactly one of --token, --jti, --user, --run")
+    from orchestrator.client import AuthClient  # here: the web stack is slow to import
+    from orchestrator.stack import ORCHESTRATOR_CLIENT, client_keys_dir
+
     settings = load_settings(state_dir)
     urls = endpoints(settings)
     key = client_key(client_keys_dir(settings), ORCHESTRATOR_CLIENT, settings.signing_alg)

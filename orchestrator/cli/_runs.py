@@ -25,7 +25,13 @@ def run_json(run: Run) -> dict[str, object]:
 
 @click.group("runs")
 def runs() -> None:
-    """List runs and show one hop by hop."""
+    """List runs and show one hop by hop.
+
+    \b
+    Example:
+      infrabot runs list --user user:sam --json
+      infrabot runs show run-3f2a9c...
+    """
 
 
 @runs.command("list")

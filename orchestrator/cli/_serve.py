@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 from pathlib import Path
@@ -9,7 +10,6 @@ from pathlib import Path
 import click
 
 from orchestrator.cli._common import load_settings, state_dir_option
-from orchestrator.system import running_system
 
 
 @click.command("serve")
@@ -29,6 +29,8 @@ def serve(state_dir: Path | None, port_base: int | None) -> None:
     Example:
       INFRABOT_REDIS_URL=redis://127.0.0.1:6379/0 infrabot serve --state-dir /tmp/ib
     """
+    from orchestrator.system import running_system  # here: slow to import, needed only here
+
     ports = {}
     if port_base is not None:
         names = ("auth", "datadog", "github", "aws", "pagerduty", "webhooks")
@@ -38,8 +40,22 @@ def serve(state_dir: Path | None, port_base: int | None) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     with running_system(settings, write_endpoints_file=True) as system:
-        for name, url in system.endpoints().items():
+        urls = system.endpoints()
+        for name, url in urls.items():
             click.echo(f"{name:10} {url}", err=True)
         click.echo(f"endpoints written to {system.settings.endpoints_file}", err=True)
-        stop.wait()
+        try:
+            stop.wait()
+        finally:
+            _forget(system.settings.endpoints_file, urls)
     click.echo("stopped", err=True)
+
+
+def _forget(path: Path, urls: dict[str, str]) -> None:
+    """Remove endpoints.json on the way out, unless another `serve` has replaced it, so other
+    commands say that no system runs instead of trying stale ports."""
+    try:
+        if json.loads(path.read_text()) == urls:
+            path.unlink()
+    except (OSError, ValueError):
+        pass

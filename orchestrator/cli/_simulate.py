@@ -9,39 +9,57 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from orchestrator._yamlfile import load_yaml
-from orchestrator.ci._load import EventSpec, LoadReport, mixed_events, run_load
 from orchestrator.cli._common import CommandError, endpoints, load_settings, state_dir_option
 from orchestrator.config import Settings
+
+if TYPE_CHECKING:  # orchestrator.ci imports the web stack: slow, so only where it is used
+    from orchestrator.ci._load import EventSpec, LoadReport
+
+MAX_EVENTS = 100_000
 
 
 @click.group("simulate")
 def simulate() -> None:
-    """Send CI events to a running system: one, a scenario file, or a load run."""
+    """Send CI events to a running system: one, a scenario file, or a load run.
+
+    \b
+    Example:
+      infrabot simulate deploy --user sam --json
+      infrabot simulate load --count 200 --rate 20
+    """
 
 
 def _send(settings: Settings, events: list[EventSpec], *, rate: float, timeout: float,
           as_json: bool) -> LoadReport:
+    from orchestrator.ci._load import run_load
+
     urls = endpoints(settings)
     if "webhooks" not in urls:
         raise CommandError(f"{settings.endpoints_file} names no webhook receiver")
     secret = settings.webhook_secret.get_secret_value().encode()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), disable=as_json) as progress:
+    err = Console(stderr=True)  # bars for a terminal; not in a log or a script's capture
+    with Progress(*columns, console=err, disable=as_json or not err.is_terminal) as progress:
         sent = progress.add_task("sent", total=len(events))
         done = progress.add_task("runs finished", total=len(events))
-        report = run_load(urls["webhooks"], secret, settings.state_dir / "runs.sqlite3", events,
-                          rate=rate, timeout=timeout,
-                          on_sent=lambda n: progress.update(sent, completed=n),
-                          on_done=lambda n: progress.update(done, completed=n))
+        try:
+            report = run_load(urls["webhooks"], secret, settings.state_dir / "runs.sqlite3",
+                              events, rate=rate, timeout=timeout,
+                              on_sent=lambda n: progress.update(sent, completed=n),
+                              on_done=lambda n: progress.update(done, completed=n))
+        except httpx.TransportError as exc:
+            raise CommandError(f"cannot reach the webhook receiver at {urls['webhooks']}: "
+                               f"{type(exc).__name__} (is `infrabot serve` running?)") from None
     return report
 
 
@@ -94,6 +112,8 @@ def deploy(user: str, service: str, environment: str, commit: str, trigger: str,
     Example:
       infrabot simulate deploy --user sam --service service-x --env prod
     """
+    from orchestrator.ci._load import EventSpec
+
     spec = EventSpec(user, service, environment, trigger, commit, pr, task=task)
     report = _send(load_settings(state_dir), [spec], rate=0, timeout=timeout, as_json=as_json)
     _print(report, as_json)
@@ -121,15 +141,23 @@ def scenario(file: Path, rate: float, timeout: float, as_json: bool,
 
 
 def _events_of(path: Path) -> list[EventSpec]:
+    from orchestrator.ci._load import EventSpec
+
     data, _ = load_yaml(path)
     if not isinstance(data, dict) or not ("event" in data or "events" in data):
         raise CommandError(f"{path}: needs an `event:` mapping or an `events:` list")
-    raw = data.get("events") or [data["event"]]
+    raw = data["events"] if "events" in data else [data["event"]]
     out: list[EventSpec] = []
     for index, item in enumerate(raw if isinstance(raw, list) else []):
         if not isinstance(item, dict) or "user" not in item:
             raise CommandError(f"{path}: events[{index}] needs at least `user`")
-        for _ in range(int(item.get("count", 1))):
+        count, pr = item.get("count", 1), item.get("pr", 124)
+        if not _whole(count, 0, MAX_EVENTS) or len(out) + count > MAX_EVENTS:
+            raise CommandError(f"{path}: events[{index}].count must be a whole number; "
+                               f"at most {MAX_EVENTS} events in all")
+        if pr is not None and not _whole(pr, 1, 10**9):
+            raise CommandError(f"{path}: events[{index}].pr must be a pull request number")
+        for _ in range(count):
             out.append(EventSpec(
                 str(item["user"]).removeprefix("user:"), str(item.get("service", "service-x")),
                 str(item.get("environment", item.get("env", "prod"))),
@@ -140,8 +168,12 @@ def _events_of(path: Path) -> list[EventSpec]:
     return out
 
 
+def _whole(value: object, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
 @simulate.command("load")
-@click.option("--count", type=click.IntRange(1, 100_000), default=100, show_default=True)
+@click.option("--count", type=click.IntRange(1, MAX_EVENTS), default=100, show_default=True)
 @click.option("--rate", type=click.FloatRange(0.1, 1000), default=20, show_default=True,
               help="Events per second.")
 @click.option("--bad-ratio", type=click.FloatRange(0, 1), default=0.05, show_default=True,
@@ -160,6 +192,8 @@ def load(count: int, rate: float, bad_ratio: float, seed: int, timeout: float, a
     Example:
       infrabot simulate load --count 200 --rate 20
     """
+    from orchestrator.ci._load import mixed_events
+
     report = _send(load_settings(state_dir), mixed_events(count, bad_ratio=bad_ratio, seed=seed),
                    rate=rate, timeout=timeout, as_json=as_json)
     _print(report, as_json)

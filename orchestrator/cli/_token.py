@@ -10,13 +10,14 @@ import json
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
 import jwt
 from rich.console import Console
 from rich.tree import Tree
 
-from orchestrator.cli._common import CommandError, load_settings, state_dir_option
+from orchestrator.cli._common import CommandError, endpoints, load_settings, state_dir_option
 from orchestrator.config import SERVICE_NAMES, Settings
 from orchestrator.errors import InvalidToken, Unavailable
 from orchestrator.identity import (
@@ -30,18 +31,27 @@ from orchestrator.identity import (
     make_assertion,
     open_store,
 )
-from orchestrator.stack import ORCHESTRATOR_CLIENT, Stack, client_keys_dir
 
 
 @click.group("token")
 def token() -> None:
-    """Make and inspect tokens (a user token stands in for an IdP login)."""
+    """Make and inspect tokens (a user token stands in for an IdP login).
+
+    Tokens and assertions name the issuer of the system `infrabot serve` runs from the state
+    directory (its endpoints.json), or the configured ports when none runs.
+
+    \b
+    Example:
+      TOKEN=$(infrabot token user user:sam --env prod --trigger ci_pipeline)
+      infrabot token inspect "$TOKEN"
+    """
 
 
 @token.command("user")
 @click.argument("user")
 @click.option("--scope", "scopes", multiple=True,
-              help="A scope to ask for (repeatable); default every permission the user holds.")
+              help="A scope to ask for (repeatable), urn:infra:repo:read or repo:read; default "
+                   "every permission the user holds.")
 @click.option("--may-act", default="agent:infrabot", show_default=True,
               help="The agent that may exchange this token.")
 @click.option("--env", "environment", default="staging", show_default=True)
@@ -59,7 +69,9 @@ def user_token(user: str, scopes: tuple[str, ...], may_act: str, environment: st
     Example:
       TOKEN=$(infrabot token user user:sam --env prod --trigger ci_pipeline)
     """
-    settings = load_settings(state_dir)
+    from orchestrator.stack import ORCHESTRATOR_CLIENT, Stack  # here: slow to import
+
+    settings = _at_running_servers(load_settings(state_dir))
     try:
         ctx = Context(trigger=trigger, environment=environment, repository=repository,
                       commit=commit, run_id=run_id or f"run-{uuid.uuid4().hex[:12]}")
@@ -68,7 +80,8 @@ def user_token(user: str, scopes: tuple[str, ...], may_act: str, environment: st
     stack = Stack.build(settings)
     try:
         entry = stack.directory.users.get(user)
-        wanted = list(scopes) or (list(entry.permissions) if entry else [])
+        wanted = ([s if s.startswith("urn:") else f"urn:infra:{s}" for s in scopes]
+                  or (list(entry.permissions) if entry else []))
         issued = stack.auth.issue_root(user, wanted, ctx, may_act, ORCHESTRATOR_CLIENT)
     finally:
         stack.close()
@@ -89,7 +102,9 @@ def assertion(agent: str, ttl: int, state_dir: Path | None) -> None:
       curl -d client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer \\
            -d client_assertion=$(infrabot token assertion agent:infrabot) ...
     """
-    settings = load_settings(state_dir)
+    from orchestrator.stack import client_keys_dir
+
+    settings = _at_running_servers(load_settings(state_dir))
     directory = load_directory(settings.workflows_dir / "directory.yaml")
     if agent not in directory.client_ids():
         raise CommandError(f"{agent} is not an agent or client in the directory")
@@ -112,13 +127,32 @@ def inspect(token_value: str, as_json: bool, state_dir: Path | None) -> None:
     Example:
       infrabot token inspect "$(infrabot token user user:sam)"
     """
-    settings = load_settings(state_dir)
+    settings = _at_running_servers(load_settings(state_dir))
     result = _inspect(settings, token_value.strip())
     if as_json:
         click.echo(json.dumps(result, indent=2, sort_keys=True))
     else:
         _render(result)
     raise SystemExit(0 if result["valid"] else 1)
+
+
+def _at_running_servers(settings: Settings) -> Settings:
+    """``settings`` with the ports of the servers ``infrabot serve`` runs from this state
+    directory (it may listen on ports the OS chose), so tokens and assertions made here name
+    the issuer and audiences that system uses; unchanged when nothing runs."""
+    try:
+        urls = endpoints(settings)
+    except CommandError:
+        return settings
+    update: dict[str, int] = {}
+    for name, url in urls.items():
+        try:
+            port = urlsplit(url).port
+        except ValueError:
+            continue
+        if port and f"{name}_port" in Settings.model_fields:
+            update[f"{name}_port"] = port
+    return settings.model_copy(update=update)
 
 
 def _inspect(settings: Settings, raw: str) -> dict[str, object]:
@@ -172,7 +206,7 @@ def _render(result: dict[str, object]) -> None:
                       f"revocation {result.get('revocation')}")
     else:
         console.print(f"[red]invalid[/red]: {result['reason']}: {result.get('error')}")
-        if claims:
+        if claims and "chain" not in result:  # a revoked token's claims were verified
             console.print("[dim]claims below are UNVERIFIED[/dim]")
     if not isinstance(claims, dict):
         return

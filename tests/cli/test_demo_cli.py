@@ -1,0 +1,70 @@
+"""``infrabot demo`` as a user runs it: the story on stdout, the JSON summary a script reads
+(never a raw token), the HTML report, and the short form without attacks or baseline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from _cli import clean_env, infrabot
+
+from orchestrator.audit import contains_raw_jwt
+
+SECTIONS = ("1 · CI event", "2 · Root grant", "3 · Hops", "4 · Audit trail of the run",
+            "5 · Attack round", "6 · The same workflow without delegation")
+ATTACKS = 9
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    return clean_env(INFRABOT_STATE_DIR=str(tmp_path_factory.mktemp("demo") / "state"))
+
+
+def test_demo_prints_every_section_and_the_verdict(env: dict[str, str]) -> None:
+    result = infrabot("demo", env=env).ok()
+    for title in SECTIONS:
+        assert title in result.stdout, title
+    assert f"attacks refused {ATTACKS}/{ATTACKS}" in result.text
+    assert "audit chain intact" in result.text
+    assert "run succeeded" in result.text
+    assert "… CI event" in result.stderr  # progress goes to stderr, the story to stdout
+    assert not contains_raw_jwt(result.stdout + result.stderr)
+
+
+def test_demo_json_is_a_summary_without_raw_tokens(env: dict[str, str]) -> None:
+    result = infrabot("demo", "--json", env=env).ok()
+    data = result.json()
+    assert isinstance(data, dict)
+    assert data["run"]["status"] == "succeeded"
+    assert data["run"]["user"] == "user:sam"
+    assert len(data["attacks"]) == ATTACKS
+    assert all(a["refused"] for a in data["attacks"]), data["attacks"]
+    assert data["audit_intact"] is True
+    assert data["static_run"]["status"] == "succeeded"
+    assert not contains_raw_jwt(result.stdout)
+
+
+def test_demo_without_attacks_or_baseline_tells_only_the_run_and_writes_the_report(
+        env: dict[str, str], tmp_path: Path) -> None:
+    report = tmp_path / "out [1]" / "demo.html"
+    result = infrabot("demo", "--no-attacks", "--no-baseline", "--report", str(report),
+                      env=env).ok()
+    for title in SECTIONS[:4]:
+        assert title in result.stdout, title
+    for title in SECTIONS[4:]:
+        assert title not in result.stdout, title
+    assert "run succeeded" in result.text
+    assert "audit chain intact" in result.text
+    assert f"report written to {report}\n" in result.stderr  # one line, whatever the path
+    html = report.read_text(encoding="utf-8")
+    assert html.lstrip().lower().startswith("<!doctype html")
+    assert not contains_raw_jwt(html)
+
+
+def test_demo_report_into_an_unwritable_place_is_one_error_line_before_the_run(
+        env: dict[str, str], tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = infrabot("demo", "--report", str(blocker / "demo.html"), env=env)
+    assert result.error_line().startswith(f"cannot write the report {blocker / 'demo.html'}: ")
+    assert "CI event" not in result.stderr  # refused before the demo ran
