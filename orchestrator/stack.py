@@ -75,6 +75,7 @@ class Stack:
     def build(cls, settings: Settings, *, revocation: RevocationStore | None = None) -> Stack:
         """Load or create everything in the state directory."""
         settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        settings.keys_dir.mkdir(exist_ok=True, mode=0o700)
         directory = load_directory(settings.workflows_dir / "directory.yaml")
         store = revocation if revocation is not None else open_store(settings.redis_url)
         now = int(time.time())

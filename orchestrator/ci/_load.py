@@ -67,6 +67,7 @@ class LoadReport:
     exchanges: int = 0
     seconds: float = 0.0
     unfinished: int = 0
+    run_ids: list[str] = field(default_factory=list)
 
     def percentile(self, q: float) -> float | None:
         if not self.latencies_ms:
@@ -80,7 +81,7 @@ class LoadReport:
                 "statuses": dict(self.statuses), "denials": dict(self.denials),
                 "unfinished": self.unfinished, "seconds": round(self.seconds, 3),
                 "latency_ms": {f"p{q}": self.percentile(q) for q in (50, 95, 99)},
-                "exchanges": self.exchanges,
+                "exchanges": self.exchanges, "run_ids": self.run_ids,
                 "exchanges_per_second": round(self.exchanges / self.seconds, 1)
                 if self.seconds else 0.0}
 
@@ -125,6 +126,7 @@ def run_load(webhooks_url: str, secret: bytes, runs_db: Path, events: list[Event
             answer = _json(response)
             if response.status_code == 202 and answer.get("run_id"):
                 report.accepted += 1
+                report.run_ids.append(str(answer["run_id"]))
                 sent_at[str(answer["run_id"])] = time.perf_counter()
             else:
                 report.refused[str(answer.get("reason") or response.status_code)] += 1

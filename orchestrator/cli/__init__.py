@@ -9,6 +9,7 @@ import sys
 
 import click
 
+from orchestrator._log import configure
 from orchestrator.cli._audit import audit
 from orchestrator.cli._check import check
 from orchestrator.cli._common import CommandError
@@ -20,7 +21,6 @@ from orchestrator.cli._simulate import simulate
 from orchestrator.cli._token import token
 from orchestrator.cli._worker import worker
 from orchestrator.cli._workflows import workflows
-from orchestrator._log import configure
 from orchestrator.config import Settings
 from orchestrator.errors import InfraBotError
 

@@ -90,7 +90,12 @@ def _open_store(db: Path | None, state_dir: Path | None) -> Iterator[AuditStore]
 
 @click.group("audit")
 def audit() -> None:
-    """Query, verify and export the tamper-evident audit trail."""
+    """Query, verify and export the tamper-evident audit trail.
+
+    \b
+    Example:
+      infrabot audit query --user user:sam --decision deny
+    """
 
 
 @audit.command("query")

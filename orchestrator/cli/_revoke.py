@@ -38,7 +38,9 @@ def revoke(token_value: str | None, jti: str | None, user: str | None, run_id: s
     with AuthClient(urls["auth"], ORCHESTRATOR_CLIENT, key) as client:
         if token_value:
             client.revoke(token_value)
-            click.echo("revoked the token and every token exchanged from it")
+            # RFC 7009: the server answers alike for a token it never issued.
+            click.echo("revocation sent: if the server issued this token, it and every "
+                       "token exchanged from it are revoked")
             return
         result = client.revoke_by(**given)
     click.echo(" ".join(f"{k}={v}" for k, v in result.items()))

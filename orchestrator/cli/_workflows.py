@@ -41,7 +41,12 @@ def _load(state_dir: Path | None) -> tuple[Settings, Directory, dict[str, Workfl
 
 @click.group("workflows")
 def workflows() -> None:
-    """List the workflows and check, before running, what a user's run would be allowed."""
+    """List the workflows and check, before running, what a user's run would be allowed.
+
+    \b
+    Example:
+      infrabot workflows check post-deploy --user user:alex
+    """
 
 
 def workflow_summary(workflow: Workflow) -> dict[str, Any]:

@@ -71,8 +71,6 @@ def test_every_help_exits_0_with_an_example(helps: dict[tuple[str, ...], Result]
     assert not missing, f"--help without an example: {missing}"
 
 
-@pytest.mark.xfail(reason="audit and workflows group help has no example (files owned "
-                          "elsewhere)", strict=False)
 def test_groups_owned_elsewhere_have_an_example(helps: dict[tuple[str, ...], Result]) -> None:
     assert all("Example" in helps[(g,)].stdout for g in EXAMPLE_OWNED_ELSEWHERE)
 
