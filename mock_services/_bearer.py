@@ -109,6 +109,9 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "invalid_request: malformed credentials or input"},
     401: {"model": ErrorBody, "description": "invalid_token (WWW-Authenticate: Bearer ...)"},
     403: {"model": ErrorBody, "description": "insufficient_scope: scope, context or directory"},
+    404: {"model": ErrorBody, "description": "not_found: the resource the path names"},
+    409: {"model": ErrorBody, "description": "the resource's state forbids the change"},
+    413: {"model": ErrorBody, "description": "body_too_large"},
     422: {"model": ErrorBody, "description": "validation failed or Idempotency-Key reused"},
     503: {"model": ErrorBody, "description": "temporarily_unavailable: keys or registry down"},
 }

@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     visibility_timeout_seconds: int = Field(
         120, ge=41, le=3600, description="Redis broker: how long an unacknowledged message "
                                          "waits before redelivery (a worker lost mid-hop).")
+    run_deadline_seconds: int = Field(
+        960, ge=5, le=86400, description="A run still unfinished this long after it started is "
+                                         "ended failed (deadline_exceeded) and revoked: the "
+                                         "work it queued was lost (e.g. an unpersisted broker "
+                                         "restarted). Default: past any root token's lifetime "
+                                         "plus a hop's time limit.")
     revocation_stale_seconds: int = Field(
         0, ge=0, le=60, description="How long a service may cache a 'not revoked' answer."
     )

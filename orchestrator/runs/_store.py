@@ -157,6 +157,15 @@ class RunStore:
             by_run.setdefault(event[0], []).append(event)
         return [_run(row, by_run.get(row[0], [])) for row in rows]
 
+    def unfinished_before(self, when: datetime, limit: int = 100) -> builtins.list[str]:
+        """The ids of runs created before ``when`` that have no terminal status, oldest first."""
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT run_id FROM runs WHERE status NOT IN ({_TERMINAL_SQL}) "
+                "AND created_at < ? ORDER BY created_at LIMIT ?",
+                (format_time(when), limit)).fetchall()
+        return [row[0] for row in rows]
+
     def wait(self, run_id: str, timeout: float, poll: float = 0.02) -> Run:
         """Block until the run is terminal and return it; TimeoutError after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout

@@ -11,6 +11,8 @@ except where a :class:`Rule` says otherwise:
 * ``stall``: the first N requests to a path are forwarded (the service acts on them), then the
   answer is held until :meth:`Rule.release` or the hold times out: the client is left hanging
   mid-call, after the side effect, which is where a killed worker hurts most.
+* ``drop``: the connection is closed without an answer (the service never sees the request):
+  what a client sees of a server that died mid-request.
 
 The proxy records what it saw (:attr:`FaultProxy.seen`), so a test can tell which answers were
 faked. Use it as a context manager; it stops its server thread on exit.
@@ -29,7 +31,7 @@ from urllib.parse import SplitResult, urlsplit
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
                         "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
                         "content-length"})
-Kind = Literal["fail", "stall"]
+Kind = Literal["fail", "stall", "drop"]
 
 
 @dataclass
@@ -59,8 +61,10 @@ class Rule:
 class Seen:
     method: str
     url: str
-    status: int
+    status: int  # 0: dropped without an answer
     faked: bool  # answered by the proxy, not by the service
+    request_id: str | None = None  # the request's X-Request-Id (an agent's call key)
+    stalled: bool = False  # forwarded, then its answer held by a ``stall`` rule
 
 
 class FaultProxy:
@@ -137,6 +141,11 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 self._answer(400, [], b"forward proxy: absolute http URL required", True)
                 return
             rule = proxy.rule_for(target.path)
+            if rule is not None and rule.kind == "drop":
+                proxy.record(Seen(self.command, self.path, 0, True,
+                                  self.headers.get("X-Request-Id")))
+                self.close_connection = True
+                return
             if rule is not None and rule.kind == "fail":
                 payload = b'{"error":"temporarily_unavailable","reason":"injected_fault"}'
                 self._answer(rule.status, [("Content-Type", "application/json")], payload, True)
@@ -146,7 +155,7 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 rule.stalled_client = self.client_address[:2]
                 rule.stalled.set()
                 rule._released.wait(rule.hold_seconds)
-            self._answer(status, headers, payload, False)
+            self._answer(status, headers, payload, False, stalled=rule is not None)
 
         def _forward(self, target: SplitResult,
                      body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
@@ -164,8 +173,9 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 conn.close()
 
         def _answer(self, status: int, headers: list[tuple[str, str]], payload: bytes,
-                    faked: bool) -> None:
-            proxy.record(Seen(self.command, self.path, status, faked))
+                    faked: bool, stalled: bool = False) -> None:
+            proxy.record(Seen(self.command, self.path, status, faked,
+                              self.headers.get("X-Request-Id"), stalled))
             try:
                 self.send_response(status)
                 for name, value in headers:

@@ -1,0 +1,102 @@
+"""The run deadline: a run still unfinished ``settings.run_deadline_seconds`` after it started is
+revoked (by run, so every token of it is refused at the authorization server and every service)
+and then ended ``failed`` with reason ``deadline_exceeded``.
+
+A run is stranded when the work it queued is lost: a broker that keeps nothing on disk restarts
+with hops still queued, or a retry cannot be published while it is down. The hand-off token was
+in that message and is stored nowhere else (by design), so the run cannot be resumed; it must
+not stay ``running`` for ever either. Revoking first makes the verdict true: any piece of the run
+still alive somewhere is refused from then on. When the registry cannot be reached nothing is
+finished (the run could still act); the next sweep tries again.
+
+:func:`deadline_sweeper` runs :meth:`RunDeadline.sweep` on a background thread of the process
+that serves the webhook receiver (``infrabot serve``, or the embedded system).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+
+from orchestrator._log import get_logger
+from orchestrator.audit import AuditRecord, AuditStore
+from orchestrator.errors import Unavailable
+from orchestrator.identity import RevocationStore
+from orchestrator.runs import RunStore
+
+REASON = "deadline_exceeded"
+ACTOR = "client:orchestrator"
+
+
+class RunDeadline:
+    def __init__(self, runs: RunStore, revocation: RevocationStore, audit: AuditStore | None,
+                 seconds: int, clock: Callable[[], float] = time.time) -> None:
+        self._runs = runs
+        self._revocation = revocation
+        self._audit = audit
+        self._seconds = seconds
+        self._clock = clock
+
+    @property
+    def seconds(self) -> int:
+        return self._seconds
+
+    def sweep(self) -> list[str]:
+        """End every overdue run; return the ids this call ended."""
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        ended = []
+        for run_id in self._runs.unfinished_before(now - timedelta(seconds=self._seconds)):
+            log = get_logger(run_id=run_id)
+            try:
+                self._revocation.revoke_run(run_id)
+            except Unavailable:
+                log.warning("run_deadline_revoke_failed")
+                continue
+            reason = f"{REASON}: not finished within {self._seconds} s"
+            if not self._runs.finish(run_id, "failed", reason):
+                continue  # it ended meanwhile (or another process ended it)
+            self._runs.add_event(run_id, "finished", None, {"status": "failed", "reason": reason})
+            self._record(run_id, now)
+            log.warning("run_deadline_exceeded", seconds=self._seconds)
+            ended.append(run_id)
+        return ended
+
+    def _record(self, run_id: str, now: datetime) -> None:
+        """The revocation, audited as the authorization server audits a revocation by run."""
+        if self._audit is None:
+            return
+        run = self._runs.get(run_id)
+        try:
+            self._audit.append(AuditRecord(
+                time=now, service="orchestrator", action="revoke", resource=f"run_id:{run_id}",
+                decision="allow", reason="run_revoked", performed_by=ACTOR,
+                on_behalf_of=run.user if run else None, run_id=run_id,
+                request_id=f"{run_id}.{REASON}", status=200))
+        except (Unavailable, ValueError):
+            get_logger(run_id=run_id).exception("run_deadline_audit_failed")
+
+
+@contextmanager
+def deadline_sweeper(deadline: RunDeadline, interval: float | None = None) -> Iterator[RunDeadline]:
+    """Sweep every ``interval`` seconds (default: a tenth of the deadline, 0.5 s to 5 s) while
+    the block runs; a sweep that fails is logged and retried at the next tick."""
+    every = interval if interval is not None else min(5.0, max(0.5, deadline.seconds / 10))
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(every):
+            try:
+                deadline.sweep()
+            except Exception:  # noqa: BLE001 - the sweeper must outlive a bad tick
+                get_logger().exception("run_deadline_sweep_failed")
+
+    thread = threading.Thread(target=loop, name="infrabot-run-deadline", daemon=True)
+    thread.start()
+    try:
+        yield deadline
+    finally:
+        stop.set()
+        thread.join(10)

@@ -1,0 +1,110 @@
+"""A throw-away ``redis-server`` of the test's own, on a spare loopback port, keeping nothing
+on disk (``--save "" --appendonly no``): a restart loses every key, as a crash of an unpersisted
+Redis does. Started and stopped by pid; never the shared Redis at 6379.
+
+Follows the convention of tests/conftest.py: without a ``redis-server`` binary the test skips
+with a visible reason, except on CI (``CI=true``), where it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import pytest
+import redis
+
+
+def spare_port() -> int:
+    """A loopback port nothing listens on right now (the OS's choice)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def redis_server_binary() -> str:
+    found = shutil.which("redis-server")
+    if found is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("no redis-server binary: CI must provide one")
+        pytest.skip("no redis-server binary: install redis-server")
+    return found
+
+
+class RedisServer:
+    """``redis-server --port <spare> --save "" --appendonly no`` in ``root``."""
+
+    def __init__(self, root: Path, port: int | None = None) -> None:
+        self.root = root
+        self.port = port or spare_port()
+        self.binary = redis_server_binary()
+        self.popen: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen is not None else None
+
+    def start(self, timeout: float = 10.0) -> None:
+        assert self.popen is None or self.popen.poll() is not None, "already running"
+        self.root.mkdir(parents=True, exist_ok=True)
+        log = (self.root / f"redis-{self.starts}.log").open("wb")
+        self.starts += 1
+        self.popen = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.root), "--protected-mode", "yes"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + timeout
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2, socket_timeout=0.5)
+        try:
+            while True:
+                try:
+                    client.ping()
+                    return
+                except (redis.RedisError, OSError):
+                    if self.popen.poll() is not None or time.monotonic() > deadline:
+                        raise AssertionError(f"redis-server did not start on {self.port}:\n"
+                                             f"{self.output()}") from None
+                    time.sleep(0.02)
+        finally:
+            client.close()
+
+    def stop(self, sig: int = signal.SIGKILL, timeout: float = 10.0) -> None:
+        """Stop the server by its pid (SIGKILL by default: a crash, nothing flushed)."""
+        if self.popen is None or self.popen.poll() is not None:
+            return
+        os.kill(self.popen.pid, sig)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(timeout)
+
+    def restart(self, down_seconds: float = 0.0) -> None:
+        self.stop()
+        time.sleep(down_seconds)
+        self.start()
+
+    def output(self) -> str:
+        logs = sorted(self.root.glob("redis-*.log"))
+        return "\n".join(p.read_text(errors="replace")[-2000:] for p in logs)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
