@@ -25,6 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from orchestrator._sqlite import connect
 from orchestrator.audit._chain import GENESIS_HASH, link_hash
 from orchestrator.audit._record import (
     CONTENT_FIELDS,
@@ -36,7 +37,7 @@ from orchestrator.audit._record import (
 )
 from orchestrator.audit._schema import JSON_FIELDS, create_schema
 from orchestrator.audit._verify import ChainRow, Head, VerifyReport, verify_rows
-from orchestrator.errors import ConfigError, Unavailable
+from orchestrator.errors import Unavailable
 
 BUSY_TIMEOUT_SECONDS = 5.0
 _CHAIN_COLUMNS = ("id", "writer", "seq", "prev_hash", "hash")
@@ -203,32 +204,8 @@ class AuditStore:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    _prepare(path)
-    conn = sqlite3.connect(
-        path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
-    )
-    try:
-        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        create_schema(conn)
-    except sqlite3.DatabaseError as exc:
-        conn.close()
-        raise ConfigError(f"{path} is not a usable audit database: {exc}") from exc
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
-def _prepare(path: Path) -> None:
-    """Create the directory (0700) and an empty database file (0600) if they are missing."""
-    if not path.parent.exists():
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    try:
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-    except FileExistsError:
-        pass
+    return connect(path, busy_timeout=BUSY_TIMEOUT_SECONDS, create_schema=create_schema,
+                   what="audit database")
 
 
 def _check_writer(writer: str) -> str:

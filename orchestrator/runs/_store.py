@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import builtins
 import json
-import os
 import sqlite3
 import threading
 import time
@@ -25,7 +24,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from orchestrator.errors import ConfigError, Unavailable
+from orchestrator._sqlite import connect
+from orchestrator.errors import Unavailable
 from orchestrator.runs._model import (
     EVENT_KINDS,
     TERMINAL_STATUSES,
@@ -265,22 +265,5 @@ def _event(row: tuple[Any, ...]) -> RunEvent:
 
 def _connect(path: Path) -> sqlite3.Connection:
     """Open (creating if needed: directory 0700, file 0600) and prepare the run log."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    try:
-        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-    except FileExistsError:
-        pass
-    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None,
-                           check_same_thread=False)
-    try:
-        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        create_schema(conn)
-    except sqlite3.DatabaseError as exc:
-        conn.close()
-        raise ConfigError(f"{path} is not a usable run log: {exc}") from exc
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+    return connect(path, busy_timeout=BUSY_TIMEOUT_SECONDS, create_schema=create_schema,
+                   what="run log")

@@ -1,0 +1,47 @@
+"""Opening the project's SQLite files (audit trail, run log) the one way they must be opened.
+
+Directory 0700 and file 0600, created if missing; WAL with ``synchronous = NORMAL`` so several
+processes can append while each committed write survives a process crash; a busy timeout so
+writers wait for each other instead of failing; autocommit mode, so every store chooses its own
+transactions; and the store's schema applied (or a newer file refused) before anything else.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+from orchestrator.errors import ConfigError
+
+
+def prepare(path: Path) -> None:
+    """Create the directory (0700) and an empty database file (0600) if they are missing."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
+
+
+def connect(path: Path, *, busy_timeout: float, create_schema: Callable[[sqlite3.Connection],
+                                                                          None],
+            what: str) -> sqlite3.Connection:
+    """An open, prepared connection; :class:`ConfigError` naming ``what`` if the file is not
+    a usable database of that kind."""
+    prepare(path)
+    conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None,
+                           check_same_thread=False)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        create_schema(conn)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise ConfigError(f"{path} is not a usable {what}: {exc}") from exc
+    except BaseException:
+        conn.close()
+        raise
+    return conn
