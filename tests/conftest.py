@@ -7,13 +7,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from orchestrator.identity import Directory, load_directory
+from tests._redis import DEFAULT_TEST_REDIS_URL, flushed_redis
 
 REPO = Path(__file__).resolve().parent.parent
 DIRECTORY_FILE = REPO / "workflows" / "directory.yaml"
-DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/15"
 TEST_REDIS_DB = 15
 
 
@@ -25,24 +24,9 @@ def directory() -> Directory:
 
 @pytest.fixture
 def redis_url() -> Iterator[str]:
-    """The test Redis (db 15 only), flushed before the test.
-
-    Skips with a visible reason when Redis does not answer, except on CI (``CI=true``), where a
-    missing Redis fails the run instead of silently skipping the distributed-mode tests.
-    """
+    """The test Redis (db 15 only), flushed before and after the test; see tests/_redis.py."""
     url = os.environ.get("INFRABOT_TEST_REDIS_URL", DEFAULT_TEST_REDIS_URL)
-    client = redis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0)
-    try:
-        db = client.connection_pool.connection_kwargs.get("db", 0)
-        if int(db) != TEST_REDIS_DB:
-            pytest.fail(f"INFRABOT_TEST_REDIS_URL must name db {TEST_REDIS_DB} (it is flushed)")
-        try:
-            client.ping()
-        except (redis.RedisError, OSError):
-            if os.environ.get("CI") == "true":
-                pytest.fail(f"no Redis at {url}: CI must provide one")
-            pytest.skip(f"no Redis at {url}: start redis-server")
-        client.flushdb()
-        yield url
-    finally:
-        client.close()
+    if not url.rstrip("/").endswith(f"/{TEST_REDIS_DB}"):
+        pytest.fail(f"INFRABOT_TEST_REDIS_URL must name db {TEST_REDIS_DB} (it is flushed)")
+    with flushed_redis(TEST_REDIS_DB) as flushed:
+        yield flushed

@@ -4,17 +4,16 @@ the OS, a temporary state directory), run as a user runs them: ``simulate``, ``r
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
-import redis
 from _cli import clean_env, infrabot, serving
 
 from orchestrator.audit import contains_raw_jwt
+from tests._redis import flushed_redis
 
 SERVERS = ("auth", "datadog", "github", "aws", "pagerduty", "webhooks")
 NOT_CHECKED = "not checked: the registry is in-process (set INFRABOT_REDIS_URL)"
@@ -200,22 +199,9 @@ def test_revoke_run_and_jti_name_what_was_revoked(env: dict[str, str],
 
 @pytest.fixture
 def cli_redis_url() -> Iterator[str]:
-    """Redis db 10, flushed before and after; skipped (failed on CI) when Redis is absent."""
-    base = urlsplit(os.environ.get("INFRABOT_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"))
-    url = urlunsplit(base._replace(path=f"/{CLI_REDIS_DB}"))
-    client = redis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0)
-    try:
-        try:
-            client.ping()
-        except (redis.RedisError, OSError):
-            if os.environ.get("CI") == "true":
-                pytest.fail(f"no Redis at {url}: CI must provide one")
-            pytest.skip(f"no Redis at {url}: start redis-server")
-        client.flushdb()
+    """Redis db 10, flushed before and after (tests/_redis.py)."""
+    with flushed_redis(CLI_REDIS_DB) as url:
         yield url
-        client.flushdb()
-    finally:
-        client.close()
 
 
 @pytest.mark.redis

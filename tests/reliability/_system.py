@@ -15,40 +15,22 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
-import redis
 from e2e._processes import Distributed
 
 from reliability._redis_server import RedisServer
+from tests._redis import flushed_redis
 
 RELIABILITY_REDIS_DB = 11
 DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/15"
 
 
-def reliability_redis_location() -> str:
-    base = urlsplit(os.environ.get("INFRABOT_TEST_REDIS_URL", DEFAULT_TEST_REDIS_URL))
-    return urlunsplit((base.scheme, base.netloc, f"/{RELIABILITY_REDIS_DB}", "", ""))
-
-
 @pytest.fixture
 def reliability_redis_url() -> Iterator[str]:
-    """Redis db 11, flushed before and after. Skips when Redis does not answer, except on CI."""
-    url = reliability_redis_location()
-    client = redis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=2.0)
-    try:
-        try:
-            client.ping()
-        except (redis.RedisError, OSError):
-            if os.environ.get("CI") == "true":
-                pytest.fail(f"no Redis at {url}: CI must provide one")
-            pytest.skip(f"no Redis at {url}: start redis-server")
-        client.flushdb()
+    """Redis db 11, flushed before and after (tests/_redis.py)."""
+    with flushed_redis(RELIABILITY_REDIS_DB) as url:
         yield url
-        client.flushdb()
-    finally:
-        client.close()
 
 
 @pytest.fixture

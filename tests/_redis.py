@@ -1,0 +1,43 @@
+"""The one way tests get a real Redis database: a db of their own, flushed before and after.
+
+Skips with a visible reason when Redis does not answer, except on CI (``CI=true``), where a
+missing Redis fails the run instead of silently skipping the distributed-mode tests. Each test
+package uses its own db number so packages never flush each other's data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+import redis
+
+DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/15"
+
+
+def redis_url_for(db: int) -> str:
+    """``INFRABOT_TEST_REDIS_URL``'s server with database ``db``."""
+    base = urlsplit(os.environ.get("INFRABOT_TEST_REDIS_URL", DEFAULT_TEST_REDIS_URL))
+    return urlunsplit((base.scheme, base.netloc, f"/{db}", "", ""))
+
+
+@contextlib.contextmanager
+def flushed_redis(db: int) -> Iterator[str]:
+    """The URL of database ``db``, empty for the test and emptied after it."""
+    url = redis_url_for(db)
+    client = redis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=2.0)
+    try:
+        try:
+            client.ping()
+        except (redis.RedisError, OSError):
+            if os.environ.get("CI") == "true":
+                pytest.fail(f"no Redis at {url}: CI must provide one")
+            pytest.skip(f"no Redis at {url}: start redis-server")
+        client.flushdb()
+        yield url
+        client.flushdb()
+    finally:
+        client.close()
