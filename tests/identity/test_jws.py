@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import jwt
@@ -77,11 +78,23 @@ def reason(assertion: str) -> str:
     return caught.value.reason
 
 
+@dataclass(frozen=True)
+class In:
+    """A time ``seconds`` from when the test runs (a parameter list is built at collection,
+    minutes earlier in a long run)."""
+
+    seconds: int
+    as_float: bool = False
+
+    def at(self, now: int) -> int | float:
+        return float(now + self.seconds) if self.as_float else now + self.seconds
+
+
 def claims(**changes: Any) -> dict[str, Any]:
     now = int(time.time())
     values = {"iss": CLIENT, "sub": CLIENT, "aud": AUD, "iat": now, "exp": now + 60,
               "jti": "jti-0123456789"}
-    values.update(changes)
+    values.update({k: v.at(now) if isinstance(v, In) else v for k, v in changes.items()})
     return {k: v for k, v in values.items() if v is not None}
 
 
@@ -110,13 +123,13 @@ def test_header_refusals_keep_their_reasons(header: dict[str, Any], expected: st
     ({"aud": []}, "malformed_assertion"),
     ({"aud": [AUD, 7]}, "assertion_audience_mismatch"),
     ({"aud": "http://elsewhere"}, "assertion_audience_mismatch"),
-    ({"exp": int(time.time()) - 60}, "assertion_expired"),
+    ({"exp": In(-60)}, "assertion_expired"),
     ({"exp": "soon"}, "malformed_assertion"),
-    ({"nbf": int(time.time()) + 600}, "malformed_assertion"),
+    ({"nbf": In(600)}, "malformed_assertion"),
     ({"jti": None}, "malformed_assertion"),
     ({"jti": 12345678}, "malformed_assertion"),
-    ({"exp": int(time.time()) + 3600}, "assertion_lifetime_too_long"),
-    ({"exp": float(int(time.time()) + 60)}, "assertion_lifetime_too_long"),
+    ({"exp": In(3600)}, "assertion_lifetime_too_long"),
+    ({"exp": In(60, as_float=True)}, "assertion_lifetime_too_long"),
 ])
 def test_claim_refusals_keep_their_reasons(changes: dict[str, Any], expected: str) -> None:
     assert reason(sign_raw({"alg": "ES256", "kid": KEY.kid}, claims(**changes), KEY)) == expected
