@@ -63,7 +63,9 @@ def _swap_payload(token: str, payload: dict[str, Any]) -> str:
 
 
 Forge = Callable[[AuthServer], str]
-NOW = int(time.time())
+def _now() -> int:
+    """Now when the attack is built (at test time, not collection time)."""
+    return int(time.time())
 
 # name -> (forge, the verifier's reason)
 FORGED: dict[str, tuple[Forge, str]] = {
@@ -117,14 +119,14 @@ FORGED: dict[str, tuple[Forge, str]] = {
     "wrong_issuer": (lambda s: s.mint(iss="https://evil.example"), "issuer_mismatch"),
     "audience_list": (lambda s: s.mint(aud=[s.issuer]), "audience_mismatch"),
     "audience_elsewhere": (lambda s: s.mint(aud="https://evil.example"), "audience_mismatch"),
-    "expired": (lambda s: s.mint(iat=NOW - 900, exp=NOW - 300), "token_expired"),
-    "issued_in_the_future": (lambda s: s.mint(iat=NOW + 600, exp=NOW + 900),
+    "expired": (lambda s: s.mint(iat=_now() - 900, exp=_now() - 300), "token_expired"),
+    "issued_in_the_future": (lambda s: s.mint(iat=_now() + 600, exp=_now() + 900),
                              "token_not_yet_valid"),
-    "not_before_in_the_future": (lambda s: s.mint(nbf=NOW + 600), "token_not_yet_valid"),
-    "lifetime_too_long": (lambda s: s.mint(exp=NOW + 3600), "lifetime_too_long"),
+    "not_before_in_the_future": (lambda s: s.mint(nbf=_now() + 600), "token_not_yet_valid"),
+    "lifetime_too_long": (lambda s: s.mint(exp=_now() + 3600), "lifetime_too_long"),
     "exp_huge": (lambda s: s.mint(exp=10**30), "lifetime_too_long"),
-    "exp_string": (lambda s: s.mint(exp=str(NOW + 600)), "invalid_claims"),
-    "exp_float": (lambda s: s.mint(exp=NOW + 600.5), "invalid_claims"),
+    "exp_string": (lambda s: s.mint(exp=str(_now() + 600)), "invalid_claims"),
+    "exp_float": (lambda s: s.mint(exp=_now() + 600.5), "invalid_claims"),
     "exp_bool": (lambda s: s.mint(exp=True), "invalid_claims"),
     "missing_jti": (lambda s: s.mint(jti=None), "missing_claim"),
     "missing_ctx": (lambda s: s.mint(ctx=None), "missing_claim"),
