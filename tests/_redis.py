@@ -25,9 +25,10 @@ def redis_url_for(db: int) -> str:
 
 
 @contextlib.contextmanager
-def flushed_redis(db: int) -> Iterator[str]:
-    """The URL of database ``db``, empty for the test and emptied after it."""
-    url = redis_url_for(db)
+def flushed_redis(db: int, url: str | None = None) -> Iterator[str]:
+    """The URL of database ``db`` (or ``url``, which names it), empty for the test and emptied
+    after it."""
+    url = url or redis_url_for(db)
     client = redis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=2.0)
     try:
         try:

@@ -10,28 +10,27 @@ Redis does not answer, except on CI (``CI=true``), where a missing Redis fails t
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from bench import audit, depth, end_to_end, enforcement, exchange, memory
-from bench._cluster import redis_answers
 from bench._report import Table, section
 from bench.run import DEFAULT_REDIS_URL, NAMES, main
+from tests._redis import flushed_redis
 
 BENCH_REDIS_DB = 12
 
 
 @pytest.fixture
-def bench_redis_url() -> str:
+def bench_redis_url() -> Iterator[str]:
+    """The benchmarks' database, flushed before and after (tests/_redis.py)."""
     url = os.environ.get("INFRABOT_BENCH_REDIS_URL", DEFAULT_REDIS_URL)
     if not url.rstrip("/").endswith(f"/{BENCH_REDIS_DB}"):
         pytest.fail(f"INFRABOT_BENCH_REDIS_URL must name db {BENCH_REDIS_DB} (it is flushed)")
-    if not redis_answers(url):
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"no Redis at {url}: CI must provide one")
-        pytest.skip(f"no Redis at {url}: start redis-server")
-    return url
+    with flushed_redis(BENCH_REDIS_DB, url) as flushed:
+        yield flushed
 
 
 def column(table: Table, name: str) -> list[str]:
