@@ -72,9 +72,7 @@ def _run_hop(task: Task, app: Celery, settings: Settings, agent: str, run_id: st
         rt.runs.mark_hop_done(run_id, agent, task.request.id)
     elif outcome.status in TERMINAL:
         rt.runs.mark_hop_done(run_id, agent, task.request.id)
-        if rt.runs.finish(run_id, outcome.status, outcome.reason):
-            rt.runs.add_event(run_id, "finished", agent, {"status": outcome.status,
-                                                          "reason": outcome.reason})
+        rt.runs.finish(run_id, outcome.status, outcome.reason, agent=agent)
     log.info("hop_done", status=outcome.status, reason=outcome.reason)
     return {"run_id": run_id, "agent": agent, "status": outcome.status}
 

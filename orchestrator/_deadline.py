@@ -58,7 +58,6 @@ class RunDeadline:
             reason = f"{REASON}: not finished within {self._seconds} s"
             if not self._runs.finish(run_id, "failed", reason):
                 continue  # it ended meanwhile (or another process ended it)
-            self._runs.add_event(run_id, "finished", None, {"status": "failed", "reason": reason})
             self._record(run_id, now)
             log.warning("run_deadline_exceeded", seconds=self._seconds)
             ended.append(run_id)

@@ -105,5 +105,4 @@ class Orchestrator:
         return result["access_token"], result["scope"]
 
     def _finish(self, run_id: str, status: str, reason: str) -> None:
-        if self.runs.finish(run_id, status, reason):
-            self.runs.add_event(run_id, "finished", None, {"status": status, "reason": reason})
+        self.runs.finish(run_id, status, reason)

@@ -114,18 +114,32 @@ class RunStore:
                 (run_id,))
             return cursor.rowcount == 1
 
-    def finish(self, run_id: str, status: str, reason: str) -> bool:
-        """Record the terminal status unless one is recorded already; True if this call did."""
+    def finish(self, run_id: str, status: str, reason: str, *,
+               agent: str | None = None) -> bool:
+        """Record the terminal status unless one is recorded already; True if this call did.
+
+        The run's ``finished`` event (status and reason, by ``agent``) is written in the same
+        transaction, so nobody ever sees a terminal run without it.
+        """
         if status not in TERMINAL_STATUSES:
             raise ValueError(f"{status!r} is not a terminal status")
         check_text("reason", reason)
+        check_text("agent", agent)
+        detail = check_detail({"status": status, "reason": reason})
+        now = format_time(self._clock())
         with self._write() as conn:
             self._require(conn, run_id)
             cursor = conn.execute(
                 "UPDATE runs SET status = ?, reason = ?, finished_at = ? "
                 f"WHERE run_id = ? AND status NOT IN ({_TERMINAL_SQL})",
-                (status, reason, format_time(self._clock()), run_id))
-            return cursor.rowcount == 1
+                (status, reason, now, run_id))
+            if cursor.rowcount != 1:
+                return False
+            seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run_id = ?",
+                               (run_id,)).fetchone()[0]
+            conn.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)",
+                         (run_id, seq, now, "finished", agent, detail))
+            return True
 
     def get(self, run_id: str) -> Run | None:
         """The run with all its events, or None."""

@@ -205,13 +205,8 @@ def _json(response: httpx.Response) -> dict[str, Any]:
 
 
 def _wait(runs: RunStore, run_id: str, timeout: float) -> Run:
-    """The terminal run, once its ``finished`` event is written too (it follows the status)."""
-    run = runs.wait(run_id, timeout)
-    deadline = time.monotonic() + 5.0
-    while not any(e.kind == "finished" for e in run.events) and time.monotonic() < deadline:
-        time.sleep(0.01)
-        run = runs.get(run_id) or run
-    return run
+    """The terminal run (its ``finished`` event is written with the status)."""
+    return runs.wait(run_id, timeout)
 
 
 # -- mid-run revocation -------------------------------------------------------------------------

@@ -38,8 +38,9 @@ def test_a_run_goes_from_pending_to_running_to_a_terminal_status(
         "ci_pipeline", "prod", "acme/service-x", "9f2c1e7", "service-x", 42)
     assert run.mode == "delegated" and run.terminal
     assert [(e.seq, e.kind, e.agent) for e in run.events] == [
-        (1, "started", None), (2, "exchanged", "agent:infrabot")]
+        (1, "started", None), (2, "exchanged", "agent:infrabot"), (3, "finished", None)]
     assert run.events[1].detail == {"granted": "urn:infra:repo:read"}
+    assert run.events[2].detail == {"status": "succeeded", "reason": "ok"}  # same transaction
     assert run.events[0].time == T0 + timedelta(milliseconds=5)
     assert run.finished_at is not None and run.duration_ms == 15
 
