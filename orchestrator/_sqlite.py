@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
 
 from orchestrator.errors import ConfigError
@@ -25,8 +25,27 @@ def prepare(path: Path) -> None:
         pass
 
 
-def connect(path: Path, *, busy_timeout: float, create_schema: Callable[[sqlite3.Connection],
-                                                                          None],
+def apply_schema(conn: sqlite3.Connection, statements: Sequence[str], version: int,
+                 what: str) -> None:
+    """Run ``statements`` (idempotent DDL) and stamp ``version``, in one transaction; refuse a
+    file whose schema is newer than this code's."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        found = conn.execute("PRAGMA user_version").fetchone()[0]
+        if found > version:
+            raise ConfigError(f"{what} schema version {found} is newer than this code "
+                              f"({version})")
+        for statement in statements:
+            conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {version}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def connect(path: Path, *, busy_timeout: float, statements: Sequence[str], version: int,
             what: str) -> sqlite3.Connection:
     """An open, prepared connection; :class:`ConfigError` naming ``what`` if the file is not
     a usable database of that kind."""
@@ -37,7 +56,7 @@ def connect(path: Path, *, busy_timeout: float, create_schema: Callable[[sqlite3
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
-        create_schema(conn)
+        apply_schema(conn, statements, version, what)
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise ConfigError(f"{path} is not a usable {what}: {exc}") from exc

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import sqlite3
-
-from orchestrator.errors import ConfigError
-
 SCHEMA_VERSION = 1
 JSON_FIELDS = frozenset({"chain", "scopes", "context"})
 
-_STATEMENTS = (
+STATEMENTS = (
     # AUTOINCREMENT: a deleted tail's row ids are never handed out again.
     """CREATE TABLE IF NOT EXISTS records (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -56,21 +52,3 @@ _STATEMENTS = (
 )
 
 
-def create_schema(conn: sqlite3.Connection) -> None:
-    """Create the tables, indexes and guard triggers; refuse a database from a newer version."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise ConfigError(
-                f"audit database schema version {version} is newer than this code "
-                f"({SCHEMA_VERSION})"
-            )
-        for statement in _STATEMENTS:
-            conn.execute(statement)
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise

@@ -35,7 +35,7 @@ from orchestrator.audit._record import (
     contains_raw_jwt,
     format_time,
 )
-from orchestrator.audit._schema import JSON_FIELDS, create_schema
+from orchestrator.audit._schema import JSON_FIELDS, SCHEMA_VERSION, STATEMENTS
 from orchestrator.audit._verify import ChainRow, Head, VerifyReport, verify_rows
 from orchestrator.errors import Unavailable
 
@@ -204,8 +204,8 @@ class AuditStore:
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    return connect(path, busy_timeout=BUSY_TIMEOUT_SECONDS, create_schema=create_schema,
-                   what="audit database")
+    return connect(path, busy_timeout=BUSY_TIMEOUT_SECONDS, statements=STATEMENTS,
+                   version=SCHEMA_VERSION, what="audit database")
 
 
 def _check_writer(writer: str) -> str:

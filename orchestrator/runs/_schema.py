@@ -7,10 +7,7 @@ Times are fixed-width UTC text, so text order is time order.
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import UTC, datetime
-
-from orchestrator.errors import ConfigError
 
 SCHEMA_VERSION = 1
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -21,7 +18,7 @@ RUN_COLUMNS = (
 )
 EVENT_COLUMNS = ("run_id", "seq", "time", "kind", "agent", "detail")
 
-_STATEMENTS = (
+STATEMENTS = (
     """CREATE TABLE IF NOT EXISTS runs (
         run_id TEXT PRIMARY KEY,
         workflow TEXT NOT NULL,
@@ -58,23 +55,6 @@ _STATEMENTS = (
         PRIMARY KEY (run_id, agent)
     )""",
 )
-
-
-def create_schema(conn: sqlite3.Connection) -> None:
-    """Create the tables if missing; refuse a file written by a newer schema."""
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version > SCHEMA_VERSION:
-        raise ConfigError(f"run log schema {version} is newer than this code ({SCHEMA_VERSION})")
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        for statement in _STATEMENTS:
-            conn.execute(statement)
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
 
 
 def format_time(value: datetime) -> str:

@@ -40,7 +40,8 @@ from orchestrator.runs._model import (
 from orchestrator.runs._schema import (
     EVENT_COLUMNS,
     RUN_COLUMNS,
-    create_schema,
+    SCHEMA_VERSION,
+    STATEMENTS,
     format_time,
     parse_time,
 )
@@ -279,5 +280,5 @@ def _event(row: tuple[Any, ...]) -> RunEvent:
 
 def _connect(path: Path) -> sqlite3.Connection:
     """Open (creating if needed: directory 0700, file 0600) and prepare the run log."""
-    return connect(path, busy_timeout=BUSY_TIMEOUT_SECONDS, create_schema=create_schema,
-                   what="run log")
+    return connect(path, busy_timeout=BUSY_TIMEOUT_SECONDS, statements=STATEMENTS,
+                   version=SCHEMA_VERSION, what="run log")
