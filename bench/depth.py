@@ -69,7 +69,8 @@ def run(*, iterations: int = 1000, rounds: int = 5, depth: int = MAX_DEPTH) -> l
     registry = MemoryRevocationStore()
     now = int(time.time())
     grant = decide_root("user:bench", list(SCOPES), context(), agent(1), d, issuance,
-                        client="client:bench", user_version=0, now=now)
+                        client="client:bench", user_version=0,
+                        registry_epoch=registry.epoch, now=now)
     handoff = mint(grant.claims, key)
     ops: dict[str, Callable[[int], object]] = {}
     sizes: dict[int, int] = {}

@@ -253,9 +253,11 @@ class AuthorizationService:
 
     def root(self, user: str, scopes: list[str], ctx: Context, first_agent: str, client: str,
              *, now: int) -> Grant:
+        standing = self.revocation.standing(user)
         return decide_root(user, scopes, ctx, first_agent, self.directory,
                            self._issuance(self.settings.root_token_ttl_seconds), client=client,
-                           user_version=self.revocation.user_version(user), now=now)
+                           user_version=standing.user_version,
+                           registry_epoch=standing.registry_epoch, now=now)
 
     def _issue(self, grant: Grant, action: str, target: str, *, now: int) -> TokenResponse:
         self.keyring.refresh(now=now)

@@ -65,6 +65,10 @@ def user_token(user: str, scopes: tuple[str, ...], may_act: str, environment: st
                repository: str, commit: str, run_id: str | None, state_dir: Path | None) -> None:
     """Issue a root token for USER (e.g. user:sam) that MAY_ACT may exchange.
 
+    With a system running from the state directory, its authorization server issues the token
+    (the orchestrator's RFC 7523 grant), so it is rooted in that system's revocation registry and
+    audited there; otherwise it is issued here.
+
     \b
     Example:
       TOKEN=$(infrabot token user user:sam --env prod --trigger ci_pipeline)
@@ -77,17 +81,44 @@ def user_token(user: str, scopes: tuple[str, ...], may_act: str, environment: st
                       commit=commit, run_id=run_id or f"run-{uuid.uuid4().hex[:12]}")
     except ValueError as exc:
         raise CommandError(f"bad context value: {exc.errors()[0]['msg']}") from None  # type: ignore[attr-defined]
-    stack = Stack.build(settings)
+    directory = load_directory(settings.workflows_dir / "directory.yaml")
+    entry = directory.users.get(user)
+    wanted = ([s if s.startswith("urn:") else f"urn:infra:{s}" for s in scopes]
+              or (list(entry.permissions) if entry else []))
+    running = _running_auth_server(settings)
+    if running is not None:
+        issued = _root_from(running, settings, user, wanted, ctx, may_act)
+    else:
+        stack = Stack.build(settings)
+        try:
+            response = stack.auth.issue_root(user, wanted, ctx, may_act, ORCHESTRATOR_CLIENT)
+        finally:
+            stack.close()
+        issued = {"access_token": response.access_token, "scope": response.scope,
+                  "expires_in": response.expires_in}
+    dropped = [s for s in dict.fromkeys(wanted) if s not in str(issued["scope"]).split()]
+    click.echo(f"issued for {user}: scope {issued['scope']!r}, expires in "
+               f"{issued['expires_in']}s, by " + (running or "this process (no running system)")
+               + (f"; dropped {' '.join(dropped)}" if dropped else ""), err=True)
+    click.echo(issued["access_token"])
+
+
+def _running_auth_server(settings: Settings) -> str | None:
     try:
-        entry = stack.directory.users.get(user)
-        wanted = ([s if s.startswith("urn:") else f"urn:infra:{s}" for s in scopes]
-                  or (list(entry.permissions) if entry else []))
-        issued = stack.auth.issue_root(user, wanted, ctx, may_act, ORCHESTRATOR_CLIENT)
-    finally:
-        stack.close()
-    click.echo(f"issued for {user}: scope {issued.scope!r}, expires in {issued.expires_in}s"
-               + (f"; dropped {' '.join(issued.dropped)}" if issued.dropped else ""), err=True)
-    click.echo(issued.access_token)
+        return endpoints(settings)["auth"]
+    except CommandError:
+        return None
+
+
+def _root_from(auth_url: str, settings: Settings, user: str, scopes: list[str], ctx: Context,
+               may_act: str) -> dict[str, object]:
+    """The root token from the running authorization server, asked as the orchestrator."""
+    from orchestrator.client import AuthClient
+    from orchestrator.stack import ORCHESTRATOR_CLIENT, client_keys_dir
+
+    key = client_key(client_keys_dir(settings), ORCHESTRATOR_CLIENT, settings.signing_alg)
+    with AuthClient(auth_url, ORCHESTRATOR_CLIENT, key) as client:
+        return client.root_token(user, scopes, ctx, may_act)
 
 
 @token.command("assertion")

@@ -87,13 +87,15 @@ class AttackRound:
         act = None
         for actor in reversed(actors):
             act = Actor(sub=actor, act=act)
+        standing = stack.revocation.standing(sub)
         now = int(time.time())
         claims = AccessClaims(
             iss=stack.settings.issuer_url, sub=sub, aud=self.aws, client_id=actors[0],
             scope=CLEAN, iat=now, exp=now + 300, jti=new_jti(), act=act,
             ctx=Context(trigger="ci_pipeline", environment="prod", repository="acme/service-x",
                         commit="9f2c1e7", run_id="run-attack-forged"),
-            user_version=stack.revocation.user_version(sub) if sub.startswith("user:") else 0,
+            user_version=standing.user_version if sub.startswith("user:") else 0,
+            registry_epoch=standing.registry_epoch,
             may_act=MayAct(sub="agent:cleanup") if not act else None)
         return mint(claims, key)
 

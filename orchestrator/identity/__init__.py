@@ -33,6 +33,7 @@ from orchestrator.identity._revocation import (
     MemoryRevocationStore,
     RedisRevocationStore,
     RevocationStore,
+    Standing,
     open_store,
 )
 from orchestrator.identity._scopes import (
@@ -75,6 +76,7 @@ __all__ = [
     "PublicKey",
     "RedisRevocationStore",
     "RevocationStore",
+    "Standing",
     "Service",
     "SigningKey",
     "TokenVerifier",

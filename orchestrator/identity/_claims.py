@@ -19,6 +19,8 @@ _ID = r"^(user|agent|client):[a-z0-9][a-z0-9_.-]{0,63}$"
 _CTX_VALUE = r"^[A-Za-z0-9][A-Za-z0-9_./:@+-]{0,127}$"
 # Structural bound on nesting, checked before any model is built; the policy bound is max_depth.
 MAX_ACT_NESTING = 16
+# The revocation registry's epoch: a random name it takes when its memory starts (see _revocation).
+EPOCH_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
 
 
 class _Frozen(BaseModel):
@@ -62,6 +64,7 @@ class AccessClaims(_Frozen):
     may_act: MayAct | None = None
     ctx: Context
     user_version: StrictInt = Field(ge=0)
+    registry_epoch: str = Field(pattern=EPOCH_PATTERN)
     ancestors: tuple[StrictStr, ...] = Field(default=(), max_length=MAX_ACT_NESTING)
     revocation_url: str | None = Field(None, max_length=512)
     log_url: str | None = Field(None, max_length=512)

@@ -71,7 +71,8 @@ def decide(request: ExchangeRequest, directory: Directory, issuance: Issuance, *
         iss=issuance.issuer, sub=subject.sub, aud=audience, client_id=request.actor,
         scope=format_scopes(scopes), iat=now, exp=min(now + issuance.ttl, subject.exp),
         jti=jti, act=nest(request.actor, subject.act), may_act=may_act, ctx=subject.ctx,
-        user_version=subject.user_version, ancestors=(*subject.ancestors, subject.jti),
+        user_version=subject.user_version, registry_epoch=subject.registry_epoch,
+        ancestors=(*subject.ancestors, subject.jti),
         revocation_url=issuance.revocation_url, log_url=issuance.log_url_for(jti),
     )
     return Grant(claims=claims)
@@ -126,7 +127,7 @@ def _choose_scopes(requested: frozenset[str] | None, grantable: frozenset[str]) 
 
 def decide_root(user: str, required: list[str], ctx: Context, first_agent: str,
                 directory: Directory, issuance: Issuance, *, client: str, user_version: int,
-                now: int) -> Grant:
+                registry_epoch: str, now: int) -> Grant:
     """The root grant of a run: what the workflow needs ∩ what the user holds ∩ context policy.
 
     Scopes the user lacks or the context forbids are dropped (and reported), not refused; a
@@ -148,6 +149,7 @@ def decide_root(user: str, required: list[str], ctx: Context, first_agent: str,
         iss=issuance.issuer, sub=user, aud=issuance.issuer, client_id=client,
         scope=format_scopes(granted), iat=now, exp=now + issuance.ttl, jti=jti,
         may_act=MayAct(sub=first_agent), ctx=ctx, user_version=user_version,
+        registry_epoch=registry_epoch,
         revocation_url=issuance.revocation_url, log_url=issuance.log_url_for(jti),
     )
     return Grant(claims=claims, dropped=dropped)

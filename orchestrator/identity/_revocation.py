@@ -2,6 +2,12 @@
 by run, and cascading: every token carries the ``jti`` of each token it was exchanged from
 (``ancestors``), so revoking any token refuses all its descendants.
 
+A registry that loses its memory (an unpersisted Redis restarted, a flushed database, a new
+process) cannot tell which tokens were revoked, so it must not answer for tokens issued before.
+It names each life of its memory with a random *epoch*, taken when it first finds none; a root
+token carries the epoch it was issued under (``registry_epoch``, copied unchanged down the
+chain), and a check refuses a token of another epoch (``registry_reset``).
+
 Two stores behind one interface. :meth:`RevocationStore.check` is one round trip however long the
 chain. A store that cannot be reached raises :class:`~orchestrator.errors.Unavailable`: callers
 deny; nothing is allowed on an unanswered check. The same stores keep one-time keys
@@ -10,17 +16,30 @@ deny; nothing is allowed on an unanswered check. The same stores keep one-time k
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol, cast
+from typing import NamedTuple, Protocol, cast
 
 from orchestrator.errors import InvalidToken, Unavailable
 from orchestrator.identity._claims import AccessClaims
 
 _PREFIX = "infrabot:"
+_EPOCH_KEY = f"{_PREFIX}epoch"
 # A revoked run or user outlives every token that could name it.
 RUN_REVOCATION_TTL = 24 * 3600
+
+
+class Standing(NamedTuple):
+    """What a root token must carry from the registry: its epoch and the user's version."""
+
+    registry_epoch: str
+    user_version: int
+
+
+def new_epoch() -> str:
+    return secrets.token_urlsafe(12)
 
 
 class RevocationStore(Protocol):
@@ -28,6 +47,7 @@ class RevocationStore(Protocol):
     def revoke_user(self, user: str) -> int: ...
     def revoke_run(self, run_id: str) -> None: ...
     def user_version(self, user: str) -> int: ...
+    def standing(self, user: str) -> Standing: ...
     def check(self, claims: AccessClaims) -> None: ...
     def claim_once(self, key: str, *, ttl: int) -> bool: ...
     def release_once(self, key: str) -> None: ...
@@ -35,9 +55,13 @@ class RevocationStore(Protocol):
     def close(self) -> None: ...
 
 
-def refusal_for(claims: AccessClaims, revoked_jtis: set[str], run_revoked: bool,
+def refusal_for(claims: AccessClaims, epoch: str, revoked_jtis: set[str], run_revoked: bool,
                 version: int) -> InvalidToken | None:
     """The refusal a set of registry answers implies, or None when nothing is revoked."""
+    if claims.registry_epoch != epoch:
+        return InvalidToken("the revocation registry has lost its memory since this token was "
+                            "issued and cannot tell whether it was revoked",
+                            reason="registry_reset")
     if claims.jti in revoked_jtis:
         return InvalidToken("token has been revoked", reason="token_revoked")
     if revoked_jtis & set(claims.ancestors):
@@ -53,8 +77,10 @@ def refusal_for(claims: AccessClaims, revoked_jtis: set[str], run_revoked: bool,
 class MemoryRevocationStore:
     """In-process registry for embedded mode and tests."""
 
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Callable[[], float] = time.time, *,
+                 epoch: str | None = None) -> None:
         self._clock = clock
+        self.epoch = epoch or new_epoch()  # this process's memory is the registry's
         self._lock = threading.Lock()
         self._jtis: dict[str, float] = {}
         self._runs: set[str] = set()
@@ -77,10 +103,13 @@ class MemoryRevocationStore:
     def user_version(self, user: str) -> int:
         return self._users.get(user, 0)
 
+    def standing(self, user: str) -> Standing:
+        return Standing(self.epoch, self.user_version(user))
+
     def check(self, claims: AccessClaims) -> None:
         with self._lock:
             revoked = {j for j in (claims.jti, *claims.ancestors) if j in self._jtis}
-            refusal = refusal_for(claims, revoked, claims.ctx.run_id in self._runs,
+            refusal = refusal_for(claims, self.epoch, revoked, claims.ctx.run_id in self._runs,
                                   self._users.get(claims.sub, 0))
         if refusal is not None:
             raise refusal
@@ -155,15 +184,35 @@ class RedisRevocationStore:
         value = self._call(lambda: self._r.get(f"{_PREFIX}user:{user}"))
         return int(value) if value is not None else 0  # type: ignore[call-overload]
 
+    def standing(self, user: str) -> Standing:
+        values = self._call(lambda: self._r.mget([_EPOCH_KEY, f"{_PREFIX}user:{user}"]))
+        assert isinstance(values, list)
+        version = int(values[1]) if values[1] is not None else 0  # type: ignore[call-overload]
+        return Standing(self._epoch(values[0]), version)
+
+    def _epoch(self, found: object) -> str:
+        """The registry's epoch as read (``found``), or, when Redis has none (it restarted empty
+        or was flushed), a new one: whichever store sets it first names the new memory."""
+        if found is None:
+            fresh = new_epoch()
+            if self._call(lambda: self._r.set(_EPOCH_KEY, fresh, nx=True)):
+                return fresh
+            found = self._call(lambda: self._r.get(_EPOCH_KEY))
+            if found is None:  # lost again between the two calls: refuse rather than guess
+                raise Unavailable("revocation registry is restarting",
+                                  reason="revocation_unavailable")
+        return found.decode() if isinstance(found, bytes) else str(found)
+
     def check(self, claims: AccessClaims) -> None:
         jtis = [claims.jti, *claims.ancestors]
         keys = [f"{_PREFIX}jti:{j}" for j in jtis]
-        keys += [f"{_PREFIX}run:{claims.ctx.run_id}", f"{_PREFIX}user:{claims.sub}"]
+        keys += [f"{_PREFIX}run:{claims.ctx.run_id}", f"{_PREFIX}user:{claims.sub}", _EPOCH_KEY]
         values = self._call(lambda: self._r.mget(keys))
         assert isinstance(values, list)
         revoked = {j for j, v in zip(jtis, values, strict=False) if v is not None}
-        version = int(values[-1]) if values[-1] is not None else 0  # type: ignore[call-overload]
-        refusal = refusal_for(claims, revoked, values[-2] is not None, version)
+        version = int(values[-2]) if values[-2] is not None else 0  # type: ignore[call-overload]
+        refusal = refusal_for(claims, self._epoch(values[-1]), revoked, values[-3] is not None,
+                              version)
         if refusal is not None:
             raise refusal
 

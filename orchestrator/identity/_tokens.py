@@ -147,7 +147,7 @@ class TokenVerifier:
                       now: int) -> AccessClaims:
         p = self._policy
         for name in ("iss", "sub", "aud", "exp", "iat", "jti", "scope", "client_id", "ctx",
-                     "user_version"):
+                     "user_version", "registry_epoch"):
             if name not in payload:
                 raise _refuse("missing_claim", f"required claim {name!r} is missing")
         if payload["iss"] != p.issuer:

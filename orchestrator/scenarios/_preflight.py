@@ -79,6 +79,10 @@ class Preflight:
         return {**asdict(self), "all_allowed": self.all_allowed}
 
 
+# Preflight replays decisions only: no registry is asked, so its tokens name none.
+PREFLIGHT_EPOCH = "preflight"
+
+
 @dataclass
 class _Chain:
     """The decisions being replayed: directory, settings, clock and the throw-away key."""
@@ -121,7 +125,8 @@ def preflight(workflow: Workflow, user: str, directory: Directory, settings: Set
     try:
         grant = decide_root(user, needed, ctx, workflow.root_agent, directory,
                             chain.issuance(settings.root_token_ttl_seconds),
-                            client=ORCHESTRATOR_CLIENT, user_version=0, now=chain.now)
+                            client=ORCHESTRATOR_CLIENT, user_version=0,
+                            registry_epoch=PREFLIGHT_EPOCH, now=chain.now)
         token = chain.verified(grant.claims)
         result.root_granted = tuple(sorted(grant.claims.scopes))
     except OAuthError as exc:

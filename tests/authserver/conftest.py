@@ -202,9 +202,10 @@ class AuthServer:
             "iat": now, "exp": now + 600, "jti": new_jti(), "may_act": {"sub": INFRABOT},
             "ctx": self.ctx().model_dump(),
         }
-        if "user_version" not in overrides:
-            base["user_version"] = self.stack.revocation.user_version(
-                overrides.get("sub", "user:sam"))
+        if "user_version" not in overrides or "registry_epoch" not in overrides:
+            standing = self.stack.revocation.standing(overrides.get("sub", "user:sam"))
+            base["user_version"] = standing.user_version
+            base["registry_epoch"] = standing.registry_epoch
         base.update(overrides)
         return {k: v for k, v in base.items() if v is not None}
 

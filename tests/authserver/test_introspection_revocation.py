@@ -277,9 +277,13 @@ def registry_down(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServ
         client.close()
 
 
+# what a token says of a registry that cannot be asked
+UNREACHED = {"user_version": 0, "registry_epoch": "epoch-unreached"}
+
+
 def test_an_unreachable_registry_fails_closed(registry_down: AuthServer) -> None:
     server = registry_down
-    token = server.mint(user_version=0)
+    token = server.mint(**UNREACHED)
     for path, form in (("/token", {**server.auth(INFRABOT),
                                    **server.exchange_form(token, audience=ARGOCD)}),
                        ("/introspect", {**server.auth(ORCH), "token": token}),
@@ -295,7 +299,7 @@ def test_an_unreachable_registry_fails_closed(registry_down: AuthServer) -> None
 
 def test_an_unreachable_registry_is_audited(registry_down: AuthServer) -> None:
     server = registry_down
-    token = server.mint(user_version=0)
+    token = server.mint(**UNREACHED)
     form = {**server.auth(INFRABOT), **server.exchange_form(token, audience=ARGOCD)}
     mark = server.audit_mark()
     refusal(server.post("/token", form), 503, "temporarily_unavailable", "revocation_unavailable")
@@ -306,7 +310,7 @@ def test_an_unreachable_registry_is_audited(registry_down: AuthServer) -> None:
 def test_the_client_raises_unavailable_when_the_registry_is_down(
         registry_down: AuthServer) -> None:
     with pytest.raises(Unavailable) as caught:
-        registry_down.clients[ORCH].introspect(registry_down.mint(user_version=0))
+        registry_down.clients[ORCH].introspect(registry_down.mint(**UNREACHED))
     assert caught.value.reason == "revocation_unavailable"
 
 

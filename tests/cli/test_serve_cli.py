@@ -152,10 +152,14 @@ def test_runs_show_of_an_unknown_run_is_one_error_line(env: dict[str, str],
 
 def test_cli_tokens_and_assertions_are_for_the_running_server(env: dict[str, str],
                                                               system: dict[str, str]) -> None:
-    """``token user`` and ``token assertion`` name the issuer the running system uses (its
-    ports were chosen by the OS), so the curl example of ``token assertion --help`` works."""
-    subject = infrabot("token", "user", "user:sam", "--env", "prod", "--trigger",
-                       "ci_pipeline", env=env).ok().stdout.strip()
+    """``token user`` asks the running system's authorization server for the root token (so it
+    is rooted in that server's revocation registry), and ``token assertion`` names the issuer
+    the running system uses (its ports were chosen by the OS), so the curl example of
+    ``token assertion --help`` works."""
+    issued = infrabot("token", "user", "user:sam", "--env", "prod", "--trigger",
+                      "ci_pipeline", env=env).ok()
+    assert f"by {system['auth']}" in issued.stderr
+    subject = issued.stdout.strip()
     assertion = infrabot("token", "assertion", "agent:infrabot", env=env).ok().stdout.strip()
     response = httpx.post(system["auth"] + "/token", timeout=10, data={
         "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",

@@ -87,6 +87,8 @@ class Authority:
     directory: Directory
     issuance: Issuance
     policy: VerifierPolicy
+    # the registry epoch its root tokens name; a test's registry must be in the same one
+    epoch: str = "epoch-test-0001"
 
     @property
     def key(self) -> SigningKey:
@@ -112,7 +114,7 @@ class Authority:
             "scope": "urn:infra:monitoring:read urn:infra:deploy:comment",
             "iat": NOW, "exp": NOW + 600, "jti": "jti-root-0001",
             "may_act": {"sub": "agent:infrabot"}, "ctx": make_ctx().model_dump(),
-            "user_version": 0,
+            "user_version": 0, "registry_epoch": self.epoch,
         }
         base.update(overrides)
         return {k: v for k, v in base.items() if v is not None}
@@ -131,7 +133,8 @@ class Authority:
              user_version: int = 0) -> VerifiedToken:
         grant = decide_root(user, WORKFLOW_SCOPES if required is None else required,
                             ctx or make_ctx(), first_agent, self.directory, self.issuance,
-                            client="client:orchestrator", user_version=user_version, now=now)
+                            client="client:orchestrator", user_version=user_version,
+                            registry_epoch=self.epoch, now=now)
         return self.issue(grant.claims)
 
     def request(self, subject: VerifiedToken, actor: str, **kw: Any) -> ExchangeRequest:

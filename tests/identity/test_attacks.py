@@ -140,7 +140,8 @@ def _aws_token(a: Authority) -> str:
     return mint(a.chain_to_aws()[-1].claims, a.key)
 
 
-MISSING = ("iss", "sub", "aud", "exp", "iat", "jti", "scope", "client_id", "ctx", "user_version")
+MISSING = ("iss", "sub", "aud", "exp", "iat", "jti", "scope", "client_id", "ctx", "user_version",
+           "registry_epoch")
 
 ATTACKS: dict[str, Attack] = {
     # shape
@@ -380,7 +381,7 @@ REVOCATIONS: dict[str, tuple[Callable[[MemoryRevocationStore, list[Any]], None],
 def test_revoked_tokens_are_refused(
         authority: Authority, revoke: Callable[[MemoryRevocationStore, list[Any]], None],
         reason: str) -> None:
-    store = MemoryRevocationStore()
+    store = MemoryRevocationStore(epoch=authority.epoch)
     chain = authority.chain_to_aws()
     verified = authority.verify(mint(chain[-1].claims, authority.key), audience=AWS)
     store.check(verified.claims)

@@ -71,7 +71,7 @@ def root(authority: Authority, user: str = "user:sam", required: list[str] | Non
     return decide_root(user, WORKFLOW_SCOPES if required is None else required, values["ctx"],
                        values["first_agent"], authority.directory, authority.issuance,
                        client="client:orchestrator", user_version=values.get("user_version", 0),
-                       now=now)
+                       registry_epoch=authority.epoch, now=now)
 
 
 def subject_token(authority: Authority, **overrides: Any) -> VerifiedToken:
@@ -127,12 +127,14 @@ def test_ancestors_accumulate_every_token_exchanged_from(authority: Authority) -
         (), (jtis[0],), (jtis[0], jtis[1]), (jtis[0], jtis[1], jtis[2])]
 
 
-def test_context_and_user_version_are_carried_unchanged(authority: Authority) -> None:
+def test_context_user_version_and_epoch_are_carried_unchanged(authority: Authority) -> None:
     ctx = make_ctx(run_id="run-42", commit="abc1234")
+    authority.epoch = "epoch-carried-01"
     subject = authority.root(ctx=ctx, user_version=3)
     issued = grant(authority, subject, "agent:infrabot", audience="agent:argocd").claims
     assert issued.ctx == ctx
     assert issued.user_version == 3
+    assert issued.registry_epoch == subject.claims.registry_epoch == "epoch-carried-01"
     assert issued.iss == ISSUER
 
 

@@ -29,6 +29,7 @@ PUBLIC = [
     "RevocationStore",
     "Service",
     "SigningKey",
+    "Standing",
     "TokenVerifier",
     "User",
     "VerifiedToken",

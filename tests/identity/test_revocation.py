@@ -45,11 +45,14 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
-def store(request: pytest.FixtureRequest, clock: Clock) -> RevocationStore:
+def store(request: pytest.FixtureRequest, clock: Clock, authority: Authority) -> RevocationStore:
+    """A registry, and the authority issuing its root tokens in the registry's epoch."""
     if request.param == "memory":
-        return MemoryRevocationStore(clock=clock)
+        return MemoryRevocationStore(clock=clock, epoch=authority.epoch)
     client = request.getfixturevalue("redis_client")
-    return RedisRevocationStore(client, clock=clock)
+    redis_store = RedisRevocationStore(client, clock=clock)
+    authority.epoch = redis_store.standing("user:sam").registry_epoch
+    return redis_store
 
 
 @pytest.fixture
@@ -200,16 +203,85 @@ def test_redis_keys_expire_with_what_they_refer_to(
     assert 0 < redis_client.ttl("infrabot:once:assertion:abc") <= 30
 
 
+def chain_in(authority: Authority, store: RevocationStore) -> list[AccessClaims]:
+    """:func:`chain`, issued in ``store``'s current epoch."""
+    authority.epoch = store.standing("user:sam").registry_epoch
+    return [token.claims for token in authority.chain_to_aws()]
+
+
+@pytest.fixture
+def two_sides(redis_client: redis.Redis, clock: Clock) -> tuple[RedisRevocationStore, ...]:
+    """The issuer's and a service's store over one Redis."""
+    return tuple(RedisRevocationStore(redis_client, clock=clock) for _ in range(2))
+
+
 @pytest.mark.redis
 def test_redis_revocation_is_shared_between_stores(
-        redis_client: redis.Redis, clock: Clock, chain: list[AccessClaims]) -> None:
-    issuer_side = RedisRevocationStore(redis_client, clock=clock)
-    service_side = RedisRevocationStore(redis_client, clock=clock)
+        two_sides: tuple[RedisRevocationStore, ...], authority: Authority) -> None:
+    issuer_side, service_side = two_sides
+    chain = chain_in(authority, issuer_side)
     service_side.check(chain[-1])
     revoke(issuer_side, chain[0])
     refused(service_side, chain[-1], "ancestor_revoked")
     assert issuer_side.claim_once("k", ttl=10)
     assert not service_side.claim_once("k", ttl=10)
+
+
+# --- the registry's epoch: a registry that lost its memory answers for no earlier token ----------
+
+def test_a_token_of_another_epoch_is_refused_before_anything_else(
+        store: RevocationStore, authority: Authority) -> None:
+    chain = [t.claims for t in authority.chain_to_aws()]
+    authority.epoch = "epoch-before-0001"
+    stale = authority.root(user_version=7).claims  # also ahead of the user's version
+    store.revoke_jti(stale.jti, expires_at=stale.exp)
+    refused(store, stale, "registry_reset")
+    for claims in chain:
+        store.check(claims)
+
+
+def test_epochs_are_random_per_memory_store(authority: Authority) -> None:
+    first, second = MemoryRevocationStore(), MemoryRevocationStore()
+    assert first.epoch != second.epoch
+    assert len(first.epoch) >= 16
+    assert first.standing("user:sam") == (first.epoch, 0)
+    authority.epoch = first.epoch
+    token = authority.root().claims
+    first.check(token)
+    refused(second, token, "registry_reset")  # a new process: its memory starts empty
+
+
+@pytest.mark.redis
+def test_a_redis_registry_that_lost_its_keys_refuses_every_earlier_token(
+        redis_client: redis.Redis, two_sides: tuple[RedisRevocationStore, ...],
+        authority: Authority) -> None:
+    """The reliability suite restarts a real unpersisted redis-server; here FLUSHDB stands in."""
+    issuer_side, service_side = two_sides
+    chain = chain_in(authority, issuer_side)
+    before = redis_client.get("infrabot:epoch")
+    assert before is not None and before.decode() == chain[0].registry_epoch
+    revoke(issuer_side, chain[0])
+    refused(service_side, chain[-1], "ancestor_revoked")
+    redis_client.flushdb()  # the revocation is forgotten
+    for claims in chain:
+        refused(service_side, claims, "registry_reset")
+    after = redis_client.get("infrabot:epoch")
+    assert after is not None and after != before
+    fresh = chain_in(authority, issuer_side)  # tokens issued since are answered for
+    assert fresh[0].registry_epoch == after.decode()
+    for claims in fresh:
+        service_side.check(claims)
+        issuer_side.check(claims)
+
+
+@pytest.mark.redis
+def test_the_first_store_to_find_no_epoch_names_it_for_all(
+        redis_client: redis.Redis, clock: Clock) -> None:
+    stores = [RedisRevocationStore(redis_client, clock=clock) for _ in range(3)]
+    epochs = {s.standing("user:sam").registry_epoch for s in stores}
+    assert len(epochs) == 1
+    assert redis_client.get("infrabot:epoch") == epochs.pop().encode()
+    assert redis_client.ttl("infrabot:epoch") == -1  # lives as long as Redis's memory
 
 
 def closed_port() -> int:
@@ -229,6 +301,7 @@ UNREACHABLE_CALLS: dict[str, Callable[[RedisRevocationStore, AccessClaims], obje
     "revoke_user": lambda s, c: s.revoke_user(c.sub),
     "revoke_run": lambda s, c: s.revoke_run(c.ctx.run_id),
     "user_version": lambda s, c: s.user_version(c.sub),
+    "standing": lambda s, c: s.standing(c.sub),
     "claim_once": lambda s, c: s.claim_once("k", ttl=10),
     "ping": lambda s, c: s.ping(),
 }

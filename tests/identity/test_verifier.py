@@ -189,7 +189,7 @@ def test_leeway_comes_from_policy(authority: Authority) -> None:
 # --- required claims and the chain ---------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["iss", "sub", "aud", "exp", "iat", "jti", "scope", "client_id",
-                                  "ctx", "user_version"])
+                                  "ctx", "user_version", "registry_epoch"])
 def test_every_required_claim_is_required(authority: Authority, name: str) -> None:
     refused(authority, authority.sign(authority.payload(**{name: None})), "missing_claim")
 

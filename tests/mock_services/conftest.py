@@ -44,6 +44,7 @@ from orchestrator.identity import (
     MemoryRevocationStore,
     RevocationStore,
     SigningKey,
+    Standing,
     load_directory,
     mint,
     new_jti,
@@ -105,9 +106,13 @@ class Stack:
               client_id: str | None = None, aud: str | None = None, lifetime: int = 300,
               iat: int | None = None, ctx: dict[str, str] | None = None,
               ancestors: tuple[str, ...] = (), jti: str | None = None,
-              key: SigningKey | None = None, user_version: int | None = None) -> str:
+              key: SigningKey | None = None, user_version: int | None = None,
+              registry_epoch: str | None = None) -> str:
         """A signed access token; defaults: sam via infrabot, every scope of ``service``."""
         issued = int(time.time()) if iat is None else iat
+        standing = (Standing(registry_epoch, user_version)
+                    if registry_epoch is not None and user_version is not None
+                    else self.revocation.standing(sub))
         act: Actor | None = None
         for actor in reversed(actors):
             act = Actor(sub=actor, act=act)
@@ -120,8 +125,8 @@ class Stack:
             scope=scope or " ".join(sorted({a.scope for a in actions_for(service)})),
             iat=issued, exp=issued + lifetime, jti=jti or new_jti(), act=act,
             ctx=Context(**context), ancestors=ancestors,
-            user_version=self.revocation.user_version(sub) if user_version is None
-            else user_version,
+            user_version=standing.user_version if user_version is None else user_version,
+            registry_epoch=standing.registry_epoch,
         )
         return mint(claims, key or self.ring.current)
 

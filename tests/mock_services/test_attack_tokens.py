@@ -38,6 +38,7 @@ def claims(stack, service: str, **changes: Any) -> dict[str, Any]:
         "iss": stack.settings.issuer_url, "sub": "user:sam", "aud": stack.urls[service],
         "client_id": "agent:infrabot", "scope": SCOPES[service], "iat": now, "exp": now + 300,
         "jti": "attack-token-0001", "act": {"sub": "agent:infrabot"}, "user_version": 0,
+        "registry_epoch": stack.revocation.standing("user:sam").registry_epoch,
         "ctx": {"trigger": "ci_pipeline", "environment": "prod", "repository": "acme/service-x",
                 "commit": "9f2c1e7", "run_id": "run-attack"},
     }

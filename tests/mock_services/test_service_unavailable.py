@@ -33,7 +33,7 @@ def unavailable(response: httpx.Response, reason: str) -> None:
 def test_an_unreachable_registry_is_503(stack_factory, http):
     registry = RedisRevocationStore.from_url(f"redis://127.0.0.1:{closed_port()}/0")
     stack = stack_factory(services=("datadog",), revocation=registry)
-    token = stack.token("datadog", user_version=0)
+    token = stack.token("datadog", user_version=0, registry_epoch="epoch-unreached")
     response = stack.call(http, "datadog.monitor.read", MONITOR, token=token)
     unavailable(response, "revocation_unavailable")
     [record] = stack.records(response)

@@ -51,7 +51,8 @@ def claims_with(user: str, actors: list[str]) -> AccessClaims:
                         exp=NOW + 600, jti="jti-shape-0001", act=nested(actors),
                         ctx={"trigger": "ci_pipeline", "environment": "prod",
                              "repository": "acme/service-x", "commit": "9f2c1e7",
-                             "run_id": "run-0001"}, user_version=0)
+                             "run_id": "run-0001"}, user_version=0,
+                        registry_epoch="epoch-shape-0001")
 
 
 @PROPERTY

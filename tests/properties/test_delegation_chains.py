@@ -37,6 +37,7 @@ from ._world import (
     worlds,
 )
 
+EPOCH = "epoch-props-0001"
 PROPERTY = settings(max_examples=120, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -70,7 +71,8 @@ def test_a_random_chain_only_narrows_and_never_outlives_its_subject(
         root = decide_root(world.user, needed, world.ctx, world.agents[0], d,
                            issuance(data.draw(st.integers(600, 900) | st.integers(1, 900),
                                               label="root_ttl")),
-                           client="client:orchestrator", user_version=0, now=now)
+                           client="client:orchestrator", user_version=0,
+                           registry_epoch=EPOCH, now=now)
     except InvalidScope:
         held = set(d.users[world.user].permissions)
         assert not [s for s in needed if s in held and d.context_permits(s, world.ctx)]
@@ -123,8 +125,8 @@ def test_a_random_chain_only_narrows_and_never_outlives_its_subject(
         assert claims.scopes <= frozenset(d.agents[actor].allowed_scopes)
         assert claims.exp == min(now + ttl, subject.claims.exp) and claims.iat == now
         assert claims.chain() == [actor, *subject.claims.chain()]
-        assert (claims.sub, claims.ctx, claims.user_version) == \
-            (world.user, world.ctx, subject.claims.user_version)
+        assert (claims.sub, claims.ctx, claims.user_version, claims.registry_epoch) == \
+            (world.user, world.ctx, subject.claims.user_version, EPOCH)
         assert claims.ancestors == tuple(t.claims.jti for t in chain)
         assert claims.may_act is None if to_service else claims.may_act.sub == nxt
         event(f"hops reached: {len(chain)}")
@@ -144,7 +146,7 @@ def test_a_hand_off_token_is_exchangeable_only_by_its_named_agent(
     try:
         root = decide_root(world.user, sorted(d.users[world.user].permissions), world.ctx,
                            world.agents[0], d, issuance(900), client="client:orchestrator",
-                           user_version=0, now=NOW)
+                           user_version=0, registry_epoch=EPOCH, now=NOW)
     except InvalidScope:
         return
     subject = issue(ring, root.claims, now=NOW)

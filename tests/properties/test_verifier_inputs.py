@@ -40,6 +40,7 @@ CLAIMS = {
     "scope": "urn:infra:monitoring:read urn:infra:deploy:comment", "iat": NOW,
     "exp": NOW + 600, "jti": "jti-fuzz-00001", "act": {"sub": "agent:infrabot"},
     "may_act": {"sub": "agent:argocd"}, "user_version": 0, "ancestors": ["jti-root-00001"],
+    "registry_epoch": "epoch-fuzz-0001",
     "ctx": {"trigger": "ci_pipeline", "environment": "prod", "repository": "acme/service-x",
             "commit": "9f2c1e7", "run_id": "run-0001"},
 }
