@@ -6,6 +6,10 @@ same key with the same request (method, path, query and canonical JSON body) rep
 changing nothing; the same key with a different request is 422 ``idempotency_key_reused``.
 Refused or failed requests are not kept, so a corrected retry may reuse the key. Requests under
 keys are serialised per service, so two concurrent retries cannot both run.
+
+What is kept is bounded twice: an answer replays for :data:`TTL_SECONDS` (24 hours, Stripe's
+window) and then expires, and at most :data:`MAX_KEYS` answers are kept per service, the oldest
+dropped first, so a long run of workflows does not grow the process.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from mock_services._bearer import ApiError
 HEADER = "Idempotency-Key"
 REPLAY_HEADER = "Idempotent-Replayed"
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+TTL_SECONDS = 24 * 3600
+MAX_KEYS = 2_000  # about 1 KB each (the answer's body, its fingerprint and the key)
 
 
 @dataclass(frozen=True)
@@ -54,8 +60,8 @@ def check_key(key: str) -> str:
 
 
 class IdempotencyCache:
-    def __init__(self, clock: Callable[[], float], *, ttl_seconds: float = 24 * 3600,
-                 max_entries: int = 10_000) -> None:
+    def __init__(self, clock: Callable[[], float], *, ttl_seconds: float = TTL_SECONDS,
+                 max_entries: int = MAX_KEYS) -> None:
         self._clock = clock
         self._ttl = ttl_seconds
         self._max = max_entries
@@ -69,6 +75,7 @@ class IdempotencyCache:
             self._lock = asyncio.Lock()
         async with self._lock:
             now = self._clock()
+            self._expire(now)
             kept = self._kept.get((principal, key))
             if kept is not None and kept.expires_at > now:
                 if kept.fingerprint != print_:
@@ -82,10 +89,20 @@ class IdempotencyCache:
                                                    response.media_type, now + self._ttl))
             return response, False
 
+    def __len__(self) -> int:
+        """How many answers are kept."""
+        return len(self._kept)
+
     def _keep(self, key: tuple[str, str], kept: _Kept) -> None:
         self._kept[key] = kept
         self._kept.move_to_end(key)
         while len(self._kept) > self._max:
+            self._kept.popitem(last=False)
+
+    def _expire(self, now: float) -> None:
+        """Drop the expired answers. Kept in the order they expire (one TTL, a clock that does
+        not go back), they are all at the front; ``run`` still checks the one it finds."""
+        while self._kept and next(iter(self._kept.values())).expires_at <= now:
             self._kept.popitem(last=False)
 
 

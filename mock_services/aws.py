@@ -8,7 +8,9 @@ AmazonEC2.CreateTags`` or ``GraniteServiceVersion20100801.GetMetricData`` (conte
 ``application/x-amz-json-1.x``), and the query-style ``POST /ec2?Action=CreateTags``.
 
 Seeded with three instances tagged ``service=service-x`` (one a stale canary tagged
-``deploy=stale``) and one for ``service-y``.
+``deploy=stale``) and one for ``service-y``. As in EC2, an instance holds at most 50 tags
+(``tag_limit_exceeded``); :class:`AwsState` keeps the most recent
+:data:`~mock_services._recent.LIMIT` alarms and changes.
 """
 
 from __future__ import annotations
@@ -43,11 +45,13 @@ from mock_services._aws_shapes import (
     TerminateOut,
 )
 from mock_services._bearer import ApiError
+from mock_services._recent import RecentDict, RecentList
 from mock_services._routing import CallerDep, ServiceRouter
 
 _PREFIXES = {"AmazonEC2": "/ec2", "GraniteServiceVersion20100801": "/monitoring"}
 _OPERATION = re.compile(r"^[A-Za-z]{1,64}$")
 _INSTANCE_ID = r"^i-[0-9a-f]{8,17}$"
+TAGS_PER_RESOURCE = 50
 
 
 RUNNING, TERMINATED = InstanceState(Code=16, Name="running"), InstanceState(Code=48, Name="terminated")
@@ -57,9 +61,10 @@ RUNNING, TERMINATED = InstanceState(Code=16, Name="running"), InstanceState(Code
 class AwsState:
     clock: Callable[[], float]
     instances: dict[str, Instance] = field(default_factory=dict)
-    alarms: dict[str, StoredAlarm] = field(default_factory=dict)
+    alarms: RecentDict[str, StoredAlarm] = field(default_factory=RecentDict)
     pinned: dict[tuple[str, str], float] = field(default_factory=dict)
-    changes: list[tuple[str, str, str, str]] = field(default_factory=list)  # (op, id, actor, sub)
+    # (op, id, actor, sub)
+    changes: RecentList[tuple[str, str, str, str]] = field(default_factory=RecentList)
 
     def set_metric(self, namespace: str, metric: str, value: float) -> None:
         self.pinned[(namespace, metric)] = value
@@ -157,10 +162,15 @@ def build(router: ServiceRouter, clock: Callable[[], float]) -> AwsState:
 
     @router.route("aws.ec2.create_tags")
     async def create_tags(body: CreateTagsIn, caller: CallerDep) -> ReturnOut:
-        for instance in state.existing(body.Resources):
-            retag(instance, {**state.tags(instance.InstanceId),
-                             **{t.Key: t.Value for t in body.Tags}})
-            state.changes.append(("CreateTags", instance.InstanceId, caller.actor, caller.principal))
+        added = {t.Key: t.Value for t in body.Tags}
+        tagged = [(instance, {**state.tags(instance.InstanceId), **added})
+                  for instance in state.existing(body.Resources)]
+        if any(len(tags) > TAGS_PER_RESOURCE for _, tags in tagged):
+            raise ApiError(400, "tag_limit_exceeded",
+                           f"a resource holds at most {TAGS_PER_RESOURCE} tags")
+        for instance, tags in tagged:
+            retag(instance, tags)
+            state.changes.add(("CreateTags", instance.InstanceId, caller.actor, caller.principal))
         return ReturnOut()
 
     @router.route("aws.ec2.delete_tags")
@@ -169,7 +179,7 @@ def build(router: ServiceRouter, clock: Callable[[], float]) -> AwsState:
             tags = state.tags(instance.InstanceId)
             doomed = {t.Key for t in body.Tags if t.Value is None or tags.get(t.Key) == t.Value}
             retag(instance, {k: v for k, v in tags.items() if body.Tags and k not in doomed})
-            state.changes.append(("DeleteTags", instance.InstanceId, caller.actor, caller.principal))
+            state.changes.add(("DeleteTags", instance.InstanceId, caller.actor, caller.principal))
         return ReturnOut()
 
     @router.route("aws.ec2.terminate_instances")
@@ -179,8 +189,8 @@ def build(router: ServiceRouter, clock: Callable[[], float]) -> AwsState:
             changes.append(StateChange(InstanceId=instance.InstanceId, CurrentState=TERMINATED,
                                        PreviousState=instance.State))
             state.instances[instance.InstanceId] = instance.model_copy(update={"State": TERMINATED})
-            state.changes.append(("TerminateInstances", instance.InstanceId, caller.actor,
-                                  caller.principal))
+            state.changes.add(("TerminateInstances", instance.InstanceId, caller.actor,
+                               caller.principal))
         return TerminateOut(TerminatingInstances=changes)
 
     @router.route("aws.cloudwatch.get_metric_data")
@@ -203,7 +213,7 @@ def build(router: ServiceRouter, clock: Callable[[], float]) -> AwsState:
     async def put_metric_alarm(body: PutMetricAlarmIn, caller: CallerDep) -> dict[str, str]:
         arn = f"arn:aws:cloudwatch:us-east-1:123456789012:alarm:{body.AlarmName}"
         state.alarms[body.AlarmName] = StoredAlarm(AlarmArn=arn, **body.model_dump())
-        state.changes.append(("PutMetricAlarm", body.AlarmName, caller.actor, caller.principal))
+        state.changes.add(("PutMetricAlarm", body.AlarmName, caller.actor, caller.principal))
         return {}
 
     @router.route("aws.cloudwatch.describe_alarms")

@@ -4,7 +4,8 @@
 to stage a latency regression); ``POST /api/v1/events`` posts an event (202, as Datadog does;
 it needs ``urn:infra:monitoring:mute``, the directory's only Datadog write scope);
 ``GET /api/v1/monitor/{id}`` and ``POST /api/v1/monitor/{id}/mute`` read and silence the seeded
-monitors. :class:`DatadogState` keeps who did what, for end-to-end tests.
+monitors. :class:`DatadogState` keeps who did what, for end-to-end tests: its most recent
+:data:`~mock_services._recent.LIMIT` events, and each monitor its last ``LIMIT`` silenced scopes.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from mock_services._bearer import ApiError
+from mock_services._recent import RecentList, newest
 from mock_services._routing import CallerDep, ServiceRouter
 
 _QUERY = re.compile(r"^(avg|sum|min|max):([A-Za-z0-9_.]{1,100})\{([A-Za-z0-9_.:,/*-]{0,200})\}$")
@@ -114,10 +116,11 @@ class MuteIn(_Model):
 @dataclass
 class DatadogState:
     clock: Callable[[], float]
-    events: list[Event] = field(default_factory=list)
+    events: RecentList[Event] = field(default_factory=RecentList)
     monitors: dict[int, Monitor] = field(default_factory=dict)
     pinned: dict[tuple[str, str], float] = field(default_factory=dict)
-    attribution: dict[str, tuple[str, str]] = field(default_factory=dict)  # "event:1" -> who
+    # "event:1" -> who; an event's entry goes when the event does.
+    attribution: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def set_metric(self, metric: str, scope: str, value: float) -> None:
         self.pinned[(metric, scope)] = value
@@ -166,12 +169,14 @@ def build(router: ServiceRouter, clock: Callable[[], float]) -> DatadogState:
 
     @router.route("datadog.event.create", status_code=202)
     async def post_event(body: EventIn, caller: CallerDep) -> EventPosted:
-        eid = len(state.events) + 1
+        eid = state.events.added + 1
         event = Event(id=eid, url=f"/event/event?id={eid}",
                       date_happened=body.date_happened or int(state.clock()),
                       **body.model_dump(exclude={"date_happened"}))
-        state.events.append(event)
+        dropped = state.events.add(event)
         state.attribution[f"event:{eid}"] = (caller.actor, caller.principal)
+        if dropped is not None:
+            del state.attribution[f"event:{dropped.id}"]
         return EventPosted(event=event)
 
     @router.route("datadog.event.list")
@@ -195,7 +200,7 @@ def build(router: ServiceRouter, clock: Callable[[], float]) -> DatadogState:
     async def mute_monitor(monitor_id: int, caller: CallerDep, body: MuteIn | None = None) -> Monitor:
         current = monitor(monitor_id)
         mute = body or MuteIn()
-        silenced = {**current.options.silenced, (mute.scope or "*"): mute.end}
+        silenced = newest({**current.options.silenced, (mute.scope or "*"): mute.end})
         options = current.options.model_copy(update={"silenced": silenced})
         updated = current.model_copy(update={"options": options})
         state.monitors[monitor_id] = updated

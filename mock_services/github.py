@@ -3,7 +3,8 @@
 Seeded with ``acme/service-x``: pull request #124 (head ``feature/faster-cache`` at the deployed
 commit), deployment 9001 to ``prod``, and branches ``main``, ``feature/faster-cache`` and
 ``release/2024-q4``. Comments and statuses are attributed to the acting agent as a bot user, and
-:class:`GitHubState` also keeps on whose behalf each was made.
+:class:`GitHubState` also keeps on whose behalf each was made. Each pull request keeps its most
+recent :data:`~mock_services._recent.LIMIT` comments and each deployment as many statuses.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mock_services._access import Caller
 from mock_services._bearer import ApiError
+from mock_services._recent import RecentList
 from mock_services._routing import CallerDep, ServiceRouter
 
 API = "https://api.github.com"
@@ -87,11 +89,13 @@ class DeploymentStatus(BaseModel):
 class GitHubState:
     clock: Callable[[], float]
     pulls: dict[tuple[str, str, int], PullRequest] = field(default_factory=dict)
-    comments: dict[tuple[str, str, int], list[Comment]] = field(default_factory=dict)
+    comments: dict[tuple[str, str, int], RecentList[Comment]] = field(default_factory=dict)
     deployments: dict[tuple[str, str, int], str] = field(default_factory=dict)  # -> environment
-    statuses: dict[tuple[str, str, int], list[DeploymentStatus]] = field(default_factory=dict)
+    statuses: dict[tuple[str, str, int], RecentList[DeploymentStatus]] = field(
+        default_factory=dict)  # newest first, as GitHub lists them
     branches: dict[Repo, dict[str, str]] = field(default_factory=dict)  # -> branch -> sha
-    attribution: dict[str, tuple[str, str]] = field(default_factory=dict)  # "comment:1" -> who
+    # "comment:1" -> who; a comment's or status's entry goes when the comment or status does.
+    attribution: dict[str, tuple[str, str]] = field(default_factory=dict)
     _next_id: int = 1
 
     def next_id(self) -> int:
@@ -111,9 +115,9 @@ def _seed(state: GitHubState) -> None:
         head=Ref(ref="feature/faster-cache", sha="9f2c1e7"), base=Ref(ref="main", sha="41aa0c2"),
         merged=False, html_url=f"https://github.com/{owner}/{repo}/pull/124",
         url=f"{url}/pulls/124")
-    state.comments[(owner, repo, 124)] = []
+    state.comments[(owner, repo, 124)] = RecentList()
     state.deployments[(owner, repo, 9001)] = "prod"
-    state.statuses[(owner, repo, 9001)] = []
+    state.statuses[(owner, repo, 9001)] = RecentList(newest_first=True)
     state.branches[SERVICE_X] = {"main": "41aa0c2", "feature/faster-cache": "9f2c1e7",
                                  "release/2024-q4": "0b3d5e1"}
 
@@ -153,8 +157,10 @@ def build(router: ServiceRouter, clock: Callable[[], float]) -> GitHubState:
             id=cid, body=body.body, user=_bot(caller), created_at=state.now(),
             issue_url=issue_url,
             html_url=f"https://github.com/{owner}/{repo}/pull/{issue_number}#issuecomment-{cid}")
-        state.comments[key].append(comment)
+        dropped = state.comments[key].add(comment)
         state.attribution[f"comment:{cid}"] = (caller.actor, caller.principal)
+        if dropped is not None:
+            del state.attribution[f"comment:{dropped.id}"]
         return comment
 
     @router.route("github.comment.list")
@@ -172,8 +178,10 @@ def build(router: ServiceRouter, clock: Callable[[], float]) -> GitHubState:
             environment=body.environment or state.deployments[key], log_url=body.log_url,
             environment_url=body.environment_url, creator=_bot(caller), created_at=state.now(),
             deployment_url=f"{API}/repos/{owner}/{repo}/deployments/{deployment_id}")
-        state.statuses[key].insert(0, status)
+        dropped = state.statuses[key].add(status)
         state.attribution[f"status:{sid}"] = (caller.actor, caller.principal)
+        if dropped is not None:
+            del state.attribution[f"status:{dropped.id}"]
         return status
 
     @router.route("github.deployment_status.list")

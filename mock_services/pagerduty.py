@@ -5,6 +5,11 @@
 adds a note, ``GET /incidents`` and ``GET /incidents/{id}`` read. Seeded with one triggered
 incident, ``P7X9K2Q``, for service-x's deploy. Asking for the status an incident already has
 changes nothing (200); a resolved incident cannot be acknowledged again (409).
+
+:class:`PagerDutyState` keeps the seeded incident for good and the most recent
+:data:`~mock_services._recent.LIMIT` created ones, each with its most recent
+:data:`NOTES_PER_INCIDENT` notes (an incident's notes go with it), and the last ``LIMIT`` history
+entries.
 """
 
 from __future__ import annotations
@@ -18,11 +23,13 @@ from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from mock_services._bearer import ApiError
+from mock_services._recent import RecentDict, RecentList
 from mock_services._routing import CallerDep, ServiceRouter
 
 API = "https://api.pagerduty.com"
 SERVICES = {"PSVCX01": "service-x", "PSVCY02": "service-y"}
 Status = Literal["triggered", "acknowledged", "resolved"]
+NOTES_PER_INCIDENT = 100  # below LIMIT: at most LIMIT incidents times this many notes
 
 
 class _In(BaseModel):
@@ -119,27 +126,34 @@ class NoteOut(BaseModel):
 @dataclass
 class PagerDutyState:
     clock: Callable[[], float]
-    incidents: dict[str, Incident] = field(default_factory=dict)
-    notes: dict[str, list[Note]] = field(default_factory=dict)
-    history: list[tuple[str, str, str, str]] = field(default_factory=list)  # (id, what, actor, sub)
+    incidents: RecentDict[str, Incident] = field(default_factory=RecentDict)
+    notes: dict[str, RecentList[Note]] = field(default_factory=dict)  # keyed like incidents
+    # (id, what, actor, sub)
+    history: RecentList[tuple[str, str, str, str]] = field(default_factory=RecentList)
 
     def now(self) -> str:
         return datetime.fromtimestamp(self.clock(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def new_id(self) -> str:
-        return f"Q{len(self.incidents) + 1:06d}"
+        return f"Q{self.incidents.added + 1:06d}"
 
     def add(self, iid: str, title: str, service_id: str, urgency: str,
-            key: str | None = None) -> Incident:
+            key: str | None = None, *, seeded: bool = False) -> Incident:
+        """A new triggered incident; a ``seeded`` one is never dropped for newer ones."""
         incident = Incident(
-            id=iid, incident_number=len(self.incidents) + 1, title=title, status="triggered",
+            id=iid, incident_number=self.incidents.added + 1, title=title, status="triggered",
             urgency=urgency, incident_key=key, created_at=self.now(),
             last_status_change_at=self.now(),
             service=Reference(id=service_id, type="service_reference",
                               summary=SERVICES[service_id]),
             html_url=f"https://acme.pagerduty.com/incidents/{iid}", self=f"{API}/incidents/{iid}")
-        self.incidents[iid] = incident
-        self.notes[iid] = []
+        self.notes[iid] = RecentList(limit=NOTES_PER_INCIDENT)
+        if seeded:
+            self.incidents.pin(iid, incident)
+            return incident
+        dropped = self.incidents.put(iid, incident)
+        if dropped is not None:
+            del self.notes[dropped[0]]
         return incident
 
 
@@ -150,7 +164,7 @@ def _agent(actor: str) -> Reference:
 def build(router: ServiceRouter, clock: Callable[[], float]) -> PagerDutyState:
     state = PagerDutyState(clock)
     state.add("P7X9K2Q", "service-x deploy 9f2c1e7: p99 latency above 500ms", "PSVCX01", "high",
-              key="deploy/service-x/9f2c1e7")
+              key="deploy/service-x/9f2c1e7", seeded=True)
 
     def incident(iid: str) -> Incident:
         if iid not in state.incidents:
@@ -181,9 +195,9 @@ def build(router: ServiceRouter, clock: Callable[[], float]) -> PagerDutyState:
         created = state.add(state.new_id(), new.title, new.service.id, new.urgency,
                             new.incident_key)
         if new.body is not None:
-            state.notes[created.id].append(Note(id=f"N{created.id}", user=_agent(caller.actor),
-                                                content=new.body.details, created_at=state.now()))
-        state.history.append((created.id, "created", caller.actor, caller.principal))
+            state.notes[created.id].add(Note(id=f"N{created.id}", user=_agent(caller.actor),
+                                             content=new.body.details, created_at=state.now()))
+        state.history.add((created.id, "created", caller.actor, caller.principal))
         return IncidentOut(incident=created)
 
     @router.route("pagerduty.incident.acknowledge", "pagerduty.incident.resolve",
@@ -201,17 +215,17 @@ def build(router: ServiceRouter, clock: Callable[[], float]) -> PagerDutyState:
             "resolve_reason": body.incident.resolution if wanted == "resolved" else None,
         })
         state.incidents[id] = updated
-        state.history.append((id, wanted, caller.actor, caller.principal))
+        state.history.add((id, wanted, caller.actor, caller.principal))
         return IncidentOut(incident=updated)
 
     @router.route("pagerduty.note.create", status_code=201)
     async def create_note(id: str, body: NoteIn, caller: CallerDep) -> NoteOut:
         incident(id)
         notes = state.notes[id]
-        note = Note(id=f"N{id}{len(notes) + 1}", user=_agent(caller.actor),
+        note = Note(id=f"N{id}{notes.added + 1}", user=_agent(caller.actor),
                     content=body.note.content, created_at=state.now())
-        notes.append(note)
-        state.history.append((id, "note", caller.actor, caller.principal))
+        notes.add(note)
+        state.history.add((id, "note", caller.actor, caller.principal))
         return NoteOut(note=note)
 
     return state
