@@ -70,7 +70,8 @@ def run(*, iterations: int = 1000, rounds: int = 5, depth: int = MAX_DEPTH) -> l
     now = int(time.time())
     grant = decide_root("user:bench", list(SCOPES), context(), agent(1), d, issuance,
                         client="client:bench", user_version=0,
-                        registry_epoch=registry.epoch, now=now)
+                        registry_epoch=registry.standing("user:bench").registry_epoch,
+                        now=now)
     handoff = mint(grant.claims, key)
     ops: dict[str, Callable[[int], object]] = {}
     sizes: dict[int, int] = {}

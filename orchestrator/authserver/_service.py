@@ -186,7 +186,7 @@ class AuthorizationService:
             raise InvalidRequest(f"subject_token: {exc.message}", reason=exc.reason) from exc
 
     def _check_subject_standing(self, subject: VerifiedToken, *, now: int) -> None:
-        """Not revoked (token, ancestors, run, user) and not at its end. Checked after the
+        """Not revoked (registry epoch, token, ancestors, run, user) and not at its end. Checked after the
         subject is known, so a refusal here is audited with the chain it refused."""
         try:
             self.revocation.check(subject.claims)

@@ -67,7 +67,9 @@ def user_token(user: str, scopes: tuple[str, ...], may_act: str, environment: st
 
     With a system running from the state directory, its authorization server issues the token
     (the orchestrator's RFC 7523 grant), so it is rooted in that system's revocation registry and
-    audited there; otherwise it is issued here.
+    audited there. Otherwise it is issued here, rooted in the Redis registry if INFRABOT_REDIS_URL
+    names one; with no Redis, in this process's own registry, which no server started later
+    vouches for (it refuses the token: registry_reset).
 
     \b
     Example:
@@ -83,6 +85,8 @@ def user_token(user: str, scopes: tuple[str, ...], may_act: str, environment: st
         raise CommandError(f"bad context value: {exc.errors()[0]['msg']}") from None  # type: ignore[attr-defined]
     directory = load_directory(settings.workflows_dir / "directory.yaml")
     entry = directory.users.get(user)
+    if entry is None or entry.disabled:
+        raise CommandError(f"invalid_grant (unknown_user): {user} is not an active user")
     wanted = ([s if s.startswith("urn:") else f"urn:infra:{s}" for s in scopes]
               or (list(entry.permissions) if entry else []))
     running = _running_auth_server(settings)
@@ -97,8 +101,10 @@ def user_token(user: str, scopes: tuple[str, ...], may_act: str, environment: st
         issued = {"access_token": response.access_token, "scope": response.scope,
                   "expires_in": response.expires_in}
     dropped = [s for s in dict.fromkeys(wanted) if s not in str(issued["scope"]).split()]
+    issuer = running or ("this process (no running system; registry: "
+                         + ("Redis)" if settings.redis_url else "this process only)"))
     click.echo(f"issued for {user}: scope {issued['scope']!r}, expires in "
-               f"{issued['expires_in']}s, by " + (running or "this process (no running system)")
+               f"{issued['expires_in']}s, by {issuer}"
                + (f"; dropped {' '.join(dropped)}" if dropped else ""), err=True)
     click.echo(issued["access_token"])
 
@@ -209,15 +215,18 @@ def _inspect(settings: Settings, raw: str) -> dict[str, object]:
 def _revocation(settings: Settings, claims: AccessClaims, result: dict[str, object]) -> str:
     if not settings.redis_url:
         return "not checked: the registry is in-process (set INFRABOT_REDIS_URL)"
+    store = open_store(settings.redis_url)
     try:
-        open_store(settings.redis_url).check(claims)
+        store.check(claims)
     except InvalidToken as exc:
         result.update(valid=False, reason=exc.reason, error=exc.message)
-        return f"revoked ({exc.reason})"
+        return f"refused ({exc.reason})"
     except Unavailable:
         result.update(valid=False, reason="revocation_unavailable",
                       error="the revocation registry cannot be reached")
         return "unavailable: treated as invalid"
+    finally:
+        store.close()
     return "not revoked"
 
 

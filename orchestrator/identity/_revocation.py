@@ -16,6 +16,7 @@ deny; nothing is allowed on an unanswered check. The same stores keep one-time k
 
 from __future__ import annotations
 
+import re
 import secrets
 import threading
 import time
@@ -23,10 +24,11 @@ from collections.abc import Callable
 from typing import NamedTuple, Protocol, cast
 
 from orchestrator.errors import InvalidToken, Unavailable
-from orchestrator.identity._claims import AccessClaims
+from orchestrator.identity._claims import EPOCH_PATTERN, AccessClaims
 
 _PREFIX = "infrabot:"
 _EPOCH_KEY = f"{_PREFIX}epoch"
+_EPOCH = re.compile(EPOCH_PATTERN)
 # A revoked run or user outlives every token that could name it.
 RUN_REVOCATION_TTL = 24 * 3600
 
@@ -185,10 +187,17 @@ class RedisRevocationStore:
         return int(value) if value is not None else 0  # type: ignore[call-overload]
 
     def standing(self, user: str) -> Standing:
-        values = self._call(lambda: self._r.mget([_EPOCH_KEY, f"{_PREFIX}user:{user}"]))
+        keys = [_EPOCH_KEY, f"{_PREFIX}user:{user}"]
+        values = self._call(lambda: self._r.mget(keys))
         assert isinstance(values, list)
+        epoch = self._epoch(values[0])
+        if values[0] is None:  # the version was read before this epoch began: read it in it
+            values = self._call(lambda: self._r.mget(keys))
+            assert isinstance(values, list)
+            if values[0] is None or _decoded(values[0]) != epoch:
+                raise _restarting()
         version = int(values[1]) if values[1] is not None else 0  # type: ignore[call-overload]
-        return Standing(self._epoch(values[0]), version)
+        return Standing(epoch, version)
 
     def _epoch(self, found: object) -> str:
         """The registry's epoch as read (``found``), or, when Redis has none (it restarted empty
@@ -199,9 +208,8 @@ class RedisRevocationStore:
                 return fresh
             found = self._call(lambda: self._r.get(_EPOCH_KEY))
             if found is None:  # lost again between the two calls: refuse rather than guess
-                raise Unavailable("revocation registry is restarting",
-                                  reason="revocation_unavailable")
-        return found.decode() if isinstance(found, bytes) else str(found)
+                raise _restarting()
+        return _decoded(found)
 
     def check(self, claims: AccessClaims) -> None:
         jtis = [claims.jti, *claims.ancestors]
@@ -229,6 +237,19 @@ class RedisRevocationStore:
         close = getattr(self._r, "close", None)
         if close is not None:
             close()
+
+
+def _decoded(epoch: object) -> str:
+    """An epoch as stored; one that is not what a store writes is a registry fault (503)."""
+    text = epoch.decode("ascii", "replace") if isinstance(epoch, bytes) else str(epoch)
+    if not _EPOCH.match(text):
+        raise Unavailable("the revocation registry holds a malformed epoch",
+                          reason="revocation_unavailable")
+    return text
+
+
+def _restarting() -> Unavailable:
+    return Unavailable("revocation registry is restarting", reason="revocation_unavailable")
 
 
 def open_store(redis_url: str | None) -> RevocationStore:

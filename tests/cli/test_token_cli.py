@@ -44,7 +44,8 @@ def test_token_user_prints_only_the_token_on_stdout(sam: Result) -> None:
     assert "urn:infra:deploy:create" in str(claims["scope"]).split()
     assert len(sam.stderr.splitlines()) == 1, sam
     assert sam.stderr.startswith("issued for user:sam: scope ")
-    assert "expires in 900s, by this process (no running system)" in sam.stderr
+    assert "expires in 900s, by this process (no running system; registry: this process only)" \
+        in sam.stderr
     assert not contains_raw_jwt(sam.stderr)
 
 

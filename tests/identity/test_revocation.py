@@ -284,6 +284,73 @@ def test_the_first_store_to_find_no_epoch_names_it_for_all(
     assert redis_client.ttl("infrabot:epoch") == -1  # lives as long as Redis's memory
 
 
+class StaleEpochRead:
+    """A Redis client whose first MGET answers as if read just before another store named the
+    epoch: the epoch comes back missing although it is set."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client, self._stale = client, True
+
+    def mget(self, keys: list[str]) -> list[object]:
+        values = self._client.mget(keys)
+        if self._stale:
+            self._stale = False
+            return [None if k == "infrabot:epoch" else v for k, v in zip(keys, values, strict=True)]
+        return values
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._client, name)
+
+
+@pytest.mark.redis
+def test_a_store_that_lost_the_race_to_name_the_epoch_takes_the_winners(
+        redis_client: redis.Redis, clock: Clock, authority: Authority) -> None:
+    winner = RedisRevocationStore(redis_client, clock=clock)
+    named = winner.standing("user:sam").registry_epoch
+    late = RedisRevocationStore(StaleEpochRead(redis_client), clock=clock)  # type: ignore[arg-type]
+    assert late.standing("user:sam").registry_epoch == named
+    assert redis_client.get("infrabot:epoch") == named.encode()
+    authority.epoch = named
+    winner.check(authority.root().claims)
+
+
+class EpochVanishes:
+    """Redis restarting again under the store: the epoch is missing, cannot be set, and is
+    still missing when read back."""
+
+    def mget(self, keys: list[str]) -> list[object]:
+        return [None] * len(keys)
+
+    def set(self, *args: object, **kwargs: object) -> object:
+        return None
+
+    def get(self, name: str) -> object:
+        return None
+
+
+@pytest.mark.parametrize("call", [lambda s, c: s.check(c), lambda s, c: s.standing(c.sub)],
+                         ids=["check", "standing"])
+def test_an_epoch_that_cannot_be_named_is_unavailable(
+        chain: list[AccessClaims], call: Callable[[RedisRevocationStore, AccessClaims], object]
+) -> None:
+    store = RedisRevocationStore(EpochVanishes())  # type: ignore[arg-type]
+    with pytest.raises(Unavailable) as info:
+        call(store, chain[-1])
+    assert (info.value.reason, info.value.status) == ("revocation_unavailable", 503)
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("stored", [b"short", b"not an epoch at all!", b"\xff\xfe" * 8])
+def test_a_malformed_epoch_in_redis_is_a_registry_fault_not_an_answer(
+        redis_client: redis.Redis, clock: Clock, chain: list[AccessClaims], stored: bytes) -> None:
+    redis_client.set("infrabot:epoch", stored)
+    store = RedisRevocationStore(redis_client, clock=clock)
+    for call in (lambda: store.check(chain[-1]), lambda: store.standing("user:sam")):
+        with pytest.raises(Unavailable) as info:
+            call()
+        assert info.value.reason == "revocation_unavailable"
+
+
 def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -110,8 +110,7 @@ class Stack:
               registry_epoch: str | None = None) -> str:
         """A signed access token; defaults: sam via infrabot, every scope of ``service``."""
         issued = int(time.time()) if iat is None else iat
-        standing = (Standing(registry_epoch, user_version)
-                    if registry_epoch is not None and user_version is not None
+        standing = (Standing("", 0) if registry_epoch is not None and user_version is not None
                     else self.revocation.standing(sub))
         act: Actor | None = None
         for actor in reversed(actors):
@@ -126,7 +125,7 @@ class Stack:
             iat=issued, exp=issued + lifetime, jti=jti or new_jti(), act=act,
             ctx=Context(**context), ancestors=ancestors,
             user_version=standing.user_version if user_version is None else user_version,
-            registry_epoch=standing.registry_epoch,
+            registry_epoch=registry_epoch or standing.registry_epoch,
         )
         return mint(claims, key or self.ring.current)
 
