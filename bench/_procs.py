@@ -1,9 +1,10 @@
-"""Processes the benchmarks start: started in their own session, stopped by pid, measured
-from ``/proc``.
+"""Processes the benchmarks and the end-to-end tests start: started in their own session,
+stopped by pid, measured from ``/proc``.
 
 Every process started through :class:`Processes` is stopped by :meth:`Processes.close` (SIGTERM
-to its pid, then SIGKILL to it and to any child it left behind, each by pid). Nothing here
-signals a process group or a process by name.
+to every pid first, so they shut down together, then for each: SIGKILL to it if it outlives the
+timeout and to any child it left behind, each by pid). Nothing here signals a process group or
+a process by name. ``tests/e2e/_processes.py`` starts ``infrabot serve``/``worker`` through it.
 """
 
 from __future__ import annotations
@@ -93,22 +94,28 @@ class Proc:
         return self.popen.poll() is None
 
     def output(self) -> str:
-        self.handle.flush()
+        if not self.handle.closed:
+            self.handle.flush()
         return self.log.read_text(errors="replace")
+
+    def children(self) -> list[int]:
+        return children_of(self.pid)
 
 
 @dataclass
 class Processes:
-    """The processes one benchmark started; a context manager that stops them all."""
+    """The processes started here (logs in ``logs``, run in ``cwd``); a context manager that
+    stops them all."""
 
     logs: Path
+    cwd: Path = REPO
     procs: list[Proc] = field(default_factory=list)
 
     def start(self, name: str, argv: list[str], env: dict[str, str]) -> Proc:
         self.logs.mkdir(parents=True, exist_ok=True)
         log = self.logs / f"{name}-{len(self.procs)}.log"
         handle = log.open("wb")
-        popen = subprocess.Popen(argv, env=env, cwd=REPO, stdin=subprocess.DEVNULL,
+        popen = subprocess.Popen(argv, env=env, cwd=self.cwd, stdin=subprocess.DEVNULL,
                                  stdout=handle, stderr=subprocess.STDOUT,
                                  start_new_session=True)
         proc = Proc(name, popen, log, handle)
@@ -119,6 +126,20 @@ class Processes:
         children = children_of(proc.pid)
         if proc.alive():
             _signal(proc.pid, signal.SIGTERM)
+        self._reap(proc, children, timeout)
+
+    def close(self) -> None:
+        """SIGTERM every process at once (a warm shutdown each), then reap them one by one."""
+        children = {proc.pid: children_of(proc.pid) for proc in self.procs}
+        for proc in self.procs:
+            if proc.alive():
+                _signal(proc.pid, signal.SIGTERM)
+        for proc in self.procs:
+            self._reap(proc, children[proc.pid], 20.0)
+        self.procs.clear()
+
+    @staticmethod
+    def _reap(proc: Proc, children: list[int], timeout: float) -> None:
         try:
             proc.popen.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -130,12 +151,8 @@ class Processes:
                 time.sleep(0.05)
             if _exists(child):
                 _signal(child, signal.SIGKILL)
-        proc.handle.close()
-
-    def close(self) -> None:
-        for proc in list(self.procs):
-            self.stop(proc)
-        self.procs.clear()
+        if not proc.handle.closed:
+            proc.handle.close()
 
     def __enter__(self) -> Processes:
         return self

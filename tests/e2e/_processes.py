@@ -1,69 +1,32 @@
 """The distributed mode for real: ``infrabot serve`` and ``infrabot worker`` processes sharing one
 state directory and a real Redis (db 14, flushed by the ``e2e_redis_url`` fixture).
 
-:class:`Distributed` stops every process it started at teardown, by pid: SIGTERM to the process
-(a warm shutdown), then SIGKILL to whatever is left of its process group (prefork children).
-:func:`children_of` and :func:`owner_of_connection` find a worker's pool processes and the one
-holding a given TCP connection, for the tests that kill one.
+:class:`Distributed` starts them through the benchmarks' :class:`bench._procs.Processes`, which
+stops every process at teardown by pid: SIGTERM (a warm shutdown), then SIGKILL to the process
+and to any pool child it left behind. ``Proc.children()`` and :func:`owner_of_connection` find a
+worker's pool processes and the one holding a given TCP connection, for the tests that kill one.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 import httpx
 from pydantic import SecretStr
 
+from bench._procs import Proc, Processes
 from e2e._harness import INFRABOT, QUEUES, RUN_TIMEOUT, SECRET, clean_env, post_webhook
 from orchestrator.audit import AuditStore, contains_raw_jwt
 from orchestrator.client import AuthClient
 from orchestrator.config import Settings
 from orchestrator.identity import client_key
 from orchestrator.runs import Run, RunStore
-
-
-@dataclass
-class Proc:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log: Path
-    _file: IO[bytes]
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def output(self) -> str:
-        self._file.flush()
-        return self.log.read_text(errors="replace")
-
-    def children(self) -> list[int]:
-        return children_of(self.pid)
-
-
-def children_of(pid: int) -> list[int]:
-    """The live child processes of ``pid`` (from /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(entry.name))
-    return sorted(found)
 
 
 def owner_of_connection(local_port: int, pids: Iterable[int]) -> int | None:
@@ -98,8 +61,15 @@ class Distributed:
 
     root: Path
     redis_url: str
-    procs: list[Proc] = field(default_factory=list)
     endpoints: dict[str, str] = field(default_factory=dict)
+    processes: Processes = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.processes = Processes(logs=self.root, cwd=self.root)
+
+    @property
+    def procs(self) -> list[Proc]:
+        return self.processes.procs
 
     @property
     def state_dir(self) -> Path:
@@ -117,14 +87,7 @@ class Distributed:
                          PYTHONUNBUFFERED="1", **extra)
 
     def _start(self, name: str, args: list[str], env: dict[str, str]) -> Proc:
-        log = self.root / f"{name}-{len(self.procs)}.log"
-        handle = log.open("wb")
-        popen = subprocess.Popen([str(INFRABOT), *args], env=env, cwd=self.root,
-                                 stdin=subprocess.DEVNULL, stdout=handle,
-                                 stderr=subprocess.STDOUT, start_new_session=True)
-        proc = Proc(name, popen, log, handle)
-        self.procs.append(proc)
-        return proc
+        return self.processes.start(name, [str(INFRABOT), *args], env)
 
     def serve(self, timeout: float = 30.0) -> dict[str, str]:
         """Start ``infrabot serve`` (every port chosen by the OS); wait for endpoints.json."""
@@ -199,34 +162,8 @@ class Distributed:
         return "\n".join(f"--- {p.name} {p.pid} ---\n{p.output()[-4000:]}" for p in self.procs)
 
     def stop(self, proc: Proc, timeout: float = 20.0) -> None:
-        self._signal(proc, signal.SIGTERM)
-        self._reap(proc, timeout)
+        self.processes.stop(proc, timeout)
 
     def close(self) -> None:
-        """Stop every process started here: SIGTERM each by pid, then reap its group."""
-        for proc in self.procs:
-            self._signal(proc, signal.SIGTERM)
-        for proc in self.procs:
-            self._reap(proc, 20.0)
-        self.procs.clear()
-
-    @staticmethod
-    def _signal(proc: Proc, sig: int) -> None:
-        if proc.popen.poll() is None:
-            try:
-                os.kill(proc.pid, sig)
-            except ProcessLookupError:
-                pass
-
-    @staticmethod
-    def _reap(proc: Proc, timeout: float) -> None:
-        try:
-            proc.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
-        try:  # the leader and anything left in its group (prefork pool children)
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        proc.popen.wait(10)
-        proc._file.close()
+        """Stop every process started here, by pid."""
+        self.processes.close()
