@@ -16,13 +16,16 @@ from collections.abc import Callable
 import uvicorn
 from starlette.types import ASGIApp
 
+from orchestrator._servers import HTTP_PROTOCOL
+
 START_TIMEOUT_SECONDS = 10.0
 
 
 def reserve(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
     """A listening-ready TCP socket bound to ``host:port``; its port is ``getsockname()[1]``."""
     # proto must say TCP: asyncio sets TCP_NODELAY on accepted connections only then (without
-    # it, keep-alive answers stall ~40 ms on Nagle + delayed ACK).
+    # it, keep-alive answers stall ~40 ms on Nagle + delayed ACK). uvloop sets it on every TCP
+    # connection.
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
@@ -44,8 +47,11 @@ def serve_in_thread(app: ASGIApp, host: str = "127.0.0.1", port: int = 0, *,
     """Start ``app``; returns ``(base_url, stop)``. ``stop`` is idempotent."""
     sock = sock if sock is not None else reserve(host, port)
     url = url_of(sock)
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", ws="none", http="h11",
-                            access_log=False, timeout_graceful_shutdown=2)
+    # As `infrabot serve` runs: httptools (with a bound on the head) and uvloop when installed,
+    # h11 and asyncio's loop otherwise.
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", ws="none",
+                            http=HTTP_PROTOCOL, loop="auto", access_log=False,
+                            timeout_graceful_shutdown=2)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
                               name=f"uvicorn {url}", daemon=True)
