@@ -3,8 +3,8 @@
 :meth:`AccessChecker.verify` runs the shared :class:`~orchestrator.identity.TokenVerifier`
 (signature against published keys, ``typ``, algorithm allow-list, exact issuer, this service's
 audience, expiry with leeway, required claims, chain shape and depth). :meth:`AccessChecker.admit`
-then asks the revocation registry (token, ancestors, run, user; cascade included) and authorizes
-the route's scope for the principal (``sub``) and the current actor:
+then asks the revocation registry (epoch, token, ancestors, run, user; cascade included) and
+authorizes the route's scope for the principal (``sub``) and the current actor:
 
 * the token grants the scope                                   else ``insufficient_scope``
 * the context rules permit it (a prod write needs CI)          else ``context_forbidden``

@@ -12,7 +12,6 @@ import base64
 import contextlib
 import json
 import os
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -256,16 +255,6 @@ class AuthServer:
                 assert signature.encode() not in data
 
 
-def _tcp(sock: socket.socket) -> socket.socket:
-    """The same listening socket, re-wrapped so Python reads its protocol (IPPROTO_TCP) back.
-
-    ``orchestrator._servers.bind`` creates sockets with proto 0, and asyncio only disables Nagle
-    (TCP_NODELAY) on connections whose socket says IPPROTO_TCP: every keep-alive answer then
-    waits ~40 ms for a delayed ACK. Reported, not fixed here (outside the authorization server).
-    """
-    return socket.socket(fileno=sock.detach())
-
-
 @contextlib.contextmanager
 def serve(state_dir: Path, *, revocation: RevocationStore | None = None,
           **overrides: Any) -> Iterator[AuthServer]:
@@ -279,7 +268,7 @@ def serve(state_dir: Path, *, revocation: RevocationStore | None = None,
     clients: dict[str, AuthClient] = {}
     try:
         stack = Stack.build(settings, revocation=revocation or MemoryRevocationStore())
-        group.add(create_app(stack.auth), _tcp(sockets.pop("auth")))
+        group.add(create_app(stack.auth), sockets.pop("auth"))
         while sockets:  # the services' ports only name their audiences here
             sockets.popitem()[1].close()
         group.start()
