@@ -88,7 +88,7 @@ def user_token(user: str, scopes: tuple[str, ...], may_act: str, environment: st
     if entry is None or entry.disabled:
         raise CommandError(f"invalid_grant (unknown_user): {user} is not an active user")
     wanted = ([s if s.startswith("urn:") else f"urn:infra:{s}" for s in scopes]
-              or (list(entry.permissions) if entry else []))
+              or list(entry.permissions))
     running = _running_auth_server(settings)
     if running is not None:
         issued = _root_from(running, settings, user, wanted, ctx, may_act)

@@ -242,7 +242,7 @@ class RedisRevocationStore:
 def _decoded(epoch: object) -> str:
     """An epoch as stored; one that is not what a store writes is a registry fault (503)."""
     text = epoch.decode("ascii", "replace") if isinstance(epoch, bytes) else str(epoch)
-    if not _EPOCH.match(text):
+    if not _EPOCH.fullmatch(text):
         raise Unavailable("the revocation registry holds a malformed epoch",
                           reason="revocation_unavailable")
     return text

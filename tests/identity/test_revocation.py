@@ -340,7 +340,8 @@ def test_an_epoch_that_cannot_be_named_is_unavailable(
 
 
 @pytest.mark.redis
-@pytest.mark.parametrize("stored", [b"short", b"not an epoch at all!", b"\xff\xfe" * 8])
+@pytest.mark.parametrize("stored", [b"short", b"not an epoch at all!", b"\xff\xfe" * 8,
+                                    b"epoch-with-newline\n"])
 def test_a_malformed_epoch_in_redis_is_a_registry_fault_not_an_answer(
         redis_client: redis.Redis, clock: Clock, chain: list[AccessClaims], stored: bytes) -> None:
     redis_client.set("infrabot:epoch", stored)
