@@ -19,7 +19,7 @@ from rich.tree import Tree
 
 from orchestrator.cli._common import CommandError, endpoints, load_settings, state_dir_option
 from orchestrator.config import SERVICE_NAMES, Settings
-from orchestrator.errors import InvalidToken, Unavailable
+from orchestrator.errors import InvalidToken, OAuthError, Unavailable
 from orchestrator.identity import (
     AccessClaims,
     Context,
@@ -158,7 +158,9 @@ def assertion(agent: str, ttl: int, state_dir: Path | None) -> None:
 def inspect(token_value: str, as_json: bool, state_dir: Path | None) -> None:
     """Verify TOKEN against this state directory's keys and show its chain.
 
-    Exit status 0 when the token verifies, 1 when it does not.
+    Revocation is asked of the Redis registry when INFRABOT_REDIS_URL names one, else of the
+    system running from the state directory (RFC 7662 introspection), else not checked.
+    Exit status 0 when the token verifies and is not revoked, 1 otherwise.
 
     \b
     Example:
@@ -208,13 +210,20 @@ def _inspect(settings: Settings, raw: str) -> dict[str, object]:
         return result
     result.update(valid=True, reason="ok", claims=claims.public_view(), chain=claims.chain(),
                   expires_in=claims.exp - now)
-    result["revocation"] = _revocation(settings, claims, result)
+    result["revocation"] = _revocation(settings, claims, result, raw)
     return result
 
 
-def _revocation(settings: Settings, claims: AccessClaims, result: dict[str, object]) -> str:
+def _revocation(settings: Settings, claims: AccessClaims, result: dict[str, object],
+                raw: str) -> str:
+    """What the revocation registry says: Redis, read here, when configured (it names the
+    reason); else the running system's authorization server (RFC 7662 introspection), whose
+    in-process registry only it can read; else nothing can be asked."""
     if not settings.redis_url:
-        return "not checked: the registry is in-process (set INFRABOT_REDIS_URL)"
+        running = _running_auth_server(settings)
+        if running is None:
+            return "not checked: no running system and no Redis registry (set INFRABOT_REDIS_URL)"
+        return _introspected(settings, running, raw, result)
     store = open_store(settings.redis_url)
     try:
         store.check(claims)
@@ -228,6 +237,26 @@ def _revocation(settings: Settings, claims: AccessClaims, result: dict[str, obje
     finally:
         store.close()
     return "not revoked"
+
+
+def _introspected(settings: Settings, auth_url: str, raw: str, result: dict[str, object]) -> str:
+    from orchestrator.client import AuthClient
+    from orchestrator.stack import ORCHESTRATOR_CLIENT, client_keys_dir
+
+    key = client_key(client_keys_dir(settings), ORCHESTRATOR_CLIENT, settings.signing_alg)
+    try:
+        with AuthClient(auth_url, ORCHESTRATOR_CLIENT, key) as client:
+            active = client.introspect(raw).get("active") is True
+    except (Unavailable, OAuthError):
+        result.update(valid=False, reason="revocation_unavailable",
+                      error=f"the authorization server at {auth_url} could not be asked")
+        return "unavailable: treated as invalid"
+    if not active:
+        result.update(valid=False, reason="inactive",
+                      error="the running authorization server says the token is not active "
+                            "(revoked, or its registry restarted)")
+        return f"refused by {auth_url} (introspection: inactive)"
+    return f"not revoked (asked {auth_url})"
 
 
 def _unverified(raw: str) -> object:

@@ -16,7 +16,6 @@ from orchestrator.audit import contains_raw_jwt
 from tests._redis import flushed_redis
 
 SERVERS = ("auth", "datadog", "github", "aws", "pagerduty", "webhooks")
-NOT_CHECKED = "not checked: the registry is in-process (set INFRABOT_REDIS_URL)"
 CLI_REDIS_DB = 10  # this module's database; flushed before and after use
 SCENARIO = """\
 name: cli-scenario
@@ -172,6 +171,7 @@ def test_cli_tokens_and_assertions_are_for_the_running_server(env: dict[str, str
     exchanged = response.json()["access_token"]
     text = infrabot("token", "inspect", exchanged, env=env).ok()
     assert text.stdout.startswith("valid: ")
+    assert f"revocation not revoked (asked {system['auth']})" in text.stdout
     assert "user:sam (principal)" in text.stdout and "acts: agent:infrabot" in text.stdout
     assert f"aud: {system['github']}" in text.stdout
 
@@ -185,9 +185,13 @@ def test_revoke_user_prints_the_new_version_and_new_runs_still_start(
     # Revoking bumps sam's version: tokens minted before it die, a new run mints a new root.
     data = summary(env, "deploy", "--user", "sam")
     assert data["statuses"] == {"succeeded": 1}
-    # With the in-process registry the CLI cannot know; it says so rather than "not revoked".
-    inspected = infrabot("token", "inspect", before, env=env).ok()
-    assert NOT_CHECKED in inspected.text
+    # The running system's registry is in its process: inspect asks it (RFC 7662 introspection).
+    inspected = infrabot("token", "inspect", "--json", before, env=env)
+    assert inspected.returncode == 1, inspected
+    data = inspected.json()
+    assert isinstance(data, dict)
+    assert (data["valid"], data["reason"]) == (False, "inactive")
+    assert data["revocation"] == f"refused by {system['auth']} (introspection: inactive)"
 
 
 def test_revoke_run_and_jti_name_what_was_revoked(env: dict[str, str],

@@ -4,6 +4,8 @@ directory's keys, shows the chain, and says why a token is refused; errors are o
 
 from __future__ import annotations
 
+import json
+import socket
 import subprocess
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from _cli import COMPACT_JWT, INFRABOT, Result, clean_env, infrabot
 
 from orchestrator.audit import contains_raw_jwt
 
-NOT_CHECKED = "not checked: the registry is in-process (set INFRABOT_REDIS_URL)"
+NOT_CHECKED = "not checked: no running system and no Redis registry (set INFRABOT_REDIS_URL)"
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +143,22 @@ def test_token_assertion_for_an_unknown_agent_is_one_error_line(env: dict[str, s
     assert result.error_line() == "agent:nobody is not an agent or client in the directory"
     assert result.stdout == ""
 
+
+
+def test_inspect_with_a_running_system_that_does_not_answer_is_invalid(
+        tmp_path: Path) -> None:
+    """endpoints.json names a system (it was killed and left it behind): the registry is in that
+    system's process, so an unanswered introspection is a refusal, never 'not revoked'."""
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    state = tmp_path / "state"
+    env = clean_env(INFRABOT_STATE_DIR=str(state), INFRABOT_AUTH_PORT=str(port))
+    token = infrabot("token", "user", "user:sam", env=env).ok().stdout.strip()
+    (state / "endpoints.json").write_text(json.dumps({"auth": f"http://127.0.0.1:{port}"}))
+    result = infrabot("token", "inspect", "--json", token, env=env)
+    assert result.returncode == 1, result
+    data = result.json()
+    assert isinstance(data, dict)
+    assert (data["valid"], data["reason"]) == (False, "revocation_unavailable")
+    assert data["revocation"] == "unavailable: treated as invalid"
