@@ -68,7 +68,7 @@ def run(redis_url: str, *, iterations: int = 2000, rounds: int = 5,
     table.notes += [
         f"Median of {r} interleaved rounds x {n} requests. The registry is the real Redis "
         "(the benchmark db); `revocation_stale_seconds` is 0, so every request asks it "
-        "(token, ancestors, run and user in one round trip). Keys: the published key set, "
+        "(epoch, token, ancestors, run and user in one round trip). Keys: the published key set, "
         "already fetched.",
         f"Goal: verify + admit within {GOAL}x of the floor.",
     ]
