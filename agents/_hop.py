@@ -23,6 +23,7 @@ import httpx
 
 from agents._runtime import AgentRuntime
 from mock_services.catalog import CATALOG, build_request
+from orchestrator.client import reason_of
 from orchestrator.errors import InvalidRequest, OAuthError, Unavailable
 from orchestrator.runs import Run
 from orchestrator.workflows import Workflow, downstream_scopes
@@ -110,7 +111,7 @@ class _Hop:
         if response.status_code >= 500:
             raise Unavailable(f"{action.service} answered {response.status_code}",
                               reason=f"{action.service}_http_{response.status_code}")
-        reason = _reason(response)
+        reason = reason_of(response)
         allowed = response.status_code < 400
         self.event("called" if allowed else "call_denied", {
             "service": action.service, "action": action.audit_action, "method": method,
@@ -141,17 +142,6 @@ def unverified_claims(token: object) -> dict[str, Any] | None:
         return None
     keep = ("sub", "aud", "scope", "iat", "exp", "jti", "act", "may_act", "client_id")
     return {k: claims[k] for k in keep if k in claims}
-
-
-def _reason(response: httpx.Response) -> str:
-    if response.status_code < 400:
-        return "ok"
-    try:
-        body = response.json()
-    except ValueError:
-        return f"http_{response.status_code}"
-    return str(body.get("reason") or body.get("error")) if isinstance(body, dict) \
-        else f"http_{response.status_code}"
 
 
 def perform_hop(rt: AgentRuntime, *, run_id: str, workflow: str, agent: str, token: str,

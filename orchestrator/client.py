@@ -30,17 +30,29 @@ _BY_CODE: dict[str, type[errors.OAuthError]] = {
 }
 
 
+def json_object(response: httpx.Response) -> dict[str, Any]:
+    """The answer's body when it is a JSON object, else ``{}`` (an error page, an empty body)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def reason_of(response: httpx.Response) -> str:
+    """``ok`` for an answer below 400; else its ``reason`` or ``error``, else ``http_<status>``."""
+    if response.status_code < 400:
+        return "ok"
+    body = json_object(response)
+    return str(body.get("reason") or body.get("error") or f"http_{response.status_code}")
+
+
 def raise_for_error(response: httpx.Response) -> None:
     """Raise the project's exception for an error answer; return for a 2xx."""
     if response.status_code < 400:
         return
-    try:
-        body = response.json()
-    except ValueError:
-        body = {}
-    if not isinstance(body, dict):
-        body = {}
-    reason = str(body.get("reason") or body.get("error") or f"http_{response.status_code}")
+    body = json_object(response)
+    reason = reason_of(response)
     message = str(body.get("error_description") or f"HTTP {response.status_code}")
     if response.status_code >= 500:
         raise errors.Unavailable(message, reason=reason)

@@ -21,6 +21,7 @@ import httpx
 
 from orchestrator.ci._app import ROUTE
 from orchestrator.ci._events import SIGNATURE_HEADER, build_deployment_event, sign
+from orchestrator.client import json_object
 from orchestrator.runs import Run, RunStore
 
 USERS = (("sam", 0.55), ("robin", 0.25), ("alex", 0.15), ("nobody", 0.05))
@@ -123,7 +124,7 @@ def run_load(webhooks_url: str, secret: bytes, runs_db: Path, events: list[Event
             last = (dict(headers), body)
             report.sent += 1
             response = http.post(webhooks_url + ROUTE, headers=headers, content=body)
-            answer = _json(response)
+            answer = json_object(response)
             if response.status_code == 202 and answer.get("run_id"):
                 report.accepted += 1
                 report.run_ids.append(str(answer["run_id"]))
@@ -134,14 +135,6 @@ def run_load(webhooks_url: str, secret: bytes, runs_db: Path, events: list[Event
     _collect(report, runs_db, sent_at, deadline, on_done)
     report.seconds = time.perf_counter() - started
     return report
-
-
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        data = response.json()
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _collect(report: LoadReport, runs_db: Path, sent_at: dict[str, float], deadline: float,

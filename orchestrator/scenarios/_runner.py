@@ -33,6 +33,7 @@ import httpx
 import structlog
 
 from orchestrator.ci import DELIVERY_HEADER, ROUTE, build_deployment_event, build_workflow_run_event
+from orchestrator.client import json_object
 from orchestrator.config import Settings
 from orchestrator.identity import Directory
 from orchestrator.runs import Run, RunStore
@@ -169,7 +170,7 @@ def _run_one(system: System, http: httpx.Client, item: ScenarioFile,
     try:
         with _revoking(system, scenario, headers[DELIVERY_HEADER]) as revoker:
             response = http.post(system.webhooks_url + ROUTE, headers=headers, content=body)
-            answer = _json(response)
+            answer = json_object(response)
             run = None
             if response.status_code == 202 and answer.get("status") == "accepted":
                 result.run_id = str(answer["run_id"])
@@ -194,14 +195,6 @@ def _delivery(scenario: Scenario, secret: str) -> tuple[dict[str, str], bytes]:
                                       secret=secret.encode())
     return build_workflow_run_event(ev.login, ev.service, ev.environment, ev.commit,
                                     trigger=ev.trigger, pr=ev.pr, secret=secret.encode())
-
-
-def _json(response: httpx.Response) -> dict[str, Any]:
-    try:
-        data = response.json()
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _wait(runs: RunStore, run_id: str, timeout: float) -> Run:

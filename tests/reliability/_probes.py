@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from mock_services.catalog import build_request
-from orchestrator.client import AuthClient
+from orchestrator.client import AuthClient, json_object
 from orchestrator.config import SERVICE_NAMES
 from orchestrator.identity import CLIENT_ASSERTION_TYPE, Context
 from orchestrator.stack import ORCHESTRATOR_CLIENT
@@ -83,10 +83,5 @@ def exchange_form(client: AuthClient, subject_token: str, **target: str) -> dict
 
 def error_of(response: httpx.Response) -> tuple[int, str | None, str | None]:
     """``(status, error, reason)`` of an answer (body fields None when not JSON)."""
-    try:
-        body = response.json()
-    except ValueError:
-        body = {}
-    if not isinstance(body, dict):
-        body = {}
+    body = json_object(response)
     return response.status_code, body.get("error"), body.get("reason")
