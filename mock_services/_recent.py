@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from itertools import chain
-from typing import TypeVar, overload
+from typing import Protocol, TypeVar, overload
 
 LIMIT = 1_000
 """Entries per collection. A comment or deployment status costs about 2 KB, so a full collection
@@ -138,6 +138,24 @@ class RecentDict(MutableMapping[K, V]):
 
     def __repr__(self) -> str:
         return f"RecentDict({dict(self.items())!r}, limit={self.limit})"
+
+
+class _Identified(Protocol):
+    @property
+    def id(self) -> int: ...
+
+
+R = TypeVar("R", bound=_Identified)
+
+
+def add_attributed(items: RecentList[R], item: R, attribution: MutableMapping[str, V],
+                   kind: str, who: V) -> None:
+    """Keep ``item`` and who made it (under ``"<kind>:<id>"``); the attribution of the item it
+    pushed out goes with that item."""
+    dropped = items.add(item)
+    attribution[f"{kind}:{item.id}"] = who
+    if dropped is not None:
+        del attribution[f"{kind}:{dropped.id}"]
 
 
 def newest(mapping: Mapping[K, V], limit: int | None = None) -> dict[K, V]:

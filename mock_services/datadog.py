@@ -20,7 +20,7 @@ from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from mock_services._bearer import ApiError
-from mock_services._recent import RecentList, newest
+from mock_services._recent import RecentList, add_attributed, newest
 from mock_services._routing import CallerDep, ServiceRouter
 
 _QUERY = re.compile(r"^(avg|sum|min|max):([A-Za-z0-9_.]{1,100})\{([A-Za-z0-9_.:,/*-]{0,200})\}$")
@@ -173,10 +173,8 @@ def build(router: ServiceRouter, clock: Callable[[], float]) -> DatadogState:
         event = Event(id=eid, url=f"/event/event?id={eid}",
                       date_happened=body.date_happened or int(state.clock()),
                       **body.model_dump(exclude={"date_happened"}))
-        dropped = state.events.add(event)
-        state.attribution[f"event:{eid}"] = (caller.actor, caller.principal)
-        if dropped is not None:
-            del state.attribution[f"event:{dropped.id}"]
+        add_attributed(state.events, event, state.attribution, "event",
+                       (caller.actor, caller.principal))
         return EventPosted(event=event)
 
     @router.route("datadog.event.list")

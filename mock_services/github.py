@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mock_services._access import Caller
 from mock_services._bearer import ApiError
-from mock_services._recent import RecentList
+from mock_services._recent import RecentList, add_attributed
 from mock_services._routing import CallerDep, ServiceRouter
 
 API = "https://api.github.com"
@@ -157,10 +157,8 @@ def build(router: ServiceRouter, clock: Callable[[], float]) -> GitHubState:
             id=cid, body=body.body, user=_bot(caller), created_at=state.now(),
             issue_url=issue_url,
             html_url=f"https://github.com/{owner}/{repo}/pull/{issue_number}#issuecomment-{cid}")
-        dropped = state.comments[key].add(comment)
-        state.attribution[f"comment:{cid}"] = (caller.actor, caller.principal)
-        if dropped is not None:
-            del state.attribution[f"comment:{dropped.id}"]
+        add_attributed(state.comments[key], comment, state.attribution, "comment",
+                       (caller.actor, caller.principal))
         return comment
 
     @router.route("github.comment.list")
@@ -178,10 +176,8 @@ def build(router: ServiceRouter, clock: Callable[[], float]) -> GitHubState:
             environment=body.environment or state.deployments[key], log_url=body.log_url,
             environment_url=body.environment_url, creator=_bot(caller), created_at=state.now(),
             deployment_url=f"{API}/repos/{owner}/{repo}/deployments/{deployment_id}")
-        dropped = state.statuses[key].add(status)
-        state.attribution[f"status:{sid}"] = (caller.actor, caller.principal)
-        if dropped is not None:
-            del state.attribution[f"status:{dropped.id}"]
+        add_attributed(state.statuses[key], status, state.attribution, "status",
+                       (caller.actor, caller.principal))
         return status
 
     @router.route("github.deployment_status.list")
