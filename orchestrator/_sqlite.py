@@ -4,14 +4,18 @@ Directory 0700 and file 0600, created if missing; WAL with ``synchronous = NORMA
 processes can append while each committed write survives a process crash; a busy timeout so
 writers wait for each other instead of failing; autocommit mode, so every store chooses its own
 transactions; and the store's schema applied (or a newer file refused) before anything else.
+:class:`SQLiteFile` is what both stores share: the one connection, its lock, and closing.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from collections.abc import Sequence
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 from orchestrator.errors import ConfigError
 
@@ -64,3 +68,39 @@ def connect(path: Path, *, busy_timeout: float, statements: Sequence[str], versi
         conn.close()
         raise
     return conn
+
+
+class SQLiteFile:
+    """One open connection to a project SQLite file, used by any thread under :attr:`_lock`;
+    closed by :meth:`close` or at the end of a ``with`` block. A subclass names what it holds
+    (:attr:`what`), for the error a use after close raises."""
+
+    what = "database"
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = conn
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def _connection(self) -> sqlite3.Connection:
+        """The open connection (the caller holds the lock); ValueError once closed."""
+        if self._conn is None:
+            raise ValueError(f"{self.what} is closed")
+        return self._conn

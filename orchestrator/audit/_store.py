@@ -18,14 +18,12 @@ import json
 import os
 import socket
 import sqlite3
-import threading
 import uuid
 from datetime import datetime
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
-from orchestrator._sqlite import connect
+from orchestrator._sqlite import SQLiteFile, connect
 from orchestrator.audit._chain import GENESIS_HASH, link_hash
 from orchestrator.audit._record import (
     CONTENT_FIELDS,
@@ -69,22 +67,18 @@ def default_writer() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-class AuditStore:
+class AuditStore(SQLiteFile):
     """Append-only audit records in one SQLite file, hash-chained per writer.
 
     Thread-safe; use as a context manager or call :meth:`close`. ``writer`` names this
     instance's chain; reusing a name continues that chain from its head.
     """
 
-    def __init__(self, path: Path, writer: str | None = None) -> None:
-        self._path = Path(path)
-        self._writer = _check_writer(writer) if writer is not None else default_writer()
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = _connect(self._path)
+    what = "audit store"
 
-    @property
-    def path(self) -> Path:
-        return self._path
+    def __init__(self, path: Path, writer: str | None = None) -> None:
+        self._writer = _check_writer(writer) if writer is not None else default_writer()
+        super().__init__(Path(path), _connect(Path(path)))
 
     @property
     def writer(self) -> str:
@@ -103,7 +97,7 @@ class AuditStore:
         # validating it all again (the raw-token scan included) cost half of an append.
         values = {name: getattr(record, name) for name in CONTENT_FIELDS}
         return StoredRecord.model_construct(
-            _fields_set=_STORED_FIELDS, **values, id=row_id, writer=self._writer, seq=seq,
+            _fields_set=set(_STORED_FIELDS), **values, id=row_id, writer=self._writer, seq=seq,
             prev_hash=prev_hash, hash=digest,
         )
 
@@ -159,30 +153,8 @@ class AuditStore:
             {writer: Head(last_seq, last_hash) for writer, last_seq, last_hash in heads},
         )
 
-    def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"AuditStore({str(self._path)!r}, writer={self._writer!r})"
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise ValueError("audit store is closed")
-        return self._conn
 
     def _insert(
         self, conn: sqlite3.Connection, content: dict[str, Any]

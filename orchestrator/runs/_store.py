@@ -15,16 +15,14 @@ from __future__ import annotations
 import builtins
 import json
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
-from orchestrator._sqlite import connect
+from orchestrator._sqlite import SQLiteFile, connect
 from orchestrator.errors import Unavailable
 from orchestrator.runs._model import (
     EVENT_KINDS,
@@ -57,18 +55,14 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class RunStore:
+class RunStore(SQLiteFile):
     """Runs and their event logs in one SQLite file. Use as a context manager or :meth:`close`."""
 
-    def __init__(self, path: Path, *, clock: Callable[[], datetime] = _now) -> None:
-        self._path = Path(path)
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = _connect(self._path)
+    what = "run store"
 
-    @property
-    def path(self) -> Path:
-        return self._path
+    def __init__(self, path: Path, *, clock: Callable[[], datetime] = _now) -> None:
+        self._clock = clock
+        super().__init__(Path(path), _connect(Path(path)))
 
     def create(self, run_id: str, *, workflow: str, event: RunOrigin,
                mode: str = "delegated") -> Run:
@@ -207,19 +201,6 @@ class RunStore:
                                   (run_id, agent, task_id, format_time(self._clock())))
             return cursor.rowcount == 1
 
-    def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"RunStore({str(self._path)!r})"
 
@@ -243,9 +224,7 @@ class RunStore:
     @contextmanager
     def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
         with self._lock:
-            if self._conn is None:
-                raise ValueError("run store is closed")
-            conn = self._conn
+            conn = self._connection()
             try:
                 conn.execute(begin)
                 yield conn
