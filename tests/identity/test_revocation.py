@@ -203,6 +203,25 @@ def test_redis_keys_expire_with_what_they_refer_to(
     assert 0 < redis_client.ttl("infrabot:once:assertion:abc") <= 30
 
 
+@pytest.mark.redis
+def test_the_registry_reads_redis_replies_with_hiredis(redis_url: str) -> None:
+    """``redis[hiredis]`` is a dependency: redis-py's pure-Python reply parser was a visible part
+    of every revocation check and of every broker call (bench/RESULTS.md, 2026-11-29)."""
+    from redis._parsers import _HiredisParser
+
+    store = RedisRevocationStore.from_url(redis_url)
+    try:
+        store.ping()
+        pool = store._r.connection_pool  # type: ignore[attr-defined]
+        connection = pool.get_connection()
+        try:
+            assert isinstance(connection._parser, _HiredisParser)
+        finally:
+            pool.release(connection)
+    finally:
+        store.close()
+
+
 def chain_in(authority: Authority, store: RevocationStore) -> list[AccessClaims]:
     """:func:`chain`, issued in ``store``'s current epoch."""
     authority.epoch = store.standing("user:sam").registry_epoch
