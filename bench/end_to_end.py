@@ -16,10 +16,16 @@ start to the last finish).
 from __future__ import annotations
 
 import os
+import statistics
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import redis
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from bench import bare_chain
 from bench._cluster import Cluster
@@ -29,6 +35,7 @@ from bench._timing import percentile
 
 LATENCY_GOAL = 1.15
 THROUGHPUT_GOAL = 0.85
+EXCHANGES, CHECKED_CALLS = 9, 7  # per delegated run, beyond what a static-token run does
 
 
 class Figures:
@@ -95,6 +102,55 @@ def _bare(cluster: Cluster, *, sequential: int, burst: int, warmup: int) -> Figu
         app.close()
 
 
+@dataclass(frozen=True)
+class Floor:
+    """What a delegated run cannot avoid beyond a static-token run, measured on this cluster
+    (median wall time of each, in ms): per exchange one HTTP round trip to the auth server and
+    its ES256 work (the agent signs its client assertion; the server verifies it and the subject
+    token and signs the new token); per checked call a raw ES256 verify and one Redis round
+    trip."""
+
+    round_trip: float
+    exchange_crypto: float
+    check: float
+
+    def latency(self, static_p50: float) -> float:
+        return (static_p50 + EXCHANGES * (self.round_trip + self.exchange_crypto)
+                + CHECKED_CALLS * self.check)
+
+
+def _median_ms(op: object, count: int) -> float:
+    assert callable(op)
+    times = []
+    for _ in range(count):
+        start = time.perf_counter()
+        op()
+        times.append((time.perf_counter() - start) * 1000)
+    return statistics.median(times)
+
+
+def _floor(cluster: Cluster, count: int = 300) -> Floor:
+    """:class:`Floor` on the running cluster: the round trip is a GET of the auth server's
+    metadata (its cheapest endpoint) with httpx, the client the agents use."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    public, ecdsa = key.public_key(), ec.ECDSA(hashes.SHA256())
+    message = os.urandom(1000)  # about a token's signing input
+    signature = key.sign(message, ecdsa)
+    meta = f"{cluster.endpoints['auth']}/.well-known/oauth-authorization-server"
+    client = redis.Redis.from_url(cluster.redis_url)
+    client.set("bench:probe", "1")
+    try:
+        with httpx.Client(trust_env=False) as http:
+            http.get(meta).raise_for_status()
+            round_trip = _median_ms(lambda: http.get(meta), count)
+        sign = _median_ms(lambda: key.sign(message, ecdsa), count)
+        verify = _median_ms(lambda: public.verify(signature, message, ecdsa), count)
+        get = _median_ms(lambda: client.get("bench:probe"), count)
+    finally:
+        client.close()
+    return Floor(round_trip, exchange_crypto=2 * sign + 2 * verify, check=verify + get)
+
+
 class CpuMeter:
     """CPU time used by each group of processes from now until :meth:`used`: the serve
     process, the workers (parents and pool children), Redis and this driver."""
@@ -135,13 +191,15 @@ def run(redis_url: str, *, sequential: int = 30, burst: int = 60, warmup: int = 
         cluster.start(workers)
         figures = {mode: _product(cluster, mode, sequential=sequential, burst=burst,
                                   warmup=warmup) for mode in ("delegated", "static")}
+        floor = _floor(cluster)
         cluster.stop_workers()
         cluster.start_workers(workers, app="bench.bare_chain")
         figures["bare"] = _bare(cluster, sequential=sequential, burst=burst, warmup=warmup)
-    return [_table(figures, sequential, burst, workers), _cpu_table(figures, burst)]
+    return [_table(figures, floor, sequential, burst, workers), _cpu_table(figures, burst)]
 
 
-def _table(f: dict[str, Figures], sequential: int, burst: int, workers: int) -> Table:
+def _table(f: dict[str, Figures], floor: Floor, sequential: int, burst: int,
+           workers: int) -> Table:
     table = Table("End to end: post-deploy workflow on Redis, 2 worker processes",
                   ["form", "p50 latency", "p95 latency", "throughput", "failed runs",
                    "p50 vs static", "throughput vs static"])
@@ -152,6 +210,10 @@ def _table(f: dict[str, Figures], sequential: int, burst: int, workers: int) -> 
         x = f[key]
         table.add(names[key], ms(x.p50), ms(x.p95), f"{x.throughput:,.1f} runs/s", x.failed,
                   ratio(x.p50, static.p50), ratio(x.throughput, static.throughput))
+        if key == "delegated":
+            bound = floor.latency(static.p50)
+            table.add("lower bound for delegated (notes)", ms(bound), "-", "-", "-",
+                      ratio(bound, static.p50), "-")
     d = f["delegated"]
     lat_ok = d.p50 <= LATENCY_GOAL * static.p50
     thr_ok = d.throughput >= THROUGHPUT_GOAL * static.throughput
@@ -167,6 +229,13 @@ def _table(f: dict[str, Figures], sequential: int, burst: int, workers: int) -> 
         f"{'met' if thr_ok else 'not met'}).",
         f"Bare chain vs delegated: p50 {ratio(d.p50, f['bare'].p50)} the floor, throughput "
         f"{ratio(d.throughput, f['bare'].throughput)} of it.",
+        f"Lower bound: the static-token p50 plus what the delegated run's {EXCHANGES} exchanges "
+        f"and {CHECKED_CALLS} checked calls cannot avoid, each measured here (medians): per "
+        f"exchange one HTTP round trip to the auth server with httpx ({floor.round_trip:.2f} ms, "
+        f"a GET of its metadata) and its ES256 work ({floor.exchange_crypto:.2f} ms: 2 signs + "
+        f"2 verifies); per checked call a raw verify and one Redis GET ({floor.check:.2f} ms). "
+        "The root grant is left out. A delegated run cannot be faster than this bound with this "
+        "HTTP stack however little else it does.",
     ]
     return table
 
