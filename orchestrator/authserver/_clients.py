@@ -2,12 +2,18 @@
 
 A client's public key is the JWK registered for it in the state directory; the client must also
 be in the directory (an agent or a listed client). A reused assertion ``jti`` is refused.
+
+Authentication is two steps: :meth:`ClientAuthenticator.verified` checks the assertion, and the
+client is authenticated once its one-time key is claimed in the replay registry. Most endpoints
+take both at once (:meth:`~ClientAuthenticator.authenticate`); the token exchange claims the key
+in the same registry round trip as its subject token's revocation check.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.authserver._forms import Form, required, single
@@ -45,6 +51,19 @@ class ClientKeys:
         return key
 
 
+@dataclass(frozen=True)
+class VerifiedClient:
+    """A client whose assertion verified; it is authenticated once ``replay_key`` is claimed."""
+
+    client_id: str
+    replay_key: str
+    replay_ttl: int
+
+
+def assertion_replayed() -> InvalidClient:
+    return InvalidClient("client assertion was already used", reason="assertion_replayed")
+
+
 class ClientAuthenticator:
     def __init__(self, keys: Callable[[str], PublicKey | None], directory: Directory,
                  replay: RevocationStore, policy: AssertionPolicy) -> None:
@@ -55,6 +74,18 @@ class ClientAuthenticator:
 
     def authenticate(self, form: Form, *, now: int) -> str:
         """The authenticated client id, or :class:`InvalidClient`."""
+        return self.claim(self.verified(form, now=now))
+
+    def claim(self, client: VerifiedClient) -> str:
+        """Claim the assertion's one-time key: the client id, or :class:`InvalidClient` if the
+        assertion was used before."""
+        if not self._replay.claim_once(client.replay_key, ttl=client.replay_ttl):
+            raise assertion_replayed()
+        return client.client_id
+
+    def verified(self, form: Form, *, now: int) -> VerifiedClient:
+        """The client whose assertion ``form`` carries, checked but not yet claimed; or
+        :class:`InvalidClient`."""
         assertion_type = single(form, "client_assertion_type")
         if assertion_type is None:
             raise InvalidClient("client authentication (private_key_jwt) is required",
@@ -72,6 +103,4 @@ class ClientAuthenticator:
             raise InvalidClient("client is not registered in the directory",
                                 reason="unknown_client")
         ttl = max(1, int(claims["exp"]) - now + self._policy.leeway)
-        if not self._replay.claim_once(f"assertion:{client}:{claims['jti']}", ttl=ttl):
-            raise InvalidClient("client assertion was already used", reason="assertion_replayed")
-        return str(client)
+        return VerifiedClient(str(client), f"assertion:{client}:{claims['jti']}", ttl)

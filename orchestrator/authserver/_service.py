@@ -15,11 +15,16 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from orchestrator.audit import AuditRecord, contains_raw_jwt
-from orchestrator.authserver._clients import ClientAuthenticator
+from orchestrator.authserver._clients import (
+    ClientAuthenticator,
+    VerifiedClient,
+    assertion_replayed,
+)
 from orchestrator.authserver._forms import Form, required, single
 from orchestrator.config import Settings
 from orchestrator.errors import (
     InsufficientScope,
+    InvalidClient,
     InvalidGrant,
     InvalidRequest,
     InvalidToken,
@@ -139,25 +144,36 @@ class AuthorizationService:
 
     def token(self, form: Form) -> TokenResponse:
         now = self.now()
+        target = _peek(form, "resource") or _peek(form, "audience")
         try:
             grant_type = single(form, "grant_type", required=True)
             if grant_type not in (GRANT_TOKEN_EXCHANGE, GRANT_JWT_BEARER):
                 raise UnsupportedGrantType("grant_type is not supported")
-            client = self.clients.authenticate(form, now=now)
+            verified = self.clients.verified(form, now=now)
+            # An exchange claims the assertion in the round trip that checks its subject token.
+            client = self.clients.claim(verified) if grant_type == GRANT_JWT_BEARER else None
         except (OAuthError, Unavailable) as exc:
-            self.audit_refused_request(exc, target=_peek(form, "resource")
-                                       or _peek(form, "audience"))
+            self.audit_refused_request(exc, target=target)
             raise
-        if grant_type == GRANT_TOKEN_EXCHANGE:
-            return self.exchange(client, form, now=now)
+        if client is None:
+            return self.exchange(verified, form, now=now)
         return self.root_grant(client, form, now=now)
 
-    def exchange(self, client: str, form: Form, *, now: int) -> TokenResponse:
+    def exchange(self, verified: VerifiedClient, form: Form, *, now: int) -> TokenResponse:
+        """RFC 8693 for a client whose assertion verified; its one-time key is claimed in the
+        registry round trip that checks the subject token. Until that claim is made the client
+        is not authenticated, and a refusal then (a replayed assertion, an unreachable
+        registry) is audited as an unauthenticated request, as :meth:`token` audits one."""
         subject: VerifiedToken | None = None
+        client = verified.client_id
         target = _peek(form, "resource") or _peek(form, "audience")
         try:
-            subject = self._subject(form, now=now)
-            self._check_subject_standing(subject, now=now)
+            try:
+                subject = self._subject(form, now=now)
+            except (OAuthError, Unavailable):
+                self._claim(verified)  # a replayed assertion is refused as that, first
+                raise
+            self._claim_and_check_standing(verified, subject, now=now)
             self._check_actor_token(client, form, now=now)
             requested_type = single(form, "requested_token_type")
             if requested_type is not None and requested_type not in _SUBJECT_TYPES:
@@ -168,11 +184,37 @@ class AuthorizationService:
                 subject=subject, actor=client, scopes=parse_scopes(scope) if scope else None,
                 resource=single(form, "resource"), audience=single(form, "audience")),
                 self.directory, self._issuance(self.settings.token_ttl_seconds), now=now)
+        except _Unauthenticated as unauthenticated:
+            self.audit_refused_request(unauthenticated.error, target=target)
+            raise unauthenticated.error from unauthenticated.error.__cause__
         except (OAuthError, Unavailable) as exc:
             self._audit_refusal("token_exchange", client, target, exc,
                                 subject.claims if subject else None)
             raise
         return self._issue(grant, "token_exchange", target, now=now)
+
+    def _claim_and_check_standing(self, client: VerifiedClient, subject: VerifiedToken, *,
+                                  now: int) -> None:
+        """Claim the client's assertion and check that the subject token is not revoked
+        (registry epoch, token, ancestors, run, user) in one registry round trip, then that it
+        is not at its end. A replayed assertion is refused as that, before the subject."""
+        try:
+            claimed = self.revocation.claim_once_and_check(
+                client.replay_key, ttl=client.replay_ttl, claims=subject.claims)
+        except Unavailable as exc:
+            raise _Unauthenticated(exc) from exc
+        except InvalidToken as exc:
+            raise InvalidRequest(f"subject_token: {exc.message}", reason=exc.reason) from exc
+        if not claimed:
+            raise _Unauthenticated(assertion_replayed())
+        if subject.claims.exp <= now:  # inside the verifier's leeway, but nothing left to give
+            raise InvalidRequest("subject_token: token has expired", reason="token_expired")
+
+    def _claim(self, client: VerifiedClient) -> None:
+        try:
+            self.clients.claim(client)
+        except (InvalidClient, Unavailable) as exc:
+            raise _Unauthenticated(exc) from exc
 
     def _subject(self, form: Form, *, now: int) -> VerifiedToken:
         """The verified subject token. RFC 8693 2.2.2: an invalid one is ``invalid_request``."""
@@ -184,16 +226,6 @@ class AuthorizationService:
             return self.verifier.verify(token, audience=self.issuer, now=now)
         except InvalidToken as exc:
             raise InvalidRequest(f"subject_token: {exc.message}", reason=exc.reason) from exc
-
-    def _check_subject_standing(self, subject: VerifiedToken, *, now: int) -> None:
-        """Not revoked (registry epoch, token, ancestors, run, user) and not at its end. Checked after the
-        subject is known, so a refusal here is audited with the chain it refused."""
-        try:
-            self.revocation.check(subject.claims)
-        except InvalidToken as exc:
-            raise InvalidRequest(f"subject_token: {exc.message}", reason=exc.reason) from exc
-        if subject.claims.exp <= now:  # inside the verifier's leeway, but nothing left to give
-            raise InvalidRequest("subject_token: token has expired", reason="token_expired")
 
     def _check_actor_token(self, client: str, form: Form, *, now: int) -> None:
         """An ``actor_token``, if given, must be a JWT the caller itself signed, naming itself."""
@@ -372,6 +404,15 @@ class AuthorizationService:
             context=claims.ctx.model_dump() if claims else {},
             jti=claims.jti if claims else None, run_id=claims.ctx.run_id if claims else None,
             request_id=None, status=status))
+
+
+class _Unauthenticated(Exception):
+    """A refusal met before the client's assertion was claimed (so before it was
+    authenticated); ``error`` is what the client is answered."""
+
+    def __init__(self, error: InvalidClient | Unavailable) -> None:
+        super().__init__(error.reason)
+        self.error = error
 
 
 def _peek(form: Form, name: str) -> str:

@@ -11,7 +11,9 @@ chain), and a check refuses a token of another epoch (``registry_reset``).
 Two stores behind one interface. :meth:`RevocationStore.check` is one round trip however long the
 chain. A store that cannot be reached raises :class:`~orchestrator.errors.Unavailable`: callers
 deny; nothing is allowed on an unanswered check. The same stores keep one-time keys
-(:meth:`claim_once`) for assertion and webhook replay protection.
+(:meth:`claim_once`) for assertion and webhook replay protection;
+:meth:`~RevocationStore.claim_once_and_check` claims one and checks a token in the same round trip
+(a token exchange claims its client's assertion and checks its subject token).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from typing import NamedTuple, Protocol, cast
+from typing import Any, NamedTuple, Protocol, cast
 
 from orchestrator.errors import InvalidToken, Unavailable
 from orchestrator.identity._claims import EPOCH_PATTERN, AccessClaims
@@ -52,6 +54,12 @@ class RevocationStore(Protocol):
     def standing(self, user: str) -> Standing: ...
     def check(self, claims: AccessClaims) -> None: ...
     def claim_once(self, key: str, *, ttl: int) -> bool: ...
+
+    def claim_once_and_check(self, key: str, *, ttl: int, claims: AccessClaims) -> bool:
+        """:meth:`claim_once` then :meth:`check` in one round trip: False, with nothing checked,
+        if ``key`` was claimed before; else the check's refusal, if any (the claim stands)."""
+        ...
+
     def release_once(self, key: str) -> None: ...
     def ping(self) -> None: ...
     def close(self) -> None: ...
@@ -126,6 +134,12 @@ class MemoryRevocationStore:
             self._once[key] = now + ttl
             return True
 
+    def claim_once_and_check(self, key: str, *, ttl: int, claims: AccessClaims) -> bool:
+        if not self.claim_once(key, ttl=ttl):
+            return False
+        self.check(claims)
+        return True
+
     def release_once(self, key: str) -> None:
         """Forget a claim whose work failed transiently, so a retry of it is accepted."""
         with self._lock:
@@ -145,6 +159,7 @@ class _RedisLike(Protocol):
     def mget(self, keys: list[str]) -> list[object]: ...
     def ping(self) -> object: ...
     def delete(self, *names: str) -> object: ...
+    def pipeline(self, transaction: bool = ...) -> Any: ...
 
 
 class RedisRevocationStore:
@@ -212,13 +227,16 @@ class RedisRevocationStore:
         return _decoded(found)
 
     def check(self, claims: AccessClaims) -> None:
-        jtis = [claims.jti, *claims.ancestors]
-        keys = [f"{_PREFIX}jti:{j}" for j in jtis]
-        keys += [f"{_PREFIX}run:{claims.ctx.run_id}", f"{_PREFIX}user:{claims.sub}", _EPOCH_KEY]
+        keys = _check_keys(claims)
         values = self._call(lambda: self._r.mget(keys))
         assert isinstance(values, list)
+        self._refuse_if_revoked(claims, values)
+
+    def _refuse_if_revoked(self, claims: AccessClaims, values: list[Any]) -> None:
+        """Raise the refusal the answers to :func:`_check_keys` imply, if any."""
+        jtis = [claims.jti, *claims.ancestors]
         revoked = {j for j, v in zip(jtis, values, strict=False) if v is not None}
-        version = int(values[-2]) if values[-2] is not None else 0  # type: ignore[call-overload]
+        version = int(values[-2]) if values[-2] is not None else 0
         refusal = refusal_for(claims, self._epoch(values[-1]), revoked, values[-3] is not None,
                               version)
         if refusal is not None:
@@ -226,6 +244,22 @@ class RedisRevocationStore:
 
     def claim_once(self, key: str, *, ttl: int) -> bool:
         return bool(self._call(lambda: self._r.set(f"{_PREFIX}once:{key}", 1, nx=True, ex=ttl)))
+
+    def claim_once_and_check(self, key: str, *, ttl: int, claims: AccessClaims) -> bool:
+        keys = _check_keys(claims)
+
+        def both() -> list[Any]:  # one round trip: a pipeline, not a transaction
+            pipe = self._r.pipeline(transaction=False)
+            pipe.set(f"{_PREFIX}once:{key}", 1, nx=True, ex=ttl)
+            pipe.mget(keys)
+            return list(pipe.execute())
+
+        answers = self._call(both)
+        assert isinstance(answers, list)
+        if not answers[0]:
+            return False
+        self._refuse_if_revoked(claims, answers[1])
+        return True
 
     def release_once(self, key: str) -> None:
         self._call(lambda: self._r.delete(f"{_PREFIX}once:{key}"))
@@ -237,6 +271,13 @@ class RedisRevocationStore:
         close = getattr(self._r, "close", None)
         if close is not None:
             close()
+
+
+def _check_keys(claims: AccessClaims) -> list[str]:
+    """What a check reads: the token's and its ancestors' jti keys, then its run, its user and
+    the registry's epoch."""
+    keys = [f"{_PREFIX}jti:{j}" for j in (claims.jti, *claims.ancestors)]
+    return [*keys, f"{_PREFIX}run:{claims.ctx.run_id}", f"{_PREFIX}user:{claims.sub}", _EPOCH_KEY]
 
 
 def _decoded(epoch: object) -> str:

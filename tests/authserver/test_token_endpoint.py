@@ -540,15 +540,60 @@ def test_an_orchestrator_may_not_exchange(server: AuthServer) -> None:
 # -- replay under concurrency, on both registries --------------------------------------------------
 
 
-def test_concurrent_replays_of_a_client_assertion_succeed_once(store_server: AuthServer) -> None:
-    server = store_server
-    form = {**server.auth(ORCH), "token": server.mint()}
+def accepted_once(server: AuthServer, path: str, form: Form) -> None:
+    """``form`` posted 8 times at once: one 200, every other answer a replayed assertion."""
     with ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(lambda _: server.post("/introspect", form), range(8)))
+        answers = list(pool.map(lambda _: server.post(path, form), range(8)))
     assert sorted(a.status_code for a in answers) == [200] + [401] * 7
     for answer in answers:
         if answer.status_code == 401:
             refusal(answer, 401, "invalid_client", "assertion_replayed")
+
+
+def test_concurrent_replays_of_a_client_assertion_succeed_once(store_server: AuthServer) -> None:
+    server = store_server
+    accepted_once(server, "/introspect", {**server.auth(ORCH), "token": server.mint()})
+
+
+def test_concurrent_replays_of_an_exchange_assertion_succeed_once(
+        store_server: AuthServer) -> None:
+    """The exchange claims its assertion in the round trip that checks its subject token."""
+    server = store_server
+    accepted_once(server, "/token", {**server.auth(INFRABOT),
+                                     **server.exchange_form(root_token(server), audience=ARGOCD)})
+
+
+def test_an_assertion_is_spent_by_an_exchange_whose_subject_is_refused(
+        store_server: AuthServer) -> None:
+    server = store_server
+    auth = server.auth(INFRABOT)
+    bad = {**auth, **server.exchange_form(server.mint(aud=server.aws), audience=ARGOCD)}
+    refused(server, bad, 400, "invalid_request", "audience_mismatch")
+    good = {**auth, **server.exchange_form(root_token(server), audience=ARGOCD)}
+    refused(server, good, 401, "invalid_client", "assertion_replayed")
+
+
+def test_a_replayed_assertion_is_refused_before_a_revoked_subject(
+        store_server: AuthServer) -> None:
+    """Refused as an unauthenticated request: no client, no chain in its audit record."""
+    server = store_server
+    root = root_token(server)
+    form = {**server.auth(INFRABOT), **server.exchange_form(root, audience=ARGOCD)}
+    assert server.post("/token", form).status_code == 200
+    server.clients[ORCH].revoke(root)
+    mark = server.audit_mark()
+    refusal(server.post("/token", form), 401, "invalid_client", "assertion_replayed")
+    denied = server.assert_denied(mark, "assertion_replayed", *_jwts(form))
+    assert (denied.action, denied.performed_by, denied.chain) == ("token", None, ())
+
+
+def test_a_revoked_subject_spends_the_assertion(store_server: AuthServer) -> None:
+    server = store_server
+    root = root_token(server)
+    server.clients[ORCH].revoke(root)
+    form = {**server.auth(INFRABOT), **server.exchange_form(root, audience=ARGOCD)}
+    refused(server, form, 400, "invalid_request", "token_revoked")
+    refused(server, form, 401, "invalid_client", "assertion_replayed")
 
 
 def test_concurrent_replays_of_a_grant_succeed_once(store_server: AuthServer) -> None:

@@ -184,6 +184,40 @@ def test_claim_once_key_expires_after_its_ttl(clock: Clock) -> None:
     assert store.claim_once("webhook:1", ttl=30)
 
 
+def test_claim_once_and_check_claims_then_checks(
+        store: RevocationStore, chain: list[AccessClaims]) -> None:
+    assert store.claim_once_and_check("assertion:x1", ttl=60, claims=chain[-1]) is True
+    assert store.claim_once("assertion:x1", ttl=60) is False  # the claim is the same claim
+
+
+def test_claim_once_and_check_checks_nothing_for_a_claimed_key(
+        store: RevocationStore, chain: list[AccessClaims]) -> None:
+    """A replay is the answer, whatever the token: the caller refuses the client first."""
+    assert store.claim_once("assertion:x2", ttl=60)
+    revoke(store, chain[0])
+    assert store.claim_once_and_check("assertion:x2", ttl=60, claims=chain[-1]) is False
+
+
+@pytest.mark.parametrize("target", ["jti", "ancestor", "run", "user"])
+def test_claim_once_and_check_refuses_what_check_refuses_and_keeps_the_claim(
+        store: RevocationStore, chain: list[AccessClaims], target: str) -> None:
+    token = chain[-1]
+    if target == "jti":
+        revoke(store, token)
+    elif target == "ancestor":
+        revoke(store, chain[1])
+    elif target == "run":
+        store.revoke_run(token.ctx.run_id)
+    else:
+        store.revoke_user(token.sub)
+    reason = {"jti": "token_revoked", "ancestor": "ancestor_revoked", "run": "run_revoked",
+              "user": "user_revoked"}[target]
+    with pytest.raises(InvalidToken) as info:
+        store.claim_once_and_check("assertion:x3", ttl=60, claims=token)
+    assert info.value.reason == reason
+    assert store.claim_once("assertion:x3", ttl=60) is False
+
+
 def test_ping(store: RevocationStore) -> None:
     store.ping()
 
@@ -220,6 +254,64 @@ def test_the_registry_reads_redis_replies_with_hiredis(redis_url: str) -> None:
             pool.release(connection)
     finally:
         store.close()
+
+
+class CountingRedis:
+    """A Redis client that counts round trips: each command, and each pipeline executed."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+        self.round_trips = 0
+
+    def __getattr__(self, name: str) -> object:
+        attr = getattr(self._client, name)
+        if name == "pipeline":
+            return lambda **kw: _CountedPipeline(self, attr(**kw))
+        if callable(attr):
+            def counted(*args: object, **kwargs: object) -> object:
+                self.round_trips += 1
+                return attr(*args, **kwargs)
+            return counted
+        return attr
+
+
+class _CountedPipeline:
+    def __init__(self, owner: CountingRedis, pipe: object) -> None:
+        self._owner, self._pipe = owner, pipe
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._pipe, name)
+
+    def execute(self) -> object:
+        self._owner.round_trips += 1
+        return self._pipe.execute()  # type: ignore[attr-defined]
+
+
+@pytest.mark.redis
+def test_claim_once_and_check_is_one_redis_round_trip(
+        redis_client: redis.Redis, clock: Clock, authority: Authority) -> None:
+    counting = CountingRedis(redis_client)
+    store = RedisRevocationStore(counting, clock=clock)  # type: ignore[arg-type]
+    chain = chain_in(authority, store)
+    counting.round_trips = 0
+    assert store.claim_once_and_check("assertion:rt", ttl=60, claims=chain[-1])
+    assert counting.round_trips == 1
+    assert not store.claim_once_and_check("assertion:rt", ttl=60, claims=chain[-1])
+    assert counting.round_trips == 2
+
+
+def test_claim_once_and_check_on_an_unreachable_registry_is_unavailable(clock: Clock,
+                                                                        chain: list[AccessClaims]
+                                                                        ) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=0.5,
+                         socket_connect_timeout=0.5)
+    store = RedisRevocationStore(client, clock=clock)
+    with pytest.raises(Unavailable) as info:
+        store.claim_once_and_check("assertion:down", ttl=60, claims=chain[-1])
+    assert info.value.reason == "revocation_unavailable"
 
 
 def chain_in(authority: Authority, store: RevocationStore) -> list[AccessClaims]:
