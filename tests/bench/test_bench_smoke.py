@@ -75,8 +75,13 @@ def test_enforcement(bench_redis_url: str, tmp_path: Path) -> None:
 
 def test_end_to_end(bench_redis_url: str, tmp_path: Path) -> None:
     table = check(end_to_end.run(bench_redis_url, sequential=2, burst=2, warmup=0,
-                                 work=tmp_path), rows=3)
-    assert column(table, "failed runs") == ["0", "0", "0"]
+                                 work=tmp_path), rows=4)
+    assert column(table, "failed runs") == ["0", "-", "0", "0"]
+    # the lower bound: the static p50 plus what 9 exchanges and 7 checks cannot avoid
+    assert column(table, "form")[1].startswith("lower bound for delegated")
+    bound, static = (float(v.removesuffix(" ms").replace(",", ""))
+                     for v in column(table, "p50 latency")[1:3])
+    assert bound > static
 
 
 def test_memory(bench_redis_url: str, tmp_path: Path) -> None:
