@@ -11,6 +11,10 @@ authorizes the route's scope for the principal (``sub``) and the current actor:
 * the directory still allows the current actor that scope      else ``actor_not_allowed``
 * the user still holds it and is not disabled                  else ``user_lacks_permission``
 
+:meth:`AccessChecker.verify_and_admit` (what a service runs for each request) does both with the
+registry's query sent before the signature check and read after it, so the round trip overlaps
+the check (:meth:`~orchestrator.identity.RevocationStore.begin`).
+
 All of these calls block (keys may be fetched, the registry may be Redis): callers run them off
 the event loop.
 """
@@ -25,7 +29,7 @@ from dataclasses import dataclass, field
 
 from mock_services._jwks import SerialKeySource
 from orchestrator.config import Settings
-from orchestrator.errors import InsufficientScope, InvalidToken, OAuthError
+from orchestrator.errors import InsufficientScope, InvalidToken, OAuthError, Unavailable
 from orchestrator.identity import (
     AccessClaims,
     Directory,
@@ -33,6 +37,7 @@ from orchestrator.identity import (
     RevocationStore,
     TokenVerifier,
     VerifierPolicy,
+    peek_target,
 )
 
 
@@ -73,6 +78,7 @@ class AccessChecker:
         self._directory = directory
         self._clock = clock
         self._stale = settings.revocation_stale_seconds
+        self._max_bytes = settings.max_token_bytes
         self._checked: dict[str, float] = {}
         self._lock = threading.Lock()
         static = settings.static_token
@@ -108,9 +114,38 @@ class AccessChecker:
             raise InvalidToken("token claims are invalid", reason="invalid_claims") from exc
         return verified.claims
 
+    def verify_and_admit(self, token: str, scope: str, *,
+                         verified: Callable[[AccessClaims], object] | None = None) -> Caller:
+        """:meth:`verify` then :meth:`admit`, with the registry asked while the signature is
+        checked: the query names what the token's payload says, and its answer is applied only
+        to verified claims naming the same things (:meth:`RevocationStore.begin`). ``verified``
+        sees the claims before admission decides (for the audit record of a refusal)."""
+        target = None if self._stale else peek_target(token, max_bytes=self._max_bytes)
+        if target is None:
+            return self.admit(self._verified(token, verified), scope)
+        try:
+            registry = self._revocation.begin(target)
+        except Unavailable:
+            self._verified(token, verified)  # a bad token is refused as that, first
+            raise
+        with registry:
+            claims = self._verified(token, verified)
+            registry.check(claims)
+        return self._authorize(claims, scope)
+
+    def _verified(self, token: str,
+                  verified: Callable[[AccessClaims], object] | None) -> AccessClaims:
+        claims = self.verify(token)
+        if verified is not None:
+            verified(claims)
+        return claims
+
     def admit(self, claims: AccessClaims, scope: str) -> Caller:
         """Check revocation, then authorize ``scope``; raises the refusal."""
         self._check_revocation(claims)
+        return self._authorize(claims, scope)
+
+    def _authorize(self, claims: AccessClaims, scope: str) -> Caller:
         actor = claims.current_actor
         if scope not in claims.scopes:
             raise _forbid("insufficient_scope", f"the token does not grant {scope}")

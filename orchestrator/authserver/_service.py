@@ -43,6 +43,7 @@ from orchestrator.identity import (
     Grant,
     Issuance,
     KeyRing,
+    PendingCheck,
     PublicKey,
     RevocationStore,
     TokenVerifier,
@@ -52,6 +53,7 @@ from orchestrator.identity import (
     decide_root,
     mint,
     parse_scopes,
+    peek_target,
     verify_assertion,
 )
 
@@ -168,12 +170,14 @@ class AuthorizationService:
         client = verified.client_id
         target = _peek(form, "resource") or _peek(form, "audience")
         try:
-            try:
-                subject = self._subject(form, now=now)
-            except (OAuthError, Unavailable):
-                self._claim(verified)  # a replayed assertion is refused as that, first
-                raise
-            self._claim_and_check_standing(verified, subject, now=now)
+            with self._claim_and_check(verified, form) as registry:
+                try:
+                    subject = self._subject(form, now=now)
+                except (OAuthError, Unavailable):
+                    _require_claimed(registry)  # a replayed assertion is refused as that, first
+                    raise
+                _require_claimed(registry)
+                self._check_standing(registry, subject, now=now)
             self._check_actor_token(client, form, now=now)
             requested_type = single(form, "requested_token_type")
             if requested_type is not None and requested_type not in _SUBJECT_TYPES:
@@ -193,28 +197,27 @@ class AuthorizationService:
             raise
         return self._issue(grant, "token_exchange", target, now=now)
 
-    def _claim_and_check_standing(self, client: VerifiedClient, subject: VerifiedToken, *,
-                                  now: int) -> None:
-        """Claim the client's assertion and check that the subject token is not revoked
-        (registry epoch, token, ancestors, run, user) in one registry round trip, then that it
-        is not at its end. A replayed assertion is refused as that, before the subject."""
+    def _claim_and_check(self, client: VerifiedClient, form: Form) -> PendingCheck:
+        """The client's one-time claim and the subject token's revocation check, sent in one
+        registry round trip before the subject token is verified (the check names what its
+        payload says; see :meth:`RevocationStore.begin`)."""
+        target = peek_target(_peek(form, "subject_token"),
+                             max_bytes=self.verifier.policy.max_bytes)
         try:
-            claimed = self.revocation.claim_once_and_check(
-                client.replay_key, ttl=client.replay_ttl, claims=subject.claims)
+            return self.revocation.begin(target, claim=(client.replay_key, client.replay_ttl))
         except Unavailable as exc:
             raise _Unauthenticated(exc) from exc
+
+    @staticmethod
+    def _check_standing(registry: PendingCheck, subject: VerifiedToken, *, now: int) -> None:
+        """Not revoked (registry epoch, token, ancestors, run, user) and not at its end. Checked
+        after the subject is verified, so a refusal is audited with the chain it refused."""
+        try:
+            registry.check(subject.claims)
         except InvalidToken as exc:
             raise InvalidRequest(f"subject_token: {exc.message}", reason=exc.reason) from exc
-        if not claimed:
-            raise _Unauthenticated(assertion_replayed())
         if subject.claims.exp <= now:  # inside the verifier's leeway, but nothing left to give
             raise InvalidRequest("subject_token: token has expired", reason="token_expired")
-
-    def _claim(self, client: VerifiedClient) -> None:
-        try:
-            self.clients.claim(client)
-        except (InvalidClient, Unavailable) as exc:
-            raise _Unauthenticated(exc) from exc
 
     def _subject(self, form: Form, *, now: int) -> VerifiedToken:
         """The verified subject token. RFC 8693 2.2.2: an invalid one is ``invalid_request``."""
@@ -404,6 +407,16 @@ class AuthorizationService:
             context=claims.ctx.model_dump() if claims else {},
             jti=claims.jti if claims else None, run_id=claims.ctx.run_id if claims else None,
             request_id=None, status=status))
+
+
+def _require_claimed(registry: PendingCheck) -> None:
+    """The client's assertion was claimed now (so the client is authenticated), or refuse."""
+    try:
+        claimed = registry.claimed()
+    except Unavailable as exc:
+        raise _Unauthenticated(exc) from exc
+    if not claimed:
+        raise _Unauthenticated(assertion_replayed())
 
 
 class _Unauthenticated(Exception):

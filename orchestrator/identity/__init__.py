@@ -31,10 +31,13 @@ from orchestrator.identity._policy import (
 )
 from orchestrator.identity._revocation import (
     MemoryRevocationStore,
+    PendingCheck,
     RedisRevocationStore,
     RevocationStore,
+    RevocationTarget,
     Standing,
     open_store,
+    peek_target,
 )
 from orchestrator.identity._scopes import (
     filter_scopes,
@@ -73,9 +76,11 @@ __all__ = [
     "KeySource",
     "MayAct",
     "MemoryRevocationStore",
+    "PendingCheck",
     "PublicKey",
     "RedisRevocationStore",
     "RevocationStore",
+    "RevocationTarget",
     "Service",
     "SigningKey",
     "Standing",
@@ -99,6 +104,7 @@ __all__ = [
     "new_jti",
     "open_store",
     "parse_scopes",
+    "peek_target",
     "registered_client_jwk",
     "thumbprint",
     "verify_assertion",

@@ -11,22 +11,33 @@ chain), and a check refuses a token of another epoch (``registry_reset``).
 Two stores behind one interface. :meth:`RevocationStore.check` is one round trip however long the
 chain. A store that cannot be reached raises :class:`~orchestrator.errors.Unavailable`: callers
 deny; nothing is allowed on an unanswered check. The same stores keep one-time keys
-(:meth:`claim_once`) for assertion and webhook replay protection;
-:meth:`~RevocationStore.claim_once_and_check` claims one and checks a token in the same round trip
-(a token exchange claims its client's assertion and checks its subject token).
+(:meth:`claim_once`) for assertion and webhook replay protection.
+
+:meth:`RevocationStore.begin` sends a check (and optionally a one-time claim) before the token is
+verified, so the round trip overlaps the signature check instead of following it: the query
+names what the token's payload says (:func:`peek_target`, read without verifying it), and its
+answer is applied only to verified claims that name the same things (:meth:`PendingCheck.check`;
+any other claims are checked afresh). A token exchange claims its client's assertion and checks
+its subject token this way in one round trip; a service checks a bearer token this way. The query
+only reads; a token that then fails verification has cost the registry one read, nothing more.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 import secrets
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple, Protocol, cast
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, NamedTuple, Protocol, Self, cast
 
 from orchestrator.errors import InvalidToken, Unavailable
-from orchestrator.identity._claims import EPOCH_PATTERN, AccessClaims
+from orchestrator.identity import _jws
+from orchestrator.identity._claims import EPOCH_PATTERN, MAX_ACT_NESTING, AccessClaims
 
 _PREFIX = "infrabot:"
 _EPOCH_KEY = f"{_PREFIX}epoch"
@@ -46,6 +57,67 @@ def new_epoch() -> str:
     return secrets.token_urlsafe(12)
 
 
+@dataclass(frozen=True, slots=True)
+class RevocationTarget:
+    """What a check of one token reads: its jti and its ancestors', its run and its user."""
+
+    jti: str
+    ancestors: tuple[str, ...]
+    run_id: str
+    sub: str
+
+    @classmethod
+    def of(cls, claims: AccessClaims) -> RevocationTarget:
+        return cls(claims.jti, tuple(claims.ancestors), claims.ctx.run_id, claims.sub)
+
+
+_MAX_NAME = 256  # longer than any valid jti, run id or user name
+
+
+def peek_target(token: object, *, max_bytes: int) -> RevocationTarget | None:
+    """The target ``token``'s payload names, read WITHOUT verifying anything: only to send the
+    registry's query before the token is verified. None for anything not shaped like one of our
+    tokens (the check then waits for the verified claims). Never raises."""
+    if not isinstance(token, str) or len(token) > max_bytes:
+        return None
+    parts = _jws.split(token)
+    if parts is None:
+        return None
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, RecursionError, TypeError):  # binascii.Error is a ValueError
+        return None
+    if not isinstance(payload, dict) or not isinstance(payload.get("ctx"), dict):
+        return None
+    names = (payload.get("jti"), payload["ctx"].get("run_id"), payload.get("sub"))
+    ancestors = payload.get("ancestors", [])
+    if not isinstance(ancestors, list) or len(ancestors) > MAX_ACT_NESTING:
+        return None
+    if not all(isinstance(n, str) and len(n) <= _MAX_NAME for n in (*names, *ancestors)):
+        return None
+    jti, run_id, sub = cast(tuple[str, str, str], names)
+    return RevocationTarget(jti, tuple(ancestors), run_id, sub)
+
+
+class PendingCheck(Protocol):
+    """A check (and maybe a one-time claim) sent to the registry whose answer is read later.
+    Use as a context manager: leaving it reads any answer not yet read."""
+
+    def claimed(self) -> bool:
+        """Whether the one-time claim was made (True when none was asked for)."""
+        ...
+
+    def check(self, claims: AccessClaims) -> None:
+        """Raise the refusal the registry's answer implies for ``claims``; claims that name
+        something other than the target are checked afresh."""
+        ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None: ...
+
+
 class RevocationStore(Protocol):
     def revoke_jti(self, jti: str, *, expires_at: int) -> None: ...
     def revoke_user(self, user: str) -> int: ...
@@ -55,9 +127,10 @@ class RevocationStore(Protocol):
     def check(self, claims: AccessClaims) -> None: ...
     def claim_once(self, key: str, *, ttl: int) -> bool: ...
 
-    def claim_once_and_check(self, key: str, *, ttl: int, claims: AccessClaims) -> bool:
-        """:meth:`claim_once` then :meth:`check` in one round trip: False, with nothing checked,
-        if ``key`` was claimed before; else the check's refusal, if any (the claim stands)."""
+    def begin(self, target: RevocationTarget | None, *,
+              claim: tuple[str, int] | None = None) -> PendingCheck:
+        """Send the check of ``target`` (and the one-time ``claim`` of a key for a ttl) in one
+        round trip now; read the answer through the returned :class:`PendingCheck`."""
         ...
 
     def release_once(self, key: str) -> None: ...
@@ -134,11 +207,10 @@ class MemoryRevocationStore:
             self._once[key] = now + ttl
             return True
 
-    def claim_once_and_check(self, key: str, *, ttl: int, claims: AccessClaims) -> bool:
-        if not self.claim_once(key, ttl=ttl):
-            return False
-        self.check(claims)
-        return True
+    def begin(self, target: RevocationTarget | None, *,
+              claim: tuple[str, int] | None = None) -> PendingCheck:
+        claimed = self.claim_once(claim[0], ttl=claim[1]) if claim is not None else True
+        return _Answered(self.check, claimed)
 
     def release_once(self, key: str) -> None:
         """Forget a claim whose work failed transiently, so a retry of it is accepted."""
@@ -184,8 +256,7 @@ class RedisRevocationStore:
         try:
             return fn()
         except (redis.RedisError, OSError) as exc:
-            raise Unavailable("revocation registry unreachable",
-                              reason="revocation_unavailable") from exc
+            raise _unreachable() from exc
 
     def revoke_jti(self, jti: str, *, expires_at: int) -> None:
         ttl = max(1, int(expires_at - self._clock()) + 60)
@@ -245,21 +316,16 @@ class RedisRevocationStore:
     def claim_once(self, key: str, *, ttl: int) -> bool:
         return bool(self._call(lambda: self._r.set(f"{_PREFIX}once:{key}", 1, nx=True, ex=ttl)))
 
-    def claim_once_and_check(self, key: str, *, ttl: int, claims: AccessClaims) -> bool:
-        keys = _check_keys(claims)
-
-        def both() -> list[Any]:  # one round trip: a pipeline, not a transaction
-            pipe = self._r.pipeline(transaction=False)
-            pipe.set(f"{_PREFIX}once:{key}", 1, nx=True, ex=ttl)
-            pipe.mget(keys)
-            return list(pipe.execute())
-
-        answers = self._call(both)
-        assert isinstance(answers, list)
-        if not answers[0]:
-            return False
-        self._refuse_if_revoked(claims, answers[1])
-        return True
+    def begin(self, target: RevocationTarget | None, *,
+              claim: tuple[str, int] | None = None) -> PendingCheck:
+        commands: list[tuple[object, ...]] = []
+        if claim is not None:
+            commands.append(("SET", f"{_PREFIX}once:{claim[0]}", 1, "NX", "EX", claim[1]))
+        if target is not None:
+            commands.append(("MGET", *_target_keys(target)))
+        if not commands:
+            return _Answered(self.check, True)
+        return _InFlight(self, commands, claiming=claim is not None, target=target)
 
     def release_once(self, key: str) -> None:
         self._call(lambda: self._r.delete(f"{_PREFIX}once:{key}"))
@@ -274,10 +340,114 @@ class RedisRevocationStore:
 
 
 def _check_keys(claims: AccessClaims) -> list[str]:
+    return _target_keys(RevocationTarget.of(claims))
+
+
+def _target_keys(target: RevocationTarget) -> list[str]:
     """What a check reads: the token's and its ancestors' jti keys, then its run, its user and
     the registry's epoch."""
-    keys = [f"{_PREFIX}jti:{j}" for j in (claims.jti, *claims.ancestors)]
-    return [*keys, f"{_PREFIX}run:{claims.ctx.run_id}", f"{_PREFIX}user:{claims.sub}", _EPOCH_KEY]
+    keys = [f"{_PREFIX}jti:{j}" for j in (target.jti, *target.ancestors)]
+    return [*keys, f"{_PREFIX}run:{target.run_id}", f"{_PREFIX}user:{target.sub}", _EPOCH_KEY]
+
+
+class _Answered:
+    """A :class:`PendingCheck` whose claim is already answered; its check is a plain check."""
+
+    def __init__(self, check: Callable[[AccessClaims], None], claimed: bool) -> None:
+        self._check, self._claimed = check, claimed
+
+    def claimed(self) -> bool:
+        return self._claimed
+
+    def check(self, claims: AccessClaims) -> None:
+        self._check(claims)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+class _InFlight:
+    """Commands sent on a connection of the store's pool, their answers read on first use.
+
+    The connection is the caller's alone until the answers are read (or it is dropped after a
+    failure, since a half-read answer would corrupt it), then goes back to the pool. Sending is
+    retried once on a fresh connection (a pooled one may be stale after a Redis restart);
+    reading is not, since the claim may already have been made.
+    """
+
+    def __init__(self, store: RedisRevocationStore, commands: list[tuple[object, ...]], *,
+                 claiming: bool, target: RevocationTarget | None) -> None:
+        self._store, self._claiming, self._target = store, claiming, target
+        self._count = len(commands)
+        self._answers: list[Any] | None = None
+        self._pool: Any = store._r.connection_pool  # type: ignore[attr-defined]
+        self._conn: Any = store._call(self._pool.get_connection)
+        self._send(commands)
+
+    def _send(self, commands: list[tuple[object, ...]]) -> None:
+        import redis
+
+        conn = self._conn
+        for attempt in (1, 2):
+            try:
+                conn.send_packed_command(conn.pack_commands(commands))
+                return
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                conn.disconnect()  # the next send connects afresh
+                if attempt == 2:
+                    self._release()
+                    raise _unreachable() from exc
+            except BaseException:
+                conn.disconnect()
+                self._release()
+                raise
+
+    def _release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            self._pool.release(conn)
+
+    def _read(self) -> list[Any]:
+        import redis
+
+        if self._answers is None:
+            conn = self._conn
+            if conn is None:  # the one read failed: it stays failed
+                raise _unreachable()
+            try:
+                self._answers = [conn.read_response() for _ in range(self._count)]
+            except BaseException as exc:
+                conn.disconnect()  # a half-read answer would corrupt the next command's
+                if isinstance(exc, (redis.RedisError, OSError)):
+                    raise _unreachable() from exc
+                raise
+            finally:
+                self._release()
+        return self._answers
+
+    def claimed(self) -> bool:
+        answers = self._read()
+        return answers[0] is not None if self._claiming else True
+
+    def check(self, claims: AccessClaims) -> None:
+        answers = self._read()
+        if self._target is None or RevocationTarget.of(claims) != self._target:
+            self._store.check(claims)  # the answer is about other names: ask about these
+            return
+        self._store._refuse_if_revoked(claims, answers[-1])
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._conn is not None:
+            try:
+                self._read()
+            except Unavailable:
+                pass  # the caller is already leaving with its own answer
 
 
 def _decoded(epoch: object) -> str:
@@ -287,6 +457,10 @@ def _decoded(epoch: object) -> str:
         raise Unavailable("the revocation registry holds a malformed epoch",
                           reason="revocation_unavailable")
     return text
+
+
+def _unreachable() -> Unavailable:
+    return Unavailable("revocation registry unreachable", reason="revocation_unavailable")
 
 
 def _restarting() -> Unavailable:

@@ -6,22 +6,33 @@ closed with ``Unavailable``.
 
 from __future__ import annotations
 
+import base64
+import json
 import socket
+import threading
 from collections.abc import Callable, Iterator
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from orchestrator.errors import InvalidToken, TransientError, Unavailable
 from orchestrator.identity import (
     AccessClaims,
     MemoryRevocationStore,
+    PendingCheck,
     RedisRevocationStore,
     RevocationStore,
+    RevocationTarget,
+    mint,
     open_store,
+    peek_target,
 )
 
 from .conftest import NOW, Authority, make_ctx
+
+NO_RETRY = Retry(NoBackoff(), 0)
 
 
 class Clock:
@@ -184,38 +195,113 @@ def test_claim_once_key_expires_after_its_ttl(clock: Clock) -> None:
     assert store.claim_once("webhook:1", ttl=30)
 
 
-def test_claim_once_and_check_claims_then_checks(
-        store: RevocationStore, chain: list[AccessClaims]) -> None:
-    assert store.claim_once_and_check("assertion:x1", ttl=60, claims=chain[-1]) is True
+def target(claims: AccessClaims) -> RevocationTarget:
+    return RevocationTarget.of(claims)
+
+
+def test_begin_claims_then_checks(store: RevocationStore, chain: list[AccessClaims]) -> None:
+    with store.begin(target(chain[-1]), claim=("assertion:x1", 60)) as pending:
+        assert pending.claimed() is True
+        pending.check(chain[-1])
     assert store.claim_once("assertion:x1", ttl=60) is False  # the claim is the same claim
 
 
-def test_claim_once_and_check_checks_nothing_for_a_claimed_key(
+def test_begin_reports_a_key_claimed_before(
         store: RevocationStore, chain: list[AccessClaims]) -> None:
-    """A replay is the answer, whatever the token: the caller refuses the client first."""
     assert store.claim_once("assertion:x2", ttl=60)
-    revoke(store, chain[0])
-    assert store.claim_once_and_check("assertion:x2", ttl=60, claims=chain[-1]) is False
+    with store.begin(target(chain[-1]), claim=("assertion:x2", 60)) as pending:
+        assert pending.claimed() is False
 
 
-@pytest.mark.parametrize("target", ["jti", "ancestor", "run", "user"])
-def test_claim_once_and_check_refuses_what_check_refuses_and_keeps_the_claim(
-        store: RevocationStore, chain: list[AccessClaims], target: str) -> None:
+def test_begin_without_a_claim_reports_none_missing(
+        store: RevocationStore, chain: list[AccessClaims]) -> None:
+    with store.begin(target(chain[-1])) as pending:
+        assert pending.claimed() is True
+        pending.check(chain[-1])
+
+
+@pytest.mark.parametrize("what", ["jti", "ancestor", "run", "user"])
+def test_begin_refuses_what_check_refuses_and_the_claim_stands(
+        store: RevocationStore, chain: list[AccessClaims], what: str) -> None:
     token = chain[-1]
-    if target == "jti":
+    if what == "jti":
         revoke(store, token)
-    elif target == "ancestor":
+    elif what == "ancestor":
         revoke(store, chain[1])
-    elif target == "run":
+    elif what == "run":
         store.revoke_run(token.ctx.run_id)
     else:
         store.revoke_user(token.sub)
     reason = {"jti": "token_revoked", "ancestor": "ancestor_revoked", "run": "run_revoked",
-              "user": "user_revoked"}[target]
-    with pytest.raises(InvalidToken) as info:
-        store.claim_once_and_check("assertion:x3", ttl=60, claims=token)
+              "user": "user_revoked"}[what]
+    with store.begin(target(token), claim=("assertion:x3", 60)) as pending:
+        assert pending.claimed()
+        with pytest.raises(InvalidToken) as info:
+            pending.check(token)
     assert info.value.reason == reason
     assert store.claim_once("assertion:x3", ttl=60) is False
+
+
+def test_an_answer_is_never_applied_to_claims_naming_something_else(
+        store: RevocationStore, chain: list[AccessClaims]) -> None:
+    """Asked about one token, checked with another: the other is checked afresh."""
+    revoke(store, chain[0])
+    with store.begin(target(chain[0])) as pending:  # the revoked root, as its payload says
+        pending.check(chain[0].model_copy(update={"jti": "another-jti-0001"}))  # not revoked
+    other = RevocationTarget("unrevoked-jti-01", (), "run-0001", "user:sam")
+    with store.begin(other) as pending:
+        refused_by(pending, chain[0], "token_revoked")
+
+
+def test_begin_with_no_target_only_claims(store: RevocationStore,
+                                          chain: list[AccessClaims]) -> None:
+    revoke(store, chain[-1])
+    with store.begin(None, claim=("assertion:x4", 60)) as pending:
+        assert pending.claimed()
+        refused_by(pending, chain[-1], "token_revoked")  # checked by a round trip of its own
+
+
+def refused_by(pending: PendingCheck, claims: AccessClaims, reason: str) -> None:
+    with pytest.raises(InvalidToken) as info:
+        pending.check(claims)
+    assert info.value.reason == reason
+
+
+# --- reading a token's revocation target before verifying it -------------------------------------
+
+def test_peek_target_reads_what_the_verified_claims_say(authority: Authority) -> None:
+    for token in authority.chain_to_aws():
+        raw = mint(token.claims, authority.key)
+        assert peek_target(raw, max_bytes=8192) == RevocationTarget.of(token.claims)
+
+
+@pytest.mark.parametrize("token", [
+    None, "", "not.a.token", "a.b", "a.b.c.d", "eyJ.!!!.x",
+    "eyJhbGciOiJFUzI1NiJ9.W10.sig",  # payload is a list
+    "eyJhbGciOiJFUzI1NiJ9.eyJqdGkiOiJ4In0.sig",  # no ctx
+])
+def test_peek_target_refuses_what_is_not_one_of_our_tokens(token: object) -> None:
+    assert peek_target(token, max_bytes=8192) is None
+
+
+@pytest.mark.parametrize("payload", [
+    {"jti": 1, "sub": "user:sam", "ctx": {"run_id": "r"}},
+    {"jti": "j", "sub": "user:sam", "ctx": {"run_id": ["r"]}},
+    {"jti": "j", "sub": None, "ctx": {"run_id": "r"}},
+    {"jti": "j" * 257, "sub": "user:sam", "ctx": {"run_id": "r"}},
+    {"jti": "j", "sub": "user:sam", "ctx": {"run_id": "r"}, "ancestors": "a"},
+    {"jti": "j", "sub": "user:sam", "ctx": {"run_id": "r"}, "ancestors": [1]},
+    {"jti": "j", "sub": "user:sam", "ctx": {"run_id": "r"}, "ancestors": ["a"] * 17},
+])
+def test_peek_target_refuses_payloads_of_the_wrong_shape(payload: dict[str, object]) -> None:
+    body = base64.urlsafe_b64encode(json.dumps(payload).encode()).rstrip(b"=").decode()
+    assert peek_target(f"eyJhbGciOiJFUzI1NiJ9.{body}.c2ln", max_bytes=8192) is None
+
+
+def test_peek_target_refuses_a_token_over_the_size_limit(authority: Authority) -> None:
+    raw = mint(authority.chain_to_aws()[-1].claims, authority.key)
+    assert peek_target(raw, max_bytes=len(raw)) is not None
+    assert peek_target(raw, max_bytes=len(raw) - 1) is None
 
 
 def test_ping(store: RevocationStore) -> None:
@@ -256,62 +342,83 @@ def test_the_registry_reads_redis_replies_with_hiredis(redis_url: str) -> None:
         store.close()
 
 
-class CountingRedis:
-    """A Redis client that counts round trips: each command, and each pipeline executed."""
+@pytest.mark.redis
+def test_a_claim_and_a_check_are_one_redis_round_trip(
+        redis_client: redis.Redis, clock: Clock, authority: Authority,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    store = RedisRevocationStore(redis_client, clock=clock)
+    chain = chain_in(authority, store)
+    sends: list[bytes] = []
+    connection_class = redis_client.connection_pool.connection_class
+    original = connection_class.send_packed_command
 
-    def __init__(self, client: redis.Redis) -> None:
-        self._client = client
-        self.round_trips = 0
+    def counted(self: object, command: object, check_health: bool = True) -> None:
+        sends.append(command)  # type: ignore[arg-type]
+        original(self, command, check_health)
 
-    def __getattr__(self, name: str) -> object:
-        attr = getattr(self._client, name)
-        if name == "pipeline":
-            return lambda **kw: _CountedPipeline(self, attr(**kw))
-        if callable(attr):
-            def counted(*args: object, **kwargs: object) -> object:
-                self.round_trips += 1
-                return attr(*args, **kwargs)
-            return counted
-        return attr
-
-
-class _CountedPipeline:
-    def __init__(self, owner: CountingRedis, pipe: object) -> None:
-        self._owner, self._pipe = owner, pipe
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._pipe, name)
-
-    def execute(self) -> object:
-        self._owner.round_trips += 1
-        return self._pipe.execute()  # type: ignore[attr-defined]
+    monkeypatch.setattr(connection_class, "send_packed_command", counted)
+    with store.begin(target(chain[-1]), claim=("assertion:rt", 60)) as pending:
+        assert pending.claimed()
+        pending.check(chain[-1])
+    assert len(sends) == 1  # SET NX and MGET written together, both answers read after
 
 
 @pytest.mark.redis
-def test_claim_once_and_check_is_one_redis_round_trip(
-        redis_client: redis.Redis, clock: Clock, authority: Authority) -> None:
-    counting = CountingRedis(redis_client)
-    store = RedisRevocationStore(counting, clock=clock)  # type: ignore[arg-type]
-    chain = chain_in(authority, store)
-    counting.round_trips = 0
-    assert store.claim_once_and_check("assertion:rt", ttl=60, claims=chain[-1])
-    assert counting.round_trips == 1
-    assert not store.claim_once_and_check("assertion:rt", ttl=60, claims=chain[-1])
-    assert counting.round_trips == 2
+def test_leaving_a_pending_check_unread_leaves_the_connection_clean(
+        redis_client: redis.Redis, clock: Clock, chain: list[AccessClaims]) -> None:
+    store = RedisRevocationStore(redis_client, clock=clock)
+    store.revoke_user("user:pat")
+    for _ in range(3):
+        with store.begin(target(chain[-1]), claim=("assertion:unread", 60)):
+            pass  # a caller that left early (its token was refused)
+    assert store.user_version("user:pat") == 1  # not a stale MGET answer read as this one
 
 
-def test_claim_once_and_check_on_an_unreachable_registry_is_unavailable(clock: Clock,
-                                                                        chain: list[AccessClaims]
-                                                                        ) -> None:
+def test_begin_on_an_unreachable_registry_is_unavailable(clock: Clock,
+                                                        chain: list[AccessClaims]) -> None:
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=0.5,
-                         socket_connect_timeout=0.5)
+                         socket_connect_timeout=0.5, retry=NO_RETRY)
     store = RedisRevocationStore(client, clock=clock)
     with pytest.raises(Unavailable) as info:
-        store.claim_once_and_check("assertion:down", ttl=60, claims=chain[-1])
+        store.begin(target(chain[-1]), claim=("assertion:down", 60))
     assert info.value.reason == "revocation_unavailable"
+
+
+def _hang_up_on_mget(server: socket.socket) -> None:
+    """A Redis stand-in: answers ``+OK`` to each command (the client's handshake) until one
+    carries an MGET, then hangs up without a word."""
+    conn, _ = server.accept()
+    with conn:
+        while data := conn.recv(65536):
+            if b"MGET" in data:
+                return
+            commands = sum(line.startswith(b"*") for line in data.split(b"\r\n"))
+            conn.sendall(b"+OK\r\n" * commands)
+
+
+def test_a_registry_that_hangs_up_before_answering_is_unavailable(
+        clock: Clock, chain: list[AccessClaims]) -> None:
+    """The query was sent, the answer never came: refused, and the claim is not assumed."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        stand_in = threading.Thread(target=_hang_up_on_mget, args=(server,), daemon=True)
+        stand_in.start()
+        client = redis.Redis(host="127.0.0.1", port=server.getsockname()[1],
+                             socket_timeout=2.0, socket_connect_timeout=2.0, retry=NO_RETRY,
+                             protocol=2)
+        store = RedisRevocationStore(client, clock=clock)
+        pending = store.begin(target(chain[-1]), claim=("assertion:hangup", 60))
+        with pending, pytest.raises(Unavailable) as info:
+            pending.claimed()
+        assert info.value.reason == "revocation_unavailable"
+        with pytest.raises(Unavailable):  # read once, and failed: never read as a success later
+            pending.check(chain[-1])
+        stand_in.join(timeout=5)
+        client.close()
 
 
 def chain_in(authority: Authority, store: RevocationStore) -> list[AccessClaims]:
