@@ -110,7 +110,8 @@ def environment(redis_url: str) -> list[tuple[str, str]]:
         ("celery", _version("celery")),
         ("pyjwt", _version("PyJWT")),
         ("cryptography", _version("cryptography")),
-        ("redis-py / server", f"{_version('redis')} / {redis_server_version(redis_url)}"),
+        ("redis-py / hiredis / server",
+         f"{_version('redis')} / {_version('hiredis')} / {redis_server_version(redis_url)}"),
         ("machine", f"{os.cpu_count()} cores, {cpu_model()}, {platform.system()} "
                     f"{platform.release()}"),
     ]
