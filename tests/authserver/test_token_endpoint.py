@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from orchestrator.authserver import GRANT_JWT_BEARER, TOKEN_TYPE_JWT
-from orchestrator.identity import CLIENT_ASSERTION_TYPE, make_assertion
+from orchestrator.identity import CLIENT_ASSERTION_TYPE, _jws, make_assertion
 from orchestrator.identity._keys import generate_private_key, signing_key_of
 
 from .conftest import (
@@ -594,6 +594,32 @@ def test_a_revoked_subject_spends_the_assertion(store_server: AuthServer) -> Non
     form = {**server.auth(INFRABOT), **server.exchange_form(root, audience=ARGOCD)}
     refused(server, form, 400, "invalid_request", "token_revoked")
     refused(server, form, 401, "invalid_client", "assertion_replayed")
+
+
+@pytest.mark.redis
+def test_an_exchange_claims_and_checks_in_one_round_trip_before_the_subject_is_verified(
+        redis_url: str, redis_server: AuthServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Verify the client assertion, send the replay claim and the subject token's revocation
+    check together, verify the subject token while Redis answers, then read the answer."""
+    server = redis_server
+    form = {**server.auth(INFRABOT), **server.exchange_form(root_token(server), audience=ARGOCD)}
+    events: list[str] = []
+    registry = server.stack.auth.revocation
+    connection_class = registry._r.connection_pool.connection_class  # type: ignore[attr-defined]
+    send, signature_ok = connection_class.send_packed_command, _jws.signature_ok
+
+    def sent(self: Any, command: Any, check_health: bool = True) -> None:
+        events.append("send")
+        send(self, command, check_health)
+
+    def verified(*args: Any) -> bool:
+        events.append("verify")
+        return signature_ok(*args)
+
+    monkeypatch.setattr(connection_class, "send_packed_command", sent)
+    monkeypatch.setattr(_jws, "signature_ok", verified)
+    assert server.post("/token", form).status_code == 200
+    assert events == ["verify", "send", "verify"]
 
 
 def test_concurrent_replays_of_a_grant_succeed_once(store_server: AuthServer) -> None:
