@@ -63,7 +63,8 @@ def test_audit(tmp_path: Path) -> None:
 def test_exchange(bench_redis_url: str, tmp_path: Path) -> None:
     tables = exchange.run(bench_redis_url, iterations=2, rounds=1, http_requests=4,
                           http_clients=(1, 2), work=tmp_path)
-    check(tables, rows=7)
+    in_process = check(tables, rows=8)
+    assert column(in_process, "operation")[-1] == "floor + raw codec (no check at all)"
     http = tables[1]
     assert column(http, "clients") == ["1", "2"]
     assert column(http, "failed") == ["0", "0"]
