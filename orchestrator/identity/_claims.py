@@ -17,6 +17,8 @@ USER_PREFIX = "user:"
 AGENT_PREFIX = "agent:"
 _ID = r"^(user|agent|client):[a-z0-9][a-z0-9_.-]{0,63}$"
 _CTX_VALUE = r"^[A-Za-z0-9][A-Za-z0-9_./:@+-]{0,127}$"
+JTI_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
+ID_PATTERN, CTX_VALUE_PATTERN = _ID, _CTX_VALUE
 # Structural bound on nesting, checked before any model is built; the policy bound is max_depth.
 MAX_ACT_NESTING = 16
 # The revocation registry's epoch: a random name it takes when its memory starts (see _revocation).
@@ -59,7 +61,7 @@ class AccessClaims(_Frozen):
     iat: StrictInt
     exp: StrictInt
     nbf: StrictInt | None = None
-    jti: str = Field(pattern=r"^[A-Za-z0-9_-]{8,64}$")
+    jti: str = Field(pattern=JTI_PATTERN)
     act: Actor | None = None
     may_act: MayAct | None = None
     ctx: Context

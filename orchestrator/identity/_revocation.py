@@ -16,8 +16,9 @@ deny; nothing is allowed on an unanswered check. The same stores keep one-time k
 :meth:`RevocationStore.begin` sends a check (and optionally a one-time claim) before the token is
 verified, so the round trip overlaps the signature check instead of following it: the query
 names what the token's payload says (:func:`peek_target`, read without verifying it), and its
-answer is applied only to verified claims that name the same things (:meth:`PendingCheck.check`;
-any other claims are checked afresh). A token exchange claims its client's assertion and checks
+answer is applied only to verified claims that name the same things, and only while it is fresh
+(:meth:`PendingCheck.check`; other claims, or claims verified more than
+:data:`IN_FLIGHT_MAX_AGE_SECONDS` after the query left, are checked afresh). A token exchange claims its client's assertion and checks
 its subject token this way in one round trip; a service checks a bearer token this way. The query
 only reads; a token that then fails verification has cost the registry one read, nothing more.
 """
@@ -37,7 +38,14 @@ from typing import Any, NamedTuple, Protocol, Self, cast
 
 from orchestrator.errors import InvalidToken, Unavailable
 from orchestrator.identity import _jws
-from orchestrator.identity._claims import EPOCH_PATTERN, MAX_ACT_NESTING, AccessClaims
+from orchestrator.identity._claims import (
+    CTX_VALUE_PATTERN,
+    EPOCH_PATTERN,
+    ID_PATTERN,
+    JTI_PATTERN,
+    MAX_ACT_NESTING,
+    AccessClaims,
+)
 
 _PREFIX = "infrabot:"
 _EPOCH_KEY = f"{_PREFIX}epoch"
@@ -71,13 +79,16 @@ class RevocationTarget:
         return cls(claims.jti, tuple(claims.ancestors), claims.ctx.run_id, claims.sub)
 
 
-_MAX_NAME = 256  # longer than any valid jti, run id or user name
+_JTI, _SUB, _RUN = (re.compile(p) for p in (JTI_PATTERN, ID_PATTERN, CTX_VALUE_PATTERN))
+# An answer read this long after its query was sent is not used: the check is asked again.
+IN_FLIGHT_MAX_AGE_SECONDS = 0.05
 
 
 def peek_target(token: object, *, max_bytes: int) -> RevocationTarget | None:
     """The target ``token``'s payload names, read WITHOUT verifying anything: only to send the
     registry's query before the token is verified. None for anything not shaped like one of our
-    tokens (the check then waits for the verified claims). Never raises."""
+    tokens, or naming anything a valid token could not (the check then waits for the verified
+    claims). Never raises."""
     if not isinstance(token, str) or len(token) > max_bytes:
         return None
     parts = _jws.split(token)
@@ -89,14 +100,14 @@ def peek_target(token: object, *, max_bytes: int) -> RevocationTarget | None:
         return None
     if not isinstance(payload, dict) or not isinstance(payload.get("ctx"), dict):
         return None
-    names = (payload.get("jti"), payload["ctx"].get("run_id"), payload.get("sub"))
+    jti, run_id, sub = payload.get("jti"), payload["ctx"].get("run_id"), payload.get("sub")
     ancestors = payload.get("ancestors", [])
     if not isinstance(ancestors, list) or len(ancestors) > MAX_ACT_NESTING:
         return None
-    if not all(isinstance(n, str) and len(n) <= _MAX_NAME for n in (*names, *ancestors)):
+    named = [(_JTI, jti), (_RUN, run_id), (_SUB, sub), *((_JTI, a) for a in ancestors)]
+    if not all(isinstance(v, str) and pattern.fullmatch(v) for pattern, v in named):
         return None
-    jti, run_id, sub = cast(tuple[str, str, str], names)
-    return RevocationTarget(jti, tuple(ancestors), run_id, sub)
+    return RevocationTarget(cast(str, jti), tuple(ancestors), cast(str, run_id), cast(str, sub))
 
 
 class PendingCheck(Protocol):
@@ -231,7 +242,8 @@ class _RedisLike(Protocol):
     def mget(self, keys: list[str]) -> list[object]: ...
     def ping(self) -> object: ...
     def delete(self, *names: str) -> object: ...
-    def pipeline(self, transaction: bool = ...) -> Any: ...
+    @property
+    def connection_pool(self) -> Any: ...
 
 
 class RedisRevocationStore:
@@ -383,8 +395,9 @@ class _InFlight:
         self._store, self._claiming, self._target = store, claiming, target
         self._count = len(commands)
         self._answers: list[Any] | None = None
-        self._pool: Any = store._r.connection_pool  # type: ignore[attr-defined]
+        self._pool: Any = store._r.connection_pool
         self._conn: Any = store._call(self._pool.get_connection)
+        self._sent_at = time.monotonic()
         self._send(commands)
 
     def _send(self, commands: list[tuple[object, ...]]) -> None:
@@ -400,6 +413,10 @@ class _InFlight:
                 if attempt == 2:
                     self._release()
                     raise _unreachable() from exc
+            except redis.RedisError as exc:  # e.g. an error answer to the connection handshake
+                conn.disconnect()
+                self._release()
+                raise _unreachable() from exc
             except BaseException:
                 conn.disconnect()
                 self._release()
@@ -436,6 +453,9 @@ class _InFlight:
         answers = self._read()
         if self._target is None or RevocationTarget.of(claims) != self._target:
             self._store.check(claims)  # the answer is about other names: ask about these
+            return
+        if time.monotonic() - self._sent_at > IN_FLIGHT_MAX_AGE_SECONDS:
+            self._store.check(claims)  # verifying took long (a key fetch): ask again, now
             return
         self._store._refuse_if_revoked(claims, answers[-1])
 

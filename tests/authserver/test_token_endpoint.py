@@ -587,6 +587,19 @@ def test_a_replayed_assertion_is_refused_before_a_revoked_subject(
     assert (denied.action, denied.performed_by, denied.chain) == ("token", None, ())
 
 
+def test_a_replayed_assertion_is_refused_before_a_subject_that_fails_verification(
+        store_server: AuthServer) -> None:
+    server = store_server
+    auth = server.auth(INFRABOT)
+    assert server.post("/token", {**auth, **server.exchange_form(
+        root_token(server), audience=ARGOCD)}).status_code == 200
+    form = {**auth, **server.exchange_form(server.mint(aud=server.aws), audience=ARGOCD)}
+    mark = server.audit_mark()
+    refusal(server.post("/token", form), 401, "invalid_client", "assertion_replayed")
+    denied = server.assert_denied(mark, "assertion_replayed", *_jwts(form))
+    assert (denied.action, denied.performed_by, denied.chain) == ("token", None, ())
+
+
 def test_a_revoked_subject_spends_the_assertion(store_server: AuthServer) -> None:
     server = store_server
     root = root_token(server)

@@ -29,6 +29,7 @@ from orchestrator.identity import (
     open_store,
     peek_target,
 )
+from orchestrator.identity import _revocation as revocation_module
 
 from .conftest import NOW, Authority, make_ctx
 
@@ -292,10 +293,25 @@ def test_peek_target_refuses_what_is_not_one_of_our_tokens(token: object) -> Non
     {"jti": "j", "sub": "user:sam", "ctx": {"run_id": "r"}, "ancestors": "a"},
     {"jti": "j", "sub": "user:sam", "ctx": {"run_id": "r"}, "ancestors": [1]},
     {"jti": "j", "sub": "user:sam", "ctx": {"run_id": "r"}, "ancestors": ["a"] * 17},
+    # names no valid token could carry (the registry's client could not even encode the first)
+    {"jti": "\ud800abcdefgh", "sub": "user:sam", "ctx": {"run_id": "run-0001"}},
+    {"jti": "short", "sub": "user:sam", "ctx": {"run_id": "run-0001"}},
+    {"jti": "jti-00000001", "sub": "sam", "ctx": {"run_id": "run-0001"}},
+    {"jti": "jti-00000001", "sub": "user:sam", "ctx": {"run_id": "run 0001"}},
+    {"jti": "jti-00000001", "sub": "user:sam", "ctx": {"run_id": "run-0001"},
+     "ancestors": ["jti-00000000", "no spaces please"]},
 ])
 def test_peek_target_refuses_payloads_of_the_wrong_shape(payload: dict[str, object]) -> None:
     body = base64.urlsafe_b64encode(json.dumps(payload).encode()).rstrip(b"=").decode()
     assert peek_target(f"eyJhbGciOiJFUzI1NiJ9.{body}.c2ln", max_bytes=8192) is None
+
+
+def test_peek_target_takes_a_well_formed_payload() -> None:
+    payload = {"jti": "jti-00000001", "sub": "user:sam", "ctx": {"run_id": "run-0001"},
+               "ancestors": ["jti-00000000"]}
+    body = base64.urlsafe_b64encode(json.dumps(payload).encode()).rstrip(b"=").decode()
+    assert peek_target(f"eyJhbGciOiJFUzI1NiJ9.{body}.c2ln", max_bytes=8192) == RevocationTarget(
+        "jti-00000001", ("jti-00000000",), "run-0001", "user:sam")
 
 
 def test_peek_target_refuses_a_token_over_the_size_limit(authority: Authority) -> None:
@@ -342,12 +358,19 @@ def test_the_registry_reads_redis_replies_with_hiredis(redis_url: str) -> None:
         store.close()
 
 
+@pytest.fixture
+def on_redis(redis_client: redis.Redis, clock: Clock,
+             authority: Authority) -> tuple[RedisRevocationStore, list[AccessClaims]]:
+    """A Redis registry, and the post-deploy chain issued in its epoch."""
+    store = RedisRevocationStore(redis_client, clock=clock)
+    return store, chain_in(authority, store)
+
+
 @pytest.mark.redis
 def test_a_claim_and_a_check_are_one_redis_round_trip(
-        redis_client: redis.Redis, clock: Clock, authority: Authority,
+        on_redis: tuple[RedisRevocationStore, list[AccessClaims]], redis_client: redis.Redis,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    store = RedisRevocationStore(redis_client, clock=clock)
-    chain = chain_in(authority, store)
+    store, chain = on_redis
     sends: list[bytes] = []
     connection_class = redis_client.connection_pool.connection_class
     original = connection_class.send_packed_command
@@ -361,6 +384,34 @@ def test_a_claim_and_a_check_are_one_redis_round_trip(
         assert pending.claimed()
         pending.check(chain[-1])
     assert len(sends) == 1  # SET NX and MGET written together, both answers read after
+
+
+@pytest.mark.redis
+def test_an_answer_read_too_long_after_its_query_is_asked_again(
+        on_redis: tuple[RedisRevocationStore, list[AccessClaims]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Verifying may wait on a key fetch: an answer older than the bound decides nothing."""
+    store, chain = on_redis
+    with store.begin(target(chain[-1])) as pending:
+        assert pending.claimed()  # the answer, "not revoked", is read
+        revoke(store, chain[-1])
+        monkeypatch.setattr(revocation_module, "IN_FLIGHT_MAX_AGE_SECONDS", 0.0)
+        refused_by(pending, chain[-1], "token_revoked")
+
+
+@pytest.mark.redis
+def test_an_answer_within_the_bound_is_used_as_read(
+        on_redis: tuple[RedisRevocationStore, list[AccessClaims]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check is ordered where its query reached the registry: a revocation that lands
+    while a fresh answer is in flight applies from the next request on."""
+    store, chain = on_redis
+    monkeypatch.setattr(revocation_module, "IN_FLIGHT_MAX_AGE_SECONDS", 60.0)
+    with store.begin(target(chain[-1])) as pending:
+        assert pending.claimed()
+        revoke(store, chain[-1])
+        pending.check(chain[-1])
+    refused(store, chain[-1], "token_revoked")
 
 
 @pytest.mark.redis

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -71,6 +72,32 @@ def test_a_bad_signature_is_refused_as_that_whatever_the_registry_said(service, 
     [record] = service.records(response)
     assert (record.reason, record.on_behalf_of) == ("bad_signature", None)
     assert service.call(http, "datadog.monitor.read", MONITOR).status_code == 200
+
+
+def _forged(service: Any, **changes: Any) -> str:
+    """A token of this service's issuer with its payload changed after signing."""
+    head, payload, signature = service.token("datadog").split(".")
+    claims = {**_claims(f"{head}.{payload}.{signature}"), **changes}
+    body = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    return f"{head}.{body}.{signature}"
+
+
+@pytest.mark.parametrize("jti", [
+    "\ud800abcdefgh",  # a lone surrogate: nothing could send it to Redis
+    "not a valid jti",
+])
+def test_a_forged_payload_naming_what_no_token_could_is_refused_not_failed(service, http, jti):
+    response = service.call(http, "datadog.monitor.read", MONITOR, token=_forged(service, jti=jti))
+    assert (response.status_code, response.json()["reason"]) == (401, "bad_signature")
+    assert service.call(http, "datadog.monitor.read", MONITOR).status_code == 200
+
+
+def test_a_forged_token_naming_a_revoked_jti_is_refused_for_its_signature(service, http,
+                                                                          registry):
+    registry.revoke_jti("jti-revoked-0001", expires_at=int(time.time()) + 300)
+    response = service.call(http, "datadog.monitor.read", MONITOR,
+                            token=_forged(service, jti="jti-revoked-0001"))
+    assert (response.status_code, response.json()["reason"]) == (401, "bad_signature")
 
 
 def test_a_revoked_token_is_refused_with_its_chain(service, http, registry):
