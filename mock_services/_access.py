@@ -120,7 +120,8 @@ class AccessChecker:
         checked: the query names what the token's payload says, and its answer is applied only
         to verified claims naming the same things (:meth:`RevocationStore.begin`). ``verified``
         sees the claims before admission decides (for the audit record of a refusal)."""
-        target = None if self._stale else peek_target(token, max_bytes=self._max_bytes)
+        overlap = self._revocation.remote and not self._stale
+        target = peek_target(token, max_bytes=self._max_bytes) if overlap else None
         if target is None:
             return self.admit(self._verified(token, verified), scope)
         try:

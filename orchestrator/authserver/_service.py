@@ -201,8 +201,9 @@ class AuthorizationService:
         """The client's one-time claim and the subject token's revocation check, sent in one
         registry round trip before the subject token is verified (the check names what its
         payload says; see :meth:`RevocationStore.begin`)."""
-        target = peek_target(_peek(form, "subject_token"),
-                             max_bytes=self.verifier.policy.max_bytes)
+        target = (peek_target(_peek(form, "subject_token"),
+                              max_bytes=self.verifier.policy.max_bytes)
+                  if self.revocation.remote else None)  # in process: checked when verified
         try:
             return self.revocation.begin(target, claim=(client.replay_key, client.replay_ttl))
         except Unavailable as exc:

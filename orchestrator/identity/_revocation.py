@@ -130,6 +130,9 @@ class PendingCheck(Protocol):
 
 
 class RevocationStore(Protocol):
+    # True when a check is a round trip worth overlapping with verification (see begin).
+    remote: bool
+
     def revoke_jti(self, jti: str, *, expires_at: int) -> None: ...
     def revoke_user(self, user: str) -> int: ...
     def revoke_run(self, run_id: str) -> None: ...
@@ -170,6 +173,8 @@ def refusal_for(claims: AccessClaims, epoch: str, revoked_jtis: set[str], run_re
 
 class MemoryRevocationStore:
     """In-process registry for embedded mode and tests."""
+
+    remote = False
 
     def __init__(self, clock: Callable[[], float] = time.time, *,
                  epoch: str | None = None) -> None:
@@ -248,6 +253,8 @@ class _RedisLike(Protocol):
 
 class RedisRevocationStore:
     """The shared registry for distributed mode. Keys expire with what they refer to."""
+
+    remote = True
 
     def __init__(self, client: _RedisLike, clock: Callable[[], float] = time.time) -> None:
         self._r = client

@@ -635,6 +635,19 @@ def test_an_exchange_claims_and_checks_in_one_round_trip_before_the_subject_is_v
     assert events == ["verify", "send", "verify"]
 
 
+def test_with_the_registry_in_process_nothing_is_read_before_verification(
+        server: AuthServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No round trip to overlap: the subject token's payload is not read before it verifies."""
+    import orchestrator.authserver._service as service_module
+
+    def refuse(*_: object, **__: object) -> None:
+        raise AssertionError("peek_target called with the in-process registry")
+
+    monkeypatch.setattr(service_module, "peek_target", refuse)
+    form = {**server.auth(INFRABOT), **server.exchange_form(root_token(server), audience=ARGOCD)}
+    assert server.post("/token", form).status_code == 200
+
+
 def test_concurrent_replays_of_a_grant_succeed_once(store_server: AuthServer) -> None:
     server = store_server
     grant = server.grant_form("user:sam", server.ctx())
