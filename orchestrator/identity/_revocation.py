@@ -18,8 +18,9 @@ verified, so the round trip overlaps the signature check instead of following it
 names what the token's payload says (:func:`peek_target`, read without verifying it), and its
 answer is applied only to verified claims that name the same things, and only while it is fresh
 (:meth:`PendingCheck.check`; other claims, or claims verified more than
-:data:`IN_FLIGHT_MAX_AGE_SECONDS` after the query left, are checked afresh). A token exchange claims its client's assertion and checks
-its subject token this way in one round trip; a service checks a bearer token this way. The query
+:data:`IN_FLIGHT_MAX_AGE_SECONDS` after the query left, are checked afresh). A token exchange
+claims its client's assertion and checks its subject token this way in one round trip; a service
+checks a bearer token this way. Only a remote registry (``remote``) is asked early. The query
 only reads; a token that then fails verification has cost the registry one read, nothing more.
 """
 
