@@ -96,8 +96,12 @@ def cleanup_chain(st: Stack, run_id: str = "run-bench0001") -> dict[str, str]:
     }
 
 
-def _b64d(segment: str) -> bytes:
+def b64url_decode(segment: str) -> bytes:
     return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def b64url_encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 class RawJWS:
@@ -108,7 +112,7 @@ class RawJWS:
 
     def __init__(self, token: str, public: ec.EllipticCurvePublicKey) -> None:
         head, payload, sig = token.split(".")
-        raw = _b64d(sig)
+        raw = b64url_decode(sig)
         half = len(raw) // 2
         self.signing_input = f"{head}.{payload}".encode()
         self.der = encode_dss_signature(int.from_bytes(raw[:half], "big"),

@@ -10,7 +10,6 @@ from 1, 4 and 8 concurrent clients (threads, one ``httpx.Client`` each) against 
 
 from __future__ import annotations
 
-import base64
 import json
 import tempfile
 import threading
@@ -25,6 +24,8 @@ from bench._cluster import Cluster, flush
 from bench._inproc import (
     WORKFLOW_SCOPES,
     RawJWS,
+    b64url_decode,
+    b64url_encode,
     context,
     exchange_form,
     root_token,
@@ -62,28 +63,20 @@ def run(redis_url: str, *, iterations: int = 1000, rounds: int = 5, http_request
     return tables
 
 
-def _b64d(segment: str) -> bytes:
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-
-
-def _b64e(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
 def _raw_codec(form: dict[str, list[str]], issued: str) -> Callable[[int], object]:
     """The decoding and encoding ``token(form)`` cannot skip, with no check: both tokens' header
     and payload decoded, the new token's encoded (the form arrives parsed, as in the rows it is
     compared with)."""
     tokens = [form["subject_token"][0], form["client_assertion"][0]]
-    header, payload = (json.loads(_b64d(part)) for part in issued.split(".")[:2])
+    header, payload = (json.loads(b64url_decode(part)) for part in issued.split(".")[:2])
 
     def codec(_i: int) -> object:
         for token in tokens:
             head, claims, _ = token.split(".")
-            json.loads(_b64d(head))
-            json.loads(_b64d(claims))
-        return (_b64e(json.dumps(header, separators=(",", ":"), sort_keys=True).encode()) + "."
-                + _b64e(json.dumps(payload, separators=(",", ":")).encode()))
+            json.loads(b64url_decode(head))
+            json.loads(b64url_decode(claims))
+        return (b64url_encode(json.dumps(header, separators=(",", ":"), sort_keys=True).encode()) + "."
+                + b64url_encode(json.dumps(payload, separators=(",", ":")).encode()))
 
     return codec
 

@@ -26,7 +26,6 @@ only reads; a token that then fails verification has cost the registry one read,
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import secrets
@@ -96,7 +95,7 @@ def peek_target(token: object, *, max_bytes: int) -> RevocationTarget | None:
     if parts is None:
         return None
     try:
-        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        payload = json.loads(_jws._b64decode(parts[1]))
     except (ValueError, RecursionError, TypeError):  # binascii.Error is a ValueError
         return None
     if not isinstance(payload, dict) or not isinstance(payload.get("ctx"), dict):
@@ -334,13 +333,13 @@ class RedisRevocationStore:
             raise refusal
 
     def claim_once(self, key: str, *, ttl: int) -> bool:
-        return bool(self._call(lambda: self._r.set(f"{_PREFIX}once:{key}", 1, nx=True, ex=ttl)))
+        return bool(self._call(lambda: self._r.set(_once_key(key), 1, nx=True, ex=ttl)))
 
     def begin(self, target: RevocationTarget | None, *,
               claim: tuple[str, int] | None = None) -> PendingCheck:
         commands: list[tuple[object, ...]] = []
         if claim is not None:
-            commands.append(("SET", f"{_PREFIX}once:{claim[0]}", 1, "NX", "EX", claim[1]))
+            commands.append(("SET", _once_key(claim[0]), 1, "NX", "EX", claim[1]))
         if target is not None:
             commands.append(("MGET", *_target_keys(target)))
         if not commands:
@@ -348,7 +347,7 @@ class RedisRevocationStore:
         return _InFlight(self, commands, claiming=claim is not None, target=target)
 
     def release_once(self, key: str) -> None:
-        self._call(lambda: self._r.delete(f"{_PREFIX}once:{key}"))
+        self._call(lambda: self._r.delete(_once_key(key)))
 
     def ping(self) -> None:
         self._call(self._r.ping)
@@ -357,6 +356,10 @@ class RedisRevocationStore:
         close = getattr(self._r, "close", None)
         if close is not None:
             close()
+
+
+def _once_key(key: str) -> str:
+    return f"{_PREFIX}once:{key}"
 
 
 def _check_keys(claims: AccessClaims) -> list[str]:
