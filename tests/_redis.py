@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -42,3 +43,24 @@ def flushed_redis(db: int, url: str | None = None) -> Iterator[str]:
         client.flushdb()
     finally:
         client.close()
+
+
+def sends_and_verifies(monkeypatch: pytest.MonkeyPatch, connection_class: type) -> list[str]:
+    """From now on, in the order they happen: ``send`` for each write of commands by a Redis
+    connection of ``connection_class``, ``verify`` for each JWS signature check."""
+    from orchestrator.identity import _jws
+
+    events: list[str] = []
+    send, signature_ok = connection_class.send_packed_command, _jws.signature_ok
+
+    def sent(self: Any, command: Any, check_health: bool = True) -> None:
+        events.append("send")
+        send(self, command, check_health)
+
+    def verified(*args: Any) -> bool:
+        events.append("verify")
+        return signature_ok(*args)
+
+    monkeypatch.setattr(connection_class, "send_packed_command", sent)
+    monkeypatch.setattr(_jws, "signature_ok", verified)
+    return events

@@ -13,8 +13,9 @@ import httpx
 import pytest
 
 from orchestrator.authserver import GRANT_JWT_BEARER, TOKEN_TYPE_JWT
-from orchestrator.identity import CLIENT_ASSERTION_TYPE, _jws, make_assertion
+from orchestrator.identity import CLIENT_ASSERTION_TYPE, make_assertion
 from orchestrator.identity._keys import generate_private_key, signing_key_of
+from tests._redis import sends_and_verifies
 
 from .conftest import (
     ARGOCD,
@@ -616,21 +617,9 @@ def test_an_exchange_claims_and_checks_in_one_round_trip_before_the_subject_is_v
     check together, verify the subject token while Redis answers, then read the answer."""
     server = redis_server
     form = {**server.auth(INFRABOT), **server.exchange_form(root_token(server), audience=ARGOCD)}
-    events: list[str] = []
     registry = server.stack.auth.revocation
-    connection_class = registry._r.connection_pool.connection_class  # type: ignore[attr-defined]
-    send, signature_ok = connection_class.send_packed_command, _jws.signature_ok
-
-    def sent(self: Any, command: Any, check_health: bool = True) -> None:
-        events.append("send")
-        send(self, command, check_health)
-
-    def verified(*args: Any) -> bool:
-        events.append("verify")
-        return signature_ok(*args)
-
-    monkeypatch.setattr(connection_class, "send_packed_command", sent)
-    monkeypatch.setattr(_jws, "signature_ok", verified)
+    events = sends_and_verifies(
+        monkeypatch, registry._r.connection_pool.connection_class)  # type: ignore[attr-defined]
     assert server.post("/token", form).status_code == 200
     assert events == ["verify", "send", "verify"]
 

@@ -30,6 +30,7 @@ from orchestrator.identity import (
     peek_target,
 )
 from orchestrator.identity import _revocation as revocation_module
+from tests._redis import sends_and_verifies
 
 from .conftest import NOW, Authority, make_ctx
 
@@ -371,19 +372,11 @@ def test_a_claim_and_a_check_are_one_redis_round_trip(
         on_redis: tuple[RedisRevocationStore, list[AccessClaims]], redis_client: redis.Redis,
         monkeypatch: pytest.MonkeyPatch) -> None:
     store, chain = on_redis
-    sends: list[bytes] = []
-    connection_class = redis_client.connection_pool.connection_class
-    original = connection_class.send_packed_command
-
-    def counted(self: object, command: object, check_health: bool = True) -> None:
-        sends.append(command)  # type: ignore[arg-type]
-        original(self, command, check_health)
-
-    monkeypatch.setattr(connection_class, "send_packed_command", counted)
+    events = sends_and_verifies(monkeypatch, redis_client.connection_pool.connection_class)
     with store.begin(target(chain[-1]), claim=("assertion:rt", 60)) as pending:
         assert pending.claimed()
         pending.check(chain[-1])
-    assert len(sends) == 1  # SET NX and MGET written together, both answers read after
+    assert events == ["send"]  # SET NX and MGET written together, both answers read after
 
 
 @pytest.mark.redis

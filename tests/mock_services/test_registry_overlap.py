@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from orchestrator.identity import RedisRevocationStore, _jws
+from orchestrator.identity import RedisRevocationStore
 from orchestrator.identity._keys import generate_private_key, signing_key_of
+from tests._redis import sends_and_verifies
 
 MONITOR = {"monitor_id": 1001}
 OTHER_KEY = signing_key_of(generate_private_key("ES256"), "ES256")
@@ -32,22 +33,8 @@ def registry(redis_url: str) -> Iterator[RedisRevocationStore]:
 def events(monkeypatch: pytest.MonkeyPatch, registry: RedisRevocationStore) -> list[str]:
     """``send`` for each write to the registry's connections, ``verify`` for each signature
     check, in the order they happen."""
-    seen: list[str] = []
-    connection_class = registry._r.connection_pool.connection_class  # type: ignore[attr-defined]
-    send = connection_class.send_packed_command
-    signature_ok = _jws.signature_ok
-
-    def sent(self: Any, command: Any, check_health: bool = True) -> None:
-        seen.append("send")
-        send(self, command, check_health)
-
-    def verified(*args: Any) -> bool:
-        seen.append("verify")
-        return signature_ok(*args)
-
-    monkeypatch.setattr(connection_class, "send_packed_command", sent)
-    monkeypatch.setattr(_jws, "signature_ok", verified)
-    return seen
+    return sends_and_verifies(
+        monkeypatch, registry._r.connection_pool.connection_class)  # type: ignore[attr-defined]
 
 
 @pytest.fixture
