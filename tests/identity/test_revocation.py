@@ -408,6 +408,28 @@ def test_an_answer_within_the_bound_is_used_as_read(
 
 
 @pytest.mark.redis
+@pytest.mark.parametrize("fault", [redis.ResponseError("ERR handshake"), redis.ConnectionError()])
+def test_a_send_that_fails_is_unavailable_and_gives_the_connection_back(
+        on_redis: tuple[RedisRevocationStore, list[AccessClaims]], redis_client: redis.Redis,
+        monkeypatch: pytest.MonkeyPatch, fault: Exception) -> None:
+    """A fault this test cannot cause in a live Redis, injected: an error answer while sending,
+    and a connection lost on both tries."""
+    store, chain = on_redis
+    pool = redis_client.connection_pool
+
+    def fail(*_: object, **__: object) -> None:
+        raise fault
+
+    monkeypatch.setattr(pool.connection_class, "send_packed_command", fail)
+    with pytest.raises(Unavailable) as info:
+        store.begin(target(chain[-1]), claim=("assertion:sendfault", 60))
+    assert info.value.reason == "revocation_unavailable"
+    monkeypatch.undo()
+    assert store.claim_once("assertion:sendfault", ttl=60)  # never sent, so never claimed
+    assert not pool._in_use_connections  # type: ignore[attr-defined]
+
+
+@pytest.mark.redis
 def test_leaving_a_pending_check_unread_leaves_the_connection_clean(
         redis_client: redis.Redis, clock: Clock, chain: list[AccessClaims]) -> None:
     store = RedisRevocationStore(redis_client, clock=clock)
