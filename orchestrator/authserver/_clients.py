@@ -1,7 +1,9 @@
 """Client authentication at the authorization server: ``private_key_jwt`` (RFC 7523 section 2.2).
 
 A client's public key is the JWK registered for it in the state directory; the client must also
-be in the directory (an agent or a listed client). A reused assertion ``jti`` is refused.
+be in the directory (an agent or a listed client). A reused assertion ``jti`` is refused, and so
+is one issued before the replay registry's memory began (an unpersisted Redis restarted since):
+it could have been used already without the registry remembering it.
 
 Authentication is two steps: :meth:`ClientAuthenticator.verified` checks the assertion, and the
 client is authenticated once its one-time key is claimed in the replay registry. Most endpoints
@@ -23,6 +25,7 @@ from orchestrator.identity import (
     AssertionPolicy,
     Directory,
     JWKSet,
+    PredatesMemory,
     PublicKey,
     RevocationStore,
     registered_client_jwk,
@@ -53,15 +56,23 @@ class ClientKeys:
 
 @dataclass(frozen=True)
 class VerifiedClient:
-    """A client whose assertion verified; it is authenticated once ``replay_key`` is claimed."""
+    """A client whose assertion verified; it is authenticated once ``replay_key`` is claimed
+    (for ``replay_ttl`` seconds, as issued at ``issued_at``)."""
 
     client_id: str
     replay_key: str
     replay_ttl: int
+    issued_at: int
 
 
 def assertion_replayed() -> InvalidClient:
     return InvalidClient("client assertion was already used", reason="assertion_replayed")
+
+
+def assertion_predates_registry() -> InvalidClient:
+    return InvalidClient("client assertion was issued before the replay registry's memory began "
+                         "(it restarted), so whether it was used cannot be told; sign a new one",
+                         reason="assertion_predates_registry")
 
 
 class ClientAuthenticator:
@@ -78,8 +89,13 @@ class ClientAuthenticator:
 
     def claim(self, client: VerifiedClient) -> str:
         """Claim the assertion's one-time key: the client id, or :class:`InvalidClient` if the
-        assertion was used before."""
-        if not self._replay.claim_once(client.replay_key, ttl=client.replay_ttl):
+        assertion was used before or predates the registry's memory."""
+        try:
+            claimed = self._replay.claim_once(client.replay_key, ttl=client.replay_ttl,
+                                              issued_at=client.issued_at)
+        except PredatesMemory:
+            raise assertion_predates_registry() from None
+        if not claimed:
             raise assertion_replayed()
         return client.client_id
 
@@ -103,4 +119,5 @@ class ClientAuthenticator:
             raise InvalidClient("client is not registered in the directory",
                                 reason="unknown_client")
         ttl = max(1, int(claims["exp"]) - now + self._policy.leeway)
-        return VerifiedClient(str(client), f"assertion:{client}:{claims['jti']}", ttl)
+        return VerifiedClient(str(client), f"assertion:{client}:{claims['jti']}", ttl,
+                              self._policy.issued_at(claims))

@@ -18,6 +18,7 @@ from orchestrator.audit import AuditRecord, contains_raw_jwt
 from orchestrator.authserver._clients import (
     ClientAuthenticator,
     VerifiedClient,
+    assertion_predates_registry,
     assertion_replayed,
 )
 from orchestrator.authserver._forms import Form, required, single
@@ -44,6 +45,7 @@ from orchestrator.identity import (
     Issuance,
     KeyRing,
     PendingCheck,
+    PredatesMemory,
     PublicKey,
     RevocationStore,
     TokenVerifier,
@@ -205,7 +207,8 @@ class AuthorizationService:
                               max_bytes=self.verifier.policy.max_bytes)
                   if self.revocation.remote else None)  # in process: checked when verified
         try:
-            return self.revocation.begin(target, claim=(client.replay_key, client.replay_ttl))
+            return self.revocation.begin(target, claim=(client.replay_key, client.replay_ttl),
+                                         issued_at=client.issued_at)
         except Unavailable as exc:
             raise _Unauthenticated(exc) from exc
 
@@ -264,7 +267,15 @@ class AuthorizationService:
             claims = verify_assertion(required(form, "assertion"), keys=self.client_keys,
                                       policy=self.assertion_policy, now=now, error=InvalidGrant,
                                       expected_issuer=client)
-            if not self.revocation.claim_once(f"grant:{client}:{claims['jti']}", ttl=900):
+            issued = self.assertion_policy.issued_at(claims)
+            try:
+                first = self.revocation.claim_once(f"grant:{client}:{claims['jti']}", ttl=900,
+                                                   issued_at=issued)
+            except PredatesMemory:
+                raise InvalidGrant("grant assertion was issued before the replay registry's "
+                                   "memory began (it restarted), so whether it was used cannot "
+                                   "be told", reason="assertion_predates_registry") from None
+            if not first:
                 raise InvalidGrant("grant assertion was already used", reason="assertion_replayed")
             user = str(claims["sub"])
             ctx = _context(claims.get("ctx"))
@@ -416,6 +427,8 @@ def _require_claimed(registry: PendingCheck) -> None:
         claimed = registry.claimed()
     except Unavailable as exc:
         raise _Unauthenticated(exc) from exc
+    except PredatesMemory:
+        raise _Unauthenticated(assertion_predates_registry()) from None
     if not claimed:
         raise _Unauthenticated(assertion_replayed())
 

@@ -32,6 +32,7 @@ from orchestrator.identity._policy import (
 from orchestrator.identity._revocation import (
     MemoryRevocationStore,
     PendingCheck,
+    PredatesMemory,
     RedisRevocationStore,
     RevocationStore,
     RevocationTarget,
@@ -77,6 +78,7 @@ __all__ = [
     "MayAct",
     "MemoryRevocationStore",
     "PendingCheck",
+    "PredatesMemory",
     "PublicKey",
     "RedisRevocationStore",
     "RevocationStore",

@@ -40,6 +40,15 @@ class AssertionPolicy:
     max_lifetime: int
     max_bytes: int = 8192
 
+    def issued_at(self, claims: dict[str, Any]) -> int:
+        """When an assertion with these verified claims was issued, for its replay claim: its
+        ``iat``, or, without one (RFC 7523 makes it optional), the earliest this policy could
+        have accepted it: its ``exp`` less the longest lifetime allowed."""
+        iat = claims.get("iat")
+        if isinstance(iat, int) and not isinstance(iat, bool):
+            return iat
+        return int(claims["exp"]) - self.max_lifetime
+
 
 def verify_assertion(assertion: object, *, keys: Callable[[str], PublicKey | None],
                      policy: AssertionPolicy, now: int, error: type[OAuthError] = InvalidClient,

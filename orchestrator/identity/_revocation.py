@@ -13,6 +13,15 @@ chain. A store that cannot be reached raises :class:`~orchestrator.errors.Unavai
 deny; nothing is allowed on an unanswered check. The same stores keep one-time keys
 (:meth:`claim_once`) for assertion and webhook replay protection.
 
+A one-time key forgotten with the registry's memory would let a captured assertion through once
+more, so a claim may say when what it claims was issued (``issued_at``): the registry remembers
+when its memory began (Redis: the first store to find it empty writes the time; in process:
+when the store was made), and a claim for something issued before that raises
+:class:`PredatesMemory` rather than pass as a first use. ``issued_at`` has a resolution of one
+second, so up to :data:`MEMORY_BEGAN_TOLERANCE_SECONDS` before the memory began is still taken:
+what a restart can let through again is an assertion used in the second or two before it, not
+one used a minute before.
+
 :meth:`RevocationStore.begin` sends a check (and optionally a one-time claim) before the token is
 verified, so the round trip overlaps the signature check instead of following it: the query
 names what the token's payload says (:func:`peek_target`, read without verifying it), and its
@@ -49,9 +58,24 @@ from orchestrator.identity._claims import (
 
 _PREFIX = "infrabot:"
 _EPOCH_KEY = f"{_PREFIX}epoch"
+_BEGAN_KEY = f"{_PREFIX}memory_began"  # epoch seconds, written when the memory is found empty
 _EPOCH = re.compile(EPOCH_PATTERN)
 # A revoked run or user outlives every token that could name it.
 RUN_REVOCATION_TTL = 24 * 3600
+# How far before the memory began a claim's issued_at may be and still be taken (see above).
+MEMORY_BEGAN_TOLERANCE_SECONDS = 1
+
+
+class PredatesMemory(Exception):
+    """A one-time claim for something issued before the registry's memory began: a claim made
+    for it then would be forgotten, so whether this is its first use cannot be told."""
+
+    def __init__(self) -> None:
+        super().__init__("issued before the registry's memory began")
+
+
+def _predates(issued_at: int | None, began: int) -> bool:
+    return issued_at is not None and issued_at + MEMORY_BEGAN_TOLERANCE_SECONDS < began
 
 
 class Standing(NamedTuple):
@@ -115,7 +139,8 @@ class PendingCheck(Protocol):
     Use as a context manager: leaving it reads any answer not yet read."""
 
     def claimed(self) -> bool:
-        """Whether the one-time claim was made (True when none was asked for)."""
+        """Whether the one-time claim was made (True when none was asked for);
+        :class:`PredatesMemory` if what it claims was issued before the registry's memory."""
         ...
 
     def check(self, claims: AccessClaims) -> None:
@@ -139,12 +164,18 @@ class RevocationStore(Protocol):
     def user_version(self, user: str) -> int: ...
     def standing(self, user: str) -> Standing: ...
     def check(self, claims: AccessClaims) -> None: ...
-    def claim_once(self, key: str, *, ttl: int) -> bool: ...
+
+    def claim_once(self, key: str, *, ttl: int, issued_at: int | None = None) -> bool:
+        """Claim ``key`` for ``ttl`` seconds: False if it is claimed already;
+        :class:`PredatesMemory` if ``issued_at`` is before the registry's memory began."""
+        ...
 
     def begin(self, target: RevocationTarget | None, *,
-              claim: tuple[str, int] | None = None) -> PendingCheck:
-        """Send the check of ``target`` (and the one-time ``claim`` of a key for a ttl) in one
-        round trip now; read the answer through the returned :class:`PendingCheck`."""
+              claim: tuple[str, int] | None = None,
+              issued_at: int | None = None) -> PendingCheck:
+        """Send the check of ``target`` (and the one-time ``claim`` of a key for a ttl, as
+        :meth:`claim_once` with ``issued_at``) in one round trip now; read the answer through
+        the returned :class:`PendingCheck`."""
         ...
 
     def release_once(self, key: str) -> None: ...
@@ -180,6 +211,7 @@ class MemoryRevocationStore:
                  epoch: str | None = None) -> None:
         self._clock = clock
         self.epoch = epoch or new_epoch()  # this process's memory is the registry's
+        self.began = int(clock())
         self._lock = threading.Lock()
         self._jtis: dict[str, float] = {}
         self._runs: set[str] = set()
@@ -213,7 +245,9 @@ class MemoryRevocationStore:
         if refusal is not None:
             raise refusal
 
-    def claim_once(self, key: str, *, ttl: int) -> bool:
+    def claim_once(self, key: str, *, ttl: int, issued_at: int | None = None) -> bool:
+        if _predates(issued_at, self.began):
+            raise PredatesMemory
         now = self._clock()
         with self._lock:
             if len(self._once) > 100_000:
@@ -224,8 +258,13 @@ class MemoryRevocationStore:
             return True
 
     def begin(self, target: RevocationTarget | None, *,
-              claim: tuple[str, int] | None = None) -> PendingCheck:
-        claimed = self.claim_once(claim[0], ttl=claim[1]) if claim is not None else True
+              claim: tuple[str, int] | None = None,
+              issued_at: int | None = None) -> PendingCheck:
+        try:
+            claimed = (self.claim_once(claim[0], ttl=claim[1], issued_at=issued_at)
+                       if claim is not None else True)
+        except PredatesMemory:
+            return _Answered(self.check, None)
         return _Answered(self.check, claimed)
 
     def release_once(self, key: str) -> None:
@@ -247,6 +286,7 @@ class _RedisLike(Protocol):
     def mget(self, keys: list[str]) -> list[object]: ...
     def ping(self) -> object: ...
     def delete(self, *names: str) -> object: ...
+    def execute_command(self, *args: object) -> object: ...
     @property
     def connection_pool(self) -> Any: ...
 
@@ -306,10 +346,13 @@ class RedisRevocationStore:
 
     def _epoch(self, found: object) -> str:
         """The registry's epoch as read (``found``), or, when Redis has none (it restarted empty
-        or was flushed), a new one: whichever store sets it first names the new memory."""
+        or was flushed), a new one: whichever store sets it first names the new memory, and
+        says when it began unless a one-time claim said so first."""
         if found is None:
             fresh = new_epoch()
             if self._call(lambda: self._r.set(_EPOCH_KEY, fresh, nx=True)):
+                began = int(self._clock())
+                self._call(lambda: self._r.set(_BEGAN_KEY, began, nx=True))
                 return fresh
             found = self._call(lambda: self._r.get(_EPOCH_KEY))
             if found is None:  # lost again between the two calls: refuse rather than guess
@@ -332,14 +375,24 @@ class RedisRevocationStore:
         if refusal is not None:
             raise refusal
 
-    def claim_once(self, key: str, *, ttl: int) -> bool:
-        return bool(self._call(lambda: self._r.set(_once_key(key), 1, nx=True, ex=ttl)))
+    def claim_once(self, key: str, *, ttl: int, issued_at: int | None = None) -> bool:
+        command = self._claim_command(key, ttl, issued_at)
+        return _claim_answer(self._call(lambda: self._r.execute_command(*command)))
+
+    def _claim_command(self, key: str, ttl: int, issued_at: int | None) -> tuple[object, ...]:
+        """A plain SET NX, or with ``issued_at`` the script that also compares it with the time
+        the memory began."""
+        if issued_at is None:
+            return ("SET", _once_key(key), 1, "NX", "EX", ttl)
+        return ("EVAL", _CLAIM_SCRIPT, 2, _once_key(key), _BEGAN_KEY, ttl,
+                issued_at + MEMORY_BEGAN_TOLERANCE_SECONDS, int(self._clock()))
 
     def begin(self, target: RevocationTarget | None, *,
-              claim: tuple[str, int] | None = None) -> PendingCheck:
+              claim: tuple[str, int] | None = None,
+              issued_at: int | None = None) -> PendingCheck:
         commands: list[tuple[object, ...]] = []
         if claim is not None:
-            commands.append(("SET", _once_key(claim[0]), 1, "NX", "EX", claim[1]))
+            commands.append(self._claim_command(claim[0], claim[1], issued_at))
         if target is not None:
             commands.append(("MGET", *_target_keys(target)))
         if not commands:
@@ -362,6 +415,31 @@ def _once_key(key: str) -> str:
     return f"{_PREFIX}once:{key}"
 
 
+# A one-time claim that also says when what it claims was issued, in one atomic step: the time
+# the memory began (written now if Redis has none: it restarted empty or was flushed, so the
+# memory begins now), then -1 if ARGV[2] (issued_at plus the tolerance) is before it, else the
+# claim: 1 if made, 0 if the key was claimed already. KEYS: the one-time key, the began key;
+# ARGV: ttl, issued_at + tolerance, now.
+_CLAIM_SCRIPT = """
+local began = tonumber(redis.call('GET', KEYS[2]))
+if began == nil then
+  began = tonumber(ARGV[3])
+  redis.call('SET', KEYS[2], ARGV[3])
+end
+if tonumber(ARGV[2]) < began then return -1 end
+if redis.call('SET', KEYS[1], 1, 'NX', 'EX', ARGV[1]) then return 1 end
+return 0
+"""
+
+
+def _claim_answer(answer: object) -> bool:
+    """What a claim command answered: a SET NX (OK, or True through redis-py's reply
+    callbacks; nil when taken) or the claim script (1, 0, or -1: it predates the memory)."""
+    if answer == -1:
+        raise PredatesMemory
+    return answer not in (None, 0)
+
+
 def _check_keys(claims: AccessClaims) -> list[str]:
     return _target_keys(RevocationTarget.of(claims))
 
@@ -374,12 +452,15 @@ def _target_keys(target: RevocationTarget) -> list[str]:
 
 
 class _Answered:
-    """A :class:`PendingCheck` whose claim is already answered; its check is a plain check."""
+    """A :class:`PendingCheck` whose claim is already answered (None: it predates the
+    registry's memory); its check is a plain check."""
 
-    def __init__(self, check: Callable[[AccessClaims], None], claimed: bool) -> None:
+    def __init__(self, check: Callable[[AccessClaims], None], claimed: bool | None) -> None:
         self._check, self._claimed = check, claimed
 
     def claimed(self) -> bool:
+        if self._claimed is None:
+            raise PredatesMemory
         return self._claimed
 
     def check(self, claims: AccessClaims) -> None:
@@ -458,7 +539,7 @@ class _InFlight:
 
     def claimed(self) -> bool:
         answers = self._read()
-        return answers[0] is not None if self._claiming else True
+        return _claim_answer(answers[0]) if self._claiming else True
 
     def check(self, claims: AccessClaims) -> None:
         answers = self._read()

@@ -22,9 +22,11 @@ from .conftest import (
     CLEANUP,
     INFRABOT,
     ORCH,
+    WORKFLOW_SCOPES,
     AuthServer,
     refusal,
     serve,
+    sign_raw,
     unverified_claims,
 )
 
@@ -647,3 +649,63 @@ def test_concurrent_replays_of_a_grant_succeed_once(store_server: AuthServer) ->
     for answer in answers:
         if answer.status_code == 400:
             refusal(answer, 400, "invalid_grant", "assertion_replayed")
+
+
+# -- an assertion issued before the replay registry's memory began, on both registries ------------
+# The module's in-process registry began when its server started, the Redis one when this test's
+# first call found db 15 empty: both well after OLD, and both within an assertion's lifetime of it.
+
+OLD_BY = 250  # seconds: an assertion issued then, living 290 s, is still valid now
+
+
+def old_assertion(server: AuthServer, client_id: str, **extra: Any) -> str:
+    return server.assertion(client_id, now=int(time.time()) - OLD_BY, ttl=OLD_BY + 40, **extra)
+
+
+@pytest.mark.parametrize("endpoint", ["/token", "/introspect"])
+def test_a_client_assertion_issued_before_the_registry_memory_began_is_refused(
+        store_server: AuthServer, endpoint: str) -> None:
+    """A restart of an unpersisted Redis forgets which assertions were used: one issued before
+    it could be a replay, so it is refused (and claims nothing: it is refused the same again)."""
+    server = store_server
+    subject = root_token(server)
+    client = INFRABOT if endpoint == "/token" else ORCH
+    body = (server.exchange_form(subject, audience=ARGOCD) if endpoint == "/token"
+            else {"token": subject})
+    form = {**server.auth(client), "client_assertion": old_assertion(server, client), **body}
+    for _ in range(2):
+        mark = server.audit_mark()
+        refusal(server.post(endpoint, form), 401, "invalid_client", "assertion_predates_registry")
+        if endpoint == "/token":  # audited as a request from no authenticated client
+            denied = server.assert_denied(mark, "assertion_predates_registry", *_jwts(form))
+            assert (denied.action, denied.performed_by, denied.chain) == ("token", None, ())
+    fresh = {**server.auth(client), **body}
+    assert server.post(endpoint, fresh).status_code == 200
+
+
+def test_a_client_assertion_without_iat_is_dated_by_its_longest_lifetime(
+        store_server: AuthServer) -> None:
+    """Without ``iat`` (RFC 7523 makes it optional) it could have been issued as long before its
+    ``exp`` as the server accepts (300 s here): too early for this registry's memory."""
+    server = store_server
+    key = server.stack.clients[INFRABOT]
+    now = int(time.time())
+    claims = {"iss": INFRABOT, "sub": INFRABOT, "aud": f"{server.url}/token", "exp": now + 60,
+              "jti": f"no-iat-{now}-{id(server)}"}
+    form = {**server.auth(INFRABOT), "client_assertion": sign_raw(
+        {"alg": key.alg, "kid": key.kid}, claims, key),
+        **server.exchange_form(root_token(server), audience=ARGOCD)}
+    refused(server, form, 401, "invalid_client", "assertion_predates_registry")
+
+
+def test_a_grant_assertion_issued_before_the_registry_memory_began_is_refused(
+        store_server: AuthServer) -> None:
+    server = store_server
+    root_token(server)  # the registry's memory has begun, whichever it is
+    grant = make_assertion(server.stack.clients[ORCH], issuer=ORCH, subject="user:sam",
+                           audience=f"{server.url}/token", now=int(time.time()) - OLD_BY,
+                           ttl=OLD_BY + 40, extra={"ctx": server.ctx().model_dump()})
+    form = {**server.auth(ORCH), "grant_type": GRANT_JWT_BEARER, "assertion": grant,
+            "scope": " ".join(WORKFLOW_SCOPES), "audience": INFRABOT}
+    refused(server, form, 400, "invalid_grant", "assertion_predates_registry")
+

@@ -25,6 +25,7 @@ PUBLIC = [
     "MayAct",
     "MemoryRevocationStore",
     "PendingCheck",
+    "PredatesMemory",
     "PublicKey",
     "RedisRevocationStore",
     "RevocationStore",

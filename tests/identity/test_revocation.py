@@ -22,6 +22,7 @@ from orchestrator.identity import (
     AccessClaims,
     MemoryRevocationStore,
     PendingCheck,
+    PredatesMemory,
     RedisRevocationStore,
     RevocationStore,
     RevocationTarget,
@@ -197,6 +198,35 @@ def test_claim_once_key_expires_after_its_ttl(clock: Clock) -> None:
     assert store.claim_once("webhook:1", ttl=30)
 
 
+# Both registries' memory began at NOW: the memory store's when it was made, Redis's when the
+# fixture's first call found it empty (db 15 is flushed before each test).
+TOLERANCE = revocation_module.MEMORY_BEGAN_TOLERANCE_SECONDS
+
+
+def test_a_claim_for_what_was_issued_before_the_memory_began_is_refused(
+        store: RevocationStore) -> None:
+    """A key claimed before the registry lost its memory is forgotten with it, so a claim for
+    an assertion issued before then cannot tell a first use from a replay: it is refused."""
+    with pytest.raises(PredatesMemory):
+        store.claim_once("assertion:old", ttl=60, issued_at=NOW - TOLERANCE - 1)
+    with pytest.raises(PredatesMemory):  # refused again: the refusal claimed nothing
+        store.claim_once("assertion:old", ttl=60, issued_at=NOW - TOLERANCE - 1)
+    assert store.claim_once("assertion:edge", ttl=60, issued_at=NOW - TOLERANCE) is True
+    assert store.claim_once("assertion:new", ttl=60, issued_at=NOW) is True
+    assert store.claim_once("assertion:new", ttl=60, issued_at=NOW) is False
+    assert store.claim_once("webhook:no-issue-time", ttl=60) is True  # nothing to compare
+
+
+def test_begin_reports_a_claim_for_what_predates_the_memory(
+        store: RevocationStore, chain: list[AccessClaims]) -> None:
+    with store.begin(target(chain[-1]), claim=("assertion:old2", 60),
+                     issued_at=NOW - TOLERANCE - 1) as pending, pytest.raises(PredatesMemory):
+        pending.claimed()
+    with store.begin(target(chain[-1]), claim=("assertion:old2", 60), issued_at=NOW) as pending:
+        assert pending.claimed() is True  # the refused claim had claimed nothing
+        pending.check(chain[-1])
+
+
 def target(claims: AccessClaims) -> RevocationTarget:
     return RevocationTarget.of(claims)
 
@@ -338,6 +368,8 @@ def test_redis_keys_expire_with_what_they_refer_to(
     assert 0 < jti_ttl <= chain[-1].exp - NOW + 60
     assert 0 < redis_client.ttl("infrabot:run:run-0001") <= 24 * 3600
     assert 0 < redis_client.ttl("infrabot:once:assertion:abc") <= 30
+    assert store.claim_once("assertion:def", ttl=30, issued_at=NOW)  # the claim script
+    assert 0 < redis_client.ttl("infrabot:once:assertion:def") <= 30
 
 
 @pytest.mark.redis
@@ -559,6 +591,37 @@ def test_a_redis_registry_that_lost_its_keys_refuses_every_earlier_token(
 
 
 @pytest.mark.redis
+def test_a_redis_registry_that_lost_its_keys_refuses_claims_issued_before(
+        redis_client: redis.Redis, two_sides: tuple[RedisRevocationStore, ...],
+        clock: Clock) -> None:
+    """A claimed assertion is forgotten with the keys; it is not taken as a first use after."""
+    issuer_side, service_side = two_sides
+    assert issuer_side.claim_once("assertion:a", ttl=60, issued_at=int(NOW))
+    redis_client.flushdb()  # the claim is forgotten
+    clock.now += 5  # the memory begins again when a store next finds it empty
+    with pytest.raises(PredatesMemory):
+        service_side.claim_once("assertion:a", ttl=60, issued_at=int(NOW))
+    assert redis_client.get("infrabot:memory_began") == str(int(NOW) + 5).encode()
+    assert redis_client.ttl("infrabot:memory_began") == -1  # lives as long as Redis's memory
+    assert issuer_side.claim_once("assertion:b", ttl=60, issued_at=int(clock.now))
+    clock.now += 5  # a store naming the new epoch later keeps the time the claim wrote
+    issuer_side.standing("user:sam")
+    assert redis_client.get("infrabot:memory_began") == str(int(NOW) + 5).encode()
+
+
+@pytest.mark.redis
+def test_a_malformed_memory_began_is_taken_as_now(
+        redis_client: redis.Redis, clock: Clock) -> None:
+    """A value no store writes is replaced by the time now: later, so it refuses more, never
+    less."""
+    store = RedisRevocationStore(redis_client, clock=clock)
+    redis_client.set("infrabot:memory_began", "not-a-time")
+    with pytest.raises(PredatesMemory):
+        store.claim_once("assertion:c", ttl=60, issued_at=int(NOW) - TOLERANCE - 1)
+    assert redis_client.get("infrabot:memory_began") == str(int(NOW)).encode()
+
+
+@pytest.mark.redis
 def test_the_first_store_to_find_no_epoch_names_it_for_all(
         redis_client: redis.Redis, clock: Clock) -> None:
     stores = [RedisRevocationStore(redis_client, clock=clock) for _ in range(3)]
@@ -566,6 +629,7 @@ def test_the_first_store_to_find_no_epoch_names_it_for_all(
     assert len(epochs) == 1
     assert redis_client.get("infrabot:epoch") == epochs.pop().encode()
     assert redis_client.ttl("infrabot:epoch") == -1  # lives as long as Redis's memory
+    assert redis_client.get("infrabot:memory_began") == str(int(NOW)).encode()
 
 
 class StaleEpochRead:
@@ -655,6 +719,7 @@ UNREACHABLE_CALLS: dict[str, Callable[[RedisRevocationStore, AccessClaims], obje
     "user_version": lambda s, c: s.user_version(c.sub),
     "standing": lambda s, c: s.standing(c.sub),
     "claim_once": lambda s, c: s.claim_once("k", ttl=10),
+    "claim_once dated": lambda s, c: s.claim_once("k", ttl=10, issued_at=c.iat),
     "ping": lambda s, c: s.ping(),
 }
 

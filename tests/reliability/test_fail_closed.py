@@ -9,12 +9,14 @@ stopped by its pid), every check that needs it is refused with a clear reason, n
 * the webhook receiver: 503 ``replay_cache_unavailable``, no run started;
 * the audit trail records those refusals and no allow while the registry is down.
 
-Then Redis comes back (empty, as it kept nothing on disk) and new work is allowed again; and a
-revocation made before the restart must not be forgotten by it.
+Then Redis comes back (empty, as it kept nothing on disk) and new work is allowed again; a
+revocation made before the restart must not be forgotten by it, and an assertion used before it
+(a client's or the orchestrator's grant) must not be taken as a first use after it.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +27,9 @@ from e2e._harness import deployment, embedded_settings, post_webhook
 
 from orchestrator.config import SERVICE_NAMES
 from orchestrator.errors import Unavailable
+from orchestrator.identity import CLIENT_ASSERTION_TYPE, make_assertion
+from orchestrator.identity._revocation import MEMORY_BEGAN_TOLERANCE_SECONDS
+from orchestrator.stack import ORCHESTRATOR_CLIENT
 from orchestrator.system import System, running_system
 from reliability._probes import (
     READS,
@@ -156,3 +161,46 @@ def test_a_revocation_survives_a_registry_restart(system: System,
         fresh = read_tokens(clients, endpoints, "run-after-restart")  # issued since: answered
         for service in SERVICE_NAMES:
             assert read(http, endpoints, service, fresh[service]).status_code == 200
+
+
+def test_assertions_used_before_a_registry_restart_are_not_accepted_after_it(
+        system: System, own_redis: RedisServer) -> None:
+    """The registry's one-time keys go with its memory: an agent's client assertion and the
+    orchestrator's grant, each used once before the restart, are refused after it, as issued
+    before the registry's memory began; new ones are accepted."""
+    endpoints = system.endpoints()
+    clients = system_clients(system)
+    token_url = f"{endpoints['auth']}/token"
+    grant = {"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer",
+             "scope": "urn:infra:monitoring:read", "audience": "agent:infrabot",
+             "assertion": make_assertion(
+                 system.stack.clients[ORCHESTRATOR_CLIENT], issuer=ORCHESTRATOR_CLIENT,
+                 subject="user:sam", audience=token_url, now=int(time.time()),
+                 extra={"ctx": probe_context("run-grant").model_dump()})}
+    with clients("agent:infrabot") as infrabot, clients(ORCHESTRATOR_CLIENT) as orchestrator, \
+            httpx.Client(timeout=10.0, trust_env=False) as http:
+        def grant_form() -> dict[str, str]:
+            return {**grant, "client_assertion_type": CLIENT_ASSERTION_TYPE,
+                    "client_id": ORCHESTRATOR_CLIENT,
+                    "client_assertion": orchestrator.assertion()}
+
+        root = str(http.post(token_url, data=grant_form()).json()["access_token"])
+        datadog = {"resource": endpoints["datadog"], "scope": "urn:infra:monitoring:read"}
+        form = exchange_form(infrabot, root, **datadog)
+        assert http.post(token_url, data=form).status_code == 200
+        assert error_of(http.post(token_url, data=form)) == (
+            401, "invalid_client", "assertion_replayed")
+        assert error_of(http.post(token_url, data=grant_form())) == (
+            400, "invalid_grant", "assertion_replayed")
+        time.sleep(MEMORY_BEGAN_TOLERANCE_SECONDS + 1.1)  # both issued well before the restart
+        own_redis.restart()
+
+        fresh_root = root_for_infrabot(clients, "run-after")["access_token"]
+        replayed = {**form, "subject_token": fresh_root}  # only the assertion is old
+        assert error_of(http.post(token_url, data=replayed)) == (
+            401, "invalid_client", "assertion_predates_registry")
+        assert error_of(http.post(token_url, data=grant_form())) == (
+            400, "invalid_grant", "assertion_predates_registry")
+        renewed = exchange_form(infrabot, fresh_root, **datadog)
+        assert http.post(token_url, data=renewed).status_code == 200
+
