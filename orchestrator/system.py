@@ -107,7 +107,7 @@ def running_system(settings: Settings, *, embedded_worker: bool | None = None,
         receiver = WebhookReceiver(
             secret=settings.webhook_secret.get_secret_value().encode(),
             replay=stack.revocation, directory=stack.directory, audit=stack.audit,
-            start_run=orch.start)
+            start_run=orch.start, deliveries=runtime.runs)
         apps: dict[str, Any] = {**stack.apps(), "webhooks": create_webhook_app(receiver)}
         for name, sub in apps.items():
             group.add(sub, sockets.pop(name))

@@ -9,12 +9,18 @@ Checks, in order, each refusal with its status and reason code::
     X-GitHub-Event not deployment / workflow_run    400 unsupported_event
     no X-GitHub-Delivery / not a delivery id        400 missing_delivery_id / invalid_delivery_id
     delivery id seen in the last 24 h               409 replayed_delivery
-    replay cache unreachable                        503 replay_cache_unavailable (fail closed)
+    replay cache or delivery log unusable           503 replay_cache_unavailable (fail closed)
     body not a JSON object / a field wrong          400 malformed_event (``field`` names it)
     event that starts no run (failed workflow run)  202 {"status": "ignored", "reason": ...}
     sender not in the directory / disabled          403 unknown_user / user_disabled
     start_run raises InfraBotError                  422 <its reason>   (TransientError: 503)
     run started                                     202 {"status": "accepted", "run_id": ...}
+
+A delivery is claimed in the replay cache (the revocation registry: Redis in distributed mode)
+and then in the run log's record of deliveries (:meth:`RunStore.claim_delivery`), which is on disk:
+an unpersisted Redis that restarts forgets its claims, the run log does not, so a delivery
+replayed after the restart is still refused. A delivery that started nothing for a transient
+reason (503) is released from both, so the sender's redelivery is taken.
 
 Every answer writes exactly one audit record (service ``webhooks``, action ``ci_event``, request
 id = delivery id): deny for a refusal, allow otherwise. Neither the body nor the signature is ever
@@ -30,7 +36,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from orchestrator._log import get_logger
 from orchestrator.audit import AuditRecord, AuditStore, contains_raw_jwt
@@ -47,6 +53,13 @@ ERRORS = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 409: "c
           413: "payload_too_large", 422: "unprocessable", 500: "internal_error",
           503: "temporarily_unavailable"}
 Answer = tuple[int, dict[str, Any]]
+
+
+class DeliveryLog(Protocol):
+    """Where received deliveries are recorded durably (:class:`~orchestrator.runs.RunStore`)."""
+
+    def claim_delivery(self, delivery_id: str, *, ttl: int) -> bool: ...
+    def release_delivery(self, delivery_id: str) -> None: ...
 
 
 class _Refused(Exception):  # internal control flow: one refusal answer
@@ -74,12 +87,13 @@ class WebhookReceiver:
 
     def __init__(self, secret: bytes, replay: RevocationStore, directory: Directory,
                  audit: AuditStore | None, start_run: Callable[[CIEvent], str],
-                 clock: Callable[[], float] = time.time, *,
+                 clock: Callable[[], float] = time.time, *, deliveries: DeliveryLog,
                  max_body_bytes: int = MAX_BODY_BYTES) -> None:
         if not secret:
             raise ValueError("the webhook secret must not be empty")
         self._secret = secret
         self._replay = replay
+        self._deliveries = deliveries
         self._directory = directory
         self._audit = audit
         self._start_run = start_run
@@ -146,13 +160,26 @@ class WebhookReceiver:
         try:
             first = self._replay.claim_once(f"webhook:{delivery_id}", ttl=REPLAY_TTL_SECONDS)
         except Unavailable:
-            raise _Refused(503, "replay_cache_unavailable",
-                           "cannot check the delivery for replay; try again later") from None
+            raise _unchecked() from None
         if not first:
-            raise _Refused(409, "replayed_delivery", "this delivery was already received")
+            raise _replayed()
+        try:
+            recorded = self._deliveries.claim_delivery(delivery_id, ttl=REPLAY_TTL_SECONDS)
+        except Unavailable:
+            self._release_claim(delivery_id)  # nothing started: the redelivery must be taken
+            raise _unchecked() from None
+        if not recorded:  # received before the replay cache last lost its memory
+            raise _replayed()
         return delivery_id
 
     def _release(self, delivery_id: str) -> None:
+        self._release_claim(delivery_id)
+        try:
+            self._deliveries.release_delivery(delivery_id)
+        except Unavailable:
+            get_logger(delivery_id=delivery_id).warning("webhook_release_failed")
+
+    def _release_claim(self, delivery_id: str) -> None:
         try:
             self._replay.release_once(f"webhook:{delivery_id}")
         except Unavailable:
@@ -194,6 +221,15 @@ class WebhookReceiver:
                 request_id=seen.delivery_id, status=status))
         except (Unavailable, ValueError):
             get_logger(delivery_id=seen.delivery_id).exception("webhook_audit_failed")
+
+
+def _replayed() -> _Refused:
+    return _Refused(409, "replayed_delivery", "this delivery was already received")
+
+
+def _unchecked() -> _Refused:
+    return _Refused(503, "replay_cache_unavailable",
+                    "cannot check the delivery for replay; try again later")
 
 
 def _json_object(body: bytes) -> dict[str, Any]:

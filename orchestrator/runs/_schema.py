@@ -1,7 +1,9 @@
-"""The run log schema (version 1), created idempotently by every store that opens the file.
+"""The run log schema (version 2), created idempotently by every store that opens the file.
 
-Three tables: ``runs`` (one row per run, its status and origin), ``events`` (the log, numbered per
-run) and ``hops`` (one row per completed agent hop: the idempotency guard across redelivery).
+Four tables: ``runs`` (one row per run, its status and origin), ``events`` (the log, numbered per
+run), ``hops`` (one row per completed agent hop: the idempotency guard across redelivery) and
+``deliveries`` (the CI deliveries received in the last day: the webhook receiver's replay guard
+that survives restarts; added in version 2, so a version 1 file gains it when opened).
 Times are fixed-width UTC text, so text order is time order.
 """
 
@@ -9,7 +11,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 RUN_COLUMNS = (
@@ -54,6 +56,11 @@ STATEMENTS = (
         time TEXT NOT NULL,
         PRIMARY KEY (run_id, agent)
     )""",
+    """CREATE TABLE IF NOT EXISTS deliveries (
+        delivery_id TEXT PRIMARY KEY,
+        received_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS deliveries_received ON deliveries (received_at)",
 )
 
 

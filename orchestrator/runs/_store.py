@@ -8,6 +8,8 @@ connection behind a lock). Two guarantees the agents rely on:
   only the caller that recorded it is told so.
 * :meth:`RunStore.mark_hop_done` is an atomic insert-or-ignore: exactly one caller, across
   threads and processes, learns that it completed a given agent's hop of a run.
+* :meth:`RunStore.claim_delivery` likewise: exactly one caller learns that a CI delivery is new.
+  The log is on disk, so this outlives a restart of the process or of an unpersisted Redis.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -200,6 +202,24 @@ class RunStore(SQLiteFile):
             cursor = conn.execute("INSERT OR IGNORE INTO hops VALUES (?, ?, ?, ?)",
                                   (run_id, agent, task_id, format_time(self._clock())))
             return cursor.rowcount == 1
+
+    def claim_delivery(self, delivery_id: str, *, ttl: int) -> bool:
+        """Record a CI delivery as received; False if it was received within the last ``ttl``
+        seconds (deliveries older than that are forgotten here, so the table stays bounded)."""
+        check_text("delivery_id", delivery_id)
+        now = self._clock()
+        with self._write() as conn:
+            conn.execute("DELETE FROM deliveries WHERE received_at < ?",
+                         (format_time(now - timedelta(seconds=ttl)),))
+            cursor = conn.execute("INSERT OR IGNORE INTO deliveries VALUES (?, ?)",
+                                  (delivery_id, format_time(now)))
+            return cursor.rowcount == 1
+
+    def release_delivery(self, delivery_id: str) -> None:
+        """Forget a delivery that started nothing (a transient failure), so the sender's
+        redelivery of it is taken."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM deliveries WHERE delivery_id = ?", (delivery_id,))
 
     def __repr__(self) -> str:
         return f"RunStore({str(self._path)!r})"

@@ -1,5 +1,5 @@
 """The webhook receiver served over real HTTP on loopback, with a recording ``start_run``, an
-in-process replay cache and a real audit store."""
+in-process replay cache, a real run log for its record of deliveries and a real audit store."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from orchestrator._servers import ServerGroup, bind
 from orchestrator.audit import AuditStore, StoredRecord
 from orchestrator.ci import CIEvent, WebhookReceiver, create_webhook_app
 from orchestrator.identity import Directory, MemoryRevocationStore, RevocationStore
+from orchestrator.runs import RunStore
 
 SECRET = b"test-webhook-secret"
 NOW = 1_764_400_000.0
@@ -40,6 +41,7 @@ class Webhook:
     http: httpx.Client
     starter: Starter
     audit: AuditStore
+    runs: RunStore
 
     def post(self, headers: Mapping[str, str], body: bytes) -> httpx.Response:
         return self.http.post("/webhooks/github", headers=dict(headers), content=body)
@@ -61,13 +63,23 @@ def serving(receiver: WebhookReceiver) -> Iterator[str]:
 
 @contextlib.contextmanager
 def running_webhook(tmp_path: Path, directory: Directory,
-                    replay: RevocationStore | None = None) -> Iterator[Webhook]:
+                    replay: RevocationStore | None = None,
+                    runs: RunStore | None = None) -> Iterator[Webhook]:
+    """The receiver with its audit store and run log in ``tmp_path`` (or the ``runs`` given)."""
     starter = Starter()
-    with AuditStore(tmp_path / "audit.sqlite3", writer="webhooks-test") as audit:
+    with AuditStore(tmp_path / "audit.sqlite3", writer="webhooks-test") as audit, \
+            runs or RunStore(tmp_path / "runs.sqlite3") as log:
         receiver = WebhookReceiver(SECRET, replay or MemoryRevocationStore(), directory, audit,
-                                   starter, clock=lambda: NOW)
+                                   starter, clock=lambda: NOW, deliveries=log)
         with serving(receiver) as url, httpx.Client(base_url=url, timeout=10) as http:
-            yield Webhook(url, http, starter, audit)
+            yield Webhook(url, http, starter, audit, log)
+
+
+@pytest.fixture(scope="module")
+def deliveries(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunStore]:
+    """A run log for receivers a test builds itself (its record of deliveries)."""
+    with RunStore(tmp_path_factory.mktemp("deliveries") / "runs.sqlite3") as runs:
+        yield runs
 
 
 @pytest.fixture

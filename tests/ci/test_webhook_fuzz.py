@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from orchestrator.ci import WebhookReceiver, build_deployment_event, build_workflow_run_event, sign
 from orchestrator.identity import Directory, MemoryRevocationStore
+from orchestrator.runs import RunStore
 
 from .conftest import SECRET, Starter, Webhook
 
@@ -76,17 +77,19 @@ def test_mutated_payloads_are_never_a_5xx(webhook: Webhook, data: st.DataObject,
 @given(headers=st.dictionaries(st.sampled_from(
     ["X-GitHub-Event", "x-github-delivery", "X-HUB-SIGNATURE-256", "X-Other"]),
     st.text(max_size=80), max_size=4), body=st.binary(max_size=256))
-def test_random_headers_are_never_a_5xx(directory: Directory, headers: dict[str, str],
-                                        body: bytes) -> None:
-    receiver = WebhookReceiver(SECRET, MemoryRevocationStore(), directory, None, Starter())
+def test_random_headers_are_never_a_5xx(directory: Directory, deliveries: RunStore,
+                                        headers: dict[str, str], body: bytes) -> None:
+    receiver = WebhookReceiver(SECRET, MemoryRevocationStore(), directory, None, Starter(),
+                               deliveries=deliveries)
     status, answer = receiver.receive(headers, body)
     assert_answered(status, answer)
 
 
 def test_header_names_are_case_insensitive_and_non_ascii_signatures_refused(
-        directory: Directory) -> None:
+        directory: Directory, deliveries: RunStore) -> None:
     starter = Starter()
-    receiver = WebhookReceiver(SECRET, MemoryRevocationStore(), directory, None, starter)
+    receiver = WebhookReceiver(SECRET, MemoryRevocationStore(), directory, None, starter,
+                               deliveries=deliveries)
     headers, body = build_deployment_event("sam", "service-x", "prod", "9f2c1e7", secret=SECRET)
     lower = {name.lower(): value for name, value in headers.items()}
     bad = {**lower, "x-hub-signature-256": "sha256=\u00e9\u00e9"}

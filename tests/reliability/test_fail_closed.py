@@ -10,8 +10,9 @@ stopped by its pid), every check that needs it is refused with a clear reason, n
 * the audit trail records those refusals and no allow while the registry is down.
 
 Then Redis comes back (empty, as it kept nothing on disk) and new work is allowed again; a
-revocation made before the restart must not be forgotten by it, and an assertion used before it
-(a client's or the orchestrator's grant) must not be taken as a first use after it.
+revocation made before the restart must not be forgotten by it, and neither an assertion used
+before it (a client's or the orchestrator's grant) nor a CI delivery received before it may be
+taken as a first use after it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from e2e._harness import deployment, embedded_settings, post_webhook
+from e2e._harness import accepted_run_id, deployment, embedded_settings, post_webhook
 
 from orchestrator.config import SERVICE_NAMES
 from orchestrator.errors import Unavailable
@@ -203,4 +204,19 @@ def test_assertions_used_before_a_registry_restart_are_not_accepted_after_it(
             400, "invalid_grant", "assertion_predates_registry")
         renewed = exchange_form(infrabot, fresh_root, **datadog)
         assert http.post(token_url, data=renewed).status_code == 200
+
+
+def test_a_delivery_received_before_a_registry_restart_is_refused_after_it(
+        system: System, own_redis: RedisServer) -> None:
+    """Redis's replay cache forgets the delivery; the run log on disk does not."""
+    delivery = deployment("sam")
+    run_id = accepted_run_id(post_webhook(system.webhooks_url, delivery))
+    own_redis.restart()
+    replayed = post_webhook(system.webhooks_url, delivery)
+    assert (replayed.status_code, replayed.json()["reason"]) == (409, "replayed_delivery")
+    assert [r.run_id for r in system.runtime.runs.list()] == [run_id]  # nothing started twice
+    records = system.stack.audit.query(service="webhooks")
+    assert [(r.decision, r.reason, r.status) for r in records] == [
+        ("allow", "accepted", 202), ("deny", "replayed_delivery", 409)]
+    accepted_run_id(post_webhook(system.webhooks_url, deployment("sam")))  # a new one is taken
 

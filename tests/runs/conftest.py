@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +26,26 @@ class Origin:
     commit: str = "9f2c1e7"
     service: str = "service-x"
     pr: int | None = 42
+
+
+def at_once(db: Path, count: int, action: Callable[[RunStore], list[str]]) -> list[str]:
+    """Everything ``action`` returns when ``count`` threads run it at once, each with its own
+    store (its own connection) on ``db``."""
+    RunStore(db).close()  # created before the race
+    results: list[str] = []
+    barrier = threading.Barrier(count)
+
+    def run() -> None:
+        with RunStore(db) as runs:
+            barrier.wait()
+            results.extend(action(runs))
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
 
 
 class Clock:

@@ -10,7 +10,7 @@ from typing import Any
 
 from orchestrator.runs import RunStore
 
-from .conftest import Origin
+from .conftest import Origin, at_once
 
 AGENTS = [f"agent:a{n}" for n in range(40)]
 
@@ -42,20 +42,8 @@ def test_threads_sharing_one_store_have_one_winner_per_hop(store: RunStore) -> N
 
 
 def test_threads_with_their_own_connections_have_one_winner_per_hop(db: Path) -> None:
-    RunStore(db).close()
-    wins: list[str] = []
-    barrier = threading.Barrier(6)
-
-    def claim() -> None:
-        with RunStore(db) as runs:
-            barrier.wait()
-            wins.extend(a for a in AGENTS if runs.mark_hop_done("run-1", a, "task"))
-
-    threads = [threading.Thread(target=claim) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    wins = at_once(db, 6, lambda runs: [a for a in AGENTS
+                                        if runs.mark_hop_done("run-1", a, "task")])
     assert sorted(wins) == sorted(AGENTS)
 
 

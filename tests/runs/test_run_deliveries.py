@@ -1,0 +1,77 @@
+"""The run log's record of CI deliveries: the webhook receiver's replay guard that is on disk, so
+it outlives a restart of the process or of an unpersisted Redis."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from orchestrator.runs import RunStore
+
+from .conftest import Clock, Origin, at_once
+
+DAY = 24 * 3600
+
+
+def test_a_delivery_is_claimed_once(store: RunStore) -> None:
+    assert store.claim_delivery("d-1", ttl=DAY) is True
+    assert store.claim_delivery("d-1", ttl=DAY) is False
+    assert store.claim_delivery("d-2", ttl=DAY) is True
+
+
+def test_a_delivery_is_remembered_by_the_next_process(db: Path) -> None:
+    with RunStore(db) as first:
+        assert first.claim_delivery("d-1", ttl=DAY)
+    with RunStore(db) as after_a_restart:
+        assert after_a_restart.claim_delivery("d-1", ttl=DAY) is False
+
+
+def test_a_released_delivery_may_be_claimed_again(store: RunStore) -> None:
+    assert store.claim_delivery("d-1", ttl=DAY)
+    store.release_delivery("d-1")
+    assert store.claim_delivery("d-1", ttl=DAY) is True
+    store.release_delivery("never-claimed")  # nothing to forget: no error
+
+
+def test_deliveries_older_than_the_ttl_are_forgotten(
+        store: RunStore, clock: Clock, db: Path) -> None:
+    assert store.claim_delivery("d-old", ttl=60)
+    clock.now += timedelta(seconds=59)
+    assert store.claim_delivery("d-old", ttl=60) is False
+    clock.now += timedelta(seconds=2)
+    assert store.claim_delivery("d-new", ttl=60)  # this claim clears what has expired
+    with sqlite3.connect(db) as conn:
+        kept = [row[0] for row in conn.execute("SELECT delivery_id FROM deliveries")]
+    conn.close()
+    assert kept == ["d-new"]
+    assert store.claim_delivery("d-old", ttl=60) is True
+
+
+def test_concurrent_claims_of_one_delivery_have_exactly_one_winner(db: Path) -> None:
+    wins = at_once(db, 8, lambda runs: ["won"] if runs.claim_delivery("d-race", ttl=DAY) else [])
+    assert wins == ["won"]
+
+
+def test_a_delivery_id_holding_a_raw_jwt_is_refused(store: RunStore) -> None:
+    with pytest.raises(ValueError, match="raw JWT"):
+        store.claim_delivery("eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlc2lnbmF0dXJl",
+                             ttl=DAY)
+
+
+def test_a_version_1_run_log_gains_the_table_and_keeps_its_runs(
+        db: Path, origin: Origin) -> None:
+    with RunStore(db) as store:
+        store.create("run-kept", workflow="post-deploy", event=origin)
+    with sqlite3.connect(db) as conn:  # the file as version 1 left it
+        conn.execute("DROP TABLE deliveries")
+        conn.execute("PRAGMA user_version = 1")
+    conn.close()
+    with RunStore(db) as store:
+        assert store.get("run-kept") is not None
+        assert store.claim_delivery("d-1", ttl=DAY) is True
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    conn.close()
