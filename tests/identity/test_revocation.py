@@ -387,6 +387,9 @@ def test_the_registry_reads_redis_replies_with_hiredis(redis_url: str) -> None:
             assert isinstance(connection._parser, _HiredisParser)
         finally:
             pool.release(connection)
+        ahead = store._ahead.take()  # the connections checks sent ahead use: the pool's
+        assert isinstance(ahead._parser, _HiredisParser)
+        store._ahead.keep(ahead)
     finally:
         store.close()
 
@@ -404,6 +407,8 @@ def test_a_claim_and_a_check_are_one_redis_round_trip(
         on_redis: tuple[RedisRevocationStore, list[AccessClaims]], redis_client: redis.Redis,
         monkeypatch: pytest.MonkeyPatch) -> None:
     store, chain = on_redis
+    with store.begin(target(chain[-1])):  # the store's connection opened (its handshake) once
+        pass
     events = sends_and_verifies(monkeypatch, redis_client.connection_pool.connection_class)
     with store.begin(target(chain[-1]), claim=("assertion:rt", 60)) as pending:
         assert pending.claimed()
@@ -441,24 +446,62 @@ def test_an_answer_within_the_bound_is_used_as_read(
 
 @pytest.mark.redis
 @pytest.mark.parametrize("fault", [redis.ResponseError("ERR handshake"), redis.ConnectionError()])
-def test_a_send_that_fails_is_unavailable_and_gives_the_connection_back(
+def test_a_send_that_fails_is_unavailable_and_keeps_no_broken_connection(
         on_redis: tuple[RedisRevocationStore, list[AccessClaims]], redis_client: redis.Redis,
         monkeypatch: pytest.MonkeyPatch, fault: Exception) -> None:
     """A fault this test cannot cause in a live Redis, injected: an error answer while sending,
     and a connection lost on both tries."""
     store, chain = on_redis
-    pool = redis_client.connection_pool
+    with store.begin(target(chain[-1])):  # a connection the store keeps
+        pass
+    assert len(store._ahead._kept) == 1
 
     def fail(*_: object, **__: object) -> None:
         raise fault
 
-    monkeypatch.setattr(pool.connection_class, "send_packed_command", fail)
+    monkeypatch.setattr(redis_client.connection_pool.connection_class, "send_packed_command",
+                        fail)
     with pytest.raises(Unavailable) as info:
         store.begin(target(chain[-1]), claim=("assertion:sendfault", 60))
     assert info.value.reason == "revocation_unavailable"
     monkeypatch.undo()
+    assert store._ahead._kept == []  # the connection that failed was closed and dropped
     assert store.claim_once("assertion:sendfault", ttl=60)  # never sent, so never claimed
-    assert not pool._in_use_connections  # type: ignore[attr-defined]
+    with store.begin(target(chain[-1])) as pending:  # a new connection serves the next check
+        pending.check(chain[-1])
+
+
+@pytest.mark.redis
+def test_checks_sent_ahead_reuse_one_connection_and_survive_its_loss(
+        on_redis: tuple[RedisRevocationStore, list[AccessClaims]],
+        redis_client: redis.Redis) -> None:
+    """One connection serves check after check; one that Redis closed meanwhile (as a restart
+    does) is reopened before it is used, not answered as an unreachable registry."""
+    store, chain = on_redis
+    for _ in range(3):
+        with store.begin(target(chain[-1])) as pending:
+            pending.check(chain[-1])
+    assert len(store._ahead._kept) == 1
+    kept = store._ahead._kept[0]
+    redis_client.client_kill_filter(_type="normal", skipme=True)  # every connection but this
+    revoke(store, chain[-1])
+    with store.begin(target(chain[-1])) as pending:
+        refused_by(pending, chain[-1], "token_revoked")
+    assert store._ahead._kept == [kept]
+
+
+@pytest.mark.redis
+def test_after_a_fork_the_parents_connections_are_not_used(
+        on_redis: tuple[RedisRevocationStore, list[AccessClaims]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    store, chain = on_redis
+    with store.begin(target(chain[-1])):
+        pass
+    parents = list(store._ahead._kept)
+    monkeypatch.setattr(revocation_module.os, "getpid", lambda: -1)  # as in a forked child
+    with store.begin(target(chain[-1])) as pending:
+        pending.check(chain[-1])
+    assert store._ahead._kept and store._ahead._kept[0] not in parents
 
 
 @pytest.mark.redis
