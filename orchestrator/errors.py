@@ -4,6 +4,9 @@
 
     InfraBotError
     ├── ConfigError                 bad settings, directory or workflow files (names file and line)
+    ├── PredatesMemory              a one-time claim for what was issued before the replay
+    │                               registry's memory began; the caller answers it as its own
+    │                               OAuth error (``assertion_predates_registry``)
     ├── OAuthError                  carries an RFC error code, an HTTP status and a reason code
     │   ├── InvalidRequest          400 invalid_request      (RFC 6749 5.2 / RFC 6750 3.1)
     │   ├── InvalidClient           401 invalid_client       (RFC 6749 5.2)
@@ -46,6 +49,17 @@ class ConfigError(InfraBotError):
     """A settings value, directory file or workflow file is wrong; the message says where."""
 
     reason = "bad_configuration"
+
+
+class PredatesMemory(InfraBotError):
+    """A one-time claim (an assertion's) for something issued before the registry's memory began:
+    a claim made for it then would be forgotten (an unpersisted Redis restarted), so whether this
+    is its first use cannot be told."""
+
+    reason = "predates_registry"
+
+    def __init__(self) -> None:
+        super().__init__("issued before the replay registry's memory began")
 
 
 class OAuthError(InfraBotError):

@@ -19,13 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.authserver._forms import Form, required, single
-from orchestrator.errors import InvalidClient
+from orchestrator.errors import InvalidClient, PredatesMemory
 from orchestrator.identity import (
     CLIENT_ASSERTION_TYPE,
     AssertionPolicy,
     Directory,
     JWKSet,
-    PredatesMemory,
     PublicKey,
     RevocationStore,
     registered_client_jwk,

@@ -20,7 +20,8 @@ A delivery is claimed in the replay cache (the revocation registry: Redis in dis
 and then in the run log's record of deliveries (:meth:`RunStore.claim_delivery`), which is on disk:
 an unpersisted Redis that restarts forgets its claims, the run log does not, so a delivery
 replayed after the restart is still refused. A delivery that started nothing for a transient
-reason (503) is released from both, so the sender's redelivery is taken.
+reason (503) is released from both, so the sender's redelivery is taken (unless releasing fails
+too, which is logged).
 
 Every answer writes exactly one audit record (service ``webhooks``, action ``ci_event``, request
 id = delivery id): deny for a refusal, allow otherwise. Neither the body nor the signature is ever

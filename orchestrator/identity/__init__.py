@@ -32,7 +32,6 @@ from orchestrator.identity._policy import (
 from orchestrator.identity._revocation import (
     MemoryRevocationStore,
     PendingCheck,
-    PredatesMemory,
     RedisRevocationStore,
     RevocationStore,
     RevocationTarget,
@@ -78,7 +77,6 @@ __all__ = [
     "MayAct",
     "MemoryRevocationStore",
     "PendingCheck",
-    "PredatesMemory",
     "PublicKey",
     "RedisRevocationStore",
     "RevocationStore",

@@ -1,7 +1,8 @@
 """RFC 7523 JWT client assertions (``private_key_jwt``) and grant assertions.
 
 An agent proves who it is by signing a short-lived JWT with its own key: ``iss`` and ``sub`` are its
-client id, ``aud`` the authorization server, ``jti`` unique (the server refuses a replay). The
+client id, ``aud`` the authorization server, ``jti`` unique (the server refuses a replay), ``iat``
+when it was signed (the replay check needs it: RFC 7523 lets a server require it). The
 orchestrator, a trusted client, uses the same form as an authorization grant whose ``sub`` is the
 user a run acts for and whose ``ctx`` is the event the run is rooted in.
 """
@@ -9,6 +10,7 @@ user a run acts for and whose ``ctx`` is the event the run is rooted in.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +23,7 @@ from orchestrator.identity._keys import PublicKey, SigningKey
 
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 _KEY_HEADERS = frozenset({"jwk", "jku", "x5u", "x5c", "x5t", "x5t#S256", "crit"})
-_REQUIRED = ("iss", "sub", "aud", "exp", "jti")
+_REQUIRED = ("iss", "sub", "aud", "exp", "iat", "jti")
 
 
 def make_assertion(key: SigningKey, *, issuer: str, subject: str, audience: str, now: int,
@@ -40,14 +42,11 @@ class AssertionPolicy:
     max_lifetime: int
     max_bytes: int = 8192
 
-    def issued_at(self, claims: dict[str, Any]) -> int:
-        """When an assertion with these verified claims was issued, for its replay claim: its
-        ``iat``, or, without one (RFC 7523 makes it optional), the earliest this policy could
-        have accepted it: its ``exp`` less the longest lifetime allowed."""
-        iat = claims.get("iat")
-        if isinstance(iat, int) and not isinstance(iat, bool):
-            return iat
-        return int(claims["exp"]) - self.max_lifetime
+    @staticmethod
+    def issued_at(claims: dict[str, Any]) -> int:
+        """When an assertion with these verified claims was issued (its ``iat``, to the second
+        below), for its replay claim."""
+        return math.floor(claims["iat"])
 
 
 def verify_assertion(assertion: object, *, keys: Callable[[str], PublicKey | None],
@@ -61,8 +60,9 @@ def verify_assertion(assertion: object, *, keys: Callable[[str], PublicKey | Non
 
     The assertion is decoded once; the checks and their order are those of the PyJWT calls this
     replaced (``get_unverified_header``, an unverified ``decode``, then ``decode`` with the key,
-    the audiences, the leeway and ``require=[iss, sub, aud, exp, jti]``): see
-    :func:`_decodable` and :func:`_claims_refusal`.
+    the audiences, the leeway and ``require=[iss, sub, aud, exp, iat, jti]``): see
+    :func:`_decodable` and :func:`_claims_refusal`. Unlike PyJWT, ``iat`` must be a number
+    (not a boolean), as the replay check compares it.
     """
     def refuse(reason: str, message: str) -> OAuthError:
         return error(message, reason=reason)
@@ -131,12 +131,18 @@ def _decodable(header: dict[str, Any]) -> bool:
 
 def _claims_refusal(payload: dict[str, Any], policy: AssertionPolicy) -> tuple[str, str] | None:
     """PyJWT's claim checks, in its order, against the wall clock as it read it: required
-    claims, ``nbf``, ``exp`` (both with leeway; ``iat`` is not checked), ``aud`` against the
-    policy's audiences, ``sub`` and ``jti`` strings."""
+    claims, ``iat`` (not in the future), ``nbf``, ``exp`` (each with leeway), ``aud`` against
+    the policy's audiences, ``sub`` and ``jti`` strings."""
     malformed = ("malformed_assertion", "assertion claims are invalid")
-    if any(payload.get(claim) is None for claim in _REQUIRED):
-        return malformed
+    for claim in _REQUIRED:
+        if payload.get(claim) is None:
+            return "malformed_assertion", f"assertion lacks the {claim!r} claim"
     current = time.time()
+    iat = payload["iat"]
+    if isinstance(iat, bool) or not isinstance(iat, (int, float)) or not math.isfinite(iat):
+        return "malformed_assertion", "assertion iat must be a number"
+    if iat > current + policy.leeway:
+        return "assertion_not_yet_valid", "assertion was issued in the future"
     try:
         if "nbf" in payload and int(payload["nbf"]) > current + policy.leeway:
             return malformed

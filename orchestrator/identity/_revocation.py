@@ -17,10 +17,11 @@ A one-time key forgotten with the registry's memory would let a captured asserti
 more, so a claim may say when what it claims was issued (``issued_at``): the registry remembers
 when its memory began (Redis: the first store to find it empty writes the time; in process:
 when the store was made), and a claim for something issued before that raises
-:class:`PredatesMemory` rather than pass as a first use. ``issued_at`` has a resolution of one
-second, so up to :data:`MEMORY_BEGAN_TOLERANCE_SECONDS` before the memory began is still taken:
-what a restart can let through again is an assertion used in the second or two before it, not
-one used a minute before.
+:class:`~orchestrator.errors.PredatesMemory` rather than pass as a first use. ``issued_at`` has
+a resolution of one second, so up to :data:`MEMORY_BEGAN_TOLERANCE_SECONDS` before the memory
+began is still taken. What a restart can let through again is an assertion used in the second
+or two before it, plus as far as its signer's clock runs ahead (an assertion issued further in
+the future than the leeway is refused), not one used a minute before.
 
 :meth:`RevocationStore.begin` sends a check (and optionally a one-time claim) before the token is
 verified, so the round trip overlaps the signature check instead of following it: the query
@@ -41,12 +42,13 @@ import re
 import secrets
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, NamedTuple, Protocol, Self, cast
 
-from orchestrator.errors import InvalidToken, Unavailable
+from orchestrator.errors import InvalidToken, PredatesMemory, Unavailable
 from orchestrator.identity import _jws
 from orchestrator.identity._claims import (
     CTX_VALUE_PATTERN,
@@ -65,14 +67,6 @@ _EPOCH = re.compile(EPOCH_PATTERN)
 RUN_REVOCATION_TTL = 24 * 3600
 # How far before the memory began a claim's issued_at may be and still be taken (see above).
 MEMORY_BEGAN_TOLERANCE_SECONDS = 1
-
-
-class PredatesMemory(Exception):
-    """A one-time claim for something issued before the registry's memory began: a claim made
-    for it then would be forgotten, so whether this is its first use cannot be told."""
-
-    def __init__(self) -> None:
-        super().__init__("issued before the registry's memory began")
 
 
 def _predates(issued_at: int | None, began: int) -> bool:
@@ -419,13 +413,14 @@ def _once_key(key: str) -> str:
 
 
 # A one-time claim that also says when what it claims was issued, in one atomic step: the time
-# the memory began (written now if Redis has none: it restarted empty or was flushed, so the
-# memory begins now), then -1 if ARGV[2] (issued_at plus the tolerance) is before it, else the
-# claim: 1 if made, 0 if the key was claimed already. KEYS: the one-time key, the began key;
-# ARGV: ttl, issued_at + tolerance, now.
+# the memory began (written now if Redis has none, or holds anything but whole seconds: it
+# restarted empty or was flushed, so the memory begins now), then -1 if ARGV[2] (issued_at plus
+# the tolerance) is before it, else the claim: 1 if made, 0 if the key was claimed already.
+# KEYS: the one-time key, the began key; ARGV: ttl, issued_at + tolerance, now.
 _CLAIM_SCRIPT = """
-local began = tonumber(redis.call('GET', KEYS[2]))
-if began == nil then
+local stored = redis.call('GET', KEYS[2])
+local began = stored and string.match(stored, '^%d+$') and tonumber(stored)
+if not began then
   began = tonumber(ARGV[3])
   redis.call('SET', KEYS[2], ARGV[3])
 end
@@ -483,9 +478,9 @@ class _Connections:
     Taking a connection from redis-py's pool and giving it back cost about 20 µs a check (locks,
     metrics and a health probe), near a tenth of a service's whole check; a kept connection is
     only polled (one syscall): one that Redis has closed (a restart) or that holds data is
-    closed, and the send reopens it. A connection that failed goes back to the pool closed. The pool still counts
-    kept connections as in use, so closing the client closes them. After a fork the parent's are
-    left to it.
+    closed, and the send reopens it. A connection that failed, or that comes back after
+    :meth:`close`, goes back to the pool closed. The pool still counts kept connections as in
+    use, so closing the client closes them too. A forked child keeps none of its parent's.
     """
 
     MAX_KEPT = 64
@@ -494,14 +489,13 @@ class _Connections:
         self._client = client
         self._kept: list[Any] = []
         self._lock = threading.Lock()
-        self._pid = os.getpid()
+        self._closed = False
+        _ALL_CONNECTIONS.add(self)
 
     def take(self) -> Any:
         import redis
 
         with self._lock:
-            if self._pid != os.getpid():  # forked: these connections are the parent's
-                self._kept, self._pid = [], os.getpid()
             conn = self._kept.pop() if self._kept else None
         if conn is None:
             return self._client.connection_pool.get_connection()
@@ -514,7 +508,7 @@ class _Connections:
 
     def keep(self, conn: Any) -> None:
         with self._lock:
-            if self._pid == os.getpid() and len(self._kept) < self.MAX_KEPT:
+            if not self._closed and len(self._kept) < self.MAX_KEPT:
                 self._kept.append(conn)
                 return
         self._client.connection_pool.release(conn)
@@ -526,9 +520,26 @@ class _Connections:
 
     def close(self) -> None:
         with self._lock:
-            kept, self._kept = self._kept, []
+            kept, self._kept, self._closed = self._kept, [], True
         for conn in kept:
             self.drop(conn)
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: the kept connections' sockets are the parent's, and the lock may
+        have been held by a thread that does not exist here."""
+        self._lock = threading.Lock()
+        self._kept = []
+
+
+_ALL_CONNECTIONS: weakref.WeakSet[_Connections] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for connections in list(_ALL_CONNECTIONS):
+        connections.forget_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class _InFlight:

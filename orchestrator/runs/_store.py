@@ -2,7 +2,9 @@
 
 WAL journal and a busy timeout let several processes read and write ``<state_dir>/runs.sqlite3``
 at once; every write is one short transaction. In a process the store is thread-safe (one
-connection behind a lock). Two guarantees the agents rely on:
+connection behind a lock). A file that cannot be used (locked past the busy timeout, a full disk,
+a damaged file) raises :class:`~orchestrator.errors.Unavailable` (``run_log_unavailable``).
+Three guarantees the agents and the webhook receiver rely on:
 
 * :meth:`RunStore.finish` never overwrites a terminal status: the first one recorded wins, and
   only the caller that recorded it is told so.
@@ -15,6 +17,7 @@ connection behind a lock). Two guarantees the agents rely on:
 from __future__ import annotations
 
 import builtins
+import contextlib
 import json
 import sqlite3
 import time
@@ -249,7 +252,10 @@ class RunStore(SQLiteFile):
                 conn.execute(begin)
                 yield conn
                 conn.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
+            except sqlite3.IntegrityError:  # a constraint: the caller's answer (RunExists)
+                _rollback(conn)
+                raise
+            except sqlite3.DatabaseError as exc:  # OperationalError, or a damaged file
                 _rollback(conn)
                 raise Unavailable("run log cannot be used", reason="run_log_unavailable") from exc
             except BaseException:
@@ -258,8 +264,9 @@ class RunStore(SQLiteFile):
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
-    if conn.in_transaction:
-        conn.execute("ROLLBACK")
+    with contextlib.suppress(sqlite3.Error):  # a damaged file may refuse even this
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
 
 
 def _run(row: tuple[Any, ...], events: builtins.list[tuple[Any, ...]]) -> Run:

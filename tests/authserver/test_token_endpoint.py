@@ -683,19 +683,23 @@ def test_a_client_assertion_issued_before_the_registry_memory_began_is_refused(
     assert server.post(endpoint, fresh).status_code == 200
 
 
-def test_a_client_assertion_without_iat_is_dated_by_its_longest_lifetime(
-        store_server: AuthServer) -> None:
-    """Without ``iat`` (RFC 7523 makes it optional) it could have been issued as long before its
-    ``exp`` as the server accepts (300 s here): too early for this registry's memory."""
+@pytest.mark.parametrize(("iat", "reason"), [
+    (None, "malformed_assertion"), (60, "assertion_not_yet_valid")])
+def test_a_client_assertion_must_say_when_it_was_issued_and_not_in_the_future(
+        store_server: AuthServer, iat: int | None, reason: str) -> None:
+    """RFC 7523 lets ``iat`` be left out, and PyJWT accepts any ``iat``; the replay check dates
+    the assertion by it, so it is required and may not run ahead of the clock (5 s leeway)."""
     server = store_server
     key = server.stack.clients[INFRABOT]
     now = int(time.time())
     claims = {"iss": INFRABOT, "sub": INFRABOT, "aud": f"{server.url}/token", "exp": now + 60,
-              "jti": f"no-iat-{now}-{id(server)}"}
+              "jti": f"iat-{now}-{iat}-{id(server)}"}
+    if iat is not None:
+        claims["iat"] = now + iat
     form = {**server.auth(INFRABOT), "client_assertion": sign_raw(
         {"alg": key.alg, "kid": key.kid}, claims, key),
         **server.exchange_form(root_token(server), audience=ARGOCD)}
-    refused(server, form, 401, "invalid_client", "assertion_predates_registry")
+    refused(server, form, 401, "invalid_client", reason)
 
 
 def test_a_grant_assertion_issued_before_the_registry_memory_began_is_refused(

@@ -128,11 +128,29 @@ def test_header_refusals_keep_their_reasons(header: dict[str, Any], expected: st
     ({"nbf": In(600)}, "malformed_assertion"),
     ({"jti": None}, "malformed_assertion"),
     ({"jti": 12345678}, "malformed_assertion"),
+    # iat is required and compared by the replay check (PyJWT requires it only if asked)
+    ({"iat": None}, "malformed_assertion"),
+    ({"iat": "now"}, "malformed_assertion"),
+    ({"iat": True}, "malformed_assertion"),
+    ({"iat": In(60)}, "assertion_not_yet_valid"),  # beyond the 5 s leeway
     ({"exp": In(3600)}, "assertion_lifetime_too_long"),
     ({"exp": In(60, as_float=True)}, "assertion_lifetime_too_long"),
 ])
 def test_claim_refusals_keep_their_reasons(changes: dict[str, Any], expected: str) -> None:
     assert reason(sign_raw({"alg": "ES256", "kid": KEY.kid}, claims(**changes), KEY)) == expected
+
+
+def test_iat_within_the_leeway_or_fractional_is_accepted_and_dated_to_the_second() -> None:
+    for iat in (In(4), In(-1, as_float=True)):
+        payload = check(sign_raw({"alg": "ES256", "kid": KEY.kid}, claims(iat=iat), KEY))
+        assert POLICY.issued_at(payload) == int(payload["iat"] // 1)
+
+
+def test_a_missing_claim_is_named() -> None:
+    with pytest.raises(InvalidClient) as caught:
+        check(sign_raw({"alg": "ES256", "kid": KEY.kid}, claims(iat=None), KEY))
+    assert (caught.value.reason, caught.value.message) == (
+        "malformed_assertion", "assertion lacks the 'iat' claim")
 
 
 def test_a_non_canonical_segment_is_malformed() -> None:

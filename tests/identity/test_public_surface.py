@@ -25,7 +25,6 @@ PUBLIC = [
     "MayAct",
     "MemoryRevocationStore",
     "PendingCheck",
-    "PredatesMemory",
     "PublicKey",
     "RedisRevocationStore",
     "RevocationStore",

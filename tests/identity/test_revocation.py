@@ -17,12 +17,11 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from orchestrator.errors import InvalidToken, TransientError, Unavailable
+from orchestrator.errors import InvalidToken, PredatesMemory, TransientError, Unavailable
 from orchestrator.identity import (
     AccessClaims,
     MemoryRevocationStore,
     PendingCheck,
-    PredatesMemory,
     RedisRevocationStore,
     RevocationStore,
     RevocationTarget,
@@ -454,18 +453,20 @@ def test_a_send_that_fails_is_unavailable_and_keeps_no_broken_connection(
     store, chain = on_redis
     with store.begin(target(chain[-1])):  # a connection the store keeps
         pass
-    assert len(store._ahead._kept) == 1
+    [kept] = store._ahead._kept
+    pool = redis_client.connection_pool
 
     def fail(*_: object, **__: object) -> None:
         raise fault
 
-    monkeypatch.setattr(redis_client.connection_pool.connection_class, "send_packed_command",
-                        fail)
+    monkeypatch.setattr(pool.connection_class, "send_packed_command", fail)
     with pytest.raises(Unavailable) as info:
         store.begin(target(chain[-1]), claim=("assertion:sendfault", 60))
     assert info.value.reason == "revocation_unavailable"
     monkeypatch.undo()
-    assert store._ahead._kept == []  # the connection that failed was closed and dropped
+    assert store._ahead._kept == []  # the connection that failed is not kept...
+    assert kept in pool._available_connections  # type: ignore[attr-defined]  # ...but pooled
+    assert not kept.is_connected  # closed
     assert store.claim_once("assertion:sendfault", ttl=60)  # never sent, so never claimed
     with store.begin(target(chain[-1])) as pending:  # a new connection serves the next check
         pending.check(chain[-1])
@@ -492,16 +493,28 @@ def test_checks_sent_ahead_reuse_one_connection_and_survive_its_loss(
 
 @pytest.mark.redis
 def test_after_a_fork_the_parents_connections_are_not_used(
-        on_redis: tuple[RedisRevocationStore, list[AccessClaims]],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        on_redis: tuple[RedisRevocationStore, list[AccessClaims]]) -> None:
     store, chain = on_redis
     with store.begin(target(chain[-1])):
         pass
     parents = list(store._ahead._kept)
-    monkeypatch.setattr(revocation_module.os, "getpid", lambda: -1)  # as in a forked child
+    revocation_module._after_fork_in_child()  # what os.fork runs in the child
+    assert store._ahead._kept == []
     with store.begin(target(chain[-1])) as pending:
         pending.check(chain[-1])
     assert store._ahead._kept and store._ahead._kept[0] not in parents
+
+
+@pytest.mark.redis
+def test_a_check_that_ends_after_the_store_closed_keeps_no_connection(
+        on_redis: tuple[RedisRevocationStore, list[AccessClaims]],
+        redis_client: redis.Redis) -> None:
+    store, chain = on_redis
+    pending = store.begin(target(chain[-1]))
+    store._ahead.close()
+    pending.check(chain[-1])  # its answer is read, and its connection goes back to the pool
+    assert store._ahead._kept == []
+    assert not redis_client.connection_pool._in_use_connections  # type: ignore[attr-defined]
 
 
 @pytest.mark.redis

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.errors import Unavailable
 from orchestrator.runs import RunStore
 
 from .conftest import Clock, Origin, at_once
@@ -53,6 +54,17 @@ def test_deliveries_older_than_the_ttl_are_forgotten(
 def test_concurrent_claims_of_one_delivery_have_exactly_one_winner(db: Path) -> None:
     wins = at_once(db, 8, lambda runs: ["won"] if runs.claim_delivery("d-race", ttl=DAY) else [])
     assert wins == ["won"]
+
+
+def test_a_damaged_run_log_is_unavailable(store: RunStore, db: Path) -> None:
+    """The receiver answers this 503 and releases its claim: nothing is lost or half-done."""
+    assert store.claim_delivery("d-1", ttl=DAY)
+    for path in (db, *(db.with_name(db.name + suffix) for suffix in ("-wal", "-shm"))):
+        with path.open("r+b") as damaged:
+            damaged.write(b"not a database" * 8)
+    with pytest.raises(Unavailable) as info:
+        store.claim_delivery("d-2", ttl=DAY)
+    assert info.value.reason == "run_log_unavailable"
 
 
 def test_a_delivery_id_holding_a_raw_jwt_is_refused(store: RunStore) -> None:
