@@ -19,6 +19,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,8 +120,7 @@ class Floor:
                 + CHECKED_CALLS * self.check)
 
 
-def _median_ms(op: object, count: int) -> float:
-    assert callable(op)
+def _median_ms(op: Callable[[], object], count: int) -> float:
     times = []
     for _ in range(count):
         start = time.perf_counter()

@@ -75,8 +75,9 @@ def _raw_codec(form: dict[str, list[str]], issued: str) -> Callable[[int], objec
             head, claims, _ = token.split(".")
             json.loads(b64url_decode(head))
             json.loads(b64url_decode(claims))
-        return (b64url_encode(json.dumps(header, separators=(",", ":"), sort_keys=True).encode()) + "."
-                + b64url_encode(json.dumps(payload, separators=(",", ":")).encode()))
+        new_header = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
+        new_payload = json.dumps(payload, separators=(",", ":")).encode()
+        return f"{b64url_encode(new_header)}.{b64url_encode(new_payload)}"
 
     return codec
 

@@ -43,8 +43,11 @@ def reason_of(response: httpx.Response) -> str:
     """``ok`` for an answer below 400; else its ``reason`` or ``error``, else ``http_<status>``."""
     if response.status_code < 400:
         return "ok"
-    body = json_object(response)
-    return str(body.get("reason") or body.get("error") or f"http_{response.status_code}")
+    return _reason_in(json_object(response), response.status_code)
+
+
+def _reason_in(body: dict[str, Any], status: int) -> str:
+    return str(body.get("reason") or body.get("error") or f"http_{status}")
 
 
 def raise_for_error(response: httpx.Response) -> None:
@@ -52,7 +55,7 @@ def raise_for_error(response: httpx.Response) -> None:
     if response.status_code < 400:
         return
     body = json_object(response)
-    reason = reason_of(response)
+    reason = _reason_in(body, response.status_code)
     message = str(body.get("error_description") or f"HTTP {response.status_code}")
     if response.status_code >= 500:
         raise errors.Unavailable(message, reason=reason)

@@ -17,12 +17,11 @@ Three guarantees the agents and the webhook receiver rely on:
 from __future__ import annotations
 
 import builtins
-import contextlib
 import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -264,7 +263,7 @@ class RunStore(SQLiteFile):
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
-    with contextlib.suppress(sqlite3.Error):  # a damaged file may refuse even this
+    with suppress(sqlite3.Error):  # a damaged file may refuse even this
         if conn.in_transaction:
             conn.execute("ROLLBACK")
 

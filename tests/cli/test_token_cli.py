@@ -144,7 +144,6 @@ def test_token_assertion_for_an_unknown_agent_is_one_error_line(env: dict[str, s
     assert result.stdout == ""
 
 
-
 def test_inspect_with_a_running_system_that_does_not_answer_is_invalid(
         tmp_path: Path) -> None:
     """endpoints.json names a system (it was killed and left it behind): the registry is in that
