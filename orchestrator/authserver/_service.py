@@ -317,7 +317,9 @@ class AuthorizationService:
     # -- introspection and revocation ---------------------------------------------------------
 
     def introspect(self, form: Form) -> dict[str, Any]:
-        """RFC 7662: the full chain and context of a valid token, else ``{"active": false}``."""
+        """RFC 7662: the full chain and context of a valid token to a caller entitled to it
+        (:meth:`_may_introspect`), else ``{"active": false}``: a caller that is not entitled
+        learns nothing, not even whether the token is valid (RFC 7662 section 4)."""
         now = self.now()
         client = self.clients.authenticate(form, now=now)
         token = required(form, "token")
@@ -328,6 +330,10 @@ class AuthorizationService:
             self._audit("introspect", "deny", exc.reason, client, "token", None, 200)
             return {"active": False}
         c = verified.claims
+        if not self._may_introspect(client, c):
+            self._audit("introspect", "deny", "introspection_not_entitled", client, "token", c,
+                        200)
+            return {"active": False}
         self._audit("introspect", "allow", "ok", client, "token", c, 200)
         return {"active": True, **c.public_view(), "token_type": "Bearer",
                 "username": c.sub, "chain": c.chain(), "current_actor": c.current_actor}
@@ -389,9 +395,17 @@ class AuthorizationService:
         return result
 
     def _may_revoke(self, client: str, claims: AccessClaims) -> bool:
+        """A trusted client, or a member of the token's chain: the client it was issued to
+        and every actor in its ``act`` chain."""
         entry = self.directory.clients.get(client)
         return bool(entry and entry.trusted) or client == claims.client_id \
             or client in claims.actors
+
+    def _may_introspect(self, client: str, claims: AccessClaims) -> bool:
+        """Who may revoke the token, and its audience: the agent its ``may_act`` names (a
+        hand-off token's ``aud`` is this server), or a client its ``aud`` names."""
+        audience = {claims.aud, *((claims.may_act.sub,) if claims.may_act else ())}
+        return client in audience or self._may_revoke(client, claims)
 
     # -- audit --------------------------------------------------------------------------------
 

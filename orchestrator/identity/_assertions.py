@@ -98,6 +98,9 @@ def verify_assertion(assertion: object, *, keys: Callable[[str], PublicKey | Non
         valid = _jws.signature_ok(segments, key)
     except _jws.MalformedJWS as exc:
         raise refuse("malformed_assertion", "assertion claims are invalid") from exc
+    except _jws.MalleableSignature as exc:
+        raise refuse("assertion_malleable_signature",
+                     "ES256 assertion signature must be in its low-S form") from exc
     if not valid:
         raise refuse("assertion_bad_signature", "assertion signature does not verify")
     payload = unverified  # the bytes just verified are the ones decoded above

@@ -44,6 +44,7 @@ from orchestrator.identity import (
     make_assertion,
     new_jti,
 )
+from orchestrator.identity._jws import canonical
 from orchestrator.stack import Stack, bind_ports
 
 ORCH = "client:orchestrator"
@@ -93,8 +94,9 @@ def sign_raw(header: dict[str, Any], payload: object, key: SigningKey, *,
     """A compact JWS built by hand: any header, any payload (an object, or raw ``bytes``)."""
     body = b64(payload) if isinstance(payload, bytes) else b64json(payload)
     signing_input = f"{b64json(header)}.{body}".encode()
-    algorithm = get_default_algorithms()[alg or key.alg]
-    return f"{signing_input.decode()}.{b64(algorithm.sign(signing_input, key.private))}"
+    name = alg or key.alg
+    signature = canonical(name, get_default_algorithms()[name].sign(signing_input, key.private))
+    return f"{signing_input.decode()}.{b64(signature)}"
 
 
 def refusal(response: httpx.Response, status: int, error: str, reason: str) -> dict[str, Any]:
