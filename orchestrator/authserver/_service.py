@@ -269,8 +269,9 @@ class AuthorizationService:
                                       expected_issuer=client)
             issued = self.assertion_policy.issued_at(claims)
             try:
-                first = self.revocation.claim_once(f"grant:{client}:{claims['jti']}", ttl=900,
-                                                   issued_at=issued)
+                first = self.revocation.claim_once(
+                    f"grant:{client}:{claims['jti']}", issued_at=issued,
+                    ttl=self.assertion_policy.replay_ttl(claims, now=now))
             except PredatesMemory:
                 raise InvalidGrant("grant assertion was issued before the replay registry's "
                                    "memory began (it restarted), so whether it was used cannot "

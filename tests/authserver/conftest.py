@@ -161,9 +161,10 @@ class AuthServer:
                                     **self.exchange_form(subject_token, **fields)})
 
     def grant_form(self, user: str, ctx: Context, *, scopes: list[str] | None = None,
-                   first_agent: str = INFRABOT, key: SigningKey | None = None) -> dict[str, str]:
+                   first_agent: str = INFRABOT, key: SigningKey | None = None,
+                   ttl: int = 60) -> dict[str, str]:
         grant = make_assertion(key or self.stack.clients[ORCH], issuer=ORCH, subject=user,
-                               audience=f"{self.url}/token", now=int(time.time()),
+                               audience=f"{self.url}/token", now=int(time.time()), ttl=ttl,
                                extra={"ctx": ctx.model_dump()})
         return {"grant_type": GRANT_JWT_BEARER, "assertion": grant,
                 "scope": " ".join(scopes or WORKFLOW_SCOPES), "audience": first_agent}
