@@ -121,8 +121,11 @@ class AuthorizationService:
         self.verifier = TokenVerifier(_RingKeys(self.keyring, self.clock), VerifierPolicy(
             issuer=self.issuer, allowed_algs=s.allowed_algs, leeway=s.leeway_seconds,
             max_bytes=s.max_token_bytes, max_depth=s.max_depth))
+        # RFC 7523 3: an aud that identifies this server: its issuer, its token endpoint, or
+        # the endpoint the assertion is sent to (Authlib's PrivateKeyJWT() addresses it so).
+        endpoints = (f"{s.auth_url}/{path}" for path in ("introspect", "revoke", "revocations"))
         self.assertion_policy = AssertionPolicy(
-            audiences=frozenset({self.issuer, self.token_endpoint, s.auth_url}),
+            audiences=frozenset({self.issuer, self.token_endpoint, s.auth_url, *endpoints}),
             allowed_algs=s.allowed_algs, leeway=s.leeway_seconds,
             max_lifetime=s.assertion_max_lifetime_seconds)
         self.clients = ClientAuthenticator(self.client_keys, self.directory, self.revocation,
