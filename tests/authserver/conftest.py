@@ -38,13 +38,13 @@ from orchestrator.identity import (
     CLIENT_ASSERTION_TYPE,
     Context,
     MemoryRevocationStore,
-    RedisRevocationStore,
     RevocationStore,
     SigningKey,
     make_assertion,
     new_jti,
 )
 from orchestrator.identity._jws import canonical
+from orchestrator.registry import RedisRevocationStore
 from orchestrator.stack import Stack, bind_ports
 
 ORCH = "client:orchestrator"

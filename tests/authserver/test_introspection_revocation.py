@@ -10,7 +10,8 @@ import pytest
 import redis
 
 from orchestrator.errors import Unavailable
-from orchestrator.identity import CLIENT_ASSERTION_TYPE, RedisRevocationStore
+from orchestrator.identity import CLIENT_ASSERTION_TYPE
+from orchestrator.registry import RedisRevocationStore
 
 from .conftest import (
     ARGOCD,
