@@ -3,7 +3,7 @@
 Issue 19 raised the assertion lifetime bound from 300 s to 3600 s, and the replay registry holds
 each one-time key until the assertion expires, so at a steady rate it holds ``rate x lifetime``
 keys. This fills the benchmarks' Redis database with exactly that, sent as the registry sends
-it (:meth:`~orchestrator.registry.RedisRevocationStore._claim_command`: the claim script with ``issued_at``, keys named
+it (``RedisRevocationStore._claim_command``: the claim script with ``issued_at``, keys named
 as :class:`~orchestrator.authserver.ClientAuthenticator` names them, ``jti`` as our agents write
 it, TTL = lifetime + leeway) and reads, once the keys are in: their count, ``used_memory`` grown
 and per key, whether a sample's TTL is the lifetime, and the time of one more claim (a real

@@ -462,7 +462,8 @@ def test_ignored_act_claims_are_not_copied_into_the_exchanged_token(
         authority: Authority) -> None:
     inner = {"sub": "agent:infrabot", **_IGNORED_IN_ACT}
     token = authority.sign(authority.payload(
-        client_id="agent:argocd", may_act={"sub": "agent:cleanup"}, scope="urn:infra:infrastructure:read",
+        client_id="agent:argocd", may_act={"sub": "agent:cleanup"},
+        scope="urn:infra:infrastructure:read",
         act={"sub": "agent:argocd", **_IGNORED_IN_ACT, "act": inner}))
     subject = authority.verify(token)
     grant = decide(authority.request(subject, "agent:cleanup", resource=AWS),
