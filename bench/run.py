@@ -23,13 +23,13 @@ if __package__ in (None, ""):  # `python bench/run.py`: import the package, not 
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
     sys.path.insert(0, _repo)
 
-from bench import audit, depth, end_to_end, enforcement, exchange, memory
+from bench import audit, depth, end_to_end, enforcement, exchange, memory, replay
 from bench._cluster import redis_answers
 from bench._report import Table, append, environment, section
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/12"
-NAMES = ("exchange", "enforcement", "end_to_end", "depth", "audit", "memory")
-NEEDS_REDIS = frozenset({"exchange", "enforcement", "end_to_end", "memory"})
+NAMES = ("exchange", "enforcement", "end_to_end", "depth", "audit", "memory", "replay")
+NEEDS_REDIS = frozenset({"exchange", "enforcement", "end_to_end", "memory", "replay"})
 
 FULL: dict[str, dict[str, object]] = {
     "exchange": {"iterations": 200, "rounds": 11, "http_requests": 1000,
@@ -39,6 +39,7 @@ FULL: dict[str, dict[str, object]] = {
     "depth": {"iterations": 100, "rounds": 11},
     "audit": {"records": 2000},
     "memory": {"checkpoints": (100, 500, 1000)},
+    "replay": {"rate": 500},
 }
 QUICK: dict[str, dict[str, object]] = {
     "exchange": {"iterations": 100, "rounds": 5, "http_requests": 300,
@@ -48,6 +49,7 @@ QUICK: dict[str, dict[str, object]] = {
     "depth": {"iterations": 50, "rounds": 5},
     "audit": {"records": 500},
     "memory": {"checkpoints": (50, 100)},
+    "replay": {"rate": 50},
 }
 
 
@@ -59,6 +61,7 @@ def benchmarks(redis_url: str) -> dict[str, Callable[..., list[Table]]]:
         "depth": depth.run,
         "audit": audit.run,
         "memory": lambda **kw: memory.run(redis_url, **kw),
+        "replay": lambda **kw: replay.run(redis_url, **kw),
     }
 
 

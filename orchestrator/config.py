@@ -43,7 +43,10 @@ class Settings(BaseSettings):
     leeway_seconds: int = Field(5, ge=0, le=60)
     max_depth: int = Field(4, ge=1, le=16, description="Maximum number of actors in a chain.")
     max_token_bytes: int = Field(8192, ge=512, le=65536)
-    assertion_max_lifetime_seconds: int = Field(300, ge=10, le=3600)
+    assertion_max_lifetime_seconds: int = Field(
+        3600, ge=10, le=3600,
+        description="Longest a client or grant assertion may live (RFC 7523 exp); one hour, "
+                    "Authlib's default and Okta's bound. Each jti is kept until its exp.")
 
     redis_url: str | None = Field(
         None, description="Revocation registry and replay cache; in-process when unset."

@@ -25,8 +25,8 @@ from orchestrator.identity import (
     SigningKey,
     client_key,
     load_directory,
-    open_store,
 )
+from orchestrator.registry import open_store
 
 SERVER_NAMES = ("auth", *SERVICE_NAMES)
 ORCHESTRATOR_CLIENT = "client:orchestrator"

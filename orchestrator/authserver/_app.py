@@ -171,10 +171,12 @@ def create_app(service: AuthorizationService) -> FastAPI:
                                                            pattern=r"^[A-Za-z0-9_-]+$")
                         ) -> JSONResponse:
         headers = request.headers.getlist("authorization")
-        if len(headers) > 1 or (headers and not headers[0].startswith("Bearer ")):
+        # RFC 7235 section 2.1: the auth-scheme is case-insensitive, as the services read it.
+        scheme, _, credential = headers[0].strip().partition(" ") if headers else ("", "", "")
+        if len(headers) > 1 or (headers and (scheme.lower() != "bearer" or not credential)):
             raise InvalidRequest("one Authorization: Bearer header is expected",
                                  reason="malformed_authorization")
-        bearer = headers[0].removeprefix("Bearer ").strip() if headers else None
+        bearer = credential.strip() if headers else None
         try:
             records = await run_in_threadpool(service.audit_log, bearer, jti)
         except OAuthError as exc:

@@ -117,6 +117,6 @@ class ClientAuthenticator:
         if client not in self._directory.client_ids():
             raise InvalidClient("client is not registered in the directory",
                                 reason="unknown_client")
-        ttl = max(1, int(claims["exp"]) - now + self._policy.leeway)
-        return VerifiedClient(str(client), f"assertion:{client}:{claims['jti']}", ttl,
+        return VerifiedClient(str(client), f"assertion:{client}:{claims['jti']}",
+                              self._policy.replay_ttl(claims, now=now),
                               self._policy.issued_at(claims))

@@ -29,8 +29,8 @@ from orchestrator.identity import (
     client_key,
     load_directory,
     make_assertion,
-    open_store,
 )
+from orchestrator.registry import open_store
 
 
 @click.group("token")

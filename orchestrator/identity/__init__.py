@@ -1,7 +1,8 @@
 """The pure trust core: claims, scopes, keys, tokens, exchange rules, policy, revocation.
 
-Imports no web framework and no Celery. The authorization server, the mock services and the
-agents all use it, the way a real service imports an auth SDK.
+Imports no web framework, no Celery and no client library (Redis, SQL, HTTP): the registry on
+Redis is an adapter at the edge (:mod:`orchestrator.registry`). The authorization server, the
+mock services and the agents all use it, the way a real service imports an auth SDK.
 """
 
 from orchestrator.identity._assertions import (
@@ -32,11 +33,9 @@ from orchestrator.identity._policy import (
 from orchestrator.identity._revocation import (
     MemoryRevocationStore,
     PendingCheck,
-    RedisRevocationStore,
     RevocationStore,
     RevocationTarget,
     Standing,
-    open_store,
     peek_target,
 )
 from orchestrator.identity._scopes import (
@@ -78,7 +77,6 @@ __all__ = [
     "MemoryRevocationStore",
     "PendingCheck",
     "PublicKey",
-    "RedisRevocationStore",
     "RevocationStore",
     "RevocationTarget",
     "Service",
@@ -102,7 +100,6 @@ __all__ = [
     "narrow",
     "nest",
     "new_jti",
-    "open_store",
     "parse_scopes",
     "peek_target",
     "registered_client_jwk",

@@ -48,6 +48,17 @@ class AssertionPolicy:
         below), for its replay claim."""
         return math.floor(claims["iat"])
 
+    def remaining(self, claims: dict[str, Any], *, now: int) -> int:
+        """How long an assertion with these verified claims lives from now, or from its
+        ``iat`` when its signer's clock runs ahead of ours (within the leeway): a client that
+        signs ``exp = iat + max_lifetime`` is accepted whichever second we read it in."""
+        return int(claims["exp"]) - max(now, self.issued_at(claims))
+
+    def replay_ttl(self, claims: dict[str, Any], *, now: int) -> int:
+        """How long the replay registry must hold the ``jti`` of an assertion with these
+        verified claims: until it expires, plus the leeway its expiry is read with."""
+        return max(1, int(claims["exp"]) - now + self.leeway)
+
 
 def verify_assertion(assertion: object, *, keys: Callable[[str], PublicKey | None],
                      policy: AssertionPolicy, now: int, error: type[OAuthError] = InvalidClient,
@@ -98,6 +109,9 @@ def verify_assertion(assertion: object, *, keys: Callable[[str], PublicKey | Non
         valid = _jws.signature_ok(segments, key)
     except _jws.MalformedJWS as exc:
         raise refuse("malformed_assertion", "assertion claims are invalid") from exc
+    except _jws.MalleableSignature as exc:
+        raise refuse("assertion_malleable_signature",
+                     "ES256 assertion signature must be in its low-S form") from exc
     if not valid:
         raise refuse("assertion_bad_signature", "assertion signature does not verify")
     payload = unverified  # the bytes just verified are the ones decoded above
@@ -105,8 +119,9 @@ def verify_assertion(assertion: object, *, keys: Callable[[str], PublicKey | Non
     if refusal is not None:
         raise refuse(*refusal)
     exp = payload["exp"]
-    if not isinstance(exp, int) or exp - now > policy.max_lifetime:
-        raise refuse("assertion_lifetime_too_long", "assertion lives too long")
+    if not isinstance(exp, int) or policy.remaining(payload, now=now) > policy.max_lifetime:
+        raise refuse("assertion_lifetime_too_long",
+                     f"assertion lives longer than {policy.max_lifetime}s")
     if not isinstance(payload["jti"], str) or not 8 <= len(payload["jti"]) <= 128:
         raise refuse("malformed_assertion", "assertion jti must be 8-128 characters")
     return payload

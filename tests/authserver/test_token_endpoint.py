@@ -128,7 +128,7 @@ def test_assertion_for_another_audience(server: AuthServer) -> None:
 
 
 def test_assertion_living_too_long(server: AuthServer) -> None:
-    forever = server.assertion(INFRABOT, ttl=3600)
+    forever = server.assertion(INFRABOT, ttl=3601)
     form = {**server.auth(INFRABOT), **server.exchange_form(root_token(server), audience=ARGOCD),
             "client_assertion": forever}
     refused(server, form, 401, "invalid_client", "assertion_lifetime_too_long")

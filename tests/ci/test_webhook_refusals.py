@@ -12,7 +12,8 @@ import pytest
 import redis
 
 from orchestrator.ci import build_deployment_event, encode, sign
-from orchestrator.identity import Directory, RedisRevocationStore
+from orchestrator.identity import Directory
+from orchestrator.registry import RedisRevocationStore
 
 from .conftest import SECRET, Webhook, running_webhook
 
