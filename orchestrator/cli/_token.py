@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.tree import Tree
 
 from orchestrator.cli._common import CommandError, endpoints, load_settings, state_dir_option
+from orchestrator.cli._users import known_user
 from orchestrator.config import SERVICE_NAMES, Settings
 from orchestrator.errors import InvalidToken, OAuthError, Unavailable
 from orchestrator.identity import (
@@ -55,15 +56,15 @@ def token() -> None:
 @click.option("--may-act", default="agent:infrabot", show_default=True,
               help="The agent that may exchange this token.")
 @click.option("--env", "environment", default="staging", show_default=True)
-@click.option("--trigger", default="manual", show_default=True,
-              help="ci_pipeline or manual; prod writes need ci_pipeline.")
+@click.option("--trigger", type=click.Choice(["ci_pipeline", "manual"]), default="manual",
+              show_default=True, help="What started the run; prod writes need ci_pipeline.")
 @click.option("--repository", default="acme/service-x", show_default=True)
 @click.option("--commit", default="0000000", show_default=True)
 @click.option("--run", "run_id", default=None, help="Run id; default a fresh one.")
 @state_dir_option
 def user_token(user: str, scopes: tuple[str, ...], may_act: str, environment: str, trigger: str,
                repository: str, commit: str, run_id: str | None, state_dir: Path | None) -> None:
-    """Issue a root token for USER (e.g. user:sam) that MAY_ACT may exchange.
+    """Issue a root token for USER (sam or user:sam) that MAY_ACT may exchange.
 
     With a system running from the state directory, its authorization server issues the token
     (the orchestrator's RFC 7523 grant), so it is rooted in that system's revocation registry and
@@ -84,8 +85,9 @@ def user_token(user: str, scopes: tuple[str, ...], may_act: str, environment: st
     except ValueError as exc:
         raise CommandError(f"bad context value: {exc.errors()[0]['msg']}") from None  # type: ignore[attr-defined]
     directory = load_directory(settings.workflows_dir / "directory.yaml")
-    entry = directory.users.get(user)
-    if entry is None or entry.disabled:
+    user = known_user(directory, user)
+    entry = directory.users[user]
+    if entry.disabled:
         raise CommandError(f"invalid_grant (unknown_user): {user} is not an active user")
     wanted = ([s if s.startswith("urn:") else f"urn:infra:{s}" for s in scopes]
               or list(entry.permissions))

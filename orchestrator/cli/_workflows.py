@@ -17,7 +17,8 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.cli._check import BadInput
-from orchestrator.cli._common import load_settings, state_dir_option
+from orchestrator.cli._common import CommandError, load_settings, state_dir_option
+from orchestrator.cli._users import known_user
 from orchestrator.config import Settings
 from orchestrator.errors import ConfigError
 from orchestrator.identity import Directory
@@ -120,7 +121,10 @@ def check_workflow(name: str, user: str, environment: str, trigger: str, as_json
     settings, directory, found = _load(state_dir)
     if name not in found:
         raise BadInput(f"no workflow named {name!r} (known: {', '.join(sorted(found))})")
-    user_id = user if user.startswith("user:") else f"user:{user}"
+    try:
+        user_id = known_user(directory, user)
+    except CommandError as exc:
+        raise BadInput(exc.message) from None
     try:
         result = preflight(found[name], user_id, directory, settings, environment=environment,
                            trigger=trigger)
