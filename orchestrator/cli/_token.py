@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -208,12 +209,27 @@ def _inspect(settings: Settings, raw: str) -> dict[str, object]:
     try:
         claims = verifier.verify(raw, audience=audiences, now=now).claims
     except InvalidToken as exc:
-        result.update(reason=exc.reason, error=exc.message, claims=_unverified(raw))
+        unverified = _unverified(raw)
+        result.update(reason=exc.reason, error=exc.message, claims=unverified)
+        if exc.reason == "issuer_mismatch" and isinstance(unverified, dict):
+            result.update(reason="issuer_not_running",
+                          error=_issuer_gone(settings, unverified.get("iss")))
         return result
     result.update(valid=True, reason="ok", claims=claims.public_view(), chain=claims.chain(),
                   expires_in=claims.exp - now)
     result["revocation"] = _revocation(settings, claims, result, raw)
     return result
+
+
+def _issuer_gone(settings: Settings, issuer: object) -> str:
+    """Why a token this state directory's key signed names another issuer: the server that
+    issued it (on ports the OS chose) has stopped, or another one runs now."""
+    running = _running_auth_server(settings)
+    now = (f"the server running from this state directory now is {running}" if running
+           else "no server runs from this state directory now")
+    return (f"issued by {issuer}, a server of this state directory that is not running any "
+            f"more ({now}); tokens are checked only while their issuer runs, or with "
+            "INFRABOT_ISSUER set to it")
 
 
 def _revocation(settings: Settings, claims: AccessClaims, result: dict[str, object],
@@ -274,7 +290,7 @@ def _render(result: dict[str, object]) -> None:
     claims = result.get("claims")
     if result["valid"]:
         console.print(f"[green]valid[/green]: expires in {result['expires_in']}s; "
-                      f"revocation {result.get('revocation')}")
+                      f"revocation check: {result.get('revocation')}")
     else:
         console.print(f"[red]invalid[/red]: {result['reason']}: {result.get('error')}")
         if claims and "chain" not in result:  # a revoked token's claims were verified
@@ -293,5 +309,18 @@ def _render(result: dict[str, object]) -> None:
     console.print(tree)
     for name in ("aud", "scope", "ctx", "client_id", "may_act", "jti", "exp"):
         if name in claims:
-            console.print(f"  {name}: {claims[name]}")
+            console.print(f"  {name}: {_shown(name, claims[name])}", markup=False)
+
+
+def _shown(name: str, value: object) -> str:
+    """A claim as a person reads it: objects as key=value, times also as UTC."""
+    if isinstance(value, dict):
+        return " ".join(f"{k}={v}" for k, v in value.items())
+    if name == "exp" and isinstance(value, int) and not isinstance(value, bool):
+        try:
+            when = datetime.fromtimestamp(value, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        except (OverflowError, OSError, ValueError):
+            return str(value)
+        return f"{value} ({when})"
+    return str(value)
 
