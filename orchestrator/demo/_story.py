@@ -110,7 +110,8 @@ def run_demo(settings: Settings, *, attacks: bool = True, static: bool = True,
                     return int(d.get("status", 403)), "insufficient_scope", str(d.get("reason"))
                 return 400, str(d.get("error")), str(d.get("reason"))
 
-            result.attacks = AttackRound(system).run(manual_prod)
+            result.attacks = [attack.with_audit(system.stack.audit)
+                              for attack in AttackRound(system).run(manual_prod)]
         if static:
             progress("the same workflow with one static service token")
             static_since = datetime.now(UTC)
