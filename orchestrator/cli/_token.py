@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 

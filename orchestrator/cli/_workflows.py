@@ -16,6 +16,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from orchestrator._words import plural
 from orchestrator.cli._check import BadInput
 from orchestrator.cli._common import CommandError, load_settings, state_dir_option
 from orchestrator.cli._users import known_user
@@ -172,8 +173,8 @@ def render_preflight(result: Any) -> RenderableType:
         table.add_row(s.agent, step, "\n".join(s.scopes), Text(label, style=style), why)
     allowed = sum(s.verdict == "allow" for s in result.steps)
     total = len(result.steps)
-    verdict = (Text(f"all {total} exchanges would be allowed", style="bold green")
+    verdict = (Text(f"all {plural(total, 'exchange')} would be allowed", style="bold green")
                if result.all_allowed else
-               Text(f"{total - allowed} of {total} exchanges would be refused or not reached",
-                    style="bold red"))
+               Text(f"{total - allowed} of {plural(total, 'exchange')} would be refused or not "
+                    "reached", style="bold red"))
     return Group(head, table, verdict)

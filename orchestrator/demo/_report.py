@@ -19,6 +19,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from orchestrator._words import plural
 from orchestrator.audit import StoredRecord, contains_raw_jwt
 from orchestrator.demo._report_style import CSS, ERROR_BEACON, INTERACTIONS
 from orchestrator.demo._report_svg import delegation_graph, peer_of, scope_list, short
@@ -54,8 +55,8 @@ def render_report(result: DemoResult) -> str:
     run = result.run
     sections = [_header(result), _graph(run), _timeline(run), _tokens(result),
                 _section("audit", "Audit trail of the run",
-                         f"{len(result.audit)} records from the authorization server, the "
-                         "webhook receiver and the four services, allowed and denied.",
+                         f"{plural(len(result.audit), 'record')} from the authorization "
+                         "server, the webhook receiver and the four services, allowed and denied.",
                          _audit_table(result.audit, "audit-table"))]
     if result.attacks:
         sections.append(_attacks(result))
