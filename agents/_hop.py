@@ -138,10 +138,9 @@ def unverified_claims(token: object) -> dict[str, Any] | None:
         claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
     except (ValueError, RecursionError, TypeError):  # binascii.Error is a ValueError
         return None
-    if not isinstance(claims, dict):
-        return None
-    keep = ("sub", "aud", "scope", "iat", "exp", "jti", "act", "may_act", "client_id")
-    return {k: claims[k] for k in keep if k in claims}
+    # Every claim (ctx, ancestors, user_version, ...): they hold no secret, and what a token
+    # carries is what a reader of the run needs to see.
+    return claims if isinstance(claims, dict) else None
 
 
 def perform_hop(rt: AgentRuntime, *, run_id: str, workflow: str, agent: str, token: str,

@@ -16,6 +16,7 @@ import contextlib
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from celery import Celery
@@ -24,6 +25,7 @@ from agents._runtime import AgentRuntime, drop_runtime, install_runtime
 from agents.tasks import WAKE_TASK
 from orchestrator._deadline import RunDeadline, deadline_sweeper
 from orchestrator._servers import ServerGroup
+from orchestrator.audit import StoredRecord
 from orchestrator.celery_app import create_celery
 from orchestrator.ci import WebhookReceiver, create_webhook_app
 from orchestrator.client import AuthClient
@@ -56,6 +58,12 @@ class System:
     @property
     def webhooks_url(self) -> str:
         return f"http://{self.settings.host}:{self.settings.webhooks_port}"
+
+    def run_records(self, run_id: str, since: datetime) -> list[StoredRecord]:
+        """The audit records of one run written since ``since``: by run id, or by the request
+        ids the run's hops sent (records of refusals before a token was read carry no run)."""
+        return [r for r in self.stack.audit.query(since=since)
+                if r.run_id == run_id or (r.request_id or "").startswith(run_id)]
 
 
 @contextlib.contextmanager

@@ -19,6 +19,7 @@ from rich.table import Table
 
 from orchestrator._yamlfile import load_yaml
 from orchestrator.cli._common import CommandError, endpoints, load_settings, state_dir_option
+from orchestrator.cli._users import resolve_user
 from orchestrator.config import Settings
 
 if TYPE_CHECKING:  # orchestrator.ci imports the web stack: slow, so only where it is used
@@ -92,7 +93,8 @@ def _done(report: LoadReport) -> None:
 
 
 @simulate.command("deploy")
-@click.option("--user", required=True, help="The GitHub login that deploys, e.g. sam.")
+@click.option("--user", required=True,
+              help="Who deploys: sam or user:sam (the directory must know the user).")
 @click.option("--service", default="service-x", show_default=True)
 @click.option("--env", "environment", default="prod", show_default=True)
 @click.option("--commit", default="9f2c1e7", show_default=True)
@@ -114,8 +116,10 @@ def deploy(user: str, service: str, environment: str, commit: str, trigger: str,
     """
     from orchestrator.ci._load import EventSpec
 
-    spec = EventSpec(user, service, environment, trigger, commit, pr, task=task)
-    report = _send(load_settings(state_dir), [spec], rate=0, timeout=timeout, as_json=as_json)
+    settings = load_settings(state_dir)
+    login = resolve_user(settings, user).removeprefix("user:")
+    spec = EventSpec(login, service, environment, trigger, commit, pr, task=task)
+    report = _send(settings, [spec], rate=0, timeout=timeout, as_json=as_json)
     _print(report, as_json)
     _done(report)
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from mock_services.catalog import build_request
+from orchestrator.audit import AuditStore, StoredRecord
 from orchestrator.errors import OAuthError
 from orchestrator.identity import AccessClaims, Actor, Context, MayAct, mint, new_jti
 from orchestrator.identity._keys import generate_private_key, signing_key_of
@@ -29,20 +31,41 @@ class Attack:
     status: int | None
     code: str | None
     reason: str | None
+    # When the attempt ran, and the audit records written meanwhile (what the system recorded
+    # of the attempt), so the summary proves each refusal was audited, not only answered.
+    window: tuple[datetime, datetime] | None = None
+    audit: tuple[StoredRecord, ...] = ()
+
+    @property
+    def audited(self) -> bool:
+        """Whether the refusal itself is in the audit trail (a deny record of the attempt)."""
+        return any(r.decision == "deny" for r in self.audit)
+
+    def with_audit(self, store: AuditStore) -> Attack:
+        if self.window is None:
+            return self
+        since, until = self.window
+        return replace(self, audit=tuple(store.query(since=since, until=until)))
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)
+                               if f.name not in ("window", "audit")}
+        out["audited"] = self.audited
+        out["audit"] = [r.model_dump(mode="json") for r in self.audit]
+        return out
 
 
 def _expect(name: str, attempt: str, expected: str, fn: Callable[[], tuple[int, str, str]]
             ) -> Attack:
     """Run one attempt; it must be refused with ``expected`` as its code or reason."""
+    started = datetime.now(UTC)
     try:
         status, code, reason = fn()
     except OAuthError as exc:
         status, code, reason = exc.status, exc.code, exc.reason
     refused = status >= 400 and expected in (code, reason)
-    return Attack(name, attempt, expected, refused, status, code, reason)
+    return Attack(name, attempt, expected, refused, status, code, reason,
+                  window=(started, datetime.now(UTC)))
 
 
 class AttackRound:

@@ -19,6 +19,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from orchestrator._words import plural
 from orchestrator.audit import StoredRecord, contains_raw_jwt
 from orchestrator.demo._report_style import CSS, ERROR_BEACON, INTERACTIONS
 from orchestrator.demo._report_svg import delegation_graph, peer_of, scope_list, short
@@ -29,7 +30,8 @@ from orchestrator.runs import Run, RunEvent, summarize
 AUDIT_COLUMNS = ("Timestamp", "Action", "Performed by", "On behalf of", "Resource", "Service",
                  "Decision", "Reason")
 DENIED_KINDS = frozenset({"root_denied", "exchange_denied", "call_denied"})
-CLAIM_ORDER = ("sub", "aud", "client_id", "scope", "act", "may_act", "iat", "exp", "jti")
+CLAIM_ORDER = ("iss", "sub", "aud", "client_id", "scope", "act", "may_act", "ctx", "iat", "exp",
+               "jti", "ancestors", "user_version", "registry_epoch", "revocation_url", "log_url")
 DECODED = "decoded, signature removed"
 DENIED_ROW = ' class="denied"'
 
@@ -54,8 +56,8 @@ def render_report(result: DemoResult) -> str:
     run = result.run
     sections = [_header(result), _graph(run), _timeline(run), _tokens(result),
                 _section("audit", "Audit trail of the run",
-                         f"{len(result.audit)} records from the authorization server, the "
-                         "webhook receiver and the four services, allowed and denied.",
+                         f"{plural(len(result.audit), 'record')} from the authorization "
+                         "server, the webhook receiver and the four services, allowed and denied.",
                          _audit_table(result.audit, "audit-table"))]
     if result.attacks:
         sections.append(_attacks(result))

@@ -192,23 +192,31 @@ class _Curve:
 
     def crosses(self, box: Box) -> bool:
         return any(box[0] <= x <= box[2] and box[1] <= y <= box[3]
-                   for x, y in map(self.at, (i / 60 for i in range(61))))
+                   for x, y in map(self.at, (i / 200 for i in range(201))))
 
 
 def _label_box(edge: Edge, curve: _Curve, a: Node, b: Node, taken: list[Box],
                others: list[_Curve]) -> Box:
-    """Above a straight hand-off on the top row; elsewhere the first spot along the curve that
-    covers no node, no other label and, if possible, no other edge: on the curve, else beside it."""
+    """Above a straight hand-off on the top row; elsewhere the first spot beside the curve that
+    covers no node, no other label and no edge, its own included (a label never hides an
+    edge); failing that, one that covers no node or label."""
     w, h = _label_size(edge.label)
     if a.y == b.y and curve.c == ((a.x + b.x) / 2, a.y):
         mx, my = curve.c
         return (mx - w / 2, my - 8 - h, mx + w / 2, my - 8)
     points = list(map(curve.at, (0.5, 0.38, 0.62, 0.28, 0.72, 0.2, 0.8)))
-    spots = [(x + dx - w / 2, y - h / 2, x + dx + w / 2, y + h / 2)
-             for dx in (0.0, -w / 2 - 6, w / 2 + 6) for x, y in points]
+    offsets = [(sx * (w / 2 + gap), 0.0) for gap in (8.0, 24.0, 48.0) for sx in (-1, 1)]
+    offsets += [(0.0, -h / 2 - 8), (0.0, h / 2 + 8), (0.0, 0.0)]
+    spots = [(x + dx - w / 2, y + dy - h / 2, x + dx + w / 2, y + dy + h / 2)
+             for dx, dy in offsets for x, y in points]
     free = [box for box in spots if not any(_overlaps(box, t) for t in taken)]
-    clear = [box for box in free if not any(o.crosses(box) for o in others)]
+    clear = [box for box in free
+             if not any(c.crosses(_grown(box, 3.0)) for c in (curve, *others))]
     return (clear or free or spots)[0]
+
+
+def _grown(box: Box, by: float) -> Box:
+    return (box[0] - by, box[1] - by, box[2] + by, box[3] + by)
 
 
 def _edge_svg(edge: Edge, curve: _Curve, box: Box) -> str:
@@ -267,6 +275,7 @@ def delegation_graph(run: Run) -> str:
                          curves[:i] + curves[i + 1:])
         taken.append(box)
         drawn.append(_edge_svg(edge, curve, box))
+    width = max(width, max((box[2] for box in taken), default=0.0) + MARGIN)
     desc = (f"Delegation graph of {run.run_id}: {len(nodes)} nodes, {len(edges)} edges, "
             f"{sum(e.kind == 'denied' for e in edges)} denied")
     return (f'<svg id="delegation-graph" xmlns="http://www.w3.org/2000/svg" role="img" '

@@ -39,6 +39,10 @@ def test_demo_json_is_a_summary_without_raw_tokens(env: dict[str, str]) -> None:
     assert data["run"]["user"] == "user:sam"
     assert len(data["attacks"]) == ATTACKS
     assert all(a["refused"] for a in data["attacks"]), data["attacks"]
+    for attack in data["attacks"]:  # refused *and* audited: the JSON alone proves both
+        assert attack["audited"] is True, attack
+        refusals = [r for r in attack["audit"] if r["decision"] == "deny"]
+        assert any(attack["reason"] == r["reason"] for r in refusals), attack
     assert data["audit_intact"] is True
     assert data["static_run"]["status"] == "succeeded"
     assert not contains_raw_jwt(result.stdout)
