@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,9 +26,9 @@ from orchestrator.audit import (
     check_trail,
     trusted_keys,
 )
-from orchestrator.audit._chain import link_hash
 from orchestrator.audit._checkpoint import CHECKPOINT_TYP
 from orchestrator.audit._keys import PRIVATE_FILE, PUBLIC_FILE
+from orchestrator.demo._audit_attack import recompute_from
 from orchestrator.errors import ConfigError
 from orchestrator.identity._jws import sign
 from orchestrator.identity._keys import generate_private_key, signing_key_of
@@ -87,30 +86,6 @@ def report(db_path: Path, keys_dir: Path) -> TrailReport:
 
 def kinds(trail: TrailReport) -> list[tuple[str, str, int]]:
     return [(p.kind, p.writer, p.seq) for p in trail.problems]
-
-
-def rewrite_and_recompute(conn: sqlite3.Connection, writer: str, seq: int, **changes: Any
-                          ) -> None:
-    """Change record ``seq`` and recompute every hash after it and the writer head."""
-    cursor = conn.execute("SELECT * FROM records WHERE writer = ? ORDER BY seq", (writer,))
-    names = [d[0] for d in cursor.description]
-    rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-    prev = None
-    for row in rows:
-        if row["seq"] == seq:
-            row.update(changes)
-        if row["seq"] >= seq:
-            row["prev_hash"] = prev if prev is not None else row["prev_hash"]
-            content = {k: v for k, v in row.items()
-                       if k not in ("id", "writer", "seq", "prev_hash", "hash")}
-            for name in ("chain", "scopes", "context"):
-                content[name] = json.loads(content[name])
-            row["hash"] = link_hash(row["prev_hash"], content, writer, row["seq"])
-            assignments = ", ".join(f"{k} = ?" for k in row if k != "id")
-            conn.execute(f"UPDATE records SET {assignments} WHERE id = ?",
-                         [*(v for k, v in row.items() if k != "id"), row["id"]])
-        prev = row["hash"]
-    conn.execute("UPDATE writers SET last_hash = ? WHERE writer = ?", (prev, writer))
 
 
 def test_a_checkpoint_every_n_records_anchors_them(writer, make_record, db_path: Path,
@@ -199,7 +174,7 @@ def test_recomputed_chain_is_caught(writer, make_record, db_path: Path, keys_dir
     checkpointer.close()
     store.close()
     with raw_db(db_path) as conn:
-        rewrite_and_recompute(conn, "svc", 2, decision="deny", reason="forged")
+        recompute_from(conn, "svc", 2, decision="deny", reason="forged")
     with AuditStore(db_path, read_only=True) as reader:
         assert reader.verify().ok  # the keyless chain alone is fooled
     trail = report(db_path, keys_dir)
@@ -214,7 +189,7 @@ def test_rewrite_after_the_last_checkpoint_is_only_unanchored(writer, make_recor
                                                               raw_db) -> None:
     written(writer, make_record, 6)
     with raw_db(db_path) as conn:
-        rewrite_and_recompute(conn, "svc", 5, decision="deny")
+        recompute_from(conn, "svc", 5, decision="deny")
     trail = report(db_path, keys_dir)
     assert trail.ok and trail.writers[0].unanchored == 2  # said plainly: not vouched for
 
@@ -223,7 +198,7 @@ def test_deleting_checkpoints_to_hide_a_rewrite(writer, make_record, db_path: Pa
                                                 keys_dir: Path, raw_db) -> None:
     written(writer, make_record, 12)
     with raw_db(db_path) as conn:
-        rewrite_and_recompute(conn, "svc", 3, decision="deny")
+        recompute_from(conn, "svc", 3, decision="deny")
         conn.execute("DELETE FROM checkpoints")
     trail = report(db_path, keys_dir)
     assert trail.ok and trail.writers[0].unanchored == 12  # no policy known: only unanchored
@@ -235,7 +210,7 @@ def test_deleting_the_last_checkpoints_leaves_too_many_unanchored(writer, make_r
                                                                   raw_db) -> None:
     written(writer, make_record, 12)
     with raw_db(db_path) as conn:
-        rewrite_and_recompute(conn, "svc", 6, decision="deny")
+        recompute_from(conn, "svc", 6, decision="deny")
         conn.execute("DELETE FROM checkpoints WHERE number > 1")
     trail = report(db_path, keys_dir)
     assert kinds(trail) == [("missing_checkpoints", "svc", 5)]
@@ -259,7 +234,7 @@ def test_checkpoint_signed_by_another_key_is_forged(writer, make_record, db_path
     written(writer, make_record, 4)
     thief = signing_key_of(generate_private_key("ES256"), "ES256")
     with raw_db(db_path) as conn:
-        rewrite_and_recompute(conn, "svc", 1, decision="deny")
+        recompute_from(conn, "svc", 1, decision="deny")
         head = conn.execute("SELECT hash FROM records WHERE seq = 4").fetchone()[0]
         (jws,) = conn.execute("SELECT jws FROM checkpoints").fetchone()
         payload = json.loads(_b64(jws.split(".")[1]))

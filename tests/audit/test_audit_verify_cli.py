@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from orchestrator.audit import AuditKeys, AuditStore, Checkpointer
 from orchestrator.cli._audit import audit
-from tests.audit.test_audit_checkpoints import rewrite_and_recompute
+from orchestrator.demo._audit_attack import recompute_from
 
 
 def run(*args: str) -> tuple[int, str, str]:
@@ -58,7 +58,7 @@ def test_unanchored_records_are_said_plainly_with_exit_3(state: Path) -> None:
 
 def test_recomputed_chain_fails_with_exit_1(state: Path, raw_db) -> None:
     with raw_db(state / "audit.sqlite3") as conn:
-        rewrite_and_recompute(conn, "svc", 7, decision="deny", reason="forged")
+        recompute_from(conn, "svc", 7, decision="deny", reason="forged")
     code, out, err = run("verify", "--state-dir", str(state))
     assert code == 1
     assert [line.split(":")[0] for line in out.splitlines()[2:]] == ["rewritten"] * 2
