@@ -177,9 +177,9 @@ class Checkpointer:
                 self._head.since_checkpoint, self._head.first_unanchored = 0, None
                 return None
             row = self._write(head, reason)
-            if row is not None:
-                self._signed_seq = row.seq
-                self._head.since_checkpoint, self._head.first_unanchored = 0, None
+            # None: another instance of this writer name anchored this head already
+            self._signed_seq = head.seq
+            self._head.since_checkpoint, self._head.first_unanchored = 0, None
             return row
 
     def _write(self, head: _Head, reason: Reason) -> CheckpointRow | None:

@@ -173,4 +173,4 @@ def test_flipped_bytes_give_one_line_or_a_correct_answer(state: Path, tmp_path: 
             code, out, err = run(command, "--db", str(copy), "--state-dir", str(state))
             assert code in (0, 1), (command, code, err)
             if code == 1:
-                assert len(err.splitlines()) == 1 and err.startswith("Error: ")
+                assert len(err.splitlines()) == 1 and err.startswith(f"Error: {copy}")
