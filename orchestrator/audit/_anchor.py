@@ -70,14 +70,16 @@ class WriterAnchor:
     def describe(self) -> str:
         text = f"writer {self.writer}: {self.records} records"
         if self.anchored_seq:
-            text += (f"; seq 1-{self.anchored_seq} anchored by checkpoint {self.checkpoint} "
+            text += (f"; {_span(1, self.anchored_seq)} anchored by checkpoint {self.checkpoint} "
                      f"({self.checkpoint_time})")
         if self.unanchored:
-            first = self.anchored_seq + 1
-            span = f"seq {first}" if first == self.last_seq else f"seq {first}-{self.last_seq}"
             after = "after the last checkpoint" if self.anchored_seq else "no checkpoint"
-            text += f"; {span} unanchored ({after})"
+            text += f"; {_span(self.anchored_seq + 1, self.last_seq)} unanchored ({after})"
         return text
+
+
+def _span(first: int, last: int) -> str:
+    return f"seq {first}" if first == last else f"seq {first}-{last}"
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,6 +25,7 @@ from orchestrator.audit import (
     Checkpointer,
     TrailReport,
     check_trail,
+    checkpoint_ticker,
     trusted_keys,
 )
 from orchestrator.audit._checkpoint import CHECKPOINT_TYP
@@ -327,3 +329,18 @@ def test_trusted_keys_skip_a_jwk_with_private_members(tmp_path: Path, keys: Audi
     path.write_text(json.dumps({"keys": [{**jwk, "kid": private.kid, "alg": "ES256"}]}))
     with pytest.raises(ConfigError, match="no usable audit public key"):
         trusted_keys(path)
+
+
+def test_the_ticker_signs_within_the_period(db_path: Path, keys: AuditKeys, make_record
+                                            ) -> None:
+    with AuditStore(db_path, writer="ticked") as store:
+        checkpointer = Checkpointer(store, keys, every_records=1000, every_seconds=0.2,
+                                    clock=time.time)
+        store.on_append(checkpointer.appended)
+        with checkpoint_ticker(checkpointer, interval=0.05):
+            store.append(make_record())
+            deadline = time.monotonic() + 5
+            while not store.snapshot().checkpoints and time.monotonic() < deadline:
+                time.sleep(0.05)
+        (row,) = store.snapshot().checkpoints
+    assert row.seq == 1 and '"reason":"interval"' in _b64(row.jws.split(".")[1]).decode()
