@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 from click.testing import CliRunner
@@ -50,3 +51,22 @@ def test_run_end_keys_endpoint_and_shutdown(tmp_path: Path) -> None:
     result = CliRunner().invoke(audit, ["verify", "--state-dir", str(state)])
     assert result.exit_code == 0, result.stdout
     assert result.stdout.splitlines()[-1].startswith("audit trail intact and anchored: ")
+
+
+def test_unauthenticated_control_characters_never_reach_the_terminal_raw(tmp_path: Path
+                                                                         ) -> None:
+    """What the review saw: C1 controls and bidi overrides in an unauthenticated request's
+    path, stored by the service, printed by `audit query` (table and JSON) and exported."""
+    state = tmp_path / "state"
+    hostile = "i-0a1b\u202egnp.exe\u2066\x85\x9b31m"
+    with running_system(embedded_settings(state)) as system, \
+            httpx.Client(trust_env=False) as http:
+        response = http.get(f"{system.settings.service_url('aws')}/{quote(hostile)}")
+        assert response.status_code in (401, 404)
+        stored = [r.resource for r in system.stack.audit.query()]
+        assert any("\u202e" in resource for resource in stored), stored
+    for args in (["query"], ["query", "--json"], ["export"], ["export", "--format", "ocsf"]):
+        result = CliRunner().invoke(audit, [*args, "--state-dir", str(state)])
+        assert result.exit_code == 0, result.output
+        assert [c for c in result.stdout if c != "\n" and not c.isprintable()] == [], args
+        assert "\\u202e" in result.stdout, args
