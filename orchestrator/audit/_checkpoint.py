@@ -27,7 +27,7 @@ import base64
 import hashlib
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -101,12 +101,13 @@ class Connection(Protocol):
 
 
 class CheckpointDatabase(Protocol):
-    """What a checkpointer needs of its store: one write transaction at a time."""
+    """What a checkpointer needs of its store (:class:`~orchestrator.audit.AuditStore`): its
+    writer name and one write transaction at a time."""
 
     @property
     def writer(self) -> str: ...
 
-    def transaction(self) -> Any: ...
+    def transaction(self) -> AbstractContextManager[Connection]: ...
 
 
 @dataclass

@@ -189,8 +189,11 @@ def verify(db: Path | None, state_dir: Path | None, keys_file: Path | None) -> N
     Example:
       infrabot audit verify --db .infrabot/audit.sqlite3 --keys audit-keys.json
     """
-    settings = load_settings(state_dir)
-    with _open_store(db, state_dir, Unreadable) as store:
+    try:
+        settings = load_settings(state_dir)
+    except CommandError as exc:  # a bad setting: nothing could be checked (not exit 1)
+        raise Unreadable(exc.message) from None
+    with _open_store(db if db is not None else settings.audit_db, None, Unreadable) as store:
         snapshot = store.snapshot()
     keys = _keys_for_verify(settings, keys_file, required=bool(snapshot.checkpoints))
     report = check_trail(snapshot, keys)

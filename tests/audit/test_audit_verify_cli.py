@@ -174,3 +174,11 @@ def test_flipped_bytes_give_one_line_or_a_correct_answer(state: Path, tmp_path: 
             assert code in (0, 1), (command, code, err)
             if code == 1:
                 assert len(err.splitlines()) == 1 and err.startswith(f"Error: {copy}")
+
+
+def test_a_bad_setting_is_exit_4_not_tampering(state: Path, monkeypatch: pytest.MonkeyPatch
+                                               ) -> None:
+    monkeypatch.setenv("INFRABOT_AUDIT_CHECKPOINT_RECORDS", "0")
+    code, out, err = run("verify", "--state-dir", str(state))
+    assert (code, out) == (4, "")
+    assert err.startswith("Error: bad setting INFRABOT_AUDIT_CHECKPOINT_RECORDS: ")
