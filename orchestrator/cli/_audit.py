@@ -35,7 +35,6 @@ from orchestrator.audit import (
 )
 from orchestrator.audit._keys import PUBLIC_FILE
 from orchestrator.cli._common import CommandError, load_settings, state_dir_option
-from orchestrator.config import Settings
 from orchestrator.errors import InfraBotError
 from orchestrator.identity import PublicKey
 
@@ -189,13 +188,11 @@ def verify(db: Path | None, state_dir: Path | None, keys_file: Path | None) -> N
     Example:
       infrabot audit verify --db .infrabot/audit.sqlite3 --keys audit-keys.json
     """
-    try:
-        settings = load_settings(state_dir)
-    except CommandError as exc:  # a bad setting: nothing could be checked (not exit 1)
-        raise Unreadable(exc.message) from None
-    with _open_store(db if db is not None else settings.audit_db, None, Unreadable) as store:
+    db, keys_path = _verify_paths(db, state_dir, keys_file)
+    with _open_store(db, None, Unreadable) as store:
         snapshot = store.snapshot()
-    keys = _keys_for_verify(settings, keys_file, required=bool(snapshot.checkpoints))
+    keys = _keys_for_verify(keys_path, given=keys_file is not None,
+                            required=bool(snapshot.checkpoints))
     report = check_trail(snapshot, keys)
     for writer in report.writers:
         click.echo(display_safe(writer.describe()))
@@ -214,12 +211,24 @@ def verify(db: Path | None, state_dir: Path | None, keys_file: Path | None) -> N
     click.echo(f"audit trail intact and anchored: {counts}")
 
 
-def _keys_for_verify(settings: Settings, keys_file: Path | None, *,
-                     required: bool) -> dict[str, PublicKey]:
+def _verify_paths(db: Path | None, state_dir: Path | None, keys_file: Path | None
+                  ) -> tuple[Path, Path]:
+    """The database and the trusted keys file; the settings (and the state directory) are read
+    only when ``--db`` or ``--keys`` leaves one of them to it."""
+    if db is not None and keys_file is not None:
+        return db, keys_file
+    try:
+        settings = load_settings(state_dir)
+    except CommandError as exc:  # a bad setting: nothing could be checked (not exit 1)
+        raise Unreadable(exc.message) from None
+    return (db if db is not None else settings.audit_db,
+            keys_file if keys_file is not None else settings.audit_keys_dir / PUBLIC_FILE)
+
+
+def _keys_for_verify(path: Path, *, given: bool, required: bool) -> dict[str, PublicKey]:
     """The trusted keys: ``--keys`` or the state directory's published audit keys. Missing keys
     are an error only when there are checkpoints to check."""
-    path = keys_file if keys_file is not None else settings.audit_keys_dir / PUBLIC_FILE
-    if keys_file is None and not path.exists() and not required:
+    if not given and not path.exists() and not required:
         return {}
     if not path.exists():
         raise Unreadable(f"no trusted audit keys at {path}: pass --keys FILE "
