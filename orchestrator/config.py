@@ -66,6 +66,14 @@ class Settings(BaseSettings):
         0, ge=0, le=60, description="How long a service may cache a 'not revoked' answer."
     )
 
+    audit_checkpoint_records: int = Field(
+        1000, ge=1, le=1_000_000, description="A writer signs a checkpoint of its audit chain "
+                                              "after this many records (and at the end of each "
+                                              "run in its process, and when it stops cleanly).")
+    audit_checkpoint_seconds: float = Field(
+        10.0, gt=0, le=3600, description="...and at most this many seconds after a record it "
+                                         "appended, so no record stays unanchored longer.")
+
     webhook_secret: SecretStr = Field(SecretStr("infrabot-dev-webhook-secret"))
     static_token: SecretStr | None = Field(
         None, description="Baseline only: one long-lived, over-permissioned service token the "
@@ -95,6 +103,11 @@ class Settings(BaseSettings):
     @property
     def keys_dir(self) -> Path:
         return self.state_dir / "keys"
+
+    @property
+    def audit_keys_dir(self) -> Path:
+        """The audit key that signs checkpoints (never in the database) and its public keys."""
+        return self.keys_dir / "audit"
 
     @property
     def audit_db(self) -> Path:

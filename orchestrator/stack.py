@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator._servers import bind
-from orchestrator.audit import AuditStore
+from orchestrator.audit import AuditKeys, AuditStore, Checkpointer
 from orchestrator.authserver import AuthorizationService, ClientKeys, create_app
 from orchestrator.config import SERVICE_NAMES, Settings
 from orchestrator.identity import (
@@ -68,6 +68,7 @@ class Stack:
     keyring: KeyRing
     audit: AuditStore
     auth: AuthorizationService
+    checkpointer: Checkpointer | None = None
     clients: dict[str, SigningKey] = field(default_factory=dict)
     owns_revocation: bool = True
 
@@ -81,12 +82,17 @@ class Stack:
         now = int(time.time())
         keyring = KeyRing.open(settings.keys_dir / "signing", settings.signing_alg, now=now)
         audit = AuditStore(settings.audit_db)
+        checkpointer = Checkpointer(
+            audit, AuditKeys.open(settings.audit_keys_dir, settings.signing_alg, now=now),
+            every_records=settings.audit_checkpoint_records,
+            every_seconds=settings.audit_checkpoint_seconds, clock=time.time)
+        audit.on_append(checkpointer.appended)
         clients = ensure_client_keys(settings, directory)
         auth = AuthorizationService(
             settings=settings, keyring=keyring, directory=directory, revocation=store,
             client_keys=ClientKeys(client_keys_dir(settings), settings.allowed_algs),
             services={name: settings.service_url(name) for name in SERVICE_NAMES}, audit=audit)
-        return cls(settings, directory, store, keyring, audit, auth, clients,
+        return cls(settings, directory, store, keyring, audit, auth, checkpointer, clients,
                    owns_revocation=revocation is None)
 
     def endpoints(self) -> dict[str, str]:
@@ -105,6 +111,8 @@ class Stack:
         return apps
 
     def close(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.close()  # the clean-shutdown checkpoint: the servers have stopped
         self.audit.close()
         if self.owns_revocation:
             self.revocation.close()

@@ -25,7 +25,7 @@ from agents._runtime import AgentRuntime, drop_runtime, install_runtime
 from agents.tasks import WAKE_TASK
 from orchestrator._deadline import RunDeadline, deadline_sweeper
 from orchestrator._servers import ServerGroup
-from orchestrator.audit import StoredRecord
+from orchestrator.audit import StoredRecord, checkpoint_ticker
 from orchestrator.celery_app import create_celery
 from orchestrator.ci import WebhookReceiver, create_webhook_app
 from orchestrator.client import AuthClient
@@ -107,6 +107,9 @@ def running_system(settings: Settings, *, embedded_worker: bool | None = None,
         app = create_celery(settings)
         runtime = AgentRuntime.build(settings, endpoints=stack.endpoints())
         install_runtime(id(app), runtime)
+        if stack.checkpointer is not None:  # runs that end in this process are anchored then
+            runtime.runs.on_finish(stack.checkpointer.run_ended)
+            exits.enter_context(checkpoint_ticker(stack.checkpointer))
         auth = exits.enter_context(AuthClient(
             settings.auth_url, ORCHESTRATOR_CLIENT, stack.clients[ORCHESTRATOR_CLIENT],
             http=runtime.http))

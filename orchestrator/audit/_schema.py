@@ -40,6 +40,19 @@ STATEMENTS = (
         last_seq INTEGER NOT NULL,
         last_hash TEXT NOT NULL
     )""",
+    # Signed checkpoints (orchestrator.audit._checkpoint), numbered across all writers: added to
+    # version 1 without a bump, since a reader that does not know the table is not misled by it.
+    """CREATE TABLE IF NOT EXISTS checkpoints (
+        number INTEGER PRIMARY KEY,
+        writer TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        head_hash TEXT NOT NULL,
+        time TEXT NOT NULL,
+        prev TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        kid TEXT NOT NULL,
+        jws TEXT NOT NULL
+    )""",
     """CREATE TRIGGER IF NOT EXISTS records_append_only_update BEFORE UPDATE ON records
     BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END""",
     """CREATE TRIGGER IF NOT EXISTS records_append_only_delete BEFORE DELETE ON records

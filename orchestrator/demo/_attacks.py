@@ -15,6 +15,7 @@ from orchestrator.audit import AuditStore, StoredRecord
 from orchestrator.errors import OAuthError
 from orchestrator.identity import AccessClaims, Actor, Context, MayAct, mint, new_jti
 from orchestrator.identity._keys import generate_private_key, signing_key_of
+from orchestrator.demo._audit_attack import rewrite_a_copy
 from orchestrator.system import System
 from orchestrator.workflows import required_scopes
 
@@ -37,8 +38,11 @@ class Attack:
     audit: tuple[StoredRecord, ...] = ()
 
     @property
-    def audited(self) -> bool:
-        """Whether the refusal itself is in the audit trail (a deny record of the attempt)."""
+    def audited(self) -> bool | None:
+        """Whether the refusal itself is in the audit trail (a deny record of the attempt);
+        None for an attempt that sends no request (the insider's rewrite of the database)."""
+        if self.window is None:
+            return None
         return any(r.decision == "deny" for r in self.audit)
 
     def with_audit(self, store: AuditStore) -> Attack:
@@ -164,7 +168,21 @@ class AttackRound:
                                "ArgoCD tries to keep going with sam's delegation",
                                "user_revoked",
                                lambda: _ok(argocd.exchange(for_argocd, audience="agent:cleanup"))))
+        attacks.append(rewritten_audit_record(self.system))
         return attacks
+
+
+def rewritten_audit_record(system: System) -> Attack:
+    """An insider rewrites a record in a copy of the audit database and recomputes the chain;
+    ``audit verify`` (exit 1) must name it ``rewritten``."""
+    what, report = rewrite_a_copy(system)
+    found = [p for p in report.problems if p.kind == "rewritten"]
+    return Attack("rewritten audit record",
+                  f"an insider with write access to the audit database rewrites {what} and "
+                  "recomputes the hash chain and the writer head", "rewritten",
+                  refused=bool(found), status=1 if not report.ok else 0,
+                  code="audit_verify_failed" if not report.ok else "audit_verify_passed",
+                  reason=found[0].kind if found else None)
 
 
 def _ok(result: dict[str, Any]) -> tuple[int, str, str]:

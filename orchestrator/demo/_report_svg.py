@@ -5,15 +5,15 @@ each placed under the agents that called it. Hand-off edges (the root grant and 
 agent-to-agent hand-off) are labelled with the scopes handed off, call edges with the scopes
 used, denied edges (``root_denied``, ``exchange_denied``, ``call_denied``) are red, dashed and
 labelled with the reason. Nodes are ``<g class="node">``, edges ``<g class="edge">`` (plus
-``denied``), inside ``<svg id="delegation-graph">``; every text is escaped.
+``denied``), inside ``<svg id="delegation-graph">``; every text is escaped and display-safe.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from html import escape
 
+from orchestrator._display import safe_html
 from orchestrator.runs import Run, RunEvent
 
 AGENTS = ("agent:infrabot", "agent:argocd", "agent:cleanup")
@@ -223,12 +223,12 @@ def _edge_svg(edge: Edge, curve: _Curve, box: Box) -> str:
     head = ' class="head"'
     tspans = "".join(
         f'<tspan x="{_f(box[0] + 7)}" y="{_f(box[1] + 1 + LINE_H * (i + 1))}"'
-        f'{head if i == 0 and edge.head else ""}>{escape(line)}</tspan>'
+        f'{head if i == 0 and edge.head else ""}>{safe_html(line)}</tspan>'
         for i, line in enumerate(edge.label))
     title = f"{edge.source} → {edge.target}: " + "; ".join(edge.notes)
     (x0, y0), (cx, cy), (x2, y2) = curve.p0, curve.c, curve.p2
-    return (f'<g class="edge {edge.kind}" data-source="{escape(edge.source)}" '
-            f'data-target="{escape(edge.target)}"><title>{escape(title)}</title>'
+    return (f'<g class="edge {edge.kind}" data-source="{safe_html(edge.source)}" '
+            f'data-target="{safe_html(edge.target)}"><title>{safe_html(title)}</title>'
             f'<path d="M {_f(x0)} {_f(y0)} Q {_f(cx)} {_f(cy)} {_f(x2)} {_f(y2)}" '
             f'marker-end="url(#arrow-{edge.kind})"/>'
             f'<g class="label"><rect x="{_f(box[0])}" y="{_f(box[1])}" '
@@ -240,12 +240,12 @@ def _node_svg(node: Node) -> str:
     shown = node.id if len(node.id) <= 19 else node.id[:18] + "…"
     classes = f"node {node.kind}" + ("" if node.active else " idle")
     kind = node.kind + ("" if node.active else " · not reached")
-    return (f'<g class="{classes}" data-id="{escape(node.id)}"><title>{escape(node.id)}</title>'
+    return (f'<g class="{classes}" data-id="{safe_html(node.id)}"><title>{safe_html(node.id)}</title>'
             f'<rect x="{_f(node.x - NODE_W / 2)}" y="{_f(node.y - NODE_H / 2)}" '
             f'width="{_f(NODE_W)}" height="{_f(NODE_H)}" rx="8"/>'
             f'<text x="{_f(node.x)}" y="{_f(node.y - 1)}" text-anchor="middle">'
-            f'{escape(shown)}</text><text class="kind" x="{_f(node.x)}" y="{_f(node.y + 14)}" '
-            f'text-anchor="middle">{escape(kind)}</text></g>')
+            f'{safe_html(shown)}</text><text class="kind" x="{_f(node.x)}" y="{_f(node.y + 14)}" '
+            f'text-anchor="middle">{safe_html(kind)}</text></g>')
 
 
 _MARKERS = "".join(
@@ -280,6 +280,6 @@ def delegation_graph(run: Run) -> str:
             f"{sum(e.kind == 'denied' for e in edges)} denied")
     return (f'<svg id="delegation-graph" xmlns="http://www.w3.org/2000/svg" role="img" '
             f'viewBox="0 0 {_f(width)} {_f(height)}" width="{_f(width)}" height="{_f(height)}">'
-            f"<title>{escape(desc)}</title><defs>{_MARKERS}</defs>"
+            f"<title>{safe_html(desc)}</title><defs>{_MARKERS}</defs>"
             f'<g class="edges">{"".join(drawn)}</g>'
             f'<g class="nodes">{"".join(_node_svg(n) for n in nodes)}</g></svg>')

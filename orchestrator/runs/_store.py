@@ -66,7 +66,12 @@ class RunStore(SQLiteFile):
 
     def __init__(self, path: Path, *, clock: Callable[[], datetime] = _now) -> None:
         self._clock = clock
+        self._finish_hooks: builtins.list[Callable[[str], None]] = []
         super().__init__(Path(path), _connect(Path(path)))
+
+    def on_finish(self, hook: Callable[[str], None]) -> None:
+        """Call ``hook(run_id)`` after this store records a run's terminal status."""
+        self._finish_hooks.append(hook)
 
     def create(self, run_id: str, *, workflow: str, event: RunOrigin,
                mode: str = "delegated") -> Run:
@@ -138,7 +143,9 @@ class RunStore(SQLiteFile):
                                (run_id,)).fetchone()[0]
             conn.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)",
                          (run_id, seq, now, "finished", agent, detail))
-            return True
+        for hook in self._finish_hooks:
+            hook(run_id)
+        return True
 
     def get(self, run_id: str) -> Run | None:
         """The run with all its events, or None."""

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from orchestrator.audit import AuditStore, StoredRecord
+from orchestrator.audit import AuditKeys, AuditStore, Checkpointer, StoredRecord
 from orchestrator.cli._audit import audit
 
 T0 = datetime(2025, 7, 18, 16, 10, 3, tzinfo=UTC)
@@ -17,7 +18,12 @@ T0 = datetime(2025, 7, 18, 16, 10, 3, tzinfo=UTC)
 
 @pytest.fixture
 def db(db_path: Path, make_record) -> Path:
+    """Three records, anchored by checkpoints signed with the state directory's audit key."""
+    keys = AuditKeys.open(db_path.parent / "keys" / "audit", "ES256", now=int(time.time()))
     with AuditStore(db_path, writer="svc") as store:
+        checkpointer = Checkpointer(store, keys, every_records=2, every_seconds=60,
+                                    clock=time.time)
+        store.on_append(checkpointer.appended)
         store.append(make_record(action="deploy:create", resource="service-x-prod"))
         store.append(make_record(time=T0 + timedelta(minutes=2)))
         store.append(
@@ -31,6 +37,7 @@ def db(db_path: Path, make_record) -> Path:
                 on_behalf_of="user:alex",
             )
         )
+        checkpointer.close()
     return db_path
 
 
@@ -93,7 +100,9 @@ def test_state_dir_option_overrides_the_environment(
 ) -> None:
     monkeypatch.setenv("INFRABOT_STATE_DIR", str(tmp_path / "elsewhere"))
     code, out, _ = run("verify", "--state-dir", str(db.parent))
-    assert (code, out) == (0, "audit trail intact: 3 records from 1 writers\n")
+    assert code == 0
+    assert out.splitlines()[-1] == ("audit trail intact and anchored: 3 records from 1 writers, "
+                                    "2 checkpoints")
 
 
 def test_bad_since_is_one_clear_line(db: Path) -> None:
@@ -108,7 +117,7 @@ def test_bad_since_is_one_clear_line(db: Path) -> None:
 def test_missing_database_is_one_clear_line(tmp_path: Path, command: str) -> None:
     missing = tmp_path / "nope" / "audit.sqlite3"
     code, _, err = run(command, "--db", str(missing))
-    assert code == 1
+    assert code == (4 if command == "verify" else 1)  # verify: 1 means tampering
     assert err.splitlines() == [f"Error: no audit database at {missing}"]
     assert not missing.parent.exists()
 
@@ -117,22 +126,25 @@ def test_not_a_database_is_one_clear_line(tmp_path: Path) -> None:
     path = tmp_path / "audit.sqlite3"
     path.write_bytes(b"garbage" * 200)
     code, _, err = run("verify", "--db", str(path))
-    assert code == 1
+    assert code == 4
     assert len(err.splitlines()) == 1 and "not a usable audit database" in err
 
 
 def test_verify_intact(db: Path) -> None:
-    code, out, _ = run("verify", "--db", str(db))
-    assert (code, out) == (0, "audit trail intact: 3 records from 1 writers\n")
+    code, out, _ = run("verify", "--db", str(db), "--state-dir", str(db.parent))
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 2
+    assert lines[0].startswith("writer svc: 3 records; seq 1-3 anchored by checkpoint 2 (")
+    assert lines[1] == "audit trail intact and anchored: 3 records from 1 writers, 2 checkpoints"
 
 
 def test_verify_after_tampering_names_the_kind(db: Path, raw_db) -> None:
     with raw_db(db) as conn:
         conn.execute("UPDATE records SET decision = 'allow' WHERE seq = 3")
         conn.execute("DELETE FROM records WHERE seq = 1")
-    code, out, err = run("verify", "--db", str(db))
+    code, out, err = run("verify", "--db", str(db), "--state-dir", str(db.parent))
     assert code == 1
-    assert out.splitlines() == [
+    assert out.splitlines()[1:] == [
         "deleted: writer svc seq 1: seq 1 missing before seq 2",
         "edited: writer svc seq 3 (record id 3): hash does not match the record content",
     ]

@@ -84,6 +84,7 @@ class Distributed:
         return clean_env(INFRABOT_STATE_DIR=str(self.state_dir),
                          INFRABOT_BROKER_URL=self.redis_url, INFRABOT_REDIS_URL=self.redis_url,
                          INFRABOT_WEBHOOK_SECRET=SECRET, INFRABOT_LOG_LEVEL="WARNING",
+                         INFRABOT_AUDIT_CHECKPOINT_SECONDS="0.5",  # anchored soon after a run
                          PYTHONUNBUFFERED="1", **extra)
 
     def _start(self, name: str, args: list[str], env: dict[str, str]) -> Proc:
