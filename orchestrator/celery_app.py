@@ -28,18 +28,8 @@ TASK_TIME_LIMIT = 30
 RESTORE_INTERVAL = 5
 
 
-def broker_kind(broker_url: str) -> str:
-    """``amqp``, ``redis`` or ``memory``: the broker's family, from its URL's scheme."""
-    scheme = broker_url.split("://", 1)[0].lower()
-    if scheme in ("amqp", "amqps", "pyamqp"):
-        return "amqp"
-    if scheme in ("redis", "rediss"):
-        return "redis"
-    return scheme
-
-
 def _broker_config(settings: Settings) -> dict[str, Any]:
-    kind = broker_kind(settings.broker_url)
+    kind = settings.broker_kind
     if kind == "memory":
         return {"broker_transport_options": {"polling_interval": 0.01}}
     if kind == "amqp":
@@ -50,8 +40,6 @@ def _broker_config(settings: Settings) -> dict[str, Any]:
         # (the heartbeat notices a silent loss within two intervals).
         return {"broker_heartbeat": 10, "task_default_delivery_mode": "persistent",
                 "broker_transport_options": {"confirm_publish": True}}
-    if kind != "redis":
-        raise ValueError(f"unsupported broker URL scheme {kind!r}: use amqp:// or redis://")
     return {"broker_transport": REDIS_TRANSPORT,
             "broker_transport_options": {
                 "visibility_timeout": settings.visibility_timeout_seconds,
