@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 from kombu import Connection
+from kombu.exceptions import OperationalError
 
 DEFAULT_TEST_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/infrabot-test"
 AGENT_QUEUES = ("infrabot", "argocd", "cleanup")
@@ -37,7 +38,7 @@ def purged_vhost() -> Iterator[str]:
     try:
         try:
             connection.ensure_connection(max_retries=1)
-        except (OSError, *connection.connection_errors) as exc:
+        except (OSError, OperationalError, *connection.connection_errors) as exc:
             reason = f"no RabbitMQ vhost at {connection.as_uri()} ({exc})"
             if os.environ.get("CI") == "true":
                 pytest.fail(f"{reason}: CI must provide one")

