@@ -31,7 +31,8 @@ def worker(queues: str, concurrency: int, pool: str, loglevel: str, hostname: st
 
     \b
     Example:
-      export INFRABOT_BROKER_URL=redis://127.0.0.1:6379/0 INFRABOT_REDIS_URL=$INFRABOT_BROKER_URL
+      export INFRABOT_BROKER_URL=amqp://guest:guest@127.0.0.1:5672//
+      export INFRABOT_REDIS_URL=redis://127.0.0.1:6379/0
       infrabot serve --state-dir /tmp/ib &   infrabot worker --state-dir /tmp/ib
     """
     settings = load_settings(state_dir)
