@@ -15,6 +15,7 @@ from __future__ import annotations
 import signal
 import socket
 import time
+from collections.abc import Callable
 
 import pytest
 from e2e._harness import RUN_TIMEOUT, accepted_run_id, deployment
@@ -33,9 +34,9 @@ DEADLINE = 15
 CONNECTED = "Connected to "
 
 
-def wait_for_output(proc_output: object, text: str, count: int, timeout: float) -> None:
+def wait_for_output(output: Callable[[], str], text: str, count: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
-    while str(proc_output()).count(text) < count:  # type: ignore[operator]
+    while output().count(text) < count:
         assert time.monotonic() < deadline, f"{text!r} not seen {count} times"
         time.sleep(0.1)
 
