@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SigningAlg = Literal["ES256", "RS256", "EdDSA"]
@@ -17,6 +17,12 @@ SigningAlg = Literal["ES256", "RS256", "EdDSA"]
 _REPO_WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
 
 SERVICE_NAMES = ("datadog", "github", "aws", "pagerduty")
+
+BrokerKind = Literal["amqp", "redis", "memory"]
+# A broker URL's scheme -> the broker it names (docs/reliability.md).
+BROKER_SCHEMES: dict[str, BrokerKind] = {
+    "amqp": "amqp", "amqps": "amqp", "pyamqp": "amqp", "redis": "redis", "rediss": "redis",
+    "memory": "memory"}
 
 
 class Settings(BaseSettings):
@@ -52,10 +58,13 @@ class Settings(BaseSettings):
         None, description="Revocation registry and replay cache; in-process when unset."
     )
     broker_url: str = Field("memory://localhost/",
-                            description="Celery broker; redis://... for distributed.")
+                            description="Celery broker: amqp://... (RabbitMQ, production) or "
+                                        "redis://... for distributed; memory:// embedded.")
     visibility_timeout_seconds: int = Field(
-        120, ge=41, le=3600, description="Redis broker: how long an unacknowledged message "
-                                         "waits before redelivery (a worker lost mid-hop).")
+        120, ge=41, le=3600, description="Redis broker only: how long an unacknowledged message "
+                                         "(a worker lost mid-hop) waits before a worker's sweep "
+                                         "(every 5 s) redelivers it. Must exceed a hop's time "
+                                         "limit (30 s) plus its retries' backoff.")
     run_deadline_seconds: int = Field(
         960, ge=5, le=86400, description="A run still unfinished this long after it started is "
                                          "ended failed (deadline_exceeded) and revoked: the "
@@ -88,6 +97,18 @@ class Settings(BaseSettings):
         if self.root_token_ttl_seconds < self.token_ttl_seconds:
             raise ValueError("root_token_ttl_seconds must be >= token_ttl_seconds")
         return self
+
+    @field_validator("broker_url")
+    @classmethod
+    def _known_broker(cls, url: str) -> str:
+        if url.split("://", 1)[0].lower() not in BROKER_SCHEMES:
+            raise ValueError("not a broker URL: use amqp:// (RabbitMQ), redis:// or memory://")
+        return url
+
+    @property
+    def broker_kind(self) -> BrokerKind:
+        """The broker ``broker_url`` names: ``amqp`` (RabbitMQ), ``redis`` or ``memory``."""
+        return BROKER_SCHEMES[self.broker_url.split("://", 1)[0].lower()]
 
     @property
     def auth_url(self) -> str:

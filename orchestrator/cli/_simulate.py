@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -21,6 +20,7 @@ from orchestrator._yamlfile import load_yaml
 from orchestrator.cli._common import CommandError, endpoints, load_settings, state_dir_option
 from orchestrator.cli._users import resolve_user
 from orchestrator.config import Settings
+from orchestrator.errors import TransientError
 
 if TYPE_CHECKING:  # orchestrator.ci imports the web stack: slow, so only where it is used
     from orchestrator.ci._load import EventSpec, LoadReport
@@ -58,9 +58,9 @@ def _send(settings: Settings, events: list[EventSpec], *, rate: float, timeout: 
                               events, rate=rate, timeout=timeout,
                               on_sent=lambda n: progress.update(sent, completed=n),
                               on_done=lambda n: progress.update(done, completed=n))
-        except httpx.TransportError as exc:
+        except TransientError as exc:  # the receiver never answered the first event
             raise CommandError(f"cannot reach the webhook receiver at {urls['webhooks']}: "
-                               f"{type(exc).__name__} (is `infrabot serve` running?)") from None
+                               f"{exc.message} (is `infrabot serve` running?)") from None
     return report
 
 
@@ -75,6 +75,8 @@ def _print(report: LoadReport, as_json: bool) -> None:
     table.add_row("refused at the receiver", _counts(report.refused))
     table.add_row("runs by terminal status", _counts(report.statuses))
     table.add_row("unfinished at timeout", str(report.unfinished))
+    table.add_row("lost (never accepted)", _counts(report.lost))
+    table.add_row("sends retried", str(report.retries))
     table.add_row("latency p50 / p95 / p99", " / ".join(
         "—" if v is None else f"{v:.0f} ms" for v in data["latency_ms"].values()))
     table.add_row("exchanges per second", f"{data['exchanges_per_second']}")
@@ -88,6 +90,10 @@ def _counts(counter: Any) -> str:
 
 
 def _done(report: LoadReport) -> None:
+    if report.lost:
+        raise CommandError(f"{sum(report.lost.values())} event(s) lost: {_counts(report.lost)}"
+                           + (f"; {report.unfinished} run(s) did not finish before the timeout"
+                              if report.unfinished else ""))
     if report.unfinished:
         raise CommandError(f"{report.unfinished} run(s) did not finish before the timeout")
 

@@ -24,19 +24,21 @@ QUEUES = ("infrabot", "argocd", "cleanup")
 @state_dir_option
 def worker(queues: str, concurrency: int, pool: str, loglevel: str, hostname: str | None,
            state_dir: Path | None) -> None:
-    """Run agents from the broker named by INFRABOT_BROKER_URL (Redis in distributed mode).
+    """Run agents from the broker named by INFRABOT_BROKER_URL (RabbitMQ or Redis).
 
-    Reads the servers' URLs from DIR/endpoints.json, written by `infrabot serve`.
+    Reads the servers' URLs from DIR/endpoints.json, written by `infrabot serve`. A broker
+    that restarts or is down does not stop the worker: it reconnects and goes on consuming.
 
     \b
     Example:
-      export INFRABOT_BROKER_URL=redis://127.0.0.1:6379/0 INFRABOT_REDIS_URL=$INFRABOT_BROKER_URL
+      export INFRABOT_BROKER_URL=amqp://guest:guest@127.0.0.1:5672//
+      export INFRABOT_REDIS_URL=redis://127.0.0.1:6379/0
       infrabot serve --state-dir /tmp/ib &   infrabot worker --state-dir /tmp/ib
     """
     settings = load_settings(state_dir)
     if settings.broker_url.startswith("memory://"):
         raise CommandError("a worker process needs a shared broker: set INFRABOT_BROKER_URL "
-                           "(e.g. redis://127.0.0.1:6379/0); the embedded default runs its "
+                           "(amqp://... or redis://...); the embedded default runs its "
                            "worker inside `infrabot demo`")
     chosen = [q.strip() for q in queues.split(",") if q.strip()]
     unknown = sorted(set(chosen) - set(QUEUES))

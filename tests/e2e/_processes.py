@@ -1,5 +1,6 @@
 """The distributed mode for real: ``infrabot serve`` and ``infrabot worker`` processes sharing one
-state directory and a real Redis (db 14, flushed by the ``e2e_redis_url`` fixture).
+state directory and a real Redis (db 14, flushed by the ``e2e_redis_url`` fixture), which is the
+revocation registry and, unless ``broker_url`` names RabbitMQ, the broker too.
 
 :class:`Distributed` starts them through the benchmarks' :class:`bench._procs.Processes`, which
 stops every process at teardown by pid: SIGTERM (a warm shutdown), then SIGKILL to the process
@@ -61,6 +62,7 @@ class Distributed:
 
     root: Path
     redis_url: str
+    broker_url: str | None = None  # None: the broker is the Redis of ``redis_url``
     endpoints: dict[str, str] = field(default_factory=dict)
     processes: Processes = field(init=False)
 
@@ -76,13 +78,17 @@ class Distributed:
         return self.root / "state"
 
     @property
+    def broker(self) -> str:
+        return self.broker_url or self.redis_url
+
+    @property
     def settings(self) -> Settings:
-        return Settings(state_dir=self.state_dir, broker_url=self.redis_url,
+        return Settings(state_dir=self.state_dir, broker_url=self.broker,
                         redis_url=self.redis_url, webhook_secret=SecretStr(SECRET))
 
     def env(self, **extra: str) -> dict[str, str]:
         return clean_env(INFRABOT_STATE_DIR=str(self.state_dir),
-                         INFRABOT_BROKER_URL=self.redis_url, INFRABOT_REDIS_URL=self.redis_url,
+                         INFRABOT_BROKER_URL=self.broker, INFRABOT_REDIS_URL=self.redis_url,
                          INFRABOT_WEBHOOK_SECRET=SECRET, INFRABOT_LOG_LEVEL="WARNING",
                          INFRABOT_AUDIT_CHECKPOINT_SECONDS="0.5",  # anchored soon after a run
                          PYTHONUNBUFFERED="1", **extra)
