@@ -25,7 +25,7 @@ from agents.tasks import WAKE_TASK
 from orchestrator._deadline import RunDeadline, deadline_sweeper
 from orchestrator._servers import ServerGroup
 from orchestrator.celery_app import create_celery
-from orchestrator.ci import WebhookReceiver, create_webhook_app
+from orchestrator.ci import WebhookReceiver, create_webhook_app, webhook_key, with_webhook_secret
 from orchestrator.client import AuthClient
 from orchestrator.config import Settings
 from orchestrator.orchestration import Orchestrator
@@ -88,7 +88,7 @@ def running_system(settings: Settings, *, embedded_worker: bool | None = None,
     """Start everything ``settings`` describe; stop it all when the block ends."""
     if embedded_worker is None:
         embedded_worker = settings.broker_url.startswith("memory://")
-    settings, sockets = bind_ports(settings, SERVER_NAMES)
+    settings, sockets = bind_ports(with_webhook_secret(settings), SERVER_NAMES)
     group = ServerGroup()
     stack: Stack | None = None
     runtime: AgentRuntime | None = None
@@ -105,7 +105,7 @@ def running_system(settings: Settings, *, embedded_worker: bool | None = None,
         orch = Orchestrator(stack.directory, runtime.workflows, runtime.runs, auth, app,
                             static_token=runtime.static_token)
         receiver = WebhookReceiver(
-            secret=settings.webhook_secret.get_secret_value().encode(),
+            secret=webhook_key(settings),
             replay=stack.revocation, directory=stack.directory, audit=stack.audit,
             start_run=orch.start, deliveries=runtime.runs)
         apps: dict[str, Any] = {**stack.apps(), "webhooks": create_webhook_app(receiver)}

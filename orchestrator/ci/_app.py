@@ -59,7 +59,8 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
                   "malformed_event (field names the wrong part)."),
     401: _refusal("missing_signature or bad_signature."),
     403: _refusal("unknown_user or user_disabled."),
-    409: _refusal("replayed_delivery."),
+    409: _refusal("replayed_delivery: the same event id or the same signed body was already "
+                  "received (whatever X-GitHub-Delivery says)."),
     413: _refusal("payload_too_large (the limit is 256 KiB)."),
     422: _refusal("The run could not be started; reason is the orchestrator's."),
     503: _refusal("replay_cache_unavailable, or a dependency of the run is unavailable."),
@@ -70,7 +71,9 @@ _OPENAPI_EXTRA: dict[str, Any] = {
         {"name": EVENT_HEADER, "in": "header", "required": True,
          "schema": {"type": "string", "enum": ["deployment", "workflow_run", "ping"]}},
         {"name": DELIVERY_HEADER, "in": "header", "required": True,
-         "schema": {"type": "string"}, "description": "Unique per delivery; replays are refused."},
+         "schema": {"type": "string"},
+         "description": "Names the delivery in the audit trail; not signed, so replays are "
+                        "recognised by the signed body instead."},
         {"name": SIGNATURE_HEADER, "in": "header", "required": True,
          "schema": {"type": "string", "pattern": "^sha256=[0-9a-f]{64}$"},
          "description": "HMAC-SHA256 of the raw body with the shared webhook secret."},

@@ -4,6 +4,7 @@ in-process replay cache, a real run log for its record of deliveries and a real 
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,12 +14,18 @@ import pytest
 
 from orchestrator._servers import ServerGroup, bind
 from orchestrator.audit import AuditStore, StoredRecord
-from orchestrator.ci import CIEvent, WebhookReceiver, create_webhook_app
+from orchestrator.ci import DELIVERY_HEADER, CIEvent, WebhookReceiver, create_webhook_app
 from orchestrator.identity import Directory, MemoryRevocationStore, RevocationStore
 from orchestrator.runs import RunStore
 
 SECRET = b"test-webhook-secret"
 NOW = 1_764_400_000.0
+
+
+def new_delivery_id(headers: Mapping[str, str]) -> dict[str, str]:
+    """The same delivery under a fresh X-GitHub-Delivery (a header the signature does not cover),
+    as anyone who saw it could send it again."""
+    return {**headers, DELIVERY_HEADER: str(uuid.uuid4())}
 
 
 @dataclass

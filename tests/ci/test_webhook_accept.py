@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -71,15 +72,19 @@ def test_deployment_payload_defaults_and_string_payloads(webhook: Webhook) -> No
     assert (event.commit, event.pr, event.ref) == (FULL_SHA.lower(), None, "refs/heads/main")
 
 
-def test_a_deployment_without_a_trigger_is_ci_pipeline(webhook: Webhook) -> None:
-    payload = {
+def test_a_deployment_without_a_trigger_is_manual_unless_a_ci_app_created_it(
+        webhook: Webhook) -> None:
+    payload: dict[str, Any] = {
         "action": "created",
         "deployment": {"id": 1, "sha": "9f2c1e7", "environment": "prod", "payload": {}},
         "repository": {"full_name": "acme/service-x"},
         "sender": {"login": "sam"},
     }
     assert webhook.post(*encode("deployment", payload, secret=SECRET)).status_code == 202
-    assert webhook.starter.events[0].trigger == "ci_pipeline"
+    payload["deployment"] = {**payload["deployment"], "id": 2,
+                             "creator": {"login": "InfraBot-CI[bot]"}}
+    assert webhook.post(*encode("deployment", payload, secret=SECRET)).status_code == 202
+    assert [e.trigger for e in webhook.starter.events] == ["manual", "ci_pipeline"]
 
 
 def test_a_successful_workflow_run_starts_a_ci_pipeline_run(webhook: Webhook) -> None:
