@@ -56,11 +56,13 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     202: {"model": Accepted | Ignored,
           "description": "A run was started (accepted), or the event starts none (ignored)."},
     400: _refusal("unsupported_event, missing_delivery_id, invalid_delivery_id or "
-                  "malformed_event (field names the wrong part)."),
+                  "malformed_event (field names the wrong part: also a missing event id or "
+                  "signed time)."),
     401: _refusal("missing_signature or bad_signature."),
     403: _refusal("unknown_user or user_disabled."),
     409: _refusal("replayed_delivery: the same event id or the same signed body was already "
-                  "received (whatever X-GitHub-Delivery says)."),
+                  "received (whatever X-GitHub-Delivery says); stale_event: its signed time is "
+                  "older than the replay window."),
     413: _refusal("payload_too_large (the limit is 256 KiB)."),
     422: _refusal("The run could not be started; reason is the orchestrator's."),
     503: _refusal("replay_cache_unavailable, or a dependency of the run is unavailable."),

@@ -11,7 +11,9 @@ import hashlib
 import hmac
 import json
 import secrets
+import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
@@ -44,12 +46,13 @@ def encode(event_type: str, payload: dict[str, Any], *,
 def build_deployment_event(user_login: str, service: str, environment: str, commit: str,
                            trigger: str = "ci_pipeline", repository: str | None = None,
                            pr: int | None = None, *, ref: str = "main", task: str = "deploy",
-                           creator: str | None = None, secret: bytes | None = None
-                           ) -> tuple[dict[str, str], bytes]:
+                           creator: str | None = None, at: float | None = None,
+                           secret: bytes | None = None) -> tuple[dict[str, str], bytes]:
     """A ``deployment`` ``created`` delivery; ``user_login`` is ``sam`` or ``user:sam``;
     ``task`` is GitHub's deployment task (``deploy``, ``rollback``). The deployment is created
     by ``creator``: by default the CI app for ``ci_pipeline``, else the user (a person who
-    creates a deployment by hand); ``trigger`` is what its payload claims."""
+    creates a deployment by hand); ``trigger`` is what its payload claims. ``at`` (epoch
+    seconds, default now) is its signed ``created_at``."""
     login = user_login.removeprefix("user:")
     if creator is None:
         creator = CI_APP if trigger == "ci_pipeline" else login
@@ -62,6 +65,7 @@ def build_deployment_event(user_login: str, service: str, environment: str, comm
         "deployment": {
             "id": _id(), "sha": commit, "ref": ref, "environment": environment,
             "task": task, "creator": {"login": creator}, "payload": extra,
+            "created_at": _time(at),
         },
         "repository": _repository(repository),
         "sender": {"login": login},
@@ -74,11 +78,13 @@ def build_workflow_run_event(user_login: str, service: str, environment: str, co
                              pr: int | None = None, *, conclusion: str = "success",
                              name: str | None = None, ref: str = "main",
                              run_event: str | None = None, run_attempt: int = 1,
-                             secret: bytes | None = None) -> tuple[dict[str, str], bytes]:
+                             at: float | None = None, secret: bytes | None = None
+                             ) -> tuple[dict[str, str], bytes]:
     """A ``workflow_run`` ``completed`` delivery of the workflow ``deploy-<environment>``.
 
     ``trigger="manual"`` makes it a ``workflow_dispatch`` run, anything else a ``push`` run
-    (the CI event kind the shipped directory lists); ``run_event`` names another kind.
+    (the CI event kind the shipped directory lists); ``run_event`` names another kind. ``at``
+    (epoch seconds, default now) is its signed ``updated_at``, when it completed.
     ``service`` is carried by the repository name (``acme/<service>`` unless given).
     """
     login = user_login.removeprefix("user:")
@@ -87,7 +93,7 @@ def build_workflow_run_event(user_login: str, service: str, environment: str, co
     run = {
         "id": _id(), "run_attempt": run_attempt, "name": name or f"deploy-{environment}",
         "head_sha": commit, "head_branch": ref, "event": event,
-        "status": "completed", "conclusion": conclusion,
+        "status": "completed", "conclusion": conclusion, "updated_at": _time(at),
         "pull_requests": [{"number": pr}] if pr is not None else [],
     }
     payload = {
@@ -106,6 +112,12 @@ def ping_event(*, secret: bytes | None = None) -> tuple[dict[str, str], bytes]:
 
 def _repository(full_name: str) -> dict[str, Any]:
     return {"full_name": full_name, "name": full_name.rpartition("/")[2]}
+
+
+def _time(at: float | None) -> str:
+    """GitHub's form of a time: ``2026-12-06T00:28:23Z``."""
+    moment = datetime.fromtimestamp(time.time() if at is None else at, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _id() -> int:

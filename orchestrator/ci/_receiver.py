@@ -11,6 +11,8 @@ Checks, in order, each refusal with its status and reason code::
     body not a JSON object / a field wrong          400 malformed_event (``field`` names it)
     event that starts no run (failed workflow run)  202 {"status": "ignored", "reason": ...}
     no event id (deployment.id, workflow_run.id)    400 malformed_event
+    signed time missing, or > 5 min ahead           400 malformed_event
+    signed time older than the replay window        409 stale_event
     same event id or same body in the last 24 h     409 replayed_delivery
     replay cache or delivery log unusable           503 replay_cache_unavailable (fail closed)
     sender not in the directory / disabled          403 unknown_user / user_disabled
@@ -47,12 +49,11 @@ from orchestrator.audit import AuditRecord, AuditStore, contains_raw_jwt
 from orchestrator.ci._events import sign
 from orchestrator.ci._model import DELIVERY_PATTERN, REPOSITORY_PATTERN, CIEvent, MalformedEvent
 from orchestrator.ci._parse import parse_event
-from orchestrator.ci._replay import content_keys
+from orchestrator.ci._replay import REPLAY_TTL_SECONDS, StaleEvent, check_fresh, content_keys
 from orchestrator.errors import InfraBotError, TransientError, Unavailable
 from orchestrator.identity import Directory, RevocationStore
 
 MAX_BODY_BYTES = 256 * 1024
-REPLAY_TTL_SECONDS = 24 * 3600
 EVENT_TYPES = frozenset({"deployment", "workflow_run"})
 ERRORS = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 409: "conflict",
           413: "payload_too_large", 422: "unprocessable", 500: "internal_error",
@@ -139,8 +140,11 @@ class WebhookReceiver:
             if not isinstance(parsed, CIEvent):
                 return 202, {"status": "ignored", "reason": parsed.reason}
             keys = content_keys(event_type, payload, body)
+            check_fresh(event_type, payload, self._clock())
         except MalformedEvent as exc:
             raise _Refused(400, exc.reason, exc.message, field=exc.field) from None
+        except StaleEvent as exc:
+            raise _Refused(409, exc.reason, exc.message) from None
         seen.event = parsed
         self._claim(keys)
         self._check_user(parsed.user)

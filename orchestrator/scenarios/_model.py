@@ -95,6 +95,12 @@ class Event(_Model):
         description="deployment events only: who created the deployment (default: the CI app "
                     "for ci_pipeline, else the user); only a ci_apps login makes it CI")
 
+    @model_validator(mode="after")
+    def _creator_of_a_deployment(self) -> Event:
+        if self.creator is not None and self.type != "deployment":
+            raise ValueError("creator is a deployment's; a workflow_run has none")
+        return self
+
     @property
     def login(self) -> str:
         return self.user.removeprefix("user:")

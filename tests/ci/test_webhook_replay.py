@@ -1,7 +1,8 @@
 """Replays are recognised by what the signature covers: the event's own id and the body's
 digest. ``X-GitHub-Delivery`` is not signed, so a captured body sent again under a new delivery
-id must be refused (409 replayed_delivery), audited, and start nothing; also after the replay
-cache lost its memory (test_webhook_redelivery.py: the run log on disk remembers the keys)."""
+id must be refused (409 replayed_delivery), audited, and start nothing, also after the replay
+cache lost its memory (test_webhook_redelivery.py: the run log on disk remembers the keys); and
+once its keys may have been forgotten, by its signed time (409 stale_event)."""
 
 from __future__ import annotations
 
@@ -17,11 +18,12 @@ from orchestrator.ci import (
     build_workflow_run_event,
     encode,
 )
+from orchestrator.ci._replay import CLOCK_SKEW_SECONDS, FRESH_SECONDS, REPLAY_TTL_SECONDS
 from orchestrator.errors import Unavailable
 from orchestrator.identity import Directory
 from orchestrator.runs import RunStore
 
-from .conftest import SECRET, Webhook, new_delivery_id, running_webhook
+from .conftest import SECRET, Webhook, github_time, new_delivery_id, running_webhook
 
 
 def _assert_replay_refused(webhook: Webhook, headers: dict[str, str], body: bytes) -> None:
@@ -117,3 +119,45 @@ def test_a_half_claimed_delivery_is_released_whole(tmp_path: Path, directory: Di
         again = webhook.post(new_delivery_id(headers), body)  # the sender tries again
         assert again.status_code == 202, again.text
         assert len(webhook.starter.events) == 1
+
+
+@pytest.mark.parametrize("build", [build_deployment_event, build_workflow_run_event])
+def test_an_event_older_than_the_replay_window_is_stale_and_starts_nothing(
+        webhook: Webhook, build: Any) -> None:
+    # Its keys may already be forgotten: it cannot be told from a replay.
+    headers, body = build("sam", "service-x", "prod", "9f2c1e7", secret=SECRET,
+                          at=webhook.now - FRESH_SECONDS - 1)
+    response = webhook.post(headers, body)
+    assert (response.status_code, response.json()["error"], response.json()["reason"]) == (
+        409, "conflict", "stale_event")
+    assert webhook.starter.events == []
+    [record] = webhook.records()
+    assert (record.decision, record.reason, record.status) == ("deny", "stale_event", 409)
+    fresh = build("sam", "service-x", "prod", "9f2c1e7", secret=SECRET,
+                  at=webhook.now - FRESH_SECONDS + 60)
+    assert webhook.post(*fresh).status_code == 202
+
+
+def test_the_window_is_shorter_than_the_keys_are_kept() -> None:
+    assert FRESH_SECONDS + 2 * CLOCK_SKEW_SECONDS <= REPLAY_TTL_SECONDS
+
+
+@pytest.mark.parametrize(("kind", "value"), [
+    ("deployment", None), ("deployment", "yesterday"), ("deployment", "2026-01-01T00:00:00"),
+    ("deployment", 1_764_400_000), ("workflow_run", None), ("workflow_run", "ahead"),
+])
+def test_an_event_without_a_usable_signed_time_is_malformed(
+        webhook: Webhook, kind: str, value: Any) -> None:
+    build = build_deployment_event if kind == "deployment" else build_workflow_run_event
+    payload = json.loads(build("sam", "service-x", "prod", "9f2c1e7")[1])
+    field = "created_at" if kind == "deployment" else "updated_at"
+    if value is None:
+        del payload[kind][field]
+    elif value == "ahead":  # beyond the allowed clock skew
+        payload[kind][field] = github_time(webhook.now + CLOCK_SKEW_SECONDS + 60)
+    else:
+        payload[kind][field] = value
+    response = webhook.post(*encode(kind, payload, secret=SECRET))
+    assert (response.status_code, response.json()["reason"], response.json()["field"]) == (
+        400, "malformed_event", f"{kind}.{field}")
+    assert webhook.starter.events == []
