@@ -3,7 +3,8 @@
 The raw body is read (at most one byte past the limit, so an oversized delivery is refused without
 being buffered) and handed with the headers to :meth:`WebhookReceiver.receive` in a worker thread:
 starting a run talks to the authorization server, which may share this event loop. Every answer
-is JSON: ``{"status": ...}`` or ``{"error", "reason", "message"}``, including unknown routes.
+is JSON: ``{"status": ...}`` or, like every other server here, ``{"error", "error_description",
+"reason"}``, including unknown routes.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ class Pong(BaseModel):
 
 class Refusal(BaseModel):
     error: str
+    error_description: str
     reason: str
-    message: str
     field: str | None = None
 
 
@@ -111,7 +112,7 @@ def create_webhook_app(receiver: WebhookReceiver) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_ERRORS.get(exc.status_code, f"http_{exc.status_code}")
-        return JSONResponse({"error": code, "reason": code, "message": str(exc.detail)},
+        return JSONResponse({"error": code, "error_description": str(exc.detail), "reason": code},
                             status_code=exc.status_code, headers=exc.headers)
 
     return app

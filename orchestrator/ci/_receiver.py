@@ -74,7 +74,8 @@ class _Refused(Exception):  # internal control flow: one refusal answer
         self.status, self.reason, self.message, self.extra = status, reason, message, extra
 
     def answer(self) -> Answer:
-        body = {"error": ERRORS[self.status], "reason": self.reason, "message": self.message}
+        body = {"error": ERRORS[self.status], "error_description": self.message,
+                "reason": self.reason}
         return self.status, {**body, **self.extra}
 
 

@@ -29,8 +29,9 @@ from .conftest import SECRET, Webhook, github_time, new_delivery_id, running_web
 def _assert_replay_refused(webhook: Webhook, headers: dict[str, str], body: bytes) -> None:
     replay = webhook.post(headers, body)
     assert replay.status_code == 409, replay.text
-    assert replay.json()["error"] == "conflict"
-    assert replay.json()["reason"] == "replayed_delivery"
+    assert replay.json() == {"error": "conflict", "reason": "replayed_delivery",
+                             "error_description": "this event was already received: the same "
+                                                  "event id or the same signed body"}
     denied = [r for r in webhook.records() if r.request_id == headers[DELIVERY_HEADER]]
     assert [(r.decision, r.reason, r.status) for r in denied] == [
         ("deny", "replayed_delivery", 409)]
