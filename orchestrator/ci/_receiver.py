@@ -140,13 +140,13 @@ class WebhookReceiver:
             parsed = parse_event(event_type, delivery_id, payload, self._directory)
             if not isinstance(parsed, CIEvent):
                 return 202, {"status": "ignored", "reason": parsed.reason}
+            seen.event = parsed  # the audit record of a refusal from here on names its user
             keys = content_keys(event_type, payload, body)
             check_fresh(event_type, payload, self._clock())
         except MalformedEvent as exc:
             raise _Refused(400, exc.reason, exc.message, field=exc.field) from None
         except StaleEvent as exc:
             raise _Refused(409, exc.reason, exc.message) from None
-        seen.event = parsed
         self._claim(keys)
         self._check_user(parsed.user)
         try:

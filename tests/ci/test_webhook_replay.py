@@ -134,6 +134,7 @@ def test_an_event_older_than_the_replay_window_is_stale_and_starts_nothing(
     assert webhook.starter.events == []
     [record] = webhook.records()
     assert (record.decision, record.reason, record.status) == ("deny", "stale_event", 409)
+    assert (record.on_behalf_of, record.context["environment"]) == ("user:sam", "prod")
     fresh = build("sam", "service-x", "prod", "9f2c1e7", secret=SECRET,
                   at=webhook.now - FRESH_SECONDS + 60)
     assert webhook.post(*fresh).status_code == 202
