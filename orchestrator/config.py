@@ -24,6 +24,19 @@ BROKER_SCHEMES: dict[str, BrokerKind] = {
     "amqp": "amqp", "amqps": "amqp", "pyamqp": "amqp", "redis": "redis", "rediss": "redis",
     "memory": "memory"}
 
+# The webhook secret every install once shared by default: public, so never accepted.
+PUBLIC_WEBHOOK_SECRET = "infrabot-dev-webhook-secret"
+MIN_WEBHOOK_SECRET_CHARS = 16
+
+
+def check_webhook_secret(value: str) -> None:
+    """Refuse a webhook secret anyone could know or guess (the old public default, too short)."""
+    if value.strip() == PUBLIC_WEBHOOK_SECRET:
+        raise ValueError("is the old public default, which anyone can sign with; unset it "
+                         "(serve then generates one) or set a random secret")
+    if len(value.strip()) < MIN_WEBHOOK_SECRET_CHARS:
+        raise ValueError(f"must be at least {MIN_WEBHOOK_SECRET_CHARS} characters")
+
 
 class Settings(BaseSettings):
     """Configuration for every process of InfraBot Chains."""
@@ -83,12 +96,22 @@ class Settings(BaseSettings):
         10.0, gt=0, le=3600, description="...and at most this many seconds after a record it "
                                          "appended, so no record stays unanchored longer.")
 
-    webhook_secret: SecretStr = Field(SecretStr("infrabot-dev-webhook-secret"))
+    webhook_secret: SecretStr | None = Field(
+        None, description="HMAC-SHA256 key of the CI webhooks (at least 16 characters). Unset: "
+                          "`serve` generates one into <state_dir>/webhook_secret (mode 0600) on "
+                          "first start and reuses it; `simulate` reads it from there.")
     static_token: SecretStr | None = Field(
         None, description="Baseline only: one long-lived, over-permissioned service token the "
                           "services accept and static-mode runs use instead of delegation. "
                           "Off unless set; the demo and the benchmarks set it to compare.")
     log_level: str = "INFO"
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _known_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_webhook_secret(value.get_secret_value())
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

@@ -27,7 +27,7 @@ from orchestrator._deadline import RunDeadline, deadline_sweeper
 from orchestrator._servers import ServerGroup
 from orchestrator.audit import StoredRecord, checkpoint_ticker
 from orchestrator.celery_app import create_celery
-from orchestrator.ci import WebhookReceiver, create_webhook_app
+from orchestrator.ci import WebhookReceiver, create_webhook_app, webhook_key, with_webhook_secret
 from orchestrator.client import AuthClient
 from orchestrator.config import Settings
 from orchestrator.orchestration import Orchestrator
@@ -96,7 +96,7 @@ def running_system(settings: Settings, *, embedded_worker: bool | None = None,
     """Start everything ``settings`` describe; stop it all when the block ends."""
     if embedded_worker is None:
         embedded_worker = settings.broker_url.startswith("memory://")
-    settings, sockets = bind_ports(settings, SERVER_NAMES)
+    settings, sockets = bind_ports(with_webhook_secret(settings), SERVER_NAMES)
     group = ServerGroup()
     stack: Stack | None = None
     runtime: AgentRuntime | None = None
@@ -116,7 +116,7 @@ def running_system(settings: Settings, *, embedded_worker: bool | None = None,
         orch = Orchestrator(stack.directory, runtime.workflows, runtime.runs, auth, app,
                             static_token=runtime.static_token)
         receiver = WebhookReceiver(
-            secret=settings.webhook_secret.get_secret_value().encode(),
+            secret=webhook_key(settings),
             replay=stack.revocation, directory=stack.directory, audit=stack.audit,
             start_run=orch.start, deliveries=runtime.runs)
         apps: dict[str, Any] = {**stack.apps(), "webhooks": create_webhook_app(receiver)}

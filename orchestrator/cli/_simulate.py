@@ -2,7 +2,8 @@
 
 One event, the events of a scenario file, or a bounded load run with a mix of users, services,
 environments and bad events. Reads the webhook receiver's URL from DIR/endpoints.json and the
-signing secret from INFRABOT_WEBHOOK_SECRET; run results come from DIR/runs.sqlite3.
+signing secret from INFRABOT_WEBHOOK_SECRET, else from DIR/webhook_secret (which ``serve``
+writes when that is unset); run results come from DIR/runs.sqlite3.
 """
 
 from __future__ import annotations
@@ -42,11 +43,12 @@ def simulate() -> None:
 def _send(settings: Settings, events: list[EventSpec], *, rate: float, timeout: float,
           as_json: bool) -> LoadReport:
     from orchestrator.ci._load import run_load
+    from orchestrator.ci._secret import sender_secret
 
     urls = endpoints(settings)
     if "webhooks" not in urls:
         raise CommandError(f"{settings.endpoints_file} names no webhook receiver")
-    secret = settings.webhook_secret.get_secret_value().encode()
+    secret = sender_secret(settings)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
     err = Console(stderr=True)  # bars for a terminal; not in a log or a script's capture

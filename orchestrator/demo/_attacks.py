@@ -12,6 +12,7 @@ from typing import Any
 
 from mock_services.catalog import build_request
 from orchestrator.audit import AuditStore, StoredRecord
+from orchestrator.ci import DELIVERY_HEADER, ROUTE, build_deployment_event, webhook_key
 from orchestrator.errors import OAuthError
 from orchestrator.identity import AccessClaims, Actor, Context, MayAct, mint, new_jti
 from orchestrator.identity._keys import generate_private_key, signing_key_of
@@ -126,6 +127,25 @@ class AttackRound:
             may_act=MayAct(sub="agent:cleanup") if not act else None)
         return mint(claims, key)
 
+    def _replayed_delivery(self) -> tuple[int, str, str]:
+        """sam's signed prod deployment, captured and sent again under a new X-GitHub-Delivery
+        (the header the signature does not cover); the refusal must be in the audit trail."""
+        headers, body = build_deployment_event("sam", "service-x", "prod", "9f2c1e7", pr=124,
+                                               secret=webhook_key(self.system.settings))
+        url = self.system.webhooks_url + ROUTE
+        original = self.http.post(url, headers=headers, content=body)
+        if original.status_code != 202:
+            return original.status_code, "none", "original_not_accepted"
+        replay_id = str(uuid.uuid4())
+        replay = self.http.post(url, headers={**headers, DELIVERY_HEADER: replay_id},
+                                content=body)
+        data = replay.json()
+        audited = [r for r in self.system.stack.audit.query(service="webhooks")
+                   if r.request_id == replay_id and r.decision == "deny"]
+        if not audited or audited[0].reason != data.get("reason"):
+            return replay.status_code, str(data.get("error")), "refusal_not_audited"
+        return replay.status_code, str(data.get("error")), str(data.get("reason"))
+
     def run(self, manual_prod: Callable[[], tuple[int, str, str]]) -> list[Attack]:
         cleanup, argocd = self.rt.auth("agent:cleanup"), self.rt.auth("agent:argocd")
         for_argocd, for_cleanup = self._chain()
@@ -158,6 +178,9 @@ class AttackRound:
                     f"{self.system.settings.max_depth})", "max_depth_exceeded",
                     lambda: self._call_aws(self._signed(
                         "user:sam", [f"agent:relay-{i}" for i in range(5)]))),
+            _expect("replayed CI delivery",
+                    "sam's signed prod deployment sent again under a new delivery id",
+                    "replayed_delivery", self._replayed_delivery),
         ]
         aws_token = cleanup.exchange(for_cleanup, resource=self.aws, scope=CLEAN)["access_token"]
         self.system.orchestrator.auth.revoke_by(user="user:sam")

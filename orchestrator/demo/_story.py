@@ -19,7 +19,7 @@ import httpx
 from pydantic import SecretStr
 
 from orchestrator.audit import StoredRecord
-from orchestrator.ci import ROUTE, build_deployment_event
+from orchestrator.ci import ROUTE, build_deployment_event, webhook_key
 from orchestrator.config import Settings
 from orchestrator.demo._attacks import Attack, AttackRound
 from orchestrator.runs import Run
@@ -70,7 +70,7 @@ def demo_settings(settings: Settings, *, static: bool = True) -> Settings:
 
 
 def _send(system: System, http: httpx.Client, **event: Any) -> str:
-    secret = system.settings.webhook_secret.get_secret_value().encode()
+    secret = webhook_key(system.settings)
     headers, body = build_deployment_event(**{**EVENT, **event}, secret=secret)
     response = http.post(system.webhooks_url + ROUTE, headers=headers, content=body)
     response.raise_for_status()

@@ -12,7 +12,7 @@ from orchestrator.audit import contains_raw_jwt
 
 SECTIONS = ("1 · CI event", "2 · Root grant", "3 · Hops", "4 · Audit trail of the run",
             "5 · Attack round", "6 · The same workflow without delegation")
-ATTACKS = 10
+ATTACKS = 11
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +46,9 @@ def test_demo_json_is_a_summary_without_raw_tokens(env: dict[str, str]) -> None:
         assert attack["audited"] is True, attack
         refusals = [r for r in attack["audit"] if r["decision"] == "deny"]
         assert any(attack["reason"] == r["reason"] for r in refusals), attack
+    [replayed] = [a for a in data["attacks"] if a["name"] == "replayed CI delivery"]
+    assert (replayed["status"], replayed["code"], replayed["reason"]) == (
+        409, "conflict", "replayed_delivery")  # and audited: the attack checks the trail
     assert data["audit_intact"] is True
     assert data["static_run"]["status"] == "succeeded"
     assert not contains_raw_jwt(result.stdout)
