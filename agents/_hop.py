@@ -155,8 +155,8 @@ def perform_hop(rt: AgentRuntime, *, run_id: str, workflow: str, agent: str, tok
         return HopOutcome("duplicate", "hop already done")
     if mode == "delegated" and not rt.holds_key(agent):
         return HopOutcome("failed", f"{agent}: this worker holds no key for {agent} (a task "
-                                    "misrouted to a queue of another agent?); it signs only as "
-                                    "its own queues' agents")
+                                    "misrouted to another agent's queue); it never signs with "
+                                    "another agent's key")
     plan = rt.workflows[workflow].plan(agent)
     hop = _Hop(rt, run, rt.workflows[workflow], agent, task_id, mode)
     values = template_values(run)

@@ -105,14 +105,15 @@ def _read_jwks(source: str, allowed_algs: tuple[str, ...]) -> list[PublicKey]:
     except OSError as exc:
         raise CommandError(f"cannot read {source}: {exc.strerror or exc}") from None
     if len(raw) > MAX_JWKS_BYTES:
-        raise CommandError(f"{source} is not a JWK Set: larger than {MAX_JWKS_BYTES} bytes")
+        raise CommandError(f"{source} is not a public JWK Set: larger than {MAX_JWKS_BYTES} "
+                           "bytes")
     text = raw.decode("utf-8", errors="replace")
     if "PRIVATE KEY" in text:
         raise CommandError(f"refused: {source} holds a private key; {_REGISTER_ONLY}")
     try:
         document = json.loads(text)
     except (ValueError, RecursionError):
-        raise CommandError(f"{source} is not a JWK Set: not JSON") from None
+        raise CommandError(f"{source} is not a public JWK Set: not JSON") from None
     try:
         return public_keys_to_register(document, allowed_algs)
     except PrivateKeyMaterial as exc:

@@ -182,7 +182,7 @@ def public_keys_to_register(document: object,
     private member (``d``, ``p``, ``k`` ...) refuses the set as :class:`PrivateKeyMaterial`.
     """
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
-        raise NotAPublicKeySet('not a JWK Set (a JSON object with a "keys" array)')
+        raise NotAPublicKeySet('a JWK Set is a JSON object with a "keys" array')
     if not document["keys"]:
         raise NotAPublicKeySet("the JWK Set has no keys")
     keys: list[PublicKey] = []

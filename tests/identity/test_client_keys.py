@@ -91,8 +91,8 @@ def refusal(document: object, allowed: tuple[str, ...] = ALGS) -> str:
 
 def test_what_is_not_a_public_key_set_is_refused_with_its_reason() -> None:
     good = public_jwk()
-    assert refusal([good]) == 'not a JWK Set (a JSON object with a "keys" array)'
-    assert refusal(good) == 'not a JWK Set (a JSON object with a "keys" array)'
+    assert refusal([good]) == 'a JWK Set is a JSON object with a "keys" array'
+    assert refusal(good) == 'a JWK Set is a JSON object with a "keys" array'
     assert refusal({"keys": []}) == "the JWK Set has no keys"
     assert refusal({"keys": [good, "x"]}) == "key 1 is not a JSON object"
     assert refusal({"keys": [{**good, "alg": "HS256"}]}) == \
