@@ -78,8 +78,12 @@ def init(client_id: str, rotate: bool, state_dir: Path | None) -> None:
     settings = load_settings(state_dir)
     _known_client(settings, client_id)
     where = client_keys_dir(settings.keys_dir)
-    _owner_only(settings.state_dir, settings.keys_dir, where)
-    done = init_client_key(where, client_id, settings.signing_alg, rotate=rotate)
+    try:
+        _owner_only(settings.state_dir, settings.keys_dir, where)
+        done = init_client_key(where, client_id, settings.signing_alg, rotate=rotate)
+    except OSError as exc:
+        raise CommandError(f"cannot write {client_id}'s key in {where}: "
+                           f"{exc.strerror or exc}") from None
     kid = done.key.kid
     if done.replaced is not None:
         old = done.replaced.kid
@@ -144,6 +148,8 @@ def register(client_id: str, jwks: str, state_dir: Path | None) -> None:
         added = open_registry(settings).add(client_id, offered, now=int(time.time()))
     except KeyInUse as exc:
         raise CommandError(f"refused: {exc.message}") from None
+    except OSError as exc:
+        raise CommandError(f"cannot write the client registry: {exc.strerror or exc}") from None
     for key in offered:
         state = "registered" if key.kid in added else "already registered"
         click.echo(f"{state}: {client_id} {key.kid} {key.alg}")
@@ -186,7 +192,11 @@ def revoke(client_id: str, kid: str, state_dir: Path | None) -> None:
     Example:
       infrabot keys revoke agent:argocd 8J4f...
     """
-    if not open_registry(load_settings(state_dir)).remove(client_id, kid):
+    try:
+        removed = open_registry(load_settings(state_dir)).remove(client_id, kid)
+    except OSError as exc:
+        raise CommandError(f"cannot write the client registry: {exc.strerror or exc}") from None
+    if not removed:
         raise CommandError(f"no key {kid!r} is registered for {client_id!r}")
     click.echo(f"revoked {client_id} {kid}: assertions signed with it are refused "
                "(invalid_client)")

@@ -198,3 +198,14 @@ def test_a_worker_without_its_agents_key_exits_at_once(tmp_path: Path) -> None:
     other = infrabot("worker", "-Q", "argocd,cleanup", "--state-dir", str(state), env=env,
                      timeout=30)
     assert other.error_line().startswith("no key for agent:cleanup in ")
+
+
+def test_an_unwritable_key_directory_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "keys").mkdir(parents=True)
+    (tmp_path / "keys" / "clients").write_text("a file where the key directory belongs")
+    assert keys(tmp_path, "init", "agent:argocd").error_line() == (
+        f"cannot write agent:argocd's key in {tmp_path / 'keys' / 'clients'}: File exists")
+    (tmp_path / "keys" / "client_registry.json").mkdir()
+    assert keys(tmp_path, "revoke", "agent:argocd", "x").error_line() == (
+        f"bad_configuration: cannot read the client registry "
+        f"{tmp_path / 'keys' / 'client_registry.json'}: Is a directory")
