@@ -2,9 +2,9 @@
 
 A client's public keys are those registered for it in the client registry
 (:mod:`orchestrator.authserver._registry`), one chosen by the assertion's ``kid``; the client
-must also be in the directory (an agent or a listed client). A reused assertion ``jti`` is refused, and so
-is one issued before the replay registry's memory began (an unpersisted Redis restarted since):
-it could have been used already without the registry remembering it.
+must also be in the directory (an agent or a listed client). A reused assertion ``jti`` is
+refused, and so is one issued before the replay registry's memory began (an unpersisted Redis
+restarted since): it could have been used already without the registry remembering it.
 
 Authentication is two steps: :meth:`ClientAuthenticator.verified` checks the assertion, and the
 client is authenticated once its one-time key is claimed in the replay registry. Most endpoints
