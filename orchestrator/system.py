@@ -105,7 +105,8 @@ def running_system(settings: Settings, *, embedded_worker: bool | None = None,
     try:
         stack = Stack.build(settings)
         app = create_celery(settings)
-        runtime = AgentRuntime.build(settings, endpoints=stack.endpoints())
+        runtime = AgentRuntime.build(settings, endpoints=stack.endpoints(), keys={
+            cid: key for cid, key in stack.clients.items() if cid in stack.directory.agents})
         install_runtime(id(app), runtime)
         if stack.checkpointer is not None:  # runs that end in this process are anchored then
             runtime.runs.on_finish(stack.checkpointer.run_ended)
