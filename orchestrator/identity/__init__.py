@@ -22,12 +22,16 @@ from orchestrator.identity._exchange import (
 from orchestrator.identity._keyring import KeyRing, client_key, registered_client_jwk
 from orchestrator.identity._keys import JWKSet, PublicKey, SigningKey, thumbprint
 from orchestrator.identity._policy import (
+    ANY,
     Agent,
     ContextRule,
     Directory,
+    ResourceAttributes,
     Service,
+    TargetMismatch,
     User,
     load_directory,
+    mismatch_of,
 )
 from orchestrator.identity._revocation import (
     MemoryRevocationStore,
@@ -58,6 +62,7 @@ from orchestrator.identity._tokens import (
 )
 
 __all__ = [
+    "ANY",
     "CLIENT_ASSERTION_TYPE",
     "TYP",
     "AccessClaims",
@@ -67,6 +72,9 @@ __all__ = [
     "CachedJWKS",
     "Context",
     "ContextRule",
+    "ResourceAttributes",
+    "TargetMismatch",
+    "mismatch_of",
     "Directory",
     "ExchangeRequest",
     "Grant",
