@@ -1,7 +1,7 @@
 """Mock GitHub (REST API): pull requests, issue comments, deployment statuses, branch deletion.
 
 Seeded with ``acme/service-x``: pull request #124 (head ``feature/faster-cache`` at the deployed
-commit), deployment 9001 to ``prod`` and 9002 to ``staging``, and branches ``main``, ``feature/faster-cache`` and
+commit), deployments 9001 to ``prod``, 9002 to ``staging`` and 9003 to ``canary``, and branches ``main``, ``feature/faster-cache`` and
 ``release/2024-q4``. Comments and statuses are attributed to the acting agent as a bot user, and
 :class:`GitHubState` also keeps on whose behalf each was made. Each pull request keeps its most
 recent :data:`~mock_services._recent.LIMIT` comments and each deployment as many statuses.
@@ -124,7 +124,7 @@ def _seed(state: GitHubState) -> None:
         merged=False, html_url=f"https://github.com/{owner}/{repo}/pull/124",
         url=f"{url}/pulls/124")
     state.comments[(owner, repo, 124)] = RecentList()
-    for deployment_id, environment in ((9001, "prod"), (9002, "staging")):
+    for deployment_id, environment in ((9001, "prod"), (9002, "staging"), (9003, "canary")):
         state.deployments[(owner, repo, deployment_id)] = environment
         state.statuses[(owner, repo, deployment_id)] = RecentList(newest_first=True)
     state.branches[SERVICE_X] = {"main": "41aa0c2", "feature/faster-cache": "9f2c1e7",
