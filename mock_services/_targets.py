@@ -42,6 +42,13 @@ def names(value: object) -> list[str]:
             if isinstance(v, str | int) and not isinstance(v, bool)]
 
 
+def numbers(value: object, limit: int) -> list[int]:
+    """The ids in a raw request value that are whole numbers from 0 to ``limit`` (others name
+    nothing: the handler refuses them)."""
+    digits = len(str(limit))
+    return [int(i) for i in names(value) if i.isdigit() and len(i) <= digits and int(i) <= limit]
+
+
 def records(value: object) -> Iterator[Mapping[str, object]]:
     """The JSON objects in a raw list value (others ignored)."""
     if isinstance(value, list):

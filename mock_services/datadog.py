@@ -26,7 +26,7 @@ from mock_services._bearer import ApiError
 from mock_services._numbers import EPOCH_BOUNDS, ID_BOUNDS, MAX_ID, EpochSeconds
 from mock_services._recent import RecentList, add_attributed, newest
 from mock_services._routing import CallerDep, ServiceRouter
-from mock_services._targets import names
+from mock_services._targets import names, numbers
 from orchestrator.identity import ANY, ResourceAttributes
 
 _QUERY = re.compile(r"^(avg|sum|min|max):([A-Za-z0-9_.]{1,100})\{([A-Za-z0-9_.:,/*-]{0,200})\}$")
@@ -189,8 +189,7 @@ def build(router: ServiceRouter, clock: Callable[[], float]) -> DatadogState:
 
     @router.resolves("datadog.monitor")
     def monitors(named: tuple[object, ...]) -> list[ResourceAttributes]:
-        found = [state.monitors.get(int(i)) for i in names(named[0])
-                 if i.isdigit() and int(i) <= MAX_ID]
+        found = [state.monitors.get(i) for i in numbers(named[0], MAX_ID)]
         return [owner_of(f"datadog:monitor:{m.id}", m.tags) for m in found if m is not None]
 
     @router.route("datadog.metrics.query")

@@ -25,7 +25,7 @@ from mock_services._bearer import ApiError
 from mock_services._numbers import ID_BOUNDS, MAX_ID
 from mock_services._recent import RecentList, add_attributed
 from mock_services._routing import CallerDep, ServiceRouter
-from mock_services._targets import names
+from mock_services._targets import numbers
 from orchestrator.identity import ResourceAttributes
 
 API = "https://api.github.com"
@@ -157,7 +157,7 @@ def build(router: ServiceRouter, clock: Callable[[], float]) -> GitHubState:
     @router.resolves("github.deployment")
     def deployment(named: tuple[object, ...]) -> list[ResourceAttributes]:
         owner, repo = (str(part)[:100] for part in named[:2])
-        ids = [int(i) for i in names(named[2]) if i.isdigit() and int(i) <= MAX_ID]
+        ids = numbers(named[2], MAX_ID)
         return [ResourceAttributes(resource=f"github:{owner}/{repo}:deployment-{i}",
                                    repository=f"{owner}/{repo}",
                                    environment=state.deployments.get((owner, repo, i)))

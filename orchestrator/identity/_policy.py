@@ -162,9 +162,10 @@ class Directory(_Model):
         if mismatch is not None:
             return mismatch
         where = ctx.model_copy(update={"environment": target.environment or ctx.environment})
-        if not self.context_permits(scope, where):
-            return TargetMismatch("context_forbidden", "environment", ctx.trigger,
-                                  where.environment)
+        broken = next((r for r in self.context_rules if not r.permits(scope, where)), None)
+        if broken is not None:  # what the target's environment requires of the trigger
+            return TargetMismatch(reason="context_forbidden", attribute="trigger",
+                                  claimed=ctx.trigger, actual=broken.require_trigger)
         return None
 
     def context_allowed(self, scopes: frozenset[str], ctx: Context) -> frozenset[str]:
