@@ -14,7 +14,8 @@ For a route (one catalogue action, or several sharing the route), :meth:`Enforce
 6. runs the handler, through the ``Idempotency-Key`` cache on mutating actions;
 7. turns every refusal or failure into its answer (never a 5xx for bad input);
 8. appends exactly one :class:`~orchestrator.audit.AuditRecord` before answering, and returns
-   the request id in ``X-Request-Id``.
+   the request id in ``X-Request-Id``; a request with no credential at all is recorded, or
+   counted into its source's summary for the minute (:mod:`mock_services._anonymous`).
 
 ``decision`` is ``allow`` when the service did what was asked (status below 400), with reason
 ``ok`` (or ``idempotent_replay``); anything else is ``deny`` with the specific reason code. A
@@ -43,8 +44,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from mock_services._access import AccessChecker, Caller
+from mock_services._anonymous import AnonymousTrail
 from mock_services._bearer import (
     ApiError,
+    MissingToken,
     bearer_token,
     error_response,
     form_tokens,
@@ -89,6 +92,7 @@ class Enforcer:
         self._access = access
         self._audit = audit
         self._idempotency = idempotency
+        self._anonymous = AnonymousTrail()
 
     async def handle(self, request: Request, actions: Sequence[Action], inner: Handler,
                      resolve: Resolver | None) -> Response:
@@ -99,7 +103,8 @@ class Enforcer:
             if isinstance(exc, TargetRefused):
                 call.target = exc.audit_context()
             response, reason = self._refusal(exc, call.action.scope)
-        return await self._finish(call, response, reason)
+        anonymous = reason == MissingToken.reason
+        return await self._finish(call, response, reason, _source(request) if anonymous else None)
 
     async def refuse_unrouted(self, request: Request, exc: HTTPException) -> Response:
         """A request no route matched (404, 405): answered and audited like any other."""
@@ -107,7 +112,9 @@ class Enforcer:
                          "route:unknown", clean_text(request.url.path), "", Target(LISTING))
         call = _Call(unknown, unknown.resource, request_id_of(request))
         response, reason = self._refusal(exc, None)
-        return await self._finish(call, response, reason)
+        anonymous = "authorization" not in request.headers \
+            and "access_token" not in request.query_params
+        return await self._finish(call, response, reason, _source(request) if anonymous else None)
 
     async def _run(self, request: Request, actions: Sequence[Action], inner: Handler,
                    resolve: Resolver | None, call: _Call) -> tuple[Response, str]:
@@ -165,11 +172,28 @@ class Enforcer:
                 "reason": "internal_error"}
         return error_response(500, body), "internal_error"
 
-    async def _finish(self, call: _Call, response: Response, reason: str) -> Response:
-        status = response.status_code
-        record = _record(self.service, call, status, reason, self._clock())
+    def close(self) -> None:
+        """Write every open anonymous count (the service is stopping)."""
         try:
-            await to_thread.run_sync(self._audit.append, record)
+            self._append(self._anonymous.drain(self._clock()))
+        except Exception:
+            log.exception("audit_append_failed", extra={"service": self.service})
+
+    def _append(self, records: list[AuditRecord]) -> None:
+        for record in records:
+            self._audit.append(record)
+
+    async def _finish(self, call: _Call, response: Response, reason: str,
+                      anonymous: str | None = None) -> Response:
+        """Audit the answer; ``anonymous`` is the source of a request with no credential."""
+        status, now = response.status_code, self._clock()
+        record = _record(self.service, call, status, reason, now)
+        if anonymous is None:
+            own, due = True, self._anonymous.due(now)
+        else:
+            own, due = self._anonymous.admit(anonymous, self.service, now)
+        try:
+            await to_thread.run_sync(self._append, [record] * own + due)
         except Exception:
             log.exception("audit_append_failed", extra={"service": self.service})
             body = {"error": "temporarily_unavailable", "reason": "audit_unavailable",
@@ -179,6 +203,10 @@ class Enforcer:
             log.info("service_call %s", json.dumps(record.content(), sort_keys=True))
         response.headers[REQUEST_ID_HEADER] = call.request_id
         return response
+
+
+def _source(request: Request) -> str:
+    return clean_text(request.client.host) if request.client else "unknown"
 
 
 def _record(service: str, call: _Call, status: int, reason: str, now: float) -> AuditRecord:

@@ -75,8 +75,10 @@ def test_each_call_leaves_exactly_one_record(stack, http):
 
 
 def test_unknown_routes_and_methods_are_audited(stack, http):
-    missing = http.get(stack.urls["datadog"] + "/api/v2/nothing")
-    wrong = http.delete(stack.urls["datadog"] + "/api/v1/query")
+    # with a credential: anonymous ones are counted per minute (test_anonymous_trail.py)
+    sent = {"Authorization": f"Bearer {stack.token('datadog')}"}
+    missing = http.get(stack.urls["datadog"] + "/api/v2/nothing", headers=sent)
+    wrong = http.delete(stack.urls["datadog"] + "/api/v1/query", headers=sent)
     assert (missing.status_code, wrong.status_code) == (404, 405)
     for response, reason in ((missing, "not_found"), (wrong, "method_not_allowed")):
         assert response.json()["reason"] == reason
