@@ -99,6 +99,18 @@ class AttackRound:
             may_act=MayAct(sub="agent:cleanup") if not act else None)
         return mint(claims, key)
 
+    def _staging_token_against_prod(self) -> tuple[int, str, str]:
+        """A staging run's CleanupAgent, holding infrastructure:clean for AWS the legitimate
+        way (CI-triggered, three hops), deletes a tag on a prod instance: the service checks the
+        instance's own env tag, not the token's claim."""
+        infrabot, argocd = self.rt.auth("agent:infrabot"), self.rt.auth("agent:argocd")
+        staging = self._root(environment="staging")
+        for_argocd = infrabot.exchange(staging, audience="agent:argocd")["access_token"]
+        for_cleanup = argocd.exchange(for_argocd, audience="agent:cleanup")["access_token"]
+        token = self.rt.auth("agent:cleanup").exchange(for_cleanup, resource=self.aws,
+                                                       scope=CLEAN)["access_token"]
+        return self._call_aws(token)
+
     def run(self, manual_prod: Callable[[], tuple[int, str, str]]) -> list[Attack]:
         cleanup, argocd = self.rt.auth("agent:cleanup"), self.rt.auth("agent:argocd")
         for_argocd, for_cleanup = self._chain()
@@ -132,6 +144,10 @@ class AttackRound:
                     lambda: self._call_aws(self._signed(
                         "user:sam", [f"agent:relay-{i}" for i in range(5)]))),
         ]
+        attacks.append(_expect("staging token against a prod resource",
+                               "a staging run's CleanupAgent deletes a tag on an env=prod "
+                               "instance", "environment_mismatch",
+                               self._staging_token_against_prod))
         aws_token = cleanup.exchange(for_cleanup, resource=self.aws, scope=CLEAN)["access_token"]
         self.system.orchestrator.auth.revoke_by(user="user:sam")
         attacks.append(_expect("call after the user is revoked",
