@@ -193,7 +193,7 @@ class Enforcer:
         else:
             own, due = self._anonymous.admit(anonymous, self.service, now)
         try:
-            await to_thread.run_sync(self._append, [record] * own + due)
+            await to_thread.run_sync(self._append, ([record] if own else []) + due)
         except Exception:
             log.exception("audit_append_failed", extra={"service": self.service})
             body = {"error": "temporarily_unavailable", "reason": "audit_unavailable",

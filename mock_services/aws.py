@@ -196,7 +196,8 @@ def build(router: ServiceRouter, clock: Callable[[], float]) -> AwsState:
         return state.dimension_owners([d.model_dump() for d in stored.Dimensions])
 
     @router.route("aws.ec2.describe_instances")
-    async def describe_instances(body: DescribeInstancesIn, caller: CallerDep) -> DescribeInstancesOut:
+    async def describe_instances(body: DescribeInstancesIn,
+                                 caller: CallerDep) -> DescribeInstancesOut:
         found = state.existing(body.InstanceIds) if body.InstanceIds else [
             i for i in state.instances.values() if caller.sees(state.owner(i.InstanceId))]
         chosen = [i for i in found if _matches(state, i, body.Filters)]

@@ -6,8 +6,9 @@ it needs ``urn:infra:monitoring:mute``, the directory's only Datadog write scope
 ``GET /api/v1/monitor/{id}`` and ``POST /api/v1/monitor/{id}/mute`` read and silence the seeded
 monitors. What a request touches is owned by the ``service:`` and ``env:`` tags it carries: a
 query's tag scope, an event's tags, a monitor's tags; a query or event that leaves one out covers
-every value, which no run's context owns. :class:`DatadogState` keeps who did what, for end-to-end tests: its most recent
-:data:`~mock_services._recent.LIMIT` events, and each monitor its last ``LIMIT`` silenced scopes.
+every value, which no run's context owns. :class:`DatadogState` keeps who did what, for
+end-to-end tests: its most recent :data:`~mock_services._recent.LIMIT` events, and each monitor
+its last ``LIMIT`` silenced scopes.
 """
 
 from __future__ import annotations

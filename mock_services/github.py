@@ -1,9 +1,10 @@
 """Mock GitHub (REST API): pull requests, issue comments, deployment statuses, branch deletion.
 
 Seeded with ``acme/service-x``: pull request #124 (head ``feature/faster-cache`` at the deployed
-commit), deployments 9001 to ``prod``, 9002 to ``staging`` and 9003 to ``canary``, and branches ``main``, ``feature/faster-cache`` and
-``release/2024-q4``. Comments and statuses are attributed to the acting agent as a bot user, and
-:class:`GitHubState` also keeps on whose behalf each was made. Each pull request keeps its most
+commit), deployments 9001 to ``prod``, 9002 to ``staging`` and 9003 to ``canary``, and
+branches ``main``, ``feature/faster-cache`` and ``release/2024-q4``. Comments and statuses are
+attributed to the acting agent as a bot user, and :class:`GitHubState` also keeps on whose
+behalf each was made. Each pull request keeps its most
 recent :data:`~mock_services._recent.LIMIT` comments and each deployment as many statuses.
 
 Everything under ``/repos/{owner}/{repo}`` is owned by that repository; a deployment is also

@@ -2,7 +2,8 @@
 example takes one route's valid request and puts an extreme number (huge, negative, beyond
 float range, NaN, thousands of digits) in one of its numeric inputs, in the path, the query or
 the JSON body, or shifts all of them by one huge offset (so a range such as ``from``/``to``
-stays valid at an extreme magnitude); the answer is never a 5xx, a refusal always carries a reason, and it is audited."""
+stays valid at an extreme magnitude); the answer is never a 5xx, a refusal always carries a
+reason, and it is audited."""
 
 from __future__ import annotations
 
