@@ -12,7 +12,7 @@ from orchestrator.audit import contains_raw_jwt
 
 SECTIONS = ("1 · CI event", "2 · Root grant", "3 · Hops", "4 · Audit trail of the run",
             "5 · Attack round", "6 · The same workflow without delegation")
-ATTACKS = 9
+ATTACKS = 10  # 9, plus a staging token against a prod resource
 
 
 @pytest.fixture(scope="module")
