@@ -6,6 +6,7 @@ from __future__ import annotations
 from orchestrator import identity
 
 PUBLIC = [
+    "ANY",
     "CLIENT_ASSERTION_TYPE",
     "TYP",
     "AccessClaims",
@@ -27,11 +28,13 @@ PUBLIC = [
     "PendingCheck",
     "PublicKey",
     "RedisRevocationStore",
+    "ResourceAttributes",
     "RevocationStore",
     "RevocationTarget",
     "Service",
     "SigningKey",
     "Standing",
+    "TargetMismatch",
     "TokenVerifier",
     "User",
     "VerifiedToken",
@@ -47,6 +50,7 @@ PUBLIC = [
     "load_directory",
     "make_assertion",
     "mint",
+    "mismatch_of",
     "narrow",
     "nest",
     "new_jti",
