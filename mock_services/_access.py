@@ -11,6 +11,12 @@ authorizes the route's scope for the principal (``sub``) and the current actor:
 * the directory still allows the current actor that scope      else ``actor_not_allowed``
 * the user still holds it and is not disabled                  else ``user_lacks_permission``
 
+:meth:`AccessChecker.check_targets` then checks the resources the request names against the
+token's ``ctx`` (:meth:`~orchestrator.identity.Directory.target_refusal`): environment, repository
+and service must be the token's (``environment_mismatch``, ``repository_mismatch``,
+``service_mismatch``) and the context rules hold in the target's environment
+(``context_forbidden``).
+
 :meth:`AccessChecker.verify_and_admit` (what a service runs for each request) does both with the
 registry's query sent before the signature check and read after it, so the round trip overlaps
 the check (:meth:`~orchestrator.identity.RevocationStore.begin`).
@@ -24,19 +30,23 @@ from __future__ import annotations
 import hashlib
 import hmac
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from mock_services._jwks import SerialKeySource
+from mock_services._targets import TargetRefused
 from orchestrator.config import Settings
 from orchestrator.errors import InsufficientScope, InvalidToken, OAuthError, Unavailable
 from orchestrator.identity import (
     AccessClaims,
+    Context,
     Directory,
     KeySource,
+    ResourceAttributes,
     RevocationStore,
     TokenVerifier,
     VerifierPolicy,
+    mismatch_of,
     peek_target,
 )
 
@@ -52,6 +62,12 @@ class Caller:
     context: dict[str, str] = field(hash=False)
     jti: str
     run_id: str
+    ctx: Context | None = field(default=None, hash=False)  # None for the static baseline
+
+    def sees(self, target: ResourceAttributes) -> bool:
+        """Whether a listing shows ``target`` to this caller: only what its context owns (the
+        static baseline's service account sees everything, which is what it demonstrates)."""
+        return self.ctx is None or mismatch_of(self.ctx, target) is None
 
 
 STATIC_ACTOR = "service-account:infrabot"
@@ -146,6 +162,14 @@ class AccessChecker:
         self._check_revocation(claims)
         return self._authorize(claims, scope)
 
+    def check_targets(self, claims: AccessClaims, scope: str,
+                      targets: Iterable[ResourceAttributes]) -> None:
+        """Refuse (:class:`TargetRefused`) unless the token's context owns every target."""
+        for target in targets:
+            refusal = self._directory.target_refusal(scope, claims.ctx, target)
+            if refusal is not None:
+                raise TargetRefused(target, refusal)
+
     def _authorize(self, claims: AccessClaims, scope: str) -> Caller:
         actor = claims.current_actor
         if scope not in claims.scopes:
@@ -169,6 +193,7 @@ class AccessChecker:
             context=claims.ctx.model_dump(),
             jti=claims.jti,
             run_id=claims.ctx.run_id,
+            ctx=claims.ctx,
         )
 
     def _check_revocation(self, claims: AccessClaims) -> None:

@@ -72,6 +72,7 @@ def create_service_app(name: str, deps: ServiceDeps) -> FastAPI:
     app.state.name = name
     app.state.audience = audience
     app.state.enforcer = enforcer
+    app.state.close = enforcer.close  # called by whoever serves the app, once it has stopped
     _install_handlers(app, enforcer)
     app.openapi = lambda: _openapi(app, name, deps.settings)  # type: ignore[method-assign]
     return app

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mock_services._numbers import EpochSeconds, Finite
+
 Ids = list[str]
 
 
@@ -111,8 +113,8 @@ class MetricDataQuery(_In):
 
 class GetMetricDataIn(_In):
     MetricDataQueries: list[MetricDataQuery] = Field(min_length=1, max_length=20)
-    StartTime: int = Field(ge=0)
-    EndTime: int = Field(ge=0)
+    StartTime: EpochSeconds
+    EndTime: EpochSeconds
 
 
 class MetricDataResult(BaseModel):
@@ -137,7 +139,7 @@ class MetricAlarm(BaseModel):
     Dimensions: list[Dimension] = Field(default_factory=list, max_length=30)
     Period: int = Field(ge=1, le=86400)
     EvaluationPeriods: int = Field(ge=1, le=100)
-    Threshold: float
+    Threshold: Finite
     ComparisonOperator: Literal["GreaterThanOrEqualToThreshold", "GreaterThanThreshold",
                                 "LessThanThreshold", "LessThanOrEqualToThreshold"]
 

@@ -2,14 +2,20 @@
 
 For a route (one catalogue action, or several sharing the route), :meth:`Enforcer.handle`:
 
-1. reads the body (bounded), picks the action and names the resource it touches;
-2. finds the one bearer credential (RFC 6750; see :mod:`mock_services._bearer`);
-3. verifies it and admits the caller (:mod:`mock_services._access`) in one trip off the event
+1. reads the body (bounded) and parses it once (:func:`parse_body`): the action, the audited
+   resource, the target check and the handler all read that one parsed object;
+2. picks the action and names the resource it touches;
+3. finds the one bearer credential (RFC 6750; see :mod:`mock_services._bearer`);
+4. verifies it and admits the caller (:mod:`mock_services._access`) in one trip off the event
    loop (the revocation check blocks);
-4. runs the handler, through the ``Idempotency-Key`` cache on mutating actions;
-5. turns every refusal or failure into its answer (never a 5xx for bad input);
-6. appends exactly one :class:`~orchestrator.audit.AuditRecord` before answering, and returns
-   the request id in ``X-Request-Id``.
+5. resolves the resources the request names to their owning attributes and checks them against
+   the token's ``ctx`` (:mod:`mock_services._targets`): one resource out of bounds refuses the
+   whole request before the handler runs;
+6. runs the handler, through the ``Idempotency-Key`` cache on mutating actions;
+7. turns every refusal or failure into its answer (never a 5xx for bad input);
+8. appends exactly one :class:`~orchestrator.audit.AuditRecord` before answering, and returns
+   the request id in ``X-Request-Id``; a request with no credential at all is recorded, or
+   counted into its source's summary for the minute (:mod:`mock_services._anonymous`).
 
 ``decision`` is ``allow`` when the service did what was asked (status below 400), with reason
 ``ok`` (or ``idempotent_replay``); anything else is ``deny`` with the specific reason code. A
@@ -19,8 +25,10 @@ the refusal came before verification. If the audit record cannot be written the 
 
 from __future__ import annotations
 
+import email.message
 import json
 import logging
+import math
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -36,15 +44,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from mock_services._access import AccessChecker, Caller
+from mock_services._anonymous import AnonymousTrail
 from mock_services._bearer import (
     ApiError,
+    MissingToken,
     bearer_token,
     error_response,
     form_tokens,
     oauth_response,
 )
 from mock_services._idempotency import HEADER, IdempotencyCache, check_key, fingerprint
-from mock_services.catalog import Action, clean_text, resource_for
+from mock_services._targets import Resolver, TargetRefused
+from mock_services.catalog import LISTING, Action, Target, clean_text, resource_for
 from orchestrator.audit import AuditRecord, AuditStore
 from orchestrator.errors import OAuthError, Unavailable
 from orchestrator.identity import AccessClaims
@@ -65,6 +76,7 @@ class _Call:
     request_id: str
     claims: AccessClaims | None = None
     static: Caller | None = None
+    target: dict[str, str] | None = None  # a refused target's attributes, for the record
 
 
 def request_id_of(request: Request) -> str:
@@ -80,27 +92,37 @@ class Enforcer:
         self._access = access
         self._audit = audit
         self._idempotency = idempotency
+        self._anonymous = AnonymousTrail()
 
-    async def handle(self, request: Request, actions: Sequence[Action], inner: Handler) -> Response:
+    async def handle(self, request: Request, actions: Sequence[Action], inner: Handler,
+                     resolve: Resolver | None) -> Response:
         call = _Call(actions[0], resource_for(actions[0], {}, None), request_id_of(request))
         try:
-            response, reason = await self._run(request, actions, inner, call)
+            response, reason = await self._run(request, actions, inner, resolve, call)
         except Exception as exc:  # noqa: BLE001 - every failure is answered and audited
+            if isinstance(exc, TargetRefused):
+                call.target = exc.audit_context()
             response, reason = self._refusal(exc, call.action.scope)
-        return await self._finish(call, response, reason)
+        anonymous = reason == MissingToken.reason
+        return await self._finish(call, response, reason, _source(request) if anonymous else None)
 
     async def refuse_unrouted(self, request: Request, exc: HTTPException) -> Response:
         """A request no route matched (404, 405): answered and audited like any other."""
         unknown = Action("unknown", self.service, request.method, request.url.path, "",
-                         "route:unknown", clean_text(request.url.path), "")
+                         "route:unknown", clean_text(request.url.path), "", Target(LISTING))
         call = _Call(unknown, unknown.resource, request_id_of(request))
         response, reason = self._refusal(exc, None)
-        return await self._finish(call, response, reason)
+        anonymous = "authorization" not in request.headers \
+            and "access_token" not in request.query_params
+        return await self._finish(call, response, reason, _source(request) if anonymous else None)
 
     async def _run(self, request: Request, actions: Sequence[Action], inner: Handler,
-                   call: _Call) -> tuple[Response, str]:
+                   resolve: Resolver | None, call: _Call) -> tuple[Response, str]:
         body = await _bounded_body(request)
-        parsed = _json_or_none(request, body)
+        try:
+            parsed, unparsable = parse_body(request, body), None
+        except ApiError as exc:  # answered once the caller is known, as any bad input is
+            parsed, unparsable = None, exc
         call.action = next((a for a in actions if a.matches(parsed)), actions[0])
         values = {**request.query_params, **request.path_params}
         call.resource = resource_for(call.action, values, parsed)
@@ -112,6 +134,11 @@ class Enforcer:
         caller = call.static = self._access.static_caller(token)
         if caller is None:
             caller = await to_thread.run_sync(self._verify_and_admit, token, call)
+        if unparsable is not None:
+            raise unparsable
+        if resolve is not None and call.claims is not None and call.static is None:
+            targets = resolve(call.action.target.values(values, parsed))
+            self._access.check_targets(call.claims, call.action.scope, targets)
         request.state.caller = caller
         key = request.headers.get(HEADER)
         if not call.action.mutating or key is None:
@@ -145,11 +172,28 @@ class Enforcer:
                 "reason": "internal_error"}
         return error_response(500, body), "internal_error"
 
-    async def _finish(self, call: _Call, response: Response, reason: str) -> Response:
-        status = response.status_code
-        record = _record(self.service, call, status, reason, self._clock())
+    def close(self) -> None:
+        """Write every open anonymous count (the service is stopping)."""
         try:
-            await to_thread.run_sync(self._audit.append, record)
+            self._append(self._anonymous.drain(self._clock()))
+        except Exception:
+            log.exception("audit_append_failed", extra={"service": self.service})
+
+    def _append(self, records: list[AuditRecord]) -> None:
+        for record in records:
+            self._audit.append(record)
+
+    async def _finish(self, call: _Call, response: Response, reason: str,
+                      anonymous: str | None = None) -> Response:
+        """Audit the answer; ``anonymous`` is the source of a request with no credential."""
+        status, now = response.status_code, self._clock()
+        record = _record(self.service, call, status, reason, now)
+        if anonymous is None:
+            own, due = True, self._anonymous.due(now)
+        else:
+            own, due = self._anonymous.admit(anonymous, self.service, now)
+        try:
+            await to_thread.run_sync(self._append, ([record] if own else []) + due)
         except Exception:
             log.exception("audit_append_failed", extra={"service": self.service})
             body = {"error": "temporarily_unavailable", "reason": "audit_unavailable",
@@ -159,6 +203,10 @@ class Enforcer:
             log.info("service_call %s", json.dumps(record.content(), sort_keys=True))
         response.headers[REQUEST_ID_HEADER] = call.request_id
         return response
+
+
+def _source(request: Request) -> str:
+    return clean_text(request.client.host) if request.client else "unknown"
 
 
 def _record(service: str, call: _Call, status: int, reason: str, now: float) -> AuditRecord:
@@ -183,7 +231,7 @@ def _record(service: str, call: _Call, status: int, reason: str, now: float) -> 
         on_behalf_of=claims.sub if claims else None,
         chain=tuple(claims.chain()) if claims else (),
         scopes=tuple(sorted(claims.scopes)) if claims else (),
-        context=claims.ctx.model_dump() if claims else {},
+        context={**(claims.ctx.model_dump() if claims else {}), **(call.target or {})},
         jti=claims.jti if claims else None,
         run_id=claims.ctx.run_id if claims else None,
         request_id=call.request_id,
@@ -209,24 +257,77 @@ async def _bounded_body(request: Request) -> bytes:
     return body
 
 
-def _json_or_none(request: Request, body: bytes) -> Any:
-    if not body or "json" not in request.headers.get("content-type", ""):
+MAX_INT_DIGITS = 19  # an int64; every numeric field of every route is bounded well inside it
+
+
+def is_json(content_type: str | None) -> bool:
+    """Whether FastAPI reads a body of this media type as JSON: ``application/json`` or
+    ``application/*+json`` in any letter case, parameters ignored; without a content type it
+    does not (``strict_content_type``). The same test as FastAPI's, made the same way."""
+    if not content_type:
+        return False
+    message = email.message.Message()
+    message["content-type"] = content_type
+    subtype = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (
+        subtype == "json" or subtype.endswith("+json"))
+
+
+def parse_body(request: Request, body: bytes) -> Any:
+    """The request's JSON body, parsed once, or ``None`` when it is not JSON.
+
+    The parsed object is stored where Starlette caches ``request.json()``, which is where the
+    handler's body parsing reads it: the audited action and resource, the target check and the
+    handler act on one object. Numbers beyond any bound a route allows are refused here
+    (400 ``number_out_of_range``), as is a body that is not JSON (400 ``malformed_json``)."""
+    if not body or not is_json(request.headers.get("content-type")):
         return None
     try:
-        return json.loads(body)
-    except (ValueError, RecursionError):
-        return None
+        parsed = json.loads(body, parse_int=_bounded_int, parse_float=_finite_float,
+                            parse_constant=_no_constant)
+    except ApiError:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(400, "malformed_json", "the body is not valid JSON") from exc
+    request._json = parsed  # Starlette's cache: FastAPI's body parsing reads it from here
+    return parsed
+
+
+def _out_of_range() -> ApiError:
+    return ApiError(400, "number_out_of_range", "a number in the body is out of range")
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise _out_of_range()
+    return int(text)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _out_of_range()
+    return value
+
+
+def _no_constant(text: str) -> float:
+    raise _out_of_range()
 
 
 def validation_response(exc: RequestValidationError) -> tuple[Response, str]:
-    """400 ``malformed_json`` for a body that is not JSON, 422 ``validation_failed`` otherwise;
-    names the fields, never echoes the input."""
+    """400 ``malformed_json`` for a body that is not JSON, 400 ``number_out_of_range`` for a
+    number outside its field's bounds, 422 ``validation_failed`` otherwise; names the fields,
+    never echoes the input."""
     errors = list(exc.errors())
     if any(e.get("type") == "json_invalid" for e in errors):
         invalid = {"error": "invalid_request", "error_description": "the body is not valid JSON",
                    "reason": "malformed_json"}
         return error_response(400, invalid), "malformed_json"
     fields = sorted({".".join(str(p) for p in e.get("loc", ())) for e in errors})[:10]
+    if any(e.get("type") in _RANGE_ERRORS for e in errors):
+        body = {"error": "invalid_request", "reason": "number_out_of_range",
+                "error_description": "out of range: " + clean_text(", ".join(fields))}
+        return error_response(400, body), "number_out_of_range"
     body: dict[str, Any] = {
         "error": "invalid_request", "reason": "validation_failed",
         "error_description": "invalid or missing: " + clean_text(", ".join(fields)),
@@ -234,6 +335,9 @@ def validation_response(exc: RequestValidationError) -> tuple[Response, str]:
     }
     return error_response(422, body), "validation_failed"
 
+
+_RANGE_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal",
+                           "finite_number", "int_parsing_size"})
 
 # FastAPI raises a 400 HTTPException when a declared-JSON body cannot be parsed at all (e.g.
 # nesting too deep for the parser).
@@ -252,17 +356,18 @@ class EnforcedRoute(APIRoute):
     """A FastAPI route whose handler runs inside :meth:`Enforcer.handle`."""
 
     def __init__(self, path: str, endpoint: Callable[..., Any], *, enforcer: Enforcer,
-                 actions: Sequence[Action], **kwargs: Any) -> None:
+                 actions: Sequence[Action], resolve: Resolver | None, **kwargs: Any) -> None:
         self.enforcer = enforcer
         self.actions = tuple(actions)
+        self.resolve = resolve
         super().__init__(path, endpoint, **kwargs)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         inner = super().get_route_handler()
-        enforcer, actions = self.enforcer, self.actions
+        enforcer, actions, resolve = self.enforcer, self.actions, self.resolve
 
         async def handler(request: Request) -> Response:
-            return await enforcer.handle(request, actions, inner)
+            return await enforcer.handle(request, actions, inner, resolve)
 
         return handler
 

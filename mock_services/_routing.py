@@ -8,6 +8,11 @@ A service module declares a handler for catalogue actions by name::
 and :class:`ServiceRouter` takes the method, path, scope, audit action and resource from the
 catalogue, runs the handler inside the enforcement layer, and documents the scope in the
 operation's OpenAPI ``security`` requirement and its ``x-required-scope`` extension.
+
+A service first registers how it resolves each target kind its actions name
+(``@router.resolves("aws.instance")``); a route whose target kind has no resolver is refused
+with :class:`~orchestrator.errors.ConfigError` when the app is built, so no route can skip the
+resource check.
 """
 
 from __future__ import annotations
@@ -21,12 +26,14 @@ from mock_services._access import Caller
 from mock_services._bearer import ERROR_RESPONSES
 from mock_services._enforcement import EnforcedRoute, Enforcer, current_caller
 from mock_services._idempotency import HEADER
+from mock_services._targets import Resolver
 from mock_services.catalog import Action, actions_for, get_action
 from orchestrator.errors import ConfigError
 
 CallerDep = Annotated[Caller, Depends(current_caller)]
 SECURITY_SCHEME = "delegated_token"
 F = TypeVar("F", bound=Callable[..., Any])
+R = TypeVar("R", bound=Resolver)
 
 
 def openapi_extra(actions: tuple[Action, ...]) -> dict[str, Any]:
@@ -61,6 +68,17 @@ class ServiceRouter:
         self.service = service
         self._enforcer = enforcer
         self._registered: set[str] = set()
+        self._resolvers: dict[str, Resolver] = {}
+
+    def resolves(self, kind: str) -> Callable[[R], R]:
+        """Register the decorated function as the resolver of target ``kind``."""
+        def register(resolver: R) -> R:
+            if kind in self._resolvers:
+                raise ConfigError(f"{self.service} resolves {kind} twice")
+            self._resolvers[kind] = resolver
+            return resolver
+
+        return register
 
     def route(self, *names: str, operation_id: str | None = None,
               status_code: int = 200) -> Callable[[F], F]:
@@ -76,10 +94,17 @@ class ServiceRouter:
                 raise ConfigError(f"{action.name} cannot share a route with {first.name}")
             if action.name in self._registered:
                 raise ConfigError(f"{action.name} has two routes")
+            if action.target != first.target:
+                raise ConfigError(f"{action.name} names another target than {first.name}")
+        target = first.target
+        resolve = self._resolvers.get(target.kind)
+        if resolve is None and not target.listing:
+            raise ConfigError(f"{first.name} acts on a {target.kind}, which {self.service} "
+                              "does not resolve: its owner could not be checked")
 
         def register(endpoint: F) -> F:
             route = EnforcedRoute(
-                first.path, endpoint, enforcer=self._enforcer, actions=actions,
+                first.path, endpoint, enforcer=self._enforcer, actions=actions, resolve=resolve,
                 methods=[first.method], status_code=status_code,
                 operation_id=operation_id or first.name, name=operation_id or first.name,
                 summary=first.summary if len(actions) == 1 else " / ".join(

@@ -37,6 +37,14 @@ def reserve(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
     return sock
 
 
+def close_app(app: ASGIApp) -> None:
+    """Run a stopped app's ``state.close`` if it has one (a service writes its open anonymous
+    counts to the audit trail; a second call writes nothing more)."""
+    close = getattr(getattr(app, "state", None), "close", None)
+    if callable(close):
+        close()
+
+
 def url_of(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
     return f"http://{host}:{port}"
@@ -69,5 +77,6 @@ def serve_in_thread(app: ASGIApp, host: str = "127.0.0.1", port: int = 0, *,
         server.should_exit = True
         thread.join(10)
         sock.close()
+        close_app(app)
 
     return url, stop

@@ -11,6 +11,12 @@ Two actions may share one route when the request body tells them apart (PagerDut
 ``PUT /incidents/{id}`` acknowledges or resolves by ``incident.status``); they then share the
 scope too. AWS operations have one path each (``/ec2/CreateTags``); the AWS app also accepts the
 real wire forms, ``POST /`` with ``X-Amz-Target`` and ``POST /ec2?Action=CreateTags``.
+
+Every action also declares its :class:`Target`: the kind of resource it acts on and where the
+request names it. The service resolves that kind to the resource's owning attributes
+(environment, repository, service) and the enforcement layer checks them against the token's
+``ctx`` before the handler runs; a route whose target kind the service cannot resolve is refused
+when the app is built (docs/resources.md).
 """
 
 from __future__ import annotations
@@ -33,6 +39,35 @@ _MAX_VALUE = 128
 _JOSE_SEGMENT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}")
 
 
+LISTING = "listing"
+
+
+@dataclass(frozen=True)
+class Target:
+    """How an action finds the resource it acts on: a ``kind`` its service resolves to owning
+    attributes, from the request ``fields`` that name it (path or query parameters, or dotted
+    JSON body fields). ``LISTING`` names no resource: the handler shows only what the token's
+    context may see."""
+
+    kind: str
+    fields: tuple[str, ...] = ()
+
+    @property
+    def listing(self) -> bool:
+        return self.kind == LISTING
+
+    def values(self, params: Mapping[str, object], body: object) -> tuple[object, ...]:
+        """The raw value of each field in this request (``None`` where absent)."""
+        return tuple(params[f] if f in params else lookup(body, f) for f in self.fields)
+
+
+def _t(kind: str, *fields: str) -> Target:
+    return Target(kind, fields)
+
+
+_LISTED = Target(LISTING)
+
+
 @dataclass(frozen=True)
 class Action:
     name: str
@@ -43,6 +78,7 @@ class Action:
     audit_action: str
     resource: str
     summary: str
+    target: Target
     query: tuple[tuple[str, str], ...] = ()  # (parameter name, wire name)
     body: Callable[[Params], dict[str, Any]] | None = None
     match: tuple[str, str] | None = None  # (dotted body field, value) on a shared route
@@ -95,69 +131,83 @@ _INC_READ, _INC_WRITE, _INC_RESOLVE = ("urn:infra:incident:read", "urn:infra:inc
                                        "urn:infra:incident:resolve")
 _REPO = "/repos/{owner}/{repo}"
 _GH = "github:{owner}/{repo}"
+_REPO_T = _t("github.repository", "owner", "repo")
+_DEPLOYMENT_T = _t("github.deployment", "owner", "repo", "deployment_id")
+_INCIDENT_T = _t("pagerduty.incident", "id")
 
 ACTIONS: tuple[Action, ...] = (
     # Datadog API v1. Posting an event is a write; the directory's only Datadog write scope is
     # monitoring:mute, so that is what it requires (no new scope is invented for it).
     Action("datadog.metrics.query", "datadog", "GET", "/api/v1/query", _READ_MON,
            "metrics:query", "datadog:query:{query}", "Query timeseries points",
+           _t("datadog.query", "query"),
            query=_q("from", "to", "query")),
     Action("datadog.event.create", "datadog", "POST", "/api/v1/events", _MUTE,
-           "event:post", "datadog:events", "Post an event"),
+           "event:post", "datadog:events", "Post an event", _t("datadog.tags", "tags")),
     Action("datadog.event.list", "datadog", "GET", "/api/v1/events", _READ_MON,
-           "event:list", "datadog:events", "List events",
+           "event:list", "datadog:events", "List events", _LISTED,
            query=_q("start", "end", "tags")),
     Action("datadog.monitor.read", "datadog", "GET", "/api/v1/monitor/{monitor_id}", _READ_MON,
-           "monitor:read", "datadog:monitor:{monitor_id}", "Get a monitor's details"),
+           "monitor:read", "datadog:monitor:{monitor_id}", "Get a monitor's details",
+           _t("datadog.monitor", "monitor_id")),
     Action("datadog.monitor.mute", "datadog", "POST", "/api/v1/monitor/{monitor_id}/mute", _MUTE,
-           "monitor:mute", "datadog:monitor:{monitor_id}", "Mute a monitor"),
+           "monitor:mute", "datadog:monitor:{monitor_id}", "Mute a monitor",
+           _t("datadog.monitor", "monitor_id")),
     # GitHub REST API.
     Action("github.pull.read", "github", "GET", _REPO + "/pulls/{pull_number}", _REPO_READ,
-           "pr:read", _GH + "#pr-{pull_number}", "Get a pull request"),
+           "pr:read", _GH + "#pr-{pull_number}", "Get a pull request", _REPO_T),
     Action("github.comment.create", "github", "POST", _REPO + "/issues/{issue_number}/comments",
-           _COMMENT, "comment:post", _GH + "#pr-{issue_number}", "Create an issue comment"),
+           _COMMENT, "comment:post", _GH + "#pr-{issue_number}", "Create an issue comment",
+           _REPO_T),
     Action("github.comment.list", "github", "GET", _REPO + "/issues/{issue_number}/comments",
-           _REPO_READ, "comment:list", _GH + "#pr-{issue_number}", "List issue comments"),
+           _REPO_READ, "comment:list", _GH + "#pr-{issue_number}", "List issue comments", _REPO_T),
     Action("github.deployment_status.create", "github", "POST",
            _REPO + "/deployments/{deployment_id}/statuses", _DEPLOY, "deploy:create",
-           _GH + ":deployment-{deployment_id}", "Create a deployment status"),
+           _GH + ":deployment-{deployment_id}", "Create a deployment status", _DEPLOYMENT_T),
     Action("github.deployment_status.list", "github", "GET",
            _REPO + "/deployments/{deployment_id}/statuses", _REPO_READ, "deploy:list",
-           _GH + ":deployment-{deployment_id}", "List deployment statuses"),
+           _GH + ":deployment-{deployment_id}", "List deployment statuses", _DEPLOYMENT_T),
     Action("github.branch.delete", "github", "DELETE", _REPO + "/git/refs/heads/{branch:path}",
-           _DEPLOY, "branch:delete", _GH + ":heads/{branch}", "Delete a branch reference"),
+           _DEPLOY, "branch:delete", _GH + ":heads/{branch}", "Delete a branch reference", _REPO_T),
     # AWS: EC2 and CloudWatch (JSON bodies with the AWS parameter names).
     Action("aws.ec2.describe_instances", "aws", "POST", "/ec2/DescribeInstances", _INFRA_READ,
-           "instances:describe", "aws:ec2:{InstanceIds}", "Describe EC2 instances"),
+           "instances:describe", "aws:ec2:{InstanceIds}", "Describe EC2 instances",
+           _t("aws.instance", "InstanceIds")),
     Action("aws.ec2.create_tags", "aws", "POST", "/ec2/CreateTags", _TAG,
-           "tags:create", "aws:ec2:{Resources}", "Add or overwrite tags"),
+           "tags:create", "aws:ec2:{Resources}", "Add or overwrite tags",
+           _t("aws.instance", "Resources")),
     Action("aws.ec2.delete_tags", "aws", "POST", "/ec2/DeleteTags", _CLEAN,
-           "tags:delete", "aws:ec2:{Resources}", "Delete tags"),
+           "tags:delete", "aws:ec2:{Resources}", "Delete tags", _t("aws.instance", "Resources")),
     Action("aws.ec2.terminate_instances", "aws", "POST", "/ec2/TerminateInstances", _CLEAN,
-           "instances:terminate", "aws:ec2:{InstanceIds}", "Terminate instances"),
+           "instances:terminate", "aws:ec2:{InstanceIds}", "Terminate instances",
+           _t("aws.instance", "InstanceIds")),
     Action("aws.cloudwatch.get_metric_data", "aws", "POST", "/monitoring/GetMetricData",
-           _INFRA_READ, "metrics:get", "aws:cloudwatch:metrics", "Get CloudWatch metric data"),
+           _INFRA_READ, "metrics:get", "aws:cloudwatch:metrics", "Get CloudWatch metric data",
+           _t("aws.metric", "MetricDataQueries")),
     Action("aws.cloudwatch.put_metric_alarm", "aws", "POST", "/monitoring/PutMetricAlarm", _TAG,
-           "alarm:put", "aws:cloudwatch:alarm/{AlarmName}", "Create or update an alarm"),
+           "alarm:put", "aws:cloudwatch:alarm/{AlarmName}", "Create or update an alarm",
+           _t("aws.alarm", "AlarmName", "Dimensions")),
     Action("aws.cloudwatch.describe_alarms", "aws", "POST", "/monitoring/DescribeAlarms",
-           _INFRA_READ, "alarms:describe", "aws:cloudwatch:alarms", "Describe alarms"),
+           _INFRA_READ, "alarms:describe", "aws:cloudwatch:alarms", "Describe alarms", _LISTED),
     # PagerDuty REST API v2.
     Action("pagerduty.incident.list", "pagerduty", "GET", "/incidents", _INC_READ,
-           "incident:list", "pagerduty:incidents", "List incidents",
+           "incident:list", "pagerduty:incidents", "List incidents", _LISTED,
            query=_q("statuses=statuses[]", "service_ids=service_ids[]")),
     Action("pagerduty.incident.read", "pagerduty", "GET", "/incidents/{id}", _INC_READ,
-           "incident:read", "pagerduty:incident:{id}", "Get an incident"),
+           "incident:read", "pagerduty:incident:{id}", "Get an incident", _INCIDENT_T),
     Action("pagerduty.incident.create", "pagerduty", "POST", "/incidents", _INC_WRITE,
            "incident:create", "pagerduty:service:{incident.service.id}", "Create an incident",
+           _t("pagerduty.service", "incident.service.id"),
            body=_incident_create),
     Action("pagerduty.incident.acknowledge", "pagerduty", "PUT", "/incidents/{id}", _INC_RESOLVE,
            "incident:acknowledge", "pagerduty:incident:{id}", "Acknowledge an incident",
+           _INCIDENT_T,
            body=_incident_update("acknowledged"), match=("incident.status", "acknowledged")),
     Action("pagerduty.incident.resolve", "pagerduty", "PUT", "/incidents/{id}", _INC_RESOLVE,
-           "incident:resolve", "pagerduty:incident:{id}", "Resolve an incident",
+           "incident:resolve", "pagerduty:incident:{id}", "Resolve an incident", _INCIDENT_T,
            body=_incident_update("resolved"), match=("incident.status", "resolved")),
     Action("pagerduty.note.create", "pagerduty", "POST", "/incidents/{id}/notes", _INC_WRITE,
-           "note:create", "pagerduty:incident:{id}", "Add a note to an incident",
+           "note:create", "pagerduty:incident:{id}", "Add a note to an incident", _INCIDENT_T,
            body=lambda p: {"note": {"content": p["content"]}}),
 )
 

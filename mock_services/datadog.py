@@ -4,28 +4,36 @@
 to stage a latency regression); ``POST /api/v1/events`` posts an event (202, as Datadog does;
 it needs ``urn:infra:monitoring:mute``, the directory's only Datadog write scope);
 ``GET /api/v1/monitor/{id}`` and ``POST /api/v1/monitor/{id}/mute`` read and silence the seeded
-monitors. :class:`DatadogState` keeps who did what, for end-to-end tests: its most recent
-:data:`~mock_services._recent.LIMIT` events, and each monitor its last ``LIMIT`` silenced scopes.
+monitors. What a request touches is owned by the ``service:`` and ``env:`` tags it carries: a
+query's tag scope, an event's tags, a monitor's tags; a query or event that leaves one out covers
+every value, which no run's context owns. :class:`DatadogState` keeps who did what, for
+end-to-end tests: its most recent :data:`~mock_services._recent.LIMIT` events, and each monitor
+its last ``LIMIT`` silenced scopes.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import Query
+from fastapi import Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from mock_services._access import Caller
 from mock_services._bearer import ApiError
+from mock_services._numbers import EPOCH_BOUNDS, ID_BOUNDS, MAX_ID, EpochSeconds
 from mock_services._recent import RecentList, add_attributed, newest
 from mock_services._routing import CallerDep, ServiceRouter
+from mock_services._targets import names, numbers
+from orchestrator.identity import ANY, ResourceAttributes
 
 _QUERY = re.compile(r"^(avg|sum|min|max):([A-Za-z0-9_.]{1,100})\{([A-Za-z0-9_.:,/*-]{0,200})\}$")
 _BASELINES = {"latency": 120.0, "errors": 0.4, "cpu": 35.0, "requests": 900.0}
 MAX_RANGE_SECONDS = 7 * 24 * 3600
+MonitorId = Annotated[int, Path(**ID_BOUNDS)]
 
 
 class _Model(BaseModel):
@@ -66,7 +74,7 @@ class EventIn(_Model):
     alert_type: Literal["error", "warning", "info", "success", "user_update"] = "info"
     priority: Literal["normal", "low"] = "normal"
     aggregation_key: str | None = Field(None, max_length=100)
-    date_happened: int | None = None
+    date_happened: EpochSeconds | None = None
 
 
 class Event(BaseModel):
@@ -110,7 +118,7 @@ class Monitor(BaseModel):
 
 class MuteIn(_Model):
     scope: str | None = Field(None, max_length=200)
-    end: int | None = None
+    end: EpochSeconds | None = None
 
 
 @dataclass
@@ -138,18 +146,58 @@ def _seed(state: DatadogState) -> None:
         (1002, "service-x error rate", "avg(last_5m):avg:errors{service:service-x} > 5"),
     ):
         state.monitors[mid] = Monitor(id=mid, name=name, query=query,
-                                      message="@pagerduty-service-x", tags=["service:service-x"])
+                                      message="@pagerduty-service-x",
+                                      tags=["service:service-x", "env:prod"])
+    state.monitors[1101] = Monitor(
+        id=1101, name="service-x staging p99 latency",
+        query="avg(last_5m):avg:latency{service:service-x,env:staging} > 800",
+        message="@slack-service-x", tags=["service:service-x", "env:staging"])
+
+
+def owner_of(resource: str, tags: Iterable[str]) -> ResourceAttributes:
+    """What ``service:`` and ``env:`` tags own; a tag left out, a wildcard or two values of
+    one tag cover more than one owner."""
+    values: dict[str, set[str]] = {}
+    for tag in tags:
+        key, _, value = tag.partition(":")
+        values.setdefault(key, set()).add(value)
+
+    def one(key: str) -> str:
+        found = values.get(key, set())
+        return next(iter(found)) if len(found) == 1 and "*" not in next(iter(found)) else ANY
+
+    return ResourceAttributes(resource=resource, environment=one("env"), service=one("service"))
+
+
+def _visible(caller: Caller, event: Event) -> bool:
+    return caller.sees(owner_of(f"datadog:event:{event.id}", event.tags))
 
 
 def build(router: ServiceRouter, clock: Callable[[], float]) -> DatadogState:
     state = DatadogState(clock)
     _seed(state)
 
+    @router.resolves("datadog.query")
+    def query_scope(named: tuple[object, ...]) -> list[ResourceAttributes]:
+        match = _QUERY.match(named[0]) if isinstance(named[0], str) else None
+        if match is None:  # the handler refuses it as invalid_query
+            return []
+        return [owner_of("datadog:query", match.group(3).split(","))]
+
+    @router.resolves("datadog.tags")
+    def event_tags(named: tuple[object, ...]) -> list[ResourceAttributes]:
+        return [owner_of("datadog:event", names(named[0]))]
+
+    @router.resolves("datadog.monitor")
+    def monitors(named: tuple[object, ...]) -> list[ResourceAttributes]:
+        found = [state.monitors.get(i) for i in numbers(named[0], MAX_ID)]
+        return [owner_of(f"datadog:monitor:{m.id}", m.tags) for m in found if m is not None]
+
     @router.route("datadog.metrics.query")
     async def query_metrics(
         caller: CallerDep,
-        from_: int = Query(alias="from", ge=0),
-        to: int = Query(ge=0),
+        from_: int = Query(alias="from", **EPOCH_BOUNDS),
+        to: int = Query(**EPOCH_BOUNDS),
         query: str = Query(min_length=1, max_length=300),
     ) -> QueryResult:
         match = _QUERY.match(query)
@@ -178,11 +226,13 @@ def build(router: ServiceRouter, clock: Callable[[], float]) -> DatadogState:
         return EventPosted(event=event)
 
     @router.route("datadog.event.list")
-    async def list_events(caller: CallerDep, start: int = Query(ge=0), end: int = Query(ge=0),
+    async def list_events(caller: CallerDep, start: int = Query(**EPOCH_BOUNDS),
+                          end: int = Query(**EPOCH_BOUNDS),
                           tags: str | None = Query(None, max_length=500)) -> EventList:
         wanted = {t for t in (tags or "").split(",") if t}
         events = [e for e in reversed(state.events)
-                  if start <= e.date_happened <= end and wanted <= set(e.tags)]
+                  if start <= e.date_happened <= end and wanted <= set(e.tags)
+                  and _visible(caller, e)]
         return EventList(events=events)
 
     def monitor(monitor_id: int) -> Monitor:
@@ -191,11 +241,12 @@ def build(router: ServiceRouter, clock: Callable[[], float]) -> DatadogState:
         return state.monitors[monitor_id]
 
     @router.route("datadog.monitor.read")
-    async def get_monitor(monitor_id: int, caller: CallerDep) -> Monitor:
+    async def get_monitor(monitor_id: MonitorId, caller: CallerDep) -> Monitor:
         return monitor(monitor_id)
 
     @router.route("datadog.monitor.mute")
-    async def mute_monitor(monitor_id: int, caller: CallerDep, body: MuteIn | None = None) -> Monitor:
+    async def mute_monitor(monitor_id: MonitorId, caller: CallerDep,
+                           body: MuteIn | None = None) -> Monitor:
         current = monitor(monitor_id)
         mute = body or MuteIn()
         silenced = newest({**current.options.silenced, (mute.scope or "*"): mute.end})

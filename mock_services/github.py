@@ -1,10 +1,14 @@
 """Mock GitHub (REST API): pull requests, issue comments, deployment statuses, branch deletion.
 
 Seeded with ``acme/service-x``: pull request #124 (head ``feature/faster-cache`` at the deployed
-commit), deployment 9001 to ``prod``, and branches ``main``, ``feature/faster-cache`` and
-``release/2024-q4``. Comments and statuses are attributed to the acting agent as a bot user, and
-:class:`GitHubState` also keeps on whose behalf each was made. Each pull request keeps its most
+commit), deployments 9001 to ``prod``, 9002 to ``staging`` and 9003 to ``canary``, and
+branches ``main``, ``feature/faster-cache`` and ``release/2024-q4``. Comments and statuses are
+attributed to the acting agent as a bot user, and :class:`GitHubState` also keeps on whose
+behalf each was made. Each pull request keeps its most
 recent :data:`~mock_services._recent.LIMIT` comments and each deployment as many statuses.
+
+Everything under ``/repos/{owner}/{repo}`` is owned by that repository; a deployment is also
+owned by its environment.
 """
 
 from __future__ import annotations
@@ -12,18 +16,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from mock_services._access import Caller
 from mock_services._bearer import ApiError
+from mock_services._numbers import ID_BOUNDS, MAX_ID
 from mock_services._recent import RecentList, add_attributed
 from mock_services._routing import CallerDep, ServiceRouter
+from mock_services._targets import numbers
+from orchestrator.identity import ResourceAttributes
 
 API = "https://api.github.com"
 Repo = tuple[str, str]
 SERVICE_X: Repo = ("acme", "service-x")
+Number = Annotated[int, Path(**ID_BOUNDS)]
 
 
 class User(BaseModel):
@@ -116,8 +125,9 @@ def _seed(state: GitHubState) -> None:
         merged=False, html_url=f"https://github.com/{owner}/{repo}/pull/124",
         url=f"{url}/pulls/124")
     state.comments[(owner, repo, 124)] = RecentList()
-    state.deployments[(owner, repo, 9001)] = "prod"
-    state.statuses[(owner, repo, 9001)] = RecentList(newest_first=True)
+    for deployment_id, environment in ((9001, "prod"), (9002, "staging"), (9003, "canary")):
+        state.deployments[(owner, repo, deployment_id)] = environment
+        state.statuses[(owner, repo, deployment_id)] = RecentList(newest_first=True)
     state.branches[SERVICE_X] = {"main": "41aa0c2", "feature/faster-cache": "9f2c1e7",
                                  "release/2024-q4": "0b3d5e1"}
 
@@ -140,15 +150,30 @@ def build(router: ServiceRouter, clock: Callable[[], float]) -> GitHubState:
             raise ApiError(404, "not_found", "Not Found")
         return owner, repo, deployment_id
 
+    @router.resolves("github.repository")
+    def repository(named: tuple[object, ...]) -> list[ResourceAttributes]:
+        full = "/".join(str(part)[:100] for part in named)
+        return [ResourceAttributes(resource=f"github:{full}", repository=full)]
+
+    @router.resolves("github.deployment")
+    def deployment(named: tuple[object, ...]) -> list[ResourceAttributes]:
+        owner, repo = (str(part)[:100] for part in named[:2])
+        ids = numbers(named[2], MAX_ID)
+        return [ResourceAttributes(resource=f"github:{owner}/{repo}:deployment-{i}",
+                                   repository=f"{owner}/{repo}",
+                                   environment=state.deployments.get((owner, repo, i)))
+                for i in ids] or repository(named[:2])
+
     @router.route("github.pull.read")
-    async def get_pull(owner: str, repo: str, pull_number: int, caller: CallerDep) -> PullRequest:
+    async def get_pull(owner: str, repo: str, pull_number: Number,
+                       caller: CallerDep) -> PullRequest:
         pull = state.pulls.get((owner, repo, pull_number))
         if pull is None:
             raise ApiError(404, "not_found", "Not Found")
         return pull
 
     @router.route("github.comment.create", status_code=201)
-    async def create_comment(owner: str, repo: str, issue_number: int, body: CommentIn,
+    async def create_comment(owner: str, repo: str, issue_number: Number, body: CommentIn,
                              caller: CallerDep) -> Comment:
         key = pull_key(owner, repo, issue_number)
         cid = state.next_id()
@@ -162,12 +187,12 @@ def build(router: ServiceRouter, clock: Callable[[], float]) -> GitHubState:
         return comment
 
     @router.route("github.comment.list")
-    async def list_comments(owner: str, repo: str, issue_number: int,
+    async def list_comments(owner: str, repo: str, issue_number: Number,
                             caller: CallerDep) -> list[Comment]:
         return list(state.comments[pull_key(owner, repo, issue_number)])
 
     @router.route("github.deployment_status.create", status_code=201)
-    async def create_status(owner: str, repo: str, deployment_id: int, body: StatusIn,
+    async def create_status(owner: str, repo: str, deployment_id: Number, body: StatusIn,
                             caller: CallerDep) -> DeploymentStatus:
         key = deployment_key(owner, repo, deployment_id)
         sid = state.next_id()
@@ -181,7 +206,7 @@ def build(router: ServiceRouter, clock: Callable[[], float]) -> GitHubState:
         return status
 
     @router.route("github.deployment_status.list")
-    async def list_statuses(owner: str, repo: str, deployment_id: int,
+    async def list_statuses(owner: str, repo: str, deployment_id: Number,
                             caller: CallerDep) -> list[DeploymentStatus]:
         return list(state.statuses[deployment_key(owner, repo, deployment_id)])
 

@@ -6,6 +6,10 @@ adds a note, ``GET /incidents`` and ``GET /incidents/{id}`` read. Seeded with on
 incident, ``P7X9K2Q``, for service-x's deploy. Asking for the status an incident already has
 changes nothing (200); a resolved incident cannot be acknowledged again (409).
 
+Each PagerDuty service is one service's on-call in one environment (:data:`SERVICES`); an
+incident is owned by its service's owner, and a listing shows only what the caller's context
+owns.
+
 :class:`PagerDutyState` keeps the seeded incident for good and the most recent
 :data:`~mock_services._recent.LIMIT` created ones, each with its most recent
 :data:`NOTES_PER_INCIDENT` notes (an incident's notes go with it), and the last ``LIMIT`` history
@@ -22,12 +26,17 @@ from typing import Annotated, Literal
 from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from mock_services._access import Caller
 from mock_services._bearer import ApiError
 from mock_services._recent import RecentDict, RecentList
 from mock_services._routing import CallerDep, ServiceRouter
+from mock_services._targets import names
+from orchestrator.identity import ResourceAttributes
 
 API = "https://api.pagerduty.com"
-SERVICES = {"PSVCX01": "service-x", "PSVCY02": "service-y"}
+# PagerDuty service id -> (the service it pages for, its environment)
+SERVICES = {"PSVCX01": ("service-x", "prod"), "PSVCY02": ("service-y", "prod"),
+            "PSVCXS1": ("service-x", "staging")}
 Status = Literal["triggered", "acknowledged", "resolved"]
 NOTES_PER_INCIDENT = 100  # below LIMIT: at most LIMIT incidents times this many notes
 
@@ -145,7 +154,7 @@ class PagerDutyState:
             urgency=urgency, incident_key=key, created_at=self.now(),
             last_status_change_at=self.now(),
             service=Reference(id=service_id, type="service_reference",
-                              summary=SERVICES[service_id]),
+                              summary=SERVICES[service_id][0]),
             html_url=f"https://acme.pagerduty.com/incidents/{iid}", self=f"{API}/incidents/{iid}")
         self.notes[iid] = RecentList(limit=NOTES_PER_INCIDENT)
         if seeded:
@@ -157,6 +166,15 @@ class PagerDutyState:
         return incident
 
 
+def owner_of(resource: str, service_id: str) -> ResourceAttributes:
+    service, environment = SERVICES[service_id]
+    return ResourceAttributes(resource=resource, service=service, environment=environment)
+
+
+def _visible(caller: Caller, incident: Incident) -> bool:
+    return caller.sees(owner_of(f"pagerduty:incident:{incident.id}", incident.service.id))
+
+
 def _agent(actor: str) -> Reference:
     return Reference(id=actor, type="user_reference", summary=actor)
 
@@ -165,6 +183,15 @@ def build(router: ServiceRouter, clock: Callable[[], float]) -> PagerDutyState:
     state = PagerDutyState(clock)
     state.add("P7X9K2Q", "service-x deploy 9f2c1e7: p99 latency above 500ms", "PSVCX01", "high",
               key="deploy/service-x/9f2c1e7", seeded=True)
+
+    @router.resolves("pagerduty.incident")
+    def incidents(named: tuple[object, ...]) -> list[ResourceAttributes]:
+        found = [state.incidents.get(i) for i in names(named[0])]
+        return [owner_of(f"pagerduty:incident:{i.id}", i.service.id) for i in found if i]
+
+    @router.resolves("pagerduty.service")
+    def services(named: tuple[object, ...]) -> list[ResourceAttributes]:
+        return [owner_of(f"pagerduty:service:{i}", i) for i in names(named[0]) if i in SERVICES]
 
     def incident(iid: str) -> Incident:
         if iid not in state.incidents:
@@ -180,7 +207,7 @@ def build(router: ServiceRouter, clock: Callable[[], float]) -> PagerDutyState:
     ) -> IncidentList:
         found = [i for i in state.incidents.values()
                  if (not statuses or i.status in statuses)
-                 and (not service_ids or i.service.id in service_ids)]
+                 and (not service_ids or i.service.id in service_ids) and _visible(caller, i)]
         return IncidentList(incidents=found[:limit], limit=limit, more=len(found) > limit)
 
     @router.route("pagerduty.incident.read")

@@ -138,8 +138,12 @@ class ServerGroup:
             server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=10)
-        for _, sock in self._servers:
+        for server, sock in self._servers:
             sock.close()
+            # a stopped app's own close hook: a mock service writes its open anonymous counts
+            close = getattr(getattr(server.config.app, "state", None), "close", None)
+            if callable(close):
+                close()
 
     def __enter__(self) -> Self:
         self.start()

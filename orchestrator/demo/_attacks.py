@@ -13,10 +13,10 @@ from typing import Any
 from mock_services.catalog import build_request
 from orchestrator.audit import AuditStore, StoredRecord
 from orchestrator.ci import DELIVERY_HEADER, ROUTE, build_deployment_event, webhook_key
+from orchestrator.demo._audit_attack import rewrite_a_copy
 from orchestrator.errors import OAuthError
 from orchestrator.identity import AccessClaims, Actor, Context, MayAct, mint, new_jti
 from orchestrator.identity._keys import generate_private_key, signing_key_of
-from orchestrator.demo._audit_attack import rewrite_a_copy
 from orchestrator.system import System
 from orchestrator.workflows import required_scopes
 
@@ -146,6 +146,18 @@ class AttackRound:
             return replay.status_code, str(data.get("error")), "refusal_not_audited"
         return replay.status_code, str(data.get("error")), str(data.get("reason"))
 
+    def _staging_token_against_prod(self) -> tuple[int, str, str]:
+        """A staging run's CleanupAgent, holding infrastructure:clean for AWS the legitimate
+        way (CI-triggered, three hops), deletes a tag on a prod instance: the service checks the
+        instance's own env tag, not the token's claim."""
+        infrabot, argocd = self.rt.auth("agent:infrabot"), self.rt.auth("agent:argocd")
+        staging = self._root(environment="staging")
+        for_argocd = infrabot.exchange(staging, audience="agent:argocd")["access_token"]
+        for_cleanup = argocd.exchange(for_argocd, audience="agent:cleanup")["access_token"]
+        token = self.rt.auth("agent:cleanup").exchange(for_cleanup, resource=self.aws,
+                                                       scope=CLEAN)["access_token"]
+        return self._call_aws(token)
+
     def run(self, manual_prod: Callable[[], tuple[int, str, str]]) -> list[Attack]:
         cleanup, argocd = self.rt.auth("agent:cleanup"), self.rt.auth("agent:argocd")
         for_argocd, for_cleanup = self._chain()
@@ -182,6 +194,10 @@ class AttackRound:
                     "sam's signed prod deployment sent again under a new delivery id",
                     "replayed_delivery", self._replayed_delivery),
         ]
+        attacks.append(_expect("staging token against a prod resource",
+                               "a staging run's CleanupAgent deletes a tag on an env=prod "
+                               "instance", "environment_mismatch",
+                               self._staging_token_against_prod))
         aws_token = cleanup.exchange(for_cleanup, resource=self.aws, scope=CLEAN)["access_token"]
         self.system.orchestrator.auth.revoke_by(user="user:sam")
         attacks.append(_expect("call after the user is revoked",

@@ -40,12 +40,16 @@ from orchestrator.identity._keys import (
     thumbprint,
 )
 from orchestrator.identity._policy import (
+    ANY,
     Agent,
     ContextRule,
     Directory,
+    ResourceAttributes,
     Service,
+    TargetMismatch,
     User,
     load_directory,
+    mismatch_of,
 )
 from orchestrator.identity._revocation import (
     MemoryRevocationStore,
@@ -74,6 +78,7 @@ from orchestrator.identity._tokens import (
 )
 
 __all__ = [
+    "ANY",
     "CLIENT_ASSERTION_TYPE",
     "TYP",
     "AccessClaims",
@@ -98,11 +103,13 @@ __all__ = [
     "PendingCheck",
     "PrivateKeyMaterial",
     "PublicKey",
+    "ResourceAttributes",
     "RevocationStore",
     "RevocationTarget",
     "Service",
     "SigningKey",
     "Standing",
+    "TargetMismatch",
     "TokenVerifier",
     "User",
     "VerifiedToken",
@@ -122,6 +129,7 @@ __all__ = [
     "load_directory",
     "make_assertion",
     "mint",
+    "mismatch_of",
     "narrow",
     "nest",
     "new_jti",

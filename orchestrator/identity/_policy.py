@@ -102,6 +102,47 @@ class ContextRule(_Model):
         return self.applies_to == "writes" and not is_write(scope)
 
 
+class ResourceAttributes(_Model):
+    """What owns a resource a service holds: the environment it runs in, the repository it is
+    built from, the service it belongs to. ``None`` where the resource has no such owner (a pull
+    request has no environment); ``ANY`` where a request names every value (an unscoped
+    metric query), which never equals a token's context."""
+
+    resource: str
+    environment: str | None = None
+    repository: str | None = None
+    service: str | None = None
+
+
+ANY = "*"  # an attribute a request leaves open: every environment, every service
+
+
+class TargetMismatch(_Model):
+    """A refusal of a request's target: the reason code and both values of the attribute."""
+
+    reason: str
+    attribute: str
+    claimed: str
+    actual: str
+
+
+def mismatch_of(ctx: Context, target: ResourceAttributes) -> TargetMismatch | None:
+    """The first owning attribute of ``target`` that is not the context's, or ``None``."""
+    checks = (("environment", target.environment, ctx.environment),
+              ("repository", target.repository, ctx.repository),
+              ("service", target.service, service_of(ctx.repository)))
+    for attribute, actual, claimed in checks:
+        if actual is not None and actual != claimed:
+            return TargetMismatch(reason=f"{attribute}_mismatch", attribute=attribute,
+                                  claimed=claimed, actual=actual)
+    return None
+
+
+def service_of(repository: str) -> str:
+    """The service a repository builds: ``acme/service-x`` builds ``service-x``."""
+    return repository.rpartition("/")[2]
+
+
 class Directory(_Model):
     users: dict[UserId, User] = {}
     agents: dict[AgentId, Agent] = {}
@@ -123,6 +164,23 @@ class Directory(_Model):
 
     def context_permits(self, scope: str, ctx: Context) -> bool:
         return all(rule.permits(scope, ctx) for rule in self.context_rules)
+
+    def target_refusal(self, scope: str, ctx: Context,
+                       target: ResourceAttributes) -> TargetMismatch | None:
+        """Why a token rooted in ``ctx`` may not use ``scope`` on ``target``, or ``None``.
+
+        The target's own attributes decide, not what the token claims: its environment must be
+        the token's, its repository (or the service that repository builds) the token's, and the
+        context rules are applied to the target's environment."""
+        mismatch = mismatch_of(ctx, target)
+        if mismatch is not None:
+            return mismatch
+        where = ctx.model_copy(update={"environment": target.environment or ctx.environment})
+        broken = next((r for r in self.context_rules if not r.permits(scope, where)), None)
+        if broken is not None:  # what the target's environment requires of the trigger
+            return TargetMismatch(reason="context_forbidden", attribute="trigger",
+                                  claimed=ctx.trigger, actual=broken.require_trigger)
+        return None
 
     def context_allowed(self, scopes: frozenset[str], ctx: Context) -> frozenset[str]:
         return frozenset(s for s in scopes if self.context_permits(s, ctx))

@@ -12,7 +12,8 @@ from orchestrator.audit import contains_raw_jwt
 
 SECTIONS = ("1 · CI event", "2 · Root grant", "3 · Hops", "4 · Audit trail of the run",
             "5 · Attack round", "6 · The same workflow without delegation")
-ATTACKS = 11
+ATTACKS = 12  # the nine of the first round, a replayed CI delivery, a staging token
+# against a prod resource and a rewritten audit record
 
 
 @pytest.fixture(scope="module")

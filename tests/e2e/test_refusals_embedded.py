@@ -40,7 +40,7 @@ agents:
   - agent: agent:argocd
     steps:
       - action: github.deployment_status.create
-        params: {owner: "${owner}", repo: "${repo}", deployment_id: 9001, state: success}
+        params: {owner: "${owner}", repo: "${repo}", deployment_id: 9003, state: success}
       - action: aws.ec2.create_tags
         params:
           Resources: [i-0a1b2c3d4e5f60001]

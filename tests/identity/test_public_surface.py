@@ -6,6 +6,7 @@ from __future__ import annotations
 from orchestrator import identity
 
 PUBLIC = [
+    "ANY",
     "CLIENT_ASSERTION_TYPE",
     "TYP",
     "AccessClaims",
@@ -30,11 +31,13 @@ PUBLIC = [
     "PendingCheck",
     "PrivateKeyMaterial",
     "PublicKey",
+    "ResourceAttributes",
     "RevocationStore",
     "RevocationTarget",
     "Service",
     "SigningKey",
     "Standing",
+    "TargetMismatch",
     "TokenVerifier",
     "User",
     "VerifiedToken",
@@ -54,6 +57,7 @@ PUBLIC = [
     "load_directory",
     "make_assertion",
     "mint",
+    "mismatch_of",
     "narrow",
     "nest",
     "new_jti",

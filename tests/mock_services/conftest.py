@@ -158,7 +158,8 @@ class Stack:
 def start_stack(root: Path, *, services: Sequence[str] = SERVICE_NAMES, with_auth: bool = True,
                 revocation: RevocationStore | None = None,
                 key_clock: Callable[[], float] = time.monotonic,
-                min_refresh_seconds: float = 5.0, **overrides: Any) -> Stack:
+                min_refresh_seconds: float = 5.0, clock: Callable[[], float] = time.time,
+                **overrides: Any) -> Stack:
     auth_sock = reserve()
     socks = {name: reserve() for name in services}
     ports = {f"{name}_port": sock.getsockname()[1] for name, sock in socks.items()}
@@ -176,7 +177,7 @@ def start_stack(root: Path, *, services: Sequence[str] = SERVICE_NAMES, with_aut
         keys = remote_key_source(settings, clock=key_clock,
                                  min_refresh_seconds=min_refresh_seconds, timeout=1.0)
         directory = load_directory(settings.workflows_dir / "directory.yaml")
-        deps = ServiceDeps(settings, keys, stack.revocation, directory, audit)
+        deps = ServiceDeps(settings, keys, stack.revocation, directory, audit, clock)
         for name, sock in socks.items():
             stack.apps[name] = create_service_app(name, deps)
             stack.urls[name] = url_of(sock)

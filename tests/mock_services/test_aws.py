@@ -80,7 +80,8 @@ def test_cloudwatch_metric_data_and_alarms(stack, http):
     assert (result["Id"], result["StatusCode"], len(result["Values"])) == ("cpu", "Complete", 10)
     alarm = {"AlarmName": "service-x-cpu", "MetricName": "CPUUtilization",
              "Namespace": "AWS/EC2", "Statistic": "Average", "Period": 60,
-             "EvaluationPeriods": 3, "Threshold": 80, "ComparisonOperator": "GreaterThanThreshold"}
+             "EvaluationPeriods": 3, "Threshold": 80, "ComparisonOperator": "GreaterThanThreshold",
+             "Dimensions": [{"Name": "InstanceId", "Value": WEB1}]}
     assert stack.call(http, "aws.cloudwatch.put_metric_alarm", alarm).status_code == 200
     described = stack.call(http, "aws.cloudwatch.describe_alarms",
                            {"AlarmNames": ["service-x-cpu"]}).json()["MetricAlarms"]

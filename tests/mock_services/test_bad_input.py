@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 JSON = {"Content-Type": "application/json"}
+OWNED = "avg:latency{service:service-x,env:prod}"  # a query the default token's context owns
 # (service, method, path, raw body or None, extra headers, expected status, expected reason)
 CASES: list[tuple[str, str, str, bytes | None, dict[str, str], int, str]] = [
     ("github", "POST", "/repos/acme/service-x/issues/124/comments", b'{"body": ', JSON, 400,
@@ -28,26 +29,31 @@ CASES: list[tuple[str, str, str, bytes | None, dict[str, str], int, str]] = [
      JSON, 400, "malformed_json"),
     ("github", "POST", "/repos/acme/service-x/issues/124/comments", b"x" * 70000, JSON, 413,
      "body_too_large"),
-    ("github", "GET", "/repos/acme/service-x/pulls/99999999999999999999999999", None, {}, 404,
-     "not_found"),
-    ("github", "GET", "/repos/acme/service-x/pulls/-1", None, {}, 404, "not_found"),
+    ("github", "GET", "/repos/acme/service-x/pulls/99999999999999999999999999", None, {}, 400,
+     "number_out_of_range"),
+    ("github", "GET", "/repos/acme/service-x/pulls/-1", None, {}, 400, "number_out_of_range"),
+    ("github", "GET", "/repos/acme/service-x/pulls/99999", None, {}, 404, "not_found"),
     ("github", "POST", "/repos/acme/service-x/deployments/9001/statuses",
      b'{"state": "exploded"}', JSON, 422, "validation_failed"),
-    ("datadog", "GET", "/api/v1/query?from=x&to=2&query=avg:latency{a:b}", None, {}, 422,
+    ("datadog", "GET", "/api/v1/query?from=x&to=2&query=" + OWNED, None, {}, 422,
      "validation_failed"),
     ("datadog", "GET", "/api/v1/query?to=2", None, {}, 422, "validation_failed"),
-    ("datadog", "GET", "/api/v1/query?from=10&to=5&query=avg:latency{a:b}", None, {}, 400,
+    ("datadog", "GET", "/api/v1/query?from=10&to=5&query=" + OWNED, None, {}, 400,
      "invalid_time_range"),
-    ("datadog", "GET", "/api/v1/query?from=0&to=1" + "0" * 40 + "&query=avg:l{a}", None, {}, 400,
-     "invalid_time_range"),
+    ("datadog", "GET", "/api/v1/query?from=0&to=1" + "0" * 40 + "&query=" + OWNED, None, {}, 400,
+     "number_out_of_range"),
+    ("datadog", "GET", "/api/v1/query?from=0&to=" + str(7 * 86400 + 1) + "&query=" + OWNED,
+     None, {}, 400, "invalid_time_range"),
     ("datadog", "GET", "/api/v1/query?from=1&to=20&query=drop%20table", None, {}, 400,
      "invalid_query"),
     ("datadog", "GET", "/api/v1/monitor/1e5", None, {}, 422, "validation_failed"),
     ("datadog", "GET", "/api/v1/monitor/%00", None, {}, 422, "validation_failed"),
     ("datadog", "POST", "/api/v1/monitor/1001/mute", b'{"end": "soon"}', JSON, 422,
      "validation_failed"),
-    ("datadog", "POST", "/api/v1/events", b'{"title": ""}', JSON, 422, "validation_failed"),
-    ("datadog", "POST", "/api/v1/events", b"null", JSON, 422, "validation_failed"),
+    ("datadog", "POST", "/api/v1/events", b'{"title": "", "tags": ["service:service-x", '
+     b'"env:prod"]}', JSON, 422, "validation_failed"),
+    ("github", "POST", "/repos/acme/service-x/issues/124/comments", b"null", JSON, 422,
+     "validation_failed"),
     ("aws", "POST", "/ec2/TerminateInstances", b'{"InstanceIds": []}', JSON, 422,
      "validation_failed"),
     ("aws", "POST", "/ec2/TerminateInstances", b'{"InstanceIds": ["../../x"]}', JSON, 400,
@@ -58,7 +64,8 @@ CASES: list[tuple[str, str, str, bytes | None, dict[str, str], int, str]] = [
      JSON, 400, "invalid_filter"),
     ("aws", "POST", "/monitoring/GetMetricData", (b'{"MetricDataQueries": [], "StartTime": 1,'
       b' "EndTime": 2}'), JSON, 422, "validation_failed"),
-    ("aws", "POST", "/monitoring/PutMetricAlarm", b'{"AlarmName": "a"}', JSON, 422,
+    ("aws", "POST", "/monitoring/PutMetricAlarm", b'{"AlarmName": "a", "Dimensions": [{"Name": '
+     b'"InstanceId", "Value": "i-0a1b2c3d4e5f60001"}]}', JSON, 422,
      "validation_failed"),
     ("aws", "POST", "/ec2/Nope", b"{}", JSON, 404, "not_found"),
     ("aws", "POST", "/?Action=../../etc", b"{}", JSON, 404, "not_found"),
@@ -70,7 +77,7 @@ CASES: list[tuple[str, str, str, bytes | None, dict[str, str], int, str]] = [
     ("pagerduty", "POST", "/incidents", (b'{"incident": {"type": "incident", "title": "t", '
       b'"service": {"id": "PNOPE99"}}}'), JSON, 404, "not_found"),
     ("pagerduty", "GET", "/incidents?statuses[]=exploded", None, {}, 422, "validation_failed"),
-    ("pagerduty", "GET", "/incidents?limit=100000", None, {}, 422, "validation_failed"),
+    ("pagerduty", "GET", "/incidents?limit=100000", None, {}, 400, "number_out_of_range"),
     ("pagerduty", "POST", "/incidents/NOPE/notes", b'{"note": {"content": "x"}}', JSON, 404,
      "not_found"),
 ]

@@ -21,6 +21,7 @@ SMALL = 3
 REPO = {"owner": "acme", "repo": "service-x"}
 WEB1, WEB2 = "i-0a1b2c3d4e5f60001", "i-0a1b2c3d4e5f60002"
 SAM = ("agent:infrabot", "user:sam")
+OWNED = ["service:service-x", "env:prod"]
 
 
 @pytest.fixture
@@ -94,7 +95,7 @@ def test_a_deployment_keeps_its_newest_statuses_newest_first(small, stack_factor
 def test_datadog_keeps_its_newest_events_with_fresh_ids(small, stack_factory, http):
     stack = stack_factory(services=("datadog",))
     token = stack.token("datadog")
-    ids = [stack.call(http, "datadog.event.create", {"title": f"deploy {n}"},
+    ids = [stack.call(http, "datadog.event.create", {"title": f"deploy {n}", "tags": OWNED},
                       token=token).json()["event"]["id"] for n in range(5)]
     assert ids == [1, 2, 3, 4, 5]
     now = int(time.time())
@@ -121,7 +122,8 @@ def test_aws_keeps_its_newest_changes_and_alarms(small, stack_factory, http):
     token = stack.token("aws")
     alarm = {"MetricName": "CPUUtilization", "Namespace": "AWS/EC2", "Statistic": "Average",
              "Period": 60, "EvaluationPeriods": 3, "Threshold": 80,
-             "ComparisonOperator": "GreaterThanThreshold"}
+             "ComparisonOperator": "GreaterThanThreshold",
+             "Dimensions": [{"Name": "InstanceId", "Value": WEB1}]}
     for n in range(5):
         stack.call(http, "aws.cloudwatch.put_metric_alarm", {**alarm, "AlarmName": f"cpu-{n}"},
                    token=token)
@@ -135,7 +137,7 @@ def test_aws_keeps_its_newest_changes_and_alarms(small, stack_factory, http):
 def test_the_real_bound_holds_over_http(stack_factory, http):
     stack = stack_factory(services=("aws",))
     token = stack.token("aws")
-    resources = [WEB1, WEB2, "i-0a1b2c3d4e5f60003", "i-0f9e8d7c6b5a40001"]
+    resources = [WEB1, WEB2, "i-0a1b2c3d4e5f60003"]  # all of service-x's prod instances
     calls = _recent.LIMIT // len(resources) + 1
     for n in range(calls):
         tags = {"Resources": resources, "Tags": [{"Key": "deployed-commit", "Value": str(n)}]}

@@ -6,23 +6,23 @@ import time
 
 
 def test_a_metric_query_answers_a_time_series(stack, http):
-    query = "avg:latency{service:service-x}"
+    query = "avg:latency{service:service-x,env:prod}"
     response = stack.call(http, "datadog.metrics.query", {"from": 1000, "to": 4600,
                                                           "query": query})
     body = response.json()
     assert (body["status"], body["res_type"], body["query"]) == ("ok", "time_series", query)
     [series] = body["series"]
-    assert (series["metric"], series["scope"], series["aggr"]) == ("latency",
-                                                                   "service:service-x", "avg")
+    assert (series["metric"], series["scope"], series["aggr"]) == (
+        "latency", "service:service-x,env:prod", "avg")
     assert series["length"] == len(series["pointlist"]) == 60
     assert series["pointlist"][0][0] == 1_000_000  # milliseconds, as Datadog answers
 
 
 def test_a_pinned_metric_stages_a_regression(stack_factory, http):
     stack = stack_factory(services=("datadog",))
-    stack.apps["datadog"].state.service.set_metric("latency", "service:service-x", 900.0)
+    stack.apps["datadog"].state.service.set_metric("latency", "service:service-x,env:prod", 900.0)
     body = stack.call(http, "datadog.metrics.query", {
-        "from": 0, "to": 600, "query": "max:latency{service:service-x}"}).json()
+        "from": 0, "to": 600, "query": "max:latency{service:service-x,env:prod}"}).json()
     assert {v for _, v in body["series"][0]["pointlist"]} == {900.0}
 
 
@@ -30,7 +30,7 @@ def test_events_are_posted_and_listed(stack, http):
     now = int(time.time())
     posted = stack.call(http, "datadog.event.create", {
         "title": "Deployed service-x 9f2c1e7", "text": "by InfraBot",
-        "tags": ["service:service-x", "deploy:9f2c1e7"], "alert_type": "success"})
+        "tags": ["service:service-x", "env:prod", "deploy:9f2c1e7"], "alert_type": "success"})
     assert posted.status_code == 202
     event = posted.json()["event"]
     listed = stack.call(http, "datadog.event.list", {

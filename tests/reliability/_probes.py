@@ -20,7 +20,8 @@ SAM = "user:sam"
 # service -> (catalogue action, params, scope): a read the post-deploy story's data answers
 READS: dict[str, tuple[str, dict[str, Any], str]] = {
     "datadog": ("datadog.metrics.query", {"from": 1764400000, "to": 1764400900,
-                                          "query": "avg:trace.http.request.duration{service:service-x}"},
+                                          "query": "avg:trace.http.request.duration"
+                                                   "{service:service-x,env:prod}"},
                 "urn:infra:monitoring:read"),
     "github": ("github.pull.read", {"owner": "acme", "repo": "service-x", "pull_number": 124},
                "urn:infra:repo:read"),

@@ -1,0 +1,167 @@
+"""Resources carry their owners and every service checks them against the token's ``ctx``
+before the handler acts, over real HTTP: exact status and reason, both values in the audit
+record, and nothing acted on, including a request naming several resources, one of them out of
+bounds. Listings show only what the caller's context owns."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from _examples import CANARY, EXAMPLES, REPO, STAGING_X, STAGING_Y, WEB1, WEB2
+
+from mock_services.catalog import get_action
+from orchestrator.identity import Context, ResourceAttributes
+
+STAGING_CI = {"environment": "staging"}
+SERVICE_Y = {"repository": "acme/service-y"}
+
+
+def refused(stack: Any, response: httpx.Response, reason: str, attribute: str, claimed: str,
+            actual: str) -> None:
+    assert response.status_code == 403, response.text
+    body = response.json()
+    assert (body["error"], body["reason"]) == ("insufficient_scope", reason)
+    [record] = stack.records(response)
+    assert (record.decision, record.reason, record.status) == ("deny", reason, 403)
+    assert record.context[f"claimed.{attribute}"] == claimed
+    assert record.context[f"target.{attribute}"] == actual
+
+
+@pytest.fixture
+def world(stack_factory: Any) -> Any:
+    return stack_factory()
+
+
+def state(stack: Any, service: str) -> Any:
+    return stack.apps[service].state.service
+
+
+def test_a_staging_run_cannot_terminate_a_prod_instance(world, http):
+    response = world.call(http, "aws.ec2.terminate_instances", {"InstanceIds": [CANARY]},
+                          ctx=STAGING_CI)
+    refused(world, response, "environment_mismatch", "environment", "staging", "prod")
+    [record] = world.records(response)
+    assert record.context["environment"] == "staging"  # the token's own ctx, as claimed
+    assert record.context["target.resource"] == f"aws:ec2:{CANARY}"
+    aws = state(world, "aws")
+    assert aws.instances[CANARY].State.Name == "running" and aws.changes == []
+
+
+def test_one_resource_out_of_bounds_refuses_the_whole_request(world, http):
+    aws = state(world, "aws")
+    before = {i: (s.State, s.Tags) for i, s in aws.instances.items()}
+    both = world.call(http, "aws.ec2.terminate_instances", {"InstanceIds": [STAGING_X, WEB1]},
+                      ctx=STAGING_CI)
+    refused(world, both, "environment_mismatch", "environment", "staging", "prod")
+    tags = world.call(http, "aws.ec2.create_tags", {
+        "Resources": [STAGING_X, STAGING_Y], "Tags": [{"Key": "k", "Value": "v"}]},
+        ctx=STAGING_CI)
+    refused(world, tags, "service_mismatch", "service", "service-x", "service-y")
+    assert {i: (s.State, s.Tags) for i, s in aws.instances.items()} == before
+    assert aws.changes == []
+    own = world.call(http, "aws.ec2.terminate_instances", {"InstanceIds": [STAGING_X]},
+                     ctx=STAGING_CI)
+    assert own.status_code == 200 and aws.instances[STAGING_X].State.Name == "terminated"
+
+
+def test_a_service_x_run_cannot_touch_service_y(world, http):
+    response = world.call(http, "pagerduty.incident.create",
+                          {"title": "y is slow", "service_id": "PSVCY02"})
+    refused(world, response, "service_mismatch", "service", "service-x", "service-y")
+    assert len(state(world, "pagerduty").incidents) == 1
+    comment = world.call(http, "github.comment.create",
+                         {"owner": "acme", "repo": "service-y", "issue_number": 124,
+                          "body": "x"})
+    refused(world, comment, "repository_mismatch", "repository", "acme/service-x",
+            "acme/service-y")
+    other = world.call(http, "github.pull.read", {**REPO, "pull_number": 124}, ctx=SERVICE_Y)
+    refused(world, other, "repository_mismatch", "repository", "acme/service-y",
+            "acme/service-x")
+
+
+def test_every_service_refuses_a_staging_token_on_its_prod_resources(world, http):
+    for name in ("datadog.monitor.mute", "github.deployment_status.create",
+                 "aws.ec2.create_tags", "pagerduty.incident.resolve", "pagerduty.note.create",
+                 "datadog.monitor.read", "aws.cloudwatch.get_metric_data"):
+        response = world.call(http, name, EXAMPLES[name], ctx=STAGING_CI)
+        refused(world, response, "environment_mismatch", "environment", "staging", "prod")
+    assert state(world, "pagerduty").incidents["P7X9K2Q"].status == "triggered"
+    assert list(state(world, "github").statuses[("acme", "service-x", 9001)]) == []
+    assert state(world, "datadog").monitors[1002].options.silenced == {}
+    assert state(world, "aws").changes == []
+
+
+def test_a_query_or_event_that_names_no_environment_is_owned_by_none(world, http):
+    query = world.call(http, "datadog.metrics.query",
+                       {"from": 0, "to": 600, "query": "avg:latency{service:service-x}"})
+    refused(world, query, "environment_mismatch", "environment", "prod", "*")
+    spread = world.call(http, "datadog.metrics.query", {
+        "from": 0, "to": 600, "query": "avg:latency{service:service-y,service:service-x,"
+                                       "env:prod}"})
+    refused(world, spread, "service_mismatch", "service", "service-x", "*")
+    event = world.call(http, "datadog.event.create", {"title": "t", "tags": ["env:prod"]})
+    refused(world, event, "service_mismatch", "service", "service-x", "*")
+    fleet = world.call(http, "aws.cloudwatch.put_metric_alarm",
+                       {**EXAMPLES["aws.cloudwatch.put_metric_alarm"], "Dimensions": []})
+    refused(world, fleet, "environment_mismatch", "environment", "prod", "*")
+    assert len(state(world, "datadog").events) == 0 and len(state(world, "aws").alarms) == 0
+
+
+def test_an_instance_cannot_be_retagged_into_another_owner(world, http):
+    for name, params in (
+        ("aws.ec2.create_tags", {"Resources": [WEB2], "Tags": [{"Key": "env",
+                                                                "Value": "staging"}]}),
+        ("aws.ec2.delete_tags", {"Resources": [WEB2], "Tags": [{"Key": "service"}]}),
+    ):
+        response = world.call(http, name, params)
+        assert (response.status_code, response.json()["reason"]) == (400, "owner_tag_immutable")
+    everything = world.call(http, "aws.ec2.delete_tags", {"Resources": [WEB2]})
+    assert everything.status_code == 200
+    assert state(world, "aws").tags(WEB2) == {"service": "service-x", "env": "prod"}
+
+
+def test_listings_show_only_what_the_context_owns(world, http):
+    seen = world.call(http, "aws.ec2.describe_instances", {}, ctx=STAGING_CI).json()
+    ids = {i["InstanceId"] for r in seen["Reservations"] for i in r["Instances"]}
+    assert ids == {STAGING_X}
+    incidents = world.call(http, "pagerduty.incident.list", {}, ctx=STAGING_CI).json()
+    assert incidents["incidents"] == []
+    prod = world.call(http, "pagerduty.incident.list", {}).json()
+    assert [i["id"] for i in prod["incidents"]] == ["P7X9K2Q"]
+    world.call(http, "aws.cloudwatch.put_metric_alarm", EXAMPLES["aws.cloudwatch.put_metric_alarm"])
+    alarms = world.call(http, "aws.cloudwatch.describe_alarms", {}, ctx=STAGING_CI).json()
+    assert alarms["MetricAlarms"] == []
+    world.call(http, "datadog.event.create", EXAMPLES["datadog.event.create"])
+    events = world.call(http, "datadog.event.list", EXAMPLES["datadog.event.list"],
+                        ctx=STAGING_CI).json()
+    assert events["events"] == []
+
+
+def test_the_staging_twins_serve_a_staging_run(world, http):
+    staging = {"ctx": STAGING_CI}
+    assert world.call(http, "datadog.monitor.mute", {"monitor_id": 1101}, **staging) \
+        .status_code == 200
+    status = world.call(http, "github.deployment_status.create",
+                        {**REPO, "deployment_id": 9002, "state": "success"}, **staging)
+    assert status.status_code == 201 and status.json()["environment"] == "staging"
+    incident = world.call(http, "pagerduty.incident.create",
+                          {"title": "staging is slow", "service_id": "PSVCXS1"}, **staging)
+    assert incident.status_code == 201
+
+
+def test_the_context_rules_hold_in_the_targets_environment(directory):
+    manual = Context(trigger="manual", environment="prod", repository="acme/service-x",
+                     commit="c", run_id="r")
+    clean = get_action("aws.ec2.terminate_instances").scope
+    unowned = ResourceAttributes(resource="github:acme/service-x", repository="acme/service-x")
+    refusal = directory.target_refusal(clean, manual, unowned)
+    assert refusal is not None and (refusal.reason, refusal.claimed, refusal.actual) == (
+        "context_forbidden", "manual", "ci_pipeline")
+    staging = manual.model_copy(update={"environment": "staging"})
+    prod = ResourceAttributes(resource="aws:ec2:i-1", environment="prod", service="service-x")
+    refusal = directory.target_refusal(clean, staging, prod)
+    assert refusal is not None and (refusal.reason, refusal.claimed, refusal.actual) == (
+        "environment_mismatch", "staging", "prod")
+    assert directory.target_refusal(clean, staging, unowned) is None
