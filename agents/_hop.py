@@ -48,14 +48,18 @@ def _ms(start: float) -> int:
     return int((time.perf_counter() - start) * 1000)
 
 
-def template_values(run: Run) -> dict[str, object]:
+def template_values(run: Run, workflow: Workflow) -> dict[str, object]:
+    """What a step's ``${name}`` params are filled with: the workflow's values for the run's
+    environment, and the run's built-in fields (as text, as they always rendered)."""
     owner, _, repo = run.repository.partition("/")
     started = int(run.created_at.timestamp())
-    return {"service": run.service, "environment": run.environment, "repository": run.repository,
-            "owner": owner, "repo": repo, "commit": run.commit,
-            "pr": run.pr if run.pr is not None else 0, "run_id": run.run_id,
-            "user": run.user.removeprefix("user:"), "now": started,
-            "window_start": started - 900}
+    built_in = {"service": run.service, "environment": run.environment,
+                "repository": run.repository, "owner": owner, "repo": repo,
+                "commit": run.commit, "pr": run.pr if run.pr is not None else 0,
+                "run_id": run.run_id, "user": run.user.removeprefix("user:"), "now": started,
+                "window_start": started - 900}
+    return {**workflow.values_for(run.environment),
+            **{k: str(v) for k, v in built_in.items()}}
 
 
 class _Stop(Exception):
@@ -158,7 +162,7 @@ def perform_hop(rt: AgentRuntime, *, run_id: str, workflow: str, agent: str, tok
                                     "another agent's key")
     plan = rt.workflows[workflow].plan(agent)
     hop = _Hop(rt, run, rt.workflows[workflow], agent, task_id, mode)
-    values = template_values(run)
+    values = template_values(run, hop.workflow)
     try:
         for index, step in enumerate(plan.steps):
             action = CATALOG[step.action]

@@ -2,15 +2,15 @@
 
 ``POST /incidents`` creates, ``PUT /incidents/{id}`` acknowledges or resolves (by
 ``incident.status``; two catalogue actions share that route), ``POST /incidents/{id}/notes``
-adds a note, ``GET /incidents`` and ``GET /incidents/{id}`` read. Seeded with one triggered
-incident, ``P7X9K2Q``, for service-x's deploy. Asking for the status an incident already has
+adds a note, ``GET /incidents`` and ``GET /incidents/{id}`` read. Seeded with a triggered
+incident for service-x's deploy in each environment: ``P7X9K2Q`` in prod, ``PSTG4X1`` in staging. Asking for the status an incident already has
 changes nothing (200); a resolved incident cannot be acknowledged again (409).
 
 Each PagerDuty service is one service's on-call in one environment (:data:`SERVICES`); an
 incident is owned by its service's owner, and a listing shows only what the caller's context
 owns.
 
-:class:`PagerDutyState` keeps the seeded incident for good and the most recent
+:class:`PagerDutyState` keeps the seeded incidents for good and the most recent
 :data:`~mock_services._recent.LIMIT` created ones, each with its most recent
 :data:`NOTES_PER_INCIDENT` notes (an incident's notes go with it), and the last ``LIMIT`` history
 entries.
@@ -183,6 +183,8 @@ def build(router: ServiceRouter, clock: Callable[[], float]) -> PagerDutyState:
     state = PagerDutyState(clock)
     state.add("P7X9K2Q", "service-x deploy 9f2c1e7: p99 latency above 500ms", "PSVCX01", "high",
               key="deploy/service-x/9f2c1e7", seeded=True)
+    state.add("PSTG4X1", "service-x staging deploy 9f2c1e7: p99 latency above 500ms", "PSVCXS1",
+              "low", key="deploy/service-x/staging/9f2c1e7", seeded=True)
 
     @router.resolves("pagerduty.incident")
     def incidents(named: tuple[object, ...]) -> list[ResourceAttributes]:

@@ -100,6 +100,16 @@ def _check_references(path: Path, lines: Lines, s: Scenario, directory: Director
     for agent in s.changes.hand_off_scopes:
         if not any(p.agent == agent and p.hand_off for w in workflows.values() for p in w.agents):
             fail(("changes", "hand_off_scopes", agent), f"{agent} hands off in no workflow")
+    for name, by_env in s.changes.values.items():
+        if name not in workflows:
+            fail(("changes", "values", name), f"no workflow named {name!r}")
+            continue
+        known = workflows[name].values
+        for env, named in by_env.items():
+            for value in named:
+                if value not in known.get(env, {}):
+                    fail(("changes", "values", name, env, value),
+                         f"{name} has no value {value!r} for environment {env}")
     revoke = s.changes.revoke
     if revoke is not None and revoke.after != "root_grant" and revoke.after not in directory.agents:
         fail(("changes", "revoke", "after"), f"{revoke.after} is not an agent in the directory")

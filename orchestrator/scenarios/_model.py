@@ -23,6 +23,7 @@ happen (``workflows/scenarios/*.yaml``).
       agents: {agent:cleanup: {allowed_scopes: [...]}}
       context_rules: [{environment: prod, require_trigger: ci_pipeline, applies_to: writes}]
       hand_off_scopes: {agent:argocd: [urn:infra:incident:resolve]}
+      values: {post-deploy: {staging: {deployment_id: 9001}}}
       revoke: {after: agent:infrabot}       # revoke the event's user mid-run
     expect:
       webhook: {status: 403, reason: user_disabled}   # default: 202 accepted
@@ -40,6 +41,7 @@ happen (``workflows/scenarios/*.yaml``).
 Fields an expectation leaves out are not checked. ``users`` and ``agents`` entries change only the
 fields given (a user not in the directory is added). ``context_rules`` replaces the whole list.
 ``hand_off_scopes`` sets what an agent hands off in every workflow where it hands off.
+``values`` replaces, per workflow and environment, the named values of the workflow's ``values:``.
 ``workflow`` routes the event there: when the event would start another workflow, the private
 copy holds only the named one, its trigger widened to match the event.
 """
@@ -52,6 +54,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from orchestrator.identity import ContextRule
 from orchestrator.identity._scopes import is_scope
+from orchestrator.workflows import Value
 
 NAME = r"^[a-z][a-z0-9-]{0,63}$"
 USER = r"^user:[a-z0-9][a-z0-9_.-]{0,63}$"
@@ -71,6 +74,7 @@ Scope = Annotated[str, AfterValidator(_scope)]
 Scopes = tuple[Scope, ...]
 UserId = Annotated[str, Field(pattern=USER)]
 AgentId = Annotated[str, Field(pattern=AGENT)]
+WorkflowName = Annotated[str, Field(pattern=NAME)]
 Verdict = Literal["allow", "deny"]
 
 
@@ -140,6 +144,7 @@ class Changes(_Model):
     agents: dict[AgentId, AgentChange] = {}
     context_rules: tuple[ContextRule, ...] | None = None
     hand_off_scopes: dict[AgentId, Scopes] = {}
+    values: dict[WorkflowName, dict[str, dict[str, Value]]] = {}
     revoke: Revocation | None = None
 
     def system_key(self) -> str:

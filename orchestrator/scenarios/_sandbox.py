@@ -2,7 +2,7 @@
 
 The copy holds ``directory.yaml`` (users, agents and context rules changed as the scenario says)
 and the workflow files: verbatim when unchanged, rewritten when an agent's ``hand_off_scopes``
-is overridden, and only the named workflow, its trigger widened to the event, when the scenario
+or a workflow's ``values`` are overridden, and only the named workflow, its trigger widened to the event, when the scenario
 routes the event to a workflow that the event would not otherwise start.
 """
 
@@ -19,7 +19,7 @@ from orchestrator.errors import ConfigError
 from orchestrator.identity import Directory
 from orchestrator.scenarios._loader import changed_directory
 from orchestrator.scenarios._model import Scenario
-from orchestrator.workflows import Trigger, Workflow, select
+from orchestrator.workflows import Trigger, Value, Workflow, select
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,8 @@ class Sandbox:
                 continue
             if self.routed_to is not None:
                 wf = _routed(wf, scenario)
-            changed = _with_hand_offs(wf, overrides)
+            changed = _with_values(_with_hand_offs(wf, overrides),
+                                   scenario.changes.values.get(wf.name, {}))
             if changed == workflows[wf.name] and self.routed_to is None:
                 shutil.copyfile(path, target / path.name)
             else:
@@ -86,6 +87,11 @@ def _with_hand_offs(workflow: Workflow, overrides: Mapping[str, tuple[str, ...]]
     plans = tuple(p.model_copy(update={"hand_off_scopes": overrides[p.agent]})
                   if p.agent in overrides and p.hand_off else p for p in workflow.agents)
     return workflow.model_copy(update={"agents": plans})
+
+
+def _with_values(workflow: Workflow, overrides: Mapping[str, Mapping[str, Value]]) -> Workflow:
+    values = {env: {**named, **overrides.get(env, {})} for env, named in workflow.values.items()}
+    return workflow.model_copy(update={"values": values})
 
 
 def _dump(data: object, path: Path) -> None:

@@ -8,12 +8,13 @@ from orchestrator.workflows._loader import (
     select,
     step_scopes,
 )
-from orchestrator.workflows._model import AgentPlan, Step, Trigger, Workflow, render
+from orchestrator.workflows._model import AgentPlan, Step, Trigger, Value, Workflow, render
 
 __all__ = [
     "AgentPlan",
     "Step",
     "Trigger",
+    "Value",
     "Workflow",
     "downstream_scopes",
     "load_workflow",

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from orchestrator._yamlfile import line_of, load_yaml
 from orchestrator.errors import ConfigError
 from orchestrator.identity import Directory
-from orchestrator.workflows._model import Workflow
+from orchestrator.workflows._model import TEMPLATE_FIELDS, Workflow, names_in
 
 NOT_WORKFLOWS = frozenset({"directory.yaml"})
 ScopeOf = Callable[[str], str | None]
@@ -45,7 +45,48 @@ def load_workflow(path: Path, directory: Directory, scope_of: ScopeOf = _catalog
             if step.scope is not None and step.scope != scope:
                 _fail(path, lines, (*loc, "scope"),
                       f"{step.action} requires {scope}, not {step.scope}")
+    _check_values(path, lines, workflow)
     return workflow
+
+
+def _check_values(path: Path, lines: Lines, workflow: Workflow) -> None:
+    """Every ``${name}`` a step uses is a built-in field or has a value in every environment
+    the workflow triggers in; every value is used, and a list never inside a longer string."""
+    for env, named in workflow.values.items():
+        for name in named:
+            if name in TEMPLATE_FIELDS:
+                _fail(path, lines, ("values", env, name),
+                      f"{name} is a built-in field; a workflow value cannot replace it")
+    defined = {name for named in workflow.values.values() for name in named}
+    used: set[str] = set()
+    for a, plan in enumerate(workflow.agents):
+        for s, step in enumerate(plan.steps):
+            for param, value in step.params.items():
+                loc = ("agents", a, "steps", s, "params", param)
+                for name in dict.fromkeys(names_in(value)):
+                    used.add(name)
+                    _check_use(path, lines, workflow, loc, name, defined, value)
+    for env, named in workflow.values.items():
+        for name in named:
+            if name not in used:
+                _fail(path, lines, ("values", env, name), f"{name} is used by no step")
+
+
+def _check_use(path: Path, lines: Lines, workflow: Workflow, loc: tuple[Any, ...], name: str,
+               defined: set[str], value: Any) -> None:
+    if name in TEMPLATE_FIELDS:
+        return
+    if name not in defined:
+        _fail(path, lines, loc, f"unknown field ${{{name}}}: neither a built-in field "
+                                f"({', '.join(TEMPLATE_FIELDS)}) nor in values")
+    for env in workflow.trigger.environments:
+        named = workflow.values.get(env, {})
+        if name not in named:
+            _fail(path, lines, loc, f"${{{name}}} has no value for environment {env} "
+                                    f"(values.{env}.{name})")
+        if isinstance(named[name], list) and name in names_in(value, embedded=True):
+            _fail(path, lines, loc, f"${{{name}}} is a list in values.{env}: it cannot be "
+                                    "part of a longer string")
 
 
 def _check_agent(path: Path, lines: Lines, directory: Directory, index: int,

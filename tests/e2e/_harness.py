@@ -110,7 +110,8 @@ ONE_PASS_EXCHANGES = {"agent:infrabot": 4, "agent:argocd": 3, "agent:cleanup": 2
 
 
 def assert_post_deploy_audit(records: list[StoredRecord], run_id: str,
-                             exchanges_by_agent: Mapping[str, int] = ONE_PASS_EXCHANGES) -> None:
+                             exchanges_by_agent: Mapping[str, int] = ONE_PASS_EXCHANGES, *,
+                             environment: str = "prod") -> None:
     """Every call of the story once, by the right agent, for sam, with the full nested chain;
     ``exchanges_by_agent``: how many tokens each agent obtained (a retried hop asks again)."""
     calls = service_records(records)
@@ -121,7 +122,7 @@ def assert_post_deploy_audit(records: list[StoredRecord], run_id: str,
         assert (record.service, record.performed_by, record.on_behalf_of, record.chain) == \
             (service, chain[0], SAM, chain), record
         assert record.run_id == run_id
-        assert record.context["environment"] == "prod"
+        assert record.context["environment"] == environment
         assert record.context["trigger"] == "ci_pipeline"
         assert record.request_id is not None and record.request_id.startswith(run_id)
     root = [r for r in records if r.action == "root_grant"]

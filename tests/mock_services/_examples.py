@@ -7,6 +7,7 @@ from typing import Any
 
 WEB1, WEB2, CANARY = "i-0a1b2c3d4e5f60001", "i-0a1b2c3d4e5f60002", "i-0a1b2c3d4e5f60003"
 STAGING_X, STAGING_Y = "i-0b1c2d3e4f5a60001", "i-0f9e8d7c6b5a40001"
+SEEDED_INCIDENTS = ["P7X9K2Q", "PSTG4X1"]  # service-x's deploy incident: prod, staging
 REPO = {"owner": "acme", "repo": "service-x"}
 OWNED_QUERY = "avg:latency{service:service-x,env:prod}"
 ON_WEB1 = [{"Name": "InstanceId", "Value": WEB1}]

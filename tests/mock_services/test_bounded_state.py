@@ -176,14 +176,14 @@ def test_pagerduty_keeps_the_seeded_incident_and_the_newest_created(small, stack
                        {"title": f"incident {n}", "service_id": "PSVCX01", "details": "5xx"},
                        token=token).json()["incident"] for n in range(5)]
     assert [(i["id"], i["incident_number"]) for i in made] == [
-        (f"Q00000{n}", n) for n in range(2, 7)]
+        (f"Q00000{n}", n) for n in range(3, 8)]  # after the two seeded (prod, staging)
     listed = stack.call(http, "pagerduty.incident.list", {}, token=token).json()["incidents"]
-    assert [i["id"] for i in listed] == ["P7X9K2Q", "Q000004", "Q000005", "Q000006"]
-    gone = stack.call(http, "pagerduty.incident.read", {"id": "Q000002"}, token=token)
+    assert [i["id"] for i in listed] == ["P7X9K2Q", "Q000005", "Q000006", "Q000007"]
+    gone = stack.call(http, "pagerduty.incident.read", {"id": "Q000003"}, token=token)
     assert (gone.status_code, gone.json()["reason"]) == (404, "not_found")
     state = stack.apps["pagerduty"].state.service
-    assert list(state.notes) == ["P7X9K2Q", "Q000004", "Q000005", "Q000006"]
-    assert state.history == [(f"Q00000{n}", "created", *SAM) for n in (4, 5, 6)]
+    assert list(state.notes) == ["P7X9K2Q", "PSTG4X1", "Q000005", "Q000006", "Q000007"]
+    assert state.history == [(f"Q00000{n}", "created", *SAM) for n in (5, 6, 7)]
 
 
 def test_an_incident_keeps_its_newest_notes(monkeypatch, stack_factory, http):

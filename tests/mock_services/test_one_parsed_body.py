@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from _examples import SEEDED_INCIDENTS
 
 UPDATE = {"incident": {"type": "incident_reference", "status": "resolved"}}
 CREATE = {"incident": {"type": "incident", "title": "slow",
@@ -41,7 +42,7 @@ def test_a_body_that_is_not_json_is_not_json_to_either(stack_factory, http):
     assert (response.status_code, response.json()["reason"]) == (422, "validation_failed")
     [record] = stack.records(response)
     assert record.resource == "pagerduty:service:*"
-    assert len(stack.apps["pagerduty"].state.service.incidents) == 1
+    assert list(stack.apps["pagerduty"].state.service.incidents) == SEEDED_INCIDENTS
 
 
 def test_a_target_named_in_an_odd_case_body_is_still_checked(stack_factory, http):
@@ -53,4 +54,4 @@ def test_a_target_named_in_an_odd_case_body_is_still_checked(stack_factory, http
                         headers={"Authorization": f"Bearer {token}",
                                  "Content-Type": "Application/JSON"})
     assert (created.status_code, created.json()["reason"]) == (403, "environment_mismatch")
-    assert len(stack.apps["pagerduty"].state.service.incidents) == 1
+    assert list(stack.apps["pagerduty"].state.service.incidents) == SEEDED_INCIDENTS

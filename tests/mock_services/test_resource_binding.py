@@ -9,7 +9,16 @@ from typing import Any
 
 import httpx
 import pytest
-from _examples import CANARY, EXAMPLES, REPO, STAGING_X, STAGING_Y, WEB1, WEB2
+from _examples import (
+    CANARY,
+    EXAMPLES,
+    REPO,
+    SEEDED_INCIDENTS,
+    STAGING_X,
+    STAGING_Y,
+    WEB1,
+    WEB2,
+)
 
 from mock_services.catalog import get_action
 from orchestrator.identity import Context, ResourceAttributes
@@ -70,7 +79,7 @@ def test_a_service_x_run_cannot_touch_service_y(world, http):
     response = world.call(http, "pagerduty.incident.create",
                           {"title": "y is slow", "service_id": "PSVCY02"})
     refused(world, response, "service_mismatch", "service", "service-x", "service-y")
-    assert len(state(world, "pagerduty").incidents) == 1
+    assert list(state(world, "pagerduty").incidents) == SEEDED_INCIDENTS
     comment = world.call(http, "github.comment.create",
                          {"owner": "acme", "repo": "service-y", "issue_number": 124,
                           "body": "x"})
@@ -127,7 +136,7 @@ def test_listings_show_only_what_the_context_owns(world, http):
     ids = {i["InstanceId"] for r in seen["Reservations"] for i in r["Instances"]}
     assert ids == {STAGING_X}
     incidents = world.call(http, "pagerduty.incident.list", {}, ctx=STAGING_CI).json()
-    assert incidents["incidents"] == []
+    assert [i["id"] for i in incidents["incidents"]] == ["PSTG4X1"]
     prod = world.call(http, "pagerduty.incident.list", {}).json()
     assert [i["id"] for i in prod["incidents"]] == ["P7X9K2Q"]
     world.call(http, "aws.cloudwatch.put_metric_alarm", EXAMPLES["aws.cloudwatch.put_metric_alarm"])
