@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SigningAlg = Literal["ES256", "RS256", "EdDSA"]
@@ -45,6 +46,11 @@ class Settings(BaseSettings):
     max_token_bytes: int = Field(8192, ge=512, le=65536)
     assertion_max_lifetime_seconds: int = Field(300, ge=10, le=3600)
 
+    database_url: SecretStr | None = Field(
+        None, description="Where the audit trail and the run log live: "
+                          "postgresql://user@host:port/db (one database every process shares), "
+                          "or sqlite:///dir (audit.sqlite3 and runs.sqlite3 in dir); unset, "
+                          "SQLite files in the state directory.")
     redis_url: str | None = Field(
         None, description="Revocation registry and replay cache; in-process when unset."
     )
@@ -78,6 +84,13 @@ class Settings(BaseSettings):
             raise ValueError("root_token_ttl_seconds must be >= token_ttl_seconds")
         return self
 
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _check_database_url(value.get_secret_value())
+        return value
+
     @property
     def auth_url(self) -> str:
         return f"http://{self.host}:{self.auth_port}"
@@ -98,5 +111,42 @@ class Settings(BaseSettings):
         return self.state_dir / "audit.sqlite3"
 
     @property
+    def audit_target(self) -> Path | str:
+        """The audit trail's database: a SQLite file path or a PostgreSQL URL."""
+        return self._store_target(self.audit_db)
+
+    @property
+    def runs_target(self) -> Path | str:
+        """The run log's database: a SQLite file path or a PostgreSQL URL."""
+        return self._store_target(self.state_dir / "runs.sqlite3")
+
+    def _store_target(self, default: Path) -> Path | str:
+        if self.database_url is None:
+            return default
+        url = self.database_url.get_secret_value()
+        if url.startswith("sqlite:"):
+            return Path(urlsplit(url).path) / default.name
+        return url
+
+    @property
     def endpoints_file(self) -> Path:
         return self.state_dir / "endpoints.json"
+
+
+def _check_database_url(url: str) -> None:
+    """ValueError (never quoting the URL: it may hold a password) unless ``url`` names a
+    PostgreSQL database or a SQLite directory."""
+    shape = "must be postgresql://user@host:port/db or sqlite:///directory"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{shape} (it does not parse as a URL)") from None
+    if parts.scheme in ("postgresql", "postgres"):
+        if not parts.hostname or not parts.path.strip("/") or port == 0:
+            raise ValueError(f"{shape} (a host and a database name are required)")
+    elif parts.scheme == "sqlite":
+        if parts.netloc or not parts.path or parts.query:
+            raise ValueError(f"{shape} (sqlite:/// then an absolute directory path)")
+    else:
+        raise ValueError(shape)

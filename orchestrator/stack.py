@@ -80,7 +80,7 @@ class Stack:
         store = revocation if revocation is not None else open_store(settings.redis_url)
         now = int(time.time())
         keyring = KeyRing.open(settings.keys_dir / "signing", settings.signing_alg, now=now)
-        audit = AuditStore(settings.audit_db)
+        audit = AuditStore(settings.audit_target)
         clients = ensure_client_keys(settings, directory)
         auth = AuthorizationService(
             settings=settings, keyring=keyring, directory=directory, revocation=store,

@@ -1,10 +1,19 @@
-"""The append-only SQLite audit store, safe for several processes writing one file.
+"""The append-only audit store, on a SQLite file or a PostgreSQL database (:mod:`orchestrator.db`).
 
-WAL journal, ``synchronous=NORMAL`` and a busy timeout let the auth server, the services and the
-workers append to the same file at once. Each :meth:`AuditStore.append` is its own committed
-``BEGIN IMMEDIATE`` transaction (record and writer head together), so a process crash loses at
-most the record in flight; with ``synchronous=NORMAL`` an OS crash or power loss may also roll
-back the last commits, which then shows up as nothing missing (the head rolls back with them).
+The auth server, the services and the workers, on one host or many, append at once. Each
+:meth:`AuditStore.append` is its own committed transaction (record and writer head together), so
+a process crash loses at most the record in flight. The transaction first locks its writer's
+head (:meth:`~orchestrator.db.Transaction.lock`: the whole file on SQLite, an advisory lock on
+the writer's name on PostgreSQL), so two stores that share a writer name, in any processes on
+any hosts, still extend its chain one record at a time. On SQLite with ``synchronous=NORMAL`` an
+OS crash or power loss may roll back the last commits, which then shows up as nothing missing
+(the head rolls back with them).
+
+On PostgreSQL a connection can be lost inside the append (its backend killed, the server
+restarting). Whether the commit happened is then read back: the record is stored if its writer's
+``seq`` holds its hash. If it is, the append succeeded; if not, it is tried once more on a fresh
+connection. So a record is never written twice, and an append that raises stored nothing
+(unless the read-back itself failed: then the record may be there, as a ``ConnectionLost``).
 
 Triggers refuse ``UPDATE`` and ``DELETE`` on records and any head move other than one step
 forward; they stop mistakes, not an attacker who can drop them. :meth:`AuditStore.verify` is what
@@ -17,13 +26,11 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sqlite3
 import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from orchestrator._sqlite import SQLiteFile, connect
 from orchestrator.audit._chain import GENESIS_HASH, link_hash
 from orchestrator.audit._record import (
     CONTENT_FIELDS,
@@ -33,17 +40,18 @@ from orchestrator.audit._record import (
     contains_raw_jwt,
     format_time,
 )
-from orchestrator.audit._schema import JSON_FIELDS, SCHEMA_VERSION, STATEMENTS
+from orchestrator.audit._schema import JSON_FIELDS, SCHEMA
 from orchestrator.audit._verify import ChainRow, Head, VerifyReport, verify_rows
+from orchestrator.db import Store, ConnectionLost, Database, Transaction, open_database
 from orchestrator.errors import Unavailable
 
-BUSY_TIMEOUT_SECONDS = 5.0
+APPEND_ATTEMPTS = 2
 _CHAIN_COLUMNS = ("id", "writer", "seq", "prev_hash", "hash")
 _COLUMNS = ", ".join(_CHAIN_COLUMNS + CONTENT_FIELDS)
 _STORED_FIELDS = frozenset(StoredRecord.model_fields)
 _INSERT = (
     f"INSERT INTO records (writer, seq, prev_hash, hash, {', '.join(CONTENT_FIELDS)}) "
-    f"VALUES ({', '.join('?' * (4 + len(CONTENT_FIELDS)))})"
+    f"VALUES ({', '.join('?' * (4 + len(CONTENT_FIELDS)))}) RETURNING id"
 )
 _SET_HEAD = (
     "INSERT INTO writers (writer, last_seq, last_hash) VALUES (?, ?, ?) "
@@ -67,32 +75,34 @@ def default_writer() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-class AuditStore(SQLiteFile):
-    """Append-only audit records in one SQLite file, hash-chained per writer.
+class AuditStore(Store):
+    """Append-only audit records, hash-chained per writer, in a SQLite file (``target`` a path)
+    or a PostgreSQL database (``target`` a ``postgresql://`` URL).
 
     Thread-safe; use as a context manager or call :meth:`close`. ``writer`` names this
     instance's chain; reusing a name continues that chain from its head.
     """
 
-    what = "audit store"
-
-    def __init__(self, path: Path, writer: str | None = None) -> None:
+    def __init__(self, target: Path | str, writer: str | None = None) -> None:
         self._writer = _check_writer(writer) if writer is not None else default_writer()
-        super().__init__(Path(path), _connect(Path(path)))
+        self._db: Database = open_database(target, SCHEMA)
 
     @property
     def writer(self) -> str:
         return self._writer
 
+    @property
+    def target(self) -> str:
+        return self._db.target
+
     def append(self, record: AuditRecord) -> StoredRecord:
-        """Store one record in its own committed transaction; returns it with its chain fields."""
+        """Store one record in its own committed transaction; returns it with its chain fields.
+        :class:`~orchestrator.errors.Unavailable` if it could not be stored (then it was not)."""
         content = record.content()
-        with self._lock:
-            conn = self._connection()
-            try:
-                row_id, seq, prev_hash, digest = self._insert(conn, content)
-            except sqlite3.OperationalError as exc:
-                raise Unavailable("audit store cannot be written") from exc
+        try:
+            row_id, seq, prev_hash, digest = self._append(content)
+        except Unavailable as exc:
+            raise Unavailable("audit store cannot be written", reason=exc.reason) from exc
         # ``record`` was validated when it was built, and the chain fields are this store's own:
         # validating it all again (the raw-token scan included) cost half of an append.
         values = {name: getattr(record, name) for name in CONTENT_FIELDS}
@@ -130,7 +140,7 @@ class AuditStore(SQLiteFile):
             "until": format_time(until) if until else None,
         }
         used = {name: value for name, value in given.items() if value is not None}
-        where = " AND ".join(_FILTERS[name] for name in used) or "1"
+        where = " AND ".join(_FILTERS[name] for name in used) or "TRUE"
         sql = f"SELECT {_COLUMNS} FROM records WHERE {where} ORDER BY time, id"
         params: list[Any] = list(used.values())
         if limit is not None:
@@ -138,50 +148,61 @@ class AuditStore(SQLiteFile):
                 raise ValueError("limit must be >= 0")
             sql += " LIMIT ?"
             params.append(limit)
-        with self._lock:
-            rows = self._connection().execute(sql, params).fetchall()
+        with self._db.transaction(write=False) as tx:
+            rows = tx.execute(sql, params).fetchall()
         return [_stored(row) for row in rows]
 
     def verify(self) -> VerifyReport:
         """Walk every writer's chain; see :mod:`orchestrator.audit._verify` for the kinds."""
-        with self._lock:
-            conn = self._connection()
-            rows = conn.execute(f"SELECT {_COLUMNS} FROM records ORDER BY id").fetchall()
-            heads = conn.execute("SELECT writer, last_seq, last_hash FROM writers").fetchall()
+        with self._db.transaction(write=False) as tx:  # one snapshot: rows and heads agree
+            rows = tx.execute(f"SELECT {_COLUMNS} FROM records ORDER BY id").fetchall()
+            heads = tx.execute("SELECT writer, last_seq, last_hash FROM writers").fetchall()
         return verify_rows(
             (_chain_row(row) for row in rows),
             {writer: Head(last_seq, last_hash) for writer, last_seq, last_hash in heads},
         )
 
     def __repr__(self) -> str:
-        return f"AuditStore({str(self._path)!r}, writer={self._writer!r})"
+        return f"AuditStore({self._db.target!r}, writer={self._writer!r})"
 
-    def _insert(
-        self, conn: sqlite3.Connection, content: dict[str, Any]
-    ) -> tuple[int, int, str, str]:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            head = conn.execute(
-                "SELECT last_seq, last_hash FROM writers WHERE writer = ?", (self._writer,)
-            ).fetchone()
-            last_seq, prev_hash = head if head else (0, GENESIS_HASH)
-            seq = last_seq + 1
-            digest = link_hash(prev_hash, content, self._writer, seq)
-            values = [_column_value(name, content[name]) for name in CONTENT_FIELDS]
-            cursor = conn.execute(_INSERT, [self._writer, seq, prev_hash, digest, *values])
-            conn.execute(_SET_HEAD, (self._writer, seq, digest))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        assert cursor.lastrowid is not None
-        return cursor.lastrowid, seq, prev_hash, digest
+    def _append(self, content: dict[str, Any]) -> tuple[int, int, str, str]:
+        """Insert, and after a lost connection read back whether the insert was committed."""
+        for attempt in range(1, APPEND_ATTEMPTS + 1):
+            tried: list[tuple[int, str, str]] = []
+            try:
+                with self._db.transaction(write=True) as tx:
+                    return self._insert(tx, content, tried)
+            except ConnectionLost:
+                if tried:
+                    seq, prev_hash, digest = tried[0]
+                    found = self._stored_id(seq, digest)
+                    if found is not None:
+                        return found, seq, prev_hash, digest
+                if attempt == APPEND_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
 
+    def _insert(self, tx: Transaction, content: dict[str, Any],
+                tried: list[tuple[int, str, str]]) -> tuple[int, int, str, str]:
+        tx.lock(f"writer:{self._writer}")
+        head = tx.execute(
+            "SELECT last_seq, last_hash FROM writers WHERE writer = ?", (self._writer,)
+        ).fetchone()
+        last_seq, prev_hash = head if head else (0, GENESIS_HASH)
+        seq = last_seq + 1
+        digest = link_hash(prev_hash, content, self._writer, seq)
+        tried.append((seq, prev_hash, digest))
+        values = [_column_value(name, content[name]) for name in CONTENT_FIELDS]
+        (row_id,) = tx.execute(_INSERT, [self._writer, seq, prev_hash, digest, *values]).fetchone()
+        tx.execute(_SET_HEAD, (self._writer, seq, digest))
+        return row_id, seq, prev_hash, digest
 
-def _connect(path: Path) -> sqlite3.Connection:
-    return connect(path, busy_timeout=BUSY_TIMEOUT_SECONDS, statements=STATEMENTS,
-                   version=SCHEMA_VERSION, what="audit database")
+    def _stored_id(self, seq: int, digest: str) -> int | None:
+        """The row id of this writer's record ``seq`` if it holds ``digest``, else None."""
+        with self._db.transaction(write=False) as tx:
+            row = tx.execute("SELECT id FROM records WHERE writer = ? AND seq = ? AND hash = ?",
+                             (self._writer, seq, digest)).fetchone()
+        return None if row is None else int(row[0])
 
 
 def _check_writer(writer: str) -> str:

@@ -105,8 +105,8 @@ def _delivery(spec: EventSpec, secret: bytes, last: tuple[dict[str, str], bytes]
     return headers, body
 
 
-def run_load(webhooks_url: str, secret: bytes, runs_db: Path, events: list[EventSpec], *,
-             rate: float, timeout: float, on_sent: Callable[[int], None] = lambda _: None,
+def run_load(webhooks_url: str, secret: bytes, runs_db: Path | str, events: list[EventSpec],
+             *, rate: float, timeout: float, on_sent: Callable[[int], None] = lambda _: None,
              on_done: Callable[[int], None] = lambda _: None) -> LoadReport:
     """Send ``events`` at ``rate``/s, then wait (until ``timeout``) for every run to end."""
     report = LoadReport()
@@ -137,7 +137,7 @@ def run_load(webhooks_url: str, secret: bytes, runs_db: Path, events: list[Event
     return report
 
 
-def _collect(report: LoadReport, runs_db: Path, sent_at: dict[str, float], deadline: float,
+def _collect(report: LoadReport, runs_db: Path | str, sent_at: dict[str, float], deadline: float,
              on_done: Callable[[int], None]) -> None:
     pending = dict(sent_at)
     with RunStore(runs_db) as store:

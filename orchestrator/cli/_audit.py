@@ -1,7 +1,7 @@
 """``infrabot audit query|verify|export``: read, check and export the audit trail.
 
-The database is ``<state_dir>/audit.sqlite3`` from the settings (``INFRABOT_STATE_DIR`` or
-``--state-dir``) unless ``--db`` names the file. Bad input is one ``Error: ...`` line on stderr and a non-zero exit, never a traceback.
+The database is ``INFRABOT_DATABASE_URL``'s, else ``<state_dir>/audit.sqlite3`` from the settings
+(``INFRABOT_STATE_DIR`` or ``--state-dir``); ``--db`` names a SQLite file instead. Bad input is one ``Error: ...`` line on stderr and a non-zero exit, never a traceback.
 """
 
 from __future__ import annotations
@@ -76,11 +76,11 @@ def _filter_options(func: F) -> F:
 
 @contextmanager
 def _open_store(db: Path | None, state_dir: Path | None) -> Iterator[AuditStore]:
-    path = db if db is not None else load_settings(state_dir).audit_db
-    if not path.is_file():
-        raise CommandError(f"no audit database at {path}")
+    target = db if db is not None else load_settings(state_dir).audit_target
+    if isinstance(target, Path) and not target.is_file():
+        raise CommandError(f"no audit database at {target}")
     try:
-        with AuditStore(path) as store:
+        with AuditStore(target) as store:
             yield store
     except InfraBotError as exc:
         raise CommandError(exc.message) from None

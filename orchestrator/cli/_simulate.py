@@ -2,7 +2,8 @@
 
 One event, the events of a scenario file, or a bounded load run with a mix of users, services,
 environments and bad events. Reads the webhook receiver's URL from DIR/endpoints.json and the
-signing secret from INFRABOT_WEBHOOK_SECRET; run results come from DIR/runs.sqlite3.
+signing secret from INFRABOT_WEBHOOK_SECRET; run results come from the run log
+(INFRABOT_DATABASE_URL, else DIR/runs.sqlite3).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from rich.table import Table
 from orchestrator._yamlfile import load_yaml
 from orchestrator.cli._common import CommandError, endpoints, load_settings, state_dir_option
 from orchestrator.config import Settings
+from orchestrator.errors import InfraBotError
 
 if TYPE_CHECKING:  # orchestrator.ci imports the web stack: slow, so only where it is used
     from orchestrator.ci._load import EventSpec, LoadReport
@@ -42,7 +44,7 @@ def _send(settings: Settings, events: list[EventSpec], *, rate: float, timeout: 
           as_json: bool) -> LoadReport:
     from orchestrator.ci._load import run_load
 
-    urls = endpoints(settings)
+    urls = _endpoints(settings)
     if "webhooks" not in urls:
         raise CommandError(f"{settings.endpoints_file} names no webhook receiver")
     secret = settings.webhook_secret.get_secret_value().encode()
@@ -53,14 +55,24 @@ def _send(settings: Settings, events: list[EventSpec], *, rate: float, timeout: 
         sent = progress.add_task("sent", total=len(events))
         done = progress.add_task("runs finished", total=len(events))
         try:
-            report = run_load(urls["webhooks"], secret, settings.state_dir / "runs.sqlite3",
+            report = run_load(urls["webhooks"], secret, settings.runs_target,
                               events, rate=rate, timeout=timeout,
                               on_sent=lambda n: progress.update(sent, completed=n),
                               on_done=lambda n: progress.update(done, completed=n))
         except httpx.TransportError as exc:
             raise CommandError(f"cannot reach the webhook receiver at {urls['webhooks']}: "
                                f"{type(exc).__name__} (is `infrabot serve` running?)") from None
+        except InfraBotError as exc:  # the run log cannot be opened
+            raise CommandError(exc.message) from None
     return report
+
+
+def _endpoints(settings: Settings) -> dict[str, str]:
+    """``endpoints.json``; with a shared database and no state directory of the servers', the
+    configured receiver (``INFRABOT_HOST``, ``INFRABOT_WEBHOOKS_PORT``)."""
+    if settings.database_url is not None and not settings.endpoints_file.exists():
+        return {"webhooks": f"http://{settings.host}:{settings.webhooks_port}"}
+    return endpoints(settings)
 
 
 def _print(report: LoadReport, as_json: bool) -> None:

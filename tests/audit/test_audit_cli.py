@@ -1,4 +1,5 @@
-"""``infrabot audit query|verify|export`` through click's CliRunner."""
+"""``infrabot audit query|verify|export`` through click's CliRunner, on a SQLite file (``--db``)
+and on PostgreSQL (``INFRABOT_DATABASE_URL`` alone)."""
 
 from __future__ import annotations
 
@@ -15,9 +16,8 @@ from orchestrator.cli._audit import audit
 T0 = datetime(2025, 7, 18, 16, 10, 3, tzinfo=UTC)
 
 
-@pytest.fixture
-def db(db_path: Path, make_record) -> Path:
-    with AuditStore(db_path, writer="svc") as store:
+def _fill(target: Path | str, make_record) -> None:
+    with AuditStore(target, writer="svc") as store:
         store.append(make_record(action="deploy:create", resource="service-x-prod"))
         store.append(make_record(time=T0 + timedelta(minutes=2)))
         store.append(
@@ -31,7 +31,26 @@ def db(db_path: Path, make_record) -> Path:
                 on_behalf_of="user:alex",
             )
         )
-    return db_path
+
+
+@pytest.fixture
+def db(target: Path | str, make_record, monkeypatch: pytest.MonkeyPatch) -> Path | str:
+    """The filled trail; on PostgreSQL named by INFRABOT_DATABASE_URL, with no state dir."""
+    _fill(target, make_record)
+    if isinstance(target, str):
+        monkeypatch.setenv("INFRABOT_DATABASE_URL", target)
+    return target
+
+
+@pytest.fixture
+def sqlite_db(sqlite_path: Path, make_record) -> Path:
+    _fill(sqlite_path, make_record)
+    return sqlite_path
+
+
+def on(db: Path | str) -> list[str]:
+    """The options that name ``db``: ``--db FILE``, or none (the environment names it)."""
+    return ["--db", str(db)] if isinstance(db, Path) else []
 
 
 def run(*args: str) -> tuple[int, str, str]:
@@ -39,8 +58,8 @@ def run(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def test_query_prints_the_audit_table(db: Path) -> None:
-    code, out, _ = run("query", "--db", str(db))
+def test_query_prints_the_audit_table(db: Path | str) -> None:
+    code, out, _ = run("query", *on(db))
     assert code == 0
     for header in (
         "Timestamp",
@@ -57,8 +76,8 @@ def test_query_prints_the_audit_table(db: Path) -> None:
     assert "pagerduty-service" in out and "insufficient_scope" in out
 
 
-def test_query_filters_and_json(db: Path) -> None:
-    code, out, _ = run("query", "--db", str(db), "--user", "user:sam", "--json")
+def test_query_filters_and_json(db: Path | str) -> None:
+    code, out, _ = run("query", *on(db), "--user", "user:sam", "--json")
     assert code == 0
     records = [StoredRecord.model_validate(item) for item in json.loads(out)]
     assert [r.action for r in records] == ["deploy:create", "metrics:query"]
@@ -76,28 +95,29 @@ def test_query_filters_and_json(db: Path) -> None:
         (["--until", "2025-07-18"], []),
     ],
 )
-def test_query_options(db: Path, args: list[str], actions: list[str]) -> None:
-    code, out, _ = run("query", "--db", str(db), "--json", *args)
+def test_query_options(db: Path | str, args: list[str], actions: list[str]) -> None:
+    code, out, _ = run("query", *on(db), "--json", *args)
     assert code == 0
     assert [item["action"] for item in json.loads(out)] == actions
 
 
-def test_query_uses_the_settings_state_dir(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("INFRABOT_STATE_DIR", str(db.parent))
+def test_query_uses_the_settings_state_dir(sqlite_db: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFRABOT_STATE_DIR", str(sqlite_db.parent))
     code, out, _ = run("query", "--json")
     assert code == 0 and len(json.loads(out)) == 3
 
 
 def test_state_dir_option_overrides_the_environment(
-    db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    sqlite_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("INFRABOT_STATE_DIR", str(tmp_path / "elsewhere"))
-    code, out, _ = run("verify", "--state-dir", str(db.parent))
+    code, out, _ = run("verify", "--state-dir", str(sqlite_db.parent))
     assert (code, out) == (0, "audit trail intact: 3 records from 1 writers\n")
 
 
-def test_bad_since_is_one_clear_line(db: Path) -> None:
-    code, out, err = run("query", "--db", str(db), "--since", "yesterday")
+def test_bad_since_is_one_clear_line(db: Path | str) -> None:
+    code, out, err = run("query", *on(db), "--since", "yesterday")
     assert code == 2 and out == ""
     assert err.splitlines() == [
         "Error: --since: not an ISO 8601 time: 'yesterday' (e.g. 2025-07-18T16:10:03Z)"
@@ -121,16 +141,16 @@ def test_not_a_database_is_one_clear_line(tmp_path: Path) -> None:
     assert len(err.splitlines()) == 1 and "not a usable audit database" in err
 
 
-def test_verify_intact(db: Path) -> None:
-    code, out, _ = run("verify", "--db", str(db))
+def test_verify_intact(db: Path | str) -> None:
+    code, out, _ = run("verify", *on(db))
     assert (code, out) == (0, "audit trail intact: 3 records from 1 writers\n")
 
 
-def test_verify_after_tampering_names_the_kind(db: Path, raw_db) -> None:
+def test_verify_after_tampering_names_the_kind(db: Path | str, raw_db) -> None:
     with raw_db(db) as conn:
         conn.execute("UPDATE records SET decision = 'allow' WHERE seq = 3")
         conn.execute("DELETE FROM records WHERE seq = 1")
-    code, out, err = run("verify", "--db", str(db))
+    code, out, err = run("verify", *on(db))
     assert code == 1
     assert out.splitlines() == [
         "deleted: writer svc seq 1: seq 1 missing before seq 2",
@@ -139,20 +159,20 @@ def test_verify_after_tampering_names_the_kind(db: Path, raw_db) -> None:
     assert "2 problems" in err
 
 
-def test_export_jsonl_to_stdout(db: Path) -> None:
-    code, out, _ = run("export", "--db", str(db))
+def test_export_jsonl_to_stdout(db: Path | str) -> None:
+    code, out, _ = run("export", *on(db))
     assert code == 0
     records = [StoredRecord.model_validate_json(line) for line in out.splitlines()]
     assert [r.seq for r in records] == [1, 2, 3]
 
 
-def test_export_ocsf_to_a_file(db: Path, tmp_path: Path) -> None:
-    target = tmp_path / "out.jsonl"
+def test_export_ocsf_to_a_file(db: Path | str, tmp_path: Path) -> None:
+    output = tmp_path / "out.jsonl"
     code, out, _ = run(
-        "export", "--db", str(db), "--format", "ocsf", "--decision", "deny", "--output", str(target)
+        "export", *on(db), "--format", "ocsf", "--decision", "deny", "--output", str(output)
     )
     assert (code, out) == (0, "")
-    (event,) = [json.loads(line) for line in target.read_text().splitlines()]
+    (event,) = [json.loads(line) for line in output.read_text().splitlines()]
     assert (event["class_uid"], event["status"], event["actor"]["user"]["uid"]) == (
         6003,
         "Failure",

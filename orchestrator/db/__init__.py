@@ -1,0 +1,41 @@
+"""Where the audit trail and the run log live: SQLite files or one PostgreSQL database, behind one
+small adapter (:mod:`orchestrator.db._api`) that the stores are written against once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from orchestrator.db._api import (
+    Conflict,
+    ConnectionLost,
+    Database,
+    Dialect,
+    Rows,
+    Schema,
+    Store,
+    Transaction,
+)
+from orchestrator.db._sqlite import SQLiteDatabase
+
+__all__ = [
+    "Conflict",
+    "ConnectionLost",
+    "Database",
+    "Dialect",
+    "Rows",
+    "Schema",
+    "Store",
+    "Transaction",
+    "open_database",
+]
+
+
+def open_database(target: Path | str, schema: Schema) -> Database:
+    """The database at ``target`` (a SQLite file path, or a ``postgresql://`` URL), its schema
+    applied; :class:`~orchestrator.errors.ConfigError` (one line) if it cannot be."""
+    if isinstance(target, str):
+        # Only a process that uses PostgreSQL pays for loading its driver (~150 ms).
+        from orchestrator.db._postgres import PostgresDatabase
+
+        return PostgresDatabase(target, schema)
+    return SQLiteDatabase(Path(target), schema)
