@@ -111,6 +111,18 @@ class AuditStore(Store):
             prev_hash=prev_hash, hash=digest,
         )
 
+    def check_writable(self) -> None:
+        """:class:`~orchestrator.errors.Unavailable` unless an append could be written now: one
+        write transaction that takes this writer's lock and reads its head, storing nothing. A
+        service calls it before it acts, so that a trail it cannot write stops the action."""
+        try:
+            with self._db.transaction(write=True) as tx:
+                tx.lock(f"writer:{self._writer}")
+                tx.execute("SELECT last_seq FROM writers WHERE writer = ?",
+                           (self._writer,)).fetchone()
+        except Unavailable as exc:
+            raise Unavailable("audit store cannot be written", reason=exc.reason) from exc
+
     def query(
         self,
         *,
