@@ -46,6 +46,7 @@ from orchestrator.db import Store, ConnectionLost, Database, Transaction, open_d
 from orchestrator.errors import Unavailable
 
 APPEND_ATTEMPTS = 2
+READ_BACK_ATTEMPTS = 3
 _CHAIN_COLUMNS = ("id", "writer", "seq", "prev_hash", "hash")
 _COLUMNS = ", ".join(_CHAIN_COLUMNS + CONTENT_FIELDS)
 _STORED_FIELDS = frozenset(StoredRecord.model_fields)
@@ -210,11 +211,19 @@ class AuditStore(Store):
         return row_id, seq, prev_hash, digest
 
     def _stored_id(self, seq: int, digest: str) -> int | None:
-        """The row id of this writer's record ``seq`` if it holds ``digest``, else None."""
-        with self._db.transaction(write=False) as tx:
-            row = tx.execute("SELECT id FROM records WHERE writer = ? AND seq = ? AND hash = ?",
-                             (self._writer, seq, digest)).fetchone()
-        return None if row is None else int(row[0])
+        """The row id of this writer's record ``seq`` if it holds ``digest``, else None (a read,
+        so tried again if its own connection is lost)."""
+        for attempt in range(1, READ_BACK_ATTEMPTS + 1):
+            try:
+                with self._db.transaction(write=False) as tx:
+                    row = tx.execute(
+                        "SELECT id FROM records WHERE writer = ? AND seq = ? AND hash = ?",
+                        (self._writer, seq, digest)).fetchone()
+                return None if row is None else int(row[0])
+            except ConnectionLost:
+                if attempt == READ_BACK_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
 
 
 def _check_writer(writer: str) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from functools import lru_cache
@@ -32,6 +33,7 @@ from orchestrator.db._api import Conflict, Database, Dialect, Rows, Schema
 from orchestrator.errors import ConfigError
 
 CONNECT_TIMEOUT_SECONDS = 5
+SCHEMA_ATTEMPTS = 3
 POOL_MAX_SIZE = 4
 _VERSIONS = ("CREATE TABLE IF NOT EXISTS schema_versions "
              "(store TEXT PRIMARY KEY, version INTEGER NOT NULL)")
@@ -88,7 +90,7 @@ class PostgresDatabase(Database):
         self._target = describe(url)
         self._closed = threading.Event()
         try:
-            self._apply_schema(url)
+            self._apply_schema_retrying(url)
         except psycopg.OperationalError as exc:
             raise ConfigError(f"cannot reach the database at {self._target} "
                               f"(INFRABOT_DATABASE_URL): {_first_line(exc)}") from None
@@ -149,6 +151,18 @@ class PostgresDatabase(Database):
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
         conn.execute(f"SET lock_timeout = {int(self.schema.busy_timeout * 1000)}")
 
+    def _apply_schema_retrying(self, url: str) -> None:
+        """A connection lost while the schema is applied (its backend killed, the server
+        restarting) is tried again, briefly; a server that refuses connections fails at once."""
+        for attempt in range(1, SCHEMA_ATTEMPTS + 1):
+            try:
+                self._apply_schema(url)
+                return
+            except psycopg.OperationalError as exc:
+                if attempt == SCHEMA_ATTEMPTS or _refused(exc):
+                    raise
+                time.sleep(0.1 * attempt)
+
     def _apply_schema(self, url: str) -> None:
         schema = self.schema
         with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS) as conn:
@@ -166,6 +180,12 @@ class PostgresDatabase(Database):
                 conn.execute("INSERT INTO schema_versions (store, version) VALUES (%s, %s) "
                              "ON CONFLICT (store) DO UPDATE SET version = excluded.version",
                              (schema.store, schema.version))
+
+
+def _refused(exc: psycopg.OperationalError) -> bool:
+    """Nothing answers, or the server said no: trying again at once would not help."""
+    text = str(exc)
+    return "Connection refused" in text or "does not exist" in text or "FATAL" in text
 
 
 def _rollback(conn: psycopg.Connection[Any]) -> None:
