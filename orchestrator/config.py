@@ -124,8 +124,8 @@ class Settings(BaseSettings):
         if self.database_url is None:
             return default
         url = self.database_url.get_secret_value()
-        if url.startswith("sqlite:"):
-            return Path(urlsplit(url).path) / default.name
+        if url.startswith("sqlite:"):  # sqlite:///dir, or SQLAlchemy's sqlite:////dir
+            return Path("/" + urlsplit(url).path.lstrip("/")) / default.name
         return url
 
     @property

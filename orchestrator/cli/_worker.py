@@ -8,6 +8,9 @@ from pathlib import Path
 import click
 
 from orchestrator.cli._common import CommandError, load_settings, state_dir_option
+from orchestrator.config import Settings
+from orchestrator.errors import InfraBotError
+from orchestrator.runs import RunStore
 
 QUEUES = ("infrabot", "argocd", "cleanup")
 
@@ -43,6 +46,7 @@ def worker(queues: str, concurrency: int, pool: str, loglevel: str, hostname: st
     if unknown or not chosen:
         raise CommandError(f"unknown queue {unknown[0] if unknown else '(none)'}; "
                            f"choose from {', '.join(QUEUES)}")
+    _check_run_log(settings)
     from orchestrator._log import configure
     from orchestrator.celery_app import create_celery
 
@@ -52,3 +56,12 @@ def worker(queues: str, concurrency: int, pool: str, loglevel: str, hostname: st
                      "--pool", pool, "--loglevel", loglevel,
                      "--hostname", hostname or f"infrabot-{os.getpid()}@%h", "--without-gossip",
                      "--without-mingle", "--without-heartbeat"])
+
+
+def _check_run_log(settings: Settings) -> None:
+    """One line now, not a failure in every task later, if the run log cannot be opened (an
+    unreachable database); closed again before the pool's processes fork."""
+    try:
+        RunStore(settings.runs_target).close()
+    except InfraBotError as exc:
+        raise CommandError(exc.message) from None
