@@ -206,8 +206,9 @@ class AuditStore(Store):
         digest = link_hash(prev_hash, content, self._writer, seq)
         tried.append((seq, prev_hash, digest))
         values = [_column_value(name, content[name]) for name in CONTENT_FIELDS]
-        (row_id,) = tx.execute(_INSERT, [self._writer, seq, prev_hash, digest, *values]).fetchone()
-        tx.execute(_SET_HEAD, (self._writer, seq, digest))
+        inserted = tx.execute(_INSERT, [self._writer, seq, prev_hash, digest, *values])
+        tx.execute(_SET_HEAD, (self._writer, seq, digest))  # sent with the insert
+        (row_id,) = inserted.fetchone()
         return row_id, seq, prev_hash, digest
 
     def _stored_id(self, seq: int, digest: str) -> int | None:

@@ -7,10 +7,14 @@ and a psycopg_pool connection pool per store.
   processes and hosts); a read runs at REPEATABLE READ, so all its statements see one snapshot.
   A lock waits at most the schema's busy timeout (``lock_timeout``), then the store is
   unavailable.
+* Round trips: a transaction runs in psycopg's pipeline mode, so statements whose results are
+  not read yet travel together: ``BEGIN`` goes with the first query, ``COMMIT`` with the last
+  writes. (Reading a result or a row count waits for everything sent before it.)
 * Dead connections: a pooled connection that died while idle (its backend killed, the server
-  restarted) fails at ``BEGIN``, before anything was sent, so another is taken, up to the pool's
-  size plus one. A connection lost after ``BEGIN`` raises :class:`ConnectionLost`: the commit
-  may or may not have happened, and only the store knows how to tell.
+  restarted) has the server's goodbye waiting on its socket, which is checked without a round
+  trip before use; such a connection is dropped and another taken, up to the pool's size plus
+  one. A connection lost inside a transaction raises :class:`ConnectionLost`: the commit may or
+  may not have happened, and only the store knows how to tell.
 * Schema: applied in one transaction under an advisory lock (so processes starting at once do
   not race on ``CREATE``); each store's version is a row of ``schema_versions``.
 """
@@ -18,6 +22,7 @@ and a psycopg_pool connection pool per store.
 from __future__ import annotations
 
 import hashlib
+import select
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -65,15 +70,36 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
+class _Rows:
+    """A cursor whose row count, like its rows, waits for the pipeline's results."""
+
+    def __init__(self, cursor: psycopg.Cursor[Any], pipeline: psycopg.Pipeline) -> None:
+        self._cursor = cursor
+        self._pipeline = pipeline
+
+    @property
+    def rowcount(self) -> int:
+        self._pipeline.sync()
+        return self._cursor.rowcount
+
+    def fetchone(self) -> Any:
+        return self._cursor.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return self._cursor.fetchall()
+
+
 class _Transaction:
-    def __init__(self, conn: psycopg.Connection[Any], store: str) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], pipeline: psycopg.Pipeline,
+                 store: str) -> None:
         self._conn = conn
+        self._pipeline = pipeline
         self._store = store
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows:
-        if not params:
-            return self._conn.execute(sql)
-        return self._conn.execute(_translate(sql), params)
+        cursor = (self._conn.execute(sql) if not params
+                  else self._conn.execute(_translate(sql), params))
+        return _Rows(cursor, self._pipeline)
 
     def lock(self, key: str) -> None:
         self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(f"{self._store}:{key}"),))
@@ -109,16 +135,18 @@ class PostgresDatabase(Database):
 
     @contextmanager
     def transaction(self, *, write: bool) -> Iterator[_Transaction]:
-        conn = self._begin("BEGIN" if write else "BEGIN ISOLATION LEVEL REPEATABLE READ")
+        conn = self._take()
         try:
-            yield _Transaction(conn, self.schema.store)
-            conn.execute("COMMIT")
+            with conn.pipeline() as pipeline:
+                conn.execute("BEGIN" if write else "BEGIN ISOLATION LEVEL REPEATABLE READ")
+                yield _Transaction(conn, pipeline, self.schema.store)
+                conn.execute("COMMIT")
         except psycopg.errors.IntegrityError as exc:
             _rollback(conn)
             raise Conflict(_first_line(exc)) from exc
         except psycopg.Error as exc:  # lost, a lock wait past the timeout, the server's refusal
             _rollback(conn)
-            raise self.unavailable(lost=conn.broken) from exc
+            raise self.unavailable(lost=_lost(conn, exc)) from exc
         except BaseException:
             _rollback(conn)
             raise
@@ -130,9 +158,8 @@ class PostgresDatabase(Database):
             self._closed.set()
             self._pool.close()
 
-    def _begin(self, begin: str) -> psycopg.Connection[Any]:
-        """A pooled connection with a transaction begun; a connection that died while idle is
-        dropped and another taken (nothing of the caller's was sent on it)."""
+    def _take(self) -> psycopg.Connection[Any]:
+        """A live pooled connection; one that died while idle is dropped and another taken."""
         if self._closed.is_set():
             raise ValueError(f"{self.schema.what} is closed")
         for _ in range(POOL_MAX_SIZE + 1):
@@ -140,12 +167,10 @@ class PostgresDatabase(Database):
                 conn = self._pool.getconn()
             except psycopg_pool.PoolTimeout as exc:
                 raise self.unavailable() from exc
-            try:
-                conn.execute(begin)
-            except psycopg.OperationalError:
-                self._pool.putconn(conn)
-                continue
-            return conn
+            if not _ended_by_server(conn):
+                return conn
+            conn.close()
+            self._pool.putconn(conn)  # closed: the pool discards it and opens another
         raise self.unavailable()
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
@@ -180,6 +205,25 @@ class PostgresDatabase(Database):
                 conn.execute("INSERT INTO schema_versions (store, version) VALUES (%s, %s) "
                              "ON CONFLICT (store) DO UPDATE SET version = excluded.version",
                              (schema.store, schema.version))
+
+
+def _ended_by_server(conn: psycopg.Connection[Any]) -> bool:
+    """An idle connection has nothing to read unless the server has ended it (a terminated
+    backend, a shutdown: its last message and the close are waiting). No round trip."""
+    if conn.closed:
+        return True
+    try:
+        readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
+    except (OSError, ValueError, psycopg.OperationalError):
+        return True
+    return bool(readable)
+
+
+def _lost(conn: psycopg.Connection[Any], exc: psycopg.Error) -> bool:
+    """The connection broke (rather than the server refusing one statement): no SQLSTATE, a
+    connection exception (08), or the server ending the session (57P: shutdown, terminated)."""
+    state = exc.sqlstate
+    return conn.broken or conn.closed or state is None or state.startswith(("08", "57P"))
 
 
 def _refused(exc: psycopg.OperationalError) -> bool:

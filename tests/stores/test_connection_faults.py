@@ -22,7 +22,7 @@ from orchestrator.runs import RunStore
 from tests._postgres import fresh_schema, kill_connections
 from tests.runs.conftest import Origin
 
-WRITERS, APPENDS = 3, 150
+WRITERS, APPENDS = 3, 300
 
 
 @pytest.fixture
