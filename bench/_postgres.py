@@ -22,14 +22,16 @@ def answers(url: str) -> bool:
 
 
 @contextmanager
-def fresh_schema(url: str) -> Iterator[str]:
-    """The database URL with its tables in a new schema (``search_path``), dropped after."""
+def fresh_schema(url: str, *settings: str) -> Iterator[str]:
+    """The database URL with its tables in a new schema (``search_path``), dropped after;
+    ``settings`` (``name=value``) are set on every connection made with it."""
     schema = f"bench_{uuid.uuid4().hex[:12]}"
     separator = "&" if "?" in url else "?"
+    options = " ".join(f"-c{item}" for item in (f"search_path={schema}", *settings))
     with psycopg.connect(url, autocommit=True) as admin:
         admin.execute(f"CREATE SCHEMA {schema}")
         try:
-            yield f"{url}{separator}options={quote(f'-csearch_path={schema}')}"
+            yield f"{url}{separator}options={quote(options)}"
         finally:
             admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
                           "datname = current_database() AND pid <> pg_backend_pid() AND "

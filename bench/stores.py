@@ -6,8 +6,13 @@ Redis broker and registry), alike but for ``INFRABOT_DATABASE_URL``: one keeps t
 and the run log in SQLite files in its state directory (the default), the other in a fresh
 schema of one PostgreSQL database. Both run at once, idle while the other works: delegated runs
 are started one at a time, alternating between the two, so a busy patch of a shared machine
-falls on both. Then a burst on each, one after the other. The second cluster uses the Redis
-database after the benchmarks' one (db 13 by default); both are flushed.
+falls on both. Then a burst on each, one after the other.
+
+A third cluster runs PostgreSQL with ``synchronous_commit=off``: the durability SQLite's WAL
+with ``synchronous=NORMAL`` has (a commit survives the writing process, not the machine, and on
+PostgreSQL not a server crash either), to show what the commit flush costs. The product does not
+set it. The second and third clusters use the Redis databases after the benchmarks' one (db 13
+and 14 by default); all are flushed.
 """
 
 from __future__ import annotations
@@ -35,9 +40,12 @@ def run(redis_url: str, database_url: str, *, sequential: int = 30, burst: int =
         warmup: int = 5, workers: int = 2, work: Path | None = None) -> list[Table]:
     with tempfile.TemporaryDirectory(prefix="bench-stores-", dir=work) as tmp, \
             fresh_schema(database_url) as pg_url, \
+            fresh_schema(database_url, "synchronous_commit=off") as async_url, \
             Cluster(Path(tmp) / "sqlite", redis_url) as sqlite, \
-            Cluster(Path(tmp) / "postgresql", next_db(redis_url), pg_url) as postgres:
-        clusters = {"SQLite files": sqlite, "PostgreSQL": postgres}
+            Cluster(Path(tmp) / "postgresql", next_db(redis_url), pg_url) as postgres, \
+            Cluster(Path(tmp) / "async", next_db(next_db(redis_url)), async_url) as relaxed:
+        clusters = {"SQLite files": sqlite, "PostgreSQL": postgres,
+                    "PostgreSQL, synchronous_commit=off": relaxed}
         for cluster in clusters.values():
             cluster.start(workers)
         for i in range(warmup):
@@ -62,7 +70,7 @@ def run(redis_url: str, database_url: str, *, sequential: int = 30, burst: int =
 
 def _table(latencies: dict[str, list[float]], throughput: dict[str, float],
            failed: dict[str, int], sequential: int, burst: int, workers: int) -> Table:
-    table = Table(f"Stores: delegated post-deploy workflow, SQLite vs PostgreSQL stores, "
+    table = Table("Stores: delegated post-deploy workflow, SQLite vs PostgreSQL stores, "
                   f"{workers} worker processes",
                   ["stores", "p50 latency", "p95 latency", "throughput", "failed runs",
                    "p50 vs SQLite", "throughput vs SQLite"])
