@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -78,11 +79,16 @@ def kill_connections(url: str) -> int:
     PostgreSQL restart causes, without stopping a server others use. Returns how many."""
     name = conninfo_to_dict(url)["application_name"]
     with _connect(server_url()) as admin:
-        rows = admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        pids = [pid for (pid, done) in admin.execute(
+            "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE datname = current_database() AND application_name = %s "
-            "AND pid <> pg_backend_pid()", (name,)).fetchall()
-    return sum(1 for (done,) in rows if done)
+            "AND pid <> pg_backend_pid()", (name,)).fetchall() if done]
+        deadline = time.monotonic() + 5  # terminating is a signal: wait until they are gone
+        while pids and time.monotonic() < deadline and admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)",
+                (pids,)).fetchone()[0]:
+            time.sleep(0.01)
+    return len(pids)
 
 
 @contextlib.contextmanager

@@ -115,14 +115,20 @@ class AuditStore(Store):
     def check_writable(self) -> None:
         """:class:`~orchestrator.errors.Unavailable` unless an append could be written now: one
         write transaction that takes this writer's lock and reads its head, storing nothing. A
-        service calls it before it acts, so that a trail it cannot write stops the action."""
-        try:
-            with self._db.transaction(write=True) as tx:
-                tx.lock(f"writer:{self._writer}")
-                tx.execute("SELECT last_seq FROM writers WHERE writer = ?",
-                           (self._writer,)).fetchone()
-        except Unavailable as exc:
-            raise Unavailable("audit store cannot be written", reason=exc.reason) from exc
+        service calls it before it acts, so that a trail it cannot write stops the action. It
+        stores nothing, so a lost connection is simply tried again, once."""
+        for attempt in range(1, APPEND_ATTEMPTS + 1):
+            try:
+                with self._db.transaction(write=True) as tx:
+                    tx.lock(f"writer:{self._writer}")
+                    tx.execute("SELECT last_seq FROM writers WHERE writer = ?",
+                               (self._writer,)).fetchone()
+                return
+            except ConnectionLost as exc:
+                if attempt == APPEND_ATTEMPTS:
+                    raise Unavailable("audit store cannot be written", reason=exc.reason) from exc
+            except Unavailable as exc:
+                raise Unavailable("audit store cannot be written", reason=exc.reason) from exc
 
     def query(
         self,
