@@ -138,10 +138,9 @@ def unverified_claims(token: object) -> dict[str, Any] | None:
         claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
     except (ValueError, RecursionError, TypeError):  # binascii.Error is a ValueError
         return None
-    if not isinstance(claims, dict):
-        return None
-    keep = ("sub", "aud", "scope", "iat", "exp", "jti", "act", "may_act", "client_id")
-    return {k: claims[k] for k in keep if k in claims}
+    # Every claim (ctx, ancestors, user_version, ...): they hold no secret, and what a token
+    # carries is what a reader of the run needs to see.
+    return claims if isinstance(claims, dict) else None
 
 
 def perform_hop(rt: AgentRuntime, *, run_id: str, workflow: str, agent: str, token: str,
@@ -153,6 +152,10 @@ def perform_hop(rt: AgentRuntime, *, run_id: str, workflow: str, agent: str, tok
     if run.status in ("succeeded", "denied", "failed", "expired") or rt.runs.hop_done(run_id,
                                                                                         agent):
         return HopOutcome("duplicate", "hop already done")
+    if mode == "delegated" and not rt.holds_key(agent):
+        return HopOutcome("failed", f"{agent}: this worker holds no key for {agent} (a task "
+                                    "misrouted to another agent's queue); it never signs with "
+                                    "another agent's key")
     plan = rt.workflows[workflow].plan(agent)
     hop = _Hop(rt, run, rt.workflows[workflow], agent, task_id, mode)
     values = template_values(run)

@@ -21,7 +21,7 @@ from bench._inproc import RawJWS, cleanup_chain, stack
 from bench._report import Table, ratio, us
 from bench._timing import compare
 from mock_services._access import AccessChecker
-from orchestrator.identity import RedisRevocationStore
+from orchestrator.registry import RedisRevocationStore
 
 GOAL = 1.5
 CASES = (("aws", "urn:infra:infrastructure:clean", "cleanup at AWS, 3 actors"),

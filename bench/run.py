@@ -25,15 +25,16 @@ if __package__ in (None, ""):  # `python bench/run.py`: import the package, not 
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
     sys.path.insert(0, _repo)
 
-from bench import audit, audit_postgres, depth, end_to_end, enforcement, exchange, memory, stores
+from bench import (audit, audit_postgres, depth, end_to_end, enforcement, exchange, memory, replay,
+                   stores)
 from bench._cluster import redis_answers
 from bench._postgres import DEFAULT_DATABASE_URL, answers
 from bench._report import Table, append, environment, section
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/12"
-NAMES = ("exchange", "enforcement", "end_to_end", "depth", "audit", "memory", "audit_postgres",
-         "stores")
-NEEDS_REDIS = frozenset({"exchange", "enforcement", "end_to_end", "memory", "stores"})
+NAMES = ("exchange", "enforcement", "end_to_end", "depth", "audit", "memory", "replay",
+         "audit_postgres", "stores")
+NEEDS_REDIS = frozenset({"exchange", "enforcement", "end_to_end", "memory", "replay", "stores"})
 NEEDS_POSTGRES = frozenset({"audit_postgres", "stores"})
 
 FULL: dict[str, dict[str, object]] = {
@@ -46,6 +47,7 @@ FULL: dict[str, dict[str, object]] = {
     "audit_postgres": {"records": 1000},
     "stores": {"sequential": 30, "burst": 40, "warmup": 5},
     "memory": {"checkpoints": (100, 500, 1000)},
+    "replay": {"rate": 500},
 }
 QUICK: dict[str, dict[str, object]] = {
     "exchange": {"iterations": 100, "rounds": 5, "http_requests": 300,
@@ -57,6 +59,7 @@ QUICK: dict[str, dict[str, object]] = {
     "audit_postgres": {"records": 200},
     "stores": {"sequential": 10, "burst": 15, "warmup": 2},
     "memory": {"checkpoints": (50, 100)},
+    "replay": {"rate": 50},
 }
 
 
@@ -68,6 +71,7 @@ def benchmarks(redis_url: str, database_url: str) -> dict[str, Callable[..., lis
         "depth": depth.run,
         "audit": audit.run,
         "memory": lambda **kw: memory.run(redis_url, **kw),
+        "replay": lambda **kw: replay.run(redis_url, **kw),
         "audit_postgres": lambda **kw: audit_postgres.run(database_url, **kw),
         "stores": lambda **kw: stores.run(redis_url, database_url, **kw),
     }

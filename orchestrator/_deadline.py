@@ -15,13 +15,13 @@ that serves the webhook receiver (``infrabot serve``, or the embedded system).
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 from orchestrator._log import get_logger
+from orchestrator._periodic import periodic
 from orchestrator.audit import AuditRecord, AuditStore
 from orchestrator.errors import Unavailable
 from orchestrator.identity import RevocationStore
@@ -83,19 +83,6 @@ def deadline_sweeper(deadline: RunDeadline, interval: float | None = None) -> It
     """Sweep every ``interval`` seconds (default: a tenth of the deadline, 0.5 s to 5 s) while
     the block runs; a sweep that fails is logged and retried at the next tick."""
     every = interval if interval is not None else min(5.0, max(0.5, deadline.seconds / 10))
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.wait(every):
-            try:
-                deadline.sweep()
-            except Exception:  # noqa: BLE001 - the sweeper must outlive a bad tick
-                get_logger().exception("run_deadline_sweep_failed")
-
-    thread = threading.Thread(target=loop, name="infrabot-run-deadline", daemon=True)
-    thread.start()
-    try:
+    with periodic(deadline.sweep, every, name="infrabot-run-deadline",
+                  failure_event="run_deadline_sweep_failed"):
         yield deadline
-    finally:
-        stop.set()
-        thread.join(10)

@@ -1,8 +1,11 @@
 """The Celery app, built by a factory from settings (DESIGN.md section 7).
 
-One queue per agent, JSON only, late acknowledgement with rejection on worker loss, prefetch 1,
-and one visibility timeout applied everywhere the Redis transport reads it. Tasks themselves live
-in :mod:`agents.tasks`; they are registered on the app the factory returns.
+One queue per agent, JSON only, late acknowledgement with rejection on worker loss, prefetch 1.
+The broker is RabbitMQ (``amqp://``, production: durable queues, persistent messages, a lost
+worker's hop redelivered as soon as its connection drops) or Redis (``redis://``: a lost hop comes
+back after the visibility timeout, swept for every few seconds), or the in-memory broker of the
+embedded mode. Tasks themselves live in :mod:`agents.tasks`; they are registered on the app the
+factory returns. docs/reliability.md explains the choices.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from typing import Any
 
 from celery import Celery
 
+from orchestrator._redis_broker import TRANSPORT as REDIS_TRANSPORT
 from orchestrator.config import Settings
 
 # The visibility timeout (settings) must exceed any task's run (this time limit) plus the longest
@@ -18,18 +22,37 @@ from orchestrator.config import Settings
 TASK_TIME_LIMIT = 30
 
 
+# Redis broker: every worker sweeps for messages unacknowledged past the visibility timeout
+# (a worker lost mid-hop) every RESTORE_INTERVAL seconds; kombu's defaults (every 10 s, then only
+# one call in 10) made that up to 100 s after the timeout.
+RESTORE_INTERVAL = 5
+
+
+def _broker_config(settings: Settings) -> dict[str, Any]:
+    kind = settings.broker_kind
+    if kind == "memory":
+        return {"broker_transport_options": {"polling_interval": 0.01}}
+    if kind == "amqp":
+        # The agent queues are durable (kombu's default for the queues Celery declares) and the
+        # messages persistent, so both survive a broker restart; publisher confirms make a
+        # hand-off count as sent only once the broker has it. With acks_late and prefetch 1 an
+        # unacknowledged hop goes back to its queue the moment its worker's connection drops
+        # (the heartbeat notices a silent loss within two intervals).
+        return {"broker_heartbeat": 10, "task_default_delivery_mode": "persistent",
+                "broker_transport_options": {"confirm_publish": True}}
+    return {"broker_transport": REDIS_TRANSPORT,
+            "broker_transport_options": {
+                "visibility_timeout": settings.visibility_timeout_seconds,
+                "unacked_restore_interval": RESTORE_INTERVAL,
+                "unacked_restore_throttle": 1,
+                "socket_timeout": 5, "socket_connect_timeout": 5}}
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
-    visibility = settings.visibility_timeout_seconds  # validated > TASK_TIME_LIMIT + 10
-    transport: dict[str, Any] = {"visibility_timeout": visibility}
-    if settings.broker_url.startswith("memory://"):
-        transport["polling_interval"] = 0.01
-    else:
-        transport.update(socket_timeout=5, socket_connect_timeout=5)
     return {
         "broker_url": settings.broker_url,
-        "broker_transport_options": transport,
+        **_broker_config(settings),
         "result_backend": None,
-        "result_backend_transport_options": {"visibility_timeout": visibility},
         "task_ignore_result": True,
         "task_serializer": "json",
         "result_serializer": "json",
@@ -46,6 +69,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
         "broker_connection_retry_on_startup": True,
+        "broker_connection_retry": True,
+        "broker_connection_max_retries": None,  # a worker waits for its broker for ever
         "task_track_started": False,
         "worker_send_task_events": False,
     }

@@ -19,6 +19,25 @@ _REPO_WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
 
 SERVICE_NAMES = ("datadog", "github", "aws", "pagerduty")
 
+BrokerKind = Literal["amqp", "redis", "memory"]
+# A broker URL's scheme -> the broker it names (docs/reliability.md).
+BROKER_SCHEMES: dict[str, BrokerKind] = {
+    "amqp": "amqp", "amqps": "amqp", "pyamqp": "amqp", "redis": "redis", "rediss": "redis",
+    "memory": "memory"}
+
+# The webhook secret every install once shared by default: public, so never accepted.
+PUBLIC_WEBHOOK_SECRET = "infrabot-dev-webhook-secret"
+MIN_WEBHOOK_SECRET_CHARS = 16
+
+
+def check_webhook_secret(value: str) -> None:
+    """Refuse a webhook secret anyone could know or guess (the old public default, too short)."""
+    if value.strip() == PUBLIC_WEBHOOK_SECRET:
+        raise ValueError("is the old public default, which anyone can sign with; unset it "
+                         "(serve then generates one) or set a random secret")
+    if len(value.strip()) < MIN_WEBHOOK_SECRET_CHARS:
+        raise ValueError(f"must be at least {MIN_WEBHOOK_SECRET_CHARS} characters")
+
 
 class Settings(BaseSettings):
     """Configuration for every process of InfraBot Chains."""
@@ -44,7 +63,10 @@ class Settings(BaseSettings):
     leeway_seconds: int = Field(5, ge=0, le=60)
     max_depth: int = Field(4, ge=1, le=16, description="Maximum number of actors in a chain.")
     max_token_bytes: int = Field(8192, ge=512, le=65536)
-    assertion_max_lifetime_seconds: int = Field(300, ge=10, le=3600)
+    assertion_max_lifetime_seconds: int = Field(
+        3600, ge=10, le=3600,
+        description="Longest a client or grant assertion may live (RFC 7523 exp); one hour, "
+                    "Authlib's default and Okta's bound. Each jti is kept until its exp.")
 
     database_url: SecretStr | None = Field(
         None, description="Where the audit trail and the run log live: "
@@ -55,10 +77,13 @@ class Settings(BaseSettings):
         None, description="Revocation registry and replay cache; in-process when unset."
     )
     broker_url: str = Field("memory://localhost/",
-                            description="Celery broker; redis://... for distributed.")
+                            description="Celery broker: amqp://... (RabbitMQ, production) or "
+                                        "redis://... for distributed; memory:// embedded.")
     visibility_timeout_seconds: int = Field(
-        120, ge=41, le=3600, description="Redis broker: how long an unacknowledged message "
-                                         "waits before redelivery (a worker lost mid-hop).")
+        120, ge=41, le=3600, description="Redis broker only: how long an unacknowledged message "
+                                         "(a worker lost mid-hop) waits before a worker's sweep "
+                                         "(every 5 s) redelivers it. Must exceed a hop's time "
+                                         "limit (30 s) plus its retries' backoff.")
     run_deadline_seconds: int = Field(
         960, ge=5, le=86400, description="A run still unfinished this long after it started is "
                                          "ended failed (deadline_exceeded) and revoked: the "
@@ -69,12 +94,30 @@ class Settings(BaseSettings):
         0, ge=0, le=60, description="How long a service may cache a 'not revoked' answer."
     )
 
-    webhook_secret: SecretStr = Field(SecretStr("infrabot-dev-webhook-secret"))
+    audit_checkpoint_records: int = Field(
+        1000, ge=1, le=1_000_000, description="A writer signs a checkpoint of its audit chain "
+                                              "after this many records (and at the end of each "
+                                              "run in its process, and when it stops cleanly).")
+    audit_checkpoint_seconds: float = Field(
+        10.0, gt=0, le=3600, description="...and at most this many seconds after a record it "
+                                         "appended, so no record stays unanchored longer.")
+
+    webhook_secret: SecretStr | None = Field(
+        None, description="HMAC-SHA256 key of the CI webhooks (at least 16 characters). Unset: "
+                          "`serve` generates one into <state_dir>/webhook_secret (mode 0600) on "
+                          "first start and reuses it; `simulate` reads it from there.")
     static_token: SecretStr | None = Field(
         None, description="Baseline only: one long-lived, over-permissioned service token the "
                           "services accept and static-mode runs use instead of delegation. "
                           "Off unless set; the demo and the benchmarks set it to compare.")
     log_level: str = "INFO"
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _known_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            check_webhook_secret(value.get_secret_value())
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -91,6 +134,18 @@ class Settings(BaseSettings):
             _check_database_url(value.get_secret_value())
         return value
 
+    @field_validator("broker_url")
+    @classmethod
+    def _known_broker(cls, url: str) -> str:
+        if url.split("://", 1)[0].lower() not in BROKER_SCHEMES:
+            raise ValueError("not a broker URL: use amqp:// (RabbitMQ), redis:// or memory://")
+        return url
+
+    @property
+    def broker_kind(self) -> BrokerKind:
+        """The broker ``broker_url`` names: ``amqp`` (RabbitMQ), ``redis`` or ``memory``."""
+        return BROKER_SCHEMES[self.broker_url.split("://", 1)[0].lower()]
+
     @property
     def auth_url(self) -> str:
         return f"http://{self.host}:{self.auth_port}"
@@ -105,6 +160,11 @@ class Settings(BaseSettings):
     @property
     def keys_dir(self) -> Path:
         return self.state_dir / "keys"
+
+    @property
+    def audit_keys_dir(self) -> Path:
+        """The audit key that signs checkpoints (never in the database) and its public keys."""
+        return self.keys_dir / "audit"
 
     @property
     def audit_db(self) -> Path:

@@ -16,6 +16,7 @@ import contextlib
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from celery import Celery
@@ -24,8 +25,9 @@ from agents._runtime import AgentRuntime, drop_runtime, install_runtime
 from agents.tasks import WAKE_TASK
 from orchestrator._deadline import RunDeadline, deadline_sweeper
 from orchestrator._servers import ServerGroup
+from orchestrator.audit import StoredRecord, checkpoint_ticker
 from orchestrator.celery_app import create_celery
-from orchestrator.ci import WebhookReceiver, create_webhook_app
+from orchestrator.ci import WebhookReceiver, create_webhook_app, webhook_key, with_webhook_secret
 from orchestrator.client import AuthClient
 from orchestrator.config import Settings
 from orchestrator.orchestration import Orchestrator
@@ -56,6 +58,12 @@ class System:
     @property
     def webhooks_url(self) -> str:
         return f"http://{self.settings.host}:{self.settings.webhooks_port}"
+
+    def run_records(self, run_id: str, since: datetime) -> list[StoredRecord]:
+        """The audit records of one run written since ``since``: by run id, or by the request
+        ids the run's hops sent (records of refusals before a token was read carry no run)."""
+        return [r for r in self.stack.audit.query(since=since)
+                if r.run_id == run_id or (r.request_id or "").startswith(run_id)]
 
 
 @contextlib.contextmanager
@@ -88,7 +96,7 @@ def running_system(settings: Settings, *, embedded_worker: bool | None = None,
     """Start everything ``settings`` describe; stop it all when the block ends."""
     if embedded_worker is None:
         embedded_worker = settings.broker_url.startswith("memory://")
-    settings, sockets = bind_ports(settings, SERVER_NAMES)
+    settings, sockets = bind_ports(with_webhook_secret(settings), SERVER_NAMES)
     group = ServerGroup()
     stack: Stack | None = None
     runtime: AgentRuntime | None = None
@@ -97,15 +105,19 @@ def running_system(settings: Settings, *, embedded_worker: bool | None = None,
     try:
         stack = Stack.build(settings)
         app = create_celery(settings)
-        runtime = AgentRuntime.build(settings, endpoints=stack.endpoints())
+        runtime = AgentRuntime.build(settings, endpoints=stack.endpoints(), keys={
+            cid: key for cid, key in stack.clients.items() if cid in stack.directory.agents})
         install_runtime(id(app), runtime)
+        if stack.checkpointer is not None:  # runs that end in this process are anchored then
+            runtime.runs.on_finish(stack.checkpointer.run_ended)
+            exits.enter_context(checkpoint_ticker(stack.checkpointer))
         auth = exits.enter_context(AuthClient(
             settings.auth_url, ORCHESTRATOR_CLIENT, stack.clients[ORCHESTRATOR_CLIENT],
             http=runtime.http))
         orch = Orchestrator(stack.directory, runtime.workflows, runtime.runs, auth, app,
                             static_token=runtime.static_token)
         receiver = WebhookReceiver(
-            secret=settings.webhook_secret.get_secret_value().encode(),
+            secret=webhook_key(settings),
             replay=stack.revocation, directory=stack.directory, audit=stack.audit,
             start_run=orch.start, deliveries=runtime.runs)
         apps: dict[str, Any] = {**stack.apps(), "webhooks": create_webhook_app(receiver)}

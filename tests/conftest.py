@@ -11,6 +11,9 @@ import pytest
 from orchestrator.identity import Directory, load_directory
 from tests._redis import DEFAULT_TEST_REDIS_URL, flushed_redis
 
+# pytester runs the shipped pytest plugin (orchestrator.testing) in a test's own pytest run.
+pytest_plugins = ["pytester"]
+
 REPO = Path(__file__).resolve().parent.parent
 DIRECTORY_FILE = REPO / "workflows" / "directory.yaml"
 TEST_REDIS_DB = 15

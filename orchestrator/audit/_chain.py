@@ -11,8 +11,9 @@ the tail of a chain is as visible as losing its middle.
 
 The chain is keyless: it proves the records are as they were appended *unless* someone with
 write access recomputed the chain. An attacker who rewrites a writer's chain from some record
-onward **and** updates that writer's head is not detected. Keying the hash (HMAC with a key the
-writers hold and the database does not) or anchoring heads elsewhere is the future improvement.
+onward **and** updates that writer's head is not detected by the chain alone; the signed
+checkpoints (:mod:`orchestrator.audit._checkpoint`, checked by :mod:`orchestrator.audit._anchor`)
+anchor heads with a key the database does not hold, and catch that. See docs/audit.md.
 """
 
 from __future__ import annotations

@@ -16,11 +16,11 @@ OCSF mapping (class 6003, category 6 "Application Activity"):
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
+from orchestrator._display import safe_json
 from orchestrator.audit._record import AuditRecord, StoredRecord
 
 OCSF_VERSION = "1.1.0"
@@ -40,11 +40,14 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def to_jsonl(records: Iterable[AuditRecord], fp: IO[str]) -> int:
-    """Write one JSON object per line (stored records keep their chain fields); returns count."""
+    """Write one JSON object per line (stored records keep their chain fields); returns count.
+
+    Non-printable characters are JSON escapes (:func:`~orchestrator._display.safe_json`): the
+    data, and so the hashes, stay exact; nothing raw reaches a terminal showing the file."""
     count = 0
     for record in records:
         data = record.to_json() if isinstance(record, StoredRecord) else record.content()
-        fp.write(json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n")
+        fp.write(safe_json(data, separators=(",", ":")) + "\n")
         count += 1
     return count
 

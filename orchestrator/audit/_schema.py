@@ -2,7 +2,8 @@
 
 One table definition for both back ends; what differs is the row id (``AUTOINCREMENT`` in
 SQLite, an identity column in PostgreSQL: neither hands out a deleted tail's ids again) and the
-guard triggers, which each engine writes its own way.
+guard triggers, which each engine writes its own way. The ``checkpoints`` table (signed, so not
+guarded: verify finds any change to it) is the same on both but for its number's width.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ _ROW_ID = {
     Dialect.SQLITE: "INTEGER PRIMARY KEY AUTOINCREMENT",
     Dialect.POSTGRESQL: "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
 }
+
+# SQLite's INTEGER is 64-bit (and this one the rowid); PostgreSQL's is 32-bit.
+_CHECKPOINT_NUMBER = {Dialect.SQLITE: "INTEGER", Dialect.POSTGRESQL: "BIGINT"}
 
 _TABLES = (
     """CREATE TABLE IF NOT EXISTS records (
@@ -52,6 +56,19 @@ _TABLES = (
         writer TEXT PRIMARY KEY,
         last_seq INTEGER NOT NULL,
         last_hash TEXT NOT NULL
+    )""",
+    # Signed checkpoints (orchestrator.audit._checkpoint), numbered across all writers: added to
+    # version 1 without a bump, since a reader that does not know the table is not misled by it.
+    """CREATE TABLE IF NOT EXISTS checkpoints (
+        number {checkpoint_number} PRIMARY KEY,
+        writer TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        head_hash TEXT NOT NULL,
+        time TEXT NOT NULL,
+        prev TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        kid TEXT NOT NULL,
+        jws TEXT NOT NULL
     )""",
 )
 
@@ -95,8 +112,11 @@ _TRIGGERS = {
 
 
 def statements(dialect: Dialect) -> Sequence[str]:
-    return (*(sql.replace("{row_id}", _ROW_ID[dialect]) for sql in _TABLES), *_TRIGGERS[dialect])
+    tables = (sql.replace("{row_id}", _ROW_ID[dialect])
+              .replace("{checkpoint_number}", _CHECKPOINT_NUMBER[dialect]) for sql in _TABLES)
+    return (*tables, *_TRIGGERS[dialect])
 
 
 SCHEMA = Schema(store="audit", what="audit database", version=SCHEMA_VERSION,
-                statements=statements, busy_timeout=5.0)
+                statements=statements, busy_timeout=5.0,
+                tables=frozenset({"records", "writers"}))

@@ -18,7 +18,9 @@ connection. So a record is never written twice, and an append that raises stored
 Triggers refuse ``UPDATE`` and ``DELETE`` on records and any head move other than one step
 forward; they stop mistakes, not an attacker who can drop them. :meth:`AuditStore.verify` is what
 detects tampering (see :mod:`orchestrator.audit._verify` and the keyless-chain caveat in
-:mod:`orchestrator.audit._chain`).
+:mod:`orchestrator.audit._chain`); signed checkpoints (:mod:`orchestrator.audit._checkpoint`,
+written through :meth:`AuditStore.on_append` and :meth:`AuditStore.transaction`) are what a
+recomputed chain cannot get past.
 """
 
 from __future__ import annotations
@@ -27,11 +29,16 @@ import json
 import os
 import socket
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from orchestrator.audit._chain import GENESIS_HASH, link_hash
+from orchestrator.audit._checkpoint import SELECT_ALL as _SELECT_CHECKPOINTS
+from orchestrator.audit._checkpoint import CheckpointRow
 from orchestrator.audit._record import (
     CONTENT_FIELDS,
     AuditRecord,
@@ -42,7 +49,7 @@ from orchestrator.audit._record import (
 )
 from orchestrator.audit._schema import JSON_FIELDS, SCHEMA
 from orchestrator.audit._verify import ChainRow, Head, VerifyReport, verify_rows
-from orchestrator.db import Store, ConnectionLost, Database, Transaction, open_database
+from orchestrator.db import ConnectionLost, Database, Store, Transaction, open_database
 from orchestrator.errors import Unavailable
 
 APPEND_ATTEMPTS = 2
@@ -84,9 +91,14 @@ class AuditStore(Store):
     instance's chain; reusing a name continues that chain from its head.
     """
 
-    def __init__(self, target: Path | str, writer: str | None = None) -> None:
+    def __init__(self, target: Path | str, writer: str | None = None, *,
+                 read_only: bool = False) -> None:
+        """Open (creating it if missing) the database at ``target``; ``read_only`` opens an
+        existing SQLite file without changing it (for checking a copy: no schema is applied,
+        nothing written; :class:`~orchestrator.errors.ConfigError` if it is not one)."""
         self._writer = _check_writer(writer) if writer is not None else default_writer()
-        self._db: Database = open_database(target, SCHEMA)
+        self._hooks: list[Callable[[StoredRecord], None]] = []
+        self._db: Database = open_database(target, SCHEMA, read_only=read_only)
 
     @property
     def writer(self) -> str:
@@ -95,6 +107,25 @@ class AuditStore(Store):
     @property
     def target(self) -> str:
         return self._db.target
+
+    def on_append(self, hook: Callable[[StoredRecord], None]) -> None:
+        """Call ``hook`` with each record this store appends, after its commit (the checkpointer
+        counts records this way)."""
+        self._hooks.append(hook)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """One write transaction, committed when the block ends, holding the ``checkpoints``
+        lock: checkpoint numbers are one chain across every writer of the database, so on
+        PostgreSQL two writers must not read the same last checkpoint (on SQLite the write
+        transaction holds the file). :class:`~orchestrator.errors.Unavailable` if it cannot be
+        written."""
+        try:
+            with self._db.transaction(write=True) as tx:
+                tx.lock("checkpoints")
+                yield tx
+        except Unavailable as exc:
+            raise Unavailable("audit store cannot be written", reason=exc.reason) from exc
 
     def append(self, record: AuditRecord) -> StoredRecord:
         """Store one record in its own committed transaction; returns it with its chain fields.
@@ -107,10 +138,13 @@ class AuditStore(Store):
         # ``record`` was validated when it was built, and the chain fields are this store's own:
         # validating it all again (the raw-token scan included) cost half of an append.
         values = {name: getattr(record, name) for name in CONTENT_FIELDS}
-        return StoredRecord.model_construct(
+        stored = StoredRecord.model_construct(
             _fields_set=set(_STORED_FIELDS), **values, id=row_id, writer=self._writer, seq=seq,
             prev_hash=prev_hash, hash=digest,
         )
+        for hook in self._hooks:
+            hook(stored)
+        return stored
 
     def check_writable(self) -> None:
         """:class:`~orchestrator.errors.Unavailable` unless an append could be written now: one
@@ -173,12 +207,23 @@ class AuditStore(Store):
 
     def verify(self) -> VerifyReport:
         """Walk every writer's chain; see :mod:`orchestrator.audit._verify` for the kinds."""
-        with self._db.transaction(write=False) as tx:  # one snapshot: rows and heads agree
+        snapshot = self.snapshot()
+        return verify_rows(snapshot.rows, snapshot.heads)
+
+    def snapshot(self) -> Snapshot:
+        """Every record's chain fields and content, the writer heads and the checkpoints, read in
+        one read transaction (one snapshot: a checkpoint never covers a record the read missed,
+        and appends committing meanwhile never look like a truncated chain)."""
+        with self._db.transaction(write=False) as tx:
             rows = tx.execute(f"SELECT {_COLUMNS} FROM records ORDER BY id").fetchall()
             heads = tx.execute("SELECT writer, last_seq, last_hash FROM writers").fetchall()
-        return verify_rows(
-            (_chain_row(row) for row in rows),
+            # none in a SQLite file from before checkpoints (opened read-only)
+            checkpoints = (tx.execute(_SELECT_CHECKPOINTS).fetchall()
+                           if self._db.has_table("checkpoints") else [])
+        return Snapshot(
+            [_chain_row(row) for row in rows],
             {writer: Head(last_seq, last_hash) for writer, last_seq, last_hash in heads},
+            [CheckpointRow(*_typed(row, _CHECKPOINT_TYPES, "checkpoint")) for row in checkpoints],
         )
 
     def __repr__(self) -> str:
@@ -233,6 +278,15 @@ class AuditStore(Store):
         raise AssertionError("unreachable")
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """What :meth:`AuditStore.snapshot` read: all of it untrusted until verified."""
+
+    rows: list[ChainRow]
+    heads: dict[str, Head]
+    checkpoints: list[CheckpointRow]
+
+
 def _check_writer(writer: str) -> str:
     if not writer or len(writer) > 200 or contains_raw_jwt(writer):
         raise ValueError("writer must be a short non-empty name")
@@ -251,10 +305,23 @@ def _content(row: tuple[Any, ...]) -> dict[str, Any]:
     return values
 
 
+_CHAIN_TYPES = (int, str, int, str, str)
+_CHECKPOINT_TYPES = (int, str, int, str, str, str, str, str, str)
+
+
+def _typed(row: tuple[Any, ...], types: tuple[type, ...], what: str) -> tuple[Any, ...]:
+    """``row`` if its leading columns have their types; a damaged file can break that
+    (ValueError naming the row, never a TypeError deep in verification)."""
+    if not all(type(value) is kind for value, kind in zip(row, types, strict=False)):
+        raise ValueError(f"{what} {row[0]!r:.20} is damaged: a column does not hold its type")
+    return row
+
+
 def _chain_row(row: tuple[Any, ...]) -> ChainRow:
+    _typed(row, _CHAIN_TYPES, "audit record")
     try:
         content: dict[str, Any] | None = _content(row)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         content = None
     row_id, writer, seq, prev_hash, digest = row[: len(_CHAIN_COLUMNS)]
     return ChainRow(row_id, writer, seq, prev_hash, digest, content)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from rich.table import Table
 from rich.text import Text
 
+from orchestrator._display import display_safe
 from orchestrator.audit._record import AuditRecord
 
 COLUMNS = (
@@ -32,7 +33,9 @@ def render_table(records: Iterable[AuditRecord], *, title: str | None = "Audit t
     """A rich table, one row per record, in the order given.
 
     Every cell is plain :class:`~rich.text.Text`: record values are never read as console markup
-    (a resource named ``[black on black]`` cannot hide a row) and control codes are stripped.
+    (a resource named ``[black on black]`` cannot hide a row), and control characters,
+    bidirectional overrides and other invisible characters are shown as escapes
+    (:func:`~orchestrator._display.display_safe`).
     """
     table = Table(title=title)
     for name in COLUMNS:
@@ -47,8 +50,8 @@ def render_table(records: Iterable[AuditRecord], *, title: str | None = "Audit t
             record.service,
         )
         table.add_row(
-            *(Text(cell) for cell in cells),
+            *(Text(display_safe(cell)) for cell in cells),
             Text(record.decision, style=_DECISION_STYLE[record.decision]),
-            Text(record.reason),
+            Text(display_safe(record.reason)),
         )
     return table

@@ -12,7 +12,8 @@ How each tampering shows up:
 * ``reordered``: records of one writer stored (row id order) in a different order than their
   ``seq`` (rows swapped), or a ``prev_hash`` that links to a record other than its predecessor.
 
-See :mod:`orchestrator.audit._chain` for what a keyless chain cannot detect.
+See :mod:`orchestrator.audit._chain` for what a keyless chain cannot detect, and
+:mod:`orchestrator.audit._anchor` for the signed checkpoints that detect it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,11 @@ from typing import Any, Literal
 
 from orchestrator.audit._chain import GENESIS_HASH, link_hash
 
-ProblemKind = Literal["edited", "deleted", "inserted", "reordered"]
+ProblemKind = Literal[
+    "edited", "deleted", "inserted", "reordered",
+    # found by the signed checkpoints (orchestrator.audit._anchor)
+    "forged_checkpoint", "broken_checkpoint_chain", "rewritten", "missing_checkpoints",
+]
 
 
 @dataclass(frozen=True)

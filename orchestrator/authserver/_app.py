@@ -12,6 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from orchestrator.audit import public_document
+from orchestrator.audit._keys import PUBLIC_FILE
 from orchestrator.authserver._service import (
     GRANT_JWT_BEARER,
     GRANT_TOKEN_EXCHANGE,
@@ -19,7 +21,7 @@ from orchestrator.authserver._service import (
     TOKEN_TYPE_JWT,
     AuthorizationService,
 )
-from orchestrator.errors import InvalidRequest, OAuthError, Unavailable
+from orchestrator.errors import ConfigError, InvalidRequest, OAuthError, Unavailable
 from orchestrator.identity._assertions import CLIENT_ASSERTION_TYPE
 
 MAX_BODY_BYTES = 64 * 1024
@@ -130,6 +132,19 @@ def create_app(service: AuthorizationService) -> FastAPI:
         return JSONResponse(service.keyring.jwks().to_dict(),
                             headers={"Cache-Control": "public, max-age=60"})
 
+    @app.get("/audit/keys", summary="Audit public keys that verify signed checkpoints (JWKS)",
+             responses={404: {"description": "no audit key yet", "content": {
+                 "application/json": {"schema": _ERROR_SCHEMA}}}})
+    async def audit_keys() -> JSONResponse:
+        """Not in /jwks.json on purpose: an audit key must never verify an access token. Only
+        public members are served, current and retired keys alike."""
+        try:
+            document = public_document(service.settings.audit_keys_dir / PUBLIC_FILE)
+        except ConfigError:
+            return JSONResponse({"error": "not_found", "error_description": "no audit key",
+                                 "reason": "no_audit_keys"}, status_code=404)
+        return JSONResponse(document, headers={"Cache-Control": "public, max-age=60"})
+
     @app.post("/token", summary="RFC 8693 token exchange and the RFC 7523 root grant",
               openapi_extra=_form_doc("token", _TOKEN_SCHEMA, (400, 401, 503)))
     async def token(request: Request) -> JSONResponse:
@@ -171,10 +186,12 @@ def create_app(service: AuthorizationService) -> FastAPI:
                                                            pattern=r"^[A-Za-z0-9_-]+$")
                         ) -> JSONResponse:
         headers = request.headers.getlist("authorization")
-        if len(headers) > 1 or (headers and not headers[0].startswith("Bearer ")):
+        # RFC 7235 section 2.1: the auth-scheme is case-insensitive, as the services read it.
+        scheme, _, credential = headers[0].strip().partition(" ") if headers else ("", "", "")
+        if len(headers) > 1 or (headers and (scheme.lower() != "bearer" or not credential)):
             raise InvalidRequest("one Authorization: Bearer header is expected",
                                  reason="malformed_authorization")
-        bearer = headers[0].removeprefix("Bearer ").strip() if headers else None
+        bearer = credential.strip() if headers else None
         try:
             records = await run_in_threadpool(service.audit_log, bearer, jti)
         except OAuthError as exc:

@@ -39,6 +39,7 @@ from orchestrator.errors import (
 from orchestrator.identity import (
     AccessClaims,
     AssertionPolicy,
+    ClientKeyLookup,
     Context,
     Directory,
     ExchangeRequest,
@@ -109,7 +110,7 @@ class AuthorizationService:
     keyring: KeyRing
     directory: Directory
     revocation: RevocationStore
-    client_keys: Callable[[str], PublicKey | None]
+    client_keys: ClientKeyLookup
     services: dict[str, str]  # service name -> base URL
     audit: AuditSink | None = None
     clock: Callable[[], float] = time.time
@@ -121,8 +122,11 @@ class AuthorizationService:
         self.verifier = TokenVerifier(_RingKeys(self.keyring, self.clock), VerifierPolicy(
             issuer=self.issuer, allowed_algs=s.allowed_algs, leeway=s.leeway_seconds,
             max_bytes=s.max_token_bytes, max_depth=s.max_depth))
+        # RFC 7523 3: an aud that identifies this server: its issuer, its token endpoint, or
+        # the endpoint the assertion is sent to (Authlib's PrivateKeyJWT() addresses it so).
+        endpoints = (f"{s.auth_url}/{path}" for path in ("introspect", "revoke", "revocations"))
         self.assertion_policy = AssertionPolicy(
-            audiences=frozenset({self.issuer, self.token_endpoint, s.auth_url}),
+            audiences=frozenset({self.issuer, self.token_endpoint, s.auth_url, *endpoints}),
             allowed_algs=s.allowed_algs, leeway=s.leeway_seconds,
             max_lifetime=s.assertion_max_lifetime_seconds)
         self.clients = ClientAuthenticator(self.client_keys, self.directory, self.revocation,
@@ -269,8 +273,9 @@ class AuthorizationService:
                                       expected_issuer=client)
             issued = self.assertion_policy.issued_at(claims)
             try:
-                first = self.revocation.claim_once(f"grant:{client}:{claims['jti']}", ttl=900,
-                                                   issued_at=issued)
+                first = self.revocation.claim_once(
+                    f"grant:{client}:{claims['jti']}", issued_at=issued,
+                    ttl=self.assertion_policy.replay_ttl(claims, now=now))
             except PredatesMemory:
                 raise InvalidGrant("grant assertion was issued before the replay registry's "
                                    "memory began (it restarted), so whether it was used cannot "
@@ -317,7 +322,9 @@ class AuthorizationService:
     # -- introspection and revocation ---------------------------------------------------------
 
     def introspect(self, form: Form) -> dict[str, Any]:
-        """RFC 7662: the full chain and context of a valid token, else ``{"active": false}``."""
+        """RFC 7662: the full chain and context of a valid token to a caller entitled to it
+        (:meth:`_may_introspect`), else ``{"active": false}``: a caller that is not entitled
+        learns nothing, not even whether the token is valid (RFC 7662 section 4)."""
         now = self.now()
         client = self.clients.authenticate(form, now=now)
         token = required(form, "token")
@@ -328,6 +335,10 @@ class AuthorizationService:
             self._audit("introspect", "deny", exc.reason, client, "token", None, 200)
             return {"active": False}
         c = verified.claims
+        if not self._may_introspect(client, c):
+            self._audit("introspect", "deny", "introspection_not_entitled", client, "token", c,
+                        200)
+            return {"active": False}
         self._audit("introspect", "allow", "ok", client, "token", c, 200)
         return {"active": True, **c.public_view(), "token_type": "Bearer",
                 "username": c.sub, "chain": c.chain(), "current_actor": c.current_actor}
@@ -389,9 +400,17 @@ class AuthorizationService:
         return result
 
     def _may_revoke(self, client: str, claims: AccessClaims) -> bool:
+        """A trusted client, or a member of the token's chain: the client it was issued to
+        and every actor in its ``act`` chain."""
         entry = self.directory.clients.get(client)
         return bool(entry and entry.trusted) or client == claims.client_id \
             or client in claims.actors
+
+    def _may_introspect(self, client: str, claims: AccessClaims) -> bool:
+        """Who may revoke the token, and its audience: the agent its ``may_act`` names (a
+        hand-off token's ``aud`` is this server), or a client its ``aud`` names."""
+        audience = {claims.aud, *((claims.may_act.sub,) if claims.may_act else ())}
+        return client in audience or self._may_revoke(client, claims)
 
     # -- audit --------------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from orchestrator.ci._events import (
 from orchestrator.ci._model import CIEvent, EventType, Ignored, MalformedEvent, Trigger
 from orchestrator.ci._parse import parse_event
 from orchestrator.ci._receiver import MAX_BODY_BYTES, REPLAY_TTL_SECONDS, WebhookReceiver
+from orchestrator.ci._secret import webhook_key, with_webhook_secret
 
 __all__ = [
     "DELIVERY_HEADER",
@@ -42,4 +43,6 @@ __all__ = [
     "parse_event",
     "ping_event",
     "sign",
+    "webhook_key",
+    "with_webhook_secret",
 ]

@@ -3,7 +3,8 @@
 The raw body is read (at most one byte past the limit, so an oversized delivery is refused without
 being buffered) and handed with the headers to :meth:`WebhookReceiver.receive` in a worker thread:
 starting a run talks to the authorization server, which may share this event loop. Every answer
-is JSON: ``{"status": ...}`` or ``{"error", "reason", "message"}``, including unknown routes.
+is JSON: ``{"status": ...}`` or, like every other server here, ``{"error", "error_description",
+"reason"}``, including unknown routes.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ class Pong(BaseModel):
 
 class Refusal(BaseModel):
     error: str
+    error_description: str
     reason: str
-    message: str
     field: str | None = None
 
 
@@ -56,10 +57,13 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     202: {"model": Accepted | Ignored,
           "description": "A run was started (accepted), or the event starts none (ignored)."},
     400: _refusal("unsupported_event, missing_delivery_id, invalid_delivery_id or "
-                  "malformed_event (field names the wrong part)."),
+                  "malformed_event (field names the wrong part: also a missing event id or "
+                  "signed time)."),
     401: _refusal("missing_signature or bad_signature."),
     403: _refusal("unknown_user or user_disabled."),
-    409: _refusal("replayed_delivery."),
+    409: _refusal("replayed_delivery: the same event id or the same signed body was already "
+                  "received (whatever X-GitHub-Delivery says); stale_event: its signed time is "
+                  "older than the replay window."),
     413: _refusal("payload_too_large (the limit is 256 KiB)."),
     422: _refusal("The run could not be started; reason is the orchestrator's."),
     503: _refusal("replay_cache_unavailable, or a dependency of the run is unavailable."),
@@ -70,7 +74,9 @@ _OPENAPI_EXTRA: dict[str, Any] = {
         {"name": EVENT_HEADER, "in": "header", "required": True,
          "schema": {"type": "string", "enum": ["deployment", "workflow_run", "ping"]}},
         {"name": DELIVERY_HEADER, "in": "header", "required": True,
-         "schema": {"type": "string"}, "description": "Unique per delivery; replays are refused."},
+         "schema": {"type": "string"},
+         "description": "Names the delivery in the audit trail; not signed, so replays are "
+                        "recognised by the signed body instead."},
         {"name": SIGNATURE_HEADER, "in": "header", "required": True,
          "schema": {"type": "string", "pattern": "^sha256=[0-9a-f]{64}$"},
          "description": "HMAC-SHA256 of the raw body with the shared webhook secret."},
@@ -106,7 +112,7 @@ def create_webhook_app(receiver: WebhookReceiver) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_ERRORS.get(exc.status_code, f"http_{exc.status_code}")
-        return JSONResponse({"error": code, "reason": code, "message": str(exc.detail)},
+        return JSONResponse({"error": code, "error_description": str(exc.detail), "reason": code},
                             status_code=exc.status_code, headers=exc.headers)
 
     return app

@@ -11,13 +11,16 @@ import hashlib
 import hmac
 import json
 import secrets
+import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 SIGNATURE_HEADER = "X-Hub-Signature-256"
 EVENT_HEADER = "X-GitHub-Event"
 DELIVERY_HEADER = "X-GitHub-Delivery"
 USER_AGENT = "GitHub-Hookshot/infrabot-simulator"
+CI_APP = "infrabot-ci[bot]"  # the CI app the shipped directory names in ci_apps
 
 
 def sign(secret: bytes, body: bytes) -> str:
@@ -43,10 +46,16 @@ def encode(event_type: str, payload: dict[str, Any], *,
 def build_deployment_event(user_login: str, service: str, environment: str, commit: str,
                            trigger: str = "ci_pipeline", repository: str | None = None,
                            pr: int | None = None, *, ref: str = "main", task: str = "deploy",
+                           creator: str | None = None, at: float | None = None,
                            secret: bytes | None = None) -> tuple[dict[str, str], bytes]:
     """A ``deployment`` ``created`` delivery; ``user_login`` is ``sam`` or ``user:sam``;
-    ``task`` is GitHub's deployment task (``deploy``, ``rollback``)."""
+    ``task`` is GitHub's deployment task (``deploy``, ``rollback``). The deployment is created
+    by ``creator``: by default the CI app for ``ci_pipeline``, else the user (a person who
+    creates a deployment by hand); ``trigger`` is what its payload claims. ``at`` (epoch
+    seconds, default now) is its signed ``created_at``."""
     login = user_login.removeprefix("user:")
+    if creator is None:
+        creator = CI_APP if trigger == "ci_pipeline" else login
     repository = repository or f"acme/{service}"
     extra: dict[str, Any] = {"service": service, "trigger": trigger}
     if pr is not None:
@@ -55,7 +64,8 @@ def build_deployment_event(user_login: str, service: str, environment: str, comm
         "action": "created",
         "deployment": {
             "id": _id(), "sha": commit, "ref": ref, "environment": environment,
-            "task": task, "creator": {"login": "infrabot-ci[bot]"}, "payload": extra,
+            "task": task, "creator": {"login": creator}, "payload": extra,
+            "created_at": _time(at),
         },
         "repository": _repository(repository),
         "sender": {"login": login},
@@ -67,18 +77,23 @@ def build_workflow_run_event(user_login: str, service: str, environment: str, co
                              trigger: str = "ci_pipeline", repository: str | None = None,
                              pr: int | None = None, *, conclusion: str = "success",
                              name: str | None = None, ref: str = "main",
-                             secret: bytes | None = None) -> tuple[dict[str, str], bytes]:
+                             run_event: str | None = None, run_attempt: int = 1,
+                             at: float | None = None, secret: bytes | None = None
+                             ) -> tuple[dict[str, str], bytes]:
     """A ``workflow_run`` ``completed`` delivery of the workflow ``deploy-<environment>``.
 
-    ``trigger="manual"`` makes it a ``workflow_dispatch`` run, anything else a ``push`` run.
+    ``trigger="manual"`` makes it a ``workflow_dispatch`` run, anything else a ``push`` run
+    (the CI event kind the shipped directory lists); ``run_event`` names another kind. ``at``
+    (epoch seconds, default now) is its signed ``updated_at``, when it completed.
     ``service`` is carried by the repository name (``acme/<service>`` unless given).
     """
     login = user_login.removeprefix("user:")
     repository = repository or f"acme/{service}"
+    event = run_event or ("workflow_dispatch" if trigger == "manual" else "push")
     run = {
-        "id": _id(), "name": name or f"deploy-{environment}", "head_sha": commit,
-        "head_branch": ref, "event": "workflow_dispatch" if trigger == "manual" else "push",
-        "status": "completed", "conclusion": conclusion,
+        "id": _id(), "run_attempt": run_attempt, "name": name or f"deploy-{environment}",
+        "head_sha": commit, "head_branch": ref, "event": event,
+        "status": "completed", "conclusion": conclusion, "updated_at": _time(at),
         "pull_requests": [{"number": pr}] if pr is not None else [],
     }
     payload = {
@@ -99,5 +114,11 @@ def _repository(full_name: str) -> dict[str, Any]:
     return {"full_name": full_name, "name": full_name.rpartition("/")[2]}
 
 
+def _time(at: float | None) -> str:
+    """GitHub's form of a time: ``2026-12-06T00:28:23Z``."""
+    moment = datetime.fromtimestamp(time.time() if at is None else at, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _id() -> int:
-    return secrets.randbelow(10**9) + 1
+    return secrets.randbelow(2**53) + 1  # JSON-safe; ids collide (a replay) practically never

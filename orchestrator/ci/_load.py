@@ -3,7 +3,12 @@ system, with a mix of users, services, environments and bad events, and the summ
 (terminal statuses, latency percentiles, exchanges per second, denials by reason).
 
 Bounded by count and by time: it sends at most ``count`` events at ``rate`` per second and
-stops waiting for runs at ``timeout``.
+stops waiting for runs at ``timeout``. It keeps going through faults: a send that meets a
+connection error or a 502/503/504 is retried a bounded number of times with backoff, and every
+event ends in exactly one count (accepted, refused by reason, lost by reason), so the report
+always adds up and says what was lost. Only a receiver that never answered the first event is an
+error (``TransientError``, reason ``receiver_unreachable``): nothing was started, there is
+nothing to report.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ import httpx
 
 from orchestrator.ci._app import ROUTE
 from orchestrator.ci._events import SIGNATURE_HEADER, build_deployment_event, sign
-from orchestrator.client import json_object
+from orchestrator.client import json_object, reason_of
+from orchestrator.errors import TransientError
 from orchestrator.runs import Run, RunStore
 
 USERS = (("sam", 0.55), ("robin", 0.25), ("alex", 0.15), ("nobody", 0.05))
@@ -29,6 +35,9 @@ SERVICES = (("service-x", 0.8), ("service-y", 0.2))
 ENVIRONMENTS = (("prod", 0.6), ("staging", 0.4))
 TRIGGERS = (("ci_pipeline", 0.9), ("manual", 0.1))
 BAD_KINDS = ("unsigned", "bad_signature", "replayed", "malformed")
+SEND_ATTEMPTS = 4  # a send is tried at most this many times, waiting RETRY_BASE_SECONDS * 2**n
+RETRY_BASE_SECONDS = 0.25
+RETRYABLE_STATUSES = frozenset({502, 503, 504})
 
 
 def _pick(rng: random.Random, weighted: tuple[tuple[str, float], ...]) -> str:
@@ -69,6 +78,8 @@ class LoadReport:
     seconds: float = 0.0
     unfinished: int = 0
     run_ids: list[str] = field(default_factory=list)
+    lost: Counter[str] = field(default_factory=Counter)  # events never accepted, by last fault
+    retries: int = 0  # sends repeated after a connection error or a 502/503/504
 
     def percentile(self, q: float) -> float | None:
         if not self.latencies_ms:
@@ -80,7 +91,8 @@ class LoadReport:
     def as_dict(self) -> dict[str, Any]:
         return {"sent": self.sent, "accepted": self.accepted, "refused": dict(self.refused),
                 "statuses": dict(self.statuses), "denials": dict(self.denials),
-                "unfinished": self.unfinished, "seconds": round(self.seconds, 3),
+                "unfinished": self.unfinished, "lost": dict(self.lost),
+                "retries": self.retries, "seconds": round(self.seconds, 3),
                 "latency_ms": {f"p{q}": self.percentile(q) for q in (50, 95, 99)},
                 "exchanges": self.exchanges, "run_ids": self.run_ids,
                 "exchanges_per_second": round(self.exchanges / self.seconds, 1)
@@ -105,20 +117,70 @@ def _delivery(spec: EventSpec, secret: bytes, last: tuple[dict[str, str], bytes]
     return headers, body
 
 
+@dataclass(frozen=True)
+class _Sent:
+    response: httpx.Response | None  # None: the last attempt met a connection error
+    fault: str  # the last attempt's fault: "" when answered, else the error's name
+    attempts: int
+    answer_missed: bool  # an attempt met a connection error: it may have reached the receiver
+
+
+def _post(http: httpx.Client, url: str, headers: dict[str, str], body: bytes,
+          sleep: Callable[[float], None]) -> _Sent:
+    """POST with bounded retries on connection errors and 502/503/504 answers."""
+    missed = False
+    for attempt in range(1, SEND_ATTEMPTS + 1):
+        if attempt > 1:
+            sleep(RETRY_BASE_SECONDS * 2 ** (attempt - 2))
+        try:
+            response = http.post(url, headers=headers, content=body)
+        except httpx.TransportError as exc:
+            missed = True
+            sent = _Sent(None, type(exc).__name__, attempt, missed)
+            continue
+        sent = _Sent(response, "", attempt, missed)
+        if response.status_code not in RETRYABLE_STATUSES:
+            break
+    return sent
+
+
+def _account(report: LoadReport, sent: _Sent, sent_at: dict[str, float]) -> None:
+    """Count one event's outcome: accepted, refused (by reason) or lost (by fault)."""
+    report.retries += sent.attempts - 1
+    if sent.response is None:
+        report.lost[f"connection_error ({sent.fault})"] += 1
+        return
+    answer = json_object(sent.response)
+    reason = reason_of(sent.response)
+    if sent.response.status_code == 202 and answer.get("run_id"):
+        report.accepted += 1
+        report.run_ids.append(str(answer["run_id"]))
+        sent_at[str(answer["run_id"])] = time.perf_counter()
+    elif sent.response.status_code in RETRYABLE_STATUSES:
+        report.lost[f"{sent.response.status_code} {reason}"] += 1
+    elif reason == "replayed_delivery" and sent.answer_missed:
+        # An earlier attempt reached the receiver but its answer was lost: a run may have
+        # started whose id we never learnt, so it cannot be followed.
+        report.lost["answer_lost (replayed_delivery on retry)"] += 1
+    else:
+        report.refused[str(answer.get("reason") or sent.response.status_code)] += 1
+
+
 def run_load(webhooks_url: str, secret: bytes, runs_db: Path | str, events: list[EventSpec],
              *, rate: float, timeout: float, on_sent: Callable[[int], None] = lambda _: None,
-             on_done: Callable[[int], None] = lambda _: None) -> LoadReport:
+             on_done: Callable[[int], None] = lambda _: None,
+             sleep: Callable[[float], None] = time.sleep) -> LoadReport:
     """Send ``events`` at ``rate``/s, then wait (until ``timeout``) for every run to end. The
     run log is opened first: one that cannot be read fails before anything is sent."""
     with RunStore(runs_db) as store:
         return _send_and_collect(webhooks_url, secret, store, events, rate=rate,
-                                 timeout=timeout, on_sent=on_sent, on_done=on_done)
+                                 timeout=timeout, on_sent=on_sent, on_done=on_done, sleep=sleep)
 
 
 def _send_and_collect(webhooks_url: str, secret: bytes, store: RunStore,
                       events: list[EventSpec], *, rate: float, timeout: float,
-                      on_sent: Callable[[int], None],
-                      on_done: Callable[[int], None]) -> LoadReport:
+                      on_sent: Callable[[int], None], on_done: Callable[[int], None],
+                      sleep: Callable[[float], None]) -> LoadReport:
     report = LoadReport()
     started = time.perf_counter()
     deadline = started + timeout
@@ -129,18 +191,14 @@ def _send_and_collect(webhooks_url: str, secret: bytes, store: RunStore,
             due = started + index / rate if rate > 0 else time.perf_counter()
             if time.perf_counter() > deadline:
                 break
-            time.sleep(max(0.0, due - time.perf_counter()))
+            sleep(max(0.0, due - time.perf_counter()))
             headers, body = _delivery(spec, secret, last)
             last = (dict(headers), body)
             report.sent += 1
-            response = http.post(webhooks_url + ROUTE, headers=headers, content=body)
-            answer = json_object(response)
-            if response.status_code == 202 and answer.get("run_id"):
-                report.accepted += 1
-                report.run_ids.append(str(answer["run_id"]))
-                sent_at[str(answer["run_id"])] = time.perf_counter()
-            else:
-                report.refused[str(answer.get("reason") or response.status_code)] += 1
+            sent = _post(http, webhooks_url + ROUTE, headers, body, sleep)
+            if sent.response is None and report.sent == 1:
+                raise TransientError(sent.fault, reason="receiver_unreachable")
+            _account(report, sent, sent_at)
             on_sent(report.sent)
     _collect(report, store, sent_at, deadline, on_done)
     report.seconds = time.perf_counter() - started

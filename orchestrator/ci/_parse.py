@@ -8,20 +8,23 @@
      "repository": {"full_name"}, "sender": {"login"}}
 
 ``deployment.payload`` may be an object or a JSON-encoded object (GitHub passes through what the
-deployment's creator sent). ``trigger`` is ``payload.trigger`` when present, else ``ci_pipeline``
-(deployments are created by the CI app); ``service`` is ``payload.service``, else the repository
-name. Any other action is ignored (``action_not_created``).
+deployment's creator sent). The trigger fails closed: it is ``ci_pipeline`` only when
+``deployment.creator.login`` is one of the directory's ``ci_apps`` (then ``payload.trigger`` may
+still say ``manual``); a deployment created by anyone else, or by no one named, is ``manual``
+whatever its payload claims. ``service`` is ``payload.service``, else the repository name. Any
+other action is ignored (``action_not_created``).
 
 ``workflow_run`` (action ``completed``)::
 
     {"action": "completed",
-     "workflow_run": {"id", "head_sha", "head_branch", "event", "conclusion", "name",
+     "workflow_run": {"id", "run_attempt", "head_sha", "head_branch", "event", "conclusion", "name",
                       "environment"?, "pull_requests": [{"number"}]?},
      "repository": {"full_name"}, "sender": {"login"}}
 
 Only ``conclusion == "success"`` starts a run (else ignored: ``conclusion_not_success``; other
-actions: ``action_not_completed``). ``trigger`` is ``manual`` when ``event`` is
-``workflow_dispatch``, else ``ci_pipeline``. The environment is ``workflow_run.environment`` when
+actions: ``action_not_completed``). ``trigger`` is ``ci_pipeline`` only when ``event`` (what
+started the run: ``push``, ``workflow_dispatch``, ...) is one of the directory's ``ci_events``;
+any other kind is ``manual``. The environment is ``workflow_run.environment`` when
 present, else read from the workflow's name by convention: ``deploy-<env>`` (``deploy-prod``).
 ``pr`` is the first of ``pull_requests``, if any. ``service`` is the repository name.
 
@@ -37,6 +40,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from orchestrator.ci._model import CIEvent, Ignored, MalformedEvent, user_for_login
+from orchestrator.identity import Directory
 
 _MISSING = object()
 _DEPLOY_NAME = re.compile(r"^deploy-(?P<env>[A-Za-z0-9][A-Za-z0-9_.-]{0,63})$", re.IGNORECASE)
@@ -54,15 +58,17 @@ _COMMON = {"repository": "repository.full_name", "sender_login": "sender.login",
            "user": "sender.login", "delivery_id": "X-GitHub-Delivery"}
 
 
-def parse_event(event_type: str, delivery_id: str, payload: dict[str, Any]) -> CIEvent | Ignored:
-    """The CI event in a GitHub webhook payload, or why it starts no run.
+def parse_event(event_type: str, delivery_id: str, payload: dict[str, Any],
+                directory: Directory) -> CIEvent | Ignored:
+    """The CI event in a GitHub webhook payload, or why it starts no run; ``directory`` names
+    the identities and event kinds that are CI.
 
     Raises :class:`MalformedEvent` naming the first wrong field.
     """
     if event_type == "deployment":
-        fields = _deployment(payload)
+        fields = _deployment(payload, directory)
     elif event_type == "workflow_run":
-        fields = _workflow_run(payload)
+        fields = _workflow_run(payload, directory)
     else:
         raise MalformedEvent(f"unsupported event {event_type!r}", field="X-GitHub-Event")
     if isinstance(fields, Ignored):
@@ -79,18 +85,19 @@ def parse_event(event_type: str, delivery_id: str, payload: dict[str, Any]) -> C
         raise MalformedEvent(f"{path} is not valid", field=path) from None
 
 
-def _deployment(payload: dict[str, Any]) -> dict[str, Any] | Ignored:
+def _deployment(payload: dict[str, Any], directory: Directory) -> dict[str, Any] | Ignored:
     action = _get(payload, "action")
     if action is not _MISSING and action != "created":
         return Ignored("action_not_created")
     _object(payload, "deployment")
     extra = _deployment_payload(payload)
+    claimed = _string(extra, "trigger", required=False, prefix="deployment.payload")
+    by_ci = directory.is_ci_app(_string(payload, "deployment.creator.login", required=False))
     fields: dict[str, Any] = {
         "commit": _string(payload, "deployment.sha"),
         "ref": _string(payload, "deployment.ref", required=False),
         "environment": _string(payload, "deployment.environment"),
-        "trigger": _string(extra, "trigger", required=False, prefix="deployment.payload")
-        or "ci_pipeline",
+        "trigger": (claimed or "ci_pipeline") if by_ci else "manual",
         "pr": extra.get("pr"),
         "task": _string(payload, "deployment.task", required=False) or "deploy",
     }
@@ -115,7 +122,7 @@ def _deployment_payload(payload: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-def _workflow_run(payload: dict[str, Any]) -> dict[str, Any] | Ignored:
+def _workflow_run(payload: dict[str, Any], directory: Directory) -> dict[str, Any] | Ignored:
     action = _get(payload, "action")
     if action is not _MISSING and action != "completed":
         return Ignored("action_not_completed")
@@ -128,7 +135,7 @@ def _workflow_run(payload: dict[str, Any]) -> dict[str, Any] | Ignored:
         "commit": _string(payload, "workflow_run.head_sha"),
         "ref": _string(payload, "workflow_run.head_branch", required=False),
         "environment": _environment(payload),
-        "trigger": "manual" if event == "workflow_dispatch" else "ci_pipeline",
+        "trigger": "ci_pipeline" if event in directory.ci_events else "manual",
         "pr": _first_pr(payload),
     }
 

@@ -8,20 +8,25 @@ Checks, in order, each refusal with its status and reason code::
     X-GitHub-Event ping                             200 {"status": "pong"}
     X-GitHub-Event not deployment / workflow_run    400 unsupported_event
     no X-GitHub-Delivery / not a delivery id        400 missing_delivery_id / invalid_delivery_id
-    delivery id seen in the last 24 h               409 replayed_delivery
-    replay cache or delivery log unusable           503 replay_cache_unavailable (fail closed)
     body not a JSON object / a field wrong          400 malformed_event (``field`` names it)
     event that starts no run (failed workflow run)  202 {"status": "ignored", "reason": ...}
+    no event id (deployment.id, workflow_run.id)    400 malformed_event
+    signed time missing, or > 5 min ahead           400 malformed_event
+    signed time older than the replay window        409 stale_event
+    same event id or same body in the last 24 h     409 replayed_delivery
+    replay cache or delivery log unusable           503 replay_cache_unavailable (fail closed)
     sender not in the directory / disabled          403 unknown_user / user_disabled
     start_run raises InfraBotError                  422 <its reason>   (TransientError: 503)
     run started                                     202 {"status": "accepted", "run_id": ...}
 
-A delivery is claimed in the replay cache (the revocation registry: Redis in distributed mode)
-and then in the run log's record of deliveries (:meth:`RunStore.claim_delivery`), which is on disk:
-an unpersisted Redis that restarts forgets its claims, the run log does not, so a delivery
-replayed after the restart is still refused. A delivery that started nothing for a transient
-reason (503) is released from both, so the sender's redelivery is taken (unless releasing fails
-too, which is logged).
+Replays are recognised by what the signature covers, never by ``X-GitHub-Delivery`` (a header
+the HMAC does not cover, so a replay can carry any): the event's own id and a digest of the body
+(:func:`orchestrator.ci._replay.content_keys`). Each key is claimed in the replay cache (the
+revocation registry: Redis in distributed mode) and then in the run log's record of deliveries
+(:meth:`RunStore.claim_delivery`), which is on disk: an unpersisted Redis that restarts forgets
+its claims, the run log does not, so a delivery replayed after the restart is still refused. A
+delivery that started nothing for a transient reason (503) is released from both, so the
+sender's redelivery is taken (unless releasing fails too, which is logged).
 
 Every answer writes exactly one audit record (service ``webhooks``, action ``ci_event``, request
 id = delivery id): deny for a refusal, allow otherwise. Neither the body nor the signature is ever
@@ -44,11 +49,11 @@ from orchestrator.audit import AuditRecord, AuditStore, contains_raw_jwt
 from orchestrator.ci._events import sign
 from orchestrator.ci._model import DELIVERY_PATTERN, REPOSITORY_PATTERN, CIEvent, MalformedEvent
 from orchestrator.ci._parse import parse_event
+from orchestrator.ci._replay import REPLAY_TTL_SECONDS, StaleEvent, check_fresh, content_keys
 from orchestrator.errors import InfraBotError, TransientError, Unavailable
 from orchestrator.identity import Directory, RevocationStore
 
 MAX_BODY_BYTES = 256 * 1024
-REPLAY_TTL_SECONDS = 24 * 3600
 EVENT_TYPES = frozenset({"deployment", "workflow_run"})
 ERRORS = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 409: "conflict",
           413: "payload_too_large", 422: "unprocessable", 500: "internal_error",
@@ -59,7 +64,7 @@ Answer = tuple[int, dict[str, Any]]
 class DeliveryLog(Protocol):
     """Where received deliveries are recorded durably (:class:`~orchestrator.runs.RunStore`)."""
 
-    def claim_delivery(self, delivery_id: str, *, ttl: int) -> bool: ...
+    def claim_delivery(self, delivery_id: str, *, ttl: int) -> bool: ...  # a content key
     def release_delivery(self, delivery_id: str) -> None: ...
 
 
@@ -69,7 +74,8 @@ class _Refused(Exception):  # internal control flow: one refusal answer
         self.status, self.reason, self.message, self.extra = status, reason, message, extra
 
     def answer(self) -> Answer:
-        body = {"error": ERRORS[self.status], "reason": self.reason, "message": self.message}
+        body = {"error": ERRORS[self.status], "error_description": self.message,
+                "reason": self.reason}
         return self.status, {**body, **self.extra}
 
 
@@ -127,22 +133,27 @@ class WebhookReceiver:
         if event_type not in EVENT_TYPES:
             raise _Refused(400, "unsupported_event", "X-GitHub-Event must be deployment, "
                            "workflow_run or ping")
-        delivery_id = self._claim_delivery(headers.get("x-github-delivery", "").strip())
+        delivery_id = _delivery_id(headers.get("x-github-delivery", "").strip())
         payload = _json_object(body)
         seen.repository = _repository(payload)
         try:
-            parsed = parse_event(event_type, delivery_id, payload)
+            parsed = parse_event(event_type, delivery_id, payload, self._directory)
+            if not isinstance(parsed, CIEvent):
+                return 202, {"status": "ignored", "reason": parsed.reason}
+            seen.event = parsed  # the audit record of a refusal from here on names its user
+            keys = content_keys(event_type, payload, body)
+            check_fresh(event_type, payload, self._clock())
         except MalformedEvent as exc:
             raise _Refused(400, exc.reason, exc.message, field=exc.field) from None
-        if not isinstance(parsed, CIEvent):
-            return 202, {"status": "ignored", "reason": parsed.reason}
-        seen.event = parsed
+        except StaleEvent as exc:
+            raise _Refused(409, exc.reason, exc.message) from None
+        self._claim(keys)
         self._check_user(parsed.user)
         try:
             seen.run_id = self._start(parsed)
         except _Refused as refused:
             if refused.status == 503:  # nothing started: let the sender's redelivery through
-                self._release(delivery_id)
+                self._release(keys)
             raise
         return 202, {"status": "accepted", "run_id": seen.run_id}
 
@@ -153,38 +164,41 @@ class WebhookReceiver:
         if not hmac.compare_digest(expected, provided.encode("utf-8", "replace")):
             raise _Refused(401, "bad_signature", "X-Hub-Signature-256 does not match the body")
 
-    def _claim_delivery(self, delivery_id: str) -> str:
-        if not delivery_id:
-            raise _Refused(400, "missing_delivery_id", "X-GitHub-Delivery is required")
-        if not re.fullmatch(DELIVERY_PATTERN, delivery_id):
-            raise _Refused(400, "invalid_delivery_id", "X-GitHub-Delivery is not a delivery id")
-        try:
-            first = self._replay.claim_once(f"webhook:{delivery_id}", ttl=REPLAY_TTL_SECONDS)
-        except Unavailable:
-            raise _unchecked() from None
-        if not first:
-            raise _replayed()
-        try:
-            recorded = self._deliveries.claim_delivery(delivery_id, ttl=REPLAY_TTL_SECONDS)
-        except Unavailable:
-            self._release_claim(delivery_id)  # nothing started: the redelivery must be taken
-            raise _unchecked() from None
-        if not recorded:  # received before the replay cache last lost its memory
-            raise _replayed()
-        return delivery_id
+    def _claim(self, keys: tuple[str, ...]) -> None:
+        """Claim each content key in the replay cache, then in the durable record; any key
+        claimed before makes this a replay. Nothing is left claimed when a store fails."""
+        claimed: list[str] = []
+        for key in keys:
+            try:
+                first = self._replay.claim_once(f"webhook:{key}", ttl=REPLAY_TTL_SECONDS)
+            except Unavailable:
+                self._release(claimed)
+                raise _unchecked() from None
+            if not first:
+                raise _replayed()
+            try:
+                recorded = self._deliveries.claim_delivery(key, ttl=REPLAY_TTL_SECONDS)
+            except Unavailable:
+                self._release_claim(key)  # nothing started: the redelivery must be taken
+                self._release(claimed)
+                raise _unchecked() from None
+            if not recorded:  # received before the replay cache last lost its memory
+                raise _replayed()
+            claimed.append(key)
 
-    def _release(self, delivery_id: str) -> None:
-        self._release_claim(delivery_id)
-        try:
-            self._deliveries.release_delivery(delivery_id)
-        except Unavailable:
-            get_logger(delivery_id=delivery_id).warning("webhook_release_failed")
+    def _release(self, keys: list[str] | tuple[str, ...]) -> None:
+        for key in keys:
+            self._release_claim(key)
+            try:
+                self._deliveries.release_delivery(key)
+            except Unavailable:
+                get_logger(replay_key=key).warning("webhook_release_failed")
 
-    def _release_claim(self, delivery_id: str) -> None:
+    def _release_claim(self, key: str) -> None:
         try:
-            self._replay.release_once(f"webhook:{delivery_id}")
+            self._replay.release_once(f"webhook:{key}")
         except Unavailable:
-            get_logger(delivery_id=delivery_id).warning("webhook_release_failed")
+            get_logger(replay_key=key).warning("webhook_release_failed")
 
     def _check_user(self, user: str) -> None:
         entry = self._directory.users.get(user)
@@ -224,8 +238,18 @@ class WebhookReceiver:
             get_logger(delivery_id=seen.delivery_id).exception("webhook_audit_failed")
 
 
+def _delivery_id(delivery_id: str) -> str:
+    """The delivery id header, checked: it names the delivery in the audit trail and logs."""
+    if not delivery_id:
+        raise _Refused(400, "missing_delivery_id", "X-GitHub-Delivery is required")
+    if not re.fullmatch(DELIVERY_PATTERN, delivery_id):
+        raise _Refused(400, "invalid_delivery_id", "X-GitHub-Delivery is not a delivery id")
+    return delivery_id
+
+
 def _replayed() -> _Refused:
-    return _Refused(409, "replayed_delivery", "this delivery was already received")
+    return _Refused(409, "replayed_delivery", "this event was already received: the same "
+                    "event id or the same signed body")
 
 
 def _unchecked() -> _Refused:

@@ -1,12 +1,15 @@
-"""``infrabot audit query|verify|export``: read, check and export the audit trail.
+"""``infrabot audit query|verify|export|keys``: read, check and export the audit trail.
 
 The database is ``INFRABOT_DATABASE_URL``'s, else ``<state_dir>/audit.sqlite3`` from the settings
-(``INFRABOT_STATE_DIR`` or ``--state-dir``); ``--db`` names a SQLite file instead. Bad input is one ``Error: ...`` line on stderr and a non-zero exit, never a traceback.
+(``INFRABOT_STATE_DIR`` or ``--state-dir``); ``--db`` names a SQLite file instead. A SQLite file
+is opened read-only. Bad input, a missing, damaged or foreign file, an unreachable database is
+one ``Error: ...`` line on stderr and a non-zero exit, never a traceback. Every value printed is display-safe (:mod:`orchestrator._display`).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -16,18 +19,53 @@ from typing import IO, Any, TypeVar
 import click
 from rich.console import Console
 
-from orchestrator.audit import AuditStore, StoredRecord, render_table, to_jsonl, to_ocsf
+from orchestrator._display import display_safe, safe_json
+from orchestrator.audit import (
+    AuditKeys,
+    AuditStore,
+    StoredRecord,
+    TrailReport,
+    check_trail,
+    public_document,
+    render_table,
+    to_jsonl,
+    to_ocsf,
+    trusted_keys,
+)
+from orchestrator.audit._keys import PUBLIC_FILE
 from orchestrator.cli._common import CommandError, load_settings, state_dir_option
-from orchestrator.errors import InfraBotError
+from orchestrator.errors import InfraBotError, Unavailable
+from orchestrator.identity import PublicKey
 
 F = TypeVar("F", bound=Callable[..., Any])
 _PIPE_WIDTH = 240
 
 
+# ``audit verify`` exit codes (also in its --help).
+EXIT_INTACT = 0
+EXIT_TAMPERED = 1
+EXIT_USAGE = 2
+EXIT_UNANCHORED = 3
+EXIT_UNREADABLE = 4
+# Everything reading a damaged file can raise beside the store's Unavailable (SQLite's errors): a
+# column of the wrong type or a value that does not decode (ValueError, TypeError), a nesting
+# too deep for the JSON decoder.
+_DAMAGE = (ValueError, TypeError, OverflowError, RecursionError)
+
+
 class BadInput(click.ClickException):
     """A usage error shown as a single line (click's UsageError adds the usage text)."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
+
+
+class Unreadable(CommandError):
+    """``audit verify`` could not check anything: one line, its own exit code."""
+
+    exit_code = EXIT_UNREADABLE
+
+    def format_message(self) -> str:
+        return display_safe(self.message)
 
 
 def _iso_time(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
@@ -48,7 +86,8 @@ def _db_option(func: F) -> F:
         "--db",
         type=click.Path(path_type=Path, dir_okay=False),
         default=None,
-        help="Audit database file; overrides <state_dir>/audit.sqlite3.",
+        help="Audit database file (SQLite); overrides INFRABOT_DATABASE_URL and "
+             "<state_dir>/audit.sqlite3.",
     )(func)
     return state_dir_option(func)
 
@@ -75,17 +114,35 @@ def _filter_options(func: F) -> F:
 
 
 @contextmanager
-def _open_store(db: Path | None, state_dir: Path | None) -> Iterator[AuditStore]:
+def _open_store(db: Path | None, state_dir: Path | None,
+                error: type[CommandError] = CommandError) -> Iterator[AuditStore]:
+    """The database (a SQLite file opened read-only); any failure to open or read it, inside
+    the block too, is ``error`` with one line naming the database and the problem."""
     target = db if db is not None else load_settings(state_dir).audit_target
+    with _opened(target, error) as store:
+        yield store
+
+
+@contextmanager
+def _opened(target: Path | str, error: type[CommandError]) -> Iterator[AuditStore]:
     if isinstance(target, Path) and not target.is_file():
-        raise CommandError(f"no audit database at {target}")
+        raise error(f"no audit database at {target}")
     try:
-        with AuditStore(target) as store:
-            yield store
+        with AuditStore(target, read_only=isinstance(target, Path)) as store:
+            try:
+                yield store
+            except Unavailable as exc:  # a damaged file, a database that went away
+                cause = _first_line(exc.__cause__) if exc.__cause__ else exc.reason
+                raise error(f"{store.target}: {exc.message}: {cause}") from None
     except InfraBotError as exc:
-        raise CommandError(exc.message) from None
-    except ValueError as exc:  # a record that no longer parses
-        raise CommandError(str(exc).splitlines()[0]) from None
+        raise error(exc.message.splitlines()[0]) from None
+    except _DAMAGE as exc:  # SQLite can even fail to word its error (UnicodeDecodeError)
+        where = target if isinstance(target, Path) else "audit database"  # a URL: no password
+        raise error(f"{where}: damaged audit database: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
 @click.group("audit")
@@ -112,7 +169,7 @@ def query(db: Path | None, state_dir: Path | None, as_json: bool, **filters: Any
     with _open_store(db, state_dir) as store:
         records = store.query(**filters)
     if as_json:
-        click.echo(json.dumps([record.to_json() for record in records], indent=2))
+        click.echo(safe_json([record.to_json() for record in records], indent=2))
         return
     console = Console()
     if not console.is_terminal:
@@ -122,24 +179,79 @@ def query(db: Path | None, state_dir: Path | None, as_json: bool, **filters: Any
         click.echo("no matching audit records", err=True)
 
 
-@audit.command("verify")
+@audit.command("verify", epilog="""\b
+Exit codes:
+  0  intact, and every record is anchored by a signed checkpoint
+  1  tampering found (each problem is printed)
+  2  bad usage
+  3  intact, but some records come after their writer's last checkpoint (unanchored)
+  4  nothing could be checked: no or damaged database, no or unreadable trusted keys""")
+@click.option("--keys", "keys_file", type=click.Path(path_type=Path, dir_okay=False),
+              default=None,
+              help="Trusted audit public keys (JWKS), e.g. saved earlier by `infrabot audit "
+                   f"keys`; default <state_dir>/keys/audit/{PUBLIC_FILE}. Never taken from "
+                   "the database being checked.")
 @_db_option
-def verify(db: Path | None, state_dir: Path | None) -> None:
-    """Check every writer's hash chain; exit 1 naming each edit, deletion, insertion or reorder.
+def verify(db: Path | None, state_dir: Path | None, keys_file: Path | None) -> None:
+    """Check every writer's hash chain and every signed checkpoint; say which records are
+    anchored (vouched for by a checkpoint) and which come after the last one.
+
+    A chain rewritten and re-hashed by someone who can write the database fails here unless
+    they also hold the audit key.
 
     \b
     Example:
-      infrabot audit verify --db .infrabot/audit.sqlite3
+      infrabot audit verify --db .infrabot/audit.sqlite3 --keys audit-keys.json
     """
-    with _open_store(db, state_dir) as store:
-        report = store.verify()
-    if report.ok:
-        click.echo(f"audit trail intact: {report.records} records from {report.writers} writers")
-        return
+    target, keys_path = _verify_paths(db, state_dir, keys_file)
+    with _opened(target, Unreadable) as store:
+        snapshot = store.snapshot()
+    keys = _keys_for_verify(keys_path, given=keys_file is not None,
+                            required=bool(snapshot.checkpoints))
+    report = check_trail(snapshot, keys)
+    for writer in report.writers:
+        click.echo(display_safe(writer.describe()))
     for problem in report.problems:
-        click.echo(str(problem))
-    click.echo(f"audit trail damaged: {len(report.problems)} problems", err=True)
-    click.get_current_context().exit(1)
+        click.echo(display_safe(str(problem)))
+    ctx = click.get_current_context()
+    counts = (f"{report.chain.records} records from {report.chain.writers} writers, "
+              f"{report.checkpoints} checkpoints")
+    if not report.ok:
+        click.echo(f"audit trail damaged: {len(report.problems)} problems ({counts})", err=True)
+        ctx.exit(EXIT_TAMPERED)
+    if report.unanchored:
+        click.echo(f"audit trail intact, but {report.unanchored} records are unanchored (after "
+                   f"their writer's last checkpoint, nothing signed vouches for them): {counts}")
+        ctx.exit(EXIT_UNANCHORED)
+    click.echo(f"audit trail intact and anchored: {counts}")
+
+
+def _verify_paths(db: Path | None, state_dir: Path | None, keys_file: Path | None
+                  ) -> tuple[Path | str, Path]:
+    """The database and the trusted keys file; the settings (and the state directory) are read
+    only when ``--db`` or ``--keys`` leaves one of them to it."""
+    if db is not None and keys_file is not None:
+        return db, keys_file
+    try:
+        settings = load_settings(state_dir)
+    except CommandError as exc:  # a bad setting: nothing could be checked (not exit 1)
+        raise Unreadable(exc.message) from None
+    return (db if db is not None else settings.audit_target,
+            keys_file if keys_file is not None else settings.audit_keys_dir / PUBLIC_FILE)
+
+
+def _keys_for_verify(path: Path, *, given: bool, required: bool) -> dict[str, PublicKey]:
+    """The trusted keys: ``--keys`` or the state directory's published audit keys. Missing keys
+    are an error only when there are checkpoints to check."""
+    if not given and not path.exists() and not required:
+        return {}
+    if not path.exists():
+        raise Unreadable(f"no trusted audit keys at {path}: pass --keys FILE "
+                         "(saved from `infrabot audit keys` where the writers run)")
+    try:
+        return trusted_keys(path)
+    except InfraBotError as exc:
+        raise Unreadable(exc.message) from None
 
 
 @audit.command("export")
@@ -172,4 +284,39 @@ def export(db: Path | None, state_dir: Path | None, fmt: str, output: str, **fil
 
 def _write_ocsf(records: list[StoredRecord], fp: IO[str]) -> None:
     for record in records:
-        fp.write(json.dumps(to_ocsf(record), ensure_ascii=False, separators=(",", ":")) + "\n")
+        fp.write(safe_json(to_ocsf(record), separators=(",", ":")) + "\n")
+
+
+@audit.command("keys")
+@click.option("--rotate", is_flag=True,
+              help="Make a new audit key current first; the old public key stays published "
+                   "(marked retired_at), the old private key is overwritten.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, allow_dash=True), default="-",
+              help="Write the public keys here instead of stdout.")
+@state_dir_option
+def keys(state_dir: Path | None, rotate: bool, output: str) -> None:
+    """Print (export) the audit public keys that verify checkpoints: a JWKS, never private.
+
+    Keep a copy where the database's writers cannot change it, and give it to `audit verify
+    --keys` later. The same keys are served at the authorization server's /audit/keys.
+
+    \b
+    Example:
+      infrabot audit keys -o audit-keys.json
+      infrabot audit keys --rotate
+    """
+    settings = load_settings(state_dir)
+    directory = settings.audit_keys_dir
+    if rotate:
+        existed = (directory / PUBLIC_FILE).exists()
+        ring = AuditKeys.open(directory, settings.signing_alg, now=int(time.time()))
+        if existed:
+            ring.rotate(now=int(time.time()))
+        click.echo(f"audit key rotated: {ring.current().kid}", err=True)
+    try:
+        document = public_document(directory / PUBLIC_FILE)
+    except InfraBotError as exc:
+        raise CommandError(f"{exc.message} (a writer makes the key when it first starts)") \
+            from None
+    with click.open_file(output, "w", encoding="utf-8") as fp:
+        fp.write(json.dumps(document, indent=2) + "\n")

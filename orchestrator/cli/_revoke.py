@@ -8,13 +8,15 @@ from pathlib import Path
 import click
 
 from orchestrator.cli._common import CommandError, endpoints, load_settings, state_dir_option
+from orchestrator.cli._users import resolve_user
 from orchestrator.identity import client_key
 
 
 @click.command("revoke")
 @click.option("--token", "token_value", help="A token; every token exchanged from it goes too.")
 @click.option("--jti", help="A token id.")
-@click.option("--user", help="Every delegation of this user, e.g. user:sam.")
+@click.option("--user", help="Every delegation of this user: sam or user:sam (the directory "
+              "must know it).")
 @click.option("--run", "run_id", help="Every token of this run.")
 @state_dir_option
 def revoke(token_value: str | None, jti: str | None, user: str | None, run_id: str | None,
@@ -33,6 +35,8 @@ def revoke(token_value: str | None, jti: str | None, user: str | None, run_id: s
     from orchestrator.stack import ORCHESTRATOR_CLIENT, client_keys_dir
 
     settings = load_settings(state_dir)
+    if user:
+        given["user"] = resolve_user(settings, user)
     urls = endpoints(settings)
     key = client_key(client_keys_dir(settings), ORCHESTRATOR_CLIENT, settings.signing_alg)
     with AuthClient(urls["auth"], ORCHESTRATOR_CLIENT, key) as client:
@@ -43,4 +47,15 @@ def revoke(token_value: str | None, jti: str | None, user: str | None, run_id: s
                        "token exchanged from it are revoked")
             return
         result = client.revoke_by(**given)
-    click.echo(" ".join(f"{k}={v}" for k, v in result.items()))
+    click.echo(_revoked_line(result))
+
+
+def _revoked_line(result: dict[str, object]) -> str:
+    """The server's answer as one sentence that says what is now refused."""
+    kind = result.get("revoked")
+    if kind == "user":
+        return (f"revoked every delegation of {result.get('user')} (revocation version "
+                f"{result.get('version')}): tokens rooted before now are refused")
+    if kind == "run":
+        return f"revoked every token of run {result.get('run_id')}"
+    return f"revoked token {result.get('jti')} and every token exchanged from it"

@@ -9,6 +9,7 @@ import click
 from rich.console import Console
 
 from orchestrator.cli._common import CommandError, load_settings, state_dir_option
+from orchestrator.cli._users import resolve_user
 from orchestrator.errors import InfraBotError
 from orchestrator.runs import STATUSES, Run, RunStore, render_run, render_runs
 
@@ -41,7 +42,8 @@ def runs() -> None:
 @runs.command("list")
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
 @click.option("--status", type=click.Choice(sorted(STATUSES)), default=None)
-@click.option("--user", default=None, help="Only runs on behalf of this user, e.g. user:sam.")
+@click.option("--user", default=None,
+              help="Only runs on behalf of this user: sam or user:sam.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 @state_dir_option
 def list_runs(limit: int, status: str | None, user: str | None, as_json: bool,
@@ -52,6 +54,8 @@ def list_runs(limit: int, status: str | None, user: str | None, as_json: bool,
     Example:
       infrabot runs list --status denied
     """
+    if user is not None:
+        user = resolve_user(load_settings(state_dir), user)
     with _store(state_dir) as store:
         found = store.list(limit, status=status, user=user)
     if as_json:

@@ -21,7 +21,9 @@ from orchestrator.cli._common import load_settings, state_dir_option
 def serve(state_dir: Path | None, port_base: int | None) -> None:
     """Serve the authorization server, the mock services and the webhook receiver.
 
-    Writes DIR/endpoints.json once every server is ready. With the default in-memory broker
+    The webhook secret is INFRABOT_WEBHOOK_SECRET; unset, the first start writes a random one
+    to DIR/webhook_secret (mode 0600) and later starts reuse it. Writes DIR/endpoints.json once
+    every server is ready. With the default in-memory broker
     it also runs the agents in this process; with INFRABOT_BROKER_URL on Redis, start
     `infrabot worker` processes for them.
 
@@ -29,17 +31,22 @@ def serve(state_dir: Path | None, port_base: int | None) -> None:
     Example:
       INFRABOT_REDIS_URL=redis://127.0.0.1:6379/0 infrabot serve --state-dir /tmp/ib
     """
+    from orchestrator.ci._secret import ensure_secret_file  # here: slow to import (web stack)
     from orchestrator.system import running_system  # here: slow to import, needed only here
 
     ports = {}
     if port_base is not None:
         names = ("auth", "datadog", "github", "aws", "pagerduty", "webhooks")
         ports = {f"{n}_port": (port_base + i if port_base else 0) for i, n in enumerate(names)}
-    settings = load_settings(state_dir, **ports)
+    settings, secret_file, created = ensure_secret_file(load_settings(state_dir, **ports))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     with running_system(settings, write_endpoints_file=True) as system:
+        if secret_file is not None:  # once started: a failed start stays one line
+            click.echo(f"webhook secret {'created in' if created else 'read from'} "
+                       f"{secret_file} (give it to the sender; `infrabot simulate` reads it "
+                       "there)", err=True)
         urls = system.endpoints()
         for name, url in urls.items():
             click.echo(f"{name:10} {url}", err=True)

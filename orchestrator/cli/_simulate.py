@@ -2,8 +2,9 @@
 
 One event, the events of a scenario file, or a bounded load run with a mix of users, services,
 environments and bad events. Reads the webhook receiver's URL from DIR/endpoints.json and the
-signing secret from INFRABOT_WEBHOOK_SECRET; run results come from the run log
-(INFRABOT_DATABASE_URL, else DIR/runs.sqlite3).
+signing secret from INFRABOT_WEBHOOK_SECRET, else from DIR/webhook_secret (which ``serve``
+writes when that is unset); run results come from the run log (INFRABOT_DATABASE_URL, else
+DIR/runs.sqlite3).
 """
 
 from __future__ import annotations
@@ -13,15 +14,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from orchestrator._yamlfile import load_yaml
 from orchestrator.cli._common import CommandError, endpoints, load_settings, state_dir_option
+from orchestrator.cli._users import resolve_user
 from orchestrator.config import Settings
-from orchestrator.errors import InfraBotError
+from orchestrator.errors import InfraBotError, TransientError
 
 if TYPE_CHECKING:  # orchestrator.ci imports the web stack: slow, so only where it is used
     from orchestrator.ci._load import EventSpec, LoadReport
@@ -43,11 +44,12 @@ def simulate() -> None:
 def _send(settings: Settings, events: list[EventSpec], *, rate: float, timeout: float,
           as_json: bool) -> LoadReport:
     from orchestrator.ci._load import run_load
+    from orchestrator.ci._secret import sender_secret
 
     urls = _endpoints(settings)
     if "webhooks" not in urls:
         raise CommandError(f"{settings.endpoints_file} names no webhook receiver")
-    secret = settings.webhook_secret.get_secret_value().encode()
+    secret = sender_secret(settings)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
     err = Console(stderr=True)  # bars for a terminal; not in a log or a script's capture
@@ -59,9 +61,9 @@ def _send(settings: Settings, events: list[EventSpec], *, rate: float, timeout: 
                               events, rate=rate, timeout=timeout,
                               on_sent=lambda n: progress.update(sent, completed=n),
                               on_done=lambda n: progress.update(done, completed=n))
-        except httpx.TransportError as exc:
+        except TransientError as exc:  # the receiver never answered the first event
             raise CommandError(f"cannot reach the webhook receiver at {urls['webhooks']}: "
-                               f"{type(exc).__name__} (is `infrabot serve` running?)") from None
+                               f"{exc.message} (is `infrabot serve` running?)") from None
         except InfraBotError as exc:  # the run log cannot be opened
             raise CommandError(exc.message) from None
     return report
@@ -86,6 +88,8 @@ def _print(report: LoadReport, as_json: bool) -> None:
     table.add_row("refused at the receiver", _counts(report.refused))
     table.add_row("runs by terminal status", _counts(report.statuses))
     table.add_row("unfinished at timeout", str(report.unfinished))
+    table.add_row("lost (never accepted)", _counts(report.lost))
+    table.add_row("sends retried", str(report.retries))
     table.add_row("latency p50 / p95 / p99", " / ".join(
         "—" if v is None else f"{v:.0f} ms" for v in data["latency_ms"].values()))
     table.add_row("exchanges per second", f"{data['exchanges_per_second']}")
@@ -99,12 +103,17 @@ def _counts(counter: Any) -> str:
 
 
 def _done(report: LoadReport) -> None:
+    if report.lost:
+        raise CommandError(f"{sum(report.lost.values())} event(s) lost: {_counts(report.lost)}"
+                           + (f"; {report.unfinished} run(s) did not finish before the timeout"
+                              if report.unfinished else ""))
     if report.unfinished:
         raise CommandError(f"{report.unfinished} run(s) did not finish before the timeout")
 
 
 @simulate.command("deploy")
-@click.option("--user", required=True, help="The GitHub login that deploys, e.g. sam.")
+@click.option("--user", required=True,
+              help="Who deploys: sam or user:sam (the directory must know the user).")
 @click.option("--service", default="service-x", show_default=True)
 @click.option("--env", "environment", default="prod", show_default=True)
 @click.option("--commit", default="9f2c1e7", show_default=True)
@@ -126,8 +135,10 @@ def deploy(user: str, service: str, environment: str, commit: str, trigger: str,
     """
     from orchestrator.ci._load import EventSpec
 
-    spec = EventSpec(user, service, environment, trigger, commit, pr, task=task)
-    report = _send(load_settings(state_dir), [spec], rate=0, timeout=timeout, as_json=as_json)
+    settings = load_settings(state_dir)
+    login = resolve_user(settings, user).removeprefix("user:")
+    spec = EventSpec(login, service, environment, trigger, commit, pr, task=task)
+    report = _send(settings, [spec], rate=0, timeout=timeout, as_json=as_json)
     _print(report, as_json)
     _done(report)
 

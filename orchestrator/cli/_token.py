@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -18,6 +19,7 @@ from rich.console import Console
 from rich.tree import Tree
 
 from orchestrator.cli._common import CommandError, endpoints, load_settings, state_dir_option
+from orchestrator.cli._users import known_user
 from orchestrator.config import SERVICE_NAMES, Settings
 from orchestrator.errors import InvalidToken, OAuthError, Unavailable
 from orchestrator.identity import (
@@ -29,8 +31,8 @@ from orchestrator.identity import (
     client_key,
     load_directory,
     make_assertion,
-    open_store,
 )
+from orchestrator.registry import open_store
 
 
 @click.group("token")
@@ -55,15 +57,15 @@ def token() -> None:
 @click.option("--may-act", default="agent:infrabot", show_default=True,
               help="The agent that may exchange this token.")
 @click.option("--env", "environment", default="staging", show_default=True)
-@click.option("--trigger", default="manual", show_default=True,
-              help="ci_pipeline or manual; prod writes need ci_pipeline.")
+@click.option("--trigger", type=click.Choice(["ci_pipeline", "manual"]), default="manual",
+              show_default=True, help="What started the run; prod writes need ci_pipeline.")
 @click.option("--repository", default="acme/service-x", show_default=True)
 @click.option("--commit", default="0000000", show_default=True)
 @click.option("--run", "run_id", default=None, help="Run id; default a fresh one.")
 @state_dir_option
 def user_token(user: str, scopes: tuple[str, ...], may_act: str, environment: str, trigger: str,
                repository: str, commit: str, run_id: str | None, state_dir: Path | None) -> None:
-    """Issue a root token for USER (e.g. user:sam) that MAY_ACT may exchange.
+    """Issue a root token for USER (sam or user:sam) that MAY_ACT may exchange.
 
     With a system running from the state directory, its authorization server issues the token
     (the orchestrator's RFC 7523 grant), so it is rooted in that system's revocation registry and
@@ -84,8 +86,9 @@ def user_token(user: str, scopes: tuple[str, ...], may_act: str, environment: st
     except ValueError as exc:
         raise CommandError(f"bad context value: {exc.errors()[0]['msg']}") from None  # type: ignore[attr-defined]
     directory = load_directory(settings.workflows_dir / "directory.yaml")
-    entry = directory.users.get(user)
-    if entry is None or entry.disabled:
+    user = known_user(directory, user)
+    entry = directory.users[user]
+    if entry.disabled:
         raise CommandError(f"invalid_grant (unknown_user): {user} is not an active user")
     wanted = ([s if s.startswith("urn:") else f"urn:infra:{s}" for s in scopes]
               or list(entry.permissions))
@@ -206,12 +209,27 @@ def _inspect(settings: Settings, raw: str) -> dict[str, object]:
     try:
         claims = verifier.verify(raw, audience=audiences, now=now).claims
     except InvalidToken as exc:
-        result.update(reason=exc.reason, error=exc.message, claims=_unverified(raw))
+        unverified = _unverified(raw)
+        result.update(reason=exc.reason, error=exc.message, claims=unverified)
+        if exc.reason == "issuer_mismatch" and isinstance(unverified, dict):
+            result.update(reason="issuer_not_running",
+                          error=_issuer_gone(settings, unverified.get("iss")))
         return result
     result.update(valid=True, reason="ok", claims=claims.public_view(), chain=claims.chain(),
                   expires_in=claims.exp - now)
     result["revocation"] = _revocation(settings, claims, result, raw)
     return result
+
+
+def _issuer_gone(settings: Settings, issuer: object) -> str:
+    """Why a token this state directory's key signed names another issuer: the server that
+    issued it (on ports the OS chose) has stopped, or another one runs now."""
+    running = _running_auth_server(settings)
+    now = (f"the server running from this state directory now is {running}" if running
+           else "no server runs from this state directory now")
+    return (f"issued by {issuer}, a server of this state directory that is not running any "
+            f"more ({now}); tokens are checked only while their issuer runs, or with "
+            "INFRABOT_ISSUER set to it")
 
 
 def _revocation(settings: Settings, claims: AccessClaims, result: dict[str, object],
@@ -272,7 +290,7 @@ def _render(result: dict[str, object]) -> None:
     claims = result.get("claims")
     if result["valid"]:
         console.print(f"[green]valid[/green]: expires in {result['expires_in']}s; "
-                      f"revocation {result.get('revocation')}")
+                      f"revocation check: {result.get('revocation')}")
     else:
         console.print(f"[red]invalid[/red]: {result['reason']}: {result.get('error')}")
         if claims and "chain" not in result:  # a revoked token's claims were verified
@@ -291,5 +309,18 @@ def _render(result: dict[str, object]) -> None:
     console.print(tree)
     for name in ("aud", "scope", "ctx", "client_id", "may_act", "jti", "exp"):
         if name in claims:
-            console.print(f"  {name}: {claims[name]}")
+            console.print(f"  {name}: {_shown(name, claims[name])}", markup=False)
+
+
+def _shown(name: str, value: object) -> str:
+    """A claim as a person reads it: objects as key=value, times also as UTC."""
+    if isinstance(value, dict):
+        return " ".join(f"{k}={v}" for k, v in value.items())
+    if name == "exp" and isinstance(value, int) and not isinstance(value, bool):
+        try:
+            when = datetime.fromtimestamp(value, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        except (OverflowError, OSError, ValueError):
+            return str(value)
+        return f"{value} ({when})"
+    return str(value)
 

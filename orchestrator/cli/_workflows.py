@@ -16,8 +16,10 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from orchestrator._words import plural
 from orchestrator.cli._check import BadInput
-from orchestrator.cli._common import load_settings, state_dir_option
+from orchestrator.cli._common import CommandError, load_settings, state_dir_option
+from orchestrator.cli._users import known_user
 from orchestrator.config import Settings
 from orchestrator.errors import ConfigError
 from orchestrator.identity import Directory
@@ -120,7 +122,10 @@ def check_workflow(name: str, user: str, environment: str, trigger: str, as_json
     settings, directory, found = _load(state_dir)
     if name not in found:
         raise BadInput(f"no workflow named {name!r} (known: {', '.join(sorted(found))})")
-    user_id = user if user.startswith("user:") else f"user:{user}"
+    try:
+        user_id = known_user(directory, user)
+    except CommandError as exc:
+        raise BadInput(exc.message) from None
     try:
         result = preflight(found[name], user_id, directory, settings, environment=environment,
                            trigger=trigger)
@@ -168,8 +173,8 @@ def render_preflight(result: Any) -> RenderableType:
         table.add_row(s.agent, step, "\n".join(s.scopes), Text(label, style=style), why)
     allowed = sum(s.verdict == "allow" for s in result.steps)
     total = len(result.steps)
-    verdict = (Text(f"all {total} exchanges would be allowed", style="bold green")
+    verdict = (Text(f"all {plural(total, 'exchange')} would be allowed", style="bold green")
                if result.all_allowed else
-               Text(f"{total - allowed} of {total} exchanges would be refused or not reached",
-                    style="bold red"))
+               Text(f"{total - allowed} of {plural(total, 'exchange')} would be refused or not "
+                    "reached", style="bold red"))
     return Group(head, table, verdict)

@@ -50,7 +50,8 @@ class Schema:
     ``store`` names it in the PostgreSQL version table, ``what`` in messages (``audit
     database``); ``statements`` is its idempotent DDL for a dialect; ``unavailable`` the reason
     code of the :class:`Unavailable` its failures raise; ``busy_timeout`` how long a write waits
-    for another writer's lock (seconds).
+    for another writer's lock (seconds); ``tables`` the tables a database of this kind must
+    already have when it is opened read-only (SQLite only: :func:`orchestrator.db.open_database`).
     """
 
     store: str
@@ -59,6 +60,7 @@ class Schema:
     statements: Callable[[Dialect], Sequence[str]]
     unavailable: str = Unavailable.reason
     busy_timeout: float = 5.0
+    tables: frozenset[str] = frozenset()
 
 
 class Conflict(InfraBotError):
@@ -115,6 +117,11 @@ class Database(ABC):
         """A write transaction (``write=True``) or a read transaction that sees one consistent
         snapshot for all its statements."""
 
+    def has_table(self, name: str) -> bool:
+        """Whether the table exists. Always, once the schema was applied; only a SQLite file
+        opened read-only may be older than a table added without a version bump."""
+        return True
+
     @abstractmethod
     def close(self) -> None:
         """Release the connections; idempotent. Use afterwards raises ValueError."""
@@ -130,7 +137,6 @@ class Database(ABC):
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
-
 
 
 class Store:

@@ -5,7 +5,8 @@ processes can append while each committed write survives a process crash; a busy
 writers wait for each other instead of failing; the store's schema applied (or a newer file
 refused) before anything else, its version in ``PRAGMA user_version``. One connection per
 store, used by any thread under a lock; a write transaction is ``BEGIN IMMEDIATE``, which holds
-the whole file, so :meth:`Transaction.lock` has nothing left to do.
+the whole file, so :meth:`Transaction.lock` has nothing left to do. A file opened read-only
+(``mode=ro``) is only checked: its version not newer, the schema's tables there.
 """
 
 from __future__ import annotations
@@ -70,6 +71,28 @@ def connect(path: Path, schema: Schema) -> sqlite3.Connection:
     return conn
 
 
+def connect_read_only(path: Path, schema: Schema) -> tuple[sqlite3.Connection, frozenset[str]]:
+    """An existing file opened with ``mode=ro`` (nothing created or written) and its tables;
+    :class:`ConfigError` naming the file if it is not a usable database of the schema's kind."""
+    if not path.is_file():
+        raise ConfigError(f"no {schema.what} at {path}")
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None,
+                           timeout=schema.busy_timeout, check_same_thread=False)
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = frozenset(name for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'"))
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise ConfigError(f"{path} is not a usable {schema.what}: {exc}") from exc
+    if version > schema.version or not schema.tables <= tables:
+        conn.close()
+        problem = (f"schema version {version} is newer than this code ({schema.version})"
+                   if version > schema.version else f"it has no {schema.store} tables")
+        raise ConfigError(f"{path} is not a usable {schema.what}: {problem}")
+    return conn, tables
+
+
 class _Transaction:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
@@ -86,11 +109,16 @@ class SQLiteDatabase(Database):
 
     dialect = Dialect.SQLITE
 
-    def __init__(self, path: Path, schema: Schema) -> None:
+    def __init__(self, path: Path, schema: Schema, *, read_only: bool = False) -> None:
         super().__init__(schema)
         self._path = path
         self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = connect(path, schema)
+        self._tables: frozenset[str] | None = None  # None: the schema's, all of them
+        if read_only:
+            self._conn: sqlite3.Connection | None
+            self._conn, self._tables = connect_read_only(path, schema)
+        else:
+            self._conn = connect(path, schema)
 
     @property
     def target(self) -> str:
@@ -99,6 +127,9 @@ class SQLiteDatabase(Database):
     @property
     def path(self) -> Path:
         return self._path
+
+    def has_table(self, name: str) -> bool:
+        return self._tables is None or name in self._tables
 
     @contextmanager
     def transaction(self, *, write: bool) -> Iterator[_Transaction]:

@@ -6,13 +6,17 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from mock_services.catalog import build_request
+from orchestrator.audit import AuditStore, StoredRecord
+from orchestrator.ci import DELIVERY_HEADER, ROUTE, build_deployment_event, webhook_key
 from orchestrator.errors import OAuthError
 from orchestrator.identity import AccessClaims, Actor, Context, MayAct, mint, new_jti
 from orchestrator.identity._keys import generate_private_key, signing_key_of
+from orchestrator.demo._audit_attack import rewrite_a_copy, shown
 from orchestrator.system import System
 from orchestrator.workflows import required_scopes
 
@@ -29,20 +33,44 @@ class Attack:
     status: int | None
     code: str | None
     reason: str | None
+    # When the attempt ran, and the audit records written meanwhile (what the system recorded
+    # of the attempt), so the summary proves each refusal was audited, not only answered.
+    window: tuple[datetime, datetime] | None = None
+    audit: tuple[StoredRecord, ...] = ()
+
+    @property
+    def audited(self) -> bool | None:
+        """Whether the refusal itself is in the audit trail (a deny record of the attempt);
+        None for an attempt that sends no request (the insider's rewrite of the database)."""
+        if self.window is None:
+            return None
+        return any(r.decision == "deny" for r in self.audit)
+
+    def with_audit(self, store: AuditStore) -> Attack:
+        if self.window is None:
+            return self
+        since, until = self.window
+        return replace(self, audit=tuple(store.query(since=since, until=until)))
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self)
+                               if f.name not in ("window", "audit")}
+        out["audited"] = self.audited
+        out["audit"] = [r.model_dump(mode="json") for r in self.audit]
+        return out
 
 
 def _expect(name: str, attempt: str, expected: str, fn: Callable[[], tuple[int, str, str]]
             ) -> Attack:
     """Run one attempt; it must be refused with ``expected`` as its code or reason."""
+    started = datetime.now(UTC)
     try:
         status, code, reason = fn()
     except OAuthError as exc:
         status, code, reason = exc.status, exc.code, exc.reason
     refused = status >= 400 and expected in (code, reason)
-    return Attack(name, attempt, expected, refused, status, code, reason)
+    return Attack(name, attempt, expected, refused, status, code, reason,
+                  window=(started, datetime.now(UTC)))
 
 
 class AttackRound:
@@ -99,6 +127,25 @@ class AttackRound:
             may_act=MayAct(sub="agent:cleanup") if not act else None)
         return mint(claims, key)
 
+    def _replayed_delivery(self) -> tuple[int, str, str]:
+        """sam's signed prod deployment, captured and sent again under a new X-GitHub-Delivery
+        (the header the signature does not cover); the refusal must be in the audit trail."""
+        headers, body = build_deployment_event("sam", "service-x", "prod", "9f2c1e7", pr=124,
+                                               secret=webhook_key(self.system.settings))
+        url = self.system.webhooks_url + ROUTE
+        original = self.http.post(url, headers=headers, content=body)
+        if original.status_code != 202:
+            return original.status_code, "none", "original_not_accepted"
+        replay_id = str(uuid.uuid4())
+        replay = self.http.post(url, headers={**headers, DELIVERY_HEADER: replay_id},
+                                content=body)
+        data = replay.json()
+        audited = [r for r in self.system.stack.audit.query(service="webhooks")
+                   if r.request_id == replay_id and r.decision == "deny"]
+        if not audited or audited[0].reason != data.get("reason"):
+            return replay.status_code, str(data.get("error")), "refusal_not_audited"
+        return replay.status_code, str(data.get("error")), str(data.get("reason"))
+
     def run(self, manual_prod: Callable[[], tuple[int, str, str]]) -> list[Attack]:
         cleanup, argocd = self.rt.auth("agent:cleanup"), self.rt.auth("agent:argocd")
         for_argocd, for_cleanup = self._chain()
@@ -131,6 +178,9 @@ class AttackRound:
                     f"{self.system.settings.max_depth})", "max_depth_exceeded",
                     lambda: self._call_aws(self._signed(
                         "user:sam", [f"agent:relay-{i}" for i in range(5)]))),
+            _expect("replayed CI delivery",
+                    "sam's signed prod deployment sent again under a new delivery id",
+                    "replayed_delivery", self._replayed_delivery),
         ]
         aws_token = cleanup.exchange(for_cleanup, resource=self.aws, scope=CLEAN)["access_token"]
         self.system.orchestrator.auth.revoke_by(user="user:sam")
@@ -141,7 +191,22 @@ class AttackRound:
                                "ArgoCD tries to keep going with sam's delegation",
                                "user_revoked",
                                lambda: _ok(argocd.exchange(for_argocd, audience="agent:cleanup"))))
+        if shown(self.system):  # a copy of the SQLite file
+            attacks.append(rewritten_audit_record(self.system))
         return attacks
+
+
+def rewritten_audit_record(system: System) -> Attack:
+    """An insider rewrites a record in a copy of the audit database and recomputes the chain;
+    ``audit verify`` (exit 1) must name it ``rewritten``."""
+    what, report = rewrite_a_copy(system)
+    found = [p for p in report.problems if p.kind == "rewritten"]
+    return Attack("rewritten audit record",
+                  f"an insider with write access to the audit database rewrites {what} and "
+                  "recomputes the hash chain and the writer head", "rewritten",
+                  refused=bool(found), status=1 if not report.ok else 0,
+                  code="audit_verify_failed" if not report.ok else "audit_verify_passed",
+                  reason=found[0].kind if found else None)
 
 
 def _ok(result: dict[str, Any]) -> tuple[int, str, str]:

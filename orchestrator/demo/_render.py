@@ -1,20 +1,36 @@
-"""The demo told in the terminal with Rich: event, root grant, hops, audit, attacks, baseline."""
+"""The demo told in the terminal with Rich: event, root grant, hops, audit, attacks, baseline.
+
+Every value that came from the run (names, scopes, reasons) is display-safe
+(:func:`~orchestrator._display.display_safe`) and never read as console markup: a cell is
+:func:`_t` (plain text), a value inside our own markup is :func:`_m` (escaped)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from rich.console import Console, Group
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from orchestrator._display import display_safe
 from orchestrator.audit import render_table
 from orchestrator.demo._story import DemoResult
 from orchestrator.runs import Run
 
 _OK, _NO = "[green]✓[/green]", "[red]✗[/red]"
+
+
+def _t(value: object) -> Text:
+    """A table cell or label from run data: plain text, display-safe."""
+    return Text(display_safe(value))
+
+
+def _m(value: object) -> str:
+    """Run data inside our markup: display-safe, and its brackets escaped."""
+    return escape(display_safe(value))
 
 
 def _short(scope: str | None) -> str:
@@ -28,10 +44,11 @@ def _scopes(value: Any) -> str:
 
 def event_panel(result: DemoResult) -> Panel:
     e, run = result.event, result.run
-    text = (f"[bold]{e['user_login']}[/bold] deployed [bold]{e['service']}[/bold] "
-            f"@{e['commit']} to [bold]{e['environment']}[/bold] (PR #{e['pr']})\n"
+    text = (f"[bold]{_m(e['user_login'])}[/bold] deployed [bold]{_m(e['service'])}[/bold] "
+            f"@{_m(e['commit'])} to [bold]{_m(e['environment'])}[/bold] (PR #{_m(e['pr'])})\n"
             f"GitHub deployment webhook, HMAC-SHA256 signed, delivered to the receiver\n"
-            f"run [cyan]{run.run_id}[/cyan] · workflow {run.workflow} · trigger {run.trigger}")
+            f"run [cyan]{_m(run.run_id)}[/cyan] · workflow {_m(run.workflow)} · trigger "
+            f"{_m(run.trigger)}")
     return Panel(text, title="1 · CI event", border_style="cyan")
 
 
@@ -46,19 +63,19 @@ def root_grant(result: DemoResult) -> Panel:
     for column in ("scope", "sam holds", "workflow needs", "delegated"):
         table.add_column(column)
     for scope in sorted(held | set(needed)):
-        table.add_row(_short(scope), _OK if scope in held else _NO,
+        table.add_row(_t(_short(scope)), _OK if scope in held else _NO,
                       _OK if scope in needed else "·",
                       _OK if scope in granted else ("[red]dropped[/red]" if scope in needed
                                                     else "·"))
     note = Text.from_markup(
         f"filterScopes(userPermissions, requiredScopes) ∩ context policy → "
-        f"[bold]{len(granted)}[/bold] scopes, may_act {d.get('may_act')}, "
-        f"expires in {d.get('expires_in')}s. Sam's secrets:manage never leaves the server.")
+        f"[bold]{len(granted)}[/bold] scopes, may_act {_m(d.get('may_act'))}, "
+        f"expires in {_m(d.get('expires_in'))}s. Sam's secrets:manage never leaves the server.")
     return Panel(Group(table, note), title="2 · Root grant", border_style="cyan")
 
 
 def _chain_tree(claims: dict[str, Any]) -> Tree:
-    tree = Tree(f"[bold]{claims.get('sub')}[/bold] (sub: on whose behalf)")
+    tree = Tree(f"[bold]{_m(claims.get('sub'))}[/bold] (sub: on whose behalf)")
     chain: list[str] = []
     act = claims.get("act")
     while isinstance(act, dict):
@@ -67,7 +84,7 @@ def _chain_tree(claims: dict[str, Any]) -> Tree:
     node = tree
     for depth, actor in enumerate(reversed(chain), 1):
         label = "current actor" if depth == len(chain) else "prior actor"
-        node = node.add(f"act: {actor} ({label})")
+        node = node.add(_t(f"act: {actor} ({label})"))
     return tree
 
 
@@ -85,8 +102,8 @@ def hops(run: Run, services: dict[str, str]) -> Panel:
         d = event.detail
         if event.kind == "exchanged" and str(d.get("for", "")).startswith("hand-off"):
             claims = d.get("claims") or {}
-            table.add_row(event.agent, str(d.get("for")), _scopes(d.get("granted")),
-                          f"may_act {(claims.get('may_act') or {}).get('sub', '?')}", "",
+            table.add_row(_t(event.agent), _t(d.get("for")), _t(_scopes(d.get("granted"))),
+                          _t(f"may_act {(claims.get('may_act') or {}).get('sub', '?')}"), "",
                           _OK + " handed off", end_section=True)
         elif event.kind == "exchanged":
             claims = d.get("claims") or {}
@@ -94,16 +111,19 @@ def hops(run: Run, services: dict[str, str]) -> Panel:
             aud = services.get(str(claims.get("aud")), str(claims.get("aud")))
             trees = [_chain_tree(claims)] if claims else trees  # the deepest chain so far
             scopes = f"{_scopes(d.get('requested'))} → {_scopes(d.get('granted'))}"
-            pending = [event.agent, str(d.get("for")), scopes, f"aud {aud} · {lifetime}s"]
+            pending = [_t(event.agent), _t(d.get("for")), _t(scopes),
+                       _t(f"aud {aud} · {lifetime}s")]
         elif event.kind in ("called", "call_denied"):
-            row = pending or [event.agent, "", "", ""]
-            decision = _OK + " allow" if event.kind == "called" else _NO + f" {d.get('reason')}"
-            table.add_row(*row, f"{d.get('method')} {d.get('action')} → {d.get('status')}",
+            row = pending or [_t(event.agent), "", "", ""]
+            decision = _OK + " allow" if event.kind == "called" \
+                else _NO + f" {_m(d.get('reason'))}"
+            table.add_row(*row, _t(f"{d.get('method')} {d.get('action')} → {d.get('status')}"),
                           decision)
             pending = None
         elif event.kind == "exchange_denied":
-            table.add_row(event.agent, str(d.get("for")), f"{_scopes(d.get('requested'))} → "
-                          "refused", "", "", f"{_NO} {d.get('error')} ({d.get('reason')})")
+            table.add_row(_t(event.agent), _t(d.get("for")),
+                          _t(f"{_scopes(d.get('requested'))} → refused"), "", "",
+                          f"{_NO} {_m(d.get('error'))} ({_m(d.get('reason'))})")
     if trees:
         trees.insert(0, Text("Delegation path of the last token (in the JSON it nests the other "
                              "way: the outermost act.sub is the current actor):", style="dim"))
@@ -117,7 +137,7 @@ def attacks(result: DemoResult) -> Panel:
     for column in ("attack", "attempt", "refused with", ""):
         table.add_column(column)
     for a in result.attacks:
-        table.add_row(a.name, a.attempt, f"{a.status} {a.code} ({a.reason})",
+        table.add_row(_t(a.name), _t(a.attempt), _t(f"{a.status} {a.code} ({a.reason})"),
                       _OK if a.refused else _NO + " NOT REFUSED")
     return Panel(table, title="5 · Attack round against the same running system",
                  border_style="magenta")

@@ -4,7 +4,8 @@ The same story as the terminal version (:mod:`orchestrator.demo._render`): the C
 run, the delegation graph (inline SVG drawn in Python), a timeline of the hops, the decoded
 claims of every token the run was issued (signatures removed), the audit trail as the reference
 article tabulates it, the attack round and the static-token baseline. Nothing is loaded from
-anywhere: styles and scripts are inline, there are no fonts or images. Every value is escaped.
+anywhere: styles and scripts are inline, there are no fonts or images. Every value is escaped,
+and display-safe first: control characters and bidirectional overrides show as escapes.
 
 The file never holds a token: :func:`write_report` refuses to write a document in which any
 string looks like a compact JWT (:class:`RawTokenInReport`).
@@ -12,13 +13,14 @@ string looks like a compact JWT (:class:`RawTokenInReport`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
 from typing import Any
 
+from orchestrator._display import safe_html, safe_json
+from orchestrator._words import plural
 from orchestrator.audit import StoredRecord, contains_raw_jwt
 from orchestrator.demo._report_style import CSS, ERROR_BEACON, INTERACTIONS
 from orchestrator.demo._report_svg import delegation_graph, peer_of, scope_list, short
@@ -29,7 +31,8 @@ from orchestrator.runs import Run, RunEvent, summarize
 AUDIT_COLUMNS = ("Timestamp", "Action", "Performed by", "On behalf of", "Resource", "Service",
                  "Decision", "Reason")
 DENIED_KINDS = frozenset({"root_denied", "exchange_denied", "call_denied"})
-CLAIM_ORDER = ("sub", "aud", "client_id", "scope", "act", "may_act", "iat", "exp", "jti")
+CLAIM_ORDER = ("iss", "sub", "aud", "client_id", "scope", "act", "may_act", "ctx", "iat", "exp",
+               "jti", "ancestors", "user_version", "registry_epoch", "revocation_url", "log_url")
 DECODED = "decoded, signature removed"
 DENIED_ROW = ' class="denied"'
 
@@ -54,8 +57,8 @@ def render_report(result: DemoResult) -> str:
     run = result.run
     sections = [_header(result), _graph(run), _timeline(run), _tokens(result),
                 _section("audit", "Audit trail of the run",
-                         f"{len(result.audit)} records from the authorization server, the "
-                         "webhook receiver and the four services, allowed and denied.",
+                         f"{plural(len(result.audit), 'record')} from the authorization "
+                         "server, the webhook receiver and the four services, allowed and denied.",
                          _audit_table(result.audit, "audit-table"))]
     if result.attacks:
         sections.append(_attacks(result))
@@ -73,7 +76,9 @@ def render_report(result: DemoResult) -> str:
 
 
 def _e(value: object) -> str:
-    return escape("-" if value is None else str(value), quote=True)
+    """Escaped for HTML, after control characters and bidirectional overrides are neutralised
+    (:func:`~orchestrator._display.safe_html`)."""
+    return safe_html(value)
 
 
 def _iso(value: datetime) -> str:
@@ -176,7 +181,7 @@ def _timeline(run: Run) -> str:
 def _claims_json(claims: dict[str, Any]) -> str:
     ordered = {k: claims[k] for k in CLAIM_ORDER if k in claims}
     ordered |= {k: v for k, v in claims.items() if k not in ordered}
-    return json.dumps(ordered, indent=2, ensure_ascii=False, default=str)
+    return safe_json(ordered, indent=2, default=str)
 
 
 def _chain(claims: dict[str, Any]) -> list[str]:
@@ -195,7 +200,7 @@ def _token_card(title: str, claims: dict[str, Any]) -> str:
             f"lifetime {lifetime if lifetime is not None else '?'} s (exp − iat) · jti "
             f"{claims.get('jti', '-')}")
     return (f'<div class="token"><h3>{_e(title)}<span class="badge">{DECODED}</span></h3>'
-            f'<p class="meta">{_e(meta)}</p><pre>{_e(_claims_json(claims))}</pre></div>')
+            f'<p class="meta">{_e(meta)}</p><pre>{escape(_claims_json(claims))}</pre></div>')
 
 
 def _root_scopes(result: DemoResult, detail: dict[str, Any]) -> str:

@@ -88,7 +88,7 @@ tr.hl td { background: #fef9c3; }
 .badge { display: inline-block; font-size: 11px; font-weight: 600; color: #92400e;
          background: #fef3c7; border-radius: 4px; padding: 0 6px; margin-left: 6px; }
 pre { margin: 0; padding: 8px; background: #f8fafc; border: 1px solid var(--line);
-      border-radius: 6px; overflow-x: auto; white-space: pre; }
+      border-radius: 6px; white-space: pre-wrap; overflow-wrap: anywhere; }
 p.note { background: #fffbeb; border: 1px solid #fde68a; border-radius: 8px; padding: 8px 12px; }
 footer { color: var(--muted); font-size: 12px; margin-top: 32px; }
 """

@@ -5,15 +5,15 @@ each placed under the agents that called it. Hand-off edges (the root grant and 
 agent-to-agent hand-off) are labelled with the scopes handed off, call edges with the scopes
 used, denied edges (``root_denied``, ``exchange_denied``, ``call_denied``) are red, dashed and
 labelled with the reason. Nodes are ``<g class="node">``, edges ``<g class="edge">`` (plus
-``denied``), inside ``<svg id="delegation-graph">``; every text is escaped.
+``denied``), inside ``<svg id="delegation-graph">``; every text is escaped and display-safe.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from html import escape
 
+from orchestrator._display import safe_html
 from orchestrator.runs import Run, RunEvent
 
 AGENTS = ("agent:infrabot", "agent:argocd", "agent:cleanup")
@@ -192,35 +192,43 @@ class _Curve:
 
     def crosses(self, box: Box) -> bool:
         return any(box[0] <= x <= box[2] and box[1] <= y <= box[3]
-                   for x, y in map(self.at, (i / 60 for i in range(61))))
+                   for x, y in map(self.at, (i / 200 for i in range(201))))
 
 
 def _label_box(edge: Edge, curve: _Curve, a: Node, b: Node, taken: list[Box],
                others: list[_Curve]) -> Box:
-    """Above a straight hand-off on the top row; elsewhere the first spot along the curve that
-    covers no node, no other label and, if possible, no other edge: on the curve, else beside it."""
+    """Above a straight hand-off on the top row; elsewhere the first spot beside the curve that
+    covers no node, no other label and no edge, its own included (a label never hides an
+    edge); failing that, one that covers no node or label."""
     w, h = _label_size(edge.label)
     if a.y == b.y and curve.c == ((a.x + b.x) / 2, a.y):
         mx, my = curve.c
         return (mx - w / 2, my - 8 - h, mx + w / 2, my - 8)
     points = list(map(curve.at, (0.5, 0.38, 0.62, 0.28, 0.72, 0.2, 0.8)))
-    spots = [(x + dx - w / 2, y - h / 2, x + dx + w / 2, y + h / 2)
-             for dx in (0.0, -w / 2 - 6, w / 2 + 6) for x, y in points]
+    offsets = [(sx * (w / 2 + gap), 0.0) for gap in (8.0, 24.0, 48.0) for sx in (-1, 1)]
+    offsets += [(0.0, -h / 2 - 8), (0.0, h / 2 + 8), (0.0, 0.0)]
+    spots = [(x + dx - w / 2, y + dy - h / 2, x + dx + w / 2, y + dy + h / 2)
+             for dx, dy in offsets for x, y in points]
     free = [box for box in spots if not any(_overlaps(box, t) for t in taken)]
-    clear = [box for box in free if not any(o.crosses(box) for o in others)]
+    clear = [box for box in free
+             if not any(c.crosses(_grown(box, 3.0)) for c in (curve, *others))]
     return (clear or free or spots)[0]
+
+
+def _grown(box: Box, by: float) -> Box:
+    return (box[0] - by, box[1] - by, box[2] + by, box[3] + by)
 
 
 def _edge_svg(edge: Edge, curve: _Curve, box: Box) -> str:
     head = ' class="head"'
     tspans = "".join(
         f'<tspan x="{_f(box[0] + 7)}" y="{_f(box[1] + 1 + LINE_H * (i + 1))}"'
-        f'{head if i == 0 and edge.head else ""}>{escape(line)}</tspan>'
+        f'{head if i == 0 and edge.head else ""}>{safe_html(line)}</tspan>'
         for i, line in enumerate(edge.label))
     title = f"{edge.source} → {edge.target}: " + "; ".join(edge.notes)
     (x0, y0), (cx, cy), (x2, y2) = curve.p0, curve.c, curve.p2
-    return (f'<g class="edge {edge.kind}" data-source="{escape(edge.source)}" '
-            f'data-target="{escape(edge.target)}"><title>{escape(title)}</title>'
+    return (f'<g class="edge {edge.kind}" data-source="{safe_html(edge.source)}" '
+            f'data-target="{safe_html(edge.target)}"><title>{safe_html(title)}</title>'
             f'<path d="M {_f(x0)} {_f(y0)} Q {_f(cx)} {_f(cy)} {_f(x2)} {_f(y2)}" '
             f'marker-end="url(#arrow-{edge.kind})"/>'
             f'<g class="label"><rect x="{_f(box[0])}" y="{_f(box[1])}" '
@@ -232,12 +240,12 @@ def _node_svg(node: Node) -> str:
     shown = node.id if len(node.id) <= 19 else node.id[:18] + "…"
     classes = f"node {node.kind}" + ("" if node.active else " idle")
     kind = node.kind + ("" if node.active else " · not reached")
-    return (f'<g class="{classes}" data-id="{escape(node.id)}"><title>{escape(node.id)}</title>'
+    return (f'<g class="{classes}" data-id="{safe_html(node.id)}"><title>{safe_html(node.id)}</title>'
             f'<rect x="{_f(node.x - NODE_W / 2)}" y="{_f(node.y - NODE_H / 2)}" '
             f'width="{_f(NODE_W)}" height="{_f(NODE_H)}" rx="8"/>'
             f'<text x="{_f(node.x)}" y="{_f(node.y - 1)}" text-anchor="middle">'
-            f'{escape(shown)}</text><text class="kind" x="{_f(node.x)}" y="{_f(node.y + 14)}" '
-            f'text-anchor="middle">{escape(kind)}</text></g>')
+            f'{safe_html(shown)}</text><text class="kind" x="{_f(node.x)}" y="{_f(node.y + 14)}" '
+            f'text-anchor="middle">{safe_html(kind)}</text></g>')
 
 
 _MARKERS = "".join(
@@ -267,10 +275,11 @@ def delegation_graph(run: Run) -> str:
                          curves[:i] + curves[i + 1:])
         taken.append(box)
         drawn.append(_edge_svg(edge, curve, box))
+    width = max(width, max((box[2] for box in taken), default=0.0) + MARGIN)
     desc = (f"Delegation graph of {run.run_id}: {len(nodes)} nodes, {len(edges)} edges, "
             f"{sum(e.kind == 'denied' for e in edges)} denied")
     return (f'<svg id="delegation-graph" xmlns="http://www.w3.org/2000/svg" role="img" '
             f'viewBox="0 0 {_f(width)} {_f(height)}" width="{_f(width)}" height="{_f(height)}">'
-            f"<title>{escape(desc)}</title><defs>{_MARKERS}</defs>"
+            f"<title>{safe_html(desc)}</title><defs>{_MARKERS}</defs>"
             f'<g class="edges">{"".join(drawn)}</g>'
             f'<g class="nodes">{"".join(_node_svg(n) for n in nodes)}</g></svg>')

@@ -19,7 +19,7 @@ import httpx
 from pydantic import SecretStr
 
 from orchestrator.audit import StoredRecord
-from orchestrator.ci import ROUTE, build_deployment_event
+from orchestrator.ci import ROUTE, build_deployment_event, webhook_key
 from orchestrator.config import Settings
 from orchestrator.demo._attacks import Attack, AttackRound
 from orchestrator.runs import Run
@@ -70,17 +70,11 @@ def demo_settings(settings: Settings, *, static: bool = True) -> Settings:
 
 
 def _send(system: System, http: httpx.Client, **event: Any) -> str:
-    secret = system.settings.webhook_secret.get_secret_value().encode()
+    secret = webhook_key(system.settings)
     headers, body = build_deployment_event(**{**EVENT, **event}, secret=secret)
     response = http.post(system.webhooks_url + ROUTE, headers=headers, content=body)
     response.raise_for_status()
     return str(response.json()["run_id"])
-
-
-def _records(system: System, since: datetime, run_id: str) -> list[StoredRecord]:
-    """The audit records of one run: by run id, or by the request ids the run's hops sent."""
-    return [r for r in system.stack.audit.query(since=since)
-            if r.run_id == run_id or (r.request_id or "").startswith(run_id)]
 
 
 def run_demo(settings: Settings, *, attacks: bool = True, static: bool = True,
@@ -91,7 +85,7 @@ def run_demo(settings: Settings, *, attacks: bool = True, static: bool = True,
             httpx.Client(timeout=10) as http:
         progress("CI event: sam deploys service-x to prod")
         run = system.runtime.runs.wait(_send(system, http), RUN_TIMEOUT)
-        result = DemoResult(event=EVENT, run=run, audit=_records(system, since, run.run_id),
+        result = DemoResult(event=EVENT, run=run, audit=system.run_records(run.run_id, since),
                             user_permissions=list(system.stack.directory.users["user:sam"]
                                                   .permissions),
                             endpoints=system.endpoints())
@@ -110,13 +104,14 @@ def run_demo(settings: Settings, *, attacks: bool = True, static: bool = True,
                     return int(d.get("status", 403)), "insufficient_scope", str(d.get("reason"))
                 return 400, str(d.get("error")), str(d.get("reason"))
 
-            result.attacks = AttackRound(system).run(manual_prod)
+            result.attacks = [attack.with_audit(system.stack.audit)
+                              for attack in AttackRound(system).run(manual_prod)]
         if static:
             progress("the same workflow with one static service token")
             static_since = datetime.now(UTC)
             run_id = system.orchestrator.start(_static_event(), mode="static")
             result.static_run = system.runtime.runs.wait(run_id, RUN_TIMEOUT)
-            result.static_audit = _records(system, static_since, run_id)
+            result.static_audit = system.run_records(run_id, static_since)
         result.audit_intact = system.stack.audit.verify().ok
     result.seconds = time.perf_counter() - started
     return result

@@ -1,12 +1,14 @@
 """The pure trust core: claims, scopes, keys, tokens, exchange rules, policy, revocation.
 
-Imports no web framework and no Celery. The authorization server, the mock services and the
-agents all use it, the way a real service imports an auth SDK.
+Imports no web framework, no Celery and no client library (Redis, SQL, HTTP): the registry on
+Redis is an adapter at the edge (:mod:`orchestrator.registry`). The authorization server, the
+mock services and the agents all use it, the way a real service imports an auth SDK.
 """
 
 from orchestrator.identity._assertions import (
     CLIENT_ASSERTION_TYPE,
     AssertionPolicy,
+    ClientKeyLookup,
     make_assertion,
     verify_assertion,
 )
@@ -19,8 +21,24 @@ from orchestrator.identity._exchange import (
     decide_root,
     new_jti,
 )
-from orchestrator.identity._keyring import KeyRing, client_key, registered_client_jwk
-from orchestrator.identity._keys import JWKSet, PublicKey, SigningKey, thumbprint
+from orchestrator.identity._keyring import (
+    ClientKeyInit,
+    KeyRing,
+    client_key,
+    client_key_path,
+    client_keys_dir,
+    init_client_key,
+    load_client_key,
+)
+from orchestrator.identity._keys import (
+    JWKSet,
+    NotAPublicKeySet,
+    PrivateKeyMaterial,
+    PublicKey,
+    SigningKey,
+    public_keys_to_register,
+    thumbprint,
+)
 from orchestrator.identity._policy import (
     Agent,
     ContextRule,
@@ -32,11 +50,9 @@ from orchestrator.identity._policy import (
 from orchestrator.identity._revocation import (
     MemoryRevocationStore,
     PendingCheck,
-    RedisRevocationStore,
     RevocationStore,
     RevocationTarget,
     Standing,
-    open_store,
     peek_target,
 )
 from orchestrator.identity._scopes import (
@@ -65,6 +81,8 @@ __all__ = [
     "Agent",
     "AssertionPolicy",
     "CachedJWKS",
+    "ClientKeyInit",
+    "ClientKeyLookup",
     "Context",
     "ContextRule",
     "Directory",
@@ -76,9 +94,10 @@ __all__ = [
     "KeySource",
     "MayAct",
     "MemoryRevocationStore",
+    "NotAPublicKeySet",
     "PendingCheck",
+    "PrivateKeyMaterial",
     "PublicKey",
-    "RedisRevocationStore",
     "RevocationStore",
     "RevocationTarget",
     "Service",
@@ -91,21 +110,24 @@ __all__ = [
     "act_nesting",
     "check_chain",
     "client_key",
+    "client_key_path",
+    "client_keys_dir",
     "decide",
     "decide_root",
     "filter_scopes",
     "format_scopes",
+    "init_client_key",
     "is_write",
+    "load_client_key",
     "load_directory",
     "make_assertion",
     "mint",
     "narrow",
     "nest",
     "new_jti",
-    "open_store",
     "parse_scopes",
     "peek_target",
-    "registered_client_jwk",
+    "public_keys_to_register",
     "thumbprint",
     "verify_assertion",
 ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,8 +48,23 @@ class AssertionPolicy:
         below), for its replay claim."""
         return math.floor(claims["iat"])
 
+    def remaining(self, claims: dict[str, Any], *, now: int) -> int:
+        """How long an assertion with these verified claims lives from now, or from its
+        ``iat`` when its signer's clock runs ahead of ours (within the leeway): a client that
+        signs ``exp = iat + max_lifetime`` is accepted whichever second we read it in."""
+        return int(claims["exp"]) - max(now, self.issued_at(claims))
 
-def verify_assertion(assertion: object, *, keys: Callable[[str], PublicKey | None],
+    def replay_ttl(self, claims: dict[str, Any], *, now: int) -> int:
+        """How long the replay registry must hold the ``jti`` of an assertion with these
+        verified claims: until it expires, plus the leeway its expiry is read with."""
+        return max(1, int(claims["exp"]) - now + self.leeway)
+
+
+ClientKeyLookup = Callable[[str], Mapping[str, PublicKey]]
+"""A client's registered public keys by ``kid`` (empty for a client with none)."""
+
+
+def verify_assertion(assertion: object, *, keys: ClientKeyLookup,
                      policy: AssertionPolicy, now: int, error: type[OAuthError] = InvalidClient,
                      expected_issuer: str | None = None) -> dict[str, Any]:
     """Verify an assertion signed by the key registered for its issuer; return its claims.
@@ -89,15 +104,19 @@ def verify_assertion(assertion: object, *, keys: Callable[[str], PublicKey | Non
         raise refuse("malformed_assertion", "assertion needs iss and sub")
     if expected_issuer is not None and issuer != expected_issuer:
         raise refuse("client_mismatch", "assertion issuer is not the authenticated client")
-    key = keys(issuer)
-    if key is None:
-        raise refuse("unknown_client", "no key is registered for this client")
+    key = _registered_key(keys(issuer), header.get("kid"))
+    if isinstance(key, str):
+        raise refuse(key, "no key is registered for this client" if key == "unknown_client"
+                     else "the assertion's kid names no key registered for this client")
     if header.get("alg") != key.alg:
         raise refuse("assertion_alg_refused", "alg differs from the registered key")
     try:
         valid = _jws.signature_ok(segments, key)
     except _jws.MalformedJWS as exc:
         raise refuse("malformed_assertion", "assertion claims are invalid") from exc
+    except _jws.MalleableSignature as exc:
+        raise refuse("assertion_malleable_signature",
+                     "ES256 assertion signature must be in its low-S form") from exc
     if not valid:
         raise refuse("assertion_bad_signature", "assertion signature does not verify")
     payload = unverified  # the bytes just verified are the ones decoded above
@@ -105,11 +124,23 @@ def verify_assertion(assertion: object, *, keys: Callable[[str], PublicKey | Non
     if refusal is not None:
         raise refuse(*refusal)
     exp = payload["exp"]
-    if not isinstance(exp, int) or exp - now > policy.max_lifetime:
-        raise refuse("assertion_lifetime_too_long", "assertion lives too long")
+    if not isinstance(exp, int) or policy.remaining(payload, now=now) > policy.max_lifetime:
+        raise refuse("assertion_lifetime_too_long",
+                     f"assertion lives longer than {policy.max_lifetime}s")
     if not isinstance(payload["jti"], str) or not 8 <= len(payload["jti"]) <= 128:
         raise refuse("malformed_assertion", "assertion jti must be 8-128 characters")
     return payload
+
+
+def _registered_key(registered: Mapping[str, PublicKey], kid: object) -> PublicKey | str:
+    """The registered key an assertion names by ``kid`` (or the client's only key when it names
+    none), else the refusal's reason."""
+    if not registered:
+        return "unknown_client"
+    if kid is None and len(registered) == 1:
+        return next(iter(registered.values()))
+    key = registered.get(kid) if isinstance(kid, str) else None
+    return "unknown_key" if key is None else key
 
 
 def _decodable(header: dict[str, Any]) -> bool:

@@ -30,7 +30,15 @@ class _Frozen(BaseModel):
 
 
 class Actor(_Frozen):
-    """One level of the ``act`` chain. Identity only: never ``exp``, ``aud`` or ``scope``."""
+    """One level of the ``act`` chain: the actor's identity (``sub``) and the prior actor.
+
+    RFC 8693 section 4.1: non-identity claims inside ``act`` (``exp``, ``nbf``, ``aud``,
+    ``scope`` ...) are not meaningful there and are not used. Any claim other than ``sub`` and
+    ``act`` is ignored: it is dropped when the claims are read, so it is neither trusted nor
+    copied into a token exchanged from this one.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
     sub: str = Field(pattern=_ID)
     act: Actor | None = None

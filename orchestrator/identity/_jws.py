@@ -4,8 +4,9 @@ This module decodes and signs; it decides nothing. :func:`unverified_header` rea
 before any check (callers decide whether to trust it), :func:`decode_segments` decodes the
 three segments as strictly as PyJWT's own decoder (base64url alphabet, no padding, canonical
 encoding), :func:`signature_ok` checks the signature with a key the *caller* chose, through
-PyJWT's algorithm objects over pyca/cryptography, and :func:`sign` produces a token
-byte-for-byte as ``jwt.encode`` would (sorted header, compact JSON).
+PyJWT's algorithm objects over pyca/cryptography, refusing an ES256 signature in its high-S
+form (:class:`MalleableSignature`), and :func:`sign` produces a token as ``jwt.encode`` would
+(sorted header, compact JSON), its ES256 signature always low-S.
 
 Why not ``jwt.decode``: every decode re-splits and re-decodes the token, checking the base64url
 alphabet one character at a time in Python, and the verifier and the assertion check each
@@ -35,8 +36,18 @@ _ALGORITHMS: dict[str, Algorithm] = {
 }
 
 
+# The order of P-256's base point: an ES256 signature (r, s) has the twin (r, n - s), which
+# verifies as well. Only the low-S one (s <= n/2) is accepted, and :func:`sign` writes that one.
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+_P256_HALF = P256_ORDER // 2
+
+
 class MalformedJWS(ValueError):
     """Not a compact JWS this module can decode (never says which byte, never echoes it)."""
+
+
+class MalleableSignature(ValueError):
+    """An ES256 signature in its high-S form: the twin of a low-S one, so a second encoding."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +118,8 @@ def decode_segments(parts: list[str], header: dict[str, Any]) -> Segments:
 
 def signature_ok(segments: Segments, key: PublicKey) -> bool:
     """Whether ``key`` (chosen by the caller, its algorithm already matched to the header's)
-    signed ``segments``. Raises :class:`MalformedJWS` if the key does not suit its algorithm."""
+    signed ``segments``. Raises :class:`MalformedJWS` if the key does not suit its algorithm,
+    :class:`MalleableSignature` for an ES256 signature that verifies but is in its high-S form."""
     algorithm = _ALGORITHMS.get(key.alg)
     if algorithm is None:
         raise MalformedJWS("unsupported algorithm")
@@ -116,7 +128,24 @@ def signature_ok(segments: Segments, key: PublicKey) -> bool:
     except InvalidKeyError as exc:
         raise MalformedJWS("key does not suit its algorithm") from exc
     _warn_short_key(algorithm, prepared)
-    return bool(algorithm.verify(segments.signing_input, prepared, segments.signature))
+    valid = bool(algorithm.verify(segments.signing_input, prepared, segments.signature))
+    if valid and key.alg == "ES256" and _high_s(segments.signature):
+        raise MalleableSignature("ES256 signature is not in its low-S form")
+    return valid
+
+
+def _high_s(signature: bytes) -> bool:
+    """Whether a raw ES256 ``r || s`` has ``s`` above n/2 (a wrong length is left to verify)."""
+    return len(signature) == 64 and int.from_bytes(signature[32:], "big") > _P256_HALF
+
+
+def canonical(alg: str, signature: bytes) -> bytes:
+    """The one accepted encoding of a raw signature: for ES256 its low-S form (``(r, n - s)``
+    when ``s`` is above n/2); any other algorithm's signature as it is."""
+    if alg != "ES256" or not _high_s(signature):
+        return signature
+    s = P256_ORDER - int.from_bytes(signature[32:], "big")
+    return signature[:32] + s.to_bytes(32, "big")
 
 
 def _warn_short_key(algorithm: Algorithm, key: Any) -> None:
@@ -141,5 +170,5 @@ def sign(payload: dict[str, Any], key: SigningKey, headers: dict[str, Any]) -> s
     )
     prepared = algorithm.prepare_key(key.private)
     _warn_short_key(algorithm, prepared)
-    signature = algorithm.sign(signing_input.encode("ascii"), prepared)
+    signature = canonical(key.alg, algorithm.sign(signing_input.encode("ascii"), prepared))
     return f"{signing_input}.{_b64encode(signature)}"

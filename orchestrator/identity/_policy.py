@@ -40,12 +40,23 @@ def _scope(value: str) -> str:
     return value
 
 
+def _not_by_hand(value: str) -> str:
+    if value == "workflow_dispatch":
+        raise ValueError("workflow_dispatch runs are started by a person, not by CI")
+    return value
+
+
 # Validated item by item (and ids as dict keys), so an error's location, and so the line a
 # load error names, is the offending entry's.
 Scopes = tuple[Annotated[str, AfterValidator(_scope)], ...]
 UserId = Annotated[str, StringConstraints(pattern=_USER)]
 AgentId = Annotated[str, StringConstraints(pattern=_AGENT)]
 ClientId = Annotated[str, StringConstraints(pattern=_CLIENT)]
+# A GitHub login (apps end in "[bot]"), compared case-insensitively; a workflow_run event kind.
+CILogin = Annotated[str, StringConstraints(
+    pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}(\[bot\])?$", to_lower=True)]
+CIEventKind = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z_]{0,63}$"),
+                        AfterValidator(_not_by_hand)]
 
 
 class _LocatedError(ValueError):
@@ -97,6 +108,9 @@ class Directory(_Model):
     clients: dict[ClientId, Client] = {}
     services: dict[str, Service] = {}
     context_rules: tuple[ContextRule, ...] = ()
+    ci_apps: tuple[CILogin, ...] = Field((), description="Logins whose deployments are CI's.")
+    ci_events: tuple[CIEventKind, ...] = Field(
+        (), description="workflow_run event kinds that are CI's (never workflow_dispatch).")
 
     @model_validator(mode="after")
     def _check_hand_offs(self) -> Directory:
@@ -112,6 +126,9 @@ class Directory(_Model):
 
     def context_allowed(self, scopes: frozenset[str], ctx: Context) -> frozenset[str]:
         return frozenset(s for s in scopes if self.context_permits(s, ctx))
+
+    def is_ci_app(self, login: str | None) -> bool:
+        return login is not None and login.lower() in self.ci_apps
 
     def client_ids(self) -> list[str]:
         return [*self.agents, *self.clients]

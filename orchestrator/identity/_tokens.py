@@ -3,7 +3,8 @@
 The verifier takes the algorithm allow-list, issuer, audience and keys from its caller, never from
 the token. It checks, in order: size and shape, the header (``typ``, ``alg`` on the allow-list, a
 ``kid``, no key or key location in the header, no ``crit``), the signature with the key published
-under that ``kid`` (whose algorithm must match), then issuer, audience, expiry and not-before with
+under that ``kid`` (whose algorithm must match; an ES256 one only in its low-S form, so a token
+has one valid encoding), then issuer, audience, expiry and not-before with
 leeway, lifetime, required claims and the ``act`` chain (not inverted, no cycle, depth limit).
 Every refusal is :class:`~orchestrator.errors.InvalidToken` with a specific ``reason``.
 """
@@ -133,6 +134,9 @@ class TokenVerifier:
             valid = _jws.signature_ok(segments, key)
         except _jws.MalformedJWS as exc:
             raise _refuse("malformed", "token cannot be decoded") from exc
+        except _jws.MalleableSignature as exc:
+            raise _refuse("malleable_signature",
+                          "ES256 signature must be in its low-S form") from exc
         if not valid:
             raise _refuse("bad_signature", "signature does not verify")
         try:

@@ -2,7 +2,8 @@
 
 Each event becomes one line with a short summary of its detail: what was requested and granted at
 an exchange, the method, service, action and answer of a call, the RFC error code and our reason
-of a denial. Pure functions: they build rich renderables and print nothing.
+of a denial. Pure functions: they build rich renderables and print nothing. Every value is
+plain text, never console markup, and display-safe (:func:`~orchestrator._display.display_safe`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from orchestrator._display import display_safe
 from orchestrator.runs._model import Run, RunEvent
 
 STATUS_STYLES = {"pending": "yellow", "running": "cyan", "succeeded": "green",
@@ -26,13 +28,14 @@ def render_run(run: Run) -> RenderableType:
     header = Table.grid(padding=(0, 2))
     header.add_column(style="bold")
     header.add_column()
-    header.add_row("run", run.run_id)
-    header.add_row("workflow", f"{run.workflow} ({run.mode})")
-    header.add_row("user", run.user)
+    header.add_row("run", _text(run.run_id))
+    header.add_row("workflow", _text(f"{run.workflow} ({run.mode})"))
+    header.add_row("user", _text(run.user))
     header.add_row("status", _status(run.status))
-    header.add_row("reason", run.reason or "-")
-    header.add_row("event", f"{run.trigger} → {run.environment}: {run.repository}@{run.commit}"
-                            f" ({run.service}{f', PR #{run.pr}' if run.pr else ''})")
+    header.add_row("reason", _text(run.reason or "-"))
+    header.add_row("event", _text(f"{run.trigger} → {run.environment}: {run.repository}@"
+                                  f"{run.commit} ({run.service}"
+                                  f"{f', PR #{run.pr}' if run.pr else ''})"))
     header.add_row("duration", _duration(run))
     table = Table(title=f"events of {run.run_id}", title_justify="left", expand=False)
     table.add_column("+ms", justify="right", no_wrap=True)
@@ -42,8 +45,8 @@ def render_run(run: Run) -> RenderableType:
     for event in run.events:
         offset = int((event.time - run.created_at).total_seconds() * 1000)
         style = "red" if event.kind in _DENIED_KINDS else ""
-        table.add_row(str(offset), event.agent or "orchestrator", Text(event.kind, style=style),
-                      summarize(event))
+        table.add_row(str(offset), _text(event.agent or "orchestrator"),
+                      Text(display_safe(event.kind), style=style), _text(summarize(event)))
     return Group(header, table)
 
 
@@ -53,8 +56,9 @@ def render_runs(runs: Iterable[Run]) -> Table:
     for name in ("run id", "workflow", "user", "env", "status", "reason", "duration"):
         table.add_column(name, overflow="fold", no_wrap=name in ("run id", "status"))
     for run in runs:
-        table.add_row(run.run_id, run.workflow, run.user, run.environment, _status(run.status),
-                      run.reason or "-", _duration(run))
+        table.add_row(*(_text(v) for v in (run.run_id, run.workflow, run.user,
+                                           run.environment)),
+                      _status(run.status), _text(run.reason or "-"), _duration(run))
     return table
 
 
@@ -65,8 +69,13 @@ def summarize(event: RunEvent) -> str:
     return f"{summary} ({ms} ms)" if isinstance(ms, int) else summary
 
 
+def _text(value: object) -> Text:
+    """A cell: plain text (never markup), display-safe."""
+    return Text(display_safe(value))
+
+
 def _status(status: str) -> Text:
-    return Text(status, style=STATUS_STYLES.get(status, ""))
+    return Text(display_safe(status), style=STATUS_STYLES.get(status, ""))
 
 
 def _duration(run: Run) -> str:

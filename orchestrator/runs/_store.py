@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from orchestrator.db import Store, Conflict, Database, Transaction, open_database
+from orchestrator.db import Conflict, Database, Store, Transaction, open_database
 from orchestrator.runs._model import (
     EVENT_KINDS,
     TERMINAL_STATUSES,
@@ -68,6 +68,7 @@ class RunStore(Store):
 
     def __init__(self, target: Path | str, *, clock: Callable[[], datetime] = _now) -> None:
         self._clock = clock
+        self._finish_hooks: builtins.list[Callable[[str], None]] = []
         self._target = target
         self._db: Database = open_database(target, SCHEMA)
 
@@ -75,6 +76,10 @@ class RunStore(Store):
     def target(self) -> Path | str:
         """What it was opened with: another store on the same log can be opened with it."""
         return self._target
+
+    def on_finish(self, hook: Callable[[str], None]) -> None:
+        """Call ``hook(run_id)`` after this store records a run's terminal status."""
+        self._finish_hooks.append(hook)
 
     def create(self, run_id: str, *, workflow: str, event: RunOrigin,
                mode: str = "delegated") -> Run:
@@ -144,7 +149,9 @@ class RunStore(Store):
                 return False
             seq = tx.execute(_NEXT_SEQ, (run_id,)).fetchone()[0]
             tx.execute(_INSERT_EVENT, (run_id, seq, now, "finished", agent, detail))
-            return True
+        for hook in self._finish_hooks:
+            hook(run_id)
+        return True
 
     def get(self, run_id: str) -> Run | None:
         """The run with all its events, or None."""

@@ -14,6 +14,8 @@ happen (``workflows/scenarios/*.yaml``).
       commit: 9f2c1e7                       # default 9f2c1e7
       pr: 124                               # default 124
       task: rollback                        # deployment task (default deploy)
+      creator: sam                          # who created the deployment (default: the CI app
+                                            #   for ci_pipeline, else the user)
     workflow: rollback                      # optional: route the event to this workflow
     changes:                                # optional, applied to a private copy
       max_depth: 2
@@ -88,6 +90,16 @@ class Event(_Model):
     pr: int | None = Field(124, ge=1, le=10**9)
     task: str = Field("deploy", pattern=r"^[a-z][a-z0-9-]{0,63}$",
                       description="deployment events only: GitHub's deployment task")
+    creator: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}(\[bot\])?$",
+        description="deployment events only: who created the deployment (default: the CI app "
+                    "for ci_pipeline, else the user); only a ci_apps login makes it CI")
+
+    @model_validator(mode="after")
+    def _creator_of_a_deployment(self) -> Event:
+        if self.creator is not None and self.type != "deployment":
+            raise ValueError("creator is a deployment's; a workflow_run has none")
+        return self
 
     @property
     def login(self) -> str:

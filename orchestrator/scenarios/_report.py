@@ -14,6 +14,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from orchestrator._words import plural
 from orchestrator.scenarios._checks import Check
 from orchestrator.scenarios._runner import ScenarioResult
 
@@ -32,8 +33,8 @@ def summary(results: Sequence[ScenarioResult], seconds: float) -> dict[str, Any]
 def summary_line(results: Sequence[ScenarioResult], seconds: float) -> str:
     s = summary(results, seconds)
     errors = f", {s['errors']} could not run" if s["errors"] else ""
-    return (f"{s['scenarios']} scenarios: {s['passed']} passed, {s['failed']} failed{errors}"
-            f" · {s['expectations']} expectations, {s['mismatched']} mismatched"
+    return (f"{plural(s['scenarios'], 'scenario')}: {s['passed']} passed, {s['failed']} failed"
+            f"{errors} · {plural(s['expectations'], 'expectation')}, {s['mismatched']} mismatched"
             f" · {seconds:.1f} s")
 
 

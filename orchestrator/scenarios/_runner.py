@@ -32,7 +32,13 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import structlog
 
-from orchestrator.ci import DELIVERY_HEADER, ROUTE, build_deployment_event, build_workflow_run_event
+from orchestrator.ci import (
+    DELIVERY_HEADER,
+    ROUTE,
+    build_deployment_event,
+    build_workflow_run_event,
+    webhook_key,
+)
 from orchestrator.client import json_object
 from orchestrator.config import Settings
 from orchestrator.identity import Directory
@@ -166,7 +172,7 @@ def _run_one(system: System, http: httpx.Client, item: ScenarioFile,
     scenario = item.scenario
     result = ScenarioResult(scenario.name, str(item.path), scenario.description)
     started = time.perf_counter()
-    headers, body = _delivery(scenario, system.settings.webhook_secret.get_secret_value())
+    headers, body = _delivery(scenario, webhook_key(system.settings))
     try:
         with _revoking(system, scenario, headers[DELIVERY_HEADER]) as revoker:
             response = http.post(system.webhooks_url + ROUTE, headers=headers, content=body)
@@ -187,14 +193,14 @@ def _run_one(system: System, http: httpx.Client, item: ScenarioFile,
     return result
 
 
-def _delivery(scenario: Scenario, secret: str) -> tuple[dict[str, str], bytes]:
+def _delivery(scenario: Scenario, secret: bytes) -> tuple[dict[str, str], bytes]:
     ev = scenario.event
     if ev.type == "deployment":
         return build_deployment_event(ev.login, ev.service, ev.environment, ev.commit,
                                       trigger=ev.trigger, pr=ev.pr, task=ev.task,
-                                      secret=secret.encode())
+                                      creator=ev.creator, secret=secret)
     return build_workflow_run_event(ev.login, ev.service, ev.environment, ev.commit,
-                                    trigger=ev.trigger, pr=ev.pr, secret=secret.encode())
+                                    trigger=ev.trigger, pr=ev.pr, secret=secret)
 
 
 def _wait(runs: RunStore, run_id: str, timeout: float) -> Run:

@@ -1,23 +1,29 @@
 """``infrabot audit query|verify|export`` through click's CliRunner, on a SQLite file (``--db``)
-and on PostgreSQL (``INFRABOT_DATABASE_URL`` alone)."""
+and on PostgreSQL (``INFRABOT_DATABASE_URL`` alone, the trusted keys given with ``--keys``)."""
 
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from orchestrator.audit import AuditStore, StoredRecord
+from orchestrator.audit import AuditKeys, AuditStore, Checkpointer, StoredRecord
 from orchestrator.cli._audit import audit
 
 T0 = datetime(2025, 7, 18, 16, 10, 3, tzinfo=UTC)
 
 
-def _fill(target: Path | str, make_record) -> None:
+def _fill(target: Path | str, keys_dir: Path, make_record) -> None:
+    """Three records, anchored by checkpoints signed with the audit key in ``keys_dir``."""
+    keys = AuditKeys.open(keys_dir, "ES256", now=int(time.time()))
     with AuditStore(target, writer="svc") as store:
+        checkpointer = Checkpointer(store, keys, every_records=2, every_seconds=60,
+                                    clock=time.time)
+        store.on_append(checkpointer.appended)
         store.append(make_record(action="deploy:create", resource="service-x-prod"))
         store.append(make_record(time=T0 + timedelta(minutes=2)))
         store.append(
@@ -31,26 +37,41 @@ def _fill(target: Path | str, make_record) -> None:
                 on_behalf_of="user:alex",
             )
         )
+        checkpointer.close()
 
 
 @pytest.fixture
-def db(target: Path | str, make_record, monkeypatch: pytest.MonkeyPatch) -> Path | str:
+def keys_dir(sqlite_path: Path) -> Path:
+    return sqlite_path.parent / "keys" / "audit"
+
+
+@pytest.fixture
+def db(target: Path | str, keys_dir: Path, make_record,
+       monkeypatch: pytest.MonkeyPatch) -> Path | str:
     """The filled trail; on PostgreSQL named by INFRABOT_DATABASE_URL, with no state dir."""
-    _fill(target, make_record)
+    _fill(target, keys_dir, make_record)
     if isinstance(target, str):
         monkeypatch.setenv("INFRABOT_DATABASE_URL", target)
     return target
 
 
 @pytest.fixture
-def sqlite_db(sqlite_path: Path, make_record) -> Path:
-    _fill(sqlite_path, make_record)
+def sqlite_db(sqlite_path: Path, keys_dir: Path, make_record) -> Path:
+    _fill(sqlite_path, keys_dir, make_record)
     return sqlite_path
 
 
 def on(db: Path | str) -> list[str]:
     """The options that name ``db``: ``--db FILE``, or none (the environment names it)."""
     return ["--db", str(db)] if isinstance(db, Path) else []
+
+
+def checked(db: Path | str, keys_dir: Path) -> list[str]:
+    """``verify``'s options: the file and its state directory's keys, or (PostgreSQL, no state
+    directory) the trusted keys file."""
+    if isinstance(db, Path):
+        return ["--db", str(db), "--state-dir", str(db.parent)]
+    return ["--keys", str(keys_dir / "audit-keys.json")]
 
 
 def run(*args: str) -> tuple[int, str, str]:
@@ -113,7 +134,9 @@ def test_state_dir_option_overrides_the_environment(
 ) -> None:
     monkeypatch.setenv("INFRABOT_STATE_DIR", str(tmp_path / "elsewhere"))
     code, out, _ = run("verify", "--state-dir", str(sqlite_db.parent))
-    assert (code, out) == (0, "audit trail intact: 3 records from 1 writers\n")
+    assert code == 0
+    assert out.splitlines()[-1] == ("audit trail intact and anchored: 3 records from 1 writers, "
+                                    "2 checkpoints")
 
 
 def test_bad_since_is_one_clear_line(db: Path | str) -> None:
@@ -128,7 +151,7 @@ def test_bad_since_is_one_clear_line(db: Path | str) -> None:
 def test_missing_database_is_one_clear_line(tmp_path: Path, command: str) -> None:
     missing = tmp_path / "nope" / "audit.sqlite3"
     code, _, err = run(command, "--db", str(missing))
-    assert code == 1
+    assert code == (4 if command == "verify" else 1)  # verify: 1 means tampering
     assert err.splitlines() == [f"Error: no audit database at {missing}"]
     assert not missing.parent.exists()
 
@@ -137,22 +160,25 @@ def test_not_a_database_is_one_clear_line(tmp_path: Path) -> None:
     path = tmp_path / "audit.sqlite3"
     path.write_bytes(b"garbage" * 200)
     code, _, err = run("verify", "--db", str(path))
-    assert code == 1
+    assert code == 4
     assert len(err.splitlines()) == 1 and "not a usable audit database" in err
 
 
-def test_verify_intact(db: Path | str) -> None:
-    code, out, _ = run("verify", *on(db))
-    assert (code, out) == (0, "audit trail intact: 3 records from 1 writers\n")
+def test_verify_intact(db: Path | str, keys_dir: Path) -> None:
+    code, out, _ = run("verify", *checked(db, keys_dir))
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 2
+    assert lines[0].startswith("writer svc: 3 records; seq 1-3 anchored by checkpoint 2 (")
+    assert lines[1] == "audit trail intact and anchored: 3 records from 1 writers, 2 checkpoints"
 
 
-def test_verify_after_tampering_names_the_kind(db: Path | str, raw_db) -> None:
+def test_verify_after_tampering_names_the_kind(db: Path | str, keys_dir: Path, raw_db) -> None:
     with raw_db(db) as conn:
         conn.execute("UPDATE records SET decision = 'allow' WHERE seq = 3")
         conn.execute("DELETE FROM records WHERE seq = 1")
-    code, out, err = run("verify", *on(db))
+    code, out, err = run("verify", *checked(db, keys_dir))
     assert code == 1
-    assert out.splitlines() == [
+    assert out.splitlines()[1:] == [
         "deleted: writer svc seq 1: seq 1 missing before seq 2",
         "edited: writer svc seq 3 (record id 3): hash does not match the record content",
     ]

@@ -17,18 +17,27 @@ def test_public_surface_is_pinned() -> None:
     assert sorted(audit.__all__) == sorted(
         [
             "GENESIS_HASH",
+            "AuditKeys",
             "AuditRecord",
             "AuditStore",
+            "CheckpointRow",
+            "Checkpointer",
             "Decision",
             "Problem",
             "ProblemKind",
             "StoredRecord",
+            "TrailReport",
             "VerifyReport",
+            "WriterAnchor",
             "activity_id",
+            "check_trail",
+            "checkpoint_ticker",
             "contains_raw_jwt",
+            "public_document",
             "render_table",
             "to_jsonl",
             "to_ocsf",
+            "trusted_keys",
         ]
     )
 

@@ -38,12 +38,13 @@ from orchestrator.identity import (
     CLIENT_ASSERTION_TYPE,
     Context,
     MemoryRevocationStore,
-    RedisRevocationStore,
     RevocationStore,
     SigningKey,
     make_assertion,
     new_jti,
 )
+from orchestrator.identity._jws import canonical
+from orchestrator.registry import RedisRevocationStore
 from orchestrator.stack import Stack, bind_ports
 
 ORCH = "client:orchestrator"
@@ -93,8 +94,9 @@ def sign_raw(header: dict[str, Any], payload: object, key: SigningKey, *,
     """A compact JWS built by hand: any header, any payload (an object, or raw ``bytes``)."""
     body = b64(payload) if isinstance(payload, bytes) else b64json(payload)
     signing_input = f"{b64json(header)}.{body}".encode()
-    algorithm = get_default_algorithms()[alg or key.alg]
-    return f"{signing_input.decode()}.{b64(algorithm.sign(signing_input, key.private))}"
+    name = alg or key.alg
+    signature = canonical(name, get_default_algorithms()[name].sign(signing_input, key.private))
+    return f"{signing_input.decode()}.{b64(signature)}"
 
 
 def refusal(response: httpx.Response, status: int, error: str, reason: str) -> dict[str, Any]:
@@ -159,9 +161,10 @@ class AuthServer:
                                     **self.exchange_form(subject_token, **fields)})
 
     def grant_form(self, user: str, ctx: Context, *, scopes: list[str] | None = None,
-                   first_agent: str = INFRABOT, key: SigningKey | None = None) -> dict[str, str]:
+                   first_agent: str = INFRABOT, key: SigningKey | None = None,
+                   ttl: int = 60) -> dict[str, str]:
         grant = make_assertion(key or self.stack.clients[ORCH], issuer=ORCH, subject=user,
-                               audience=f"{self.url}/token", now=int(time.time()),
+                               audience=f"{self.url}/token", now=int(time.time()), ttl=ttl,
                                extra={"ctx": ctx.model_dump()})
         return {"grant_type": GRANT_JWT_BEARER, "assertion": grant,
                 "scope": " ".join(scopes or WORKFLOW_SCOPES), "audience": first_agent}

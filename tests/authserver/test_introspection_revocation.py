@@ -10,7 +10,8 @@ import pytest
 import redis
 
 from orchestrator.errors import Unavailable
-from orchestrator.identity import CLIENT_ASSERTION_TYPE, RedisRevocationStore
+from orchestrator.identity import CLIENT_ASSERTION_TYPE
+from orchestrator.registry import RedisRevocationStore
 
 from .conftest import (
     ARGOCD,
@@ -47,7 +48,7 @@ def test_introspection_requires_client_authentication(server: AuthServer) -> Non
 def test_introspection_with_a_bad_assertion(server: AuthServer) -> None:
     token = server.root()["access_token"]
     form = {**server.auth(INFRABOT, key=server.stack.clients[ARGOCD]), "token": token}
-    refusal(server.post("/introspect", form), 401, "invalid_client", "assertion_bad_signature")
+    refusal(server.post("/introspect", form), 401, "invalid_client", "unknown_key")
 
 
 def test_introspection_with_a_replayed_assertion(server: AuthServer) -> None:
@@ -81,13 +82,30 @@ def test_introspection_of_a_revoked_token_is_inactive(server: AuthServer) -> Non
     assert server.introspect(token).json() == INACTIVE
 
 
-def test_introspection_by_an_agent_of_an_active_token(server: AuthServer) -> None:
+def test_introspection_by_the_agent_a_token_is_for(server: AuthServer) -> None:
     token = server.root()["access_token"]
-    body = server.introspect(token, client_id=CLEANUP).json()
+    body = server.introspect(token, client_id=INFRABOT).json()
     assert body["active"] is True
     assert body["chain"] == ["user:sam"]
     assert body["may_act"] == {"sub": INFRABOT}
     assert body["token_type"] == "Bearer"
+
+
+def test_introspection_answers_only_callers_entitled_to_the_token(server: AuthServer) -> None:
+    """Its chain (the client it was issued to, its actors), its audience (may_act), or a
+    trusted client; any other authenticated client learns nothing, audited with the reason."""
+    root, h1, h2, aws = server.chain()
+    entitled = {root: {ORCH, INFRABOT}, h1: {ORCH, INFRABOT, ARGOCD},
+                h2: {ORCH, INFRABOT, ARGOCD, CLEANUP}, aws: {ORCH, INFRABOT, ARGOCD, CLEANUP}}
+    for token, callers in entitled.items():
+        for caller in (ORCH, INFRABOT, ARGOCD, CLEANUP):
+            mark = server.audit_mark()
+            body = server.introspect(token, client_id=caller).json()
+            assert body["active"] is (caller in callers), (caller, unverified_claims(token))
+            if caller not in callers:
+                assert body == INACTIVE
+                record = server.assert_denied(mark, "introspection_not_entitled", token)
+                assert record.performed_by == caller
 
 
 def test_introspection_refusals_are_audited_without_the_token(server: AuthServer) -> None:
@@ -178,7 +196,7 @@ def test_revocations_needs_exactly_one_target(server: AuthServer, targets: dict[
 def test_revocations_with_a_forged_orchestrator_assertion(server: AuthServer) -> None:
     form = {"client_assertion_type": CLIENT_ASSERTION_TYPE, "user": "user:sam",
             "client_assertion": server.assertion(ORCH, key=server.stack.clients[INFRABOT])}
-    refusal(server.post("/revocations", form), 401, "invalid_client", "assertion_bad_signature")
+    refusal(server.post("/revocations", form), 401, "invalid_client", "unknown_key")
 
 
 # -- the revocation rules on both registries -------------------------------------------------------

@@ -4,13 +4,15 @@ of that token or of a token exchanged from it, and to nobody else."""
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from .conftest import AuthServer, refusal, unverified_claims
 
 
-def _get(server: AuthServer, jti: str, bearer: str | None, **headers: str) -> httpx.Response:
+def _get(server: AuthServer, jti: str, bearer: str | None, scheme: str = "Bearer",
+         **headers: str) -> httpx.Response:
     if bearer is not None:
-        headers["Authorization"] = f"Bearer {bearer}"
+        headers["Authorization"] = f"{scheme} {bearer}"
     return server.http.get(f"{server.url}/audit", params={"jti": jti}, headers=headers)
 
 
@@ -67,4 +69,21 @@ def test_a_malformed_jti_or_header_is_a_client_error(server: AuthServer) -> None
     refusal(_get(server, "x", aws), 400, "invalid_request", "invalid_parameter")
     response = server.http.get(f"{server.url}/audit", params={"jti": "abcdefgh12"},
                                headers={"Authorization": "Basic Zm9vOmJhcg=="})
+    refusal(response, 400, "invalid_request", "malformed_authorization")
+
+
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "bEaReR"])
+def test_the_bearer_scheme_is_read_in_any_letter_case(server: AuthServer, scheme: str) -> None:
+    *_, aws = server.chain()
+    jti = unverified_claims(aws)["jti"]
+    response = _get(server, jti, aws, scheme=scheme)
+    assert response.status_code == 200, response.text
+    assert {r["jti"] for r in response.json()["records"]} == {jti}
+
+
+@pytest.mark.parametrize("value", ["Bearer", "bearer", "Bearerx abc", "Token abc"])
+def test_a_bearer_header_without_a_credential_or_another_scheme_is_malformed(
+        server: AuthServer, value: str) -> None:
+    response = server.http.get(f"{server.url}/audit", params={"jti": "abcdefgh12"},
+                               headers={"Authorization": value})
     refusal(response, 400, "invalid_request", "malformed_authorization")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import audit, depth, end_to_end, enforcement, exchange, memory
+from bench import audit, depth, end_to_end, enforcement, exchange, memory, replay
 from bench._report import Table, section
 from bench.run import DEFAULT_REDIS_URL, NAMES, main
 from tests._redis import flushed_redis
@@ -72,6 +72,12 @@ def test_exchange(bench_redis_url: str, tmp_path: Path) -> None:
 
 def test_enforcement(bench_redis_url: str, tmp_path: Path) -> None:
     check(enforcement.run(bench_redis_url, iterations=2, rounds=1, work=tmp_path), rows=2)
+
+
+def test_replay(bench_redis_url: str) -> None:
+    table = check(replay.run(bench_redis_url, rate=2, lifetimes=(30, 60), samples=2), rows=2)
+    assert column(table, "keys in the db") == ["61", "121"]  # rate x lifetime, + began
+    assert column(table, "sample TTL")[1] in ("64 s", "65 s")  # the lifetime + leeway
 
 
 def test_end_to_end(bench_redis_url: str, tmp_path: Path) -> None:

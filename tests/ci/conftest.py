@@ -4,8 +4,11 @@ in-process replay cache, a real run log for its record of deliveries and a real 
 from __future__ import annotations
 
 import contextlib
+import time
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -13,12 +16,22 @@ import pytest
 
 from orchestrator._servers import ServerGroup, bind
 from orchestrator.audit import AuditStore, StoredRecord
-from orchestrator.ci import CIEvent, WebhookReceiver, create_webhook_app
+from orchestrator.ci import DELIVERY_HEADER, CIEvent, WebhookReceiver, create_webhook_app
 from orchestrator.identity import Directory, MemoryRevocationStore, RevocationStore
 from orchestrator.runs import RunStore
 
 SECRET = b"test-webhook-secret"
-NOW = 1_764_400_000.0
+
+
+def github_time(at: float) -> str:
+    """A signed time in GitHub's form, for payloads a test writes by hand."""
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def new_delivery_id(headers: Mapping[str, str]) -> dict[str, str]:
+    """The same delivery under a fresh X-GitHub-Delivery (a header the signature does not cover),
+    as anyone who saw it could send it again."""
+    return {**headers, DELIVERY_HEADER: str(uuid.uuid4())}
 
 
 @dataclass
@@ -42,6 +55,7 @@ class Webhook:
     starter: Starter
     audit: AuditStore
     runs: RunStore
+    now: float  # the receiver's clock: the time it was started, frozen
 
     def post(self, headers: Mapping[str, str], body: bytes) -> httpx.Response:
         return self.http.post("/webhooks/github", headers=dict(headers), content=body)
@@ -67,12 +81,13 @@ def running_webhook(tmp_path: Path, directory: Directory,
                     runs: RunStore | None = None) -> Iterator[Webhook]:
     """The receiver with its audit store and run log in ``tmp_path`` (or the ``runs`` given)."""
     starter = Starter()
+    now = time.time()  # events are built with the real time; their signed times are fresh
     with AuditStore(tmp_path / "audit.sqlite3", writer="webhooks-test") as audit, \
             runs or RunStore(tmp_path / "runs.sqlite3") as log:
         receiver = WebhookReceiver(SECRET, replay or MemoryRevocationStore(), directory, audit,
-                                   starter, clock=lambda: NOW, deliveries=log)
+                                   starter, clock=lambda: now, deliveries=log)
         with serving(receiver) as url, httpx.Client(base_url=url, timeout=10) as http:
-            yield Webhook(url, http, starter, audit, log)
+            yield Webhook(url, http, starter, audit, log, now)
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from orchestrator import ci
 from orchestrator.ci import CIEvent, Ignored, MalformedEvent, parse_event
+from orchestrator.identity import Directory
 
 JWT = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ1c2VyOnNhbSJ9.c2lnbmF0dXJl"
 BASE: dict[str, Any] = {
@@ -43,12 +44,12 @@ def test_commits_keep_their_length_and_are_lower_cased() -> None:
     assert CIEvent(**{**BASE, "commit": "A" * 40}).commit == "a" * 40
 
 
-def test_parse_event_refuses_an_unknown_event_type() -> None:
+def test_parse_event_refuses_an_unknown_event_type(directory: Directory) -> None:
     with pytest.raises(MalformedEvent) as caught:
-        parse_event("push", "d-1", {})
+        parse_event("push", "d-1", {}, directory)
     assert (caught.value.reason, caught.value.field) == ("malformed_event", "X-GitHub-Event")
-    assert parse_event("workflow_run", "d-1", {"workflow_run": {"conclusion": "failure"}}) == (
-        Ignored("conclusion_not_success"))
+    assert parse_event("workflow_run", "d-1", {"workflow_run": {"conclusion": "failure"}},
+                       directory) == Ignored("conclusion_not_success")
 
 
 def test_the_public_surface_is_pinned() -> None:
@@ -56,5 +57,6 @@ def test_the_public_surface_is_pinned() -> None:
         "DELIVERY_HEADER", "EVENT_HEADER", "MAX_BODY_BYTES", "REPLAY_TTL_SECONDS", "ROUTE",
         "SIGNATURE_HEADER", "CIEvent", "EventType", "Ignored", "MalformedEvent", "Trigger",
         "WebhookReceiver", "build_deployment_event", "build_workflow_run_event",
-        "create_webhook_app", "encode", "parse_event", "ping_event", "sign",
+        "create_webhook_app", "encode", "parse_event", "ping_event", "sign", "webhook_key",
+        "with_webhook_secret",
     ])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -17,7 +18,7 @@ from orchestrator.ci import (
 )
 from orchestrator.errors import ConfigError, InvalidScope, Unavailable
 
-from .conftest import NOW, SECRET, Webhook
+from .conftest import SECRET, Webhook, github_time
 
 FULL_SHA = "9F2C1E7A0B1C2D3E4F5061728394A5B6C7D8E9F0"
 
@@ -47,7 +48,7 @@ def test_an_accepted_event_leaves_one_allow_record_with_the_run_id(webhook: Webh
     assert record.on_behalf_of == "user:sam"
     assert record.context == {"trigger": "ci_pipeline", "environment": "prod",
                               "repository": "acme/service-x", "commit": "9f2c1e7"}
-    assert record.time == datetime.fromtimestamp(NOW, UTC)
+    assert record.time == datetime.fromtimestamp(webhook.now, UTC)
     stored = json.dumps(record.to_json())
     assert headers["X-Hub-Signature-256"].removeprefix("sha256=") not in stored
     assert '"sender"' not in stored and "infrabot-ci[bot]" not in stored
@@ -58,7 +59,8 @@ def test_deployment_payload_defaults_and_string_payloads(webhook: Webhook) -> No
         "action": "created",
         "deployment": {"id": 1, "sha": FULL_SHA, "ref": "refs/heads/main",
                        "environment": "staging", "creator": {"login": "sam"},
-                       "payload": json.dumps({"trigger": "manual"})},
+                       "payload": json.dumps({"trigger": "manual"}),
+                       "created_at": github_time(webhook.now)},
         "repository": {"full_name": "acme/billing-api"},
         "sender": {"login": "Sam"},
     }
@@ -71,15 +73,20 @@ def test_deployment_payload_defaults_and_string_payloads(webhook: Webhook) -> No
     assert (event.commit, event.pr, event.ref) == (FULL_SHA.lower(), None, "refs/heads/main")
 
 
-def test_a_deployment_without_a_trigger_is_ci_pipeline(webhook: Webhook) -> None:
-    payload = {
+def test_a_deployment_without_a_trigger_is_manual_unless_a_ci_app_created_it(
+        webhook: Webhook) -> None:
+    payload: dict[str, Any] = {
         "action": "created",
-        "deployment": {"id": 1, "sha": "9f2c1e7", "environment": "prod", "payload": {}},
+        "deployment": {"id": 1, "sha": "9f2c1e7", "environment": "prod", "payload": {},
+                       "created_at": github_time(webhook.now)},
         "repository": {"full_name": "acme/service-x"},
         "sender": {"login": "sam"},
     }
     assert webhook.post(*encode("deployment", payload, secret=SECRET)).status_code == 202
-    assert webhook.starter.events[0].trigger == "ci_pipeline"
+    payload["deployment"] = {**payload["deployment"], "id": 2,
+                             "creator": {"login": "InfraBot-CI[bot]"}}
+    assert webhook.post(*encode("deployment", payload, secret=SECRET)).status_code == 202
+    assert [e.trigger for e in webhook.starter.events] == ["manual", "ci_pipeline"]
 
 
 def test_a_successful_workflow_run_starts_a_ci_pipeline_run(webhook: Webhook) -> None:

@@ -95,6 +95,6 @@ def test_header_names_are_case_insensitive_and_non_ascii_signatures_refused(
     bad = {**lower, "x-hub-signature-256": "sha256=\u00e9\u00e9"}
     assert receiver.receive(bad, body) == (401, {
         "error": "unauthorized", "reason": "bad_signature",
-        "message": "X-Hub-Signature-256 does not match the body"})
+        "error_description": "X-Hub-Signature-256 does not match the body"})
     assert receiver.receive(lower, body)[0] == 202
     assert len(starter.events) == 1

@@ -12,7 +12,7 @@ from orchestrator.errors import ConfigError, Unavailable
 from orchestrator.identity import Directory, MemoryRevocationStore
 from orchestrator.runs import RunStore
 
-from .conftest import SECRET, Webhook, running_webhook
+from .conftest import SECRET, Webhook, new_delivery_id, running_webhook
 
 
 def test_a_transient_failure_releases_the_delivery(webhook: Webhook) -> None:
@@ -51,9 +51,11 @@ def test_a_delivery_is_refused_after_the_replay_cache_lost_its_memory(
     with running_webhook(tmp_path, directory, replay=MemoryRevocationStore()) as after:
         replay = after.post(headers, body)
         assert (replay.status_code, replay.json()["reason"]) == (409, "replayed_delivery")
+        renamed = after.post(new_delivery_id(headers), body)  # the header is not signed
+        assert (renamed.status_code, renamed.json()["reason"]) == (409, "replayed_delivery")
         assert after.starter.events == []
         assert [(r.decision, r.reason) for r in after.records()] == [
-            ("allow", "accepted"), ("deny", "replayed_delivery")]
+            ("allow", "accepted"), ("deny", "replayed_delivery"), ("deny", "replayed_delivery")]
 
 
 class FailingLog(RunStore):

@@ -12,7 +12,8 @@ import pytest
 import redis
 
 from orchestrator.ci import build_deployment_event, encode, sign
-from orchestrator.identity import Directory, RedisRevocationStore
+from orchestrator.identity import Directory
+from orchestrator.registry import RedisRevocationStore
 
 from .conftest import SECRET, Webhook, running_webhook
 
@@ -110,7 +111,8 @@ def test_each_refusal_has_its_status_reason_and_one_deny_record(
 
     assert response.status_code == status
     answer = response.json()
-    assert answer["reason"] == reason and answer["error"] and answer["message"]
+    assert answer["reason"] == reason and answer["error"] and answer["error_description"]
+    assert "message" not in answer  # one error shape, as every other server answers
     assert webhook.starter.events == []
     [record] = webhook.records()
     assert (record.service, record.action, record.decision, record.reason, record.status) == (

@@ -12,7 +12,7 @@ from orchestrator.audit import contains_raw_jwt
 
 SECTIONS = ("1 · CI event", "2 · Root grant", "3 · Hops", "4 · Audit trail of the run",
             "5 · Attack round", "6 · The same workflow without delegation")
-ATTACKS = 9
+ATTACKS = 11
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +39,16 @@ def test_demo_json_is_a_summary_without_raw_tokens(env: dict[str, str]) -> None:
     assert data["run"]["user"] == "user:sam"
     assert len(data["attacks"]) == ATTACKS
     assert all(a["refused"] for a in data["attacks"]), data["attacks"]
+    for attack in data["attacks"]:  # refused *and* audited: the JSON alone proves both
+        if attack["name"] == "rewritten audit record":  # no request: audit verify refuses it
+            assert attack["audited"] is None and attack["audit"] == [], attack
+            continue
+        assert attack["audited"] is True, attack
+        refusals = [r for r in attack["audit"] if r["decision"] == "deny"]
+        assert any(attack["reason"] == r["reason"] for r in refusals), attack
+    [replayed] = [a for a in data["attacks"] if a["name"] == "replayed CI delivery"]
+    assert (replayed["status"], replayed["code"], replayed["reason"]) == (
+        409, "conflict", "replayed_delivery")  # and audited: the attack checks the trail
     assert data["audit_intact"] is True
     assert data["static_run"]["status"] == "succeeded"
     assert not contains_raw_jwt(result.stdout)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -97,14 +98,18 @@ def _write_files(root: Path) -> str:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    (root / "stale").mkdir()
-    (root / "stale" / "endpoints.json").write_text(json.dumps({"auth": dead, "webhooks": dead}))
+    for name in ("stale", "no-secret", "open-secret"):
+        (root / name).mkdir(mode=0o700)
+        (root / name / "endpoints.json").write_text(json.dumps({"auth": dead, "webhooks": dead}))
+    for name, mode in (("stale", 0o600), ("open-secret", 0o644)):  # as serve left it; opened
+        (root / name / "webhook_secret").write_text(secrets.token_hex(32) + "\n")
+        (root / name / "webhook_secret").chmod(mode)
     return dead
 
 
 def _bad_cases(root: Path, dead: str) -> dict[str, Bad]:
     """Each case runs in a state directory of its own unless it names one."""
-    stale = root / "stale"
+    stale, no_secret, open_secret = root / "stale", root / "no-secret", root / "open-secret"
     redis_broker = {"INFRABOT_BROKER_URL": "redis://127.0.0.1:6379/10"}
     no_system = "no running system: "
     return {
@@ -143,6 +148,27 @@ def _bad_cases(root: Path, dead: str) -> dict[str, Bad]:
         "simulate at a stale system": Bad(("simulate", "deploy", "--user", "sam"),
                                           {"INFRABOT_STATE_DIR": str(stale)},
                                           f"cannot reach the webhook receiver at {dead}: "),
+        "simulate without a webhook secret": Bad(
+            ("simulate", "deploy", "--user", "sam"), {"INFRABOT_STATE_DIR": str(no_secret)},
+            "bad_configuration: no webhook secret: set INFRABOT_WEBHOOK_SECRET, or start "
+            f"`infrabot serve` with this state directory once to create {no_secret}/"
+            "webhook_secret"),
+        "simulate with a secret others may read": Bad(
+            ("simulate", "deploy", "--user", "sam"), {"INFRABOT_STATE_DIR": str(open_secret)},
+            f"bad_configuration: the webhook secret {open_secret}/webhook_secret may be read by "
+            "others (mode 0644); chmod 600 it"),
+        "serve with a secret others may read": Bad(
+            ("serve", "--port-base", "0"), {"INFRABOT_STATE_DIR": str(open_secret)},
+            f"bad_configuration: the webhook secret {open_secret}/webhook_secret may be read by "
+            "others (mode 0644); chmod 600 it"),
+        "serve with the old public secret": Bad(
+            ("serve", "--port-base", "0"),
+            {"INFRABOT_WEBHOOK_SECRET": "infrabot-dev-webhook-secret"},
+            "bad setting INFRABOT_WEBHOOK_SECRET: is the old public default, which anyone can "
+            "sign with; unset it (serve then generates one) or set a random secret"),
+        "simulate with a short secret": Bad(
+            ("simulate", "deploy", "--user", "sam"), {"INFRABOT_WEBHOOK_SECRET": "hunter2"},
+            "bad setting INFRABOT_WEBHOOK_SECRET: must be at least 16 characters"),
         "scenario count not a number": Bad(("simulate", "scenario", str(root / "count.yaml")),
                                            {}, f"{root / 'count.yaml'}: events[0].count "),
         "scenario without events": Bad(("simulate", "scenario", str(root / "empty.yaml")), {},

@@ -171,7 +171,7 @@ def test_cli_tokens_and_assertions_are_for_the_running_server(env: dict[str, str
     exchanged = response.json()["access_token"]
     text = infrabot("token", "inspect", exchanged, env=env).ok()
     assert text.stdout.startswith("valid: ")
-    assert f"revocation not revoked (asked {system['auth']})" in text.stdout
+    assert f"revocation check: not revoked (asked {system['auth']})" in text.text
     assert "user:sam (principal)" in text.stdout and "acts: agent:infrabot" in text.stdout
     assert f"aud: {system['github']}" in text.stdout
 
@@ -180,8 +180,9 @@ def test_revoke_user_prints_the_new_version_and_new_runs_still_start(
         env: dict[str, str], system: dict[str, str]) -> None:
     before = infrabot("token", "user", "user:sam", env=env).ok().stdout.strip()
     revoked = infrabot("revoke", "--user", "user:sam", env=env).ok().stdout.strip()
-    assert revoked.startswith("revoked=user user=user:sam version=")
-    assert int(revoked.rpartition("=")[2]) >= 1
+    assert revoked.startswith("revoked every delegation of user:sam (revocation version ")
+    assert revoked.endswith("): tokens rooted before now are refused")
+    assert int(revoked.split("revocation version ")[1].split(")")[0]) >= 1
     # Revoking bumps sam's version: tokens minted before it die, a new run mints a new root.
     data = summary(env, "deploy", "--user", "sam")
     assert data["statuses"] == {"succeeded": 1}
@@ -197,9 +198,10 @@ def test_revoke_user_prints_the_new_version_and_new_runs_still_start(
 def test_revoke_run_and_jti_name_what_was_revoked(env: dict[str, str],
                                                   system: dict[str, str]) -> None:
     result = infrabot("revoke", "--run", "run-0123456789abcdef", env=env).ok()
-    assert result.stdout.strip() == "revoked=run run_id=run-0123456789abcdef"
+    assert result.stdout.strip() == "revoked every token of run run-0123456789abcdef"
     result = infrabot("revoke", "--jti", "abcdefgh12345678", env=env).ok()
-    assert result.stdout.strip() == "revoked=jti jti=abcdefgh12345678"
+    assert result.stdout.strip() == ("revoked token abcdefgh12345678 and every token "
+                                     "exchanged from it")
 
 
 # --- with the Redis revocation registry ----------------------------------------------------

@@ -5,13 +5,14 @@ directory's keys, shows the chain, and says why a token is refused; errors are o
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 from pathlib import Path
 
 import jwt
 import pytest
-from _cli import COMPACT_JWT, INFRABOT, Result, clean_env, infrabot
+from _cli import COMPACT_JWT, INFRABOT, Result, clean_env, infrabot, serving
 
 from orchestrator.audit import contains_raw_jwt
 
@@ -76,8 +77,10 @@ def test_inspect_shows_validity_revocation_state_and_the_chain(env: dict[str, st
     assert result.stdout.startswith("valid: expires in ")
     assert NOT_CHECKED in result.text
     assert "user:sam (principal)" in result.stdout
-    assert "may_act: {'sub': 'agent:infrabot'}" in result.stdout
-    assert "'environment': 'prod'" in result.text
+    assert "may_act: sub=agent:infrabot" in result.stdout
+    assert "ctx: trigger=ci_pipeline environment=prod repository=acme/service-x" in result.text
+    assert "{" not in result.stdout  # no Python dict
+    assert re.search(r"exp: \d+ \(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\)", result.stdout)
     assert not contains_raw_jwt(result.stdout)
 
 
@@ -161,3 +164,20 @@ def test_inspect_with_a_running_system_that_does_not_answer_is_invalid(
     assert isinstance(data, dict)
     assert (data["valid"], data["reason"]) == (False, "revocation_unavailable")
     assert data["revocation"] == "unavailable: treated as invalid"
+
+
+def test_inspect_after_its_server_stopped_says_so(tmp_path: Path) -> None:
+    """A token of a server that ran on ports the OS chose, inspected once it has stopped: not
+    an unexplained issuer_mismatch, but what happened."""
+    state = tmp_path / "state"
+    state.mkdir()
+    env = clean_env(INFRABOT_STATE_DIR=str(state))
+    with serving(state, env) as urls:
+        token_value = infrabot("token", "user", "sam", env=env).ok().stdout.strip()
+    result = infrabot("token", "inspect", token_value, env=env)
+    assert result.returncode == 1, result
+    result.no_traceback()
+    assert result.text.startswith(f"invalid: issuer_not_running: issued by {urls['auth']}, a server of this "
+                     "state directory that is not running any more (no server runs from this "
+                     "state directory now); tokens are checked only while their issuer runs, "
+                     "or with INFRABOT_ISSUER set to it"), result

@@ -111,3 +111,60 @@ def test_hovering_an_edge_highlights_its_events(chromium: str, report_file: Path
     html = parse(dom).find_all("html")[0]
     assert html.attrs["data-js-errors"] == "0"
     assert html.attrs["data-probe"] == "2 true exchanged,handed_off"
+
+
+LAYOUT_PROBE = """<script>
+window.addEventListener("load", function () {
+  var out = [];
+  var cards = Array.prototype.slice.call(document.querySelectorAll(".token"));
+  cards.forEach(function (card) {
+    var pre = card.querySelector("pre");
+    if (pre.scrollWidth > pre.clientWidth + 1) out.push("cut:" + card.querySelector("h3")
+      .textContent);
+    ["ctx", "ancestors", "user_version", "registry_epoch", "revocation_url", "log_url"]
+      .forEach(function (claim) {
+        if (pre.textContent.indexOf('"' + claim + '"') < 0) out.push("missing:" + claim);
+      });
+  });
+  var rows = {};
+  cards.forEach(function (card) {
+    (rows[card.offsetTop] = rows[card.offsetTop] || []).push(card.offsetHeight);
+  });
+  Object.keys(rows).forEach(function (top) {
+    if (Math.max.apply(null, rows[top]) - Math.min.apply(null, rows[top]) > 1)
+      out.push("uneven:" + top);
+  });
+  var labels = Array.prototype.map.call(
+    document.querySelectorAll("#delegation-graph .edge .label rect"),
+    function (r) { return r.getBBox(); });
+  Array.prototype.forEach.call(document.querySelectorAll("#delegation-graph .edge path"),
+    function (path) {
+      var length = path.getTotalLength();
+      for (var i = 0; i <= 200; i++) {
+        var p = path.getPointAtLength(length * i / 200);
+        labels.forEach(function (b) {
+          if (p.x > b.x && p.x < b.x + b.width && p.y > b.y && p.y < b.y + b.height)
+            out.push("label-on-edge");
+        });
+      }
+    });
+  document.documentElement.setAttribute("data-layout", out.length + ":" +
+    Array.from(new Set(out)).join(","));
+});
+</script>"""
+
+
+@pytest.mark.parametrize("width", [1400, 800])
+def test_token_cards_show_every_claim_evenly_and_labels_stay_off_the_edges(
+        chromium: str, report_file: Path, tmp_path: Path, width: int) -> None:
+    """At a wide and a narrow window: every claim of every token card is shown and wrapped
+    (nothing cut), cards in one row are one height, and no graph label covers an edge."""
+    page = tmp_path / "layout.html"
+    page.write_text(report_file.read_text(encoding="utf-8")
+                    .replace("</body>", LAYOUT_PROBE + "</body>"), encoding="utf-8")
+    dom, console = browse(chromium, page, tmp_path / "profile", "--dump-dom",
+                          f"--window-size={width},2400")
+    assert console == []
+    html = parse(dom).find_all("html")[0]
+    assert html.attrs["data-js-errors"] == "0"
+    assert html.attrs["data-layout"] == "0:", html.attrs["data-layout"]

@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 
 from e2e._processes import Distributed
+from tests._amqp import purged_vhost
 from tests._redis import flushed_redis
 
 E2E_REDIS_DB = 14
+BROKERS = ("redis", "rabbitmq")
 DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/15"
 
 
@@ -21,11 +23,23 @@ def e2e_redis_url() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(params=BROKERS)
+def broker_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """Each broker in turn: ``None`` for Redis (the registry's Redis is the broker too), then
+    the test RabbitMQ's URL (tests/_amqp.py)."""
+    if request.param == "redis":
+        yield None
+        return
+    with purged_vhost() as url:
+        yield url
+
+
 @pytest.fixture
-def distributed(tmp_path: Path, e2e_redis_url: str) -> Iterator[Distributed]:
+def distributed(tmp_path: Path, e2e_redis_url: str,
+                broker_url: str | None) -> Iterator[Distributed]:
     """Nothing running yet: the test starts ``serve`` and the workers it needs; every process
-    is stopped by its pid at teardown."""
-    system = Distributed(tmp_path, e2e_redis_url)
+    is stopped by its pid at teardown. Runs once per broker."""
+    system = Distributed(tmp_path, e2e_redis_url, broker_url)
     try:
         yield system
     finally:

@@ -1,5 +1,6 @@
 """The distributed mode for real: ``infrabot serve`` and ``infrabot worker`` processes sharing one
-state directory and a real Redis (db 14, flushed by the ``e2e_redis_url`` fixture).
+state directory and a real Redis (db 14, flushed by the ``e2e_redis_url`` fixture), which is the
+revocation registry and, unless ``broker_url`` names RabbitMQ, the broker too.
 
 :class:`Distributed` starts them through the benchmarks' :class:`bench._procs.Processes`, which
 stops every process at teardown by pid: SIGTERM (a warm shutdown), then SIGKILL to the process
@@ -23,10 +24,11 @@ from pydantic import SecretStr
 from bench._procs import Proc, Processes
 from e2e._harness import INFRABOT, QUEUES, RUN_TIMEOUT, SECRET, clean_env, post_webhook
 from orchestrator.audit import AuditStore, contains_raw_jwt
+from orchestrator.authserver import open_registry
 from orchestrator.client import AuthClient
 from orchestrator.config import Settings
-from orchestrator.identity import client_key
 from orchestrator.runs import Run, RunStore
+from orchestrator.stack import provision_clients
 
 
 def owner_of_connection(local_port: int, pids: Iterable[int]) -> int | None:
@@ -61,6 +63,7 @@ class Distributed:
 
     root: Path
     redis_url: str
+    broker_url: str | None = None  # None: the broker is the Redis of ``redis_url``
     endpoints: dict[str, str] = field(default_factory=dict)
     processes: Processes = field(init=False)
 
@@ -76,14 +79,19 @@ class Distributed:
         return self.root / "state"
 
     @property
+    def broker(self) -> str:
+        return self.broker_url or self.redis_url
+
+    @property
     def settings(self) -> Settings:
-        return Settings(state_dir=self.state_dir, broker_url=self.redis_url,
+        return Settings(state_dir=self.state_dir, broker_url=self.broker,
                         redis_url=self.redis_url, webhook_secret=SecretStr(SECRET))
 
     def env(self, **extra: str) -> dict[str, str]:
         return clean_env(INFRABOT_STATE_DIR=str(self.state_dir),
-                         INFRABOT_BROKER_URL=self.redis_url, INFRABOT_REDIS_URL=self.redis_url,
+                         INFRABOT_BROKER_URL=self.broker, INFRABOT_REDIS_URL=self.redis_url,
                          INFRABOT_WEBHOOK_SECRET=SECRET, INFRABOT_LOG_LEVEL="WARNING",
+                         INFRABOT_AUDIT_CHECKPOINT_SECONDS="0.5",  # anchored soon after a run
                          PYTHONUNBUFFERED="1", **extra)
 
     def _start(self, name: str, args: list[str], env: dict[str, str]) -> Proc:
@@ -102,9 +110,18 @@ class Distributed:
         self.endpoints = json.loads(path.read_text())
         return self.endpoints
 
+    def provision(self, *agents: str) -> None:
+        """What `infrabot keys init` and `keys register` do for ``agents``, in the shared state
+        directory (distributed mode's serve makes no agent key)."""
+        provision_clients(self.settings, open_registry(self.settings), list(agents))
+
     def worker(self, queues: Iterable[str] = QUEUES, concurrency: int = 1,
-               timeout: float = 30.0, **env: str) -> Proc:
-        """Start ``infrabot worker`` on ``queues``; return once it consumes."""
+               timeout: float = 30.0, provision: bool = True, **env: str) -> Proc:
+        """Start ``infrabot worker`` on ``queues`` (first making and registering their agents'
+        keys, unless not ``provision``); return once it consumes."""
+        queues = list(queues)
+        if provision:
+            self.provision(*(f"agent:{q}" for q in queues))
         args = ["worker", "--queues", ",".join(queues), "--concurrency", str(concurrency),
                 "--loglevel", "INFO"]
         proc = self._start("worker", args, self.env(**env))
@@ -148,9 +165,10 @@ class Distributed:
         return run
 
     def auth_client(self, client_id: str) -> AuthClient:
-        """An authorization-server client authenticating with ``client_id``'s own key."""
-        key = client_key(self.settings.keys_dir / "clients", client_id,
-                         self.settings.signing_alg)
+        """An authorization-server client authenticating with ``client_id``'s own key (made
+        and registered in the shared state directory if it is not there yet)."""
+        [key] = provision_clients(self.settings, open_registry(self.settings),
+                                  [client_id]).values()
         return AuthClient(self.endpoints["auth"], client_id, key)
 
     def assert_logs_hold_no_token(self) -> None:

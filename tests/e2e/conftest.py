@@ -15,6 +15,6 @@ if _REPO not in sys.path:
 if getattr(sys.modules.get("mock_services"), "__file__", "") is None:
     del sys.modules["mock_services"]
 
-from e2e._fixtures import distributed, e2e_redis_url
+from e2e._fixtures import broker_url, distributed, e2e_redis_url
 
-__all__ = ["distributed", "e2e_redis_url"]
+__all__ = ["broker_url", "distributed", "e2e_redis_url"]

@@ -26,8 +26,11 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_an_unreachable_broker_fails_the_run(tmp_path: Path) -> None:
-    settings = Settings(state_dir=tmp_path, broker_url=f"redis://127.0.0.1:{_closed_port()}/0")
+@pytest.mark.parametrize("scheme", ["redis", "amqp"])
+def test_an_unreachable_broker_fails_the_run(tmp_path: Path, scheme: str) -> None:
+    url = {"redis": f"redis://127.0.0.1:{_closed_port()}/0",
+           "amqp": f"amqp://guest:guest@127.0.0.1:{_closed_port()}/ib"}[scheme]
+    settings = Settings(state_dir=tmp_path, broker_url=url)
     app: Celery = create_celery(settings)
     app.conf.broker_connection_max_retries = 0
     app.conf.broker_transport_options = {**app.conf.broker_transport_options,

@@ -28,6 +28,7 @@ from orchestrator.identity import (
     decide_root,
     mint,
 )
+from orchestrator.identity._jws import canonical
 
 NOW = 1_764_400_000
 ISSUER = "http://127.0.0.1:8700"
@@ -70,8 +71,9 @@ def sign_raw(header: dict[str, Any], payload: object, key: SigningKey, *,
     """A compact JWS built by hand: any header, any payload (object, or raw ``bytes``)."""
     body = b64(payload) if isinstance(payload, bytes) else b64json(payload)
     signing_input = f"{b64json(header)}.{body}".encode()
-    algorithm = get_default_algorithms()[alg or key.alg]
-    return f"{signing_input.decode()}.{b64(algorithm.sign(signing_input, key.private))}"
+    name = alg or key.alg
+    signature = canonical(name, get_default_algorithms()[name].sign(signing_input, key.private))
+    return f"{signing_input.decode()}.{b64(signature)}"
 
 
 def hmac_sign(header: dict[str, Any], payload: object, secret: bytes) -> str:
@@ -185,3 +187,4 @@ def issuance() -> Issuance:
 def authority(ring: KeyRing, directory: Directory, issuance: Issuance) -> Authority:
     return Authority(ring=ring, directory=directory, issuance=issuance,
                      policy=VerifierPolicy(issuer=ISSUER, allowed_algs=ALL_ALGS))
+

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +26,7 @@ from orchestrator.identity import (
     decide,
     decide_root,
     is_write,
+    mint,
 )
 
 from .conftest import (
@@ -435,3 +438,37 @@ def test_root_and_exchange_each_get_a_fresh_jti(authority: Authority) -> None:
             for _ in range(5)}
     jtis |= {root(authority).claims.jti for _ in range(5)}
     assert len(jtis) == 10
+
+
+# -- RFC 8693 section 4.1: non-identity claims inside act are ignored, never carried on -----------
+
+_IGNORED_IN_ACT = {"exp": NOW - 10_000, "nbf": NOW + 10_000, "iat": NOW + 10_000, "aud": AWS,
+                   "scope": "urn:infra:secrets:manage", "client_id": "agent:cleanup"}
+
+
+def test_non_identity_claims_inside_act_are_ignored_not_refused(authority: Authority) -> None:
+    """An expired ``exp``, a future ``nbf``, a foreign ``aud`` or a wider ``scope`` inside
+    ``act`` neither refuse the token nor count: only ``sub`` and the nesting are read."""
+    token = authority.sign(authority.payload(
+        client_id="agent:infrabot", may_act={"sub": "agent:argocd"},
+        act={"sub": "agent:infrabot", **_IGNORED_IN_ACT}))
+    claims = authority.verify(token).claims
+    assert claims.act == Actor(sub="agent:infrabot")
+    assert claims.chain() == ["agent:infrabot", "user:sam"]
+    assert claims.public_view()["act"] == {"sub": "agent:infrabot"}
+
+
+def test_ignored_act_claims_are_not_copied_into_the_exchanged_token(
+        authority: Authority) -> None:
+    inner = {"sub": "agent:infrabot", **_IGNORED_IN_ACT}
+    token = authority.sign(authority.payload(
+        client_id="agent:argocd", may_act={"sub": "agent:cleanup"},
+        scope="urn:infra:infrastructure:read",
+        act={"sub": "agent:argocd", **_IGNORED_IN_ACT, "act": inner}))
+    subject = authority.verify(token)
+    grant = decide(authority.request(subject, "agent:cleanup", resource=AWS),
+                   authority.directory, authority.issuance, now=NOW)
+    minted = mint(grant.claims, authority.key)
+    act = json.loads(base64.urlsafe_b64decode(minted.split(".")[1] + "==="))["act"]
+    assert act == {"sub": "agent:cleanup",
+                   "act": {"sub": "agent:argocd", "act": {"sub": "agent:infrabot"}}}

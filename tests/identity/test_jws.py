@@ -18,6 +18,7 @@ from orchestrator.identity import AssertionPolicy, PublicKey, make_assertion, ve
 from orchestrator.identity._jws import _ALPHABET, MalformedJWS, _strict_b64decode, sign
 from orchestrator.identity._keys import generate_private_key, signing_key_of
 
+from ._twins import twin
 from .conftest import sign_raw
 
 KEY = signing_key_of(generate_private_key("ES256"), "ES256")
@@ -64,8 +65,8 @@ def test_sign_writes_what_jwt_encode_writes(headers: dict[str, Any]) -> None:
     assert jwt.decode(ours, KEY.public.key, algorithms=["ES256"]) == payload
 
 
-def keys(issuer: str) -> PublicKey | None:
-    return KEY.public if issuer == CLIENT else None
+def keys(issuer: str) -> dict[str, PublicKey]:
+    return {KEY.kid: KEY.public} if issuer == CLIENT else {}
 
 
 def check(assertion: str) -> dict[str, Any]:
@@ -100,7 +101,7 @@ def claims(**changes: Any) -> dict[str, Any]:
 
 def test_an_assertion_pyjwt_wrote_is_accepted() -> None:
     written = jwt.encode(claims(), KEY.private, algorithm="ES256", headers={"kid": KEY.kid})
-    assert check(written)["sub"] == CLIENT
+    assert check(twin(written, high=False))["sub"] == CLIENT
     assert check(make_assertion(KEY, issuer=CLIENT, subject=CLIENT, audience=AUD,
                                 now=int(time.time())))["iss"] == CLIENT
 
@@ -166,4 +167,30 @@ def test_a_non_canonical_segment_is_malformed() -> None:
 def test_a_bad_signature_is_refused_as_such() -> None:
     other = signing_key_of(generate_private_key("ES256"), "ES256")
     forged = sign_raw({"alg": "ES256", "kid": KEY.kid}, claims(), other)
+    assert reason(forged) == "assertion_bad_signature"
+
+
+# -- ES256: one valid encoding per token (the low-S signature) ------------------------------------
+
+def test_sign_writes_only_low_s_signatures() -> None:
+    for n in range(64):
+        token = sign({"n": n}, KEY, {"kid": KEY.kid})
+        assert twin(token, high=False) == token
+
+
+def test_a_high_s_twin_of_a_valid_assertion_is_refused_as_malleable() -> None:
+    assertion = make_assertion(KEY, issuer=CLIENT, subject=CLIENT, audience=AUD,
+                               now=int(time.time()))
+    high = twin(assertion)
+    assert high != assertion
+    # the twin is a real signature over the same bytes (PyJWT accepts it), and only its form
+    # is refused
+    assert jwt.decode(high, KEY.public.key, algorithms=["ES256"], audience=AUD)["iss"] == CLIENT
+    assert reason(high) == "assertion_malleable_signature"
+    assert check(assertion)["iss"] == CLIENT
+
+
+def test_a_high_s_signature_that_does_not_verify_is_a_bad_signature() -> None:
+    other = signing_key_of(generate_private_key("ES256"), "ES256")
+    forged = twin(sign_raw({"alg": "ES256", "kid": KEY.kid}, claims(), other))
     assert reason(forged) == "assertion_bad_signature"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 
 from orchestrator.errors import InvalidToken, Unavailable
@@ -21,6 +22,7 @@ from orchestrator.identity import (
     mint,
 )
 
+from ._twins import twin
 from .conftest import ALL_ALGS, AWS, DATADOG, ISSUER, NOW, Authority
 
 
@@ -66,6 +68,24 @@ def test_every_allowed_algorithm_verifies(tmp_path: Path, authority: Authority, 
     verifier = TokenVerifier(ring.jwks(), authority.policy)
     token = mint(AccessClaims.model_validate(authority.payload()), ring.current)
     assert verifier.verify(token, audience=ISSUER, now=NOW).kid == ring.current.kid
+
+
+def test_a_high_s_twin_of_a_valid_access_token_is_refused_as_malleable(
+        authority: Authority) -> None:
+    token = mint(AccessClaims.model_validate(authority.payload()), authority.key)
+    high = twin(token)
+    assert high != token and twin(token, high=False) == token  # minted tokens are low-S
+    refused(authority, high, "malleable_signature")
+    assert authority.verify(token).claims.jti == "jti-root-0001"
+
+
+def test_a_token_signed_high_s_elsewhere_has_only_its_low_s_form_accepted(
+        authority: Authority) -> None:
+    """Another ES256 signer (PyJWT here) need not normalise S; its low-S twin is accepted."""
+    raw = jwt.encode(authority.payload(), authority.key.private, algorithm="ES256",
+                     headers={"typ": TYP, "kid": authority.key.kid})
+    refused(authority, twin(raw), "malleable_signature")
+    assert authority.verify(twin(raw, high=False)).claims.sub == "user:sam"
 
 
 @pytest.mark.parametrize("typ", ["at+jwt", "AT+JWT", "application/at+jwt"])

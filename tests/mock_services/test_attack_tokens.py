@@ -15,6 +15,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from mock_services import SERVICE_NAMES
+from orchestrator.identity._jws import sign
 from orchestrator.identity._keys import generate_private_key, signing_key_of
 
 READ = {
@@ -49,7 +50,7 @@ def claims(stack, service: str, **changes: Any) -> dict[str, Any]:
 def signed(stack, payload: dict[str, Any], **header: Any) -> str:
     key = stack.ring.current
     headers = {"typ": "at+jwt", "kid": key.kid, **header}
-    return jwt.encode(payload, key.private, algorithm="ES256", headers=headers)
+    return sign(payload, key, headers)  # as jwt.encode writes it, its signature low-S
 
 
 def hs256_with_public_key(stack, payload: dict[str, Any]) -> str:

@@ -10,7 +10,7 @@ import pytest
 from mock_services import fetch_published_keys
 from mock_services._serve import reserve
 from orchestrator.errors import Unavailable
-from orchestrator.identity import RedisRevocationStore
+from orchestrator.registry import RedisRevocationStore
 
 MONITOR = {"monitor_id": 1001}
 

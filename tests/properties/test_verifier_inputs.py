@@ -30,6 +30,7 @@ from orchestrator.identity import (
     VerifiedToken,
     mint,
 )
+from orchestrator.identity._jws import canonical
 
 from ._world import ALGS, ISSUER, NOW, policy
 
@@ -86,7 +87,7 @@ def signed_raw(header: Any, payload: Any, key: SigningKey) -> str:
     """A JWS over any JSON header and payload, signed with the real key's algorithm."""
     signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(payload).encode())}"
     signature = get_default_algorithms()[key.alg].sign(signing_input.encode(), key.private)
-    return f"{signing_input}.{b64(signature)}"
+    return f"{signing_input}.{b64(canonical(key.alg, signature))}"
 
 
 # -- any change to a valid token is refused -------------------------------------------------------

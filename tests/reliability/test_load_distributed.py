@@ -52,9 +52,10 @@ def expected_refusals(events: list[EventSpec]) -> collections.Counter[str]:
 
 def test_load_through_two_workers_loses_nothing(faulty: FaultyDistributed,
                                                 reliability_redis_url: str,
-                                                large: bool) -> None:
+                                                broker_url: str | None, large: bool) -> None:
     d = faulty
     d.redis_url = reliability_redis_url
+    d.broker_url = broker_url  # each broker in turn
     d.serve()
     d.worker()
     d.worker()
@@ -66,6 +67,7 @@ def test_load_through_two_workers_loses_nothing(faulty: FaultyDistributed,
     print(f"\nload: {report.as_dict()} in {seconds:.1f} s")
 
     assert report.unfinished == 0, d.logs()
+    assert report.lost == {}
     assert report.sent == len(events)
     assert report.accepted + sum(report.refused.values()) == report.sent
     assert report.refused == expected_refusals(events)

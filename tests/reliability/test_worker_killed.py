@@ -4,10 +4,9 @@ worker process performs the hop again, the run completes exactly once, and the r
 are replayed by the services (same task id, same Idempotency-Keys), not performed twice.
 
 The process killed is the prefork pool child executing the hop (found by the TCP connection it
-holds to the fault proxy), the realistic loss the broker can recover at once: the worker's main
-process sees the child die and requeues the message. Killing the main process instead leaves
-the message unacknowledged in Redis until the visibility timeout (120 s, a constant in
-``orchestrator.celery_app``, not a setting), too slow for this suite.
+holds to the fault proxy), the loss the worker itself recovers at once: its main process sees
+the child die and requeues the message. Killing the main process too is test_worker_lost.py.
+Runs on both brokers.
 """
 
 from __future__ import annotations

@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from orchestrator._words import plural
 from orchestrator.cli._check import check
+from orchestrator.scenarios import ScenarioResult, summary_line
 
 ALEX_EXPECTS_SUCCESS = """\
 name: alex-expects-success
@@ -122,3 +124,14 @@ def test_keep_leaves_the_runs_for_runs_show(checked: dict[str, Any]) -> None:
         assert len(rows) == 1
         users += rows
     assert sorted(users) == ["user:alex", "user:sam", "user:sam"]
+
+
+
+def test_the_summary_line_counts_in_the_singular_for_one() -> None:
+    one = ScenarioResult(name="one", path="one.yaml", error="could not run")
+    assert summary_line([one], 0.5) == ("1 scenario: 0 passed, 0 failed, 1 could not run"
+                                        " · 0 expectations, 0 mismatched · 0.5 s")
+    assert [plural(n, "scenario") for n in (0, 1, 2)] == ["0 scenarios", "1 scenario",
+                                                           "2 scenarios"]
+    assert (plural(1, "query", "queries"), plural(3, "query", "queries")) == \
+        ("1 query", "3 queries")

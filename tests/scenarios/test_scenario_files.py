@@ -122,3 +122,13 @@ def test_naming_the_workflow_the_event_starts_anyway_shares_the_system(
     keys = {sandbox_for(load_scenario(p, directory, shipped_workflows).scenario,
                         shipped_workflows).key for p in (named, plain)}
     assert len(keys) == 1
+
+
+def test_a_creator_is_a_deployment_s_only(tmp_path: Path, directory: Directory,
+                                          shipped_workflows: dict[str, Workflow]) -> None:
+    path = write(tmp_path, "creator.yaml", "name: creator\nevent:\n  type: workflow_run\n"
+                 "  user: sam\n  environment: prod\n  creator: sam\nexpect: {status: denied}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_scenario(path, directory, shipped_workflows)
+    assert "creator is a deployment's; a workflow_run has none" in str(caught.value)
+    assert str(caught.value).startswith(f"{path}:")

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from orchestrator.audit import AuditStore
+from orchestrator.audit import AuditKeys, AuditStore, Checkpointer
+from orchestrator.audit._keys import PUBLIC_FILE
 from orchestrator.runs import RunStore
 from tests._postgres import fresh_schema
 from tests.audit.conftest import record
@@ -37,17 +39,25 @@ def _no_store_files(root: Path) -> None:
 
 def test_audit_and_runs_commands_read_the_database(url: str, env: dict[str, str],
                                                    tmp_path: Path) -> None:
+    keys = AuditKeys.open(tmp_path / "keys", "ES256", now=int(time.time()))
     with AuditStore(url, writer="svc") as audit:
+        checkpointer = Checkpointer(audit, keys, every_records=2, every_seconds=60,
+                                    clock=time.time)
+        audit.on_append(checkpointer.appended)
         for i in range(3):
             audit.append(record(resource=f"r-{i}"))
+        checkpointer.close()
     with RunStore(url) as runs:
         runs.create("run-1", workflow="post-deploy", event=Origin())
         runs.add_event("run-1", "started", None, {"delivery": "d-1"})
         runs.finish("run-1", "succeeded", "ok")
     queried = infrabot("audit", "query", "--json", env=env, cwd=tmp_path).ok().json()
     assert [item["resource"] for item in queried] == ["r-0", "r-1", "r-2"]
-    assert infrabot("audit", "verify", env=env, cwd=tmp_path).ok().stdout == \
-        "audit trail intact: 3 records from 1 writers\n"
+    verified = infrabot("audit", "verify", "--keys", str(tmp_path / "keys" / PUBLIC_FILE),
+                        env=env, cwd=tmp_path).ok().stdout.splitlines()
+    assert verified[0].startswith("writer svc: 3 records; seq 1-3 anchored by checkpoint 2 (")
+    assert verified[1] == ("audit trail intact and anchored: 3 records from 1 writers, "
+                           "2 checkpoints")
     exported = infrabot("audit", "export", "--format", "ocsf", env=env, cwd=tmp_path).ok()
     assert len(exported.stdout.splitlines()) == 3
     listed = infrabot("runs", "list", "--json", env=env, cwd=tmp_path).ok().json()
@@ -77,11 +87,14 @@ def test_simulate_on_another_host_waits_for_its_run_in_the_database(
     with serving(served, clean_env(INFRABOT_DATABASE_URL=url,
                                    INFRABOT_STATE_DIR=str(served))) as urls:
         port = urls["webhooks"].rsplit(":", 1)[1]
-        simulator = {**env, "INFRABOT_WEBHOOKS_PORT": port}
+        secret = (served / "webhook_secret").read_text().strip()  # given to the sender
+        simulator = {**env, "INFRABOT_WEBHOOKS_PORT": port, "INFRABOT_WEBHOOK_SECRET": secret}
         summary = infrabot("simulate", "deploy", "--user", "sam", "--json", env=simulator,
                            cwd=tmp_path, timeout=90).ok().json()
         assert summary["statuses"] == {"succeeded": 1}
-        assert "intact" in infrabot("audit", "verify", env=simulator, cwd=tmp_path).ok().stdout
+        trusted = served / "keys" / "audit" / PUBLIC_FILE  # exported from serve's host
+        assert "intact and anchored" in infrabot("audit", "verify", "--keys", str(trusted),
+                                                 env=simulator, cwd=tmp_path).ok().stdout
     _no_store_files(tmp_path)
 
 
@@ -109,7 +122,8 @@ def _free_port() -> int:
                                      ("serve", "--port-base", "0")])
 def test_an_unreachable_database_is_one_line(command: tuple[str, ...], tmp_path: Path) -> None:
     url = f"postgresql://postgres:s3cret@127.0.0.1:{_free_port()}/ib_down"
-    env = clean_env(INFRABOT_DATABASE_URL=url, INFRABOT_STATE_DIR=str(tmp_path / "s"))
+    env = clean_env(INFRABOT_DATABASE_URL=url, INFRABOT_STATE_DIR=str(tmp_path / "s"),
+                    INFRABOT_WEBHOOK_SECRET="a-sender-secret-of-32-characters-or-more")
     line = infrabot(*command, env=env, cwd=tmp_path).error_line()
     assert "cannot reach the database at postgresql://postgres@127.0.0.1:" in line
     assert "(INFRABOT_DATABASE_URL)" in line and "s3cret" not in line

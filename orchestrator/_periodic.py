@@ -1,0 +1,34 @@
+"""A background thread that calls one function every few seconds while a ``with`` block runs:
+the run deadline's sweeps and the audit checkpointer's ticks."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from orchestrator._log import get_logger
+
+
+@contextmanager
+def periodic(call: Callable[[], object], every: float, *, name: str, failure_event: str
+             ) -> Iterator[None]:
+    """Call ``call`` every ``every`` seconds on a daemon thread named ``name``; a call that
+    raises is logged as ``failure_event`` and the next tick tries again. Stops (joining the
+    thread for up to 10 s) when the block ends."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(every):
+            try:
+                call()
+            except Exception:  # noqa: BLE001 - the thread must outlive a bad tick
+                get_logger().exception(failure_event)
+
+    thread = threading.Thread(target=loop, name=name, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(10)

@@ -1,0 +1,85 @@
+"""The broker settings as the workers get them, and the shipped systemd units.
+
+RabbitMQ (production): durable agent queues, persistent messages, publisher confirms, late
+acknowledgement, prefetch 1. Redis: the patched transport (``orchestrator._redis_broker``), the
+configured visibility timeout, and a sweep for expired hops every 5 s on every call. A URL that
+names no broker is refused at start-up with one line naming the variable.
+"""
+
+from __future__ import annotations
+
+import configparser
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from e2e._harness import INFRABOT, REPO, clean_env
+from pydantic import ValidationError
+
+from orchestrator.celery_app import RESTORE_INTERVAL, create_celery
+from orchestrator.config import Settings
+
+AGENT_QUEUES = ("infrabot", "argocd", "cleanup")
+DEPLOY = REPO / "deploy"
+
+
+def test_rabbitmq_gets_durable_queues_persistent_messages_and_confirms(tmp_path: Path) -> None:
+    app = create_celery(Settings(state_dir=tmp_path, broker_url="amqp://guest:guest@h:5672/v"))
+    conf = app.conf
+    assert (conf.task_acks_late, conf.task_reject_on_worker_lost,
+            conf.worker_prefetch_multiplier) == (True, True, 1)
+    assert conf.task_default_delivery_mode == "persistent"
+    assert conf.broker_transport_options == {"confirm_publish": True}
+    assert conf.broker_connection_max_retries is None  # a worker waits for its broker
+    with app.connection_for_write() as connection:
+        assert connection.transport_cls == "amqp"
+    for queue in AGENT_QUEUES:
+        declared = app.amqp.queues[queue]
+        assert declared.durable and not declared.auto_delete and declared.exchange.durable
+
+
+def test_redis_gets_the_patched_transport_and_a_frequent_sweep(tmp_path: Path) -> None:
+    settings = Settings(state_dir=tmp_path, broker_url="redis://127.0.0.1:1/0",
+                        visibility_timeout_seconds=75)
+    app = create_celery(settings)
+    assert app.conf.broker_transport_options == {
+        "visibility_timeout": 75, "unacked_restore_interval": RESTORE_INTERVAL,
+        "unacked_restore_throttle": 1, "socket_timeout": 5, "socket_connect_timeout": 5}
+    with app.connection_for_write() as connection:
+        assert connection.transport.__class__.__module__ == "orchestrator._redis_broker"
+        assert connection.transport.Channel.__module__ == "orchestrator._redis_broker"
+
+
+def test_a_url_that_names_no_broker_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="not a broker URL: use amqp:// "):
+        Settings(broker_url="kafka://127.0.0.1:9092")
+    result = subprocess.run([str(INFRABOT), "worker", "--state-dir", str(tmp_path)],
+                            env=clean_env(INFRABOT_BROKER_URL="kafka://127.0.0.1:9092"),
+                            capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == ("Error: bad setting INFRABOT_BROKER_URL: not a broker URL: use "
+                             "amqp:// (RabbitMQ), redis:// or memory://\n")
+
+
+@pytest.mark.parametrize("unit", ["infrabot-serve.service", "infrabot-worker@.service"])
+def test_the_shipped_units_always_restart(unit: str) -> None:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read(DEPLOY / unit)
+    service = parser["Service"]
+    assert service["Restart"] == "always"
+    assert parser["Unit"]["StartLimitIntervalSec"] == "0"  # never gives up
+    assert service["EnvironmentFile"] == "/etc/infrabot/infrabot.env"
+    command = service["ExecStart"].split()
+    assert command[0].endswith("/infrabot") and command[1] in ("serve", "worker")
+    options = [arg for arg in command[2:] if arg.startswith("--")]
+    usage = subprocess.run([str(INFRABOT), command[1], "--help"], capture_output=True,
+                           text=True, timeout=60, env=clean_env()).stdout
+    assert all(option in usage for option in options), (options, usage)
+    if shutil.which("systemd-analyze"):
+        verify = subprocess.run(["systemd-analyze", "verify", str(DEPLOY / unit)],
+                                capture_output=True, text=True, timeout=60)
+        problems = [line for line in verify.stderr.splitlines()
+                    if "is not executable" not in line]  # /opt/infrabot is not installed here
+        assert problems == []

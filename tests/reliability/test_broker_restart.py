@@ -1,0 +1,93 @@
+"""The broker restarted under a hop in flight: the worker survives, reconnects, keeps consuming.
+
+Issue 20, fault 1: a Redis restart while a worker was mid-hop stopped that worker for good with
+``Unrecoverable error: AttributeError("'NoneType' object has no attribute 'hostname'")``, kombu
+5.7.0's Redis transport closing a channel twice (see ``orchestrator._redis_broker``). It needs a
+BRPOP in flight when Redis goes, so the worker runs two pool processes: one holds the stalled
+hop, the consumer polls for the second slot. Without the fix this test failed in 2 of 2 runs.
+
+Redis only: the machine's RabbitMQ is shared and is not restarted by the tests (a RabbitMQ
+broker keeps durable queues and persistent messages across its restarts; docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+from collections.abc import Callable
+
+import pytest
+from e2e._harness import RUN_TIMEOUT, accepted_run_id, deployment
+from kombu import Connection, Queue
+from kombu.message import Message
+
+from orchestrator._redis_broker import Transport
+from reliability._checks import wait_all_terminal
+from reliability._faultproxy import FaultProxy
+from reliability._redis_server import RedisServer
+from reliability._system import FaultyDistributed
+
+pytestmark = pytest.mark.redis
+CREATE_TAGS = "/ec2/CreateTags"
+DEADLINE = 15
+CONNECTED = "Connected to "
+
+
+def wait_for_output(output: Callable[[], str], text: str, count: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while output().count(text) < count:
+        assert time.monotonic() < deadline, f"{text!r} not seen {count} times"
+        time.sleep(0.1)
+
+
+def test_redis_restart_under_a_hop_in_flight_keeps_the_worker(
+        faulty: FaultyDistributed, own_redis: RedisServer) -> None:
+    d = faulty
+    d.redis_url = own_redis.url(0)
+    d.extra_env = {"INFRABOT_RUN_DEADLINE_SECONDS": str(DEADLINE)}
+    d.serve()
+    with FaultProxy() as proxy:
+        stall = proxy.stall(CREATE_TAGS)  # ArgoCD's hop is mid-call when Redis goes
+        worker = d.worker(HTTP_PROXY=proxy.url, concurrency=2)
+        in_flight = accepted_run_id(d.webhook(deployment("sam")))
+        assert stall.stalled.wait(RUN_TIMEOUT), d.logs()
+        own_redis.stop(signal.SIGKILL)  # a crash: Redis kept nothing
+        stall.release()  # the hop goes on without its broker
+        time.sleep(2.0)
+        own_redis.start()
+
+        wait_for_output(worker.output, CONNECTED, 2, timeout=30)  # reconnected
+        after = accepted_run_id(d.webhook(deployment("sam")))
+        runs = wait_all_terminal(d, [in_flight, after], timeout=DEADLINE + 30)
+
+    assert worker.alive(), d.logs()
+    assert "Unrecoverable error" not in worker.output()
+    # The same worker process consumed the run sent after the restart.
+    assert (runs[after].status, runs[after].reason) == ("succeeded", "ok"), d.logs()
+    # The hop in flight lost its message with the unpersisted Redis: its run still ended.
+    assert runs[in_flight].status in ("succeeded", "failed"), runs[in_flight]
+
+
+def test_a_channel_left_without_its_connection_raises_a_connection_error(
+        own_redis: RedisServer) -> None:
+    """The state the worker reached: a message received on a channel whose pools were dropped
+    and whose transport was detached. Acknowledging it must fail as a connection error (which
+    Celery logs and survives), never as AttributeError (which stopped the worker)."""
+    connection = Connection(own_redis.url(0), transport=Transport)
+    queue = Queue("t")
+    with connection.Producer() as producer:
+        producer.publish({"hop": 1}, routing_key="t", declare=[queue])
+    received: list[Message] = []
+    consumer = connection.Consumer(queue, callbacks=[lambda _, m: received.append(m)])
+    consumer.consume()
+    connection.drain_events(timeout=2)
+    channel = received[0].channel
+    with pytest.raises(socket.timeout):
+        connection.drain_events(timeout=0.2)  # a BRPOP in flight
+    own_redis.stop(signal.SIGKILL)
+    connection.collect(socket_timeout=0.1)
+    connection.close()
+    channel._disconnect_pools()
+    with pytest.raises(connection.connection_errors):
+        received[0].reject(requeue=False)
