@@ -97,10 +97,7 @@ class RunStore(SQLiteFile):
         now = self._clock()
         with self._write() as conn:
             self._require(conn, run_id)
-            seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run_id = ?",
-                               (run_id,)).fetchone()[0]
-            conn.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)",
-                         (run_id, seq, format_time(now), kind, agent, text))
+            seq = append_event(conn, run_id, format_time(now), kind, agent, text)
         return RunEvent(run_id=run_id, seq=seq, time=now, kind=kind,
                         agent=agent, detail=json.loads(text))
 
@@ -134,10 +131,7 @@ class RunStore(SQLiteFile):
                 (status, reason, now, run_id))
             if cursor.rowcount != 1:
                 return False
-            seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run_id = ?",
-                               (run_id,)).fetchone()[0]
-            conn.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)",
-                         (run_id, seq, now, "finished", agent, detail))
+            append_event(conn, run_id, now, "finished", agent, detail)
             return True
 
     def get(self, run_id: str) -> Run | None:
@@ -260,6 +254,17 @@ class RunStore(SQLiteFile):
             except BaseException:
                 _rollback(conn)
                 raise
+
+
+def append_event(conn: sqlite3.Connection, run_id: str, when: str, kind: str,
+                 agent: str | None, detail: str) -> int:
+    """Append one event (``detail`` already checked) inside the caller's write transaction;
+    its ``seq``."""
+    seq: int = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run_id = ?",
+                            (run_id,)).fetchone()[0]
+    conn.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)",
+                 (run_id, seq, when, kind, agent, detail))
+    return seq
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
