@@ -7,6 +7,16 @@ for the orchestrator, Celery workers and the CLI at once. Events never hold a to
 ``infrabot runs show`` and ``infrabot runs list``.
 """
 
+from orchestrator.runs._journal import (
+    DELIVERY_STEP,
+    STOPS,
+    HopJournal,
+    Resume,
+    StepConflict,
+    StepRecord,
+    idempotency_key,
+    resume_point,
+)
 from orchestrator.runs._model import (
     EVENT_KINDS,
     STATUSES,
@@ -20,24 +30,14 @@ from orchestrator.runs._model import (
     RunStatus,
     UnknownRun,
 )
-from orchestrator.runs._journal import (
-    DELIVERY_STEP,
-    STOPS,
-    HopJournal,
-    Resume,
-    StepConflict,
-    StepRecord,
-    idempotency_key,
-    resume_point,
-)
 from orchestrator.runs._render import render_run, render_runs, summarize
 from orchestrator.runs._store import RunStore
 
 __all__ = [
     "DELIVERY_STEP",
-    "STOPS",
     "EVENT_KINDS",
     "STATUSES",
+    "STOPS",
     "TERMINAL_STATUSES",
     "EventKind",
     "HopJournal",

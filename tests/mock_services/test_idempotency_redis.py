@@ -52,7 +52,8 @@ def producer(status: int, body: bytes, runs: list[int]) -> Callable[[], Awaitabl
 def send(cache: IdempotencyCache, status: int = 201, body: bytes = b'{"id": 1}',
          print_: str = PRINT, runs: list[int] | None = None,
          principal: str = SAM) -> tuple[Response, bool]:
-    return asyncio.run(cache.run(principal, KEY, print_, producer(status, body, [] if runs is None else runs)))
+    produce = producer(status, body, [] if runs is None else runs)
+    return asyncio.run(cache.run(principal, KEY, print_, produce))
 
 
 def test_a_restarted_service_replays_the_original_answer_and_acts_once(
