@@ -38,7 +38,7 @@ def hop_task_id(run_id: str, agent: str) -> str:
 
 def backoff(retries: int) -> float:
     """Exponential backoff with full jitter: ~0.2 s, 0.4 s, 0.8 s ... capped at 5 s."""
-    return float(min(5.0, 0.2 * 2**retries) * random.uniform(0.5, 1.0))
+    return float(min(5.0, 0.2 * 2**retries) * random.uniform(0.5, 1.0))  # noqa: S311
 
 
 def enqueue(app: Celery, agent: str, run_id: str, workflow: str, token: str, scope: str,
@@ -68,7 +68,7 @@ def _run_hop(task: Task, app: Celery, settings: Settings, agent: str, run_id: st
                                                           "in_seconds": round(delay, 2)})
             log.info("hop_retrying", reason=exc.reason, attempt=attempt)
             raise task.retry(countdown=delay, max_retries=MAX_RETRIES) from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a bug must still end the run, never strand it
         log.exception("hop_crashed")
         outcome = HopOutcome("failed", f"{agent}: internal error ({type(exc).__name__})")
     if outcome.status == "handed_off":
