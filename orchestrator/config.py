@@ -90,6 +90,14 @@ class Settings(BaseSettings):
                                          "work it queued was lost (e.g. an unpersisted broker "
                                          "restarted). Default: past any root token's lifetime "
                                          "plus a hop's time limit.")
+    idempotency_ttl_seconds: int = Field(
+        86400, ge=60, le=30 * 86400,
+        description="How long a service keeps the answer to a request made under an "
+                    "Idempotency-Key: a retry within it gets that answer (same status and "
+                    "body) and changes nothing. Kept in Redis (redis_url) with this expiry, so "
+                    "a serve restart keeps them and Redis memory stays bounded (about 1 KB an "
+                    "answer); in process otherwise. Must outlast a run's retries "
+                    "(run_deadline_seconds).")
     revocation_stale_seconds: int = Field(
         0, ge=0, le=60, description="How long a service may cache a 'not revoked' answer."
     )
@@ -125,6 +133,9 @@ class Settings(BaseSettings):
             raise ValueError("signing_alg must be one of allowed_algs")
         if self.root_token_ttl_seconds < self.token_ttl_seconds:
             raise ValueError("root_token_ttl_seconds must be >= token_ttl_seconds")
+        if self.idempotency_ttl_seconds < self.run_deadline_seconds:
+            raise ValueError("idempotency_ttl_seconds must be >= run_deadline_seconds: a run's "
+                             "retry must still find its first answer")
         return self
 
     @field_validator("database_url")

@@ -1,9 +1,11 @@
-"""The run log schema (version 2), created idempotently by every store that opens the file.
+"""The run log schema (version 3), created idempotently by every store that opens the file.
 
-Four tables: ``runs`` (one row per run, its status and origin), ``events`` (the log, numbered per
-run), ``hops`` (one row per completed agent hop: the idempotency guard across redelivery) and
+Five tables: ``runs`` (one row per run, its status and origin), ``events`` (the log, numbered per
+run), ``hops`` (one row per completed agent hop: the idempotency guard across redelivery),
 ``deliveries`` (the CI deliveries received in the last day: the webhook receiver's replay guard
-that survives restarts; added in version 2, so a version 1 file gains it when opened).
+that survives restarts; added in version 2, so a version 1 file gains it when opened) and
+``journal`` (each hop's steps and hand-offs, recorded before and after they act; see
+:mod:`orchestrator.runs._journal`; added in version 3, so an older file gains it when opened).
 Times are fixed-width UTC text, so text order is time order.
 
 The same DDL serves SQLite and PostgreSQL. ``"user"`` is quoted everywhere (a reserved word in
@@ -18,7 +20,7 @@ from datetime import UTC, datetime
 
 from orchestrator.db import Dialect, Schema
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 RUN_COLUMNS = (
@@ -73,6 +75,18 @@ _STATEMENTS = (
         received_at TEXT NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS deliveries_received ON deliveries (received_at)",
+    """CREATE TABLE IF NOT EXISTS journal (
+        run_id TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        step INTEGER NOT NULL,
+        action TEXT NOT NULL,
+        state TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL,
+        reason TEXT,
+        attempts INTEGER NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (run_id, agent, step)
+    )""",
 )
 
 

@@ -110,9 +110,7 @@ class RunStore(Store):
         now = self._clock()
         with self._write() as tx:
             self._require(tx, run_id)
-            tx.lock(f"run:{run_id}")
-            seq = tx.execute(_NEXT_SEQ, (run_id,)).fetchone()[0]
-            tx.execute(_INSERT_EVENT, (run_id, seq, format_time(now), kind, agent, text))
+            seq = append_event(tx, run_id, format_time(now), kind, agent, text)
         return RunEvent(run_id=run_id, seq=seq, time=now, kind=kind,
                         agent=agent, detail=json.loads(text))
 
@@ -147,8 +145,7 @@ class RunStore(Store):
                 (status, reason, now, run_id))
             if cursor.rowcount != 1:
                 return False
-            seq = tx.execute(_NEXT_SEQ, (run_id,)).fetchone()[0]
-            tx.execute(_INSERT_EVENT, (run_id, seq, now, "finished", agent, detail))
+            append_event(tx, run_id, now, "finished", agent, detail)
         for hook in self._finish_hooks:
             hook(run_id)
         return True
@@ -253,6 +250,16 @@ class RunStore(Store):
     def _read(self) -> AbstractContextManager[Transaction]:
         """One read transaction: a consistent snapshot of the run and its events."""
         return self._db.transaction(write=False)
+
+
+def append_event(tx: Transaction, run_id: str, when: str, kind: str, agent: str | None,
+                 detail: str) -> int:
+    """Append one event (``detail`` already checked) inside the caller's write transaction;
+    its ``seq``. Takes the run's lock: events are numbered per run, by every process."""
+    tx.lock(f"run:{run_id}")
+    seq: int = tx.execute(_NEXT_SEQ, (run_id,)).fetchone()[0]
+    tx.execute(_INSERT_EVENT, (run_id, seq, when, kind, agent, detail))
+    return seq
 
 
 def _run(row: tuple[Any, ...], events: builtins.list[tuple[Any, ...]]) -> Run:

@@ -11,6 +11,7 @@ import pytest
 
 from orchestrator.errors import Unavailable
 from orchestrator.runs import RunStore
+from orchestrator.runs._schema import SCHEMA_VERSION
 
 from .conftest import Clock, Origin, at_once
 
@@ -86,5 +87,5 @@ def test_a_version_1_run_log_gains_the_table_and_keeps_its_runs(
         assert store.get("run-kept") is not None
         assert store.claim_delivery("d-1", ttl=DAY) is True
     with sqlite3.connect(db) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     conn.close()

@@ -17,11 +17,14 @@ import psycopg
 import pytest
 
 from orchestrator.audit import AuditRecord, AuditStore
+from orchestrator.audit._schema import SCHEMA_VERSION as AUDIT_VERSION
 from orchestrator.errors import ConfigError
 from orchestrator.runs import RunStore
+from orchestrator.runs._schema import SCHEMA_VERSION as RUNS_VERSION
 from tests._postgres import fresh_schema, server_url
 
-OPENERS = [(AuditStore, "audit database", "audit", 1), (RunStore, "run log", "runs", 2)]
+OPENERS = [(AuditStore, "audit database", "audit", AUDIT_VERSION),
+           (RunStore, "run log", "runs", RUNS_VERSION)]
 
 
 @pytest.fixture
@@ -54,7 +57,7 @@ def test_a_newer_schema_is_refused_and_left_as_it_is(url: str, opener: type, wha
 def test_both_stores_share_one_database(url: str) -> None:
     AuditStore(url).close()
     RunStore(url).close()
-    assert (_version(url, "audit"), _version(url, "runs")) == (1, 2)
+    assert (_version(url, "audit"), _version(url, "runs")) == (AUDIT_VERSION, RUNS_VERSION)
 
 
 def _free_port() -> int:
