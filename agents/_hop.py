@@ -154,7 +154,8 @@ class _Hop:
                                        event=("called", detail)):
                 self._follow(self._record(index))
             return
-        status: Literal["denied", "failed"] = "denied" if response.status_code in (401, 403) else "failed"
+        status: Literal["denied", "failed"] = ("denied" if response.status_code in (401, 403)
+                                               else "failed")
         text = f"{self.agent} {action.audit_action} at {action.service}: " \
                f"{response.status_code} ({reason})"
         self.journal.finish(self.run.run_id, self.agent, index, status, reason=text,

@@ -25,8 +25,17 @@ if __package__ in (None, ""):  # `python bench/run.py`: import the package, not 
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
     sys.path.insert(0, _repo)
 
-from bench import (audit, audit_postgres, depth, end_to_end, enforcement, exchange, memory, replay,
-                   stores)
+from bench import (
+    audit,
+    audit_postgres,
+    depth,
+    end_to_end,
+    enforcement,
+    exchange,
+    memory,
+    replay,
+    stores,
+)
 from bench._cluster import redis_answers
 from bench._postgres import DEFAULT_DATABASE_URL, answers
 from bench._report import Table, append, environment, section

@@ -24,7 +24,6 @@ from orchestrator.audit import (
     AuditKeys,
     AuditStore,
     StoredRecord,
-    TrailReport,
     check_trail,
     public_document,
     render_table,

@@ -13,10 +13,10 @@ from typing import Any
 from mock_services.catalog import build_request
 from orchestrator.audit import AuditStore, StoredRecord
 from orchestrator.ci import DELIVERY_HEADER, ROUTE, build_deployment_event, webhook_key
+from orchestrator.demo._audit_attack import rewrite_a_copy, shown
 from orchestrator.errors import OAuthError
 from orchestrator.identity import AccessClaims, Actor, Context, MayAct, mint, new_jti
 from orchestrator.identity._keys import generate_private_key, signing_key_of
-from orchestrator.demo._audit_attack import rewrite_a_copy, shown
 from orchestrator.system import System
 from orchestrator.workflows import required_scopes
 

@@ -10,6 +10,7 @@ checkpoints along (delete them, re-sign them with their own key, edit their rows
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import threading
 import time
@@ -374,6 +375,6 @@ def test_concurrent_writers_number_checkpoints_without_gaps(target: Path | str, 
         for store in stores:
             store.close()
     assert [c.number for c in rows] == list(range(1, 41))
-    assert all(later.prev == earlier.hash for earlier, later in zip(rows, rows[1:]))
+    assert all(later.prev == earlier.hash for earlier, later in itertools.pairwise(rows))
     trail = report(target, keys_dir)
     assert trail.ok and trail.checkpoints == 40 and trail.unanchored == 0

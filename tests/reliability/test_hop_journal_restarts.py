@@ -179,7 +179,7 @@ def test_serve_restarted_between_a_call_and_its_recording(distributed: Distribut
         run, records = finished_once(d, run_id)
         assert [(s.request_id, s.status, s.stalled) for s in proxy.answered(COMMENTS)] == \
             [(f"{run_id}.infrabot.2", 201, True), (f"{run_id}.infrabot.2", 201, False)]
-        assert_after_fault(d, {run_id: run}, proxy)
+        assert_after_fault(d, {run_id: run}, proxy, writer_killed=True)  # the first serve
 
     assert [r["reason"] for r in events_of(run, "retrying")] == ["github_unreachable"]
     assert calls(run, "agent:infrabot") == [("metrics:query", False), ("pr:read", False),
