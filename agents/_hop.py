@@ -3,8 +3,14 @@
 For each step: exchange the token it was handed for a narrow token for that step's service and
 scope (RFC 8693, ``resource`` = the service), call the service with it, and record what happened.
 Then exchange for a hand-off token for the next agent (``audience`` = that agent). The agent
-authenticates every exchange with its own key. Service calls carry an ``Idempotency-Key`` derived
-from the task id, so a redelivered hop changes nothing twice.
+authenticates every exchange with its own key.
+
+Every step is journaled (:mod:`orchestrator.runs._journal`, docs/journal.md): recorded as
+started, with its ``Idempotency-Key`` (from run, agent and step), before its call, and its
+outcome after. A redelivered or retried hop resumes at the first step without an outcome and
+repeats the one whose outcome is in doubt only under its recorded key; a recorded denial is the
+hop's outcome again, never retried. The hand-off takes a journaled generation before it is
+published, and a hop handed an older generation than the journal's does nothing.
 
 Denials are permanent and end the run; transient faults raise
 :class:`~orchestrator.errors.TransientError` for the task to retry. No token is returned in
@@ -25,7 +31,14 @@ from agents._runtime import AgentRuntime
 from mock_services.catalog import CATALOG, build_request
 from orchestrator.client import reason_of
 from orchestrator.errors import InvalidRequest, OAuthError, Unavailable
-from orchestrator.runs import Run
+from orchestrator.runs import (
+    STOPS,
+    HopJournal,
+    Run,
+    StepConflict,
+    StepRecord,
+    resume_point,
+)
 from orchestrator.workflows import Workflow, downstream_scopes
 
 Status = Literal["handed_off", "succeeded", "denied", "failed", "expired", "duplicate"]
@@ -39,6 +52,7 @@ class HopOutcome:
     next_agent: str | None = None
     next_token: str | None = None
     next_scope: str | None = None
+    generation: int = 0  # the hand-off's journaled generation, for the next task's message
 
     def __repr__(self) -> str:  # never shows the token
         return f"HopOutcome({self.status!r}, {self.reason!r}, next={self.next_agent!r})"
@@ -67,30 +81,42 @@ class _Stop(Exception):
         self.outcome = outcome
 
 
+def _stopped(record: StepRecord) -> _Stop:
+    """The hop's outcome a recorded stop implies, exactly as it was recorded."""
+    return _Stop(HopOutcome(record.state, record.reason or record.state))  # type: ignore[arg-type]
+
+
+# A service that has this key's first request in flight (another copy of the hop, or a
+# service process that died mid-request): not an answer, so the step stays in doubt.
+_IN_FLIGHT = "idempotency_key_in_use"
+
+
 @dataclass
 class _Hop:
     rt: AgentRuntime
     run: Run
     workflow: Workflow
     agent: str
-    task_id: str
     mode: str
+    journal: HopJournal
 
     def event(self, kind: str, detail: dict[str, Any]) -> None:
         self.rt.runs.add_event(self.run.run_id, kind, self.agent, detail)
 
-    def exchange(self, token: str, *, what: str, **target: str) -> dict[str, Any]:
+    def exchange(self, token: str, *, step: int, what: str, **target: str) -> dict[str, Any]:
+        """A token for step ``step``; a refusal is journaled as that step's outcome."""
         start = time.perf_counter()
         try:
             result = self.rt.auth(self.agent).exchange(token, **target)
         except OAuthError as exc:
-            self.event("exchange_denied", {"for": what, "requested": target.get("scope"),
-                                           "error": exc.code, "reason": exc.reason,
-                                           "ms": _ms(start)})
             expired = isinstance(exc, InvalidRequest) and exc.reason == "token_expired"
-            raise _Stop(HopOutcome("expired" if expired else "denied",
-                                   f"{self.agent} exchange for {what}: {exc.code} ({exc.reason})")
-                        ) from exc
+            detail = {"for": what, "requested": target.get("scope"), "error": exc.code,
+                      "reason": exc.reason, "ms": _ms(start)}
+            record = self.journal.stop(
+                self.run.run_id, self.agent, step, what, "expired" if expired else "denied",
+                reason=f"{self.agent} exchange for {what}: {exc.code} ({exc.reason})",
+                event=("exchange_denied", detail))
+            raise _stopped(record) from exc
         self.event("exchanged", {"for": what, "requested": target.get("scope"),
                                  "granted": result.get("scope"),
                                  "expires_in": result.get("expires_in"),
@@ -99,9 +125,15 @@ class _Hop:
         return result
 
     def call(self, index: int, action_name: str, params: dict[str, Any], token: str) -> None:
+        """Journal the step as started (its key), call, journal the outcome with its event."""
         action = CATALOG[action_name]
         method, path, query, body = build_request(action_name, params)
-        key = f"{self.task_id}.{index}"
+        try:
+            key = self.journal.start(self.run.run_id, self.agent, index,
+                                     action_name).idempotency_key
+        except StepConflict as conflict:  # a copy of this hop recorded it meanwhile
+            self._follow(conflict.record)
+            return
         headers = {"Authorization": f"Bearer {token}", "X-Request-Id": key}
         if action.mutating:
             headers["Idempotency-Key"] = key
@@ -112,20 +144,36 @@ class _Hop:
         except httpx.TransportError as exc:
             raise Unavailable(f"{action.service} unreachable: {type(exc).__name__}",
                               reason=f"{action.service}_unreachable") from exc
-        if response.status_code >= 500:
+        reason = reason_of(response)
+        if response.status_code >= 500 or reason == _IN_FLIGHT:
             raise Unavailable(f"{action.service} answered {response.status_code}",
                               reason=f"{action.service}_http_{response.status_code}")
-        reason = reason_of(response)
         allowed = response.status_code < 400
-        self.event("called" if allowed else "call_denied", {
-            "service": action.service, "action": action.audit_action, "method": method,
-            "path": path, "status": response.status_code, "reason": reason,
-            "replayed": response.headers.get("Idempotent-Replayed") == "true",
-            "ms": _ms(start)})
-        if not allowed:
-            status: Status = "denied" if response.status_code in (401, 403) else "failed"
-            raise _Stop(HopOutcome(status, f"{self.agent} {action.audit_action} at "
-                                           f"{action.service}: {response.status_code} ({reason})"))
+        detail = {"service": action.service, "action": action.audit_action, "method": method,
+                  "path": path, "status": response.status_code, "reason": reason,
+                  "replayed": response.headers.get("Idempotent-Replayed") == "true",
+                  "ms": _ms(start)}
+        if allowed:
+            if not self.journal.finish(self.run.run_id, self.agent, index, "done", reason=None,
+                                       event=("called", detail)):
+                self._follow(self._record(index))
+            return
+        status: Literal["denied", "failed"] = ("denied" if response.status_code in (401, 403)
+                                               else "failed")
+        text = f"{self.agent} {action.audit_action} at {action.service}: " \
+               f"{response.status_code} ({reason})"
+        self.journal.finish(self.run.run_id, self.agent, index, status, reason=text,
+                            event=("call_denied", detail))
+        raise _stopped(self._record(index))
+
+    def _record(self, index: int) -> StepRecord:
+        return self.journal.steps(self.run.run_id, self.agent)[index]
+
+    @staticmethod
+    def _follow(record: StepRecord) -> None:
+        """Go on as the outcome another copy of the hop recorded says."""
+        if record.state in STOPS:
+            raise _stopped(record)
 
 
 def unverified_claims(token: object) -> dict[str, Any] | None:
@@ -148,8 +196,10 @@ def unverified_claims(token: object) -> dict[str, Any] | None:
 
 
 def perform_hop(rt: AgentRuntime, *, run_id: str, workflow: str, agent: str, token: str,
-                scope: str, task_id: str, mode: str = "delegated") -> HopOutcome:
-    """One agent's part of a run. Raises TransientError for faults worth a retry."""
+                scope: str, mode: str = "delegated", generation: int = 0) -> HopOutcome:
+    """One agent's part of a run, resumed from its journal. Raises TransientError for faults
+    worth a retry. ``generation``: the journaled hand-off this message carries (0 for the
+    first agent, whom the orchestrator enqueues once per run)."""
     run = rt.runs.get(run_id)
     if run is None:
         return HopOutcome("failed", "unknown_run")
@@ -160,30 +210,42 @@ def perform_hop(rt: AgentRuntime, *, run_id: str, workflow: str, agent: str, tok
         return HopOutcome("failed", f"{agent}: this worker holds no key for {agent} (a task "
                                     "misrouted to another agent's queue); it never signs with "
                                     "another agent's key")
+    journal = HopJournal(rt.runs)
+    if generation and not journal.receive(run_id, agent, generation):
+        return HopOutcome("duplicate", "stale hand-off")
     plan = rt.workflows[workflow].plan(agent)
-    hop = _Hop(rt, run, rt.workflows[workflow], agent, task_id, mode)
+    hop = _Hop(rt, run, rt.workflows[workflow], agent, mode, journal)
     values = template_values(run, hop.workflow)
+    handing_off = len(plan.steps)  # the hand-off exchange is journaled as the step after
+    resume = resume_point(journal.steps(run_id, agent), handing_off + 1)
     try:
-        for index, step in enumerate(plan.steps):
+        if resume.stopped is not None:
+            raise _stopped(resume.stopped)
+        for index in range(resume.step, handing_off):
+            step = plan.steps[index]
             action = CATALOG[step.action]
             service_token = token
             if mode == "delegated":
                 service_token = hop.exchange(
-                    token, what=step.action, resource=rt.service_url(action.service),
-                    scope=action.scope)["access_token"]
+                    token, step=index, what=step.action,
+                    resource=rt.service_url(action.service), scope=action.scope)["access_token"]
             hop.call(index, step.action, step.rendered_params(values), service_token)
         if plan.hand_off is None:
             return HopOutcome("succeeded")
+        sending = journal.send(run_id, plan.hand_off)
+        if sending is None:  # published by an earlier attempt: never twice
+            return HopOutcome("handed_off", next_agent=plan.hand_off)
         if mode != "delegated":
             return HopOutcome("handed_off", next_agent=plan.hand_off, next_token=token,
-                              next_scope=scope)
+                              next_scope=scope, generation=sending)
         handed = set(scope.split())
         wanted = [s for s in downstream_scopes(hop.workflow, agent) if s in handed]
         wanted = wanted or downstream_scopes(hop.workflow, agent)
-        result = hop.exchange(token, what=f"hand-off to {plan.hand_off}",
+        result = hop.exchange(token, step=handing_off, what=f"hand-off to {plan.hand_off}",
                               audience=plan.hand_off, scope=" ".join(wanted))
         hop.event("handed_off", {"to": plan.hand_off, "scope": result.get("scope")})
         return HopOutcome("handed_off", next_agent=plan.hand_off,
-                          next_token=result["access_token"], next_scope=result.get("scope"))
+                          next_token=result["access_token"], next_scope=result.get("scope"),
+                          generation=sending)
     except _Stop as stop:
         return stop.outcome

@@ -50,7 +50,7 @@ class AgentRuntime:
             endpoints=endpoints or read_endpoints(settings),
             directory=directory,
             workflows=load_workflows(settings.workflows_dir, directory),
-            runs=RunStore(settings.state_dir / "runs.sqlite3"),
+            runs=RunStore(settings.runs_target),
             http=httpx.Client(timeout=httpx.Timeout(5.0, connect=2.0),
                               limits=httpx.Limits(max_keepalive_connections=16)),
             static_token=(settings.static_token.get_secret_value()

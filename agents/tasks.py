@@ -3,8 +3,10 @@
 One task per agent, each on its own queue (``agents.infrabot`` on ``infrabot`` ...). A task takes
 identifiers and the hand-off token, performs its hop, enqueues the next agent with the token it
 obtained, and returns a small summary that never holds a token. Transient faults retry with
-exponential backoff and jitter; denials never retry. Each hop's task id is derived from the run,
-so a redelivered or duplicated hop reuses the same Idempotency-Keys and changes nothing twice.
+exponential backoff and jitter; denials never retry. Each hop's task id is derived from the run.
+The hop journal (docs/journal.md) makes a redelivered or retried hop resume where it stopped; a
+hand-off is published under a journaled generation, marked sent once published, and published
+again only while that is in doubt, so a redelivered hop never enqueues the next agent twice.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from agents._runtime import runtime_for
 from orchestrator._log import get_logger
 from orchestrator.config import Settings
 from orchestrator.errors import TransientError
+from orchestrator.runs import HopJournal
 
 AGENT_QUEUES = {"agent:infrabot": "infrabot", "agent:argocd": "argocd", "agent:cleanup": "cleanup"}
 MAX_RETRIES = 4
@@ -39,18 +42,21 @@ def backoff(retries: int) -> float:
 
 
 def enqueue(app: Celery, agent: str, run_id: str, workflow: str, token: str, scope: str,
-            mode: str) -> None:
-    app.send_task(task_name(agent), args=[run_id, workflow, token, scope, mode],
+            mode: str, generation: int = 0) -> None:
+    """Publish ``agent``'s hop; ``generation``: the journaled hand-off it carries (0 for the
+    first agent of a run, enqueued once by the orchestrator)."""
+    app.send_task(task_name(agent), args=[run_id, workflow, token, scope, mode, generation],
                   queue=AGENT_QUEUES[agent], task_id=hop_task_id(run_id, agent))
 
 
 def _run_hop(task: Task, app: Celery, settings: Settings, agent: str, run_id: str,
-             workflow: str, token: str, scope: str, mode: str) -> dict[str, Any]:
+             workflow: str, token: str, scope: str, mode: str,
+             generation: int) -> dict[str, Any]:
     rt = runtime_for(id(app), settings)
     log = get_logger(run_id=run_id, agent=agent, task_id=task.request.id)
     try:
         outcome = perform_hop(rt, run_id=run_id, workflow=workflow, agent=agent, token=token,
-                              scope=scope, task_id=task.request.id, mode=mode)
+                              scope=scope, mode=mode, generation=generation)
     except TransientError as exc:
         attempt = task.request.retries + 1
         if task.request.retries >= MAX_RETRIES:
@@ -66,13 +72,16 @@ def _run_hop(task: Task, app: Celery, settings: Settings, agent: str, run_id: st
         log.exception("hop_crashed")
         outcome = HopOutcome("failed", f"{agent}: internal error ({type(exc).__name__})")
     if outcome.status == "handed_off":
-        assert outcome.next_agent and outcome.next_token
-        enqueue(app, outcome.next_agent, run_id, workflow, outcome.next_token,
-                outcome.next_scope or "", mode)
+        assert outcome.next_agent
+        if outcome.next_token is not None:  # None: an earlier attempt published it
+            enqueue(app, outcome.next_agent, run_id, workflow, outcome.next_token,
+                    outcome.next_scope or "", mode, outcome.generation)
+            HopJournal(rt.runs).sent(run_id, outcome.next_agent, outcome.generation)
         rt.runs.mark_hop_done(run_id, agent, task.request.id)
     elif outcome.status in TERMINAL:
-        rt.runs.mark_hop_done(run_id, agent, task.request.id)
+        # The status first: a copy of this hop redelivered after it finds the run terminal.
         rt.runs.finish(run_id, outcome.status, outcome.reason, agent=agent)
+        rt.runs.mark_hop_done(run_id, agent, task.request.id)
     log.info("hop_done", status=outcome.status, reason=outcome.reason)
     return {"run_id": run_id, "agent": agent, "status": outcome.status}
 
@@ -94,8 +103,10 @@ def register(app: Celery, settings: Settings) -> None:
     app.task(_wake, name=WAKE_TASK, shared=False, ignore_result=True)
     for agent, queue in AGENT_QUEUES.items():
         def hop(self: Task, run_id: str, workflow: str, token: str, scope: str,
-                mode: str = "delegated", _agent: str = agent) -> dict[str, Any]:
-            return _run_hop(self, app, settings, _agent, run_id, workflow, token, scope, mode)
+                mode: str = "delegated", generation: int = 0,
+                _agent: str = agent) -> dict[str, Any]:
+            return _run_hop(self, app, settings, _agent, run_id, workflow, token, scope, mode,
+                            generation)
 
         # shared=False: a shared task would be added to every Celery app later finalized in
         # this process, bound to this app and these settings (a second embedded system would

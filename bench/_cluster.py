@@ -13,10 +13,13 @@ import secrets
 import sqlite3
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import redis
 from celery import Celery
 from pydantic import SecretStr
@@ -85,6 +88,7 @@ class Cluster:
 
     root: Path
     redis_url: str
+    database_url: str | None = None  # the stores' PostgreSQL; None: SQLite in the state dir
     static_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     procs: Processes = field(init=False)
     endpoints: dict[str, str] = field(default_factory=dict)
@@ -104,9 +108,10 @@ class Cluster:
 
     @property
     def settings(self) -> Settings:
+        database = {"database_url": SecretStr(self.database_url)} if self.database_url else {}
         return Settings(state_dir=self.state_dir, broker_url=self.redis_url,
                         redis_url=self.redis_url, static_token=SecretStr(self.static_token),
-                        log_level="WARNING", **self._ports())
+                        log_level="WARNING", **database, **self._ports())
 
     def _ports(self) -> dict[str, Any]:
         if not self.endpoints:
@@ -115,10 +120,11 @@ class Cluster:
                 for name, url in self.endpoints.items()}
 
     def env(self) -> dict[str, str]:
+        database = {"INFRABOT_DATABASE_URL": self.database_url} if self.database_url else {}
         return clean_env(INFRABOT_STATE_DIR=str(self.state_dir),
                          INFRABOT_BROKER_URL=self.redis_url, INFRABOT_REDIS_URL=self.redis_url,
                          INFRABOT_STATIC_TOKEN=self.static_token, INFRABOT_LOG_LEVEL="WARNING",
-                         PYTHONUNBUFFERED="1")
+                         PYTHONUNBUFFERED="1", **database)
 
     # -- processes -------------------------------------------------------------------------
 
@@ -198,7 +204,7 @@ class Cluster:
     @property
     def runs(self) -> RunStore:
         if self._runs is None:
-            self._runs = RunStore(self.state_dir / "runs.sqlite3")
+            self._runs = RunStore(self.settings.runs_target)
         return self._runs
 
     @property
@@ -225,8 +231,7 @@ class Cluster:
         pending = set(run_ids)
         done: dict[str, Finished] = {}
         deadline = time.monotonic() + timeout
-        with sqlite3.connect(f"file:{self.state_dir / 'runs.sqlite3'}?mode=ro", uri=True,
-                             timeout=10) as conn:
+        with self._run_log() as (conn, mark):
             while pending:
                 ids = list(pending)
                 for i in range(0, len(ids), 500):
@@ -234,7 +239,7 @@ class Cluster:
                     rows = conn.execute(
                         "SELECT run_id, status, reason, created_at, finished_at FROM runs "
                         f"WHERE finished_at IS NOT NULL AND run_id IN "
-                        f"({', '.join('?' * len(chunk))})", chunk).fetchall()
+                        f"({', '.join([mark] * len(chunk))})", chunk).fetchall()
                     for run_id, status, reason, created, finished in rows:
                         done[run_id] = Finished(run_id, status, reason or "",
                                                 parse_time(created).timestamp(),
@@ -246,6 +251,17 @@ class Cluster:
                                            f"\n{self.logs()}")
                     time.sleep(poll)
         return [done[r] for r in run_ids]
+
+    @contextmanager
+    def _run_log(self) -> Iterator[tuple[Any, str]]:
+        """A plain read connection to the run log, and its placeholder."""
+        if self.database_url is not None:
+            with psycopg.connect(self.database_url, autocommit=True) as pg:
+                yield pg, "%s"
+            return
+        with sqlite3.connect(f"file:{self.state_dir / 'runs.sqlite3'}?mode=ro", uri=True,
+                             timeout=10) as conn:
+            yield conn, "?"
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.name} {p.pid} ---\n{p.output()[-2000:]}"

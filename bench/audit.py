@@ -41,10 +41,10 @@ def record_fields(i: int) -> dict[str, Any]:
     }
 
 
-def _store_writer(path: str, count: int, ready: Any, go: Any, out: Any) -> None:
+def _store_writer(target: Path | str, count: int, ready: Any, go: Any, out: Any) -> None:
     from orchestrator.audit import AuditRecord, AuditStore
 
-    with AuditStore(Path(path)) as store:
+    with AuditStore(target) as store:
         records = [AuditRecord(**record_fields(i)) for i in range(count)]
         ready.put(1)
         go.wait(60)
@@ -54,7 +54,7 @@ def _store_writer(path: str, count: int, ready: Any, go: Any, out: Any) -> None:
         out.put((start, time.time()))
 
 
-def _raw_writer(path: str, count: int, ready: Any, go: Any, out: Any) -> None:
+def _raw_writer(path: Path, count: int, ready: Any, go: Any, out: Any) -> None:
     conn = sqlite3.connect(path, timeout=5.0, isolation_level=None)
     conn.execute("PRAGMA busy_timeout = 5000")
     conn.execute("PRAGMA journal_mode = WAL")
@@ -71,9 +71,9 @@ def _raw_writer(path: str, count: int, ready: Any, go: Any, out: Any) -> None:
     conn.close()
 
 
-def _rate(target: Any, path: Path, processes: int, per_process: int) -> float:
+def _rate(target: Any, path: Path | str, processes: int, per_process: int) -> float:
     ready, out, go = _CTX.Queue(), _CTX.Queue(), _CTX.Event()
-    procs = [_CTX.Process(target=target, args=(str(path), per_process, ready, go, out))
+    procs = [_CTX.Process(target=target, args=(path, per_process, ready, go, out))
              for _ in range(processes)]
     for p in procs:
         p.start()
@@ -92,11 +92,28 @@ def _rate(target: Any, path: Path, processes: int, per_process: int) -> float:
     return processes * per_process / elapsed
 
 
+SPAN_NOTE = ("{records} records per writer process; the rate is all records over the span from "
+             "the first writer's start to the last one's end (records built before the start).")
+
+
+def measure(table: Table, count: int, records: int, store: tuple[Any, Path | str],
+            raw: tuple[Any, Path | str]) -> None:
+    """One row: ``count`` store writers, then ``count`` raw writers (each a target function
+    and where it writes), and a verify of what the store writers wrote."""
+    from orchestrator.audit import AuditStore
+
+    AuditStore(store[1]).close()  # the schema, created once before the writers
+    store_rate = _rate(store[0], store[1], count, records)
+    raw_rate = _rate(raw[0], raw[1], count, records)
+    with AuditStore(store[1]) as opened:
+        report = opened.verify()
+    table.add(count, f"{store_rate:,.0f}", f"{raw_rate:,.0f}", f"{store_rate / raw_rate:.2f}",
+              f"{'intact' if report.ok else 'BROKEN'} ({count * records} records)")
+
+
 def run(*, records: int = 2000, writers: tuple[int, ...] = WRITERS,
         work: Path | None = None) -> list[Table]:
     """``records`` per writer process, for each process count."""
-    from orchestrator.audit import AuditStore
-
     table = Table("Audit: records per second into AuditStore (SQLite), N writer processes",
                   ["writers", "AuditStore records/s", "raw SQLite inserts/s",
                    "AuditStore / raw", "verify of the file"])
@@ -107,17 +124,9 @@ def run(*, records: int = 2000, writers: tuple[int, ...] = WRITERS,
             with sqlite3.connect(raw_path) as conn:
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("CREATE TABLE raw (id INTEGER PRIMARY KEY, content TEXT)")
-            AuditStore(store_path).close()  # the schema, created once before the writers
-            store_rate = _rate(_store_writer, store_path, count, records)
-            raw_rate = _rate(_raw_writer, raw_path, count, records)
-            with AuditStore(store_path) as store:
-                report = store.verify()
-            table.add(count, f"{store_rate:,.0f}", f"{raw_rate:,.0f}",
-                      f"{store_rate / raw_rate:.2f}",
-                      f"{'intact' if report.ok else 'BROKEN'} ({count * records} records)")
+            measure(table, count, records, (_store_writer, store_path), (_raw_writer, raw_path))
     table.notes += [
-        f"{records} records per writer process; the rate is all records over the span from "
-        "the first writer's start to the last one's end (records built before the start).",
+        SPAN_NOTE.format(records=records),
         "AuditStore: validation, hash chain per writer, record + writer head in one "
         "`BEGIN IMMEDIATE` transaction. Raw: one JSON text per row, one transaction each.",
     ]

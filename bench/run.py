@@ -5,7 +5,9 @@
     python -m bench --only exchange,depth --label "after: cached key set"
 
 The distributed benchmarks (exchange over HTTP, enforcement, end to end, memory) need Redis; the
-benchmarks use one Redis database only (``--redis-url``, default db 12) and FLUSH it.
+benchmarks use one Redis database only (``--redis-url``, default db 12) and FLUSH it; the stores
+benchmark also the next one (db 13). The PostgreSQL ones (audit_postgres, stores) use fresh
+schemas of ``--database-url`` and drop them.
 """
 
 from __future__ import annotations
@@ -23,13 +25,26 @@ if __package__ in (None, ""):  # `python bench/run.py`: import the package, not 
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent]
     sys.path.insert(0, _repo)
 
-from bench import audit, depth, end_to_end, enforcement, exchange, memory, replay
+from bench import (
+    audit,
+    audit_postgres,
+    depth,
+    end_to_end,
+    enforcement,
+    exchange,
+    memory,
+    replay,
+    stores,
+)
 from bench._cluster import redis_answers
+from bench._postgres import DEFAULT_DATABASE_URL, answers
 from bench._report import Table, append, environment, section
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/12"
-NAMES = ("exchange", "enforcement", "end_to_end", "depth", "audit", "memory", "replay")
-NEEDS_REDIS = frozenset({"exchange", "enforcement", "end_to_end", "memory", "replay"})
+NAMES = ("exchange", "enforcement", "end_to_end", "depth", "audit", "memory", "replay",
+         "audit_postgres", "stores")
+NEEDS_REDIS = frozenset({"exchange", "enforcement", "end_to_end", "memory", "replay", "stores"})
+NEEDS_POSTGRES = frozenset({"audit_postgres", "stores"})
 
 FULL: dict[str, dict[str, object]] = {
     "exchange": {"iterations": 200, "rounds": 11, "http_requests": 1000,
@@ -38,6 +53,8 @@ FULL: dict[str, dict[str, object]] = {
     "end_to_end": {"sequential": 30, "burst": 60, "warmup": 5},
     "depth": {"iterations": 100, "rounds": 11},
     "audit": {"records": 2000},
+    "audit_postgres": {"records": 1000},
+    "stores": {"sequential": 30, "burst": 40, "warmup": 5},
     "memory": {"checkpoints": (100, 500, 1000)},
     "replay": {"rate": 500},
 }
@@ -48,12 +65,14 @@ QUICK: dict[str, dict[str, object]] = {
     "end_to_end": {"sequential": 10, "burst": 20, "warmup": 2},
     "depth": {"iterations": 50, "rounds": 5},
     "audit": {"records": 500},
+    "audit_postgres": {"records": 200},
+    "stores": {"sequential": 10, "burst": 15, "warmup": 2},
     "memory": {"checkpoints": (50, 100)},
     "replay": {"rate": 50},
 }
 
 
-def benchmarks(redis_url: str) -> dict[str, Callable[..., list[Table]]]:
+def benchmarks(redis_url: str, database_url: str) -> dict[str, Callable[..., list[Table]]]:
     return {
         "exchange": lambda **kw: exchange.run(redis_url, **kw),
         "enforcement": lambda **kw: enforcement.run(redis_url, **kw),
@@ -62,6 +81,8 @@ def benchmarks(redis_url: str) -> dict[str, Callable[..., list[Table]]]:
         "audit": audit.run,
         "memory": lambda **kw: memory.run(redis_url, **kw),
         "replay": lambda **kw: replay.run(redis_url, **kw),
+        "audit_postgres": lambda **kw: audit_postgres.run(database_url, **kw),
+        "stores": lambda **kw: stores.run(redis_url, database_url, **kw),
     }
 
 
@@ -82,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-url", default=os.environ.get("INFRABOT_BENCH_REDIS_URL",
                                                               DEFAULT_REDIS_URL),
                         help="the Redis database the benchmarks use and FLUSH (default db 12)")
+    parser.add_argument("--database-url", default=os.environ.get("INFRABOT_BENCH_DATABASE_URL",
+                                                                 DEFAULT_DATABASE_URL),
+                        help="the PostgreSQL database the stores benchmarks make schemas in")
     parser.add_argument("--memory-checkpoints", default=None,
                         help="e.g. 100,500,1000,2000,3000 (workflows) for a longer memory run")
     parser.add_argument("--no-record", action="store_true",
@@ -100,9 +124,14 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
 
+    if NEEDS_POSTGRES & set(chosen) and not answers(args.database_url):
+        print(f"no PostgreSQL at {args.database_url}: the stores benchmarks need it",
+              file=sys.stderr)
+        return 2
+
     env = environment(args.redis_url)
     load_start = _load()
-    runners = benchmarks(args.redis_url)
+    runners = benchmarks(args.redis_url, args.database_url)
     tables: list[Table] = []
     failures = 0
     started = time.monotonic()

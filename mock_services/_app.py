@@ -24,7 +24,7 @@ from mock_services import aws, datadog, github, pagerduty
 from mock_services._access import AccessChecker
 from mock_services._bearer import error_response
 from mock_services._enforcement import Enforcer, validation_response
-from mock_services._idempotency import IdempotencyCache
+from mock_services._idempotency import idempotency_cache
 from mock_services._routing import SECURITY_SCHEME, ServiceRouter
 from mock_services.catalog import actions_for
 from orchestrator.audit import AuditStore
@@ -63,7 +63,8 @@ def create_service_app(name: str, deps: ServiceDeps) -> FastAPI:
     access = AccessChecker(audience=audience, settings=deps.settings, keys=deps.key_source,
                            revocation=deps.revocation, directory=deps.directory,
                            clock=deps.clock)
-    enforcer = Enforcer(name, access, deps.audit, IdempotencyCache(deps.clock), deps.clock)
+    enforcer = Enforcer(name, access, deps.audit,
+                        idempotency_cache(name, deps.settings, deps.clock), deps.clock)
     app = FastAPI(title=_TITLES[name], version="1.0.0", docs_url=None, redoc_url=None,
                   openapi_url="/openapi.json")
     router = ServiceRouter(app, name, enforcer)

@@ -20,7 +20,9 @@ For a route (one catalogue action, or several sharing the route), :meth:`Enforce
 ``decision`` is ``allow`` when the service did what was asked (status below 400), with reason
 ``ok`` (or ``idempotent_replay``); anything else is ``deny`` with the specific reason code. A
 record never holds the token: identity fields come from verified claims only, and are empty when
-the refusal came before verification. If the audit record cannot be written the answer is 503.
+the refusal came before verification. If the audit record cannot be written the answer is 503;
+a mutating action first checks that it can be (:meth:`AuditStore.check_writable`), so a trail
+that cannot be written stops the action rather than leave it unrecorded.
 """
 
 from __future__ import annotations
@@ -134,6 +136,8 @@ class Enforcer:
         caller = call.static = self._access.static_caller(token)
         if caller is None:
             caller = await to_thread.run_sync(self._verify_and_admit, token, call)
+        elif call.action.mutating:
+            await to_thread.run_sync(self._audit.check_writable)
         if unparsable is not None:
             raise unparsable
         if resolve is not None and call.claims is not None and call.static is None:
@@ -154,7 +158,10 @@ class Enforcer:
         def seen(claims: AccessClaims) -> None:
             call.claims = claims
 
-        return self._access.verify_and_admit(token, call.action.scope, verified=seen)
+        caller = self._access.verify_and_admit(token, call.action.scope, verified=seen)
+        if call.action.mutating:  # never act unless the act's audit record can be written
+            self._audit.check_writable()
+        return caller
 
     def _refusal(self, exc: Exception, scope: str | None) -> tuple[Response, str]:
         if isinstance(exc, OAuthError):

@@ -7,30 +7,53 @@ changing nothing; the same key with a different request is 422 ``idempotency_key
 Refused or failed requests are not kept, so a corrected retry may reuse the key. Requests under
 keys are serialised per service, so two concurrent retries cannot both run.
 
-What is kept is bounded twice: an answer replays for :data:`TTL_SECONDS` (24 hours, Stripe's
-window) and then expires, and at most :data:`MAX_KEYS` answers are kept per service, the oldest
-dropped first, so a long run of workflows does not grow the process.
+Where the answers are kept (:func:`idempotency_cache`):
+
+* with ``INFRABOT_REDIS_URL`` set, in that Redis (:class:`RedisIdempotencyCache`), shared by
+  every process and outliving a restart of ``serve``: a retry after the restart still gets the
+  original answer. A request first claims its key (``SET NX`` with a short lease,
+  :data:`LEASE_SECONDS`); a second request under a key whose first is still in flight (in
+  another process, or in one that died mid-request until the lease ends) is 409
+  ``idempotency_key_in_use``, which the agents retry. Redis cannot be reached: 503
+  ``idempotency_unavailable`` before anything is done (fail closed);
+* otherwise in the process (:class:`IdempotencyCache`, the embedded mode).
+
+What is kept is bounded: an answer replays for ``INFRABOT_IDEMPOTENCY_TTL_SECONDS`` (default
+:data:`TTL_SECONDS`, 24 hours, Stripe's window) and then expires, in Redis by the key's own
+expiry; in process at most :data:`MAX_KEYS` answers are kept per service too, the oldest dropped
+first, so a long run of workflows does not grow the process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
+import logging
 import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
+import redis
+from anyio import to_thread
 from starlette.responses import Response
 
 from mock_services._bearer import ApiError
+from orchestrator.config import Settings
+from orchestrator.errors import Unavailable
+
+log = logging.getLogger("mock_services")
 
 HEADER = "Idempotency-Key"
 REPLAY_HEADER = "Idempotent-Replayed"
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 TTL_SECONDS = 24 * 3600
 MAX_KEYS = 2_000  # about 1 KB each (the answer's body, its fingerprint and the key)
+LEASE_SECONDS = 10  # how long a first request holds its key in Redis before its answer is kept
+_PREFIX = "infrabot:idempotency:"
 
 
 @dataclass(frozen=True)
@@ -60,6 +83,9 @@ def check_key(key: str) -> str:
 
 
 class IdempotencyCache:
+    """The answers in this process (embedded mode); the base of :class:`RedisIdempotencyCache`,
+    which keeps them elsewhere through the same three steps (claim, keep, release)."""
+
     def __init__(self, clock: Callable[[], float], *, ttl_seconds: float = TTL_SECONDS,
                  max_entries: int = MAX_KEYS) -> None:
         self._clock = clock
@@ -75,35 +101,137 @@ class IdempotencyCache:
             self._lock = asyncio.Lock()
         async with self._lock:
             now = self._clock()
-            self._expire(now)
-            kept = self._kept.get((principal, key))
-            if kept is not None and kept.expires_at > now:
+            kept = await self._claim((principal, key), print_, now)
+            if kept is not None:
                 if kept.fingerprint != print_:
                     raise ApiError(422, "idempotency_key_reused",
                                    "this Idempotency-Key was used for a different request")
                 return _replay(kept), True
-            response = await produce()
+            try:
+                response = await produce()
+            except BaseException:
+                await self._release((principal, key))
+                raise
             body = getattr(response, "body", None)
             if 200 <= response.status_code < 300 and isinstance(body, bytes):
-                self._keep((principal, key), _Kept(print_, response.status_code, body,
-                                                   response.media_type, now + self._ttl))
+                await self._keep((principal, key), _Kept(print_, response.status_code, body,
+                                                         response.media_type, now + self._ttl))
+            else:
+                await self._release((principal, key))
             return response, False
 
     def __len__(self) -> int:
         """How many answers are kept."""
         return len(self._kept)
 
-    def _keep(self, key: tuple[str, str], kept: _Kept) -> None:
+    async def _claim(self, key: tuple[str, str], print_: str, now: float) -> _Kept | None:
+        """The answer kept under ``key``, or None: this request is the first and runs."""
+        self._expire(now)
+        kept = self._kept.get(key)
+        return kept if kept is not None and kept.expires_at > now else None
+
+    async def _keep(self, key: tuple[str, str], kept: _Kept) -> None:
         self._kept[key] = kept
         self._kept.move_to_end(key)
         while len(self._kept) > self._max:
             self._kept.popitem(last=False)
+
+    async def _release(self, key: tuple[str, str]) -> None:
+        """The first request kept no answer: the key is free again."""
 
     def _expire(self, now: float) -> None:
         """Drop the expired answers. Kept in the order they expire (one TTL, a clock that does
         not go back), they are all at the front; ``run`` still checks the one it finds."""
         while self._kept and next(iter(self._kept.values())).expires_at <= now:
             self._kept.popitem(last=False)
+
+
+class RedisIdempotencyCache(IdempotencyCache):
+    """The answers in Redis under ``infrabot:idempotency:<service>:<hash of principal and
+    key>``, each expiring after the TTL; a first request's claim expires after
+    :data:`LEASE_SECONDS`. Redis calls run off the event loop."""
+
+    def __init__(self, client: Any, service: str, clock: Callable[[], float], *,
+                 ttl_seconds: float = TTL_SECONDS) -> None:
+        super().__init__(clock, ttl_seconds=ttl_seconds)
+        self._r = client
+        self._service = service
+
+    @classmethod
+    def from_url(cls, url: str, service: str, clock: Callable[[], float], *,
+                 ttl_seconds: float = TTL_SECONDS) -> RedisIdempotencyCache:
+        client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0,
+                                      health_check_interval=30)
+        return cls(client, service, clock, ttl_seconds=ttl_seconds)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self._r.scan_iter(match=f"{_PREFIX}{self._service}:*", count=500))
+
+    def close(self) -> None:
+        self._r.close()
+
+    def _name(self, key: tuple[str, str]) -> str:
+        digest = hashlib.sha256(f"{key[0]}\n{key[1]}".encode()).hexdigest()
+        return f"{_PREFIX}{self._service}:{digest}"
+
+    async def _claim(self, key: tuple[str, str], print_: str, now: float) -> _Kept | None:
+        name, pending = self._name(key), json.dumps({"pending": print_})
+        for _ in range(2):  # a kept answer may expire between the two calls: claim again
+            claimed = await self._redis(lambda: self._r.set(name, pending, nx=True,
+                                                             ex=LEASE_SECONDS))
+            if claimed:
+                return None
+            found = await self._redis(lambda: self._r.get(name))
+            if found is not None:
+                return _decode(found, now)
+        raise _unavailable()
+
+    async def _keep(self, key: tuple[str, str], kept: _Kept) -> None:
+        value = json.dumps({"fingerprint": kept.fingerprint, "status": kept.status,
+                            "body": base64.b64encode(kept.body).decode(),
+                            "media_type": kept.media_type})
+        try:  # the request acted: its answer goes back even if it cannot be kept
+            await self._redis(lambda: self._r.set(self._name(key), value,
+                                                  ex=max(1, int(self._ttl))))
+        except Unavailable:
+            log.warning("idempotency_answer_not_kept", extra={"service": self._service})
+
+    async def _release(self, key: tuple[str, str]) -> None:
+        try:  # else the claim ends with its lease
+            await self._redis(lambda: self._r.delete(self._name(key)))
+        except Unavailable:
+            log.warning("idempotency_claim_not_released", extra={"service": self._service})
+
+    @staticmethod
+    async def _redis(call: Callable[[], Any]) -> Any:
+        try:
+            return await to_thread.run_sync(call)
+        except (redis.RedisError, OSError) as exc:
+            raise _unavailable() from exc
+
+
+def _unavailable() -> Unavailable:
+    return Unavailable("the idempotency store cannot be reached",
+                       reason="idempotency_unavailable")
+
+
+def _decode(found: bytes, now: float) -> _Kept:
+    """A kept answer; 409 if the key's first request is still in flight (or died in it)."""
+    value = json.loads(found)
+    if "pending" in value:
+        raise ApiError(409, "idempotency_key_in_use",
+                       "a request under this Idempotency-Key is in progress; retry later")
+    return _Kept(value["fingerprint"], int(value["status"]), base64.b64decode(value["body"]),
+                 value["media_type"], now + 1)
+
+
+def idempotency_cache(service: str, settings: Settings,
+                      clock: Callable[[], float]) -> IdempotencyCache:
+    """Redis when ``settings.redis_url`` is set (shared, survives a restart), else in process."""
+    ttl = settings.idempotency_ttl_seconds
+    if settings.redis_url:
+        return RedisIdempotencyCache.from_url(settings.redis_url, service, clock, ttl_seconds=ttl)
+    return IdempotencyCache(clock, ttl_seconds=ttl)
 
 
 def _replay(kept: _Kept) -> Response:

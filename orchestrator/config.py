@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -67,6 +68,11 @@ class Settings(BaseSettings):
         description="Longest a client or grant assertion may live (RFC 7523 exp); one hour, "
                     "Authlib's default and Okta's bound. Each jti is kept until its exp.")
 
+    database_url: SecretStr | None = Field(
+        None, description="Where the audit trail and the run log live: "
+                          "postgresql://user@host:port/db (one database every process shares), "
+                          "or sqlite:///dir (audit.sqlite3 and runs.sqlite3 in dir); unset, "
+                          "SQLite files in the state directory.")
     redis_url: str | None = Field(
         None, description="Revocation registry and replay cache; in-process when unset."
     )
@@ -84,6 +90,14 @@ class Settings(BaseSettings):
                                          "work it queued was lost (e.g. an unpersisted broker "
                                          "restarted). Default: past any root token's lifetime "
                                          "plus a hop's time limit.")
+    idempotency_ttl_seconds: int = Field(
+        86400, ge=60, le=30 * 86400,
+        description="How long a service keeps the answer to a request made under an "
+                    "Idempotency-Key: a retry within it gets that answer (same status and "
+                    "body) and changes nothing. Kept in Redis (redis_url) with this expiry, so "
+                    "a serve restart keeps them and Redis memory stays bounded (about 1 KB an "
+                    "answer); in process otherwise. Must outlast a run's retries "
+                    "(run_deadline_seconds).")
     revocation_stale_seconds: int = Field(
         0, ge=0, le=60, description="How long a service may cache a 'not revoked' answer."
     )
@@ -119,7 +133,17 @@ class Settings(BaseSettings):
             raise ValueError("signing_alg must be one of allowed_algs")
         if self.root_token_ttl_seconds < self.token_ttl_seconds:
             raise ValueError("root_token_ttl_seconds must be >= token_ttl_seconds")
+        if self.idempotency_ttl_seconds < self.run_deadline_seconds:
+            raise ValueError("idempotency_ttl_seconds must be >= run_deadline_seconds: a run's "
+                             "retry must still find its first answer")
         return self
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            _check_database_url(value.get_secret_value())
+        return value
 
     @field_validator("broker_url")
     @classmethod
@@ -158,5 +182,42 @@ class Settings(BaseSettings):
         return self.state_dir / "audit.sqlite3"
 
     @property
+    def audit_target(self) -> Path | str:
+        """The audit trail's database: a SQLite file path or a PostgreSQL URL."""
+        return self._store_target(self.audit_db)
+
+    @property
+    def runs_target(self) -> Path | str:
+        """The run log's database: a SQLite file path or a PostgreSQL URL."""
+        return self._store_target(self.state_dir / "runs.sqlite3")
+
+    def _store_target(self, default: Path) -> Path | str:
+        if self.database_url is None:
+            return default
+        url = self.database_url.get_secret_value()
+        if url.startswith("sqlite:"):  # sqlite:///dir, or SQLAlchemy's sqlite:////dir
+            return Path("/" + urlsplit(url).path.lstrip("/")) / default.name
+        return url
+
+    @property
     def endpoints_file(self) -> Path:
         return self.state_dir / "endpoints.json"
+
+
+def _check_database_url(url: str) -> None:
+    """ValueError (never quoting the URL: it may hold a password) unless ``url`` names a
+    PostgreSQL database or a SQLite directory."""
+    shape = "must be postgresql://user@host:port/db or sqlite:///directory"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{shape} (it does not parse as a URL)") from None
+    if parts.scheme in ("postgresql", "postgres"):
+        if not parts.hostname or not parts.path.strip("/") or port == 0:
+            raise ValueError(f"{shape} (a host and a database name are required)")
+    elif parts.scheme == "sqlite":
+        if parts.netloc or not parts.path or parts.query:
+            raise ValueError(f"{shape} (sqlite:/// then an absolute directory path)")
+    else:
+        raise ValueError(shape)

@@ -108,7 +108,7 @@ class Stack:
         store = revocation if revocation is not None else open_store(settings.redis_url)
         now = int(time.time())
         keyring = KeyRing.open(settings.keys_dir / "signing", settings.signing_alg, now=now)
-        audit = AuditStore(settings.audit_db)
+        audit = AuditStore(settings.audit_target)
         checkpointer = Checkpointer(
             audit, AuditKeys.open(settings.audit_keys_dir, settings.signing_alg, now=now),
             every_records=settings.audit_checkpoint_records,

@@ -1,10 +1,19 @@
-"""The append-only SQLite audit store, safe for several processes writing one file.
+"""The append-only audit store, on a SQLite file or a PostgreSQL database (:mod:`orchestrator.db`).
 
-WAL journal, ``synchronous=NORMAL`` and a busy timeout let the auth server, the services and the
-workers append to the same file at once. Each :meth:`AuditStore.append` is its own committed
-``BEGIN IMMEDIATE`` transaction (record and writer head together), so a process crash loses at
-most the record in flight; with ``synchronous=NORMAL`` an OS crash or power loss may also roll
-back the last commits, which then shows up as nothing missing (the head rolls back with them).
+The auth server, the services and the workers, on one host or many, append at once. Each
+:meth:`AuditStore.append` is its own committed transaction (record and writer head together), so
+a process crash loses at most the record in flight. The transaction first locks its writer's
+head (:meth:`~orchestrator.db.Transaction.lock`: the whole file on SQLite, an advisory lock on
+the writer's name on PostgreSQL), so two stores that share a writer name, in any processes on
+any hosts, still extend its chain one record at a time. On SQLite with ``synchronous=NORMAL`` an
+OS crash or power loss may roll back the last commits, which then shows up as nothing missing
+(the head rolls back with them).
+
+On PostgreSQL a connection can be lost inside the append (its backend killed, the server
+restarting). Whether the commit happened is then read back: the record is stored if its writer's
+``seq`` holds its hash. If it is, the append succeeded; if not, it is tried once more on a fresh
+connection. So a record is never written twice, and an append that raises stored nothing
+(unless the read-back itself failed: then the record may be there, as a ``ConnectionLost``).
 
 Triggers refuse ``UPDATE`` and ``DELETE`` on records and any head move other than one step
 forward; they stop mistakes, not an attacker who can drop them. :meth:`AuditStore.verify` is what
@@ -19,7 +28,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sqlite3
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -28,7 +36,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from orchestrator._sqlite import SQLiteFile, connect
 from orchestrator.audit._chain import GENESIS_HASH, link_hash
 from orchestrator.audit._checkpoint import SELECT_ALL as _SELECT_CHECKPOINTS
 from orchestrator.audit._checkpoint import CheckpointRow
@@ -40,17 +47,19 @@ from orchestrator.audit._record import (
     contains_raw_jwt,
     format_time,
 )
-from orchestrator.audit._schema import JSON_FIELDS, SCHEMA_VERSION, STATEMENTS
+from orchestrator.audit._schema import JSON_FIELDS, SCHEMA
 from orchestrator.audit._verify import ChainRow, Head, VerifyReport, verify_rows
-from orchestrator.errors import ConfigError, Unavailable
+from orchestrator.db import ConnectionLost, Database, Store, Transaction, open_database
+from orchestrator.errors import Unavailable
 
-BUSY_TIMEOUT_SECONDS = 5.0
+APPEND_ATTEMPTS = 2
+READ_BACK_ATTEMPTS = 3
 _CHAIN_COLUMNS = ("id", "writer", "seq", "prev_hash", "hash")
 _COLUMNS = ", ".join(_CHAIN_COLUMNS + CONTENT_FIELDS)
 _STORED_FIELDS = frozenset(StoredRecord.model_fields)
 _INSERT = (
     f"INSERT INTO records (writer, seq, prev_hash, hash, {', '.join(CONTENT_FIELDS)}) "
-    f"VALUES ({', '.join('?' * (4 + len(CONTENT_FIELDS)))})"
+    f"VALUES ({', '.join('?' * (4 + len(CONTENT_FIELDS)))}) RETURNING id"
 )
 _SET_HEAD = (
     "INSERT INTO writers (writer, last_seq, last_hash) VALUES (?, ?, ?) "
@@ -74,26 +83,30 @@ def default_writer() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-class AuditStore(SQLiteFile):
-    """Append-only audit records in one SQLite file, hash-chained per writer.
+class AuditStore(Store):
+    """Append-only audit records, hash-chained per writer, in a SQLite file (``target`` a path)
+    or a PostgreSQL database (``target`` a ``postgresql://`` URL).
 
     Thread-safe; use as a context manager or call :meth:`close`. ``writer`` names this
     instance's chain; reusing a name continues that chain from its head.
     """
 
-    what = "audit store"
-
-    def __init__(self, path: Path, writer: str | None = None, *, read_only: bool = False) -> None:
-        """Open (creating it if missing) the database at ``path``; ``read_only`` opens an existing
-        one without changing it (for checking a copy: no schema is applied, nothing written)."""
+    def __init__(self, target: Path | str, writer: str | None = None, *,
+                 read_only: bool = False) -> None:
+        """Open (creating it if missing) the database at ``target``; ``read_only`` opens an
+        existing SQLite file without changing it (for checking a copy: no schema is applied,
+        nothing written; :class:`~orchestrator.errors.ConfigError` if it is not one)."""
         self._writer = _check_writer(writer) if writer is not None else default_writer()
         self._hooks: list[Callable[[StoredRecord], None]] = []
-        conn = _connect_read_only(Path(path)) if read_only else _connect(Path(path))
-        super().__init__(Path(path), conn)
+        self._db: Database = open_database(target, SCHEMA, read_only=read_only)
 
     @property
     def writer(self) -> str:
         return self._writer
+
+    @property
+    def target(self) -> str:
+        return self._db.target
 
     def on_append(self, hook: Callable[[StoredRecord], None]) -> None:
         """Call ``hook`` with each record this store appends, after its commit (the checkpointer
@@ -101,32 +114,27 @@ class AuditStore(SQLiteFile):
         self._hooks.append(hook)
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """The connection inside one ``BEGIN IMMEDIATE`` write transaction, committed when the
-        block ends; :class:`Unavailable` if the file cannot be written."""
-        with self._lock:
-            conn = self._connection()
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield conn
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.OperationalError as exc:
-                raise Unavailable("audit store cannot be written") from exc
+    def transaction(self) -> Iterator[Transaction]:
+        """One write transaction, committed when the block ends, holding the ``checkpoints``
+        lock: checkpoint numbers are one chain across every writer of the database, so on
+        PostgreSQL two writers must not read the same last checkpoint (on SQLite the write
+        transaction holds the file). :class:`~orchestrator.errors.Unavailable` if it cannot be
+        written."""
+        try:
+            with self._db.transaction(write=True) as tx:
+                tx.lock("checkpoints")
+                yield tx
+        except Unavailable as exc:
+            raise Unavailable("audit store cannot be written", reason=exc.reason) from exc
 
     def append(self, record: AuditRecord) -> StoredRecord:
-        """Store one record in its own committed transaction; returns it with its chain fields."""
+        """Store one record in its own committed transaction; returns it with its chain fields.
+        :class:`~orchestrator.errors.Unavailable` if it could not be stored (then it was not)."""
         content = record.content()
-        with self._lock:
-            conn = self._connection()
-            try:
-                row_id, seq, prev_hash, digest = self._insert(conn, content)
-            except sqlite3.OperationalError as exc:
-                raise Unavailable("audit store cannot be written") from exc
+        try:
+            row_id, seq, prev_hash, digest = self._append(content)
+        except Unavailable as exc:
+            raise Unavailable("audit store cannot be written", reason=exc.reason) from exc
         # ``record`` was validated when it was built, and the chain fields are this store's own:
         # validating it all again (the raw-token scan included) cost half of an append.
         values = {name: getattr(record, name) for name in CONTENT_FIELDS}
@@ -137,6 +145,24 @@ class AuditStore(SQLiteFile):
         for hook in self._hooks:
             hook(stored)
         return stored
+
+    def check_writable(self) -> None:
+        """:class:`~orchestrator.errors.Unavailable` unless an append could be written now: one
+        write transaction that takes this writer's lock and reads its head, storing nothing. A
+        service calls it before it acts, so that a trail it cannot write stops the action. It
+        stores nothing, so a lost connection is simply tried again, once."""
+        for attempt in range(1, APPEND_ATTEMPTS + 1):
+            try:
+                with self._db.transaction(write=True) as tx:
+                    tx.lock(f"writer:{self._writer}")
+                    tx.execute("SELECT last_seq FROM writers WHERE writer = ?",
+                               (self._writer,)).fetchone()
+                return
+            except ConnectionLost as exc:
+                if attempt == APPEND_ATTEMPTS:
+                    raise Unavailable("audit store cannot be written", reason=exc.reason) from exc
+            except Unavailable as exc:
+                raise Unavailable("audit store cannot be written", reason=exc.reason) from exc
 
     def query(
         self,
@@ -167,7 +193,7 @@ class AuditStore(SQLiteFile):
             "until": format_time(until) if until else None,
         }
         used = {name: value for name, value in given.items() if value is not None}
-        where = " AND ".join(_FILTERS[name] for name in used) or "1"
+        where = " AND ".join(_FILTERS[name] for name in used) or "TRUE"
         sql = f"SELECT {_COLUMNS} FROM records WHERE {where} ORDER BY time, id"
         params: list[Any] = list(used.values())
         if limit is not None:
@@ -175,8 +201,8 @@ class AuditStore(SQLiteFile):
                 raise ValueError("limit must be >= 0")
             sql += " LIMIT ?"
             params.append(limit)
-        with self._lock:
-            rows = self._connection().execute(sql, params).fetchall()
+        with self._db.transaction(write=False) as tx:
+            rows = tx.execute(sql, params).fetchall()
         return [_stored(row) for row in rows]
 
     def verify(self) -> VerifyReport:
@@ -186,16 +212,14 @@ class AuditStore(SQLiteFile):
 
     def snapshot(self) -> Snapshot:
         """Every record's chain fields and content, the writer heads and the checkpoints, read in
-        one transaction (so a checkpoint never covers a record the read missed)."""
-        with self._lock:
-            conn = self._connection()
-            conn.execute("BEGIN")
-            try:
-                rows = conn.execute(f"SELECT {_COLUMNS} FROM records ORDER BY id").fetchall()
-                heads = conn.execute("SELECT writer, last_seq, last_hash FROM writers").fetchall()
-                checkpoints = _checkpoints(conn)
-            finally:
-                conn.execute("COMMIT")
+        one read transaction (one snapshot: a checkpoint never covers a record the read missed,
+        and appends committing meanwhile never look like a truncated chain)."""
+        with self._db.transaction(write=False) as tx:
+            rows = tx.execute(f"SELECT {_COLUMNS} FROM records ORDER BY id").fetchall()
+            heads = tx.execute("SELECT writer, last_seq, last_hash FROM writers").fetchall()
+            # none in a SQLite file from before checkpoints (opened read-only)
+            checkpoints = (tx.execute(_SELECT_CHECKPOINTS).fetchall()
+                           if self._db.has_table("checkpoints") else [])
         return Snapshot(
             [_chain_row(row) for row in rows],
             {writer: Head(last_seq, last_hash) for writer, last_seq, last_hash in heads},
@@ -203,29 +227,55 @@ class AuditStore(SQLiteFile):
         )
 
     def __repr__(self) -> str:
-        return f"AuditStore({str(self._path)!r}, writer={self._writer!r})"
+        return f"AuditStore({self._db.target!r}, writer={self._writer!r})"
 
-    def _insert(
-        self, conn: sqlite3.Connection, content: dict[str, Any]
-    ) -> tuple[int, int, str, str]:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            head = conn.execute(
-                "SELECT last_seq, last_hash FROM writers WHERE writer = ?", (self._writer,)
-            ).fetchone()
-            last_seq, prev_hash = head if head else (0, GENESIS_HASH)
-            seq = last_seq + 1
-            digest = link_hash(prev_hash, content, self._writer, seq)
-            values = [_column_value(name, content[name]) for name in CONTENT_FIELDS]
-            cursor = conn.execute(_INSERT, [self._writer, seq, prev_hash, digest, *values])
-            conn.execute(_SET_HEAD, (self._writer, seq, digest))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        assert cursor.lastrowid is not None
-        return cursor.lastrowid, seq, prev_hash, digest
+    def _append(self, content: dict[str, Any]) -> tuple[int, int, str, str]:
+        """Insert, and after a lost connection read back whether the insert was committed."""
+        for attempt in range(1, APPEND_ATTEMPTS + 1):
+            tried: list[tuple[int, str, str]] = []
+            try:
+                with self._db.transaction(write=True) as tx:
+                    return self._insert(tx, content, tried)
+            except ConnectionLost:
+                if tried:
+                    seq, prev_hash, digest = tried[0]
+                    found = self._stored_id(seq, digest)
+                    if found is not None:
+                        return found, seq, prev_hash, digest
+                if attempt == APPEND_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _insert(self, tx: Transaction, content: dict[str, Any],
+                tried: list[tuple[int, str, str]]) -> tuple[int, int, str, str]:
+        tx.lock(f"writer:{self._writer}")
+        head = tx.execute(
+            "SELECT last_seq, last_hash FROM writers WHERE writer = ?", (self._writer,)
+        ).fetchone()
+        last_seq, prev_hash = head if head else (0, GENESIS_HASH)
+        seq = last_seq + 1
+        digest = link_hash(prev_hash, content, self._writer, seq)
+        tried.append((seq, prev_hash, digest))
+        values = [_column_value(name, content[name]) for name in CONTENT_FIELDS]
+        inserted = tx.execute(_INSERT, [self._writer, seq, prev_hash, digest, *values])
+        tx.execute(_SET_HEAD, (self._writer, seq, digest))  # sent with the insert
+        (row_id,) = inserted.fetchone()
+        return row_id, seq, prev_hash, digest
+
+    def _stored_id(self, seq: int, digest: str) -> int | None:
+        """The row id of this writer's record ``seq`` if it holds ``digest``, else None (a read,
+        so tried again if its own connection is lost)."""
+        for attempt in range(1, READ_BACK_ATTEMPTS + 1):
+            try:
+                with self._db.transaction(write=False) as tx:
+                    row = tx.execute(
+                        "SELECT id FROM records WHERE writer = ? AND seq = ? AND hash = ?",
+                        (self._writer, seq, digest)).fetchone()
+                return None if row is None else int(row[0])
+            except ConnectionLost:
+                if attempt == READ_BACK_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)
@@ -235,43 +285,6 @@ class Snapshot:
     rows: list[ChainRow]
     heads: dict[str, Head]
     checkpoints: list[CheckpointRow]
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    return connect(path, busy_timeout=BUSY_TIMEOUT_SECONDS, statements=STATEMENTS,
-                   version=SCHEMA_VERSION, what="audit database")
-
-
-def _connect_read_only(path: Path) -> sqlite3.Connection:
-    """An existing audit database opened with ``mode=ro``: nothing is created or written;
-    :class:`ConfigError` naming the file if it is not one."""
-    if not path.is_file():
-        raise ConfigError(f"no audit database at {path}")
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None,
-                           timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False)
-    try:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        tables = {name for (name,) in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table'")}
-    except sqlite3.DatabaseError as exc:
-        conn.close()
-        raise ConfigError(f"{path} is not a usable audit database: {exc}") from exc
-    if version > SCHEMA_VERSION or not {"records", "writers"} <= tables:
-        conn.close()
-        problem = (f"schema version {version} is newer than this code ({SCHEMA_VERSION})"
-                   if version > SCHEMA_VERSION else "it has no audit tables")
-        raise ConfigError(f"{path} is not a usable audit database: {problem}")
-    return conn
-
-
-def _checkpoints(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
-    """The checkpoint rows; none in a file from before checkpoints (opened read-only)."""
-    try:
-        return conn.execute(_SELECT_CHECKPOINTS).fetchall()
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return []
-        raise
 
 
 def _check_writer(writer: str) -> str:

@@ -166,11 +166,21 @@ def _account(report: LoadReport, sent: _Sent, sent_at: dict[str, float]) -> None
         report.refused[str(answer.get("reason") or sent.response.status_code)] += 1
 
 
-def run_load(webhooks_url: str, secret: bytes, runs_db: Path, events: list[EventSpec], *,
-             rate: float, timeout: float, on_sent: Callable[[int], None] = lambda _: None,
+def run_load(webhooks_url: str, secret: bytes, runs_db: Path | str, events: list[EventSpec],
+             *, rate: float, timeout: float, on_sent: Callable[[int], None] = lambda _: None,
              on_done: Callable[[int], None] = lambda _: None,
              sleep: Callable[[float], None] = time.sleep) -> LoadReport:
-    """Send ``events`` at ``rate``/s, then wait (until ``timeout``) for every run to end."""
+    """Send ``events`` at ``rate``/s, then wait (until ``timeout``) for every run to end. The
+    run log is opened first: one that cannot be read fails before anything is sent."""
+    with RunStore(runs_db) as store:
+        return _send_and_collect(webhooks_url, secret, store, events, rate=rate,
+                                 timeout=timeout, on_sent=on_sent, on_done=on_done, sleep=sleep)
+
+
+def _send_and_collect(webhooks_url: str, secret: bytes, store: RunStore,
+                      events: list[EventSpec], *, rate: float, timeout: float,
+                      on_sent: Callable[[int], None], on_done: Callable[[int], None],
+                      sleep: Callable[[float], None]) -> LoadReport:
     report = LoadReport()
     started = time.perf_counter()
     deadline = started + timeout
@@ -190,23 +200,22 @@ def run_load(webhooks_url: str, secret: bytes, runs_db: Path, events: list[Event
                 raise TransientError(sent.fault, reason="receiver_unreachable")
             _account(report, sent, sent_at)
             on_sent(report.sent)
-    _collect(report, runs_db, sent_at, deadline, on_done)
+    _collect(report, store, sent_at, deadline, on_done)
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _collect(report: LoadReport, runs_db: Path, sent_at: dict[str, float], deadline: float,
+def _collect(report: LoadReport, store: RunStore, sent_at: dict[str, float], deadline: float,
              on_done: Callable[[int], None]) -> None:
     pending = dict(sent_at)
-    with RunStore(runs_db) as store:
-        while pending and time.perf_counter() < deadline:
-            for run_id in list(pending):
-                run = store.get(run_id)
-                if run is not None and run.terminal:
-                    _count(report, run, time.perf_counter() - pending.pop(run_id))
-                    on_done(len(sent_at) - len(pending))
-            if pending:
-                time.sleep(0.05)
+    while pending and time.perf_counter() < deadline:
+        for run_id in list(pending):
+            run = store.get(run_id)
+            if run is not None and run.terminal:
+                _count(report, run, time.perf_counter() - pending.pop(run_id))
+                on_done(len(sent_at) - len(pending))
+        if pending:
+            time.sleep(0.05)
     report.unfinished = len(pending)
 
 

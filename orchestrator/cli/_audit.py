@@ -1,15 +1,14 @@
 """``infrabot audit query|verify|export|keys``: read, check and export the audit trail.
 
-The database is ``<state_dir>/audit.sqlite3`` from the settings (``INFRABOT_STATE_DIR`` or
-``--state-dir``) unless ``--db`` names the file; it is opened read-only. Bad input, a missing,
-damaged or foreign file is one ``Error: ...`` line on stderr and a non-zero exit, never a
-traceback. Every value printed is display-safe (:mod:`orchestrator._display`).
+The database is ``INFRABOT_DATABASE_URL``'s, else ``<state_dir>/audit.sqlite3`` from the settings
+(``INFRABOT_STATE_DIR`` or ``--state-dir``); ``--db`` names a SQLite file instead. A SQLite file
+is opened read-only. Bad input, a missing, damaged or foreign file, an unreachable database is
+one ``Error: ...`` line on stderr and a non-zero exit, never a traceback. Every value printed is display-safe (:mod:`orchestrator._display`).
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,7 +24,6 @@ from orchestrator.audit import (
     AuditKeys,
     AuditStore,
     StoredRecord,
-    TrailReport,
     check_trail,
     public_document,
     render_table,
@@ -35,7 +33,7 @@ from orchestrator.audit import (
 )
 from orchestrator.audit._keys import PUBLIC_FILE
 from orchestrator.cli._common import CommandError, load_settings, state_dir_option
-from orchestrator.errors import InfraBotError
+from orchestrator.errors import InfraBotError, Unavailable
 from orchestrator.identity import PublicKey
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -48,9 +46,10 @@ EXIT_TAMPERED = 1
 EXIT_USAGE = 2
 EXIT_UNANCHORED = 3
 EXIT_UNREADABLE = 4
-# Everything reading a damaged file can raise: SQLite's errors, a column of the wrong type or
-# a value that does not decode (ValueError, TypeError), a nesting too deep for the JSON decoder.
-_DAMAGE = (sqlite3.Error, ValueError, TypeError, OverflowError, RecursionError)
+# Everything reading a damaged file can raise beside the store's Unavailable (SQLite's errors): a
+# column of the wrong type or a value that does not decode (ValueError, TypeError), a nesting
+# too deep for the JSON decoder.
+_DAMAGE = (ValueError, TypeError, OverflowError, RecursionError)
 
 
 class BadInput(click.ClickException):
@@ -86,7 +85,8 @@ def _db_option(func: F) -> F:
         "--db",
         type=click.Path(path_type=Path, dir_okay=False),
         default=None,
-        help="Audit database file; overrides <state_dir>/audit.sqlite3.",
+        help="Audit database file (SQLite); overrides INFRABOT_DATABASE_URL and "
+             "<state_dir>/audit.sqlite3.",
     )(func)
     return state_dir_option(func)
 
@@ -115,19 +115,33 @@ def _filter_options(func: F) -> F:
 @contextmanager
 def _open_store(db: Path | None, state_dir: Path | None,
                 error: type[CommandError] = CommandError) -> Iterator[AuditStore]:
-    """The database opened read-only; any failure to open or read it, inside the block too, is
-    ``error`` with one line naming the file and the problem."""
-    path = db if db is not None else load_settings(state_dir).audit_db
-    if not path.is_file():
-        raise error(f"no audit database at {path}")
+    """The database (a SQLite file opened read-only); any failure to open or read it, inside
+    the block too, is ``error`` with one line naming the database and the problem."""
+    target = db if db is not None else load_settings(state_dir).audit_target
+    with _opened(target, error) as store:
+        yield store
+
+
+@contextmanager
+def _opened(target: Path | str, error: type[CommandError]) -> Iterator[AuditStore]:
+    if isinstance(target, Path) and not target.is_file():
+        raise error(f"no audit database at {target}")
     try:
-        with AuditStore(path, read_only=True) as store:
-            yield store
+        with AuditStore(target, read_only=isinstance(target, Path)) as store:
+            try:
+                yield store
+            except Unavailable as exc:  # a damaged file, a database that went away
+                cause = _first_line(exc.__cause__) if exc.__cause__ else exc.reason
+                raise error(f"{store.target}: {exc.message}: {cause}") from None
     except InfraBotError as exc:
         raise error(exc.message.splitlines()[0]) from None
-    except _DAMAGE as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise error(f"{path}: damaged audit database: {first}") from None
+    except _DAMAGE as exc:  # SQLite can even fail to word its error (UnicodeDecodeError)
+        where = target if isinstance(target, Path) else "audit database"  # a URL: no password
+        raise error(f"{where}: damaged audit database: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
 @click.group("audit")
@@ -188,8 +202,8 @@ def verify(db: Path | None, state_dir: Path | None, keys_file: Path | None) -> N
     Example:
       infrabot audit verify --db .infrabot/audit.sqlite3 --keys audit-keys.json
     """
-    db, keys_path = _verify_paths(db, state_dir, keys_file)
-    with _open_store(db, None, Unreadable) as store:
+    target, keys_path = _verify_paths(db, state_dir, keys_file)
+    with _opened(target, Unreadable) as store:
         snapshot = store.snapshot()
     keys = _keys_for_verify(keys_path, given=keys_file is not None,
                             required=bool(snapshot.checkpoints))
@@ -212,7 +226,7 @@ def verify(db: Path | None, state_dir: Path | None, keys_file: Path | None) -> N
 
 
 def _verify_paths(db: Path | None, state_dir: Path | None, keys_file: Path | None
-                  ) -> tuple[Path, Path]:
+                  ) -> tuple[Path | str, Path]:
     """The database and the trusted keys file; the settings (and the state directory) are read
     only when ``--db`` or ``--keys`` leaves one of them to it."""
     if db is not None and keys_file is not None:
@@ -221,7 +235,7 @@ def _verify_paths(db: Path | None, state_dir: Path | None, keys_file: Path | Non
         settings = load_settings(state_dir)
     except CommandError as exc:  # a bad setting: nothing could be checked (not exit 1)
         raise Unreadable(exc.message) from None
-    return (db if db is not None else settings.audit_db,
+    return (db if db is not None else settings.audit_target,
             keys_file if keys_file is not None else settings.audit_keys_dir / PUBLIC_FILE)
 
 

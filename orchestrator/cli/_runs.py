@@ -10,14 +10,18 @@ from rich.console import Console
 
 from orchestrator.cli._common import CommandError, load_settings, state_dir_option
 from orchestrator.cli._users import resolve_user
+from orchestrator.errors import InfraBotError
 from orchestrator.runs import STATUSES, Run, RunStore, render_run, render_runs
 
 
 def _store(state_dir: Path | None) -> RunStore:
-    path = load_settings(state_dir).state_dir / "runs.sqlite3"
-    if not path.is_file():
-        raise CommandError(f"no runs yet: {path} does not exist")
-    return RunStore(path)
+    target = load_settings(state_dir).runs_target
+    if isinstance(target, Path) and not target.is_file():
+        raise CommandError(f"no runs yet: {target} does not exist")
+    try:
+        return RunStore(target)
+    except InfraBotError as exc:
+        raise CommandError(exc.message) from None
 
 
 def run_json(run: Run) -> dict[str, object]:

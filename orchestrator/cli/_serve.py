@@ -39,13 +39,14 @@ def serve(state_dir: Path | None, port_base: int | None) -> None:
         names = ("auth", "datadog", "github", "aws", "pagerduty", "webhooks")
         ports = {f"{n}_port": (port_base + i if port_base else 0) for i, n in enumerate(names)}
     settings, secret_file, created = ensure_secret_file(load_settings(state_dir, **ports))
-    if secret_file is not None:
-        click.echo(f"webhook secret {'created in' if created else 'read from'} {secret_file} "
-                   "(give it to the sender; `infrabot simulate` reads it there)", err=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     with running_system(settings, write_endpoints_file=True) as system:
+        if secret_file is not None:  # once started: a failed start stays one line
+            click.echo(f"webhook secret {'created in' if created else 'read from'} "
+                       f"{secret_file} (give it to the sender; `infrabot simulate` reads it "
+                       "there)", err=True)
         urls = system.endpoints()
         for name, url in urls.items():
             click.echo(f"{name:10} {url}", err=True)

@@ -3,7 +3,8 @@
 One event, the events of a scenario file, or a bounded load run with a mix of users, services,
 environments and bad events. Reads the webhook receiver's URL from DIR/endpoints.json and the
 signing secret from INFRABOT_WEBHOOK_SECRET, else from DIR/webhook_secret (which ``serve``
-writes when that is unset); run results come from DIR/runs.sqlite3.
+writes when that is unset); run results come from the run log (INFRABOT_DATABASE_URL, else
+DIR/runs.sqlite3).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from orchestrator._yamlfile import load_yaml
 from orchestrator.cli._common import CommandError, endpoints, load_settings, state_dir_option
 from orchestrator.cli._users import resolve_user
 from orchestrator.config import Settings
-from orchestrator.errors import TransientError
+from orchestrator.errors import InfraBotError, TransientError
 
 if TYPE_CHECKING:  # orchestrator.ci imports the web stack: slow, so only where it is used
     from orchestrator.ci._load import EventSpec, LoadReport
@@ -45,7 +46,7 @@ def _send(settings: Settings, events: list[EventSpec], *, rate: float, timeout: 
     from orchestrator.ci._load import run_load
     from orchestrator.ci._secret import sender_secret
 
-    urls = endpoints(settings)
+    urls = _endpoints(settings)
     if "webhooks" not in urls:
         raise CommandError(f"{settings.endpoints_file} names no webhook receiver")
     secret = sender_secret(settings)
@@ -56,14 +57,24 @@ def _send(settings: Settings, events: list[EventSpec], *, rate: float, timeout: 
         sent = progress.add_task("sent", total=len(events))
         done = progress.add_task("runs finished", total=len(events))
         try:
-            report = run_load(urls["webhooks"], secret, settings.state_dir / "runs.sqlite3",
+            report = run_load(urls["webhooks"], secret, settings.runs_target,
                               events, rate=rate, timeout=timeout,
                               on_sent=lambda n: progress.update(sent, completed=n),
                               on_done=lambda n: progress.update(done, completed=n))
         except TransientError as exc:  # the receiver never answered the first event
             raise CommandError(f"cannot reach the webhook receiver at {urls['webhooks']}: "
                                f"{exc.message} (is `infrabot serve` running?)") from None
+        except InfraBotError as exc:  # the run log cannot be opened
+            raise CommandError(exc.message) from None
     return report
+
+
+def _endpoints(settings: Settings) -> dict[str, str]:
+    """``endpoints.json``; with a shared database and no state directory of the servers', the
+    configured receiver (``INFRABOT_HOST``, ``INFRABOT_WEBHOOKS_PORT``)."""
+    if settings.database_url is not None and not settings.endpoints_file.exists():
+        return {"webhooks": f"http://{settings.host}:{settings.webhooks_port}"}
+    return endpoints(settings)
 
 
 def _print(report: LoadReport, as_json: bool) -> None:

@@ -9,7 +9,9 @@ import click
 
 from orchestrator.cli._common import CommandError, load_settings, state_dir_option
 from orchestrator.config import Settings
+from orchestrator.errors import InfraBotError
 from orchestrator.identity import SigningKey, client_keys_dir, load_client_key
+from orchestrator.runs import RunStore
 
 QUEUES = ("infrabot", "argocd", "cleanup")
 
@@ -70,6 +72,7 @@ def worker(queues: str, concurrency: int, pool: str, loglevel: str, hostname: st
         raise CommandError(f"unknown queue {unknown[0] if unknown else '(none)'}; "
                            f"choose from {', '.join(QUEUES)}")
     keys = agent_keys(settings, chosen)
+    _check_run_log(settings)
     from agents._runtime import install_agent_keys
     from orchestrator._log import configure
     from orchestrator.celery_app import create_celery
@@ -81,3 +84,12 @@ def worker(queues: str, concurrency: int, pool: str, loglevel: str, hostname: st
                      "--pool", pool, "--loglevel", loglevel,
                      "--hostname", hostname or f"infrabot-{os.getpid()}@%h", "--without-gossip",
                      "--without-mingle", "--without-heartbeat"])
+
+
+def _check_run_log(settings: Settings) -> None:
+    """One line now, not a failure in every task later, if the run log cannot be opened (an
+    unreachable database); closed again before the pool's processes fork."""
+    try:
+        RunStore(settings.runs_target).close()
+    except InfraBotError as exc:
+        raise CommandError(exc.message) from None

@@ -13,7 +13,7 @@ from typing import Any
 from mock_services.catalog import build_request
 from orchestrator.audit import AuditStore, StoredRecord
 from orchestrator.ci import DELIVERY_HEADER, ROUTE, build_deployment_event, webhook_key
-from orchestrator.demo._audit_attack import rewrite_a_copy
+from orchestrator.demo._audit_attack import rewrite_a_copy, shown
 from orchestrator.errors import OAuthError
 from orchestrator.identity import AccessClaims, Actor, Context, MayAct, mint, new_jti
 from orchestrator.identity._keys import generate_private_key, signing_key_of
@@ -207,7 +207,8 @@ class AttackRound:
                                "ArgoCD tries to keep going with sam's delegation",
                                "user_revoked",
                                lambda: _ok(argocd.exchange(for_argocd, audience="agent:cleanup"))))
-        attacks.append(rewritten_audit_record(self.system))
+        if shown(self.system):  # a copy of the SQLite file
+            attacks.append(rewritten_audit_record(self.system))
         return attacks
 
 

@@ -4,7 +4,9 @@ The insider can write the database but does not hold the audit key. They rewrite
 (the first denial becomes an allow) and then do what the keyless chain invites: recompute the
 hash of every later record of that writer and the writer head, so the chain alone checks out.
 ``audit verify``'s check (:func:`orchestrator.audit.check_trail`, with the state directory's
-published audit keys) must refuse the copy: the signed checkpoints name the old head.
+published audit keys) must refuse the copy: the signed checkpoints name the old head. The copy
+is made of the SQLite file; on PostgreSQL stores (``INFRABOT_DATABASE_URL``) the demo leaves this
+attack out (:func:`shown`).
 """
 
 from __future__ import annotations
@@ -56,6 +58,11 @@ def _drop_guards(conn: sqlite3.Connection) -> None:
         conn.execute(f"DROP TRIGGER {name}")
 
 
+def shown(system: System) -> bool:
+    """Whether the audit trail is a SQLite file this attack can copy."""
+    return isinstance(system.stack.settings.audit_target, Path)
+
+
 def rewrite_a_copy(system: System) -> tuple[str, TrailReport]:
     """Anchor the trail, rewrite a copy as the insider would, and verify the copy. Returns
     what was rewritten and the verification report."""
@@ -64,7 +71,7 @@ def rewrite_a_copy(system: System) -> tuple[str, TrailReport]:
         stack.checkpointer.checkpoint("requested")
     with tempfile.TemporaryDirectory(prefix="infrabot-audit-attack-") as tmp:
         copy = Path(tmp) / "audit.sqlite3"
-        with closing(sqlite3.connect(f"{stack.audit.path.resolve().as_uri()}?mode=ro",
+        with closing(sqlite3.connect(f"{Path(stack.audit.target).resolve().as_uri()}?mode=ro",
                                      uri=True)) as source, \
                 closing(sqlite3.connect(copy, isolation_level=None)) as target:
             source.backup(target)

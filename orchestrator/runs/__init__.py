@@ -2,10 +2,21 @@
 
 :class:`RunStore` keeps runs and their events in ``<state_dir>/runs.sqlite3`` (SQLite, WAL), safe
 for the orchestrator, Celery workers and the CLI at once. Events never hold a token.
+:class:`HopJournal` records each hop's steps and hand-offs in the same file (docs/journal.md).
 :func:`render_run` and :func:`render_runs` turn runs into rich renderables for
 ``infrabot runs show`` and ``infrabot runs list``.
 """
 
+from orchestrator.runs._journal import (
+    DELIVERY_STEP,
+    STOPS,
+    HopJournal,
+    Resume,
+    StepConflict,
+    StepRecord,
+    idempotency_key,
+    resume_point,
+)
 from orchestrator.runs._model import (
     EVENT_KINDS,
     STATUSES,
@@ -23,19 +34,27 @@ from orchestrator.runs._render import render_run, render_runs, summarize
 from orchestrator.runs._store import RunStore
 
 __all__ = [
+    "DELIVERY_STEP",
     "EVENT_KINDS",
     "STATUSES",
+    "STOPS",
     "TERMINAL_STATUSES",
     "EventKind",
+    "HopJournal",
     "Mode",
+    "Resume",
     "Run",
     "RunEvent",
     "RunExists",
     "RunOrigin",
     "RunStatus",
     "RunStore",
+    "StepConflict",
+    "StepRecord",
     "UnknownRun",
+    "idempotency_key",
     "render_run",
     "render_runs",
+    "resume_point",
     "summarize",
 ]

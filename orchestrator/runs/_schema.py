@@ -1,17 +1,26 @@
-"""The run log schema (version 2), created idempotently by every store that opens the file.
+"""The run log schema (version 3), created idempotently by every store that opens the file.
 
-Four tables: ``runs`` (one row per run, its status and origin), ``events`` (the log, numbered per
-run), ``hops`` (one row per completed agent hop: the idempotency guard across redelivery) and
+Five tables: ``runs`` (one row per run, its status and origin), ``events`` (the log, numbered per
+run), ``hops`` (one row per completed agent hop: the idempotency guard across redelivery),
 ``deliveries`` (the CI deliveries received in the last day: the webhook receiver's replay guard
-that survives restarts; added in version 2, so a version 1 file gains it when opened).
+that survives restarts; added in version 2, so a version 1 file gains it when opened) and
+``journal`` (each hop's steps and hand-offs, recorded before and after they act; see
+:mod:`orchestrator.runs._journal`; added in version 3, so an older file gains it when opened).
 Times are fixed-width UTC text, so text order is time order.
+
+The same DDL serves SQLite and PostgreSQL. ``"user"`` is quoted everywhere (a reserved word in
+PostgreSQL). ``runs.rowid`` is SQLite's implicit row id; PostgreSQL has none, so there it is an
+identity column: both give ``ORDER BY created_at, rowid`` the order runs were created in.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
-SCHEMA_VERSION = 2
+from orchestrator.db import Dialect, Schema
+
+SCHEMA_VERSION = 3
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 RUN_COLUMNS = (
@@ -20,11 +29,16 @@ RUN_COLUMNS = (
 )
 EVENT_COLUMNS = ("run_id", "seq", "time", "kind", "agent", "detail")
 
-STATEMENTS = (
+_ROW_ID = {
+    Dialect.SQLITE: "",
+    Dialect.POSTGRESQL: ",\n        rowid BIGINT GENERATED ALWAYS AS IDENTITY",
+}
+
+_STATEMENTS = (
     """CREATE TABLE IF NOT EXISTS runs (
         run_id TEXT PRIMARY KEY,
         workflow TEXT NOT NULL,
-        user TEXT NOT NULL,
+        "user" TEXT NOT NULL,
         status TEXT NOT NULL,
         reason TEXT,
         trigger TEXT NOT NULL,
@@ -35,10 +49,10 @@ STATEMENTS = (
         pr INTEGER,
         mode TEXT NOT NULL,
         created_at TEXT NOT NULL,
-        finished_at TEXT
+        finished_at TEXT{row_id}
     )""",
     "CREATE INDEX IF NOT EXISTS runs_created ON runs (created_at)",
-    "CREATE INDEX IF NOT EXISTS runs_user ON runs (user, created_at)",
+    'CREATE INDEX IF NOT EXISTS runs_user ON runs ("user", created_at)',
     "CREATE INDEX IF NOT EXISTS runs_status ON runs (status, created_at)",
     """CREATE TABLE IF NOT EXISTS events (
         run_id TEXT NOT NULL,
@@ -61,7 +75,27 @@ STATEMENTS = (
         received_at TEXT NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS deliveries_received ON deliveries (received_at)",
+    """CREATE TABLE IF NOT EXISTS journal (
+        run_id TEXT NOT NULL,
+        agent TEXT NOT NULL,
+        step INTEGER NOT NULL,
+        action TEXT NOT NULL,
+        state TEXT NOT NULL,
+        idempotency_key TEXT NOT NULL,
+        reason TEXT,
+        attempts INTEGER NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (run_id, agent, step)
+    )""",
 )
+
+
+def statements(dialect: Dialect) -> Sequence[str]:
+    return tuple(sql.replace("{row_id}", _ROW_ID[dialect]) for sql in _STATEMENTS)
+
+
+SCHEMA = Schema(store="runs", what="run log", version=SCHEMA_VERSION, statements=statements,
+                unavailable="run_log_unavailable", busy_timeout=10.0)
 
 
 def format_time(value: datetime) -> str:

@@ -1,9 +1,11 @@
-"""The run event log: one SQLite file shared by the orchestrator, the workers and the CLI.
+"""The run event log, shared by the orchestrator, the workers and the CLI: a SQLite file
+(``<state_dir>/runs.sqlite3`` by default) or a PostgreSQL database (:mod:`orchestrator.db`).
 
-WAL journal and a busy timeout let several processes read and write ``<state_dir>/runs.sqlite3``
-at once; every write is one short transaction. In a process the store is thread-safe (one
-connection behind a lock). A file that cannot be used (locked past the busy timeout, a full disk,
-a damaged file) raises :class:`~orchestrator.errors.Unavailable` (``run_log_unavailable``).
+Several processes, on one host or (PostgreSQL) many, read and write it at once; every write is
+one short transaction, and one that numbers a run's events first locks the run, so two writers
+never take the same ``seq``. In a process the store is thread-safe. A database that cannot be
+used (locked past the busy timeout, a full disk, a damaged file, a lost connection) raises
+:class:`~orchestrator.errors.Unavailable` (``run_log_unavailable``).
 Three guarantees the agents and the webhook receiver rely on:
 
 * :meth:`RunStore.finish` never overwrites a terminal status: the first one recorded wins, and
@@ -18,16 +20,14 @@ from __future__ import annotations
 
 import builtins
 import json
-import sqlite3
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from orchestrator._sqlite import SQLiteFile, connect
-from orchestrator.errors import Unavailable
+from orchestrator.db import Conflict, Database, Store, Transaction, open_database
 from orchestrator.runs._model import (
     EVENT_KINDS,
     TERMINAL_STATUSES,
@@ -42,32 +42,40 @@ from orchestrator.runs._model import (
 from orchestrator.runs._schema import (
     EVENT_COLUMNS,
     RUN_COLUMNS,
-    SCHEMA_VERSION,
-    STATEMENTS,
+    SCHEMA,
     format_time,
     parse_time,
 )
 
-BUSY_TIMEOUT_SECONDS = 10.0
 MAX_LIST = 1000
 _TERMINAL_SQL = ", ".join(f"'{s}'" for s in sorted(TERMINAL_STATUSES))
-_SELECT_RUN = f"SELECT {', '.join(RUN_COLUMNS)} FROM runs"
+_RUN_COLUMNS_SQL = ", ".join(f'"{name}"' for name in RUN_COLUMNS)
+_SELECT_RUN = f"SELECT {_RUN_COLUMNS_SQL} FROM runs"
+_INSERT_RUN = (f"INSERT INTO runs ({_RUN_COLUMNS_SQL}) "
+               f"VALUES ({', '.join('?' * len(RUN_COLUMNS))})")
 _SELECT_EVENTS = f"SELECT {', '.join(EVENT_COLUMNS)} FROM events"
+_INSERT_EVENT = f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?)"
+_NEXT_SEQ = "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run_id = ?"
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class RunStore(SQLiteFile):
-    """Runs and their event logs in one SQLite file. Use as a context manager or :meth:`close`."""
+class RunStore(Store):
+    """Runs and their event logs in a SQLite file (``target`` a path) or a PostgreSQL database
+    (``target`` a ``postgresql://`` URL). Use as a context manager or :meth:`close`."""
 
-    what = "run store"
-
-    def __init__(self, path: Path, *, clock: Callable[[], datetime] = _now) -> None:
+    def __init__(self, target: Path | str, *, clock: Callable[[], datetime] = _now) -> None:
         self._clock = clock
         self._finish_hooks: builtins.list[Callable[[str], None]] = []
-        super().__init__(Path(path), _connect(Path(path)))
+        self._target = target
+        self._db: Database = open_database(target, SCHEMA)
+
+    @property
+    def target(self) -> Path | str:
+        """What it was opened with: another store on the same log can be opened with it."""
+        return self._target
 
     def on_finish(self, hook: Callable[[str], None]) -> None:
         """Call ``hook(run_id)`` after this store records a run's terminal status."""
@@ -86,9 +94,9 @@ class RunStore(SQLiteFile):
                   run.environment, run.repository, run.commit, run.service, run.pr, run.mode,
                   format_time(run.created_at), None)
         try:
-            with self._write() as conn:
-                conn.execute(f"INSERT INTO runs VALUES ({', '.join('?' * len(values))})", values)
-        except sqlite3.IntegrityError as exc:
+            with self._write() as tx:
+                tx.execute(_INSERT_RUN, values)
+        except Conflict as exc:
             raise RunExists(f"run {run_id!r} already exists") from exc
         return run
 
@@ -100,20 +108,17 @@ class RunStore(SQLiteFile):
         check_text("agent", agent)
         text = check_detail(detail or {})
         now = self._clock()
-        with self._write() as conn:
-            self._require(conn, run_id)
-            seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run_id = ?",
-                               (run_id,)).fetchone()[0]
-            conn.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)",
-                         (run_id, seq, format_time(now), kind, agent, text))
+        with self._write() as tx:
+            self._require(tx, run_id)
+            seq = append_event(tx, run_id, format_time(now), kind, agent, text)
         return RunEvent(run_id=run_id, seq=seq, time=now, kind=kind,
                         agent=agent, detail=json.loads(text))
 
     def mark_running(self, run_id: str) -> bool:
         """``pending`` → ``running``; False if the run had already left ``pending``."""
-        with self._write() as conn:
-            self._require(conn, run_id)
-            cursor = conn.execute(
+        with self._write() as tx:
+            self._require(tx, run_id)
+            cursor = tx.execute(
                 "UPDATE runs SET status = 'running' WHERE run_id = ? AND status = 'pending'",
                 (run_id,))
             return cursor.rowcount == 1
@@ -131,29 +136,27 @@ class RunStore(SQLiteFile):
         check_text("agent", agent)
         detail = check_detail({"status": status, "reason": reason})
         now = format_time(self._clock())
-        with self._write() as conn:
-            self._require(conn, run_id)
-            cursor = conn.execute(
+        with self._write() as tx:
+            self._require(tx, run_id)
+            tx.lock(f"run:{run_id}")
+            cursor = tx.execute(
                 "UPDATE runs SET status = ?, reason = ?, finished_at = ? "
                 f"WHERE run_id = ? AND status NOT IN ({_TERMINAL_SQL})",
                 (status, reason, now, run_id))
             if cursor.rowcount != 1:
                 return False
-            seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run_id = ?",
-                               (run_id,)).fetchone()[0]
-            conn.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?)",
-                         (run_id, seq, now, "finished", agent, detail))
+            append_event(tx, run_id, now, "finished", agent, detail)
         for hook in self._finish_hooks:
             hook(run_id)
         return True
 
     def get(self, run_id: str) -> Run | None:
         """The run with all its events, or None."""
-        with self._read() as conn:
-            row = conn.execute(f"{_SELECT_RUN} WHERE run_id = ?", (run_id,)).fetchone()
+        with self._read() as tx:
+            row = tx.execute(f"{_SELECT_RUN} WHERE run_id = ?", (run_id,)).fetchone()
             if row is None:
                 return None
-            events = conn.execute(f"{_SELECT_EVENTS} WHERE run_id = ? ORDER BY seq",
+            events = tx.execute(f"{_SELECT_EVENTS} WHERE run_id = ? ORDER BY seq",
                                   (run_id,)).fetchall()
         return _run(row, events)
 
@@ -163,13 +166,13 @@ class RunStore(SQLiteFile):
         if not 0 <= limit <= MAX_LIST:
             raise ValueError(f"limit must be between 0 and {MAX_LIST}")
         used = {name: value for name, value in (("status", status), ("user", user)) if value}
-        where = " AND ".join(f"{name} = ?" for name in used) or "1"
-        with self._read() as conn:
-            rows = conn.execute(
+        where = " AND ".join(f'"{name}" = ?' for name in used) or "TRUE"
+        with self._read() as tx:
+            rows = tx.execute(
                 f"{_SELECT_RUN} WHERE {where} ORDER BY created_at DESC, rowid DESC LIMIT ?",
                 [*used.values(), limit]).fetchall()
             ids = [row[0] for row in rows]
-            events = conn.execute(
+            events = tx.execute(
                 f"{_SELECT_EVENTS} WHERE run_id IN ({', '.join('?' * len(ids))}) "
                 "ORDER BY run_id, seq", ids).fetchall() if ids else []
         by_run: dict[str, builtins.list[tuple[Any, ...]]] = {}
@@ -179,8 +182,8 @@ class RunStore(SQLiteFile):
 
     def unfinished_before(self, when: datetime, limit: int = 100) -> builtins.list[str]:
         """The ids of runs created before ``when`` that have no terminal status, oldest first."""
-        with self._read() as conn:
-            rows = conn.execute(
+        with self._read() as tx:
+            rows = tx.execute(
                 f"SELECT run_id FROM runs WHERE status NOT IN ({_TERMINAL_SQL}) "
                 "AND created_at < ? ORDER BY created_at LIMIT ?",
                 (format_time(when), limit)).fetchall()
@@ -200,16 +203,17 @@ class RunStore(SQLiteFile):
 
     def hop_done(self, run_id: str, agent: str) -> bool:
         """True if some task already completed ``agent``'s hop of this run."""
-        with self._read() as conn:
-            row = conn.execute("SELECT 1 FROM hops WHERE run_id = ? AND agent = ?",
+        with self._read() as tx:
+            row = tx.execute("SELECT 1 FROM hops WHERE run_id = ? AND agent = ?",
                                (run_id, agent)).fetchone()
         return row is not None
 
     def mark_hop_done(self, run_id: str, agent: str, task_id: str) -> bool:
         """Record ``agent``'s hop of this run as done; True only for the first caller anywhere."""
-        with self._write() as conn:
-            cursor = conn.execute("INSERT OR IGNORE INTO hops VALUES (?, ?, ?, ?)",
-                                  (run_id, agent, task_id, format_time(self._clock())))
+        with self._write() as tx:
+            cursor = tx.execute("INSERT INTO hops (run_id, agent, task_id, time) "
+                                "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                                (run_id, agent, task_id, format_time(self._clock())))
             return cursor.rowcount == 1
 
     def claim_delivery(self, delivery_id: str, *, ttl: int) -> bool:
@@ -217,62 +221,45 @@ class RunStore(SQLiteFile):
         seconds (deliveries older than that are forgotten here, so the table stays bounded)."""
         check_text("delivery_id", delivery_id)
         now = self._clock()
-        with self._write() as conn:
-            conn.execute("DELETE FROM deliveries WHERE received_at < ?",
-                         (format_time(now - timedelta(seconds=ttl)),))
-            cursor = conn.execute("INSERT OR IGNORE INTO deliveries VALUES (?, ?)",
-                                  (delivery_id, format_time(now)))
+        with self._write() as tx:
+            tx.execute("DELETE FROM deliveries WHERE received_at < ?",
+                       (format_time(now - timedelta(seconds=ttl)),))
+            cursor = tx.execute("INSERT INTO deliveries (delivery_id, received_at) "
+                                "VALUES (?, ?) ON CONFLICT DO NOTHING",
+                                (delivery_id, format_time(now)))
             return cursor.rowcount == 1
 
     def release_delivery(self, delivery_id: str) -> None:
         """Forget a delivery that started nothing (a transient failure), so the sender's
         redelivery of it is taken."""
-        with self._write() as conn:
-            conn.execute("DELETE FROM deliveries WHERE delivery_id = ?", (delivery_id,))
+        with self._write() as tx:
+            tx.execute("DELETE FROM deliveries WHERE delivery_id = ?", (delivery_id,))
 
     def __repr__(self) -> str:
-        return f"RunStore({str(self._path)!r})"
+        return f"RunStore({self._db.target!r})"
 
     @staticmethod
-    def _require(conn: sqlite3.Connection, run_id: str) -> None:
-        if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
+    def _require(tx: Transaction, run_id: str) -> None:
+        if tx.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
             raise UnknownRun(f"no run {run_id!r}")
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One ``BEGIN IMMEDIATE`` transaction, committed on success, rolled back otherwise."""
-        with self._transaction("BEGIN IMMEDIATE") as conn:
-            yield conn
+    def _write(self) -> AbstractContextManager[Transaction]:
+        """One write transaction, committed on success, rolled back otherwise."""
+        return self._db.transaction(write=True)
 
-    @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
+    def _read(self) -> AbstractContextManager[Transaction]:
         """One read transaction: a consistent snapshot of the run and its events."""
-        with self._transaction("BEGIN") as conn:
-            yield conn
-
-    @contextmanager
-    def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            conn = self._connection()
-            try:
-                conn.execute(begin)
-                yield conn
-                conn.execute("COMMIT")
-            except sqlite3.IntegrityError:  # a constraint: the caller's answer (RunExists)
-                _rollback(conn)
-                raise
-            except sqlite3.DatabaseError as exc:  # OperationalError, or a damaged file
-                _rollback(conn)
-                raise Unavailable("run log cannot be used", reason="run_log_unavailable") from exc
-            except BaseException:
-                _rollback(conn)
-                raise
+        return self._db.transaction(write=False)
 
 
-def _rollback(conn: sqlite3.Connection) -> None:
-    with suppress(sqlite3.Error):  # a damaged file may refuse even this
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
+def append_event(tx: Transaction, run_id: str, when: str, kind: str, agent: str | None,
+                 detail: str) -> int:
+    """Append one event (``detail`` already checked) inside the caller's write transaction;
+    its ``seq``. Takes the run's lock: events are numbered per run, by every process."""
+    tx.lock(f"run:{run_id}")
+    seq: int = tx.execute(_NEXT_SEQ, (run_id,)).fetchone()[0]
+    tx.execute(_INSERT_EVENT, (run_id, seq, when, kind, agent, detail))
+    return seq
 
 
 def _run(row: tuple[Any, ...], events: builtins.list[tuple[Any, ...]]) -> Run:
@@ -288,9 +275,3 @@ def _event(row: tuple[Any, ...]) -> RunEvent:
     run_id, seq, when, kind, agent, detail = row
     return RunEvent(run_id=run_id, seq=seq, time=parse_time(when), kind=kind, agent=agent,
                     detail=json.loads(detail))
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    """Open (creating if needed: directory 0700, file 0600) and prepare the run log."""
-    return connect(path, busy_timeout=BUSY_TIMEOUT_SECONDS, statements=STATEMENTS,
-                   version=SCHEMA_VERSION, what="run log")

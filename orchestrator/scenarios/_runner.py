@@ -213,9 +213,9 @@ def _wait(runs: RunStore, run_id: str, timeout: float) -> Run:
 class _RevokingRuns(RunStore):
     """The run log, which also revokes at the scenario's chosen moment of the scenario's run."""
 
-    def __init__(self, path: Path, delivery: str, rule: Revocation,
+    def __init__(self, target: Path | str, delivery: str, rule: Revocation,
                  revoke: Callable[[str], str]) -> None:
-        super().__init__(path)
+        super().__init__(target)
         self._delivery = delivery
         self._rule = rule
         self._revoke = revoke
@@ -262,7 +262,7 @@ def _revoking(system: System, scenario: Scenario, delivery: str) -> Iterator[Any
         return f"revoked {rule.what} {user if rule.what == 'user' else run_id} after {when}"
 
     original = (system.orchestrator.runs, system.runtime.runs)
-    observer = _RevokingRuns(system.runtime.runs.path, delivery, rule, revoke)
+    observer = _RevokingRuns(system.runtime.runs.target, delivery, rule, revoke)
     system.orchestrator.runs = system.runtime.runs = observer
     try:
         yield observer

@@ -1,4 +1,5 @@
-"""Fixtures for the audit tests: a record factory, and raw SQLite access for tampering."""
+"""Fixtures for the audit tests: a record factory, a store target on each back end (a SQLite
+file, a fresh PostgreSQL schema), and raw access to either for tampering."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from orchestrator.audit import AuditRecord
+from tests._postgres import BACK_ENDS, raw, store_target
 
 T0 = datetime(2025, 7, 18, 16, 10, 3, tzinfo=UTC)
 RecordFactory = Callable[..., AuditRecord]
@@ -50,14 +52,25 @@ def make_record() -> RecordFactory:
 
 
 @pytest.fixture
-def db_path(tmp_path: Path) -> Path:
+def sqlite_path(tmp_path: Path) -> Path:
     return tmp_path / "state" / "audit.sqlite3"
 
 
+@pytest.fixture(params=BACK_ENDS)
+def target(request: pytest.FixtureRequest, sqlite_path: Path) -> Iterator[Path | str]:
+    """Where the store under test lives: each test runs on SQLite and on PostgreSQL."""
+    with store_target(request.param, sqlite_path) as where:
+        yield where
+
+
 @contextmanager
-def _attacker(path: Path) -> Iterator[sqlite3.Connection]:
-    """A plain connection with the guard triggers dropped: what an attacker with the file has."""
-    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+def _attacker(target: Path | str) -> Iterator[Any]:
+    """A plain connection with the guard triggers off: what an attacker with the database has."""
+    if isinstance(target, str):
+        with raw(target) as conn:
+            yield conn
+        return
+    with closing(sqlite3.connect(target, isolation_level=None)) as conn:
         triggers = conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall()
         for (name,) in triggers:
             conn.execute(f"DROP TRIGGER {name}")
@@ -65,7 +78,7 @@ def _attacker(path: Path) -> Iterator[sqlite3.Connection]:
 
 
 @pytest.fixture
-def raw_db() -> Callable[[Path], AbstractContextManager[sqlite3.Connection]]:
+def raw_db() -> Callable[[Path | str], AbstractContextManager[Any]]:
     return _attacker
 
 

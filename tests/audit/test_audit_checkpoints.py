@@ -1,7 +1,8 @@
 """Signed checkpoints: when a writer signs, what verification proves with them, and what the
 attacker who can write the database (but does not hold the audit key) is caught doing.
 
-The attacker here has the database file and has read the code: they drop the guard triggers,
+Each test with a store runs on SQLite and on PostgreSQL (the ``target`` fixture). The attacker
+here has the database and has read the code: they drop the guard triggers,
 rewrite a record, recompute every hash after it and the writer head, and try to bring the
 checkpoints along (delete them, re-sign them with their own key, edit their rows).
 """
@@ -9,7 +10,9 @@ checkpoints along (delete them, re-sign them with their own key, edit their rows
 from __future__ import annotations
 
 import base64
+import itertools
 import json
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,9 +62,9 @@ def keys(keys_dir: Path) -> AuditKeys:
 
 
 @pytest.fixture
-def writer(db_path: Path, keys: AuditKeys, clock: Clock
+def writer(target: Path | str, keys: AuditKeys, clock: Clock
            ) -> Iterator[tuple[AuditStore, Checkpointer]]:
-    store = AuditStore(db_path, writer="svc")
+    store = AuditStore(target, writer="svc")
     checkpointer = Checkpointer(store, keys, every_records=4, every_seconds=10,
                                 clock=lambda: clock.now)
     store.on_append(checkpointer.appended)
@@ -81,8 +84,8 @@ def written(writer: tuple[AuditStore, Checkpointer], make_record: Any, count: in
     store.close()
 
 
-def report(db_path: Path, keys_dir: Path) -> TrailReport:
-    with AuditStore(db_path, read_only=True) as store:
+def report(target: Path | str, keys_dir: Path) -> TrailReport:
+    with AuditStore(target, read_only=isinstance(target, Path)) as store:
         return check_trail(store.snapshot(), trusted_keys(keys_dir / PUBLIC_FILE))
 
 
@@ -90,11 +93,11 @@ def kinds(trail: TrailReport) -> list[tuple[str, str, int]]:
     return [(p.kind, p.writer, p.seq) for p in trail.problems]
 
 
-def test_a_checkpoint_every_n_records_anchors_them(writer, make_record, db_path: Path,
+def test_a_checkpoint_every_n_records_anchors_them(writer, make_record, target: Path | str,
                                                     keys_dir: Path) -> None:
     store, _ = writer
     fill(store, make_record, 10)
-    trail = report(db_path, keys_dir)
+    trail = report(target, keys_dir)
     assert trail.ok and trail.checkpoints == 2
     (anchor,) = trail.writers
     assert (anchor.records, anchor.anchored_seq, anchor.unanchored) == (10, 8, 2)
@@ -103,7 +106,7 @@ def test_a_checkpoint_every_n_records_anchors_them(writer, make_record, db_path:
     assert anchor.describe().endswith("; seq 9-10 unanchored (after the last checkpoint)")
 
 
-def test_checkpoint_payload_and_chain(writer, make_record, db_path: Path, keys: AuditKeys
+def test_checkpoint_payload_and_chain(writer, make_record, target: Path | str, keys: AuditKeys
                                       ) -> None:
     store, checkpointer = writer
     fill(store, make_record, 5)
@@ -152,9 +155,9 @@ def test_run_end_checkpoint(writer, make_record) -> None:
     assert row.seq == 2 and '"reason":"run_end"' in _b64(row.jws.split(".")[1]).decode()
 
 
-def test_writers_share_one_checkpoint_chain(db_path: Path, keys: AuditKeys, clock: Clock,
+def test_writers_share_one_checkpoint_chain(target: Path | str, keys: AuditKeys, clock: Clock,
                                             make_record, keys_dir: Path) -> None:
-    with AuditStore(db_path, writer="a") as a, AuditStore(db_path, writer="b") as b:
+    with AuditStore(target, writer="a") as a, AuditStore(target, writer="b") as b:
         for store in (a, b):
             cp = Checkpointer(store, keys, every_records=2, every_seconds=10,
                               clock=lambda: clock.now)
@@ -165,21 +168,21 @@ def test_writers_share_one_checkpoint_chain(db_path: Path, keys: AuditKeys, cloc
         rows = a.snapshot().checkpoints
     assert [(c.number, c.writer, c.seq) for c in rows] == [(1, "a", 2), (2, "b", 2), (3, "a", 4),
                                                            (4, "b", 4)]
-    trail = report(db_path, keys_dir)
+    trail = report(target, keys_dir)
     assert trail.ok and trail.unanchored == 0
 
 
-def test_recomputed_chain_is_caught(writer, make_record, db_path: Path, keys_dir: Path,
+def test_recomputed_chain_is_caught(writer, make_record, target: Path | str, keys_dir: Path,
                                     raw_db) -> None:
     store, checkpointer = writer
     fill(store, make_record, 6)
     checkpointer.close()
     store.close()
-    with raw_db(db_path) as conn:
+    with raw_db(target) as conn:
         recompute_from(conn, "svc", 2, decision="deny", reason="forged")
-    with AuditStore(db_path, read_only=True) as reader:
+    with AuditStore(target, read_only=isinstance(target, Path)) as reader:
         assert reader.verify().ok  # the keyless chain alone is fooled
-    trail = report(db_path, keys_dir)
+    trail = report(target, keys_dir)
     assert kinds(trail) == [("rewritten", "svc", 4), ("rewritten", "svc", 6)]
     assert str(trail.problems[0]).startswith(
         "rewritten: writer svc seq 4: checkpoint 1: signed head hash ")
@@ -187,55 +190,55 @@ def test_recomputed_chain_is_caught(writer, make_record, db_path: Path, keys_dir
 
 
 def test_rewrite_after_the_last_checkpoint_is_only_unanchored(writer, make_record,
-                                                              db_path: Path, keys_dir: Path,
+                                                              target: Path | str, keys_dir: Path,
                                                               raw_db) -> None:
     written(writer, make_record, 6)
-    with raw_db(db_path) as conn:
+    with raw_db(target) as conn:
         recompute_from(conn, "svc", 5, decision="deny")
-    trail = report(db_path, keys_dir)
+    trail = report(target, keys_dir)
     assert trail.ok and trail.writers[0].unanchored == 2  # said plainly: not vouched for
 
 
-def test_deleting_checkpoints_to_hide_a_rewrite(writer, make_record, db_path: Path,
+def test_deleting_checkpoints_to_hide_a_rewrite(writer, make_record, target: Path | str,
                                                 keys_dir: Path, raw_db) -> None:
     written(writer, make_record, 12)
-    with raw_db(db_path) as conn:
+    with raw_db(target) as conn:
         recompute_from(conn, "svc", 3, decision="deny")
         conn.execute("DELETE FROM checkpoints")
-    trail = report(db_path, keys_dir)
+    trail = report(target, keys_dir)
     assert trail.ok and trail.writers[0].unanchored == 12  # no policy known: only unanchored
 
 
 def test_deleting_the_last_checkpoints_leaves_too_many_unanchored(writer, make_record,
-                                                                  db_path: Path,
+                                                                  target: Path | str,
                                                                   keys_dir: Path,
                                                                   raw_db) -> None:
     written(writer, make_record, 12)
-    with raw_db(db_path) as conn:
+    with raw_db(target) as conn:
         recompute_from(conn, "svc", 6, decision="deny")
         conn.execute("DELETE FROM checkpoints WHERE number > 1")
-    trail = report(db_path, keys_dir)
+    trail = report(target, keys_dir)
     assert kinds(trail) == [("missing_checkpoints", "svc", 5)]
     assert "8 records after the last checkpoint, more than the writer's every 4" in \
         str(trail.problems[0])
 
 
-def test_deleted_middle_checkpoint_breaks_the_chain(writer, make_record, db_path: Path,
+def test_deleted_middle_checkpoint_breaks_the_chain(writer, make_record, target: Path | str,
                                                     keys_dir: Path, raw_db) -> None:
     written(writer, make_record, 12)
-    with raw_db(db_path) as conn:
+    with raw_db(target) as conn:
         conn.execute("DELETE FROM checkpoints WHERE number = 2")
-    trail = report(db_path, keys_dir)
+    trail = report(target, keys_dir)
     assert kinds(trail) == [("broken_checkpoint_chain", "svc", 12)]
     assert str(trail.problems[0]).endswith("checkpoint 3: checkpoint 2 missing")
 
 
-def test_checkpoint_signed_by_another_key_is_forged(writer, make_record, db_path: Path,
+def test_checkpoint_signed_by_another_key_is_forged(writer, make_record, target: Path | str,
                                                     keys_dir: Path, raw_db,
                                                     keys: AuditKeys) -> None:
     written(writer, make_record, 4)
     thief = signing_key_of(generate_private_key("ES256"), "ES256")
-    with raw_db(db_path) as conn:
+    with raw_db(target) as conn:
         recompute_from(conn, "svc", 1, decision="deny")
         head = conn.execute("SELECT hash FROM records WHERE seq = 4").fetchone()[0]
         (jws,) = conn.execute("SELECT jws FROM checkpoints").fetchone()
@@ -245,33 +248,33 @@ def test_checkpoint_signed_by_another_key_is_forged(writer, make_record, db_path
             forged = sign(payload, thief, {"typ": CHECKPOINT_TYP, "kid": kid})
             conn.execute("UPDATE checkpoints SET head_hash = ?, jws = ?, kid = ?",
                          (head, forged, kid))
-            trail = report(db_path, keys_dir)
+            trail = report(target, keys_dir)
             why = "signed by an unknown audit key" if kid == thief.kid else "bad signature"
             assert kinds(trail) == [("forged_checkpoint", "svc", 4)]
             assert why in str(trail.problems[0])
 
 
-def test_row_that_differs_from_its_signed_payload(writer, make_record, db_path: Path,
+def test_row_that_differs_from_its_signed_payload(writer, make_record, target: Path | str,
                                                   keys_dir: Path, raw_db) -> None:
     written(writer, make_record, 8)
-    with raw_db(db_path) as conn:
+    with raw_db(target) as conn:
         conn.execute("UPDATE checkpoints SET seq = 3 WHERE number = 1")
-    trail = report(db_path, keys_dir)
+    trail = report(target, keys_dir)
     assert ("forged_checkpoint", "svc", 3) in kinds(trail)
     assert "the stored row differs from its signed payload" in str(trail.problems[0])
 
 
 @pytest.mark.parametrize("jws", ["garbage", "a.b.c", "eyJhbGciOiJFUzI1NiJ9.e30.c2ln"])
-def test_malformed_checkpoint_is_forged(writer, make_record, db_path: Path, keys_dir: Path,
+def test_malformed_checkpoint_is_forged(writer, make_record, target: Path | str, keys_dir: Path,
                                         raw_db, jws: str) -> None:
     written(writer, make_record, 4)
-    with raw_db(db_path) as conn:
+    with raw_db(target) as conn:
         conn.execute("UPDATE checkpoints SET jws = ?", (jws,))
-    trail = report(db_path, keys_dir)
+    trail = report(target, keys_dir)
     assert kinds(trail) == [("forged_checkpoint", "svc", 4)]
 
 
-def test_rotation_keeps_old_checkpoints_verifiable(writer, make_record, db_path: Path,
+def test_rotation_keeps_old_checkpoints_verifiable(writer, make_record, target: Path | str,
                                                    keys_dir: Path, keys: AuditKeys,
                                                    clock: Clock) -> None:
     store, _ = writer
@@ -285,11 +288,11 @@ def test_rotation_keeps_old_checkpoints_verifiable(writer, make_record, db_path:
     published = json.loads((keys_dir / PUBLIC_FILE).read_text())["keys"]
     assert [(k["kid"], k.get("retired_at")) for k in published] == [(old, int(clock.now)),
                                                                       (new, None)]
-    assert report(db_path, keys_dir).ok
+    assert report(target, keys_dir).ok
 
 
 def test_a_retired_key_signing_after_its_retirement_is_refused(
-        writer, make_record, db_path: Path, keys_dir: Path, keys: AuditKeys, clock: Clock,
+        writer, make_record, target: Path | str, keys_dir: Path, keys: AuditKeys, clock: Clock,
         tmp_path: Path) -> None:
     store, checkpointer = writer
     stolen = (keys_dir / PRIVATE_FILE).read_bytes()
@@ -297,7 +300,7 @@ def test_a_retired_key_signing_after_its_retirement_is_refused(
     (keys_dir / PRIVATE_FILE).write_bytes(stolen)  # the thief signs with the old key
     clock.now += 3600
     fill(store, make_record, 4)
-    trail = report(db_path, keys_dir)
+    trail = report(target, keys_dir)
     assert kinds(trail) == [("forged_checkpoint", "svc", 4)]
     assert "after it was retired" in str(trail.problems[0])
 
@@ -331,9 +334,9 @@ def test_trusted_keys_skip_a_jwk_with_private_members(tmp_path: Path, keys: Audi
         trusted_keys(path)
 
 
-def test_the_ticker_signs_within_the_period(db_path: Path, keys: AuditKeys, make_record
+def test_the_ticker_signs_within_the_period(target: Path | str, keys: AuditKeys, make_record
                                             ) -> None:
-    with AuditStore(db_path, writer="ticked") as store:
+    with AuditStore(target, writer="ticked") as store:
         checkpointer = Checkpointer(store, keys, every_records=1000, every_seconds=0.2,
                                     clock=time.time)
         store.on_append(checkpointer.appended)
@@ -344,3 +347,34 @@ def test_the_ticker_signs_within_the_period(db_path: Path, keys: AuditKeys, make
                 time.sleep(0.05)
         (row,) = store.snapshot().checkpoints
     assert row.seq == 1 and '"reason":"interval"' in _b64(row.jws.split(".")[1]).decode()
+
+
+def test_concurrent_writers_number_checkpoints_without_gaps(target: Path | str, keys: AuditKeys,
+                                                            keys_dir: Path, make_record) -> None:
+    """Four writers (each its own store, its own connections) signing at once: one gapless
+    chain of checkpoint numbers, each linking its predecessor (the ``checkpoints`` lock)."""
+    stores = [AuditStore(target, writer=f"w{i}") for i in range(4)]
+    try:
+        for store in stores:
+            checkpointer = Checkpointer(store, keys, every_records=2, every_seconds=60,
+                                        clock=time.time)
+            store.on_append(checkpointer.appended)
+        start = threading.Barrier(len(stores))
+
+        def append(store: AuditStore) -> None:
+            start.wait()
+            fill(store, make_record, 20)
+
+        threads = [threading.Thread(target=append, args=(store,)) for store in stores]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        rows = stores[0].snapshot().checkpoints
+    finally:
+        for store in stores:
+            store.close()
+    assert [c.number for c in rows] == list(range(1, 41))
+    assert all(later.prev == earlier.hash for earlier, later in itertools.pairwise(rows))
+    trail = report(target, keys_dir)
+    assert trail.ok and trail.checkpoints == 40 and trail.unanchored == 0

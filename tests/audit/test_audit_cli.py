@@ -1,4 +1,5 @@
-"""``infrabot audit query|verify|export`` through click's CliRunner."""
+"""``infrabot audit query|verify|export`` through click's CliRunner, on a SQLite file (``--db``)
+and on PostgreSQL (``INFRABOT_DATABASE_URL`` alone, the trusted keys given with ``--keys``)."""
 
 from __future__ import annotations
 
@@ -16,11 +17,10 @@ from orchestrator.cli._audit import audit
 T0 = datetime(2025, 7, 18, 16, 10, 3, tzinfo=UTC)
 
 
-@pytest.fixture
-def db(db_path: Path, make_record) -> Path:
-    """Three records, anchored by checkpoints signed with the state directory's audit key."""
-    keys = AuditKeys.open(db_path.parent / "keys" / "audit", "ES256", now=int(time.time()))
-    with AuditStore(db_path, writer="svc") as store:
+def _fill(target: Path | str, keys_dir: Path, make_record) -> None:
+    """Three records, anchored by checkpoints signed with the audit key in ``keys_dir``."""
+    keys = AuditKeys.open(keys_dir, "ES256", now=int(time.time()))
+    with AuditStore(target, writer="svc") as store:
         checkpointer = Checkpointer(store, keys, every_records=2, every_seconds=60,
                                     clock=time.time)
         store.on_append(checkpointer.appended)
@@ -38,7 +38,40 @@ def db(db_path: Path, make_record) -> Path:
             )
         )
         checkpointer.close()
-    return db_path
+
+
+@pytest.fixture
+def keys_dir(sqlite_path: Path) -> Path:
+    return sqlite_path.parent / "keys" / "audit"
+
+
+@pytest.fixture
+def db(target: Path | str, keys_dir: Path, make_record,
+       monkeypatch: pytest.MonkeyPatch) -> Path | str:
+    """The filled trail; on PostgreSQL named by INFRABOT_DATABASE_URL, with no state dir."""
+    _fill(target, keys_dir, make_record)
+    if isinstance(target, str):
+        monkeypatch.setenv("INFRABOT_DATABASE_URL", target)
+    return target
+
+
+@pytest.fixture
+def sqlite_db(sqlite_path: Path, keys_dir: Path, make_record) -> Path:
+    _fill(sqlite_path, keys_dir, make_record)
+    return sqlite_path
+
+
+def on(db: Path | str) -> list[str]:
+    """The options that name ``db``: ``--db FILE``, or none (the environment names it)."""
+    return ["--db", str(db)] if isinstance(db, Path) else []
+
+
+def checked(db: Path | str, keys_dir: Path) -> list[str]:
+    """``verify``'s options: the file and its state directory's keys, or (PostgreSQL, no state
+    directory) the trusted keys file."""
+    if isinstance(db, Path):
+        return ["--db", str(db), "--state-dir", str(db.parent)]
+    return ["--keys", str(keys_dir / "audit-keys.json")]
 
 
 def run(*args: str) -> tuple[int, str, str]:
@@ -46,8 +79,8 @@ def run(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def test_query_prints_the_audit_table(db: Path) -> None:
-    code, out, _ = run("query", "--db", str(db))
+def test_query_prints_the_audit_table(db: Path | str) -> None:
+    code, out, _ = run("query", *on(db))
     assert code == 0
     for header in (
         "Timestamp",
@@ -64,8 +97,8 @@ def test_query_prints_the_audit_table(db: Path) -> None:
     assert "pagerduty-service" in out and "insufficient_scope" in out
 
 
-def test_query_filters_and_json(db: Path) -> None:
-    code, out, _ = run("query", "--db", str(db), "--user", "user:sam", "--json")
+def test_query_filters_and_json(db: Path | str) -> None:
+    code, out, _ = run("query", *on(db), "--user", "user:sam", "--json")
     assert code == 0
     records = [StoredRecord.model_validate(item) for item in json.loads(out)]
     assert [r.action for r in records] == ["deploy:create", "metrics:query"]
@@ -83,30 +116,31 @@ def test_query_filters_and_json(db: Path) -> None:
         (["--until", "2025-07-18"], []),
     ],
 )
-def test_query_options(db: Path, args: list[str], actions: list[str]) -> None:
-    code, out, _ = run("query", "--db", str(db), "--json", *args)
+def test_query_options(db: Path | str, args: list[str], actions: list[str]) -> None:
+    code, out, _ = run("query", *on(db), "--json", *args)
     assert code == 0
     assert [item["action"] for item in json.loads(out)] == actions
 
 
-def test_query_uses_the_settings_state_dir(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("INFRABOT_STATE_DIR", str(db.parent))
+def test_query_uses_the_settings_state_dir(sqlite_db: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFRABOT_STATE_DIR", str(sqlite_db.parent))
     code, out, _ = run("query", "--json")
     assert code == 0 and len(json.loads(out)) == 3
 
 
 def test_state_dir_option_overrides_the_environment(
-    db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    sqlite_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("INFRABOT_STATE_DIR", str(tmp_path / "elsewhere"))
-    code, out, _ = run("verify", "--state-dir", str(db.parent))
+    code, out, _ = run("verify", "--state-dir", str(sqlite_db.parent))
     assert code == 0
     assert out.splitlines()[-1] == ("audit trail intact and anchored: 3 records from 1 writers, "
                                     "2 checkpoints")
 
 
-def test_bad_since_is_one_clear_line(db: Path) -> None:
-    code, out, err = run("query", "--db", str(db), "--since", "yesterday")
+def test_bad_since_is_one_clear_line(db: Path | str) -> None:
+    code, out, err = run("query", *on(db), "--since", "yesterday")
     assert code == 2 and out == ""
     assert err.splitlines() == [
         "Error: --since: not an ISO 8601 time: 'yesterday' (e.g. 2025-07-18T16:10:03Z)"
@@ -130,19 +164,19 @@ def test_not_a_database_is_one_clear_line(tmp_path: Path) -> None:
     assert len(err.splitlines()) == 1 and "not a usable audit database" in err
 
 
-def test_verify_intact(db: Path) -> None:
-    code, out, _ = run("verify", "--db", str(db), "--state-dir", str(db.parent))
+def test_verify_intact(db: Path | str, keys_dir: Path) -> None:
+    code, out, _ = run("verify", *checked(db, keys_dir))
     lines = out.splitlines()
     assert code == 0 and len(lines) == 2
     assert lines[0].startswith("writer svc: 3 records; seq 1-3 anchored by checkpoint 2 (")
     assert lines[1] == "audit trail intact and anchored: 3 records from 1 writers, 2 checkpoints"
 
 
-def test_verify_after_tampering_names_the_kind(db: Path, raw_db) -> None:
+def test_verify_after_tampering_names_the_kind(db: Path | str, keys_dir: Path, raw_db) -> None:
     with raw_db(db) as conn:
         conn.execute("UPDATE records SET decision = 'allow' WHERE seq = 3")
         conn.execute("DELETE FROM records WHERE seq = 1")
-    code, out, err = run("verify", "--db", str(db), "--state-dir", str(db.parent))
+    code, out, err = run("verify", *checked(db, keys_dir))
     assert code == 1
     assert out.splitlines()[1:] == [
         "deleted: writer svc seq 1: seq 1 missing before seq 2",
@@ -151,20 +185,20 @@ def test_verify_after_tampering_names_the_kind(db: Path, raw_db) -> None:
     assert "2 problems" in err
 
 
-def test_export_jsonl_to_stdout(db: Path) -> None:
-    code, out, _ = run("export", "--db", str(db))
+def test_export_jsonl_to_stdout(db: Path | str) -> None:
+    code, out, _ = run("export", *on(db))
     assert code == 0
     records = [StoredRecord.model_validate_json(line) for line in out.splitlines()]
     assert [r.seq for r in records] == [1, 2, 3]
 
 
-def test_export_ocsf_to_a_file(db: Path, tmp_path: Path) -> None:
-    target = tmp_path / "out.jsonl"
+def test_export_ocsf_to_a_file(db: Path | str, tmp_path: Path) -> None:
+    output = tmp_path / "out.jsonl"
     code, out, _ = run(
-        "export", "--db", str(db), "--format", "ocsf", "--decision", "deny", "--output", str(target)
+        "export", *on(db), "--format", "ocsf", "--decision", "deny", "--output", str(output)
     )
     assert (code, out) == (0, "")
-    (event,) = [json.loads(line) for line in target.read_text().splitlines()]
+    (event,) = [json.loads(line) for line in output.read_text().splitlines()]
     assert (event["class_uid"], event["status"], event["actor"]["user"]["uid"]) == (
         6003,
         "Failure",

@@ -22,8 +22,8 @@ from orchestrator.audit import (
 
 
 @pytest.fixture
-def stored(db_path: Path, make_record) -> list[StoredRecord]:
-    with AuditStore(db_path, writer="svc") as store:
+def stored(sqlite_path: Path, make_record) -> list[StoredRecord]:
+    with AuditStore(sqlite_path, writer="svc") as store:
         store.append(make_record())
         store.append(
             make_record(

@@ -8,22 +8,26 @@ import socket
 import sqlite3
 import stat
 import threading
+from dataclasses import replace
 from collections.abc import Iterator
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from orchestrator.audit import GENESIS_HASH, AuditRecord, AuditStore, StoredRecord
 from orchestrator.audit._chain import link_hash
+from orchestrator.audit._schema import SCHEMA
 from orchestrator.errors import ConfigError, Unavailable
+from tests._postgres import fresh_schema
 
 T0 = datetime(2025, 7, 18, 16, 10, 3, tzinfo=UTC)
 
 
-def test_append_returns_the_chained_record(db_path: Path, make_record) -> None:
-    with AuditStore(db_path, writer="w1") as store:
+def test_append_returns_the_chained_record(target: Path | str, make_record) -> None:
+    with AuditStore(target, writer="w1") as store:
         first = store.append(make_record())
         second = store.append(make_record(decision="deny", reason="insufficient_scope"))
     assert (first.writer, first.seq, first.prev_hash) == ("w1", 1, GENESIS_HASH)
@@ -33,7 +37,7 @@ def test_append_returns_the_chained_record(db_path: Path, make_record) -> None:
     assert first.record == make_record()
 
 
-def test_query_round_trips_every_field(db_path: Path, make_record) -> None:
+def test_query_round_trips_every_field(target: Path | str, make_record) -> None:
     original = make_record(
         context={"trigger": "pagerduty", "environment": "staging", "run_id": "r-9"},
         chain=("agent:rollback", "agent:infrabot", "user:sam"),
@@ -43,7 +47,7 @@ def test_query_round_trips_every_field(db_path: Path, make_record) -> None:
         request_id=None,
         resource="service-x \u2013 prod",
     )
-    with AuditStore(db_path) as store:
+    with AuditStore(target) as store:
         stored = store.append(original)
         (back,) = store.query()
     assert back == stored
@@ -53,7 +57,7 @@ def test_query_round_trips_every_field(db_path: Path, make_record) -> None:
 
 
 @pytest.fixture
-def filled(db_path: Path, make_record) -> Iterator[AuditStore]:
+def filled(target: Path | str, make_record) -> Iterator[AuditStore]:
     rows = [
         make_record(time=T0 + timedelta(minutes=2)),
         make_record(time=T0, action="deploy:create", service="github", resource="service-x-prod"),
@@ -69,7 +73,7 @@ def filled(db_path: Path, make_record) -> Iterator[AuditStore]:
         make_record(time=T0 + timedelta(minutes=7), performed_by="agent:argocd"),
         make_record(time=T0 + timedelta(minutes=2), resource="second-at-the-same-time"),
     ]
-    with AuditStore(db_path) as store:
+    with AuditStore(target) as store:
         for row in rows:
             store.append(row)
         yield store
@@ -148,10 +152,10 @@ def test_opening_creates_a_private_directory_and_file(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
-def test_wal_mode_and_append_only_triggers(db_path: Path, make_record) -> None:
-    with AuditStore(db_path) as store:
+def test_wal_mode_and_append_only_triggers(sqlite_path: Path, make_record) -> None:
+    with AuditStore(sqlite_path) as store:
         store.append(make_record())
-    with sqlite3.connect(db_path) as conn:
+    with sqlite3.connect(sqlite_path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         with pytest.raises(sqlite3.IntegrityError, match="append-only"):
             conn.execute("UPDATE records SET decision = 'deny'")
@@ -162,25 +166,39 @@ def test_wal_mode_and_append_only_triggers(db_path: Path, make_record) -> None:
     conn.close()
 
 
-def test_closed_store_refuses_use_and_close_is_idempotent(db_path: Path, make_record) -> None:
-    store = AuditStore(db_path)
+def test_append_only_triggers_on_postgresql(make_record) -> None:
+    with fresh_schema() as url:
+        with AuditStore(url) as store:
+            store.append(make_record())
+        with psycopg.connect(url, autocommit=True) as conn:
+            for sql, message in (("UPDATE records SET decision = 'deny'", "append-only"),
+                                 ("DELETE FROM records", "append-only"),
+                                 ("TRUNCATE records", "append-only"),
+                                 ("UPDATE writers SET last_seq = 0", "one record forward"),
+                                 ("DELETE FROM writers", "never removed")):
+                with pytest.raises(psycopg.errors.RaiseException, match=message):
+                    conn.execute(sql)
+
+
+def test_closed_store_refuses_use_and_close_is_idempotent(target: Path | str, make_record) -> None:
+    store = AuditStore(target)
     store.close()
     store.close()
     with pytest.raises(ValueError, match="closed"):
         store.append(make_record())
 
 
-def test_default_writer_is_unique_per_instance(db_path: Path) -> None:
-    with AuditStore(db_path) as one, AuditStore(db_path) as two:
+def test_default_writer_is_unique_per_instance(target: Path | str) -> None:
+    with AuditStore(target) as one, AuditStore(target) as two:
         assert one.writer != two.writer
         host, pid, suffix = one.writer.rsplit(":", 2)
         assert (host, pid, len(suffix)) == (socket.gethostname(), str(os.getpid()), 8)
 
 
-def test_a_named_writer_continues_its_chain(db_path: Path, make_record) -> None:
-    with AuditStore(db_path, writer="authserver") as store:
+def test_a_named_writer_continues_its_chain(target: Path | str, make_record) -> None:
+    with AuditStore(target, writer="authserver") as store:
         first = store.append(make_record())
-    with AuditStore(db_path, writer="authserver") as store:
+    with AuditStore(target, writer="authserver") as store:
         second = store.append(make_record())
         assert store.verify().ok
     assert (second.seq, second.prev_hash) == (2, first.hash)
@@ -193,8 +211,8 @@ def test_not_a_database_is_a_config_error(tmp_path: Path) -> None:
         AuditStore(path)
 
 
-def test_two_stores_on_one_file_keep_separate_chains(db_path: Path, make_record) -> None:
-    with AuditStore(db_path, writer="a") as a, AuditStore(db_path, writer="b") as b:
+def test_two_stores_on_one_file_keep_separate_chains(target: Path | str, make_record) -> None:
+    with AuditStore(target, writer="a") as a, AuditStore(target, writer="b") as b:
         for i in range(5):
             a.append(make_record(resource=f"a-{i}"))
             b.append(make_record(resource=f"b-{i}"))
@@ -205,8 +223,8 @@ def test_two_stores_on_one_file_keep_separate_chains(db_path: Path, make_record)
     assert [r.seq for r in records if r.writer == "b"] == [1, 2, 3, 4, 5]
 
 
-def test_threads_share_one_store(db_path: Path, make_record) -> None:
-    with AuditStore(db_path) as store:
+def test_threads_share_one_store(target: Path | str, make_record) -> None:
+    with AuditStore(target) as store:
 
         def work(n: int) -> None:
             for i in range(25):
@@ -223,9 +241,9 @@ def test_threads_share_one_store(db_path: Path, make_record) -> None:
     assert seqs == list(range(1, 101))
 
 
-def _append_many(path: str, name: str, count: int) -> None:
+def _append_many(target: Path | str, name: str, count: int) -> None:
     """Runs in a spawned process: its own store, its own writer, ``count`` appends."""
-    with AuditStore(Path(path)) as store:
+    with AuditStore(target) as store:
         for i in range(count):
             store.append(
                 AuditRecord(
@@ -242,16 +260,16 @@ def _append_many(path: str, name: str, count: int) -> None:
             )
 
 
-def test_several_processes_append_to_one_file(db_path: Path) -> None:
+def test_several_processes_append_to_one_file(target: Path | str) -> None:
     count, names = 40, ["p0", "p1", "p2"]
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_append_many, args=(str(db_path), n, count)) for n in names]
+    procs = [ctx.Process(target=_append_many, args=(target, n, count)) for n in names]
     for proc in procs:
         proc.start()
     for proc in procs:
         proc.join(timeout=120)
     assert [proc.exitcode for proc in procs] == [0, 0, 0]
-    with AuditStore(db_path) as store:
+    with AuditStore(target) as store:
         report = store.verify()
         records = store.query()
     assert report.ok, report.problems
@@ -264,15 +282,28 @@ def test_several_processes_append_to_one_file(db_path: Path) -> None:
 
 
 def test_a_locked_database_is_unavailable(
-    db_path: Path, make_record, monkeypatch: pytest.MonkeyPatch
+    sqlite_path: Path, make_record, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("orchestrator.audit._store.BUSY_TIMEOUT_SECONDS", 0.1)
+    monkeypatch.setattr("orchestrator.audit._store.SCHEMA", replace(SCHEMA, busy_timeout=0.1))
     with (
-        AuditStore(db_path) as store,
-        closing(sqlite3.connect(db_path, isolation_level=None)) as other,
+        AuditStore(sqlite_path) as store,
+        closing(sqlite3.connect(sqlite_path, isolation_level=None)) as other,
     ):
         other.execute("BEGIN EXCLUSIVE")
         with pytest.raises(Unavailable, match="cannot be written"):
             store.append(make_record())
         other.execute("ROLLBACK")
+        assert store.append(make_record()).seq == 1
+
+
+def test_a_held_writer_lock_on_postgresql_is_unavailable(
+    make_record, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("orchestrator.audit._store.SCHEMA", replace(SCHEMA, busy_timeout=0.1))
+    with fresh_schema() as url, AuditStore(url, writer="w") as store, \
+            psycopg.connect(url, autocommit=True) as other:
+        with other.transaction():
+            other.execute("LOCK TABLE writers IN ACCESS EXCLUSIVE MODE")
+            with pytest.raises(Unavailable, match="cannot be written"):
+                store.append(make_record())
         assert store.append(make_record()).seq == 1

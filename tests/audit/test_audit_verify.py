@@ -1,7 +1,8 @@
 """verify(): an untouched trail is intact; each tampering is named with its kind, writer and seq.
 
-The attacker here has the database file: they drop the guard triggers and edit rows directly,
-and where it matters they recompute hashes (the chain is keyless).
+The attacker here has the database (the SQLite file, or PostgreSQL as its owner): they turn the
+guard triggers off and edit rows directly, and where it matters they recompute hashes (the chain
+is keyless). Every test runs on both back ends.
 """
 
 from __future__ import annotations
@@ -19,16 +20,16 @@ _CHAIN = ("id", "writer", "seq", "prev_hash", "hash")
 
 
 @pytest.fixture
-def trail(db_path: Path, make_record) -> Path:
+def trail(target: Path | str, make_record) -> Path | str:
     """Writers A and B, five records each, interleaved: A's rows get ids 1, 3, 5, 7, 9."""
-    with AuditStore(db_path, writer="A") as a, AuditStore(db_path, writer="B") as b:
+    with AuditStore(target, writer="A") as a, AuditStore(target, writer="B") as b:
         for i in range(1, 6):
             a.append(make_record(resource=f"a-{i}"))
             b.append(make_record(resource=f"b-{i}", decision="deny", reason="token_expired"))
-    return db_path
+    return target
 
 
-def _verify(path: Path) -> list[Problem]:
+def _verify(path: Path | str) -> list[Problem]:
     with AuditStore(path) as store:
         return list(store.verify().problems)
 
@@ -52,8 +53,9 @@ def _content(row: dict[str, Any]) -> dict[str, Any]:
 
 def _insert(conn: Any, row: dict[str, Any]) -> int:
     row = {k: v for k, v in row.items() if k != "id"}
-    sql = f"INSERT INTO records ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})"
-    return conn.execute(sql, list(row.values())).lastrowid
+    sql = (f"INSERT INTO records ({', '.join(row)}) VALUES ({', '.join('?' * len(row))}) "
+           "RETURNING id")
+    return int(conn.execute(sql, list(row.values())).fetchone()[0])
 
 
 def _forge(row: dict[str, Any], *, seq: int, prev_hash: str, **changes: Any) -> dict[str, Any]:
@@ -63,26 +65,26 @@ def _forge(row: dict[str, Any], *, seq: int, prev_hash: str, **changes: Any) -> 
     return forged
 
 
-def test_untouched_trail_verifies(trail: Path) -> None:
+def test_untouched_trail_verifies(trail: Path | str) -> None:
     with AuditStore(trail) as store:
         report = store.verify()
     assert report.ok and report.problems == ()
     assert (report.records, report.writers) == (10, 2)
 
 
-def test_empty_store_verifies(db_path: Path) -> None:
-    with AuditStore(db_path) as store:
+def test_empty_store_verifies(target: Path | str) -> None:
+    with AuditStore(target) as store:
         report = store.verify()
     assert report.ok and (report.records, report.writers) == (0, 0)
 
 
-def test_edited_field_is_edited(trail: Path, raw_db) -> None:
+def test_edited_field_is_edited(trail: Path | str, raw_db) -> None:
     with raw_db(trail) as conn:
         conn.execute("UPDATE records SET decision = 'allow' WHERE writer = 'B' AND seq = 3")
     assert _kinds(_verify(trail)) == [("edited", "B", 3, 6)]
 
 
-def test_edited_json_field_is_edited(trail: Path, raw_db) -> None:
+def test_edited_json_field_is_edited(trail: Path | str, raw_db) -> None:
     with raw_db(trail) as conn:
         conn.execute(
             "UPDATE records SET chain = '[\"agent:other\"]' WHERE writer = 'A' AND seq = 2"
@@ -91,13 +93,13 @@ def test_edited_json_field_is_edited(trail: Path, raw_db) -> None:
     assert _kinds(_verify(trail)) == [("edited", "A", 2, 3), ("edited", "A", 4, 7)]
 
 
-def test_edited_hash_column_is_edited(trail: Path, raw_db) -> None:
+def test_edited_hash_column_is_edited(trail: Path | str, raw_db) -> None:
     with raw_db(trail) as conn:
         conn.execute("UPDATE records SET hash = ? WHERE writer = 'A' AND seq = 2", ("f" * 64,))
     assert _kinds(_verify(trail)) == [("edited", "A", 2, 3)]
 
 
-def test_edited_tail_with_recomputed_hash_is_edited(trail: Path, raw_db) -> None:
+def test_edited_tail_with_recomputed_hash_is_edited(trail: Path | str, raw_db) -> None:
     with raw_db(trail) as conn:
         row = _row(conn, "A", 5)
         forged = _forge(row, seq=5, prev_hash=row["prev_hash"], decision="deny")
@@ -110,7 +112,7 @@ def test_edited_tail_with_recomputed_hash_is_edited(trail: Path, raw_db) -> None
     assert "writer head" in problem.detail
 
 
-def test_edited_middle_with_recomputed_hash_breaks_the_next_link(trail: Path, raw_db) -> None:
+def test_edited_middle_with_recomputed_hash_breaks_the_next_link(trail: Path | str, raw_db) -> None:
     with raw_db(trail) as conn:
         row = _row(conn, "A", 3)
         forged = _forge(row, seq=3, prev_hash=row["prev_hash"], resource="elsewhere")
@@ -123,7 +125,7 @@ def test_edited_middle_with_recomputed_hash_breaks_the_next_link(trail: Path, ra
     assert "predecessor was rewritten" in problem.detail
 
 
-def test_deleted_middle_record_is_deleted(trail: Path, raw_db) -> None:
+def test_deleted_middle_record_is_deleted(trail: Path | str, raw_db) -> None:
     with raw_db(trail) as conn:
         conn.execute("DELETE FROM records WHERE writer = 'A' AND seq = 3")
     (problem,) = _verify(trail)
@@ -131,7 +133,7 @@ def test_deleted_middle_record_is_deleted(trail: Path, raw_db) -> None:
     assert str(problem) == "deleted: writer A seq 3: seq 3 missing before seq 4"
 
 
-def test_deleted_run_of_records_is_one_problem(trail: Path, raw_db) -> None:
+def test_deleted_run_of_records_is_one_problem(trail: Path | str, raw_db) -> None:
     with raw_db(trail) as conn:
         conn.execute("DELETE FROM records WHERE writer = 'B' AND seq IN (2, 3)")
     (problem,) = _verify(trail)
@@ -139,7 +141,7 @@ def test_deleted_run_of_records_is_one_problem(trail: Path, raw_db) -> None:
     assert "seq 2-3 (2 records)" in problem.detail
 
 
-def test_deleted_tail_record_is_deleted(trail: Path, raw_db) -> None:
+def test_deleted_tail_record_is_deleted(trail: Path | str, raw_db) -> None:
     with raw_db(trail) as conn:
         conn.execute("DELETE FROM records WHERE writer = 'A' AND seq = 5")
     (problem,) = _verify(trail)
@@ -147,13 +149,13 @@ def test_deleted_tail_record_is_deleted(trail: Path, raw_db) -> None:
     assert "tail" in problem.detail
 
 
-def test_deleting_every_record_of_a_writer_is_deleted(trail: Path, raw_db) -> None:
+def test_deleting_every_record_of_a_writer_is_deleted(trail: Path | str, raw_db) -> None:
     with raw_db(trail) as conn:
         conn.execute("DELETE FROM records WHERE writer = 'B'")
     assert _kinds(_verify(trail)) == [("deleted", "B", 1, None)]
 
 
-def test_forged_record_with_duplicate_seq_is_inserted(trail: Path, raw_db) -> None:
+def test_forged_record_with_duplicate_seq_is_inserted(trail: Path | str, raw_db) -> None:
     with raw_db(trail) as conn:
         row = _row(conn, "A", 2)
         forged_id = _insert(
@@ -165,14 +167,14 @@ def test_forged_record_with_duplicate_seq_is_inserted(trail: Path, raw_db) -> No
     assert "duplicate seq" in problem.detail
 
 
-def test_forged_record_after_the_head_is_inserted(trail: Path, raw_db) -> None:
+def test_forged_record_after_the_head_is_inserted(trail: Path | str, raw_db) -> None:
     with raw_db(trail) as conn:
         tail = _row(conn, "B", 5)
         forged_id = _insert(conn, _forge(tail, seq=6, prev_hash=tail["hash"]))
     assert _kinds(_verify(trail)) == [("inserted", "B", 6, forged_id)]
 
 
-def test_forged_record_of_an_unknown_writer_is_inserted(trail: Path, raw_db) -> None:
+def test_forged_record_of_an_unknown_writer_is_inserted(trail: Path | str, raw_db) -> None:
     with raw_db(trail) as conn:
         row = _row(conn, "A", 1)
         forged_id = _insert(
@@ -183,7 +185,7 @@ def test_forged_record_of_an_unknown_writer_is_inserted(trail: Path, raw_db) -> 
     assert "no head" in problem.detail
 
 
-def test_swapped_records_are_reordered(trail: Path, raw_db) -> None:
+def test_swapped_records_are_reordered(trail: Path | str, raw_db) -> None:
     with raw_db(trail) as conn:
         second, third = _row(conn, "A", 2), _row(conn, "A", 3)
         for target, source in ((second["id"], third), (third["id"], second)):
@@ -200,7 +202,8 @@ def test_swapped_records_are_reordered(trail: Path, raw_db) -> None:
     assert "stored after seq 3 (record id 3)" in problem.detail
 
 
-def test_link_to_a_record_other_than_the_predecessor_is_reordered(trail: Path, raw_db) -> None:
+def test_link_to_a_record_other_than_the_predecessor_is_reordered(trail: Path | str,
+                                                                  raw_db) -> None:
     with raw_db(trail) as conn:
         third, fifth = _row(conn, "A", 3), _row(conn, "A", 5)
         forged = _forge(fifth, seq=5, prev_hash=third["hash"])
@@ -214,7 +217,7 @@ def test_link_to_a_record_other_than_the_predecessor_is_reordered(trail: Path, r
     assert "links to seq 3" in problem.detail
 
 
-def test_removed_writer_head_makes_its_records_inserted(trail: Path, raw_db) -> None:
+def test_removed_writer_head_makes_its_records_inserted(trail: Path | str, raw_db) -> None:
     with raw_db(trail) as conn:
         conn.execute("DELETE FROM writers WHERE writer = 'B'")
     problems = _verify(trail)
@@ -222,7 +225,7 @@ def test_removed_writer_head_makes_its_records_inserted(trail: Path, raw_db) -> 
     assert [p.seq for p in problems] == [1, 2, 3, 4, 5]
 
 
-def test_rewriting_a_chain_suffix_and_its_head_is_not_detected(trail: Path, raw_db) -> None:
+def test_rewriting_a_chain_suffix_and_its_head_is_not_detected(trail: Path | str, raw_db) -> None:
     """The documented limit of a keyless chain (an HMAC key is the future improvement)."""
     with raw_db(trail) as conn:
         prev = _row(conn, "A", 2)["hash"]

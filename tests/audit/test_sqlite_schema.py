@@ -29,7 +29,7 @@ def test_a_newer_schema_is_refused(tmp_path: Path, opener: type, what: str) -> N
     conn.close()
 
 
-@pytest.mark.parametrize(("opener", "version"), [(AuditStore, 1), (RunStore, 2)])
+@pytest.mark.parametrize(("opener", "version"), [(AuditStore, 1), (RunStore, 3)])
 def test_reopening_keeps_the_schema(tmp_path: Path, opener: type, version: int) -> None:
     path = tmp_path / "store.sqlite3"
     opener(path).close()

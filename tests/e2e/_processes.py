@@ -97,10 +97,11 @@ class Distributed:
     def _start(self, name: str, args: list[str], env: dict[str, str]) -> Proc:
         return self.processes.start(name, [str(INFRABOT), *args], env)
 
-    def serve(self, timeout: float = 30.0) -> dict[str, str]:
-        """Start ``infrabot serve`` (every port chosen by the OS); wait for endpoints.json."""
+    def serve(self, timeout: float = 30.0, port_base: int = 0) -> dict[str, str]:
+        """Start ``infrabot serve`` (every port chosen by the OS, or from ``port_base`` on);
+        wait for endpoints.json."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        proc = self._start("serve", ["serve", "--port-base", "0"], self.env())
+        proc = self._start("serve", ["serve", "--port-base", str(port_base)], self.env())
         path = self.state_dir / "endpoints.json"
         deadline = time.monotonic() + timeout
         while not path.exists():

@@ -167,7 +167,7 @@ def start_stack(root: Path, *, services: Sequence[str] = SERVICE_NAMES, with_aut
                         **ports, **overrides)
     ring = KeyRing.open(settings.keys_dir, settings.signing_alg, now=int(time.time()))
     auth = AuthStub(ring, settings.issuer_url)
-    audit = AuditStore(settings.audit_db)
+    audit = AuditStore(settings.audit_target)
     stack = Stack(settings, ring, revocation or MemoryRevocationStore(), audit, auth, {}, {})
     try:
         if with_auth:

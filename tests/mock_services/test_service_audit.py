@@ -107,7 +107,7 @@ def test_the_raw_token_never_reaches_the_database(stack, http):
         http.get(stack.urls["aws"] + "/" + token)
         stack.call(http, "datadog.monitor.read", {"monitor_id": 1001},
                    headers={"X-Request-Id": token}, token=token)
-    db = Path(stack.audit.path)
+    db = Path(stack.audit.target)
     data = b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*"))
     for token in tokens:
         for part in token.split("."):

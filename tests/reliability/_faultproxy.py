@@ -10,7 +10,11 @@ except where a :class:`Rule` says otherwise:
   itself; the service never sees them.
 * ``stall``: the first N requests to a path are forwarded (the service acts on them), then the
   answer is held until :meth:`Rule.release` or the hold times out: the client is left hanging
-  mid-call, after the side effect, which is where a killed worker hurts most.
+  mid-call, after the side effect, which is where a killed worker hurts most. With
+  ``then_drop`` the held answer is never given: the connection is closed instead (a server
+  that acted, then died before answering); it is recorded with the status the service gave.
+  ``skip`` lets that many matching requests pass first (the third ``/token`` request, not the
+  first).
 * ``drop``: the connection is closed without an answer (the service never sees the request):
   what a client sees of a server that died mid-request.
 
@@ -42,6 +46,8 @@ class Rule:
     status: int = 503
     hold_seconds: float = 30.0
     hits: int = 0
+    skip: int = 0
+    then_drop: bool = False
     stalled: threading.Event = field(default_factory=threading.Event)
     stalled_client: tuple[str, int] | None = None
     _released: threading.Event = field(default_factory=threading.Event)
@@ -52,6 +58,9 @@ class Rule:
     def claim(self, path: str) -> bool:
         """True if this request is one the rule applies to (counted)."""
         if path != self.path or self.hits >= self.times:
+            return False
+        if self.skip > 0:
+            self.skip -= 1
             return False
         self.hits += 1
         return True
@@ -88,8 +97,10 @@ class FaultProxy:
     def fail(self, path: str, times: int, status: int = 503) -> Rule:
         return self._add(Rule("fail", path, times, status=status))
 
-    def stall(self, path: str, times: int = 1, hold_seconds: float = 30.0) -> Rule:
-        return self._add(Rule("stall", path, times, hold_seconds=hold_seconds))
+    def stall(self, path: str, times: int = 1, hold_seconds: float = 30.0, *, skip: int = 0,
+              then_drop: bool = False) -> Rule:
+        return self._add(Rule("stall", path, times, hold_seconds=hold_seconds, skip=skip,
+                              then_drop=then_drop))
 
     def _add(self, rule: Rule) -> Rule:
         with self._lock:
@@ -155,6 +166,11 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 rule.stalled_client = self.client_address[:2]
                 rule.stalled.set()
                 rule._released.wait(rule.hold_seconds)
+                if rule.then_drop:  # recorded as the service answered; the client never is
+                    proxy.record(Seen(self.command, self.path, status, False,
+                                      self.headers.get("X-Request-Id"), stalled=True))
+                    self.close_connection = True
+                    return
             self._answer(status, headers, payload, False, stalled=rule is not None)
 
         def _forward(self, target: SplitResult,

@@ -61,15 +61,16 @@ def assert_retried_then_acted_once(run: Run, records: list[StoredRecord],
     assert [e.agent for e in run.events if e.kind == "retrying"] == ["agent:argocd"] * 2
     assert [(s.status, s.faked) for s in proxy.answered(CREATE_TAGS)] == \
         [(503, True), (503, True), (200, False)]
-    # The retried hop re-sent its first mutation under the same Idempotency-Key: replayed.
-    # ArgoCD asked for its two service tokens on each of its three attempts.
-    assert_post_deploy_audit(records, run.run_id, {"agent:infrabot": 4, "agent:argocd": 7,
+    # The retried hop resumed from its journal: its first mutation, recorded done, was not
+    # sent again; only the step in doubt was, under its key. ArgoCD asked for two service
+    # tokens on its first attempt and one on each retry, plus its hand-off token.
+    assert_post_deploy_audit(records, run.run_id, {"agent:infrabot": 4, "agent:argocd": 5,
                                                    "agent:cleanup": 2})
-    replays = [r.action for r in records if r.reason == "idempotent_replay"]
-    assert replays == ["deploy:create", "deploy:create"]
+    assert [r.action for r in records if r.reason == "idempotent_replay"] == []
     assert [(e["action"], e["replayed"]) for e in events_of(run, "called", "agent:argocd")] == \
-        [("deploy:create", False), ("deploy:create", True), ("deploy:create", True),
-         ("tags:create", False)]
+        [("deploy:create", False), ("tags:create", False)]
+    keys = {s.request_id for s in proxy.answered(CREATE_TAGS)}
+    assert keys == {f"{run.run_id}.argocd.1"}  # one key on every attempt
     assert len(events_of(run, "handed_off", "agent:argocd")) == 1
     assert len(events_of(run, "finished")) == 1
 

@@ -1,4 +1,5 @@
-"""Fixtures for the run log tests: a store on a temporary file, a run origin and a clock."""
+"""Fixtures for the run log tests: a store on each back end (a temporary SQLite file, a fresh
+PostgreSQL schema), a run origin and a clock."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.runs import RunStore
+from tests._postgres import BACK_ENDS, store_target
 
 T0 = datetime(2025, 7, 18, 16, 10, 3, tzinfo=UTC)
 
@@ -28,7 +30,7 @@ class Origin:
     pr: int | None = 42
 
 
-def at_once(db: Path, count: int, action: Callable[[RunStore], list[str]]) -> list[str]:
+def at_once(db: Path | str, count: int, action: Callable[[RunStore], list[str]]) -> list[str]:
     """Everything ``action`` returns when ``count`` threads run it at once, each with its own
     store (its own connection) on ``db``."""
     RunStore(db).close()  # created before the race
@@ -62,8 +64,15 @@ class Clock:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
+def sqlite_db(tmp_path: Path) -> Path:
     return tmp_path / "state" / "runs.sqlite3"
+
+
+@pytest.fixture(params=BACK_ENDS)
+def db(request: pytest.FixtureRequest, sqlite_db: Path) -> Iterator[Path | str]:
+    """Where the run log under test lives: each test runs on SQLite and on PostgreSQL."""
+    with store_target(request.param, sqlite_db) as where:
+        yield where
 
 
 @pytest.fixture
@@ -72,7 +81,7 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def store(db: Path, clock: Clock) -> Iterator[RunStore]:
+def store(db: Path | str, clock: Clock) -> Iterator[RunStore]:
     with RunStore(db, clock=clock) as runs:
         yield runs
 

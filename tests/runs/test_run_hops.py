@@ -41,25 +41,25 @@ def test_threads_sharing_one_store_have_one_winner_per_hop(store: RunStore) -> N
     assert sorted(wins) == sorted(AGENTS)
 
 
-def test_threads_with_their_own_connections_have_one_winner_per_hop(db: Path) -> None:
+def test_threads_with_their_own_connections_have_one_winner_per_hop(db: Path | str) -> None:
     wins = at_once(db, 6, lambda runs: [a for a in AGENTS
                                         if runs.mark_hop_done("run-1", a, "task")])
     assert sorted(wins) == sorted(AGENTS)
 
 
-def _claim_in_process(db: str, barrier: Any, results: Any) -> None:
+def _claim_in_process(db: Path | str, barrier: Any, results: Any) -> None:
     """Runs in a spawned process: claim every hop, report the ones this process won."""
-    with RunStore(Path(db)) as runs:
+    with RunStore(db) as runs:
         barrier.wait(timeout=30)
         results.put([a for a in AGENTS if runs.mark_hop_done("run-1", a, "task")])
 
 
-def test_two_processes_have_one_winner_per_hop(db: Path) -> None:
+def test_two_processes_have_one_winner_per_hop(db: Path | str) -> None:
     RunStore(db).close()
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(2)
     results = ctx.Queue()
-    processes = [ctx.Process(target=_claim_in_process, args=(str(db), barrier, results))
+    processes = [ctx.Process(target=_claim_in_process, args=(db, barrier, results))
                  for _ in range(2)]
     for process in processes:
         process.start()

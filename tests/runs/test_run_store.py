@@ -65,7 +65,7 @@ def test_the_first_terminal_status_wins(store: RunStore, origin: Origin) -> None
     assert (run.status, run.reason) == ("denied", "agent:argocd exchange: invalid_scope")
 
 
-def test_concurrent_finishers_have_exactly_one_winner(db: Path, origin: Origin) -> None:
+def test_concurrent_finishers_have_exactly_one_winner(db: Path | str, origin: Origin) -> None:
     with RunStore(db) as setup:
         setup.create("run-1", workflow="post-deploy", event=origin)
     statuses = ["succeeded", "denied", "failed", "expired"] * 4
@@ -162,7 +162,7 @@ def test_list_is_newest_first_and_filters_by_status_and_user(
         store.list(-1)
 
 
-def test_wait_returns_once_the_run_is_terminal(db: Path, origin: Origin) -> None:
+def test_wait_returns_once_the_run_is_terminal(db: Path | str, origin: Origin) -> None:
     with RunStore(db) as runs:
         runs.create("run-1", workflow="post-deploy", event=origin)
 
@@ -187,13 +187,14 @@ def test_wait_times_out_with_a_clear_message(store: RunStore, origin: Origin) ->
         store.wait("run-9", timeout=0.05)
 
 
-def test_the_file_is_private_and_in_wal_mode(store: RunStore, db: Path) -> None:
-    assert stat.S_IMODE(db.stat().st_mode) == 0o600
-    with closing(sqlite3.connect(db)) as conn:
+def test_the_file_is_private_and_in_wal_mode(sqlite_db: Path) -> None:
+    RunStore(sqlite_db).close()
+    assert stat.S_IMODE(sqlite_db.stat().st_mode) == 0o600
+    with closing(sqlite3.connect(sqlite_db)) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_a_closed_store_refuses_use(db: Path, origin: Origin) -> None:
+def test_a_closed_store_refuses_use(db: Path | str, origin: Origin) -> None:
     runs = RunStore(db, clock=Clock())
     runs.close()
     runs.close()

@@ -1,0 +1,55 @@
+"""Benchmark 7: audit records per second into the store on PostgreSQL, from 1, 2 and 4 processes.
+
+Each writer process opens its own :class:`~orchestrator.audit.AuditStore` on one PostgreSQL
+database (as serve, the services and the workers do on many hosts) and appends the records of
+benchmark 5 (a three-actor chain, scopes, context), each in its own committed transaction. The
+baseline, measured the same way in the same run: a bare PostgreSQL insert of the same content,
+one JSON text per row, each its own autocommitted statement, from one psycopg connection per
+process.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import psycopg
+
+from bench._postgres import fresh_schema
+from bench._report import Table
+from bench.audit import SPAN_NOTE, WRITERS, _store_writer, measure, record_fields
+
+
+def _raw_writer(url: str, count: int, ready: Any, go: Any, out: Any) -> None:
+    rows = [json.dumps(record_fields(i), default=str) for i in range(count)]
+    with psycopg.connect(url, autocommit=True) as conn:
+        ready.put(1)
+        go.wait(60)
+        start = time.time()
+        for row in rows:
+            conn.execute("INSERT INTO raw (content) VALUES (%s)", (row,))
+        out.put((start, time.time()))
+
+
+def run(database_url: str, *, records: int = 1000,
+        writers: tuple[int, ...] = WRITERS) -> list[Table]:
+    """``records`` per writer process, for each process count; every count in a fresh schema."""
+    table = Table("Audit on PostgreSQL: records per second into AuditStore, N writer processes",
+                  ["writers", "AuditStore records/s", "bare PostgreSQL inserts/s",
+                   "AuditStore / bare", "verify"])
+    for count in writers:
+        with fresh_schema(database_url) as url:
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("CREATE TABLE raw (id BIGINT GENERATED ALWAYS AS IDENTITY "
+                             "PRIMARY KEY, content TEXT NOT NULL)")
+            measure(table, count, records, (_store_writer, url), (_raw_writer, url))
+    table.notes += [
+        SPAN_NOTE.format(records=records),
+        "AuditStore: validation, hash chain per writer, one transaction of 6 statements "
+        "(BEGIN, advisory lock on the writer, head read, INSERT ... RETURNING, head upsert, "
+        "COMMIT) in 3 pipelined round trips through a psycopg_pool connection. Bare: one "
+        "autocommitted INSERT (1 round trip) of one JSON text per row. PostgreSQL on "
+        "loopback, synchronous_commit as the server has it.",
+    ]
+    return [table]

@@ -1,0 +1,49 @@
+"""Where the audit trail and the run log live: SQLite files or one PostgreSQL database, behind one
+small adapter (:mod:`orchestrator.db._api`) that the stores are written against once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from orchestrator.db._api import (
+    Conflict,
+    ConnectionLost,
+    Database,
+    Dialect,
+    Rows,
+    Schema,
+    Store,
+    Transaction,
+)
+from orchestrator.db._sqlite import SQLiteDatabase
+
+__all__ = [
+    "Conflict",
+    "ConnectionLost",
+    "Database",
+    "Dialect",
+    "Rows",
+    "Schema",
+    "Store",
+    "Transaction",
+    "open_database",
+]
+
+
+def open_database(target: Path | str, schema: Schema, *, read_only: bool = False) -> Database:
+    """The database at ``target`` (a SQLite file path, or a ``postgresql://`` URL), its schema
+    applied; :class:`~orchestrator.errors.ConfigError` (one line) if it cannot be.
+
+    ``read_only``: an existing SQLite file opened without changing it (no schema applied, no
+    write possible), for checking a copy; ValueError for a URL (a PostgreSQL reader is a
+    role's privilege, not a way of opening)."""
+    if read_only:
+        if isinstance(target, str):
+            raise ValueError("only a SQLite file can be opened read-only")
+        return SQLiteDatabase(Path(target), schema, read_only=True)
+    if isinstance(target, str):
+        # Only a process that uses PostgreSQL pays for loading its driver (~150 ms).
+        from orchestrator.db._postgres import PostgresDatabase
+
+        return PostgresDatabase(target, schema)
+    return SQLiteDatabase(Path(target), schema)

@@ -1,0 +1,154 @@
+"""The adapter's interface: what a store may use of its database, whichever back end it is.
+
+A store (:class:`~orchestrator.audit.AuditStore`, :class:`~orchestrator.runs.RunStore`) is
+written once against :class:`Database` and never imports a driver. It opens its database with
+:func:`orchestrator.db.open_database` and a :class:`Schema`, and works in transactions::
+
+    with db.transaction(write=True) as tx:
+        tx.lock(f"run:{run_id}")          # serialise with every process writing this run
+        tx.execute("INSERT INTO t (a, b) VALUES (?, ?) ON CONFLICT DO NOTHING", (a, b))
+
+The SQL is the portable subset both engines run (SQLite >= 3.35, PostgreSQL >= 14): ``?``
+placeholders (translated for PostgreSQL), ``ON CONFLICT``, ``RETURNING``, ``COALESCE``; a
+schema's DDL may differ per :class:`Dialect` (identity columns, triggers). The back ends:
+
+* a :class:`~pathlib.Path`: a SQLite file (:mod:`orchestrator.db._sqlite`), one per store, its
+  schema version in ``PRAGMA user_version``;
+* a ``postgresql://`` URL: one PostgreSQL database every store shares
+  (:mod:`orchestrator.db._postgres`), each store's schema version a row of ``schema_versions``.
+
+Errors: a unique-key violation raises :class:`Conflict` (the store's answer, e.g. ``RunExists``);
+a database that cannot be used raises :class:`~orchestrator.errors.Unavailable` with the
+schema's reason; a connection lost inside a write raises :class:`ConnectionLost`, after which the
+write may or may not have been committed; a database that cannot be opened at all (unreachable,
+not a database, a newer schema) raises :class:`~orchestrator.errors.ConfigError`, one line.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from enum import StrEnum
+from types import TracebackType
+from typing import Any, Protocol, Self
+
+from orchestrator.errors import InfraBotError, Unavailable
+
+
+class Dialect(StrEnum):
+    SQLITE = "sqlite"
+    POSTGRESQL = "postgresql"
+
+
+@dataclass(frozen=True)
+class Schema:
+    """What a store needs of its database.
+
+    ``store`` names it in the PostgreSQL version table, ``what`` in messages (``audit
+    database``); ``statements`` is its idempotent DDL for a dialect; ``unavailable`` the reason
+    code of the :class:`Unavailable` its failures raise; ``busy_timeout`` how long a write waits
+    for another writer's lock (seconds); ``tables`` the tables a database of this kind must
+    already have when it is opened read-only (SQLite only: :func:`orchestrator.db.open_database`).
+    """
+
+    store: str
+    what: str
+    version: int
+    statements: Callable[[Dialect], Sequence[str]]
+    unavailable: str = Unavailable.reason
+    busy_timeout: float = 5.0
+    tables: frozenset[str] = frozenset()
+
+
+class Conflict(InfraBotError):
+    """A write broke a unique key: the caller decides what that means."""
+
+    reason = "conflict"
+
+
+class ConnectionLost(Unavailable):
+    """The connection to the database broke inside a transaction: whether its commit happened
+    is unknown until the caller looks."""
+
+
+class Rows(Protocol):
+    """What :meth:`Transaction.execute` returns (a DB-API cursor)."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class Transaction(Protocol):
+    """One open transaction: committed when its ``with`` block ends, rolled back on an error."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows:
+        """Run one statement with ``?`` placeholders."""
+        ...
+
+    def lock(self, key: str) -> None:
+        """Hold ``key`` until this transaction ends: every other transaction, in any process on
+        any host, that locks the same key waits. (A SQLite write transaction already holds the
+        whole file.)"""
+        ...
+
+
+class Database(ABC):
+    """An open database of one :class:`Schema`; thread-safe; close it, or use ``with``."""
+
+    dialect: Dialect
+
+    def __init__(self, schema: Schema) -> None:
+        self.schema = schema
+
+    @property
+    @abstractmethod
+    def target(self) -> str:
+        """Where it is, for messages: a file path or the URL without its password."""
+
+    @abstractmethod
+    def transaction(self, *, write: bool) -> AbstractContextManager[Transaction]:
+        """A write transaction (``write=True``) or a read transaction that sees one consistent
+        snapshot for all its statements."""
+
+    def has_table(self, name: str) -> bool:
+        """Whether the table exists. Always, once the schema was applied; only a SQLite file
+        opened read-only may be older than a table added without a version bump."""
+        return True
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the connections; idempotent. Use afterwards raises ValueError."""
+
+    def unavailable(self, *, lost: bool = False) -> Unavailable:
+        """The error a failed use raises; ``lost``: the connection broke inside a transaction."""
+        kind = ConnectionLost if lost else Unavailable
+        return kind(f"{self.schema.what} cannot be used", reason=self.schema.unavailable)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+class Store:
+    """What every store built on a :class:`Database` shares: closing it, or a ``with`` block."""
+
+    _db: Database
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

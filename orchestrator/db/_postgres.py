@@ -1,0 +1,238 @@
+"""The PostgreSQL back end: one database every store and every process shares, through psycopg 3
+and a psycopg_pool connection pool per store.
+
+* Placeholders: the stores write ``?``; they become psycopg's ``%s`` here (once per statement).
+* Transactions: a write runs at READ COMMITTED and takes what it must serialise with
+  :meth:`Transaction.lock` (``pg_advisory_xact_lock``, released at commit or rollback, across
+  processes and hosts); a read runs at REPEATABLE READ, so all its statements see one snapshot.
+  A lock waits at most the schema's busy timeout (``lock_timeout``), then the store is
+  unavailable.
+* Round trips: a transaction runs in psycopg's pipeline mode, so statements whose results are
+  not read yet travel together: ``BEGIN`` goes with the first query, ``COMMIT`` with the last
+  writes. (Reading a result or a row count waits for everything sent before it.)
+* Dead connections: a pooled connection that died while idle (its backend killed, the server
+  restarted) has the server's goodbye waiting on its socket, which is checked without a round
+  trip before use; such a connection is dropped and another taken, up to the pool's size plus
+  one. A connection lost inside a transaction raises :class:`ConnectionLost`: the commit may or
+  may not have happened, and only the store knows how to tell.
+* Schema: applied in one transaction under an advisory lock (so processes starting at once do
+  not race on ``CREATE``); each store's version is a row of ``schema_versions``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import select
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from functools import lru_cache
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from psycopg.conninfo import conninfo_to_dict
+
+from orchestrator.db._api import Conflict, Database, Dialect, Rows, Schema
+from orchestrator.errors import ConfigError
+
+CONNECT_TIMEOUT_SECONDS = 5
+SCHEMA_ATTEMPTS = 3
+POOL_MAX_SIZE = 4
+_VERSIONS = ("CREATE TABLE IF NOT EXISTS schema_versions "
+             "(store TEXT PRIMARY KEY, version INTEGER NOT NULL)")
+
+
+@lru_cache(maxsize=512)
+def _translate(sql: str) -> str:
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+def lock_key(name: str) -> int:
+    """A signed 64-bit advisory lock key for ``name``."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big",
+                          signed=True)
+
+
+def describe(url: str) -> str:
+    """The URL without its password (or anything else but user, host, port and database)."""
+    try:
+        parts = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "postgresql://?"
+    user = f"{parts['user']}@" if parts.get("user") else ""
+    port = f":{parts['port']}" if parts.get("port") else ""
+    return f"postgresql://{user}{parts.get('host', '')}{port}/{parts.get('dbname', '')}"
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+class _Rows:
+    """A cursor whose row count, like its rows, waits for the pipeline's results."""
+
+    def __init__(self, cursor: psycopg.Cursor[Any], pipeline: psycopg.Pipeline) -> None:
+        self._cursor = cursor
+        self._pipeline = pipeline
+
+    @property
+    def rowcount(self) -> int:
+        self._pipeline.sync()
+        return self._cursor.rowcount
+
+    def fetchone(self) -> Any:
+        return self._cursor.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return self._cursor.fetchall()
+
+
+class _Transaction:
+    def __init__(self, conn: psycopg.Connection[Any], pipeline: psycopg.Pipeline,
+                 store: str) -> None:
+        self._conn = conn
+        self._pipeline = pipeline
+        self._store = store
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows:
+        cursor = (self._conn.execute(sql) if not params
+                  else self._conn.execute(_translate(sql), params))
+        return _Rows(cursor, self._pipeline)
+
+    def lock(self, key: str) -> None:
+        self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(f"{self._store}:{key}"),))
+
+
+class PostgresDatabase(Database):
+    """One store's view of a PostgreSQL database: a small pool of autocommit connections, each
+    transaction begun and ended explicitly."""
+
+    dialect = Dialect.POSTGRESQL
+
+    def __init__(self, url: str, schema: Schema) -> None:
+        super().__init__(schema)
+        self._target = describe(url)
+        self._closed = threading.Event()
+        try:
+            self._apply_schema_retrying(url)
+        except psycopg.OperationalError as exc:
+            raise ConfigError(f"cannot reach the database at {self._target} "
+                              f"(INFRABOT_DATABASE_URL): {_first_line(exc)}") from None
+        except psycopg.Error as exc:
+            raise ConfigError(f"{self._target} is not a usable {schema.what}: "
+                              f"{_first_line(exc)}") from None
+        self._pool = psycopg_pool.ConnectionPool(
+            url, min_size=1, max_size=POOL_MAX_SIZE, open=False, timeout=schema.busy_timeout,
+            name=f"infrabot-{schema.store}", configure=self._configure,
+            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_SECONDS})
+        self._pool.open(wait=False)
+
+    @property
+    def target(self) -> str:
+        return self._target
+
+    @contextmanager
+    def transaction(self, *, write: bool) -> Iterator[_Transaction]:
+        conn = self._take()
+        try:
+            with conn.pipeline() as pipeline:
+                conn.execute("BEGIN" if write else "BEGIN ISOLATION LEVEL REPEATABLE READ")
+                yield _Transaction(conn, pipeline, self.schema.store)
+                conn.execute("COMMIT")
+        except psycopg.errors.IntegrityError as exc:
+            _rollback(conn)
+            raise Conflict(_first_line(exc)) from exc
+        except psycopg.Error as exc:  # lost, a lock wait past the timeout, the server's refusal
+            _rollback(conn)
+            raise self.unavailable(lost=_lost(conn, exc)) from exc
+        except BaseException:
+            _rollback(conn)
+            raise
+        finally:
+            self._pool.putconn(conn)  # a broken connection is discarded, not pooled
+
+    def close(self) -> None:
+        if not self._closed.is_set():
+            self._closed.set()
+            self._pool.close()
+
+    def _take(self) -> psycopg.Connection[Any]:
+        """A live pooled connection; one that died while idle is dropped and another taken."""
+        if self._closed.is_set():
+            raise ValueError(f"{self.schema.what} is closed")
+        for _ in range(POOL_MAX_SIZE + 1):
+            try:
+                conn = self._pool.getconn()
+            except psycopg_pool.PoolTimeout as exc:
+                raise self.unavailable() from exc
+            if not _ended_by_server(conn):
+                return conn
+            conn.close()
+            self._pool.putconn(conn)  # closed: the pool discards it and opens another
+        raise self.unavailable()
+
+    def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        conn.execute(f"SET lock_timeout = {int(self.schema.busy_timeout * 1000)}")
+
+    def _apply_schema_retrying(self, url: str) -> None:
+        """A connection lost while the schema is applied (its backend killed, the server
+        restarting) is tried again, briefly; a server that refuses connections fails at once."""
+        for attempt in range(1, SCHEMA_ATTEMPTS + 1):
+            try:
+                self._apply_schema(url)
+                return
+            except psycopg.OperationalError as exc:
+                if attempt == SCHEMA_ATTEMPTS or _refused(exc):
+                    raise
+                time.sleep(0.1 * attempt)
+
+    def _apply_schema(self, url: str) -> None:
+        schema = self.schema
+        with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS) as conn:
+            self._configure(conn)
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("schema"),))
+                conn.execute(_VERSIONS)
+                row = conn.execute("SELECT version FROM schema_versions WHERE store = %s",
+                                   (schema.store,)).fetchone()
+                if row is not None and row[0] > schema.version:
+                    raise ConfigError(f"{schema.what} schema version {row[0]} is newer than "
+                                      f"this code ({schema.version})")
+                for statement in schema.statements(Dialect.POSTGRESQL):
+                    conn.execute(statement)
+                conn.execute("INSERT INTO schema_versions (store, version) VALUES (%s, %s) "
+                             "ON CONFLICT (store) DO UPDATE SET version = excluded.version",
+                             (schema.store, schema.version))
+
+
+def _ended_by_server(conn: psycopg.Connection[Any]) -> bool:
+    """An idle connection has nothing to read unless the server has ended it (a terminated
+    backend, a shutdown: its last message and the close are waiting). No round trip."""
+    if conn.closed:
+        return True
+    try:
+        readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
+    except (OSError, ValueError, psycopg.OperationalError):
+        return True
+    return bool(readable)
+
+
+def _lost(conn: psycopg.Connection[Any], exc: psycopg.Error) -> bool:
+    """The connection broke (rather than the server refusing one statement): no SQLSTATE, a
+    connection exception (08), or the server ending the session (57P: shutdown, terminated)."""
+    state = exc.sqlstate
+    return conn.broken or conn.closed or state is None or state.startswith(("08", "57P"))
+
+
+def _refused(exc: psycopg.OperationalError) -> bool:
+    """Nothing answers, or the server said no: trying again at once would not help."""
+    text = str(exc)
+    return "Connection refused" in text or "does not exist" in text or "FATAL" in text
+
+
+def _rollback(conn: psycopg.Connection[Any]) -> None:
+    with suppress(psycopg.Error):  # a lost connection refuses even this
+        if not conn.broken:
+            conn.execute("ROLLBACK")

@@ -1,0 +1,227 @@
+"""The hop journal: what each step of a hop did, recorded before and after it acts, so a
+redelivered or retried hop does nothing twice (docs/journal.md).
+
+One row per ``(run, agent, step)`` in the run log's ``journal`` table. A step is recorded
+``started``, with its ``Idempotency-Key``, before its call, and gets its outcome after it:
+``done`` (the service acted or answered), or a stop that ends the hop and the run: ``denied``,
+``expired`` or ``failed``, with the reason the run ends with. A stop is final: a retried hop
+reports the recorded stop again and never calls again. :func:`resume_point` says where a hop
+picks up: the first step without an outcome; if that step is ``started`` its outcome is in
+doubt (the hop stopped between the call and its recording), and it is repeated only with the
+key recorded for it.
+
+A hand-off to the next agent is journaled under the *receiving* agent at step
+:data:`DELIVERY_STEP` as a numbered generation: the sender takes generation ``n`` before it
+publishes (``sending``), marks it ``sent`` after, and the receiving hop claims it
+(``received``). A sender only publishes again while the last generation is ``sending`` (its
+publication in doubt) and takes a new number to do so; a receiving hop proceeds only with the
+generation the journal holds, so of two copies of a hand-off, exactly one is ever performed.
+
+Every write is one short transaction of the run log, on SQLite or PostgreSQL
+(:mod:`orchestrator.db`); the SQL is portable (``INSERT ... ON CONFLICT``, conditional
+``UPDATE``). On PostgreSQL (READ COMMITTED) a conditional ``UPDATE`` or upsert of a row another
+transaction is changing waits for it and re-checks its condition on the committed row, so two
+copies of a hop still agree on one outcome; events are numbered under the run's lock
+(:func:`~orchestrator.runs._store.append_event`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+from orchestrator.db import Transaction
+from orchestrator.errors import InfraBotError
+from orchestrator.runs._model import check_detail, check_text
+from orchestrator.runs._schema import format_time
+from orchestrator.runs._store import RunStore, append_event
+
+StepState = Literal["started", "done", "denied", "expired", "failed"]
+Stop = Literal["denied", "expired", "failed"]
+DeliveryState = Literal["sending", "sent", "received"]
+STOPS: frozenset[str] = frozenset(get_args(Stop))
+DELIVERY_STEP = -1
+_COLUMNS = "step, action, state, idempotency_key, reason, attempts"
+_INSERT = ("INSERT INTO journal (run_id, agent, step, action, state, idempotency_key, reason, "
+           "attempts, updated_at) ")
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """One journaled step of a hop (``step`` >= 0) or the hand-off to it (``DELIVERY_STEP``)."""
+
+    step: int
+    action: str
+    state: str
+    idempotency_key: str
+    reason: str | None
+    attempts: int
+
+    @property
+    def in_doubt(self) -> bool:
+        """Recorded as started, never finished: whether the call acted is unknown."""
+        return self.state == "started"
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Where a hop picks up. ``step``: the first step without a recorded outcome (the number of
+    steps once all have one). ``in_doubt``: that step's ``started`` record, to repeat under
+    its key. ``stopped``: a recorded stop before it, which is the hop's outcome."""
+
+    step: int
+    in_doubt: StepRecord | None = None
+    stopped: StepRecord | None = None
+
+
+def idempotency_key(run_id: str, agent: str, step: int) -> str:
+    """The step's key, the same on every attempt: ``<run>.<agent name>.<step>``."""
+    return f"{run_id}.{agent.removeprefix('agent:')}.{step}"
+
+
+def resume_point(records: Mapping[int, StepRecord], steps: int) -> Resume:
+    """The pure rule of docs/journal.md: skip what is ``done``; the first step without an
+    outcome is next (in doubt if ``started``); a recorded stop is the hop's outcome. ``steps``
+    counts the hop's steps, the hand-off exchange included when there is one."""
+    for index in range(steps):
+        record = records.get(index)
+        if record is None:
+            return Resume(index)
+        if record.state in STOPS:
+            return Resume(index, stopped=record)
+        if record.in_doubt:
+            return Resume(index, in_doubt=record)
+    return Resume(steps)
+
+
+class HopJournal:
+    """The journal on a run log (:class:`RunStore`), sharing its file and transactions."""
+
+    def __init__(self, runs: RunStore) -> None:
+        self._runs = runs
+
+    def steps(self, run_id: str, agent: str) -> dict[int, StepRecord]:
+        """Every journaled step of ``agent``'s hop of the run, by step number."""
+        with self._runs._read() as tx:
+            rows = tx.execute(f"SELECT {_COLUMNS} FROM journal WHERE run_id = ? AND agent = ? "
+                                "AND step >= 0", (run_id, agent)).fetchall()
+        return {row[0]: StepRecord(*row) for row in rows}
+
+    def start(self, run_id: str, agent: str, step: int, action: str) -> StepRecord:
+        """Record the step as started (again, if it is in doubt) before its call; the record,
+        whose key the call must carry. :class:`StepConflict` if it has an outcome already (a
+        copy of this hop recorded it meanwhile)."""
+        check_text("action", action)
+        now = format_time(self._runs._clock())
+        with self._runs._write() as tx:
+            _attempt(tx, run_id, agent, step, action, "started", now)
+            record = _one(tx, run_id, agent, step)
+        if not record.in_doubt:
+            raise StepConflict(record)
+        return record
+
+    def finish(self, run_id: str, agent: str, step: int, state: StepState, *,
+               reason: str | None, event: tuple[str, dict[str, Any]]) -> bool:
+        """Record a started step's outcome and its run-log event in one transaction; False
+        (nothing written) if the step already had an outcome."""
+        kind, detail = event
+        text = check_detail(detail)
+        check_text("reason", reason)
+        now = format_time(self._runs._clock())
+        with self._runs._write() as tx:
+            cursor = tx.execute(
+                "UPDATE journal SET state = ?, reason = ?, updated_at = ? "
+                "WHERE run_id = ? AND agent = ? AND step = ? AND state = 'started'",
+                (state, reason, now, run_id, agent, step))
+            if cursor.rowcount != 1:
+                return False
+            append_event(tx, run_id, now, kind, agent, text)
+            return True
+
+    def stop(self, run_id: str, agent: str, step: int, action: str, state: Stop, *,
+             reason: str, event: tuple[str, dict[str, Any]]) -> StepRecord:
+        """Record a step that ended the hop before its call (its exchange was refused) and the
+        event, in one transaction, unless an outcome is recorded already; the record that
+        stands (a retried hop reports it, whatever it would be told now)."""
+        kind, detail = event
+        text = check_detail(detail)
+        check_text("action", action)
+        check_text("reason", reason)
+        now = format_time(self._runs._clock())
+        with self._runs._write() as tx:
+            cursor = tx.execute(
+                _INSERT + "VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?) "
+                "ON CONFLICT (run_id, agent, step) DO UPDATE SET "
+                "state = excluded.state, reason = excluded.reason, "
+                "updated_at = excluded.updated_at WHERE journal.state = 'started'",
+                (run_id, agent, step, action, state, idempotency_key(run_id, agent, step),
+                 reason, now))
+            if cursor.rowcount == 1:
+                append_event(tx, run_id, now, kind, agent, text)
+            return _one(tx, run_id, agent, step)
+
+    def send(self, run_id: str, to_agent: str) -> int | None:
+        """Before publishing the hand-off to ``to_agent``: the generation to publish, or None if
+        one was published already (``sent``) or taken by the receiving hop (``received``)."""
+        now = format_time(self._runs._clock())
+        with self._runs._write() as tx:
+            if not _attempt(tx, run_id, to_agent, DELIVERY_STEP, "hand_off", "sending", now):
+                return None
+            return _one(tx, run_id, to_agent, DELIVERY_STEP).attempts
+
+    def sent(self, run_id: str, to_agent: str, generation: int) -> None:
+        """After publishing generation ``generation``: it is no longer in doubt."""
+        self._set_delivery(run_id, to_agent, generation, "sent", "state = 'sending'")
+
+    def receive(self, run_id: str, agent: str, generation: int) -> bool:
+        """The receiving hop claims the hand-off it was given; False for a stale copy (the
+        sender published a later generation, or none is journaled)."""
+        return self._set_delivery(run_id, agent, generation, "received", "1 = 1")
+
+    def delivery(self, run_id: str, agent: str) -> StepRecord | None:
+        """The hand-off to ``agent``'s hop of the run, if one was journaled."""
+        with self._runs._read() as tx:
+            row = tx.execute(f"SELECT {_COLUMNS} FROM journal WHERE run_id = ? AND agent = ? "
+                               "AND step = ?", (run_id, agent, DELIVERY_STEP)).fetchone()
+        return StepRecord(*row) if row is not None else None
+
+    def _set_delivery(self, run_id: str, agent: str, generation: int, state: DeliveryState,
+                      only_if: str) -> bool:
+        now = format_time(self._runs._clock())
+        with self._runs._write() as tx:
+            cursor = tx.execute(
+                f"UPDATE journal SET state = ?, updated_at = ? WHERE run_id = ? AND agent = ? "
+                f"AND step = ? AND attempts = ? AND {only_if}",
+                (state, now, run_id, agent, DELIVERY_STEP, generation))
+            return cursor.rowcount == 1
+
+
+class StepConflict(InfraBotError):
+    """A step that was to be started has an outcome already: another copy of the hop (a
+    duplicate delivery running at the same time) recorded it."""
+
+    reason = "step_recorded"
+
+    def __init__(self, record: StepRecord) -> None:
+        super().__init__(f"step {record.step} is {record.state} already")
+        self.record = record
+
+
+def _attempt(tx: Transaction, run_id: str, agent: str, step: int, action: str,
+             state: str, now: str) -> bool:
+    """Record a first attempt in ``state``, or one more while the record is still in it; False
+    (nothing written) if the record has moved on."""
+    cursor = tx.execute(
+        _INSERT + "VALUES (?, ?, ?, ?, ?, ?, NULL, 1, ?) "
+        "ON CONFLICT (run_id, agent, step) DO UPDATE SET "
+        "attempts = journal.attempts + 1, updated_at = excluded.updated_at "
+        "WHERE journal.state = excluded.state",
+        (run_id, agent, step, action, state, idempotency_key(run_id, agent, step), now))
+    return cursor.rowcount == 1
+
+
+def _one(tx: Transaction, run_id: str, agent: str, step: int) -> StepRecord:
+    row = tx.execute(f"SELECT {_COLUMNS} FROM journal WHERE run_id = ? AND agent = ? "
+                       "AND step = ?", (run_id, agent, step)).fetchone()
+    return StepRecord(*row)

@@ -1,0 +1,175 @@
+"""Idempotency-Key answers kept in the registry's Redis: shared by every cache on it (so by a
+restarted ``serve``), replayed with the same status and body, expiring after the configured TTL,
+and refused before anything runs when Redis cannot be reached."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+
+import pytest
+import redis
+from pydantic import ValidationError
+from starlette.responses import Response
+
+from mock_services._bearer import ApiError
+from mock_services._idempotency import (
+    LEASE_SECONDS,
+    TTL_SECONDS,
+    IdempotencyCache,
+    RedisIdempotencyCache,
+    idempotency_cache,
+)
+from orchestrator.config import Settings
+from orchestrator.errors import Unavailable
+
+pytestmark = pytest.mark.redis
+SAM, KEY, PRINT = "user:sam", "run-1.infrabot.2", "fingerprint-1"
+
+
+@pytest.fixture
+def caches(redis_url: str) -> Iterator[Callable[..., RedisIdempotencyCache]]:
+    """Caches of the github service on the test Redis, each like one ``serve`` process."""
+    made: list[RedisIdempotencyCache] = []
+
+    def make(ttl: float = TTL_SECONDS, url: str = redis_url) -> RedisIdempotencyCache:
+        cache = RedisIdempotencyCache.from_url(url, "github", lambda: 1000.0, ttl_seconds=ttl)
+        made.append(cache)
+        return cache
+
+    yield make
+    for cache in made:
+        cache.close()
+
+
+def producer(status: int, body: bytes, runs: list[int]) -> Callable[[], Awaitable[Response]]:
+    async def produce() -> Response:
+        runs.append(status)
+        return Response(body, status, media_type="application/json")
+    return produce
+
+
+def send(cache: IdempotencyCache, status: int = 201, body: bytes = b'{"id": 1}',
+         print_: str = PRINT, runs: list[int] | None = None,
+         principal: str = SAM) -> tuple[Response, bool]:
+    produce = producer(status, body, [] if runs is None else runs)
+    return asyncio.run(cache.run(principal, KEY, print_, produce))
+
+
+def test_a_restarted_service_replays_the_original_answer_and_acts_once(
+        caches: Callable[..., RedisIdempotencyCache]) -> None:
+    runs: list[int] = []
+    first, replayed = send(caches(), runs=runs)
+    assert (first.status_code, replayed) == (201, False)
+    again, replayed = send(caches(), status=200, body=b'{"id": 2}', runs=runs)  # "restarted"
+    assert replayed is True and runs == [201]
+    assert (again.status_code, again.body, again.media_type) == (201, b'{"id": 1}',
+                                                                 "application/json")
+    assert again.headers["Idempotent-Replayed"] == "true"
+
+
+def test_the_answer_expires_after_the_configured_ttl(
+        caches: Callable[..., RedisIdempotencyCache], redis_url: str) -> None:
+    cache = caches(ttl=120)
+    send(cache)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        [name] = client.keys("infrabot:idempotency:github:*")
+        assert 110 <= client.ttl(name) <= 120
+        assert KEY.encode() not in name and SAM.encode() not in name  # hashed, not spelled out
+    finally:
+        client.close()
+    assert len(cache) == 1
+
+
+def test_the_same_key_for_another_request_is_422(
+        caches: Callable[..., RedisIdempotencyCache]) -> None:
+    send(caches())
+    with pytest.raises(ApiError) as caught:
+        send(caches(), print_="another request")
+    assert (caught.value.status, caught.value.reason) == (422, "idempotency_key_reused")
+
+
+def test_keys_are_per_principal_and_per_service(
+        caches: Callable[..., RedisIdempotencyCache], redis_url: str) -> None:
+    runs: list[int] = []
+    send(caches(), runs=runs)
+    send(caches(), runs=runs, principal="user:alex")
+    other = RedisIdempotencyCache.from_url(redis_url, "aws", lambda: 1000.0)
+    try:
+        send(other, runs=runs)
+    finally:
+        other.close()
+    assert runs == [201, 201, 201]
+
+
+def test_a_refused_request_keeps_nothing_so_a_corrected_retry_runs(
+        caches: Callable[..., RedisIdempotencyCache]) -> None:
+    runs: list[int] = []
+    refused, _ = send(caches(), status=422, body=b'{"reason": "validation_failed"}', runs=runs)
+    done, replayed = send(caches(), runs=runs)
+    assert (refused.status_code, done.status_code, replayed, runs) == (422, 201, False,
+                                                                       [422, 201])
+
+
+def test_a_failing_handler_releases_its_claim(
+        caches: Callable[..., RedisIdempotencyCache]) -> None:
+    async def broken() -> Response:
+        raise RuntimeError("handler bug")
+
+    with pytest.raises(RuntimeError):
+        asyncio.run(caches().run(SAM, KEY, PRINT, broken))
+    assert send(caches())[1] is False
+
+
+def test_a_key_in_flight_elsewhere_is_409_until_its_lease_ends(
+        caches: Callable[..., RedisIdempotencyCache], redis_url: str) -> None:
+    """Another process holds the key's claim (its request in flight, or it died in it)."""
+    first, second = caches(), caches()
+    runs: list[int] = []
+
+    async def slow() -> Response:
+        with pytest.raises(ApiError) as caught:
+            await second.run(SAM, KEY, PRINT, producer(201, b"{}", runs))
+        assert (caught.value.status, caught.value.reason) == (409, "idempotency_key_in_use")
+        return Response(b'{"id": 1}', 201, media_type="application/json")
+
+    response, replayed = asyncio.run(first.run(SAM, KEY, PRINT, slow))
+    assert (response.status_code, replayed, runs) == (201, False, [])
+    client = redis.Redis.from_url(redis_url)
+    try:
+        [name] = client.keys("infrabot:idempotency:github:*")
+        client.set(name, '{"pending": "x"}', ex=LEASE_SECONDS)  # a claim left by a dead process
+        with pytest.raises(ApiError) as caught:
+            send(caches(), runs=runs)
+        assert caught.value.reason == "idempotency_key_in_use"
+        client.delete(name)  # the lease ended
+    finally:
+        client.close()
+    assert send(caches(), runs=runs)[1] is False and runs == [201]
+
+
+def test_redis_unreachable_is_503_before_anything_runs(
+        caches: Callable[..., RedisIdempotencyCache]) -> None:
+    runs: list[int] = []
+    with pytest.raises(Unavailable) as caught:
+        send(caches(url="redis://127.0.0.1:1/0"), runs=runs)
+    assert (caught.value.status, caught.value.reason) == (503, "idempotency_unavailable")
+    assert runs == []
+
+
+def test_the_cache_is_in_redis_only_when_the_registry_is(redis_url: str) -> None:
+    shared = idempotency_cache("github", Settings(redis_url=redis_url,
+                                                  idempotency_ttl_seconds=3600), lambda: 0.0)
+    assert isinstance(shared, RedisIdempotencyCache) and shared._ttl == 3600
+    shared.close()
+    local = idempotency_cache("github", Settings(redis_url=None), lambda: 0.0)
+    assert type(local) is IdempotencyCache and local._ttl == TTL_SECONDS
+
+
+def test_the_ttl_must_outlast_a_run() -> None:
+    with pytest.raises(ValidationError, match="idempotency_ttl_seconds must be >= run_deadline"):
+        Settings(idempotency_ttl_seconds=600, run_deadline_seconds=960)
+    with pytest.raises(ValidationError):
+        Settings(idempotency_ttl_seconds=59, run_deadline_seconds=5)
+    assert Settings().idempotency_ttl_seconds == TTL_SECONDS == 86400
