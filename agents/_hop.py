@@ -153,6 +153,10 @@ def perform_hop(rt: AgentRuntime, *, run_id: str, workflow: str, agent: str, tok
     if run.status in ("succeeded", "denied", "failed", "expired") or rt.runs.hop_done(run_id,
                                                                                         agent):
         return HopOutcome("duplicate", "hop already done")
+    if mode == "delegated" and not rt.holds_key(agent):
+        return HopOutcome("failed", f"{agent}: this worker holds no key for {agent} (a task "
+                                    "misrouted to another agent's queue); it never signs with "
+                                    "another agent's key")
     plan = rt.workflows[workflow].plan(agent)
     hop = _Hop(rt, run, rt.workflows[workflow], agent, task_id, mode)
     values = template_values(run)

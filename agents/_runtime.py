@@ -1,8 +1,11 @@
 """What an agent process needs to perform hops, built once per process (after any fork).
 
-Everything comes from settings and the state directory: the agents' own keys, the servers'
-URLs (``endpoints.json`` written by ``infrabot serve``, or the stack running in this process),
-the workflows and the run log. HTTP connections are pooled and reused across hops.
+Everything comes from settings and the state directory: the servers' URLs (``endpoints.json``
+written by ``infrabot serve``, or the stack running in this process), the workflows and the run
+log. The agents' keys are only those this process was given: a worker loads the keys of its own
+queues' agents at start (:func:`install_agent_keys`, before it forks), the embedded system hands
+over the keys it made. A hop for any other agent fails; it never signs with another agent's key.
+HTTP connections are pooled and reused across hops.
 """
 
 from __future__ import annotations
@@ -15,12 +18,14 @@ import httpx
 
 from orchestrator.client import AuthClient
 from orchestrator.config import SERVICE_NAMES, Settings
-from orchestrator.identity import Directory, client_key, load_directory
+from orchestrator.errors import ConfigError
+from orchestrator.identity import Directory, SigningKey, load_directory
 from orchestrator.runs import RunStore
 from orchestrator.workflows import Workflow, load_workflows
 
 _lock = threading.Lock()
 _runtimes: dict[int, AgentRuntime] = {}
+_worker_keys: dict[str, SigningKey] = {}
 
 
 @dataclass
@@ -32,10 +37,13 @@ class AgentRuntime:
     runs: RunStore
     http: httpx.Client
     static_token: str | None = None
+    keys: dict[str, SigningKey] = field(default_factory=dict)
     _auth: dict[str, AuthClient] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, settings: Settings, endpoints: dict[str, str] | None = None) -> AgentRuntime:
+    def build(cls, settings: Settings, endpoints: dict[str, str] | None = None,
+              keys: dict[str, SigningKey] | None = None) -> AgentRuntime:
+        """A runtime holding ``keys`` (default: the keys this worker process loaded)."""
         directory = load_directory(settings.workflows_dir / "directory.yaml")
         return cls(
             settings=settings,
@@ -47,15 +55,22 @@ class AgentRuntime:
                               limits=httpx.Limits(max_keepalive_connections=16)),
             static_token=(settings.static_token.get_secret_value()
                           if settings.static_token is not None else None),
+            keys=dict(_worker_keys if keys is None else keys),
         )
 
+    def holds_key(self, agent: str) -> bool:
+        return agent in self.keys
+
     def auth(self, agent: str) -> AuthClient:
-        """The agent's authorization-server client, authenticating with the agent's own key."""
+        """The agent's authorization-server client, authenticating with the agent's own key
+        (only an agent whose key this process holds: see :meth:`holds_key`)."""
         with _lock:
             client = self._auth.get(agent)
             if client is None:
-                key = client_key(self.settings.keys_dir / "clients", agent,
-                                 self.settings.signing_alg)
+                key = self.keys.get(agent)
+                if key is None:
+                    raise ConfigError(f"this process holds no key for {agent}",
+                                      reason="agent_key_missing")
                 client = AuthClient(self.endpoints["auth"], agent, key, http=self.http)
                 self._auth[agent] = client
             return client
@@ -88,6 +103,13 @@ def runtime_for(app_id: int, settings: Settings) -> AgentRuntime:
         with _lock:
             runtime = _runtimes.setdefault(app_id, runtime)
     return runtime
+
+
+def install_agent_keys(keys: dict[str, SigningKey]) -> None:
+    """A worker process: the agent keys every runtime it builds holds (set before forking)."""
+    with _lock:
+        _worker_keys.clear()
+        _worker_keys.update(keys)
 
 
 def install_runtime(app_id: int, runtime: AgentRuntime) -> None:

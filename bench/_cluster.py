@@ -25,6 +25,7 @@ from celery import Celery
 from pydantic import SecretStr
 
 from bench._procs import BIN, Proc, Processes, clean_env
+from orchestrator.authserver import open_registry
 from orchestrator.celery_app import create_celery
 from orchestrator.ci import CIEvent
 from orchestrator.client import AuthClient
@@ -33,7 +34,7 @@ from orchestrator.identity import client_key, load_directory
 from orchestrator.orchestration import Orchestrator
 from orchestrator.runs import RunStore
 from orchestrator.runs._schema import parse_time
-from orchestrator.stack import ORCHESTRATOR_CLIENT
+from orchestrator.stack import ORCHESTRATOR_CLIENT, provision_clients
 from orchestrator.workflows import load_workflows
 
 QUEUES = ("infrabot", "argocd", "cleanup")
@@ -152,6 +153,9 @@ class Cluster:
         ``infrabot worker`` takes no node name, so readiness is read from the worker's own
         ``ready.`` line (at ``--loglevel INFO``, which every worker here gets alike)."""
         started = []
+        if app is None:  # what `infrabot keys init` + `keys register` do on a worker host
+            provision_clients(self.settings, open_registry(self.settings),
+                              [f"agent:{q}" for q in QUEUES])
         for index in range(count):
             if app is None:
                 argv = [str(BIN / "infrabot"), "worker", "-c", "1", "--loglevel", "INFO"]

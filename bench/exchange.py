@@ -33,6 +33,7 @@ from bench._inproc import (
 )
 from bench._report import Table, ratio, us
 from bench._timing import compare
+from orchestrator.authserver import open_registry
 from orchestrator.authserver._service import GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS
 from orchestrator.client import AuthClient
 from orchestrator.identity import (
@@ -45,7 +46,7 @@ from orchestrator.identity import (
     parse_scopes,
     verify_assertion,
 )
-from orchestrator.stack import ORCHESTRATOR_CLIENT, Stack
+from orchestrator.stack import ORCHESTRATOR_CLIENT, Stack, provision_clients
 
 AGENT = "agent:infrabot"
 SCOPE = "urn:infra:monitoring:read"
@@ -219,7 +220,8 @@ def over_http(root: Path, redis_url: str, *, requests: int,
         with AuthClient(auth_url, ORCHESTRATOR_CLIENT, orch_key) as auth:
             root_tok = auth.root_token("user:sam", WORKFLOW_SCOPES, context(), AGENT)[
                 "access_token"]
-        key = client_key(s.keys_dir / "clients", AGENT, s.signing_alg)
+        # what `infrabot keys init` + `keys register` do for the agent (serve makes no agent key)
+        [key] = provision_clients(s, open_registry(s), [AGENT]).values()
         datadog = cluster.endpoints["datadog"]
 
         def body() -> bytes:

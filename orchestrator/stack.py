@@ -16,7 +16,13 @@ from typing import Any
 
 from orchestrator._servers import bind
 from orchestrator.audit import AuditStore
-from orchestrator.authserver import AuthorizationService, ClientKeys, create_app
+from orchestrator.authserver import (
+    AuthorizationService,
+    ClientKeys,
+    ClientRegistry,
+    create_app,
+    open_registry,
+)
 from orchestrator.config import SERVICE_NAMES, Settings
 from orchestrator.identity import (
     Directory,
@@ -27,6 +33,7 @@ from orchestrator.identity import (
     load_directory,
     open_store,
 )
+from orchestrator.identity import client_keys_dir as keys_dir_of_clients
 
 SERVER_NAMES = ("auth", *SERVICE_NAMES)
 ORCHESTRATOR_CLIENT = "client:orchestrator"
@@ -49,18 +56,38 @@ def bind_ports(settings: Settings, names: tuple[str, ...] = SERVER_NAMES) -> tup
 
 
 def client_keys_dir(settings: Settings) -> Path:
-    return settings.keys_dir / "clients"
+    return keys_dir_of_clients(settings.keys_dir)
 
 
-def ensure_client_keys(settings: Settings, directory: Directory) -> dict[str, SigningKey]:
-    """Every agent's and client's own key pair, made on first use in the state directory."""
-    return {cid: client_key(client_keys_dir(settings), cid, settings.signing_alg)
-            for cid in directory.client_ids()}
+def is_embedded(settings: Settings) -> bool:
+    """Embedded mode: the in-memory broker, every agent in this process."""
+    return settings.broker_url.startswith("memory://")
+
+
+def held_clients(settings: Settings, directory: Directory) -> list[str]:
+    """The clients whose private keys this process makes and holds: every agent and client
+    when embedded; in distributed mode only the orchestrator (its key roots each run), never an
+    agent's (each lives on the hosts of the agent's workers: ``infrabot keys init``)."""
+    return directory.client_ids() if is_embedded(settings) else [ORCHESTRATOR_CLIENT]
+
+
+def provision_clients(settings: Settings, registry: ClientRegistry,
+                      client_ids: list[str]) -> dict[str, SigningKey]:
+    """Each client's own key pair in the state directory, made on first use, with its public key
+    registered (idempotent; this is `keys init` then `keys register`, for keys this process
+    holds)."""
+    now = int(time.time())
+    keys = {cid: client_key(client_keys_dir(settings), cid, settings.signing_alg)
+            for cid in client_ids}
+    for cid, key in keys.items():
+        registry.add(cid, [key.public], now=now)
+    return keys
 
 
 @dataclass
 class Stack:
-    """Everything one process needs to serve or run workflows."""
+    """Everything one process needs to serve or run workflows. ``clients`` are the private
+    keys this process holds (:func:`held_clients`)."""
 
     settings: Settings
     directory: Directory
@@ -81,10 +108,11 @@ class Stack:
         now = int(time.time())
         keyring = KeyRing.open(settings.keys_dir / "signing", settings.signing_alg, now=now)
         audit = AuditStore(settings.audit_target)
-        clients = ensure_client_keys(settings, directory)
+        registry = open_registry(settings)
+        clients = provision_clients(settings, registry, held_clients(settings, directory))
         auth = AuthorizationService(
             settings=settings, keyring=keyring, directory=directory, revocation=store,
-            client_keys=ClientKeys(client_keys_dir(settings), settings.allowed_algs),
+            client_keys=ClientKeys(registry, settings.allowed_algs),
             services={name: settings.service_url(name) for name in SERVICE_NAMES}, audit=audit)
         return cls(settings, directory, store, keyring, audit, auth, clients,
                    owns_revocation=revocation is None)

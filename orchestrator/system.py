@@ -97,7 +97,8 @@ def running_system(settings: Settings, *, embedded_worker: bool | None = None,
     try:
         stack = Stack.build(settings)
         app = create_celery(settings)
-        runtime = AgentRuntime.build(settings, endpoints=stack.endpoints())
+        runtime = AgentRuntime.build(settings, endpoints=stack.endpoints(), keys={
+            cid: key for cid, key in stack.clients.items() if cid in stack.directory.agents})
         install_runtime(id(app), runtime)
         auth = exits.enter_context(AuthClient(
             settings.auth_url, ORCHESTRATOR_CLIENT, stack.clients[ORCHESTRATOR_CLIENT],

@@ -3,6 +3,13 @@
 
 from orchestrator.authserver._app import create_app
 from orchestrator.authserver._clients import ClientKeys
+from orchestrator.authserver._registry import (
+    ClientRegistry,
+    KeyInUse,
+    RegisteredKey,
+    StateDirRegistry,
+    open_registry,
+)
 from orchestrator.authserver._service import (
     GRANT_JWT_BEARER,
     GRANT_TOKEN_EXCHANGE,
@@ -19,6 +26,11 @@ __all__ = [
     "TOKEN_TYPE_JWT",
     "AuthorizationService",
     "ClientKeys",
+    "ClientRegistry",
+    "KeyInUse",
+    "RegisteredKey",
+    "StateDirRegistry",
     "TokenResponse",
     "create_app",
+    "open_registry",
 ]

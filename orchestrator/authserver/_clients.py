@@ -1,9 +1,10 @@
 """Client authentication at the authorization server: ``private_key_jwt`` (RFC 7523 section 2.2).
 
-A client's public key is the JWK registered for it in the state directory; the client must also
-be in the directory (an agent or a listed client). A reused assertion ``jti`` is refused, and so
-is one issued before the replay registry's memory began (an unpersisted Redis restarted since):
-it could have been used already without the registry remembering it.
+A client's public keys are those registered for it in the client registry
+(:mod:`orchestrator.authserver._registry`), one chosen by the assertion's ``kid``; the client
+must also be in the directory (an agent or a listed client). A reused assertion ``jti`` is
+refused, and so is one issued before the replay registry's memory began (an unpersisted Redis
+restarted since): it could have been used already without the registry remembering it.
 
 Authentication is two steps: :meth:`ClientAuthenticator.verified` checks the assertion, and the
 client is authenticated once its one-time key is claimed in the replay registry. Most endpoints
@@ -13,44 +14,38 @@ in the same registry round trip as its subject token's revocation check.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 from orchestrator.authserver._forms import Form, required, single
-from orchestrator.errors import InvalidClient, PredatesMemory
+from orchestrator.authserver._registry import ClientRegistry
+from orchestrator.errors import ConfigError, InvalidClient, PredatesMemory, Unavailable
 from orchestrator.identity import (
     CLIENT_ASSERTION_TYPE,
     AssertionPolicy,
     Directory,
-    JWKSet,
     PublicKey,
     RevocationStore,
-    registered_client_jwk,
     verify_assertion,
 )
 
 
 class ClientKeys:
-    """Registered client public keys, re-read when their file changes (a re-registered agent)."""
+    """The public keys a client is known by, from the client registry only, keeping only the
+    algorithms this server allows. The client id (an assertion's claimed ``iss``) is a lookup
+    key, never part of a path; nothing is remembered per claimed id. A registry that cannot be
+    read fails closed (503)."""
 
-    def __init__(self, directory: Path, allowed_algs: tuple[str, ...]) -> None:
-        self._dir = directory
+    def __init__(self, registry: ClientRegistry, allowed_algs: tuple[str, ...]) -> None:
+        self._registry = registry
         self._algs = allowed_algs
-        self._cache: dict[str, tuple[float, PublicKey | None]] = {}
 
-    def __call__(self, client_id: str) -> PublicKey | None:
-        cached = self._cache.get(client_id)
-        if cached is not None and time.monotonic() - cached[0] < 2.0:
-            return cached[1]
-        jwk = registered_client_jwk(self._dir, client_id)
-        key = None
-        if jwk is not None:
-            key = JWKSet.from_dict({"keys": [jwk]}, self._algs).get(str(jwk.get("kid")))
-        if key is not None:  # misses are not cached: the claimed ids are anyone's input
-            self._cache[client_id] = (time.monotonic(), key)
-        return key
+    def __call__(self, client_id: str) -> Mapping[str, PublicKey]:
+        try:
+            keys = self._registry.keys_of(client_id)
+        except ConfigError as exc:
+            raise Unavailable(exc.message, reason="client_registry_unavailable") from None
+        return {kid: key for kid, key in keys.items() if key.alg in self._algs}
 
 
 @dataclass(frozen=True)
@@ -75,7 +70,7 @@ def assertion_predates_registry() -> InvalidClient:
 
 
 class ClientAuthenticator:
-    def __init__(self, keys: Callable[[str], PublicKey | None], directory: Directory,
+    def __init__(self, keys: Callable[[str], Mapping[str, PublicKey]], directory: Directory,
                  replay: RevocationStore, policy: AssertionPolicy) -> None:
         self._keys = keys
         self._directory = directory

@@ -39,6 +39,7 @@ from orchestrator.errors import (
 from orchestrator.identity import (
     AccessClaims,
     AssertionPolicy,
+    ClientKeyLookup,
     Context,
     Directory,
     ExchangeRequest,
@@ -109,7 +110,7 @@ class AuthorizationService:
     keyring: KeyRing
     directory: Directory
     revocation: RevocationStore
-    client_keys: Callable[[str], PublicKey | None]
+    client_keys: ClientKeyLookup
     services: dict[str, str]  # service name -> base URL
     audit: AuditSink | None = None
     clock: Callable[[], float] = time.time

@@ -14,6 +14,7 @@ from orchestrator.cli._audit import audit
 from orchestrator.cli._check import check
 from orchestrator.cli._common import CommandError
 from orchestrator.cli._demo import demo
+from orchestrator.cli._keys import keys
 from orchestrator.cli._revoke import revoke
 from orchestrator.cli._runs import runs
 from orchestrator.cli._serve import serve
@@ -49,7 +50,8 @@ def cli() -> None:
     configure(_log_level())
 
 
-for command in (demo, serve, worker, simulate, check, workflows, token, revoke, runs, audit):
+for command in (demo, serve, worker, simulate, check, workflows, token, revoke, runs, audit,
+                keys):
     cli.add_command(command)
 
 

@@ -10,9 +10,28 @@ import click
 from orchestrator.cli._common import CommandError, load_settings, state_dir_option
 from orchestrator.config import Settings
 from orchestrator.errors import InfraBotError
+from orchestrator.identity import SigningKey, client_keys_dir, load_client_key
 from orchestrator.runs import RunStore
 
 QUEUES = ("infrabot", "argocd", "cleanup")
+
+
+def agent_keys(settings: Settings, queues: list[str]) -> dict[str, SigningKey]:
+    """The keys of the agents whose queues this worker serves, and no other: from the state
+    directory, where `infrabot keys init` made them. A missing one is one line naming the agent
+    and the command that makes it."""
+    where = client_keys_dir(settings.keys_dir)
+    keys: dict[str, SigningKey] = {}
+    for queue in queues:
+        agent = f"agent:{queue}"
+        key = load_client_key(where, agent)
+        if key is None:
+            raise CommandError(
+                f"no key for {agent} in {where}: create it with `infrabot keys init {agent} "
+                f"--state-dir {settings.state_dir}`, then register its public key at the "
+                f"authorization server (`infrabot keys register {agent} --jwks FILE`)")
+        keys[agent] = key
+    return keys
 
 
 @click.command("worker")
@@ -29,12 +48,16 @@ def worker(queues: str, concurrency: int, pool: str, loglevel: str, hostname: st
            state_dir: Path | None) -> None:
     """Run agents from the broker named by INFRABOT_BROKER_URL (Redis in distributed mode).
 
-    Reads the servers' URLs from DIR/endpoints.json, written by `infrabot serve`.
+    Reads the servers' URLs from DIR/endpoints.json, written by `infrabot serve`. Signs
+    only as the agents of its queues, with their keys from DIR (`infrabot keys init`); it
+    refuses to start without them.
 
     \b
     Example:
       export INFRABOT_BROKER_URL=redis://127.0.0.1:6379/0 INFRABOT_REDIS_URL=$INFRABOT_BROKER_URL
-      infrabot serve --state-dir /tmp/ib &   infrabot worker --state-dir /tmp/ib
+      infrabot keys init agent:argocd --state-dir /tmp/ib > argocd.jwks
+      infrabot keys register agent:argocd --jwks argocd.jwks --state-dir /tmp/ib
+      infrabot worker -Q argocd --state-dir /tmp/ib
     """
     settings = load_settings(state_dir)
     if settings.broker_url.startswith("memory://"):
@@ -47,9 +70,12 @@ def worker(queues: str, concurrency: int, pool: str, loglevel: str, hostname: st
         raise CommandError(f"unknown queue {unknown[0] if unknown else '(none)'}; "
                            f"choose from {', '.join(QUEUES)}")
     _check_run_log(settings)
+    keys = agent_keys(settings, chosen)
+    from agents._runtime import install_agent_keys
     from orchestrator._log import configure
     from orchestrator.celery_app import create_celery
 
+    install_agent_keys(keys)  # before the pool forks: children inherit them, never re-read
     configure(settings.log_level)
     app = create_celery(settings)
     app.worker_main(["worker", "--queues", ",".join(chosen), "--concurrency", str(concurrency),

@@ -7,6 +7,7 @@ agents all use it, the way a real service imports an auth SDK.
 from orchestrator.identity._assertions import (
     CLIENT_ASSERTION_TYPE,
     AssertionPolicy,
+    ClientKeyLookup,
     make_assertion,
     verify_assertion,
 )
@@ -19,8 +20,24 @@ from orchestrator.identity._exchange import (
     decide_root,
     new_jti,
 )
-from orchestrator.identity._keyring import KeyRing, client_key, registered_client_jwk
-from orchestrator.identity._keys import JWKSet, PublicKey, SigningKey, thumbprint
+from orchestrator.identity._keyring import (
+    ClientKeyInit,
+    KeyRing,
+    client_key,
+    client_key_path,
+    client_keys_dir,
+    init_client_key,
+    load_client_key,
+)
+from orchestrator.identity._keys import (
+    JWKSet,
+    NotAPublicKeySet,
+    PrivateKeyMaterial,
+    PublicKey,
+    SigningKey,
+    public_keys_to_register,
+    thumbprint,
+)
 from orchestrator.identity._policy import (
     Agent,
     ContextRule,
@@ -65,6 +82,8 @@ __all__ = [
     "Agent",
     "AssertionPolicy",
     "CachedJWKS",
+    "ClientKeyInit",
+    "ClientKeyLookup",
     "Context",
     "ContextRule",
     "Directory",
@@ -76,7 +95,9 @@ __all__ = [
     "KeySource",
     "MayAct",
     "MemoryRevocationStore",
+    "NotAPublicKeySet",
     "PendingCheck",
+    "PrivateKeyMaterial",
     "PublicKey",
     "RedisRevocationStore",
     "RevocationStore",
@@ -91,11 +112,15 @@ __all__ = [
     "act_nesting",
     "check_chain",
     "client_key",
+    "client_key_path",
+    "client_keys_dir",
     "decide",
     "decide_root",
     "filter_scopes",
     "format_scopes",
+    "init_client_key",
     "is_write",
+    "load_client_key",
     "load_directory",
     "make_assertion",
     "mint",
@@ -105,7 +130,7 @@ __all__ = [
     "open_store",
     "parse_scopes",
     "peek_target",
-    "registered_client_jwk",
+    "public_keys_to_register",
     "thumbprint",
     "verify_assertion",
 ]

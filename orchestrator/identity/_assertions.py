@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +49,11 @@ class AssertionPolicy:
         return math.floor(claims["iat"])
 
 
-def verify_assertion(assertion: object, *, keys: Callable[[str], PublicKey | None],
+ClientKeyLookup = Callable[[str], Mapping[str, PublicKey]]
+"""A client's registered public keys by ``kid`` (empty for a client with none)."""
+
+
+def verify_assertion(assertion: object, *, keys: ClientKeyLookup,
                      policy: AssertionPolicy, now: int, error: type[OAuthError] = InvalidClient,
                      expected_issuer: str | None = None) -> dict[str, Any]:
     """Verify an assertion signed by the key registered for its issuer; return its claims.
@@ -89,9 +93,10 @@ def verify_assertion(assertion: object, *, keys: Callable[[str], PublicKey | Non
         raise refuse("malformed_assertion", "assertion needs iss and sub")
     if expected_issuer is not None and issuer != expected_issuer:
         raise refuse("client_mismatch", "assertion issuer is not the authenticated client")
-    key = keys(issuer)
-    if key is None:
-        raise refuse("unknown_client", "no key is registered for this client")
+    key = _registered_key(keys(issuer), header.get("kid"))
+    if isinstance(key, str):
+        raise refuse(key, "no key is registered for this client" if key == "unknown_client"
+                     else "the assertion's kid names no key registered for this client")
     if header.get("alg") != key.alg:
         raise refuse("assertion_alg_refused", "alg differs from the registered key")
     try:
@@ -110,6 +115,17 @@ def verify_assertion(assertion: object, *, keys: Callable[[str], PublicKey | Non
     if not isinstance(payload["jti"], str) or not 8 <= len(payload["jti"]) <= 128:
         raise refuse("malformed_assertion", "assertion jti must be 8-128 characters")
     return payload
+
+
+def _registered_key(registered: Mapping[str, PublicKey], kid: object) -> PublicKey | str:
+    """The registered key an assertion names by ``kid`` (or the client's only key when it names
+    none), else the refusal's reason."""
+    if not registered:
+        return "unknown_client"
+    if kid is None and len(registered) == 1:
+        return next(iter(registered.values()))
+    key = registered.get(kid) if isinstance(kid, str) else None
+    return "unknown_key" if key is None else key
 
 
 def _decodable(header: dict[str, Any]) -> bool:

@@ -163,6 +163,55 @@ class JWKSet:
         return {"keys": [key.jwk for key in self._keys.values()]}
 
 
+class NotAPublicKeySet(ValueError):
+    """A document offered for registration is not a set of public signing keys; the message
+    says why in one line (never echoing key material)."""
+
+
+class PrivateKeyMaterial(NotAPublicKeySet):
+    """A document offered for registration holds private key material: refused outright."""
+
+
+def public_keys_to_register(document: object,
+                            allowed_algs: tuple[str, ...]) -> list[PublicKey]:
+    """The public signing keys of a JWK Set offered for a client's registration, all or none.
+
+    Strict where :meth:`JWKSet.from_dict` skips: every key must be usable, or the whole set is
+    refused with the first problem. A key without ``kid`` gets its RFC 7638 thumbprint; a ``kid``
+    that is not the thumbprint is refused (it would let two different keys share a name). Any
+    private member (``d``, ``p``, ``k`` ...) refuses the set as :class:`PrivateKeyMaterial`.
+    """
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        raise NotAPublicKeySet('a JWK Set is a JSON object with a "keys" array')
+    if not document["keys"]:
+        raise NotAPublicKeySet("the JWK Set has no keys")
+    keys: list[PublicKey] = []
+    for index, jwk in enumerate(document["keys"]):
+        if not isinstance(jwk, dict):
+            raise NotAPublicKeySet(f"key {index} is not a JSON object")
+        private = sorted(_PRIVATE_MEMBERS & set(jwk))
+        if private:
+            raise PrivateKeyMaterial(f"key {index} holds private key material "
+                                     f"({', '.join(private)})")
+        alg = jwk.get("alg")
+        if alg not in allowed_algs:
+            raise NotAPublicKeySet(f"key {index}: alg must be one of {', '.join(allowed_algs)}")
+        try:
+            expected = thumbprint(jwk)
+        except (KeyError, ValueError, TypeError):
+            raise NotAPublicKeySet(f"key {index} is not a valid {alg} public key") from None
+        if jwk.get("kid", expected) != expected:
+            raise NotAPublicKeySet(f"key {index}: kid must be its RFC 7638 thumbprint {expected}")
+        members = {name: jwk[name] for name in _REQUIRED[str(jwk["kty"])]}
+        key = _parse_public_jwk({**members, "kid": expected, "alg": alg, "use": jwk.get("use",
+                                                                                 "sig")},
+                                allowed_algs)
+        if key is None:
+            raise NotAPublicKeySet(f"key {index} is not a valid {alg} public signing key")
+        keys.append(key)
+    return keys
+
+
 def _parse_public_jwk(jwk: object, allowed_algs: tuple[str, ...]) -> PublicKey | None:
     """A usable signing key from one JWK, or None for a key we must not use."""
     if not isinstance(jwk, dict):

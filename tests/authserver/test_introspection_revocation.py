@@ -47,7 +47,7 @@ def test_introspection_requires_client_authentication(server: AuthServer) -> Non
 def test_introspection_with_a_bad_assertion(server: AuthServer) -> None:
     token = server.root()["access_token"]
     form = {**server.auth(INFRABOT, key=server.stack.clients[ARGOCD]), "token": token}
-    refusal(server.post("/introspect", form), 401, "invalid_client", "assertion_bad_signature")
+    refusal(server.post("/introspect", form), 401, "invalid_client", "unknown_key")
 
 
 def test_introspection_with_a_replayed_assertion(server: AuthServer) -> None:
@@ -178,7 +178,7 @@ def test_revocations_needs_exactly_one_target(server: AuthServer, targets: dict[
 def test_revocations_with_a_forged_orchestrator_assertion(server: AuthServer) -> None:
     form = {"client_assertion_type": CLIENT_ASSERTION_TYPE, "user": "user:sam",
             "client_assertion": server.assertion(ORCH, key=server.stack.clients[INFRABOT])}
-    refusal(server.post("/revocations", form), 401, "invalid_client", "assertion_bad_signature")
+    refusal(server.post("/revocations", form), 401, "invalid_client", "unknown_key")
 
 
 # -- the revocation rules on both registries -------------------------------------------------------

@@ -23,10 +23,11 @@ from pydantic import SecretStr
 from bench._procs import Proc, Processes
 from e2e._harness import INFRABOT, QUEUES, RUN_TIMEOUT, SECRET, clean_env, post_webhook
 from orchestrator.audit import AuditStore, contains_raw_jwt
+from orchestrator.authserver import open_registry
 from orchestrator.client import AuthClient
 from orchestrator.config import Settings
-from orchestrator.identity import client_key
 from orchestrator.runs import Run, RunStore
+from orchestrator.stack import provision_clients
 
 
 def owner_of_connection(local_port: int, pids: Iterable[int]) -> int | None:
@@ -102,9 +103,18 @@ class Distributed:
         self.endpoints = json.loads(path.read_text())
         return self.endpoints
 
+    def provision(self, *agents: str) -> None:
+        """What `infrabot keys init` and `keys register` do for ``agents``, in the shared state
+        directory (distributed mode's serve makes no agent key)."""
+        provision_clients(self.settings, open_registry(self.settings), list(agents))
+
     def worker(self, queues: Iterable[str] = QUEUES, concurrency: int = 1,
-               timeout: float = 30.0, **env: str) -> Proc:
-        """Start ``infrabot worker`` on ``queues``; return once it consumes."""
+               timeout: float = 30.0, provision: bool = True, **env: str) -> Proc:
+        """Start ``infrabot worker`` on ``queues`` (first making and registering their agents'
+        keys, unless not ``provision``); return once it consumes."""
+        queues = list(queues)
+        if provision:
+            self.provision(*(f"agent:{q}" for q in queues))
         args = ["worker", "--queues", ",".join(queues), "--concurrency", str(concurrency),
                 "--loglevel", "INFO"]
         proc = self._start("worker", args, self.env(**env))
@@ -148,9 +158,10 @@ class Distributed:
         return run
 
     def auth_client(self, client_id: str) -> AuthClient:
-        """An authorization-server client authenticating with ``client_id``'s own key."""
-        key = client_key(self.settings.keys_dir / "clients", client_id,
-                         self.settings.signing_alg)
+        """An authorization-server client authenticating with ``client_id``'s own key (made
+        and registered in the shared state directory if it is not there yet)."""
+        [key] = provision_clients(self.settings, open_registry(self.settings),
+                                  [client_id]).values()
         return AuthClient(self.endpoints["auth"], client_id, key)
 
     def assert_logs_hold_no_token(self) -> None:

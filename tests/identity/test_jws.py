@@ -64,8 +64,8 @@ def test_sign_writes_what_jwt_encode_writes(headers: dict[str, Any]) -> None:
     assert jwt.decode(ours, KEY.public.key, algorithms=["ES256"]) == payload
 
 
-def keys(issuer: str) -> PublicKey | None:
-    return KEY.public if issuer == CLIENT else None
+def keys(issuer: str) -> dict[str, PublicKey]:
+    return {KEY.kid: KEY.public} if issuer == CLIENT else {}
 
 
 def check(assertion: str) -> dict[str, Any]:

@@ -1,0 +1,179 @@
+"""The authorization server's client registry: the public keys it knows each client by.
+
+A client (an agent, the orchestrator) authenticates with ``private_key_jwt``; the server verifies
+the assertion with a public key registered here for the client id the assertion claims, chosen
+by its ``kid``. Nothing else identifies a client: no private key, no file named after a client.
+Client ids are looked up as keys of a mapping only, never turned into a path.
+
+:class:`ClientRegistry` is the interface; :class:`StateDirRegistry` keeps the registry in one
+JSON file in the server's state directory. :func:`open_registry` picks the back end from the
+settings: that is where a database back end (``INFRABOT_DATABASE_URL``) plugs in, one more class
+with the same four methods.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from orchestrator.config import Settings
+from orchestrator.errors import ConfigError
+from orchestrator.identity import JWKSet, PublicKey
+from orchestrator.identity._keys import locked
+
+REGISTRY_FILE = "client_registry.json"
+_ALL_ALGS = ("ES256", "RS256", "EdDSA")
+
+
+class RegisteredKey(BaseModel):
+    """One public key registered for a client, and when it was added (Unix seconds)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    client_id: str
+    kid: str
+    alg: str
+    added_at: int
+    jwk: dict[str, Any]
+
+    @property
+    def added(self) -> str:
+        return datetime.fromtimestamp(self.added_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class KeyInUse(ConfigError):
+    """A key offered for one client is already registered for another."""
+
+    reason = "key_registered_for_another_client"
+
+
+class ClientRegistry(Protocol):
+    """Public client keys by client id. Every change is visible to the next lookup."""
+
+    def keys_of(self, client_id: str) -> Mapping[str, PublicKey]:
+        """``client_id``'s registered keys by ``kid`` (empty for an unknown client)."""
+
+    def entries(self) -> list[RegisteredKey]:
+        """Every registered key, by client then time added."""
+
+    def add(self, client_id: str, keys: Sequence[PublicKey], *, now: int) -> list[str]:
+        """Register ``keys`` for ``client_id``; the kids that were new (a key registered again
+        is left as it was). Refuses a key registered for another client (:class:`KeyInUse`)."""
+
+    def remove(self, client_id: str, kid: str) -> bool:
+        """Unregister one key; False if ``client_id`` had no key ``kid``."""
+
+
+class _File(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = 1
+    keys: list[RegisteredKey] = []
+
+
+class StateDirRegistry:
+    """The registry as ``<keys dir>/client_registry.json`` (0600), written atomically under the
+    key directory's lock; re-read when the file changes (one ``stat`` per lookup otherwise), so
+    a key registered or revoked by ``infrabot keys`` applies to the running server's next
+    request."""
+
+    def __init__(self, keys_dir: Path) -> None:
+        self._dir = keys_dir
+        self._path = keys_dir / REGISTRY_FILE
+        self._seen: tuple[int, int, int] | None = None
+        self._entries: list[RegisteredKey] = []
+        self._by_client: dict[str, dict[str, PublicKey]] = {}
+
+    def keys_of(self, client_id: str) -> Mapping[str, PublicKey]:
+        self._refresh()
+        return self._by_client.get(client_id, {})
+
+    def entries(self) -> list[RegisteredKey]:
+        self._refresh()
+        return sorted(self._entries, key=lambda e: (e.client_id, e.added_at, e.kid))
+
+    def add(self, client_id: str, keys: Sequence[PublicKey], *, now: int) -> list[str]:
+        with locked(self._dir):
+            current = self._read()
+            owners = {e.kid: e.client_id for e in current}
+            added: list[str] = []
+            for key in keys:
+                owner = owners.get(key.kid)
+                if owner is not None and owner != client_id:
+                    raise KeyInUse(f"key {key.kid} is already registered for {owner}; "
+                                   "each client needs a key of its own")
+                if owner is None:
+                    current.append(RegisteredKey(client_id=client_id, kid=key.kid, alg=key.alg,
+                                                 added_at=now, jwk=key.jwk))
+                    owners[key.kid] = client_id
+                    added.append(key.kid)
+            if added:
+                self._write(current)
+        return added
+
+    def remove(self, client_id: str, kid: str) -> bool:
+        with locked(self._dir):
+            current = self._read()
+            kept = [e for e in current if (e.client_id, e.kid) != (client_id, kid)]
+            if len(kept) == len(current):
+                return False
+            self._write(kept)
+        return True
+
+    def _refresh(self) -> None:
+        try:
+            st = os.stat(self._path)
+        except FileNotFoundError:
+            self._seen, self._entries, self._by_client = None, [], {}
+            return
+        except OSError as exc:
+            raise ConfigError(f"cannot read the client registry {self._path}: "
+                              f"{exc.strerror}") from None
+        seen = (st.st_mtime_ns, st.st_ino, st.st_size)
+        if seen == self._seen:
+            return
+        entries = self._read()
+        by_client: dict[str, dict[str, PublicKey]] = {}
+        for entry in entries:
+            key = JWKSet.from_dict({"keys": [entry.jwk]}, _ALL_ALGS).get(entry.kid)
+            if key is not None:  # a damaged entry is never trusted
+                by_client.setdefault(entry.client_id, {})[entry.kid] = key
+        self._seen, self._entries, self._by_client = seen, entries, by_client
+
+    def _read(self) -> list[RegisteredKey]:
+        try:
+            text = self._path.read_text()
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise ConfigError(f"cannot read the client registry {self._path}: "
+                              f"{exc.strerror}") from None
+        try:
+            return _File.model_validate_json(text).keys
+        except ValidationError:
+            raise ConfigError(f"the client registry {self._path} is damaged "
+                              "(not the JSON infrabot writes)") from None
+
+    def _write(self, entries: list[RegisteredKey]) -> None:
+        document = _File(keys=entries).model_dump(mode="json")
+        tmp = self._path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fp:
+            fp.write(json.dumps(document, indent=2) + "\n")
+        os.replace(tmp, self._path)
+
+
+def open_registry(settings: Settings) -> ClientRegistry:
+    """The client registry these settings name.
+
+    Today always the state directory's. The database back end plugs in here: when the settings
+    carry a database URL (``INFRABOT_DATABASE_URL``), return its registry instead (a table
+    ``client_keys(client_id, kid, alg, added_at, jwk)`` with ``kid`` unique, behind the same
+    four methods)."""
+    return StateDirRegistry(settings.keys_dir)
