@@ -23,7 +23,7 @@ from orchestrator.authserver import (
     StateDirRegistry,
     open_registry,
 )
-from orchestrator.errors import ConfigError, Unavailable
+from orchestrator.errors import ConfigError
 from orchestrator.identity import CLIENT_ASSERTION_TYPE, SigningKey, make_assertion
 from orchestrator.identity._keys import generate_private_key, signing_key_of
 from tests._postgres import fresh_schema, raw
@@ -82,9 +82,9 @@ def _target(url: str) -> Path | str:
 @pytest.fixture(params=BACK_ENDS)
 def own_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AuthServer]:
     """A server of this test's own on each registry back end: the test changes its registry."""
-    with database_url(request.param, tmp_path) as url:
-        with serve(tmp_path, **({} if url is None else {"database_url": url})) as srv:
-            yield srv
+    with database_url(request.param, tmp_path) as url, \
+            serve(tmp_path, database_url=url) as srv:
+        yield srv
 
 
 def introspect_as(server: AuthServer, client_id: str, assertion: str) -> Any:
@@ -172,14 +172,15 @@ def test_the_same_key_for_two_clients_at_once_goes_to_one(registry_at: OpenRegis
     key = new_key()
     outcomes: list[str] = []
 
-    def register(client_id: str) -> None:
+    def register(registry: ClientRegistry, client_id: str) -> None:
         try:
-            registry_at().add(client_id, [key.public], now=NOW)
+            registry.add(client_id, [key.public], now=NOW)
             outcomes.append("added")
         except KeyInUse:
             outcomes.append("refused")
 
-    threads = [threading.Thread(target=register, args=(cid,)) for cid in (ARGOCD, INFRABOT)]
+    threads = [threading.Thread(target=register, args=(registry_at(), cid))
+               for cid in (ARGOCD, INFRABOT)]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -47,8 +47,10 @@ def test_register_list_revoke_in_the_database(url: str, tmp_path: Path) -> None:
         f"registered: agent:argocd {kid} ES256\n"
     assert admin(url, cwd, "register", "agent:argocd", "--jwks", str(jwks)).ok().stdout == \
         f"already registered: agent:argocd {kid} ES256\n"
-    [listed] = admin(url, cwd, "list", "--json").ok().json()  # type: ignore[misc]
-    assert (listed["client_id"], listed["kid"], listed["alg"]) == ("agent:argocd", kid, "ES256")
+    listed = admin(url, cwd, "list", "--json").ok().json()
+    assert isinstance(listed, list)
+    assert [(e["client_id"], e["kid"], e["alg"]) for e in listed] == [
+        ("agent:argocd", kid, "ES256")]
     assert admin(url, cwd, "register", "agent:cleanup", "--jwks", str(jwks)).error_line() == (
         f"refused: key {kid} is already registered for agent:argocd; each client needs a key "
         "of its own")
