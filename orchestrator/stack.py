@@ -97,6 +97,7 @@ class Stack:
     auth: AuthorizationService
     clients: dict[str, SigningKey] = field(default_factory=dict)
     owns_revocation: bool = True
+    registry: ClientRegistry | None = None
 
     @classmethod
     def build(cls, settings: Settings, *, revocation: RevocationStore | None = None) -> Stack:
@@ -115,7 +116,7 @@ class Stack:
             client_keys=ClientKeys(registry, settings.allowed_algs),
             services={name: settings.service_url(name) for name in SERVICE_NAMES}, audit=audit)
         return cls(settings, directory, store, keyring, audit, auth, clients,
-                   owns_revocation=revocation is None)
+                   owns_revocation=revocation is None, registry=registry)
 
     def endpoints(self) -> dict[str, str]:
         out = {"auth": self.settings.auth_url}
@@ -134,6 +135,8 @@ class Stack:
 
     def close(self) -> None:
         self.audit.close()
+        if self.registry is not None:
+            self.registry.close()
         if self.owns_revocation:
             self.revocation.close()
 

@@ -93,6 +93,9 @@ class StateDirRegistry:
             self._write(kept)
         return True
 
+    def close(self) -> None:
+        """Nothing is held open between calls."""
+
     def _refresh(self) -> None:
         try:
             st = os.stat(self._path)

@@ -54,6 +54,9 @@ class ClientRegistry(Protocol):
     def remove(self, client_id: str, kid: str) -> bool:
         """Unregister one key; False if ``client_id`` had no key ``kid``."""
 
+    def close(self) -> None:
+        """Release what it holds open (a database's connections); idempotent."""
+
 
 def keys_by_client(entries: Iterable[RegisteredKey]) -> dict[str, dict[str, PublicKey]]:
     """The public keys of ``entries`` by client and ``kid``; a damaged entry (a JWK that does not

@@ -70,8 +70,7 @@ def registry_at(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Open
             yield open_
         finally:
             for registry in opened:
-                if isinstance(registry, SqlClientRegistry):
-                    registry.close()
+                registry.close()
 
 
 def _target(url: str) -> Path | str:
