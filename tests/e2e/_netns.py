@@ -37,11 +37,14 @@ def _run(*argv: str, timeout: float = STEP_TIMEOUT) -> str:
 
 
 def pg_bindir() -> Path | None:
+    """Where ``initdb`` and ``pg_ctl`` are: ``pg_config --bindir``, else Debian's newest
+    ``/usr/lib/postgresql/N/bin`` (where libpq-dev's pg_config does not name them)."""
     pg_config = shutil.which("pg_config")
-    if pg_config is None:
-        return None
-    path = Path(_run(pg_config, "--bindir").strip())
-    return path if (path / "initdb").exists() else None
+    found = [Path(_run(pg_config, "--bindir").strip())] if pg_config else []
+    found += sorted(Path("/usr/lib/postgresql").glob("*/bin"),
+                    key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+                    reverse=True)
+    return next((path for path in found if (path / "initdb").exists()), None)
 
 
 def unavailable() -> str | None:
