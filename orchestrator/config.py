@@ -191,6 +191,12 @@ class Settings(BaseSettings):
         """The run log's database: a SQLite file path or a PostgreSQL URL."""
         return self._store_target(self.state_dir / "runs.sqlite3")
 
+    @property
+    def registry_target(self) -> Path | str:
+        """The client registry's database once ``database_url`` is set (unset, the registry is
+        ``keys/client_registry.json`` in the state directory)."""
+        return self._store_target(self.state_dir / "clients.sqlite3")
+
     def _store_target(self, default: Path) -> Path | str:
         if self.database_url is None:
             return default

@@ -98,6 +98,7 @@ class Stack:
     checkpointer: Checkpointer | None = None
     clients: dict[str, SigningKey] = field(default_factory=dict)
     owns_revocation: bool = True
+    registry: ClientRegistry | None = None
 
     @classmethod
     def build(cls, settings: Settings, *, revocation: RevocationStore | None = None) -> Stack:
@@ -121,7 +122,7 @@ class Stack:
             client_keys=ClientKeys(registry, settings.allowed_algs),
             services={name: settings.service_url(name) for name in SERVICE_NAMES}, audit=audit)
         return cls(settings, directory, store, keyring, audit, auth, checkpointer, clients,
-                   owns_revocation=revocation is None)
+                   owns_revocation=revocation is None, registry=registry)
 
     def endpoints(self) -> dict[str, str]:
         out = {"auth": self.settings.auth_url}
@@ -142,6 +143,8 @@ class Stack:
         if self.checkpointer is not None:
             self.checkpointer.close()  # the clean-shutdown checkpoint: the servers have stopped
         self.audit.close()
+        if self.registry is not None:
+            self.registry.close()
         if self.owns_revocation:
             self.revocation.close()
 

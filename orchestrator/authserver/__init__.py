@@ -7,6 +7,7 @@ from orchestrator.authserver._registry import (
     ClientRegistry,
     KeyInUse,
     RegisteredKey,
+    SqlClientRegistry,
     StateDirRegistry,
     open_registry,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "ClientRegistry",
     "KeyInUse",
     "RegisteredKey",
+    "SqlClientRegistry",
     "StateDirRegistry",
     "TokenResponse",
     "create_app",

@@ -6,9 +6,8 @@ by its ``kid``. Nothing else identifies a client: no private key, no file named 
 Client ids are looked up as keys of a mapping only, never turned into a path.
 
 :class:`ClientRegistry` is the interface; :class:`StateDirRegistry` keeps the registry in one
-JSON file in the server's state directory. :func:`open_registry` picks the back end from the
-settings: that is where a database back end (``INFRABOT_DATABASE_URL``) plugs in, one more class
-with the same four methods.
+JSON file in the server's state directory, :class:`SqlClientRegistry` in a table of the database
+``INFRABOT_DATABASE_URL`` names. :func:`open_registry` picks the back end from the settings.
 """
 
 from __future__ import annotations
@@ -16,58 +15,26 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from orchestrator.authserver._registry_api import (
+    ClientRegistry,
+    KeyInUse,
+    RegisteredKey,
+    keys_by_client,
+)
+from orchestrator.authserver._registry_sql import SqlClientRegistry
 from orchestrator.config import Settings
 from orchestrator.errors import ConfigError
-from orchestrator.identity import JWKSet, PublicKey
+from orchestrator.identity import PublicKey
 from orchestrator.identity._keys import locked
 
+__all__ = ["ClientRegistry", "KeyInUse", "RegisteredKey", "SqlClientRegistry",
+           "StateDirRegistry", "open_registry"]
+
 REGISTRY_FILE = "client_registry.json"
-_ALL_ALGS = ("ES256", "RS256", "EdDSA")
-
-
-class RegisteredKey(BaseModel):
-    """One public key registered for a client, and when it was added (Unix seconds)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    client_id: str
-    kid: str
-    alg: str
-    added_at: int
-    jwk: dict[str, Any]
-
-    @property
-    def added(self) -> str:
-        return datetime.fromtimestamp(self.added_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-class KeyInUse(ConfigError):
-    """A key offered for one client is already registered for another."""
-
-    reason = "key_registered_for_another_client"
-
-
-class ClientRegistry(Protocol):
-    """Public client keys by client id. Every change is visible to the next lookup."""
-
-    def keys_of(self, client_id: str) -> Mapping[str, PublicKey]:
-        """``client_id``'s registered keys by ``kid`` (empty for an unknown client)."""
-
-    def entries(self) -> list[RegisteredKey]:
-        """Every registered key, by client then time added."""
-
-    def add(self, client_id: str, keys: Sequence[PublicKey], *, now: int) -> list[str]:
-        """Register ``keys`` for ``client_id``; the kids that were new (a key registered again
-        is left as it was). Refuses a key registered for another client (:class:`KeyInUse`)."""
-
-    def remove(self, client_id: str, kid: str) -> bool:
-        """Unregister one key; False if ``client_id`` had no key ``kid``."""
 
 
 class _File(BaseModel):
@@ -126,6 +93,9 @@ class StateDirRegistry:
             self._write(kept)
         return True
 
+    def close(self) -> None:
+        """Nothing is held open between calls."""
+
     def _refresh(self) -> None:
         try:
             st = os.stat(self._path)
@@ -139,12 +109,7 @@ class StateDirRegistry:
         if seen == self._seen:
             return
         entries = self._read()
-        by_client: dict[str, dict[str, PublicKey]] = {}
-        for entry in entries:
-            key = JWKSet.from_dict({"keys": [entry.jwk]}, _ALL_ALGS).get(entry.kid)
-            if key is not None:  # a damaged entry is never trusted
-                by_client.setdefault(entry.client_id, {})[entry.kid] = key
-        self._seen, self._entries, self._by_client = seen, entries, by_client
+        self._seen, self._entries, self._by_client = seen, entries, keys_by_client(entries)
 
     def _read(self) -> list[RegisteredKey]:
         try:
@@ -170,10 +135,10 @@ class StateDirRegistry:
 
 
 def open_registry(settings: Settings) -> ClientRegistry:
-    """The client registry these settings name.
-
-    Today always the state directory's. The database back end plugs in here: when the settings
-    carry a database URL (``INFRABOT_DATABASE_URL``), return its registry instead (a table
-    ``client_keys(client_id, kid, alg, added_at, jwk)`` with ``kid`` unique, behind the same
-    four methods)."""
+    """The client registry these settings name: a table ``client_keys`` in the database when
+    ``INFRABOT_DATABASE_URL`` is set (beside the audit trail and the run log), otherwise
+    ``<state dir>/keys/client_registry.json``. An unreachable database is a
+    :class:`~orchestrator.errors.ConfigError` (one line)."""
+    if settings.database_url is not None:
+        return SqlClientRegistry(settings.registry_target)
     return StateDirRegistry(settings.keys_dir)

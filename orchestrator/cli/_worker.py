@@ -71,8 +71,8 @@ def worker(queues: str, concurrency: int, pool: str, loglevel: str, hostname: st
     if unknown or not chosen:
         raise CommandError(f"unknown queue {unknown[0] if unknown else '(none)'}; "
                            f"choose from {', '.join(QUEUES)}")
-    keys = agent_keys(settings, chosen)
     _check_run_log(settings)
+    keys = agent_keys(settings, chosen)
     from agents._runtime import install_agent_keys
     from orchestrator._log import configure
     from orchestrator.celery_app import create_celery

@@ -4,20 +4,29 @@ revocation to the very next request. A claimed client id is a lookup key, never 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from orchestrator.authserver import KeyInUse, StateDirRegistry, open_registry
+from orchestrator.authserver import (
+    ClientRegistry,
+    KeyInUse,
+    SqlClientRegistry,
+    StateDirRegistry,
+    open_registry,
+)
 from orchestrator.errors import ConfigError
 from orchestrator.identity import CLIENT_ASSERTION_TYPE, SigningKey, make_assertion
 from orchestrator.identity._keys import generate_private_key, signing_key_of
+from tests._postgres import fresh_schema, raw
 
 from .conftest import ARGOCD, INFRABOT, AuthServer, refusal, serve, sign_raw
 
@@ -28,10 +37,52 @@ def new_key() -> SigningKey:
     return signing_key_of(generate_private_key("ES256"), "ES256")
 
 
-@pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[AuthServer]:
-    """A server of this test's own: the test changes its registry."""
-    with serve(tmp_path) as srv:
+BACK_ENDS = ["file", "sqlite", "postgresql"]
+
+
+@contextlib.contextmanager
+def database_url(back_end: str, tmp_path: Path) -> Iterator[str | None]:
+    """``INFRABOT_DATABASE_URL`` for ``back_end``: none (the state directory's file), a SQLite
+    directory, or a fresh PostgreSQL schema."""
+    if back_end == "file":
+        yield None
+    elif back_end == "sqlite":
+        yield f"sqlite:///{tmp_path / 'db'}"
+    else:
+        with fresh_schema() as url:
+            yield url
+
+
+OpenRegistry = Callable[[], ClientRegistry]
+
+
+@pytest.fixture(params=BACK_ENDS)
+def registry_at(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenRegistry]:
+    """Opens another registry on one store of each back end (as another process would)."""
+    opened: list[ClientRegistry] = []
+    with database_url(request.param, tmp_path) as url:
+        def open_() -> ClientRegistry:
+            registry: ClientRegistry = (StateDirRegistry(tmp_path) if url is None else
+                                        SqlClientRegistry(_target(url)))
+            opened.append(registry)
+            return registry
+        try:
+            yield open_
+        finally:
+            for registry in opened:
+                registry.close()
+
+
+def _target(url: str) -> Path | str:
+    return Path(url.removeprefix("sqlite://")) / "clients.sqlite3" if url.startswith(
+        "sqlite:") else url
+
+
+@pytest.fixture(params=BACK_ENDS)
+def own_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AuthServer]:
+    """A server of this test's own on each registry back end: the test changes its registry."""
+    with database_url(request.param, tmp_path) as url, \
+            serve(tmp_path, database_url=url) as srv:
         yield srv
 
 
@@ -46,23 +97,39 @@ def assertion(server: AuthServer, client_id: str, key: SigningKey) -> str:
                           audience=f"{server.url}/token", now=int(time.time()))
 
 
-# -- the state-directory back end --------------------------------------------------------------
+# -- the back ends: the state directory's file, SQLite, PostgreSQL -----------------------------
 
-def test_add_is_idempotent_and_listed_with_when(tmp_path: Path) -> None:
-    registry = StateDirRegistry(tmp_path)
+def test_add_is_idempotent_and_listed_with_when(registry_at: OpenRegistry) -> None:
+    registry = registry_at()
     key = new_key()
     assert registry.add(ARGOCD, [key.public], now=NOW) == [key.kid]
     assert registry.add(ARGOCD, [key.public], now=NOW + 50) == []
+    assert registry_at().add(ARGOCD, [key.public, key.public], now=NOW + 60) == []
     [entry] = registry.entries()
     assert (entry.client_id, entry.kid, entry.alg, entry.added_at) == (ARGOCD, key.kid, "ES256",
                                                                       NOW)
     assert entry.added == "2025-11-29T07:06:40Z"
+    assert entry.jwk == key.public.jwk and "d" not in entry.jwk
+    assert list(registry.keys_of(ARGOCD)) == [key.kid]
+
+
+def test_the_file_is_owner_only(tmp_path: Path) -> None:
+    StateDirRegistry(tmp_path).add(ARGOCD, [new_key().public], now=NOW)
     assert (tmp_path / "client_registry.json").stat().st_mode & 0o777 == 0o600
-    assert "d" not in entry.jwk
 
 
-def test_one_key_belongs_to_one_client(tmp_path: Path) -> None:
-    registry = StateDirRegistry(tmp_path)
+def test_entries_are_by_client_then_time(registry_at: OpenRegistry) -> None:
+    registry = registry_at()
+    first, second, other = new_key(), new_key(), new_key()
+    registry.add(INFRABOT, [second.public], now=NOW + 5)
+    registry.add(INFRABOT, [first.public], now=NOW)
+    registry.add(ARGOCD, [other.public], now=NOW + 9)
+    assert [(e.client_id, e.kid) for e in registry.entries()] == [
+        (ARGOCD, other.kid), (INFRABOT, first.kid), (INFRABOT, second.kid)]
+
+
+def test_one_key_belongs_to_one_client(registry_at: OpenRegistry) -> None:
+    registry = registry_at()
     key = new_key()
     registry.add(ARGOCD, [key.public], now=NOW)
     with pytest.raises(KeyInUse, match=f"key {key.kid} is already registered for {ARGOCD}"):
@@ -70,8 +137,9 @@ def test_one_key_belongs_to_one_client(tmp_path: Path) -> None:
     assert [e.client_id for e in registry.entries()] == [ARGOCD]  # nothing half-applied
 
 
-def test_a_change_by_another_process_is_seen_at_the_next_lookup(tmp_path: Path) -> None:
-    server_side, admin = StateDirRegistry(tmp_path), StateDirRegistry(tmp_path)
+def test_a_change_by_another_process_is_seen_at_the_next_lookup(
+        registry_at: OpenRegistry) -> None:
+    server_side, admin = registry_at(), registry_at()
     key = new_key()
     assert server_side.keys_of(ARGOCD) == {}
     admin.add(ARGOCD, [key.public], now=NOW)
@@ -87,17 +155,46 @@ def test_a_damaged_registry_is_a_config_error(tmp_path: Path) -> None:
         StateDirRegistry(tmp_path).keys_of(ARGOCD)
 
 
-def test_concurrent_registrations_all_land(tmp_path: Path) -> None:
+def test_concurrent_registrations_all_land(registry_at: OpenRegistry) -> None:
     keys = [new_key() for _ in range(8)]
-    threads = [threading.Thread(target=StateDirRegistry(tmp_path).add,
+    threads = [threading.Thread(target=registry_at().add,
                                 args=(f"agent:a{i}", [k.public]), kwargs={"now": NOW})
                for i, k in enumerate(keys)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert sorted(e.kid for e in StateDirRegistry(tmp_path).entries()) == sorted(
-        k.kid for k in keys)
+    assert sorted(e.kid for e in registry_at().entries()) == sorted(k.kid for k in keys)
+
+
+def test_the_same_key_for_two_clients_at_once_goes_to_one(registry_at: OpenRegistry) -> None:
+    key = new_key()
+    outcomes: list[str] = []
+
+    def register(registry: ClientRegistry, client_id: str) -> None:
+        try:
+            registry.add(client_id, [key.public], now=NOW)
+            outcomes.append("added")
+        except KeyInUse:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=register, args=(registry_at(), cid))
+               for cid in (ARGOCD, INFRABOT)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["added", "refused"]
+    assert [e.kid for e in registry_at().entries()] == [key.kid]
+
+
+def test_a_newer_registry_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "clients.sqlite3"
+    SqlClientRegistry(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    with pytest.raises(ConfigError, match="schema version 99 is newer"):
+        SqlClientRegistry(path)
 
 
 # -- the server ----------------------------------------------------------------------------------
@@ -139,8 +236,24 @@ def test_an_assertion_without_kid(own_server: AuthServer) -> None:
     refusal(introspect_as(own_server, ARGOCD, unnamed), 401, "invalid_client", "unknown_key")
 
 
+def break_registry(server: AuthServer) -> None:
+    """Make the server's registry unusable: a damaged file, or its table gone from the
+    database (what a query meets when the database cannot serve it)."""
+    settings = server.settings
+    if settings.database_url is None:
+        (settings.keys_dir / "client_registry.json").write_text("[]")
+        return
+    target = settings.registry_target
+    if isinstance(target, Path):
+        with sqlite3.connect(target) as conn:
+            conn.execute("DROP TABLE client_keys")
+    else:
+        with raw(target) as conn:
+            conn.execute("DROP TABLE client_keys")
+
+
 def test_an_unreadable_registry_fails_closed(own_server: AuthServer) -> None:
-    (own_server.settings.keys_dir / "client_registry.json").write_text("[]")
+    break_registry(own_server)
     key = own_server.stack.clients[ARGOCD]
     refusal(introspect_as(own_server, ARGOCD, assertion(own_server, ARGOCD, key)), 503,
             "temporarily_unavailable", "client_registry_unavailable")
