@@ -2,9 +2,12 @@
 signed CI events, with faults injected at random (seeded) moments, for each broker.
 
 One phase per fault kind, each with its own load (sam deploys service-x to prod, every event
-good, sent by the product's own load sender, ``orchestrator.ci.run_load``: retries of a send
-on connection errors and 502/503/504, each event counted once), its faults spread at random over
-the sending window:
+good, ``rate`` per second for ``spacing`` seconds per fault, sent by the product's own load
+sender, ``orchestrator.ci._load.run_load``: retries of a send on connection errors and
+502/503/504, each event counted once). Each fault comes at a random moment of the sending window
+(seeded), once a run of the phase is in flight (at most ``IN_FLIGHT_WAIT`` later), so that
+faults hit work rather than an idle system. Before each phase one probe run must succeed, so a
+phase does not inherit the previous one's recovery. The faults:
 
 * ``worker_kill``: SIGKILL to a random worker's whole process group (main process and pool),
   then a new worker started;
@@ -22,7 +25,8 @@ duplicated (from the services' audit: per run, a mutating action allowed and per
 more than once), recovery (per fault: from the kill to the moment every run in flight at the
 kill was terminal; p50 and max over the faults that hit a run in flight) and the processes that
 died without being killed (each restarted so the phase can go on). The raw figures go to
-``bench/raw/chaos-<time>.json`` (git-ignored).
+``bench/raw/chaos-<time>.json`` and every process's log to ``bench/raw/chaos-<time>-logs/``
+(git-ignored).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import collections
 import json
 import os
 import random
+import shutil
 import signal
 import sqlite3
 import statistics
@@ -72,6 +77,7 @@ class Fault:
     back_after_s: float  # kill → the process answering again
     affected: list[str] = field(default_factory=list)  # the phase's runs in flight at the kill
     recovery_s: float | None = None  # kill → every affected run terminal; None: one never was
+    overlapped: bool = False  # the next fault came before this one's runs were all terminal
 
 
 @dataclass
@@ -263,6 +269,24 @@ def _duplicated(audit_db: Path, run_ids: set[str]) -> dict[str, dict[str, int]]:
     return dict(out)
 
 
+def _attribute(faults: list[Fault], runs: list[RunRow]) -> None:
+    """Each fault's runs: those in flight at its kill and not already hit by an earlier fault
+    that they never recovered from (a run lost at the first fault would otherwise count as
+    never recovered at every later one); its recovery, and whether a later fault came before
+    it ended (``overlapped``: its recovery then includes that fault's)."""
+    stuck: set[str] = set()
+    for index, fault in enumerate(faults):
+        hit = [r for r in runs if r.created <= fault.at and r.run_id not in stuck
+               and (r.finished is None or r.finished > fault.at)]
+        fault.affected = [r.run_id for r in hit]
+        ends = [r.finished for r in hit]
+        if hit and all(e is not None for e in ends):
+            end = max(e for e in ends if e is not None)
+            fault.recovery_s = round(end - fault.at, 2)
+            fault.overlapped = any(f.at < end for f in faults[index + 1:])
+        stuck.update(r.run_id for r in hit if r.finished is None)
+
+
 def _phase(system: System, kind: str, faults: int, rate: float, spacing: float) -> Phase:
     window = faults * spacing
     events = max(1, round(window * rate))
@@ -306,13 +330,7 @@ def _phase(system: System, kind: str, faults: int, rate: float, spacing: float) 
         system.sleep(1.0)
         rows = _read_runs(runs_db, run_ids)
     phase.runs = [rows[r] for r in run_ids if r in rows]
-    for fault in phase.faults:
-        fault.affected = [r.run_id for r in phase.runs
-                          if r.created <= fault.at and (r.finished is None
-                                                        or r.finished > fault.at)]
-        ends = [rows[r].finished for r in fault.affected]
-        if ends and all(e is not None for e in ends):
-            fault.recovery_s = round(max(e for e in ends if e is not None) - fault.at, 2)
+    _attribute(phase.faults, phase.runs)
     phase.duplicated = _duplicated(cluster.settings.audit_db, set(run_ids))
     system.check()
     return phase
@@ -342,18 +360,28 @@ def _row(table: Table, phase: Phase) -> None:
                                  if r.finished is not None and r.status != "succeeded")
     p50, worst = _seconds(phase.recoveries())
     goal = GOAL_SECONDS[phase.broker]
+    back = [f.back_after_s for f in phase.faults]
     table.add(phase.broker, phase.kind, len(phase.faults),
               f"{sum(1 for f in phase.faults if f.affected)}", phase.load.get("sent", 0),
               phase.load.get("accepted", 0), len(phase.runs) - len(phase.lost),
               statuses.get("succeeded", 0),
               ", ".join(f"{n} {r}" for r, n in failed.most_common()) or "0",
               len(phase.lost), sum(sum(v.values()) - len(v) for v in phase.duplicated.values()),
-              p50, worst, f"≤ {goal:.0f} s", len(phase.died))
+              p50, worst, sum(f.overlapped for f in phase.faults), f"≤ {goal:.0f} s",
+              f"{statistics.median(back):.1f} / {max(back):.1f} s", len(phase.died))
 
 
-def _write_raw(phases: list[Phase], params: dict[str, Any], folder: Path) -> Path:
-    folder.mkdir(exist_ok=True)
-    path = folder / f"chaos-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
+def _keep_logs(root: Path, folder: Path) -> None:
+    """Every process's log (serve, workers, the broker's and the registry's) under ``folder``,
+    for the post-mortem of what was lost or done twice (the state directory is not kept)."""
+    for log in root.rglob("*.log"):
+        target = folder / log.relative_to(root)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(log, target)
+
+
+def _write_raw(phases: list[Phase], params: dict[str, Any], path: Path) -> Path:
+    path.parent.mkdir(exist_ok=True)
     path.write_text(json.dumps({"params": params, "phases": [asdict(p) for p in phases]},
                                indent=1, default=str))
     return path
@@ -369,8 +397,10 @@ def run(*, brokers: tuple[str, ...] = BROKERS, counts: dict[str, int] | None = N
     table = Table("chaos: faults under load, per broker and fault kind",
                   ["broker", "fault", "injected", "hit runs in flight", "sent", "accepted",
                    "terminal", "succeeded", "not succeeded (reason)", "lost", "effects duplicated",
-                   "recovery p50", "recovery max", "goal", "died on their own"])
+                   "recovery p50", "recovery max", "overlapped", "goal",
+                   "restart took p50 / max", "died on their own"])
     phases: list[Phase] = []
+    stem = raw / f"chaos-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
     with tempfile.TemporaryDirectory(prefix="bench-chaos-", dir=work) as tmp:
         for broker in brokers:
             system = System(broker, Path(tmp) / broker, random.Random(f"{seed}-{broker}"))
@@ -384,6 +414,7 @@ def run(*, brokers: tuple[str, ...] = BROKERS, counts: dict[str, int] | None = N
                     _row(table, phase)
             finally:
                 system.close()
+                _keep_logs(system.root, stem.with_name(f"{stem.name}-logs") / broker)
     table.notes += [
         f"seed {seed}; each phase sends {rate:g} events/s for {spacing:g} s per fault (sam "
         "deploys service-x to prod; `run_load`, 4 tries a send); each fault at a random moment "
@@ -392,10 +423,12 @@ def run(*, brokers: tuple[str, ...] = BROKERS, counts: dict[str, int] | None = N
         "(`appendfsync always`); registry: its own unpersisted redis-server; RabbitMQ: a node of "
         "the benchmark's own (port 5690)",
         f"lost: accepted, not terminal at last fault + goal + {SETTLE:.0f} s; recovery: kill → "
-        "every run in flight at the kill terminal",
+        "every run in flight at the kill terminal (runs already stuck since an earlier fault "
+        "count for that one only); overlapped: faults whose recovery includes the next fault; "
+        "restart took: kill → the process (new worker, serve, broker, registry) answering",
         "effects duplicated: per run, allowed `ok` calls of a mutating action beyond the first "
         "(services' audit)"]
-    written = _write_raw(phases, params, raw)
+    written = _write_raw(phases, params, stem.with_suffix(".json"))
     shown = written.relative_to(REPO) if written.is_relative_to(REPO) else written
-    table.notes.append(f"raw figures: {shown}")
+    table.notes.append(f"raw figures: {shown}, every process's log: {shown.stem}-logs/")
     return [table]

@@ -43,6 +43,8 @@ def test_one_fault_of_each_kind_loses_nothing(tmp_path: Path) -> None:
         assert row["terminal"] == row["accepted"], row
         assert row["died on their own"] == "0", row
     [written] = (tmp_path / "raw").glob("chaos-*.json")
+    logs = written.with_name(f"{written.stem}-logs") / "rabbitmq"
+    assert len(list((logs / "cluster" / "logs").glob("worker-*.log"))) >= 2, "workers' logs"
     raw = json.loads(written.read_text())
     assert raw["params"]["counts"] == dict.fromkeys(chaos.KINDS, 1)
     assert [(p["kind"], len(p["faults"])) for p in raw["phases"]] == \
