@@ -6,7 +6,9 @@ good, ``rate`` per second for ``spacing`` seconds per fault, sent by the product
 sender, ``orchestrator.ci._load.run_load``: retries of a send on connection errors and
 502/503/504, each event counted once). Each fault comes at a random moment of the sending window
 (seeded), once a run of the phase is in flight (at most ``IN_FLIGHT_WAIT`` later), so that
-faults hit work rather than an idle system. Before each phase one probe run must succeed, so a
+faults hit work rather than an idle system. That wait ends the moment a run is created, just as
+its first hop is being handed to a worker, so worker kills land in Redis's BRPOP window (a
+message popped but not yet recorded as unacknowledged) more often than uniform moments would. Before each phase one probe run must succeed, so a
 phase does not inherit the previous one's recovery. The faults:
 
 * ``worker_kill``: SIGKILL to a random worker's whole process group (main process and pool),
