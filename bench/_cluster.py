@@ -90,6 +90,8 @@ class Cluster:
     redis_url: str
     database_url: str | None = None  # the stores' PostgreSQL; None: SQLite in the state dir
     static_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    broker_url: str | None = None  # None: the broker is the Redis of ``redis_url``
+    extra_env: dict[str, str] = field(default_factory=dict)  # INFRABOT_* for every process
     procs: Processes = field(init=False)
     endpoints: dict[str, str] = field(default_factory=dict)
     serve_proc: Proc | None = None
@@ -109,7 +111,7 @@ class Cluster:
     @property
     def settings(self) -> Settings:
         database = {"database_url": SecretStr(self.database_url)} if self.database_url else {}
-        return Settings(state_dir=self.state_dir, broker_url=self.redis_url,
+        return Settings(state_dir=self.state_dir, broker_url=self.broker_url or self.redis_url,
                         redis_url=self.redis_url, static_token=SecretStr(self.static_token),
                         log_level="WARNING", **database, **self._ports())
 
@@ -122,9 +124,10 @@ class Cluster:
     def env(self) -> dict[str, str]:
         database = {"INFRABOT_DATABASE_URL": self.database_url} if self.database_url else {}
         return clean_env(INFRABOT_STATE_DIR=str(self.state_dir),
-                         INFRABOT_BROKER_URL=self.redis_url, INFRABOT_REDIS_URL=self.redis_url,
+                         INFRABOT_BROKER_URL=self.broker_url or self.redis_url,
+                         INFRABOT_REDIS_URL=self.redis_url,
                          INFRABOT_STATIC_TOKEN=self.static_token, INFRABOT_LOG_LEVEL="WARNING",
-                         PYTHONUNBUFFERED="1", **database)
+                         PYTHONUNBUFFERED="1", **database, **self.extra_env)
 
     # -- processes -------------------------------------------------------------------------
 
@@ -134,10 +137,16 @@ class Cluster:
         self.serve()
         self.start_workers(workers)
 
-    def serve(self) -> None:
-        proc = self.procs.start("serve", [str(BIN / "infrabot"), "serve", "--port-base", "0"],
-                                self.env())
+    def serve(self, *, same_ports: bool = False) -> None:
+        """Start ``infrabot serve``: on ports the OS picks, or (``same_ports``, a restart) on
+        the ports of the last start; returns once it wrote ``endpoints.json``."""
         path = self.state_dir / "endpoints.json"
+        argv, env = [str(BIN / "infrabot"), "serve", "--port-base", "0"], self.env()
+        if same_ports:
+            path.unlink(missing_ok=True)
+            argv = argv[:2]
+            env.update({f"INFRABOT_{k.upper()}": str(v) for k, v in self._ports().items()})
+        proc = self.procs.start("serve", argv, env)
         deadline = time.monotonic() + START_TIMEOUT
         while not path.exists():
             if not proc.alive() or time.monotonic() > deadline:

@@ -3,6 +3,7 @@
     python -m bench                 # the full run (about 4 minutes on 2 cores)
     python -m bench --quick         # about a minute
     python -m bench --only exchange,depth --label "after: cached key set"
+    python -m bench --only chaos    # faults under load (issue 20), named only: minutes long
 
 The distributed benchmarks (exchange over HTTP, enforcement, end to end, memory) need Redis; the
 benchmarks use one Redis database only (``--redis-url``, default db 12) and FLUSH it; the stores
@@ -28,6 +29,7 @@ if __package__ in (None, ""):  # `python bench/run.py`: import the package, not 
 from bench import (
     audit,
     audit_postgres,
+    chaos,
     depth,
     end_to_end,
     enforcement,
@@ -42,7 +44,8 @@ from bench._report import Table, append, environment, section
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/12"
 NAMES = ("exchange", "enforcement", "end_to_end", "depth", "audit", "memory", "replay",
-         "audit_postgres", "stores")
+         "audit_postgres", "stores", "chaos")
+DEFAULT = NAMES[:-1]  # chaos runs only when named: it takes minutes and starts its own servers
 NEEDS_REDIS = frozenset({"exchange", "enforcement", "end_to_end", "memory", "replay", "stores"})
 NEEDS_POSTGRES = frozenset({"audit_postgres", "stores"})
 
@@ -57,6 +60,8 @@ FULL: dict[str, dict[str, object]] = {
     "stores": {"sequential": 30, "burst": 40, "warmup": 5},
     "memory": {"checkpoints": (100, 500, 1000)},
     "replay": {"rate": 500},
+    "chaos": {"counts": {"worker_kill": 20, "serve_restart": 5, "broker_restart": 5,
+                         "registry_restart": 5}},  # issue 20's counts, per broker
 }
 QUICK: dict[str, dict[str, object]] = {
     "exchange": {"iterations": 100, "rounds": 5, "http_requests": 300,
@@ -69,6 +74,8 @@ QUICK: dict[str, dict[str, object]] = {
     "stores": {"sequential": 10, "burst": 15, "warmup": 2},
     "memory": {"checkpoints": (50, 100)},
     "replay": {"rate": 50},
+    "chaos": {"counts": {"worker_kill": 4, "serve_restart": 2, "broker_restart": 2,
+                         "registry_restart": 2}},
 }
 
 
@@ -83,6 +90,7 @@ def benchmarks(redis_url: str, database_url: str) -> dict[str, Callable[..., lis
         "replay": lambda **kw: replay.run(redis_url, **kw),
         "audit_postgres": lambda **kw: audit_postgres.run(database_url, **kw),
         "stores": lambda **kw: stores.run(redis_url, database_url, **kw),
+        "chaos": chaos.run,
     }
 
 
@@ -97,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="about a minute instead of ~4")
-    parser.add_argument("--only", default=",".join(NAMES),
+    parser.add_argument("--only", default=",".join(DEFAULT),
                         help=f"comma-separated subset of: {', '.join(NAMES)}")
     parser.add_argument("--label", default=None, help="a title for this run's section")
     parser.add_argument("--redis-url", default=os.environ.get("INFRABOT_BENCH_REDIS_URL",
@@ -108,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the PostgreSQL database the stores benchmarks make schemas in")
     parser.add_argument("--memory-checkpoints", default=None,
                         help="e.g. 100,500,1000,2000,3000 (workflows) for a longer memory run")
+    parser.add_argument("--chaos-brokers", default=",".join(chaos.BROKERS),
+                        help="the brokers the chaos benchmark runs on (default: both)")
     parser.add_argument("--no-record", action="store_true",
                         help="print only; do not append to bench/RESULTS.md")
     args = parser.parse_args(argv)
@@ -119,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     params = {name: dict(values) for name, values in (QUICK if args.quick else FULL).items()}
     if args.memory_checkpoints:
         params["memory"]["checkpoints"] = tuple(int(x) for x in args.memory_checkpoints.split(","))
+    brokers = tuple(b.strip() for b in args.chaos_brokers.split(",") if b.strip())
+    params["chaos"]["brokers"] = brokers
+    if not brokers or set(brokers) - set(chaos.BROKERS):
+        parser.error(f"--chaos-brokers: choose from {', '.join(chaos.BROKERS)}")
     if NEEDS_REDIS & set(chosen) and not redis_answers(args.redis_url):
         print(f"no Redis at {args.redis_url}: the distributed benchmarks need it",
               file=sys.stderr)
@@ -155,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             ("duration", f"{total:.0f} s ({'quick' if args.quick else 'full'} run)")]
     label = args.label or ("quick run" if args.quick else "full run")
     command = "python -m bench" + (" --quick" if args.quick else "") + (
-        f" --only {','.join(chosen)}" if chosen != list(NAMES) else "")
+        f" --only {','.join(chosen)}" if chosen != list(DEFAULT) else "")
     if not args.no_record:
         append(section(label, env, tables, command))
         print(f"appended to bench/RESULTS.md ({total:.0f} s)", file=sys.stderr)
