@@ -77,11 +77,12 @@ class EventOutcome:
     workflow: str | None = None
     status: str | None = None  # the run's terminal status; None while unfinished
     reason: str | None = None  # the run's terminal reason
+    lost: bool = False  # never accepted: a connection error or a 502/503/504 to the last try
 
     def as_dict(self) -> dict[str, Any]:
         return {"index": self.index, "http_status": self.http_status, "answer": self.answer,
                 "run_id": self.run_id, "workflow": self.workflow, "status": self.status,
-                "reason": self.reason}
+                "reason": self.reason, "lost": self.lost}
 
 
 @dataclass
@@ -170,7 +171,7 @@ def _account(report: LoadReport, sent: _Sent, sent_at: dict[str, float]) -> None
     outcome = EventOutcome(len(report.outcomes))
     report.outcomes.append(outcome)
     if sent.response is None:
-        outcome.answer = f"connection_error ({sent.fault})"
+        outcome.lost, outcome.answer = True, f"connection_error ({sent.fault})"
         report.lost[outcome.answer] += 1
         return
     answer = json_object(sent.response)
@@ -182,12 +183,12 @@ def _account(report: LoadReport, sent: _Sent, sent_at: dict[str, float]) -> None
         report.run_ids.append(outcome.run_id)
         sent_at[outcome.run_id] = time.perf_counter()
     elif sent.response.status_code in RETRYABLE_STATUSES:
-        outcome.answer = f"{sent.response.status_code} {reason}"
+        outcome.lost, outcome.answer = True, f"{sent.response.status_code} {reason}"
         report.lost[outcome.answer] += 1
     elif reason == "replayed_delivery" and sent.answer_missed:
         # An earlier attempt reached the receiver but its answer was lost: a run may have
         # started whose id we never learnt, so it cannot be followed.
-        outcome.answer = "answer_lost (replayed_delivery on retry)"
+        outcome.lost, outcome.answer = True, "answer_lost (replayed_delivery on retry)"
         report.lost[outcome.answer] += 1
     else:
         outcome.answer = str(answer.get("reason") or sent.response.status_code)

@@ -67,7 +67,7 @@ class Expected:
     def surprise(self, o: EventOutcome) -> str | None:
         """What about ``o`` was not expected, in a few words; None when it went as expected
         (or is still unknown: lost, or unfinished)."""
-        if o.http_status is None or (o.run_id is not None and o.status is None):
+        if o.lost or (o.run_id is not None and o.status is None):
             return None
         if o.run_id is None:
             if self.webhook is None or (o.http_status == self.webhook and self.webhook_reason
@@ -165,9 +165,10 @@ def _print(report: LoadReport, as_json: bool, state_dir: Path | None) -> None:
 def _print_one(report: LoadReport, o: EventOutcome, state_dir: Path | None) -> None:
     """One event: its run id, final status and reason, and the command that shows it."""
     rows: list[tuple[str, str]] = []
-    if o.run_id is None:
-        where = "lost" if o.http_status is None else "refused at the receiver"
-        rows.append((where, f"{o.http_status or ''} {o.answer} (no run started)".strip()))
+    if o.lost:
+        rows.append(("lost", f"{o.answer} (no run started)"))
+    elif o.run_id is None:
+        rows.append(("refused at the receiver", f"{o.http_status} {o.answer} (no run started)"))
     else:
         rows.append(("run", o.run_id + (f" (workflow {o.workflow})" if o.workflow else "")))
         rows.append(("status", o.status or "unfinished: still running at the timeout"))
