@@ -3,21 +3,52 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
-from rich.console import Console
+from pydantic import ValidationError
 
-from orchestrator.cli._common import CommandError, load_settings, state_dir_option
+from orchestrator.cli._common import (
+    CommandError,
+    load_settings,
+    out_console,
+    state_dir_option,
+)
 from orchestrator.cli._users import resolve_user
+from orchestrator.errors import InfraBotError
 from orchestrator.runs import STATUSES, Run, RunStore, render_run, render_runs
 
+# Everything reading a damaged run log can raise: the store's own errors (a file that is not a
+# run log, or cannot be read), SQLite's, and a value that does not decode or validate
+# (ValueError: JSON, times, pydantic), a wrong type, a nesting too deep for the JSON decoder.
+_DAMAGE = (InfraBotError, sqlite3.Error, ValueError, TypeError, OverflowError, RecursionError)
 
-def _store(state_dir: Path | None) -> RunStore:
-    path = load_settings(state_dir).state_dir / "runs.sqlite3"
+
+@contextmanager
+def _store(state_dir: Path | None) -> Iterator[RunStore]:
+    """The run log; any failure to open or read it, inside the block too, is one line naming
+    the file and the problem."""
+    path = load_settings(state_dir, state="existing").state_dir / "runs.sqlite3"
     if not path.is_file():
         raise CommandError(f"no runs yet: {path} does not exist")
-    return RunStore(path)
+    try:
+        with RunStore(path) as store:
+            yield store
+    except _DAMAGE as exc:
+        raise CommandError(f"{path}: damaged run log: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    """The innermost cause's first line: what SQLite, the decoder or the model said."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        return f"{'.'.join(str(x) for x in first['loc'])}: {first['msg']}"
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
 def run_json(run: Run) -> dict[str, object]:
@@ -51,13 +82,13 @@ def list_runs(limit: int, status: str | None, user: str | None, as_json: bool,
       infrabot runs list --status denied
     """
     if user is not None:
-        user = resolve_user(load_settings(state_dir), user)
+        user = resolve_user(load_settings(state_dir, state="existing"), user)
     with _store(state_dir) as store:
         found = store.list(limit, status=status, user=user)
     if as_json:
         click.echo(json.dumps([run_json(r) for r in found], indent=2))
     else:
-        Console(width=160).print(render_runs(found))
+        out_console().print(render_runs(found))
 
 
 @runs.command("show")
@@ -78,4 +109,4 @@ def show(run_id: str, as_json: bool, state_dir: Path | None) -> None:
     if as_json:
         click.echo(json.dumps(run_json(run), indent=2))
     else:
-        Console(width=160).print(render_run(run))
+        out_console().print(render_run(run))

@@ -27,7 +27,13 @@ from rich.table import Table
 from orchestrator._display import display_safe
 from orchestrator._words import plural
 from orchestrator._yamlfile import load_yaml
-from orchestrator.cli._common import CommandError, endpoints, load_settings, state_dir_option
+from orchestrator.cli._common import (
+    CommandError,
+    endpoints,
+    load_settings,
+    out_console,
+    state_dir_option,
+)
 from orchestrator.cli._users import resolve_user
 from orchestrator.config import Settings
 from orchestrator.errors import TransientError
@@ -201,7 +207,7 @@ def _print_summary(report: LoadReport) -> None:
     table.add_row("exchanges per second", f"{data['exchanges_per_second']}")
     table.add_row("denials by reason", _counts(report.denials))
     table.add_row("wall time", f"{report.seconds:.1f} s")
-    Console().print(table)
+    out_console().print(table)
 
 
 def _counts(counter: Any) -> str:
@@ -256,7 +262,7 @@ def deploy(user: str, service: str, environment: str, commit: str, trigger: str,
     """
     from orchestrator.ci._load import EventSpec
 
-    settings = load_settings(state_dir)
+    settings = load_settings(state_dir, state="existing")
     login = resolve_user(settings, user).removeprefix("user:")
     spec = EventSpec(login, service, environment, trigger, commit, pr, task=task)
     report = _send(settings, [spec], rate=0, timeout=timeout, as_json=as_json,
@@ -289,8 +295,9 @@ def scenario(file: Path, rate: float, timeout: float, as_json: bool,
       infrabot simulate scenario workflows/scenarios/happy-path.yaml
     """
     events, expected = _events_of(file)
-    report = _send(load_settings(state_dir), events, rate=rate, timeout=timeout,
-                   as_json=as_json, state_dir=state_dir)
+    settings = load_settings(state_dir, state="existing")
+    report = _send(settings, events, rate=rate, timeout=timeout, as_json=as_json,
+                   state_dir=state_dir)
     _print(report, as_json, state_dir)
     _done(report, expected)
 
@@ -399,7 +406,8 @@ def load(count: int, rate: float, bad_ratio: float, seed: int, timeout: float, a
     """
     from orchestrator.ci._load import mixed_events
 
-    report = _send(load_settings(state_dir), mixed_events(count, bad_ratio=bad_ratio, seed=seed),
-                   rate=rate, timeout=timeout, as_json=as_json, state_dir=state_dir)
+    settings = load_settings(state_dir, state="existing")
+    report = _send(settings, mixed_events(count, bad_ratio=bad_ratio, seed=seed), rate=rate,
+                   timeout=timeout, as_json=as_json, state_dir=state_dir)
     _print(report, as_json, state_dir)
     _done(report, [LOAD_MIX] * len(report.outcomes))
