@@ -45,15 +45,19 @@ MAX_EVENTS = 100_000
 PICKUP_HINT_SECONDS = 5.0  # no run picked up by an agent this long after the first: say so
 _EXIT = """\b
 Exit codes:
-  0  every event went as expected: accepted, and its run succeeded (or, in a scenario
-     file, ended as its expect: says)
-  1  {one}; or an event was lost, a run did not finish before --timeout, or the system
-     could not be used (one Error: line)
+  0  every event went as expected: {zero}
+  1  {one}
+     or an event was lost, a run did not finish before --timeout, or the
+     system could not be used (one Error: line)
   2  bad usage (an unknown option, a value out of range, a missing file)"""
-EXIT_CODES = _EXIT.format(one="an event was refused at the receiver, or a run ended denied, "
-                              "failed or expired, and that was not expected")
-LOAD_EXIT_CODES = _EXIT.format(one="a run failed or expired (the mix expects its bad events to "
-                                   "be refused and some runs to be denied)")
+EXIT_CODES = _EXIT.format(
+    zero="accepted, and its run succeeded\n     (in a scenario file: as its expect: says)",
+    one="an event was refused at the receiver, or a run ended denied, failed\n"
+        "     or expired, and that was not expected;")
+LOAD_EXIT_CODES = _EXIT.format(
+    zero="none lost, every run finished,\n     none failed or expired",
+    one="a run failed or expired (the mix expects its bad events to be refused\n"
+        "     and some runs to be denied);")
 _EVENT_KEYS = frozenset({"user", "service", "environment", "env", "trigger", "commit", "pr",
                          "task", "count", "type", "expect"})
 _FILE_KEYS = frozenset({"name", "description", "event", "events", "expect"})
