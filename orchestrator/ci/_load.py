@@ -67,6 +67,25 @@ def mixed_events(count: int, *, bad_ratio: float = 0.05, seed: int = 7) -> list[
 
 
 @dataclass
+class EventOutcome:
+    """What became of one event, in the order sent: the receiver's answer, then its run's end."""
+
+    index: int
+    http_status: int | None = None  # None: never answered (lost)
+    answer: str = ""  # "accepted", or the refusal's or the fault's reason
+    run_id: str | None = None
+    workflow: str | None = None
+    status: str | None = None  # the run's terminal status; None while unfinished
+    reason: str | None = None  # the run's terminal reason
+    lost: bool = False  # never accepted: a connection error or a 502/503/504 to the last try
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "http_status": self.http_status, "answer": self.answer,
+                "run_id": self.run_id, "workflow": self.workflow, "status": self.status,
+                "reason": self.reason, "lost": self.lost}
+
+
+@dataclass
 class LoadReport:
     sent: int = 0
     accepted: int = 0
@@ -80,6 +99,7 @@ class LoadReport:
     run_ids: list[str] = field(default_factory=list)
     lost: Counter[str] = field(default_factory=Counter)  # events never accepted, by last fault
     retries: int = 0  # sends repeated after a connection error or a 502/503/504
+    outcomes: list[EventOutcome] = field(default_factory=list)  # one per event sent
 
     def percentile(self, q: float) -> float | None:
         if not self.latencies_ms:
@@ -95,6 +115,7 @@ class LoadReport:
                 "retries": self.retries, "seconds": round(self.seconds, 3),
                 "latency_ms": {f"p{q}": self.percentile(q) for q in (50, 95, 99)},
                 "exchanges": self.exchanges, "run_ids": self.run_ids,
+                "events": [o.as_dict() for o in self.outcomes],
                 "exchanges_per_second": round(self.exchanges / self.seconds, 1)
                 if self.seconds else 0.0}
 
@@ -147,40 +168,66 @@ def _post(http: httpx.Client, url: str, headers: dict[str, str], body: bytes,
 def _account(report: LoadReport, sent: _Sent, sent_at: dict[str, float]) -> None:
     """Count one event's outcome: accepted, refused (by reason) or lost (by fault)."""
     report.retries += sent.attempts - 1
+    outcome = EventOutcome(len(report.outcomes))
+    report.outcomes.append(outcome)
     if sent.response is None:
-        report.lost[f"connection_error ({sent.fault})"] += 1
+        outcome.lost, outcome.answer = True, f"connection_error ({sent.fault})"
+        report.lost[outcome.answer] += 1
         return
     answer = json_object(sent.response)
     reason = reason_of(sent.response)
+    outcome.http_status = sent.response.status_code
     if sent.response.status_code == 202 and answer.get("run_id"):
         report.accepted += 1
-        report.run_ids.append(str(answer["run_id"]))
-        sent_at[str(answer["run_id"])] = time.perf_counter()
+        outcome.answer, outcome.run_id = "accepted", str(answer["run_id"])
+        report.run_ids.append(outcome.run_id)
+        sent_at[outcome.run_id] = time.perf_counter()
     elif sent.response.status_code in RETRYABLE_STATUSES:
-        report.lost[f"{sent.response.status_code} {reason}"] += 1
+        outcome.lost, outcome.answer = True, f"{sent.response.status_code} {reason}"
+        report.lost[outcome.answer] += 1
     elif reason == "replayed_delivery" and sent.answer_missed:
         # An earlier attempt reached the receiver but its answer was lost: a run may have
         # started whose id we never learnt, so it cannot be followed.
-        report.lost["answer_lost (replayed_delivery on retry)"] += 1
+        outcome.lost, outcome.answer = True, "answer_lost (replayed_delivery on retry)"
+        report.lost[outcome.answer] += 1
     else:
-        report.refused[str(answer.get("reason") or sent.response.status_code)] += 1
+        outcome.answer = str(answer.get("reason") or sent.response.status_code)
+        report.refused[outcome.answer] += 1
+
+
+@dataclass
+class Waiting:
+    """Who to tell, once, when ``seconds`` after the first accepted event no run has been
+    picked up (no agent has recorded an event of any run, and none has ended)."""
+
+    seconds: float
+    tell: Callable[[list[str]], None]  # given the ids of the runs still waiting
+    told: bool = False
+
+    def check(self, since: float, picked_up: bool, pending: list[str]) -> None:
+        if not (self.told or picked_up) and time.perf_counter() - since >= self.seconds:
+            self.told = True
+            self.tell(pending)
 
 
 def run_load(webhooks_url: str, secret: bytes, runs_db: Path | str, events: list[EventSpec],
              *, rate: float, timeout: float, on_sent: Callable[[int], None] = lambda _: None,
              on_done: Callable[[int], None] = lambda _: None,
-             sleep: Callable[[float], None] = time.sleep) -> LoadReport:
-    """Send ``events`` at ``rate``/s, then wait (until ``timeout``) for every run to end. The
-    run log is opened first: one that cannot be read fails before anything is sent."""
+             sleep: Callable[[float], None] = time.sleep,
+             waiting: Waiting | None = None) -> LoadReport:
+    """Send ``events`` at ``rate``/s, then wait (until ``timeout``) for every run to end;
+    ``waiting`` is told once if no run has been picked up by an agent in its time. The run log
+    is opened first: one that cannot be read fails before anything is sent."""
     with RunStore(runs_db) as store:
         return _send_and_collect(webhooks_url, secret, store, events, rate=rate,
-                                 timeout=timeout, on_sent=on_sent, on_done=on_done, sleep=sleep)
+                                 timeout=timeout, on_sent=on_sent, on_done=on_done, sleep=sleep,
+                                 waiting=waiting)
 
 
 def _send_and_collect(webhooks_url: str, secret: bytes, store: RunStore,
                       events: list[EventSpec], *, rate: float, timeout: float,
                       on_sent: Callable[[int], None], on_done: Callable[[int], None],
-                      sleep: Callable[[float], None]) -> LoadReport:
+                      sleep: Callable[[float], None], waiting: Waiting | None) -> LoadReport:
     report = LoadReport()
     started = time.perf_counter()
     deadline = started + timeout
@@ -200,21 +247,31 @@ def _send_and_collect(webhooks_url: str, secret: bytes, store: RunStore,
                 raise TransientError(sent.fault, reason="receiver_unreachable")
             _account(report, sent, sent_at)
             on_sent(report.sent)
-    _collect(report, store, sent_at, deadline, on_done)
+    _collect(report, store, sent_at, deadline, on_done, waiting)
     report.seconds = time.perf_counter() - started
     return report
 
 
 def _collect(report: LoadReport, store: RunStore, sent_at: dict[str, float], deadline: float,
-             on_done: Callable[[int], None]) -> None:
+             on_done: Callable[[int], None], waiting: Waiting | None) -> None:
     pending = dict(sent_at)
+    first = min(sent_at.values(), default=0.0)
+    picked_up = False
+    by_run = {o.run_id: o for o in report.outcomes if o.run_id}
     while pending and time.perf_counter() < deadline:
         for run_id in list(pending):
             run = store.get(run_id)
-            if run is not None and run.terminal:
+            if run is None:
+                continue
+            by_run[run_id].workflow = run.workflow
+            picked_up = picked_up or run.terminal or any(e.agent for e in run.events)
+            if run.terminal:
+                by_run[run_id].status, by_run[run_id].reason = run.status, run.reason
                 _count(report, run, time.perf_counter() - pending.pop(run_id))
                 on_done(len(sent_at) - len(pending))
         if pending:
+            if waiting is not None:
+                waiting.check(first, picked_up, list(pending))
             time.sleep(0.05)
     report.unfinished = len(pending)
 

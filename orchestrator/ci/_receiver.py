@@ -221,8 +221,12 @@ class WebhookReceiver:
     def _record(self, seen: _Seen, answer: Answer) -> None:
         status, body = answer
         reason = str(body.get("reason") or body["status"])
-        get_logger(delivery_id=seen.delivery_id, run_id=seen.run_id).info(
-            "webhook_answered", status=status, reason=reason)
+        log = get_logger(delivery_id=seen.delivery_id, run_id=seen.run_id)
+        hint = _DOWN_HINTS.get(reason) if status == 503 else None
+        if hint:  # refused because something it needs is down: say what, on every refusal
+            log.warning("webhook_answered", status=status, reason=reason, hint=hint)
+        else:
+            log.info("webhook_answered", status=status, reason=reason)
         if self._audit is None:
             return
         event = seen.event
@@ -236,6 +240,13 @@ class WebhookReceiver:
                 request_id=seen.delivery_id, status=status))
         except (Unavailable, ValueError):
             get_logger(delivery_id=seen.delivery_id).exception("webhook_audit_failed")
+
+
+_DOWN_HINTS = {  # a 503's reason: what is down and where it is configured
+    "replay_cache_unavailable": "the revocation registry (INFRABOT_REDIS_URL) or the run log "
+                                "cannot be used: is Redis running?",
+    "broker_unavailable": "the broker (INFRABOT_BROKER_URL) is not answering: is it running?",
+}
 
 
 def _delivery_id(delivery_id: str) -> str:

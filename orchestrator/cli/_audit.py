@@ -3,7 +3,8 @@
 The database is ``INFRABOT_DATABASE_URL``'s, else ``<state_dir>/audit.sqlite3`` from the settings
 (``INFRABOT_STATE_DIR`` or ``--state-dir``); ``--db`` names a SQLite file instead. A SQLite file
 is opened read-only. Bad input, a missing, damaged or foreign file, an unreachable database is
-one ``Error: ...`` line on stderr and a non-zero exit, never a traceback. Every value printed is display-safe (:mod:`orchestrator._display`).
+one ``Error: ...`` line on stderr and a non-zero exit, never a traceback. Every value printed
+is display-safe (:mod:`orchestrator._display`).
 """
 
 from __future__ import annotations
@@ -17,27 +18,26 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import click
-from rich.console import Console
 
 from orchestrator._display import display_safe, safe_json
+from orchestrator._words import plural
 from orchestrator.audit import (
     AuditKeys,
     AuditStore,
     StoredRecord,
     check_trail,
     public_document,
-    render_table,
     to_jsonl,
     to_ocsf,
     trusted_keys,
 )
 from orchestrator.audit._keys import PUBLIC_FILE
-from orchestrator.cli._common import CommandError, load_settings, state_dir_option
+from orchestrator.audit._table import AuditView
+from orchestrator.cli._common import CommandError, load_settings, out_console, state_dir_option
 from orchestrator.errors import InfraBotError, Unavailable
 from orchestrator.identity import PublicKey
 
 F = TypeVar("F", bound=Callable[..., Any])
-_PIPE_WIDTH = 240
 
 
 # ``audit verify`` exit codes (also in its --help).
@@ -117,7 +117,7 @@ def _open_store(db: Path | None, state_dir: Path | None,
                 error: type[CommandError] = CommandError) -> Iterator[AuditStore]:
     """The database (a SQLite file opened read-only); any failure to open or read it, inside
     the block too, is ``error`` with one line naming the database and the problem."""
-    target = db if db is not None else load_settings(state_dir).audit_target
+    target = db if db is not None else load_settings(state_dir, state="stores").audit_target
     with _opened(target, error) as store:
         yield store
 
@@ -170,10 +170,7 @@ def query(db: Path | None, state_dir: Path | None, as_json: bool, **filters: Any
     if as_json:
         click.echo(safe_json([record.to_json() for record in records], indent=2))
         return
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=_PIPE_WIDTH)
-    console.print(render_table(records))
+    out_console().print(AuditView(records))
     if not records:
         click.echo("no matching audit records", err=True)
 
@@ -213,14 +210,18 @@ def verify(db: Path | None, state_dir: Path | None, keys_file: Path | None) -> N
     for problem in report.problems:
         click.echo(display_safe(str(problem)))
     ctx = click.get_current_context()
-    counts = (f"{report.chain.records} records from {report.chain.writers} writers, "
-              f"{report.checkpoints} checkpoints")
+    counts = (f"{plural(report.chain.records, 'record')} from "
+              f"{plural(report.chain.writers, 'writer')}, "
+              f"{plural(report.checkpoints, 'checkpoint')}")
     if not report.ok:
-        click.echo(f"audit trail damaged: {len(report.problems)} problems ({counts})", err=True)
+        click.echo(f"audit trail damaged: {plural(len(report.problems), 'problem')} ({counts})",
+                   err=True)
         ctx.exit(EXIT_TAMPERED)
     if report.unanchored:
-        click.echo(f"audit trail intact, but {report.unanchored} records are unanchored (after "
-                   f"their writer's last checkpoint, nothing signed vouches for them): {counts}")
+        are = "is" if report.unanchored == 1 else "are"
+        click.echo(f"audit trail intact, but {plural(report.unanchored, 'record')} {are} "
+                   "unanchored (after their writer's last checkpoint, nothing signed vouches for "
+                   f"them): {counts}")
         ctx.exit(EXIT_UNANCHORED)
     click.echo(f"audit trail intact and anchored: {counts}")
 
@@ -232,7 +233,7 @@ def _verify_paths(db: Path | None, state_dir: Path | None, keys_file: Path | Non
     if db is not None and keys_file is not None:
         return db, keys_file
     try:
-        settings = load_settings(state_dir)
+        settings = load_settings(state_dir, state="stores" if db is None else "unused")
     except CommandError as exc:  # a bad setting: nothing could be checked (not exit 1)
         raise Unreadable(exc.message) from None
     return (db if db is not None else settings.audit_target,
@@ -304,7 +305,7 @@ def keys(state_dir: Path | None, rotate: bool, output: str) -> None:
       infrabot audit keys -o audit-keys.json
       infrabot audit keys --rotate
     """
-    settings = load_settings(state_dir)
+    settings = load_settings(state_dir, state="create" if rotate else "unused")
     directory = settings.audit_keys_dir
     if rotate:
         existed = (directory / PUBLIC_FILE).exists()

@@ -17,7 +17,7 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from orchestrator.cli._common import load_settings, state_dir_option
+from orchestrator.cli._common import load_settings, out_console, state_dir_option
 from orchestrator.errors import ConfigError
 
 
@@ -109,6 +109,6 @@ def check(scenarios: tuple[str, ...], folder: Path | None, as_json: bool, junit:
     if as_json:
         click.echo(json.dumps(results_json(results, seconds), indent=2))
     else:
-        Console(width=max(120, Console().width)).print(render_results(results, seconds))
+        out_console().print(render_results(results, seconds))
     if not all(r.passed for r in results):
         click.get_current_context().exit(1)

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from orchestrator.cli._common import CommandError, load_settings, state_dir_option
+from orchestrator.cli._common import CommandError, load_settings, out_console, state_dir_option
 
 
 @click.command("demo")
@@ -59,7 +59,7 @@ def demo(as_json: bool, report: Path | None, no_attacks: bool, no_baseline: bool
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2, default=str))
     else:
-        render_demo(result, Console(width=max(120, Console().width)))
+        render_demo(result, out_console())
     failed = [a.name for a in result.attacks if not a.refused]
     if result.run.status != "succeeded" or failed or not result.audit_intact:
         raise CommandError(f"demo did not go as designed: run {result.run.status}"

@@ -34,7 +34,7 @@ def revoke(token_value: str | None, jti: str | None, user: str | None, run_id: s
     from orchestrator.client import AuthClient  # here: the web stack is slow to import
     from orchestrator.stack import ORCHESTRATOR_CLIENT, client_keys_dir
 
-    settings = load_settings(state_dir)
+    settings = load_settings(state_dir, state="existing")
     if user:
         given["user"] = resolve_user(settings, user)
     urls = endpoints(settings)

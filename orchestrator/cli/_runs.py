@@ -3,25 +3,53 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
-from rich.console import Console
+from pydantic import ValidationError
 
-from orchestrator.cli._common import CommandError, load_settings, state_dir_option
+from orchestrator.cli._common import (
+    CommandError,
+    load_settings,
+    out_console,
+    state_dir_option,
+)
 from orchestrator.cli._users import resolve_user
 from orchestrator.errors import InfraBotError
 from orchestrator.runs import STATUSES, Run, RunStore, render_run, render_runs
 
+# Everything reading a damaged run log can raise: the store's own errors (a file that is not a
+# run log, or cannot be read), SQLite's, and a value that does not decode or validate
+# (ValueError: JSON, times, pydantic), a wrong type, a nesting too deep for the JSON decoder.
+_DAMAGE = (InfraBotError, sqlite3.Error, ValueError, TypeError, OverflowError, RecursionError)
 
-def _store(state_dir: Path | None) -> RunStore:
-    target = load_settings(state_dir).runs_target
+
+@contextmanager
+def _store(state_dir: Path | None) -> Iterator[RunStore]:
+    """The run log (INFRABOT_DATABASE_URL, else DIR/runs.sqlite3); any failure to open or read
+    it, inside the block too, is one line naming it and the problem (a URL's password never)."""
+    target = load_settings(state_dir, state="stores").runs_target
     if isinstance(target, Path) and not target.is_file():
         raise CommandError(f"no runs yet: {target} does not exist")
+    where = target if isinstance(target, Path) else "run log database"
     try:
-        return RunStore(target)
-    except InfraBotError as exc:
-        raise CommandError(exc.message) from None
+        with RunStore(target) as store:
+            yield store
+    except _DAMAGE as exc:
+        raise CommandError(f"{where}: damaged run log: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    """The innermost cause's first line: what SQLite, the decoder or the model said."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        return f"{'.'.join(str(x) for x in first['loc'])}: {first['msg']}"
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
 def run_json(run: Run) -> dict[str, object]:
@@ -55,13 +83,13 @@ def list_runs(limit: int, status: str | None, user: str | None, as_json: bool,
       infrabot runs list --status denied
     """
     if user is not None:
-        user = resolve_user(load_settings(state_dir), user)
+        user = resolve_user(load_settings(state_dir, state="stores"), user)
     with _store(state_dir) as store:
         found = store.list(limit, status=status, user=user)
     if as_json:
         click.echo(json.dumps([run_json(r) for r in found], indent=2))
     else:
-        Console(width=160).print(render_runs(found))
+        out_console().print(render_runs(found))
 
 
 @runs.command("show")
@@ -82,4 +110,4 @@ def show(run_id: str, as_json: bool, state_dir: Path | None) -> None:
     if as_json:
         click.echo(json.dumps(run_json(run), indent=2))
     else:
-        Console(width=160).print(render_run(run))
+        out_console().print(render_run(run))

@@ -5,11 +5,17 @@ from __future__ import annotations
 import json
 import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
+import redis
 
 from orchestrator.cli._common import load_settings, state_dir_option
+from orchestrator.config import Settings
+
+REDIS_PROBE_SECONDS = 1.0  # how long the start-up check waits for Redis to answer
 
 
 @click.command("serve")
@@ -39,6 +45,8 @@ def serve(state_dir: Path | None, port_base: int | None) -> None:
         names = ("auth", "datadog", "github", "aws", "pagerduty", "webhooks")
         ports = {f"{n}_port": (port_base + i if port_base else 0) for i, n in enumerate(names)}
     settings, secret_file, created = ensure_secret_file(load_settings(state_dir, **ports))
+    for warning in redis_warnings(settings):
+        click.echo(warning, err=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -66,3 +74,42 @@ def _forget(path: Path, urls: dict[str, str]) -> None:
             path.unlink()
     except (OSError, ValueError):
         pass
+
+
+def redis_warnings(settings: Settings) -> Iterator[str]:
+    """One line for each Redis the settings name (the registry, a Redis broker) that does not
+    answer now: serve still starts (Redis may come up later), but refuses webhooks until then.
+    The line names the server, never the URL's password."""
+    names: dict[str, list[str]] = {}
+    if settings.redis_url:
+        names.setdefault(settings.redis_url, []).append("INFRABOT_REDIS_URL")
+    if settings.broker_kind == "redis":
+        names.setdefault(settings.broker_url, []).append("INFRABOT_BROKER_URL")
+    for url, settings_names in names.items():
+        problem = _redis_problem(url)
+        if problem is not None:
+            named = " and ".join(settings_names)
+            yield (f"warning: Redis at {_server(url)} ({named}) is not answering ({problem}): "
+                   f"webhooks are refused (503) until it does; start redis-server or fix {named}")
+
+
+def _redis_problem(url: str) -> str | None:
+    client = redis.Redis.from_url(url, socket_connect_timeout=REDIS_PROBE_SECONDS,
+                                  socket_timeout=REDIS_PROBE_SECONDS)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        return (str(exc).splitlines() or [type(exc).__name__])[0].rstrip(".")
+    finally:
+        client.close()
+    return None
+
+
+def _server(url: str) -> str:
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    host = parts.hostname or "a local socket"
+    return f"{host}:{port or 6379}{parts.path if parts.path not in ('', '/') else ''}"

@@ -26,9 +26,11 @@ from orchestrator.identity import (
     AccessClaims,
     Context,
     KeyRing,
+    SigningKey,
     TokenVerifier,
     VerifierPolicy,
     client_key,
+    load_client_key,
     load_directory,
     make_assertion,
 )
@@ -132,7 +134,9 @@ def _root_from(auth_url: str, settings: Settings, user: str, scopes: list[str], 
 
 @token.command("assertion")
 @click.argument("agent")
-@click.option("--ttl", type=click.IntRange(10, 300), default=60, show_default=True)
+@click.option("--ttl", type=click.IntRange(10, 300), default=60, show_default=True,
+              help="Seconds the assertion is valid (its exp - iat); the server allows up to "
+                   "INFRABOT_ASSERTION_MAX_LIFETIME_SECONDS.")
 @state_dir_option
 def assertion(agent: str, ttl: int, state_dir: Path | None) -> None:
     """Print a private_key_jwt client assertion (RFC 7523) signed by AGENT's own key.
@@ -142,16 +146,31 @@ def assertion(agent: str, ttl: int, state_dir: Path | None) -> None:
       curl -d client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer \\
            -d client_assertion=$(infrabot token assertion agent:infrabot) ...
     """
-    from orchestrator.stack import client_keys_dir
-
     settings = _at_running_servers(load_settings(state_dir))
     directory = load_directory(settings.workflows_dir / "directory.yaml")
     if agent not in directory.client_ids():
         raise CommandError(f"{agent} is not an agent or client in the directory")
-    key = client_key(client_keys_dir(settings), agent, settings.signing_alg)
+    key = _signing_key_of(settings, agent)
     click.echo(make_assertion(key, issuer=agent, subject=agent,
                               audience=f"{settings.auth_url}/token", now=int(time.time()),
                               ttl=ttl))
+
+
+def _signing_key_of(settings: Settings, client_id: str) -> SigningKey:
+    """The client's own key. Embedded, it is made on first use, as the embedded system makes
+    it; distributed, only `infrabot keys init` makes keys (a new one here would be unknown to
+    the authorization server, which knows clients by their registered public keys)."""
+    from orchestrator.stack import client_keys_dir, is_embedded
+
+    where = client_keys_dir(settings)
+    if is_embedded(settings):
+        return client_key(where, client_id, settings.signing_alg)
+    key = load_client_key(where, client_id)
+    if key is None:
+        raise CommandError(f"no key for {client_id} in {where}: create it with `infrabot keys "
+                           f"init {client_id} --state-dir {settings.state_dir}` and register "
+                           "its public key (`infrabot keys register`)")
+    return key
 
 
 @token.command("inspect")
@@ -169,7 +188,7 @@ def inspect(token_value: str, as_json: bool, state_dir: Path | None) -> None:
     Example:
       infrabot token inspect "$(infrabot token user user:sam)"
     """
-    settings = _at_running_servers(load_settings(state_dir))
+    settings = _at_running_servers(load_settings(state_dir, state="existing"))
     result = _inspect(settings, token_value.strip())
     if as_json:
         click.echo(json.dumps(result, indent=2, sort_keys=True))
@@ -199,7 +218,11 @@ def _at_running_servers(settings: Settings) -> Settings:
 
 def _inspect(settings: Settings, raw: str) -> dict[str, object]:
     now = int(time.time())
-    ring = KeyRing.open(settings.keys_dir / "signing", settings.signing_alg, now=now)
+    signing = settings.keys_dir / "signing"
+    if not (signing / "keyring.json").is_file():  # reading makes none (KeyRing.open would)
+        raise CommandError(f"no signing keys in {signing}: no authorization server has run from "
+                           "this state directory, so it issued no token")
+    ring = KeyRing.open(signing, settings.signing_alg, now=now)
     verifier = TokenVerifier(ring.jwks(), VerifierPolicy(
         issuer=settings.issuer_url, allowed_algs=settings.allowed_algs,
         leeway=settings.leeway_seconds, max_bytes=settings.max_token_bytes,

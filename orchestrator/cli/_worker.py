@@ -37,10 +37,14 @@ def agent_keys(settings: Settings, queues: list[str]) -> dict[str, SigningKey]:
 @click.command("worker")
 @click.option("--queues", "-Q", default=",".join(QUEUES), show_default=True,
               help="Comma-separated agent queues to consume.")
-@click.option("--concurrency", "-c", type=click.IntRange(1, 64), default=1, show_default=True)
+@click.option("--concurrency", "-c", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="How many hops this worker runs at once (pool processes or threads).")
 @click.option("--pool", type=click.Choice(["prefork", "solo", "threads"]), default="prefork",
-              show_default=True)
-@click.option("--loglevel", default="WARNING", show_default=True)
+              show_default=True, help="Celery's execution pool: processes, one thread, or threads.")
+@click.option("--loglevel", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+                                              case_sensitive=False),
+              default="WARNING", show_default=True,
+              help="Celery's own log level (the agents log at INFRABOT_LOG_LEVEL).")
 @click.option("--hostname", "-n", default=None,
               help="Node name; default infrabot-<pid>@<host>, unique per process.")
 @state_dir_option

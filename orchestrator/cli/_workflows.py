@@ -12,13 +12,18 @@ from typing import Any
 
 import click
 from pydantic import ValidationError
-from rich.console import Console, Group, RenderableType
+from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
 from orchestrator._words import plural
 from orchestrator.cli._check import BadInput
-from orchestrator.cli._common import CommandError, load_settings, state_dir_option
+from orchestrator.cli._common import (
+    CommandError,
+    load_settings,
+    out_console,
+    state_dir_option,
+)
 from orchestrator.cli._users import known_user
 from orchestrator.config import Settings
 from orchestrator.errors import ConfigError
@@ -33,7 +38,7 @@ def _load(state_dir: Path | None) -> tuple[Settings, Directory, dict[str, Workfl
     from orchestrator.identity import load_directory
     from orchestrator.workflows import load_workflows
 
-    settings = load_settings(state_dir)
+    settings = load_settings(state_dir, state="unused")
     try:
         directory = load_directory(settings.workflows_dir / "directory.yaml")
         return settings, directory, load_workflows(settings.workflows_dir, directory)
@@ -88,7 +93,7 @@ def list_workflows(as_json: bool, state_dir: Path | None) -> None:
                    f"by {', '.join(t['triggers'])}\ntask {t['task']}")
         table.add_row(row["name"], trigger, "\n→ ".join(row["agents"]), str(row["steps"]),
                       "\n".join(row["required_scopes"]))
-    Console(width=160).print(table)
+    out_console().print(table)
 
 
 @workflows.command("check")
@@ -137,7 +142,7 @@ def check_workflow(name: str, user: str, environment: str, trigger: str, as_json
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2))
     else:
-        Console(width=160).print(render_preflight(result))
+        out_console().print(render_preflight(result))
     if not result.all_allowed:
         click.get_current_context().exit(1)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.console import Console, Group
+from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
@@ -16,7 +16,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from orchestrator._display import display_safe
-from orchestrator.audit import render_table
+from orchestrator.audit._table import AuditView
 from orchestrator.demo._story import DemoResult
 from orchestrator.runs import Run
 
@@ -88,23 +88,55 @@ def _chain_tree(claims: dict[str, Any]) -> Tree:
     return tree
 
 
+_HOP_COLUMNS = (("step", 3), ("requested → granted", 4), ("token", 2), ("call → status", 3),
+                ("decision", 2))
+HOPS_STACK_BELOW = 110  # narrower than this, each hop row is a block of its own
+
+
+class _HopRows:
+    """The hop rows as a table where it fits, else one block per row (agent and step, then
+    the scopes, the token and the call), decided where it is drawn."""
+
+    def __init__(self, rows: list[tuple[list[Any], bool]]) -> None:
+        self.rows = rows  # (agent, step, scopes, token, call, decision), ends a section
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        if options.max_width < HOPS_STACK_BELOW:
+            for cells, _ in self.rows:
+                agent, step, scopes, token, call, decision = (_cell(c) for c in cells)
+                yield Text.assemble(agent, "  ", step, "  ", decision)
+                for part in (scopes, token, call):
+                    if part.plain:
+                        yield Text.assemble("    ", part)
+            return
+        table = Table(box=None, pad_edge=False, expand=True)
+        widest = max((len(_cell(cells[0]).plain) for cells, _ in self.rows), default=5)
+        table.add_column("agent", no_wrap=True, min_width=widest)  # identities kept whole
+        for column, ratio in _HOP_COLUMNS:
+            table.add_column(column, ratio=ratio, overflow="fold")
+        for cells, section in self.rows:
+            table.add_row(*cells, end_section=section)
+        yield table
+
+
+def _cell(value: Any) -> Text:
+    return value if isinstance(value, Text) else Text.from_markup(str(value))
+
+
 def hops(run: Run, services: dict[str, str]) -> Panel:
     """One row per step (its exchange and its call), one per hand-off with the chain it built."""
-    table = Table(box=None, pad_edge=False, expand=True)
-    for column, ratio in (("agent", 2), ("step", 3), ("requested → granted", 4),
-                          ("token", 2), ("call → status", 3), ("decision", 2)):
-        table.add_column(column, ratio=ratio)
+    rows: list[tuple[list[Any], bool]] = []
     trees: list[Any] = []
-    pending: list[str] | None = None
+    pending: list[Any] | None = None
     for event in run.events:
         if event.agent is None or event.kind in ("finished", "retrying"):
             continue
         d = event.detail
         if event.kind == "exchanged" and str(d.get("for", "")).startswith("hand-off"):
             claims = d.get("claims") or {}
-            table.add_row(_t(event.agent), _t(d.get("for")), _t(_scopes(d.get("granted"))),
+            rows.append(([_t(event.agent), _t(d.get("for")), _t(_scopes(d.get("granted"))),
                           _t(f"may_act {(claims.get('may_act') or {}).get('sub', '?')}"), "",
-                          _OK + " handed off", end_section=True)
+                          _OK + " handed off"], True))
         elif event.kind == "exchanged":
             claims = d.get("claims") or {}
             lifetime = claims.get("exp", 0) - claims.get("iat", 0) if claims else 0
@@ -117,25 +149,25 @@ def hops(run: Run, services: dict[str, str]) -> Panel:
             row = pending or [_t(event.agent), "", "", ""]
             decision = _OK + " allow" if event.kind == "called" \
                 else _NO + f" {_m(d.get('reason'))}"
-            table.add_row(*row, _t(f"{d.get('method')} {d.get('action')} → {d.get('status')}"),
-                          decision)
+            rows.append(([*row, _t(f"{d.get('method')} {d.get('action')} → {d.get('status')}"),
+                          decision], False))
             pending = None
         elif event.kind == "exchange_denied":
-            table.add_row(_t(event.agent), _t(d.get("for")),
+            rows.append(([_t(event.agent), _t(d.get("for")),
                           _t(f"{_scopes(d.get('requested'))} → refused"), "", "",
-                          f"{_NO} {_m(d.get('error'))} ({_m(d.get('reason'))})")
+                          f"{_NO} {_m(d.get('error'))} ({_m(d.get('reason'))})"], False))
     if trees:
         trees.insert(0, Text("Delegation path of the last token (in the JSON it nests the other "
                              "way: the outermost act.sub is the current actor):", style="dim"))
-    return Panel(Group(table, *trees), title="3 · Hops: one RFC 8693 exchange per call and per "
-                                             "hand-off, the act chain nesting one level each",
-                 border_style="cyan")
+    note = Text("One RFC 8693 exchange per call and per hand-off, the act chain nesting one "
+                "level each.", style="dim")
+    return Panel(Group(note, _HopRows(rows), *trees), title="3 · Hops", border_style="cyan")
 
 
 def attacks(result: DemoResult) -> Panel:
     table = Table(box=None)
     for column in ("attack", "attempt", "refused with", ""):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for a in result.attacks:
         table.add_row(_t(a.name), _t(a.attempt), _t(f"{a.status} {a.code} ({a.reason})"),
                       _OK if a.refused else _NO + " NOT REFUSED")
@@ -144,7 +176,7 @@ def attacks(result: DemoResult) -> Panel:
 
 
 def baseline(result: DemoResult) -> Panel:
-    body: list[Any] = [render_table(result.static_audit, title=None)]
+    body: list[Any] = [AuditView(result.static_audit, title=None)]
     body.append(Text.from_markup(
         "One long-lived, over-permissioned service token: every call is [bold]performed by a "
         "service account on behalf of nobody[/bold]. No user, no chain, no narrowing, no "
@@ -157,7 +189,7 @@ def render_demo(result: DemoResult, console: Console) -> None:
     console.print(event_panel(result))
     console.print(root_grant(result))
     console.print(hops(result.run, {url: name for name, url in result.endpoints.items()}))
-    console.print(Panel(render_table(result.audit, title=None),
+    console.print(Panel(AuditView(result.audit, title=None),
                         title="4 · Audit trail of the run", border_style="cyan"))
     if result.attacks:
         console.print(attacks(result))

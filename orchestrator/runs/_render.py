@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from rich.console import Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.table import Table
 from rich.text import Text
 
@@ -50,16 +50,47 @@ def render_run(run: Run) -> RenderableType:
     return Group(header, table)
 
 
-def render_runs(runs: Iterable[Run]) -> Table:
-    """One line per run: id, workflow, user, environment, status, reason, duration."""
+RUNS_STACK_BELOW = 110  # narrower than this, ``render_runs`` gives one block per run
+
+
+def render_runs(runs: Iterable[Run]) -> RenderableType:
+    """One line per run (id, workflow, user, environment, status, reason, duration), or on a
+    narrow console one block per run; ids, users and statuses are never cut or wrapped."""
+    return _RunsView(list(runs))
+
+
+class _RunsView:
+    def __init__(self, runs: list[Run]) -> None:
+        self.runs = runs
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        if options.max_width >= RUNS_STACK_BELOW:
+            yield _runs_table(self.runs)
+            return
+        yield Text("runs", style="italic")
+        for run in self.runs:
+            yield Text.assemble(_text(run.run_id), "  ", _status(run.status), "  ",
+                                _duration(run))
+            yield Text.assemble("  ", _text(f"{run.workflow} for {run.user} in "
+                                             f"{run.environment}"))
+            yield Text.assemble("  reason: ", _text(run.reason or "-"))
+
+
+def _runs_table(runs: list[Run]) -> Table:
     table = Table(title="runs", title_justify="left")
+    whole = ("run id", "user", "status")
     for name in ("run id", "workflow", "user", "env", "status", "reason", "duration"):
-        table.add_column(name, overflow="fold", no_wrap=name in ("run id", "status"))
+        widest = max((len(display_safe(getattr(r, _FIELDS.get(name, "run_id")))) for r in runs),
+                     default=0) if name in whole else None
+        table.add_column(name, overflow="fold", no_wrap=name in whole, min_width=widest)
     for run in runs:
         table.add_row(*(_text(v) for v in (run.run_id, run.workflow, run.user,
                                            run.environment)),
                       _status(run.status), _text(run.reason or "-"), _duration(run))
     return table
+
+
+_FIELDS = {"run id": "run_id", "user": "user", "status": "status"}
 
 
 def summarize(event: RunEvent) -> str:

@@ -135,7 +135,7 @@ def test_state_dir_option_overrides_the_environment(
     monkeypatch.setenv("INFRABOT_STATE_DIR", str(tmp_path / "elsewhere"))
     code, out, _ = run("verify", "--state-dir", str(sqlite_db.parent))
     assert code == 0
-    assert out.splitlines()[-1] == ("audit trail intact and anchored: 3 records from 1 writers, "
+    assert out.splitlines()[-1] == ("audit trail intact and anchored: 3 records from 1 writer, "
                                     "2 checkpoints")
 
 
@@ -169,7 +169,7 @@ def test_verify_intact(db: Path | str, keys_dir: Path) -> None:
     lines = out.splitlines()
     assert code == 0 and len(lines) == 2
     assert lines[0].startswith("writer svc: 3 records; seq 1-3 anchored by checkpoint 2 (")
-    assert lines[1] == "audit trail intact and anchored: 3 records from 1 writers, 2 checkpoints"
+    assert lines[1] == "audit trail intact and anchored: 3 records from 1 writer, 2 checkpoints"
 
 
 def test_verify_after_tampering_names_the_kind(db: Path | str, keys_dir: Path, raw_db) -> None:

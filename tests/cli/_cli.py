@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from pathlib import Path
 INFRABOT = Path(sys.executable).with_name("infrabot")
 COMPACT_JWT = re.compile(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
 SERVE_TIMEOUT = 30.0
+WORKERS = 4  # concurrent invocations in run_all (a CLI process spends most of its time importing)
 
 
 def clean_env(**settings: str) -> dict[str, str]:
@@ -70,6 +72,12 @@ def infrabot(*args: str, env: Mapping[str, str], cwd: Path | None = None,
     done = subprocess.run([str(INFRABOT), *args], env=dict(env), cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
     return Result(tuple(args), done.returncode, done.stdout, done.stderr)
+
+
+def run_all(calls: list[tuple[tuple[str, ...], Mapping[str, str]]]) -> list[Result]:
+    """Independent ``infrabot`` invocations (args, env), run concurrently, results in order."""
+    with ThreadPoolExecutor(WORKERS) as pool:
+        return list(pool.map(lambda call: infrabot(*call[0], env=call[1]), calls))
 
 
 @contextmanager

@@ -11,22 +11,15 @@ import json
 import re
 import secrets
 import socket
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
 import pytest
-from _cli import Result, clean_env, infrabot
+from _cli import Result, clean_env, run_all
 
-WORKERS = 4
 # Groups whose help lacks an example in files other engineers own (orchestrator/cli/_audit.py,
 # _workflows.py): reported, expected to pass once they add one.
 EXAMPLE_OWNED_ELSEWHERE = {"audit", "workflows"}
-
-
-def run_all(calls: list[tuple[tuple[str, ...], dict[str, str]]]) -> list[Result]:
-    with ThreadPoolExecutor(WORKERS) as pool:
-        return list(pool.map(lambda call: infrabot(*call[0], env=call[1]), calls))
 
 
 def subcommands(help_text: str) -> list[str]:
@@ -34,7 +27,8 @@ def subcommands(help_text: str) -> list[str]:
     _, found, rest = help_text.partition("\nCommands:\n")
     if not found:
         return []
-    return [m[1] for m in re.finditer(r"^  (\S+)", rest, re.MULTILINE)]
+    listing = rest.split("\n\n", 1)[0]  # an epilog may follow the listing
+    return [m[1] for m in re.finditer(r"^  (\S+)", listing, re.MULTILINE)]
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +87,7 @@ SCENARIOS = {"count": "events:\n  - {user: sam, count: abc}\n",
 def _write_files(root: Path) -> str:
     """The files the cases read; returns the URL of a stale system (nothing listens there)."""
     (root / "a-file").write_text("")
+    (root / "empty").mkdir(mode=0o700)  # a state directory where nothing ran yet
     for name, text in SCENARIOS.items():
         (root / f"{name}.yaml").write_text(text)
     with socket.socket() as sock:
@@ -112,6 +107,7 @@ def _bad_cases(root: Path, dead: str) -> dict[str, Bad]:
     stale, no_secret, open_secret = root / "stale", root / "no-secret", root / "open-secret"
     redis_broker = {"INFRABOT_BROKER_URL": "redis://127.0.0.1:6379/10"}
     no_system = "no running system: "
+    empty = {"INFRABOT_STATE_DIR": str(root / "empty")}
     return {
         "max depth not a number": Bad(("token", "user", "user:sam"),
                                       {"INFRABOT_MAX_DEPTH": "abc"},
@@ -134,13 +130,13 @@ def _bad_cases(root: Path, dead: str) -> dict[str, Bad]:
                           "bad context value: "),
         "unknown may-act": Bad(("token", "user", "user:sam", "--may-act", "agent:nobody"), {},
                                "invalid_target (unknown_audience): "),
-        "runs before any run": Bad(("runs", "list"), {}, "no runs yet: "),
+        "runs before any run": Bad(("runs", "list"), empty, "no runs yet: "),
         "revoke nothing": Bad(("revoke",), {},
                               "give exactly one of --token, --jti, --user, --run"),
         "revoke two things": Bad(("revoke", "--user", "user:sam", "--jti", "abcdefgh"), {},
                                  "give exactly one of --token, --jti, --user, --run"),
-        "revoke without a system": Bad(("revoke", "--user", "user:sam"), {}, no_system),
-        "simulate without a system": Bad(("simulate", "deploy", "--user", "sam"), {},
+        "revoke without a system": Bad(("revoke", "--user", "user:sam"), empty, no_system),
+        "simulate without a system": Bad(("simulate", "deploy", "--user", "sam"), empty,
                                          no_system),
         "revoke at a stale system": Bad(("revoke", "--user", "user:sam"),
                                         {"INFRABOT_STATE_DIR": str(stale)},

@@ -4,30 +4,10 @@ done. Run as a user types them, against a running ``infrabot serve`` where they 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
-from _cli import clean_env, infrabot, serving
+from _cli import clean_env, infrabot
 
 KNOWN = "known users: user:alex, user:former-employee, user:robin, user:sam"
-
-
-@pytest.fixture(scope="module")
-def state(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("users") / "state"
-
-
-@pytest.fixture(scope="module")
-def env(state: Path) -> dict[str, str]:
-    return clean_env(INFRABOT_STATE_DIR=str(state))
-
-
-@pytest.fixture(scope="module")
-def system(state: Path, env: dict[str, str]) -> Iterator[dict[str, str]]:
-    state.mkdir(parents=True)
-    with serving(state, env) as urls:
-        yield urls
 
 
 def _unknown(result_line: str, typed: str) -> None:

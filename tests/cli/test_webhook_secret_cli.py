@@ -60,7 +60,9 @@ def test_simulate_signs_with_the_secret_serve_wrote(env: dict[str, str],
 def test_the_setting_wins_over_the_file(env: dict[str, str],
                                         first_start: tuple[str, str]) -> None:
     other = {**env, "INFRABOT_WEBHOOK_SECRET": secrets.token_hex(32)}
-    data = infrabot("simulate", "deploy", "--user", "sam", "--json", env=other).ok().json()
+    result = infrabot("simulate", "deploy", "--user", "sam", "--json", env=other)
+    assert result.error_line() == "event 1 refused at the receiver: 401 bad_signature"
+    data = result.json()  # a refusal was not expected: exit 1, and the summary still printed
     assert isinstance(data, dict)
     assert (data["sent"], data["accepted"], data["refused"]) == (1, 0, {"bad_signature": 1})
     assert data["statuses"] == {}

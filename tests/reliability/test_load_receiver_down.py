@@ -20,6 +20,8 @@ from e2e._harness import INFRABOT
 
 from reliability._system import FaultyDistributed
 
+from orchestrator._words import plural
+
 pytestmark = pytest.mark.redis
 COUNT = 40
 RATE = 8.0
@@ -85,4 +87,4 @@ def test_load_survives_the_receiver_going_down_and_reports_what_was_lost(
     assert report["accepted"] > 20  # it went on after the receiver came back
     assert sum(report["statuses"].values()) + report["unfinished"] == report["accepted"]
     assert stderr.strip().splitlines()[-1].startswith(
-        f"Error: {sum(lost.values())} event(s) lost: connection_error"), stderr
+        f"Error: {plural(sum(lost.values()), 'event')} lost: connection_error"), stderr

@@ -56,7 +56,7 @@ def test_audit_and_runs_commands_read_the_database(url: str, env: dict[str, str]
     verified = infrabot("audit", "verify", "--keys", str(tmp_path / "keys" / PUBLIC_FILE),
                         env=env, cwd=tmp_path).ok().stdout.splitlines()
     assert verified[0].startswith("writer svc: 3 records; seq 1-3 anchored by checkpoint 2 (")
-    assert verified[1] == ("audit trail intact and anchored: 3 records from 1 writers, "
+    assert verified[1] == ("audit trail intact and anchored: 3 records from 1 writer, "
                            "2 checkpoints")
     exported = infrabot("audit", "export", "--format", "ocsf", env=env, cwd=tmp_path).ok()
     assert len(exported.stdout.splitlines()) == 3
