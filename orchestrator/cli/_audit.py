@@ -34,6 +34,7 @@ from orchestrator.audit import (
 from orchestrator.audit._keys import PUBLIC_FILE
 from orchestrator.audit._table import AuditView
 from orchestrator.cli._common import CommandError, load_settings, out_console, state_dir_option
+from orchestrator.cli._users import resolve_user
 from orchestrator.errors import InfraBotError, Unavailable
 from orchestrator.identity import PublicKey
 
@@ -93,7 +94,8 @@ def _db_option(func: F) -> F:
 
 def _filter_options(func: F) -> F:
     options = [
-        click.option("--user", help="On behalf of this principal, e.g. user:sam."),
+        click.option("--user", help="On behalf of this user: sam or user:sam (the directory "
+                                    "must know it)."),
         click.option("--agent", help="Performed by this actor, e.g. agent:infrabot."),
         click.option("--run", "run_id", help="Records of this run id."),
         click.option("--service", help="datadog, github, aws, pagerduty or authserver."),
@@ -165,6 +167,8 @@ def query(db: Path | None, state_dir: Path | None, as_json: bool, **filters: Any
     Example:
       infrabot audit query --user user:sam --decision deny --since 2025-07-18T16:00:00Z
     """
+    if filters.get("user"):  # sam or user:sam, and only a user the directory knows
+        filters["user"] = resolve_user(load_settings(state_dir, state="unused"), filters["user"])
     with _open_store(db, state_dir) as store:
         records = store.query(**filters)
     if as_json:

@@ -66,3 +66,13 @@ def test_workflows_check_reads_both_forms() -> None:
     result = infrabot("workflows", "check", "post-deploy", "--user", "samm", env=clean_env())
     assert result.returncode == 2
     _unknown(result.stderr.strip().removeprefix("Error: "), "samm")
+
+
+def test_audit_query_reads_a_login_and_an_identity_alike(env: dict[str, str],
+                                                        system: dict[str, str]) -> None:
+    infrabot("simulate", "deploy", "--user", "sam", "--json", env=env).ok()
+    bare = infrabot("audit", "query", "--user", "sam", "--json", env=env).ok().json()
+    full = infrabot("audit", "query", "--user", "user:sam", "--json", env=env).ok().json()
+    assert isinstance(bare, list) and bare and bare == full
+    assert {record["on_behalf_of"] for record in bare} == {"user:sam"}
+    _unknown(infrabot("audit", "query", "--user", "samm", env=env).error_line(), "samm")
