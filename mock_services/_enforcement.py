@@ -126,7 +126,12 @@ class Enforcer:
         except ApiError as exc:  # answered once the caller is known, as any bad input is
             parsed, unparsable = None, exc
         call.action = next((a for a in actions if a.matches(parsed)), actions[0])
-        values = {**request.query_params, **request.path_params}
+        # The route's own path parameters and only the query parameters it declares: a field
+        # the handler reads from the body is never taken from the query string, so the target
+        # check and the audit name what the handler acts on.
+        declared = {wire for _, wire in call.action.query}
+        values = {**{k: v for k, v in request.query_params.items() if k in declared},
+                  **request.path_params}
         call.resource = resource_for(call.action, values, parsed)
         token = bearer_token(
             request.headers.getlist("authorization"),

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 
+from pydantic import TypeAdapter, ValidationError
+
 from orchestrator.errors import InsufficientScope
 from orchestrator.identity import ResourceAttributes, TargetMismatch
 
 Resolver = Callable[[tuple[object, ...]], list[ResourceAttributes]]
 MAX_NAMED = 100  # the most ids one request may name (the handlers' own list bounds)
+_WHOLE = TypeAdapter(int)  # pydantic's lax int: what a handler's int parameter accepts
 
 
 class TargetRefused(InsufficientScope):
@@ -43,10 +46,19 @@ def names(value: object) -> list[str]:
 
 
 def numbers(value: object, limit: int) -> list[int]:
-    """The ids in a raw request value that are whole numbers from 0 to ``limit`` (others name
-    nothing: the handler refuses them)."""
-    digits = len(str(limit))
-    return [int(i) for i in names(value) if i.isdigit() and len(i) <= digits and int(i) <= limit]
+    """The ids in a raw request value that are whole numbers from 0 to ``limit``, read the way
+    the handler's own validation reads them (``+1101``, `` 1101``, ``1_101`` are 1101), so no
+    spelling the handler accepts escapes the check; others name nothing (the handler refuses
+    them)."""
+    out = []
+    for raw in names(value):
+        try:
+            number = _WHOLE.validate_python(raw[:64])
+        except ValidationError:
+            continue
+        if 0 <= number <= limit:
+            out.append(number)
+    return out
 
 
 def records(value: object) -> Iterator[Mapping[str, object]]:

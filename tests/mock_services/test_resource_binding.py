@@ -174,3 +174,30 @@ def test_the_context_rules_hold_in_the_targets_environment(directory):
     assert refusal is not None and (refusal.reason, refusal.claimed, refusal.actual) == (
         "environment_mismatch", "staging", "prod")
     assert directory.target_refusal(clean, staging, unowned) is None
+
+
+def test_a_query_parameter_cannot_stand_in_for_the_body_field_it_copies(world, http):
+    """The handler reads InstanceIds from the body; a decoy of the same name in the query
+    string names nothing the check reads, so the prod instance in the body is still checked."""
+    token = world.token("aws", ctx=STAGING_CI)
+    response = http.post(world.urls["aws"] + "/ec2/TerminateInstances",
+                         params={"InstanceIds": "i-00000000000000000"},
+                         json={"InstanceIds": [CANARY]},
+                         headers={"Authorization": f"Bearer {token}"})
+    refused(world, response, "environment_mismatch", "environment", "staging", "prod")
+    [record] = world.records(response)
+    assert record.resource == f"aws:ec2:{CANARY}"  # the audit names what the body names
+    assert state(world, "aws").instances[CANARY].State.Name == "running"
+
+
+@pytest.mark.parametrize("spelling", ["+1001", "1_001", "%201001"])
+def test_an_id_spelt_as_the_handler_still_reads_it_is_checked(world, http, spelling):
+    """A path id the handler's validation reads as 1001 (a prod monitor) is 1001 to the check
+    too: no spelling skips it."""
+    token = world.token("datadog", ctx=STAGING_CI)
+    before = state(world, "datadog").monitors[1001]
+    response = http.post(f"{world.urls['datadog']}/api/v1/monitor/{spelling}/mute",
+                         json={"scope": "host:web-1", "end": 5000},
+                         headers={"Authorization": f"Bearer {token}"})
+    refused(world, response, "environment_mismatch", "environment", "staging", "prod")
+    assert state(world, "datadog").monitors[1001] == before
