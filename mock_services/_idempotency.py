@@ -217,12 +217,15 @@ def _unavailable() -> Unavailable:
 
 def _decode(found: bytes, now: float) -> _Kept:
     """A kept answer; 409 if the key's first request is still in flight (or died in it)."""
-    value = json.loads(found)
-    if "pending" in value:
-        raise ApiError(409, "idempotency_key_in_use",
-                       "a request under this Idempotency-Key is in progress; retry later")
-    return _Kept(value["fingerprint"], int(value["status"]), base64.b64decode(value["body"]),
-                 value["media_type"], now + 1)
+    try:
+        value = json.loads(found)
+        if "pending" in value:
+            raise ApiError(409, "idempotency_key_in_use",
+                           "a request under this Idempotency-Key is in progress; retry later")
+        return _Kept(value["fingerprint"], int(value["status"]),
+                     base64.b64decode(value["body"]), value["media_type"], now + 1)
+    except (ValueError, KeyError, TypeError) as exc:  # not an answer this cache wrote
+        raise _unavailable() from exc
 
 
 def idempotency_cache(service: str, settings: Settings,

@@ -40,7 +40,11 @@ def _broker_config(settings: Settings) -> dict[str, Any]:
         # (the heartbeat notices a silent loss within two intervals).
         return {"broker_heartbeat": 10, "task_default_delivery_mode": "persistent",
                 "broker_transport_options": {"confirm_publish": True}}
-    return {"broker_transport": REDIS_TRANSPORT,
+    # rediss://: kombu's own transport, which alone turns the scheme into TLS; ours (the fix
+    # for a worker crash on a Redis restart, orchestrator/_redis_broker.py) is for redis://.
+    transport = {} if settings.broker_url.startswith("rediss:") else \
+        {"broker_transport": REDIS_TRANSPORT}
+    return {**transport,
             "broker_transport_options": {
                 "visibility_timeout": settings.visibility_timeout_seconds,
                 "unacked_restore_interval": RESTORE_INTERVAL,

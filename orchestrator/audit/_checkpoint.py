@@ -39,7 +39,7 @@ from orchestrator._periodic import periodic
 from orchestrator.audit._chain import GENESIS_HASH
 from orchestrator.audit._keys import AuditKeys
 from orchestrator.audit._record import StoredRecord, format_time
-from orchestrator.errors import InfraBotError, TransientError
+from orchestrator.errors import TransientError
 from orchestrator.identity._jws import SEGMENT, sign
 
 CHECKPOINT_TYP = "infrabot-audit-checkpoint+jws"
@@ -206,7 +206,7 @@ class Checkpointer:
     def _try(self, reason: Reason, **context: Any) -> None:
         try:
             self.checkpoint(reason)
-        except (InfraBotError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - the record is committed: never fail its append
             kind = "transient" if isinstance(exc, TransientError) else type(exc).__name__
             get_logger(**context).warning("audit_checkpoint_failed", reason=reason, error=kind)
 

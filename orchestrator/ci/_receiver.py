@@ -152,7 +152,7 @@ class WebhookReceiver:
         try:
             seen.run_id = self._start(parsed)
         except _Refused as refused:
-            if refused.status == 503:  # nothing started: let the sender's redelivery through
+            if refused.status >= 500:  # nothing started: let the sender's redelivery through
                 self._release(keys)
             raise
         return 202, {"status": "accepted", "run_id": seen.run_id}

@@ -29,6 +29,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from functools import lru_cache
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import psycopg
 import psycopg_pool
@@ -68,6 +69,18 @@ def describe(url: str) -> str:
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _without_secret(exc: BaseException, url: str) -> str:
+    """The driver's first line, with the URL's user information taken out: libpq quotes the
+    piece of a connection string it cannot parse, which may be the password."""
+    line = _first_line(exc)
+    userinfo = urlsplit(url).netloc.rpartition("@")[0]
+    _, colon, password = userinfo.partition(":")
+    if colon and password:
+        for piece in sorted({userinfo, password, unquote(password)}, key=len, reverse=True):
+            line = line.replace(piece, "***")
+    return line
 
 
 class _Rows:
@@ -119,10 +132,10 @@ class PostgresDatabase(Database):
             self._apply_schema_retrying(url)
         except psycopg.OperationalError as exc:
             raise ConfigError(f"cannot reach the database at {self._target} "
-                              f"(INFRABOT_DATABASE_URL): {_first_line(exc)}") from None
+                              f"(INFRABOT_DATABASE_URL): {_without_secret(exc, url)}") from None
         except psycopg.Error as exc:
             raise ConfigError(f"{self._target} is not a usable {schema.what}: "
-                              f"{_first_line(exc)}") from None
+                              f"{_without_secret(exc, url)}") from None
         self._pool = psycopg_pool.ConnectionPool(
             url, min_size=1, max_size=POOL_MAX_SIZE, open=False, timeout=schema.busy_timeout,
             name=f"infrabot-{schema.store}", configure=self._configure,

@@ -32,6 +32,18 @@ def test_a_transient_failure_releases_the_delivery(webhook: Webhook) -> None:
     assert replay.json()["reason"] == "replayed_delivery"
 
 
+def test_a_crash_in_starting_the_run_releases_the_delivery(webhook: Webhook) -> None:
+    """A 500 started nothing either: the sender's redelivery must not be refused as a replay."""
+    headers, body = build_deployment_event("sam", "service-x", "prod", "9f2c1e7", secret=SECRET)
+    webhook.starter.error = RuntimeError("a bug")
+    first = webhook.post(headers, body)
+    assert (first.status_code, first.json()["reason"]) == (500, "internal_error")
+    webhook.starter.error = None
+    again = webhook.post(headers, body)
+    assert again.status_code == 202, again.text
+    assert len(webhook.starter.events) == 1
+
+
 def test_a_permanent_failure_keeps_the_delivery_claimed(webhook: Webhook) -> None:
     headers, body = build_deployment_event("sam", "service-x", "prod", "9f2c1e7", secret=SECRET)
     webhook.starter.error = ConfigError("no workflow", reason="no_matching_workflow")

@@ -149,6 +149,24 @@ def test_a_key_in_flight_elsewhere_is_409_until_its_lease_ends(
     assert send(caches(), runs=runs)[1] is False and runs == [201]
 
 
+def test_a_value_this_cache_did_not_write_is_503_not_500(
+        caches: Callable[..., RedisIdempotencyCache], redis_url: str) -> None:
+    """A damaged or foreign value under the key: unavailable (503), and nothing runs."""
+    runs: list[int] = []
+    assert send(caches(), runs=runs)[1] is False and runs == [201]
+    client = redis.Redis.from_url(redis_url)
+    try:
+        [name] = client.keys("infrabot:idempotency:github:*")
+        for foreign in (b"not json", b'{"status": 201}', b"[]"):
+            client.set(name, foreign)
+            with pytest.raises(Unavailable) as caught:
+                send(caches(), runs=runs)
+            assert (caught.value.status, caught.value.reason) == (503, "idempotency_unavailable")
+    finally:
+        client.close()
+    assert runs == [201]
+
+
 def test_redis_unreachable_is_503_before_anything_runs(
         caches: Callable[..., RedisIdempotencyCache]) -> None:
     runs: list[int] = []

@@ -51,6 +51,14 @@ def test_redis_gets_the_patched_transport_and_a_frequent_sweep(tmp_path: Path) -
         assert connection.transport.Channel.__module__ == "orchestrator._redis_broker"
 
 
+def test_rediss_keeps_kombus_transport_so_the_scheme_still_means_tls(tmp_path: Path) -> None:
+    settings = Settings(state_dir=tmp_path, broker_url="rediss://127.0.0.1:1/0")
+    app = create_celery(settings)
+    with app.connection_for_write() as connection:
+        assert connection.transport.__class__.__module__ == "kombu.transport.redis"
+        assert connection.transport_cls == "rediss"
+
+
 def test_a_url_that_names_no_broker_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="not a broker URL: use amqp:// "):
         Settings(broker_url="kafka://127.0.0.1:9092")
