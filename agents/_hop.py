@@ -97,7 +97,6 @@ class _Hop:
     run: Run
     workflow: Workflow
     agent: str
-    mode: str
     journal: HopJournal
 
     def event(self, kind: str, detail: dict[str, Any]) -> None:
@@ -214,7 +213,7 @@ def perform_hop(rt: AgentRuntime, *, run_id: str, workflow: str, agent: str, tok
     if generation and not journal.receive(run_id, agent, generation):
         return HopOutcome("duplicate", "stale hand-off")
     plan = rt.workflows[workflow].plan(agent)
-    hop = _Hop(rt, run, rt.workflows[workflow], agent, mode, journal)
+    hop = _Hop(rt, run, rt.workflows[workflow], agent, journal)
     values = template_values(run, hop.workflow)
     handing_off = len(plan.steps)  # the hand-off exchange is journaled as the step after
     resume = resume_point(journal.steps(run_id, agent), handing_off + 1)
