@@ -337,9 +337,9 @@ def validation_response(exc: RequestValidationError) -> tuple[Response, str]:
         return error_response(400, invalid), "malformed_json"
     fields = sorted({".".join(str(p) for p in e.get("loc", ())) for e in errors})[:10]
     if any(e.get("type") in _RANGE_ERRORS for e in errors):
-        body = {"error": "invalid_request", "reason": "number_out_of_range",
-                "error_description": "out of range: " + clean_text(", ".join(fields))}
-        return error_response(400, body), "number_out_of_range"
+        out_of_range = {"error": "invalid_request", "reason": "number_out_of_range",
+                        "error_description": "out of range: " + clean_text(", ".join(fields))}
+        return error_response(400, out_of_range), "number_out_of_range"
     body: dict[str, Any] = {
         "error": "invalid_request", "reason": "validation_failed",
         "error_description": "invalid or missing: " + clean_text(", ".join(fields)),
