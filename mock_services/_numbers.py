@@ -1,7 +1,7 @@
 """Bounds for every number a route takes, so an extreme one is a 400, never a 5xx.
 
 A number outside its bound is refused by the handler's validation as 400
-``number_out_of_range`` (see :func:`mock_services._enforcement.validation_response`); one too
+``number_out_of_range`` (see :func:`mock_services._bodies.validation_response`); one too
 large for any bound is refused when the body is parsed.
 """
 
