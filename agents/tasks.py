@@ -77,7 +77,8 @@ def _run_hop(task: Task, app: Celery, settings: Settings, agent: str, run_id: st
         # under a new generation; the older one is then stale).
         reason = getattr(exc, "reason", "broker_unavailable")
         if _retry_or_fail(task, rt, log, agent, run_id, reason).status == "failed":
-            log.error("hop_unrecorded", status=outcome.status, reason=reason)  # the deadline ends it
+            # The run deadline ends the run.
+            log.error("hop_unrecorded", status=outcome.status, reason=reason)
             return {"run_id": run_id, "agent": agent, "status": "unrecorded"}
     log.info("hop_done", status=outcome.status, reason=outcome.reason)
     return {"run_id": run_id, "agent": agent, "status": outcome.status}
