@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -114,8 +114,11 @@ def _started(ready: threading.Event, thread: threading.Thread, timeout: float) -
 
 @contextlib.contextmanager
 def running_system(settings: Settings, *, embedded_worker: bool | None = None,
-                   write_endpoints_file: bool = False) -> Iterator[System]:
-    """Start everything ``settings`` describe; stop it all when the block ends."""
+                   write_endpoints_file: bool = False,
+                   deadline_clock: Callable[[], float] = time.time) -> Iterator[System]:
+    """Start everything ``settings`` describe; stop it all when the block ends.
+
+    ``deadline_clock`` is the run deadline's clock (a test moves it instead of waiting)."""
     if embedded_worker is None:
         embedded_worker = settings.broker_url.startswith("memory://")
     settings, sockets = bind_ports(with_webhook_secret(settings), SERVER_NAMES)
@@ -149,7 +152,8 @@ def running_system(settings: Settings, *, embedded_worker: bool | None = None,
         if embedded_worker:
             exits.enter_context(_worker(app, ["infrabot", "argocd", "cleanup"]))
         exits.enter_context(deadline_sweeper(RunDeadline(
-            runtime.runs, stack.revocation, stack.audit, settings.run_deadline_seconds)))
+            runtime.runs, stack.revocation, stack.audit, settings.run_deadline_seconds,
+            clock=deadline_clock)))
         system = System(stack, app, orch, runtime, apps)
         if write_endpoints_file:
             write_endpoints(settings, system.endpoints())
