@@ -9,6 +9,12 @@ dependencies have them: against asyncio's loop and h11 (pure Python) the server 
 less CPU on a token exchange and 40% less on a bare GET. httptools sets no limit on a request's
 head, so :data:`HTTP_PROTOCOL` adds one, as h11 has. Without them (a platform with no wheel),
 asyncio's loop and h11 serve the same.
+
+Only uvicorn's public API runs the servers: ``Config``, ``Server``, ``serve(sockets=...)``, and
+the ``started`` and ``should_exit`` flags. The head bound has no public hook under httptools, so
+:class:`BoundedHttpTools` subclasses uvicorn's private protocol class; ``pyproject.toml`` caps
+uvicorn below its next minor release and ``tests/authserver/test_request_head_bound.py`` says why
+(docs/in-process.md).
 """
 
 from __future__ import annotations

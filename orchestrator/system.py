@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from celery import Celery
+from celery.worker import state
 
 from agents._runtime import AgentRuntime, drop_runtime, install_runtime
 from agents.tasks import WAKE_TASK
@@ -30,6 +32,7 @@ from orchestrator.celery_app import create_celery
 from orchestrator.ci import WebhookReceiver, create_webhook_app, webhook_key, with_webhook_secret
 from orchestrator.client import AuthClient
 from orchestrator.config import Settings
+from orchestrator.errors import ConfigError
 from orchestrator.orchestration import Orchestrator
 from orchestrator.stack import ORCHESTRATOR_CLIENT, Stack, bind_ports, write_endpoints
 
@@ -67,33 +70,55 @@ class System:
 
 
 @contextlib.contextmanager
-def _worker(app: Celery, queues: list[str]) -> Iterator[None]:
-    """An in-process Celery worker thread consuming ``queues`` (embedded mode)."""
-    from celery.contrib.testing.worker import TestWorkController, setup_app_for_worker
-    from celery.worker import state
+def _worker(app: Celery, queues: list[str], *, ready_timeout: float = 30.0) -> Iterator[None]:
+    """An in-process Celery worker thread consuming ``queues`` (embedded mode).
 
-    setup_app_for_worker(app, "WARNING", None)
-    worker = TestWorkController(
-        app=app, concurrency=1, pool="solo", loglevel="WARNING", logfile=None,
-        hostname=f"embedded-{id(app)}@localhost", ready_callback=None, queues=queues,
+    ``app.WorkController`` is Celery's embeddable worker (no signal handlers, no banner); its
+    ``ready_callback`` says when the consumer is up. It stops the way Celery's own SIGTERM
+    handler stops a worker, a warm shutdown: ``celery.worker.state.should_stop``, which the
+    consumer loop checks between polls of the broker; the wake tasks end the poll in progress
+    (docs/in-process.md).
+    """
+    app.finalize()
+    app.set_current()
+    app.set_default()
+    app.log.setup(loglevel="WARNING", logfile=None)
+    ready = threading.Event()
+    worker = app.WorkController(
+        concurrency=1, pool="solo", loglevel="WARNING", logfile=None,
+        hostname=f"embedded-{id(app)}@localhost", queues=queues,
+        ready_callback=lambda _consumer: ready.set(),
         without_heartbeat=True, without_mingle=True, without_gossip=True)
     thread = threading.Thread(target=worker.start, name="infrabot-worker", daemon=True)
     thread.start()
-    worker.ensure_started()
     try:
+        if not _started(ready, thread, ready_timeout):
+            raise ConfigError(f"the embedded worker did not start within {ready_timeout:g} s")
         yield
     finally:
-        state.should_terminate = 0
+        state.should_stop = 0  # exit code 0: a warm shutdown
         for _ in range(2):  # one wakes the poll in progress, one the poll after the stop
             app.send_task(WAKE_TASK, queue=queues[0])
         thread.join(15)
-        state.should_terminate = None
+        state.should_stop = None
+
+
+def _started(ready: threading.Event, thread: threading.Thread, timeout: float) -> bool:
+    """Whether the worker said it is ready before ``timeout``; False at once if it died."""
+    deadline = time.monotonic() + timeout
+    while not ready.wait(0.05):
+        if not thread.is_alive() or time.monotonic() > deadline:
+            return False
+    return True
 
 
 @contextlib.contextmanager
 def running_system(settings: Settings, *, embedded_worker: bool | None = None,
-                   write_endpoints_file: bool = False) -> Iterator[System]:
-    """Start everything ``settings`` describe; stop it all when the block ends."""
+                   write_endpoints_file: bool = False,
+                   deadline_clock: Callable[[], float] = time.time) -> Iterator[System]:
+    """Start everything ``settings`` describe; stop it all when the block ends.
+
+    ``deadline_clock`` is the run deadline's clock (a test moves it instead of waiting)."""
     if embedded_worker is None:
         embedded_worker = settings.broker_url.startswith("memory://")
     settings, sockets = bind_ports(with_webhook_secret(settings), SERVER_NAMES)
@@ -127,7 +152,8 @@ def running_system(settings: Settings, *, embedded_worker: bool | None = None,
         if embedded_worker:
             exits.enter_context(_worker(app, ["infrabot", "argocd", "cleanup"]))
         exits.enter_context(deadline_sweeper(RunDeadline(
-            runtime.runs, stack.revocation, stack.audit, settings.run_deadline_seconds)))
+            runtime.runs, stack.revocation, stack.audit, settings.run_deadline_seconds,
+            clock=deadline_clock)))
         system = System(stack, app, orch, runtime, apps)
         if write_endpoints_file:
             write_endpoints(settings, system.endpoints())

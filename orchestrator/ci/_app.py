@@ -4,7 +4,7 @@ The raw body is read (at most one byte past the limit, so an oversized delivery 
 being buffered) and handed with the headers to :meth:`WebhookReceiver.receive` in a worker thread:
 starting a run talks to the authorization server, which may share this event loop. Every answer
 is JSON: ``{"status": ...}`` or, like every other server here, ``{"error", "error_description",
-"reason"}``, including unknown routes.
+"reason"}`` (:mod:`orchestrator.ci._answers`), including unknown routes and a crash.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from orchestrator.ci._answers import error_answer, error_code
 from orchestrator.ci._events import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER
 from orchestrator.ci._receiver import WebhookReceiver
 
@@ -66,6 +67,7 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
                   "older than the replay window."),
     413: _refusal("payload_too_large (the limit is 256 KiB)."),
     422: _refusal("The run could not be started; reason is the orchestrator's."),
+    500: _refusal("internal_error: the run could not be started, or the receiver failed."),
     503: _refusal("replay_cache_unavailable, or a dependency of the run is unavailable."),
 }
 
@@ -90,9 +92,6 @@ _OPENAPI_EXTRA: dict[str, Any] = {
     },
 }
 
-_HTTP_ERRORS = {404: "not_found", 405: "method_not_allowed"}
-
-
 def create_webhook_app(receiver: WebhookReceiver) -> FastAPI:
     """The ASGI app serving ``receiver``."""
     app = FastAPI(title="InfraBot Chains CI webhooks", version="1",
@@ -111,9 +110,15 @@ def create_webhook_app(receiver: WebhookReceiver) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = _HTTP_ERRORS.get(exc.status_code, f"http_{exc.status_code}")
-        return JSONResponse({"error": code, "error_description": str(exc.detail), "reason": code},
-                            status_code=exc.status_code, headers=exc.headers)
+        code = error_code(exc.status_code)
+        status, body = error_answer(exc.status_code, code, str(exc.detail))
+        return JSONResponse(body, status_code=status, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def crashed(_request: Request, _exc: Exception) -> JSONResponse:
+        """Still JSON; Starlette re-raises after it, so uvicorn logs the traceback."""
+        status, body = error_answer(500, "internal_error", "internal error")
+        return JSONResponse(body, status_code=status)
 
     return app
 

@@ -46,6 +46,7 @@ from typing import Any, Protocol
 
 from orchestrator._log import get_logger
 from orchestrator.audit import AuditRecord, AuditStore, contains_raw_jwt
+from orchestrator.ci._answers import Answer, error_answer
 from orchestrator.ci._events import sign
 from orchestrator.ci._model import DELIVERY_PATTERN, REPOSITORY_PATTERN, CIEvent, MalformedEvent
 from orchestrator.ci._parse import parse_event
@@ -55,10 +56,7 @@ from orchestrator.identity import Directory, RevocationStore
 
 MAX_BODY_BYTES = 256 * 1024
 EVENT_TYPES = frozenset({"deployment", "workflow_run"})
-ERRORS = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 409: "conflict",
-          413: "payload_too_large", 422: "unprocessable", 500: "internal_error",
-          503: "temporarily_unavailable"}
-Answer = tuple[int, dict[str, Any]]
+
 
 
 class DeliveryLog(Protocol):
@@ -74,9 +72,7 @@ class _Refused(Exception):  # internal control flow: one refusal answer
         self.status, self.reason, self.message, self.extra = status, reason, message, extra
 
     def answer(self) -> Answer:
-        body = {"error": ERRORS[self.status], "error_description": self.message,
-                "reason": self.reason}
-        return self.status, {**body, **self.extra}
+        return error_answer(self.status, self.reason, self.message, **self.extra)
 
 
 @dataclass

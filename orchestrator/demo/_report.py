@@ -1,11 +1,13 @@
 """``infrabot demo --report FILE.html``: the demo's story as one self-contained HTML file.
 
 The same story as the terminal version (:mod:`orchestrator.demo._render`): the CI event and the
-run, the delegation graph (inline SVG drawn in Python), a timeline of the hops, the decoded
+run, the delegation graph (inline SVG laid out in Python), a timeline of the hops, the decoded
 claims of every token the run was issued (signatures removed), the audit trail as the reference
 article tabulates it, the attack round and the static-token baseline. Nothing is loaded from
-anywhere: styles and scripts are inline, there are no fonts or images. Every value is escaped,
-and display-safe first: control characters and bidirectional overrides show as escapes.
+anywhere: styles and scripts are inline, there are no fonts or images.
+
+This module gathers what the page shows; the Jinja2 templates in ``templates/`` write it, with
+autoescaping on and every value display-safe first (:mod:`orchestrator.demo._templates`).
 
 The file never holds a token: :func:`write_report` refuses to write a document in which any
 string looks like a compact JWT (:class:`RawTokenInReport`).
@@ -13,18 +15,17 @@ string looks like a compact JWT (:class:`RawTokenInReport`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from html import escape
 from pathlib import Path
 from typing import Any
 
-from orchestrator._display import safe_html, safe_json
+from orchestrator._display import safe_json
 from orchestrator._words import plural
 from orchestrator.audit import StoredRecord, contains_raw_jwt
-from orchestrator.demo._report_style import CSS, ERROR_BEACON, INTERACTIONS
 from orchestrator.demo._report_svg import delegation_graph, peer_of, scope_list, short
 from orchestrator.demo._story import DemoResult
+from orchestrator.demo._templates import render
 from orchestrator.errors import InfraBotError
 from orchestrator.runs import Run, RunEvent, summarize
 
@@ -34,13 +35,31 @@ DENIED_KINDS = frozenset({"root_denied", "exchange_denied", "call_denied"})
 CLAIM_ORDER = ("iss", "sub", "aud", "client_id", "scope", "act", "may_act", "ctx", "iat", "exp",
                "jti", "ancestors", "user_version", "registry_epoch", "revocation_url", "log_url")
 DECODED = "decoded, signature removed"
-DENIED_ROW = ' class="denied"'
 
 
 class RawTokenInReport(InfraBotError, ValueError):
     """The report would contain something shaped like a raw JWT; it is not written."""
 
     reason = "raw_token_in_report"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One table row: its cells with their classes, extra ``<tr>`` attributes, and for the
+    timeline the duration bar the template adds."""
+
+    cells: list[tuple[object, str]]
+    denied: bool = False
+    attrs: tuple[tuple[str, object], ...] = ()
+    bar: str = ""
+    style: str = ""
+
+
+@dataclass(frozen=True)
+class Card:
+    title: str
+    meta: str
+    claims: str  # JSON, display-safe
 
 
 def write_report(result: DemoResult, path: Path) -> None:
@@ -55,50 +74,24 @@ def write_report(result: DemoResult, path: Path) -> None:
 
 def render_report(result: DemoResult) -> str:
     run = result.run
-    sections = [_header(result), _graph(run), _timeline(run), _tokens(result),
-                _section("audit", "Audit trail of the run",
-                         f"{plural(len(result.audit), 'record')} from the authorization "
-                         "server, the webhook receiver and the four services, allowed and denied.",
-                         _audit_table(result.audit, "audit-table"))]
-    if result.attacks:
-        sections.append(_attacks(result))
-    if result.static_run is not None:
-        sections.append(_baseline(result))
-    title = f"InfraBot Chains · {run.run_id}"
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{_e(title)}</title><script>{ERROR_BEACON}</script>"
-            f"<style>{CSS}</style></head><body><main>{''.join(sections)}"
-            f"<footer>Written by <code>infrabot demo --report</code> at "
-            f"{_e(_iso(datetime.now(UTC)))}. No token is in this file: claims are {DECODED}, "
-            f"and the file is refused if any string in it looks like a compact JWT.</footer>"
-            f"</main><script>{INTERACTIONS}</script></body></html>\n")
-
-
-def _e(value: object) -> str:
-    """Escaped for HTML, after control characters and bidirectional overrides are neutralised
-    (:func:`~orchestrator._display.safe_html`)."""
-    return safe_html(value)
+    root = next((ev for ev in run.events if ev.kind in ("root_granted", "root_denied")), None)
+    return render(
+        "report.html", run=run, header=_header(result), drawing=delegation_graph(run),
+        timeline=_timeline(run), decoded=DECODED, cards=_cards(result, root),
+        root_scopes=_root_scopes(result, root.detail) if root is not None else None,
+        audit_columns=AUDIT_COLUMNS, audit=_audit_rows(result.audit),
+        audit_lead=f"{plural(len(result.audit), 'record')} from the authorization server, the "
+                   "webhook receiver and the four services, allowed and denied.",
+        attacks=_attack_rows(result), refused=sum(a.refused for a in result.attacks),
+        baseline=_baseline(result), written=_iso(datetime.now(UTC)))
 
 
 def _iso(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def _section(ident: str, title: str, lead: str, body: str) -> str:
-    return (f'<section id="{ident}-section"><h2>{_e(title)}</h2>'
-            f'<p class="lead">{_e(lead)}</p>{body}</section>')
-
-
-def _table(ident: str, columns: Iterable[str], rows: Iterable[str]) -> str:
-    head = "".join(f"<th>{_e(c)}</th>" for c in columns)
-    return (f'<table id="{ident}"><thead><tr>{head}</tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table>')
-
-
-def _cells(*values: object, classes: tuple[str, ...] = ()) -> str:
-    return "".join(f'<td class="{c}">{_e(v)}</td>' if c else f"<td>{_e(v)}</td>"
-                   for v, c in zip(values, classes or ("",) * len(values), strict=True))
+def _cells(*values: object, classes: tuple[str, ...] = ()) -> list[tuple[object, str]]:
+    return list(zip(values, classes or ("",) * len(values), strict=True))
 
 
 def _ms(ms: int | None) -> str:
@@ -107,21 +100,17 @@ def _ms(ms: int | None) -> str:
     return f"{ms} ms" if ms < 10_000 else f"{ms / 1000:.1f} s"
 
 
-def _header(result: DemoResult) -> str:
+def _header(result: DemoResult) -> dict[str, Any]:
     e, run = result.event, result.run
-    user, service = e.get("user_login", run.user), e.get("service", run.service)
-    commit, env, pr = e.get("commit", run.commit), e.get("environment", run.environment), \
-        e.get("pr", run.pr)
-    status = (f'<span class="status {_e(run.status)}">{_e(run.status)}</span>'
-              + ("" if run.status == "succeeded" else f" {_e(run.reason)}"))
-    facts = [("User", _e(run.user)), ("Run", _e(run.run_id)), ("Service", _e(service)),
-             ("Status", status), ("Environment", _e(env)),
-             ("Workflow", _e(f"{run.workflow} ({run.mode}, trigger {run.trigger})")),
-             ("Commit", _e(commit)), ("Run duration", _e(_ms(run.duration_ms))),
-             ("PR", _e(f"#{pr}" if pr is not None else "-")),
-             ("Demo duration", _e(f"{result.seconds:.1f} s")),
-             ("Repository", _e(run.repository)), ("Started", _e(_iso(run.created_at)))]
-    items = "".join(f"<dt>{name}</dt><dd>{html}</dd>" for name, html in facts)
+    service, env = e.get("service", run.service), e.get("environment", run.environment)
+    commit, pr = e.get("commit", run.commit), e.get("pr", run.pr)
+    facts = [("User", run.user), ("Run", run.run_id), ("Service", service),
+             ("Status", run.status), ("Environment", env),
+             ("Workflow", f"{run.workflow} ({run.mode}, trigger {run.trigger})"),
+             ("Commit", commit), ("Run duration", _ms(run.duration_ms)),
+             ("PR", f"#{pr}" if pr is not None else "-"),
+             ("Demo duration", f"{result.seconds:.1f} s"),
+             ("Repository", run.repository), ("Started", _iso(run.created_at))]
     kinds = [ev.kind for ev in run.events]
     refused = sum(a.refused for a in result.attacks)
     counters = [("token exchanges", kinds.count("exchanged")),
@@ -130,30 +119,15 @@ def _header(result: DemoResult) -> str:
                 ("audit records", len(result.audit)),
                 ("attacks refused", f"{refused}/{len(result.attacks)}"),
                 ("audit hash chain", "intact" if result.audit_intact else "BROKEN")]
-    return (f"<header><h1>{_e(user)} deployed {_e(service)} @{_e(commit)} to {_e(env)}</h1>"
-            f'<p class="lead">A signed CI webhook started the run. InfraBot → ArgoCD → '
-            f"CleanupAgent act on behalf of {_e(run.user)}: one RFC 8693 token exchange per "
-            f'call and per hand-off, every call checked and audited.</p><dl class="facts">'
-            f'{items}</dl><ul class="counters">'
-            + "".join(f"<li><b>{_e(v)}</b> {_e(k)}</li>" for k, v in counters)
-            + "</ul></header>")
-
-
-def _graph(run: Run) -> str:
-    legend = ('<div class="legend"><span class="l-handoff">hand-off (scopes handed off)</span>'
-              '<span class="l-call">call (scope used)</span>'
-              '<span class="l-denied">denied (reason)</span></div>')
-    return _section("graph", "Delegation graph",
-                    "Who handed what to whom, and which service each agent called with which "
-                    "scope. Hover an edge or a node to find its events in the timeline.",
-                    f"<figure>{delegation_graph(run)}{legend}</figure>")
+    return {"user": e.get("user_login", run.user), "service": service, "commit": commit,
+            "environment": env, "facts": facts, "counters": counters}
 
 
 def _offset(run: Run, event: RunEvent) -> int:
     return int((event.time - run.created_at).total_seconds() * 1000)
 
 
-def _timeline(run: Run) -> str:
+def _timeline(run: Run) -> list[Row]:
     total = max([run.duration_ms or 0, 1] + [_offset(run, ev) for ev in run.events])
     rows = []
     for event in run.events:
@@ -162,20 +136,14 @@ def _timeline(run: Run) -> str:
         start = max(offset - ms, 0)
         bar = ("denied" if event.kind in DENIED_KINDS else "called" if event.kind == "called"
                else "exchanged" if ms else "point")
-        style = f"left:{start / total * 100:.2f}%;width:{ms / total * 100:.2f}%"
         agent = event.agent or (run.user if event.kind.startswith("root") else "orchestrator")
-        peer = peer_of(event)
-        denied = DENIED_ROW if event.kind in DENIED_KINDS else ""
-        rows.append(f'<tr{denied} data-agent="{_e(agent)}" data-peer="{_e(peer or "")}">'
-                    + _cells(f"+{offset}", agent, event.kind,
-                             summarize(event).replace("urn:infra:", ""),
-                             classes=("num", "nowrap", "nowrap", "wrap"))
-                    + f'<td><div class="track"><div class="bar {bar}" style="{style}">'
-                      f"</div></div></td></tr>")
-    return _section("timeline", "Timeline of hops",
-                    f"Every event of {run.run_id} with its offset from the start of the run; "
-                    "bars show how long each exchange and call took.",
-                    _table("timeline", ("+ms", "Agent", "Event", "Detail", "When"), rows))
+        rows.append(Row(
+            _cells(f"+{offset}", agent, event.kind, summarize(event).replace("urn:infra:", ""),
+                   classes=("num", "nowrap", "nowrap", "wrap")),
+            denied=event.kind in DENIED_KINDS,
+            attrs=(("data-agent", agent), ("data-peer", peer_of(event) or "")), bar=bar,
+            style=f"left:{start / total * 100:.2f}%;width:{ms / total * 100:.2f}%"))
+    return rows
 
 
 def _claims_json(claims: dict[str, Any]) -> str:
@@ -192,82 +160,57 @@ def _chain(claims: dict[str, Any]) -> list[str]:
     return [*actors, str(claims.get("sub"))]
 
 
-def _token_card(title: str, claims: dict[str, Any]) -> str:
+def _card(title: str, claims: dict[str, Any]) -> Card:
     lifetime = claims.get("exp", 0) - claims.get("iat", 0) \
         if isinstance(claims.get("exp"), int) and isinstance(claims.get("iat"), int) else None
     meta = (f"chain (current actor first): {' ← '.join(_chain(claims))} · aud "
             f"{claims.get('aud', '-')} · scope {' '.join(scope_list(claims.get('scope')))} · "
             f"lifetime {lifetime if lifetime is not None else '?'} s (exp − iat) · jti "
             f"{claims.get('jti', '-')}")
-    return (f'<div class="token"><h3>{_e(title)}<span class="badge">{DECODED}</span></h3>'
-            f'<p class="meta">{_e(meta)}</p><pre>{escape(_claims_json(claims))}</pre></div>')
+    return Card(title, meta, _claims_json(claims))
 
 
-def _root_scopes(result: DemoResult, detail: dict[str, Any]) -> str:
+def _cards(result: DemoResult, root: RunEvent | None) -> list[Card]:
+    cards = []
+    if root is not None and isinstance(root.detail.get("claims"), dict):
+        cards.append(_card(f"root grant → {root.detail.get('may_act')}", root.detail["claims"]))
+    for ev in result.run.events:
+        if ev.kind == "exchanged" and isinstance(ev.detail.get("claims"), dict):
+            cards.append(_card(f"{ev.agent} · {ev.detail.get('for')}", ev.detail["claims"]))
+    return cards
+
+
+def _root_scopes(result: DemoResult, detail: dict[str, Any]) -> list[Row]:
     needed = [str(s) for s in detail.get("needed", [])]
     granted = {str(s) for s in detail.get("granted", [])}
     held = set(result.user_permissions) | {str(s) for s in detail.get("user_permissions", [])}
-    rows = ["<tr>" + _cells(short(s), "yes" if s in held else "no",
-                            "yes" if s in needed else "·",
-                            "delegated" if s in granted else "dropped" if s in needed else "·")
-            + "</tr>" for s in sorted(held | set(needed))]
-    return _table("root-grant", (f"Scope ({result.run.user})", "User holds", "Workflow needs",
-                                 "Root grant"), rows)
+    return [Row(_cells(short(s), "yes" if s in held else "no", "yes" if s in needed else "·",
+                       "delegated" if s in granted else "dropped" if s in needed else "·"))
+            for s in sorted(held | set(needed))]
 
 
-def _tokens(result: DemoResult) -> str:
-    root = next((ev for ev in result.run.events if ev.kind in ("root_granted", "root_denied")),
-                None)
-    cards = []
-    if root is not None and isinstance(root.detail.get("claims"), dict):
-        cards.append(_token_card(f"root grant → {root.detail.get('may_act')}",
-                                 root.detail["claims"]))
-    for ev in result.run.events:
-        if ev.kind == "exchanged" and isinstance(ev.detail.get("claims"), dict):
-            cards.append(_token_card(f"{ev.agent} · {ev.detail.get('for')}", ev.detail["claims"]))
-    scopes = _root_scopes(result, root.detail) if root is not None else ""
-    return _section("tokens", f"Tokens ({DECODED})",
-                    "The root grant is the workflow's needs ∩ what the user holds ∩ the context "
-                    "policy (the article's filterScopes); scopes the workflow does not need never "
-                    "leave the server. Below, the claims of every token the run was issued, "
-                    f"{DECODED}: never a raw token.",
-                    f'{scopes}<h3 style="margin-top:14px">Claims</h3>'
-                    f'<div class="tokens">{"".join(cards)}</div>')
+def _audit_rows(records: list[StoredRecord]) -> list[Row]:
+    return [Row(_cells(_iso(r.time), r.action, r.performed_by or "-", r.on_behalf_of or "-",
+                       r.resource, r.service, r.decision, r.reason,
+                       classes=("nowrap", "nowrap", "nowrap", "nowrap", "wrap", "", r.decision,
+                                "")),
+                denied=r.decision == "deny",
+                attrs=(("title", f"chain: {' ← '.join(r.chain) or '-'}"),))
+            for r in records]
 
 
-def _audit_table(records: list[StoredRecord], ident: str) -> str:
-    rows = [f'<tr{DENIED_ROW if r.decision == "deny" else ""} '
-            f'title="chain: {_e(" ← ".join(r.chain) or "-")}">'
-            + _cells(_iso(r.time), r.action, r.performed_by or "-", r.on_behalf_of or "-",
-                     r.resource, r.service, r.decision, r.reason,
-                     classes=("nowrap", "nowrap", "nowrap", "nowrap", "wrap", "", r.decision, ""))
-            + "</tr>" for r in records]
-    return _table(ident, AUDIT_COLUMNS, rows)
+def _attack_rows(result: DemoResult) -> list[Row]:
+    return [Row(_cells(a.name, a.attempt, a.expected, f"{a.status} {a.code} ({a.reason})",
+                       "refused" if a.refused else "NOT REFUSED",
+                       classes=("nowrap", "", "nowrap", "nowrap",
+                                "allow" if a.refused else "deny")))
+            for a in result.attacks]
 
 
-def _attacks(result: DemoResult) -> str:
-    rows = ["<tr>" + _cells(a.name, a.attempt, a.expected, f"{a.status} {a.code} ({a.reason})",
-                            "refused" if a.refused else "NOT REFUSED",
-                            classes=("nowrap", "", "nowrap", "nowrap",
-                                     "allow" if a.refused else "deny"))
-            + "</tr>" for a in result.attacks]
-    refused = sum(a.refused for a in result.attacks)
-    return _section("attacks", "Attack round",
-                    f"What an attacker or a confused agent tries against the same running system, "
-                    f"over real HTTP: {refused} of {len(result.attacks)} refused.",
-                    _table("attacks", ("Attack", "Attempt", "Must be refused with",
-                                       "Refused with", "Result"), rows))
-
-
-def _baseline(result: DemoResult) -> str:
+def _baseline(result: DemoResult) -> dict[str, Any] | None:
     run = result.static_run
-    assert run is not None
-    loses = ("One long-lived, over-permissioned service token and no exchange: every call is "
-             "performed by a service account on behalf of nobody. No user, no chain, no "
-             "narrowing, no per-run revocation: the trail cannot say who asked for what.")
-    table = _audit_table(result.static_audit, "baseline-audit-table") if result.static_audit \
-        else "<p>No audit records were written for the static run.</p>"
-    return _section("baseline", "The same workflow without delegation (static token)",
-                    f"Static run {run.run_id}: {run.status} ({run.reason or '-'}), "
+    if run is None:
+        return None
+    return {"lead": f"Static run {run.run_id}: {run.status} ({run.reason or '-'}), "
                     f"{len(result.static_audit)} audit records.",
-                    f'<p class="note">{_e(loses)}</p>{table}')
+            "audit": _audit_rows(result.static_audit)}

@@ -1,4 +1,5 @@
-"""The delegation graph of a run as inline SVG, laid out here in Python (no JavaScript library).
+"""The delegation graph of a run as inline SVG: laid out here in Python (no JavaScript library),
+drawn by the template ``templates/graph.svg``.
 
 Top row, left to right: the user, then the agents in hand-off order; bottom row: the services,
 each placed under the agents that called it. Hand-off edges (the root grant and every
@@ -13,7 +14,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from orchestrator._display import safe_html
 from orchestrator.runs import Run, RunEvent
 
 AGENTS = ("agent:infrabot", "agent:argocd", "agent:cleanup")
@@ -123,6 +123,14 @@ class Node:
     def box(self) -> Box:
         return (self.x - NODE_W / 2, self.y - NODE_H / 2, self.x + NODE_W / 2, self.y + NODE_H / 2)
 
+    @property
+    def shown(self) -> str:
+        return self.id if len(self.id) <= 19 else self.id[:18] + "…"
+
+    @property
+    def caption(self) -> str:
+        return self.kind + ("" if self.active else " · not reached")
+
 
 def _label_size(lines: list[str]) -> tuple[float, float]:
     return max((len(s) for s in lines), default=0) * CHAR_W + 14, len(lines) * LINE_H + 8
@@ -164,10 +172,6 @@ def _clip(node: Node, toward: tuple[float, float], gap: float) -> tuple[float, f
 
 def _overlaps(a: Box, b: Box) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
-
-
-def _f(value: float) -> str:
-    return f"{value:.1f}"
 
 
 @dataclass(frozen=True)
@@ -219,44 +223,38 @@ def _grown(box: Box, by: float) -> Box:
     return (box[0] - by, box[1] - by, box[2] + by, box[3] + by)
 
 
-def _edge_svg(edge: Edge, curve: _Curve, box: Box) -> str:
-    head = ' class="head"'
-    tspans = "".join(
-        f'<tspan x="{_f(box[0] + 7)}" y="{_f(box[1] + 1 + LINE_H * (i + 1))}"'
-        f'{head if i == 0 and edge.head else ""}>{safe_html(line)}</tspan>'
-        for i, line in enumerate(edge.label))
-    title = f"{edge.source} → {edge.target}: " + "; ".join(edge.notes)
-    (x0, y0), (cx, cy), (x2, y2) = curve.p0, curve.c, curve.p2
-    return (f'<g class="edge {edge.kind}" data-source="{safe_html(edge.source)}" '
-            f'data-target="{safe_html(edge.target)}"><title>{safe_html(title)}</title>'
-            f'<path d="M {_f(x0)} {_f(y0)} Q {_f(cx)} {_f(cy)} {_f(x2)} {_f(y2)}" '
-            f'marker-end="url(#arrow-{edge.kind})"/>'
-            f'<g class="label"><rect x="{_f(box[0])}" y="{_f(box[1])}" '
-            f'width="{_f(box[2] - box[0])}" height="{_f(box[3] - box[1])}" rx="4"/>'
-            f"<text>{tspans}</text></g></g>")
+@dataclass(frozen=True)
+class DrawnEdge:
+    """An edge as drawn: its curve and the box of its label."""
+
+    edge: Edge
+    curve: _Curve
+    box: Box
+
+    @property
+    def title(self) -> str:
+        return f"{self.edge.source} → {self.edge.target}: " + "; ".join(self.edge.notes)
+
+    @property
+    def lines(self) -> list[tuple[float, float, bool, str]]:
+        """Each label line: x, y, whether it is the head line, the text."""
+        return [(self.box[0] + 7, self.box[1] + 1 + LINE_H * (i + 1), i == 0 and bool(
+            self.edge.head), line) for i, line in enumerate(self.edge.label)]
 
 
-def _node_svg(node: Node) -> str:
-    shown = node.id if len(node.id) <= 19 else node.id[:18] + "…"
-    classes = f"node {node.kind}" + ("" if node.active else " idle")
-    kind = node.kind + ("" if node.active else " · not reached")
-    return (f'<g class="{classes}" data-id="{safe_html(node.id)}"><title>{safe_html(node.id)}</title>'
-            f'<rect x="{_f(node.x - NODE_W / 2)}" y="{_f(node.y - NODE_H / 2)}" '
-            f'width="{_f(NODE_W)}" height="{_f(NODE_H)}" rx="8"/>'
-            f'<text x="{_f(node.x)}" y="{_f(node.y - 1)}" text-anchor="middle">'
-            f'{safe_html(shown)}</text><text class="kind" x="{_f(node.x)}" y="{_f(node.y + 14)}" '
-            f'text-anchor="middle">{safe_html(kind)}</text></g>')
+@dataclass(frozen=True)
+class Drawing:
+    """What ``templates/graph.svg`` draws for one run."""
+
+    nodes: list[Node]
+    edges: list[DrawnEdge]
+    width: float
+    height: float
+    description: str
 
 
-_MARKERS = "".join(
-    f'<marker id="arrow-{kind}" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" '
-    f'markerHeight="7" orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" '
-    f'fill="{color}"/></marker>'
-    for kind, color in (("handoff", "#2563eb"), ("call", "#475569"), ("denied", "#dc2626")))
-
-
-def delegation_graph(run: Run) -> str:
-    """``<svg id="delegation-graph">`` for one run."""
+def delegation_graph(run: Run) -> Drawing:
+    """The laid-out delegation graph of one run."""
     edges = graph_edges(run)
     nodes, width, height = layout(run, edges)
     by_id = {n.id: n for n in nodes}
@@ -274,12 +272,8 @@ def delegation_graph(run: Run) -> str:
         box = _label_box(edge, curve, by_id[edge.source], by_id[edge.target], taken,
                          curves[:i] + curves[i + 1:])
         taken.append(box)
-        drawn.append(_edge_svg(edge, curve, box))
+        drawn.append(DrawnEdge(edge, curve, box))
     width = max(width, max((box[2] for box in taken), default=0.0) + MARGIN)
     desc = (f"Delegation graph of {run.run_id}: {len(nodes)} nodes, {len(edges)} edges, "
             f"{sum(e.kind == 'denied' for e in edges)} denied")
-    return (f'<svg id="delegation-graph" xmlns="http://www.w3.org/2000/svg" role="img" '
-            f'viewBox="0 0 {_f(width)} {_f(height)}" width="{_f(width)}" height="{_f(height)}">'
-            f"<title>{safe_html(desc)}</title><defs>{_MARKERS}</defs>"
-            f'<g class="edges">{"".join(drawn)}</g>'
-            f'<g class="nodes">{"".join(_node_svg(n) for n in nodes)}</g></svg>')
+    return Drawing(nodes, drawn, width, height, desc)

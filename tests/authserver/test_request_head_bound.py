@@ -5,10 +5,15 @@ connection is closed first) and the server goes on serving."""
 
 from __future__ import annotations
 
+import inspect
 import socket
 import time
+import tomllib
+from importlib.metadata import version
+from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 from orchestrator._servers import HTTP_PROTOCOL, MAX_HEAD_BYTES
 
@@ -64,3 +69,31 @@ def test_httptools_serves_a_head_with_the_largest_token_the_settings_allow(
     assert not isinstance(HTTP_PROTOCOL, str)
     reply = send_head(server.settings.auth_port, 64 * 1024 + 1024, pause=0.0005)
     assert reply.startswith(b"HTTP/1.1 200"), reply[:80]
+
+
+def test_uvicorn_is_capped_because_the_bound_subclasses_its_private_protocol() -> None:
+    """Why ``pyproject.toml`` caps uvicorn below its next minor release.
+
+    uvicorn has no public setting that bounds a request head under httptools
+    (``h11_max_incomplete_event_size`` is h11's alone), so ``BoundedHttpTools`` subclasses the
+    private ``uvicorn.protocols.http.httptools_impl.HttpToolsProtocol`` and overrides three of its
+    callbacks. A new release may rename or reorder them and the bound would silently go. Everything
+    else ``_servers.py`` uses is public (``Config``, ``Server``, ``serve(sockets=...)``,
+    ``started``, ``should_exit``). To raise the cap: install the new release, run this file's
+    tests, read the protocol's diff, then move the cap and ``tested`` below together.
+    """
+    tested = "0.55"
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    [uvicorn] = [Requirement(r) for r in project["project"]["dependencies"]
+                 if Requirement(r).name == "uvicorn"]
+    assert f"{tested}.99" in uvicorn.specifier and f"{tested}.0" in uvicorn.specifier
+    assert not uvicorn.specifier.contains(f"0.{int(tested[2:]) + 1}.0")
+    assert version("uvicorn").startswith(f"{tested}."), "a new uvicorn: see this docstring"
+    httptools_impl = pytest.importorskip("uvicorn.protocols.http.httptools_impl")
+    protocol = httptools_impl.HttpToolsProtocol
+    for name, params in (("on_message_begin", ["self"]), ("on_headers_complete", ["self"]),
+                         ("data_received", ["self", "data"]),
+                         ("send_400_response", ["self", "msg"])):
+        assert list(inspect.signature(getattr(protocol, name)).parameters) == params, name
+    init = inspect.getsource(protocol.__init__) + inspect.getsource(protocol.connection_made)
+    assert "self.logger =" in init and "self.transport =" in init

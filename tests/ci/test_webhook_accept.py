@@ -153,20 +153,25 @@ def test_a_ping_is_answered_pong(webhook: Webhook) -> None:
     assert (record.decision, record.reason, record.resource) == ("allow", "pong", "github:unknown")
 
 
-@pytest.mark.parametrize(("error", "status", "reason"), [
-    (InvalidScope("nothing grantable", reason="scope_not_grantable"), 422, "scope_not_grantable"),
-    (ConfigError("no workflow for this event", reason="no_workflow"), 422, "no_workflow"),
-    (Unavailable("auth server down", reason="auth_unreachable"), 503, "auth_unreachable"),
-    (RuntimeError("a bug"), 500, "internal_error"),
+@pytest.mark.parametrize(("error", "status", "code", "reason"), [
+    (InvalidScope("nothing grantable", reason="scope_not_grantable"), 422, "unprocessable",
+     "scope_not_grantable"),
+    (ConfigError("no workflow for this event", reason="no_workflow"), 422, "unprocessable",
+     "no_workflow"),
+    (Unavailable("auth server down", reason="auth_unreachable"), 503, "temporarily_unavailable",
+     "auth_unreachable"),
+    (RuntimeError("a bug"), 500, "server_error", "internal_error"),
 ])
 def test_a_run_that_cannot_start_answers_with_its_reason(
-        webhook: Webhook, error: Exception, status: int, reason: str) -> None:
+        webhook: Webhook, error: Exception, status: int, code: str, reason: str) -> None:
     webhook.starter.error = error
     headers, body = build_deployment_event("sam", "service-x", "prod", "9f2c1e7", secret=SECRET)
     response = webhook.post(headers, body)
 
     assert response.status_code == status
-    assert response.json()["reason"] == reason
+    answer = response.json()
+    assert (answer["error"], answer["reason"]) == (code, reason)
+    assert set(answer) == {"error", "error_description", "reason"}
     assert "a bug" not in response.text
     [record] = webhook.records()
     assert (record.decision, record.reason, record.status) == ("deny", reason, status)
@@ -175,9 +180,27 @@ def test_a_run_that_cannot_start_answers_with_its_reason(
 def test_health_unknown_routes_and_methods_answer_json(webhook: Webhook) -> None:
     assert webhook.http.get("/health").json() == {"status": "ok"}
     missing = webhook.http.get("/nowhere")
-    assert (missing.status_code, missing.json()["reason"]) == (404, "not_found")
+    assert (missing.status_code, missing.json()) == (404, {
+        "error": "not_found", "error_description": "Not Found", "reason": "not_found"})
     wrong = webhook.http.get("/webhooks/github")
-    assert (wrong.status_code, wrong.json()["reason"]) == (405, "method_not_allowed")
+    assert (wrong.status_code, wrong.json()) == (405, {
+        "error": "method_not_allowed", "error_description": "Method Not Allowed",
+        "reason": "method_not_allowed"})
+
+
+def test_a_crash_outside_the_receiver_still_answers_the_error_shape(
+        webhook: Webhook, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audit store failing in a way the receiver does not expect: JSON, not plain text."""
+    def broken(_record: object) -> None:
+        raise RuntimeError("a bug in the store")
+
+    monkeypatch.setattr(webhook.audit, "append", broken)
+    response = webhook.post(*build_deployment_event("sam", "service-x", "prod", "9f2c1e7",
+                                                    secret=SECRET))
+    assert (response.status_code, response.json()) == (500, {
+        "error": "server_error", "error_description": "internal error",
+        "reason": "internal_error"})
+    assert "a bug" not in response.text
 
 
 def test_openapi_documents_the_route_and_its_answers(webhook: Webhook) -> None:

@@ -69,6 +69,8 @@ def signed_with_another_secret() -> Delivery:
     return {**headers, "X-Hub-Signature-256": sign(b"another secret", body)}, body
 
 
+ERROR_OF = {400: "invalid_request", 401: "unauthorized", 403: "forbidden",
+            413: "payload_too_large"}
 REFUSALS: dict[str, tuple[Callable[[], Delivery], int, str]] = {
     "missing signature": (lambda: without("X-Hub-Signature-256"), 401, "missing_signature"),
     "empty signature": (lambda: with_header("X-Hub-Signature-256", ""), 401,
@@ -111,8 +113,11 @@ def test_each_refusal_has_its_status_reason_and_one_deny_record(
 
     assert response.status_code == status
     answer = response.json()
-    assert answer["reason"] == reason and answer["error"] and answer["error_description"]
-    assert "message" not in answer  # one error shape, as every other server answers
+    assert (answer["error"], answer["reason"]) == (ERROR_OF[status], reason)
+    assert answer["error_description"]
+    # one error shape, as every other server answers (no "message" any more)
+    assert set(answer) == {"error", "error_description", "reason"} | (
+        {"field"} if reason == "malformed_event" else set())
     assert webhook.starter.events == []
     [record] = webhook.records()
     assert (record.service, record.action, record.decision, record.reason, record.status) == (

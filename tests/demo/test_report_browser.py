@@ -18,9 +18,11 @@ from pathlib import Path
 import pytest
 
 from orchestrator.demo import DemoResult
-from orchestrator.demo._report_style import ERROR_BEACON
+from orchestrator.demo._templates import source
 
 from ._html import graph_xml, parse, svg_groups
+
+ERROR_BEACON = source("beacon.js")
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

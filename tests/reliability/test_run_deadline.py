@@ -1,17 +1,18 @@
 """The run deadline (``orchestrator._deadline``), embedded, no Redis needed: a run whose queued
 work is never performed (here: nothing consumes the queue, as when a broker lost the message)
 is revoked and ended ``failed`` (``deadline_exceeded``) once ``run_deadline_seconds`` have
-passed, with the revocation on record; a run that finished is never touched by it. The same
-fix, under a real Redis restart, is in ``test_redis_restart``."""
+passed, with the revocation on record; a run that finished is never touched by it. The deadline's
+clock is moved (``MovableClock``) instead of waited out; the sweeps run on their real thread. The
+same fix, under a real Redis restart and real time, is in ``test_redis_restart``."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from e2e._harness import accepted_run_id, deployment, embedded_settings, events_of, post_webhook
 
 from orchestrator.system import running_system
+from reliability._clock import MovableClock
 from reliability._probes import root_for_infrabot, system_clients
 
 DEADLINE = 5  # the smallest the setting allows
@@ -19,12 +20,14 @@ DEADLINE = 5  # the smallest the setting allows
 
 def test_a_run_whose_work_was_lost_ends_at_its_deadline(tmp_path: Path) -> None:
     settings = embedded_settings(tmp_path / "state", run_deadline_seconds=DEADLINE)
-    with running_system(settings, embedded_worker=False) as system:
-        started = time.monotonic()
+    clock = MovableClock()
+    with running_system(settings, embedded_worker=False, deadline_clock=clock) as system:
         run_id = accepted_run_id(post_webhook(system.webhooks_url, deployment("sam")))
+        clock.advance(DEADLINE - 3)  # 3 s of real time to spare on a slow machine
+        clock.wait_reads(2)  # a whole sweep before the deadline: not ended yet
         assert system.runtime.runs.get(run_id).status == "running"
-        run = system.runtime.runs.wait(run_id, timeout=DEADLINE + 10)
-        assert time.monotonic() - started >= DEADLINE
+        clock.advance(3.5)
+        run = system.runtime.runs.wait(run_id, timeout=10)
         assert (run.status, run.reason) == \
             ("failed", f"deadline_exceeded: not finished within {DEADLINE} s")
         assert events_of(run, "finished") == [{"status": "failed", "reason": run.reason}]
@@ -43,11 +46,13 @@ def test_a_run_whose_work_was_lost_ends_at_its_deadline(tmp_path: Path) -> None:
 
 def test_a_finished_run_is_never_touched_by_the_deadline(tmp_path: Path) -> None:
     settings = embedded_settings(tmp_path / "state", run_deadline_seconds=DEADLINE)
-    with running_system(settings) as system:
+    clock = MovableClock()
+    with running_system(settings, deadline_clock=clock) as system:
         run_id = accepted_run_id(post_webhook(system.webhooks_url, deployment("sam")))
         run = system.runtime.runs.wait(run_id, timeout=DEADLINE)
         assert (run.status, run.reason) == ("succeeded", "ok")
-        time.sleep(DEADLINE + 1.0)  # several sweeps
+        clock.advance(DEADLINE + 1.0)
+        clock.wait_reads(3)  # several sweeps past the deadline
         assert system.runtime.runs.get(run_id) == run
         assert [r for r in system.stack.audit.query(run_id=run_id)
                 if r.service == "orchestrator"] == []

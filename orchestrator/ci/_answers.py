@@ -1,0 +1,28 @@
+"""The one error-body shape of the webhook receiver, as every server here answers:
+``{"error", "error_description", "reason"}`` (plus ``field`` where a payload field is wrong).
+
+``error`` names the HTTP status (no OAuth code fits a signed delivery), ``reason`` is the specific
+snake_case code, ``error_description`` a sentence for a person. A 500 says ``server_error``, the
+RFC 6749 code the other servers answer for it too. Every refusal, unknown route and crash is
+built here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Answer = tuple[int, dict[str, Any]]
+
+ERRORS = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+          405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
+          422: "unprocessable", 500: "server_error", 503: "temporarily_unavailable"}
+
+
+def error_code(status: int) -> str:
+    return ERRORS.get(status, f"http_{status}")
+
+
+def error_answer(status: int, reason: str, description: str, **extra: Any) -> Answer:
+    """The status and the body of one refusal."""
+    body = {"error": error_code(status), "error_description": description, "reason": reason}
+    return status, {**body, **extra}
