@@ -14,7 +14,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import click
-import jwt
 from rich.console import Console
 from rich.tree import Tree
 
@@ -33,6 +32,7 @@ from orchestrator.identity import (
     load_client_key,
     load_directory,
     make_assertion,
+    unverified_payload,
 )
 from orchestrator.registry import open_store
 
@@ -302,10 +302,7 @@ def _introspected(settings: Settings, auth_url: str, raw: str, result: dict[str,
 
 def _unverified(raw: str) -> object:
     """Claims decoded WITHOUT verification, shown only to explain a refusal."""
-    try:
-        return jwt.decode(raw, options={"verify_signature": False})
-    except (jwt.PyJWTError, ValueError, RecursionError, TypeError):
-        return None
+    return unverified_payload(raw, max_bytes=len(raw))
 
 
 def _render(result: dict[str, object]) -> None:

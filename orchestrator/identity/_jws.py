@@ -1,16 +1,16 @@
-"""Compact JWS (RFC 7515), the dangerous layer under the verifier and the assertion check.
+"""Compact JWS (RFC 7515), the codec under the one verifier (:mod:`._verify`); it decides nothing.
 
-This module decodes and signs; it decides nothing. :func:`unverified_header` reads a header
-before any check (callers decide whether to trust it), :func:`decode_segments` decodes the
-three segments as strictly as PyJWT's own decoder (base64url alphabet, no padding, canonical
-encoding), :func:`signature_ok` checks the signature with a key the *caller* chose, through
-PyJWT's algorithm objects over pyca/cryptography, refusing an ES256 signature in its high-S
-form (:class:`MalleableSignature`), and :func:`sign` produces a token as ``jwt.encode`` would
-(sorted header, compact JSON), its ES256 signature always low-S.
-
-Why not ``jwt.decode``: every decode re-splits and re-decodes the token, checking the base64url
-alphabet one character at a time in Python, and the verifier and the assertion check each
-needed the token decoded more than once. Here a token is split and decoded once.
+* :func:`read_unverified` is the one unverified peek: the JSON a segment holds, before any check.
+  :func:`unverified_header` and :func:`unverified_payload` read through it; callers decide
+  whether to trust what it says (the verifier trusts nothing of it but the ``kid``'s name).
+* :func:`decode` decodes a token as PyJWT's decoder does: base64url alphabet, no padding,
+  canonical encoding, and the header parameters it cannot process (a non-string ``kid``, a
+  ``b64`` false, a ``crit`` naming an extension it does not support) refused.
+* :func:`signature_ok` checks the signature with a key the *caller* chose, through PyJWT's
+  algorithm objects over pyca/cryptography, refusing an ES256 signature in its high-S form
+  (:class:`MalleableSignature`); :func:`sign` writes a token as ``jwt.encode`` would (sorted
+  header, compact JSON), its ES256 signature always low-S.
+* :data:`KEY_HEADERS` is the one list of header parameters that carry a key or say where one is.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from jwt.warnings import InsecureKeyLengthWarning
 from orchestrator.identity._keys import PublicKey, SigningKey
 
 SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
+# Header parameters that carry a key or point at one (RFC 7515 4.1.3-4.1.8): never followed.
+KEY_HEADERS = frozenset({"jwk", "jku", "x5u", "x5c", "x5t", "x5t#S256"})
 _ALGORITHMS: dict[str, Algorithm] = {
     name: alg for name, alg in get_default_algorithms().items()
     if name in ("ES256", "RS256", "EdDSA")
@@ -68,9 +70,45 @@ def split(token: str) -> list[str] | None:
     return parts
 
 
-def _b64decode(segment: str) -> bytes:
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+# -- the one unverified peek ---------------------------------------------------------------------
 
+def read_unverified(segment: str) -> object:
+    """The JSON ``segment`` holds, decoded leniently and WITHOUT any check: never for a decision
+    on its own. Raises :class:`MalformedJWS`."""
+    try:
+        return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (ValueError, RecursionError, TypeError) as exc:  # binascii.Error is a ValueError
+        raise MalformedJWS("segment cannot be decoded") from exc
+
+
+def unverified_header(header_segment: str) -> dict[str, Any]:
+    """The header as its segment says, before any check. Raises :class:`MalformedJWS`."""
+    try:
+        header = read_unverified(header_segment)
+    except MalformedJWS as exc:
+        raise MalformedJWS("header cannot be decoded") from exc
+    if not isinstance(header, dict):
+        raise MalformedJWS("header is not a JSON object")
+    return header
+
+
+def unverified_payload(token: object, *, max_bytes: int) -> dict[str, Any] | None:
+    """The claims ``token``'s payload says, read WITHOUT verifying anything (to address a query
+    before verification, or to explain a refusal); None for anything that is not a JSON object
+    in a three-segment token of at most ``max_bytes``. Never raises."""
+    if not isinstance(token, str) or len(token) > max_bytes:
+        return None
+    parts = token.split(".")  # the verifier checks the segments' alphabet; this reads one
+    if len(parts) != 3:
+        return None
+    try:
+        payload = read_unverified(parts[1])
+    except MalformedJWS:
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+# -- strict decoding -----------------------------------------------------------------------------
 
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 # A segment whose length is 2 or 3 mod 4 ends in a character that carries 4 or 2 bits of
@@ -91,30 +129,41 @@ def _strict_b64decode(segment: str) -> bytes:
     if tail and segment[-1] not in _CANONICAL_LAST[tail]:
         raise MalformedJWS("segment is not in canonical base64url")
     try:
-        return _b64decode(segment)
+        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
     except (binascii.Error, ValueError) as exc:
         raise MalformedJWS("segment is not base64url") from exc
 
 
-def unverified_header(header_segment: str) -> dict[str, Any]:
-    """The header as its segment says, before any check. Raises :class:`MalformedJWS`."""
-    try:
-        header = json.loads(_b64decode(header_segment))
-    except (ValueError, RecursionError, TypeError) as exc:
-        raise MalformedJWS("header cannot be decoded") from exc
-    if not isinstance(header, dict):
-        raise MalformedJWS("header is not a JSON object")
-    return header
+def _decodable(header: dict[str, Any]) -> bool:
+    """Whether PyJWT decodes a token with this header at all: a string ``kid``; no ``b64``
+    false (its payload segment would have to be empty); a ``crit`` that is a non-empty list
+    of extensions it supports (only ``b64``) and that the header carries."""
+    if "kid" in header and not isinstance(header["kid"], str):
+        return False
+    if header.get("b64", True) is False:
+        return False
+    if "crit" in header:
+        crit = header["crit"]
+        if not isinstance(crit, list) or not crit:
+            return False
+        if any(not isinstance(ext, str) or ext != "b64" or ext not in header for ext in crit):
+            return False
+    return True
 
 
-def decode_segments(parts: list[str], header: dict[str, Any]) -> Segments:
-    """All three segments decoded strictly. ``header`` is what :func:`unverified_header` read
-    from the first: once that segment is found canonical, it decodes to the same bytes."""
+def decode(parts: list[str], header: dict[str, Any]) -> Segments:
+    """All three segments (from :func:`split`) decoded strictly. ``header`` is what
+    :func:`unverified_header` read from the first: once that segment is found canonical, it
+    decodes to the same bytes. Raises :class:`MalformedJWS`."""
+    if not _decodable(header):
+        raise MalformedJWS("header parameters cannot be processed")
     _strict_b64decode(parts[0])
     payload = _strict_b64decode(parts[1])
     signature = _strict_b64decode(parts[2])
     return Segments(header, payload, f"{parts[0]}.{parts[1]}".encode("ascii"), signature)
 
+
+# -- signatures ----------------------------------------------------------------------------------
 
 def signature_ok(segments: Segments, key: PublicKey) -> bool:
     """Whether ``key`` (chosen by the caller, its algorithm already matched to the header's)
