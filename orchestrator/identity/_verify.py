@@ -92,23 +92,23 @@ def verify_jws(token: object, policy: Policy[T_co], *, now: int) -> T_co:
         raise refuse(refusals.undecodable_header or ("malformed", str(exc))) from exc
     payload: dict[str, Any] | None = None
     if policy.key_named_by_payload:
-        segments = _decoded(parts, header, policy)
+        segments = _decoded(parts, policy)
         payload = _payload(segments, policy, refusals.undecodable)
         policy.check_header(header)
         key = policy.choose_key(header, payload)
     else:
         policy.check_header(header)
         key = policy.choose_key(header, None)
-        segments = _decoded(parts, header, policy)
+        segments = _decoded(parts, policy)
     _check_signature(segments, key, policy)
     if payload is None:
         payload = _payload(segments, policy, refusals.payload_not_object)
     return policy.check_claims(payload, key, len(token), now=now)
 
 
-def _decoded(parts: list[str], header: dict[str, Any], policy: Policy[Any]) -> _jws.Segments:
+def _decoded(parts: list[str], policy: Policy[Any]) -> _jws.Segments:
     try:
-        return _jws.decode(parts, header)
+        return _jws.decode(parts)
     except _jws.MalformedJWS as exc:
         raise policy.refuse(*policy.refusals.undecodable) from exc
 
