@@ -112,7 +112,7 @@ def in_process(root: Path, redis_url: str, *, iterations: int, rounds: int) -> T
         subject = svc.verifier.verify(root_tok, audience=svc.issuer, now=now)
         request = ExchangeRequest(subject=subject, actor=AGENT, scopes=parse_scopes(SCOPE),
                                   resource=st.settings.service_url("datadog"))
-        issuance = svc._issuance(st.settings.token_ttl_seconds)
+        issuance = svc.issuance(st.settings.token_ttl_seconds)
         grant = decide(request, st.directory, issuance, now=now)
         signing = st.keyring.current
         assertion = form["client_assertion"][0]
