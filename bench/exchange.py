@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 
 import httpx
 
+from bench import codec
 from bench._cluster import Cluster, flush
 from bench._inproc import (
     WORKFLOW_SCOPES,
@@ -58,9 +59,12 @@ def run(redis_url: str, *, iterations: int = 1000, rounds: int = 5, http_request
     with tempfile.TemporaryDirectory(prefix="bench-exchange-", dir=work) as tmp:
         root = Path(tmp)
         tables = [in_process(root, redis_url, iterations=iterations, rounds=rounds)]
+        rates: dict[int, float] = {}
         if http_requests:
             tables.append(over_http(root / "http", redis_url, requests=http_requests,
-                                    clients=http_clients))
+                                    clients=http_clients, rates=rates))
+        tables.append(codec.run(root, redis_url, iterations=iterations, rounds=rounds,
+                                http_per_exchange_us=1e6 / rates[1] if rates.get(1) else None))
     return tables
 
 
@@ -108,7 +112,7 @@ def in_process(root: Path, redis_url: str, *, iterations: int, rounds: int) -> T
         subject = svc.verifier.verify(root_tok, audience=svc.issuer, now=now)
         request = ExchangeRequest(subject=subject, actor=AGENT, scopes=parse_scopes(SCOPE),
                                   resource=st.settings.service_url("datadog"))
-        issuance = svc._issuance(st.settings.token_ttl_seconds)
+        issuance = svc.issuance(st.settings.token_ttl_seconds)
         grant = decide(request, st.directory, issuance, now=now)
         signing = st.keyring.current
         assertion = form["client_assertion"][0]
@@ -202,8 +206,9 @@ def _drive(calls: list[list[Callable[[httpx.Client], bool]]],
     return time.perf_counter() - start, sum(ok), sum(failed)
 
 
-def over_http(root: Path, redis_url: str, *, requests: int,
-              clients: tuple[int, ...]) -> Table:
+def over_http(root: Path, redis_url: str, *, requests: int, clients: tuple[int, ...],
+              rates: dict[int, float] | None = None) -> Table:
+    """The HTTP table; ``rates`` (if given) receives the exchanges/s per client count."""
     table = Table("Exchange over HTTP: infrabot serve on loopback (Redis registry), "
                   "concurrent clients",
                   ["clients", "exchanges/s", "failed", "GET metadata req/s (same server)",
@@ -247,6 +252,8 @@ def over_http(root: Path, redis_url: str, *, requests: int,
             meta_seconds, meta_ok, _ = _drive([[get] * (per + 1) for _ in range(count)],
                                               timeout=60)
             rate, meta_rate = ok / seconds, meta_ok / meta_seconds
+            if rates is not None:
+                rates[count] = rate
             table.add(count, f"{rate:,.0f}", failed, f"{meta_rate:,.0f}",
                       f"{rate / meta_rate:.2f}" if meta_rate else "n/a")
     table.notes += [

@@ -236,23 +236,13 @@ def _record(service: str, call: _Call, status: int, reason: str, now: float) -> 
             reason=reason if not allowed or reason == "idempotent_replay" else "ok",
             performed_by=call.static.actor, scopes=call.static.scopes,
             request_id=call.request_id, status=status)
-    return AuditRecord(
-        time=datetime.fromtimestamp(now, UTC),
-        service=service,
-        action=call.action.audit_action,
-        resource=call.resource,
+    return AuditRecord.of_claims(
+        claims, time=datetime.fromtimestamp(now, UTC), service=service,
+        action=call.action.audit_action, resource=call.resource,
         decision="allow" if allowed else "deny",
         reason=reason if not allowed or reason == "idempotent_replay" else "ok",
-        performed_by=claims.current_actor if claims else None,
-        on_behalf_of=claims.sub if claims else None,
-        chain=tuple(claims.chain()) if claims else (),
-        scopes=tuple(sorted(claims.scopes)) if claims else (),
-        context={**(claims.ctx.model_dump() if claims else {}), **(call.target or {})},
-        jti=claims.jti if claims else None,
-        run_id=claims.ctx.run_id if claims else None,
-        request_id=call.request_id,
-        status=status,
-    )
+        performed_by=claims.current_actor if claims else None, context=call.target,
+        request_id=call.request_id, status=status)
 
 
 class EnforcedRoute(APIRoute):

@@ -41,7 +41,7 @@ from orchestrator.audit._verify import (
 )
 from orchestrator.identity._jws import (
     MalformedJWS,
-    decode_segments,
+    decode,
     signature_ok,
     split,
     unverified_header,
@@ -174,7 +174,7 @@ def _open(row: CheckpointRow, keys: Mapping[str, PublicKey]
             return None, None, f"signed by an unknown audit key (kid {str(kid)[:16]!r})"
         if header.get("alg") != key.alg:
             return None, None, "algorithm does not match the audit key's"
-        segments = decode_segments(parts, header)
+        segments = decode(parts)
         if not signature_ok(segments, key):
             return None, None, "bad signature"
         payload = CheckpointPayload.model_validate(json.loads(segments.payload))

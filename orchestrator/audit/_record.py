@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from orchestrator.identity import AccessClaims
+
 Decision = Literal["allow", "deny"]
 
 # Three base64url segments separated by dots, the first one a JSON object ("{" encodes as "eyJ").
@@ -82,6 +84,26 @@ class AuditRecord(BaseModel):
                         f"audit field {name!r} looks like a raw JWT; audit never stores tokens"
                     )
         return data
+
+    @classmethod
+    def of_claims(cls, claims: AccessClaims | None, *, time: datetime, service: str,
+                  action: str, resource: str, decision: Decision, reason: str,
+                  performed_by: str | None, on_behalf_of: str | None = None,
+                  context: dict[str, str] | None = None, request_id: str | None = None,
+                  status: int | None = None) -> AuditRecord:
+        """The one way a record is built from a decision on a token: for whom, the chain, the
+        scopes, the context, the ``jti`` and the run come from ``claims``, which the verifier
+        checked (None when no token was verified: then ``on_behalf_of`` may name the user
+        asked for). ``context`` adds entries to the claims' context."""
+        return cls(
+            time=time, service=service, action=action, resource=resource, decision=decision,
+            reason=reason, performed_by=performed_by,
+            on_behalf_of=claims.sub if claims else on_behalf_of,
+            chain=tuple(claims.chain()) if claims else (),
+            scopes=tuple(sorted(claims.scopes)) if claims else (),
+            context={**(claims.ctx.model_dump() if claims else {}), **(context or {})},
+            jti=claims.jti if claims else None, run_id=claims.ctx.run_id if claims else None,
+            request_id=request_id, status=status)
 
     def content(self) -> dict[str, Any]:
         """The record content as JSON values: the exact form that is stored and hashed."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from orchestrator.authserver._forms import Form, required, single
+from orchestrator.authserver._forms import ClientAuth
 from orchestrator.authserver._registry import ClientRegistry
 from orchestrator.errors import ConfigError, InvalidClient, PredatesMemory, Unavailable
 from orchestrator.identity import (
@@ -77,9 +77,9 @@ class ClientAuthenticator:
         self._replay = replay
         self._policy = policy
 
-    def authenticate(self, form: Form, *, now: int) -> str:
+    def authenticate(self, auth: ClientAuth, *, now: int) -> str:
         """The authenticated client id, or :class:`InvalidClient`."""
-        return self.claim(self.verified(form, now=now))
+        return self.claim(self.verified(auth, now=now))
 
     def claim(self, client: VerifiedClient) -> str:
         """Claim the assertion's one-time key: the client id, or :class:`InvalidClient` if the
@@ -93,18 +93,18 @@ class ClientAuthenticator:
             raise assertion_replayed()
         return client.client_id
 
-    def verified(self, form: Form, *, now: int) -> VerifiedClient:
-        """The client whose assertion ``form`` carries, checked but not yet claimed; or
+    def verified(self, auth: ClientAuth, *, now: int) -> VerifiedClient:
+        """The client whose assertion ``auth`` carries, checked but not yet claimed; or
         :class:`InvalidClient`."""
-        assertion_type = single(form, "client_assertion_type")
+        assertion_type = auth.assertion_type.get()
         if assertion_type is None:
             raise InvalidClient("client authentication (private_key_jwt) is required",
                                 reason="client_authentication_missing")
         if assertion_type != CLIENT_ASSERTION_TYPE:
             raise InvalidClient("unsupported client_assertion_type",
                                 reason="unsupported_client_assertion_type")
-        claimed = single(form, "client_id")
-        claims = verify_assertion(required(form, "client_assertion"), keys=self._keys,
+        claimed = auth.client_id.get()
+        claims = verify_assertion(auth.assertion.require(), keys=self._keys,
                                   policy=self._policy, now=now, expected_issuer=claimed)
         client = claims["iss"]
         if claims["sub"] != client:

@@ -9,32 +9,27 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import click
-import jwt
-from rich.console import Console
-from rich.tree import Tree
 
-from orchestrator.cli._common import CommandError, endpoints, load_settings, state_dir_option
+from orchestrator.cli._common import CommandError, load_settings, state_dir_option
+from orchestrator.cli._inspect import (
+    at_running_servers,
+    inspect_token,
+    render,
+    running_auth_server,
+)
 from orchestrator.cli._users import known_user
-from orchestrator.config import SERVICE_NAMES, Settings
-from orchestrator.errors import InvalidToken, OAuthError, Unavailable
+from orchestrator.config import Settings
 from orchestrator.identity import (
-    AccessClaims,
     Context,
-    KeyRing,
     SigningKey,
-    TokenVerifier,
-    VerifierPolicy,
     client_key,
     load_client_key,
     load_directory,
     make_assertion,
 )
-from orchestrator.registry import open_store
 
 
 @click.group("token")
@@ -81,7 +76,7 @@ def user_token(user: str, scopes: tuple[str, ...], may_act: str, environment: st
     """
     from orchestrator.stack import ORCHESTRATOR_CLIENT, Stack  # here: slow to import
 
-    settings = _at_running_servers(load_settings(state_dir))
+    settings = at_running_servers(load_settings(state_dir))
     try:
         ctx = Context(trigger=trigger, environment=environment, repository=repository,
                       commit=commit, run_id=run_id or f"run-{uuid.uuid4().hex[:12]}")
@@ -94,7 +89,7 @@ def user_token(user: str, scopes: tuple[str, ...], may_act: str, environment: st
         raise CommandError(f"invalid_grant (unknown_user): {user} is not an active user")
     wanted = ([s if s.startswith("urn:") else f"urn:infra:{s}" for s in scopes]
               or list(entry.permissions))
-    running = _running_auth_server(settings)
+    running = running_auth_server(settings)
     if running is not None:
         issued = _root_from(running, settings, user, wanted, ctx, may_act)
     else:
@@ -112,13 +107,6 @@ def user_token(user: str, scopes: tuple[str, ...], may_act: str, environment: st
                f"{issued['expires_in']}s, by {issuer}"
                + (f"; dropped {' '.join(dropped)}" if dropped else ""), err=True)
     click.echo(issued["access_token"])
-
-
-def _running_auth_server(settings: Settings) -> str | None:
-    try:
-        return endpoints(settings)["auth"]
-    except CommandError:
-        return None
 
 
 def _root_from(auth_url: str, settings: Settings, user: str, scopes: list[str], ctx: Context,
@@ -146,7 +134,7 @@ def assertion(agent: str, ttl: int, state_dir: Path | None) -> None:
       curl -d client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer \\
            -d client_assertion=$(infrabot token assertion agent:infrabot) ...
     """
-    settings = _at_running_servers(load_settings(state_dir))
+    settings = at_running_servers(load_settings(state_dir))
     directory = load_directory(settings.workflows_dir / "directory.yaml")
     if agent not in directory.client_ids():
         raise CommandError(f"{agent} is not an agent or client in the directory")
@@ -188,162 +176,10 @@ def inspect(token_value: str, as_json: bool, state_dir: Path | None) -> None:
     Example:
       infrabot token inspect "$(infrabot token user user:sam)"
     """
-    settings = _at_running_servers(load_settings(state_dir, state="existing"))
-    result = _inspect(settings, token_value.strip())
+    settings = at_running_servers(load_settings(state_dir, state="existing"))
+    result = inspect_token(settings, token_value.strip())
     if as_json:
         click.echo(json.dumps(result, indent=2, sort_keys=True))
     else:
-        _render(result)
+        render(result)
     raise SystemExit(0 if result["valid"] else 1)
-
-
-def _at_running_servers(settings: Settings) -> Settings:
-    """``settings`` with the ports of the servers ``infrabot serve`` runs from this state
-    directory (it may listen on ports the OS chose), so tokens and assertions made here name
-    the issuer and audiences that system uses; unchanged when nothing runs."""
-    try:
-        urls = endpoints(settings)
-    except CommandError:
-        return settings
-    update: dict[str, int] = {}
-    for name, url in urls.items():
-        try:
-            port = urlsplit(url).port
-        except ValueError:
-            continue
-        if port and f"{name}_port" in Settings.model_fields:
-            update[f"{name}_port"] = port
-    return settings.model_copy(update=update)
-
-
-def _inspect(settings: Settings, raw: str) -> dict[str, object]:
-    now = int(time.time())
-    signing = settings.keys_dir / "signing"
-    if not (signing / "keyring.json").is_file():  # reading makes none (KeyRing.open would)
-        raise CommandError(f"no signing keys in {signing}: no authorization server has run from "
-                           "this state directory, so it issued no token")
-    ring = KeyRing.open(signing, settings.signing_alg, now=now)
-    verifier = TokenVerifier(ring.jwks(), VerifierPolicy(
-        issuer=settings.issuer_url, allowed_algs=settings.allowed_algs,
-        leeway=settings.leeway_seconds, max_bytes=settings.max_token_bytes,
-        max_depth=settings.max_depth))
-    audiences = frozenset({settings.issuer_url, *(settings.service_url(n) for n in SERVICE_NAMES)})
-    result: dict[str, object] = {"valid": False, "now": now}
-    try:
-        claims = verifier.verify(raw, audience=audiences, now=now).claims
-    except InvalidToken as exc:
-        unverified = _unverified(raw)
-        result.update(reason=exc.reason, error=exc.message, claims=unverified)
-        if exc.reason == "issuer_mismatch" and isinstance(unverified, dict):
-            result.update(reason="issuer_not_running",
-                          error=_issuer_gone(settings, unverified.get("iss")))
-        return result
-    result.update(valid=True, reason="ok", claims=claims.public_view(), chain=claims.chain(),
-                  expires_in=claims.exp - now)
-    result["revocation"] = _revocation(settings, claims, result, raw)
-    return result
-
-
-def _issuer_gone(settings: Settings, issuer: object) -> str:
-    """Why a token this state directory's key signed names another issuer: the server that
-    issued it (on ports the OS chose) has stopped, or another one runs now."""
-    running = _running_auth_server(settings)
-    now = (f"the server running from this state directory now is {running}" if running
-           else "no server runs from this state directory now")
-    return (f"issued by {issuer}, a server of this state directory that is not running any "
-            f"more ({now}); tokens are checked only while their issuer runs, or with "
-            "INFRABOT_ISSUER set to it")
-
-
-def _revocation(settings: Settings, claims: AccessClaims, result: dict[str, object],
-                raw: str) -> str:
-    """What the revocation registry says: Redis, read here, when configured (it names the
-    reason); else the running system's authorization server (RFC 7662 introspection), whose
-    in-process registry only it can read; else nothing can be asked."""
-    if not settings.redis_url:
-        running = _running_auth_server(settings)
-        if running is None:
-            return "not checked: no running system and no Redis registry (set INFRABOT_REDIS_URL)"
-        return _introspected(settings, running, raw, result)
-    store = open_store(settings.redis_url)
-    try:
-        store.check(claims)
-    except InvalidToken as exc:
-        result.update(valid=False, reason=exc.reason, error=exc.message)
-        return f"refused ({exc.reason})"
-    except Unavailable:
-        result.update(valid=False, reason="revocation_unavailable",
-                      error="the revocation registry cannot be reached")
-        return "unavailable: treated as invalid"
-    finally:
-        store.close()
-    return "not revoked"
-
-
-def _introspected(settings: Settings, auth_url: str, raw: str, result: dict[str, object]) -> str:
-    from orchestrator.client import AuthClient
-    from orchestrator.stack import ORCHESTRATOR_CLIENT, client_keys_dir
-
-    key = client_key(client_keys_dir(settings), ORCHESTRATOR_CLIENT, settings.signing_alg)
-    try:
-        with AuthClient(auth_url, ORCHESTRATOR_CLIENT, key) as client:
-            active = client.introspect(raw).get("active") is True
-    except (Unavailable, OAuthError):
-        result.update(valid=False, reason="revocation_unavailable",
-                      error=f"the authorization server at {auth_url} could not be asked")
-        return "unavailable: treated as invalid"
-    if not active:
-        result.update(valid=False, reason="inactive",
-                      error="the running authorization server says the token is not active "
-                            "(revoked, or its registry restarted)")
-        return f"refused by {auth_url} (introspection: inactive)"
-    return f"not revoked (asked {auth_url})"
-
-
-def _unverified(raw: str) -> object:
-    """Claims decoded WITHOUT verification, shown only to explain a refusal."""
-    try:
-        return jwt.decode(raw, options={"verify_signature": False})
-    except (jwt.PyJWTError, ValueError, RecursionError, TypeError):
-        return None
-
-
-def _render(result: dict[str, object]) -> None:
-    console = Console(stderr=False, highlight=False)
-    claims = result.get("claims")
-    if result["valid"]:
-        console.print(f"[green]valid[/green]: expires in {result['expires_in']}s; "
-                      f"revocation check: {result.get('revocation')}")
-    else:
-        console.print(f"[red]invalid[/red]: {result['reason']}: {result.get('error')}")
-        if claims and "chain" not in result:  # a revoked token's claims were verified
-            console.print("[dim]claims below are UNVERIFIED[/dim]")
-    if not isinstance(claims, dict):
-        return
-    tree = Tree(f"[bold]{claims.get('sub')}[/bold] (principal)")
-    node = tree
-    chain = []
-    act = claims.get("act")
-    while isinstance(act, dict):
-        chain.append(act.get("sub"))
-        act = act.get("act")
-    for actor in reversed(chain):
-        node = node.add(f"acts: {actor}")
-    console.print(tree)
-    for name in ("aud", "scope", "ctx", "client_id", "may_act", "jti", "exp"):
-        if name in claims:
-            console.print(f"  {name}: {_shown(name, claims[name])}", markup=False)
-
-
-def _shown(name: str, value: object) -> str:
-    """A claim as a person reads it: objects as key=value, times also as UTC."""
-    if isinstance(value, dict):
-        return " ".join(f"{k}={v}" for k, v in value.items())
-    if name == "exp" and isinstance(value, int) and not isinstance(value, bool):
-        try:
-            when = datetime.fromtimestamp(value, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        except (OverflowError, OSError, ValueError):
-            return str(value)
-        return f"{value} ({when})"
-    return str(value)
-

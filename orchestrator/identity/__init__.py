@@ -21,6 +21,7 @@ from orchestrator.identity._exchange import (
     decide_root,
     new_jti,
 )
+from orchestrator.identity._jws import unverified_payload
 from orchestrator.identity._keyring import (
     ClientKeyInit,
     KeyRing,
@@ -137,5 +138,6 @@ __all__ = [
     "peek_target",
     "public_keys_to_register",
     "thumbprint",
+    "unverified_payload",
     "verify_assertion",
 ]

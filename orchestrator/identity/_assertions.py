@@ -9,9 +9,7 @@ user a run acts for and whose ``ctx`` is the event the run is rooted in.
 
 from __future__ import annotations
 
-import json
 import math
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,10 +17,11 @@ from typing import Any
 from orchestrator.errors import InvalidClient, OAuthError
 from orchestrator.identity import _jws
 from orchestrator.identity._exchange import new_jti
+from orchestrator.identity._jws import KEY_HEADERS
 from orchestrator.identity._keys import PublicKey, SigningKey
+from orchestrator.identity._verify import Refusals, verify_jws
 
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-_KEY_HEADERS = frozenset({"jwk", "jku", "x5u", "x5c", "x5t", "x5t#S256", "crit"})
 _REQUIRED = ("iss", "sub", "aud", "exp", "iat", "jti")
 
 
@@ -64,72 +63,94 @@ ClientKeyLookup = Callable[[str], Mapping[str, PublicKey]]
 """A client's registered public keys by ``kid`` (empty for a client with none)."""
 
 
+_REFUSALS = Refusals(
+    not_a_string=("malformed_assertion", "assertion must be a compact JWT"),
+    too_large=("malformed_assertion", "assertion must be a compact JWT"),
+    not_compact=("malformed_assertion", "assertion must be a compact JWT"),
+    undecodable_header=("malformed_assertion", "assertion cannot be decoded"),
+    undecodable=("malformed_assertion", "assertion cannot be decoded"),
+    payload_not_object=("malformed_assertion", "assertion cannot be decoded"),
+    unsuitable_key=("malformed_assertion", "assertion claims are invalid"),
+    malleable=("assertion_malleable_signature",
+               "ES256 assertion signature must be in its low-S form"),
+    bad_signature=("assertion_bad_signature", "assertion signature does not verify"),
+)
+
+
 def verify_assertion(assertion: object, *, keys: ClientKeyLookup,
                      policy: AssertionPolicy, now: int, error: type[OAuthError] = InvalidClient,
                      expected_issuer: str | None = None) -> dict[str, Any]:
     """Verify an assertion signed by the key registered for its issuer; return its claims.
 
-    The key comes from the registry by the claimed issuer, never from the assertion's header.
-    Refusals raise ``error`` (``InvalidClient`` for client authentication, ``InvalidGrant`` for a
-    grant assertion) with a specific reason. Replay is the caller's check on the returned ``jti``.
+    The one verifier (:func:`~._verify.verify_jws`) under the assertion policy: the key comes
+    from the registry by the claimed issuer (RFC 7523, so the payload is decoded before the key
+    is chosen), never from the assertion's header. Refusals raise ``error`` (``InvalidClient``
+    for client authentication, ``InvalidGrant`` for a grant assertion) with a specific reason.
+    Replay is the caller's check on the returned ``jti``.
 
-    The assertion is decoded once; the checks and their order are those of the PyJWT calls this
-    replaced (``get_unverified_header``, an unverified ``decode``, then ``decode`` with the key,
-    the audiences, the leeway and ``require=[iss, sub, aud, exp, iat, jti]``): see
-    :func:`_decodable` and :func:`_claims_refusal`. Unlike PyJWT, ``iat`` must be a number
-    (not a boolean), as the replay check compares it.
+    The refusals and their order are those of the PyJWT calls this once was
+    (``get_unverified_header``, an unverified ``decode``, then ``decode`` with the key, the
+    audiences, the leeway and ``require=[iss, sub, aud, exp, iat, jti]``): see
+    :func:`_claims_refusal`. Unlike PyJWT, ``iat`` must be a number (not a boolean), as the
+    replay check compares it, and times are judged at ``now``, not at the wall clock.
     """
-    def refuse(reason: str, message: str) -> OAuthError:
-        return error(message, reason=reason)
+    rules = _AssertionRules(keys, policy, error, expected_issuer)
+    return verify_jws(assertion, rules, now=now)
 
-    if not isinstance(assertion, str) or len(assertion) > policy.max_bytes:
-        raise refuse("malformed_assertion", "assertion must be a compact JWT")
-    parts = _jws.split(assertion)
-    if parts is None:
-        raise refuse("malformed_assertion", "assertion must be a compact JWT")
-    try:
-        header = _jws.unverified_header(parts[0])
-        if not _decodable(header):
-            raise _jws.MalformedJWS("header PyJWT refuses to decode")
-        segments = _jws.decode_segments(parts, header)
-        unverified = json.loads(segments.payload)
-    except (_jws.MalformedJWS, ValueError, RecursionError, TypeError) as exc:
-        raise refuse("malformed_assertion", "assertion cannot be decoded") from exc
-    if not isinstance(unverified, dict):
-        raise refuse("malformed_assertion", "assertion cannot be decoded")
-    if _KEY_HEADERS & set(header) or header.get("alg") not in policy.allowed_algs:
-        raise refuse("assertion_alg_refused", "assertion header is not acceptable")
-    issuer = unverified.get("iss")
-    if not isinstance(issuer, str) or unverified.get("sub") is None:
-        raise refuse("malformed_assertion", "assertion needs iss and sub")
-    if expected_issuer is not None and issuer != expected_issuer:
-        raise refuse("client_mismatch", "assertion issuer is not the authenticated client")
-    key = _registered_key(keys(issuer), header.get("kid"))
-    if isinstance(key, str):
-        raise refuse(key, "no key is registered for this client" if key == "unknown_client"
-                     else "the assertion's kid names no key registered for this client")
-    if header.get("alg") != key.alg:
-        raise refuse("assertion_alg_refused", "alg differs from the registered key")
-    try:
-        valid = _jws.signature_ok(segments, key)
-    except _jws.MalformedJWS as exc:
-        raise refuse("malformed_assertion", "assertion claims are invalid") from exc
-    except _jws.MalleableSignature as exc:
-        raise refuse("assertion_malleable_signature",
-                     "ES256 assertion signature must be in its low-S form") from exc
-    if not valid:
-        raise refuse("assertion_bad_signature", "assertion signature does not verify")
-    payload = unverified  # the bytes just verified are the ones decoded above
-    refusal = _claims_refusal(payload, policy)
-    if refusal is not None:
-        raise refuse(*refusal)
-    exp = payload["exp"]
-    if not isinstance(exp, int) or policy.remaining(payload, now=now) > policy.max_lifetime:
-        raise refuse("assertion_lifetime_too_long",
-                     f"assertion lives longer than {policy.max_lifetime}s")
-    if not isinstance(payload["jti"], str) or not 8 <= len(payload["jti"]) <= 128:
-        raise refuse("malformed_assertion", "assertion jti must be 8-128 characters")
-    return payload
+
+@dataclass(frozen=True, slots=True)
+class _AssertionRules:
+    """The assertion policy for one verification."""
+
+    keys: ClientKeyLookup
+    policy: AssertionPolicy
+    error: type[OAuthError]
+    expected_issuer: str | None
+    refusals = _REFUSALS
+    key_named_by_payload = True
+
+    @property
+    def max_bytes(self) -> int:
+        return self.policy.max_bytes
+
+    def refuse(self, reason: str, message: str) -> OAuthError:
+        return self.error(message, reason=reason)
+
+    def check_header(self, header: dict[str, Any]) -> None:
+        if KEY_HEADERS & set(header) or "crit" in header \
+                or header.get("alg") not in self.policy.allowed_algs:
+            raise self.refuse("assertion_alg_refused", "assertion header is not acceptable")
+
+    def choose_key(self, header: dict[str, Any], payload: dict[str, Any] | None) -> PublicKey:
+        assert payload is not None  # key_named_by_payload
+        issuer = payload.get("iss")
+        if not isinstance(issuer, str) or payload.get("sub") is None:
+            raise self.refuse("malformed_assertion", "assertion needs iss and sub")
+        if self.expected_issuer is not None and issuer != self.expected_issuer:
+            raise self.refuse("client_mismatch",
+                              "assertion issuer is not the authenticated client")
+        key = _registered_key(self.keys(issuer), header.get("kid"))
+        if isinstance(key, str):
+            raise self.refuse(key, "no key is registered for this client"
+                              if key == "unknown_client"
+                              else "the assertion's kid names no key registered for this client")
+        if header.get("alg") != key.alg:
+            raise self.refuse("assertion_alg_refused", "alg differs from the registered key")
+        return key
+
+    def check_claims(self, payload: dict[str, Any], key: PublicKey, size: int, *,
+                     now: int) -> dict[str, Any]:
+        policy = self.policy
+        refusal = _claims_refusal(payload, policy, now=now)
+        if refusal is not None:
+            raise self.refuse(*refusal)
+        exp = payload["exp"]
+        if not isinstance(exp, int) or policy.remaining(payload, now=now) > policy.max_lifetime:
+            raise self.refuse("assertion_lifetime_too_long",
+                              f"assertion lives longer than {policy.max_lifetime}s")
+        if not isinstance(payload["jti"], str) or not 8 <= len(payload["jti"]) <= 128:
+            raise self.refuse("malformed_assertion", "assertion jti must be 8-128 characters")
+        return payload
 
 
 def _registered_key(registered: Mapping[str, PublicKey], kid: object) -> PublicKey | str:
@@ -143,41 +164,24 @@ def _registered_key(registered: Mapping[str, PublicKey], kid: object) -> PublicK
     return "unknown_key" if key is None else key
 
 
-def _decodable(header: dict[str, Any]) -> bool:
-    """Whether PyJWT decodes a token with this header at all: a string ``kid``; no ``b64``
-    false (its payload segment would have to be empty); a ``crit`` that is a non-empty list
-    of extensions it supports (only ``b64``) and that the header carries."""
-    if "kid" in header and not isinstance(header["kid"], str):
-        return False
-    if header.get("b64", True) is False:
-        return False
-    if "crit" in header:
-        crit = header["crit"]
-        if not isinstance(crit, list) or not crit:
-            return False
-        if any(not isinstance(ext, str) or ext != "b64" or ext not in header for ext in crit):
-            return False
-    return True
-
-
-def _claims_refusal(payload: dict[str, Any], policy: AssertionPolicy) -> tuple[str, str] | None:
-    """PyJWT's claim checks, in its order, against the wall clock as it read it: required
-    claims, ``iat`` (not in the future), ``nbf``, ``exp`` (each with leeway), ``aud`` against
-    the policy's audiences, ``sub`` and ``jti`` strings."""
+def _claims_refusal(payload: dict[str, Any], policy: AssertionPolicy, *,
+                    now: int) -> tuple[str, str] | None:
+    """PyJWT's claim checks, in its order, at ``now``: required claims, ``iat`` (not in the
+    future), ``nbf``, ``exp`` (each with leeway), ``aud`` against the policy's audiences,
+    ``sub`` and ``jti`` strings."""
     malformed = ("malformed_assertion", "assertion claims are invalid")
     for claim in _REQUIRED:
         if payload.get(claim) is None:
             return "malformed_assertion", f"assertion lacks the {claim!r} claim"
-    current = time.time()
     iat = payload["iat"]
     if isinstance(iat, bool) or not isinstance(iat, (int, float)) or not math.isfinite(iat):
         return "malformed_assertion", "assertion iat must be a number"
-    if iat > current + policy.leeway:
+    if iat > now + policy.leeway:
         return "assertion_not_yet_valid", "assertion was issued in the future"
     try:
-        if "nbf" in payload and int(payload["nbf"]) > current + policy.leeway:
+        if "nbf" in payload and int(payload["nbf"]) > now + policy.leeway:
             return malformed
-        expired = int(payload["exp"]) <= current - policy.leeway
+        expired = int(payload["exp"]) <= now - policy.leeway
     except (ValueError, TypeError, OverflowError):
         return malformed
     if expired:

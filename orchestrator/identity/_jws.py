@@ -1,39 +1,43 @@
-"""Compact JWS (RFC 7515), the dangerous layer under the verifier and the assertion check.
+"""Compact JWS (RFC 7515), the codec under the one verifier (:mod:`._verify`); it decides nothing.
 
-This module decodes and signs; it decides nothing. :func:`unverified_header` reads a header
-before any check (callers decide whether to trust it), :func:`decode_segments` decodes the
-three segments as strictly as PyJWT's own decoder (base64url alphabet, no padding, canonical
-encoding), :func:`signature_ok` checks the signature with a key the *caller* chose, through
-PyJWT's algorithm objects over pyca/cryptography, refusing an ES256 signature in its high-S
-form (:class:`MalleableSignature`), and :func:`sign` produces a token as ``jwt.encode`` would
-(sorted header, compact JSON), its ES256 signature always low-S.
+The codec is PyJWT's JWS layer (``PyJWS``): decoding, encoding and the signature algorithms over
+pyca/cryptography. This module adds what the project requires around it:
 
-Why not ``jwt.decode``: every decode re-splits and re-decodes the token, checking the base64url
-alphabet one character at a time in Python, and the verifier and the assertion check each
-needed the token decoded more than once. Here a token is split and decoded once.
+* :func:`read_unverified` is the one unverified peek: the JSON a segment holds, before any check.
+  :func:`unverified_header` and :func:`unverified_payload` read through it; callers decide
+  whether to trust what it says (the verifier trusts nothing of it but the ``kid``'s name).
+* :func:`decode` decodes a token strictly (PyJWT's ``decode_complete`` without its signature
+  check): base64url alphabet, canonical encoding, and the header parameters PyJWT cannot
+  process (a non-string ``kid``, a ``b64`` false, a ``crit`` naming an extension it does not
+  support) refused. :func:`split` refuses padding and empty segments before it.
+* :func:`signature_ok` checks the signature with a key the *caller* chose, with PyJWT's
+  algorithm objects; ES256 is :class:`_LowSES256`, which refuses a high-S signature
+  (:class:`MalleableSignature`) and signs only low-S, so :func:`sign` (``PyJWS.encode``) writes
+  one encoding per token.
+* :data:`KEY_HEADERS` is the one list of header parameters that carry a key or say where one is.
+
+Why PyJWT and not a hand-written codec: see docs/identity.md ("One verifier, PyJWT's codec").
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import re
 import warnings
 from dataclasses import dataclass
 from typing import Any
 
-from jwt.algorithms import Algorithm, get_default_algorithms
-from jwt.exceptions import InvalidKeyError
+from jwt.algorithms import ECAlgorithm
+from jwt.api_jws import PyJWS
+from jwt.exceptions import InvalidKeyError, PyJWTError
 from jwt.warnings import InsecureKeyLengthWarning
 
 from orchestrator.identity._keys import PublicKey, SigningKey
 
 SEGMENT = re.compile(r"[A-Za-z0-9_-]+")
-_ALGORITHMS: dict[str, Algorithm] = {
-    name: alg for name, alg in get_default_algorithms().items()
-    if name in ("ES256", "RS256", "EdDSA")
-}
+# Header parameters that carry a key or point at one (RFC 7515 4.1.3-4.1.8): never followed.
+KEY_HEADERS = frozenset({"jwk", "jku", "x5u", "x5c", "x5t", "x5t#S256"})
 
 
 # The order of P-256's base point: an ES256 signature (r, s) has the twin (r, n - s), which
@@ -68,71 +72,45 @@ def split(token: str) -> list[str] | None:
     return parts
 
 
-def _b64decode(segment: str) -> bytes:
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+# -- the one unverified peek ---------------------------------------------------------------------
 
-
-_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-# A segment whose length is 2 or 3 mod 4 ends in a character that carries 4 or 2 bits of
-# padding; the canonical encoding (the one re-encoding the bytes gives back) has them zero.
-_CANONICAL_LAST = {
-    2: frozenset(c for i, c in enumerate(_ALPHABET) if i & 0b1111 == 0),
-    3: frozenset(c for i, c in enumerate(_ALPHABET) if i & 0b11 == 0),
-}
-
-
-def _strict_b64decode(segment: str) -> bytes:
-    """PyJWT's rule for a segment: base64url alphabet (the caller matched :data:`SEGMENT`), a
-    length that can encode whole bytes, and the canonical encoding of what it decodes to (the
-    unused low bits of the last character are zero)."""
-    tail = len(segment) % 4
-    if tail == 1:
-        raise MalformedJWS("segment length is not a base64url length")
-    if tail and segment[-1] not in _CANONICAL_LAST[tail]:
-        raise MalformedJWS("segment is not in canonical base64url")
+def read_unverified(segment: str) -> object:
+    """The JSON ``segment`` holds, decoded leniently and WITHOUT any check: never for a decision
+    on its own. Raises :class:`MalformedJWS`."""
     try:
-        return _b64decode(segment)
-    except (binascii.Error, ValueError) as exc:
-        raise MalformedJWS("segment is not base64url") from exc
+        return json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (ValueError, RecursionError, TypeError) as exc:  # binascii.Error is a ValueError
+        raise MalformedJWS("segment cannot be decoded") from exc
 
 
 def unverified_header(header_segment: str) -> dict[str, Any]:
     """The header as its segment says, before any check. Raises :class:`MalformedJWS`."""
     try:
-        header = json.loads(_b64decode(header_segment))
-    except (ValueError, RecursionError, TypeError) as exc:
+        header = read_unverified(header_segment)
+    except MalformedJWS as exc:
         raise MalformedJWS("header cannot be decoded") from exc
     if not isinstance(header, dict):
         raise MalformedJWS("header is not a JSON object")
     return header
 
 
-def decode_segments(parts: list[str], header: dict[str, Any]) -> Segments:
-    """All three segments decoded strictly. ``header`` is what :func:`unverified_header` read
-    from the first: once that segment is found canonical, it decodes to the same bytes."""
-    _strict_b64decode(parts[0])
-    payload = _strict_b64decode(parts[1])
-    signature = _strict_b64decode(parts[2])
-    return Segments(header, payload, f"{parts[0]}.{parts[1]}".encode("ascii"), signature)
-
-
-def signature_ok(segments: Segments, key: PublicKey) -> bool:
-    """Whether ``key`` (chosen by the caller, its algorithm already matched to the header's)
-    signed ``segments``. Raises :class:`MalformedJWS` if the key does not suit its algorithm,
-    :class:`MalleableSignature` for an ES256 signature that verifies but is in its high-S form."""
-    algorithm = _ALGORITHMS.get(key.alg)
-    if algorithm is None:
-        raise MalformedJWS("unsupported algorithm")
+def unverified_payload(token: object, *, max_bytes: int) -> dict[str, Any] | None:
+    """The claims ``token``'s payload says, read WITHOUT verifying anything (to address a query
+    before verification, or to explain a refusal); None for anything that is not a JSON object
+    in a three-segment token of at most ``max_bytes``. Never raises."""
+    if not isinstance(token, str) or len(token) > max_bytes:
+        return None
+    parts = token.split(".")  # the verifier checks the segments' alphabet; this reads one
+    if len(parts) != 3:
+        return None
     try:
-        prepared = algorithm.prepare_key(key.key)
-    except InvalidKeyError as exc:
-        raise MalformedJWS("key does not suit its algorithm") from exc
-    _warn_short_key(algorithm, prepared)
-    valid = bool(algorithm.verify(segments.signing_input, prepared, segments.signature))
-    if valid and key.alg == "ES256" and _high_s(segments.signature):
-        raise MalleableSignature("ES256 signature is not in its low-S form")
-    return valid
+        payload = read_unverified(parts[1])
+    except MalformedJWS:
+        return None
+    return payload if isinstance(payload, dict) else None
 
+
+# -- the codec: PyJWT's JWS layer ---------------------------------------------------------------
 
 def _high_s(signature: bytes) -> bool:
     """Whether a raw ES256 ``r || s`` has ``s`` above n/2 (a wrong length is left to verify)."""
@@ -148,27 +126,53 @@ def canonical(alg: str, signature: bytes) -> bytes:
     return signature[:32] + s.to_bytes(32, "big")
 
 
-def _warn_short_key(algorithm: Algorithm, key: Any) -> None:
-    message = algorithm.check_key_length(key)
+class _LowSES256(ECAlgorithm):
+    """PyJWT's ES256, signing only low-S and refusing a high-S signature that verifies."""
+
+    def sign(self, msg: bytes, key: Any) -> bytes:
+        return canonical("ES256", super().sign(msg, key))
+
+    def verify(self, msg: bytes, key: Any, sig: bytes) -> bool:
+        valid = bool(super().verify(msg, key, sig))
+        if valid and _high_s(sig):
+            raise MalleableSignature("ES256 signature is not in its low-S form")
+        return valid
+
+
+_PYJWS = PyJWS(algorithms=["RS256", "EdDSA"])
+_PYJWS.register_algorithm("ES256", _LowSES256(ECAlgorithm.SHA256))
+
+
+def decode(parts: list[str]) -> Segments:
+    """All three segments (from :func:`split`) decoded strictly by PyJWT's ``decode_complete``,
+    without its signature check (that is :func:`signature_ok`'s, with the caller's key).
+    Raises :class:`MalformedJWS`."""
+    try:
+        decoded = _PYJWS.decode_complete(".".join(parts), options={"verify_signature": False})
+    except PyJWTError as exc:
+        raise MalformedJWS("token cannot be decoded") from exc
+    return Segments(decoded["header"], decoded["payload"],
+                    f"{parts[0]}.{parts[1]}".encode("ascii"), decoded["signature"])
+
+
+def signature_ok(segments: Segments, key: PublicKey) -> bool:
+    """Whether ``key`` (chosen by the caller, its algorithm already matched to the header's)
+    signed ``segments``. Raises :class:`MalformedJWS` if the key does not suit its algorithm,
+    :class:`MalleableSignature` for an ES256 signature that verifies but is in its high-S form."""
+    try:
+        algorithm = _PYJWS.get_algorithm_by_name(key.alg)
+        prepared = algorithm.prepare_key(key.key)
+    except (NotImplementedError, InvalidKeyError) as exc:
+        raise MalformedJWS("key does not suit its algorithm") from exc
+    message = algorithm.check_key_length(prepared)
     if message:
-        warnings.warn(message, InsecureKeyLengthWarning, stacklevel=3)
-
-
-def _b64encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+        warnings.warn(message, InsecureKeyLengthWarning, stacklevel=2)
+    return bool(algorithm.verify(segments.signing_input, prepared, segments.signature))
 
 
 def sign(payload: dict[str, Any], key: SigningKey, headers: dict[str, Any]) -> str:
     """A compact JWS of ``payload`` signed with ``key``, as ``jwt.encode(payload, key.private,
-    algorithm=key.alg, headers=headers)`` writes it (``typ`` defaults to ``JWT``)."""
-    algorithm = _ALGORITHMS[key.alg]
-    header = {"typ": "JWT", "alg": key.alg, **headers}
-    signing_input = (
-        _b64encode(json.dumps(header, separators=(",", ":"), sort_keys=True).encode())
-        + "."
-        + _b64encode(json.dumps(payload, separators=(",", ":")).encode())
-    )
-    prepared = algorithm.prepare_key(key.private)
-    _warn_short_key(algorithm, prepared)
-    signature = canonical(key.alg, algorithm.sign(signing_input.encode("ascii"), prepared))
-    return f"{signing_input}.{_b64encode(signature)}"
+    algorithm=key.alg, headers=headers)`` writes it (sorted header, ``typ`` defaulting to
+    ``JWT``, compact JSON), its ES256 signature low-S."""
+    return _PYJWS.encode(json.dumps(payload, separators=(",", ":")).encode(), key.private,
+                         algorithm=key.alg, headers=headers)

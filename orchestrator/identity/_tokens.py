@@ -1,19 +1,18 @@
-"""Minting and the one verifier every party uses.
+"""Minting, and the access-token policy of the one verifier (:mod:`._verify`).
 
 The verifier takes the algorithm allow-list, issuer, audience and keys from its caller, never from
-the token. It checks, in order: size and shape, the header (``typ``, ``alg`` on the allow-list, a
-``kid``, no key or key location in the header, no ``crit``), the signature with the key published
-under that ``kid`` (whose algorithm must match; an ES256 one only in its low-S form, so a token
-has one valid encoding), then issuer, audience, expiry and not-before with
+the token. For an access token it checks, in order: size and shape, the header (``typ``, ``alg`` on
+the allow-list, a ``kid``, no key or key location in the header, no ``crit``), the signature with
+the key published under that ``kid`` (whose algorithm must match; an ES256 one only in its low-S
+form, so a token has one valid encoding), then issuer, audience, expiry and not-before with
 leeway, lifetime, required claims and the ``act`` chain (not inverted, no cycle, depth limit).
 Every refusal is :class:`~orchestrator.errors.InvalidToken` with a specific ``reason``.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from pydantic import ValidationError
@@ -28,11 +27,11 @@ from orchestrator.identity._claims import (
     act_nesting,
 )
 from orchestrator.identity._keys import JWKSet, PublicKey, SigningKey
+from orchestrator.identity._verify import Refusals, verify_jws
 
 TYP = "at+jwt"
 _TYPES = frozenset({"at+jwt", "application/at+jwt"})
 _HEADER_ALLOWED = frozenset({"alg", "typ", "kid"})
-_KEY_HEADERS = frozenset({"jwk", "jku", "x5u", "x5c", "x5t", "x5t#S256"})
 MAX_LIFETIME_SECONDS = 900
 
 
@@ -76,10 +75,28 @@ def _refuse(reason: str, message: str) -> InvalidToken:
     return InvalidToken(message, reason=reason)
 
 
+_REFUSALS = Refusals(
+    not_a_string=("malformed", "token must be a non-empty string"),
+    too_large=("token_too_large", ""),  # the message names the policy's bound: see below
+    not_compact=("malformed", "token is not a compact JWS (three base64url segments)"),
+    undecodable=("malformed", "token cannot be decoded"),
+    unsuitable_key=("malformed", "token cannot be decoded"),
+    malleable=("malleable_signature", "ES256 signature must be in its low-S form"),
+    bad_signature=("bad_signature", "signature does not verify"),
+    payload_not_object=("malformed", "payload is not a JSON object"),
+)
+_REQUIRED = ("iss", "sub", "aud", "exp", "iat", "jti", "scope", "client_id", "ctx",
+             "user_version", "registry_epoch")
+
+
 class TokenVerifier:
+    """The one verifier (:func:`~._verify.verify_jws`) under the access-token policy."""
+
     def __init__(self, keys: KeySource, policy: VerifierPolicy) -> None:
         self._keys = keys
         self._policy = policy
+        self._refusals = replace(
+            _REFUSALS, too_large=("token_too_large", f"token exceeds {policy.max_bytes} bytes"))
 
     @property
     def policy(self) -> VerifierPolicy:
@@ -87,32 +104,37 @@ class TokenVerifier:
 
     def verify(self, token: object, *, audience: str | frozenset[str], now: int) -> VerifiedToken:
         """Verify ``token`` for ``audience`` (one, or a set the caller trusts) at ``now``."""
-        raw, parts = self._check_shape(token)
-        header = _unverified_header(parts[0])
-        key = self._key_for(header)
-        payload = self._verified_payload(parts, header, key)
-        claims = self._check_claims(payload, audience=audience, now=now)
-        return VerifiedToken(VerifiedToken._seal, claims, key.kid, len(raw))
+        rules = _AccessTokenRules(self._keys, self._policy, self._refusals, audience)
+        return verify_jws(token, rules, now=now)
 
-    def _check_shape(self, token: object) -> tuple[str, list[str]]:
-        if not isinstance(token, str) or not token:
-            raise _refuse("malformed", "token must be a non-empty string")
-        if len(token) > self._policy.max_bytes:
-            raise _refuse("token_too_large", f"token exceeds {self._policy.max_bytes} bytes")
-        parts = _jws.split(token)
-        if parts is None:
-            raise _refuse("malformed", "token is not a compact JWS (three base64url segments)")
-        return token, parts
 
-    def _key_for(self, header: dict[str, Any]) -> PublicKey:
-        if _KEY_HEADERS & set(header):
+@dataclass(frozen=True, slots=True)
+class _AccessTokenRules:
+    """The access-token policy for one verification: its audience is the caller's."""
+
+    keys: KeySource
+    policy: VerifierPolicy
+    refusals: Refusals
+    audience: str | frozenset[str]
+    key_named_by_payload = False
+
+    @property
+    def max_bytes(self) -> int:
+        return self.policy.max_bytes
+
+    @staticmethod
+    def refuse(reason: str, message: str) -> InvalidToken:
+        return _refuse(reason, message)
+
+    def check_header(self, header: dict[str, Any]) -> None:
+        if _jws.KEY_HEADERS & set(header):
             raise _refuse("key_in_header", "keys or key locations in the header are refused")
         if "crit" in header:
             raise _refuse("unsupported_crit", "no critical header extension is understood")
         if set(header) - _HEADER_ALLOWED:
             raise _refuse("unexpected_header", "header has parameters other than alg, typ, kid")
         alg = header.get("alg")
-        if not isinstance(alg, str) or alg not in self._policy.allowed_algs:
+        if not isinstance(alg, str) or alg not in self.policy.allowed_algs:
             raise _refuse("alg_not_allowed", "signing algorithm is not on the allow-list")
         typ = header.get("typ")
         if not isinstance(typ, str) or typ.lower() not in _TYPES:
@@ -120,43 +142,25 @@ class TokenVerifier:
         kid = header.get("kid")
         if not isinstance(kid, str) or not 0 < len(kid) <= 128:
             raise _refuse("missing_kid", "header must name a kid")
-        key = self._keys.get(kid)
+
+    def choose_key(self, header: dict[str, Any], payload: dict[str, Any] | None) -> PublicKey:
+        key = self.keys.get(header["kid"])
         if key is None:
             raise _refuse("unknown_kid", "no published key has this kid")
-        if key.alg != alg:
+        if key.alg != header["alg"]:
             raise _refuse("alg_mismatch", "alg differs from the published key's algorithm")
         return key
 
-    def _verified_payload(self, parts: list[str], header: dict[str, Any],
-                          key: PublicKey) -> dict[str, Any]:
-        try:
-            segments = _jws.decode_segments(parts, header)
-            valid = _jws.signature_ok(segments, key)
-        except _jws.MalformedJWS as exc:
-            raise _refuse("malformed", "token cannot be decoded") from exc
-        except _jws.MalleableSignature as exc:
-            raise _refuse("malleable_signature",
-                          "ES256 signature must be in its low-S form") from exc
-        if not valid:
-            raise _refuse("bad_signature", "signature does not verify")
-        try:
-            payload = json.loads(segments.payload)
-        except (ValueError, RecursionError, TypeError) as exc:
-            raise _refuse("malformed", "token cannot be decoded") from exc
-        if not isinstance(payload, dict):
-            raise _refuse("malformed", "payload is not a JSON object")
-        return payload
-
-    def _check_claims(self, payload: dict[str, Any], *, audience: str | frozenset[str],
-                      now: int) -> AccessClaims:
-        p = self._policy
-        for name in ("iss", "sub", "aud", "exp", "iat", "jti", "scope", "client_id", "ctx",
-                     "user_version", "registry_epoch"):
+    def check_claims(self, payload: dict[str, Any], key: PublicKey, size: int, *,
+                     now: int) -> VerifiedToken:
+        p = self.policy
+        for name in _REQUIRED:
             if name not in payload:
                 raise _refuse("missing_claim", f"required claim {name!r} is missing")
         if payload["iss"] != p.issuer:
             raise _refuse("issuer_mismatch", "issuer is not the configured issuer")
         aud = payload["aud"]
+        audience = self.audience
         allowed = audience if isinstance(audience, frozenset) else frozenset({audience})
         if not isinstance(aud, str) or aud not in allowed:
             raise _refuse("audience_mismatch", "token is not meant for this audience")
@@ -174,7 +178,7 @@ class TokenVerifier:
         except InvalidScope as exc:  # raised as is by AccessClaims' scope validator
             raise _refuse("invalid_claims", "claim 'scope' is invalid") from exc
         check_chain(claims, max_depth=p.max_depth)
-        return claims
+        return VerifiedToken(VerifiedToken._seal, claims, key.kid, size)
 
 
 def _check_times(payload: dict[str, Any], *, now: int, leeway: int) -> None:
@@ -206,15 +210,6 @@ def check_chain(claims: AccessClaims, *, max_depth: int) -> None:
         raise _refuse("chain_cycle", "an actor appears twice in the chain")
     if len(actors) > max_depth:
         raise _refuse("max_depth_exceeded", f"chain has more than {max_depth} actors")
-
-
-def _unverified_header(segment: str) -> dict[str, Any]:
-    # Decoded here rather than by jwt.get_unverified_header, whose own header checks would refuse
-    # a crit or a non-string kid as an undecodable token before our rules give the reason.
-    try:
-        return _jws.unverified_header(segment)
-    except _jws.MalformedJWS as exc:
-        raise _refuse("malformed", str(exc)) from exc
 
 
 class CachedJWKS:

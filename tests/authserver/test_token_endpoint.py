@@ -641,7 +641,7 @@ def test_an_exchange_claims_and_checks_in_one_round_trip_before_the_subject_is_v
 def test_with_the_registry_in_process_nothing_is_read_before_verification(
         server: AuthServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """No round trip to overlap: the subject token's payload is not read before it verifies."""
-    import orchestrator.authserver._service as service_module
+    import orchestrator.authserver._token_exchange as service_module
 
     def refuse(*_: object, **__: object) -> None:
         raise AssertionError("peek_target called with the in-process registry")

@@ -69,6 +69,8 @@ def test_exchange(bench_redis_url: str, tmp_path: Path) -> None:
     http = tables[1]
     assert column(http, "clients") == ["1", "2"]
     assert column(http, "failed") == ["0", "0"]
+    codec = check(tables[2:], rows=3)
+    assert column(codec, "operation")[-1].startswith("over HTTP, 1 client")
 
 
 def test_enforcement(bench_redis_url: str, tmp_path: Path) -> None:

@@ -65,6 +65,7 @@ PUBLIC = [
     "peek_target",
     "public_keys_to_register",
     "thumbprint",
+    "unverified_payload",
     "verify_assertion",
 ]
 

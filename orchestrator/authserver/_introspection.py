@@ -1,0 +1,57 @@
+"""RFC 7662 introspection (:func:`introspect`) and a token's ``log_url`` (:func:`audit_log`):
+what the server tells about a valid token, and to whom."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orchestrator.authserver._context import Server
+from orchestrator.authserver._forms import TokenRequestOf
+from orchestrator.authserver._revocation import may_revoke
+from orchestrator.errors import InsufficientScope, InvalidToken
+from orchestrator.identity import AccessClaims, Directory
+
+
+def introspect(server: Server, request: TokenRequestOf) -> dict[str, Any]:
+    """RFC 7662: the full chain and context of a valid token to a caller entitled to it
+    (:func:`may_introspect`), else ``{"active": false}``: a caller that is not entitled
+    learns nothing, not even whether the token is valid (RFC 7662 section 4)."""
+    now = server.now()
+    client = server.clients.authenticate(request.client, now=now)
+    token = request.token.require()
+    audit = server.auditor
+    try:
+        verified = server.verifier.verify(token, audience=server.audiences, now=now)
+        server.revocation.check(verified.claims)
+    except InvalidToken as exc:
+        audit.record("introspect", "deny", exc.reason, client, "token", None, 200)
+        return {"active": False}
+    c = verified.claims
+    if not may_introspect(server.directory, client, c):
+        audit.record("introspect", "deny", "introspection_not_entitled", client, "token", c, 200)
+        return {"active": False}
+    audit.record("introspect", "allow", "ok", client, "token", c, 200)
+    return {"active": True, **c.public_view(), "token_type": "Bearer",
+            "username": c.sub, "chain": c.chain(), "current_actor": c.current_actor}
+
+
+def may_introspect(directory: Directory, client: str, claims: AccessClaims) -> bool:
+    """Who may revoke the token, and its audience: the agent its ``may_act`` names (a
+    hand-off token's ``aud`` is this server), or a client its ``aud`` names."""
+    audience = {claims.aud, *((claims.may_act.sub,) if claims.may_act else ())}
+    return client in audience or may_revoke(directory, client, claims)
+
+
+def audit_log(server: Server, bearer: str | None, jti: str) -> list[dict[str, Any]]:
+    """The ``log_url`` of a token: the audit records of ``jti``, shown to a holder of that
+    token or of any token exchanged from it (a valid, unrevoked bearer naming it)."""
+    if not bearer:
+        raise InvalidToken("a bearer token is required", reason="missing_token")
+    claims = server.verifier.verify(bearer, audience=server.audiences, now=server.now()).claims
+    server.revocation.check(claims)
+    if jti != claims.jti and jti not in claims.ancestors:
+        raise InsufficientScope("the bearer token is not this token or its descendant",
+                                reason="not_in_chain")
+    if server.audit is None:
+        return []
+    return [r.to_json() for r in server.audit.query(run_id=claims.ctx.run_id) if r.jti == jti]

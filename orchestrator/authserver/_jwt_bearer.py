@@ -1,0 +1,83 @@
+"""The RFC 7523 JWT-bearer grant: the trusted orchestrator roots a run in a user and an event,
+with an assertion whose ``sub`` is the user and whose ``ctx`` is the event (:func:`root_grant`);
+:func:`issue_root` is the same issuance in process (the CLI's stand-in for an IdP login)."""
+
+from __future__ import annotations
+
+from orchestrator.authserver._context import Server
+from orchestrator.authserver._forms import TokenRequest
+from orchestrator.authserver._grants import TokenResponse, issue
+from orchestrator.errors import (
+    InvalidGrant,
+    OAuthError,
+    PredatesMemory,
+    UnauthorizedClient,
+    Unavailable,
+)
+from orchestrator.identity import Context, Grant, decide_root, parse_scopes, verify_assertion
+
+
+def root_grant(server: Server, client: str, request: TokenRequest, *,
+               now: int) -> TokenResponse:
+    """RFC 7523 grant for an authenticated ``client``, which must be trusted."""
+    user, target = "", request.audience.first
+    try:
+        entry = server.directory.clients.get(client, None)
+        if not entry or not entry.trusted:
+            raise UnauthorizedClient("only a trusted client may obtain root user tokens",
+                                     reason="client_not_trusted")
+        policy = server.assertion_policy
+        claims = verify_assertion(request.assertion.require(), keys=server.client_keys,
+                                  policy=policy, now=now, error=InvalidGrant,
+                                  expected_issuer=client)
+        try:
+            first = server.revocation.claim_once(
+                f"grant:{client}:{claims['jti']}", issued_at=policy.issued_at(claims),
+                ttl=policy.replay_ttl(claims, now=now))
+        except PredatesMemory:
+            raise InvalidGrant("grant assertion was issued before the replay registry's "
+                               "memory began (it restarted), so whether it was used cannot "
+                               "be told", reason="assertion_predates_registry") from None
+        if not first:
+            raise InvalidGrant("grant assertion was already used", reason="assertion_replayed")
+        user = str(claims["sub"])
+        ctx = _context(claims.get("ctx"))
+        scope = request.scope.require()
+        first_agent = request.audience.require()
+        grant = root(server, user, sorted(parse_scopes(scope)), ctx, first_agent, client,
+                     now=now)
+    except (OAuthError, Unavailable) as exc:
+        server.auditor.refused("root_grant", client, target, exc, None, user=user or None)
+        raise
+    return issue(server, grant, "root_grant", target, now=now)
+
+
+def issue_root(server: Server, user: str, scopes: list[str], ctx: Context, first_agent: str,
+               client: str) -> TokenResponse:
+    """The root token of a run issued in process."""
+    now = server.now()
+    try:
+        grant = root(server, user, scopes, ctx, first_agent, client, now=now)
+    except (OAuthError, Unavailable) as exc:
+        server.auditor.refused("root_grant", client, first_agent, exc, None, user=user)
+        raise
+    return issue(server, grant, "root_grant", first_agent, now=now)
+
+
+def root(server: Server, user: str, scopes: list[str], ctx: Context, first_agent: str,
+         client: str, *, now: int) -> Grant:
+    """The root grant's claims: the user's standing in the registry, then the rules."""
+    standing = server.revocation.standing(user)
+    return decide_root(user, scopes, ctx, first_agent, server.directory,
+                       server.issuance(server.settings.root_token_ttl_seconds), client=client,
+                       user_version=standing.user_version,
+                       registry_epoch=standing.registry_epoch, now=now)
+
+
+def _context(value: object) -> Context:
+    if not isinstance(value, dict):
+        raise InvalidGrant("grant assertion needs a ctx object", reason="missing_context")
+    try:
+        return Context.model_validate(value)
+    except ValueError as exc:
+        raise InvalidGrant("grant assertion ctx is invalid", reason="invalid_context") from exc
