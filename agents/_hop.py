@@ -19,8 +19,6 @@ anything but :attr:`HopOutcome.next_token`, which goes straight into the next ta
 
 from __future__ import annotations
 
-import base64
-import json
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -38,6 +36,7 @@ from orchestrator.runs import (
     StepConflict,
     StepRecord,
     resume_point,
+    shown_claims,
 )
 from orchestrator.workflows import Workflow, downstream_scopes
 
@@ -119,7 +118,7 @@ class _Hop:
         self.event("exchanged", {"for": what, "requested": target.get("scope"),
                                  "granted": result.get("scope"),
                                  "expires_in": result.get("expires_in"),
-                                 "claims": unverified_claims(result.get("access_token")),
+                                 "claims": shown_claims(result.get("access_token")),
                                  "ms": _ms(start)})
         return result
 
@@ -173,25 +172,6 @@ class _Hop:
         """Go on as the outcome another copy of the hop recorded says."""
         if record.state in STOPS:
             raise _stopped(record)
-
-
-def unverified_claims(token: object) -> dict[str, Any] | None:
-    """The claims of a token this agent was just issued, decoded WITHOUT verification, for the
-    run log's display only (never for a decision). The token itself is never recorded."""
-    if not isinstance(token, str):
-        return None
-    # Decoded by hand, not with jwt.decode: PyJWT's decoder checks the base64url alphabet one
-    # character at a time in Python, a cost every exchange of every hop paid for a display.
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
-    try:
-        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (ValueError, RecursionError, TypeError):  # binascii.Error is a ValueError
-        return None
-    # Every claim (ctx, ancestors, user_version, ...): they hold no secret, and what a token
-    # carries is what a reader of the run needs to see.
-    return claims if isinstance(claims, dict) else None
 
 
 def perform_hop(rt: AgentRuntime, *, run_id: str, workflow: str, agent: str, token: str,

@@ -15,13 +15,12 @@ from dataclasses import dataclass
 
 from celery import Celery
 
-from agents._hop import unverified_claims
 from agents.tasks import enqueue
 from orchestrator.ci import CIEvent
 from orchestrator.client import AuthClient
 from orchestrator.errors import OAuthError, Unavailable
 from orchestrator.identity import Context, Directory
-from orchestrator.runs import RunStore
+from orchestrator.runs import RunStore, shown_claims
 from orchestrator.workflows import Workflow, required_scopes, select
 
 ROOT_GRANT_ATTEMPTS = 3
@@ -101,7 +100,7 @@ class Orchestrator:
             "user_permissions": held, "needed": needed, "granted": granted,
             "dropped": [s for s in needed if s not in granted], "may_act": wf.root_agent,
             "expires_in": result["expires_in"],
-            "claims": unverified_claims(result["access_token"])})
+            "claims": shown_claims(result["access_token"])})
         return result["access_token"], result["scope"]
 
     def _finish(self, run_id: str, status: str, reason: str) -> None:

@@ -29,6 +29,7 @@ from orchestrator.runs._model import (
     RunOrigin,
     RunStatus,
     UnknownRun,
+    shown_claims,
 )
 from orchestrator.runs._render import render_run, render_runs, summarize
 from orchestrator.runs._store import RunStore
@@ -56,5 +57,6 @@ __all__ = [
     "render_run",
     "render_runs",
     "resume_point",
+    "shown_claims",
     "summarize",
 ]

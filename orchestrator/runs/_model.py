@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from orchestrator.audit import contains_raw_jwt
 from orchestrator.errors import InfraBotError
+from orchestrator.identity import unverified_payload
 
 EventKind = Literal[
     "started", "root_granted", "root_denied", "exchanged", "exchange_denied",
@@ -27,6 +28,17 @@ EVENT_KINDS: frozenset[str] = frozenset(get_args(EventKind))
 STATUSES: frozenset[str] = frozenset(get_args(RunStatus))
 TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "denied", "failed", "expired"})
 MAX_DETAIL_BYTES = 16 * 1024
+
+
+def shown_claims(token: object) -> dict[str, Any] | None:
+    """What the run log shows of a token a run was just issued: its claims, read WITHOUT
+    verification through the identity core's one unverified peek (display only, never a
+    decision); None for anything that is not a token. The token itself is never recorded.
+    Every claim is shown (ctx, ancestors, user_version, ...): none holds a secret."""
+    return unverified_payload(token, max_bytes=_LARGEST_TOKEN)
+
+
+_LARGEST_TOKEN = 64 * 1024  # the largest token a server may be set to accept (max_token_bytes)
 
 
 class RunExists(InfraBotError):

@@ -111,6 +111,7 @@ def test_the_public_surface_is_pinned() -> None:
         "EVENT_KINDS", "STATUSES", "TERMINAL_STATUSES", "EventKind", "Mode", "Run", "RunEvent",
         "RunExists", "RunOrigin", "RunStatus", "RunStore", "UnknownRun", "render_run",
         "render_runs", "summarize",
+        "shown_claims",  # what the run log shows of a token: its claims, never the token
         # the hop journal (docs/journal.md)
         "DELIVERY_STEP", "STOPS", "HopJournal", "Resume", "StepConflict", "StepRecord",
         "idempotency_key", "resume_point",
