@@ -19,9 +19,11 @@ generation the journal holds, so of two copies of a hand-off, exactly one is eve
 
 Every write is one short transaction of the run log, on SQLite or PostgreSQL
 (:mod:`orchestrator.db`); the SQL is portable (``INSERT ... ON CONFLICT``, conditional
-``UPDATE``). Results are read after the transaction ends unless a write inside it depends on
-them, so on PostgreSQL a read, a ``start``, a ``send`` and a hand-off's claim are one round trip
-each, and an outcome with its event two. On PostgreSQL (READ COMMITTED) a conditional ``UPDATE`` or upsert of a row another
+``UPDATE``). Every write takes the run's lock first, so a step's record changes only in one
+transaction of the run at a time: an outcome's event is inserted on the condition its ``UPDATE``
+checks, just before it, and both see the same record. Results are read after the transaction
+ends, so on PostgreSQL every read and write of the journal is one round trip, ``COMMIT``
+included. On PostgreSQL (READ COMMITTED) a conditional ``UPDATE`` or upsert of a row another
 transaction is changing waits for it and re-checks its condition on the committed row, so two
 copies of a hop still agree on one outcome; events are numbered under the run's lock
 (:func:`~orchestrator.runs._store.append_event`).
@@ -45,6 +47,7 @@ DeliveryState = Literal["sending", "sent", "received"]
 STOPS: frozenset[str] = frozenset(get_args(Stop))
 DELIVERY_STEP = -1
 _COLUMNS = "step, action, state, idempotency_key, reason, attempts"
+_STEP = "SELECT 1 FROM journal WHERE run_id = ? AND agent = ? AND step = ?"
 _INSERT = ("INSERT INTO journal (run_id, agent, step, action, state, idempotency_key, reason, "
            "attempts, updated_at) ")
 
@@ -133,14 +136,13 @@ class HopJournal:
         check_text("reason", reason)
         now = format_time(self._runs._clock())
         with self._runs._write() as tx:
+            append_event(tx, run_id, now, kind, agent, text, only_if=(
+                f"AND EXISTS ({_STEP} AND state = 'started') ", (run_id, agent, step)))
             cursor = tx.execute(
                 "UPDATE journal SET state = ?, reason = ?, updated_at = ? "
                 "WHERE run_id = ? AND agent = ? AND step = ? AND state = 'started'",
                 (state, reason, now, run_id, agent, step))
-            if cursor.rowcount != 1:
-                return False
-            append_event(tx, run_id, now, kind, agent, text)
-        return True
+        return cursor.rowcount == 1
 
     def stop(self, run_id: str, agent: str, step: int, action: str, state: Stop, *,
              reason: str, event: tuple[str, dict[str, Any]]) -> StepRecord:
@@ -153,15 +155,15 @@ class HopJournal:
         check_text("reason", reason)
         now = format_time(self._runs._clock())
         with self._runs._write() as tx:
-            cursor = tx.execute(
+            append_event(tx, run_id, now, kind, agent, text, only_if=(
+                f"AND NOT EXISTS ({_STEP} AND state <> 'started') ", (run_id, agent, step)))
+            tx.execute(
                 _INSERT + "VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?) "
                 "ON CONFLICT (run_id, agent, step) DO UPDATE SET "
                 "state = excluded.state, reason = excluded.reason, "
                 "updated_at = excluded.updated_at WHERE journal.state = 'started'",
                 (run_id, agent, step, action, state, idempotency_key(run_id, agent, step),
                  reason, now))
-            if cursor.rowcount == 1:
-                append_event(tx, run_id, now, kind, agent, text)
             found = _one(tx, run_id, agent, step)
         return _record(found)
 
@@ -194,6 +196,7 @@ class HopJournal:
                       only_if: str) -> bool:
         now = format_time(self._runs._clock())
         with self._runs._write() as tx:
+            tx.lock(f"run:{run_id}")
             cursor = tx.execute(
                 f"UPDATE journal SET state = ?, updated_at = ? WHERE run_id = ? AND agent = ? "
                 f"AND step = ? AND attempts = ? AND {only_if}",
@@ -216,6 +219,7 @@ def _attempt(tx: Transaction, run_id: str, agent: str, step: int, action: str,
              state: str, now: str) -> Rows:
     """Record a first attempt in ``state``, or one more while the record is still in it; its
     row count is 0 (nothing written) if the record has moved on."""
+    tx.lock(f"run:{run_id}")
     return tx.execute(
         _INSERT + "VALUES (?, ?, ?, ?, ?, ?, NULL, 1, ?) "
         "ON CONFLICT (run_id, agent, step) DO UPDATE SET "

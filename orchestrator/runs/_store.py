@@ -23,7 +23,7 @@ from __future__ import annotations
 import builtins
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -59,7 +59,7 @@ _SELECT_EVENTS = f"SELECT {', '.join(EVENT_COLUMNS)} FROM events"
 # The next number of the run's events, inserted only if the run exists (else no row).
 _APPEND_EVENT = ("INSERT INTO events (run_id, seq, time, kind, agent, detail) "
                  "SELECT run_id, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run_id = ?), "
-                 "?, ?, ?, ? FROM runs WHERE run_id = ? RETURNING seq")
+                 "?, ?, ?, ? FROM runs WHERE run_id = ? {only_if}RETURNING seq")
 _EXISTS = "SELECT 1 FROM runs WHERE run_id = ?"
 
 
@@ -143,16 +143,19 @@ class RunStore(Store):
         detail = check_detail({"status": status, "reason": reason})
         now = format_time(self._clock())
         with self._write() as tx:
-            tx.lock(f"run:{run_id}")
-            exists = tx.execute(_EXISTS, (run_id,))
+            # The event first, on the condition the UPDATE checks: only a finish changes it,
+            # and every finish holds the run's lock, so both see the same status.
+            appended = append_event(tx, run_id, now, "finished", agent, detail,
+                                    only_if=(f"AND status NOT IN ({_TERMINAL_SQL}) ", ()))
             cursor = tx.execute(
                 "UPDATE runs SET status = ?, reason = ?, finished_at = ? "
                 f"WHERE run_id = ? AND status NOT IN ({_TERMINAL_SQL})",
                 (status, reason, now, run_id))
-            if cursor.rowcount != 1:
-                _require(exists, run_id)
-                return False
-            append_event(tx, run_id, now, "finished", agent, detail, locked=True)
+            exists = tx.execute(_EXISTS, (run_id,))
+        if cursor.rowcount != 1:
+            _require(exists, run_id)
+            return False
+        event_seq(appended, run_id)
         for hook in self._finish_hooks:
             hook(run_id)
         return True
@@ -253,14 +256,15 @@ class RunStore(Store):
 
 
 def append_event(tx: Transaction, run_id: str, when: str, kind: str, agent: str | None,
-                 detail: str, *, locked: bool = False) -> Rows:
+                 detail: str, *, only_if: tuple[str, Sequence[Any]] = ("", ())) -> Rows:
     """Append one event (``detail`` already checked) inside the caller's write transaction,
-    if the run exists; its ``seq`` is the result's one row (none: no such run; see
-    :func:`event_seq`). Takes the run's lock (unless the caller holds it, ``locked``): events
-    are numbered per run, by every process."""
-    if not locked:
-        tx.lock(f"run:{run_id}")
-    return tx.execute(_APPEND_EVENT, (run_id, when, kind, agent, detail, run_id))
+    if the run exists (and the SQL condition ``only_if``, ``AND ...`` on the run's row, holds);
+    its ``seq`` is the result's one row (none: not appended; see :func:`event_seq`). Takes the
+    run's lock first: events are numbered per run, by every process."""
+    tx.lock(f"run:{run_id}")
+    condition, params = only_if
+    return tx.execute(_APPEND_EVENT.format(only_if=condition),
+                      (run_id, when, kind, agent, detail, run_id, *params))
 
 
 def event_seq(appended: Rows, run_id: str) -> int:
