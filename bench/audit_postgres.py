@@ -46,10 +46,13 @@ def run(database_url: str, *, records: int = 1000,
             measure(table, count, records, (_store_writer, url), (_raw_writer, url))
     table.notes += [
         SPAN_NOTE.format(records=records),
-        "AuditStore: validation, hash chain per writer, one transaction of 6 statements "
-        "(BEGIN, advisory lock on the writer, head read, INSERT ... RETURNING, head upsert, "
-        "COMMIT) in 3 pipelined round trips through a psycopg_pool connection. Bare: one "
-        "autocommitted INSERT (1 round trip) of one JSON text per row. PostgreSQL on "
-        "loopback, synchronous_commit as the server has it.",
+        "AuditStore: validation, hash chain per writer (head kept in the process), one "
+        "transaction of 5 statements (BEGIN, advisory lock on the writer, INSERT ... SELECT "
+        "... WHERE the head is the predecessor RETURNING id, head move, COMMIT) in one "
+        "pipelined round trip through a psycopg_pool connection; appends that arrive while "
+        "one is written share the next transaction (group commit: one writer thread per "
+        "process here, so each record is its own). Bare: one autocommitted INSERT (1 round "
+        "trip) of one JSON text per row. PostgreSQL on loopback, synchronous_commit as the "
+        "server has it.",
     ]
     return [table]
