@@ -1,24 +1,31 @@
-"""Benchmark 7: audit records per second into the store on PostgreSQL, from 1, 2 and 4 processes.
+"""Benchmark 7: audit records per second into the store on PostgreSQL, from 1, 2 and 4 processes,
+and from 1, 4 and 16 threads of one process (group commit).
 
 Each writer process opens its own :class:`~orchestrator.audit.AuditStore` on one PostgreSQL
 database (as serve, the services and the workers do on many hosts) and appends the records of
 benchmark 5 (a three-actor chain, scopes, context), each in its own committed transaction. The
 baseline, measured the same way in the same run: a bare PostgreSQL insert of the same content,
 one JSON text per row, each its own autocommitted statement, from one psycopg connection per
-process.
+process (per thread, in the threads table). The threads table is what group commit changes: the
+threads of a process (serve's request threads) share one store, and the appends that arrive
+while one is written go together in the next transaction.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
+from functools import partial
 from typing import Any
 
 import psycopg
 
 from bench._postgres import fresh_schema
 from bench._report import Table
-from bench.audit import SPAN_NOTE, WRITERS, _store_writer, measure, record_fields
+from bench.audit import SPAN_NOTE, WRITERS, _rate, _store_writer, measure, record_fields
+
+THREADS = (1, 4, 16)
 
 
 def _raw_writer(url: str, count: int, ready: Any, go: Any, out: Any) -> None:
@@ -32,8 +39,56 @@ def _raw_writer(url: str, count: int, ready: Any, go: Any, out: Any) -> None:
         out.put((start, time.time()))
 
 
-def run(database_url: str, *, records: int = 1000,
-        writers: tuple[int, ...] = WRITERS) -> list[Table]:
+def _in_threads(threads: int, work: Any, ready: Any, go: Any, out: Any) -> None:
+    """``work(i)`` for each thread ``i``, all started together once ``go`` is set."""
+    start_line = threading.Barrier(threads + 1)
+
+    def body(index: int) -> None:
+        start_line.wait()
+        work(index)
+
+    pool = [threading.Thread(target=body, args=(i,)) for i in range(threads)]
+    for thread in pool:
+        thread.start()
+    ready.put(1)
+    go.wait(60)
+    start = time.time()
+    start_line.wait()
+    for thread in pool:
+        thread.join()
+    out.put((start, time.time()))
+
+
+def _store_threads(threads: int, url: str, count: int, ready: Any, go: Any, out: Any) -> None:
+    from orchestrator.audit import AuditRecord, AuditStore
+
+    with AuditStore(url) as store:
+        records = [AuditRecord(**record_fields(i)) for i in range(count)]
+
+        def work(index: int) -> None:
+            for record in records[index::threads]:
+                store.append(record)
+
+        _in_threads(threads, work, ready, go, out)
+
+
+def _raw_threads(threads: int, url: str, count: int, ready: Any, go: Any, out: Any) -> None:
+    rows = [json.dumps(record_fields(i), default=str) for i in range(count)]
+    conns = [psycopg.connect(url, autocommit=True) for _ in range(threads)]
+
+    def work(index: int) -> None:
+        for row in rows[index::threads]:
+            conns[index].execute("INSERT INTO raw (content) VALUES (%s)", (row,))
+
+    try:
+        _in_threads(threads, work, ready, go, out)
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def run(database_url: str, *, records: int = 1000, writers: tuple[int, ...] = WRITERS,
+        threads: tuple[int, ...] = THREADS) -> list[Table]:
     """``records`` per writer process, for each process count; every count in a fresh schema."""
     table = Table("Audit on PostgreSQL: records per second into AuditStore, N writer processes",
                   ["writers", "AuditStore records/s", "bare PostgreSQL inserts/s",
@@ -46,10 +101,39 @@ def run(database_url: str, *, records: int = 1000,
             measure(table, count, records, (_store_writer, url), (_raw_writer, url))
     table.notes += [
         SPAN_NOTE.format(records=records),
-        "AuditStore: validation, hash chain per writer, one transaction of 6 statements "
-        "(BEGIN, advisory lock on the writer, head read, INSERT ... RETURNING, head upsert, "
-        "COMMIT) in 3 pipelined round trips through a psycopg_pool connection. Bare: one "
-        "autocommitted INSERT (1 round trip) of one JSON text per row. PostgreSQL on "
-        "loopback, synchronous_commit as the server has it.",
+        ("AuditStore: validation, hash chain per writer (head kept in the process), one "
+        "transaction of 5 statements (BEGIN, advisory lock on the writer, INSERT ... SELECT "
+        "... WHERE the head is the predecessor RETURNING id, head move, COMMIT) in one "
+        "pipelined round trip through a psycopg_pool connection; appends that arrive while "
+        "one is written share the next transaction (group commit: one writer thread per "
+        "process here, so each record is its own). Bare: one autocommitted INSERT (1 round "
+        "trip) of one JSON text per row. PostgreSQL on loopback, synchronous_commit as the "
+        "server has it."),
     ]
-    return [table]
+    return [table, _threads_table(database_url, records, threads)]
+
+
+def _threads_table(database_url: str, records: int, threads: tuple[int, ...]) -> Table:
+    table = Table("Audit on PostgreSQL: group commit, one process, N threads appending to one "
+                  "AuditStore", ["threads", "AuditStore records/s", ("bare inserts/s "
+                                 "(a connection per thread)"), "AuditStore / bare"])
+    for count in threads:
+        with fresh_schema(database_url) as url:
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("CREATE TABLE raw (id BIGINT GENERATED ALWAYS AS IDENTITY "
+                             "PRIMARY KEY, content TEXT NOT NULL)")
+            from orchestrator.audit import AuditStore
+
+            AuditStore(url).close()  # the schema, before the clock starts
+            store = _rate(partial(_store_threads, count), url, 1, records)
+            bare = _rate(partial(_raw_threads, count), url, 1, records)
+        table.add(count, f"{store:,.0f}", f"{bare:,.0f}", f"{store / bare:.2f}")
+    table.notes += [
+        f"{records} records in one process, shared out between the threads.",
+        ("AuditStore: one store (one writer chain) for all threads; appends that arrive while "
+        "one transaction is written wait and share the next (one commit each batch, each "
+        "caller answered once its record is committed). Bare: each thread its own "
+        "connection, one autocommitted INSERT per row (PostgreSQL groups concurrent "
+        "commits' WAL flushes itself)."),
+    ]
+    return table

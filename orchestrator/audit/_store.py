@@ -1,19 +1,24 @@
 """The append-only audit store, on a SQLite file or a PostgreSQL database (:mod:`orchestrator.db`).
 
-The auth server, the services and the workers, on one host or many, append at once. Each
-:meth:`AuditStore.append` is its own committed transaction (record and writer head together), so
-a process crash loses at most the record in flight. The transaction first locks its writer's
-head (:meth:`~orchestrator.db.Transaction.lock`: the whole file on SQLite, an advisory lock on
-the writer's name on PostgreSQL), so two stores that share a writer name, in any processes on
-any hosts, still extend its chain one record at a time. On SQLite with ``synchronous=NORMAL`` an
-OS crash or power loss may roll back the last commits, which then shows up as nothing missing
-(the head rolls back with them).
+The auth server, the services and the workers, on one host or many, append at once. An
+:meth:`AuditStore.append` returns once its record is committed (record and writer head together),
+so a process crash loses at most the records in flight, none acknowledged. Appends that arrive
+while one is being written are group-committed: they wait for it, then go together in the next
+transaction (:mod:`orchestrator.audit._group`), so under load one commit carries many records. The
+transaction first locks its writer's head (:meth:`~orchestrator.db.Transaction.lock`: the whole
+file on SQLite, an advisory lock on the writer's name on PostgreSQL), so two stores that share a
+writer name, in any processes on any hosts, still extend its chain one record at a time; the
+records are hashed before it starts, from the head the process last wrote, and the transaction is
+one round trip (:mod:`orchestrator.audit._append`). On SQLite with ``synchronous=NORMAL`` an OS
+crash or power loss may roll back the last commits, which then shows up as nothing missing (the
+head rolls back with them).
 
 On PostgreSQL a connection can be lost inside the append (its backend killed, the server
-restarting). Whether the commit happened is then read back: the record is stored if its writer's
-``seq`` holds its hash. If it is, the append succeeded; if not, it is tried once more on a fresh
-connection. So a record is never written twice, and an append that raises stored nothing
-(unless the read-back itself failed: then the record may be there, as a ``ConnectionLost``).
+restarting). Whether the commit happened is then read back, under the writer's lock: a record is
+stored if its writer's ``seq`` holds its hash. If it is, the append succeeded; if not, it is tried
+once more on a fresh connection. So a record is never written twice, and an append that raises
+stored nothing (unless the read-back itself failed: then the record may be there, as a
+``ConnectionLost``).
 
 Triggers refuse ``UPDATE`` and ``DELETE`` on records and any head move other than one step
 forward; they stop mistakes, not an attacker who can drop them. :meth:`AuditStore.verify` is what
@@ -36,9 +41,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from orchestrator.audit._chain import GENESIS_HASH, link_hash
+from orchestrator.audit._append import Appended, ChainWriter
 from orchestrator.audit._checkpoint import SELECT_ALL as _SELECT_CHECKPOINTS
 from orchestrator.audit._checkpoint import CheckpointRow
+from orchestrator.audit._group import GroupCommit
 from orchestrator.audit._record import (
     CONTENT_FIELDS,
     AuditRecord,
@@ -52,20 +58,10 @@ from orchestrator.audit._verify import ChainRow, Head, VerifyReport, verify_rows
 from orchestrator.db import ConnectionLost, Database, Store, Transaction, open_database
 from orchestrator.errors import Unavailable
 
-APPEND_ATTEMPTS = 2
-READ_BACK_ATTEMPTS = 3
+CHECK_ATTEMPTS = 2
 _CHAIN_COLUMNS = ("id", "writer", "seq", "prev_hash", "hash")
 _COLUMNS = ", ".join(_CHAIN_COLUMNS + CONTENT_FIELDS)
 _STORED_FIELDS = frozenset(StoredRecord.model_fields)
-_INSERT = (
-    f"INSERT INTO records (writer, seq, prev_hash, hash, {', '.join(CONTENT_FIELDS)}) "
-    f"VALUES ({', '.join('?' * (4 + len(CONTENT_FIELDS)))}) RETURNING id"
-)
-_SET_HEAD = (
-    "INSERT INTO writers (writer, last_seq, last_hash) VALUES (?, ?, ?) "
-    "ON CONFLICT (writer) DO UPDATE SET last_seq = excluded.last_seq, "
-    "last_hash = excluded.last_hash"
-)
 _FILTERS = {
     "user": "on_behalf_of = ?",
     "agent": "performed_by = ?",
@@ -99,6 +95,8 @@ class AuditStore(Store):
         self._writer = _check_writer(writer) if writer is not None else default_writer()
         self._hooks: list[Callable[[StoredRecord], None]] = []
         self._db: Database = open_database(target, SCHEMA, read_only=read_only)
+        self._group: GroupCommit[dict[str, Any], Appended] = GroupCommit(
+            ChainWriter(self._db, self._writer).write)
 
     @property
     def writer(self) -> str:
@@ -130,17 +128,16 @@ class AuditStore(Store):
     def append(self, record: AuditRecord) -> StoredRecord:
         """Store one record in its own committed transaction; returns it with its chain fields.
         :class:`~orchestrator.errors.Unavailable` if it could not be stored (then it was not)."""
-        content = record.content()
         try:
-            row_id, seq, prev_hash, digest = self._append(content)
+            appended = self._group.submit(record.content())
         except Unavailable as exc:
             raise Unavailable("audit store cannot be written", reason=exc.reason) from exc
         # ``record`` was validated when it was built, and the chain fields are this store's own:
         # validating it all again (the raw-token scan included) cost half of an append.
         values = {name: getattr(record, name) for name in CONTENT_FIELDS}
         stored = StoredRecord.model_construct(
-            _fields_set=set(_STORED_FIELDS), **values, id=row_id, writer=self._writer, seq=seq,
-            prev_hash=prev_hash, hash=digest,
+            _fields_set=set(_STORED_FIELDS), **values, id=appended.row_id, writer=self._writer,
+            seq=appended.seq, prev_hash=appended.prev_hash, hash=appended.hash,
         )
         for hook in self._hooks:
             hook(stored)
@@ -148,18 +145,18 @@ class AuditStore(Store):
 
     def check_writable(self) -> None:
         """:class:`~orchestrator.errors.Unavailable` unless an append could be written now: one
-        write transaction that takes this writer's lock and reads its head, storing nothing. A
+        write transaction (refused by a server that cannot write, such as a read-only standby)
+        that takes this writer's lock and reads its head, storing nothing; one round trip. A
         service calls it before it acts, so that a trail it cannot write stops the action. It
         stores nothing, so a lost connection is simply tried again, once."""
-        for attempt in range(1, APPEND_ATTEMPTS + 1):
+        for attempt in range(1, CHECK_ATTEMPTS + 1):
             try:
                 with self._db.transaction(write=True) as tx:
                     tx.lock(f"writer:{self._writer}")
-                    tx.execute("SELECT last_seq FROM writers WHERE writer = ?",
-                               (self._writer,)).fetchone()
+                    tx.execute("SELECT last_seq FROM writers WHERE writer = ?", (self._writer,))
                 return
             except ConnectionLost as exc:
-                if attempt == APPEND_ATTEMPTS:
+                if attempt == CHECK_ATTEMPTS:
                     raise Unavailable("audit store cannot be written", reason=exc.reason) from exc
             except Unavailable as exc:
                 raise Unavailable("audit store cannot be written", reason=exc.reason) from exc
@@ -229,54 +226,6 @@ class AuditStore(Store):
     def __repr__(self) -> str:
         return f"AuditStore({self._db.target!r}, writer={self._writer!r})"
 
-    def _append(self, content: dict[str, Any]) -> tuple[int, int, str, str]:
-        """Insert, and after a lost connection read back whether the insert was committed."""
-        for attempt in range(1, APPEND_ATTEMPTS + 1):
-            tried: list[tuple[int, str, str]] = []
-            try:
-                with self._db.transaction(write=True) as tx:
-                    return self._insert(tx, content, tried)
-            except ConnectionLost:
-                if tried:
-                    seq, prev_hash, digest = tried[0]
-                    found = self._stored_id(seq, digest)
-                    if found is not None:
-                        return found, seq, prev_hash, digest
-                if attempt == APPEND_ATTEMPTS:
-                    raise
-        raise AssertionError("unreachable")
-
-    def _insert(self, tx: Transaction, content: dict[str, Any],
-                tried: list[tuple[int, str, str]]) -> tuple[int, int, str, str]:
-        tx.lock(f"writer:{self._writer}")
-        head = tx.execute(
-            "SELECT last_seq, last_hash FROM writers WHERE writer = ?", (self._writer,)
-        ).fetchone()
-        last_seq, prev_hash = head if head else (0, GENESIS_HASH)
-        seq = last_seq + 1
-        digest = link_hash(prev_hash, content, self._writer, seq)
-        tried.append((seq, prev_hash, digest))
-        values = [_column_value(name, content[name]) for name in CONTENT_FIELDS]
-        inserted = tx.execute(_INSERT, [self._writer, seq, prev_hash, digest, *values])
-        tx.execute(_SET_HEAD, (self._writer, seq, digest))  # sent with the insert
-        (row_id,) = inserted.fetchone()
-        return row_id, seq, prev_hash, digest
-
-    def _stored_id(self, seq: int, digest: str) -> int | None:
-        """The row id of this writer's record ``seq`` if it holds ``digest``, else None (a read,
-        so tried again if its own connection is lost)."""
-        for attempt in range(1, READ_BACK_ATTEMPTS + 1):
-            try:
-                with self._db.transaction(write=False) as tx:
-                    row = tx.execute(
-                        "SELECT id FROM records WHERE writer = ? AND seq = ? AND hash = ?",
-                        (self._writer, seq, digest)).fetchone()
-                return None if row is None else int(row[0])
-            except ConnectionLost:
-                if attempt == READ_BACK_ATTEMPTS:
-                    raise
-        raise AssertionError("unreachable")
-
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -291,10 +240,6 @@ def _check_writer(writer: str) -> str:
     if not writer or len(writer) > 200 or contains_raw_jwt(writer):
         raise ValueError("writer must be a short non-empty name")
     return writer
-
-
-def _column_value(name: str, value: Any) -> Any:
-    return json.dumps(value, ensure_ascii=False) if name in JSON_FIELDS else value
 
 
 def _content(row: tuple[Any, ...]) -> dict[str, Any]:

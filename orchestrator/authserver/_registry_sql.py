@@ -87,10 +87,10 @@ class SqlClientRegistry(Store):
 
     def _select(self, sql: str, params: tuple[str, ...] = ()) -> list[RegisteredKey]:
         with self._db.transaction(write=False) as tx:
-            rows = tx.execute(sql, params).fetchall()
-        try:
+            found = tx.execute(sql, params)
+        try:  # read after the transaction: on PostgreSQL one round trip, COMMIT included
             return [RegisteredKey(client_id=c, kid=k, alg=a, added_at=t, jwk=json.loads(j))
-                    for c, k, a, t, j in rows]
+                    for c, k, a, t, j in found.fetchall()]
         except (ValueError, ValidationError):  # a row not written by this code
             raise Unavailable(f"the client registry in {self._db.target} is damaged",
                               reason="client_registry_unavailable") from None

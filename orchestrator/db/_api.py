@@ -74,7 +74,10 @@ class ConnectionLost(Unavailable):
 
 
 class Rows(Protocol):
-    """What :meth:`Transaction.execute` returns (a DB-API cursor)."""
+    """What :meth:`Transaction.execute` returns: its rows and row count, readable inside the
+    transaction and after it ends. Read after the ``with`` block, they cost no round trip of
+    their own on PostgreSQL: a transaction whose results are all read afterwards travels as
+    one round trip, ``COMMIT`` included."""
 
     @property
     def rowcount(self) -> int: ...

@@ -9,14 +9,23 @@ and a psycopg_pool connection pool per store.
   unavailable.
 * Round trips: a transaction runs in psycopg's pipeline mode, so statements whose results are
   not read yet travel together: ``BEGIN`` goes with the first query, ``COMMIT`` with the last
-  writes. (Reading a result or a row count waits for everything sent before it.)
+  writes. Reading a result or a row count inside the transaction waits for everything sent
+  before it (one round trip); read after the ``with`` block ends, it costs nothing more, so a
+  transaction whose results are all read afterwards is one round trip, ``COMMIT`` included.
+  The results are taken off the connection before it goes back to the pool.
+* Writes begin ``READ WRITE``: a server that cannot write (a hot standby, a server in
+  recovery) refuses at the first statement, so a check that the store can be written fails
+  there rather than pass on a connection that only reads.
 * Dead connections: a pooled connection that died while idle (its backend killed, the server
   restarted) has the server's goodbye waiting on its socket, which is checked without a round
   trip before use; such a connection is dropped and another taken, up to the pool's size plus
   one. A connection lost inside a transaction raises :class:`ConnectionLost`: the commit may or
   may not have happened, and only the store knows how to tell.
 * Schema: applied in one transaction under an advisory lock (so processes starting at once do
-  not race on ``CREATE``); each store's version is a row of ``schema_versions``.
+  not race on ``CREATE``); each store's version is a row of ``schema_versions``. A process
+  applies a store's schema once per database URL: opening the same store again in that process
+  only checks its version (no DDL: ``CREATE OR REPLACE TRIGGER`` locks the table against every
+  other process's writes while it runs).
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import hashlib
 import select
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from functools import lru_cache
@@ -43,6 +53,8 @@ SCHEMA_ATTEMPTS = 3
 POOL_MAX_SIZE = 4
 _VERSIONS = ("CREATE TABLE IF NOT EXISTS schema_versions "
              "(store TEXT PRIMARY KEY, version INTEGER NOT NULL)")
+# (URL, schema) pairs this process has applied: opened again, a store only checks its version.
+_APPLIED: set[tuple[str, Schema]] = set()
 
 
 @lru_cache(maxsize=512)
@@ -84,21 +96,41 @@ def _without_secret(exc: BaseException, url: str) -> str:
 
 
 class _Rows:
-    """A cursor whose row count, like its rows, waits for the pipeline's results."""
+    """A cursor whose row count, like its rows, waits for the pipeline's results while its
+    transaction is open, and is read from what the transaction kept once it ended."""
 
     def __init__(self, cursor: psycopg.Cursor[Any], pipeline: psycopg.Pipeline) -> None:
         self._cursor = cursor
-        self._pipeline = pipeline
+        self._pipeline: psycopg.Pipeline | None = pipeline
+        self._rows: deque[Any] = deque()
+        self._rowcount = -1
+
+    def settle(self) -> None:
+        """Keep what is left of the result (the pipeline has been synced): the connection goes
+        back to the pool and must not be read from by this cursor again."""
+        if self._pipeline is None:
+            return
+        self._pipeline = None
+        self._rowcount = self._cursor.rowcount
+        self._rows = deque(self._cursor.fetchall()) if self._cursor.pgresult is not None \
+            and self._cursor.description is not None else deque()
 
     @property
     def rowcount(self) -> int:
+        if self._pipeline is None:
+            return self._rowcount
         self._pipeline.sync()
         return self._cursor.rowcount
 
     def fetchone(self) -> Any:
+        if self._pipeline is None:
+            return self._rows.popleft() if self._rows else None
         return self._cursor.fetchone()
 
     def fetchall(self) -> list[Any]:
+        if self._pipeline is None:
+            rows, self._rows = list(self._rows), deque()
+            return rows
         return self._cursor.fetchall()
 
 
@@ -108,11 +140,14 @@ class _Transaction:
         self._conn = conn
         self._pipeline = pipeline
         self._store = store
+        self.results: list[_Rows] = []
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows:
         cursor = (self._conn.execute(sql) if not params
                   else self._conn.execute(_translate(sql), params))
-        return _Rows(cursor, self._pipeline)
+        rows = _Rows(cursor, self._pipeline)
+        self.results.append(rows)
+        return rows
 
     def lock(self, key: str) -> None:
         self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(f"{self._store}:{key}"),))
@@ -129,7 +164,8 @@ class PostgresDatabase(Database):
         self._target = describe(url)
         self._closed = threading.Event()
         try:
-            self._apply_schema_retrying(url)
+            self._apply_schema_retrying(url, check_only=(url, schema) in _APPLIED)
+            _APPLIED.add((url, schema))
         except psycopg.OperationalError as exc:
             raise ConfigError(f"cannot reach the database at {self._target} "
                               f"(INFRABOT_DATABASE_URL): {_without_secret(exc, url)}") from None
@@ -151,9 +187,13 @@ class PostgresDatabase(Database):
         conn = self._take()
         try:
             with conn.pipeline() as pipeline:
-                conn.execute("BEGIN" if write else "BEGIN ISOLATION LEVEL REPEATABLE READ")
-                yield _Transaction(conn, pipeline, self.schema.store)
+                conn.execute("BEGIN READ WRITE" if write
+                             else "BEGIN ISOLATION LEVEL REPEATABLE READ")
+                tx = _Transaction(conn, pipeline, self.schema.store)
+                yield tx
                 conn.execute("COMMIT")
+            for rows in tx.results:
+                rows.settle()
         except psycopg.errors.IntegrityError as exc:
             _rollback(conn)
             raise Conflict(_first_line(exc)) from exc
@@ -189,35 +229,48 @@ class PostgresDatabase(Database):
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
         conn.execute(f"SET lock_timeout = {int(self.schema.busy_timeout * 1000)}")
 
-    def _apply_schema_retrying(self, url: str) -> None:
+    def _apply_schema_retrying(self, url: str, *, check_only: bool) -> None:
         """A connection lost while the schema is applied (its backend killed, the server
-        restarting) is tried again, briefly; a server that refuses connections fails at once."""
+        restarting) is tried again, briefly; a server that refuses connections fails at once.
+        ``check_only``: this process applied it already, so only the version is checked (no
+        DDL, whose locks would stop every other process's writes to the tables meanwhile)."""
         for attempt in range(1, SCHEMA_ATTEMPTS + 1):
             try:
-                self._apply_schema(url)
+                self._apply_schema(url, check_only=check_only)
                 return
             except psycopg.OperationalError as exc:
                 if attempt == SCHEMA_ATTEMPTS or _refused(exc):
                     raise
                 time.sleep(0.1 * attempt)
 
-    def _apply_schema(self, url: str) -> None:
+    def _apply_schema(self, url: str, *, check_only: bool) -> None:
         schema = self.schema
         with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS) as conn:
             self._configure(conn)
+            if check_only and self._found_version(conn) == schema.version:
+                return
             with conn.transaction():
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key("schema"),))
                 conn.execute(_VERSIONS)
-                row = conn.execute("SELECT version FROM schema_versions WHERE store = %s",
-                                   (schema.store,)).fetchone()
-                if row is not None and row[0] > schema.version:
-                    raise ConfigError(f"{schema.what} schema version {row[0]} is newer than "
-                                      f"this code ({schema.version})")
+                self._found_version(conn)
                 for statement in schema.statements(Dialect.POSTGRESQL):
                     conn.execute(statement)
                 conn.execute("INSERT INTO schema_versions (store, version) VALUES (%s, %s) "
                              "ON CONFLICT (store) DO UPDATE SET version = excluded.version",
                              (schema.store, schema.version))
+
+    def _found_version(self, conn: psycopg.Connection[Any]) -> int | None:
+        """The store's version in the database (None: none yet); ConfigError if it is newer."""
+        schema = self.schema
+        try:
+            row = conn.execute("SELECT version FROM schema_versions WHERE store = %s",
+                               (schema.store,)).fetchone()
+        except psycopg.errors.UndefinedTable:
+            return None
+        if row is not None and row[0] > schema.version:
+            raise ConfigError(f"{schema.what} schema version {row[0]} is newer than "
+                              f"this code ({schema.version})")
+        return None if row is None else int(row[0])
 
 
 def _ended_by_server(conn: psycopg.Connection[Any]) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -93,12 +94,29 @@ def connect_read_only(path: Path, schema: Schema) -> tuple[sqlite3.Connection, f
     return conn, tables
 
 
+class _Rows:
+    """A statement's rows and row count, read at once: they stay readable after the
+    transaction ends, as the interface promises (and a ``RETURNING`` statement is complete
+    before ``COMMIT``)."""
+
+    def __init__(self, cursor: sqlite3.Cursor) -> None:
+        self._rows = deque(cursor.fetchall() if cursor.description is not None else ())
+        self.rowcount = cursor.rowcount
+
+    def fetchone(self) -> Any:
+        return self._rows.popleft() if self._rows else None
+
+    def fetchall(self) -> list[Any]:
+        rows, self._rows = list(self._rows), deque()
+        return rows
+
+
 class _Transaction:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows:
-        return self._conn.execute(sql, params)
+        return _Rows(self._conn.execute(sql, params))
 
     def lock(self, key: str) -> None:
         """Nothing to do: a write transaction (``BEGIN IMMEDIATE``) holds the file."""

@@ -19,7 +19,11 @@ generation the journal holds, so of two copies of a hand-off, exactly one is eve
 
 Every write is one short transaction of the run log, on SQLite or PostgreSQL
 (:mod:`orchestrator.db`); the SQL is portable (``INSERT ... ON CONFLICT``, conditional
-``UPDATE``). On PostgreSQL (READ COMMITTED) a conditional ``UPDATE`` or upsert of a row another
+``UPDATE``). Every write takes the run's lock first, so a step's record changes only in one
+transaction of the run at a time: an outcome's event is inserted on the condition its ``UPDATE``
+checks, just before it, and both see the same record. Results are read after the transaction
+ends, so on PostgreSQL every read and write of the journal is one round trip, ``COMMIT``
+included. On PostgreSQL (READ COMMITTED) a conditional ``UPDATE`` or upsert of a row another
 transaction is changing waits for it and re-checks its condition on the committed row, so two
 copies of a hop still agree on one outcome; events are numbered under the run's lock
 (:func:`~orchestrator.runs._store.append_event`).
@@ -31,7 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-from orchestrator.db import Transaction
+from orchestrator.db import Rows, Transaction
 from orchestrator.errors import InfraBotError
 from orchestrator.runs._model import check_detail, check_text
 from orchestrator.runs._schema import format_time
@@ -43,6 +47,7 @@ DeliveryState = Literal["sending", "sent", "received"]
 STOPS: frozenset[str] = frozenset(get_args(Stop))
 DELIVERY_STEP = -1
 _COLUMNS = "step, action, state, idempotency_key, reason, attempts"
+_STEP = "SELECT 1 FROM journal WHERE run_id = ? AND agent = ? AND step = ?"
 _INSERT = ("INSERT INTO journal (run_id, agent, step, action, state, idempotency_key, reason, "
            "attempts, updated_at) ")
 
@@ -105,8 +110,8 @@ class HopJournal:
         """Every journaled step of ``agent``'s hop of the run, by step number."""
         with self._runs._read() as tx:
             rows = tx.execute(f"SELECT {_COLUMNS} FROM journal WHERE run_id = ? AND agent = ? "
-                                "AND step >= 0", (run_id, agent)).fetchall()
-        return {row[0]: StepRecord(*row) for row in rows}
+                              "AND step >= 0", (run_id, agent))
+        return {row[0]: StepRecord(*row) for row in rows.fetchall()}
 
     def start(self, run_id: str, agent: str, step: int, action: str) -> StepRecord:
         """Record the step as started (again, if it is in doubt) before its call; the record,
@@ -116,7 +121,8 @@ class HopJournal:
         now = format_time(self._runs._clock())
         with self._runs._write() as tx:
             _attempt(tx, run_id, agent, step, action, "started", now)
-            record = _one(tx, run_id, agent, step)
+            found = _one(tx, run_id, agent, step)
+        record = _record(found)
         if not record.in_doubt:
             raise StepConflict(record)
         return record
@@ -130,14 +136,13 @@ class HopJournal:
         check_text("reason", reason)
         now = format_time(self._runs._clock())
         with self._runs._write() as tx:
+            append_event(tx, run_id, now, kind, agent, text, only_if=(
+                f"AND EXISTS ({_STEP} AND state = 'started') ", (run_id, agent, step)))
             cursor = tx.execute(
                 "UPDATE journal SET state = ?, reason = ?, updated_at = ? "
                 "WHERE run_id = ? AND agent = ? AND step = ? AND state = 'started'",
                 (state, reason, now, run_id, agent, step))
-            if cursor.rowcount != 1:
-                return False
-            append_event(tx, run_id, now, kind, agent, text)
-            return True
+        return cursor.rowcount == 1
 
     def stop(self, run_id: str, agent: str, step: int, action: str, state: Stop, *,
              reason: str, event: tuple[str, dict[str, Any]]) -> StepRecord:
@@ -150,25 +155,26 @@ class HopJournal:
         check_text("reason", reason)
         now = format_time(self._runs._clock())
         with self._runs._write() as tx:
-            cursor = tx.execute(
+            append_event(tx, run_id, now, kind, agent, text, only_if=(
+                f"AND NOT EXISTS ({_STEP} AND state <> 'started') ", (run_id, agent, step)))
+            tx.execute(
                 _INSERT + "VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?) "
                 "ON CONFLICT (run_id, agent, step) DO UPDATE SET "
                 "state = excluded.state, reason = excluded.reason, "
                 "updated_at = excluded.updated_at WHERE journal.state = 'started'",
                 (run_id, agent, step, action, state, idempotency_key(run_id, agent, step),
                  reason, now))
-            if cursor.rowcount == 1:
-                append_event(tx, run_id, now, kind, agent, text)
-            return _one(tx, run_id, agent, step)
+            found = _one(tx, run_id, agent, step)
+        return _record(found)
 
     def send(self, run_id: str, to_agent: str) -> int | None:
         """Before publishing the hand-off to ``to_agent``: the generation to publish, or None if
         one was published already (``sent``) or taken by the receiving hop (``received``)."""
         now = format_time(self._runs._clock())
         with self._runs._write() as tx:
-            if not _attempt(tx, run_id, to_agent, DELIVERY_STEP, "hand_off", "sending", now):
-                return None
-            return _one(tx, run_id, to_agent, DELIVERY_STEP).attempts
+            attempted = _attempt(tx, run_id, to_agent, DELIVERY_STEP, "hand_off", "sending", now)
+            found = _one(tx, run_id, to_agent, DELIVERY_STEP)
+        return _record(found).attempts if attempted.rowcount == 1 else None
 
     def sent(self, run_id: str, to_agent: str, generation: int) -> None:
         """After publishing generation ``generation``: it is no longer in doubt."""
@@ -182,19 +188,20 @@ class HopJournal:
     def delivery(self, run_id: str, agent: str) -> StepRecord | None:
         """The hand-off to ``agent``'s hop of the run, if one was journaled."""
         with self._runs._read() as tx:
-            row = tx.execute(f"SELECT {_COLUMNS} FROM journal WHERE run_id = ? AND agent = ? "
-                               "AND step = ?", (run_id, agent, DELIVERY_STEP)).fetchone()
+            found = _one(tx, run_id, agent, DELIVERY_STEP)
+        row = found.fetchone()
         return StepRecord(*row) if row is not None else None
 
     def _set_delivery(self, run_id: str, agent: str, generation: int, state: DeliveryState,
                       only_if: str) -> bool:
         now = format_time(self._runs._clock())
         with self._runs._write() as tx:
+            tx.lock(f"run:{run_id}")
             cursor = tx.execute(
                 f"UPDATE journal SET state = ?, updated_at = ? WHERE run_id = ? AND agent = ? "
                 f"AND step = ? AND attempts = ? AND {only_if}",
                 (state, now, run_id, agent, DELIVERY_STEP, generation))
-            return cursor.rowcount == 1
+        return cursor.rowcount == 1
 
 
 class StepConflict(InfraBotError):
@@ -209,19 +216,23 @@ class StepConflict(InfraBotError):
 
 
 def _attempt(tx: Transaction, run_id: str, agent: str, step: int, action: str,
-             state: str, now: str) -> bool:
-    """Record a first attempt in ``state``, or one more while the record is still in it; False
-    (nothing written) if the record has moved on."""
-    cursor = tx.execute(
+             state: str, now: str) -> Rows:
+    """Record a first attempt in ``state``, or one more while the record is still in it; its
+    row count is 0 (nothing written) if the record has moved on."""
+    tx.lock(f"run:{run_id}")
+    return tx.execute(
         _INSERT + "VALUES (?, ?, ?, ?, ?, ?, NULL, 1, ?) "
         "ON CONFLICT (run_id, agent, step) DO UPDATE SET "
         "attempts = journal.attempts + 1, updated_at = excluded.updated_at "
         "WHERE journal.state = excluded.state",
         (run_id, agent, step, action, state, idempotency_key(run_id, agent, step), now))
-    return cursor.rowcount == 1
 
 
-def _one(tx: Transaction, run_id: str, agent: str, step: int) -> StepRecord:
-    row = tx.execute(f"SELECT {_COLUMNS} FROM journal WHERE run_id = ? AND agent = ? "
-                       "AND step = ?", (run_id, agent, step)).fetchone()
-    return StepRecord(*row)
+def _one(tx: Transaction, run_id: str, agent: str, step: int) -> Rows:
+    """The step's record, to read (:func:`_record`) once the transaction has ended."""
+    return tx.execute(f"SELECT {_COLUMNS} FROM journal WHERE run_id = ? AND agent = ? "
+                      "AND step = ?", (run_id, agent, step))
+
+
+def _record(found: Rows) -> StepRecord:
+    return StepRecord(*found.fetchone())

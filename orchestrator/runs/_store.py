@@ -3,7 +3,9 @@
 
 Several processes, on one host or (PostgreSQL) many, read and write it at once; every write is
 one short transaction, and one that numbers a run's events first locks the run, so two writers
-never take the same ``seq``. In a process the store is thread-safe. A database that cannot be
+never take the same ``seq``. A transaction's results are read after it ends wherever nothing
+inside it depends on them, so on PostgreSQL most are one round trip, ``COMMIT`` included
+(:mod:`orchestrator.db`); an event's number is taken inside its ``INSERT``. In a process the store is thread-safe. A database that cannot be
 used (locked past the busy timeout, a full disk, a damaged file, a lost connection) raises
 :class:`~orchestrator.errors.Unavailable` (``run_log_unavailable``).
 Three guarantees the agents and the webhook receiver rely on:
@@ -21,13 +23,13 @@ from __future__ import annotations
 import builtins
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from orchestrator.db import Conflict, Database, Store, Transaction, open_database
+from orchestrator.db import Conflict, Database, Rows, Store, Transaction, open_database
 from orchestrator.runs._model import (
     EVENT_KINDS,
     TERMINAL_STATUSES,
@@ -54,8 +56,11 @@ _SELECT_RUN = f"SELECT {_RUN_COLUMNS_SQL} FROM runs"
 _INSERT_RUN = (f"INSERT INTO runs ({_RUN_COLUMNS_SQL}) "
                f"VALUES ({', '.join('?' * len(RUN_COLUMNS))})")
 _SELECT_EVENTS = f"SELECT {', '.join(EVENT_COLUMNS)} FROM events"
-_INSERT_EVENT = f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?)"
-_NEXT_SEQ = "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run_id = ?"
+# The next number of the run's events, inserted only if the run exists (else no row).
+_APPEND_EVENT = ("INSERT INTO events (run_id, seq, time, kind, agent, detail) "
+                 "SELECT run_id, (SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE run_id = ?), "
+                 "?, ?, ?, ? FROM runs WHERE run_id = ? {only_if}RETURNING seq")
+_EXISTS = "SELECT 1 FROM runs WHERE run_id = ?"
 
 
 def _now() -> datetime:
@@ -109,19 +114,20 @@ class RunStore(Store):
         text = check_detail(detail or {})
         now = self._clock()
         with self._write() as tx:
-            self._require(tx, run_id)
-            seq = append_event(tx, run_id, format_time(now), kind, agent, text)
+            appended = append_event(tx, run_id, format_time(now), kind, agent, text)
+        seq = event_seq(appended, run_id)
         return RunEvent(run_id=run_id, seq=seq, time=now, kind=kind,
                         agent=agent, detail=json.loads(text))
 
     def mark_running(self, run_id: str) -> bool:
         """``pending`` → ``running``; False if the run had already left ``pending``."""
         with self._write() as tx:
-            self._require(tx, run_id)
+            exists = tx.execute(_EXISTS, (run_id,))
             cursor = tx.execute(
                 "UPDATE runs SET status = 'running' WHERE run_id = ? AND status = 'pending'",
                 (run_id,))
-            return cursor.rowcount == 1
+        _require(exists, run_id)
+        return cursor.rowcount == 1
 
     def finish(self, run_id: str, status: str, reason: str, *,
                agent: str | None = None) -> bool:
@@ -137,15 +143,19 @@ class RunStore(Store):
         detail = check_detail({"status": status, "reason": reason})
         now = format_time(self._clock())
         with self._write() as tx:
-            self._require(tx, run_id)
-            tx.lock(f"run:{run_id}")
+            # The event first, on the condition the UPDATE checks: only a finish changes it,
+            # and every finish holds the run's lock, so both see the same status.
+            appended = append_event(tx, run_id, now, "finished", agent, detail,
+                                    only_if=(f"AND status NOT IN ({_TERMINAL_SQL}) ", ()))
             cursor = tx.execute(
                 "UPDATE runs SET status = ?, reason = ?, finished_at = ? "
                 f"WHERE run_id = ? AND status NOT IN ({_TERMINAL_SQL})",
                 (status, reason, now, run_id))
-            if cursor.rowcount != 1:
-                return False
-            append_event(tx, run_id, now, "finished", agent, detail)
+            exists = tx.execute(_EXISTS, (run_id,))
+        if cursor.rowcount != 1:
+            _require(exists, run_id)
+            return False
+        event_seq(appended, run_id)
         for hook in self._finish_hooks:
             hook(run_id)
         return True
@@ -153,12 +163,10 @@ class RunStore(Store):
     def get(self, run_id: str) -> Run | None:
         """The run with all its events, or None."""
         with self._read() as tx:
-            row = tx.execute(f"{_SELECT_RUN} WHERE run_id = ?", (run_id,)).fetchone()
-            if row is None:
-                return None
-            events = tx.execute(f"{_SELECT_EVENTS} WHERE run_id = ? ORDER BY seq",
-                                  (run_id,)).fetchall()
-        return _run(row, events)
+            found = tx.execute(f"{_SELECT_RUN} WHERE run_id = ?", (run_id,))
+            events = tx.execute(f"{_SELECT_EVENTS} WHERE run_id = ? ORDER BY seq", (run_id,))
+        row = found.fetchone()
+        return None if row is None else _run(row, events.fetchall())
 
     def list(self, limit: int = 20, *, status: str | None = None,
              user: str | None = None) -> builtins.list[Run]:
@@ -186,8 +194,8 @@ class RunStore(Store):
             rows = tx.execute(
                 f"SELECT run_id FROM runs WHERE status NOT IN ({_TERMINAL_SQL}) "
                 "AND created_at < ? ORDER BY created_at LIMIT ?",
-                (format_time(when), limit)).fetchall()
-        return [row[0] for row in rows]
+                (format_time(when), limit))
+        return [row[0] for row in rows.fetchall()]
 
     def wait(self, run_id: str, timeout: float, poll: float = 0.02) -> Run:
         """Block until the run is terminal and return it; TimeoutError after ``timeout`` seconds."""
@@ -204,9 +212,9 @@ class RunStore(Store):
     def hop_done(self, run_id: str, agent: str) -> bool:
         """True if some task already completed ``agent``'s hop of this run."""
         with self._read() as tx:
-            row = tx.execute("SELECT 1 FROM hops WHERE run_id = ? AND agent = ?",
-                               (run_id, agent)).fetchone()
-        return row is not None
+            rows = tx.execute("SELECT 1 FROM hops WHERE run_id = ? AND agent = ?",
+                              (run_id, agent))
+        return rows.fetchone() is not None
 
     def mark_hop_done(self, run_id: str, agent: str, task_id: str) -> bool:
         """Record ``agent``'s hop of this run as done; True only for the first caller anywhere."""
@@ -214,7 +222,7 @@ class RunStore(Store):
             cursor = tx.execute("INSERT INTO hops (run_id, agent, task_id, time) "
                                 "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                                 (run_id, agent, task_id, format_time(self._clock())))
-            return cursor.rowcount == 1
+        return cursor.rowcount == 1
 
     def claim_delivery(self, delivery_id: str, *, ttl: int) -> bool:
         """Record a CI delivery as received; False if it was received within the last ``ttl``
@@ -227,7 +235,7 @@ class RunStore(Store):
             cursor = tx.execute("INSERT INTO deliveries (delivery_id, received_at) "
                                 "VALUES (?, ?) ON CONFLICT DO NOTHING",
                                 (delivery_id, format_time(now)))
-            return cursor.rowcount == 1
+        return cursor.rowcount == 1
 
     def release_delivery(self, delivery_id: str) -> None:
         """Forget a delivery that started nothing (a transient failure), so the sender's
@@ -237,11 +245,6 @@ class RunStore(Store):
 
     def __repr__(self) -> str:
         return f"RunStore({self._db.target!r})"
-
-    @staticmethod
-    def _require(tx: Transaction, run_id: str) -> None:
-        if tx.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
-            raise UnknownRun(f"no run {run_id!r}")
 
     def _write(self) -> AbstractContextManager[Transaction]:
         """One write transaction, committed on success, rolled back otherwise."""
@@ -253,13 +256,28 @@ class RunStore(Store):
 
 
 def append_event(tx: Transaction, run_id: str, when: str, kind: str, agent: str | None,
-                 detail: str) -> int:
-    """Append one event (``detail`` already checked) inside the caller's write transaction;
-    its ``seq``. Takes the run's lock: events are numbered per run, by every process."""
+                 detail: str, *, only_if: tuple[str, Sequence[Any]] = ("", ())) -> Rows:
+    """Append one event (``detail`` already checked) inside the caller's write transaction,
+    if the run exists (and the SQL condition ``only_if``, ``AND ...`` on the run's row, holds);
+    its ``seq`` is the result's one row (none: not appended; see :func:`event_seq`). Takes the
+    run's lock first: events are numbered per run, by every process."""
     tx.lock(f"run:{run_id}")
-    seq: int = tx.execute(_NEXT_SEQ, (run_id,)).fetchone()[0]
-    tx.execute(_INSERT_EVENT, (run_id, seq, when, kind, agent, detail))
-    return seq
+    condition, params = only_if
+    return tx.execute(_APPEND_EVENT.format(only_if=condition),
+                      (run_id, when, kind, agent, detail, run_id, *params))
+
+
+def event_seq(appended: Rows, run_id: str) -> int:
+    """The ``seq`` :func:`append_event` gave; :class:`UnknownRun` if there is no such run."""
+    row = appended.fetchone()
+    if row is None:
+        raise UnknownRun(f"no run {run_id!r}")
+    return int(row[0])
+
+
+def _require(exists: Rows, run_id: str) -> None:
+    if exists.fetchone() is None:
+        raise UnknownRun(f"no run {run_id!r}")
 
 
 def _run(row: tuple[Any, ...], events: builtins.list[tuple[Any, ...]]) -> Run:

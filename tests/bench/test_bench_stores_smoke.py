@@ -26,9 +26,10 @@ def database_url() -> Iterator[str]:
 
 
 def test_audit_postgres(database_url: str) -> None:
-    (table,) = audit_postgres.run(database_url, records=5, writers=(1, 2))
+    table, threads = audit_postgres.run(database_url, records=5, writers=(1, 2), threads=(1, 4))
     assert len(table.rows) == 2
     assert all(row[-1].startswith("intact") for row in table.rows)
+    assert [row[0] for row in threads.rows] == ["1", "4"]
 
 
 def test_stores_end_to_end(database_url: str, tmp_path: Path) -> None:

@@ -1,0 +1,164 @@
+"""Appending records to one writer's hash chain, a batch per transaction, in one round trip.
+
+The writer's head (last seq, last hash) is kept in the process between appends, so a batch's
+hashes are computed before its transaction starts, and the transaction is sent whole (one round
+trip on PostgreSQL, ``COMMIT`` included): the writer's lock, then per record an ``INSERT`` that
+stores it only if the head is still its predecessor, and a head move under the same condition.
+Under the lock nothing else moves this head, so either every record of the batch finds its
+predecessor (the head this process knew was right) or none does (another store that shares the
+writer name appended meanwhile): then nothing was written, the head is read inside the next,
+locked, transaction, and the batch is written after it. A writer name is unique per store
+unless given, so that second transaction is the exception.
+
+A connection lost inside the transaction leaves its commit unknown. It is read back in a write
+transaction that first takes the writer's lock, so a transaction still in flight on the lost
+connection has ended (committed or rolled back) before the records are looked for: those found
+with their hash at their seq are stored; the others are written again, once, on a fresh
+connection. So a record is never stored twice, and one that raises was not stored (unless the
+read-back itself failed: then it may be, as a ``ConnectionLost``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.audit._chain import GENESIS_HASH, link_hash
+from orchestrator.audit._record import CONTENT_FIELDS
+from orchestrator.audit._schema import JSON_FIELDS
+from orchestrator.db import ConnectionLost, Database, Rows, Transaction
+from orchestrator.errors import Unavailable
+
+APPEND_ATTEMPTS = 2
+READ_BACK_ATTEMPTS = 3
+_INTEGER_FIELDS = frozenset({"status"})
+_VALUES = ", ".join(["?", "CAST(? AS INTEGER)", "?", "?"] + [
+    "CAST(? AS INTEGER)" if name in _INTEGER_FIELDS else "?" for name in CONTENT_FIELDS])
+_INSERT = (f"INSERT INTO records (writer, seq, prev_hash, hash, {', '.join(CONTENT_FIELDS)}) "
+           f"SELECT {_VALUES} WHERE ")
+# The record is stored only if its writer's head is its predecessor (or, for seq 1, absent).
+_INSERT_AFTER = _INSERT + ("EXISTS (SELECT 1 FROM writers WHERE writer = ? AND last_seq = ? "
+                           "AND last_hash = ?) RETURNING id")
+_INSERT_FIRST = _INSERT + "NOT EXISTS (SELECT 1 FROM writers WHERE writer = ?) RETURNING id"
+_MOVE_HEAD = ("UPDATE writers SET last_seq = ?, last_hash = ? "
+              "WHERE writer = ? AND last_seq = ? AND last_hash = ?")
+_FIRST_HEAD = ("INSERT INTO writers (writer, last_seq, last_hash) VALUES (?, ?, ?) "
+               "ON CONFLICT (writer) DO NOTHING")
+_HEAD = "SELECT last_seq, last_hash FROM writers WHERE writer = ?"
+_FOUND = "SELECT seq, hash, id FROM records WHERE writer = ? AND seq >= ? AND seq <= ?"
+
+
+@dataclass(frozen=True)
+class Appended:
+    """Where a record went: its row id and its place in the chain."""
+
+    row_id: int
+    seq: int
+    prev_hash: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class _Planned:
+    seq: int
+    prev_hash: str
+    hash: str
+
+
+class ChainWriter:
+    """Appends batches of record contents to ``writer``'s chain in ``db``; not thread-safe (the
+    store's :class:`~orchestrator.audit._group.GroupCommit` calls it from one thread at a
+    time)."""
+
+    def __init__(self, db: Database, writer: str) -> None:
+        self._db = db
+        self._writer = writer
+        self._head: tuple[int, str] | None = None  # None: read it inside the next transaction
+
+    def write(self, contents: Sequence[dict[str, Any]]) -> list[Appended | Unavailable]:
+        """Store every content, in order, chained; per content where it went, or the
+        :class:`~orchestrator.errors.Unavailable` that kept it from being stored (a content
+        answered so was not stored, but after a failed read-back). Raises ``Unavailable`` if
+        nothing could be tried."""
+        done: dict[int, Appended | Unavailable] = {}
+        lost = 0
+        while len(done) < len(contents):
+            todo = [i for i in range(len(contents)) if i not in done]
+            planned: list[_Planned] = []
+            stored: Sequence[Appended | Unavailable | None]
+            try:
+                stored = self._send([contents[i] for i in todo], planned)
+            except ConnectionLost as exc:
+                lost += 1
+                stored = self._read_back(planned) if planned else [None] * len(todo)
+                if lost >= APPEND_ATTEMPTS:
+                    stored = [exc if appended is None else appended for appended in stored]
+            for index, appended in zip(todo, stored, strict=True):
+                if appended is not None:
+                    done[index] = appended
+        return [done[i] for i in range(len(contents))]
+
+    def _send(self, contents: Sequence[dict[str, Any]],
+              planned: list[_Planned]) -> list[Appended | None]:
+        """One transaction; the records it stored (None: not, the head had moved)."""
+        inserted: list[Rows] = []
+        with self._db.transaction(write=True) as tx:
+            tx.lock(f"writer:{self._writer}")
+            head = self._head if self._head is not None else self._read_head(tx)
+            for content in contents:
+                planned.append(self._plan(head, content))
+                inserted.append(self._insert(tx, head, planned[-1], content))
+                head = (planned[-1].seq, planned[-1].hash)
+        stored: list[Appended | None] = []
+        for plan, rows in zip(planned, inserted, strict=True):
+            row = rows.fetchone()
+            stored.append(None if row is None else
+                          Appended(int(row[0]), plan.seq, plan.prev_hash, plan.hash))
+        self._head = head if stored[-1] is not None else None
+        return stored
+
+    def _plan(self, head: tuple[int, str], content: dict[str, Any]) -> _Planned:
+        seq, prev_hash = head[0] + 1, head[1]
+        return _Planned(seq, prev_hash, link_hash(prev_hash, content, self._writer, seq))
+
+    def _insert(self, tx: Transaction, head: tuple[int, str], plan: _Planned,
+                content: dict[str, Any]) -> Rows:
+        values = [self._writer, plan.seq, plan.prev_hash, plan.hash,
+                  *(_column_value(name, content[name]) for name in CONTENT_FIELDS)]
+        if plan.seq == 1:
+            rows = tx.execute(_INSERT_FIRST, [*values, self._writer])
+            tx.execute(_FIRST_HEAD, (self._writer, plan.seq, plan.hash))
+        else:
+            rows = tx.execute(_INSERT_AFTER, [*values, self._writer, *head])
+            tx.execute(_MOVE_HEAD, (plan.seq, plan.hash, self._writer, *head))
+        return rows
+
+    def _read_head(self, tx: Transaction) -> tuple[int, str]:
+        row = tx.execute(_HEAD, (self._writer,)).fetchone()  # waits: the hashes need it
+        return (int(row[0]), str(row[1])) if row else (0, GENESIS_HASH)
+
+    def _read_back(self, planned: list[_Planned]) -> list[Appended | None]:
+        """Which planned records a transaction whose connection was lost stored, read under
+        the writer's lock (a write transaction: READ COMMITTED, so it sees what was committed
+        while it waited for the lock); the head is read again too."""
+        for attempt in range(1, READ_BACK_ATTEMPTS + 1):
+            try:
+                with self._db.transaction(write=True) as tx:
+                    tx.lock(f"writer:{self._writer}")
+                    head = tx.execute(_HEAD, (self._writer,))
+                    found = tx.execute(_FOUND, (self._writer, planned[0].seq, planned[-1].seq))
+                break
+            except ConnectionLost:
+                if attempt == READ_BACK_ATTEMPTS:
+                    raise
+        row = head.fetchone()
+        self._head = (int(row[0]), str(row[1])) if row else (0, GENESIS_HASH)
+        ids = {(seq, digest): row_id for seq, digest, row_id in found.fetchall()}
+        return [None if (p.seq, p.hash) not in ids else
+                Appended(int(ids[p.seq, p.hash]), p.seq, p.prev_hash, p.hash) for p in planned]
+
+
+def _column_value(name: str, value: Any) -> Any:
+    return json.dumps(value, ensure_ascii=False) if name in JSON_FIELDS else value
