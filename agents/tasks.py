@@ -15,16 +15,22 @@ import random
 from typing import Any
 
 from celery import Celery, Task
+from kombu.exceptions import OperationalError
 
 from agents._hop import HopOutcome, perform_hop
-from agents._runtime import runtime_for
+from agents._runtime import AgentRuntime, runtime_for
 from orchestrator._log import get_logger
 from orchestrator.config import Settings
 from orchestrator.errors import TransientError
 from orchestrator.runs import HopJournal
 
 AGENT_QUEUES = {"agent:infrabot": "infrabot", "agent:argocd": "argocd", "agent:cleanup": "cleanup"}
-MAX_RETRIES = 4
+# A transient fault (a service, the auth server or the run log unreachable, a 503) is retried 7
+# times, 12-24 s in all: longer than a restart of serve (about 3 s) or of PostgreSQL, so a hop in
+# flight rides one out. The longest countdown (8 s) plus the task time limit (30 s) stays under
+# the Redis broker's least visibility timeout (41 s), which a retry's countdown spends.
+MAX_RETRIES = 7
+BACKOFF_CAP = 8.0
 TERMINAL = {"succeeded", "denied", "failed", "expired"}
 
 
@@ -37,8 +43,9 @@ def hop_task_id(run_id: str, agent: str) -> str:
 
 
 def backoff(retries: int) -> float:
-    """Exponential backoff with full jitter: ~0.2 s, 0.4 s, 0.8 s ... capped at 5 s."""
-    return float(min(5.0, 0.2 * 2**retries) * random.uniform(0.5, 1.0))  # noqa: S311
+    """Exponential backoff with jitter: 0.25 s, 0.5 s, 1 s ... capped at 8 s, each drawn from
+    half to all of that."""
+    return float(min(BACKOFF_CAP, 0.25 * 2**retries) * random.uniform(0.5, 1.0))  # noqa: S311
 
 
 def enqueue(app: Celery, agent: str, run_id: str, workflow: str, token: str, scope: str,
@@ -58,19 +65,44 @@ def _run_hop(task: Task, app: Celery, settings: Settings, agent: str, run_id: st
         outcome = perform_hop(rt, run_id=run_id, workflow=workflow, agent=agent, token=token,
                               scope=scope, mode=mode, generation=generation)
     except TransientError as exc:
-        attempt = task.request.retries + 1
-        if task.request.retries >= MAX_RETRIES:
-            outcome = HopOutcome("failed", f"{agent}: {exc.reason} after {attempt} attempts")
-        else:
-            delay = backoff(task.request.retries)
-            rt.runs.add_event(run_id, "retrying", agent, {"reason": exc.reason,
-                                                          "attempt": attempt,
-                                                          "in_seconds": round(delay, 2)})
-            log.info("hop_retrying", reason=exc.reason, attempt=attempt)
-            raise task.retry(countdown=delay, max_retries=MAX_RETRIES) from None
+        outcome = _retry_or_fail(task, rt, log, agent, run_id, exc.reason)
     except Exception as exc:  # noqa: BLE001 - a bug must still end the run, never strand it
         log.exception("hop_crashed")
         outcome = HopOutcome("failed", f"{agent}: internal error ({type(exc).__name__})")
+    try:
+        _record(task, app, rt, outcome, agent, run_id, workflow, mode)
+    except (TransientError, OperationalError) as exc:
+        # The run log or the broker went away after the hop's work: retried like the work, and
+        # the journal makes the next attempt resume here (a hand-off in doubt is published again
+        # under a new generation; the older one is then stale).
+        reason = getattr(exc, "reason", "broker_unavailable")
+        if _retry_or_fail(task, rt, log, agent, run_id, reason).status == "failed":
+            log.error("hop_unrecorded", status=outcome.status, reason=reason)  # the deadline ends it
+            return {"run_id": run_id, "agent": agent, "status": "unrecorded"}
+    log.info("hop_done", status=outcome.status, reason=outcome.reason)
+    return {"run_id": run_id, "agent": agent, "status": outcome.status}
+
+
+def _retry_or_fail(task: Task, rt: AgentRuntime, log: Any, agent: str, run_id: str,
+                   reason: str) -> HopOutcome:
+    """Raise Celery's Retry with the next backoff, or, the retries spent, the failed outcome."""
+    attempt = task.request.retries + 1
+    if task.request.retries >= MAX_RETRIES:
+        return HopOutcome("failed", f"{agent}: {reason} after {attempt} attempts")
+    delay = backoff(task.request.retries)
+    try:
+        rt.runs.add_event(run_id, "retrying", agent, {"reason": reason, "attempt": attempt,
+                                                      "in_seconds": round(delay, 2)})
+    except TransientError:  # the run log itself is away: the retry matters, not its display
+        log.warning("retry_unrecorded", reason=reason, attempt=attempt)
+    log.info("hop_retrying", reason=reason, attempt=attempt)
+    raise task.retry(countdown=delay, max_retries=MAX_RETRIES) from None
+
+
+def _record(task: Task, app: Celery, rt: AgentRuntime, outcome: HopOutcome, agent: str,
+            run_id: str, workflow: str, mode: str) -> None:
+    """What follows a hop: publish the hand-off and journal it sent, or end the run; then mark
+    the hop done."""
     if outcome.status == "handed_off":
         assert outcome.next_agent
         if outcome.next_token is not None:  # None: an earlier attempt published it
@@ -82,8 +114,6 @@ def _run_hop(task: Task, app: Celery, settings: Settings, agent: str, run_id: st
         # The status first: a copy of this hop redelivered after it finds the run terminal.
         rt.runs.finish(run_id, outcome.status, outcome.reason, agent=agent)
         rt.runs.mark_hop_done(run_id, agent, task.request.id)
-    log.info("hop_done", status=outcome.status, reason=outcome.reason)
-    return {"run_id": run_id, "agent": agent, "status": outcome.status}
 
 
 WAKE_TASK = "agents.wake"

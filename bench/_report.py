@@ -1,11 +1,15 @@
-"""Tables as Markdown (printed, and appended to ``bench/RESULTS.md`` with the environment)."""
+"""Tables as Markdown: printed, written raw (JSON and Markdown) to ``bench/raw/`` for every run,
+and, only when asked (``--record``), put into ``bench/RESULTS.md`` as each benchmark's latest
+block, replacing the one before."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import re
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -13,6 +17,7 @@ from pathlib import Path
 import redis
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+RAW = Path(__file__).resolve().parent / "raw"  # git-ignored
 
 
 @dataclass
@@ -25,7 +30,7 @@ class Table:
     def add(self, *cells: object) -> None:
         self.rows.append([str(c) for c in cells])
 
-    def markdown(self) -> str:
+    def markdown(self, level: int = 3) -> str:
         widths = [max(len(c), *(len(r[i]) for r in self.rows)) if self.rows else len(c)
                   for i, c in enumerate(self.columns)]
 
@@ -33,7 +38,7 @@ class Table:
             return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) \
                 + " |"
 
-        out = [f"### {self.title}", "", line(self.columns),
+        out = [f"{'#' * level} {self.title}", "", line(self.columns),
                "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
         out += [line(r) for r in self.rows]
         if self.notes:
@@ -124,10 +129,46 @@ def section(label: str, env: list[tuple[str, str]], tables: list[Table],
     return "\n".join(head) + "\n\n" + "\n".join(t.markdown() for t in tables)
 
 
-def append(text: str, path: Path = RESULTS) -> None:
-    if not path.exists():
-        path.write_text("# Benchmark results\n\nEach section is one run of `python -m bench`, "
-                        "appended by the run itself. See README.md for what each table "
-                        "measures.\n\n")
-    with path.open("a") as fp:
-        fp.write("\n" + text)
+def write_raw(label: str, env: list[tuple[str, str]], tables: dict[str, list[Table]],
+              command: str, params: dict[str, object], folder: Path = RAW) -> Path:
+    """The whole run as JSON (every table by benchmark, the environment, the parameters) and as
+    Markdown, in ``folder``; returns the JSON file's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = re.sub(r"[^0-9]", "", env[0][1])[:14]
+    path = folder / f"bench-{stamp}Z-{'-'.join(tables) or 'none'}"[:200]
+    data = {"label": label, "command": command, "environment": dict(env),
+            "params": {name: params.get(name) for name in tables},
+            "tables": {name: [asdict(t) for t in produced] for name, produced in tables.items()}}
+    json_path = path.with_suffix(".json")
+    json_path.write_text(json.dumps(data, indent=1, default=str) + "\n")
+    path.with_suffix(".md").write_text(
+        section(label, env, [t for produced in tables.values() for t in produced], command))
+    return json_path
+
+
+def block(name: str, label: str, env: list[tuple[str, str]], tables: list[Table],
+          command: str) -> str:
+    """One benchmark's block of RESULTS.md: its tables with when, where and what ran them."""
+    head = [f"### {name}: {env[0][1]}: {label}", "", f"`{command}`", ""]
+    head += [f"- {key}: {value}" for key, value in env if key != "code measured"]
+    return "\n".join(head) + "\n\n" + "\n".join(t.markdown(level=4) for t in tables)
+
+
+def _marks(name: str) -> tuple[str, str]:
+    return f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+
+
+def record(blocks: dict[str, str], path: Path = RESULTS) -> None:
+    """Replace each named benchmark's block in ``path`` (or add it at the end); the curated
+    text around the blocks is left as it is."""
+    text = path.read_text()
+    for name, body in blocks.items():
+        start, end = _marks(name)
+        new = f"{start}\n{body.rstrip()}\n{end}"
+        if start in text and end in text:
+            before, _, rest = text.partition(start)
+            _, _, after = rest.partition(end)
+            text = before + new + after
+        else:
+            text = text.rstrip("\n") + "\n\n" + new + "\n"
+    path.write_text(text)

@@ -1,6 +1,7 @@
-"""Run every benchmark, print each table, and append the run to ``bench/RESULTS.md``.
+"""Run every benchmark, print each table, and write the run raw to ``bench/raw/`` (git-ignored).
 
     python -m bench                 # the full run (about 4 minutes on 2 cores)
+    python -m bench --record        # ... and make it each benchmark's block in bench/RESULTS.md
     python -m bench --quick         # about a minute
     python -m bench --only exchange,depth --label "after: cached key set"
     python -m bench --only chaos    # faults under load (issue 20), named only: minutes long
@@ -40,7 +41,7 @@ from bench import (
 )
 from bench._cluster import redis_answers
 from bench._postgres import DEFAULT_DATABASE_URL, answers
-from bench._report import Table, append, environment, section
+from bench._report import RAW, Table, block, environment, record, write_raw
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/12"
 NAMES = ("exchange", "enforcement", "end_to_end", "depth", "audit", "memory", "replay",
@@ -118,8 +119,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="e.g. 100,500,1000,2000,3000 (workflows) for a longer memory run")
     parser.add_argument("--chaos-brokers", default=",".join(chaos.BROKERS),
                         help="the brokers the chaos benchmark runs on (default: both)")
-    parser.add_argument("--no-record", action="store_true",
-                        help="print only; do not append to bench/RESULTS.md")
+    parser.add_argument("--raw-dir", type=Path, default=RAW,
+                        help="where the run's raw JSON and Markdown go (default bench/raw/)")
+    parser.add_argument("--record", action="store_true",
+                        help="also replace each benchmark's block in bench/RESULTS.md with "
+                             "this run's (without it no tracked file is written)")
     args = parser.parse_args(argv)
 
     chosen = [n.strip() for n in args.only.split(",") if n.strip()]
@@ -146,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     env = environment(args.redis_url)
     load_start = _load()
     runners = benchmarks(args.redis_url, args.database_url)
-    tables: list[Table] = []
+    tables: dict[str, list[Table]] = {}
     failures = 0
     started = time.monotonic()
     for name in chosen:
@@ -163,16 +167,23 @@ def main(argv: list[str] | None = None) -> int:
         for table in produced:
             table.notes.append(f"({name}: {time.monotonic() - t0:.0f} s)")
             print(table.markdown(), flush=True)
-        tables.extend(produced)
+        tables[name] = produced
     total = time.monotonic() - started
     env += [("load average 1/5/15 min", f"{load_start} at start, {_load()} at end"),
             ("duration", f"{total:.0f} s ({'quick' if args.quick else 'full'} run)")]
     label = args.label or ("quick run" if args.quick else "full run")
     command = "python -m bench" + (" --quick" if args.quick else "") + (
         f" --only {','.join(chosen)}" if chosen != list(DEFAULT) else "")
-    if not args.no_record:
-        append(section(label, env, tables, command))
-        print(f"appended to bench/RESULTS.md ({total:.0f} s)", file=sys.stderr)
+    raw = write_raw(label, env, tables, command, params, args.raw_dir)
+    print(f"raw figures: {raw.relative_to(Path.cwd()) if raw.is_relative_to(Path.cwd()) else raw}"
+          f" ({total:.0f} s)", file=sys.stderr)
+    if args.record:
+        recorded = {name: block(name, label, env, produced, command)
+                    for name, produced in tables.items()
+                    if not any(t.title.endswith(": FAILED") for t in produced)}
+        record(recorded)
+        print(f"recorded in bench/RESULTS.md: {', '.join(recorded) or 'nothing (all failed)'}",
+              file=sys.stderr)
     return 1 if failures else 0
 
 

@@ -12,9 +12,11 @@ Where the answers are kept (:func:`idempotency_cache`):
 * with ``INFRABOT_REDIS_URL`` set, in that Redis (:class:`RedisIdempotencyCache`), shared by
   every process and outliving a restart of ``serve``: a retry after the restart still gets the
   original answer. A request first claims its key (``SET NX`` with a short lease,
-  :data:`LEASE_SECONDS`); a second request under a key whose first is still in flight (in
-  another process, or in one that died mid-request until the lease ends) is 409
-  ``idempotency_key_in_use``, which the agents retry. Redis cannot be reached: 503
+  :data:`LEASE_SECONDS`, the claim naming the request); a second request under a key whose
+  first is still in flight (in another process, or in one that died mid-request until the lease
+  ends) is 409 ``idempotency_key_in_use``, which the agents retry. A first request keeps its
+  answer, or frees the key, only while the claim is still its own: one that outlived its lease
+  never overwrites or deletes a later request's claim. Redis cannot be reached: 503
   ``idempotency_unavailable`` before anything is done (fail closed);
 * otherwise in the process (:class:`IdempotencyCache`, the embedded mode).
 
@@ -32,6 +34,7 @@ import hashlib
 import json
 import logging
 import re
+import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -101,7 +104,8 @@ class IdempotencyCache:
             self._lock = asyncio.Lock()
         async with self._lock:
             now = self._clock()
-            kept = await self._claim((principal, key), print_, now)
+            claim = secrets.token_hex(16)  # this request, in the claim it may hold on the key
+            kept = await self._claim((principal, key), print_, now, claim)
             if kept is not None:
                 if kept.fingerprint != print_:
                     raise ApiError(422, "idempotency_key_reused",
@@ -110,33 +114,35 @@ class IdempotencyCache:
             try:
                 response = await produce()
             except BaseException:
-                await self._release((principal, key))
+                await self._release((principal, key), print_, claim)
                 raise
             body = getattr(response, "body", None)
             if 200 <= response.status_code < 300 and isinstance(body, bytes):
-                await self._keep((principal, key), _Kept(print_, response.status_code, body,
-                                                         response.media_type, now + self._ttl))
+                await self._keep((principal, key), claim, _Kept(
+                    print_, response.status_code, body, response.media_type, now + self._ttl))
             else:
-                await self._release((principal, key))
+                await self._release((principal, key), print_, claim)
             return response, False
 
     def __len__(self) -> int:
         """How many answers are kept."""
         return len(self._kept)
 
-    async def _claim(self, key: tuple[str, str], print_: str, now: float) -> _Kept | None:
-        """The answer kept under ``key``, or None: this request is the first and runs."""
+    async def _claim(self, key: tuple[str, str], print_: str, now: float,
+                     claim: str) -> _Kept | None:
+        """The answer kept under ``key``, or None: this request (``claim``) is the first and
+        runs."""
         self._expire(now)
         kept = self._kept.get(key)
         return kept if kept is not None and kept.expires_at > now else None
 
-    async def _keep(self, key: tuple[str, str], kept: _Kept) -> None:
+    async def _keep(self, key: tuple[str, str], claim: str, kept: _Kept) -> None:
         self._kept[key] = kept
         self._kept.move_to_end(key)
         while len(self._kept) > self._max:
             self._kept.popitem(last=False)
 
-    async def _release(self, key: tuple[str, str]) -> None:
+    async def _release(self, key: tuple[str, str], print_: str, claim: str) -> None:
         """The first request kept no answer: the key is free again."""
 
     def _expire(self, now: float) -> None:
@@ -156,6 +162,7 @@ class RedisIdempotencyCache(IdempotencyCache):
         super().__init__(clock, ttl_seconds=ttl_seconds)
         self._r = client
         self._service = service
+        self._if_claimed = client.register_script(_IF_CLAIMED)
 
     @classmethod
     def from_url(cls, url: str, service: str, clock: Callable[[], float], *,
@@ -174,8 +181,9 @@ class RedisIdempotencyCache(IdempotencyCache):
         digest = hashlib.sha256(f"{key[0]}\n{key[1]}".encode()).hexdigest()
         return f"{_PREFIX}{self._service}:{digest}"
 
-    async def _claim(self, key: tuple[str, str], print_: str, now: float) -> _Kept | None:
-        name, pending = self._name(key), json.dumps({"pending": print_})
+    async def _claim(self, key: tuple[str, str], print_: str, now: float,
+                     claim: str) -> _Kept | None:
+        name, pending = self._name(key), _pending(print_, claim)
         for _ in range(2):  # a kept answer may expire between the two calls: claim again
             claimed = await self._redis(lambda: self._r.set(name, pending, nx=True,
                                                              ex=LEASE_SECONDS))
@@ -186,19 +194,23 @@ class RedisIdempotencyCache(IdempotencyCache):
                 return _decode(found, now)
         raise _unavailable()
 
-    async def _keep(self, key: tuple[str, str], kept: _Kept) -> None:
+    async def _keep(self, key: tuple[str, str], claim: str, kept: _Kept) -> None:
         value = json.dumps({"fingerprint": kept.fingerprint, "status": kept.status,
                             "body": base64.b64encode(kept.body).decode(),
                             "media_type": kept.media_type})
+        mine = _pending(kept.fingerprint, claim)
         try:  # the request acted: its answer goes back even if it cannot be kept
-            await self._redis(lambda: self._r.set(self._name(key), value,
-                                                  ex=max(1, int(self._ttl))))
+            if not await self._redis(lambda: self._if_claimed(
+                    keys=[self._name(key)], args=[mine, value, max(1, int(self._ttl))])):
+                log.warning("idempotency_claim_lost", extra={"service": self._service})
         except Unavailable:
             log.warning("idempotency_answer_not_kept", extra={"service": self._service})
 
-    async def _release(self, key: tuple[str, str]) -> None:
-        try:  # else the claim ends with its lease
-            await self._redis(lambda: self._r.delete(self._name(key)))
+    async def _release(self, key: tuple[str, str], print_: str, claim: str) -> None:
+        mine = _pending(print_, claim)
+        try:  # only this request's own claim; else the claim ends with its lease
+            await self._redis(lambda: self._if_claimed(keys=[self._name(key)],
+                                                       args=[mine, "", 0]))
         except Unavailable:
             log.warning("idempotency_claim_not_released", extra={"service": self._service})
 
@@ -208,6 +220,21 @@ class RedisIdempotencyCache(IdempotencyCache):
             return await to_thread.run_sync(call)
         except (redis.RedisError, OSError) as exc:
             raise _unavailable() from exc
+
+
+# KEYS[1] holds the claim ARGV[1]: replace it with the answer ARGV[2] for ARGV[3] seconds, or,
+# ARGV[2] empty, delete it. 1 if it did, 0 if the key holds anything else.
+_IF_CLAIMED = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then return redis.call('DEL', KEYS[1]) end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1
+"""
+
+
+def _pending(print_: str, claim: str) -> str:
+    """The value of a key claimed by request ``claim`` for the request printed ``print_``."""
+    return json.dumps({"pending": print_, "claim": claim})
 
 
 def _unavailable() -> Unavailable:

@@ -33,6 +33,11 @@ RESTORE_INTERVAL = 5
 SWEEP_LOCK_SECONDS = 10
 
 
+# Publishing: tries at 0, 0.5, 1.5, 2.5, 3.5 and 4.5 s (connection refused fails at once).
+PUBLISH_RETRY_POLICY = {"max_retries": 5, "interval_start": 0, "interval_step": 0.5,
+                        "interval_max": 1.0}
+
+
 def _broker_config(settings: Settings) -> dict[str, Any]:
     kind = settings.broker_kind
     if kind == "memory":
@@ -84,6 +89,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         "broker_connection_retry": True,
         "broker_connection_max_retries": None,  # a worker waits for its broker for ever
+        # ... trying every second (Celery's own consumer backs off to 30 s between attempts)
+        "worker_consumer": "orchestrator._consumer:Consumer",
+        # A publish (the first hop from serve, a hand-off from a hop) rides out a broker blip of
+        # a few seconds instead of Celery's 0.6 s; a longer outage fails it as before: serve
+        # answers 503 broker_unavailable, a hop is retried.
+        "task_publish_retry_policy": PUBLISH_RETRY_POLICY,
         "task_track_started": False,
         "worker_send_task_events": False,
     }

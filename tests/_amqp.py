@@ -3,7 +3,8 @@ before and after the test (as tests/_redis.py flushes a Redis db).
 
 ``INFRABOT_TEST_AMQP_URL`` names it (default ``amqp://guest:guest@127.0.0.1:5672/infrabot-test``;
 create the vhost with ``rabbitmqctl add_vhost infrabot-test`` and ``rabbitmqctl set_permissions
--p infrabot-test guest '.*' '.*' '.*'``, as .ci/run does). Skips with a visible reason when
+-p infrabot-test guest '.*' '.*' '.*'``; .ci/run makes a fresh vhost of its own for each run and
+deletes it after). Skips with a visible reason when
 RabbitMQ does not answer or the vhost is missing, except on CI (``CI=true``), where it fails.
 """
 

@@ -9,6 +9,7 @@ Redis does not answer, except on CI (``CI=true``), where a missing Redis fails t
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from bench import audit, depth, end_to_end, enforcement, exchange, memory, replay
-from bench._report import Table, section
+from bench._report import Table, block, record, section
 from bench.run import DEFAULT_REDIS_URL, NAMES, main
 from tests._redis import flushed_redis
 
@@ -97,18 +98,37 @@ def test_memory(bench_redis_url: str, tmp_path: Path) -> None:
     assert "(exit" not in column(table, "< 150 MiB")[-1]  # the demo itself went as designed
 
 
-def test_runner_prints_tables_and_records_nothing_with_no_record(
-        capsys: pytest.CaptureFixture[str]) -> None:
+def test_runner_writes_the_run_raw_and_no_tracked_file_unless_asked(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     results = Path(__file__).resolve().parents[2] / "bench" / "RESULTS.md"
-    before = results.read_text() if results.exists() else None
-    assert main(["--quick", "--only", "depth", "--no-record"]) == 0
+    before = results.read_text()
+    assert main(["--quick", "--only", "depth", "--raw-dir", str(tmp_path)]) == 0
     assert "### Depth" in capsys.readouterr().out
-    assert (results.read_text() if results.exists() else None) == before
+    assert results.read_text() == before
+    [raw] = tmp_path.glob("bench-*Z-depth.json")
+    data = json.loads(raw.read_text())
+    assert data["tables"]["depth"][0]["title"].startswith("Depth")
+    assert data["environment"]["commit"] and data["params"]["depth"]["iterations"] == 50
+    assert raw.with_suffix(".md").read_text().count("### Depth") == 1
 
 
-def test_runner_refuses_an_unknown_benchmark() -> None:
+def test_record_replaces_only_the_named_blocks(tmp_path: Path) -> None:
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# curated\n\n<!-- bench:depth -->\nold depth\n<!-- /bench:depth -->\n"
+                       "\n<!-- bench:audit -->\nold audit\n<!-- /bench:audit -->\n")
+    env = [("date", "2026-01-01 00:00:00 UTC"), ("code measured", "/x"), ("python", "3.11")]
+    table = Table("Depth: t", ["a"], [["1"]])
+    record({"depth": block("depth", "label", env, [table], "cmd"),
+            "chaos": block("chaos", "label", env, [table], "cmd")}, results)
+    text = results.read_text()
+    assert text.startswith("# curated\n") and "old depth" not in text and "old audit" in text
+    assert text.count("<!-- bench:depth -->") == 1 and text.count("<!-- /bench:chaos -->") == 1
+    assert "#### Depth: t" in text and "- python: 3.11" in text and "/x" not in text
+
+
+def test_runner_refuses_an_unknown_benchmark(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
-        main(["--only", "nonsense", "--no-record"])
+        main(["--only", "nonsense", "--raw-dir", str(tmp_path)])
     assert "exchange" in NAMES
 
 

@@ -191,3 +191,47 @@ def test_the_ttl_must_outlast_a_run() -> None:
     with pytest.raises(ValidationError):
         Settings(idempotency_ttl_seconds=59, run_deadline_seconds=5)
     assert Settings().idempotency_ttl_seconds == TTL_SECONDS == 86400
+
+
+@pytest.mark.parametrize("first_status", [500, 201])
+def test_a_first_request_that_outlived_its_lease_leaves_the_next_claim_alone(
+        caches: Callable[..., RedisIdempotencyCache], monkeypatch: pytest.MonkeyPatch,
+        first_status: int) -> None:
+    """Request A outlives its lease; B claims the key and is in flight when A ends. A's end
+    (freeing the key after a 500, keeping its answer after a 201) must not touch B's claim: a
+    third request C still finds the key in use instead of acting a third time."""
+    monkeypatch.setattr("mock_services._idempotency.LEASE_SECONDS", 1)
+    a, b, c = caches(), caches(), caches()
+    runs: list[str] = []
+
+    async def scenario() -> list[object]:
+        b_in_flight, b_may_end = asyncio.Event(), asyncio.Event()
+
+        async def produce_b() -> Response:
+            runs.append("b")
+            b_in_flight.set()
+            await b_may_end.wait()
+            return Response(b'{"id": 2}', 201, media_type="application/json")
+
+        async def produce_a() -> Response:
+            runs.append("a")
+            await asyncio.sleep(1.5)  # past A's one-second lease
+            tasks.append(asyncio.create_task(b.run(SAM, KEY, PRINT, produce_b)))
+            await b_in_flight.wait()
+            return Response(b'{"id": 1}', first_status, media_type="application/json")
+
+        tasks: list[asyncio.Task[tuple[Response, bool]]] = []
+        await a.run(SAM, KEY, PRINT, produce_a)
+        try:
+            await c.run(SAM, KEY, PRINT, producer(201, b'{"id": 3}', []))
+            third: object = "acted"
+        except ApiError as exc:
+            third = exc.reason
+        b_may_end.set()
+        (b_answer, b_replayed), = [await t for t in tasks]
+        return [third, b_answer.body, b_replayed]
+
+    assert asyncio.run(scenario()) == ["idempotency_key_in_use", b'{"id": 2}', False]
+    assert runs == ["a", "b"]
+    response, replayed = send(c, runs=runs)  # B's answer is the one kept
+    assert (response.body, replayed, runs) == (b'{"id": 2}', True, ["a", "b"])

@@ -19,6 +19,7 @@ import time
 import pytest
 from e2e._harness import accepted_run_id, deployment, events_of
 
+from agents.tasks import MAX_RETRIES
 from reliability._checks import assert_after_fault, wait_all_terminal
 from reliability._faults import ScriptedProxy
 from reliability._system import FaultyDistributed
@@ -57,7 +58,7 @@ def test_authserver_outage_mid_run(faulty: FaultyDistributed, reliability_redis_
         if run.status == "failed":
             agent, _, why = (run.reason or "").partition(": ")
             assert agent in ("agent:infrabot", "agent:argocd", "agent:cleanup"), run.reason
-            assert why in {f"{r} after 5 attempts" for r in OUTAGE_REASONS}, run.reason
+            assert why in {f"{r} after {MAX_RETRIES + 1} attempts" for r in OUTAGE_REASONS}, run.reason
             gave_up += 1
         else:
             assert (run.status, run.reason) == ("succeeded", "ok"), run

@@ -5,6 +5,7 @@ Issue 20, fault 1: a Redis restart while a worker was mid-hop stopped that worke
 5.7.0's Redis transport closing a channel twice (see ``orchestrator._redis_broker``). It needs a
 BRPOP in flight when Redis goes, so the worker runs two pool processes: one holds the stalled
 hop, the consumer polls for the second slot. Without the fix this test failed in 2 of 2 runs.
+While the broker is down the worker tries it every second (``orchestrator._consumer``).
 
 Redis only: the machine's RabbitMQ is shared and is not restarted by the tests (a RabbitMQ
 broker keeps durable queues and persistent messages across its restarts; docs/reliability.md).
@@ -12,6 +13,7 @@ broker keeps durable queues and persistent messages across its restarts; docs/re
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import time
@@ -22,6 +24,7 @@ from e2e._harness import RUN_TIMEOUT, accepted_run_id, deployment
 from kombu import Connection, Queue
 from kombu.message import Message
 
+from orchestrator._consumer import RECONNECT_INTERVAL
 from orchestrator._redis_broker import Transport
 from reliability._checks import wait_all_terminal
 from reliability._faultproxy import FaultProxy
@@ -32,6 +35,7 @@ pytestmark = pytest.mark.redis
 CREATE_TAGS = "/ec2/CreateTags"
 DEADLINE = 15
 CONNECTED = "Connected to "
+RETRYING = "consumer: cannot connect to "
 
 
 def wait_for_output(output: Callable[[], str], text: str, count: int, timeout: float) -> None:
@@ -54,7 +58,9 @@ def test_redis_restart_under_a_hop_in_flight_keeps_the_worker(
         assert stall.stalled.wait(RUN_TIMEOUT), d.logs()
         own_redis.stop(signal.SIGKILL)  # a crash: Redis kept nothing
         stall.release()  # the hop goes on without its broker
-        time.sleep(2.0)
+        # The consumer tries its broker every second (orchestrator._consumer), not Celery's
+        # 2, 4, 6 ... 30 s, which made a broker back after 8 s usable only after 12 s.
+        wait_for_output(worker.output, RETRYING, 2, timeout=30)
         own_redis.start()
 
         wait_for_output(worker.output, CONNECTED, 2, timeout=30)  # reconnected
@@ -63,6 +69,9 @@ def test_redis_restart_under_a_hop_in_flight_keeps_the_worker(
 
     assert worker.alive(), d.logs()
     assert "Unrecoverable error" not in worker.output()
+    intervals = [float(m) for m in re.findall(r"trying again in ([0-9.]+) s", worker.output())]
+    assert len(intervals) >= 2 and max(intervals) <= RECONNECT_INTERVAL, intervals
+    assert "Trying again in" not in worker.output()  # Celery's own, growing, schedule
     # The same worker process consumed the run sent after the restart.
     assert (runs[after].status, runs[after].reason) == ("succeeded", "ok"), d.logs()
     # The hop in flight lost its message with the unpersisted Redis: its run still ended.

@@ -20,6 +20,7 @@ import collections
 import pytest
 from e2e._harness import accepted_run_id, deployment, events_of
 
+from agents.tasks import MAX_RETRIES
 from orchestrator.runs import Run
 from reliability._checks import assert_after_fault, wait_all_terminal
 from reliability._faultproxy import Seen
@@ -69,7 +70,7 @@ def test_service_fault_bursts_end_every_run_once(faulty: FaultyDistributed,
           f"{ {p: ''.join(s.applied) for p, s in scripts.items()} }")
     for run in runs.values():
         assert run.status == "succeeded" or (
-            run.status == "failed" and run.reason.endswith("after 5 attempts")), run.reason
+            run.status == "failed" and run.reason.endswith(f"after {MAX_RETRIES + 1} attempts")), run.reason
         assert retries_of(run) == faults_met(seen, run.run_id), \
             (run.run_id, events_of(run, "retrying"))
         reasons = {e["reason"] for e in events_of(run, "retrying")}

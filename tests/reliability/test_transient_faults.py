@@ -28,12 +28,14 @@ from e2e._harness import (
 )
 from e2e._processes import Distributed
 
+from agents.tasks import MAX_RETRIES
 from orchestrator.audit import StoredRecord
 from orchestrator.runs import Run
 from orchestrator.system import System, running_system
 from reliability._faultproxy import FaultProxy
 
 CREATE_TAGS = "/ec2/CreateTags"
+ATTEMPTS = MAX_RETRIES + 1  # the first try and every retry
 
 
 @contextmanager
@@ -80,7 +82,7 @@ def test_service_503_twice_then_200_embedded(tmp_path: Path) -> None:
         proxy.fail(CREATE_TAGS, times=2)
         with service_through_proxy(system, "aws", proxy.url):
             run_id = accepted_run_id(post_webhook(system.webhooks_url, deployment("sam")))
-            run = system.runtime.runs.wait(run_id, timeout=RUN_TIMEOUT)
+            run = system.runtime.runs.wait(run_id, timeout=RUN_TIMEOUT + 30)
 
         assert_retried_then_acted_once(run, system.stack.audit.query(run_id=run_id), proxy)
         aws = system.service_state("aws")
@@ -114,12 +116,13 @@ def test_service_down_for_good_fails_the_run_after_bounded_retries(tmp_path: Pat
         proxy.fail(CREATE_TAGS, times=1000)
         with service_through_proxy(system, "aws", proxy.url):
             run_id = accepted_run_id(post_webhook(system.webhooks_url, deployment("sam")))
-            run = system.runtime.runs.wait(run_id, timeout=RUN_TIMEOUT)
+            run = system.runtime.runs.wait(run_id, timeout=RUN_TIMEOUT + 30)
 
-        assert (run.status, run.reason) == ("failed", "agent:argocd: aws_http_503 after 5 attempts")
+        assert (run.status, run.reason) == \
+            ("failed", f"agent:argocd: aws_http_503 after {ATTEMPTS} attempts")
         assert events_of(run, "finished") == [{"status": "failed", "reason": run.reason}]
-        assert [r["attempt"] for r in events_of(run, "retrying")] == [1, 2, 3, 4]
-        assert [s.status for s in proxy.answered(CREATE_TAGS)] == [503] * 5
+        assert [r["attempt"] for r in events_of(run, "retrying")] == list(range(1, ATTEMPTS))
+        assert [s.status for s in proxy.answered(CREATE_TAGS)] == [503] * ATTEMPTS
         assert events_of(run, "handed_off", "agent:argocd") == []
         records = system.stack.audit.query(run_id=run_id)
         assert first_time_counts(records) == {"metrics:query": 1, "pr:read": 1,
