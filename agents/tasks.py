@@ -45,7 +45,7 @@ def hop_task_id(run_id: str, agent: str) -> str:
 def backoff(retries: int) -> float:
     """Exponential backoff with jitter: 0.25 s, 0.5 s, 1 s ... capped at 8 s, each drawn from
     half to all of that."""
-    return float(min(BACKOFF_CAP, 0.25 * 2**retries) * random.uniform(0.5, 1.0))  # noqa: S311
+    return float(min(BACKOFF_CAP, 0.25 * 2**retries) * random.uniform(0.5, 1.0))
 
 
 def enqueue(app: Celery, agent: str, run_id: str, workflow: str, token: str, scope: str,
@@ -66,7 +66,7 @@ def _run_hop(task: Task, app: Celery, settings: Settings, agent: str, run_id: st
                               scope=scope, mode=mode, generation=generation)
     except TransientError as exc:
         outcome = _retry_or_fail(task, rt, log, agent, run_id, exc.reason)
-    except Exception as exc:  # noqa: BLE001 - a bug must still end the run, never strand it
+    except Exception as exc:  # a bug must still end the run, never strand it
         log.exception("hop_crashed")
         outcome = HopOutcome("failed", f"{agent}: internal error ({type(exc).__name__})")
     try:
@@ -77,7 +77,8 @@ def _run_hop(task: Task, app: Celery, settings: Settings, agent: str, run_id: st
         # under a new generation; the older one is then stale).
         reason = getattr(exc, "reason", "broker_unavailable")
         if _retry_or_fail(task, rt, log, agent, run_id, reason).status == "failed":
-            log.error("hop_unrecorded", status=outcome.status, reason=reason)  # the deadline ends it
+            # The run deadline ends the run.
+            log.error("hop_unrecorded", status=outcome.status, reason=reason)
             return {"run_id": run_id, "agent": agent, "status": "unrecorded"}
     log.info("hop_done", status=outcome.status, reason=outcome.reason)
     return {"run_id": run_id, "agent": agent, "status": outcome.status}

@@ -23,7 +23,8 @@ from starlette.responses import Response
 from mock_services import aws, datadog, github, pagerduty
 from mock_services._access import AccessChecker
 from mock_services._bearer import error_response
-from mock_services._enforcement import Enforcer, validation_response
+from mock_services._bodies import validation_response
+from mock_services._enforcement import Enforcer
 from mock_services._idempotency import idempotency_cache
 from mock_services._routing import SECURITY_SCHEME, ServiceRouter
 from mock_services.catalog import actions_for

@@ -3,7 +3,8 @@
 For a route (one catalogue action, or several sharing the route), :meth:`Enforcer.handle`:
 
 1. reads the body (bounded) and parses it once (:func:`parse_body`): the action, the audited
-   resource, the target check and the handler all read that one parsed object;
+   resource, the target check and the handler all read that one parsed object
+   (:mod:`mock_services._bodies`);
 2. picks the action and names the resource it touches;
 3. finds the one bearer credential (RFC 6750; see :mod:`mock_services._bearer`);
 4. verifies it and admits the caller (:mod:`mock_services._access`) in one trip off the event
@@ -27,10 +28,8 @@ that cannot be written stops the action rather than leave it unrecorded.
 
 from __future__ import annotations
 
-import email.message
 import json
 import logging
-import math
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -55,6 +54,12 @@ from mock_services._bearer import (
     form_tokens,
     oauth_response,
 )
+from mock_services._bodies import (
+    bounded_body,
+    http_error_response,
+    parse_body,
+    validation_response,
+)
 from mock_services._idempotency import HEADER, IdempotencyCache, check_key, fingerprint
 from mock_services._targets import Resolver, TargetRefused
 from mock_services.catalog import LISTING, Action, Target, clean_text, resource_for
@@ -63,7 +68,6 @@ from orchestrator.errors import OAuthError, Unavailable
 from orchestrator.identity import AccessClaims
 
 log = logging.getLogger("mock_services")
-MAX_BODY_BYTES = 64 * 1024
 REQUEST_ID_HEADER = "X-Request-Id"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 Handler = Callable[[Request], Awaitable[Response]]
@@ -120,7 +124,7 @@ class Enforcer:
 
     async def _run(self, request: Request, actions: Sequence[Action], inner: Handler,
                    resolve: Resolver | None, call: _Call) -> tuple[Response, str]:
-        body = await _bounded_body(request)
+        body = await bounded_body(request)
         try:
             parsed, unparsable = parse_body(request, body), None
         except ApiError as exc:  # answered once the caller is known, as any bad input is
@@ -249,119 +253,6 @@ def _record(service: str, call: _Call, status: int, reason: str, now: float) -> 
         request_id=call.request_id,
         status=status,
     )
-
-
-async def _bounded_body(request: Request) -> bytes:
-    """The body, read at most up to :data:`MAX_BODY_BYTES` (a chunked body is counted as it
-    arrives); kept on the request so the handler reads the same bytes."""
-    too_large = ApiError(413, "body_too_large", f"request bodies are limited to {MAX_BODY_BYTES}")
-    declared = request.headers.get("content-length", "0")
-    if not declared.isdigit() or int(declared) > MAX_BODY_BYTES:
-        raise too_large
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise too_large
-        chunks.append(chunk)
-    body = b"".join(chunks)
-    request._body = body  # Starlette's cache: FastAPI's body parsing reads it from here
-    return body
-
-
-MAX_INT_DIGITS = 19  # an int64; every numeric field of every route is bounded well inside it
-
-
-def is_json(content_type: str | None) -> bool:
-    """Whether FastAPI reads a body of this media type as JSON: ``application/json`` or
-    ``application/*+json`` in any letter case, parameters ignored; without a content type it
-    does not (``strict_content_type``). The same test as FastAPI's, made the same way."""
-    if not content_type:
-        return False
-    message = email.message.Message()
-    message["content-type"] = content_type
-    subtype = message.get_content_subtype()
-    return message.get_content_maintype() == "application" and (
-        subtype == "json" or subtype.endswith("+json"))
-
-
-def parse_body(request: Request, body: bytes) -> Any:
-    """The request's JSON body, parsed once, or ``None`` when it is not JSON.
-
-    The parsed object is stored where Starlette caches ``request.json()``, which is where the
-    handler's body parsing reads it: the audited action and resource, the target check and the
-    handler act on one object. Numbers beyond any bound a route allows are refused here
-    (400 ``number_out_of_range``), as is a body that is not JSON (400 ``malformed_json``)."""
-    if not body or not is_json(request.headers.get("content-type")):
-        return None
-    try:
-        parsed = json.loads(body, parse_int=_bounded_int, parse_float=_finite_float,
-                            parse_constant=_no_constant)
-    except ApiError:
-        raise
-    except (ValueError, RecursionError) as exc:
-        raise ApiError(400, "malformed_json", "the body is not valid JSON") from exc
-    request._json = parsed  # Starlette's cache: FastAPI's body parsing reads it from here
-    return parsed
-
-
-def _out_of_range() -> ApiError:
-    return ApiError(400, "number_out_of_range", "a number in the body is out of range")
-
-
-def _bounded_int(text: str) -> int:
-    if len(text.lstrip("-")) > MAX_INT_DIGITS:
-        raise _out_of_range()
-    return int(text)
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise _out_of_range()
-    return value
-
-
-def _no_constant(text: str) -> float:
-    raise _out_of_range()
-
-
-def validation_response(exc: RequestValidationError) -> tuple[Response, str]:
-    """400 ``malformed_json`` for a body that is not JSON, 400 ``number_out_of_range`` for a
-    number outside its field's bounds, 422 ``validation_failed`` otherwise; names the fields,
-    never echoes the input."""
-    errors = list(exc.errors())
-    if any(e.get("type") == "json_invalid" for e in errors):
-        invalid = {"error": "invalid_request", "error_description": "the body is not valid JSON",
-                   "reason": "malformed_json"}
-        return error_response(400, invalid), "malformed_json"
-    fields = sorted({".".join(str(p) for p in e.get("loc", ())) for e in errors})[:10]
-    if any(e.get("type") in _RANGE_ERRORS for e in errors):
-        body = {"error": "invalid_request", "reason": "number_out_of_range",
-                "error_description": "out of range: " + clean_text(", ".join(fields))}
-        return error_response(400, body), "number_out_of_range"
-    body: dict[str, Any] = {
-        "error": "invalid_request", "reason": "validation_failed",
-        "error_description": "invalid or missing: " + clean_text(", ".join(fields)),
-        "fields": [{"loc": list(e.get("loc", ())), "type": e.get("type")} for e in errors[:10]],
-    }
-    return error_response(422, body), "validation_failed"
-
-
-_RANGE_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal",
-                           "finite_number", "int_parsing_size"})
-
-# FastAPI raises a 400 HTTPException when a declared-JSON body cannot be parsed at all (e.g.
-# nesting too deep for the parser).
-_HTTP_REASONS = {400: "malformed_json", 404: "not_found", 405: "method_not_allowed",
-                 413: "body_too_large"}
-
-
-def http_error_response(exc: HTTPException) -> tuple[Response, str]:
-    reason = _HTTP_REASONS.get(exc.status_code, "invalid_request")
-    error = "server_error" if exc.status_code >= 500 else "invalid_request"
-    body = {"error": error, "error_description": clean_text(str(exc.detail)), "reason": reason}
-    return error_response(exc.status_code, body, exc.headers), reason
 
 
 class EnforcedRoute(APIRoute):

@@ -22,7 +22,7 @@ RECONNECT_INTERVAL = 1.0  # seconds between attempts to reach a lost broker: a c
 _log = get_logger("celery.worker.consumer.consumer")
 
 
-class Consumer(CeleryConsumer):  # type: ignore[misc]  # celery ships no type hints
+class Consumer(CeleryConsumer):
     def ensure_connected(self, conn: Any) -> Any:
         """Connect ``conn``, retrying every second until the broker answers or the worker is
         told to stop (Celery's ``maybe_shutdown`` between attempts)."""

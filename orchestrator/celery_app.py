@@ -33,8 +33,10 @@ RESTORE_INTERVAL = 5
 SWEEP_LOCK_SECONDS = 10
 
 
-# Publishing: tries at 0, 0.5, 1.5, 2.5, 3.5 and 4.5 s (connection refused fails at once).
-PUBLISH_RETRY_POLICY = {"max_retries": 5, "interval_start": 0, "interval_step": 0.5,
+# Publishing: nine tries, the last 6.5 s after the first (kombu sleeps 0, 0.5, then 1 s between
+# tries; a connection refused fails at once): a broker restart here takes 4-10 s, and the
+# webhook's sender waits 10 s for an answer (GitHub's timeout).
+PUBLISH_RETRY_POLICY = {"max_retries": 8, "interval_start": 0, "interval_step": 0.5,
                         "interval_max": 1.0}
 
 

@@ -13,8 +13,8 @@ verifies chains and checkpoints with trusted public keys and says which records 
 from orchestrator.audit._anchor import TrailReport, WriterAnchor, check_trail
 from orchestrator.audit._chain import GENESIS_HASH
 from orchestrator.audit._checkpoint import Checkpointer, CheckpointRow, checkpoint_ticker
-from orchestrator.audit._keys import AuditKeys, public_document, trusted_keys
 from orchestrator.audit._export import activity_id, to_jsonl, to_ocsf
+from orchestrator.audit._keys import AuditKeys, public_document, trusted_keys
 from orchestrator.audit._record import AuditRecord, Decision, StoredRecord, contains_raw_jwt
 from orchestrator.audit._store import AuditStore
 from orchestrator.audit._table import render_table

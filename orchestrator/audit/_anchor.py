@@ -112,8 +112,8 @@ def verify_trail(rows: list[ChainRow], heads: Mapping[str, Head],
                  keys: Mapping[str, PublicKey]) -> TrailReport:
     """Check every checkpoint with ``keys`` and anchor each writer's records."""
     by_place: dict[tuple[str, int], list[ChainRow]] = defaultdict(list)
-    for row in rows:
-        by_place[(row.writer, row.seq)].append(row)
+    for chain_row in rows:
+        by_place[(chain_row.writer, chain_row.seq)].append(chain_row)
     problems: list[Problem] = []
     anchored: dict[str, CheckpointPayload] = {}
     expected, prev = 1, GENESIS_HASH
@@ -152,7 +152,7 @@ def verify_trail(rows: list[ChainRow], heads: Mapping[str, Head],
                 "missing_checkpoints", writer.writer, writer.anchored_seq + 1, None,
                 f"{writer.unanchored} records after the last checkpoint, more than the writer's "
                 f"every {policy.every_records}: checkpoints were deleted or not written"))
-    return TrailReport(chain, tuple([*chain.problems, *problems]), len(checkpoints),
+    return TrailReport(chain, (*chain.problems, *problems), len(checkpoints),
                        tuple(writers))
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from rich.console import Console, ConsoleOptions, Group, RenderResult
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.table import Table
 from rich.text import Text
 
@@ -70,7 +70,7 @@ def _cells(record: AuditRecord) -> tuple[str, ...]:
 def render_stacked(records: Iterable[AuditRecord]) -> Group:
     """One block per record: time, action and decision on the first line, then the rest
     labelled, each value on its own line (wrapped, folded, never cut)."""
-    blocks = []
+    blocks: list[RenderableType] = []
     for record in records:
         when, action, by, behalf, resource, service, decision, reason = _cells(record)
         head = Text.assemble((when, "bold"), "  ", action, "  ",

@@ -7,6 +7,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import click
@@ -40,7 +41,7 @@ def serve(state_dir: Path | None, port_base: int | None) -> None:
     from orchestrator.ci._secret import ensure_secret_file  # here: slow to import (web stack)
     from orchestrator.system import running_system  # here: slow to import, needed only here
 
-    ports = {}
+    ports: dict[str, Any] = {}
     if port_base is not None:
         names = ("auth", "datadog", "github", "aws", "pagerduty", "webhooks")
         ports = {f"{n}_port": (port_base + i if port_base else 0) for i, n in enumerate(names)}

@@ -141,7 +141,8 @@ class JWKSet:
     @classmethod
     def from_dict(cls, document: object, allowed_algs: tuple[str, ...]) -> JWKSet:
         if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
-            raise ValueError("a JWKS is an object with a 'keys' array")
+            # ValueError, not TypeError: callers catch ValueError for every malformed set
+            raise ValueError("a JWKS is an object with a 'keys' array")  # noqa: TRY004
         keys: dict[str, PublicKey] = {}
         for jwk in document["keys"]:
             key = _parse_public_jwk(jwk, allowed_algs)

@@ -10,17 +10,14 @@ its ``exp``).
 
 from __future__ import annotations
 
-import os
 import re
-import threading
 import time
-import weakref
 from collections.abc import Callable
-from typing import Any, Protocol, Self, cast
+from typing import Any, cast
 
 import redis
 
-from orchestrator.errors import PredatesMemory, Unavailable
+from orchestrator.errors import Unavailable
 from orchestrator.identity import (
     AccessClaims,
     MemoryRevocationStore,
@@ -36,6 +33,13 @@ from orchestrator.identity._revocation import (
     new_epoch,
     refusal_for,
 )
+from orchestrator.registry._ahead import (
+    Connections,
+    InFlight,
+    RedisLike,
+    claim_answer,
+    unreachable,
+)
 
 _PREFIX = "infrabot:"
 _EPOCH_KEY = f"{_PREFIX}epoch"
@@ -44,19 +48,6 @@ _EPOCH = re.compile(EPOCH_PATTERN)
 # A revoked run or user outlives every token that could name it.
 RUN_REVOCATION_TTL = 24 * 3600
 # An answer read this long after its query was sent is not used: the check is asked again.
-IN_FLIGHT_MAX_AGE_SECONDS = 0.05
-
-
-class _RedisLike(Protocol):
-    def set(self, *args: object, **kwargs: object) -> object: ...
-    def incr(self, name: str) -> int: ...
-    def get(self, name: str) -> object: ...
-    def mget(self, keys: list[str]) -> list[object]: ...
-    def ping(self) -> object: ...
-    def delete(self, *names: str) -> object: ...
-    def execute_command(self, *args: object) -> object: ...
-    @property
-    def connection_pool(self) -> Any: ...
 
 
 class RedisRevocationStore:
@@ -64,23 +55,23 @@ class RedisRevocationStore:
 
     remote = True
 
-    def __init__(self, client: _RedisLike, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, client: RedisLike, clock: Callable[[], float] = time.time) -> None:
         self._r = client
         self._clock = clock
-        self._ahead = _Connections(client)
+        self._ahead = Connections(client)
 
     @classmethod
     def from_url(cls, url: str) -> RedisRevocationStore:
         client = redis.Redis.from_url(
             url, socket_timeout=1.0, socket_connect_timeout=1.0, health_check_interval=30
         )
-        return cls(cast(_RedisLike, client))
+        return cls(cast(RedisLike, client))
 
     def _call(self, fn: Callable[[], object]) -> object:
         try:
             return fn()
         except (redis.RedisError, OSError) as exc:
-            raise _unreachable() from exc
+            raise unreachable() from exc
 
     def revoke_jti(self, jti: str, *, expires_at: int) -> None:
         ttl = max(1, int(expires_at - self._clock()) + 60)
@@ -142,7 +133,7 @@ class RedisRevocationStore:
 
     def claim_once(self, key: str, *, ttl: int, issued_at: int | None = None) -> bool:
         command = self._claim_command(key, ttl, issued_at)
-        return _claim_answer(self._call(lambda: self._r.execute_command(*command)))
+        return claim_answer(self._call(lambda: self._r.execute_command(*command)))
 
     def _claim_command(self, key: str, ttl: int, issued_at: int | None) -> tuple[object, ...]:
         """A plain SET NX, or with ``issued_at`` the script that also compares it with the time
@@ -162,7 +153,8 @@ class RedisRevocationStore:
             commands.append(("MGET", *_target_keys(target)))
         if not commands:
             return AnsweredCheck(self.check, True)
-        return _InFlight(self, commands, claiming=claim is not None, target=target)
+        return InFlight(self._ahead, commands, claiming=claim is not None, target=target,
+                        ask=self.check, refuse=self._refuse_if_revoked)
 
     def release_once(self, key: str) -> None:
         self._call(lambda: self._r.delete(_once_key(key)))
@@ -199,14 +191,6 @@ return 0
 """
 
 
-def _claim_answer(answer: object) -> bool:
-    """What a claim command answered: a SET NX (OK, or True through redis-py's reply
-    callbacks; nil when taken) or the claim script (1, 0, or -1: it predates the memory)."""
-    if answer == -1:
-        raise PredatesMemory
-    return answer not in (None, 0)
-
-
 def _check_keys(claims: AccessClaims) -> list[str]:
     return _target_keys(RevocationTarget.of(claims))
 
@@ -218,158 +202,6 @@ def _target_keys(target: RevocationTarget) -> list[str]:
     return [*keys, f"{_PREFIX}run:{target.run_id}", f"{_PREFIX}user:{target.sub}", _EPOCH_KEY]
 
 
-class _Connections:
-    """The connections checks sent ahead (:class:`_InFlight`) use: taken from the client's pool
-    once, each then used by one check at a time and kept for the next.
-
-    Taking a connection from redis-py's pool and giving it back cost about 20 µs a check (locks,
-    metrics and a health probe), near a tenth of a service's whole check; a kept connection is
-    only polled (one syscall): one that Redis has closed (a restart) or that holds data is
-    closed, and the send reopens it. A connection that failed, or that comes back after
-    :meth:`close`, goes back to the pool closed. The pool still counts kept connections as in
-    use, so closing the client closes them too. A forked child keeps none of its parent's.
-    """
-
-    MAX_KEPT = 64
-
-    def __init__(self, client: _RedisLike) -> None:
-        self._client = client
-        self._kept: list[Any] = []
-        self._lock = threading.Lock()
-        self._closed = False
-        _ALL_CONNECTIONS.add(self)
-
-    def take(self) -> Any:
-        with self._lock:
-            conn = self._kept.pop() if self._kept else None
-        if conn is None:
-            return self._client.connection_pool.get_connection()
-        try:
-            if conn.can_read(timeout=0):
-                conn.disconnect()
-        except (redis.RedisError, OSError):
-            conn.disconnect()
-        return conn
-
-    def keep(self, conn: Any) -> None:
-        with self._lock:
-            if not self._closed and len(self._kept) < self.MAX_KEPT:
-                self._kept.append(conn)
-                return
-        self._client.connection_pool.release(conn)
-
-    def drop(self, conn: Any) -> None:
-        """A connection that failed: closed, and back to the pool."""
-        conn.disconnect()
-        self._client.connection_pool.release(conn)
-
-    def close(self) -> None:
-        with self._lock:
-            kept, self._kept, self._closed = self._kept, [], True
-        for conn in kept:
-            self.drop(conn)
-
-    def forget_after_fork(self) -> None:
-        """In a forked child: the kept connections' sockets are the parent's, and the lock may
-        have been held by a thread that does not exist here."""
-        self._lock = threading.Lock()
-        self._kept = []
-
-
-_ALL_CONNECTIONS: weakref.WeakSet[_Connections] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for connections in list(_ALL_CONNECTIONS):
-        connections.forget_after_fork()
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-class _InFlight:
-    """Commands sent on one of the store's connections (:class:`_Connections`), their answers
-    read on first use.
-
-    The connection is the caller's alone until the answers are read, then kept for the next
-    check; after a failure it is closed and dropped, since a half-read answer would corrupt it.
-    Sending is retried once on a fresh connection (a kept one may be stale after a Redis
-    restart); reading is not, since the claim may already have been made.
-    """
-
-    def __init__(self, store: RedisRevocationStore, commands: list[tuple[object, ...]], *,
-                 claiming: bool, target: RevocationTarget | None) -> None:
-        self._store, self._claiming, self._target = store, claiming, target
-        self._count = len(commands)
-        self._answers: list[Any] | None = None
-        self._connections = store._ahead
-        self._conn: Any = store._call(self._connections.take)
-        self._sent_at = time.monotonic()
-        self._send(commands)
-
-    def _send(self, commands: list[tuple[object, ...]]) -> None:
-        conn = self._conn
-        for attempt in (1, 2):
-            try:
-                conn.send_packed_command(conn.pack_commands(commands))
-                return
-            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-                conn.disconnect()  # the next send connects afresh
-                if attempt == 2:
-                    self._give_up(conn)
-                    raise _unreachable() from exc
-            except redis.RedisError as exc:  # e.g. an error answer to the connection handshake
-                self._give_up(conn)
-                raise _unreachable() from exc
-            except BaseException:
-                self._give_up(conn)
-                raise
-
-    def _give_up(self, conn: Any) -> None:
-        self._conn = None
-        self._connections.drop(conn)
-
-    def _read(self) -> list[Any]:
-        if self._answers is None:
-            conn = self._conn
-            if conn is None:  # the one read failed: it stays failed
-                raise _unreachable()
-            try:
-                self._answers = [conn.read_response() for _ in range(self._count)]
-            except BaseException as exc:
-                self._give_up(conn)  # a half-read answer would corrupt the next command's
-                if isinstance(exc, (redis.RedisError, OSError)):
-                    raise _unreachable() from exc
-                raise
-            self._conn = None
-            self._connections.keep(conn)
-        return self._answers
-
-    def claimed(self) -> bool:
-        answers = self._read()
-        return _claim_answer(answers[0]) if self._claiming else True
-
-    def check(self, claims: AccessClaims) -> None:
-        answers = self._read()
-        if self._target is None or RevocationTarget.of(claims) != self._target:
-            self._store.check(claims)  # the answer is about other names: ask about these
-            return
-        if time.monotonic() - self._sent_at > IN_FLIGHT_MAX_AGE_SECONDS:
-            self._store.check(claims)  # verifying took long (a key fetch): ask again, now
-            return
-        self._store._refuse_if_revoked(claims, answers[-1])
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._conn is not None:
-            try:
-                self._read()
-            except Unavailable:
-                pass  # the caller is already leaving with its own answer
-
-
 def _decoded(epoch: object) -> str:
     """An epoch as stored; one that is not what a store writes is a registry fault (503)."""
     text = epoch.decode("ascii", "replace") if isinstance(epoch, bytes) else str(epoch)
@@ -377,10 +209,6 @@ def _decoded(epoch: object) -> str:
         raise Unavailable("the revocation registry holds a malformed epoch",
                           reason="revocation_unavailable")
     return text
-
-
-def _unreachable() -> Unavailable:
-    return Unavailable("revocation registry unreachable", reason="revocation_unavailable")
 
 
 def _restarting() -> Unavailable:

@@ -8,12 +8,7 @@ the run is followed to its terminal status and its event log compared with the e
 With ``jobs`` > 1 the groups run in parallel, each in its own process (an embedded worker is
 process-wide state, so two never share a process).
 
-A mid-run revocation is made honestly and deterministically: the runner watches the run log in
-this process and, the moment the named agent's ``handed_off`` event (or the run's
-``root_granted`` event) is recorded, asks the authorization server's ``/revocations`` endpoint,
-as the orchestrator client, to revoke the user or the run. That moment is after the hand-off
-token is issued and before the next agent's task is enqueued, so no timing can let a hop slip
-past the revocation.
+A mid-run revocation is made by :mod:`orchestrator.scenarios._revoking`.
 """
 
 from __future__ import annotations
@@ -45,8 +40,9 @@ from orchestrator.identity import Directory
 from orchestrator.runs import Run, RunStore
 from orchestrator.scenarios._checks import Check, check
 from orchestrator.scenarios._loader import ScenarioFile
-from orchestrator.scenarios._model import Revocation, Scenario
+from orchestrator.scenarios._model import Scenario
 from orchestrator.scenarios._outcome import Outcome
+from orchestrator.scenarios._revoking import revoking
 from orchestrator.scenarios._sandbox import Sandbox, sandbox_for
 from orchestrator.workflows import Workflow
 
@@ -174,7 +170,7 @@ def _run_one(system: System, http: httpx.Client, item: ScenarioFile,
     started = time.perf_counter()
     headers, body = _delivery(scenario, webhook_key(system.settings))
     try:
-        with _revoking(system, scenario, headers[DELIVERY_HEADER]) as revoker:
+        with revoking(system, scenario, headers[DELIVERY_HEADER]) as revoker:
             response = http.post(system.webhooks_url + ROUTE, headers=headers, content=body)
             answer = json_object(response)
             run = None
@@ -206,69 +202,6 @@ def _delivery(scenario: Scenario, secret: bytes) -> tuple[dict[str, str], bytes]
 def _wait(runs: RunStore, run_id: str, timeout: float) -> Run:
     """The terminal run (its ``finished`` event is written with the status)."""
     return runs.wait(run_id, timeout)
-
-
-# -- mid-run revocation -------------------------------------------------------------------------
-
-class _RevokingRuns(RunStore):
-    """The run log, which also revokes at the scenario's chosen moment of the scenario's run."""
-
-    def __init__(self, target: Path | str, delivery: str, rule: Revocation,
-                 revoke: Callable[[str], str]) -> None:
-        super().__init__(target)
-        self._delivery = delivery
-        self._rule = rule
-        self._revoke = revoke
-        self._run_id: str | None = None
-        self.notes: list[str] = []
-        self.error: str | None = None
-
-    def add_event(self, run_id: str, kind: str, agent: str | None,
-                  detail: dict[str, Any] | None = None) -> Any:
-        event = super().add_event(run_id, kind, agent, detail)
-        if kind == "started" and (detail or {}).get("delivery") == self._delivery:
-            self._run_id = run_id
-        moment = (kind == "root_granted" if self._rule.after == "root_grant"
-                  else kind == "handed_off" and agent == self._rule.after)
-        if moment and run_id == self._run_id and not self.notes and self.error is None:
-            try:
-                self.notes.append(self._revoke(run_id))
-            except Exception as exc:  # noqa: BLE001 - reported as the scenario's error
-                self.error = f"revocation failed: {type(exc).__name__}: {exc}"
-        return event
-
-
-@dataclass
-class _NoRevocation:
-    notes: list[str] = field(default_factory=list)
-    error: str | None = None
-
-
-@contextlib.contextmanager
-def _revoking(system: System, scenario: Scenario, delivery: str) -> Iterator[Any]:
-    """While the block runs, the run log the orchestrator and agents write revokes on cue."""
-    rule = scenario.changes.revoke
-    if rule is None:
-        yield _NoRevocation()
-        return
-    user = rule.user or scenario.event.user_id
-
-    def revoke(run_id: str) -> str:
-        if rule.what == "user":
-            system.orchestrator.auth.revoke_by(user=user)
-        else:
-            system.orchestrator.auth.revoke_by(run_id=run_id)
-        when = "the root grant" if rule.after == "root_grant" else f"{rule.after} handed off"
-        return f"revoked {rule.what} {user if rule.what == 'user' else run_id} after {when}"
-
-    original = (system.orchestrator.runs, system.runtime.runs)
-    observer = _RevokingRuns(system.runtime.runs.target, delivery, rule, revoke)
-    system.orchestrator.runs = system.runtime.runs = observer
-    try:
-        yield observer
-    finally:
-        system.orchestrator.runs, system.runtime.runs = original
-        observer.close()
 
 
 @contextlib.contextmanager

@@ -29,7 +29,7 @@ from orchestrator.identity import (
 )
 from orchestrator.identity import _revocation as revocation_module
 from orchestrator.registry import RedisRevocationStore, open_store
-from orchestrator.registry import _redis as redis_module
+from orchestrator.registry import _ahead as ahead_module
 from tests._redis import sends_and_verifies
 
 from .conftest import NOW, Authority, make_ctx
@@ -424,7 +424,7 @@ def test_an_answer_read_too_long_after_its_query_is_asked_again(
     with store.begin(target(chain[-1])) as pending:
         assert pending.claimed()  # the answer, "not revoked", is read
         revoke(store, chain[-1])
-        monkeypatch.setattr(redis_module, "IN_FLIGHT_MAX_AGE_SECONDS", 0.0)
+        monkeypatch.setattr(ahead_module, "IN_FLIGHT_MAX_AGE_SECONDS", 0.0)
         refused_by(pending, chain[-1], "token_revoked")
 
 
@@ -435,7 +435,7 @@ def test_an_answer_within_the_bound_is_used_as_read(
     """The check is ordered where its query reached the registry: a revocation that lands
     while a fresh answer is in flight applies from the next request on."""
     store, chain = on_redis
-    monkeypatch.setattr(redis_module, "IN_FLIGHT_MAX_AGE_SECONDS", 60.0)
+    monkeypatch.setattr(ahead_module, "IN_FLIGHT_MAX_AGE_SECONDS", 60.0)
     with store.begin(target(chain[-1])) as pending:
         assert pending.claimed()
         revoke(store, chain[-1])
@@ -498,7 +498,7 @@ def test_after_a_fork_the_parents_connections_are_not_used(
     with store.begin(target(chain[-1])):
         pass
     parents = list(store._ahead._kept)
-    redis_module._after_fork_in_child()  # what os.fork runs in the child
+    ahead_module._after_fork_in_child()  # what os.fork runs in the child
     assert store._ahead._kept == []
     with store.begin(target(chain[-1])) as pending:
         pending.check(chain[-1])
