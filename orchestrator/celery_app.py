@@ -14,6 +14,7 @@ from typing import Any
 
 from celery import Celery
 
+from agents.tasks import AGENT_QUEUES
 from orchestrator._redis_broker import TRANSPORT as REDIS_TRANSPORT
 from orchestrator.config import Settings
 
@@ -26,6 +27,10 @@ TASK_TIME_LIMIT = 30
 # (a worker lost mid-hop) every RESTORE_INTERVAL seconds; kombu's defaults (every 10 s, then only
 # one call in 10) made that up to 100 s after the timeout.
 RESTORE_INTERVAL = 5
+# The sweep's lock lives this long if its holder dies holding it (kombu's default, 300 s, would
+# stop every sweep for five minutes after a worker killed mid-sweep); the sweep itself is safe to
+# run twice at once (orchestrator/_redis_broker.py), the lock only saves repeated work.
+SWEEP_LOCK_SECONDS = 10
 
 
 # Publishing: nine tries, the last 6.5 s after the first (kombu sleeps 0, 0.5, then 1 s between
@@ -56,6 +61,10 @@ def _broker_config(settings: Settings) -> dict[str, Any]:
                 "visibility_timeout": settings.visibility_timeout_seconds,
                 "unacked_restore_interval": RESTORE_INTERVAL,
                 "unacked_restore_throttle": 1,
+                "unacked_mutex_expire": SWEEP_LOCK_SECONDS,
+                # hops recorded as unacknowledged from their publication: never lost between
+                # a worker's BRPOP and its record (orchestrator/_redis_broker.py)
+                "tracked_queues": sorted(AGENT_QUEUES.values()),
                 "socket_timeout": 5, "socket_connect_timeout": 5}}
 
 

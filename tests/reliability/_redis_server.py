@@ -1,6 +1,8 @@
 """A throw-away ``redis-server`` of the test's own, on a spare loopback port, keeping nothing
 on disk (``--save "" --appendonly no``): a restart loses every key, as a crash of an unpersisted
-Redis does. Started and stopped by pid; never the shared Redis at 6379.
+Redis does; or (``appendonly=True``) with an append-only file synced on every write, as a Redis
+that is a broker should run, so a restart keeps what was written. Started and stopped by pid;
+never the shared Redis at 6379.
 
 Follows the convention of tests/conftest.py: without a ``redis-server`` binary the test skips
 with a visible reason, except on CI (``CI=true``), where it fails.
@@ -39,10 +41,12 @@ def redis_server_binary() -> str:
 
 
 class RedisServer:
-    """``redis-server --port <spare> --save "" --appendonly no`` in ``root``."""
+    """``redis-server --port <spare> --save "" --appendonly no`` in ``root`` (or
+    ``--appendonly yes --appendfsync always``)."""
 
-    def __init__(self, root: Path, port: int | None = None) -> None:
+    def __init__(self, root: Path, port: int | None = None, *, appendonly: bool = False) -> None:
         self.root = root
+        self.appendonly = appendonly
         self.port = port or spare_port()
         self.binary = redis_server_binary()
         self.popen: subprocess.Popen[bytes] | None = None
@@ -60,9 +64,11 @@ class RedisServer:
         self.root.mkdir(parents=True, exist_ok=True)
         log = (self.root / f"redis-{self.starts}.log").open("wb")
         self.starts += 1
+        durability = (["--appendonly", "yes", "--appendfsync", "always"] if self.appendonly
+                      else ["--appendonly", "no"])
         self.popen = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.root), "--protected-mode", "yes"],
+             *durability, "--dir", str(self.root), "--protected-mode", "yes"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True)
         log.close()
