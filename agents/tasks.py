@@ -15,6 +15,7 @@ import random
 from typing import Any
 
 from celery import Celery, Task
+from celery.exceptions import Reject
 from kombu.exceptions import OperationalError
 
 from agents._hop import HopOutcome, perform_hop
@@ -97,7 +98,12 @@ def _retry_or_fail(task: Task, rt: AgentRuntime, log: Any, agent: str, run_id: s
     except TransientError:  # the run log itself is away: the retry matters, not its display
         log.warning("retry_unrecorded", reason=reason, attempt=attempt)
     log.info("hop_retrying", reason=reason, attempt=attempt)
-    raise task.retry(countdown=delay, max_retries=MAX_RETRIES) from None
+    try:
+        raise task.retry(countdown=delay, max_retries=MAX_RETRIES) from None
+    except Reject as exc:
+        # Celery rejects a hop whose retry it could not publish, without requeueing it: with
+        # the broker back an instant later that reject would drop the hop. Put it back.
+        raise Reject(exc.reason, requeue=True) from None
 
 
 def _record(task: Task, app: Celery, rt: AgentRuntime, outcome: HopOutcome, agent: str,

@@ -139,7 +139,9 @@ class QoS(kombu_redis.QoS):  # type: ignore[misc]
 class Channel(kombu_redis.Channel):  # type: ignore[misc]
     QoS = QoS
     tracked_queues: Iterable[str] = ()
-    from_transport_options = kombu_redis.Channel.from_transport_options + ("tracked_queues",)
+    # kombu declares the base's as a tuple literal, so mypy types it by its exact length
+    from_transport_options = (  # type: ignore[assignment]
+        *kombu_redis.Channel.from_transport_options, "tracked_queues")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

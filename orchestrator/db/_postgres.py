@@ -30,12 +30,10 @@ and a psycopg_pool connection pool per store.
 
 from __future__ import annotations
 
-import hashlib
 import select
 import threading
 import time
-from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from functools import lru_cache
 from typing import Any
@@ -45,7 +43,8 @@ import psycopg
 import psycopg_pool
 from psycopg.conninfo import conninfo_to_dict
 
-from orchestrator.db._api import Conflict, Database, Dialect, Rows, Schema
+from orchestrator.db._api import Conflict, Database, Dialect, Schema
+from orchestrator.db._pg_pipeline import PipelinedTransaction, lock_key
 from orchestrator.errors import ConfigError
 
 CONNECT_TIMEOUT_SECONDS = 5
@@ -58,16 +57,6 @@ _APPLIED: set[tuple[str, Schema]] = set()
 
 
 @lru_cache(maxsize=512)
-def _translate(sql: str) -> str:
-    return sql.replace("%", "%%").replace("?", "%s")
-
-
-def lock_key(name: str) -> int:
-    """A signed 64-bit advisory lock key for ``name``."""
-    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big",
-                          signed=True)
-
-
 def describe(url: str) -> str:
     """The URL without its password (or anything else but user, host, port and database)."""
     try:
@@ -93,64 +82,6 @@ def _without_secret(exc: BaseException, url: str) -> str:
         for piece in sorted({userinfo, password, unquote(password)}, key=len, reverse=True):
             line = line.replace(piece, "***")
     return line
-
-
-class _Rows:
-    """A cursor whose row count, like its rows, waits for the pipeline's results while its
-    transaction is open, and is read from what the transaction kept once it ended."""
-
-    def __init__(self, cursor: psycopg.Cursor[Any], pipeline: psycopg.Pipeline) -> None:
-        self._cursor = cursor
-        self._pipeline: psycopg.Pipeline | None = pipeline
-        self._rows: deque[Any] = deque()
-        self._rowcount = -1
-
-    def settle(self) -> None:
-        """Keep what is left of the result (the pipeline has been synced): the connection goes
-        back to the pool and must not be read from by this cursor again."""
-        if self._pipeline is None:
-            return
-        self._pipeline = None
-        self._rowcount = self._cursor.rowcount
-        self._rows = deque(self._cursor.fetchall()) if self._cursor.pgresult is not None \
-            and self._cursor.description is not None else deque()
-
-    @property
-    def rowcount(self) -> int:
-        if self._pipeline is None:
-            return self._rowcount
-        self._pipeline.sync()
-        return self._cursor.rowcount
-
-    def fetchone(self) -> Any:
-        if self._pipeline is None:
-            return self._rows.popleft() if self._rows else None
-        return self._cursor.fetchone()
-
-    def fetchall(self) -> list[Any]:
-        if self._pipeline is None:
-            rows, self._rows = list(self._rows), deque()
-            return rows
-        return self._cursor.fetchall()
-
-
-class _Transaction:
-    def __init__(self, conn: psycopg.Connection[Any], pipeline: psycopg.Pipeline,
-                 store: str) -> None:
-        self._conn = conn
-        self._pipeline = pipeline
-        self._store = store
-        self.results: list[_Rows] = []
-
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows:
-        cursor = (self._conn.execute(sql) if not params
-                  else self._conn.execute(_translate(sql), params))
-        rows = _Rows(cursor, self._pipeline)
-        self.results.append(rows)
-        return rows
-
-    def lock(self, key: str) -> None:
-        self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(f"{self._store}:{key}"),))
 
 
 class PostgresDatabase(Database):
@@ -183,13 +114,13 @@ class PostgresDatabase(Database):
         return self._target
 
     @contextmanager
-    def transaction(self, *, write: bool) -> Iterator[_Transaction]:
+    def transaction(self, *, write: bool) -> Iterator[PipelinedTransaction]:
         conn = self._take()
         try:
             with conn.pipeline() as pipeline:
                 conn.execute("BEGIN READ WRITE" if write
                              else "BEGIN ISOLATION LEVEL REPEATABLE READ")
-                tx = _Transaction(conn, pipeline, self.schema.store)
+                tx = PipelinedTransaction(conn, pipeline, self.schema.store)
                 yield tx
                 conn.execute("COMMIT")
             for rows in tx.results:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from celery.exceptions import Reject
 from e2e._harness import (
     ONE_PASS_EXCHANGES,
     RUN_TIMEOUT,
@@ -99,3 +100,29 @@ def test_broker_lost_while_handing_off(tmp_path: Path, monkeypatch: pytest.Monke
         delivery = agents.tasks.HopJournal(system.runtime.runs).delivery(run.run_id,
                                                                          "agent:cleanup")
         assert delivery is not None and (delivery.state, delivery.attempts) == ("received", 2)
+
+
+class _Request:
+    retries = 0
+
+
+class _TaskWhoseRetryCannotBePublished:
+    """Celery's Task.retry when publishing the retry fails: Reject(requeue=False)."""
+
+    request = _Request()
+
+    def retry(self, **_: Any) -> Exception:
+        raise Reject(OperationalError("broker gone"), requeue=False)
+
+
+def test_a_retry_that_cannot_be_published_puts_the_hop_back(tmp_path: Path) -> None:
+    """Not a drop: the hop goes back to its queue (RabbitMQ redelivers it, Redis restores it),
+    so a broker back an instant after the failed publish still has it."""
+    with running_system(embedded_settings(tmp_path / "s")) as system:
+        run = deploy(system)
+        task = _TaskWhoseRetryCannotBePublished()
+        with pytest.raises(Reject) as rejected:
+            agents.tasks._retry_or_fail(task, system.runtime,  # type: ignore[arg-type]
+                                        agents.tasks.get_logger(), "agent:argocd", run.run_id,
+                                        "aws_http_503")
+    assert rejected.value.requeue is True
