@@ -116,7 +116,7 @@ def _revocation(settings: Settings, claims: AccessClaims, result: dict[str, obje
 
 
 def _introspected(settings: Settings, auth_url: str, raw: str, result: dict[str, object]) -> str:
-    from orchestrator.client import AuthClient
+    from orchestrator.client import AuthClient  # here: the web stack is slow to import
     from orchestrator.stack import ORCHESTRATOR_CLIENT, client_keys_dir
 
     key = client_key(client_keys_dir(settings), ORCHESTRATOR_CLIENT, settings.signing_alg)

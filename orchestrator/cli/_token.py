@@ -112,7 +112,7 @@ def user_token(user: str, scopes: tuple[str, ...], may_act: str, environment: st
 def _root_from(auth_url: str, settings: Settings, user: str, scopes: list[str], ctx: Context,
                may_act: str) -> dict[str, object]:
     """The root token from the running authorization server, asked as the orchestrator."""
-    from orchestrator.client import AuthClient
+    from orchestrator.client import AuthClient  # here: the web stack is slow to import
     from orchestrator.stack import ORCHESTRATOR_CLIENT, client_keys_dir
 
     key = client_key(client_keys_dir(settings), ORCHESTRATOR_CLIENT, settings.signing_alg)
