@@ -122,8 +122,10 @@ class _Hop:
                                  "ms": _ms(start)})
         return result
 
-    def call(self, index: int, action_name: str, params: dict[str, Any], token: str) -> None:
-        """Journal the step as started (its key), call, journal the outcome with its event."""
+    def call(self, index: int, action_name: str, params: dict[str, Any], token: str,
+             bound: bool = False) -> None:
+        """Journal the step as started (its key), call, journal the outcome with its event.
+        ``bound``: the token is DPoP-bound, so it goes with a proof by the agent's key."""
         action = CATALOG[action_name]
         method, path, query, body = build_request(action_name, params)
         try:
@@ -132,11 +134,12 @@ class _Hop:
         except StepConflict as conflict:  # a copy of this hop recorded it meanwhile
             self._follow(conflict.record)
             return
-        headers = {"Authorization": f"Bearer {token}", "X-Request-Id": key}
+        url = self.rt.service_url(action.service) + path
+        headers = {"X-Request-Id": key, **(self.rt.dpop(self.agent).headers(method, url, token)
+                                           if bound else {"Authorization": f"Bearer {token}"})}
         if action.mutating:
             headers["Idempotency-Key"] = key
         start = time.perf_counter()
-        url = self.rt.service_url(action.service) + path
         try:
             response = self.rt.http.request(method, url, params=query, json=body, headers=headers)
         except httpx.TransportError as exc:
@@ -203,12 +206,13 @@ def perform_hop(rt: AgentRuntime, *, run_id: str, workflow: str, agent: str, tok
         for index in range(resume.step, handing_off):
             step = plan.steps[index]
             action = CATALOG[step.action]
-            service_token = token
+            service_token, bound = token, False
             if mode == "delegated":
-                service_token = hop.exchange(
-                    token, step=index, what=step.action,
-                    resource=rt.service_url(action.service), scope=action.scope)["access_token"]
-            hop.call(index, step.action, step.rendered_params(values), service_token)
+                issued = hop.exchange(token, step=index, what=step.action,
+                                      resource=rt.service_url(action.service),
+                                      scope=action.scope)
+                service_token, bound = issued["access_token"], issued["token_type"] == "DPoP"
+            hop.call(index, step.action, step.rendered_params(values), service_token, bound)
         if plan.hand_off is None:
             return HopOutcome("succeeded")
         sending = journal.send(run_id, plan.hand_off)

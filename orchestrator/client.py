@@ -15,6 +15,8 @@ from typing import Any, Self
 import httpx
 
 from orchestrator import errors
+from orchestrator._dpop_signer import DPoPSigner
+from orchestrator.authserver._dpop import DPOP_KEYS_PATH
 from orchestrator.authserver._service import (
     GRANT_JWT_BEARER,
     GRANT_TOKEN_EXCHANGE,
@@ -26,8 +28,10 @@ _BY_CODE: dict[str, type[errors.OAuthError]] = {
     cls.code: cls for cls in (
         errors.InvalidRequest, errors.InvalidClient, errors.InvalidGrant,
         errors.UnauthorizedClient, errors.UnsupportedGrantType, errors.UnsupportedTokenType,
-        errors.InvalidScope, errors.InvalidTarget, errors.InvalidToken, errors.InsufficientScope)
+        errors.InvalidScope, errors.InvalidTarget, errors.InvalidToken, errors.InsufficientScope,
+        errors.InvalidDPoPProof, errors.UseDPoPNonce)
 }
+_DPOP_PATHS = ("/token", DPOP_KEYS_PATH)
 
 
 def json_object(response: httpx.Response) -> dict[str, Any]:
@@ -64,11 +68,16 @@ def raise_for_error(response: httpx.Response) -> None:
 
 
 class AuthClient:
+    """``dpop``: sign a DPoP proof (RFC 9449) for each token request with this signer's key, so
+    the tokens issued are bound to it; a ``use_dpop_nonce`` answer is retried once with the
+    server's nonce."""
+
     def __init__(self, base_url: str, client_id: str, key: SigningKey, *,
                  http: httpx.Client | None = None, clock: Callable[[], float] = time.time,
-                 timeout: float = 5.0) -> None:
+                 timeout: float = 5.0, dpop: DPoPSigner | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.client_id = client_id
+        self.dpop = dpop
         self._key = key
         self._clock = clock
         self._http = http or httpx.Client(timeout=timeout)
@@ -93,13 +102,31 @@ class AuthClient:
                 "client_assertion": self.assertion(), "client_id": self.client_id}
 
     def _post(self, path: str, form: dict[str, str]) -> httpx.Response:
+        url = f"{self.base_url}{path}"
+        response = self._send(url, form)
+        if self.dpop is not None and self.dpop.learn(url, response.headers) \
+                and response.status_code == 400 \
+                and json_object(response).get("error") == "use_dpop_nonce":
+            response = self._send(url, form)  # RFC 9449 8: once more, with the new nonce
+            self.dpop.learn(url, response.headers)
+        raise_for_error(response)
+        return response
+
+    def _send(self, url: str, form: dict[str, str]) -> httpx.Response:
+        headers = ({"DPoP": self.dpop.proof("POST", url)}
+                   if self.dpop is not None and url.endswith(_DPOP_PATHS) else None)
         try:
-            response = self._http.post(f"{self.base_url}{path}", data={**self._auth(), **form})
+            return self._http.post(url, data={**self._auth(), **form}, headers=headers)
         except httpx.TransportError as exc:
             raise errors.Unavailable(f"authorization server unreachable: {type(exc).__name__}",
                                      reason="authserver_unavailable") from exc
-        raise_for_error(response)
-        return response
+
+    def register_dpop_key(self) -> dict[str, Any]:
+        """Register this client's DPoP key (the signer's), so hand-offs to it are bound to it."""
+        if self.dpop is None:
+            raise errors.ConfigError("this client has no DPoP key to register")
+        result: dict[str, Any] = self._post(DPOP_KEYS_PATH, {}).json()
+        return result
 
     def exchange(self, subject_token: str, *, resource: str | None = None,
                  audience: str | None = None, scope: str | None = None) -> dict[str, Any]:

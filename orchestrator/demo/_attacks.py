@@ -96,11 +96,16 @@ class AttackRound:
                                                             audience="agent:cleanup")
         return for_argocd["access_token"], for_cleanup["access_token"]
 
-    def _call_aws(self, token: str) -> tuple[int, str, str]:
+    def _call_aws(self, token: str, holder: str | None = None) -> tuple[int, str, str]:
+        """Delete a tag at AWS with ``token``: as a bearer token, or, given its ``holder``, as a
+        DPoP-bound one with a proof by the holder's DPoP key."""
         method, path, _, body = build_request("aws.ec2.delete_tags", {
             "Resources": ["i-0a1b2c3d4e5f60003"], "Tags": [{"Key": "deploy"}]})
-        response = self.http.request(method, self.aws + path, json=body, headers={
-            "Authorization": f"Bearer {token}", "X-Request-Id": f"attack-{uuid.uuid4().hex[:8]}"})
+        url = self.aws + path
+        auth = (self.rt.dpop(holder).headers(method, url, token) if holder is not None
+                else {"Authorization": f"Bearer {token}"})
+        response = self.http.request(method, url, json=body, headers={
+            **auth, "X-Request-Id": f"attack-{uuid.uuid4().hex[:8]}"})
         data = response.json() if response.content else {}
         return response.status_code, str(data.get("error")), str(data.get("reason"))
 
@@ -156,7 +161,7 @@ class AttackRound:
         for_cleanup = argocd.exchange(for_argocd, audience="agent:cleanup")["access_token"]
         token = self.rt.auth("agent:cleanup").exchange(for_cleanup, resource=self.aws,
                                                        scope=CLEAN)["access_token"]
-        return self._call_aws(token)
+        return self._call_aws(token, "agent:cleanup")
 
     def run(self, manual_prod: Callable[[], tuple[int, str, str]]) -> list[Attack]:
         cleanup, argocd = self.rt.auth("agent:cleanup"), self.rt.auth("agent:argocd")
@@ -202,7 +207,8 @@ class AttackRound:
         self.system.orchestrator.auth.revoke_by(user="user:sam")
         attacks.append(_expect("call after the user is revoked",
                                "CleanupAgent uses a valid AWS token after sam is offboarded",
-                               "user_revoked", lambda: self._call_aws(aws_token)))
+                               "user_revoked",
+                               lambda: self._call_aws(aws_token, "agent:cleanup")))
         attacks.append(_expect("exchange after the user is revoked",
                                "ArgoCD tries to keep going with sam's delegation",
                                "user_revoked",

@@ -160,6 +160,9 @@ def start_stack(root: Path, *, services: Sequence[str] = SERVICE_NAMES, with_aut
                 key_clock: Callable[[], float] = time.monotonic,
                 min_refresh_seconds: float = 5.0, clock: Callable[[], float] = time.time,
                 **overrides: Any) -> Stack:
+    # Unbound tokens as Bearer (DPoP binding off, the migration setting) unless a test turns
+    # binding on: these tests check enforcement on the token itself; test_dpop_* check DPoP.
+    overrides.setdefault("dpop_binding", False)
     auth_sock = reserve()
     socks = {name: reserve() for name in services}
     ports = {f"{name}_port": sock.getsockname()[1] for name, sock in socks.items()}
