@@ -81,7 +81,7 @@ def root(server: Server, user: str, scopes: list[str], ctx: Context, first_agent
                         user_version=standing.user_version,
                         registry_epoch=standing.registry_epoch, now=now)
     # The root token is the first hand-off: bound to the first agent's registered DPoP key.
-    return bound(grant, hand_off_binding(first_agent, server.dpop.registered(first_agent),
+    return bound(grant, hand_off_binding(server.dpop.registered(first_agent),
                                          default=server.settings.dpop_binding))
 
 

@@ -25,6 +25,7 @@ from orchestrator.identity import (
     Proof,
     VerifiedToken,
     bound,
+    check_delegate,
     check_holder,
     decide,
     hand_off_binding,
@@ -68,6 +69,8 @@ def exchange(server: Server, verified: VerifiedClient, request: TokenRequest,
             server.directory, server.issuance(server.settings.token_ttl_seconds), now=now)
         # After the rules: a token exchanged by an agent it was not for is refused as that.
         check_holder(subject.claims, proof)
+        check_delegate(subject.claims, proof, lambda: server.dpop.registered(client),
+                       default=server.settings.dpop_binding)
         grant = bound(grant, _binding(server, request, proof))
     except _Unauthenticated as unauthenticated:
         server.auditor.refused_request(unauthenticated.error, target=target)
@@ -85,7 +88,7 @@ def _binding(server: Server, request: TokenRequest, proof: Proof | None) -> str 
     default = server.settings.dpop_binding
     audience = request.audience.get()
     if audience is not None:
-        return hand_off_binding(audience, server.dpop.registered(audience), default=default)
+        return hand_off_binding(server.dpop.registered(audience), default=default)
     resource = (request.resource.get() or "").rstrip("/")
     service = server.issuance(server.settings.token_ttl_seconds).services.get(resource)
     return service_binding(server.directory, service, proof, default=default)

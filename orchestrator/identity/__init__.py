@@ -12,7 +12,12 @@ from orchestrator.identity._assertions import (
     make_assertion,
     verify_assertion,
 )
-from orchestrator.identity._binding import bound, hand_off_binding, service_binding
+from orchestrator.identity._binding import (
+    bound,
+    check_delegate,
+    hand_off_binding,
+    service_binding,
+)
 from orchestrator.identity._claims import (
     AccessClaims,
     Actor,
@@ -149,6 +154,7 @@ __all__ = [
     "ath_of",
     "bound",
     "check_chain",
+    "check_delegate",
     "check_holder",
     "client_key",
     "client_key_path",

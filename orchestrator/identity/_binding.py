@@ -8,14 +8,19 @@ the DPoP key the authorization server holds for the agent a hand-off names (if a
   it is refused, unless the directory lets that service take unbound tokens (``dpop:
   optional``, for a migration) or binding is off and the service does not require it;
 * a hand-off token (and a run's root token) is bound to the key of the agent ``may_act`` names,
-  which that agent must then prove at its own exchange; with binding on, a hand-off to an agent
-  whose key is not known is refused (``delegate_dpop_key_unknown``).
+  which that agent must then prove at its own exchange. An agent that has registered no key yet
+  (its workers have not started: its hop waits in its queue) gets its hand-off without ``cnf``;
+  with binding on, such a token is still exchanged only with a proof by the key the agent has
+  registered by the time it exchanges it (:func:`check_delegate`), so no hand-off is ever
+  usable without the delegate's DPoP key.
 """
 
 from __future__ import annotations
 
-from orchestrator.errors import InvalidDPoPProof, InvalidTarget
-from orchestrator.identity._claims import Confirmation
+from collections.abc import Callable
+
+from orchestrator.errors import InvalidDPoPProof
+from orchestrator.identity._claims import AccessClaims, Confirmation
 from orchestrator.identity._dpop import Proof
 from orchestrator.identity._exchange import Grant
 from orchestrator.identity._policy import Directory
@@ -33,15 +38,29 @@ def service_binding(directory: Directory, service: str | None, proof: Proof | No
     return None
 
 
-def hand_off_binding(delegate: str, delegate_jkt: str | None, *, default: bool) -> str | None:
-    """The thumbprint a hand-off to ``delegate`` is bound to (its registered DPoP key), or None
-    when binding is off."""
-    if not default:
-        return None
-    if delegate_jkt is None:
-        raise InvalidTarget(f"{delegate} has no DPoP key registered at this server, so a "
-                            "hand-off to it cannot be bound", reason="delegate_dpop_key_unknown")
-    return delegate_jkt
+def hand_off_binding(delegate_jkt: str | None, *, default: bool) -> str | None:
+    """The thumbprint a hand-off is bound to: the delegate's registered DPoP key (None when
+    binding is off, or when the delegate has registered none yet)."""
+    return delegate_jkt if default else None
+
+
+def check_delegate(claims: AccessClaims, proof: Proof | None,
+                   registered_key: Callable[[], str | None], *, default: bool) -> None:
+    """With binding on, an unbound hand-off token (``may_act``, no ``cnf``) is exchanged only
+    with a proof by the key its agent has registered (``registered_key``: its thumbprint, asked
+    only for such a token)."""
+    if not default or claims.cnf is not None or claims.may_act is None:
+        return
+    registered = registered_key()
+    if registered is None:
+        raise InvalidDPoPProof(f"{claims.may_act.sub} has no DPoP key registered at this "
+                               "server (POST /dpop_keys)", reason="dpop_key_not_registered")
+    if proof is None:
+        raise InvalidDPoPProof("a hand-off token is exchanged only with a DPoP proof by the "
+                               "agent's registered key", reason="dpop_proof_missing")
+    if proof.jkt != registered:
+        raise InvalidDPoPProof("the DPoP proof is signed by a key other than the one the agent "
+                               "registered", reason="dpop_key_mismatch")
 
 
 def bound(grant: Grant, jkt: str | None) -> Grant:

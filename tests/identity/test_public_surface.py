@@ -18,6 +18,7 @@ PUBLIC = [
     "ProofPolicy",
     "ath_of",
     "bound",
+    "check_delegate",
     "check_holder",
     "hand_off_binding",
     "htu_of",
