@@ -101,11 +101,13 @@ class _Hop:
     def event(self, kind: str, detail: dict[str, Any]) -> None:
         self.rt.runs.add_event(self.run.run_id, kind, self.agent, detail)
 
-    def exchange(self, token: str, *, step: int, what: str, **target: str) -> dict[str, Any]:
-        """A token for step ``step``; a refusal is journaled as that step's outcome."""
+    def exchange(self, token: str, *, step: int, what: str, prove: bool,
+                 **target: str) -> dict[str, Any]:
+        """A token for step ``step`` (``prove``: with a DPoP proof); a refusal is journaled as
+        that step's outcome."""
         start = time.perf_counter()
         try:
-            result = self.rt.auth(self.agent).exchange(token, **target)
+            result = self.rt.auth(self.agent).exchange(token, prove=prove, **target)
         except OAuthError as exc:
             expired = isinstance(exc, InvalidRequest) and exc.reason == "token_expired"
             detail = {"for": what, "requested": target.get("scope"), "error": exc.code,
@@ -209,6 +211,7 @@ def perform_hop(rt: AgentRuntime, *, run_id: str, workflow: str, agent: str, tok
             service_token, bound = token, False
             if mode == "delegated":
                 issued = hop.exchange(token, step=index, what=step.action,
+                                      prove=rt.proves(action.service),
                                       resource=rt.service_url(action.service),
                                       scope=action.scope)
                 service_token, bound = issued["access_token"], issued["token_type"] == "DPoP"
@@ -225,7 +228,8 @@ def perform_hop(rt: AgentRuntime, *, run_id: str, workflow: str, agent: str, tok
         wanted = [s for s in downstream_scopes(hop.workflow, agent) if s in handed]
         wanted = wanted or downstream_scopes(hop.workflow, agent)
         result = hop.exchange(token, step=handing_off, what=f"hand-off to {plan.hand_off}",
-                              audience=plan.hand_off, scope=" ".join(wanted))
+                              prove=rt.proves(None), audience=plan.hand_off,
+                              scope=" ".join(wanted))
         hop.event("handed_off", {"to": plan.hand_off, "scope": result.get("scope")})
         return HopOutcome("handed_off", next_agent=plan.hand_off,
                           next_token=result["access_token"], next_scope=result.get("scope"),

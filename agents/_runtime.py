@@ -85,6 +85,14 @@ class AgentRuntime:
                 self._auth[agent] = client
         return client
 
+    def proves(self, service: str | None) -> bool:
+        """Whether an exchange for ``service`` (None: a hand-off) carries a DPoP proof: with
+        binding on, always; off (the migration setting), only for a service whose directory
+        entry requires bound tokens."""
+        entry = self.directory.services.get(service) if service is not None else None
+        return self.settings.dpop_binding or (entry is not None
+                                              and entry.binding_required(default=False))
+
     def dpop(self, agent: str) -> DPoPSigner:
         """The DPoP signer of ``agent`` (its key in this state directory)."""
         signer = self._dpop.get(agent)

@@ -101,20 +101,23 @@ class AuthClient:
         return {"client_assertion_type": CLIENT_ASSERTION_TYPE,
                 "client_assertion": self.assertion(), "client_id": self.client_id}
 
-    def _post(self, path: str, form: dict[str, str]) -> httpx.Response:
+    def _post(self, path: str, form: dict[str, str], *, prove: bool = True) -> httpx.Response:
+        """POST ``form`` with a fresh assertion (and, at the token and DPoP key endpoints, a
+        DPoP proof unless not ``prove``)."""
         url = f"{self.base_url}{path}"
-        response = self._send(url, form)
+        prove = prove and self.dpop is not None and path in _DPOP_PATHS
+        response = self._send(url, form, prove)
         if self.dpop is not None and self.dpop.learn(url, response.headers) \
                 and response.status_code == 400 \
                 and json_object(response).get("error") == "use_dpop_nonce":
-            response = self._send(url, form)  # RFC 9449 8: once more, with the new nonce
+            response = self._send(url, form, prove)  # RFC 9449 8: once more, with the nonce
             self.dpop.learn(url, response.headers)
         raise_for_error(response)
         return response
 
-    def _send(self, url: str, form: dict[str, str]) -> httpx.Response:
+    def _send(self, url: str, form: dict[str, str], prove: bool) -> httpx.Response:
         headers = ({"DPoP": self.dpop.proof("POST", url)}
-                   if self.dpop is not None and url.endswith(_DPOP_PATHS) else None)
+                   if prove and self.dpop is not None else None)
         try:
             return self._http.post(url, data={**self._auth(), **form}, headers=headers)
         except httpx.TransportError as exc:
@@ -129,14 +132,16 @@ class AuthClient:
         return result
 
     def exchange(self, subject_token: str, *, resource: str | None = None,
-                 audience: str | None = None, scope: str | None = None) -> dict[str, Any]:
-        """RFC 8693: exchange ``subject_token`` for a token for a service or the next agent."""
+                 audience: str | None = None, scope: str | None = None,
+                 prove: bool = True) -> dict[str, Any]:
+        """RFC 8693: exchange ``subject_token`` for a token for a service or the next agent;
+        with a DPoP signer, proven by its key unless not ``prove`` (an unbound token)."""
         form = {"grant_type": GRANT_TOKEN_EXCHANGE, "subject_token": subject_token,
                 "subject_token_type": TOKEN_TYPE_ACCESS}
         for name, value in (("resource", resource), ("audience", audience), ("scope", scope)):
             if value is not None:
                 form[name] = value
-        result: dict[str, Any] = self._post("/token", form).json()
+        result: dict[str, Any] = self._post("/token", form, prove=prove).json()
         return result
 
     def root_token(self, user: str, scopes: list[str], ctx: Context,
