@@ -5,6 +5,7 @@ Redis is an adapter at the edge (:mod:`orchestrator.registry`). The authorizatio
 mock services and the agents all use it, the way a real service imports an auth SDK.
 """
 
+from orchestrator.identity._admission import Caller, admit_scope
 from orchestrator.identity._assertions import (
     CLIENT_ASSERTION_TYPE,
     AssertionPolicy,
@@ -117,6 +118,7 @@ __all__ = [
     "Agent",
     "AssertionPolicy",
     "CachedJWKS",
+    "Caller",
     "ClientKeyInit",
     "ClientKeyLookup",
     "Confirmation",
@@ -151,6 +153,7 @@ __all__ = [
     "VerifiedToken",
     "VerifierPolicy",
     "act_nesting",
+    "admit_scope",
     "ath_of",
     "bound",
     "check_chain",

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from infrabot.stack import client_keys_dir
 from orchestrator.config import Settings
 from orchestrator.identity import SigningKey, client_key
-from orchestrator.stack import client_keys_dir
 from tests.authserver.conftest import ARGOCD, INFRABOT, AuthServer, serve
 
 RSA_CLIENTS = (INFRABOT, ARGOCD)

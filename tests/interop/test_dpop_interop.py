@@ -38,8 +38,8 @@ from orchestrator.identity import (
     new_jti,
     verify_proof,
 )
-from orchestrator.stack import client_keys_dir
-from orchestrator.testing._system import EmbeddedSystem, embedded_system
+from infrabot.stack import client_keys_dir
+from infrabot.testing._system import EmbeddedSystem, embedded_system
 from tests.authserver.conftest import INFRABOT, unverified_claims
 
 from .conftest import NODE_DIR, private_key_pem
