@@ -123,6 +123,11 @@ def _cell(value: Any) -> Text:
     return value if isinstance(value, Text) else Text.from_markup(str(value))
 
 
+def _bound(claims: dict[str, Any]) -> str:
+    """`` · DPoP`` for a token bound to a key (``cnf.jkt``), else nothing."""
+    return " · DPoP" if isinstance(claims.get("cnf"), dict) else ""
+
+
 def hops(run: Run, services: dict[str, str]) -> Panel:
     """One row per step (its exchange and its call), one per hand-off with the chain it built."""
     rows: list[tuple[list[Any], bool]] = []
@@ -135,7 +140,8 @@ def hops(run: Run, services: dict[str, str]) -> Panel:
         if event.kind == "exchanged" and str(d.get("for", "")).startswith("hand-off"):
             claims = d.get("claims") or {}
             rows.append(([_t(event.agent), _t(d.get("for")), _t(_scopes(d.get("granted"))),
-                          _t(f"may_act {(claims.get('may_act') or {}).get('sub', '?')}"), "",
+                          _t(f"may_act {(claims.get('may_act') or {}).get('sub', '?')}"
+                             + _bound(claims)), "",
                           _OK + " handed off"], True))
         elif event.kind == "exchanged":
             claims = d.get("claims") or {}
@@ -144,7 +150,7 @@ def hops(run: Run, services: dict[str, str]) -> Panel:
             trees = [_chain_tree(claims)] if claims else trees  # the deepest chain so far
             scopes = f"{_scopes(d.get('requested'))} → {_scopes(d.get('granted'))}"
             pending = [_t(event.agent), _t(d.get("for")), _t(scopes),
-                       _t(f"aud {aud} · {lifetime}s")]
+                       _t(f"aud {aud} · {lifetime}s{_bound(claims)}")]
         elif event.kind in ("called", "call_denied"):
             row = pending or [_t(event.agent), "", "", ""]
             decision = _OK + " allow" if event.kind == "called" \

@@ -36,7 +36,9 @@ from reliability._probes import (
     READS,
     error_of,
     exchange_form,
+    presented,
     probe_context,
+    proof_headers,
     read,
     read_tokens,
     root_for_infrabot,
@@ -65,8 +67,9 @@ def comment_token(system: System) -> str:
 
 
 def post_comment(http: httpx.Client, system: System, token: str) -> httpx.Response:
-    return http.post(system.endpoints()["github"] + COMMENTS, json={"body": "fail-closed probe"},
-                     headers={"Authorization": f"Bearer {token}",
+    url = system.endpoints()["github"] + COMMENTS
+    return http.post(url, json={"body": "fail-closed probe"},
+                     headers={**presented("POST", url, token),
                               "Idempotency-Key": "fail-closed-probe-1"})
 
 
@@ -188,8 +191,11 @@ def test_assertions_used_before_a_registry_restart_are_not_accepted_after_it(
         root = str(http.post(token_url, data=grant_form()).json()["access_token"])
         datadog = {"resource": endpoints["datadog"], "scope": "urn:infra:monitoring:read"}
         form = exchange_form(infrabot, root, **datadog)
-        assert http.post(token_url, data=form).status_code == 200
-        assert error_of(http.post(token_url, data=form)) == (
+        # each post proves InfraBot's DPoP key afresh: only the assertion is used twice
+        assert http.post(token_url, data=form,
+                         headers=proof_headers(infrabot, http, token_url)).status_code == 200
+        assert error_of(http.post(token_url, data=form,
+                                  headers=proof_headers(infrabot, http, token_url))) == (
             401, "invalid_client", "assertion_replayed")
         assert error_of(http.post(token_url, data=grant_form())) == (
             400, "invalid_grant", "assertion_replayed")
@@ -198,12 +204,14 @@ def test_assertions_used_before_a_registry_restart_are_not_accepted_after_it(
 
         fresh_root = root_for_infrabot(clients, "run-after")["access_token"]
         replayed = {**form, "subject_token": fresh_root}  # only the assertion is old
-        assert error_of(http.post(token_url, data=replayed)) == (
+        assert error_of(http.post(token_url, data=replayed,
+                                  headers=proof_headers(infrabot, http, token_url))) == (
             401, "invalid_client", "assertion_predates_registry")
         assert error_of(http.post(token_url, data=grant_form())) == (
             400, "invalid_grant", "assertion_predates_registry")
         renewed = exchange_form(infrabot, fresh_root, **datadog)
-        assert http.post(token_url, data=renewed).status_code == 200
+        assert http.post(token_url, data=renewed,
+                         headers=proof_headers(infrabot, http, token_url)).status_code == 200
 
 
 def test_a_delivery_received_before_a_registry_restart_is_refused_after_it(
