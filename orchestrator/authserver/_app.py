@@ -206,15 +206,19 @@ def create_app(service: AuthorizationService) -> FastAPI:
         headers = request.headers.getlist("authorization")
         # RFC 7235 section 2.1: the auth-scheme is case-insensitive, as the services read it.
         scheme, _, credential = headers[0].strip().partition(" ") if headers else ("", "", "")
-        if len(headers) > 1 or (headers and (scheme.lower() != "bearer" or not credential)):
-            raise InvalidRequest("one Authorization: Bearer header is expected",
+        if len(headers) > 1 or (headers and (scheme.lower() not in ("bearer", "dpop")
+                                             or not credential)):
+            raise InvalidRequest("one Authorization: Bearer (or DPoP) header is expected",
                                  reason="malformed_authorization")
         bearer = credential.strip() if headers else None
+        proof = one_proof(request.headers.getlist("dpop"))
         try:
-            records = await run_in_threadpool(service.audit_log, bearer, jti)
+            records = await run_in_threadpool(
+                lambda: service.audit_log(bearer, jti, scheme=scheme.lower(), proof=proof))
         except OAuthError as exc:
             error = f'error="{exc.code}"' if exc.reason != "missing_token" else ""
-            challenge = f'Bearer realm="authserver"{", " + error if error else ""}'
+            kind = "DPoP" if exc.reason.startswith("dpop_") else "Bearer"
+            challenge = f'{kind} realm="authserver"{", " + error if error else ""}'
             return JSONResponse(exc.body(), status_code=exc.status,
                                 headers={**NO_STORE, "WWW-Authenticate": challenge})
         return JSONResponse({"jti": jti, "records": records}, headers=NO_STORE)

@@ -63,15 +63,17 @@ class DPoPGate:
         """The nonce to hand out now, None when the server asks for none."""
         return self.nonces.current(now=now) if self.settings.dpop_nonce else None
 
-    def proof(self, value: str | None, *, now: int, url: str | None = None) -> Proof | None:
+    def proof(self, value: str | None, *, now: int, url: str | None = None,
+              method: str = "POST", access_token: str | None = None) -> Proof | None:
         """The verified, first-used proof of a request to ``url`` (default: the token
-        endpoint); None when the request carries none."""
+        endpoint; ``access_token``: the token it comes with); None when it carries none."""
         if value is None:
             return None
         nonce_ok = ((lambda n: self.nonces.accepts(n, now=now)) if self.settings.dpop_nonce
                     else None)
-        proof = verify_proof(value, ProofCheck("POST", url or self.token_url, nonce_ok=nonce_ok),
-                             self.policy, now=now)
+        check = ProofCheck(method, url or self.token_url, access_token=access_token,
+                           nonce_ok=nonce_ok)
+        proof = verify_proof(value, check, self.policy, now=now)
         self.claim(proof)
         return proof
 

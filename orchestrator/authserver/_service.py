@@ -156,8 +156,9 @@ class AuthorizationService:
     def revoke_by(self, form: Form) -> dict[str, Any]:
         return _revocation.revoke_by(self, RevokeByRequest.read(form))
 
-    def audit_log(self, bearer: str | None, jti: str) -> list[dict[str, Any]]:
-        return _introspection.audit_log(self, bearer, jti)
+    def audit_log(self, bearer: str | None, jti: str, *, scheme: str = "bearer",
+                  proof: str | None = None) -> list[dict[str, Any]]:
+        return _introspection.audit_log(self, bearer, jti, scheme=scheme, proof=proof)
 
     def audit_refused_request(self, exc: Exception, *, target: str = "") -> None:
         """Audit a ``/token`` request refused before its client was authenticated."""

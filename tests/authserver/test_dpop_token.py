@@ -17,6 +17,7 @@ from authserver.conftest import (
     ARGOCD,
     CLEANUP,
     INFRABOT,
+    ORCH,
     AuthServer,
     refusal,
     serve,
@@ -237,3 +238,42 @@ def test_binding_off_and_a_service_that_requires_it(tmp_path: Path) -> None:
         assert pagerduty["token_type"] == "Bearer"
         aws = dpop_client(srv, CLEANUP).exchange(h2, resource=srv.aws)
         assert unverified_claims(aws["access_token"])["cnf"] == {"jkt": jkt(srv, CLEANUP)}
+
+
+def test_the_log_url_takes_a_bound_token_only_with_a_proof_by_its_key(bound: AuthServer) -> None:
+    root, h1, _, _ = bound.chain()
+    jti = unverified_claims(h1)["jti"]
+    url = f"{bound.url}/audit"
+
+    def get(headers: dict[str, str]) -> httpx.Response:
+        return bound.http.get(url, params={"jti": jti}, headers=headers)
+
+    as_bearer = get({"Authorization": f"Bearer {h1}"})
+    refusal(as_bearer, 401, "invalid_token", "dpop_bound_token_as_bearer")
+    assert as_bearer.headers["www-authenticate"].startswith('DPoP realm="authserver"')
+    refusal(get({"Authorization": f"DPoP {h1}"}), 401, "invalid_token", "dpop_proof_missing")
+    argocd_key = dpop_key(bound.settings.keys_dir, ARGOCD)
+
+    def proof_for(token: str, key: SigningKey = argocd_key) -> str:
+        return make_proof(key, method="GET", url=url, now=int(time.time()),
+                          access_token=token, nonce=nonce(bound))
+
+    refusal(get({"Authorization": f"DPoP {h1}", "DPoP": proof_for(h1, other_key())}), 401,
+            "invalid_token", "dpop_key_mismatch")
+    refusal(get({"Authorization": f"DPoP {h1}", "DPoP": proof_for(root)}), 401,
+            "invalid_token", "dpop_ath_mismatch")
+    used = proof_for(h1)
+    answer = get({"Authorization": f"DPoP {h1}", "DPoP": used})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["jti"] == jti
+    refusal(get({"Authorization": f"DPoP {h1}", "DPoP": used}), 401, "invalid_token",
+            "dpop_proof_replayed")
+
+
+def test_introspection_says_a_bound_token_is_dpop(bound: AuthServer) -> None:
+    aws = bound.chain()[3]
+    answer = bound.introspect(aws, ORCH)
+    assert answer.status_code == 200
+    body = answer.json()
+    assert (body["active"], body["token_type"], body["cnf"]) == \
+        (True, "DPoP", {"jkt": jkt(bound, CLEANUP)})
