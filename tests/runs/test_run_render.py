@@ -7,7 +7,7 @@ import re
 from rich.console import Console, RenderableType
 
 from orchestrator import runs as runs_package
-from orchestrator.runs import RunStore, render_run, render_runs
+from orchestrator.runs import RunStore, render_run, render_runs, summarize
 
 from .conftest import Origin
 
@@ -116,3 +116,19 @@ def test_the_public_surface_is_pinned() -> None:
         "DELIVERY_STEP", "STOPS", "HopJournal", "Resume", "StepConflict", "StepRecord",
         "idempotency_key", "resume_point",
     ])
+
+
+def test_an_exchange_shows_the_dpop_key_its_token_is_bound_to(store: RunStore,
+                                                             origin: Origin) -> None:
+    store.create("run-9", workflow="post-deploy", event=origin)
+    jkt = "Z" * 12 + "a" * 31
+    store.add_event("run-9", "exchanged", "agent:infrabot", {
+        "for": "datadog.query_metrics", "requested": READ, "granted": READ,
+        "claims": {"cnf": {"jkt": jkt}}})
+    store.add_event("run-9", "exchanged", "agent:infrabot", {
+        "for": "github.pull.read", "requested": READ, "granted": READ, "claims": {}})
+    run = store.get("run-9")
+    assert run is not None
+    bound, unbound = (summarize(e) for e in run.events)
+    assert bound.endswith("granted urn:infra:monitoring:read; DPoP-bound to key ZZZZZZZZZZZZ…")
+    assert "DPoP" not in unbound
