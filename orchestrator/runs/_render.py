@@ -151,7 +151,7 @@ def _exchanged(d: dict[str, Any]) -> str:
     text = f"requested {_scopes(d.get('requested'))} / granted {_scopes(d.get('granted'))}"
     cnf = (d.get("claims") or {}).get("cnf") if isinstance(d.get("claims"), dict) else None
     if isinstance(cnf, dict) and isinstance(cnf.get("jkt"), str):
-        text += f"; DPoP-bound to key {cnf['jkt'][:12]}…"
+        text += f"; DPoP-bound to key {cnf['jkt']}"
     return f"{d['for']}: {text}" if d.get("for") else text
 
 

@@ -130,5 +130,5 @@ def test_an_exchange_shows_the_dpop_key_its_token_is_bound_to(store: RunStore,
     run = store.get("run-9")
     assert run is not None
     bound, unbound = (summarize(e) for e in run.events)
-    assert bound.endswith("granted urn:infra:monitoring:read; DPoP-bound to key ZZZZZZZZZZZZ…")
+    assert bound.endswith(f"granted urn:infra:monitoring:read; DPoP-bound to key {jkt}")
     assert "DPoP" not in unbound
