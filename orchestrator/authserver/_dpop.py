@@ -11,7 +11,7 @@ registry. A missing or unaccepted nonce is ``use_dpop_nonce`` with the nonce to 
 names, so the server must know that key before the agent ever asks: an agent registers it at
 ``POST /dpop_keys``, authenticated with its own client assertion and proving the key with a DPoP
 proof for that URL (:meth:`DPoPGate.register`). The server keeps it in its key book
-(:mod:`._dpop_keys`); a new registration replaces it. Nothing else names an agent's DPoP key:
+(:mod:`._dpop_keys`), one key per host the agent runs on. Nothing else names an agent's DPoP key:
 not the delegator, not the token.
 """
 
@@ -98,6 +98,6 @@ class DPoPGate:
         self.book.register(client, proof.key, now=now)
         return proof
 
-    def registered(self, agent: str) -> str | None:
-        """The thumbprint of ``agent``'s registered DPoP key, None if it has none."""
+    def registered(self, agent: str) -> frozenset[str]:
+        """The thumbprints of ``agent``'s registered DPoP keys (empty if it has none)."""
         return self.book.registered(agent)

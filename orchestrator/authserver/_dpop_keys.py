@@ -1,13 +1,14 @@
-"""Where the authorization server keeps the DPoP key each agent registered (``POST
-/dpop_keys``), so that a hand-off to that agent can be bound to it.
+"""Where the authorization server keeps the DPoP keys each agent registered (``POST
+/dpop_keys``), so that a hand-off to that agent can be bound to one.
 
-:class:`RegistryKeyBook` keeps it in the client registry (the JSON file or the SQL table that
-holds the clients' public keys), under the id ``dpop:<agent>``: it survives a restart of the
-server and of the shared registry, and an operator sees it in ``infrabot keys list``. Such an id is
-never a client of the directory, so a DPoP key never authenticates anyone. A new registration
-replaces the agent's previous key. :class:`SharedKeyBook` keeps it in the shared registry for
-``dpop_key_registration_seconds`` (what a server built without a client registry uses: tests, and
-tools that issue tokens in process).
+:class:`RegistryKeyBook` keeps them in the client registry (the JSON file or the SQL table that
+holds the clients' public keys), under the id ``dpop:<agent>``: they survive a restart of the
+server and of the shared registry; an operator sees them in ``infrabot keys list`` and removes
+one with ``infrabot keys revoke dpop:<agent> KID``, as a client key. Such an id is never a
+client of the directory, so a DPoP key never authenticates anyone. An agent has one key per host
+it runs on: registering adds a key. :class:`SharedKeyBook` keeps one key per agent, the latest
+registered, in the shared registry for ``dpop_key_registration_seconds`` (what a server built
+without a client registry uses: tests, and tools that issue tokens in process).
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ _PREFIX = "dpop:"
 
 class DPoPKeyBook(Protocol):
     def register(self, agent: str, key: PublicKey, *, now: int) -> None:
-        """Hold ``key`` as ``agent``'s DPoP key, in place of any before."""
+        """Hold ``key`` as one of ``agent``'s DPoP keys."""
         ...
 
-    def registered(self, agent: str) -> str | None:
-        """The thumbprint of ``agent``'s DPoP key, None if it registered none."""
+    def registered(self, agent: str) -> frozenset[str]:
+        """The thumbprints of ``agent``'s DPoP keys (empty if it registered none)."""
         ...
 
 
@@ -35,15 +36,10 @@ class RegistryKeyBook:
         self._registry = registry
 
     def register(self, agent: str, key: PublicKey, *, now: int) -> None:
-        holder = _PREFIX + agent
-        self._registry.add(holder, [key], now=now)
-        for kid in list(self._registry.keys_of(holder)):
-            if kid != key.kid:
-                self._registry.remove(holder, kid)
+        self._registry.add(_PREFIX + agent, [key], now=now)
 
-    def registered(self, agent: str) -> str | None:
-        keys = self._registry.keys_of(_PREFIX + agent)
-        return jkt_of(next(iter(keys.values()))) if len(keys) == 1 else None
+    def registered(self, agent: str) -> frozenset[str]:
+        return frozenset(jkt_of(key) for key in self._registry.keys_of(_PREFIX + agent).values())
 
 
 class SharedKeyBook:
@@ -53,5 +49,6 @@ class SharedKeyBook:
     def register(self, agent: str, key: PublicKey, *, now: int) -> None:
         self._registry.remember(_PREFIX + agent, jkt_of(key), ttl=self._ttl)
 
-    def registered(self, agent: str) -> str | None:
-        return self._registry.recall(_PREFIX + agent)
+    def registered(self, agent: str) -> frozenset[str]:
+        jkt = self._registry.recall(_PREFIX + agent)
+        return frozenset({jkt}) if jkt is not None else frozenset()

@@ -181,16 +181,28 @@ def test_registering_a_dpop_key_needs_client_auth_and_a_proof(bound: AuthServer)
     assert answer.json()["jkt"] == jkt(bound, INFRABOT)
 
 
-def test_a_new_registration_replaces_the_agents_key(tmp_path: Path) -> None:
+def test_an_agent_on_two_hosts_has_two_keys_and_either_proves_its_hand_off(
+        tmp_path: Path) -> None:
+    """A second host registers ArgoCD's second key: a hand-off to ArgoCD can no longer be bound
+    to one key (either host may take the hop), so it goes without cnf and either registered key
+    proves it; any other key does not. Revoking one (`infrabot keys revoke dpop:agent:argocd
+    KID`) binds hand-offs to the other again."""
     with serve(tmp_path, dpop_binding=True) as srv:
-        fresh = other_key()
-        assert dpop_client(srv, ARGOCD, fresh).register_dpop_key()["jkt"] == \
-            jkt_of(fresh.public)
+        second = other_key()
+        assert dpop_client(srv, ARGOCD, second).register_dpop_key()["jkt"] == \
+            jkt_of(second.public)
         h1 = dpop_client(srv, INFRABOT).exchange(srv.root()["access_token"], audience=ARGOCD)
-        assert unverified_claims(h1["access_token"])["cnf"] == {"jkt": jkt_of(fresh.public)}
-        with pytest.raises(InvalidDPoPProof) as raised:  # the old key no longer proves it
-            dpop_client(srv, ARGOCD).exchange(h1["access_token"], audience=CLEANUP)
+        assert "cnf" not in unverified_claims(h1["access_token"])
+        with pytest.raises(InvalidDPoPProof) as raised:
+            dpop_client(srv, ARGOCD, other_key()).exchange(h1["access_token"], audience=CLEANUP)
         assert raised.value.reason == "dpop_key_mismatch"
+        for key in (second, dpop_key(srv.settings.keys_dir, ARGOCD)):
+            assert dpop_client(srv, ARGOCD, key).exchange(h1["access_token"], audience=CLEANUP)
+        registry = srv.stack.registry
+        assert registry is not None
+        assert registry.remove(f"dpop:{ARGOCD}", jkt(srv, ARGOCD))
+        h1 = dpop_client(srv, INFRABOT).exchange(srv.root()["access_token"], audience=ARGOCD)
+        assert unverified_claims(h1["access_token"])["cnf"] == {"jkt": jkt_of(second.public)}
 
 
 def test_a_hand_off_to_an_agent_without_a_key_waits_for_the_key_it_registers(

@@ -309,35 +309,38 @@ def test_a_service_token_is_bound_to_the_proof_key_or_refused_without_one() -> N
 
 
 def test_a_hand_off_is_bound_to_the_next_agents_registered_key() -> None:
-    jkt = jkt_of(KEY.public)
-    assert hand_off_binding(jkt, default=True) == jkt
-    assert hand_off_binding(jkt, default=False) is None
-    assert hand_off_binding(None, default=True) is None  # no key registered yet
+    jkt, other = jkt_of(KEY.public), jkt_of(key().public)
+    assert hand_off_binding(frozenset({jkt}), default=True) == jkt
+    assert hand_off_binding(frozenset({jkt}), default=False) is None
+    assert hand_off_binding(frozenset(), default=True) is None  # no key registered yet
+    assert hand_off_binding(frozenset({jkt, other}), default=True) is None  # one per host
 
 
 def hand_off(jkt: str | None = None) -> AccessClaims:
     return claims(jkt).model_copy(update={"may_act": MayAct(sub="agent:argocd")})
 
 
-def test_an_unbound_hand_off_needs_a_proof_by_the_agents_registered_key() -> None:
+def test_an_unbound_hand_off_needs_a_proof_by_one_of_the_agents_registered_keys() -> None:
     proof = verify(make_proof(KEY, method="POST", url=URL, now=NOW, access_token=TOKEN))
+    other = jkt_of(key().public)
     asked: list[int] = []
 
-    def registered(jkt: str | None) -> Any:
-        return lambda: asked.append(1) or jkt
+    def registered(*jkts: str) -> Any:
+        return lambda: asked.append(1) or frozenset(jkts)
 
     check_delegate(hand_off(), proof, registered(proof.jkt), default=True)
-    for subject, proof_, jkt, reason in (
-            (hand_off(), proof, None, "dpop_key_not_registered"),
-            (hand_off(), None, proof.jkt, "dpop_proof_missing"),
-            (hand_off(), proof, jkt_of(key().public), "dpop_key_mismatch")):
+    check_delegate(hand_off(), proof, registered(other, proof.jkt), default=True)
+    for subject, proof_, jkts, reason in (
+            (hand_off(), proof, (), "dpop_key_not_registered"),
+            (hand_off(), None, (proof.jkt,), "dpop_proof_missing"),
+            (hand_off(), proof, (other,), "dpop_key_mismatch")):
         with pytest.raises(InvalidDPoPProof) as raised:
-            check_delegate(subject, proof_, registered(jkt), default=True)
+            check_delegate(subject, proof_, registered(*jkts), default=True)
         assert raised.value.reason == reason
     asked.clear()
-    check_delegate(hand_off(), None, registered(None), default=False)  # binding off
-    check_delegate(hand_off(proof.jkt), proof, registered(None), default=True)  # cnf decides
-    check_delegate(claims(None), None, registered(None), default=True)  # not a hand-off
+    check_delegate(hand_off(), None, registered(), default=False)  # binding off
+    check_delegate(hand_off(proof.jkt), proof, registered(), default=True)  # cnf decides
+    check_delegate(claims(None), None, registered(), default=True)  # not a hand-off
     assert asked == []  # the registry is asked only for an unbound hand-off
 
 
