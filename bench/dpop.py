@@ -27,8 +27,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from bench._cluster import Cluster
 from bench._report import Table, ms, ratio
 from bench.end_to_end import Figures, _product
-from orchestrator.identity import ProofCheck, ProofPolicy, make_proof, verify_proof
-from orchestrator.identity._keys import generate_private_key, signing_key_of
+from orchestrator.identity import (
+    ProofCheck,
+    ProofPolicy,
+    generate_private_key,
+    make_proof,
+    signing_key_of,
+    verify_proof,
+)
 
 CPU_GOAL = 1.25
 FORMS = {"bound": {}, "unbound": {"INFRABOT_DPOP_BINDING": "false"}}

@@ -20,6 +20,7 @@ from orchestrator.identity._binding import (
     service_binding,
 )
 from orchestrator.identity._claims import (
+    EPOCH_PATTERN,
     AccessClaims,
     Actor,
     Confirmation,
@@ -50,7 +51,12 @@ from orchestrator.identity._exchange import (
     decide_root,
     new_jti,
 )
-from orchestrator.identity._jws import unverified_payload
+from orchestrator.identity._jws import SEGMENT as JWS_SEGMENT
+from orchestrator.identity._jws import MalformedJWS, unverified_header, unverified_payload
+from orchestrator.identity._jws import decode as decode_jws
+from orchestrator.identity._jws import sign as sign_jws
+from orchestrator.identity._jws import signature_ok as jws_signature_ok
+from orchestrator.identity._jws import split as split_jws
 from orchestrator.identity._keyring import (
     ClientKeyInit,
     KeyRing,
@@ -66,8 +72,15 @@ from orchestrator.identity._keys import (
     PrivateKeyMaterial,
     PublicKey,
     SigningKey,
+    alg_of,
+    generate_private_key,
+    locked,
+    public_key_of,
     public_keys_to_register,
+    read_private,
+    signing_key_of,
     thumbprint,
+    write_private,
 )
 from orchestrator.identity._policy import (
     ANY,
@@ -82,16 +95,21 @@ from orchestrator.identity._policy import (
     mismatch_of,
 )
 from orchestrator.identity._revocation import (
+    MEMORY_BEGAN_TOLERANCE_SECONDS,
+    AnsweredCheck,
     MemoryRevocationStore,
     PendingCheck,
     RevocationStore,
     RevocationTarget,
     Standing,
+    new_epoch,
     peek_target,
+    refusal_for,
 )
 from orchestrator.identity._scopes import (
     filter_scopes,
     format_scopes,
+    is_scope,
     is_write,
     narrow,
     parse_scopes,
@@ -112,10 +130,14 @@ __all__ = [
     "CLIENT_ASSERTION_TYPE",
     "DPOP_ALGS",
     "DPOP_TYP",
+    "EPOCH_PATTERN",
+    "JWS_SEGMENT",
+    "MEMORY_BEGAN_TOLERANCE_SECONDS",
     "TYP",
     "AccessClaims",
     "Actor",
     "Agent",
+    "AnsweredCheck",
     "AssertionPolicy",
     "CachedJWKS",
     "Caller",
@@ -131,6 +153,7 @@ __all__ = [
     "JWKSet",
     "KeyRing",
     "KeySource",
+    "MalformedJWS",
     "MayAct",
     "MemoryRevocationStore",
     "NonceIssuer",
@@ -154,6 +177,7 @@ __all__ = [
     "VerifierPolicy",
     "act_nesting",
     "admit_scope",
+    "alg_of",
     "ath_of",
     "bound",
     "check_chain",
@@ -164,28 +188,42 @@ __all__ = [
     "client_keys_dir",
     "decide",
     "decide_root",
+    "decode_jws",
     "filter_scopes",
     "format_scopes",
+    "generate_private_key",
     "hand_off_binding",
     "htu_of",
     "init_client_key",
+    "is_scope",
     "is_write",
     "jkt_of",
+    "jws_signature_ok",
     "load_client_key",
     "load_directory",
+    "locked",
     "make_assertion",
     "make_proof",
     "mint",
     "mismatch_of",
     "narrow",
     "nest",
+    "new_epoch",
     "new_jti",
     "parse_scopes",
     "peek_target",
+    "public_key_of",
     "public_keys_to_register",
+    "read_private",
+    "refusal_for",
     "service_binding",
+    "sign_jws",
+    "signing_key_of",
+    "split_jws",
     "thumbprint",
+    "unverified_header",
     "unverified_payload",
     "verify_assertion",
     "verify_proof",
+    "write_private",
 ]

@@ -27,8 +27,13 @@ from orchestrator._dpop_signer import DPoPSigner, dpop_key
 from orchestrator.client import AuthClient
 from orchestrator.config import Settings
 from orchestrator.errors import InvalidDPoPProof
-from orchestrator.identity import SigningKey, jkt_of, make_proof
-from orchestrator.identity._keys import generate_private_key, signing_key_of
+from orchestrator.identity import (
+    SigningKey,
+    generate_private_key,
+    jkt_of,
+    make_proof,
+    signing_key_of,
+)
 
 AGENTS = (INFRABOT, ARGOCD, CLEANUP)
 

@@ -28,17 +28,19 @@ from orchestrator.identity import (
     bound,
     check_delegate,
     check_holder,
+    generate_private_key,
     hand_off_binding,
     htu_of,
     jkt_of,
     make_proof,
     service_binding,
+    signing_key_of,
     verify_proof,
 )
-from orchestrator.identity._jws import P256_ORDER
-from orchestrator.identity._keys import generate_private_key, signing_key_of
 
 NOW = 1_800_000_000
+# The order of P-256: an ES256 signature (r, s) has the twin (r, n - s).
+P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 URL = "https://aws.example:8443/ec2/tags"
 TOKEN = "header.payload.signature"
 POLICY = ProofPolicy(max_age=60, leeway=5)

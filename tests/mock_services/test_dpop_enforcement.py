@@ -18,8 +18,13 @@ from conftest import Stack
 
 from mock_services import build_request
 from orchestrator.config import Settings
-from orchestrator.identity import SigningKey, jkt_of, make_proof
-from orchestrator.identity._keys import generate_private_key, signing_key_of
+from orchestrator.identity import (
+    SigningKey,
+    generate_private_key,
+    jkt_of,
+    make_proof,
+    signing_key_of,
+)
 from orchestrator.registry import RedisRevocationStore
 
 ACTION = "aws.ec2.describe_instances"
