@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Stack
 
 from mock_services import build_request
 from orchestrator.config import Settings
@@ -27,6 +26,7 @@ from orchestrator.identity import (
 )
 from orchestrator.registry import RedisRevocationStore
 
+Stack = Any  # conftest.Stack: not importable by name when several conftests are collected
 ACTION = "aws.ec2.describe_instances"
 PARAMS = {"InstanceIds": ["i-0a1b2c3d4e5f60001"]}
 STATIC = "static-baseline-token-0123456789"
