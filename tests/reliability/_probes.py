@@ -36,6 +36,7 @@ READS: dict[str, tuple[str, dict[str, Any], str]] = {
 Clients = Callable[[str], AuthClient]
 # The DPoP signers of the agents' clients made here, by key thumbprint: who holds a bound token.
 HOLDERS: dict[str, DPoPSigner] = {}
+_SIGNERS: dict[tuple[str, str], DPoPSigner] = {}
 
 
 def holding(client: AuthClient) -> AuthClient:
@@ -98,8 +99,13 @@ def system_clients(system: System, http: httpx.Client | None = None) -> Clients:
     """Clients of an in-process system's authorization server, each with its own key (over
     ``http`` if given, else each its own connection pool)."""
     def client(client_id: str) -> AuthClient:
-        dpop = (DPoPSigner(dpop_key(system.settings.keys_dir, client_id))
-                if client_id.startswith("agent:") else None)
+        dpop = None
+        if client_id.startswith("agent:"):  # one signer per agent: it keeps the server's nonce
+            where = (str(system.settings.keys_dir), client_id)
+            dpop = _SIGNERS.get(where)
+            if dpop is None:
+                dpop = _SIGNERS[where] = DPoPSigner(dpop_key(system.settings.keys_dir,
+                                                             client_id))
         return holding(AuthClient(system.settings.auth_url, client_id,
                                   system.stack.clients[client_id], http=http, dpop=dpop))
     return client

@@ -120,7 +120,7 @@ def test_registry_unreachable_refuses_everywhere(system: System,
                 orchestrator.revoke_by(run_id="run-probe")
             assert refused.value.reason == "revocation_unavailable"
         answer = http.get(auth + "/audit", params={"jti": "any-jti-0001"},
-                          headers={"Authorization": f"Bearer {tokens['aws']}"})
+                          headers=presented("GET", auth + "/audit", tokens["aws"]))
         assert error_of(answer) == UNAVAILABLE, answer.text
         health = http.get(auth + "/health")
         assert (health.status_code, health.json()) == \
