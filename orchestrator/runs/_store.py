@@ -30,15 +30,20 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.db import Conflict, Database, Rows, Store, Transaction, open_database
+from orchestrator.runs._events import (
+    EventDetail,
+    EventDetailError,
+    Finished,
+    detail_json,
+    parse_detail,
+)
 from orchestrator.runs._model import (
-    EVENT_KINDS,
     TERMINAL_STATUSES,
     Run,
     RunEvent,
     RunExists,
     RunOrigin,
     UnknownRun,
-    check_detail,
     check_text,
 )
 from orchestrator.runs._schema import (
@@ -105,19 +110,17 @@ class RunStore(Store):
             raise RunExists(f"run {run_id!r} already exists") from exc
         return run
 
-    def add_event(self, run_id: str, kind: str, agent: str | None,
-                  detail: dict[str, Any] | None = None) -> RunEvent:
-        """Append one event; ``detail`` must be JSON and must not hold a raw JWT (ValueError)."""
-        if kind not in EVENT_KINDS:
-            raise ValueError(f"unknown run event kind {kind!r}")
+    def add_event(self, run_id: str, agent: str | None, detail: EventDetail) -> RunEvent:
+        """Append one event, of ``detail``'s kind; :class:`EventDetailError` (a ValueError) if
+        the detail is not an event model, does not validate, or holds a raw JWT."""
         check_text("agent", agent)
-        text = check_detail(detail or {})
+        text = detail_json(detail)
         now = self._clock()
         with self._write() as tx:
-            appended = append_event(tx, run_id, format_time(now), kind, agent, text)
+            appended = append_event(tx, run_id, format_time(now), detail.kind, agent, text)
         seq = event_seq(appended, run_id)
-        return RunEvent(run_id=run_id, seq=seq, time=now, kind=kind,
-                        agent=agent, detail=json.loads(text))
+        return RunEvent(run_id=run_id, seq=seq, time=now, kind=detail.kind, agent=agent,
+                        detail=detail)
 
     def mark_running(self, run_id: str) -> bool:
         """``pending`` → ``running``; False if the run had already left ``pending``."""
@@ -140,7 +143,7 @@ class RunStore(Store):
             raise ValueError(f"{status!r} is not a terminal status")
         check_text("reason", reason)
         check_text("agent", agent)
-        detail = check_detail({"status": status, "reason": reason})
+        detail = detail_json(Finished.model_validate({"status": status, "reason": reason}))
         now = format_time(self._clock())
         with self._write() as tx:
             # The event first, on the condition the UPDATE checks: only a finish changes it,
@@ -290,6 +293,11 @@ def _run(row: tuple[Any, ...], events: builtins.list[tuple[Any, ...]]) -> Run:
 
 
 def _event(row: tuple[Any, ...]) -> RunEvent:
+    """A stored event, its detail validated as the model of its kind (EventDetailError)."""
     run_id, seq, when, kind, agent, detail = row
-    return RunEvent(run_id=run_id, seq=seq, time=parse_time(when), kind=kind, agent=agent,
-                    detail=json.loads(detail))
+    try:
+        parsed = parse_detail(kind, json.loads(detail))
+    except ValueError as exc:  # not JSON, or not its kind's model (EventDetailError)
+        raise EventDetailError(f"run {run_id} event {seq}: {exc}") from exc
+    return RunEvent(run_id=run_id, seq=seq, time=parse_time(when), kind=parsed.kind, agent=agent,
+                    detail=parsed)

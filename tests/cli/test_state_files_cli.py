@@ -14,6 +14,7 @@ import pytest
 from _cli import clean_env, infrabot, run_all
 
 from orchestrator.runs import RunStore
+from tests._events import detail
 from tests.runs.conftest import Origin
 
 SEEDS = range(3)
@@ -28,10 +29,10 @@ def run_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for i in range(6):
             run_id = f"run-{i:04x}"
             store.create(run_id, workflow="post-deploy", event=Origin())
-            store.add_event(run_id, "started", None, {"event": "deployment", "user": "user:sam"})
+            store.add_event(run_id, None, detail("started", event="deployment", user="user:sam"))
             store.mark_running(run_id)
-            store.add_event(run_id, "exchanged", "agent:infrabot",
-                            {"requested": ["urn:infra:repo:read"], "granted": ["x"], "ms": 3})
+            store.add_event(run_id, "agent:infrabot", detail(
+                "exchanged", requested="urn:infra:repo:read", granted="x", ms=3))
             if i % 2:
                 store.finish(run_id, "succeeded", "ok", agent="agent:cleanup")
     return path
