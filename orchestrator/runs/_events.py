@@ -195,11 +195,11 @@ def parse_detail(kind: str, detail: object) -> EventDetail:
     if kind not in EVENT_KINDS:
         raise EventDetailError(f"unknown run event kind {kind!r}")
     if not isinstance(detail, dict):
-        raise EventDetailError(f"a {kind} event's detail must be a JSON object")
+        raise EventDetailError(f"{kind} event detail must be a JSON object")
     try:
         return _ADAPTER.validate_python({**detail, "kind": kind})
     except ValidationError as exc:
-        raise EventDetailError(f"a {kind} event's detail does not validate: "
+        raise EventDetailError(f"{kind} event detail does not validate: "
                                f"{_first_error(exc)}") from exc
 
 
@@ -209,9 +209,9 @@ def detail_json(detail: object) -> str:
     kind, a raw JWT anywhere in it, values that are not JSON and a detail over the size limit."""
     kind = getattr(detail, "kind", None)
     if not isinstance(detail, _Detail) or not isinstance(kind, str):
-        raise EventDetailError(f"a run event's detail must be one of the event models, not "
+        raise EventDetailError(f"run event detail must be one of the event models, not "
                                f"{type(detail).__name__}")
-    plain = detail.model_dump(by_alias=True, exclude={"kind"})
+    plain = detail.model_dump(warnings=False)  # an unvalidated model is refused below
     if any(contains_raw_jwt(text) for text in _strings(plain)):
         raise EventDetailError("event detail looks like a raw JWT; run events never store tokens")
     try:

@@ -100,7 +100,8 @@ class RunEvent(_Frozen):
     @model_validator(mode="after")
     def _same_kind(self) -> RunEvent:
         if self.detail.kind != self.kind:
-            raise ValueError(f"a {self.kind} event cannot hold a {self.detail.kind} detail")
+            raise ValueError(f"a run event of kind {self.kind!r} cannot hold a "
+                             f"{self.detail.kind!r} detail")
         return self
 
     @field_validator("time")

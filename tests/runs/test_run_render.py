@@ -24,29 +24,30 @@ def text_of(renderable: RenderableType) -> str:
 
 def denied_run(store: RunStore, origin: Origin) -> None:
     store.create("run-7", workflow="post-deploy", event=origin)
-    store.add_event("run-7", None, detail("started", **{
-        "event": "deployment", "user": "user:sam", "trigger": "ci_pipeline",
-        "environment": "prod", "service": "service-x", "commit": "9f2c1e7", "mode": "delegated"}))
-    store.add_event("run-7", None, detail("root_granted", **{
-        "needed": [READ, TAG], "granted": [READ], "dropped": [TAG], "may_act": "agent:infrabot"}))
+    store.add_event("run-7", None, detail(
+        "started", event="deployment", user="user:sam", trigger="ci_pipeline",
+        environment="prod", service="service-x", commit="9f2c1e7", mode="delegated"))
+    store.add_event("run-7", None, detail(
+        "root_granted", needed=[READ, TAG], granted=[READ], dropped=[TAG],
+        may_act="agent:infrabot"))
     store.mark_running("run-7")
-    store.add_event("run-7", "agent:infrabot", detail("exchanged", **{
-        "for": "datadog.query_metrics", "requested": READ, "granted": READ, "ms": 4}))
-    store.add_event("run-7", "agent:infrabot", detail("called", **{
-        "service": "datadog", "action": "metrics:query", "method": "GET", "path": "/metrics",
-        "status": 200, "reason": "ok", "replayed": False, "ms": 3}))
+    store.add_event("run-7", "agent:infrabot", detail(
+        "exchanged", for_="datadog.query_metrics", requested=READ, granted=READ, ms=4))
+    store.add_event("run-7", "agent:infrabot", detail(
+        "called", service="datadog", action="metrics:query", method="GET", path="/metrics",
+        status=200, reason="ok", replayed=False, ms=3))
     store.add_event("run-7", "agent:infrabot", detail("handed_off", to="agent:argocd", scope=TAG))
-    store.add_event("run-7", "agent:argocd", detail("retrying", **{
-        "reason": "aws_unreachable", "attempt": 1, "in_seconds": 0.2}))
-    store.add_event("run-7", "agent:argocd", detail("call_denied", **{
-        "service": "aws", "action": "instances:tag", "method": "POST", "path": "/tags",
-        "status": 403, "reason": "insufficient_scope", "replayed": False}))
-    store.add_event("run-7", "agent:argocd", detail("exchange_denied", **{
-        "for": "aws.clean", "requested": "urn:infra:infrastructure:clean",
-        "error": "invalid_scope", "reason": "scope_not_grantable"}))
+    store.add_event("run-7", "agent:argocd", detail(
+        "retrying", reason="aws_unreachable", attempt=1, in_seconds=0.2))
+    store.add_event("run-7", "agent:argocd", detail(
+        "call_denied", service="aws", action="instances:tag", method="POST", path="/tags",
+        status=403, reason="insufficient_scope", replayed=False))
+    store.add_event("run-7", "agent:argocd", detail(
+        "exchange_denied", for_="aws.clean", requested="urn:infra:infrastructure:clean",
+        error="invalid_scope", reason="scope_not_grantable"))
     store.finish("run-7", "denied", "agent:argocd exchange for aws.clean: invalid_scope")
-    store.add_event("run-7", "agent:argocd", detail("finished", **{
-        "status": "denied", "reason": "agent:argocd exchange for aws.clean: invalid_scope"}))
+    store.add_event("run-7", "agent:argocd", detail(
+        "finished", status="denied", reason="agent:argocd exchange for aws.clean: invalid_scope"))
 
 
 def test_a_run_renders_its_header_and_every_hop(store: RunStore, origin: Origin) -> None:
