@@ -3,7 +3,7 @@
 An event's kind is its own column of the run log; its detail is stored as JSON *without* the kind
 (the format the log always had). The models carry the kind as their tag, excluded from every
 dump, so a detail is checked against its kind's model when it is written and again when it is
-read (:func:`detail_json`, :func:`parse_detail`); a detail that is not one of these models, or
+read (:func:`detail_json`, :func:`read_detail`); a detail that is not one of these models, or
 does not validate, is refused with :class:`EventDetailError` (``bad_event_detail``).
 
 A detail never holds a token (anything shaped like a raw JWT is refused) and its JSON is at most
@@ -198,9 +198,19 @@ def parse_detail(kind: str, detail: object) -> EventDetail:
         raise EventDetailError(f"{kind} event detail must be a JSON object")
     try:
         return _ADAPTER.validate_python({**detail, "kind": kind})
-    except ValidationError as exc:
+    except ValidationError as exc:  # its first error is the message
         raise EventDetailError(f"{kind} event detail does not validate: "
-                               f"{_first_error(exc)}") from exc
+                               f"{_first_error(exc)}") from None
+
+
+def read_detail(kind: str, text: str) -> EventDetail:
+    """A detail as the run log stores it (its JSON) as the model of ``kind``;
+    :class:`EventDetailError` if it is not JSON or not that model."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise EventDetailError(f"detail is not JSON: {exc}") from exc
+    return parse_detail(kind, data)
 
 
 def detail_json(detail: object) -> str:
@@ -220,7 +230,7 @@ def detail_json(detail: object) -> str:
         raise EventDetailError(f"event detail is not JSON: {exc}") from exc
     if len(text.encode()) > MAX_DETAIL_BYTES:
         raise EventDetailError(f"event detail is larger than {MAX_DETAIL_BYTES} bytes")
-    parse_detail(kind, json.loads(text))  # what is stored reads back as its kind
+    read_detail(kind, text)  # what is stored reads back as its kind
     return text
 
 

@@ -21,7 +21,6 @@ Three guarantees the agents and the webhook receiver rely on:
 from __future__ import annotations
 
 import builtins
-import json
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -30,13 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.db import Conflict, Database, Rows, Store, Transaction, open_database
-from orchestrator.runs._events import (
-    EventDetail,
-    EventDetailError,
-    Finished,
-    detail_json,
-    parse_detail,
-)
+from orchestrator.runs._events import EventDetail, Finished, detail_json
 from orchestrator.runs._model import (
     TERMINAL_STATUSES,
     Run,
@@ -46,13 +39,7 @@ from orchestrator.runs._model import (
     UnknownRun,
     check_text,
 )
-from orchestrator.runs._schema import (
-    EVENT_COLUMNS,
-    RUN_COLUMNS,
-    SCHEMA,
-    format_time,
-    parse_time,
-)
+from orchestrator.runs._schema import EVENT_COLUMNS, RUN_COLUMNS, SCHEMA, format_time, read_run
 
 MAX_LIST = 1000
 _TERMINAL_SQL = ", ".join(f"'{s}'" for s in sorted(TERMINAL_STATUSES))
@@ -169,7 +156,7 @@ class RunStore(Store):
             found = tx.execute(f"{_SELECT_RUN} WHERE run_id = ?", (run_id,))
             events = tx.execute(f"{_SELECT_EVENTS} WHERE run_id = ? ORDER BY seq", (run_id,))
         row = found.fetchone()
-        return None if row is None else _run(row, events.fetchall())
+        return None if row is None else read_run(row, events.fetchall())
 
     def list(self, limit: int = 20, *, status: str | None = None,
              user: str | None = None) -> builtins.list[Run]:
@@ -189,7 +176,7 @@ class RunStore(Store):
         by_run: dict[str, builtins.list[tuple[Any, ...]]] = {}
         for event in events:
             by_run.setdefault(event[0], []).append(event)
-        return [_run(row, by_run.get(row[0], [])) for row in rows]
+        return [read_run(row, by_run.get(row[0], [])) for row in rows]
 
     def unfinished_before(self, when: datetime, limit: int = 100) -> builtins.list[str]:
         """The ids of runs created before ``when`` that have no terminal status, oldest first."""
@@ -281,23 +268,3 @@ def event_seq(appended: Rows, run_id: str) -> int:
 def _require(exists: Rows, run_id: str) -> None:
     if exists.fetchone() is None:
         raise UnknownRun(f"no run {run_id!r}")
-
-
-def _run(row: tuple[Any, ...], events: builtins.list[tuple[Any, ...]]) -> Run:
-    fields = dict(zip(RUN_COLUMNS, row, strict=True))
-    fields["commit"] = fields.pop("commit_sha")
-    fields["created_at"] = parse_time(fields["created_at"])
-    if fields["finished_at"] is not None:
-        fields["finished_at"] = parse_time(fields["finished_at"])
-    return Run.model_validate({**fields, "events": tuple(_event(e) for e in events)})
-
-
-def _event(row: tuple[Any, ...]) -> RunEvent:
-    """A stored event, its detail validated as the model of its kind (EventDetailError)."""
-    run_id, seq, when, kind, agent, detail = row
-    try:
-        parsed = parse_detail(kind, json.loads(detail))
-    except ValueError as exc:  # not JSON, or not its kind's model (EventDetailError)
-        raise EventDetailError(f"run {run_id} event {seq}: {exc}") from exc
-    return RunEvent(run_id=run_id, seq=seq, time=parse_time(when), kind=parsed.kind, agent=agent,
-                    detail=parsed)

@@ -101,6 +101,23 @@ def test_a_run_that_does_not_validate_is_one_line(run_log: Path, tmp_path: Path)
     assert show.error_line().startswith(f"{copy}: damaged run log: Expecting property name ")
 
 
+def test_an_event_detail_that_is_not_its_kind_s_model_is_one_line(run_log: Path,
+                                                                   tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    copy = state / "runs.sqlite3"
+    copy.write_bytes(run_log.read_bytes())
+    with sqlite3.connect(copy) as conn:
+        conn.execute("UPDATE events SET detail = json_remove(detail, '$.ms') "
+                     "WHERE run_id = 'run-0002' AND kind = 'exchanged'")
+    conn.close()
+    for args in (("runs", "show", "run-0002"), ("runs", "list")):
+        result = infrabot(*args, "--state-dir", str(state), env=clean_env())
+        assert result.error_line() == (
+            f"{copy}: damaged run log: run run-0002 event 2: exchanged event detail does not "
+            "validate: ms: Field required"), result
+
+
 READ_ONLY = {
     "runs list": (("runs", "list"), 1),
     "runs show": (("runs", "show", "run-1"), 1),

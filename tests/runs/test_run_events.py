@@ -149,7 +149,8 @@ def test_a_stored_detail_that_is_not_json_is_refused_when_read(
     store.create("run-1", workflow="post-deploy", event=origin)
     store.add_event("run-1", None, detail("started"))
     _tamper(db, "started", "{not json")
-    with pytest.raises(EventDetailError, match=r"^run run-1 event 1: Expecting property name"):
+    with pytest.raises(EventDetailError, match=r"^run run-1 event 1: detail is not JSON: "
+                                               r"Expecting property name"):
         store.get("run-1")
 
 
