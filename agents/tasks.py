@@ -25,7 +25,7 @@ from agents._runtime import AgentRuntime, register_worker_dpop_keys, runtime_for
 from orchestrator._log import get_logger
 from orchestrator.config import Settings
 from orchestrator.errors import TransientError
-from orchestrator.runs import HopJournal
+from orchestrator.runs import HopJournal, Retrying
 
 AGENT_QUEUES = {"agent:infrabot": "infrabot", "agent:argocd": "argocd", "agent:cleanup": "cleanup"}
 # A transient fault (a service, the auth server or the run log unreachable, a 503) is retried 7
@@ -101,8 +101,8 @@ def _retry_or_fail(task: Task, rt: AgentRuntime, log: Any, agent: str, run_id: s
         return HopOutcome("failed", f"{agent}: {reason} after {attempt} attempts")
     delay = backoff(task.request.retries)
     try:
-        rt.runs.add_event(run_id, "retrying", agent, {"reason": reason, "attempt": attempt,
-                                                      "in_seconds": round(delay, 2)})
+        rt.runs.add_event(run_id, agent, Retrying(reason=reason, attempt=attempt,
+                                                  in_seconds=round(delay, 2)))
     except TransientError:  # the run log itself is away: the retry matters, not its display
         log.warning("retry_unrecorded", reason=reason, attempt=attempt)
     log.info("hop_retrying", reason=reason, attempt=attempt)
