@@ -108,11 +108,13 @@ class _Hop:
     def event(self, detail: EventDetail) -> None:
         self.rt.runs.add_event(self.run.run_id, self.agent, detail)
 
-    def exchange(self, token: str, *, step: int, what: str, **target: str) -> dict[str, Any]:
-        """A token for step ``step``; a refusal is journaled as that step's outcome."""
+    def exchange(self, token: str, *, step: int, what: str, prove: bool,
+                 **target: str) -> dict[str, Any]:
+        """A token for step ``step`` (``prove``: with a DPoP proof); a refusal is journaled as
+        that step's outcome."""
         start = time.perf_counter()
         try:
-            result = self.rt.auth(self.agent).exchange(token, **target)
+            result = self.rt.auth(self.agent).exchange(token, prove=prove, **target)
         except OAuthError as exc:
             expired = isinstance(exc, InvalidRequest) and exc.reason == "token_expired"
             record = self.journal.stop(
@@ -126,8 +128,10 @@ class _Hop:
                              claims=shown_claims(result.get("access_token")), ms=_ms(start)))
         return result
 
-    def call(self, index: int, action_name: str, params: dict[str, Any], token: str) -> None:
-        """Journal the step as started (its key), call, journal the outcome with its event."""
+    def call(self, index: int, action_name: str, params: dict[str, Any], token: str,
+             bound: bool = False) -> None:
+        """Journal the step as started (its key), call, journal the outcome with its event.
+        ``bound``: the token is DPoP-bound, so it goes with a proof by the agent's key."""
         action = CATALOG[action_name]
         method, path, query, body = build_request(action_name, params)
         try:
@@ -136,11 +140,12 @@ class _Hop:
         except StepConflict as conflict:  # a copy of this hop recorded it meanwhile
             self._follow(conflict.record)
             return
-        headers = {"Authorization": f"Bearer {token}", "X-Request-Id": key}
+        url = self.rt.service_url(action.service) + path
+        headers = {"X-Request-Id": key, **(self.rt.dpop(self.agent).headers(method, url, token)
+                                           if bound else {"Authorization": f"Bearer {token}"})}
         if action.mutating:
             headers["Idempotency-Key"] = key
         start = time.perf_counter()
-        url = self.rt.service_url(action.service) + path
         try:
             response = self.rt.http.request(method, url, params=query, json=body, headers=headers)
         except httpx.TransportError as exc:
@@ -207,12 +212,14 @@ def perform_hop(rt: AgentRuntime, *, run_id: str, workflow: str, agent: str, tok
         for index in range(resume.step, handing_off):
             step = plan.steps[index]
             action = CATALOG[step.action]
-            service_token = token
+            service_token, bound = token, False
             if mode == "delegated":
-                service_token = hop.exchange(
-                    token, step=index, what=step.action,
-                    resource=rt.service_url(action.service), scope=action.scope)["access_token"]
-            hop.call(index, step.action, step.rendered_params(values), service_token)
+                issued = hop.exchange(token, step=index, what=step.action,
+                                      prove=rt.proves(action.service),
+                                      resource=rt.service_url(action.service),
+                                      scope=action.scope)
+                service_token, bound = issued["access_token"], issued["token_type"] == "DPoP"
+            hop.call(index, step.action, step.rendered_params(values), service_token, bound)
         if plan.hand_off is None:
             return HopOutcome("succeeded")
         sending = journal.send(run_id, plan.hand_off)
@@ -225,7 +232,8 @@ def perform_hop(rt: AgentRuntime, *, run_id: str, workflow: str, agent: str, tok
         wanted = [s for s in downstream_scopes(hop.workflow, agent) if s in handed]
         wanted = wanted or downstream_scopes(hop.workflow, agent)
         result = hop.exchange(token, step=handing_off, what=f"{HAND_OFF}{plan.hand_off}",
-                              audience=plan.hand_off, scope=" ".join(wanted))
+                              prove=rt.proves(None), audience=plan.hand_off,
+                              scope=" ".join(wanted))
         hop.event(HandedOff(to=plan.hand_off, scope=result.get("scope")))
         return HopOutcome("handed_off", next_agent=plan.hand_off,
                           next_token=result["access_token"], next_scope=result.get("scope"),

@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from orchestrator._dpop_signer import DPoPSigner, dpop_key
+from orchestrator._log import get_logger
 from orchestrator.client import AuthClient
 from orchestrator.config import SERVICE_NAMES, Settings
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, InfraBotError
 from orchestrator.identity import Directory, SigningKey, load_directory
 from orchestrator.runs import RunStore
 from orchestrator.workflows import Workflow, load_workflows
@@ -39,6 +41,8 @@ class AgentRuntime:
     static_token: str | None = None
     keys: dict[str, SigningKey] = field(default_factory=dict)
     _auth: dict[str, AuthClient] = field(default_factory=dict)
+    _dpop: dict[str, DPoPSigner] = field(default_factory=dict)
+    _registered: bool = False
 
     @classmethod
     def build(cls, settings: Settings, endpoints: dict[str, str] | None = None,
@@ -63,7 +67,12 @@ class AgentRuntime:
 
     def auth(self, agent: str) -> AuthClient:
         """The agent's authorization-server client, authenticating with the agent's own key
-        (only an agent whose key this process holds: see :meth:`holds_key`)."""
+        (only an agent whose key this process holds: see :meth:`holds_key`) and signing a DPoP
+        proof with the agent's DPoP key. Until that succeeds once, it first registers the DPoP
+        key of every agent this process holds, so hand-offs to them can be bound."""
+        if not self._registered:
+            self.register_dpop_keys()
+            self._registered = True
         with _lock:
             client = self._auth.get(agent)
             if client is None:
@@ -71,9 +80,31 @@ class AgentRuntime:
                 if key is None:
                     raise ConfigError(f"this process holds no key for {agent}",
                                       reason="agent_key_missing")
-                client = AuthClient(self.endpoints["auth"], agent, key, http=self.http)
+                client = AuthClient(self.endpoints["auth"], agent, key, http=self.http,
+                                    dpop=self.dpop(agent))
                 self._auth[agent] = client
-            return client
+        return client
+
+    def proves(self, service: str | None) -> bool:
+        """Whether an exchange for ``service`` (None: a hand-off) carries a DPoP proof: with
+        binding on, always; off (the migration setting), only for a service whose directory
+        entry requires bound tokens."""
+        entry = self.directory.services.get(service) if service is not None else None
+        return self.settings.dpop_binding or (entry is not None
+                                              and entry.binding_required(default=False))
+
+    def dpop(self, agent: str) -> DPoPSigner:
+        """The DPoP signer of ``agent`` (its key in this state directory)."""
+        signer = self._dpop.get(agent)
+        if signer is None:
+            signer = self._dpop[agent] = DPoPSigner(dpop_key(self.settings.keys_dir, agent))
+        return signer
+
+    def register_dpop_keys(self) -> None:
+        """Register the DPoP key of every agent this process holds (idempotent)."""
+        for agent in sorted(self.keys):
+            AuthClient(self.endpoints["auth"], agent, self.keys[agent], http=self.http,
+                       dpop=self.dpop(agent)).register_dpop_key()
 
     def service_url(self, service: str) -> str:
         return self.endpoints[service]
@@ -110,6 +141,24 @@ def install_agent_keys(keys: dict[str, SigningKey]) -> None:
     with _lock:
         _worker_keys.clear()
         _worker_keys.update(keys)
+
+
+def register_worker_dpop_keys(settings: Settings) -> None:
+    """A worker that started: register the DPoP keys of its agents now, before any hop is
+    handed to them (a hand-off to an agent with no registered key is refused). A server not
+    answering yet is logged; the first hop registers them again."""
+    with _lock:
+        keys = dict(_worker_keys)
+    if not keys:
+        return
+    with httpx.Client(timeout=httpx.Timeout(5.0, connect=2.0)) as http:
+        for agent, key in sorted(keys.items()):
+            try:
+                AuthClient(read_endpoints(settings)["auth"], agent, key, http=http,
+                           dpop=DPoPSigner(dpop_key(settings.keys_dir, agent))
+                           ).register_dpop_key()
+            except InfraBotError as exc:
+                get_logger(agent=agent).warning("dpop_key_unregistered", reason=exc.reason)
 
 
 def install_runtime(app_id: int, runtime: AgentRuntime) -> None:

@@ -17,10 +17,11 @@ from typing import Any
 
 from celery import Celery, Task
 from celery.exceptions import Reject
+from celery.signals import worker_ready
 from kombu.exceptions import OperationalError
 
 from agents._hop import HopOutcome, perform_hop
-from agents._runtime import AgentRuntime, runtime_for
+from agents._runtime import AgentRuntime, register_worker_dpop_keys, runtime_for
 from orchestrator._log import get_logger
 from orchestrator.config import Settings
 from orchestrator.errors import TransientError
@@ -145,6 +146,10 @@ def register(app: Celery, settings: Settings) -> None:
     app.conf.task_routes = {task_name(agent): {"queue": queue}
                             for agent, queue in AGENT_QUEUES.items()}
     app.task(_wake, name=WAKE_TASK, shared=False, ignore_result=True)
+    # A worker process registers its agents' DPoP keys as it starts (embedded: no-op, the
+    # runtime registers them at its first exchange).
+    worker_ready.connect(lambda **_: register_worker_dpop_keys(settings), weak=False,
+                         dispatch_uid="agents.register_dpop_keys")
     for agent, queue in AGENT_QUEUES.items():
         def hop(self: Task, run_id: str, workflow: str, token: str, scope: str,
                 mode: str = "delegated", generation: int = 0,

@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from mock_services import ServiceDeps, create_service_app, remote_key_source
+from orchestrator._dpop_signer import dpop_key
 from orchestrator._servers import bind
 from orchestrator.audit import AuditKeys, AuditStore, Checkpointer
 from orchestrator.authserver import (
     AuthorizationService,
     ClientKeys,
     ClientRegistry,
+    RegistryKeyBook,
     create_app,
     open_registry,
 )
@@ -76,12 +78,16 @@ def provision_clients(settings: Settings, registry: ClientRegistry,
                       client_ids: list[str]) -> dict[str, SigningKey]:
     """Each client's own key pair in the state directory, made on first use, with its public key
     registered (idempotent; this is `keys init` then `keys register`, for keys this process
-    holds)."""
+    holds). An agent's DPoP key, which this process then holds too, is registered as the agent
+    registers it at ``POST /dpop_keys``, so the first run's hand-offs can be bound to it."""
     now = int(time.time())
     keys = {cid: client_key(client_keys_dir(settings), cid, settings.signing_alg)
             for cid in client_ids}
+    book = RegistryKeyBook(registry)
     for cid, key in keys.items():
         registry.add(cid, [key.public], now=now)
+        if cid.startswith("agent:"):
+            book.register(cid, dpop_key(settings.keys_dir, cid).public, now=now)
     return keys
 
 
@@ -121,7 +127,8 @@ class Stack:
         auth = AuthorizationService(
             settings=settings, keyring=keyring, directory=directory, revocation=store,
             client_keys=ClientKeys(registry, settings.allowed_algs),
-            services={name: settings.service_url(name) for name in SERVICE_NAMES}, audit=audit)
+            services={name: settings.service_url(name) for name in SERVICE_NAMES}, audit=audit,
+            dpop_keys=RegistryKeyBook(registry))
         return cls(settings, directory, store, keyring, audit, auth, checkpointer, clients,
                    owns_revocation=revocation is None, registry=registry)
 

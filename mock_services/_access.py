@@ -30,9 +30,10 @@ import threading
 from collections.abc import Callable, Iterable
 
 from mock_services._jwks import SerialKeySource
+from mock_services._sender import BEARER_ONLY, Presented, SenderCheck
 from mock_services._targets import TargetRefused
 from orchestrator.config import Settings
-from orchestrator.errors import InvalidToken, OAuthError, Unavailable
+from orchestrator.errors import InvalidToken, OAuthError, PredatesMemory, Unavailable
 from orchestrator.identity import (
     AccessClaims,
     Caller,
@@ -49,10 +50,19 @@ from orchestrator.identity import (
 STATIC_ACTOR = "service-account:infrabot"
 
 
+def _first(claim: Callable[[], bool]) -> bool:
+    """Whether a one-time claim was made now (one that predates the registry's memory was
+    not: whether it was used before cannot be told)."""
+    try:
+        return claim()
+    except PredatesMemory:
+        return False
+
+
 class AccessChecker:
     def __init__(self, *, audience: str, settings: Settings, keys: KeySource,
                  revocation: RevocationStore, directory: Directory,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], service: str | None = None) -> None:
         policy = VerifierPolicy(
             issuer=settings.issuer_url,
             allowed_algs=tuple(settings.allowed_algs),
@@ -69,6 +79,7 @@ class AccessChecker:
         self._max_bytes = settings.max_token_bytes
         self._checked: dict[str, float] = {}
         self._lock = threading.Lock()
+        self.sender = SenderCheck(settings, directory, service)
         static = settings.static_token
         self._static = (hashlib.sha256(static.get_secret_value().encode()).digest()
                         if static is not None else None)
@@ -103,22 +114,40 @@ class AccessChecker:
         return verified.claims
 
     def verify_and_admit(self, token: str, scope: str, *,
-                         verified: Callable[[AccessClaims], object] | None = None) -> Caller:
-        """:meth:`verify` then :meth:`admit`, with the registry asked while the signature is
-        checked: the query names what the token's payload says, and its answer is applied only
-        to verified claims naming the same things (:meth:`RevocationStore.begin`). ``verified``
-        sees the claims before admission decides (for the audit record of a refusal)."""
+                         verified: Callable[[AccessClaims], object] | None = None,
+                         presented: Presented = BEARER_ONLY) -> Caller:
+        """:meth:`verify`, the sender check (:mod:`mock_services._sender`: how the token is
+        ``presented``, its DPoP proof), then :meth:`admit`, with the registry asked while the
+        signature is checked: the query (and the proof's one-time claim) names what the token's
+        payload says, and its answer is applied only to verified claims naming the same things
+        (:meth:`RevocationStore.begin`). ``verified`` sees the claims before admission decides
+        (for the audit record of a refusal)."""
+        try:
+            proof = self.sender.proof(presented, token, now=int(self._clock()))
+        except OAuthError:
+            self._verified(token, verified)  # a bad token is refused as that, first
+            raise
+        claim = (proof.replay_key, self.sender.policy.replay_ttl()) if proof else None
+        issued_at = proof.iat if proof else None
         overlap = self._revocation.remote and not self._stale
         target = peek_target(token, max_bytes=self._max_bytes) if overlap else None
         if target is None:
-            return self.admit(self._verified(token, verified), scope)
+            claims = self._verified(token, verified)
+            first = True
+            if claim is not None:
+                key, ttl = claim
+                first = _first(lambda: self._revocation.claim_once(key, ttl=ttl,
+                                                                   issued_at=issued_at))
+            self.sender.check(claims, presented, proof, first_use=first)
+            return self.admit(claims, scope)
         try:
-            registry = self._revocation.begin(target)
+            registry = self._revocation.begin(target, claim=claim, issued_at=issued_at)
         except Unavailable:
             self._verified(token, verified)  # a bad token is refused as that, first
             raise
         with registry:
             claims = self._verified(token, verified)
+            self.sender.check(claims, presented, proof, first_use=_first(registry.claimed))
             registry.check(claims)
         return self._authorize(claims, scope)
 

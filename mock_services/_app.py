@@ -63,7 +63,7 @@ def create_service_app(name: str, deps: ServiceDeps) -> FastAPI:
     audience = deps.settings.service_url(name)
     access = AccessChecker(audience=audience, settings=deps.settings, keys=deps.key_source,
                            revocation=deps.revocation, directory=deps.directory,
-                           clock=deps.clock)
+                           clock=deps.clock, service=name)
     enforcer = Enforcer(name, access, deps.audit,
                         idempotency_cache(name, deps.settings, deps.clock), deps.clock)
     app = FastAPI(title=_TITLES[name], version="1.0.0", docs_url=None, redoc_url=None,

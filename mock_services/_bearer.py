@@ -53,8 +53,9 @@ class ApiError(Exception):
 
 
 def bearer_token(authorization: Sequence[str], query_tokens: Sequence[str],
-                 form_tokens: Sequence[str]) -> str:
-    """The one bearer token of a request, or the RFC 6750 refusal."""
+                 form_tokens: Sequence[str]) -> tuple[str, str]:
+    """The one token of a request and its scheme (``bearer``, or ``dpop`` for a DPoP-bound
+    token, RFC 9449 section 7.1), or the RFC 6750 refusal."""
     count = len(authorization) + len(query_tokens) + len(form_tokens)
     if count > 1:
         raise InvalidRequest("more than one credential in the request",
@@ -66,10 +67,17 @@ def bearer_token(authorization: Sequence[str], query_tokens: Sequence[str],
         raise MissingToken("an access token is required")
     scheme, _, token = authorization[0].strip().partition(" ")
     token = token.strip()
-    if scheme.lower() != "bearer" or not token or not _TOKEN68.match(token):
-        raise InvalidRequest("the Authorization header must be 'Bearer <token>'",
-                             reason="malformed_authorization")
-    return token
+    if scheme.lower() not in ("bearer", "dpop") or not token or not _TOKEN68.match(token):
+        raise InvalidRequest("the Authorization header must be 'Bearer <token>' or "
+                             "'DPoP <token>'", reason="malformed_authorization")
+    return scheme.lower(), token
+
+
+def dpop_proof(values: Sequence[str]) -> str | None:
+    """The request's one ``DPoP`` header (None without one); two are refused."""
+    if len(values) > 1:
+        raise InvalidRequest("send at most one DPoP header", reason="dpop_proof_repeated")
+    return values[0] if values else None
 
 
 def form_tokens(content_type: str | None, body: bytes) -> list[str]:
@@ -85,18 +93,24 @@ def _quoted(text: str) -> str:
     return '"' + _NOT_QUOTABLE.sub("'", text)[:200] + '"'
 
 
-def challenge(realm: str, exc: OAuthError, scope: str | None = None) -> str:
-    """The ``WWW-Authenticate`` value for ``exc``."""
+def challenge(realm: str, exc: OAuthError, scope: str | None = None,
+              dpop_algs: str | None = None) -> str:
+    """The ``WWW-Authenticate`` value for ``exc``; a ``DPoP`` challenge (RFC 9449 7.1, with
+    the accepted ``algs``) when ``dpop_algs`` is given."""
     params = [f"realm={_quoted(realm)}"]
     if not isinstance(exc, MissingToken):
         params += [f"error={_quoted(exc.code)}", f"error_description={_quoted(exc.message)}"]
     if isinstance(exc, InsufficientScope) and scope:
         params.append(f"scope={_quoted(scope)}")
+    if dpop_algs is not None:
+        return "DPoP " + ", ".join([*params, f"algs={_quoted(dpop_algs)}"])
     return "Bearer " + ", ".join(params)
 
 
-def oauth_response(realm: str, exc: OAuthError, scope: str | None) -> JSONResponse:
-    headers = {"WWW-Authenticate": challenge(realm, exc, scope), "Cache-Control": "no-store"}
+def oauth_response(realm: str, exc: OAuthError, scope: str | None,
+                   dpop_algs: str | None = None) -> JSONResponse:
+    headers = {"WWW-Authenticate": challenge(realm, exc, scope, dpop_algs),
+               "Cache-Control": "no-store"}
     return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
 

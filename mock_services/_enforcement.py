@@ -50,6 +50,7 @@ from mock_services._bearer import (
     ApiError,
     MissingToken,
     bearer_token,
+    dpop_proof,
     error_response,
     form_tokens,
     oauth_response,
@@ -61,6 +62,7 @@ from mock_services._bodies import (
     validation_response,
 )
 from mock_services._idempotency import HEADER, IdempotencyCache, check_key, fingerprint
+from mock_services._sender import DPoPRefusal, Presented
 from mock_services._targets import Resolver, TargetRefused
 from orchestrator.audit import AuditRecord, AuditStore
 from orchestrator.catalog import LISTING, Action, Target, clean_text, resource_for
@@ -137,14 +139,17 @@ class Enforcer:
         values = {**{k: v for k, v in request.query_params.items() if k in declared},
                   **request.path_params}
         call.resource = resource_for(call.action, values, parsed)
-        token = bearer_token(
+        scheme, token = bearer_token(
             request.headers.getlist("authorization"),
             request.query_params.getlist("access_token"),
             form_tokens(request.headers.get("content-type"), body),
         )
-        caller = call.static = self._access.static_caller(token)
+        presented = Presented(scheme, dpop_proof(request.headers.getlist("dpop")),
+                              request.method, self._access.audience + request.url.path)
+        caller = call.static = (self._access.static_caller(token) if scheme == "bearer"
+                                and presented.proof is None else None)
         if caller is None:
-            caller = await to_thread.run_sync(self._verify_and_admit, token, call)
+            caller = await to_thread.run_sync(self._verify_and_admit, token, presented, call)
         elif call.action.mutating:
             await to_thread.run_sync(self._audit.check_writable)
         if unparsable is not None:
@@ -161,18 +166,22 @@ class Enforcer:
             caller.principal, check_key(key), print_, lambda: inner(request))
         return response, "idempotent_replay" if replayed else "ok"
 
-    def _verify_and_admit(self, token: str, call: _Call) -> Caller:
+    def _verify_and_admit(self, token: str, presented: Presented, call: _Call) -> Caller:
         """Both checks in one worker-thread call (each thread hop costs the loop ~0.1 ms of CPU);
         the verified claims stay on ``call`` for the audit record even if admission refuses."""
         def seen(claims: AccessClaims) -> None:
             call.claims = claims
 
-        caller = self._access.verify_and_admit(token, call.action.scope, verified=seen)
+        caller = self._access.verify_and_admit(token, call.action.scope, verified=seen,
+                                               presented=presented)
         if call.action.mutating:  # never act unless the act's audit record can be written
             self._audit.check_writable()
         return caller
 
     def _refusal(self, exc: Exception, scope: str | None) -> tuple[Response, str]:
+        if isinstance(exc, DPoPRefusal):
+            algs = self._access.sender.algs
+            return oauth_response(self.service, exc, scope, dpop_algs=algs), exc.reason
         if isinstance(exc, OAuthError):
             return oauth_response(self.service, exc, scope), exc.reason
         if isinstance(exc, Unavailable):

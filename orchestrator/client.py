@@ -15,6 +15,8 @@ from typing import Any, Self
 import httpx
 
 from orchestrator import errors
+from orchestrator._dpop_signer import DPoPSigner
+from orchestrator.authserver._dpop import DPOP_KEYS_PATH
 from orchestrator.authserver._service import (
     GRANT_JWT_BEARER,
     GRANT_TOKEN_EXCHANGE,
@@ -26,8 +28,10 @@ _BY_CODE: dict[str, type[errors.OAuthError]] = {
     cls.code: cls for cls in (
         errors.InvalidRequest, errors.InvalidClient, errors.InvalidGrant,
         errors.UnauthorizedClient, errors.UnsupportedGrantType, errors.UnsupportedTokenType,
-        errors.InvalidScope, errors.InvalidTarget, errors.InvalidToken, errors.InsufficientScope)
+        errors.InvalidScope, errors.InvalidTarget, errors.InvalidToken, errors.InsufficientScope,
+        errors.InvalidDPoPProof, errors.UseDPoPNonce)
 }
+_DPOP_PATHS = ("/token", DPOP_KEYS_PATH)
 
 
 def json_object(response: httpx.Response) -> dict[str, Any]:
@@ -64,11 +68,16 @@ def raise_for_error(response: httpx.Response) -> None:
 
 
 class AuthClient:
+    """``dpop``: sign a DPoP proof (RFC 9449) for each token request with this signer's key, so
+    the tokens issued are bound to it; a ``use_dpop_nonce`` answer is retried once with the
+    server's nonce."""
+
     def __init__(self, base_url: str, client_id: str, key: SigningKey, *,
                  http: httpx.Client | None = None, clock: Callable[[], float] = time.time,
-                 timeout: float = 5.0) -> None:
+                 timeout: float = 5.0, dpop: DPoPSigner | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.client_id = client_id
+        self.dpop = dpop
         self._key = key
         self._clock = clock
         self._http = http or httpx.Client(timeout=timeout)
@@ -92,24 +101,47 @@ class AuthClient:
         return {"client_assertion_type": CLIENT_ASSERTION_TYPE,
                 "client_assertion": self.assertion(), "client_id": self.client_id}
 
-    def _post(self, path: str, form: dict[str, str]) -> httpx.Response:
-        try:
-            response = self._http.post(f"{self.base_url}{path}", data={**self._auth(), **form})
-        except httpx.TransportError as exc:
-            raise errors.Unavailable(f"authorization server unreachable: {type(exc).__name__}",
-                                     reason="authserver_unavailable") from exc
+    def _post(self, path: str, form: dict[str, str], *, prove: bool = True) -> httpx.Response:
+        """POST ``form`` with a fresh assertion (and, at the token and DPoP key endpoints, a
+        DPoP proof unless not ``prove``)."""
+        url = f"{self.base_url}{path}"
+        prove = prove and self.dpop is not None and path in _DPOP_PATHS
+        response = self._send(url, form, prove)
+        if self.dpop is not None and self.dpop.learn(url, response.headers) \
+                and response.status_code == 400 \
+                and json_object(response).get("error") == "use_dpop_nonce":
+            response = self._send(url, form, prove)  # RFC 9449 8: once more, with the nonce
+            self.dpop.learn(url, response.headers)
         raise_for_error(response)
         return response
 
+    def _send(self, url: str, form: dict[str, str], prove: bool) -> httpx.Response:
+        headers = ({"DPoP": self.dpop.proof("POST", url)}
+                   if prove and self.dpop is not None else None)
+        try:
+            return self._http.post(url, data={**self._auth(), **form}, headers=headers)
+        except httpx.TransportError as exc:
+            raise errors.Unavailable(f"authorization server unreachable: {type(exc).__name__}",
+                                     reason="authserver_unavailable") from exc
+
+    def register_dpop_key(self) -> dict[str, Any]:
+        """Register this client's DPoP key (the signer's), so hand-offs to it are bound to it."""
+        if self.dpop is None:
+            raise errors.ConfigError("this client has no DPoP key to register")
+        result: dict[str, Any] = self._post(DPOP_KEYS_PATH, {}).json()
+        return result
+
     def exchange(self, subject_token: str, *, resource: str | None = None,
-                 audience: str | None = None, scope: str | None = None) -> dict[str, Any]:
-        """RFC 8693: exchange ``subject_token`` for a token for a service or the next agent."""
+                 audience: str | None = None, scope: str | None = None,
+                 prove: bool = True) -> dict[str, Any]:
+        """RFC 8693: exchange ``subject_token`` for a token for a service or the next agent;
+        with a DPoP signer, proven by its key unless not ``prove`` (an unbound token)."""
         form = {"grant_type": GRANT_TOKEN_EXCHANGE, "subject_token": subject_token,
                 "subject_token_type": TOKEN_TYPE_ACCESS}
         for name, value in (("resource", resource), ("audience", audience), ("scope", scope)):
             if value is not None:
                 form[name] = value
-        result: dict[str, Any] = self._post("/token", form).json()
+        result: dict[str, Any] = self._post("/token", form, prove=prove).json()
         return result
 
     def root_token(self, user: str, scopes: list[str], ctx: Context,

@@ -68,6 +68,22 @@ class Settings(BaseSettings):
         description="Longest a client or grant assertion may live (RFC 7523 exp); one hour, "
                     "Authlib's default and Okta's bound. Each jti is kept until its exp.")
 
+    dpop_binding: bool = Field(
+        True, description="Bind every token to a DPoP key (RFC 9449): service tokens to the "
+                          "requesting agent's key, hand-offs to the next agent's. A service may "
+                          "still take unbound tokens (directory: dpop: optional) or require "
+                          "binding when this is off (dpop: required).")
+    dpop_proof_max_age_seconds: int = Field(
+        60, ge=5, le=300, description="How old a DPoP proof's iat may be; its jti is held in "
+                                      "the shared registry this long (plus the leeway).")
+    dpop_nonce: bool = Field(
+        True, description="The authorization server requires its own DPoP-Nonce in proofs, so "
+                          "a proof made in advance expires with the nonce (2 minutes).")
+    dpop_key_registration_seconds: int = Field(
+        86400, ge=60, le=7 * 86400,
+        description="How long the authorization server holds an agent's registered DPoP key "
+                    "(agents register it again when they start and when half of it is gone).")
+
     database_url: SecretStr | None = Field(
         None, description="Where the audit trail and the run log live: "
                           "postgresql://user@host:port/db (one database every process shares), "

@@ -17,6 +17,8 @@
     │   ├── InvalidScope            400 invalid_scope        (RFC 6749 5.2)
     │   ├── InvalidTarget           400 invalid_target       (RFC 8693 2.2.2)
     │   ├── InvalidToken            401 invalid_token        (RFC 6750 3.1)
+    │   ├── InvalidDPoPProof        400 invalid_dpop_proof   (RFC 9449 5, 7.1; 401 at a service)
+    │   ├── UseDPoPNonce            400 use_dpop_nonce       (RFC 9449 8, 9)
     │   └── InsufficientScope       403 insufficient_scope   (RFC 6750 3.1)
     └── TransientError              worth retrying: the fault is not the request's
         └── Unavailable             503 temporarily_unavailable: a dependency (revocation
@@ -125,6 +127,24 @@ class InvalidToken(OAuthError):
     code = "invalid_token"
     status = 401
     reason = "invalid_token"
+
+
+class InvalidDPoPProof(OAuthError):
+    """A DPoP proof (RFC 9449) that is missing, malformed, or does not match the request, the
+    token or the key the token is bound to. A service answers it 401 with a ``DPoP``
+    challenge."""
+
+    code = "invalid_dpop_proof"
+    status = 400
+    reason = "invalid_dpop_proof"
+
+
+class UseDPoPNonce(OAuthError):
+    """The server wants a proof carrying the nonce it provides (RFC 9449 section 8)."""
+
+    code = "use_dpop_nonce"
+    status = 400
+    reason = "use_dpop_nonce"
 
 
 class InsufficientScope(OAuthError):

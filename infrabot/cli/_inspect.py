@@ -163,7 +163,7 @@ def render(result: dict[str, object]) -> None:
     for actor in reversed(chain):
         node = node.add(f"acts: {actor}")
     console.print(tree)
-    for name in ("aud", "scope", "ctx", "client_id", "may_act", "jti", "exp"):
+    for name in ("aud", "scope", "ctx", "client_id", "may_act", "cnf", "jti", "exp"):
         if name in claims:
             console.print(f"  {name}: {_shown(name, claims[name])}", markup=False)
 

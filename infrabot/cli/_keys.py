@@ -186,7 +186,7 @@ def list_keys(as_json: bool, state_dir: Path | None) -> None:
 @state_dir_option
 def revoke(client_id: str, kid: str, state_dir: Path | None) -> None:
     """Remove key KID of CLIENT_ID from the registry: the next assertion signed with it is
-    refused (invalid_client).
+    refused (invalid_client). ``dpop:AGENT`` names an agent's registered DPoP keys.
 
     \b
     Example:
@@ -198,5 +198,9 @@ def revoke(client_id: str, kid: str, state_dir: Path | None) -> None:
         raise CommandError(f"cannot write the client registry: {exc.strerror or exc}") from None
     if not removed:
         raise CommandError(f"no key {kid!r} is registered for {client_id!r}")
+    if client_id.startswith("dpop:"):  # an agent's DPoP key (docs/dpop.md)
+        click.echo(f"revoked {client_id} {kid}: proofs by it no longer prove "
+                   f"{client_id.removeprefix('dpop:')}")
+        return
     click.echo(f"revoked {client_id} {kid}: assertions signed with it are refused "
                "(invalid_client)")

@@ -1,4 +1,4 @@
-"""``infrabot token user|assertion|inspect``.
+"""``infrabot token user|assertion|proof|inspect``.
 
 ``user`` and ``assertion`` print only the token on stdout, so ``$(infrabot token user user:sam)``
 captures it; everything meant for people goes to stderr.
@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import click
+import httpx
 
 from infrabot.cli._common import CommandError, load_settings, state_dir_option
 from infrabot.cli._inspect import (
@@ -21,6 +22,7 @@ from infrabot.cli._inspect import (
     running_auth_server,
 )
 from infrabot.cli._users import known_user
+from orchestrator._dpop_signer import dpop_key
 from orchestrator.client import AuthClient
 from orchestrator.config import Settings
 from orchestrator.identity import (
@@ -30,6 +32,7 @@ from orchestrator.identity import (
     load_client_key,
     load_directory,
     make_assertion,
+    make_proof,
 )
 
 
@@ -144,6 +147,39 @@ def assertion(agent: str, ttl: int, state_dir: Path | None) -> None:
     click.echo(make_assertion(key, issuer=agent, subject=agent,
                               audience=f"{settings.auth_url}/token", now=int(time.time()),
                               ttl=ttl))
+
+
+@token.command("proof")
+@click.argument("agent")
+@click.option("--url", default=None, help="The URL the request goes to; default the running "
+                                          "authorization server's token endpoint.")
+@click.option("--method", default="POST", show_default=True)
+@click.option("--token", "access_token", default=None,
+              help="The access token the request presents (its hash goes in the proof: ath).")
+@state_dir_option
+def proof(agent: str, url: str | None, method: str, access_token: str | None,
+          state_dir: Path | None) -> None:
+    """Print a DPoP proof (RFC 9449) for one request, signed by AGENT's DPoP key, with the
+    running authorization server's current nonce. A proof is good for one request, 60 s.
+
+    \b
+    Example:
+      curl -H "DPoP: $(infrabot token proof agent:infrabot)" \\
+           -d client_assertion=$(infrabot token assertion agent:infrabot) ...
+    """
+    settings = at_running_servers(load_settings(state_dir))
+    directory = load_directory(settings.workflows_dir / "directory.yaml")
+    if agent not in directory.agents:
+        raise CommandError(f"{agent} is not an agent in the directory")
+    token_url = f"{settings.auth_url}/token"
+    try:
+        nonce = httpx.post(token_url, data={"grant_type": "nonce"},
+                           timeout=5.0).headers.get("dpop-nonce")
+    except httpx.HTTPError:
+        nonce = None  # no server answering: a proof without a nonce
+    click.echo(make_proof(dpop_key(settings.keys_dir, agent), method=method,
+                          url=url or token_url, now=int(time.time()),
+                          access_token=access_token, nonce=nonce))
 
 
 def _signing_key_of(settings: Settings, client_id: str) -> SigningKey:

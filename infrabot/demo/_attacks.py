@@ -12,9 +12,11 @@ from typing import Any
 
 from infrabot.demo._audit_attack import rewrite_a_copy, shown
 from infrabot.system import System
+from orchestrator._dpop_signer import DPoPSigner
 from orchestrator.audit import AuditStore, StoredRecord
 from orchestrator.catalog import build_request
 from orchestrator.ci import DELIVERY_HEADER, ROUTE, build_deployment_event, webhook_key
+from orchestrator.client import AuthClient
 from orchestrator.errors import OAuthError
 from orchestrator.identity import (
     AccessClaims,
@@ -104,11 +106,26 @@ class AttackRound:
                                                             audience="agent:cleanup")
         return for_argocd["access_token"], for_cleanup["access_token"]
 
-    def _call_aws(self, token: str) -> tuple[int, str, str]:
+    def _without_dpop_key(self, for_argocd: str) -> tuple[int, str, str]:
+        """ArgoCD itself (its client key) exchanges the hand-off token meant for it, but proves
+        a DPoP key of its own making instead of the one it registered (a copy of its client
+        key and the token, without the agent's DPoP key)."""
+        key = signing_key_of(generate_private_key("ES256"), "ES256")
+        with AuthClient(self.system.stack.settings.auth_url, "agent:argocd",
+                        self.system.stack.clients["agent:argocd"], http=self.http,
+                        dpop=DPoPSigner(key)) as argocd:
+            return _ok(argocd.exchange(for_argocd, audience="agent:cleanup"))
+
+    def _call_aws(self, token: str, holder: str | None = None) -> tuple[int, str, str]:
+        """Delete a tag at AWS with ``token``: as a bearer token, or, given its ``holder``, as a
+        DPoP-bound one with a proof by the holder's DPoP key."""
         method, path, _, body = build_request("aws.ec2.delete_tags", {
             "Resources": ["i-0a1b2c3d4e5f60003"], "Tags": [{"Key": "deploy"}]})
-        response = self.http.request(method, self.aws + path, json=body, headers={
-            "Authorization": f"Bearer {token}", "X-Request-Id": f"attack-{uuid.uuid4().hex[:8]}"})
+        url = self.aws + path
+        auth = (self.rt.dpop(holder).headers(method, url, token) if holder is not None
+                else {"Authorization": f"Bearer {token}"})
+        response = self.http.request(method, url, json=body, headers={
+            **auth, "X-Request-Id": f"attack-{uuid.uuid4().hex[:8]}"})
         data = response.json() if response.content else {}
         return response.status_code, str(data.get("error")), str(data.get("reason"))
 
@@ -164,7 +181,7 @@ class AttackRound:
         for_cleanup = argocd.exchange(for_argocd, audience="agent:cleanup")["access_token"]
         token = self.rt.auth("agent:cleanup").exchange(for_cleanup, resource=self.aws,
                                                        scope=CLEAN)["access_token"]
-        return self._call_aws(token)
+        return self._call_aws(token, "agent:cleanup")
 
     def run(self, manual_prod: Callable[[], tuple[int, str, str]]) -> list[Attack]:
         cleanup, argocd = self.rt.auth("agent:cleanup"), self.rt.auth("agent:argocd")
@@ -207,10 +224,19 @@ class AttackRound:
                                "instance", "environment_mismatch",
                                self._staging_token_against_prod))
         aws_token = cleanup.exchange(for_cleanup, resource=self.aws, scope=CLEAN)["access_token"]
+        attacks.append(_expect("stolen service token",
+                               "CleanupAgent's AWS token, copied from its process, replayed from "
+                               "another one (no proof by the key it is bound to)",
+                               "dpop_bound_token_as_bearer", lambda: self._call_aws(aws_token)))
+        attacks.append(_expect("hand-off without the DPoP key",
+                               "ArgoCD presents its own hand-off token with its client key but "
+                               "a DPoP key other than the one it registered",
+                               "dpop_key_mismatch", lambda: self._without_dpop_key(for_argocd)))
         self.system.orchestrator.auth.revoke_by(user="user:sam")
         attacks.append(_expect("call after the user is revoked",
                                "CleanupAgent uses a valid AWS token after sam is offboarded",
-                               "user_revoked", lambda: self._call_aws(aws_token)))
+                               "user_revoked",
+                               lambda: self._call_aws(aws_token, "agent:cleanup")))
         attacks.append(_expect("exchange after the user is revoked",
                                "ArgoCD tries to keep going with sam's delegation",
                                "user_revoked",

@@ -122,6 +122,11 @@ def _cell(value: Any) -> Text:
     return value if isinstance(value, Text) else Text.from_markup(str(value))
 
 
+def _bound(claims: dict[str, Any]) -> str:
+    """`` · DPoP`` for a token bound to a key (``cnf.jkt``), else nothing."""
+    return " · DPoP" if isinstance(claims.get("cnf"), dict) else ""
+
+
 def hops(run: Run, services: dict[str, str]) -> Panel:
     """One row per step (its exchange and its call), one per hand-off with the chain it built."""
     rows: list[tuple[list[Any], bool]] = []
@@ -134,7 +139,8 @@ def hops(run: Run, services: dict[str, str]) -> Panel:
         if isinstance(d, Exchanged) and d.hand_off is not None:
             claims = d.claims or {}
             rows.append(([_t(event.agent), _t(d.for_), _t(_scopes(d.granted)),
-                          _t(f"may_act {(claims.get('may_act') or {}).get('sub', '?')}"), "",
+                          _t(f"may_act {(claims.get('may_act') or {}).get('sub', '?')}"
+                             + _bound(claims)), "",
                           _OK + " handed off"], True))
         elif isinstance(d, Exchanged):
             claims = d.claims or {}
@@ -143,7 +149,7 @@ def hops(run: Run, services: dict[str, str]) -> Panel:
             trees = [_chain_tree(claims)] if claims else trees  # the deepest chain so far
             scopes = f"{_scopes(d.requested)} → {_scopes(d.granted)}"
             pending = [_t(event.agent), _t(d.for_), _t(scopes),
-                       _t(f"aud {aud} · {lifetime}s")]
+                       _t(f"aud {aud} · {lifetime}s{_bound(claims)}")]
         elif isinstance(d, Called | CallDenied):
             row = pending or [_t(event.agent), "", "", ""]
             decision = _OK + " allow" if isinstance(d, Called) else _NO + f" {_m(d.reason)}"

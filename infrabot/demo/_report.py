@@ -40,7 +40,7 @@ from orchestrator.runs import (
 
 AUDIT_COLUMNS = ("Timestamp", "Action", "Performed by", "On behalf of", "Resource", "Service",
                  "Decision", "Reason")
-CLAIM_ORDER = ("iss", "sub", "aud", "client_id", "scope", "act", "may_act", "ctx", "iat", "exp",
+CLAIM_ORDER = ("iss", "sub", "aud", "client_id", "scope", "act", "may_act", "cnf", "ctx", "iat", "exp",
                "jti", "ancestors", "user_version", "registry_epoch", "revocation_url", "log_url")
 DECODED = "decoded, signature removed"
 

@@ -3,6 +3,8 @@
 
 from orchestrator.authserver._app import create_app
 from orchestrator.authserver._clients import ClientKeys
+from orchestrator.authserver._dpop import DPOP_KEYS_PATH
+from orchestrator.authserver._dpop_keys import DPoPKeyBook, RegistryKeyBook, SharedKeyBook
 from orchestrator.authserver._registry import (
     ClientRegistry,
     KeyInUse,
@@ -21,6 +23,7 @@ from orchestrator.authserver._service import (
 )
 
 __all__ = [
+    "DPOP_KEYS_PATH",
     "GRANT_JWT_BEARER",
     "GRANT_TOKEN_EXCHANGE",
     "TOKEN_TYPE_ACCESS",
@@ -28,8 +31,11 @@ __all__ = [
     "AuthorizationService",
     "ClientKeys",
     "ClientRegistry",
+    "DPoPKeyBook",
     "KeyInUse",
     "RegisteredKey",
+    "RegistryKeyBook",
+    "SharedKeyBook",
     "SqlClientRegistry",
     "StateDirRegistry",
     "TokenResponse",

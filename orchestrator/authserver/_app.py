@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from orchestrator.audit import public_document
 from orchestrator.audit._keys import PUBLIC_FILE
+from orchestrator.authserver._dpop import DPOP_KEYS_PATH, one_proof
 from orchestrator.authserver._service import (
     GRANT_JWT_BEARER,
     GRANT_TOKEN_EXCHANGE,
@@ -34,6 +35,7 @@ _FORM_FIELDS = {
     "introspect": ["token", "token_type_hint", "client_assertion_type", "client_assertion"],
     "revoke": ["token", "token_type_hint", "client_assertion_type", "client_assertion"],
     "revocations": ["jti", "user", "run_id", "client_assertion_type", "client_assertion"],
+    "dpop_keys": ["client_assertion_type", "client_assertion", "client_id"],
 }
 
 _ERROR_SCHEMA = {
@@ -87,9 +89,15 @@ def create_app(service: AuthorizationService) -> FastAPI:
                   docs_url=None, redoc_url=None)
     base = service.settings.auth_url
 
+    def nonce_header() -> dict[str, str]:
+        nonce = service.dpop.nonce(now=service.now())
+        return {"DPoP-Nonce": nonce} if nonce is not None else {}
+
     @app.exception_handler(OAuthError)
     async def _oauth_error(_request: Request, exc: OAuthError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status, headers=NO_STORE)
+        # RFC 9449 8: the nonce to use travels with use_dpop_nonce (and every other answer).
+        return JSONResponse(exc.body(), status_code=exc.status,
+                            headers={**NO_STORE, **nonce_header()})
 
     @app.exception_handler(RequestValidationError)
     async def _bad_parameters(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -122,6 +130,7 @@ def create_app(service: AuthorizationService) -> FastAPI:
             "actor_token_types_supported": [TOKEN_TYPE_JWT],
             "client_assertion_types_supported": [CLIENT_ASSERTION_TYPE],
             "access_token_signing_alg_values_supported": [service.settings.signing_alg],
+            "dpop_signing_alg_values_supported": list(service.dpop.policy.allowed_algs),
             "max_delegation_depth": service.settings.max_depth,
             "service_documentation": f"{base}/openapi.json",
         }
@@ -153,8 +162,17 @@ def create_app(service: AuthorizationService) -> FastAPI:
         except InvalidRequest as exc:
             await run_in_threadpool(service.audit_refused_request, exc)
             raise
-        issued = await run_in_threadpool(service.token, form)
-        return JSONResponse(issued.body(), headers=NO_STORE)
+        dpop = one_proof(request.headers.getlist("dpop"))
+        issued = await run_in_threadpool(service.token, form, dpop)
+        return JSONResponse(issued.body(), headers={**NO_STORE, **nonce_header()})
+
+    @app.post(DPOP_KEYS_PATH, summary="Register the caller's DPoP key (proven by a DPoP proof)",
+              openapi_extra=_form_doc("dpop_keys", {"type": "object"}, (400, 401, 503)))
+    async def dpop_keys(request: Request) -> JSONResponse:
+        form = await _read_form(request)
+        dpop = one_proof(request.headers.getlist("dpop"))
+        registered = await run_in_threadpool(service.register_dpop_key, form, dpop)
+        return JSONResponse(registered, headers={**NO_STORE, **nonce_header()})
 
     @app.post("/introspect", summary="RFC 7662 token introspection",
               openapi_extra=_form_doc("introspect", {"type": "object", "required": ["active"],
@@ -188,15 +206,19 @@ def create_app(service: AuthorizationService) -> FastAPI:
         headers = request.headers.getlist("authorization")
         # RFC 7235 section 2.1: the auth-scheme is case-insensitive, as the services read it.
         scheme, _, credential = headers[0].strip().partition(" ") if headers else ("", "", "")
-        if len(headers) > 1 or (headers and (scheme.lower() != "bearer" or not credential)):
-            raise InvalidRequest("one Authorization: Bearer header is expected",
+        if len(headers) > 1 or (headers and (scheme.lower() not in ("bearer", "dpop")
+                                             or not credential)):
+            raise InvalidRequest("one Authorization: Bearer (or DPoP) header is expected",
                                  reason="malformed_authorization")
         bearer = credential.strip() if headers else None
+        proof = one_proof(request.headers.getlist("dpop"))
         try:
-            records = await run_in_threadpool(service.audit_log, bearer, jti)
+            records = await run_in_threadpool(
+                lambda: service.audit_log(bearer, jti, scheme=scheme.lower(), proof=proof))
         except OAuthError as exc:
             error = f'error="{exc.code}"' if exc.reason != "missing_token" else ""
-            challenge = f'Bearer realm="authserver"{", " + error if error else ""}'
+            kind = "DPoP" if exc.reason.startswith("dpop_") else "Bearer"
+            challenge = f'{kind} realm="authserver"{", " + error if error else ""}'
             return JSONResponse(exc.body(), status_code=exc.status,
                                 headers={**NO_STORE, "WWW-Authenticate": challenge})
         return JSONResponse({"jti": jti, "records": records}, headers=NO_STORE)

@@ -8,6 +8,7 @@ from typing import Protocol
 
 from orchestrator.authserver._audit import Auditor, AuditSink
 from orchestrator.authserver._clients import ClientAuthenticator
+from orchestrator.authserver._dpop import DPoPGate
 from orchestrator.config import Settings
 from orchestrator.identity import (
     AssertionPolicy,
@@ -58,6 +59,9 @@ class Server(Protocol):
 
     @property
     def auditor(self) -> Auditor: ...
+
+    @property
+    def dpop(self) -> DPoPGate: ...
 
     def now(self) -> int: ...
 

@@ -40,4 +40,5 @@ def issue(server: Server, grant: Grant, action: str, target: str, *, now: int) -
     c = grant.claims
     server.auditor.record(action, "allow", "ok", c.client_id, target, c, 200)
     return TokenResponse(access_token=token, expires_in=c.exp - now, scope=c.scope,
-                         claims=c, dropped=grant.dropped)
+                         claims=c, dropped=grant.dropped,
+                         token_type="DPoP" if c.cnf is not None else "Bearer")

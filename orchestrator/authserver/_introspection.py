@@ -8,8 +8,8 @@ from typing import Any
 from orchestrator.authserver._context import Server
 from orchestrator.authserver._forms import TokenRequestOf
 from orchestrator.authserver._revocation import may_revoke
-from orchestrator.errors import InsufficientScope, InvalidToken
-from orchestrator.identity import AccessClaims, Directory
+from orchestrator.errors import InsufficientScope, InvalidDPoPProof, InvalidToken, UseDPoPNonce
+from orchestrator.identity import AccessClaims, Directory, check_holder
 
 
 def introspect(server: Server, request: TokenRequestOf) -> dict[str, Any]:
@@ -31,7 +31,7 @@ def introspect(server: Server, request: TokenRequestOf) -> dict[str, Any]:
         audit.record("introspect", "deny", "introspection_not_entitled", client, "token", c, 200)
         return {"active": False}
     audit.record("introspect", "allow", "ok", client, "token", c, 200)
-    return {"active": True, **c.public_view(), "token_type": "Bearer",
+    return {"active": True, **c.public_view(), "token_type": "DPoP" if c.cnf else "Bearer",
             "username": c.sub, "chain": c.chain(), "current_actor": c.current_actor}
 
 
@@ -42,12 +42,16 @@ def may_introspect(directory: Directory, client: str, claims: AccessClaims) -> b
     return client in audience or may_revoke(directory, client, claims)
 
 
-def audit_log(server: Server, bearer: str | None, jti: str) -> list[dict[str, Any]]:
+def audit_log(server: Server, bearer: str | None, jti: str, *, scheme: str = "bearer",
+              proof: str | None = None) -> list[dict[str, Any]]:
     """The ``log_url`` of a token: the audit records of ``jti``, shown to a holder of that
-    token or of any token exchanged from it (a valid, unrevoked bearer naming it)."""
+    token or of any token exchanged from it (a valid, unrevoked token naming it). A DPoP-bound
+    token is taken only with the ``DPoP`` scheme and a proof by its key (``proof``)."""
     if not bearer:
         raise InvalidToken("a bearer token is required", reason="missing_token")
-    claims = server.verifier.verify(bearer, audience=server.audiences, now=server.now()).claims
+    now = server.now()
+    claims = server.verifier.verify(bearer, audience=server.audiences, now=now).claims
+    _check_presented(server, claims, bearer, scheme, proof, now=now)
     server.revocation.check(claims)
     if jti != claims.jti and jti not in claims.ancestors:
         raise InsufficientScope("the bearer token is not this token or its descendant",
@@ -55,3 +59,21 @@ def audit_log(server: Server, bearer: str | None, jti: str) -> list[dict[str, An
     if server.audit is None:
         return []
     return [r.to_json() for r in server.audit.query(run_id=claims.ctx.run_id) if r.jti == jti]
+
+
+def _check_presented(server: Server, claims: AccessClaims, token: str, scheme: str,
+                     value: str | None, *, now: int) -> None:
+    """A bound token only as ``DPoP`` with a first-used proof by its key for ``GET /audit``;
+    refusals are 401 ``invalid_token`` with the DPoP reason."""
+    if claims.cnf is None:
+        return
+    if scheme != "dpop":
+        raise InvalidToken("the token is bound to a key (cnf.jkt): present it with the DPoP "
+                           "scheme and a proof by that key", reason="dpop_bound_token_as_bearer")
+    try:
+        proof = (server.dpop.proof(value, now=now, url=f"{server.settings.auth_url}/audit",
+                                   method="GET", access_token=token)
+                 if value is not None else None)
+        check_holder(claims, proof)
+    except (InvalidDPoPProof, UseDPoPNonce) as exc:
+        raise InvalidToken(exc.message, reason=exc.reason) from exc

@@ -14,7 +14,15 @@ from orchestrator.errors import (
     UnauthorizedClient,
     Unavailable,
 )
-from orchestrator.identity import Context, Grant, decide_root, parse_scopes, verify_assertion
+from orchestrator.identity import (
+    Context,
+    Grant,
+    bound,
+    decide_root,
+    hand_off_binding,
+    parse_scopes,
+    verify_assertion,
+)
 
 
 def root_grant(server: Server, client: str, request: TokenRequest, *,
@@ -68,10 +76,13 @@ def root(server: Server, user: str, scopes: list[str], ctx: Context, first_agent
          client: str, *, now: int) -> Grant:
     """The root grant's claims: the user's standing in the registry, then the rules."""
     standing = server.revocation.standing(user)
-    return decide_root(user, scopes, ctx, first_agent, server.directory,
-                       server.issuance(server.settings.root_token_ttl_seconds), client=client,
-                       user_version=standing.user_version,
-                       registry_epoch=standing.registry_epoch, now=now)
+    grant = decide_root(user, scopes, ctx, first_agent, server.directory,
+                        server.issuance(server.settings.root_token_ttl_seconds), client=client,
+                        user_version=standing.user_version,
+                        registry_epoch=standing.registry_epoch, now=now)
+    # The root token is the first hand-off: bound to the first agent's registered DPoP key.
+    return bound(grant, hand_off_binding(server.dpop.registered(first_agent),
+                                         default=server.settings.dpop_binding))
 
 
 def _context(value: object) -> Context:

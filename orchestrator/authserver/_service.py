@@ -21,6 +21,8 @@ from typing import Any
 from orchestrator.authserver import _introspection, _jwt_bearer, _revocation, _token_exchange
 from orchestrator.authserver._audit import Auditor, AuditSink
 from orchestrator.authserver._clients import ClientAuthenticator
+from orchestrator.authserver._dpop import DPoPGate
+from orchestrator.authserver._dpop_keys import DPoPKeyBook, SharedKeyBook
 from orchestrator.authserver._forms import Form, RevokeByRequest, TokenRequest, TokenRequestOf
 from orchestrator.authserver._grants import (
     GRANT_JWT_BEARER,
@@ -39,6 +41,7 @@ from orchestrator.identity import (
     Grant,
     Issuance,
     KeyRing,
+    NonceIssuer,
     PublicKey,
     RevocationStore,
     TokenVerifier,
@@ -74,6 +77,8 @@ class AuthorizationService:
     services: dict[str, str]  # service name -> base URL
     audit: AuditSink | None = None
     clock: Callable[[], float] = time.time
+    # Where agents' DPoP keys are kept (default: the shared registry, for a while).
+    dpop_keys: DPoPKeyBook | None = None
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -93,6 +98,8 @@ class AuthorizationService:
                                            self.assertion_policy)
         self.audiences = frozenset({self.issuer, *(u.rstrip("/") for u in self.services.values())})
         self.auditor = Auditor(lambda: self.audit, self.clock)
+        book = self.dpop_keys or SharedKeyBook(self.revocation, s.dpop_key_registration_seconds)
+        self.dpop = DPoPGate(s, self.revocation, NonceIssuer(), book)
         self._issuances: dict[int, Issuance] = {}
 
     def issuance(self, ttl: int) -> Issuance:
@@ -111,15 +118,17 @@ class AuthorizationService:
 
     # -- the dispatcher -----------------------------------------------------------------------
 
-    def token(self, form: Form) -> TokenResponse:
-        """The token endpoint: the grant type and the client's assertion, then the grant's
-        module. A refusal before the client is authenticated is audited as such."""
+    def token(self, form: Form, dpop: str | None = None) -> TokenResponse:
+        """The token endpoint: the grant type, the DPoP proof if any (``dpop``: the header's
+        value) and the client's assertion, then the grant's module. A refusal before the client
+        is authenticated is audited as such."""
         now = self.now()
         request = TokenRequest.read(form)
         try:
             grant_type = request.grant_type.require()
             if grant_type not in (GRANT_TOKEN_EXCHANGE, GRANT_JWT_BEARER):
                 raise UnsupportedGrantType("grant_type is not supported")
+            proof = self.dpop.proof(dpop, now=now)
             verified = self.clients.verified(request.client, now=now)
             # An exchange claims the assertion in the round trip that checks its subject token.
             client = self.clients.claim(verified) if grant_type == GRANT_JWT_BEARER else None
@@ -127,8 +136,16 @@ class AuthorizationService:
             self.auditor.refused_request(exc, target=request.target)
             raise
         if client is None:
-            return _token_exchange.exchange(self, verified, request, now=now)
+            return _token_exchange.exchange(self, verified, request, proof, now=now)
         return _jwt_bearer.root_grant(self, client, request, now=now)
+
+    def register_dpop_key(self, form: Form, dpop: str | None) -> dict[str, Any]:
+        """``POST /dpop_keys``: an authenticated agent registers the DPoP key it proves."""
+        now = self.now()
+        client = self.clients.authenticate(TokenRequestOf.read(form).client, now=now)
+        proof = self.dpop.register(client, dpop, now=now)
+        return {"client_id": client, "jkt": proof.jkt,
+                "expires_in": self.settings.dpop_key_registration_seconds}
 
     def introspect(self, form: Form) -> dict[str, Any]:
         return _introspection.introspect(self, TokenRequestOf.read(form))
@@ -139,8 +156,9 @@ class AuthorizationService:
     def revoke_by(self, form: Form) -> dict[str, Any]:
         return _revocation.revoke_by(self, RevokeByRequest.read(form))
 
-    def audit_log(self, bearer: str | None, jti: str) -> list[dict[str, Any]]:
-        return _introspection.audit_log(self, bearer, jti)
+    def audit_log(self, bearer: str | None, jti: str, *, scheme: str = "bearer",
+                  proof: str | None = None) -> list[dict[str, Any]]:
+        return _introspection.audit_log(self, bearer, jti, scheme=scheme, proof=proof)
 
     def audit_refused_request(self, exc: Exception, *, target: str = "") -> None:
         """Audit a ``/token`` request refused before its client was authenticated."""

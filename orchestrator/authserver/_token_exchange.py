@@ -22,20 +22,29 @@ from orchestrator.errors import (
 from orchestrator.identity import (
     ExchangeRequest,
     PendingCheck,
+    Proof,
     VerifiedToken,
+    bound,
+    check_delegate,
+    check_holder,
     decide,
+    hand_off_binding,
     parse_scopes,
     peek_target,
+    service_binding,
     verify_assertion,
 )
 
 
-def exchange(server: Server, verified: VerifiedClient, request: TokenRequest, *,
-             now: int) -> TokenResponse:
+def exchange(server: Server, verified: VerifiedClient, request: TokenRequest,
+             proof: Proof | None, *, now: int) -> TokenResponse:
     """RFC 8693 for a client whose assertion verified; its one-time key is claimed in the
     registry round trip that checks the subject token. Until that claim is made the client
     is not authenticated, and a refusal then (a replayed assertion, an unreachable
-    registry) is audited as an unauthenticated request, as the token endpoint audits one."""
+    registry) is audited as an unauthenticated request, as the token endpoint audits one.
+
+    ``proof``: the request's verified DPoP proof, if any. A bound subject token needs one by
+    its key; the new token is bound as :mod:`orchestrator.identity._binding` says."""
     subject: VerifiedToken | None = None
     client = verified.client_id
     target = request.target
@@ -58,6 +67,11 @@ def exchange(server: Server, verified: VerifiedClient, request: TokenRequest, *,
             subject=subject, actor=client, scopes=parse_scopes(scope) if scope else None,
             resource=request.resource.get(), audience=request.audience.get()),
             server.directory, server.issuance(server.settings.token_ttl_seconds), now=now)
+        # After the rules: a token exchanged by an agent it was not for is refused as that.
+        check_holder(subject.claims, proof)
+        check_delegate(subject.claims, proof, lambda: server.dpop.registered(client),
+                       default=server.settings.dpop_binding)
+        grant = bound(grant, _binding(server, request, proof))
     except _Unauthenticated as unauthenticated:
         server.auditor.refused_request(unauthenticated.error, target=target)
         raise unauthenticated.error from unauthenticated.error.__cause__
@@ -66,6 +80,18 @@ def exchange(server: Server, verified: VerifiedClient, request: TokenRequest, *,
                                subject.claims if subject else None)
         raise
     return issue(server, grant, "token_exchange", target, now=now)
+
+
+def _binding(server: Server, request: TokenRequest, proof: Proof | None) -> str | None:
+    """The key the new token is bound to: for a service, the proof's; for a hand-off, the
+    next agent's registered key (the request's target was checked by ``decide``)."""
+    default = server.settings.dpop_binding
+    audience = request.audience.get()
+    if audience is not None:
+        return hand_off_binding(server.dpop.registered(audience), default=default)
+    resource = (request.resource.get() or "").rstrip("/")
+    service = server.issuance(server.settings.token_ttl_seconds).services.get(resource)
+    return service_binding(server.directory, service, proof, default=default)
 
 
 def _claim_and_check(server: Server, client: VerifiedClient,

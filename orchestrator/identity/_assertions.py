@@ -108,6 +108,7 @@ class _AssertionRules:
     expected_issuer: str | None
     refusals = _REFUSALS
     key_named_by_payload = True
+    accepts_high_s = False
 
     @property
     def max_bytes(self) -> int:

@@ -23,6 +23,8 @@ ID_PATTERN, CTX_VALUE_PATTERN = _ID, _CTX_VALUE
 MAX_ACT_NESTING = 16
 # The revocation registry's epoch: a random name it takes when its memory starts (see _revocation).
 EPOCH_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
+# An RFC 7638 SHA-256 thumbprint, base64url without padding.
+JKT_PATTERN = r"^[A-Za-z0-9_-]{43}$"
 
 
 class _Frozen(BaseModel):
@@ -46,6 +48,13 @@ class Actor(_Frozen):
 
 class MayAct(_Frozen):
     sub: str = Field(pattern=_ID)
+
+
+class Confirmation(_Frozen):
+    """RFC 7800 ``cnf``: the key a DPoP-bound token is bound to, by its RFC 7638 thumbprint
+    (RFC 9449 section 6.1)."""
+
+    jkt: str = Field(pattern=JKT_PATTERN)
 
 
 class Context(_Frozen):
@@ -78,6 +87,7 @@ class AccessClaims(_Frozen):
     ancestors: tuple[StrictStr, ...] = Field(default=(), max_length=MAX_ACT_NESTING)
     revocation_url: str | None = Field(None, max_length=512)
     log_url: str | None = Field(None, max_length=512)
+    cnf: Confirmation | None = None
 
     @field_validator("scope")
     @classmethod

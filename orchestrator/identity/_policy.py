@@ -8,7 +8,7 @@ their routes use. The per-user revocation version is dynamic and lives in the re
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
@@ -86,7 +86,16 @@ class Client(_Model):
 
 
 class Service(_Model):
+    """A service and the scopes its routes use. ``dpop``: whether it takes only DPoP-bound
+    tokens (``required``), also unbound bearer tokens during a migration (``optional``), or
+    what the deployment's default says (unset: ``INFRABOT_DPOP_BINDING``, on by default)."""
+
     scopes: Scopes
+    dpop: Literal["required", "optional"] | None = None
+
+    def binding_required(self, default: bool) -> bool:
+        """Whether a token for this service must be DPoP-bound."""
+        return self.dpop == "required" or (self.dpop is None and default)
 
 
 class ContextRule(_Model):

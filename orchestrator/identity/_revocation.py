@@ -160,6 +160,15 @@ class RevocationStore(Protocol):
         ...
 
     def release_once(self, key: str) -> None: ...
+
+    def remember(self, key: str, value: str, *, ttl: int) -> None:
+        """Hold ``value`` under ``key`` for ``ttl`` seconds (an agent's registered DPoP key)."""
+        ...
+
+    def recall(self, key: str) -> str | None:
+        """What :meth:`remember` holds under ``key``, None once it expired or was forgotten."""
+        ...
+
     def ping(self) -> None: ...
     def close(self) -> None: ...
 
@@ -198,6 +207,7 @@ class MemoryRevocationStore:
         self._runs: set[str] = set()
         self._users: dict[str, int] = {}
         self._once: dict[str, float] = {}
+        self._values: dict[str, tuple[str, float]] = {}
 
     def revoke_jti(self, jti: str, *, expires_at: int) -> None:
         with self._lock:
@@ -252,6 +262,15 @@ class MemoryRevocationStore:
         """Forget a claim whose work failed transiently, so a retry of it is accepted."""
         with self._lock:
             self._once.pop(key, None)
+
+    def remember(self, key: str, value: str, *, ttl: int) -> None:
+        with self._lock:
+            self._values[key] = (value, self._clock() + ttl)
+
+    def recall(self, key: str) -> str | None:
+        with self._lock:
+            value, until = self._values.get(key, ("", 0.0))
+        return value if until > self._clock() else None
 
     def ping(self) -> None:
         return None

@@ -117,6 +117,7 @@ class _AccessTokenRules:
     refusals: Refusals
     audience: str | frozenset[str]
     key_named_by_payload = False
+    accepts_high_s = False
 
     @property
     def max_bytes(self) -> int:

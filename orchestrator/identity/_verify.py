@@ -14,7 +14,7 @@ keys decide. Every refusal is the policy's error with the policy's reason for it
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 
 from orchestrator.errors import InfraBotError
@@ -53,6 +53,12 @@ class Policy(Protocol[T_co]):
     def key_named_by_payload(self) -> bool:
         """Whether the signer is named in the payload (so it is decoded before the key is
         chosen) rather than by the header's ``kid`` alone."""
+        ...
+
+    @property
+    def accepts_high_s(self) -> bool:
+        """Whether an ES256 signature is taken in either S form (DPoP proofs, whose replay is
+        judged by ``jti`` and key, not by their bytes); otherwise only low-S."""
         ...
 
     def refuse(self, reason: str, message: str) -> InfraBotError: ...
@@ -126,6 +132,8 @@ def _payload(segments: _jws.Segments, policy: Policy[Any],
 
 def _check_signature(segments: _jws.Segments, key: PublicKey, policy: Policy[Any]) -> None:
     refusals = policy.refusals
+    if policy.accepts_high_s:
+        segments = replace(segments, signature=_jws.canonical(key.alg, segments.signature))
     try:
         valid = _jws.signature_ok(segments, key)
     except _jws.MalformedJWS as exc:

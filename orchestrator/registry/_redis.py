@@ -157,6 +157,15 @@ class RedisRevocationStore:
     def release_once(self, key: str) -> None:
         self._call(lambda: self._r.delete(_once_key(key)))
 
+    def remember(self, key: str, value: str, *, ttl: int) -> None:
+        self._call(lambda: self._r.set(f"{_PREFIX}value:{key}", value, ex=max(1, ttl)))
+
+    def recall(self, key: str) -> str | None:
+        value = self._call(lambda: self._r.get(f"{_PREFIX}value:{key}"))
+        if value is None:
+            return None
+        return value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+
     def ping(self) -> None:
         self._call(self._r.ping)
 

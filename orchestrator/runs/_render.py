@@ -147,7 +147,11 @@ def _summary(d: EventDetail) -> str:
         case RootDenied():
             return f"requested {_scopes(d.needed)} → {_denied(d.error, d.reason)}"
         case Exchanged():
-            return f"{d.for_}: requested {_scopes(d.requested)} / granted {_scopes(d.granted)}"
+            text = f"{d.for_}: requested {_scopes(d.requested)} / granted {_scopes(d.granted)}"
+            cnf = (d.claims or {}).get("cnf")
+            if isinstance(cnf, dict) and isinstance(cnf.get("jkt"), str):
+                text += f"; DPoP-bound to key {cnf['jkt']}"
+            return text
         case ExchangeDenied():
             return f"{d.for_}: requested {_scopes(d.requested)} → {_denied(d.error, d.reason)}"
         case Called() | CallDenied():

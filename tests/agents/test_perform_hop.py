@@ -89,7 +89,10 @@ def issue(request: httpx.Request) -> httpx.Response:
 def script(router: respx.MockRouter, *, github: httpx.Response | Exception | None = None,
            datadog: httpx.Response | Exception | None = None) -> dict[str, respx.Route]:
     ok = httpx.Response(200, json={"ok": True})
+    registered = httpx.Response(200, json={"client_id": "agent:infrabot", "jkt": "x" * 43,
+                                           "expires_in": 86400})
     routes = {"auth": router.post(f"{AUTH}/token").mock(side_effect=issue),
+              "dpop_keys": router.post(f"{AUTH}/dpop_keys").mock(return_value=registered),
               "datadog": router.route(host="datadog.test"),
               "github": router.route(host="github.test")}
     for name, answer in (("datadog", datadog), ("github", github)):

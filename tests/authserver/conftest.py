@@ -261,7 +261,12 @@ class AuthServer:
 @contextlib.contextmanager
 def serve(state_dir: Path, *, revocation: RevocationStore | None = None,
           **overrides: Any) -> Iterator[AuthServer]:
-    """The authorization server alone, on a loopback port the OS picked, until the block ends."""
+    """The authorization server alone, on a loopback port the OS picked, until the block ends.
+
+    DPoP binding (on by default) is off here unless a test turns it on: these tests send raw
+    RFC 8693 forms and check the exchange rules on unbound tokens, the migration setting;
+    ``test_dpop_*.py`` check binding, proofs and nonces with it on."""
+    overrides.setdefault("dpop_binding", False)
     settings = Settings(state_dir=state_dir, auth_port=0, datadog_port=0, github_port=0,
                         aws_port=0, pagerduty_port=0, webhooks_port=0, **overrides)
     settings, sockets = bind_ports(settings)

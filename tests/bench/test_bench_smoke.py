@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import audit, depth, end_to_end, enforcement, exchange, memory, replay
+from bench import audit, depth, dpop, end_to_end, enforcement, exchange, memory, replay
 from bench._report import Table, block, record, section
 from bench.run import DEFAULT_REDIS_URL, NAMES, main
 from tests._redis import flushed_redis
@@ -92,6 +92,16 @@ def test_end_to_end(bench_redis_url: str, tmp_path: Path) -> None:
     bound, static = (float(v.removesuffix(" ms").replace(",", ""))
                      for v in column(table, "p50 latency")[1:3])
     assert bound > static
+
+
+def test_dpop(bench_redis_url: str, tmp_path: Path) -> None:
+    tables = dpop.run(bench_redis_url, sequential=1, burst=2, warmup=0, rounds=2, proofs=5,
+                      work=tmp_path)
+    table = check(tables, rows=2)
+    assert column(table, "form") == ["**bound**", "unbound"]
+    assert column(table, "failed runs") == ["0", "0"]  # both forms ran the chain through
+    assert column(table, "CPU vs unbound")[1] == "1.00x"
+    assert [row[0] for row in tables[1].rows] == ["make (agent)", "verify (server, service)"]
 
 
 def test_memory(bench_redis_url: str, tmp_path: Path) -> None:

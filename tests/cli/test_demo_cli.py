@@ -12,8 +12,9 @@ from orchestrator.audit import contains_raw_jwt
 
 SECTIONS = ("1 · CI event", "2 · Root grant", "3 · Hops", "4 · Audit trail of the run",
             "5 · Attack round", "6 · The same workflow without delegation")
-ATTACKS = 12  # the nine of the first round, a replayed CI delivery, a staging token
-# against a prod resource and a rewritten audit record
+ATTACKS = 14  # the nine of the first round, a replayed CI delivery, a staging token
+# against a prod resource, a rewritten audit record, and DPoP's two (a stolen service token
+# without its key, a hand-off presented with another DPoP key)
 
 
 @pytest.fixture(scope="module")

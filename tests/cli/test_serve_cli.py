@@ -138,7 +138,9 @@ def test_cli_tokens_and_assertions_are_for_the_running_server(env: dict[str, str
     assert f"by {system['auth']}" in issued.stderr
     subject = issued.stdout.strip()
     assertion = infrabot("token", "assertion", "agent:infrabot", env=env).ok().stdout.strip()
-    response = httpx.post(system["auth"] + "/token", timeout=10, data={
+    # the root token is bound to InfraBot's DPoP key: the exchange proves it
+    dpop = infrabot("token", "proof", "agent:infrabot", env=env).ok().stdout.strip()
+    response = httpx.post(system["auth"] + "/token", timeout=10, headers={"DPoP": dpop}, data={
         "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
         "subject_token": subject,
         "subject_token_type": "urn:ietf:params:oauth:token-type:access_token",
@@ -152,6 +154,7 @@ def test_cli_tokens_and_assertions_are_for_the_running_server(env: dict[str, str
     assert f"revocation check: not revoked (asked {system['auth']})" in text.text
     assert "user:sam (principal)" in text.stdout and "acts: agent:infrabot" in text.stdout
     assert f"aud: {system['github']}" in text.stdout
+    assert "cnf: jkt=" in text.stdout  # bound to the key that proved the exchange
 
 
 def test_revoke_user_prints_the_new_version_and_new_runs_still_start(

@@ -24,6 +24,7 @@ from pydantic import SecretStr
 from bench._procs import Proc, Processes
 from e2e._harness import INFRABOT, QUEUES, RUN_TIMEOUT, SECRET, clean_env, post_webhook
 from infrabot.stack import provision_clients
+from orchestrator._dpop_signer import DPoPSigner, dpop_key
 from orchestrator.audit import AuditStore, contains_raw_jwt
 from orchestrator.authserver import open_registry
 from orchestrator.client import AuthClient
@@ -167,10 +168,13 @@ class Distributed:
 
     def auth_client(self, client_id: str) -> AuthClient:
         """An authorization-server client authenticating with ``client_id``'s own key (made
-        and registered in the shared state directory if it is not there yet)."""
+        and registered in the shared state directory if it is not there yet); an agent's signs
+        DPoP proofs with the agent's DPoP key there, as its workers do."""
         [key] = provision_clients(self.settings, open_registry(self.settings),
                                   [client_id]).values()
-        return AuthClient(self.endpoints["auth"], client_id, key)
+        dpop = (DPoPSigner(dpop_key(self.settings.keys_dir, client_id))
+                if client_id.startswith("agent:") else None)
+        return AuthClient(self.endpoints["auth"], client_id, key, dpop=dpop)
 
     def assert_logs_hold_no_token(self) -> None:
         """No process wrote a token to its log (Celery's own lines included)."""

@@ -39,7 +39,9 @@ def read_back(d: Distributed, path: str, scope: str) -> object:
         root = orchestrator.root_token(SAM, [scope], ctx, "agent:infrabot")
         token = infrabot.exchange(root["access_token"], resource=d.endpoints["github"],
                                   scope=scope)["access_token"]
-        response = http.get(path, headers={"Authorization": f"Bearer {token}"})
+        assert infrabot.dpop is not None  # the token is bound to InfraBot's DPoP key
+        response = http.get(path, headers=infrabot.dpop.headers(
+            "GET", d.endpoints["github"] + path, token))
     assert response.status_code == 200, response.text
     return response.json()
 

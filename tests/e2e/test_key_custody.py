@@ -69,8 +69,9 @@ def test_embedded_serve_makes_every_key(tmp_path: Path) -> None:
             time.sleep(0.05)
         assert AGENT_KEY_FILES | {"client_orchestrator.pem"} <= pem_files(state)
         registered = {e.client_id for e in StateDirRegistry(state / "keys").entries()}
-        assert registered == {"client:orchestrator", "agent:infrabot", "agent:argocd",
-                              "agent:cleanup"}
+        agents = {"agent:infrabot", "agent:argocd", "agent:cleanup"}
+        # each agent's DPoP key too, under dpop:<agent>: it authenticates nobody
+        assert registered == {"client:orchestrator", *agents, *(f"dpop:{a}" for a in agents)}
 
 
 def test_a_worker_loads_only_its_queues_key_and_refuses_a_misrouted_hop(

@@ -175,7 +175,8 @@ def test_each_component_on_its_own_host_with_its_own_keys(network: Network,
         # serve's own: the orchestrator's client key, the token signing keys and the audit
         # key that signs its trail's checkpoints
         "serve": {"keys/clients/client_orchestrator.pem", "keys/audit/audit.pem", *signing},
-        **{host: {f"keys/clients/agent_{agent}.pem"}
+        # each worker host: its agent's client key and its DPoP key (docs/dpop.md), no other
+        **{host: {f"keys/clients/agent_{agent}.pem", f"keys/dpop/agent_{agent}.pem"}
            for agent, host in zip(AGENTS, WORKERS, strict=True)},
         "ci": set(),
     }

@@ -39,6 +39,7 @@ from orchestrator.config import Settings
 from orchestrator.identity import (
     AccessClaims,
     Actor,
+    Confirmation,
     Context,
     KeyRing,
     MemoryRevocationStore,
@@ -107,8 +108,9 @@ class Stack:
               iat: int | None = None, ctx: dict[str, str] | None = None,
               ancestors: tuple[str, ...] = (), jti: str | None = None,
               key: SigningKey | None = None, user_version: int | None = None,
-              registry_epoch: str | None = None) -> str:
-        """A signed access token; defaults: sam via infrabot, every scope of ``service``."""
+              registry_epoch: str | None = None, cnf: str | None = None) -> str:
+        """A signed access token; defaults: sam via infrabot, every scope of ``service``;
+        ``cnf``: the thumbprint of the DPoP key it is bound to."""
         issued = int(time.time()) if iat is None else iat
         standing = (Standing("", 0) if registry_epoch is not None and user_version is not None
                     else self.revocation.standing(sub))
@@ -126,6 +128,7 @@ class Stack:
             ctx=Context(**context), ancestors=ancestors,
             user_version=standing.user_version if user_version is None else user_version,
             registry_epoch=registry_epoch or standing.registry_epoch,
+            cnf=Confirmation(jkt=cnf) if cnf is not None else None,
         )
         return mint(claims, key or self.ring.current)
 
@@ -160,6 +163,9 @@ def start_stack(root: Path, *, services: Sequence[str] = SERVICE_NAMES, with_aut
                 key_clock: Callable[[], float] = time.monotonic,
                 min_refresh_seconds: float = 5.0, clock: Callable[[], float] = time.time,
                 **overrides: Any) -> Stack:
+    # Unbound tokens as Bearer (DPoP binding off, the migration setting) unless a test turns
+    # binding on: these tests check enforcement on the token itself; test_dpop_* check DPoP.
+    overrides.setdefault("dpop_binding", False)
     auth_sock = reserve()
     socks = {name: reserve() for name in services}
     ports = {f"{name}_port": sock.getsockname()[1] for name, sock in socks.items()}

@@ -1,6 +1,10 @@
 """Checks a test makes by hand against a running system: valid tokens for every service (read
 scopes, InfraBot acting for sam in a probe run of their own), one read call per service, and
-the authorization server's endpoints, each answer kept for the test to judge."""
+the authorization server's endpoints, each answer kept for the test to judge.
+
+Tokens are DPoP-bound (binding is on): the agents' clients made here sign proofs with the
+agent's DPoP key in the system's state directory, and :func:`read` presents a bound token as
+its holder does, with a fresh proof by the key it is bound to (:data:`HOLDERS`)."""
 
 from __future__ import annotations
 
@@ -12,9 +16,10 @@ import httpx
 from infrabot.stack import ORCHESTRATOR_CLIENT
 from infrabot.system import System
 from orchestrator.catalog import build_request
+from orchestrator._dpop_signer import DPoPSigner, dpop_key
 from orchestrator.client import AuthClient, json_object
 from orchestrator.config import SERVICE_NAMES
-from orchestrator.identity import CLIENT_ASSERTION_TYPE, Context
+from orchestrator.identity import CLIENT_ASSERTION_TYPE, Context, unverified_payload
 
 SAM = "user:sam"
 # service -> (catalogue action, params, scope): a read the post-deploy story's data answers
@@ -29,6 +34,32 @@ READS: dict[str, tuple[str, dict[str, Any], str]] = {
     "pagerduty": ("pagerduty.incident.read", {"id": "P7X9K2Q"}, "urn:infra:incident:read"),
 }
 Clients = Callable[[str], AuthClient]
+# The DPoP signers of the agents' clients made here, by key thumbprint: who holds a bound token.
+HOLDERS: dict[str, DPoPSigner] = {}
+_SIGNERS: dict[tuple[str, str], DPoPSigner] = {}
+
+
+def holding(client: AuthClient) -> AuthClient:
+    """``client``, its DPoP signer (if any) remembered as the holder of the tokens bound to it."""
+    if client.dpop is not None:
+        HOLDERS[client.dpop.jkt] = client.dpop
+    return client
+
+
+def presented(method: str, url: str, token: str) -> dict[str, str]:
+    """The ``Authorization`` (and ``DPoP``) headers ``token``'s holder sends: a bound token
+    with a proof by its key, any other as a bearer token."""
+    cnf = (unverified_payload(token, max_bytes=65536) or {}).get("cnf")
+    holder = HOLDERS.get(cnf.get("jkt")) if isinstance(cnf, dict) else None
+    return holder.headers(method, url, token) if holder else {"Authorization": f"Bearer {token}"}
+
+
+def proof_headers(client: AuthClient, http: httpx.Client, url: str) -> dict[str, str]:
+    """A ``DPoP`` header for one POST to the token endpoint ``url`` by ``client``'s key, with
+    the server's current nonce (any answer of the endpoint carries it)."""
+    assert client.dpop is not None
+    client.dpop.learn(url, http.post(url, data={"grant_type": "nonce"}).headers)
+    return {"DPoP": client.dpop.proof("POST", url)}
 
 
 def probe_context(run_id: str = "run-probe") -> Context:
@@ -48,7 +79,7 @@ def read_tokens(clients: Clients, endpoints: Mapping[str, str],
                 run_id: str = "run-probe") -> dict[str, str]:
     """Per service, a token InfraBot obtained for that service's read scope."""
     root = root_for_infrabot(clients, run_id)["access_token"]
-    with clients("agent:infrabot") as infrabot:
+    with holding(clients("agent:infrabot")) as infrabot:
         return {name: infrabot.exchange(root, resource=endpoints[name],
                                         scope=READS[name][2])["access_token"]
                 for name in SERVICE_NAMES}
@@ -56,20 +87,27 @@ def read_tokens(clients: Clients, endpoints: Mapping[str, str],
 
 def read(http: httpx.Client, endpoints: Mapping[str, str], service: str,
          token: str | None) -> httpx.Response:
-    """The service's read call, with ``token`` as the bearer (none if None)."""
+    """The service's read call with ``token`` (none if None), as its holder presents it."""
     action, params, _ = READS[service]
     method, path, query, body = build_request(action, params)
-    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-    return http.request(method, endpoints[service] + path, params=query, json=body,
-                        headers=headers)
+    url = endpoints[service] + path
+    headers = presented(method, url, token) if token is not None else {}
+    return http.request(method, url, params=query, json=body, headers=headers)
 
 
 def system_clients(system: System, http: httpx.Client | None = None) -> Clients:
     """Clients of an in-process system's authorization server, each with its own key (over
     ``http`` if given, else each its own connection pool)."""
     def client(client_id: str) -> AuthClient:
-        return AuthClient(system.settings.auth_url, client_id, system.stack.clients[client_id],
-                          http=http)
+        dpop = None
+        if client_id.startswith("agent:"):  # one signer per agent: it keeps the server's nonce
+            where = (str(system.settings.keys_dir), client_id)
+            dpop = _SIGNERS.get(where)
+            if dpop is None:
+                dpop = _SIGNERS[where] = DPoPSigner(dpop_key(system.settings.keys_dir,
+                                                             client_id))
+        return holding(AuthClient(system.settings.auth_url, client_id,
+                                  system.stack.clients[client_id], http=http, dpop=dpop))
     return client
 
 

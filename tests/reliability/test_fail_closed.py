@@ -39,7 +39,9 @@ from reliability._probes import (
     READS,
     error_of,
     exchange_form,
+    presented,
     probe_context,
+    proof_headers,
     read,
     read_tokens,
     root_for_infrabot,
@@ -68,8 +70,9 @@ def comment_token(system: System) -> str:
 
 
 def post_comment(http: httpx.Client, system: System, token: str) -> httpx.Response:
-    return http.post(system.endpoints()["github"] + COMMENTS, json={"body": "fail-closed probe"},
-                     headers={"Authorization": f"Bearer {token}",
+    url = system.endpoints()["github"] + COMMENTS
+    return http.post(url, json={"body": "fail-closed probe"},
+                     headers={**presented("POST", url, token),
                               "Idempotency-Key": "fail-closed-probe-1"})
 
 
@@ -117,7 +120,7 @@ def test_registry_unreachable_refuses_everywhere(system: System,
                 orchestrator.revoke_by(run_id="run-probe")
             assert refused.value.reason == "revocation_unavailable"
         answer = http.get(auth + "/audit", params={"jti": "any-jti-0001"},
-                          headers={"Authorization": f"Bearer {tokens['aws']}"})
+                          headers=presented("GET", auth + "/audit", tokens["aws"]))
         assert error_of(answer) == UNAVAILABLE, answer.text
         health = http.get(auth + "/health")
         assert (health.status_code, health.json()) == \
@@ -191,8 +194,11 @@ def test_assertions_used_before_a_registry_restart_are_not_accepted_after_it(
         root = str(http.post(token_url, data=grant_form()).json()["access_token"])
         datadog = {"resource": endpoints["datadog"], "scope": "urn:infra:monitoring:read"}
         form = exchange_form(infrabot, root, **datadog)
-        assert http.post(token_url, data=form).status_code == 200
-        assert error_of(http.post(token_url, data=form)) == (
+        # each post proves InfraBot's DPoP key afresh: only the assertion is used twice
+        assert http.post(token_url, data=form,
+                         headers=proof_headers(infrabot, http, token_url)).status_code == 200
+        assert error_of(http.post(token_url, data=form,
+                                  headers=proof_headers(infrabot, http, token_url))) == (
             401, "invalid_client", "assertion_replayed")
         assert error_of(http.post(token_url, data=grant_form())) == (
             400, "invalid_grant", "assertion_replayed")
@@ -201,12 +207,14 @@ def test_assertions_used_before_a_registry_restart_are_not_accepted_after_it(
 
         fresh_root = root_for_infrabot(clients, "run-after")["access_token"]
         replayed = {**form, "subject_token": fresh_root}  # only the assertion is old
-        assert error_of(http.post(token_url, data=replayed)) == (
+        assert error_of(http.post(token_url, data=replayed,
+                                  headers=proof_headers(infrabot, http, token_url))) == (
             401, "invalid_client", "assertion_predates_registry")
         assert error_of(http.post(token_url, data=grant_form())) == (
             400, "invalid_grant", "assertion_predates_registry")
         renewed = exchange_form(infrabot, fresh_root, **datadog)
-        assert http.post(token_url, data=renewed).status_code == 200
+        assert http.post(token_url, data=renewed,
+                         headers=proof_headers(infrabot, http, token_url)).status_code == 200
 
 
 def test_a_delivery_received_before_a_registry_restart_is_refused_after_it(

@@ -205,13 +205,16 @@ def test_serve_restarted_between_an_idempotent_call_and_its_retry(
         root = orchestrator.root_token(SAM, [scope], ctx, "agent:infrabot")
         token = infrabot.exchange(root["access_token"], resource=d.endpoints["github"],
                                   scope=scope)["access_token"]
-    headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": "run-restart.infrabot.2",
-               "X-Request-Id": "run-restart.infrabot.2"}
+        holder = infrabot.dpop  # the token is bound to InfraBot's DPoP key: a proof per call
+    assert holder is not None
+    url = d.endpoints["github"] + COMMENTS
+    keys = {"Idempotency-Key": "run-restart.infrabot.2", "X-Request-Id": "run-restart.infrabot.2"}
     body = {"body": "Post-deploy checks: latency nominal."}
 
     def post() -> httpx.Response:
         with httpx.Client(trust_env=False, timeout=10.0) as http:
-            return http.post(d.endpoints["github"] + COMMENTS, json=body, headers=headers)
+            return http.post(url, json=body, headers={**keys,
+                                                      **holder.headers("POST", url, token)})
 
     first = post()
     assert first.status_code == 201, first.text
@@ -222,8 +225,8 @@ def test_serve_restarted_between_an_idempotent_call_and_its_retry(
     assert "idempotent-replayed" not in first.headers
     assert read_back(d, COMMENTS, "urn:infra:repo:read") == []  # not posted again
     # another request under the key is still refused after the restart
-    other = httpx.post(d.endpoints["github"] + COMMENTS, json={"body": "other"}, headers=headers,
-                       trust_env=False)
+    other = httpx.post(url, json={"body": "other"}, trust_env=False,
+                       headers={**keys, **holder.headers("POST", url, token)})
     assert (other.status_code, other.json()["reason"]) == (422, "idempotency_key_reused")
     with d.audit() as audit:
         mine = [r for r in audit.query(run_id="run-restart") if r.action == "comment:post"]

@@ -31,6 +31,7 @@ from reliability._probes import (
     READS,
     error_of,
     exchange_form,
+    proof_headers,
     read,
     root_for_infrabot,
     system_clients,
@@ -114,7 +115,9 @@ class Checker:
         with system_clients(self.system, self.http)(node.holder) as agent:
             service = SERVICES_OF[node.holder][0]
             form = exchange_form(agent, node.token, resource=self.system.endpoints()[service])
-            return error_of(self.http.post(self.system.settings.auth_url + "/token", data=form))
+            url = self.system.settings.auth_url + "/token"
+            return error_of(self.http.post(url, data=form,
+                                           headers=proof_headers(agent, self.http, url)))
 
     def call(self, node: Node) -> tuple[int, str | None, str | None]:
         assert node.service is not None

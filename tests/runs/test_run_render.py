@@ -7,7 +7,7 @@ import re
 from rich.console import Console, RenderableType
 
 from orchestrator import runs as runs_package
-from orchestrator.runs import RunStore, render_run, render_runs
+from orchestrator.runs import RunStore, render_run, render_runs, summarize
 from tests._events import detail
 
 from .conftest import Origin
@@ -125,3 +125,19 @@ def test_the_public_surface_is_pinned() -> None:
         "Started", "RootGranted", "RootDenied", "Exchanged", "ExchangeDenied", "Called",
         "CallDenied", "HandedOff", "Retrying", "Finished",
     ])
+
+
+def test_an_exchange_shows_the_dpop_key_its_token_is_bound_to(store: RunStore,
+                                                             origin: Origin) -> None:
+    store.create("run-9", workflow="post-deploy", event=origin)
+    jkt = "Z" * 12 + "a" * 31
+    store.add_event("run-9", "agent:infrabot", detail(
+        "exchanged", for_="datadog.query_metrics", requested=READ, granted=READ,
+        claims={"cnf": {"jkt": jkt}}))
+    store.add_event("run-9", "agent:infrabot", detail(
+        "exchanged", for_="github.pull.read", requested=READ, granted=READ, claims={}))
+    run = store.get("run-9")
+    assert run is not None
+    bound, unbound = (summarize(e) for e in run.events)
+    assert f"granted urn:infra:monitoring:read; DPoP-bound to key {jkt}" in bound
+    assert "DPoP" not in unbound
