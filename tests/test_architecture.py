@@ -70,3 +70,10 @@ def test_the_rules_see_a_violation(tmp_path: Path) -> None:
     tree = ast.parse("def f():\n    from agents.tasks import enqueue\n")
     found = list(_imports(tree))
     assert [(_targets(node), inside) for node, inside in found] == [(["agents.tasks"], True)]
+
+
+def test_no_module_is_over_300_lines() -> None:
+    """Small modules with one job each: a module that grows past 300 lines is split."""
+    long = [f"{path.relative_to(ROOT)}: {n}" for _, path in _sources()
+            if (n := len(path.read_text().splitlines())) > 300]
+    assert long == []
