@@ -18,7 +18,7 @@ from celery import Celery
 from agents.tasks import enqueue
 from orchestrator.ci import CIEvent
 from orchestrator.client import AuthClient
-from orchestrator.errors import OAuthError, Unavailable
+from orchestrator.errors import ConfigError, OAuthError, Unavailable
 from orchestrator.identity import Context, Directory
 from orchestrator.runs import RunStore, shown_claims
 from orchestrator.workflows import Workflow, required_scopes, select
@@ -42,16 +42,21 @@ class Orchestrator:
     def workflow_for(self, event: CIEvent, name: str | None = None) -> Workflow:
         if name is not None:
             if name not in self.workflows:
-                from orchestrator.errors import ConfigError
                 raise ConfigError(f"no workflow named {name!r}", reason="unknown_workflow")
             return self.workflows[name]
         return select(self.workflows, event_type=event.event_type,
                       environment=event.environment, trigger=event.trigger, task=event.task)
 
     def start(self, event: CIEvent, *, mode: str = "delegated", workflow: str | None = None,
-              run_id: str | None = None) -> str:
-        """Create the run, root it, enqueue the first agent; return the run id."""
+              run_id: str | None = None, user_token: str | None = None) -> str:
+        """Create the run, root it, enqueue the first agent; return the run id.
+
+        With ``user_token`` (a person's identity-provider token, ``user_request`` runs) the root
+        is that token exchanged, not the orchestrator's RFC 7523 grant; it is never stored."""
         wf = self.workflow_for(event, workflow)
+        if event.trigger == "user_request" and event.environment not in wf.trigger.environments:
+            raise ConfigError(f"{wf.name} does not run in {event.environment}",
+                              reason="environment_not_handled")
         run_id = run_id or new_run_id()
         ctx = Context(trigger=event.trigger, environment=event.environment,
                       repository=event.repository, commit=event.commit, run_id=run_id)
@@ -59,13 +64,14 @@ class Orchestrator:
         self.runs.add_event(run_id, "started", None, {
             "event": event.event_type, "delivery": event.delivery_id, "user": event.user,
             "trigger": event.trigger, "environment": event.environment,
-            "service": event.service, "commit": event.commit, "mode": mode})
+            "service": event.service, "commit": event.commit, "mode": mode,
+            **({"idp": event.idp} if event.idp else {})})
         if mode == "static":
             if not self.static_token:
                 raise Unavailable("static-token mode is not enabled", reason="static_mode_off")
             token, scope = self.static_token, ""
         else:
-            granted = self._root(run_id, wf, event.user, ctx)
+            granted = self._root(run_id, wf, event.user, ctx, user_token)
             if granted is None:
                 return run_id
             token, scope = granted
@@ -78,12 +84,15 @@ class Orchestrator:
         self.runs.mark_running(run_id)
         return run_id
 
-    def _root(self, run_id: str, wf: Workflow, user: str, ctx: Context) -> tuple[str, str] | None:
+    def _root(self, run_id: str, wf: Workflow, user: str, ctx: Context,
+              user_token: str | None) -> tuple[str, str] | None:
         needed = required_scopes(wf)
         held = list(self.directory.users[user].permissions) if user in self.directory.users else []
         for attempt in range(1, ROOT_GRANT_ATTEMPTS + 1):
             try:
-                result = self.auth.root_token(user, needed, ctx, wf.root_agent)
+                result = (self.auth.user_root_token(user_token, needed, ctx, wf.root_agent)
+                          if user_token is not None
+                          else self.auth.root_token(user, needed, ctx, wf.root_agent))
                 break
             except OAuthError as exc:
                 self.runs.add_event(run_id, "root_denied", None, {

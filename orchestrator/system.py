@@ -29,7 +29,13 @@ from orchestrator._deadline import RunDeadline, deadline_sweeper
 from orchestrator._servers import ServerGroup
 from orchestrator.audit import StoredRecord, checkpoint_ticker
 from orchestrator.celery_app import create_celery
-from orchestrator.ci import WebhookReceiver, create_webhook_app, webhook_key, with_webhook_secret
+from orchestrator.ci import (
+    RunRequests,
+    WebhookReceiver,
+    create_webhook_app,
+    webhook_key,
+    with_webhook_secret,
+)
 from orchestrator.client import AuthClient
 from orchestrator.config import Settings
 from orchestrator.errors import ConfigError
@@ -145,7 +151,11 @@ def running_system(settings: Settings, *, embedded_worker: bool | None = None,
             secret=webhook_key(settings),
             replay=stack.revocation, directory=stack.directory, audit=stack.audit,
             start_run=orch.start, deliveries=runtime.runs)
-        apps: dict[str, Any] = {**stack.apps(), "webhooks": create_webhook_app(receiver)}
+        run_requests = RunRequests(  # POST /runs: a person's own IdP token (docs/federation.md)
+            stack.auth.user_tokens, stack.audit,
+            lambda event, workflow, token: orch.start(event, workflow=workflow, user_token=token))
+        apps: dict[str, Any] = {**stack.apps(),
+                                "webhooks": create_webhook_app(receiver, run_requests)}
         for name, sub in apps.items():
             group.add(sub, sockets.pop(name))
         group.start()

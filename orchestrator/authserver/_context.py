@@ -9,6 +9,7 @@ from typing import Protocol
 from orchestrator.authserver._audit import Auditor, AuditSink
 from orchestrator.authserver._clients import ClientAuthenticator
 from orchestrator.config import Settings
+from orchestrator.federation import UserTokens
 from orchestrator.identity import (
     AssertionPolicy,
     ClientKeyLookup,
@@ -58,6 +59,9 @@ class Server(Protocol):
 
     @property
     def auditor(self) -> Auditor: ...
+
+    @property
+    def user_tokens(self) -> UserTokens: ...
 
     def now(self) -> int: ...
 

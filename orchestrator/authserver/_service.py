@@ -18,7 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.authserver import _introspection, _jwt_bearer, _revocation, _token_exchange
+from orchestrator.authserver import (
+    _federated_root,
+    _introspection,
+    _jwt_bearer,
+    _revocation,
+    _token_exchange,
+)
 from orchestrator.authserver._audit import Auditor, AuditSink
 from orchestrator.authserver._clients import ClientAuthenticator
 from orchestrator.authserver._forms import Form, RevokeByRequest, TokenRequest, TokenRequestOf
@@ -31,14 +37,17 @@ from orchestrator.authserver._grants import (
 )
 from orchestrator.config import Settings
 from orchestrator.errors import OAuthError, Unavailable, UnsupportedGrantType
+from orchestrator.federation import ProviderKeys, UserTokens
 from orchestrator.identity import (
     AssertionPolicy,
     ClientKeyLookup,
     Context,
     Directory,
     Grant,
+    IdentityProvider,
     Issuance,
     KeyRing,
+    KeySource,
     PublicKey,
     RevocationStore,
     TokenVerifier,
@@ -74,6 +83,8 @@ class AuthorizationService:
     services: dict[str, str]  # service name -> base URL
     audit: AuditSink | None = None
     clock: Callable[[], float] = time.time
+    # Each trusted identity provider's published keys (by default fetched over HTTP and cached)
+    provider_keys: Callable[[IdentityProvider], KeySource] | None = None
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -94,6 +105,8 @@ class AuthorizationService:
         self.audiences = frozenset({self.issuer, *(u.rstrip("/") for u in self.services.values())})
         self.auditor = Auditor(lambda: self.audit, self.clock)
         self._issuances: dict[int, Issuance] = {}
+        self.user_tokens = UserTokens(self.directory, s, keys=self.provider_keys or ProviderKeys(),
+                                      clock=self.clock)
 
     def issuance(self, ttl: int) -> Issuance:
         """Where issued tokens point (built once per lifetime, not per request)."""
@@ -121,13 +134,19 @@ class AuthorizationService:
             if grant_type not in (GRANT_TOKEN_EXCHANGE, GRANT_JWT_BEARER):
                 raise UnsupportedGrantType("grant_type is not supported")
             verified = self.clients.verified(request.client, now=now)
+            # A subject token from a user's identity provider roots a run (docs/federation.md).
+            federated = (grant_type == GRANT_TOKEN_EXCHANGE
+                         and self.user_tokens.is_trusted(request.subject_token.get()))
             # An exchange claims the assertion in the round trip that checks its subject token.
-            client = self.clients.claim(verified) if grant_type == GRANT_JWT_BEARER else None
+            client = (self.clients.claim(verified)
+                      if grant_type == GRANT_JWT_BEARER or federated else None)
         except (OAuthError, Unavailable) as exc:
             self.auditor.refused_request(exc, target=request.target)
             raise
         if client is None:
             return _token_exchange.exchange(self, verified, request, now=now)
+        if federated:
+            return _federated_root.root_exchange(self, client, request, now=now)
         return _jwt_bearer.root_grant(self, client, request, now=now)
 
     def introspect(self, form: Form) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from orchestrator.ci._answers import error_answer, error_code
 from orchestrator.ci._events import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER
 from orchestrator.ci._receiver import WebhookReceiver
+from orchestrator.ci._run_requests import MAX_REQUEST_BYTES, RUNS_ROUTE, RunRequests
 
 ROUTE = "/webhooks/github"
 
@@ -92,8 +93,9 @@ _OPENAPI_EXTRA: dict[str, Any] = {
     },
 }
 
-def create_webhook_app(receiver: WebhookReceiver) -> FastAPI:
-    """The ASGI app serving ``receiver``."""
+def create_webhook_app(receiver: WebhookReceiver,
+                       run_requests: RunRequests | None = None) -> FastAPI:
+    """The ASGI app serving ``receiver`` (and ``POST /runs`` with ``run_requests``)."""
     app = FastAPI(title="InfraBot Chains CI webhooks", version="1",
                   description="Signed GitHub-style CI events that start delegation runs.")
 
@@ -103,6 +105,15 @@ def create_webhook_app(receiver: WebhookReceiver) -> FastAPI:
         body = await _read_body(request, receiver.max_body_bytes)
         status, answer = await run_in_threadpool(receiver.receive, request.headers, body)
         return JSONResponse(answer, status_code=status)
+
+    if run_requests is not None:
+        @app.post(RUNS_ROUTE, status_code=202, response_model=None,
+                  summary="Start a workflow with your identity provider's token")
+        async def start_run(request: Request) -> JSONResponse:
+            body = await _read_body(request, MAX_REQUEST_BYTES)
+            status, answer = await run_in_threadpool(
+                run_requests.receive, request.headers.get("authorization"), body)
+            return JSONResponse(answer, status_code=status)
 
     @app.get("/health", response_model=Health, summary="Liveness")
     async def health() -> Health:

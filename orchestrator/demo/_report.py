@@ -190,7 +190,7 @@ def _root_scopes(result: DemoResult, detail: dict[str, Any]) -> list[Row]:
 
 
 def _audit_rows(records: list[StoredRecord]) -> list[Row]:
-    return [Row(_cells(_iso(r.time), r.action, r.performed_by or "-", r.on_behalf_of or "-",
+    return [Row(_cells(_iso(r.time), r.action, r.performed_by or "-", r.principal or "-",
                        r.resource, r.service, r.decision, r.reason,
                        classes=("nowrap", "nowrap", "nowrap", "nowrap", "wrap", "", r.decision,
                                 "")),

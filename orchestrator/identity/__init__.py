@@ -21,6 +21,12 @@ from orchestrator.identity._exchange import (
     decide_root,
     new_jti,
 )
+from orchestrator.identity._federated import (
+    FederatedIdentity,
+    federated_holder,
+    trusted_issuer,
+    verify_federated,
+)
 from orchestrator.identity._jws import unverified_payload
 from orchestrator.identity._keyring import (
     ClientKeyInit,
@@ -52,6 +58,8 @@ from orchestrator.identity._policy import (
     load_directory,
     mismatch_of,
 )
+from orchestrator.identity._provider_keys import provider_key_set
+from orchestrator.identity._providers import IdentityProvider
 from orchestrator.identity._revocation import (
     MemoryRevocationStore,
     PendingCheck,
@@ -93,7 +101,9 @@ __all__ = [
     "ContextRule",
     "Directory",
     "ExchangeRequest",
+    "FederatedIdentity",
     "Grant",
+    "IdentityProvider",
     "Issuance",
     "JWKSet",
     "KeyRing",
@@ -122,6 +132,7 @@ __all__ = [
     "client_keys_dir",
     "decide",
     "decide_root",
+    "federated_holder",
     "filter_scopes",
     "format_scopes",
     "init_client_key",
@@ -136,8 +147,11 @@ __all__ = [
     "new_jti",
     "parse_scopes",
     "peek_target",
+    "provider_key_set",
     "public_keys_to_register",
     "thumbprint",
+    "trusted_issuer",
     "unverified_payload",
     "verify_assertion",
+    "verify_federated",
 ]

@@ -20,7 +20,9 @@ PUBLIC = [
     "ContextRule",
     "Directory",
     "ExchangeRequest",
+    "FederatedIdentity",
     "Grant",
+    "IdentityProvider",
     "Issuance",
     "JWKSet",
     "KeyRing",
@@ -49,6 +51,7 @@ PUBLIC = [
     "client_keys_dir",
     "decide",
     "decide_root",
+    "federated_holder",
     "filter_scopes",
     "format_scopes",
     "init_client_key",
@@ -63,10 +66,13 @@ PUBLIC = [
     "new_jti",
     "parse_scopes",
     "peek_target",
+    "provider_key_set",
     "public_keys_to_register",
     "thumbprint",
+    "trusted_issuer",
     "unverified_payload",
     "verify_assertion",
+    "verify_federated",
 ]
 
 
