@@ -26,7 +26,7 @@ from typing import Any, Literal
 import httpx
 
 from agents._runtime import AgentRuntime
-from mock_services.catalog import CATALOG, build_request
+from orchestrator.catalog import CATALOG, build_request
 from orchestrator.client import reason_of
 from orchestrator.errors import InvalidRequest, OAuthError, Unavailable
 from orchestrator.runs import (

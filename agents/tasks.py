@@ -11,6 +11,7 @@ again only while that is in doubt, so a redelivered hop never enqueues the next 
 
 from __future__ import annotations
 
+import functools
 import random
 from typing import Any
 
@@ -55,6 +56,12 @@ def enqueue(app: Celery, agent: str, run_id: str, workflow: str, token: str, sco
     first agent of a run, enqueued once by the orchestrator)."""
     app.send_task(task_name(agent), args=[run_id, workflow, token, scope, mode, generation],
                   queue=AGENT_QUEUES[agent], task_id=hop_task_id(run_id, agent))
+
+
+def dispatcher(app: Celery) -> functools.partial[None]:
+    """The orchestrator's :class:`~orchestrator.orchestration.Dispatch` for ``app``: a run's
+    first hop, published as :func:`enqueue` publishes every hop."""
+    return functools.partial(enqueue, app)
 
 
 def _run_hop(task: Task, app: Celery, settings: Settings, agent: str, run_id: str,

@@ -24,9 +24,11 @@ import redis
 from celery import Celery
 from pydantic import SecretStr
 
+from agents.tasks import dispatcher
 from bench._procs import BIN, Proc, Processes, clean_env
+from infrabot.celery_app import create_celery
+from infrabot.stack import ORCHESTRATOR_CLIENT, provision_clients
 from orchestrator.authserver import open_registry
-from orchestrator.celery_app import create_celery
 from orchestrator.ci import CIEvent
 from orchestrator.client import AuthClient
 from orchestrator.config import Settings
@@ -34,7 +36,6 @@ from orchestrator.identity import client_key, load_directory
 from orchestrator.orchestration import Orchestrator
 from orchestrator.runs import RunStore
 from orchestrator.runs._schema import parse_time
-from orchestrator.stack import ORCHESTRATOR_CLIENT, provision_clients
 from orchestrator.workflows import load_workflows
 
 QUEUES = ("infrabot", "argocd", "cleanup")
@@ -225,7 +226,7 @@ class Cluster:
             key = client_key(s.keys_dir / "clients", ORCHESTRATOR_CLIENT, s.signing_alg)
             self._auth = AuthClient(self.endpoints["auth"], ORCHESTRATOR_CLIENT, key)
             self._orch = Orchestrator(directory, load_workflows(s.workflows_dir, directory),
-                                      self.runs, self._auth, self.celery,
+                                      self.runs, self._auth, dispatcher(self.celery),
                                       static_token=self.static_token)
         return self._orch
 

@@ -1,7 +1,7 @@
 """The authorization server and a service's checks in this process, and the raw signature
 operations they are compared with.
 
-:func:`stack` builds the real :class:`~orchestrator.stack.Stack` (keys, directory, registry,
+:func:`stack` builds the real :class:`~infrabot.stack.Stack` (keys, directory, registry,
 audit store, :class:`~orchestrator.authserver.AuthorizationService`) in a temporary state
 directory. :class:`RawJWS` does what no verifier can avoid, with ``cryptography`` alone.
 """
@@ -19,10 +19,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from infrabot.stack import ORCHESTRATOR_CLIENT, Stack
 from orchestrator.authserver._service import GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS
 from orchestrator.config import Settings
 from orchestrator.identity import CLIENT_ASSERTION_TYPE, Context, SigningKey, make_assertion
-from orchestrator.stack import ORCHESTRATOR_CLIENT, Stack
 
 Form = dict[str, list[str]]
 

@@ -17,7 +17,7 @@ from typing import Any
 import redis
 from celery import Celery
 
-from orchestrator.celery_app import celery_config
+from infrabot.celery_app import celery_config
 from orchestrator.config import Settings
 
 DONE_LIST = "bench:bare:done"

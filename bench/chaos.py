@@ -54,8 +54,8 @@ from bench._cluster import Cluster
 from bench._procs import REPO, Proc
 from bench._report import Table
 from bench._servers import RabbitNode, RedisServer, Server
-from mock_services.catalog import CATALOG
 from orchestrator.audit import AuditStore
+from orchestrator.catalog import CATALOG
 from orchestrator.ci._load import EventSpec, LoadReport, run_load
 from orchestrator.config import SERVICE_NAMES
 from orchestrator.runs._schema import parse_time

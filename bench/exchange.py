@@ -34,6 +34,7 @@ from bench._inproc import (
 )
 from bench._report import Table, ratio, us
 from bench._timing import compare
+from infrabot.stack import ORCHESTRATOR_CLIENT, Stack, provision_clients
 from orchestrator.authserver import open_registry
 from orchestrator.authserver._service import GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS
 from orchestrator.client import AuthClient
@@ -47,7 +48,6 @@ from orchestrator.identity import (
     parse_scopes,
     verify_assertion,
 )
-from orchestrator.stack import ORCHESTRATOR_CLIENT, Stack, provision_clients
 
 AGENT = "agent:infrabot"
 SCOPE = "urn:infra:monitoring:read"

@@ -6,13 +6,13 @@ every request through one enforcement layer that verifies the token against the 
 server's published keys, checks revocation, scope, context and the directory, honours
 ``Idempotency-Key`` on mutating routes, and writes one audit record per call.
 
-The operations are listed, by action name, in :mod:`mock_services.catalog`.
+The operations are listed, by action name, in :mod:`orchestrator.catalog`.
 """
 
 from mock_services._access import Caller
 from mock_services._app import ServiceDeps, create_service_app
 from mock_services._jwks import fetch_published_keys, remote_key_source
-from mock_services.catalog import CATALOG, Action, build_request, get_action
+from orchestrator.catalog import CATALOG, Action, build_request, get_action
 from orchestrator.config import SERVICE_NAMES
 
 __all__ = [

@@ -4,12 +4,9 @@
 (signature against published keys, ``typ``, algorithm allow-list, exact issuer, this service's
 audience, expiry with leeway, required claims, chain shape and depth). :meth:`AccessChecker.admit`
 then asks the revocation registry (epoch, token, ancestors, run, user; cascade included) and
-authorizes the route's scope for the principal (``sub``) and the current actor:
-
-* the token grants the scope                                   else ``insufficient_scope``
-* the context rules permit it (a prod write needs CI)          else ``context_forbidden``
-* the directory still allows the current actor that scope      else ``actor_not_allowed``
-* the user still holds it and is not disabled                  else ``user_lacks_permission``
+authorizes the route's scope for the principal (``sub``) and the current actor with the pure
+decision of the identity core (:func:`~orchestrator.identity.admit_scope`: ``insufficient_scope``,
+``context_forbidden``, ``actor_not_allowed``, ``user_lacks_permission``).
 
 :meth:`AccessChecker.check_targets` then checks the resources the request names against the
 token's ``ctx`` (:meth:`~orchestrator.identity.Directory.target_refusal`): environment, repository
@@ -31,50 +28,25 @@ import hashlib
 import hmac
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 from mock_services._jwks import SerialKeySource
 from mock_services._targets import TargetRefused
 from orchestrator.config import Settings
-from orchestrator.errors import InsufficientScope, InvalidToken, OAuthError, Unavailable
+from orchestrator.errors import InvalidToken, OAuthError, Unavailable
 from orchestrator.identity import (
     AccessClaims,
-    Context,
+    Caller,
     Directory,
     KeySource,
     ResourceAttributes,
     RevocationStore,
     TokenVerifier,
     VerifierPolicy,
-    mismatch_of,
+    admit_scope,
     peek_target,
 )
 
-
-@dataclass(frozen=True)
-class Caller:
-    """An admitted request's identity: the principal, the acting agent and the whole chain."""
-
-    principal: str
-    actor: str
-    chain: tuple[str, ...]
-    scopes: tuple[str, ...]
-    context: dict[str, str] = field(hash=False)
-    jti: str
-    run_id: str
-    ctx: Context | None = field(default=None, hash=False)  # None for the static baseline
-
-    def sees(self, target: ResourceAttributes) -> bool:
-        """Whether a listing shows ``target`` to this caller: only what its context owns (the
-        static baseline's service account sees everything, which is what it demonstrates)."""
-        return self.ctx is None or mismatch_of(self.ctx, target) is None
-
-
 STATIC_ACTOR = "service-account:infrabot"
-
-
-def _forbid(reason: str, message: str) -> InsufficientScope:
-    return InsufficientScope(message, reason=reason)
 
 
 class AccessChecker:
@@ -171,30 +143,7 @@ class AccessChecker:
                 raise TargetRefused(target, refusal)
 
     def _authorize(self, claims: AccessClaims, scope: str) -> Caller:
-        actor = claims.current_actor
-        if scope not in claims.scopes:
-            raise _forbid("insufficient_scope", f"the token does not grant {scope}")
-        if not self._directory.context_permits(scope, claims.ctx):
-            raise _forbid("context_forbidden",
-                          f"{scope} is not permitted in {claims.ctx.environment} "
-                          f"when triggered by {claims.ctx.trigger}")
-        agent = self._directory.agents.get(actor) if actor else None
-        if actor is None or claims.client_id != actor or agent is None \
-                or scope not in agent.allowed_scopes:
-            raise _forbid("actor_not_allowed", f"the acting agent may not use {scope}")
-        user = self._directory.users.get(claims.sub)
-        if user is None or user.disabled or scope not in user.permissions:
-            raise _forbid("user_lacks_permission", f"the user no longer holds {scope}")
-        return Caller(
-            principal=claims.sub,
-            actor=actor,
-            chain=tuple(claims.chain()),
-            scopes=tuple(sorted(claims.scopes)),
-            context=claims.ctx.model_dump(),
-            jti=claims.jti,
-            run_id=claims.ctx.run_id,
-            ctx=claims.ctx,
-        )
+        return admit_scope(self._directory, claims, scope)
 
     def _check_revocation(self, claims: AccessClaims) -> None:
         """Ask the registry; with ``revocation_stale_seconds`` > 0 a 'not revoked' answer is

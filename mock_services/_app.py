@@ -27,8 +27,8 @@ from mock_services._bodies import validation_response
 from mock_services._enforcement import Enforcer
 from mock_services._idempotency import idempotency_cache
 from mock_services._routing import SECURITY_SCHEME, ServiceRouter
-from mock_services.catalog import actions_for
 from orchestrator.audit import AuditStore
+from orchestrator.catalog import actions_for
 from orchestrator.config import SERVICE_NAMES, Settings
 from orchestrator.errors import ConfigError
 from orchestrator.identity import Directory, KeySource, RevocationStore

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import parse_qs
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -75,7 +76,6 @@ def form_tokens(content_type: str | None, body: bytes) -> list[str]:
     """``access_token`` values in a form-encoded body (RFC 6750 section 2.2)."""
     if not content_type or not content_type.lower().startswith("application/x-www-form-urlencoded"):
         return []
-    from urllib.parse import parse_qs
 
     fields = parse_qs(body.decode("latin-1"), keep_blank_values=True)
     return fields.get("access_token", [])

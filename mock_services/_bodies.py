@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from mock_services._bearer import ApiError, error_response
-from mock_services.catalog import clean_text
+from orchestrator.catalog import clean_text
 
 MAX_BODY_BYTES = 64 * 1024
 

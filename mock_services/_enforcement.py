@@ -62,8 +62,8 @@ from mock_services._bodies import (
 )
 from mock_services._idempotency import HEADER, IdempotencyCache, check_key, fingerprint
 from mock_services._targets import Resolver, TargetRefused
-from mock_services.catalog import LISTING, Action, Target, clean_text, resource_for
 from orchestrator.audit import AuditRecord, AuditStore
+from orchestrator.catalog import LISTING, Action, Target, clean_text, resource_for
 from orchestrator.errors import OAuthError, Unavailable
 from orchestrator.identity import AccessClaims
 

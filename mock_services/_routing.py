@@ -27,7 +27,7 @@ from mock_services._bearer import ERROR_RESPONSES
 from mock_services._enforcement import EnforcedRoute, Enforcer, current_caller
 from mock_services._idempotency import HEADER
 from mock_services._targets import Resolver
-from mock_services.catalog import Action, actions_for, get_action
+from orchestrator.catalog import Action, actions_for, get_action
 from orchestrator.errors import ConfigError
 
 CallerDep = Annotated[Caller, Depends(current_caller)]

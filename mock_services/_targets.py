@@ -1,6 +1,6 @@
 """The resources a request acts on, and their owning attributes.
 
-Each service registers, per target kind of the catalogue (:class:`~mock_services.catalog.Target`),
+Each service registers, per target kind of the catalogue (:class:`~orchestrator.catalog.Target`),
 a resolver: the raw values the request names (path and query parameters, fields of the one
 parsed JSON body) in, the :class:`~orchestrator.identity.ResourceAttributes` of every resource
 they name out. A resolver reads the raw JSON tolerantly (a body of the wrong shape is refused by

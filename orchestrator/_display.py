@@ -16,7 +16,7 @@ Those escapes are valid JSON escapes too, so the same function makes JSON text s
 The stores keep the exact text they were given (it is evidence, and the audit hash covers it);
 every output neutralises it: the terminal tables (audit, runs, the demo story), JSON export,
 and the HTML report (its templates apply :func:`display_safe` to every value before Jinja2's
-autoescaping: ``orchestrator/demo/_templates.py``; :func:`safe_html` is the same for HTML
+autoescaping: ``infrabot/demo/_templates.py``; :func:`safe_html` is the same for HTML
 written by hand).
 """
 

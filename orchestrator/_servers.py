@@ -92,7 +92,7 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     """uvloop's event loop where it is installed, else asyncio's (it sets TCP_NODELAY on every
     TCP connection, as asyncio does on sockets that say IPPROTO_TCP: see :func:`bind`)."""
     try:
-        import uvloop
+        import uvloop  # deferred: optional, absent on some installs
     except ImportError:
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()

@@ -5,6 +5,9 @@ authorization server the run's root token (RFC 7523 grant as the trusted orchest
 ``sub`` the user, ``ctx`` the event, ``may_act`` the first agent, scope = needed ∩ held ∩ context
 policy. The root grant's dropped scopes are recorded; a refused root grant ends the run as
 ``denied``. In static-token mode it skips all of that and hands the one service token along.
+
+It hands the first hop to whatever :class:`Dispatch` it is given (the composition root passes
+the agents' Celery publisher, :func:`agents.tasks.dispatcher`); the core never imports the agents.
 """
 
 from __future__ import annotations
@@ -12,10 +15,8 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Protocol
 
-from celery import Celery
-
-from agents.tasks import enqueue
 from orchestrator.ci import CIEvent
 from orchestrator.client import AuthClient
 from orchestrator.errors import ConfigError, OAuthError, Unavailable
@@ -24,6 +25,15 @@ from orchestrator.runs import RunStore, shown_claims
 from orchestrator.workflows import Workflow, required_scopes, select
 
 ROOT_GRANT_ATTEMPTS = 3
+
+
+class Dispatch(Protocol):
+    """Publish an agent's hop: the agent, the run, the workflow, the token it acts with, the
+    token's scope and the run's mode (``delegated`` or ``static``). Raises when the broker
+    cannot take it."""
+
+    def __call__(self, agent: str, run_id: str, workflow: str, token: str, scope: str,
+                 mode: str) -> None: ...
 
 
 def new_run_id() -> str:
@@ -36,7 +46,7 @@ class Orchestrator:
     workflows: dict[str, Workflow]
     runs: RunStore
     auth: AuthClient
-    celery: Celery
+    dispatch: Dispatch
     static_token: str | None = None
 
     def workflow_for(self, event: CIEvent, name: str | None = None) -> Workflow:
@@ -76,7 +86,7 @@ class Orchestrator:
                 return run_id
             token, scope = granted
         try:
-            enqueue(self.celery, wf.root_agent, run_id, wf.name, token, scope, mode)
+            self.dispatch(wf.root_agent, run_id, wf.name, token, scope, mode)
         except Exception as exc:  # kombu's OperationalError and friends: the broker is down
             self._finish(run_id, "failed", f"broker unavailable ({type(exc).__name__})")
             raise Unavailable("the broker cannot be reached", reason="broker_unavailable") \

@@ -11,7 +11,7 @@ import pytest
 from orchestrator.identity import Directory, load_directory
 from tests._redis import DEFAULT_TEST_REDIS_URL, flushed_redis
 
-# pytester runs the shipped pytest plugin (orchestrator.testing) in a test's own pytest run.
+# pytester runs the shipped pytest plugin (infrabot.testing) in a test's own pytest run.
 pytest_plugins = ["pytester"]
 
 REPO = Path(__file__).resolve().parent.parent

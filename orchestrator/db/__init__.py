@@ -42,7 +42,7 @@ def open_database(target: Path | str, schema: Schema, *, read_only: bool = False
             raise ValueError("only a SQLite file can be opened read-only")
         return SQLiteDatabase(Path(target), schema, read_only=True)
     if isinstance(target, str):
-        # Only a process that uses PostgreSQL pays for loading its driver (~150 ms).
+        # Deferred: only a process that uses PostgreSQL pays for loading its driver (~150 ms).
         from orchestrator.db._postgres import PostgresDatabase
 
         return PostgresDatabase(target, schema)

@@ -5,6 +5,7 @@ Redis is an adapter at the edge (:mod:`orchestrator.registry`). The authorizatio
 mock services and the agents all use it, the way a real service imports an auth SDK.
 """
 
+from orchestrator.identity._admission import Caller, admit_scope
 from orchestrator.identity._assertions import (
     CLIENT_ASSERTION_TYPE,
     AssertionPolicy,
@@ -95,6 +96,7 @@ __all__ = [
     "Agent",
     "AssertionPolicy",
     "CachedJWKS",
+    "Caller",
     "ClientKeyInit",
     "ClientKeyLookup",
     "Context",
@@ -126,6 +128,7 @@ __all__ = [
     "VerifiedToken",
     "VerifierPolicy",
     "act_nesting",
+    "admit_scope",
     "check_chain",
     "client_key",
     "client_key_path",

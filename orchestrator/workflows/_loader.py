@@ -9,8 +9,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from orchestrator._yamlfile import line_of, load_yaml
+from orchestrator.catalog import CATALOG
 from orchestrator.errors import ConfigError
 from orchestrator.identity import Directory
+from orchestrator.identity._scopes import is_scope
 from orchestrator.workflows._model import TEMPLATE_FIELDS, Workflow, names_in
 
 NOT_WORKFLOWS = frozenset({"directory.yaml"})
@@ -19,7 +21,6 @@ Lines = dict[tuple[Any, ...], int]
 
 
 def _catalogue_scope(action: str) -> str | None:
-    from mock_services.catalog import CATALOG
 
     entry = CATALOG.get(action)
     return entry.scope if entry is not None else None
@@ -94,7 +95,6 @@ def _check_agent(path: Path, lines: Lines, directory: Directory, index: int,
     if agent not in directory.agents:
         _fail(path, lines, ("agents", index, "agent"), f"{agent} is not in the directory")
     for s, scope in enumerate(hand_off_scopes or ()):
-        from orchestrator.identity._scopes import is_scope
 
         if not is_scope(scope):
             _fail(path, lines, ("agents", index, "hand_off_scopes", s), f"bad scope {scope!r}")

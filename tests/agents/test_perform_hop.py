@@ -28,7 +28,7 @@ if getattr(sys.modules.get("mock_services"), "__file__", "") is None:
 
 from agents import HopOutcome, perform_hop
 from agents._runtime import AgentRuntime
-from mock_services.catalog import CATALOG
+from orchestrator.catalog import CATALOG
 from orchestrator.ci import CIEvent
 from orchestrator.config import SERVICE_NAMES, Settings
 from orchestrator.errors import Unavailable

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from jwt.algorithms import ECAlgorithm
 
+from infrabot.demo._audit_attack import recompute_from
 from orchestrator.audit import (
     AuditKeys,
     AuditStore,
@@ -33,7 +34,6 @@ from orchestrator.audit import (
 )
 from orchestrator.audit._checkpoint import CHECKPOINT_TYP
 from orchestrator.audit._keys import PRIVATE_FILE, PUBLIC_FILE
-from orchestrator.demo._audit_attack import recompute_from
 from orchestrator.errors import ConfigError
 from orchestrator.identity._jws import sign
 from orchestrator.identity._keys import generate_private_key, signing_key_of

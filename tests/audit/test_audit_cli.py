@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from infrabot.cli._audit import audit
 from orchestrator.audit import AuditKeys, AuditStore, Checkpointer, StoredRecord
-from orchestrator.cli._audit import audit
 
 T0 = datetime(2025, 7, 18, 16, 10, 3, tzinfo=UTC)
 

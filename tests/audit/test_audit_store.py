@@ -8,9 +8,9 @@ import socket
 import sqlite3
 import stat
 import threading
-from dataclasses import replace
 from collections.abc import Iterator
 from contextlib import closing
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from infrabot.cli._audit import audit
+from infrabot.demo._audit_attack import recompute_from
 from orchestrator.audit import AuditKeys, AuditStore, Checkpointer
-from orchestrator.cli._audit import audit
-from orchestrator.demo._audit_attack import recompute_from
 
 
 def run(*args: str) -> tuple[int, str, str]:

@@ -18,11 +18,11 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
+from infrabot.cli._audit import audit
+from infrabot.demo import DemoResult, render_demo
+from infrabot.demo._report import render_report
 from orchestrator._display import display_safe, safe_html, safe_json
 from orchestrator.audit import AuditStore, StoredRecord, render_table, to_jsonl, to_ocsf
-from orchestrator.cli._audit import audit
-from orchestrator.demo import DemoResult, render_demo
-from orchestrator.demo._report import render_report
 from orchestrator.runs import Run, RunEvent, render_run, render_runs
 from tests.demo.conftest import event, make_result
 

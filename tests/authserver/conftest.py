@@ -24,6 +24,7 @@ import pytest
 import redis
 from jwt.algorithms import get_default_algorithms
 
+from infrabot.stack import Stack, bind_ports
 from orchestrator._servers import ServerGroup
 from orchestrator.audit import StoredRecord
 from orchestrator.authserver import (
@@ -45,7 +46,6 @@ from orchestrator.identity import (
 )
 from orchestrator.identity._jws import canonical
 from orchestrator.registry import RedisRevocationStore
-from orchestrator.stack import Stack, bind_ports
 
 ORCH = "client:orchestrator"
 INFRABOT = "agent:infrabot"

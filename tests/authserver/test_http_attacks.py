@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 
 from orchestrator.identity import CLIENT_ASSERTION_TYPE, make_assertion
 from orchestrator.identity._keys import generate_private_key, signing_key_of
+from tests.identity._twins import twin
 
 from .conftest import (
     ARGOCD,
@@ -31,7 +32,6 @@ from .conftest import (
     serve,
     unverified_claims,
 )
-from tests.identity._twins import twin
 
 ATTACKER = signing_key_of(generate_private_key("ES256"), "ES256")
 FORM_TYPE = {"content-type": "application/x-www-form-urlencoded"}

@@ -19,7 +19,7 @@ if getattr(sys.modules.get("mock_services"), "__file__", "") is None:
 import pytest
 from click.testing import CliRunner
 
-from orchestrator.cli._check import check
+from infrabot.cli._check import check
 
 GOOD_EVENT = "name: s\nevent: {user: sam, environment: prod}\n"
 BAD_FILES = {
@@ -94,7 +94,7 @@ def test_as_a_user_runs_it_a_named_shipped_scenario(tmp_path: Path) -> None:
     at the webhook, as the shipped scenario says."""
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     done = subprocess.run(
-        [sys.executable, "-W", "error", "-c", "from orchestrator.cli._check import check; check()",
+        [sys.executable, "-W", "error", "-c", "from infrabot.cli._check import check; check()",
          "former-employee", "--json"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr

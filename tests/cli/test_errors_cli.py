@@ -17,7 +17,7 @@ from typing import NamedTuple
 import pytest
 from _cli import Result, clean_env, run_all
 
-# Groups whose help lacks an example in files other engineers own (orchestrator/cli/_audit.py,
+# Groups whose help lacks an example in files other engineers own (infrabot/cli/_audit.py,
 # _workflows.py): reported, expected to pass once they add one.
 EXAMPLE_OWNED_ELSEWHERE = {"audit", "workflows"}
 

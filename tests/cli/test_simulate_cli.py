@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from _cli import Result, clean_env, infrabot, serving
 
-from orchestrator.cli._simulate import PICKUP_HINT_SECONDS
+from infrabot.cli._simulate import PICKUP_HINT_SECONDS
 from tests._redis import flushed_redis
 
 NO_WORKER_REDIS_DB = 9  # this module's database; flushed before and after use

@@ -4,8 +4,6 @@ with '…', and identities appear whole (wrapped tables switch to one block per 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from _cli import Result, clean_env, infrabot, run_all
 

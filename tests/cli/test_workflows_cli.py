@@ -19,7 +19,7 @@ if getattr(sys.modules.get("mock_services"), "__file__", "") is None:
 
 from click.testing import CliRunner, Result
 
-from orchestrator.cli._workflows import workflows
+from infrabot.cli._workflows import workflows
 
 DEPLOY_SCOPES = ["urn:infra:deploy:create", "urn:infra:infrastructure:tag",
                  "urn:infra:infrastructure:clean", "urn:infra:incident:resolve"]
@@ -167,7 +167,7 @@ def test_as_a_user_runs_it(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     done = subprocess.run(
         [sys.executable, "-W", "error", "-c",
-         "from orchestrator.cli._workflows import workflows; workflows()",
+         "from infrabot.cli._workflows import workflows; workflows()",
          "check", "post-deploy", "--user", "alex"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 1, done.stderr

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from infrabot.demo import DemoResult, run_demo
 from orchestrator.audit import StoredRecord
 from orchestrator.config import Settings
-from orchestrator.demo import DemoResult, run_demo
 from orchestrator.runs import Run, RunEvent, RunStatus
 
 T0 = datetime(2025, 7, 18, 16, 10, 3, tzinfo=UTC)
@@ -30,7 +30,7 @@ def demo_result(tmp_path_factory: pytest.TempPathFactory) -> DemoResult:
 
 @pytest.fixture(scope="session")
 def report_file(demo_result: DemoResult, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from orchestrator.demo._report import write_report
+    from infrabot.demo._report import write_report
 
     path = tmp_path_factory.mktemp("report") / "report.html"
     write_report(demo_result, path)
@@ -71,7 +71,7 @@ def make_result(events: list[RunEvent], *, status: RunStatus = "succeeded",
 @pytest.fixture
 def write(tmp_path: Path) -> Callable[[DemoResult], str]:
     """Write a result's report to a fresh file and return the document text."""
-    from orchestrator.demo._report import write_report
+    from infrabot.demo._report import write_report
 
     def _write(result: DemoResult) -> str:
         path = tmp_path / "report.html"

@@ -3,7 +3,7 @@ the chain recomputed, and verification refusing the copy by the signed checkpoin
 
 from __future__ import annotations
 
-from orchestrator.demo import DemoResult
+from infrabot.demo import DemoResult
 
 
 def test_a_rewritten_audit_record_is_caught_by_verify(demo_result: DemoResult) -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from infrabot.demo import DemoResult
+from infrabot.demo._report import AUDIT_COLUMNS, DECODED
 from orchestrator.audit import contains_raw_jwt
-from orchestrator.demo import DemoResult
-from orchestrator.demo._report import AUDIT_COLUMNS, DECODED
 
 from ._html import SVG_NS, Element, edge_label, graph_xml, parse, svg_groups
 

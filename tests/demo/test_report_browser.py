@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.demo import DemoResult
-from orchestrator.demo._templates import source
+from infrabot.demo import DemoResult
+from infrabot.demo._templates import source
 
 from ._html import graph_xml, parse, svg_groups
 

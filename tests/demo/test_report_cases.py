@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator.demo import Attack, DemoResult
-from orchestrator.demo._report import RawTokenInReport, write_report
+from infrabot.demo import Attack, DemoResult
+from infrabot.demo._report import RawTokenInReport, write_report
 from orchestrator.errors import InfraBotError
 from orchestrator.runs import RunEvent
 

@@ -7,16 +7,16 @@ import tomllib
 from fnmatch import fnmatch
 from pathlib import Path
 
-import orchestrator.demo
-from orchestrator.demo._templates import ENVIRONMENT
+import infrabot.demo
+from infrabot.demo._templates import ENVIRONMENT
 
 ROOT = Path(__file__).parents[2]
-TEMPLATES = Path(orchestrator.demo.__file__).parent / "templates"
+TEMPLATES = Path(infrabot.demo.__file__).parent / "templates"
 
 
 def test_every_template_is_package_data() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    patterns = project["tool"]["setuptools"]["package-data"]["orchestrator.demo"]
+    patterns = project["tool"]["setuptools"]["package-data"]["infrabot.demo"]
     shipped = sorted(p.relative_to(TEMPLATES.parent).as_posix() for p in TEMPLATES.iterdir())
     assert {"templates/report.html", "templates/graph.svg"} <= set(shipped)
     assert [f for f in shipped if not any(fnmatch(f, p) for p in patterns)] == []

@@ -1,6 +1,6 @@
 """The product running for real, for the end-to-end and reliability tests.
 
-* Embedded: :func:`embedded_settings` for :func:`orchestrator.system.running_system` (every port
+* Embedded: :func:`embedded_settings` for :func:`infrabot.system.running_system` (every port
   chosen by the OS, the in-memory broker, the in-process worker).
 * Distributed: :class:`e2e._processes.Distributed` (real ``infrabot serve`` and ``infrabot
   worker`` processes over a real Redis).

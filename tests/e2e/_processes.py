@@ -23,12 +23,12 @@ from pydantic import SecretStr
 
 from bench._procs import Proc, Processes
 from e2e._harness import INFRABOT, QUEUES, RUN_TIMEOUT, SECRET, clean_env, post_webhook
+from infrabot.stack import provision_clients
 from orchestrator.audit import AuditStore, contains_raw_jwt
 from orchestrator.authserver import open_registry
 from orchestrator.client import AuthClient
 from orchestrator.config import Settings
 from orchestrator.runs import Run, RunStore
-from orchestrator.stack import provision_clients
 
 
 def owner_of_connection(local_port: int, pids: Iterable[int]) -> int | None:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from celery import Celery
 
-from orchestrator.celery_app import create_celery
+from agents.tasks import dispatcher
+from infrabot.celery_app import create_celery
 from orchestrator.ci import CIEvent
 from orchestrator.client import AuthClient
 from orchestrator.config import Settings
@@ -41,7 +42,7 @@ def test_an_unreachable_broker_fails_the_run(tmp_path: Path, scheme: str) -> Non
                     environment="prod", commit="9f2c1e7", trigger="ci_pipeline", pr=124)
     with RunStore(tmp_path / "runs.sqlite3") as runs, _NoAuth() as auth:
         orch = Orchestrator(directory, load_workflows(settings.workflows_dir, directory), runs,
-                            auth, app, static_token="a-static-service-token")
+                            auth, dispatcher(app), static_token="a-static-service-token")
         with pytest.raises(Unavailable) as caught:
             orch.start(event, mode="static", run_id="run-broker-down")
         assert caught.value.reason == "broker_unavailable"

@@ -22,8 +22,8 @@ from e2e._harness import (
     first_time_counts,
 )
 from e2e._processes import Distributed
+from infrabot.stack import ORCHESTRATOR_CLIENT
 from orchestrator.identity import Context
-from orchestrator.stack import ORCHESTRATOR_CLIENT
 
 pytestmark = pytest.mark.redis
 

@@ -22,7 +22,7 @@ from e2e._harness import (
     events_of,
     post_webhook,
 )
-from orchestrator.system import running_system
+from infrabot.system import running_system
 
 SERVICE_X = ("acme", "service-x")
 

@@ -12,7 +12,7 @@ from celery.signals import worker_init
 from celery.worker import WorkController, state
 
 from e2e._harness import RUN_TIMEOUT, accepted_run_id, deployment, embedded_settings, post_webhook
-from orchestrator.system import running_system
+from infrabot.system import running_system
 
 
 def _worker_threads() -> list[threading.Thread]:

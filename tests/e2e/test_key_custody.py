@@ -18,9 +18,9 @@ import pytest
 from bench._procs import Proc, Processes
 from e2e._harness import INFRABOT, accepted_run_id, clean_env, deployment
 from e2e._processes import Distributed
+from infrabot.celery_app import create_celery
 from orchestrator import errors
 from orchestrator.authserver import StateDirRegistry, open_registry
-from orchestrator.celery_app import create_celery
 from orchestrator.client import AuthClient
 from orchestrator.identity import init_client_key, load_client_key
 

@@ -20,7 +20,7 @@ from e2e._harness import (
     manual_workflow_run,
     post_webhook,
 )
-from orchestrator.system import System, running_system
+from infrabot.system import System, running_system
 
 SERVICE_X = ("acme", "service-x")
 NARROW_WORKFLOW = """\

@@ -15,7 +15,7 @@ from e2e._harness import (
     first_time_counts,
 )
 from e2e._processes import Distributed
-from orchestrator.stack import ORCHESTRATOR_CLIENT
+from infrabot.stack import ORCHESTRATOR_CLIENT
 
 pytestmark = pytest.mark.redis
 

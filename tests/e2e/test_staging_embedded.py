@@ -19,7 +19,7 @@ from e2e._harness import (
     post_webhook,
     service_records,
 )
-from orchestrator.system import running_system
+from infrabot.system import running_system
 
 SERVICE_X = ("acme", "service-x")
 STAGING_INSTANCE = "i-0b1c2d3e4f5a60001"

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from orchestrator.identity import Directory, load_directory
-from orchestrator.system import System, running_system
+from infrabot.system import System, running_system
 from orchestrator.workflows import load_workflows, required_scopes
 from tests.e2e._harness import COMMIT, PR, RUN_TIMEOUT, embedded_settings
 from tests.federation._op import RESOURCE, OpenIDProvider, openid_provider

@@ -19,8 +19,8 @@ from e2e._harness import accepted_run_id, deployment, embedded_settings, events_
 
 from agents import HopOutcome, perform_hop
 from agents.tasks import task_name
+from infrabot.system import System, running_system
 from orchestrator.runs import HopJournal
-from orchestrator.system import System, running_system
 
 INFRABOT, ARGOCD = "agent:infrabot", "agent:argocd"
 

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 import pytest
 from cryptography.hazmat.primitives import serialization
 
+from infrabot.stack import client_keys_dir
 from orchestrator.config import Settings
 from orchestrator.identity import SigningKey, client_key
-from orchestrator.stack import client_keys_dir
 from tests.authserver.conftest import ARGOCD, INFRABOT, AuthServer, serve
 
 RSA_CLIENTS = (INFRABOT, ARGOCD)

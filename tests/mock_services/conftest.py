@@ -33,8 +33,8 @@ from fastapi import FastAPI, Response
 
 from mock_services import SERVICE_NAMES, ServiceDeps, create_service_app, remote_key_source
 from mock_services._serve import reserve, serve_in_thread, url_of
-from mock_services.catalog import actions_for, build_request, get_action
 from orchestrator.audit import AuditStore, StoredRecord
+from orchestrator.catalog import actions_for, build_request, get_action
 from orchestrator.config import Settings
 from orchestrator.identity import (
     AccessClaims,

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from infrabot.cli import cli
 from mock_services._anonymous import SUMMARY_ACTION, SUMMARY_REASON, AnonymousTrail
 from orchestrator.audit import AuditStore
-from orchestrator.cli import cli
 
 MONITOR = "/api/v1/monitor/1001"
 

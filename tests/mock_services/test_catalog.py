@@ -7,7 +7,7 @@ import re
 import pytest
 
 from mock_services import CATALOG, SERVICE_NAMES, build_request, get_action
-from mock_services.catalog import ACTIONS, actions_for, clean_text, resource_for
+from orchestrator.catalog import ACTIONS, actions_for, clean_text, resource_for
 
 
 def test_names_are_unique_and_read_as_service_noun_verb():

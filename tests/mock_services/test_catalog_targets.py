@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from mock_services import SERVICE_NAMES
 from mock_services._enforcement import EnforcedRoute
 from mock_services._routing import ServiceRouter
-from mock_services.catalog import ACTIONS, LISTING, actions_for, build_request, get_action
+from orchestrator.catalog import ACTIONS, LISTING, actions_for, build_request, get_action
 from orchestrator.errors import ConfigError
 
 # The only actions that name no resource: each shows only what the caller's context owns

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from mock_services import SERVICE_NAMES, build_request
-from mock_services.catalog import get_action
+from orchestrator.catalog import get_action
 from orchestrator.identity import SigningKey
 from orchestrator.identity._keys import generate_private_key, signing_key_of
 

@@ -16,7 +16,7 @@ from _examples import EXAMPLES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mock_services.catalog import ACTIONS, build_request, get_action
+from orchestrator.catalog import ACTIONS, build_request, get_action
 
 SENTINEL = "__extreme__"
 EXTREME_TEXT = ("1e400", "-1e400", "NaN", "Infinity", "-Infinity", "1" * 5000, "-" + "9" * 400,

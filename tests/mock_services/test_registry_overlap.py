@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator.registry import RedisRevocationStore
 from orchestrator.identity._keys import generate_private_key, signing_key_of
+from orchestrator.registry import RedisRevocationStore
 from tests._redis import sends_and_verifies
 
 MONITOR = {"monitor_id": 1001}

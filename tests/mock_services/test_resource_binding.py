@@ -20,7 +20,7 @@ from _examples import (
     WEB2,
 )
 
-from mock_services.catalog import get_action
+from orchestrator.catalog import get_action
 from orchestrator.identity import Context, ResourceAttributes
 
 STAGING_CI = {"environment": "staging"}

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from mock_services import SERVICE_NAMES
-from mock_services.catalog import actions_for
+from orchestrator.catalog import actions_for
 
 METHODS = {"get", "post", "put", "delete", "patch"}
 

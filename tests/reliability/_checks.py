@@ -23,8 +23,8 @@ from pathlib import Path
 from e2e._harness import INFRABOT, POST_DEPLOY_MUTATIONS, clean_env, events_of
 from e2e._processes import Distributed
 
-from mock_services.catalog import CATALOG
 from orchestrator.audit import StoredRecord
+from orchestrator.catalog import CATALOG
 from orchestrator.config import SERVICE_NAMES
 from orchestrator.runs import Run
 from reliability._faultproxy import FaultProxy

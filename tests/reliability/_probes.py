@@ -9,12 +9,12 @@ from typing import Any
 
 import httpx
 
-from mock_services.catalog import build_request
+from infrabot.stack import ORCHESTRATOR_CLIENT
+from infrabot.system import System
+from orchestrator.catalog import build_request
 from orchestrator.client import AuthClient, json_object
 from orchestrator.config import SERVICE_NAMES
 from orchestrator.identity import CLIENT_ASSERTION_TYPE, Context
-from orchestrator.stack import ORCHESTRATOR_CLIENT
-from orchestrator.system import System
 
 SAM = "user:sam"
 # service -> (catalogue action, params, scope): a read the post-deploy story's data answers

@@ -1,7 +1,7 @@
 """The broker settings as the workers get them, and the shipped systemd units.
 
 RabbitMQ (production): durable agent queues, persistent messages, publisher confirms, late
-acknowledgement, prefetch 1. Redis: the patched transport (``orchestrator._redis_broker``), the
+acknowledgement, prefetch 1. Redis: the patched transport (``infrabot._redis_broker``), the
 configured visibility timeout, a sweep for expired hops every 5 s on every call under a lock that
 outlives a dead holder by 10 s only, and the agent queues recorded from publication. A URL that
 names no broker is refused at start-up with one line naming the variable.
@@ -18,7 +18,7 @@ import pytest
 from e2e._harness import INFRABOT, REPO, clean_env
 from pydantic import ValidationError
 
-from orchestrator.celery_app import RESTORE_INTERVAL, SWEEP_LOCK_SECONDS, create_celery
+from infrabot.celery_app import RESTORE_INTERVAL, SWEEP_LOCK_SECONDS, create_celery
 from orchestrator.config import Settings
 
 AGENT_QUEUES = ("infrabot", "argocd", "cleanup")
@@ -49,8 +49,8 @@ def test_redis_gets_the_patched_transport_and_a_frequent_sweep(tmp_path: Path) -
         "unacked_restore_throttle": 1, "unacked_mutex_expire": SWEEP_LOCK_SECONDS,
         "tracked_queues": sorted(AGENT_QUEUES), "socket_timeout": 5, "socket_connect_timeout": 5}
     with app.connection_for_write() as connection:
-        assert connection.transport.__class__.__module__ == "orchestrator._redis_broker"
-        assert connection.transport.Channel.__module__ == "orchestrator._redis_broker"
+        assert connection.transport.__class__.__module__ == "infrabot._redis_broker"
+        assert connection.transport.Channel.__module__ == "infrabot._redis_broker"
 
 
 def test_rediss_keeps_kombus_transport_so_the_scheme_still_means_tls(tmp_path: Path) -> None:

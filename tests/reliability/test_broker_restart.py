@@ -2,10 +2,10 @@
 
 Issue 20, fault 1: a Redis restart while a worker was mid-hop stopped that worker for good with
 ``Unrecoverable error: AttributeError("'NoneType' object has no attribute 'hostname'")``, kombu
-5.7.0's Redis transport closing a channel twice (see ``orchestrator._redis_broker``). It needs a
+5.7.0's Redis transport closing a channel twice (see ``infrabot._redis_broker``). It needs a
 BRPOP in flight when Redis goes, so the worker runs two pool processes: one holds the stalled
 hop, the consumer polls for the second slot. Without the fix this test failed in 2 of 2 runs.
-While the broker is down the worker tries it every second (``orchestrator._consumer``).
+While the broker is down the worker tries it every second (``infrabot._consumer``).
 
 Redis only: the machine's RabbitMQ is shared and is not restarted by the tests (a RabbitMQ
 broker keeps durable queues and persistent messages across its restarts; docs/reliability.md).
@@ -24,8 +24,8 @@ from e2e._harness import RUN_TIMEOUT, accepted_run_id, deployment
 from kombu import Connection, Queue
 from kombu.message import Message
 
-from orchestrator._consumer import RECONNECT_INTERVAL
-from orchestrator._redis_broker import Transport
+from infrabot._consumer import RECONNECT_INTERVAL
+from infrabot._redis_broker import Transport
 from reliability._checks import wait_all_terminal
 from reliability._faultproxy import FaultProxy
 from reliability._redis_server import RedisServer
@@ -58,7 +58,7 @@ def test_redis_restart_under_a_hop_in_flight_keeps_the_worker(
         assert stall.stalled.wait(RUN_TIMEOUT), d.logs()
         own_redis.stop(signal.SIGKILL)  # a crash: Redis kept nothing
         stall.release()  # the hop goes on without its broker
-        # The consumer tries its broker every second (orchestrator._consumer), not Celery's
+        # The consumer tries its broker every second (infrabot._consumer), not Celery's
         # 2, 4, 6 ... 30 s, which made a broker back after 8 s usable only after 12 s.
         wait_for_output(worker.output, RETRYING, 2, timeout=30)
         own_redis.start()

@@ -26,12 +26,12 @@ import httpx
 import pytest
 from e2e._harness import accepted_run_id, deployment, embedded_settings, post_webhook
 
+from infrabot.stack import ORCHESTRATOR_CLIENT
+from infrabot.system import System, running_system
 from orchestrator.config import SERVICE_NAMES
 from orchestrator.errors import Unavailable
 from orchestrator.identity import CLIENT_ASSERTION_TYPE, make_assertion
 from orchestrator.identity._revocation import MEMORY_BEGAN_TOLERANCE_SECONDS
-from orchestrator.stack import ORCHESTRATOR_CLIENT
-from orchestrator.system import System, running_system
 from reliability._probes import (
     READS,
     error_of,

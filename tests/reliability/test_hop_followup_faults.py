@@ -29,9 +29,9 @@ from e2e._harness import (
 from kombu.exceptions import OperationalError
 
 import agents.tasks
+from infrabot.system import System, running_system
 from orchestrator.errors import Unavailable
 from orchestrator.runs import Run
-from orchestrator.system import System, running_system
 
 
 def failing_once(original: Callable[..., Any], error: Exception,

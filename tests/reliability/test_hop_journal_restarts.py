@@ -36,10 +36,10 @@ from e2e._harness import (
 from e2e._processes import Distributed, owner_of_connection
 from e2e.test_chain_distributed import read_back
 
+from infrabot.stack import ORCHESTRATOR_CLIENT
 from orchestrator.audit import StoredRecord
 from orchestrator.identity import Context
 from orchestrator.runs import HopJournal, Run
-from orchestrator.stack import ORCHESTRATOR_CLIENT
 from reliability._checks import assert_after_fault
 from reliability._faultproxy import FaultProxy, Rule
 from reliability.test_worker_killed import wait_gone

@@ -18,9 +18,8 @@ from urllib.parse import urlsplit
 import pytest
 from e2e._harness import INFRABOT
 
-from reliability._system import FaultyDistributed
-
 from orchestrator._words import plural
+from reliability._system import FaultyDistributed
 
 pytestmark = pytest.mark.redis
 COUNT = 40

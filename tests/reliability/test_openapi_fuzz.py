@@ -30,9 +30,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.core import NotSet
 
+from infrabot.system import System, running_system
 from orchestrator.ci import sign
 from orchestrator.identity import CLIENT_ASSERTION_TYPE
-from orchestrator.system import System, running_system
 from reliability._probes import probe_context, system_clients
 
 SERVERS = ("auth", "datadog", "github", "aws", "pagerduty", "webhooks")

@@ -1,5 +1,5 @@
 """Our Redis transport records a message of a tracked queue as unacknowledged from its
-publication (``orchestrator._redis_broker``), against a ``redis-server`` of the test's own.
+publication (``infrabot._redis_broker``), against a ``redis-server`` of the test's own.
 
 Kombu records a message only after its consumer's ``BRPOP`` took it: a consumer that dies in
 between loses it for good. Here the consumer that dies is played by a bare ``BRPOP``: it takes
@@ -18,7 +18,7 @@ from kombu import Connection, Consumer, Exchange, Producer, Queue
 from kombu.message import Message
 from kombu.utils.json import loads
 
-from orchestrator._redis_broker import KEPT, RESTORED, Transport
+from infrabot._redis_broker import KEPT, RESTORED, Transport
 from reliability._redis_server import RedisServer
 
 pytestmark = pytest.mark.redis

@@ -26,7 +26,7 @@ import httpx
 import pytest
 from e2e._harness import embedded_settings
 
-from orchestrator.system import System, running_system
+from infrabot.system import System, running_system
 from reliability._probes import (
     READS,
     error_of,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from e2e._harness import accepted_run_id, deployment, embedded_settings, events_of, post_webhook
 
-from orchestrator.system import running_system
+from infrabot.system import running_system
 from reliability._clock import MovableClock
 from reliability._probes import root_for_infrabot, system_clients
 

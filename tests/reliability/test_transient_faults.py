@@ -29,9 +29,9 @@ from e2e._harness import (
 from e2e._processes import Distributed
 
 from agents.tasks import MAX_RETRIES
+from infrabot.system import System, running_system
 from orchestrator.audit import StoredRecord
 from orchestrator.runs import Run
-from orchestrator.system import System, running_system
 from reliability._faultproxy import FaultProxy
 
 CREATE_TAGS = "/ec2/CreateTags"

@@ -8,7 +8,7 @@ benchmark's worker kills lost 5 runs of 200 and a broker restart 1 of 50. The te
 window as long as they need by stopping the idle worker (SIGSTOP, the whole process group: it is
 not scheduled) while its BRPOP waits, then sending a run: Redis pops the first hop into the
 stopped worker's socket. With kombu's own transport the hop was then in no queue and no unacked
-record, and both tests failed (the run never ended); ``orchestrator._redis_broker`` records it
+record, and both tests failed (the run never ended); ``infrabot._redis_broker`` records it
 with its publication.
 
 Redis only: RabbitMQ records a delivery before sending it (tests/reliability/test_worker_lost.py

@@ -4,6 +4,7 @@ the terminal status is committed, and only by the call that recorded it."""
 from __future__ import annotations
 
 from orchestrator.runs import RunStore
+
 from .conftest import Origin
 
 

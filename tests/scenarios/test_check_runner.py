@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from infrabot.cli._check import check
+from infrabot.scenarios import ScenarioResult, summary_line
 from orchestrator._words import plural
-from orchestrator.cli._check import check
-from orchestrator.scenarios import ScenarioResult, summary_line
 
 ALEX_EXPECTS_SUCCESS = """\
 name: alex-expects-success

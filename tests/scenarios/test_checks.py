@@ -6,11 +6,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from orchestrator import scenarios
+from infrabot import scenarios
+from infrabot.scenarios._checks import check
+from infrabot.scenarios._model import Expect
+from infrabot.scenarios._outcome import Outcome
 from orchestrator.runs import Run, RunEvent
-from orchestrator.scenarios._checks import check
-from orchestrator.scenarios._model import Expect
-from orchestrator.scenarios._outcome import Outcome
 
 T0 = datetime(2025, 7, 18, 16, 10, tzinfo=UTC)
 READ = "urn:infra:monitoring:read"

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from infrabot.scenarios import load_scenario
+from infrabot.scenarios._sandbox import sandbox_for
 from orchestrator.errors import ConfigError
 from orchestrator.identity import Directory, load_directory
-from orchestrator.scenarios import load_scenario
-from orchestrator.scenarios._sandbox import sandbox_for
 from orchestrator.workflows import Workflow, load_workflows
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"

@@ -12,7 +12,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 PASSING = '''
-from orchestrator.testing import assert_allowed, assert_chain, assert_denied
+from infrabot.testing import assert_allowed, assert_chain, assert_denied
 
 
 def test_sam_deploys_to_prod(infrabot_system):
@@ -39,7 +39,7 @@ def test_alex_may_not_hand_off_a_deploy(infrabot_system):
 '''
 
 FAILING = '''
-from orchestrator.testing import assert_allowed, assert_chain
+from infrabot.testing import assert_allowed, assert_chain
 
 
 def test_expects_too_much(infrabot_system):

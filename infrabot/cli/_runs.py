@@ -1,0 +1,113 @@
+"""``infrabot runs list|show``: what each run did, hop by hop."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+from pydantic import ValidationError
+
+from infrabot.cli._common import (
+    CommandError,
+    load_settings,
+    out_console,
+    state_dir_option,
+)
+from infrabot.cli._users import resolve_user
+from orchestrator.errors import InfraBotError
+from orchestrator.runs import STATUSES, Run, RunStore, render_run, render_runs
+
+# Everything reading a damaged run log can raise: the store's own errors (a file that is not a
+# run log, or cannot be read), SQLite's, and a value that does not decode or validate
+# (ValueError: JSON, times, pydantic), a wrong type, a nesting too deep for the JSON decoder.
+_DAMAGE = (InfraBotError, sqlite3.Error, ValueError, TypeError, OverflowError, RecursionError)
+
+
+@contextmanager
+def _store(state_dir: Path | None) -> Iterator[RunStore]:
+    """The run log (INFRABOT_DATABASE_URL, else DIR/runs.sqlite3); any failure to open or read
+    it, inside the block too, is one line naming it and the problem (a URL's password never)."""
+    target = load_settings(state_dir, state="stores").runs_target
+    if isinstance(target, Path) and not target.is_file():
+        raise CommandError(f"no runs yet: {target} does not exist")
+    where = target if isinstance(target, Path) else "run log database"
+    try:
+        with RunStore(target) as store:
+            yield store
+    except _DAMAGE as exc:
+        raise CommandError(f"{where}: damaged run log: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    """The innermost cause's first line: what SQLite, the decoder or the model said."""
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        return f"{'.'.join(str(x) for x in first['loc'])}: {first['msg']}"
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
+def run_json(run: Run) -> dict[str, object]:
+    return run.model_dump(mode="json")
+
+
+@click.group("runs")
+def runs() -> None:
+    """List runs and show one hop by hop.
+
+    \b
+    Example:
+      infrabot runs list --user user:sam --json
+      infrabot runs show run-3f2a9c...
+    """
+
+
+@runs.command("list")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--status", type=click.Choice(sorted(STATUSES)), default=None)
+@click.option("--user", default=None,
+              help="Only runs on behalf of this user: sam or user:sam.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+@state_dir_option
+def list_runs(limit: int, status: str | None, user: str | None, as_json: bool,
+              state_dir: Path | None) -> None:
+    """The newest runs first.
+
+    \b
+    Example:
+      infrabot runs list --status denied
+    """
+    if user is not None:
+        user = resolve_user(load_settings(state_dir, state="stores"), user)
+    with _store(state_dir) as store:
+        found = store.list(limit, status=status, user=user)
+    if as_json:
+        click.echo(json.dumps([run_json(r) for r in found], indent=2))
+    else:
+        out_console().print(render_runs(found))
+
+
+@runs.command("show")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the run and its events as JSON.")
+@state_dir_option
+def show(run_id: str, as_json: bool, state_dir: Path | None) -> None:
+    """One run hop by hop: agent, exchange result, calls, decision, timings.
+
+    \b
+    Example:
+      infrabot runs show run-3f2a9c...
+    """
+    with _store(state_dir) as store:
+        run = store.get(run_id)
+    if run is None:
+        raise CommandError(f"no run {run_id!r}")
+    if as_json:
+        click.echo(json.dumps(run_json(run), indent=2))
+    else:
+        out_console().print(render_run(run))

@@ -1,0 +1,118 @@
+"""``infrabot serve``: the authorization server, the four mock services and the webhook receiver."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import click
+import redis
+
+from infrabot.cli._common import load_settings, state_dir_option
+from orchestrator.config import Settings
+
+REDIS_PROBE_SECONDS = 1.0  # how long the start-up check waits for Redis to answer
+
+
+@click.command("serve")
+@state_dir_option
+@click.option("--port-base", type=click.IntRange(0, 65000), default=None,
+              help="Listen on PORT_BASE (auth), +1 datadog, +2 github, +3 aws, +4 pagerduty, "
+                   "+5 webhooks; 0 lets the OS pick every port. Default: the INFRABOT_*_PORT "
+                   "settings (8700-8705).")
+def serve(state_dir: Path | None, port_base: int | None) -> None:
+    """Serve the authorization server, the mock services and the webhook receiver.
+
+    The webhook secret is INFRABOT_WEBHOOK_SECRET; unset, the first start writes a random one
+    to DIR/webhook_secret (mode 0600) and later starts reuse it. Writes DIR/endpoints.json once
+    every server is ready. With the default in-memory broker
+    it also runs the agents in this process; with INFRABOT_BROKER_URL on Redis, start
+    `infrabot worker` processes for them.
+
+    \b
+    Example:
+      INFRABOT_REDIS_URL=redis://127.0.0.1:6379/0 infrabot serve --state-dir /tmp/ib
+    """
+    from infrabot.system import running_system  # deferred: the whole system is heavy to import
+
+    # Deferred: orchestrator.ci imports the web stack
+    from orchestrator.ci._secret import ensure_secret_file
+
+    ports: dict[str, Any] = {}
+    if port_base is not None:
+        names = ("auth", "datadog", "github", "aws", "pagerduty", "webhooks")
+        ports = {f"{n}_port": (port_base + i if port_base else 0) for i, n in enumerate(names)}
+    settings, secret_file, created = ensure_secret_file(load_settings(state_dir, **ports))
+    for warning in redis_warnings(settings):
+        click.echo(warning, err=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with running_system(settings, write_endpoints_file=True) as system:
+        if secret_file is not None:  # once started: a failed start stays one line
+            click.echo(f"webhook secret {'created in' if created else 'read from'} "
+                       f"{secret_file} (give it to the sender; `infrabot simulate` reads it "
+                       "there)", err=True)
+        urls = system.endpoints()
+        for name, url in urls.items():
+            click.echo(f"{name:10} {url}", err=True)
+        click.echo(f"endpoints written to {system.settings.endpoints_file}", err=True)
+        try:
+            stop.wait()
+        finally:
+            _forget(system.settings.endpoints_file, urls)
+    click.echo("stopped", err=True)
+
+
+def _forget(path: Path, urls: dict[str, str]) -> None:
+    """Remove endpoints.json on the way out, unless another `serve` has replaced it, so other
+    commands say that no system runs instead of trying stale ports."""
+    try:
+        if json.loads(path.read_text()) == urls:
+            path.unlink()
+    except (OSError, ValueError):
+        pass
+
+
+def redis_warnings(settings: Settings) -> Iterator[str]:
+    """One line for each Redis the settings name (the registry, a Redis broker) that does not
+    answer now: serve still starts (Redis may come up later), but refuses webhooks until then.
+    The line names the server, never the URL's password."""
+    names: dict[str, list[str]] = {}
+    if settings.redis_url:
+        names.setdefault(settings.redis_url, []).append("INFRABOT_REDIS_URL")
+    if settings.broker_kind == "redis":
+        names.setdefault(settings.broker_url, []).append("INFRABOT_BROKER_URL")
+    for url, settings_names in names.items():
+        problem = _redis_problem(url)
+        if problem is not None:
+            named = " and ".join(settings_names)
+            yield (f"warning: Redis at {_server(url)} ({named}) is not answering ({problem}): "
+                   f"webhooks are refused (503) until it does; start redis-server or fix {named}")
+
+
+def _redis_problem(url: str) -> str | None:
+    client = redis.Redis.from_url(url, socket_connect_timeout=REDIS_PROBE_SECONDS,
+                                  socket_timeout=REDIS_PROBE_SECONDS)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        return (str(exc).splitlines() or [type(exc).__name__])[0].rstrip(".")
+    finally:
+        client.close()
+    return None
+
+
+def _server(url: str) -> str:
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    host = parts.hostname or "a local socket"
+    return f"{host}:{port or 6379}{parts.path if parts.path not in ('', '/') else ''}"

@@ -1,0 +1,188 @@
+"""``infrabot token user|assertion|inspect``.
+
+``user`` and ``assertion`` print only the token on stdout, so ``$(infrabot token user user:sam)``
+captures it; everything meant for people goes to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+
+import click
+
+from infrabot.cli._common import CommandError, load_settings, state_dir_option
+from infrabot.cli._inspect import (
+    at_running_servers,
+    inspect_token,
+    render,
+    running_auth_server,
+)
+from infrabot.cli._users import known_user
+from orchestrator.client import AuthClient
+from orchestrator.config import Settings
+from orchestrator.identity import (
+    Context,
+    SigningKey,
+    client_key,
+    load_client_key,
+    load_directory,
+    make_assertion,
+)
+
+
+@click.group("token")
+def token() -> None:
+    """Make and inspect tokens (a user token stands in for an IdP login).
+
+    Tokens and assertions name the issuer of the system `infrabot serve` runs from the state
+    directory (its endpoints.json), or the configured ports when none runs.
+
+    \b
+    Example:
+      TOKEN=$(infrabot token user user:sam --env prod --trigger ci_pipeline)
+      infrabot token inspect "$TOKEN"
+    """
+
+
+@token.command("user")
+@click.argument("user")
+@click.option("--scope", "scopes", multiple=True,
+              help="A scope to ask for (repeatable), urn:infra:repo:read or repo:read; default "
+                   "every permission the user holds.")
+@click.option("--may-act", default="agent:infrabot", show_default=True,
+              help="The agent that may exchange this token.")
+@click.option("--env", "environment", default="staging", show_default=True)
+@click.option("--trigger", type=click.Choice(["ci_pipeline", "manual"]), default="manual",
+              show_default=True, help="What started the run; prod writes need ci_pipeline.")
+@click.option("--repository", default="acme/service-x", show_default=True)
+@click.option("--commit", default="0000000", show_default=True)
+@click.option("--run", "run_id", default=None, help="Run id; default a fresh one.")
+@state_dir_option
+def user_token(user: str, scopes: tuple[str, ...], may_act: str, environment: str, trigger: str,
+               repository: str, commit: str, run_id: str | None, state_dir: Path | None) -> None:
+    """Issue a root token for USER (sam or user:sam) that MAY_ACT may exchange.
+
+    With a system running from the state directory, its authorization server issues the token
+    (the orchestrator's RFC 7523 grant), so it is rooted in that system's revocation registry and
+    audited there. Otherwise it is issued here, rooted in the Redis registry if INFRABOT_REDIS_URL
+    names one; with no Redis, in this process's own registry, which no server started later
+    vouches for (it refuses the token: registry_reset).
+
+    \b
+    Example:
+      TOKEN=$(infrabot token user user:sam --env prod --trigger ci_pipeline)
+    """
+    # Deferred: the servers' stack is heavy to import
+    from infrabot.stack import ORCHESTRATOR_CLIENT, Stack
+
+    settings = at_running_servers(load_settings(state_dir))
+    try:
+        ctx = Context(trigger=trigger, environment=environment, repository=repository,
+                      commit=commit, run_id=run_id or f"run-{uuid.uuid4().hex[:12]}")
+    except ValueError as exc:
+        raise CommandError(f"bad context value: {exc.errors()[0]['msg']}") from None  # type: ignore[attr-defined]
+    directory = load_directory(settings.workflows_dir / "directory.yaml")
+    user = known_user(directory, user)
+    entry = directory.users[user]
+    if entry.disabled:
+        raise CommandError(f"invalid_grant (unknown_user): {user} is not an active user")
+    wanted = ([s if s.startswith("urn:") else f"urn:infra:{s}" for s in scopes]
+              or list(entry.permissions))
+    running = running_auth_server(settings)
+    if running is not None:
+        issued = _root_from(running, settings, user, wanted, ctx, may_act)
+    else:
+        stack = Stack.build(settings)
+        try:
+            response = stack.auth.issue_root(user, wanted, ctx, may_act, ORCHESTRATOR_CLIENT)
+        finally:
+            stack.close()
+        issued = {"access_token": response.access_token, "scope": response.scope,
+                  "expires_in": response.expires_in}
+    dropped = [s for s in dict.fromkeys(wanted) if s not in str(issued["scope"]).split()]
+    issuer = running or ("this process (no running system; registry: "
+                         + ("Redis)" if settings.redis_url else "this process only)"))
+    click.echo(f"issued for {user}: scope {issued['scope']!r}, expires in "
+               f"{issued['expires_in']}s, by {issuer}"
+               + (f"; dropped {' '.join(dropped)}" if dropped else ""), err=True)
+    click.echo(issued["access_token"])
+
+
+def _root_from(auth_url: str, settings: Settings, user: str, scopes: list[str], ctx: Context,
+               may_act: str) -> dict[str, object]:
+    """The root token from the running authorization server, asked as the orchestrator."""
+    # Deferred: the servers' stack is heavy to import
+    from infrabot.stack import ORCHESTRATOR_CLIENT, client_keys_dir
+
+    key = client_key(client_keys_dir(settings), ORCHESTRATOR_CLIENT, settings.signing_alg)
+    with AuthClient(auth_url, ORCHESTRATOR_CLIENT, key) as client:
+        return client.root_token(user, scopes, ctx, may_act)
+
+
+@token.command("assertion")
+@click.argument("agent")
+@click.option("--ttl", type=click.IntRange(10, 300), default=60, show_default=True,
+              help="Seconds the assertion is valid (its exp - iat); the server allows up to "
+                   "INFRABOT_ASSERTION_MAX_LIFETIME_SECONDS.")
+@state_dir_option
+def assertion(agent: str, ttl: int, state_dir: Path | None) -> None:
+    """Print a private_key_jwt client assertion (RFC 7523) signed by AGENT's own key.
+
+    \b
+    Example:
+      curl -d client_assertion_type=urn:ietf:params:oauth:client-assertion-type:jwt-bearer \\
+           -d client_assertion=$(infrabot token assertion agent:infrabot) ...
+    """
+    settings = at_running_servers(load_settings(state_dir))
+    directory = load_directory(settings.workflows_dir / "directory.yaml")
+    if agent not in directory.client_ids():
+        raise CommandError(f"{agent} is not an agent or client in the directory")
+    key = _signing_key_of(settings, agent)
+    click.echo(make_assertion(key, issuer=agent, subject=agent,
+                              audience=f"{settings.auth_url}/token", now=int(time.time()),
+                              ttl=ttl))
+
+
+def _signing_key_of(settings: Settings, client_id: str) -> SigningKey:
+    """The client's own key. Embedded, it is made on first use, as the embedded system makes
+    it; distributed, only `infrabot keys init` makes keys (a new one here would be unknown to
+    the authorization server, which knows clients by their registered public keys)."""
+    # Deferred: the servers' stack is heavy to import
+    from infrabot.stack import client_keys_dir, is_embedded
+
+    where = client_keys_dir(settings)
+    if is_embedded(settings):
+        return client_key(where, client_id, settings.signing_alg)
+    key = load_client_key(where, client_id)
+    if key is None:
+        raise CommandError(f"no key for {client_id} in {where}: create it with `infrabot keys "
+                           f"init {client_id} --state-dir {settings.state_dir}` and register "
+                           "its public key (`infrabot keys register`)")
+    return key
+
+
+@token.command("inspect")
+@click.argument("token_value", metavar="TOKEN")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@state_dir_option
+def inspect(token_value: str, as_json: bool, state_dir: Path | None) -> None:
+    """Verify TOKEN against this state directory's keys and show its chain.
+
+    Revocation is asked of the Redis registry when INFRABOT_REDIS_URL names one, else of the
+    system running from the state directory (RFC 7662 introspection), else not checked.
+    Exit status 0 when the token verifies and is not revoked, 1 otherwise.
+
+    \b
+    Example:
+      infrabot token inspect "$(infrabot token user user:sam)"
+    """
+    settings = at_running_servers(load_settings(state_dir, state="existing"))
+    result = inspect_token(settings, token_value.strip())
+    if as_json:
+        click.echo(json.dumps(result, indent=2, sort_keys=True))
+    else:
+        render(result)
+    raise SystemExit(0 if result["valid"] else 1)

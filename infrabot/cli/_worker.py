@@ -1,0 +1,102 @@
+"""``infrabot worker``: a Celery worker process for the agent queues (distributed mode)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from infrabot.cli._common import CommandError, load_settings, state_dir_option
+from orchestrator._log import configure
+from orchestrator.config import Settings
+from orchestrator.errors import InfraBotError
+from orchestrator.identity import SigningKey, client_keys_dir, load_client_key
+from orchestrator.runs import RunStore
+
+QUEUES = ("infrabot", "argocd", "cleanup")
+
+
+def agent_keys(settings: Settings, queues: list[str]) -> dict[str, SigningKey]:
+    """The keys of the agents whose queues this worker serves, and no other: from the state
+    directory, where `infrabot keys init` made them. A missing one is one line naming the agent
+    and the command that makes it."""
+    where = client_keys_dir(settings.keys_dir)
+    keys: dict[str, SigningKey] = {}
+    for queue in queues:
+        agent = f"agent:{queue}"
+        key = load_client_key(where, agent)
+        if key is None:
+            raise CommandError(
+                f"no key for {agent} in {where}: create it with `infrabot keys init {agent} "
+                f"--state-dir {settings.state_dir}`, then register its public key at the "
+                f"authorization server (`infrabot keys register {agent} --jwks FILE`)")
+        keys[agent] = key
+    return keys
+
+
+@click.command("worker")
+@click.option("--queues", "-Q", default=",".join(QUEUES), show_default=True,
+              help="Comma-separated agent queues to consume.")
+@click.option("--concurrency", "-c", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="How many hops this worker runs at once (pool processes or threads).")
+@click.option("--pool", type=click.Choice(["prefork", "solo", "threads"]), default="prefork",
+              show_default=True, help="Celery's execution pool: processes, one thread, or threads.")
+@click.option("--loglevel", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+                                              case_sensitive=False),
+              default="WARNING", show_default=True,
+              help="Celery's own log level (the agents log at INFRABOT_LOG_LEVEL).")
+@click.option("--hostname", "-n", default=None,
+              help="Node name; default infrabot-<pid>@<host>, unique per process.")
+@state_dir_option
+def worker(queues: str, concurrency: int, pool: str, loglevel: str, hostname: str | None,
+           state_dir: Path | None) -> None:
+    """Run agents from the broker named by INFRABOT_BROKER_URL (RabbitMQ or Redis).
+
+    Reads the servers' URLs from DIR/endpoints.json, written by `infrabot serve`. Signs
+    only as the agents of its queues, with their keys from DIR (`infrabot keys init`); it
+    refuses to start without them. A broker that restarts or is down does not stop the
+    worker: it reconnects and goes on consuming.
+
+    \b
+    Example:
+      export INFRABOT_BROKER_URL=amqp://guest:guest@127.0.0.1:5672//
+      export INFRABOT_REDIS_URL=redis://127.0.0.1:6379/0
+      infrabot keys init agent:argocd --state-dir /tmp/ib > argocd.jwks
+      infrabot keys register agent:argocd --jwks argocd.jwks --state-dir /tmp/ib
+      infrabot worker -Q argocd --state-dir /tmp/ib
+    """
+    settings = load_settings(state_dir)
+    if settings.broker_url.startswith("memory://"):
+        raise CommandError("a worker process needs a shared broker: set INFRABOT_BROKER_URL "
+                           "(amqp://... or redis://...); the embedded default runs its "
+                           "worker inside `infrabot demo`")
+    chosen = [q.strip() for q in queues.split(",") if q.strip()]
+    unknown = sorted(set(chosen) - set(QUEUES))
+    if unknown or not chosen:
+        raise CommandError(f"unknown queue {unknown[0] if unknown else '(none)'}; "
+                           f"choose from {', '.join(QUEUES)}")
+    _check_run_log(settings)
+    keys = agent_keys(settings, chosen)
+    # Deferred: Celery and the agents are heavy to import
+    from agents._runtime import install_agent_keys
+
+    # Deferred: Celery and the agents are heavy to import
+    from infrabot.celery_app import create_celery
+
+    install_agent_keys(keys)  # before the pool forks: children inherit them, never re-read
+    configure(settings.log_level)
+    app = create_celery(settings)
+    app.worker_main(["worker", "--queues", ",".join(chosen), "--concurrency", str(concurrency),
+                     "--pool", pool, "--loglevel", loglevel,
+                     "--hostname", hostname or f"infrabot-{os.getpid()}@%h", "--without-gossip",
+                     "--without-mingle", "--without-heartbeat"])
+
+
+def _check_run_log(settings: Settings) -> None:
+    """One line now, not a failure in every task later, if the run log cannot be opened (an
+    unreachable database); closed again before the pool's processes fork."""
+    try:
+        RunStore(settings.runs_target).close()
+    except InfraBotError as exc:
+        raise CommandError(exc.message) from None

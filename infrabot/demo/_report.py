@@ -1,0 +1,216 @@
+"""``infrabot demo --report FILE.html``: the demo's story as one self-contained HTML file.
+
+The same story as the terminal version (:mod:`infrabot.demo._render`): the CI event and the
+run, the delegation graph (inline SVG laid out in Python), a timeline of the hops, the decoded
+claims of every token the run was issued (signatures removed), the audit trail as the reference
+article tabulates it, the attack round and the static-token baseline. Nothing is loaded from
+anywhere: styles and scripts are inline, there are no fonts or images.
+
+This module gathers what the page shows; the Jinja2 templates in ``templates/`` write it, with
+autoescaping on and every value display-safe first (:mod:`infrabot.demo._templates`).
+
+The file never holds a token: :func:`write_report` refuses to write a document in which any
+string looks like a compact JWT (:class:`RawTokenInReport`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from infrabot.demo._report_svg import delegation_graph, peer_of, scope_list, short
+from infrabot.demo._story import DemoResult
+from infrabot.demo._templates import render
+from orchestrator._display import safe_json
+from orchestrator._words import plural
+from orchestrator.audit import StoredRecord, contains_raw_jwt
+from orchestrator.errors import InfraBotError
+from orchestrator.runs import Run, RunEvent, summarize
+
+AUDIT_COLUMNS = ("Timestamp", "Action", "Performed by", "On behalf of", "Resource", "Service",
+                 "Decision", "Reason")
+DENIED_KINDS = frozenset({"root_denied", "exchange_denied", "call_denied"})
+CLAIM_ORDER = ("iss", "sub", "aud", "client_id", "scope", "act", "may_act", "ctx", "iat", "exp",
+               "jti", "ancestors", "user_version", "registry_epoch", "revocation_url", "log_url")
+DECODED = "decoded, signature removed"
+
+
+class RawTokenInReport(InfraBotError, ValueError):
+    """The report would contain something shaped like a raw JWT; it is not written."""
+
+    reason = "raw_token_in_report"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One table row: its cells with their classes, extra ``<tr>`` attributes, and for the
+    timeline the duration bar the template adds."""
+
+    cells: list[tuple[object, str]]
+    denied: bool = False
+    attrs: tuple[tuple[str, object], ...] = ()
+    bar: str = ""
+    style: str = ""
+
+
+@dataclass(frozen=True)
+class Card:
+    title: str
+    meta: str
+    claims: str  # JSON, display-safe
+
+
+def write_report(result: DemoResult, path: Path) -> None:
+    """Render the report and write it to ``path``; refuses (and writes nothing) if any string
+    in it looks like a compact JWT."""
+    document = render_report(result)
+    if contains_raw_jwt(document):
+        raise RawTokenInReport("the report would contain a raw token; it was not written")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(document, encoding="utf-8")
+
+
+def render_report(result: DemoResult) -> str:
+    run = result.run
+    root = next((ev for ev in run.events if ev.kind in ("root_granted", "root_denied")), None)
+    return render(
+        "report.html", run=run, header=_header(result), drawing=delegation_graph(run),
+        timeline=_timeline(run), decoded=DECODED, cards=_cards(result, root),
+        root_scopes=_root_scopes(result, root.detail) if root is not None else None,
+        audit_columns=AUDIT_COLUMNS, audit=_audit_rows(result.audit),
+        audit_lead=f"{plural(len(result.audit), 'record')} from the authorization server, the "
+                   "webhook receiver and the four services, allowed and denied.",
+        attacks=_attack_rows(result), refused=sum(a.refused for a in result.attacks),
+        baseline=_baseline(result), written=_iso(datetime.now(UTC)))
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _cells(*values: object, classes: tuple[str, ...] = ()) -> list[tuple[object, str]]:
+    return list(zip(values, classes or ("",) * len(values), strict=True))
+
+
+def _ms(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return f"{ms} ms" if ms < 10_000 else f"{ms / 1000:.1f} s"
+
+
+def _header(result: DemoResult) -> dict[str, Any]:
+    e, run = result.event, result.run
+    service, env = e.get("service", run.service), e.get("environment", run.environment)
+    commit, pr = e.get("commit", run.commit), e.get("pr", run.pr)
+    facts = [("User", run.user), ("Run", run.run_id), ("Service", service),
+             ("Status", run.status), ("Environment", env),
+             ("Workflow", f"{run.workflow} ({run.mode}, trigger {run.trigger})"),
+             ("Commit", commit), ("Run duration", _ms(run.duration_ms)),
+             ("PR", f"#{pr}" if pr is not None else "-"),
+             ("Demo duration", f"{result.seconds:.1f} s"),
+             ("Repository", run.repository), ("Started", _iso(run.created_at))]
+    kinds = [ev.kind for ev in run.events]
+    refused = sum(a.refused for a in result.attacks)
+    counters = [("token exchanges", kinds.count("exchanged")),
+                ("service calls allowed", kinds.count("called")),
+                ("denials in the run", sum(k in DENIED_KINDS for k in kinds)),
+                ("audit records", len(result.audit)),
+                ("attacks refused", f"{refused}/{len(result.attacks)}"),
+                ("audit hash chain", "intact" if result.audit_intact else "BROKEN")]
+    return {"user": e.get("user_login", run.user), "service": service, "commit": commit,
+            "environment": env, "facts": facts, "counters": counters}
+
+
+def _offset(run: Run, event: RunEvent) -> int:
+    return int((event.time - run.created_at).total_seconds() * 1000)
+
+
+def _timeline(run: Run) -> list[Row]:
+    total = max([run.duration_ms or 0, 1] + [_offset(run, ev) for ev in run.events])
+    rows = []
+    for event in run.events:
+        offset, ms = _offset(run, event), event.detail.get("ms")
+        ms = ms if isinstance(ms, int) and ms >= 0 else 0
+        start = max(offset - ms, 0)
+        bar = ("denied" if event.kind in DENIED_KINDS else "called" if event.kind == "called"
+               else "exchanged" if ms else "point")
+        agent = event.agent or (run.user if event.kind.startswith("root") else "orchestrator")
+        rows.append(Row(
+            _cells(f"+{offset}", agent, event.kind, summarize(event).replace("urn:infra:", ""),
+                   classes=("num", "nowrap", "nowrap", "wrap")),
+            denied=event.kind in DENIED_KINDS,
+            attrs=(("data-agent", agent), ("data-peer", peer_of(event) or "")), bar=bar,
+            style=f"left:{start / total * 100:.2f}%;width:{ms / total * 100:.2f}%"))
+    return rows
+
+
+def _claims_json(claims: dict[str, Any]) -> str:
+    ordered = {k: claims[k] for k in CLAIM_ORDER if k in claims}
+    ordered |= {k: v for k, v in claims.items() if k not in ordered}
+    return safe_json(ordered, indent=2, default=str)
+
+
+def _chain(claims: dict[str, Any]) -> list[str]:
+    actors, act = [], claims.get("act")
+    while isinstance(act, dict):
+        actors.append(str(act.get("sub")))
+        act = act.get("act")
+    return [*actors, str(claims.get("sub"))]
+
+
+def _card(title: str, claims: dict[str, Any]) -> Card:
+    lifetime = claims.get("exp", 0) - claims.get("iat", 0) \
+        if isinstance(claims.get("exp"), int) and isinstance(claims.get("iat"), int) else None
+    meta = (f"chain (current actor first): {' ← '.join(_chain(claims))} · aud "
+            f"{claims.get('aud', '-')} · scope {' '.join(scope_list(claims.get('scope')))} · "
+            f"lifetime {lifetime if lifetime is not None else '?'} s (exp − iat) · jti "
+            f"{claims.get('jti', '-')}")
+    return Card(title, meta, _claims_json(claims))
+
+
+def _cards(result: DemoResult, root: RunEvent | None) -> list[Card]:
+    cards = []
+    if root is not None and isinstance(root.detail.get("claims"), dict):
+        cards.append(_card(f"root grant → {root.detail.get('may_act')}", root.detail["claims"]))
+    for ev in result.run.events:
+        if ev.kind == "exchanged" and isinstance(ev.detail.get("claims"), dict):
+            cards.append(_card(f"{ev.agent} · {ev.detail.get('for')}", ev.detail["claims"]))
+    return cards
+
+
+def _root_scopes(result: DemoResult, detail: dict[str, Any]) -> list[Row]:
+    needed = [str(s) for s in detail.get("needed", [])]
+    granted = {str(s) for s in detail.get("granted", [])}
+    held = set(result.user_permissions) | {str(s) for s in detail.get("user_permissions", [])}
+    return [Row(_cells(short(s), "yes" if s in held else "no", "yes" if s in needed else "·",
+                       "delegated" if s in granted else "dropped" if s in needed else "·"))
+            for s in sorted(held | set(needed))]
+
+
+def _audit_rows(records: list[StoredRecord]) -> list[Row]:
+    return [Row(_cells(_iso(r.time), r.action, r.performed_by or "-", r.principal or "-",
+                       r.resource, r.service, r.decision, r.reason,
+                       classes=("nowrap", "nowrap", "nowrap", "nowrap", "wrap", "", r.decision,
+                                "")),
+                denied=r.decision == "deny",
+                attrs=(("title", f"chain: {' ← '.join(r.chain) or '-'}"),))
+            for r in records]
+
+
+def _attack_rows(result: DemoResult) -> list[Row]:
+    return [Row(_cells(a.name, a.attempt, a.expected, f"{a.status} {a.code} ({a.reason})",
+                       "refused" if a.refused else "NOT REFUSED",
+                       classes=("nowrap", "", "nowrap", "nowrap",
+                                "allow" if a.refused else "deny")))
+            for a in result.attacks]
+
+
+def _baseline(result: DemoResult) -> dict[str, Any] | None:
+    run = result.static_run
+    if run is None:
+        return None
+    return {"lead": f"Static run {run.run_id}: {run.status} ({run.reason or '-'}), "
+                    f"{len(result.static_audit)} audit records.",
+            "audit": _audit_rows(result.static_audit)}

@@ -1,0 +1,106 @@
+"""What a scenario's event actually did, read from the webhook's answer and the run's event log.
+
+Each agent's hop becomes a list of :class:`Attempt`: one per exchange it made, in order (a
+workflow step with the service call after it, or the hand-off to the next agent). A retried hop
+starts its list over, as the hop itself does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from infrabot.scenarios._model import HAND_OFF
+from orchestrator.runs import Run
+
+_HAND_OFF_PREFIX = "hand-off to "
+FIELDS = ("step", "exchange", "call", "error", "status", "reason", "granted")
+
+
+@dataclass
+class Attempt:
+    """One exchange of a hop and, for a step, the service call made with its token."""
+
+    step: str
+    exchange: str
+    call: str | None = None
+    error: str | None = None
+    status: int | None = None
+    reason: str | None = None
+    granted: tuple[str, ...] | None = None
+
+    def value(self, name: str) -> Any:
+        return getattr(self, name)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k in FIELDS if (v := self.value(k)) is not None}
+
+
+@dataclass
+class Root:
+    outcome: str  # granted | denied | none
+    granted: tuple[str, ...] = ()
+    dropped: tuple[str, ...] = ()
+    error: str | None = None
+    reason: str | None = None
+
+
+@dataclass
+class Outcome:
+    """The facts expectations are compared with."""
+
+    webhook_status: int
+    webhook_reason: str
+    run: Run | None = None
+    root: Root = field(default_factory=lambda: Root("none"))
+    hops: dict[str, list[Attempt]] = field(default_factory=dict)
+    tokens: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)  # (whose, scopes)
+
+    @classmethod
+    def of(cls, status: int, body: dict[str, Any], run: Run | None) -> Outcome:
+        reason = str(body.get("reason") or body.get("status") or f"http_{status}")
+        outcome = cls(status, reason, run)
+        if run is not None:
+            outcome._read(run)
+        return outcome
+
+    def _read(self, run: Run) -> None:
+        for event in run.events:
+            d = event.detail
+            if event.kind == "root_granted":
+                self.root = Root("granted", tuple(d.get("granted", ())),
+                                 tuple(d.get("dropped", ())))
+                self.tokens.append(("root grant", self.root.granted))
+            elif event.kind == "root_denied":
+                self.root = Root("denied", error=d.get("error"), reason=d.get("reason"))
+            elif event.agent is None:
+                continue
+            elif event.kind == "retrying":
+                self.hops[event.agent] = []
+            elif event.kind in ("exchanged", "exchange_denied"):
+                self._exchange(event.agent, event.kind == "exchanged", d)
+            elif event.kind in ("called", "call_denied"):
+                self._call(event.agent, event.kind == "called", d)
+
+    def _exchange(self, agent: str, allowed: bool, d: dict[str, Any]) -> None:
+        target = str(d.get("for", ""))
+        step = HAND_OFF if target.startswith(_HAND_OFF_PREFIX) else target
+        attempts = self.hops.setdefault(agent, [])
+        if allowed:
+            granted = tuple(sorted(str(d.get("granted") or "").split()))
+            attempts.append(Attempt(step, "allow", None if step == HAND_OFF else "not_run",
+                                    granted=granted))
+            self.tokens.append((f"{agent} {step}", granted))
+        else:
+            attempts.append(Attempt(step, "deny", None if step == HAND_OFF else "not_run",
+                                    error=d.get("error"), reason=d.get("reason")))
+
+    def _call(self, agent: str, allowed: bool, d: dict[str, Any]) -> None:
+        attempts = self.hops.get(agent)
+        if not attempts or attempts[-1].step == HAND_OFF:
+            return  # a call without an exchange (static-token mode): not a delegated step
+        last = attempts[-1]
+        last.call = "allow" if allowed else "deny"
+        last.status = int(d["status"]) if "status" in d else None
+        if not allowed:
+            last.reason = str(d.get("reason"))
