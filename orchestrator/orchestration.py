@@ -22,6 +22,7 @@ from orchestrator.client import AuthClient
 from orchestrator.errors import ConfigError, OAuthError, Unavailable
 from orchestrator.identity import Context, Directory
 from orchestrator.runs import RunStore, shown_claims
+from orchestrator.tracing import current_trace_id, own_span
 from orchestrator.workflows import Workflow, required_scopes, select
 
 ROOT_GRANT_ATTEMPTS = 3
@@ -68,6 +69,12 @@ class Orchestrator:
             raise ConfigError(f"{wf.name} does not run in {event.environment}",
                               reason="environment_not_handled")
         run_id = run_id or new_run_id()
+        with own_span(f"run {wf.name}", run_id=run_id, on_behalf_of=event.user,
+                      trigger=event.trigger, environment=event.environment):
+            return self._start(event, wf, run_id, mode, user_token)
+
+    def _start(self, event: CIEvent, wf: Workflow, run_id: str, mode: str,
+               user_token: str | None) -> str:
         ctx = Context(trigger=event.trigger, environment=event.environment,
                       repository=event.repository, commit=event.commit, run_id=run_id)
         self.runs.create(run_id, workflow=wf.name, event=event, mode=mode)
@@ -75,7 +82,8 @@ class Orchestrator:
             "event": event.event_type, "delivery": event.delivery_id, "user": event.user,
             "trigger": event.trigger, "environment": event.environment,
             "service": event.service, "commit": event.commit, "mode": mode,
-            **({"idp": event.idp} if event.idp else {})})
+            **({"idp": event.idp} if event.idp else {}),
+            **({"trace_id": trace_id} if (trace_id := current_trace_id()) else {})})
         if mode == "static":
             if not self.static_token:
                 raise Unavailable("static-token mode is not enabled", reason="static_mode_off")

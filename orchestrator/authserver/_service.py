@@ -53,6 +53,7 @@ from orchestrator.identity import (
     TokenVerifier,
     VerifierPolicy,
 )
+from orchestrator.tracing import own_span, safe_text
 
 __all__ = ["GRANT_JWT_BEARER", "GRANT_TOKEN_EXCHANGE", "TOKEN_TYPE_ACCESS", "TOKEN_TYPE_JWT",
            "AuditSink", "AuthorizationService", "TokenResponse"]
@@ -127,8 +128,14 @@ class AuthorizationService:
     def token(self, form: Form) -> TokenResponse:
         """The token endpoint: the grant type and the client's assertion, then the grant's
         module. A refusal before the client is authenticated is audited as such."""
-        now = self.now()
         request = TokenRequest.read(form)
+        with own_span("exchange", grant_type=safe_text(request.grant_type.get(), 128),
+                      target=safe_text(request.target), scope_requested=safe_text(
+                          request.scope.get())):
+            return self._token(request)
+
+    def _token(self, request: TokenRequest) -> TokenResponse:
+        now = self.now()
         try:
             grant_type = request.grant_type.require()
             if grant_type not in (GRANT_TOKEN_EXCHANGE, GRANT_JWT_BEARER):

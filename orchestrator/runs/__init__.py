@@ -32,6 +32,7 @@ from orchestrator.runs._model import (
     shown_claims,
 )
 from orchestrator.runs._render import render_run, render_runs, summarize
+from orchestrator.runs._spans import SpanLog, SpanRecord
 from orchestrator.runs._store import RunStore
 
 __all__ = [
@@ -50,6 +51,8 @@ __all__ = [
     "RunOrigin",
     "RunStatus",
     "RunStore",
+    "SpanLog",
+    "SpanRecord",
     "StepConflict",
     "StepRecord",
     "UnknownRun",
