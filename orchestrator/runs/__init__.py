@@ -34,6 +34,7 @@ from orchestrator.runs._model import (
 from orchestrator.runs._render import render_run, render_runs, summarize
 from orchestrator.runs._spans import SpanLog, SpanRecord
 from orchestrator.runs._store import RunStore
+from orchestrator.runs._waterfall import WaterfallRow, render_waterfall, waterfall_rows
 
 __all__ = [
     "DELIVERY_STEP",
@@ -56,10 +57,13 @@ __all__ = [
     "StepConflict",
     "StepRecord",
     "UnknownRun",
+    "WaterfallRow",
     "idempotency_key",
     "render_run",
     "render_runs",
+    "render_waterfall",
     "resume_point",
     "shown_claims",
     "summarize",
+    "waterfall_rows",
 ]

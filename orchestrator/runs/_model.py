@@ -11,7 +11,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
 
 from orchestrator.audit import contains_raw_jwt
 from orchestrator.errors import InfraBotError
@@ -119,6 +119,14 @@ class Run(_Frozen):
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+    @computed_field  # type: ignore[prop-decorator]  # pydantic's documented form
+    @property
+    def trace_id(self) -> str | None:
+        """The run's OpenTelemetry trace (docs/tracing.md), as its start recorded it."""
+        started = next((e for e in self.events if e.kind == "started"), None)
+        value = started.detail.get("trace_id") if started else None
+        return value if isinstance(value, str) else None
 
     @property
     def duration_ms(self) -> int | None:

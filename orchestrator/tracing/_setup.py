@@ -19,11 +19,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import httpx
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.instrumentation.celery import CeleryInstrumentor
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor, RequestInfo
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
@@ -78,8 +79,19 @@ def _instrumented(service: str) -> TracerProvider:
             _provider.add_span_processor(_router)
             trace.set_tracer_provider(_provider)
             CeleryInstrumentor().instrument(tracer_provider=_provider)
-            HTTPXClientInstrumentor().instrument(tracer_provider=_provider)
+            HTTPXClientInstrumentor().instrument(tracer_provider=_provider,
+                                                 request_hook=_name_call)
         return _provider
+
+
+def _name_call(span: Span, request: RequestInfo) -> None:
+    """A client span says what it calls: ``call POST /token`` (the path only: a query string
+    could hold anything)."""
+    url = request.url
+    path = url.path if isinstance(url, httpx.URL) else url[3].decode("latin-1").split("?")[0]
+    method = request.method.decode("ascii", "replace")
+    if span.is_recording():
+        span.update_name(f"call {method} {path}")
 
 
 def exporters_for(settings: Settings) -> list[SpanExporter]:
@@ -117,5 +129,6 @@ def instrument_app(app: Any) -> Any:
     until :func:`start_tracing` made the provider)."""
     if _provider is not None:
         FastAPIInstrumentor.instrument_app(app, tracer_provider=_provider,
-                                           excluded_urls="health,.well-known")
+                                           excluded_urls="health,.well-known",
+                                           exclude_spans=["receive", "send"])
     return app

@@ -4,7 +4,10 @@ exporter and kept in the run log, for a post-deploy run started by a signed CI e
 from __future__ import annotations
 
 from collections.abc import Iterator
+import subprocess
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
@@ -26,6 +29,7 @@ from tests.e2e._harness import (
 
 @dataclass
 class Traced:
+    state: Path
     run: Run
     records: list[StoredRecord]
     spans: list[ReadableSpan]
@@ -69,10 +73,10 @@ def traced(tmp_path_factory: pytest.TempPathFactory) -> Traced:
     with RunStore(settings.runs_target) as store:
         kept = SpanLog(store).of_trace(format_trace_id(spans[0].context.trace_id)
                                        if spans and spans[0].context else "")
-    return Traced(run, records, spans, kept)
+    return Traced(settings.state_dir, run, records, spans, kept)
 
 
-ROOT = ["POST /webhooks/github", "POST"]
+ROOT = ["POST /webhooks/github", "call POST /webhooks/github"]
 
 
 def run_spans(traced: Traced) -> list[ReadableSpan]:
@@ -97,7 +101,7 @@ def test_the_parent_child_shape(traced: Traced) -> None:
     be: its traceparent is the event's) → the receiver's → run → Celery publish → hop →
     exchange / service call → the server's request → our exchange or enforcement span."""
     (root_span,) = [s for s in traced.spans if s.name.startswith("run ")]
-    assert traced.ancestors(root_span)[-2:] == ["POST /webhooks/github", "POST"]
+    assert traced.ancestors(root_span)[-2:] == ROOT
     exchanges = [s for s in run_spans(traced) if s.name == "exchange"]
     agents = {(s.attributes or {}).get("infrabot.agent") for s in exchanges}
     assert agents == {"client:orchestrator", "agent:infrabot", "agent:argocd", "agent:cleanup"}
@@ -143,3 +147,19 @@ def test_the_run_log_keeps_the_runs_spans(traced: Traced) -> None:
     assert {s.trace_id for s in traced.kept} == {traced.trace_id}
     assert {s.span_id for s in traced.kept} >= {format_span_id(s.context.span_id)
                                                  for s in run_spans(traced) if s.context}
+
+
+def test_runs_show_prints_the_trace_id_and_the_waterfall(traced: Traced) -> None:
+    infrabot = Path(sys.executable).with_name("infrabot")
+    done = subprocess.run([str(infrabot), "runs", "show", traced.run.run_id, "--trace",
+                           "--state-dir", str(traced.state)], capture_output=True, text=True,
+                          timeout=60, check=False, env={"PATH": "/usr/bin:/bin",
+                                                        "COLUMNS": "200", "NO_COLOR": "1"})
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert f"trace       {traced.trace_id}" in out or traced.trace_id in out
+    assert f"trace {traced.trace_id}" in out  # the waterfall's title
+    lines = out.splitlines()
+    hop = next(i for i, line in enumerate(lines) if "run/agents.cleanup [agent:cleanup]" in line)
+    deeper = [line for line in lines[hop + 1:] if "exchange [agent:cleanup]" in line]
+    assert deeper and "allow" in deeper[0] and "█" in deeper[0]
