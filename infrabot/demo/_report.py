@@ -27,7 +27,7 @@ from orchestrator._display import safe_json
 from orchestrator._words import plural
 from orchestrator.audit import StoredRecord, contains_raw_jwt
 from orchestrator.errors import InfraBotError
-from orchestrator.runs import Run, RunEvent, summarize
+from orchestrator.runs import Run, RunEvent, summarize, waterfall_rows
 
 AUDIT_COLUMNS = ("Timestamp", "Action", "Performed by", "On behalf of", "Resource", "Service",
                  "Decision", "Reason")
@@ -83,7 +83,8 @@ def render_report(result: DemoResult) -> str:
         audit_lead=f"{plural(len(result.audit), 'record')} from the authorization server, the "
                    "webhook receiver and the four services, allowed and denied.",
         attacks=_attack_rows(result), refused=sum(a.refused for a in result.attacks),
-        baseline=_baseline(result), written=_iso(datetime.now(UTC)))
+        baseline=_baseline(result), trace=_waterfall(result), trace_id=run.trace_id,
+        written=_iso(datetime.now(UTC)))
 
 
 def _iso(value: datetime) -> str:
@@ -187,6 +188,20 @@ def _root_scopes(result: DemoResult, detail: dict[str, Any]) -> list[Row]:
     return [Row(_cells(short(s), "yes" if s in held else "no", "yes" if s in needed else "·",
                        "delegated" if s in granted else "dropped" if s in needed else "·"))
             for s in sorted(held | set(needed))]
+
+
+def _waterfall(result: DemoResult) -> list[Row]:
+    """The run's trace, span by span under its parent, on one time axis."""
+    rows = waterfall_rows(result.trace)
+    total = max((r.start_ms + r.duration_ms for r in rows), default=1.0) or 1.0
+    return [Row(_cells("· " * r.depth + r.name, f"+{r.start_ms:.1f}",
+                       f"{r.duration_ms:.1f}", r.outcome or "·",
+                       classes=("nowrap", "num", "num", "nowrap")),
+                denied=r.error or r.outcome.startswith("deny"),
+                bar="denied" if r.error or r.outcome.startswith("deny") else "called",
+                style=f"left:{r.start_ms / total * 100:.2f}%;"
+                      f"width:{r.duration_ms / total * 100:.2f}%")
+            for r in rows]
 
 
 def _audit_rows(records: list[StoredRecord]) -> list[Row]:
