@@ -129,9 +129,9 @@ class AuthorizationService:
         """The token endpoint: the grant type and the client's assertion, then the grant's
         module. A refusal before the client is authenticated is audited as such."""
         request = TokenRequest.read(form)
-        with own_span("exchange", grant_type=safe_text(request.grant_type.get(), 128),
-                      target=safe_text(request.target), scope_requested=safe_text(
-                          request.scope.get())):
+        with own_span("exchange", grant_type=_peek(lambda: request.grant_type.get()),
+                      target=_peek(lambda: request.target),
+                      scope_requested=_peek(lambda: request.scope.get())):
             return self._token(request)
 
     def _token(self, request: TokenRequest) -> TokenResponse:
@@ -182,3 +182,12 @@ class AuthorizationService:
     def root(self, user: str, scopes: list[str], ctx: Context, first_agent: str, client: str,
              *, now: int) -> Grant:
         return _jwt_bearer.root(self, user, scopes, ctx, first_agent, client, now=now)
+
+
+def _peek(read: Callable[[], str | None]) -> str:
+    """A request parameter for a span attribute: display-safe, never a token, and nothing for
+    one the request got wrong (repeated: the token endpoint refuses and audits it)."""
+    try:
+        return safe_text(read())
+    except OAuthError:
+        return ""
