@@ -38,6 +38,7 @@ from bench import (
     memory,
     replay,
     stores,
+    tracing,
 )
 from bench._cluster import redis_answers
 from bench._postgres import DEFAULT_DATABASE_URL, answers
@@ -45,7 +46,7 @@ from bench._report import RAW, Table, block, environment, record, write_raw
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/12"
 NAMES = ("exchange", "enforcement", "end_to_end", "depth", "audit", "memory", "replay",
-         "audit_postgres", "stores", "chaos")
+         "audit_postgres", "stores", "tracing", "chaos")
 DEFAULT = NAMES[:-1]  # chaos runs only when named: it takes minutes and starts its own servers
 NEEDS_REDIS = frozenset({"exchange", "enforcement", "end_to_end", "memory", "replay", "stores"})
 NEEDS_POSTGRES = frozenset({"audit_postgres", "stores"})
@@ -61,6 +62,7 @@ FULL: dict[str, dict[str, object]] = {
     "stores": {"sequential": 30, "burst": 40, "warmup": 5},
     "memory": {"checkpoints": (100, 500, 1000)},
     "replay": {"rate": 500},
+    "tracing": {"runs": 30, "warmup": 5, "rounds": 3},
     "chaos": {"counts": {"worker_kill": 20, "serve_restart": 5, "broker_restart": 5,
                          "registry_restart": 5}},  # issue 20's counts, per broker
 }
@@ -75,6 +77,7 @@ QUICK: dict[str, dict[str, object]] = {
     "stores": {"sequential": 10, "burst": 15, "warmup": 2},
     "memory": {"checkpoints": (50, 100)},
     "replay": {"rate": 50},
+    "tracing": {"runs": 10, "warmup": 2, "rounds": 1},
     "chaos": {"counts": {"worker_kill": 4, "serve_restart": 2, "broker_restart": 2,
                          "registry_restart": 2}},
 }
@@ -91,6 +94,7 @@ def benchmarks(redis_url: str, database_url: str) -> dict[str, Callable[..., lis
         "replay": lambda **kw: replay.run(redis_url, **kw),
         "audit_postgres": lambda **kw: audit_postgres.run(database_url, **kw),
         "stores": lambda **kw: stores.run(redis_url, database_url, **kw),
+        "tracing": tracing.run,
         "chaos": chaos.run,
     }
 

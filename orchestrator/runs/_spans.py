@@ -13,6 +13,7 @@ from typing import Any
 from orchestrator.runs._model import check_detail
 from orchestrator.runs._store import RunStore
 
+_CHUNK = 100  # rows per INSERT: 900 parameters, under SQLite's and PostgreSQL's limits
 _COLUMNS = ("trace_id, span_id, parent_id, name, service, start_ns, end_ns, status, "
             "attributes")
 
@@ -47,10 +48,13 @@ class SpanLog:
                  s.status, check_detail(s.attributes)) for s in spans]
         if not rows:
             return
-        with self._runs._write() as tx:
-            for row in rows:
-                tx.execute(f"INSERT INTO spans ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                           "ON CONFLICT (trace_id, span_id) DO NOTHING", row)
+        with self._runs._write() as tx:  # one statement per chunk: a batch is one transaction
+            for at in range(0, len(rows), _CHUNK):
+                chunk = rows[at:at + _CHUNK]
+                values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+                tx.execute(f"INSERT INTO spans ({_COLUMNS}) VALUES {values} "
+                           "ON CONFLICT (trace_id, span_id) DO NOTHING",
+                           [value for row in chunk for value in row])
 
     def of_trace(self, trace_id: str) -> list[SpanRecord]:
         """The trace's spans, earliest first; none from a log that has no spans table."""

@@ -33,6 +33,7 @@ from orchestrator.config import Settings
 from orchestrator.tracing._run_log import RunLogSpanExporter
 
 _lock = threading.Lock()
+EXPORT_EVERY_MS = 1000  # a batch at most this often: fewer, larger writes and requests
 
 
 class _Router(SpanProcessor):
@@ -112,7 +113,8 @@ def start_tracing(settings: Settings, service: str, *,
         yield False
         return
     _instrumented(service)
-    processors = [BatchSpanProcessor(e, schedule_delay_millis=500)
+    processors = [BatchSpanProcessor(e, schedule_delay_millis=EXPORT_EVERY_MS,
+                                     max_queue_size=8192, max_export_batch_size=2048)
                   for e in (exporters if exporters is not None else exporters_for(settings))]
     for processor in processors:
         _router.add(processor)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import audit, depth, end_to_end, enforcement, exchange, memory, replay
+from bench import audit, depth, end_to_end, enforcement, exchange, memory, replay, tracing
 from bench._report import Table, block, record, section
 from bench.run import DEFAULT_REDIS_URL, NAMES, main
 from tests._redis import flushed_redis
@@ -92,6 +92,13 @@ def test_end_to_end(bench_redis_url: str, tmp_path: Path) -> None:
     bound, static = (float(v.removesuffix(" ms").replace(",", ""))
                      for v in column(table, "p50 latency")[1:3])
     assert bound > static
+
+
+def test_tracing() -> None:
+    table = check(tracing.run(runs=1, warmup=0, rounds=1), rows=3)
+    assert column(table, "tracing") == ["off", "kept", "otlp"]
+    assert column(table, "vs off")[0] == "1.00x"
+    assert table.notes[0] != "OTLP requests received: 0"  # the otlp child did export
 
 
 def test_memory(bench_redis_url: str, tmp_path: Path) -> None:
