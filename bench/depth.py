@@ -30,9 +30,10 @@ from orchestrator.identity import (
     VerifierPolicy,
     decide,
     decide_root,
+    generate_private_key,
     mint,
+    signing_key_of,
 )
-from orchestrator.identity._keys import generate_private_key, signing_key_of
 
 MAX_DEPTH = 8
 ISSUER = "http://127.0.0.1:8700"

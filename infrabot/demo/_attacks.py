@@ -16,8 +16,16 @@ from orchestrator.audit import AuditStore, StoredRecord
 from orchestrator.catalog import build_request
 from orchestrator.ci import DELIVERY_HEADER, ROUTE, build_deployment_event, webhook_key
 from orchestrator.errors import OAuthError
-from orchestrator.identity import AccessClaims, Actor, Context, MayAct, mint, new_jti
-from orchestrator.identity._keys import generate_private_key, signing_key_of
+from orchestrator.identity import (
+    AccessClaims,
+    Actor,
+    Context,
+    MayAct,
+    generate_private_key,
+    mint,
+    new_jti,
+    signing_key_of,
+)
 from orchestrator.workflows import required_scopes
 
 SECRETS = "urn:infra:secrets:manage"

@@ -52,8 +52,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from orchestrator.identity import ContextRule
-from orchestrator.identity._scopes import is_scope
+from orchestrator.identity import ContextRule, is_scope
 from orchestrator.workflows import Value
 
 NAME = r"^[a-z][a-z0-9-]{0,63}$"

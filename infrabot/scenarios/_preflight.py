@@ -32,9 +32,10 @@ from orchestrator.identity import (
     VerifierPolicy,
     decide,
     decide_root,
+    generate_private_key,
     mint,
+    signing_key_of,
 )
-from orchestrator.identity._keys import generate_private_key, signing_key_of
 from orchestrator.workflows import Workflow, downstream_scopes, required_scopes
 
 Verdict = Literal["allow", "refuse", "not_reached"]

@@ -39,14 +39,10 @@ from orchestrator.audit._verify import (
     VerifyReport,
     verify_rows,
 )
-from orchestrator.identity._jws import (
-    MalformedJWS,
-    decode,
-    signature_ok,
-    split,
-    unverified_header,
-)
-from orchestrator.identity._keys import PublicKey
+from orchestrator.identity import MalformedJWS, PublicKey, unverified_header
+from orchestrator.identity import decode_jws as decode
+from orchestrator.identity import jws_signature_ok as signature_ok
+from orchestrator.identity import split_jws as split
 
 RETIRED_SLACK_SECONDS = 60
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"

@@ -40,7 +40,8 @@ from orchestrator.audit._chain import GENESIS_HASH
 from orchestrator.audit._keys import AuditKeys
 from orchestrator.audit._record import StoredRecord, format_time
 from orchestrator.errors import TransientError
-from orchestrator.identity._jws import SEGMENT, sign
+from orchestrator.identity import JWS_SEGMENT as SEGMENT
+from orchestrator.identity import sign_jws as sign
 
 CHECKPOINT_TYP = "infrabot-audit-checkpoint+jws"
 Reason = Literal["records", "interval", "run_end", "shutdown", "requested"]

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import ConfigError
-from orchestrator.identity._keys import (
+from orchestrator.identity import (
     JWKSet,
     PublicKey,
     SigningKey,

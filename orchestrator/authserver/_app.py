@@ -22,7 +22,7 @@ from orchestrator.authserver._service import (
     AuthorizationService,
 )
 from orchestrator.errors import ConfigError, InvalidRequest, OAuthError, Unavailable
-from orchestrator.identity._assertions import CLIENT_ASSERTION_TYPE
+from orchestrator.identity import CLIENT_ASSERTION_TYPE
 
 MAX_BODY_BYTES = 64 * 1024
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}

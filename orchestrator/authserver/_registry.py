@@ -28,8 +28,7 @@ from orchestrator.authserver._registry_api import (
 from orchestrator.authserver._registry_sql import SqlClientRegistry
 from orchestrator.config import Settings
 from orchestrator.errors import ConfigError
-from orchestrator.identity import PublicKey
-from orchestrator.identity._keys import locked
+from orchestrator.identity import PublicKey, locked
 
 __all__ = ["ClientRegistry", "KeyInUse", "RegisteredKey", "SqlClientRegistry",
            "StateDirRegistry", "open_registry"]

@@ -13,7 +13,15 @@ from orchestrator.identity._assertions import (
     make_assertion,
     verify_assertion,
 )
-from orchestrator.identity._claims import AccessClaims, Actor, Context, MayAct, act_nesting, nest
+from orchestrator.identity._claims import (
+    EPOCH_PATTERN,
+    AccessClaims,
+    Actor,
+    Context,
+    MayAct,
+    act_nesting,
+    nest,
+)
 from orchestrator.identity._exchange import (
     ExchangeRequest,
     Grant,
@@ -28,7 +36,12 @@ from orchestrator.identity._federated import (
     trusted_issuer,
     verify_federated,
 )
-from orchestrator.identity._jws import unverified_payload
+from orchestrator.identity._jws import SEGMENT as JWS_SEGMENT
+from orchestrator.identity._jws import MalformedJWS, unverified_header, unverified_payload
+from orchestrator.identity._jws import decode as decode_jws
+from orchestrator.identity._jws import sign as sign_jws
+from orchestrator.identity._jws import signature_ok as jws_signature_ok
+from orchestrator.identity._jws import split as split_jws
 from orchestrator.identity._keyring import (
     ClientKeyInit,
     KeyRing,
@@ -44,8 +57,15 @@ from orchestrator.identity._keys import (
     PrivateKeyMaterial,
     PublicKey,
     SigningKey,
+    alg_of,
+    generate_private_key,
+    locked,
+    public_key_of,
     public_keys_to_register,
+    read_private,
+    signing_key_of,
     thumbprint,
+    write_private,
 )
 from orchestrator.identity._policy import (
     ANY,
@@ -62,16 +82,21 @@ from orchestrator.identity._policy import (
 from orchestrator.identity._provider_keys import provider_key_set
 from orchestrator.identity._providers import IdentityProvider
 from orchestrator.identity._revocation import (
+    MEMORY_BEGAN_TOLERANCE_SECONDS,
+    AnsweredCheck,
     MemoryRevocationStore,
     PendingCheck,
     RevocationStore,
     RevocationTarget,
     Standing,
+    new_epoch,
     peek_target,
+    refusal_for,
 )
 from orchestrator.identity._scopes import (
     filter_scopes,
     format_scopes,
+    is_scope,
     is_write,
     narrow,
     parse_scopes,
@@ -90,10 +115,14 @@ from orchestrator.identity._tokens import (
 __all__ = [
     "ANY",
     "CLIENT_ASSERTION_TYPE",
+    "EPOCH_PATTERN",
+    "JWS_SEGMENT",
+    "MEMORY_BEGAN_TOLERANCE_SECONDS",
     "TYP",
     "AccessClaims",
     "Actor",
     "Agent",
+    "AnsweredCheck",
     "AssertionPolicy",
     "CachedJWKS",
     "Caller",
@@ -110,6 +139,7 @@ __all__ = [
     "JWKSet",
     "KeyRing",
     "KeySource",
+    "MalformedJWS",
     "MayAct",
     "MemoryRevocationStore",
     "NotAPublicKeySet",
@@ -129,32 +159,47 @@ __all__ = [
     "VerifierPolicy",
     "act_nesting",
     "admit_scope",
+    "alg_of",
     "check_chain",
     "client_key",
     "client_key_path",
     "client_keys_dir",
     "decide",
     "decide_root",
+    "decode_jws",
     "federated_holder",
     "filter_scopes",
     "format_scopes",
+    "generate_private_key",
     "init_client_key",
+    "is_scope",
     "is_write",
+    "jws_signature_ok",
     "load_client_key",
     "load_directory",
+    "locked",
     "make_assertion",
     "mint",
     "mismatch_of",
     "narrow",
     "nest",
+    "new_epoch",
     "new_jti",
     "parse_scopes",
     "peek_target",
     "provider_key_set",
+    "public_key_of",
     "public_keys_to_register",
+    "read_private",
+    "refusal_for",
+    "sign_jws",
+    "signing_key_of",
+    "split_jws",
     "thumbprint",
     "trusted_issuer",
+    "unverified_header",
     "unverified_payload",
     "verify_assertion",
     "verify_federated",
+    "write_private",
 ]

@@ -19,17 +19,15 @@ import redis
 
 from orchestrator.errors import Unavailable
 from orchestrator.identity import (
+    EPOCH_PATTERN,
+    MEMORY_BEGAN_TOLERANCE_SECONDS,
     AccessClaims,
+    AnsweredCheck,
     MemoryRevocationStore,
     PendingCheck,
     RevocationStore,
     RevocationTarget,
     Standing,
-)
-from orchestrator.identity._claims import EPOCH_PATTERN
-from orchestrator.identity._revocation import (
-    MEMORY_BEGAN_TOLERANCE_SECONDS,
-    AnsweredCheck,
     new_epoch,
     refusal_for,
 )

@@ -11,8 +11,7 @@ from pydantic import ValidationError
 from orchestrator._yamlfile import line_of, load_yaml
 from orchestrator.catalog import CATALOG
 from orchestrator.errors import ConfigError
-from orchestrator.identity import Directory
-from orchestrator.identity._scopes import is_scope
+from orchestrator.identity import Directory, is_scope
 from orchestrator.workflows._model import TEMPLATE_FIELDS, Workflow, names_in
 
 NOT_WORKFLOWS = frozenset({"directory.yaml"})

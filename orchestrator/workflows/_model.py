@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from orchestrator.identity._scopes import is_scope
+from orchestrator.identity import is_scope
 
 EventType = Literal["deployment", "workflow_run"]
 EVENT_TYPES: tuple[EventType, ...] = ("deployment", "workflow_run")

@@ -35,8 +35,8 @@ from orchestrator.audit import (
 from orchestrator.audit._checkpoint import CHECKPOINT_TYP
 from orchestrator.audit._keys import PRIVATE_FILE, PUBLIC_FILE
 from orchestrator.errors import ConfigError
-from orchestrator.identity._jws import sign
-from orchestrator.identity._keys import generate_private_key, signing_key_of
+from orchestrator.identity import generate_private_key, signing_key_of
+from orchestrator.identity import sign_jws as sign
 
 NOW = 1_800_000_000.0
 

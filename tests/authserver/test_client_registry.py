@@ -24,8 +24,13 @@ from orchestrator.authserver import (
     open_registry,
 )
 from orchestrator.errors import ConfigError
-from orchestrator.identity import CLIENT_ASSERTION_TYPE, SigningKey, make_assertion
-from orchestrator.identity._keys import generate_private_key, signing_key_of
+from orchestrator.identity import (
+    CLIENT_ASSERTION_TYPE,
+    SigningKey,
+    generate_private_key,
+    make_assertion,
+    signing_key_of,
+)
 from tests._postgres import fresh_schema, raw
 
 from .conftest import ARGOCD, INFRABOT, AuthServer, refusal, serve, sign_raw

@@ -16,8 +16,12 @@ from urllib.parse import urlencode
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from orchestrator.identity import CLIENT_ASSERTION_TYPE, make_assertion
-from orchestrator.identity._keys import generate_private_key, signing_key_of
+from orchestrator.identity import (
+    CLIENT_ASSERTION_TYPE,
+    generate_private_key,
+    make_assertion,
+    signing_key_of,
+)
 from tests.identity._twins import twin
 
 from .conftest import (

@@ -13,8 +13,13 @@ import httpx
 import pytest
 
 from orchestrator.authserver import GRANT_JWT_BEARER, TOKEN_TYPE_JWT
-from orchestrator.identity import CLIENT_ASSERTION_TYPE, make_assertion, new_jti
-from orchestrator.identity._keys import generate_private_key, signing_key_of
+from orchestrator.identity import (
+    CLIENT_ASSERTION_TYPE,
+    generate_private_key,
+    make_assertion,
+    new_jti,
+    signing_key_of,
+)
 from tests._redis import sends_and_verifies
 
 from .conftest import (

@@ -31,7 +31,6 @@ from typing import Any, Self
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-from orchestrator.identity._jws import canonical
 
 AUDIENCE = "api://infrabot"
 TENANT = "8eaef023-2b34-4da1-9baa-8bc8c9d6a490"
@@ -61,7 +60,7 @@ class Key:
         codec = RSAAlgorithm(RSAAlgorithm.SHA256) if self.alg == "RS256" \
             else ECAlgorithm(ECAlgorithm.SHA256)
         signature = codec.sign(signing_input.encode(), self.private)
-        return f"{signing_input}.{b64(canonical(self.alg, signature))}"
+        return f"{signing_input}.{b64(signature)}"
 
 
 def rsa_key(kid: str) -> Key:

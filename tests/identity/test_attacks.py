@@ -19,9 +19,14 @@ from cryptography.hazmat.primitives import serialization
 from jwt.algorithms import get_default_algorithms
 
 from orchestrator.errors import InvalidToken
-from orchestrator.identity import MemoryRevocationStore, SigningKey, mint
+from orchestrator.identity import (
+    MemoryRevocationStore,
+    SigningKey,
+    generate_private_key,
+    mint,
+    signing_key_of,
+)
 from orchestrator.identity._jws import canonical
-from orchestrator.identity._keys import generate_private_key, signing_key_of
 
 from .conftest import (
     AWS,

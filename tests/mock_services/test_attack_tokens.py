@@ -15,8 +15,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from mock_services import SERVICE_NAMES
-from orchestrator.identity._jws import sign
-from orchestrator.identity._keys import generate_private_key, signing_key_of
+from orchestrator.identity import generate_private_key, signing_key_of
+from orchestrator.identity import sign_jws as sign
 
 READ = {
     "datadog": ("datadog.monitor.read", {"monitor_id": 1001}),

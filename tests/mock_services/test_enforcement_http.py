@@ -10,8 +10,7 @@ import pytest
 
 from mock_services import SERVICE_NAMES, build_request
 from orchestrator.catalog import get_action
-from orchestrator.identity import SigningKey
-from orchestrator.identity._keys import generate_private_key, signing_key_of
+from orchestrator.identity import SigningKey, generate_private_key, signing_key_of
 
 READ: dict[str, tuple[str, dict[str, Any]]] = {
     "datadog": ("datadog.monitor.read", {"monitor_id": 1001}),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-from orchestrator.identity._keys import generate_private_key, signing_key_of
+from orchestrator.identity import generate_private_key, signing_key_of
 
 MONITOR = {"monitor_id": 1001}
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.identity._keys import generate_private_key, signing_key_of
+from orchestrator.identity import generate_private_key, signing_key_of
 from orchestrator.registry import RedisRevocationStore
 from tests._redis import sends_and_verifies
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator.identity import SigningKey
-from orchestrator.identity._keys import generate_private_key, signing_key_of
+from orchestrator.identity import SigningKey, generate_private_key, signing_key_of
 
 PULL = {"owner": "acme", "repo": "service-x", "pull_number": 124}
 

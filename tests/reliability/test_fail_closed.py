@@ -30,8 +30,11 @@ from infrabot.stack import ORCHESTRATOR_CLIENT
 from infrabot.system import System, running_system
 from orchestrator.config import SERVICE_NAMES
 from orchestrator.errors import Unavailable
-from orchestrator.identity import CLIENT_ASSERTION_TYPE, make_assertion
-from orchestrator.identity._revocation import MEMORY_BEGAN_TOLERANCE_SECONDS
+from orchestrator.identity import (
+    CLIENT_ASSERTION_TYPE,
+    MEMORY_BEGAN_TOLERANCE_SECONDS,
+    make_assertion,
+)
 from reliability._probes import (
     READS,
     error_of,
