@@ -7,9 +7,7 @@ tokens for one resource). Skipped with the reason when Node or npm is absent, ex
 from __future__ import annotations
 
 import json
-import os
 import select
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,6 +19,7 @@ import httpx
 import pytest
 
 from orchestrator.identity import parse_scopes
+from tests._node import node_with
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 RESOURCE = "https://infrabot.test/api"
@@ -28,28 +27,9 @@ SECRET = "op-test-secret-0123456789abcdef0123456789"
 START_SECONDS = 30.0
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason}: CI must provide it (see .ci/run)")
-    pytest.skip(reason)
-
-
 def node_with_oidc_provider() -> str:
     """The ``node`` binary, with oidc-provider installed from the lock file."""
-    binary, npm = shutil.which("node"), shutil.which("npm")
-    if binary is None or npm is None:
-        _unavailable("node and npm (Node 20) are not installed")
-    assert binary is not None and npm is not None
-    major = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True,
-                           timeout=30).stdout.strip().lstrip("v").split(".")[0]
-    if int(major) < 20:
-        _unavailable(f"oidc-provider needs Node 20 or later, found v{major}")
-    if not (NODE_DIR / "node_modules" / "oidc-provider").is_dir():
-        done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR,
-                              capture_output=True, text=True, timeout=300, check=False)
-        if done.returncode != 0:
-            _unavailable(f"npm ci in {NODE_DIR} failed: {done.stderr.strip()[-300:]}")
-    return binary
+    return node_with(NODE_DIR, "oidc-provider")
 
 
 @dataclass
