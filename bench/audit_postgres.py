@@ -14,7 +14,6 @@ while one is written go together in the next transaction.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from functools import partial
 from typing import Any
@@ -23,7 +22,16 @@ import psycopg
 
 from bench._postgres import fresh_schema
 from bench._report import Table
-from bench.audit import SPAN_NOTE, WRITERS, _rate, _store_writer, measure, record_fields
+from bench.audit import (
+    SPAN_NOTE,
+    WRITERS,
+    _rate,
+    _store_writer,
+    in_threads,
+    measure,
+    record_fields,
+    store_threads,
+)
 
 THREADS = (1, 4, 16)
 
@@ -39,39 +47,6 @@ def _raw_writer(url: str, count: int, ready: Any, go: Any, out: Any) -> None:
         out.put((start, time.time()))
 
 
-def _in_threads(threads: int, work: Any, ready: Any, go: Any, out: Any) -> None:
-    """``work(i)`` for each thread ``i``, all started together once ``go`` is set."""
-    start_line = threading.Barrier(threads + 1)
-
-    def body(index: int) -> None:
-        start_line.wait()
-        work(index)
-
-    pool = [threading.Thread(target=body, args=(i,)) for i in range(threads)]
-    for thread in pool:
-        thread.start()
-    ready.put(1)
-    go.wait(60)
-    start = time.time()
-    start_line.wait()
-    for thread in pool:
-        thread.join()
-    out.put((start, time.time()))
-
-
-def _store_threads(threads: int, url: str, count: int, ready: Any, go: Any, out: Any) -> None:
-    from orchestrator.audit import AuditRecord, AuditStore
-
-    with AuditStore(url) as store:
-        records = [AuditRecord(**record_fields(i)) for i in range(count)]
-
-        def work(index: int) -> None:
-            for record in records[index::threads]:
-                store.append(record)
-
-        _in_threads(threads, work, ready, go, out)
-
-
 def _raw_threads(threads: int, url: str, count: int, ready: Any, go: Any, out: Any) -> None:
     rows = [json.dumps(record_fields(i), default=str) for i in range(count)]
     conns = [psycopg.connect(url, autocommit=True) for _ in range(threads)]
@@ -81,7 +56,7 @@ def _raw_threads(threads: int, url: str, count: int, ready: Any, go: Any, out: A
             conns[index].execute("INSERT INTO raw (content) VALUES (%s)", (row,))
 
     try:
-        _in_threads(threads, work, ready, go, out)
+        in_threads(threads, work, ready, go, out)
     finally:
         for conn in conns:
             conn.close()
@@ -125,7 +100,7 @@ def _threads_table(database_url: str, records: int, threads: tuple[int, ...]) ->
             from orchestrator.audit import AuditStore
 
             AuditStore(url).close()  # the schema, before the clock starts
-            store = _rate(partial(_store_threads, count), url, 1, records)
+            store = _rate(partial(store_threads, count), url, 1, records)
             bare = _rate(partial(_raw_threads, count), url, 1, records)
         table.add(count, f"{store:,.0f}", f"{bare:,.0f}", f"{store / bare:.2f}")
     table.notes += [

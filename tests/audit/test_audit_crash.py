@@ -1,0 +1,85 @@
+"""A crash loses no acknowledged audit record: a process appending from many threads at once (so
+group commit batches them) is killed with SIGKILL mid-stream; every record whose ``append``
+had returned is in the store afterwards, once, and the chain verifies."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from orchestrator.audit import AuditStore
+
+ROOT = Path(__file__).resolve().parents[2]
+THREADS = 8
+ACKED_BEFORE_KILL = 400
+
+# The writer: THREADS threads append records with unique request ids for as long as it lives,
+# printing each id once its append has returned (acknowledged: committed).
+_WRITER = """
+import sys, threading
+from datetime import UTC, datetime
+from pathlib import Path
+from orchestrator.audit import AuditRecord, AuditStore
+
+where = sys.argv[1]
+store = AuditStore(where if where.startswith("postgresql") else Path(where), writer="crash-test")
+lock = threading.Lock()
+print("ready", flush=True)
+
+def append(thread):
+    n = 0
+    while True:
+        n += 1
+        rid = f"t{thread}-{n}"
+        store.append(AuditRecord(
+            time=datetime.now(UTC), service="aws", action="tags:delete", resource="ec2:i-1",
+            decision="allow", reason="ok", performed_by="agent:cleanup", on_behalf_of="user:sam",
+            chain=("agent:cleanup", "user:sam"), scopes=("urn:infra:infrastructure:clean",),
+            context={"trigger": "ci_pipeline", "environment": "prod", "repository": "acme/x",
+                     "commit": "abc", "run_id": "run-crash"},
+            jti=f"jti-{rid}-crash", run_id="run-crash", request_id=rid, status=200))
+        with lock:
+            sys.stdout.write(rid + "\\n")
+            sys.stdout.flush()
+
+for t in range(%d):
+    threading.Thread(target=append, args=(t,), daemon=True).start()
+threading.Event().wait()
+""" % THREADS
+
+
+def test_records_acknowledged_before_a_sigkill_are_all_kept(target: Path | str) -> None:
+    AuditStore(target).close()  # the schema, before the writer starts
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    acked: list[str] = []
+    with subprocess.Popen([sys.executable, "-c", _WRITER, str(target)], stdout=subprocess.PIPE,
+                          text=True, env=env, cwd=ROOT) as proc:
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "ready"
+            deadline = time.monotonic() + 60
+            while len(acked) < ACKED_BEFORE_KILL and time.monotonic() < deadline:
+                line = proc.stdout.readline()
+                if not line:
+                    break
+                acked.append(line.strip())
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+            acked += [line.strip() for line in proc.stdout.read().splitlines() if line.strip()]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    assert len(acked) >= ACKED_BEFORE_KILL, f"the writer acknowledged only {len(acked)}"
+    assert proc.returncode == -signal.SIGKILL
+
+    with AuditStore(target, writer="reader") as store:
+        stored = [r.request_id for r in store.query(run_id="run-crash", limit=None)]
+        report = store.verify()
+    assert report.ok, report
+    assert len(stored) == len(set(stored))  # nothing twice
+    assert set(acked) <= set(stored)  # nothing acknowledged is lost
