@@ -31,7 +31,6 @@ from typing import Any, Self
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-
 AUDIENCE = "api://infrabot"
 TENANT = "8eaef023-2b34-4da1-9baa-8bc8c9d6a490"
 SAM_OID = "00000000-0000-0000-66f3-3332eca7ea81"

@@ -4,14 +4,17 @@ agents and the four services, and every refusal of ``POST /runs`` with its exact
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from orchestrator.identity import Directory, load_directory
 from infrabot.system import System, running_system
+from orchestrator.audit import contains_raw_jwt
+from orchestrator.identity import Directory, load_directory
+from orchestrator.runs import RunStore, SpanLog, SpanRecord
 from orchestrator.workflows import load_workflows, required_scopes
 from tests.e2e._harness import COMMIT, PR, RUN_TIMEOUT, embedded_settings
 from tests.federation._op import RESOURCE, OpenIDProvider, openid_provider
@@ -49,6 +52,19 @@ def system(op: OpenIDProvider, tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield running
 
 
+def kept_spans(system: System, trace_id: str | None) -> list[SpanRecord]:
+    """The trace's spans once the last service call's is written (batches leave every
+    second; bounded wait)."""
+    assert trace_id
+    deadline = time.monotonic() + 20
+    while True:
+        with RunStore(system.settings.runs_target) as store:
+            spans = SpanLog(store).of_trace(trace_id)
+        if any(s.name == "enforce pagerduty" for s in spans) or time.monotonic() > deadline:
+            return spans
+        time.sleep(0.2)
+
+
 def start(system: System, token: str | None, body: Any = None) -> httpx.Response:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return httpx.post(f"{system.webhooks_url}/runs", json=BODY if body is None else body,
@@ -78,6 +94,10 @@ def test_a_real_providers_token_roots_the_whole_chain(op: OpenIDProvider, system
         ("allow", "accepted", op.issuer)
     data = system.settings.audit_db.read_bytes()
     assert token.encode() not in data and token.rsplit(".", 1)[1].encode() not in data
+    spans = kept_spans(system, run.trace_id)  # one trace from POST /runs, the token in none
+    assert {"POST /runs", "run post-deploy", "enforce pagerduty"} <= {s.name for s in spans}
+    assert all(token.rsplit(".", 1)[1] not in str(s.attributes) for s in spans)
+    assert not any(contains_raw_jwt(str(s.attributes)) for s in spans)
 
 
 def test_the_providers_scopes_narrow_what_the_run_gets(op: OpenIDProvider, system: System) -> None:

@@ -3,7 +3,6 @@ exporter and kept in the run log, for a post-deploy run started by a signed CI e
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 import subprocess
 import sys
 from dataclasses import dataclass
