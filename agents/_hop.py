@@ -30,7 +30,14 @@ from orchestrator.catalog import CATALOG, build_request
 from orchestrator.client import reason_of
 from orchestrator.errors import InvalidRequest, OAuthError, Unavailable
 from orchestrator.runs import (
+    HAND_OFF,
     STOPS,
+    CallDenied,
+    Called,
+    EventDetail,
+    Exchanged,
+    ExchangeDenied,
+    HandedOff,
     HopJournal,
     Run,
     StepConflict,
@@ -98,8 +105,8 @@ class _Hop:
     agent: str
     journal: HopJournal
 
-    def event(self, kind: str, detail: dict[str, Any]) -> None:
-        self.rt.runs.add_event(self.run.run_id, kind, self.agent, detail)
+    def event(self, detail: EventDetail) -> None:
+        self.rt.runs.add_event(self.run.run_id, self.agent, detail)
 
     def exchange(self, token: str, *, step: int, what: str, **target: str) -> dict[str, Any]:
         """A token for step ``step``; a refusal is journaled as that step's outcome."""
@@ -108,18 +115,15 @@ class _Hop:
             result = self.rt.auth(self.agent).exchange(token, **target)
         except OAuthError as exc:
             expired = isinstance(exc, InvalidRequest) and exc.reason == "token_expired"
-            detail = {"for": what, "requested": target.get("scope"), "error": exc.code,
-                      "reason": exc.reason, "ms": _ms(start)}
             record = self.journal.stop(
                 self.run.run_id, self.agent, step, what, "expired" if expired else "denied",
                 reason=f"{self.agent} exchange for {what}: {exc.code} ({exc.reason})",
-                event=("exchange_denied", detail))
+                event=ExchangeDenied(for_=what, requested=target.get("scope"), error=exc.code,
+                                     reason=exc.reason, ms=_ms(start)))
             raise _stopped(record) from exc
-        self.event("exchanged", {"for": what, "requested": target.get("scope"),
-                                 "granted": result.get("scope"),
-                                 "expires_in": result.get("expires_in"),
-                                 "claims": shown_claims(result.get("access_token")),
-                                 "ms": _ms(start)})
+        self.event(Exchanged(for_=what, requested=target.get("scope"),
+                             granted=result.get("scope"), expires_in=result.get("expires_in"),
+                             claims=shown_claims(result.get("access_token")), ms=_ms(start)))
         return result
 
     def call(self, index: int, action_name: str, params: dict[str, Any], token: str) -> None:
@@ -147,13 +151,13 @@ class _Hop:
             raise Unavailable(f"{action.service} answered {response.status_code}",
                               reason=f"{action.service}_http_{response.status_code}")
         allowed = response.status_code < 400
-        detail = {"service": action.service, "action": action.audit_action, "method": method,
-                  "path": path, "status": response.status_code, "reason": reason,
-                  "replayed": response.headers.get("Idempotent-Replayed") == "true",
-                  "ms": _ms(start)}
+        call: dict[str, Any] = {  # a Called or a CallDenied
+            "service": action.service, "action": action.audit_action, "method": method,
+            "path": path, "status": response.status_code, "reason": reason,
+            "replayed": response.headers.get("Idempotent-Replayed") == "true", "ms": _ms(start)}
         if allowed:
             if not self.journal.finish(self.run.run_id, self.agent, index, "done", reason=None,
-                                       event=("called", detail)):
+                                       event=Called(**call)):
                 self._follow(self._record(index))
             return
         status: Literal["denied", "failed"] = ("denied" if response.status_code in (401, 403)
@@ -161,7 +165,7 @@ class _Hop:
         text = f"{self.agent} {action.audit_action} at {action.service}: " \
                f"{response.status_code} ({reason})"
         self.journal.finish(self.run.run_id, self.agent, index, status, reason=text,
-                            event=("call_denied", detail))
+                            event=CallDenied(**call))
         raise _stopped(self._record(index))
 
     def _record(self, index: int) -> StepRecord:
@@ -220,9 +224,9 @@ def perform_hop(rt: AgentRuntime, *, run_id: str, workflow: str, agent: str, tok
         handed = set(scope.split())
         wanted = [s for s in downstream_scopes(hop.workflow, agent) if s in handed]
         wanted = wanted or downstream_scopes(hop.workflow, agent)
-        result = hop.exchange(token, step=handing_off, what=f"hand-off to {plan.hand_off}",
+        result = hop.exchange(token, step=handing_off, what=f"{HAND_OFF}{plan.hand_off}",
                               audience=plan.hand_off, scope=" ".join(wanted))
-        hop.event("handed_off", {"to": plan.hand_off, "scope": result.get("scope")})
+        hop.event(HandedOff(to=plan.hand_off, scope=result.get("scope")))
         return HopOutcome("handed_off", next_agent=plan.hand_off,
                           next_token=result["access_token"], next_scope=result.get("scope"),
                           generation=sending)

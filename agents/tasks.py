@@ -24,7 +24,7 @@ from agents._runtime import AgentRuntime, runtime_for
 from orchestrator._log import get_logger
 from orchestrator.config import Settings
 from orchestrator.errors import TransientError
-from orchestrator.runs import HopJournal
+from orchestrator.runs import HopJournal, Retrying
 from orchestrator.tracing import annotate
 
 AGENT_QUEUES = {"agent:infrabot": "infrabot", "agent:argocd": "argocd", "agent:cleanup": "cleanup"}
@@ -103,8 +103,8 @@ def _retry_or_fail(task: Task, rt: AgentRuntime, log: Any, agent: str, run_id: s
         return HopOutcome("failed", f"{agent}: {reason} after {attempt} attempts")
     delay = backoff(task.request.retries)
     try:
-        rt.runs.add_event(run_id, "retrying", agent, {"reason": reason, "attempt": attempt,
-                                                      "in_seconds": round(delay, 2)})
+        rt.runs.add_event(run_id, agent, Retrying(reason=reason, attempt=attempt,
+                                                  in_seconds=round(delay, 2)))
     except TransientError:  # the run log itself is away: the retry matters, not its display
         log.warning("retry_unrecorded", reason=reason, attempt=attempt)
     log.info("hop_retrying", reason=reason, attempt=attempt)

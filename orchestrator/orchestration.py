@@ -21,7 +21,7 @@ from orchestrator.ci import CIEvent
 from orchestrator.client import AuthClient
 from orchestrator.errors import ConfigError, OAuthError, Unavailable
 from orchestrator.identity import Context, Directory
-from orchestrator.runs import RunStore, shown_claims
+from orchestrator.runs import RootDenied, RootGranted, RunStore, Started, shown_claims
 from orchestrator.tracing import current_trace_id, own_span
 from orchestrator.workflows import Workflow, required_scopes, select
 
@@ -78,12 +78,10 @@ class Orchestrator:
         ctx = Context(trigger=event.trigger, environment=event.environment,
                       repository=event.repository, commit=event.commit, run_id=run_id)
         self.runs.create(run_id, workflow=wf.name, event=event, mode=mode)
-        self.runs.add_event(run_id, "started", None, {
-            "event": event.event_type, "delivery": event.delivery_id, "user": event.user,
-            "trigger": event.trigger, "environment": event.environment,
-            "service": event.service, "commit": event.commit, "mode": mode,
-            **({"idp": event.idp} if event.idp else {}),
-            **({"trace_id": trace_id} if (trace_id := current_trace_id()) else {})})
+        self.runs.add_event(run_id, None, Started(
+            event=event.event_type, delivery=event.delivery_id, user=event.user,
+            trigger=event.trigger, environment=event.environment, service=event.service,
+            commit=event.commit, mode=mode, idp=event.idp, trace_id=current_trace_id()))
         if mode == "static":
             if not self.static_token:
                 raise Unavailable("static-token mode is not enabled", reason="static_mode_off")
@@ -113,8 +111,8 @@ class Orchestrator:
                           else self.auth.root_token(user, needed, ctx, wf.root_agent))
                 break
             except OAuthError as exc:
-                self.runs.add_event(run_id, "root_denied", None, {
-                    "needed": needed, "error": exc.code, "reason": exc.reason})
+                self.runs.add_event(run_id, None, RootDenied(
+                    needed=needed, error=exc.code, reason=exc.reason))
                 self._finish(run_id, "denied", f"root grant: {exc.code} ({exc.reason})")
                 return None
             except Unavailable as exc:
@@ -123,11 +121,10 @@ class Orchestrator:
                     return None
                 time.sleep(0.2 * attempt)
         granted = result["scope"].split()
-        self.runs.add_event(run_id, "root_granted", None, {
-            "user_permissions": held, "needed": needed, "granted": granted,
-            "dropped": [s for s in needed if s not in granted], "may_act": wf.root_agent,
-            "expires_in": result["expires_in"],
-            "claims": shown_claims(result["access_token"])})
+        self.runs.add_event(run_id, None, RootGranted(
+            user_permissions=held, needed=needed, granted=granted,
+            dropped=[s for s in needed if s not in granted], may_act=wf.root_agent,
+            expires_in=result["expires_in"], claims=shown_claims(result["access_token"])))
         return result["access_token"], result["scope"]
 
     def _finish(self, run_id: str, status: str, reason: str) -> None:

@@ -62,7 +62,8 @@ def _first_line(exc: BaseException) -> str:
 
 
 def run_json(run: Run) -> dict[str, object]:
-    return run.model_dump(mode="json")
+    """The run as JSON, with its trace id (docs/tracing.md) beside its fields."""
+    return {**run.model_dump(mode="json"), "trace_id": run.trace_id}
 
 
 @click.group("runs")

@@ -18,7 +18,7 @@ from rich.tree import Tree
 from infrabot.demo._story import DemoResult
 from orchestrator._display import display_safe
 from orchestrator.audit._table import AuditView
-from orchestrator.runs import Run
+from orchestrator.runs import CallDenied, Called, Exchanged, ExchangeDenied, RootGranted, Run
 
 _OK, _NO = "[green]✓[/green]", "[red]✗[/red]"
 
@@ -53,11 +53,10 @@ def event_panel(result: DemoResult) -> Panel:
 
 
 def root_grant(result: DemoResult) -> Panel:
-    granted_event = next((e for e in result.run.events if e.kind == "root_granted"), None)
-    if granted_event is None:
+    d = next((e.detail for e in result.run.events if isinstance(e.detail, RootGranted)), None)
+    if d is None:
         return Panel("root grant refused", title="2 · Root grant", border_style="red")
-    d = granted_event.detail
-    needed, granted = d.get("needed", []), set(d.get("granted", []))
+    needed, granted = d.needed, set(d.granted)
     held = set(result.user_permissions)
     table = Table(box=None, pad_edge=False)
     for column in ("scope", "sam holds", "workflow needs", "delegated"):
@@ -69,8 +68,8 @@ def root_grant(result: DemoResult) -> Panel:
                                                     else "·"))
     note = Text.from_markup(
         f"filterScopes(userPermissions, requiredScopes) ∩ context policy → "
-        f"[bold]{len(granted)}[/bold] scopes, may_act {_m(d.get('may_act'))}, "
-        f"expires in {_m(d.get('expires_in'))}s. Sam's secrets:manage never leaves the server.")
+        f"[bold]{len(granted)}[/bold] scopes, may_act {_m(d.may_act)}, "
+        f"expires in {_m(d.expires_in)}s. Sam's secrets:manage never leaves the server.")
     return Panel(Group(table, note), title="2 · Root grant", border_style="cyan")
 
 
@@ -129,33 +128,30 @@ def hops(run: Run, services: dict[str, str]) -> Panel:
     trees: list[Any] = []
     pending: list[Any] | None = None
     for event in run.events:
-        if event.agent is None or event.kind in ("finished", "retrying"):
-            continue
         d = event.detail
-        if event.kind == "exchanged" and str(d.get("for", "")).startswith("hand-off"):
-            claims = d.get("claims") or {}
-            rows.append(([_t(event.agent), _t(d.get("for")), _t(_scopes(d.get("granted"))),
+        if event.agent is None:
+            continue
+        if isinstance(d, Exchanged) and d.hand_off is not None:
+            claims = d.claims or {}
+            rows.append(([_t(event.agent), _t(d.for_), _t(_scopes(d.granted)),
                           _t(f"may_act {(claims.get('may_act') or {}).get('sub', '?')}"), "",
                           _OK + " handed off"], True))
-        elif event.kind == "exchanged":
-            claims = d.get("claims") or {}
+        elif isinstance(d, Exchanged):
+            claims = d.claims or {}
             lifetime = claims.get("exp", 0) - claims.get("iat", 0) if claims else 0
             aud = services.get(str(claims.get("aud")), str(claims.get("aud")))
             trees = [_chain_tree(claims)] if claims else trees  # the deepest chain so far
-            scopes = f"{_scopes(d.get('requested'))} → {_scopes(d.get('granted'))}"
-            pending = [_t(event.agent), _t(d.get("for")), _t(scopes),
+            scopes = f"{_scopes(d.requested)} → {_scopes(d.granted)}"
+            pending = [_t(event.agent), _t(d.for_), _t(scopes),
                        _t(f"aud {aud} · {lifetime}s")]
-        elif event.kind in ("called", "call_denied"):
+        elif isinstance(d, Called | CallDenied):
             row = pending or [_t(event.agent), "", "", ""]
-            decision = _OK + " allow" if event.kind == "called" \
-                else _NO + f" {_m(d.get('reason'))}"
-            rows.append(([*row, _t(f"{d.get('method')} {d.get('action')} → {d.get('status')}"),
-                          decision], False))
+            decision = _OK + " allow" if isinstance(d, Called) else _NO + f" {_m(d.reason)}"
+            rows.append(([*row, _t(f"{d.method} {d.action} → {d.status}"), decision], False))
             pending = None
-        elif event.kind == "exchange_denied":
-            rows.append(([_t(event.agent), _t(d.get("for")),
-                          _t(f"{_scopes(d.get('requested'))} → refused"), "", "",
-                          f"{_NO} {_m(d.get('error'))} ({_m(d.get('reason'))})"], False))
+        elif isinstance(d, ExchangeDenied):
+            rows.append(([_t(event.agent), _t(d.for_), _t(f"{_scopes(d.requested)} → refused"),
+                          "", "", f"{_NO} {_m(d.error)} ({_m(d.reason)})"], False))
     if trees:
         trees.insert(0, Text("Delegation path of the last token (in the JSON it nests the other "
                              "way: the outermost act.sub is the current actor):", style="dim"))

@@ -27,11 +27,20 @@ from orchestrator._display import safe_json
 from orchestrator._words import plural
 from orchestrator.audit import StoredRecord, contains_raw_jwt
 from orchestrator.errors import InfraBotError
-from orchestrator.runs import Run, RunEvent, summarize, waterfall_rows
+from orchestrator.runs import (
+    DENIALS,
+    Exchanged,
+    RootDenied,
+    RootGranted,
+    Run,
+    RunEvent,
+    Timed,
+    summarize,
+    waterfall_rows,
+)
 
 AUDIT_COLUMNS = ("Timestamp", "Action", "Performed by", "On behalf of", "Resource", "Service",
                  "Decision", "Reason")
-DENIED_KINDS = frozenset({"root_denied", "exchange_denied", "call_denied"})
 CLAIM_ORDER = ("iss", "sub", "aud", "client_id", "scope", "act", "may_act", "ctx", "iat", "exp",
                "jti", "ancestors", "user_version", "registry_epoch", "revocation_url", "log_url")
 DECODED = "decoded, signature removed"
@@ -74,11 +83,12 @@ def write_report(result: DemoResult, path: Path) -> None:
 
 def render_report(result: DemoResult) -> str:
     run = result.run
-    root = next((ev for ev in run.events if ev.kind in ("root_granted", "root_denied")), None)
+    root = next((ev.detail for ev in run.events
+                 if isinstance(ev.detail, RootGranted | RootDenied)), None)
     return render(
         "report.html", run=run, header=_header(result), drawing=delegation_graph(run),
         timeline=_timeline(run), decoded=DECODED, cards=_cards(result, root),
-        root_scopes=_root_scopes(result, root.detail) if root is not None else None,
+        root_scopes=_root_scopes(result, root) if root is not None else None,
         audit_columns=AUDIT_COLUMNS, audit=_audit_rows(result.audit),
         audit_lead=f"{plural(len(result.audit), 'record')} from the authorization server, the "
                    "webhook receiver and the four services, allowed and denied.",
@@ -113,10 +123,11 @@ def _header(result: DemoResult) -> dict[str, Any]:
              ("Demo duration", f"{result.seconds:.1f} s"),
              ("Repository", run.repository), ("Started", _iso(run.created_at))]
     kinds = [ev.kind for ev in run.events]
+    denials = sum(isinstance(ev.detail, DENIALS) for ev in run.events)
     refused = sum(a.refused for a in result.attacks)
     counters = [("token exchanges", kinds.count("exchanged")),
                 ("service calls allowed", kinds.count("called")),
-                ("denials in the run", sum(k in DENIED_KINDS for k in kinds)),
+                ("denials in the run", denials),
                 ("audit records", len(result.audit)),
                 ("attacks refused", f"{refused}/{len(result.attacks)}"),
                 ("audit hash chain", "intact" if result.audit_intact else "BROKEN")]
@@ -132,16 +143,17 @@ def _timeline(run: Run) -> list[Row]:
     total = max([run.duration_ms or 0, 1] + [_offset(run, ev) for ev in run.events])
     rows = []
     for event in run.events:
-        offset, ms = _offset(run, event), event.detail.get("ms")
-        ms = ms if isinstance(ms, int) and ms >= 0 else 0
+        offset = _offset(run, event)
+        ms = event.detail.ms if isinstance(event.detail, Timed) else 0
         start = max(offset - ms, 0)
-        bar = ("denied" if event.kind in DENIED_KINDS else "called" if event.kind == "called"
+        denied = isinstance(event.detail, DENIALS)
+        bar = ("denied" if denied else "called" if event.kind == "called"
                else "exchanged" if ms else "point")
         agent = event.agent or (run.user if event.kind.startswith("root") else "orchestrator")
         rows.append(Row(
             _cells(f"+{offset}", agent, event.kind, summarize(event).replace("urn:infra:", ""),
                    classes=("num", "nowrap", "nowrap", "wrap")),
-            denied=event.kind in DENIED_KINDS,
+            denied=denied,
             attrs=(("data-agent", agent), ("data-peer", peer_of(event) or "")), bar=bar,
             style=f"left:{start / total * 100:.2f}%;width:{ms / total * 100:.2f}%"))
     return rows
@@ -171,20 +183,21 @@ def _card(title: str, claims: dict[str, Any]) -> Card:
     return Card(title, meta, _claims_json(claims))
 
 
-def _cards(result: DemoResult, root: RunEvent | None) -> list[Card]:
+def _cards(result: DemoResult, root: RootGranted | RootDenied | None) -> list[Card]:
     cards = []
-    if root is not None and isinstance(root.detail.get("claims"), dict):
-        cards.append(_card(f"root grant → {root.detail.get('may_act')}", root.detail["claims"]))
+    if isinstance(root, RootGranted) and root.claims is not None:
+        cards.append(_card(f"root grant → {root.may_act}", root.claims))
     for ev in result.run.events:
-        if ev.kind == "exchanged" and isinstance(ev.detail.get("claims"), dict):
-            cards.append(_card(f"{ev.agent} · {ev.detail.get('for')}", ev.detail["claims"]))
+        if isinstance(ev.detail, Exchanged) and ev.detail.claims is not None:
+            cards.append(_card(f"{ev.agent} · {ev.detail.for_}", ev.detail.claims))
     return cards
 
 
-def _root_scopes(result: DemoResult, detail: dict[str, Any]) -> list[Row]:
-    needed = [str(s) for s in detail.get("needed", [])]
-    granted = {str(s) for s in detail.get("granted", [])}
-    held = set(result.user_permissions) | {str(s) for s in detail.get("user_permissions", [])}
+def _root_scopes(result: DemoResult, root: RootGranted | RootDenied) -> list[Row]:
+    needed = root.needed
+    granted = set(root.granted) if isinstance(root, RootGranted) else set()
+    held = set(result.user_permissions) | set(
+        root.user_permissions if isinstance(root, RootGranted) else ())
     return [Row(_cells(short(s), "yes" if s in held else "no", "yes" if s in needed else "·",
                        "delegated" if s in granted else "dropped" if s in needed else "·"))
             for s in sorted(held | set(needed))]

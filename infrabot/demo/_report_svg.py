@@ -14,7 +14,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from orchestrator.runs import Run, RunEvent
+from orchestrator.runs import (
+    CallDenied,
+    Called,
+    Exchanged,
+    ExchangeDenied,
+    HandedOff,
+    RootDenied,
+    RootGranted,
+    Run,
+    RunEvent,
+)
 
 AGENTS = ("agent:infrabot", "agent:argocd", "agent:cleanup")
 SERVICES = ("datadog", "github", "aws", "pagerduty")
@@ -38,16 +48,16 @@ def scope_list(value: object) -> list[str]:
 def peer_of(event: RunEvent, root_agent: str = AGENTS[0]) -> str | None:
     """The node an event reaches out to: the service called, or the next agent."""
     d = event.detail
-    if event.kind in ("called", "call_denied"):
-        return str(d.get("service")) if d.get("service") else None
-    if event.kind == "handed_off":
-        return str(d.get("to")) if d.get("to") else None
-    if event.kind in ("exchanged", "exchange_denied"):
-        what = str(d.get("for") or "")
-        return what.removeprefix("hand-off to ") if what.startswith("hand-off to ") \
-            else (what.partition(".")[0] or None)
-    if event.kind in ("root_granted", "root_denied"):
-        return str(d.get("may_act") or root_agent)
+    if isinstance(d, Called | CallDenied):
+        return d.service or None
+    if isinstance(d, HandedOff):
+        return d.to or None
+    if isinstance(d, Exchanged | ExchangeDenied):
+        return d.hand_off if d.hand_off is not None else (d.for_.partition(".")[0] or None)
+    if isinstance(d, RootGranted):
+        return d.may_act or root_agent
+    if isinstance(d, RootDenied):
+        return root_agent
     return None
 
 
@@ -79,26 +89,25 @@ class _Edges:
         edge.notes.append(note)
 
     def take(self, event: RunEvent, agent: str, peer: str) -> None:
-        d, kind = event.detail, event.kind
-        if kind in ("root_granted", "handed_off"):
-            scopes = scope_list(d.get("granted") if kind == "root_granted" else d.get("scope"))
-            what = "root grant" if kind == "root_granted" else "hand-off"
+        d = event.detail
+        if isinstance(d, RootGranted | HandedOff):
+            scopes = scope_list(d.granted if isinstance(d, RootGranted) else d.scope)
+            what = "root grant" if isinstance(d, RootGranted) else "hand-off"
             self.add(agent, peer, "handoff", f"{what} · {len(scopes)} scopes", scopes,
                      f"{what}: {' '.join(scopes)}")
-        elif kind == "exchanged" and not str(d.get("for", "")).startswith("hand-off"):
-            self.used[agent] = scope_list(d.get("granted"))
-        elif kind == "called":
-            scopes = self.used.pop(agent, []) or [f"{d.get('action')} (no exchange)"]
-            self.add(agent, peer, "call", None, scopes,
-                     f"{d.get('method')} {d.get('action')} → {d.get('status')}")
-        elif kind == "call_denied":
-            reason = f"✗ {d.get('status')} {d.get('reason')}"
-            scopes = self.used.pop(agent, []) or [str(d.get("action"))]
-            self.add(agent, peer, "denied", reason, scopes, f"{kind}: {reason}")
-        elif kind in ("exchange_denied", "root_denied"):
-            reason = f"✗ {d.get('error')} ({d.get('reason')})"
-            scopes = scope_list(d.get("requested") or d.get("needed"))
-            self.add(agent, peer, "denied", reason, scopes, f"{kind}: {reason}")
+        elif isinstance(d, Exchanged) and d.hand_off is None:
+            self.used[agent] = scope_list(d.granted)
+        elif isinstance(d, Called):
+            scopes = self.used.pop(agent, []) or [f"{d.action} (no exchange)"]
+            self.add(agent, peer, "call", None, scopes, f"{d.method} {d.action} → {d.status}")
+        elif isinstance(d, CallDenied):
+            reason = f"✗ {d.status} {d.reason}"
+            scopes = self.used.pop(agent, []) or [d.action]
+            self.add(agent, peer, "denied", reason, scopes, f"{d.kind}: {reason}")
+        elif isinstance(d, ExchangeDenied | RootDenied):
+            reason = f"✗ {d.error} ({d.reason})"
+            scopes = scope_list(d.requested if isinstance(d, ExchangeDenied) else d.needed)
+            self.add(agent, peer, "denied", reason, scopes, f"{d.kind}: {reason}")
 
 
 def graph_edges(run: Run) -> list[Edge]:

@@ -23,7 +23,7 @@ from infrabot.system import System, running_system
 from orchestrator.audit import StoredRecord
 from orchestrator.ci import ROUTE, CIEvent, build_deployment_event, webhook_key
 from orchestrator.config import Settings
-from orchestrator.runs import Run, RunStore, SpanLog, SpanRecord
+from orchestrator.runs import CallDenied, ExchangeDenied, Run, RunStore, SpanLog, SpanRecord
 
 EVENT = {"user_login": "sam", "service": "service-x", "environment": "prod",
          "commit": "9f2c1e7", "pr": 124}
@@ -97,14 +97,14 @@ def run_demo(settings: Settings, *, attacks: bool = True, static: bool = True,
             def manual_prod() -> tuple[int, str, str]:
                 manual = system.runtime.runs.wait(
                     _send(system, http, trigger="manual"), RUN_TIMEOUT)
-                denied = [e for e in manual.events if e.kind in ("exchange_denied",
-                                                                 "call_denied")]
+                denied = [e.detail for e in manual.events
+                          if isinstance(e.detail, ExchangeDenied | CallDenied)]
                 if manual.status != "denied" or not denied:
                     return 200, "none", manual.status
-                d = denied[0].detail
-                if denied[0].kind == "call_denied":
-                    return int(d.get("status", 403)), "insufficient_scope", str(d.get("reason"))
-                return 400, str(d.get("error")), str(d.get("reason"))
+                d = denied[0]
+                if isinstance(d, CallDenied):
+                    return d.status, "insufficient_scope", d.reason
+                return 400, d.error, d.reason
 
             result.attacks = [attack.with_audit(system.stack.audit)
                               for attack in AttackRound(system).run(manual_prod)]

@@ -11,9 +11,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from infrabot.scenarios._model import HAND_OFF
-from orchestrator.runs import Run
+from orchestrator.runs import (
+    CallDenied,
+    Called,
+    Exchanged,
+    ExchangeDenied,
+    Retrying,
+    RootDenied,
+    RootGranted,
+    Run,
+)
 
-_HAND_OFF_PREFIX = "hand-off to "
 FIELDS = ("step", "exchange", "call", "error", "status", "reason", "granted")
 
 
@@ -67,40 +75,38 @@ class Outcome:
     def _read(self, run: Run) -> None:
         for event in run.events:
             d = event.detail
-            if event.kind == "root_granted":
-                self.root = Root("granted", tuple(d.get("granted", ())),
-                                 tuple(d.get("dropped", ())))
+            if isinstance(d, RootGranted):
+                self.root = Root("granted", tuple(d.granted), tuple(d.dropped))
                 self.tokens.append(("root grant", self.root.granted))
-            elif event.kind == "root_denied":
-                self.root = Root("denied", error=d.get("error"), reason=d.get("reason"))
+            elif isinstance(d, RootDenied):
+                self.root = Root("denied", error=d.error, reason=d.reason)
             elif event.agent is None:
                 continue
-            elif event.kind == "retrying":
+            elif isinstance(d, Retrying):
                 self.hops[event.agent] = []
-            elif event.kind in ("exchanged", "exchange_denied"):
-                self._exchange(event.agent, event.kind == "exchanged", d)
-            elif event.kind in ("called", "call_denied"):
-                self._call(event.agent, event.kind == "called", d)
+            elif isinstance(d, Exchanged | ExchangeDenied):
+                self._exchange(event.agent, d)
+            elif isinstance(d, Called | CallDenied):
+                self._call(event.agent, d)
 
-    def _exchange(self, agent: str, allowed: bool, d: dict[str, Any]) -> None:
-        target = str(d.get("for", ""))
-        step = HAND_OFF if target.startswith(_HAND_OFF_PREFIX) else target
+    def _exchange(self, agent: str, d: Exchanged | ExchangeDenied) -> None:
+        step = HAND_OFF if d.hand_off is not None else d.for_
         attempts = self.hops.setdefault(agent, [])
-        if allowed:
-            granted = tuple(sorted(str(d.get("granted") or "").split()))
+        if isinstance(d, Exchanged):
+            granted = tuple(sorted((d.granted or "").split()))
             attempts.append(Attempt(step, "allow", None if step == HAND_OFF else "not_run",
                                     granted=granted))
             self.tokens.append((f"{agent} {step}", granted))
         else:
             attempts.append(Attempt(step, "deny", None if step == HAND_OFF else "not_run",
-                                    error=d.get("error"), reason=d.get("reason")))
+                                    error=d.error, reason=d.reason))
 
-    def _call(self, agent: str, allowed: bool, d: dict[str, Any]) -> None:
+    def _call(self, agent: str, d: Called | CallDenied) -> None:
         attempts = self.hops.get(agent)
         if not attempts or attempts[-1].step == HAND_OFF:
             return  # a call without an exchange (static-token mode): not a delegated step
         last = attempts[-1]
-        last.call = "allow" if allowed else "deny"
-        last.status = int(d["status"]) if "status" in d else None
-        if not allowed:
-            last.reason = str(d.get("reason"))
+        last.call = "allow" if isinstance(d, Called) else "deny"
+        last.status = d.status
+        if isinstance(d, CallDenied):
+            last.reason = d.reason

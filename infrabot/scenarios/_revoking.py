@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from infrabot.scenarios._model import Revocation, Scenario
-from orchestrator.runs import RunStore
+from orchestrator.runs import EventDetail, HandedOff, RootGranted, RunEvent, RunStore, Started
 
 if TYPE_CHECKING:
     from infrabot.system import System
@@ -35,13 +35,12 @@ class _RevokingRuns(RunStore):
         self.notes: list[str] = []
         self.error: str | None = None
 
-    def add_event(self, run_id: str, kind: str, agent: str | None,
-                  detail: dict[str, Any] | None = None) -> Any:
-        event = super().add_event(run_id, kind, agent, detail)
-        if kind == "started" and (detail or {}).get("delivery") == self._delivery:
+    def add_event(self, run_id: str, agent: str | None, detail: EventDetail) -> RunEvent:
+        event = super().add_event(run_id, agent, detail)
+        if isinstance(detail, Started) and detail.delivery == self._delivery:
             self._run_id = run_id
-        moment = (kind == "root_granted" if self._rule.after == "root_grant"
-                  else kind == "handed_off" and agent == self._rule.after)
+        moment = (isinstance(detail, RootGranted) if self._rule.after == "root_grant"
+                  else isinstance(detail, HandedOff) and agent == self._rule.after)
         if moment and run_id == self._run_id and not self.notes and self.error is None:
             try:
                 self.notes.append(self._revoke(run_id))

@@ -9,9 +9,7 @@ from typing import Any
 from infrabot.testing._system import ChainRun
 from orchestrator.audit import StoredRecord
 from orchestrator.catalog import CATALOG
-
-_DENIED_EVENTS = ("exchange_denied", "call_denied")
-HAND_OFF = "hand-off to "
+from orchestrator.runs import HAND_OFF, CallDenied, ExchangeDenied
 
 
 def _action(name: str) -> tuple[str, str]:
@@ -23,15 +21,19 @@ def _action(name: str) -> tuple[str, str]:
     return action.service, action.audit_action
 
 
+def _target(refusal: ExchangeDenied | CallDenied) -> str:
+    """What was refused: the exchange's target, or the action called."""
+    return refusal.for_ if isinstance(refusal, ExchangeDenied) else refusal.action
+
+
 def _calls(run: ChainRun, agent: str) -> list[StoredRecord]:
     return [r for r in run.audit if r.performed_by == agent and r.action != "token_exchange"]
 
 
 def _what_happened(run: ChainRun, agent: str) -> str:
     calls = [f"{r.service} {r.action} → {r.decision} ({r.reason})" for r in _calls(run, agent)]
-    denied = [f"{e.kind} for {e.detail.get('for') or e.detail.get('action')}: "
-              f"{e.detail.get('reason')}" for e in run.run.events
-              if e.agent == agent and e.kind in _DENIED_EVENTS]
+    denied = [f"{e.kind} for {_target(e.detail)}: {e.detail.reason}" for e in run.run.events
+              if e.agent == agent and isinstance(e.detail, ExchangeDenied | CallDenied)]
     lines = calls + denied
     return (f"run {run.run_id} ended {run.status}"
             + (f" ({run.reason})" if run.reason else "") + f"; {agent} did: "
@@ -49,19 +51,19 @@ def assert_allowed(run: ChainRun, *, agent: str, action: str) -> StoredRecord:
 
 
 def assert_denied(run: ChainRun, *, agent: str, action: str,
-                  reason: str | None = None) -> dict[str, Any]:
+                  reason: str | None = None) -> ExchangeDenied | CallDenied:
     """``agent``'s ``action`` (a workflow action, or ``"hand-off to agent:<name>"``) was
     refused, at the token exchange or at the service, with ``reason`` if given; returns the
     refusal (its run event's detail)."""
     service, audit_action = ("", "") if action.startswith(HAND_OFF) else _action(action)
     for event in run.run.events:
-        if event.agent != agent or event.kind not in _DENIED_EVENTS:
-            continue
         d = event.detail
-        same = d.get("for") == action if event.kind == "exchange_denied" else \
-            (d.get("service"), d.get("action")) == (service, audit_action)
-        if same and (reason is None or d.get("reason") == reason):
-            return dict(d)
+        if event.agent != agent or not isinstance(d, ExchangeDenied | CallDenied):
+            continue
+        same = d.for_ == action if isinstance(d, ExchangeDenied) else \
+            (d.service, d.action) == (service, audit_action)
+        if same and (reason is None or d.reason == reason):
+            return d
     wanted = f" with reason {reason!r}" if reason else ""
     raise AssertionError(f"expected {agent}'s {action} to be denied{wanted}, but "
                          f"{_what_happened(run, agent)}")

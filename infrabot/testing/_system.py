@@ -19,7 +19,7 @@ from infrabot.system import System, running_system
 from orchestrator.audit import StoredRecord
 from orchestrator.ci import build_deployment_event
 from orchestrator.config import Settings
-from orchestrator.runs import Run
+from orchestrator.runs import Exchanged, Run
 
 RUN_TIMEOUT = 30.0
 
@@ -45,8 +45,8 @@ class ChainRun:
 
     def tokens(self, agent: str | None = None) -> list[dict[str, Any]]:
         """The decoded claims of every token the run obtained (``agent``'s only, if given)."""
-        return [e.detail["claims"] for e in self.run.events
-                if e.kind == "exchanged" and isinstance(e.detail.get("claims"), dict)
+        return [e.detail.claims for e in self.run.events
+                if isinstance(e.detail, Exchanged) and e.detail.claims is not None
                 and (agent is None or e.agent == agent)]
 
 

@@ -28,7 +28,7 @@ from orchestrator.ci._app import ROUTE
 from orchestrator.ci._events import SIGNATURE_HEADER, build_deployment_event, sign
 from orchestrator.client import json_object, reason_of
 from orchestrator.errors import TransientError
-from orchestrator.runs import Run, RunStore
+from orchestrator.runs import DENIALS, Run, RunStore
 
 USERS = (("sam", 0.55), ("robin", 0.25), ("alex", 0.15), ("nobody", 0.05))
 SERVICES = (("service-x", 0.8), ("service-y", 0.2))
@@ -282,7 +282,6 @@ def _count(report: LoadReport, run: Run, elapsed: float) -> None:
                                else elapsed * 1000)
     report.exchanges += sum(1 for e in run.events if e.kind == "exchanged")
     if run.status != "succeeded":
-        denied = [e for e in run.events if e.kind in ("exchange_denied", "call_denied",
-                                                        "root_denied")]
-        reason = str(denied[-1].detail.get("reason")) if denied else (run.reason or run.status)
+        denied = [e.detail for e in run.events if isinstance(e.detail, DENIALS)]
+        reason = denied[-1].reason if denied else (run.reason or run.status)
         report.denials[reason] += 1

@@ -2,11 +2,31 @@
 
 :class:`RunStore` keeps runs and their events in ``<state_dir>/runs.sqlite3`` (SQLite, WAL), safe
 for the orchestrator, Celery workers and the CLI at once. Events never hold a token.
-:class:`HopJournal` records each hop's steps and hand-offs in the same file (docs/journal.md).
+:class:`RunEvent` details are typed, one model per kind (:data:`EventDetail`,
+docs/run-events.md). :class:`HopJournal` records each hop's steps and hand-offs in the same file (docs/journal.md).
 :func:`render_run` and :func:`render_runs` turn runs into rich renderables for
 ``infrabot runs show`` and ``infrabot runs list``.
 """
 
+from orchestrator.runs._events import (
+    DENIALS,
+    EVENT_KINDS,
+    HAND_OFF,
+    CallDenied,
+    Called,
+    EventDetail,
+    EventDetailError,
+    Exchanged,
+    ExchangeDenied,
+    Finished,
+    HandedOff,
+    Retrying,
+    RootDenied,
+    RootGranted,
+    Started,
+    Timed,
+    parse_detail,
+)
 from orchestrator.runs._journal import (
     DELIVERY_STEP,
     STOPS,
@@ -18,7 +38,6 @@ from orchestrator.runs._journal import (
     resume_point,
 )
 from orchestrator.runs._model import (
-    EVENT_KINDS,
     STATUSES,
     TERMINAL_STATUSES,
     EventKind,
@@ -38,14 +57,27 @@ from orchestrator.runs._waterfall import WaterfallRow, render_waterfall, waterfa
 
 __all__ = [
     "DELIVERY_STEP",
+    "DENIALS",
     "EVENT_KINDS",
+    "HAND_OFF",
     "STATUSES",
     "STOPS",
     "TERMINAL_STATUSES",
+    "CallDenied",
+    "Called",
+    "EventDetail",
+    "EventDetailError",
     "EventKind",
+    "ExchangeDenied",
+    "Exchanged",
+    "Finished",
+    "HandedOff",
     "HopJournal",
     "Mode",
     "Resume",
+    "Retrying",
+    "RootDenied",
+    "RootGranted",
     "Run",
     "RunEvent",
     "RunExists",
@@ -54,11 +86,14 @@ __all__ = [
     "RunStore",
     "SpanLog",
     "SpanRecord",
+    "Started",
     "StepConflict",
     "StepRecord",
+    "Timed",
     "UnknownRun",
     "WaterfallRow",
     "idempotency_key",
+    "parse_detail",
     "render_run",
     "render_runs",
     "render_waterfall",

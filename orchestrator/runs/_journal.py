@@ -33,11 +33,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 
 from orchestrator.db import Rows, Transaction
 from orchestrator.errors import InfraBotError
-from orchestrator.runs._model import check_detail, check_text
+from orchestrator.runs._events import EventDetail, detail_json
+from orchestrator.runs._model import check_text
 from orchestrator.runs._schema import format_time
 from orchestrator.runs._store import RunStore, append_event
 
@@ -128,15 +129,14 @@ class HopJournal:
         return record
 
     def finish(self, run_id: str, agent: str, step: int, state: StepState, *,
-               reason: str | None, event: tuple[str, dict[str, Any]]) -> bool:
+               reason: str | None, event: EventDetail) -> bool:
         """Record a started step's outcome and its run-log event in one transaction; False
         (nothing written) if the step already had an outcome."""
-        kind, detail = event
-        text = check_detail(detail)
+        text = detail_json(event)
         check_text("reason", reason)
         now = format_time(self._runs._clock())
         with self._runs._write() as tx:
-            append_event(tx, run_id, now, kind, agent, text, only_if=(
+            append_event(tx, run_id, now, event.kind, agent, text, only_if=(
                 f"AND EXISTS ({_STEP} AND state = 'started') ", (run_id, agent, step)))
             cursor = tx.execute(
                 "UPDATE journal SET state = ?, reason = ?, updated_at = ? "
@@ -145,17 +145,16 @@ class HopJournal:
         return cursor.rowcount == 1
 
     def stop(self, run_id: str, agent: str, step: int, action: str, state: Stop, *,
-             reason: str, event: tuple[str, dict[str, Any]]) -> StepRecord:
+             reason: str, event: EventDetail) -> StepRecord:
         """Record a step that ended the hop before its call (its exchange was refused) and the
         event, in one transaction, unless an outcome is recorded already; the record that
         stands (a retried hop reports it, whatever it would be told now)."""
-        kind, detail = event
-        text = check_detail(detail)
+        text = detail_json(event)
         check_text("action", action)
         check_text("reason", reason)
         now = format_time(self._runs._clock())
         with self._runs._write() as tx:
-            append_event(tx, run_id, now, kind, agent, text, only_if=(
+            append_event(tx, run_id, now, event.kind, agent, text, only_if=(
                 f"AND NOT EXISTS ({_STEP} AND state <> 'started') ", (run_id, agent, step)))
             tx.execute(
                 _INSERT + "VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?) "

@@ -1,33 +1,30 @@
 """What a run is: its identity, where it came from, its status, and its event log.
 
 A run starts ``pending``, becomes ``running`` once its root grant is obtained, and ends in exactly
-one terminal status (the first one recorded wins). Events are numbered per run (``seq`` from 1)
-and never hold a token: details are checked and anything shaped like a raw JWT is refused.
+one terminal status (the first one recorded wins). Events are numbered per run (``seq`` from 1);
+each one's detail is the typed model of its kind (:mod:`orchestrator.runs._events`) and never
+holds a token: anything shaped like a raw JWT is refused.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from orchestrator.audit import contains_raw_jwt
 from orchestrator.errors import InfraBotError
 from orchestrator.identity import unverified_payload
+from orchestrator.runs._events import EventDetail, Started, TerminalStatus
 
-EventKind = Literal[
-    "started", "root_granted", "root_denied", "exchanged", "exchange_denied",
-    "called", "call_denied", "handed_off", "retrying", "finished",
-]
+EventKind = str  # one of EVENT_KINDS: the tags of the union EventDetail
 RunStatus = Literal["pending", "running", "succeeded", "denied", "failed", "expired"]
 Mode = Literal["delegated", "static"]
 
-EVENT_KINDS: frozenset[str] = frozenset(get_args(EventKind))
 STATUSES: frozenset[str] = frozenset(get_args(RunStatus))
-TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "denied", "failed", "expired"})
-MAX_DETAIL_BYTES = 16 * 1024
+TERMINAL_STATUSES: frozenset[str] = frozenset(get_args(TerminalStatus))
 
 
 def shown_claims(token: object) -> dict[str, Any] | None:
@@ -77,14 +74,35 @@ class _Frozen(BaseModel):
 
 
 class RunEvent(_Frozen):
-    """One entry of a run's log. ``agent`` is None for the orchestrator's own events."""
+    """One entry of a run's log. ``agent`` is None for the orchestrator's own events. ``kind``
+    is its detail's: given a detail model it may be left out; given a stored detail (a mapping,
+    which holds no kind) it says which model the detail must validate as."""
 
     run_id: str
     seq: int = Field(ge=1)
     time: datetime
     kind: EventKind
     agent: str | None = None
-    detail: dict[str, Any] = Field(default_factory=dict)
+    detail: EventDetail
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tag(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        detail, kind = data.get("detail"), data.get("kind")
+        if isinstance(detail, Mapping) and isinstance(kind, str):
+            return {**data, "detail": {**detail, "kind": kind}}
+        if isinstance(detail, BaseModel) and kind is None:
+            return {**data, "kind": getattr(detail, "kind", None)}
+        return data
+
+    @model_validator(mode="after")
+    def _same_kind(self) -> RunEvent:
+        if self.detail.kind != self.kind:
+            raise ValueError(f"a run event of kind {self.kind!r} cannot hold a "
+                             f"{self.detail.kind!r} detail")
+        return self
 
     @field_validator("time")
     @classmethod
@@ -120,13 +138,11 @@ class Run(_Frozen):
     def terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
 
-    @computed_field  # type: ignore[prop-decorator]  # pydantic's documented form
     @property
     def trace_id(self) -> str | None:
         """The run's OpenTelemetry trace (docs/tracing.md), as its start recorded it."""
-        started = next((e for e in self.events if e.kind == "started"), None)
-        value = started.detail.get("trace_id") if started else None
-        return value if isinstance(value, str) else None
+        started = next((e.detail for e in self.events if isinstance(e.detail, Started)), None)
+        return started.trace_id if started else None
 
     @property
     def duration_ms(self) -> int | None:
@@ -142,31 +158,7 @@ def as_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-def check_detail(detail: dict[str, Any]) -> str:
-    """The detail as stored JSON; refuses raw JWTs, non-JSON values and oversized details."""
-    if not isinstance(detail, dict):
-        raise TypeError("event detail must be a dict")
-    if any(contains_raw_jwt(text) for text in _strings(detail)):
-        raise ValueError("event detail looks like a raw JWT; run events never store tokens")
-    try:
-        text = json.dumps(detail, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"event detail is not JSON: {exc}") from exc
-    if len(text.encode()) > MAX_DETAIL_BYTES:
-        raise ValueError(f"event detail is larger than {MAX_DETAIL_BYTES} bytes")
-    return text
-
-
 def check_text(name: str, value: str | None) -> None:
     if value is not None and contains_raw_jwt(value):
         raise ValueError(f"{name} looks like a raw JWT; runs never store tokens")
 
-
-def _strings(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, dict):
-        return [s for k, v in value.items() for s in (*_strings(k), *_strings(v))]
-    if isinstance(value, (list, tuple)):
-        return [s for item in value for s in _strings(item)]
-    return []

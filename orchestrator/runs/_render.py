@@ -8,19 +8,32 @@ plain text, never console markup, and display-safe (:func:`~orchestrator._displa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
 
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.table import Table
 from rich.text import Text
 
 from orchestrator._display import display_safe
+from orchestrator.runs._events import (
+    DENIALS,
+    CallDenied,
+    Called,
+    EventDetail,
+    Exchanged,
+    ExchangeDenied,
+    Finished,
+    HandedOff,
+    Retrying,
+    RootDenied,
+    RootGranted,
+    Started,
+    Timed,
+)
 from orchestrator.runs._model import Run, RunEvent
 
 STATUS_STYLES = {"pending": "yellow", "running": "cyan", "succeeded": "green",
                  "denied": "red", "failed": "red", "expired": "magenta"}
-_DENIED_KINDS = frozenset({"root_denied", "exchange_denied", "call_denied"})
 
 
 def render_run(run: Run) -> RenderableType:
@@ -46,7 +59,7 @@ def render_run(run: Run) -> RenderableType:
     table.add_column("detail", overflow="fold")
     for event in run.events:
         offset = int((event.time - run.created_at).total_seconds() * 1000)
-        style = "red" if event.kind in _DENIED_KINDS else ""
+        style = "red" if isinstance(event.detail, DENIALS) else ""
         table.add_row(str(offset), _text(event.agent or "orchestrator"),
                       Text(display_safe(event.kind), style=style), _text(summarize(event)))
     return Group(header, table)
@@ -97,9 +110,9 @@ _FIELDS = {"run id": "run_id", "user": "user", "status": "status"}
 
 def summarize(event: RunEvent) -> str:
     """A one-line, human summary of an event's detail."""
-    summary = _SUMMARIES.get(event.kind, _generic)(event.detail)
-    ms = event.detail.get("ms")
-    return f"{summary} ({ms} ms)" if isinstance(ms, int) else summary
+    detail = event.detail
+    summary = _summary(detail)
+    return f"{summary} ({detail.ms} ms)" if isinstance(detail, Timed) else summary
 
 
 def _text(value: object) -> Text:
@@ -118,81 +131,45 @@ def _duration(run: Run) -> str:
     return f"{ms} ms" if ms < 10_000 else f"{ms / 1000:.1f} s"
 
 
-def _scopes(value: Any) -> str:
-    if value is None or value == "" or value == []:
+def _scopes(value: str | list[str] | None) -> str:
+    if not value:
         return "(none)"
-    if isinstance(value, (list, tuple)):
-        return " ".join(str(v) for v in value)
-    return str(value)
+    return value if isinstance(value, str) else " ".join(value)
 
 
-def _denied(d: dict[str, Any]) -> str:
-    return f"denied: {d.get('error', '?')} ({d.get('reason', '?')})"
+def _summary(d: EventDetail) -> str:
+    match d:
+        case Started():
+            return (f"{d.event} by {d.user}: {d.service}@{d.commit} to {d.environment} via "
+                    f"{d.trigger} ({d.mode})")
+        case RootGranted():
+            text = f"requested {_scopes(d.needed)} / granted {_scopes(d.granted)}"
+            text += f"; dropped {_scopes(d.dropped)}" if d.dropped else ""
+            return text + (f"; may_act {d.may_act}" if d.may_act else "")
+        case RootDenied():
+            return f"requested {_scopes(d.needed)} → {_denied(d.error, d.reason)}"
+        case Exchanged():
+            return f"{d.for_}: requested {_scopes(d.requested)} / granted {_scopes(d.granted)}"
+        case ExchangeDenied():
+            return f"{d.for_}: requested {_scopes(d.requested)} → {_denied(d.error, d.reason)}"
+        case Called() | CallDenied():
+            text = f"{d.method} {d.service} {d.action} → {d.status} "
+            text += "allow" if d.status < 400 else f"deny ({d.reason})"
+            return text + (" (replayed)" if d.replayed else "")
+        case HandedOff():
+            return f"to {d.to} with {_scopes(d.scope)}"
+        case Retrying():
+            return f"attempt {d.attempt} failed: {d.reason}; retry in {d.in_seconds} s"
+        case Finished():
+            return f"{d.status}: {d.reason}"
+    return _generic(d)
 
 
-def _started(d: dict[str, Any]) -> str:
-    return (f"{d.get('event', 'event')} by {d.get('user', '?')}: {d.get('service', '?')}@"
-            f"{d.get('commit', '?')} to {d.get('environment', '?')} via {d.get('trigger', '?')}"
-            f" ({d.get('mode', 'delegated')})")
+def _denied(error: str, reason: str) -> str:
+    return f"denied: {error} ({reason})"
 
 
-def _root_granted(d: dict[str, Any]) -> str:
-    text = f"requested {_scopes(d.get('needed'))} / granted {_scopes(d.get('granted'))}"
-    if d.get("dropped"):
-        text += f"; dropped {_scopes(d['dropped'])}"
-    if d.get("may_act"):
-        text += f"; may_act {d['may_act']}"
-    return text
-
-
-def _root_denied(d: dict[str, Any]) -> str:
-    return f"requested {_scopes(d.get('needed'))} → {_denied(d)}"
-
-
-def _exchanged(d: dict[str, Any]) -> str:
-    text = f"requested {_scopes(d.get('requested'))} / granted {_scopes(d.get('granted'))}"
-    return f"{d['for']}: {text}" if d.get("for") else text
-
-
-def _exchange_denied(d: dict[str, Any]) -> str:
-    text = f"requested {_scopes(d.get('requested'))} → {_denied(d)}"
-    return f"{d['for']}: {text}" if d.get("for") else text
-
-
-def _called(d: dict[str, Any]) -> str:
-    status = d.get("status", "?")
-    decision = "allow" if isinstance(status, int) and status < 400 else "deny"
-    text = f"{d.get('method', '?')} {d.get('service', '?')} {d.get('action', '?')} → {status} "
-    text += decision if decision == "allow" else f"{decision} ({d.get('reason', '?')})"
-    return text + (" (replayed)" if d.get("replayed") else "")
-
-
-def _handed_off(d: dict[str, Any]) -> str:
-    return f"to {d.get('to', '?')} with {_scopes(d.get('scope'))}"
-
-
-def _retrying(d: dict[str, Any]) -> str:
-    return (f"attempt {d.get('attempt', '?')} failed: {d.get('reason', '?')}; "
-            f"retry in {d.get('in_seconds', '?')} s")
-
-
-def _finished(d: dict[str, Any]) -> str:
-    return f"{d.get('status', '?')}: {d.get('reason', '-')}"
-
-
-def _generic(d: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in sorted(d.items()) if k != "ms") or "-"
-
-
-_SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
-    "started": _started,
-    "root_granted": _root_granted,
-    "root_denied": _root_denied,
-    "exchanged": _exchanged,
-    "exchange_denied": _exchange_denied,
-    "called": _called,
-    "call_denied": _called,
-    "handed_off": _handed_off,
-    "retrying": _retrying,
-    "finished": _finished,
-}
+def _generic(d: EventDetail) -> str:
+    """A kind without a summary of its own: its fields."""
+    fields = d.model_dump(mode="json")
+    return ", ".join(f"{k}={v}" for k, v in fields.items() if k != "ms") or "-"

@@ -9,7 +9,8 @@ that survives restarts; added in version 2, so a version 1 file gains it when op
 and ``spans`` (the OpenTelemetry spans of the runs, kept when no OTLP endpoint is set: see
 :mod:`orchestrator.runs._spans`; added without a version bump, so a file opened read-only may
 lack it, which :meth:`Database.has_table` tells).
-Times are fixed-width UTC text, so text order is time order.
+Times are fixed-width UTC text, so text order is time order. :func:`read_run` turns rows back
+into a :class:`~orchestrator.runs._model.Run`, each event's detail validated as its kind's model.
 
 The same DDL serves SQLite and PostgreSQL. ``"user"`` is quoted everywhere (a reserved word in
 PostgreSQL). ``runs.rowid`` is SQLite's implicit row id; PostgreSQL has none, so there it is an
@@ -20,8 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from orchestrator.db import Dialect, Schema
+from orchestrator.runs._events import EventDetailError, read_detail
+from orchestrator.runs._model import Run, RunEvent
 
 SCHEMA_VERSION = 3
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -121,3 +125,24 @@ def format_time(value: datetime) -> str:
 
 def parse_time(text: str) -> datetime:
     return datetime.strptime(text, _TIME_FORMAT).replace(tzinfo=UTC)
+
+
+def read_run(row: Sequence[Any], events: Sequence[Sequence[Any]]) -> Run:
+    """A run from its ``runs`` row (:data:`RUN_COLUMNS`) and its ``events`` rows, in order."""
+    fields = dict(zip(RUN_COLUMNS, row, strict=True))
+    fields["commit"] = fields.pop("commit_sha")
+    fields["created_at"] = parse_time(fields["created_at"])
+    if fields["finished_at"] is not None:
+        fields["finished_at"] = parse_time(fields["finished_at"])
+    return Run.model_validate({**fields, "events": tuple(_event(e) for e in events)})
+
+
+def _event(row: Sequence[Any]) -> RunEvent:
+    """A stored event, its detail validated as the model of its kind (EventDetailError)."""
+    run_id, seq, when, kind, agent, detail = row
+    try:
+        parsed = read_detail(kind, detail)
+    except EventDetailError as exc:  # this one says where; the JSON decoder's stays the cause
+        raise EventDetailError(f"run {run_id} event {seq}: {exc}") from exc.__cause__
+    return RunEvent(run_id=run_id, seq=seq, time=parse_time(when), kind=parsed.kind,
+                    agent=agent, detail=parsed)

@@ -10,9 +10,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.runs._model import check_detail
+from orchestrator.audit import contains_raw_jwt
 from orchestrator.runs._store import RunStore
 
+MAX_ATTRIBUTES_BYTES = 16 * 1024
 _CHUNK = 100  # rows per INSERT: 900 parameters, under SQLite's and PostgreSQL's limits
 _COLUMNS = ("trace_id, span_id, parent_id, name, service, start_ns, end_ns, status, "
             "attributes")
@@ -37,6 +38,17 @@ class SpanRecord:
         return (self.end_ns - self.start_ns) / 1e6
 
 
+def attributes_json(attributes: dict[str, Any]) -> str:
+    """A span's attributes as stored JSON; ValueError for anything shaped like a raw JWT (the
+    log never holds a token) or larger than 16 KiB."""
+    text = json.dumps(attributes, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    if contains_raw_jwt(text):
+        raise ValueError("span attributes look like a raw JWT; the run log never stores tokens")
+    if len(text.encode()) > MAX_ATTRIBUTES_BYTES:
+        raise ValueError(f"span attributes are larger than {MAX_ATTRIBUTES_BYTES} bytes")
+    return text
+
+
 class SpanLog:
     """The spans table of a run log (:class:`RunStore`), sharing its file and transactions."""
 
@@ -45,7 +57,7 @@ class SpanLog:
 
     def add(self, spans: Iterable[SpanRecord]) -> None:
         rows = [(s.trace_id, s.span_id, s.parent_id, s.name, s.service, s.start_ns, s.end_ns,
-                 s.status, check_detail(s.attributes)) for s in spans]
+                 s.status, attributes_json(s.attributes)) for s in spans]
         if not rows:
             return
         with self._runs._write() as tx:  # one statement per chunk: a batch is one transaction

@@ -21,7 +21,6 @@ Three guarantees the agents and the webhook receiver rely on:
 from __future__ import annotations
 
 import builtins
-import json
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -30,24 +29,17 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.db import Conflict, Database, Rows, Store, Transaction, open_database
+from orchestrator.runs._events import EventDetail, Finished, detail_json
 from orchestrator.runs._model import (
-    EVENT_KINDS,
     TERMINAL_STATUSES,
     Run,
     RunEvent,
     RunExists,
     RunOrigin,
     UnknownRun,
-    check_detail,
     check_text,
 )
-from orchestrator.runs._schema import (
-    EVENT_COLUMNS,
-    RUN_COLUMNS,
-    SCHEMA,
-    format_time,
-    parse_time,
-)
+from orchestrator.runs._schema import EVENT_COLUMNS, RUN_COLUMNS, SCHEMA, format_time, read_run
 
 MAX_LIST = 1000
 _TERMINAL_SQL = ", ".join(f"'{s}'" for s in sorted(TERMINAL_STATUSES))
@@ -105,19 +97,17 @@ class RunStore(Store):
             raise RunExists(f"run {run_id!r} already exists") from exc
         return run
 
-    def add_event(self, run_id: str, kind: str, agent: str | None,
-                  detail: dict[str, Any] | None = None) -> RunEvent:
-        """Append one event; ``detail`` must be JSON and must not hold a raw JWT (ValueError)."""
-        if kind not in EVENT_KINDS:
-            raise ValueError(f"unknown run event kind {kind!r}")
+    def add_event(self, run_id: str, agent: str | None, detail: EventDetail) -> RunEvent:
+        """Append one event, of ``detail``'s kind; :class:`EventDetailError` (a ValueError) if
+        the detail is not an event model, does not validate, or holds a raw JWT."""
         check_text("agent", agent)
-        text = check_detail(detail or {})
+        text = detail_json(detail)
         now = self._clock()
         with self._write() as tx:
-            appended = append_event(tx, run_id, format_time(now), kind, agent, text)
+            appended = append_event(tx, run_id, format_time(now), detail.kind, agent, text)
         seq = event_seq(appended, run_id)
-        return RunEvent(run_id=run_id, seq=seq, time=now, kind=kind,
-                        agent=agent, detail=json.loads(text))
+        return RunEvent(run_id=run_id, seq=seq, time=now, kind=detail.kind, agent=agent,
+                        detail=detail)
 
     def mark_running(self, run_id: str) -> bool:
         """``pending`` → ``running``; False if the run had already left ``pending``."""
@@ -140,7 +130,7 @@ class RunStore(Store):
             raise ValueError(f"{status!r} is not a terminal status")
         check_text("reason", reason)
         check_text("agent", agent)
-        detail = check_detail({"status": status, "reason": reason})
+        detail = detail_json(Finished.model_validate({"status": status, "reason": reason}))
         now = format_time(self._clock())
         with self._write() as tx:
             # The event first, on the condition the UPDATE checks: only a finish changes it,
@@ -166,7 +156,7 @@ class RunStore(Store):
             found = tx.execute(f"{_SELECT_RUN} WHERE run_id = ?", (run_id,))
             events = tx.execute(f"{_SELECT_EVENTS} WHERE run_id = ? ORDER BY seq", (run_id,))
         row = found.fetchone()
-        return None if row is None else _run(row, events.fetchall())
+        return None if row is None else read_run(row, events.fetchall())
 
     def list(self, limit: int = 20, *, status: str | None = None,
              user: str | None = None) -> builtins.list[Run]:
@@ -186,7 +176,7 @@ class RunStore(Store):
         by_run: dict[str, builtins.list[tuple[Any, ...]]] = {}
         for event in events:
             by_run.setdefault(event[0], []).append(event)
-        return [_run(row, by_run.get(row[0], [])) for row in rows]
+        return [read_run(row, by_run.get(row[0], [])) for row in rows]
 
     def unfinished_before(self, when: datetime, limit: int = 100) -> builtins.list[str]:
         """The ids of runs created before ``when`` that have no terminal status, oldest first."""
@@ -278,18 +268,3 @@ def event_seq(appended: Rows, run_id: str) -> int:
 def _require(exists: Rows, run_id: str) -> None:
     if exists.fetchone() is None:
         raise UnknownRun(f"no run {run_id!r}")
-
-
-def _run(row: tuple[Any, ...], events: builtins.list[tuple[Any, ...]]) -> Run:
-    fields = dict(zip(RUN_COLUMNS, row, strict=True))
-    fields["commit"] = fields.pop("commit_sha")
-    fields["created_at"] = parse_time(fields["created_at"])
-    if fields["finished_at"] is not None:
-        fields["finished_at"] = parse_time(fields["finished_at"])
-    return Run.model_validate({**fields, "events": tuple(_event(e) for e in events)})
-
-
-def _event(row: tuple[Any, ...]) -> RunEvent:
-    run_id, seq, when, kind, agent, detail = row
-    return RunEvent(run_id=run_id, seq=seq, time=parse_time(when), kind=kind, agent=agent,
-                    detail=json.loads(detail))

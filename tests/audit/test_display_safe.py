@@ -24,6 +24,7 @@ from infrabot.demo._report import render_report
 from orchestrator._display import display_safe, safe_html, safe_json
 from orchestrator.audit import AuditStore, StoredRecord, render_table, to_jsonl, to_ocsf
 from orchestrator.runs import Run, RunEvent, render_run, render_runs
+from tests._events import detail
 from tests.demo.conftest import event, make_result
 
 BIDI = ("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061c")
@@ -137,8 +138,8 @@ def _run(**fields: object) -> Run:
         "repository": f"acme/{BIDI}", "commit": "abc", "service": "service-x", "pr": None,
         "mode": "delegated", "created_at": now, "finished_at": now,
         "events": [RunEvent(run_id="run-1", seq=1, time=now, kind="call_denied",
-                            agent="agent:infrabot",
-                            detail={"reason": HOSTILE, "method": "[bold]GET", "status": 403})]}
+                            agent="agent:infrabot", detail=detail(
+                                "call_denied", reason=HOSTILE, method="[bold]GET", status=403))]}
     return Run(**{**values, **fields})
 
 
@@ -151,8 +152,8 @@ def test_runs_show_and_list() -> None:
 
 def _hostile_result() -> DemoResult:
     events = [event(1, "started", user=HOSTILE),
-              event(2, "exchanged", "agent:infrabot", **{"for": HOSTILE, "requested": [BIDI],
-                                                        "granted": [BIDI], "claims": {
+              event(2, "exchanged", "agent:infrabot", **{"for": HOSTILE, "requested": BIDI,
+                                                        "granted": BIDI, "claims": {
                                                             "sub": f"user:{BIDI}",
                                                             "act": {"sub": HOSTILE}}}),
               event(3, "call_denied", "agent:infrabot", method="GET", action=HOSTILE,

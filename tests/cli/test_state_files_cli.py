@@ -14,6 +14,7 @@ import pytest
 from _cli import clean_env, infrabot, run_all
 
 from orchestrator.runs import RunStore
+from tests._events import detail
 from tests.runs.conftest import Origin
 
 SEEDS = range(3)
@@ -28,10 +29,10 @@ def run_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for i in range(6):
             run_id = f"run-{i:04x}"
             store.create(run_id, workflow="post-deploy", event=Origin())
-            store.add_event(run_id, "started", None, {"event": "deployment", "user": "user:sam"})
+            store.add_event(run_id, None, detail("started", event="deployment", user="user:sam"))
             store.mark_running(run_id)
-            store.add_event(run_id, "exchanged", "agent:infrabot",
-                            {"requested": ["urn:infra:repo:read"], "granted": ["x"], "ms": 3})
+            store.add_event(run_id, "agent:infrabot", detail(
+                "exchanged", requested="urn:infra:repo:read", granted="x", ms=3))
             if i % 2:
                 store.finish(run_id, "succeeded", "ok", agent="agent:cleanup")
     return path
@@ -98,6 +99,23 @@ def test_a_run_that_does_not_validate_is_one_line(run_log: Path, tmp_path: Path)
     assert show.error_line().startswith(f"{copy}: damaged run log: status: Input should be ")
     show = infrabot("runs", "show", "run-0002", "--state-dir", str(state), env=clean_env())
     assert show.error_line().startswith(f"{copy}: damaged run log: Expecting property name ")
+
+
+def test_an_event_detail_that_is_not_its_kind_s_model_is_one_line(run_log: Path,
+                                                                   tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    copy = state / "runs.sqlite3"
+    copy.write_bytes(run_log.read_bytes())
+    with sqlite3.connect(copy) as conn:
+        conn.execute("UPDATE events SET detail = json_remove(detail, '$.ms') "
+                     "WHERE run_id = 'run-0002' AND kind = 'exchanged'")
+    conn.close()
+    for args in (("runs", "show", "run-0002"), ("runs", "list")):
+        result = infrabot(*args, "--state-dir", str(state), env=clean_env())
+        assert result.error_line() == (
+            f"{copy}: damaged run log: run run-0002 event 2: exchanged event detail does not "
+            "validate: ms: Field required"), result
 
 
 READ_ONLY = {

@@ -14,6 +14,7 @@ from infrabot.demo import DemoResult, run_demo
 from orchestrator.audit import StoredRecord
 from orchestrator.config import Settings
 from orchestrator.runs import Run, RunEvent, RunStatus
+from tests._events import detail
 
 T0 = datetime(2025, 7, 18, 16, 10, 3, tzinfo=UTC)
 RUN_ID = "run-hand-made"
@@ -37,9 +38,10 @@ def report_file(demo_result: DemoResult, tmp_path_factory: pytest.TempPathFactor
     return path
 
 
-def event(seq: int, kind: str, agent: str | None = None, **detail: Any) -> RunEvent:
+def event(seq: int, kind: str, agent: str | None = None, **fields: Any) -> RunEvent:
+    """A ``kind`` event: its detail is the kind's plausible defaults with ``fields``."""
     return RunEvent(run_id=RUN_ID, seq=seq, time=T0 + timedelta(milliseconds=10 * seq),
-                    kind=kind, agent=agent, detail=detail)  # type: ignore[arg-type]
+                    kind=kind, agent=agent, detail=detail(kind, **fields))
 
 
 def record(n: int, **fields: Any) -> StoredRecord:

@@ -12,6 +12,7 @@ import pytest
 from infrabot.demo import DemoResult
 from infrabot.demo._report import AUDIT_COLUMNS, DECODED
 from orchestrator.audit import contains_raw_jwt
+from orchestrator.runs import Called, Exchanged, HandedOff, RootGranted
 
 from ._html import SVG_NS, Element, edge_label, graph_xml, parse, svg_groups
 
@@ -84,9 +85,10 @@ def test_hand_off_edges_are_labelled_with_the_scopes_handed_off(
              for g in svg_groups(svg, "handoff")}
     events = demo_result.run.events
     root = next(e for e in events if e.kind == "root_granted").detail
-    handed = {(e.agent, e.detail["to"]): e.detail["scope"].split()
-              for e in events if e.kind == "handed_off"}
-    expected = {("user:sam", "agent:infrabot"): root["granted"], **handed}
+    handed = {(e.agent, e.detail.to): (e.detail.scope or "").split()
+              for e in events if isinstance(e.detail, HandedOff)}
+    assert isinstance(root, RootGranted)
+    expected = {("user:sam", "agent:infrabot"): root.granted, **handed}
     assert set(edges) == {("user:sam", "agent:infrabot"), ("agent:infrabot", "agent:argocd"),
                           ("agent:argocd", "agent:cleanup")}
     for pair, scopes in expected.items():
@@ -101,10 +103,10 @@ def test_call_edges_are_labelled_with_the_scope_each_call_used(
     used: dict[tuple[str | None, str], set[str]] = {}
     granted = None
     for e in demo_result.run.events:
-        if e.kind == "exchanged" and not e.detail["for"].startswith("hand-off"):
-            granted = e.detail["granted"]
-        elif e.kind == "called":
-            used.setdefault((e.agent, e.detail["service"]), set()).add(short(granted))
+        if isinstance(e.detail, Exchanged) and not e.detail.for_.startswith("hand-off"):
+            granted = e.detail.granted
+        elif isinstance(e.detail, Called):
+            used.setdefault((e.agent, e.detail.service), set()).add(short(granted))
     assert len(used) == 6
     assert {pair: set(label) for pair, label in edges.items()} == used
 
@@ -133,8 +135,8 @@ def test_tokens_are_decoded_claims_without_signatures(demo_result: DemoResult,
     section = tree.by_id("tokens-section")
     cards = section.find_all("div", cls="token")
     events = demo_result.run.events
-    expected = [next(e for e in events if e.kind == "root_granted").detail["claims"]]
-    expected += [e.detail["claims"] for e in events if e.kind == "exchanged"]
+    expected = [next(e.detail.claims for e in events if isinstance(e.detail, RootGranted))]
+    expected += [e.detail.claims for e in events if isinstance(e.detail, Exchanged)]
     assert len(cards) == len(expected) == 10
     for card, claims in zip(cards, expected, strict=True):
         assert DECODED in card.text()

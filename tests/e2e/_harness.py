@@ -25,7 +25,7 @@ from pydantic import SecretStr
 from orchestrator.audit import StoredRecord
 from orchestrator.ci import build_deployment_event, build_workflow_run_event
 from orchestrator.config import SERVICE_NAMES, Settings
-from orchestrator.runs import Run
+from orchestrator.runs import EventDetail, Finished, Run
 
 REPO = Path(__file__).resolve().parents[2]
 INFRABOT = Path(sys.executable).with_name("infrabot")
@@ -146,14 +146,15 @@ def agents_in_order(run: Run) -> list[str]:
     return out
 
 
-def events_of(run: Run, kind: str, agent: str | None = None) -> list[dict[str, Any]]:
+def events_of(run: Run, kind: str, agent: str | None = None) -> list[EventDetail]:
+    """The details of the run's ``kind`` events (``agent``'s only, if given), in order."""
     return [e.detail for e in run.events if e.kind == kind and (agent is None or e.agent == agent)]
 
 
 def assert_denied(run: Run, reason: str) -> None:
     assert (run.status, run.reason) == ("denied", reason), (run.status, run.reason)
     finished = events_of(run, "finished")
-    assert finished == [{"status": "denied", "reason": reason}]
+    assert finished == [Finished(status="denied", reason=reason)]
     assert events_of(run, "retrying") == []  # a denial is permanent: never retried
 
 

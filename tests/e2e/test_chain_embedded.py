@@ -38,7 +38,7 @@ def test_ci_event_runs_the_whole_chain_once_embedded(tmp_path: Path) -> None:
         assert agents_in_order(run) == ["orchestrator", "agent:infrabot", "agent:argocd",
                                         "agent:cleanup"]
         assert events_of(run, "retrying") == [] and events_of(run, "exchange_denied") == []
-        assert [d["to"] for d in events_of(run, "handed_off")] == ["agent:argocd",
+        assert [d.to for d in events_of(run, "handed_off")] == ["agent:argocd",
                                                                    "agent:cleanup"]
         assert_post_deploy_audit(system.stack.audit.query(run_id=run_id), run_id)
         webhook = system.stack.audit.query(service="webhooks")

@@ -21,6 +21,7 @@ from e2e._harness import (
     post_webhook,
 )
 from infrabot.system import System, running_system
+from orchestrator.runs import HandedOff
 
 SERVICE_X = ("acme", "service-x")
 NARROW_WORKFLOW = """\
@@ -71,12 +72,12 @@ def test_user_without_deploy_permission_is_stopped_at_the_first_hop_needing_it(
         assert_denied(run, "agent:infrabot exchange for hand-off to agent:argocd: "
                            "invalid_scope (scope_not_grantable)")
         (root,) = events_of(run, "root_granted")
-        assert root["dropped"] == ["urn:infra:deploy:create", "urn:infra:infrastructure:tag",
+        assert root.dropped == ["urn:infra:deploy:create", "urn:infra:infrastructure:tag",
                                    "urn:infra:infrastructure:clean",
                                    "urn:infra:incident:resolve"]
-        assert sorted(root["granted"]) == ["urn:infra:deploy:comment",
+        assert sorted(root.granted) == ["urn:infra:deploy:comment",
                                            "urn:infra:monitoring:read", "urn:infra:repo:read"]
-        assert [(d["error"], d["reason"]) for d in events_of(run, "exchange_denied")] == \
+        assert [(d.error, d.reason) for d in events_of(run, "exchange_denied")] == \
             [("invalid_scope", "scope_not_grantable")]
         assert events_of(run, "handed_off") == []
         assert {e.agent for e in run.events} == {None, "agent:infrabot"}
@@ -101,8 +102,8 @@ def test_manual_trigger_in_prod_cannot_write(tmp_path: Path) -> None:
         assert_denied(run, "agent:infrabot exchange for github.comment.create: "
                            "invalid_scope (scope_not_grantable)")
         (root,) = events_of(run, "root_granted")
-        assert root["dropped"] == ["urn:infra:deploy:comment"]
-        assert [(d["for"], d["reason"]) for d in events_of(run, "exchange_denied")] == \
+        assert root.dropped == ["urn:infra:deploy:comment"]
+        assert [(d.for_, d.reason) for d in events_of(run, "exchange_denied")] == \
             [("github.comment.create", "scope_not_grantable")]
         assert denials(system, run_id) == [
             ("authserver", "token_exchange", "agent:infrabot", "scope_not_grantable")]
@@ -128,8 +129,8 @@ def test_agent_asking_for_more_than_it_was_handed_is_refused(tmp_path: Path) -> 
         assert_denied(run, "agent:argocd exchange for aws.ec2.create_tags: "
                            "invalid_scope (scope_not_grantable)")
         (handed,) = events_of(run, "handed_off", "agent:infrabot")
-        assert handed == {"to": "agent:argocd", "scope": "urn:infra:deploy:create"}
-        assert [(d["requested"], d["reason"]) for d in events_of(run, "exchange_denied")] == \
+        assert handed == HandedOff(to="agent:argocd", scope="urn:infra:deploy:create")
+        assert [(d.requested, d.reason) for d in events_of(run, "exchange_denied")] == \
             [("urn:infra:infrastructure:tag", "scope_not_grantable")]
         assert denials(system, run_id) == [
             ("authserver", "token_exchange", "agent:argocd", "scope_not_grantable")]

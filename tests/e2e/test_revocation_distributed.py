@@ -26,7 +26,7 @@ def start_and_pause_after_infrabot(d: Distributed) -> str:
     run_id = accepted_run_id(d.webhook(deployment("sam")))
     run = d.wait_hop(run_id, "agent:infrabot")
     assert run.status == "running"
-    assert [x["to"] for x in events_of(run, "handed_off")] == ["agent:argocd"]
+    assert [x.to for x in events_of(run, "handed_off")] == ["agent:argocd"]
     d.stop(infrabot)
     return run_id
 
@@ -36,7 +36,7 @@ def assert_argocd_refused(d: Distributed, run_id: str, reason: str) -> None:
     run = d.wait_run(run_id)
     assert_denied(run, "agent:argocd exchange for github.deployment_status.create: "
                        f"invalid_request ({reason})")
-    assert [(x["for"], x["error"], x["reason"]) for x in events_of(run, "exchange_denied")] == \
+    assert [(x.for_, x.error, x.reason) for x in events_of(run, "exchange_denied")] == \
         [("github.deployment_status.create", "invalid_request", reason)]
     assert events_of(run, "called", "agent:argocd") == []
     with d.audit() as audit:

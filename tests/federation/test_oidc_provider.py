@@ -14,7 +14,7 @@ import pytest
 from infrabot.system import System, running_system
 from orchestrator.audit import contains_raw_jwt
 from orchestrator.identity import Directory, load_directory
-from orchestrator.runs import RunStore, SpanLog, SpanRecord
+from orchestrator.runs import RootGranted, RunStore, SpanLog, SpanRecord
 from orchestrator.workflows import load_workflows, required_scopes
 from tests.e2e._harness import COMMIT, PR, RUN_TIMEOUT, embedded_settings
 from tests.federation._op import RESOURCE, OpenIDProvider, openid_provider
@@ -78,10 +78,10 @@ def test_a_real_providers_token_roots_the_whole_chain(op: OpenIDProvider, system
     run = system.runtime.runs.wait(response.json()["run_id"], timeout=RUN_TIMEOUT)
     assert run.status == "succeeded", run
     assert (run.user, run.trigger) == ("user:sam", "user_request")
-    (root,) = [e.detail for e in run.events if e.kind == "root_granted"]
-    assert root["claims"]["ctx"]["idp"] == op.issuer
-    assert root["claims"]["ctx"]["idp_subject"] == "sam-laptop"
-    assert "urn:infra:secrets:manage" not in root["granted"]  # asserted, held, never needed
+    (root,) = [e.detail for e in run.events if isinstance(e.detail, RootGranted)]
+    assert root.claims["ctx"]["idp"] == op.issuer
+    assert root.claims["ctx"]["idp_subject"] == "sam-laptop"
+    assert "urn:infra:secrets:manage" not in root.granted  # asserted, held, never needed
     records = system.stack.audit.query(run_id=run.run_id)
     services = {r.service for r in records}
     assert {"authserver", "datadog", "github", "aws", "pagerduty"} <= services
@@ -106,8 +106,8 @@ def test_the_providers_scopes_narrow_what_the_run_gets(op: OpenIDProvider, syste
     response = start(system, op.token("sam-laptop", ["urn:infra:monitoring:read"]))
     assert response.status_code == 202, response.text
     run = system.runtime.runs.wait(response.json()["run_id"], timeout=RUN_TIMEOUT)
-    (root,) = [e.detail for e in run.events if e.kind == "root_granted"]
-    assert root["granted"] == ["urn:infra:monitoring:read"]
+    (root,) = [e.detail for e in run.events if isinstance(e.detail, RootGranted)]
+    assert root.granted == ["urn:infra:monitoring:read"]
     assert run.status == "denied"
 
 
@@ -117,12 +117,12 @@ def test_a_user_request_is_held_to_the_rules_of_a_manual_trigger(
     body = {**BODY, "parameters": {**BODY["parameters"], "environment": "prod"}}
     response = start(system, op.token("sam-laptop", ALL_SCOPES), body)
     run = system.runtime.runs.wait(response.json()["run_id"], timeout=RUN_TIMEOUT)
-    (root,) = [e.detail for e in run.events if e.kind == "root_granted"]
+    (root,) = [e.detail for e in run.events if isinstance(e.detail, RootGranted)]
     directory: Directory = system.stack.directory
-    assert root["granted"] and all(not s.endswith(("create", "comment", "tag", "clean",
+    assert root.granted and all(not s.endswith(("create", "comment", "tag", "clean",
                                                    "resolve", "write", "mute"))
-                                   for s in root["granted"])
-    assert set(root["dropped"]) == {s for s in needed() if s not in root["granted"]}
+                                   for s in root.granted)
+    assert set(root.dropped) == {s for s in needed() if s not in root.granted}
     assert directory.context_rules[0].require_trigger == "ci_pipeline"
     assert run.status == "denied"
 

@@ -91,7 +91,7 @@ def test_a_hop_performed_again_calls_nothing_again_and_hands_off_under_a_new_gen
     assert grown == collections.Counter({(INFRABOT, "token_exchange", "ok"): 1})  # hand-off only
     run = system.runtime.runs.get(run_id)
     assert run is not None
-    assert [e["action"] for e in events_of(run, "called", INFRABOT)] == \
+    assert [e.action for e in events_of(run, "called", INFRABOT)] == \
         ["metrics:query", "pr:read", "comment:post"]
     journal = HopJournal(system.runtime.runs)
     assert {n: (r.state, r.attempts) for n, r in journal.steps(run_id, INFRABOT).items()} == \

@@ -26,7 +26,7 @@ from e2e._processes import Distributed
 from orchestrator.audit import StoredRecord
 from orchestrator.catalog import CATALOG
 from orchestrator.config import SERVICE_NAMES
-from orchestrator.runs import Run
+from orchestrator.runs import Finished, Run
 from reliability._faultproxy import FaultProxy
 from reliability._faults import ScriptedProxy
 
@@ -63,7 +63,7 @@ def by_run(records: Iterable[StoredRecord]) -> dict[str | None, list[StoredRecor
 def assert_one_terminal_each(runs: Mapping[str, Run]) -> None:
     for run in runs.values():
         assert run.terminal, run
-        assert events_of(run, "finished") == [{"status": run.status, "reason": run.reason}], \
+        assert events_of(run, "finished") == [Finished(status=run.status, reason=run.reason)], \
             (run.run_id, run.status, run.reason, events_of(run, "finished"))
 
 
@@ -106,9 +106,9 @@ def assert_audit_matches_calls(runs: Mapping[str, Run], records: list[StoredReco
         assert audited == reached, (run_id, audited - reached, reached - audited)
         # the run log and the audit: every call it shows is on record
         called = collections.Counter(
-            (e["service"], e["action"], "allow", "idempotent_replay" if e["replayed"] else "ok")
+            (e.service, e.action, "allow", "idempotent_replay" if e.replayed else "ok")
             for e in events_of(run, "called"))
-        called += collections.Counter((e["service"], e["action"], "deny", e["reason"])
+        called += collections.Counter((e.service, e.action, "deny", e.reason)
                                       for e in events_of(run, "call_denied"))
         on_record = collections.Counter((r.service, r.action, r.decision, r.reason)
                                         for r in services)
@@ -121,7 +121,7 @@ def assert_audit_matches_calls(runs: Mapping[str, Run], records: list[StoredReco
         assert logged <= issued if hops_cut_off else logged == issued, (run_id, logged, issued)
         refused = collections.Counter(r.reason for r in exchanges
                                       if r.decision == "deny" and (r.status or 0) < 500)
-        assert refused == collections.Counter(e["reason"] for e in
+        assert refused == collections.Counter(e.reason for e in
                                               events_of(run, "exchange_denied")), run_id
         roots = [r for r in mine if r.action == "root_grant" and r.decision == "allow"]
         assert len(roots) == len(events_of(run, "root_granted")), run_id

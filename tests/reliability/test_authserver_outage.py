@@ -54,7 +54,7 @@ def test_authserver_outage_mid_run(faulty: FaultyDistributed, reliability_redis_
     gave_up = 0
     for run in runs.values():
         retries = events_of(run, "retrying")
-        assert {e["reason"] for e in retries} <= OUTAGE_REASONS, retries
+        assert {e.reason for e in retries} <= OUTAGE_REASONS, retries
         if run.status == "failed":
             agent, _, why = (run.reason or "").partition(": ")
             assert agent in ("agent:infrabot", "agent:argocd", "agent:cleanup"), run.reason

@@ -57,7 +57,7 @@ def assert_once_each(system: System, run: Run, retried: str, reason: str,
     """The run succeeded after one retry of ``retried``; every call of the story happened once
     (``exchanges``: the token exchanges each agent made, a hand-off exchanged again included)."""
     assert (run.status, run.reason) == ("succeeded", "ok"), run.reason
-    assert [(e.agent, e.detail["reason"]) for e in run.events if e.kind == "retrying"] == \
+    assert [(e.agent, e.detail.reason) for e in run.events if e.kind == "retrying"] == \
         [(retried, reason)]
     assert_post_deploy_audit(system.stack.audit.query(run_id=run.run_id), run.run_id, exchanges)
     assert len(events_of(run, "finished")) == 1

@@ -100,14 +100,14 @@ def finished_once(d: Distributed, run_id: str) -> tuple[Run, list[StoredRecord]]
     run = d.wait_run(run_id)
     assert (run.status, run.reason) == ("succeeded", "ok"), d.logs()
     assert len(events_of(run, "finished")) == 1
-    assert [x["to"] for x in events_of(run, "handed_off")] == ["agent:argocd", "agent:cleanup"]
+    assert [x.to for x in events_of(run, "handed_off")] == ["agent:argocd", "agent:cleanup"]
     with d.audit() as audit:
         records = audit.query(run_id=run_id)
     return run, records
 
 
 def calls(run: Run, agent: str) -> list[tuple[str, bool]]:
-    return [(e["action"], e["replayed"]) for e in events_of(run, "called", agent)]
+    return [(e.action, e.replayed) for e in events_of(run, "called", agent)]
 
 
 def test_worker_killed_between_a_call_and_its_recording(distributed: Distributed) -> None:
@@ -181,7 +181,7 @@ def test_serve_restarted_between_a_call_and_its_recording(distributed: Distribut
             [(f"{run_id}.infrabot.2", 201, True), (f"{run_id}.infrabot.2", 201, False)]
         assert_after_fault(d, {run_id: run}, proxy, writer_killed=True)  # the first serve
 
-    assert [r["reason"] for r in events_of(run, "retrying")] == ["github_unreachable"]
+    assert [r.reason for r in events_of(run, "retrying")] == ["github_unreachable"]
     assert calls(run, "agent:infrabot") == [("metrics:query", False), ("pr:read", False),
                                             ("comment:post", True)]
     assert_post_deploy_audit(records, run_id, {"agent:infrabot": 5, "agent:argocd": 3,

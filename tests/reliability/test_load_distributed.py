@@ -84,7 +84,7 @@ def test_load_through_two_workers_loses_nothing(faulty: FaultyDistributed,
     assert_no_effect_twice(runs, records)
     events_of_all = [e for run in runs.values() for e in run.events]
     calls = collections.Counter(
-        (e.detail["service"], e.detail["action"], "allow" if e.kind == "called" else "deny")
+        (e.detail.service, e.detail.action, "allow" if e.kind == "called" else "deny")
         for e in events_of_all if e.kind in ("called", "call_denied"))
     on_record = collections.Counter((r.service, r.action, r.decision) for r in records
                                     if r.service in SERVICE_NAMES)

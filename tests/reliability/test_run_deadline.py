@@ -12,6 +12,7 @@ from pathlib import Path
 from e2e._harness import accepted_run_id, deployment, embedded_settings, events_of, post_webhook
 
 from infrabot.system import running_system
+from orchestrator.runs import Finished
 from reliability._clock import MovableClock
 from reliability._probes import root_for_infrabot, system_clients
 
@@ -30,7 +31,7 @@ def test_a_run_whose_work_was_lost_ends_at_its_deadline(tmp_path: Path) -> None:
         run = system.runtime.runs.wait(run_id, timeout=10)
         assert (run.status, run.reason) == \
             ("failed", f"deadline_exceeded: not finished within {DEADLINE} s")
-        assert events_of(run, "finished") == [{"status": "failed", "reason": run.reason}]
+        assert events_of(run, "finished") == [Finished(status="failed", reason=run.reason)]
         assert run.events[-1].agent is None  # ended by the orchestrator, not an agent
         # revoked: any token of the run is refused from now on
         late = root_for_infrabot(system_clients(system), run_id)["access_token"]

@@ -73,7 +73,7 @@ def test_service_fault_bursts_end_every_run_once(faulty: FaultyDistributed,
             run.status == "failed" and run.reason.endswith(f"after {MAX_RETRIES + 1} attempts")), run.reason
         assert retries_of(run) == faults_met(seen, run.run_id), \
             (run.run_id, events_of(run, "retrying"))
-        reasons = {e["reason"] for e in events_of(run, "retrying")}
+        reasons = {e.reason for e in events_of(run, "retrying")}
         assert reasons <= {"datadog_http_503", "datadog_unreachable", "github_unreachable",
                            "github_http_502", "aws_http_503", "aws_http_502",
                            "pagerduty_unreachable", "pagerduty_http_503"}, reasons

@@ -31,7 +31,7 @@ from e2e._processes import Distributed
 from agents.tasks import MAX_RETRIES
 from infrabot.system import System, running_system
 from orchestrator.audit import StoredRecord
-from orchestrator.runs import Run
+from orchestrator.runs import Finished, Run
 from reliability._faultproxy import FaultProxy
 
 CREATE_TAGS = "/ec2/CreateTags"
@@ -58,7 +58,7 @@ def assert_retried_then_acted_once(run: Run, records: list[StoredRecord],
                                    proxy: FaultProxy) -> None:
     assert (run.status, run.reason) == ("succeeded", "ok")
     retries = events_of(run, "retrying")
-    assert [(r["reason"], r["attempt"]) for r in retries] == \
+    assert [(r.reason, r.attempt) for r in retries] == \
         [("aws_http_503", 1), ("aws_http_503", 2)]
     assert [e.agent for e in run.events if e.kind == "retrying"] == ["agent:argocd"] * 2
     assert [(s.status, s.faked) for s in proxy.answered(CREATE_TAGS)] == \
@@ -69,7 +69,7 @@ def assert_retried_then_acted_once(run: Run, records: list[StoredRecord],
     assert_post_deploy_audit(records, run.run_id, {"agent:infrabot": 4, "agent:argocd": 5,
                                                    "agent:cleanup": 2})
     assert [r.action for r in records if r.reason == "idempotent_replay"] == []
-    assert [(e["action"], e["replayed"]) for e in events_of(run, "called", "agent:argocd")] == \
+    assert [(e.action, e.replayed) for e in events_of(run, "called", "agent:argocd")] == \
         [("deploy:create", False), ("tags:create", False)]
     keys = {s.request_id for s in proxy.answered(CREATE_TAGS)}
     assert keys == {f"{run.run_id}.argocd.1"}  # one key on every attempt
@@ -120,8 +120,8 @@ def test_service_down_for_good_fails_the_run_after_bounded_retries(tmp_path: Pat
 
         assert (run.status, run.reason) == \
             ("failed", f"agent:argocd: aws_http_503 after {ATTEMPTS} attempts")
-        assert events_of(run, "finished") == [{"status": "failed", "reason": run.reason}]
-        assert [r["attempt"] for r in events_of(run, "retrying")] == list(range(1, ATTEMPTS))
+        assert events_of(run, "finished") == [Finished(status="failed", reason=run.reason)]
+        assert [r.attempt for r in events_of(run, "retrying")] == list(range(1, ATTEMPTS))
         assert [s.status for s in proxy.answered(CREATE_TAGS)] == [503] * ATTEMPTS
         assert events_of(run, "handed_off", "agent:argocd") == []
         records = system.stack.audit.query(run_id=run_id)

@@ -21,12 +21,13 @@ from orchestrator.runs import (
     resume_point,
 )
 from orchestrator.runs._schema import SCHEMA_VERSION
+from tests._events import detail
 from tests._postgres import raw
 
 from .conftest import Origin, at_once
 
 RUN, AGENT, NEXT = "run-1", "agent:argocd", "agent:cleanup"
-CALLED = ("called", {"status": 201})
+CALLED = detail("called", status=201)
 
 
 def record(step: int, state: str, *, reason: str | None = None, attempts: int = 1) -> StepRecord:
@@ -91,7 +92,7 @@ def test_a_step_is_recorded_started_with_its_key_before_its_outcome(
     assert journal.steps(RUN, AGENT)[0].state == "done"
     run = store.get(RUN)
     assert run is not None and [(e.kind, e.agent, e.detail) for e in run.events] == \
-        [("called", AGENT, {"status": 201})]
+        [("called", AGENT, CALLED)]
 
 
 def test_starting_an_in_doubt_step_again_keeps_its_key_and_counts_the_attempt(
@@ -114,7 +115,7 @@ def test_an_outcome_is_recorded_once_and_its_event_only_with_it(
         journal: HopJournal, store: RunStore) -> None:
     journal.start(RUN, AGENT, 0, "github.deployment_status.create")
     assert journal.finish(RUN, AGENT, 0, "denied", reason="403 (insufficient_scope)",
-                          event=("call_denied", {"status": 403})) is True
+                          event=detail("call_denied", status=403)) is True
     assert journal.finish(RUN, AGENT, 0, "done", reason=None, event=CALLED) is False
     assert journal.steps(RUN, AGENT)[0].state == "denied"
     run = store.get(RUN)
@@ -130,20 +131,21 @@ def test_a_refused_exchange_is_recorded_as_the_step_s_stop_and_stands(
         journal: HopJournal, store: RunStore) -> None:
     reason = "agent:argocd exchange for aws.ec2.create_tags: invalid_grant (user_revoked)"
     stop = journal.stop(RUN, AGENT, 1, "aws.ec2.create_tags", "denied", reason=reason,
-                        event=("exchange_denied", {"reason": "user_revoked"}))
+                        event=detail("exchange_denied", reason="user_revoked"))
     assert (stop.state, stop.reason) == ("denied", reason)
     # a retried hop told something else now gets the recorded stop back, and no new event
     later = journal.stop(RUN, AGENT, 1, "aws.ec2.create_tags", "expired", reason="other",
-                         event=("exchange_denied", {"reason": "token_expired"}))
+                         event=detail("exchange_denied", reason="token_expired"))
     assert later == stop
     run = store.get(RUN)
-    assert run is not None and [e.detail for e in run.events] == [{"reason": "user_revoked"}]
+    assert run is not None and [e.detail for e in run.events] == \
+        [detail("exchange_denied", reason="user_revoked")]
 
 
 def test_a_refused_exchange_of_an_in_doubt_step_ends_it(journal: HopJournal) -> None:
     journal.start(RUN, AGENT, 1, "aws.ec2.create_tags")
     stop = journal.stop(RUN, AGENT, 1, "aws.ec2.create_tags", "denied", reason="revoked",
-                        event=("exchange_denied", {}))
+                        event=detail("exchange_denied"))
     assert (stop.state, stop.reason) == ("denied", "revoked")
 
 
@@ -151,7 +153,7 @@ def test_a_done_step_is_not_turned_into_a_stop(journal: HopJournal) -> None:
     journal.start(RUN, AGENT, 0, "github.deployment_status.create")
     journal.finish(RUN, AGENT, 0, "done", reason=None, event=CALLED)
     kept = journal.stop(RUN, AGENT, 0, "github.deployment_status.create", "denied",
-                        reason="late", event=("exchange_denied", {}))
+                        reason="late", event=detail("exchange_denied"))
     assert kept.state == "done"
 
 
@@ -161,7 +163,7 @@ def test_records_hold_no_token(journal: HopJournal) -> None:
     with pytest.raises(ValueError, match="raw JWT"):
         journal.finish(RUN, AGENT, 0, "failed", reason=jwt, event=CALLED)
     with pytest.raises(ValueError, match="raw JWT"):
-        journal.finish(RUN, AGENT, 0, "done", reason=None, event=("called", {"t": jwt}))
+        journal.finish(RUN, AGENT, 0, "done", reason=None, event=detail("called", path=f"/t/{jwt}"))
     assert journal.steps(RUN, AGENT)[0].state == "started"
 
 

@@ -8,6 +8,7 @@ from rich.console import Console, RenderableType
 
 from orchestrator import runs as runs_package
 from orchestrator.runs import RunStore, render_run, render_runs
+from tests._events import detail
 
 from .conftest import Origin
 
@@ -23,30 +24,30 @@ def text_of(renderable: RenderableType) -> str:
 
 def denied_run(store: RunStore, origin: Origin) -> None:
     store.create("run-7", workflow="post-deploy", event=origin)
-    store.add_event("run-7", "started", None, {
-        "event": "deployment", "user": "user:sam", "trigger": "ci_pipeline",
-        "environment": "prod", "service": "service-x", "commit": "9f2c1e7", "mode": "delegated"})
-    store.add_event("run-7", "root_granted", None, {
-        "needed": [READ, TAG], "granted": [READ], "dropped": [TAG], "may_act": "agent:infrabot"})
+    store.add_event("run-7", None, detail(
+        "started", event="deployment", user="user:sam", trigger="ci_pipeline",
+        environment="prod", service="service-x", commit="9f2c1e7", mode="delegated"))
+    store.add_event("run-7", None, detail(
+        "root_granted", needed=[READ, TAG], granted=[READ], dropped=[TAG],
+        may_act="agent:infrabot"))
     store.mark_running("run-7")
-    store.add_event("run-7", "exchanged", "agent:infrabot", {
-        "for": "datadog.query_metrics", "requested": READ, "granted": READ, "ms": 4})
-    store.add_event("run-7", "called", "agent:infrabot", {
-        "service": "datadog", "action": "metrics:query", "method": "GET", "path": "/metrics",
-        "status": 200, "reason": "ok", "replayed": False, "ms": 3})
-    store.add_event("run-7", "handed_off", "agent:infrabot", {"to": "agent:argocd",
-                                                              "scope": TAG})
-    store.add_event("run-7", "retrying", "agent:argocd", {
-        "reason": "aws_unreachable", "attempt": 1, "in_seconds": 0.2})
-    store.add_event("run-7", "call_denied", "agent:argocd", {
-        "service": "aws", "action": "instances:tag", "method": "POST", "path": "/tags",
-        "status": 403, "reason": "insufficient_scope", "replayed": False})
-    store.add_event("run-7", "exchange_denied", "agent:argocd", {
-        "for": "aws.clean", "requested": "urn:infra:infrastructure:clean",
-        "error": "invalid_scope", "reason": "scope_not_grantable"})
+    store.add_event("run-7", "agent:infrabot", detail(
+        "exchanged", for_="datadog.query_metrics", requested=READ, granted=READ, ms=4))
+    store.add_event("run-7", "agent:infrabot", detail(
+        "called", service="datadog", action="metrics:query", method="GET", path="/metrics",
+        status=200, reason="ok", replayed=False, ms=3))
+    store.add_event("run-7", "agent:infrabot", detail("handed_off", to="agent:argocd", scope=TAG))
+    store.add_event("run-7", "agent:argocd", detail(
+        "retrying", reason="aws_unreachable", attempt=1, in_seconds=0.2))
+    store.add_event("run-7", "agent:argocd", detail(
+        "call_denied", service="aws", action="instances:tag", method="POST", path="/tags",
+        status=403, reason="insufficient_scope", replayed=False))
+    store.add_event("run-7", "agent:argocd", detail(
+        "exchange_denied", for_="aws.clean", requested="urn:infra:infrastructure:clean",
+        error="invalid_scope", reason="scope_not_grantable"))
     store.finish("run-7", "denied", "agent:argocd exchange for aws.clean: invalid_scope")
-    store.add_event("run-7", "finished", "agent:argocd", {
-        "status": "denied", "reason": "agent:argocd exchange for aws.clean: invalid_scope"})
+    store.add_event("run-7", "agent:argocd", detail(
+        "finished", status="denied", reason="agent:argocd exchange for aws.clean: invalid_scope"))
 
 
 def test_a_run_renders_its_header_and_every_hop(store: RunStore, origin: Origin) -> None:
@@ -78,15 +79,19 @@ def test_a_run_renders_its_header_and_every_hop(store: RunStore, origin: Origin)
     assert positions == sorted(positions)
 
 
-def test_unknown_detail_shapes_still_render(store: RunStore, origin: Origin) -> None:
+def test_empty_and_absent_scopes_render_as_none(store: RunStore, origin: Origin) -> None:
+    """Details whose scopes are empty or absent (None) still read; a detail of an unknown
+    shape is never stored (tests/runs/test_run_events.py)."""
     store.create("run-1", workflow="post-deploy", event=origin)
-    store.add_event("run-1", "called", "agent:infrabot", {})
-    store.add_event("run-1", "root_granted", None, {"something": "else"})
+    store.add_event("run-1", "agent:infrabot", detail("exchanged", requested=None, granted=""))
+    store.add_event("run-1", None, detail("root_granted", needed=[], granted=[]))
+    store.add_event("run-1", "agent:infrabot", detail("handed_off", scope=None))
     run = store.get("run-1")
     assert run is not None
     text = text_of(render_run(run))
-    assert "? ? ? → ? deny (?)" in text
-    assert "requested (none) / granted (none)" in text
+    assert "datadog.metrics.query: requested (none) / granted (none) (4 ms)" in text
+    assert "requested (none) / granted (none); may_act agent:infrabot" in text
+    assert "to agent:argocd with (none)" in text
 
 
 def test_the_run_list_has_one_line_per_run(store: RunStore) -> None:
@@ -117,4 +122,8 @@ def test_the_public_surface_is_pinned() -> None:
         # the hop journal (docs/journal.md)
         "DELIVERY_STEP", "STOPS", "HopJournal", "Resume", "StepConflict", "StepRecord",
         "idempotency_key", "resume_point",
+        # what each event says, one model per kind (docs/run-events.md)
+        "EventDetail", "EventDetailError", "parse_detail", "Timed", "DENIALS", "HAND_OFF",
+        "Started", "RootGranted", "RootDenied", "Exchanged", "ExchangeDenied", "Called",
+        "CallDenied", "HandedOff", "Retrying", "Finished",
     ])

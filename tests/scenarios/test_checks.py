@@ -11,6 +11,7 @@ from infrabot.scenarios._checks import check
 from infrabot.scenarios._model import Expect
 from infrabot.scenarios._outcome import Outcome
 from orchestrator.runs import Run, RunEvent
+from tests._events import detail
 
 T0 = datetime(2025, 7, 18, 16, 10, tzinfo=UTC)
 READ = "urn:infra:monitoring:read"
@@ -23,7 +24,8 @@ def make_run(*events: tuple[str | None, str, dict[str, Any]], status: str = "den
                reason=reason, trigger="ci_pipeline", environment="prod",
                repository="acme/service-x", commit="9f2c1e7", service="service-x",
                created_at=T0, events=tuple(
-                   RunEvent(run_id="run-1", seq=i, time=T0, kind=kind, agent=agent, detail=d)
+                   RunEvent(run_id="run-1", seq=i, time=T0, kind=kind, agent=agent,
+                            detail=detail(kind, **d))
                    for i, (agent, kind, d) in enumerate(events, 1)))
 
 

@@ -15,6 +15,7 @@ import pytest
 from orchestrator.audit import AuditKeys, AuditStore, Checkpointer
 from orchestrator.audit._keys import PUBLIC_FILE
 from orchestrator.runs import RunStore
+from tests._events import detail
 from tests._postgres import fresh_schema
 from tests.audit.conftest import record
 from tests.cli._cli import clean_env, infrabot, serving
@@ -49,7 +50,7 @@ def test_audit_and_runs_commands_read_the_database(url: str, env: dict[str, str]
         checkpointer.close()
     with RunStore(url) as runs:
         runs.create("run-1", workflow="post-deploy", event=Origin())
-        runs.add_event("run-1", "started", None, {"delivery": "d-1"})
+        runs.add_event("run-1", None, detail("started", delivery="d-1"))
         runs.finish("run-1", "succeeded", "ok")
     queried = infrabot("audit", "query", "--json", env=env, cwd=tmp_path).ok().json()
     assert [item["resource"] for item in queried] == ["r-0", "r-1", "r-2"]

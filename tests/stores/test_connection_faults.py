@@ -19,6 +19,7 @@ import pytest
 from orchestrator.audit import AuditRecord, AuditStore
 from orchestrator.errors import Unavailable
 from orchestrator.runs import RunStore
+from tests._events import detail
 from tests._postgres import fresh_schema, kill_connections
 from tests.runs.conftest import Origin
 
@@ -84,7 +85,7 @@ def test_the_run_log_goes_on_after_its_connections_are_killed(url: str) -> None:
     with RunStore(url) as runs:
         runs.create("run-1", workflow="post-deploy", event=Origin())
         kill_connections(url)
-        runs.add_event("run-1", "started", None, {"n": 1})
+        runs.add_event("run-1", None, detail("started", delivery="d-1"))
         kill_connections(url)
         assert runs.finish("run-1", "succeeded", "ok")
         run = runs.get("run-1")
@@ -100,7 +101,7 @@ def test_writes_wait_for_each_other_across_connections(url: str) -> None:
 
         def add() -> None:
             for i in range(10):
-                runs.add_event("run-1", "started", None, {"i": i})
+                runs.add_event("run-1", None, detail("started", delivery=f"d-{i}"))
 
         threads = [threading.Thread(target=add) for _ in range(4)]
         for thread in threads:

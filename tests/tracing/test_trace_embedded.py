@@ -36,8 +36,8 @@ class Traced:
 
     @property
     def trace_id(self) -> str:
-        (started,) = [e.detail for e in self.run.events if e.kind == "started"]
-        trace_id: str = started["trace_id"]
+        trace_id = self.run.trace_id  # what the run's started event recorded
+        assert trace_id is not None
         return trace_id
 
     def by_id(self) -> dict[str, ReadableSpan]:
