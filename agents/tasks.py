@@ -26,6 +26,7 @@ from orchestrator._log import get_logger
 from orchestrator.config import Settings
 from orchestrator.errors import TransientError
 from orchestrator.runs import HopJournal, Retrying
+from orchestrator.tracing import annotate
 
 AGENT_QUEUES = {"agent:infrabot": "infrabot", "agent:argocd": "argocd", "agent:cleanup": "cleanup"}
 # A transient fault (a service, the auth server or the run log unreachable, a 503) is retried 7
@@ -70,6 +71,7 @@ def _run_hop(task: Task, app: Celery, settings: Settings, agent: str, run_id: st
              generation: int) -> dict[str, Any]:
     rt = runtime_for(id(app), settings)
     log = get_logger(run_id=run_id, agent=agent, task_id=task.request.id)
+    annotate(run_id=run_id, agent=agent)  # on Celery's span of this task
     try:
         outcome = perform_hop(rt, run_id=run_id, workflow=workflow, agent=agent, token=token,
                               scope=scope, mode=mode, generation=generation)
@@ -90,6 +92,7 @@ def _run_hop(task: Task, app: Celery, settings: Settings, agent: str, run_id: st
             log.error("hop_unrecorded", status=outcome.status, reason=reason)
             return {"run_id": run_id, "agent": agent, "status": "unrecorded"}
     log.info("hop_done", status=outcome.status, reason=outcome.reason)
+    annotate(decision=outcome.status, reason=outcome.reason)
     return {"run_id": run_id, "agent": agent, "status": outcome.status}
 
 

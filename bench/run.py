@@ -39,6 +39,7 @@ from bench import (
     memory,
     replay,
     stores,
+    tracing,
 )
 from bench._cluster import redis_answers
 from bench._postgres import DEFAULT_DATABASE_URL, answers
@@ -46,7 +47,7 @@ from bench._report import RAW, Table, block, environment, record, write_raw
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/12"
 NAMES = ("exchange", "enforcement", "end_to_end", "depth", "audit", "memory", "replay",
-         "audit_postgres", "stores", "dpop", "chaos")
+         "audit_postgres", "stores", "dpop", "tracing", "chaos")
 DEFAULT = NAMES[:-1]  # chaos runs only when named: it takes minutes and starts its own servers
 NEEDS_REDIS = frozenset({"exchange", "enforcement", "end_to_end", "memory", "replay", "stores",
                          "dpop"})
@@ -64,6 +65,7 @@ FULL: dict[str, dict[str, object]] = {
     "memory": {"checkpoints": (100, 500, 1000)},
     "replay": {"rate": 500},
     "dpop": {"sequential": 20, "burst": 40, "warmup": 3, "rounds": 2, "proofs": 500},
+    "tracing": {"runs": 30, "warmup": 5, "rounds": 3},
     "chaos": {"counts": {"worker_kill": 20, "serve_restart": 5, "broker_restart": 5,
                          "registry_restart": 5}},  # issue 20's counts, per broker
 }
@@ -79,6 +81,7 @@ QUICK: dict[str, dict[str, object]] = {
     "memory": {"checkpoints": (50, 100)},
     "replay": {"rate": 50},
     "dpop": {"sequential": 5, "burst": 15, "warmup": 1, "rounds": 2, "proofs": 200},
+    "tracing": {"runs": 10, "warmup": 2, "rounds": 1},
     "chaos": {"counts": {"worker_kill": 4, "serve_restart": 2, "broker_restart": 2,
                          "registry_restart": 2}},
 }
@@ -96,6 +99,7 @@ def benchmarks(redis_url: str, database_url: str) -> dict[str, Callable[..., lis
         "audit_postgres": lambda **kw: audit_postgres.run(database_url, **kw),
         "stores": lambda **kw: stores.run(redis_url, database_url, **kw),
         "dpop": lambda **kw: dpop.run(redis_url, **kw),
+        "tracing": tracing.run,
         "chaos": chaos.run,
     }
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from celery import Celery
 from celery.worker import state
+from opentelemetry.sdk.trace.export import SpanExporter
 
 from agents._runtime import AgentRuntime, drop_runtime, install_runtime
 from agents.tasks import WAKE_TASK, dispatcher
@@ -30,11 +31,18 @@ from infrabot.stack import ORCHESTRATOR_CLIENT, Stack, bind_ports, write_endpoin
 from orchestrator._deadline import RunDeadline, deadline_sweeper
 from orchestrator._servers import ServerGroup
 from orchestrator.audit import StoredRecord, checkpoint_ticker
-from orchestrator.ci import WebhookReceiver, create_webhook_app, webhook_key, with_webhook_secret
+from orchestrator.ci import (
+    RunRequests,
+    WebhookReceiver,
+    create_webhook_app,
+    webhook_key,
+    with_webhook_secret,
+)
 from orchestrator.client import AuthClient
 from orchestrator.config import Settings
 from orchestrator.errors import ConfigError
 from orchestrator.orchestration import Orchestrator
+from orchestrator.tracing import instrument_app, start_tracing, traced_record
 
 SERVER_NAMES = ("auth", "datadog", "github", "aws", "pagerduty", "webhooks")
 
@@ -115,10 +123,12 @@ def _started(ready: threading.Event, thread: threading.Thread, timeout: float) -
 @contextlib.contextmanager
 def running_system(settings: Settings, *, embedded_worker: bool | None = None,
                    write_endpoints_file: bool = False,
-                   deadline_clock: Callable[[], float] = time.time) -> Iterator[System]:
+                   deadline_clock: Callable[[], float] = time.time,
+                   span_exporters: list[SpanExporter] | None = None) -> Iterator[System]:
     """Start everything ``settings`` describe; stop it all when the block ends.
 
-    ``deadline_clock`` is the run deadline's clock (a test moves it instead of waiting)."""
+    ``deadline_clock`` is the run deadline's clock (a test moves it instead of waiting);
+    ``span_exporters`` replace where the spans go (docs/tracing.md)."""
     if embedded_worker is None:
         embedded_worker = settings.broker_url.startswith("memory://")
     settings, sockets = bind_ports(with_webhook_secret(settings), SERVER_NAMES)
@@ -128,7 +138,11 @@ def running_system(settings: Settings, *, embedded_worker: bool | None = None,
     app: Celery | None = None
     exits = contextlib.ExitStack()
     try:
+        traced = exits.enter_context(start_tracing(settings, "infrabot",
+                                                   exporters=span_exporters))
         stack = Stack.build(settings)
+        if traced:  # each audit record joins its trace, each span gets the record's decision
+            stack.audit.before_append(traced_record)
         app = create_celery(settings)
         runtime = AgentRuntime.build(settings, endpoints=stack.endpoints(), keys={
             cid: key for cid, key in stack.clients.items() if cid in stack.directory.agents})
@@ -145,7 +159,11 @@ def running_system(settings: Settings, *, embedded_worker: bool | None = None,
             secret=webhook_key(settings),
             replay=stack.revocation, directory=stack.directory, audit=stack.audit,
             start_run=orch.start, deliveries=runtime.runs)
-        apps: dict[str, Any] = {**stack.apps(), "webhooks": create_webhook_app(receiver)}
+        run_requests = RunRequests(  # POST /runs: a person's own IdP token (docs/federation.md)
+            stack.auth.user_tokens, stack.audit,
+            lambda event, workflow, token: orch.start(event, workflow=workflow, user_token=token))
+        apps: dict[str, Any] = {name: instrument_app(sub) for name, sub in {
+            **stack.apps(), "webhooks": create_webhook_app(receiver, run_requests)}.items()}
         for name, sub in apps.items():
             group.add(sub, sockets.pop(name))
         group.start()

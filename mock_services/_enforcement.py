@@ -68,6 +68,7 @@ from orchestrator.audit import AuditRecord, AuditStore
 from orchestrator.catalog import LISTING, Action, Target, clean_text, resource_for
 from orchestrator.errors import OAuthError, Unavailable
 from orchestrator.identity import AccessClaims
+from orchestrator.tracing import own_span
 
 log = logging.getLogger("mock_services")
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -105,14 +106,16 @@ class Enforcer:
     async def handle(self, request: Request, actions: Sequence[Action], inner: Handler,
                      resolve: Resolver | None) -> Response:
         call = _Call(actions[0], resource_for(actions[0], {}, None), request_id_of(request))
-        try:
-            response, reason = await self._run(request, actions, inner, resolve, call)
-        except Exception as exc:  # noqa: BLE001 - every failure is answered and audited
-            if isinstance(exc, TargetRefused):
-                call.target = exc.audit_context()
-            response, reason = self._refusal(exc, call.action.scope)
-        anonymous = reason == MissingToken.reason
-        return await self._finish(call, response, reason, _source(request) if anonymous else None)
+        with own_span(f"enforce {self.service}", scope_required=actions[0].scope):
+            try:
+                response, reason = await self._run(request, actions, inner, resolve, call)
+            except Exception as exc:  # noqa: BLE001 - every failure is answered and audited
+                if isinstance(exc, TargetRefused):
+                    call.target = exc.audit_context()
+                response, reason = self._refusal(exc, call.action.scope)
+            anonymous = reason == MissingToken.reason
+            return await self._finish(call, response, reason,
+                                      _source(request) if anonymous else None)
 
     async def refuse_unrouted(self, request: Request, exc: HTTPException) -> Response:
         """A request no route matched (404, 405): answered and audited like any other."""

@@ -18,31 +18,11 @@ from typing import Any
 import httpx
 
 from orchestrator.config import Settings
-from orchestrator.errors import Unavailable
+from orchestrator.federation import jwks_through_metadata, unavailable
 from orchestrator.identity import CachedJWKS, KeySource, PublicKey
 
 METADATA_PATH = "/.well-known/oauth-authorization-server"
 FETCH_TIMEOUT_SECONDS = 2.0
-_MAX_DOCUMENT_BYTES = 256 * 1024
-
-
-def _unavailable(message: str) -> Unavailable:
-    return Unavailable(message, reason="jwks_unavailable")
-
-
-def _get_json(client: httpx.Client, url: str) -> dict[str, Any]:
-    response = client.get(url, headers={"Accept": "application/json"})
-    if response.status_code != 200:
-        raise _unavailable(f"{url} answered {response.status_code}")
-    if len(response.content) > _MAX_DOCUMENT_BYTES:
-        raise _unavailable(f"{url} answered an oversized document")
-    try:
-        document = response.json()
-    except ValueError as exc:
-        raise _unavailable(f"{url} did not answer JSON") from exc
-    if not isinstance(document, dict):
-        raise _unavailable(f"{url} did not answer a JSON object")
-    return document
 
 
 def fetch_published_keys(auth_url: str, issuer: str, *, timeout: float = FETCH_TIMEOUT_SECONDS,
@@ -50,15 +30,10 @@ def fetch_published_keys(auth_url: str, issuer: str, *, timeout: float = FETCH_T
     """The JWKS document the authorization server at ``auth_url`` publishes for ``issuer``."""
     try:
         with httpx.Client(timeout=timeout, transport=transport, follow_redirects=False) as client:
-            metadata = _get_json(client, auth_url.rstrip("/") + METADATA_PATH)
-            if metadata.get("issuer") != issuer:
-                raise _unavailable("authorization server metadata names another issuer")
-            jwks_uri = metadata.get("jwks_uri")
-            if not isinstance(jwks_uri, str) or not jwks_uri.startswith(("http://", "https://")):
-                raise _unavailable("authorization server metadata has no usable jwks_uri")
-            return _get_json(client, jwks_uri)
+            return jwks_through_metadata(client, auth_url.rstrip("/") + METADATA_PATH, issuer,
+                                         who="authorization server")
     except httpx.HTTPError as exc:
-        raise _unavailable(f"authorization server unreachable: {type(exc).__name__}") from exc
+        raise unavailable(f"authorization server unreachable: {type(exc).__name__}") from exc
 
 
 def remote_key_source(

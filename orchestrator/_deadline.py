@@ -73,7 +73,8 @@ class RunDeadline:
                 time=now, service="orchestrator", action="revoke", resource=f"run_id:{run_id}",
                 decision="allow", reason="run_revoked", performed_by=ACTOR,
                 on_behalf_of=run.user if run else None, run_id=run_id,
-                request_id=f"{run_id}.{REASON}", status=200))
+                context={"trace_id": run.trace_id} if run and run.trace_id else {},
+                request_id=f"{run_id}.{REASON}", status=200))  # joined to the run's trace
         except (Unavailable, ValueError):
             get_logger(run_id=run_id).exception("run_deadline_audit_failed")
 

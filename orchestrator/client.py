@@ -21,6 +21,7 @@ from orchestrator.authserver._service import (
     GRANT_JWT_BEARER,
     GRANT_TOKEN_EXCHANGE,
     TOKEN_TYPE_ACCESS,
+    TOKEN_TYPE_JWT,
 )
 from orchestrator.identity import CLIENT_ASSERTION_TYPE, Context, SigningKey, make_assertion
 
@@ -151,6 +152,21 @@ class AuthClient:
                                audience=f"{self.base_url}/token", now=int(self._clock()),
                                extra={"ctx": ctx.model_dump()})
         form = {"grant_type": GRANT_JWT_BEARER, "assertion": grant, "scope": " ".join(scopes),
+                "audience": first_agent}
+        result: dict[str, Any] = self._post("/token", form).json()
+        return result
+
+    def user_root_token(self, user_token: str, scopes: list[str], ctx: Context,
+                        first_agent: str) -> dict[str, Any]:
+        """RFC 8693: the root token of a run for the user a trusted identity provider's token
+        names (docs/federation.md); the run's ``ctx`` goes in an ``actor_token`` this client
+        signs."""
+        actor = make_assertion(self._key, issuer=self.client_id, subject=self.client_id,
+                               audience=f"{self.base_url}/token", now=int(self._clock()),
+                               extra={"ctx": ctx.model_dump()})
+        form = {"grant_type": GRANT_TOKEN_EXCHANGE, "subject_token": user_token,
+                "subject_token_type": TOKEN_TYPE_JWT, "actor_token": actor,
+                "actor_token_type": TOKEN_TYPE_JWT, "scope": " ".join(scopes),
                 "audience": first_agent}
         result: dict[str, Any] = self._post("/token", form).json()
         return result

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SigningAlg = Literal["ES256", "RS256", "EdDSA"]
@@ -135,6 +135,14 @@ class Settings(BaseSettings):
                           "services accept and static-mode runs use instead of delegation. "
                           "Off unless set; the demo and the benchmarks set it to compare.")
     log_level: str = "INFO"
+    tracing: bool = Field(True, description="OpenTelemetry traces of every run (docs/tracing.md)"
+                                            ": exported over OTLP when otlp_endpoint is set, "
+                                            "else kept in the run log.")
+    otlp_endpoint: str | None = Field(
+        None, validation_alias=AliasChoices("otlp_endpoint", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                                            "OTEL_EXPORTER_OTLP_ENDPOINT"),
+        description="The standard OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT: spans go there over "
+                    "OTLP/HTTP (the exporter reads the other OTEL_* variables itself).")
 
     @field_validator("webhook_secret")
     @classmethod

@@ -22,6 +22,7 @@ from orchestrator.client import AuthClient
 from orchestrator.errors import ConfigError, OAuthError, Unavailable
 from orchestrator.identity import Context, Directory
 from orchestrator.runs import RootDenied, RootGranted, RunStore, Started, shown_claims
+from orchestrator.tracing import current_trace_id, own_span
 from orchestrator.workflows import Workflow, required_scopes, select
 
 ROOT_GRANT_ATTEMPTS = 3
@@ -58,23 +59,35 @@ class Orchestrator:
                       environment=event.environment, trigger=event.trigger, task=event.task)
 
     def start(self, event: CIEvent, *, mode: str = "delegated", workflow: str | None = None,
-              run_id: str | None = None) -> str:
-        """Create the run, root it, enqueue the first agent; return the run id."""
+              run_id: str | None = None, user_token: str | None = None) -> str:
+        """Create the run, root it, enqueue the first agent; return the run id.
+
+        With ``user_token`` (a person's identity-provider token, ``user_request`` runs) the root
+        is that token exchanged, not the orchestrator's RFC 7523 grant; it is never stored."""
         wf = self.workflow_for(event, workflow)
+        if event.trigger == "user_request" and event.environment not in wf.trigger.environments:
+            raise ConfigError(f"{wf.name} does not run in {event.environment}",
+                              reason="environment_not_handled")
         run_id = run_id or new_run_id()
+        with own_span(f"run {wf.name}", run_id=run_id, on_behalf_of=event.user,
+                      trigger=event.trigger, environment=event.environment):
+            return self._start(event, wf, run_id, mode, user_token)
+
+    def _start(self, event: CIEvent, wf: Workflow, run_id: str, mode: str,
+               user_token: str | None) -> str:
         ctx = Context(trigger=event.trigger, environment=event.environment,
                       repository=event.repository, commit=event.commit, run_id=run_id)
         self.runs.create(run_id, workflow=wf.name, event=event, mode=mode)
         self.runs.add_event(run_id, None, Started(
             event=event.event_type, delivery=event.delivery_id, user=event.user,
             trigger=event.trigger, environment=event.environment, service=event.service,
-            commit=event.commit, mode=mode))
+            commit=event.commit, mode=mode, idp=event.idp, trace_id=current_trace_id()))
         if mode == "static":
             if not self.static_token:
                 raise Unavailable("static-token mode is not enabled", reason="static_mode_off")
             token, scope = self.static_token, ""
         else:
-            granted = self._root(run_id, wf, event.user, ctx)
+            granted = self._root(run_id, wf, event.user, ctx, user_token)
             if granted is None:
                 return run_id
             token, scope = granted
@@ -87,12 +100,15 @@ class Orchestrator:
         self.runs.mark_running(run_id)
         return run_id
 
-    def _root(self, run_id: str, wf: Workflow, user: str, ctx: Context) -> tuple[str, str] | None:
+    def _root(self, run_id: str, wf: Workflow, user: str, ctx: Context,
+              user_token: str | None) -> tuple[str, str] | None:
         needed = required_scopes(wf)
         held = list(self.directory.users[user].permissions) if user in self.directory.users else []
         for attempt in range(1, ROOT_GRANT_ATTEMPTS + 1):
             try:
-                result = self.auth.root_token(user, needed, ctx, wf.root_agent)
+                result = (self.auth.user_root_token(user_token, needed, ctx, wf.root_agent)
+                          if user_token is not None
+                          else self.auth.root_token(user, needed, ctx, wf.root_agent))
                 break
             except OAuthError as exc:
                 self.runs.add_event(run_id, None, RootDenied(

@@ -15,6 +15,7 @@ from infrabot.cli._common import CommandError
 from infrabot.cli._demo import demo
 from infrabot.cli._keys import keys
 from infrabot.cli._revoke import revoke
+from infrabot.cli._run import run
 from infrabot.cli._runs import runs
 from infrabot.cli._serve import serve
 from infrabot.cli._simulate import simulate
@@ -51,7 +52,7 @@ def cli() -> None:
 
 
 for command in (demo, serve, worker, simulate, check, workflows, token, revoke, runs, audit,
-                keys):
+                keys, run):
     cli.add_command(command)
 
 

@@ -6,6 +6,7 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 import click
@@ -19,7 +20,15 @@ from infrabot.cli._common import (
 )
 from infrabot.cli._users import resolve_user
 from orchestrator.errors import InfraBotError
-from orchestrator.runs import STATUSES, Run, RunStore, render_run, render_runs
+from orchestrator.runs import (
+    STATUSES,
+    Run,
+    RunStore,
+    SpanLog,
+    render_run,
+    render_runs,
+    render_waterfall,
+)
 
 # Everything reading a damaged run log can raise: the store's own errors (a file that is not a
 # run log, or cannot be read), SQLite's, and a value that does not decode or validate
@@ -53,7 +62,8 @@ def _first_line(exc: BaseException) -> str:
 
 
 def run_json(run: Run) -> dict[str, object]:
-    return run.model_dump(mode="json")
+    """The run as JSON, with its trace id (docs/tracing.md) beside its fields."""
+    return {**run.model_dump(mode="json"), "trace_id": run.trace_id}
 
 
 @click.group("runs")
@@ -95,19 +105,28 @@ def list_runs(limit: int, status: str | None, user: str | None, as_json: bool,
 @runs.command("show")
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the run and its events as JSON.")
+@click.option("--trace", "with_trace", is_flag=True,
+              help="Also the run's trace as a waterfall: hop, exchange, call, and durations.")
 @state_dir_option
-def show(run_id: str, as_json: bool, state_dir: Path | None) -> None:
+def show(run_id: str, as_json: bool, with_trace: bool, state_dir: Path | None) -> None:
     """One run hop by hop: agent, exchange result, calls, decision, timings.
 
     \b
     Example:
       infrabot runs show run-3f2a9c...
+      infrabot runs show run-3f2a9c... --trace
     """
     with _store(state_dir) as store:
         run = store.get(run_id)
+        spans = SpanLog(store).of_trace(run.trace_id) if run and run.trace_id else []
     if run is None:
         raise CommandError(f"no run {run_id!r}")
     if as_json:
-        click.echo(json.dumps(run_json(run), indent=2))
-    else:
-        out_console().print(render_run(run))
+        body = run_json(run)
+        click.echo(json.dumps({**body, "spans": [asdict(s) for s in spans]} if with_trace
+                              else body, indent=2))
+        return
+    console = out_console()
+    console.print(render_run(run))
+    if with_trace:
+        console.print(render_waterfall(spans))

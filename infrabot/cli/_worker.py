@@ -84,13 +84,17 @@ def worker(queues: str, concurrency: int, pool: str, loglevel: str, hostname: st
     # Deferred: Celery and the agents are heavy to import
     from infrabot.celery_app import create_celery
 
+    # Deferred: OpenTelemetry and its instrumentations are heavy to import
+    from orchestrator.tracing import start_tracing
+
     install_agent_keys(keys)  # before the pool forks: children inherit them, never re-read
     configure(settings.log_level)
     app = create_celery(settings)
-    app.worker_main(["worker", "--queues", ",".join(chosen), "--concurrency", str(concurrency),
-                     "--pool", pool, "--loglevel", loglevel,
-                     "--hostname", hostname or f"infrabot-{os.getpid()}@%h", "--without-gossip",
-                     "--without-mingle", "--without-heartbeat"])
+    with start_tracing(settings, "infrabot-worker"):  # the hops' spans, in each pool process
+        app.worker_main(["worker", "--queues", ",".join(chosen), "--concurrency",
+                         str(concurrency), "--pool", pool, "--loglevel", loglevel,
+                         "--hostname", hostname or f"infrabot-{os.getpid()}@%h",
+                         "--without-gossip", "--without-mingle", "--without-heartbeat"])
 
 
 def _check_run_log(settings: Settings) -> None:

@@ -36,6 +36,7 @@ from orchestrator.runs import (
     RunEvent,
     Timed,
     summarize,
+    waterfall_rows,
 )
 
 AUDIT_COLUMNS = ("Timestamp", "Action", "Performed by", "On behalf of", "Resource", "Service",
@@ -92,7 +93,8 @@ def render_report(result: DemoResult) -> str:
         audit_lead=f"{plural(len(result.audit), 'record')} from the authorization server, the "
                    "webhook receiver and the four services, allowed and denied.",
         attacks=_attack_rows(result), refused=sum(a.refused for a in result.attacks),
-        baseline=_baseline(result), written=_iso(datetime.now(UTC)))
+        baseline=_baseline(result), trace=_waterfall(result), trace_id=run.trace_id,
+        written=_iso(datetime.now(UTC)))
 
 
 def _iso(value: datetime) -> str:
@@ -201,8 +203,22 @@ def _root_scopes(result: DemoResult, root: RootGranted | RootDenied) -> list[Row
             for s in sorted(held | set(needed))]
 
 
+def _waterfall(result: DemoResult) -> list[Row]:
+    """The run's trace, span by span under its parent, on one time axis."""
+    rows = waterfall_rows(result.trace)
+    total = max((r.start_ms + r.duration_ms for r in rows), default=1.0) or 1.0
+    return [Row(_cells("· " * r.depth + r.name, f"+{r.start_ms:.1f}",
+                       f"{r.duration_ms:.1f}", r.outcome or "·",
+                       classes=("nowrap", "num", "num", "nowrap")),
+                denied=r.error or r.outcome.startswith("deny"),
+                bar="denied" if r.error or r.outcome.startswith("deny") else "called",
+                style=f"left:{r.start_ms / total * 100:.2f}%;"
+                      f"width:{r.duration_ms / total * 100:.2f}%")
+            for r in rows]
+
+
 def _audit_rows(records: list[StoredRecord]) -> list[Row]:
-    return [Row(_cells(_iso(r.time), r.action, r.performed_by or "-", r.on_behalf_of or "-",
+    return [Row(_cells(_iso(r.time), r.action, r.performed_by or "-", r.principal or "-",
                        r.resource, r.service, r.decision, r.reason,
                        classes=("nowrap", "nowrap", "nowrap", "nowrap", "wrap", "", r.decision,
                                 "")),

@@ -23,7 +23,7 @@ from infrabot.system import System, running_system
 from orchestrator.audit import StoredRecord
 from orchestrator.ci import ROUTE, CIEvent, build_deployment_event, webhook_key
 from orchestrator.config import Settings
-from orchestrator.runs import CallDenied, ExchangeDenied, Run
+from orchestrator.runs import CallDenied, ExchangeDenied, Run, RunStore, SpanLog, SpanRecord
 
 EVENT = {"user_login": "sam", "service": "service-x", "environment": "prod",
          "commit": "9f2c1e7", "pr": 124}
@@ -42,11 +42,13 @@ class DemoResult:
     audit_intact: bool = False
     seconds: float = 0.0
     endpoints: dict[str, str] = field(default_factory=dict)
+    trace: list[SpanRecord] = field(default_factory=list)  # the run's spans, when kept
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "event": self.event,
             "run": self.run.model_dump(mode="json"),
+            "trace_id": self.run.trace_id,  # the run's trace: the audit records name it too
             "audit": [r.to_json() for r in self.audit],
             "user_permissions": self.user_permissions,
             "attacks": [a.as_dict() for a in self.attacks],
@@ -113,6 +115,9 @@ def run_demo(settings: Settings, *, attacks: bool = True, static: bool = True,
             result.static_run = system.runtime.runs.wait(run_id, RUN_TIMEOUT)
             result.static_audit = system.run_records(run_id, static_since)
         result.audit_intact = system.stack.audit.verify().ok
+    if run.trace_id:  # the system stopped, so every span it finished was written
+        with RunStore(demo_settings(settings, static=static).runs_target) as store:
+            result.trace = SpanLog(store).of_trace(run.trace_id)
     result.seconds = time.perf_counter() - started
     return result
 

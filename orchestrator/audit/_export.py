@@ -140,5 +140,5 @@ def _unmapped(record: AuditRecord) -> dict[str, Any]:
 
 def _message(record: AuditRecord) -> str:
     who = record.performed_by or "anonymous"
-    whom = f" on behalf of {record.on_behalf_of}" if record.on_behalf_of else ""
+    whom = f" on behalf of {record.principal}" if record.on_behalf_of else ""
     return f"{who}{whom}: {record.action} {record.resource}: {record.decision} ({record.reason})"

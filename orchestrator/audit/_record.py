@@ -105,6 +105,15 @@ class AuditRecord(BaseModel):
             jti=claims.jti if claims else None, run_id=claims.ctx.run_id if claims else None,
             request_id=request_id, status=status)
 
+    @property
+    def principal(self) -> str | None:
+        """For whom, as shown to a person: ``user:sam (via https://idp.example/realms/acme)``
+        when the run was rooted in the user's own identity provider (``context.idp``)."""
+        idp = self.context.get("idp")
+        if self.on_behalf_of is None or not idp:
+            return self.on_behalf_of
+        return f"{self.on_behalf_of} (via {idp})"
+
     def content(self) -> dict[str, Any]:
         """The record content as JSON values: the exact form that is stored and hashed."""
         return {

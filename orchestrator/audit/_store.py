@@ -94,6 +94,7 @@ class AuditStore(Store):
         nothing written; :class:`~orchestrator.errors.ConfigError` if it is not one)."""
         self._writer = _check_writer(writer) if writer is not None else default_writer()
         self._hooks: list[Callable[[StoredRecord], None]] = []
+        self._enrich: list[Callable[[AuditRecord], AuditRecord]] = []
         self._db: Database = open_database(target, SCHEMA, read_only=read_only)
         self._group: GroupCommit[dict[str, Any], Appended] = GroupCommit(
             ChainWriter(self._db, self._writer).write)
@@ -110,6 +111,11 @@ class AuditStore(Store):
         """Call ``hook`` with each record this store appends, after its commit (the checkpointer
         counts records this way)."""
         self._hooks.append(hook)
+
+    def before_append(self, hook: Callable[[AuditRecord], AuditRecord]) -> None:
+        """Pass each record through ``hook`` before it is appended (tracing adds the trace id
+        to its context); the hook returns a valid record, never one holding a token."""
+        self._enrich.append(hook)
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
@@ -128,6 +134,8 @@ class AuditStore(Store):
     def append(self, record: AuditRecord) -> StoredRecord:
         """Store one record in its own committed transaction; returns it with its chain fields.
         :class:`~orchestrator.errors.Unavailable` if it could not be stored (then it was not)."""
+        for enrich in self._enrich:
+            record = enrich(record)
         try:
             appended = self._group.submit(record.content())
         except Unavailable as exc:

@@ -63,7 +63,7 @@ def render_table(records: Iterable[AuditRecord], *, title: str | None = "Audit t
 def _cells(record: AuditRecord) -> tuple[str, ...]:
     return tuple(display_safe(cell) for cell in (
         table_time(record.time), record.action, record.performed_by or "-",
-        record.on_behalf_of or "-", record.resource, record.service, record.decision,
+        record.principal or "-", record.resource, record.service, record.decision,
         record.reason))
 
 

@@ -10,6 +10,7 @@ from orchestrator.authserver._audit import Auditor, AuditSink
 from orchestrator.authserver._clients import ClientAuthenticator
 from orchestrator.authserver._dpop import DPoPGate
 from orchestrator.config import Settings
+from orchestrator.federation import UserTokens
 from orchestrator.identity import (
     AssertionPolicy,
     ClientKeyLookup,
@@ -62,6 +63,9 @@ class Server(Protocol):
 
     @property
     def dpop(self) -> DPoPGate: ...
+
+    @property
+    def user_tokens(self) -> UserTokens: ...
 
     def now(self) -> int: ...
 

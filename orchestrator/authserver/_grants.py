@@ -33,12 +33,14 @@ class TokenResponse:
                 "token_type": self.token_type, "expires_in": self.expires_in, "scope": self.scope}
 
 
-def issue(server: Server, grant: Grant, action: str, target: str, *, now: int) -> TokenResponse:
-    """Sign ``grant``'s claims with the current key, audit the issuance, answer."""
+def issue(server: Server, grant: Grant, action: str, target: str, *, now: int,
+          reason: str = "ok") -> TokenResponse:
+    """Sign ``grant``'s claims with the current key, audit the issuance (with ``reason``: a
+    warning where there is one), answer."""
     server.keyring.refresh(now=now)
     token = mint(grant.claims, server.keyring.current)
     c = grant.claims
-    server.auditor.record(action, "allow", "ok", c.client_id, target, c, 200)
+    server.auditor.record(action, "allow", reason, c.client_id, target, c, 200)
     return TokenResponse(access_token=token, expires_in=c.exp - now, scope=c.scope,
                          claims=c, dropped=grant.dropped,
                          token_type="DPoP" if c.cnf is not None else "Bearer")

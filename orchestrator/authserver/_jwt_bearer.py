@@ -17,6 +17,7 @@ from orchestrator.errors import (
 from orchestrator.identity import (
     Context,
     Grant,
+    User,
     bound,
     decide_root,
     hand_off_binding,
@@ -49,7 +50,7 @@ def root_grant(server: Server, client: str, request: TokenRequest, *,
         if not first:
             raise InvalidGrant("grant assertion was already used", reason="assertion_replayed")
         user = str(claims["sub"])
-        ctx = _context(claims.get("ctx"))
+        ctx = context_of(claims.get("ctx"))
         scope = request.scope.require()
         first_agent = request.audience.require()
         grant = root(server, user, sorted(parse_scopes(scope)), ctx, first_agent, client,
@@ -73,22 +74,28 @@ def issue_root(server: Server, user: str, scopes: list[str], ctx: Context, first
 
 
 def root(server: Server, user: str, scopes: list[str], ctx: Context, first_agent: str,
-         client: str, *, now: int) -> Grant:
+         client: str, *, now: int, holder: User | None = None) -> Grant:
     """The root grant's claims: the user's standing in the registry, then the rules."""
     standing = server.revocation.standing(user)
     grant = decide_root(user, scopes, ctx, first_agent, server.directory,
                         server.issuance(server.settings.root_token_ttl_seconds), client=client,
                         user_version=standing.user_version,
-                        registry_epoch=standing.registry_epoch, now=now)
+                        registry_epoch=standing.registry_epoch, now=now, holder=holder)
     # The root token is the first hand-off: bound to the first agent's registered DPoP key.
     return bound(grant, hand_off_binding(server.dpop.registered(first_agent),
                                          default=server.settings.dpop_binding))
 
 
-def _context(value: object) -> Context:
+def context_of(value: object) -> Context:
+    """The run's context an orchestrator's assertion names. It may not say the run came from
+    an identity provider (``idp``, ``idp_subject``): only a verified provider token says that."""
     if not isinstance(value, dict):
         raise InvalidGrant("grant assertion needs a ctx object", reason="missing_context")
     try:
-        return Context.model_validate(value)
+        ctx = Context.model_validate(value)
     except ValueError as exc:
         raise InvalidGrant("grant assertion ctx is invalid", reason="invalid_context") from exc
+    if ctx.idp is not None or ctx.idp_subject is not None:
+        raise InvalidGrant("only a verified identity-provider token roots a run in it",
+                           reason="invalid_context")
+    return ctx

@@ -18,7 +18,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.authserver import _introspection, _jwt_bearer, _revocation, _token_exchange
+from orchestrator.authserver import (
+    _federated_root,
+    _introspection,
+    _jwt_bearer,
+    _revocation,
+    _token_exchange,
+)
 from orchestrator.authserver._audit import Auditor, AuditSink
 from orchestrator.authserver._clients import ClientAuthenticator
 from orchestrator.authserver._dpop import DPoPGate
@@ -33,20 +39,24 @@ from orchestrator.authserver._grants import (
 )
 from orchestrator.config import Settings
 from orchestrator.errors import OAuthError, Unavailable, UnsupportedGrantType
+from orchestrator.federation import ProviderKeys, UserTokens
 from orchestrator.identity import (
     AssertionPolicy,
     ClientKeyLookup,
     Context,
     Directory,
     Grant,
+    IdentityProvider,
     Issuance,
     KeyRing,
+    KeySource,
     NonceIssuer,
     PublicKey,
     RevocationStore,
     TokenVerifier,
     VerifierPolicy,
 )
+from orchestrator.tracing import own_span, safe_text
 
 __all__ = ["GRANT_JWT_BEARER", "GRANT_TOKEN_EXCHANGE", "TOKEN_TYPE_ACCESS", "TOKEN_TYPE_JWT",
            "AuditSink", "AuthorizationService", "TokenResponse"]
@@ -79,6 +89,8 @@ class AuthorizationService:
     clock: Callable[[], float] = time.time
     # Where agents' DPoP keys are kept (default: the shared registry, for a while).
     dpop_keys: DPoPKeyBook | None = None
+    # Each trusted identity provider's published keys (by default fetched over HTTP and cached)
+    provider_keys: Callable[[IdentityProvider], KeySource] | None = None
 
     def __post_init__(self) -> None:
         s = self.settings
@@ -101,6 +113,8 @@ class AuthorizationService:
         book = self.dpop_keys or SharedKeyBook(self.revocation, s.dpop_key_registration_seconds)
         self.dpop = DPoPGate(s, self.revocation, NonceIssuer(), book)
         self._issuances: dict[int, Issuance] = {}
+        self.user_tokens = UserTokens(self.directory, s, keys=self.provider_keys or ProviderKeys(),
+                                      clock=self.clock)
 
     def issuance(self, ttl: int) -> Issuance:
         """Where issued tokens point (built once per lifetime, not per request)."""
@@ -122,21 +136,33 @@ class AuthorizationService:
         """The token endpoint: the grant type, the DPoP proof if any (``dpop``: the header's
         value) and the client's assertion, then the grant's module. A refusal before the client
         is authenticated is audited as such."""
-        now = self.now()
         request = TokenRequest.read(form)
+        with own_span("exchange", grant_type=_peek(lambda: request.grant_type.get()),
+                      target=_peek(lambda: request.target),
+                      scope_requested=_peek(lambda: request.scope.get())):
+            return self._token(request, dpop)
+
+    def _token(self, request: TokenRequest, dpop: str | None) -> TokenResponse:
+        now = self.now()
         try:
             grant_type = request.grant_type.require()
             if grant_type not in (GRANT_TOKEN_EXCHANGE, GRANT_JWT_BEARER):
                 raise UnsupportedGrantType("grant_type is not supported")
             proof = self.dpop.proof(dpop, now=now)
             verified = self.clients.verified(request.client, now=now)
+            # A subject token from a user's identity provider roots a run (docs/federation.md).
+            federated = (grant_type == GRANT_TOKEN_EXCHANGE
+                         and self.user_tokens.is_trusted(request.subject_token.get()))
             # An exchange claims the assertion in the round trip that checks its subject token.
-            client = self.clients.claim(verified) if grant_type == GRANT_JWT_BEARER else None
+            client = (self.clients.claim(verified)
+                      if grant_type == GRANT_JWT_BEARER or federated else None)
         except (OAuthError, Unavailable) as exc:
             self.auditor.refused_request(exc, target=request.target)
             raise
         if client is None:
             return _token_exchange.exchange(self, verified, request, proof, now=now)
+        if federated:
+            return _federated_root.root_exchange(self, client, request, now=now)
         return _jwt_bearer.root_grant(self, client, request, now=now)
 
     def register_dpop_key(self, form: Form, dpop: str | None) -> dict[str, Any]:
@@ -174,3 +200,12 @@ class AuthorizationService:
     def root(self, user: str, scopes: list[str], ctx: Context, first_agent: str, client: str,
              *, now: int) -> Grant:
         return _jwt_bearer.root(self, user, scopes, ctx, first_agent, client, now=now)
+
+
+def _peek(read: Callable[[], str | None]) -> str:
+    """A request parameter for a span attribute: display-safe, never a token, and nothing for
+    one the request got wrong (repeated: the token endpoint refuses and audits it)."""
+    try:
+        return safe_text(read())
+    except OAuthError:
+        return ""

@@ -3,6 +3,8 @@ it holds (the subject token) for one narrowed to its next hop (:func:`exchange`)
 
 from __future__ import annotations
 
+from typing import Any
+
 from orchestrator.authserver._clients import (
     VerifiedClient,
     assertion_predates_registry,
@@ -57,7 +59,7 @@ def exchange(server: Server, verified: VerifiedClient, request: TokenRequest,
                 raise
             _require_claimed(registry)
             _check_standing(registry, subject, now=now)
-        _check_actor_token(server, client, request, now=now)
+        actor_claims(server, client, request, now=now)
         requested_type = request.requested_token_type.get()
         if requested_type is not None and requested_type not in SUBJECT_TYPES:
             raise InvalidRequest("requested_token_type is not supported",
@@ -132,15 +134,16 @@ def _subject(server: Server, request: TokenRequest, *, now: int) -> VerifiedToke
         raise InvalidRequest(f"subject_token: {exc.message}", reason=exc.reason) from exc
 
 
-def _check_actor_token(server: Server, client: str, request: TokenRequest, *,
-                       now: int) -> None:
-    """An ``actor_token``, if given, must be a JWT the caller itself signed, naming itself."""
+def actor_claims(server: Server, client: str, request: TokenRequest, *,
+                 now: int) -> dict[str, Any] | None:
+    """An ``actor_token``, if given, must be a JWT the caller itself signed, naming itself:
+    its verified claims (None without one)."""
     actor_token = request.actor_token.get()
     if actor_token is None:
         if request.actor_token_type.get() is not None:
             raise InvalidRequest("actor_token_type without actor_token",
                                  reason="missing_parameter")
-        return
+        return None
     if request.actor_token_type.get() != TOKEN_TYPE_JWT:
         raise InvalidRequest("actor_token_type must be the JWT token type",
                              reason="unsupported_actor_token_type")
@@ -153,6 +156,7 @@ def _check_actor_token(server: Server, client: str, request: TokenRequest, *,
     if claims["iss"] != client or claims["sub"] != client:
         raise InvalidRequest("actor_token names an actor other than the authenticated client",
                              reason="actor_mismatch")
+    return claims
 
 
 def _require_claimed(registry: PendingCheck) -> None:

@@ -21,6 +21,7 @@ from orchestrator.ci._events import (
 from orchestrator.ci._model import CIEvent, EventType, Ignored, MalformedEvent, Trigger
 from orchestrator.ci._parse import parse_event
 from orchestrator.ci._receiver import MAX_BODY_BYTES, REPLAY_TTL_SECONDS, WebhookReceiver
+from orchestrator.ci._run_requests import RUNS_ROUTE, RunParameters, RunRequest, RunRequests
 from orchestrator.ci._secret import webhook_key, with_webhook_secret
 
 __all__ = [
@@ -29,11 +30,15 @@ __all__ = [
     "MAX_BODY_BYTES",
     "REPLAY_TTL_SECONDS",
     "ROUTE",
+    "RUNS_ROUTE",
     "SIGNATURE_HEADER",
     "CIEvent",
     "EventType",
     "Ignored",
     "MalformedEvent",
+    "RunParameters",
+    "RunRequest",
+    "RunRequests",
     "Trigger",
     "WebhookReceiver",
     "build_deployment_event",

@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from orchestrator.ci._answers import error_answer, error_code
 from orchestrator.ci._events import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER
 from orchestrator.ci._receiver import WebhookReceiver
+from orchestrator.ci._run_requests import MAX_REQUEST_BYTES, RUNS_ROUTE, RunRequest, RunRequests
 
 ROUTE = "/webhooks/github"
 
@@ -92,8 +93,48 @@ _OPENAPI_EXTRA: dict[str, Any] = {
     },
 }
 
-def create_webhook_app(receiver: WebhookReceiver) -> FastAPI:
-    """The ASGI app serving ``receiver``."""
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """A model's JSON schema with its ``$defs`` put in place (an OpenAPI document resolves
+    ``#/$defs/...`` from its own root, where they are not)."""
+    defs = schema.pop("$defs", {})
+
+    def place(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return place(defs[ref.removeprefix("#/$defs/")])
+            return {k: place(v) for k, v in node.items()}
+        return [place(v) for v in node] if isinstance(node, list) else node
+
+    inlined: dict[str, Any] = place(schema)
+    return inlined
+
+
+_RUN_RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {"model": Accepted, "description": "A run was started on behalf of the token's user."},
+    400: _refusal("malformed_request (field names the wrong part of the body)."),
+    401: _refusal("missing_token, or the identity provider's token was refused: "
+                  "untrusted_issuer, audience_mismatch, token_expired, unknown_kid, "
+                  "alg_not_allowed, ... (docs/federation.md)."),
+    403: _refusal("unknown_user: the directory does not know the token's user."),
+    422: _refusal("The run could not be started: unknown_workflow, environment_not_handled, "
+                  "or the orchestrator's reason."),
+    500: _refusal("internal_error."),
+    503: _refusal("jwks_unavailable, or a dependency of the run is unavailable."),
+}
+
+_RUN_OPENAPI_EXTRA: dict[str, Any] = {
+    "parameters": [{"name": "Authorization", "in": "header", "required": True,
+                    "schema": {"type": "string", "pattern": "^Bearer .+$"},
+                    "description": "Bearer <a token from a trusted identity provider>."}],
+    "requestBody": {"required": True, "content": {"application/json": {
+        "schema": _inlined(RunRequest.model_json_schema())}}},
+}
+
+
+def create_webhook_app(receiver: WebhookReceiver,
+                       run_requests: RunRequests | None = None) -> FastAPI:
+    """The ASGI app serving ``receiver`` (and ``POST /runs`` with ``run_requests``)."""
     app = FastAPI(title="InfraBot Chains CI webhooks", version="1",
                   description="Signed GitHub-style CI events that start delegation runs.")
 
@@ -103,6 +144,16 @@ def create_webhook_app(receiver: WebhookReceiver) -> FastAPI:
         body = await _read_body(request, receiver.max_body_bytes)
         status, answer = await run_in_threadpool(receiver.receive, request.headers, body)
         return JSONResponse(answer, status_code=status)
+
+    if run_requests is not None:
+        @app.post(RUNS_ROUTE, status_code=202, response_model=None, responses=_RUN_RESPONSES,
+                  openapi_extra=_RUN_OPENAPI_EXTRA,
+                  summary="Start a workflow with your identity provider's token")
+        async def start_run(request: Request) -> JSONResponse:
+            body = await _read_body(request, MAX_REQUEST_BYTES)
+            status, answer = await run_in_threadpool(
+                run_requests.receive, request.headers.get("authorization"), body)
+            return JSONResponse(answer, status_code=status)
 
     @app.get("/health", response_model=Health, summary="Liveness")
     async def health() -> Health:

@@ -14,8 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, m
 from orchestrator.audit import contains_raw_jwt
 from orchestrator.errors import InfraBotError
 
-EventType = Literal["deployment", "workflow_run"]
-Trigger = Literal["ci_pipeline", "manual"]
+EventType = Literal["deployment", "workflow_run", "user_request"]
+# user_request: a person's own identity-provider token (POST /runs); the context rules treat it
+# as they treat manual (only ci_pipeline satisfies a rule that requires CI).
+Trigger = Literal["ci_pipeline", "manual", "user_request"]
 
 # GitHub logins: alphanumerics and single hyphens, at most 39; apps end in "[bot]".
 LOGIN_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}(\[bot\])?$"
@@ -58,7 +60,7 @@ class CIEvent(BaseModel):
     delivery_id: str = Field(pattern=DELIVERY_PATTERN)
     event_type: EventType
     user: str = Field(pattern=USER_PATTERN)
-    sender_login: str = Field(pattern=LOGIN_PATTERN)
+    sender_login: str | None = Field(None, pattern=LOGIN_PATTERN)  # None: not from GitHub
     repository: str = Field(pattern=REPOSITORY_PATTERN)
     service: str = Field(pattern=NAME_PATTERN)
     environment: str = Field(pattern=NAME_PATTERN)
@@ -69,6 +71,8 @@ class CIEvent(BaseModel):
     task: str = Field("deploy", pattern=r"^[a-z][a-z0-9-]{0,63}$",
                       description="GitHub deployment task (deploy, rollback, ...); selects "
                                   "the workflow")
+    idp: str | None = Field(None, max_length=256, description="The identity provider that "
+                            "vouched for the user (user_request only).")
 
     @field_validator("commit")
     @classmethod
@@ -87,5 +91,6 @@ class CIEvent(BaseModel):
     @property
     def context(self) -> dict[str, str]:
         """The event as an audit/token context (without the run id)."""
-        return {"trigger": self.trigger, "environment": self.environment,
-                "repository": self.repository, "commit": self.commit}
+        out = {"trigger": self.trigger, "environment": self.environment,
+               "repository": self.repository, "commit": self.commit}
+        return {**out, "idp": self.idp} if self.idp else out

@@ -51,6 +51,12 @@ from orchestrator.identity._exchange import (
     decide_root,
     new_jti,
 )
+from orchestrator.identity._federated import (
+    FederatedIdentity,
+    federated_holder,
+    trusted_issuer,
+    verify_federated,
+)
 from orchestrator.identity._jws import SEGMENT as JWS_SEGMENT
 from orchestrator.identity._jws import MalformedJWS, unverified_header, unverified_payload
 from orchestrator.identity._jws import decode as decode_jws
@@ -94,6 +100,8 @@ from orchestrator.identity._policy import (
     load_directory,
     mismatch_of,
 )
+from orchestrator.identity._provider_keys import provider_key_set
+from orchestrator.identity._providers import IdentityProvider
 from orchestrator.identity._revocation import (
     MEMORY_BEGAN_TOLERANCE_SECONDS,
     AnsweredCheck,
@@ -148,7 +156,9 @@ __all__ = [
     "ContextRule",
     "Directory",
     "ExchangeRequest",
+    "FederatedIdentity",
     "Grant",
+    "IdentityProvider",
     "Issuance",
     "JWKSet",
     "KeyRing",
@@ -189,6 +199,7 @@ __all__ = [
     "decide",
     "decide_root",
     "decode_jws",
+    "federated_holder",
     "filter_scopes",
     "format_scopes",
     "generate_private_key",
@@ -212,6 +223,7 @@ __all__ = [
     "new_jti",
     "parse_scopes",
     "peek_target",
+    "provider_key_set",
     "public_key_of",
     "public_keys_to_register",
     "read_private",
@@ -221,9 +233,11 @@ __all__ = [
     "signing_key_of",
     "split_jws",
     "thumbprint",
+    "trusted_issuer",
     "unverified_header",
     "unverified_payload",
     "verify_assertion",
+    "verify_federated",
     "verify_proof",
     "write_private",
 ]

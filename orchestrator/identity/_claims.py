@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_serializer,
+)
 
 from orchestrator.identity._scopes import parse_scopes
 
@@ -18,6 +27,8 @@ AGENT_PREFIX = "agent:"
 _ID = r"^(user|agent|client):[a-z0-9][a-z0-9_.-]{0,63}$"
 _CTX_VALUE = r"^[A-Za-z0-9][A-Za-z0-9_./:@+-]{0,127}$"
 JTI_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
+# A user's subject at an identity provider (Keycloak UUID, Auth0 "auth0|...", Entra, Okta ids).
+IDP_SUBJECT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@|+=/-]{0,254}$"
 ID_PATTERN, CTX_VALUE_PATTERN = _ID, _CTX_VALUE
 # Structural bound on nesting, checked before any model is built; the policy bound is max_depth.
 MAX_ACT_NESTING = 16
@@ -65,6 +76,15 @@ class Context(_Frozen):
     repository: str = Field(pattern=_CTX_VALUE)
     commit: str = Field(pattern=_CTX_VALUE)
     run_id: str = Field(pattern=_CTX_VALUE)
+    # A run rooted in a user's own identity provider: its issuer and the user's subject there.
+    idp: str | None = Field(None, pattern=r"^https?://[!-~]{1,240}$")
+    idp_subject: str | None = Field(None, pattern=IDP_SUBJECT_PATTERN)
+
+    @model_serializer(mode="wrap")
+    def _unset_left_out(self, handler: SerializerFunctionWrapHandler) -> dict[str, str]:
+        """Dumped without the fields a run does not have (``idp`` for a CI event's run), so a
+        context reads as it did before they existed: in tokens, assertions and audit records."""
+        return {k: v for k, v in handler(self).items() if v is not None}
 
 
 class AccessClaims(_Frozen):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from orchestrator.errors import InvalidGrant, InvalidRequest, InvalidScope, InvalidTarget
 from orchestrator.identity._claims import AccessClaims, Context, MayAct, nest
-from orchestrator.identity._policy import Directory
+from orchestrator.identity._policy import Directory, User
 from orchestrator.identity._scopes import filter_scopes, format_scopes, narrow
 from orchestrator.identity._tokens import VerifiedToken
 
@@ -127,13 +127,14 @@ def _choose_scopes(requested: frozenset[str] | None, grantable: frozenset[str]) 
 
 def decide_root(user: str, required: list[str], ctx: Context, first_agent: str,
                 directory: Directory, issuance: Issuance, *, client: str, user_version: int,
-                registry_epoch: str, now: int) -> Grant:
+                registry_epoch: str, now: int, holder: User | None = None) -> Grant:
     """The root grant of a run: what the workflow needs ∩ what the user holds ∩ context policy.
 
     Scopes the user lacks or the context forbids are dropped (and reported), not refused; a
-    grant with nothing left is ``invalid_scope``.
+    grant with nothing left is ``invalid_scope``. ``holder`` replaces the directory's entry for
+    a user rooted in an identity provider (:func:`~._federated.federated_holder`).
     """
-    entry = directory.users.get(user)
+    entry = holder or directory.users.get(user)
     if entry is None or entry.disabled:
         raise InvalidGrant(f"{user} is not an active user", reason="unknown_user")
     if first_agent not in directory.agents:

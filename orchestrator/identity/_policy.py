@@ -23,6 +23,7 @@ from pydantic import (
 from orchestrator._yamlfile import line_of, load_model, load_yaml
 from orchestrator.errors import ConfigError
 from orchestrator.identity._claims import Context
+from orchestrator.identity._providers import IdentityProvider
 from orchestrator.identity._scopes import is_scope, is_write
 
 _USER = r"^user:[a-z0-9][a-z0-9_.-]{0,63}$"
@@ -161,6 +162,8 @@ class Directory(_Model):
     ci_apps: tuple[CILogin, ...] = Field((), description="Logins whose deployments are CI's.")
     ci_events: tuple[CIEventKind, ...] = Field(
         (), description="workflow_run event kinds that are CI's (never workflow_dispatch).")
+    identity_providers: dict[str, IdentityProvider] = Field(
+        {}, description="Trusted identity providers by name (docs/federation.md).")
 
     @model_validator(mode="after")
     def _check_hand_offs(self) -> Directory:
@@ -169,7 +172,13 @@ class Directory(_Model):
                 if target not in self.agents or target == name:
                     raise _LocatedError(f"{name} hands off to {target!r}, which is not another "
                                         "agent", ("agents", name, "hands_off_to", index))
+        issuers = [p.issuer for p in self.identity_providers.values()]
+        if len(set(issuers)) != len(issuers):
+            raise ValueError("two identity providers name the same issuer")
         return self
+
+    def providers_by_issuer(self) -> dict[str, IdentityProvider]:
+        return {p.issuer: p for p in self.identity_providers.values()}
 
     def context_permits(self, scope: str, ctx: Context) -> bool:
         return all(rule.permits(scope, ctx) for rule in self.context_rules)

@@ -128,10 +128,7 @@ class _AccessTokenRules:
         return _refuse(reason, message)
 
     def check_header(self, header: dict[str, Any]) -> None:
-        if _jws.KEY_HEADERS & set(header):
-            raise _refuse("key_in_header", "keys or key locations in the header are refused")
-        if "crit" in header:
-            raise _refuse("unsupported_crit", "no critical header extension is understood")
+        check_no_key_in(header, _jws.KEY_HEADERS)
         if set(header) - _HEADER_ALLOWED:
             raise _refuse("unexpected_header", "header has parameters other than alg, typ, kid")
         alg = header.get("alg")
@@ -145,12 +142,7 @@ class _AccessTokenRules:
             raise _refuse("missing_kid", "header must name a kid")
 
     def choose_key(self, header: dict[str, Any], payload: dict[str, Any] | None) -> PublicKey:
-        key = self.keys.get(header["kid"])
-        if key is None:
-            raise _refuse("unknown_kid", "no published key has this kid")
-        if key.alg != header["alg"]:
-            raise _refuse("alg_mismatch", "alg differs from the published key's algorithm")
-        return key
+        return published_key(self.keys, header)
 
     def check_claims(self, payload: dict[str, Any], key: PublicKey, size: int, *,
                      now: int) -> VerifiedToken:
@@ -180,6 +172,24 @@ class _AccessTokenRules:
             raise _refuse("invalid_claims", "claim 'scope' is invalid") from exc
         check_chain(claims, max_depth=p.max_depth)
         return VerifiedToken(VerifiedToken._seal, claims, key.kid, size)
+
+
+def check_no_key_in(header: dict[str, Any], refused: frozenset[str]) -> None:
+    """No key or key location among ``refused`` in the header, and no ``crit``."""
+    if refused & set(header):
+        raise _refuse("key_in_header", "keys or key locations in the header are refused")
+    if "crit" in header:
+        raise _refuse("unsupported_crit", "no critical header extension is understood")
+
+
+def published_key(keys: KeySource, header: dict[str, Any]) -> PublicKey:
+    """The published key the header's ``kid`` names, whose algorithm must be the header's."""
+    key = keys.get(header["kid"])
+    if key is None:
+        raise _refuse("unknown_kid", "no published key has this kid")
+    if key.alg != header["alg"]:
+        raise _refuse("alg_mismatch", "alg differs from the published key's algorithm")
+    return key
 
 
 def _check_times(payload: dict[str, Any], *, now: int, leeway: int) -> None:
@@ -215,8 +225,11 @@ def check_chain(claims: AccessClaims, *, max_depth: int) -> None:
 
 class CachedJWKS:
     """A :class:`KeySource` over a remote JWKS: fetched once, refreshed on an unknown ``kid`` at
-    most once per ``min_refresh_seconds``. ``fetch`` raises :class:`~orchestrator.errors.Unavailable`
-    when the key set cannot be reached; nothing is then trusted."""
+    most once per ``min_refresh_seconds``, and (with ``max_age_seconds``) fetched again when
+    older, so a key its publisher withdrew stops verifying. ``fetch`` raises
+    :class:`~orchestrator.errors.Unavailable` when the key set cannot be reached; nothing is
+    then trusted. ``parse`` reads the document (our own keys by default; a provider's keys are
+    :func:`~._provider_keys.provider_key_set`)."""
 
     def __init__(
         self,
@@ -224,22 +237,28 @@ class CachedJWKS:
         allowed_algs: tuple[str, ...],
         clock: Callable[[], float],
         min_refresh_seconds: float = 5.0,
+        *,
+        max_age_seconds: float | None = None,
+        parse: Callable[[object, tuple[str, ...]], JWKSet] = JWKSet.from_dict,
     ) -> None:
         self._fetch = fetch
         self._algs = allowed_algs
         self._clock = clock
         self._min = min_refresh_seconds
+        self._max_age = max_age_seconds
+        self._parse = parse
         self._set: JWKSet | None = None
         self._fetched_at = float("-inf")
 
     def get(self, kid: str) -> PublicKey | None:
-        if self._set is not None:
+        age = self._clock() - self._fetched_at
+        if self._set is not None and (self._max_age is None or age < self._max_age):
             key = self._set.get(kid)
-            if key is not None or self._clock() - self._fetched_at < self._min:
+            if key is not None or age < self._min:
                 return key
         self._fetched_at = self._clock()
         try:
-            self._set = JWKSet.from_dict(self._fetch(), self._algs)
+            self._set = self._parse(self._fetch(), self._algs)
         except ValueError as exc:
             raise Unavailable("published key set is malformed", reason="jwks_unavailable") from exc
         return self._set.get(kid)

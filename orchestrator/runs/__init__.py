@@ -51,7 +51,9 @@ from orchestrator.runs._model import (
     shown_claims,
 )
 from orchestrator.runs._render import render_run, render_runs, summarize
+from orchestrator.runs._spans import SpanLog, SpanRecord
 from orchestrator.runs._store import RunStore
+from orchestrator.runs._waterfall import WaterfallRow, render_waterfall, waterfall_rows
 
 __all__ = [
     "DELIVERY_STEP",
@@ -82,16 +84,21 @@ __all__ = [
     "RunOrigin",
     "RunStatus",
     "RunStore",
+    "SpanLog",
+    "SpanRecord",
     "Started",
     "StepConflict",
     "StepRecord",
     "Timed",
     "UnknownRun",
+    "WaterfallRow",
     "idempotency_key",
     "parse_detail",
     "render_run",
     "render_runs",
+    "render_waterfall",
     "resume_point",
     "shown_claims",
     "summarize",
+    "waterfall_rows",
 ]

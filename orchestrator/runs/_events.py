@@ -71,6 +71,14 @@ class Started(_Detail):
     service: str
     commit: str
     mode: str
+    idp: str | None = None  # the identity provider of a user_request run (docs/federation.md)
+    trace_id: str | None = Field(None, pattern="^[0-9a-f]{32}$")  # docs/tracing.md
+
+    @model_serializer(mode="wrap")
+    def _sorted(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """As every detail, without the fields a run does not have (a CI run has no idp)."""
+        return dict(sorted((k, v) for k, v in handler(self).items()
+                           if v is not None or k not in ("idp", "trace_id")))
 
 
 class RootGranted(_Detail):

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from orchestrator.audit import contains_raw_jwt
 from orchestrator.errors import InfraBotError
 from orchestrator.identity import unverified_payload
-from orchestrator.runs._events import EventDetail, TerminalStatus
+from orchestrator.runs._events import EventDetail, Started, TerminalStatus
 
 EventKind = str  # one of EVENT_KINDS: the tags of the union EventDetail
 RunStatus = Literal["pending", "running", "succeeded", "denied", "failed", "expired"]
@@ -137,6 +137,12 @@ class Run(_Frozen):
     @property
     def terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+    @property
+    def trace_id(self) -> str | None:
+        """The run's OpenTelemetry trace (docs/tracing.md), as its start recorded it."""
+        started = next((e.detail for e in self.events if isinstance(e.detail, Started)), None)
+        return started.trace_id if started else None
 
     @property
     def duration_ms(self) -> int | None:

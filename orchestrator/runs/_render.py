@@ -50,6 +50,8 @@ def render_run(run: Run) -> RenderableType:
                                   f"{run.commit} ({run.service}"
                                   f"{f', PR #{run.pr}' if run.pr else ''})"))
     header.add_row("duration", _duration(run))
+    if run.trace_id:
+        header.add_row("trace", _text(run.trace_id))
     table = Table(title=f"events of {run.run_id}", title_justify="left", expand=False)
     table.add_column("+ms", justify="right", no_wrap=True)
     table.add_column("agent", no_wrap=True)

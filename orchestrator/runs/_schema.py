@@ -5,7 +5,10 @@ run), ``hops`` (one row per completed agent hop: the idempotency guard across re
 ``deliveries`` (the CI deliveries received in the last day: the webhook receiver's replay guard
 that survives restarts; added in version 2, so a version 1 file gains it when opened) and
 ``journal`` (each hop's steps and hand-offs, recorded before and after they act; see
-:mod:`orchestrator.runs._journal`; added in version 3, so an older file gains it when opened).
+:mod:`orchestrator.runs._journal`; added in version 3, so an older file gains it when opened);
+and ``spans`` (the OpenTelemetry spans of the runs, kept when no OTLP endpoint is set: see
+:mod:`orchestrator.runs._spans`; added without a version bump, so a file opened read-only may
+lack it, which :meth:`Database.has_table` tells).
 Times are fixed-width UTC text, so text order is time order. :func:`read_run` turns rows back
 into a :class:`~orchestrator.runs._model.Run`, each event's detail validated as its kind's model.
 
@@ -90,6 +93,18 @@ _STATEMENTS = (
         attempts INTEGER NOT NULL,
         updated_at TEXT NOT NULL,
         PRIMARY KEY (run_id, agent, step)
+    )""",
+    """CREATE TABLE IF NOT EXISTS spans (
+        trace_id TEXT NOT NULL,
+        span_id TEXT NOT NULL,
+        parent_id TEXT,
+        name TEXT NOT NULL,
+        service TEXT NOT NULL,
+        start_ns BIGINT NOT NULL,
+        end_ns BIGINT NOT NULL,
+        status TEXT NOT NULL,
+        attributes TEXT NOT NULL,
+        PRIMARY KEY (trace_id, span_id)
     )""",
 )
 

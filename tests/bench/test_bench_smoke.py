@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import audit, depth, dpop, end_to_end, enforcement, exchange, memory, replay
+from bench import audit, depth, dpop, end_to_end, enforcement, exchange, memory, replay, tracing
 from bench._report import Table, block, record, section
 from bench.run import DEFAULT_REDIS_URL, NAMES, main
 from tests._redis import flushed_redis
@@ -102,6 +102,13 @@ def test_dpop(bench_redis_url: str, tmp_path: Path) -> None:
     assert column(table, "failed runs") == ["0", "0"]  # both forms ran the chain through
     assert column(table, "CPU vs unbound")[1] == "1.00x"
     assert [row[0] for row in tables[1].rows] == ["make (agent)", "verify (server, service)"]
+
+
+def test_tracing() -> None:
+    table = check(tracing.run(runs=1, warmup=0, rounds=1), rows=3)
+    assert column(table, "tracing") == ["off", "kept", "otlp"]
+    assert column(table, "vs off")[0] == "1.00x"
+    assert table.notes[0] != "OTLP requests received: 0"  # the otlp child did export
 
 
 def test_memory(bench_redis_url: str, tmp_path: Path) -> None:

@@ -55,7 +55,8 @@ def test_parse_event_refuses_an_unknown_event_type(directory: Directory) -> None
 def test_the_public_surface_is_pinned() -> None:
     assert sorted(ci.__all__) == sorted([
         "DELIVERY_HEADER", "EVENT_HEADER", "MAX_BODY_BYTES", "REPLAY_TTL_SECONDS", "ROUTE",
-        "SIGNATURE_HEADER", "CIEvent", "EventType", "Ignored", "MalformedEvent", "Trigger",
+        "RUNS_ROUTE", "SIGNATURE_HEADER", "CIEvent", "RunParameters", "RunRequest",
+        "RunRequests", "EventType", "Ignored", "MalformedEvent", "Trigger",
         "WebhookReceiver", "build_deployment_event", "build_workflow_run_event",
         "create_webhook_app", "encode", "parse_event", "ping_event", "sign", "webhook_key",
         "with_webhook_secret",

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 
 import pytest
@@ -39,6 +41,9 @@ def test_demo_json_is_a_summary_without_raw_tokens(env: dict[str, str]) -> None:
     assert isinstance(data, dict)
     assert data["run"]["status"] == "succeeded"
     assert data["run"]["user"] == "user:sam"
+    trace_id = data["trace_id"]  # the run's trace, joined with every audit record of the run
+    assert re.fullmatch(r"[0-9a-f]{32}", trace_id)
+    assert {r["context"]["trace_id"] for r in data["audit"]} == {trace_id}
     assert len(data["attacks"]) == ATTACKS
     assert all(a["refused"] for a in data["attacks"]), data["attacks"]
     for attack in data["attacks"]:  # refused *and* audited: the JSON alone proves both

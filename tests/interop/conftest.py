@@ -9,9 +9,6 @@ deployed client would.
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from infrabot.stack import client_keys_dir
 from orchestrator.config import Settings
 from orchestrator.identity import SigningKey, client_key
+from tests._node import node_with
 from tests.authserver.conftest import ARGOCD, INFRABOT, AuthServer, serve
 
 RSA_CLIENTS = (INFRABOT, ARGOCD)
@@ -28,29 +26,10 @@ RSA_CLIENTS = (INFRABOT, ARGOCD)
 NODE_DIR = Path(__file__).resolve().parent / "node"
 
 
-def _unavailable(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason}: CI must provide it (see .ci/run)")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def node() -> str:
     """The ``node`` binary, with openid-client installed from the lock file."""
-    binary, npm = shutil.which("node"), shutil.which("npm")
-    if binary is None or npm is None:
-        _unavailable("node and npm (Node 20) are not installed")
-    assert binary is not None and npm is not None
-    major = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True,
-                           timeout=30).stdout.strip().lstrip("v").split(".")[0]
-    if int(major) < 20:
-        _unavailable(f"openid-client 6 needs Node 20 or later, found v{major}")
-    if not (NODE_DIR / "node_modules" / "openid-client").is_dir():
-        done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR,
-                              capture_output=True, text=True, timeout=300)
-        if done.returncode != 0:
-            _unavailable(f"npm ci in {NODE_DIR} failed: {done.stderr.strip()[-300:]}")
-    return binary
+    return node_with(NODE_DIR, "openid-client")
 
 
 def private_key_pem(key: SigningKey) -> bytes:

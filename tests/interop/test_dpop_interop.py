@@ -23,6 +23,8 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
+from infrabot.stack import client_keys_dir
+from infrabot.testing._system import EmbeddedSystem, embedded_system
 from mock_services import build_request
 from orchestrator._dpop_signer import DPoPSigner, dpop_key
 from orchestrator.client import AuthClient
@@ -38,8 +40,6 @@ from orchestrator.identity import (
     new_jti,
     verify_proof,
 )
-from infrabot.stack import client_keys_dir
-from infrabot.testing._system import EmbeddedSystem, embedded_system
 from tests.authserver.conftest import INFRABOT, unverified_claims
 
 from .conftest import NODE_DIR, private_key_pem

@@ -42,6 +42,7 @@ def test_a_run_whose_work_was_lost_ends_at_its_deadline(tmp_path: Path) -> None:
         assert [(r.action, r.decision, r.reason, r.resource, r.performed_by, r.on_behalf_of)
                 for r in revoke] == [("revoke", "allow", "run_revoked", f"run_id:{run_id}",
                                       "client:orchestrator", "user:sam")]
+        assert run.trace_id and revoke[0].context["trace_id"] == run.trace_id  # joins the trace
         assert system.stack.audit.verify().ok
 
 

@@ -117,6 +117,8 @@ def test_the_public_surface_is_pinned() -> None:
         "RunExists", "RunOrigin", "RunStatus", "RunStore", "UnknownRun", "render_run",
         "render_runs", "summarize",
         "shown_claims",  # what the run log shows of a token: its claims, never the token
+        # the runs' spans and their waterfall (docs/tracing.md)
+        "SpanLog", "SpanRecord", "WaterfallRow", "render_waterfall", "waterfall_rows",
         # the hop journal (docs/journal.md)
         "DELIVERY_STEP", "STOPS", "HopJournal", "Resume", "StepConflict", "StepRecord",
         "idempotency_key", "resume_point",

@@ -1,0 +1,136 @@
+"""One tracer provider per process and where its spans go (docs/tracing.md).
+
+:func:`start_tracing` instruments the process once (Celery's task messages carry W3C trace
+context in their headers; every httpx request carries ``traceparent``; the servers' FastAPI apps
+read it, :func:`instrument_app`) and routes finished spans: over OTLP/HTTP when
+``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``..._TRACES_ENDPOINT``) is set, with the standard
+``OTEL_*`` variables the exporter reads itself; otherwise into the run log, where ``runs show
+RUN --trace`` and the HTML report read them. A test adds its own exporter (the SDK's
+in-memory one). Tracing off (``INFRABOT_TRACING=false``) instruments nothing.
+
+The provider is the process's global one, set once; the destinations are swapped per running
+system through :class:`_Router`, so one test process may start and stop several systems.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.instrumentation.celery import CeleryInstrumentor
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor, RequestInfo
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+
+from orchestrator.config import Settings
+from orchestrator.tracing._run_log import RunLogSpanExporter
+
+_lock = threading.Lock()
+EXPORT_EVERY_MS = 1000  # a batch at most this often: fewer, larger writes and requests
+
+
+class _Router(SpanProcessor):
+    """The processors of the systems running in this process, changed as they start and stop."""
+
+    def __init__(self) -> None:
+        self._processors: tuple[SpanProcessor, ...] = ()
+        self._lock = threading.Lock()
+
+    def add(self, processor: SpanProcessor) -> None:
+        with self._lock:
+            self._processors = (*self._processors, processor)
+
+    def remove(self, processor: SpanProcessor) -> None:
+        with self._lock:
+            self._processors = tuple(p for p in self._processors if p is not processor)
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        for processor in self._processors:
+            processor.on_start(span, parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        for processor in self._processors:
+            processor.on_end(span)
+
+    def shutdown(self) -> None:
+        for processor in self._processors:
+            processor.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return all(p.force_flush(timeout_millis) for p in self._processors)
+
+
+_router = _Router()
+_provider: TracerProvider | None = None
+
+
+def _instrumented(service: str) -> TracerProvider:
+    """The process's provider, made and the libraries instrumented on first use."""
+    global _provider  # one provider per process, by OpenTelemetry's design
+    with _lock:
+        if _provider is None:
+            _provider = TracerProvider(resource=Resource.create({"service.name": service}))
+            _provider.add_span_processor(_router)
+            trace.set_tracer_provider(_provider)
+            CeleryInstrumentor().instrument(tracer_provider=_provider)
+            HTTPXClientInstrumentor().instrument(tracer_provider=_provider,
+                                                 request_hook=_name_call)
+        return _provider
+
+
+def _name_call(span: Span, request: RequestInfo) -> None:
+    """A client span says what it calls: ``call POST /token`` (the path only: a query string
+    could hold anything)."""
+    url = request.url
+    path = url.path if isinstance(url, httpx.URL) else url[3].decode("latin-1").split("?")[0]
+    method = request.method.decode("ascii", "replace")
+    if span.is_recording():
+        span.update_name(f"call {method} {path}")
+
+
+def exporters_for(settings: Settings) -> list[SpanExporter]:
+    """Where this process's spans go: OTLP when an endpoint is set, else the run log."""
+    if settings.otlp_endpoint:
+        # Deferred on purpose: the OTLP exporter (protobuf) loads only when exporting
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        return [OTLPSpanExporter()]
+    return [RunLogSpanExporter(settings.runs_target)]
+
+
+@contextmanager
+def start_tracing(settings: Settings, service: str, *,
+                  exporters: list[SpanExporter] | None = None) -> Iterator[bool]:
+    """Trace this process while the block runs (yields whether it does); spans finished in it
+    are flushed when it ends. ``exporters`` replace :func:`exporters_for`'s."""
+    if not settings.tracing:
+        yield False
+        return
+    _instrumented(service)
+    processors = [BatchSpanProcessor(e, schedule_delay_millis=EXPORT_EVERY_MS,
+                                     max_queue_size=8192, max_export_batch_size=2048)
+                  for e in (exporters if exporters is not None else exporters_for(settings))]
+    for processor in processors:
+        _router.add(processor)
+    try:
+        yield True
+    finally:
+        for processor in processors:
+            _router.remove(processor)
+            processor.shutdown()
+
+
+def instrument_app(app: Any) -> Any:
+    """A server's FastAPI app, reading ``traceparent`` and making a span per request (no-op
+    until :func:`start_tracing` made the provider)."""
+    if _provider is not None:
+        FastAPIInstrumentor.instrument_app(app, tracer_provider=_provider,
+                                           excluded_urls="health,.well-known",
+                                           exclude_spans=["receive", "send"])
+    return app
