@@ -81,8 +81,11 @@ class Settings(BaseSettings):
                           "a proof made in advance expires with the nonce (2 minutes).")
     dpop_key_registration_seconds: int = Field(
         86400, ge=60, le=7 * 86400,
-        description="How long the authorization server holds an agent's registered DPoP key "
-                    "(agents register it again when they start and when half of it is gone).")
+        description="How long a server built without a client registry (tests, tools that "
+                    "issue tokens in process) holds an agent's registered DPoP key in the shared "
+                    "registry. `infrabot serve` keeps registrations in the client registry "
+                    "until revoked (`infrabot keys revoke dpop:AGENT KID`); agents register as "
+                    "their workers start and before their first exchange.")
 
     database_url: SecretStr | None = Field(
         None, description="Where the audit trail and the run log live: "
