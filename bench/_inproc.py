@@ -42,7 +42,11 @@ def context(run_id: str = "run-bench0001") -> Context:
 
 @contextmanager
 def stack(root: Path, *, redis_url: str | None = None, **overrides: Any) -> Iterator[Stack]:
-    """The real stack in ``root`` (nothing listens: the services' URLs are only names)."""
+    """The real stack in ``root`` (nothing listens: the services' URLs are only names), issuing
+    unbound tokens unless told otherwise: the in-process benchmarks measure the exchange and a
+    service's check without DPoP, as their baselines always did; ``bench/dpop.py`` measures what
+    binding adds, end to end."""
+    overrides = {"dpop_binding": False, **overrides}
     settings = Settings(state_dir=root, redis_url=redis_url, log_level="WARNING", **overrides)
     built = Stack.build(settings)
     try:

@@ -48,7 +48,7 @@ def run(redis_url: str, *, iterations: int = 2000, rounds: int = 5,
                 checker = AccessChecker(audience=st.settings.service_url(service),
                                         settings=st.settings, keys=st.keyring.jwks(),
                                         revocation=revocation, directory=st.directory,
-                                        clock=time.time)
+                                        clock=time.time, service=service)
                 token = tokens[service]
                 claims = checker.verify(token)
                 checker.admit(claims, scope)

@@ -213,7 +213,9 @@ def over_http(root: Path, redis_url: str, *, requests: int, clients: tuple[int, 
                   "concurrent clients",
                   ["clients", "exchanges/s", "failed", "GET metadata req/s (same server)",
                    "exchange/metadata"])
-    with Cluster(root, redis_url) as cluster:
+    # Unbound tokens, as this table's baseline always measured: bench/dpop.py measures what
+    # DPoP binding adds to a run.
+    with Cluster(root, redis_url, extra_env={"INFRABOT_DPOP_BINDING": "false"}) as cluster:
         flush(redis_url)
         cluster.state_dir.mkdir(parents=True, exist_ok=True)
         cluster.serve()
