@@ -18,7 +18,9 @@ from opentelemetry.trace import Span, format_trace_id
 from orchestrator.audit import AuditRecord, contains_raw_jwt
 
 _PREFIX = "infrabot."
-_TRACER = "infrabot"
+# One tracer for our spans (the API's proxy: it binds to the provider once one is set), not a
+# new tracer and instrumentation scope per span.
+_tracer = trace.get_tracer("infrabot")
 
 
 def current_trace_id() -> str | None:
@@ -63,7 +65,7 @@ def traced_record(record: AuditRecord) -> AuditRecord:
 def own_span(name: str, **attributes: str | None) -> Iterator[Span]:
     """A span of our own (an exchange, an enforcement, a hop) as the current span."""
     clean = {_PREFIX + k: v for k, v in attributes.items() if v}
-    with trace.get_tracer(_TRACER).start_as_current_span(name, attributes=clean) as span:
+    with _tracer.start_as_current_span(name, attributes=clean) as span:
         yield span
 
 

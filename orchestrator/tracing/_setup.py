@@ -22,17 +22,23 @@ from typing import Any
 import httpx
 from opentelemetry import trace
 from opentelemetry.context import Context
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.instrumentation.celery import CeleryInstrumentor
-from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor, RequestInfo
+from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from starlette.routing import Match
 
 from orchestrator.config import Settings
 from orchestrator.tracing._run_log import RunLogSpanExporter
 
 _lock = threading.Lock()
+# Traces only: the instrumentations' own metrics (request durations, sizes, active requests)
+# would go to the global meter provider, which nothing sets; given a no-op one they cost
+# nothing per request instead of a proxy's lookups (docs/tracing.md, Cost).
+_NO_METRICS = NoOpMeterProvider()
 EXPORT_EVERY_MS = 1000  # a batch at most this often: fewer, larger writes and requests
 
 
@@ -79,8 +85,10 @@ def _instrumented(service: str) -> TracerProvider:
             _provider = TracerProvider(resource=Resource.create({"service.name": service}))
             _provider.add_span_processor(_router)
             trace.set_tracer_provider(_provider)
-            CeleryInstrumentor().instrument(tracer_provider=_provider)
+            CeleryInstrumentor().instrument(tracer_provider=_provider,
+                                            meter_provider=_NO_METRICS)
             HTTPXClientInstrumentor().instrument(tracer_provider=_provider,
+                                                 meter_provider=_NO_METRICS,
                                                  request_hook=_name_call)
         return _provider
 
@@ -127,10 +135,32 @@ def start_tracing(settings: Settings, service: str, *,
 
 
 def instrument_app(app: Any) -> Any:
-    """A server's FastAPI app, reading ``traceparent`` and making a span per request (no-op
-    until :func:`start_tracing` made the provider)."""
-    if _provider is not None:
-        FastAPIInstrumentor.instrument_app(app, tracer_provider=_provider,
-                                           excluded_urls="health,.well-known",
-                                           exclude_spans=["receive", "send"])
-    return app
+    """A server's ASGI app (Starlette or FastAPI, or any ASGI callable), reading ``traceparent``
+    and making one span per request, named by its route (``POST /token``, ``PUT
+    /incidents/{id}``); no-op until :func:`start_tracing` made the provider.
+
+    The ASGI instrumentation is added as the app's outermost middleware of its own (inside
+    Starlette's error handler, so a failure is recorded on the span before it becomes a 500);
+    an app without ``add_middleware`` is wrapped."""
+    if _provider is None:
+        return app
+    options: dict[str, Any] = {
+        "tracer_provider": _provider, "meter_provider": _NO_METRICS,
+        "excluded_urls": "health,.well-known", "exclude_spans": ["receive", "send"],
+        "default_span_details": _route_name}
+    if hasattr(app, "add_middleware"):
+        app.add_middleware(OpenTelemetryMiddleware, **options)
+        return app
+    return OpenTelemetryMiddleware(app, **options)
+
+
+def _route_name(scope: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    """A server span's name, ``METHOD <route template>``, and its ``http.route``; the method
+    alone where no route matches (a path's ids never make names of their own)."""
+    method = str(scope.get("method", "HTTP"))
+    for route in getattr(scope.get("app"), "routes", ()):
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            template = str(getattr(route, "path", ""))
+            return f"{method} {template}", {"http.route": template}
+    return method, {}
