@@ -105,10 +105,13 @@ def test_dpop(bench_redis_url: str, tmp_path: Path) -> None:
 
 
 def test_tracing() -> None:
-    table = check(tracing.run(runs=1, warmup=0, rounds=1), rows=3)
-    assert column(table, "tracing") == ["off", "kept", "otlp"]
+    tables = tracing.run(runs=1, warmup=0, rounds=1)
+    table = check(tables, rows=5)
+    assert column(table, "tracing") == ["off", "kept", "otlp", "recorded, not exported (floor)",
+                                        "propagation only (floor)"]
     assert column(table, "vs off")[0] == "1.00x"
     assert table.notes[0] != "OTLP requests received: 0"  # the otlp child did export
+    assert column(tables[1], "part")[0] == "httpx request, instrumented"
 
 
 def test_memory(bench_redis_url: str, tmp_path: Path) -> None:
