@@ -2,7 +2,7 @@
 
 W3C trace context travels from the CI event or ``POST /runs`` through the orchestrator, the
 Celery task headers, every exchange at the authorization server and every service call, by the
-maintained instrumentations (Celery, httpx, FastAPI); our own spans cover the exchange rules
+maintained instrumentations (Celery, httpx, ASGI); our own spans cover the exchange rules
 and enforcement. Spans go over OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set, else into the
 run log.
 """

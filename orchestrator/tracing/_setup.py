@@ -1,7 +1,7 @@
 """One tracer provider per process and where its spans go (docs/tracing.md).
 
 :func:`start_tracing` instruments the process once (Celery's task messages carry W3C trace
-context in their headers; every httpx request carries ``traceparent``; the servers' FastAPI apps
+context in their headers; every httpx request carries ``traceparent``; the servers' ASGI apps
 read it, :func:`instrument_app`) and routes finished spans: over OTLP/HTTP when
 ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``..._TRACES_ENDPOINT``) is set, with the standard
 ``OTEL_*`` variables the exporter reads itself; otherwise into the run log, where ``runs show
