@@ -96,6 +96,13 @@ def test_register_list_revoke(tmp_path: Path) -> None:
     assert keys(server, "list", "--json").ok().json() == []
 
 
+def test_revoke_takes_a_kid_that_begins_with_a_dash(tmp_path: Path) -> None:
+    # base64url thumbprints begin with "-" one time in 64 (this failed CI once)
+    keys(tmp_path, "list").ok()
+    assert keys(tmp_path, "revoke", "agent:argocd", "-khi0xJXa-K3DexuHN7IohFO7Qi").error_line() == \
+        "no key '-khi0xJXa-K3DexuHN7IohFO7Qi' is registered for 'agent:argocd'"
+
+
 def _bad_files(root: Path) -> dict[str, Path]:
     private = generate_private_key("ES256")
     full = ECAlgorithm.to_jwk(private, as_dict=True)
