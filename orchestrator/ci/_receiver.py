@@ -119,7 +119,7 @@ class WebhookReceiver:
             return 200, {"status": "pong"}
         if event_type not in EVENT_TYPES:
             raise Refused(400, "unsupported_event", "X-GitHub-Event must be deployment, "
-                           "workflow_run or ping")
+                          "workflow_run or ping")
         delivery_id = _delivery_id(headers.get("x-github-delivery", "").strip())
         payload = _json_object(body)
         seen.repository = _repository(payload)
@@ -247,12 +247,12 @@ def _delivery_id(delivery_id: str) -> str:
 
 def _replayed() -> Refused:
     return Refused(409, "replayed_delivery", "this event was already received: the same "
-                    "event id or the same signed body")
+                   "event id or the same signed body")
 
 
 def _unchecked() -> Refused:
     return Refused(503, "replay_cache_unavailable",
-                    "cannot check the delivery for replay; try again later")
+                   "cannot check the delivery for replay; try again later")
 
 
 def _json_object(body: bytes) -> dict[str, Any]:

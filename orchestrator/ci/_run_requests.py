@@ -98,7 +98,7 @@ class RunRequests:
         scheme, _, token = (authorization or "").strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise Refused(401, "missing_token", "Authorization: Bearer <your identity "
-                           "provider's token> is required")
+                          "provider's token> is required")
         try:
             provider, identity = self._tokens.verify(token.strip())
             seen.user, seen.idp = identity.user, identity.issuer
@@ -161,4 +161,4 @@ def _request(body: bytes) -> RunRequest:
         if isinstance(exc, ValidationError):
             field = ".".join(str(x) for x in exc.errors()[0]["loc"]) or "body"
         raise Refused(400, "malformed_request", "the body must be {workflow, parameters: "
-                       "{environment, repository, commit[, service, pr]}}", field=field) from None
+                      "{environment, repository, commit[, service, pr]}}", field=field) from None
