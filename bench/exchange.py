@@ -12,38 +12,26 @@ from __future__ import annotations
 
 import json
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlencode
 
-import httpx
-
-from bench import codec
-from bench._cluster import Cluster, flush
+from bench import codec, exchange_http
+from bench._cluster import flush
 from bench._inproc import (
-    WORKFLOW_SCOPES,
     RawJWS,
     b64url_decode,
     b64url_encode,
-    context,
     exchange_form,
     root_token,
     stack,
 )
 from bench._report import Table, ratio, us
 from bench._timing import compare
-from infrabot.stack import ORCHESTRATOR_CLIENT, Stack, provision_clients
-from orchestrator.authserver import open_registry
-from orchestrator.authserver._service import GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS
-from orchestrator.client import AuthClient
+from infrabot.stack import Stack
 from orchestrator.identity import (
-    CLIENT_ASSERTION_TYPE,
     ExchangeRequest,
-    client_key,
     decide,
-    make_assertion,
     mint,
     parse_scopes,
     verify_assertion,
@@ -61,7 +49,7 @@ def run(redis_url: str, *, iterations: int = 1000, rounds: int = 5, http_request
         tables = [in_process(root, redis_url, iterations=iterations, rounds=rounds)]
         rates: dict[int, float] = {}
         if http_requests:
-            tables.append(over_http(root / "http", redis_url, requests=http_requests,
+            tables.append(exchange_http.over_http(root / "http", redis_url, requests=http_requests,
                                     clients=http_clients, rates=rates))
         tables.append(codec.run(root, redis_url, iterations=iterations, rounds=rounds,
                                 http_per_exchange_us=1e6 / rates[1] if rates.get(1) else None))
@@ -170,99 +158,5 @@ def in_process(root: Path, redis_url: str, *, iterations: int, rounds: int) -> T
         "exchange builds and writes; the Redis row also puts the assertion replay "
         "claim and the revocation check on Redis, as `infrabot serve` does in distributed mode "
         "(both in one round trip, sent before the subject token's signature check).",
-    ]
-    return table
-
-
-# -- over HTTP ---------------------------------------------------------------------------------
-
-def _drive(calls: list[list[Callable[[httpx.Client], bool]]],
-           timeout: float) -> tuple[float, int, int]:
-    """One thread per list of calls, each with its own client; (seconds, ok, failed)."""
-    ok = [0] * len(calls)
-    failed = [0] * len(calls)
-    barrier = threading.Barrier(len(calls) + 1)
-    deadline = time.monotonic() + timeout
-
-    def worker(index: int) -> None:
-        with httpx.Client(timeout=10.0, trust_env=False) as http:
-            calls[index][0](http)  # connect and warm up before the start line
-            barrier.wait()
-            for call in calls[index][1:]:
-                if time.monotonic() > deadline:
-                    break
-                if call(http):
-                    ok[index] += 1
-                else:
-                    failed[index] += 1
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(calls))]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    start = time.perf_counter()
-    for t in threads:
-        t.join()
-    return time.perf_counter() - start, sum(ok), sum(failed)
-
-
-def over_http(root: Path, redis_url: str, *, requests: int, clients: tuple[int, ...],
-              rates: dict[int, float] | None = None) -> Table:
-    """The HTTP table; ``rates`` (if given) receives the exchanges/s per client count."""
-    table = Table("Exchange over HTTP: infrabot serve on loopback (Redis registry), "
-                  "concurrent clients",
-                  ["clients", "exchanges/s", "failed", "GET metadata req/s (same server)",
-                   "exchange/metadata"])
-    # Unbound tokens, as this table's baseline always measured: bench/dpop.py measures what
-    # DPoP binding adds to a run.
-    with Cluster(root, redis_url, extra_env={"INFRABOT_DPOP_BINDING": "false"}) as cluster:
-        flush(redis_url)
-        cluster.state_dir.mkdir(parents=True, exist_ok=True)
-        cluster.serve()
-        s = cluster.settings
-        auth_url = cluster.endpoints["auth"]
-        token_url = f"{auth_url}/token"
-        meta_url = f"{auth_url}/.well-known/oauth-authorization-server"
-        orch_key = client_key(s.keys_dir / "clients", ORCHESTRATOR_CLIENT, s.signing_alg)
-        with AuthClient(auth_url, ORCHESTRATOR_CLIENT, orch_key) as auth:
-            root_tok = auth.root_token("user:sam", WORKFLOW_SCOPES, context(), AGENT)[
-                "access_token"]
-        # what `infrabot keys init` + `keys register` do for the agent (serve makes no agent key)
-        [key] = provision_clients(s, open_registry(s), [AGENT]).values()
-        datadog = cluster.endpoints["datadog"]
-
-        def body() -> bytes:
-            a = make_assertion(key, issuer=AGENT, subject=AGENT, audience=token_url,
-                               now=int(time.time()))
-            return urlencode({"grant_type": GRANT_TOKEN_EXCHANGE, "subject_token": root_tok,
-                              "subject_token_type": TOKEN_TYPE_ACCESS, "resource": datadog,
-                              "scope": SCOPE, "client_assertion_type": CLIENT_ASSERTION_TYPE,
-                              "client_assertion": a, "client_id": AGENT}).encode()
-
-        def post(content: bytes) -> Callable[[httpx.Client], bool]:
-            headers = {"content-type": "application/x-www-form-urlencoded"}
-            return lambda http: http.post(token_url, content=content,
-                                          headers=headers).status_code == 200
-
-        def get(http: httpx.Client) -> bool:
-            return http.get(meta_url).status_code == 200
-
-        for count in clients:
-            per = max(1, requests // count)
-            calls = [[post(body()) for _ in range(per + 1)] for _ in range(count)]
-            seconds, ok, failed = _drive(calls, timeout=120)
-            meta_seconds, meta_ok, _ = _drive([[get] * (per + 1) for _ in range(count)],
-                                              timeout=60)
-            rate, meta_rate = ok / seconds, meta_ok / meta_seconds
-            if rates is not None:
-                rates[count] = rate
-            table.add(count, f"{rate:,.0f}", failed, f"{meta_rate:,.0f}",
-                      f"{rate / meta_rate:.2f}" if meta_rate else "n/a")
-    table.notes += [
-        f"{requests} requests per row split across the clients (each with its own prebuilt "
-        "form and connection); the server and the clients share the machine's cores.",
-        "Each exchange: parse, client authentication (assertion), subject verification with "
-        "the replay claim and the revocation check in one Redis round trip, decide, sign, "
-        "SQLite audit record.",
     ]
     return table
