@@ -42,6 +42,22 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class _Scoped(_Frozen):
+    """A model with a space-separated ``scope`` member, well formed (:func:`parse_scopes`)."""
+
+    scope: str = Field(max_length=4096)
+
+    @field_validator("scope")
+    @classmethod
+    def _scope_is_well_formed(cls, value: str) -> str:
+        parse_scopes(value)
+        return value
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        return parse_scopes(self.scope)
+
+
 class Actor(_Frozen):
     """One level of the ``act`` chain: the actor's identity (``sub``) and the prior actor.
 
@@ -68,6 +84,24 @@ class Confirmation(_Frozen):
     jkt: str = Field(pattern=JKT_PATTERN)
 
 
+class DelegationRecord(_Scoped):
+    """One hand-off, as its delegator signed it and the authorization server attested it: one
+    member of the ``delegation_chain`` claim (draft-liu-oauth-chain-delegation-00, its member
+    names where they fit; docs/delegation-chain.md says where this departs). ``scope`` is what
+    the delegator handed off; ``run_id`` and ``parent_jti`` tie the record to the run and the
+    token it was made from. The two signatures are detached JWS over the record's canonical
+    form (:func:`~._delegation.canonical`)."""
+
+    delegator_id: str = Field(pattern=_ID)
+    delegatee_id: str = Field(pattern=_ID)
+    delegation_timestamp: StrictInt
+    run_id: str = Field(pattern=_CTX_VALUE)
+    parent_jti: str = Field(pattern=JTI_PATTERN)
+    scope: str = Field(max_length=4096)
+    delegator_signature: str | None = Field(None, max_length=2048)
+    as_signature: str | None = Field(None, max_length=2048)
+
+
 class Context(_Frozen):
     """What the delegation is rooted in; policy checks it at every hop and every service."""
 
@@ -87,7 +121,7 @@ class Context(_Frozen):
         return {k: v for k, v in handler(self).items() if v is not None}
 
 
-class AccessClaims(_Frozen):
+class AccessClaims(_Scoped):
     """The payload of every access token this project issues."""
 
     iss: str = Field(max_length=256)
@@ -108,16 +142,9 @@ class AccessClaims(_Frozen):
     revocation_url: str | None = Field(None, max_length=512)
     log_url: str | None = Field(None, max_length=512)
     cnf: Confirmation | None = None
-
-    @field_validator("scope")
-    @classmethod
-    def _scope_is_well_formed(cls, value: str) -> str:
-        parse_scopes(value)
-        return value
-
-    @property
-    def scopes(self) -> frozenset[str]:
-        return parse_scopes(self.scope)
+    # The hand-offs of this chain, most recent first (docs/delegation-chain.md).
+    delegation_chain: tuple[DelegationRecord, ...] | None = Field(
+        None, max_length=MAX_ACT_NESTING)
 
     @property
     def actors(self) -> list[str]:
@@ -132,6 +159,12 @@ class AccessClaims(_Frozen):
     def chain(self) -> list[str]:
         """``[current actor, ..., first actor, principal]``."""
         return [*self.actors, self.sub]
+
+    @property
+    def holders(self) -> list[str]:
+        """Who held this chain's authority, most recent first: the agent a hand-off token is
+        for (``may_act``), then the actors. Each adjacent pair is one hand-off."""
+        return [*([self.may_act.sub] if self.may_act and self.act else []), *self.actors]
 
     @property
     def current_actor(self) -> str | None:
