@@ -64,6 +64,12 @@ def detached(compact: str) -> str:
     return f"{header}..{signature}"
 
 
+def delegator_signature(record: DelegationRecord, key: SigningKey) -> str:
+    """A delegator's detached signature of ``record`` (the form it has in the claim)."""
+    return detached(_jws.sign_bytes(canonical(record), key,
+                                    {"typ": RECORD_TYP, "kid": key.kid}))
+
+
 def attest(record: DelegationRecord, key: SigningKey) -> DelegationRecord:
     """The record with the authorization server's attestation (``as_signature``)."""
     signature = _jws.sign_bytes(canonical(record), key,

@@ -14,9 +14,10 @@ from orchestrator.audit import contains_raw_jwt
 
 SECTIONS = ("1 · CI event", "2 · Root grant", "3 · Hops", "4 · Audit trail of the run",
             "5 · Attack round", "6 · The same workflow without delegation")
-ATTACKS = 14  # the nine of the first round, a replayed CI delivery, a staging token
-# against a prod resource, a rewritten audit record, and DPoP's two (a stolen service token
-# without its key, a hand-off presented with another DPoP key)
+ATTACKS = 15  # the nine of the first round, a replayed CI delivery, a staging token
+# against a prod resource, a rewritten audit record, DPoP's two (a stolen service token
+# without its key, a hand-off presented with another DPoP key) and a delegation chain its
+# delegator never signed
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ PUBLIC = [
     "verify_chain",
     "verify_record",
     "public_jwk",
+    "delegator_signature",
     # DPoP (RFC 9449), issue 16: proofs, the nonce, binding rules
     "DPOP_ALGS",
     "DPOP_TYP",
