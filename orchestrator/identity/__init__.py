@@ -19,7 +19,12 @@ from orchestrator.identity._binding import (
     hand_off_binding,
     service_binding,
 )
-from orchestrator.identity._chain_check import ChainReport, RecordStatus, verify_chain
+from orchestrator.identity._chain_check import (
+    ChainReport,
+    RecordStatus,
+    record_status,
+    verify_chain,
+)
 from orchestrator.identity._claims import (
     EPOCH_PATTERN,
     AccessClaims,
@@ -249,6 +254,7 @@ __all__ = [
     "public_key_of",
     "public_keys_to_register",
     "read_private",
+    "record_status",
     "refusal_for",
     "service_binding",
     "sign_jws",

@@ -106,7 +106,6 @@ def _status(claims: AccessClaims, chain: tuple[DelegationRecord, ...], index: in
             holders: list[str], client_keys: ClientKeys, server_keys: ServerKeys,
             algs: tuple[str, ...], leeway: int) -> str:
     record = chain[index]
-    earlier = chain[index + 1] if index + 1 < len(chain) else None
     if index + 1 >= len(holders) or record.delegatee_id != holders[index] \
             or record.delegator_id != holders[index + 1]:
         return "act_mismatch"
@@ -114,13 +113,24 @@ def _status(claims: AccessClaims, chain: tuple[DelegationRecord, ...], index: in
         return "run_mismatch"
     if record.parent_jti not in claims.ancestors:
         return "parent_mismatch"
-    narrower = earlier.scopes if earlier is not None else None
-    if (narrower is not None and not record.scopes <= narrower) \
-            or (index == 0 and not claims.scopes <= record.scopes):
+    if index == 0 and not claims.scopes <= record.scopes:
         return "scope_widened"
-    if record.delegation_timestamp > claims.iat + leeway or (
-            earlier is not None
-            and record.delegation_timestamp < earlier.delegation_timestamp):
+    if record.delegation_timestamp > claims.iat + leeway:
+        return "time_order"
+    return record_status(chain, index, client_keys, server_keys, algs)
+
+
+def record_status(chain: tuple[DelegationRecord, ...], index: int, client_keys: ClientKeys,
+                  server_keys: ServerKeys, algs: tuple[str, ...]) -> str:
+    """What can be told of record ``index`` without its token: its scopes narrow or equal the
+    earlier record's, it is no earlier than that one, its delegator signed it and the server
+    attested it. (:func:`verify_chain` also matches it to the token's ``act``, run and
+    ancestors; a run's log shows this much, with the keys of its state directory.)"""
+    record = chain[index]
+    earlier = chain[index + 1] if index + 1 < len(chain) else None
+    if earlier is not None and not record.scopes <= earlier.scopes:
+        return "scope_widened"
+    if earlier is not None and record.delegation_timestamp < earlier.delegation_timestamp:
         return "time_order"
     signed = canonical(record)
     delegator = record.delegator_signature

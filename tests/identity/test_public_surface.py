@@ -20,6 +20,7 @@ PUBLIC = [
     "verify_record",
     "public_jwk",
     "delegator_signature",
+    "record_status",
     # DPoP (RFC 9449), issue 16: proofs, the nonce, binding rules
     "DPOP_ALGS",
     "DPOP_TYP",
