@@ -78,12 +78,14 @@ def raise_for_error(response: httpx.Response) -> None:
 class AuthClient:
     """``dpop``: sign a DPoP proof (RFC 9449) for each token request with this signer's key, so
     the tokens issued are bound to it; a ``use_dpop_nonce`` answer is retried once with the
-    server's nonce."""
+    server's nonce. ``confirm``: sign a delegation record with each hand-off."""
 
     def __init__(self, base_url: str, client_id: str, key: SigningKey, *,
                  http: httpx.Client | None = None, clock: Callable[[], float] = time.time,
-                 timeout: float = 5.0, dpop: DPoPSigner | None = None) -> None:
+                 timeout: float = 5.0, dpop: DPoPSigner | None = None,
+                 confirm: bool = True) -> None:
         self.base_url = base_url.rstrip("/")
+        self.confirm = confirm
         self.client_id = client_id
         self.dpop = dpop
         self._key = key
@@ -141,17 +143,17 @@ class AuthClient:
 
     def exchange(self, subject_token: str, *, resource: str | None = None,
                  audience: str | None = None, scope: str | None = None,
-                 prove: bool = True, confirm: bool = True) -> dict[str, Any]:
+                 prove: bool = True, confirm: bool | None = None) -> dict[str, Any]:
         """RFC 8693: exchange ``subject_token`` for a token for a service or the next agent;
         with a DPoP signer, proven by its key unless not ``prove`` (an unbound token). A
         hand-off (``audience``) carries this client's signed delegation record unless not
-        ``confirm`` (docs/delegation-chain.md)."""
+        ``confirm`` (default: the client's ``confirm``; docs/delegation-chain.md)."""
         form = {"grant_type": GRANT_TOKEN_EXCHANGE, "subject_token": subject_token,
                 "subject_token_type": TOKEN_TYPE_ACCESS}
         for name, value in (("resource", resource), ("audience", audience), ("scope", scope)):
             if value is not None:
                 form[name] = value
-        if audience is not None and confirm:
+        if audience is not None and (self.confirm if confirm is None else confirm):
             record = self._record(subject_token, audience, scope)
             if record is not None:
                 form["delegation_record"] = record
