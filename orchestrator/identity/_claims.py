@@ -7,16 +7,16 @@ actors nest inside it, least recent deepest. :meth:`AccessClaims.chain` reads th
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
     StrictInt,
     StrictStr,
-    field_validator,
     model_serializer,
 )
 
@@ -42,20 +42,13 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class _Scoped(_Frozen):
-    """A model with a space-separated ``scope`` member, well formed (:func:`parse_scopes`)."""
+def _well_formed(value: str) -> str:
+    parse_scopes(value)  # raises InvalidScope as is (the verifier maps it)
+    return value
 
-    scope: str = Field(max_length=4096)
 
-    @field_validator("scope")
-    @classmethod
-    def _scope_is_well_formed(cls, value: str) -> str:
-        parse_scopes(value)
-        return value
-
-    @property
-    def scopes(self) -> frozenset[str]:
-        return parse_scopes(self.scope)
+# A space-separated scope string, well formed (:func:`parse_scopes`).
+ScopeText = Annotated[str, Field(max_length=4096), AfterValidator(_well_formed)]
 
 
 class Actor(_Frozen):
@@ -84,7 +77,7 @@ class Confirmation(_Frozen):
     jkt: str = Field(pattern=JKT_PATTERN)
 
 
-class DelegationRecord(_Scoped):
+class DelegationRecord(_Frozen):
     """One hand-off, as its delegator signed it and the authorization server attested it: one
     member of the ``delegation_chain`` claim (draft-liu-oauth-chain-delegation-00, its member
     names where they fit; docs/delegation-chain.md says where this departs). ``scope`` is what
@@ -97,9 +90,13 @@ class DelegationRecord(_Scoped):
     delegation_timestamp: StrictInt
     run_id: str = Field(pattern=_CTX_VALUE)
     parent_jti: str = Field(pattern=JTI_PATTERN)
-    scope: str = Field(max_length=4096)
+    scope: ScopeText
     delegator_signature: str | None = Field(None, max_length=2048)
     as_signature: str | None = Field(None, max_length=2048)
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        return parse_scopes(self.scope)
 
 
 class Context(_Frozen):
@@ -121,14 +118,14 @@ class Context(_Frozen):
         return {k: v for k, v in handler(self).items() if v is not None}
 
 
-class AccessClaims(_Scoped):
+class AccessClaims(_Frozen):
     """The payload of every access token this project issues."""
 
     iss: str = Field(max_length=256)
     sub: str = Field(pattern=_ID)
     aud: str = Field(max_length=256)
     client_id: str = Field(pattern=_ID)
-    scope: str = Field(max_length=4096)
+    scope: ScopeText
     iat: StrictInt
     exp: StrictInt
     nbf: StrictInt | None = None
@@ -145,6 +142,10 @@ class AccessClaims(_Scoped):
     # The hand-offs of this chain, most recent first (docs/delegation-chain.md).
     delegation_chain: tuple[DelegationRecord, ...] | None = Field(
         None, max_length=MAX_ACT_NESTING)
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        return parse_scopes(self.scope)
 
     @property
     def actors(self) -> list[str]:
