@@ -124,8 +124,9 @@ def rabbitmq_server_binary() -> str | None:
 
 @dataclass
 class RabbitNode(Server):
-    port: int = 5690
-    dist_port: int = 25690
+    # spare ports, kept across the node's restarts (a fixed pair could be taken on the machine)
+    port: int = field(default_factory=spare_port)
+    dist_port: int = field(default_factory=spare_port)
 
     def argv(self) -> list[str]:
         binary = rabbitmq_server_binary()

@@ -52,11 +52,11 @@ def _broker_config(settings: Settings) -> dict[str, Any]:
         # (the heartbeat notices a silent loss within two intervals).
         return {"broker_heartbeat": 10, "task_default_delivery_mode": "persistent",
                 "broker_transport_options": {"confirm_publish": True}}
-    # rediss://: kombu's own transport, which alone turns the scheme into TLS; ours (the fix
-    # for a worker crash on a Redis restart, infrabot/_redis_broker.py) is for redis://.
-    transport = {} if settings.broker_url.startswith("rediss:") else \
-        {"broker_transport": REDIS_TRANSPORT}
-    return {**transport,
+    # Our transport (infrabot/_redis_broker.py) for redis:// and rediss:// alike: given by name,
+    # it no longer learns TLS from the scheme, so rediss:// gets its TLS options set here.
+    tls = settings.broker_tls
+    return {"broker_transport": REDIS_TRANSPORT,
+            **({"broker_use_ssl": tls} if tls else {}),
             "broker_transport_options": {
                 "visibility_timeout": settings.visibility_timeout_seconds,
                 "unacked_restore_interval": RESTORE_INTERVAL,

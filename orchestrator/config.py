@@ -7,7 +7,7 @@ reads the environment.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
@@ -183,7 +183,16 @@ class Settings(BaseSettings):
     def _known_broker(cls, url: str) -> str:
         if url.split("://", 1)[0].lower() not in BROKER_SCHEMES:
             raise ValueError("not a broker URL: use amqp:// (RabbitMQ), redis:// or memory://")
+        _redis_tls(url)  # a bad TLS parameter or a missing certificate file: said at start
         return url
+
+    @property
+    def broker_tls(self) -> dict[str, Any] | None:
+        """For a ``rediss://`` broker, the TLS options of its connections: the URL's ``ssl_*``
+        parameters, as redis-py reads them for ``redis_url`` (``ssl_ca_certs=/path/ca.pem``...),
+        and the server's certificate verified unless the URL says ``ssl_cert_reqs=none``. (Kombu
+        alone would default to not verifying it.) None for any other broker."""
+        return _redis_tls(self.broker_url)
 
     @property
     def broker_kind(self) -> BrokerKind:
@@ -260,3 +269,19 @@ def _check_database_url(url: str) -> None:
             raise ValueError(f"{shape} (sqlite:/// then an absolute directory path)")
     else:
         raise ValueError(shape)
+
+
+_TLS_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+
+
+def _redis_tls(url: str) -> dict[str, Any] | None:
+    if not url.lower().startswith("rediss://"):
+        return None
+    from redis.connection import parse_url  # deferred: only a rediss:// broker needs redis here
+    given = {name: value for name, value in parse_url(url).items() if name.startswith("ssl_")}
+    for name in _TLS_FILES:
+        if name in given and not Path(given[name]).is_file():
+            raise ValueError(f"{name}: no such file: {given[name]}")
+    if str(given.get("ssl_cert_reqs", "required")).lower() not in ("none", "optional", "required"):
+        raise ValueError("ssl_cert_reqs: use none, optional or required")
+    return {"ssl_cert_reqs": "required", **given}

@@ -53,12 +53,35 @@ def test_redis_gets_the_patched_transport_and_a_frequent_sweep(tmp_path: Path) -
         assert connection.transport.Channel.__module__ == "infrabot._redis_broker"
 
 
-def test_rediss_keeps_kombus_transport_so_the_scheme_still_means_tls(tmp_path: Path) -> None:
-    settings = Settings(state_dir=tmp_path, broker_url="rediss://127.0.0.1:1/0")
-    app = create_celery(settings)
-    with app.connection_for_write() as connection:
-        assert connection.transport.__class__.__module__ == "kombu.transport.redis"
-        assert connection.transport_cls == "rediss"
+def test_rediss_gets_the_patched_transport_and_verifies_the_certificate(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("")
+    plain = create_celery(Settings(state_dir=tmp_path, broker_url="rediss://127.0.0.1:1/0"))
+    assert plain.conf.broker_transport == "infrabot._redis_broker:Transport"
+    assert plain.conf.broker_use_ssl == {"ssl_cert_reqs": "required"}  # kombu's: none
+    given = create_celery(Settings(
+        state_dir=tmp_path, broker_url=f"rediss://127.0.0.1:1/0?ssl_ca_certs={ca}"))
+    assert given.conf.broker_use_ssl == {"ssl_cert_reqs": "required", "ssl_ca_certs": str(ca)}
+    with given.connection_for_write() as connection:
+        assert connection.transport.__class__.__module__ == "infrabot._redis_broker"
+        assert connection.ssl == {"ssl_ca_certs": str(ca)}  # redis-py requires a valid one
+    assert not create_celery(Settings(state_dir=tmp_path, broker_url="redis://127.0.0.1:1/0")
+                             ).conf.broker_use_ssl
+
+
+@pytest.mark.parametrize(("query", "message"), [
+    ("ssl_ca_certs=/nowhere/ca.pem", "ssl_ca_certs: no such file: /nowhere/ca.pem"),
+    ("ssl_certfile=/nowhere/c.pem", "ssl_certfile: no such file: /nowhere/c.pem"),
+    ("ssl_cert_reqs=maybe", "ssl_cert_reqs: use none, optional or required"),
+    ("ssl_min_version=tls1", "Invalid value for 'ssl_min_version' in connection URL."),
+])
+def test_a_bad_tls_parameter_is_one_line_at_start(tmp_path: Path, query: str, message: str
+                                                  ) -> None:
+    result = subprocess.run([str(INFRABOT), "worker", "--state-dir", str(tmp_path)],
+                            env=clean_env(INFRABOT_BROKER_URL=f"rediss://127.0.0.1:1/0?{query}"),
+                            capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == f"Error: bad setting INFRABOT_BROKER_URL: {message}\n"
 
 
 def test_a_url_that_names_no_broker_is_refused(tmp_path: Path) -> None:
