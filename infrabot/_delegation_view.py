@@ -59,10 +59,11 @@ def token_chain(settings: Settings, claims: AccessClaims) -> dict[str, Any]:
                         allowed_algs=found.algs, leeway=found.leeway).view()
 
 
-def records_view(settings: Settings, chain: tuple[DelegationRecord, ...]) -> list[dict[str, Any]]:
+def records_view(found: StateKeys | None,
+                 chain: tuple[DelegationRecord, ...]) -> list[dict[str, Any]]:
     """Each record of a chain seen without its token (a run's log): signatures, narrowing and
-    order checked (:func:`~orchestrator.identity._chain_check.record_status`)."""
-    found = _keys(settings)
+    order checked (:func:`~orchestrator.identity.record_status`) with ``found`` keys (None:
+    not checked)."""
     if found is None:
         return [RecordStatus(r, "not_checked").view() for r in chain]
     return [RecordStatus(r, record_status(chain, i, found.client, found.server,
@@ -82,6 +83,8 @@ def run_chains(settings: Settings, run: Run) -> list[dict[str, Any]]:
     status."""
     seen: set[tuple[str, ...]] = set()
     out: list[dict[str, Any]] = []
+    found = _keys(settings) if any(isinstance(e.detail, Exchanged) for e in run.events) \
+        else None
     for event in run.events:
         detail = event.detail
         if not isinstance(detail, Exchanged):
@@ -100,5 +103,5 @@ def run_chains(settings: Settings, run: Run) -> list[dict[str, Any]]:
             continue
         seen.add(key)
         out.append({"agent": event.agent, "for": detail.for_,
-                    "records": records_view(settings, chain)})
+                    "records": records_view(found, chain)})
     return out

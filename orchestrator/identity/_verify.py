@@ -46,7 +46,8 @@ class HeaderRules:
     """The JOSE header checks the kinds share, in one order: no key or key location
     (``refused_keys``) and no ``crit``; no parameter beyond ``alg``, ``typ``, ``kid`` and
     ``extra_params`` (None: any); ``alg`` on the caller's allow-list; ``typ`` one of ``typ``
-    (compared case-insensitively; absent only if not ``typ_required``); a ``kid`` of at most
+    (compared case-insensitively unless ``typ_exact``; absent only if not ``typ_required``); a
+    ``kid`` of at most
     ``kid_max`` characters (None: none needed). ``refusals`` gives each check
     (``key_in_header``, ``crit``, ``unexpected_header``, ``alg``, ``typ``, ``kid``) the kind's
     ``(reason, message)``."""
@@ -57,6 +58,7 @@ class HeaderRules:
     extra_params: frozenset[str] | None
     refusals: Mapping[str, tuple[str, str]]
     refused_keys: frozenset[str] = _jws.KEY_HEADERS
+    typ_exact: bool = False
 
     def check(self, header: dict[str, Any], allowed_algs: tuple[str, ...],
               refuse: Callable[[str, str], InfraBotError]) -> None:
@@ -73,7 +75,8 @@ class HeaderRules:
             raise refuse(*refusals["alg"])
         typ = header.get("typ")
         if (typ is not None or self.typ_required) and (
-                not isinstance(typ, str) or typ.lower() not in self.typ):
+                not isinstance(typ, str)
+                or (typ if self.typ_exact else typ.lower()) not in self.typ):
             raise refuse(*refusals["typ"])
         kid = header.get("kid")
         if self.kid_max is not None and (not isinstance(kid, str)
