@@ -160,6 +160,8 @@ def _timeline(run: Run) -> list[Row]:
 
 
 def _claims_json(claims: dict[str, Any]) -> str:
+    claims = {**claims, **({"delegation_chain": [_record_shown(r) for r in chain]}
+                           if isinstance(chain := claims.get("delegation_chain"), list) else {})}
     ordered = {k: claims[k] for k in CLAIM_ORDER if k in claims}
     ordered |= {k: v for k, v in claims.items() if k not in ordered}
     return safe_json(ordered, indent=2, default=str)
@@ -188,6 +190,15 @@ def _card(title: str, claims: dict[str, Any],
             f"{(statuses or {}).get(_record_key(r), 'not checked')}"
             for r in chain if isinstance(r, dict))
     return Card(title, meta, _claims_json(claims))
+
+
+def _record_shown(record: object) -> object:
+    """A chain record for the page: its signatures (detached JWS, not secrets, but shaped like
+    the start of a token) shortened to their last characters."""
+    if not isinstance(record, dict):
+        return record
+    return {k: f"…{v[-12:]} (detached JWS)" if k.endswith("signature") and isinstance(v, str)
+            else v for k, v in record.items()}
 
 
 def _record_key(record: dict[str, Any]) -> tuple[str, str, int]:
