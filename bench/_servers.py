@@ -154,8 +154,11 @@ class RabbitNode(Server):
     def url(self) -> str:
         return f"amqp://guest:guest@127.0.0.1:{self.port}//"
 
+    def connection(self) -> Connection:
+        return Connection(self.url, connect_timeout=1)
+
     def answers(self) -> bool:
-        connection = Connection(self.url, connect_timeout=1)
+        connection = self.connection()
         try:
             connection.ensure_connection(max_retries=1)
             return True

@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from orchestrator._broker_tls import split_tls
+
 SigningAlg = Literal["ES256", "RS256", "EdDSA"]
 
 _REPO_WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
@@ -183,16 +185,22 @@ class Settings(BaseSettings):
     def _known_broker(cls, url: str) -> str:
         if url.split("://", 1)[0].lower() not in BROKER_SCHEMES:
             raise ValueError("not a broker URL: use amqp:// (RabbitMQ), redis:// or memory://")
-        _redis_tls(url)  # a bad TLS parameter or a missing certificate file: said at start
+        split_tls(url)  # a bad TLS parameter or a missing certificate file: said at start
         return url
 
     @property
     def broker_tls(self) -> dict[str, Any] | None:
-        """For a ``rediss://`` broker, the TLS options of its connections: the URL's ``ssl_*``
-        parameters, as redis-py reads them for ``redis_url`` (``ssl_ca_certs=/path/ca.pem``...),
-        and the server's certificate verified unless the URL says ``ssl_cert_reqs=none``. (Kombu
-        alone would default to not verifying it.) None for any other broker."""
-        return _redis_tls(self.broker_url)
+        """For a ``rediss://`` or ``amqps://`` broker, Celery's ``broker_use_ssl``: the URL's
+        ``ssl_*`` parameters, the server's certificate and name verified unless they say
+        otherwise (orchestrator/_broker_tls.py). None for any other broker."""
+        _, tls = split_tls(self.broker_url)
+        scheme = self.broker_url.split("://", 1)[0].lower()
+        return tls.options(scheme) if tls else None
+
+    @property
+    def broker_connection_url(self) -> str:
+        """``broker_url`` without its ``ssl_*`` parameters, which :attr:`broker_tls` carries."""
+        return split_tls(self.broker_url)[0]
 
     @property
     def broker_kind(self) -> BrokerKind:
@@ -270,18 +278,3 @@ def _check_database_url(url: str) -> None:
     else:
         raise ValueError(shape)
 
-
-_TLS_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
-
-
-def _redis_tls(url: str) -> dict[str, Any] | None:
-    if not url.lower().startswith("rediss://"):
-        return None
-    from redis.connection import parse_url  # deferred: only a rediss:// broker needs redis here
-    given = {name: value for name, value in parse_url(url).items() if name.startswith("ssl_")}
-    for name in _TLS_FILES:
-        if name in given and not Path(given[name]).is_file():
-            raise ValueError(f"{name}: no such file: {given[name]}")
-    if str(given.get("ssl_cert_reqs", "required")).lower() not in ("none", "optional", "required"):
-        raise ValueError("ssl_cert_reqs: use none, optional or required")
-    return {"ssl_cert_reqs": "required", **given}

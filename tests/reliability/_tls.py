@@ -48,19 +48,21 @@ def certificate_authority(folder: Path, name: str) -> tuple[Path, ec.EllipticCur
     return path, key
 
 
-def server_certificate(folder: Path) -> ServerCertificate:
-    """A CA ("test-ca") and a certificate it signed for IP 127.0.0.1."""
+def server_certificate(folder: Path, name: str | None = None) -> ServerCertificate:
+    """A CA ("test-ca") and a certificate it signed for IP 127.0.0.1, or only for the DNS
+    ``name`` if given (a certificate of another host)."""
     ca_path, ca_key = certificate_authority(folder, "test-ca")
     ca_cert = x509.load_pem_x509_certificate(ca_path.read_bytes())
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(_name("127.0.0.1"))
+    san = (x509.DNSName(name) if name is not None
+           else x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+    cert = (x509.CertificateBuilder().subject_name(_name(name or "127.0.0.1"))
             .issuer_name(ca_cert.subject).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(
-                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.SubjectAlternativeName([san]), critical=False)
             .sign(ca_key, hashes.SHA256()))
     cert_path, key_path = folder / "server.pem", folder / "server.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
