@@ -114,7 +114,9 @@ class _Hop:
         that step's outcome."""
         start = time.perf_counter()
         try:
-            result = self.rt.auth(self.agent).exchange(token, prove=prove, **target)
+            result = self.rt.auth(self.agent).exchange(
+                token, prove=prove, resource=target.get("resource"),
+                audience=target.get("audience"), scope=target.get("scope"))
         except OAuthError as exc:
             expired = isinstance(exc, InvalidRequest) and exc.reason == "token_expired"
             record = self.journal.stop(

@@ -81,7 +81,8 @@ class AgentRuntime:
                     raise ConfigError(f"this process holds no key for {agent}",
                                       reason="agent_key_missing")
                 client = AuthClient(self.endpoints["auth"], agent, key, http=self.http,
-                                    dpop=self.dpop(agent))
+                                    dpop=self.dpop(agent),
+                                    confirm=self.settings.delegation_records)
                 self._auth[agent] = client
         return client
 

@@ -29,6 +29,7 @@ import hmac
 import threading
 from collections.abc import Callable, Iterable
 
+from mock_services._chain import ChainCheck
 from mock_services._jwks import SerialKeySource
 from mock_services._sender import BEARER_ONLY, Presented, SenderCheck
 from mock_services._targets import TargetRefused
@@ -62,7 +63,8 @@ def _first(claim: Callable[[], bool]) -> bool:
 class AccessChecker:
     def __init__(self, *, audience: str, settings: Settings, keys: KeySource,
                  revocation: RevocationStore, directory: Directory,
-                 clock: Callable[[], float], service: str | None = None) -> None:
+                 clock: Callable[[], float], service: str | None = None,
+                 client_keys: KeySource | None = None) -> None:
         policy = VerifierPolicy(
             issuer=settings.issuer_url,
             allowed_algs=tuple(settings.allowed_algs),
@@ -70,7 +72,8 @@ class AccessChecker:
             max_bytes=settings.max_token_bytes,
             max_depth=settings.max_depth,
         )
-        self._verifier = TokenVerifier(SerialKeySource(keys), policy)
+        server_keys = SerialKeySource(keys)
+        self._verifier = TokenVerifier(server_keys, policy)
         self._audience = audience
         self._revocation = revocation
         self._directory = directory
@@ -80,6 +83,7 @@ class AccessChecker:
         self._checked: dict[str, float] = {}
         self._lock = threading.Lock()
         self.sender = SenderCheck(settings, directory, service)
+        self.chain = ChainCheck(settings, directory, service, server_keys, client_keys)
         static = settings.static_token
         self._static = (hashlib.sha256(static.get_secret_value().encode()).digest()
                         if static is not None else None)
@@ -172,6 +176,7 @@ class AccessChecker:
                 raise TargetRefused(target, refusal)
 
     def _authorize(self, claims: AccessClaims, scope: str) -> Caller:
+        self.chain.check(claims)
         return admit_scope(self._directory, claims, scope)
 
     def _check_revocation(self, claims: AccessClaims) -> None:

@@ -23,7 +23,14 @@ from orchestrator.authserver._service import (
     TOKEN_TYPE_ACCESS,
     TOKEN_TYPE_JWT,
 )
-from orchestrator.identity import CLIENT_ASSERTION_TYPE, Context, SigningKey, make_assertion
+from orchestrator.identity import (
+    CLIENT_ASSERTION_TYPE,
+    Context,
+    SigningKey,
+    make_assertion,
+    make_record,
+    unverified_payload,
+)
 
 _BY_CODE: dict[str, type[errors.OAuthError]] = {
     cls.code: cls for cls in (
@@ -71,12 +78,14 @@ def raise_for_error(response: httpx.Response) -> None:
 class AuthClient:
     """``dpop``: sign a DPoP proof (RFC 9449) for each token request with this signer's key, so
     the tokens issued are bound to it; a ``use_dpop_nonce`` answer is retried once with the
-    server's nonce."""
+    server's nonce. ``confirm``: sign a delegation record with each hand-off."""
 
     def __init__(self, base_url: str, client_id: str, key: SigningKey, *,
                  http: httpx.Client | None = None, clock: Callable[[], float] = time.time,
-                 timeout: float = 5.0, dpop: DPoPSigner | None = None) -> None:
+                 timeout: float = 5.0, dpop: DPoPSigner | None = None,
+                 confirm: bool = True) -> None:
         self.base_url = base_url.rstrip("/")
+        self.confirm = confirm
         self.client_id = client_id
         self.dpop = dpop
         self._key = key
@@ -134,16 +143,34 @@ class AuthClient:
 
     def exchange(self, subject_token: str, *, resource: str | None = None,
                  audience: str | None = None, scope: str | None = None,
-                 prove: bool = True) -> dict[str, Any]:
+                 prove: bool = True, confirm: bool | None = None) -> dict[str, Any]:
         """RFC 8693: exchange ``subject_token`` for a token for a service or the next agent;
-        with a DPoP signer, proven by its key unless not ``prove`` (an unbound token)."""
+        with a DPoP signer, proven by its key unless not ``prove`` (an unbound token). A
+        hand-off (``audience``) carries this client's signed delegation record unless not
+        ``confirm`` (default: the client's ``confirm``; docs/delegation-chain.md)."""
         form = {"grant_type": GRANT_TOKEN_EXCHANGE, "subject_token": subject_token,
                 "subject_token_type": TOKEN_TYPE_ACCESS}
         for name, value in (("resource", resource), ("audience", audience), ("scope", scope)):
             if value is not None:
                 form[name] = value
+        if audience is not None and (self.confirm if confirm is None else confirm):
+            record = self._record(subject_token, audience, scope)
+            if record is not None:
+                form["delegation_record"] = record
         result: dict[str, Any] = self._post("/token", form, prove=prove).json()
         return result
+
+    def _record(self, subject_token: str, audience: str, scope: str | None) -> str | None:
+        """This client's signed record of handing ``subject_token`` off to ``audience``; None
+        for a subject token it cannot read (the server refuses that token as what it is)."""
+        subject = unverified_payload(subject_token, max_bytes=len(subject_token))
+        if subject is None:
+            return None
+        try:
+            return make_record(self._key, delegator=self.client_id, delegatee=audience,
+                               subject=subject, scope=scope, now=int(self._clock()))
+        except ValueError:  # not our token's members: nothing to confirm
+            return None
 
     def root_token(self, user: str, scopes: list[str], ctx: Context,
                    first_agent: str) -> dict[str, Any]:

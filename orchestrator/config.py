@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     dpop_nonce: bool = Field(
         True, description="The authorization server requires its own DPoP-Nonce in proofs, so "
                           "a proof made in advance expires with the nonce (2 minutes).")
+    delegation_records: bool = Field(
+        True, description="Agents sign a delegation record with every hand-off, so the token "
+                          "carries a delegation_chain confirmed by every delegator "
+                          "(docs/delegation-chain.md). false: hand-offs are unconfirmed, and a "
+                          "service whose directory entry says delegation: required refuses "
+                          "their tokens (unconfirmed_delegation).")
     dpop_key_registration_seconds: int = Field(
         86400, ge=60, le=7 * 86400,
         description="How long a server built without a client registry (tests, tools that "

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 from rich.console import Console
 from rich.tree import Tree
 
+from infrabot._delegation_view import chain_lines, token_chain
 from infrabot.cli._common import CommandError, endpoints
 from orchestrator.client import AuthClient
 from orchestrator.config import SERVICE_NAMES, Settings
@@ -75,7 +76,8 @@ def inspect_token(settings: Settings, raw: str) -> dict[str, object]:
                           error=_issuer_gone(settings, unverified.get("iss")))
         return result
     result.update(valid=True, reason="ok", claims=claims.public_view(), chain=claims.chain(),
-                  expires_in=claims.exp - now)
+                  expires_in=claims.exp - now,
+                  delegation_chain=token_chain(settings, claims))
     result["revocation"] = _revocation(settings, claims, result, raw)
     return result
 
@@ -166,6 +168,12 @@ def render(result: dict[str, object]) -> None:
     for name in ("aud", "scope", "ctx", "client_id", "may_act", "cnf", "jti", "exp"):
         if name in claims:
             console.print(f"  {name}: {_shown(name, claims[name])}", markup=False)
+    verdict = result.get("delegation_chain")
+    if isinstance(verdict, dict):
+        why = f" ({verdict['reason']})" if verdict.get("reason") else ""
+        console.print(f"  delegation_chain: {verdict['status']}{why}", markup=False)
+        for line in chain_lines(verdict["records"]):
+            console.print(f"    {line}", markup=False)
 
 
 def _shown(name: str, value: object) -> str:

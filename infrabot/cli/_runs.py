@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
+from infrabot._delegation_view import chain_lines, run_chains
 from infrabot.cli._common import (
     CommandError,
     load_settings,
@@ -122,12 +123,17 @@ def show(run_id: str, as_json: bool, with_trace: bool, state_dir: Path | None) -
         spans = SpanLog(store).of_trace(run.trace_id) if run and run.trace_id else []
     if run is None:
         raise CommandError(f"no run {run_id!r}")
+    settings = load_settings(state_dir, state="stores")
     if as_json:
-        body = run_json(run)
+        body = {**run_json(run), "delegation_chains": run_chains(settings, run)}
         click.echo(json.dumps({**body, "spans": [asdict(s) for s in spans]} if with_trace
                               else body, indent=2))
         return
     console = out_console()
     console.print(render_run(run))
+    for chain in run_chains(settings, run):
+        console.print(f"delegation_chain ({chain['agent']}, {chain['for']}):", markup=False)
+        for line in chain_lines(chain["records"]):
+            console.print(f"  {line}", markup=False)
     if with_trace:
         console.print(render_waterfall(spans))

@@ -23,10 +23,12 @@ from orchestrator.identity import (
     Actor,
     Context,
     MayAct,
+    delegator_signature,
     generate_private_key,
     mint,
     new_jti,
     signing_key_of,
+    unverified_payload,
 )
 from orchestrator.workflows import required_scopes
 
@@ -152,6 +154,22 @@ class AttackRound:
             may_act=MayAct(sub="agent:cleanup") if not act else None)
         return mint(claims, key)
 
+    def _unsigned_chain(self, aws_token: str) -> tuple[int, str, str]:
+        """CleanupAgent's own AWS token, re-signed with the issuer's real key (a well-signed
+        token), whose delegation_chain says InfraBot handed off to ArgoCD, in a record InfraBot
+        never signed: its delegator signature is the attacker's, presented with a proof by the
+        bound DPoP key. The service checks each record against its delegator's registered key."""
+        claims = AccessClaims.model_validate(unverified_payload(aws_token, max_bytes=65536))
+        chain = list(claims.delegation_chain or ())
+        if not chain:
+            return 200, "none", "no_delegation_chain"
+        attacker = signing_key_of(generate_private_key("ES256"), "ES256")
+        first = chain[-1]
+        chain[-1] = first.model_copy(
+            update={"delegator_signature": delegator_signature(first, attacker)})
+        forged = claims.model_copy(update={"delegation_chain": tuple(chain), "jti": new_jti()})
+        return self._call_aws(mint(forged, self.system.stack.keyring.current), "agent:cleanup")
+
     def _replayed_delivery(self) -> tuple[int, str, str]:
         """sam's signed prod deployment, captured and sent again under a new X-GitHub-Delivery
         (the header the signature does not cover); the refusal must be in the audit trail."""
@@ -228,6 +246,11 @@ class AttackRound:
                                "CleanupAgent's AWS token, copied from its process, replayed from "
                                "another one (no proof by the key it is bound to)",
                                "dpop_bound_token_as_bearer", lambda: self._call_aws(aws_token)))
+        attacks.append(_expect("delegation chain its delegator never signed",
+                               "a token signed with the issuer's own key whose delegation_chain "
+                               "has InfraBot hand off to ArgoCD in a record InfraBot never signed",
+                               "delegation_signature_invalid",
+                               lambda: self._unsigned_chain(aws_token)))
         attacks.append(_expect("hand-off without the DPoP key",
                                "ArgoCD presents its own hand-off token with its client key but "
                                "a DPoP key other than the one it registered",

@@ -160,6 +160,8 @@ def _timeline(run: Run) -> list[Row]:
 
 
 def _claims_json(claims: dict[str, Any]) -> str:
+    claims = {**claims, **({"delegation_chain": [_record_shown(r) for r in chain]}
+                           if isinstance(chain := claims.get("delegation_chain"), list) else {})}
     ordered = {k: claims[k] for k in CLAIM_ORDER if k in claims}
     ordered |= {k: v for k, v in claims.items() if k not in ordered}
     return safe_json(ordered, indent=2, default=str)
@@ -173,23 +175,46 @@ def _chain(claims: dict[str, Any]) -> list[str]:
     return [*actors, str(claims.get("sub"))]
 
 
-def _card(title: str, claims: dict[str, Any]) -> Card:
+def _card(title: str, claims: dict[str, Any],
+          statuses: dict[tuple[str, str, int], str] | None = None) -> Card:
     lifetime = claims.get("exp", 0) - claims.get("iat", 0) \
         if isinstance(claims.get("exp"), int) and isinstance(claims.get("iat"), int) else None
     meta = (f"chain (current actor first): {' ← '.join(_chain(claims))} · aud "
             f"{claims.get('aud', '-')} · scope {' '.join(scope_list(claims.get('scope')))} · "
             f"lifetime {lifetime if lifetime is not None else '?'} s (exp − iat) · jti "
             f"{claims.get('jti', '-')}")
+    chain = claims.get("delegation_chain")
+    if isinstance(chain, list) and chain:
+        meta += " · delegation_chain (delegator-confirmed): " + ", ".join(
+            f"{r.get('delegator_id')} → {r.get('delegatee_id')} "
+            f"{(statuses or {}).get(_record_key(r), 'not checked')}"
+            for r in chain if isinstance(r, dict))
     return Card(title, meta, _claims_json(claims))
+
+
+def _record_shown(record: object) -> object:
+    """A chain record for the page: its signatures (detached JWS, not secrets, but shaped like
+    the start of a token) shortened to their last characters."""
+    if not isinstance(record, dict):
+        return record
+    return {k: f"…{v[-12:]} (detached JWS)" if k.endswith("signature") and isinstance(v, str)
+            else v for k, v in record.items()}
+
+
+def _record_key(record: dict[str, Any]) -> tuple[str, str, int]:
+    return (str(record.get("delegator_id")), str(record.get("delegatee_id")),
+            int(record.get("delegation_timestamp") or 0))
 
 
 def _cards(result: DemoResult, root: RootGranted | RootDenied | None) -> list[Card]:
     cards = []
+    statuses = {(r["delegator"], r["delegatee"], r["at"]): r["status"]
+                for chain in result.delegation_chains for r in chain["records"]}
     if isinstance(root, RootGranted) and root.claims is not None:
         cards.append(_card(f"root grant → {root.may_act}", root.claims))
     for ev in result.run.events:
         if isinstance(ev.detail, Exchanged) and ev.detail.claims is not None:
-            cards.append(_card(f"{ev.agent} · {ev.detail.for_}", ev.detail.claims))
+            cards.append(_card(f"{ev.agent} · {ev.detail.for_}", ev.detail.claims, statuses))
     return cards
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
+from infrabot._delegation_view import run_chains
 from infrabot.demo._attacks import Attack, AttackRound
 from infrabot.system import System, running_system
 from orchestrator.audit import StoredRecord
@@ -43,6 +44,8 @@ class DemoResult:
     seconds: float = 0.0
     endpoints: dict[str, str] = field(default_factory=dict)
     trace: list[SpanRecord] = field(default_factory=list)  # the run's spans, when kept
+    # Each delegation_chain the run's tokens carried, each record with its status
+    delegation_chains: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -52,6 +55,7 @@ class DemoResult:
             "audit": [r.to_json() for r in self.audit],
             "user_permissions": self.user_permissions,
             "attacks": [a.as_dict() for a in self.attacks],
+            "delegation_chains": self.delegation_chains,
             "static_run": self.static_run.model_dump(mode="json") if self.static_run else None,
             "static_audit": [r.to_json() for r in self.static_audit],
             "audit_intact": self.audit_intact,
@@ -90,7 +94,8 @@ def run_demo(settings: Settings, *, attacks: bool = True, static: bool = True,
         result = DemoResult(event=EVENT, run=run, audit=system.run_records(run.run_id, since),
                             user_permissions=list(system.stack.directory.users["user:sam"]
                                                   .permissions),
-                            endpoints=system.endpoints())
+                            endpoints=system.endpoints(),
+                            delegation_chains=run_chains(system.stack.settings, run))
         if attacks:
             progress("attack round")
 

@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from orchestrator.audit import public_document
 from orchestrator.audit._keys import PUBLIC_FILE
+from orchestrator.authserver._client_keys import CLIENT_KEYS_PATH, add_client_keys_route
 from orchestrator.authserver._dpop import DPOP_KEYS_PATH, one_proof
 from orchestrator.authserver._service import (
     GRANT_JWT_BEARER,
@@ -31,7 +32,8 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _FORM_FIELDS = {
     "token": ["grant_type", "client_assertion_type", "client_assertion", "client_id",
               "subject_token", "subject_token_type", "actor_token", "actor_token_type",
-              "requested_token_type", "scope", "resource", "audience", "assertion"],
+              "requested_token_type", "scope", "resource", "audience", "assertion",
+              "delegation_record"],
     "introspect": ["token", "token_type_hint", "client_assertion_type", "client_assertion"],
     "revoke": ["token", "token_type_hint", "client_assertion_type", "client_assertion"],
     "revocations": ["jti", "user", "run_id", "client_assertion_type", "client_assertion"],
@@ -116,6 +118,7 @@ def create_app(service: AuthorizationService) -> FastAPI:
             "issuer": service.issuer,
             "token_endpoint": f"{base}/token",
             "jwks_uri": f"{base}/jwks.json",
+            "client_keys_uri": f"{base}{CLIENT_KEYS_PATH}",  # delegation_chain verification
             "introspection_endpoint": f"{base}/introspect",
             "revocation_endpoint": f"{base}/revoke",
             "grant_types_supported": [GRANT_TOKEN_EXCHANGE, GRANT_JWT_BEARER],
@@ -140,6 +143,8 @@ def create_app(service: AuthorizationService) -> FastAPI:
         service.keyring.refresh(now=service.now())
         return JSONResponse(service.keyring.jwks().to_dict(),
                             headers={"Cache-Control": "public, max-age=60"})
+
+    add_client_keys_route(app, service.directory, service.client_keys)
 
     @app.get("/audit/keys", summary="Audit public keys that verify signed checkpoints (JWKS)",
              responses={404: {"description": "no audit key yet", "content": {

@@ -98,6 +98,7 @@ class TokenRequest(_Request):
     resource: Param
     audience: Param
     assertion: Param
+    delegation_record: Param  # the delegator's signed record of a hand-off (issue 16)
 
     @property
     def target(self) -> str:

@@ -11,6 +11,7 @@ from orchestrator.authserver._clients import (
     assertion_replayed,
 )
 from orchestrator.authserver._context import Server
+from orchestrator.authserver._delegation import sent_record, with_chain
 from orchestrator.authserver._forms import TokenRequest
 from orchestrator.authserver._grants import SUBJECT_TYPES, TOKEN_TYPE_JWT, TokenResponse, issue
 from orchestrator.errors import (
@@ -73,7 +74,9 @@ def exchange(server: Server, verified: VerifiedClient, request: TokenRequest,
         check_holder(subject.claims, proof)
         check_delegate(subject.claims, proof, lambda: server.dpop.registered(client),
                        default=server.settings.dpop_binding)
-        grant = bound(grant, _binding(server, request, proof))
+        record = sent_record(server, client, request, subject.claims, now=now)
+        grant = with_chain(server, bound(grant, _binding(server, request, proof)),
+                           subject.claims, record, now=now)
     except _Unauthenticated as unauthenticated:
         server.auditor.refused_request(unauthenticated.error, target=target)
         raise unauthenticated.error from unauthenticated.error.__cause__

@@ -7,16 +7,16 @@ actors nest inside it, least recent deepest. :meth:`AccessClaims.chain` reads th
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     SerializerFunctionWrapHandler,
     StrictInt,
     StrictStr,
-    field_validator,
     model_serializer,
 )
 
@@ -40,6 +40,15 @@ JKT_PATTERN = r"^[A-Za-z0-9_-]{43}$"
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _well_formed(value: str) -> str:
+    parse_scopes(value)  # raises InvalidScope as is (the verifier maps it)
+    return value
+
+
+# A space-separated scope string, well formed (:func:`parse_scopes`).
+ScopeText = Annotated[str, Field(max_length=4096), AfterValidator(_well_formed)]
 
 
 class Actor(_Frozen):
@@ -68,6 +77,28 @@ class Confirmation(_Frozen):
     jkt: str = Field(pattern=JKT_PATTERN)
 
 
+class DelegationRecord(_Frozen):
+    """One hand-off, as its delegator signed it and the authorization server attested it: one
+    member of the ``delegation_chain`` claim (draft-liu-oauth-chain-delegation-00, its member
+    names where they fit; docs/delegation-chain.md says where this departs). ``scope`` is what
+    the delegator handed off; ``run_id`` and ``parent_jti`` tie the record to the run and the
+    token it was made from. The two signatures are detached JWS over the record's canonical
+    form (:func:`~._delegation.canonical`)."""
+
+    delegator_id: str = Field(pattern=_ID)
+    delegatee_id: str = Field(pattern=_ID)
+    delegation_timestamp: StrictInt
+    run_id: str = Field(pattern=_CTX_VALUE)
+    parent_jti: str = Field(pattern=JTI_PATTERN)
+    scope: ScopeText
+    delegator_signature: str | None = Field(None, max_length=2048)
+    as_signature: str | None = Field(None, max_length=2048)
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        return parse_scopes(self.scope)
+
+
 class Context(_Frozen):
     """What the delegation is rooted in; policy checks it at every hop and every service."""
 
@@ -94,7 +125,7 @@ class AccessClaims(_Frozen):
     sub: str = Field(pattern=_ID)
     aud: str = Field(max_length=256)
     client_id: str = Field(pattern=_ID)
-    scope: str = Field(max_length=4096)
+    scope: ScopeText
     iat: StrictInt
     exp: StrictInt
     nbf: StrictInt | None = None
@@ -108,12 +139,9 @@ class AccessClaims(_Frozen):
     revocation_url: str | None = Field(None, max_length=512)
     log_url: str | None = Field(None, max_length=512)
     cnf: Confirmation | None = None
-
-    @field_validator("scope")
-    @classmethod
-    def _scope_is_well_formed(cls, value: str) -> str:
-        parse_scopes(value)
-        return value
+    # The hand-offs of this chain, most recent first (docs/delegation-chain.md).
+    delegation_chain: tuple[DelegationRecord, ...] | None = Field(
+        None, max_length=MAX_ACT_NESTING)
 
     @property
     def scopes(self) -> frozenset[str]:
@@ -132,6 +160,12 @@ class AccessClaims(_Frozen):
     def chain(self) -> list[str]:
         """``[current actor, ..., first actor, principal]``."""
         return [*self.actors, self.sub]
+
+    @property
+    def holders(self) -> list[str]:
+        """Who held this chain's authority, most recent first: the agent a hand-off token is
+        for (``may_act``), then the actors. Each adjacent pair is one hand-off."""
+        return [*([self.may_act.sub] if self.may_act and self.act else []), *self.actors]
 
     @property
     def current_actor(self) -> str | None:

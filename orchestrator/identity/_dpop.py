@@ -46,7 +46,7 @@ from orchestrator.identity._keys import (
     _parse_public_jwk,
     thumbprint,
 )
-from orchestrator.identity._verify import Refusals, verify_jws
+from orchestrator.identity._verify import HeaderRules, Refusals, verify_jws
 
 DPOP_TYP = "dpop+jwt"
 DPOP_ALGS = ("ES256", "EdDSA", "RS256")
@@ -161,6 +161,16 @@ def _refuse(reason: str, message: str) -> InvalidDPoPProof:
 
 
 _MALFORMED = ("dpop_proof_malformed", "the DPoP proof is not a compact JWT")
+_KEY_OR_CRIT = ("dpop_header_refused",
+                "the DPoP proof's header names a key other than its jwk, or a crit extension")
+# The proof's key is its jwk (checked when the key is chosen); any other key or key location,
+# and crit, are refused; typ exactly dpop+jwt (RFC 9449 4.2).
+_HEADER = HeaderRules(
+    typ=frozenset({DPOP_TYP}), typ_required=True, typ_exact=True, kid_max=None,
+    extra_params=None, refused_keys=KEY_HEADERS - {"jwk"},
+    refusals={"key_in_header": _KEY_OR_CRIT, "crit": _KEY_OR_CRIT,
+              "alg": ("dpop_alg_refused", "the DPoP proof's alg is not accepted"),
+              "typ": ("dpop_wrong_typ", "the DPoP proof's typ must be dpop+jwt")})
 _REFUSALS = Refusals(
     not_a_string=_MALFORMED, too_large=("dpop_proof_malformed", "the DPoP proof is too large"),
     not_compact=_MALFORMED,
@@ -191,13 +201,7 @@ class _ProofRules:
         return _refuse(reason, message)
 
     def check_header(self, header: dict[str, Any]) -> None:
-        if header.get("typ") != DPOP_TYP:
-            raise _refuse("dpop_wrong_typ", "the DPoP proof's typ must be dpop+jwt")
-        if header.get("alg") not in self.policy.allowed_algs:
-            raise _refuse("dpop_alg_refused", "the DPoP proof's alg is not accepted")
-        if "crit" in header or (KEY_HEADERS - {"jwk"}) & set(header):
-            raise _refuse("dpop_header_refused", "the DPoP proof's header names a key other "
-                                                 "than its jwk, or a crit extension")
+        _HEADER.check(header, self.policy.allowed_algs, _refuse)
 
     def choose_key(self, header: dict[str, Any], payload: dict[str, Any] | None) -> PublicKey:
         jwk = header.get("jwk")

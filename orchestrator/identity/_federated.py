@@ -28,13 +28,17 @@ from orchestrator.identity._providers import (
     mapped_scopes,
     user_of,
 )
-from orchestrator.identity._tokens import KeySource, check_no_key_in, published_key
-from orchestrator.identity._verify import Refusals, verify_jws
+from orchestrator.identity._tokens import HEADER_REFUSALS, KeySource, published_key
+from orchestrator.identity._verify import HeaderRules, Refusals, verify_jws
 
 # Thumbprints name a certificate and are not followed (Entra's tokens carry x5t beside kid);
 # a key or a place to fetch one is refused, as for our own tokens.
-_REFUSED_HEADERS = _jws.KEY_HEADERS - {"x5t", "x5t#S256"}
-_TYPES = frozenset({"jwt", "at+jwt", "application/at+jwt"})
+_HEADER = HeaderRules(
+    typ=frozenset({"jwt", "at+jwt", "application/at+jwt"}), typ_required=False, kid_max=256,
+    extra_params=None, refused_keys=_jws.KEY_HEADERS - {"x5t", "x5t#S256"},
+    refusals={**HEADER_REFUSALS,
+              "alg": ("alg_not_allowed", "signing algorithm is not one this provider may use"),
+              "typ": ("wrong_typ", "typ must be JWT or at+jwt")})
 _SUBJECT = re.compile(IDP_SUBJECT_PATTERN)
 
 _REFUSALS = Refusals(
@@ -122,17 +126,7 @@ class _ProviderRules:
         return _refuse(reason, message)
 
     def check_header(self, header: dict[str, Any]) -> None:
-        check_no_key_in(header, _REFUSED_HEADERS)
-        alg = header.get("alg")
-        if not isinstance(alg, str) or alg not in self.provider.algorithms:
-            raise _refuse("alg_not_allowed", "signing algorithm is not one this provider may "
-                                             "use")
-        typ = header.get("typ")
-        if typ is not None and (not isinstance(typ, str) or typ.lower() not in _TYPES):
-            raise _refuse("wrong_typ", "typ must be JWT or at+jwt")
-        kid = header.get("kid")
-        if not isinstance(kid, str) or not 0 < len(kid) <= 256:
-            raise _refuse("missing_kid", "header must name a kid")
+        _HEADER.check(header, tuple(self.provider.algorithms), _refuse)
 
     def choose_key(self, header: dict[str, Any], payload: dict[str, Any] | None) -> PublicKey:
         return published_key(self.keys, header)

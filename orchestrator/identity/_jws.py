@@ -176,3 +176,13 @@ def sign(payload: dict[str, Any], key: SigningKey, headers: dict[str, Any]) -> s
     ``JWT``, compact JSON), its ES256 signature low-S."""
     return _PYJWS.encode(json.dumps(payload, separators=(",", ":")).encode(), key.private,
                          algorithm=key.alg, headers=headers)
+
+
+def sign_bytes(payload: bytes, key: SigningKey, headers: dict[str, Any]) -> str:
+    """A compact JWS of exactly ``payload`` (a canonical form the caller made), as
+    :func:`sign` writes it."""
+    return _PYJWS.encode(payload, key.private, algorithm=key.alg, headers=headers)
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")

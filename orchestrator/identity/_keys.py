@@ -237,3 +237,13 @@ def _parse_public_jwk(jwk: object, allowed_algs: tuple[str, ...]) -> PublicKey |
     if alg == "RS256" and (not isinstance(key, rsa.RSAPublicKey) or key.key_size < 2048):
         return None
     return PublicKey(kid=expected, alg=alg, key=key, jwk=dict(jwk))
+
+
+def public_jwk(key: PublicKey) -> dict[str, Any]:
+    """``key`` as a JWK written afresh from its public key object: whatever its stored JWK
+    holds, nothing but public members (and ``kid``, ``alg``, ``use``) is ever in it."""
+    jwk: dict[str, Any] = _ALGORITHM[key.alg].to_jwk(key.key, as_dict=True)
+    if _PRIVATE_MEMBERS & set(jwk):  # a public key object writes none: refuse, never serve
+        raise PrivateKeyMaterial("a public key wrote private members")
+    jwk.update({"kid": key.kid, "alg": key.alg, "use": "sig"})
+    return jwk

@@ -93,6 +93,8 @@ class Service(_Model):
 
     scopes: Scopes
     dpop: Literal["required", "optional"] | None = None
+    # Whether a delegated token must carry a delegation_chain confirmed by every delegator.
+    delegation: Literal["required", "optional"] = "optional"
 
     def binding_required(self, default: bool) -> bool:
         """Whether a token for this service must be DPoP-bound."""

@@ -27,11 +27,20 @@ from orchestrator.identity._claims import (
     act_nesting,
 )
 from orchestrator.identity._keys import JWKSet, PublicKey, SigningKey
-from orchestrator.identity._verify import Refusals, verify_jws
+from orchestrator.identity._verify import HeaderRules, Refusals, verify_jws
 
 TYP = "at+jwt"
-_TYPES = frozenset({"at+jwt", "application/at+jwt"})
-_HEADER_ALLOWED = frozenset({"alg", "typ", "kid"})
+# The refusals every JWT this project verifies by a published key shares (tokens, federated).
+HEADER_REFUSALS = {
+    "key_in_header": ("key_in_header", "keys or key locations in the header are refused"),
+    "crit": ("unsupported_crit", "no critical header extension is understood"),
+    "unexpected_header": ("unexpected_header", "header has parameters other than alg, typ, kid"),
+    "alg": ("alg_not_allowed", "signing algorithm is not on the allow-list"),
+    "typ": ("wrong_typ", "typ must be at+jwt"),
+    "kid": ("missing_kid", "header must name a kid"),
+}
+_HEADER = HeaderRules(typ=frozenset({"at+jwt", "application/at+jwt"}), typ_required=True,
+                      kid_max=128, extra_params=frozenset(), refusals=HEADER_REFUSALS)
 MAX_LIFETIME_SECONDS = 900
 
 
@@ -128,18 +137,7 @@ class _AccessTokenRules:
         return _refuse(reason, message)
 
     def check_header(self, header: dict[str, Any]) -> None:
-        check_no_key_in(header, _jws.KEY_HEADERS)
-        if set(header) - _HEADER_ALLOWED:
-            raise _refuse("unexpected_header", "header has parameters other than alg, typ, kid")
-        alg = header.get("alg")
-        if not isinstance(alg, str) or alg not in self.policy.allowed_algs:
-            raise _refuse("alg_not_allowed", "signing algorithm is not on the allow-list")
-        typ = header.get("typ")
-        if not isinstance(typ, str) or typ.lower() not in _TYPES:
-            raise _refuse("wrong_typ", "typ must be at+jwt")
-        kid = header.get("kid")
-        if not isinstance(kid, str) or not 0 < len(kid) <= 128:
-            raise _refuse("missing_kid", "header must name a kid")
+        _HEADER.check(header, self.policy.allowed_algs, _refuse)
 
     def choose_key(self, header: dict[str, Any], payload: dict[str, Any] | None) -> PublicKey:
         return published_key(self.keys, header)
@@ -172,14 +170,6 @@ class _AccessTokenRules:
             raise _refuse("invalid_claims", "claim 'scope' is invalid") from exc
         check_chain(claims, max_depth=p.max_depth)
         return VerifiedToken(VerifiedToken._seal, claims, key.kid, size)
-
-
-def check_no_key_in(header: dict[str, Any], refused: frozenset[str]) -> None:
-    """No key or key location among ``refused`` in the header, and no ``crit``."""
-    if refused & set(header):
-        raise _refuse("key_in_header", "keys or key locations in the header are refused")
-    if "crit" in header:
-        raise _refuse("unsupported_crit", "no critical header extension is understood")
 
 
 def published_key(keys: KeySource, header: dict[str, Any]) -> PublicKey:

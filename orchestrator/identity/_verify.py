@@ -14,6 +14,7 @@ keys decide. Every refusal is the policy's error with the policy's reason for it
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, TypeVar
 
@@ -38,6 +39,49 @@ class Refusals:
     payload_not_object: tuple[str, str]
     # None: the peek's own words ("header cannot be decoded", "header is not a JSON object")
     undecodable_header: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderRules:
+    """The JOSE header checks the kinds share, in one order: no key or key location
+    (``refused_keys``) and no ``crit``; no parameter beyond ``alg``, ``typ``, ``kid`` and
+    ``extra_params`` (None: any); ``alg`` on the caller's allow-list; ``typ`` one of ``typ``
+    (compared case-insensitively unless ``typ_exact``; absent only if not ``typ_required``); a
+    ``kid`` of at most
+    ``kid_max`` characters (None: none needed). ``refusals`` gives each check
+    (``key_in_header``, ``crit``, ``unexpected_header``, ``alg``, ``typ``, ``kid``) the kind's
+    ``(reason, message)``."""
+
+    typ: frozenset[str]
+    typ_required: bool
+    kid_max: int | None
+    extra_params: frozenset[str] | None
+    refusals: Mapping[str, tuple[str, str]]
+    refused_keys: frozenset[str] = _jws.KEY_HEADERS
+    typ_exact: bool = False
+
+    def check(self, header: dict[str, Any], allowed_algs: tuple[str, ...],
+              refuse: Callable[[str, str], InfraBotError]) -> None:
+        refusals = self.refusals
+        if self.refused_keys & set(header):
+            raise refuse(*refusals["key_in_header"])
+        if "crit" in header:
+            raise refuse(*refusals["crit"])
+        if self.extra_params is not None \
+                and set(header) - {"alg", "typ", "kid"} - self.extra_params:
+            raise refuse(*refusals["unexpected_header"])
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in allowed_algs:
+            raise refuse(*refusals["alg"])
+        typ = header.get("typ")
+        if (typ is not None or self.typ_required) and (
+                not isinstance(typ, str)
+                or (typ if self.typ_exact else typ.lower()) not in self.typ):
+            raise refuse(*refusals["typ"])
+        kid = header.get("kid")
+        if self.kid_max is not None and (not isinstance(kid, str)
+                                         or not 0 < len(kid) <= self.kid_max):
+            raise refuse(*refusals["kid"])
 
 
 class Policy(Protocol[T_co]):

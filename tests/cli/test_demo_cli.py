@@ -14,9 +14,10 @@ from orchestrator.audit import contains_raw_jwt
 
 SECTIONS = ("1 · CI event", "2 · Root grant", "3 · Hops", "4 · Audit trail of the run",
             "5 · Attack round", "6 · The same workflow without delegation")
-ATTACKS = 14  # the nine of the first round, a replayed CI delivery, a staging token
-# against a prod resource, a rewritten audit record, and DPoP's two (a stolen service token
-# without its key, a hand-off presented with another DPoP key)
+ATTACKS = 15  # the nine of the first round, a replayed CI delivery, a staging token
+# against a prod resource, a rewritten audit record, DPoP's two (a stolen service token
+# without its key, a hand-off presented with another DPoP key) and a delegation chain its
+# delegator never signed
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +60,16 @@ def test_demo_json_is_a_summary_without_raw_tokens(env: dict[str, str]) -> None:
     assert data["audit_intact"] is True
     assert data["static_run"]["status"] == "succeeded"
     assert not contains_raw_jwt(result.stdout)
+    # Every hand-off of the run confirmed by its delegator, each record verified (issue 16).
+    chains = data["delegation_chains"]
+    assert chains, data["delegation_chains"]
+    longest = max(chains, key=lambda c: len(c["records"]))["records"]
+    assert [(r["delegator"], r["delegatee"]) for r in longest] == [
+        ("agent:argocd", "agent:cleanup"), ("agent:infrabot", "agent:argocd")]
+    assert {r["status"] for c in chains for r in c["records"]} == {"verified"}
+    [unsigned] = [a for a in data["attacks"]
+                  if a["name"] == "delegation chain its delegator never signed"]
+    assert (unsigned["status"], unsigned["reason"]) == (401, "delegation_signature_invalid")
 
 
 def test_demo_without_attacks_or_baseline_tells_only_the_run_and_writes_the_report(
@@ -76,6 +87,8 @@ def test_demo_without_attacks_or_baseline_tells_only_the_run_and_writes_the_repo
     html = report.read_text(encoding="utf-8")
     assert html.lstrip().lower().startswith("<!doctype html")
     assert not contains_raw_jwt(html)
+    assert "delegation_chain (delegator-confirmed): agent:argocd → agent:cleanup verified" \
+        in html.replace("&gt;", ">")
 
 
 def test_demo_report_into_an_unwritable_place_is_one_error_line_before_the_run(

@@ -7,6 +7,20 @@ from orchestrator import identity
 
 PUBLIC = [
     "ANY",
+    # Delegator-confirmed hand-offs, issue 16: records and the delegation_chain claim
+    "ChainReport",
+    "DelegationRecord",
+    "RecordStatus",
+    "attest",
+    "check_record",
+    "confine",
+    "extend_chain",
+    "make_record",
+    "verify_chain",
+    "verify_record",
+    "public_jwk",
+    "delegator_signature",
+    "record_status",
     # DPoP (RFC 9449), issue 16: proofs, the nonce, binding rules
     "DPOP_ALGS",
     "DPOP_TYP",

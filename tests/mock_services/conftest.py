@@ -182,7 +182,12 @@ def start_stack(root: Path, *, services: Sequence[str] = SERVICE_NAMES, with_aut
             auth_sock.close()  # nothing listens there: the key set is unreachable
         keys = remote_key_source(settings, clock=key_clock,
                                  min_refresh_seconds=min_refresh_seconds, timeout=1.0)
+        # The stub mints delegated tokens without delegation records: no service here requires
+        # a confirmed chain (test_delegation_at_services.py checks that policy).
         directory = load_directory(settings.workflows_dir / "directory.yaml")
+        directory = directory.model_copy(update={"services": {
+            name: service.model_copy(update={"delegation": "optional"})
+            for name, service in directory.services.items()}})
         deps = ServiceDeps(settings, keys, stack.revocation, directory, audit, clock)
         for name, sock in socks.items():
             stack.apps[name] = create_service_app(name, deps)
