@@ -134,7 +134,7 @@ class AuthClient:
 
     def exchange(self, subject_token: str, *, resource: str | None = None,
                  audience: str | None = None, scope: str | None = None,
-                 prove: bool = True) -> dict[str, Any]:
+                 prove: bool = True, joined: tuple[str, ...] = ()) -> dict[str, Any]:
         """RFC 8693: exchange ``subject_token`` for a token for a service or the next agent;
         with a DPoP signer, proven by its key unless not ``prove`` (an unbound token)."""
         form = {"grant_type": GRANT_TOKEN_EXCHANGE, "subject_token": subject_token,
@@ -142,6 +142,8 @@ class AuthClient:
         for name, value in (("resource", resource), ("audience", audience), ("scope", scope)):
             if value is not None:
                 form[name] = value
+        if joined:  # a join's hand-off: the branch tokens it depends on (docs/graphs.md)
+            form["joined_tokens"] = " ".join(joined)
         result: dict[str, Any] = self._post("/token", form, prove=prove).json()
         return result
 

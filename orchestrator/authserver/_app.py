@@ -31,7 +31,8 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _FORM_FIELDS = {
     "token": ["grant_type", "client_assertion_type", "client_assertion", "client_id",
               "subject_token", "subject_token_type", "actor_token", "actor_token_type",
-              "requested_token_type", "scope", "resource", "audience", "assertion"],
+              "requested_token_type", "scope", "resource", "audience", "assertion",
+              "joined_tokens"],
     "introspect": ["token", "token_type_hint", "client_assertion_type", "client_assertion"],
     "revoke": ["token", "token_type_hint", "client_assertion_type", "client_assertion"],
     "revocations": ["jti", "user", "run_id", "client_assertion_type", "client_assertion"],

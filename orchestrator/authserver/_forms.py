@@ -98,6 +98,7 @@ class TokenRequest(_Request):
     resource: Param
     audience: Param
     assertion: Param
+    joined_tokens: Param  # space-separated: a join's branch tokens (docs/graphs.md)
 
     @property
     def target(self) -> str:

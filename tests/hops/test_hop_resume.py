@@ -126,7 +126,7 @@ def test_the_task_publishes_the_next_hop_once(system: System) -> None:
     the next agent, carrying the generation the journal holds as sent."""
     args = started(system)
     run_id = args[0]
-    task = system.celery.tasks[task_name(INFRABOT)]
+    task = system.celery.tasks[task_name(system.celery, INFRABOT)]
     # .result, not .get(): a process that ran a worker before refuses a blocking get.
     summary = task.apply(args=args, task_id=f"{run_id}.infrabot").result
     assert summary == {"run_id": run_id, "agent": INFRABOT, "status": "handed_off"}
