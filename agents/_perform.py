@@ -169,6 +169,8 @@ def _mint(hop: Hop, token: str, scope: str, mode: str, edge: HandOff,
     if edge.join is not None:
         out.append(_hand_off(hop, token, handed, edge.join, first + len(edge.to),
                              generations[-1], joined=tuple(d.token for d in out)))
+    for delivery in out:  # once every hand-off is minted: a fan-out goes out whole or not
+        hop.event(HandedOff(to=delivery.agent, scope=delivery.scope or None))
     return out
 
 
@@ -179,5 +181,4 @@ def _hand_off(hop: Hop, token: str, handed: set[str], target: str, step: int, ge
     result: dict[str, Any] = hop.exchange(
         token, step=step, what=f"{HAND_OFF}{target}", prove=hop.rt.proves(None),
         joined=joined, audience=target, scope=" ".join(wanted))
-    hop.event(HandedOff(to=target, scope=result.get("scope")))
     return Delivery(target, result["access_token"], result.get("scope") or "", generation)
