@@ -20,6 +20,7 @@ from orchestrator.catalog import CATALOG
 from orchestrator.config import SERVICE_NAMES, Settings
 from orchestrator.errors import ConfigError, OAuthError
 from orchestrator.identity import (
+    AccessClaims,
     Context,
     Directory,
     ExchangeRequest,
@@ -192,8 +193,10 @@ def _hops(workflow: Workflow, user: str, chain: _Chain,
                 downstream = downstream_scopes(workflow, agent, target)
                 wanted = tuple([s for s in downstream if s in held] or downstream)
                 handed[target] = _narrower(handed.get(agent), plan.hand_off_scopes)
+                joined = tuple(t.claims for b in edge.to if target == edge.join
+                               and (t := tokens.get(b)) is not None)
                 verdict, grant = _decide(chain, token, causes, "hand_off", wanted,
-                                         audience=target)
+                                         audience=target, joined=joined)
                 stops[target] = add(verdict, stop)
                 tokens[target] = chain.verified(grant.claims) if grant is not None else None
                 depth[target] = depth[agent] + 1
@@ -209,7 +212,8 @@ def _narrower(current: tuple[str, ...] | None,
 
 def _decide(chain: _Chain, token: VerifiedToken | None, causes: _Causes, step: str,
             scopes: tuple[str, ...], *, resource: str | None = None,
-            audience: str | None = None) -> tuple[StepVerdict, Grant | None]:
+            audience: str | None = None,
+            joined: tuple[AccessClaims, ...] = ()) -> tuple[StepVerdict, Grant | None]:
     why = causes.of(scopes, audience)
     common: dict[str, Any] = {"agent": causes.agent, "step": step, "scopes": scopes,
                               "hand_off_to": audience}
@@ -220,7 +224,7 @@ def _decide(chain: _Chain, token: VerifiedToken | None, causes: _Causes, step: s
     try:
         grant = decide(ExchangeRequest(subject=token, actor=causes.agent,
                                        scopes=frozenset(scopes), resource=resource,
-                                       audience=audience),
+                                       audience=audience, joined=joined),
                        chain.directory, chain.issuance(chain.settings.token_ttl_seconds),
                        now=chain.now)
     except OAuthError as exc:

@@ -36,10 +36,8 @@ class Way:
     join: bool = False
 
 
-def _edge_loc(workflow: Workflow, index: int, edge: int) -> Loc:
-    plan = workflow.agents[index]
-    return ("agents", index, "hand_off") if isinstance(plan.hand_off, str) else \
-        ("agents", index, "hand_off", edge)
+def _edge_loc(index: int, edge: int) -> Loc:
+    return ("agents", index, "hand_off", edge)
 
 
 def ways_in(workflow: Workflow) -> dict[str, list[Way]]:
@@ -137,7 +135,7 @@ def _shape(workflow: Workflow) -> list[Problem]:
     problems: list[Problem] = []
     for a, plan in enumerate(workflow.agents):
         for e, edge in enumerate(plan.edges):
-            loc = _edge_loc(workflow, a, e)
+            loc = _edge_loc(a, e)
             for target in (*edge.to, *((edge.join,) if edge.join else ())):
                 if target not in names:
                     problems.append(Problem(loc, f"{target} is not an agent of this workflow"))
@@ -185,8 +183,9 @@ def _reach(workflow: Workflow) -> list[Problem]:
                 problems.append(Problem(("agents", a, "agent"),
                                         f"{plan.agent} is never reached from {root}"))
                 break
-            if into[0].parent in path:
-                cycle = " -> ".join([*reversed(path), into[0].parent])
+            if into[0].parent in path:  # each is handed off to by the one after it in path
+                loop = path[path.index(into[0].parent):]
+                cycle = " -> ".join([into[0].parent, *reversed(loop)])
                 problems.append(Problem(("agents", a, "agent"), f"a cycle: {cycle}"))
                 break
             path.append(into[0].parent)
@@ -199,7 +198,7 @@ def _allowed(workflow: Workflow, directory: Directory) -> list[Problem]:
         declared = directory.agents[plan.agent].hands_off_to \
             if plan.agent in directory.agents else ()
         for e, edge in enumerate(plan.edges):
-            loc = _edge_loc(workflow, a, e)
+            loc = _edge_loc(a, e)
             for target in edge.to:
                 if target not in declared:
                     problems.append(Problem(loc, f"the directory does not let {plan.agent} "
@@ -251,7 +250,7 @@ def _step_references(workflow: Workflow) -> list[Problem]:
                 known = known | {step.id}
         for e, edge in enumerate(plan.edges):
             if edge.when is not None:
-                problems += _unknown(_edge_loc(workflow, a, e) + ("when",),
+                problems += _unknown(_edge_loc(a, e) + ("when",),
                                      parse_condition(edge.when).step_ids, known)
     return problems
 

@@ -158,26 +158,21 @@ class HandOff(_Model):
 class AgentPlan(_Model):
     agent: str = Field(pattern=_AGENT)
     steps: tuple[Step, ...] = ()
-    hand_off: str | tuple[HandOff, ...] | None = Field(
+    hand_off: tuple[HandOff, ...] | None = Field(
         None, description="The next agent, or the ways on (fan-outs and conditions).")
     hand_off_scopes: tuple[str, ...] | None = Field(
         None, description="Scopes to hand off; default: what the rest of the chain needs.")
 
-    @field_validator("hand_off")
+    @field_validator("hand_off", mode="before")
     @classmethod
-    def _agent(cls, value: Any) -> Any:
-        if isinstance(value, str) and not re.fullmatch(_AGENT, value):
-            raise ValueError(f"{value!r} is not an agent id (agent:<name>)")
-        return value
+    def _one_agent(cls, value: Any) -> Any:
+        """``hand_off: agent:x`` is one way on, to that agent, without a condition."""
+        return [{"to": value}] if isinstance(value, str) else value
 
     @property
     def edges(self) -> tuple[HandOff, ...]:
-        """The ways on, in order (a plain ``hand_off: agent`` is one, without a condition)."""
-        if self.hand_off is None:
-            return ()
-        if isinstance(self.hand_off, str):
-            return (HandOff(to=(self.hand_off,)),)
-        return self.hand_off
+        """The ways on, in order."""
+        return self.hand_off or ()
 
 
 class Trigger(_Model):
