@@ -34,7 +34,7 @@ SAM = "user:sam"
 COMMIT = "9f2c1e7"
 PR = 124
 RUN_TIMEOUT = 30.0
-QUEUES = ("infrabot", "argocd", "cleanup")
+QUEUES = ("infrabot", "argocd", "scanner", "rollback", "cleanup")
 
 INFRABOT_CHAIN = ("agent:infrabot", SAM)
 ARGOCD_CHAIN = ("agent:argocd", "agent:infrabot", SAM)
