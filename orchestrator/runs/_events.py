@@ -183,8 +183,7 @@ class StepSkipped(_Detail):
 
 
 class BranchTaken(_Detail):
-    """The way on an agent took: its agents (several: a fan-out), the condition that chose
-    it, and the join that waits for a fan-out."""
+    """The way on an agent took: its agents (a fan-out: several), its condition, its join."""
 
     kind: Literal["branch_taken"] = Field("branch_taken", exclude=True)
     to: list[str]
@@ -193,8 +192,7 @@ class BranchTaken(_Detail):
 
 
 class BranchEnded(_Detail):
-    """A fan-out's branch ended; the run goes on to the join, which ends it as a stopped
-    branch says (docs/graphs.md)."""
+    """A fan-out's branch stopped: the join ends the run with it (docs/graphs.md)."""
 
     kind: Literal["branch_ended"] = Field("branch_ended", exclude=True)
     status: TerminalStatus
