@@ -100,7 +100,8 @@ def finished_once(d: Distributed, run_id: str) -> tuple[Run, list[StoredRecord]]
     run = d.wait_run(run_id)
     assert (run.status, run.reason) == ("succeeded", "ok"), d.logs()
     assert len(events_of(run, "finished")) == 1
-    assert [x.to for x in events_of(run, "handed_off")] == ["agent:argocd", "agent:cleanup"]
+    assert [x.to for x in events_of(run, "handed_off")] == \
+        ["agent:argocd", "agent:scanner", "agent:cleanup"]
     with d.audit() as audit:
         records = audit.query(run_id=run_id)
     return run, records

@@ -74,7 +74,8 @@ def test_pool_process_killed_mid_hop_completes_the_run_once(distributed: Distrib
     # step in doubt repeated under its key and replayed.
     assert [(e.action, e.replayed) for e in events_of(run, "called", "agent:argocd")] == \
         [("deploy:create", False), ("tags:create", True)]
-    assert [x.to for x in events_of(run, "handed_off")] == ["agent:argocd", "agent:cleanup"]
+    assert [x.to for x in events_of(run, "handed_off")] == \
+        ["agent:argocd", "agent:scanner", "agent:cleanup"]
     assert [(s.status, s.faked) for s in proxy.answered(CREATE_TAGS)] == \
         [(200, False), (200, False)]
     with d.audit() as audit:
