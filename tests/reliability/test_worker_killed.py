@@ -81,8 +81,8 @@ def test_pool_process_killed_mid_hop_completes_the_run_once(distributed: Distrib
     with d.audit() as audit:
         records = audit.query(run_id=run_id)
         everything = audit.query()
-    assert_post_deploy_audit(records, run_id, {"agent:infrabot": 4, "agent:argocd": 4,
-                                               "agent:cleanup": 2})
+    assert_post_deploy_audit(records, run_id, {"agent:infrabot": 6, "agent:argocd": 3,
+                                               "agent:scanner": 2, "agent:cleanup": 2})
     assert sorted(r.action for r in records if r.reason == "idempotent_replay") == \
         ["tags:create"]
     assert first_time_counts(everything)["tags:create"] == 1
