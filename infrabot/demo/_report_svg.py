@@ -230,7 +230,7 @@ def _label_box(edge: Edge, curve: _Curve, a: Node, b: Node, taken: list[Box],
         mx, my = curve.c
         return (mx - w / 2, my - 8 - h, mx + w / 2, my - 8)
     points = list(map(curve.at, (0.5, 0.38, 0.62, 0.28, 0.72, 0.2, 0.8)))
-    offsets = [(sx * (w / 2 + gap), 0.0) for gap in (8.0, 24.0, 48.0) for sx in (-1, 1)]
+    offsets = [(sx * (w / 2 + g), 0.0) for g in (8.0, 24.0, 48.0, 80.0, 120.0) for sx in (-1, 1)]
     offsets += [(0.0, -h / 2 - 8), (0.0, h / 2 + 8), (0.0, 0.0)]
     spots = [(x + dx - w / 2, y + dy - h / 2, x + dx + w / 2, y + dy + h / 2)
              for dx, dy in offsets for x, y in points]
