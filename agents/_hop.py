@@ -30,25 +30,38 @@ from orchestrator.catalog import CATALOG, build_request
 from orchestrator.client import reason_of
 from orchestrator.errors import InvalidRequest, OAuthError, Unavailable
 from orchestrator.runs import (
-    HAND_OFF,
     STOPS,
     CallDenied,
     Called,
     EventDetail,
     Exchanged,
     ExchangeDenied,
-    HandedOff,
     HopJournal,
     Run,
     StepConflict,
     StepRecord,
-    resume_point,
+    StepSkipped,
     shown_claims,
 )
-from orchestrator.workflows import Workflow, downstream_scopes
+from orchestrator.workflows import Workflow
 
-Status = Literal["handed_off", "succeeded", "denied", "failed", "expired", "duplicate"]
+Status = Literal["handed_off", "forked", "branch_done", "succeeded", "denied", "failed",
+                 "expired", "duplicate"]
 MODES = ("delegated", "static")
+MAX_RESULT_BYTES = 8192  # a named step's answer kept for later steps; larger ones are not
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One hop to publish: the agent, the token it acts with, its scope, the generation."""
+
+    agent: str
+    token: str
+    scope: str
+    generation: int
+
+    def __repr__(self) -> str:  # never shows the token
+        return f"Delivery({self.agent!r}, generation={self.generation})"
 
 
 @dataclass(frozen=True)
@@ -59,6 +72,8 @@ class HopOutcome:
     next_token: str | None = None
     next_scope: str | None = None
     generation: int = 0  # the hand-off's journaled generation, for the next task's message
+    branches: tuple[Delivery, ...] = ()  # a fan-out (status forked): its branches' hops
+    join: Delivery | None = None  # ... and the join's, published once they are all done
 
     def __repr__(self) -> str:  # never shows the token
         return f"HopOutcome({self.status!r}, {self.reason!r}, next={self.next_agent!r})"
@@ -82,14 +97,30 @@ def template_values(run: Run, workflow: Workflow) -> dict[str, object]:
             **{k: str(v) for k, v in built_in.items()}}
 
 
-class _Stop(Exception):
+def _kept(response: httpx.Response) -> Any:
+    """A named step's answer as JSON, if it is JSON and small enough to keep."""
+    if len(response.content) > MAX_RESULT_BYTES:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def step_results(run: Run) -> dict[str, Any]:
+    """The answers of the run's named steps so far, by step id."""
+    return {e.detail.step_id: e.detail.result for e in run.events
+            if isinstance(e.detail, Called) and e.detail.step_id is not None}
+
+
+class Stop(Exception):
     def __init__(self, outcome: HopOutcome) -> None:
         self.outcome = outcome
 
 
-def _stopped(record: StepRecord) -> _Stop:
+def stopped(record: StepRecord) -> Stop:
     """The hop's outcome a recorded stop implies, exactly as it was recorded."""
-    return _Stop(HopOutcome(record.state, record.reason or record.state))  # type: ignore[arg-type]
+    return Stop(HopOutcome(record.state, record.reason or record.state))  # type: ignore[arg-type]
 
 
 # A service that has this key's first request in flight (another copy of the hop, or a
@@ -98,7 +129,9 @@ _IN_FLIGHT = "idempotency_key_in_use"
 
 
 @dataclass
-class _Hop:
+class Hop:
+    """One agent's hop of one run: its exchanges, calls and journal records."""
+
     rt: AgentRuntime
     run: Run
     workflow: Workflow
@@ -109,13 +142,13 @@ class _Hop:
         self.rt.runs.add_event(self.run.run_id, self.agent, detail)
 
     def exchange(self, token: str, *, step: int, what: str, prove: bool,
-                 **target: str) -> dict[str, Any]:
-        """A token for step ``step`` (``prove``: with a DPoP proof); a refusal is journaled as
-        that step's outcome."""
+                 joined: tuple[str, ...] = (), **target: str) -> dict[str, Any]:
+        """A token for step ``step`` (``prove``: with a DPoP proof; ``joined``: a join's
+        branch tokens); a refusal is journaled as that step's outcome."""
         start = time.perf_counter()
         try:
             result = self.rt.auth(self.agent).exchange(
-                token, prove=prove, resource=target.get("resource"),
+                token, prove=prove, joined=joined, resource=target.get("resource"),
                 audience=target.get("audience"), scope=target.get("scope"))
         except OAuthError as exc:
             expired = isinstance(exc, InvalidRequest) and exc.reason == "token_expired"
@@ -124,14 +157,14 @@ class _Hop:
                 reason=f"{self.agent} exchange for {what}: {exc.code} ({exc.reason})",
                 event=ExchangeDenied(for_=what, requested=target.get("scope"), error=exc.code,
                                      reason=exc.reason, ms=_ms(start)))
-            raise _stopped(record) from exc
+            raise stopped(record) from exc
         self.event(Exchanged(for_=what, requested=target.get("scope"),
                              granted=result.get("scope"), expires_in=result.get("expires_in"),
                              claims=shown_claims(result.get("access_token")), ms=_ms(start)))
         return result
 
     def call(self, index: int, action_name: str, params: dict[str, Any], token: str,
-             bound: bool = False) -> None:
+             bound: bool = False, step_id: str | None = None) -> Any:
         """Journal the step as started (its key), call, journal the outcome with its event.
         ``bound``: the token is DPoP-bound, so it goes with a proof by the agent's key."""
         action = CATALOG[action_name]
@@ -163,17 +196,27 @@ class _Hop:
             "path": path, "status": response.status_code, "reason": reason,
             "replayed": response.headers.get("Idempotent-Replayed") == "true", "ms": _ms(start)}
         if allowed:
+            result = _kept(response) if step_id is not None else None
             if not self.journal.finish(self.run.run_id, self.agent, index, "done", reason=None,
-                                       event=Called(**call)):
+                                       event=Called(**call, step_id=step_id, result=result)):
                 self._follow(self._record(index))
-            return
+            return result
         status: Literal["denied", "failed"] = ("denied" if response.status_code in (401, 403)
                                                else "failed")
         text = f"{self.agent} {action.audit_action} at {action.service}: " \
                f"{response.status_code} ({reason})"
         self.journal.finish(self.run.run_id, self.agent, index, status, reason=text,
                             event=CallDenied(**call))
-        raise _stopped(self._record(index))
+        raise stopped(self._record(index))
+
+    def skip(self, index: int, action: str, when: str) -> None:
+        """A step whose condition did not hold, journaled done so a resumed hop goes past it."""
+        try:
+            self.journal.start(self.run.run_id, self.agent, index, action)
+        except StepConflict:
+            return
+        self.journal.finish(self.run.run_id, self.agent, index, "done", reason=None,
+                            event=StepSkipped(action=action, when=when))
 
     def _record(self, index: int) -> StepRecord:
         return self.journal.steps(self.run.run_id, self.agent)[index]
@@ -182,63 +225,4 @@ class _Hop:
     def _follow(record: StepRecord) -> None:
         """Go on as the outcome another copy of the hop recorded says."""
         if record.state in STOPS:
-            raise _stopped(record)
-
-
-def perform_hop(rt: AgentRuntime, *, run_id: str, workflow: str, agent: str, token: str,
-                scope: str, mode: str = "delegated", generation: int = 0) -> HopOutcome:
-    """One agent's part of a run, resumed from its journal. Raises TransientError for faults
-    worth a retry. ``generation``: the journaled hand-off this message carries (0 for the
-    first agent, whom the orchestrator enqueues once per run)."""
-    run = rt.runs.get(run_id)
-    if run is None:
-        return HopOutcome("failed", "unknown_run")
-    if run.status in ("succeeded", "denied", "failed", "expired") or rt.runs.hop_done(run_id,
-                                                                                        agent):
-        return HopOutcome("duplicate", "hop already done")
-    if mode == "delegated" and not rt.holds_key(agent):
-        return HopOutcome("failed", f"{agent}: this worker holds no key for {agent} (a task "
-                                    "misrouted to another agent's queue); it never signs with "
-                                    "another agent's key")
-    journal = HopJournal(rt.runs)
-    if generation and not journal.receive(run_id, agent, generation):
-        return HopOutcome("duplicate", "stale hand-off")
-    plan = rt.workflows[workflow].plan(agent)
-    hop = _Hop(rt, run, rt.workflows[workflow], agent, journal)
-    values = template_values(run, hop.workflow)
-    handing_off = len(plan.steps)  # the hand-off exchange is journaled as the step after
-    resume = resume_point(journal.steps(run_id, agent), handing_off + 1)
-    try:
-        if resume.stopped is not None:
-            raise _stopped(resume.stopped)
-        for index in range(resume.step, handing_off):
-            step = plan.steps[index]
-            action = CATALOG[step.action]
-            service_token, bound = token, False
-            if mode == "delegated":
-                issued = hop.exchange(token, step=index, what=step.action,
-                                      prove=rt.proves(action.service),
-                                      resource=rt.service_url(action.service),
-                                      scope=action.scope)
-                service_token, bound = issued["access_token"], issued["token_type"] == "DPoP"
-            hop.call(index, step.action, step.rendered_params(values), service_token, bound)
-        if plan.hand_off is None:
-            return HopOutcome("succeeded")
-        sending = journal.send(run_id, plan.hand_off)
-        if sending is None:  # published by an earlier attempt: never twice
-            return HopOutcome("handed_off", next_agent=plan.hand_off)
-        if mode != "delegated":
-            return HopOutcome("handed_off", next_agent=plan.hand_off, next_token=token,
-                              next_scope=scope, generation=sending)
-        handed = set(scope.split())
-        wanted = [s for s in downstream_scopes(hop.workflow, agent) if s in handed]
-        wanted = wanted or downstream_scopes(hop.workflow, agent)
-        result = hop.exchange(token, step=handing_off, what=f"{HAND_OFF}{plan.hand_off}",
-                              prove=rt.proves(None), audience=plan.hand_off,
-                              scope=" ".join(wanted))
-        hop.event(HandedOff(to=plan.hand_off, scope=result.get("scope")))
-        return HopOutcome("handed_off", next_agent=plan.hand_off,
-                          next_token=result["access_token"], next_scope=result.get("scope"),
-                          generation=sending)
-    except _Stop as stop:
-        return stop.outcome
+            raise stopped(record)

@@ -1,12 +1,15 @@
 """The agents as Celery tasks: thin shells around :func:`agents.perform_hop`.
 
-One task per agent, each on its own queue (``agents.infrabot`` on ``infrabot`` ...). A task takes
+One task per agent the directory declares, each on that agent's queue (``agents.infrabot`` on
+``infrabot`` ...): an agent exists because ``directory.yaml`` names it. A task takes
 identifiers and the hand-off token, performs its hop, enqueues the next agent with the token it
 obtained, and returns a small summary that never holds a token. Transient faults retry with
 exponential backoff and jitter; denials never retry. Each hop's task id is derived from the run.
 The hop journal (docs/journal.md) makes a redelivered or retried hop resume where it stopped; a
 hand-off is published under a journaled generation, marked sent once published, and published
 again only while that is in doubt, so a redelivered hop never enqueues the next agent twice.
+A fan-out is one Celery chord: its branches' hops as the header, the join's hop as the body
+(immutable: it takes no results), which Celery publishes once every branch hop has returned.
 """
 
 from __future__ import annotations
@@ -15,20 +18,23 @@ import functools
 import random
 from typing import Any
 
-from celery import Celery, Task
+from celery import Celery, Task, chord
 from celery.exceptions import Reject
 from celery.signals import worker_ready
 from kombu.exceptions import OperationalError
 
-from agents._hop import HopOutcome, perform_hop
+from agents._hop import Delivery, HopOutcome
+from agents._perform import perform_hop
 from agents._runtime import AgentRuntime, register_worker_dpop_keys, runtime_for
 from orchestrator._log import get_logger
 from orchestrator.config import Settings
 from orchestrator.errors import TransientError
-from orchestrator.runs import HopJournal, Retrying
+from orchestrator.identity import Directory
+from orchestrator.runs import BranchEnded, HopJournal, Retrying
 from orchestrator.tracing import annotate
+from orchestrator.workflows import branch_of
 
-AGENT_QUEUES = {"agent:infrabot": "infrabot", "agent:argocd": "argocd", "agent:cleanup": "cleanup"}
+QUEUES_CONF = "infrabot_agent_queues"  # the app's agent -> queue map, set by register()
 # A transient fault (a service, the auth server or the run log unreachable, a 503) is retried 7
 # times, 12-24 s in all: longer than a restart of serve (about 3 s) or of PostgreSQL, so a hop in
 # flight rides one out. The longest countdown (8 s) plus the task time limit (30 s) stays under
@@ -38,12 +44,18 @@ BACKOFF_CAP = 8.0
 TERMINAL = {"succeeded", "denied", "failed", "expired"}
 
 
-def task_name(agent: str) -> str:
-    return f"agents.{AGENT_QUEUES[agent]}"
+def agent_queues(app: Celery) -> dict[str, str]:
+    """The queue of every agent the app's directory declares."""
+    queues: dict[str, str] = app.conf[QUEUES_CONF]
+    return queues
 
 
-def hop_task_id(run_id: str, agent: str) -> str:
-    return f"{run_id}.{AGENT_QUEUES[agent]}"
+def task_name(app: Celery, agent: str) -> str:
+    return f"agents.{agent_queues(app)[agent]}"
+
+
+def hop_task_id(app: Celery, run_id: str, agent: str) -> str:
+    return f"{run_id}.{agent_queues(app)[agent]}"
 
 
 def backoff(retries: int) -> float:
@@ -56,8 +68,24 @@ def enqueue(app: Celery, agent: str, run_id: str, workflow: str, token: str, sco
             mode: str, generation: int = 0) -> None:
     """Publish ``agent``'s hop; ``generation``: the journaled hand-off it carries (0 for the
     first agent of a run, enqueued once by the orchestrator)."""
-    app.send_task(task_name(agent), args=[run_id, workflow, token, scope, mode, generation],
-                  queue=AGENT_QUEUES[agent], task_id=hop_task_id(run_id, agent))
+    app.send_task(task_name(app, agent),
+                  args=[run_id, workflow, token, scope, mode, generation],
+                  queue=agent_queues(app)[agent], task_id=hop_task_id(app, run_id, agent))
+
+
+def publish_fork(app: Celery, run_id: str, workflow: str, mode: str,
+                 branches: tuple[Delivery, ...], join: Delivery) -> None:
+    """A fan-out as one chord: the branches' hops run in parallel (their summaries, never a
+    token, are kept in the result backend for the chord's count), then the join's hop."""
+    def hop(delivery: Delivery, **options: Any) -> Any:
+        return app.signature(
+            task_name(app, delivery.agent),
+            args=[run_id, workflow, delivery.token, delivery.scope, mode, delivery.generation],
+            queue=agent_queues(app)[delivery.agent],
+            task_id=hop_task_id(app, run_id, delivery.agent), **options)
+
+    chord([hop(b, ignore_result=False) for b in branches], app=app)(
+        hop(join, immutable=True))
 
 
 def dispatcher(app: Celery) -> functools.partial[None]:
@@ -121,7 +149,21 @@ def _record(task: Task, app: Celery, rt: AgentRuntime, outcome: HopOutcome, agen
             run_id: str, workflow: str, mode: str) -> None:
     """What follows a hop: publish the hand-off and journal it sent, or end the run; then mark
     the hop done."""
-    if outcome.status == "handed_off":
+    if outcome.status == "forked":
+        if outcome.join is not None:  # None: an earlier attempt published it
+            publish_fork(app, run_id, workflow, mode, outcome.branches, outcome.join)
+            for delivery in (*outcome.branches, outcome.join):
+                HopJournal(rt.runs).sent(run_id, delivery.agent, delivery.generation)
+        rt.runs.mark_hop_done(run_id, agent, task.request.id)
+    elif outcome.status == "branch_done":
+        rt.runs.mark_hop_done(run_id, agent, task.request.id)
+    elif outcome.status in TERMINAL and outcome.status != "succeeded" \
+            and branch_of(rt.workflows[workflow], agent) is not None:
+        # A stopped branch: the join ends the run with it, once every branch is done.
+        rt.runs.add_event(run_id, agent, BranchEnded(status=outcome.status,
+                                                     reason=outcome.reason))
+        rt.runs.mark_hop_done(run_id, agent, task.request.id)
+    elif outcome.status == "handed_off":
         assert outcome.next_agent
         if outcome.next_token is not None:  # None: an earlier attempt published it
             enqueue(app, outcome.next_agent, run_id, workflow, outcome.next_token,
@@ -142,18 +184,19 @@ def _wake() -> None:
     broker returns now instead of after its two-second timeout."""
 
 
-def register(app: Celery, settings: Settings) -> None:
-    """Register one task per agent on ``app``, each routed to its agent's queue."""
+def register(app: Celery, settings: Settings, directory: Directory) -> None:
+    """Register one task per agent the directory declares, each routed to its queue."""
+    app.conf[QUEUES_CONF] = directory.queues()
     # Routed by task_routes: the task's own ``queue`` attribute is deprecated (Celery warns at
     # registration, CDeprecationWarning, an error under warnings-as-errors; gone in 6.0).
-    app.conf.task_routes = {task_name(agent): {"queue": queue}
-                            for agent, queue in AGENT_QUEUES.items()}
+    app.conf.task_routes = {task_name(app, agent): {"queue": queue}
+                            for agent, queue in agent_queues(app).items()}
     app.task(_wake, name=WAKE_TASK, shared=False, ignore_result=True)
     # A worker process registers its agents' DPoP keys as it starts (embedded: no-op, the
     # runtime registers them at its first exchange).
     worker_ready.connect(lambda **_: register_worker_dpop_keys(settings), weak=False,
                          dispatch_uid="agents.register_dpop_keys")
-    for agent, queue in AGENT_QUEUES.items():
+    for agent, queue in agent_queues(app).items():
         def hop(self: Task, run_id: str, workflow: str, token: str, scope: str,
                 mode: str = "delegated", generation: int = 0,
                 _agent: str = agent) -> dict[str, Any]:

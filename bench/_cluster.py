@@ -93,6 +93,7 @@ class Cluster:
     static_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     broker_url: str | None = None  # None: the broker is the Redis of ``redis_url``
     extra_env: dict[str, str] = field(default_factory=dict)  # INFRABOT_* for every process
+    workflows_dir: Path | None = None  # None: the shipped workflows
     procs: Processes = field(init=False)
     endpoints: dict[str, str] = field(default_factory=dict)
     serve_proc: Proc | None = None
@@ -111,7 +112,10 @@ class Cluster:
 
     @property
     def settings(self) -> Settings:
-        database = {"database_url": SecretStr(self.database_url)} if self.database_url else {}
+        database: dict[str, Any] = {"database_url": SecretStr(self.database_url)} \
+            if self.database_url else {}
+        if self.workflows_dir is not None:
+            database["workflows_dir"] = self.workflows_dir
         return Settings(state_dir=self.state_dir, broker_url=self.broker_url or self.redis_url,
                         redis_url=self.redis_url, static_token=SecretStr(self.static_token),
                         log_level="WARNING", **database, **self._ports())
@@ -124,6 +128,8 @@ class Cluster:
 
     def env(self) -> dict[str, str]:
         database = {"INFRABOT_DATABASE_URL": self.database_url} if self.database_url else {}
+        if self.workflows_dir is not None:
+            database["INFRABOT_WORKFLOWS_DIR"] = str(self.workflows_dir)
         return clean_env(INFRABOT_STATE_DIR=str(self.state_dir),
                          INFRABOT_BROKER_URL=self.broker_url or self.redis_url,
                          INFRABOT_REDIS_URL=self.redis_url,
@@ -164,8 +170,9 @@ class Cluster:
         ``ready.`` line (at ``--loglevel INFO``, which every worker here gets alike)."""
         started = []
         if app is None:  # what `infrabot keys init` + `keys register` do on a worker host
+            directory = load_directory(self.settings.workflows_dir / "directory.yaml")
             provision_clients(self.settings, open_registry(self.settings),
-                              [f"agent:{q}" for q in QUEUES])
+                              sorted(directory.agents))  # every agent's queue is consumed
         for index in range(count):
             if app is None:
                 argv = [str(BIN / "infrabot"), "worker", "-c", "1", "--loglevel", "INFO"]

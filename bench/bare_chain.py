@@ -19,6 +19,7 @@ from celery import Celery
 
 from infrabot.celery_app import celery_config
 from orchestrator.config import Settings
+from orchestrator.identity import load_directory
 
 DONE_LIST = "bench:bare:done"
 HOPS = (("bare.infrabot", "infrabot"), ("bare.argocd", "argocd"), ("bare.cleanup", "cleanup"))
@@ -27,7 +28,8 @@ PLACEHOLDER_TOKEN = "x" * 1000  # a delegated hand-off token is about this long
 
 def create_app(settings: Settings) -> Celery:
     app = Celery("bench-bare", set_as_current=False)
-    app.conf.update(celery_config(settings))
+    app.conf.update(celery_config(settings, load_directory(settings.workflows_dir
+                                                           / "directory.yaml")))
     app.conf.task_routes = {name: {"queue": queue} for name, queue in HOPS}
     done: dict[str, Any] = {}
 

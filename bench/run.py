@@ -36,6 +36,7 @@ from bench import (
     end_to_end,
     enforcement,
     exchange,
+    fanout,
     memory,
     replay,
     stores,
@@ -47,10 +48,10 @@ from bench._report import RAW, Table, block, environment, record, write_raw
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/12"
 NAMES = ("exchange", "enforcement", "end_to_end", "depth", "audit", "memory", "replay",
-         "audit_postgres", "stores", "dpop", "tracing", "chaos")
+         "audit_postgres", "stores", "dpop", "tracing", "fanout", "chaos")
 DEFAULT = NAMES[:-1]  # chaos runs only when named: it takes minutes and starts its own servers
 NEEDS_REDIS = frozenset({"exchange", "enforcement", "end_to_end", "memory", "replay", "stores",
-                         "dpop"})
+                         "dpop", "fanout"})
 NEEDS_POSTGRES = frozenset({"audit_postgres", "stores"})
 
 FULL: dict[str, dict[str, object]] = {
@@ -66,6 +67,7 @@ FULL: dict[str, dict[str, object]] = {
     "replay": {"rate": 500},
     "dpop": {"sequential": 20, "burst": 40, "warmup": 3, "rounds": 2, "proofs": 500},
     "tracing": {"runs": 30, "warmup": 5, "rounds": 3},
+    "fanout": {"runs": 30, "warmup": 5},
     "chaos": {"counts": {"worker_kill": 20, "serve_restart": 5, "broker_restart": 5,
                          "registry_restart": 5}},  # issue 20's counts, per broker
 }
@@ -82,6 +84,7 @@ QUICK: dict[str, dict[str, object]] = {
     "replay": {"rate": 50},
     "dpop": {"sequential": 5, "burst": 15, "warmup": 1, "rounds": 2, "proofs": 200},
     "tracing": {"runs": 10, "warmup": 2, "rounds": 1},
+    "fanout": {"runs": 10, "warmup": 2},
     "chaos": {"counts": {"worker_kill": 4, "serve_restart": 2, "broker_restart": 2,
                          "registry_restart": 2}},
 }
@@ -100,6 +103,7 @@ def benchmarks(redis_url: str, database_url: str) -> dict[str, Callable[..., lis
         "stores": lambda **kw: stores.run(redis_url, database_url, **kw),
         "dpop": lambda **kw: dpop.run(redis_url, **kw),
         "tracing": tracing.run,
+        "fanout": lambda **kw: fanout.run(redis_url, **kw),
         "chaos": chaos.run,
     }
 

@@ -14,9 +14,14 @@ from typing import Any
 
 from celery import Celery
 
-from agents.tasks import AGENT_QUEUES, register
+from agents.tasks import register
 from infrabot._redis_broker import TRANSPORT as REDIS_TRANSPORT
 from orchestrator.config import Settings
+from orchestrator.identity import Directory, load_directory
+
+# The result backend keeps only what a fan-out's chord counts: the branch hops' summaries (run,
+# agent, status; never a token), for an hour.
+RESULT_EXPIRES = 3600
 
 # The visibility timeout (settings) must exceed any task's run (this time limit) plus the longest
 # retry countdown, so a message is never redelivered while a live worker still holds it.
@@ -40,7 +45,17 @@ PUBLISH_RETRY_POLICY = {"max_retries": 8, "interval_start": 0, "interval_step": 
                         "interval_max": 1.0}
 
 
-def _broker_config(settings: Settings) -> dict[str, Any]:
+def result_backend(settings: Settings) -> str | None:
+    """Where a fan-out's chord counts its branches: in process (embedded), else the Redis the
+    deployment has (the registry's, or a Redis broker). None: fan-outs cannot run here."""
+    if settings.broker_kind == "memory":
+        return "cache+memory://"
+    if settings.redis_url:
+        return settings.redis_url
+    return settings.broker_url if settings.broker_kind == "redis" else None
+
+
+def _broker_config(settings: Settings, queues: list[str]) -> dict[str, Any]:
     kind = settings.broker_kind
     if kind == "memory":
         return {"broker_transport_options": {"polling_interval": 0.01}}
@@ -66,15 +81,16 @@ def _broker_config(settings: Settings) -> dict[str, Any]:
                 "unacked_mutex_expire": SWEEP_LOCK_SECONDS,
                 # hops recorded as unacknowledged from their publication: never lost between
                 # a worker's BRPOP and its record (infrabot/_redis_broker.py)
-                "tracked_queues": sorted(AGENT_QUEUES.values()),
+                "tracked_queues": sorted(queues),
                 "socket_timeout": 5, "socket_connect_timeout": 5}}
 
 
-def celery_config(settings: Settings) -> dict[str, Any]:
+def celery_config(settings: Settings, directory: Directory) -> dict[str, Any]:
     return {
         "broker_url": settings.broker_connection_url,
-        **_broker_config(settings),
-        "result_backend": None,
+        **_broker_config(settings, list(directory.queues().values())),
+        "result_backend": result_backend(settings),
+        "result_expires": RESULT_EXPIRES,
         "task_ignore_result": True,
         "task_serializer": "json",
         "result_serializer": "json",
@@ -86,7 +102,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "task_time_limit": TASK_TIME_LIMIT,
         "task_soft_time_limit": TASK_TIME_LIMIT - 5,
-        "task_default_queue": "infrabot",
+        "task_default_queue": next(iter(directory.queues().values()), "infrabot"),
         "task_create_missing_queues": True,
         "worker_hijack_root_logger": False,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
@@ -104,10 +120,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
-def create_celery(settings: Settings) -> Celery:
-    """A Celery app for these settings with the agent tasks registered."""
-
+def create_celery(settings: Settings, directory: Directory | None = None) -> Celery:
+    """A Celery app for these settings with a task for every agent the directory (default:
+    the workflows folder's ``directory.yaml``) declares."""
+    if directory is None:
+        directory = load_directory(settings.workflows_dir / "directory.yaml")
     app = Celery("infrabot", set_as_current=False)
-    app.conf.update(celery_config(settings))
-    register(app, settings)
+    app.conf.update(celery_config(settings, directory))
+    register(app, settings, directory)
     return app

@@ -143,7 +143,7 @@ def running_system(settings: Settings, *, embedded_worker: bool | None = None,
         stack = Stack.build(settings)
         if traced:  # each audit record joins its trace, each span gets the record's decision
             stack.audit.before_append(traced_record)
-        app = create_celery(settings)
+        app = create_celery(settings, stack.directory)
         runtime = AgentRuntime.build(settings, endpoints=stack.endpoints(), keys={
             cid: key for cid, key in stack.clients.items() if cid in stack.directory.agents})
         install_runtime(id(app), runtime)
@@ -168,7 +168,7 @@ def running_system(settings: Settings, *, embedded_worker: bool | None = None,
             group.add(sub, sockets.pop(name))
         group.start()
         if embedded_worker:
-            exits.enter_context(_worker(app, ["infrabot", "argocd", "cleanup"]))
+            exits.enter_context(_worker(app, sorted(stack.directory.queues().values())))
         exits.enter_context(deadline_sweeper(RunDeadline(
             runtime.runs, stack.revocation, stack.audit, settings.run_deadline_seconds,
             clock=deadline_clock)))

@@ -131,11 +131,14 @@ class DatadogState:
     attribution: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def set_metric(self, metric: str, scope: str, value: float) -> None:
+        """Pin ``metric`` in ``scope`` (``*``: in every scope) to ``value``: a regression on
+        demand (a scenario's ``changes: {metrics: ...}``)."""
         self.pinned[(metric, scope)] = value
 
     def value(self, metric: str, scope: str, ts: int) -> float:
-        if (metric, scope) in self.pinned:
-            return self.pinned[(metric, scope)]
+        for key in ((metric, scope), (metric, ANY)):
+            if key in self.pinned:
+                return self.pinned[key]
         base = _BASELINES.get(metric.split(".")[-1], 10.0)
         return round(base * (1 + 0.1 * math.sin(ts / 600 + len(scope))), 3)
 

@@ -143,11 +143,13 @@ class AuthClient:
 
     def exchange(self, subject_token: str, *, resource: str | None = None,
                  audience: str | None = None, scope: str | None = None,
-                 prove: bool = True, confirm: bool | None = None) -> dict[str, Any]:
+                 prove: bool = True, confirm: bool | None = None,
+                 joined: tuple[str, ...] = ()) -> dict[str, Any]:
         """RFC 8693: exchange ``subject_token`` for a token for a service or the next agent;
         with a DPoP signer, proven by its key unless not ``prove`` (an unbound token). A
         hand-off (``audience``) carries this client's signed delegation record unless not
-        ``confirm`` (default: the client's ``confirm``; docs/delegation-chain.md)."""
+        ``confirm`` (default: the client's ``confirm``; docs/delegation-chain.md), and a join's
+        hand-off the branch tokens it depends on (``joined``; docs/graphs.md)."""
         form = {"grant_type": GRANT_TOKEN_EXCHANGE, "subject_token": subject_token,
                 "subject_token_type": TOKEN_TYPE_ACCESS}
         for name, value in (("resource", resource), ("audience", audience), ("scope", scope)):
@@ -157,6 +159,8 @@ class AuthClient:
             record = self._record(subject_token, audience, scope)
             if record is not None:
                 form["delegation_record"] = record
+        if joined:  # a join's hand-off: the branch tokens it depends on (docs/graphs.md)
+            form["joined_tokens"] = " ".join(joined)
         result: dict[str, Any] = self._post("/token", form, prove=prove).json()
         return result
 

@@ -19,7 +19,7 @@ from kombu import Connection
 from kombu.exceptions import OperationalError
 
 DEFAULT_TEST_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/infrabot-test"
-AGENT_QUEUES = ("infrabot", "argocd", "cleanup")
+AGENT_QUEUES = ("infrabot", "argocd", "scanner", "rollback", "cleanup")
 
 
 def _delete_agent_queues(connection: Connection) -> None:

@@ -26,6 +26,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "called": {**_CALL, "status": 200, "reason": "ok"},
     "call_denied": {**_CALL, "status": 403, "reason": "insufficient_scope"},
     "handed_off": {"to": "agent:argocd", "scope": None},
+    "step_skipped": {"action": "github.comment.create", "when": "steps.latency.p99 <= 500"},
+    "branch_taken": {"to": ["agent:argocd", "agent:scanner"], "when": None,
+                     "join": "agent:cleanup"},
+    "branch_ended": {"status": "denied", "reason": "agent:scanner pr:read at github: 403"},
     "retrying": {"reason": "datadog_unreachable", "attempt": 1, "in_seconds": 0.25},
     "finished": {"status": "succeeded", "reason": "ok"},
 }

@@ -11,20 +11,26 @@ from infrabot.cli._common import CommandError, load_settings, state_dir_option
 from orchestrator._log import configure
 from orchestrator.config import Settings
 from orchestrator.errors import InfraBotError
-from orchestrator.identity import SigningKey, client_keys_dir, load_client_key
+from orchestrator.identity import (
+    Directory,
+    SigningKey,
+    client_keys_dir,
+    load_client_key,
+    load_directory,
+)
 from orchestrator.runs import RunStore
 
-QUEUES = ("infrabot", "argocd", "cleanup")
 
-
-def agent_keys(settings: Settings, queues: list[str]) -> dict[str, SigningKey]:
+def agent_keys(settings: Settings, directory: Directory,
+               queues: list[str]) -> dict[str, SigningKey]:
     """The keys of the agents whose queues this worker serves, and no other: from the state
     directory, where `infrabot keys init` made them. A missing one is one line naming the agent
     and the command that makes it."""
     where = client_keys_dir(settings.keys_dir)
     keys: dict[str, SigningKey] = {}
     for queue in queues:
-        agent = f"agent:{queue}"
+        agent = directory.agent_of_queue(queue)
+        assert agent is not None  # the queues were checked against the directory
         key = load_client_key(where, agent)
         if key is None:
             raise CommandError(
@@ -36,8 +42,9 @@ def agent_keys(settings: Settings, queues: list[str]) -> dict[str, SigningKey]:
 
 
 @click.command("worker")
-@click.option("--queues", "-Q", default=",".join(QUEUES), show_default=True,
-              help="Comma-separated agent queues to consume.")
+@click.option("--queues", "-Q", default=None,
+              help="Comma-separated agent queues to consume (default: every agent's queue in "
+                   "the directory).")
 @click.option("--concurrency", "-c", type=click.IntRange(1, 64), default=1, show_default=True,
               help="How many hops this worker runs at once (pool processes or threads).")
 @click.option("--pool", type=click.Choice(["prefork", "solo", "threads"]), default="prefork",
@@ -49,7 +56,7 @@ def agent_keys(settings: Settings, queues: list[str]) -> dict[str, SigningKey]:
 @click.option("--hostname", "-n", default=None,
               help="Node name; default infrabot-<pid>@<host>, unique per process.")
 @state_dir_option
-def worker(queues: str, concurrency: int, pool: str, loglevel: str, hostname: str | None,
+def worker(queues: str | None, concurrency: int, pool: str, loglevel: str, hostname: str | None,
            state_dir: Path | None) -> None:
     """Run agents from the broker named by INFRABOT_BROKER_URL (RabbitMQ or Redis).
 
@@ -71,13 +78,18 @@ def worker(queues: str, concurrency: int, pool: str, loglevel: str, hostname: st
         raise CommandError("a worker process needs a shared broker: set INFRABOT_BROKER_URL "
                            "(amqp://... or redis://...); the embedded default runs its "
                            "worker inside `infrabot demo`")
-    chosen = [q.strip() for q in queues.split(",") if q.strip()]
-    unknown = sorted(set(chosen) - set(QUEUES))
+    try:
+        directory = load_directory(settings.workflows_dir / "directory.yaml")
+    except InfraBotError as exc:
+        raise CommandError(exc.message) from None
+    declared = sorted(directory.queues().values())
+    chosen = [q.strip() for q in (queues or ",".join(declared)).split(",") if q.strip()]
+    unknown = sorted(set(chosen) - set(declared))
     if unknown or not chosen:
         raise CommandError(f"unknown queue {unknown[0] if unknown else '(none)'}; "
-                           f"choose from {', '.join(QUEUES)}")
+                           f"the directory's agents use {', '.join(declared)}")
     _check_run_log(settings)
-    keys = agent_keys(settings, chosen)
+    keys = agent_keys(settings, directory, chosen)
     # Deferred: Celery and the agents are heavy to import
     from agents._runtime import install_agent_keys
 
@@ -89,7 +101,7 @@ def worker(queues: str, concurrency: int, pool: str, loglevel: str, hostname: st
 
     install_agent_keys(keys)  # before the pool forks: children inherit them, never re-read
     configure(settings.log_level)
-    app = create_celery(settings)
+    app = create_celery(settings, directory)
     with start_tracing(settings, "infrabot-worker"):  # the hops' spans, in each pool process
         app.worker_main(["worker", "--queues", ",".join(chosen), "--concurrency",
                          str(concurrency), "--pool", pool, "--loglevel", loglevel,

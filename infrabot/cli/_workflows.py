@@ -28,7 +28,7 @@ from orchestrator._words import plural
 from orchestrator.config import Settings
 from orchestrator.errors import ConfigError
 from orchestrator.identity import Directory, load_directory
-from orchestrator.workflows import Workflow, load_workflows, required_scopes
+from orchestrator.workflows import Workflow, graph_order, load_workflows, required_scopes
 
 _VERDICT_STYLE = {"allow": ("✓ allow", "green"), "refuse": ("✗ refuse", "red"),
                   "not_reached": ("· not reached", "yellow")}
@@ -61,15 +61,29 @@ def workflow_summary(workflow: Workflow) -> dict[str, Any]:
             "trigger": {"events": list(t.events), "environments": list(t.environments),
                         "triggers": list(t.triggers), "task": t.task},
             "agents": [p.agent for p in workflow.agents],
+            "graph": graph_lines(workflow),
             "steps": sum(len(p.steps) for p in workflow.agents),
             "required_scopes": required_scopes(workflow)}
+
+
+def graph_lines(workflow: Workflow) -> list[str]:
+    """Each way on, one line: ``a → b``, a fan-out ``a → b ∥ c ⇒ join d``, with its ``when``."""
+    lines = []
+    for agent in graph_order(workflow):
+        for edge in workflow.plan(agent).edges:
+            line = f"{agent} → {' ∥ '.join(edge.to)}"
+            if edge.join is not None:
+                line += f" ⇒ join {edge.join}"
+            lines.append(line + (f" (when {edge.when})" if edge.when else ""))
+    return lines or [workflow.root_agent]
 
 
 @workflows.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 @state_dir_option
 def list_workflows(as_json: bool, state_dir: Path | None) -> None:
-    """Each workflow: its trigger, its agents in order, its steps and the scopes it needs.
+    """Each workflow: its trigger, its graph (hand-offs, fan-outs, joins, conditions), its
+    steps and the scopes it needs.
 
     \b
     Example:
@@ -88,7 +102,7 @@ def list_workflows(as_json: bool, state_dir: Path | None) -> None:
         t = row["trigger"]
         trigger = (f"{' | '.join(t['events'])}\nin {', '.join(t['environments'])}\n"
                    f"by {', '.join(t['triggers'])}\ntask {t['task']}")
-        table.add_row(row["name"], trigger, "\n→ ".join(row["agents"]), str(row["steps"]),
+        table.add_row(row["name"], trigger, "\n".join(row["graph"]), str(row["steps"]),
                       "\n".join(row["required_scopes"]))
     out_console().print(table)
 

@@ -18,7 +18,17 @@ from rich.tree import Tree
 from infrabot.demo._story import DemoResult
 from orchestrator._display import display_safe
 from orchestrator.audit._table import AuditView
-from orchestrator.runs import CallDenied, Called, Exchanged, ExchangeDenied, RootGranted, Run
+from orchestrator.runs import (
+    BranchEnded,
+    BranchTaken,
+    CallDenied,
+    Called,
+    Exchanged,
+    ExchangeDenied,
+    RootGranted,
+    Run,
+    StepSkipped,
+)
 
 _OK, _NO = "[green]✓[/green]", "[red]✗[/red]"
 
@@ -127,20 +137,39 @@ def _bound(claims: dict[str, Any]) -> str:
     return " · DPoP" if isinstance(claims.get("cnf"), dict) else ""
 
 
+def _graph_row(agent: str, d: BranchTaken | StepSkipped | BranchEnded) -> list[Any]:
+    """A row of the workflow's graph: the way taken, a skipped step, a branch that stopped."""
+    if isinstance(d, BranchTaken):
+        way = " ∥ ".join(d.to) + (f" ⇒ join {d.join}" if d.join else "")
+        what = "fan-out" if len(d.to) > 1 else "branch taken"
+        return [_t(agent), _t(what), _t(way), _t(f"when {d.when}" if d.when else ""), "",
+                _OK + " " + what]
+    if isinstance(d, StepSkipped):
+        return [_t(agent), _t(d.action), "", _t(f"not ({d.when})"), "", "· skipped"]
+    return [_t(agent), _t("branch ended"), "", _t(d.reason), "",
+            f"{_NO} {_m(d.status)} (the join ends the run)"]
+
+
 def hops(run: Run, services: dict[str, str]) -> Panel:
     """One row per step (its exchange and its call), one per hand-off with the chain it built."""
     rows: list[tuple[list[Any], bool]] = []
     trees: list[Any] = []
     pending: list[Any] | None = None
+    joins: dict[str, list[str]] = {}  # join agent -> the branches it waits for
     for event in run.events:
         d = event.detail
         if event.agent is None:
             continue
-        if isinstance(d, Exchanged) and d.hand_off is not None:
+        if isinstance(d, BranchTaken | StepSkipped | BranchEnded):
+            rows.append((_graph_row(event.agent, d), isinstance(d, BranchTaken)))
+            if isinstance(d, BranchTaken) and d.join:
+                joins[d.join] = d.to
+        elif isinstance(d, Exchanged) and d.hand_off is not None:
             claims = d.claims or {}
+            join = f" · join of {', '.join(joins[d.hand_off])}" if d.hand_off in joins else ""
             rows.append(([_t(event.agent), _t(d.for_), _t(_scopes(d.granted)),
                           _t(f"may_act {(claims.get('may_act') or {}).get('sub', '?')}"
-                             + _bound(claims)), "",
+                             + _bound(claims) + join), "",
                           _OK + " handed off"], True))
         elif isinstance(d, Exchanged):
             claims = d.claims or {}

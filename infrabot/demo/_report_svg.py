@@ -1,9 +1,10 @@
 """The delegation graph of a run as inline SVG: laid out here in Python (no JavaScript library),
 drawn by the template ``templates/graph.svg``.
 
-Top row, left to right: the user, then the agents in hand-off order; bottom row: the services,
-each placed under the agents that called it. Hand-off edges (the root grant and every
-agent-to-agent hand-off) are labelled with the scopes handed off, call edges with the scopes
+Top row: the user, then the agents (a branch not taken: not reached); bottom row: the services,
+under the agents that called them. Hand-off edges (the root grant, every hand-off, named for its
+way: fan-out, branch taken, join from the fork) are labelled with the scopes handed off, each
+branch has an edge to its join ("join waits for it", no token), call edges with the scopes
 used, denied edges (``root_denied``, ``exchange_denied``, ``call_denied``) are red, dashed and
 labelled with the reason. Nodes are ``<g class="node">``, edges ``<g class="edge">`` (plus
 ``denied``), inside ``<svg id="delegation-graph">``; every text is escaped and display-safe.
@@ -15,6 +16,7 @@ import math
 from dataclasses import dataclass, field
 
 from orchestrator.runs import (
+    BranchTaken,
     CallDenied,
     Called,
     Exchanged,
@@ -26,7 +28,7 @@ from orchestrator.runs import (
     RunEvent,
 )
 
-AGENTS = ("agent:infrabot", "agent:argocd", "agent:cleanup")
+AGENTS = ("agent:infrabot", "agent:rollback", "agent:argocd", "agent:scanner", "agent:cleanup")
 SERVICES = ("datadog", "github", "aws", "pagerduty")
 NODE_W, NODE_H = 150.0, 46.0
 CHAR_W, LINE_H = 7.3, 15.0  # 12px monospace
@@ -81,6 +83,7 @@ class _Edges:
     def __init__(self) -> None:
         self.edges: dict[tuple[str, str, str], Edge] = {}
         self.used: dict[str, list[str]] = {}  # agent -> scopes of its last exchange for a call
+        self.ways: dict[str, str] = {}  # agent handed off to -> what kind of way (graphs.md)
 
     def add(self, source: str, target: str, kind: str, head: str | None, lines: list[str],
             note: str) -> None:
@@ -92,9 +95,18 @@ class _Edges:
         d = event.detail
         if isinstance(d, RootGranted | HandedOff):
             scopes = scope_list(d.granted if isinstance(d, RootGranted) else d.scope)
-            what = "root grant" if isinstance(d, RootGranted) else "hand-off"
+            what = "root grant" if isinstance(d, RootGranted) else \
+                self.ways.get(peer, "hand-off")
             self.add(agent, peer, "handoff", f"{what} · {len(scopes)} scopes", scopes,
                      f"{what}: {' '.join(scopes)}")
+        elif isinstance(d, BranchTaken):
+            for target in d.to:
+                self.ways[target] = "fan-out" if len(d.to) > 1 else \
+                    "branch taken" if d.when else "hand-off"
+            for branch in d.to if d.join else ():  # no token on this edge
+                self.ways[d.join or ""] = "join (from the fork)"
+                self.add(branch, d.join or "", "handoff", "join waits for it", [],
+                         f"{d.join} starts once {branch} is done")
         elif isinstance(d, Exchanged) and d.hand_off is None:
             self.used[agent] = scope_list(d.granted)
         elif isinstance(d, Called):
@@ -115,8 +127,8 @@ def graph_edges(run: Run) -> list[Edge]:
     edges = _Edges()
     for event in run.events:
         peer = peer_of(event)
-        if peer is not None:
-            edges.take(event, event.agent or run.user, peer)
+        if peer is not None or isinstance(event.detail, BranchTaken):
+            edges.take(event, event.agent or run.user, peer or "")
     return list(edges.edges.values())
 
 
@@ -218,7 +230,7 @@ def _label_box(edge: Edge, curve: _Curve, a: Node, b: Node, taken: list[Box],
         mx, my = curve.c
         return (mx - w / 2, my - 8 - h, mx + w / 2, my - 8)
     points = list(map(curve.at, (0.5, 0.38, 0.62, 0.28, 0.72, 0.2, 0.8)))
-    offsets = [(sx * (w / 2 + gap), 0.0) for gap in (8.0, 24.0, 48.0) for sx in (-1, 1)]
+    offsets = [(sx * (w / 2 + g), 0.0) for g in (8.0, 24.0, 48.0, 80.0, 120.0) for sx in (-1, 1)]
     offsets += [(0.0, -h / 2 - 8), (0.0, h / 2 + 8), (0.0, 0.0)]
     spots = [(x + dx - w / 2, y + dy - h / 2, x + dx + w / 2, y + dy + h / 2)
              for dx, dy in offsets for x, y in points]

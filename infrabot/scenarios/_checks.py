@@ -76,6 +76,13 @@ def _checks(expect: Expect, out: Outcome) -> Iterator[Check]:
                     "in none" if not leaks else "granted: " + ", ".join(leaks))
     for agent, hop in expect.hops.items():
         yield _hop(agent, hop, out.hops.get(agent, []))
+    if expect.replay is not None:
+        want = expect.replay
+        got = out.replay
+        yield _simple("replay", " ".join(v for v in (want.exchange, want.error, want.reason) if v),
+                      " ".join(v for v in got if v) or None,
+                      passed=got[0] == want.exchange
+                      and want.error in (None, got[1]) and want.reason in (None, got[2]))
 
 
 def _root(root: RootExpect, out: Outcome) -> Iterator[Check]:

@@ -25,6 +25,9 @@ happen (``workflows/scenarios/*.yaml``).
       hand_off_scopes: {agent:argocd: [urn:infra:incident:resolve]}
       values: {post-deploy: {staging: {deployment_id: 9001}}}
       revoke: {after: agent:infrabot}       # revoke the event's user mid-run
+      replay: {token_of: agent:argocd, by: agent:scanner}   # a sibling branch's token, replayed
+      metrics: {trace.http.request.duration: 900}   # mock Datadog answers this value, every
+                                            #   scope: a latency regression on demand
     expect:
       webhook: {status: 403, reason: user_disabled}   # default: 202 accepted
       workflow: post-deploy
@@ -37,6 +40,7 @@ happen (``workflows/scenarios/*.yaml``).
           - {step: datadog.metrics.query, exchange: allow, call: allow}
           - {step: hand_off, exchange: deny, error: invalid_scope, reason: scope_not_grantable}
         agent:argocd: not_run
+      replay: {exchange: deny, error: invalid_request, reason: may_act_mismatch}
 
 Fields an expectation leaves out are not checked. ``users`` and ``agents`` entries change only the
 fields given (a user not in the directory is added). ``context_rules`` replaces the whole list.
@@ -127,14 +131,33 @@ class Revocation(_Model):
     """Revoke mid-run, through the authorization server's ``/revocations``.
 
     ``after: root_grant`` revokes once the run's root token is issued, before the first agent is
-    enqueued; ``after: agent:<name>`` once that agent's hand-off token is issued, before the next
-    agent is enqueued. ``what: user`` (default) revokes the event's user (or ``user``), ``what:
-    run`` the run.
+    enqueued; ``after: agent:<name>`` once that agent's hand-off token is issued (a fan-out: its
+    last, the join's), before the next agent is enqueued; with ``on_done: true``, once that
+    agent's hop is recorded done instead (a branch, which hands off to no one), before a join
+    can start. ``what: user`` (default) revokes the
+    event's user (or ``user``), ``what: run`` the run, ``what: hand_off`` the one token handed
+    off to the agent ``to`` names (by its ``jti``: a branch's token).
     """
 
     after: Annotated[str, Field(pattern=r"^(root_grant|agent:[a-z0-9][a-z0-9_.-]{0,63})$")]
-    what: Literal["user", "run"] = "user"
+    on_done: bool = False
+    what: Literal["user", "run", "hand_off"] = "user"
     user: UserId | None = None
+    to: AgentId | None = None
+
+    @model_validator(mode="after")
+    def _names_the_token(self) -> Revocation:
+        if (self.what == "hand_off") != (self.to is not None):
+            raise ValueError("what: hand_off needs to: <agent>, and only it takes one")
+        return self
+
+
+class Replay(_Model):
+    """Replay the token handed off to ``token_of`` (a fan-out's branch) as ``by`` (a sibling
+    branch), at the authorization server, the moment the fan-out is published."""
+
+    token_of: AgentId
+    by: AgentId
 
 
 class Changes(_Model):
@@ -144,11 +167,13 @@ class Changes(_Model):
     context_rules: tuple[ContextRule, ...] | None = None
     hand_off_scopes: dict[AgentId, Scopes] = {}
     values: dict[WorkflowName, dict[str, dict[str, Value]]] = {}
+    metrics: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.]{1,100}$")], float] = {}
     revoke: Revocation | None = None
+    replay: Replay | None = None
 
     def system_key(self) -> str:
         """What the running system depends on (everything but the mid-run revocation)."""
-        return self.model_dump_json(exclude={"revoke"})
+        return self.model_dump_json(exclude={"revoke", "replay"})
 
 
 class WebhookExpect(_Model):
@@ -160,7 +185,8 @@ class StepExpect(_Model):
     """One exchange of a hop: a workflow step (its service call too) or the hand-off."""
 
     step: str = Field(pattern=r"^([a-z][a-z0-9]*(\.[a-z0-9_]+)+|hand_off)$")
-    exchange: Verdict | None = None
+    to: AgentId | None = Field(None, description="A hand-off's agent (a fan-out has several).")
+    exchange: Literal["allow", "deny", "skipped"] | None = None
     call: Literal["allow", "deny", "not_run"] | None = None
     reason: str | None = Field(None, description="The refusal's reason code.")
     error: str | None = Field(None, description="A refused exchange's RFC error code.")
@@ -189,6 +215,14 @@ class RootExpect(_Model):
     reason: str | None = None
 
 
+class ReplayExpect(_Model):
+    """What the authorization server answered the replayed sibling token."""
+
+    exchange: Verdict
+    error: str | None = None
+    reason: str | None = None
+
+
 class Expect(_Model):
     webhook: WebhookExpect = WebhookExpect()
     workflow: str | None = None
@@ -197,6 +231,7 @@ class Expect(_Model):
     root: RootExpect | None = None
     never_granted: Scopes = ()
     hops: dict[AgentId, Hop] = {}
+    replay: ReplayExpect | None = None
 
     @property
     def expects_run(self) -> bool:

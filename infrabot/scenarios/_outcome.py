@@ -20,9 +20,10 @@ from orchestrator.runs import (
     RootDenied,
     RootGranted,
     Run,
+    StepSkipped,
 )
 
-FIELDS = ("step", "exchange", "call", "error", "status", "reason", "granted")
+FIELDS = ("step", "to", "exchange", "call", "error", "status", "reason", "granted")
 
 
 @dataclass
@@ -30,12 +31,13 @@ class Attempt:
     """One exchange of a hop and, for a step, the service call made with its token."""
 
     step: str
-    exchange: str
+    exchange: str  # allow | deny | skipped (a step whose when: did not hold)
     call: str | None = None
     error: str | None = None
     status: int | None = None
     reason: str | None = None
     granted: tuple[str, ...] | None = None
+    to: str | None = None  # a hand-off's agent
 
     def value(self, name: str) -> Any:
         return getattr(self, name)
@@ -63,6 +65,7 @@ class Outcome:
     root: Root = field(default_factory=lambda: Root("none"))
     hops: dict[str, list[Attempt]] = field(default_factory=dict)
     tokens: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)  # (whose, scopes)
+    replay: tuple[str | None, str | None, str | None] = (None, None, None)  # outcome, error, why
 
     @classmethod
     def of(cls, status: int, body: dict[str, Any], run: Run | None) -> Outcome:
@@ -88,18 +91,20 @@ class Outcome:
                 self._exchange(event.agent, d)
             elif isinstance(d, Called | CallDenied):
                 self._call(event.agent, d)
+            elif isinstance(d, StepSkipped):
+                self.hops.setdefault(event.agent, []).append(Attempt(d.action, "skipped"))
 
     def _exchange(self, agent: str, d: Exchanged | ExchangeDenied) -> None:
         step = HAND_OFF if d.hand_off is not None else d.for_
         attempts = self.hops.setdefault(agent, [])
+        call = None if step == HAND_OFF else "not_run"
         if isinstance(d, Exchanged):
             granted = tuple(sorted((d.granted or "").split()))
-            attempts.append(Attempt(step, "allow", None if step == HAND_OFF else "not_run",
-                                    granted=granted))
+            attempts.append(Attempt(step, "allow", call, granted=granted, to=d.hand_off))
             self.tokens.append((f"{agent} {step}", granted))
         else:
-            attempts.append(Attempt(step, "deny", None if step == HAND_OFF else "not_run",
-                                    error=d.error, reason=d.reason))
+            attempts.append(Attempt(step, "deny", call, error=d.error, reason=d.reason,
+                                    to=d.hand_off))
 
     def _call(self, agent: str, d: Called | CallDenied) -> None:
         attempts = self.hops.get(agent)

@@ -20,6 +20,7 @@ from orchestrator.catalog import CATALOG
 from orchestrator.config import SERVICE_NAMES, Settings
 from orchestrator.errors import ConfigError, OAuthError
 from orchestrator.identity import (
+    AccessClaims,
     Context,
     Directory,
     ExchangeRequest,
@@ -36,7 +37,13 @@ from orchestrator.identity import (
     mint,
     signing_key_of,
 )
-from orchestrator.workflows import Workflow, downstream_scopes, required_scopes
+from orchestrator.workflows import (
+    Workflow,
+    downstream_scopes,
+    graph_order,
+    longest_way,
+    required_scopes,
+)
 
 Verdict = Literal["allow", "refuse", "not_reached"]
 ORCHESTRATOR_CLIENT = "client:orchestrator"
@@ -122,7 +129,7 @@ def preflight(workflow: Workflow, user: str, directory: Directory, settings: Set
         workflow=workflow.name, user=user, environment=environment, trigger=trigger,
         required=tuple(needed), user_lacks=tuple(s for s in needed if s not in held),
         context_forbids=tuple(s for s in needed if not directory.context_permits(s, ctx)),
-        depth=len(workflow.agents), max_depth=settings.max_depth)
+        depth=longest_way(workflow), max_depth=settings.max_depth)
     token: VerifiedToken | None = None
     try:
         grant = decide_root(user, needed, ctx, workflow.root_agent, directory,
@@ -148,15 +155,18 @@ def _chain(directory: Directory, settings: Settings, ctx: Context, now: int) -> 
 
 def _hops(workflow: Workflow, user: str, chain: _Chain,
           token: VerifiedToken | None) -> list[StepVerdict]:
-    """Every exchange in run order. After the first refusal the run would stop: what follows is
+    """Every exchange, agent by agent in graph order (every branch: a condition's outcome is
+    not known before the run). After a refusal that agent's way stops: what follows on it is
     still decided (so later refusals show) but an allowed exchange there is ``not_reached``."""
-
     out: list[StepVerdict] = []
-    stop: str | None = None if token is not None else "the root grant"
+    root = workflow.root_agent
+    tokens: dict[str, VerifiedToken | None] = {root: token}
+    stops: dict[str, str | None] = {root: None if token is not None else "the root grant"}
     handed: dict[str, tuple[str, ...] | None] = {}  # agent -> the most it can be handed
+    depth = {root: 1}
 
-    def add(verdict: StepVerdict) -> None:
-        nonlocal stop
+    def add(verdict: StepVerdict, stop: str | None) -> str | None:
+        """Record ``verdict`` on a way stopped at ``stop``; the way's stop after it."""
         if stop is not None:
             verdict = replace(verdict, verdict="refuse" if verdict.verdict == "refuse"
                               else "not_reached",
@@ -167,24 +177,29 @@ def _hops(workflow: Workflow, user: str, chain: _Chain,
                     else verdict.step)
             stop = f"{verdict.agent} {step}"
         out.append(verdict)
+        return stop
 
-    for index, plan in enumerate(workflow.agents):
-        causes = _Causes(chain, user, plan.agent, index, handed.get(plan.agent))
+    for agent in graph_order(workflow):
+        plan, token, stop = workflow.plan(agent), tokens.get(agent), stops.get(agent)
+        causes = _Causes(chain, user, agent, depth[agent] - 1, handed.get(agent))
         for step in plan.steps:
             action = CATALOG[step.action]
             verdict, _ = _decide(chain, token, causes, step.action, (action.scope,),
                                  resource=chain.settings.service_url(action.service))
-            add(verdict)
-        if plan.hand_off is None:
-            continue
+            stop = add(verdict, stop)
         held = set(token.claims.scopes) if token is not None else set()
-        downstream = downstream_scopes(workflow, plan.agent)
-        wanted = tuple([s for s in downstream if s in held] or downstream)  # as agents ask
-        handed[plan.hand_off] = _narrower(handed.get(plan.agent), plan.hand_off_scopes)
-        verdict, grant = _decide(chain, token, causes, "hand_off", wanted,
-                                 audience=plan.hand_off)
-        add(verdict)
-        token = chain.verified(grant.claims) if grant is not None else None
+        for edge in plan.edges:
+            for target in (*edge.to, *((edge.join,) if edge.join else ())):
+                downstream = downstream_scopes(workflow, agent, target)
+                wanted = tuple([s for s in downstream if s in held] or downstream)
+                handed[target] = _narrower(handed.get(agent), plan.hand_off_scopes)
+                joined = tuple(t.claims for b in edge.to if target == edge.join
+                               and (t := tokens.get(b)) is not None)
+                verdict, grant = _decide(chain, token, causes, "hand_off", wanted,
+                                         audience=target, joined=joined)
+                stops[target] = add(verdict, stop)
+                tokens[target] = chain.verified(grant.claims) if grant is not None else None
+                depth[target] = depth[agent] + 1
     return out
 
 
@@ -197,7 +212,8 @@ def _narrower(current: tuple[str, ...] | None,
 
 def _decide(chain: _Chain, token: VerifiedToken | None, causes: _Causes, step: str,
             scopes: tuple[str, ...], *, resource: str | None = None,
-            audience: str | None = None) -> tuple[StepVerdict, Grant | None]:
+            audience: str | None = None,
+            joined: tuple[AccessClaims, ...] = ()) -> tuple[StepVerdict, Grant | None]:
     why = causes.of(scopes, audience)
     common: dict[str, Any] = {"agent": causes.agent, "step": step, "scopes": scopes,
                               "hand_off_to": audience}
@@ -208,7 +224,7 @@ def _decide(chain: _Chain, token: VerifiedToken | None, causes: _Causes, step: s
     try:
         grant = decide(ExchangeRequest(subject=token, actor=causes.agent,
                                        scopes=frozenset(scopes), resource=resource,
-                                       audience=audience),
+                                       audience=audience, joined=joined),
                        chain.directory, chain.issuance(chain.settings.token_ttl_seconds),
                        now=chain.now)
     except OAuthError as exc:

@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from infrabot.scenarios._model import Revocation, Scenario
-from orchestrator.runs import EventDetail, HandedOff, RootGranted, RunEvent, RunStore, Started
+from orchestrator.runs import (
+    EventDetail,
+    Exchanged,
+    HandedOff,
+    RootGranted,
+    RunEvent,
+    RunStore,
+    Started,
+)
 
 if TYPE_CHECKING:
     from infrabot.system import System
@@ -34,19 +42,39 @@ class _RevokingRuns(RunStore):
         self._run_id: str | None = None
         self.notes: list[str] = []
         self.error: str | None = None
+        self.handed_jti: str | None = None
 
     def add_event(self, run_id: str, agent: str | None, detail: EventDetail) -> RunEvent:
         event = super().add_event(run_id, agent, detail)
         if isinstance(detail, Started) and detail.delivery == self._delivery:
             self._run_id = run_id
+        self._note_hand_off(agent, detail)
         moment = (isinstance(detail, RootGranted) if self._rule.after == "root_grant"
                   else isinstance(detail, HandedOff) and agent == self._rule.after)
-        if moment and run_id == self._run_id and not self.notes and self.error is None:
+        if moment:
+            self._now(run_id)
+        return event
+
+    def mark_hop_done(self, run_id: str, agent: str, task_id: str) -> bool:
+        """An agent that hands off to no one (a fan-out's branch): revoked once its hop is
+        recorded done, before its task returns (so before a join can start)."""
+        done = super().mark_hop_done(run_id, agent, task_id)
+        if agent == self._rule.after and self._rule.on_done:
+            self._now(run_id)
+        return done
+
+    def _now(self, run_id: str) -> None:
+        if run_id == self._run_id and not self.notes and self.error is None:
             try:
                 self.notes.append(self._revoke(run_id))
             except Exception as exc:  # noqa: BLE001 - reported as the scenario's error
                 self.error = f"revocation failed: {type(exc).__name__}: {exc}"
-        return event
+
+    def _note_hand_off(self, agent: str | None, detail: EventDetail) -> None:
+        """Keep the ``jti`` of the token handed off to the agent the rule names."""
+        if (self._rule.to is not None and isinstance(detail, Exchanged)
+                and detail.hand_off == self._rule.to and detail.claims):
+            self.handed_jti = str(detail.claims.get("jti"))
 
 
 @dataclass
@@ -56,7 +84,8 @@ class _NoRevocation:
 
 
 @contextlib.contextmanager
-def revoking(system: System, scenario: Scenario, delivery: str) -> Iterator[Any]:
+def revoking(system: System, scenario: Scenario, delivery: str,
+             closing: contextlib.ExitStack) -> Iterator[Any]:
     """While the block runs, the run log the orchestrator and agents write revokes on cue."""
     rule = scenario.changes.revoke
     if rule is None:
@@ -65,11 +94,17 @@ def revoking(system: System, scenario: Scenario, delivery: str) -> Iterator[Any]
     user = rule.user or scenario.event.user_id
 
     def revoke(run_id: str) -> str:
+        when = "the root grant" if rule.after == "root_grant" else \
+            f"{rule.after} was done" if rule.on_done else f"{rule.after} handed off"
+        if rule.what == "hand_off":
+            if observer.handed_jti is None:
+                raise ValueError(f"no token was handed off to {rule.to} before {when}")
+            system.orchestrator.auth.revoke_by(jti=observer.handed_jti)
+            return f"revoked the token handed off to {rule.to} after {when}"
         if rule.what == "user":
             system.orchestrator.auth.revoke_by(user=user)
         else:
             system.orchestrator.auth.revoke_by(run_id=run_id)
-        when = "the root grant" if rule.after == "root_grant" else f"{rule.after} handed off"
         return f"revoked {rule.what} {user if rule.what == 'user' else run_id} after {when}"
 
     original = (system.orchestrator.runs, system.runtime.runs)
@@ -79,4 +114,4 @@ def revoking(system: System, scenario: Scenario, delivery: str) -> Iterator[Any]
         yield observer
     finally:
         system.orchestrator.runs, system.runtime.runs = original
-        observer.close()
+        closing.callback(observer.close)  # once the system stops: a hop may still record

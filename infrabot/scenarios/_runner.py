@@ -31,6 +31,7 @@ from infrabot.scenarios._checks import Check, check
 from infrabot.scenarios._loader import ScenarioFile
 from infrabot.scenarios._model import Scenario
 from infrabot.scenarios._outcome import Outcome
+from infrabot.scenarios._replaying import replaying
 from infrabot.scenarios._revoking import revoking
 from infrabot.scenarios._sandbox import Sandbox, sandbox_for
 from infrabot.system import System, running_system
@@ -130,6 +131,9 @@ def _groups(files: list[ScenarioFile], workflows: Mapping[str, Workflow]) -> lis
             for n, item in enumerate(files, 1)]
 
 
+ANY = "*"  # a pinned metric answers for every scope (mock_services.datadog)
+
+
 def group_settings(settings: Settings, state_dir: Path, workflows_dir: Path,
                    max_depth: int | None) -> Settings:
     """Embedded, on free loopback ports, with the group's own state and workflows."""
@@ -152,23 +156,26 @@ def _run_group(group: _Group, settings: Settings, directory: Directory,
         private = group.sandbox.write(first, settings.workflows_dir, directory, workflows,
                                       base / "workflows")
         config = group_settings(settings, base / "state", private, first.changes.max_depth)
-        with _quiet(), running_system(config) as system, \
+        with _quiet(), contextlib.ExitStack() as closing, running_system(config) as system, \
                 httpx.Client(timeout=10.0, trust_env=False) as http:
-            return [_run_one(system, http, item, timeout) for item in group.members]
+            for metric, value in first.changes.metrics.items():  # a regression on demand
+                system.service_state("datadog").set_metric(metric, ANY, value)
+            return [_run_one(system, http, item, timeout, closing) for item in group.members]
     except Exception as exc:  # noqa: BLE001 - a system that cannot run fails its scenarios
         message = f"the system could not run: {type(exc).__name__}: {exc}"
         return [ScenarioResult(m.name, str(m.path), m.scenario.description, error=message,
                                seconds=time.perf_counter() - started) for m in group.members]
 
 
-def _run_one(system: System, http: httpx.Client, item: ScenarioFile,
-             timeout: float) -> ScenarioResult:
+def _run_one(system: System, http: httpx.Client, item: ScenarioFile, timeout: float,
+             closing: contextlib.ExitStack) -> ScenarioResult:
     scenario = item.scenario
     result = ScenarioResult(scenario.name, str(item.path), scenario.description)
     started = time.perf_counter()
     headers, body = _delivery(scenario, webhook_key(system.settings))
     try:
-        with revoking(system, scenario, headers[DELIVERY_HEADER]) as revoker:
+        with revoking(system, scenario, headers[DELIVERY_HEADER], closing) as revoker, \
+                replaying(system, scenario) as replayed:
             response = http.post(system.webhooks_url + ROUTE, headers=headers, content=body)
             answer = json_object(response)
             run = None
@@ -179,6 +186,7 @@ def _run_one(system: System, http: httpx.Client, item: ScenarioFile,
         if revoker.error is not None:
             result.error = revoker.error
         outcome = Outcome.of(response.status_code, answer, run)
+        outcome.replay = (replayed.outcome, replayed.error, replayed.reason)
         result.checks = check(scenario.expect, outcome)
         result.run = run.model_dump(mode="json") if run is not None else None
     except (TimeoutError, httpx.HTTPError) as exc:

@@ -33,7 +33,7 @@ _FORM_FIELDS = {
     "token": ["grant_type", "client_assertion_type", "client_assertion", "client_id",
               "subject_token", "subject_token_type", "actor_token", "actor_token_type",
               "requested_token_type", "scope", "resource", "audience", "assertion",
-              "delegation_record"],
+              "delegation_record", "joined_tokens"],
     "introspect": ["token", "token_type_hint", "client_assertion_type", "client_assertion"],
     "revoke": ["token", "token_type_hint", "client_assertion_type", "client_assertion"],
     "revocations": ["jti", "user", "run_id", "client_assertion_type", "client_assertion"],

@@ -99,6 +99,7 @@ class TokenRequest(_Request):
     audience: Param
     assertion: Param
     delegation_record: Param  # the delegator's signed record of a hand-off (issue 16)
+    joined_tokens: Param  # space-separated: a join's branch tokens (docs/graphs.md)
 
     @property
     def target(self) -> str:

@@ -23,6 +23,7 @@ from orchestrator.errors import (
     Unavailable,
 )
 from orchestrator.identity import (
+    AccessClaims,
     ExchangeRequest,
     PendingCheck,
     Proof,
@@ -68,7 +69,8 @@ def exchange(server: Server, verified: VerifiedClient, request: TokenRequest,
         scope = request.scope.get()
         grant = decide(ExchangeRequest(
             subject=subject, actor=client, scopes=parse_scopes(scope) if scope else None,
-            resource=request.resource.get(), audience=request.audience.get()),
+            resource=request.resource.get(), audience=request.audience.get(),
+            joined=_joined(server, request, now=now)),
             server.directory, server.issuance(server.settings.token_ttl_seconds), now=now)
         # After the rules: a token exchanged by an agent it was not for is refused as that.
         check_holder(subject.claims, proof)
@@ -123,6 +125,25 @@ def _check_standing(registry: PendingCheck, subject: VerifiedToken, *, now: int)
         raise InvalidRequest(f"subject_token: {exc.message}", reason=exc.reason) from exc
     if subject.claims.exp <= now:  # inside the verifier's leeway, but nothing left to give
         raise InvalidRequest("subject_token: token has expired", reason="token_expired")
+
+
+MAX_JOINED = 8
+
+
+def _joined(server: Server, request: TokenRequest, *, now: int) -> tuple[AccessClaims, ...]:
+    """The verified, unrevoked branch tokens a join's hand-off names (none usually)."""
+    given = (request.joined_tokens.get() or "").split()
+    if len(given) > MAX_JOINED:
+        raise InvalidRequest(f"at most {MAX_JOINED} joined tokens", reason="too_many_joined")
+    out: list[AccessClaims] = []
+    for token in given:
+        try:
+            claims = server.verifier.verify(token, audience=server.issuer, now=now).claims
+            server.revocation.check(claims)
+        except InvalidToken as exc:
+            raise InvalidRequest(f"joined_tokens: {exc.message}", reason=exc.reason) from exc
+        out.append(claims)
+    return tuple(out)
 
 
 def _subject(server: Server, request: TokenRequest, *, now: int) -> VerifiedToken:

@@ -27,6 +27,9 @@ class ExchangeRequest:
     scopes: frozenset[str] | None = None
     resource: str | None = None
     audience: str | None = None
+    # A join's hand-off (docs/graphs.md): the fork point's branch tokens, each a child of the
+    # subject, named in the new token's ancestors so that revoking a branch revokes the join.
+    joined: tuple[AccessClaims, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -66,16 +69,35 @@ def decide(request: ExchangeRequest, directory: Directory, issuance: Issuance, *
     grantable = narrow(subject.scopes, agent.allowed_scopes, target_scopes,
                        directory.context_allowed(subject.scopes, subject.ctx))
     scopes = _choose_scopes(request.scopes, grantable)
+    joined = _joined(request, subject)
     jti = new_jti()
     claims = AccessClaims(
         iss=issuance.issuer, sub=subject.sub, aud=audience, client_id=request.actor,
         scope=format_scopes(scopes), iat=now, exp=min(now + issuance.ttl, subject.exp),
         jti=jti, act=nest(request.actor, subject.act), may_act=may_act, ctx=subject.ctx,
         user_version=subject.user_version, registry_epoch=subject.registry_epoch,
-        ancestors=(*subject.ancestors, subject.jti),
+        ancestors=(*subject.ancestors, subject.jti, *joined),
         revocation_url=issuance.revocation_url, log_url=issuance.log_url_for(jti),
     )
     return Grant(claims=claims)
+
+
+def _joined(request: ExchangeRequest, subject: AccessClaims) -> tuple[str, ...]:
+    """The ``jti`` of every joined branch token: each must be a hand-off exchanged from this
+    very subject token (a sibling branch of the same fork), for the same user and context.
+    Joining only adds ancestors: it never widens what the new token may do."""
+    if not request.joined:
+        return ()
+    if request.audience is None:
+        raise InvalidRequest("joined_tokens only on a hand-off (audience)",
+                             reason="join_needs_hand_off")
+    for branch in request.joined:
+        if (branch.sub != subject.sub or branch.ctx != subject.ctx
+                or branch.ancestors != (*subject.ancestors, subject.jti)
+                or branch.may_act is None):
+            raise InvalidRequest("a joined token is not a branch handed off from the "
+                                 "subject_token", reason="joined_not_a_branch")
+    return tuple(dict.fromkeys(branch.jti for branch in request.joined))
 
 
 def _check_may_act(subject: AccessClaims, actor: str) -> None:
@@ -108,9 +130,14 @@ def _target(request: ExchangeRequest, directory: Directory,
     assert nxt is not None
     if nxt not in directory.agents:
         raise InvalidTarget("audience is not a known agent", reason="unknown_audience")
-    if nxt not in directory.agents[request.actor].hands_off_to:
-        raise InvalidTarget(f"{request.actor} may not hand off to {nxt}",
-                            reason="handoff_not_allowed")
+    # A join's hand-off continues from its branches: each branch's agent (its token's
+    # may_act) must be one that may hand off to the join; otherwise the actor must be.
+    handing = ([b.may_act.sub for b in request.joined if b.may_act is not None]
+               if request.joined else [request.actor])
+    for agent in handing:
+        if agent not in directory.agents or nxt not in directory.agents[agent].hands_off_to:
+            raise InvalidTarget(f"{agent} may not hand off to {nxt}",
+                                reason="handoff_not_allowed")
     return issuance.issuer, MayAct(sub=nxt), frozenset(directory.agents[nxt].allowed_scopes)
 
 

@@ -74,9 +74,12 @@ class User(_Model):
 
 
 class Agent(_Model):
+    """An agent exists because the directory declares it: its scopes, whom it may hand off
+    to, and the broker queue its hops go to (default: its name without ``agent:``)."""
+
     allowed_scopes: Scopes
     hands_off_to: tuple[str, ...] = ()
-    queue: str | None = None
+    queue: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")
     description: str = ""
 
 
@@ -174,10 +177,28 @@ class Directory(_Model):
                 if target not in self.agents or target == name:
                     raise _LocatedError(f"{name} hands off to {target!r}, which is not another "
                                         "agent", ("agents", name, "hands_off_to", index))
+        seen: dict[str, str] = {}
+        for name in self.agents:
+            queue = self.queue_of(name)
+            if queue in seen:
+                raise _LocatedError(f"{name} and {seen[queue]} share the queue {queue!r}",
+                                    ("agents", name, "queue"))
+            seen[queue] = name
         issuers = [p.issuer for p in self.identity_providers.values()]
         if len(set(issuers)) != len(issuers):
             raise ValueError("two identity providers name the same issuer")
         return self
+
+    def queue_of(self, agent: str) -> str:
+        """The broker queue ``agent``'s hops are published to."""
+        return self.agents[agent].queue or agent.removeprefix("agent:").replace(".", "_")
+
+    def queues(self) -> dict[str, str]:
+        """Every declared agent's queue, by agent."""
+        return {agent: self.queue_of(agent) for agent in self.agents}
+
+    def agent_of_queue(self, queue: str) -> str | None:
+        return next((a for a, q in self.queues().items() if q == queue), None)
 
     def providers_by_issuer(self) -> dict[str, IdentityProvider]:
         return {p.issuer: p for p in self.identity_providers.values()}

@@ -141,9 +141,23 @@ class _Call(Timed):
 
 
 class Called(_Call):
-    """An agent called a service, which acted or answered."""
+    """An agent called a service, which acted or answered (below 400). ``step_id`` and
+    ``result``: a named step's answer, read by later conditions and ``${steps...}`` params
+    (docs/graphs.md)."""
 
     kind: Literal["called"] = Field("called", exclude=True)
+    step_id: str | None = None
+    result: Any = None
+
+    @model_serializer(mode="wrap")
+    def _sorted(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """As every detail, without a step name and answer it does not have (the format
+        calls always had)."""
+        out = handler(self)
+        if out.get("step_id") is None:
+            out.pop("step_id", None)
+            out.pop("result", None)
+        return dict(sorted(out.items()))
 
 
 class CallDenied(_Call):
@@ -158,6 +172,31 @@ class HandedOff(_Detail):
     kind: Literal["handed_off"] = Field("handed_off", exclude=True)
     to: str
     scope: str | None
+
+
+class StepSkipped(_Detail):
+    """A step whose ``when:`` did not hold: not performed."""
+
+    kind: Literal["step_skipped"] = Field("step_skipped", exclude=True)
+    action: str
+    when: str
+
+
+class BranchTaken(_Detail):
+    """The way on an agent took: its agents (a fan-out: several), its condition, its join."""
+
+    kind: Literal["branch_taken"] = Field("branch_taken", exclude=True)
+    to: list[str]
+    when: str | None = None
+    join: str | None = None
+
+
+class BranchEnded(_Detail):
+    """A fan-out's branch stopped: the join ends the run with it (docs/graphs.md)."""
+
+    kind: Literal["branch_ended"] = Field("branch_ended", exclude=True)
+    status: TerminalStatus
+    reason: str
 
 
 class Retrying(_Detail):
@@ -186,6 +225,9 @@ EventDetail = Annotated[
     | Called
     | CallDenied
     | HandedOff
+    | StepSkipped
+    | BranchTaken
+    | BranchEnded
     | Retrying
     | Finished,
     Field(discriminator="kind"),

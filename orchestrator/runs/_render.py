@@ -17,6 +17,8 @@ from rich.text import Text
 from orchestrator._display import display_safe
 from orchestrator.runs._events import (
     DENIALS,
+    BranchEnded,
+    BranchTaken,
     CallDenied,
     Called,
     EventDetail,
@@ -28,6 +30,7 @@ from orchestrator.runs._events import (
     RootDenied,
     RootGranted,
     Started,
+    StepSkipped,
     Timed,
 )
 from orchestrator.runs._model import Run, RunEvent
@@ -52,6 +55,8 @@ def render_run(run: Run) -> RenderableType:
     header.add_row("duration", _duration(run))
     if run.trace_id:
         header.add_row("trace", _text(run.trace_id))
+    for taken in (e for e in run.events if isinstance(e.detail, BranchTaken)):
+        header.add_row("branch", _text(f"{taken.agent} {summarize(taken)}"))
     table = Table(title=f"events of {run.run_id}", title_justify="left", expand=False)
     table.add_column("+ms", justify="right", no_wrap=True)
     table.add_column("agent", no_wrap=True)
@@ -162,6 +167,14 @@ def _summary(d: EventDetail) -> str:
             return text + (" (replayed)" if d.replayed else "")
         case HandedOff():
             return f"to {d.to} with {_scopes(d.scope)}"
+        case BranchTaken():
+            way = " ∥ ".join(d.to) + (f", joined by {d.join}" if d.join else "")
+            return (f"fan-out to {way}" if len(d.to) > 1 else f"to {way}") + \
+                (f" (when {d.when})" if d.when else "")
+        case StepSkipped():
+            return f"{d.action} skipped: not ({d.when})"
+        case BranchEnded():
+            return f"branch {d.status}: {d.reason}; the join ends the run with it"
         case Retrying():
             return f"attempt {d.attempt} failed: {d.reason}; retry in {d.in_seconds} s"
         case Finished():

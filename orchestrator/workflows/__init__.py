@@ -1,5 +1,15 @@
 """Declarative workflows loaded from ``workflows/*.yaml``."""
 
+from orchestrator.workflows._graph import (
+    Problem,
+    branch_of,
+    check_graph,
+    earlier_steps,
+    fork_of,
+    graph_order,
+    longest_way,
+    subtree_scopes,
+)
 from orchestrator.workflows._loader import (
     downstream_scopes,
     load_workflow,
@@ -8,19 +18,42 @@ from orchestrator.workflows._loader import (
     select,
     step_scopes,
 )
-from orchestrator.workflows._model import AgentPlan, Step, Trigger, Value, Workflow, render
+from orchestrator.workflows._model import (
+    AgentPlan,
+    HandOff,
+    Step,
+    Trigger,
+    Value,
+    Workflow,
+    render,
+    with_step_results,
+)
+from orchestrator.workflows._when import Condition, ConditionError, parse_condition
 
 __all__ = [
     "AgentPlan",
+    "Condition",
+    "ConditionError",
+    "HandOff",
+    "Problem",
     "Step",
     "Trigger",
     "Value",
     "Workflow",
+    "branch_of",
+    "check_graph",
     "downstream_scopes",
+    "earlier_steps",
+    "fork_of",
+    "graph_order",
     "load_workflow",
     "load_workflows",
+    "longest_way",
+    "parse_condition",
     "render",
     "required_scopes",
     "select",
     "step_scopes",
+    "subtree_scopes",
+    "with_step_results",
 ]

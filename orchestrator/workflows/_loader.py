@@ -12,7 +12,8 @@ from orchestrator._yamlfile import line_of, load_yaml
 from orchestrator.catalog import CATALOG
 from orchestrator.errors import ConfigError
 from orchestrator.identity import Directory, is_scope
-from orchestrator.workflows._model import TEMPLATE_FIELDS, Workflow, names_in
+from orchestrator.workflows._graph import check_graph, subtree_scopes
+from orchestrator.workflows._model import TEMPLATE_FIELDS, Workflow, names_in, step_of
 
 NOT_WORKFLOWS = frozenset({"directory.yaml"})
 ScopeOf = Callable[[str], str | None]
@@ -46,6 +47,8 @@ def load_workflow(path: Path, directory: Directory, scope_of: ScopeOf = _catalog
                 _fail(path, lines, (*loc, "scope"),
                       f"{step.action} requires {scope}, not {step.scope}")
     _check_values(path, lines, workflow)
+    for problem in check_graph(workflow, directory):
+        _fail(path, lines, problem.loc, problem.message)
     return workflow
 
 
@@ -64,6 +67,8 @@ def _check_values(path: Path, lines: Lines, workflow: Workflow) -> None:
             for param, value in step.params.items():
                 loc = ("agents", a, "steps", s, "params", param)
                 for name in dict.fromkeys(names_in(value)):
+                    if step_of(name) is not None:
+                        continue  # an earlier step's result: checked with the graph
                     used.add(name)
                     _check_use(path, lines, workflow, loc, name, defined, value)
     for env, named in workflow.values.items():
@@ -137,18 +142,20 @@ def required_scopes(workflow: Workflow, scope_of: ScopeOf = _catalogue_scope) ->
     return out
 
 
-def downstream_scopes(workflow: Workflow, agent: str, scope_of: ScopeOf = _catalogue_scope
-                      ) -> list[str]:
-    """Scopes the agents after ``agent`` need (or the plan's explicit ``hand_off_scopes``)."""
-    names = [p.agent for p in workflow.agents]
-    index = names.index(agent)
-    explicit = workflow.agents[index].hand_off_scopes
-    if explicit is not None:
-        return list(explicit)
-    out: list[str] = []
-    for later in range(index + 1, len(names)):
-        out += [s for s in step_scopes(workflow, later, scope_of) if s not in out]
-    return out
+def downstream_scopes(workflow: Workflow, agent: str, target: str | None = None,
+                      scope_of: ScopeOf = _catalogue_scope) -> list[str]:
+    """Scopes ``agent``'s hand-off to ``target`` carries (default: its first hand-off's):
+    what ``target`` and the agents after it need (a branch: its own steps; a join: its own and
+    after), or the plan's explicit ``hand_off_scopes``."""
+    plan = workflow.plan(agent)
+    if plan.hand_off_scopes is not None:
+        return list(plan.hand_off_scopes)
+    if target is None:
+        edges = plan.edges
+        if not edges:
+            return []
+        target = edges[0].to[0]
+    return subtree_scopes(workflow, target, scope_of)
 
 
 def select(workflows: Mapping[str, Workflow], *, event_type: str, environment: str,

@@ -18,9 +18,10 @@ import string
 from collections.abc import Iterator, Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from orchestrator.identity import is_scope
+from orchestrator.workflows._when import lookup, parse_condition
 
 EventType = Literal["deployment", "workflow_run"]
 EVENT_TYPES: tuple[EventType, ...] = ("deployment", "workflow_run")
@@ -28,7 +29,9 @@ TEMPLATE_FIELDS = ("service", "environment", "repository", "owner", "repo", "com
                    "run_id", "user", "now", "window_start")
 _NAME = r"^[a-z][a-z0-9-]{0,63}$"
 _AGENT = r"^agent:[a-z0-9][a-z0-9_.-]{0,63}$"
-_WHOLE = re.compile(r"\$\{([_a-z][_a-z0-9]*)\}", re.IGNORECASE)
+_WHOLE = re.compile(r"\$\{([_a-z][_a-z0-9]*(?:\.[a-z0-9_*-]+)*)\}", re.IGNORECASE)
+STEP_ID = r"^[a-z][a-z0-9_]{0,63}$"
+STEPS = "steps."
 Scalar = str | int | float | bool
 Value = Scalar | list[Scalar]
 ValueName = Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{0,63}$")]
@@ -38,15 +41,26 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class _Template(string.Template):
+    """``${name}``, and ``${steps.<id>.<path>}``: an earlier step's result."""
+
+    braceidpattern = r"(?a:[_a-z][_a-z0-9]*(?:\.[a-z0-9_*-]+)*)"
+
+
 def render(template: str, values: Mapping[str, object]) -> str:
-    return string.Template(template).substitute({k: str(v) for k, v in values.items()})
+    return _Template(template).substitute({k: str(v) for k, v in values.items()})
+
+
+def step_of(name: str) -> str | None:
+    """The step id a ``${steps.<id>...}`` name reads, else None."""
+    return name.split(".")[1] if name.startswith(STEPS) and name.count(".") >= 1 else None
 
 
 def names_in(value: Any, *, embedded: bool = False) -> Iterator[str]:
     """Every ``${field}`` name the strings of a JSON-like value use (only those inside a longer
     string when ``embedded``); raises ``ValueError`` for a malformed placeholder."""
     if isinstance(value, str):
-        template = string.Template(value)
+        template = _Template(value)
         if not template.is_valid():
             raise ValueError(f"malformed ${{...}} placeholder in {value!r}")
         if not (embedded and whole_name(value) is not None):
@@ -78,8 +92,32 @@ def render_value(value: Any, values: Mapping[str, object]) -> Any:
     return value
 
 
+def _condition(text: str | None) -> str | None:
+    if text is not None:
+        parse_condition(text)  # ConditionError is a ValueError: pydantic names the field
+    return text
+
+
+When = Annotated[str | None, AfterValidator(_condition)]
+
+
+def with_step_results(params: Mapping[str, Any], values: Mapping[str, object],
+                      steps: Mapping[str, Any]) -> dict[str, object]:
+    """``values`` and every ``${steps.<id>.<path>}`` the params use, read from the earlier
+    steps' results (``None`` where the path leads nowhere)."""
+    out = dict(values)
+    for name in names_in(list(params.values())):
+        step = step_of(name)
+        if step is not None:
+            out[name] = lookup(steps.get(step), name.split(".")[2:])
+    return out
+
+
 class Step(_Model):
     action: str = Field(pattern=r"^[a-z][a-z0-9]*(\.[a-z0-9_]+)+$")
+    id: str | None = Field(None, pattern=STEP_ID,
+                           description="Names the step's result: steps.<id> in later steps.")
+    when: When = Field(None, description="Run the step only when this holds.")
     params: dict[str, Any] = {}
     scope: str | None = Field(None, description="Optional; must equal the action's scope.")
     description: str = ""
@@ -99,12 +137,42 @@ class Step(_Model):
         return {k: render_value(v, values) for k, v in self.params.items()}
 
 
+class HandOff(_Model):
+    """One way on from an agent: to one agent, or to several at once (a fan-out) that
+    ``join`` waits for; taken only ``when`` its condition holds (the first that holds)."""
+
+    to: tuple[Annotated[str, Field(pattern=_AGENT)], ...] = Field(min_length=1)
+    when: When = None
+    join: str | None = Field(None, pattern=_AGENT)
+
+    @field_validator("to", mode="before")
+    @classmethod
+    def _one(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
+
+    @property
+    def fan_out(self) -> bool:
+        return len(self.to) > 1
+
+
 class AgentPlan(_Model):
     agent: str = Field(pattern=_AGENT)
     steps: tuple[Step, ...] = ()
-    hand_off: str | None = Field(None, pattern=_AGENT)
+    hand_off: tuple[HandOff, ...] | None = Field(
+        None, description="The next agent, or the ways on (fan-outs and conditions).")
     hand_off_scopes: tuple[str, ...] | None = Field(
         None, description="Scopes to hand off; default: what the rest of the chain needs.")
+
+    @field_validator("hand_off", mode="before")
+    @classmethod
+    def _one_agent(cls, value: Any) -> Any:
+        """``hand_off: agent:x`` is one way on, to that agent, without a condition."""
+        return [{"to": value}] if isinstance(value, str) else value
+
+    @property
+    def edges(self) -> tuple[HandOff, ...]:
+        """The ways on, in order."""
+        return self.hand_off or ()
 
 
 class Trigger(_Model):
@@ -123,15 +191,10 @@ class Workflow(_Model):
         {}, description="Per environment, the values its runs fill ${name} params with.")
 
     @model_validator(mode="after")
-    def _check_chain(self) -> Workflow:
+    def _check_agents(self) -> Workflow:
         names = [plan.agent for plan in self.agents]
         if len(set(names)) != len(names):
-            raise ValueError("an agent appears twice in the chain")
-        for index, plan in enumerate(self.agents):
-            expected = names[index + 1] if index + 1 < len(names) else None
-            if plan.hand_off != expected:
-                wanted = f"hand_off: {expected}" if expected else "no hand_off (last agent)"
-                raise ValueError(f"agents.{index} ({plan.agent}) must have {wanted}")
+            raise ValueError("an agent appears twice in the workflow")
         return self
 
     @property

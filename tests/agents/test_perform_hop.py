@@ -1,4 +1,5 @@
-"""``perform_hop`` alone, InfraBot's part of the post-deploy run: what it asks the authorization
+"""``perform_hop`` alone, InfraBot's part of a linear post-deploy run
+(tests/_workflows/linear-post-deploy.yaml, the shipped one before it branched): what it asks the authorization
 server for, what it sends each service, and what it makes of every kind of answer.
 
 Every HTTP answer (authorization server and services) is scripted with respx, and what the hop
@@ -34,11 +35,13 @@ from orchestrator.config import SERVICE_NAMES, Settings
 from orchestrator.errors import Unavailable
 from orchestrator.identity import client_key, load_directory
 from orchestrator.runs import HopJournal, RunStore
-from orchestrator.workflows import load_workflows
+from orchestrator.workflows import load_workflow, load_workflows
 
 AUTH = "http://auth.test"
 ENDPOINTS = {"auth": AUTH, **{name: f"http://{name}.test" for name in SERVICE_NAMES}}
 RUN_ID = "run-0123456789abcdef"
+LINEAR = "linear-post-deploy"
+LINEAR_FILE = Path(__file__).parents[1] / "_workflows" / f"{LINEAR}.yaml"
 
 def sam_deploys() -> CIEvent:
     return CIEvent(delivery_id="d-1", event_type="deployment", user="user:sam",
@@ -62,7 +65,8 @@ def runtime(tmp_path: Path, router: respx.MockRouter) -> Iterator[AgentRuntime]:
     keys = {agent: client_key(tmp_path / "keys", agent, "ES256")
             for agent in ("agent:infrabot", "agent:argocd")}  # no key for agent:cleanup
     rt = AgentRuntime(settings=settings, endpoints=ENDPOINTS, directory=directory,
-                      workflows=load_workflows(settings.workflows_dir, directory), runs=runs,
+                      workflows={**load_workflows(settings.workflows_dir, directory),
+                                 LINEAR: load_workflow(LINEAR_FILE, directory)}, runs=runs,
                       http=httpx.Client(), keys=keys)
     yield rt
     rt.close()
@@ -109,7 +113,7 @@ def forms(route: respx.Route) -> list[dict[str, str]]:
 
 
 def hop(runtime: AgentRuntime, agent: str = INFRABOT) -> HopOutcome:
-    return perform_hop(runtime, run_id=RUN_ID, workflow="post-deploy", agent=agent,
+    return perform_hop(runtime, run_id=RUN_ID, workflow=LINEAR, agent=agent,
                        token=SUBJECT, scope="")
 
 
@@ -217,7 +221,7 @@ def test_a_hop_for_an_agent_whose_key_this_worker_lacks_fails_without_a_request(
     runs = runtime.runs
     HopJournal(runs).send(RUN_ID, "agent:argocd")
     HopJournal(runs).send(RUN_ID, "agent:cleanup")
-    outcome = perform_hop(runtime, run_id=RUN_ID, workflow="post-deploy", agent="agent:cleanup",
+    outcome = perform_hop(runtime, run_id=RUN_ID, workflow=LINEAR, agent="agent:cleanup",
                           token=SUBJECT, scope="", generation=1)
     assert outcome.status == "failed"
     assert outcome.reason.startswith("agent:cleanup: this worker holds no key for agent:cleanup")

@@ -16,7 +16,18 @@ from pathlib import Path
 
 import pytest
 
-from bench import audit, depth, dpop, end_to_end, enforcement, exchange, memory, replay, tracing
+from bench import (
+    audit,
+    depth,
+    dpop,
+    end_to_end,
+    enforcement,
+    exchange,
+    fanout,
+    memory,
+    replay,
+    tracing,
+)
 from bench._report import Table, block, record, section
 from bench.run import DEFAULT_REDIS_URL, NAMES, main
 from tests._redis import flushed_redis
@@ -94,6 +105,12 @@ def test_end_to_end(bench_redis_url: str, tmp_path: Path) -> None:
     bound, static = (float(v.removesuffix(" ms").replace(",", ""))
                      for v in column(table, "p50 latency")[1:3])
     assert bound > static
+
+
+def test_fanout(bench_redis_url: str, tmp_path: Path) -> None:
+    table = check(fanout.run(bench_redis_url, runs=2, warmup=0, work=tmp_path), rows=2)
+    assert column(table, "failed runs") == ["0", "0"]
+    assert column(table, "p50 vs linear")[1] == "1.00x"
 
 
 def test_dpop(bench_redis_url: str, tmp_path: Path) -> None:

@@ -39,7 +39,7 @@ def test_one_event_prints_its_run_status_reason_and_how_to_see_it(
     assert shown["run"] == f"{run_id} (workflow post-deploy)"
     assert (shown["status"], shown["reason"]) == ("succeeded", "ok")
     assert shown["see it"] == f"infrabot runs show {run_id}"
-    assert re.fullmatch(r"\d+ ms, 9 token exchanges", shown["took"]), result
+    assert re.fullmatch(r"\d+ ms, 12 token exchanges", shown["took"]), result
     assert "simulation summary" not in result.stdout
     shown_run = infrabot(*shown["see it"].split()[1:], env=env).ok()
     assert run_id in shown_run.stdout and "succeeded" in shown_run.stdout

@@ -38,7 +38,7 @@ def test_list_shows_each_workflow_with_trigger_agents_steps_and_scopes() -> None
     result = run("list")
     assert result.exit_code == 0, result.output
     for text in ("post-deploy", "manual-check", "rollback", "agent:infrabot", "→ agent:argocd",
-                 "→ agent:cleanup", "deployment | workflow_run", "task rollback",
+                 "→ agent:cleanup", "agent:scanner ⇒ join agent:cleanup", "(when", "deployment | workflow_run", "task rollback",
                  "urn:infra:incident:resolve", "by manual"):
         assert text in result.stdout, text
 
@@ -54,8 +54,12 @@ def test_list_json() -> None:
                                                                    "directory.yaml"))
     assert sorted(rows) == sorted(shipped)
     post = rows["post-deploy"]
-    assert post["agents"] == ["agent:infrabot", "agent:argocd", "agent:cleanup"]
-    assert post["steps"] == 7
+    assert post["agents"] == ["agent:infrabot", "agent:rollback", "agent:argocd",
+                              "agent:scanner", "agent:cleanup"]
+    assert post["graph"] == [
+        "agent:infrabot → agent:rollback (when max(steps.latency.series.0.pointlist.*.1) > 500)",
+        "agent:infrabot → agent:argocd ∥ agent:scanner ⇒ join agent:cleanup"]
+    assert post["steps"] == 11
     assert post["trigger"] == {"events": ["deployment", "workflow_run"],
                                "environments": ["prod", "staging"],
                                "triggers": ["ci_pipeline"], "task": "deploy"}
@@ -66,13 +70,13 @@ def test_list_json() -> None:
 def test_check_sam_everything_allowed_exit_0() -> None:
     result = run("check", "post-deploy", "--user", "sam")
     assert result.exit_code == 0, result.output
-    assert "all 9 exchanges would be allowed" in result.stdout
+    assert "all 15 exchanges would be allowed" in result.stdout
     as_json = run("check", "post-deploy", "--user", "user:sam", "--json")
     assert as_json.exit_code == 0
     data = json.loads(as_json.stdout)
     assert data["all_allowed"] is True and data["user_lacks"] == []
     assert "urn:infra:secrets:manage" not in data["root_granted"]
-    assert (data["depth"], data["max_depth"]) == (3, 4)
+    assert (data["depth"], data["max_depth"]) == (2, 4)  # a join continues from the fork
     assert {v for _, _, v in verdicts(as_json)} == {"allow"}
 
 
@@ -80,16 +84,19 @@ def test_check_alex_names_refused_steps_and_missing_scopes_exit_1() -> None:
     result = run("check", "post-deploy", "--user", "alex")
     assert result.exit_code == 1, result.output
     out = result.stdout
-    assert "6 of 9 exchanges would be refused or not reached" in out
+    assert "9 of 15 exchanges would be refused or not reached" in out
     for scope in DEPLOY_SCOPES:
         assert f"user:alex lacks {scope}" in out
     data = json.loads(run("check", "post-deploy", "--user", "alex", "--json").stdout)
     assert data["user_lacks"] == DEPLOY_SCOPES
+    steps = {(s["agent"], s["step"], s["hand_off_to"]): s for s in data["steps"]}
+    for target, scopes in (("agent:argocd", DEPLOY_SCOPES[:2]),
+                           ("agent:cleanup", DEPLOY_SCOPES[2:])):
+        hand_off = steps[("agent:infrabot", "hand_off", target)]
+        assert (hand_off["verdict"], hand_off["error"], hand_off["reason"]) == \
+            ("refuse", "invalid_scope", "scope_not_grantable")
+        assert set(hand_off["scopes"]) == set(scopes)
     steps = {(s["agent"], s["step"]): s for s in data["steps"]}
-    hand_off = steps[("agent:infrabot", "hand_off")]
-    assert (hand_off["verdict"], hand_off["error"], hand_off["reason"]) == \
-        ("refuse", "invalid_scope", "scope_not_grantable")
-    assert set(hand_off["scopes"]) == set(DEPLOY_SCOPES)
     deploy = steps[("agent:argocd", "github.deployment_status.create")]
     assert deploy["verdict"] == "refuse"
     assert "user:alex lacks urn:infra:deploy:create" in deploy["causes"]
@@ -123,14 +130,13 @@ def test_check_manual_staging_allowed_exit_0() -> None:
 
 
 def test_check_depth_limit_from_settings() -> None:
-    result = run("check", "post-deploy", "--user", "sam", "--json", INFRABOT_MAX_DEPTH="2")
+    result = run("check", "post-deploy", "--user", "sam", "--json", INFRABOT_MAX_DEPTH="1")
     assert result.exit_code == 1
     data = json.loads(result.stdout)
-    assert (data["depth"], data["max_depth"]) == (3, 2)
-    cleanup = [s for s in data["steps"] if s["agent"] == "agent:cleanup"]
-    assert [(s["verdict"], s["reason"]) for s in cleanup] == \
-        [("refuse", "max_depth_exceeded")] * 2
-    assert {s["verdict"] for s in data["steps"] if s["agent"] != "agent:cleanup"} == {"allow"}
+    assert (data["depth"], data["max_depth"]) == (2, 1)
+    after = [s for s in data["steps"] if s["agent"] != "agent:infrabot"]
+    assert {(s["verdict"], s["reason"]) for s in after} == {("refuse", "max_depth_exceeded")}
+    assert {s["verdict"] for s in data["steps"] if s["agent"] == "agent:infrabot"} == {"allow"}
 
 
 def test_check_disabled_user_root_refused() -> None:

@@ -16,7 +16,7 @@ from orchestrator.runs import Called, Exchanged, HandedOff, RootGranted
 
 from ._html import SVG_NS, Element, edge_label, graph_xml, parse, svg_groups
 
-AGENTS = ("agent:infrabot", "agent:argocd", "agent:cleanup")
+AGENTS = ("agent:infrabot", "agent:rollback", "agent:argocd", "agent:scanner", "agent:cleanup")
 SERVICES = ("datadog", "github", "aws", "pagerduty")
 URL_ATTRS = ("src", "href", "xlink:href", "srcset", "action", "formaction", "poster", "data",
              "background", "manifest", "ping")
@@ -62,12 +62,14 @@ def test_header_names_the_event_and_the_run(demo_result: DemoResult, tree: Eleme
         assert value in header
 
 
-def test_graph_has_the_user_the_three_agents_and_the_four_services(document: str) -> None:
+def test_graph_has_the_user_every_agent_and_the_four_services(document: str) -> None:
     svg = graph_xml(document)
     nodes = {g.get("data-id") for g in svg_groups(svg, "node")}
     assert nodes == {"user:sam", *AGENTS, *SERVICES}
     kinds = {g.get("data-id"): g.get("class", "").split()[1] for g in svg_groups(svg, "node")}
     assert kinds["user:sam"] == "user" and {kinds[a] for a in AGENTS} == {"agent"}
+    idle = {g.get("data-id") for g in svg_groups(svg, "idle")}
+    assert idle == {"agent:rollback"}  # the branch not taken
     assert {kinds[s] for s in SERVICES} == {"service"}
 
 
@@ -75,7 +77,8 @@ def test_graph_lays_out_the_chain_left_to_right(document: str) -> None:
     svg = graph_xml(document)
     x = {g.get("data-id"): float(rect.get("x", "nan"))
          for g in svg_groups(svg, "node") if (rect := g.find(f"{SVG_NS}rect")) is not None}
-    assert x["user:sam"] < x["agent:infrabot"] < x["agent:argocd"] < x["agent:cleanup"]
+    assert x["user:sam"] < x["agent:infrabot"] < x["agent:argocd"] < x["agent:scanner"] < \
+        x["agent:cleanup"]
 
 
 def test_hand_off_edges_are_labelled_with_the_scopes_handed_off(
@@ -89,10 +92,15 @@ def test_hand_off_edges_are_labelled_with_the_scopes_handed_off(
               for e in events if isinstance(e.detail, HandedOff)}
     assert isinstance(root, RootGranted)
     expected = {("user:sam", "agent:infrabot"): root.granted, **handed}
+    joins = {("agent:argocd", "agent:cleanup"), ("agent:scanner", "agent:cleanup")}
     assert set(edges) == {("user:sam", "agent:infrabot"), ("agent:infrabot", "agent:argocd"),
-                          ("agent:argocd", "agent:cleanup")}
+                          ("agent:infrabot", "agent:scanner"), ("agent:infrabot", "agent:cleanup"),
+                          *joins}
     for pair, scopes in expected.items():
         assert sorted(edges[pair][1:]) == sorted(short(s) for s in scopes), pair
+    assert edges[("agent:infrabot", "agent:argocd")][0].startswith("fan-out")
+    assert edges[("agent:infrabot", "agent:cleanup")][0].startswith("join (from the fork)")
+    assert all(edges[pair] == ["join waits for it"] for pair in joins)  # no token on them
 
 
 def test_call_edges_are_labelled_with_the_scope_each_call_used(
@@ -101,20 +109,20 @@ def test_call_edges_are_labelled_with_the_scope_each_call_used(
     edges = {(g.get("data-source"), g.get("data-target")): edge_label(g)
              for g in svg_groups(svg, "call")}
     used: dict[tuple[str | None, str], set[str]] = {}
-    granted = None
+    granted: dict[str | None, str | None] = {}  # branches run at once: by agent
     for e in demo_result.run.events:
         if isinstance(e.detail, Exchanged) and not e.detail.for_.startswith("hand-off"):
-            granted = e.detail.granted
+            granted[e.agent] = e.detail.granted
         elif isinstance(e.detail, Called):
-            used.setdefault((e.agent, e.detail.service), set()).add(short(granted))
-    assert len(used) == 6
+            used.setdefault((e.agent, e.detail.service), set()).add(short(granted[e.agent]))
+    assert len(used) == 8
     assert {pair: set(label) for pair, label in edges.items()} == used
 
 
 def test_a_successful_run_draws_no_denied_edge(document: str) -> None:
     svg = graph_xml(document)
     assert svg_groups(svg, "denied") == []
-    assert len(svg_groups(svg, "edge")) == 3 + 6
+    assert len(svg_groups(svg, "edge")) == 4 + 2 + 8  # hand-offs, join waits, calls
 
 
 def test_timeline_lists_every_event_with_its_offset(demo_result: DemoResult,
@@ -137,7 +145,7 @@ def test_tokens_are_decoded_claims_without_signatures(demo_result: DemoResult,
     events = demo_result.run.events
     expected = [next(e.detail.claims for e in events if isinstance(e.detail, RootGranted))]
     expected += [e.detail.claims for e in events if isinstance(e.detail, Exchanged)]
-    assert len(cards) == len(expected) == 10
+    assert len(cards) == len(expected) == 13
     for card, claims in zip(cards, expected, strict=True):
         assert DECODED in card.text()
         shown = json.loads(card.find_all("pre")[0].text())
@@ -154,7 +162,7 @@ def test_tokens_are_decoded_claims_without_signatures(demo_result: DemoResult,
                        if (claims_sig := original[k]))
         assert f"lifetime {claims['exp'] - claims['iat']} s" in card.text()
     last = cards[-1].text()
-    assert "agent:cleanup ← agent:argocd ← agent:infrabot ← user:sam" in last
+    assert "agent:cleanup ← agent:infrabot ← user:sam" in last  # the join: from the fork
 
 
 def test_audit_table_has_one_row_per_record(demo_result: DemoResult, tree: Element) -> None:

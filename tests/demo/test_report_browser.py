@@ -72,8 +72,8 @@ def test_report_renders_with_no_console_errors(chromium: str, report_file: Path,
     assert html.attrs["data-js-errors"] == "0"
     assert html.attrs["data-report-ready"] == "yes"
     svg = graph_xml(dom)
-    assert len(svg_groups(svg, "node")) == 8
-    assert len(svg_groups(svg, "edge")) == 9
+    assert len(svg_groups(svg, "node")) == 10
+    assert len(svg_groups(svg, "edge")) == 14
     tree = parse(dom)
     assert len(tree.by_id("audit-table").rows()) == len(demo_result.audit)
     assert len(tree.by_id("timeline").rows()) == len(demo_result.run.events)

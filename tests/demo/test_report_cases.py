@@ -77,7 +77,8 @@ def test_refused_exchange_is_a_red_dashed_edge_with_its_reason(write: Write) -> 
     paths = [g.find("{http://www.w3.org/2000/svg}path") for g in (*calls, edge)]
     assert paths[0].get("d") != paths[1].get("d")  # type: ignore[union-attr]  # two curves
     idle = {g.get("data-id") for g in svg_groups(svg, "idle")}
-    assert idle == {"agent:argocd", "agent:cleanup", "datadog", "aws", "pagerduty"}
+    assert idle == {"agent:argocd", "agent:scanner", "agent:rollback", "agent:cleanup",
+                    "datadog", "aws", "pagerduty"}
     tree = parse(document)
     row = next(r for r in tree.by_id("timeline").rows() if r[2] == "exchange_denied")
     assert "invalid_scope (scope_not_grantable)" in row[3]

@@ -34,21 +34,26 @@ SAM = "user:sam"
 COMMIT = "9f2c1e7"
 PR = 124
 RUN_TIMEOUT = 30.0
-QUEUES = ("infrabot", "argocd", "cleanup")
+QUEUES = ("infrabot", "argocd", "scanner", "rollback", "cleanup")
 
 INFRABOT_CHAIN = ("agent:infrabot", SAM)
 ARGOCD_CHAIN = ("agent:argocd", "agent:infrabot", SAM)
-CLEANUP_CHAIN = ("agent:cleanup", "agent:argocd", "agent:infrabot", SAM)
-# The post-deploy story, every service call of it: audit action -> (service, chain).
-POST_DEPLOY_CALLS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "metrics:query": ("datadog", INFRABOT_CHAIN),
-    "pr:read": ("github", INFRABOT_CHAIN),
-    "comment:post": ("github", INFRABOT_CHAIN),
-    "deploy:create": ("github", ARGOCD_CHAIN),
-    "tags:create": ("aws", ARGOCD_CHAIN),
-    "tags:delete": ("aws", CLEANUP_CHAIN),
-    "incident:resolve": ("pagerduty", CLEANUP_CHAIN),
+SCANNER_CHAIN = ("agent:scanner", "agent:infrabot", SAM)
+CLEANUP_CHAIN = ("agent:cleanup", "agent:infrabot", SAM)  # a join continues the fork point's
+# The post-deploy story, every service call of it: (audit action, agent) -> (service, chain).
+POST_DEPLOY_CALLS: dict[tuple[str, str], tuple[str, tuple[str, ...]]] = {
+    ("metrics:query", "agent:infrabot"): ("datadog", INFRABOT_CHAIN),
+    ("pr:read", "agent:infrabot"): ("github", INFRABOT_CHAIN),
+    ("comment:post", "agent:infrabot"): ("github", INFRABOT_CHAIN),
+    ("deploy:create", "agent:argocd"): ("github", ARGOCD_CHAIN),
+    ("tags:create", "agent:argocd"): ("aws", ARGOCD_CHAIN),
+    ("pr:read", "agent:scanner"): ("github", SCANNER_CHAIN),
+    ("instances:describe", "agent:scanner"): ("aws", SCANNER_CHAIN),
+    ("tags:delete", "agent:cleanup"): ("aws", CLEANUP_CHAIN),
+    ("incident:resolve", "agent:cleanup"): ("pagerduty", CLEANUP_CHAIN),
 }
+# InfraBot's fan-out: both branches' hand-offs, then the join's (minted by the fork point)
+POST_DEPLOY_HAND_OFFS = ["agent:argocd", "agent:scanner", "agent:cleanup"]
 POST_DEPLOY_MUTATIONS = ("comment:post", "deploy:create", "tags:create", "tags:delete",
                          "incident:resolve")
 
@@ -106,7 +111,8 @@ def first_time_counts(records: Iterable[StoredRecord]) -> collections.Counter[st
                                if r.decision == "allow" and r.reason == "ok")
 
 
-ONE_PASS_EXCHANGES = {"agent:infrabot": 4, "agent:argocd": 3, "agent:cleanup": 2}
+ONE_PASS_EXCHANGES = {"agent:infrabot": 6, "agent:argocd": 2, "agent:scanner": 2,
+                      "agent:cleanup": 2}
 
 
 def assert_post_deploy_audit(records: list[StoredRecord], run_id: str,
@@ -116,9 +122,10 @@ def assert_post_deploy_audit(records: list[StoredRecord], run_id: str,
     ``exchanges_by_agent``: how many tokens each agent obtained (a retried hop asks again)."""
     calls = service_records(records)
     assert [r for r in calls if r.decision != "allow"] == []
-    assert first_time_counts(calls) == dict.fromkeys(POST_DEPLOY_CALLS, 1)
+    assert collections.Counter((r.action, r.performed_by) for r in calls
+                               if r.reason == "ok") == dict.fromkeys(POST_DEPLOY_CALLS, 1)
     for record in calls:
-        service, chain = POST_DEPLOY_CALLS[record.action]
+        service, chain = POST_DEPLOY_CALLS[(record.action, record.performed_by or "")]
         assert (record.service, record.performed_by, record.on_behalf_of, record.chain) == \
             (service, chain[0], SAM, chain), record
         assert record.run_id == run_id
@@ -132,18 +139,22 @@ def assert_post_deploy_audit(records: list[StoredRecord], run_id: str,
     assert "urn:infra:secrets:manage" not in root[0].scopes  # held by sam, needed by no step
     exchanges = [r for r in records if r.action == "token_exchange"]
     assert exchanges and all(r.decision == "allow" and r.on_behalf_of == SAM for r in exchanges)
-    # one pass: 7 service tokens + 2 hand-off tokens
+    # one pass: 9 service tokens + 3 hand-off tokens (2 branches, the join)
     assert collections.Counter(r.performed_by for r in exchanges) == exchanges_by_agent
 
 
-def agents_in_order(run: Run) -> list[str]:
-    """The agents of the run's events, consecutive repeats collapsed (the hops, in order)."""
-    out: list[str] = []
+def assert_post_deploy_hops(run: Run) -> None:
+    """InfraBot, then its two branches in parallel (in either order), then the join, after
+    both: each agent's first event in that order."""
+    firsts: list[str] = []
     for event in run.events:
-        agent = event.agent or "orchestrator"
-        if not out or out[-1] != agent:
-            out.append(agent)
-    return out
+        if (event.agent or "orchestrator") not in firsts:
+            firsts.append(event.agent or "orchestrator")
+    assert firsts[:2] == ["orchestrator", "agent:infrabot"], firsts
+    assert sorted(firsts[2:4]) == ["agent:argocd", "agent:scanner"], firsts
+    assert firsts[4:] == ["agent:cleanup"], firsts
+    join = next(i for i, e in enumerate(run.events) if e.agent == "agent:cleanup")
+    assert all(e.agent not in ("agent:argocd", "agent:scanner") for e in run.events[join:])
 
 
 def events_of(run: Run, kind: str, agent: str | None = None) -> list[EventDetail]:
@@ -175,7 +186,7 @@ def runs_show(state_dir: Path, run_id: str, *args: str) -> subprocess.CompletedP
 
 
 def assert_runs_show_hop_by_hop(state_dir: Path, run: Run) -> None:
-    """The CLI renders the run, each hop's events together, in chain order."""
+    """The CLI renders the run, every event in the order it was recorded, and the way taken."""
     shown = runs_show(state_dir, run.run_id)
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
@@ -186,9 +197,7 @@ def assert_runs_show_hop_by_hop(state_dir: Path, run: Run) -> None:
     cells = [[c.strip() for c in line.split("│")[1:-1]] for line in lines
              if line.startswith("│") and line.count("│") >= 5]
     rows = [(agent, event) for _, agent, event, *_ in cells if agent]
-    agents = [agent for agent, _ in rows]
-    collapsed = [a for i, a in enumerate(agents) if i == 0 or agents[i - 1] != a]
-    assert collapsed == ["orchestrator", "agent:infrabot", "agent:argocd", "agent:cleanup"], \
-        shown.stdout
     assert rows == [(e.agent or "orchestrator", e.kind) for e in run.events], shown.stdout
     assert rows[-1] == ("agent:cleanup", "finished")
+    assert any(line.startswith("branch") and "fan-out to agent:argocd ∥ agent:scanner, joined "
+               "by agent:cleanup" in line for line in lines), shown.stdout

@@ -14,8 +14,8 @@ from e2e._harness import (
     PR,
     SAM,
     accepted_run_id,
-    agents_in_order,
     assert_post_deploy_audit,
+    assert_post_deploy_hops,
     assert_runs_show_hop_by_hop,
     deployment,
     events_of,
@@ -56,8 +56,7 @@ def test_ci_event_runs_the_whole_chain_once_distributed(distributed: Distributed
 
     assert (run.status, run.reason, run.user, run.workflow) == \
         ("succeeded", "ok", SAM, "post-deploy"), d.logs()
-    assert agents_in_order(run) == ["orchestrator", "agent:infrabot", "agent:argocd",
-                                    "agent:cleanup"]
+    assert_post_deploy_hops(run)
     assert events_of(run, "retrying") == []
     with d.audit() as audit:
         records = audit.query(run_id=run_id)

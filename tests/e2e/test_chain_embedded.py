@@ -1,5 +1,5 @@
-"""The whole chain in one process: a signed CI webhook over HTTP → InfraBot → ArgoCD →
-CleanupAgent, every hop a token exchange, every call enforced and audited, effects once."""
+"""The whole chain in one process: a signed CI webhook over HTTP → InfraBot → ArgoCD and the
+scanner in parallel → CleanupAgent, every hop a token exchange, every call enforced and audited, effects once."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ from e2e._harness import (
     CLEANUP_CHAIN,
     COMMIT,
     INFRABOT_CHAIN,
+    POST_DEPLOY_HAND_OFFS,
     PR,
     RUN_TIMEOUT,
     SAM,
     accepted_run_id,
-    agents_in_order,
     assert_post_deploy_audit,
+    assert_post_deploy_hops,
     assert_runs_show_hop_by_hop,
     deployment,
     embedded_settings,
@@ -35,11 +36,9 @@ def test_ci_event_runs_the_whole_chain_once_embedded(tmp_path: Path) -> None:
 
         assert (run.status, run.reason, run.user, run.workflow) == \
             ("succeeded", "ok", SAM, "post-deploy")
-        assert agents_in_order(run) == ["orchestrator", "agent:infrabot", "agent:argocd",
-                                        "agent:cleanup"]
+        assert_post_deploy_hops(run)
         assert events_of(run, "retrying") == [] and events_of(run, "exchange_denied") == []
-        assert [d.to for d in events_of(run, "handed_off")] == ["agent:argocd",
-                                                                   "agent:cleanup"]
+        assert [d.to for d in events_of(run, "handed_off")] == POST_DEPLOY_HAND_OFFS
         assert_post_deploy_audit(system.stack.audit.query(run_id=run_id), run_id)
         webhook = system.stack.audit.query(service="webhooks")
         assert [(r.decision, r.reason, r.run_id, r.on_behalf_of) for r in webhook] == \

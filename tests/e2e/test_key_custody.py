@@ -26,7 +26,8 @@ from orchestrator.identity import init_client_key, load_client_key
 
 pytestmark = pytest.mark.redis
 
-AGENT_KEY_FILES = {"agent_infrabot.pem", "agent_argocd.pem", "agent_cleanup.pem"}
+AGENT_KEY_FILES = {"agent_infrabot.pem", "agent_argocd.pem", "agent_scanner.pem",
+                   "agent_rollback.pem", "agent_cleanup.pem"}
 
 
 def pem_files(state_dir: Path) -> set[str]:
@@ -69,7 +70,8 @@ def test_embedded_serve_makes_every_key(tmp_path: Path) -> None:
             time.sleep(0.05)
         assert AGENT_KEY_FILES | {"client_orchestrator.pem"} <= pem_files(state)
         registered = {e.client_id for e in StateDirRegistry(state / "keys").entries()}
-        agents = {"agent:infrabot", "agent:argocd", "agent:cleanup"}
+        agents = {"agent:infrabot", "agent:argocd", "agent:scanner", "agent:rollback",
+                  "agent:cleanup"}  # every agent the directory declares
         # each agent's DPoP key too, under dpop:<agent>: it authenticates nobody
         assert registered == {"client:orchestrator", *agents, *(f"dpop:{a}" for a in agents)}
 
@@ -122,7 +124,7 @@ def test_rotating_a_key_with_runs_in_flight(distributed: Distributed, tmp_path: 
     d = distributed
     d.serve()
     d.worker(["infrabot"])
-    d.worker(["cleanup"])
+    d.worker(["scanner", "cleanup"])
     old_worker = d.worker(["argocd"])
     [old] = [e.kid for e in open_registry(d.settings).entries() if e.client_id == "agent:argocd"]
     old_key = load_client_key(d.settings.keys_dir / "clients", "agent:argocd")

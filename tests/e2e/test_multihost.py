@@ -27,7 +27,7 @@ from e2e._netns import Network, PostgresCluster, hosts, start_redis, unavailable
 from orchestrator.audit import AuditStore
 from orchestrator.runs import RunStore
 
-AGENTS = ("infrabot", "argocd", "cleanup")
+AGENTS = ("infrabot", "argocd", "scanner", "cleanup")  # post-deploy's (no rollback: no regression)
 WORKERS = tuple(f"w-{agent}" for agent in AGENTS)
 DATABASE = "ib_mh"
 COMMAND_TIMEOUT = 60.0
@@ -119,7 +119,8 @@ def test_each_component_on_its_own_host_with_its_own_keys(network: Network,
                 run("serve", "keys", "register", f"agent:{agent}", "--jwks", str(jwks))
             listed = json.loads(run("serve", "keys", "list", "--json").stdout)
             assert sorted(e["client_id"] for e in listed) == [
-                "agent:argocd", "agent:cleanup", "agent:infrabot", "client:orchestrator"]
+                "agent:argocd", "agent:cleanup", "agent:infrabot", "agent:scanner",
+                "client:orchestrator"]
             assert not (states["serve"] / "keys" / "client_registry.json").exists()
 
             # endpoints.json (URLs only) to every other host; one worker per agent

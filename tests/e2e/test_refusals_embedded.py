@@ -76,6 +76,7 @@ def test_user_without_deploy_permission_is_stopped_at_the_first_hop_needing_it(
                                    "urn:infra:infrastructure:clean",
                                    "urn:infra:incident:resolve"]
         assert sorted(root.granted) == ["urn:infra:deploy:comment",
+                                           "urn:infra:infrastructure:read",
                                            "urn:infra:monitoring:read", "urn:infra:repo:read"]
         assert [(d.error, d.reason) for d in events_of(run, "exchange_denied")] == \
             [("invalid_scope", "scope_not_grantable")]
@@ -140,22 +141,28 @@ def test_agent_asking_for_more_than_it_was_handed_is_refused(tmp_path: Path) -> 
 
 
 def test_chain_past_the_depth_limit_is_refused(tmp_path: Path) -> None:
-    """With at most two actors in a chain, CleanupAgent (the third) cannot get a token."""
-    with running_system(embedded_settings(tmp_path / "state", max_depth=2)) as system:
+    """With one actor at most in a chain, neither branch (each the second actor) can get a
+    token; the join, which ends the run, acts on nothing. (With two, everything runs: the join
+    continues from the fork point, so CleanupAgent is the second actor, not the third.)"""
+    with running_system(embedded_settings(tmp_path / "state", max_depth=1)) as system:
         run_id = run_to_end(system, deployment("sam"))
         run = system.runtime.runs.get(run_id)
         assert run is not None
 
-        assert_denied(run, "agent:cleanup exchange for aws.ec2.delete_tags: "
-                           "invalid_request (max_depth_exceeded)")
-        assert [e.agent for e in run.events if e.kind == "exchange_denied"] == ["agent:cleanup"]
-        assert denials(system, run_id) == [
-            ("authserver", "token_exchange", "agent:cleanup", "max_depth_exceeded")]
+        assert run.status == "denied" and run.reason is not None
+        assert run.reason.endswith("invalid_request (max_depth_exceeded)")
+        assert sorted(e.agent for e in run.events if e.kind == "exchange_denied") == \
+            ["agent:argocd", "agent:scanner"]
+        assert sorted(denials(system, run_id)) == [
+            ("authserver", "token_exchange", "agent:argocd", "max_depth_exceeded"),
+            ("authserver", "token_exchange", "agent:scanner", "max_depth_exceeded")]
         assert first_time_counts(system.stack.audit.query(run_id=run_id)) == {
-            "metrics:query": 1, "pr:read": 1, "comment:post": 1, "deploy:create": 1,
-            "tags:create": 1}
-        assert [c[0] for c in system.service_state("aws").changes] == ["CreateTags"] * 2
+            "metrics:query": 1, "pr:read": 1, "comment:post": 1}
+        assert system.service_state("aws").changes == []
         assert system.service_state("pagerduty").history == []
+    with running_system(embedded_settings(tmp_path / "two", max_depth=2)) as system:
+        run = system.runtime.runs.get(run_to_end(system, deployment("sam")))
+        assert run is not None and (run.status, run.reason) == ("succeeded", "ok")
 
 
 def test_replayed_webhook_starts_no_second_run(tmp_path: Path) -> None:

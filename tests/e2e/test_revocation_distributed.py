@@ -26,18 +26,19 @@ def start_and_pause_after_infrabot(d: Distributed) -> str:
     run_id = accepted_run_id(d.webhook(deployment("sam")))
     run = d.wait_hop(run_id, "agent:infrabot")
     assert run.status == "running"
-    assert [x.to for x in events_of(run, "handed_off")] == ["agent:argocd"]
+    assert [x.to for x in events_of(run, "handed_off")] == \
+        ["agent:argocd", "agent:scanner", "agent:cleanup"]
     d.stop(infrabot)
     return run_id
 
 
 def assert_argocd_refused(d: Distributed, run_id: str, reason: str) -> None:
-    d.worker(queues=["argocd", "cleanup"])
-    run = d.wait_run(run_id)
-    assert_denied(run, "agent:argocd exchange for github.deployment_status.create: "
-                       f"invalid_request ({reason})")
+    d.worker(queues=["argocd"])  # the scanner's branch waits: ArgoCD's alone is refused
+    run = d.wait_hop(run_id, "agent:argocd")
     assert [(x.for_, x.error, x.reason) for x in events_of(run, "exchange_denied")] == \
         [("github.deployment_status.create", "invalid_request", reason)]
+    assert [e.detail for e in run.events if e.kind == "branch_ended"][0].reason == \
+        f"agent:argocd exchange for github.deployment_status.create: invalid_request ({reason})"
     assert events_of(run, "called", "agent:argocd") == []
     with d.audit() as audit:
         records = audit.query(run_id=run_id)

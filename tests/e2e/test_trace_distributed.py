@@ -45,7 +45,7 @@ def test_a_distributed_run_is_one_trace_across_processes(distributed: Distribute
     assert {s.service for s in spans} == {"infrabot", "infrabot-worker"}
     hops = {s.attributes.get("infrabot.agent"): s for s in spans
             if s.name.startswith("run/agents.") and s.service == "infrabot-worker"}
-    assert set(hops) == {"agent:infrabot", "agent:argocd", "agent:cleanup"}
+    assert set(hops) == {"agent:infrabot", "agent:argocd", "agent:scanner", "agent:cleanup"}
     for hop in hops.values():  # the worker's hop under the serve's publish
         names = [(a.service, a.name) for a in ancestors(hop, by_id)]
         assert ("infrabot", "run post-deploy") in names, names

@@ -87,7 +87,7 @@ def test_a_real_providers_token_roots_the_whole_chain(op: OpenIDProvider, system
     assert {"authserver", "datadog", "github", "aws", "pagerduty"} <= services
     assert {r.principal for r in records} == {f"user:sam (via {op.issuer})"}
     chains = {tuple(r.chain) for r in records if r.service == "pagerduty"}
-    assert chains == {("agent:cleanup", "agent:argocd", "agent:infrabot", "user:sam")}
+    assert chains == {("agent:cleanup", "agent:infrabot", "user:sam")}  # a join: from the fork
     (request,) = [r for r in system.stack.audit.query(user="user:sam")
                   if r.action == "run_request" and r.run_id == run.run_id]
     assert (request.decision, request.reason, request.context["idp"]) == \

@@ -20,9 +20,11 @@ from e2e._harness import accepted_run_id, deployment, embedded_settings, events_
 from agents import HopOutcome, perform_hop
 from agents.tasks import task_name
 from infrabot.system import System, running_system
+from orchestrator.errors import Unavailable
 from orchestrator.runs import HopJournal
 
 INFRABOT, ARGOCD = "agent:infrabot", "agent:argocd"
+SCANNER, CLEANUP = "agent:scanner", "agent:cleanup"
 
 
 @pytest.fixture
@@ -74,21 +76,23 @@ def counts(system: System, run_id: str) -> collections.Counter[tuple[str, str, s
                                for r in system.stack.audit.query(run_id=run_id))
 
 
-def test_a_hop_performed_again_calls_nothing_again_and_hands_off_under_a_new_generation(
+def test_a_hop_performed_again_calls_nothing_again_and_forks_under_a_new_generation(
         system: System) -> None:
     args = started(system)
     run_id = args[0]
     first = hop(system, INFRABOT, args)
-    assert (first.status, first.next_agent, first.generation) == ("handed_off", ARGOCD, 1)
-    assert first.next_token is not None
+    assert (first.status, [b.agent for b in first.branches]) == ("forked", [ARGOCD, SCANNER])
+    assert first.join is not None and first.join.agent == CLEANUP
+    assert {d.generation for d in (*first.branches, first.join)} == {1}
     before = counts(system, run_id)
     # The hop's worker died before it recorded the publication: performed again, it calls
-    # nothing again and publishes under generation 2.
+    # nothing again and mints the fan-out again under generation 2.
     again = hop(system, INFRABOT, args)
-    assert (again.status, again.generation) == ("handed_off", 2)
-    assert again.next_token is not None and again.next_token != first.next_token
+    assert again.status == "forked" and again.join is not None
+    assert {d.generation for d in (*again.branches, again.join)} == {2}
+    assert again.branches[0].token != first.branches[0].token
     grown = counts(system, run_id) - before
-    assert grown == collections.Counter({(INFRABOT, "token_exchange", "ok"): 1})  # hand-off only
+    assert grown == collections.Counter({(INFRABOT, "token_exchange", "ok"): 3})  # hand-offs
     run = system.runtime.runs.get(run_id)
     assert run is not None
     assert [e.action for e in events_of(run, "called", INFRABOT)] == \
@@ -97,48 +101,80 @@ def test_a_hop_performed_again_calls_nothing_again_and_hands_off_under_a_new_gen
     assert {n: (r.state, r.attempts) for n, r in journal.steps(run_id, INFRABOT).items()} == \
         {0: ("done", 1), 1: ("done", 1), 2: ("done", 1)}
 
-    # Of the two copies of the hand-off, only the newest is performed.
-    stale = hop(system, ARGOCD, args, token=first.next_token, scope=first.next_scope or "",
-                generation=1)
+    # Of the two copies of each hand-off, only the newest is performed.
+    stale = hop(system, ARGOCD, args, token=first.branches[0].token,
+                scope=first.branches[0].scope, generation=1)
     assert (stale.status, stale.reason) == ("duplicate", "stale hand-off")
     run = system.runtime.runs.get(run_id)
     assert run is not None and events_of(run, "exchanged", ARGOCD) == []
-    performed = hop(system, ARGOCD, args, token=again.next_token,
-                    scope=again.next_scope or "", generation=2)
-    assert (performed.status, performed.next_agent) == ("handed_off", "agent:cleanup")
-    assert hop(system, ARGOCD, args, token=first.next_token, generation=1).status == "duplicate"
+    performed = hop(system, ARGOCD, args, token=again.branches[0].token,
+                    scope=again.branches[0].scope, generation=2)
+    assert performed.status == "branch_done"
+    assert hop(system, ARGOCD, args, token=first.branches[0].token, generation=1).status == \
+        "duplicate"
 
 
-def test_a_hand_off_recorded_sent_is_not_published_again(system: System) -> None:
+def test_a_fan_out_recorded_sent_is_not_published_again(system: System) -> None:
     args = started(system)
     run_id = args[0]
     first = hop(system, INFRABOT, args)
-    HopJournal(system.runtime.runs).sent(run_id, ARGOCD, first.generation)
+    assert first.join is not None
+    for delivery in (*first.branches, first.join):
+        HopJournal(system.runtime.runs).sent(run_id, delivery.agent, delivery.generation)
     before = counts(system, run_id)
     again = hop(system, INFRABOT, args)
-    assert (again.status, again.next_agent, again.next_token, again.generation) == \
-        ("handed_off", ARGOCD, None, 0)
+    assert (again.status, again.next_agent, again.branches, again.join) == \
+        ("forked", ARGOCD, (), None)
     assert counts(system, run_id) == before  # not even a token was asked for
 
 
-def test_the_task_publishes_the_next_hop_once(system: System) -> None:
+def test_the_task_publishes_the_fan_out_once(system: System) -> None:
     """The Celery task itself, performed twice with the message it was given: one message for
-    the next agent, carrying the generation the journal holds as sent."""
+    each branch, carrying the generation the journal holds as sent; the join's waits in the
+    chord until both branch tasks have returned."""
     args = started(system)
     run_id = args[0]
-    task = system.celery.tasks[task_name(INFRABOT)]
+    task = system.celery.tasks[task_name(system.celery, INFRABOT)]
     # .result, not .get(): a process that ran a worker before refuses a blocking get.
     summary = task.apply(args=args, task_id=f"{run_id}.infrabot").result
-    assert summary == {"run_id": run_id, "agent": INFRABOT, "status": "handed_off"}
+    assert summary == {"run_id": run_id, "agent": INFRABOT, "status": "forked"}
     assert task.apply(args=args, task_id=f"{run_id}.infrabot").result["status"] == "duplicate"
-    assert queued(system, "argocd") == 1
+    assert (queued(system, "argocd"), queued(system, "scanner"), queued(system, "cleanup")) == \
+        (1, 1, 0)
     message = take(system, "argocd")
-    delivery = HopJournal(system.runtime.runs).delivery(run_id, ARGOCD)
-    assert delivery is not None and (delivery.state, delivery.attempts) == ("sent", 1)
+    for agent in (ARGOCD, SCANNER, CLEANUP):
+        delivery = HopJournal(system.runtime.runs).delivery(run_id, agent)
+        assert delivery is not None and (delivery.state, delivery.attempts) == ("sent", 1)
     assert message[5] == 1
-    assert hop(system, ARGOCD, message).status == "handed_off"
+    assert hop(system, ARGOCD, message).status == "branch_done"
     received = HopJournal(system.runtime.runs).delivery(run_id, ARGOCD)
     assert received is not None and received.state == "received"
+
+
+def test_the_join_waits_for_every_branch_and_runs_once(system: System) -> None:
+    """Celery's chord fires the join once every branch task returned; a copy of a branch task
+    that returned twice could fire it early, or twice: the join's hop waits (a retry) until the
+    run log shows every branch done, and a second copy of it does nothing."""
+    args = started(system)
+    run_id = args[0]
+    forked = hop(system, INFRABOT, args)
+    assert forked.join is not None
+    join = forked.join
+    join_args = [run_id, args[1], join.token, join.scope, args[4], join.generation]
+    with pytest.raises(Unavailable) as early:
+        hop(system, CLEANUP, join_args)
+    assert early.value.reason == "branches_unfinished"
+    for branch in forked.branches:
+        done = hop(system, branch.agent, args, token=branch.token, scope=branch.scope,
+                   generation=branch.generation)
+        assert done.status == "branch_done"
+        system.runtime.runs.mark_hop_done(run_id, branch.agent, f"{run_id}.{branch.agent}")
+    assert hop(system, CLEANUP, join_args).status == "succeeded"
+    system.runtime.runs.mark_hop_done(run_id, CLEANUP, f"{run_id}.cleanup")
+    assert hop(system, CLEANUP, join_args).status == "duplicate"
+    calls = collections.Counter(a for (who, a, _) in counts(system, run_id).elements()
+                                if who == CLEANUP and a != "token_exchange")
+    assert calls == collections.Counter({"tags:delete": 1, "incident:resolve": 1})
 
 
 def test_a_recorded_denial_is_the_outcome_of_every_retry(system: System) -> None:
@@ -146,7 +182,8 @@ def test_a_recorded_denial_is_the_outcome_of_every_retry(system: System) -> None
     run_id = args[0]
     first = hop(system, INFRABOT, args)
     system.stack.revocation.revoke_user("user:sam")
-    handed = [run_id, args[1], first.next_token, first.next_scope, args[4], first.generation]
+    branch = first.branches[0]
+    handed = [run_id, args[1], branch.token, branch.scope, args[4], branch.generation]
     denied = hop(system, ARGOCD, handed)
     assert denied.status == "denied" and "exchange for github.deployment_status.create" in \
         denied.reason, denied

@@ -16,17 +16,32 @@ from .conftest import make_ctx
 
 def test_shipped_directory_has_the_story_cast(directory: Directory) -> None:
     assert set(directory.users) == {"user:sam", "user:alex", "user:robin", "user:former-employee"}
-    assert set(directory.agents) == {"agent:infrabot", "agent:argocd", "agent:cleanup"}
+    assert set(directory.agents) == {"agent:infrabot", "agent:scanner", "agent:rollback",
+                                     "agent:argocd", "agent:cleanup"}
     assert set(directory.services) == {"datadog", "github", "aws", "pagerduty"}
     assert directory.client_ids() == [
-        "agent:infrabot", "agent:argocd", "agent:cleanup", "client:orchestrator"]
+        "agent:infrabot", "agent:scanner", "agent:rollback", "agent:argocd", "agent:cleanup",
+        "client:orchestrator"]
+    assert directory.queues() == {a: a.removeprefix("agent:") for a in directory.agents}
     assert directory.clients["client:orchestrator"].trusted
 
 
-def test_shipped_hand_offs_run_infrabot_argocd_cleanup(directory: Directory) -> None:
-    assert directory.agents["agent:infrabot"].hands_off_to == ("agent:argocd",)
+def test_shipped_hand_offs_never_let_infrabot_skip_to_cleanup(directory: Directory) -> None:
+    assert directory.agents["agent:infrabot"].hands_off_to == (
+        "agent:argocd", "agent:scanner", "agent:rollback")
     assert directory.agents["agent:argocd"].hands_off_to == ("agent:cleanup",)
+    assert directory.agents["agent:scanner"].hands_off_to == ("agent:cleanup",)
     assert directory.agents["agent:cleanup"].hands_off_to == ()
+    assert directory.agents["agent:rollback"].hands_off_to == ()
+
+
+def test_two_agents_cannot_share_a_queue(tmp_path: Path) -> None:
+    path = tmp_path / "directory.yaml"
+    path.write_text("agents:\n  agent:a: {allowed_scopes: [], queue: q}\n"
+                    "  agent:b: {allowed_scopes: [], queue: q}\n")
+    with pytest.raises(ConfigError, match=r"directory.yaml:3: agents.agent:b.queue: "
+                                          r"agent:b and agent:a share the queue 'q'"):
+        load_directory(path)
 
 
 def test_secrets_manage_is_held_by_sam_and_grantable_to_no_agent(directory: Directory) -> None:
@@ -44,7 +59,7 @@ def test_every_shipped_scope_is_well_formed(directory: Directory) -> None:
     everything = [s for u in directory.users.values() for s in u.permissions]
     everything += [s for a in directory.agents.values() for s in a.allowed_scopes]
     everything += [s for svc in directory.services.values() for s in svc.scopes]
-    assert parse_scopes(" ".join(everything))
+    assert parse_scopes(" ".join(sorted(set(everything))))
 
 
 def test_the_shipped_context_rule_only_lets_ci_change_prod(directory: Directory) -> None:

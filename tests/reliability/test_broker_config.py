@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from infrabot.celery_app import RESTORE_INTERVAL, SWEEP_LOCK_SECONDS, create_celery
 from orchestrator.config import Settings
 
-AGENT_QUEUES = ("infrabot", "argocd", "cleanup")
+AGENT_QUEUES = ("infrabot", "argocd", "scanner", "rollback", "cleanup")
 DEPLOY = REPO / "deploy"
 
 

@@ -87,19 +87,19 @@ def test_run_log_lost_after_the_hops_work(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_broker_lost_while_handing_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The publish fails: the hand-off, journaled as in doubt, is published again under a new
-    generation when the hop is retried; CleanupAgent runs once."""
-    monkeypatch.setattr(agents.tasks, "enqueue", failing_once(
-        agents.tasks.enqueue, OperationalError("broker gone"),
-        lambda app, agent, *rest: agent == "agent:cleanup"))
+    """The fan-out's publish fails: its hand-offs, journaled as in doubt, are minted and
+    published again under new generations when InfraBot's hop is retried; the join runs once."""
+    monkeypatch.setattr(agents.tasks, "publish_fork", failing_once(
+        agents.tasks.publish_fork, OperationalError("broker gone"), lambda *_, **__: True))
     with running_system(embedded_settings(tmp_path / "s")) as system:
         run = deploy(system)
-        assert_once_each(system, run, "agent:argocd", "broker_unavailable",
-                         {**ONE_PASS_EXCHANGES, "agent:argocd": 4})
-        assert len(events_of(run, "handed_off", "agent:argocd")) == 2  # exchanged again
-        delivery = agents.tasks.HopJournal(system.runtime.runs).delivery(run.run_id,
-                                                                         "agent:cleanup")
-        assert delivery is not None and (delivery.state, delivery.attempts) == ("received", 2)
+        assert_once_each(system, run, "agent:infrabot", "broker_unavailable",
+                         {**ONE_PASS_EXCHANGES, "agent:infrabot": 9})
+        assert len(events_of(run, "handed_off", "agent:infrabot")) == 6  # exchanged again
+        for agent in ("agent:argocd", "agent:scanner", "agent:cleanup"):
+            delivery = agents.tasks.HopJournal(system.runtime.runs).delivery(run.run_id, agent)
+            assert delivery is not None and (delivery.state, delivery.attempts) == \
+                ("received", 2)
 
 
 class _Request:

@@ -48,7 +48,7 @@ pytestmark = pytest.mark.redis
 COMMENTS = f"/repos/acme/service-x/issues/{PR}/comments"
 STATUSES = "/repos/acme/service-x/deployments/9001/statuses"
 TOKEN = "/token"
-INFRABOT_EXCHANGES = 4  # three steps and the hand-off: ArgoCD's first step is the 5th /token
+INFRABOT_EXCHANGES = 6  # three steps and the fan-out's 3 hand-offs; then a branch's first step
 
 
 def free_port_base(count: int = 6) -> int:
@@ -100,7 +100,8 @@ def finished_once(d: Distributed, run_id: str) -> tuple[Run, list[StoredRecord]]
     run = d.wait_run(run_id)
     assert (run.status, run.reason) == ("succeeded", "ok"), d.logs()
     assert len(events_of(run, "finished")) == 1
-    assert [x.to for x in events_of(run, "handed_off")] == ["agent:argocd", "agent:cleanup"]
+    assert [x.to for x in events_of(run, "handed_off")] == \
+        ["agent:argocd", "agent:scanner", "agent:cleanup"]
     with d.audit() as audit:
         records = audit.query(run_id=run_id)
     return run, records
@@ -131,8 +132,8 @@ def test_worker_killed_between_a_call_and_its_recording(distributed: Distributed
         step = HopJournal(store).steps(run_id, "agent:infrabot")[2]
     assert (step.state, step.attempts, step.idempotency_key) == \
         ("done", 2, f"{run_id}.infrabot.2")
-    assert_post_deploy_audit(records, run_id, {"agent:infrabot": 5, "agent:argocd": 3,
-                                               "agent:cleanup": 2})
+    assert_post_deploy_audit(records, run_id, {"agent:infrabot": 7, "agent:argocd": 2,
+                                               "agent:scanner": 2, "agent:cleanup": 2})
     assert [r.action for r in records if r.reason == "idempotent_replay"] == ["comment:post"]
     assert comments_on_the_pr(d, run_id) == 1
     d.assert_logs_hold_no_token()
@@ -156,8 +157,8 @@ def test_worker_killed_between_two_steps(distributed: Distributed) -> None:
 
     assert calls(run, "agent:argocd") == [("deploy:create", False), ("tags:create", False)]
     # ArgoCD's second exchange was issued, then the hop died: it asked again once resumed.
-    assert_post_deploy_audit(records, run_id, {"agent:infrabot": 4, "agent:argocd": 4,
-                                               "agent:cleanup": 2})
+    assert_post_deploy_audit(records, run_id, {"agent:infrabot": 6, "agent:argocd": 3,
+                                               "agent:scanner": 2, "agent:cleanup": 2})
     assert [r for r in records if r.reason == "idempotent_replay"] == []
     statuses = read_back(d, STATUSES, "urn:infra:repo:read")
     assert isinstance(statuses, list) and len(statuses) == 1
@@ -184,8 +185,8 @@ def test_serve_restarted_between_a_call_and_its_recording(distributed: Distribut
     assert [r.reason for r in events_of(run, "retrying")] == ["github_unreachable"]
     assert calls(run, "agent:infrabot") == [("metrics:query", False), ("pr:read", False),
                                             ("comment:post", True)]
-    assert_post_deploy_audit(records, run_id, {"agent:infrabot": 5, "agent:argocd": 3,
-                                               "agent:cleanup": 2})
+    assert_post_deploy_audit(records, run_id, {"agent:infrabot": 7, "agent:argocd": 2,
+                                               "agent:scanner": 2, "agent:cleanup": 2})
     assert [r.action for r in records if r.reason == "idempotent_replay"] == ["comment:post"]
     # The restarted GitHub holds no comment: the retry replayed the answer, it did not post.
     assert comments_on_the_pr(d, run_id) == 0

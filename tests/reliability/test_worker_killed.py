@@ -74,14 +74,15 @@ def test_pool_process_killed_mid_hop_completes_the_run_once(distributed: Distrib
     # step in doubt repeated under its key and replayed.
     assert [(e.action, e.replayed) for e in events_of(run, "called", "agent:argocd")] == \
         [("deploy:create", False), ("tags:create", True)]
-    assert [x.to for x in events_of(run, "handed_off")] == ["agent:argocd", "agent:cleanup"]
+    assert [x.to for x in events_of(run, "handed_off")] == \
+        ["agent:argocd", "agent:scanner", "agent:cleanup"]
     assert [(s.status, s.faked) for s in proxy.answered(CREATE_TAGS)] == \
         [(200, False), (200, False)]
     with d.audit() as audit:
         records = audit.query(run_id=run_id)
         everything = audit.query()
-    assert_post_deploy_audit(records, run_id, {"agent:infrabot": 4, "agent:argocd": 4,
-                                               "agent:cleanup": 2})
+    assert_post_deploy_audit(records, run_id, {"agent:infrabot": 6, "agent:argocd": 3,
+                                               "agent:scanner": 2, "agent:cleanup": 2})
     assert sorted(r.action for r in records if r.reason == "idempotent_replay") == \
         ["tags:create"]
     assert first_time_counts(everything)["tags:create"] == 1

@@ -24,6 +24,7 @@ from orchestrator.runs import (
     Started,
     parse_detail,
 )
+from orchestrator.runs._events import detail_json
 from tests._events import DEFAULTS, detail
 from tests._postgres import raw
 
@@ -35,7 +36,14 @@ KINDS = sorted(DEFAULTS)
 def test_the_union_holds_exactly_the_documented_kinds() -> None:
     assert EVENT_KINDS == frozenset(KINDS) == frozenset({
         "started", "root_granted", "root_denied", "exchanged", "exchange_denied", "called",
-        "call_denied", "handed_off", "retrying", "finished"})
+        "call_denied", "handed_off", "step_skipped", "branch_taken", "branch_ended",
+        "retrying", "finished"})
+
+
+def test_a_named_step_keeps_its_answer_and_an_unnamed_one_stores_as_it_always_did() -> None:
+    named = detail("called", step_id="latency", result={"series": [{"pointlist": [[1, 9.5]]}]})
+    assert json.loads(detail_json(named))["result"] == {"series": [{"pointlist": [[1, 9.5]]}]}
+    assert "step_id" not in json.loads(detail_json(detail("called")))
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -126,6 +126,8 @@ def test_the_public_surface_is_pinned() -> None:
         "EventDetail", "EventDetailError", "parse_detail", "Timed", "DENIALS", "HAND_OFF",
         "Started", "RootGranted", "RootDenied", "Exchanged", "ExchangeDenied", "Called",
         "CallDenied", "HandedOff", "Retrying", "Finished",
+        # workflow graphs (docs/graphs.md)
+        "StepSkipped", "BranchTaken", "BranchEnded",
     ])
 
 

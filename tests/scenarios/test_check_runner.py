@@ -46,15 +46,17 @@ expect:
     agent:argocd: not_run
 """
 REVOKE_RUN = """\
-name: revoke-run-after-argocd
+name: revoke-run-after-infrabot
 event: {user: sam, environment: prod}
 changes:
-  revoke: {after: agent:argocd, what: run}
+  revoke: {after: agent:infrabot, what: run}
 expect:
   status: denied
   hops:
-    agent:cleanup:
-      - {step: aws.ec2.delete_tags, exchange: deny, error: invalid_request, reason: run_revoked}
+    agent:argocd:
+      - {step: github.deployment_status.create, exchange: deny, error: invalid_request,
+         reason: run_revoked}
+    agent:cleanup: not_run
 """
 
 
@@ -101,15 +103,15 @@ def test_junit_has_a_failure_for_the_mismatch_only(checked: dict[str, Any]) -> N
         "2 of 4 expectations mismatched: status, hops.agent:infrabot"
     assert "expected: succeeded" in (failure.text or "")
     assert "+hand_off: exchange=deny" in (failure.text or "")
-    for name in ("revoke-after-root-grant", "revoke-run-after-argocd"):
+    for name in ("revoke-after-root-grant", "revoke-run-after-infrabot"):
         assert cases[name].find("failure") is None and cases[name].find("error") is None
 
 
 def test_revocations_land_where_the_scenarios_say(checked: dict[str, Any]) -> None:
     out = checked["result"].stdout
-    assert "✓ revoke-after-root-grant" in out and "✓ revoke-run-after-argocd" in out
+    assert "✓ revoke-after-root-grant" in out and "✓ revoke-run-after-infrabot" in out
     assert "revoked user user:sam after the root grant" in out
-    assert "after agent:argocd handed off" in out
+    assert "after agent:infrabot handed off" in out
 
 
 def test_keep_leaves_the_runs_for_runs_show(checked: dict[str, Any]) -> None:

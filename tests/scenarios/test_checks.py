@@ -59,8 +59,8 @@ def test_attempts_are_read_from_the_events_and_a_retry_starts_over() -> None:
     assert attempts == [
         {"step": "datadog.metrics.query", "exchange": "allow", "call": "allow", "status": 200,
          "granted": (READ,)},
-        {"step": "hand_off", "exchange": "deny", "error": "invalid_scope",
-         "reason": "scope_not_grantable"},
+        {"step": "hand_off", "to": "agent:argocd", "exchange": "deny",
+         "error": "invalid_scope", "reason": "scope_not_grantable"},
     ]
     assert (outcome.root.outcome, outcome.root.dropped) == ("granted", ("urn:infra:deploy:create",))
 

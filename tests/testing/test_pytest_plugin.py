@@ -20,7 +20,7 @@ def test_sam_deploys_to_prod(infrabot_system):
     assert run.status == "succeeded"
     assert_allowed(run, agent="agent:argocd", action="aws.ec2.create_tags")
     cleanup = run.tokens("agent:cleanup")[0]
-    assert_chain(cleanup, ["agent:cleanup", "agent:argocd", "agent:infrabot"],
+    assert_chain(cleanup, ["agent:cleanup", "agent:infrabot"],
                  on_behalf_of="user:sam")
 
 

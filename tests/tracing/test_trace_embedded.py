@@ -103,7 +103,8 @@ def test_the_parent_child_shape(traced: Traced) -> None:
     assert traced.ancestors(root_span)[-2:] == ROOT
     exchanges = [s for s in run_spans(traced) if s.name == "exchange"]
     agents = {(s.attributes or {}).get("infrabot.agent") for s in exchanges}
-    assert agents == {"client:orchestrator", "agent:infrabot", "agent:argocd", "agent:cleanup"}
+    assert agents == {"client:orchestrator", "agent:infrabot", "agent:argocd", "agent:scanner",
+                      "agent:cleanup"}
     for span in exchanges:
         chain = traced.ancestors(span)
         assert chain[0] == "POST /token" and chain[-2:] == ROOT, chain
@@ -121,7 +122,7 @@ def test_the_parent_child_shape(traced: Traced) -> None:
 def test_spans_carry_the_decision(traced: Traced) -> None:
     hops = [s for s in traced.spans if s.name.startswith("run/agents.") and "wake" not in s.name]
     assert {(s.attributes or {}).get("infrabot.agent") for s in hops} == {
-        "agent:infrabot", "agent:argocd", "agent:cleanup"}
+        "agent:infrabot", "agent:argocd", "agent:scanner", "agent:cleanup"}
     (exchange,) = [s for s in run_spans(traced) if s.name == "exchange"
                    and (s.attributes or {}).get("infrabot.agent") == "agent:cleanup"
                    and (s.attributes or {}).get("infrabot.scope_requested")
@@ -131,7 +132,7 @@ def test_spans_carry_the_decision(traced: Traced) -> None:
     assert attributes["infrabot.decision"] == "allow" and attributes["infrabot.reason"] == "ok"
     assert attributes["infrabot.scope.granted"] == "urn:infra:infrastructure:clean"
     assert attributes["infrabot.chain"] == \
-        "agent:cleanup <- agent:argocd <- agent:infrabot <- user:sam"
+        "agent:cleanup <- agent:infrabot <- user:sam"  # the join continues from the fork
 
 
 def test_no_span_carries_a_token(traced: Traced) -> None:

@@ -55,12 +55,13 @@ def test_post_deploy_names_prod_s_resources_in_prod_and_the_twins_in_staging(
         shipped: dict[str, Workflow]) -> None:
     prod, staging = params(shipped["post-deploy"], "prod"), params(shipped["post-deploy"],
                                                                     "staging")
-    assert named(prod, "deployment_id") == [9001]  # a number stays a number
-    assert named(prod, "Resources") == [["i-0a1b2c3d4e5f60001", "i-0a1b2c3d4e5f60002"],
-                                        ["i-0a1b2c3d4e5f60003"]]  # a list stays a list
+    # the rollback branch, then ArgoCD's (a number stays a number, a list a list)
+    assert named(prod, "deployment_id") == [9001, 9001]
+    assert named(prod, "Resources") == [["i-0a1b2c3d4e5f60001", "i-0a1b2c3d4e5f60002"]] * 2 + \
+        [["i-0a1b2c3d4e5f60003"]]
     assert named(prod, "id") == ["P7X9K2Q"]
-    assert named(staging, "deployment_id") == [9002]
-    assert named(staging, "Resources") == [["i-0b1c2d3e4f5a60001"], ["i-0b1c2d3e4f5a60001"]]
+    assert named(staging, "deployment_id") == [9002, 9002]
+    assert named(staging, "Resources") == [["i-0b1c2d3e4f5a60001"]] * 3
     assert named(staging, "id") == ["PSTG4X1"]
 
 

@@ -1,0 +1,184 @@
+"""An agent's hop, start to end: its steps (those whose ``when:`` holds), then the way on its
+plan takes: a hand-off to one agent, a fan-out to several with the join's hand-off, or none.
+
+Hand-offs (docs/graphs.md): a plain hand-off carries what the next agent and those after it need.
+A fan-out mints, from the forking agent's token, one hand-off per branch (``may_act`` that
+branch's agent, bound to its key, scope what that branch needs) and the join's hand-off
+(``may_act`` the join agent, scope what the join and after need), which names every branch token
+in its ``ancestors``: revoking a branch revokes the join, and the join never holds more than the
+fork point held. A join's hop first waits until every branch's hop is done; a branch that
+stopped (denied, expired, failed) ends the run there, as the branch's own outcome.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agents._hop import Delivery, Hop, HopOutcome, Stop, step_results, stopped, template_values
+from agents._runtime import AgentRuntime
+from orchestrator.catalog import CATALOG
+from orchestrator.errors import Unavailable
+from orchestrator.runs import (
+    HAND_OFF,
+    STOPS,
+    BranchEnded,
+    BranchTaken,
+    HandedOff,
+    HopJournal,
+    Run,
+    resume_point,
+)
+from orchestrator.workflows import (
+    HandOff,
+    branch_of,
+    downstream_scopes,
+    fork_of,
+    parse_condition,
+    with_step_results,
+)
+
+TERMINAL_RUN = ("succeeded", "denied", "failed", "expired")
+
+
+def perform_hop(rt: AgentRuntime, *, run_id: str, workflow: str, agent: str, token: str,
+                scope: str, mode: str = "delegated", generation: int = 0) -> HopOutcome:
+    """One agent's part of a run, resumed from its journal. Raises TransientError for faults
+    worth a retry. ``generation``: the journaled hand-off this message carries (0 for the
+    first agent, whom the orchestrator enqueues once per run)."""
+    run = rt.runs.get(run_id)
+    if run is None:
+        return HopOutcome("failed", "unknown_run")
+    if run.status in TERMINAL_RUN or rt.runs.hop_done(run_id, agent):
+        return HopOutcome("duplicate", "hop already done")
+    if mode == "delegated" and not rt.holds_key(agent):
+        return HopOutcome("failed", f"{agent}: this worker holds no key for {agent} (a task "
+                                    "misrouted to another agent's queue); it never signs with "
+                                    "another agent's key")
+    journal = HopJournal(rt.runs)
+    if generation and not journal.receive(run_id, agent, generation):
+        return HopOutcome("duplicate", "stale hand-off")
+    flow = rt.workflows[workflow]
+    fork = fork_of(flow, agent)
+    if fork is not None:
+        run = _joined_run(rt, run_id, fork[1])
+        ended = _branch_stop(run, fork[1])
+        if ended is not None:
+            return ended
+    hop = Hop(rt, run, flow, agent, journal)
+    try:
+        _steps(hop, token, mode)
+        return _way_on(hop, token, scope, mode)
+    except Stop as stop:
+        return stop.outcome
+
+
+def _joined_run(rt: AgentRuntime, run_id: str, fan_out: HandOff) -> Run:
+    """The run, once every branch of the fan-out recorded its hop done; until then a retry
+    (Celery's chord fires the join when every branch task returned: a copy of a branch task
+    that returned twice could fire it early)."""
+    waiting = [b for b in fan_out.to if not rt.runs.hop_done(run_id, b)]
+    if waiting:
+        raise Unavailable(f"the join waits for {', '.join(waiting)}",
+                          reason="branches_unfinished")
+    run = rt.runs.get(run_id)
+    assert run is not None
+    return run
+
+
+def _branch_stop(run: Run, fan_out: HandOff) -> HopOutcome | None:
+    """The first branch stop of the fan-out, as the join's (and the run's) outcome."""
+    for event in run.events:
+        if isinstance(event.detail, BranchEnded) and event.agent in fan_out.to:
+            return HopOutcome(event.detail.status, event.detail.reason)  # type: ignore[arg-type]
+    return None
+
+
+def _steps(hop: Hop, token: str, mode: str) -> None:
+    """Every step not done yet, in order; a step whose ``when:`` does not hold is skipped."""
+    plan = hop.workflow.plan(hop.agent)
+    records = hop.journal.steps(hop.run.run_id, hop.agent)
+    resume = resume_point(records, len(plan.steps) + 1)
+    if resume.stopped is not None:
+        raise stopped(resume.stopped)
+    for index, record in sorted(records.items()):  # a fan-out's refused hand-off, recorded
+        if index > len(plan.steps) and record.state in STOPS:
+            raise stopped(record)
+    results = step_results(hop.run)
+    values = template_values(hop.run, hop.workflow)
+    for index in range(resume.step, len(plan.steps)):
+        step = plan.steps[index]
+        if step.when is not None and not parse_condition(step.when)(results):
+            hop.skip(index, step.action, step.when)
+            continue
+        action = CATALOG[step.action]
+        service_token, bound = token, False
+        if mode == "delegated":
+            issued = hop.exchange(token, step=index, what=step.action,
+                                  prove=hop.rt.proves(action.service),
+                                  resource=hop.rt.service_url(action.service),
+                                  scope=action.scope)
+            service_token, bound = issued["access_token"], issued["token_type"] == "DPoP"
+        params = step.rendered_params(with_step_results(step.params, values, results))
+        result = hop.call(index, step.action, params, service_token, bound, step.id)
+        if step.id is not None:
+            results[step.id] = result
+
+
+def _chosen(hop: Hop) -> HandOff | None:
+    """The first way on whose condition holds (one without a condition always does)."""
+    edges = hop.workflow.plan(hop.agent).edges
+    if not edges:
+        return None
+    results = step_results(hop.rt.runs.get(hop.run.run_id) or hop.run)
+    return next((e for e in edges if e.when is None or parse_condition(e.when)(results)), None)
+
+
+def _way_on(hop: Hop, token: str, scope: str, mode: str) -> HopOutcome:
+    edge = _chosen(hop)
+    if edge is None:
+        done = "branch_done" if branch_of(hop.workflow, hop.agent) else "succeeded"
+        return HopOutcome(done)  # type: ignore[arg-type]
+    targets = [*edge.to, *((edge.join,) if edge.join else ())]
+    sendings = [hop.journal.send(hop.run.run_id, target) for target in targets]
+    if any(s is None for s in sendings):  # published by an earlier attempt: never twice
+        return HopOutcome("forked" if edge.fan_out else "handed_off", next_agent=targets[0])
+    generations = [s for s in sendings if s is not None]
+    if len(hop.workflow.plan(hop.agent).edges) > 1 or edge.fan_out:
+        hop.event(BranchTaken(to=list(edge.to), when=edge.when, join=edge.join))
+    deliveries = _mint(hop, token, scope, mode, edge, generations)
+    if not edge.fan_out:
+        only = deliveries[0]
+        return HopOutcome("handed_off", next_agent=only.agent, next_token=only.token,
+                          next_scope=only.scope, generation=only.generation)
+    return HopOutcome("forked", next_agent=edge.to[0], branches=tuple(deliveries[:-1]),
+                      join=deliveries[-1])
+
+
+def _mint(hop: Hop, token: str, scope: str, mode: str, edge: HandOff,
+          generations: list[int]) -> list[Delivery]:
+    """The hand-off of each target (the branches, then the join), journaled as the steps
+    after the agent's last."""
+    if mode != "delegated":
+        return [Delivery(t, token, scope, g) for t, g in
+                zip((*edge.to, *((edge.join,) if edge.join else ())), generations, strict=True)]
+    handed = set(scope.split())
+    first = len(hop.workflow.plan(hop.agent).steps)
+    out: list[Delivery] = []
+    for index, target in enumerate(edge.to):
+        out.append(_hand_off(hop, token, handed, target, first + index, generations[index]))
+    if edge.join is not None:
+        out.append(_hand_off(hop, token, handed, edge.join, first + len(edge.to),
+                             generations[-1], joined=tuple(d.token for d in out)))
+    for delivery in out:  # once every hand-off is minted: a fan-out goes out whole or not
+        hop.event(HandedOff(to=delivery.agent, scope=delivery.scope or None))
+    return out
+
+
+def _hand_off(hop: Hop, token: str, handed: set[str], target: str, step: int, generation: int,
+              joined: tuple[str, ...] = ()) -> Delivery:
+    needed = downstream_scopes(hop.workflow, hop.agent, target)
+    wanted = [s for s in needed if s in handed] or needed
+    result: dict[str, Any] = hop.exchange(
+        token, step=step, what=f"{HAND_OFF}{target}", prove=hop.rt.proves(None),
+        joined=joined, audience=target, scope=" ".join(wanted))
+    return Delivery(target, result["access_token"], result.get("scope") or "", generation)

@@ -1,0 +1,260 @@
+"""A workflow as a graph: who reaches whom, what each hand-off carries, and the checks made before
+anything runs (docs/graphs.md).
+
+Each agent but the first is reached one way: a hand-off naming it (``to``), or, for a join, the
+fan-out whose branches it waits for. The branches of a fan-out end at its join; the join's
+delegation continues from the fork point. Pure functions over a loaded :class:`Workflow`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.identity import Directory
+from orchestrator.workflows._model import HandOff, Workflow, names_in, step_of
+from orchestrator.workflows._when import parse_condition
+
+Loc = tuple[Any, ...]
+ScopeOf = Callable[[str], str | None]
+
+
+@dataclass(frozen=True)
+class Problem:
+    loc: Loc
+    message: str
+
+
+@dataclass(frozen=True)
+class Way:
+    """How an agent is reached: from ``parent``, by its ``edge``-th hand-off; ``join``: as
+    the join of that fan-out (the parent is then the fork point)."""
+
+    parent: str
+    edge: int
+    join: bool = False
+
+
+def _edge_loc(index: int, edge: int) -> Loc:
+    return ("agents", index, "hand_off", edge)
+
+
+def ways_in(workflow: Workflow) -> dict[str, list[Way]]:
+    found: dict[str, list[Way]] = {plan.agent: [] for plan in workflow.agents}
+    for plan in workflow.agents:
+        for e, edge in enumerate(plan.edges):
+            for target in edge.to:
+                found.setdefault(target, []).append(Way(plan.agent, e))
+            if edge.join is not None:
+                found.setdefault(edge.join, []).append(Way(plan.agent, e, join=True))
+    return found
+
+
+def fork_of(workflow: Workflow, join: str) -> tuple[str, HandOff] | None:
+    """The fork point and the fan-out a join waits for, or None if ``join`` is none."""
+    for plan in workflow.agents:
+        for edge in plan.edges:
+            if edge.join == join:
+                return plan.agent, edge
+    return None
+
+
+def branch_of(workflow: Workflow, agent: str) -> tuple[str, HandOff] | None:
+    """The fork point and fan-out ``agent`` is a branch of, or None."""
+    for plan in workflow.agents:
+        for edge in plan.edges:
+            if edge.fan_out and agent in edge.to:
+                return plan.agent, edge
+    return None
+
+
+def graph_order(workflow: Workflow) -> list[str]:
+    """The agents from the first, each after the agent that hands off to it (a join after its
+    fork's branches)."""
+    order = [workflow.root_agent]
+    for agent in order:
+        if agent not in {p.agent for p in workflow.agents}:
+            continue
+        for edge in workflow.plan(agent).edges:
+            for target in (*edge.to, *((edge.join,) if edge.join else ())):
+                if target not in order:
+                    order.append(target)
+    return order
+
+
+def longest_way(workflow: Workflow) -> int:
+    """How many agents act on the longest way through the workflow (the deepest chain)."""
+    depth = {workflow.root_agent: 1}
+    for agent in graph_order(workflow):
+        for edge in workflow.plan(agent).edges:
+            for target in (*edge.to, *((edge.join,) if edge.join else ())):
+                depth[target] = depth[agent] + 1
+    return max(depth.values())
+
+
+def subtree_scopes(workflow: Workflow, agent: str, scope_of: ScopeOf) -> list[str]:
+    """What ``agent`` and every agent after it needs (a branch: its own steps; the join has a
+    hand-off of its own from the fork point)."""
+    out: list[str] = []
+    for name in _subtree(workflow, agent, set()):
+        for step in workflow.plan(name).steps:
+            scope = scope_of(step.action)
+            if scope is not None and scope not in out:
+                out.append(scope)
+    return out
+
+
+def _subtree(workflow: Workflow, agent: str, seen: set[str]) -> Iterator[str]:
+    if agent in seen or agent not in {p.agent for p in workflow.agents}:
+        return
+    seen.add(agent)
+    yield agent
+    for edge in workflow.plan(agent).edges:
+        if edge.fan_out:
+            continue  # each branch, and the join, get their own hand-off
+        for target in edge.to:
+            yield from _subtree(workflow, target, seen)
+
+
+def check_graph(workflow: Workflow, directory: Directory) -> list[Problem]:
+    """Every problem of the graph, the most basic first: unknown agents, fan-outs without a
+    join, agents reached twice or never, cycles, hand-offs the directory does not allow, and
+    conditions or ``${steps...}`` params that name no earlier step."""
+    problems = _shape(workflow)
+    if problems:
+        return problems
+    problems = _reach(workflow)
+    if problems:
+        return problems
+    return _allowed(workflow, directory) + _step_references(workflow)
+
+
+def _shape(workflow: Workflow) -> list[Problem]:
+    names = {plan.agent for plan in workflow.agents}
+    problems: list[Problem] = []
+    for a, plan in enumerate(workflow.agents):
+        for e, edge in enumerate(plan.edges):
+            loc = _edge_loc(a, e)
+            for target in (*edge.to, *((edge.join,) if edge.join else ())):
+                if target not in names:
+                    problems.append(Problem(loc, f"{target} is not an agent of this workflow"))
+            if edge.fan_out and edge.join is None:
+                problems.append(Problem(loc, "a fan-out needs join: <agent>, the agent that "
+                                             "waits for its branches"))
+            if edge.join is not None and not edge.fan_out:
+                problems.append(Problem((*loc, "join"), "join needs a fan-out (two or more "
+                                                        "agents in to)"))
+            if edge.join is not None and edge.join in edge.to:
+                problems.append(Problem((*loc, "join"), f"{edge.join} cannot be both a branch "
+                                                        "and the join"))
+            if edge.fan_out and len(set(edge.to)) != len(edge.to):
+                problems.append(Problem((*loc, "to"), "a branch is named twice"))
+            if edge.fan_out:
+                for branch in edge.to:
+                    if branch in names and workflow.plan(branch).hand_off is not None:
+                        problems.append(Problem(
+                            (*loc, "to"), f"{branch} is a branch of {plan.agent}'s fan-out: it "
+                                          f"ends at the join {edge.join} and hands off to no one"))
+    return problems
+
+
+def _reach(workflow: Workflow) -> list[Problem]:
+    ways = ways_in(workflow)
+    root = workflow.root_agent
+    problems: list[Problem] = []
+    for a, plan in enumerate(workflow.agents):
+        into = ways[plan.agent]
+        if plan.agent == root and into:
+            problems.append(Problem(("agents", a, "agent"),
+                                    f"{root} runs first; nothing may hand off to it (a cycle)"))
+        elif len(into) > 1:
+            sources = ", ".join(sorted({w.parent for w in into}))
+            problems.append(Problem(("agents", a, "agent"),
+                                    f"{plan.agent} is reached from several ways ({sources}); "
+                                    "an agent has one way in (a join waits for a fan-out)"))
+    if problems:
+        return problems
+    for a, plan in enumerate(workflow.agents):
+        path = [plan.agent]
+        while path[-1] != root:
+            into = ways[path[-1]]
+            if not into:
+                problems.append(Problem(("agents", a, "agent"),
+                                        f"{plan.agent} is never reached from {root}"))
+                break
+            if into[0].parent in path:  # each is handed off to by the one after it in path
+                loop = path[path.index(into[0].parent):]
+                cycle = " -> ".join([into[0].parent, *reversed(loop)])
+                problems.append(Problem(("agents", a, "agent"), f"a cycle: {cycle}"))
+                break
+            path.append(into[0].parent)
+    return problems
+
+
+def _allowed(workflow: Workflow, directory: Directory) -> list[Problem]:
+    problems: list[Problem] = []
+    for a, plan in enumerate(workflow.agents):
+        declared = directory.agents[plan.agent].hands_off_to \
+            if plan.agent in directory.agents else ()
+        for e, edge in enumerate(plan.edges):
+            loc = _edge_loc(a, e)
+            for target in edge.to:
+                if target not in declared:
+                    problems.append(Problem(loc, f"the directory does not let {plan.agent} "
+                                                 f"hand off to {target} (hands_off_to)"))
+            for branch in edge.to if edge.join is not None else ():
+                after = directory.agents[branch].hands_off_to \
+                    if branch in directory.agents else ()
+                if edge.join not in after:
+                    problems.append(Problem((*loc, "join"), (
+                        f"the directory does not let {branch} hand off to {edge.join} "
+                        "(hands_off_to): a join continues from every branch it waits for")))
+    return problems
+
+
+def earlier_steps(workflow: Workflow, agent: str) -> set[str]:
+    """The ids of the steps that have run when ``agent`` starts."""
+    way = ways_in(workflow)[agent]
+    if not way:
+        return set()
+    parent = way[0].parent
+    done = earlier_steps(workflow, parent) | _ids(workflow, parent)
+    if way[0].join:
+        for branch in workflow.plan(parent).edges[way[0].edge].to:
+            done |= _ids(workflow, branch)
+    return done
+
+
+def _ids(workflow: Workflow, agent: str) -> set[str]:
+    return {s.id for s in workflow.plan(agent).steps if s.id is not None}
+
+
+def _step_references(workflow: Workflow) -> list[Problem]:
+    problems: list[Problem] = []
+    seen: dict[str, str] = {}
+    for a, plan in enumerate(workflow.agents):
+        known = earlier_steps(workflow, plan.agent)
+        for s, step in enumerate(plan.steps):
+            loc = ("agents", a, "steps", s)
+            if step.when is not None:
+                problems += _unknown(loc + ("when",), parse_condition(step.when).step_ids, known)
+            for param, value in step.params.items():
+                used = {i for i in (step_of(n) for n in names_in(value)) if i is not None}
+                problems += _unknown(loc + ("params", param), used, known)
+            if step.id is not None:
+                if step.id in seen:
+                    problems.append(Problem(loc + ("id",), f"step id {step.id} is used twice "
+                                                           f"(also by {seen[step.id]})"))
+                seen[step.id] = plan.agent
+                known = known | {step.id}
+        for e, edge in enumerate(plan.edges):
+            if edge.when is not None:
+                problems += _unknown(_edge_loc(a, e) + ("when",),
+                                     parse_condition(edge.when).step_ids, known)
+    return problems
+
+
+def _unknown(loc: Loc, used: set[str] | frozenset[str], known: set[str]) -> list[Problem]:
+    return [Problem(loc, f"steps.{name} names no step that runs earlier")
+            for name in sorted(used - known)]

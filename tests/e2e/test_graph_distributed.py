@@ -1,0 +1,40 @@
+"""post-deploy's fan-out distributed: a real ``infrabot serve`` and two ``infrabot worker``
+processes, the scanner's queue on one and every other agent's on the other, over each broker
+(Redis, RabbitMQ), the chord counted in the registry's Redis. Both branches run, each in its own
+process with only its own agent's key, and the join once, after both."""
+
+from __future__ import annotations
+
+import pytest
+
+from e2e._harness import accepted_run_id, deployment, events_of
+from e2e._processes import Distributed
+
+pytestmark = pytest.mark.redis
+
+
+def test_a_fan_out_over_two_worker_processes_joins_once(distributed: Distributed) -> None:
+    d = distributed
+    d.serve()
+    main = d.worker(queues=("infrabot", "argocd", "rollback", "cleanup"))
+    scanner = d.worker(queues=("scanner",))
+
+    run_id = accepted_run_id(d.webhook(deployment("sam")))
+    run = d.wait_run(run_id)
+
+    assert (run.status, run.reason) == ("succeeded", "ok"), d.logs()
+    assert [(t.to, t.join) for t in events_of(run, "branch_taken")] == \
+        [(["agent:argocd", "agent:scanner"], "agent:cleanup")]
+    assert [c.action for c in events_of(run, "called", "agent:scanner")] == \
+        ["pr:read", "instances:describe"]
+    assert [c.action for c in events_of(run, "called", "agent:cleanup")] == \
+        ["tags:delete", "incident:resolve"]
+    # each branch in its own process; the join once, after both
+    assert f"agents.scanner[{run_id}.scanner] succeeded" in scanner.output()
+    assert "agents.argocd[" in main.output() and "agents.scanner[" not in main.output()
+    assert main.output().count(f"agents.cleanup[{run_id}.cleanup] succeeded") == 1
+    cleanup_start = next(i for i, e in enumerate(run.events) if e.agent == "agent:cleanup")
+    last_branch = max(i for i, e in enumerate(run.events)
+                      if e.agent in ("agent:argocd", "agent:scanner"))
+    assert last_branch < cleanup_start
+    d.assert_logs_hold_no_token()

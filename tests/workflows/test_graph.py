@@ -1,0 +1,222 @@
+"""Workflows as graphs, checked before anything runs: every problem is one ConfigError naming the
+file, the line and what is wrong; and the ``when:`` grammar, which never evaluates Python."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from orchestrator.errors import ConfigError
+from orchestrator.identity import Directory, load_directory
+from orchestrator.workflows import (
+    ConditionError,
+    Workflow,
+    downstream_scopes,
+    earlier_steps,
+    load_workflow,
+    parse_condition,
+    required_scopes,
+)
+
+SHIPPED = Path(__file__).parents[2] / "workflows"
+QUERY = {"action": "datadog.metrics.query",
+         "params": {"from": 1, "to": 2, "query": "avg:latency{service:x,env:prod}"}}
+READ_PR = {"action": "github.pull.read", "params": {"owner": "a", "repo": "b", "pull_number": 1}}
+DESCRIBE = {"action": "aws.ec2.describe_instances", "params": {}}
+LATENCY = "max(steps.latency.series.0.pointlist.*.1)"
+
+
+@pytest.fixture(scope="module")
+def directory() -> Directory:
+    return load_directory(SHIPPED / "directory.yaml")
+
+
+def fan_out(**edge: Any) -> dict[str, Any]:
+    """post-deploy's shape, small: InfraBot forks to ArgoCD and the scanner; cleanup joins."""
+    return copy.deepcopy({"name": "graph", "trigger": {"environments": ["prod"]}, "agents": [
+        {"agent": "agent:infrabot", "steps": [{**QUERY, "id": "latency"}],
+         "hand_off": [{"when": f"{LATENCY} > 500", "to": "agent:rollback"},
+                      {"to": ["agent:argocd", "agent:scanner"], "join": "agent:cleanup",
+                       **edge}]},
+        {"agent": "agent:rollback", "steps": [DESCRIBE]},
+        {"agent": "agent:argocd", "steps": [DESCRIBE]},
+        {"agent": "agent:scanner", "steps": [READ_PR]},
+        {"agent": "agent:cleanup", "steps": [DESCRIBE]}]})
+
+
+def load(tmp_path: Path, data: dict[str, Any], directory: Directory) -> Workflow:
+    path = tmp_path / "graph.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return load_workflow(path, directory)
+
+
+def refused(tmp_path: Path, data: dict[str, Any], directory: Directory, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)) as raised:
+        load(tmp_path, data, directory)
+    assert re.match(rf"{re.escape(str(tmp_path / 'graph.yaml'))}:\d+: ", raised.value.message)
+
+
+def test_the_shipped_post_deploy_forks_joins_and_decides(directory: Directory) -> None:
+    workflow = load_workflow(SHIPPED / "post-deploy.yaml", directory)
+    edges = workflow.plan("agent:infrabot").edges
+    assert [(e.to, e.join, e.when) for e in edges] == [
+        (("agent:rollback",), None, f"{LATENCY} > 500"),
+        (("agent:argocd", "agent:scanner"), "agent:cleanup", None)]
+    # each branch is handed what it needs; the join what it and after need
+    assert downstream_scopes(workflow, "agent:infrabot", "agent:scanner") == [
+        "urn:infra:repo:read", "urn:infra:infrastructure:read"]
+    assert downstream_scopes(workflow, "agent:infrabot", "agent:cleanup") == [
+        "urn:infra:infrastructure:clean", "urn:infra:incident:resolve"]
+    assert "urn:infra:infrastructure:read" in required_scopes(workflow)
+    assert earlier_steps(workflow, "agent:cleanup") == {"latency"}
+
+
+def test_a_small_fan_out_loads(tmp_path: Path, directory: Directory) -> None:
+    assert load(tmp_path, fan_out(), directory).root_agent == "agent:infrabot"
+
+
+def test_a_fan_out_needs_a_join(tmp_path: Path, directory: Directory) -> None:
+    data = fan_out()
+    del data["agents"][0]["hand_off"][1]["join"]
+    data["agents"].pop()
+    refused(tmp_path, data, directory, "agents.0.hand_off.1: a fan-out needs join: <agent>")
+
+
+def test_a_branch_hands_off_to_no_one(tmp_path: Path, directory: Directory) -> None:
+    data = fan_out()
+    data["agents"][2]["hand_off"] = "agent:cleanup"
+    refused(tmp_path, data, directory, "agent:argocd is a branch of agent:infrabot's fan-out")
+
+
+def test_a_cycle_is_refused(tmp_path: Path, directory: Directory) -> None:
+    data = {"name": "graph", "trigger": {"environments": ["prod"]}, "agents": [
+        {"agent": "agent:infrabot", "steps": [QUERY], "hand_off": "agent:argocd"},
+        {"agent": "agent:argocd", "steps": [DESCRIBE], "hand_off": "agent:infrabot"}]}
+    refused(tmp_path, data, directory, "agent:infrabot runs first; nothing may hand off to it")
+
+
+def test_a_cycle_away_from_the_first_agent_is_refused(tmp_path: Path) -> None:
+    directory = Directory.model_validate({"agents": {
+        "agent:a": {"allowed_scopes": [], "hands_off_to": []},
+        "agent:b": {"allowed_scopes": [], "hands_off_to": ["agent:c"]},
+        "agent:c": {"allowed_scopes": [], "hands_off_to": ["agent:b"]}}})
+    data = {"name": "graph", "trigger": {"environments": ["prod"]}, "agents": [
+        {"agent": "agent:a", "steps": [QUERY]},
+        {"agent": "agent:b", "hand_off": "agent:c"},
+        {"agent": "agent:c", "hand_off": "agent:b"}]}
+    refused(tmp_path, data, directory, "a cycle: agent:b -> agent:c -> agent:b")
+
+
+def test_an_agent_nothing_reaches_is_refused(tmp_path: Path, directory: Directory) -> None:
+    data = {"name": "graph", "trigger": {"environments": ["prod"]}, "agents": [
+        {"agent": "agent:infrabot", "steps": [QUERY]},
+        {"agent": "agent:argocd", "steps": [DESCRIBE]}]}
+    refused(tmp_path, data, directory, "agent:argocd is never reached from agent:infrabot")
+
+
+def test_an_agent_reached_two_ways_is_refused(tmp_path: Path, directory: Directory) -> None:
+    data = fan_out()
+    data["agents"][1]["hand_off"] = "agent:cleanup"
+    refused(tmp_path, data, directory, "agent:cleanup is reached from several ways")
+
+
+def test_every_hand_off_must_be_one_the_directory_allows(tmp_path: Path,
+                                                         directory: Directory) -> None:
+    data = {"name": "graph", "trigger": {"environments": ["prod"]}, "agents": [
+        {"agent": "agent:infrabot", "steps": [QUERY], "hand_off": "agent:cleanup"},
+        {"agent": "agent:cleanup", "steps": [DESCRIBE]}]}
+    refused(tmp_path, data, directory,
+            "the directory does not let agent:infrabot hand off to agent:cleanup")
+
+
+def test_a_join_needs_every_branch_allowed_to_hand_off_to_it(tmp_path: Path,
+                                                             directory: Directory) -> None:
+    data = fan_out()
+    data["agents"][0]["hand_off"][1] = {"to": ["agent:argocd", "agent:rollback"],
+                                        "join": "agent:cleanup"}
+    data["agents"][0]["hand_off"].pop(0)
+    data["agents"][3]["agent"] = "agent:scanner"
+    data["agents"].pop(3)
+    refused(tmp_path, data, directory, "the directory does not let agent:rollback hand off to "
+                                       "agent:cleanup (hands_off_to): a join continues from "
+                                       "every branch it waits for")
+
+
+def test_a_when_must_name_a_step_that_runs_earlier(tmp_path: Path,
+                                                   directory: Directory) -> None:
+    data = fan_out()
+    data["agents"][0]["steps"][0]["when"] = "steps.latency.x > 1"
+    refused(tmp_path, data, directory,
+            "agents.0.steps.0.when: steps.latency names no step that runs earlier")
+    data = fan_out()
+    data["agents"][0]["hand_off"][0]["when"] = "steps.scan.ok == true"
+    data["agents"][3]["steps"][0]["id"] = "scan"  # the scanner's: it runs later
+    refused(tmp_path, data, directory,
+            "agents.0.hand_off.0.when: steps.scan names no step that runs earlier")
+
+
+def test_a_param_may_use_an_earlier_step_s_result(tmp_path: Path,
+                                                  directory: Directory) -> None:
+    data = fan_out()
+    data["agents"][4]["steps"] = [{**READ_PR, "params": {
+        **READ_PR["params"], "owner": "${steps.scan.head.repo.owner.login}"}}]
+    data["agents"][3]["steps"][0]["id"] = "scan"  # a branch the join waits for: earlier
+    assert load(tmp_path, data, directory).plan("agent:cleanup").steps
+    data["agents"][1]["steps"] = data["agents"][4]["steps"]  # the rollback branch: not
+    refused(tmp_path, data, directory,
+            "agents.1.steps.0.params.owner: steps.scan names no step that runs earlier")
+
+
+def test_a_step_id_is_used_once(tmp_path: Path, directory: Directory) -> None:
+    data = fan_out()
+    data["agents"][2]["steps"][0]["id"] = "latency"
+    refused(tmp_path, data, directory, "step id latency is used twice")
+
+
+def test_a_condition_that_does_not_parse_names_where(tmp_path: Path,
+                                                     directory: Directory) -> None:
+    data = fan_out()
+    data["agents"][0]["hand_off"][0]["when"] = "steps.latency >"
+    refused(tmp_path, data, directory, "agents.0.hand_off.0.when")
+
+
+# --- the when: grammar ----------------------------------------------------------------------------
+
+RESULTS = {"latency": {"series": [{"pointlist": [[1, 120.5], [2, 612.0]]}], "ok": True,
+                       "name": "x"}}
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (f"{LATENCY} > 500", True),
+    (f"{LATENCY} <= 500", False),
+    ("min(steps.latency.series.0.pointlist.*.1) < 200 and steps.latency.ok", True),
+    ("not steps.latency.ok or steps.latency.name == 'x'", True),
+    ("len(steps.latency.series) == 1", True),
+    ("avg(steps.latency.series.0.pointlist.*.1) > 366", True),
+    ("steps.latency.missing.path > 1", False),  # leads nowhere: null, never an error
+    ("steps.latency.name > 1", False),  # a text and a number: false
+    ("steps.nothing == null", True),
+    ("(steps.latency.ok and false) or 1 == 1.0", True),
+    ("steps.latency.series.-1.pointlist.0.1 == 120.5", True),
+])
+def test_conditions_evaluate_over_earlier_results(text: str, expected: bool) -> None:
+    assert parse_condition(text)(RESULTS) is expected
+
+
+@pytest.mark.parametrize("text", [
+    "__import__('os').system('x')", "steps.latency.ok; 1", "open('/etc/passwd')",
+    "steps.latency.ok +", "latency > 1", "max(1) > 0 >", "", "x" * 501, "steps.Latency.a",
+    "(steps.latency.ok", "steps.latency.ok and",
+])
+def test_anything_else_is_refused_not_evaluated(text: str) -> None:
+    with pytest.raises(ConditionError):
+        parse_condition(text)
+
+
+def test_a_condition_names_the_steps_it_reads() -> None:
+    assert parse_condition("steps.a.x > 1 or max(steps.b.y) < 2").step_ids == {"a", "b"}
