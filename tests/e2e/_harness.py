@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from opentelemetry import context as otel_context
 from pydantic import SecretStr
 
 from orchestrator.audit import StoredRecord
@@ -75,9 +76,16 @@ def manual_workflow_run(user: str = "sam", *, environment: str = "prod",
 
 
 def post_webhook(webhooks_url: str, delivery: tuple[Mapping[str, str], bytes]) -> httpx.Response:
+    """Send ``delivery`` as a CI system would: from a trace context of its own (empty), never
+    under a span an earlier test left current in this thread."""
     headers, body = delivery
-    with httpx.Client(timeout=10.0, trust_env=False) as http:
-        return http.post(f"{webhooks_url}/webhooks/github", headers=dict(headers), content=body)
+    token = otel_context.attach(otel_context.Context())
+    try:
+        with httpx.Client(timeout=10.0, trust_env=False) as http:
+            return http.post(f"{webhooks_url}/webhooks/github", headers=dict(headers),
+                             content=body)
+    finally:
+        otel_context.detach(token)
 
 
 def accepted_run_id(response: httpx.Response) -> str:
