@@ -11,6 +11,7 @@ factory returns. docs/reliability.md explains the choices.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from celery import Celery
 
@@ -51,8 +52,18 @@ def result_backend(settings: Settings) -> str | None:
     if settings.broker_kind == "memory":
         return "cache+memory://"
     if settings.redis_url:
-        return settings.redis_url
-    return settings.broker_url if settings.broker_kind == "redis" else None
+        return _says_cert_reqs(settings.redis_url)
+    return _says_cert_reqs(settings.broker_url) if settings.broker_kind == "redis" else None
+
+
+def _says_cert_reqs(url: str) -> str:
+    """``url``, for Celery's Redis result backend, which refuses a ``rediss://`` URL that does
+    not name ``ssl_cert_reqs``: ours mean ``required`` unless they say (orchestrator/_broker_tls.py)."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() != "rediss" or "ssl_cert_reqs" in parse_qs(parts.query):
+        return url
+    return urlunsplit(parts._replace(query="&".join(q for q in (parts.query,
+                                                                "ssl_cert_reqs=required") if q)))
 
 
 def _broker_config(settings: Settings, queues: list[str]) -> dict[str, Any]:
