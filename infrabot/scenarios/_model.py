@@ -159,7 +159,7 @@ class WebhookExpect(_Model):
 class StepExpect(_Model):
     """One exchange of a hop: a workflow step (its service call too) or the hand-off."""
 
-    step: str = Field(pattern=r"^([a-z][a-z0-9]*(\.[a-z0-9_]+)+|hand_off)$")
+    step: str = Field(pattern=r"^([a-z][a-z0-9]*(\.[A-Za-z0-9_]+)+|hand_off)$")
     exchange: Verdict | None = None
     call: Literal["allow", "deny", "not_run"] | None = None
     reason: str | None = Field(None, description="The refusal's reason code.")

@@ -16,8 +16,8 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
-from orchestrator.catalog import CATALOG
-from orchestrator.config import SERVICE_NAMES, Settings
+from orchestrator.catalog import CATALOG, service_names
+from orchestrator.config import Settings
 from orchestrator.errors import ConfigError, OAuthError
 from orchestrator.identity import (
     Context,
@@ -97,7 +97,7 @@ class _Chain:
     verifier: TokenVerifier
 
     def issuance(self, ttl: int) -> Issuance:
-        services = {self.settings.service_url(n).rstrip("/"): n for n in SERVICE_NAMES}
+        services = {self.settings.service_url(n).rstrip("/"): n for n in service_names()}
         return Issuance(issuer=self.settings.issuer_url, services=services, ttl=ttl,
                         max_depth=self.settings.max_depth)
 

@@ -79,7 +79,7 @@ def render_value(value: Any, values: Mapping[str, object]) -> Any:
 
 
 class Step(_Model):
-    action: str = Field(pattern=r"^[a-z][a-z0-9]*(\.[a-z0-9_]+)+$")
+    action: str = Field(pattern=r"^[a-z][a-z0-9]*(\.[A-Za-z0-9_]+)+$")  # <service>.<operationId>
     params: dict[str, Any] = {}
     scope: str | None = Field(None, description="Optional; must equal the action's scope.")
     description: str = ""
