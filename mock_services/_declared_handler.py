@@ -5,7 +5,7 @@ the document's success response before it is sent.
 A request that breaks the document is 422 ``validation_failed`` naming where (``body.text:
 fails required``), never echoing the value. An answer the document's own response schema refuses
 is the document's inconsistency, not the caller's: 500 ``response_invalid``, naming the
-operation and the keyword, and nothing is half-sent.
+operation and the keyword; it is checked before anything is kept, so nothing changes.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ class OperationHandler:
         key = str(values[self.shape.item])
         stored = self.state.get(collection, key)
         if method == "PUT":
-            data = {**self._fields(values), **(body or {})}
+            data = self._checked({**self._fields(values), **(body or {})})
             if stored is None:
                 return self.status, self.state.put(collection, key, data, caller.ctx).data
             return self.status, self.state.replace(collection, key, data).data
@@ -111,8 +111,8 @@ class OperationHandler:
         if method == "GET":
             return self.status, stored.data
         if method == "PATCH":
-            return self.status, self.state.replace(collection, key,
-                                                   {**stored.data, **(body or {})}).data
+            merged = self._checked({**stored.data, **(body or {})})
+            return self.status, self.state.replace(collection, key, merged).data
         if method == "DELETE":
             self.state.delete(collection, key)
             return self.status, self.example
@@ -121,13 +121,18 @@ class OperationHandler:
     def answer(self, status: int, payload: Any) -> Response:
         if payload is None:
             return Response(status_code=status)
+        return JSONResponse(self._checked(payload), status_code=status)
+
+    def _checked(self, payload: Any) -> Any:
+        """``payload`` if the document's success response takes it (checked before anything is
+        kept, so a refused answer changes nothing)."""
         if self.answer_loc is not None:
             problem = self.schemas.problem(self.answer_loc, payload, "response")
             if problem is not None:
                 raise ApiError(500, "response_invalid",
                                f"{self.action.name}: the mock's answer breaks the document's "
-                               f"{status} response: {problem}", error="server_error")
-        return JSONResponse(payload, status_code=status)
+                               f"{self.status} response: {problem}", error="server_error")
+        return payload
 
     def _check_params(self, request: Request) -> None:
         for p in self.params:
@@ -176,7 +181,7 @@ class OperationHandler:
             raise ApiError(409, "conflict", f"{self.state.resource(collection, key)} exists")
         if self.fields is None or "id" in self.fields:
             data["id"] = given if key == str(given) else key
-        return self.state.put(collection, key, data, caller.ctx).data
+        return self.state.put(collection, key, self._checked(data), caller.ctx).data
 
     def _list(self, collection: str, request: Request, caller: Caller) -> Any:
         if collection not in self.state.collections and self.example is not None:

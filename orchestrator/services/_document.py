@@ -9,7 +9,7 @@ parameters, request body and responses (their schemas stay JSON Schema objects, 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -92,8 +92,9 @@ class PathItem(_Part):
     patch: Operation | None = None
     delete: Operation | None = None
 
-    def operations(self) -> Iterator[tuple[str, Operation]]:
-        for method in METHODS:
+    def operations(self, order: Iterable[str] = METHODS) -> Iterator[tuple[str, Operation]]:
+        """Each operation, in ``order`` (the document's own, when given its keys)."""
+        for method in (m for m in order if m in METHODS):
             operation = getattr(self, method)
             if operation is not None:
                 yield method, operation

@@ -122,7 +122,7 @@ def load_service(name: str, path: Path, directory: Directory) -> DeclaredService
     operations: list[DeclaredOperation] = []
     for route, item in document.paths.items():
         _check_route(path, route)
-        for method, operation in item.operations():
+        for method, operation in item.operations(order=raw["paths"][route]):
             loc: JsonPath = ("paths", route, method)
             op_id = _operation_id(path, loc, operation, seen)
             scope = _scope(path, loc, operation, name, listed.scopes if listed else None)
