@@ -124,8 +124,9 @@ def rabbitmq_server_binary() -> str | None:
 
 @dataclass
 class RabbitNode(Server):
-    port: int = 5690
-    dist_port: int = 25690
+    # spare ports, kept across the node's restarts (a fixed pair could be taken on the machine)
+    port: int = field(default_factory=spare_port)
+    dist_port: int = field(default_factory=spare_port)
 
     def argv(self) -> list[str]:
         binary = rabbitmq_server_binary()
@@ -153,8 +154,11 @@ class RabbitNode(Server):
     def url(self) -> str:
         return f"amqp://guest:guest@127.0.0.1:{self.port}//"
 
+    def connection(self) -> Connection:
+        return Connection(self.url, connect_timeout=1)
+
     def answers(self) -> bool:
-        connection = Connection(self.url, connect_timeout=1)
+        connection = self.connection()
         try:
             connection.ensure_connection(max_retries=1)
             return True

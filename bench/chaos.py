@@ -423,7 +423,7 @@ def run(*, brokers: tuple[str, ...] = BROKERS, counts: dict[str, int] | None = N
         f"of that window, once a run is in flight (waiting at most {IN_FLIGHT_WAIT:g} s)",
         f"Redis broker: visibility timeout {VISIBILITY_SECONDS} s, append-only file "
         "(`appendfsync always`); registry: its own unpersisted redis-server; RabbitMQ: a node of "
-        "the benchmark's own (port 5690)",
+        "the benchmark's own (on spare ports)",
         f"lost: accepted, not terminal at last fault + goal + {SETTLE:.0f} s; recovery: kill → "
         "every run in flight at the kill terminal (runs already stuck since an earlier fault "
         "count for that one only); overlapped: faults whose recovery includes the next fault; "

@@ -50,13 +50,15 @@ def _broker_config(settings: Settings) -> dict[str, Any]:
         # hand-off count as sent only once the broker has it. With acks_late and prefetch 1 an
         # unacknowledged hop goes back to its queue the moment its worker's connection drops
         # (the heartbeat notices a silent loss within two intervals).
+        tls = settings.broker_tls  # amqps://: the server's certificate and name verified
         return {"broker_heartbeat": 10, "task_default_delivery_mode": "persistent",
+                **({"broker_use_ssl": tls} if tls else {}),
                 "broker_transport_options": {"confirm_publish": True}}
-    # rediss://: kombu's own transport, which alone turns the scheme into TLS; ours (the fix
-    # for a worker crash on a Redis restart, infrabot/_redis_broker.py) is for redis://.
-    transport = {} if settings.broker_url.startswith("rediss:") else \
-        {"broker_transport": REDIS_TRANSPORT}
-    return {**transport,
+    # Our transport (infrabot/_redis_broker.py) for redis:// and rediss:// alike: given by name,
+    # it no longer learns TLS from the scheme, so rediss:// gets its TLS options set here.
+    tls = settings.broker_tls
+    return {"broker_transport": REDIS_TRANSPORT,
+            **({"broker_use_ssl": tls} if tls else {}),
             "broker_transport_options": {
                 "visibility_timeout": settings.visibility_timeout_seconds,
                 "unacked_restore_interval": RESTORE_INTERVAL,
@@ -70,7 +72,7 @@ def _broker_config(settings: Settings) -> dict[str, Any]:
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     return {
-        "broker_url": settings.broker_url,
+        "broker_url": settings.broker_connection_url,
         **_broker_config(settings),
         "result_backend": None,
         "task_ignore_result": True,

@@ -7,11 +7,13 @@ reads the environment.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from orchestrator._broker_tls import split_tls
 
 SigningAlg = Literal["ES256", "RS256", "EdDSA"]
 
@@ -191,7 +193,22 @@ class Settings(BaseSettings):
     def _known_broker(cls, url: str) -> str:
         if url.split("://", 1)[0].lower() not in BROKER_SCHEMES:
             raise ValueError("not a broker URL: use amqp:// (RabbitMQ), redis:// or memory://")
+        split_tls(url)  # a bad TLS parameter or a missing certificate file: said at start
         return url
+
+    @property
+    def broker_tls(self) -> dict[str, Any] | None:
+        """For a ``rediss://`` or ``amqps://`` broker, Celery's ``broker_use_ssl``: the URL's
+        ``ssl_*`` parameters, the server's certificate and name verified unless they say
+        otherwise (orchestrator/_broker_tls.py). None for any other broker."""
+        _, tls = split_tls(self.broker_url)
+        scheme = self.broker_url.split("://", 1)[0].lower()
+        return tls.options(scheme) if tls else None
+
+    @property
+    def broker_connection_url(self) -> str:
+        """``broker_url`` without its ``ssl_*`` parameters, which :attr:`broker_tls` carries."""
+        return split_tls(self.broker_url)[0]
 
     @property
     def broker_kind(self) -> BrokerKind:
@@ -271,3 +288,4 @@ def _check_database_url(url: str) -> None:
             raise ValueError(f"{shape} (sqlite:/// then an absolute directory path)")
     else:
         raise ValueError(shape)
+

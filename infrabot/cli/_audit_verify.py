@@ -17,8 +17,9 @@ from infrabot.cli._audit_options import (
 from infrabot.cli._common import CommandError, load_settings
 from orchestrator._display import display_safe
 from orchestrator._words import plural
-from orchestrator.audit import check_trail, trusted_keys
+from orchestrator.audit import AnchorPolicy, check_trail, trusted_keys
 from orchestrator.audit._keys import PUBLIC_FILE
+from orchestrator.config import Settings
 from orchestrator.errors import InfraBotError
 from orchestrator.identity import PublicKey
 
@@ -47,12 +48,16 @@ def verify(db: Path | None, state_dir: Path | None, keys_file: Path | None) -> N
     Example:
       infrabot audit verify --db .infrabot/audit.sqlite3 --keys audit-keys.json
     """
-    target, keys_path = _verify_paths(db, state_dir, keys_file)
+    settings = _settings(db, state_dir)
+    target = db if db is not None else settings.audit_target
+    keys_path = keys_file if keys_file is not None else settings.audit_keys_dir / PUBLIC_FILE
     with opened(target, Unreadable) as store:
         snapshot = store.snapshot()
     keys = _keys_for_verify(keys_path, given=keys_file is not None,
                             required=bool(snapshot.checkpoints))
-    report = check_trail(snapshot, keys)
+    # a writer with no checkpoint left is held to the bounds writers are configured with here
+    policy = AnchorPolicy(settings.audit_checkpoint_records, settings.audit_checkpoint_seconds)
+    report = check_trail(snapshot, keys, policy)
     for writer in report.writers:
         click.echo(display_safe(writer.describe()))
     for problem in report.problems:
@@ -74,18 +79,14 @@ def verify(db: Path | None, state_dir: Path | None, keys_file: Path | None) -> N
     click.echo(f"audit trail intact and anchored: {counts}")
 
 
-def _verify_paths(db: Path | None, state_dir: Path | None, keys_file: Path | None
-                  ) -> tuple[Path | str, Path]:
-    """The database and the trusted keys file; the settings (and the state directory) are read
-    only when ``--db`` or ``--keys`` leaves one of them to it."""
-    if db is not None and keys_file is not None:
-        return db, keys_file
+def _settings(db: Path | None, state_dir: Path | None) -> Settings:
+    """The settings: where the database and the trusted keys are unless ``--db`` and ``--keys``
+    say, and the checkpoint bounds; the state directory must exist only when the database is
+    looked for there."""
     try:
-        settings = load_settings(state_dir, state="stores" if db is None else "unused")
+        return load_settings(state_dir, state="stores" if db is None else "unused")
     except CommandError as exc:  # a bad setting: nothing could be checked (not exit 1)
         raise Unreadable(exc.message) from None
-    return (db if db is not None else settings.audit_target,
-            keys_file if keys_file is not None else settings.audit_keys_dir / PUBLIC_FILE)
 
 
 def _keys_for_verify(path: Path, *, given: bool, required: bool) -> dict[str, PublicKey]:

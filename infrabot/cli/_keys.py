@@ -180,7 +180,10 @@ def list_keys(as_json: bool, state_dir: Path | None) -> None:
         click.echo(f"{e.client_id:{width}}  {e.kid:{kid_width}}  {e.alg:5}  {e.added}")
 
 
-@keys.command("revoke")
+# A kid is an RFC 7638 thumbprint in base64url, so one in 64 begins with "-": such an argument
+# is a kid, not a cluster of short options (so this command has no short ones, not even -h).
+@keys.command("revoke", context_settings={"ignore_unknown_options": True,
+                                          "help_option_names": ["--help"]})
 @click.argument("client_id")
 @click.argument("kid")
 @state_dir_option

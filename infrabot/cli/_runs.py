@@ -45,7 +45,8 @@ def _store(state_dir: Path | None) -> Iterator[RunStore]:
         raise CommandError(f"no runs yet: {target} does not exist")
     where = target if isinstance(target, Path) else "run log database"
     try:
-        with RunStore(target) as store:
+        # a file only read (what `runs` does), so a reader needs no write access to it
+        with RunStore(target, read_only=isinstance(target, Path)) as store:
             yield store
     except _DAMAGE as exc:
         raise CommandError(f"{where}: damaged run log: {_first_line(exc)}") from None

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from infrabot.system import System
-from orchestrator.audit import AuditStore, TrailReport, check_trail, trusted_keys
+from orchestrator.audit import AnchorPolicy, AuditStore, TrailReport, check_trail, trusted_keys
 from orchestrator.audit._chain import link_hash
 from orchestrator.audit._keys import PUBLIC_FILE
 from orchestrator.audit._record import CONTENT_FIELDS
@@ -84,5 +84,7 @@ def rewrite_a_copy(system: System) -> tuple[str, TrailReport]:
             recompute_from(target, writer, seq, decision="allow", reason="ok")
         keys = trusted_keys(stack.settings.audit_keys_dir / PUBLIC_FILE)
         with AuditStore(copy, read_only=True) as store:
-            report = check_trail(store.snapshot(), keys)
+            policy = AnchorPolicy(stack.settings.audit_checkpoint_records,
+                                  stack.settings.audit_checkpoint_seconds)
+            report = check_trail(store.snapshot(), keys, policy)
     return f"{action} (seq {seq}) deny → allow", report

@@ -10,7 +10,7 @@ key of its state directory (:class:`AuditKeys`, never in the database); :func:`c
 verifies chains and checkpoints with trusted public keys and says which records are anchored.
 """
 
-from orchestrator.audit._anchor import TrailReport, WriterAnchor, check_trail
+from orchestrator.audit._anchor import AnchorPolicy, TrailReport, WriterAnchor, check_trail
 from orchestrator.audit._chain import GENESIS_HASH
 from orchestrator.audit._checkpoint import Checkpointer, CheckpointRow, checkpoint_ticker
 from orchestrator.audit._export import activity_id, to_jsonl, to_ocsf
@@ -22,6 +22,7 @@ from orchestrator.audit._verify import Problem, ProblemKind, VerifyReport
 
 __all__ = [
     "GENESIS_HASH",
+    "AnchorPolicy",
     "AuditKeys",
     "AuditRecord",
     "AuditStore",

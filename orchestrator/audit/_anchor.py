@@ -8,9 +8,13 @@ vouches for (writer, seq) must exist with exactly the signed head hash: a chain 
 re-hashed up to or past that record fails here (``rewritten``), whatever the keyless chain says.
 
 A writer's records up to its last good checkpoint are *anchored*; those after it are
-*unanchored*: intact as far as the chain can tell, but nothing signed vouches for them yet. More
-unanchored records than the writer's signed ``every_records`` policy allows means checkpoints
-are missing (``missing_checkpoints``): deleted, or they could not be written.
+*unanchored*: intact as far as the chain can tell, but nothing signed vouches for them yet. A
+running writer signs a checkpoint every ``every_records`` records and at most ``every_seconds``
+after a record, so a true unanchored tail (a writer killed, or still running) is at most that
+long. A longer one means checkpoints are missing (``missing_checkpoints``): deleted, or they
+could not be written. The bounds are the writer's own, signed in its last good checkpoint, and
+the verifier's :class:`AnchorPolicy` for a writer with none (every checkpoint deleted) or for a
+bound an older checkpoint did not sign.
 """
 
 from __future__ import annotations
@@ -45,7 +49,17 @@ from orchestrator.identity import jws_signature_ok as signature_ok
 from orchestrator.identity import split_jws as split
 
 RETIRED_SLACK_SECONDS = 60
+TAIL_GRACE_SECONDS = 30.0  # a busy writer's ticker, a slow commit: beyond the signed period
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+@dataclass(frozen=True)
+class AnchorPolicy:
+    """The checkpoint bounds the verifier expects of a writer that signed none of its own (the
+    writers' ``INFRABOT_AUDIT_CHECKPOINT_RECORDS`` and ``_SECONDS``)."""
+
+    every_records: int
+    every_seconds: float
 
 
 @dataclass(frozen=True)
@@ -96,16 +110,18 @@ class TrailReport:
         return sum(w.unanchored for w in self.writers)
 
 
-def check_trail(snapshot: Snapshot, keys: Mapping[str, PublicKey]) -> TrailReport:
+def check_trail(snapshot: Snapshot, keys: Mapping[str, PublicKey], policy: AnchorPolicy
+                ) -> TrailReport:
     """The hash chains and the checkpoints of one :meth:`AuditStore.snapshot`, checked with the
-    trusted ``keys``."""
+    trusted ``keys``; unanchored tails longer than the writers' bounds (or ``policy``) fail."""
     chain = verify_rows(snapshot.rows, snapshot.heads)
-    return verify_trail(snapshot.rows, snapshot.heads, snapshot.checkpoints, chain, keys)
+    return verify_trail(snapshot.rows, snapshot.heads, snapshot.checkpoints, chain, keys,
+                        policy)
 
 
 def verify_trail(rows: list[ChainRow], heads: Mapping[str, Head],
                  checkpoints: list[CheckpointRow], chain: VerifyReport,
-                 keys: Mapping[str, PublicKey]) -> TrailReport:
+                 keys: Mapping[str, PublicKey], policy: AnchorPolicy) -> TrailReport:
     """Check every checkpoint with ``keys`` and anchor each writer's records."""
     by_place: dict[tuple[str, int], list[ChainRow]] = defaultdict(list)
     for chain_row in rows:
@@ -141,15 +157,43 @@ def verify_trail(rows: list[ChainRow], heads: Mapping[str, Head],
     writers = _anchors(rows, heads, anchored)
     rewritten = {p.writer for p in problems if p.kind == "rewritten"}
     for writer in writers:
-        policy = anchored.get(writer.writer)
-        if policy is not None and writer.writer not in rewritten \
-                and writer.unanchored > policy.every_records:
-            problems.append(Problem(
-                "missing_checkpoints", writer.writer, writer.anchored_seq + 1, None,
-                f"{writer.unanchored} records after the last checkpoint, more than the writer's "
-                f"every {policy.every_records}: checkpoints were deleted or not written"))
+        if writer.writer not in rewritten and writer.unanchored:
+            why = _overlong_tail(writer, anchored.get(writer.writer), policy, rows)
+            if why:
+                problems.append(Problem("missing_checkpoints", writer.writer,
+                                        writer.anchored_seq + 1, None,
+                                        f"{why}: checkpoints were deleted or not written"))
     return TrailReport(chain, (*chain.problems, *problems), len(checkpoints),
                        tuple(writers))
+
+
+def _overlong_tail(writer: WriterAnchor, signed: CheckpointPayload | None,
+                   policy: AnchorPolicy, rows: list[ChainRow]) -> str:
+    """Why ``writer``'s unanchored tail is longer than a running writer leaves one; "" if not."""
+    every_records = signed.every_records if signed else policy.every_records
+    every_seconds = (signed.every_seconds if signed and signed.every_seconds
+                     else policy.every_seconds)
+    whose = "the writer's" if signed else "the configured"
+    after = "after the last checkpoint" if signed else "and no checkpoint"
+    if writer.unanchored > every_records:
+        return f"{writer.unanchored} records {after}, more than {whose} every {every_records}"
+    times = [_seconds(row.content.get("time")) for row in rows
+             if row.writer == writer.writer and row.seq > writer.anchored_seq and row.content]
+    known = [t for t in times if t is not None]
+    if known and max(known) - min(known) > every_seconds + TAIL_GRACE_SECONDS:
+        span = max(known) - min(known)
+        return (f"unanchored records {after} span {span:.0f} s, more than {whose} "
+                f"{every_seconds:g} s (+{TAIL_GRACE_SECONDS:g} s grace)")
+    return ""
+
+
+def _seconds(time: object) -> float | None:
+    if not isinstance(time, str):
+        return None
+    try:
+        return datetime.strptime(time, _TIME_FORMAT).replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
 
 
 def _open(row: CheckpointRow, keys: Mapping[str, PublicKey]
@@ -188,11 +232,8 @@ def _after_retirement(time: str, key: PublicKey) -> bool:
     retired = key.jwk.get("retired_at")
     if not isinstance(retired, int):
         return False
-    try:
-        signed = datetime.strptime(time, _TIME_FORMAT).replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        return True
-    return signed > retired + RETIRED_SLACK_SECONDS
+    signed = _seconds(time)
+    return signed is None or signed > retired + RETIRED_SLACK_SECONDS
 
 
 def _anchors(rows: list[ChainRow], heads: Mapping[str, Head],

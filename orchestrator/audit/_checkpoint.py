@@ -84,6 +84,7 @@ class CheckpointPayload(BaseModel):
     prev: str = Field(pattern=r"^[0-9a-f]{64}$")
     reason: str = Field(max_length=32)
     every_records: int = Field(ge=1)
+    every_seconds: float | None = Field(default=None, gt=0)  # absent in older checkpoints
 
 
 def payload_hash(payload: bytes) -> str:
@@ -196,7 +197,8 @@ class Checkpointer:
             number, prev = (last[0] + 1, last[1]) if last else (1, GENESIS_HASH)
             payload = CheckpointPayload(
                 number=number, writer=writer, seq=head.seq, head_hash=head.hash, time=now,
-                prev=prev, reason=reason, every_records=self._every_records)
+                prev=prev, reason=reason, every_records=self._every_records,
+                every_seconds=self._every_seconds)
             jws = sign(payload.model_dump(), key, {"typ": CHECKPOINT_TYP, "kid": key.kid})
             digest = payload_hash(payload_of(jws))
             row = CheckpointRow(number, writer, head.seq, head.hash, now, prev, digest, key.kid,

@@ -26,3 +26,14 @@ def error_answer(status: int, reason: str, description: str, **extra: Any) -> An
     """The status and the body of one refusal."""
     body = {"error": error_code(status), "error_description": description, "reason": reason}
     return status, {**body, **extra}
+
+
+class Refused(Exception):
+    """Raised inside a receiver's handling to answer with one refusal (:func:`error_answer`)."""
+
+    def __init__(self, status: int, reason: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status, self.reason, self.message, self.extra = status, reason, message, extra
+
+    def answer(self) -> Answer:
+        return error_answer(self.status, self.reason, self.message, **self.extra)

@@ -46,7 +46,7 @@ from typing import Any, Protocol
 
 from orchestrator._log import get_logger
 from orchestrator.audit import AuditRecord, AuditStore, contains_raw_jwt
-from orchestrator.ci._answers import Answer, error_answer
+from orchestrator.ci._answers import Answer, Refused
 from orchestrator.ci._events import sign
 from orchestrator.ci._model import DELIVERY_PATTERN, REPOSITORY_PATTERN, CIEvent, MalformedEvent
 from orchestrator.ci._parse import parse_event
@@ -64,15 +64,6 @@ class DeliveryLog(Protocol):
 
     def claim_delivery(self, delivery_id: str, *, ttl: int) -> bool: ...  # a content key
     def release_delivery(self, delivery_id: str) -> None: ...
-
-
-class _Refused(Exception):  # internal control flow: one refusal answer
-    def __init__(self, status: int, reason: str, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status, self.reason, self.message, self.extra = status, reason, message, extra
-
-    def answer(self) -> Answer:
-        return error_answer(self.status, self.reason, self.message, **self.extra)
 
 
 @dataclass
@@ -114,21 +105,21 @@ class WebhookReceiver:
         seen = _Seen(delivery_id if re.fullmatch(DELIVERY_PATTERN, delivery_id) else None)
         try:
             answer = self._handle(lower, body, seen)
-        except _Refused as refusal:
+        except Refused as refusal:
             answer = refusal.answer()
         self._record(seen, answer)
         return answer
 
     def _handle(self, headers: dict[str, str], body: bytes, seen: _Seen) -> Answer:
         if len(body) > self._max_body:
-            raise _Refused(413, "payload_too_large", f"body exceeds {self._max_body} bytes")
+            raise Refused(413, "payload_too_large", f"body exceeds {self._max_body} bytes")
         self._check_signature(headers.get("x-hub-signature-256", "").strip(), body)
         event_type = headers.get("x-github-event", "").strip()
         if event_type == "ping":
             return 200, {"status": "pong"}
         if event_type not in EVENT_TYPES:
-            raise _Refused(400, "unsupported_event", "X-GitHub-Event must be deployment, "
-                           "workflow_run or ping")
+            raise Refused(400, "unsupported_event", "X-GitHub-Event must be deployment, "
+                          "workflow_run or ping")
         delivery_id = _delivery_id(headers.get("x-github-delivery", "").strip())
         payload = _json_object(body)
         seen.repository = _repository(payload)
@@ -140,14 +131,14 @@ class WebhookReceiver:
             keys = content_keys(event_type, payload, body)
             check_fresh(event_type, payload, self._clock())
         except MalformedEvent as exc:
-            raise _Refused(400, exc.reason, exc.message, field=exc.field) from None
+            raise Refused(400, exc.reason, exc.message, field=exc.field) from None
         except StaleEvent as exc:
-            raise _Refused(409, exc.reason, exc.message) from None
+            raise Refused(409, exc.reason, exc.message) from None
         self._claim(keys)
         self._check_user(parsed.user)
         try:
             seen.run_id = self._start(parsed)
-        except _Refused as refused:
+        except Refused as refused:
             if refused.status >= 500:  # nothing started: let the sender's redelivery through
                 self._release(keys)
             raise
@@ -155,10 +146,10 @@ class WebhookReceiver:
 
     def _check_signature(self, provided: str, body: bytes) -> None:
         if not provided:
-            raise _Refused(401, "missing_signature", "X-Hub-Signature-256 is required")
+            raise Refused(401, "missing_signature", "X-Hub-Signature-256 is required")
         expected = sign(self._secret, body).encode()
         if not hmac.compare_digest(expected, provided.encode("utf-8", "replace")):
-            raise _Refused(401, "bad_signature", "X-Hub-Signature-256 does not match the body")
+            raise Refused(401, "bad_signature", "X-Hub-Signature-256 does not match the body")
 
     def _claim(self, keys: tuple[str, ...]) -> None:
         """Claim each content key in the replay cache, then in the durable record; any key
@@ -199,20 +190,20 @@ class WebhookReceiver:
     def _check_user(self, user: str) -> None:
         entry = self._directory.users.get(user)
         if entry is None:
-            raise _Refused(403, "unknown_user", "the sender is not in the directory")
+            raise Refused(403, "unknown_user", "the sender is not in the directory")
         if entry.disabled:
-            raise _Refused(403, "user_disabled", "the sender's account is disabled")
+            raise Refused(403, "user_disabled", "the sender's account is disabled")
 
     def _start(self, event: CIEvent) -> str:
         try:
             return self._start_run(event)
         except TransientError as exc:
-            raise _Refused(503, exc.reason, exc.message) from None
+            raise Refused(503, exc.reason, exc.message) from None
         except InfraBotError as exc:
-            raise _Refused(422, exc.reason, exc.message) from None
+            raise Refused(422, exc.reason, exc.message) from None
         except Exception:  # noqa: BLE001 - a bug must answer JSON, and be logged
             get_logger(delivery_id=event.delivery_id).exception("webhook_start_run_crashed")
-            raise _Refused(500, "internal_error", "the run could not be started") from None
+            raise Refused(500, "internal_error", "the run could not be started") from None
 
     def _record(self, seen: _Seen, answer: Answer) -> None:
         status, body = answer
@@ -248,29 +239,29 @@ _DOWN_HINTS = {  # a 503's reason: what is down and where it is configured
 def _delivery_id(delivery_id: str) -> str:
     """The delivery id header, checked: it names the delivery in the audit trail and logs."""
     if not delivery_id:
-        raise _Refused(400, "missing_delivery_id", "X-GitHub-Delivery is required")
+        raise Refused(400, "missing_delivery_id", "X-GitHub-Delivery is required")
     if not re.fullmatch(DELIVERY_PATTERN, delivery_id):
-        raise _Refused(400, "invalid_delivery_id", "X-GitHub-Delivery is not a delivery id")
+        raise Refused(400, "invalid_delivery_id", "X-GitHub-Delivery is not a delivery id")
     return delivery_id
 
 
-def _replayed() -> _Refused:
-    return _Refused(409, "replayed_delivery", "this event was already received: the same "
-                    "event id or the same signed body")
+def _replayed() -> Refused:
+    return Refused(409, "replayed_delivery", "this event was already received: the same "
+                   "event id or the same signed body")
 
 
-def _unchecked() -> _Refused:
-    return _Refused(503, "replay_cache_unavailable",
-                    "cannot check the delivery for replay; try again later")
+def _unchecked() -> Refused:
+    return Refused(503, "replay_cache_unavailable",
+                   "cannot check the delivery for replay; try again later")
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
     try:
         payload = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
-        raise _Refused(400, "malformed_event", "the body is not JSON", field="body") from None
+        raise Refused(400, "malformed_event", "the body is not JSON", field="body") from None
     if not isinstance(payload, dict):
-        raise _Refused(400, "malformed_event", "the body must be a JSON object", field="body")
+        raise Refused(400, "malformed_event", "the body must be a JSON object", field="body")
     return payload
 
 

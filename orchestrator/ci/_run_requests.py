@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from orchestrator._log import get_logger
 from orchestrator.audit import AuditRecord, AuditStore
-from orchestrator.ci._answers import Answer, error_answer
+from orchestrator.ci._answers import Answer, Refused
 from orchestrator.ci._model import COMMIT_PATTERN, NAME_PATTERN, REPOSITORY_PATTERN, CIEvent
 from orchestrator.errors import InfraBotError, InvalidGrant, InvalidToken, TransientError
 from orchestrator.federation import UserTokens
@@ -67,12 +67,6 @@ class RunRequest(BaseModel):
     parameters: RunParameters
 
 
-class _Refused(Exception):
-    def __init__(self, status: int, reason: str, message: str, **extra: str) -> None:
-        super().__init__(message)
-        self.answer: Answer = error_answer(status, reason, message, **extra)
-
-
 @dataclass
 class _Seen:
     """What is known about a request so far: what its audit record can say."""
@@ -95,26 +89,26 @@ class RunRequests:
         seen = _Seen()
         try:
             answer = self._handle(authorization, body, seen)
-        except _Refused as refusal:
-            answer = refusal.answer
+        except Refused as refusal:
+            answer = refusal.answer()
         self._record(seen, answer)
         return answer
 
     def _handle(self, authorization: str | None, body: bytes, seen: _Seen) -> Answer:
         scheme, _, token = (authorization or "").strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise _Refused(401, "missing_token", "Authorization: Bearer <your identity "
-                           "provider's token> is required")
+            raise Refused(401, "missing_token", "Authorization: Bearer <your identity "
+                          "provider's token> is required")
         try:
             provider, identity = self._tokens.verify(token.strip())
             seen.user, seen.idp = identity.user, identity.issuer
             federated_holder(self._tokens.directory, provider, identity)
         except InvalidToken as exc:
-            raise _Refused(401, exc.reason, exc.message) from None
+            raise Refused(401, exc.reason, exc.message) from None
         except InvalidGrant as exc:
-            raise _Refused(403, exc.reason, exc.message) from None
+            raise Refused(403, exc.reason, exc.message) from None
         except TransientError as exc:
-            raise _Refused(503, exc.reason, exc.message) from None
+            raise Refused(503, exc.reason, exc.message) from None
         request = _request(body)
         p = request.parameters
         event = CIEvent(
@@ -130,12 +124,12 @@ class RunRequests:
         try:
             return self._start_run(event, workflow, token)
         except TransientError as exc:
-            raise _Refused(503, exc.reason, exc.message) from None
+            raise Refused(503, exc.reason, exc.message) from None
         except InfraBotError as exc:
-            raise _Refused(422, exc.reason, exc.message) from None
+            raise Refused(422, exc.reason, exc.message) from None
         except Exception:  # noqa: BLE001 - a bug must answer JSON, and be logged
             get_logger(user=event.user).exception("run_request_crashed")
-            raise _Refused(500, "internal_error", "the run could not be started") from None
+            raise Refused(500, "internal_error", "the run could not be started") from None
 
     def _record(self, seen: _Seen, answer: Answer) -> None:
         status, body = answer
@@ -158,7 +152,7 @@ class RunRequests:
 
 def _request(body: bytes) -> RunRequest:
     if len(body) > MAX_REQUEST_BYTES:
-        raise _Refused(400, "malformed_request", f"body exceeds {MAX_REQUEST_BYTES} bytes",
+        raise Refused(400, "malformed_request", f"body exceeds {MAX_REQUEST_BYTES} bytes",
                        field="body")
     try:
         return RunRequest.model_validate(json.loads(body.decode("utf-8")))
@@ -166,5 +160,5 @@ def _request(body: bytes) -> RunRequest:
         field = "body"
         if isinstance(exc, ValidationError):
             field = ".".join(str(x) for x in exc.errors()[0]["loc"]) or "body"
-        raise _Refused(400, "malformed_request", "the body must be {workflow, parameters: "
-                       "{environment, repository, commit[, service, pr]}}", field=field) from None
+        raise Refused(400, "malformed_request", "the body must be {workflow, parameters: "
+                      "{environment, repository, commit[, service, pr]}}", field=field) from None

@@ -63,11 +63,13 @@ class RunStore(Store):
     """Runs and their event logs in a SQLite file (``target`` a path) or a PostgreSQL database
     (``target`` a ``postgresql://`` URL). Use as a context manager or :meth:`close`."""
 
-    def __init__(self, target: Path | str, *, clock: Callable[[], datetime] = _now) -> None:
+    def __init__(self, target: Path | str, *, clock: Callable[[], datetime] = _now,
+                 read_only: bool = False) -> None:
+        """``read_only``: an existing SQLite file, only read (nothing created or migrated)."""
         self._clock = clock
         self._finish_hooks: builtins.list[Callable[[str], None]] = []
         self._target = target
-        self._db: Database = open_database(target, SCHEMA)
+        self._db: Database = open_database(target, SCHEMA, read_only=read_only)
 
     @property
     def target(self) -> Path | str:

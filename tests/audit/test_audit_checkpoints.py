@@ -15,6 +15,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -24,6 +25,7 @@ from jwt.algorithms import ECAlgorithm
 
 from infrabot.demo._audit_attack import recompute_from
 from orchestrator.audit import (
+    AnchorPolicy,
     AuditKeys,
     AuditStore,
     Checkpointer,
@@ -84,9 +86,12 @@ def written(writer: tuple[AuditStore, Checkpointer], make_record: Any, count: in
     store.close()
 
 
-def report(target: Path | str, keys_dir: Path) -> TrailReport:
+POLICY = AnchorPolicy(every_records=4, every_seconds=10)  # what the ``writer`` fixture uses
+
+
+def report(target: Path | str, keys_dir: Path, policy: AnchorPolicy = POLICY) -> TrailReport:
     with AuditStore(target, read_only=isinstance(target, Path)) as store:
-        return check_trail(store.snapshot(), trusted_keys(keys_dir / PUBLIC_FILE))
+        return check_trail(store.snapshot(), trusted_keys(keys_dir / PUBLIC_FILE), policy)
 
 
 def kinds(trail: TrailReport) -> list[tuple[str, str, int]]:
@@ -119,7 +124,8 @@ def test_checkpoint_payload_and_chain(writer, make_record, target: Path | str, k
     assert header == {"alg": "ES256", "kid": keys.current().kid, "typ": CHECKPOINT_TYP}
     assert payload == {"number": 2, "writer": "svc", "seq": 5, "head_hash": rows[1].head_hash,
                        "time": "2027-01-15T08:00:00.000000Z", "prev": rows[0].hash,
-                       "reason": "shutdown", "every_records": 4}
+                       "reason": "shutdown", "every_records": 4,
+                       "every_seconds": 10.0}
     assert store.snapshot().rows[-1].hash == rows[1].head_hash
 
 
@@ -206,7 +212,59 @@ def test_deleting_checkpoints_to_hide_a_rewrite(writer, make_record, target: Pat
         recompute_from(conn, "svc", 3, decision="deny")
         conn.execute("DELETE FROM checkpoints")
     trail = report(target, keys_dir)
-    assert trail.ok and trail.writers[0].unanchored == 12  # no policy known: only unanchored
+    # no checkpoint is left to sign a bound: the verifier's own (4 records) holds
+    assert kinds(trail) == [("missing_checkpoints", "svc", 1)]
+    assert str(trail.problems[0]) == (
+        "missing_checkpoints: writer svc seq 1: 12 records and no checkpoint, more than the configured every 4: "
+        "checkpoints were deleted or not written")
+    # held to a looser bound, the same tail is only unanchored
+    assert report(target, keys_dir, AnchorPolicy(every_records=12, every_seconds=10)).ok
+
+
+def test_deleting_every_checkpoint_of_a_slow_writer(keys: AuditKeys, target: Path | str,
+                                                    keys_dir: Path, clock: Clock, make_record,
+                                                    raw_db) -> None:
+    """Few records, but spread over longer than a checkpoint period: a running writer would
+    have anchored the first ones, so their checkpoints were deleted."""
+    with AuditStore(target, writer="svc") as store:
+        checkpointer = Checkpointer(store, keys, every_records=4, every_seconds=10,
+                                    clock=lambda: clock.now)
+        store.on_append(checkpointer.appended)
+        for minute in range(3):
+            store.append(make_record(resource=f"r-{minute}",
+                                     time=datetime.fromtimestamp(NOW + 60 * minute, UTC)))
+            clock.now = NOW + 60 * minute + 11
+            checkpointer.tick()
+    assert report(target, keys_dir).ok  # each record anchored by its interval checkpoint
+    with raw_db(target) as conn:
+        conn.execute("DELETE FROM checkpoints")
+    trail = report(target, keys_dir)
+    assert kinds(trail) == [("missing_checkpoints", "svc", 1)]
+    assert str(trail.problems[0]) == (
+        "missing_checkpoints: writer svc seq 1: unanchored records and no checkpoint span 120 s, more than the "
+        "configured 10 s (+30 s grace): checkpoints were deleted or not written")
+
+
+def test_a_killed_writers_short_tail_is_only_unanchored(keys: AuditKeys, target: Path | str,
+                                                        keys_dir: Path, make_record) -> None:
+    """What a writer killed before its first checkpoint leaves: within both bounds."""
+    with AuditStore(target, writer="svc") as store:
+        for second in (0, 9):
+            store.append(make_record(time=datetime.fromtimestamp(NOW + second, UTC)))
+    trail = report(target, keys_dir)
+    assert trail.ok and trail.writers[0].unanchored == 2
+
+
+def test_the_signed_period_bounds_the_tail(writer, make_record, target: Path | str,
+                                           keys_dir: Path, clock: Clock) -> None:
+    store, checkpointer = writer
+    store.append(make_record(resource="r-0", time=datetime.fromtimestamp(NOW, UTC)))
+    checkpointer.checkpoint("requested")
+    for second in (1, 50):  # then the ticker never ran: checkpoints deleted or not written
+        store.append(make_record(time=datetime.fromtimestamp(NOW + second, UTC)))
+    trail = report(target, keys_dir, AnchorPolicy(every_records=4, every_seconds=3600))
+    assert kinds(trail) == [("missing_checkpoints", "svc", 2)]
+    assert "span 49 s, more than the writer's 10 s (+30 s grace)" in str(trail.problems[0])
 
 
 def test_deleting_the_last_checkpoints_leaves_too_many_unanchored(writer, make_record,

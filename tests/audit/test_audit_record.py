@@ -17,6 +17,7 @@ def test_public_surface_is_pinned() -> None:
     assert sorted(audit.__all__) == sorted(
         [
             "GENESIS_HASH",
+            "AnchorPolicy",
             "AuditKeys",
             "AuditRecord",
             "AuditStore",

@@ -182,3 +182,18 @@ def test_a_bad_setting_is_exit_4_not_tampering(state: Path, monkeypatch: pytest.
     code, out, err = run("verify", "--state-dir", str(state))
     assert (code, out) == (4, "")
     assert err.startswith("Error: bad setting INFRABOT_AUDIT_CHECKPOINT_RECORDS: ")
+
+
+def test_every_checkpoint_deleted_is_exit_1(state: Path, raw_db, monkeypatch: pytest.MonkeyPatch
+                                            ) -> None:
+    """Deleting every checkpoint (to rewrite the records beneath them) leaves a tail longer
+    than the writers' configured bounds allow: tampering, not merely unanchored."""
+    with raw_db(state / "audit.sqlite3") as conn:
+        recompute_from(conn, "svc", 3, decision="deny")
+        conn.execute("DELETE FROM checkpoints")
+    monkeypatch.setenv("INFRABOT_AUDIT_CHECKPOINT_RECORDS", "4")
+    code, out, err = run("verify", "--state-dir", str(state))
+    assert code == 1
+    assert "missing_checkpoints: writer svc seq 1: 10 records and no checkpoint, more than the configured every 4: " \
+           "checkpoints were deleted or not written" in out.splitlines()
+    assert err == "audit trail damaged: 1 problem (12 records from 2 writers, 0 checkpoints)\n"

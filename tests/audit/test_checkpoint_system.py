@@ -14,13 +14,19 @@ from e2e._harness import accepted_run_id, deployment, embedded_settings, post_we
 
 from infrabot.cli import audit
 from infrabot.system import running_system
-from orchestrator.audit import AuditStore, check_trail, public_document, trusted_keys
+from orchestrator.audit import (
+    AnchorPolicy,
+    AuditStore,
+    check_trail,
+    public_document,
+    trusted_keys,
+)
 from orchestrator.audit._keys import PUBLIC_FILE
 from orchestrator.identity import PublicKey
 
 
 def _anchored_seq(store: AuditStore, keys: dict[str, PublicKey]) -> int:
-    trail = check_trail(store.snapshot(), keys)
+    trail = check_trail(store.snapshot(), keys, AnchorPolicy(1000, 3600))
     assert trail.ok, trail.problems
     (writer,) = [w for w in trail.writers if w.writer == store.writer]
     return writer.anchored_seq

@@ -3,7 +3,7 @@
 Not a timed test and not the benchmark's goals (``python -m bench --only chaos`` reports those):
 it checks the table's shape, the raw JSON, and that nothing was lost. RabbitMQ because its
 recovery is immediate (on Redis a worker killed mid-hop waits out the 41 s visibility timeout,
-too long for a smoke test). It starts its own RabbitMQ node (port 5690) and its own
+too long for a smoke test). It starts its own RabbitMQ node (spare ports) and its own
 ``redis-server`` processes, never the machine's: skipped when either binary is missing, except
 on CI (``CI=true``), where that fails.
 """

@@ -12,7 +12,7 @@ import pytest
 from _cli import Result, clean_env, infrabot
 from jwt.algorithms import ECAlgorithm
 
-from orchestrator.identity._keys import _pem, generate_private_key
+from orchestrator.identity import generate_private_key, write_private
 
 DIRECTORY = Path(__file__).resolve().parents[2] / "workflows" / "directory.yaml"
 REGISTER_ONLY = "register only the public JWK Set that `infrabot keys init` prints"
@@ -96,11 +96,19 @@ def test_register_list_revoke(tmp_path: Path) -> None:
     assert keys(server, "list", "--json").ok().json() == []
 
 
+def test_revoke_takes_a_kid_that_begins_with_a_dash(tmp_path: Path) -> None:
+    # base64url thumbprints begin with "-" one time in 64 (this failed CI once)
+    keys(tmp_path, "list").ok()
+    assert keys(tmp_path, "revoke", "agent:argocd", "-khi0xJXa-K3DexuHN7IohFO7Qi").error_line() == \
+        "no key '-khi0xJXa-K3DexuHN7IohFO7Qi' is registered for 'agent:argocd'"
+
+
 def _bad_files(root: Path) -> dict[str, Path]:
     private = generate_private_key("ES256")
     full = ECAlgorithm.to_jwk(private, as_dict=True)
+    write_private(root / "key.pem", private)
     files = {
-        "pem": _pem(private),
+        "pem": (root / "key.pem").read_bytes(),
         "private-jwk": json.dumps({"keys": [{**full, "alg": "ES256"}]}).encode(),
         "not-json": b"keys: [1, 2]\n",
         "one-key": json.dumps({"kty": "EC"}).encode(),

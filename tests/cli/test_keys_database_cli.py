@@ -13,7 +13,7 @@ import pytest
 
 from orchestrator.authserver import SqlClientRegistry
 from orchestrator.config import Settings
-from orchestrator.identity._keys import _pem, generate_private_key
+from orchestrator.identity import generate_private_key, write_private
 from tests._postgres import fresh_schema
 from tests.cli._cli import Result, clean_env, infrabot
 
@@ -70,7 +70,7 @@ def test_register_list_revoke_in_the_database(url: str, tmp_path: Path) -> None:
 
 def test_private_material_never_reaches_the_database(url: str, tmp_path: Path) -> None:
     pem = tmp_path / "argocd.pem"
-    pem.write_bytes(_pem(generate_private_key("ES256")))
+    write_private(pem, generate_private_key("ES256"))
     cwd = tmp_path / "admin"
     assert admin(url, cwd, "register", "agent:argocd", "--jwks", str(pem)).error_line() == \
         f"refused: {pem} holds a private key; {REGISTER_ONLY}"

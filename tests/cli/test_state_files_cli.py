@@ -168,3 +168,20 @@ def test_reading_an_empty_state_directory_creates_no_database(tmp_path: Path) ->
                                     "authorization server has run from this state directory, "
                                     "so it issued no token")
     assert sorted(p.name for p in state.iterdir()) == []
+
+
+def test_runs_only_read_the_run_log(run_log: Path, tmp_path: Path) -> None:
+    """``runs list`` and ``runs show`` open the file read-only: it is left byte for byte, and a
+    reader without write access to it gets the same answers."""
+    state = tmp_path / "state"
+    state.mkdir()
+    copy = state / "runs.sqlite3"
+    copy.write_bytes(run_log.read_bytes())
+    copy.chmod(0o444)
+    before = copy.read_bytes()
+    listed = infrabot("runs", "list", "--json", "--state-dir", str(state), env=clean_env()).ok()
+    assert len(json.loads(listed.stdout)) == 6
+    shown = infrabot("runs", "show", "run-0001", "--json", "--state-dir", str(state),
+                     env=clean_env()).ok()
+    assert json.loads(shown.stdout)["status"] == "succeeded"
+    assert copy.read_bytes() == before

@@ -23,6 +23,8 @@ from typing import Self
 import pytest
 import redis
 
+from reliability._tls import ServerCertificate
+
 
 def spare_port() -> int:
     """A loopback port nothing listens on right now (the OS's choice)."""
@@ -42,18 +44,25 @@ def redis_server_binary() -> str:
 
 class RedisServer:
     """``redis-server --port <spare> --save "" --appendonly no`` in ``root`` (or
-    ``--appendonly yes --appendfsync always``)."""
+    ``--appendonly yes --appendfsync always``; or, given ``tls``, TLS only on that port)."""
 
-    def __init__(self, root: Path, port: int | None = None, *, appendonly: bool = False) -> None:
+    def __init__(self, root: Path, port: int | None = None, *, appendonly: bool = False,
+                 tls: ServerCertificate | None = None) -> None:
         self.root = root
         self.appendonly = appendonly
+        self.tls = tls
         self.port = port or spare_port()
         self.binary = redis_server_binary()
         self.popen: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
     def url(self, db: int = 0) -> str:
+        if self.tls is not None:
+            return f"rediss://127.0.0.1:{self.port}/{db}?ssl_ca_certs={self.tls.ca}"
         return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def client(self, **options: object) -> redis.Redis:
+        return redis.Redis.from_url(self.url(), **options)  # type: ignore[arg-type]
 
     @property
     def pid(self) -> int | None:
@@ -66,14 +75,20 @@ class RedisServer:
         self.starts += 1
         durability = (["--appendonly", "yes", "--appendfsync", "always"] if self.appendonly
                       else ["--appendonly", "no"])
+        listen = ["--port", str(self.port)] if self.tls is None else [
+            "--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(self.tls.cert),
+            "--tls-key-file", str(self.tls.key), "--tls-ca-cert-file", str(self.tls.ca),
+            "--tls-auth-clients", "no"]
         self.popen = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            [self.binary, *listen, "--bind", "127.0.0.1", "--save", "",
              *durability, "--dir", str(self.root), "--protected-mode", "yes"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True)
         log.close()
         deadline = time.monotonic() + timeout
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2, socket_timeout=0.5)
+        # "is it up?", not a check of its certificate's name (tests make some for other hosts)
+        probe = {"ssl_check_hostname": False} if self.tls is not None else {}
+        client = self.client(socket_connect_timeout=0.2, socket_timeout=0.5, **probe)
         try:
             while True:
                 try:

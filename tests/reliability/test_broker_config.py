@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import configparser
 import shutil
+import ssl
 import subprocess
 from pathlib import Path
 
@@ -53,12 +54,56 @@ def test_redis_gets_the_patched_transport_and_a_frequent_sweep(tmp_path: Path) -
         assert connection.transport.Channel.__module__ == "infrabot._redis_broker"
 
 
-def test_rediss_keeps_kombus_transport_so_the_scheme_still_means_tls(tmp_path: Path) -> None:
-    settings = Settings(state_dir=tmp_path, broker_url="rediss://127.0.0.1:1/0")
-    app = create_celery(settings)
-    with app.connection_for_write() as connection:
-        assert connection.transport.__class__.__module__ == "kombu.transport.redis"
-        assert connection.transport_cls == "rediss"
+def test_rediss_gets_the_patched_transport_and_verifies_the_certificate(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("")
+    plain = create_celery(Settings(state_dir=tmp_path, broker_url="rediss://127.0.0.1:1/0"))
+    assert plain.conf.broker_transport == "infrabot._redis_broker:Transport"
+    assert plain.conf.broker_use_ssl == {  # kombu's own default: no verification
+        "ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_check_hostname": True}
+    given = create_celery(Settings(
+        state_dir=tmp_path, broker_url=f"rediss://127.0.0.1:1/0?ssl_ca_certs={ca}"))
+    assert given.conf.broker_url == "rediss://127.0.0.1:1/0"  # the options go as broker_use_ssl
+    expected = {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_check_hostname": True,
+                "ssl_ca_certs": str(ca)}
+    assert given.conf.broker_use_ssl == expected
+    with given.connection_for_write() as connection:
+        assert connection.transport.__class__.__module__ == "infrabot._redis_broker"
+        assert connection.ssl == expected
+    assert not create_celery(Settings(state_dir=tmp_path, broker_url="redis://127.0.0.1:1/0")
+                             ).conf.broker_use_ssl
+
+
+def test_amqps_verifies_the_certificate_and_the_host_name(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("")
+    app = create_celery(Settings(state_dir=tmp_path, broker_url=(
+        f"amqps://guest:guest@broker.example:5671/v?heartbeat=10&ssl_ca_certs={ca}")))
+    assert app.conf.broker_url == "amqps://guest:guest@broker.example:5671/v?heartbeat=10"
+    assert app.conf.broker_use_ssl == {"cert_reqs": ssl.CERT_REQUIRED, "server_hostname": None,
+                                       "ca_certs": str(ca)}  # None: kombu names the host
+    unchecked = create_celery(Settings(state_dir=tmp_path, broker_url=(
+        "amqps://guest:guest@broker.example:5671/v?ssl_cert_reqs=none")))
+    assert unchecked.conf.broker_use_ssl == {"cert_reqs": ssl.CERT_NONE}
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("rediss://127.0.0.1:1/0?ssl_ca_certs=/nowhere/ca.pem",
+     "ssl_ca_certs: no such file: /nowhere/ca.pem"),
+    ("amqps://h:5671/?ssl_certfile=/nowhere/c.pem", "ssl_certfile: no such file: /nowhere/c.pem"),
+    ("rediss://127.0.0.1:1/0?ssl_cert_reqs=maybe", "ssl_cert_reqs: use required, optional or none"),
+    ("amqps://h:5671/?ssl_check_hostname=maybe", "ssl_check_hostname: use true or false"),
+    ("rediss://127.0.0.1:1/0?ssl_min_version=3", "ssl_min_version: not a TLS parameter (known: "
+     "ssl_ca_certs, ssl_certfile, ssl_keyfile, ssl_cert_reqs, ssl_check_hostname)"),
+    ("redis://127.0.0.1:1/0?ssl_cert_reqs=none",
+     "ssl_cert_reqs: TLS parameters need rediss:// or amqps://"),
+])
+def test_a_bad_tls_parameter_is_one_line_at_start(tmp_path: Path, url: str, message: str) -> None:
+    result = subprocess.run([str(INFRABOT), "worker", "--state-dir", str(tmp_path)],
+                            env=clean_env(INFRABOT_BROKER_URL=url),
+                            capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == f"Error: bad setting INFRABOT_BROKER_URL: {message}\n"
 
 
 def test_a_url_that_names_no_broker_is_refused(tmp_path: Path) -> None:
