@@ -81,3 +81,38 @@ def test_a_broken_document_is_one_line_and_exit_2(tmp_path: Path,
     serve = results[-1]  # a system that cannot start: serve's own exit for bad configuration
     assert serve.returncode == 1, serve
     assert serve.error_line() == f"bad_configuration: {path}: {line}", serve
+
+
+TWO = """\
+name: two-services
+description: posts to two declared services
+trigger: {events: [deployment], environments: [prod], triggers: [ci_pipeline], task: two}
+agents:
+  - agent: agent:infrabot
+    steps:
+      - action: chat.postMessage
+        params: {channel: deploys, text: one}
+      - action: talk.postMessage
+        params: {channel: deploys, text: two}
+"""
+
+
+def test_the_preflight_tells_two_declared_services_apart(tmp_path: Path) -> None:
+    """Neither has a port of its own: each is still its own audience, with its own scopes."""
+    folder = Path(shutil.copytree(REPO / "workflows", tmp_path / "workflows"))
+    talk = (folder / CHAT).read_text().replace("urn:infra:chat:", "urn:infra:talk:")
+    (folder / "services/talk.openapi.yaml").write_text(talk)
+    directory = yaml.safe_load((folder / "directory.yaml").read_text())
+    scopes = ["urn:infra:talk:read", "urn:infra:talk:write"]
+    directory["services"]["talk"] = {"scopes": scopes}
+    directory["users"]["user:sam"]["permissions"] += scopes
+    directory["agents"]["agent:infrabot"]["allowed_scopes"] += scopes
+    (folder / "directory.yaml").write_text(yaml.safe_dump(directory, sort_keys=False))
+    (folder / "two.yaml").write_text(TWO)
+    result = infrabot("workflows", "check", "two-services", "--user", "sam", "--json",
+                      env=clean_env(INFRABOT_WORKFLOWS_DIR=str(folder),
+                                    INFRABOT_STATE_DIR=str(tmp_path / "state"))).ok()
+    data = json.loads(result.stdout)
+    assert data["root_granted"] == ["urn:infra:chat:write", "urn:infra:talk:write"]
+    assert [(s["step"], s["verdict"]) for s in data["steps"]] == [
+        ("chat.postMessage", "allow"), ("talk.postMessage", "allow")]
