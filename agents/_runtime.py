@@ -18,8 +18,9 @@ import httpx
 
 from orchestrator._dpop_signer import DPoPSigner, dpop_key
 from orchestrator._log import get_logger
+from orchestrator.catalog import service_names
 from orchestrator.client import AuthClient
-from orchestrator.config import SERVICE_NAMES, Settings
+from orchestrator.config import Settings
 from orchestrator.errors import ConfigError, InfraBotError
 from orchestrator.identity import Directory, SigningKey, load_directory
 from orchestrator.runs import RunStore
@@ -49,11 +50,12 @@ class AgentRuntime:
               keys: dict[str, SigningKey] | None = None) -> AgentRuntime:
         """A runtime holding ``keys`` (default: the keys this worker process loaded)."""
         directory = load_directory(settings.workflows_dir / "directory.yaml")
+        workflows = load_workflows(settings.workflows_dir, directory)  # installs its services
         return cls(
             settings=settings,
             endpoints=endpoints or read_endpoints(settings),
             directory=directory,
-            workflows=load_workflows(settings.workflows_dir, directory),
+            workflows=workflows,
             runs=RunStore(settings.runs_target),
             http=httpx.Client(timeout=httpx.Timeout(5.0, connect=2.0),
                               limits=httpx.Limits(max_keepalive_connections=16)),
@@ -123,7 +125,7 @@ def read_endpoints(settings: Settings) -> dict[str, str]:
             return {str(k): str(v) for k, v in data.items()}
     except (OSError, ValueError):
         pass
-    return {"auth": settings.auth_url, **{n: settings.service_url(n) for n in SERVICE_NAMES}}
+    return {"auth": settings.auth_url, **{n: settings.service_url(n) for n in service_names()}}
 
 
 def runtime_for(app_id: int, settings: Settings) -> AgentRuntime:

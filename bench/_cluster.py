@@ -123,8 +123,14 @@ class Cluster:
     def _ports(self) -> dict[str, Any]:
         if not self.endpoints:
             return {}
-        return {f"{name}_port": int(url.rsplit(":", 1)[1])
-                for name, url in self.endpoints.items()}
+        ports: dict[str, Any] = {"service_ports": {}}  # declared services: no field of their own
+        for name, url in self.endpoints.items():
+            port = int(url.rsplit(":", 1)[1])
+            if f"{name}_port" in Settings.model_fields:
+                ports[f"{name}_port"] = port
+            else:
+                ports["service_ports"][name] = port
+        return ports
 
     def env(self) -> dict[str, str]:
         database = {"INFRABOT_DATABASE_URL": self.database_url} if self.database_url else {}
@@ -152,7 +158,8 @@ class Cluster:
         if same_ports:
             path.unlink(missing_ok=True)
             argv = argv[:2]
-            env.update({f"INFRABOT_{k.upper()}": str(v) for k, v in self._ports().items()})
+            env.update({f"INFRABOT_{k.upper()}": str(v) if isinstance(v, int) else json.dumps(v)
+                        for k, v in self._ports().items()})
         proc = self.procs.start("serve", argv, env)
         deadline = time.monotonic() + START_TIMEOUT
         while not path.exists():

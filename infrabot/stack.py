@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mock_services import ServiceDeps, create_service_app, remote_key_source
+from mock_services import ServiceDeps, create_declared_app, create_service_app, remote_key_source
 from orchestrator._dpop_signer import dpop_key
 from orchestrator._servers import bind
 from orchestrator.audit import AuditKeys, AuditStore, Checkpointer
@@ -37,25 +37,34 @@ from orchestrator.identity import (
 )
 from orchestrator.identity import client_keys_dir as keys_dir_of_clients
 from orchestrator.registry import open_store
+from orchestrator.services import DeclaredService, load_and_install
 
 SERVER_NAMES = ("auth", *SERVICE_NAMES)
 ORCHESTRATOR_CLIENT = "client:orchestrator"
 
 
 def bind_ports(settings: Settings, names: tuple[str, ...] = SERVER_NAMES) -> tuple[Settings, dict[str, Any]]:
-    """Bind a socket per server (port 0 lets the OS choose); settings then name the real ports."""
+    """Bind a socket per server (port 0 lets the OS choose); settings then name the real ports.
+    A name with no port setting of its own is a declared service (``service_ports``)."""
     sockets: dict[str, Any] = {}
-    updates: dict[str, int] = {}
+    updates: dict[str, Any] = {}
+    declared = dict(settings.service_ports)
     try:
         for name in names:
-            sock = bind(settings.host, getattr(settings, f"{name}_port"))
+            field_name = f"{name}_port"
+            own = field_name in Settings.model_fields
+            port = getattr(settings, field_name) if own else declared.get(name, 0)
+            sock = bind(settings.host, port)
             sockets[name] = sock
-            updates[f"{name}_port"] = sock.getsockname()[1]
+            if own:
+                updates[field_name] = sock.getsockname()[1]
+            else:
+                declared[name] = sock.getsockname()[1]
     except Exception:
         for sock in sockets.values():
             sock.close()
         raise
-    return settings.model_copy(update=updates), sockets
+    return settings.model_copy(update={**updates, "service_ports": declared}), sockets
 
 
 def client_keys_dir(settings: Settings) -> Path:
@@ -106,6 +115,7 @@ class Stack:
     clients: dict[str, SigningKey] = field(default_factory=dict)
     owns_revocation: bool = True
     registry: ClientRegistry | None = None
+    declared: tuple[DeclaredService, ...] = ()  # the services the workflows directory declares
 
     @classmethod
     def build(cls, settings: Settings, *, revocation: RevocationStore | None = None) -> Stack:
@@ -113,6 +123,8 @@ class Stack:
         settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         settings.keys_dir.mkdir(exist_ok=True, mode=0o700)
         directory = load_directory(settings.workflows_dir / "directory.yaml")
+        declared = load_and_install(settings.workflows_dir, directory)
+        names = (*SERVICE_NAMES, *(s.name for s in declared))
         store = revocation if revocation is not None else open_store(settings.redis_url)
         now = int(time.time())
         keyring = KeyRing.open(settings.keys_dir / "signing", settings.signing_alg, now=now)
@@ -127,14 +139,15 @@ class Stack:
         auth = AuthorizationService(
             settings=settings, keyring=keyring, directory=directory, revocation=store,
             client_keys=ClientKeys(registry, settings.allowed_algs),
-            services={name: settings.service_url(name) for name in SERVICE_NAMES}, audit=audit,
+            services={name: settings.service_url(name) for name in names}, audit=audit,
             dpop_keys=RegistryKeyBook(registry))
         return cls(settings, directory, store, keyring, audit, auth, checkpointer, clients,
-                   owns_revocation=revocation is None, registry=registry)
+                   owns_revocation=revocation is None, registry=registry, declared=declared)
 
     def endpoints(self) -> dict[str, str]:
         out = {"auth": self.settings.auth_url}
         out.update({name: self.settings.service_url(name) for name in SERVICE_NAMES})
+        out.update({s.name: self.settings.service_url(s.name) for s in self.declared})
         return out
 
     def apps(self) -> dict[str, Any]:
@@ -144,6 +157,7 @@ class Stack:
                            audit=self.audit, clock=time.time)
         apps: dict[str, Any] = {"auth": create_app(self.auth)}
         apps.update({name: create_service_app(name, deps) for name in SERVICE_NAMES})
+        apps.update({s.name: create_declared_app(s, deps) for s in self.declared})
         return apps
 
     def close(self) -> None:

@@ -42,6 +42,7 @@ from orchestrator.client import AuthClient
 from orchestrator.config import Settings
 from orchestrator.errors import ConfigError
 from orchestrator.orchestration import Orchestrator
+from orchestrator.services import service_files
 from orchestrator.tracing import instrument_app, start_tracing, traced_record
 
 SERVER_NAMES = ("auth", "datadog", "github", "aws", "pagerduty", "webhooks")
@@ -131,7 +132,9 @@ def running_system(settings: Settings, *, embedded_worker: bool | None = None,
     ``span_exporters`` replace where the spans go (docs/tracing.md)."""
     if embedded_worker is None:
         embedded_worker = settings.broker_url.startswith("memory://")
-    settings, sockets = bind_ports(with_webhook_secret(settings), SERVER_NAMES)
+    declared = tuple(service_files(settings.workflows_dir))  # each its own origin, like the four
+    settings, sockets = bind_ports(with_webhook_secret(settings),
+                                   (*SERVER_NAMES[:-1], *declared, SERVER_NAMES[-1]))
     group = ServerGroup()
     stack: Stack | None = None
     runtime: AgentRuntime | None = None

@@ -6,11 +6,14 @@ every request through one enforcement layer that verifies the token against the 
 server's published keys, checks revocation, scope, context and the directory, honours
 ``Idempotency-Key`` on mutating routes, and writes one audit record per call.
 
-The operations are listed, by action name, in :mod:`orchestrator.catalog`.
+The operations are listed, by action name, in :mod:`orchestrator.catalog`. A service declared by
+an OpenAPI document in the workflows directory is served the same way by
+:func:`create_declared_app` (docs/openapi-services.md).
 """
 
 from mock_services._access import Caller
 from mock_services._app import ServiceDeps, create_service_app
+from mock_services._declared import create_declared_app
 from mock_services._jwks import fetch_published_keys, remote_key_source
 from orchestrator.catalog import CATALOG, Action, build_request, get_action
 from orchestrator.config import SERVICE_NAMES
@@ -22,6 +25,7 @@ __all__ = [
     "Caller",
     "ServiceDeps",
     "build_request",
+    "create_declared_app",
     "create_service_app",
     "fetch_published_keys",
     "get_action",

@@ -61,11 +61,7 @@ def create_service_app(name: str, deps: ServiceDeps) -> FastAPI:
         raise ConfigError(f"unknown service {name!r}; expected one of {', '.join(SERVICE_NAMES)}")
     _check_directory(name, deps.directory)
     audience = deps.settings.service_url(name)
-    access = AccessChecker(audience=audience, settings=deps.settings, keys=deps.key_source,
-                           revocation=deps.revocation, directory=deps.directory,
-                           clock=deps.clock, service=name)
-    enforcer = Enforcer(name, access, deps.audit,
-                        idempotency_cache(name, deps.settings, deps.clock), deps.clock)
+    enforcer = enforcer_for(name, deps)
     app = FastAPI(title=_TITLES[name], version="1.0.0", docs_url=None, redoc_url=None,
                   openapi_url="/openapi.json")
     router = ServiceRouter(app, name, enforcer)
@@ -75,9 +71,18 @@ def create_service_app(name: str, deps: ServiceDeps) -> FastAPI:
     app.state.audience = audience
     app.state.enforcer = enforcer
     app.state.close = enforcer.close  # called by whoever serves the app, once it has stopped
-    _install_handlers(app, enforcer)
+    install_handlers(app, enforcer)
     app.openapi = lambda: _openapi(app, name, deps.settings)  # type: ignore[method-assign]
     return app
+
+
+def enforcer_for(name: str, deps: ServiceDeps) -> Enforcer:
+    """The enforcement layer of service ``name``: its audience is its base URL."""
+    access = AccessChecker(audience=deps.settings.service_url(name), settings=deps.settings,
+                           keys=deps.key_source, revocation=deps.revocation,
+                           directory=deps.directory, clock=deps.clock, service=name)
+    return Enforcer(name, access, deps.audit,
+                    idempotency_cache(name, deps.settings, deps.clock), deps.clock)
 
 
 def _check_directory(name: str, directory: Directory) -> None:
@@ -90,7 +95,7 @@ def _check_directory(name: str, directory: Directory) -> None:
         raise ConfigError(f"{name} routes need {sorted(unknown)}, not listed in the directory")
 
 
-def _install_handlers(app: FastAPI, enforcer: Enforcer) -> None:
+def install_handlers(app: FastAPI, enforcer: Enforcer) -> None:
     async def unrouted(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         return await enforcer.refuse_unrouted(request, exc)

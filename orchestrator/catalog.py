@@ -17,201 +17,87 @@ request names it. The service resolves that kind to the resource's owning attrib
 (environment, repository, service) and the enforcement layer checks them against the token's
 ``ctx`` before the handler runs; a route whose target kind the service cannot resolve is refused
 when the app is built (docs/resources.md).
+
+The catalogue is extensible: services declared by OpenAPI documents in the workflows directory
+(``services/<name>.openapi.yaml``, :mod:`orchestrator.services`) add their operations as
+``<name>.<operationId>`` when that directory is loaded (:func:`install_services`). A process
+serves one workflows directory: installing replaces the previously installed services
+(docs/openapi-services.md).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+import threading
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
+from orchestrator._action import FIELD, LISTING, Action, Params, Target, lookup
+from orchestrator._builtin_actions import ACTIONS
 from orchestrator.audit import contains_raw_jwt
-from orchestrator.identity import is_write
+from orchestrator.config import SERVICE_NAMES
 
-Params = Mapping[str, Any]
+__all__ = ["ACTIONS", "CATALOG", "LISTING", "Action", "Params", "Target", "actions_for",
+           "build_request", "clean_text", "get_action", "install_services", "lookup",
+           "resource_for", "service_names"]
+
 PreparedRequest = tuple[str, str, dict[str, Any], dict[str, Any] | None]
 
-_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_.]*)(?::path)?\}")
 _MAX_VALUE = 128
 # A base64url-encoded JSON object ('{"' encodes as "eyJ"): the start of any JOSE segment.
 _JOSE_SEGMENT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}")
 
 
-LISTING = "listing"
+class Catalog(Mapping[str, Action]):
+    """Every action by name: the built-in table, then the installed services' operations."""
 
+    def __init__(self, built_in: Iterable[Action]) -> None:
+        self._built_in = {a.name: a for a in built_in}
+        self._installed: dict[str, Action] = {}
+        self._services: tuple[str, ...] = ()
+        self._lock = threading.Lock()
 
-@dataclass(frozen=True)
-class Target:
-    """How an action finds the resource it acts on: a ``kind`` its service resolves to owning
-    attributes, from the request ``fields`` that name it (path or query parameters, or dotted
-    JSON body fields). ``LISTING`` names no resource: the handler shows only what the token's
-    context may see."""
+    def __getitem__(self, name: str) -> Action:
+        action = self._built_in.get(name)
+        return action if action is not None else self._installed[name]
 
-    kind: str
-    fields: tuple[str, ...] = ()
+    def __iter__(self) -> Iterator[str]:
+        yield from self._built_in
+        yield from self._installed
 
-    @property
-    def listing(self) -> bool:
-        return self.kind == LISTING
+    def __len__(self) -> int:
+        return len(self._built_in) + len(self._installed)
 
-    def values(self, params: Mapping[str, object], body: object) -> tuple[object, ...]:
-        """The raw value of each field in this request (``None`` where absent)."""
-        return tuple(params[f] if f in params else lookup(body, f) for f in self.fields)
-
-
-def _t(kind: str, *fields: str) -> Target:
-    return Target(kind, fields)
-
-
-_LISTED = Target(LISTING)
-
-
-@dataclass(frozen=True)
-class Action:
-    name: str
-    service: str
-    method: str
-    path: str
-    scope: str
-    audit_action: str
-    resource: str
-    summary: str
-    target: Target
-    query: tuple[tuple[str, str], ...] = ()  # (parameter name, wire name)
-    body: Callable[[Params], dict[str, Any]] | None = None
-    match: tuple[str, str] | None = None  # (dotted body field, value) on a shared route
+    def install(self, services: Mapping[str, Iterable[Action]]) -> None:
+        """Make ``services`` (name -> its actions) the installed ones, replacing any before."""
+        installed: dict[str, Action] = {}
+        for service, actions in services.items():
+            if service in SERVICE_NAMES:
+                raise ValueError(f"{service} is a built-in service")
+            for action in actions:
+                if action.service != service or action.name in self._built_in:
+                    raise ValueError(f"{action.name} cannot be installed for {service}")
+                installed[action.name] = action
+        with self._lock:
+            self._installed, self._services = installed, tuple(sorted(services))
 
     @property
-    def mutating(self) -> bool:
-        """Whether the action changes state (its scope is a write); it honours Idempotency-Key."""
-        return is_write(self.scope)
-
-    @property
-    def path_params(self) -> tuple[str, ...]:
-        return tuple(m.group(1) for m in _FIELD.finditer(self.path))
-
-    def matches(self, body: object) -> bool:
-        return self.match is None or lookup(body, self.match[0]) == self.match[1]
+    def installed_services(self) -> tuple[str, ...]:
+        return self._services
 
 
-def _q(*names: str) -> tuple[tuple[str, str], ...]:
-    return tuple((n.split("=")[0], n.split("=")[-1]) for n in names)
+CATALOG = Catalog(ACTIONS)
 
 
-def _incident_update(status: str) -> Callable[[Params], dict[str, Any]]:
-    def body(p: Params) -> dict[str, Any]:
-        incident = {"type": "incident_reference", "status": status}
-        if p.get("resolution"):
-            incident["resolution"] = p["resolution"]
-        return {"incident": incident}
-
-    return body
+def install_services(services: Mapping[str, Iterable[Action]]) -> None:
+    """Install the operations of the services declared in a workflows directory."""
+    CATALOG.install(services)
 
 
-def _incident_create(p: Params) -> dict[str, Any]:
-    incident: dict[str, Any] = {
-        "type": "incident", "title": p["title"],
-        "service": {"id": p["service_id"], "type": "service_reference"},
-        "urgency": p.get("urgency", "high"),
-    }
-    if p.get("details"):
-        incident["body"] = {"type": "incident_body", "details": p["details"]}
-    if p.get("incident_key"):
-        incident["incident_key"] = p["incident_key"]
-    return {"incident": incident}
-
-
-_READ_MON, _MUTE = "urn:infra:monitoring:read", "urn:infra:monitoring:mute"
-_REPO_READ, _COMMENT, _DEPLOY = "urn:infra:repo:read", "urn:infra:deploy:comment", "urn:infra:deploy:create"
-_INFRA_READ, _TAG, _CLEAN = ("urn:infra:infrastructure:read", "urn:infra:infrastructure:tag",
-                             "urn:infra:infrastructure:clean")
-_INC_READ, _INC_WRITE, _INC_RESOLVE = ("urn:infra:incident:read", "urn:infra:incident:write",
-                                       "urn:infra:incident:resolve")
-_REPO = "/repos/{owner}/{repo}"
-_GH = "github:{owner}/{repo}"
-_REPO_T = _t("github.repository", "owner", "repo")
-_DEPLOYMENT_T = _t("github.deployment", "owner", "repo", "deployment_id")
-_INCIDENT_T = _t("pagerduty.incident", "id")
-
-ACTIONS: tuple[Action, ...] = (
-    # Datadog API v1. Posting an event is a write; the directory's only Datadog write scope is
-    # monitoring:mute, so that is what it requires (no new scope is invented for it).
-    Action("datadog.metrics.query", "datadog", "GET", "/api/v1/query", _READ_MON,
-           "metrics:query", "datadog:query:{query}", "Query timeseries points",
-           _t("datadog.query", "query"),
-           query=_q("from", "to", "query")),
-    Action("datadog.event.create", "datadog", "POST", "/api/v1/events", _MUTE,
-           "event:post", "datadog:events", "Post an event", _t("datadog.tags", "tags")),
-    Action("datadog.event.list", "datadog", "GET", "/api/v1/events", _READ_MON,
-           "event:list", "datadog:events", "List events", _LISTED,
-           query=_q("start", "end", "tags")),
-    Action("datadog.monitor.read", "datadog", "GET", "/api/v1/monitor/{monitor_id}", _READ_MON,
-           "monitor:read", "datadog:monitor:{monitor_id}", "Get a monitor's details",
-           _t("datadog.monitor", "monitor_id")),
-    Action("datadog.monitor.mute", "datadog", "POST", "/api/v1/monitor/{monitor_id}/mute", _MUTE,
-           "monitor:mute", "datadog:monitor:{monitor_id}", "Mute a monitor",
-           _t("datadog.monitor", "monitor_id")),
-    # GitHub REST API.
-    Action("github.pull.read", "github", "GET", _REPO + "/pulls/{pull_number}", _REPO_READ,
-           "pr:read", _GH + "#pr-{pull_number}", "Get a pull request", _REPO_T),
-    Action("github.comment.create", "github", "POST", _REPO + "/issues/{issue_number}/comments",
-           _COMMENT, "comment:post", _GH + "#pr-{issue_number}", "Create an issue comment",
-           _REPO_T),
-    Action("github.comment.list", "github", "GET", _REPO + "/issues/{issue_number}/comments",
-           _REPO_READ, "comment:list", _GH + "#pr-{issue_number}", "List issue comments", _REPO_T),
-    Action("github.deployment_status.create", "github", "POST",
-           _REPO + "/deployments/{deployment_id}/statuses", _DEPLOY, "deploy:create",
-           _GH + ":deployment-{deployment_id}", "Create a deployment status", _DEPLOYMENT_T),
-    Action("github.deployment_status.list", "github", "GET",
-           _REPO + "/deployments/{deployment_id}/statuses", _REPO_READ, "deploy:list",
-           _GH + ":deployment-{deployment_id}", "List deployment statuses", _DEPLOYMENT_T),
-    Action("github.branch.delete", "github", "DELETE", _REPO + "/git/refs/heads/{branch:path}",
-           _DEPLOY, "branch:delete", _GH + ":heads/{branch}", "Delete a branch reference", _REPO_T),
-    # AWS: EC2 and CloudWatch (JSON bodies with the AWS parameter names).
-    Action("aws.ec2.describe_instances", "aws", "POST", "/ec2/DescribeInstances", _INFRA_READ,
-           "instances:describe", "aws:ec2:{InstanceIds}", "Describe EC2 instances",
-           _t("aws.instance", "InstanceIds")),
-    Action("aws.ec2.create_tags", "aws", "POST", "/ec2/CreateTags", _TAG,
-           "tags:create", "aws:ec2:{Resources}", "Add or overwrite tags",
-           _t("aws.instance", "Resources")),
-    Action("aws.ec2.delete_tags", "aws", "POST", "/ec2/DeleteTags", _CLEAN,
-           "tags:delete", "aws:ec2:{Resources}", "Delete tags", _t("aws.instance", "Resources")),
-    Action("aws.ec2.terminate_instances", "aws", "POST", "/ec2/TerminateInstances", _CLEAN,
-           "instances:terminate", "aws:ec2:{InstanceIds}", "Terminate instances",
-           _t("aws.instance", "InstanceIds")),
-    Action("aws.cloudwatch.get_metric_data", "aws", "POST", "/monitoring/GetMetricData",
-           _INFRA_READ, "metrics:get", "aws:cloudwatch:metrics", "Get CloudWatch metric data",
-           _t("aws.metric", "MetricDataQueries")),
-    Action("aws.cloudwatch.put_metric_alarm", "aws", "POST", "/monitoring/PutMetricAlarm", _TAG,
-           "alarm:put", "aws:cloudwatch:alarm/{AlarmName}", "Create or update an alarm",
-           _t("aws.alarm", "AlarmName", "Dimensions")),
-    Action("aws.cloudwatch.describe_alarms", "aws", "POST", "/monitoring/DescribeAlarms",
-           _INFRA_READ, "alarms:describe", "aws:cloudwatch:alarms", "Describe alarms", _LISTED),
-    # PagerDuty REST API v2.
-    Action("pagerduty.incident.list", "pagerduty", "GET", "/incidents", _INC_READ,
-           "incident:list", "pagerduty:incidents", "List incidents", _LISTED,
-           query=_q("statuses=statuses[]", "service_ids=service_ids[]")),
-    Action("pagerduty.incident.read", "pagerduty", "GET", "/incidents/{id}", _INC_READ,
-           "incident:read", "pagerduty:incident:{id}", "Get an incident", _INCIDENT_T),
-    Action("pagerduty.incident.create", "pagerduty", "POST", "/incidents", _INC_WRITE,
-           "incident:create", "pagerduty:service:{incident.service.id}", "Create an incident",
-           _t("pagerduty.service", "incident.service.id"),
-           body=_incident_create),
-    Action("pagerduty.incident.acknowledge", "pagerduty", "PUT", "/incidents/{id}", _INC_RESOLVE,
-           "incident:acknowledge", "pagerduty:incident:{id}", "Acknowledge an incident",
-           _INCIDENT_T,
-           body=_incident_update("acknowledged"), match=("incident.status", "acknowledged")),
-    Action("pagerduty.incident.resolve", "pagerduty", "PUT", "/incidents/{id}", _INC_RESOLVE,
-           "incident:resolve", "pagerduty:incident:{id}", "Resolve an incident", _INCIDENT_T,
-           body=_incident_update("resolved"), match=("incident.status", "resolved")),
-    Action("pagerduty.note.create", "pagerduty", "POST", "/incidents/{id}/notes", _INC_WRITE,
-           "note:create", "pagerduty:incident:{id}", "Add a note to an incident", _INCIDENT_T,
-           body=lambda p: {"note": {"content": p["content"]}}),
-)
-
-CATALOG: Mapping[str, Action] = {a.name: a for a in ACTIONS}
+def service_names() -> tuple[str, ...]:
+    """The built-in services, then those installed from OpenAPI documents."""
+    return (*SERVICE_NAMES, *CATALOG.installed_services)
 
 
 def get_action(name: str) -> Action:
@@ -222,7 +108,7 @@ def get_action(name: str) -> Action:
 
 
 def actions_for(service: str) -> tuple[Action, ...]:
-    return tuple(a for a in ACTIONS if a.service == service)
+    return tuple(a for a in CATALOG.values() if a.service == service)
 
 
 def build_request(action_name: str, params: Params) -> PreparedRequest:
@@ -236,32 +122,24 @@ def build_request(action_name: str, params: Params) -> PreparedRequest:
     missing = [p for p in action.path_params if p not in params]
     if missing:
         raise ValueError(f"{action_name} needs parameter {missing[0]!r}")
-    path = _FIELD.sub(lambda m: _quote_segment(params[m.group(1)], m.group(0)), action.path)
+    path = FIELD.sub(lambda m: _quote_segment(params[m.group(1)], m.group(0)), action.path)
     rest = {k: v for k, v in params.items() if k not in action.path_params}
+    wire = dict(action.query)
     if action.method == "GET":
-        wire = dict(action.query)
         unknown = set(rest) - set(wire)
         if unknown:
             raise ValueError(f"{action_name} takes no parameter {min(unknown)!r}")
         return action.method, path, {wire[k]: v for k, v in rest.items()}, None
+    query = {wire[k]: rest.pop(k) for k in list(rest) if k in wire}
     try:
         body = action.body(rest) if action.body else dict(rest)
     except KeyError as exc:
         raise ValueError(f"{action_name} needs parameter {exc.args[0]!r}") from None
-    return action.method, path, {}, body if body or action.method != "DELETE" else None
+    return action.method, path, query, body if body or action.method != "DELETE" else None
 
 
 def _quote_segment(value: object, placeholder: str) -> str:
     return quote(str(value), safe="/" if placeholder.endswith(":path}") else "")
-
-
-def lookup(data: object, dotted: str) -> object:
-    """``data["a"]["b"]`` for ``"a.b"``, or None where anything along the way is missing."""
-    for part in dotted.split("."):
-        if not isinstance(data, Mapping):
-            return None
-        data = data.get(part)
-    return data
 
 
 def resource_for(action: Action, values: Mapping[str, object], body: object) -> str:
@@ -275,7 +153,7 @@ def resource_for(action: Action, values: Mapping[str, object], body: object) -> 
             value = ",".join(str(v) for v in value[:20])
         return clean_text(str(value)) if value not in (None, "") else "*"
 
-    return _FIELD.sub(fill, action.resource)[:512]
+    return FIELD.sub(fill, action.resource)[:512]
 
 
 def clean_text(value: str) -> str:

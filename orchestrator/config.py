@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     aws_port: int = Field(8703, ge=0, le=65535)
     pagerduty_port: int = Field(8704, ge=0, le=65535)
     webhooks_port: int = Field(8705, ge=0, le=65535)
+    service_ports: dict[str, int] = Field(
+        {}, description="Ports of the services declared by OpenAPI documents in the workflows "
+                        "directory, by name (JSON: {\"chat\": 8706}); one not named listens on "
+                        "a port the OS picks (endpoints.json says which).")
     issuer: str | None = Field(None, description="Defaults to the auth server's base URL.")
 
     signing_alg: SigningAlg = "ES256"
@@ -180,6 +184,16 @@ class Settings(BaseSettings):
             _check_database_url(value.get_secret_value())
         return value
 
+    @field_validator("service_ports")
+    @classmethod
+    def _ports(cls, value: dict[str, int]) -> dict[str, int]:
+        bad = next((n for n, p in value.items() if not 0 <= p <= 65535 or n in SERVICE_NAMES),
+                   None)
+        if bad is not None:
+            raise ValueError(f"{bad}: a declared service's port, from 0 to 65535 (the built-in "
+                             "services have their own settings)")
+        return value
+
     @field_validator("broker_url")
     @classmethod
     def _known_broker(cls, url: str) -> str:
@@ -216,7 +230,10 @@ class Settings(BaseSettings):
         return self.issuer or self.auth_url
 
     def service_url(self, name: str) -> str:
-        return f"http://{self.host}:{getattr(self, f'{name}_port')}"
+        """The base URL (and audience) of a built-in or a declared service."""
+        port = (getattr(self, f"{name}_port") if name in SERVICE_NAMES
+                else self.service_ports.get(name, 0))
+        return f"http://{self.host}:{port}"
 
     @property
     def keys_dir(self) -> Path:

@@ -42,7 +42,8 @@ def at_running_servers(settings: Settings) -> Settings:
         urls = endpoints(settings)
     except CommandError:
         return settings
-    update: dict[str, int] = {}
+    update: dict[str, object] = {}
+    declared = dict(settings.service_ports)
     for name, url in urls.items():
         try:
             port = urlsplit(url).port
@@ -50,7 +51,9 @@ def at_running_servers(settings: Settings) -> Settings:
             continue
         if port and f"{name}_port" in Settings.model_fields:
             update[f"{name}_port"] = port
-    return settings.model_copy(update=update)
+        elif port and name != "webhooks":  # a service declared by an OpenAPI document
+            declared[name] = port
+    return settings.model_copy(update={**update, "service_ports": declared})
 
 
 def inspect_token(settings: Settings, raw: str) -> dict[str, object]:
@@ -64,7 +67,8 @@ def inspect_token(settings: Settings, raw: str) -> dict[str, object]:
         issuer=settings.issuer_url, allowed_algs=settings.allowed_algs,
         leeway=settings.leeway_seconds, max_bytes=settings.max_token_bytes,
         max_depth=settings.max_depth))
-    audiences = frozenset({settings.issuer_url, *(settings.service_url(n) for n in SERVICE_NAMES)})
+    audiences = frozenset({settings.issuer_url, *(settings.service_url(n) for n in SERVICE_NAMES),
+                           *(settings.service_url(n) for n in settings.service_ports)})
     result: dict[str, object] = {"valid": False, "now": now}
     try:
         claims = verifier.verify(raw, audience=audiences, now=now).claims

@@ -1,4 +1,5 @@
-"""``infrabot serve``: the authorization server, the four mock services and the webhook receiver."""
+"""``infrabot serve``: the authorization server, the mock services (the four built in and those
+the workflows directory declares) and the webhook receiver."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import redis
 
 from infrabot.cli._common import load_settings, state_dir_option
 from orchestrator.config import Settings
+from orchestrator.services import service_files
 
 REDIS_PROBE_SECONDS = 1.0  # how long the start-up check waits for Redis to answer
 
@@ -23,8 +25,9 @@ REDIS_PROBE_SECONDS = 1.0  # how long the start-up check waits for Redis to answ
 @state_dir_option
 @click.option("--port-base", type=click.IntRange(0, 65000), default=None,
               help="Listen on PORT_BASE (auth), +1 datadog, +2 github, +3 aws, +4 pagerduty, "
-                   "+5 webhooks; 0 lets the OS pick every port. Default: the INFRABOT_*_PORT "
-                   "settings (8700-8705).")
+                   "+5 webhooks, +6 on the services declared in the workflows directory's "
+                   "services/ (by name); 0 lets the OS pick every port. Default: the "
+                   "INFRABOT_*_PORT settings (8700-8705) and INFRABOT_SERVICE_PORTS.")
 def serve(state_dir: Path | None, port_base: int | None) -> None:
     """Serve the authorization server, the mock services and the webhook receiver.
 
@@ -47,6 +50,9 @@ def serve(state_dir: Path | None, port_base: int | None) -> None:
     if port_base is not None:
         names = ("auth", "datadog", "github", "aws", "pagerduty", "webhooks")
         ports = {f"{n}_port": (port_base + i if port_base else 0) for i, n in enumerate(names)}
+        declared = service_files(load_settings(state_dir).workflows_dir)
+        ports["service_ports"] = {n: (port_base + len(names) + i if port_base else 0)
+                                  for i, n in enumerate(declared)}
     settings, secret_file, created = ensure_secret_file(load_settings(state_dir, **ports))
     for warning in redis_warnings(settings):
         click.echo(warning, err=True)

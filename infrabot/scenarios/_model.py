@@ -184,7 +184,7 @@ class WebhookExpect(_Model):
 class StepExpect(_Model):
     """One exchange of a hop: a workflow step (its service call too) or the hand-off."""
 
-    step: str = Field(pattern=r"^([a-z][a-z0-9]*(\.[a-z0-9_]+)+|hand_off)$")
+    step: str = Field(pattern=r"^([a-z][a-z0-9]*(\.[A-Za-z0-9_]+)+|hand_off)$")
     to: AgentId | None = Field(None, description="A hand-off's agent (a fan-out has several).")
     exchange: Literal["allow", "deny", "skipped"] | None = None
     call: Literal["allow", "deny", "not_run"] | None = None

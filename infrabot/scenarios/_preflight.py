@@ -16,8 +16,8 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
-from orchestrator.catalog import CATALOG
-from orchestrator.config import SERVICE_NAMES, Settings
+from orchestrator.catalog import CATALOG, service_names
+from orchestrator.config import Settings
 from orchestrator.errors import ConfigError, OAuthError
 from orchestrator.identity import (
     AccessClaims,
@@ -104,9 +104,16 @@ class _Chain:
     verifier: TokenVerifier
 
     def issuance(self, ttl: int) -> Issuance:
-        services = {self.settings.service_url(n).rstrip("/"): n for n in SERVICE_NAMES}
+        services = {self.audience(n): n for n in service_names()}
         return Issuance(issuer=self.settings.issuer_url, services=services, ttl=ttl,
                         max_depth=self.settings.max_depth)
+
+    def audience(self, service: str) -> str:
+        """The service's audience. A declared service given no port (the OS picks one when it
+        is served) gets a placeholder of its own: preflight never calls it, and two such
+        services must not share one."""
+        url = self.settings.service_url(service).rstrip("/")
+        return f"{url}/{service}" if url.endswith(":0") else url
 
     def verified(self, claims: Any) -> VerifiedToken:
         return self.verifier.verify(mint(claims, self.key), audience=self.settings.issuer_url,
@@ -185,7 +192,7 @@ def _hops(workflow: Workflow, user: str, chain: _Chain,
         for step in plan.steps:
             action = CATALOG[step.action]
             verdict, _ = _decide(chain, token, causes, step.action, (action.scope,),
-                                 resource=chain.settings.service_url(action.service))
+                                 resource=chain.audience(action.service))
             stop = add(verdict, stop)
         held = set(token.claims.scopes) if token is not None else set()
         for edge in plan.edges:

@@ -137,7 +137,8 @@ ANY = "*"  # a pinned metric answers for every scope (mock_services.datadog)
 def group_settings(settings: Settings, state_dir: Path, workflows_dir: Path,
                    max_depth: int | None) -> Settings:
     """Embedded, on free loopback ports, with the group's own state and workflows."""
-    update: dict[str, Any] = {**dict.fromkeys(_PORTS, 0), "broker_url": "memory://",
+    update: dict[str, Any] = {**dict.fromkeys(_PORTS, 0), "service_ports": {},
+                              "broker_url": "memory://",
                               "redis_url": None, "issuer": None, "state_dir": state_dir,
                               "workflows_dir": workflows_dir, "log_level": "WARNING"}
     if max_depth is not None:

@@ -1,7 +1,7 @@
 """A scenario's private copy of the workflows folder, with its changes applied.
 
-The copy holds ``directory.yaml`` (users, agents and context rules changed as the scenario says)
-and the workflow files: verbatim when unchanged, rewritten when an agent's ``hand_off_scopes``
+The copy holds ``directory.yaml`` (users, agents and context rules changed as the scenario says),
+the declared services (``services/``, verbatim) and the workflow files: verbatim when unchanged, rewritten when an agent's ``hand_off_scopes``
 or a workflow's ``values`` are overridden, and only the named workflow, its trigger widened to the event, when the scenario
 routes the event to a workflow that the event would not otherwise start.
 """
@@ -19,6 +19,7 @@ from infrabot.scenarios._loader import changed_directory
 from infrabot.scenarios._model import Scenario
 from orchestrator.errors import ConfigError
 from orchestrator.identity import Directory
+from orchestrator.services import SERVICES_FOLDER
 from orchestrator.workflows import Trigger, Value, Workflow, select
 
 
@@ -35,6 +36,9 @@ class Sandbox:
         target.mkdir(parents=True, exist_ok=True)
         _dump(changed_directory(directory, scenario).model_dump(mode="json"),
               target / "directory.yaml")
+        services = source / SERVICES_FOLDER  # the declared services, verbatim
+        if services.is_dir():
+            shutil.copytree(services, target / SERVICES_FOLDER, dirs_exist_ok=True)
         overrides = scenario.changes.hand_off_scopes
         for path in sorted(source.glob("*.yaml")):
             if path.name == "directory.yaml":

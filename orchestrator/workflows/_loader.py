@@ -12,6 +12,7 @@ from orchestrator._yamlfile import line_of, load_yaml
 from orchestrator.catalog import CATALOG
 from orchestrator.errors import ConfigError
 from orchestrator.identity import Directory, is_scope
+from orchestrator.services import load_and_install
 from orchestrator.workflows._graph import check_graph, subtree_scopes
 from orchestrator.workflows._model import TEMPLATE_FIELDS, Workflow, names_in, step_of
 
@@ -111,7 +112,10 @@ def _fail(path: Path, lines: Lines, loc: tuple[Any, ...], message: str) -> None:
 
 def load_workflows(folder: Path, directory: Directory, scope_of: ScopeOf = _catalogue_scope
                    ) -> dict[str, Workflow]:
-    """Every ``*.yaml`` workflow directly in ``folder`` (not the directory file), by name."""
+    """Every ``*.yaml`` workflow directly in ``folder`` (not the directory file), by name. The
+    services ``folder`` declares (``services/<name>.openapi.yaml``) are installed into the
+    catalogue first, so steps may name their operations."""
+    load_and_install(folder, directory)
     found: dict[str, Workflow] = {}
     for path in sorted(folder.glob("*.yaml")):
         if path.name in NOT_WORKFLOWS:

@@ -114,7 +114,7 @@ def with_step_results(params: Mapping[str, Any], values: Mapping[str, object],
 
 
 class Step(_Model):
-    action: str = Field(pattern=r"^[a-z][a-z0-9]*(\.[a-z0-9_]+)+$")
+    action: str = Field(pattern=r"^[a-z][a-z0-9]*(\.[A-Za-z0-9_]+)+$")  # <service>.<operationId>
     id: str | None = Field(None, pattern=STEP_ID,
                            description="Names the step's result: steps.<id> in later steps.")
     when: When = Field(None, description="Run the step only when this holds.")

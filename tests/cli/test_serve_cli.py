@@ -15,7 +15,8 @@ from _cli import clean_env, infrabot, serving
 from orchestrator.audit import contains_raw_jwt
 from tests._redis import flushed_redis
 
-SERVERS = ("auth", "datadog", "github", "aws", "pagerduty", "webhooks")
+# the shipped chat service is declared by workflows/services/chat.openapi.yaml
+SERVERS = ("auth", "datadog", "github", "aws", "pagerduty", "chat", "webhooks")
 CLI_REDIS_DB = 10  # this module's database; flushed before and after use
 SCENARIO = """\
 name: cli-scenario

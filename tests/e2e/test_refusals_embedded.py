@@ -120,6 +120,7 @@ def test_agent_asking_for_more_than_it_was_handed_is_refused(tmp_path: Path) -> 
     workflows.mkdir()
     for path in (REPO / "workflows").glob("*.yaml"):
         shutil.copy(path, workflows / path.name)
+    shutil.copytree(REPO / "workflows" / "services", workflows / "services")  # announce's chat
     (workflows / "narrow-handoff.yaml").write_text(NARROW_WORKFLOW)
     settings = embedded_settings(tmp_path / "state", workflows_dir=workflows)
     with running_system(settings) as system:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -63,4 +64,5 @@ def workflows_with(tmp: Path, providers_yaml: dict[str, Any]) -> Path:
         if path.name == "directory.yaml":
             text += "\n" + yaml.safe_dump({"identity_providers": providers_yaml})
         (tmp / path.name).write_text(text)
+    shutil.copytree(REPO / "workflows" / "services", tmp / "services", dirs_exist_ok=True)
     return tmp

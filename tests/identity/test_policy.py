@@ -18,7 +18,8 @@ def test_shipped_directory_has_the_story_cast(directory: Directory) -> None:
     assert set(directory.users) == {"user:sam", "user:alex", "user:robin", "user:former-employee"}
     assert set(directory.agents) == {"agent:infrabot", "agent:scanner", "agent:rollback",
                                      "agent:argocd", "agent:cleanup"}
-    assert set(directory.services) == {"datadog", "github", "aws", "pagerduty"}
+    # chat: declared by workflows/services/chat.openapi.yaml (docs/openapi-services.md)
+    assert set(directory.services) == {"datadog", "github", "aws", "pagerduty", "chat"}
     assert directory.client_ids() == [
         "agent:infrabot", "agent:scanner", "agent:rollback", "agent:argocd", "agent:cleanup",
         "client:orchestrator"]

@@ -31,7 +31,13 @@ import httpx
 import pytest
 from fastapi import FastAPI, Response
 
-from mock_services import SERVICE_NAMES, ServiceDeps, create_service_app, remote_key_source
+from mock_services import (
+    SERVICE_NAMES,
+    ServiceDeps,
+    create_declared_app,
+    create_service_app,
+    remote_key_source,
+)
 from mock_services._serve import reserve, serve_in_thread, url_of
 from orchestrator.audit import AuditStore, StoredRecord
 from orchestrator.catalog import actions_for, build_request, get_action
@@ -50,6 +56,7 @@ from orchestrator.identity import (
     mint,
     new_jti,
 )
+from orchestrator.services import DeclaredService
 
 
 class ManualClock:
@@ -158,7 +165,8 @@ class Stack:
         self.audit.close()
 
 
-def start_stack(root: Path, *, services: Sequence[str] = SERVICE_NAMES, with_auth: bool = True,
+def start_stack(root: Path, *, services: Sequence[str] = SERVICE_NAMES,
+                declared: Sequence[DeclaredService] = (), with_auth: bool = True,
                 revocation: RevocationStore | None = None,
                 key_clock: Callable[[], float] = time.monotonic,
                 min_refresh_seconds: float = 5.0, clock: Callable[[], float] = time.time,
@@ -169,7 +177,9 @@ def start_stack(root: Path, *, services: Sequence[str] = SERVICE_NAMES, with_aut
     auth_sock = reserve()
     socks = {name: reserve() for name in services}
     ports = {f"{name}_port": sock.getsockname()[1] for name, sock in socks.items()}
+    own = {s.name: reserve() for s in declared}  # services from OpenAPI documents
     settings = Settings(state_dir=root, auth_port=auth_sock.getsockname()[1],
+                        service_ports={n: sock.getsockname()[1] for n, sock in own.items()},
                         **ports, **overrides)
     ring = KeyRing.open(settings.keys_dir, settings.signing_alg, now=int(time.time()))
     auth = AuthStub(ring, settings.issuer_url)
@@ -193,9 +203,14 @@ def start_stack(root: Path, *, services: Sequence[str] = SERVICE_NAMES, with_aut
             stack.apps[name] = create_service_app(name, deps)
             stack.urls[name] = url_of(sock)
             stack.stops.append(serve_in_thread(stack.apps[name], sock=sock)[1])
+        for service in declared:
+            sock = own[service.name]
+            stack.apps[service.name] = create_declared_app(service, deps)
+            stack.urls[service.name] = url_of(sock)
+            stack.stops.append(serve_in_thread(stack.apps[service.name], sock=sock)[1])
     except BaseException:
         stack.stop()
-        for sock in socks.values():
+        for sock in [*socks.values(), *own.values()]:
             sock.close()
         raise
     return stack

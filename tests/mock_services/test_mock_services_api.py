@@ -16,7 +16,7 @@ from orchestrator.identity import Directory, MemoryRevocationStore
 def test_the_public_surface_is_pinned():
     assert sorted(mock_services.__all__) == sorted([
         "CATALOG", "SERVICE_NAMES", "Action", "Caller", "ServiceDeps", "build_request",
-        "create_service_app", "fetch_published_keys", "get_action", "remote_key_source",
+        "create_declared_app", "create_service_app", "fetch_published_keys", "get_action", "remote_key_source",
     ])
     assert mock_services.SERVICE_NAMES == ("datadog", "github", "aws", "pagerduty")
     assert [f.name for f in dataclasses.fields(ServiceDeps)] == [
