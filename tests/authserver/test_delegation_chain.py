@@ -185,9 +185,10 @@ CASES = [
      "delegation_run_mismatch"),
     ("scopes not held", {"members": {"scope": "urn:infra:secrets:manage"}}, 400,
      "invalid_grant", "delegation_scope_exceeds_held"),
-    ("from the future", {"members": {"delegation_timestamp": int(time.time()) + 120}}, 400,
+    # dated relative to when the test runs (not when it was collected)
+    ("from the future", {"members": {"delegation_timestamp": +120}}, 400,
      "invalid_grant", "delegation_record_future"),
-    ("stale", {"members": {"delegation_timestamp": int(time.time()) - 3600}}, 400,
+    ("stale", {"members": {"delegation_timestamp": -3600}}, 400,
      "invalid_grant", "delegation_record_stale"),
 ]
 
@@ -202,8 +203,9 @@ def test_each_bad_record_is_refused_with_its_code(server: AuthServer, case: str,
         sent = "not-a-jws"
     else:
         members = _members(claims, **change.get("members", {}))
-        if "delegation_timestamp" in change.get("members", {}):  # dated as the case says
-            members["delegation_timestamp"] = change["members"]["delegation_timestamp"]
+        if "delegation_timestamp" in change.get("members", {}):  # now, moved as the case says
+            members["delegation_timestamp"] = (int(time.time())
+                                               + change["members"]["delegation_timestamp"])
         key = server.stack.clients[change.get("key", INFRABOT)]
         sent = _signed(members, key, **change.get("header", {}))
     mark = server.audit_mark()
