@@ -19,6 +19,7 @@ from orchestrator.identity import (
     load_directory,
 )
 from orchestrator.runs import RunStore
+from orchestrator.workflows import load_workflows
 
 
 def agent_keys(settings: Settings, directory: Directory,
@@ -89,6 +90,7 @@ def worker(queues: str | None, concurrency: int, pool: str, loglevel: str, hostn
         raise CommandError(f"unknown queue {unknown[0] if unknown else '(none)'}; "
                            f"the directory's agents use {', '.join(declared)}")
     _check_run_log(settings)
+    _check_fan_outs(settings, directory)
     keys = agent_keys(settings, directory, chosen)
     # Deferred: Celery and the agents are heavy to import
     from agents._runtime import install_agent_keys
@@ -107,6 +109,23 @@ def worker(queues: str | None, concurrency: int, pool: str, loglevel: str, hostn
                          str(concurrency), "--pool", pool, "--loglevel", loglevel,
                          "--hostname", hostname or f"infrabot-{os.getpid()}@%h",
                          "--without-gossip", "--without-mingle", "--without-heartbeat"])
+
+
+def _check_fan_outs(settings: Settings, directory: Directory) -> None:
+    """A fan-out's chord counts its branches in a result backend, which is Redis (the
+    registry's, or a Redis broker; docs/graphs.md): with RabbitMQ and no Redis, one line now
+    rather than a fork that cannot be published mid-run."""
+    if settings.broker_kind != "amqp" or settings.redis_url:
+        return
+    try:
+        workflows = load_workflows(settings.workflows_dir, directory)
+    except InfraBotError as exc:
+        raise CommandError(exc.message) from None
+    forks = sorted(w.name for w in workflows.values()
+                   if any(edge.fan_out for plan in w.agents for edge in plan.edges))
+    if forks:
+        raise CommandError(f"workflow {forks[0]} fans out, and a fan-out counts its branches "
+                           "in Redis: set INFRABOT_REDIS_URL (the registry's Redis)")
 
 
 def _check_run_log(settings: Settings) -> None:

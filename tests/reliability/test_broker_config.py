@@ -22,6 +22,16 @@ from pydantic import ValidationError
 from infrabot.celery_app import RESTORE_INTERVAL, SWEEP_LOCK_SECONDS, create_celery
 from orchestrator.config import Settings
 
+def worker_refusal(state_dir: Path, broker_url: str) -> str:
+    """``infrabot worker`` with ``broker_url``: it must refuse to start (exit 1, nothing on
+    stdout); what it said on stderr."""
+    result = subprocess.run([str(INFRABOT), "worker", "--state-dir", str(state_dir)],
+                            env=clean_env(INFRABOT_BROKER_URL=broker_url),
+                            capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout) == (1, ""), result
+    return result.stderr
+
+
 AGENT_QUEUES = ("infrabot", "argocd", "scanner", "rollback", "cleanup")
 DEPLOY = REPO / "deploy"
 
@@ -99,22 +109,15 @@ def test_amqps_verifies_the_certificate_and_the_host_name(tmp_path: Path) -> Non
      "ssl_cert_reqs: TLS parameters need rediss:// or amqps://"),
 ])
 def test_a_bad_tls_parameter_is_one_line_at_start(tmp_path: Path, url: str, message: str) -> None:
-    result = subprocess.run([str(INFRABOT), "worker", "--state-dir", str(tmp_path)],
-                            env=clean_env(INFRABOT_BROKER_URL=url),
-                            capture_output=True, text=True, timeout=60)
-    assert (result.returncode, result.stdout) == (1, "")
-    assert result.stderr == f"Error: bad setting INFRABOT_BROKER_URL: {message}\n"
+    assert worker_refusal(tmp_path, url) == f"Error: bad setting INFRABOT_BROKER_URL: {message}\n"
 
 
 def test_a_url_that_names_no_broker_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="not a broker URL: use amqp:// "):
         Settings(broker_url="kafka://127.0.0.1:9092")
-    result = subprocess.run([str(INFRABOT), "worker", "--state-dir", str(tmp_path)],
-                            env=clean_env(INFRABOT_BROKER_URL="kafka://127.0.0.1:9092"),
-                            capture_output=True, text=True, timeout=60)
-    assert (result.returncode, result.stdout) == (1, "")
-    assert result.stderr == ("Error: bad setting INFRABOT_BROKER_URL: not a broker URL: use "
-                             "amqp:// (RabbitMQ), redis:// or memory://\n")
+    assert worker_refusal(tmp_path, "kafka://127.0.0.1:9092") == (
+        "Error: bad setting INFRABOT_BROKER_URL: not a broker URL: use "
+        "amqp:// (RabbitMQ), redis:// or memory://\n")
 
 
 @pytest.mark.parametrize("unit", ["infrabot-serve.service", "infrabot-worker@.service"])
@@ -138,3 +141,11 @@ def test_the_shipped_units_always_restart(unit: str) -> None:
         problems = [line for line in verify.stderr.splitlines()
                     if "is not executable" not in line]  # /opt/infrabot is not installed here
         assert problems == []
+
+
+def test_a_fan_out_without_redis_is_refused_at_the_worker_start(tmp_path: Path) -> None:
+    """RabbitMQ and no INFRABOT_REDIS_URL: nothing can count a fan-out's branches, and the
+    shipped post-deploy fans out (docs/graphs.md)."""
+    assert worker_refusal(tmp_path, "amqp://guest:guest@127.0.0.1:1//") == (
+        "Error: workflow post-deploy fans out, and a fan-out counts its branches in Redis: "
+        "set INFRABOT_REDIS_URL (the registry's Redis)\n")
