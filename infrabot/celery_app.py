@@ -14,9 +14,11 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from celery import Celery
+from celery.signals import before_task_publish
 
 from agents.tasks import register
 from infrabot._redis_broker import TRANSPORT as REDIS_TRANSPORT
+from orchestrator.audit import contains_raw_jwt
 from orchestrator.config import Settings
 from orchestrator.identity import Directory, load_directory
 
@@ -129,6 +131,27 @@ def celery_config(settings: Settings, directory: Directory) -> dict[str, Any]:
         "task_track_started": False,
         "worker_send_task_events": False,
     }
+
+
+def redacted(values: Any) -> str:
+    """``repr`` of a task's arguments with every token replaced by ``'<token>'``."""
+    if isinstance(values, dict):
+        return repr({k: "<token>" if isinstance(v, str) and contains_raw_jwt(v) else v
+                     for k, v in values.items()})
+    return repr([("<token>" if isinstance(v, str) and contains_raw_jwt(v) else v)
+                 for v in values or ()])
+
+
+@before_task_publish.connect(weak=False)
+def _no_token_in_argsrepr(body: Any = None, headers: dict[str, Any] | None = None,
+                          **_: Any) -> None:
+    """Celery logs a task by its ``argsrepr`` and ``kwargsrepr`` headers (a task received,
+    retried, or one it failed to cancel after losing its broker), which it fills with the
+    arguments' ``repr``; a hop's arguments carry its token. Every publication (first hop,
+    hand-off, fan-out, retry) goes out with the token replaced."""
+    if headers is None or not isinstance(body, (list, tuple)) or len(body) < 2:
+        return
+    headers["argsrepr"], headers["kwargsrepr"] = redacted(body[0]), redacted(body[1])
 
 
 def create_celery(settings: Settings, directory: Directory | None = None) -> Celery:

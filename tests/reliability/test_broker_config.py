@@ -149,3 +149,20 @@ def test_a_fan_out_without_redis_is_refused_at_the_worker_start(tmp_path: Path) 
     assert worker_refusal(tmp_path, "amqp://guest:guest@127.0.0.1:1//") == (
         "Error: workflow post-deploy fans out, and a fan-out counts its branches in Redis: "
         "set INFRABOT_REDIS_URL (the registry's Redis)\n")
+
+
+def test_a_published_hop_names_no_token_in_what_celery_logs(tmp_path: Path) -> None:
+    """Celery logs a task by its argsrepr header (received, retried, a cancel that failed after
+    a connection loss): every hop goes out with its token replaced there."""
+    app = create_celery(Settings(state_dir=tmp_path, broker_url="memory://"))
+    token = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ1c2VyOnNhbSJ9.c2lnbmF0dXJl"
+    app.send_task("agents.argocd", args=["run-1", "post-deploy", token, "urn:infra:repo:read",
+                                         "delegated", 1], queue="argocd")
+    with app.connection_for_read() as connection:
+        message = connection.SimpleQueue("argocd").get(timeout=5)
+        headers = message.headers
+        message.ack()
+    assert headers["argsrepr"] == repr(["run-1", "post-deploy", "<token>", "urn:infra:repo:read",
+                                        "delegated", 1])
+    assert headers["kwargsrepr"] == "{}"
+    assert token not in str(headers)
