@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from opentelemetry import context as otel_context
 
 from orchestrator.identity import Directory, load_directory
 from tests._redis import DEFAULT_TEST_REDIS_URL, flushed_redis
@@ -17,6 +18,16 @@ pytest_plugins = ["pytester"]
 REPO = Path(__file__).resolve().parent.parent
 DIRECTORY_FILE = REPO / "workflows" / "directory.yaml"
 TEST_REDIS_DB = 15
+
+
+@pytest.fixture(autouse=True)
+def _own_trace_context() -> Iterator[None]:
+    """Each test starts from an empty OpenTelemetry context, and whatever it leaves current in
+    this thread (a span of a Celery publish that failed, which the instrumentation never
+    detaches) goes with it, not into the next test's traces."""
+    token = otel_context.attach(otel_context.Context())
+    yield
+    otel_context.detach(token)
 
 
 @pytest.fixture(scope="session")
