@@ -124,8 +124,10 @@ def verify_trail(rows: list[ChainRow], heads: Mapping[str, Head],
                  keys: Mapping[str, PublicKey], policy: AnchorPolicy) -> TrailReport:
     """Check every checkpoint with ``keys`` and anchor each writer's records."""
     by_place: dict[tuple[str, int], list[ChainRow]] = defaultdict(list)
+    by_writer: dict[str, list[ChainRow]] = defaultdict(list)
     for chain_row in rows:
         by_place[(chain_row.writer, chain_row.seq)].append(chain_row)
+        by_writer[chain_row.writer].append(chain_row)
     problems: list[Problem] = []
     anchored: dict[str, CheckpointPayload] = {}
     expected, prev = 1, GENESIS_HASH
@@ -158,7 +160,8 @@ def verify_trail(rows: list[ChainRow], heads: Mapping[str, Head],
     rewritten = {p.writer for p in problems if p.kind == "rewritten"}
     for writer in writers:
         if writer.writer not in rewritten and writer.unanchored:
-            why = _overlong_tail(writer, anchored.get(writer.writer), policy, rows)
+            why = _overlong_tail(writer, anchored.get(writer.writer), policy,
+                                 by_writer.get(writer.writer, []))
             if why:
                 problems.append(Problem("missing_checkpoints", writer.writer,
                                         writer.anchored_seq + 1, None,
@@ -169,7 +172,8 @@ def verify_trail(rows: list[ChainRow], heads: Mapping[str, Head],
 
 def _overlong_tail(writer: WriterAnchor, signed: CheckpointPayload | None,
                    policy: AnchorPolicy, rows: list[ChainRow]) -> str:
-    """Why ``writer``'s unanchored tail is longer than a running writer leaves one; "" if not."""
+    """Why ``writer``'s unanchored tail (among ``rows``, the writer's own) is longer than a
+    running writer leaves one; "" if not."""
     every_records = signed.every_records if signed else policy.every_records
     every_seconds = (signed.every_seconds if signed and signed.every_seconds
                      else policy.every_seconds)
@@ -178,7 +182,7 @@ def _overlong_tail(writer: WriterAnchor, signed: CheckpointPayload | None,
     if writer.unanchored > every_records:
         return f"{writer.unanchored} records {after}, more than {whose} every {every_records}"
     times = [_seconds(row.content.get("time")) for row in rows
-             if row.writer == writer.writer and row.seq > writer.anchored_seq and row.content]
+             if row.seq > writer.anchored_seq and row.content]
     known = [t for t in times if t is not None]
     if known and max(known) - min(known) > every_seconds + TAIL_GRACE_SECONDS:
         span = max(known) - min(known)
