@@ -125,6 +125,7 @@ class Stack:
         directory = load_directory(settings.workflows_dir / "directory.yaml")
         declared = load_and_install(settings.workflows_dir, directory)
         names = (*SERVICE_NAMES, *(s.name for s in declared))
+        settings.service_latency_ms.check_services(names)
         store = revocation if revocation is not None else open_store(settings.redis_url)
         now = int(time.time())
         keyring = KeyRing.open(settings.keys_dir / "signing", settings.signing_alg, now=now)

@@ -26,6 +26,7 @@ from mock_services._bearer import error_response
 from mock_services._bodies import validation_response
 from mock_services._enforcement import Enforcer
 from mock_services._idempotency import idempotency_cache
+from mock_services._latency import add_latency
 from mock_services._routing import SECURITY_SCHEME, ServiceRouter
 from orchestrator.audit import AuditStore
 from orchestrator.catalog import actions_for
@@ -72,6 +73,7 @@ def create_service_app(name: str, deps: ServiceDeps) -> FastAPI:
     app.state.enforcer = enforcer
     app.state.close = enforcer.close  # called by whoever serves the app, once it has stopped
     install_handlers(app, enforcer)
+    add_latency(app, name, deps.settings)
     app.openapi = lambda: _openapi(app, name, deps.settings)  # type: ignore[method-assign]
     return app
 

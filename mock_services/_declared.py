@@ -24,6 +24,7 @@ from mock_services._declared_handler import OperationHandler
 from mock_services._declared_schemas import Schemas
 from mock_services._declared_state import DeclaredState
 from mock_services._enforcement import EnforcedRoute
+from mock_services._latency import add_latency
 from mock_services._routing import SECURITY_SCHEME
 from mock_services._targets import Resolver
 from orchestrator.identity import ResourceAttributes
@@ -57,6 +58,7 @@ def create_declared_app(service: DeclaredService, deps: ServiceDeps) -> FastAPI:
     app.state.enforcer = enforcer
     app.state.close = enforcer.close
     install_handlers(app, enforcer)
+    add_latency(app, name, deps.settings)
     document = published(service, audience, deps.settings.auth_url)
     app.openapi = lambda: document  # type: ignore[method-assign]
     return app

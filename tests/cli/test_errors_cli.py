@@ -120,6 +120,14 @@ def _bad_cases(root: Path, dead: str) -> dict[str, Bad]:
                                        "bad settings: signing_alg must be one of allowed_algs"),
         "port out of range": Bad(("serve", "--port-base", "0"), {"INFRABOT_AUTH_PORT": "99999"},
                                  "bad setting INFRABOT_AUTH_PORT: "),
+        "service latency not milliseconds": Bad(
+            ("serve", "--port-base", "0"), {"INFRABOT_SERVICE_LATENCY_MS": "50,datadog=fast"},
+            "bad setting INFRABOT_SERVICE_LATENCY_MS: 'datadog=fast' is neither milliseconds "
+            "(50) nor service=milliseconds (datadog=120)"),
+        "service latency for no service": Bad(
+            ("serve", "--port-base", "0"), {"INFRABOT_SERVICE_LATENCY_MS": "slack=80"},
+            "bad_configuration: INFRABOT_SERVICE_LATENCY_MS: slack is not a service (the "
+            "services: datadog, github, aws, pagerduty, chat)"),
         "state dir under a file": Bad(("token", "user", "user:sam"),
                                       {"INFRABOT_STATE_DIR": str(root / "a-file" / "state")},
                                       f"cannot use state directory {root / 'a-file' / 'state'}"),
