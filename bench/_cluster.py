@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import redis
@@ -48,6 +49,13 @@ def flush(redis_url: str) -> None:
         client.flushdb()
     finally:
         client.close()
+
+
+def next_db(redis_url: str) -> str:
+    """The same Redis server's next database number (a second cluster's, flushed as it starts)."""
+    parts = urlsplit(redis_url)
+    number = int(parts.path.strip("/") or 0) + 1
+    return urlunsplit((parts.scheme, parts.netloc, f"/{number}", "", ""))
 
 
 def redis_answers(redis_url: str) -> bool:

@@ -67,7 +67,7 @@ FULL: dict[str, dict[str, object]] = {
     "replay": {"rate": 500},
     "dpop": {"sequential": 20, "burst": 40, "warmup": 3, "rounds": 2, "proofs": 500},
     "tracing": {"runs": 30, "warmup": 5, "rounds": 3},
-    "fanout": {"runs": 30, "warmup": 5},
+    "fanout": {"runs": 30, "warmup": 5, "latency_ms": 50},
     "chaos": {"counts": {"worker_kill": 20, "serve_restart": 5, "broker_restart": 5,
                          "registry_restart": 5}},  # issue 20's counts, per broker
 }
@@ -84,7 +84,7 @@ QUICK: dict[str, dict[str, object]] = {
     "replay": {"rate": 50},
     "dpop": {"sequential": 5, "burst": 15, "warmup": 1, "rounds": 2, "proofs": 200},
     "tracing": {"runs": 10, "warmup": 2, "rounds": 1},
-    "fanout": {"runs": 10, "warmup": 2},
+    "fanout": {"runs": 10, "warmup": 2, "latency_ms": 50},
     "chaos": {"counts": {"worker_kill": 4, "serve_restart": 2, "broker_restart": 2,
                          "registry_restart": 2}},
 }

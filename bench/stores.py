@@ -19,21 +19,13 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-from bench._cluster import Cluster
+from bench._cluster import Cluster, next_db
 from bench._postgres import fresh_schema
 from bench._report import Table, ms
 from bench._timing import percentile
 
 LATENCY_GOAL = 1.10
-
-
-def next_db(redis_url: str) -> str:
-    """The same Redis server's next database number."""
-    parts = urlsplit(redis_url)
-    number = int(parts.path.strip("/") or 0) + 1
-    return urlunsplit((parts.scheme, parts.netloc, f"/{number}", "", ""))
 
 
 def run(redis_url: str, database_url: str, *, sequential: int = 30, burst: int = 40,

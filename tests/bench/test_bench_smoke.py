@@ -28,6 +28,7 @@ from bench import (
     replay,
     tracing,
 )
+from bench._cluster import next_db
 from bench._report import Table, block, record, section
 from bench.run import DEFAULT_REDIS_URL, NAMES, main
 from tests._redis import flushed_redis
@@ -108,9 +109,21 @@ def test_end_to_end(bench_redis_url: str, tmp_path: Path) -> None:
 
 
 def test_fanout(bench_redis_url: str, tmp_path: Path) -> None:
-    table = check(fanout.run(bench_redis_url, runs=2, warmup=0, work=tmp_path), rows=2)
-    assert column(table, "failed runs") == ["0", "0"]
-    assert column(table, "p50 vs linear")[1] == "1.00x"
+    """Both shapes at 0 ms and at the latency asked for, on a second cluster (the next db)."""
+    with flushed_redis(BENCH_REDIS_DB + 1, next_db(bench_redis_url)):
+        tables = fanout.run(bench_redis_url, runs=2, warmup=0, latency_ms=100, work=tmp_path)
+    table = check(tables, rows=4)
+    assert column(table, "service latency") == ["0 ms", "0 ms", "100 ms", "100 ms"]
+    assert column(table, "failed runs") == ["0"] * 4
+    assert column(table, "p50 vs linear")[1::2] == ["1.00x", "1.00x"]
+    verdicts = column(table, "fan-out faster (issue 18)")
+    assert verdicts[1::2] == ["", ""] and set(verdicts[::2]) <= {"**met**", "NOT met"}
+    assert table.title.endswith("at 100 ms a call")
+    parts = tables[1]
+    assert column(parts, "service latency") == ["0 ms", "100 ms"]
+    calls = [float(cell.split(" / ")[1].removesuffix(" ms"))  # the linear chain's, one at a time
+             for cell in column(parts, "a branch call, fan-out / linear")]
+    assert calls[0] < 100 <= calls[1]  # the services waited as set, and only where set
 
 
 def test_dpop(bench_redis_url: str, tmp_path: Path) -> None:
