@@ -21,6 +21,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from contextlib import ExitStack
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -156,49 +157,79 @@ def _table(done: dict[tuple[int, str], list[Finished]], latencies: tuple[int, ..
 
 
 def _parts(logs: dict[tuple[int, str], list[Run]], latencies: tuple[int, ...]) -> Table:
-    """Where the fan-out's time goes, from its run-log events (medians over the runs)."""
-    table = Table("Where a fan-out's time goes (run-log events, medians)",
-                  ["service latency", "fork: 3 hand-offs minted", "2nd branch starts after",
-                   "branches (first start to last end)", "a branch call, fan-out / linear",
-                   "join starts after", "run"])
+    """Where the fan-out's time goes, beside the same parts of the linear chain, from the
+    run-log events (medians over the runs)."""
+    table = Table("Where the time goes: fan-out / linear (run-log events, medians)",
+                  ["service latency", "3 hand-offs minted", "2nd branch starts after the fork",
+                   "ArgoCD's and the scanner's steps", "a branch's call",
+                   "next agent starts after"])
     for wait in latencies:
-        parts = [_fan_out_parts(r) for r in logs[(wait, "fan-out")]]
-        linear_call = [c for r in logs[(wait, "linear")] for c in _branch_calls(r)]
-        fan_call = [c for r in logs[(wait, "fan-out")] for c in _branch_calls(r)]
-        cells = [ms(percentile([p[k] for p in parts], 50)) for k in range(4)]
-        table.add(f"{wait} ms", *cells[:3],
-                  f"{ms(percentile(fan_call, 50))} / {ms(percentile(linear_call, 50))}",
-                  cells[3], ms(percentile([r.duration_ms or 0 for r in logs[(wait, "fan-out")]],
-                                          50)))
+        fan = [_Ops(r, fan_out=True) for r in logs[(wait, "fan-out")]]
+        line = [_Ops(r, fan_out=False) for r in logs[(wait, "linear")]]
+
+        def both(part: Any, fan: list[_Ops] = fan, line: list[_Ops] = line) -> str:
+            return f"{ms(_median(fan, part))} / {ms(_median(line, part))}"
+
+        table.add(f"{wait} ms", both(_Ops.minted),
+                  ms(percentile([o.second_branch() for o in fan], 50)),
+                  both(_Ops.branches), both(_Ops.branch_call), both(_Ops.next_starts))
     table.notes.append(
-        "From each event's time and its `ms` (an exchange's or a call's start is its time "
-        "less its ms): the fork from the first hand-off exchange's start to the last hand-off; "
-        "the second branch's first exchange start after the fork's last hand-off; the "
-        "branches from their first exchange's start to their last call; a branch's service "
-        "call as the agent timed it, in the fan-out (two at once) and the same calls in the "
-        "linear chain (one at a time); the join's first exchange start after the last "
-        "branch call.")
+        "From each event's time and its `ms` (an exchange's or a call's start is its time less "
+        "its ms). Hand-offs: the fan-out's 3 at the fork, first start to last end; the linear "
+        "chain's 3, one per hop, summed. The second branch's first exchange after the fork's "
+        "last hand-off (the forking worker must end its hop to take it). ArgoCD's and the "
+        "scanner's steps: from the first one's start to the last one's end, at once in the "
+        "fan-out, one after the other in the linear chain. A branch's call: one service call "
+        "as the agent timed it. Next agent: from a hop's last exchange or call to the next "
+        "hop's first exchange (the join after the last branch; each hand-off in the linear "
+        "chain), a hop's own bookkeeping, the broker and the chord included.")
     return table
 
 
-def _ms_at(run: Run, when: Any) -> float:
-    return float((when - run.created_at).total_seconds() * 1000)
+def _median(runs: list[_Ops], part: Any) -> float:
+    return percentile([value for ops in runs for value in part(ops)], 50)
 
 
-def _fan_out_parts(run: Run) -> tuple[float, float, float, float]:
-    """(fork, second branch's start after the fork, branches, join's start after them)."""
-    ops = [(e.agent, _ms_at(run, e.time) - e.detail.ms, _ms_at(run, e.time),
-            isinstance(e.detail, Exchanged) and e.detail.for_.startswith(HAND_OFF))
-           for e in run.events if isinstance(e.detail, Exchanged | Called)]
-    mints = [(start, end) for _, start, end, hand_off in ops if hand_off]
-    forked = max(end for _, end in mints)
-    firsts = [min(start for agent, start, _, _ in ops if agent == b) for b in BRANCHES]
-    branch_end = max(end for agent, _, end, _ in ops if agent in BRANCHES)
-    joined = min(start for agent, start, _, _ in ops if agent == JOIN)
-    return (forked - min(start for start, _ in mints), max(firsts) - forked,
-            branch_end - min(firsts), joined - branch_end)
+class _Ops:
+    """A run's exchanges and calls as (agent, start, end, hand-off?), ms after its creation."""
 
+    def __init__(self, run: Run, *, fan_out: bool) -> None:
+        def at(when: Any) -> float:
+            return float((when - run.created_at).total_seconds() * 1000)
 
-def _branch_calls(run: Run) -> list[float]:
-    return [float(e.detail.ms) for e in run.events
-            if isinstance(e.detail, Called) and e.agent in BRANCHES]
+        self.fan_out = fan_out
+        self.ops = [(e.agent or "", at(e.time) - e.detail.ms, at(e.time),
+                     isinstance(e.detail, Exchanged) and e.detail.for_.startswith(HAND_OFF))
+                    for e in run.events if isinstance(e.detail, Exchanged | Called)]
+        self.calls = [float(e.detail.ms) for e in run.events
+                      if isinstance(e.detail, Called) and e.agent in BRANCHES]
+
+    def _first(self, agent: str) -> float:
+        return min(start for who, start, _, _ in self.ops if who == agent)
+
+    def _last(self, agents: tuple[str, ...]) -> float:
+        return max(end for who, _, end, _ in self.ops if who in agents)
+
+    def minted(self) -> list[float]:
+        mints = [(start, end) for _, start, end, hand_off in self.ops if hand_off]
+        if self.fan_out:  # all three at the fork
+            return [max(end for _, end in mints) - min(start for start, _ in mints)]
+        return [sum(end - start for start, end in mints)]
+
+    def second_branch(self) -> float:
+        forked = max(end for _, _, end, hand_off in self.ops if hand_off)
+        return max(self._first(b) for b in BRANCHES) - forked
+
+    def branches(self) -> list[float]:
+        return [self._last(BRANCHES) - min(self._first(b) for b in BRANCHES)]
+
+    def branch_call(self) -> list[float]:
+        return self.calls
+
+    def next_starts(self) -> list[float]:
+        """Each hop's start after the hop before it: the join after the later branch."""
+        agents = list(dict.fromkeys(who for who, _, _, _ in self.ops))
+        if self.fan_out:
+            return [self._first(JOIN) - self._last(BRANCHES)]
+        return [self._first(after) - self._last((before,))
+                for before, after in pairwise(agents)]
