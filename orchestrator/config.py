@@ -6,25 +6,15 @@ reads the environment.
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import (
-    AliasChoices,
-    BaseModel,
-    ConfigDict,
-    Field,
-    SecretStr,
-    field_validator,
-    model_validator,
-)
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orchestrator._broker_tls import split_tls
-from orchestrator.errors import ConfigError
+from orchestrator._service_latency import ServiceLatency, ServiceLatencySetting
 
 SigningAlg = Literal["ES256", "RS256", "EdDSA"]
 
@@ -41,63 +31,6 @@ BROKER_SCHEMES: dict[str, BrokerKind] = {
 # The webhook secret every install once shared by default: public, so never accepted.
 PUBLIC_WEBHOOK_SECRET = "infrabot-dev-webhook-secret"
 MIN_WEBHOOK_SECRET_CHARS = 16
-
-
-MAX_SERVICE_LATENCY_MS = 10_000  # a hop's two steps at this stay well inside its 30 s limit
-_LATENCY_ENTRY = re.compile(r"^(?:(?P<service>[a-z][a-z0-9]{0,31})=)?(?P<ms>[0-9]+)$")
-
-
-class ServiceLatency(BaseModel):
-    """How long the mock services take to answer each API call, as a real one would: every
-    service ``default_ms``, those named in ``by_service`` their own. 0 (the default): at once.
-
-    Written ``50`` (every service), ``datadog=120,github=80`` (those two; the others at once)
-    or ``50,datadog=120`` (every service 50 ms, Datadog 120 ms)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    default_ms: int = Field(0, ge=0, le=MAX_SERVICE_LATENCY_MS)
-    by_service: dict[str, Annotated[int, Field(ge=0, le=MAX_SERVICE_LATENCY_MS)]] = {}
-
-    @classmethod
-    def parse(cls, text: str) -> ServiceLatency:
-        """From the written form (empty: none); ValueError saying which entry is wrong."""
-        if not text.strip():
-            return cls()
-        default: int | None = None
-        by_service: dict[str, int] = {}
-        for entry in (e.strip() for e in text.split(",")):
-            found = _LATENCY_ENTRY.match(entry)
-            if found is None:
-                raise ValueError(f"{entry!r} is neither milliseconds (50) nor service=milliseconds"
-                                 " (datadog=120)")
-            service, ms = found["service"], int(found["ms"])
-            if ms > MAX_SERVICE_LATENCY_MS:
-                raise ValueError(f"{entry!r}: at most {MAX_SERVICE_LATENCY_MS} ms")
-            if (service in by_service) if service else default is not None:
-                raise ValueError(f"{entry!r}: {service or 'the default'} is given twice")
-            if service:
-                by_service[service] = ms
-            else:
-                default = ms
-        return cls(default_ms=default or 0, by_service=by_service)
-
-    def seconds(self, service: str) -> float:
-        """How long ``service`` waits before it answers."""
-        return self.by_service.get(service, self.default_ms) / 1000
-
-    def check_services(self, services: Iterable[str]) -> None:
-        """ConfigError naming a service given a latency that is not one of ``services`` (the
-        built-in ones and those the workflows directory declares, known once it is read)."""
-        known = list(services)
-        unknown = sorted(set(self.by_service) - set(known))
-        if unknown:
-            raise ConfigError(f"INFRABOT_SERVICE_LATENCY_MS: {unknown[0]} is not a service "
-                              f"(the services: {', '.join(known)})")
-
-    def __str__(self) -> str:
-        return ",".join([*([str(self.default_ms)] if self.default_ms or not self.by_service
-                           else []), *(f"{k}={v}" for k, v in sorted(self.by_service.items()))])
 
 
 def check_webhook_secret(value: str) -> None:
@@ -129,13 +62,8 @@ class Settings(BaseSettings):
                         "directory, by name (JSON: {\"chat\": 8706}); one not named listens on "
                         "a port the OS picks (endpoints.json says which).")
     issuer: str | None = Field(None, description="Defaults to the auth server's base URL.")
-    service_latency_ms: Annotated[ServiceLatency, NoDecode] = Field(
-        ServiceLatency(), description="How long the mock services wait before answering each "
-                                      "API call, as real ones take tens to hundreds of ms: "
-                                      "`50` (every service), `datadog=120,github=80` (those; "
-                                      "the others at once) or `50,datadog=120`; 0 to "
-                                      f"{MAX_SERVICE_LATENCY_MS} ms each. A wait on the event "
-                                      "loop, so other requests go on meanwhile. 0: at once.")
+    service_latency_ms: ServiceLatencySetting = Field(
+        ServiceLatency(), description="Each mock service's wait before answering (docs/design.md).")
 
     signing_alg: SigningAlg = "ES256"
     allowed_algs: tuple[SigningAlg, ...] = ("ES256", "RS256", "EdDSA")
@@ -257,15 +185,6 @@ class Settings(BaseSettings):
     def _check_database_url(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
             _check_database_url(value.get_secret_value())
-        return value
-
-    @field_validator("service_latency_ms", mode="before")
-    @classmethod
-    def _latency(cls, value: Any) -> Any:
-        if isinstance(value, int) and not isinstance(value, bool):  # True is no latency
-            return ServiceLatency(default_ms=value)
-        if isinstance(value, str):
-            return ServiceLatency.parse(value)
         return value
 
     @field_validator("service_ports")
