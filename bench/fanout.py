@@ -56,6 +56,7 @@ STEPS: dict[str, list[dict[str, Any]]] = {
 SHAPES = ("fan-out", "linear")
 BRANCHES, JOIN = ("agent:argocd", "agent:scanner"), "agent:cleanup"
 REALISTIC_MS = 50  # a fast real API call; Datadog, GitHub, AWS answer in tens to hundreds
+NOISE = 0.05  # p50s closer than this are a tie: the 0 ms ratio moved 0.82x-1.03x with the load
 
 
 def _workflow(name: str, ways: dict[str, Any]) -> dict[str, Any]:
@@ -126,7 +127,10 @@ def _run(cluster: Cluster, run_id: str) -> Run:
 
 
 def _verdict(fan_out: float, linear: float) -> str:
-    return "**met**" if fan_out < linear else "NOT met"
+    """Met when the fan-out's p50 is below the chain's by more than a shared machine's noise."""
+    if fan_out < linear * (1 - NOISE):
+        return "**met**"
+    return f"not shown (within {NOISE:.0%})" if fan_out < linear * (1 + NOISE) else "NOT met"
 
 
 def _table(done: dict[tuple[int, str], list[Finished]], latencies: tuple[int, ...], runs: int,
@@ -152,7 +156,8 @@ def _table(done: dict[tuple[int, str], list[Finished]], latencies: tuple[int, ..
         "with concurrency 1 consuming every queue. The fan-out mints 3 hand-offs at the fork "
         "(2 branches + the join's, naming both branch tokens) where the linear chain mints 3 "
         "one after another; the branches' 4 calls run on two workers at once. Every process "
-        "shares the machine's cores. The verdict is the measured p50s' comparison.")
+        "shares the machine's cores. The verdict compares the measured p50s: met when the "
+        f"fan-out's is more than {NOISE:.0%} below the chain's, not shown within {NOISE:.0%}.")
     return table
 
 
