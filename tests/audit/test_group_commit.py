@@ -30,7 +30,7 @@ class _Gated:
 
 
 def _queued(group: GroupCommit[int, int], count: int) -> bool:
-    with group._cond:  # the test waits until the callers are queued
+    with group._mutex:  # the test waits until the callers are queued
         return len(group._queue) == count
 
 
@@ -102,3 +102,30 @@ def test_a_batch_holds_at_most_max_batch_items() -> None:
         first.result(10)
         assert [f.result(10) for f in rest] == [(7 * i + 1) * 10 for i in range(count)]
     assert [len(b) for b in write.batches] == [1, MAX_BATCH, 5]
+
+
+def test_many_callers_each_get_their_own_answer_in_fewer_writes_and_in_order() -> None:
+    """16 threads, 100 items each, a write that takes a moment: every caller gets its own
+    item's answer, items are written in each thread's order, and writes carry many items (the
+    lead passes from write to write without waking every waiting thread)."""
+    batches: list[list[tuple[int, int]]] = []
+
+    def write(items: Sequence[tuple[int, int]]) -> list[tuple[int, int] | Exception]:
+        batches.append(list(items))
+        threading.Event().wait(0.001)
+        return [(thread, n * 2) for thread, n in items]
+
+    group: GroupCommit[tuple[int, int], tuple[int, int]] = GroupCommit(write)
+
+    def caller(thread: int) -> list[tuple[int, int]]:
+        return [group.submit((thread, n)) for n in range(100)]
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(caller, range(16)))
+    assert answers == [[(thread, n * 2) for n in range(100)] for thread in range(16)]
+    written = [item for batch in batches for item in batch]
+    assert sorted(written) == [(t, n) for t in range(16) for n in range(100)]
+    for thread in range(16):
+        assert [n for t, n in written if t == thread] == list(range(100))
+    assert len(batches) < 1600 / 4, f"{len(batches)} writes for 1600 items"
+    assert not group._queue and not group._writing
