@@ -27,10 +27,10 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-from orchestrator.audit._chain import GENESIS_HASH, link_hash
-from orchestrator.audit._record import CONTENT_FIELDS
+from orchestrator.audit._chain import GENESIS_HASH, chain_hash
+from orchestrator.audit._record import CONTENT_FIELDS, canonical_json
 from orchestrator.audit._schema import JSON_FIELDS
 from orchestrator.db import ConnectionLost, Database, Transaction
 from orchestrator.errors import Unavailable
@@ -53,6 +53,9 @@ _FIRST_HEAD = ("INSERT INTO writers (writer, last_seq, last_hash) VALUES (?, ?, 
                "ON CONFLICT (writer) DO NOTHING")
 _HEAD = "SELECT last_seq, last_hash FROM writers WHERE writer = ?"
 _FOUND = "SELECT seq, hash, id FROM records WHERE writer = ? AND seq >= ? AND seq <= ?"
+# One encoder, built once (``json.dumps`` with an option builds one per call); the same text.
+_COLUMN_JSON = json.JSONEncoder(ensure_ascii=False).encode
+_JSON_COLUMN = tuple(name in JSON_FIELDS for name in CONTENT_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,22 @@ class Appended:
     hash: str
 
 
+class Prepared(NamedTuple):
+    """A record's content as the appending thread serialised it, before it waits for the batch's
+    writer: its canonical JSON (what its hash covers) and its column values in ``_INSERT``'s
+    order, JSON fields as JSON text."""
+
+    record_json: str
+    columns: tuple[Any, ...]
+
+
+def prepare(content: dict[str, Any]) -> Prepared:
+    """The content (:meth:`~orchestrator.audit.AuditRecord.content`), serialised once."""
+    return Prepared(canonical_json(content), tuple(
+        _COLUMN_JSON(content[name]) if is_json else content[name]
+        for name, is_json in zip(CONTENT_FIELDS, _JSON_COLUMN, strict=True)))
+
+
 @dataclass(frozen=True)
 class _Planned:
     seq: int
@@ -73,16 +92,17 @@ class _Planned:
 
 
 class ChainWriter:
-    """Appends batches of record contents to ``writer``'s chain in ``db``; not thread-safe (the
-    store's :class:`~orchestrator.audit._group.GroupCommit` calls it from one thread at a
-    time)."""
+    """Appends batches of prepared record contents (:func:`prepare`) to ``writer``'s chain in
+    ``db``; not thread-safe (the store's :class:`~orchestrator.audit._group.GroupCommit` calls
+    it from one thread at a time)."""
 
     def __init__(self, db: Database, writer: str) -> None:
         self._db = db
         self._writer = writer
+        self._writer_json = canonical_json(writer)
         self._head: tuple[int, str] | None = None  # None: read it inside the next transaction
 
-    def write(self, contents: Sequence[dict[str, Any]]) -> list[Appended | Unavailable]:
+    def write(self, contents: Sequence[Prepared]) -> list[Appended | Unavailable]:
         """Store every content, in order, chained; per content where it went, or the
         :class:`~orchestrator.errors.Unavailable` that kept it from being stored (a content
         answered so was not stored, but after a failed read-back). Raises ``Unavailable`` if
@@ -105,7 +125,7 @@ class ChainWriter:
                     done[index] = appended
         return [done[i] for i in range(len(contents))]
 
-    def _send(self, contents: Sequence[dict[str, Any]],
+    def _send(self, contents: Sequence[Prepared],
               planned: list[_Planned]) -> list[Appended | None]:
         """One transaction; the records it stored (None: not, the head had moved)."""
         writer = self._writer
@@ -116,8 +136,8 @@ class ChainWriter:
             for content in contents:
                 planned.append(self._plan(head, content))
                 head = (planned[-1].seq, planned[-1].hash)
-            rows = [_row(writer, plan, content) for plan, content in zip(planned, contents,
-                                                                          strict=True)]
+            rows = [[writer, plan.seq, plan.prev_hash, plan.hash, *content.columns]
+                    for plan, content in zip(planned, contents, strict=True)]
             moves = planned
             if start[0] == 0:
                 tx.executemany(_INSERT_FIRST, [[*row, writer] for row in rows])
@@ -133,9 +153,10 @@ class ChainWriter:
         self._head = head if stored[-1] is not None else None
         return stored
 
-    def _plan(self, head: tuple[int, str], content: dict[str, Any]) -> _Planned:
+    def _plan(self, head: tuple[int, str], content: Prepared) -> _Planned:
         seq, prev_hash = head[0] + 1, head[1]
-        return _Planned(seq, prev_hash, link_hash(prev_hash, content, self._writer, seq))
+        return _Planned(seq, prev_hash,
+                        chain_hash(prev_hash, content.record_json, self._writer_json, seq))
 
     def _read_head(self, tx: Transaction) -> tuple[int, str]:
         row = tx.execute(_HEAD, (self._writer,)).fetchone()  # waits: the hashes need it
@@ -166,15 +187,3 @@ def _stored(planned: list[_Planned], found: list[Any]) -> list[Appended | None]:
     ids = {(seq, digest): row_id for seq, digest, row_id in found}
     return [None if (p.seq, p.hash) not in ids else
             Appended(int(ids[p.seq, p.hash]), p.seq, p.prev_hash, p.hash) for p in planned]
-
-
-# One encoder, built once (``json.dumps`` with an option builds one per call); the same text.
-_COLUMN_JSON = json.JSONEncoder(ensure_ascii=False).encode
-_JSON_COLUMN = tuple(name in JSON_FIELDS for name in CONTENT_FIELDS)
-
-
-def _row(writer: str, plan: _Planned, content: dict[str, Any]) -> list[Any]:
-    """The record's columns in ``_INSERT``'s order, its JSON fields as JSON text."""
-    return [writer, plan.seq, plan.prev_hash, plan.hash,
-            *(_COLUMN_JSON(content[name]) if is_json else content[name]
-              for name, is_json in zip(CONTENT_FIELDS, _JSON_COLUMN, strict=True))]
