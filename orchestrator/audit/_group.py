@@ -26,13 +26,14 @@ MAX_BATCH = 256
 
 
 class _Waiting(Generic[Item, Result]):
-    __slots__ = ("done", "error", "item", "result", "wake")
+    __slots__ = ("done", "error", "item", "lead", "result", "wake")
 
     def __init__(self, item: Item) -> None:
         self.item = item
         self.done = False
         self.result: Result | None = None
         self.error: BaseException | None = None
+        self.lead = False  # handed the lead (set under the mutex, before ``wake`` is released)
         self.wake = threading.Lock()  # held until a leader answers this caller or hands it the lead
         self.wake.acquire()
 
@@ -54,7 +55,11 @@ class GroupCommit(Generic[Item, Result]):
                 self._queue.append(waiting)
             self._writing = True
         if follow:
-            waiting.wake.acquire()  # answered, or handed the lead
+            try:
+                waiting.wake.acquire()  # answered, or handed the lead
+            except BaseException:
+                self._leave(waiting)
+                raise
         if not waiting.done:
             self._lead(waiting)
         if waiting.error is not None:
@@ -72,10 +77,24 @@ class GroupCommit(Generic[Item, Result]):
             with self._mutex:
                 following = self._queue.pop(0) if self._queue else None
                 self._writing = following is not None
+                if following is not None:
+                    following.lead = True
             if following is not None:
                 following.wake.release()
             for waiting in batch[1:]:
                 waiting.wake.release()
+
+    def _leave(self, waiting: _Waiting[Item, Result]) -> None:
+        """A caller interrupted while it waited (``KeyboardInterrupt`` in the main thread):
+        still queued, it leaves the queue (its item is not written); handed the lead, it writes
+        the next batch first, so the callers queued behind it are not stranded; in a batch being
+        written, its answer is simply never read."""
+        with self._mutex:
+            queued = any(other is waiting for other in self._queue)
+            if queued:
+                self._queue = [other for other in self._queue if other is not waiting]
+        if not queued and waiting.lead and not waiting.done:
+            self._lead(waiting)
 
     def _answer(self, batch: list[_Waiting[Item, Result]]) -> None:
         try:
