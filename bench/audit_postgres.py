@@ -6,7 +6,9 @@ database (as serve, the services and the workers do on many hosts) and appends t
 benchmark 5 (a three-actor chain, scopes, context), each in its own committed transaction. The
 baseline, measured the same way in the same run: a bare PostgreSQL insert of the same content,
 one JSON text per row, each its own autocommitted statement, from one psycopg connection per
-process (per thread, in the threads table). The threads table is what group commit changes: the
+process (per thread, in the threads table). An extra baseline, labelled as such: the same columns
+inserted bare into the store's table with its five query indexes (in a schema of its own), the
+same way. The threads table is what group commit changes: the
 threads of a process (serve's request threads) share one store, and the appends that arrive
 while one is written go together in the next transaction.
 """
@@ -23,37 +25,55 @@ import psycopg
 from bench._postgres import fresh_schema
 from bench._report import Table
 from bench.audit import (
+    INDEXED_INSERT,
+    INDEXED_NOTE,
     SPAN_NOTE,
     WRITERS,
     _rate,
     _store_writer,
     in_threads,
+    indexed_ddl,
+    indexed_rows,
     measure,
     record_fields,
     store_threads,
 )
+from orchestrator.db import Dialect
 
 THREADS = (1, 4, 16)
 
 
-def _raw_writer(url: str, count: int, ready: Any, go: Any, out: Any) -> None:
-    rows = [json.dumps(record_fields(i), default=str) for i in range(count)]
+_RAW_INSERT = "INSERT INTO raw (content) VALUES (%s)"
+_INDEXED_INSERT = INDEXED_INSERT.replace("?", "%s")
+
+
+def _bare(count: int, indexed: bool) -> tuple[str, list[Any]]:
+    """The bare statement and its rows: one JSON text each, or the store's columns."""
+    if indexed:
+        return _INDEXED_INSERT, indexed_rows(count)
+    return _RAW_INSERT, [(json.dumps(record_fields(i), default=str),) for i in range(count)]
+
+
+def _raw_writer(url: str, count: int, ready: Any, go: Any, out: Any, *,
+                indexed: bool = False) -> None:
+    sql, rows = _bare(count, indexed)
     with psycopg.connect(url, autocommit=True) as conn:
         ready.put(1)
         go.wait(60)
         start = time.time()
         for row in rows:
-            conn.execute("INSERT INTO raw (content) VALUES (%s)", (row,))
+            conn.execute(sql, row)
         out.put((start, time.time()))
 
 
-def _raw_threads(threads: int, url: str, count: int, ready: Any, go: Any, out: Any) -> None:
-    rows = [json.dumps(record_fields(i), default=str) for i in range(count)]
+def _raw_threads(threads: int, url: str, count: int, ready: Any, go: Any, out: Any, *,
+                 indexed: bool = False) -> None:
+    sql, rows = _bare(count, indexed)
     conns = [psycopg.connect(url, autocommit=True) for _ in range(threads)]
 
     def work(index: int) -> None:
         for row in rows[index::threads]:
-            conns[index].execute("INSERT INTO raw (content) VALUES (%s)", (row,))
+            conns[index].execute(sql, row)
 
     try:
         in_threads(threads, work, ready, go, out)
@@ -67,42 +87,57 @@ def run(database_url: str, *, records: int = 1000, writers: tuple[int, ...] = WR
     """``records`` per writer process, for each process count; every count in a fresh schema."""
     table = Table("Audit on PostgreSQL: records per second into AuditStore, N writer processes",
                   ["writers", "AuditStore records/s", "bare PostgreSQL inserts/s",
-                   "AuditStore / bare", "verify"])
+                   "AuditStore / bare", "extra: bare insert, same columns + 5 indexes, /s",
+                   "AuditStore / that", "verify"])
     for count in writers:
-        with fresh_schema(database_url) as url:
-            with psycopg.connect(url, autocommit=True) as conn:
-                conn.execute("CREATE TABLE raw (id BIGINT GENERATED ALWAYS AS IDENTITY "
-                             "PRIMARY KEY, content TEXT NOT NULL)")
-            measure(table, count, records, (_store_writer, url), (_raw_writer, url))
+        with fresh_schema(database_url) as url, fresh_schema(database_url) as indexed_url:
+            _bare_tables(url, indexed_url)
+            measure(table, count, records, (_store_writer, url), (_raw_writer, url),
+                    (partial(_raw_writer, indexed=True), indexed_url))
     table.notes += [
         SPAN_NOTE.format(records=records),
         ("AuditStore: validation, hash chain per writer (head kept in the process), one "
-        "transaction of 5 statements (BEGIN, advisory lock on the writer, INSERT ... SELECT "
-        "... WHERE the head is the predecessor RETURNING id, head move, COMMIT) in one "
-        "pipelined round trip through a psycopg_pool connection; appends that arrive while "
+        "transaction (BEGIN, advisory lock on the writer, per record INSERT ... SELECT ... "
+        "WHERE the head is the one the batch follows and a head move, both prepared once "
+        "per batch (executemany), a read of the batch's ids, COMMIT) in one pipelined round "
+        "trip through a psycopg_pool connection; appends that arrive while "
         "one is written share the next transaction (group commit: one writer thread per "
         "process here, so each record is its own). Bare: one autocommitted INSERT (1 round "
         "trip) of one JSON text per row. PostgreSQL on loopback, synchronous_commit as the "
         "server has it."),
+        INDEXED_NOTE,
     ]
     return [table, _threads_table(database_url, records, threads)]
+
+
+def _bare_tables(url: str, indexed_url: str) -> None:
+    """The raw table in ``url`` (beside the store's), the store's indexed table alone in
+    ``indexed_url``."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE raw (id BIGINT GENERATED ALWAYS AS IDENTITY "
+                     "PRIMARY KEY, content TEXT NOT NULL)")
+    with psycopg.connect(indexed_url, autocommit=True) as conn:
+        for sql in indexed_ddl(Dialect.POSTGRESQL):
+            conn.execute(sql)
 
 
 def _threads_table(database_url: str, records: int, threads: tuple[int, ...]) -> Table:
     table = Table("Audit on PostgreSQL: group commit, one process, N threads appending to one "
                   "AuditStore", ["threads", "AuditStore records/s", ("bare inserts/s "
-                                 "(a connection per thread)"), "AuditStore / bare"])
+                                 "(a connection per thread)"), "AuditStore / bare",
+                                 "extra: bare insert, same columns + 5 indexes, /s",
+                                 "AuditStore / that"])
     for count in threads:
-        with fresh_schema(database_url) as url:
-            with psycopg.connect(url, autocommit=True) as conn:
-                conn.execute("CREATE TABLE raw (id BIGINT GENERATED ALWAYS AS IDENTITY "
-                             "PRIMARY KEY, content TEXT NOT NULL)")
+        with fresh_schema(database_url) as url, fresh_schema(database_url) as indexed_url:
+            _bare_tables(url, indexed_url)
             from orchestrator.audit import AuditStore
 
             AuditStore(url).close()  # the schema, before the clock starts
             store = _rate(partial(store_threads, count), url, 1, records)
             bare = _rate(partial(_raw_threads, count), url, 1, records)
-        table.add(count, f"{store:,.0f}", f"{bare:,.0f}", f"{store / bare:.2f}")
+            indexed = _rate(partial(_raw_threads, count, indexed=True), indexed_url, 1, records)
+        table.add(count, f"{store:,.0f}", f"{bare:,.0f}", f"{store / bare:.2f}",
+                  f"{indexed:,.0f}", f"{store / indexed:.2f}")
     table.notes += [
         f"{records} records in one process, shared out between the threads.",
         ("AuditStore: one store (one writer chain) for all threads; appends that arrive while "
@@ -110,5 +145,6 @@ def _threads_table(database_url: str, records: int, threads: tuple[int, ...]) ->
         "caller answered once its record is committed). Bare: each thread its own "
         "connection, one autocommitted INSERT per row (PostgreSQL groups concurrent "
         "commits' WAL flushes itself)."),
+        INDEXED_NOTE.replace("one committed", "each thread its own connection, one committed"),
     ]
     return table

@@ -2,13 +2,17 @@
 
 The writer's head (last seq, last hash) is kept in the process between appends, so a batch's
 hashes are computed before its transaction starts, and the transaction is sent whole (one round
-trip on PostgreSQL, ``COMMIT`` included): the writer's lock, then per record an ``INSERT`` that
-stores it only if the head is still its predecessor, and a head move under the same condition.
-Under the lock nothing else moves this head, so either every record of the batch finds its
-predecessor (the head this process knew was right) or none does (another store that shares the
+trip on PostgreSQL, ``COMMIT`` included): the writer's lock; the batch's records in one prepared
+``INSERT`` run once per record (``executemany``), each storing its record only if the writer's
+head is still the one the batch follows; the head moved one record at a time (one prepared
+``UPDATE`` run per record, each under the condition that the head is that record's predecessor,
+so the forward-only trigger sees single steps); and one read of the batch's rows by writer and
+seq, which says what was stored (a record is stored if its seq holds its hash) and gives the row
+ids. Under the lock nothing else moves this head, so either the whole batch finds the head it
+follows (the head this process knew was right) or none of it does (another store that shares the
 writer name appended meanwhile): then nothing was written, the head is read inside the next,
-locked, transaction, and the batch is written after it. A writer name is unique per store
-unless given, so that second transaction is the exception.
+locked, transaction, and the batch is written after it. A writer name is unique per store unless
+given, so that second transaction is the exception.
 
 A connection lost inside the transaction leaves its commit unknown. It is read back in a write
 transaction that first takes the writer's lock, so a transaction still in flight on the lost
@@ -23,12 +27,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-from orchestrator.audit._chain import GENESIS_HASH, link_hash
-from orchestrator.audit._record import CONTENT_FIELDS
+from orchestrator.audit._chain import GENESIS_HASH, chain_hash
+from orchestrator.audit._record import CONTENT_FIELDS, canonical_json
 from orchestrator.audit._schema import JSON_FIELDS
-from orchestrator.db import ConnectionLost, Database, Rows, Transaction
+from orchestrator.db import ConnectionLost, Database, Transaction
 from orchestrator.errors import Unavailable
 
 APPEND_ATTEMPTS = 2
@@ -38,16 +42,20 @@ _VALUES = ", ".join(["?", "CAST(? AS INTEGER)", "?", "?"] + [
     "CAST(? AS INTEGER)" if name in _INTEGER_FIELDS else "?" for name in CONTENT_FIELDS])
 _INSERT = (f"INSERT INTO records (writer, seq, prev_hash, hash, {', '.join(CONTENT_FIELDS)}) "
            f"SELECT {_VALUES} WHERE ")
-# The record is stored only if its writer's head is its predecessor (or, for seq 1, absent).
+# The record is stored only if its writer's head is the one its batch follows (or, for a batch
+# from seq 1, absent).
 _INSERT_AFTER = _INSERT + ("EXISTS (SELECT 1 FROM writers WHERE writer = ? AND last_seq = ? "
-                           "AND last_hash = ?) RETURNING id")
-_INSERT_FIRST = _INSERT + "NOT EXISTS (SELECT 1 FROM writers WHERE writer = ?) RETURNING id"
+                           "AND last_hash = ?)")
+_INSERT_FIRST = _INSERT + "NOT EXISTS (SELECT 1 FROM writers WHERE writer = ?)"
 _MOVE_HEAD = ("UPDATE writers SET last_seq = ?, last_hash = ? "
               "WHERE writer = ? AND last_seq = ? AND last_hash = ?")
 _FIRST_HEAD = ("INSERT INTO writers (writer, last_seq, last_hash) VALUES (?, ?, ?) "
                "ON CONFLICT (writer) DO NOTHING")
 _HEAD = "SELECT last_seq, last_hash FROM writers WHERE writer = ?"
 _FOUND = "SELECT seq, hash, id FROM records WHERE writer = ? AND seq >= ? AND seq <= ?"
+# One encoder, built once (``json.dumps`` with an option builds one per call); the same text.
+_COLUMN_JSON = json.JSONEncoder(ensure_ascii=False).encode
+_JSON_COLUMN = tuple(name in JSON_FIELDS for name in CONTENT_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,22 @@ class Appended:
     hash: str
 
 
+class Prepared(NamedTuple):
+    """A record's content as the appending thread serialised it, before it waits for the batch's
+    writer: its canonical JSON (what its hash covers) and its column values in ``_INSERT``'s
+    order, JSON fields as JSON text."""
+
+    record_json: str
+    columns: tuple[Any, ...]
+
+
+def prepare(content: dict[str, Any]) -> Prepared:
+    """The content (:meth:`~orchestrator.audit.AuditRecord.content`), serialised once."""
+    return Prepared(canonical_json(content), tuple(
+        _COLUMN_JSON(content[name]) if is_json else content[name]
+        for name, is_json in zip(CONTENT_FIELDS, _JSON_COLUMN, strict=True)))
+
+
 @dataclass(frozen=True)
 class _Planned:
     seq: int
@@ -68,16 +92,17 @@ class _Planned:
 
 
 class ChainWriter:
-    """Appends batches of record contents to ``writer``'s chain in ``db``; not thread-safe (the
-    store's :class:`~orchestrator.audit._group.GroupCommit` calls it from one thread at a
-    time)."""
+    """Appends batches of prepared record contents (:func:`prepare`) to ``writer``'s chain in
+    ``db``; not thread-safe (the store's :class:`~orchestrator.audit._group.GroupCommit` calls
+    it from one thread at a time)."""
 
     def __init__(self, db: Database, writer: str) -> None:
         self._db = db
         self._writer = writer
+        self._writer_json = canonical_json(writer)
         self._head: tuple[int, str] | None = None  # None: read it inside the next transaction
 
-    def write(self, contents: Sequence[dict[str, Any]]) -> list[Appended | Unavailable]:
+    def write(self, contents: Sequence[Prepared]) -> list[Appended | Unavailable]:
         """Store every content, in order, chained; per content where it went, or the
         :class:`~orchestrator.errors.Unavailable` that kept it from being stored (a content
         answered so was not stored, but after a failed read-back). Raises ``Unavailable`` if
@@ -100,40 +125,38 @@ class ChainWriter:
                     done[index] = appended
         return [done[i] for i in range(len(contents))]
 
-    def _send(self, contents: Sequence[dict[str, Any]],
+    def _send(self, contents: Sequence[Prepared],
               planned: list[_Planned]) -> list[Appended | None]:
         """One transaction; the records it stored (None: not, the head had moved)."""
-        inserted: list[Rows] = []
+        writer = self._writer
         with self._db.transaction(write=True) as tx:
-            tx.lock(f"writer:{self._writer}")
-            head = self._head if self._head is not None else self._read_head(tx)
+            tx.lock(f"writer:{writer}")
+            start = self._head if self._head is not None else self._read_head(tx)
+            head = start
             for content in contents:
                 planned.append(self._plan(head, content))
-                inserted.append(self._insert(tx, head, planned[-1], content))
                 head = (planned[-1].seq, planned[-1].hash)
-        stored: list[Appended | None] = []
-        for plan, rows in zip(planned, inserted, strict=True):
-            row = rows.fetchone()
-            stored.append(None if row is None else
-                          Appended(int(row[0]), plan.seq, plan.prev_hash, plan.hash))
+            rows = [[writer, plan.seq, plan.prev_hash, plan.hash, *content.columns]
+                    for plan, content in zip(planned, contents, strict=True)]
+            moves = planned
+            if start[0] == 0:
+                tx.executemany(_INSERT_FIRST, [[*row, writer] for row in rows])
+                tx.execute(_FIRST_HEAD, (writer, planned[0].seq, planned[0].hash))
+                moves = planned[1:]
+            else:
+                tx.executemany(_INSERT_AFTER, [[*row, writer, *start] for row in rows])
+            if moves:
+                tx.executemany(_MOVE_HEAD, [(plan.seq, plan.hash, writer, plan.seq - 1,
+                                             plan.prev_hash) for plan in moves])
+            found = tx.execute(_FOUND, (writer, planned[0].seq, planned[-1].seq))
+        stored = _stored(planned, found.fetchall())
         self._head = head if stored[-1] is not None else None
         return stored
 
-    def _plan(self, head: tuple[int, str], content: dict[str, Any]) -> _Planned:
+    def _plan(self, head: tuple[int, str], content: Prepared) -> _Planned:
         seq, prev_hash = head[0] + 1, head[1]
-        return _Planned(seq, prev_hash, link_hash(prev_hash, content, self._writer, seq))
-
-    def _insert(self, tx: Transaction, head: tuple[int, str], plan: _Planned,
-                content: dict[str, Any]) -> Rows:
-        values = [self._writer, plan.seq, plan.prev_hash, plan.hash,
-                  *(_column_value(name, content[name]) for name in CONTENT_FIELDS)]
-        if plan.seq == 1:
-            rows = tx.execute(_INSERT_FIRST, [*values, self._writer])
-            tx.execute(_FIRST_HEAD, (self._writer, plan.seq, plan.hash))
-        else:
-            rows = tx.execute(_INSERT_AFTER, [*values, self._writer, *head])
-            tx.execute(_MOVE_HEAD, (plan.seq, plan.hash, self._writer, *head))
-        return rows
+        return _Planned(seq, prev_hash,
+                        chain_hash(prev_hash, content.record_json, self._writer_json, seq))
 
     def _read_head(self, tx: Transaction) -> tuple[int, str]:
         row = tx.execute(_HEAD, (self._writer,)).fetchone()  # waits: the hashes need it
@@ -155,10 +178,12 @@ class ChainWriter:
                     raise
         row = head.fetchone()
         self._head = (int(row[0]), str(row[1])) if row else (0, GENESIS_HASH)
-        ids = {(seq, digest): row_id for seq, digest, row_id in found.fetchall()}
-        return [None if (p.seq, p.hash) not in ids else
-                Appended(int(ids[p.seq, p.hash]), p.seq, p.prev_hash, p.hash) for p in planned]
+        return _stored(planned, found.fetchall())
 
 
-def _column_value(name: str, value: Any) -> Any:
-    return json.dumps(value, ensure_ascii=False) if name in JSON_FIELDS else value
+def _stored(planned: list[_Planned], found: list[Any]) -> list[Appended | None]:
+    """Per planned record, where it is if ``found`` (rows of ``_FOUND``) holds its hash at its
+    seq, else None."""
+    ids = {(seq, digest): row_id for seq, digest, row_id in found}
+    return [None if (p.seq, p.hash) not in ids else
+            Appended(int(ids[p.seq, p.hash]), p.seq, p.prev_hash, p.hash) for p in planned]

@@ -28,5 +28,18 @@ GENESIS_HASH = "0" * 64
 
 def link_hash(prev_hash: str, content: dict[str, Any], writer: str, seq: int) -> str:
     """The hash of one record, given its content (:meth:`AuditRecord.content`) and its place."""
-    payload = canonical_json({"record": content, "seq": seq, "writer": writer})
+    return chain_hash(prev_hash, canonical_json(content), canonical_json(writer), seq)
+
+
+def chain_hash(prev_hash: str, record_json: str, writer_json: str, seq: int) -> str:
+    """:func:`link_hash` from the content and the writer already in canonical JSON (so an
+    appending thread serialises its record before it waits for the batch's writer).
+
+    ``canonical_json({"record": c, "seq": n, "writer": w})`` is the three members in sorted key
+    order, each ``"key":value`` with the value in canonical form and nothing between them but a
+    comma: exactly the text put together here, byte for byte (an ``int`` is written as
+    ``str``)."""
+    if type(seq) is not int:
+        raise TypeError("seq must be an int")
+    payload = f'{{"record":{record_json},"seq":{seq},"writer":{writer_json}}}'
     return hashlib.sha256((prev_hash + payload).encode("utf-8")).hexdigest()

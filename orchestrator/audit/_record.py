@@ -158,9 +158,13 @@ class StoredRecord(AuditRecord):
         return {"id": self.id, **self.content(), **chain, "hash": self.hash}
 
 
+# Built once: ``json.dumps`` with options builds an encoder per call (the same text either way).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
 def canonical_json(value: Any) -> str:
     """Sorted keys, no whitespace, UTF-8 kept: the byte-stable form that is hashed."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL(value)
 
 
 def _strings(value: Any) -> Iterator[str]:

@@ -41,7 +41,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from orchestrator.audit._append import Appended, ChainWriter
+from orchestrator.audit._append import Appended, ChainWriter, Prepared, prepare
 from orchestrator.audit._checkpoint import SELECT_ALL as _SELECT_CHECKPOINTS
 from orchestrator.audit._checkpoint import CheckpointRow
 from orchestrator.audit._group import GroupCommit
@@ -96,7 +96,7 @@ class AuditStore(Store):
         self._hooks: list[Callable[[StoredRecord], None]] = []
         self._enrich: list[Callable[[AuditRecord], AuditRecord]] = []
         self._db: Database = open_database(target, SCHEMA, read_only=read_only)
-        self._group: GroupCommit[dict[str, Any], Appended] = GroupCommit(
+        self._group: GroupCommit[Prepared, Appended] = GroupCommit(
             ChainWriter(self._db, self._writer).write)
 
     @property
@@ -136,8 +136,9 @@ class AuditStore(Store):
         :class:`~orchestrator.errors.Unavailable` if it could not be stored (then it was not)."""
         for enrich in self._enrich:
             record = enrich(record)
+        prepared = prepare(record.content())  # in the caller's thread, not the batch writer's
         try:
-            appended = self._group.submit(record.content())
+            appended = self._group.submit(prepared)
         except Unavailable as exc:
             raise Unavailable("audit store cannot be written", reason=exc.reason) from exc
         # ``record`` was validated when it was built, and the chain fields are this store's own:

@@ -94,6 +94,12 @@ class Transaction(Protocol):
         """Run one statement with ``?`` placeholders."""
         ...
 
+    def executemany(self, sql: str, params: Sequence[Sequence[Any]]) -> None:
+        """Run one statement (no result rows) once per parameter set, in order: one prepared
+        statement, and on PostgreSQL no round trip of its own. A failure of any one fails the
+        transaction."""
+        ...
+
     def lock(self, key: str) -> None:
         """Hold ``key`` until this transaction ends: every other transaction, in any process on
         any host, that locks the same key waits. (A SQLite write transaction already holds the

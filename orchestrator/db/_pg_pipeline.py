@@ -78,5 +78,10 @@ class PipelinedTransaction:
         self.results.append(rows)
         return rows
 
+    def executemany(self, sql: str, params: Sequence[Sequence[Any]]) -> None:
+        """Sent in the pipeline like any statement (psycopg pipelines ``executemany``); nothing
+        to read back, so nothing waits for it."""
+        self._conn.cursor().executemany(_translate(sql), params)
+
     def lock(self, key: str) -> None:
         self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(f"{self._store}:{key}"),))

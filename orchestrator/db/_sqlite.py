@@ -118,6 +118,9 @@ class _Transaction:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows:
         return _Rows(self._conn.execute(sql, params))
 
+    def executemany(self, sql: str, params: Sequence[Sequence[Any]]) -> None:
+        self._conn.executemany(sql, params)
+
     def lock(self, key: str) -> None:
         """Nothing to do: a write transaction (``BEGIN IMMEDIATE``) holds the file."""
 

@@ -1,6 +1,9 @@
 """A crash loses no acknowledged audit record: a process appending from many threads at once (so
-group commit batches them) is killed with SIGKILL mid-stream; every record whose ``append``
-had returned is in the store afterwards, once, and the chain verifies."""
+group commit batches them) is killed with SIGKILL mid-stream, batches in flight; every record
+whose ``append`` had returned is in the store afterwards, once, and the chain verifies. The
+writer reports the size of every batch it sends, so the test knows batches of several records
+(one transaction, the records and head moves each one prepared statement) were written and
+acknowledged before the kill."""
 
 from __future__ import annotations
 
@@ -18,16 +21,27 @@ THREADS = 8
 ACKED_BEFORE_KILL = 400
 
 # The writer: THREADS threads append records with unique request ids for as long as it lives,
-# printing each id once its append has returned (acknowledged: committed).
+# printing each id once its append has returned (acknowledged: committed), and "batch N" once a
+# transaction of N records has committed.
 _WRITER = """
 import sys, threading
 from datetime import UTC, datetime
 from pathlib import Path
 from orchestrator.audit import AuditRecord, AuditStore
+from orchestrator.audit._append import ChainWriter
 
 where = sys.argv[1]
-store = AuditStore(where if where.startswith("postgresql") else Path(where), writer="crash-test")
 lock = threading.Lock()
+send = ChainWriter._send
+
+def reporting_send(self, contents, planned):
+    stored = send(self, contents, planned)
+    with lock:
+        sys.stdout.write(f"batch {len(contents)}\\n")
+    return stored
+
+ChainWriter._send = reporting_send
+store = AuditStore(where if where.startswith("postgresql") else Path(where), writer="crash-test")
 print("ready", flush=True)
 
 def append(thread):
@@ -55,26 +69,29 @@ threading.Event().wait()
 def test_records_acknowledged_before_a_sigkill_are_all_kept(target: Path | str) -> None:
     AuditStore(target).close()  # the schema, before the writer starts
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    acked: list[str] = []
+    lines: list[str] = []
     with subprocess.Popen([sys.executable, "-c", _WRITER, str(target)], stdout=subprocess.PIPE,
                           text=True, env=env, cwd=ROOT) as proc:
         try:
             assert proc.stdout is not None
             assert proc.stdout.readline().strip() == "ready"
             deadline = time.monotonic() + 60
-            while len(acked) < ACKED_BEFORE_KILL and time.monotonic() < deadline:
+            while time.monotonic() < deadline and not (
+                    len(_acked(lines)) >= ACKED_BEFORE_KILL and _most_batched(lines) > 1):
                 line = proc.stdout.readline()
                 if not line:
                     break
-                acked.append(line.strip())
+                lines.append(line.strip())
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(10)
-            acked += [line.strip() for line in proc.stdout.read().splitlines() if line.strip()]
+            lines += [line.strip() for line in proc.stdout.read().splitlines() if line.strip()]
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
+    acked = _acked(lines)
     assert len(acked) >= ACKED_BEFORE_KILL, f"the writer acknowledged only {len(acked)}"
+    assert _most_batched(lines) > 1, "no batch of several records was written"
     assert proc.returncode == -signal.SIGKILL
 
     with AuditStore(target, writer="reader") as store:
@@ -83,3 +100,11 @@ def test_records_acknowledged_before_a_sigkill_are_all_kept(target: Path | str) 
     assert report.ok, report
     assert len(stored) == len(set(stored))  # nothing twice
     assert set(acked) <= set(stored)  # nothing acknowledged is lost
+
+
+def _acked(lines: list[str]) -> list[str]:
+    return [line for line in lines if not line.startswith("batch ")]
+
+
+def _most_batched(lines: list[str]) -> int:
+    return max((int(line.split()[1]) for line in lines if line.startswith("batch ")), default=0)

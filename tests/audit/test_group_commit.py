@@ -3,6 +3,7 @@ the next write, and each is answered only with its own item's outcome, after tha
 
 from __future__ import annotations
 
+import signal
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +31,7 @@ class _Gated:
 
 
 def _queued(group: GroupCommit[int, int], count: int) -> bool:
-    with group._cond:  # the test waits until the callers are queued
+    with group._mutex:  # the test waits until the callers are queued
         return len(group._queue) == count
 
 
@@ -102,3 +103,63 @@ def test_a_batch_holds_at_most_max_batch_items() -> None:
         first.result(10)
         assert [f.result(10) for f in rest] == [(7 * i + 1) * 10 for i in range(count)]
     assert [len(b) for b in write.batches] == [1, MAX_BATCH, 5]
+
+
+def test_many_callers_each_get_their_own_answer_in_fewer_writes_and_in_order() -> None:
+    """16 threads, 100 items each, a write that takes a moment: every caller gets its own
+    item's answer, items are written in each thread's order, and writes carry many items (the
+    lead passes from write to write without waking every waiting thread)."""
+    batches: list[list[tuple[int, int]]] = []
+
+    def write(items: Sequence[tuple[int, int]]) -> list[tuple[int, int] | Exception]:
+        batches.append(list(items))
+        threading.Event().wait(0.001)
+        return [(thread, n * 2) for thread, n in items]
+
+    group: GroupCommit[tuple[int, int], tuple[int, int]] = GroupCommit(write)
+
+    def caller(thread: int) -> list[tuple[int, int]]:
+        return [group.submit((thread, n)) for n in range(100)]
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        answers = list(pool.map(caller, range(16)))
+    assert answers == [[(thread, n * 2) for n in range(100)] for thread in range(16)]
+    written = [item for batch in batches for item in batch]
+    assert sorted(written) == [(t, n) for t in range(16) for n in range(100)]
+    for thread in range(16):
+        assert [n for t, n in written if t == thread] == list(range(100))
+    assert len(batches) < 1600 / 4, f"{len(batches)} writes for 1600 items"
+    assert not group._queue and not group._writing
+
+
+def test_a_caller_interrupted_while_queued_leaves_and_the_others_go_on() -> None:
+    """The main thread, queued behind a write, gets KeyboardInterrupt (SIGINT): it leaves the
+    queue, its item is never written, and the callers queued with it are written next."""
+    write = _Gated()
+    group: GroupCommit[int, int] = GroupCommit(write)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        first = pool.submit(group.submit, 0)
+        assert write.first_started.wait(10)
+        second = pool.submit(group.submit, 1)
+        for _ in range(500):
+            if _queued(group, 1):
+                break
+            threading.Event().wait(0.01)
+        main = threading.get_ident()
+
+        def interrupt() -> None:
+            for _ in range(500):  # until the main thread is queued behind the gated write
+                if _queued(group, 2):
+                    break
+                threading.Event().wait(0.01)
+            signal.pthread_kill(main, signal.SIGINT)
+
+        pool.submit(interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            group.submit(2)
+        assert _queued(group, 1)
+        write.release.set()
+        assert (first.result(10), second.result(10)) == (0, 10)
+    assert group.submit(3) == 30
+    assert write.batches == [[0], [1], [3]]
+    assert not group._queue and not group._writing
