@@ -14,11 +14,17 @@ import yaml
 from orchestrator.errors import ConfigError
 from orchestrator.identity import Directory, load_directory
 from orchestrator.workflows import (
+    Branch,
     ConditionError,
     Workflow,
+    branch_agents,
+    branch_ends,
+    branch_of,
     downstream_scopes,
     earlier_steps,
+    graph_order,
     load_workflow,
+    longest_way,
     parse_condition,
     required_scopes,
 )
@@ -87,10 +93,140 @@ def test_a_fan_out_needs_a_join(tmp_path: Path, directory: Directory) -> None:
     refused(tmp_path, data, directory, "agents.0.hand_off.1: a fan-out needs join: <agent>")
 
 
-def test_a_branch_hands_off_to_no_one(tmp_path: Path, directory: Directory) -> None:
+# --- a branch that hands off on: a sub-chain ---------------------------------------------------
+
+POST = {"action": "github.comment.create",
+        "params": {"owner": "a", "repo": "b", "issue_number": 1, "body": "scanned"}}
+
+
+@pytest.fixture(scope="module")
+def with_notifier(directory: Directory) -> Directory:
+    """The shipped directory plus agent:notifier, to whom the scanner may hand off."""
+    data = directory.model_dump()
+    data["agents"]["agent:notifier"] = {"allowed_scopes": ["urn:infra:deploy:comment"],
+                                        "hands_off_to": ["agent:cleanup"]}
+    scanner = data["agents"]["agent:scanner"]
+    scanner["hands_off_to"] = [*scanner["hands_off_to"], "agent:notifier"]
+    scanner["allowed_scopes"] = [*scanner["allowed_scopes"], "urn:infra:deploy:comment"]
+    return Directory.model_validate(data)
+
+
+def sub_chain() -> dict[str, Any]:
+    """``fan_out()`` whose scanner hands off on to the notifier, who ends that branch."""
+    data = fan_out()
+    data["agents"][3]["hand_off"] = "agent:notifier"
+    data["agents"][3]["steps"][0]["id"] = "scan"
+    data["agents"].insert(4, {"agent": "agent:notifier", "steps": [{**POST, "id": "told"}]})
+    return data
+
+
+def test_a_branch_hands_off_on_as_a_sub_chain(tmp_path: Path, with_notifier: Directory) -> None:
+    workflow = load(tmp_path, sub_chain(), with_notifier)
+    fan = workflow.plan("agent:infrabot").edges[1]
+    assert branch_of(workflow, "agent:notifier") == Branch("agent:infrabot", fan, "agent:scanner")
+    assert branch_of(workflow, "agent:scanner") == Branch("agent:infrabot", fan, "agent:scanner")
+    assert branch_of(workflow, "agent:cleanup") is None
+    assert branch_of(workflow, "agent:infrabot") is None
+    assert branch_agents(workflow, "agent:scanner") == ["agent:scanner", "agent:notifier"]
+    assert branch_ends(workflow, "agent:scanner") == ["agent:notifier"]
+    assert branch_ends(workflow, "agent:argocd") == ["agent:argocd"]
+    # the join comes after every agent of the branches; it counts one actor after the fork
+    assert graph_order(workflow) == ["agent:infrabot", "agent:rollback", "agent:argocd",
+                                     "agent:scanner", "agent:notifier", "agent:cleanup"]
+    assert longest_way(workflow) == 3
+    # the scanner is handed what its sub-chain needs, the notifier only its own
+    assert downstream_scopes(workflow, "agent:infrabot", "agent:scanner") == [
+        "urn:infra:repo:read", "urn:infra:deploy:comment"]
+    assert downstream_scopes(workflow, "agent:scanner", "agent:notifier") == [
+        "urn:infra:deploy:comment"]
+    # the join may read every step of every branch's sub-chain
+    assert earlier_steps(workflow, "agent:cleanup") == {"latency", "scan", "told"}
+    assert earlier_steps(workflow, "agent:notifier") == {"latency", "scan"}
+
+
+def test_a_branch_end_chosen_by_a_condition_must_be_allowed_to_hand_off_to_the_join(
+        tmp_path: Path, with_notifier: Directory) -> None:
+    """The scanner hands off only when its scan says so: it may end its branch itself, so it
+    and the notifier must both be allowed to hand off to the join."""
+    data = sub_chain()
+    data["agents"][3]["hand_off"] = [{"when": "steps.scan.state == 'open'",
+                                      "to": "agent:notifier"}]
+    workflow = load(tmp_path, data, with_notifier)
+    assert branch_ends(workflow, "agent:scanner") == ["agent:scanner", "agent:notifier"]
+    lacking = with_notifier.model_dump()
+    lacking["agents"]["agent:notifier"]["hands_off_to"] = []
+    refused(tmp_path, data, Directory.model_validate(lacking),
+            "agents.0.hand_off.1.join: the directory does not let agent:notifier hand off to "
+            "agent:cleanup (hands_off_to): agent:notifier may end agent:scanner's branch, and "
+            "the join waits for it")
+
+
+def test_a_branch_hands_off_within_the_directory(tmp_path: Path, directory: Directory) -> None:
+    lacking = directory.model_dump()
+    lacking["agents"]["agent:notifier"] = {"allowed_scopes": ["urn:infra:deploy:comment"],
+                                           "hands_off_to": ["agent:cleanup"]}
+    refused(tmp_path, sub_chain(), Directory.model_validate(lacking),
+            "agents.3.hand_off.0: the directory does not let agent:scanner hand off to "
+            "agent:notifier (hands_off_to)")
+    lacking["agents"]["agent:notifier"]["hands_off_to"] = []
+    lacking["agents"]["agent:scanner"]["hands_off_to"] = ["agent:cleanup", "agent:notifier"]
+    refused(tmp_path, sub_chain(), Directory.model_validate(lacking),
+            "agents.0.hand_off.1.join: the directory does not let agent:notifier hand off to "
+            "agent:cleanup (hands_off_to): agent:notifier may end agent:scanner's branch, and "
+            "the join waits for it")
+
+
+@pytest.mark.parametrize(("target", "message"), [
+    ("agent:cleanup", ("agents.4.hand_off.0: agent:notifier is in agent:scanner's branch of "
+                      "agent:infrabot's fan-out: it cannot hand off to the join agent:cleanup, "
+                      "which starts once every branch has ended")),
+    ("agent:argocd", ("agents.4.hand_off.0: agent:notifier is in agent:scanner's branch of "
+                     "agent:infrabot's fan-out: it cannot hand off to agent:argocd, an agent "
+                     "of another branch")),
+    ("agent:infrabot", ("agents.4.hand_off.0: agent:notifier is in agent:scanner's branch of "
+                       "agent:infrabot's fan-out: it cannot hand off to agent:infrabot, which "
+                       "runs before the fork (a cycle)")),
+    ("agent:scanner", ("agents.3.agent: agent:scanner is reached from several ways "
+                      "(agent:infrabot, agent:notifier)")),
+])
+def test_a_branch_never_reaches_the_join_a_sibling_or_the_fork(
+        tmp_path: Path, with_notifier: Directory, target: str, message: str) -> None:
+    data = sub_chain()
+    data["agents"][4]["hand_off"] = target
+    refused(tmp_path, data, with_notifier, message)
+
+
+def test_a_branch_hands_off_to_the_join_only_by_ending(tmp_path: Path,
+                                                       directory: Directory) -> None:
     data = fan_out()
     data["agents"][2]["hand_off"] = "agent:cleanup"
-    refused(tmp_path, data, directory, "agent:argocd is a branch of agent:infrabot's fan-out")
+    refused(tmp_path, data, directory,
+            "agents.2.hand_off.0: agent:argocd is in agent:argocd's branch of agent:infrabot's "
+            "fan-out: it cannot hand off to the join agent:cleanup, which starts once every "
+            "branch has ended")
+
+
+def test_a_branch_does_not_fan_out(tmp_path: Path, with_notifier: Directory) -> None:
+    data = sub_chain()
+    data["agents"][3]["hand_off"] = [{"to": ["agent:notifier", "agent:rollback"],
+                                      "join": "agent:argocd"}]
+    data["agents"][0]["hand_off"] = [{"to": ["agent:scanner", "agent:cleanup"],
+                                      "join": "agent:argocd"}]
+    refused(tmp_path, data, with_notifier,
+            "agents.3.hand_off.0: agent:scanner is in agent:scanner's branch of "
+            "agent:infrabot's fan-out: a branch hands off to one agent at a time (no fan-out "
+            "inside a branch)")
+
+
+def test_a_branch_reads_no_step_of_a_sibling_branch(tmp_path: Path,
+                                                    with_notifier: Directory) -> None:
+    data = sub_chain()
+    data["agents"][2]["steps"] = [{**DESCRIBE, "id": "rolled"}]
+    data["agents"][4]["steps"][0]["when"] = "steps.rolled.ok == true"
+    refused(tmp_path, data, with_notifier,
+            "agents.4.steps.0.when: steps.rolled names no step that runs earlier")
+    data["agents"][4]["steps"][0]["when"] = "steps.scan.state == 'open'"  # its own branch's
+    assert load(tmp_path, data, with_notifier).plan("agent:notifier").steps[0].when
 
 
 def test_a_cycle_is_refused(tmp_path: Path, directory: Directory) -> None:

@@ -1,0 +1,231 @@
+"""A branch that hands off on, in one process against the real servers (docs/graphs.md): the
+scanner's branch goes on to agent:notifier (declared only in this test's directory file), whose
+hop replaces the scanner's task in the fan-out's chord, so the join starts once the notifier is
+done. The notifier's hand-off is exchanged from the scanner's token (act nests, scope narrows);
+a branch hop performed again publishes the next hop once; revoking the branch's first token
+stops the agent after it, and the join ends the run with that stop."""
+
+from __future__ import annotations
+
+import base64
+import collections
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Self
+
+import pytest
+from celery.signals import before_task_publish
+
+from agents.tasks import task_name
+from e2e._branch_chain import ARGOCD, CLEANUP, INFRABOT, NOTIFIER, SCANNER, with_notifier
+from e2e._harness import (
+    RUN_TIMEOUT,
+    accepted_run_id,
+    deployment,
+    embedded_settings,
+    events_of,
+    post_webhook,
+)
+from infrabot.system import System, running_system
+from orchestrator.errors import Unavailable
+from orchestrator.runs import Exchanged, HopJournal, Run
+
+
+@pytest.fixture
+def system(tmp_path: Path) -> Iterator[System]:
+    settings = embedded_settings(tmp_path / "state",
+                                 workflows_dir=with_notifier(tmp_path / "workflows"))
+    with running_system(settings) as running:
+        yield running
+
+
+def run_of(system: System) -> Run:
+    run_id = accepted_run_id(post_webhook(system.webhooks_url, deployment("sam")))
+    return system.runtime.runs.wait(run_id, timeout=RUN_TIMEOUT + 30)
+
+
+def hand_offs(run: Run, agent: str) -> dict[str, dict[str, Any]]:
+    """The claims of each token ``agent`` handed off, by the agent it was handed to."""
+    return {d.hand_off: d.claims for d in events_of(run, "exchanged", agent)
+            if isinstance(d, Exchanged) and d.hand_off is not None and d.claims}
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    """A JWT's payload, read without verifying (the token is the test's own capture)."""
+    payload = token.split(".")[1]
+    decoded: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload)
+                                                                                % 4)))
+    return decoded
+
+
+class Published:
+    """Every hop message published while in use: (task name, headers, args)."""
+
+    def __init__(self, on: Callable[[str, dict[str, Any], list[Any]], None] | None = None
+                 ) -> None:
+        self.messages: list[tuple[str, dict[str, Any], list[Any]]] = []
+        self.on = on
+
+    def __call__(self, sender: str | None = None, body: Any = None,
+                 headers: dict[str, Any] | None = None, **_: Any) -> None:
+        self.messages.append((sender or "", dict(headers or {}), list(body[0])))
+        if self.on is not None:
+            self.on(sender or "", dict(headers or {}), list(body[0]))
+
+    def __enter__(self) -> Self:
+        before_task_publish.connect(self, weak=False)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        before_task_publish.disconnect(self)
+
+    def to(self, system: System, agent: str) -> list[tuple[dict[str, Any], list[Any]]]:
+        wanted = task_name(system.celery, agent)
+        return [(h, a) for name, h, a in self.messages if name == wanted]
+
+
+def fired(system: System, published: Published, agent: str) -> int:
+    """How many times ``agent``'s hop was published, its own retries aside."""
+    return sum(not headers.get("retries") for headers, _ in published.to(system, agent))
+
+
+def order(run: Run) -> list[str]:
+    """The agents in the order each last acted."""
+    last = {e.agent: i for i, e in enumerate(run.events) if e.agent is not None}
+    return sorted(last, key=last.__getitem__)
+
+
+def test_a_branch_hands_off_on_and_the_join_waits_for_its_end(system: System) -> None:
+    with Published() as published:
+        run = run_of(system)
+    assert (run.status, run.reason) == ("succeeded", "ok"), run.reason
+    assert [c.action for c in events_of(run, "called", NOTIFIER)] == ["comment:post"]
+    notifier_last = max(i for i, e in enumerate(run.events) if e.agent == NOTIFIER)
+    cleanup_first = min(i for i, e in enumerate(run.events) if e.agent == CLEANUP)
+    assert notifier_last < cleanup_first  # the join waited for the branch's last agent
+    assert [c.action for c in events_of(run, "called", CLEANUP)] == ["incident:resolve"]
+    assert events_of(run, "branch_ended") == []
+
+    # The notifier's hop replaced the scanner's task: same id, same chord, group and index.
+    [(scanner_headers, _)] = published.to(system, SCANNER)
+    [(notifier_headers, notifier_args)] = published.to(system, NOTIFIER)
+    assert notifier_headers["id"] == scanner_headers["id"] == f"{run.run_id}.scanner"
+    assert (notifier_headers["group"], notifier_headers["group_index"]) == \
+        (scanner_headers["group"], scanner_headers["group_index"])
+    assert notifier_headers["replaced_task_nesting"] == 1
+    assert notifier_args[5] == 1  # its journaled generation
+    assert fired(system, published, CLEANUP) == 1
+
+    # Delegation: exchanged from the scanner's token; act nests, scope narrows, may_act names it.
+    branch = hand_offs(run, INFRABOT)[SCANNER]
+    notifier = hand_offs(run, SCANNER)[NOTIFIER]
+    assert set(branch["scope"].split()) == {"urn:infra:repo:read", "urn:infra:deploy:comment"}
+    assert notifier["scope"] == "urn:infra:deploy:comment"
+    assert notifier["may_act"] == {"sub": NOTIFIER}
+    assert notifier["act"] == {"sub": SCANNER, "act": {"sub": INFRABOT}}
+    assert notifier["cnf"]["jkt"] == system.runtime.dpop(NOTIFIER).jkt
+    assert notifier["ancestors"][-1] == branch["jti"]
+    # The join, minted at the fork, names the branch's first token (deeper ones did not exist).
+    join = hand_offs(run, INFRABOT)[CLEANUP]
+    assert {branch["jti"], hand_offs(run, INFRABOT)[ARGOCD]["jti"]} <= set(join["ancestors"])
+    assert join["act"] == {"sub": INFRABOT}
+    assert order(run)[-1] == CLEANUP
+
+
+def failing_once(original: Callable[..., Any], when: Callable[..., bool]) -> Callable[..., Any]:
+    calls = {"failed": 0}
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if not calls["failed"] and when(*args, **kwargs):
+            calls["failed"] += 1
+            raise Unavailable("gone", reason="run_log_unavailable")
+        return original(*args, **kwargs)
+
+    return call
+
+
+def assert_retried_once(run: Run) -> None:
+    """The scanner's hop retried once; the join, fired by the chord once the notifier and
+    ArgoCD returned, may have waited (a retry) for the scanner's hop to be recorded done."""
+    retries = [(e.agent, e.detail.reason) for e in run.events if e.kind == "retrying"]
+    assert [r for r in retries if r[0] == SCANNER] == [(SCANNER, "run_log_unavailable")]
+    assert {r for r in retries if r[0] != SCANNER} <= {(CLEANUP, "branches_unfinished")}
+
+
+def comments(system: System, run_id: str) -> collections.Counter[str]:
+    return collections.Counter(r.action for r in system.stack.audit.query(run_id=run_id)
+                               if r.performed_by == NOTIFIER and r.action != "token_exchange")
+
+
+def test_a_branch_hop_performed_again_publishes_the_next_hop_once(
+        system: System, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scanner's hop published the notifier's and journaled it sent, then could not record
+    itself done: retried, it finds the hand-off sent, publishes nothing, and leaves its place in
+    the chord to the notifier (it raises Ignore: no result, not counted)."""
+    runs = system.runtime.runs
+    monkeypatch.setattr(runs, "mark_hop_done", failing_once(
+        runs.mark_hop_done, lambda run_id, agent, task_id: agent == SCANNER))
+    with Published() as published:
+        run = run_of(system)
+    assert (run.status, run.reason) == ("succeeded", "ok"), run.reason
+    assert_retried_once(run)
+    assert len(published.to(system, SCANNER)) == 2  # the first hop and its retry
+    assert len(published.to(system, NOTIFIER)) == 1
+    delivery = HopJournal(runs).delivery(run.run_id, NOTIFIER)
+    assert delivery is not None and (delivery.state, delivery.attempts) == ("received", 1)
+    assert comments(system, run.run_id) == collections.Counter({"comment:post": 1})
+    assert len(events_of(run, "called", CLEANUP)) == 1
+    assert len(events_of(run, "finished")) == 1
+
+
+def test_a_branch_hand_off_in_doubt_is_published_again_and_performed_once(
+        system: System, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scanner's hop published the notifier's but could not journal it sent: retried, it
+    mints and publishes it again under a new generation (unless the first copy claimed it
+    meanwhile). Of the copies, one is performed; the other does nothing and is not counted by
+    the chord (stale: it raises Ignore), so the join runs once, after the notifier."""
+    monkeypatch.setattr(HopJournal, "sent", failing_once(
+        HopJournal.sent, lambda journal, run_id, agent, generation: agent == NOTIFIER))
+    with Published() as published:
+        run = run_of(system)
+    assert (run.status, run.reason) == ("succeeded", "ok"), run.reason
+    assert_retried_once(run)
+    copies = published.to(system, NOTIFIER)
+    assert [args[5] for _, args in copies] in ([1], [1, 2])
+    delivery = HopJournal(system.runtime.runs).delivery(run.run_id, NOTIFIER)
+    assert delivery is not None and delivery.state == "received"
+    assert delivery.attempts == len(copies)
+    assert comments(system, run.run_id) == collections.Counter({"comment:post": 1})
+    assert len(events_of(run, "called", NOTIFIER)) == 1
+    assert fired(system, published, CLEANUP) == 1  # by the chord, once
+    assert len(events_of(run, "called", CLEANUP)) == 1
+
+
+def test_revoking_a_branch_s_first_token_stops_the_agent_after_it_and_the_join(
+        system: System) -> None:
+    """As the scanner hands off, its branch token (the fork's hand-off to it) is revoked: the
+    notifier's token has it in its ancestors, so the notifier's first exchange is refused; its
+    branch ends there, and the join ends the run with that stop, acting on nothing."""
+    tokens: dict[str, str] = {}
+    scanner_task, notifier_task = (task_name(system.celery, a) for a in (SCANNER, NOTIFIER))
+
+    def revoke(name: str, headers: dict[str, Any], args: list[Any]) -> None:
+        if name == scanner_task:
+            tokens["branch"] = args[2]
+        elif name == notifier_task and "revoked" not in tokens:
+            tokens["revoked"] = claims_of(tokens["branch"])["jti"]
+            system.orchestrator.auth.revoke_by(jti=tokens["revoked"])
+
+    with Published(on=revoke):
+        run = run_of(system)
+    assert run.status == "denied"
+    assert run.reason == (f"{NOTIFIER} exchange for github.comment.create: invalid_request "
+                          "(ancestor_revoked)")
+    [ended] = events_of(run, "branch_ended")
+    assert (ended.status, ended.reason) == ("denied", run.reason)
+    assert [e.agent for e in run.events if e.kind == "branch_ended"] == [NOTIFIER]
+    assert events_of(run, "called", NOTIFIER) == []
+    assert events_of(run, "exchanged", CLEANUP) == []  # the join acts on nothing
+    assert [(f.status, f.reason) for f in events_of(run, "finished")] == \
+        [("denied", run.reason)]
