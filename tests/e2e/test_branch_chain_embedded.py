@@ -16,6 +16,8 @@ from typing import Any, Self
 
 import pytest
 from celery.signals import before_task_publish
+from rich.console import Console, Group, RenderableType
+from rich.text import Text
 
 from agents.tasks import task_name
 from e2e._branch_chain import ARGOCD, CLEANUP, INFRABOT, NOTIFIER, SCANNER, with_notifier
@@ -27,9 +29,11 @@ from e2e._harness import (
     events_of,
     post_webhook,
 )
+from infrabot.demo._render import _HopRows, hops
+from infrabot.demo._report_svg import graph_edges, layout
 from infrabot.system import System, running_system
 from orchestrator.errors import Unavailable
-from orchestrator.runs import Exchanged, HopJournal, Run
+from orchestrator.runs import Exchanged, HopJournal, Run, render_run
 
 
 @pytest.fixture
@@ -88,6 +92,12 @@ class Published:
 def fired(system: System, published: Published, agent: str) -> int:
     """How many times ``agent``'s hop was published, its own retries aside."""
     return sum(not headers.get("retries") for headers, _ in published.to(system, agent))
+
+
+def text_of(renderable: RenderableType) -> str:
+    console = Console(record=True, width=200)
+    console.print(renderable)
+    return console.export_text()
 
 
 def order(run: Run) -> list[str]:
@@ -229,3 +239,31 @@ def test_revoking_a_branch_s_first_token_stops_the_agent_after_it_and_the_join(
     assert events_of(run, "exchanged", CLEANUP) == []  # the join acts on nothing
     assert [(f.status, f.reason) for f in events_of(run, "finished")] == \
         [("denied", run.reason)]
+
+
+def test_an_agent_deeper_in_a_branch_shows_under_its_branch(system: System) -> None:
+    """``runs show``, the terminal story and the HTML report's graph draw the notifier inside
+    the scanner's branch, and the join waiting for the branch's last agent."""
+    run = run_of(system)
+    assert run.branches == {ARGOCD: (ARGOCD,), SCANNER: (SCANNER, NOTIFIER)}
+    shown = [line.strip() for line in text_of(render_run(run)).splitlines()]
+    branch = shown.index(f"branch    {INFRABOT} fan-out to {ARGOCD} ∥ {SCANNER}, joined by "
+                         f"{CLEANUP}")
+    assert shown[branch + 1:branch + 3] == [f"∥ {ARGOCD}", f"∥ {SCANNER} → {NOTIFIER}"]
+    story = hops(run, {}).renderable
+    assert isinstance(story, Group)
+    [rows] = [r.rows for r in story.renderables if isinstance(r, _HopRows)]
+    tokens = {cells[1].plain: cells[3].plain for cells, _ in rows
+              if isinstance(cells[1], Text) and isinstance(cells[3], Text)}
+    assert tokens[f"hand-off to {CLEANUP}"].endswith(
+        f" · join of {ARGOCD}, {SCANNER} → {NOTIFIER}")
+    assert tokens[f"hand-off to {NOTIFIER}"] == \
+        f"may_act {NOTIFIER} · DPoP · in {SCANNER}'s branch"
+    edges = {(e.source, e.target, e.head) for e in graph_edges(run)}
+    assert (NOTIFIER, CLEANUP, "join waits for it") in edges
+    assert (SCANNER, CLEANUP, "join waits for it") not in edges
+    assert (ARGOCD, CLEANUP, "join waits for it") in edges
+    assert (SCANNER, NOTIFIER, "hand-off · 1 scopes") in edges
+    nodes, _, _ = layout(run, graph_edges(run))
+    agents = [n.id for n in nodes if n.kind == "agent"]
+    assert agents.index(NOTIFIER) == agents.index(SCANNER) + 1  # beside its branch
