@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from e2e._branch_chain import CLEANUP, NOTIFIER, SCANNER, with_notifier
+from e2e._branch_chain import CLEANUP, COMMENTER, SCANNER, with_commenter
 from e2e._harness import accepted_run_id, deployment, events_of
 from e2e._processes import Distributed
 
@@ -42,13 +42,13 @@ def test_a_fan_out_over_two_worker_processes_joins_once(distributed: Distributed
 
 
 def test_a_branch_hands_off_on_across_worker_processes(distributed: Distributed) -> None:
-    """The scanner's hop, in its own process, replaces itself with the notifier's (declared only
+    """The scanner's hop, in its own process, replaces itself with the commenter's (declared only
     in this test's directory file), which runs in the other process under the scanner's task id
-    and chord place; the join runs once, after the notifier, from the count in Redis."""
+    and chord place; the join runs once, after the commenter, from the count in Redis."""
     d = distributed
-    d.workflows_dir = with_notifier(d.root / "workflows")
+    d.workflows_dir = with_commenter(d.root / "workflows")
     d.serve()
-    main = d.worker(queues=("infrabot", "argocd", "notifier", "cleanup"))
+    main = d.worker(queues=("infrabot", "argocd", "commenter", "cleanup"))
     scanner = d.worker(queues=("scanner",))
 
     run_id = accepted_run_id(d.webhook(deployment("sam")))
@@ -56,15 +56,15 @@ def test_a_branch_hands_off_on_across_worker_processes(distributed: Distributed)
 
     assert (run.status, run.reason, run.workflow) == ("succeeded", "ok", "scan-notify"), d.logs()
     assert [c.action for c in events_of(run, "called", SCANNER)] == ["pr:read"]
-    assert [c.action for c in events_of(run, "called", NOTIFIER)] == ["comment:post"]
+    assert [c.action for c in events_of(run, "called", COMMENTER)] == ["comment:post"]
     assert [c.action for c in events_of(run, "called", CLEANUP)] == ["incident:resolve"]
-    [handed] = [h for h in events_of(run, "exchanged", SCANNER) if h.hand_off == NOTIFIER]
+    [handed] = [h for h in events_of(run, "exchanged", SCANNER) if h.hand_off == COMMENTER]
     assert handed.claims["act"] == {"sub": SCANNER, "act": {"sub": "agent:infrabot"}}
-    # the replacement: the notifier's hop ran in the main process under the scanner's task id
-    assert f"agents.notifier[{run_id}.scanner] succeeded" in main.output()
+    # the replacement: the commenter's hop ran in the main process under the scanner's task id
+    assert f"agents.commenter[{run_id}.scanner] succeeded" in main.output()
     assert f"agents.scanner[{run_id}.scanner] succeeded" not in scanner.output()
     assert main.output().count(f"agents.cleanup[{run_id}.cleanup] succeeded") == 1
-    notifier_last = max(i for i, e in enumerate(run.events) if e.agent == NOTIFIER)
+    commenter_last = max(i for i, e in enumerate(run.events) if e.agent == COMMENTER)
     cleanup_first = min(i for i, e in enumerate(run.events) if e.agent == CLEANUP)
-    assert notifier_last < cleanup_first
+    assert commenter_last < cleanup_first
     d.assert_logs_hold_no_token()

@@ -1,5 +1,5 @@
 """A branch that hands off on, hop by hop against the real servers (docs/graphs.md): the
-scanner's task, a member of the fan-out's chord, replaces itself with the notifier's hop
+scanner's task, a member of the fan-out's chord, replaces itself with the commenter's hop
 (Celery's Task.replace: same task id, same chord) and leaves no result of its own; performed
 again it publishes nothing; a stale copy of a hand-off leaves no result either (the chord counts
 each branch once); the join waits for the branch's last agent.
@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from celery.exceptions import Ignore
-from e2e._branch_chain import ARGOCD, CLEANUP, INFRABOT, NOTIFIER, SCANNER, with_notifier
+from e2e._branch_chain import ARGOCD, CLEANUP, INFRABOT, COMMENTER, SCANNER, with_commenter
 from e2e._harness import embedded_settings
 
 from agents.tasks import task_name
@@ -30,7 +30,7 @@ CHORD = {"task": "agents.cleanup", "args": [], "kwargs": {}, "options": {}}  # a
 
 @pytest.fixture
 def system(tmp_path: Path) -> Iterator[System]:
-    settings = embedded_settings(tmp_path / "s", workflows_dir=with_notifier(tmp_path / "w"))
+    settings = embedded_settings(tmp_path / "s", workflows_dir=with_commenter(tmp_path / "w"))
     with running_system(settings, embedded_worker=False) as running:
         yield running
 
@@ -53,7 +53,7 @@ def forked(system: System) -> tuple[list[Any], Any]:
     return args, fork
 
 
-def test_the_scanner_replaces_itself_with_the_notifier_once(system: System) -> None:
+def test_the_scanner_replaces_itself_with_the_commenter_once(system: System) -> None:
     args, fork = forked(system)
     run_id = args[0]
     scanner = next(b for b in fork.branches if b.agent == SCANNER)
@@ -61,11 +61,11 @@ def test_the_scanner_replaces_itself_with_the_notifier_once(system: System) -> N
     with pytest.raises(Ignore):  # replaced: no result of its own, not counted by the chord
         in_chord(system, SCANNER, message, f"{run_id}.scanner")
     journal = HopJournal(system.runtime.runs)
-    delivery = journal.delivery(run_id, NOTIFIER)
+    delivery = journal.delivery(run_id, COMMENTER)
     assert delivery is not None and (delivery.state, delivery.attempts) == ("sent", 1)
     assert system.runtime.runs.hop_done(run_id, SCANNER)
     with system.celery.connection_for_read() as conn:
-        queue = conn.SimpleQueue("notifier")
+        queue = conn.SimpleQueue("commenter")
         try:
             published = queue.get(timeout=5)
             published.ack()
@@ -73,20 +73,20 @@ def test_the_scanner_replaces_itself_with_the_notifier_once(system: System) -> N
             queue.close()
     assert published.headers["id"] == f"{run_id}.scanner"  # the id, and the place, it replaced
     assert (published.headers["group"], published.headers["group_index"]) == ("g-1", 1)
-    notifier_args = list(published.decode()[0])
-    assert notifier_args[5] == 1
+    commenter_args = list(published.decode()[0])
+    assert commenter_args[5] == 1
     # Performed again (a redelivery): the hand-off is journaled sent, nothing is published.
     with pytest.raises(Ignore):
         in_chord(system, SCANNER, message, f"{run_id}.scanner")
-    assert queued(system, "notifier") == 0
-    delivery = journal.delivery(run_id, NOTIFIER)
+    assert queued(system, "commenter") == 0
+    delivery = journal.delivery(run_id, COMMENTER)
     assert delivery is not None and (delivery.state, delivery.attempts) == ("sent", 1)
-    # The notifier ends the branch: its summary is the branch's result in the chord.
-    assert in_chord(system, NOTIFIER, notifier_args, f"{run_id}.scanner") == \
-        {"run_id": run_id, "agent": NOTIFIER, "status": "branch_done"}
+    # The commenter ends the branch: its summary is the branch's result in the chord.
+    assert in_chord(system, COMMENTER, commenter_args, f"{run_id}.scanner") == \
+        {"run_id": run_id, "agent": COMMENTER, "status": "branch_done"}
     # ... and a copy of it performed again returns its summary too (a hop that ended a branch
     # is counted: the join itself waits for the run log, never for the count alone).
-    assert in_chord(system, NOTIFIER, notifier_args, f"{run_id}.scanner")["status"] == \
+    assert in_chord(system, COMMENTER, commenter_args, f"{run_id}.scanner")["status"] == \
         "duplicate"
 
 
@@ -102,9 +102,9 @@ def test_a_stale_copy_in_a_chord_leaves_no_result(system: System) -> None:
     assert (first.status, first.generation, again.generation) == ("handed_off", 1, 2)
     stale = [run_id, args[1], first.next_token, first.next_scope, args[4], 1]
     with pytest.raises(Ignore):
-        in_chord(system, NOTIFIER, stale, f"{run_id}.scanner")
+        in_chord(system, COMMENTER, stale, f"{run_id}.scanner")
     newer = [run_id, args[1], again.next_token, again.next_scope, args[4], 2]
-    assert in_chord(system, NOTIFIER, newer, f"{run_id}.scanner")["status"] == "branch_done"
+    assert in_chord(system, COMMENTER, newer, f"{run_id}.scanner")["status"] == "branch_done"
 
 
 def test_the_join_waits_for_the_branch_s_last_agent(system: System) -> None:
@@ -117,8 +117,8 @@ def test_the_join_waits_for_the_branch_s_last_agent(system: System) -> None:
         done = hop(system, branch.agent, args, token=branch.token, scope=branch.scope,
                    generation=branch.generation)
         if branch.agent == SCANNER:
-            assert done.status == "handed_off" and done.next_agent == NOTIFIER
-            HopJournal(runs).sent(run_id, NOTIFIER, done.generation)
+            assert done.status == "handed_off" and done.next_agent == COMMENTER
+            HopJournal(runs).sent(run_id, COMMENTER, done.generation)
             handed = done
         else:
             assert (branch.agent, done.status) == (ARGOCD, "branch_done")
@@ -126,10 +126,10 @@ def test_the_join_waits_for_the_branch_s_last_agent(system: System) -> None:
     with pytest.raises(Unavailable) as early:
         hop(system, CLEANUP, join_args)
     assert (early.value.reason, str(early.value)) == ("branches_unfinished",
-                                                      f"the join waits for {NOTIFIER}")
+                                                      f"the join waits for {COMMENTER}")
     assert handed is not None and handed.next_token is not None
-    notified = hop(system, NOTIFIER, join_args, token=handed.next_token,
+    commented = hop(system, COMMENTER, join_args, token=handed.next_token,
                    scope=handed.next_scope or "", generation=handed.generation)
-    assert notified.status == "branch_done"
-    runs.mark_hop_done(run_id, NOTIFIER, f"{run_id}.scanner")
+    assert commented.status == "branch_done"
+    runs.mark_hop_done(run_id, COMMENTER, f"{run_id}.scanner")
     assert hop(system, CLEANUP, join_args).status == "succeeded"
