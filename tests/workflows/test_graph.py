@@ -197,6 +197,19 @@ def test_a_branch_never_reaches_the_join_a_sibling_or_the_fork(
     refused(tmp_path, data, with_commenter, message)
 
 
+def test_a_branch_never_reaches_back_before_a_later_fork(tmp_path: Path) -> None:
+    agents = {f"agent:{n}": {"allowed_scopes": [], "hands_off_to": to} for n, to in (
+        ("a", ["agent:b"]), ("b", ["agent:c", "agent:d"]), ("c", ["agent:e"]),
+        ("d", ["agent:e", "agent:a"]), ("e", []))}
+    data = {"name": "graph", "trigger": {"environments": ["prod"]}, "agents": [
+        {"agent": "agent:a", "steps": [QUERY], "hand_off": "agent:b"},
+        {"agent": "agent:b", "hand_off": [{"to": ["agent:c", "agent:d"], "join": "agent:e"}]},
+        {"agent": "agent:c"}, {"agent": "agent:d", "hand_off": "agent:a"}, {"agent": "agent:e"}]}
+    refused(tmp_path, data, Directory.model_validate({"agents": agents}),
+            "agents.3.hand_off.0: agent:d is in agent:d's branch of agent:b's fan-out: it cannot "
+            "hand off to agent:a, which runs before the fork (a cycle)")
+
+
 def test_a_branch_hands_off_to_the_join_only_by_ending(tmp_path: Path,
                                                        directory: Directory) -> None:
     data = fan_out()
