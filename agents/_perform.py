@@ -6,8 +6,10 @@ A fan-out mints, from the forking agent's token, one hand-off per branch (``may_
 branch's agent, bound to its key, scope what that branch needs) and the join's hand-off
 (``may_act`` the join agent, scope what the join and after need), which names every branch token
 in its ``ancestors``: revoking a branch revokes the join, and the join never holds more than the
-fork point held. A join's hop first waits until every branch's hop is done; a branch that
-stopped (denied, expired, failed) ends the run there, as the branch's own outcome.
+fork point held. A branch is a sub-chain: an agent in it hands off on like any agent, its
+hand-off exchanged from its own token. A join's hop first waits until every branch has ended
+(an agent of it done without handing off); a branch that stopped (denied, expired, failed), at
+any agent of it, ends the run there, as the branch's own outcome.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from orchestrator.runs import (
 )
 from orchestrator.workflows import (
     HandOff,
+    Workflow,
+    branch_agents,
     branch_of,
     downstream_scopes,
     fork_of,
@@ -38,6 +42,7 @@ from orchestrator.workflows import (
 )
 
 TERMINAL_RUN = ("succeeded", "denied", "failed", "expired")
+STALE = "stale hand-off"  # a duplicate: the sender published a newer copy of this hand-off
 
 
 def perform_hop(rt: AgentRuntime, *, run_id: str, workflow: str, agent: str, token: str,
@@ -56,12 +61,12 @@ def perform_hop(rt: AgentRuntime, *, run_id: str, workflow: str, agent: str, tok
                                     "another agent's key")
     journal = HopJournal(rt.runs)
     if generation and not journal.receive(run_id, agent, generation):
-        return HopOutcome("duplicate", "stale hand-off")
+        return HopOutcome("duplicate", STALE)
     flow = rt.workflows[workflow]
     fork = fork_of(flow, agent)
     if fork is not None:
-        run = _joined_run(rt, run_id, fork[1])
-        ended = _branch_stop(run, fork[1])
+        run = _joined_run(rt, journal, run_id, flow, fork[1])
+        ended = _branch_stop(run, flow, fork[1])
         if ended is not None:
             return ended
     hop = Hop(rt, run, flow, agent, journal)
@@ -72,11 +77,12 @@ def perform_hop(rt: AgentRuntime, *, run_id: str, workflow: str, agent: str, tok
         return stop.outcome
 
 
-def _joined_run(rt: AgentRuntime, run_id: str, fan_out: HandOff) -> Run:
-    """The run, once every branch of the fan-out recorded its hop done; until then a retry
-    (Celery's chord fires the join when every branch task returned: a copy of a branch task
-    that returned twice could fire it early)."""
-    waiting = [b for b in fan_out.to if not rt.runs.hop_done(run_id, b)]
+def _joined_run(rt: AgentRuntime, journal: HopJournal, run_id: str, flow: Workflow,
+                fan_out: HandOff) -> Run:
+    """The run, once every branch of the fan-out has ended; until then a retry (Celery's chord
+    fires the join when every branch's last task returned: a copy of a task that returned twice
+    could fire it early)."""
+    waiting = [a for a in (_running(rt, journal, run_id, flow, b) for b in fan_out.to) if a]
     if waiting:
         raise Unavailable(f"the join waits for {', '.join(waiting)}",
                           reason="branches_unfinished")
@@ -85,10 +91,35 @@ def _joined_run(rt: AgentRuntime, run_id: str, fan_out: HandOff) -> Run:
     return run
 
 
-def _branch_stop(run: Run, fan_out: HandOff) -> HopOutcome | None:
-    """The first branch stop of the fan-out, as the join's (and the run's) outcome."""
+def _running(rt: AgentRuntime, journal: HopJournal, run_id: str, flow: Workflow,
+             head: str) -> str | None:
+    """The agent ``head``'s branch still waits for, or None once it has ended: an agent of it
+    recorded its hop done and handed off to no one."""
+    agent: str | None = head
+    while agent is not None:
+        if not rt.runs.hop_done(run_id, agent):
+            return agent
+        agent = handed_on(journal, run_id, flow, agent)
+    return None
+
+
+def handed_on(journal: HopJournal, run_id: str, flow: Workflow, agent: str) -> str | None:
+    """The agent ``agent``'s hop handed off to, as the journal shows it (published: ``sent`` or
+    ``received``), else None. A branch's agents hand off one at a time."""
+    for edge in flow.plan(agent).edges:
+        for target in edge.to if not edge.fan_out else ():
+            delivery = journal.delivery(run_id, target)
+            if delivery is not None and delivery.state != "sending":
+                return target
+    return None
+
+
+def _branch_stop(run: Run, flow: Workflow, fan_out: HandOff) -> HopOutcome | None:
+    """The first stop in a branch of the fan-out (at any agent of it), as the join's (and the
+    run's) outcome."""
+    inside = {a for head in fan_out.to for a in branch_agents(flow, head)}
     for event in run.events:
-        if isinstance(event.detail, BranchEnded) and event.agent in fan_out.to:
+        if isinstance(event.detail, BranchEnded) and event.agent in inside:
             return HopOutcome(event.detail.status, event.detail.reason)  # type: ignore[arg-type]
     return None
 

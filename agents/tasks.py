@@ -9,7 +9,10 @@ The hop journal (docs/journal.md) makes a redelivered or retried hop resume wher
 hand-off is published under a journaled generation, marked sent once published, and published
 again only while that is in doubt, so a redelivered hop never enqueues the next agent twice.
 A fan-out is one Celery chord: its branches' hops as the header, the join's hop as the body
-(immutable: it takes no results), which Celery publishes once every branch hop has returned.
+(immutable: it takes no results), which Celery publishes once every branch has returned. An
+agent of a branch that hands off on is replaced by the next agent's hop (Celery's
+``Task.replace``), which inherits its task id and its place in the chord: the chord counts a
+branch once, when its last agent's hop returns.
 """
 
 from __future__ import annotations
@@ -18,13 +21,13 @@ import functools
 import random
 from typing import Any
 
-from celery import Celery, Task, chord
-from celery.exceptions import Reject
+from celery import Celery, Signature, Task, chord
+from celery.exceptions import Ignore, Reject
 from celery.signals import worker_ready
 from kombu.exceptions import OperationalError
 
 from agents._hop import Delivery, HopOutcome
-from agents._perform import perform_hop
+from agents._perform import STALE, handed_on, perform_hop
 from agents._runtime import AgentRuntime, register_worker_dpop_keys, runtime_for
 from orchestrator._log import get_logger
 from orchestrator.config import Settings
@@ -55,6 +58,7 @@ def task_name(app: Celery, agent: str) -> str:
 
 
 def hop_task_id(app: Celery, run_id: str, agent: str) -> str:
+    """``<run>.<queue>``; the agents after a branch's first run under its id (Task.replace)."""
     return f"{run_id}.{agent_queues(app)[agent]}"
 
 
@@ -73,19 +77,53 @@ def enqueue(app: Celery, agent: str, run_id: str, workflow: str, token: str, sco
                   queue=agent_queues(app)[agent], task_id=hop_task_id(app, run_id, agent))
 
 
+def hop_signature(app: Celery, run_id: str, workflow: str, mode: str, delivery: Delivery,
+                  **options: Any) -> Signature:
+    """The hop ``delivery`` hands off, as a signature on its agent's queue."""
+    return app.signature(
+        task_name(app, delivery.agent),
+        args=[run_id, workflow, delivery.token, delivery.scope, mode, delivery.generation],
+        queue=agent_queues(app)[delivery.agent], **options)
+
+
 def publish_fork(app: Celery, run_id: str, workflow: str, mode: str,
                  branches: tuple[Delivery, ...], join: Delivery) -> None:
     """A fan-out as one chord: the branches' hops run in parallel (their summaries, never a
     token, are kept in the result backend for the chord's count), then the join's hop."""
-    def hop(delivery: Delivery, **options: Any) -> Any:
-        return app.signature(
-            task_name(app, delivery.agent),
-            args=[run_id, workflow, delivery.token, delivery.scope, mode, delivery.generation],
-            queue=agent_queues(app)[delivery.agent],
-            task_id=hop_task_id(app, run_id, delivery.agent), **options)
+    def hop(delivery: Delivery, **options: Any) -> Signature:
+        return hop_signature(app, run_id, workflow, mode, delivery,
+                             task_id=hop_task_id(app, run_id, delivery.agent), **options)
 
     chord([hop(b, ignore_result=False) for b in branches], app=app)(
         hop(join, immutable=True))
+
+
+def hand_on_in_branch(task: Task, app: Celery, rt: AgentRuntime, outcome: HopOutcome,
+                      agent: str, run_id: str, workflow: str, mode: str) -> None:
+    """An agent of a branch hands off: the next agent's hop replaces this task (Celery's
+    ``Task.replace``: same task id, same chord, group and index), so the chord waits for the
+    branch's last agent. Raises Ignore (this task leaves no result, the chord does not count
+    it). Journaled like any hand-off: sent once published, the hop done after; a hop performed
+    again whose hand-off was published raises Ignore without publishing."""
+    assert outcome.next_agent is not None
+    if outcome.next_token is None:  # an earlier attempt published it; its replacement counts
+        rt.runs.mark_hop_done(run_id, agent, task.request.id)
+        raise Ignore(f"{agent} handed off to {outcome.next_agent} already")
+    delivery = Delivery(outcome.next_agent, outcome.next_token, outcome.next_scope or "",
+                        outcome.generation)
+    # No task_id: Task.replace gives the replacement this task's id (the chord waits for it).
+    signature = hop_signature(app, run_id, workflow, mode, delivery, ignore_result=False)
+    try:
+        task.replace(signature)  # publishes it, raises Ignore (eager: runs it in place)
+    except Ignore:
+        _handed(rt, task, delivery, agent, run_id)
+        raise
+    _handed(rt, task, delivery, agent, run_id)
+
+
+def _handed(rt: AgentRuntime, task: Task, delivery: Delivery, agent: str, run_id: str) -> None:
+    HopJournal(rt.runs).sent(run_id, delivery.agent, delivery.generation)
+    rt.runs.mark_hop_done(run_id, agent, task.request.id)
 
 
 def dispatcher(app: Celery) -> functools.partial[None]:
@@ -108,8 +146,16 @@ def _run_hop(task: Task, app: Celery, settings: Settings, agent: str, run_id: st
     except Exception as exc:  # a bug must still end the run, never strand it
         log.exception("hop_crashed")
         outcome = HopOutcome("failed", f"{agent}: internal error ({type(exc).__name__})")
+    if outcome.status == "duplicate" and task.request.chord \
+            and _place_held(rt, outcome, agent, run_id, workflow):
+        log.info("hop_duplicate", reason=outcome.reason, counted=False)
+        raise Ignore(outcome.reason)
     try:
         _record(task, app, rt, outcome, agent, run_id, workflow, mode)
+    except Ignore:  # replaced by the next agent's hop in its branch
+        log.info("hop_done", status=outcome.status, reason=outcome.reason, replaced=True)
+        annotate(decision=outcome.status, reason=outcome.reason)
+        raise
     except (TransientError, OperationalError) as exc:
         # The run log or the broker went away after the hop's work: retried like the work, and
         # the journal makes the next attempt resume here (a hand-off in doubt is published again
@@ -122,6 +168,18 @@ def _run_hop(task: Task, app: Celery, settings: Settings, agent: str, run_id: st
     log.info("hop_done", status=outcome.status, reason=outcome.reason)
     annotate(decision=outcome.status, reason=outcome.reason)
     return {"run_id": run_id, "agent": agent, "status": outcome.status}
+
+
+def _place_held(rt: AgentRuntime, outcome: HopOutcome, agent: str, run_id: str,
+                workflow: str) -> bool:
+    """Whether another task holds this duplicate's place in its chord: a newer copy of its
+    hand-off (a stale one), or the hop it was replaced by (it handed off in its branch). Such a
+    copy must not return: the chord would count the branch twice."""
+    if outcome.reason == STALE:
+        return True
+    flow = rt.workflows[workflow]
+    return branch_of(flow, agent) is not None \
+        and handed_on(HopJournal(rt.runs), run_id, flow, agent) is not None
 
 
 def _retry_or_fail(task: Task, rt: AgentRuntime, log: Any, agent: str, run_id: str,
@@ -163,6 +221,8 @@ def _record(task: Task, app: Celery, rt: AgentRuntime, outcome: HopOutcome, agen
         rt.runs.add_event(run_id, agent, BranchEnded(status=outcome.status,
                                                      reason=outcome.reason))
         rt.runs.mark_hop_done(run_id, agent, task.request.id)
+    elif outcome.status == "handed_off" and branch_of(rt.workflows[workflow], agent) is not None:
+        hand_on_in_branch(task, app, rt, outcome, agent, run_id, workflow, mode)
     elif outcome.status == "handed_off":
         assert outcome.next_agent
         if outcome.next_token is not None:  # None: an earlier attempt published it

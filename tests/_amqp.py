@@ -19,7 +19,8 @@ from kombu import Connection
 from kombu.exceptions import OperationalError
 
 DEFAULT_TEST_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/infrabot-test"
-AGENT_QUEUES = ("infrabot", "argocd", "scanner", "rollback", "cleanup")
+AGENT_QUEUES = ("infrabot", "argocd", "scanner", "notifier", "rollback", "cleanup",
+                "commenter")  # the last: a test's own agent (tests/e2e/_branch_chain.py)
 
 
 def _delete_agent_queues(connection: Connection) -> None:

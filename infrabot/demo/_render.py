@@ -156,6 +156,8 @@ def hops(run: Run, services: dict[str, str]) -> Panel:
     trees: list[Any] = []
     pending: list[Any] | None = None
     joins: dict[str, list[str]] = {}  # join agent -> the branches it waits for
+    chains = run.branches
+    inside = {agent: head for head, chain in chains.items() for agent in chain[1:]}
     for event in run.events:
         d = event.detail
         if event.agent is None:
@@ -163,10 +165,11 @@ def hops(run: Run, services: dict[str, str]) -> Panel:
         if isinstance(d, BranchTaken | StepSkipped | BranchEnded):
             rows.append((_graph_row(event.agent, d), isinstance(d, BranchTaken)))
             if isinstance(d, BranchTaken) and d.join:
-                joins[d.join] = d.to
+                joins[d.join] = [" → ".join(chains.get(b, (b,))) for b in d.to]
         elif isinstance(d, Exchanged) and d.hand_off is not None:
             claims = d.claims or {}
             join = f" · join of {', '.join(joins[d.hand_off])}" if d.hand_off in joins else ""
+            join += f" · in {inside[d.hand_off]}'s branch" if d.hand_off in inside else ""
             rows.append(([_t(event.agent), _t(d.for_), _t(_scopes(d.granted)),
                           _t(f"may_act {(claims.get('may_act') or {}).get('sub', '?')}"
                              + _bound(claims) + join), "",

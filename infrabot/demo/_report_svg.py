@@ -4,7 +4,8 @@ drawn by the template ``templates/graph.svg``.
 Top row: the user, then the agents (a branch not taken: not reached); bottom row: the services,
 under the agents that called them. Hand-off edges (the root grant, every hand-off, named for its
 way: fan-out, branch taken, join from the fork) are labelled with the scopes handed off, each
-branch has an edge to its join ("join waits for it", no token), call edges with the scopes
+branch's last agent has an edge to its join ("join waits for it", no token); an agent a branch
+handed off to stands beside the agent that handed off to it; call edges with the scopes
 used, denied edges (``root_denied``, ``exchange_denied``, ``call_denied``) are red, dashed and
 labelled with the reason. Nodes are ``<g class="node">``, edges ``<g class="edge">`` (plus
 ``denied``), inside ``<svg id="delegation-graph">``; every text is escaped and display-safe.
@@ -80,7 +81,8 @@ class Edge:
 class _Edges:
     """Edges keyed by (source, target, kind): calls between the same pair share one edge."""
 
-    def __init__(self) -> None:
+    def __init__(self, ends: dict[str, str] | None = None) -> None:
+        self.ends = ends or {}  # a branch's head -> its last agent (the join waits for it)
         self.edges: dict[tuple[str, str, str], Edge] = {}
         self.used: dict[str, list[str]] = {}  # agent -> scopes of its last exchange for a call
         self.ways: dict[str, str] = {}  # agent handed off to -> what kind of way (graphs.md)
@@ -105,8 +107,9 @@ class _Edges:
                     "branch taken" if d.when else "hand-off"
             for branch in d.to if d.join else ():  # no token on this edge
                 self.ways[d.join or ""] = "join (from the fork)"
-                self.add(branch, d.join or "", "handoff", "join waits for it", [],
-                         f"{d.join} starts once {branch} is done")
+                last = self.ends.get(branch, branch)  # the branch's last agent, as it ran
+                self.add(last, d.join or "", "handoff", "join waits for it", [],
+                         f"{d.join} starts once {branch}'s branch is done")
         elif isinstance(d, Exchanged) and d.hand_off is None:
             self.used[agent] = scope_list(d.granted)
         elif isinstance(d, Called):
@@ -124,7 +127,7 @@ class _Edges:
 
 def graph_edges(run: Run) -> list[Edge]:
     """The hand-offs, calls and denials of a run, in the order they first happened."""
-    edges = _Edges()
+    edges = _Edges({head: chain[-1] for head, chain in run.branches.items()})
     for event in run.events:
         peer = peer_of(event)
         if peer is not None or isinstance(event.detail, BranchTaken):
@@ -160,7 +163,14 @@ def _label_size(lines: list[str]) -> tuple[float, float]:
 def layout(run: Run, edges: list[Edge]) -> tuple[list[Node], float, float]:
     """Node positions and the drawing's width and height."""
     ends = {e.source for e in edges} | {e.target for e in edges}
-    agents = list(AGENTS) + sorted(n for n in ends if n.startswith("agent:") and n not in AGENTS)
+    extra = sorted(n for n in ends if n.startswith("agent:") and n not in AGENTS)
+    agents = [*AGENTS, *extra]
+    for name in extra:  # beside the agent that handed off
+        parent = next((e.source for e in edges if e.target == name and e.kind == "handoff"
+                       and e.source in agents and e.source != name), None)
+        if parent is not None:
+            agents.remove(name)
+            agents.insert(agents.index(parent) + 1, name)
     services = list(SERVICES) + sorted(n for n in ends - set(agents) - {run.user}
                                        if n not in SERVICES)
     widest = max((_label_size(e.label)[0] for e in edges if e.target in agents), default=0)

@@ -133,7 +133,7 @@ class Revocation(_Model):
     ``after: root_grant`` revokes once the run's root token is issued, before the first agent is
     enqueued; ``after: agent:<name>`` once that agent's hand-off token is issued (a fan-out: its
     last, the join's), before the next agent is enqueued; with ``on_done: true``, once that
-    agent's hop is recorded done instead (a branch, which hands off to no one), before a join
+    agent's hop is recorded done instead (the last agent of a branch), before a join
     can start. ``what: user`` (default) revokes the
     event's user (or ``user``), ``what: run`` the run, ``what: hand_off`` the one token handed
     off to the agent ``to`` names (by its ``jti``: a branch's token).

@@ -56,7 +56,7 @@ class _RevokingRuns(RunStore):
         return event
 
     def mark_hop_done(self, run_id: str, agent: str, task_id: str) -> bool:
-        """An agent that hands off to no one (a fan-out's branch): revoked once its hop is
+        """The last agent of a fan-out's branch (it hands off to no one): revoked once its hop is
         recorded done, before its task returns (so before a join can start)."""
         done = super().mark_hop_done(run_id, agent, task_id)
         if agent == self._rule.after and self._rule.on_done:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from orchestrator.audit import contains_raw_jwt
 from orchestrator.errors import InfraBotError
 from orchestrator.identity import unverified_payload
-from orchestrator.runs._events import EventDetail, Started, TerminalStatus
+from orchestrator.runs._events import BranchTaken, EventDetail, HandedOff, Started, TerminalStatus
 
 EventKind = str  # one of EVENT_KINDS: the tags of the union EventDetail
 RunStatus = Literal["pending", "running", "succeeded", "denied", "failed", "expired"]
@@ -143,6 +143,26 @@ class Run(_Frozen):
         """The run's OpenTelemetry trace (docs/tracing.md), as its start recorded it."""
         started = next((e.detail for e in self.events if isinstance(e.detail, Started)), None)
         return started.trace_id if started else None
+
+    @property
+    def branches(self) -> dict[str, tuple[str, ...]]:
+        """Each branch of the run's fan-outs as it ran, by its head (the agent the fork handed
+        off to): the head, then each agent its sub-chain handed off to, in order."""
+        forks = {e.agent for e in self.events
+                 if isinstance(e.detail, BranchTaken) and e.detail.join is not None}
+        heads = [t for e in self.events if isinstance(e.detail, BranchTaken)
+                 and e.detail.join is not None for t in e.detail.to]
+        onward: dict[str, str] = {}  # a branch's agent -> the one it handed off to
+        for e in self.events:
+            if isinstance(e.detail, HandedOff) and e.agent is not None and e.agent not in forks:
+                onward.setdefault(e.agent, e.detail.to)
+        out: dict[str, tuple[str, ...]] = {}
+        for head in heads:
+            chain = [head]
+            while chain[-1] in onward and onward[chain[-1]] not in chain:
+                chain.append(onward[chain[-1]])
+            out[head] = tuple(chain)
+        return out
 
     @property
     def duration_ms(self) -> int | None:

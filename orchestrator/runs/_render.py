@@ -55,8 +55,12 @@ def render_run(run: Run) -> RenderableType:
     header.add_row("duration", _duration(run))
     if run.trace_id:
         header.add_row("trace", _text(run.trace_id))
+    chains = run.branches
     for taken in (e for e in run.events if isinstance(e.detail, BranchTaken)):
         header.add_row("branch", _text(f"{taken.agent} {summarize(taken)}"))
+        way = taken.detail
+        for head in way.to if isinstance(way, BranchTaken) and way.join else ():
+            header.add_row("", _text(f"∥ {' → '.join(chains.get(head, (head,)))}"))  # as it ran
     table = Table(title=f"events of {run.run_id}", title_justify="left", expand=False)
     table.add_column("+ms", justify="right", no_wrap=True)
     table.add_column("agent", no_wrap=True)

@@ -1,7 +1,10 @@
 """Declarative workflows loaded from ``workflows/*.yaml``."""
 
 from orchestrator.workflows._graph import (
+    Branch,
     Problem,
+    branch_agents,
+    branch_ends,
     branch_of,
     check_graph,
     earlier_steps,
@@ -32,6 +35,7 @@ from orchestrator.workflows._when import Condition, ConditionError, parse_condit
 
 __all__ = [
     "AgentPlan",
+    "Branch",
     "Condition",
     "ConditionError",
     "HandOff",
@@ -40,6 +44,8 @@ __all__ = [
     "Trigger",
     "Value",
     "Workflow",
+    "branch_agents",
+    "branch_ends",
     "branch_of",
     "check_graph",
     "downstream_scopes",

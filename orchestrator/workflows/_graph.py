@@ -2,8 +2,10 @@
 anything runs (docs/graphs.md).
 
 Each agent but the first is reached one way: a hand-off naming it (``to``), or, for a join, the
-fan-out whose branches it waits for. The branches of a fan-out end at its join; the join's
-delegation continues from the fork point. Pure functions over a loaded :class:`Workflow`.
+fan-out whose branches it waits for. A branch is a sub-chain: its first agent (the *head*, a
+``to`` of the fan-out) may hand off on, one agent at a time, and the branch ends where its last
+agent hands off to no one. The join waits for every branch's end; its delegation continues from
+the fork point. Pure functions over a loaded :class:`Workflow`.
 """
 
 from __future__ import annotations
@@ -51,6 +53,16 @@ def ways_in(workflow: Workflow) -> dict[str, list[Way]]:
     return found
 
 
+@dataclass(frozen=True)
+class Branch:
+    """Where an agent runs in a fan-out: the ``fork`` point, its ``fan_out`` and the ``head``
+    of the branch (the agent the fork handed off to) whose sub-chain the agent is in."""
+
+    fork: str
+    fan_out: HandOff
+    head: str
+
+
 def fork_of(workflow: Workflow, join: str) -> tuple[str, HandOff] | None:
     """The fork point and the fan-out a join waits for, or None if ``join`` is none."""
     for plan in workflow.agents:
@@ -60,24 +72,54 @@ def fork_of(workflow: Workflow, join: str) -> tuple[str, HandOff] | None:
     return None
 
 
-def branch_of(workflow: Workflow, agent: str) -> tuple[str, HandOff] | None:
-    """The fork point and fan-out ``agent`` is a branch of, or None."""
-    for plan in workflow.agents:
-        for edge in plan.edges:
-            if edge.fan_out and agent in edge.to:
-                return plan.agent, edge
+def branch_of(workflow: Workflow, agent: str) -> Branch | None:
+    """The branch ``agent`` runs in (its head, or an agent after the head), or None: an agent
+    before a fork, or a join and after."""
+    ways, seen = ways_in(workflow), {agent}
+    into = ways.get(agent, [])
+    while into and not into[0].join:
+        way = into[0]
+        edge = workflow.plan(way.parent).edges[way.edge]
+        if edge.fan_out:
+            return Branch(way.parent, edge, agent)
+        if way.parent in seen:  # a cycle (refused by check_graph)
+            return None
+        seen.add(agent := way.parent)
+        into = ways.get(agent, [])
     return None
 
 
+def branch_agents(workflow: Workflow, head: str, stop: frozenset[str] = frozenset()
+                  ) -> list[str]:
+    """The agents that may run in ``head``'s branch: the head and every agent its hand-offs
+    (each way, whichever condition holds) reach, in order; none of ``stop`` nor after it."""
+    names = {plan.agent for plan in workflow.agents}
+    out = [head]
+    for agent in out:
+        if agent not in names:
+            continue
+        for edge in workflow.plan(agent).edges:
+            out += [t for t in edge.to if t not in out and t not in stop]
+    return out
+
+
+def branch_ends(workflow: Workflow, head: str) -> list[str]:
+    """The agents that may end ``head``'s branch: those with no way on that always holds."""
+    return [a for a in branch_agents(workflow, head)
+            if all(e.when is not None for e in workflow.plan(a).edges)]
+
+
 def graph_order(workflow: Workflow) -> list[str]:
-    """The agents from the first, each after the agent that hands off to it (a join after its
-    fork's branches)."""
+    """The agents from the first, each after the agent that hands off to it (a join after every
+    agent of its fork's branches)."""
     order = [workflow.root_agent]
     for agent in order:
         if agent not in {p.agent for p in workflow.agents}:
             continue
         for edge in workflow.plan(agent).edges:
-            for target in (*edge.to, *((edge.join,) if edge.join else ())):
+            after = [a for head in edge.to for a in branch_agents(workflow, head)
+                     if edge.join is not None and a != edge.join]
+            for target in (*edge.to, *after, *((edge.join,) if edge.join else ())):
                 if target not in order:
                     order.append(target)
     return order
@@ -94,8 +136,8 @@ def longest_way(workflow: Workflow) -> int:
 
 
 def subtree_scopes(workflow: Workflow, agent: str, scope_of: ScopeOf) -> list[str]:
-    """What ``agent`` and every agent after it needs (a branch: its own steps; the join has a
-    hand-off of its own from the fork point)."""
+    """What ``agent`` and every agent after it needs (a branch: the steps of its sub-chain; the
+    join has a hand-off of its own from the fork point)."""
     out: list[str] = []
     for name in _subtree(workflow, agent, set()):
         for step in workflow.plan(name).steps:
@@ -124,6 +166,9 @@ def check_graph(workflow: Workflow, directory: Directory) -> list[Problem]:
     problems = _shape(workflow)
     if problems:
         return problems
+    problems = _branches(workflow)
+    if problems:
+        return problems
     problems = _reach(workflow)
     if problems:
         return problems
@@ -150,13 +195,60 @@ def _shape(workflow: Workflow) -> list[Problem]:
                                                         "and the join"))
             if edge.fan_out and len(set(edge.to)) != len(edge.to):
                 problems.append(Problem((*loc, "to"), "a branch is named twice"))
-            if edge.fan_out:
-                for branch in edge.to:
-                    if branch in names and workflow.plan(branch).hand_off is not None:
-                        problems.append(Problem(
-                            (*loc, "to"), f"{branch} is a branch of {plan.agent}'s fan-out: it "
-                                          f"ends at the join {edge.join} and hands off to no one"))
     return problems
+
+
+def _branches(workflow: Workflow) -> list[Problem]:
+    """A branch is a sub-chain of its own: it hands off one agent at a time, never to the join
+    (which waits for it), another branch's agents or an agent before its fork."""
+    index = {plan.agent: a for a, plan in enumerate(workflow.agents)}
+    problems: list[Problem] = []
+    for plan in workflow.agents:
+        for edge in plan.edges:
+            if not edge.fan_out or edge.join is None:
+                continue
+            before = _before(workflow, plan.agent)
+            stop = frozenset({*edge.to, *before, plan.agent, edge.join})
+            chains = {head: branch_agents(workflow, head, stop) for head in edge.to}
+            for head, chain in chains.items():
+                others = {a for h, c in chains.items() if h != head for a in c}
+                for agent in chain:
+                    if agent not in index:
+                        continue
+                    for e, way in enumerate(workflow.plan(agent).edges):
+                        problems += _branch_way(_edge_loc(index[agent], e), agent, way,
+                                                plan.agent, edge, head, others, before)
+    return problems
+
+
+def _branch_way(loc: Loc, agent: str, way: HandOff, fork: str, fan_out: HandOff, head: str,
+                others: set[str], before: set[str]) -> list[Problem]:
+    whose = f"{head}'s branch of {fork}'s fan-out"
+    if way.fan_out:
+        return [Problem(loc, f"{agent} is in {whose}: a branch hands off to one agent at a "
+                             "time (no fan-out inside a branch)")]
+    target = way.to[0]
+    if target == fan_out.join:
+        return [Problem(loc, f"{agent} is in {whose}: it cannot hand off to the join "
+                             f"{target}, which starts once every branch has ended")]
+    if target in others:
+        return [Problem(loc, f"{agent} is in {whose}: it cannot hand off to {target}, an "
+                             "agent of another branch")]
+    if target == fork or target in before:
+        return [Problem(loc, f"{agent} is in {whose}: it cannot hand off to {target}, which "
+                             f"runs before the fork (a cycle)")]
+    return []
+
+
+def _before(workflow: Workflow, agent: str) -> set[str]:
+    """The agents on the way from the first agent to ``agent``."""
+    ways, out = ways_in(workflow), set()
+    while agent != workflow.root_agent and ways.get(agent):
+        agent = ways[agent][0].parent
+        if agent in out:  # a cycle (refused by _reach)
+            break
+        out.add(agent)
+    return out
 
 
 def _reach(workflow: Workflow) -> list[Problem]:
@@ -204,12 +296,18 @@ def _allowed(workflow: Workflow, directory: Directory) -> list[Problem]:
                     problems.append(Problem(loc, f"the directory does not let {plan.agent} "
                                                  f"hand off to {target} (hands_off_to)"))
             for branch in edge.to if edge.join is not None else ():
-                after = directory.agents[branch].hands_off_to \
-                    if branch in directory.agents else ()
-                if edge.join not in after:
+                # The head: the join's exchange names its token (the authorization server's
+                # rule); each agent that may end the branch: the join waits for it.
+                for end in dict.fromkeys((branch, *branch_ends(workflow, branch))):
+                    after = directory.agents[end].hands_off_to \
+                        if end in directory.agents else ()
+                    if edge.join in after:
+                        continue
+                    why = "a join continues from every branch it waits for" if end == branch \
+                        else f"{end} may end {branch}'s branch, and the join waits for it"
                     problems.append(Problem((*loc, "join"), (
-                        f"the directory does not let {branch} hand off to {edge.join} "
-                        "(hands_off_to): a join continues from every branch it waits for")))
+                        f"the directory does not let {end} hand off to {edge.join} "
+                        f"(hands_off_to): {why}")))
     return problems
 
 
@@ -222,7 +320,8 @@ def earlier_steps(workflow: Workflow, agent: str) -> set[str]:
     done = earlier_steps(workflow, parent) | _ids(workflow, parent)
     if way[0].join:
         for branch in workflow.plan(parent).edges[way[0].edge].to:
-            done |= _ids(workflow, branch)
+            for inside in branch_agents(workflow, branch):
+                done |= _ids(workflow, inside)
     return done
 
 

@@ -183,7 +183,7 @@ def _bad_cases(root: Path, dead: str) -> dict[str, Bad]:
             ("worker",), {}, "a worker process needs a shared broker: set INFRABOT_BROKER_URL"),
         "worker on an unknown queue": Bad(("worker", "--queues", "nope"), redis_broker,
                                           "unknown queue nope; the directory's agents use "
-                                          "argocd, cleanup, infrabot, rollback, scanner"),
+                                          "argocd, cleanup, infrabot, notifier, rollback, scanner"),
         "demo report under a file": Bad(("demo", "--report", str(root / "a-file" / "x.html")),
                                         {}, f"cannot write the report {root / 'a-file'}"),
     }

@@ -80,6 +80,32 @@ def test_check_sam_everything_allowed_exit_0() -> None:
     assert {v for _, _, v in verdicts(as_json)} == {"allow"}
 
 
+def test_check_a_branch_that_hands_off_further() -> None:
+    """scan-report: the scanner's branch goes on to the notifier; preflight exchanges the
+    notifier's hand-off from the scanner's token, the join after every agent of the branches."""
+    listed = {row["name"]: row for row in json.loads(run("list", "--json").stdout)}
+    assert listed["scan-report"]["graph"] == [
+        "agent:infrabot → agent:argocd ∥ agent:scanner ⇒ join agent:cleanup",
+        "agent:scanner → agent:notifier"]
+    as_json = run("check", "scan-report", "--user", "sam", "--json")
+    assert as_json.exit_code == 0, as_json.output
+    data = json.loads(as_json.stdout)
+    assert data["depth"] == 3  # infrabot, scanner, notifier
+    assert [(a, s) for a, s, _ in verdicts(as_json)][-5:] == [
+        ("agent:scanner", "aws.ec2.describe_instances"), ("agent:scanner", "hand_off"),
+        ("agent:notifier", "chat.postMessage"), ("agent:cleanup", "aws.ec2.delete_tags"),
+        ("agent:cleanup", "pagerduty.incident.resolve")]
+    handed = next(s for s in data["steps"] if s["hand_off_to"] == "agent:notifier")
+    assert (handed["agent"], handed["scopes"], handed["verdict"]) == \
+        ("agent:scanner", ["urn:infra:chat:write"], "allow")
+    # alex holds no chat:write: the scanner's branch is handed none, its hand-off on is refused
+    alex = json.loads(run("check", "scan-report", "--user", "alex", "--json").stdout)
+    handed = next(s for s in alex["steps"] if s["hand_off_to"] == "agent:notifier")
+    assert (handed["verdict"], handed["error"]) == ("refuse", "invalid_scope")
+    post = next(s for s in alex["steps"] if s["step"] == "chat.postMessage")
+    assert post["verdict"] == "refuse"
+
+
 def test_check_alex_names_refused_steps_and_missing_scopes_exit_1() -> None:
     result = run("check", "post-deploy", "--user", "alex")
     assert result.exit_code == 1, result.output

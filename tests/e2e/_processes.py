@@ -66,6 +66,7 @@ class Distributed:
     redis_url: str
     broker_url: str | None = None  # None: the broker is the Redis of ``redis_url``
     endpoints: dict[str, str] = field(default_factory=dict)
+    workflows_dir: Path | None = None  # None: the repository's workflows/
     processes: Processes = field(init=False)
 
     def __post_init__(self) -> None:
@@ -86,9 +87,12 @@ class Distributed:
     @property
     def settings(self) -> Settings:
         return Settings(state_dir=self.state_dir, broker_url=self.broker,
-                        redis_url=self.redis_url, webhook_secret=SecretStr(SECRET))
+                        redis_url=self.redis_url, webhook_secret=SecretStr(SECRET),
+                        **({"workflows_dir": self.workflows_dir} if self.workflows_dir else {}))
 
     def env(self, **extra: str) -> dict[str, str]:
+        if self.workflows_dir is not None:
+            extra = {"INFRABOT_WORKFLOWS_DIR": str(self.workflows_dir), **extra}
         return clean_env(INFRABOT_STATE_DIR=str(self.state_dir),
                          INFRABOT_BROKER_URL=self.broker, INFRABOT_REDIS_URL=self.redis_url,
                          INFRABOT_WEBHOOK_SECRET=SECRET, INFRABOT_LOG_LEVEL="WARNING",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 
+from e2e._branch_chain import CLEANUP, COMMENTER, SCANNER, with_commenter
 from e2e._harness import accepted_run_id, deployment, events_of
 from e2e._processes import Distributed
 
@@ -37,4 +38,33 @@ def test_a_fan_out_over_two_worker_processes_joins_once(distributed: Distributed
     last_branch = max(i for i, e in enumerate(run.events)
                       if e.agent in ("agent:argocd", "agent:scanner"))
     assert last_branch < cleanup_start
+    d.assert_logs_hold_no_token()
+
+
+def test_a_branch_hands_off_on_across_worker_processes(distributed: Distributed) -> None:
+    """The scanner's hop, in its own process, replaces itself with the commenter's (declared only
+    in this test's directory file), which runs in the other process under the scanner's task id
+    and chord place; the join runs once, after the commenter, from the count in Redis."""
+    d = distributed
+    d.workflows_dir = with_commenter(d.root / "workflows")
+    d.serve()
+    main = d.worker(queues=("infrabot", "argocd", "commenter", "cleanup"))
+    scanner = d.worker(queues=("scanner",))
+
+    run_id = accepted_run_id(d.webhook(deployment("sam")))
+    run = d.wait_run(run_id)
+
+    assert (run.status, run.reason, run.workflow) == ("succeeded", "ok", "scan-notify"), d.logs()
+    assert [c.action for c in events_of(run, "called", SCANNER)] == ["pr:read"]
+    assert [c.action for c in events_of(run, "called", COMMENTER)] == ["comment:post"]
+    assert [c.action for c in events_of(run, "called", CLEANUP)] == ["incident:resolve"]
+    [handed] = [h for h in events_of(run, "exchanged", SCANNER) if h.hand_off == COMMENTER]
+    assert handed.claims["act"] == {"sub": SCANNER, "act": {"sub": "agent:infrabot"}}
+    # the replacement: the commenter's hop ran in the main process under the scanner's task id
+    assert f"agents.commenter[{run_id}.scanner] succeeded" in main.output()
+    assert f"agents.scanner[{run_id}.scanner] succeeded" not in scanner.output()
+    assert main.output().count(f"agents.cleanup[{run_id}.cleanup] succeeded") == 1
+    commenter_last = max(i for i, e in enumerate(run.events) if e.agent == COMMENTER)
+    cleanup_first = min(i for i, e in enumerate(run.events) if e.agent == CLEANUP)
+    assert commenter_last < cleanup_first
     d.assert_logs_hold_no_token()

@@ -16,13 +16,13 @@ from .conftest import make_ctx
 
 def test_shipped_directory_has_the_story_cast(directory: Directory) -> None:
     assert set(directory.users) == {"user:sam", "user:alex", "user:robin", "user:former-employee"}
-    assert set(directory.agents) == {"agent:infrabot", "agent:scanner", "agent:rollback",
-                                     "agent:argocd", "agent:cleanup"}
+    assert set(directory.agents) == {"agent:infrabot", "agent:scanner", "agent:notifier",
+                                     "agent:rollback", "agent:argocd", "agent:cleanup"}
     # chat: declared by workflows/services/chat.openapi.yaml (docs/openapi-services.md)
     assert set(directory.services) == {"datadog", "github", "aws", "pagerduty", "chat"}
     assert directory.client_ids() == [
-        "agent:infrabot", "agent:scanner", "agent:rollback", "agent:argocd", "agent:cleanup",
-        "client:orchestrator"]
+        "agent:infrabot", "agent:scanner", "agent:notifier", "agent:rollback", "agent:argocd",
+        "agent:cleanup", "client:orchestrator"]
     assert directory.queues() == {a: a.removeprefix("agent:") for a in directory.agents}
     assert directory.clients["client:orchestrator"].trusted
 
@@ -31,7 +31,8 @@ def test_shipped_hand_offs_never_let_infrabot_skip_to_cleanup(directory: Directo
     assert directory.agents["agent:infrabot"].hands_off_to == (
         "agent:argocd", "agent:scanner", "agent:rollback")
     assert directory.agents["agent:argocd"].hands_off_to == ("agent:cleanup",)
-    assert directory.agents["agent:scanner"].hands_off_to == ("agent:cleanup",)
+    assert directory.agents["agent:scanner"].hands_off_to == ("agent:cleanup", "agent:notifier")
+    assert directory.agents["agent:notifier"].hands_off_to == ("agent:cleanup",)
     assert directory.agents["agent:cleanup"].hands_off_to == ()
     assert directory.agents["agent:rollback"].hands_off_to == ()
 

@@ -38,7 +38,7 @@ def worker_refusal(state_dir: Path, broker_url: str) -> str:
     return result.stderr
 
 
-AGENT_QUEUES = ("infrabot", "argocd", "scanner", "rollback", "cleanup")
+AGENT_QUEUES = ("infrabot", "argocd", "scanner", "notifier", "rollback", "cleanup")
 DEPLOY = REPO / "deploy"
 
 

@@ -37,7 +37,8 @@ def test_every_shipped_scenario_loads(directory: Directory,
 
 
 def test_scenarios_are_not_loaded_as_workflows(shipped_workflows: dict[str, Workflow]) -> None:
-    assert sorted(shipped_workflows) == ["announce", "manual-check", "post-deploy", "rollback"]
+    assert sorted(shipped_workflows) == ["announce", "manual-check", "post-deploy", "rollback",
+                                        "scan-report"]
 
 
 def test_select_by_stem_name_or_path(tmp_path: Path) -> None:

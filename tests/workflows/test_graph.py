@@ -14,11 +14,17 @@ import yaml
 from orchestrator.errors import ConfigError
 from orchestrator.identity import Directory, load_directory
 from orchestrator.workflows import (
+    Branch,
     ConditionError,
     Workflow,
+    branch_agents,
+    branch_ends,
+    branch_of,
     downstream_scopes,
     earlier_steps,
+    graph_order,
     load_workflow,
+    longest_way,
     parse_condition,
     required_scopes,
 )
@@ -87,10 +93,154 @@ def test_a_fan_out_needs_a_join(tmp_path: Path, directory: Directory) -> None:
     refused(tmp_path, data, directory, "agents.0.hand_off.1: a fan-out needs join: <agent>")
 
 
-def test_a_branch_hands_off_to_no_one(tmp_path: Path, directory: Directory) -> None:
+# --- a branch that hands off on: a sub-chain ---------------------------------------------------
+
+POST = {"action": "github.comment.create",
+        "params": {"owner": "a", "repo": "b", "issue_number": 1, "body": "scanned"}}
+
+
+@pytest.fixture(scope="module")
+def with_commenter(directory: Directory) -> Directory:
+    """The shipped directory plus agent:commenter, to whom the scanner may hand off."""
+    data = directory.model_dump()
+    data["agents"]["agent:commenter"] = {"allowed_scopes": ["urn:infra:deploy:comment"],
+                                        "hands_off_to": ["agent:cleanup"]}
+    scanner = data["agents"]["agent:scanner"]
+    scanner["hands_off_to"] = [*scanner["hands_off_to"], "agent:commenter"]
+    scanner["allowed_scopes"] = [*scanner["allowed_scopes"], "urn:infra:deploy:comment"]
+    return Directory.model_validate(data)
+
+
+def sub_chain() -> dict[str, Any]:
+    """``fan_out()`` whose scanner hands off on to the commenter, who ends that branch."""
+    data = fan_out()
+    data["agents"][3]["hand_off"] = "agent:commenter"
+    data["agents"][3]["steps"][0]["id"] = "scan"
+    data["agents"].insert(4, {"agent": "agent:commenter", "steps": [{**POST, "id": "told"}]})
+    return data
+
+
+def test_a_branch_hands_off_on_as_a_sub_chain(tmp_path: Path, with_commenter: Directory) -> None:
+    workflow = load(tmp_path, sub_chain(), with_commenter)
+    fan = workflow.plan("agent:infrabot").edges[1]
+    assert branch_of(workflow, "agent:commenter") == Branch("agent:infrabot", fan, "agent:scanner")
+    assert branch_of(workflow, "agent:scanner") == Branch("agent:infrabot", fan, "agent:scanner")
+    assert branch_of(workflow, "agent:cleanup") is None
+    assert branch_of(workflow, "agent:infrabot") is None
+    assert branch_agents(workflow, "agent:scanner") == ["agent:scanner", "agent:commenter"]
+    assert branch_ends(workflow, "agent:scanner") == ["agent:commenter"]
+    assert branch_ends(workflow, "agent:argocd") == ["agent:argocd"]
+    # the join comes after every agent of the branches; it counts one actor after the fork
+    assert graph_order(workflow) == ["agent:infrabot", "agent:rollback", "agent:argocd",
+                                     "agent:scanner", "agent:commenter", "agent:cleanup"]
+    assert longest_way(workflow) == 3
+    # the scanner is handed what its sub-chain needs, the commenter only its own
+    assert downstream_scopes(workflow, "agent:infrabot", "agent:scanner") == [
+        "urn:infra:repo:read", "urn:infra:deploy:comment"]
+    assert downstream_scopes(workflow, "agent:scanner", "agent:commenter") == [
+        "urn:infra:deploy:comment"]
+    # the join may read every step of every branch's sub-chain
+    assert earlier_steps(workflow, "agent:cleanup") == {"latency", "scan", "told"}
+    assert earlier_steps(workflow, "agent:commenter") == {"latency", "scan"}
+
+
+def test_a_branch_end_chosen_by_a_condition_must_be_allowed_to_hand_off_to_the_join(
+        tmp_path: Path, with_commenter: Directory) -> None:
+    """The scanner hands off only when its scan says so: it may end its branch itself, so it
+    and the commenter must both be allowed to hand off to the join."""
+    data = sub_chain()
+    data["agents"][3]["hand_off"] = [{"when": "steps.scan.state == 'open'",
+                                      "to": "agent:commenter"}]
+    workflow = load(tmp_path, data, with_commenter)
+    assert branch_ends(workflow, "agent:scanner") == ["agent:scanner", "agent:commenter"]
+    lacking = with_commenter.model_dump()
+    lacking["agents"]["agent:commenter"]["hands_off_to"] = []
+    refused(tmp_path, data, Directory.model_validate(lacking),
+            "agents.0.hand_off.1.join: the directory does not let agent:commenter hand off to "
+            "agent:cleanup (hands_off_to): agent:commenter may end agent:scanner's branch, and "
+            "the join waits for it")
+
+
+def test_a_branch_hands_off_within_the_directory(tmp_path: Path, directory: Directory) -> None:
+    lacking = directory.model_dump()
+    lacking["agents"]["agent:commenter"] = {"allowed_scopes": ["urn:infra:deploy:comment"],
+                                           "hands_off_to": ["agent:cleanup"]}
+    refused(tmp_path, sub_chain(), Directory.model_validate(lacking),
+            "agents.3.hand_off.0: the directory does not let agent:scanner hand off to "
+            "agent:commenter (hands_off_to)")
+    lacking["agents"]["agent:commenter"]["hands_off_to"] = []
+    lacking["agents"]["agent:scanner"]["hands_off_to"] = ["agent:cleanup", "agent:commenter"]
+    refused(tmp_path, sub_chain(), Directory.model_validate(lacking),
+            "agents.0.hand_off.1.join: the directory does not let agent:commenter hand off to "
+            "agent:cleanup (hands_off_to): agent:commenter may end agent:scanner's branch, and "
+            "the join waits for it")
+
+
+@pytest.mark.parametrize(("target", "message"), [
+    ("agent:cleanup", ("agents.4.hand_off.0: agent:commenter is in agent:scanner's branch of "
+                      "agent:infrabot's fan-out: it cannot hand off to the join agent:cleanup, "
+                      "which starts once every branch has ended")),
+    ("agent:argocd", ("agents.4.hand_off.0: agent:commenter is in agent:scanner's branch of "
+                     "agent:infrabot's fan-out: it cannot hand off to agent:argocd, an agent "
+                     "of another branch")),
+    ("agent:infrabot", ("agents.4.hand_off.0: agent:commenter is in agent:scanner's branch of "
+                       "agent:infrabot's fan-out: it cannot hand off to agent:infrabot, which "
+                       "runs before the fork (a cycle)")),
+    ("agent:scanner", ("agents.3.agent: agent:scanner is reached from several ways "
+                      "(agent:commenter, agent:infrabot); an agent has one way in (a join "
+                      "waits for a fan-out)")),
+])
+def test_a_branch_never_reaches_the_join_a_sibling_or_the_fork(
+        tmp_path: Path, with_commenter: Directory, target: str, message: str) -> None:
+    data = sub_chain()
+    data["agents"][4]["hand_off"] = target
+    refused(tmp_path, data, with_commenter, message)
+
+
+def test_a_branch_never_reaches_back_before_a_later_fork(tmp_path: Path) -> None:
+    agents = {f"agent:{n}": {"allowed_scopes": [], "hands_off_to": to} for n, to in (
+        ("a", ["agent:b"]), ("b", ["agent:c", "agent:d"]), ("c", ["agent:e"]),
+        ("d", ["agent:e", "agent:a"]), ("e", []))}
+    data = {"name": "graph", "trigger": {"environments": ["prod"]}, "agents": [
+        {"agent": "agent:a", "steps": [QUERY], "hand_off": "agent:b"},
+        {"agent": "agent:b", "hand_off": [{"to": ["agent:c", "agent:d"], "join": "agent:e"}]},
+        {"agent": "agent:c"}, {"agent": "agent:d", "hand_off": "agent:a"}, {"agent": "agent:e"}]}
+    refused(tmp_path, data, Directory.model_validate({"agents": agents}),
+            "agents.3.hand_off.0: agent:d is in agent:d's branch of agent:b's fan-out: it cannot "
+            "hand off to agent:a, which runs before the fork (a cycle)")
+
+
+def test_a_branch_hands_off_to_the_join_only_by_ending(tmp_path: Path,
+                                                       directory: Directory) -> None:
     data = fan_out()
     data["agents"][2]["hand_off"] = "agent:cleanup"
-    refused(tmp_path, data, directory, "agent:argocd is a branch of agent:infrabot's fan-out")
+    refused(tmp_path, data, directory,
+            "agents.2.hand_off.0: agent:argocd is in agent:argocd's branch of agent:infrabot's "
+            "fan-out: it cannot hand off to the join agent:cleanup, which starts once every "
+            "branch has ended")
+
+
+def test_a_branch_does_not_fan_out(tmp_path: Path, with_commenter: Directory) -> None:
+    data = sub_chain()
+    data["agents"][3]["hand_off"] = [{"to": ["agent:commenter", "agent:rollback"],
+                                      "join": "agent:argocd"}]
+    data["agents"][0]["hand_off"] = [{"to": ["agent:scanner", "agent:cleanup"],
+                                      "join": "agent:argocd"}]
+    refused(tmp_path, data, with_commenter,
+            "agents.3.hand_off.0: agent:scanner is in agent:scanner's branch of "
+            "agent:infrabot's fan-out: a branch hands off to one agent at a time (no fan-out "
+            "inside a branch)")
+
+
+def test_a_branch_reads_no_step_of_a_sibling_branch(tmp_path: Path,
+                                                    with_commenter: Directory) -> None:
+    data = sub_chain()
+    data["agents"][2]["steps"] = [{**DESCRIBE, "id": "rolled"}]
+    data["agents"][4]["steps"][0]["when"] = "steps.rolled.ok == true"
+    refused(tmp_path, data, with_commenter,
+            "agents.4.steps.0.when: steps.rolled names no step that runs earlier")
+    data["agents"][4]["steps"][0]["when"] = "steps.scan.state == 'open'"  # its own branch's
+    assert load(tmp_path, data, with_commenter).plan("agent:commenter").steps[0].when
 
 
 def test_a_cycle_is_refused(tmp_path: Path, directory: Directory) -> None:
