@@ -69,7 +69,9 @@ def main() -> None:
     group = ServerGroup()
     group.add(crypto_app(service), sock)
     with group:
-        Path(os.environ["INFRABOT_BENCH_FLOOR_FILE"]).write_text(url)
+        path = Path(os.environ["INFRABOT_BENCH_FLOOR_FILE"])
+        path.with_suffix(".tmp").write_text(url)
+        path.with_suffix(".tmp").replace(path)  # whole: the driver reads it once it exists
         stop.wait()
 
 
