@@ -53,7 +53,11 @@ def drive(calls: list[list[Callable[[httpx.Client], bool]]],
 
     def worker(index: int) -> None:
         with httpx.Client(timeout=10.0, trust_env=False) as http:
-            calls[index][0](http)  # connect and warm up before the start line
+            try:
+                calls[index][0](http)  # connect and warm up before the start line
+            except BaseException:
+                barrier.abort()  # the burst fails at the start line instead of waiting forever
+                raise
             barrier.wait()
             for call in calls[index][1:]:
                 if time.monotonic() > deadline:
@@ -148,6 +152,7 @@ def _stack_floor(cluster: Cluster, post: Callable[..., Callable[[httpx.Client], 
     """(exchanges/s, failed, server CPU µs per request) of ``bench._stack_floor`` started on
     ``cluster``'s state (its keys, issuer and token endpoint URL)."""
     url_file = cluster.root / "stack-floor.url"
+    url_file.unlink(missing_ok=True)  # the last floor's, on a port no longer served
     auth_port = cluster.endpoints["auth"].rsplit(":", 1)[1]
     proc = cluster.procs.start("stack-floor", [sys.executable, "-m", "bench._stack_floor"], {
         **cluster.env(), "INFRABOT_AUTH_PORT": auth_port,
