@@ -189,21 +189,21 @@ def create_app(service: AuthorizationService) -> FastAPI:
         form = await _read_form(request)
         return JSONResponse(await run_in_threadpool(service.revoke_by, form), headers=NO_STORE)
 
-    form_routes = (
-        (token, "token", "RFC 8693 token exchange and the RFC 7523 root grant", _TOKEN_SCHEMA),
-        (dpop_keys, "dpop_keys", "Register the caller's DPoP key (proven by a DPoP proof)",
-         {"type": "object"}),
-        (introspect, "introspect", "RFC 7662 token introspection",
+    form_routes = (  # path, the endpoint, its _FORM_FIELDS name, summary, answer's schema
+        ("/token", token, "token", "RFC 8693 token exchange and the RFC 7523 root grant",
+         _TOKEN_SCHEMA),
+        (DPOP_KEYS_PATH, dpop_keys, "dpop_keys",
+         "Register the caller's DPoP key (proven by a DPoP proof)", {"type": "object"}),
+        ("/introspect", introspect, "introspect", "RFC 7662 token introspection",
          {"type": "object", "required": ["active"],
           "properties": {"active": {"type": "boolean"}}}),
-        (revoke, "revoke", "RFC 7009 token revocation (cascades to exchanged tokens)",
+        ("/revoke", revoke, "revoke", "RFC 7009 token revocation (cascades to exchanged tokens)",
          {"type": "object"}),
-        (revocations, "revocations", "Revoke by jti, user or run (trusted clients)",
-         {"type": "object"}),
+        ("/revocations", revocations, "revocations",
+         "Revoke by jti, user or run (trusted clients)", {"type": "object"}),
     )
     documented: dict[str, Any] = {}
-    for endpoint, name, summary, ok in form_routes:
-        path = DPOP_KEYS_PATH if name == "dpop_keys" else f"/{name}"
+    for path, endpoint, name, summary, ok in form_routes:
         # A plain Starlette route: the form is read and checked by the service, so FastAPI's
         # dependency injection and validation would be work per request for nothing.
         app.add_route(path, endpoint, methods=["POST"], include_in_schema=False)
