@@ -13,6 +13,7 @@ off (its cost is the tracing benchmark's subject).
 from __future__ import annotations
 
 import statistics
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -38,6 +39,7 @@ AGENT = "agent:infrabot"
 SCOPE = "urn:infra:monitoring:read"
 GOAL_CPU = 3.0  # the server's CPU per exchange, at most this times the crypto floor
 GOAL_RATE = 1500  # exchanges/s with 4 clients
+STACK_FLOOR = "stack floor (crypto only)"
 SETUPS: tuple[tuple[str, dict[str, str]], ...] = (("as served", {}), ("tracing off", {"INFRABOT_TRACING": "false"}))
 
 
@@ -51,7 +53,11 @@ def drive(calls: list[list[Callable[[httpx.Client], bool]]],
 
     def worker(index: int) -> None:
         with httpx.Client(timeout=10.0, trust_env=False) as http:
-            calls[index][0](http)  # connect and warm up before the start line
+            try:
+                calls[index][0](http)  # connect and warm up before the start line
+            except BaseException:
+                barrier.abort()  # the burst fails at the start line instead of waiting forever
+                raise
             barrier.wait()
             for call in calls[index][1:]:
                 if time.monotonic() > deadline:
@@ -115,12 +121,23 @@ def over_http(root: Path, redis_url: str, *, requests: int, clients: tuple[int, 
                 table.add(name, count, f"{rate:,.0f}", failed, us(per_exchange), us(floor),
                           ratio(per_exchange, floor), f"{meta_ok / meta_seconds:,.0f}",
                           us(1e6 * meta_cpu / max(meta_ok, 1)))
+            if not env:  # the stack's own lower bound, beside the served rows, same keys
+                for count in (4 if 4 in counts else max(counts),):
+                    rate, failed, per_exchange = _stack_floor(cluster, post, requests // count,
+                                                              count)
+                    table.add(STACK_FLOOR, count, f"{rate:,.0f}", failed, us(per_exchange),
+                              us(floor), ratio(per_exchange, floor), "", "")
     table.notes += [
         f"{requests} requests per row split across the clients (each with its own prebuilt "
         "form and connection); the server and the clients share the machine's 2 cores.",
         "Each exchange: parse, client authentication (assertion), subject verification with "
         "the replay claim and the revocation check in one Redis round trip, decide, sign, "
         "SQLite audit record.",
+        f"{STACK_FLOOR}: the same stack (uvicorn, uvloop, httptools, the form read as /token "
+        "reads it, a plain Starlette route, one thread-pool hop) serving a /token that does only "
+        "the exchange's cryptography through the identity API (client assertion and subject "
+        "token verified, a token signed): no Redis, no audit, no decision (bench/_stack_floor.py). "
+        "What the served exchange could cost on this stack if everything else were free.",
         "Server CPU: user + system time of the serve process (/proc/PID/stat) over the burst, "
         "divided by the requests answered. Crypto floor: raw ES256 verify of the subject token "
         "and of the client assertion and one raw sign, in this process, each its CPU time "
@@ -128,6 +145,30 @@ def over_http(root: Path, redis_url: str, *, requests: int, clients: tuple[int, 
         f"{GOAL_RATE:,} exchanges/s with 4 clients.",
     ]
     return table
+
+
+def _stack_floor(cluster: Cluster, post: Callable[..., Callable[[httpx.Client], bool]],
+                 per: int, count: int) -> tuple[float, int, float]:
+    """(exchanges/s, failed, server CPU µs per request) of ``bench._stack_floor`` started on
+    ``cluster``'s state (its keys, issuer and token endpoint URL)."""
+    url_file = cluster.root / "stack-floor.url"
+    url_file.unlink(missing_ok=True)  # the last floor's, on a port no longer served
+    auth_port = cluster.endpoints["auth"].rsplit(":", 1)[1]
+    proc = cluster.procs.start("stack-floor", [sys.executable, "-m", "bench._stack_floor"], {
+        **cluster.env(), "INFRABOT_AUTH_PORT": auth_port,
+        "INFRABOT_BENCH_FLOOR_FILE": str(url_file)})
+    try:
+        deadline = time.monotonic() + 60
+        while not url_file.exists():
+            if not proc.alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the stack floor did not start:\n{proc.output()[-3000:]}")
+            time.sleep(0.05)
+        url = f"{url_file.read_text()}/token"
+        seconds, ok, failed, cpu = _burst(
+            proc.pid, [[post(url) for _ in range(per + 1)] for _ in range(count)], 120)
+    finally:
+        cluster.procs.stop(proc)
+    return ok / seconds, failed, 1e6 * cpu / max(ok, 1)
 
 
 def _cpu_floor(ops: dict[str, Callable[[int], object]], calls: int = 300,
@@ -146,7 +187,7 @@ def _cpu_floor(ops: dict[str, Callable[[int], object]], calls: int = 300,
     return 1e6 * sum(per_op)
 
 
-def _endpoints(cluster: Cluster) -> tuple[Callable[[], Callable[[httpx.Client], bool]],
+def _endpoints(cluster: Cluster) -> tuple[Callable[..., Callable[[httpx.Client], bool]],
                                           Callable[[httpx.Client], bool],
                                           dict[str, Callable[[int], object]]]:
     """A maker of exchange calls (each with a fresh assertion), the metadata GET, and the raw
@@ -170,10 +211,9 @@ def _endpoints(cluster: Cluster) -> tuple[Callable[[], Callable[[httpx.Client], 
                           "client_assertion_type": CLIENT_ASSERTION_TYPE,
                           "client_assertion": a, "client_id": AGENT}).encode()
 
-    def post() -> Callable[[httpx.Client], bool]:
+    def post(url: str = token_url) -> Callable[[httpx.Client], bool]:
         content = form()
-        return lambda http: http.post(token_url, content=content,
-                                      headers=headers).status_code == 200
+        return lambda http: http.post(url, content=content, headers=headers).status_code == 200
 
     def get(http: httpx.Client) -> bool:
         return http.get(f"{auth_url}/.well-known/oauth-authorization-server").status_code == 200

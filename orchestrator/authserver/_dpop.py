@@ -58,10 +58,18 @@ class DPoPGate:
                                   max_age=s.dpop_proof_max_age_seconds, leeway=s.leeway_seconds)
         self.token_url = f"{s.auth_url}/token"
         self.keys_url = f"{s.auth_url}{DPOP_KEYS_PATH}"
+        self._current: tuple[int, str] | None = None  # (step, its nonce): one MAC per step
 
     def nonce(self, *, now: int) -> str | None:
-        """The nonce to hand out now, None when the server asks for none."""
-        return self.nonces.current(now=now) if self.settings.dpop_nonce else None
+        """The nonce to hand out now, None when the server asks for none. Every response
+        carries it, and it changes once a step: computed once per step, not per response."""
+        if not self.settings.dpop_nonce:
+            return None
+        step = now // self.nonces.step
+        current = self._current
+        if current is None or current[0] != step:
+            current = self._current = (step, self.nonces.current(now=now))
+        return current[1]
 
     def proof(self, value: str | None, *, now: int, url: str | None = None,
               method: str = "POST", access_token: str | None = None) -> Proof | None:

@@ -56,7 +56,7 @@ from orchestrator.identity import (
     TokenVerifier,
     VerifierPolicy,
 )
-from orchestrator.tracing import own_span, safe_text
+from orchestrator.tracing import own_span, safe_text, tracing_on
 
 __all__ = ["GRANT_JWT_BEARER", "GRANT_TOKEN_EXCHANGE", "TOKEN_TYPE_ACCESS", "TOKEN_TYPE_JWT",
            "AuditSink", "AuthorizationService", "TokenResponse"]
@@ -137,6 +137,8 @@ class AuthorizationService:
         value) and the client's assertion, then the grant's module. A refusal before the client
         is authenticated is audited as such."""
         request = TokenRequest.read(form)
+        if not tracing_on():  # no span to describe the request on: nothing computed for one
+            return self._token(request, dpop)
         with own_span("exchange", grant_type=_peek(lambda: request.grant_type.get()),
                       target=_peek(lambda: request.target),
                       scope_requested=_peek(lambda: request.scope.get())):

@@ -16,7 +16,7 @@ from orchestrator.tracing._annotate import (
     traced_record,
 )
 from orchestrator.tracing._run_log import RunLogSpanExporter, span_record
-from orchestrator.tracing._setup import exporters_for, instrument_app, start_tracing
+from orchestrator.tracing._setup import exporters_for, instrument_app, start_tracing, tracing_on
 
 __all__ = [
     "RunLogSpanExporter",
@@ -30,4 +30,5 @@ __all__ = [
     "span_record",
     "start_tracing",
     "traced_record",
+    "tracing_on",
 ]

@@ -13,9 +13,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from opentelemetry import trace
-from opentelemetry.trace import Span, format_trace_id
+from opentelemetry.trace import INVALID_SPAN, Span, format_trace_id
 
 from orchestrator.audit import AuditRecord, contains_raw_jwt
+from orchestrator.tracing._setup import tracing_on
 
 _PREFIX = "infrabot."
 # One tracer for our spans (the API's proxy: it binds to the provider once one is set), not a
@@ -63,7 +64,11 @@ def traced_record(record: AuditRecord) -> AuditRecord:
 
 @contextmanager
 def own_span(name: str, **attributes: str | None) -> Iterator[Span]:
-    """A span of our own (an exchange, an enforcement, a hop) as the current span."""
+    """A span of our own (an exchange, an enforcement, a hop) as the current span; none (the
+    invalid span) in a process that never started tracing."""
+    if not tracing_on():
+        yield INVALID_SPAN
+        return
     clean = {_PREFIX + k: v for k, v in attributes.items() if v}
     with _tracer.start_as_current_span(name, attributes=clean) as span:
         yield span

@@ -77,6 +77,12 @@ _router = _Router()
 _provider: TracerProvider | None = None
 
 
+def tracing_on() -> bool:
+    """Whether this process has ever started tracing: until it has, no span can record, so
+    our own spans are not even started (tracing off costs a request nothing)."""
+    return _provider is not None
+
+
 def _instrumented(service: str) -> TracerProvider:
     """The process's provider, made and the libraries instrumented on first use."""
     global _provider  # one provider per process, by OpenTelemetry's design

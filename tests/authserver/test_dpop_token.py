@@ -107,6 +107,21 @@ def test_a_proof_without_the_servers_nonce_gets_use_dpop_nonce_and_the_nonce(
     assert exchange(bound, INFRABOT, root, with_nonce, audience=ARGOCD).status_code == 200
 
 
+def test_the_nonce_handed_out_is_the_current_steps_computed_once_per_step(
+        bound: AuthServer) -> None:
+    gate = bound.stack.auth.dpop
+    step = gate.nonces.step
+    start = (int(time.time()) // step + 10) * step  # a step of its own, later than any used
+    first = gate.nonce(now=start)
+    assert first == gate.nonces.current(now=start)
+    assert gate.nonce(now=start + step - 1) is first  # the same step: the one computed
+    later = gate.nonce(now=start + step)
+    assert later == gate.nonces.current(now=start + step) and later != first
+    assert gate.nonces.accepts(first, now=start + step)
+    now = int(time.time())
+    assert gate.nonce(now=now) == gate.nonces.current(now=now)  # and back: not a step cache
+
+
 def test_a_bound_subject_token_without_a_proof_is_refused_and_audited(bound: AuthServer) -> None:
     root = bound.root()["access_token"]
     mark = bound.audit_mark()

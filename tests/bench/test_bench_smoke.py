@@ -30,6 +30,7 @@ from bench import (
 )
 from bench._cluster import next_db
 from bench._report import Table, block, record, section
+from bench.exchange_http import STACK_FLOOR
 from bench.run import DEFAULT_REDIS_URL, NAMES, main
 from tests._redis import flushed_redis
 
@@ -79,9 +80,9 @@ def test_exchange(bench_redis_url: str, tmp_path: Path) -> None:
     in_process = check(tables, rows=8)
     assert column(in_process, "operation")[-1] == "floor + raw codec (no check at all)"
     http = tables[1]
-    assert column(http, "server") == ["as served", "as served", "tracing off"]
-    assert column(http, "clients") == ["1", "2", "1"]
-    assert column(http, "failed") == ["0", "0", "0"]
+    assert column(http, "server") == ["as served", "as served", STACK_FLOOR, "tracing off"]
+    assert column(http, "clients") == ["1", "2", "2", "1"]
+    assert column(http, "failed") == ["0", "0", "0", "0"]
     assert all(cell.endswith("x") for cell in column(http, "CPU / floor"))
     codec = check(tables[2:], rows=3)
     assert column(codec, "operation")[-1].startswith("over HTTP, 1 client")

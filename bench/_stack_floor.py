@@ -1,0 +1,79 @@
+"""The served exchange's lower bound on this stack: ``python -m bench._stack_floor``, a process
+serving one route, ``POST /token``, on exactly what ``infrabot serve`` uses (uvicorn with uvloop
+and the bounded httptools protocol, via :class:`~orchestrator._servers.ServerGroup`; a plain
+Starlette route; the form read as the token endpoint reads it; one hop to the thread pool), doing
+only the cryptography of an exchange through the project's identity API: the client assertion
+verified (:meth:`~orchestrator.authserver._clients.ClientAuthenticator.verified`), the subject
+token verified (:meth:`~orchestrator.identity.TokenVerifier.verify`), a token signed
+(:func:`~orchestrator.identity.mint`). No Redis, no audit record, no policy decision.
+
+Started by :mod:`bench.exchange_http` with the cluster's environment (so the same keys, issuer
+and token endpoint URL) and ``INFRABOT_BENCH_FLOOR_FILE``: it binds a port the OS picks, writes
+its URL to that file once serving, and serves until SIGTERM.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from orchestrator._servers import ServerGroup, bind
+from orchestrator.authserver import AuthorizationService, ClientKeys, open_registry
+from orchestrator.authserver._app import _read_form
+from orchestrator.authserver._forms import Form, TokenRequest
+from orchestrator.config import Settings
+from orchestrator.identity import KeyRing, load_directory, mint
+from orchestrator.registry import open_store
+
+
+def crypto_app(service: AuthorizationService) -> Starlette:
+    """One route: an exchange's two verifications and one signature, nothing else."""
+
+    def crypto_only(form: Form) -> dict[str, str]:
+        request = TokenRequest.read(form)
+        now = service.now()
+        service.clients.verified(request.client, now=now)
+        subject = service.verifier.verify(request.subject_token.require(),
+                                          audience=service.issuer, now=now)
+        return {"access_token": mint(subject.claims, service.keyring.current)}
+
+    async def token(request: Request) -> Response:
+        form = await _read_form(request)
+        return JSONResponse(await run_in_threadpool(crypto_only, form))
+
+    return Starlette(routes=[Route("/token", token, methods=["POST"])])
+
+
+def main() -> None:
+    settings = Settings()
+    now = int(time.time())
+    service = AuthorizationService(
+        settings=settings,
+        keyring=KeyRing.open(settings.keys_dir / "signing", settings.signing_alg, now=now),
+        directory=load_directory(settings.workflows_dir / "directory.yaml"),
+        revocation=open_store(None),  # never asked: nothing here claims or checks
+        client_keys=ClientKeys(open_registry(settings), settings.allowed_algs), services={})
+    sock = bind(settings.host, 0)
+    url = f"http://{settings.host}:{sock.getsockname()[1]}"
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    group = ServerGroup()
+    group.add(crypto_app(service), sock)
+    with group:
+        path = Path(os.environ["INFRABOT_BENCH_FLOOR_FILE"])
+        path.with_suffix(".tmp").write_text(url)
+        path.with_suffix(".tmp").replace(path)  # whole: the driver reads it once it exists
+        stop.wait()
+
+
+if __name__ == "__main__":
+    main()
