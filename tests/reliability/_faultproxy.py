@@ -14,7 +14,8 @@ except where a :class:`Rule` says otherwise:
   ``then_drop`` the held answer is never given: the connection is closed instead (a server
   that acted, then died before answering); it is recorded with the status the service gave.
   ``skip`` lets that many matching requests pass first (the third ``/token`` request, not the
-  first).
+  first); ``client`` matches only the form requests of that OAuth client (their ``client_id``),
+  so a rule can name one agent's exchanges while branches run in either order.
 * ``drop``: the connection is closed without an answer (the service never sees the request):
   what a client sees of a server that died mid-request.
 
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Literal, Self
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import SplitResult, parse_qs, urlsplit
 
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
                         "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
@@ -47,6 +48,7 @@ class Rule:
     hold_seconds: float = 30.0
     hits: int = 0
     skip: int = 0
+    client: str | None = None  # only form requests whose client_id is this
     then_drop: bool = False
     stalled: threading.Event = field(default_factory=threading.Event)
     stalled_client: tuple[str, int] | None = None
@@ -55,9 +57,12 @@ class Rule:
     def release(self) -> None:
         self._released.set()
 
-    def claim(self, path: str) -> bool:
+    def claim(self, path: str, body: bytes) -> bool:
         """True if this request is one the rule applies to (counted)."""
         if path != self.path or self.hits >= self.times:
+            return False
+        if self.client is not None and \
+                parse_qs(body.decode("latin-1")).get("client_id") != [self.client]:
             return False
         if self.skip > 0:
             self.skip -= 1
@@ -98,18 +103,18 @@ class FaultProxy:
         return self._add(Rule("fail", path, times, status=status))
 
     def stall(self, path: str, times: int = 1, hold_seconds: float = 30.0, *, skip: int = 0,
-              then_drop: bool = False) -> Rule:
+              client: str | None = None, then_drop: bool = False) -> Rule:
         return self._add(Rule("stall", path, times, hold_seconds=hold_seconds, skip=skip,
-                              then_drop=then_drop))
+                              client=client, then_drop=then_drop))
 
     def _add(self, rule: Rule) -> Rule:
         with self._lock:
             self.rules.append(rule)
         return rule
 
-    def rule_for(self, path: str) -> Rule | None:
+    def rule_for(self, path: str, body: bytes = b"") -> Rule | None:
         with self._lock:
-            return next((r for r in self.rules if r.claim(path)), None)
+            return next((r for r in self.rules if r.claim(path, body)), None)
 
     def record(self, seen: Seen) -> None:
         with self._lock:
@@ -151,7 +156,7 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             if target.scheme != "http" or not target.hostname:
                 self._answer(400, [], b"forward proxy: absolute http URL required", True)
                 return
-            rule = proxy.rule_for(target.path)
+            rule = proxy.rule_for(target.path, body)
             if rule is not None and rule.kind == "drop":
                 proxy.record(Seen(self.command, self.path, 0, True,
                                   self.headers.get("X-Request-Id")))

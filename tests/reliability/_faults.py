@@ -62,8 +62,8 @@ class ScriptedProxy(FaultProxy):
             self.scripts.append(script)
         return script
 
-    def rule_for(self, path: str) -> Rule | None:
-        rule = super().rule_for(path)
+    def rule_for(self, path: str, body: bytes = b"") -> Rule | None:
+        rule = super().rule_for(path, body)
         if rule is not None:
             return rule
         with self._script_lock:
