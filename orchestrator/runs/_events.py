@@ -120,6 +120,15 @@ class Exchanged(_Exchange):
     granted: str | None
     expires_in: int | None
     claims: dict[str, Any] | None  # the token's claims, read for display only; never the token
+    # Asked for while the call before was in flight (overlapped hops, docs/journal.md): its
+    # ``ms`` overlapped that call's. Recorded, like every exchange, when the step takes it.
+    ahead: bool = False
+
+    @model_serializer(mode="wrap")
+    def _sorted(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """As every detail, ``ahead`` only when it was (the format exchanges always had)."""
+        return dict(sorted((k, v) for k, v in handler(self).items()
+                           if k != "ahead" or v))
 
 
 class ExchangeDenied(_Exchange):
