@@ -2,9 +2,10 @@
 
 * **delegated**: the product: root grant, then every hop exchanges a narrow token for each of
   its service calls and one for the hand-off (9 exchanges, 7 service calls, each checked), with
-  overlapped hops (``INFRABOT_OVERLAP_HOPS``, the default: the next step's token asked for while
-  the call before it is in flight, docs/journal.md).
-* **delegated, overlap off**: the same, every token asked for just before its call.
+  overlapped hops (``INFRABOT_OVERLAP_HOPS=true``: the next step's token asked for while the
+  call before it is in flight, docs/journal.md).
+* **delegated, overlap off** (the default): the same, every token asked for just before its
+  call.
 * **static-token**: the baseline the design keeps for this comparison: the same hops, steps and
   service calls with one long-lived service token and no exchange (``mode="static"``).
 * **bare Celery chain**: three chained tasks that do nothing, on the same queues with the same

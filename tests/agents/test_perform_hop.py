@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -289,7 +290,7 @@ def test_the_next_steps_token_is_asked_for_while_the_call_before_is_in_flight(
     routes["auth"].mock(side_effect=exchange)
     for host in ("datadog", "github"):
         routes[host].mock(side_effect=service)
-    outcome = hop(runtime)
+    outcome = hop(with_settings(runtime, overlap_hops=True))
     assert outcome.status == "handed_off"
     assert seen == [True, True, True]  # each call saw the next exchange arrive while in flight
     run = runtime.runs.get(RUN_ID)
@@ -305,11 +306,12 @@ def test_the_next_steps_token_is_asked_for_while_the_call_before_is_in_flight(
     assert revoked(routes) == []  # every token asked for was used
 
 
-def test_with_overlap_off_every_token_is_asked_for_just_before_its_call(
+def test_by_default_every_token_is_asked_for_just_before_its_call(
         runtime: AgentRuntime, router: respx.MockRouter) -> None:
     routes = script(router)
     seen = seen_during(routes, "datadog", GITHUB_READ, wait=0.3)
-    assert hop(with_settings(runtime, overlap_hops=False)).status == "handed_off"
+    assert not runtime.settings.overlap_hops  # the default (docs/journal.md: measured)
+    assert hop(runtime).status == "handed_off"
     assert seen == [False]
     run = runtime.runs.get(RUN_ID)
     assert run is not None
@@ -346,15 +348,29 @@ def test_a_step_whose_condition_reads_the_call_in_flight_is_not_asked_for_ahead(
     runtime.workflows["conditional"] = load_workflow(tmp_path / "conditional.yaml",
                                                      runtime.directory)
     routes = script(router)
-    series = httpx.Response(200, json={"series": [{"pointlist": [[1, latency]]}]})
-    seen = seen_during(routes, "datadog", GITHUB_WRITE, answer=series, wait=0.3)
-    outcome = perform_hop(runtime, run_id=RUN_ID, workflow="conditional", agent=INFRABOT,
-                          token=SUBJECT, scope="")
+    asked: list[str] = []
+    during: list[list[str]] = []
+
+    def exchange(request: httpx.Request) -> httpx.Response:
+        asked.append(parse_qs(request.content.decode())["scope"][0])
+        return issue(request)
+
+    def datadog(request: httpx.Request) -> httpx.Response:
+        time.sleep(0.3)  # time enough for any exchange asked ahead to arrive
+        during.append(list(asked))
+        return httpx.Response(200, json={"series": [{"pointlist": [[1, latency]]}]})
+
+    routes["auth"].mock(side_effect=exchange)
+    routes["datadog"].mock(side_effect=datadog)
+    outcome = perform_hop(with_settings(runtime, overlap_hops=True), run_id=RUN_ID,
+                          workflow="conditional", agent=INFRABOT, token=SUBJECT, scope="")
     assert outcome.status == "handed_off"
-    assert seen == [False]  # nor the hand-off beyond it: whether the step runs is not known
-    asked = [f["scope"] for f in forms(routes["auth"])]
+    # Only the call's own token: not the conditional step's, nor the hand-off beyond it
+    # (whether the step runs, and so what comes next, is not known while the call is out).
+    assert during == [[CATALOG["datadog.metrics.query"].scope]]
     # Minted only for a step that runs: a skipped step never had a token.
     assert (GITHUB_WRITE in asked) is commented
+    assert len(asked) == 2 + commented  # the call's, the comment's if it runs, the hand-off's
     assert revoked(routes) == []
 
 
@@ -377,7 +393,7 @@ def test_a_hop_that_stops_early_revokes_the_token_it_asked_for_ahead(
     seen = seen_during(routes, host, unused, answer=answer)
     with capture_logs() as logs:
         try:
-            outcome: HopOutcome | None = hop(runtime)
+            outcome: HopOutcome | None = hop(with_settings(runtime, overlap_hops=True))
         except (Unavailable, Crash):  # a retry, a crash: the task's to handle
             outcome = None
     assert seen[-1] is True
@@ -403,7 +419,7 @@ def test_a_revocation_that_fails_leaves_the_hops_outcome_as_it_was(
                                                              "reason": "scope_missing"}))
     routes["revoke"].mock(return_value=httpx.Response(503, json={"error": "unavailable"}))
     with capture_logs() as logs:
-        outcome = hop(runtime)
+        outcome = hop(with_settings(runtime, overlap_hops=True))
     assert outcome.status == "denied"
     assert len(routes["revoke"].calls) == 1
     assert [e["event"] for e in logs if "ahead" in e["event"]] == ["ahead_token_unrevoked"]
@@ -437,7 +453,7 @@ def test_a_retried_hop_never_uses_a_token_its_earlier_attempt_minted(
     routes["auth"].mock(side_effect=asked)
     routes["github"].mock(side_effect=github)
     with pytest.raises(Unavailable):
-        hop(runtime)
+        hop(with_settings(runtime, overlap_hops=True))
     first = list(minted)
     assert len(first) == 4  # the three steps' and the hand-off, asked while step 2 was in flight
     assert revoked(routes) == [first[3]]

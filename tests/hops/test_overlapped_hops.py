@@ -1,5 +1,5 @@
-"""Overlapped hops against the real servers, with the default settings (DPoP binding and
-delegation records on): a token asked for while the call before is in flight verifies at its
+"""Overlapped hops (``overlap_hops`` on) against the real servers, with the default settings
+otherwise (DPoP binding and delegation records on): a token asked for while the call before is in flight verifies at its
 service or the next agent like any other, and one a hop that stopped early never used is
 revoked at the authorization server (RFC 7009), which audits it (docs/journal.md)."""
 
@@ -26,14 +26,15 @@ ROLLBACK = "agent:rollback"
 @pytest.fixture
 def running(tmp_path: Path) -> Iterator[System]:
     """With its worker (its in-memory broker is the process's: one system at a time)."""
-    with running_system(embedded_settings(tmp_path / "s")) as s:
+    with running_system(embedded_settings(tmp_path / "s", overlap_hops=True)) as s:
         yield s
 
 
 @pytest.fixture
 def idle(tmp_path: Path) -> Iterator[System]:
     """No worker: the test performs the hop itself."""
-    with running_system(embedded_settings(tmp_path / "s"), embedded_worker=False) as s:
+    with running_system(embedded_settings(tmp_path / "s", overlap_hops=True),
+                        embedded_worker=False) as s:
         yield s
 
 
