@@ -11,13 +11,13 @@ factory returns. docs/reliability.md explains the choices.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from celery import Celery
 from celery.signals import before_task_publish
 
 from agents.tasks import register
 from infrabot._redis_broker import TRANSPORT as REDIS_TRANSPORT
+from orchestrator._broker_tls import naming_cert_reqs
 from orchestrator.audit import contains_raw_jwt
 from orchestrator.config import Settings
 from orchestrator.identity import Directory, load_directory
@@ -54,18 +54,8 @@ def result_backend(settings: Settings) -> str | None:
     if settings.broker_kind == "memory":
         return "cache+memory://"
     if settings.redis_url:
-        return _says_cert_reqs(settings.redis_url)
-    return _says_cert_reqs(settings.broker_url) if settings.broker_kind == "redis" else None
-
-
-def _says_cert_reqs(url: str) -> str:
-    """``url``, for Celery's Redis result backend, which refuses a ``rediss://`` URL that does
-    not name ``ssl_cert_reqs``: ours mean ``required`` unless they say (orchestrator/_broker_tls.py)."""
-    parts = urlsplit(url)
-    if parts.scheme.lower() != "rediss" or "ssl_cert_reqs" in parse_qs(parts.query):
-        return url
-    return urlunsplit(parts._replace(query="&".join(q for q in (parts.query,
-                                                                "ssl_cert_reqs=required") if q)))
+        return naming_cert_reqs(settings.redis_url)
+    return naming_cert_reqs(settings.broker_url) if settings.broker_kind == "redis" else None
 
 
 def _broker_config(settings: Settings, queues: list[str]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from mock_services._jwks import SerialKeySource
-from orchestrator.authserver._client_keys import CLIENT_KEYS_PATH
+from orchestrator.authserver import CLIENT_KEYS_PATH
 from orchestrator.config import Settings
 from orchestrator.errors import InvalidToken, Unavailable
 from orchestrator.federation import get_json

@@ -2,6 +2,7 @@
 ``private_key_jwt`` client authentication, RFC 7662 introspection, RFC 7009 revocation."""
 
 from orchestrator.authserver._app import create_app
+from orchestrator.authserver._client_keys import CLIENT_KEYS_PATH
 from orchestrator.authserver._clients import ClientKeys
 from orchestrator.authserver._dpop import DPOP_KEYS_PATH
 from orchestrator.authserver._dpop_keys import DPoPKeyBook, RegistryKeyBook, SharedKeyBook
@@ -23,6 +24,7 @@ from orchestrator.authserver._service import (
 )
 
 __all__ = [
+    "CLIENT_KEYS_PATH",
     "DPOP_KEYS_PATH",
     "GRANT_JWT_BEARER",
     "GRANT_TOKEN_EXCHANGE",

@@ -19,8 +19,14 @@ import pytest
 from e2e._harness import INFRABOT, REPO, clean_env
 from pydantic import ValidationError
 
-from infrabot.celery_app import RESTORE_INTERVAL, SWEEP_LOCK_SECONDS, create_celery
+from infrabot.celery_app import (
+    RESTORE_INTERVAL,
+    SWEEP_LOCK_SECONDS,
+    create_celery,
+    result_backend,
+)
 from orchestrator.config import Settings
+
 
 def worker_refusal(state_dir: Path, broker_url: str) -> str:
     """``infrabot worker`` with ``broker_url``: it must refuse to start (exit 1, nothing on
@@ -82,6 +88,21 @@ def test_rediss_gets_the_patched_transport_and_verifies_the_certificate(tmp_path
         assert connection.ssl == expected
     assert not create_celery(Settings(state_dir=tmp_path, broker_url="redis://127.0.0.1:1/0")
                              ).conf.broker_use_ssl
+
+
+def test_a_rediss_result_backend_names_its_certificate_requirement(tmp_path: Path) -> None:
+    """Celery's Redis result backend refuses a rediss:// URL that does not name ssl_cert_reqs;
+    ours mean required unless they say otherwise, and what they say is kept."""
+    def backend(**urls: str) -> str | None:
+        return result_backend(Settings(state_dir=tmp_path, **urls))  # type: ignore[arg-type]
+
+    assert backend(broker_url="rediss://h:6380/0") == "rediss://h:6380/0?ssl_cert_reqs=required"
+    assert backend(broker_url="amqp://g:g@h/v", redis_url="rediss://h:6380/1?ssl_cert_reqs=none"
+                   ) == "rediss://h:6380/1?ssl_cert_reqs=none"
+    assert backend(broker_url="amqp://g:g@h/v", redis_url="rediss://h:6380/1?x=1") == \
+        "rediss://h:6380/1?x=1&ssl_cert_reqs=required"
+    assert backend(broker_url="redis://h:6379/0") == "redis://h:6379/0"
+    assert backend(broker_url="amqp://g:g@h/v") is None  # no Redis: fan-outs cannot run
 
 
 def test_amqps_verifies_the_certificate_and_the_host_name(tmp_path: Path) -> None:
