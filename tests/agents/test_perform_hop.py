@@ -415,12 +415,13 @@ def test_a_hop_that_stops_early_revokes_the_token_it_asked_for_ahead(
 
 def test_a_revocation_that_fails_leaves_the_hops_outcome_as_it_was(
         runtime: AgentRuntime, router: respx.MockRouter) -> None:
-    routes = script(router, github=httpx.Response(403, json={"error": "insufficient_scope",
-                                                             "reason": "scope_missing"}))
+    routes = script(router)
+    seen = seen_during(routes, "github", GITHUB_WRITE, answer=httpx.Response(
+        403, json={"error": "insufficient_scope", "reason": "scope_missing"}))
     routes["revoke"].mock(return_value=httpx.Response(503, json={"error": "unavailable"}))
     with capture_logs() as logs:
         outcome = hop(with_settings(runtime, overlap_hops=True))
-    assert outcome.status == "denied"
+    assert seen == [True] and outcome.status == "denied"
     assert len(routes["revoke"].calls) == 1
     assert [e["event"] for e in logs if "ahead" in e["event"]] == ["ahead_token_unrevoked"]
 
