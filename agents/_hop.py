@@ -26,11 +26,12 @@ from typing import Any, Literal
 
 import httpx
 
+from agents._ahead import Ask, Issued, revoke_unused
 from agents._runtime import AgentRuntime
 from orchestrator._log import get_logger
 from orchestrator.catalog import CATALOG, build_request
 from orchestrator.client import reason_of
-from orchestrator.errors import InfraBotError, InvalidRequest, OAuthError, Unavailable
+from orchestrator.errors import InvalidRequest, OAuthError, Unavailable
 from orchestrator.runs import (
     STOPS,
     CallDenied,
@@ -115,33 +116,6 @@ def step_results(run: Run) -> dict[str, Any]:
             if isinstance(e.detail, Called) and e.detail.step_id is not None}
 
 
-@dataclass(frozen=True)
-class _Ask:
-    """One exchange a hop asks for: its step, what for, and the request."""
-
-    step: int
-    what: str
-    prove: bool
-    joined: tuple[str, ...]
-    target: tuple[tuple[str, str], ...]  # resource / audience / scope
-
-    def __repr__(self) -> str:  # never shows a join's branch tokens
-        return f"_Ask({self.step}, {self.what!r})"
-
-
-@dataclass(frozen=True)
-class _Issued:
-    """An exchange's answer (the token response, or the server's refusal), its milliseconds,
-    and whether it was asked for ahead."""
-
-    answer: dict[str, Any] | OAuthError
-    ms: int
-    ahead: bool = False
-
-    def __repr__(self) -> str:  # never shows the token
-        return f"_Issued(ms={self.ms}, ahead={self.ahead})"
-
-
 class Stop(Exception):
     def __init__(self, outcome: HopOutcome) -> None:
         self.outcome = outcome
@@ -167,7 +141,7 @@ class Hop:
     agent: str
     journal: HopJournal
     # Tokens asked for ahead, by step (overlapped hops): at most one at a time.
-    _ahead: dict[int, tuple[_Ask, Future[_Issued]]] = field(default_factory=dict)
+    _ahead: dict[int, tuple[Ask, Future[Issued]]] = field(default_factory=dict)
 
     def event(self, detail: EventDetail) -> None:
         self.rt.runs.add_event(self.run.run_id, self.agent, detail)
@@ -178,7 +152,7 @@ class Hop:
         (overlapped hops, docs/journal.md): the caller knows that step will run unless the hop
         stops first. :meth:`exchange` takes it for that same request; :meth:`release` revokes
         it if nothing did."""
-        ask = _Ask(step, what, prove, (), tuple(sorted(target.items())))
+        ask = Ask(step, what, prove, (), tuple(sorted(target.items())))
         if step not in self._ahead:
             self._ahead[step] = (ask, self.rt.ahead(lambda: self._ask(token, ask, ahead=True)))
 
@@ -187,7 +161,7 @@ class Hop:
         """A token for step ``step`` (``prove``: with a DPoP proof; ``joined``: a join's
         branch tokens), the one asked for ahead if it was asked for this same request; a refusal
         is journaled as that step's outcome."""
-        ask = _Ask(step, what, prove, joined, tuple(sorted(target.items())))
+        ask = Ask(step, what, prove, joined, tuple(sorted(target.items())))
         issued, ahead = None, self._ahead.pop(step, None)
         if ahead is not None and ahead[0] == ask and not ahead[1].cancel():
             issued = ahead[1].result()  # asked while the call before was in flight
@@ -217,7 +191,7 @@ class Hop:
         while self._ahead:
             self._revoke(*self._ahead.pop(next(iter(self._ahead))))
 
-    def _ask(self, token: str, ask: _Ask, ahead: bool = False) -> _Issued:
+    def _ask(self, token: str, ask: Ask, ahead: bool = False) -> Issued:
         """One exchange; a refusal is its answer, a transient fault raises."""
         target = dict(ask.target)
         start = time.perf_counter()
@@ -227,29 +201,12 @@ class Hop:
                 audience=target.get("audience"), scope=target.get("scope"))
         except OAuthError as exc:
             answer = exc
-        return _Issued(answer, _ms(start), ahead)
+        return Issued(answer, _ms(start), ahead)
 
-    def _revoke(self, ask: _Ask, pending: Future[_Issued]) -> None:
-        """RFC 7009: revoke a token asked for ahead and never used (the server audits it)."""
-        if pending.cancel():
-            return  # never asked: nothing was minted
-        log = get_logger(run_id=self.run.run_id, agent=self.agent, step=ask.step,
-                         for_=ask.what)
-        try:
-            issued = pending.result()
-        except InfraBotError as exc:  # no answer: nothing to revoke that we hold
-            log.warning("ahead_token_unknown", reason=exc.reason)
-            return
-        if isinstance(issued.answer, OAuthError):
-            return  # refused: nothing was minted
-        claims = shown_claims(issued.answer.get("access_token")) or {}
-        try:
-            self.rt.auth(self.agent).revoke(issued.answer["access_token"])
-        except InfraBotError as exc:  # it expires with its lifetime (docs/journal.md)
-            log.warning("ahead_token_unrevoked", reason=exc.reason, jti=claims.get("jti"),
-                        expires_in=issued.answer.get("expires_in"))
-            return
-        log.info("ahead_token_revoked", jti=claims.get("jti"))
+    def _revoke(self, ask: Ask, pending: Future[Issued]) -> None:
+        revoke_unused(self.rt.auth(self.agent), ask, pending,
+                      get_logger(run_id=self.run.run_id, agent=self.agent, step=ask.step,
+                                 for_=ask.what))
 
     def call(self, index: int, action_name: str, params: dict[str, Any], token: str,
              bound: bool = False, step_id: str | None = None) -> Any:

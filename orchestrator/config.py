@@ -91,17 +91,9 @@ class Settings(BaseSettings):
                           "(docs/delegation-chain.md). false: hand-offs are unconfirmed, and a "
                           "service whose directory entry says delegation: required refuses "
                           "their tokens (unconfirmed_delegation).")
-    overlap_hops: bool = Field(
-        False, description="While a step's service call is in flight, an agent asks for the "
-                           "token of the next exchange its hop will certainly make (the next "
-                           "step, or the plain hand-off after the last): one call earlier than "
-                           "just in time, never for a step whose when: waits on an unknown "
-                           "result, and revoked (RFC 7009) if the hop stops before using it "
-                           "(docs/journal.md, Overlapped hops). Off by default: with the "
-                           "authorization server and the services in one `infrabot serve` on "
-                           "2 busy cores it cost CPU and did not lower the p50 "
-                           "(bench/RESULTS.md). Off, every token is asked for just before its "
-                           "use.")
+    overlap_hops: bool = Field(False, description="Ask for the next step's token while a call "
+                               "is in flight (docs/journal.md, Overlapped hops); off: measured, "
+                               "it did not pay with the servers in one process.")
     dpop_key_registration_seconds: int = Field(
         86400, ge=60, le=7 * 86400,
         description="How long a server built without a client registry (tests, tools that "
