@@ -20,12 +20,15 @@ anything but :attr:`HopOutcome.next_token`, which goes straight into the next ta
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx
 
+from agents._ahead import Ask, Issued, revoke_unused
 from agents._runtime import AgentRuntime
+from orchestrator._log import get_logger
 from orchestrator.catalog import CATALOG, build_request
 from orchestrator.client import reason_of
 from orchestrator.errors import InvalidRequest, OAuthError, Unavailable
@@ -137,31 +140,73 @@ class Hop:
     workflow: Workflow
     agent: str
     journal: HopJournal
+    # Tokens asked for ahead, by step (overlapped hops): at most one at a time.
+    _ahead: dict[int, tuple[Ask, Future[Issued]]] = field(default_factory=dict)
 
     def event(self, detail: EventDetail) -> None:
         self.rt.runs.add_event(self.run.run_id, self.agent, detail)
 
+    def ask_ahead(self, token: str, *, step: int, what: str, prove: bool,
+                  **target: str) -> None:
+        """Ask now, on the runtime's pool, for the token step ``step`` will exchange for
+        (overlapped hops, docs/journal.md): the caller knows that step will run unless the hop
+        stops first. :meth:`exchange` takes it for that same request; :meth:`release` revokes
+        it if nothing did."""
+        ask = Ask(step, what, prove, (), tuple(sorted(target.items())))
+        if step not in self._ahead:
+            self._ahead[step] = (ask, self.rt.ahead(lambda: self._ask(token, ask, ahead=True)))
+
     def exchange(self, token: str, *, step: int, what: str, prove: bool,
                  joined: tuple[str, ...] = (), **target: str) -> dict[str, Any]:
         """A token for step ``step`` (``prove``: with a DPoP proof; ``joined``: a join's
-        branch tokens); a refusal is journaled as that step's outcome."""
-        start = time.perf_counter()
-        try:
-            result = self.rt.auth(self.agent).exchange(
-                token, prove=prove, joined=joined, resource=target.get("resource"),
-                audience=target.get("audience"), scope=target.get("scope"))
-        except OAuthError as exc:
+        branch tokens), the one asked for ahead if it was asked for this same request; a refusal
+        is journaled as that step's outcome."""
+        ask = Ask(step, what, prove, joined, tuple(sorted(target.items())))
+        issued, ahead = None, self._ahead.pop(step, None)
+        if ahead is not None and ahead[0] == ask and not ahead[1].cancel():
+            issued = ahead[1].result()  # asked while the call before was in flight
+        elif ahead is not None:
+            self._revoke(*ahead)  # not this request (or never started): never used
+        if issued is None:
+            issued = self._ask(token, ask)
+        if isinstance(issued.answer, OAuthError):
+            exc = issued.answer
             expired = isinstance(exc, InvalidRequest) and exc.reason == "token_expired"
             record = self.journal.stop(
                 self.run.run_id, self.agent, step, what, "expired" if expired else "denied",
                 reason=f"{self.agent} exchange for {what}: {exc.code} ({exc.reason})",
                 event=ExchangeDenied(for_=what, requested=target.get("scope"), error=exc.code,
-                                     reason=exc.reason, ms=_ms(start)))
+                                     reason=exc.reason, ms=issued.ms))
             raise stopped(record) from exc
+        result = issued.answer
         self.event(Exchanged(for_=what, requested=target.get("scope"),
                              granted=result.get("scope"), expires_in=result.get("expires_in"),
-                             claims=shown_claims(result.get("access_token")), ms=_ms(start)))
+                             claims=shown_claims(result.get("access_token")), ms=issued.ms,
+                             ahead=issued.ahead))
         return result
+
+    def release(self) -> None:
+        """The hop is over: revoke every token asked for ahead that no step used (it stopped
+        early: a denial, a failed call, a retry, a crash, a way on not taken)."""
+        while self._ahead:
+            self._revoke(*self._ahead.pop(next(iter(self._ahead))))
+
+    def _ask(self, token: str, ask: Ask, ahead: bool = False) -> Issued:
+        """One exchange; a refusal is its answer, a transient fault raises."""
+        target = dict(ask.target)
+        start = time.perf_counter()
+        try:
+            answer: dict[str, Any] | OAuthError = self.rt.auth(self.agent).exchange(
+                token, prove=ask.prove, joined=ask.joined, resource=target.get("resource"),
+                audience=target.get("audience"), scope=target.get("scope"))
+        except OAuthError as exc:
+            answer = exc
+        return Issued(answer, _ms(start), ahead)
+
+    def _revoke(self, ask: Ask, pending: Future[Issued]) -> None:
+        revoke_unused(self.rt.auth(self.agent), ask, pending,
+                      get_logger(run_id=self.run.run_id, agent=self.agent, step=ask.step,
+                                 for_=ask.what))
 
     def call(self, index: int, action_name: str, params: dict[str, Any], token: str,
              bound: bool = False, step_id: str | None = None) -> Any:

@@ -71,10 +71,12 @@ def perform_hop(rt: AgentRuntime, *, run_id: str, workflow: str, agent: str, tok
             return ended
     hop = Hop(rt, run, flow, agent, journal)
     try:
-        _steps(hop, token, mode)
+        _steps(hop, token, scope, mode)
         return _way_on(hop, token, scope, mode)
     except Stop as stop:
         return stop.outcome
+    finally:  # whatever ended the hop: no token asked for ahead outlives it unused
+        hop.release()
 
 
 def _joined_run(rt: AgentRuntime, journal: HopJournal, run_id: str, flow: Workflow,
@@ -124,7 +126,7 @@ def _branch_stop(run: Run, flow: Workflow, fan_out: HandOff) -> HopOutcome | Non
     return None
 
 
-def _steps(hop: Hop, token: str, mode: str) -> None:
+def _steps(hop: Hop, token: str, scope: str, mode: str) -> None:
     """Every step not done yet, in order; a step whose ``when:`` does not hold is skipped."""
     plan = hop.workflow.plan(hop.agent)
     records = hop.journal.steps(hop.run.run_id, hop.agent)
@@ -150,9 +152,53 @@ def _steps(hop: Hop, token: str, mode: str) -> None:
                                   scope=action.scope)
             service_token, bound = issued["access_token"], issued["token_type"] == "DPoP"
         params = step.rendered_params(with_step_results(step.params, values, results))
+        if mode == "delegated" and hop.rt.settings.overlap_hops:
+            _ask_ahead(hop, token, scope, index, results)
         result = hop.call(index, step.action, params, service_token, bound, step.id)
         if step.id is not None:
             results[step.id] = result
+
+
+def _ask_ahead(hop: Hop, token: str, scope: str, index: int,
+               results: dict[str, Any]) -> None:
+    """As step ``index``'s call goes out: ask for the token of the next exchange the hop will
+    certainly make, unless it stops first (docs/journal.md, Overlapped hops). That is the next
+    step whose ``when:`` holds, or after the last step the plain hand-off. Nothing is asked
+    ahead past a condition that reads a result not known yet (the call in flight or one after
+    it), nor for a fan-out's hand-offs."""
+    plan = hop.workflow.plan(hop.agent)
+    for later in range(index + 1, len(plan.steps)):
+        step = plan.steps[later]
+        holds = _known(step.when, results)
+        if holds is None:
+            return
+        if holds:
+            action = CATALOG[step.action]
+            hop.ask_ahead(token, step=later, what=step.action,
+                          prove=hop.rt.proves(action.service),
+                          resource=hop.rt.service_url(action.service), scope=action.scope)
+            return
+    for edge in plan.edges:
+        holds = _known(edge.when, results)
+        if not holds:  # unknown yet, or not this way: the next edge (if known)
+            if holds is None:
+                return
+            continue
+        if not edge.fan_out and edge.join is None:
+            hop.ask_ahead(token, **_hand_off_request(hop, set(scope.split()), edge.to[0],
+                                                     len(plan.steps)))
+        return
+
+
+def _known(when: str | None, results: dict[str, Any]) -> bool | None:
+    """Whether a ``when:`` holds, from the results known now; None if it reads one not known
+    yet (a step's whose call is in flight, or later)."""
+    if when is None:
+        return True
+    condition = parse_condition(when)
+    if not condition.step_ids <= results.keys():
+        return None
+    return condition(results)
 
 
 def _chosen(hop: Hop) -> HandOff | None:
@@ -207,9 +253,15 @@ def _mint(hop: Hop, token: str, scope: str, mode: str, edge: HandOff,
 
 def _hand_off(hop: Hop, token: str, handed: set[str], target: str, step: int, generation: int,
               joined: tuple[str, ...] = ()) -> Delivery:
+    result: dict[str, Any] = hop.exchange(
+        token, joined=joined, **_hand_off_request(hop, handed, target, step))
+    return Delivery(target, result["access_token"], result.get("scope") or "", generation)
+
+
+def _hand_off_request(hop: Hop, handed: set[str], target: str, step: int) -> dict[str, Any]:
+    """The exchange for the hand-off to ``target``: the scopes it and those after it need, of
+    those handed to this hop."""
     needed = downstream_scopes(hop.workflow, hop.agent, target)
     wanted = [s for s in needed if s in handed] or needed
-    result: dict[str, Any] = hop.exchange(
-        token, step=step, what=f"{HAND_OFF}{target}", prove=hop.rt.proves(None),
-        joined=joined, audience=target, scope=" ".join(wanted))
-    return Delivery(target, result["access_token"], result.get("scope") or "", generation)
+    return {"step": step, "what": f"{HAND_OFF}{target}", "prove": hop.rt.proves(None),
+            "audience": target, "scope": " ".join(wanted)}

@@ -5,14 +5,20 @@ written by ``infrabot serve``, or the stack running in this process), the workfl
 log. The agents' keys are only those this process was given: a worker loads the keys of its own
 queues' agents at start (:func:`install_agent_keys`, before it forks), the embedded system hands
 over the keys it made. A hop for any other agent fails; it never signs with another agent's key.
-HTTP connections are pooled and reused across hops.
+HTTP connections are pooled and reused across hops: one ``httpx.Client`` per process (HTTP/1.1,
+keep-alive), shared by the agents' exchanges and calls. A small pool of threads per process asks
+for the tokens of overlapped hops (:meth:`AgentRuntime.ahead`, docs/journal.md).
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
 import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import httpx
 
@@ -26,6 +32,10 @@ from orchestrator.identity import Directory, SigningKey, load_directory
 from orchestrator.runs import RunStore
 from orchestrator.workflows import Workflow, load_workflows
 
+T = TypeVar("T")
+# Threads per process asking for tokens ahead (overlapped hops): a worker process performs one
+# hop at a time and each hop asks for at most one token ahead; the embedded system runs a few.
+AHEAD_THREADS = 4
 _lock = threading.Lock()
 _runtimes: dict[int, AgentRuntime] = {}
 _worker_keys: dict[str, SigningKey] = {}
@@ -44,6 +54,7 @@ class AgentRuntime:
     _auth: dict[str, AuthClient] = field(default_factory=dict)
     _dpop: dict[str, DPoPSigner] = field(default_factory=dict)
     _registered: bool = False
+    _ahead: ThreadPoolExecutor | None = None
 
     @classmethod
     def build(cls, settings: Settings, endpoints: dict[str, str] | None = None,
@@ -112,7 +123,18 @@ class AgentRuntime:
     def service_url(self, service: str) -> str:
         return self.endpoints[service]
 
+    def ahead(self, work: Callable[[], T]) -> Future[T]:
+        """``work`` on this process's small pool (started on first use, so after any fork), in
+        the caller's context (its trace): a token asked for while a call is in flight."""
+        with _lock:
+            if self._ahead is None:
+                self._ahead = ThreadPoolExecutor(AHEAD_THREADS, thread_name_prefix="hop-ahead")
+            pool = self._ahead
+        return pool.submit(contextvars.copy_context().run, work)
+
     def close(self) -> None:
+        if self._ahead is not None:
+            self._ahead.shutdown(wait=True)
         self.http.close()
         self.runs.close()
 

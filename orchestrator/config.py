@@ -94,6 +94,9 @@ class Settings(BaseSettings):
                           "(docs/delegation-chain.md). false: hand-offs are unconfirmed, and a "
                           "service whose directory entry says delegation: required refuses "
                           "their tokens (unconfirmed_delegation).")
+    overlap_hops: bool = Field(False, description="Ask for the next step's token while a call "
+                               "is in flight (docs/journal.md, Overlapped hops); off: measured, "
+                               "it did not pay with the servers in one process.")
     dpop_key_registration_seconds: int = Field(
         86400, ge=60, le=7 * 86400,
         description="How long a server built without a client registry (tests, tools that "

@@ -50,7 +50,7 @@ class _Detail(BaseModel):
     @model_serializer(mode="wrap")
     def _sorted(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         """Dumped with its keys sorted, as the run log stores it and always showed it."""
-        return dict(sorted(handler(self).items()))
+        return dict(sorted((k, v) for k, v in handler(self).items() if k != "ahead" or v))
 
 
 class Timed(_Detail):
@@ -120,6 +120,7 @@ class Exchanged(_Exchange):
     granted: str | None
     expires_in: int | None
     claims: dict[str, Any] | None  # the token's claims, read for display only; never the token
+    ahead: bool = False  # asked during the call before (docs/journal.md); dumped only if so
 
 
 class ExchangeDenied(_Exchange):
@@ -217,8 +218,7 @@ class Finished(_Detail):
 
 
 EventDetail = Annotated[
-    Started
-    | RootGranted
+    Started | RootGranted
     | RootDenied
     | Exchanged
     | ExchangeDenied

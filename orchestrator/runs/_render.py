@@ -162,7 +162,7 @@ def _summary(d: EventDetail) -> str:
             cnf = (d.claims or {}).get("cnf")
             if isinstance(cnf, dict) and isinstance(cnf.get("jkt"), str):
                 text += f"; DPoP-bound to key {cnf['jkt']}"
-            return text
+            return text + ("; asked while the call before was in flight" if d.ahead else "")
         case ExchangeDenied():
             return f"{d.for_}: requested {_scopes(d.requested)} → {_denied(d.error, d.reason)}"
         case Called() | CallDenied():

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -19,6 +21,7 @@ from urllib.parse import parse_qs
 import httpx
 import pytest
 import respx
+from structlog.testing import capture_logs
 
 # The real `mock_services`, not tests/mock_services (see tests/e2e/conftest.py).
 _REPO = str(Path(__file__).resolve().parents[2])
@@ -97,6 +100,7 @@ def script(router: respx.MockRouter, *, github: httpx.Response | Exception | Non
                                            "expires_in": 86400})
     routes = {"auth": router.post(f"{AUTH}/token").mock(side_effect=issue),
               "dpop_keys": router.post(f"{AUTH}/dpop_keys").mock(return_value=registered),
+              "revoke": router.post(f"{AUTH}/revoke").mock(return_value=httpx.Response(200)),
               "datadog": router.route(host="datadog.test"),
               "github": router.route(host="github.test")}
     for name, answer in (("datadog", datadog), ("github", github)):
@@ -226,3 +230,244 @@ def test_a_hop_for_an_agent_whose_key_this_worker_lacks_fails_without_a_request(
     assert outcome.status == "failed"
     assert outcome.reason.startswith("agent:cleanup: this worker holds no key for agent:cleanup")
     assert len(router.calls) == 0
+
+
+# -- Overlapped hops (docs/journal.md): the next token asked for while a call is in flight ----
+
+GITHUB_READ, GITHUB_WRITE = CATALOG["github.pull.read"].scope, CATALOG["github.comment.create"].scope
+WAIT = 2.0  # how long a scripted service waits to see an exchange arrive during its call
+
+
+def with_settings(runtime: AgentRuntime, **changed: object) -> AgentRuntime:
+    runtime.settings = runtime.settings.model_copy(update=changed)
+    return runtime
+
+
+def seen_during(routes: dict[str, respx.Route], host: str, scope: str, *,
+                answer: httpx.Response | Exception | None = None,
+                wait: float = WAIT) -> list[bool]:
+    """Script ``host`` to wait (up to ``wait`` s) for an exchange asking for ``scope`` before it
+    answers; per call, whether that exchange had arrived by then."""
+    asked = threading.Event()
+    seen: list[bool] = []
+
+    def exchange(request: httpx.Request) -> httpx.Response:
+        if parse_qs(request.content.decode()).get("scope") == [scope]:
+            asked.set()
+        return issue(request)
+
+    def service(request: httpx.Request) -> httpx.Response:
+        seen.append(asked.wait(wait))
+        if isinstance(answer, Exception):
+            raise answer
+        return answer or httpx.Response(200, json={"ok": True})
+
+    routes["auth"].mock(side_effect=exchange)
+    routes[host].mock(side_effect=service)
+    return seen
+
+
+def revoked(routes: dict[str, respx.Route]) -> list[str]:
+    return [f["token"] for f in forms(routes["revoke"])]
+
+
+def test_the_next_steps_token_is_asked_for_while_the_call_before_is_in_flight(
+        runtime: AgentRuntime, router: respx.MockRouter) -> None:
+    routes = script(router)
+    asked, calls, seen = threading.Semaphore(0), [0], []
+
+    def exchange(request: httpx.Request) -> httpx.Response:
+        asked.release()
+        return issue(request)
+
+    def service(request: httpx.Request) -> httpx.Response:
+        calls[0] += 1
+        if calls[0] == 1:
+            assert asked.acquire(timeout=WAIT)  # step 0's own token
+        seen.append(asked.acquire(timeout=WAIT))  # the next exchange, during this call
+        return httpx.Response(200, json={"ok": True})
+
+    routes["auth"].mock(side_effect=exchange)
+    for host in ("datadog", "github"):
+        routes[host].mock(side_effect=service)
+    outcome = hop(with_settings(runtime, overlap_hops=True))
+    assert outcome.status == "handed_off"
+    assert seen == [True, True, True]  # each call saw the next exchange arrive while in flight
+    run = runtime.runs.get(RUN_ID)
+    assert run is not None
+    exchanged = [e.detail for e in run.events if e.kind == "exchanged"]
+    # Recorded as each step takes its token, in the order of the steps: `runs show` reads the
+    # hop as before, and says which were asked for ahead.
+    assert [(d.requested, d.ahead) for d in exchanged] == [  # type: ignore[union-attr]
+        (CATALOG[STEPS[0]].scope, False), (GITHUB_READ, True), (GITHUB_WRITE, True),
+        (forms(routes["auth"])[3]["scope"], True)]  # the hand-off, during the last call
+    kinds = [e.kind for e in run.events if e.agent == INFRABOT]
+    assert kinds == ["exchanged", "called"] * 3 + ["exchanged", "handed_off"]
+    assert revoked(routes) == []  # every token asked for was used
+
+
+def test_by_default_every_token_is_asked_for_just_before_its_call(
+        runtime: AgentRuntime, router: respx.MockRouter) -> None:
+    routes = script(router)
+    seen = seen_during(routes, "datadog", GITHUB_READ, wait=0.3)
+    assert not runtime.settings.overlap_hops  # the default (docs/journal.md: measured)
+    assert hop(runtime).status == "handed_off"
+    assert seen == [False]
+    run = runtime.runs.get(RUN_ID)
+    assert run is not None
+    assert not any(e.detail.ahead for e in run.events if e.kind == "exchanged")  # type: ignore[union-attr]
+
+
+CONDITIONAL = """\
+name: conditional
+description: a step whose condition reads the answer of the step before it
+trigger: {events: [deployment], environments: [prod], triggers: [ci_pipeline], task: cond}
+agents:
+  - agent: agent:infrabot
+    steps:
+      - id: latency
+        action: datadog.metrics.query
+        params: {from: "1", to: "2", query: "avg:x"}
+      - action: github.comment.create
+        when: "max(steps.latency.series.0.pointlist.*.1) <= 500"
+        params: {owner: acme, repo: service-x, issue_number: "124", body: nominal}
+    hand_off: agent:argocd
+  - agent: agent:argocd
+    steps:
+      - action: github.deployment_status.create
+        params: {owner: acme, repo: service-x, deployment_id: "9001", state: success,
+                 environment: prod, description: rolled out}
+"""
+
+
+@pytest.mark.parametrize(("latency", "commented"), [(900, False), (120, True)])
+def test_a_step_whose_condition_reads_the_call_in_flight_is_not_asked_for_ahead(
+        runtime: AgentRuntime, router: respx.MockRouter, tmp_path: Path, latency: int,
+        commented: bool) -> None:
+    (tmp_path / "conditional.yaml").write_text(CONDITIONAL)
+    runtime.workflows["conditional"] = load_workflow(tmp_path / "conditional.yaml",
+                                                     runtime.directory)
+    routes = script(router)
+    asked: list[str] = []
+    during: list[list[str]] = []
+
+    def exchange(request: httpx.Request) -> httpx.Response:
+        asked.append(parse_qs(request.content.decode())["scope"][0])
+        return issue(request)
+
+    def datadog(request: httpx.Request) -> httpx.Response:
+        time.sleep(0.3)  # time enough for any exchange asked ahead to arrive
+        during.append(list(asked))
+        return httpx.Response(200, json={"series": [{"pointlist": [[1, latency]]}]})
+
+    routes["auth"].mock(side_effect=exchange)
+    routes["datadog"].mock(side_effect=datadog)
+    outcome = perform_hop(with_settings(runtime, overlap_hops=True), run_id=RUN_ID,
+                          workflow="conditional", agent=INFRABOT, token=SUBJECT, scope="")
+    assert outcome.status == "handed_off"
+    # Only the call's own token: not the conditional step's, nor the hand-off beyond it
+    # (whether the step runs, and so what comes next, is not known while the call is out).
+    assert during == [[CATALOG["datadog.metrics.query"].scope]]
+    # Minted only for a step that runs: a skipped step never had a token.
+    assert (GITHUB_WRITE in asked) is commented
+    assert len(asked) == 2 + commented  # the call's, the comment's if it runs, the hand-off's
+    assert revoked(routes) == []
+
+
+class Crash(Exception):
+    """A bug in the middle of a hop."""
+
+
+@pytest.mark.parametrize(("host", "answer", "unused"), [
+    ("github", httpx.Response(403, json={"error": "insufficient_scope",
+                                         "reason": "scope_missing"}), GITHUB_WRITE),
+    ("github", httpx.Response(404, json={"error": "not_found"}), GITHUB_WRITE),
+    ("datadog", httpx.Response(503, json={"error": "temporarily_unavailable"}), GITHUB_READ),
+    ("datadog", httpx.ConnectError("refused"), GITHUB_READ),
+    ("datadog", Crash("bug"), GITHUB_READ),
+])
+def test_a_hop_that_stops_early_revokes_the_token_it_asked_for_ahead(
+        runtime: AgentRuntime, router: respx.MockRouter, host: str,
+        answer: httpx.Response | Exception, unused: str) -> None:
+    routes = script(router)
+    seen = seen_during(routes, host, unused, answer=answer)
+    with capture_logs() as logs:
+        try:
+            outcome: HopOutcome | None = hop(with_settings(runtime, overlap_hops=True))
+        except (Unavailable, Crash):  # a retry, a crash: the task's to handle
+            outcome = None
+    assert seen[-1] is True
+    assert outcome is None or outcome.status in ("denied", "failed")
+    ahead = [f for f in forms(routes["auth"]) if f["scope"] == unused]
+    assert len(ahead) == 1
+    # RFC 7009, authenticated by the agent's own key, for exactly that token.
+    assert revoked(routes) == [token_for(ahead[0])]
+    (form,) = forms(routes["revoke"])
+    assert (form["client_id"], form["client_assertion"].count(".")) == (INFRABOT, 2)
+    run = runtime.runs.get(RUN_ID)
+    assert run is not None  # the step never ran: no exchange of it in the run log
+    assert unused not in [e.detail.requested for e in run.events  # type: ignore[union-attr]
+                          if e.kind == "exchanged"]
+    assert [entry["event"] for entry in logs if "ahead" in entry["event"]] == \
+        ["ahead_token_revoked"]
+    assert token_for(ahead[0]) not in repr(logs)  # never logged
+
+
+def test_a_revocation_that_fails_leaves_the_hops_outcome_as_it_was(
+        runtime: AgentRuntime, router: respx.MockRouter) -> None:
+    routes = script(router)
+    seen = seen_during(routes, "github", GITHUB_WRITE, answer=httpx.Response(
+        403, json={"error": "insufficient_scope", "reason": "scope_missing"}))
+    routes["revoke"].mock(return_value=httpx.Response(503, json={"error": "unavailable"}))
+    with capture_logs() as logs:
+        outcome = hop(with_settings(runtime, overlap_hops=True))
+    assert seen == [True] and outcome.status == "denied"
+    assert len(routes["revoke"].calls) == 1
+    assert [e["event"] for e in logs if "ahead" in e["event"]] == ["ahead_token_unrevoked"]
+
+
+def test_a_retried_hop_never_uses_a_token_its_earlier_attempt_minted(
+        runtime: AgentRuntime, router: respx.MockRouter) -> None:
+    routes = script(router)
+    minted: list[str] = []
+
+    def unique(request: httpx.Request) -> httpx.Response:
+        answer = issue(request)
+        token = f"{json.loads(answer.content)['access_token']}-{len(minted)}"
+        minted.append(token)
+        return httpx.Response(200, json={**json.loads(answer.content), "access_token": token})
+
+    hand_off_asked = threading.Event()
+
+    def asked(request: httpx.Request) -> httpx.Response:
+        answer = unique(request)
+        if "audience" in parse_qs(request.content.decode()):
+            hand_off_asked.set()
+        return answer
+
+    def github(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            return httpx.Response(200, json={"ok": True})
+        assert hand_off_asked.wait(WAIT)  # asked for while this call is in flight
+        return httpx.Response(503, json={"error": "temporarily_unavailable"})
+
+    routes["auth"].mock(side_effect=asked)
+    routes["github"].mock(side_effect=github)
+    with pytest.raises(Unavailable):
+        hop(with_settings(runtime, overlap_hops=True))
+    first = list(minted)
+    assert len(first) == 4  # the three steps' and the hand-off, asked while step 2 was in flight
+    assert revoked(routes) == [first[3]]
+    routes["github"].mock(return_value=httpx.Response(201, json={"id": 1}))
+    retried = hop(runtime)
+    assert retried.status == "handed_off"
+    again = minted[len(first):]
+    assert len(again) == 2  # the step in doubt and the hand-off, each exchanged anew
+    used = [c.request.headers["Authorization"].removeprefix("Bearer ")
+            for c in routes["github"].calls[2:]]
+    assert used == [again[0]] and retried.next_token == again[1]
+    run = runtime.runs.get(RUN_ID)
+    assert run is not None
+    assert [e.kind for e in run.events if e.agent == INFRABOT] == \
+        ["exchanged", "called"] * 2 + ["exchanged", "exchanged", "called", "exchanged",
+                                       "handed_off"]

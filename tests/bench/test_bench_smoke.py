@@ -100,12 +100,14 @@ def test_replay(bench_redis_url: str) -> None:
 
 def test_end_to_end(bench_redis_url: str, tmp_path: Path) -> None:
     table = check(end_to_end.run(bench_redis_url, sequential=2, burst=2, warmup=0,
-                                 work=tmp_path), rows=4)
-    assert column(table, "failed runs") == ["0", "-", "0", "0"]
+                                 work=tmp_path), rows=5)
+    assert column(table, "form")[:2] == ["**delegated** (9 exchanges), hops overlapped",
+                                         "delegated, overlap off"]
+    assert column(table, "failed runs") == ["0", "0", "-", "0", "0"]
     # the lower bound: the static p50 plus what 9 exchanges and 7 checks cannot avoid
-    assert column(table, "form")[1].startswith("lower bound for delegated")
+    assert column(table, "form")[2].startswith("lower bound for delegated, overlap off")
     bound, static = (float(v.removesuffix(" ms").replace(",", ""))
-                     for v in column(table, "p50 latency")[1:3])
+                     for v in column(table, "p50 latency")[2:4])
     assert bound > static
 
 

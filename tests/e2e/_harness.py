@@ -23,6 +23,7 @@ import httpx
 from opentelemetry import context as otel_context
 from pydantic import SecretStr
 
+from infrabot.system import System
 from orchestrator.audit import StoredRecord
 from orchestrator.ci import build_deployment_event, build_workflow_run_event
 from orchestrator.config import SERVICE_NAMES, Settings
@@ -93,6 +94,22 @@ def accepted_run_id(response: httpx.Response) -> str:
     body = response.json()
     assert body["status"] == "accepted", body
     return str(body["run_id"])
+
+
+def run_of(system: System, user: str = "sam") -> Run:
+    """A post-deploy run of ``user``'s deployment, once it ended."""
+    run_id = accepted_run_id(post_webhook(system.webhooks_url, deployment(user)))
+    return system.runtime.runs.wait(run_id, timeout=RUN_TIMEOUT)
+
+
+def regressed_run(system: System) -> Run:
+    """A post-deploy run while Datadog reports a p99 latency of 900 ms: the rollback way."""
+    datadog = system.service_state("datadog")
+    datadog.set_metric("trace.http.request.duration", "*", 900.0)
+    try:
+        return run_of(system)
+    finally:
+        datadog.pinned.clear()
 
 
 # -- embedded -----------------------------------------------------------------------------------

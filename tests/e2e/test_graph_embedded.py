@@ -19,11 +19,10 @@ from e2e._harness import (
     COMMIT,
     RUN_TIMEOUT,
     SAM,
-    accepted_run_id,
-    deployment,
     embedded_settings,
     events_of,
-    post_webhook,
+    regressed_run,
+    run_of,
 )
 from infrabot.system import System, running_system
 from orchestrator.ci import CIEvent
@@ -33,18 +32,12 @@ from orchestrator.runs import Exchanged, Run
 
 REPO_WORKFLOWS = Path(__file__).parents[2] / "workflows"
 BRANCHES = ("agent:argocd", "agent:scanner")
-LATENCY = "trace.http.request.duration"
 
 
 @pytest.fixture(scope="module")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     with running_system(embedded_settings(tmp_path_factory.mktemp("graph") / "state")) as s:
         yield s
-
-
-def run_of(system: System) -> Run:
-    run_id = accepted_run_id(post_webhook(system.webhooks_url, deployment("sam")))
-    return system.runtime.runs.wait(run_id, timeout=RUN_TIMEOUT)
 
 
 def hand_offs(run: Run, agent: str) -> dict[str, dict[str, Any]]:
@@ -84,12 +77,7 @@ def test_post_deploy_forks_to_two_branches_and_the_join_continues_from_the_fork(
 
 
 def test_a_latency_regression_takes_the_rollback_branch(system: System) -> None:
-    datadog = system.service_state("datadog")
-    datadog.set_metric(LATENCY, "*", 900.0)
-    try:
-        run = run_of(system)
-    finally:
-        datadog.pinned.clear()
+    run = regressed_run(system)
     assert (run.status, run.reason) == ("succeeded", "ok")
     assert [(t.to, t.join) for t in events_of(run, "branch_taken")] == \
         [(["agent:rollback"], None)]

@@ -46,6 +46,13 @@ def test_a_named_step_keeps_its_answer_and_an_unnamed_one_stores_as_it_always_di
     assert "step_id" not in json.loads(detail_json(detail("called")))
 
 
+def test_an_exchange_asked_ahead_says_so_and_one_asked_in_time_stores_as_it_always_did() -> None:
+    ahead = detail("exchanged", ahead=True)
+    assert json.loads(detail_json(ahead))["ahead"] is True
+    assert parse_detail("exchanged", json.loads(detail_json(ahead))) == ahead
+    assert "ahead" not in json.loads(detail_json(detail("exchanged")))
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_each_kind_round_trips_through_the_run_log(
         kind: str, store: RunStore, db: Path | str, origin: Origin) -> None:

@@ -139,9 +139,13 @@ def test_an_exchange_shows_the_dpop_key_its_token_is_bound_to(store: RunStore,
         "exchanged", for_="datadog.query_metrics", requested=READ, granted=READ,
         claims={"cnf": {"jkt": jkt}}))
     store.add_event("run-9", "agent:infrabot", detail(
-        "exchanged", for_="github.pull.read", requested=READ, granted=READ, claims={}))
+        "exchanged", for_="github.pull.read", requested=READ, granted=READ, claims={},
+        ahead=True))
     run = store.get("run-9")
     assert run is not None
     bound, unbound = (summarize(e) for e in run.events)
     assert f"granted urn:infra:monitoring:read; DPoP-bound to key {jkt}" in bound
     assert "DPoP" not in unbound
+    # overlapped hops (docs/journal.md): a token asked for during the call before says so
+    assert "granted urn:infra:monitoring:read; asked while the call before was in flight" in unbound
+    assert "in flight" not in bound
