@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orchestrator._broker_tls import split_tls
 from orchestrator._service_latency import ServiceLatency, ServiceLatencySetting
+from orchestrator._webhook_secret import check_webhook_secret
 
 SigningAlg = Literal["ES256", "RS256", "EdDSA"]
 
@@ -27,20 +28,6 @@ BrokerKind = Literal["amqp", "redis", "memory"]
 BROKER_SCHEMES: dict[str, BrokerKind] = {
     "amqp": "amqp", "amqps": "amqp", "pyamqp": "amqp", "redis": "redis", "rediss": "redis",
     "memory": "memory"}
-
-# The webhook secret every install once shared by default: public, so never accepted.
-PUBLIC_WEBHOOK_SECRET = "infrabot-dev-webhook-secret"
-MIN_WEBHOOK_SECRET_CHARS = 16
-
-
-def check_webhook_secret(value: str) -> None:
-    """Refuse a webhook secret anyone could know or guess (the old public default, too short)."""
-    if value.strip() == PUBLIC_WEBHOOK_SECRET:
-        raise ValueError("is the old public default, which anyone can sign with; unset it "
-                         "(serve then generates one) or set a random secret")
-    if len(value.strip()) < MIN_WEBHOOK_SECRET_CHARS:
-        raise ValueError(f"must be at least {MIN_WEBHOOK_SECRET_CHARS} characters")
-
 
 class Settings(BaseSettings):
     """Configuration for every process of InfraBot Chains."""

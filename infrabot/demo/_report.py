@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from infrabot.demo._report_svg import delegation_graph, peer_of, scope_list, short
+from infrabot.demo._report_edges import peer_of, scope_list, short
+from infrabot.demo._report_svg import delegation_graph
 from infrabot.demo._story import DemoResult
 from infrabot.demo._templates import render
 from orchestrator._display import safe_json

@@ -14,125 +14,17 @@ labelled with the reason. Nodes are ``<g class="node">``, edges ``<g class="edge
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from orchestrator.runs import (
-    BranchTaken,
-    CallDenied,
-    Called,
-    Exchanged,
-    ExchangeDenied,
-    HandedOff,
-    RootDenied,
-    RootGranted,
-    Run,
-    RunEvent,
-)
+from infrabot.demo._report_edges import AGENTS, Edge, graph_edges
+from orchestrator.runs import Run
 
-AGENTS = ("agent:infrabot", "agent:rollback", "agent:argocd", "agent:scanner", "agent:cleanup")
 SERVICES = ("datadog", "github", "aws", "pagerduty")
 NODE_W, NODE_H = 150.0, 46.0
 CHAR_W, LINE_H = 7.3, 15.0  # 12px monospace
 MARGIN, ROW_GAP, MIN_PITCH = 24.0, 230.0, 300.0
 
 Box = tuple[float, float, float, float]  # left, top, right, bottom
-
-
-def short(scope: object) -> str:
-    return str(scope).replace("urn:infra:", "")
-
-
-def scope_list(value: object) -> list[str]:
-    if isinstance(value, str):
-        return [short(s) for s in value.split()]
-    return [short(s) for s in value] if isinstance(value, (list, tuple)) else []
-
-
-def peer_of(event: RunEvent, root_agent: str = AGENTS[0]) -> str | None:
-    """The node an event reaches out to: the service called, or the next agent."""
-    d = event.detail
-    if isinstance(d, Called | CallDenied):
-        return d.service or None
-    if isinstance(d, HandedOff):
-        return d.to or None
-    if isinstance(d, Exchanged | ExchangeDenied):
-        return d.hand_off if d.hand_off is not None else (d.for_.partition(".")[0] or None)
-    if isinstance(d, RootGranted):
-        return d.may_act or root_agent
-    if isinstance(d, RootDenied):
-        return root_agent
-    return None
-
-
-@dataclass
-class Edge:
-    source: str
-    target: str
-    kind: str  # "handoff", "call" or "denied"
-    head: str | None = None
-    lines: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def label(self) -> list[str]:
-        return ([self.head] if self.head else []) + self.lines
-
-
-class _Edges:
-    """Edges keyed by (source, target, kind): calls between the same pair share one edge."""
-
-    def __init__(self, ends: dict[str, str] | None = None) -> None:
-        self.ends = ends or {}  # a branch's head -> its last agent (the join waits for it)
-        self.edges: dict[tuple[str, str, str], Edge] = {}
-        self.used: dict[str, list[str]] = {}  # agent -> scopes of its last exchange for a call
-        self.ways: dict[str, str] = {}  # agent handed off to -> what kind of way (graphs.md)
-
-    def add(self, source: str, target: str, kind: str, head: str | None, lines: list[str],
-            note: str) -> None:
-        edge = self.edges.setdefault((source, target, kind), Edge(source, target, kind, head))
-        edge.lines += [line for line in lines if line not in edge.lines]
-        edge.notes.append(note)
-
-    def take(self, event: RunEvent, agent: str, peer: str) -> None:
-        d = event.detail
-        if isinstance(d, RootGranted | HandedOff):
-            scopes = scope_list(d.granted if isinstance(d, RootGranted) else d.scope)
-            what = "root grant" if isinstance(d, RootGranted) else \
-                self.ways.get(peer, "hand-off")
-            self.add(agent, peer, "handoff", f"{what} · {len(scopes)} scopes", scopes,
-                     f"{what}: {' '.join(scopes)}")
-        elif isinstance(d, BranchTaken):
-            for target in d.to:
-                self.ways[target] = "fan-out" if len(d.to) > 1 else \
-                    "branch taken" if d.when else "hand-off"
-            for branch in d.to if d.join else ():  # no token on this edge
-                self.ways[d.join or ""] = "join (from the fork)"
-                last = self.ends.get(branch, branch)  # the branch's last agent, as it ran
-                self.add(last, d.join or "", "handoff", "join waits for it", [],
-                         f"{d.join} starts once {branch}'s branch is done")
-        elif isinstance(d, Exchanged) and d.hand_off is None:
-            self.used[agent] = scope_list(d.granted)
-        elif isinstance(d, Called):
-            scopes = self.used.pop(agent, []) or [f"{d.action} (no exchange)"]
-            self.add(agent, peer, "call", None, scopes, f"{d.method} {d.action} → {d.status}")
-        elif isinstance(d, CallDenied):
-            reason = f"✗ {d.status} {d.reason}"
-            scopes = self.used.pop(agent, []) or [d.action]
-            self.add(agent, peer, "denied", reason, scopes, f"{d.kind}: {reason}")
-        elif isinstance(d, ExchangeDenied | RootDenied):
-            reason = f"✗ {d.error} ({d.reason})"
-            scopes = scope_list(d.requested if isinstance(d, ExchangeDenied) else d.needed)
-            self.add(agent, peer, "denied", reason, scopes, f"{d.kind}: {reason}")
-
-
-def graph_edges(run: Run) -> list[Edge]:
-    """The hand-offs, calls and denials of a run, in the order they first happened."""
-    edges = _Edges({head: chain[-1] for head, chain in run.branches.items()})
-    for event in run.events:
-        peer = peer_of(event)
-        if peer is not None or isinstance(event.detail, BranchTaken):
-            edges.take(event, event.agent or run.user, peer or "")
-    return list(edges.edges.values())
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from orchestrator.config import Settings, check_webhook_secret
+from orchestrator._webhook_secret import check_webhook_secret
+from orchestrator.config import Settings
 from orchestrator.errors import ConfigError
 
 SECRET_FILE = "webhook_secret"

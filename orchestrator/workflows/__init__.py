@@ -2,17 +2,16 @@
 
 from orchestrator.workflows._graph import (
     Branch,
-    Problem,
     branch_agents,
     branch_ends,
     branch_of,
-    check_graph,
     earlier_steps,
     fork_of,
     graph_order,
     longest_way,
     subtree_scopes,
 )
+from orchestrator.workflows._graph_checks import Problem, check_graph
 from orchestrator.workflows._loader import (
     downstream_scopes,
     load_workflow,

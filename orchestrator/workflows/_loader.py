@@ -13,7 +13,8 @@ from orchestrator.catalog import CATALOG
 from orchestrator.errors import ConfigError
 from orchestrator.identity import Directory, is_scope
 from orchestrator.services import load_and_install
-from orchestrator.workflows._graph import check_graph, subtree_scopes
+from orchestrator.workflows._graph import subtree_scopes
+from orchestrator.workflows._graph_checks import check_graph
 from orchestrator.workflows._model import TEMPLATE_FIELDS, Workflow, names_in, step_of
 
 NOT_WORKFLOWS = frozenset({"directory.yaml"})

@@ -20,7 +20,7 @@ from rich.console import Console, Group, RenderableType
 from rich.text import Text
 
 from agents.tasks import task_name
-from e2e._branch_chain import ARGOCD, CLEANUP, INFRABOT, COMMENTER, SCANNER, with_commenter
+from e2e._branch_chain import ARGOCD, CLEANUP, COMMENTER, INFRABOT, SCANNER, with_commenter
 from e2e._harness import (
     RUN_TIMEOUT,
     accepted_run_id,
@@ -30,7 +30,8 @@ from e2e._harness import (
     post_webhook,
 )
 from infrabot.demo._render import _HopRows, hops
-from infrabot.demo._report_svg import graph_edges, layout
+from infrabot.demo._report_edges import graph_edges
+from infrabot.demo._report_svg import layout
 from infrabot.system import System, running_system
 from orchestrator.errors import Unavailable
 from orchestrator.runs import Exchanged, HopJournal, Run, render_run

@@ -71,7 +71,7 @@ def test_embedded_serve_makes_every_key(tmp_path: Path) -> None:
         assert AGENT_KEY_FILES | {"client_orchestrator.pem"} <= pem_files(state)
         registered = {e.client_id for e in StateDirRegistry(state / "keys").entries()}
         agents = {"agent:infrabot", "agent:argocd", "agent:scanner", "agent:rollback",
-                  "agent:cleanup"}  # every agent the directory declares
+                  "agent:cleanup", "agent:notifier"}  # every agent the directory declares
         # each agent's DPoP key too, under dpop:<agent>: it authenticates nobody
         assert registered == {"client:orchestrator", *agents, *(f"dpop:{a}" for a in agents)}
 
