@@ -7,6 +7,13 @@ verified (:meth:`~orchestrator.authserver._clients.ClientAuthenticator.verified`
 token verified (:meth:`~orchestrator.identity.TokenVerifier.verify`), a token signed
 (:func:`~orchestrator.identity.mint`). No Redis, no audit record, no policy decision.
 
+``INFRABOT_BENCH_FLOOR_MODE`` says what the route does beyond reading the form:
+
+* ``hop`` (the default): the cryptography in the thread pool, as ``/token`` runs its exchange;
+* ``loop``: the same cryptography on the event loop, no thread hop (what an exchange whose every
+  wait were awaited, not blocked on, could cost);
+* ``edge``: nothing at all, a fixed answer (what the HTTP edge alone costs a form POST).
+
 Started by :mod:`bench.exchange_http` with the cluster's environment (so the same keys, issuer
 and token endpoint URL) and ``INFRABOT_BENCH_FLOOR_FILE``: it binds a port the OS picks, writes
 its URL to that file once serving, and serves until SIGTERM.
@@ -34,9 +41,14 @@ from orchestrator.config import Settings
 from orchestrator.identity import KeyRing, load_directory, mint
 from orchestrator.registry import open_store
 
+MODES = ("hop", "loop", "edge")
 
-def crypto_app(service: AuthorizationService) -> Starlette:
-    """One route: an exchange's two verifications and one signature, nothing else."""
+
+def crypto_app(service: AuthorizationService, mode: str = "hop") -> Starlette:
+    """One route: an exchange's two verifications and one signature, nothing else (``mode``:
+    where they run, or ``edge``: not at all)."""
+    if mode not in MODES:
+        raise ValueError(f"INFRABOT_BENCH_FLOOR_MODE must be one of {', '.join(MODES)}")
 
     def crypto_only(form: Form) -> dict[str, str]:
         request = TokenRequest.read(form)
@@ -48,6 +60,10 @@ def crypto_app(service: AuthorizationService) -> Starlette:
 
     async def token(request: Request) -> Response:
         form = await _read_form(request)
+        if mode == "edge":
+            return JSONResponse({"access_token": "-"})
+        if mode == "loop":
+            return JSONResponse(crypto_only(form))
         return JSONResponse(await run_in_threadpool(crypto_only, form))
 
     return Starlette(routes=[Route("/token", token, methods=["POST"])])
@@ -67,7 +83,7 @@ def main() -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     group = ServerGroup()
-    group.add(crypto_app(service), sock)
+    group.add(crypto_app(service, os.environ.get("INFRABOT_BENCH_FLOOR_MODE", "hop")), sock)
     with group:
         path = Path(os.environ["INFRABOT_BENCH_FLOOR_FILE"])
         path.with_suffix(".tmp").write_text(url)

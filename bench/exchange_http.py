@@ -40,6 +40,8 @@ SCOPE = "urn:infra:monitoring:read"
 GOAL_CPU = 3.0  # the server's CPU per exchange, at most this times the crypto floor
 GOAL_RATE = 1500  # exchanges/s with 4 clients
 STACK_FLOOR = "stack floor (crypto only)"
+# The stack floor's other forms (bench/_stack_floor.py): the row's name, its mode
+FLOOR_FORMS = (("stack floor, no thread hop", "loop"), ("HTTP edge only (empty route)", "edge"))
 SETUPS: tuple[tuple[str, dict[str, str]], ...] = (("as served", {}), ("tracing off", {"INFRABOT_TRACING": "false"}))
 
 
@@ -127,6 +129,11 @@ def over_http(root: Path, redis_url: str, *, requests: int, clients: tuple[int, 
                                                               count)
                     table.add(STACK_FLOOR, count, f"{rate:,.0f}", failed, us(per_exchange),
                               us(floor), ratio(per_exchange, floor), "", "")
+                    for row, mode in FLOOR_FORMS:
+                        rate, failed, per_exchange = _stack_floor(
+                            cluster, post, requests // count, count, mode=mode)
+                        table.add(row, count, f"{rate:,.0f}", failed, us(per_exchange),
+                                  us(floor), ratio(per_exchange, floor), "", "")
     table.notes += [
         f"{requests} requests per row split across the clients (each with its own prebuilt "
         "form and connection); the server and the clients share the machine's 2 cores.",
@@ -137,7 +144,11 @@ def over_http(root: Path, redis_url: str, *, requests: int, clients: tuple[int, 
         "reads it, a plain Starlette route, one thread-pool hop) serving a /token that does only "
         "the exchange's cryptography through the identity API (client assertion and subject "
         "token verified, a token signed): no Redis, no audit, no decision (bench/_stack_floor.py). "
-        "What the served exchange could cost on this stack if everything else were free.",
+        "What the served exchange could cost on this stack if everything else were free. "
+        f"{FLOOR_FORMS[0][0]}: the same with the cryptography run on the event loop (what an "
+        "exchange whose every wait were awaited, not blocked on in a thread, could cost). "
+        f"{FLOOR_FORMS[1][0]}: the same stack answering the form with a fixed body (what the "
+        "HTTP edge alone costs a form POST).",
         "Server CPU: user + system time of the serve process (/proc/PID/stat) over the burst, "
         "divided by the requests answered. Crypto floor: raw ES256 verify of the subject token "
         "and of the client assertion and one raw sign, in this process, each its CPU time "
@@ -148,15 +159,15 @@ def over_http(root: Path, redis_url: str, *, requests: int, clients: tuple[int, 
 
 
 def _stack_floor(cluster: Cluster, post: Callable[..., Callable[[httpx.Client], bool]],
-                 per: int, count: int) -> tuple[float, int, float]:
-    """(exchanges/s, failed, server CPU µs per request) of ``bench._stack_floor`` started on
-    ``cluster``'s state (its keys, issuer and token endpoint URL)."""
+                 per: int, count: int, *, mode: str = "hop") -> tuple[float, int, float]:
+    """(exchanges/s, failed, server CPU µs per request) of ``bench._stack_floor`` in ``mode``
+    started on ``cluster``'s state (its keys, issuer and token endpoint URL)."""
     url_file = cluster.root / "stack-floor.url"
     url_file.unlink(missing_ok=True)  # the last floor's, on a port no longer served
     auth_port = cluster.endpoints["auth"].rsplit(":", 1)[1]
     proc = cluster.procs.start("stack-floor", [sys.executable, "-m", "bench._stack_floor"], {
         **cluster.env(), "INFRABOT_AUTH_PORT": auth_port,
-        "INFRABOT_BENCH_FLOOR_FILE": str(url_file)})
+        "INFRABOT_BENCH_FLOOR_FILE": str(url_file), "INFRABOT_BENCH_FLOOR_MODE": mode})
     try:
         deadline = time.monotonic() + 60
         while not url_file.exists():
