@@ -1,6 +1,7 @@
 """Before and after on a shared, noisy machine: two ``infrabot serve`` processes, one running
 another checkout's code, up at the same time and driven in alternating bursts, so that both see
-the same load. With the same-stack lower bound (:mod:`bench._stack_floor`) alternating with them.
+the same load. With the same-stack lower bound (:mod:`bench._stack_floor`, in its three forms)
+alternating with them.
 
     python -m bench.exchange_ab --before /path/to/checkout [--rounds 6] [--requests 600]
 
@@ -25,7 +26,14 @@ import httpx
 from bench._cluster import Cluster, flush
 from bench._procs import REPO
 from bench._report import Table, ratio, us
-from bench.exchange_http import STACK_FLOOR, _burst, _cpu_floor, _endpoints, _stack_floor
+from bench.exchange_http import (
+    FLOOR_FORMS,
+    STACK_FLOOR,
+    _burst,
+    _cpu_floor,
+    _endpoints,
+    _stack_floor,
+)
 from bench.run import DEFAULT_REDIS_URL
 
 CLIENTS = 4
@@ -41,7 +49,8 @@ def run(before: Path, redis_url: str, *, rounds: int, requests: int, tracing: bo
     env = {"INFRABOT_DPOP_BINDING": "false", **({} if tracing else {"INFRABOT_TRACING": "false"})}
     sides = {"before": (redis_url, {"PYTHONPATH": f"{before}{os.pathsep}{REPO}"}),
              "after": (_next_db(redis_url), {})}
-    cpu: dict[str, list[float]] = {name: [] for name in (*sides, STACK_FLOOR)}
+    floors = ((STACK_FLOOR, "hop"), *FLOOR_FORMS)
+    cpu: dict[str, list[float]] = {name: [] for name in (*sides, *(row for row, _ in floors))}
     rate: dict[str, list[float]] = {name: [] for name in cpu}
     with tempfile.TemporaryDirectory(prefix="bench-exchange-ab-") as tmp:
         clusters: dict[str, tuple[Cluster, Post]] = {}
@@ -69,9 +78,11 @@ def run(before: Path, redis_url: str, *, rounds: int, requests: int, tracing: bo
                     cpu[name].append(1e6 * used / ok)
                     rate[name].append(ok / seconds)
                 cluster, post = clusters["after"]
-                floor_rate, _, floor_cpu = _stack_floor(cluster, post, per, CLIENTS)
-                cpu[STACK_FLOOR].append(floor_cpu)
-                rate[STACK_FLOOR].append(floor_rate)
+                for row, mode in floors:
+                    floor_rate, _, floor_cpu = _stack_floor(cluster, post, per, CLIENTS,
+                                                            mode=mode)
+                    cpu[row].append(floor_cpu)
+                    rate[row].append(floor_rate)
         finally:
             for cluster, _ in clusters.values():
                 cluster.close()
@@ -87,7 +98,9 @@ def run(before: Path, redis_url: str, *, rounds: int, requests: int, tracing: bo
                   f"{statistics.median(rates):,.0f} ({min(rates):,.0f}–{max(rates):,.0f})")
     table.notes += [
         (f"{rounds} rounds; each round {requests} exchanges to each server in turn (order "
-         "alternating), then the stack floor; the server's CPU from /proc over each burst."),
+         "alternating), then the stack floor in its three forms (bench/_stack_floor.py: the "
+         "exchange's crypto behind a thread hop, the same on the event loop, the bare HTTP "
+         "edge); the server's CPU from /proc over each burst."),
         f"Crypto floor: {us(floor)} (2 raw ES256 verifies + 1 sign, CPU time, this process).",
         f"Load average 1/5/15 min at the end: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}.",
     ]
