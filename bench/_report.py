@@ -9,6 +9,7 @@ import os
 import platform
 import re
 import subprocess
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -117,8 +118,8 @@ def environment(redis_url: str) -> list[tuple[str, str]]:
         ("cryptography", _version("cryptography")),
         ("redis-py / hiredis / server",
          f"{_version('redis')} / {_version('hiredis')} / {redis_server_version(redis_url)}"),
-        ("machine", f"{os.cpu_count()} cores, {cpu_model()}, {platform.system()} "
-                    f"{platform.release()}"),
+        ("machine", (f"{os.cpu_count()} cores, {cpu_model()}, {platform.system()} "
+                    f"{platform.release()}")),
     ]
 
 
@@ -130,7 +131,7 @@ def section(label: str, env: list[tuple[str, str]], tables: list[Table],
 
 
 def write_raw(label: str, env: list[tuple[str, str]], tables: dict[str, list[Table]],
-              command: str, params: dict[str, object], folder: Path = RAW) -> Path:
+              command: str, params: Mapping[str, object], folder: Path = RAW) -> Path:
     """The whole run as JSON (every table by benchmark, the environment, the parameters) and as
     Markdown, in ``folder``; returns the JSON file's path."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -418,18 +418,18 @@ def run(*, brokers: tuple[str, ...] = BROKERS, counts: dict[str, int] | None = N
                 system.close()
                 _keep_logs(system.root, stem.with_name(f"{stem.name}-logs") / broker)
     table.notes += [
-        f"seed {seed}; each phase sends {rate:g} events/s for {spacing:g} s per fault (sam "
+        (f"seed {seed}; each phase sends {rate:g} events/s for {spacing:g} s per fault (sam "
         "deploys service-x to prod; `run_load`, 4 tries a send); each fault at a random moment "
-        f"of that window, once a run is in flight (waiting at most {IN_FLIGHT_WAIT:g} s)",
-        f"Redis broker: visibility timeout {VISIBILITY_SECONDS} s, append-only file "
+        f"of that window, once a run is in flight (waiting at most {IN_FLIGHT_WAIT:g} s)"),
+        (f"Redis broker: visibility timeout {VISIBILITY_SECONDS} s, append-only file "
         "(`appendfsync always`); registry: its own unpersisted redis-server; RabbitMQ: a node of "
-        "the benchmark's own (on spare ports)",
-        f"lost: accepted, not terminal at last fault + goal + {SETTLE:.0f} s; recovery: kill → "
+        "the benchmark's own (on spare ports)"),
+        (f"lost: accepted, not terminal at last fault + goal + {SETTLE:.0f} s; recovery: kill → "
         "every run in flight at the kill terminal (runs already stuck since an earlier fault "
         "count for that one only); overlapped: faults whose recovery includes the next fault; "
-        "restart took: kill → the process (new worker, serve, broker, registry) answering",
-        "effects duplicated: per run, allowed `ok` calls of a mutating action beyond the first "
-        "(services' audit)"]
+        "restart took: kill → the process (new worker, serve, broker, registry) answering"),
+        ("effects duplicated: per run, allowed `ok` calls of a mutating action beyond the first "
+        "(services' audit)")]
     written = _write_raw(phases, params, stem.with_suffix(".json"))
     shown = written.relative_to(REPO) if written.is_relative_to(REPO) else written
     table.notes.append(f"raw figures: {shown}, every process's log: {shown.stem}-logs/")

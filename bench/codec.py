@@ -64,10 +64,10 @@ def run(root: Path, redis_url: str, *, iterations: int, rounds: int,
                   us(http_per_exchange_us), "-", us(extra),
                   f"{extra / http_per_exchange_us:.1%} (served over HTTP)")
     table.notes += [
-        f"ES256; subject token {len(subject)} B, assertion {len(tokens[1])} B. Median of {r} "
-        f"interleaved rounds x {n} calls; each token(form) call has its own prebuilt form.",
-        f"A hand-written codec could save at most 'codec - raw' per exchange. Issue 14 keeps the "
+        (f"ES256; subject token {len(subject)} B, assertion {len(tokens[1])} B. Median of {r} "
+        f"interleaved rounds x {n} calls; each token(form) call has its own prebuilt form."),
+        (f"A hand-written codec could save at most 'codec - raw' per exchange. Issue 14 keeps the "
         f"library while that is under {LIMIT:.0%} of a served exchange: "
-        f"{'met' if extra <= LIMIT * m['served'] else 'NOT met, see docs/identity.md'}.",
+        f"{'met' if extra <= LIMIT * m['served'] else 'NOT met, see docs/identity.md'}."),
     ]
     return table

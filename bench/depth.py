@@ -126,10 +126,10 @@ def _table(rows: list[tuple[int, int, Sample, Sample, Sample]], n: int, r: int) 
                   growth([row[2].median_us - row[3].median_us for row in rows]),
                   growth([row[4].median_us for row in rows]))
     table.notes += [
-        f"Median of {r} interleaved rounds x {n} operations per depth. Growth: "
+        (f"Median of {r} interleaved rounds x {n} operations per depth. Growth: "
         "least-squares slope over the depths, as a percentage of the 1-actor figure. Every "
-        "level adds an `act` object and an ancestor `jti` to the token.",
-        f"Goal: under {GOAL_PERCENT:g}% growth per level beyond the bytes themselves (the raw "
-        "verify column is what the bytes cost the signature check).",
+        "level adds an `act` object and an ancestor `jti` to the token."),
+        (f"Goal: under {GOAL_PERCENT:g}% growth per level beyond the bytes themselves (the raw "
+        "verify column is what the bytes cost the signature check)."),
     ]
     return table

@@ -141,19 +141,19 @@ def _table(f: dict[str, Figures], rounds: int, sequential: int, burst: int,
                   f"{totals[form]:.1f}", ratio(totals[form], totals["unbound"]))
     met = totals["dpop+chain"] <= CPU_GOAL * totals["unbound"]
     table.notes += [
-        f"{rounds} rounds, each a fresh cluster per form (the order of the forms rotates from "
+        (f"{rounds} rounds, each a fresh cluster per form (the order of the forms rotates from "
         f"round to round); per round {sequential} runs one at a time, then a burst of "
         f"{burst}; figures over all rounds. {workers} `infrabot worker -c 1` and one "
-        "`infrabot serve` on Redis; the driver roots runs as the orchestrator does.",
-        "dpop: each of a run's 9 exchanges carries a proof (the agent signs it; the server "
+        "`infrabot serve` on Redis; the driver roots runs as the orchestrator does."),
+        ("dpop: each of a run's 9 exchanges carries a proof (the agent signs it; the server "
         "verifies it, checks its nonce and claims its jti in Redis) and each of its 7 service "
         "calls another (the service verifies it and claims its jti in the round trip that "
         "checks revocation). dpop+chain: also each of the 2 hand-offs carries the delegator's "
         "signed record (the server verifies it and signs its attestation) and the services "
         "verify each record of a token's chain (2 signatures a record). Unbound: "
-        "INFRABOT_DPOP_BINDING=false and no records.",
-        f"Goal: DPoP and chains at most {CPU_GOAL}x the unbound CPU per run "
-        f"({ratio(totals['dpop+chain'], totals['unbound'])}: {'met' if met else 'NOT met'}).",
+        "INFRABOT_DPOP_BINDING=false and no records."),
+        (f"Goal: DPoP and chains at most {CPU_GOAL}x the unbound CPU per run "
+        f"({ratio(totals['dpop+chain'], totals['unbound'])}: {'met' if met else 'NOT met'})."),
     ]
     return table
 
@@ -165,6 +165,6 @@ def _proof_table(costs: dict[str, float]) -> Table:
               ratio(costs["make"], costs["raw_sign"]))
     table.add("verify (server, service)", f"{costs['verify']:.1f}", f"{costs['raw_verify']:.1f}",
               ratio(costs["verify"], costs["raw_verify"]))
-    table.notes += ["make_proof and verify_proof (header, jwk, signature, htm, htu, iat, ath) "
-                    "against cryptography's bare ES256 sign and verify of 300 bytes."]
+    table.notes += [("make_proof and verify_proof (header, jwk, signature, htm, htu, iat, ath) "
+                    "against cryptography's bare ES256 sign and verify of 300 bytes.")]
     return table

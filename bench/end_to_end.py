@@ -282,26 +282,26 @@ def _table(f: dict[str, Figures], floor: Floor, sequential: int, burst: int,
     lat_ok = d.p50 <= LATENCY_GOAL * static.p50
     thr_ok = d.throughput >= THROUGHPUT_GOAL * static.throughput
     table.notes += [
-        f"Latency: {sequential} runs one at a time per form (after warm-up); throughput: "
+        (f"Latency: {sequential} runs one at a time per form (after warm-up); throughput: "
         f"{burst} runs started at once; the three product forms alternating over {rounds} "
         f"rounds, in reversed order each round (1-minute load average at the start and after "
         f"each round: {' → '.join(loads)}). {workers} worker processes with concurrency 1, each "
         "consuming all three queues; one `infrabot serve` (auth server + 4 services); the "
         "benchmark process drives runs as `Orchestrator.start` does (delegated runs include "
-        "the root grant). Every process shares the machine's cores.",
-        f"Goal: delegated within {LATENCY_GOAL}x of static-token in latency "
+        "the root grant). Every process shares the machine's cores."),
+        (f"Goal: delegated within {LATENCY_GOAL}x of static-token in latency "
         f"({ratio(d.p50, static.p50)}: {'met' if lat_ok else 'not met'}) and at least "
         f"{THROUGHPUT_GOAL}x in throughput ({ratio(d.throughput, static.throughput)}: "
         f"{'met' if thr_ok else 'not met'}). Issue 15, goal 2: within {ISSUE_15_GOAL}x in "
         f"p50 ({ratio(d.p50, static.p50)}: "
         f"{'met' if d.p50 <= ISSUE_15_GOAL * static.p50 else 'not met'}) and in CPU per run "
-        "(next table).",
-        f"Overlapped hops: delegated p50 {ratio(d.p50, f['sequential'].p50)} of the same "
+        "(next table)."),
+        (f"Overlapped hops: delegated p50 {ratio(d.p50, f['sequential'].p50)} of the same "
         f"with overlap off ({ms(d.p50)} vs {ms(f['sequential'].p50)}; p95 "
-        f"{ratio(d.p95, f['sequential'].p95)}).",
-        f"Bare chain vs delegated: p50 {ratio(d.p50, f['bare'].p50)} the floor, throughput "
-        f"{ratio(d.throughput, f['bare'].throughput)} of it.",
-        f"Lower bound: the static-token p50 plus what the delegated run's {floor.exchanges} "
+        f"{ratio(d.p95, f['sequential'].p95)})."),
+        (f"Bare chain vs delegated: p50 {ratio(d.p50, f['bare'].p50)} the floor, throughput "
+        f"{ratio(d.throughput, f['bare'].throughput)} of it."),
+        (f"Lower bound: the static-token p50 plus what the delegated run's {floor.exchanges} "
         f"exchanges and {floor.checked_calls} checked calls (counted in one run's audit trail) "
         "cannot avoid, each measured here (medians): per "
         f"exchange one HTTP round trip to the auth server with httpx ({floor.round_trip:.2f} ms, "
@@ -310,7 +310,7 @@ def _table(f: dict[str, Figures], floor: Floor, sequential: int, burst: int,
         f"service overlaps ({floor.check:.2f} ms). "
         "The root grant is left out. A delegated run that waits for each exchange before its "
         "call cannot be faster than this bound with this HTTP stack however little else it "
-        "does; overlapped hops hide exchanges behind calls, so the bound is not theirs.",
+        "does; overlapped hops hide exchanges behind calls, so the bound is not theirs."),
     ]
     return table
 
@@ -328,9 +328,9 @@ def _cpu_table(f: dict[str, Figures], burst: int) -> Table:
         table.add(name, *(f"{per_run[g]:.1f}" for g in groups), f"{total:.1f}",
                   ratio(total, static_total))
     table.notes += [
-        "User + system CPU time (from /proc) each group used while the burst ran, over the "
+        ("User + system CPU time (from /proc) each group used while the burst ran, over the "
         "runs of the burst: serve = auth server + 4 services; workers = 2 parents + pool "
         "children; redis = the Redis server (broker + registry); driver = this process "
-        "(starting runs, root grants, polling the run log). Idle processes still count.",
+        "(starting runs, root grants, polling the run log). Idle processes still count."),
     ]
     return table

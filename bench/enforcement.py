@@ -75,15 +75,15 @@ def run(redis_url: str, *, iterations: int = 2000, rounds: int = 5,
             revocation.close()
             raw_redis.close()
     table.notes += [
-        f"Median of {r} interleaved rounds x {n} requests. The registry is the real Redis "
+        (f"Median of {r} interleaved rounds x {n} requests. The registry is the real Redis "
         "(the benchmark db); `revocation_stale_seconds` is 0, so every request asks it "
         "(epoch, token, ancestors, run and user in one round trip). Keys: the published key set, "
-        "already fetched.",
-        "verify_and_admit sends the registry query (naming what the token's payload says) before "
+        "already fetched."),
+        ("verify_and_admit sends the registry query (naming what the token's payload says) before "
         "the signature check and reads the answer after it, so the round trip overlaps the check; "
         "the answer is applied only to verified claims that name the same things. The verify and "
-        "admit columns are the two halves timed one after the other.",
-        f"Goal: verify_and_admit within {GOAL}x of the floor: "
-        f"{'met' if ratios and max(ratios) <= GOAL else 'not met'}.",
+        "admit columns are the two halves timed one after the other."),
+        (f"Goal: verify_and_admit within {GOAL}x of the floor: "
+        f"{'met' if ratios and max(ratios) <= GOAL else 'not met'}."),
     ]
     return [table]

@@ -142,21 +142,21 @@ def in_process(root: Path, redis_url: str, *, iterations: int, rounds: int) -> T
     table.add("floor + raw codec (no check at all)", us(floor + m["raw codec"]), us(floor),
               ratio(floor + m["raw codec"], floor))
     table.notes += [
-        f"ES256. Floor = raw verify of the subject token ({raw_subject.size} B) + raw verify of "
+        (f"ES256. Floor = raw verify of the subject token ({raw_subject.size} B) + raw verify of "
         f"the client assertion ({raw_assertion.size} B) + raw sign of the new token "
-        f"({len(issued.access_token)} B), each measured here with `cryptography`.",
-        f"Median of {r} interleaved rounds x {n} calls; every token(form) call has its own "
+        f"({len(issued.access_token)} B), each measured here with `cryptography`."),
+        (f"Median of {r} interleaved rounds x {n} calls; every token(form) call has its own "
         "prebuilt form (a client assertion is accepted once). Goal: token(form) within "
-        f"{GOAL}x of the floor: {'met' if m['core'] <= GOAL * floor else 'not met'}.",
-        f"Raw codec ({us(m['raw codec'])}): what token(form) must do besides the crypto, done "
+        f"{GOAL}x of the floor: {'met' if m['core'] <= GOAL * floor else 'not met'}."),
+        (f"Raw codec ({us(m['raw codec'])}): what token(form) must do besides the crypto, done "
         "raw: decode the header and payload JSON of both tokens, encode the new token's header "
         "and payload. With it the floor leaves "
         f"{us(max(0.0, GOAL * floor - floor - m['raw codec']))} of the {GOAL}x budget for every "
-        "check an exchange makes (both tokens' claims, replay, revocation, the exchange rules).",
-        "Component rows compare each step with its own raw operation. The first token(form) row "
+        "check an exchange makes (both tokens' claims, replay, revocation, the exchange rules)."),
+        ("Component rows compare each step with its own raw operation. The first token(form) row "
         "has no audit sink (no record built); the SQLite row adds the audit record every "
         "exchange builds and writes; the Redis row also puts the assertion replay "
         "claim and the revocation check on Redis, as `infrabot serve` does in distributed mode "
-        "(both in one round trip, sent before the subject token's signature check).",
+        "(both in one round trip, sent before the subject token's signature check)."),
     ]
     return table

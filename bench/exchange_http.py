@@ -135,12 +135,12 @@ def over_http(root: Path, redis_url: str, *, requests: int, clients: tuple[int, 
                         table.add(row, count, f"{rate:,.0f}", failed, us(per_exchange),
                                   us(floor), ratio(per_exchange, floor), "", "")
     table.notes += [
-        f"{requests} requests per row split across the clients (each with its own prebuilt "
-        "form and connection); the server and the clients share the machine's 2 cores.",
-        "Each exchange: parse, client authentication (assertion), subject verification with "
+        (f"{requests} requests per row split across the clients (each with its own prebuilt "
+        "form and connection); the server and the clients share the machine's 2 cores."),
+        ("Each exchange: parse, client authentication (assertion), subject verification with "
         "the replay claim and the revocation check in one Redis round trip, decide, sign, "
-        "SQLite audit record.",
-        f"{STACK_FLOOR}: the same stack (uvicorn, uvloop, httptools, the form read as /token "
+        "SQLite audit record."),
+        (f"{STACK_FLOOR}: the same stack (uvicorn, uvloop, httptools, the form read as /token "
         "reads it, a plain Starlette route, one thread-pool hop) serving a /token that does only "
         "the exchange's cryptography through the identity API (client assertion and subject "
         "token verified, a token signed): no Redis, no audit, no decision (bench/_stack_floor.py). "
@@ -148,12 +148,12 @@ def over_http(root: Path, redis_url: str, *, requests: int, clients: tuple[int, 
         f"{FLOOR_FORMS[0][0]}: the same with the cryptography run on the event loop (what an "
         "exchange whose every wait were awaited, not blocked on in a thread, could cost). "
         f"{FLOOR_FORMS[1][0]}: the same stack answering the form with a fixed body (what the "
-        "HTTP edge alone costs a form POST).",
-        "Server CPU: user + system time of the serve process (/proc/PID/stat) over the burst, "
+        "HTTP edge alone costs a form POST)."),
+        ("Server CPU: user + system time of the serve process (/proc/PID/stat) over the burst, "
         "divided by the requests answered. Crypto floor: raw ES256 verify of the subject token "
         "and of the client assertion and one raw sign, in this process, each its CPU time "
         f"(median of 5 rounds x 300). Goals: CPU within {GOAL_CPU:g}x the floor, and "
-        f"{GOAL_RATE:,} exchanges/s with 4 clients.",
+        f"{GOAL_RATE:,} exchanges/s with 4 clients."),
     ]
     return table
 

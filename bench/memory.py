@@ -101,12 +101,12 @@ def _table(samples: dict[int, dict[str, int]], peaks: dict[str, int], pss: dict[
                   ("yes" if demo_hwm < GOAL_MIB * 2**20 else "**no**")
                   + ("" if demo_rc == 0 else f" (exit {demo_rc})"))
     table.notes += [
-        f"{marks[-1]} delegated workflows in batches of {BATCH} ({seconds:.0f} s, "
+        (f"{marks[-1]} delegated workflows in batches of {BATCH} ({seconds:.0f} s, "
         f"{failed} not succeeded); RSS read after each checkpoint, VmHWM at the end. Growth: "
-        "least-squares slope of RSS over the checkpoints.",
-        "A pool child is forked from its parent and shares its pages, so their RSS overlap; "
+        "least-squares slope of RSS over the checkpoints."),
+        ("A pool child is forked from its parent and shares its pages, so their RSS overlap; "
         "PSS (from /proc/PID/smaps_rollup) divides shared pages among the processes sharing "
-        "them.",
+        "them."),
         f"Goal: each long-running process under {GOAL_MIB} MiB and flat.",
     ]
     return table

@@ -75,10 +75,10 @@ def _table(latencies: dict[str, list[float]], throughput: dict[str, float],
     pg_ratio = percentile(latencies["PostgreSQL"], 50) / base_p50
     table.notes += [
         f"{sequential} runs one at a time on each, alternating; then a burst of {burst} on each.",
-        "Latency: the run log's created_at -> finished_at. Each run writes ~25 audit records "
+        ("Latency: the run log's created_at -> finished_at. Each run writes ~25 audit records "
         "(root grant, 9 exchanges, 7 calls, plus the checks before each mutating call) and "
-        "~30 run-log events and hop marks.",
-        f"Goal: PostgreSQL p50 within {LATENCY_GOAL:.2f}x of SQLite: "
-        f"{'met' if pg_ratio <= LATENCY_GOAL else 'NOT met'} ({pg_ratio:.2f}x).",
+        "~30 run-log events and hop marks."),
+        (f"Goal: PostgreSQL p50 within {LATENCY_GOAL:.2f}x of SQLite: "
+        f"{'met' if pg_ratio <= LATENCY_GOAL else 'NOT met'} ({pg_ratio:.2f}x)."),
     ]
     return table
