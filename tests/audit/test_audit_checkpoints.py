@@ -352,7 +352,7 @@ def test_rotation_keeps_old_checkpoints_verifiable(writer, make_record, target: 
 def test_a_retired_key_signing_after_its_retirement_is_refused(
         writer, make_record, target: Path | str, keys_dir: Path, keys: AuditKeys, clock: Clock,
         tmp_path: Path) -> None:
-    store, checkpointer = writer
+    store, _ = writer
     stolen = (keys_dir / PRIVATE_FILE).read_bytes()
     keys.rotate(now=int(clock.now))
     (keys_dir / PRIVATE_FILE).write_bytes(stolen)  # the thief signs with the old key

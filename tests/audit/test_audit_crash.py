@@ -30,7 +30,7 @@ from pathlib import Path
 from orchestrator.audit import AuditRecord, AuditStore
 from orchestrator.audit._append import ChainWriter
 
-where = sys.argv[1]
+where, threads = sys.argv[1], int(sys.argv[2])
 lock = threading.Lock()
 send = ChainWriter._send
 
@@ -60,18 +60,18 @@ def append(thread):
             sys.stdout.write(rid + "\\n")
             sys.stdout.flush()
 
-for t in range(%d):
+for t in range(threads):
     threading.Thread(target=append, args=(t,), daemon=True).start()
 threading.Event().wait()
-""" % THREADS
+"""
 
 
 def test_records_acknowledged_before_a_sigkill_are_all_kept(target: Path | str) -> None:
     AuditStore(target).close()  # the schema, before the writer starts
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     lines: list[str] = []
-    with subprocess.Popen([sys.executable, "-c", _WRITER, str(target)], stdout=subprocess.PIPE,
-                          text=True, env=env, cwd=ROOT) as proc:
+    with subprocess.Popen([sys.executable, "-c", _WRITER, str(target), str(THREADS)],
+                          stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT) as proc:
         try:
             assert proc.stdout is not None
             assert proc.stdout.readline().strip() == "ready"

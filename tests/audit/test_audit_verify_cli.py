@@ -73,9 +73,9 @@ def test_keys_come_from_the_file_given_not_the_database(state: Path, tmp_path: P
     other = tmp_path / "other"
     code, _, err = run("verify", "--db", str(state / "audit.sqlite3"), "--state-dir", str(other))
     assert code == 4
-    assert err.splitlines() == [f"Error: no trusted audit keys at {other}/keys/audit/"
+    assert err.splitlines() == [(f"Error: no trusted audit keys at {other}/keys/audit/"
                                 "audit-keys.json: pass --keys FILE (saved from `infrabot audit "
-                                "keys` where the writers run)"]
+                                "keys` where the writers run)")]
     code, _, _ = run("verify", "--db", str(state / "audit.sqlite3"), "--state-dir", str(other),
                      "--keys", str(tmp_path / "k.json"))
     assert code == 3

@@ -29,8 +29,8 @@ BAD_FILES = {
     "bad verdict": (GOOD_EVENT + "expect:\n  status: denied\n  hops:\n    agent:argocd:\n"
                     "      - {step: aws.ec2.create_tags, exchange: allow}\n"
                     "      - {step: hand_off, exchange: dny}\n", 8,
-                    "expect.hops.agent:argocd.1.exchange: Input should be 'allow', 'deny' or "
-                    "'skipped'"),
+                    ("expect.hops.agent:argocd.1.exchange: Input should be 'allow', 'deny' or "
+                    "'skipped'")),
     "not_run typo": (GOOD_EVENT + "expect:\n  status: denied\n  hops:\n    agent:argocd: none\n",
                      6, "must be not_run or a list of steps"),
     "unknown action": (GOOD_EVENT + "expect:\n  status: denied\n  hops:\n    agent:argocd:\n"

@@ -127,28 +127,28 @@ def _bad_files(root: Path) -> dict[str, Path]:
 def bad_cases(root: Path) -> dict[str, tuple[tuple[str, ...], str]]:
     f = _bad_files(root / "files")
     init_unknown = {f"init {cid}": (("init", cid),
-                                    f"unknown client {cid!r}: not an agent or client in "
-                                    f"{DIRECTORY}")
+                                    (f"unknown client {cid!r}: not an agent or client in "
+                                    f"{DIRECTORY}"))
                     for cid in ("../x", "agent:../../etc", "agent:nobody", "user:sam")}
     register_unknown = {f"register {cid}": (("register", cid, "--jwks", str(f["empty"])),
-                                            f"unknown client {cid!r}: not an agent or client "
-                                            f"in {DIRECTORY}")
+                                            (f"unknown client {cid!r}: not an agent or client "
+                                            f"in {DIRECTORY}"))
                         for cid in ("../x", "agent:../../etc")}
     return {
         **init_unknown, **register_unknown,
         "a PEM private key": (("register", "agent:argocd", "--jwks", str(f["pem"])),
                               f"refused: {f['pem']} holds a private key; {REGISTER_ONLY}"),
         "a private JWK": (("register", "agent:argocd", "--jwks", str(f["private-jwk"])),
-                          f"refused: {f['private-jwk']}: key 0 holds private key material (d); "
-                          f"{REGISTER_ONLY}"),
+                          (f"refused: {f['private-jwk']}: key 0 holds private key material (d); "
+                          f"{REGISTER_ONLY}")),
         "a symmetric key": (("register", "agent:argocd", "--jwks", str(f["hs256"])),
-                            f"refused: {f['hs256']}: key 0 holds private key material (k); "
-                            f"{REGISTER_ONLY}"),
+                            (f"refused: {f['hs256']}: key 0 holds private key material (k); "
+                            f"{REGISTER_ONLY}")),
         "not JSON": (("register", "agent:argocd", "--jwks", str(f["not-json"])),
                      f"{f['not-json']} is not a public JWK Set: not JSON"),
         "a lone JWK": (("register", "agent:argocd", "--jwks", str(f["one-key"])),
-                       f"{f['one-key']} is not a public JWK Set: a JWK Set is a JSON object "
-                       'with a "keys" array'),
+                       (f"{f['one-key']} is not a public JWK Set: a JWK Set is a JSON object "
+                       'with a "keys" array')),
         "no keys": (("register", "agent:argocd", "--jwks", str(f["empty"])),
                     f"{f['empty']} is not a public JWK Set: the JWK Set has no keys"),
         "too large": (("register", "agent:argocd", "--jwks", str(f["huge"])),

@@ -30,9 +30,9 @@ def test_serve_warns_at_start_and_on_each_refused_webhook(tmp_path: Path) -> Non
     assert result.error_line() == "1 event lost: 503 replay_cache_unavailable 1"
     warnings = [line for line in log.splitlines() if line.startswith("warning: ")]
     assert warnings == [
-        f"warning: Redis at 127.0.0.1:{port}/0 (INFRABOT_REDIS_URL) is not answering (Error 111 "
+        (f"warning: Redis at 127.0.0.1:{port}/0 (INFRABOT_REDIS_URL) is not answering (Error 111 "
         f"connecting to 127.0.0.1:{port}. Connection refused): webhooks are refused (503) until "
-        "it does; start redis-server or fix INFRABOT_REDIS_URL"], log
+        "it does; start redis-server or fix INFRABOT_REDIS_URL")], log
     refused = [line for line in log.splitlines() if "webhook_answered" in line]
     assert len(refused) == 4, log  # the first send and its three retries, each refused
     for line in refused:

@@ -94,8 +94,8 @@ events:
 
 @pytest.mark.parametrize(("text", "expected"), [
     ("event: {user: alex}\n",
-     r"run (run-[0-9a-f]+) ended denied: agent:infrabot exchange for hand-off to agent:argocd: "
-     r"invalid_scope \(scope_not_grantable\)"),
+     (r"run (run-[0-9a-f]+) ended denied: agent:infrabot exchange for hand-off to agent:argocd: "
+     r"invalid_scope \(scope_not_grantable\)")),
     ("event: {user: nobody}\n", r"event 1 refused at the receiver: 403 unknown_user"),
     ("event: {user: sam}\nexpect: {status: denied}\n",
      r"run (run-[0-9a-f]+) ended succeeded: ok \(expected denied\)"),
@@ -116,17 +116,17 @@ def test_what_the_scenario_did_not_expect_is_exit_1_and_one_line(
 
 @pytest.mark.parametrize(("text", "expected"), [
     ("event: {user: sam}\nchanges: {max_depth: 2}\n",
-     "{path}: `changes:` needs a private copy of the workflows, which a running system does "
-     "not have: run it with `infrabot check {path}`"),
+     ("{path}: `changes:` needs a private copy of the workflows, which a running system does "
+     "not have: run it with `infrabot check {path}`")),
     ("event: {user: sam}\nworkflow: rollback\n",
-     "{path}: `workflow:` needs a private copy of the workflows, which a running system does "
-     "not have: run it with `infrabot check {path}`"),
+     ("{path}: `workflow:` needs a private copy of the workflows, which a running system does "
+     "not have: run it with `infrabot check {path}`")),
     ("event: {user: sam, type: workflow_run}\n",
-     "{path}: events[0].type: simulate sends deployment events; for 'workflow_run' run "
-     "`infrabot check {path}`"),
+     ("{path}: events[0].type: simulate sends deployment events; for 'workflow_run' run "
+     "`infrabot check {path}`")),
     ("event: {user: sam, creator: robin}\n",
-     "{path}: events[0] has unknown key `creator` (known: commit, count, env, environment, "
-     "expect, pr, service, task, trigger, type, user); for more run `infrabot check {path}`"),
+     ("{path}: events[0] has unknown key `creator` (known: commit, count, env, environment, "
+     "expect, pr, service, task, trigger, type, user); for more run `infrabot check {path}`")),
     ("event: {user: sam}\nexpect: {status: maybe}\n",
      "{path}: expect.status: Input should be 'succeeded', 'denied', 'failed' or 'expired'"),
 ])

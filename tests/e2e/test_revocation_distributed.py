@@ -9,7 +9,6 @@ import pytest
 from e2e._harness import (
     SAM,
     accepted_run_id,
-    assert_denied,
     deployment,
     events_of,
     first_time_counts,
@@ -37,7 +36,7 @@ def assert_argocd_refused(d: Distributed, run_id: str, reason: str) -> None:
     run = d.wait_hop(run_id, "agent:argocd")
     assert [(x.for_, x.error, x.reason) for x in events_of(run, "exchange_denied")] == \
         [("github.deployment_status.create", "invalid_request", reason)]
-    assert [e.detail for e in run.events if e.kind == "branch_ended"][0].reason == \
+    assert next(e.detail for e in run.events if e.kind == "branch_ended").reason == \
         f"agent:argocd exchange for github.deployment_status.create: invalid_request ({reason})"
     assert events_of(run, "called", "agent:argocd") == []
     with d.audit() as audit:

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from celery.exceptions import Ignore
-from e2e._branch_chain import ARGOCD, CLEANUP, INFRABOT, COMMENTER, SCANNER, with_commenter
+from e2e._branch_chain import ARGOCD, CLEANUP, COMMENTER, INFRABOT, SCANNER, with_commenter
 from e2e._harness import embedded_settings
 
 from agents.tasks import task_name

@@ -50,8 +50,8 @@ CASES: list[tuple[str, str, str, bytes | None, dict[str, str], int, str]] = [
     ("datadog", "GET", "/api/v1/monitor/%00", None, {}, 422, "validation_failed"),
     ("datadog", "POST", "/api/v1/monitor/1001/mute", b'{"end": "soon"}', JSON, 422,
      "validation_failed"),
-    ("datadog", "POST", "/api/v1/events", b'{"title": "", "tags": ["service:service-x", '
-     b'"env:prod"]}', JSON, 422, "validation_failed"),
+    ("datadog", "POST", "/api/v1/events", (b'{"title": "", "tags": ["service:service-x", '
+     b'"env:prod"]}'), JSON, 422, "validation_failed"),
     ("github", "POST", "/repos/acme/service-x/issues/124/comments", b"null", JSON, 422,
      "validation_failed"),
     ("aws", "POST", "/ec2/TerminateInstances", b'{"InstanceIds": []}', JSON, 422,
@@ -64,8 +64,8 @@ CASES: list[tuple[str, str, str, bytes | None, dict[str, str], int, str]] = [
      JSON, 400, "invalid_filter"),
     ("aws", "POST", "/monitoring/GetMetricData", (b'{"MetricDataQueries": [], "StartTime": 1,'
       b' "EndTime": 2}'), JSON, 422, "validation_failed"),
-    ("aws", "POST", "/monitoring/PutMetricAlarm", b'{"AlarmName": "a", "Dimensions": [{"Name": '
-     b'"InstanceId", "Value": "i-0a1b2c3d4e5f60001"}]}', JSON, 422,
+    ("aws", "POST", "/monitoring/PutMetricAlarm", (b'{"AlarmName": "a", "Dimensions": [{"Name": '
+     b'"InstanceId", "Value": "i-0a1b2c3d4e5f60001"}]}'), JSON, 422,
      "validation_failed"),
     ("aws", "POST", "/ec2/Nope", b"{}", JSON, 404, "not_found"),
     ("aws", "POST", "/?Action=../../etc", b"{}", JSON, 404, "not_found"),

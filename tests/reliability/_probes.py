@@ -15,8 +15,8 @@ import httpx
 
 from infrabot.stack import ORCHESTRATOR_CLIENT
 from infrabot.system import System
-from orchestrator.catalog import build_request
 from orchestrator._dpop_signer import DPoPSigner, dpop_key
+from orchestrator.catalog import build_request
 from orchestrator.client import AuthClient, json_object
 from orchestrator.config import SERVICE_NAMES
 from orchestrator.identity import CLIENT_ASSERTION_TYPE, Context, unverified_payload

@@ -48,11 +48,11 @@ def test_the_private_copy_takes_the_changed_values(tmp_path: Path, directory: Di
     ("{post-deplo: {staging: {deployment_id: 9001}}}",
      "s.yaml:5: changes.values.post-deplo: no workflow named 'post-deplo'"),
     ("{post-deploy: {staging: {deployment: 9001}}}",
-     "s.yaml:5: changes.values.post-deploy.staging.deployment: post-deploy has no value "
-     "'deployment' for environment staging"),
+     ("s.yaml:5: changes.values.post-deploy.staging.deployment: post-deploy has no value "
+     "'deployment' for environment staging")),
     ("{manual-check: {staging: {deployment_id: 9001}}}",
-     "s.yaml:5: changes.values.manual-check.staging.deployment_id: manual-check has no value "
-     "'deployment_id' for environment staging"),
+     ("s.yaml:5: changes.values.manual-check.staging.deployment_id: manual-check has no value "
+     "'deployment_id' for environment staging")),
 ])
 def test_a_value_the_workflow_does_not_have_is_refused(
         tmp_path: Path, directory: Directory, shipped: dict[str, Workflow], values: str,

@@ -11,6 +11,7 @@ import socket
 import uuid
 from collections import Counter
 from datetime import UTC, datetime
+from itertools import pairwise
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -124,4 +125,4 @@ def test_many_writer_processes_keep_every_chain_intact(url: str) -> None:
     assert sorted(r.seq for r in shared) == list(range(1, 2 * count + 1))
     by_id = sorted(shared, key=lambda r: r.id)
     assert [r.seq for r in by_id] == list(range(1, 2 * count + 1))  # stored in chain order
-    assert all(b.prev_hash == a.hash for a, b in zip(by_id, by_id[1:], strict=False))
+    assert all(b.prev_hash == a.hash for a, b in pairwise(by_id))
