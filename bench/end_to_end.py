@@ -146,7 +146,8 @@ def _per_run(cluster: Cluster) -> tuple[int, int]:
     """(token exchanges, service calls allowed) of one delegated run, from the audit trail:
     what the lower bound charges for, as the workflow runs today (the root grant is not an
     exchange)."""
-    with AuditStore(cluster.settings.audit_target) as store:
+    target = cluster.settings.audit_target
+    with AuditStore(target, read_only=isinstance(target, Path)) as store:  # serve writes it
         sample = store.query(service="authserver", action="token_exchange", decision="allow",
                              limit=1)
         if not sample or sample[0].run_id is None:
