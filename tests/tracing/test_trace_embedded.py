@@ -70,8 +70,9 @@ def traced(tmp_path_factory: pytest.TempPathFactory) -> Traced:
     # leaving the block flushed every span
     spans = list(memory.get_finished_spans())
     with RunStore(settings.runs_target) as store:
-        kept = SpanLog(store).of_trace(format_trace_id(spans[0].context.trace_id)
-                                       if spans and spans[0].context else "")
+        # The run's trace, as its started event recorded it: the first span to finish may be
+        # another trace's (a worker registering its DPoP keys as it starts, say).
+        kept = SpanLog(store).of_trace(run.trace_id or "")
     return Traced(settings.state_dir, run, records, spans, kept)
 
 
