@@ -50,7 +50,7 @@ class _Detail(BaseModel):
     @model_serializer(mode="wrap")
     def _sorted(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         """Dumped with its keys sorted, as the run log stores it and always showed it."""
-        return dict(sorted((k, v) for k, v in handler(self).items() if k != "ahead" or v))
+        return dict(sorted(handler(self).items()))
 
 
 class Timed(_Detail):
@@ -120,7 +120,9 @@ class Exchanged(_Exchange):
     granted: str | None
     expires_in: int | None
     claims: dict[str, Any] | None  # the token's claims, read for display only; never the token
-    ahead: bool = False  # asked during the call before (docs/journal.md); dumped only if so
+    # Asked during the call before (docs/journal.md); dumped only if so, so the run log of a
+    # hop that asked nothing ahead reads as it always did.
+    ahead: bool = Field(False, exclude_if=lambda ahead: not ahead)
 
 
 class ExchangeDenied(_Exchange):
