@@ -180,9 +180,9 @@ def _ask_ahead(hop: Hop, token: str, scope: str, index: int,
             return
     for edge in plan.edges:
         holds = _known(edge.when, results)
-        if not holds:  # unknown yet, or not this way: the next edge (if known)
-            if holds is None:
-                return
+        if holds is None:  # unknown yet: nothing past it is certain
+            return
+        if not holds:  # not this way: the next edge
             continue
         if not edge.fan_out and edge.join is None:
             hop.ask_ahead(token, **_hand_off_request(hop, set(scope.split()), edge.to[0],
