@@ -120,9 +120,7 @@ class Exchanged(_Exchange):
     granted: str | None
     expires_in: int | None
     claims: dict[str, Any] | None  # the token's claims, read for display only; never the token
-    # Asked during the call before (docs/journal.md); dumped only if so, so the run log of a
-    # hop that asked nothing ahead reads as it always did.
-    ahead: bool = Field(False, exclude_if=lambda ahead: not ahead)
+    ahead: bool = Field(False, exclude_if=lambda v: not v)  # asked during the call before
 
 
 class ExchangeDenied(_Exchange):
