@@ -30,7 +30,7 @@ from agents._hop import Delivery, HopOutcome
 from agents._perform import STALE, handed_on, perform_hop
 from agents._runtime import AgentRuntime, register_worker_dpop_keys, runtime_for
 from orchestrator._log import get_logger
-from orchestrator.config import Settings
+from orchestrator.config import RETRY_COUNTDOWN_CAP, Settings
 from orchestrator.errors import TransientError
 from orchestrator.identity import Directory
 from orchestrator.runs import BranchEnded, HopJournal, Retrying
@@ -40,10 +40,10 @@ from orchestrator.workflows import branch_of
 QUEUES_CONF = "infrabot_agent_queues"  # the app's agent -> queue map, set by register()
 # A transient fault (a service, the auth server or the run log unreachable, a 503) is retried 7
 # times, 12-24 s in all: longer than a restart of serve (about 3 s) or of PostgreSQL, so a hop in
-# flight rides one out. The longest countdown (8 s) plus the task time limit (30 s) stays under
-# the Redis broker's least visibility timeout (41 s), which a retry's countdown spends.
+# flight rides one out. The longest countdown (8 s) plus the hop's time limit stays under the
+# Redis broker's visibility timeout, which a retry's countdown spends (settings check it).
 MAX_RETRIES = 7
-BACKOFF_CAP = 8.0
+BACKOFF_CAP = float(RETRY_COUNTDOWN_CAP)
 TERMINAL = {"succeeded", "denied", "failed", "expired"}
 
 

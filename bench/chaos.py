@@ -62,7 +62,8 @@ from orchestrator.runs._schema import parse_time
 
 KINDS = ("worker_kill", "serve_restart", "broker_restart", "registry_restart")
 BROKERS = ("redis", "rabbitmq")
-VISIBILITY_SECONDS = 41  # the Redis broker's visibility timeout here: the minimum allowed
+VISIBILITY_SECONDS = 41  # the Redis broker's visibility timeout: the least the default
+# hop time limit (30 s) allows
 GOAL_SECONDS = {"rabbitmq": 10.0, "redis": VISIBILITY_SECONDS + 15.0}
 SETTLE = 30.0  # beyond the goal, before a run still unfinished counts as lost
 IN_FLIGHT_WAIT = 3.0  # at a fault's moment, wait at most this long for a run in flight

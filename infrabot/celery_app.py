@@ -26,9 +26,6 @@ from orchestrator.identity import Directory, load_directory
 # agent, status; never a token), for an hour.
 RESULT_EXPIRES = 3600
 
-# The visibility timeout (settings) must exceed any task's run (this time limit) plus the longest
-# retry countdown, so a message is never redelivered while a live worker still holds it.
-TASK_TIME_LIMIT = 30
 
 
 # Redis broker: every worker sweeps for messages unacknowledged past the visibility timeout
@@ -103,8 +100,10 @@ def celery_config(settings: Settings, directory: Directory) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,
         "worker_prefetch_multiplier": 1,
-        "task_time_limit": TASK_TIME_LIMIT,
-        "task_soft_time_limit": TASK_TIME_LIMIT - 5,
+        # The visibility timeout (settings) exceeds it by the longest retry countdown and more,
+        # so a message is never redelivered while a live worker still holds it.
+        "task_time_limit": settings.hop_time_limit_seconds,
+        "task_soft_time_limit": settings.hop_time_limit_seconds - 5,
         "task_default_queue": next(iter(directory.queues().values()), "infrabot"),
         "task_create_missing_queues": True,
         "worker_hijack_root_logger": False,

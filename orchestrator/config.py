@@ -23,6 +23,10 @@ _REPO_WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
 
 SERVICE_NAMES = ("datadog", "github", "aws", "pagerduty")
 
+# A retried hop's longest countdown (agents/tasks.py); the visibility timeout's lead on a hop.
+RETRY_COUNTDOWN_CAP = 8
+VISIBILITY_MARGIN = RETRY_COUNTDOWN_CAP + 3
+
 BrokerKind = Literal["amqp", "redis", "memory"]
 # A broker URL's scheme -> the broker it names (docs/reliability.md).
 BROKER_SCHEMES: dict[str, BrokerKind] = {
@@ -103,11 +107,13 @@ class Settings(BaseSettings):
     broker_url: str = Field("memory://localhost/",
                             description="Celery broker: amqp://... (RabbitMQ, production) or "
                                         "redis://... for distributed; memory:// embedded.")
+    hop_time_limit_seconds: int = Field(
+        30, ge=10, le=600, description="A worker ends a hop still running this long (Celery).")
     visibility_timeout_seconds: int = Field(
-        120, ge=41, le=3600, description="Redis broker only: how long an unacknowledged message "
+        120, ge=21, le=3600, description="Redis broker only: how long an unacknowledged message "
                                          "(a worker lost mid-hop) waits before a worker's sweep "
-                                         "(every 5 s) redelivers it. Must exceed a hop's time "
-                                         "limit (30 s) plus its retries' backoff.")
+                                         "(every 5 s) redelivers it. At least a hop's time limit "
+                                         f"plus {VISIBILITY_MARGIN} s (its longest retry wait).")
     run_deadline_seconds: int = Field(
         960, ge=5, le=86400, description="A run still unfinished this long after it started is "
                                          "ended failed (deadline_exceeded) and revoked: the "
@@ -168,6 +174,10 @@ class Settings(BaseSettings):
         if self.idempotency_ttl_seconds < self.run_deadline_seconds:
             raise ValueError("idempotency_ttl_seconds must be >= run_deadline_seconds: a run's "
                              "retry must still find its first answer")
+        if self.broker_kind == "redis" \
+                and self.visibility_timeout_seconds < self.hop_time_limit_seconds + VISIBILITY_MARGIN:
+            raise ValueError(f"visibility_timeout_seconds must be >= hop_time_limit_seconds + "
+                             f"{VISIBILITY_MARGIN}: a hop must never come back while it runs")
         return self
 
     @field_validator("database_url")

@@ -70,6 +70,42 @@ def test_redis_gets_the_patched_transport_and_a_frequent_sweep(tmp_path: Path) -
         assert connection.transport.Channel.__module__ == "infrabot._redis_broker"
 
 
+def test_a_hops_time_limit_is_its_tasks_and_the_visibility_timeout_outlasts_it(
+        tmp_path: Path) -> None:
+    redis_url = "redis://127.0.0.1:1/0"
+    default = create_celery(Settings(state_dir=tmp_path, broker_url=redis_url)).conf
+    assert (default.task_time_limit, default.task_soft_time_limit) == (30, 25)
+    short = create_celery(Settings(state_dir=tmp_path, broker_url=redis_url,
+                                   hop_time_limit_seconds=15, visibility_timeout_seconds=26))
+    assert (short.conf.task_time_limit, short.conf.task_soft_time_limit) == (15, 10)
+    assert short.conf.broker_transport_options["visibility_timeout"] == 26
+    # 30 s by default, so 41 s is the least visibility timeout; one second less is refused
+    Settings(state_dir=tmp_path, broker_url=redis_url, visibility_timeout_seconds=41)
+    with pytest.raises(ValidationError, match="visibility_timeout_seconds must be >= "
+                                              "hop_time_limit_seconds [+] 11: a hop must never "
+                                              "come back while it runs"):
+        Settings(state_dir=tmp_path, broker_url=redis_url, visibility_timeout_seconds=40)
+    with pytest.raises(ValidationError, match="visibility_timeout_seconds must be >= "):
+        Settings(state_dir=tmp_path, broker_url=redis_url, hop_time_limit_seconds=110)
+    # RabbitMQ has no visibility timeout to outlast
+    Settings(state_dir=tmp_path, broker_url="amqp://guest:guest@h:5672/v",
+             hop_time_limit_seconds=600)
+    for bad in ({"hop_time_limit_seconds": 9}, {"hop_time_limit_seconds": 601},
+                {"visibility_timeout_seconds": 20, "hop_time_limit_seconds": 10}):
+        with pytest.raises(ValidationError):
+            Settings(state_dir=tmp_path, broker_url=redis_url, **bad)
+
+
+def test_a_visibility_timeout_a_hop_could_outlast_is_one_line_at_start(tmp_path: Path) -> None:
+    result = subprocess.run([str(INFRABOT), "worker", "--state-dir", str(tmp_path)],
+                            env=clean_env(INFRABOT_BROKER_URL="redis://127.0.0.1:1/0",
+                                          INFRABOT_HOP_TIME_LIMIT_SECONDS="110"),
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert (result.returncode, result.stdout, result.stderr) == (1, "", (
+        "Error: bad settings: visibility_timeout_seconds must be >= hop_time_limit_seconds + "
+        "11: a hop must never come back while it runs\n")), result
+
+
 def test_rediss_gets_the_patched_transport_and_verifies_the_certificate(tmp_path: Path) -> None:
     ca = tmp_path / "ca.pem"
     ca.write_text("")

@@ -5,7 +5,8 @@ tells the broker, so the hop comes back only by the broker's own means.
   back to its queue at once: a second worker finishes the run within seconds.
 * Redis: the hop stays in the unacknowledged set until the visibility timeout passes and a
   worker's sweep (every ``RESTORE_INTERVAL`` s) restores it: within the timeout plus 15 s. The
-  timeout is set to its minimum here (41 s).
+  surviving worker sweeps with the least timeout its hop time limit allows (15 s: 26 s); the
+  killed one keeps the default limit, so the stalled hop cannot reach it before the kill.
 
 Either way the run ends once, and the calls the repeated hop makes again are replayed by the
 services (same Idempotency-Keys), not performed twice.
@@ -21,22 +22,25 @@ import pytest
 from e2e._harness import RUN_TIMEOUT, accepted_run_id, deployment, events_of, first_time_counts
 from e2e._processes import Distributed
 
+from orchestrator.config import VISIBILITY_MARGIN
 from reliability._faultproxy import FaultProxy
 
 pytestmark = pytest.mark.redis
 CREATE_TAGS = "/ec2/CreateTags"
-VISIBILITY = 41
+HOP_TIME_LIMIT = 15
+VISIBILITY = HOP_TIME_LIMIT + VISIBILITY_MARGIN
 BOUND = {"amqp": 10.0, "redis": VISIBILITY + 15.0}
 
 
 def test_a_killed_worker_group_has_its_hop_redelivered(distributed: Distributed) -> None:
     d = distributed
     kind = d.settings.broker_kind
-    env = {"INFRABOT_VISIBILITY_TIMEOUT_SECONDS": str(VISIBILITY)}
+    env = {"INFRABOT_VISIBILITY_TIMEOUT_SECONDS": str(VISIBILITY),
+           "INFRABOT_HOP_TIME_LIMIT_SECONDS": str(HOP_TIME_LIMIT)}
     d.serve()
     with FaultProxy() as proxy:
         stall = proxy.stall(CREATE_TAGS)  # ArgoCD's hop tagged the instances, answer held
-        doomed = d.worker(HTTP_PROXY=proxy.url, **env)
+        doomed = d.worker(HTTP_PROXY=proxy.url)
         run_id = accepted_run_id(d.webhook(deployment("sam")))
         assert stall.stalled.wait(RUN_TIMEOUT), d.logs()
         survivor = d.worker(HTTP_PROXY=proxy.url, **env)  # idle, consuming every queue

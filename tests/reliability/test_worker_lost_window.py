@@ -27,11 +27,13 @@ import pytest
 import redis
 from e2e._harness import accepted_run_id, deployment, events_of, first_time_counts
 
+from orchestrator.config import VISIBILITY_MARGIN
 from reliability._redis_server import RedisServer
 from reliability._system import FaultyDistributed
 
 pytestmark = pytest.mark.redis
-VISIBILITY = 41
+HOP_TIME_LIMIT = 15  # every hop here runs in a second or two
+VISIBILITY = HOP_TIME_LIMIT + VISIBILITY_MARGIN  # the least that limit allows: 26 s
 BOUND = VISIBILITY + 15
 
 
@@ -62,7 +64,8 @@ def hand_a_hop_to_a_stopped_worker(d: FaultyDistributed, broker: RedisServer) ->
     """Start ``serve`` and one idle worker, stop that worker while its BRPOP waits, send a run,
     and return once Redis has popped the first hop into the stopped worker's socket."""
     d.redis_url = broker.url(0)
-    d.extra_env = {"INFRABOT_VISIBILITY_TIMEOUT_SECONDS": str(VISIBILITY)}
+    d.extra_env = {"INFRABOT_VISIBILITY_TIMEOUT_SECONDS": str(VISIBILITY),
+                   "INFRABOT_HOP_TIME_LIMIT_SECONDS": str(HOP_TIME_LIMIT)}
     d.serve()
     worker = d.worker()
     client = redis.Redis.from_url(broker.url(0))
