@@ -13,6 +13,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -28,10 +29,13 @@ from bench import (
     replay,
     tracing,
 )
-from bench._cluster import next_db
+from bench._cluster import Cluster, next_db
 from bench._report import Table, block, record, section
+from bench._stack_floor import crypto_app
 from bench.exchange_http import FLOOR_FORMS, STACK_FLOOR
 from bench.run import DEFAULT_REDIS_URL, NAMES, main
+from orchestrator.audit import AuditStore
+from orchestrator.authserver import AuthorizationService
 from tests._redis import flushed_redis
 
 BENCH_REDIS_DB = 12
@@ -112,6 +116,20 @@ def test_end_to_end(bench_redis_url: str, tmp_path: Path) -> None:
     bound, static = (float(v.removesuffix(" ms").replace(",", ""))
                      for v in column(table, "p50 latency")[2:4])
     assert bound > static
+
+
+def test_the_lower_bound_needs_a_delegated_run_to_count(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path, "redis://127.0.0.1:1/12")  # never started: nothing ran
+    cluster.state_dir.mkdir(parents=True)
+    AuditStore(cluster.settings.audit_target).close()  # an audit trail with no record in it
+    with pytest.raises(RuntimeError, match="^no delegated run in the audit trail to count$"):
+        end_to_end._per_run(cluster)
+
+
+def test_the_stack_floor_refuses_a_mode_it_does_not_know() -> None:
+    with pytest.raises(ValueError, match="^INFRABOT_BENCH_FLOOR_MODE must be one of hop, loop, "
+                                         "edge$"):
+        crypto_app(cast(AuthorizationService, None), "threads")  # refused before it is used
 
 
 def test_fanout(bench_redis_url: str, tmp_path: Path) -> None:
