@@ -216,10 +216,10 @@ def _way_on(hop: Hop, token: str, scope: str, mode: str) -> HopOutcome:
         done = "branch_done" if branch_of(hop.workflow, hop.agent) else "succeeded"
         return HopOutcome(done)  # type: ignore[arg-type]
     targets = [*edge.to, *((edge.join,) if edge.join else ())]
-    sendings = [hop.journal.send(hop.run.run_id, target) for target in targets]
-    if any(s is None for s in sendings):  # published by an earlier attempt: never twice
+    # A fan-out goes out as one message, so its hand-offs are journaled together: all or none.
+    generations = hop.journal.send_together(hop.run.run_id, targets)
+    if generations is None:  # published by an earlier attempt: never twice
         return HopOutcome("forked" if edge.fan_out else "handed_off", next_agent=targets[0])
-    generations = [s for s in sendings if s is not None]
     if len(hop.workflow.plan(hop.agent).edges) > 1 or edge.fan_out:
         hop.event(BranchTaken(to=list(edge.to), when=edge.when, join=edge.join))
     deliveries = _mint(hop, token, scope, mode, edge, generations)

@@ -31,7 +31,7 @@ copies of a hop still agree on one outcome; events are numbered under the run's 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -51,6 +51,12 @@ _COLUMNS = "step, action, state, idempotency_key, reason, attempts"
 _STEP = "SELECT 1 FROM journal WHERE run_id = ? AND agent = ? AND step = ?"
 _INSERT = ("INSERT INTO journal (run_id, agent, step, action, state, idempotency_key, reason, "
            "attempts, updated_at) ")
+# A hand-off's first generation, or the next while it is in doubt (sending), unless a hand-off
+# published with it (``others``) is past doubt: one row per target, all or none of them.
+_SEND = (_INSERT + "SELECT ?, ?, ?, ?, ?, ?, NULL, 1, ? WHERE NOT EXISTS (SELECT 1 FROM journal "
+         "WHERE run_id = ? AND step = ? AND state <> 'sending' AND agent IN ({others})) "
+         "ON CONFLICT (run_id, agent, step) DO UPDATE SET attempts = journal.attempts + 1, "
+         "updated_at = excluded.updated_at WHERE journal.state = excluded.state")
 
 
 @dataclass(frozen=True)
@@ -169,11 +175,28 @@ class HopJournal:
     def send(self, run_id: str, to_agent: str) -> int | None:
         """Before publishing the hand-off to ``to_agent``: the generation to publish, or None if
         one was published already (``sent``) or taken by the receiving hop (``received``)."""
+        generations = self.send_together(run_id, (to_agent,))
+        return generations[0] if generations is not None else None
+
+    def send_together(self, run_id: str, to_agents: Sequence[str]) -> list[int] | None:
+        """Before publishing the hand-offs to ``to_agents`` in one message (a fan-out's branches
+        and its join, one chord): each one's generation, or None if any of them was published
+        already (``sent``) or taken by its receiving hop (``received``). All or none: then no
+        other moves to a new generation either, so the copies that message published still
+        hold (a sender retried after part of its fan-out was marked sent, or two copies of it
+        at once, would otherwise leave a branch stale and its join never fired)."""
         now = format_time(self._runs._clock())
+        others = ", ".join("?" * len(to_agents))
         with self._runs._write() as tx:
-            attempted = _attempt(tx, run_id, to_agent, DELIVERY_STEP, "hand_off", "sending", now)
-            found = _one(tx, run_id, to_agent, DELIVERY_STEP)
-        return _record(found).attempts if attempted.rowcount == 1 else None
+            tx.lock(f"run:{run_id}")
+            attempted = [tx.execute(_SEND.format(others=others), (
+                run_id, agent, DELIVERY_STEP, "hand_off", "sending",
+                idempotency_key(run_id, agent, DELIVERY_STEP), now, run_id, DELIVERY_STEP,
+                *to_agents)) for agent in to_agents]
+            found = [_one(tx, run_id, agent, DELIVERY_STEP) for agent in to_agents]
+        if any(cursor.rowcount != 1 for cursor in attempted):
+            return None
+        return [_record(rows).attempts for rows in found]
 
     def sent(self, run_id: str, to_agent: str, generation: int) -> None:
         """After publishing generation ``generation``: it is no longer in doubt."""

@@ -128,6 +128,34 @@ def test_a_fan_out_recorded_sent_is_not_published_again(system: System) -> None:
     assert counts(system, run_id) == before  # not even a token was asked for
 
 
+@pytest.mark.parametrize("past_doubt", ["sent", "received"])
+def test_a_fan_out_partly_past_doubt_is_not_published_again_and_its_copies_hold(
+        system: System, past_doubt: str) -> None:
+    """The fork hop published its chord; one branch's hand-off got past doubt (marked sent
+    before the run log failed, or already taken by the branch's hop), the rest did not. The
+    hop performed again publishes nothing and moves no hand-off to a new generation, so the
+    published copies of the other branch and of the join are still the ones performed (a
+    stale one would leave the chord one result short, the join never fired)."""
+    args = started(system)
+    run_id = args[0]
+    first = hop(system, INFRABOT, args)
+    assert first.join is not None
+    journal = HopJournal(system.runtime.runs)
+    argocd = first.branches[0]
+    if past_doubt == "sent":
+        journal.sent(run_id, argocd.agent, argocd.generation)
+    else:
+        assert journal.receive(run_id, argocd.agent, argocd.generation)
+    again = hop(system, INFRABOT, args)
+    assert (again.status, again.branches, again.join) == ("forked", (), None)
+    for delivery in (first.branches[1], first.join):
+        record = journal.delivery(run_id, delivery.agent)
+        assert record is not None and (record.state, record.attempts) == ("sending", 1)
+    scanner = first.branches[1]
+    assert hop(system, SCANNER, args, token=scanner.token, scope=scanner.scope,
+               generation=scanner.generation).status == "branch_done"
+
+
 def test_the_task_publishes_the_fan_out_once(system: System) -> None:
     """The Celery task itself, performed twice with the message it was given: one message for
     each branch, carrying the generation the journal holds as sent; the join's waits in the

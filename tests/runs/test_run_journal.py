@@ -206,6 +206,31 @@ def test_a_received_hand_off_is_never_published_again(journal: HopJournal) -> No
     assert journal.receive(RUN, NEXT, 2) is False
 
 
+BRANCH, JOIN = "agent:scanner", "agent:notifier"
+
+
+def test_a_fan_out_is_journaled_together(journal: HopJournal) -> None:
+    fan_out = (NEXT, BRANCH, JOIN)
+    assert journal.send_together(RUN, fan_out) == [1, 1, 1]
+    assert journal.send_together(RUN, fan_out) == [2, 2, 2]  # all in doubt: all again
+    journal.sent(RUN, NEXT, 2)  # one marked sent, then the sender failed
+    assert journal.send_together(RUN, fan_out) is None
+    for agent in (BRANCH, JOIN):  # not moved on: the copies published with NEXT's still hold
+        delivery = journal.delivery(RUN, agent)
+        assert delivery is not None and (delivery.state, delivery.attempts) == ("sending", 2)
+    assert journal.receive(RUN, BRANCH, 2) is True
+
+
+def test_a_fan_out_one_branch_took_is_not_published_again(journal: HopJournal) -> None:
+    fan_out = (NEXT, BRANCH, JOIN)
+    assert journal.send_together(RUN, fan_out) == [1, 1, 1]
+    assert journal.receive(RUN, BRANCH, 1) is True  # before the sender marked anything sent
+    assert journal.send_together(RUN, fan_out) is None
+    found = [journal.delivery(RUN, agent) for agent in fan_out]
+    assert [(d.state, d.attempts) for d in found if d is not None] == \
+        [("sending", 1), ("received", 1), ("sending", 1)]
+
+
 def test_a_hand_off_never_journaled_is_not_received(journal: HopJournal) -> None:
     assert journal.receive(RUN, NEXT, 1) is False
     assert journal.delivery(RUN, NEXT) is None
