@@ -122,7 +122,12 @@ class Stop(Exception):
 
 
 def stopped(record: StepRecord) -> Stop:
-    """The hop's outcome a recorded stop implies, exactly as it was recorded."""
+    """The hop's outcome a recorded stop implies, exactly as it was recorded. A step that
+    another copy of the hop (running at the same time) recorded done first is no stop: this
+    copy is then the duplicate."""
+    if record.state not in STOPS:
+        return Stop(HopOutcome("duplicate", f"step {record.step} recorded {record.state} by "
+                                            "another copy of the hop"))
     return Stop(HopOutcome(record.state, record.reason or record.state))  # type: ignore[arg-type]
 
 
@@ -219,7 +224,7 @@ class Hop:
                                      action_name).idempotency_key
         except StepConflict as conflict:  # a copy of this hop recorded it meanwhile
             self._follow(conflict.record)
-            return
+            return self._recorded_result(step_id)
         url = self.rt.service_url(action.service) + path
         headers = {"X-Request-Id": key, **(self.rt.dpop(self.agent).headers(method, url, token)
                                            if bound else {"Authorization": f"Bearer {token}"})}
@@ -262,6 +267,13 @@ class Hop:
             return
         self.journal.finish(self.run.run_id, self.agent, index, "done", reason=None,
                             event=StepSkipped(action=action, when=when))
+
+    def _recorded_result(self, step_id: str | None) -> Any:
+        """A named step's answer as the copy of the hop that recorded the step kept it."""
+        if step_id is None:
+            return None
+        run = self.rt.runs.get(self.run.run_id)
+        return step_results(run).get(step_id) if run is not None else None
 
     def _record(self, index: int) -> StepRecord:
         return self.journal.steps(self.run.run_id, self.agent)[index]

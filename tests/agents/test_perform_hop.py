@@ -31,13 +31,14 @@ if getattr(sys.modules.get("mock_services"), "__file__", "") is None:
     del sys.modules["mock_services"]
 
 from agents import HopOutcome, perform_hop
+from agents._hop import Hop, stopped
 from agents._runtime import AgentRuntime
 from orchestrator.catalog import CATALOG
 from orchestrator.ci import CIEvent
 from orchestrator.config import SERVICE_NAMES, Settings
 from orchestrator.errors import Unavailable
 from orchestrator.identity import client_key, load_directory
-from orchestrator.runs import HopJournal, RunStore
+from orchestrator.runs import Called, HopJournal, RunStore, StepRecord
 from orchestrator.workflows import load_workflow, load_workflows
 
 AUTH = "http://auth.test"
@@ -471,3 +472,33 @@ def test_a_retried_hop_never_uses_a_token_its_earlier_attempt_minted(
     assert [e.kind for e in run.events if e.agent == INFRABOT] == \
         ["exchanged", "called"] * 2 + ["exchanged", "exchanged", "called", "exchanged",
                                        "handed_off"]
+
+
+# -- two copies of one hop at once (a redelivery while the first still runs) ---------------------
+
+def test_a_step_another_copy_recorded_is_not_called_and_its_answer_is_the_recorded_one(
+        runtime: AgentRuntime) -> None:
+    """The other copy started the step and recorded it done, with its named answer, after this
+    copy found where to resume and before it started the step: this copy calls nothing (respx
+    would refuse the request) and goes on with the answer the other copy recorded."""
+    run = runtime.runs.get(RUN_ID)
+    assert run is not None
+    journal = HopJournal(runtime.runs)
+    journal.start(RUN_ID, INFRABOT, 0, STEPS[0])
+    journal.finish(RUN_ID, INFRABOT, 0, "done", reason=None, event=Called(
+        service="datadog", action="metrics:query", method="GET", path="/api/v1/query",
+        status=200, reason="ok", replayed=False, ms=3, step_id="errors",
+        result={"series": [1, 2]}))
+    copy = Hop(runtime, run, runtime.workflows[LINEAR], INFRABOT, journal)
+    assert copy.call(0, STEPS[0], {}, "token-of-this-copy", step_id="errors") == \
+        {"series": [1, 2]}
+    assert copy.call(0, STEPS[0], {}, "token-of-this-copy") is None  # a step with no name
+
+
+def test_a_stop_that_finds_the_step_done_by_another_copy_makes_this_copy_the_duplicate(
+) -> None:
+    done = StepRecord(1, STEPS[1], "done", "run-1.infrabot.1", None, 1)
+    assert stopped(done).outcome == HopOutcome(
+        "duplicate", "step 1 recorded done by another copy of the hop")
+    denied = StepRecord(1, STEPS[1], "denied", "run-1.infrabot.1", "refused", 1)
+    assert stopped(denied).outcome == HopOutcome("denied", "refused")
