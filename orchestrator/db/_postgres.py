@@ -30,7 +30,7 @@ and a psycopg_pool connection pool per store.
 
 from __future__ import annotations
 
-import select
+import selectors
 import threading
 import time
 from collections.abc import Iterator
@@ -209,11 +209,12 @@ def _ended_by_server(conn: psycopg.Connection[Any]) -> bool:
     backend, a shutdown: its last message and the close are waiting). No round trip."""
     if conn.closed:
         return True
-    try:
-        readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
+    try:  # a selector, not select.select, which refuses a descriptor past 1023
+        with selectors.DefaultSelector() as selector:
+            selector.register(conn.pgconn.socket, selectors.EVENT_READ)
+            return bool(selector.select(0))
     except (OSError, ValueError, psycopg.OperationalError):
         return True
-    return bool(readable)
 
 
 def _lost(conn: psycopg.Connection[Any], exc: psycopg.Error) -> bool:

@@ -7,6 +7,7 @@ that cannot be reached, and the hash chain with many writer processes in one dat
 from __future__ import annotations
 
 import multiprocessing
+import os
 import socket
 import uuid
 from collections import Counter
@@ -126,3 +127,25 @@ def test_many_writer_processes_keep_every_chain_intact(url: str) -> None:
     by_id = sorted(shared, key=lambda r: r.id)
     assert [r.seq for r in by_id] == list(range(1, 2 * count + 1))  # stored in chain order
     assert all(b.prev_hash == a.hash for a, b in pairwise(by_id))
+
+
+def test_a_process_with_many_files_open_still_writes_and_reads(url: str) -> None:
+    """A busy server's connections get descriptors past 1023, which ``select.select`` refuses:
+    the idle-connection check read that as a server that ended it, and every transaction was
+    unavailable."""
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        with AuditStore(url) as store:
+            store.append(AuditRecord(
+                time=datetime.now(UTC), service="aws", action="instances:describe",
+                resource="i-1", decision="allow", reason="ok", performed_by="agent:argocd",
+                on_behalf_of="user:sam", chain=("agent:argocd", "user:sam")))
+            store.append(AuditRecord(
+                time=datetime.now(UTC), service="aws", action="instances:describe",
+                resource="i-2", decision="allow", reason="ok", performed_by="agent:argocd",
+                on_behalf_of="user:sam", chain=("agent:argocd", "user:sam")))
+            assert [r.resource for r in store.query()] == ["i-1", "i-2"]
+            assert store.verify().ok
+    finally:
+        for fd in held:
+            os.close(fd)
