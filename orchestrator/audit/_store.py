@@ -133,10 +133,15 @@ class AuditStore(Store):
 
     def append(self, record: AuditRecord) -> StoredRecord:
         """Store one record in its own committed transaction; returns it with its chain fields.
-        :class:`~orchestrator.errors.Unavailable` if it could not be stored (then it was not)."""
+        :class:`~orchestrator.errors.Unavailable` if it could not be stored (then it was not).
+        ``ValueError`` for a text with a NUL character, on every back end: PostgreSQL keeps
+        none, and refused there it would fail the batch it shares with other callers."""
         for enrich in self._enrich:
             record = enrich(record)
         prepared = prepare(record.content())  # in the caller's thread, not the batch writer's
+        if any(isinstance(value, str) and "\x00" in value for value in prepared.columns):
+            raise ValueError("an audit record's text holds a NUL character, which no audit "
+                             "store keeps")
         try:
             appended = self._group.submit(prepared)
         except Unavailable as exc:

@@ -83,6 +83,36 @@ def _resources(records: list[StoredRecord]) -> list[str]:
     return [r.resource for r in records]
 
 
+@pytest.mark.parametrize("field", ["resource", "performed_by", "on_behalf_of", "request_id"])
+def test_a_text_with_a_nul_character_is_refused_and_the_batch_beside_it_is_stored(
+        target: Path | str, make_record, field: str) -> None:
+    """PostgreSQL keeps no NUL; refused there mid-batch, it failed every caller of the batch.
+    Refused before it joins one, on both back ends; its JSON fields escape it and keep it."""
+    bad = make_record(**{field: "x\x00y"})
+    with AuditStore(target) as store:
+        barrier = threading.Barrier(9)
+
+        def good(i: int) -> StoredRecord:
+            barrier.wait()
+            return store.append(make_record(resource=f"i-{i}"))
+
+        threads = [threading.Thread(target=good, args=(i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        barrier.wait()
+        with pytest.raises(ValueError, match="^an audit record's text holds a NUL character, "
+                                             "which no audit store keeps$"):
+            store.append(bad)
+        for thread in threads:
+            thread.join(30)
+        kept = store.append(make_record(context={"commit": "9f2c\x00"}, chain=("a\x00",)))
+        assert sorted(r.resource for r in store.query()) == \
+            sorted([*(f"i-{i}" for i in range(8)), kept.resource])
+        (read,) = [r for r in store.query() if r.id == kept.id]
+        assert (read.context, read.chain) == ({"commit": "9f2c\x00"}, ("a\x00",))
+        assert store.verify().ok
+
+
 def test_query_is_ordered_by_time_then_id(filled: AuditStore) -> None:
     with filled:
         records = filled.query()

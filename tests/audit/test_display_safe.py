@@ -31,6 +31,7 @@ BIDI = ("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f\u061
 HOSTILE = ("x\x1b[2K\r\x07allow\x85\x9b31m" + BIDI + "\u200b\u200d\ufeff\u2028\u2029"
            "\ud800\U000e0041\x00\x7f\tend")
 RECORDABLE = HOSTILE.replace("\ud800", "")  # models refuse a lone surrogate outright
+STORABLE = RECORDABLE.replace("\x00", "")  # stores refuse a NUL (PostgreSQL keeps none)
 SAFE_FORM = ("x\\u001b[2K\\r\\u0007allow\\u0085\\u009b31m\\u202a\\u202b\\u202c\\u202d\\u202e"
              "\\u2066\\u2067\\u2068\\u2069\\u200e\\u200f\\u061c\\u200b\\u200d\\ufeff\\u2028"
              "\\u2029\\ud800\\udb40\\udc41\\u0000\\u007f\\tend")
@@ -93,7 +94,7 @@ def test_audit_table() -> None:
 def test_audit_query_in_the_terminal_and_as_json(tmp_path: Path, make_record) -> None:
     db = tmp_path / "audit.sqlite3"
     with AuditStore(db, writer="w") as store:
-        store.append(make_record(resource=RECORDABLE, performed_by=BIDI))
+        store.append(make_record(resource=STORABLE, performed_by=BIDI))
     for args in ([], ["--json"]):
         result = CliRunner().invoke(audit, ["query", "--db", str(db), *args])
         assert result.exit_code == 0 and unsafe(result.stdout) == []
@@ -105,7 +106,7 @@ def test_audit_query_in_the_terminal_and_as_json(tmp_path: Path, make_record) ->
 def test_json_lines_and_ocsf_export(tmp_path: Path, make_record) -> None:
     db = tmp_path / "audit.sqlite3"
     with AuditStore(db, writer="w") as store:
-        stored = store.append(make_record(resource=RECORDABLE))
+        stored = store.append(make_record(resource=STORABLE))
     buffer = io.StringIO()
     to_jsonl([stored], buffer)
     assert unsafe(buffer.getvalue()) == []
