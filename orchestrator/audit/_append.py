@@ -173,9 +173,10 @@ class ChainWriter:
                     head = tx.execute(_HEAD, (self._writer,))
                     found = tx.execute(_FOUND, (self._writer, planned[0].seq, planned[-1].seq))
                 break
-            except ConnectionLost:
-                if attempt == READ_BACK_ATTEMPTS:
-                    raise
+            except Unavailable as exc:  # lost again (tried again), or no connection at all
+                if attempt == READ_BACK_ATTEMPTS or not isinstance(exc, ConnectionLost):
+                    # the commit is still unknown: said so, whatever kept it from being read
+                    raise ConnectionLost(exc.message, reason=exc.reason) from exc
         row = head.fetchone()
         self._head = (int(row[0]), str(row[1])) if row else (0, GENESIS_HASH)
         return _stored(planned, found.fetchall())

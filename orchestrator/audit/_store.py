@@ -133,7 +133,8 @@ class AuditStore(Store):
 
     def append(self, record: AuditRecord) -> StoredRecord:
         """Store one record in its own committed transaction; returns it with its chain fields.
-        :class:`~orchestrator.errors.Unavailable` if it could not be stored (then it was not).
+        :class:`~orchestrator.errors.Unavailable` if it could not be stored (then it was not),
+        :class:`~orchestrator.db.ConnectionLost` if whether it was stayed unknown.
         ``ValueError`` for a text with a NUL character, on every back end: PostgreSQL keeps
         none, and refused there it would fail the batch it shares with other callers."""
         for enrich in self._enrich:
@@ -144,8 +145,9 @@ class AuditStore(Store):
                              "store keeps")
         try:
             appended = self._group.submit(prepared)
-        except Unavailable as exc:
-            raise Unavailable("audit store cannot be written", reason=exc.reason) from exc
+        except Unavailable as exc:  # ConnectionLost (it may be stored) stays ConnectionLost
+            kind = ConnectionLost if isinstance(exc, ConnectionLost) else Unavailable
+            raise kind("audit store cannot be written", reason=exc.reason) from exc
         # ``record`` was validated when it was built, and the chain fields are this store's own:
         # validating it all again (the raw-token scan included) cost half of an append.
         values = {name: getattr(record, name) for name in CONTENT_FIELDS}
