@@ -26,8 +26,6 @@ from orchestrator.identity import Directory, load_directory
 # agent, status; never a token), for an hour.
 RESULT_EXPIRES = 3600
 
-
-
 # Redis broker: every worker sweeps for messages unacknowledged past the visibility timeout
 # (a worker lost mid-hop) every RESTORE_INTERVAL seconds; kombu's defaults (every 10 s, then only
 # one call in 10) made that up to 100 s after the timeout.
