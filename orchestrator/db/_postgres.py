@@ -30,7 +30,7 @@ and a psycopg_pool connection pool per store.
 
 from __future__ import annotations
 
-import selectors
+import select
 import threading
 import time
 from collections.abc import Iterator
@@ -209,10 +209,10 @@ def _ended_by_server(conn: psycopg.Connection[Any]) -> bool:
     backend, a shutdown: its last message and the close are waiting). No round trip."""
     if conn.closed:
         return True
-    try:  # a selector, not select.select, which refuses a descriptor past 1023
-        with selectors.DefaultSelector() as selector:
-            selector.register(conn.pgconn.socket, selectors.EVENT_READ)
-            return bool(selector.select(0))
+    try:  # poll, not select.select, which refuses a descriptor past 1023
+        poller = select.poll()  # no descriptor of its own, unlike an epoll selector
+        poller.register(conn.pgconn.socket, select.POLLIN)  # a hang-up or error is always told
+        return bool(poller.poll(0))
     except (OSError, ValueError, psycopg.OperationalError):
         return True
 
