@@ -43,7 +43,6 @@ QUEUES_CONF = "infrabot_agent_queues"  # the app's agent -> queue map, set by re
 # flight rides one out. The longest countdown (8 s) plus the hop's time limit stays under the
 # Redis broker's visibility timeout, which a retry's countdown spends (settings check it).
 MAX_RETRIES = 7
-BACKOFF_CAP = float(RETRY_COUNTDOWN_CAP)
 TERMINAL = {"succeeded", "denied", "failed", "expired"}
 
 
@@ -65,7 +64,7 @@ def hop_task_id(app: Celery, run_id: str, agent: str) -> str:
 def backoff(retries: int) -> float:
     """Exponential backoff with jitter: 0.25 s, 0.5 s, 1 s ... capped at 8 s, each drawn from
     half to all of that."""
-    return float(min(BACKOFF_CAP, 0.25 * 2**retries) * random.uniform(0.5, 1.0))
+    return float(min(RETRY_COUNTDOWN_CAP, 0.25 * 2**retries) * random.uniform(0.5, 1.0))
 
 
 def enqueue(app: Celery, agent: str, run_id: str, workflow: str, token: str, scope: str,

@@ -53,10 +53,12 @@ _INSERT = ("INSERT INTO journal (run_id, agent, step, action, state, idempotency
            "attempts, updated_at) ")
 # A hand-off's first generation, or the next while it is in doubt (sending), unless a hand-off
 # published with it (``others``) is past doubt: one row per target, all or none of them.
+# A step's first attempt, or one more while its record is still in the state it is inserted in.
+_ANOTHER_ATTEMPT = ("ON CONFLICT (run_id, agent, step) DO UPDATE SET attempts = journal.attempts "
+                    "+ 1, updated_at = excluded.updated_at WHERE journal.state = excluded.state")
 _SEND = (_INSERT + "SELECT ?, ?, ?, ?, ?, ?, NULL, 1, ? WHERE NOT EXISTS (SELECT 1 FROM journal "
          "WHERE run_id = ? AND step = ? AND state <> 'sending' AND agent IN ({others})) "
-         "ON CONFLICT (run_id, agent, step) DO UPDATE SET attempts = journal.attempts + 1, "
-         "updated_at = excluded.updated_at WHERE journal.state = excluded.state")
+         + _ANOTHER_ATTEMPT)
 
 
 @dataclass(frozen=True)
@@ -243,10 +245,7 @@ def _attempt(tx: Transaction, run_id: str, agent: str, step: int, action: str,
     row count is 0 (nothing written) if the record has moved on."""
     tx.lock(f"run:{run_id}")
     return tx.execute(
-        _INSERT + "VALUES (?, ?, ?, ?, ?, ?, NULL, 1, ?) "
-        "ON CONFLICT (run_id, agent, step) DO UPDATE SET "
-        "attempts = journal.attempts + 1, updated_at = excluded.updated_at "
-        "WHERE journal.state = excluded.state",
+        _INSERT + "VALUES (?, ?, ?, ?, ?, ?, NULL, 1, ?) " + _ANOTHER_ATTEMPT,
         (run_id, agent, step, action, state, idempotency_key(run_id, agent, step), now))
 
 
