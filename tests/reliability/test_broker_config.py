@@ -28,11 +28,11 @@ from infrabot.celery_app import (
 from orchestrator.config import Settings
 
 
-def worker_refusal(state_dir: Path, broker_url: str) -> str:
-    """``infrabot worker`` with ``broker_url``: it must refuse to start (exit 1, nothing on
-    stdout); what it said on stderr."""
+def worker_refusal(state_dir: Path, broker_url: str, **settings: str) -> str:
+    """``infrabot worker`` with ``broker_url`` (and ``settings``, more variables): it must
+    refuse to start (exit 1, nothing on stdout); what it said on stderr."""
     result = subprocess.run([str(INFRABOT), "worker", "--state-dir", str(state_dir)],
-                            env=clean_env(INFRABOT_BROKER_URL=broker_url),
+                            env=clean_env(INFRABOT_BROKER_URL=broker_url, **settings),
                             capture_output=True, text=True, timeout=60, check=False)
     assert (result.returncode, result.stdout) == (1, ""), result
     return result.stderr
@@ -97,13 +97,10 @@ def test_a_hops_time_limit_is_its_tasks_and_the_visibility_timeout_outlasts_it(
 
 
 def test_a_visibility_timeout_a_hop_could_outlast_is_one_line_at_start(tmp_path: Path) -> None:
-    result = subprocess.run([str(INFRABOT), "worker", "--state-dir", str(tmp_path)],
-                            env=clean_env(INFRABOT_BROKER_URL="redis://127.0.0.1:1/0",
-                                          INFRABOT_HOP_TIME_LIMIT_SECONDS="110"),
-                            capture_output=True, text=True, timeout=60, check=False)
-    assert (result.returncode, result.stdout, result.stderr) == (1, "", (
+    assert worker_refusal(tmp_path, "redis://127.0.0.1:1/0",
+                          INFRABOT_HOP_TIME_LIMIT_SECONDS="110") == (
         "Error: bad settings: visibility_timeout_seconds must be >= hop_time_limit_seconds + "
-        "11: a hop must never come back while it runs\n")), result
+        "11: a hop must never come back while it runs\n")
 
 
 def test_rediss_gets_the_patched_transport_and_verifies_the_certificate(tmp_path: Path) -> None:
