@@ -134,7 +134,7 @@ class Stack:
             audit, AuditKeys.open(settings.audit_keys_dir, settings.signing_alg, now=now),
             every_records=settings.audit_checkpoint_records,
             every_seconds=settings.audit_checkpoint_seconds, clock=time.time)
-        audit.on_append(checkpointer.appended)
+        audit.anchor_with(checkpointer)
         registry = open_registry(settings)
         clients = provision_clients(settings, registry, held_clients(settings, directory))
         auth = AuthorizationService(

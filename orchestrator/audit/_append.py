@@ -14,6 +14,12 @@ writer name appended meanwhile): then nothing was written, the head is read insi
 locked, transaction, and the batch is written after it. A writer name is unique per store unless
 given, so that second transaction is the exception.
 
+A store with a checkpointer (:class:`Anchor`) ends a batch at the record at which a record-count
+checkpoint falls due, and has it signed before it writes the rest: so no commit, however many
+threads append, leaves more than ``every_records`` of the writer's records unanchored (the bound
+the verifier holds it to), whereas one signed after the fact, while later batches commit, would
+let a verification in between see a longer tail.
+
 A connection lost inside the transaction leaves its commit unknown. It is read back in a write
 transaction that first takes the writer's lock, so a transaction still in flight on the lost
 connection has ended (committed or rolled back) before the records are looked for: those found
@@ -27,7 +33,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from orchestrator.audit._chain import GENESIS_HASH, chain_hash
 from orchestrator.audit._record import CONTENT_FIELDS, canonical_json
@@ -84,6 +90,17 @@ def prepare(content: dict[str, Any]) -> Prepared:
         for name, is_json in zip(CONTENT_FIELDS, _JSON_COLUMN, strict=True)))
 
 
+class Anchor(Protocol):
+    """What signs the record-count checkpoints of a chain
+    (:class:`~orchestrator.audit.Checkpointer`)."""
+
+    def due_at(self) -> int:
+        """The seq at which the next checkpoint falls due."""
+
+    def anchor(self, seq: int, digest: str) -> None:
+        """Sign a checkpoint of record ``seq``, committed with hash ``digest``; never raises."""
+
+
 @dataclass(frozen=True)
 class _Planned:
     seq: int
@@ -101,6 +118,7 @@ class ChainWriter:
         self._writer = writer
         self._writer_json = canonical_json(writer)
         self._head: tuple[int, str] | None = None  # None: read it inside the next transaction
+        self.anchor: Anchor | None = None
 
     def write(self, contents: Sequence[Prepared]) -> list[Appended | Unavailable]:
         """Store every content, in order, chained; per content where it went, or the
@@ -113,31 +131,37 @@ class ChainWriter:
             todo = [i for i in range(len(contents)) if i not in done]
             planned: list[_Planned] = []
             stored: Sequence[Appended | Unavailable | None]
+            due = self.anchor.due_at() if self.anchor else None
             try:
-                stored = self._send([contents[i] for i in todo], planned)
+                stored = self._send([contents[i] for i in todo], planned, due)
             except ConnectionLost as exc:
                 lost += 1
-                stored = self._read_back(planned) if planned else [None] * len(todo)
+                stored = self._read_back(planned) if planned else []
+                stored = [*stored, *[None] * (len(todo) - len(stored))]
                 if lost >= APPEND_ATTEMPTS:
                     stored = [exc if appended is None else appended for appended in stored]
             for index, appended in zip(todo, stored, strict=True):
                 if appended is not None:
                     done[index] = appended
+            if self.anchor and due is not None and self._head and self._head[0] >= due:
+                self.anchor.anchor(*self._head)
         return [done[i] for i in range(len(contents))]
 
-    def _send(self, contents: Sequence[Prepared],
-              planned: list[_Planned]) -> list[Appended | None]:
-        """One transaction; the records it stored (None: not, the head had moved)."""
+    def _send(self, contents: Sequence[Prepared], planned: list[_Planned],
+              due: int | None) -> list[Appended | None]:
+        """One transaction, ending at record ``due`` if it lies ahead; per content, where it was
+        stored (None: not, the head had moved, or it comes after ``due``)."""
         writer = self._writer
         with self._db.transaction(write=True) as tx:
             tx.lock(f"writer:{writer}")
             start = self._head if self._head is not None else self._read_head(tx)
             head = start
-            for content in contents:
+            end = due - start[0] if due is not None and due > start[0] else len(contents)
+            for content in contents[:end]:
                 planned.append(self._plan(head, content))
                 head = (planned[-1].seq, planned[-1].hash)
             rows = [[writer, plan.seq, plan.prev_hash, plan.hash, *content.columns]
-                    for plan, content in zip(planned, contents, strict=True)]
+                    for plan, content in zip(planned, contents[:end], strict=True)]
             moves = planned
             if start[0] == 0:
                 tx.executemany(_INSERT_FIRST, [[*row, writer] for row in rows])
@@ -151,7 +175,7 @@ class ChainWriter:
             found = tx.execute(_FOUND, (writer, planned[0].seq, planned[-1].seq))
         stored = _stored(planned, found.fetchall())
         self._head = head if stored[-1] is not None else None
-        return stored
+        return [*stored, *[None] * (len(contents) - len(stored))]
 
     def _plan(self, head: tuple[int, str], content: Prepared) -> _Planned:
         seq, prev_hash = head[0] + 1, head[1]

@@ -14,10 +14,11 @@ bytes (64 zeros for the first), so a deleted or reordered checkpoint breaks the 
 ``every_records`` is the writer's policy: the verifier flags a writer with more records after
 its last checkpoint than that as missing checkpoints.
 
-When a writer signs (:class:`Checkpointer`): after every ``N`` records it appends (in the
-appending thread), every ``T`` seconds while records it appended are not yet covered
-(:func:`checkpoint_ticker`), when a run ends in its process (:meth:`Checkpointer.run_ended`),
-and when it shuts down cleanly. The SQL is plain (``?`` placeholders, no SQLite functions), so
+When a writer signs (:class:`Checkpointer`): every ``N`` records of its chain (the store's batch
+writer ends a batch at that record and signs before it writes the next, so however many threads
+append, no commit leaves more than ``N`` records unanchored), every ``T`` seconds while records
+it appended are not yet covered (:func:`checkpoint_ticker`), when a run ends in its process
+(:meth:`Checkpointer.run_ended`), and when it shuts down cleanly. The SQL is plain (``?`` placeholders, no SQLite functions), so
 it ports to another database by changing the placeholder.
 """
 
@@ -116,16 +117,17 @@ class CheckpointDatabase(Protocol):
 class _Head:
     seq: int = 0
     hash: str = GENESIS_HASH
-    since_checkpoint: int = 0
     first_unanchored: float | None = None
 
 
 class Checkpointer:
-    """Signs checkpoints of one store's writer with the state directory's audit key.
+    """Signs checkpoints of one store's writer with the state directory's audit key; attach it
+    with :meth:`~orchestrator.audit.AuditStore.anchor_with`.
 
-    Thread-safe. :meth:`appended` is the store's append hook; :meth:`checkpoint` signs one now.
-    A checkpoint that cannot be written is logged and tried again at the next occasion (the
-    next record, tick or run end); it never fails the append that triggered it.
+    Thread-safe. :meth:`appended` follows the records the store commits; :meth:`due_at` and
+    :meth:`anchor` are the store's batch writer's (every ``every_records``); :meth:`checkpoint`
+    signs one now. A checkpoint that cannot be written is logged and tried again at the next
+    occasion (the next batch, tick or run end); it never fails the append that triggered it.
     """
 
     def __init__(self, store: CheckpointDatabase, keys: AuditKeys, *, every_records: int,
@@ -144,17 +146,24 @@ class Checkpointer:
         return self._every_seconds
 
     def appended(self, record: StoredRecord) -> None:
-        """The store's hook, called after each committed append of this writer."""
+        """Called after each committed append of this writer."""
         with self._lock:
             head = self._head
             if record.seq > head.seq:
                 head.seq, head.hash = record.seq, record.hash
-            head.since_checkpoint += 1
-            if head.first_unanchored is None:
+            if head.first_unanchored is None and record.seq > self._signed_seq:
                 head.first_unanchored = self._clock()
-            due = head.since_checkpoint >= self._every_records
-        if due:
-            self._try("records")
+
+    def due_at(self) -> int:
+        """The ``seq`` of this writer's chain at which the next record-count checkpoint falls
+        due: ``every_records`` after the last one this instance signed."""
+        with self._lock:
+            return self._signed_seq + self._every_records
+
+    def anchor(self, seq: int, digest: str) -> None:
+        """The record-count checkpoint of record ``seq`` (hash ``digest``), just committed by
+        the store's batch writer; never raises (a failure is logged)."""
+        self._try("records", head=_Head(seq, digest))
 
     def tick(self) -> None:
         """Sign if a record appended here has waited ``every_seconds`` for a checkpoint."""
@@ -174,15 +183,20 @@ class Checkpointer:
     def checkpoint(self, reason: Reason) -> CheckpointRow | None:
         """Sign and store a checkpoint of this writer's head now; None if there is nothing new
         to anchor. Raises what the store raises when it cannot be written."""
+        return self._checkpoint(reason, None)
+
+    def _checkpoint(self, reason: Reason, head: _Head | None) -> CheckpointRow | None:
         with self._lock:
-            head = _Head(self._head.seq, self._head.hash)
+            head = head or _Head(self._head.seq, self._head.hash)
             if head.seq == 0 or head.seq <= self._signed_seq:
-                self._head.since_checkpoint, self._head.first_unanchored = 0, None
+                if self._head.seq <= self._signed_seq:
+                    self._head.first_unanchored = None
                 return None
             row = self._write(head, reason)
             # None: another instance of this writer name anchored this head already
             self._signed_seq = head.seq
-            self._head.since_checkpoint, self._head.first_unanchored = 0, None
+            if self._head.seq <= head.seq:  # else records after it wait since first_unanchored
+                self._head.first_unanchored = None
             return row
 
     def _write(self, head: _Head, reason: Reason) -> CheckpointRow | None:
@@ -206,9 +220,9 @@ class Checkpointer:
             conn.execute(INSERT, [getattr(row, name) for name in COLUMNS])
         return row
 
-    def _try(self, reason: Reason, **context: Any) -> None:
+    def _try(self, reason: Reason, head: _Head | None = None, **context: Any) -> None:
         try:
-            self.checkpoint(reason)
+            self._checkpoint(reason, head)
         except Exception as exc:  # noqa: BLE001 - the record is committed: never fail its append
             kind = "transient" if isinstance(exc, TransientError) else type(exc).__name__
             get_logger(**context).warning("audit_checkpoint_failed", reason=reason, error=kind)

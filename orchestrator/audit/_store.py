@@ -24,7 +24,7 @@ Triggers refuse ``UPDATE`` and ``DELETE`` on records and any head move other tha
 forward; they stop mistakes, not an attacker who can drop them. :meth:`AuditStore.verify` is what
 detects tampering (see :mod:`orchestrator.audit._verify` and the keyless-chain caveat in
 :mod:`orchestrator.audit._chain`); signed checkpoints (:mod:`orchestrator.audit._checkpoint`,
-written through :meth:`AuditStore.on_append` and :meth:`AuditStore.transaction`) are what a
+written through :meth:`AuditStore.anchor_with` and :meth:`AuditStore.transaction`) are what a
 recomputed chain cannot get past.
 """
 
@@ -43,7 +43,7 @@ from typing import Any
 
 from orchestrator.audit._append import Appended, ChainWriter, Prepared, prepare
 from orchestrator.audit._checkpoint import SELECT_ALL as _SELECT_CHECKPOINTS
-from orchestrator.audit._checkpoint import CheckpointRow
+from orchestrator.audit._checkpoint import Checkpointer, CheckpointRow
 from orchestrator.audit._group import GroupCommit
 from orchestrator.audit._record import (
     CONTENT_FIELDS,
@@ -96,8 +96,8 @@ class AuditStore(Store):
         self._hooks: list[Callable[[StoredRecord], None]] = []
         self._enrich: list[Callable[[AuditRecord], AuditRecord]] = []
         self._db: Database = open_database(target, SCHEMA, read_only=read_only)
-        self._group: GroupCommit[Prepared, Appended] = GroupCommit(
-            ChainWriter(self._db, self._writer).write)
+        self._chain = ChainWriter(self._db, self._writer)
+        self._group: GroupCommit[Prepared, Appended] = GroupCommit(self._chain.write)
 
     @property
     def writer(self) -> str:
@@ -107,10 +107,11 @@ class AuditStore(Store):
     def target(self) -> str:
         return self._db.target
 
-    def on_append(self, hook: Callable[[StoredRecord], None]) -> None:
-        """Call ``hook`` with each record this store appends, after its commit (the checkpointer
-        counts records this way)."""
-        self._hooks.append(hook)
+    def anchor_with(self, checkpointer: Checkpointer) -> None:
+        """Have ``checkpointer`` anchor this writer's chain: it is told of each record after its
+        commit, and signs every ``every_records`` between two batches (:mod:`._append`)."""
+        self._chain.anchor = checkpointer
+        self._hooks.append(checkpointer.appended)
 
     def before_append(self, hook: Callable[[AuditRecord], AuditRecord]) -> None:
         """Pass each record through ``hook`` before it is appended (tracing adds the trace id

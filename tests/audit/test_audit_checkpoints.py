@@ -69,7 +69,7 @@ def writer(target: Path | str, keys: AuditKeys, clock: Clock
     store = AuditStore(target, writer="svc")
     checkpointer = Checkpointer(store, keys, every_records=4, every_seconds=10,
                                 clock=lambda: clock.now)
-    store.on_append(checkpointer.appended)
+    store.anchor_with(checkpointer)
     yield store, checkpointer
     store.close()
 
@@ -167,7 +167,7 @@ def test_writers_share_one_checkpoint_chain(target: Path | str, keys: AuditKeys,
         for store in (a, b):
             cp = Checkpointer(store, keys, every_records=2, every_seconds=10,
                               clock=lambda: clock.now)
-            store.on_append(cp.appended)
+            store.anchor_with(cp)
         for i in range(4):
             a.append(make_record(resource=f"a-{i}"))
             b.append(make_record(resource=f"b-{i}"))
@@ -229,7 +229,7 @@ def test_deleting_every_checkpoint_of_a_slow_writer(keys: AuditKeys, target: Pat
     with AuditStore(target, writer="svc") as store:
         checkpointer = Checkpointer(store, keys, every_records=4, every_seconds=10,
                                     clock=lambda: clock.now)
-        store.on_append(checkpointer.appended)
+        store.anchor_with(checkpointer)
         for minute in range(3):
             store.append(make_record(resource=f"r-{minute}",
                                      time=datetime.fromtimestamp(NOW + 60 * minute, UTC)))
@@ -397,7 +397,7 @@ def test_the_ticker_signs_within_the_period(target: Path | str, keys: AuditKeys,
     with AuditStore(target, writer="ticked") as store:
         checkpointer = Checkpointer(store, keys, every_records=1000, every_seconds=0.2,
                                     clock=time.time)
-        store.on_append(checkpointer.appended)
+        store.anchor_with(checkpointer)
         with checkpoint_ticker(checkpointer, interval=0.05):
             store.append(make_record())
             deadline = time.monotonic() + 5
@@ -416,7 +416,7 @@ def test_concurrent_writers_number_checkpoints_without_gaps(target: Path | str, 
         for store in stores:
             checkpointer = Checkpointer(store, keys, every_records=2, every_seconds=60,
                                         clock=time.time)
-            store.on_append(checkpointer.appended)
+            store.anchor_with(checkpointer)
         start = threading.Barrier(len(stores))
 
         def append(store: AuditStore) -> None:
@@ -436,3 +436,70 @@ def test_concurrent_writers_number_checkpoints_without_gaps(target: Path | str, 
     assert all(later.prev == earlier.hash for earlier, later in itertools.pairwise(rows))
     trail = report(target, keys_dir)
     assert trail.ok and trail.checkpoints == 40 and trail.unanchored == 0
+
+
+def test_record_checkpoints_fall_on_every_nth_record_however_batched(
+        target: Path | str, keys: AuditKeys, keys_dir: Path, make_record) -> None:
+    """16 threads append at once, so records go in batches of many: each batch that reaches the
+    bound ends there and is anchored before the next, so the record-count checkpoints are at
+    exactly every 10th record and no tail was ever longer."""
+    with AuditStore(target, writer="busy") as store:
+        store.anchor_with(Checkpointer(store, keys, every_records=10, every_seconds=60,
+                                       clock=time.time))
+        start = threading.Barrier(16)
+
+        def append(thread: int) -> None:
+            start.wait()
+            for i in range(25):
+                store.append(make_record(resource=f"r-{thread}-{i}"))
+
+        threads = [threading.Thread(target=append, args=(n,)) for n in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        rows = store.snapshot().checkpoints
+    assert [c.seq for c in rows] == list(range(10, 401, 10))
+    trail = report(target, keys_dir, AnchorPolicy(every_records=10, every_seconds=60))
+    assert trail.ok and trail.unanchored == 0
+
+
+class HeldKeys:
+    """The audit keys, but the first signing waits until ``release`` is set (a slow signer, or
+    a checkpoint waiting for the database's ``checkpoints`` lock)."""
+
+    def __init__(self, keys: AuditKeys) -> None:
+        self._keys, self.signing, self.release = keys, threading.Event(), threading.Event()
+
+    def current(self) -> Any:
+        self.signing.set()
+        assert self.release.wait(10)
+        return self._keys.current()
+
+
+def test_records_appended_while_a_checkpoint_is_signed_never_overrun_the_bound(
+        target: Path | str, keys: AuditKeys, keys_dir: Path, make_record) -> None:
+    """The 4th record's checkpoint is being signed when another thread appends: it waits for the
+    checkpoint, so a verification meanwhile finds 4 unanchored records, within the bound. (Had
+    it committed first, as when the appending thread signed after its commit, the verifier
+    would find 5 and report missing checkpoints of a healthy writer.)"""
+    held = HeldKeys(keys)
+    with AuditStore(target, writer="svc") as store:
+        store.anchor_with(Checkpointer(store, held, every_records=4,
+                                       every_seconds=60, clock=time.time))
+        first = threading.Thread(target=fill, args=(store, make_record, 4))
+        first.start()
+        assert held.signing.wait(10)
+        second = threading.Thread(target=fill, args=(store, make_record, 4, 5))
+        second.start()
+        deadline = time.monotonic() + 0.5  # what the second thread commits in that time
+        while len(store.snapshot().rows) == 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        during = report(target, keys_dir)
+        held.release.set()
+        first.join()
+        second.join()
+        rows = store.snapshot().checkpoints
+    assert during.ok and [(w.records, w.unanchored) for w in during.writers] == [(4, 4)]
+    assert [c.seq for c in rows] == [4, 8]
+    assert report(target, keys_dir).ok

@@ -23,7 +23,7 @@ def _fill(target: Path | str, keys_dir: Path, make_record) -> None:
     with AuditStore(target, writer="svc") as store:
         checkpointer = Checkpointer(store, keys, every_records=2, every_seconds=60,
                                     clock=time.time)
-        store.on_append(checkpointer.appended)
+        store.anchor_with(checkpointer)
         store.append(make_record(action="deploy:create", resource="service-x-prod"))
         store.append(make_record(time=T0 + timedelta(minutes=2)))
         store.append(

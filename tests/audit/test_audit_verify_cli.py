@@ -35,7 +35,7 @@ def state(tmp_path: Path, make_record) -> Path:
     with AuditStore(state / "audit.sqlite3", writer="svc") as store:
         checkpointer = Checkpointer(store, keys, every_records=4, every_seconds=60,
                                     clock=time.time)
-        store.on_append(checkpointer.appended)
+        store.anchor_with(checkpointer)
         for i in range(10):
             store.append(make_record(resource=f"r-{i}"))
         checkpointer.close()

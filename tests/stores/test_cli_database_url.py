@@ -44,7 +44,7 @@ def test_audit_and_runs_commands_read_the_database(url: str, env: dict[str, str]
     with AuditStore(url, writer="svc") as audit:
         checkpointer = Checkpointer(audit, keys, every_records=2, every_seconds=60,
                                     clock=time.time)
-        audit.on_append(checkpointer.appended)
+        audit.anchor_with(checkpointer)
         for i in range(3):
             audit.append(record(resource=f"r-{i}"))
         checkpointer.close()
