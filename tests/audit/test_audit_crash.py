@@ -8,9 +8,11 @@ acknowledged before the kill."""
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -34,8 +36,8 @@ where, threads = sys.argv[1], int(sys.argv[2])
 lock = threading.Lock()
 send = ChainWriter._send
 
-def reporting_send(self, contents, planned):
-    stored = send(self, contents, planned)
+def reporting_send(self, contents, *args):
+    stored = send(self, contents, *args)
     with lock:
         sys.stdout.write(f"batch {len(contents)}\\n")
     return stored
@@ -74,21 +76,29 @@ def test_records_acknowledged_before_a_sigkill_are_all_kept(target: Path | str) 
                           stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT) as proc:
         try:
             assert proc.stdout is not None
-            assert proc.stdout.readline().strip() == "ready"
+            output: queue.Queue[str] = queue.Queue()  # a writer that stops writing fails,
+            reader = threading.Thread(  # never hangs, the test
+                target=lambda: [output.put(line) for line in proc.stdout or ()], daemon=True)
+            reader.start()
+            assert output.get(timeout=30).strip() == "ready"
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and not (
                     len(_acked(lines)) >= ACKED_BEFORE_KILL and _most_batched(lines) > 1):
-                line = proc.stdout.readline()
-                if not line:
+                try:
+                    lines.append(output.get(timeout=max(0.0, deadline - time.monotonic()))
+                                 .strip())
+                except queue.Empty:
                     break
-                lines.append(line.strip())
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(10)
-            lines += [line.strip() for line in proc.stdout.read().splitlines() if line.strip()]
+            reader.join(10)
+            while not output.empty():
+                lines.append(output.get().strip())
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
+    lines = [line for line in lines if line]
     acked = _acked(lines)
     assert len(acked) >= ACKED_BEFORE_KILL, f"the writer acknowledged only {len(acked)}"
     assert _most_batched(lines) > 1, "no batch of several records was written"
