@@ -4,6 +4,8 @@ import inside a function says why it is there."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,3 +79,13 @@ def test_no_module_is_over_300_lines() -> None:
     long = [f"{path.relative_to(ROOT)}: {n}" for _, path in _sources()
             if (n := len(path.read_text().splitlines())) > 300]
     assert long == []
+
+
+def test_the_command_line_loads_a_command_only_when_it_runs() -> None:
+    """``infrabot`` itself imports no command's module, nor the web stack, Celery or tracing's
+    instrumentation; a command pays for its own imports (docs/architecture.md)."""
+    probe = ("import sys, infrabot.cli; print(sorted(m for m in sys.modules if m.startswith("
+             "('infrabot.', 'fastapi', 'celery', 'opentelemetry'))))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            check=True, cwd=ROOT).stdout
+    assert loaded.strip() == "['infrabot.cli', 'infrabot.cli._common']"

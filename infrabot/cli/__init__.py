@@ -5,30 +5,49 @@ Every command prints one clear line and exits non-zero on an error; no traceback
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
 
-from infrabot.cli._audit import audit
-from infrabot.cli._check import check
 from infrabot.cli._common import CommandError
-from infrabot.cli._demo import demo
-from infrabot.cli._keys import keys
-from infrabot.cli._revoke import revoke
-from infrabot.cli._run import run
-from infrabot.cli._runs import runs
-from infrabot.cli._serve import serve
-from infrabot.cli._simulate import simulate
-from infrabot.cli._token import token
-from infrabot.cli._worker import worker
-from infrabot.cli._workflows import workflows
 from orchestrator._log import configure
 from orchestrator.config import Settings
 from orchestrator.errors import InfraBotError
 
+# Each command's module, imported only when that command runs (or the top-level help lists them
+# all): a command pays for its own imports, not for every other command's (the server's web
+# stack, the audit trail's, the tracing's), which was most of a short command's run time.
+COMMANDS = {
+    "audit": "infrabot.cli._audit",
+    "check": "infrabot.cli._check",
+    "demo": "infrabot.cli._demo",
+    "keys": "infrabot.cli._keys",
+    "revoke": "infrabot.cli._revoke",
+    "run": "infrabot.cli._run",
+    "runs": "infrabot.cli._runs",
+    "serve": "infrabot.cli._serve",
+    "simulate": "infrabot.cli._simulate",
+    "token": "infrabot.cli._token",
+    "worker": "infrabot.cli._worker",
+    "workflows": "infrabot.cli._workflows",
+}
+
 
 class _Group(click.Group):
-    """Turns the project's errors into one line on stderr."""
+    """Loads a command when it is asked for (:data:`COMMANDS`); turns the project's errors into
+    one line on stderr."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMANDS.get(cmd_name)
+        if module is None:
+            return None
+        command = getattr(importlib.import_module(module), cmd_name)  # deferred: see COMMANDS
+        assert isinstance(command, click.Command)
+        return command
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -49,11 +68,6 @@ def cli() -> None:
       infrabot demo
     """
     configure(_log_level())
-
-
-for command in (demo, serve, worker, simulate, check, workflows, token, revoke, runs, audit,
-                keys, run):
-    cli.add_command(command)
 
 
 def _log_level() -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from infrabot.cli import audit
+from infrabot.cli._audit import audit
 from orchestrator.audit import AuditKeys, AuditStore, Checkpointer, StoredRecord
 
 T0 = datetime(2025, 7, 18, 16, 10, 3, tzinfo=UTC)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from infrabot.cli import audit
+from infrabot.cli._audit import audit
 from infrabot.demo._audit_attack import recompute_from
 from orchestrator.audit import AuditKeys, AuditStore, Checkpointer
 

@@ -12,7 +12,7 @@ import httpx
 from click.testing import CliRunner
 from e2e._harness import accepted_run_id, deployment, embedded_settings, post_webhook
 
-from infrabot.cli import audit
+from infrabot.cli._audit import audit
 from infrabot.system import running_system
 from orchestrator.audit import (
     AnchorPolicy,

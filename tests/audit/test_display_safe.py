@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
-from infrabot.cli import audit
+from infrabot.cli._audit import audit
 from infrabot.demo import DemoResult, render_demo
 from infrabot.demo._report import render_report
 from orchestrator._display import display_safe, safe_html, safe_json

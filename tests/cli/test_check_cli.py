@@ -19,7 +19,7 @@ if getattr(sys.modules.get("mock_services"), "__file__", "") is None:
 import pytest
 from click.testing import CliRunner
 
-from infrabot.cli import check
+from infrabot.cli._check import check
 
 GOOD_EVENT = "name: s\nevent: {user: sam, environment: prod}\n"
 BAD_FILES = {

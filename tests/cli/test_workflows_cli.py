@@ -19,7 +19,7 @@ if getattr(sys.modules.get("mock_services"), "__file__", "") is None:
 
 from click.testing import CliRunner, Result
 
-from infrabot.cli import workflows
+from infrabot.cli._workflows import workflows
 
 DEPLOY_SCOPES = ["urn:infra:deploy:create", "urn:infra:infrastructure:tag",
                  "urn:infra:infrastructure:clean", "urn:infra:incident:resolve"]

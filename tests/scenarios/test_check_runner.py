@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from infrabot.cli import check
+from infrabot.cli._check import check
 from infrabot.scenarios import ScenarioResult, summary_line
 from orchestrator._words import plural
 

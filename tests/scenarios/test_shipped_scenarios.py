@@ -12,7 +12,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from infrabot.cli import check
+from infrabot.cli._check import check
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "workflows" / "scenarios"
 SHIPPED = sorted(yaml.safe_load(p.read_text())["name"] for p in SCENARIOS.glob("*.yaml"))
