@@ -18,8 +18,9 @@ When a writer signs (:class:`Checkpointer`): every ``N`` records of its chain (t
 writer ends a batch at that record and signs before it writes the next, so however many threads
 append, no commit leaves more than ``N`` records unanchored), every ``T`` seconds while records
 it appended are not yet covered (:func:`checkpoint_ticker`), when a run ends in its process
-(:meth:`Checkpointer.run_ended`), and when it shuts down cleanly. The SQL is plain (``?`` placeholders, no SQLite functions), so
-it ports to another database by changing the placeholder.
+(:meth:`Checkpointer.run_ended`), and when it shuts down cleanly. The SQL is plain (``?``
+placeholders, no SQLite functions), so it ports to another database by changing the
+placeholder.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -132,6 +132,16 @@ def test_many_callers_each_get_their_own_answer_in_fewer_writes_and_in_order() -
     assert not group._queue and not group._writing
 
 
+@pytest.fixture
+def default_sigint() -> Iterator[None]:
+    """Python's own SIGINT handler for the test, whatever this process inherited (a shell starts
+    a background job with SIGINT ignored: the interrupt would never come)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.mark.usefixtures("default_sigint")
 def test_a_caller_interrupted_while_queued_leaves_and_the_others_go_on() -> None:
     """The main thread, queued behind a write, gets KeyboardInterrupt (SIGINT): it leaves the
     queue, its item is never written, and the callers queued with it are written next."""
