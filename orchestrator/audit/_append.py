@@ -18,7 +18,10 @@ A store with a checkpointer (:class:`Anchor`) ends a batch at the record at whic
 checkpoint falls due, and has it signed before it writes the rest: so no commit, however many
 threads append, leaves more than ``every_records`` of the writer's records unanchored (the bound
 the verifier holds it to), whereas one signed after the fact, while later batches commit, would
-let a verification in between see a longer tail.
+let a verification in between see a longer tail. A checkpoint found already due (the store
+continues a chain another store of its writer name extended, or a read-back failed before the
+anchor) is signed before anything more is written. Each part of a batch has its own attempts,
+and a part that fails answers only its own records: the ones already stored keep their answer.
 
 A connection lost inside the transaction leaves its commit unknown. It is read back in a write
 transaction that first takes the writer's lock, so a transaction still in flight on the lost
@@ -97,8 +100,12 @@ class Anchor(Protocol):
     def due_at(self) -> int:
         """The seq at which the next checkpoint falls due."""
 
-    def anchor(self, seq: int, digest: str) -> None:
-        """Sign a checkpoint of record ``seq``, committed with hash ``digest``; never raises."""
+    def anchor(self, seq: int, digest: str) -> bool:
+        """Sign a checkpoint of record ``seq``, committed with hash ``digest``; False if it
+        could not (never raises)."""
+
+
+_Answer = Appended | Exception | None  # where a record went, why not, or not tried yet
 
 
 @dataclass(frozen=True)
@@ -119,33 +126,63 @@ class ChainWriter:
         self._writer_json = canonical_json(writer)
         self._head: tuple[int, str] | None = None  # None: read it inside the next transaction
         self.anchor: Anchor | None = None
+        self._unsigned: tuple[int, str] | None = None  # a head the anchor failed to sign
 
-    def write(self, contents: Sequence[Prepared]) -> list[Appended | Unavailable]:
-        """Store every content, in order, chained; per content where it went, or the
-        :class:`~orchestrator.errors.Unavailable` that kept it from being stored (a content
-        answered so was not stored, but after a failed read-back). Raises ``Unavailable`` if
-        nothing could be tried."""
-        done: dict[int, Appended | Unavailable] = {}
+    def write(self, contents: Sequence[Prepared]) -> list[Appended | Exception]:
+        """Store every content, in order, chained; per content where it went, or the exception
+        that kept it from being stored (a plain :class:`~orchestrator.errors.Unavailable`: it
+        was not; ``ConnectionLost``: the read-back could not tell). Raises if nothing could be
+        stored; once a part of the batch is, only the rest is answered with the failure."""
+        done: dict[int, Appended | Exception] = {}
         lost = 0
         while len(done) < len(contents):
             todo = [i for i in range(len(contents)) if i not in done]
             planned: list[_Planned] = []
-            stored: Sequence[Appended | Unavailable | None]
-            due = self.anchor.due_at() if self.anchor else None
+            stored: list[_Answer]
+            due: int | None = None
             try:
-                stored = self._send([contents[i] for i in todo], planned, due)
+                due = self._due()
+                stored = [*self._send([contents[i] for i in todo], planned, due)]
+                lost = 0  # each part of a split batch has its own attempts
             except ConnectionLost as exc:
                 lost += 1
-                stored = self._read_back(planned) if planned else []
-                stored = [*stored, *[None] * (len(todo) - len(stored))]
-                if lost >= APPEND_ATTEMPTS:
-                    stored = [exc if appended is None else appended for appended in stored]
+                try:
+                    stored = [*self._read_back(planned)] if planned else []
+                except ConnectionLost as unknown:  # the commit stays unknown
+                    stored = _failed(unknown, bool(done), len(todo))
+                stored += [None] * (len(todo) - len(stored))
+                if lost >= APPEND_ATTEMPTS:  # read back: not stored, or never sent
+                    gone = Unavailable(exc.message, reason=exc.reason)
+                    stored = [gone if appended is None else appended for appended in stored]
+            except Exception as exc:  # noqa: BLE001 - answered per record once a part is stored
+                stored = _failed(exc, bool(done), len(todo))
             for index, appended in zip(todo, stored, strict=True):
                 if appended is not None:
                     done[index] = appended
-            if self.anchor and due is not None and self._head and self._head[0] >= due:
-                self.anchor.anchor(*self._head)
+            self._anchor_if_due(due)
         return [done[i] for i in range(len(contents))]
+
+    def _due(self) -> int | None:
+        """Where the next transaction must end for the anchor (None: no anchor). A checkpoint
+        already due is signed first, before anything more is written: this store continues a
+        chain that another store of its writer name (or an earlier process) extended, or its
+        last batch's read-back failed before its anchor."""
+        if self.anchor is None:
+            return None
+        if self._head is None:
+            with self._db.transaction(write=False) as tx:
+                self._head = self._read_head(tx)
+        self._anchor_if_due(self.anchor.due_at())
+        return self.anchor.due_at()
+
+    def _anchor_if_due(self, due: int | None) -> None:
+        """Have the anchor sign the head if it reached ``due``; a head it failed to sign is
+        tried again once the head has moved on (the next batch), not at every call."""
+        head = self._head
+        if self.anchor is None or due is None or head is None or head[0] < due \
+                or head == self._unsigned:
+            return
+        self._unsigned = None if self.anchor.anchor(*head) else head
 
     def _send(self, contents: Sequence[Prepared], planned: list[_Planned],
               due: int | None) -> list[Appended | None]:
@@ -204,6 +241,15 @@ class ChainWriter:
         row = head.fetchone()
         self._head = (int(row[0]), str(row[1])) if row else (0, GENESIS_HASH)
         return _stored(planned, found.fetchall())
+
+
+def _failed(exc: Exception, some_stored: bool, count: int) -> list[_Answer]:
+    """A part of a batch failed: raised for the whole batch if none of it is stored yet, else
+    the answer of each of the ``count`` records not yet stored."""
+    if not some_stored:
+        raise exc
+    answers: list[_Answer] = [exc] * count
+    return answers
 
 
 def _stored(planned: list[_Planned], found: list[Any]) -> list[Appended | None]:

@@ -161,10 +161,10 @@ class Checkpointer:
         with self._lock:
             return self._signed_seq + self._every_records
 
-    def anchor(self, seq: int, digest: str) -> None:
-        """The record-count checkpoint of record ``seq`` (hash ``digest``), just committed by
-        the store's batch writer; never raises (a failure is logged)."""
-        self._try("records", head=_Head(seq, digest))
+    def anchor(self, seq: int, digest: str) -> bool:
+        """The record-count checkpoint of record ``seq`` (hash ``digest``), committed by the
+        store's batch writer; False if it could not be signed (logged; never raises)."""
+        return self._try("records", head=_Head(seq, digest))
 
     def tick(self) -> None:
         """Sign if a record appended here has waited ``every_seconds`` for a checkpoint."""
@@ -221,12 +221,14 @@ class Checkpointer:
             conn.execute(INSERT, [getattr(row, name) for name in COLUMNS])
         return row
 
-    def _try(self, reason: Reason, head: _Head | None = None, **context: Any) -> None:
+    def _try(self, reason: Reason, head: _Head | None = None, **context: Any) -> bool:
         try:
             self._checkpoint(reason, head)
         except Exception as exc:  # noqa: BLE001 - the record is committed: never fail its append
             kind = "transient" if isinstance(exc, TransientError) else type(exc).__name__
             get_logger(**context).warning("audit_checkpoint_failed", reason=reason, error=kind)
+            return False
+        return True
 
 
 def payload_of(jws: str) -> bytes:

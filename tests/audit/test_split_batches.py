@@ -1,0 +1,163 @@
+"""A batch that reaches a record-count checkpoint is written in parts (orchestrator/audit/_append.py):
+each part is anchored before the next is written, keeps its own attempts when its connection is
+lost, and a part that fails answers only its own records, never the ones already stored.
+
+The batch writer is driven directly (``store._chain.write``) with the many records group commit
+would hand it at once. A lost connection is a transaction wrapped to raise ``ConnectionLost``
+after rolling back (a real server cannot be made to lose exactly the n-th one on demand).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.audit import AuditKeys, AuditStore, Checkpointer
+from orchestrator.audit._append import Appended, prepare
+from orchestrator.db import ConnectionLost
+from orchestrator.errors import Unavailable
+from tests._postgres import raw
+
+EVERY = 10
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> AuditKeys:
+    return AuditKeys.open(tmp_path / "keys", "ES256", now=int(time.time()))
+
+
+def anchored(target: Path | str, keys: AuditKeys) -> AuditStore:
+    store = AuditStore(target, writer="svc")
+    store.anchor_with(Checkpointer(store, keys, every_records=EVERY, every_seconds=60,
+                                   clock=time.time))
+    return store
+
+
+def contents(make_record: Any, count: int, tag: str) -> list[Any]:
+    return [prepare(make_record(resource=f"{tag}-{i}").content()) for i in range(count)]
+
+
+def checkpoint_seqs(store: AuditStore) -> list[int]:
+    return [c.seq for c in store.snapshot().checkpoints]
+
+
+def test_a_store_continuing_its_writers_chain_signs_what_is_due_before_it_writes(
+        target: Path | str, keys: AuditKeys, make_record: Any) -> None:
+    """A second store of writer ``svc`` (another process, or this one restarted) knows of no
+    checkpoint of its own: it finds the chain at the bound, so it anchors before it writes,
+    then ends each part at the next bound (not one commit of 25 records past the last
+    checkpoint)."""
+    with anchored(target, keys) as first:
+        for i in range(EVERY):
+            first.append(make_record(resource=f"a-{i}"))
+        assert checkpoint_seqs(first) == [10]
+    with anchored(target, keys) as second:
+        answers = second._chain.write(contents(make_record, 25, "b"))
+        assert [a.seq for a in answers if isinstance(a, Appended)] == list(range(11, 36))
+        assert checkpoint_seqs(second) == [10, 20, 30]
+
+
+@contextmanager
+def refusing_inserts(target: Path | str) -> Iterator[None]:
+    """From now on the database refuses every new audit record (a trigger; the server's own
+    refusal, not a lost connection)."""
+    if isinstance(target, str):
+        with raw(target) as conn:
+            conn.execute("CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                         "$$ BEGIN RAISE EXCEPTION 'refused'; END $$")
+            conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON records FOR EACH ROW "
+                         "EXECUTE FUNCTION refuse()")
+    else:
+        with closing(sqlite3.connect(target, isolation_level=None)) as conn:
+            conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON records "
+                         "BEGIN SELECT RAISE(ABORT, 'refused'); END")
+    yield
+
+
+def test_a_part_the_database_refuses_answers_only_its_own_records(
+        target: Path | str, keys: AuditKeys, make_record: Any) -> None:
+    """The first 10 of 15 records are stored and anchored, then the database refuses the rest:
+    the 10 are answered where they went (a caller told "not stored" would write its record
+    again), the 5 with the refusal."""
+    with anchored(target, keys) as store:
+        anchor = store._chain.anchor
+        assert anchor is not None
+
+        class RefuseAfterAnchor:
+            def due_at(self) -> int:
+                return anchor.due_at()
+
+            def anchor(self, seq: int, digest: str) -> bool:
+                signed = anchor.anchor(seq, digest)
+                with refusing_inserts(target):
+                    return signed
+
+        store._chain.anchor = RefuseAfterAnchor()
+        answers = store._chain.write(contents(make_record, 15, "r"))
+        assert [a.seq for a in answers[:10] if isinstance(a, Appended)] == list(range(1, 11))
+        assert all(isinstance(a, Exception) and not isinstance(a, Appended)
+                   for a in answers[10:]), answers[10:]
+        assert len(store.snapshot().rows) == 10 and checkpoint_seqs(store) == [10]
+
+
+class LosingSends:
+    """The store's database, but the sends (transactions that insert records) numbered in
+    ``lost`` lose their connection: rolled back, then ``ConnectionLost``."""
+
+    def __init__(self, db: Any, lost: set[int]) -> None:
+        self._db, self._lost, self.sends = db, lost, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db, name)
+
+    @contextmanager
+    def transaction(self, *, write: bool) -> Iterator[Any]:
+        with self._db.transaction(write=write) as tx:
+            counted = _Counted(tx)
+            yield counted
+            if counted.inserted:
+                self.sends += 1
+                if self.sends in self._lost:
+                    raise ConnectionLost("audit database cannot be used", reason="test_lost")
+
+
+class _Counted:
+    def __init__(self, tx: Any) -> None:
+        self._tx, self.inserted = tx, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tx, name)
+
+    def executemany(self, sql: str, rows: Any) -> Any:
+        self.inserted = self.inserted or sql.startswith("INSERT INTO records")
+        return self._tx.executemany(sql, rows)
+
+
+def test_each_part_of_a_split_batch_has_its_own_attempts(
+        target: Path | str, keys: AuditKeys, make_record: Any) -> None:
+    """The first send of part 1 (records 1-10) and of part 2 (11-20) lose their connection:
+    each part is read back and written again once, so all 25 are stored."""
+    with anchored(target, keys) as store:
+        store._chain._db = LosingSends(store._chain._db, {1, 3})  # type: ignore[assignment]
+        answers = store._chain.write(contents(make_record, 25, "l"))
+        assert [a.seq for a in answers if isinstance(a, Appended)] == list(range(1, 26))
+        assert checkpoint_seqs(store) == [10, 20]
+
+
+def test_records_read_back_as_not_stored_or_never_sent_are_plainly_unavailable(
+        target: Path | str, keys: AuditKeys, make_record: Any) -> None:
+    """Part 2 loses its connection on both attempts: its records were read back as not stored
+    and part 3's never sent, so each is answered a plain ``Unavailable`` (not stored), not
+    ``ConnectionLost`` (may be stored); part 1's are stored."""
+    with anchored(target, keys) as store:
+        store._chain._db = LosingSends(store._chain._db, {2, 3})  # type: ignore[assignment]
+        answers = store._chain.write(contents(make_record, 25, "u"))
+        assert [a.seq for a in answers[:10] if isinstance(a, Appended)] == list(range(1, 11))
+        assert [type(a) for a in answers[10:]] == [Unavailable] * 15
+        assert len(store.snapshot().rows) == 10
