@@ -18,10 +18,11 @@ A store with a checkpointer (:class:`Anchor`) ends a batch at the record at whic
 checkpoint falls due, and has it signed before it writes the rest: so no commit, however many
 threads append, leaves more than ``every_records`` of the writer's records unanchored (the bound
 the verifier holds it to), whereas one signed after the fact, while later batches commit, would
-let a verification in between see a longer tail. A checkpoint found already due (the store
-continues a chain another store of its writer name extended, or a read-back failed before the
-anchor) is signed before anything more is written. Each part of a batch has its own attempts,
-and a part that fails answers only its own records: the ones already stored keep their answer.
+let a verification in between see a longer tail. Where this process's own count falls
+short (another store of its writer name, or an earlier process, extended and anchored the
+chain), the writer's last checkpoint in the database, read under the writer's lock, sets the
+bound. Each part of a batch has its own attempts, and a part that fails answers only its own
+records: the ones already stored keep their answer.
 
 A connection lost inside the transaction leaves its commit unknown. It is read back in a write
 transaction that first takes the writer's lock, so a transaction still in flight on the lost
@@ -39,12 +40,14 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 from orchestrator.audit._chain import GENESIS_HASH, chain_hash
+from orchestrator.audit._checkpoint import SELECT_WRITER_LAST
 from orchestrator.audit._record import CONTENT_FIELDS, canonical_json
 from orchestrator.audit._schema import JSON_FIELDS
 from orchestrator.db import ConnectionLost, Database, Transaction
 from orchestrator.errors import Unavailable
 
 APPEND_ATTEMPTS = 2
+MAX_RECORDS = 1 << 30  # no bound on a transaction's records (group commit bounds a batch)
 READ_BACK_ATTEMPTS = 3
 _INTEGER_FIELDS = frozenset({"status"})
 _VALUES = ", ".join(["?", "CAST(? AS INTEGER)", "?", "?"] + [
@@ -97,8 +100,12 @@ class Anchor(Protocol):
     """What signs the record-count checkpoints of a chain
     (:class:`~orchestrator.audit.Checkpointer`)."""
 
+    @property
+    def every_records(self) -> int:
+        """The bound: a checkpoint at least every this many records."""
+
     def due_at(self) -> int:
-        """The seq at which the next checkpoint falls due."""
+        """The seq at which the next checkpoint falls due, as far as this process knows."""
 
     def anchor(self, seq: int, digest: str) -> bool:
         """Sign a checkpoint of record ``seq``, committed with hash ``digest``; False if it
@@ -131,49 +138,37 @@ class ChainWriter:
     def write(self, contents: Sequence[Prepared]) -> list[Appended | Exception]:
         """Store every content, in order, chained; per content where it went, or the exception
         that kept it from being stored (a plain :class:`~orchestrator.errors.Unavailable`: it
-        was not; ``ConnectionLost``: the read-back could not tell). Raises if nothing could be
-        stored; once a part of the batch is, only the rest is answered with the failure."""
+        was not; ``ConnectionLost``: the read-back could not tell). Raises if every content
+        shares one such answer; once a part of the batch is stored, only the rest is answered
+        with the failure."""
         done: dict[int, Appended | Exception] = {}
         lost = 0
         while len(done) < len(contents):
             todo = [i for i in range(len(contents)) if i not in done]
             planned: list[_Planned] = []
             stored: list[_Answer]
-            due: int | None = None
+            due = self.anchor.due_at() if self.anchor else None
             try:
-                due = self._due()
                 stored = [*self._send([contents[i] for i in todo], planned, due)]
-                lost = 0  # each part of a split batch has its own attempts
             except ConnectionLost as exc:
                 lost += 1
                 try:
                     stored = [*self._read_back(planned)] if planned else []
                 except ConnectionLost as unknown:  # the commit stays unknown
-                    stored = _failed(unknown, bool(done), len(todo))
+                    stored = _unknown(unknown, len(planned), len(todo), bool(done))
                 stored += [None] * (len(todo) - len(stored))
                 if lost >= APPEND_ATTEMPTS:  # read back: not stored, or never sent
                     gone = Unavailable(exc.message, reason=exc.reason)
                     stored = [gone if appended is None else appended for appended in stored]
             except Exception as exc:  # noqa: BLE001 - answered per record once a part is stored
                 stored = _failed(exc, bool(done), len(todo))
+            if any(isinstance(appended, Appended) for appended in stored):
+                lost = 0  # this part is stored: the next part has its own attempts
             for index, appended in zip(todo, stored, strict=True):
                 if appended is not None:
                     done[index] = appended
             self._anchor_if_due(due)
         return [done[i] for i in range(len(contents))]
-
-    def _due(self) -> int | None:
-        """Where the next transaction must end for the anchor (None: no anchor). A checkpoint
-        already due is signed first, before anything more is written: this store continues a
-        chain that another store of its writer name (or an earlier process) extended, or its
-        last batch's read-back failed before its anchor."""
-        if self.anchor is None:
-            return None
-        if self._head is None:
-            with self._db.transaction(write=False) as tx:
-                self._head = self._read_head(tx)
-        self._anchor_if_due(self.anchor.due_at())
-        return self.anchor.due_at()
 
     def _anchor_if_due(self, due: int | None) -> None:
         """Have the anchor sign the head if it reached ``due``; a head it failed to sign is
@@ -186,14 +181,17 @@ class ChainWriter:
 
     def _send(self, contents: Sequence[Prepared], planned: list[_Planned],
               due: int | None) -> list[Appended | None]:
-        """One transaction, ending at record ``due`` if it lies ahead; per content, where it was
-        stored (None: not, the head had moved, or it comes after ``due``)."""
+        """One transaction, ending at the record where the next checkpoint falls due; per
+        content, where it was stored (None: not, the head had moved, or it comes after)."""
         writer = self._writer
         with self._db.transaction(write=True) as tx:
             tx.lock(f"writer:{writer}")
             start = self._head if self._head is not None else self._read_head(tx)
             head = start
-            end = due - start[0] if due is not None and due > start[0] else len(contents)
+            end = self._room(tx, start, due) if due is not None else len(contents)
+            if end == 0:  # a checkpoint is overdue: signed (after this transaction) first
+                self._head = start
+                return [None] * len(contents)
             for content in contents[:end]:
                 planned.append(self._plan(head, content))
                 head = (planned[-1].seq, planned[-1].hash)
@@ -213,6 +211,20 @@ class ChainWriter:
         stored = _stored(planned, found.fetchall())
         self._head = head if stored[-1] is not None else None
         return [*stored, *[None] * (len(contents) - len(stored))]
+
+    def _room(self, tx: Transaction, start: tuple[int, str], due: int) -> int:
+        """How many records may follow the head ``start`` in this transaction: up to ``due``.
+        A ``due`` at or behind the head is this process's own count falling short (another
+        store of this writer name, or an earlier process, extended the chain): then the
+        writer's last checkpoint in the database says, read under the writer's lock, and 0
+        when a checkpoint is overdue there (it is signed first). A head this process failed
+        to sign is written past: while signing fails, batches are not cut short."""
+        if due > start[0]:
+            return due - start[0]
+        if self.anchor is None or start == self._unsigned:
+            return MAX_RECORDS
+        signed = tx.execute(SELECT_WRITER_LAST, (self._writer,)).fetchone()
+        return max(0, (signed[0] if signed else 0) + self.anchor.every_records - start[0])
 
     def _plan(self, head: tuple[int, str], content: Prepared) -> _Planned:
         seq, prev_hash = head[0] + 1, head[1]
@@ -241,6 +253,17 @@ class ChainWriter:
         row = head.fetchone()
         self._head = (int(row[0]), str(row[1])) if row else (0, GENESIS_HASH)
         return _stored(planned, found.fetchall())
+
+
+def _unknown(exc: ConnectionLost, sent: int, count: int, some_stored: bool) -> list[_Answer]:
+    """A lost transaction the read-back could not account for: its ``sent`` records may be
+    stored; the rest of the ``count`` were never sent (not stored). Raised for the whole batch
+    when it is every record of the batch."""
+    if not some_stored and sent == count:
+        raise exc
+    gone = Unavailable(exc.message, reason=exc.reason)
+    answers: list[_Answer] = [exc] * sent
+    return answers + [gone] * (count - sent)
 
 
 def _failed(exc: Exception, some_stored: bool, count: int) -> list[_Answer]:

@@ -146,6 +146,10 @@ class Checkpointer:
     def every_seconds(self) -> float:
         return self._every_seconds
 
+    @property
+    def every_records(self) -> int:
+        return self._every_records
+
     def appended(self, record: StoredRecord) -> None:
         """Called after each committed append of this writer."""
         with self._lock:

@@ -9,7 +9,9 @@ after rolling back (a real server cannot be made to lose exactly the n-th one on
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -108,10 +110,14 @@ def test_a_part_the_database_refuses_answers_only_its_own_records(
 
 class LosingSends:
     """The store's database, but the sends (transactions that insert records) numbered in
-    ``lost`` lose their connection: rolled back, then ``ConnectionLost``."""
+    ``rolled_back`` lose their connection before their commit, those in ``committed`` after
+    it; with ``read_backs_fail`` no read-back of a lost send gets a connection."""
 
-    def __init__(self, db: Any, lost: set[int]) -> None:
-        self._db, self._lost, self.sends = db, lost, 0
+    def __init__(self, db: Any, rolled_back: set[int], committed: frozenset[int] = frozenset(),
+                 read_backs_fail: bool = False) -> None:
+        self._db, self.sends = db, 0
+        self._rolled_back, self._committed = rolled_back, committed
+        self._read_backs_fail = read_backs_fail
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._db, name)
@@ -123,8 +129,16 @@ class LosingSends:
             yield counted
             if counted.inserted:
                 self.sends += 1
-                if self.sends in self._lost:
-                    raise ConnectionLost("audit database cannot be used", reason="test_lost")
+                if self.sends in self._rolled_back:
+                    raise _lost()
+            elif write and self._read_backs_fail and self.sends:
+                raise _lost()
+        if counted.inserted and self.sends in self._committed:
+            raise _lost()
+
+
+def _lost() -> ConnectionLost:
+    return ConnectionLost("audit database cannot be used", reason="test_lost")
 
 
 class _Counted:
@@ -161,3 +175,53 @@ def test_records_read_back_as_not_stored_or_never_sent_are_plainly_unavailable(
         assert [a.seq for a in answers[:10] if isinstance(a, Appended)] == list(range(1, 11))
         assert [type(a) for a in answers[10:]] == [Unavailable] * 15
         assert len(store.snapshot().rows) == 10
+
+
+def test_a_part_stored_before_its_connection_was_lost_leaves_the_next_part_its_attempts(
+        target: Path | str, keys: AuditKeys, make_record: Any) -> None:
+    """Part 1's connection is lost after its commit (read back: stored), then part 2's first
+    send is lost too: part 2 is still written again, so all 25 are stored."""
+    with anchored(target, keys) as store:
+        store._chain._db = LosingSends(  # type: ignore[assignment]
+            store._chain._db, rolled_back={2}, committed=frozenset({1}))
+        answers = store._chain.write(contents(make_record, 25, "c"))
+        assert [a.seq for a in answers if isinstance(a, Appended)] == list(range(1, 26))
+
+
+def test_records_never_sent_are_not_stored_when_the_read_back_cannot_tell(
+        target: Path | str, keys: AuditKeys, make_record: Any) -> None:
+    """Part 1's send is lost and no read-back gets a connection: its 10 records may be stored
+    (``ConnectionLost``), but the 15 the split kept out of that transaction were never sent
+    (a plain ``Unavailable``), so the batch is answered record by record, not raised whole."""
+    with anchored(target, keys) as store:
+        store._chain._db = LosingSends(  # type: ignore[assignment]
+            store._chain._db, rolled_back={1}, read_backs_fail=True)
+        answers = store._chain.write(contents(make_record, 25, "n"))
+        assert [type(a) for a in answers] == [ConnectionLost] * 10 + [Unavailable] * 15
+
+
+def test_two_stores_sharing_a_writer_name_keep_the_bound(
+        target: Path | str, keys: AuditKeys, make_record: Any) -> None:
+    """Two stores of writer ``svc`` (as two processes would), 8 threads each: each store's own
+    count of checkpoints falls behind the other's appends, and the database's says where the
+    bound is, so no two checkpoints are more than ``every_records`` apart."""
+    stores = [anchored(target, keys) for _ in range(2)]
+    try:
+        start = threading.Barrier(16)
+
+        def append(store: AuditStore, thread: int) -> None:
+            start.wait()
+            for i in range(15):
+                store.append(make_record(resource=f"s-{thread}-{i}"))
+
+        threads = [threading.Thread(target=append, args=(stores[n % 2], n)) for n in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        seqs = [0, *checkpoint_seqs(stores[0])]
+    finally:
+        for store in stores:
+            store.close()
+    assert max(later - earlier for earlier, later in itertools.pairwise(seqs)) <= EVERY, seqs
+    assert 240 - seqs[-1] <= EVERY
