@@ -151,19 +151,20 @@ class ChainWriter:
             try:
                 stored = [*self._send([contents[i] for i in todo], planned, due)]
             except ConnectionLost as exc:
-                lost += 1
                 try:
                     stored = [*self._read_back(planned)] if planned else []
-                except ConnectionLost as unknown:  # the commit stays unknown
-                    stored = _unknown(unknown, len(planned), len(todo), bool(done))
+                except Exception as failed:  # noqa: BLE001 - the commit stays unknown
+                    stored = _unknown(_as_lost(failed, exc), len(planned), len(todo), bool(done))
+                # a part the read-back found stored leaves the next part its own attempts
+                lost = 0 if any(isinstance(answer, Appended) for answer in stored) else lost + 1
                 stored += [None] * (len(todo) - len(stored))
                 if lost >= APPEND_ATTEMPTS:  # read back: not stored, or never sent
                     gone = Unavailable(exc.message, reason=exc.reason)
                     stored = [gone if appended is None else appended for appended in stored]
             except Exception as exc:  # noqa: BLE001 - answered per record once a part is stored
                 stored = _failed(exc, bool(done), len(todo))
-            if any(isinstance(appended, Appended) for appended in stored):
-                lost = 0  # this part is stored: the next part has its own attempts
+            else:
+                lost = 0
             for index, appended in zip(todo, stored, strict=True):
                 if appended is not None:
                     done[index] = appended
@@ -253,6 +254,16 @@ class ChainWriter:
         row = head.fetchone()
         self._head = (int(row[0]), str(row[1])) if row else (0, GENESIS_HASH)
         return _stored(planned, found.fetchall())
+
+
+def _as_lost(failed: Exception, lost: ConnectionLost) -> ConnectionLost:
+    """What kept a read-back of the ``lost`` transaction from telling, as a ``ConnectionLost``
+    (the commit stays unknown, whatever the reason: the store closed meanwhile, say)."""
+    if isinstance(failed, ConnectionLost):
+        return failed
+    unknown = ConnectionLost(lost.message, reason=lost.reason)
+    unknown.__cause__ = failed
+    return unknown
 
 
 def _unknown(exc: ConnectionLost, sent: int, count: int, some_stored: bool) -> list[_Answer]:

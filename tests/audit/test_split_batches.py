@@ -118,6 +118,7 @@ class LosingSends:
         self._db, self.sends = db, 0
         self._rolled_back, self._committed = rolled_back, committed
         self._read_backs_fail = read_backs_fail
+        self.read_back_error: Exception = _lost()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._db, name)
@@ -132,7 +133,7 @@ class LosingSends:
                 if self.sends in self._rolled_back:
                     raise _lost()
             elif write and self._read_backs_fail and self.sends:
-                raise _lost()
+                raise self.read_back_error
         if counted.inserted and self.sends in self._committed:
             raise _lost()
 
@@ -153,12 +154,19 @@ class _Counted:
         return self._tx.executemany(sql, rows)
 
 
+@pytest.mark.parametrize(("rolled_back", "committed"), [
+    ({1, 3}, frozenset()),  # part 1's first send, then part 2's first send
+    ({2}, frozenset({1})),  # part 1 lost after its commit (read back: stored), part 2 once
+    ({1}, frozenset({2})),  # part 1 lost, then lost after its commit on the second try
+], ids=["each part lost once", "stored then lost", "stored on the second try"])
 def test_each_part_of_a_split_batch_has_its_own_attempts(
-        target: Path | str, keys: AuditKeys, make_record: Any) -> None:
-    """The first send of part 1 (records 1-10) and of part 2 (11-20) lose their connection:
-    each part is read back and written again once, so all 25 are stored."""
+        target: Path | str, keys: AuditKeys, make_record: Any, rolled_back: set[int],
+        committed: frozenset[int]) -> None:
+    """Lost connections in several parts of a batch of 25 (every 10): each part is read back
+    and, unless found stored, written again once, so all 25 are stored."""
     with anchored(target, keys) as store:
-        store._chain._db = LosingSends(store._chain._db, {1, 3})  # type: ignore[assignment]
+        store._chain._db = LosingSends(  # type: ignore[assignment]
+            store._chain._db, rolled_back, committed)
         answers = store._chain.write(contents(make_record, 25, "l"))
         assert [a.seq for a in answers if isinstance(a, Appended)] == list(range(1, 26))
         assert checkpoint_seqs(store) == [10, 20]
@@ -175,17 +183,6 @@ def test_records_read_back_as_not_stored_or_never_sent_are_plainly_unavailable(
         assert [a.seq for a in answers[:10] if isinstance(a, Appended)] == list(range(1, 11))
         assert [type(a) for a in answers[10:]] == [Unavailable] * 15
         assert len(store.snapshot().rows) == 10
-
-
-def test_a_part_stored_before_its_connection_was_lost_leaves_the_next_part_its_attempts(
-        target: Path | str, keys: AuditKeys, make_record: Any) -> None:
-    """Part 1's connection is lost after its commit (read back: stored), then part 2's first
-    send is lost too: part 2 is still written again, so all 25 are stored."""
-    with anchored(target, keys) as store:
-        store._chain._db = LosingSends(  # type: ignore[assignment]
-            store._chain._db, rolled_back={2}, committed=frozenset({1}))
-        answers = store._chain.write(contents(make_record, 25, "c"))
-        assert [a.seq for a in answers if isinstance(a, Appended)] == list(range(1, 26))
 
 
 def test_records_never_sent_are_not_stored_when_the_read_back_cannot_tell(
@@ -225,3 +222,18 @@ def test_two_stores_sharing_a_writer_name_keep_the_bound(
             store.close()
     assert max(later - earlier for earlier, later in itertools.pairwise(seqs)) <= EVERY, seqs
     assert 240 - seqs[-1] <= EVERY
+
+
+def test_a_read_back_the_store_refuses_leaves_the_stored_part_its_answers(
+        target: Path | str, keys: AuditKeys, make_record: Any) -> None:
+    """Part 2's send is lost and its read-back refused outright (the store closed meanwhile,
+    say): part 1's records keep their answers, part 2's may be stored, part 3's were never
+    sent; nothing is raised for the whole batch."""
+    with anchored(target, keys) as store:
+        losing = LosingSends(store._chain._db, rolled_back={2}, read_backs_fail=True)
+        losing.read_back_error = ValueError("audit database is closed")
+        store._chain._db = losing  # type: ignore[assignment]
+        answers = store._chain.write(contents(make_record, 25, "v"))
+        assert [a.seq for a in answers[:10] if isinstance(a, Appended)] == list(range(1, 11))
+        assert [type(a) for a in answers[10:]] == [ConnectionLost] * 10 + [Unavailable] * 5
+        assert isinstance(answers[10].__cause__, ValueError)
