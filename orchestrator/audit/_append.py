@@ -47,7 +47,6 @@ from orchestrator.db import ConnectionLost, Database, Transaction
 from orchestrator.errors import Unavailable
 
 APPEND_ATTEMPTS = 2
-MAX_RECORDS = 1 << 30  # no bound on a transaction's records (group commit bounds a batch)
 READ_BACK_ATTEMPTS = 3
 _INTEGER_FIELDS = frozenset({"status"})
 _VALUES = ", ".join(["?", "CAST(? AS INTEGER)", "?", "?"] + [
@@ -189,7 +188,7 @@ class ChainWriter:
             tx.lock(f"writer:{writer}")
             start = self._head if self._head is not None else self._read_head(tx)
             head = start
-            end = self._room(tx, start, due) if due is not None else len(contents)
+            end = self._room(tx, start, due) if due is not None else None  # None: all
             if end == 0:  # a checkpoint is overdue: signed (after this transaction) first
                 self._head = start
                 return [None] * len(contents)
@@ -213,17 +212,18 @@ class ChainWriter:
         self._head = head if stored[-1] is not None else None
         return [*stored, *[None] * (len(contents) - len(stored))]
 
-    def _room(self, tx: Transaction, start: tuple[int, str], due: int) -> int:
+    def _room(self, tx: Transaction, start: tuple[int, str], due: int) -> int | None:
         """How many records may follow the head ``start`` in this transaction: up to ``due``.
         A ``due`` at or behind the head is this process's own count falling short (another
         store of this writer name, or an earlier process, extended the chain): then the
         writer's last checkpoint in the database says, read under the writer's lock, and 0
-        when a checkpoint is overdue there (it is signed first). A head this process failed
-        to sign is written past: while signing fails, batches are not cut short."""
+        when a checkpoint is overdue there (it is signed first). None: no bound (a head this
+        process failed to sign is written past: while signing fails, batches are not cut
+        short)."""
         if due > start[0]:
             return due - start[0]
         if self.anchor is None or start == self._unsigned:
-            return MAX_RECORDS
+            return None
         signed = tx.execute(SELECT_WRITER_LAST, (self._writer,)).fetchone()
         return max(0, (signed[0] if signed else 0) + self.anchor.every_records - start[0])
 
@@ -270,11 +270,8 @@ def _unknown(exc: ConnectionLost, sent: int, count: int, some_stored: bool) -> l
     """A lost transaction the read-back could not account for: its ``sent`` records may be
     stored; the rest of the ``count`` were never sent (not stored). Raised for the whole batch
     when it is every record of the batch."""
-    if not some_stored and sent == count:
-        raise exc
     gone = Unavailable(exc.message, reason=exc.reason)
-    answers: list[_Answer] = [exc] * sent
-    return answers + [gone] * (count - sent)
+    return _failed(exc, some_stored or sent < count, sent) + [gone] * (count - sent)
 
 
 def _failed(exc: Exception, some_stored: bool, count: int) -> list[_Answer]:
