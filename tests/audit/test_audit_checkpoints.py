@@ -15,6 +15,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -446,18 +447,15 @@ def test_record_checkpoints_fall_on_every_nth_record_however_batched(
     with AuditStore(target, writer="busy") as store:
         store.anchor_with(Checkpointer(store, keys, every_records=10, every_seconds=60,
                                        clock=time.time))
-        start = threading.Barrier(16)
+        start = threading.Barrier(16, timeout=30)
 
         def append(thread: int) -> None:
             start.wait()
             for i in range(25):
                 store.append(make_record(resource=f"r-{thread}-{i}"))
 
-        threads = [threading.Thread(target=append, args=(n,)) for n in range(16)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        with ThreadPoolExecutor(16) as pool:  # a thread's exception fails the test here
+            list(pool.map(append, range(16)))
         rows = store.snapshot().checkpoints
     assert [c.seq for c in rows] == list(range(10, 401, 10))
     trail = report(target, keys_dir, AnchorPolicy(every_records=10, every_seconds=60))

@@ -14,6 +14,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
@@ -204,18 +205,15 @@ def test_two_stores_sharing_a_writer_name_keep_the_bound(
     bound is, so no two checkpoints are more than ``every_records`` apart."""
     stores = [anchored(target, keys) for _ in range(2)]
     try:
-        start = threading.Barrier(16)
+        start = threading.Barrier(16, timeout=30)
 
-        def append(store: AuditStore, thread: int) -> None:
+        def append(thread: int) -> None:
             start.wait()
             for i in range(15):
-                store.append(make_record(resource=f"s-{thread}-{i}"))
+                stores[thread % 2].append(make_record(resource=f"s-{thread}-{i}"))
 
-        threads = [threading.Thread(target=append, args=(stores[n % 2], n)) for n in range(16)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        with ThreadPoolExecutor(16) as pool:  # a thread's exception fails the test here
+            list(pool.map(append, range(16)))
         seqs = [0, *checkpoint_seqs(stores[0])]
     finally:
         for store in stores:
