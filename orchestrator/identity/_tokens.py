@@ -219,7 +219,13 @@ class CachedJWKS:
     older, so a key its publisher withdrew stops verifying. ``fetch`` raises
     :class:`~orchestrator.errors.Unavailable` when the key set cannot be reached; nothing is
     then trusted. ``parse`` reads the document (our own keys by default; a provider's keys are
-    :func:`~._provider_keys.provider_key_set`)."""
+    :func:`~._provider_keys.provider_key_set`).
+
+    A refresh that fails keeps a set still within ``max_age_seconds`` (only the unknown ``kid``
+    that asked is refused), never one past it: that set is dropped, and until a fetch succeeds
+    every lookup is refused as unavailable. While no set is usable, a failed fetch is tried again
+    at most once per ``min_refresh_seconds`` (lookups in between are refused without one), so a
+    stream of tokens cannot turn an outage into a request each at the publisher."""
 
     def __init__(
         self,
@@ -238,17 +244,29 @@ class CachedJWKS:
         self._max_age = max_age_seconds
         self._parse = parse
         self._set: JWKSet | None = None
-        self._fetched_at = float("-inf")
+        self._fetched_at = float("-inf")  # when the set in hand was fetched
+        self._tried_at = float("-inf")  # the last fetch, whether it succeeded or not
+        self._failed = False  # the last fetch failed
 
     def get(self, kid: str) -> PublicKey | None:
-        age = self._clock() - self._fetched_at
-        if self._set is not None and (self._max_age is None or age < self._max_age):
+        now = self._clock()
+        fresh = self._set is not None and (
+            self._max_age is None or now - self._fetched_at < self._max_age)
+        if self._set is not None and fresh:
             key = self._set.get(kid)
-            if key is not None or age < self._min:
+            if key is not None or now - self._tried_at < self._min:
                 return key
-        self._fetched_at = self._clock()
+        elif self._failed and now - self._tried_at < self._min:
+            raise Unavailable("published key set could not be fetched; tried again later",
+                              reason="jwks_unavailable")
+        self._tried_at, self._failed = now, True
         try:
-            self._set = self._parse(self._fetch(), self._algs)
-        except ValueError as exc:
+            parsed = self._parse(self._fetch(), self._algs)
+        except (Unavailable, ValueError) as exc:
+            if not fresh:
+                self._set = None  # past its age: never trusted again
+            if isinstance(exc, Unavailable):
+                raise
             raise Unavailable("published key set is malformed", reason="jwks_unavailable") from exc
-        return self._set.get(kid)
+        self._set, self._fetched_at, self._failed = parsed, now, False
+        return parsed.get(kid)

@@ -342,3 +342,68 @@ def test_cached_jwks_drops_keys_of_algorithms_not_allowed(ring: KeyRing) -> None
 
 def test_jwkset_is_a_key_source(ring: KeyRing) -> None:
     assert JWKSet.of([ring.current.public]).get(ring.current.kid) == ring.current.public
+
+
+class FailingFetcher(Fetcher):
+    """A fetcher whose publisher can be down (``Unavailable``) or answer garbage."""
+
+    def __init__(self, ring: KeyRing) -> None:
+        super().__init__(ring)
+        self.down = False
+
+    def __call__(self) -> dict[str, Any]:
+        document = super().__call__()
+        if self.down:
+            raise Unavailable("key set unreachable", reason="jwks_unavailable")
+        return document
+
+
+def _unavailable(keys: CachedJWKS, kid: str) -> str:
+    with pytest.raises(Unavailable) as info:
+        keys.get(kid)
+    return info.value.reason
+
+
+def test_a_set_past_its_age_is_not_trusted_when_its_refresh_fails(ring: KeyRing) -> None:
+    fetch, clock = FailingFetcher(ring), FakeClock()
+    keys = CachedJWKS(fetch, ALL_ALGS, clock, min_refresh_seconds=30, max_age_seconds=300)
+    assert keys.get(ring.current.kid) is not None
+    fetch.down = True
+    clock.now += 301
+    assert _unavailable(keys, ring.current.kid) == "jwks_unavailable"
+    clock.now += 1  # the old set was dropped, not renewed by the failed refresh
+    assert _unavailable(keys, ring.current.kid) == "jwks_unavailable"
+    clock.now += 298
+    assert _unavailable(keys, ring.current.kid) == "jwks_unavailable"
+    assert fetch.calls == 3  # tried again once min_refresh_seconds had passed, not per lookup
+    fetch.down = False
+    clock.now += 30
+    assert keys.get(ring.current.kid) is not None
+
+
+def test_a_failed_fetch_is_tried_again_at_most_once_per_interval(ring: KeyRing) -> None:
+    fetch, clock = Fetcher(ring), FakeClock()
+    fetch.document = {"not": "a jwks"}
+    keys = CachedJWKS(fetch, ALL_ALGS, clock, min_refresh_seconds=30)
+    for _ in range(20):
+        assert _unavailable(keys, f"kid-{_}") == "jwks_unavailable"
+    assert fetch.calls == 1
+    fetch.document = None
+    clock.now += 29
+    assert _unavailable(keys, ring.current.kid) == "jwks_unavailable"
+    clock.now += 1
+    assert keys.get(ring.current.kid) is not None
+    assert fetch.calls == 2
+
+
+def test_a_fresh_set_keeps_its_keys_when_a_refresh_for_an_unknown_kid_fails(
+        ring: KeyRing) -> None:
+    fetch, clock = FailingFetcher(ring), FakeClock()
+    keys = CachedJWKS(fetch, ALL_ALGS, clock, min_refresh_seconds=5, max_age_seconds=300)
+    assert keys.get(ring.current.kid) is not None
+    fetch.down = True
+    clock.now += 10
+    assert _unavailable(keys, "unknown-kid") == "jwks_unavailable"
+    assert keys.get(ring.current.kid) is not None  # within its age: still the publisher's
+    assert keys.get("unknown-kid") is None  # and no second fetch within the interval
+    assert fetch.calls == 2

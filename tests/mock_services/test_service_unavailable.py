@@ -52,10 +52,15 @@ def test_an_unreachable_key_set_is_503(stack_factory, http):
 
 
 def test_a_failing_key_endpoint_is_503(stack_factory, http):
-    stack = stack_factory(services=("datadog",))
+    clock = [1000.0]
+    stack = stack_factory(services=("datadog",), key_clock=lambda: clock[0],
+                          min_refresh_seconds=5.0)
     stack.auth.failing = True
     unavailable(stack.call(http, "datadog.monitor.read", MONITOR), "jwks_unavailable")
     stack.auth.failing = False
+    # refused without a fetch until the interval has passed, then served
+    unavailable(stack.call(http, "datadog.monitor.read", MONITOR), "jwks_unavailable")
+    clock[0] += 5.0
     assert stack.call(http, "datadog.monitor.read", MONITOR).status_code == 200
 
 
