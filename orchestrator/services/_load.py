@@ -140,9 +140,10 @@ def _read(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: $: larger than {MAX_DOCUMENT_BYTES} bytes")
     try:
         data = json.loads(text) if path.name.endswith(".json") else yaml.safe_load(text)
-    except (ValueError, yaml.YAMLError) as exc:
+    except (ValueError, yaml.YAMLError, RecursionError) as exc:  # recursion: nested too deep
         kind = "JSON" if path.name.endswith(".json") else "YAML"
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        problem = ("nested too deeply" if isinstance(exc, RecursionError)
+                   else getattr(exc, "problem", None) or str(exc).splitlines()[0])
         raise ConfigError(f"{path}: $: not valid {kind}: {problem}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: $: an OpenAPI document is a mapping")

@@ -204,6 +204,20 @@ def test_a_document_that_does_not_parse_is_one_line(workflows: Path) -> None:
         f"{workflows / 'services/chat.openapi.json'}: $: not valid JSON: ")
 
 
+@pytest.mark.parametrize("name", [CHAT, "services/chat.openapi.json"])
+def test_a_document_nested_too_deeply_is_one_line(workflows: Path, name: str) -> None:
+    text = (workflows / CHAT).read_text()
+    (workflows / CHAT).unlink()
+    deep = "[" * 5000 + "]" * 5000  # far under the size limit; past the parser's recursion
+    if name.endswith(".json"):
+        document = yaml.safe_load(text)
+        (workflows / name).write_text(json.dumps(document)[:-1] + f', "x-deep": {deep}}}')
+    else:
+        (workflows / name).write_text(f"{text}\nx-deep: {deep}\n")
+    assert refusal(workflows) == f"{workflows / name}: $: not valid " \
+        f"{'JSON' if name.endswith('.json') else 'YAML'}: nested too deeply"
+
+
 def test_a_step_naming_an_operation_no_document_declares_is_refused(workflows: Path) -> None:
     announce = workflows / "announce.yaml"
     announce.write_text(announce.read_text().replace("chat.postMessage", "chat.postMesage"))
