@@ -161,9 +161,10 @@ class _ProviderRules:
             raise _refuse("unmappable_user", "the user claim maps to no directory user name")
         values: list[str] = []
         for path in p.permission_paths:
-            found = claim_values(claim_at(payload, path))
+            found = claim_values(claim_at(payload, path, audience=p.audience))
             if found is None:
-                raise _refuse("invalid_claims", f"claim {path!r} is not a string or a list "
+                shown = path.replace("{audience}", p.audience)
+                raise _refuse("invalid_claims", f"claim {shown!r} is not a string or a list "
                                                 "of strings")
             values.extend(found)
         return FederatedIdentity(user=user, issuer=p.issuer, subject=subject,

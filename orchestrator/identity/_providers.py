@@ -109,22 +109,25 @@ class IdentityProvider(BaseModel):
 
     @property
     def permission_paths(self) -> tuple[str, ...]:
-        paths = (self.permission_claims if self.permission_claims is not None
-                 else PROFILES[self.profile][1])
-        return tuple(p.replace("{audience}", self.audience) for p in paths)
+        """The permission claims' paths as configured, ``{audience}`` unreplaced: it is one
+        segment of a path, so :func:`claim_at` puts the audience in after splitting (an
+        audience holding dots, ``infrabot.acme.example`` or a URL, stays one name)."""
+        return (self.permission_claims if self.permission_claims is not None
+                else PROFILES[self.profile][1])
 
 
-def claim_at(payload: dict[str, Any], path: str) -> object:
+def claim_at(payload: dict[str, Any], path: str, *, audience: str | None = None) -> object:
     """The value at a dotted ``path`` (a top-level name that itself holds dots, such as an
     Auth0 namespaced claim ``https://acme.example/roles``, is taken whole first); None if
-    absent."""
+    absent. A segment ``{audience}`` stands for ``audience``, whole."""
     if path in payload:
         return payload[path]
     node: object = payload
     for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
+        name = audience if part == "{audience}" and audience is not None else part
+        if not isinstance(node, dict) or name not in node:
             return None
-        node = node[part]
+        node = node[name]
     return node
 
 

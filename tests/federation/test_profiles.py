@@ -100,6 +100,20 @@ def test_keycloak_client_roles_and_scope_count_as_assertions(
     assert identity.asserted == {"urn:infra:repo:read", "urn:infra:incident:read"}
 
 
+@pytest.mark.parametrize("audience", ["infrabot.acme.example", "https://infrabot.acme.example"])
+def test_keycloak_client_roles_are_found_under_an_audience_holding_dots(
+        idp: IdPServer, audience: str) -> None:
+    trusting = directory_with(idp, keycloak={"audience": audience})
+    claims = keycloak_claims(idp, aud=[audience, "account"], resource_access={
+        audience: {"roles": ["urn:infra:repo:read"]},
+        "infrabot": {"roles": ["urn:infra:incident:read"]}})  # the audience's first label: not it
+    _, identity = tokens(trusting).verify(sign(idp, "keycloak", claims))
+    assert identity.asserted == {"urn:infra:repo:read"}
+    claims["resource_access"][audience]["roles"] = 42
+    assert refused(tokens(trusting), sign(idp, "keycloak", claims), "invalid_claims").message \
+        == f"claim 'resource_access.{audience}.roles' is not a string or a list of strings"
+
+
 def test_a_token_asserting_nothing_grants_nothing(idp: IdPServer, directory: Directory) -> None:
     provider, identity = tokens(directory).verify(sign(idp, "okta", okta_claims(idp)))
     holder, _ = federated_holder(directory, provider, identity)
