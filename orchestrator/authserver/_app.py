@@ -17,6 +17,7 @@ from orchestrator.audit import public_document
 from orchestrator.audit._keys import PUBLIC_FILE
 from orchestrator.authserver._client_keys import CLIENT_KEYS_PATH, add_client_keys_route
 from orchestrator.authserver._dpop import DPOP_KEYS_PATH, one_proof
+from orchestrator.authserver._federated_root import TOKEN_TYPE_ID
 from orchestrator.authserver._service import (
     GRANT_JWT_BEARER,
     GRANT_TOKEN_EXCHANGE,
@@ -130,7 +131,9 @@ def create_app(service: AuthorizationService) -> FastAPI:
             "revocation_endpoint_auth_methods_supported": ["private_key_jwt"],
             "scopes_supported": sorted({s for svc in service.directory.services.values()
                                         for s in svc.scopes}),
-            "subject_token_types_supported": [TOKEN_TYPE_ACCESS, TOKEN_TYPE_JWT],
+            # an ID token roots a run only when the directory trusts the provider that signed it
+            "subject_token_types_supported": [TOKEN_TYPE_ACCESS, TOKEN_TYPE_JWT, *(
+                [TOKEN_TYPE_ID] if service.directory.identity_providers else [])],
             "actor_token_types_supported": [TOKEN_TYPE_JWT],
             "client_assertion_types_supported": [CLIENT_ASSERTION_TYPE],
             "access_token_signing_alg_values_supported": [service.settings.signing_alg],

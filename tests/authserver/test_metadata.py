@@ -59,6 +59,8 @@ def test_metadata_names_the_grants_and_client_authentication(metadata: dict[str,
                    for alg in metadata["token_endpoint_auth_signing_alg_values_supported"])
     assert metadata["access_token_signing_alg_values_supported"] == ["ES256"]
     assert metadata["max_delegation_depth"] == 4
+    assert metadata["subject_token_types_supported"] == [  # no identity provider trusted
+        "urn:ietf:params:oauth:token-type:access_token", "urn:ietf:params:oauth:token-type:jwt"]
 
 
 def test_metadata_lists_the_service_scopes(metadata: dict[str, Any]) -> None:

@@ -81,6 +81,17 @@ def test_a_trusted_providers_token_roots_a_chain_that_records_where_it_came_from
     server.assert_not_stored(user_token)
 
 
+def test_an_id_token_roots_a_run_as_the_metadata_says(server: AuthServer, idp: IdPServer) -> None:
+    id_type = "urn:ietf:params:oauth:token-type:id_token"
+    assert id_type in server.http.get(
+        f"{server.url}/.well-known/oauth-authorization-server").json()[
+        "subject_token_types_supported"]
+    user_token = kc_token(idp, roles=("infra-deployer",))
+    response = server.post("/token", form(server, user_token, subject_token_type=id_type))
+    assert response.status_code == 200, response.text
+    assert unverified_claims(response.json()["access_token"])["sub"] == "user:sam"
+
+
 def test_a_role_that_would_widen_the_directory_is_not_granted(
         server: AuthServer, idp: IdPServer) -> None:
     """Alex asserts the deployer role at the IdP; the directory does not let alex deploy."""
