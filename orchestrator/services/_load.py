@@ -5,7 +5,9 @@ named ``<name>.<operationId>``.
 Every refusal is one :class:`~orchestrator.errors.ConfigError` line naming the file and the JSON
 path of what is wrong: an operation without ``x-required-scope``, a scope the directory does not
 list for the service (``services.<name>.scopes`` in ``directory.yaml``), a missing or duplicate
-``operationId``, a name that clashes with a built-in service.
+``operationId``, a name that clashes with a built-in service, a value JSON cannot hold (an unquoted
+YAML date), a ``$ref`` that names nothing in the document (or lies outside it: nothing is
+fetched), a route naming a parameter twice or differing from another only in parameter names.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from orchestrator.catalog import install_services
 from orchestrator.config import SERVICE_NAMES
 from orchestrator.errors import ConfigError
 from orchestrator.identity import Directory, is_scope
+from orchestrator.services._checks import broken_ref, non_json
 from orchestrator.services._document import (
     Document,
     JsonPath,
@@ -117,11 +120,15 @@ def load_service(name: str, path: Path, directory: Directory) -> DeclaredService
     except ValidationError as exc:
         first = exc.errors()[0]
         raise ConfigError(f"{path}: {json_path(tuple(first['loc']))}: {first['msg']}") from None
+    broken = broken_ref(raw)
+    if broken is not None:
+        raise ConfigError(f"{path}: {json_path(broken[0])}: {broken[1]}")
     listed = directory.services.get(name)
     seen: dict[str, JsonPath] = {}
+    shapes: dict[str, str] = {}
     operations: list[DeclaredOperation] = []
     for route, item in document.paths.items():
-        _check_route(path, route)
+        _check_route(path, route, shapes)
         for method, operation in item.operations(order=raw["paths"][route]):
             loc: JsonPath = ("paths", route, method)
             op_id = _operation_id(path, loc, operation, seen)
@@ -147,16 +154,32 @@ def _read(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: $: not valid {kind}: {problem}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: $: an OpenAPI document is a mapping")
+    problem = non_json(data)  # YAML's dates, sets, non-string keys...: the mock answers JSON
+    if problem is not None:
+        raise ConfigError(f"{path}: {json_path(problem[0])}: {problem[1]}")
     return data
 
 
-def _check_route(path: Path, route: str) -> None:
+def _check_route(path: Path, route: str, shapes: dict[str, str]) -> None:
+    """A route the mock can serve: its parameters well named, each once, and not the same
+    route as one checked before (in ``shapes``) but for its parameter names."""
+    where = json_path(("paths", route))
     if not route.startswith("/"):
-        raise ConfigError(f"{path}: {json_path(('paths', route))}: a path starts with '/'")
-    for param in _PATH_PARAM.findall(route):
+        raise ConfigError(f"{path}: {where}: a path starts with '/'")
+    params = _PATH_PARAM.findall(route)
+    for index, param in enumerate(params):
         if not _PARAM_NAME.match(param):
-            raise ConfigError(f"{path}: {json_path(('paths', route))}: path parameter "
-                              f"{{{param}}} must be letters, digits and '_'")
+            raise ConfigError(f"{path}: {where}: path parameter {{{param}}} must be letters, "
+                              "digits and '_'")
+        if param in params[:index]:
+            raise ConfigError(f"{path}: {where}: path parameter {{{param}}} appears twice")
+    shape = _PATH_PARAM.sub("{}", route)
+    if shape in shapes:  # OpenAPI forbids it too ("identical" templated paths)
+        raise ConfigError(f"{path}: {where}: the same route as "
+                          f"{json_path(('paths', shapes[shape]))} but for its parameter names, "
+                          "so a request cannot tell which it calls: declare their operations "
+                          "under one path")
+    shapes[shape] = route
 
 
 def _operation_id(path: Path, loc: JsonPath, operation: Operation,

@@ -4,6 +4,7 @@ broken document is refused with one line naming the file and the JSON path."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import shutil
 from collections.abc import Callable, Iterator
@@ -223,3 +224,147 @@ def test_a_step_naming_an_operation_no_document_declares_is_refused(workflows: P
     announce.write_text(announce.read_text().replace("chat.postMessage", "chat.postMesage"))
     with pytest.raises(ConfigError, match="unknown action 'chat.postMesage'"):
         load_workflows(workflows, load_directory(workflows / "directory.yaml"))
+
+
+def _response_schema(document: dict[str, Any]) -> dict[str, Any]:
+    schema: dict[str, Any] = _op(document, "/channels/{channel}", "get")["responses"]["200"][
+        "content"]["application/json"]["schema"]
+    return schema
+
+
+GET_CHANNEL_SCHEMA = "$.paths['/channels/{channel}'].get.responses['200'].content" \
+    "['application/json'].schema"
+
+
+def test_a_ref_to_nothing_in_the_document_is_refused(workflows: Path) -> None:
+    path = edited(workflows, lambda d: _response_schema(d).update(
+        {"$ref": "#/components/schemas/Chanel"}))
+    assert refusal(workflows) == (
+        f"{path}: {GET_CHANNEL_SCHEMA}['$ref']: $ref '#/components/schemas/Chanel' names "
+        "nothing: $.components.schemas has no 'Chanel'")
+
+
+@pytest.mark.parametrize("ref", ["common.yaml#/components/schemas/Channel",
+                                 "https://example.com/chat.json#/Channel"])
+def test_a_ref_outside_the_document_is_refused_not_fetched(workflows: Path, ref: str) -> None:
+    path = edited(workflows, lambda d: _response_schema(d).update({"$ref": ref}))
+    assert refusal(workflows) == (
+        f"{path}: {GET_CHANNEL_SCHEMA}['$ref']: $ref {ref!r} is outside this document: only "
+        "references into it ('#/...') are followed, nothing is fetched; copy what it names "
+        "into components")
+
+
+def test_a_ref_that_is_not_a_pointer_is_refused(workflows: Path) -> None:
+    path = edited(workflows, lambda d: _response_schema(d).update({"$ref": "#Channel"}))
+    assert refusal(workflows) == (
+        f"{path}: {GET_CHANNEL_SCHEMA}['$ref']: $ref '#Channel' is not a JSON pointer: a "
+        "reference into the document is '#/...'")
+
+
+def test_what_only_looks_like_a_ref_is_data(workflows: Path) -> None:
+    def edit(document: dict[str, Any]) -> None:
+        schemas = document["components"]["schemas"]
+        schemas["Channel"]["properties"]["$ref"] = {"type": "string"}  # a field named $ref
+        schemas["Channel"]["example"] = {"$ref": "not a reference"}
+        schemas["Message"]["properties"]["id"] = {"$ref": "#/components/schemas/Channel/"
+                                                          "properties/id"}
+    edited(workflows, edit)
+    [chat] = load_services(workflows, load_directory(workflows / "directory.yaml"))
+    assert len(chat.actions) == 6
+
+
+def _add_route(route: str, op_id: str, method: str = "get") -> Edit:
+    def edit(document: dict[str, Any]) -> None:
+        document["paths"][route] = {method: {
+            "operationId": op_id, "x-required-scope": "urn:infra:chat:read",
+            "responses": {"200": {"description": "ok"}}}}
+    return edit
+
+
+def test_a_route_naming_a_parameter_twice_is_refused(workflows: Path) -> None:
+    path = edited(workflows, _add_route("/x/{a}/{a}", "dup"))
+    assert refusal(workflows) == (
+        f"{path}: $.paths['/x/{{a}}/{{a}}']: path parameter {{a}} appears twice")
+
+
+@pytest.mark.parametrize("method", ["get", "delete"])
+def test_routes_differing_only_in_parameter_names_are_refused(workflows: Path,
+                                                              method: str) -> None:
+    path = edited(workflows, _add_route("/channels/{id}", "readChannel", method))
+    assert refusal(workflows) == (
+        f"{path}: $.paths['/channels/{{id}}']: the same route as "
+        "$.paths['/channels/{channel}'] but for its parameter names, so a request cannot tell "
+        "which it calls: declare their operations under one path")
+
+
+EXAMPLE = "$.paths['/channels'].post.responses['201'].content['application/json'].example"
+
+
+@pytest.mark.parametrize(("value", "said"), [
+    (datetime.date(2024, 1, 1), "2024-01-01 is a YAML date"),
+    (datetime.datetime(2024, 1, 1, 10, 30), "2024-01-01 10:30:00 is a YAML timestamp"),
+    (float("nan"), "nan is a number JSON cannot hold"),
+    (float("-inf"), "-inf is a number JSON cannot hold"),
+    (b"\x00", "!!binary is a YAML binary"),
+    ({"a"}, "!!set is a YAML set"),
+])
+def test_a_yaml_value_json_cannot_hold_is_refused(workflows: Path, value: Any,
+                                                  said: str) -> None:
+    path = edited(workflows, lambda d: _op(d, "/channels", "post")["responses"]["201"][
+        "content"]["application/json"]["example"].update(created=[value]))
+    assert refusal(workflows) == f"{path}: {EXAMPLE}.created[0]: {said}, not JSON: quote it"
+
+
+@pytest.mark.parametrize(("key", "said"), [
+    (True, "true is a YAML boolean (YAML reads on, off, yes and no so)"),
+    (200, "200 is a YAML integer"),
+    (datetime.date(2024, 1, 1), "2024-01-01 is a YAML date"),
+])
+def test_a_yaml_key_that_is_not_a_string_is_refused(workflows: Path, key: Any,
+                                                    said: str) -> None:
+    path = edited(workflows, lambda d: _op(d, "/channels", "post")["responses"]["201"][
+        "content"]["application/json"]["example"].update({key: "x"}))
+    assert refusal(workflows) == f"{path}: {EXAMPLE}: the key {said}, not a string: quote it"
+
+
+def test_an_unquoted_on_key_and_date_in_yaml_text_are_refused(workflows: Path) -> None:
+    text = (workflows / CHAT).read_text().replace(
+        "example: {is_archived: false, topic: \"\"}", "example: {created: 2024-01-01}")
+    (workflows / CHAT).write_text(text)
+    assert refusal(workflows) == (
+        f"{workflows / CHAT}: {EXAMPLE}.created: 2024-01-01 is a YAML date, not JSON: quote it")
+    (workflows / CHAT).write_text(text.replace("{created: 2024-01-01}", "{on: '2024-01-01'}"))
+    assert refusal(workflows) == (
+        f"{workflows / CHAT}: {EXAMPLE}: the key true is a YAML boolean (YAML reads on, off, "
+        "yes and no so), not a string: quote it")
+
+
+def test_a_json_document_holding_nan_is_refused(workflows: Path) -> None:
+    document = yaml.safe_load((workflows / CHAT).read_text())
+    _op(document, "/channels", "post")["responses"]["201"]["content"]["application/json"][
+        "example"]["score"] = float("nan")
+    (workflows / CHAT).unlink()
+    target = workflows / "services/chat.openapi.json"
+    target.write_text(json.dumps(document))
+    assert refusal(workflows) == f"{target}: {EXAMPLE}.score: nan is a number JSON cannot hold" \
+        ", not JSON: quote it"
+
+
+def test_refs_going_round_in_a_circle_are_refused(workflows: Path) -> None:
+    def edit(document: dict[str, Any]) -> None:
+        document["components"]["schemas"].update({
+            "Loop": {"$ref": "#/components/schemas/Back"},
+            "Back": {"$ref": "#/components/schemas/Loop", "description": "still a loop"}})
+        _response_schema(document).update({"$ref": "#/components/schemas/Loop"})
+    path = edited(workflows, edit)
+    assert refusal(workflows) == (
+        f"{path}: {GET_CHANNEL_SCHEMA}['$ref']: $ref '#/components/schemas/Loop' goes round "
+        "in a circle: #/components/schemas/Loop -> #/components/schemas/Back -> "
+        "#/components/schemas/Loop")
+
+
+def test_a_ref_to_what_is_not_an_object_is_refused(workflows: Path) -> None:
+    path = edited(workflows, lambda d: _response_schema(d).update({"$ref": "#/info/title"}))
+    assert refusal(workflows) == (
+        f"{path}: {GET_CHANNEL_SCHEMA}['$ref']: $ref '#/info/title' names $.info.title, which "
+        "is not an object")
