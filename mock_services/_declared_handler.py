@@ -5,7 +5,8 @@ the document's success response before it is sent.
 A request that breaks the document is 422 ``validation_failed`` naming where (``body.text:
 fails required``), never echoing the value. An answer the document's own response schema refuses
 is the document's inconsistency, not the caller's: 500 ``response_invalid``, naming the
-operation and the keyword; it is checked before anything is kept, so nothing changes.
+operation and the keyword; it is checked before anything is kept or deleted, so nothing changes.
+A body nested too deeply to be checked (against a recursive schema) is the caller's 422.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from mock_services._access import Caller
 from mock_services._bearer import ApiError
 from mock_services._bodies import is_json
 from mock_services._declared_schemas import Schemas
-from mock_services._declared_state import DeclaredState, Shape, concrete
+from mock_services._declared_state import DeclaredState, Shape, Stored, concrete
 from mock_services._enforcement import current_caller
 from orchestrator.services import DeclaredOperation
 
@@ -102,7 +103,8 @@ class OperationHandler:
         key = str(values[self.shape.item])
         stored = self.state.get(collection, key)
         if method == "PUT":
-            data = self._checked({**self._fields(values), **(body or {})})
+            data = self._checked({**self._fields(values), **(body or {}),
+                                  **self._identity(key, stored)})
             if stored is None:
                 return self.status, self.state.put(collection, key, data, caller.ctx).data
             return self.status, self.state.replace(collection, key, data).data
@@ -111,11 +113,12 @@ class OperationHandler:
         if method == "GET":
             return self.status, stored.data
         if method == "PATCH":
-            merged = self._checked({**stored.data, **(body or {})})
+            merged = self._checked({**stored.data, **(body or {}), **self._identity(key, stored)})
             return self.status, self.state.replace(collection, key, merged).data
         if method == "DELETE":
+            answer = self._checked(self.example) if self.example is not None else None
             self.state.delete(collection, key)
-            return self.status, self.example
+            return self.status, answer
         return self.status, self.example if self.example is not None else stored.data
 
     def answer(self, status: int, payload: Any) -> Response:
@@ -127,7 +130,10 @@ class OperationHandler:
         """``payload`` if the document's success response takes it (checked before anything is
         kept, so a refused answer changes nothing)."""
         if self.answer_loc is not None:
-            problem = self.schemas.problem(self.answer_loc, payload, "response")
+            try:
+                problem = self.schemas.problem(self.answer_loc, payload, "response")
+            except RecursionError:  # a schema that refers to itself without end
+                problem = "response: cannot be checked, its schema recurses without end"
             if problem is not None:
                 raise ApiError(500, "response_invalid",
                                f"{self.action.name}: the mock's answer breaks the document's "
@@ -170,18 +176,32 @@ class OperationHandler:
         """The path parameters the answer's schema has fields for (all, with no schema)."""
         return {k: v for k, v in values.items() if self.fields is None or k in self.fields}
 
+    def _identity(self, key: str, stored: Stored | None) -> dict[str, Any]:
+        """The ``id`` an object under ``key`` reads back with, as POST gives it: the one it
+        has, or (if the answer has an ``id`` field, or no schema) the key, typed as its path
+        parameter is declared; a body cannot change it."""
+        if stored is not None and "id" in stored.data:
+            return {"id": stored.data["id"]}
+        if self.fields is not None and "id" not in self.fields:
+            return {}
+        kind = next((p.kind for p in self.params if p.name == self.shape.item), None)
+        return {"id": _CASTS[kind](key) if kind in _CASTS else key}
+
     def _create(self, collection: str, values: Mapping[str, Any], body: dict[str, Any] | None,
                 caller: Caller) -> dict[str, Any]:
         example = self.example if isinstance(self.example, dict) else {}
         data = {**example, **self._fields(values), **(body or {})}
         given = (body or {}).get("id")
-        key = str(given) if isinstance(given, str | int) and not isinstance(given, bool) \
-            else self.state.new_key(collection)
+        fresh = not isinstance(given, str | int) or isinstance(given, bool)
+        key = self.state.next_key(collection) if fresh else str(given)
         if self.state.get(collection, key) is not None:
             raise ApiError(409, "conflict", f"{self.state.resource(collection, key)} exists")
         if self.fields is None or "id" in self.fields:
-            data["id"] = given if key == str(given) else key
-        return self.state.put(collection, key, self._checked(data), caller.ctx).data
+            data["id"] = key if fresh else given
+        checked = self._checked(data)  # before the new key is taken: a refusal changes nothing
+        if fresh:
+            self.state.take_key(key)
+        return self.state.put(collection, key, checked, caller.ctx).data
 
     def _list(self, collection: str, request: Request, caller: Caller) -> Any:
         if collection not in self.state.collections and self.example is not None:

@@ -4,7 +4,10 @@
 draft 4 with ``nullable: true`` turned into a ``"null"`` type). The whole document is one
 ``referencing`` resource, so a schema's ``$ref: '#/components/schemas/Message'`` resolves as the
 document says. A failure names where the value failed and the keyword it broke, never the value
-(a body may hold anything, a token included).
+(a body may hold anything, a token included). A value nested so deeply against a recursive schema
+(a tree whose ``Node`` has a ``child: Node``) that checking it recurses past Python's limit fails
+as ``<what>: too deeply nested to check`` (a request's body refused as the caller's, an answer as
+the mock's).
 """
 
 from __future__ import annotations
@@ -22,6 +25,9 @@ from referencing.jsonschema import DRAFT4, DRAFT202012
 from orchestrator.services import json_path
 
 _ROOT = "urn:infrabot:openapi-document"
+# A value at most this deep whose check still recurses past the limit did not make it recurse:
+# the schema did (a $ref to itself), the document's fault, not the value's.
+_SHALLOW = 16
 
 
 def _pointer(loc: tuple[str | int, ...]) -> str:
@@ -75,8 +81,26 @@ class Schemas:
             schema = {"$ref": f"{_ROOT}#/{_pointer(loc)}"}
             validator = self._cls(schema, registry=self._registry)
             self._cache[loc] = validator
-        error = best_match(validator.iter_errors(value))
+        try:
+            error = best_match(validator.iter_errors(value))
+        except RecursionError:
+            if _depth(value) <= _SHALLOW:
+                raise
+            return f"{what}: too deeply nested to check"
         if error is None:
             return None
         where = json_path(tuple(error.absolute_path)).replace("$", what, 1)
         return f"{where}: fails {error.validator}"
+
+
+def _depth(value: Any) -> int:
+    """How deeply ``value``'s arrays and objects nest (without recursing)."""
+    deepest, todo = 0, [(value, 0)]
+    while todo:
+        node, depth = todo.pop()
+        deepest = max(deepest, depth)
+        if isinstance(node, dict):
+            todo.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            todo.extend((v, depth + 1) for v in node)
+    return deepest

@@ -115,12 +115,19 @@ class DeclaredState:
         objects = self.collections.get(collection)
         return objects is not None and objects.pop(key, None) is not None
 
-    def new_key(self, collection: str) -> str:
-        """An id for a new object: the collection's initial and a count (``C000001``)."""
-        self.created += 1
+    def next_key(self, collection: str) -> str:
+        """An id for a new object: the collection's initial and the next count not already
+        kept there (``C000001``); the count moves on only when it is taken (:meth:`take_key`),
+        so a refused creation changes nothing."""
         last = collection.rstrip("/").rpartition("/")[2]
         initial = (last[:1] if last[:1].isalpha() else "O").upper()
-        return f"{initial}{self.created:06d}"
+        count = self.created + 1
+        while self.get(collection, f"{initial}{count:06d}") is not None:
+            count += 1
+        return f"{initial}{count:06d}"
+
+    def take_key(self, key: str) -> None:
+        self.created = max(self.created, int(key[1:]))
 
     def resource(self, collection: str, key: str) -> str:
         return clean_text(f"{self.service}:{collection.rstrip('/')}/{key}")

@@ -225,3 +225,134 @@ def test_an_unrouted_request_is_answered_and_audited(chat: Stack, http: httpx.Cl
     assert (response.status_code, response.json()["reason"]) == (404, "not_found")
     [record] = chat.records(response)
     assert (record.service, record.action, record.decision) == ("chat", "route:unknown", "deny")
+
+
+ROOMS = """
+/rooms:
+  post:
+    operationId: createRoom
+    x-required-scope: urn:infra:chat:write
+    requestBody: {required: true, content: {application/json: {schema: {$ref: "#/components/schemas/NewChannel"}}}}
+    responses: {"201": {description: r, content: {application/json: {schema: {$ref: "#/components/schemas/Room"}}}}}
+/rooms/{room}:
+  parameters: [{name: room, in: path, required: true, schema: {$ref: "#/components/schemas/Id"}}]
+  get:
+    operationId: getRoom
+    x-required-scope: urn:infra:chat:read
+    responses: {"200": {description: r, content: {application/json: {schema: {$ref: "#/components/schemas/Room"}}}}}
+  put:
+    operationId: putRoom
+    x-required-scope: urn:infra:chat:write
+    requestBody: {required: true, content: {application/json: {schema: {$ref: "#/components/schemas/NewChannel"}}}}
+    responses: {"200": {description: r, content: {application/json: {schema: {$ref: "#/components/schemas/Room"}}}}}
+  delete:
+    operationId: deleteRoom
+    x-required-scope: urn:infra:chat:write
+    responses:
+      "200":
+        description: gone
+        content: {application/json: {schema: {type: object, required: [deleted]}, example: {}}}
+/trees:
+  post:
+    operationId: createTree
+    x-required-scope: urn:infra:chat:write
+    requestBody: {required: true, content: {application/json: {schema: {$ref: "#/components/schemas/Node"}}}}
+    responses: {"201": {description: t}}
+/trees/{tree}:
+  put:
+    operationId: putTree
+    x-required-scope: urn:infra:chat:write
+    requestBody: {required: true, content: {application/json: {schema: {type: object}}}}
+    responses: {"200": {description: t}}
+  get:
+    operationId: getTree
+    x-required-scope: urn:infra:chat:read
+    responses: {"200": {description: t, content: {application/json: {schema: {$ref: "#/components/schemas/Node"}}}}}
+"""
+SCHEMAS = """
+Room: {type: object, required: [id, name], properties: {id: {type: string}, name: {type: string}}}
+Node: {type: object, properties: {child: {$ref: "#/components/schemas/Node"}}}
+"""
+
+
+@pytest.fixture
+def rooms(tmp_path: Path, stack_factory: Callable[..., Stack]) -> Stack:
+    """The shipped chat document plus rooms (PUT under a key not named ``id``, a DELETE whose
+    example breaks its schema) and trees (a recursive schema)."""
+    folder = Path(shutil.copytree(SHIPPED, tmp_path / "workflows"))
+    path = folder / "services/chat.openapi.yaml"
+    document = yaml.safe_load(path.read_text())
+    document["paths"].update(yaml.safe_load(ROOMS))
+    document["components"]["schemas"].update(yaml.safe_load(SCHEMAS))
+    path.write_text(yaml.safe_dump(document))
+    return stack_factory(services=(), declared=declared(folder))
+
+
+def audited(stack: Stack, response: httpx.Response) -> tuple[str, str, int]:
+    [record] = stack.records(response)
+    return record.decision, record.reason, record.status
+
+
+def test_a_refused_delete_changes_nothing_and_a_retry_gets_the_same_answer(
+        rooms: Stack, http: httpx.Client) -> None:
+    created = rooms.call(http, "chat.createRoom", {"name": "ops"})
+    assert created.status_code == 201, created.text
+    room = created.json()["id"]
+    headers, token = key(), rooms.token("chat")
+    first = rooms.call(http, "chat.deleteRoom", {"room": room}, token=token, headers=headers)
+    assert (first.status_code, first.json()["reason"]) == (500, "response_invalid"), first.text
+    assert first.json()["error_description"] == (
+        "chat.deleteRoom: the mock's answer breaks the document's 200 response: "
+        "response: fails required")
+    assert audited(rooms, first) == ("deny", "response_invalid", 500)
+    assert rooms.apps["chat"].state.service.get("/rooms", room) is not None
+    retry = rooms.call(http, "chat.deleteRoom", {"room": room}, token=token, headers=headers)
+    assert (retry.status_code, retry.content) == (500, first.content)
+    assert audited(rooms, retry) == ("deny", "response_invalid", 500)
+    read = rooms.call(http, "chat.getRoom", {"room": room})
+    assert (read.status_code, read.json()) == (200, {"id": room, "name": "ops"})
+
+
+def test_a_put_keeps_its_object_under_the_paths_key_with_that_id(
+        rooms: Stack, http: httpx.Client) -> None:
+    put = rooms.call(http, "chat.putRoom", {"room": "R9", "name": "ops"})
+    assert (put.status_code, put.json()) == (200, {"id": "R9", "name": "ops"}), put.text
+    assert audited(rooms, put) == ("allow", "ok", 200)
+    replaced = rooms.call(http, "chat.putRoom", {"room": "R9", "name": "sre"})
+    assert (replaced.status_code, replaced.json()) == (200, {"id": "R9", "name": "sre"})
+    read = rooms.call(http, "chat.getRoom", {"room": "R9"})
+    assert (read.status_code, read.json()) == (200, {"id": "R9", "name": "sre"})
+    rooms.call(http, "chat.putRoom", {"room": "R000001", "name": "taken"})
+    posted = rooms.call(http, "chat.createRoom", {"name": "new"})  # a new id skips kept ones
+    assert (posted.status_code, posted.json()) == (201, {"id": "R000002", "name": "new"})
+
+
+def nested(depth: int) -> dict[str, Any]:
+    node: dict[str, Any] = {}
+    for _ in range(depth):
+        node = {"child": node}
+    return node
+
+
+def test_a_body_too_deeply_nested_to_check_is_the_callers_error(
+        rooms: Stack, http: httpx.Client) -> None:
+    shallow = rooms.call(http, "chat.createTree", nested(20))
+    assert shallow.status_code == 201, shallow.text
+    response = rooms.call(http, "chat.createTree", nested(300))
+    assert response.status_code == 422, response.text
+    assert (response.json()["reason"], response.json()["error_description"]) == (
+        "validation_failed", "body: too deeply nested to check")
+    assert audited(rooms, response) == ("deny", "validation_failed", 422)
+    assert len(rooms.apps["chat"].state.service.listing("/trees")) == 1
+
+
+def test_an_answer_too_deeply_nested_to_check_is_a_500(rooms: Stack,
+                                                        http: httpx.Client) -> None:
+    put = rooms.call(http, "chat.putTree", {"tree": "T1", **nested(300)})
+    assert put.status_code == 200, put.text
+    response = rooms.call(http, "chat.getTree", {"tree": "T1"})
+    assert response.status_code == 500, response.text
+    assert (response.json()["reason"], response.json()["error_description"]) == (
+        "response_invalid", ("chat.getTree: the mock's answer breaks the document's 200 "
+                             "response: response: too deeply nested to check"))
+    assert audited(rooms, response) == ("deny", "response_invalid", 500)
