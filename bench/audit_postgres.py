@@ -97,11 +97,13 @@ def run(database_url: str, *, records: int = 1000, writers: tuple[int, ...] = WR
     table.notes += [
         SPAN_NOTE.format(records=records),
         ("AuditStore: validation, hash chain per writer (head kept in the process), one "
-        "transaction (BEGIN, advisory lock on the writer, per record INSERT ... SELECT ... "
-        "WHERE the head is the one the batch follows and a head move, both prepared once "
-        "per batch (executemany), a read of the batch's ids, COMMIT) in one pipelined round "
-        "trip through a psycopg_pool connection; appends that arrive while "
-        "one is written share the next transaction (group commit: one writer thread per "
+        "autocommitted statement per batch through a psycopg_pool connection: the schema's "
+        "function audit_append_batch, given the batch as one JSON array (the advisory lock on "
+        "the writer, the records inserted where the head is the one the batch follows, the "
+        "head moved a record at a time, the batch's ids read back; the first append of a "
+        "process, which reads the head, sends these as statements in one pipelined "
+        "transaction); appends that arrive while "
+        "one is written share the next batch (group commit: one writer thread per "
         "process here, so each record is its own). Bare: one autocommitted INSERT (1 round "
         "trip) of one JSON text per row. PostgreSQL on loopback, synchronous_commit as the "
         "server has it."),

@@ -39,31 +39,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
+from orchestrator.audit._batch_sql import (
+    FIRST_HEAD,
+    FOUND,
+    HEAD,
+    INSERT_AFTER,
+    INSERT_FIRST,
+    MOVE_HEAD,
+    append_batch,
+)
 from orchestrator.audit._chain import GENESIS_HASH, chain_hash
 from orchestrator.audit._checkpoint import SELECT_WRITER_LAST
 from orchestrator.audit._record import CONTENT_FIELDS, canonical_json
 from orchestrator.audit._schema import JSON_FIELDS
-from orchestrator.db import ConnectionLost, Database, Transaction
+from orchestrator.db import ConnectionLost, Database, Dialect, Transaction
 from orchestrator.errors import Unavailable
 
 APPEND_ATTEMPTS = 2
 READ_BACK_ATTEMPTS = 3
-_INTEGER_FIELDS = frozenset({"status"})
-_VALUES = ", ".join(["?", "CAST(? AS INTEGER)", "?", "?"] + [
-    "CAST(? AS INTEGER)" if name in _INTEGER_FIELDS else "?" for name in CONTENT_FIELDS])
-_INSERT = (f"INSERT INTO records (writer, seq, prev_hash, hash, {', '.join(CONTENT_FIELDS)}) "
-           f"SELECT {_VALUES} WHERE ")
-# The record is stored only if its writer's head is the one its batch follows (or, for a batch
-# from seq 1, absent).
-_INSERT_AFTER = _INSERT + ("EXISTS (SELECT 1 FROM writers WHERE writer = ? AND last_seq = ? "
-                           "AND last_hash = ?)")
-_INSERT_FIRST = _INSERT + "NOT EXISTS (SELECT 1 FROM writers WHERE writer = ?)"
-_MOVE_HEAD = ("UPDATE writers SET last_seq = ?, last_hash = ? "
-              "WHERE writer = ? AND last_seq = ? AND last_hash = ?")
-_FIRST_HEAD = ("INSERT INTO writers (writer, last_seq, last_hash) VALUES (?, ?, ?) "
-               "ON CONFLICT (writer) DO NOTHING")
-_HEAD = "SELECT last_seq, last_hash FROM writers WHERE writer = ?"
-_FOUND = "SELECT seq, hash, id FROM records WHERE writer = ? AND seq >= ? AND seq <= ?"
 # One encoder, built once (``json.dumps`` with an option builds one per call); the same text.
 _COLUMN_JSON = json.JSONEncoder(ensure_ascii=False).encode
 _JSON_COLUMN = tuple(name in JSON_FIELDS for name in CONTENT_FIELDS)
@@ -81,7 +74,7 @@ class Appended:
 
 class Prepared(NamedTuple):
     """A record's content as the appending thread serialised it, before it waits for the batch's
-    writer: its canonical JSON (what its hash covers) and its column values in ``_INSERT``'s
+    writer: its canonical JSON (what its hash covers) and its column values in the INSERT's
     order, JSON fields as JSON text."""
 
     record_json: str
@@ -183,34 +176,53 @@ class ChainWriter:
               due: int | None) -> list[Appended | None]:
         """One transaction, ending at the record where the next checkpoint falls due; per
         content, where it was stored (None: not, the head had moved, or it comes after)."""
-        writer = self._writer
+        writer, start = self._writer, self._head
+        if self._db.dialect is Dialect.POSTGRESQL and start is not None and start[0] > 0 \
+                and (due is None or due > start[0]):  # head and bound known: one statement
+            self._plan_all(start, contents[:None if due is None else due - start[0]], planned)
+            found = append_batch(self._db, writer, start, [
+                (plan.seq, plan.prev_hash, plan.hash, content.columns)
+                for plan, content in zip(planned, contents, strict=False)])
+            return self._found(planned, found, len(contents))
         with self._db.transaction(write=True) as tx:
             tx.lock(f"writer:{writer}")
-            start = self._head if self._head is not None else self._read_head(tx)
-            head = start
+            start = start if start is not None else self._read_head(tx)
             end = self._room(tx, start, due) if due is not None else None  # None: all
             if end == 0:  # a checkpoint is overdue: signed (after this transaction) first
                 self._head = start
                 return [None] * len(contents)
-            for content in contents[:end]:
-                planned.append(self._plan(head, content))
-                head = (planned[-1].seq, planned[-1].hash)
+            self._plan_all(start, contents[:end], planned)
             rows = [[writer, plan.seq, plan.prev_hash, plan.hash, *content.columns]
-                    for plan, content in zip(planned, contents[:end], strict=True)]
+                    for plan, content in zip(planned, contents, strict=False)]
             moves = planned
             if start[0] == 0:
-                tx.executemany(_INSERT_FIRST, [[*row, writer] for row in rows])
-                tx.execute(_FIRST_HEAD, (writer, planned[0].seq, planned[0].hash))
+                tx.executemany(INSERT_FIRST, [[*row, writer] for row in rows])
+                tx.execute(FIRST_HEAD, (writer, planned[0].seq, planned[0].hash))
                 moves = planned[1:]
             else:
-                tx.executemany(_INSERT_AFTER, [[*row, writer, *start] for row in rows])
+                tx.executemany(INSERT_AFTER, [[*row, writer, *start] for row in rows])
             if moves:
-                tx.executemany(_MOVE_HEAD, [(plan.seq, plan.hash, writer, plan.seq - 1,
+                tx.executemany(MOVE_HEAD, [(plan.seq, plan.hash, writer, plan.seq - 1,
                                              plan.prev_hash) for plan in moves])
-            found = tx.execute(_FOUND, (writer, planned[0].seq, planned[-1].seq))
-        stored = _stored(planned, found.fetchall())
-        self._head = head if stored[-1] is not None else None
-        return [*stored, *[None] * (len(contents) - len(stored))]
+            read = tx.execute(FOUND, (writer, planned[0].seq, planned[-1].seq))
+        return self._found(planned, read.fetchall(), len(contents))
+
+    def _found(self, planned: list[_Planned], found: list[Any],
+               count: int) -> list[Appended | None]:
+        """Per content of the batch (``count``), where it was stored by the transaction whose
+        read-back is ``found``; the head moves to the last planned record if it was."""
+        stored = _stored(planned, found)
+        self._head = (planned[-1].seq, planned[-1].hash) if stored[-1] is not None else None
+        return [*stored, *[None] * (count - len(stored))]
+
+    def _plan_all(self, head: tuple[int, str], contents: Sequence[Prepared],
+                  planned: list[_Planned]) -> None:
+        """Each content's place after ``head``, its hash over the one before (into ``planned``)."""
+        for content in contents:
+            seq, prev_hash = head[0] + 1, head[1]
+            planned.append(_Planned(seq, prev_hash, chain_hash(prev_hash, content.record_json,
+                                                               self._writer_json, seq)))
+            head = (seq, planned[-1].hash)
 
     def _room(self, tx: Transaction, start: tuple[int, str], due: int) -> int | None:
         """How many records may follow the head ``start`` in this transaction: up to ``due``.
@@ -227,13 +239,8 @@ class ChainWriter:
         signed = tx.execute(SELECT_WRITER_LAST, (self._writer,)).fetchone()
         return max(0, (signed[0] if signed else 0) + self.anchor.every_records - start[0])
 
-    def _plan(self, head: tuple[int, str], content: Prepared) -> _Planned:
-        seq, prev_hash = head[0] + 1, head[1]
-        return _Planned(seq, prev_hash,
-                        chain_hash(prev_hash, content.record_json, self._writer_json, seq))
-
     def _read_head(self, tx: Transaction) -> tuple[int, str]:
-        row = tx.execute(_HEAD, (self._writer,)).fetchone()  # waits: the hashes need it
+        row = tx.execute(HEAD, (self._writer,)).fetchone()  # waits: the hashes need it
         return (int(row[0]), str(row[1])) if row else (0, GENESIS_HASH)
 
     def _read_back(self, planned: list[_Planned]) -> list[Appended | None]:
@@ -244,8 +251,8 @@ class ChainWriter:
             try:
                 with self._db.transaction(write=True) as tx:
                     tx.lock(f"writer:{self._writer}")
-                    head = tx.execute(_HEAD, (self._writer,))
-                    found = tx.execute(_FOUND, (self._writer, planned[0].seq, planned[-1].seq))
+                    head = tx.execute(HEAD, (self._writer,))
+                    found = tx.execute(FOUND, (self._writer, planned[0].seq, planned[-1].seq))
                 break
             except Unavailable as exc:  # lost again (tried again), or no connection at all
                 if attempt == READ_BACK_ATTEMPTS or not isinstance(exc, ConnectionLost):
@@ -284,7 +291,7 @@ def _failed(exc: Exception, some_stored: bool, count: int) -> list[_Answer]:
 
 
 def _stored(planned: list[_Planned], found: list[Any]) -> list[Appended | None]:
-    """Per planned record, where it is if ``found`` (rows of ``_FOUND``) holds its hash at its
+    """Per planned record, where it is if ``found`` (rows of ``FOUND``) holds its hash at its
     seq, else None."""
     ids = {(seq, digest): row_id for seq, digest, row_id in found}
     return [None if (p.seq, p.hash) not in ids else

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from orchestrator.audit._batch_sql import FUNCTION as APPEND_BATCH
 from orchestrator.db import Dialect, Schema
 
 SCHEMA_VERSION = 1
@@ -107,6 +108,9 @@ _TRIGGERS = {
         FOR EACH ROW EXECUTE FUNCTION audit_head_forward()""",
         """CREATE OR REPLACE TRIGGER writers_no_truncate BEFORE TRUNCATE ON writers
         FOR EACH STATEMENT EXECUTE FUNCTION audit_head_forward()""",
+        # a batch in one statement (orchestrator.audit._batch_sql); version 1 without a bump:
+        # a store that does not know it appends with the statements it stands for
+        APPEND_BATCH,
     ),
 }
 

@@ -14,6 +14,7 @@ from orchestrator.db._api import (
     Schema,
     Store,
     Transaction,
+    lock_key,
 )
 from orchestrator.db._sqlite import SQLiteDatabase
 
@@ -26,6 +27,7 @@ __all__ = [
     "Schema",
     "Store",
     "Transaction",
+    "lock_key",
     "open_database",
 ]
 

@@ -26,6 +26,7 @@ not a database, a newer schema) raises :class:`~orchestrator.errors.ConfigError`
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -107,6 +108,13 @@ class Transaction(Protocol):
         ...
 
 
+def lock_key(name: str) -> int:
+    """The signed 64-bit key of the PostgreSQL advisory lock that :meth:`Transaction.lock` takes
+    for ``f"{schema.store}:{key}"``: what a function in the server takes to hold the same lock."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big",
+                          signed=True)
+
+
 class Database(ABC):
     """An open database of one :class:`Schema`; thread-safe; close it, or use ``with``."""
 
@@ -124,6 +132,15 @@ class Database(ABC):
     def transaction(self, *, write: bool) -> AbstractContextManager[Transaction]:
         """A write transaction (``write=True``) or a read transaction that sees one consistent
         snapshot for all its statements."""
+
+    def statement(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """One write statement in a transaction of its own, and its rows: on PostgreSQL sent
+        alone (autocommitted: no ``BEGIN``, no ``COMMIT``, one statement for the driver to
+        handle); failures as a write transaction's (:class:`ConnectionLost` when the connection
+        broke: the commit is unknown)."""
+        with self.transaction(write=True) as tx:
+            rows = tx.execute(sql, params)
+        return rows.fetchall()
 
     def has_table(self, name: str) -> bool:
         """Whether the table exists. Always, once the schema was applied; only a SQLite file

@@ -4,24 +4,18 @@ transaction ended cost no round trip."""
 
 from __future__ import annotations
 
-import hashlib
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 
-from orchestrator.db._api import Rows
+from orchestrator.db._api import Rows, lock_key
 
 
-def _translate(sql: str) -> str:
+def translate(sql: str) -> str:
+    """``?`` placeholders as psycopg's (and a literal ``%`` escaped)."""
     return sql.replace("%", "%%").replace("?", "%s")
-
-
-def lock_key(name: str) -> int:
-    """A signed 64-bit advisory lock key for ``name``."""
-    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big",
-                          signed=True)
 
 
 class PipelinedRows:
@@ -73,7 +67,7 @@ class PipelinedTransaction:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows:
         cursor = (self._conn.execute(sql) if not params
-                  else self._conn.execute(_translate(sql), params))
+                  else self._conn.execute(translate(sql), params))
         rows = PipelinedRows(cursor, self._pipeline)
         self.results.append(rows)
         return rows
@@ -81,7 +75,7 @@ class PipelinedTransaction:
     def executemany(self, sql: str, params: Sequence[Sequence[Any]]) -> None:
         """Sent in the pipeline like any statement (psycopg pipelines ``executemany``); nothing
         to read back, so nothing waits for it."""
-        self._conn.cursor().executemany(_translate(sql), params)
+        self._conn.cursor().executemany(translate(sql), params)
 
     def lock(self, key: str) -> None:
         self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_key(f"{self._store}:{key}"),))

@@ -33,7 +33,7 @@ from __future__ import annotations
 import select
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from functools import lru_cache
 from typing import Any
@@ -43,8 +43,8 @@ import psycopg
 import psycopg_pool
 from psycopg.conninfo import conninfo_to_dict
 
-from orchestrator.db._api import Conflict, Database, Dialect, Schema
-from orchestrator.db._pg_pipeline import PipelinedTransaction, lock_key
+from orchestrator.db._api import Conflict, Database, Dialect, Schema, lock_key
+from orchestrator.db._pg_pipeline import PipelinedTransaction, translate
 from orchestrator.errors import ConfigError
 
 CONNECT_TIMEOUT_SECONDS = 5
@@ -136,6 +136,17 @@ class PostgresDatabase(Database):
             raise
         finally:
             self._pool.putconn(conn)  # a broken connection is discarded, not pooled
+
+    def statement(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        conn = self._take()
+        try:
+            return conn.execute(translate(sql), params).fetchall()
+        except psycopg.errors.IntegrityError as exc:
+            raise Conflict(_first_line(exc)) from exc
+        except psycopg.Error as exc:  # autocommitted: nothing to roll back
+            raise self.unavailable(lost=_lost(conn, exc)) from exc
+        finally:
+            self._pool.putconn(conn)
 
     def close(self) -> None:
         if not self._closed.is_set():

@@ -17,7 +17,7 @@ import pytest
 
 from orchestrator.audit import AuditRecord, AuditStore
 from orchestrator.audit._append import READ_BACK_ATTEMPTS, ChainWriter, prepare
-from orchestrator.db import ConnectionLost
+from orchestrator.db import ConnectionLost, Dialect
 from orchestrator.errors import Unavailable
 
 
@@ -45,6 +45,8 @@ class _Tx:
 class _Faulty:
     """The first transaction's connection is lost at its commit; each later one fails as
     ``later`` says."""
+
+    dialect = Dialect.SQLITE  # every batch through the statements' transaction
 
     def __init__(self, later: type[Unavailable]) -> None:
         self.later, self.transactions = later, 0

@@ -110,13 +110,14 @@ def test_a_part_the_database_refuses_answers_only_its_own_records(
 
 
 class LosingSends:
-    """The store's database, but the sends (transactions that insert records) numbered in
-    ``rolled_back`` lose their connection before their commit, those in ``committed`` after
-    it; with ``read_backs_fail`` no read-back of a lost send gets a connection."""
+    """The store's database, but the sends (transactions that insert records, or a batch sent
+    as one statement) numbered in ``rolled_back`` lose their connection before their commit,
+    those in ``committed`` after it; with ``read_backs_fail`` no read-back of a lost send gets a
+    connection."""
 
     def __init__(self, db: Any, rolled_back: set[int], committed: frozenset[int] = frozenset(),
                  read_backs_fail: bool = False) -> None:
-        self._db, self.sends = db, 0
+        self._db, self.sends, self.statements = db, 0, 0
         self._rolled_back, self._committed = rolled_back, committed
         self._read_backs_fail = read_backs_fail
         self.read_back_error: Exception = _lost()
@@ -137,6 +138,17 @@ class LosingSends:
                 raise self.read_back_error
         if counted.inserted and self.sends in self._committed:
             raise _lost()
+
+    def statement(self, sql: str, params: Any = ()) -> Any:
+        """A batch sent as one statement (PostgreSQL, the head known): a send like the others."""
+        self.sends += 1
+        self.statements += 1
+        if self.sends in self._rolled_back:
+            raise _lost()  # never reached the server
+        rows = self._db.statement(sql, params)
+        if self.sends in self._committed:
+            raise _lost()
+        return rows
 
 
 def _lost() -> ConnectionLost:
@@ -235,3 +247,20 @@ def test_a_read_back_the_store_refuses_leaves_the_stored_part_its_answers(
         assert [a.seq for a in answers[:10] if isinstance(a, Appended)] == list(range(1, 11))
         assert [type(a) for a in answers[10:]] == [ConnectionLost] * 10 + [Unavailable] * 5
         assert isinstance(answers[10].__cause__, ValueError)
+
+
+def test_on_postgresql_a_batch_after_a_known_head_is_one_statement(
+        target: Path | str, keys: AuditKeys, make_record: Any) -> None:
+    """The first append reads the head (the statements, under the lock); every later one, the
+    head and the bound known, is one statement on PostgreSQL; on SQLite all are transactions.
+    A batch ending at a checkpoint's seq is followed by the checkpoint either way."""
+    with anchored(target, keys) as store:
+        sends = LosingSends(store._chain._db, rolled_back=set())  # no faults: counted only
+        store._chain._db = sends  # type: ignore[assignment]
+        for i in range(25):
+            store.append(make_record(resource=f"one-{i}"))
+        assert checkpoint_seqs(store) == [10, 20]
+        assert store.verify().ok
+    one_statement = isinstance(target, str)
+    assert (sends.sends - sends.statements, sends.statements) == (
+        (1, 24) if one_statement else (25, 0))
