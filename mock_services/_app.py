@@ -98,6 +98,10 @@ def _check_directory(name: str, directory: Directory) -> None:
 
 
 def install_handlers(app: FastAPI, enforcer: Enforcer) -> None:
+    """Every request the routes do not take is answered, and audited, by ``enforcer``: an
+    unknown route or method, and a known route with a trailing slash too (Starlette would answer
+    that with a 307 redirect, unaudited, before any handler)."""
+    app.router.redirect_slashes = False
     async def unrouted(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         return await enforcer.refuse_unrouted(request, exc)

@@ -184,6 +184,16 @@ def test_a_post_without_a_body_is_refused(chat: Stack, http: httpx.Client) -> No
         422, "body: a JSON body is required")
 
 
+def test_a_trailing_slash_is_an_audited_404_not_a_redirect(chat: Stack,
+                                                             http: httpx.Client) -> None:
+    response = http.post(chat.urls["chat"] + "/channels/deploys/messages/", json=POST,
+                         headers={"Authorization": f"Bearer {chat.token('chat')}", **key()})
+    assert (response.status_code, response.json()["reason"]) == (404, "not_found")
+    [record] = chat.records(response)
+    assert (record.action, record.decision, record.reason) == ("route:unknown", "deny",
+                                                               "not_found")
+
+
 def test_an_answer_the_document_refuses_is_a_500_naming_the_operation(
         tmp_path: Path, stack_factory: Callable[..., Stack], http: httpx.Client) -> None:
     folder = Path(shutil.copytree(SHIPPED, tmp_path / "workflows"))

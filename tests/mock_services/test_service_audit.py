@@ -88,6 +88,16 @@ def test_unknown_routes_and_methods_are_audited(stack, http):
         assert (record.action, record.decision, record.reason) == ("route:unknown", "deny", reason)
 
 
+def test_a_known_route_with_a_trailing_slash_is_audited_not_redirected(stack, http):
+    sent = {"Authorization": f"Bearer {stack.token('datadog')}"}
+    response = http.get(stack.urls["datadog"] + "/api/v1/monitor/1001/", headers=sent)
+    assert (response.status_code, response.json()["reason"]) == (404, "not_found")
+    assert "location" not in response.headers
+    [record] = stack.records(response)
+    assert (record.action, record.decision, record.reason) == ("route:unknown", "deny",
+                                                               "not_found")
+
+
 def test_a_request_id_that_is_not_safe_is_replaced(stack, http):
     token = stack.token("datadog")
     for bad in ("x" * 200, "has space", "a\u00e9b".encode("latin-1"), token):
