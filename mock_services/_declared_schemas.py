@@ -61,17 +61,19 @@ class Schemas:
         self._cache: dict[tuple[str | int, ...], Validator] = {}
 
     def resolved(self, loc: tuple[str | int, ...]) -> Mapping[str, Any]:
-        """The schema at ``loc``, with a top-level ``$ref`` into the document followed."""
+        """The schema at ``loc``, with a top-level ``$ref`` into the document followed as the
+        validator follows it (``referencing``: percent-encoding, ``~`` escapes, array indexes);
+        the loader refused every ``$ref`` that names nothing, outside the document or round in a
+        circle (``orchestrator/services/_checks.py``)."""
         node: Any = self._document
         for part in loc:
             node = node[part]
+        resolver = self._registry.resolver()
         for _ in range(8):
             ref = node.get("$ref") if isinstance(node, dict) else None
-            if not isinstance(ref, str) or not ref.startswith("#/"):
+            if not isinstance(ref, str) or not ref.startswith("#"):
                 break
-            node = self._document
-            for part in ref[2:].split("/"):
-                node = node[part.replace("~1", "/").replace("~0", "~")]
+            node = resolver.lookup(f"{_ROOT}{ref}").contents
         return node if isinstance(node, Mapping) else {}
 
     def problem(self, loc: tuple[str | int, ...], value: Any, what: str) -> str | None:

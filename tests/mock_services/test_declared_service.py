@@ -16,6 +16,7 @@ import httpx
 import pytest
 import yaml
 
+from mock_services._declared_schemas import Schemas
 from orchestrator.identity import (
     generate_private_key,
     jkt_of,
@@ -366,3 +367,23 @@ def test_an_answer_too_deeply_nested_to_check_is_a_500(rooms: Stack,
         "response_invalid", ("chat.getTree: the mock's answer breaks the document's 200 "
                              "response: response: too deeply nested to check"))
     assert audited(rooms, response) == ("deny", "response_invalid", 500)
+
+
+def test_a_schema_ref_is_followed_as_the_validator_follows_it() -> None:
+    """Percent-encoding and array indexes in a ``$ref`` (which the loader accepts) resolve for
+    the handler's view of a schema as for the validator, so serve builds the app."""
+    room = {"type": "object", "properties": {"id": {"type": "string"}}}
+    left = {"type": "object", "properties": {"left": {"type": "integer"}}}
+
+    def answer(ref: str) -> dict[str, Any]:
+        return {"get": {"operationId": ref, "responses": {"200": {"description": "ok", "content": {
+            "application/json": {"schema": {"$ref": ref}}}}}}}
+
+    schemas = Schemas({
+        "openapi": "3.1.0", "info": {"title": "t", "version": "1"},
+        "paths": {"/x": answer("#/components/schemas/My%20Room"),
+                  "/y": answer("#/components/schemas/Pair/allOf/0")},
+        "components": {"schemas": {"My Room": room, "Pair": {"allOf": [left]}}}})
+    where = ("get", "responses", "200", "content", "application/json", "schema")
+    assert schemas.resolved(("paths", "/x", *where)) == room
+    assert schemas.resolved(("paths", "/y", *where)) == left
