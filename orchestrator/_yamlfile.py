@@ -12,6 +12,31 @@ from orchestrator.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
 MAX_YAML_BYTES = 1 << 20
+_MERGE = "tag:yaml.org,2002:merge"
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader refusing a key given twice in one mapping, which it would otherwise
+    settle silently by keeping the last (a user, a workflow or an API path declared twice, one of
+    them quietly lost). Keys a merge (``<<``) brings in may still be overridden, as YAML says."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == _MERGE:
+                    continue
+                key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
+                try:
+                    duplicate = key in seen
+                except TypeError:  # unhashable: the base class refuses it, with its own message
+                    continue
+                if duplicate:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        f"found the key {key!r} twice", key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 def _lines(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
@@ -35,7 +60,9 @@ def load_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
         raise ConfigError(f"{path}: larger than {MAX_YAML_BYTES} bytes")
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=UniqueKeyLoader)  # a safe loader: SafeLoader refusing duplicates
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""

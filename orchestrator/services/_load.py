@@ -23,6 +23,7 @@ import yaml
 from pydantic import ValidationError
 
 from orchestrator._action import FIELD, LISTING, Action, Target
+from orchestrator._yamlfile import UniqueKeyLoader
 from orchestrator.catalog import install_services
 from orchestrator.config import SERVICE_NAMES
 from orchestrator.errors import ConfigError
@@ -146,18 +147,31 @@ def _read(path: Path) -> dict[str, Any]:
     if len(text) > MAX_DOCUMENT_BYTES:
         raise ConfigError(f"{path}: $: larger than {MAX_DOCUMENT_BYTES} bytes")
     try:
-        data = json.loads(text) if path.name.endswith(".json") else yaml.safe_load(text)
+        data = (json.loads(text, object_pairs_hook=_unique_keys) if path.name.endswith(".json")
+                else yaml.load(text, Loader=UniqueKeyLoader))  # a safe loader, no duplicates
     except (ValueError, yaml.YAMLError, RecursionError) as exc:  # recursion: nested too deep
         kind = "JSON" if path.name.endswith(".json") else "YAML"
         problem = ("nested too deeply" if isinstance(exc, RecursionError)
                    else getattr(exc, "problem", None) or str(exc).splitlines()[0])
-        raise ConfigError(f"{path}: $: not valid {kind}: {problem}") from None
+        mark = getattr(exc, "problem_mark", None)
+        line = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"{path}: $: not valid {kind}: {problem}{line}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: $: an OpenAPI document is a mapping")
     problem = non_json(data)  # YAML's dates, sets, non-string keys...: the mock answers JSON
     if problem is not None:
         raise ConfigError(f"{path}: {json_path(problem[0])}: {problem[1]}")
     return data
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refusing a key given twice (``json`` would keep the last silently)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"the key {key!r} twice in one object")
+        out[key] = value
+    return out
 
 
 def _check_route(path: Path, route: str, shapes: dict[str, str]) -> None:

@@ -127,6 +127,31 @@ def test_bad_yaml(tmp_path: Path) -> None:
     assert "not valid YAML" in message
 
 
+def test_a_user_given_twice_is_refused_not_settled_by_the_last(tmp_path: Path) -> None:
+    """YAML keeps the last of two equal keys; a directory naming sam twice would lose one of
+    his entries without a word."""
+    path = write(tmp_path, VALID.replace("agents:\n", "  user:sam:\n    permissions: []\n"
+                                                      "agents:\n"))
+    message = config_error(path)
+    assert_names_file_and_line(message, path, 7)  # the second one
+    assert message.endswith("not valid YAML: found the key 'user:sam' twice")
+
+
+def test_a_directory_nested_too_deeply_is_one_line(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID + "x-deep: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert config_error(path) == f"{path}: not valid YAML: nested too deeply"
+
+
+def test_a_merge_key_may_still_be_overridden(tmp_path: Path) -> None:
+    path = write(tmp_path, VALID.replace(
+        "services:\n  datadog:\n    scopes: [urn:infra:monitoring:read]\n",
+        "services:\n  datadog: &dd\n    scopes: [urn:infra:monitoring:read]\n"
+        "  github:\n    <<: *dd\n    scopes: [urn:infra:repo:read]\n"))
+    services = load_directory(path).services
+    assert (list(services["datadog"].scopes), list(services["github"].scopes)) == (
+        ["urn:infra:monitoring:read"], ["urn:infra:repo:read"])
+
+
 def test_tab_indentation_is_bad_yaml(tmp_path: Path) -> None:
     path = write(tmp_path, VALID.replace("  agent:argocd:\n", "\tagent:argocd:\n"))
     assert_names_file_and_line(config_error(path), path, 11)

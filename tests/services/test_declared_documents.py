@@ -219,6 +219,26 @@ def test_a_document_nested_too_deeply_is_one_line(workflows: Path, name: str) ->
         f"{'JSON' if name.endswith('.json') else 'YAML'}: nested too deeply"
 
 
+def test_a_path_declared_twice_is_refused_not_settled_by_the_last(workflows: Path) -> None:
+    text = (workflows / CHAT).read_text()
+    first = text.index("\n  /channels/{channel}/messages:")
+    block = text[first:text.index("\n  /", first + 1)]  # the path and its operations
+    (workflows / CHAT).write_text(text.replace(block, block + block, 1))
+    line = text[:first].count("\n") + block.count("\n") + 2
+    assert refusal(workflows) == (f"{workflows / CHAT}: $: not valid YAML: found the key "
+                                  f"'/channels/{{channel}}/messages' twice (line {line})")
+
+
+def test_a_json_key_given_twice_is_refused(workflows: Path) -> None:
+    document = yaml.safe_load((workflows / CHAT).read_text())
+    (workflows / CHAT).unlink()
+    text = json.dumps(document)
+    (workflows / "services/chat.openapi.json").write_text(
+        text.replace('"openapi": ', '"openapi": "3.1.0", "openapi": ', 1))
+    assert refusal(workflows) == (f"{workflows / 'services/chat.openapi.json'}: $: not valid "
+                                  "JSON: the key 'openapi' twice in one object")
+
+
 def test_a_step_naming_an_operation_no_document_declares_is_refused(workflows: Path) -> None:
     announce = workflows / "announce.yaml"
     announce.write_text(announce.read_text().replace("chat.postMessage", "chat.postMesage"))
