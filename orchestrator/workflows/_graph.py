@@ -122,8 +122,9 @@ def longest_way(workflow: Workflow) -> int:
 
 
 def subtree_scopes(workflow: Workflow, agent: str, scope_of: ScopeOf) -> list[str]:
-    """What ``agent`` and every agent after it needs (a branch: the steps of its sub-chain; the
-    join has a hand-off of its own from the fork point)."""
+    """What ``agent`` and every agent after it needs: a branch, the steps of its sub-chain; an
+    agent that forks, its own and every branch's and its join's and after, since it hands them
+    all on (a branch and the join each get a hand-off of their own from it)."""
     out: list[str] = []
     for name in _subtree(workflow, agent, set()):
         for step in workflow.plan(name).steps:
@@ -139,9 +140,7 @@ def _subtree(workflow: Workflow, agent: str, seen: set[str]) -> Iterator[str]:
     seen.add(agent)
     yield agent
     for edge in workflow.plan(agent).edges:
-        if edge.fan_out:
-            continue  # each branch, and the join, get their own hand-off
-        for target in edge.to:
+        for target in (*edge.to, *((edge.join,) if edge.join else ())):
             yield from _subtree(workflow, target, seen)
 
 

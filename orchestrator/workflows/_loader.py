@@ -51,7 +51,23 @@ def load_workflow(path: Path, directory: Directory, scope_of: ScopeOf = _catalog
     _check_values(path, lines, workflow)
     for problem in check_graph(workflow, directory):
         _fail(path, lines, problem.loc, problem.message)
+    _check_hand_off_scopes(path, lines, workflow, scope_of)
     return workflow
+
+
+def _check_hand_off_scopes(path: Path, lines: Lines, workflow: Workflow,
+                           scope_of: ScopeOf) -> None:
+    """Every hand-off carries a scope: what its target and the agents after it need. A target
+    with no step and nothing after it that has one would ask for none, which the server
+    refuses (an empty ``scope`` is malformed, and no scope asked would grant everything)."""
+    for a, plan in enumerate(workflow.agents):
+        for e, edge in enumerate(plan.edges):
+            for target in (*edge.to, *((edge.join,) if edge.join else ())):
+                if not downstream_scopes(workflow, plan.agent, target, scope_of):
+                    _fail(path, lines, ("agents", a, "hand_off", e),
+                          f"{target} needs no scope: it has no step and no agent after it has "
+                          "one, and a hand-off carries the scopes its target needs (give it a "
+                          "step, or leave it out)")
 
 
 def _check_values(path: Path, lines: Lines, workflow: Workflow) -> None:

@@ -210,6 +210,40 @@ def test_a_branch_never_reaches_back_before_a_later_fork(tmp_path: Path) -> None
             "hand off to agent:a, which runs before the fork (a cycle)")
 
 
+def test_a_hand_off_to_an_agent_that_forks_carries_its_branches_and_join(
+        tmp_path: Path) -> None:
+    """The fork point hands its branches and its join their scopes, so the token it receives
+    must hold them: a fork at the second agent, not only at the first."""
+    scopes = {"a": ["urn:infra:monitoring:read"], "b": ["urn:infra:infrastructure:read"],
+              "c": ["urn:infra:repo:read"], "d": ["urn:infra:monitoring:read"],
+              "e": ["urn:infra:infrastructure:read"]}
+    holds = [s for own in scopes.values() for s in own]
+    agents = {f"agent:{n}": {"allowed_scopes": holds, "hands_off_to": to} for n, to in (
+        ("a", ["agent:b"]), ("b", ["agent:c", "agent:d"]), ("c", ["agent:e"]),
+        ("d", ["agent:e"]), ("e", []))}
+    data = {"name": "graph", "trigger": {"environments": ["prod"]}, "agents": [
+        {"agent": "agent:a", "steps": [QUERY], "hand_off": "agent:b"},
+        {"agent": "agent:b", "steps": [DESCRIBE],
+         "hand_off": [{"to": ["agent:c", "agent:d"], "join": "agent:e"}]},
+        {"agent": "agent:c", "steps": [READ_PR]}, {"agent": "agent:d", "steps": [QUERY]},
+        {"agent": "agent:e", "steps": [DESCRIBE]}]}
+    workflow = load(tmp_path, data, Directory.model_validate({"agents": agents}))
+    assert downstream_scopes(workflow, "agent:a", "agent:b") == [
+        "urn:infra:infrastructure:read", "urn:infra:repo:read", "urn:infra:monitoring:read"]
+    assert downstream_scopes(workflow, "agent:b", "agent:c") == ["urn:infra:repo:read"]
+    assert downstream_scopes(workflow, "agent:b", "agent:e") == ["urn:infra:infrastructure:read"]
+
+
+def test_a_hand_off_to_an_agent_that_needs_no_scope_is_refused(tmp_path: Path,
+                                                                directory: Directory) -> None:
+    data = fan_out()
+    data["agents"][4]["steps"] = []  # the join, with nothing after it
+    refused(tmp_path, data, directory,
+            "agents.0.hand_off.1: agent:cleanup needs no scope: it has no step and no agent "
+            "after it has one, and a hand-off carries the scopes its target needs (give it a "
+            "step, or leave it out)")
+
+
 def test_a_branch_hands_off_to_the_join_only_by_ending(tmp_path: Path,
                                                        directory: Directory) -> None:
     data = fan_out()
