@@ -97,6 +97,11 @@ def _joined(request: ExchangeRequest, subject: AccessClaims) -> tuple[str, ...]:
                 or branch.may_act is None):
             raise InvalidRequest("a joined token is not a branch handed off from the "
                                  "subject_token", reason="joined_not_a_branch")
+    # A fan-out has two branches or more, each its own agent. Fewer would let the fork point
+    # reach, through one branch's token, an agent only that branch's agent may hand off to.
+    if len({branch.may_act.sub for branch in request.joined if branch.may_act}) < 2:
+        raise InvalidRequest("a join names the tokens of every branch of its fan-out: two or "
+                             "more, each for another agent", reason="join_needs_branches")
     return tuple(dict.fromkeys(branch.jti for branch in request.joined))
 
 

@@ -472,3 +472,42 @@ def test_ignored_act_claims_are_not_copied_into_the_exchanged_token(
     act = json.loads(base64.urlsafe_b64decode(minted.split(".")[1] + "==="))["act"]
     assert act == {"sub": "agent:cleanup",
                    "act": {"sub": "agent:argocd", "act": {"sub": "agent:infrabot"}}}
+
+
+# -- a join's hand-off (joined_tokens) ------------------------------------------------------------
+
+CHAT_WRITE = "urn:infra:chat:write"
+JOIN_SCOPES = [*WORKFLOW_SCOPES, CHAT_WRITE]
+
+
+def _branches(authority: Authority, root: VerifiedToken,
+              *agents: str) -> tuple[AccessClaims, ...]:
+    """The fork point's (InfraBot's) hand-off to each agent, as it mints them at the fork."""
+    scope = {"agent:argocd": [CLEAN], "agent:scanner": [CHAT_WRITE]}
+    return tuple(authority.exchange(root, "agent:infrabot", audience=agent,
+                                    scopes=scope[agent]).claims for agent in agents)
+
+
+def test_a_join_continues_from_every_branch_of_the_fork(authority: Authority) -> None:
+    root = authority.root(required=JOIN_SCOPES)
+    joined = _branches(authority, root, "agent:argocd", "agent:scanner")
+    token = authority.exchange(root, "agent:infrabot", audience="agent:cleanup",
+                               joined=joined, scopes=[CLEAN])
+    assert token.claims.may_act == MayAct(sub="agent:cleanup")
+    assert token.claims.ancestors[-2:] == tuple(branch.jti for branch in joined)
+
+
+@pytest.mark.parametrize("agents", [("agent:scanner",), ("agent:scanner", "agent:scanner")],
+                         ids=["one branch", "one agent twice"])
+def test_one_branch_is_no_join_and_no_way_past_hands_off_to(
+        authority: Authority, agents: tuple[str, ...]) -> None:
+    """InfraBot may not hand off to the notifier; the scanner may. Naming only the scanner's
+    branch token would let InfraBot skip the scanner and hand off there itself."""
+    root = authority.root(required=JOIN_SCOPES)
+    with pytest.raises(InvalidTarget) as plain:
+        authority.exchange(root, "agent:infrabot", audience="agent:notifier", scopes=[CHAT_WRITE])
+    assert plain.value.reason == "handoff_not_allowed"
+    with pytest.raises(InvalidRequest) as info:
+        authority.exchange(root, "agent:infrabot", audience="agent:notifier",
+                           joined=_branches(authority, root, *agents), scopes=[CHAT_WRITE])
+    assert info.value.reason == "join_needs_branches"
