@@ -50,6 +50,47 @@ def _lines(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], in
             _lines(item, (*path, index), out)
 
 
+class TooLarge(ValueError):
+    """A document whose aliases repeat more than :data:`MAX_ALIASED_VALUES` values."""
+
+
+def parse(text: str) -> tuple[Any, yaml.Node | None]:
+    """The data of a YAML text (:class:`UniqueKeyLoader`) and its node tree, composed once.
+    :class:`TooLarge` if its aliases repeat more than :data:`MAX_ALIASED_VALUES` values, before
+    anything is built from it: each use of an alias is read again, here and by whatever checks
+    the data, so a few hundred bytes of nested aliases are billions of values."""
+    loader = UniqueKeyLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is not None:
+            _check_aliases(node)
+        return (loader.construct_document(node) if node is not None else None), node
+    finally:
+        loader.dispose()
+
+
+MAX_ALIASED_VALUES = 100_000
+
+
+def _check_aliases(root: yaml.Node) -> None:
+    """Walks the tree as a reader of the data would, counting the values met again through an
+    alias (a document without aliases, however large, repeats none)."""
+    seen: set[int] = set()
+    repeated, todo = 0, [(root, False)]
+    while todo:
+        node, again = todo.pop()
+        again = again or id(node) in seen
+        seen.add(id(node))
+        if again:
+            repeated += 1
+            if repeated > MAX_ALIASED_VALUES:
+                raise TooLarge(f"its aliases repeat more than {MAX_ALIASED_VALUES:,} values")
+        if isinstance(node, yaml.MappingNode):
+            todo.extend((part, again) for pair in node.value for part in pair)
+        elif isinstance(node, yaml.SequenceNode):
+            todo.extend((item, again) for item in node.value)
+
+
 def load_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
     """The data in a YAML file and the line of every key path in it."""
     try:
@@ -59,8 +100,9 @@ def load_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
     if len(text) > MAX_YAML_BYTES:
         raise ConfigError(f"{path}: larger than {MAX_YAML_BYTES} bytes")
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.load(text, Loader=UniqueKeyLoader)  # a safe loader: SafeLoader refusing duplicates
+        data, node = parse(text)
+    except TooLarge as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     except RecursionError:
         raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
     except yaml.YAMLError as exc:

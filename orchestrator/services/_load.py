@@ -23,7 +23,7 @@ import yaml
 from pydantic import ValidationError
 
 from orchestrator._action import FIELD, LISTING, Action, Target
-from orchestrator._yamlfile import UniqueKeyLoader
+from orchestrator._yamlfile import parse
 from orchestrator.catalog import install_services
 from orchestrator.config import SERVICE_NAMES
 from orchestrator.errors import ConfigError
@@ -148,7 +148,7 @@ def _read(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: $: larger than {MAX_DOCUMENT_BYTES} bytes")
     try:
         data = (json.loads(text, object_pairs_hook=_unique_keys) if path.name.endswith(".json")
-                else yaml.load(text, Loader=UniqueKeyLoader))  # a safe loader, no duplicates
+                else parse(text)[0])  # a safe loader, no duplicates, aliases bounded
     except (ValueError, yaml.YAMLError, RecursionError) as exc:  # recursion: nested too deep
         kind = "JSON" if path.name.endswith(".json") else "YAML"
         problem = ("nested too deeply" if isinstance(exc, RecursionError)

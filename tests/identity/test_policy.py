@@ -142,6 +142,20 @@ def test_a_directory_nested_too_deeply_is_one_line(tmp_path: Path) -> None:
     assert config_error(path) == f"{path}: not valid YAML: nested too deeply"
 
 
+def aliases_repeating(levels: int) -> str:
+    """Nested aliases, each level ten uses of the one before: 10**levels values in a few
+    hundred bytes."""
+    return "x-nested:\n  l0: &l0 [v, v, v, v, v, v, v, v, v, v]\n" + "".join(
+        f"  l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]\n" for i in range(1, levels))
+
+
+def test_aliases_repeating_too_many_values_are_refused_before_anything_reads_them(
+        tmp_path: Path) -> None:
+    path = write(tmp_path, VALID + aliases_repeating(9))  # a billion values
+    assert config_error(path) == \
+        f"{path}: not valid YAML: its aliases repeat more than 100,000 values"
+
+
 def test_a_merge_key_may_still_be_overridden(tmp_path: Path) -> None:
     path = write(tmp_path, VALID.replace(
         "services:\n  datadog:\n    scopes: [urn:infra:monitoring:read]\n",

@@ -239,6 +239,14 @@ def test_a_json_key_given_twice_is_refused(workflows: Path) -> None:
                                   "JSON: the key 'openapi' twice in one object")
 
 
+def test_aliases_repeating_too_many_values_are_refused(workflows: Path) -> None:
+    nested = "x-nested:\n  l0: &l0 [v, v, v, v, v, v, v, v, v, v]\n" + "".join(
+        f"  l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]\n" for i in range(1, 9))
+    (workflows / CHAT).write_text((workflows / CHAT).read_text() + nested)
+    assert refusal(workflows) == (f"{workflows / CHAT}: $: not valid YAML: its aliases repeat "
+                                  "more than 100,000 values")
+
+
 def test_a_step_naming_an_operation_no_document_declares_is_refused(workflows: Path) -> None:
     announce = workflows / "announce.yaml"
     announce.write_text(announce.read_text().replace("chat.postMessage", "chat.postMesage"))
