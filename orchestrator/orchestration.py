@@ -116,9 +116,10 @@ class Orchestrator:
                 self._finish(run_id, "denied", f"root grant: {exc.code} ({exc.reason})")
                 return None
             except Unavailable as exc:
-                if attempt == ROOT_GRANT_ATTEMPTS:
+                if attempt == ROOT_GRANT_ATTEMPTS:  # nothing started: the sender may redeliver
                     self._finish(run_id, "failed", f"root grant: {exc.reason}")
-                    return None
+                    raise Unavailable("the authorization server cannot be reached: the run "
+                                      "was not started", reason=exc.reason) from exc
                 time.sleep(0.2 * attempt)
         granted = result["scope"].split()
         self.runs.add_event(run_id, None, RootGranted(

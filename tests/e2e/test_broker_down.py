@@ -1,5 +1,6 @@
-"""A broker that cannot be reached when a run starts: the run ends `failed` with the reason
-(never left pending), and the orchestrator answers Unavailable so the sender may redeliver."""
+"""A broker or an authorization server that cannot be reached when a run starts: the run ends
+`failed` with the reason (never left pending), and the orchestrator answers Unavailable so the
+sender may redeliver."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from orchestrator.ci import CIEvent
 from orchestrator.client import AuthClient
 from orchestrator.config import Settings
 from orchestrator.errors import Unavailable
-from orchestrator.identity import load_directory
+from orchestrator.identity import generate_private_key, load_directory, signing_key_of
 from orchestrator.orchestration import Orchestrator
 from orchestrator.runs import RunStore
 from orchestrator.workflows import load_workflows
@@ -64,3 +65,26 @@ class _NoAuth(AuthClient):
 
     def root_token(self, *args: object, **kwargs: object) -> dict[str, object]:
         raise AssertionError("static mode must not request a root token")
+
+
+def test_an_unreachable_authorization_server_fails_the_run_and_says_so(tmp_path: Path) -> None:
+    """The root grant cannot be had: the run is failed and the caller told (a webhook answers
+    503, releasing the delivery), never handed a run id as if it had started."""
+    settings = Settings(state_dir=tmp_path)
+    directory = load_directory(settings.workflows_dir / "directory.yaml")
+    event = CIEvent(delivery_id="d-auth-down-1", event_type="deployment", user="user:sam",
+                    sender_login="sam", repository="acme/service-x", service="service-x",
+                    environment="prod", commit="9f2c1e7", trigger="ci_pipeline", pr=124)
+    auth = AuthClient(f"http://127.0.0.1:{_closed_port()}", "client:orchestrator",
+                      signing_key_of(generate_private_key("ES256"), "ES256"), timeout=1.0)
+    dispatched: list[str] = []
+    with RunStore(tmp_path / "runs.sqlite3") as runs:
+        orch = Orchestrator(directory, load_workflows(settings.workflows_dir, directory), runs,
+                            auth, lambda *args: dispatched.append(args[0]))
+        with pytest.raises(Unavailable) as caught:
+            orch.start(event, run_id="run-auth-down")
+        run = runs.get("run-auth-down")
+    assert caught.value.reason == "authserver_unavailable"
+    assert run is not None and (run.status, run.reason) == (
+        "failed", "root grant: authserver_unavailable")
+    assert dispatched == []
