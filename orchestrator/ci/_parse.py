@@ -92,6 +92,9 @@ def _deployment(payload: dict[str, Any], directory: Directory) -> dict[str, Any]
     _object(payload, "deployment")
     extra = _deployment_payload(payload)
     claimed = _string(extra, "trigger", required=False, prefix="deployment.payload")
+    if claimed not in (None, "ci_pipeline", "manual"):  # user_request: only a person's own token
+        raise MalformedEvent("deployment.payload.trigger is ci_pipeline or manual",
+                             field="deployment.payload.trigger")
     by_ci = directory.is_ci_app(_string(payload, "deployment.creator.login", required=False))
     fields: dict[str, Any] = {
         "commit": _string(payload, "deployment.sha"),
@@ -131,11 +134,12 @@ def _workflow_run(payload: dict[str, Any], directory: Directory) -> dict[str, An
     if conclusion != "success":
         return Ignored("conclusion_not_success")
     event = _string(payload, "workflow_run.event")
+    branch = _string(payload, "workflow_run.head_branch", required=False)
     return {
         "commit": _string(payload, "workflow_run.head_sha"),
-        "ref": _string(payload, "workflow_run.head_branch", required=False),
+        "ref": branch,
         "environment": _environment(payload),
-        "trigger": "ci_pipeline" if event in directory.ci_events else "manual",
+        "trigger": "ci_pipeline" if directory.is_ci_run(event, branch) else "manual",
         "pr": _first_pr(payload),
     }
 

@@ -58,6 +58,8 @@ CILogin = Annotated[str, StringConstraints(
     pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}(\[bot\])?$", to_lower=True)]
 CIEventKind = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z_]{0,63}$"),
                         AfterValidator(_not_by_hand)]
+# A git branch name as GitHub reports workflow_run.head_branch (no refs/heads/ prefix).
+CIBranch = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._/-]{1,255}$")]
 
 
 class _LocatedError(ValueError):
@@ -167,6 +169,8 @@ class Directory(_Model):
     ci_apps: tuple[CILogin, ...] = Field((), description="Logins whose deployments are CI's.")
     ci_events: tuple[CIEventKind, ...] = Field(
         (), description="workflow_run event kinds that are CI's (never workflow_dispatch).")
+    ci_branches: tuple[CIBranch, ...] | None = Field(
+        None, description="Branches whose workflow_runs may be CI's (unset: any branch).")
     identity_providers: dict[str, IdentityProvider] = Field(
         {}, description="Trusted identity providers by name (docs/federation.md).")
 
@@ -228,6 +232,11 @@ class Directory(_Model):
 
     def is_ci_app(self, login: str | None) -> bool:
         return login is not None and login.lower() in self.ci_apps
+
+    def is_ci_run(self, event: str | None, branch: str | None) -> bool:
+        """A workflow_run started by a CI event kind, on a branch CI may deploy from."""
+        return event in self.ci_events and (
+            self.ci_branches is None or (branch is not None and branch in self.ci_branches))
 
     def client_ids(self) -> list[str]:
         return [*self.agents, *self.clients]

@@ -55,6 +55,41 @@ def test_a_workflow_run_is_ci_only_for_the_event_kinds_the_directory_lists(
     assert webhook.starter.events[0].trigger == trigger
 
 
+@pytest.mark.parametrize(("branch", "trigger"), [
+    ("main", "ci_pipeline"), ("sam/scratch", "manual"), ("main-copy", "manual"),
+])
+def test_a_push_run_is_ci_only_on_a_branch_the_directory_lists(
+        webhook: Webhook, branch: str, trigger: str) -> None:
+    """Whoever can push a branch names its workflow: a push to any branch running a workflow
+    called deploy-prod is not CI's deploy to prod."""
+    headers, body = build_workflow_run_event("sam", "service-x", "prod", "9f2c1e7", ref=branch,
+                                             secret=SECRET)
+    assert webhook.post(headers, body).status_code == 202
+    assert webhook.starter.events[0].trigger == trigger
+
+
+def test_without_ci_branches_a_push_on_any_branch_is_ci(
+        tmp_path: Path, directory: Directory) -> None:
+    with running_webhook(tmp_path, directory.model_copy(update={"ci_branches": None})) as hook:
+        headers, body = build_workflow_run_event("sam", "service-x", "prod", "9f2c1e7",
+                                                 ref="sam/scratch", secret=SECRET)
+        assert hook.post(headers, body).status_code == 202
+        assert hook.starter.events[0].trigger == "ci_pipeline"
+
+
+@pytest.mark.parametrize("claimed", ["user_request", "root"])
+def test_a_deployment_claims_no_trigger_but_ci_pipeline_or_manual(
+        webhook: Webhook, claimed: str) -> None:
+    """``user_request`` is a person's own token at POST /runs, never a webhook's to claim."""
+    headers, body = build_deployment_event("sam", "service-x", "prod", "9f2c1e7",
+                                           trigger=claimed, creator="infrabot-ci[bot]",
+                                           secret=SECRET)
+    response = webhook.post(headers, body)
+    assert (response.status_code, response.json()["reason"]) == (400, "malformed_event")
+    assert response.json()["field"] == "deployment.payload.trigger"
+    assert webhook.starter.events == []
+
+
 def test_a_directory_that_names_no_ci_makes_every_event_manual(
         tmp_path: Path, directory: Directory) -> None:
     bare = directory.model_copy(update={"ci_apps": (), "ci_events": ()})
@@ -68,6 +103,7 @@ def test_a_directory_that_names_no_ci_makes_every_event_manual(
 def test_the_shipped_directory_names_the_ci_app_and_push(directory: Directory) -> None:
     assert directory.ci_apps == ("infrabot-ci[bot]",)
     assert directory.ci_events == ("push",)
+    assert directory.ci_branches == ("main",)
 
 
 @pytest.mark.parametrize(("line", "message"), [
