@@ -16,6 +16,7 @@ from typing import Any
 
 from orchestrator.errors import InvalidClient, OAuthError
 from orchestrator.identity import _jws
+from orchestrator.identity._claims import is_time
 from orchestrator.identity._exchange import new_jti
 from orchestrator.identity._jws import KEY_HEADERS
 from orchestrator.identity._keys import PublicKey, SigningKey
@@ -175,7 +176,7 @@ def _claims_refusal(payload: dict[str, Any], policy: AssertionPolicy, *,
         if payload.get(claim) is None:
             return "malformed_assertion", f"assertion lacks the {claim!r} claim"
     iat = payload["iat"]
-    if isinstance(iat, bool) or not isinstance(iat, (int, float)) or not math.isfinite(iat):
+    if not is_time(iat):
         return "malformed_assertion", "assertion iat must be a number"
     if iat > now + policy.leeway:
         return "assertion_not_yet_valid", "assertion was issued in the future"

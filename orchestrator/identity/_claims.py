@@ -7,7 +7,8 @@ actors nest inside it, least recent deepest. :meth:`AccessClaims.chain` reads th
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import math
+from typing import Annotated, Any, TypeGuard
 
 from pydantic import (
     AfterValidator,
@@ -178,6 +179,15 @@ class AccessClaims(_Frozen):
     def public_view(self) -> dict[str, Any]:
         """Decoded claims fit to print or store (they hold no secret; the signature is not here)."""
         return self.model_dump(exclude_none=True)
+
+
+def is_time(value: object) -> TypeGuard[int | float]:
+    """A JWT NumericDate as a claim's JSON gave it: an int or a finite float, not a bool, and
+    within what a float holds exactly (a 400-digit integer is not a time, nor ``math``'s to
+    compare)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return abs(value) < 2 ** 53 if isinstance(value, int) else math.isfinite(value)
 
 
 def act_nesting(act: object) -> int:

@@ -35,7 +35,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from orchestrator.errors import InvalidDPoPProof, OAuthError, UseDPoPNonce
-from orchestrator.identity._claims import AccessClaims
+from orchestrator.identity._claims import AccessClaims, is_time
 from orchestrator.identity._exchange import new_jti
 from orchestrator.identity._jws import KEY_HEADERS, sign
 from orchestrator.identity._keys import (
@@ -227,8 +227,7 @@ class _ProofRules:
         check, policy = self.check, self.policy
         jti, htm, htu, iat = (payload.get(n) for n in ("jti", "htm", "htu", "iat"))
         if not isinstance(jti, str) or not 8 <= len(jti) <= 128 or not isinstance(htm, str) \
-                or not isinstance(htu, str) or isinstance(iat, bool) \
-                or not isinstance(iat, (int, float)) or not math.isfinite(iat):
+                or not isinstance(htu, str) or not is_time(iat):
             raise _refuse("dpop_claims_invalid", "the DPoP proof needs jti (8-128 characters), "
                                                  "htm, htu and a numeric iat")
         if htm != check.method.upper():

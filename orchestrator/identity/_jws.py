@@ -122,8 +122,10 @@ def canonical(alg: str, signature: bytes) -> bytes:
     when ``s`` is above n/2); any other algorithm's signature as it is."""
     if alg != "ES256" or not _high_s(signature):
         return signature
-    s = P256_ORDER - int.from_bytes(signature[32:], "big")
-    return signature[:32] + s.to_bytes(32, "big")
+    s = int.from_bytes(signature[32:], "big")
+    if s >= P256_ORDER:  # no signature at all (s is below n): verifying it as it is refuses it
+        return signature
+    return signature[:32] + (P256_ORDER - s).to_bytes(32, "big")
 
 
 class _LowSES256(ECAlgorithm):

@@ -183,9 +183,20 @@ def test_a_proof_signed_by_another_key_than_its_jwk_is_refused() -> None:
 @pytest.mark.parametrize("claims", [
     good_claims(jti=None), good_claims(htm=None), good_claims(htu=None), good_claims(iat=None),
     good_claims(iat=True), good_claims(iat="1800000000"), good_claims(jti="short"),
-    good_claims(jti=12345678), good_claims(htm=["POST"])])
+    good_claims(jti=12345678), good_claims(htm=["POST"]), good_claims(iat=10 ** 400),
+    good_claims(iat=-(10 ** 400)), good_claims(iat=2 ** 53)])
 def test_jti_htm_htu_and_a_numeric_iat_are_required(claims: dict[str, Any]) -> None:
+    """A 400-digit iat is no time: refused, not an OverflowError (a 500) while comparing it."""
     refused(raw_proof(good_header(), claims), "dpop_claims_invalid")
+
+
+def test_an_es256_signature_whose_s_is_past_the_curve_order_is_a_bad_signature() -> None:
+    """No key needed to send one: it must be refused as what it is, never crash the check."""
+    header, claims, _ = raw_proof(good_header(), good_claims()).split(".")
+    r = (1).to_bytes(32, "big")
+    for s in (b"\xff" * 32, P256_ORDER.to_bytes(32, "big")):
+        signature = b64(r + s)
+        refused(f"{header}.{claims}.{signature}", "dpop_bad_signature")
 
 
 def test_a_proof_for_another_method_is_refused() -> None:

@@ -144,6 +144,9 @@ def test_header_refusals_keep_their_reasons(header: dict[str, Any], expected: st
     ({"iat": None}, "malformed_assertion"),
     ({"iat": "now"}, "malformed_assertion"),
     ({"iat": True}, "malformed_assertion"),
+    ({"iat": 10 ** 400}, "malformed_assertion"),  # no time, and not a float's: never a crash
+    ({"nbf": float("inf")}, "malformed_assertion"),  # JSON's Infinity, which json reads
+    ({"exp": float("inf")}, "malformed_assertion"),
     ({"iat": In(60)}, "assertion_not_yet_valid"),  # beyond the 5 s leeway
     ({"exp": In(3600)}, "assertion_lifetime_too_long"),
     ({"exp": In(60, as_float=True)}, "assertion_lifetime_too_long"),
