@@ -62,11 +62,11 @@ from mock_services._bodies import (
     validation_response,
 )
 from mock_services._idempotency import HEADER, IdempotencyCache, check_key, fingerprint
-from mock_services._sender import DPoPRefusal, Presented
+from mock_services._sender import Presented
 from mock_services._targets import Resolver, TargetRefused
 from orchestrator.audit import AuditRecord, AuditStore
 from orchestrator.catalog import LISTING, Action, Target, clean_text, resource_for
-from orchestrator.errors import OAuthError, Unavailable
+from orchestrator.errors import DPoPRefusal, OAuthError, Unavailable
 from orchestrator.identity import AccessClaims
 from orchestrator.tracing import own_span
 

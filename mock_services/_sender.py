@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from orchestrator.config import Settings
-from orchestrator.errors import InvalidDPoPProof, OAuthError
+from orchestrator.errors import DPoPRefusal, InvalidDPoPProof, OAuthError, ProofRefusal
 from orchestrator.identity import (
     DPOP_ALGS,
     AccessClaims,
@@ -32,20 +32,6 @@ from orchestrator.identity import (
     check_holder,
     verify_proof,
 )
-
-
-class DPoPRefusal(OAuthError):
-    """A refusal a service answers 401 with a ``DPoP`` challenge (RFC 9449 section 7.1): the
-    token may not be used as presented."""
-
-    code = "invalid_token"
-    status = 401
-
-
-class ProofRefusal(DPoPRefusal):
-    """The request's DPoP proof is missing, invalid, replayed or by another key."""
-
-    code = "invalid_dpop_proof"
 
 
 def _proof_refusal(exc: OAuthError) -> ProofRefusal:

@@ -147,6 +147,28 @@ class UseDPoPNonce(OAuthError):
     reason = "use_dpop_nonce"
 
 
+class DPoPRefusal(OAuthError):
+    """A protected resource's refusal answered 401 with a ``DPoP`` challenge (RFC 9449 section
+    7.1): the token may not be used as presented."""
+
+    code = "invalid_token"
+    status = 401
+
+
+class ProofRefusal(DPoPRefusal):
+    """A protected resource's refusal of the request's DPoP proof: missing, invalid, replayed
+    or by another key."""
+
+    code = "invalid_dpop_proof"
+
+
+class NonceRefusal(DPoPRefusal):
+    """A protected resource wants a proof with the nonce its ``DPoP-Nonce`` header gives
+    (RFC 9449 section 9)."""
+
+    code = "use_dpop_nonce"
+
+
 class InsufficientScope(OAuthError):
     code = "insufficient_scope"
     status = 403

@@ -25,7 +25,13 @@ from orchestrator.authserver._service import (
     TOKEN_TYPE_JWT,
     AuthorizationService,
 )
-from orchestrator.errors import ConfigError, InvalidRequest, OAuthError, Unavailable
+from orchestrator.errors import (
+    ConfigError,
+    DPoPRefusal,
+    InvalidRequest,
+    OAuthError,
+    Unavailable,
+)
 from orchestrator.identity import CLIENT_ASSERTION_TYPE
 
 MAX_BODY_BYTES = 64 * 1024
@@ -245,10 +251,11 @@ def create_app(service: AuthorizationService) -> FastAPI:
                 lambda: service.audit_log(bearer, jti, scheme=scheme.lower(), proof=proof))
         except OAuthError as exc:
             error = f'error="{exc.code}"' if exc.reason != "missing_token" else ""
-            kind = "DPoP" if exc.reason.startswith("dpop_") else "Bearer"
-            challenge = f'{kind} realm="authserver"{", " + error if error else ""}'
-            return JSONResponse(exc.body(), status_code=exc.status,
-                                headers={**NO_STORE, "WWW-Authenticate": challenge})
+            dpop = isinstance(exc, DPoPRefusal)
+            challenge = f'{"DPoP" if dpop else "Bearer"} realm="authserver"' \
+                        f'{", " + error if error else ""}'
+            return JSONResponse(exc.body(), status_code=exc.status, headers={
+                **NO_STORE, "WWW-Authenticate": challenge, **(nonce_header() if dpop else {})})
         return JSONResponse({"jti": jti, "records": records}, headers=NO_STORE)
 
     @app.get("/health", summary="Liveness and registry reachability")

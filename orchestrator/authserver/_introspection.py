@@ -8,7 +8,15 @@ from typing import Any
 from orchestrator.authserver._context import Server
 from orchestrator.authserver._forms import TokenRequestOf
 from orchestrator.authserver._revocation import may_revoke
-from orchestrator.errors import InsufficientScope, InvalidDPoPProof, InvalidToken, UseDPoPNonce
+from orchestrator.errors import (
+    DPoPRefusal,
+    InsufficientScope,
+    InvalidDPoPProof,
+    InvalidToken,
+    NonceRefusal,
+    ProofRefusal,
+    UseDPoPNonce,
+)
 from orchestrator.identity import AccessClaims, Directory, check_holder
 
 
@@ -63,17 +71,24 @@ def audit_log(server: Server, bearer: str | None, jti: str, *, scheme: str = "be
 
 def _check_presented(server: Server, claims: AccessClaims, token: str, scheme: str,
                      value: str | None, *, now: int) -> None:
-    """A bound token only as ``DPoP`` with a first-used proof by its key for ``GET /audit``;
-    refusals are 401 ``invalid_token`` with the DPoP reason."""
+    """A bound token only as ``DPoP`` with a first-used proof by its key for ``GET /audit``,
+    an unbound one only as ``Bearer``, refused as a service refuses them (RFC 9449 sections
+    7.1 and 9): 401 ``invalid_token`` for the token as presented, ``invalid_dpop_proof`` for
+    the proof, ``use_dpop_nonce`` for the server's nonce."""
     if claims.cnf is None:
+        if scheme == "dpop":
+            raise DPoPRefusal("the token is not bound to a key: present it as Bearer",
+                              reason="dpop_token_not_bound")
         return
     if scheme != "dpop":
-        raise InvalidToken("the token is bound to a key (cnf.jkt): present it with the DPoP "
-                           "scheme and a proof by that key", reason="dpop_bound_token_as_bearer")
+        raise DPoPRefusal("the token is bound to a key (cnf.jkt): present it with the DPoP "
+                          "scheme and a proof by that key", reason="dpop_bound_token_as_bearer")
     try:
         proof = (server.dpop.proof(value, now=now, url=f"{server.settings.auth_url}/audit",
                                    method="GET", access_token=token)
                  if value is not None else None)
         check_holder(claims, proof)
-    except (InvalidDPoPProof, UseDPoPNonce) as exc:
-        raise InvalidToken(exc.message, reason=exc.reason) from exc
+    except UseDPoPNonce as exc:
+        raise NonceRefusal(exc.message, reason=exc.reason) from exc
+    except InvalidDPoPProof as exc:
+        raise ProofRefusal(exc.message, reason=exc.reason) from exc

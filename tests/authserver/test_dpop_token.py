@@ -283,7 +283,8 @@ def test_the_log_url_takes_a_bound_token_only_with_a_proof_by_its_key(bound: Aut
     as_bearer = get({"Authorization": f"Bearer {h1}"})
     refusal(as_bearer, 401, "invalid_token", "dpop_bound_token_as_bearer")
     assert as_bearer.headers["www-authenticate"].startswith('DPoP realm="authserver"')
-    refusal(get({"Authorization": f"DPoP {h1}"}), 401, "invalid_token", "dpop_proof_missing")
+    # RFC 9449 7.1: the token as presented is invalid_token, its proof invalid_dpop_proof
+    refusal(get({"Authorization": f"DPoP {h1}"}), 401, "invalid_dpop_proof", "dpop_proof_missing")
     argocd_key = dpop_key(bound.settings.keys_dir, ARGOCD)
 
     def proof_for(token: str, key: SigningKey = argocd_key) -> str:
@@ -291,15 +292,38 @@ def test_the_log_url_takes_a_bound_token_only_with_a_proof_by_its_key(bound: Aut
                           access_token=token, nonce=nonce(bound))
 
     refusal(get({"Authorization": f"DPoP {h1}", "DPoP": proof_for(h1, other_key())}), 401,
-            "invalid_token", "dpop_key_mismatch")
+            "invalid_dpop_proof", "dpop_key_mismatch")
     refusal(get({"Authorization": f"DPoP {h1}", "DPoP": proof_for(root)}), 401,
-            "invalid_token", "dpop_ath_mismatch")
+            "invalid_dpop_proof", "dpop_ath_mismatch")
     used = proof_for(h1)
     answer = get({"Authorization": f"DPoP {h1}", "DPoP": used})
     assert answer.status_code == 200, answer.text
     assert answer.json()["jti"] == jti
-    refusal(get({"Authorization": f"DPoP {h1}", "DPoP": used}), 401, "invalid_token",
+    refusal(get({"Authorization": f"DPoP {h1}", "DPoP": used}), 401, "invalid_dpop_proof",
             "dpop_proof_replayed")
+
+
+def test_the_log_url_asks_for_its_nonce_as_a_resource_does(bound: AuthServer) -> None:
+    """RFC 9449 9: 401 use_dpop_nonce with the nonce in DPoP-Nonce, so a client holding only the
+    token learns it here; a challenge naming the error."""
+    _, h1, _, _ = bound.chain()
+    url = f"{bound.url}/audit"
+    proof = make_proof(dpop_key(bound.settings.keys_dir, ARGOCD), method="GET", url=url,
+                       now=int(time.time()), access_token=h1)
+    answer = bound.http.get(url, params={"jti": unverified_claims(h1)["jti"]},
+                            headers={"Authorization": f"DPoP {h1}", "DPoP": proof})
+    refusal(answer, 401, "use_dpop_nonce", "dpop_nonce_missing")
+    assert answer.headers["dpop-nonce"] == nonce(bound)
+    assert answer.headers["www-authenticate"] == 'DPoP realm="authserver", error="use_dpop_nonce"'
+
+
+def test_the_log_url_takes_an_unbound_token_only_as_bearer(tmp_path: Path) -> None:
+    with serve(tmp_path / "state", dpop_binding=False) as srv:
+        root = srv.root()["access_token"]
+        h1 = srv.clients[INFRABOT].exchange(root, audience=ARGOCD)["access_token"]
+        answer = srv.http.get(f"{srv.url}/audit", params={"jti": unverified_claims(h1)["jti"]},
+                              headers={"Authorization": f"DPoP {h1}", "DPoP": "not-a-proof"})
+        refusal(answer, 401, "invalid_token", "dpop_token_not_bound")
 
 
 def test_introspection_says_a_bound_token_is_dpop(bound: AuthServer) -> None:
