@@ -12,31 +12,6 @@ from orchestrator.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
 MAX_YAML_BYTES = 1 << 20
-_MERGE = "tag:yaml.org,2002:merge"
-
-
-class UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML's safe loader refusing a key given twice in one mapping, which it would otherwise
-    settle silently by keeping the last (a user, a workflow or an API path declared twice, one of
-    them quietly lost). Keys a merge (``<<``) brings in may still be overridden, as YAML says."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        if isinstance(node, yaml.MappingNode):
-            seen: set[Any] = set()
-            for key_node, _ in node.value:
-                if key_node.tag == _MERGE:
-                    continue
-                key = self.construct_object(key_node, deep=True)  # type: ignore[no-untyped-call]
-                try:
-                    duplicate = key in seen
-                except TypeError:  # unhashable: the base class refuses it, with its own message
-                    continue
-                if duplicate:
-                    raise yaml.constructor.ConstructorError(
-                        "while constructing a mapping", node.start_mark,
-                        f"found the key {key!r} twice", key_node.start_mark)
-                seen.add(key)
-        return super().construct_mapping(node, deep)
 
 
 def _lines(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
@@ -55,40 +30,64 @@ class TooLarge(ValueError):
 
 
 def parse(text: str) -> tuple[Any, yaml.Node | None]:
-    """The data of a YAML text (:class:`UniqueKeyLoader`) and its node tree, composed once.
-    :class:`TooLarge` if its aliases repeat more than :data:`MAX_ALIASED_VALUES` values, before
-    anything is built from it: each use of an alias is read again, here and by whatever checks
-    the data, so a few hundred bytes of nested aliases are billions of values."""
-    loader = UniqueKeyLoader(text)
+    """The data of a YAML text (PyYAML's safe loader) and its node tree, composed once and
+    checked before anything is built from it:
+
+    * a key given twice in one mapping is refused (``yaml.constructor.ConstructorError``), where
+      PyYAML would keep the last without a word (a user, a workflow or an API path declared
+      twice, one of them quietly lost); keys a merge (``<<``) brings in may still be
+      overridden, as YAML says;
+    * :class:`TooLarge` if its aliases repeat more than :data:`MAX_ALIASED_VALUES` values: each
+      use of an alias is read again, here and by whatever checks the data, so a few hundred
+      bytes of nested aliases are billions of values.
+    """
+    loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
         if node is not None:
-            _check_aliases(node)
+            _check_nodes(node, loader)
         return (loader.construct_document(node) if node is not None else None), node
     finally:
         loader.dispose()
 
 
 MAX_ALIASED_VALUES = 100_000
+_MERGE = "tag:yaml.org,2002:merge"
 
 
-def _check_aliases(root: yaml.Node) -> None:
+def _check_nodes(root: yaml.Node, loader: yaml.SafeLoader) -> None:
     """Walks the tree as a reader of the data would, counting the values met again through an
-    alias (a document without aliases, however large, repeats none)."""
+    alias (a document without aliases, however large, repeats none), and looking at the keys
+    of each mapping as written (before any merge is applied)."""
     seen: set[int] = set()
     repeated, todo = 0, [(root, False)]
     while todo:
         node, again = todo.pop()
         again = again or id(node) in seen
-        seen.add(id(node))
         if again:
             repeated += 1
             if repeated > MAX_ALIASED_VALUES:
                 raise TooLarge(f"its aliases repeat more than {MAX_ALIASED_VALUES:,} values")
+        elif isinstance(node, yaml.MappingNode):
+            _unique_keys(node, loader)
+        seen.add(id(node))
         if isinstance(node, yaml.MappingNode):
             todo.extend((part, again) for pair in node.value for part in pair)
         elif isinstance(node, yaml.SequenceNode):
             todo.extend((item, again) for item in node.value)
+
+
+def _unique_keys(node: yaml.MappingNode, loader: yaml.SafeLoader) -> None:
+    keys: set[Any] = set()
+    for key_node, _ in node.value:
+        if key_node.tag == _MERGE or not isinstance(key_node, yaml.ScalarNode):
+            continue  # a merge may override; a collection as a key is refused when built
+        key = loader.construct_object(key_node)  # type: ignore[no-untyped-call]
+        if key in keys:
+            raise yaml.constructor.ConstructorError(
+                "while constructing a mapping", node.start_mark,
+                f"found the key {key!r} twice", key_node.start_mark)
+        keys.add(key)
 
 
 def load_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:

@@ -6,7 +6,9 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
+from orchestrator._yamlfile import load_yaml
 from orchestrator.errors import ConfigError
 from orchestrator.identity import Directory, load_directory, parse_scopes
 
@@ -164,6 +166,19 @@ def test_a_merge_key_may_still_be_overridden(tmp_path: Path) -> None:
     services = load_directory(path).services
     assert (list(services["datadog"].scopes), list(services["github"].scopes)) == (
         ["urn:infra:monitoring:read"], ["urn:infra:repo:read"])
+
+
+@pytest.mark.parametrize("text", [
+    ("defaults: &defaults {timeout: 30, retries: 1}\nservices:\n  github:\n    calls:\n"
+     "      - &read\n        <<: *defaults\n        retries: 3\n  datadog:\n    <<: *read\n"),
+    "- - &mid\n    <<: {a: 1}\n    a: 2\n- <<: *mid\n",
+], ids=["anchor in a list, merged later", "anchor nested deeper than its merge"])
+def test_merges_read_as_yaml_reads_them_whatever_the_order(tmp_path: Path, text: str) -> None:
+    """A mapping's own keys are checked as written: a merge applied to it first (PyYAML
+    flattens merged keys into the node) is no key given twice."""
+    path = tmp_path / "merged.yaml"
+    path.write_text(text)
+    assert load_yaml(path)[0] == yaml.safe_load(text)
 
 
 def test_tab_indentation_is_bad_yaml(tmp_path: Path) -> None:
