@@ -92,10 +92,12 @@ def _deployment(payload: dict[str, Any], directory: Directory) -> dict[str, Any]
     _object(payload, "deployment")
     extra = _deployment_payload(payload)
     claimed = _string(extra, "trigger", required=False, prefix="deployment.payload")
-    if claimed not in (None, "ci_pipeline", "manual"):  # user_request: only a person's own token
+    by_ci = directory.is_ci_app(_string(payload, "deployment.creator.login", required=False))
+    # What the CI app says is ci_pipeline or manual (user_request is a person's own token at
+    # POST /runs); anyone else's claim is not read at all: their deployment is manual.
+    if by_ci and claimed not in (None, "ci_pipeline", "manual"):
         raise MalformedEvent("deployment.payload.trigger is ci_pipeline or manual",
                              field="deployment.payload.trigger")
-    by_ci = directory.is_ci_app(_string(payload, "deployment.creator.login", required=False))
     fields: dict[str, Any] = {
         "commit": _string(payload, "deployment.sha"),
         "ref": _string(payload, "deployment.ref", required=False),

@@ -23,6 +23,8 @@ from .conftest import SECRET, Webhook, running_webhook
     ("infrabot-ci[bot]", "ci_pipeline", "ci_pipeline"),
     ("InfraBot-CI[bot]", "ci_pipeline", "ci_pipeline"),  # logins are case-insensitive
     ("infrabot-ci[bot]", "manual", "manual"),       # CI may say a deploy was by hand
+    ("sam", "user_request", "manual"),              # a person's claim is not read at all
+    ("sam", "deploy", "manual"),
 ])
 def test_a_deployment_is_ci_only_when_a_named_ci_app_created_it(
         webhook: Webhook, creator: str, claimed: str, trigger: str) -> None:
