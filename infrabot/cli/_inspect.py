@@ -8,10 +8,12 @@ from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from rich.console import Console
+from rich.text import Text
 from rich.tree import Tree
 
 from infrabot._delegation_view import chain_lines, token_chain
 from infrabot.cli._common import CommandError, endpoints
+from orchestrator._display import display_safe
 from orchestrator.client import AuthClient
 from orchestrator.config import SERVICE_NAMES, Settings
 from orchestrator.errors import InvalidToken, OAuthError, Unavailable
@@ -148,18 +150,22 @@ def _unverified(raw: str) -> object:
 
 
 def render(result: dict[str, object]) -> None:
+    """The result for a person. A refused token's claims are whatever its sender wrote: every
+    piece of text is shown display-safe and never read as markup."""
     console = Console(stderr=False, highlight=False)
     claims = result.get("claims")
     if result["valid"]:
         console.print(f"[green]valid[/green]: expires in {result['expires_in']}s; "
-                      f"revocation check: {result.get('revocation')}")
+                      f"revocation check: {display_safe(result.get('revocation'))}",
+                      markup=True)
     else:
-        console.print(f"[red]invalid[/red]: {result['reason']}: {result.get('error')}")
+        console.print(Text.assemble(("invalid", "red"), f": {display_safe(result['reason'])}: "
+                                                        f"{display_safe(result.get('error'))}"))
         if claims and "chain" not in result:  # a revoked token's claims were verified
             console.print("[dim]claims below are UNVERIFIED[/dim]")
     if not isinstance(claims, dict):
         return
-    tree = Tree(f"[bold]{claims.get('sub')}[/bold] (principal)")
+    tree = Tree(Text.assemble((display_safe(claims.get("sub")), "bold"), " (principal)"))
     node = tree
     chain = []
     act = claims.get("act")
@@ -167,17 +173,17 @@ def render(result: dict[str, object]) -> None:
         chain.append(act.get("sub"))
         act = act.get("act")
     for actor in reversed(chain):
-        node = node.add(f"acts: {actor}")
+        node = node.add(Text(f"acts: {display_safe(actor)}"))
     console.print(tree)
     for name in ("aud", "scope", "ctx", "client_id", "may_act", "cnf", "jti", "exp"):
         if name in claims:
-            console.print(f"  {name}: {_shown(name, claims[name])}", markup=False)
+            console.print(Text(f"  {name}: {display_safe(_shown(name, claims[name]))}"))
     verdict = result.get("delegation_chain")
     if isinstance(verdict, dict):
         why = f" ({verdict['reason']})" if verdict.get("reason") else ""
-        console.print(f"  delegation_chain: {verdict['status']}{why}", markup=False)
+        console.print(Text(display_safe(f"  delegation_chain: {verdict['status']}{why}")))
         for line in chain_lines(verdict["records"]):
-            console.print(f"    {line}", markup=False)
+            console.print(Text(f"    {display_safe(line)}"))
 
 
 def _shown(name: str, value: object) -> str:

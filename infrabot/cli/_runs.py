@@ -20,6 +20,7 @@ from infrabot.cli._common import (
     state_dir_option,
 )
 from infrabot.cli._users import resolve_user
+from orchestrator._display import display_safe
 from orchestrator.errors import InfraBotError
 from orchestrator.runs import (
     STATUSES,
@@ -132,8 +133,9 @@ def show(run_id: str, as_json: bool, with_trace: bool, state_dir: Path | None) -
     console = out_console()
     console.print(render_run(run))
     for chain in run_chains(settings, run):
-        console.print(f"delegation_chain ({chain['agent']}, {chain['for']}):", markup=False)
+        console.print(display_safe(f"delegation_chain ({chain['agent']}, {chain['for']}):"),
+                      markup=False)
         for line in chain_lines(chain["records"]):
-            console.print(f"  {line}", markup=False)
+            console.print(f"  {display_safe(line)}", markup=False)
     if with_trace:
         console.print(render_waterfall(spans))

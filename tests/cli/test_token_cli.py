@@ -112,6 +112,24 @@ def test_inspect_of_a_tampered_token_is_a_bad_signature(env: dict[str, str], sam
     assert result.stdout.startswith("invalid: bad_signature: "), result
 
 
+def test_inspect_shows_a_forged_token_s_claims_as_text_never_as_terminal_codes_or_markup(
+        env: dict[str, str], sam: Result) -> None:
+    """A refused token's claims are whatever its sender wrote: escape sequences, a bidi
+    override, Rich markup (a link, a closing tag that would crash the render)."""
+    header, _, signature = sam.stdout.strip().split(".")
+    claims = {"sub": "[/bold][link=https://evil.example]user:sam\x1b]8;;x\x07[/link]",
+              "act": {"sub": "agent:a\x1b[2J"}, "scope": "x\u202eyllA", "jti": "j\x1b[31m"}
+    payload = jwt.utils.base64url_encode(json.dumps(claims).encode()).decode()
+    result = infrabot("token", "inspect", f"{header}.{payload}.{signature}", env=env)
+    assert result.returncode == 1, result
+    result.no_traceback()
+    assert "\x1b" not in result.stdout and "\u202e" not in result.stdout
+    assert "[/bold][link=https://evil.example]user:sam\\u001b]8;;x\\u0007[/link]" \
+        in result.stdout
+    assert "acts: agent:a\\u001b[2J" in result.stdout
+    assert "scope: x\\u202eyllA" in result.stdout
+
+
 def test_inspect_of_a_token_signed_in_another_state_dir_is_unknown_kid(
         env: dict[str, str], tmp_path: Path) -> None:
     other = clean_env(INFRABOT_STATE_DIR=str(tmp_path / "other"))
