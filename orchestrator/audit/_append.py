@@ -12,7 +12,9 @@ ids. Under the lock nothing else moves this head, so either the whole batch find
 follows (the head this process knew was right) or none of it does (another store that shares the
 writer name appended meanwhile): then nothing was written, the head is read inside the next,
 locked, transaction, and the batch is written after it. A writer name is unique per store unless
-given, so that second transaction is the exception.
+given, so that second transaction is the exception. On PostgreSQL a batch whose head and bound
+the process knows is all of that in one statement, the schema's ``audit_append_batch``
+(:mod:`orchestrator.audit._batch_sql`): the driver's work per statement was most of an append.
 
 A store with a checkpointer (:class:`Anchor`) ends a batch at the record at which a record-count
 checkpoint falls due, and has it signed before it writes the rest: so no commit, however many
