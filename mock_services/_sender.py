@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from orchestrator.config import Settings
-from orchestrator.errors import DPoPRefusal, InvalidDPoPProof, OAuthError, ProofRefusal
+from orchestrator.errors import InvalidDPoPProof, OAuthError, ProofRefusal
 from orchestrator.identity import (
     DPOP_ALGS,
     AccessClaims,
@@ -30,6 +30,7 @@ from orchestrator.identity import (
     ProofCheck,
     ProofPolicy,
     check_holder,
+    check_scheme,
     verify_proof,
 )
 
@@ -80,18 +81,9 @@ class SenderCheck:
               *, first_use: bool) -> None:
         """Refuse unless ``claims`` may be used as presented (``first_use``: the proof's
         ``jti`` was claimed now)."""
+        check_scheme(claims, presented.scheme, unbound_ok=self.unbound_ok)
         if claims.cnf is None:
-            if presented.scheme == "dpop":
-                raise DPoPRefusal("the token is not bound to a key: present it as Bearer",
-                                  reason="dpop_token_not_bound")
-            if not self.unbound_ok:
-                raise DPoPRefusal("this service takes only DPoP-bound tokens",
-                                  reason="dpop_binding_required")
             return
-        if presented.scheme != "dpop":
-            raise DPoPRefusal("the token is bound to a key (cnf.jkt): present it with the DPoP "
-                              "scheme and a proof by that key",
-                              reason="dpop_bound_token_as_bearer")
         try:
             check_holder(claims, proof)
         except InvalidDPoPProof as exc:

@@ -9,7 +9,6 @@ from orchestrator.authserver._context import Server
 from orchestrator.authserver._forms import TokenRequestOf
 from orchestrator.authserver._revocation import may_revoke
 from orchestrator.errors import (
-    DPoPRefusal,
     InsufficientScope,
     InvalidDPoPProof,
     InvalidToken,
@@ -17,7 +16,7 @@ from orchestrator.errors import (
     ProofRefusal,
     UseDPoPNonce,
 )
-from orchestrator.identity import AccessClaims, Directory, check_holder
+from orchestrator.identity import AccessClaims, Directory, check_holder, check_scheme
 
 
 def introspect(server: Server, request: TokenRequestOf) -> dict[str, Any]:
@@ -75,14 +74,9 @@ def _check_presented(server: Server, claims: AccessClaims, token: str, scheme: s
     an unbound one only as ``Bearer``, refused as a service refuses them (RFC 9449 sections
     7.1 and 9): 401 ``invalid_token`` for the token as presented, ``invalid_dpop_proof`` for
     the proof, ``use_dpop_nonce`` for the server's nonce."""
+    check_scheme(claims, scheme, unbound_ok=True)
     if claims.cnf is None:
-        if scheme == "dpop":
-            raise DPoPRefusal("the token is not bound to a key: present it as Bearer",
-                              reason="dpop_token_not_bound")
         return
-    if scheme != "dpop":
-        raise DPoPRefusal("the token is bound to a key (cnf.jkt): present it with the DPoP "
-                          "scheme and a proof by that key", reason="dpop_bound_token_as_bearer")
     try:
         proof = (server.dpop.proof(value, now=now, url=f"{server.settings.auth_url}/audit",
                                    method="GET", access_token=token)

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from orchestrator.errors import InvalidDPoPProof, OAuthError, UseDPoPNonce
+from orchestrator.errors import DPoPRefusal, InvalidDPoPProof, OAuthError, UseDPoPNonce
 from orchestrator.identity._claims import AccessClaims, is_time
 from orchestrator.identity._exchange import new_jti
 from orchestrator.identity._jws import KEY_HEADERS, sign
@@ -138,6 +138,23 @@ def make_proof(key: SigningKey, *, method: str, url: str, now: int,
 def verify_proof(proof: object, check: ProofCheck, policy: ProofPolicy, *, now: int) -> Proof:
     """The verified proof for the request ``check`` names, or the refusal (see the module)."""
     return verify_jws(proof, _ProofRules(check, policy), now=now)
+
+
+def check_scheme(claims: AccessClaims, scheme: str, *, unbound_ok: bool) -> None:
+    """Under which authorization scheme (lower case) a protected resource takes a token (RFC
+    9449 section 7.1): a bound one (``cnf.jkt``) only as ``DPoP``, then with a proof by its key
+    (:func:`check_holder`); an unbound one never as ``DPoP``, and as ``Bearer`` only where
+    unbound tokens are taken (``unbound_ok``)."""
+    if claims.cnf is None:
+        if scheme == "dpop":
+            raise DPoPRefusal("the token is not bound to a key: present it as Bearer",
+                              reason="dpop_token_not_bound")
+        if not unbound_ok:
+            raise DPoPRefusal("this service takes only DPoP-bound tokens",
+                              reason="dpop_binding_required")
+    elif scheme != "dpop":
+        raise DPoPRefusal("the token is bound to a key (cnf.jkt): present it with the DPoP "
+                          "scheme and a proof by that key", reason="dpop_bound_token_as_bearer")
 
 
 def check_holder(claims: AccessClaims, proof: Proof | None) -> None:

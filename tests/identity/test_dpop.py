@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from jwt.algorithms import get_default_algorithms
 
-from orchestrator.errors import InvalidDPoPProof, OAuthError, UseDPoPNonce
+from orchestrator.errors import DPoPRefusal, InvalidDPoPProof, OAuthError, UseDPoPNonce
 from orchestrator.identity import (
     AccessClaims,
     Confirmation,
@@ -28,6 +28,7 @@ from orchestrator.identity import (
     bound,
     check_delegate,
     check_holder,
+    check_scheme,
     generate_private_key,
     hand_off_binding,
     htu_of,
@@ -298,6 +299,27 @@ def test_a_bound_token_needs_a_proof_by_its_key() -> None:
     with pytest.raises(InvalidDPoPProof) as other:
         check_holder(claims(jkt_of(key().public)), proof)
     assert other.value.reason == "dpop_key_mismatch"
+
+
+@pytest.mark.parametrize(("bound", "scheme", "unbound_ok", "reason"), [
+    (True, "bearer", True, "dpop_bound_token_as_bearer"),
+    (True, "basic", True, "dpop_bound_token_as_bearer"),
+    (False, "dpop", True, "dpop_token_not_bound"),
+    (False, "dpop", False, "dpop_token_not_bound"),
+    (False, "bearer", False, "dpop_binding_required"),
+])
+def test_a_token_is_refused_under_the_wrong_scheme(bound: bool, scheme: str, unbound_ok: bool,
+                                                    reason: str) -> None:
+    with pytest.raises(DPoPRefusal) as refused:
+        check_scheme(claims(jkt_of(KEY.public) if bound else None), scheme,
+                     unbound_ok=unbound_ok)
+    assert (refused.value.code, refused.value.status, refused.value.reason) == (
+        "invalid_token", 401, reason)
+
+
+def test_a_token_is_taken_under_its_scheme() -> None:
+    check_scheme(claims(jkt_of(KEY.public)), "dpop", unbound_ok=False)
+    check_scheme(claims(None), "bearer", unbound_ok=True)
 
 
 def directory(dpop: str | None) -> Directory:

@@ -33,6 +33,7 @@ PUBLIC = [
     "bound",
     "check_delegate",
     "check_holder",
+    "check_scheme",
     "hand_off_binding",
     "htu_of",
     "jkt_of",
