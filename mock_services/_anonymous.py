@@ -8,18 +8,27 @@ one summary record (action ``requests:anonymous``, reason ``anonymous_summary``,
 every request the service answers, or when the service stops (:meth:`AnonymousTrail.drain`).
 At most :data:`MAX_SOURCES` windows are open; a new source beyond that closes them all first, so
 memory stays bounded and no count is lost.
+
+Summaries are appended apart from the record of the request that found them due
+(:meth:`AnonymousTrail.write`): one that cannot be written is put back, its count into its
+window (:meth:`AnonymousTrail.put_back`), and written again when that window next closes; the
+windows put back may pass the bound until the next new source closes them all.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from orchestrator.audit import AuditRecord
 
+log = logging.getLogger("mock_services")
 MAX_SOURCES = 4096
 SUMMARY_ACTION, SUMMARY_REASON = "requests:anonymous", "anonymous_summary"
+_MINUTE = "%Y-%m-%dT%H:%MZ"
 
 
 @dataclass
@@ -64,6 +73,32 @@ class AnonymousTrail:
         with self._lock:
             return self._close_before(None, now)
 
+    def write(self, summaries: list[AuditRecord],
+              append: Callable[[AuditRecord], object]) -> None:
+        """Append ``summaries`` in order; from the first that cannot be written on, they are
+        put back (logged, never raised)."""
+        for done, summary in enumerate(summaries):
+            try:
+                append(summary)
+            except Exception:
+                log.exception("audit_append_failed", extra={"service": summary.service})
+                self.put_back(summaries[done:])
+                return
+
+    def put_back(self, summaries: list[AuditRecord]) -> None:
+        """Summaries that were not written: each count goes back into its window (added to the
+        window's own count if that is open again), to be summarised when the window closes."""
+        with self._lock:
+            for summary in summaries:
+                context = summary.context
+                start = datetime.strptime(context["minute"], _MINUTE).replace(tzinfo=UTC)
+                minute = int(start.timestamp()) // 60
+                window = self._windows.setdefault((context["source"], minute),
+                                                  _Window(summary.service))
+                window.more += int(context["count"])
+                self._earliest = minute if self._earliest is None else min(self._earliest,
+                                                                            minute)
+
     def _close_before(self, minute: int | None, now: float) -> list[AuditRecord]:
         closed = [key for key in self._windows if minute is None or key[1] < minute]
         summaries = [_summary(key, self._windows.pop(key), now) for key in closed]
@@ -81,4 +116,4 @@ def _summary(key: tuple[str, int], window: _Window, now: float) -> AuditRecord |
         resource=f"source:{source} count:{window.more}", decision="deny",
         reason=SUMMARY_REASON,
         context={"source": source, "count": str(window.more),
-                 "minute": start.strftime("%Y-%m-%dT%H:%MZ")})
+                 "minute": start.strftime(_MINUTE)})

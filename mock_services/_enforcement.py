@@ -13,17 +13,20 @@ For a route (one catalogue action, or several sharing the route), :meth:`Enforce
    the token's ``ctx`` (:mod:`mock_services._targets`): one resource out of bounds refuses the
    whole request before the handler runs;
 6. runs the handler, through the ``Idempotency-Key`` cache on mutating actions;
-7. turns every refusal or failure into its answer (never a 5xx for bad input);
+7. turns every refusal or failure into its answer (never a 5xx for bad input; a JSON string
+   with a lone surrogate, which is no Unicode text, is 400 ``malformed_json``);
 8. appends exactly one :class:`~orchestrator.audit.AuditRecord` before answering, and returns
    the request id in ``X-Request-Id``; a request with no credential at all is recorded, or
-   counted into its source's summary for the minute (:mod:`mock_services._anonymous`).
+   counted into its source's summary for the minute (:mod:`mock_services._anonymous`), which is
+   appended apart from the request's own record.
 
 ``decision`` is ``allow`` when the service did what was asked (status below 400), with reason
 ``ok`` (or ``idempotent_replay``); anything else is ``deny`` with the specific reason code. A
 record never holds the token: identity fields come from verified claims only, and are empty when
-the refusal came before verification. If the audit record cannot be written the answer is 503;
-a mutating action first checks that it can be (:meth:`AuditStore.check_writable`), so a trail
-that cannot be written stops the action rather than leave it unrecorded.
+the refusal came before verification; request values that make a record invalid are redacted.
+If the record cannot be written the answer is 503; a mutating action first checks that it can
+be (:meth:`AuditStore.check_writable`); an act whose record still failed is recorded (``ok``) by
+the first replay of its kept answer to be recorded (:mod:`mock_services._idempotency`).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -61,11 +64,11 @@ from mock_services._bodies import (
     parse_body,
     validation_response,
 )
-from mock_services._idempotency import HEADER, IdempotencyCache, check_key, fingerprint
+from mock_services._idempotency import HEADER, IdempotencyCache, check_key, fingerprint, owner_of
 from mock_services._sender import Presented
 from mock_services._targets import Resolver, TargetRefused
 from orchestrator.audit import AuditRecord, AuditStore
-from orchestrator.catalog import LISTING, Action, Target, clean_text, resource_for
+from orchestrator.catalog import LISTING, REDACTED, Action, Target, clean_text, resource_for
 from orchestrator.errors import DPoPRefusal, OAuthError, Unavailable
 from orchestrator.identity import AccessClaims
 from orchestrator.tracing import own_span
@@ -86,6 +89,7 @@ class _Call:
     claims: AccessClaims | None = None
     static: Caller | None = None
     target: dict[str, str] | None = None  # a refused target's attributes, for the record
+    audited: Callable[[], Awaitable[None]] | None = None  # to call once this record is written
 
 
 def request_id_of(request: Request) -> str:
@@ -96,12 +100,8 @@ def request_id_of(request: Request) -> str:
 class Enforcer:
     def __init__(self, service: str, access: AccessChecker, audit: AuditStore,
                  idempotency: IdempotencyCache, clock: Callable[[], float]) -> None:
-        self.service = service
-        self._clock = clock
-        self._access = access
-        self._audit = audit
-        self._idempotency = idempotency
-        self._anonymous = AnonymousTrail()
+        self.service, self._clock, self._access, self._audit = service, clock, access, audit
+        self._idempotency, self._anonymous = idempotency, AnonymousTrail()
 
     async def handle(self, request: Request, actions: Sequence[Action], inner: Handler,
                      resolve: Resolver | None) -> Response:
@@ -113,9 +113,8 @@ class Enforcer:
                 if isinstance(exc, TargetRefused):
                     call.target = exc.audit_context()
                 response, reason = self._refusal(exc, call.action.scope)
-            anonymous = reason == MissingToken.reason
-            return await self._finish(call, response, reason,
-                                      _source(request) if anonymous else None)
+            source = _source(request) if reason == MissingToken.reason else None
+            return await self._finish(call, response, reason, source)
 
     async def refuse_unrouted(self, request: Request, exc: HTTPException) -> Response:
         """A request no route matched (404, 405): answered and audited like any other."""
@@ -131,7 +130,7 @@ class Enforcer:
                    resolve: Resolver | None, call: _Call) -> tuple[Response, str]:
         body = await bounded_body(request)
         try:
-            parsed, unparsable = parse_body(request, body), None
+            parsed, unparsable = _parse(request, body), None
         except ApiError as exc:  # answered once the caller is known, as any bad input is
             parsed, unparsable = None, exc
         call.action = next((a for a in actions if a.matches(parsed)), actions[0])
@@ -165,9 +164,12 @@ class Enforcer:
         if not call.action.mutating or key is None:
             return await inner(request), "ok"
         print_ = fingerprint(request.method, request.url.path, request.url.query, body, parsed)
-        response, replayed = await self._idempotency.run(
-            caller.principal, check_key(key), print_, lambda: inner(request))
-        return response, "idempotent_replay" if replayed else "ok"
+        client = call.claims.client_id if call.claims is not None else caller.actor
+        answer = await self._idempotency.run(owner_of(caller.principal, client), check_key(key),
+                                             print_, lambda: inner(request))
+        if answer.unaudited is not None:  # its act has no record yet: this record is the act's
+            call.audited = lambda: self._idempotency.audited(answer)
+        return answer.response, "ok" if call.audited or not answer.replayed else "idempotent_replay"
 
     def _verify_and_admit(self, token: str, presented: Presented, call: _Call) -> Caller:
         """Both checks in one worker-thread call (each thread hop costs the loop ~0.1 ms of CPU);
@@ -201,33 +203,32 @@ class Enforcer:
         return error_response(500, body), "internal_error"
 
     def close(self) -> None:
-        """Write every open anonymous count (the service is stopping)."""
-        try:
-            self._append(self._anonymous.drain(self._clock()))
-        except Exception:
-            log.exception("audit_append_failed", extra={"service": self.service})
-
-    def _append(self, records: list[AuditRecord]) -> None:
-        for record in records:
-            self._audit.append(record)
+        """Write every open anonymous count (the service is stopping; failures are logged)."""
+        self._anonymous.write(self._anonymous.drain(self._clock()), self._audit.append)
 
     async def _finish(self, call: _Call, response: Response, reason: str,
                       anonymous: str | None = None) -> Response:
         """Audit the answer; ``anonymous`` is the source of a request with no credential."""
         status, now = response.status_code, self._clock()
-        record = _record(self.service, call, status, reason, now)
         if anonymous is None:
             own, due = True, self._anonymous.due(now)
         else:
             own, due = self._anonymous.admit(anonymous, self.service, now)
+        record: AuditRecord | None = None
         try:
-            await to_thread.run_sync(self._append, ([record] if own else []) + due)
+            record = _record_of(self.service, call, status, reason, now)
+            if own:
+                await to_thread.run_sync(self._audit.append, record)
+            if call.audited is not None:  # never raises: a failed mark is logged
+                await call.audited()
         except Exception:
             log.exception("audit_append_failed", extra={"service": self.service})
             body = {"error": "temporarily_unavailable", "reason": "audit_unavailable",
                     "error_description": "the audit trail cannot be written"}
             response = error_response(503, body, {"Retry-After": "1"})
-        if log.isEnabledFor(logging.INFO):
+        if due:  # apart from the request's own record; one not written goes back to the trail
+            await to_thread.run_sync(self._anonymous.write, due, self._audit.append)
+        if record is not None and log.isEnabledFor(logging.INFO):
             log.info("service_call %s", json.dumps(record.content(), sort_keys=True))
         response.headers[REQUEST_ID_HEADER] = call.request_id
         return response
@@ -237,24 +238,37 @@ def _source(request: Request) -> str:
     return clean_text(request.client.host) if request.client else "unknown"
 
 
+def _parse(request: Request, body: bytes) -> Any:
+    """:func:`parse_body`; a string with a lone surrogate (no Unicode text) is malformed."""
+    parsed = parse_body(request, body)
+    try:
+        json.dumps(parsed, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise ApiError(400, "malformed_json", "the body is not valid JSON text") from None
+    return parsed
+
+
+def _record_of(service: str, call: _Call, status: int, reason: str, now: float) -> AuditRecord:
+    """The request's record, or, if values from the request make it invalid, the same with its
+    resource and refused target redacted (``ValueError`` if even that is invalid: a 503)."""
+    try:
+        return _record(service, call, status, reason, now)
+    except ValueError:  # pydantic's ValidationError is one; it never echoes the input
+        log.warning("audit_record_invalid", extra={"service": service})
+    return _record(service, replace(call, resource=REDACTED, target=None), status, reason, now)
+
+
 def _record(service: str, call: _Call, status: int, reason: str, now: float) -> AuditRecord:
-    claims = call.claims
-    allowed = status < 400
-    if call.static is not None:  # the baseline: a service account acting for nobody
-        return AuditRecord(
-            time=datetime.fromtimestamp(now, UTC), service=service,
-            action=call.action.audit_action, resource=call.resource,
-            decision="allow" if allowed else "deny",
-            reason=reason if not allowed or reason == "idempotent_replay" else "ok",
-            performed_by=call.static.actor, scopes=call.static.scopes,
-            request_id=call.request_id, status=status)
-    return AuditRecord.of_claims(
-        claims, time=datetime.fromtimestamp(now, UTC), service=service,
-        action=call.action.audit_action, resource=call.resource,
-        decision="allow" if allowed else "deny",
-        reason=reason if not allowed or reason == "idempotent_replay" else "ok",
-        performed_by=claims.current_actor if claims else None, context=call.target,
-        request_id=call.request_id, status=status)
+    allowed, claims, static = status < 400, call.claims, call.static
+    fields: dict[str, Any] = {
+        "time": datetime.fromtimestamp(now, UTC), "service": service, "status": status,
+        "action": call.action.audit_action, "resource": call.resource,
+        "decision": "allow" if allowed else "deny", "request_id": call.request_id,
+        "reason": reason if not allowed or reason == "idempotent_replay" else "ok"}
+    if static is not None:  # the baseline: a service account acting for nobody
+        return AuditRecord(performed_by=static.actor, scopes=static.scopes, **fields)
+    return AuditRecord.of_claims(claims, performed_by=claims.current_actor if claims else None,
+                                 context=call.target, **fields)
 
 
 class EnforcedRoute(APIRoute):
@@ -262,9 +276,7 @@ class EnforcedRoute(APIRoute):
 
     def __init__(self, path: str, endpoint: Callable[..., Any], *, enforcer: Enforcer,
                  actions: Sequence[Action], resolve: Resolver | None, **kwargs: Any) -> None:
-        self.enforcer = enforcer
-        self.actions = tuple(actions)
-        self.resolve = resolve
+        self.enforcer, self.actions, self.resolve = enforcer, tuple(actions), resolve
         super().__init__(path, endpoint, **kwargs)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:

@@ -1,29 +1,32 @@
 """``Idempotency-Key`` on mutating routes: a retried request replays the first answer.
 
-Keys are scoped per service (one cache per app) and per principal (the token's ``sub``). The
-first request under a key runs and, when it succeeds (2xx), its status and body are kept; the
-same key with the same request (method, path, query and canonical JSON body) replays them,
-changing nothing; the same key with a different request is 422 ``idempotency_key_reused``.
+Keys are scoped per service (one cache per app) and per owner (:func:`owner_of`): the user (the
+token's ``sub``) and the client presenting the token (its ``client_id``, the acting agent), so
+one agent's predictable key never answers or blocks another agent's request. The first request
+under a key runs and, when it succeeds (2xx), its status and body are kept (or, failing that,
+still given); the same key with the same request (method, path, query and canonical JSON body)
+replays them, changing nothing; with another request it is 422 ``idempotency_key_reused``.
 Refused or failed requests are not kept, so a corrected retry may reuse the key. Requests under
-keys are serialised per service, so two concurrent retries cannot both run.
+keys are serialised per service, so two concurrent retries cannot both run. A kept answer is
+``unaudited`` until the caller has written its act's audit record and marks it
+(:meth:`IdempotencyCache.audited`, keeping its expiry); a replay of an unaudited answer is
+recorded by the caller as the act itself.
 
 Where the answers are kept (:func:`idempotency_cache`):
 
 * with ``INFRABOT_REDIS_URL`` set, in that Redis (:class:`RedisIdempotencyCache`), shared by
-  every process and outliving a restart of ``serve``: a retry after the restart still gets the
-  original answer. A request first claims its key (``SET NX`` with a short lease,
-  :data:`LEASE_SECONDS`, the claim naming the request); a second request under a key whose
-  first is still in flight (in another process, or in one that died mid-request until the lease
-  ends) is 409 ``idempotency_key_in_use``, which the agents retry. A first request keeps its
-  answer, or frees the key, only while the claim is still its own: one that outlived its lease
-  never overwrites or deletes a later request's claim. Redis cannot be reached: 503
+  every process and outliving a restart of ``serve``. A request first claims its key (``SET NX``
+  with a short lease, :data:`LEASE_SECONDS`, the claim naming the request); a second request
+  under a key whose first is still in flight (in another process, or in one that died in it,
+  until the lease ends) is 409 ``idempotency_key_in_use``, which the agents retry. A first
+  request keeps its answer, or frees the key, only while the claim is its own: one that
+  outlived its lease never touches a later request's claim. Redis cannot be reached: 503
   ``idempotency_unavailable`` before anything is done (fail closed);
 * otherwise in the process (:class:`IdempotencyCache`, the embedded mode).
 
-What is kept is bounded: an answer replays for ``INFRABOT_IDEMPOTENCY_TTL_SECONDS`` (default
-:data:`TTL_SECONDS`, 24 hours, Stripe's window) and then expires, in Redis by the key's own
-expiry; in process at most :data:`MAX_KEYS` answers are kept per service too, the oldest dropped
-first, so a long run of workflows does not grow the process.
+An answer replays for ``INFRABOT_IDEMPOTENCY_TTL_SECONDS`` (default :data:`TTL_SECONDS`, 24 h,
+Stripe's window), then expires; in process at most :data:`MAX_KEYS` per service are kept too,
+the oldest dropped first, so a long run of workflows does not grow the process.
 """
 
 from __future__ import annotations
@@ -37,8 +40,7 @@ import re
 import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 from anyio import to_thread
@@ -59,13 +61,24 @@ LEASE_SECONDS = 10  # how long a first request holds its key in Redis before its
 _PREFIX = "infrabot:idempotency:"
 
 
-@dataclass(frozen=True)
-class _Kept:
+class _Kept(NamedTuple):
     fingerprint: str
     status: int
     body: bytes
     media_type: str | None
     expires_at: float
+    audited: bool = False  # the act behind this answer has its audit record
+
+
+class Answer(NamedTuple):
+    response: Response
+    replayed: bool
+    unaudited: _Kept | None = None  # kept, its act not audited yet: mark it once recorded
+    key: tuple[str, str] = ("", "")  # the cache's key: the owner and the Idempotency-Key
+
+
+def owner_of(principal: str, client: str) -> str:  # the user and the presenting client
+    return f"{principal}\n{client}"  # neither holds a newline
 
 
 def fingerprint(method: str, path: str, query: str, body: bytes, parsed: object) -> str:
@@ -87,7 +100,7 @@ def check_key(key: str) -> str:
 
 class IdempotencyCache:
     """The answers in this process (embedded mode); the base of :class:`RedisIdempotencyCache`,
-    which keeps them elsewhere through the same three steps (claim, keep, release)."""
+    which keeps them elsewhere through the same steps (claim, keep, release, audited)."""
 
     def __init__(self, clock: Callable[[], float], *, ttl_seconds: float = TTL_SECONDS,
                  max_entries: int = MAX_KEYS) -> None:
@@ -97,41 +110,47 @@ class IdempotencyCache:
         self._kept: OrderedDict[tuple[str, str], _Kept] = OrderedDict()
         self._lock: asyncio.Lock | None = None
 
-    async def run(self, principal: str, key: str, print_: str,
-                  produce: Callable[[], Awaitable[Response]]) -> tuple[Response, bool]:
-        """The response for this request under ``key`` and whether it is a replay."""
+    async def run(self, owner: str, key: str, print_: str,
+                  produce: Callable[[], Awaitable[Response]]) -> Answer:
+        """The answer to this request under ``owner``'s ``key`` (see :class:`Answer`)."""
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
             now = self._clock()
             claim = secrets.token_hex(16)  # this request, in the claim it may hold on the key
-            kept = await self._claim((principal, key), print_, now, claim)
+            kept = await self._claim((owner, key), print_, now, claim)
             if kept is not None:
                 if kept.fingerprint != print_:
                     raise ApiError(422, "idempotency_key_reused",
                                    "this Idempotency-Key was used for a different request")
-                return _replay(kept), True
+                replay = Response(kept.body, kept.status, {REPLAY_HEADER: "true"},
+                                  kept.media_type)
+                return Answer(replay, True, None if kept.audited else kept, (owner, key))
             try:
                 response = await produce()
             except BaseException:
-                await self._release((principal, key), print_, claim)
+                await self._release((owner, key), print_, claim)
                 raise
             body = getattr(response, "body", None)
             if 200 <= response.status_code < 300 and isinstance(body, bytes):
-                await self._keep((principal, key), claim, _Kept(
-                    print_, response.status_code, body, response.media_type, now + self._ttl))
-            else:
-                await self._release((principal, key), print_, claim)
-            return response, False
+                kept = _Kept(print_, response.status_code, body, response.media_type,
+                             now + self._ttl)
+                await self._keep((owner, key), claim, kept)
+                return Answer(response, False, kept, (owner, key))
+            await self._release((owner, key), print_, claim)
+            return Answer(response, False)
 
-    def __len__(self) -> int:
-        """How many answers are kept."""
+    async def audited(self, answer: Answer) -> None:
+        """The act behind ``answer`` has its audit record now (an answer since gone is left)."""
+        if answer.unaudited is not None and self._kept.get(answer.key) is answer.unaudited:
+            self._kept[answer.key] = answer.unaudited._replace(audited=True)
+
+    def __len__(self) -> int:  # how many answers are kept
         return len(self._kept)
 
     async def _claim(self, key: tuple[str, str], print_: str, now: float,
                      claim: str) -> _Kept | None:
-        """The answer kept under ``key``, or None: this request (``claim``) is the first and
-        runs."""
+        """The answer kept under ``key``, or None: this request (``claim``) runs."""
         self._expire(now)
         kept = self._kept.get(key)
         return kept if kept is not None and kept.expires_at > now else None
@@ -146,16 +165,15 @@ class IdempotencyCache:
         """The first request kept no answer: the key is free again."""
 
     def _expire(self, now: float) -> None:
-        """Drop the expired answers. Kept in the order they expire (one TTL, a clock that does
-        not go back), they are all at the front; ``run`` still checks the one it finds."""
+        """Drop the expired answers, all at the front (one TTL and a clock that does not go back
+        keep them in expiry order, marking keeps both); ``run`` still checks the one it finds."""
         while self._kept and next(iter(self._kept.values())).expires_at <= now:
             self._kept.popitem(last=False)
 
 
 class RedisIdempotencyCache(IdempotencyCache):
-    """The answers in Redis under ``infrabot:idempotency:<service>:<hash of principal and
-    key>``, each expiring after the TTL; a first request's claim expires after
-    :data:`LEASE_SECONDS`. Redis calls run off the event loop."""
+    """The answers in Redis under ``infrabot:idempotency:<service>:<hash of owner and key>``,
+    expiring after the TTL (a claim after :data:`LEASE_SECONDS`); calls run off the loop."""
 
     def __init__(self, client: Any, service: str, clock: Callable[[], float], *,
                  ttl_seconds: float = TTL_SECONDS) -> None:
@@ -195,24 +213,30 @@ class RedisIdempotencyCache(IdempotencyCache):
         raise _unavailable()
 
     async def _keep(self, key: tuple[str, str], claim: str, kept: _Kept) -> None:
-        value = json.dumps({"fingerprint": kept.fingerprint, "status": kept.status,
-                            "body": base64.b64encode(kept.body).decode(),
-                            "media_type": kept.media_type})
-        mine = _pending(kept.fingerprint, claim)
-        try:  # the request acted: its answer goes back even if it cannot be kept
-            if not await self._redis(lambda: self._if_claimed(
-                    keys=[self._name(key)], args=[mine, value, max(1, int(self._ttl))])):
-                log.warning("idempotency_claim_lost", extra={"service": self._service})
-        except Unavailable:
-            log.warning("idempotency_answer_not_kept", extra={"service": self._service})
+        if await self._swap(key, _pending(kept.fingerprint, claim), _encode(kept),
+                            max(1, int(self._ttl)), "idempotency_answer_not_kept") == 0:
+            log.warning("idempotency_claim_lost", extra={"service": self._service})
+
+    async def audited(self, answer: Answer) -> None:
+        """Compare and set, keeping the expiry; Redis down: a later replay records the act."""
+        if answer.unaudited is not None:
+            await self._swap(answer.key, _encode(answer.unaudited),
+                             _encode(answer.unaudited._replace(audited=True)), 0,
+                             "idempotency_audit_not_marked")
 
     async def _release(self, key: tuple[str, str], print_: str, claim: str) -> None:
-        mine = _pending(print_, claim)
-        try:  # only this request's own claim; else the claim ends with its lease
-            await self._redis(lambda: self._if_claimed(keys=[self._name(key)],
-                                                       args=[mine, "", 0]))
+        # Only this request's own claim; else the claim ends with its lease.
+        await self._swap(key, _pending(print_, claim), "", 0, "idempotency_claim_not_released")
+
+    async def _swap(self, key: tuple[str, str], was: str, value: str, seconds: int,
+                    failed: str) -> int | None:
+        """:data:`_IF_CLAIMED` on ``key``; Redis down: None, ``failed`` logged (never raised)."""
+        try:
+            return int(await self._redis(lambda: self._if_claimed(
+                keys=[self._name(key)], args=[was, value, seconds])))
         except Unavailable:
-            log.warning("idempotency_claim_not_released", extra={"service": self._service})
+            log.warning(failed, extra={"service": self._service})
+            return None
 
     @staticmethod
     async def _redis(call: Callable[[], Any]) -> Any:
@@ -222,14 +246,24 @@ class RedisIdempotencyCache(IdempotencyCache):
             raise _unavailable() from exc
 
 
-# KEYS[1] holds the claim ARGV[1]: replace it with the answer ARGV[2] for ARGV[3] seconds, or,
-# ARGV[2] empty, delete it. 1 if it did, 0 if the key holds anything else.
+# KEYS[1] holds ARGV[1] (a claim or an answer): set ARGV[2] for ARGV[3] s (0: what is left of
+# its expiry) or, ARGV[2] empty, delete it. 1 if it did, 0 if the key holds anything else.
 _IF_CLAIMED = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 if ARGV[2] == '' then return redis.call('DEL', KEYS[1]) end
-redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+local ms = tonumber(ARGV[3]) * 1000
+if ms == 0 then ms = redis.call('PTTL', KEYS[1]) end
+if ms <= 0 then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ms)
 return 1
 """
+
+
+def _encode(kept: _Kept) -> str:
+    """A kept answer as stored: the same answer always spells the same (compare and set)."""
+    return json.dumps({"fingerprint": kept.fingerprint, "status": kept.status,
+                       "body": base64.b64encode(kept.body).decode(),
+                       "media_type": kept.media_type, "audited": kept.audited})
 
 
 def _pending(print_: str, claim: str) -> str:
@@ -250,7 +284,8 @@ def _decode(found: bytes, now: float) -> _Kept:
             raise ApiError(409, "idempotency_key_in_use",
                            "a request under this Idempotency-Key is in progress; retry later")
         return _Kept(value["fingerprint"], int(value["status"]),
-                     base64.b64decode(value["body"]), value["media_type"], now + 1)
+                     base64.b64decode(value["body"]), value["media_type"], now + 1,
+                     value.get("audited", True) is True)  # written before the flag: audited
     except (ValueError, KeyError, TypeError) as exc:  # not an answer this cache wrote
         raise _unavailable() from exc
 
@@ -262,9 +297,3 @@ def idempotency_cache(service: str, settings: Settings,
     if settings.redis_url:
         return RedisIdempotencyCache.from_url(settings.redis_url, service, clock, ttl_seconds=ttl)
     return IdempotencyCache(clock, ttl_seconds=ttl)
-
-
-def _replay(kept: _Kept) -> Response:
-    response = Response(content=kept.body, status_code=kept.status, media_type=kept.media_type)
-    response.headers[REPLAY_HEADER] = "true"
-    return response

@@ -38,13 +38,14 @@ from orchestrator._builtin_actions import ACTIONS
 from orchestrator.audit import contains_raw_jwt
 from orchestrator.config import SERVICE_NAMES
 
-__all__ = ["ACTIONS", "CATALOG", "LISTING", "Action", "Params", "Target", "actions_for",
-           "build_request", "clean_text", "get_action", "install_services", "lookup",
-           "resource_for", "service_names"]
+__all__ = ["ACTIONS", "CATALOG", "LISTING", "REDACTED", "Action", "Params", "Target",
+           "actions_for", "build_request", "clean_text", "get_action", "install_services",
+           "lookup", "resource_for", "service_names"]
 
 PreparedRequest = tuple[str, str, dict[str, Any], dict[str, Any] | None]
 
 _MAX_VALUE = 128
+REDACTED = "[redacted]"
 # A base64url-encoded JSON object ('{"' encodes as "eyJ"): the start of any JOSE segment.
 _JOSE_SEGMENT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}")
 
@@ -159,8 +160,9 @@ def resource_for(action: Action, values: Mapping[str, object], body: object) -> 
 def clean_text(value: str) -> str:
     """A value fit for the audit trail: bounded, and never a token nor a piece of one (checked
     before truncation, which could otherwise cut a token into something that no longer looks
-    like one)."""
+    like one). A control character or a lone surrogate (no Unicode text: the record refuses it)
+    redacts the whole value."""
     if contains_raw_jwt(value) or _JOSE_SEGMENT.search(value) \
-            or any(ord(c) < 0x20 or ord(c) == 0x7f for c in value):
-        return "[redacted]"
+            or any(ord(c) < 0x20 or ord(c) == 0x7f or 0xd800 <= ord(c) <= 0xdfff for c in value):
+        return REDACTED
     return value[:_MAX_VALUE]

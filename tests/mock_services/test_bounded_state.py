@@ -213,7 +213,7 @@ async def _send(cache: IdempotencyCache, key: str, produced: list[str]) -> bool:
         produced.append(key)
         return Response(f'{{"key": "{key}"}}'.encode(), 201, media_type="application/json")
 
-    response, replayed = await cache.run("user:sam", key, "print", produce)
+    response, replayed, *_ = await cache.run("user:sam", key, "print", produce)
     assert (response.status_code, response.body) == (201, f'{{"key": "{key}"}}'.encode())
     return replayed
 

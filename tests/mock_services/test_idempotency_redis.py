@@ -16,9 +16,11 @@ from mock_services._bearer import ApiError
 from mock_services._idempotency import (
     LEASE_SECONDS,
     TTL_SECONDS,
+    Answer,
     IdempotencyCache,
     RedisIdempotencyCache,
     idempotency_cache,
+    owner_of,
 )
 from orchestrator.config import Settings
 from orchestrator.errors import Unavailable
@@ -53,7 +55,8 @@ def send(cache: IdempotencyCache, status: int = 201, body: bytes = b'{"id": 1}',
          print_: str = PRINT, runs: list[int] | None = None,
          principal: str = SAM) -> tuple[Response, bool]:
     produce = producer(status, body, [] if runs is None else runs)
-    return asyncio.run(cache.run(principal, KEY, print_, produce))
+    answer = asyncio.run(cache.run(principal, KEY, print_, produce))
+    return answer.response, answer.replayed
 
 
 def test_a_restarted_service_replays_the_original_answer_and_acts_once(
@@ -134,7 +137,7 @@ def test_a_key_in_flight_elsewhere_is_409_until_its_lease_ends(
         assert (caught.value.status, caught.value.reason) == (409, "idempotency_key_in_use")
         return Response(b'{"id": 1}', 201, media_type="application/json")
 
-    response, replayed = asyncio.run(first.run(SAM, KEY, PRINT, slow))
+    response, replayed, *_ = asyncio.run(first.run(SAM, KEY, PRINT, slow))
     assert (response.status_code, replayed, runs) == (201, False, [])
     client = redis.Redis.from_url(redis_url)
     try:
@@ -220,7 +223,7 @@ def test_a_first_request_that_outlived_its_lease_leaves_the_next_claim_alone(
             await b_in_flight.wait()
             return Response(b'{"id": 1}', first_status, media_type="application/json")
 
-        tasks: list[asyncio.Task[tuple[Response, bool]]] = []
+        tasks: list[asyncio.Task[Answer]] = []
         await a.run(SAM, KEY, PRINT, produce_a)
         try:
             await c.run(SAM, KEY, PRINT, producer(201, b'{"id": 3}', []))
@@ -228,10 +231,41 @@ def test_a_first_request_that_outlived_its_lease_leaves_the_next_claim_alone(
         except ApiError as exc:
             third = exc.reason
         b_may_end.set()
-        (b_answer, b_replayed), = [await t for t in tasks]
+        (b_answer, b_replayed, *_), = [await t for t in tasks]
         return [third, b_answer.body, b_replayed]
 
     assert asyncio.run(scenario()) == ["idempotency_key_in_use", b'{"id": 2}', False]
     assert runs == ["a", "b"]
     response, replayed = send(c, runs=runs)  # B's answer is the one kept
     assert (response.body, replayed, runs) == (b'{"id": 2}', True, ["a", "b"])
+
+
+def test_an_answer_is_unaudited_until_marked_and_marking_keeps_its_expiry(
+        caches: Callable[..., RedisIdempotencyCache], redis_url: str) -> None:
+    """The act's audit record failed: the replay is handed back unaudited (the caller records it
+    as the act) until it is marked, by any process; the mark keeps the answer's expiry."""
+    first, second = caches(ttl=120), caches(ttl=120)
+    produce = producer(201, b'{"id": 1}', [])
+    kept = asyncio.run(first.run(SAM, KEY, PRINT, produce))
+    assert kept.unaudited is not None and not kept.replayed
+    replay = asyncio.run(second.run(SAM, KEY, PRINT, produce))
+    assert replay.replayed and replay.unaudited is not None
+    client = redis.Redis.from_url(redis_url)
+    try:
+        [name] = client.keys("infrabot:idempotency:github:*")
+        client.expire(name, 50)
+        asyncio.run(second.audited(replay))
+        assert 40 <= client.ttl(name) <= 50
+    finally:
+        client.close()
+    again = asyncio.run(first.run(SAM, KEY, PRINT, produce))
+    assert again.replayed and again.unaudited is None
+    asyncio.run(first.audited(kept))  # a stale mark changes nothing
+    assert asyncio.run(first.run(SAM, KEY, PRINT, produce)).unaudited is None
+
+
+def test_keys_are_per_presenting_client(caches: Callable[..., RedisIdempotencyCache]) -> None:
+    runs: list[int] = []
+    for client in ("agent:argocd", "agent:cleanup", "agent:argocd"):
+        send(caches(), runs=runs, principal=owner_of(SAM, client))
+    assert runs == [201, 201]

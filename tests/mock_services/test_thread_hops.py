@@ -32,7 +32,7 @@ def test_an_admitted_call_makes_two_thread_hops(stack, http, hops):
     hops.clear()
     response = stack.call(http, "datadog.monitor.read", MONITOR)
     assert response.status_code == 200
-    assert hops == ["_verify_and_admit", "_append"]
+    assert hops == ["_verify_and_admit", "append"]
     [record] = stack.records(response)
     assert (record.decision, record.reason) == ("allow", "ok")
 
@@ -43,6 +43,6 @@ def test_a_refused_call_makes_the_same_two_hops(stack, http, hops):
     response = stack.call(http, "datadog.monitor.read", MONITOR,
                           scope="urn:infra:repo:read")
     assert response.status_code == 403
-    assert hops == ["_verify_and_admit", "_append"]
+    assert hops == ["_verify_and_admit", "append"]
     [record] = stack.records(response)
     assert (record.reason, record.performed_by) == ("insufficient_scope", "agent:infrabot")
