@@ -1,5 +1,6 @@
 """What ``infrabot audit``'s commands share: the database and filter options, opening the store
-read-only with one-line errors, and ``audit verify``'s exit codes."""
+read-only (a SQLite file or a PostgreSQL database: no schema applied, nothing written) with
+one-line errors, and ``audit verify``'s exit codes."""
 
 from __future__ import annotations
 
@@ -95,8 +96,8 @@ def filter_options(func: F) -> F:
 @contextmanager
 def open_store(db: Path | None, state_dir: Path | None,
                 error: type[CommandError] = CommandError) -> Iterator[AuditStore]:
-    """The database (a SQLite file opened read-only); any failure to open or read it, inside
-    the block too, is ``error`` with one line naming the database and the problem."""
+    """The database, opened read-only; any failure to open or read it, inside the block too,
+    is ``error`` with one line naming the database and the problem."""
     target = db if db is not None else load_settings(state_dir, state="stores").audit_target
     with opened(target, error) as store:
         yield store
@@ -104,10 +105,12 @@ def open_store(db: Path | None, state_dir: Path | None,
 
 @contextmanager
 def opened(target: Path | str, error: type[CommandError]) -> Iterator[AuditStore]:
+    """The store at ``target`` opened read-only: a SQLite file or a PostgreSQL database must
+    already be an audit database, and is left as it was found (no schema applied)."""
     if isinstance(target, Path) and not target.is_file():
         raise error(f"no audit database at {target}")
     try:
-        with AuditStore(target, read_only=isinstance(target, Path)) as store:
+        with AuditStore(target, read_only=True) as store:
             try:
                 yield store
             except Unavailable as exc:  # a damaged file, a database that went away
@@ -116,8 +119,13 @@ def opened(target: Path | str, error: type[CommandError]) -> Iterator[AuditStore
     except InfraBotError as exc:
         raise error(exc.message.splitlines()[0]) from None
     except DAMAGE as exc:  # SQLite can even fail to word its error (UnicodeDecodeError)
-        where = target if isinstance(target, Path) else "audit database"  # a URL: no password
-        raise error(f"{where}: damaged audit database: {first_line(exc)}") from None
+        raise error(damaged(target, exc)) from None
+
+
+def damaged(target: Path | str, exc: BaseException) -> str:
+    """The one line for a database whose content makes reading or checking it raise."""
+    where = target if isinstance(target, Path) else "audit database"  # a URL: no password
+    return f"{where}: damaged audit database: {first_line(exc)}"
 
 
 def first_line(exc: BaseException) -> str:

@@ -8,9 +8,11 @@ from pathlib import Path
 import click
 
 from infrabot.cli._audit_options import (
+    DAMAGE,
     EXIT_TAMPERED,
     EXIT_UNANCHORED,
     Unreadable,
+    damaged,
     db_option,
     opened,
 )
@@ -53,21 +55,26 @@ def verify(db: Path | None, state_dir: Path | None, keys_file: Path | None) -> N
     keys_path = keys_file if keys_file is not None else settings.audit_keys_dir / PUBLIC_FILE
     with opened(target, Unreadable) as store:
         snapshot = store.snapshot()
+        missing_guards = store.missing_guards()
     keys = _keys_for_verify(keys_path, given=keys_file is not None,
                             required=bool(snapshot.checkpoints))
     # a writer with no checkpoint left is held to the bounds writers are configured with here
     policy = AnchorPolicy(settings.audit_checkpoint_records, settings.audit_checkpoint_seconds)
-    report = check_trail(snapshot, keys, policy)
+    try:
+        report = check_trail(snapshot, keys, policy)
+    except DAMAGE as exc:  # whatever damaged rows still make the check raise: nothing checked
+        raise Unreadable(damaged(target, exc)) from None
     for writer in report.writers:
         click.echo(display_safe(writer.describe()))
-    for problem in report.problems:
-        click.echo(display_safe(str(problem)))
+    problems = [*map(str, report.problems), *map(_missing_guard, missing_guards)]
+    for problem in problems:
+        click.echo(display_safe(problem))
     ctx = click.get_current_context()
     counts = (f"{plural(report.chain.records, 'record')} from "
               f"{plural(report.chain.writers, 'writer')}, "
               f"{plural(report.checkpoints, 'checkpoint')}")
-    if not report.ok:
-        click.echo(f"audit trail damaged: {plural(len(report.problems), 'problem')} ({counts})",
+    if problems:
+        click.echo(f"audit trail damaged: {plural(len(problems), 'problem')} ({counts})",
                    err=True)
         ctx.exit(EXIT_TAMPERED)
     if report.unanchored:
@@ -77,6 +84,12 @@ def verify(db: Path | None, state_dir: Path | None, keys_file: Path | None) -> N
                    f"them): {counts}")
         ctx.exit(EXIT_UNANCHORED)
     click.echo(f"audit trail intact and anchored: {counts}")
+
+
+def _missing_guard(trigger: str) -> str:
+    """A guard trigger gone: the stores create them with the tables and never drop one."""
+    return (f"missing_guard: trigger {trigger}: missing or disabled, though every audit store "
+            "creates it: the database was changed outside the audit store")
 
 
 def _settings(db: Path | None, state_dir: Path | None) -> Settings:

@@ -129,7 +129,7 @@ def _read_document(path: Path) -> dict[str, Any]:
         document = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"no audit key file at {path}") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nested too deep
         raise ConfigError(f"cannot read audit keys {path}: {type(exc).__name__}") from None
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         raise ConfigError(f"{path} is not a JWKS (an object with a 'keys' array)")

@@ -21,11 +21,10 @@ stored nothing (unless the read-back itself failed: then the record may be there
 ``ConnectionLost``).
 
 Triggers refuse ``UPDATE`` and ``DELETE`` on records and any head move other than one step
-forward; they stop mistakes, not an attacker who can drop them. :meth:`AuditStore.verify` is what
-detects tampering (see :mod:`orchestrator.audit._verify` and the keyless-chain caveat in
-:mod:`orchestrator.audit._chain`); signed checkpoints (:mod:`orchestrator.audit._checkpoint`,
-written through :meth:`AuditStore.anchor_with` and :meth:`AuditStore.transaction`) are what a
-recomputed chain cannot get past.
+forward; they stop mistakes, not an attacker who can drop them (:meth:`~AuditStore.missing_guards`
+names any gone). :meth:`AuditStore.verify` detects tampering (:mod:`._verify`, and the keyless
+chain's caveat in :mod:`._chain`); signed checkpoints (:mod:`._checkpoint`, written through
+:meth:`~AuditStore.anchor_with`) are what a recomputed chain cannot get past.
 """
 
 from __future__ import annotations
@@ -54,7 +53,7 @@ from orchestrator.audit._record import (
     format_time,
 )
 from orchestrator.audit._schema import JSON_FIELDS, SCHEMA
-from orchestrator.audit._verify import ChainRow, Head, VerifyReport, verify_rows
+from orchestrator.audit._verify import ChainRow, Head, VerifyReport, heads_of, typed, verify_rows
 from orchestrator.db import ConnectionLost, Database, Store, Transaction, open_database
 from orchestrator.errors import Unavailable
 
@@ -90,8 +89,8 @@ class AuditStore(Store):
     def __init__(self, target: Path | str, writer: str | None = None, *,
                  read_only: bool = False) -> None:
         """Open (creating it if missing) the database at ``target``; ``read_only`` opens an
-        existing SQLite file without changing it (for checking a copy: no schema is applied,
-        nothing written; :class:`~orchestrator.errors.ConfigError` if it is not one)."""
+        existing one without changing it (to check it: no schema applied, not even on
+        PostgreSQL, nothing written; :class:`~orchestrator.errors.ConfigError` if it is not one)."""
         self._writer = _check_writer(writer) if writer is not None else default_writer()
         self._hooks: list[Callable[[StoredRecord], None]] = []
         self._enrich: list[Callable[[AuditRecord], AuditRecord]] = []
@@ -236,9 +235,13 @@ class AuditStore(Store):
                            if self._db.has_table("checkpoints") else [])
         return Snapshot(
             [_chain_row(row) for row in rows],
-            {writer: Head(last_seq, last_hash) for writer, last_seq, last_hash in heads},
-            [CheckpointRow(*_typed(row, _CHECKPOINT_TYPES, "checkpoint")) for row in checkpoints],
+            heads_of(heads),
+            [CheckpointRow(*typed(row, _CHECKPOINT_TYPES, "checkpoint")) for row in checkpoints],
         )
+
+    def missing_guards(self) -> list[str]:
+        """The guard triggers the schema creates that the database lacks or has disabled."""
+        return self._db.missing_triggers()
 
     def __repr__(self) -> str:
         return f"AuditStore({self._db.target!r}, writer={self._writer!r})"
@@ -260,8 +263,12 @@ def _check_writer(writer: str) -> str:
 
 
 def _content(row: tuple[Any, ...]) -> dict[str, Any]:
-    """The content dict of a stored row; raises ValueError if a JSON column does not decode."""
+    """The content dict of a stored row; raises ValueError if a column does not hold its type
+    (a BLOB, a REAL: a damaged row can hold any) or a JSON column does not decode."""
     values = dict(zip(CONTENT_FIELDS, row[len(_CHAIN_COLUMNS) :], strict=True))
+    for name, value in values.items():
+        if type(value) is not _COLUMN_TYPES[name] and (value is not None or name not in _NULLABLE):
+            raise ValueError(f"audit record column {name} does not hold its type")
     for name in JSON_FIELDS:
         values[name] = json.loads(values[name])
     return values
@@ -269,18 +276,13 @@ def _content(row: tuple[Any, ...]) -> dict[str, Any]:
 
 _CHAIN_TYPES = (int, str, int, str, str)
 _CHECKPOINT_TYPES = (int, str, int, str, str, str, str, str, str)
-
-
-def _typed(row: tuple[Any, ...], types: tuple[type, ...], what: str) -> tuple[Any, ...]:
-    """``row`` if its leading columns have their types; a damaged file can break that
-    (ValueError naming the row, never a TypeError deep in verification)."""
-    if not all(type(value) is kind for value, kind in zip(row, types, strict=False)):
-        raise ValueError(f"{what} {row[0]!r:.20} is damaged: a column does not hold its type")
-    return row
+# A content column's type as stored (the JSON ones are text), and the columns that may be NULL.
+_COLUMN_TYPES = {name: int if name == "status" else str for name in CONTENT_FIELDS}
+_NULLABLE = frozenset(n for n, field in AuditRecord.model_fields.items() if field.default is None)
 
 
 def _chain_row(row: tuple[Any, ...]) -> ChainRow:
-    _typed(row, _CHAIN_TYPES, "audit record")
+    typed(row, _CHAIN_TYPES, "audit record")
     try:
         content: dict[str, Any] | None = _content(row)
     except (TypeError, ValueError, RecursionError):
@@ -294,6 +296,5 @@ def _stored(row: tuple[Any, ...]) -> StoredRecord:
     try:
         return StoredRecord.model_validate({**_content(row), **chain})
     except (ValueError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
-        raise ValueError(
-            f"audit record id {chain['id']} cannot be read; run `infrabot audit verify`"
-        ) from exc
+        raise ValueError(f"audit record id {chain['id']} cannot be read; run `infrabot audit "
+                         "verify`") from exc

@@ -74,9 +74,15 @@ class ChainRow:
     content: dict[str, Any] | None
 
     def expected_hash(self) -> str | None:
+        """None if the content did not decode, or does not encode again to be hashed: a lone
+        surrogate (ValueError), or nested deeper than the encoder can go from where it is
+        called (RecursionError). The store never hashed such content."""
         if self.content is None:
             return None
-        return link_hash(self.prev_hash, self.content, self.writer, self.seq)
+        try:
+            return link_hash(self.prev_hash, self.content, self.writer, self.seq)
+        except (ValueError, RecursionError):
+            return None
 
     @property
     def intact(self) -> bool:
@@ -87,6 +93,24 @@ class ChainRow:
 class Head:
     last_seq: int
     last_hash: str
+
+
+_HEAD_TYPES = (str, int, str)
+
+
+def typed(row: tuple[Any, ...], types: tuple[type, ...], what: str) -> tuple[Any, ...]:
+    """``row`` if its leading columns have their types; a damaged database can break that
+    (ValueError naming the row, never a TypeError deep in verification)."""
+    if not all(type(value) is kind for value, kind in zip(row, types, strict=False)):
+        raise ValueError(f"{what} {row[0]!r:.20} is damaged: a column does not hold its type")
+    return row
+
+
+def heads_of(rows: Iterable[tuple[Any, ...]]) -> dict[str, Head]:
+    """The writer heads from ``writers`` rows (writer, last_seq, last_hash), type-checked."""
+    return {writer: Head(last_seq, last_hash)
+            for writer, last_seq, last_hash in (typed(row, _HEAD_TYPES, "writer head")
+                                                for row in rows)}
 
 
 def verify_rows(rows: Iterable[ChainRow], heads: Mapping[str, Head]) -> VerifyReport:

@@ -36,16 +36,13 @@ def open_database(target: Path | str, schema: Schema, *, read_only: bool = False
     """The database at ``target`` (a SQLite file path, or a ``postgresql://`` URL), its schema
     applied; :class:`~orchestrator.errors.ConfigError` (one line) if it cannot be.
 
-    ``read_only``: an existing SQLite file opened without changing it (no schema applied, no
-    write possible), for checking a copy; ValueError for a URL (a PostgreSQL reader is a
-    role's privilege, not a way of opening)."""
-    if read_only:
-        if isinstance(target, str):
-            raise ValueError("only a SQLite file can be opened read-only")
-        return SQLiteDatabase(Path(target), schema, read_only=True)
+    ``read_only``: an existing database opened without changing it, for checking it (``audit
+    verify``): no schema applied (not even on PostgreSQL), nothing written (a SQLite file
+    opened ``mode=ro``; PostgreSQL transactions ``READ ONLY``); ConfigError if its version is
+    newer or the schema's tables are not there."""
     if isinstance(target, str):
         # Deferred: only a process that uses PostgreSQL pays for loading its driver (~150 ms).
         from orchestrator.db._postgres import PostgresDatabase
 
-        return PostgresDatabase(target, schema)
-    return SQLiteDatabase(Path(target), schema)
+        return PostgresDatabase(target, schema, read_only=read_only)
+    return SQLiteDatabase(Path(target), schema, read_only=read_only)

@@ -27,6 +27,7 @@ not a database, a newer schema) raises :class:`~orchestrator.errors.ConfigError`
 from __future__ import annotations
 
 import hashlib
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -36,6 +37,10 @@ from types import TracebackType
 from typing import Any, Protocol, Self
 
 from orchestrator.errors import InfraBotError, Unavailable
+
+# A trigger a schema's DDL creates: ``CREATE [OR REPLACE] TRIGGER [IF NOT EXISTS] name``.
+_TRIGGER = re.compile(r"\s*CREATE\s+(?:OR\s+REPLACE\s+)?TRIGGER\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)",
+                      re.IGNORECASE)
 
 
 class Dialect(StrEnum):
@@ -51,7 +56,7 @@ class Schema:
     database``); ``statements`` is its idempotent DDL for a dialect; ``unavailable`` the reason
     code of the :class:`Unavailable` its failures raise; ``busy_timeout`` how long a write waits
     for another writer's lock (seconds); ``tables`` the tables a database of this kind must
-    already have when it is opened read-only (SQLite only: :func:`orchestrator.db.open_database`).
+    already have when it is opened read-only (:func:`orchestrator.db.open_database`).
     """
 
     store: str
@@ -143,9 +148,23 @@ class Database(ABC):
         return rows.fetchall()
 
     def has_table(self, name: str) -> bool:
-        """Whether the table exists. Always, once the schema was applied; only a SQLite file
-        opened read-only may be older than a table added without a version bump."""
+        """Whether the table exists. Always, once the schema was applied; only a database
+        opened read-only may lack one (older than a table added without a version bump, or
+        dropped)."""
         return True
+
+    def missing_triggers(self) -> list[str]:
+        """The triggers the schema's DDL creates that the database does not have, or has
+        disabled (PostgreSQL), sorted: every store creates them with its tables, so only a
+        change made outside the stores removes one."""
+        expected = {found[1] for sql in self.schema.statements(self.dialect)
+                    if (found := _TRIGGER.match(sql))}
+        return sorted(expected - self.triggers())
+
+    @abstractmethod
+    def triggers(self) -> frozenset[str]:
+        """The names of the enabled triggers on the tables of this database (its schema, on
+        PostgreSQL), read in a read transaction."""
 
     @abstractmethod
     def close(self) -> None:

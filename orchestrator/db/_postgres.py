@@ -26,6 +26,11 @@ and a psycopg_pool connection pool per store.
   applies a store's schema once per database URL: opening the same store again in that process
   only checks its version (no DDL: ``CREATE OR REPLACE TRIGGER`` locks the table against every
   other process's writes while it runs).
+* Read-only (``open_database(url, schema, read_only=True)``, what ``audit verify`` uses): no
+  DDL at all, nothing written. The version is only read (a newer one refused), the schema's
+  tables must be there (:class:`ConfigError` otherwise, as for a SQLite file), and every
+  transaction is ``READ ONLY`` (the session's default too), so the server refuses any write; a
+  write transaction or statement is refused before it is sent (:class:`Unavailable`).
 """
 
 from __future__ import annotations
@@ -33,10 +38,10 @@ from __future__ import annotations
 import select
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import psycopg
@@ -52,6 +57,15 @@ SCHEMA_ATTEMPTS = 3
 POOL_MAX_SIZE = 4
 _VERSIONS = ("CREATE TABLE IF NOT EXISTS schema_versions "
              "(store TEXT PRIMARY KEY, version INTEGER NOT NULL)")
+# A read transaction: one snapshot; a read-only database's is READ ONLY as well.
+_BEGIN_READ = {False: "BEGIN ISOLATION LEVEL REPEATABLE READ",
+               True: "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"}
+# The tables and the enabled triggers the stores' unqualified names reach (the search path).
+_TABLES = ("SELECT c.relname FROM pg_class c WHERE c.relkind IN ('r', 'p') "
+           "AND c.relnamespace <> 'pg_catalog'::regnamespace AND pg_table_is_visible(c.oid)")
+_TRIGGERS = ("SELECT t.tgname FROM pg_trigger t WHERE NOT t.tgisinternal "
+             "AND t.tgenabled IN ('O', 'A') AND pg_table_is_visible(t.tgrelid)")
+T = TypeVar("T")
 # (URL, schema) pairs this process has applied: opened again, a store only checks its version.
 _APPLIED: set[tuple[str, Schema]] = set()
 
@@ -90,13 +104,19 @@ class PostgresDatabase(Database):
 
     dialect = Dialect.POSTGRESQL
 
-    def __init__(self, url: str, schema: Schema) -> None:
+    def __init__(self, url: str, schema: Schema, *, read_only: bool = False) -> None:
         super().__init__(schema)
         self._target = describe(url)
         self._closed = threading.Event()
+        self._read_only = read_only
+        self._tables: frozenset[str] | None = None  # None: the schema's, all of them
         try:
-            self._apply_schema_retrying(url, check_only=(url, schema) in _APPLIED)
-            _APPLIED.add((url, schema))
+            if read_only:
+                self._tables = self._retrying(lambda: self._check_schema(url))
+            else:
+                self._retrying(lambda: self._apply_schema(
+                    url, check_only=(url, schema) in _APPLIED))
+                _APPLIED.add((url, schema))
         except psycopg.OperationalError as exc:
             raise ConfigError(f"cannot reach the database at {self._target} "
                               f"(INFRABOT_DATABASE_URL): {_without_secret(exc, url)}") from None
@@ -113,13 +133,22 @@ class PostgresDatabase(Database):
     def target(self) -> str:
         return self._target
 
+    def has_table(self, name: str) -> bool:
+        return self._tables is None or name in self._tables
+
+    def triggers(self) -> frozenset[str]:
+        with self.transaction(write=False) as tx:
+            rows = tx.execute(_TRIGGERS).fetchall()
+        return frozenset(name for (name,) in rows)
+
     @contextmanager
     def transaction(self, *, write: bool) -> Iterator[PipelinedTransaction]:
+        if write and self._read_only:
+            raise self.unavailable()
         conn = self._take()
         try:
             with conn.pipeline() as pipeline:
-                conn.execute("BEGIN READ WRITE" if write
-                             else "BEGIN ISOLATION LEVEL REPEATABLE READ")
+                conn.execute("BEGIN READ WRITE" if write else _BEGIN_READ[self._read_only])
                 tx = PipelinedTransaction(conn, pipeline, self.schema.store)
                 yield tx
                 conn.execute("COMMIT")
@@ -138,6 +167,8 @@ class PostgresDatabase(Database):
             self._pool.putconn(conn)  # a broken connection is discarded, not pooled
 
     def statement(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        if self._read_only:
+            raise self.unavailable()
         conn = self._take()
         try:
             return conn.execute(translate(sql), params).fetchall()
@@ -170,22 +201,42 @@ class PostgresDatabase(Database):
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
         conn.execute(f"SET lock_timeout = {int(self.schema.busy_timeout * 1000)}")
+        if self._read_only:
+            conn.execute("SET default_transaction_read_only = on")
 
-    def _apply_schema_retrying(self, url: str, *, check_only: bool) -> None:
-        """A connection lost while the schema is applied (its backend killed, the server
-        restarting) is tried again, briefly; a server that refuses connections fails at once.
-        ``check_only``: this process applied it already, so only the version is checked (no
-        DDL, whose locks would stop every other process's writes to the tables meanwhile)."""
-        for attempt in range(1, SCHEMA_ATTEMPTS + 1):
+    def _retrying(self, opening: Callable[[], T]) -> T:
+        """A connection lost while the schema is applied or checked (its backend killed, the
+        server restarting) is tried again, briefly; a server that refuses connections fails at
+        once."""
+        attempt = 1
+        while True:
             try:
-                self._apply_schema(url, check_only=check_only)
-                return
+                return opening()
             except psycopg.OperationalError as exc:
                 if attempt == SCHEMA_ATTEMPTS or _refused(exc):
                     raise
                 time.sleep(0.1 * attempt)
+                attempt += 1
+
+    def _check_schema(self, url: str) -> frozenset[str]:
+        """Read-only: the tables on the search path, the version not newer, the schema's tables
+        there; no DDL, nothing written (a READ ONLY transaction). Returns the tables."""
+        schema = self.schema
+        with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS) as conn:
+            self._configure(conn)
+            with conn.transaction():
+                tables = frozenset(name for (name,) in conn.execute(_TABLES).fetchall())
+                if "schema_versions" in tables:
+                    self._found_version(conn)
+        if not schema.tables <= tables:
+            raise ConfigError(f"{self._target} is not a usable {schema.what}: it has no "
+                              f"{schema.store} tables")
+        return tables
 
     def _apply_schema(self, url: str, *, check_only: bool) -> None:
+        """The schema's DDL and version, in one transaction. ``check_only``: this process
+        applied it already, so only the version is checked (no DDL, whose locks would stop
+        every other process's writes to the tables meanwhile)."""
         schema = self.schema
         with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS) as conn:
             self._configure(conn)

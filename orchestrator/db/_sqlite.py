@@ -152,6 +152,11 @@ class SQLiteDatabase(Database):
     def has_table(self, name: str) -> bool:
         return self._tables is None or name in self._tables
 
+    def triggers(self) -> frozenset[str]:
+        with self.transaction(write=False) as tx:
+            rows = tx.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall()
+        return frozenset(name for (name,) in rows)
+
     @contextmanager
     def transaction(self, *, write: bool) -> Iterator[_Transaction]:
         with self._lock:

@@ -4,6 +4,7 @@ file, a fresh PostgreSQL schema), and raw access to either for tampering."""
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, closing, contextmanager
 from datetime import UTC, datetime, timedelta
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.audit import AuditRecord
+from orchestrator.audit import AuditKeys, AuditRecord, AuditStore, Checkpointer
 from tests._postgres import BACK_ENDS, raw, store_target
 
 T0 = datetime(2025, 7, 18, 16, 10, 3, tzinfo=UTC)
@@ -46,6 +47,20 @@ def record(**overrides: Any) -> AuditRecord:
     return AuditRecord(**{**base, **overrides})
 
 
+def anchored_trail(target: Path | str, keys_dir: Path, records: int = 6, every: int = 4) -> None:
+    """``records`` records of writer ``svc`` at ``target`` (resources ``r-0``...), anchored by
+    a checkpoint every ``every`` records and one at shutdown, signed with the audit key in
+    ``keys_dir`` (created there if missing)."""
+    keys = AuditKeys.open(keys_dir, "ES256", now=int(time.time()))
+    with AuditStore(target, writer="svc") as store:
+        checkpointer = Checkpointer(store, keys, every_records=every, every_seconds=60,
+                                    clock=time.time)
+        store.anchor_with(checkpointer)
+        for i in range(records):
+            store.append(record(resource=f"r-{i}"))
+        checkpointer.close()
+
+
 @pytest.fixture
 def make_record() -> RecordFactory:
     return record
@@ -65,16 +80,21 @@ def target(request: pytest.FixtureRequest, sqlite_path: Path) -> Iterator[Path |
 
 @contextmanager
 def _attacker(target: Path | str) -> Iterator[Any]:
-    """A plain connection with the guard triggers off: what an attacker with the database has."""
+    """A plain connection with the guard triggers off: what an attacker with the database has.
+    Like a careful attacker, it leaves the guards as it found them (``audit verify`` reports a
+    guard gone: tests/audit/test_verify_guards.py)."""
     if isinstance(target, str):
-        with raw(target) as conn:
+        with raw(target) as conn:  # triggers off for this session only
             yield conn
         return
     with closing(sqlite3.connect(target, isolation_level=None)) as conn:
-        triggers = conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall()
-        for (name,) in triggers:
+        triggers = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"
+                                ).fetchall()
+        for name, _ in triggers:
             conn.execute(f"DROP TRIGGER {name}")
         yield conn
+        for _, sql in triggers:
+            conn.execute(sql)
 
 
 @pytest.fixture

@@ -16,7 +16,8 @@ from click.testing import CliRunner
 
 from infrabot.cli._audit import audit
 from infrabot.demo._audit_attack import recompute_from
-from orchestrator.audit import AuditKeys, AuditStore, Checkpointer
+from orchestrator.audit import AuditKeys, AuditStore
+from tests.audit.conftest import anchored_trail
 
 
 def run(*args: str) -> tuple[int, str, str]:
@@ -31,14 +32,7 @@ def state(tmp_path: Path, make_record) -> Path:
     """A state directory: 10 records of writer svc, checkpoints every 4 and at shutdown, and
     then 2 more records of writer late that no checkpoint covers."""
     state = tmp_path / "state"
-    keys = AuditKeys.open(state / "keys" / "audit", "ES256", now=int(time.time()))
-    with AuditStore(state / "audit.sqlite3", writer="svc") as store:
-        checkpointer = Checkpointer(store, keys, every_records=4, every_seconds=60,
-                                    clock=time.time)
-        store.anchor_with(checkpointer)
-        for i in range(10):
-            store.append(make_record(resource=f"r-{i}"))
-        checkpointer.close()
+    anchored_trail(state / "audit.sqlite3", state / "keys" / "audit", records=10)
     with AuditStore(state / "audit.sqlite3", writer="late") as store:
         for i in range(2):
             store.append(make_record(resource=f"late-{i}"))

@@ -6,18 +6,17 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from orchestrator.audit import AuditKeys, AuditStore, Checkpointer
+from orchestrator.audit import AuditStore
 from orchestrator.audit._keys import PUBLIC_FILE
 from orchestrator.runs import RunStore
 from tests._events import detail
 from tests._postgres import fresh_schema
-from tests.audit.conftest import record
+from tests.audit.conftest import anchored_trail, record
 from tests.cli._cli import clean_env, infrabot, serving
 from tests.runs.conftest import Origin
 
@@ -40,14 +39,7 @@ def _no_store_files(root: Path) -> None:
 
 def test_audit_and_runs_commands_read_the_database(url: str, env: dict[str, str],
                                                    tmp_path: Path) -> None:
-    keys = AuditKeys.open(tmp_path / "keys", "ES256", now=int(time.time()))
-    with AuditStore(url, writer="svc") as audit:
-        checkpointer = Checkpointer(audit, keys, every_records=2, every_seconds=60,
-                                    clock=time.time)
-        audit.anchor_with(checkpointer)
-        for i in range(3):
-            audit.append(record(resource=f"r-{i}"))
-        checkpointer.close()
+    anchored_trail(url, tmp_path / "keys", records=3, every=2)
     with RunStore(url) as runs:
         runs.create("run-1", workflow="post-deploy", event=Origin())
         runs.add_event("run-1", None, detail("started", delivery="d-1"))
