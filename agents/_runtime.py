@@ -8,6 +8,11 @@ over the keys it made. A hop for any other agent fails; it never signs with anot
 HTTP connections are pooled and reused across hops: one ``httpx.Client`` per process (HTTP/1.1,
 keep-alive), shared by the agents' exchanges and calls. A small pool of threads per process asks
 for the tokens of overlapped hops (:meth:`AgentRuntime.ahead`, docs/journal.md).
+
+DPoP keys (docs/dpop.md): a process registers the DPoP keys of its agents before its first
+exchange and again once half of the registration's ``expires_in`` has passed. A key the server
+refuses as revoked (``dpop_key_revoked``) is never used again: it is replaced in the state
+directory by a new key, which is registered instead (:func:`register_dpop_key`).
 """
 
 from __future__ import annotations
@@ -15,20 +20,31 @@ from __future__ import annotations
 import contextvars
 import json
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
 import httpx
 
-from orchestrator._dpop_signer import DPoPSigner, dpop_key
+from orchestrator._dpop_signer import DPOP_ALG, DPoPSigner, dpop_key, dpop_keys_dir
 from orchestrator._log import get_logger
 from orchestrator.catalog import service_names
 from orchestrator.client import AuthClient
 from orchestrator.config import Settings
-from orchestrator.errors import ConfigError, InfraBotError
-from orchestrator.identity import Directory, SigningKey, load_directory
+from orchestrator.errors import ConfigError, InfraBotError, InvalidDPoPProof
+from orchestrator.identity import (
+    Directory,
+    SigningKey,
+    client_key_path,
+    generate_private_key,
+    load_client_key,
+    load_directory,
+    locked,
+    write_private,
+)
 from orchestrator.runs import RunStore
 from orchestrator.workflows import Workflow, load_workflows
 
@@ -53,7 +69,7 @@ class AgentRuntime:
     keys: dict[str, SigningKey] = field(default_factory=dict)
     _auth: dict[str, AuthClient] = field(default_factory=dict)
     _dpop: dict[str, DPoPSigner] = field(default_factory=dict)
-    _registered: bool = False
+    _renew_at: float = 0.0  # when the DPoP keys are registered again (0: not yet)
     _ahead: ThreadPoolExecutor | None = None
 
     @classmethod
@@ -81,11 +97,11 @@ class AgentRuntime:
     def auth(self, agent: str) -> AuthClient:
         """The agent's authorization-server client, authenticating with the agent's own key
         (only an agent whose key this process holds: see :meth:`holds_key`) and signing a DPoP
-        proof with the agent's DPoP key. Until that succeeds once, it first registers the DPoP
-        key of every agent this process holds, so hand-offs to them can be bound."""
-        if not self._registered:
+        proof with the agent's DPoP key. Until that succeeds once, and again when half of the
+        registration's lifetime has passed, it first registers the DPoP key of every agent this
+        process holds, so hand-offs to them can be bound."""
+        if time.time() >= self._renew_at:
             self.register_dpop_keys()
-            self._registered = True
         with _lock:
             client = self._auth.get(agent)
             if client is None:
@@ -115,10 +131,20 @@ class AgentRuntime:
         return signer
 
     def register_dpop_keys(self) -> None:
-        """Register the DPoP key of every agent this process holds (idempotent)."""
+        """Register (renew) the DPoP key of every agent this process holds; an agent whose key
+        was revoked gets a new one, and its client here signs with that from now on."""
+        lifetimes = []
         for agent in sorted(self.keys):
-            AuthClient(self.endpoints["auth"], agent, self.keys[agent], http=self.http,
-                       dpop=self.dpop(agent)).register_dpop_key()
+            signer, lifetime = register_dpop_key(self.settings.keys_dir, self.endpoints["auth"],
+                                                 agent, self.keys[agent], self.http,
+                                                 self.dpop(agent))
+            lifetimes.append(lifetime)
+            with _lock:
+                if self._dpop.get(agent) is not signer:
+                    self._dpop[agent] = signer
+                    self._auth.pop(agent, None)
+        shortest = min(lifetimes, default=0)  # 0: the server named no lifetime
+        self._renew_at = time.time() + shortest / 2 if shortest > 0 else float("inf")
 
     def service_url(self, service: str) -> str:
         return self.endpoints[service]
@@ -179,11 +205,43 @@ def register_worker_dpop_keys(settings: Settings) -> None:
     with httpx.Client(timeout=httpx.Timeout(5.0, connect=2.0)) as http:
         for agent, key in sorted(keys.items()):
             try:
-                AuthClient(read_endpoints(settings)["auth"], agent, key, http=http,
-                           dpop=DPoPSigner(dpop_key(settings.keys_dir, agent))
-                           ).register_dpop_key()
+                register_dpop_key(settings.keys_dir, read_endpoints(settings)["auth"], agent,
+                                  key, http, DPoPSigner(dpop_key(settings.keys_dir, agent)))
             except InfraBotError as exc:
                 get_logger(agent=agent).warning("dpop_key_unregistered", reason=exc.reason)
+
+
+def register_dpop_key(keys_dir: Path, auth_url: str, agent: str, key: SigningKey,
+                      http: httpx.Client, signer: DPoPSigner) -> tuple[DPoPSigner, int]:
+    """Register ``signer``'s key as ``agent``'s DPoP key (``key``: its client key); if the
+    server refuses it as revoked, register a new key made in its place
+    (:func:`replace_revoked_dpop_key`). The signer registered, and the seconds its
+    registration lasts."""
+    try:
+        answer = AuthClient(auth_url, agent, key, http=http, dpop=signer).register_dpop_key()
+    except InvalidDPoPProof as exc:
+        if exc.reason != "dpop_key_revoked":
+            raise
+        signer = DPoPSigner(replace_revoked_dpop_key(keys_dir, agent, signer.key.kid))
+        answer = AuthClient(auth_url, agent, key, http=http, dpop=signer).register_dpop_key()
+    lifetime = answer.get("expires_in")
+    return signer, lifetime if isinstance(lifetime, int) and lifetime > 0 else 0
+
+
+def replace_revoked_dpop_key(keys_dir: Path, agent: str, revoked: str) -> SigningKey:
+    """``agent``'s DPoP key in place of the revoked key ``revoked`` (its kid): the state
+    directory's key if another process replaced it already, else a new one written over it."""
+    where = dpop_keys_dir(keys_dir)
+    with locked(where):
+        current = load_client_key(where, agent)
+        if current is None or current.kid == revoked:
+            write_private(client_key_path(where, agent), generate_private_key(DPOP_ALG))
+            current = load_client_key(where, agent)
+    if current is None:
+        raise ConfigError(f"cannot make a new DPoP key for {agent} in {where}",
+                          reason="dpop_key_missing")
+    get_logger(agent=agent).warning("dpop_key_replaced", revoked_kid=revoked, kid=current.kid)
+    return current
 
 
 def install_runtime(app_id: int, runtime: AgentRuntime) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agents._runtime import replace_revoked_dpop_key
 from mock_services import ServiceDeps, create_declared_app, create_service_app, remote_key_source
 from orchestrator._dpop_signer import dpop_key
 from orchestrator._servers import bind
@@ -26,7 +27,9 @@ from orchestrator.authserver import (
     create_app,
     open_registry,
 )
+from orchestrator.authserver._registry import KeyRevoked  # not re-exported by the package yet
 from orchestrator.config import SERVICE_NAMES, Settings
+from orchestrator.errors import ConfigError, InvalidDPoPProof
 from orchestrator.identity import (
     Directory,
     KeyRing,
@@ -88,16 +91,40 @@ def provision_clients(settings: Settings, registry: ClientRegistry,
     """Each client's own key pair in the state directory, made on first use, with its public key
     registered (idempotent; this is `keys init` then `keys register`, for keys this process
     holds). An agent's DPoP key, which this process then holds too, is registered as the agent
-    registers it at ``POST /dpop_keys``, so the first run's hand-offs can be bound to it."""
+    registers it at ``POST /dpop_keys``, so the first run's hand-offs can be bound to it.
+
+    A revoked key never comes back: a client key revoked with ``infrabot keys revoke`` stops the
+    start with one line naming the command that makes a new one; a revoked DPoP key is replaced
+    by a new one, which is registered instead (as a worker does)."""
     now = int(time.time())
     keys = {cid: client_key(client_keys_dir(settings), cid, settings.signing_alg)
             for cid in client_ids}
-    book = RegistryKeyBook(registry)
+    book = dpop_book(settings, registry)
     for cid, key in keys.items():
-        registry.add(cid, [key.public], now=now)
+        try:
+            registry.add(cid, [key.public], now=now)
+        except KeyRevoked:
+            raise ConfigError(
+                f"{cid}'s key {key.kid} in {client_keys_dir(settings)} was revoked: make a new "
+                f"one with `infrabot keys init {cid} --rotate --state-dir {settings.state_dir}`, "
+                "then start again", reason="key_revoked") from None
         if cid.startswith("agent:"):
-            book.register(cid, dpop_key(settings.keys_dir, cid).public, now=now)
+            dpop = dpop_key(settings.keys_dir, cid)
+            try:
+                book.register(cid, dpop.public, now=now)
+            except InvalidDPoPProof as exc:
+                if exc.reason != "dpop_key_revoked":
+                    raise ConfigError(f"{cid}'s DPoP key: {exc.message}",
+                                      reason=exc.reason) from None
+                renewed = replace_revoked_dpop_key(settings.keys_dir, cid, dpop.kid)
+                book.register(cid, renewed.public, now=now)
     return keys
+
+
+def dpop_book(settings: Settings, registry: ClientRegistry) -> RegistryKeyBook:
+    """Agents' DPoP keys in the client registry, each registration good for
+    ``dpop_key_registration_seconds``."""
+    return RegistryKeyBook(registry, settings.dpop_key_registration_seconds)
 
 
 @dataclass
@@ -141,7 +168,7 @@ class Stack:
             settings=settings, keyring=keyring, directory=directory, revocation=store,
             client_keys=ClientKeys(registry, settings.allowed_algs),
             services={name: settings.service_url(name) for name in names}, audit=audit,
-            dpop_keys=RegistryKeyBook(registry))
+            dpop_keys=dpop_book(settings, registry))
         return cls(settings, directory, store, keyring, audit, auth, checkpointer, clients,
                    owns_revocation=revocation is None, registry=registry, declared=declared)
 

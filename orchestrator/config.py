@@ -90,11 +90,12 @@ class Settings(BaseSettings):
                                "it did not pay with the servers in one process.")
     dpop_key_registration_seconds: int = Field(
         86400, ge=60, le=7 * 86400,
-        description="How long a server built without a client registry (tests, tools that "
-                    "issue tokens in process) holds an agent's registered DPoP key in the shared "
-                    "registry. `infrabot serve` keeps registrations in the client registry "
-                    "until revoked (`infrabot keys revoke dpop:AGENT KID`); agents register as "
-                    "their workers start and before their first exchange.")
+        description="How long an agent's DPoP key registration lasts (the `expires_in` of "
+                    "`POST /dpop_keys`): in `infrabot serve`'s client registry, at most 32 keys "
+                    "an agent, the oldest dropped; in the shared registry for a server built "
+                    "without one (tests, tools that issue tokens in process). Agents register "
+                    "as their workers start and renew at half of it; `infrabot keys revoke "
+                    "dpop:AGENT KID` ends one for good.")
 
     database_url: SecretStr | None = Field(
         None, description="Where the audit trail and the run log live: "

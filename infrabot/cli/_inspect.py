@@ -13,6 +13,7 @@ from rich.tree import Tree
 
 from infrabot._delegation_view import chain_lines, token_chain
 from infrabot.cli._common import CommandError, endpoints
+from infrabot.cli._held_keys import ORCHESTRATOR, orchestrator_key
 from orchestrator._display import display_safe
 from orchestrator.client import AuthClient
 from orchestrator.config import SERVICE_NAMES, Settings
@@ -22,7 +23,6 @@ from orchestrator.identity import (
     KeyRing,
     TokenVerifier,
     VerifierPolicy,
-    client_key,
     unverified_payload,
 )
 from orchestrator.registry import open_store
@@ -125,12 +125,9 @@ def _revocation(settings: Settings, claims: AccessClaims, result: dict[str, obje
 
 
 def _introspected(settings: Settings, auth_url: str, raw: str, result: dict[str, object]) -> str:
-    # Deferred: the servers' stack is heavy to import
-    from infrabot.stack import ORCHESTRATOR_CLIENT, client_keys_dir
-
-    key = client_key(client_keys_dir(settings), ORCHESTRATOR_CLIENT, settings.signing_alg)
+    key = orchestrator_key(settings)
     try:
-        with AuthClient(auth_url, ORCHESTRATOR_CLIENT, key) as client:
+        with AuthClient(auth_url, ORCHESTRATOR, key) as client:
             active = client.introspect(raw).get("active") is True
     except (Unavailable, OAuthError):
         result.update(valid=False, reason="revocation_unavailable",

@@ -18,6 +18,7 @@ import click
 
 from infrabot.cli._common import CommandError, load_settings, state_dir_option
 from orchestrator.authserver import KeyInUse, open_registry
+from orchestrator.authserver._registry import KeyRevoked  # not re-exported by the package yet
 from orchestrator.config import Settings
 from orchestrator.identity import (
     NotAPublicKeySet,
@@ -134,8 +135,9 @@ def _read_jwks(source: str, allowed_algs: tuple[str, ...]) -> list[PublicKey]:
 def register(client_id: str, jwks: str, state_dir: Path | None) -> None:
     """Add CLIENT_ID's public keys to the authorization server's client registry.
 
-    Refuses private key material and clients the directory does not list; registering a key
-    again changes nothing. A running server uses the new key from its next request.
+    Refuses private key material, clients the directory does not list and a revoked key
+    (`keys revoke`); registering a key again changes nothing. A running server uses the new key
+    from its next request.
 
     \b
     Example:
@@ -146,7 +148,7 @@ def register(client_id: str, jwks: str, state_dir: Path | None) -> None:
     offered = _read_jwks(jwks, settings.allowed_algs)
     try:
         added = open_registry(settings).add(client_id, offered, now=int(time.time()))
-    except KeyInUse as exc:
+    except (KeyInUse, KeyRevoked) as exc:
         raise CommandError(f"refused: {exc.message}") from None
     except OSError as exc:
         raise CommandError(f"cannot write the client registry: {exc.strerror or exc}") from None
@@ -188,15 +190,18 @@ def list_keys(as_json: bool, state_dir: Path | None) -> None:
 @click.argument("kid")
 @state_dir_option
 def revoke(client_id: str, kid: str, state_dir: Path | None) -> None:
-    """Remove key KID of CLIENT_ID from the registry: the next assertion signed with it is
-    refused (invalid_client). ``dpop:AGENT`` names an agent's registered DPoP keys.
+    """Remove key KID of CLIENT_ID from the registry for good: the next assertion signed with
+    it is refused (invalid_client), and the key is never registered again (not by `keys
+    register`, nor by `serve` or a worker as they start). ``dpop:AGENT`` names an agent's
+    registered DPoP keys.
 
     \b
     Example:
       infrabot keys revoke agent:argocd 8J4f...
     """
     try:
-        removed = open_registry(load_settings(state_dir)).remove(client_id, kid)
+        removed = open_registry(load_settings(state_dir)).revoke(client_id, kid,
+                                                                now=int(time.time()))
     except OSError as exc:
         raise CommandError(f"cannot write the client registry: {exc.strerror or exc}") from None
     if not removed:

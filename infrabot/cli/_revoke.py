@@ -8,9 +8,9 @@ from pathlib import Path
 import click
 
 from infrabot.cli._common import CommandError, endpoints, load_settings, state_dir_option
+from infrabot.cli._held_keys import ORCHESTRATOR, orchestrator_key
 from infrabot.cli._users import resolve_user
 from orchestrator.client import AuthClient
-from orchestrator.identity import client_key
 
 
 @click.command("revoke")
@@ -32,15 +32,11 @@ def revoke(token_value: str | None, jti: str | None, user: str | None, run_id: s
                                "run_id": run_id}.items() if v}
     if len(given) != 1:
         raise CommandError("give exactly one of --token, --jti, --user, --run")
-    # Deferred: the servers' stack is heavy to import
-    from infrabot.stack import ORCHESTRATOR_CLIENT, client_keys_dir
-
     settings = load_settings(state_dir, state="existing")
     if user:
         given["user"] = resolve_user(settings, user)
     urls = endpoints(settings)
-    key = client_key(client_keys_dir(settings), ORCHESTRATOR_CLIENT, settings.signing_alg)
-    with AuthClient(urls["auth"], ORCHESTRATOR_CLIENT, key) as client:
+    with AuthClient(urls["auth"], ORCHESTRATOR, orchestrator_key(settings)) as client:
         if token_value:
             client.revoke(token_value)
             # RFC 7009: the server answers alike for a token it never issued.

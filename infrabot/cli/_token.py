@@ -15,6 +15,7 @@ import click
 import httpx
 
 from infrabot.cli._common import CommandError, load_settings, state_dir_option
+from infrabot.cli._held_keys import ORCHESTRATOR, agent_dpop_key, held_client_key, orchestrator_key
 from infrabot.cli._inspect import (
     at_running_servers,
     inspect_token,
@@ -22,18 +23,9 @@ from infrabot.cli._inspect import (
     running_auth_server,
 )
 from infrabot.cli._users import known_user
-from orchestrator._dpop_signer import dpop_key
 from orchestrator.client import AuthClient
 from orchestrator.config import Settings
-from orchestrator.identity import (
-    Context,
-    SigningKey,
-    client_key,
-    load_client_key,
-    load_directory,
-    make_assertion,
-    make_proof,
-)
+from orchestrator.identity import Context, load_directory, make_assertion, make_proof
 
 
 @click.group("token")
@@ -117,11 +109,7 @@ def user_token(user: str, scopes: tuple[str, ...], may_act: str, environment: st
 def _root_from(auth_url: str, settings: Settings, user: str, scopes: list[str], ctx: Context,
                may_act: str) -> dict[str, object]:
     """The root token from the running authorization server, asked as the orchestrator."""
-    # Deferred: the servers' stack is heavy to import
-    from infrabot.stack import ORCHESTRATOR_CLIENT, client_keys_dir
-
-    key = client_key(client_keys_dir(settings), ORCHESTRATOR_CLIENT, settings.signing_alg)
-    with AuthClient(auth_url, ORCHESTRATOR_CLIENT, key) as client:
+    with AuthClient(auth_url, ORCHESTRATOR, orchestrator_key(settings)) as client:
         return client.root_token(user, scopes, ctx, may_act)
 
 
@@ -143,7 +131,7 @@ def assertion(agent: str, ttl: int, state_dir: Path | None) -> None:
     directory = load_directory(settings.workflows_dir / "directory.yaml")
     if agent not in directory.client_ids():
         raise CommandError(f"{agent} is not an agent or client in the directory")
-    key = _signing_key_of(settings, agent)
+    key = held_client_key(settings, agent)
     click.echo(make_assertion(key, issuer=agent, subject=agent,
                               audience=f"{settings.auth_url}/token", now=int(time.time()),
                               ttl=ttl))
@@ -161,6 +149,7 @@ def proof(agent: str, url: str | None, method: str, access_token: str | None,
           state_dir: Path | None) -> None:
     """Print a DPoP proof (RFC 9449) for one request, signed by AGENT's DPoP key, with the
     running authorization server's current nonce. A proof is good for one request, 60 s.
+    With a shared broker, only on a host of AGENT's workers (the key their worker made).
 
     \b
     Example:
@@ -171,33 +160,16 @@ def proof(agent: str, url: str | None, method: str, access_token: str | None,
     directory = load_directory(settings.workflows_dir / "directory.yaml")
     if agent not in directory.agents:
         raise CommandError(f"{agent} is not an agent in the directory")
+    key = agent_dpop_key(settings, agent)
     token_url = f"{settings.auth_url}/token"
     try:
         nonce = httpx.post(token_url, data={"grant_type": "nonce"},
                            timeout=5.0).headers.get("dpop-nonce")
     except httpx.HTTPError:
         nonce = None  # no server answering: a proof without a nonce
-    click.echo(make_proof(dpop_key(settings.keys_dir, agent), method=method,
+    click.echo(make_proof(key, method=method,
                           url=url or token_url, now=int(time.time()),
                           access_token=access_token, nonce=nonce))
-
-
-def _signing_key_of(settings: Settings, client_id: str) -> SigningKey:
-    """The client's own key. Embedded, it is made on first use, as the embedded system makes
-    it; distributed, only `infrabot keys init` makes keys (a new one here would be unknown to
-    the authorization server, which knows clients by their registered public keys)."""
-    # Deferred: the servers' stack is heavy to import
-    from infrabot.stack import client_keys_dir, is_embedded
-
-    where = client_keys_dir(settings)
-    if is_embedded(settings):
-        return client_key(where, client_id, settings.signing_alg)
-    key = load_client_key(where, client_id)
-    if key is None:
-        raise CommandError(f"no key for {client_id} in {where}: create it with `infrabot keys "
-                           f"init {client_id} --state-dir {settings.state_dir}` and register "
-                           "its public key (`infrabot keys register`)")
-    return key
 
 
 @token.command("inspect")

@@ -11,8 +11,10 @@ registry. A missing or unaccepted nonce is ``use_dpop_nonce`` with the nonce to 
 names, so the server must know that key before the agent ever asks: an agent registers it at
 ``POST /dpop_keys``, authenticated with its own client assertion and proving the key with a DPoP
 proof for that URL (:meth:`DPoPGate.register`). The server keeps it in its key book
-(:mod:`._dpop_keys`), one key per host the agent runs on. Nothing else names an agent's DPoP key:
-not the delegator, not the token.
+(:mod:`._dpop_keys`), one key per host the agent runs on, each registration for
+``dpop_key_registration_seconds``; a key that is another principal's or was revoked is refused
+(``dpop_key_in_use``, ``dpop_key_revoked``). Nothing else names an agent's DPoP key: not the
+delegator, not the token.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 A client (an agent, the orchestrator) authenticates with ``private_key_jwt``; the server verifies
 the assertion with a public key registered here for the client id the assertion claims, chosen
 by its ``kid``. Nothing else identifies a client: no private key, no file named after a client.
-Client ids are looked up as keys of a mapping only, never turned into a path.
+Client ids are looked up as keys of a mapping only, never turned into a path. A key revoked
+(``infrabot keys revoke``) is remembered by its thumbprint and never registered again.
 
 :class:`ClientRegistry` is the interface; :class:`StateDirRegistry` keeps the registry in one
 JSON file in the server's state directory, :class:`SqlClientRegistry` in a table of the database
@@ -22,7 +23,12 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from orchestrator.authserver._registry_api import (
     ClientRegistry,
     KeyInUse,
+    KeyRevoked,
     RegisteredKey,
+    RevokedKey,
+    dropped_by_renewal,
+    key_in_use,
+    key_revoked,
     keys_by_client,
 )
 from orchestrator.authserver._registry_sql import SqlClientRegistry
@@ -30,7 +36,7 @@ from orchestrator.config import Settings
 from orchestrator.errors import ConfigError
 from orchestrator.identity import PublicKey, locked
 
-__all__ = ["ClientRegistry", "KeyInUse", "RegisteredKey", "SqlClientRegistry",
+__all__ = ["ClientRegistry", "KeyInUse", "KeyRevoked", "RegisteredKey", "SqlClientRegistry",
            "StateDirRegistry", "open_registry"]
 
 REGISTRY_FILE = "client_registry.json"
@@ -41,6 +47,19 @@ class _File(BaseModel):
 
     version: int = 1
     keys: list[RegisteredKey] = []
+    revoked: list[RevokedKey] = []  # thumbprints never registered again
+
+    def refuse(self, client_id: str, keys: Sequence[PublicKey]) -> None:
+        """Raise :class:`KeyRevoked` or :class:`KeyInUse` for the first key that may not be
+        registered for ``client_id``."""
+        revoked = {r.kid: r.client_id for r in self.revoked}
+        owners = {e.kid: e.client_id for e in self.keys}
+        for key in keys:
+            if key.kid in revoked:
+                raise key_revoked(key.kid, revoked[key.kid])
+            owner = owners.get(key.kid, client_id)
+            if owner != client_id:
+                raise key_in_use(key.kid, owner)
 
 
 class StateDirRegistry:
@@ -60,36 +79,57 @@ class StateDirRegistry:
         self._refresh()
         return self._by_client.get(client_id, {})
 
-    def entries(self) -> list[RegisteredKey]:
+    def entries(self, client_id: str | None = None) -> list[RegisteredKey]:
         self._refresh()
-        return sorted(self._entries, key=lambda e: (e.client_id, e.added_at, e.kid))
+        return sorted((e for e in self._entries if client_id in (None, e.client_id)),
+                      key=lambda e: (e.client_id, e.added_at, e.kid))
 
     def add(self, client_id: str, keys: Sequence[PublicKey], *, now: int) -> list[str]:
         with locked(self._dir):
             current = self._read()
-            owners = {e.kid: e.client_id for e in current}
+            current.refuse(client_id, keys)
+            known = {e.kid for e in current.keys}
             added: list[str] = []
             for key in keys:
-                owner = owners.get(key.kid)
-                if owner is not None and owner != client_id:
-                    raise KeyInUse(f"key {key.kid} is already registered for {owner}; "
-                                   "each client needs a key of its own")
-                if owner is None:
-                    current.append(RegisteredKey(client_id=client_id, kid=key.kid, alg=key.alg,
-                                                 added_at=now, jwk=key.jwk))
-                    owners[key.kid] = client_id
+                if key.kid not in known:
+                    current.keys.append(RegisteredKey(client_id=client_id, kid=key.kid,
+                                                      alg=key.alg, added_at=now, jwk=key.jwk))
+                    known.add(key.kid)
                     added.append(key.kid)
             if added:
                 self._write(current)
         return added
 
-    def remove(self, client_id: str, kid: str) -> bool:
+    def renew(self, client_id: str, key: PublicKey, *, now: int, keep: int,
+              since: int) -> None:
         with locked(self._dir):
             current = self._read()
-            kept = [e for e in current if (e.client_id, e.kid) != (client_id, kid)]
-            if len(kept) == len(current):
+            current.refuse(client_id, [key])
+            dropped = {key.kid} | dropped_by_renewal(
+                (e for e in current.keys if e.client_id == client_id), key.kid,
+                keep=keep, since=since)
+            current.keys = [e for e in current.keys if e.kid not in dropped]
+            current.keys.append(RegisteredKey(client_id=client_id, kid=key.kid, alg=key.alg,
+                                              added_at=now, jwk=key.jwk))
+            self._write(current)
+
+    def remove(self, client_id: str, kid: str) -> bool:
+        return self._unregister(client_id, kid, revoked_at=None)
+
+    def revoke(self, client_id: str, kid: str, *, now: int) -> bool:
+        return self._unregister(client_id, kid, revoked_at=now)
+
+    def _unregister(self, client_id: str, kid: str, *, revoked_at: int | None) -> bool:
+        with locked(self._dir):
+            current = self._read()
+            kept = [e for e in current.keys if (e.client_id, e.kid) != (client_id, kid)]
+            if len(kept) == len(current.keys):
                 return False
-            self._write(kept)
+            current.keys = kept
+            if revoked_at is not None:
+                current.revoked.append(RevokedKey(client_id=client_id, kid=kid,
+                                                  revoked_at=revoked_at))
+            self._write(current)
         return True
 
     def close(self) -> None:
@@ -107,25 +147,25 @@ class StateDirRegistry:
         seen = (st.st_mtime_ns, st.st_ino, st.st_size)
         if seen == self._seen:
             return
-        entries = self._read()
+        entries = self._read().keys
         self._seen, self._entries, self._by_client = seen, entries, keys_by_client(entries)
 
-    def _read(self) -> list[RegisteredKey]:
+    def _read(self) -> _File:
         try:
             text = self._path.read_text()
         except FileNotFoundError:
-            return []
+            return _File()
         except OSError as exc:
             raise ConfigError(f"cannot read the client registry {self._path}: "
                               f"{exc.strerror}") from None
         try:
-            return _File.model_validate_json(text).keys
+            return _File.model_validate_json(text)
         except ValidationError:
             raise ConfigError(f"the client registry {self._path} is damaged "
                               "(not the JSON infrabot writes)") from None
 
-    def _write(self, entries: list[RegisteredKey]) -> None:
-        document = _File(keys=entries).model_dump(mode="json")
+    def _write(self, current: _File) -> None:
+        document = current.model_dump(mode="json")
         tmp = self._path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fp:

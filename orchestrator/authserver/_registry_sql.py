@@ -2,7 +2,8 @@
 (``sqlite:///dir`` → ``dir/clients.sqlite3``) or the PostgreSQL database the audit trail and the
 run log share, through the same adapter (:mod:`orchestrator.db`).
 
-One row per key; ``kid`` is the primary key, which is the "one key, one client" rule. Every
+One row per key; ``kid`` is the primary key, which is the "one key, one client" rule; a revoked
+key's ``kid`` is a row of ``revoked_client_keys``, never registered again. Every
 lookup is one indexed ``SELECT``, so a key registered or revoked by ``infrabot keys`` on any host
 applies to the servers' next request. A registration takes the table's lock, checks every
 offered key, then inserts the new ones: all or nothing, and two registrations of the same key at
@@ -19,12 +20,18 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from orchestrator.authserver._registry_api import KeyInUse, RegisteredKey, keys_by_client
-from orchestrator.db import Database, Dialect, Schema, Store, open_database
+from orchestrator.authserver._registry_api import (
+    RegisteredKey,
+    dropped_by_renewal,
+    key_in_use,
+    key_revoked,
+    keys_by_client,
+)
+from orchestrator.db import Database, Dialect, Schema, Store, Transaction, open_database
 from orchestrator.errors import Unavailable
 from orchestrator.identity import PublicKey
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: revoked_client_keys
 _STATEMENTS = (
     """CREATE TABLE IF NOT EXISTS client_keys (
         kid TEXT PRIMARY KEY,
@@ -34,6 +41,11 @@ _STATEMENTS = (
         jwk TEXT NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS client_keys_client ON client_keys (client_id, added_at)",
+    """CREATE TABLE IF NOT EXISTS revoked_client_keys (
+        kid TEXT PRIMARY KEY,
+        client_id TEXT NOT NULL,
+        revoked_at BIGINT NOT NULL
+    )""",
 )
 
 
@@ -58,7 +70,10 @@ class SqlClientRegistry(Store):
                             (client_id,))
         return keys_by_client(rows).get(client_id, {})
 
-    def entries(self) -> list[RegisteredKey]:
+    def entries(self, client_id: str | None = None) -> list[RegisteredKey]:
+        if client_id is not None:
+            return self._select(f"SELECT {_COLUMNS} FROM client_keys WHERE client_id = ? "
+                                "ORDER BY added_at, kid", (client_id,))
         return self._select(f"SELECT {_COLUMNS} FROM client_keys "
                             "ORDER BY client_id, added_at, kid")
 
@@ -66,23 +81,42 @@ class SqlClientRegistry(Store):
         added: list[str] = []
         with self._db.transaction(write=True) as tx:
             tx.lock("client_keys")
+            known = {kid for kid in (key.kid for key in keys) if _owner(tx, kid, client_id)}
             for key in keys:
-                row = tx.execute("SELECT client_id FROM client_keys WHERE kid = ?",
-                                 (key.kid,)).fetchone()
-                if row is not None and row[0] != client_id:
-                    raise KeyInUse(f"key {key.kid} is already registered for {row[0]}; "
-                                   "each client needs a key of its own")
-                if row is None and key.kid not in added:
-                    tx.execute(f"INSERT INTO client_keys ({_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
-                               (client_id, key.kid, key.alg, now,
-                                json.dumps(key.jwk, sort_keys=True)))
+                if key.kid not in known:
+                    _insert(tx, client_id, key, now)
+                    known.add(key.kid)
                     added.append(key.kid)
         return added
+
+    def renew(self, client_id: str, key: PublicKey, *, now: int, keep: int,
+              since: int) -> None:
+        with self._db.transaction(write=True) as tx:
+            tx.lock("client_keys")
+            _owner(tx, key.kid, client_id)
+            rows = tx.execute(f"SELECT {_COLUMNS} FROM client_keys WHERE client_id = ?",
+                              (client_id,)).fetchall()
+            entries = [RegisteredKey(client_id=c, kid=k, alg=a, added_at=t, jwk={})
+                       for c, k, a, t, _ in rows]
+            for kid in sorted({key.kid} | dropped_by_renewal(entries, key.kid, keep=keep,
+                                                             since=since)):
+                tx.execute("DELETE FROM client_keys WHERE kid = ?", (kid,))
+            _insert(tx, client_id, key, now)
 
     def remove(self, client_id: str, kid: str) -> bool:
         with self._db.transaction(write=True) as tx:
             removed = tx.execute("DELETE FROM client_keys WHERE client_id = ? AND kid = ?",
                                  (client_id, kid)).rowcount
+        return removed > 0
+
+    def revoke(self, client_id: str, kid: str, *, now: int) -> bool:
+        with self._db.transaction(write=True) as tx:
+            tx.lock("client_keys")
+            removed = tx.execute("DELETE FROM client_keys WHERE client_id = ? AND kid = ?",
+                                 (client_id, kid)).rowcount
+            if removed > 0:
+                tx.execute("INSERT INTO revoked_client_keys (kid, client_id, revoked_at) "
+                           "VALUES (?, ?, ?)", (kid, client_id, now))
         return removed > 0
 
     def _select(self, sql: str, params: tuple[str, ...] = ()) -> list[RegisteredKey]:
@@ -94,3 +128,21 @@ class SqlClientRegistry(Store):
         except (ValueError, ValidationError):  # a row not written by this code
             raise Unavailable(f"the client registry in {self._db.target} is damaged",
                               reason="client_registry_unavailable") from None
+
+
+def _owner(tx: Transaction, kid: str, client_id: str) -> bool:
+    """Whether ``kid`` is registered for ``client_id`` already; :class:`KeyRevoked` if it was
+    revoked, :class:`KeyInUse` if it is another client's (under the table's lock)."""
+    revoked = tx.execute("SELECT client_id FROM revoked_client_keys WHERE kid = ?",
+                         (kid,)).fetchone()
+    if revoked is not None:
+        raise key_revoked(kid, revoked[0])
+    row = tx.execute("SELECT client_id FROM client_keys WHERE kid = ?", (kid,)).fetchone()
+    if row is not None and row[0] != client_id:
+        raise key_in_use(kid, row[0])
+    return row is not None
+
+
+def _insert(tx: Transaction, client_id: str, key: PublicKey, now: int) -> None:
+    tx.execute(f"INSERT INTO client_keys ({_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+               (client_id, key.kid, key.alg, now, json.dumps(key.jwk, sort_keys=True)))

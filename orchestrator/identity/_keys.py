@@ -100,11 +100,16 @@ def _pem(private: PrivateKey) -> bytes:
 
 
 def write_private(path: Path, private: PrivateKey) -> None:
-    """Write a PEM private key atomically, readable by the owner only."""
+    """Write a PEM private key atomically, readable by the owner only: whatever a leftover
+    ``<name>.tmp`` was (another mode, a symbolic link), it is replaced, never written through,
+    and the key is mode 0600 before a byte of it is written."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "wb") as fp:
+        os.fchmod(fp.fileno(), 0o600)
         fp.write(_pem(private))
     os.replace(tmp, path)
 
