@@ -43,6 +43,7 @@ from orchestrator.workflows import (
 
 TERMINAL_RUN = ("succeeded", "denied", "failed", "expired")
 STALE = "stale hand-off"  # a duplicate: the sender published a newer copy of this hand-off
+BRANCHES_UNFINISHED = "branches_unfinished"  # a join fired early: retried (agents/_retry.py)
 
 
 def perform_hop(rt: AgentRuntime, *, run_id: str, workflow: str, agent: str, token: str,
@@ -55,6 +56,9 @@ def perform_hop(rt: AgentRuntime, *, run_id: str, workflow: str, agent: str, tok
         return HopOutcome("failed", "unknown_run")
     if run.status in TERMINAL_RUN or rt.runs.hop_done(run_id, agent):
         return HopOutcome("duplicate", "hop already done")
+    if workflow not in rt.workflows:  # renamed or removed by a deploy while the run went on
+        return HopOutcome("failed", f"{agent}: unknown_workflow {workflow!r} (not in this "
+                                    "worker's workflows)")
     if mode == "delegated" and not rt.holds_key(agent):
         return HopOutcome("failed", f"{agent}: this worker holds no key for {agent} (a task "
                                     "misrouted to another agent's queue); it never signs with "
@@ -87,7 +91,7 @@ def _joined_run(rt: AgentRuntime, journal: HopJournal, run_id: str, flow: Workfl
     waiting = [a for a in (_running(rt, journal, run_id, flow, b) for b in fan_out.to) if a]
     if waiting:
         raise Unavailable(f"the join waits for {', '.join(waiting)}",
-                          reason="branches_unfinished")
+                          reason=BRANCHES_UNFINISHED)
     run = rt.runs.get(run_id)
     assert run is not None
     return run
@@ -130,7 +134,13 @@ def _steps(hop: Hop, token: str, scope: str, mode: str) -> None:
     """Every step not done yet, in order; a step whose ``when:`` does not hold is skipped."""
     plan = hop.workflow.plan(hop.agent)
     records = hop.journal.steps(hop.run.run_id, hop.agent)
-    resume = resume_point(records, len(plan.steps) + 1)
+    targets = {t for edge in plan.edges for t in (*edge.to, *((edge.join,) if edge.join else ()))}
+    resume = resume_point(records, len(plan.steps) + 1, actions=[s.action for s in plan.steps],
+                          hand_offs={f"{HAND_OFF}{t}" for t in targets})
+    if resume.changed is not None:  # never skipped or repeated by number: the run ends here
+        planned = plan.steps[resume.step].action if resume.step < len(plan.steps) else None
+        raise Stop(HopOutcome("failed", f"{hop.agent}: workflow_changed (step {resume.step} "
+                              f"was {resume.changed.action}, the workflow now has {planned})"))
     if resume.stopped is not None:
         raise stopped(resume.stopped)
     for index, record in sorted(records.items()):  # a fan-out's refused hand-off, recorded

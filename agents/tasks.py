@@ -4,7 +4,9 @@ One task per agent the directory declares, each on that agent's queue (``agents.
 ``infrabot`` ...): an agent exists because ``directory.yaml`` names it. A task takes
 identifiers and the hand-off token, performs its hop, enqueues the next agent with the token it
 obtained, and returns a small summary that never holds a token. Transient faults retry with
-exponential backoff and jitter; denials never retry. Each hop's task id is derived from the run.
+exponential backoff and jitter (agents/_retry.py); denials never retry; anything else raised, in
+the hop's work or in what follows it (a bug, the soft time limit), ends the run (in a branch,
+the branch) failed with its reason. Each hop's task id is derived from the run.
 The hop journal (docs/journal.md) makes a redelivered or retried hop resume where it stopped; a
 hand-off is published under a journaled generation, marked sent once published, and published
 again only while that is in doubt, so a redelivered hop never enqueues the next agent twice.
@@ -18,32 +20,29 @@ branch once, when its last agent's hop returns.
 from __future__ import annotations
 
 import functools
-import random
 from typing import Any
 
 from celery import Celery, Signature, Task, chord
-from celery.exceptions import Ignore, Reject
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from celery.signals import worker_ready
 from kombu.exceptions import OperationalError
 
 from agents._hop import Delivery, HopOutcome
 from agents._perform import STALE, handed_on, perform_hop
+from agents._retry import MAX_RETRIES
+from agents._retry import retry_or_fail as _retry_or_fail
 from agents._runtime import AgentRuntime, register_worker_dpop_keys, runtime_for
 from orchestrator._log import get_logger
-from orchestrator.config import RETRY_COUNTDOWN_CAP, Settings
+from orchestrator.config import Settings
 from orchestrator.errors import TransientError
 from orchestrator.identity import Directory
-from orchestrator.runs import BranchEnded, HopJournal, Retrying
+from orchestrator.runs import BranchEnded, HopJournal
 from orchestrator.tracing import annotate
 from orchestrator.workflows import branch_of
 
 QUEUES_CONF = "infrabot_agent_queues"  # the app's agent -> queue map, set by register()
-# A transient fault (a service, the auth server or the run log unreachable, a 503) is retried 7
-# times, 12-24 s in all: longer than a restart of serve (about 3 s) or of PostgreSQL, so a hop in
-# flight rides one out. The longest countdown (8 s) plus the hop's time limit stays under the
-# Redis broker's visibility timeout, which a retry's countdown spends (settings check it).
-MAX_RETRIES = 7
 TERMINAL = {"succeeded", "denied", "failed", "expired"}
+TIME_LIMIT = "time_limit_exceeded"  # a hop past its soft time limit: the run ends failed
 
 
 def agent_queues(app: Celery) -> dict[str, str]:
@@ -59,12 +58,6 @@ def task_name(app: Celery, agent: str) -> str:
 def hop_task_id(app: Celery, run_id: str, agent: str) -> str:
     """``<run>.<queue>``; the agents after a branch's first run under its id (Task.replace)."""
     return f"{run_id}.{agent_queues(app)[agent]}"
-
-
-def backoff(retries: int) -> float:
-    """Exponential backoff with jitter: 0.25 s, 0.5 s, 1 s ... capped at 8 s, each drawn from
-    half to all of that."""
-    return float(min(RETRY_COUNTDOWN_CAP, 0.25 * 2**retries) * random.uniform(0.5, 1.0))
 
 
 def enqueue(app: Celery, agent: str, run_id: str, workflow: str, token: str, scope: str,
@@ -142,18 +135,18 @@ def _run_hop(task: Task, app: Celery, settings: Settings, agent: str, run_id: st
                               scope=scope, mode=mode, generation=generation)
     except TransientError as exc:
         outcome = _retry_or_fail(task, rt, log, agent, run_id, exc.reason)
-    except Exception as exc:  # a bug must still end the run, never strand it
-        log.exception("hop_crashed")
-        outcome = HopOutcome("failed", f"{agent}: internal error ({type(exc).__name__})")
-    if outcome.status == "duplicate" and task.request.chord \
-            and _place_held(rt, outcome, agent, run_id, workflow):
-        log.info("hop_duplicate", reason=outcome.reason, counted=False)
-        raise Ignore(outcome.reason)
+    except Exception as exc:  # noqa: BLE001 - a bug, or the time limit: it must end the run
+        outcome = _crashed(log, agent, exc, "hop_crashed")
     try:
+        if outcome.status == "duplicate" and task.request.chord \
+                and _place_held(rt, outcome, agent, run_id, workflow):
+            log.info("hop_duplicate", reason=outcome.reason, counted=False)
+            raise Ignore(outcome.reason)
         _record(task, app, rt, outcome, agent, run_id, workflow, mode)
-    except Ignore:  # replaced by the next agent's hop in its branch
-        log.info("hop_done", status=outcome.status, reason=outcome.reason, replaced=True)
-        annotate(decision=outcome.status, reason=outcome.reason)
+    except Ignore:  # replaced by the next agent's hop in its branch, or held by another
+        if outcome.status != "duplicate":
+            log.info("hop_done", status=outcome.status, reason=outcome.reason, replaced=True)
+            annotate(decision=outcome.status, reason=outcome.reason)
         raise
     except (TransientError, OperationalError) as exc:
         # The run log or the broker went away after the hop's work: retried like the work, and
@@ -161,12 +154,39 @@ def _run_hop(task: Task, app: Celery, settings: Settings, agent: str, run_id: st
         # under a new generation; the older one is then stale).
         reason = getattr(exc, "reason", "broker_unavailable")
         if _retry_or_fail(task, rt, log, agent, run_id, reason).status == "failed":
-            # The run deadline ends the run.
-            log.error("hop_unrecorded", status=outcome.status, reason=reason)
-            return {"run_id": run_id, "agent": agent, "status": "unrecorded"}
+            return _unrecorded(log, agent, run_id, outcome, reason)  # the run deadline ends it
+    except Exception as exc:  # noqa: BLE001 - the same after the work: end the run (branch)
+        outcome = _crashed(log, agent, exc, "hop_follow_up_crashed")
+        try:
+            _record(task, app, rt, outcome, agent, run_id, workflow, mode)
+        except Exception as again:  # noqa: BLE001 - the run deadline ends it
+            return _unrecorded(log, agent, run_id, outcome, getattr(again, "reason",
+                                                                    type(again).__name__))
     log.info("hop_done", status=outcome.status, reason=outcome.reason)
     annotate(decision=outcome.status, reason=outcome.reason)
     return {"run_id": run_id, "agent": agent, "status": outcome.status}
+
+
+def _crashed(log: Any, agent: str, exc: Exception, event: str) -> HopOutcome:
+    """The failed outcome of a hop that raised: its time limit (no traceback: nothing is wrong
+    with the code), or a bug (logged with its traceback)."""
+    if isinstance(exc, SoftTimeLimitExceeded):
+        log.error("hop_time_limit", at=event)
+        return HopOutcome("failed", f"{agent}: {TIME_LIMIT}")
+    log.exception(event)
+    return HopOutcome("failed", f"{agent}: internal error ({type(exc).__name__})")
+
+
+def _unrecorded(log: Any, agent: str, run_id: str, outcome: HopOutcome,
+                reason: str) -> dict[str, Any]:
+    log.error("hop_unrecorded", status=outcome.status, reason=reason)
+    return {"run_id": run_id, "agent": agent, "status": "unrecorded"}
+
+
+def _in_branch(rt: AgentRuntime, workflow: str, agent: str) -> bool:
+    """Whether ``agent`` is in a branch of a fan-out (False for a workflow this worker lacks)."""
+    flow = rt.workflows.get(workflow)
+    return flow is not None and branch_of(flow, agent) is not None
 
 
 def _place_held(rt: AgentRuntime, outcome: HopOutcome, agent: str, run_id: str,
@@ -176,30 +196,8 @@ def _place_held(rt: AgentRuntime, outcome: HopOutcome, agent: str, run_id: str,
     copy must not return: the chord would count the branch twice."""
     if outcome.reason == STALE:
         return True
-    flow = rt.workflows[workflow]
-    return branch_of(flow, agent) is not None \
-        and handed_on(HopJournal(rt.runs), run_id, flow, agent) is not None
-
-
-def _retry_or_fail(task: Task, rt: AgentRuntime, log: Any, agent: str, run_id: str,
-                   reason: str) -> HopOutcome:
-    """Raise Celery's Retry with the next backoff, or, the retries spent, the failed outcome."""
-    attempt = task.request.retries + 1
-    if task.request.retries >= MAX_RETRIES:
-        return HopOutcome("failed", f"{agent}: {reason} after {attempt} attempts")
-    delay = backoff(task.request.retries)
-    try:
-        rt.runs.add_event(run_id, agent, Retrying(reason=reason, attempt=attempt,
-                                                  in_seconds=round(delay, 2)))
-    except TransientError:  # the run log itself is away: the retry matters, not its display
-        log.warning("retry_unrecorded", reason=reason, attempt=attempt)
-    log.info("hop_retrying", reason=reason, attempt=attempt)
-    try:
-        raise task.retry(countdown=delay, max_retries=MAX_RETRIES) from None
-    except Reject as exc:
-        # Celery rejects a hop whose retry it could not publish, without requeueing it: with
-        # the broker back an instant later that reject would drop the hop. Put it back.
-        raise Reject(exc.reason, requeue=True) from None
+    return _in_branch(rt, workflow, agent) \
+        and handed_on(HopJournal(rt.runs), run_id, rt.workflows[workflow], agent) is not None
 
 
 def _record(task: Task, app: Celery, rt: AgentRuntime, outcome: HopOutcome, agent: str,
@@ -215,12 +213,12 @@ def _record(task: Task, app: Celery, rt: AgentRuntime, outcome: HopOutcome, agen
     elif outcome.status == "branch_done":
         rt.runs.mark_hop_done(run_id, agent, task.request.id)
     elif outcome.status in TERMINAL and outcome.status != "succeeded" \
-            and branch_of(rt.workflows[workflow], agent) is not None:
+            and _in_branch(rt, workflow, agent):
         # A stopped branch: the join ends the run with it, once every branch is done.
         rt.runs.add_event(run_id, agent, BranchEnded(status=outcome.status,
                                                      reason=outcome.reason))
         rt.runs.mark_hop_done(run_id, agent, task.request.id)
-    elif outcome.status == "handed_off" and branch_of(rt.workflows[workflow], agent) is not None:
+    elif outcome.status == "handed_off" and _in_branch(rt, workflow, agent):
         hand_on_in_branch(task, app, rt, outcome, agent, run_id, workflow, mode)
     elif outcome.status == "handed_off":
         assert outcome.next_agent

@@ -17,6 +17,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Protocol
 
+from orchestrator._log import get_logger
 from orchestrator.ci import CIEvent
 from orchestrator.client import AuthClient
 from orchestrator.errors import ConfigError, OAuthError, Unavailable
@@ -91,14 +92,20 @@ class Orchestrator:
             if granted is None:
                 return run_id
             token, scope = granted
+        try:  # running before it is published: a failure here has published nothing
+            self.runs.mark_running(run_id)
+        except Unavailable as exc:
+            self._settle(run_id, "failed", f"not started: {exc.reason}")
+            raise
         try:
             self.dispatch(wf.root_agent, run_id, wf.name, token, scope, mode)
         except Exception as exc:  # kombu's OperationalError and friends: the broker is down
-            self._finish(run_id, "failed", f"broker unavailable ({type(exc).__name__})")
-            raise Unavailable("the broker cannot be reached", reason="broker_unavailable") \
-                from exc
-        self.runs.mark_running(run_id)
-        return run_id
+            # The publication is in doubt: a sender's retry is safe only once this run is ended
+            # (a hop of it that did go out then finds it terminal and does nothing).
+            if self._settle(run_id, "failed", f"broker unavailable ({type(exc).__name__})"):
+                raise Unavailable("the broker cannot be reached",
+                                  reason="broker_unavailable") from exc
+        return run_id  # dispatched (or in doubt and not ended): never raise, never start twice
 
     def _root(self, run_id: str, wf: Workflow, user: str, ctx: Context,
               user_token: str | None) -> tuple[str, str] | None:
@@ -128,5 +135,18 @@ class Orchestrator:
             expires_in=result["expires_in"], claims=shown_claims(result["access_token"])))
         return result["access_token"], result["scope"]
 
-    def _finish(self, run_id: str, status: str, reason: str) -> None:
-        self.runs.finish(run_id, status, reason)
+    def _finish(self, run_id: str, status: str, reason: str) -> bool:
+        return self.runs.finish(run_id, status, reason)
+
+    def _settle(self, run_id: str, status: str, reason: str) -> bool:
+        """End the run; whether this call did. False, logged, if the run log refused (the run
+        deadline ends it) or something else ended it first (a hop of it ran)."""
+        try:
+            if self._finish(run_id, status, reason):
+                return True
+        except Unavailable as exc:
+            get_logger(run_id=run_id).error("run_unsettled", status=status, reason=reason,
+                                            error=exc.reason)
+            return False
+        get_logger(run_id=run_id).warning("run_ended_already", status=status, reason=reason)
+        return False

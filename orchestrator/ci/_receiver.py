@@ -233,6 +233,8 @@ _DOWN_HINTS = {  # a 503's reason: what is down and where it is configured
     "replay_cache_unavailable": "the revocation registry (INFRABOT_REDIS_URL) or the run log "
                                 "cannot be used: is Redis running?",
     "broker_unavailable": "the broker (INFRABOT_BROKER_URL) is not answering: is it running?",
+    "run_log_unavailable": "the run log (INFRABOT_DATABASE_URL, else runs.sqlite3 in "
+                           "INFRABOT_STATE_DIR) cannot be written: is the database up?",
     "authserver_unavailable": "the authorization server (INFRABOT_AUTH_PORT, INFRABOT_HOST) is "
                               "not answering: is `infrabot serve` running?",
 }

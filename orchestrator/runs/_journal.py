@@ -8,7 +8,8 @@ One row per ``(run, agent, step)`` in the run log's ``journal`` table. A step is
 reports the recorded stop again and never calls again. :func:`resume_point` says where a hop
 picks up: the first step without an outcome; if that step is ``started`` its outcome is in
 doubt (the hop stopped between the call and its recording), and it is repeated only with the
-key recorded for it.
+key recorded for it. Given the plan, it first compares each record's action with the plan's at
+that step: a workflow changed while the run went on is never resumed by step number.
 
 A hand-off to the next agent is journaled under the *receiving* agent at step
 :data:`DELIVERY_STEP` as a numbered generation: the sender takes generation ``n`` before it
@@ -31,7 +32,7 @@ copies of a hop still agree on one outcome; events are numbered under the run's 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -82,11 +83,14 @@ class StepRecord:
 class Resume:
     """Where a hop picks up. ``step``: the first step without a recorded outcome (the number of
     steps once all have one). ``in_doubt``: that step's ``started`` record, to repeat under
-    its key. ``stopped``: a recorded stop before it, which is the hop's outcome."""
+    its key. ``stopped``: a recorded stop before it, which is the hop's outcome. ``changed``:
+    a record of another action than the plan has at its step (the workflow changed while the
+    run went on): the hop can neither skip nor repeat by number, and ends there."""
 
     step: int
     in_doubt: StepRecord | None = None
     stopped: StepRecord | None = None
+    changed: StepRecord | None = None
 
 
 def idempotency_key(run_id: str, agent: str, step: int) -> str:
@@ -94,10 +98,22 @@ def idempotency_key(run_id: str, agent: str, step: int) -> str:
     return f"{run_id}.{agent.removeprefix('agent:')}.{step}"
 
 
-def resume_point(records: Mapping[int, StepRecord], steps: int) -> Resume:
+def resume_point(records: Mapping[int, StepRecord], steps: int, *,
+                 actions: Sequence[str] | None = None,
+                 hand_offs: Collection[str] = ()) -> Resume:
     """The pure rule of docs/journal.md: skip what is ``done``; the first step without an
     outcome is next (in doubt if ``started``); a recorded stop is the hop's outcome. ``steps``
-    counts the hop's steps, the hand-off exchange included when there is one."""
+    counts the hop's steps, the hand-off exchange included when there is one.
+
+    ``actions``: the plan's actions, step by step, and ``hand_offs``: the actions its hand-off
+    exchanges may record (the steps after them). Given, every record is first compared with
+    them; the first that matches neither is ``changed``."""
+    if actions is not None:
+        for index, recorded in sorted(records.items()):
+            planned = actions[index] if index < len(actions) else None
+            if recorded.action != planned and (planned is not None or
+                                               recorded.action not in hand_offs):
+                return Resume(index, changed=recorded)
     for index in range(steps):
         record = records.get(index)
         if record is None:

@@ -1,0 +1,72 @@
+"""How a hop's task is retried: exponential backoff with jitter, capped, a bounded number of
+times; a join waiting for its branches, until its run's deadline.
+
+A transient fault (a service, the auth server or the run log unreachable, a 503) is retried 7
+times, 12-24 s in all: longer than a restart of serve (about 3 s) or of PostgreSQL, so a hop in
+flight rides one out. The longest countdown (8 s) plus the hop's time limit stays under the
+Redis broker's visibility timeout, which a retry's countdown spends (settings check it).
+
+A join fired while a branch still runs (``branches_unfinished``: Celery's chord counted a branch
+twice, when a copy of its last hop was redelivered after it returned) is no fault of a
+dependency: it waits, at most 8 s between looks, until the branch ends or the run's deadline
+(``run_deadline_seconds`` from its start) passes, and only then ends the run failed.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+from typing import Any
+
+from celery import Task
+from celery.exceptions import Reject
+
+from agents._hop import HopOutcome
+from agents._perform import BRANCHES_UNFINISHED
+from agents._runtime import AgentRuntime
+from orchestrator.config import RETRY_COUNTDOWN_CAP
+from orchestrator.errors import TransientError
+from orchestrator.runs import Retrying
+
+MAX_RETRIES = 7
+
+
+def backoff(retries: int) -> float:
+    """Exponential backoff with jitter: 0.25 s, 0.5 s, 1 s ... capped at 8 s, each drawn from
+    half to all of that."""
+    return float(min(RETRY_COUNTDOWN_CAP, 0.25 * 2 ** min(retries, 10)) *
+                 random.uniform(0.5, 1.0))
+
+
+def retry_or_fail(task: Task, rt: AgentRuntime, log: Any, agent: str, run_id: str,
+                  reason: str) -> HopOutcome:
+    """Raise Celery's Retry with the next backoff, or, the retries spent, the failed outcome."""
+    attempt = task.request.retries + 1
+    if task.request.retries >= MAX_RETRIES and not _join_may_wait(rt, run_id, reason):
+        return HopOutcome("failed", f"{agent}: {reason} after {attempt} attempts")
+    delay = backoff(task.request.retries)
+    try:
+        rt.runs.add_event(run_id, agent, Retrying(reason=reason, attempt=attempt,
+                                                  in_seconds=round(delay, 2)))
+    except TransientError:  # the run log itself is away: the retry matters, not its display
+        log.warning("retry_unrecorded", reason=reason, attempt=attempt)
+    log.info("hop_retrying", reason=reason, attempt=attempt)
+    try:
+        raise task.retry(countdown=delay, max_retries=max(MAX_RETRIES, attempt)) from None
+    except Reject as exc:
+        # Celery rejects a hop whose retry it could not publish, without requeueing it: with
+        # the broker back an instant later that reject would drop the hop. Put it back.
+        raise Reject(exc.reason, requeue=True) from None
+
+
+def _join_may_wait(rt: AgentRuntime, run_id: str, reason: str) -> bool:
+    """Whether a join waiting for its branches may look again: its run's deadline has not
+    passed (a run log that cannot be read says no: the ordinary limit holds)."""
+    if reason != BRANCHES_UNFINISHED:
+        return False
+    try:
+        run = rt.runs.get(run_id)
+    except TransientError:
+        return False
+    age = datetime.now(UTC) - run.created_at if run is not None else None
+    return age is not None and age.total_seconds() < rt.settings.run_deadline_seconds
