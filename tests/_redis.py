@@ -16,7 +16,8 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import redis
 
-DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/15"
+TEST_REDIS_DB = 15  # tests/conftest.py's redis_url; INFRABOT_TEST_REDIS_URL must name it
+DEFAULT_TEST_REDIS_URL = f"redis://127.0.0.1:6379/{TEST_REDIS_DB}"
 
 
 def redis_url_for(db: int) -> str:

@@ -1,23 +1,52 @@
-"""Fixtures shared by every test package: the shipped directory and a real Redis."""
+"""Fixtures shared by every test package: the shipped directory and a real Redis; under
+pytest-xdist, each worker's own services (tests/_workers.py)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from opentelemetry import context as otel_context
 
 from orchestrator.identity import Directory, load_directory
-from tests._redis import DEFAULT_TEST_REDIS_URL, flushed_redis
+from tests import _workers
+from tests._redis import DEFAULT_TEST_REDIS_URL, TEST_REDIS_DB, flushed_redis
 
 # pytester runs the shipped pytest plugin (infrabot.testing) in a test's own pytest run.
 pytest_plugins = ["pytester"]
 
 REPO = Path(__file__).resolve().parent.parent
 DIRECTORY_FILE = REPO / "workflows" / "directory.yaml"
-TEST_REDIS_DB = 15
+WORKER_SERVICES = pytest.StashKey[_workers.WorkerServices]()
+CONTROLLER_ENV = pytest.StashKey[dict[str, str | None]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist: in the controller, the environment its workers are to run in; in a
+    worker, that environment and the worker's own Redis and RabbitMQ vhost
+    (tests/_workers.py)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker is not None:
+        workerinput: dict[str, Any] = config.workerinput  # type: ignore[attr-defined]
+        _workers.restore_environment(workerinput[_workers.ENVIRONMENT])
+        config.stash[WORKER_SERVICES] = _workers.start(worker)
+    elif getattr(config.option, "numprocesses", None):
+        config.stash[CONTROLLER_ENV] = _workers.controller_environment()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist's hook, in the controller, for each worker it starts: the environment to restore."""
+    node.workerinput[_workers.ENVIRONMENT] = node.config.stash[CONTROLLER_ENV]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    services = config.stash.get(WORKER_SERVICES, None)
+    if services is not None:
+        services.stop()
 
 
 @pytest.fixture(autouse=True)

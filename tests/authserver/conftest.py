@@ -46,6 +46,7 @@ from orchestrator.identity import (
 )
 from orchestrator.identity._jws import canonical
 from orchestrator.registry import RedisRevocationStore
+from tests._redis import DEFAULT_TEST_REDIS_URL
 
 ORCH = "client:orchestrator"
 INFRABOT = "agent:infrabot"
@@ -65,7 +66,6 @@ WORKFLOW_SCOPES = [
     "urn:infra:incident:read",
     "urn:infra:incident:resolve",
 ]
-DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/15"
 
 
 def b64(data: bytes) -> str:

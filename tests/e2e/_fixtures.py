@@ -13,7 +13,6 @@ from tests._redis import flushed_redis
 
 E2E_REDIS_DB = 14
 BROKERS = ("redis", "rabbitmq")
-DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/15"
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from kombu import Connection
 
 from bench._servers import RabbitNode
-from reliability._tls import ServerCertificate
+from tests._tls import ServerCertificate
 
 
 @dataclass

@@ -3,7 +3,7 @@ with extra settings), the Redis fixtures of this package, and the size switch.
 
 * ``reliability_redis_url``: the test Redis of ``INFRABOT_TEST_REDIS_URL`` but db 11, flushed
   before and after (tests/conftest.py's skip-or-fail convention).
-* ``own_redis``: a ``redis-server`` of the test's own on a spare port (see ``_redis_server``),
+* ``own_redis``: a ``redis-server`` of the test's own on a spare port (see ``tests/_redis_server.py``),
   for the tests that stop and restart it.
 * ``large``: True with ``--reliability-large`` (or ``INFRABOT_RELIABILITY_LARGE=1``): the
   larger versions of the load and fault runs; the default run stays small.
@@ -19,11 +19,10 @@ from pathlib import Path
 import pytest
 from e2e._processes import Distributed
 
-from reliability._redis_server import RedisServer
 from tests._redis import flushed_redis
+from tests._redis_server import RedisServer
 
 RELIABILITY_REDIS_DB = 11
-DEFAULT_TEST_REDIS_URL = "redis://127.0.0.1:6379/15"
 
 
 @pytest.fixture

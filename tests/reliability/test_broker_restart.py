@@ -28,8 +28,8 @@ from infrabot._consumer import RECONNECT_INTERVAL
 from infrabot._redis_broker import Transport
 from reliability._checks import wait_all_terminal
 from reliability._faultproxy import FaultProxy
-from reliability._redis_server import RedisServer
 from reliability._system import FaultyDistributed
+from tests._redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 CREATE_TAGS = "/ec2/CreateTags"

@@ -19,8 +19,8 @@ from bench._servers import rabbitmq_server_binary
 from infrabot.celery_app import create_celery
 from orchestrator.config import Settings
 from reliability._rabbit_tls import TlsRabbitNode
-from reliability._redis_server import RedisServer
-from reliability._tls import ServerCertificate, certificate_authority, server_certificate
+from tests._redis_server import RedisServer
+from tests._tls import ServerCertificate, certificate_authority, server_certificate
 
 pytestmark = pytest.mark.redis
 HOP = "agents.argocd"

@@ -47,7 +47,7 @@ from reliability._probes import (
     root_for_infrabot,
     system_clients,
 )
-from reliability._redis_server import RedisServer
+from tests._redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 UNAVAILABLE = (503, "temporarily_unavailable", "revocation_unavailable")

@@ -19,7 +19,7 @@ from kombu.message import Message
 from kombu.utils.json import loads
 
 from infrabot._redis_broker import KEPT, RESTORED, Transport
-from reliability._redis_server import RedisServer
+from tests._redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 VISIBILITY = 1.0

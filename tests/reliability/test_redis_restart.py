@@ -41,8 +41,8 @@ from orchestrator.runs import Run
 from reliability._checks import assert_after_fault, wait_all_terminal
 from reliability._faults import ScriptedProxy
 from reliability._probes import error_of, exchange_form, read, read_tokens, root_for_infrabot
-from reliability._redis_server import RedisServer
 from reliability._system import FaultyDistributed
+from tests._redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 DEADLINE = 15

@@ -28,8 +28,8 @@ import redis
 from e2e._harness import accepted_run_id, deployment, events_of, first_time_counts
 
 from orchestrator.config import VISIBILITY_MARGIN
-from reliability._redis_server import RedisServer
 from reliability._system import FaultyDistributed
+from tests._redis_server import RedisServer
 
 pytestmark = pytest.mark.redis
 HOP_TIME_LIMIT = 15  # every hop here runs in a second or two

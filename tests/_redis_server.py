@@ -23,7 +23,7 @@ from typing import Self
 import pytest
 import redis
 
-from reliability._tls import ServerCertificate
+from tests._tls import ServerCertificate
 
 
 def spare_port() -> int:

@@ -1,5 +1,5 @@
 """A throw-away certificate authority and a server certificate for 127.0.0.1, made with
-``cryptography`` for a test's own TLS server (tests/reliability/_redis_server.py)."""
+``cryptography`` for a test's own TLS server (tests/_redis_server.py)."""
 
 from __future__ import annotations
 
