@@ -23,11 +23,11 @@ from orchestrator.authserver import (
     AuthorizationService,
     ClientKeys,
     ClientRegistry,
+    KeyRevoked,
     RegistryKeyBook,
     create_app,
     open_registry,
 )
-from orchestrator.authserver._registry import KeyRevoked  # not re-exported by the package yet
 from orchestrator.config import SERVICE_NAMES, Settings
 from orchestrator.errors import ConfigError, InvalidDPoPProof
 from orchestrator.identity import (

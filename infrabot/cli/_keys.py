@@ -17,8 +17,7 @@ from pathlib import Path
 import click
 
 from infrabot.cli._common import CommandError, load_settings, state_dir_option
-from orchestrator.authserver import KeyInUse, open_registry
-from orchestrator.authserver._registry import KeyRevoked  # not re-exported by the package yet
+from orchestrator.authserver import KeyInUse, KeyRevoked, open_registry
 from orchestrator.config import Settings
 from orchestrator.identity import (
     NotAPublicKeySet,

@@ -9,6 +9,7 @@ from orchestrator.authserver._dpop_keys import DPoPKeyBook, RegistryKeyBook, Sha
 from orchestrator.authserver._registry import (
     ClientRegistry,
     KeyInUse,
+    KeyRevoked,
     RegisteredKey,
     SqlClientRegistry,
     StateDirRegistry,
@@ -35,6 +36,7 @@ __all__ = [
     "ClientRegistry",
     "DPoPKeyBook",
     "KeyInUse",
+    "KeyRevoked",
     "RegisteredKey",
     "RegistryKeyBook",
     "SharedKeyBook",
