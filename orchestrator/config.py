@@ -90,12 +90,10 @@ class Settings(BaseSettings):
                                "it did not pay with the servers in one process.")
     dpop_key_registration_seconds: int = Field(
         86400, ge=60, le=7 * 86400,
-        description="How long an agent's DPoP key registration lasts (the `expires_in` of "
-                    "`POST /dpop_keys`): in `infrabot serve`'s client registry, at most 32 keys "
-                    "an agent, the oldest dropped; in the shared registry for a server built "
-                    "without one (tests, tools that issue tokens in process). Agents register "
-                    "as their workers start and renew at half of it; `infrabot keys revoke "
-                    "dpop:AGENT KID` ends one for good.")
+        description="How long an agent's DPoP key registration lasts (`POST /dpop_keys`'s "
+                    "`expires_in`; agents renew at half of it): in serve's client registry (32 "
+                    "keys an agent at most, the oldest dropped), else in the shared registry. "
+                    "`infrabot keys revoke dpop:AGENT KID` ends one for good.")
 
     database_url: SecretStr | None = Field(
         None, description="Where the audit trail and the run log live: "
