@@ -33,11 +33,7 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import Any
 
 from anyio import to_thread
@@ -64,48 +60,33 @@ from mock_services._bodies import (
     parse_body,
     validation_response,
 )
+from mock_services._call_record import REQUEST_ID_HEADER, Call, record_of, request_id_of
 from mock_services._idempotency import HEADER, IdempotencyCache, check_key, fingerprint, owner_of
 from mock_services._sender import Presented
 from mock_services._targets import Resolver, TargetRefused
 from orchestrator.audit import AuditRecord, AuditStore
-from orchestrator.catalog import LISTING, REDACTED, Action, Target, clean_text, resource_for
+from orchestrator.catalog import LISTING, Action, Target, clean_text, resource_for
 from orchestrator.errors import DPoPRefusal, OAuthError, Unavailable
 from orchestrator.identity import AccessClaims
 from orchestrator.tracing import own_span
 
 log = logging.getLogger("mock_services")
-REQUEST_ID_HEADER = "X-Request-Id"
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 Handler = Callable[[Request], Awaitable[Response]]
-
-
-@dataclass
-class _Call:
-    """What the audit record of one request will say, filled in as the request proceeds."""
-
-    action: Action
-    resource: str
-    request_id: str
-    claims: AccessClaims | None = None
-    static: Caller | None = None
-    target: dict[str, str] | None = None  # a refused target's attributes, for the record
-    audited: Callable[[], Awaitable[None]] | None = None  # to call once this record is written
-
-
-def request_id_of(request: Request) -> str:
-    given = request.headers.get(REQUEST_ID_HEADER, "")
-    return given if _REQUEST_ID.match(given) and clean_text(given) == given else uuid.uuid4().hex
 
 
 class Enforcer:
     def __init__(self, service: str, access: AccessChecker, audit: AuditStore,
                  idempotency: IdempotencyCache, clock: Callable[[], float]) -> None:
-        self.service, self._clock, self._access, self._audit = service, clock, access, audit
-        self._idempotency, self._anonymous = idempotency, AnonymousTrail()
+        self.service = service
+        self._clock = clock
+        self._access = access
+        self._audit = audit
+        self._idempotency = idempotency
+        self._anonymous = AnonymousTrail()
 
     async def handle(self, request: Request, actions: Sequence[Action], inner: Handler,
                      resolve: Resolver | None) -> Response:
-        call = _Call(actions[0], resource_for(actions[0], {}, None), request_id_of(request))
+        call = Call(actions[0], resource_for(actions[0], {}, None), request_id_of(request))
         with own_span(f"enforce {self.service}", scope_required=actions[0].scope):
             try:
                 response, reason = await self._run(request, actions, inner, resolve, call)
@@ -120,14 +101,14 @@ class Enforcer:
         """A request no route matched (404, 405): answered and audited like any other."""
         unknown = Action("unknown", self.service, request.method, request.url.path, "",
                          "route:unknown", clean_text(request.url.path), "", Target(LISTING))
-        call = _Call(unknown, unknown.resource, request_id_of(request))
+        call = Call(unknown, unknown.resource, request_id_of(request))
         response, reason = self._refusal(exc, None)
         anonymous = "authorization" not in request.headers \
             and "access_token" not in request.query_params
         return await self._finish(call, response, reason, _source(request) if anonymous else None)
 
     async def _run(self, request: Request, actions: Sequence[Action], inner: Handler,
-                   resolve: Resolver | None, call: _Call) -> tuple[Response, str]:
+                   resolve: Resolver | None, call: Call) -> tuple[Response, str]:
         body = await bounded_body(request)
         try:
             parsed, unparsable = _parse(request, body), None
@@ -171,7 +152,7 @@ class Enforcer:
             call.audited = lambda: self._idempotency.audited(answer)
         return answer.response, "ok" if call.audited or not answer.replayed else "idempotent_replay"
 
-    def _verify_and_admit(self, token: str, presented: Presented, call: _Call) -> Caller:
+    def _verify_and_admit(self, token: str, presented: Presented, call: Call) -> Caller:
         """Both checks in one worker-thread call (each thread hop costs the loop ~0.1 ms of CPU);
         the verified claims stay on ``call`` for the audit record even if admission refuses."""
         def seen(claims: AccessClaims) -> None:
@@ -206,7 +187,7 @@ class Enforcer:
         """Write every open anonymous count (the service is stopping; failures are logged)."""
         self._anonymous.write(self._anonymous.drain(self._clock()), self._audit.append)
 
-    async def _finish(self, call: _Call, response: Response, reason: str,
+    async def _finish(self, call: Call, response: Response, reason: str,
                       anonymous: str | None = None) -> Response:
         """Audit the answer; ``anonymous`` is the source of a request with no credential."""
         status, now = response.status_code, self._clock()
@@ -216,7 +197,7 @@ class Enforcer:
             own, due = self._anonymous.admit(anonymous, self.service, now)
         record: AuditRecord | None = None
         try:
-            record = _record_of(self.service, call, status, reason, now)
+            record = record_of(self.service, call, status, reason, now)
             if own:
                 await to_thread.run_sync(self._audit.append, record)
             if call.audited is not None:  # never raises: a failed mark is logged
@@ -248,35 +229,14 @@ def _parse(request: Request, body: bytes) -> Any:
     return parsed
 
 
-def _record_of(service: str, call: _Call, status: int, reason: str, now: float) -> AuditRecord:
-    """The request's record, or, if values from the request make it invalid, the same with its
-    resource and refused target redacted (``ValueError`` if even that is invalid: a 503)."""
-    try:
-        return _record(service, call, status, reason, now)
-    except ValueError:  # pydantic's ValidationError is one; it never echoes the input
-        log.warning("audit_record_invalid", extra={"service": service})
-    return _record(service, replace(call, resource=REDACTED, target=None), status, reason, now)
-
-
-def _record(service: str, call: _Call, status: int, reason: str, now: float) -> AuditRecord:
-    allowed, claims, static = status < 400, call.claims, call.static
-    fields: dict[str, Any] = {
-        "time": datetime.fromtimestamp(now, UTC), "service": service, "status": status,
-        "action": call.action.audit_action, "resource": call.resource,
-        "decision": "allow" if allowed else "deny", "request_id": call.request_id,
-        "reason": reason if not allowed or reason == "idempotent_replay" else "ok"}
-    if static is not None:  # the baseline: a service account acting for nobody
-        return AuditRecord(performed_by=static.actor, scopes=static.scopes, **fields)
-    return AuditRecord.of_claims(claims, performed_by=claims.current_actor if claims else None,
-                                 context=call.target, **fields)
-
-
 class EnforcedRoute(APIRoute):
     """A FastAPI route whose handler runs inside :meth:`Enforcer.handle`."""
 
     def __init__(self, path: str, endpoint: Callable[..., Any], *, enforcer: Enforcer,
                  actions: Sequence[Action], resolve: Resolver | None, **kwargs: Any) -> None:
-        self.enforcer, self.actions, self.resolve = enforcer, tuple(actions), resolve
+        self.enforcer = enforcer
+        self.actions = tuple(actions)
+        self.resolve = resolve
         super().__init__(path, endpoint, **kwargs)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
