@@ -13,6 +13,7 @@ JSON file in the server's state directory, :class:`SqlClientRegistry` in a table
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -64,14 +65,15 @@ class _File(BaseModel):
 
 class StateDirRegistry:
     """The registry as ``<keys dir>/client_registry.json`` (0600), written atomically under the
-    key directory's lock; re-read when the file changes (one ``stat`` per lookup otherwise), so
-    a key registered or revoked by ``infrabot keys`` applies to the running server's next
-    request."""
+    key directory's lock; parsed again when its content changes (one read and digest per
+    lookup otherwise: a file's times, inode and size can all repeat after a revoke and a
+    same-size registration, on a filesystem with coarse timestamps), so a key registered or
+    revoked by ``infrabot keys`` applies to the running server's next request."""
 
     def __init__(self, keys_dir: Path) -> None:
         self._dir = keys_dir
         self._path = keys_dir / REGISTRY_FILE
-        self._seen: tuple[int, int, int] | None = None
+        self._seen: bytes | None = None  # the digest of the content parsed last
         self._entries: list[RegisteredKey] = []
         self._by_client: dict[str, dict[str, PublicKey]] = {}
 
@@ -136,30 +138,31 @@ class StateDirRegistry:
         """Nothing is held open between calls."""
 
     def _refresh(self) -> None:
-        try:
-            st = os.stat(self._path)
-        except FileNotFoundError:
-            self._seen, self._entries, self._by_client = None, [], {}
+        raw = self._raw()
+        seen = hashlib.sha256(raw).digest() if raw is not None else None
+        if seen is not None and seen == self._seen:
             return
-        except OSError as exc:
-            raise ConfigError(f"cannot read the client registry {self._path}: "
-                              f"{exc.strerror}") from None
-        seen = (st.st_mtime_ns, st.st_ino, st.st_size)
-        if seen == self._seen:
-            return
-        entries = self._read().keys
+        entries = self._parse(raw).keys
         self._seen, self._entries, self._by_client = seen, entries, keys_by_client(entries)
 
     def _read(self) -> _File:
+        return self._parse(self._raw())
+
+    def _raw(self) -> bytes | None:
+        """The file's bytes; None when there is no registry yet."""
         try:
-            text = self._path.read_text()
+            return self._path.read_bytes()
         except FileNotFoundError:
-            return _File()
+            return None
         except OSError as exc:
             raise ConfigError(f"cannot read the client registry {self._path}: "
                               f"{exc.strerror}") from None
+
+    def _parse(self, raw: bytes | None) -> _File:
+        if raw is None:
+            return _File()
         try:
-            return _File.model_validate_json(text)
+            return _File.model_validate_json(raw)
         except ValidationError:
             raise ConfigError(f"the client registry {self._path} is damaged "
                               "(not the JSON infrabot writes)") from None

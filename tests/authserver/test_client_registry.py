@@ -154,6 +154,27 @@ def test_a_change_by_another_process_is_seen_at_the_next_lookup(
     assert not admin.remove(ARGOCD, key.kid)
 
 
+def test_a_change_that_keeps_the_files_times_inode_and_size_is_seen(tmp_path: Path) -> None:
+    # On a filesystem with coarse timestamps a revoke and a same-size registration within one
+    # tick leave the file's mtime, inode (reused) and size as they were: the server must still
+    # see the new content, never keep accepting the revoked key.
+    server_side, old, new = StateDirRegistry(tmp_path), new_key(), new_key()
+    server_side.add(ARGOCD, [old.public], now=NOW)
+    assert list(server_side.keys_of(ARGOCD)) == [old.kid]
+    path = tmp_path / "client_registry.json"
+    before, text = path.stat(), path.read_text()
+    for name in ("x", "y"):
+        text = text.replace(old.public.jwk[name], new.public.jwk[name])
+    text = text.replace(old.kid, new.kid)
+    with path.open("r+") as fp:  # in place: the same inode
+        fp.write(text)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_mtime_ns, after.st_ino, after.st_size) == (
+        before.st_mtime_ns, before.st_ino, before.st_size)
+    assert list(server_side.keys_of(ARGOCD)) == [new.kid]
+
+
 def test_a_damaged_registry_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "client_registry.json").write_text("{not json")
     with pytest.raises(ConfigError, match="is damaged"):
