@@ -15,7 +15,13 @@ import click
 import httpx
 
 from infrabot.cli._common import CommandError, load_settings, state_dir_option
-from infrabot.cli._held_keys import ORCHESTRATOR, agent_dpop_key, held_client_key, orchestrator_key
+from infrabot.cli._held_keys import (
+    ORCHESTRATOR,
+    agent_dpop_key,
+    embedded,
+    held_client_key,
+    orchestrator_key,
+)
 from infrabot.cli._inspect import (
     at_running_servers,
     inspect_token,
@@ -90,6 +96,8 @@ def user_token(user: str, scopes: tuple[str, ...], may_act: str, environment: st
     if running is not None:
         issued = _root_from(running, settings, user, wanted, ctx, may_act)
     else:
+        if not embedded(settings):  # serve's host only, which holds its keys: none made here
+            orchestrator_key(settings)
         stack = Stack.build(settings)
         try:
             response = stack.auth.issue_root(user, wanted, ctx, may_act, ORCHESTRATOR_CLIENT)

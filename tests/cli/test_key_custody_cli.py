@@ -37,6 +37,18 @@ def test_commands_on_a_host_without_keys_make_none(tmp_path: Path) -> None:
     assert sorted(str(p.relative_to(state)) for p in state.rglob("*.pem")) == []
 
 
+def test_token_user_with_no_running_system_makes_no_key_on_a_host_without_them(
+        tmp_path: Path) -> None:
+    state = tmp_path / "ci"
+    state.mkdir(mode=0o700)  # no endpoints.json: no system running from here
+    env = clean_env(INFRABOT_BROKER_URL=DISTRIBUTED, INFRABOT_STATE_DIR=str(state))
+    assert infrabot("token", "user", "user:sam", env=env).error_line() == (
+        f"no key for client:orchestrator in {state / 'keys' / 'clients'}: `infrabot serve` "
+        "makes it in its state directory: run this command on serve's host, with --state-dir "
+        "that directory")
+    assert sorted(str(p.relative_to(state)) for p in state.rglob("*.pem")) == []
+
+
 def test_embedded_a_proof_still_makes_the_key_it_signs_with(tmp_path: Path) -> None:
     state = ci_host(tmp_path)
     env = clean_env(INFRABOT_STATE_DIR=str(state))
