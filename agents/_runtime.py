@@ -65,7 +65,7 @@ class AgentRuntime:
     workflows: dict[str, Workflow]
     runs: RunStore
     http: httpx.Client
-    static_token: str | None = None
+    static_token: str | None = field(default=None, repr=False)  # a secret: never printed
     keys: dict[str, SigningKey] = field(default_factory=dict)
     _auth: dict[str, AuthClient] = field(default_factory=dict)
     _dpop: dict[str, DPoPSigner] = field(default_factory=dict)

@@ -1,7 +1,10 @@
 """Structured logging: snake_case events, JSON or console, and a processor that redacts tokens.
 
 Nothing a token or key could hide in survives: any string value that looks like a compact JWS or a
-PEM block is replaced before rendering, whatever key it sits under.
+PEM block is replaced before rendering, whatever key it sits under. An exception is rendered as
+plain traceback text before that redaction, so the redaction sees it too, and never with each
+frame's local variables (the console renderer's default with Rich installed), which would print
+whatever a frame held: settings with a broker password in their URL, the static token, tokens.
 """
 
 from __future__ import annotations
@@ -39,12 +42,14 @@ def redact_processor(_logger: Any, _name: str,
 def configure(level: str = "INFO", *, json: bool = False) -> None:
     """Configure structlog once per process; logs go to stderr."""
     renderer: Any = (structlog.processors.JSONRenderer() if json
-                     else structlog.dev.ConsoleRenderer(colors=False))
+                     else structlog.dev.ConsoleRenderer(
+                         colors=False, exception_formatter=structlog.dev.plain_traceback))
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,  # text (no locals), then redacted
             redact_processor,
             renderer,
         ],

@@ -100,10 +100,11 @@ class Settings(BaseSettings):
                           "postgresql://user@host:port/db (one database every process shares), "
                           "or sqlite:///dir (audit.sqlite3 and runs.sqlite3 in dir); unset, "
                           "SQLite files in the state directory.")
+    # Never in a repr (a URL may hold a password): a settings object printed shows neither.
     redis_url: str | None = Field(
-        None, description="Revocation registry and replay cache; in-process when unset."
-    )
-    broker_url: str = Field("memory://localhost/",
+        None, repr=False, description="Revocation registry and replay cache; in-process when "
+                                      "unset.")
+    broker_url: str = Field("memory://localhost/", repr=False,
                             description="Celery broker: amqp://... (RabbitMQ, production) or "
                                         "redis://... for distributed; memory:// embedded.")
     hop_time_limit_seconds: int = Field(
