@@ -161,6 +161,19 @@ def test_an_unsupported_subject_token_type(server: AuthServer, idp: IdPServer) -
             "unsupported_subject_token_type")
 
 
+def test_an_outage_never_shows_the_providers_url_credentials(idp: IdPServer,
+                                                              tmp_path: Path) -> None:
+    where = idp.base.replace("http://", "http://svc:Jwk5Passw0rd@")
+    entries = providers(idp, keycloak={"discovery_url": f"{where}/nowhere?api_key=K3Yk3y"})
+    with serve(tmp_path / "state", workflows_dir=workflows_with(tmp_path / "wf", entries)) as srv:
+        response = srv.post("/token", form(srv, kc_token(idp, roles=("infra-deployer",))))
+        refusal(response, 503, "temporarily_unavailable", "jwks_unavailable")
+        assert response.json()["error_description"] == f"{idp.base}/nowhere answered 404"
+        records = srv.records_since(0)
+    assert "Jwk5Passw0rd" not in response.text and "K3Yk3y" not in response.text
+    assert not [r for r in records if "Jwk5Passw0rd" in str(r) or "K3Yk3y" in str(r)]
+
+
 def test_a_provider_keys_outage_fails_closed(idp: IdPServer, tmp_path: Path) -> None:
     entries = providers(idp, keycloak={"discovery_url": f"{idp.base}/nowhere"})
     with serve(tmp_path / "state", workflows_dir=workflows_with(tmp_path / "wf", entries)) as srv:
