@@ -4,7 +4,14 @@ For an event it picks the workflow, computes what the workflow needs, and obtain
 authorization server the run's root token (RFC 7523 grant as the trusted orchestrator client):
 ``sub`` the user, ``ctx`` the event, ``may_act`` the first agent, scope = needed ∩ held ∩ context
 policy. The root grant's dropped scopes are recorded; a refused root grant ends the run as
-``denied``. In static-token mode it skips all of that and hands the one service token along.
+``denied``. In static-token mode it skips all of that and hands the one service token along;
+with that mode off (no ``static_token``) a static start is a :class:`ConfigError`
+(``static_mode_off``) raised before any run is created, as an unknown workflow is.
+
+Once the run is created, a start that stops before the first hop is published ends it
+``failed`` (``not started: <reason>``; ``root grant: <reason>`` when the authorization server
+cannot be reached; ``internal_error`` for anything not the project's own error) and raises: no
+run is left ``pending`` for the run deadline, and a sender's redelivery starts a new one.
 
 It hands the first hop to whatever :class:`Dispatch` it is given (the composition root passes
 the agents' Celery publisher, :func:`agents.tasks.dispatcher`); the core never imports the agents.
@@ -14,13 +21,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from orchestrator._log import get_logger
 from orchestrator.ci import CIEvent
 from orchestrator.client import AuthClient
-from orchestrator.errors import ConfigError, OAuthError, Unavailable
+from orchestrator.errors import ConfigError, InfraBotError, OAuthError, Unavailable
 from orchestrator.identity import Context, Directory
 from orchestrator.runs import RootDenied, RootGranted, RunStore, Started, shown_claims
 from orchestrator.tracing import current_trace_id, own_span
@@ -49,7 +56,7 @@ class Orchestrator:
     runs: RunStore
     auth: AuthClient
     dispatch: Dispatch
-    static_token: str | None = None
+    static_token: str | None = field(default=None, repr=False)  # a secret: never printed
 
     def workflow_for(self, event: CIEvent, name: str | None = None) -> Workflow:
         if name is not None:
@@ -76,26 +83,33 @@ class Orchestrator:
 
     def _start(self, event: CIEvent, wf: Workflow, run_id: str, mode: str,
                user_token: str | None) -> str:
+        if mode == "static" and not self.static_token:  # configuration: no run is created
+            raise ConfigError("static-token mode is not enabled: INFRABOT_STATIC_TOKEN is not "
+                              "set", reason="static_mode_off")
         ctx = Context(trigger=event.trigger, environment=event.environment,
                       repository=event.repository, commit=event.commit, run_id=run_id)
         self.runs.create(run_id, workflow=wf.name, event=event, mode=mode)
-        self.runs.add_event(run_id, None, Started(
-            event=event.event_type, delivery=event.delivery_id, user=event.user,
-            trigger=event.trigger, environment=event.environment, service=event.service,
-            commit=event.commit, mode=mode, idp=event.idp, trace_id=current_trace_id()))
-        if mode == "static":
-            if not self.static_token:
-                raise Unavailable("static-token mode is not enabled", reason="static_mode_off")
-            token, scope = self.static_token, ""
-        else:
-            granted = self._root(run_id, wf, event.user, ctx, user_token)
-            if granted is None:
-                return run_id
-            token, scope = granted
-        try:  # running before it is published: a failure here has published nothing
+        step = "not started"  # what the reason of a run ended before its first hop begins with
+        try:
+            self.runs.add_event(run_id, None, Started(
+                event=event.event_type, delivery=event.delivery_id, user=event.user,
+                trigger=event.trigger, environment=event.environment, service=event.service,
+                commit=event.commit, mode=mode, idp=event.idp, trace_id=current_trace_id()))
+            if mode == "static":
+                token, scope = self.static_token or "", ""
+            else:
+                needed = required_scopes(wf)
+                step = "root grant"
+                result = self._grant(wf, event.user, needed, ctx, user_token)
+                step = "not started"
+                granted = self._rooted(run_id, wf, event.user, needed, result)
+                if granted is None:
+                    return run_id
+                token, scope = granted
+            # running before it is published: a failure here has published nothing
             self.runs.mark_running(run_id)
-        except Unavailable as exc:
-            self._settle(run_id, "failed", f"not started: {exc.reason}")
+        except Exception as exc:  # anything before the first hop: nothing started
+            self._settle(run_id, "failed", f"{step}: {_reason(exc)}")
             raise
         try:
             self.dispatch(wf.root_agent, run_id, wf.name, token, scope, mode)
@@ -107,27 +121,34 @@ class Orchestrator:
                                   reason="broker_unavailable") from exc
         return run_id  # dispatched (or in doubt and not ended): never raise, never start twice
 
-    def _root(self, run_id: str, wf: Workflow, user: str, ctx: Context,
-              user_token: str | None) -> tuple[str, str] | None:
-        needed = required_scopes(wf)
-        held = list(self.directory.users[user].permissions) if user in self.directory.users else []
-        for attempt in range(1, ROOT_GRANT_ATTEMPTS + 1):
+    def _grant(self, wf: Workflow, user: str, needed: list[str], ctx: Context,
+               user_token: str | None) -> dict[str, Any] | OAuthError:
+        """The root grant's answer, or the authorization server's refusal; an outage is tried
+        :data:`ROOT_GRANT_ATTEMPTS` times, then raised."""
+        attempt = 1
+        while True:
             try:
-                result = (self.auth.user_root_token(user_token, needed, ctx, wf.root_agent)
-                          if user_token is not None
-                          else self.auth.root_token(user, needed, ctx, wf.root_agent))
-                break
+                return (self.auth.user_root_token(user_token, needed, ctx, wf.root_agent)
+                        if user_token is not None
+                        else self.auth.root_token(user, needed, ctx, wf.root_agent))
             except OAuthError as exc:
-                self.runs.add_event(run_id, None, RootDenied(
-                    needed=needed, error=exc.code, reason=exc.reason))
-                self._finish(run_id, "denied", f"root grant: {exc.code} ({exc.reason})")
-                return None
+                return exc
             except Unavailable as exc:
                 if attempt == ROOT_GRANT_ATTEMPTS:  # nothing started: the sender may redeliver
-                    self._finish(run_id, "failed", f"root grant: {exc.reason}")
                     raise Unavailable("the authorization server cannot be reached: the run "
                                       "was not started", reason=exc.reason) from exc
                 time.sleep(0.2 * attempt)
+                attempt += 1
+
+    def _rooted(self, run_id: str, wf: Workflow, user: str, needed: list[str],
+                result: dict[str, Any] | OAuthError) -> tuple[str, str] | None:
+        """Record the root grant's answer: the token and scope, or None (the run denied)."""
+        if isinstance(result, OAuthError):
+            self.runs.add_event(run_id, None, RootDenied(
+                needed=needed, error=result.code, reason=result.reason))
+            self._finish(run_id, "denied", f"root grant: {result.code} ({result.reason})")
+            return None
+        held = list(self.directory.users[user].permissions) if user in self.directory.users else []
         granted = result["scope"].split()
         self.runs.add_event(run_id, None, RootGranted(
             user_permissions=held, needed=needed, granted=granted,
@@ -150,3 +171,9 @@ class Orchestrator:
             return False
         get_logger(run_id=run_id).warning("run_ended_already", status=status, reason=reason)
         return False
+
+
+def _reason(exc: Exception) -> str:
+    """The reason code of what stopped a start: the project's error's, else ``internal_error``
+    (what the receiver answers a bug with)."""
+    return exc.reason if isinstance(exc, InfraBotError) else "internal_error"

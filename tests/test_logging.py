@@ -13,6 +13,7 @@ import pytest
 
 from agents._runtime import AgentRuntime
 from orchestrator.config import Settings
+from orchestrator.orchestration import Orchestrator
 
 PASSWORD = "S3cretBrokerPw"
 STATIC = "static-Tok3n-opaque-0123456789abcdefghijklmn"
@@ -53,5 +54,6 @@ def test_settings_and_the_runtime_never_show_their_secrets_in_a_repr() -> None:
     settings = Settings(broker_url=f"amqp://u:{PASSWORD}@h:5672/",
                         redis_url=f"redis://:{PASSWORD}@h:6379/0", static_token=STATIC)
     assert PASSWORD not in repr(settings) and STATIC not in repr(settings)
-    shown = [f.name for f in dataclasses.fields(AgentRuntime) if f.repr]
-    assert "static_token" not in shown and "endpoints" in shown
+    for holder in (AgentRuntime, Orchestrator):
+        shown = [f.name for f in dataclasses.fields(holder) if f.repr]
+        assert "static_token" not in shown and shown, holder

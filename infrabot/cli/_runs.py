@@ -21,7 +21,7 @@ from infrabot.cli._common import (
 )
 from infrabot.cli._users import resolve_user
 from orchestrator._display import display_safe
-from orchestrator.errors import InfraBotError
+from orchestrator.errors import ConfigError, InfraBotError
 from orchestrator.runs import (
     STATUSES,
     Run,
@@ -40,18 +40,32 @@ _DAMAGE = (InfraBotError, sqlite3.Error, ValueError, TypeError, OverflowError, R
 
 @contextmanager
 def _store(state_dir: Path | None) -> Iterator[RunStore]:
-    """The run log (INFRABOT_DATABASE_URL, else DIR/runs.sqlite3); any failure to open or read
-    it, inside the block too, is one line naming it and the problem (a URL's password never)."""
+    """The run log (INFRABOT_DATABASE_URL, else DIR/runs.sqlite3), opened read-only on every
+    back end: nothing created, migrated or written (no DDL on a database either), so a reader
+    needs no write access. Any failure to open or read it, inside the block too, is one line
+    naming it and the problem (a URL's password never)."""
     target = load_settings(state_dir, state="stores").runs_target
     if isinstance(target, Path) and not target.is_file():
         raise CommandError(f"no runs yet: {target} does not exist")
     where = target if isinstance(target, Path) else "run log database"
     try:
-        # a file only read (what `runs` does), so a reader needs no write access to it
-        with RunStore(target, read_only=isinstance(target, Path)) as store:
+        store = RunStore(target, read_only=True)
+    except ConfigError as exc:
+        if exc.__cause__ is not None:  # what SQLite said of a damaged file
+            raise _damaged(where, exc) from None
+        # no run log's tables there, a newer one, an unreachable database: it names them
+        raise CommandError(exc.message) from None
+    except _DAMAGE as exc:
+        raise _damaged(where, exc) from None
+    try:
+        with store:
             yield store
     except _DAMAGE as exc:
-        raise CommandError(f"{where}: damaged run log: {_first_line(exc)}") from None
+        raise _damaged(where, exc) from None
+
+
+def _damaged(where: Path | str, exc: BaseException) -> CommandError:
+    return CommandError(f"{where}: damaged run log: {_first_line(exc)}")
 
 
 def _first_line(exc: BaseException) -> str:

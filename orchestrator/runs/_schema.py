@@ -113,8 +113,11 @@ def statements(dialect: Dialect) -> Sequence[str]:
     return tuple(sql.replace("{row_id}", _ROW_ID[dialect]) for sql in _STATEMENTS)
 
 
+# Opened read-only (``infrabot runs``), a run log must have what a run is read from; the other
+# tables are optional there (an older log lacks some).
 SCHEMA = Schema(store="runs", what="run log", version=SCHEMA_VERSION, statements=statements,
-                unavailable="run_log_unavailable", busy_timeout=10.0)
+                unavailable="run_log_unavailable", busy_timeout=10.0,
+                tables=frozenset({"runs", "events"}))
 
 
 def format_time(value: datetime) -> str:

@@ -65,7 +65,9 @@ class RunStore(Store):
 
     def __init__(self, target: Path | str, *, clock: Callable[[], datetime] = _now,
                  read_only: bool = False) -> None:
-        """``read_only``: an existing SQLite file, only read (nothing created or migrated)."""
+        """``read_only``: an existing run log (SQLite file or PostgreSQL database), only read:
+        nothing created, migrated or written (no DDL; a write raises ``Unavailable``), and
+        :class:`ConfigError` if it has no ``runs`` and ``events`` tables."""
         self._clock = clock
         self._finish_hooks: builtins.list[Callable[[str], None]] = []
         self._target = target
