@@ -4,6 +4,7 @@ RFC 7662 introspection, RFC 7009 revocation). Handlers parse and answer; decisio
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -94,6 +95,17 @@ async def _read_form(request: Request) -> dict[str, list[str]]:
         raise InvalidRequest("body is not a valid form", reason="malformed_form") from exc
 
 
+async def _form_and_proof(request: Request, audit: Callable[[Exception], None]
+                          ) -> tuple[dict[str, list[str]], str | None]:
+    """The form and the one ``DPoP`` proof of a request to an endpoint that audits its
+    refusals (``/token``, ``/dpop_keys``): a request refused here is audited by ``audit``."""
+    try:
+        return await _read_form(request), one_proof(request.headers.getlist("dpop"))
+    except OAuthError as exc:
+        await run_in_threadpool(audit, exc)
+        raise
+
+
 def create_app(service: AuthorizationService) -> FastAPI:
     app = FastAPI(title="InfraBot Chains authorization server", version="1.0.0",
                   docs_url=None, redoc_url=None)
@@ -170,18 +182,12 @@ def create_app(service: AuthorizationService) -> FastAPI:
         return JSONResponse(document, headers={"Cache-Control": "public, max-age=60"})
 
     async def token(request: Request) -> Response:
-        try:
-            form = await _read_form(request)
-        except InvalidRequest as exc:
-            await run_in_threadpool(service.audit_refused_request, exc)
-            raise
-        dpop = one_proof(request.headers.getlist("dpop"))
+        form, dpop = await _form_and_proof(request, service.audit_refused_request)
         issued = await run_in_threadpool(service.token, form, dpop)
         return JSONResponse(issued.body(), headers={**NO_STORE, **nonce_header()})
 
     async def dpop_keys(request: Request) -> Response:
-        form = await _read_form(request)
-        dpop = one_proof(request.headers.getlist("dpop"))
+        form, dpop = await _form_and_proof(request, service.audit_refused_registration)
         registered = await run_in_threadpool(service.register_dpop_key, form, dpop)
         return JSONResponse(registered, headers={**NO_STORE, **nonce_header()})
 

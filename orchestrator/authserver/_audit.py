@@ -12,6 +12,9 @@ from typing import Any, Protocol
 from orchestrator.audit import AuditRecord, Decision, contains_raw_jwt
 from orchestrator.identity import AccessClaims
 
+# The action of ``POST /dpop_keys``'s records: a registration, or its refusal.
+DPOP_KEY_ACTION = "dpop_key"
+
 
 class AuditSink(Protocol):
     def append(self, record: AuditRecord) -> object: ...
@@ -27,26 +30,35 @@ class Auditor:
 
     def record(self, action: str, decision: Decision, reason: str, client: str | None,
                resource: str, claims: AccessClaims | None, status: int, *,
-               user: str | None = None) -> None:
+               user: str | None = None, run_id: str | None = None) -> None:
+        """One record. ``run_id``: the run a refused request named in a context that was
+        verified and validated (a root grant's), recorded when no ``claims`` say it."""
         sink = self._sink()
         if sink is None:
             return
-        sink.append(AuditRecord.of_claims(
+        record = AuditRecord.of_claims(
             claims, time=datetime.fromtimestamp(self._clock(), UTC), service="authserver",
             action=action, resource=audit_text(resource) or "", decision=decision,
             reason=reason, performed_by=client, on_behalf_of=audit_text(user, 128),
-            status=status))
+            status=status)
+        if claims is None and run_id is not None and audit_text(run_id, 128) == run_id:
+            record = AuditRecord.model_validate({**record.model_dump(), "run_id": run_id})
+        sink.append(record)
 
     def refused(self, action: str, client: str | None, target: str, exc: Exception,
-                subject: AccessClaims | None, *, user: str | None = None) -> None:
+                subject: AccessClaims | None, *, user: str | None = None,
+                run_id: str | None = None) -> None:
         """A refusal, with the status and reason of the error it was answered with."""
         status = getattr(exc, "status", 400)
         reason = getattr(exc, "reason", "error")
-        self.record(action, "deny", reason, client, target, subject, status, user=user)
+        self.record(action, "deny", reason, client, target, subject, status, user=user,
+                    run_id=run_id)
 
-    def refused_request(self, exc: Exception, *, target: str = "") -> None:
-        """A ``/token`` request refused before its client was authenticated."""
-        self.refused("token", None, target, exc, None)
+    def refused_request(self, exc: Exception, *, target: str = "",
+                        action: str = "token") -> None:
+        """A request (to ``/token``, or ``action``'s endpoint) refused before its client was
+        authenticated."""
+        self.refused(action, None, target, exc, None)
 
 
 _AUDIT_TEXT = re.compile(r"[\x21-\x7e]+")

@@ -38,7 +38,7 @@ def root_exchange(server: Server, client: str, request: TokenRequest, *,
                   now: int) -> TokenResponse:
     """The root token of a run for the user a trusted provider's token names."""
     identity: FederatedIdentity | None = None
-    target = request.audience.first
+    target, run_id = request.audience.first, None
     try:
         entry = server.directory.clients.get(client, None)
         if not entry or not entry.trusted:
@@ -55,7 +55,9 @@ def root_exchange(server: Server, client: str, request: TokenRequest, *,
         if claims is None:
             raise InvalidRequest("an actor_token naming the run's ctx is required",
                                  reason="missing_context")
-        ctx = _rooted_in(context_of(claims.get("ctx")), identity)
+        named = context_of(claims.get("ctx"))
+        run_id = named.run_id  # audited with a refusal from here on; trusted for nothing else
+        ctx = _rooted_in(named, identity)
         holder, ignored = federated_holder(server.directory, provider, identity)
         if ignored:  # never granted: the directory does not give them
             get_logger(user=identity.user, idp=identity.issuer).warning(
@@ -64,7 +66,7 @@ def root_exchange(server: Server, client: str, request: TokenRequest, *,
                      request.audience.require(), client, now=now, holder=holder)
     except (OAuthError, Unavailable) as exc:
         server.auditor.refused("root_grant", client, target, exc, None,
-                               user=identity.user if identity else None)
+                               user=identity.user if identity else None, run_id=run_id)
         raise
     if identity.inverted:
         get_logger(user=identity.user, idp=identity.issuer).warning(INVERTED_NORMALISED)

@@ -28,8 +28,10 @@ from orchestrator.identity import (
 
 def root_grant(server: Server, client: str, request: TokenRequest, *,
                now: int) -> TokenResponse:
-    """RFC 7523 grant for an authenticated ``client``, which must be trusted."""
-    user, target = "", request.audience.first
+    """RFC 7523 grant for an authenticated ``client``, which must be trusted. A refusal after
+    the assertion verified and its ``ctx`` validated is audited with the run id it names, so
+    the run's records say why it never started (the id is trusted for nothing else)."""
+    user, target, run_id = "", request.audience.first, None
     try:
         entry = server.directory.clients.get(client, None)
         if not entry or not entry.trusted:
@@ -39,6 +41,8 @@ def root_grant(server: Server, client: str, request: TokenRequest, *,
         claims = verify_assertion(request.assertion.require(), keys=server.client_keys,
                                   policy=policy, now=now, error=InvalidGrant,
                                   expected_issuer=client)
+        ctx = context_of(claims.get("ctx"))
+        run_id = ctx.run_id
         try:
             first = server.revocation.claim_once(
                 f"grant:{client}:{claims['jti']}", issued_at=policy.issued_at(claims),
@@ -50,13 +54,13 @@ def root_grant(server: Server, client: str, request: TokenRequest, *,
         if not first:
             raise InvalidGrant("grant assertion was already used", reason="assertion_replayed")
         user = str(claims["sub"])
-        ctx = context_of(claims.get("ctx"))
         scope = request.scope.require()
         first_agent = request.audience.require()
         grant = root(server, user, sorted(parse_scopes(scope)), ctx, first_agent, client,
                      now=now)
     except (OAuthError, Unavailable) as exc:
-        server.auditor.refused("root_grant", client, target, exc, None, user=user or None)
+        server.auditor.refused("root_grant", client, target, exc, None, user=user or None,
+                               run_id=run_id)
         raise
     return issue(server, grant, "root_grant", target, now=now)
 
@@ -68,7 +72,8 @@ def issue_root(server: Server, user: str, scopes: list[str], ctx: Context, first
     try:
         grant = root(server, user, scopes, ctx, first_agent, client, now=now)
     except (OAuthError, Unavailable) as exc:
-        server.auditor.refused("root_grant", client, first_agent, exc, None, user=user)
+        server.auditor.refused("root_grant", client, first_agent, exc, None, user=user,
+                               run_id=ctx.run_id)
         raise
     return issue(server, grant, "root_grant", first_agent, now=now)
 

@@ -25,7 +25,7 @@ from orchestrator.authserver import (
     _revocation,
     _token_exchange,
 )
-from orchestrator.authserver._audit import Auditor, AuditSink
+from orchestrator.authserver._audit import DPOP_KEY_ACTION, Auditor, AuditSink
 from orchestrator.authserver._clients import ClientAuthenticator
 from orchestrator.authserver._dpop import DPoPGate
 from orchestrator.authserver._dpop_keys import DPoPKeyBook, SharedKeyBook
@@ -168,10 +168,19 @@ class AuthorizationService:
         return _jwt_bearer.root_grant(self, client, request, now=now)
 
     def register_dpop_key(self, form: Form, dpop: str | None) -> dict[str, Any]:
-        """``POST /dpop_keys``: an authenticated agent registers the DPoP key it proves."""
+        """``POST /dpop_keys``: an authenticated agent registers the DPoP key it proves. The
+        registration is audited (the key's thumbprint), and so is a refusal: by the agent once
+        it is authenticated."""
         now = self.now()
-        client = self.clients.authenticate(TokenRequestOf.read(form).client, now=now)
-        proof = self.dpop.register(client, dpop, now=now)
+        client: str | None = None
+        try:
+            client = self.clients.authenticate(TokenRequestOf.read(form).client, now=now)
+            proof = self.dpop.register(client, dpop, now=now)
+        except (OAuthError, Unavailable) as exc:
+            self.auditor.refused(DPOP_KEY_ACTION, client, "", exc, None)
+            raise
+        self.auditor.record(DPOP_KEY_ACTION, "allow", "ok", client, f"jkt:{proof.jkt}", None,
+                            200)
         return {"client_id": client, "jkt": proof.jkt,
                 "expires_in": self.settings.dpop_key_registration_seconds}
 
@@ -191,6 +200,10 @@ class AuthorizationService:
     def audit_refused_request(self, exc: Exception, *, target: str = "") -> None:
         """Audit a ``/token`` request refused before its client was authenticated."""
         self.auditor.refused_request(exc, target=target)
+
+    def audit_refused_registration(self, exc: Exception) -> None:
+        """Audit a ``POST /dpop_keys`` refused before its client was authenticated."""
+        self.auditor.refused_request(exc, action=DPOP_KEY_ACTION)
 
     # -- in process ---------------------------------------------------------------------------
 
