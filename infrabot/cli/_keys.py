@@ -160,25 +160,31 @@ def register(client_id: str, jwks: str, state_dir: Path | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the registry as JSON.")
 @state_dir_option
 def list_keys(as_json: bool, state_dir: Path | None) -> None:
-    """Show the client registry: client, kid, algorithm, when each key was added (UTC).
+    """Show the client registry: client, kid, algorithm, when each key was added (UTC); then
+    each key revoked (`keys revoke`, never registered again), marked "revoked" with its time.
 
     \b
     Example:
       infrabot keys list
     """
-    entries = open_registry(load_settings(state_dir)).entries()
+    registry = open_registry(load_settings(state_dir))
+    entries, revoked = registry.entries(), registry.revoked()
     if as_json:
         click.echo(json.dumps([{"client_id": e.client_id, "kid": e.kid, "alg": e.alg,
-                                "added": e.added} for e in entries], indent=2))
+                                "added": e.added} for e in entries]
+                              + [{"client_id": r.client_id, "kid": r.kid, "revoked": r.revoked}
+                                 for r in revoked], indent=2))
         return
-    if not entries:
+    if not entries and not revoked:
         click.echo("no keys registered", err=True)
         return
-    width = max(len("client"), *(len(e.client_id) for e in entries))
-    kid_width = max(len("kid"), *(len(e.kid) for e in entries))
+    rows = [(e.client_id, e.kid, e.alg, e.added) for e in entries] + [
+        (r.client_id, r.kid, "-", f"revoked {r.revoked}") for r in revoked]
+    width = max(len("client"), *(len(row[0]) for row in rows))
+    kid_width = max(len("kid"), *(len(row[1]) for row in rows))
     click.echo(f"{'client':{width}}  {'kid':{kid_width}}  {'alg':5}  added")
-    for e in entries:
-        click.echo(f"{e.client_id:{width}}  {e.kid:{kid_width}}  {e.alg:5}  {e.added}")
+    for client, kid, alg, added in rows:
+        click.echo(f"{client:{width}}  {kid:{kid_width}}  {alg:5}  {added}")
 
 
 # A kid is an RFC 7638 thumbprint in base64url, so one in 64 begins with "-": such an argument

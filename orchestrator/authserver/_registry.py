@@ -86,6 +86,9 @@ class StateDirRegistry:
         return sorted((e for e in self._entries if client_id in (None, e.client_id)),
                       key=lambda e: (e.client_id, e.added_at, e.kid))
 
+    def revoked(self) -> list[RevokedKey]:
+        return sorted(self._read().revoked, key=lambda r: (r.client_id, r.revoked_at, r.kid))
+
     def add(self, client_id: str, keys: Sequence[PublicKey], *, now: int) -> list[str]:
         with locked(self._dir):
             current = self._read()

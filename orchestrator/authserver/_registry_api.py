@@ -44,6 +44,10 @@ class RevokedKey(BaseModel):
     kid: str
     revoked_at: int
 
+    @property
+    def revoked(self) -> str:
+        return datetime.fromtimestamp(self.revoked_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
 
 class KeyInUse(ConfigError):
     """A key offered for one client is already registered for another."""
@@ -85,6 +89,9 @@ class ClientRegistry(Protocol):
 
     def entries(self, client_id: str | None = None) -> list[RegisteredKey]:
         """Every registered key (or ``client_id``'s), by client then time added."""
+
+    def revoked(self) -> list[RevokedKey]:
+        """Every key revoked by :meth:`revoke`, by client then time revoked."""
 
     def add(self, client_id: str, keys: Sequence[PublicKey], *, now: int) -> list[str]:
         """Register ``keys`` for ``client_id``; the kids that were new (a key registered again

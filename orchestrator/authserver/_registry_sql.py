@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from orchestrator.authserver._registry_api import (
     RegisteredKey,
+    RevokedKey,
     dropped_by_renewal,
     key_in_use,
     key_revoked,
@@ -76,6 +77,12 @@ class SqlClientRegistry(Store):
                                 "ORDER BY added_at, kid", (client_id,))
         return self._select(f"SELECT {_COLUMNS} FROM client_keys "
                             "ORDER BY client_id, added_at, kid")
+
+    def revoked(self) -> list[RevokedKey]:
+        with self._db.transaction(write=False) as tx:
+            found = tx.execute("SELECT client_id, kid, revoked_at FROM revoked_client_keys "
+                               "ORDER BY client_id, revoked_at, kid")
+        return [RevokedKey(client_id=c, kid=k, revoked_at=t) for c, k, t in found.fetchall()]
 
     def add(self, client_id: str, keys: Sequence[PublicKey], *, now: int) -> list[str]:
         added: list[str] = []

@@ -93,7 +93,9 @@ def test_register_list_revoke(tmp_path: Path) -> None:
         f"revoked agent:argocd {kid}: assertions signed with it are refused (invalid_client)\n")
     assert keys(server, "revoke", "agent:argocd", kid).error_line() == \
         f"no key '{kid}' is registered for 'agent:argocd'"
-    assert keys(server, "list", "--json").ok().json() == []
+    [revoked] = keys(server, "list", "--json").ok().json()  # type: ignore[misc]
+    assert (revoked["client_id"], revoked["kid"], set(revoked)) == (
+        "agent:argocd", kid, {"client_id", "kid", "revoked"})
 
 
 def test_revoke_takes_a_kid_that_begins_with_a_dash(tmp_path: Path) -> None:

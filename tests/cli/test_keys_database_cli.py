@@ -64,7 +64,9 @@ def test_register_list_revoke_in_the_database(url: str, tmp_path: Path) -> None:
         f"revoked agent:argocd {kid}: assertions signed with it are refused (invalid_client)\n")
     assert admin(url, cwd, "revoke", "agent:argocd", kid).error_line() == \
         f"no key '{kid}' is registered for 'agent:argocd'"
-    assert admin(url, cwd, "list", "--json").ok().json() == []
+    [revoked] = admin(url, cwd, "list", "--json").ok().json()  # type: ignore[misc]
+    assert (revoked["client_id"], revoked["kid"], set(revoked)) == (
+        "agent:argocd", kid, {"client_id", "kid", "revoked"})
     assert not list(cwd.rglob("client_registry.json")) and not list(cwd.rglob("*.pem"))
 
 
