@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orchestrator._broker_tls import split_tls
 from orchestrator._service_latency import ServiceLatency, ServiceLatencySetting
+from orchestrator._urls import check_database_url, check_redis_url
 from orchestrator._webhook_secret import check_webhook_secret
 
 SigningAlg = Literal["ES256", "RS256", "EdDSA"]
@@ -184,7 +185,14 @@ class Settings(BaseSettings):
     @classmethod
     def _check_database_url(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
-            _check_database_url(value.get_secret_value())
+            check_database_url(value.get_secret_value())
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_redis_url(value)
         return value
 
     @field_validator("service_ports")
@@ -202,6 +210,8 @@ class Settings(BaseSettings):
     def _known_broker(cls, url: str) -> str:
         if url.split("://", 1)[0].lower() not in BROKER_SCHEMES:
             raise ValueError("not a broker URL: use amqp:// (RabbitMQ), redis:// or memory://")
+        if url.split("://", 1)[0].lower() in ("redis", "rediss"):
+            check_redis_url(split_tls(url)[0])
         split_tls(url)  # a bad TLS parameter or a missing certificate file: said at start
         return url
 
@@ -278,23 +288,3 @@ class Settings(BaseSettings):
     @property
     def endpoints_file(self) -> Path:
         return self.state_dir / "endpoints.json"
-
-
-def _check_database_url(url: str) -> None:
-    """ValueError (never quoting the URL: it may hold a password) unless ``url`` names a
-    PostgreSQL database or a SQLite directory."""
-    shape = "must be postgresql://user@host:port/db or sqlite:///directory"
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        raise ValueError(f"{shape} (it does not parse as a URL)") from None
-    if parts.scheme in ("postgresql", "postgres"):
-        if not parts.hostname or not parts.path.strip("/") or port == 0:
-            raise ValueError(f"{shape} (a host and a database name are required)")
-    elif parts.scheme == "sqlite":
-        if parts.netloc or not parts.path or parts.query:
-            raise ValueError(f"{shape} (sqlite:/// then an absolute directory path)")
-    else:
-        raise ValueError(shape)
-

@@ -1,0 +1,49 @@
+"""The checks of the settings' URLs that may hold a password (``INFRABOT_DATABASE_URL``,
+``INFRABOT_REDIS_URL``, a Redis ``INFRABOT_BROKER_URL``): a ValueError that names the expected
+shape and never quotes the URL, so a bad one is one line at start (a password with an unencoded
+``/`` would otherwise reach a client's parser, whose error quotes part of it)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+REDIS_SHAPE = "must be redis://[:password@]host:port/db (or rediss://, unix://)"
+
+
+def check_database_url(url: str) -> None:
+    """ValueError (never quoting the URL: it may hold a password) unless ``url`` names a
+    PostgreSQL database or a SQLite directory."""
+    shape = "must be postgresql://user@host:port/db or sqlite:///directory"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{shape} (it does not parse as a URL)") from None
+    if parts.scheme in ("postgresql", "postgres"):
+        if not parts.hostname or not parts.path.strip("/") or port == 0:
+            raise ValueError(f"{shape} (a host and a database name are required)")
+    elif parts.scheme == "sqlite":
+        if parts.netloc or not parts.path or parts.query:
+            raise ValueError(f"{shape} (sqlite:/// then an absolute directory path)")
+    else:
+        raise ValueError(shape)
+
+
+def check_redis_url(url: str) -> None:
+    """ValueError (never quoting the URL) unless ``url`` is a Redis URL with a host, a port
+    that is a number, and a database number if a path is given."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - parsing the port is the check
+    except ValueError:
+        raise ValueError(f"{REDIS_SHAPE} (it does not parse as a URL: a password's reserved "
+                         "characters, such as '/', must be percent-encoded)") from None
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ValueError(f"{REDIS_SHAPE} (unix:// then the socket's path)")
+    elif parts.scheme in ("redis", "rediss"):
+        db = parts.path.strip("/")
+        if not parts.hostname or (db and not db.isdigit()):
+            raise ValueError(f"{REDIS_SHAPE} (a host, and a database number if a path is given)")
+    else:
+        raise ValueError(REDIS_SHAPE)
