@@ -120,13 +120,24 @@ def celery_config(settings: Settings, directory: Directory) -> dict[str, Any]:
     }
 
 
+# A hop's hand-off token: the third of its arguments, or its ``token`` keyword
+# (agents.tasks: ``run_id, workflow, token, scope, mode, generation``).
+TOKEN_ARG = 2
+TOKEN_KEYWORD = "token"
+_REDACTED = "<token>"
+
+
+def _shown(value: Any, token: bool) -> Any:
+    return _REDACTED if token or (isinstance(value, str) and contains_raw_jwt(value)) else value
+
+
 def redacted(values: Any) -> str:
-    """``repr`` of a task's arguments with every token replaced by ``'<token>'``."""
+    """``repr`` of a task's arguments with its token replaced by ``'<token>'``: the token's slot
+    (``TOKEN_ARG``, ``TOKEN_KEYWORD``) whatever it holds (a static mode token is an opaque
+    string), and any other value shaped like a JWT."""
     if isinstance(values, dict):
-        return repr({k: "<token>" if isinstance(v, str) and contains_raw_jwt(v) else v
-                     for k, v in values.items()})
-    return repr([("<token>" if isinstance(v, str) and contains_raw_jwt(v) else v)
-                 for v in values or ()])
+        return repr({k: _shown(v, k == TOKEN_KEYWORD) for k, v in values.items()})
+    return repr([_shown(v, i == TOKEN_ARG) for i, v in enumerate(values or ())])
 
 
 @before_task_publish.connect(weak=False)

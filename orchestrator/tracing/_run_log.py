@@ -1,5 +1,7 @@
 """The span exporter that keeps spans in the run log (:class:`~orchestrator.runs.SpanLog`),
-for ``runs show RUN --trace`` and the HTML report's waterfall when no OTLP endpoint is set."""
+for ``runs show RUN --trace`` and the HTML report's waterfall when no OTLP endpoint is set.
+Every span goes through :func:`~orchestrator.tracing._redact.clean_span` first (a token-shaped
+value is redacted, not the batch refused)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from opentelemetry.trace import StatusCode, format_span_id, format_trace_id
 from orchestrator._log import get_logger
 from orchestrator.errors import InfraBotError
 from orchestrator.runs import RunStore, SpanLog, SpanRecord
+from orchestrator.tracing._redact import clean_span
 
 
 def span_record(span: ReadableSpan) -> SpanRecord | None:
@@ -50,11 +53,11 @@ class RunLogSpanExporter(SpanExporter):
         return SpanLog(self._store)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        records = [r for r in map(span_record, spans) if r is not None]
+        records = [r for r in (span_record(clean_span(s)) for s in spans) if r is not None]
         try:
             with self._lock:
                 self._log().add(records)
-        except (InfraBotError, ValueError) as exc:  # a token-shaped attribute is never stored
+        except (InfraBotError, ValueError) as exc:  # the log unavailable; attributes over 16 KiB
             get_logger().warning("spans_not_kept", reason=type(exc).__name__, count=len(records))
             return SpanExportResult.FAILURE
         return SpanExportResult.SUCCESS

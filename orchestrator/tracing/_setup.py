@@ -32,6 +32,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from starlette.routing import Match
 
 from orchestrator.config import Settings
+from orchestrator.tracing._redact import URL_ATTRIBUTES, CleanedSpanExporter, without_query
 from orchestrator.tracing._run_log import RunLogSpanExporter
 
 _lock = threading.Lock()
@@ -40,6 +41,7 @@ _lock = threading.Lock()
 # nothing per request instead of a proxy's lookups (docs/tracing.md, Cost).
 _NO_METRICS = NoOpMeterProvider()
 EXPORT_EVERY_MS = 1000  # a batch at most this often: fewer, larger writes and requests
+_QUERY = "infrabot.query_string"  # a request's query string, kept past the instrumentation
 
 
 class _Router(SpanProcessor):
@@ -101,20 +103,25 @@ def _instrumented(service: str) -> TracerProvider:
 
 def _name_call(span: Span, request: RequestInfo) -> None:
     """A client span says what it calls: ``call POST /token`` (the path only: a query string
-    could hold anything)."""
+    could hold anything), and its URL attribute (``http.url`` or ``url.full``) loses the query
+    string the instrumentation put in it."""
     url = request.url
     path = url.path if isinstance(url, httpx.URL) else url[3].decode("latin-1").split("?")[0]
     method = request.method.decode("ascii", "replace")
     if span.is_recording():
         span.update_name(f"call {method} {path}")
+        recorded = span.attributes or {}
+        span.set_attributes({key: without_query(value) for key in URL_ATTRIBUTES
+                             if isinstance(value := recorded.get(key), str)})
 
 
 def exporters_for(settings: Settings) -> list[SpanExporter]:
-    """Where this process's spans go: OTLP when an endpoint is set, else the run log."""
+    """Where this process's spans go: OTLP when an endpoint is set, else the run log; either
+    way through the one filter (:func:`~orchestrator.tracing._redact.clean_span`)."""
     if settings.otlp_endpoint:
         # Deferred on purpose: the OTLP exporter (protobuf) loads only when exporting
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-        return [OTLPSpanExporter()]
+        return [CleanedSpanExporter(OTLPSpanExporter())]
     return [RunLogSpanExporter(settings.runs_target)]
 
 
@@ -147,7 +154,8 @@ def instrument_app(app: Any) -> Any:
 
     The ASGI instrumentation is added as the app's outermost middleware of its own (inside
     Starlette's error handler, so a failure is recorded on the span before it becomes a 500);
-    an app without ``add_middleware`` is wrapped."""
+    an app without ``add_middleware`` is wrapped. It is shown each request without its query
+    string (:class:`_WithoutQuery`), so no span attribute holds one."""
     if _provider is None:
         return app
     options: dict[str, Any] = {
@@ -155,9 +163,38 @@ def instrument_app(app: Any) -> Any:
         "excluded_urls": "health,.well-known", "exclude_spans": ["receive", "send"],
         "default_span_details": _route_name}
     if hasattr(app, "add_middleware"):
-        app.add_middleware(OpenTelemetryMiddleware, **options)
+        app.add_middleware(_WithoutQuery, **options)
         return app
-    return OpenTelemetryMiddleware(app, **options)
+    return _WithoutQuery(app, **options)
+
+
+class _WithoutQuery:
+    """The ASGI instrumentation around ``app``, given each request's scope without its query
+    string (it would record it in ``http.url`` or ``url.query``: a token a client put there);
+    ``app`` gets the query string back. The instrumentation is its ``app``: FastAPI finds it
+    there, following ``app`` attributes, and then opens no server span of its own (its native
+    telemetry, which records ``url.query``)."""
+
+    def __init__(self, app: Any, **options: Any) -> None:
+        self.app = OpenTelemetryMiddleware(_QueryRestored(app), **options)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        query = scope.get("query_string")
+        if query:
+            scope = {**scope, "query_string": b"", _QUERY: query}
+        await self.app(scope, receive, send)
+
+
+class _QueryRestored:
+    def __init__(self, app: Any) -> None:
+        self._app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        query = scope.get(_QUERY)
+        if query is not None:
+            scope = {key: value for key, value in scope.items() if key != _QUERY}
+            scope["query_string"] = query
+        await self._app(scope, receive, send)
 
 
 def _route_name(scope: dict[str, Any]) -> tuple[str, dict[str, str]]:
