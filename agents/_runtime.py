@@ -55,6 +55,8 @@ AHEAD_THREADS = 4
 _lock = threading.Lock()
 _runtimes: dict[int, AgentRuntime] = {}
 _worker_keys: dict[str, SigningKey] = {}
+REPLACEMENTS = 3  # revoked DPoP keys replaced in one registration, at most
+_renewal: threading.Thread | None = None  # the worker's DPoP key renewal, once started
 
 
 @dataclass
@@ -194,6 +196,36 @@ def install_agent_keys(keys: dict[str, SigningKey]) -> None:
         _worker_keys.update(keys)
 
 
+def renew_worker_dpop_keys(settings: Settings, stop: threading.Event,
+                           every: float | None = None) -> None:
+    """Until ``stop`` is set: :func:`register_worker_dpop_keys` every ``every`` seconds (by
+    default half a registration's lifetime), whether or not this host's agents exchange. An
+    idle host's registration must not lapse: with only another host's key registered,
+    hand-offs are bound to that key alone and this host's hops are refused. Run on a daemon
+    thread by :func:`start_dpop_key_renewal`."""
+    interval = every if every is not None else settings.dpop_key_registration_seconds / 2
+    while not stop.wait(interval):
+        try:
+            register_worker_dpop_keys(settings)
+        except Exception:  # noqa: BLE001 - the renewal must outlive one bad round
+            get_logger().exception("dpop_key_renewal_failed")
+
+
+def start_dpop_key_renewal(settings: Settings) -> None:
+    """A worker that started (Celery's ``worker_ready``): register its agents' DPoP keys now,
+    then renew them on a daemon thread for the process's life (:func:`renew_worker_dpop_keys`;
+    once per process)."""
+    register_worker_dpop_keys(settings)
+    with _lock:
+        global _renewal
+        if _renewal is not None:
+            return
+        _renewal = threading.Thread(target=renew_worker_dpop_keys,
+                                    args=(settings, threading.Event()),
+                                    name="dpop-key-renewal", daemon=True)
+    _renewal.start()
+
+
 def register_worker_dpop_keys(settings: Settings) -> None:
     """A worker that started: register the DPoP keys of its agents now, before any hop is
     handed to them (a hand-off to an agent with no registered key is refused). A server not
@@ -216,14 +248,17 @@ def register_dpop_key(keys_dir: Path, auth_url: str, agent: str, key: SigningKey
     """Register ``signer``'s key as ``agent``'s DPoP key (``key``: its client key); if the
     server refuses it as revoked, register a new key made in its place
     (:func:`replace_revoked_dpop_key`). The signer registered, and the seconds its
-    registration lasts."""
-    try:
-        answer = AuthClient(auth_url, agent, key, http=http, dpop=signer).register_dpop_key()
-    except InvalidDPoPProof as exc:
-        if exc.reason != "dpop_key_revoked":
-            raise
-        signer = DPoPSigner(replace_revoked_dpop_key(keys_dir, agent, signer.key.kid))
-        answer = AuthClient(auth_url, agent, key, http=http, dpop=signer).register_dpop_key()
+    registration lasts. The key in the state directory may have been revoked too (another
+    process replaced the first one, and that was revoked since): each is replaced in turn, at
+    most :data:`REPLACEMENTS` times."""
+    for attempt in range(REPLACEMENTS + 1):
+        try:
+            answer = AuthClient(auth_url, agent, key, http=http, dpop=signer).register_dpop_key()
+            break
+        except InvalidDPoPProof as exc:
+            if exc.reason != "dpop_key_revoked" or attempt == REPLACEMENTS:
+                raise
+            signer = DPoPSigner(replace_revoked_dpop_key(keys_dir, agent, signer.key.kid))
     lifetime = answer.get("expires_in")
     return signer, lifetime if isinstance(lifetime, int) and lifetime > 0 else 0
 

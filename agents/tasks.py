@@ -31,7 +31,7 @@ from agents._hop import Delivery, HopOutcome
 from agents._perform import STALE, handed_on, perform_hop
 from agents._retry import MAX_RETRIES
 from agents._retry import retry_or_fail as _retry_or_fail
-from agents._runtime import AgentRuntime, register_worker_dpop_keys, runtime_for
+from agents._runtime import AgentRuntime, runtime_for, start_dpop_key_renewal
 from orchestrator._log import get_logger
 from orchestrator.config import Settings
 from orchestrator.errors import TransientError
@@ -251,7 +251,7 @@ def register(app: Celery, settings: Settings, directory: Directory) -> None:
     app.task(_wake, name=WAKE_TASK, shared=False, ignore_result=True)
     # A worker process registers its agents' DPoP keys as it starts (embedded: no-op, the
     # runtime registers them at its first exchange).
-    worker_ready.connect(lambda **_: register_worker_dpop_keys(settings), weak=False,
+    worker_ready.connect(lambda **_: start_dpop_key_renewal(settings), weak=False,
                          dispatch_uid="agents.register_dpop_keys")
     for agent, queue in agent_queues(app).items():
         def hop(self: Task, run_id: str, workflow: str, token: str, scope: str,
