@@ -74,4 +74,6 @@ def test_a_revoked_key_is_never_registered_again(tmp_path: Path) -> None:
         assert refused.error_line() == (
             f"refused: key {kid} was revoked (for agent:argocd) and is never registered "
             "again; make a new key")
-    assert keys("list", "--json").ok().json() == []
+    [listed] = keys("list", "--json").ok().json()  # type: ignore[misc]
+    assert (listed["client_id"], listed["kid"], set(listed)) == (
+        "agent:argocd", kid, {"client_id", "kid", "revoked"})

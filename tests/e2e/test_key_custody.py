@@ -155,6 +155,6 @@ def test_rotating_a_key_with_runs_in_flight(distributed: Distributed, tmp_path: 
             pytest.raises(errors.InvalidClient) as caught:
         stale.introspect("x")
     assert caught.value.reason == "unknown_key"
-    listed = keys_cli(d, "list", "--json")
-    assert [(e["client_id"], e["kid"]) for e in json.loads(listed.stdout)
-            if e["client_id"] == "agent:argocd"] == [("agent:argocd", new)]
+    listed = [e for e in json.loads(keys_cli(d, "list", "--json").stdout)
+              if e["client_id"] == "agent:argocd"]
+    assert [(e["kid"], "revoked" in e) for e in listed] == [(new, False), (old, True)]

@@ -43,8 +43,10 @@ def assert_argocd_refused(d: Distributed, run_id: str, reason: str) -> None:
         records = audit.query(run_id=run_id)
         # The refusal's record does not name the run (nor the user, nor the chain): the
         # authorization server audits a subject token refused as revoked without its claims.
-        # So it is found by agent and decision; this serve process ran nothing else.
-        denied = audit.query(decision="deny")
+        # So it is found by agent and decision; this serve process ran nothing else (but the
+        # workers' DPoP key registrations, whose first try per process gets the server's
+        # nonce, audited as use_dpop_nonce refusals of the dpop_key action).
+        denied = [r for r in audit.query(decision="deny") if r.action != "dpop_key"]
     assert [(r.service, r.action, r.performed_by, r.reason, r.status) for r in denied] == \
         [("authserver", "token_exchange", "agent:argocd", reason, 400)]
     assert first_time_counts(records) == {"metrics:query": 1, "pr:read": 1, "comment:post": 1}
