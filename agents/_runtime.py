@@ -31,6 +31,7 @@ import httpx
 
 from orchestrator._dpop_signer import DPOP_ALG, DPoPSigner, dpop_key, dpop_keys_dir
 from orchestrator._log import get_logger
+from orchestrator._periodic import run_every
 from orchestrator.catalog import service_names
 from orchestrator.client import AuthClient
 from orchestrator.config import Settings
@@ -203,12 +204,9 @@ def renew_worker_dpop_keys(settings: Settings, stop: threading.Event,
     idle host's registration must not lapse: with only another host's key registered,
     hand-offs are bound to that key alone and this host's hops are refused. Run on a daemon
     thread by :func:`start_dpop_key_renewal`."""
-    interval = every if every is not None else settings.dpop_key_registration_seconds / 2
-    while not stop.wait(interval):
-        try:
-            register_worker_dpop_keys(settings)
-        except Exception:  # noqa: BLE001 - the renewal must outlive one bad round
-            get_logger().exception("dpop_key_renewal_failed")
+    run_every(lambda: register_worker_dpop_keys(settings),
+              every if every is not None else settings.dpop_key_registration_seconds / 2,
+              stop, failure_event="dpop_key_renewal_failed")
 
 
 def start_dpop_key_renewal(settings: Settings) -> None:

@@ -1,5 +1,6 @@
 """A background thread that calls one function every few seconds while a ``with`` block runs:
-the run deadline's sweeps and the audit checkpointer's ticks."""
+the run deadline's sweeps and the audit checkpointer's ticks; its loop (:func:`run_every`) also
+serves a thread that lives as long as its process."""
 
 from __future__ import annotations
 
@@ -17,18 +18,23 @@ def periodic(call: Callable[[], object], every: float, *, name: str, failure_eve
     raises is logged as ``failure_event`` and the next tick tries again. Stops (joining the
     thread for up to 10 s) when the block ends."""
     stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.wait(every):
-            try:
-                call()
-            except Exception:  # noqa: BLE001 - the thread must outlive a bad tick
-                get_logger().exception(failure_event)
-
-    thread = threading.Thread(target=loop, name=name, daemon=True)
+    thread = threading.Thread(target=run_every, args=(call, every, stop),
+                              kwargs={"failure_event": failure_event}, name=name, daemon=True)
     thread.start()
     try:
         yield
     finally:
         stop.set()
         thread.join(10)
+
+
+def run_every(call: Callable[[], object], every: float, stop: threading.Event, *,
+              failure_event: str) -> None:
+    """Until ``stop`` is set: wait ``every`` seconds, then ``call``; a call that raises is
+    logged as ``failure_event`` and the next tick tries again. The loop of :func:`periodic`,
+    for a thread that lives as long as its process (a worker's DPoP key renewal)."""
+    while not stop.wait(every):
+        try:
+            call()
+        except Exception:  # noqa: BLE001 - the thread must outlive a bad tick
+            get_logger().exception(failure_event)
