@@ -105,7 +105,12 @@ def test_revoke_takes_a_kid_that_begins_with_a_dash(tmp_path: Path) -> None:
         "no key '-khi0xJXa-K3DexuHN7IohFO7Qi' is registered for 'agent:argocd'"
 
 
-def _bad_files(root: Path) -> dict[str, Path]:
+BAD_FILES = ("pem", "private-jwk", "not-json", "one-key", "empty", "hs256", "huge")
+
+
+def _write_bad_files(root: Path) -> None:
+    """The files the bad cases name, in ``root`` (made by the fixture, never at collection:
+    two pytest workers collect at once)."""
     private = generate_private_key("ES256")
     full = ECAlgorithm.to_jwk(private, as_dict=True)
     write_private(root / "key.pem", private)
@@ -118,16 +123,16 @@ def _bad_files(root: Path) -> dict[str, Path]:
         "hs256": json.dumps({"keys": [{"kty": "oct", "k": "c2VjcmV0", "alg": "HS256"}]}).encode(),
         "huge": b" " * (64 * 1024 + 1),
     }
+    assert tuple(files) == BAD_FILES
     root.mkdir(parents=True, exist_ok=True)
-    paths = {}
     for name, content in files.items():
-        paths[name] = root / name
-        paths[name].write_bytes(content)
-    return paths
+        (root / name).write_bytes(content)
 
 
 def bad_cases(root: Path) -> dict[str, tuple[tuple[str, ...], str]]:
-    f = _bad_files(root / "files")
+    """Each case's arguments and error line; the files they name are in ``root / "files"``
+    (:func:`_write_bad_files`). Writes nothing: the test's parameters are its names."""
+    f = {name: root / "files" / name for name in BAD_FILES}
     init_unknown = {f"init {cid}": (("init", cid),
                                     (f"unknown client {cid!r}: not an agent or client in "
                                     f"{DIRECTORY}"))
@@ -167,6 +172,7 @@ def bad_cases(root: Path) -> dict[str, tuple[tuple[str, ...], str]]:
 @pytest.fixture(scope="module")
 def bad_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, Result, Path]]:
     root = tmp_path_factory.mktemp("bad-keys")
+    _write_bad_files(root / "files")
     cases = bad_cases(root)
 
     def run(name: str) -> tuple[str, Result, Path]:
