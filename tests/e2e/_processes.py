@@ -131,12 +131,20 @@ class Distributed:
         args = ["worker", "--queues", ",".join(queues), "--concurrency", str(concurrency),
                 "--loglevel", "INFO"]
         proc = self._start("worker", args, self.env(**env))
-        deadline = time.monotonic() + timeout
-        while " ready." not in proc.output():
-            if proc.popen.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"infrabot worker did not start:\n{proc.output()}")
-            time.sleep(0.05)
+        self.wait_output(proc, " ready.", timeout, "infrabot worker did not start")
         return proc
+
+    @staticmethod
+    def wait_output(proc: Proc, text: str, timeout: float = 10.0,
+                    what: str = "the line never came") -> str:
+        """Wait until ``proc``'s log holds ``text`` (a worker logs a task's end only after the
+        task returned, so after the run it ended is already visible); return the log."""
+        deadline = time.monotonic() + timeout
+        while text not in (output := proc.output()):
+            if proc.popen.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"{what}: {text!r} not in\n{output}")
+            time.sleep(0.05)
+        return output
 
     def webhook(self, delivery: tuple[Mapping[str, str], bytes]) -> httpx.Response:
         return post_webhook(self.endpoints["webhooks"], delivery)

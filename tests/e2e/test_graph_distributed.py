@@ -31,9 +31,10 @@ def test_a_fan_out_over_two_worker_processes_joins_once(distributed: Distributed
     assert [c.action for c in events_of(run, "called", "agent:cleanup")] == \
         ["tags:delete", "incident:resolve"]
     # each branch in its own process; the join once, after both
-    assert f"agents.scanner[{run_id}.scanner] succeeded" in scanner.output()
-    assert "agents.argocd[" in main.output() and "agents.scanner[" not in main.output()
-    assert main.output().count(f"agents.cleanup[{run_id}.cleanup] succeeded") == 1
+    d.wait_output(scanner, f"agents.scanner[{run_id}.scanner] succeeded")
+    joined = d.wait_output(main, f"agents.cleanup[{run_id}.cleanup] succeeded")
+    assert "agents.argocd[" in joined and "agents.scanner[" not in joined
+    assert joined.count(f"agents.cleanup[{run_id}.cleanup] succeeded") == 1
     cleanup_start = next(i for i, e in enumerate(run.events) if e.agent == "agent:cleanup")
     last_branch = max(i for i, e in enumerate(run.events)
                       if e.agent in ("agent:argocd", "agent:scanner"))
@@ -61,9 +62,10 @@ def test_a_branch_hands_off_on_across_worker_processes(distributed: Distributed)
     [handed] = [h for h in events_of(run, "exchanged", SCANNER) if h.hand_off == COMMENTER]
     assert handed.claims["act"] == {"sub": SCANNER, "act": {"sub": "agent:infrabot"}}
     # the replacement: the commenter's hop ran in the main process under the scanner's task id
-    assert f"agents.commenter[{run_id}.scanner] succeeded" in main.output()
+    d.wait_output(main, f"agents.commenter[{run_id}.scanner] succeeded")
+    joined = d.wait_output(main, f"agents.cleanup[{run_id}.cleanup] succeeded")
     assert f"agents.scanner[{run_id}.scanner] succeeded" not in scanner.output()
-    assert main.output().count(f"agents.cleanup[{run_id}.cleanup] succeeded") == 1
+    assert joined.count(f"agents.cleanup[{run_id}.cleanup] succeeded") == 1
     commenter_last = max(i for i, e in enumerate(run.events) if e.agent == COMMENTER)
     cleanup_first = min(i for i, e in enumerate(run.events) if e.agent == CLEANUP)
     assert commenter_last < cleanup_first
