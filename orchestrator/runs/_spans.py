@@ -14,6 +14,7 @@ from orchestrator.audit import contains_raw_jwt
 from orchestrator.runs._store import RunStore
 
 MAX_ATTRIBUTES_BYTES = 16 * 1024
+DROPPED_ATTRIBUTE = "infrabot.attributes_dropped"
 _CHUNK = 100  # rows per INSERT: 900 parameters, under SQLite's and PostgreSQL's limits
 _COLUMNS = ("trace_id, span_id, parent_id, name, service, start_ns, end_ns, status, "
             "attributes")
@@ -40,12 +41,15 @@ class SpanRecord:
 
 def attributes_json(attributes: dict[str, Any]) -> str:
     """A span's attributes as stored JSON; ValueError for anything shaped like a raw JWT (the
-    log never holds a token) or larger than 16 KiB."""
+    log never holds a token). Attributes larger than 16 KiB are not kept: the span is, with
+    ``infrabot.attributes_dropped`` saying how large they were (one span's attributes never
+    cost the rest of its batch)."""
     text = json.dumps(attributes, sort_keys=True, separators=(",", ":"), allow_nan=False)
     if contains_raw_jwt(text):
         raise ValueError("span attributes look like a raw JWT; the run log never stores tokens")
-    if len(text.encode()) > MAX_ATTRIBUTES_BYTES:
-        raise ValueError(f"span attributes are larger than {MAX_ATTRIBUTES_BYTES} bytes")
+    size = len(text.encode())
+    if size > MAX_ATTRIBUTES_BYTES:
+        return json.dumps({DROPPED_ATTRIBUTE: f"{size} bytes, over {MAX_ATTRIBUTES_BYTES}"})
     return text
 
 

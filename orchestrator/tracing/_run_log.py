@@ -57,7 +57,7 @@ class RunLogSpanExporter(SpanExporter):
         try:
             with self._lock:
                 self._log().add(records)
-        except (InfraBotError, ValueError) as exc:  # the log unavailable; attributes over 16 KiB
+        except (InfraBotError, ValueError) as exc:  # the log unavailable; a token unredacted
             get_logger().warning("spans_not_kept", reason=type(exc).__name__, count=len(records))
             return SpanExportResult.FAILURE
         return SpanExportResult.SUCCESS

@@ -38,3 +38,14 @@ def test_a_span_holding_a_token_is_refused(store: RunStore) -> None:
     with pytest.raises(ValueError, match="raw JWT"):
         SpanLog(store).add([span("00000000000000c3", None, 1, 2, leak=token)])
     assert SpanLog(store).of_trace(TRACE) == []
+
+
+def test_a_span_with_attributes_over_16_kib_is_kept_without_them(store: RunStore) -> None:
+    """One span's oversized attributes never cost the rest of its batch."""
+    small = span("00000000000000d4", None, 1, 3, **{"infrabot.decision": "allow"})
+    large = span("00000000000000e5", small.span_id, 2, 3, note="x" * (16 * 1024))
+    SpanLog(store).add([small, large])
+    kept = SpanLog(store).of_trace(TRACE)
+    assert [s.span_id for s in kept] == [small.span_id, large.span_id]
+    assert kept[0] == small
+    assert kept[1].attributes == {"infrabot.attributes_dropped": "16395 bytes, over 16384"}
