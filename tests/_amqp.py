@@ -32,15 +32,22 @@ def _delete_agent_queues(connection: Connection) -> None:
         channel.close()
 
 
+def connected(connection: Connection) -> Exception | None:
+    """Connect ``connection`` (one try): None once it answers, else why not."""
+    try:
+        connection.ensure_connection(max_retries=1)
+    except (OSError, OperationalError, *connection.connection_errors) as exc:
+        return exc
+    return None
+
+
 @contextlib.contextmanager
 def purged_vhost() -> Iterator[str]:
     """The test RabbitMQ's URL, with no agent queue (nor message) left from an earlier test."""
     url = os.environ.get("INFRABOT_TEST_AMQP_URL", DEFAULT_TEST_AMQP_URL)
     connection = Connection(url, connect_timeout=2)
     try:
-        try:
-            connection.ensure_connection(max_retries=1)
-        except (OSError, OperationalError, *connection.connection_errors) as exc:
+        if (exc := connected(connection)) is not None:
             reason = f"no RabbitMQ vhost at {connection.as_uri()} ({exc})"
             if os.environ.get("CI") == "true":
                 pytest.fail(f"{reason}: CI must provide one")

@@ -25,9 +25,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
 from kombu import Connection
-from kombu.exceptions import OperationalError
 
-from tests._amqp import DEFAULT_TEST_AMQP_URL
+from tests._amqp import DEFAULT_TEST_AMQP_URL, connected
 from tests._redis import TEST_REDIS_DB
 from tests._redis_server import RedisServer
 
@@ -99,12 +98,9 @@ def _worker_vhost(url: str, worker: str) -> tuple[str, str, str]:
 def _vhost_answers(url: str) -> bool:
     connection = Connection(url, connect_timeout=2)
     try:
-        connection.ensure_connection(max_retries=1)
-    except (OSError, OperationalError, *connection.connection_errors):
-        return False
+        return connected(connection) is None
     finally:
         connection.release()
-    return True
 
 
 def _make_vhost(vhost: str, user: str) -> bool:
