@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from orchestrator.audit import public_document
 from orchestrator.audit._keys import PUBLIC_FILE
+from orchestrator.authserver._audit import INTROSPECT_ACTION, REVOKE_ACTION
 from orchestrator.authserver._client_keys import CLIENT_KEYS_PATH, add_client_keys_route
 from orchestrator.authserver._dpop import DPOP_KEYS_PATH, one_proof
 from orchestrator.authserver._federated_root import TOKEN_TYPE_ID
@@ -95,12 +96,14 @@ async def _read_form(request: Request) -> dict[str, list[str]]:
         raise InvalidRequest("body is not a valid form", reason="malformed_form") from exc
 
 
-async def _form_and_proof(request: Request, audit: Callable[[Exception], None]
-                          ) -> tuple[dict[str, list[str]], str | None]:
-    """The form and the one ``DPoP`` proof of a request to an endpoint that audits its
-    refusals (``/token``, ``/dpop_keys``): a request refused here is audited by ``audit``."""
+async def _audited_form(request: Request, audit: Callable[[Exception], None], *,
+                        with_proof: bool = False) -> tuple[dict[str, list[str]], str | None]:
+    """The form (and ``with_proof``, the one ``DPoP`` proof) of a request to an endpoint that
+    audits its refusals (all but the metadata's): a request refused here is audited by
+    ``audit``, as the service audits every later refusal."""
     try:
-        return await _read_form(request), one_proof(request.headers.getlist("dpop"))
+        form = await _read_form(request)
+        return form, one_proof(request.headers.getlist("dpop")) if with_proof else None
     except OAuthError as exc:
         await run_in_threadpool(audit, exc)
         raise
@@ -182,26 +185,31 @@ def create_app(service: AuthorizationService) -> FastAPI:
         return JSONResponse(document, headers={"Cache-Control": "public, max-age=60"})
 
     async def token(request: Request) -> Response:
-        form, dpop = await _form_and_proof(request, service.audit_refused_request)
+        form, dpop = await _audited_form(request, service.audit_refused_request,
+                                         with_proof=True)
         issued = await run_in_threadpool(service.token, form, dpop)
         return JSONResponse(issued.body(), headers={**NO_STORE, **nonce_header()})
 
     async def dpop_keys(request: Request) -> Response:
-        form, dpop = await _form_and_proof(request, service.audit_refused_registration)
+        form, dpop = await _audited_form(request, service.audit_refused_registration,
+                                         with_proof=True)
         registered = await run_in_threadpool(service.register_dpop_key, form, dpop)
         return JSONResponse(registered, headers={**NO_STORE, **nonce_header()})
 
+    def refused(action: str) -> Callable[[Exception], None]:
+        return lambda exc: service.audit_refused_form(action, exc)
+
     async def introspect(request: Request) -> Response:
-        form = await _read_form(request)
+        form, _ = await _audited_form(request, refused(INTROSPECT_ACTION))
         return JSONResponse(await run_in_threadpool(service.introspect, form), headers=NO_STORE)
 
     async def revoke(request: Request) -> Response:
-        form = await _read_form(request)
+        form, _ = await _audited_form(request, refused(REVOKE_ACTION))
         await run_in_threadpool(service.revoke, form)
         return Response(status_code=200, headers=NO_STORE)
 
     async def revocations(request: Request) -> Response:
-        form = await _read_form(request)
+        form, _ = await _audited_form(request, refused(REVOKE_ACTION))
         return JSONResponse(await run_in_threadpool(service.revoke_by, form), headers=NO_STORE)
 
     form_routes = (  # path, the endpoint, its _FORM_FIELDS name, summary, answer's schema

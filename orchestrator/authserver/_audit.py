@@ -14,6 +14,9 @@ from orchestrator.identity import AccessClaims
 
 # The action of ``POST /dpop_keys``'s records: a registration, or its refusal.
 DPOP_KEY_ACTION = "dpop_key"
+# The actions of ``/introspect``'s records and of ``/revoke``'s and ``/revocations``'.
+INTROSPECT_ACTION = "introspect"
+REVOKE_ACTION = "revoke"
 
 
 class AuditSink(Protocol):

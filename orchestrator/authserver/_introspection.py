@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from orchestrator.authserver._audit import INTROSPECT_ACTION
 from orchestrator.authserver._context import Server
 from orchestrator.authserver._forms import TokenRequestOf
 from orchestrator.authserver._revocation import may_revoke
@@ -13,31 +14,36 @@ from orchestrator.errors import (
     InvalidDPoPProof,
     InvalidToken,
     NonceRefusal,
+    OAuthError,
     ProofRefusal,
+    Unavailable,
     UseDPoPNonce,
 )
 from orchestrator.identity import AccessClaims, Directory, check_holder, check_scheme
 
 
-def introspect(server: Server, request: TokenRequestOf) -> dict[str, Any]:
-    """RFC 7662: the full chain and context of a valid token to a caller entitled to it
-    (:func:`may_introspect`), else ``{"active": false}``: a caller that is not entitled
-    learns nothing, not even whether the token is valid (RFC 7662 section 4)."""
-    now = server.now()
-    client = server.clients.authenticate(request.client, now=now)
-    token = request.token.require()
+def introspect(server: Server, client: str, request: TokenRequestOf) -> dict[str, Any]:
+    """RFC 7662: the full chain and context of a valid token to the authenticated ``client``
+    if it is entitled to it (:func:`may_introspect`), else ``{"active": false}``: a caller that
+    is not entitled learns nothing, not even whether the token is valid (RFC 7662 section 4).
+    Every answer is one audit record: a refusal (no token, the registry away) too."""
     audit = server.auditor
     try:
-        verified = server.verifier.verify(token, audience=server.audiences, now=now)
+        token = request.token.require()
+        verified = server.verifier.verify(token, audience=server.audiences, now=server.now())
         server.revocation.check(verified.claims)
     except InvalidToken as exc:
-        audit.record("introspect", "deny", exc.reason, client, "token", None, 200)
+        audit.record(INTROSPECT_ACTION, "deny", exc.reason, client, "token", None, 200)
         return {"active": False}
+    except (OAuthError, Unavailable) as exc:
+        audit.refused(INTROSPECT_ACTION, client, "token", exc, None)
+        raise
     c = verified.claims
     if not may_introspect(server.directory, client, c):
-        audit.record("introspect", "deny", "introspection_not_entitled", client, "token", c, 200)
+        audit.record(INTROSPECT_ACTION, "deny", "introspection_not_entitled", client, "token",
+                     c, 200)
         return {"active": False}
-    audit.record("introspect", "allow", "ok", client, "token", c, 200)
+    audit.record(INTROSPECT_ACTION, "allow", "ok", client, "token", c, 200)
     return {"active": True, **c.public_view(), "token_type": "DPoP" if c.cnf else "Bearer",
             "username": c.sub, "chain": c.chain(), "current_actor": c.current_actor}
 

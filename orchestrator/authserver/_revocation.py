@@ -1,45 +1,66 @@
 """RFC 7009 revocation (:func:`revoke`: a token, and so every token exchanged from it), a
 trusted client's revocation by ``jti``, user or run (:func:`revoke_by`), and who may revoke
-a token (:func:`may_revoke`)."""
+a token (:func:`may_revoke`). Every answer but an invalid token's (RFC 7009: 200, nothing
+revoked) is one audit record, refusals included."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from orchestrator.authserver._audit import REVOKE_ACTION
 from orchestrator.authserver._context import Server
 from orchestrator.authserver._forms import RevokeByRequest, TokenRequestOf
 from orchestrator.errors import (
     InvalidRequest,
     InvalidToken,
+    OAuthError,
     UnauthorizedClient,
+    Unavailable,
     UnsupportedTokenType,
 )
 from orchestrator.identity import AccessClaims, Directory
 
 
-def revoke(server: Server, request: TokenRequestOf) -> None:
-    """RFC 7009: revoke a token (and so every token exchanged from it)."""
-    now = server.now()
-    client = server.clients.authenticate(request.client, now=now)
-    token = request.token.require()
-    hint = request.token_type_hint.get()
-    if hint is not None and hint not in ("access_token", "refresh_token"):
-        raise UnsupportedTokenType("token_type_hint is not supported")
+def revoke(server: Server, client: str, request: TokenRequestOf) -> None:
+    """RFC 7009: revoke a token (and so every token exchanged from it), for the authenticated
+    ``client``. A refusal is audited, naming the token's chain once it is verified."""
+    claims: AccessClaims | None = None
     try:
-        claims = server.verifier.verify(token, audience=server.audiences, now=now).claims
-    except InvalidToken:
-        return  # RFC 7009 2.2: an invalid token is answered 200 and nothing happens
-    if not may_revoke(server.directory, client, claims):
-        raise UnauthorizedClient("client may not revoke this token", reason="not_token_holder")
-    server.revocation.revoke_jti(claims.jti, expires_at=claims.exp)
-    server.auditor.record("revoke", "allow", "token_revoked", client, f"jti:{claims.jti}",
+        token = request.token.require()
+        hint = request.token_type_hint.get()
+        if hint is not None and hint not in ("access_token", "refresh_token"):
+            raise UnsupportedTokenType("token_type_hint is not supported")
+        try:
+            claims = server.verifier.verify(token, audience=server.audiences,
+                                            now=server.now()).claims
+        except InvalidToken:
+            return  # RFC 7009 2.2: an invalid token is answered 200 and nothing happens
+        if not may_revoke(server.directory, client, claims):
+            raise UnauthorizedClient("client may not revoke this token",
+                                     reason="not_token_holder")
+        server.revocation.revoke_jti(claims.jti, expires_at=claims.exp)
+    except (OAuthError, Unavailable) as exc:
+        target = f"jti:{claims.jti}" if claims is not None else ""
+        server.auditor.refused(REVOKE_ACTION, client, target, exc, claims)
+        raise
+    server.auditor.record(REVOKE_ACTION, "allow", "token_revoked", client, f"jti:{claims.jti}",
                           claims, 200)
 
 
-def revoke_by(server: Server, request: RevokeByRequest) -> dict[str, Any]:
-    """Revoke by ``jti``, ``user`` or ``run_id`` (trusted clients only)."""
-    now = server.now()
-    client = server.clients.authenticate(request.client, now=now)
+def revoke_by(server: Server, client: str, request: RevokeByRequest) -> dict[str, Any]:
+    """Revoke by ``jti``, ``user`` or ``run_id`` (trusted clients only): refusals audited."""
+    try:
+        kind, value, result = _revoke_by(server, client, request)
+    except (OAuthError, Unavailable) as exc:
+        server.auditor.refused(REVOKE_ACTION, client, "", exc, None)
+        raise
+    server.auditor.record(REVOKE_ACTION, "allow", f"{result['revoked']}_revoked", client,
+                          f"{kind}:{value}", None, 200)
+    return result
+
+
+def _revoke_by(server: Server, client: str, request: RevokeByRequest
+               ) -> tuple[str, str, dict[str, Any]]:
     if not (entry := server.directory.clients.get(client)) or not entry.trusted:
         raise UnauthorizedClient("only a trusted client may revoke by user or run",
                                  reason="client_not_trusted")
@@ -49,17 +70,13 @@ def revoke_by(server: Server, request: RevokeByRequest) -> dict[str, Any]:
         raise InvalidRequest("give exactly one of jti, user, run_id", reason="target_required")
     kind, value = chosen[0]
     if kind == "jti":
-        server.revocation.revoke_jti(value, expires_at=now + 900)
-        result: dict[str, Any] = {"revoked": "jti", "jti": value}
-    elif kind == "user":
-        result = {"revoked": "user", "user": value,
-                  "version": server.revocation.revoke_user(value)}
-    else:
-        server.revocation.revoke_run(value)
-        result = {"revoked": "run", "run_id": value}
-    server.auditor.record("revoke", "allow", f"{result['revoked']}_revoked", client,
-                          f"{kind}:{value}", None, 200)
-    return result
+        server.revocation.revoke_jti(value, expires_at=server.now() + 900)
+        return kind, value, {"revoked": "jti", "jti": value}
+    if kind == "user":
+        return kind, value, {"revoked": "user", "user": value,
+                             "version": server.revocation.revoke_user(value)}
+    server.revocation.revoke_run(value)
+    return kind, value, {"revoked": "run", "run_id": value}
 
 
 def may_revoke(directory: Directory, client: str, claims: AccessClaims) -> bool:

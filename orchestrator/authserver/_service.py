@@ -25,11 +25,23 @@ from orchestrator.authserver import (
     _revocation,
     _token_exchange,
 )
-from orchestrator.authserver._audit import DPOP_KEY_ACTION, Auditor, AuditSink
+from orchestrator.authserver._audit import (
+    DPOP_KEY_ACTION,
+    INTROSPECT_ACTION,
+    REVOKE_ACTION,
+    Auditor,
+    AuditSink,
+)
 from orchestrator.authserver._clients import ClientAuthenticator
 from orchestrator.authserver._dpop import DPoPGate
 from orchestrator.authserver._dpop_keys import DPoPKeyBook, SharedKeyBook
-from orchestrator.authserver._forms import Form, RevokeByRequest, TokenRequest, TokenRequestOf
+from orchestrator.authserver._forms import (
+    ClientAuth,
+    Form,
+    RevokeByRequest,
+    TokenRequest,
+    TokenRequestOf,
+)
 from orchestrator.authserver._grants import (
     GRANT_JWT_BEARER,
     GRANT_TOKEN_EXCHANGE,
@@ -185,13 +197,26 @@ class AuthorizationService:
                 "expires_in": self.settings.dpop_key_registration_seconds}
 
     def introspect(self, form: Form) -> dict[str, Any]:
-        return _introspection.introspect(self, TokenRequestOf.read(form))
+        request = TokenRequestOf.read(form)
+        client = self._authenticated(INTROSPECT_ACTION, request.client)
+        return _introspection.introspect(self, client, request)
 
     def revoke(self, form: Form) -> None:
-        _revocation.revoke(self, TokenRequestOf.read(form))
+        request = TokenRequestOf.read(form)
+        _revocation.revoke(self, self._authenticated(REVOKE_ACTION, request.client), request)
 
     def revoke_by(self, form: Form) -> dict[str, Any]:
-        return _revocation.revoke_by(self, RevokeByRequest.read(form))
+        request = RevokeByRequest.read(form)
+        client = self._authenticated(REVOKE_ACTION, request.client)
+        return _revocation.revoke_by(self, client, request)
+
+    def _authenticated(self, action: str, auth: ClientAuth) -> str:
+        """The client ``auth`` authenticates; a refusal is audited as ``action``'s."""
+        try:
+            return self.clients.authenticate(auth, now=self.now())
+        except (OAuthError, Unavailable) as exc:
+            self.auditor.refused_request(exc, action=action)
+            raise
 
     def audit_log(self, bearer: str | None, jti: str, *, scheme: str = "bearer",
                   proof: str | None = None) -> list[dict[str, Any]]:
@@ -204,6 +229,11 @@ class AuthorizationService:
     def audit_refused_registration(self, exc: Exception) -> None:
         """Audit a ``POST /dpop_keys`` refused before its client was authenticated."""
         self.auditor.refused_request(exc, action=DPOP_KEY_ACTION)
+
+    def audit_refused_form(self, action: str, exc: Exception) -> None:
+        """Audit a request to ``/introspect`` (``action`` ``introspect``), ``/revoke`` or
+        ``/revocations`` (``revoke``) whose body was refused before it was read."""
+        self.auditor.refused_request(exc, action=action)
 
     # -- in process ---------------------------------------------------------------------------
 

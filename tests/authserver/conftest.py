@@ -317,6 +317,19 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServe
         client.close()
 
 
+@pytest.fixture(scope="module")
+def registry_down(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
+    """A server whose Redis registry does not answer (nothing listens on port 1)."""
+    client = redis.Redis.from_url("redis://127.0.0.1:1/15", socket_timeout=0.5,
+                                  socket_connect_timeout=0.5)
+    try:
+        with serve(tmp_path_factory.mktemp("registry-down"),
+                   revocation=RedisRevocationStore(client)) as srv:  # type: ignore[arg-type]
+            yield srv
+    finally:
+        client.close()
+
+
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
 def store_server(request: pytest.FixtureRequest) -> AuthServer:
     """The module's server on each registry: in-process, then the real Redis."""

@@ -4,14 +4,11 @@ to every token exchanged from a revoked one. The revocation rules run on both re
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
-import redis
 
 from orchestrator.errors import Unavailable
 from orchestrator.identity import CLIENT_ASSERTION_TYPE
-from orchestrator.registry import RedisRevocationStore
 
 from .conftest import (
     ARGOCD,
@@ -20,7 +17,6 @@ from .conftest import (
     ORCH,
     AuthServer,
     refusal,
-    serve,
     unverified_claims,
 )
 
@@ -280,19 +276,6 @@ def test_revocations_are_audited(store_server: AuthServer) -> None:
 
 
 # -- an unreachable registry -----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def registry_down(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
-    """A server whose Redis registry does not answer (nothing listens on port 1)."""
-    client = redis.Redis.from_url("redis://127.0.0.1:1/15", socket_timeout=0.5,
-                                  socket_connect_timeout=0.5)
-    try:
-        with serve(tmp_path_factory.mktemp("registry-down"),
-                   revocation=RedisRevocationStore(client)) as srv:  # type: ignore[arg-type]
-            yield srv
-    finally:
-        client.close()
 
 
 # what a token says of a registry that cannot be asked
