@@ -7,6 +7,9 @@
     ├── PredatesMemory              a one-time claim for what was issued before the replay
     │                               registry's memory began; the caller answers it as its own
     │                               OAuth error (``assertion_predates_registry``)
+    ├── InternalError               a bug (not an error raised on purpose) that stopped a run's
+    │                               start once the run was created, raised from it so that the
+    │                               caller learns the run; answered 500 ``internal_error``
     ├── OAuthError                  carries an RFC error code, an HTTP status and a reason code
     │   ├── InvalidRequest          400 invalid_request      (RFC 6749 5.2 / RFC 6750 3.1)
     │   ├── InvalidClient           401 invalid_client       (RFC 6749 5.2)
@@ -27,7 +30,9 @@
 
 Every error has a ``reason``: a short snake_case code more specific than the RFC code
 (``token_expired``, ``audience_mismatch``, ``scope_not_grantable`` ...). Messages never contain a
-token or a key. The JSON body of an error answer is built in one place, :meth:`OAuthError.body`.
+token or a key. An error that stops a run's start after the run was created names the run in
+``run_id`` (None otherwise), so a receiver's refusal is audited under the run it ended. The JSON
+body of an error answer is built in one place, :meth:`OAuthError.body`.
 """
 
 from __future__ import annotations
@@ -39,12 +44,16 @@ class InfraBotError(Exception):
     """Root of every error this project raises on purpose."""
 
     reason: str = "error"
+    run_id: str | None = None  # the run this stopped the start of, once it was created
 
-    def __init__(self, message: str, *, reason: str | None = None) -> None:
+    def __init__(self, message: str, *, reason: str | None = None,
+                 run_id: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         if reason is not None:
             self.reason = reason
+        if run_id is not None:
+            self.run_id = run_id
 
 
 class ConfigError(InfraBotError):
@@ -62,6 +71,14 @@ class PredatesMemory(InfraBotError):
 
     def __init__(self) -> None:
         super().__init__("issued before the replay registry's memory began")
+
+
+class InternalError(InfraBotError):
+    """Something not raised on purpose (a bug) stopped a run's start after the run was created:
+    raised from it, naming the run (``run_id``), which was ended ``failed`` (or, when the run log
+    refused that too, left to the run deadline)."""
+
+    reason = "internal_error"
 
 
 class OAuthError(InfraBotError):

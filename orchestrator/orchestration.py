@@ -11,7 +11,9 @@ with that mode off (no ``static_token``) a static start is a :class:`ConfigError
 Once the run is created, a start that stops before the first hop is published ends it
 ``failed`` (``not started: <reason>``; ``root grant: <reason>`` when the authorization server
 cannot be reached; ``internal_error`` for anything not the project's own error) and raises: no
-run is left ``pending`` for the run deadline, and a sender's redelivery starts a new one.
+run is left ``pending`` for the run deadline, and a sender's redelivery starts a new one. What
+it raises names the run (``run_id``): the project's own error as it was, a bug as an
+:class:`InternalError` raised from it; a receiver audits its refusal under that run.
 
 It hands the first hop to whatever :class:`Dispatch` it is given (the composition root passes
 the agents' Celery publisher, :func:`agents.tasks.dispatcher`); the core never imports the agents.
@@ -27,7 +29,7 @@ from typing import Any, Protocol
 from orchestrator._log import get_logger
 from orchestrator.ci import CIEvent
 from orchestrator.client import AuthClient
-from orchestrator.errors import ConfigError, InfraBotError, OAuthError, Unavailable
+from orchestrator.errors import ConfigError, InfraBotError, InternalError, OAuthError, Unavailable
 from orchestrator.identity import Context, Directory
 from orchestrator.runs import RootDenied, RootGranted, RunStore, Started, shown_claims
 from orchestrator.tracing import current_trace_id, own_span
@@ -108,17 +110,21 @@ class Orchestrator:
                 token, scope = granted
             # running before it is published: a failure here has published nothing
             self.runs.mark_running(run_id)
-        except Exception as exc:  # anything before the first hop: nothing started
-            self._settle(run_id, "failed", f"{step}: {_reason(exc)}")
+        except InfraBotError as exc:  # anything before the first hop: nothing started
+            self._settle(run_id, "failed", f"{step}: {exc.reason}")
+            exc.run_id = run_id  # the caller's refusal names the run it ended
             raise
+        except Exception as exc:  # a bug: answered internal_error, as the receiver answers it
+            self._settle(run_id, "failed", f"{step}: {InternalError.reason}")
+            raise InternalError("the run could not be started", run_id=run_id) from exc
         try:
             self.dispatch(wf.root_agent, run_id, wf.name, token, scope, mode)
         except Exception as exc:  # kombu's OperationalError and friends: the broker is down
             # The publication is in doubt: a sender's retry is safe only once this run is ended
             # (a hop of it that did go out then finds it terminal and does nothing).
             if self._settle(run_id, "failed", f"broker unavailable ({type(exc).__name__})"):
-                raise Unavailable("the broker cannot be reached",
-                                  reason="broker_unavailable") from exc
+                raise Unavailable("the broker cannot be reached", reason="broker_unavailable",
+                                  run_id=run_id) from exc
         return run_id  # dispatched (or in doubt and not ended): never raise, never start twice
 
     def _grant(self, wf: Workflow, user: str, needed: list[str], ctx: Context,
@@ -172,8 +178,3 @@ class Orchestrator:
         get_logger(run_id=run_id).warning("run_ended_already", status=status, reason=reason)
         return False
 
-
-def _reason(exc: Exception) -> str:
-    """The reason code of what stopped a start: the project's error's, else ``internal_error``
-    (what the receiver answers a bug with)."""
-    return exc.reason if isinstance(exc, InfraBotError) else "internal_error"

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from orchestrator.errors import InfraBotError, InternalError, TransientError
+
 Answer = tuple[int, dict[str, Any]]
 
 ERRORS = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
@@ -37,3 +39,20 @@ class Refused(Exception):
 
     def answer(self) -> Answer:
         return error_answer(self.status, self.reason, self.message, **self.extra)
+
+
+def start_refusal(exc: Exception) -> Refused:
+    """The refusal of a request whose run could not be started, ``exc`` what the start raised:
+    503 with its reason for a transient fault (the sender may retry), 500 ``internal_error`` for
+    a bug (an :class:`InternalError` or not the project's error), 422 with its reason otherwise.
+    The body never names the run; :func:`stopped_run` is for the audit record."""
+    if isinstance(exc, TransientError):
+        return Refused(503, exc.reason, exc.message)
+    if isinstance(exc, InfraBotError) and not isinstance(exc, InternalError):
+        return Refused(422, exc.reason, exc.message)
+    return Refused(500, "internal_error", "the run could not be started")
+
+
+def stopped_run(exc: Exception) -> str | None:
+    """The run a failed start had created (and ended ``failed``) before ``exc`` stopped it."""
+    return exc.run_id if isinstance(exc, InfraBotError) else None

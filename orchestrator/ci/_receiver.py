@@ -16,7 +16,8 @@ Checks, in order, each refusal with its status and reason code::
     same event id or same body in the last 24 h     409 replayed_delivery
     replay cache or delivery log unusable           503 replay_cache_unavailable (fail closed)
     sender not in the directory / disabled          403 unknown_user / user_disabled
-    start_run raises InfraBotError                  422 <its reason>   (TransientError: 503)
+    start_run raises InfraBotError                  422 <its reason>   (TransientError: 503,
+                                                    InternalError or another exception: 500)
     run started                                     202 {"status": "accepted", "run_id": ...}
 
 Replays are recognised by what the signature covers, never by ``X-GitHub-Delivery`` (a header
@@ -29,8 +30,10 @@ delivery that started nothing for a transient reason (503) is released from both
 sender's redelivery is taken (unless releasing fails too, which is logged).
 
 Every answer writes exactly one audit record (service ``webhooks``, action ``ci_event``, request
-id = delivery id): deny for a refusal, allow otherwise. Neither the body nor the signature is ever
-stored or logged.
+id = delivery id): deny for a refusal, allow otherwise. Its run id is the run started, or the run
+a start that failed had created (and ended ``failed``) before it stopped: the error names it
+(:func:`~orchestrator.ci._answers.stopped_run`); the answer's body does not. Neither the body nor
+the signature is ever stored or logged.
 """
 
 from __future__ import annotations
@@ -46,12 +49,12 @@ from typing import Any, Protocol
 
 from orchestrator._log import get_logger
 from orchestrator.audit import AuditRecord, AuditStore, contains_raw_jwt
-from orchestrator.ci._answers import Answer, Refused
+from orchestrator.ci._answers import Answer, Refused, start_refusal, stopped_run
 from orchestrator.ci._events import sign
 from orchestrator.ci._model import DELIVERY_PATTERN, REPOSITORY_PATTERN, CIEvent, MalformedEvent
 from orchestrator.ci._parse import parse_event
 from orchestrator.ci._replay import REPLAY_TTL_SECONDS, StaleEvent, check_fresh, content_keys
-from orchestrator.errors import InfraBotError, TransientError, Unavailable
+from orchestrator.errors import Unavailable
 from orchestrator.identity import Directory, RevocationStore
 
 MAX_BODY_BYTES = 256 * 1024
@@ -137,7 +140,7 @@ class WebhookReceiver:
         self._claim(keys)
         self._check_user(parsed.user)
         try:
-            seen.run_id = self._start(parsed)
+            seen.run_id = self._start(parsed, seen)
         except Refused as refused:
             if refused.status >= 500:  # nothing started: let the sender's redelivery through
                 self._release(keys)
@@ -194,16 +197,17 @@ class WebhookReceiver:
         if entry.disabled:
             raise Refused(403, "user_disabled", "the sender's account is disabled")
 
-    def _start(self, event: CIEvent) -> str:
+    def _start(self, event: CIEvent, seen: _Seen) -> str:
+        """The run started; a refusal's record names the run a failed start had created."""
         try:
             return self._start_run(event)
-        except TransientError as exc:
-            raise Refused(503, exc.reason, exc.message) from None
-        except InfraBotError as exc:
-            raise Refused(422, exc.reason, exc.message) from None
-        except Exception:  # noqa: BLE001 - a bug must answer JSON, and be logged
-            get_logger(delivery_id=event.delivery_id).exception("webhook_start_run_crashed")
-            raise Refused(500, "internal_error", "the run could not be started") from None
+        except Exception as exc:  # noqa: BLE001 - every failure answers JSON; a bug is logged
+            seen.run_id = stopped_run(exc)
+            refusal = start_refusal(exc)
+            if refusal.status == 500:
+                get_logger(delivery_id=event.delivery_id, run_id=seen.run_id).exception(
+                    "webhook_start_run_crashed")
+            raise refusal from None
 
     def _record(self, seen: _Seen, answer: Answer) -> None:
         status, body = answer

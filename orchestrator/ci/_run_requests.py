@@ -20,7 +20,8 @@ The run's trigger is ``user_request``. Each refusal, with its status and reason:
 
 The token itself goes only to the orchestrator, which exchanges it at the authorization server
 (which verifies it again); it is never stored or logged. Each answer writes one audit record
-(service ``webhooks``, action ``run_request``).
+(service ``webhooks``, action ``run_request``); its run id is the run started, or the run a start
+that failed had created (and ended ``failed``) before it stopped, as at the webhook receiver.
 """
 
 from __future__ import annotations
@@ -36,9 +37,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
 from orchestrator._log import get_logger
 from orchestrator.audit import AuditRecord, AuditStore
-from orchestrator.ci._answers import Answer, Refused
+from orchestrator.ci._answers import Answer, Refused, start_refusal, stopped_run
 from orchestrator.ci._model import COMMIT_PATTERN, NAME_PATTERN, REPOSITORY_PATTERN, CIEvent
-from orchestrator.errors import InfraBotError, InvalidGrant, InvalidToken, TransientError
+from orchestrator.errors import InvalidGrant, InvalidToken, TransientError
 from orchestrator.federation import UserTokens
 from orchestrator.identity import federated_holder
 
@@ -117,19 +118,19 @@ class RunRequests:
             service=p.service or p.repository.rpartition("/")[2], environment=p.environment,
             commit=p.commit, trigger="user_request", pr=p.pr, idp=identity.issuer)
         seen.event = event
-        seen.run_id = self._start(event, request.workflow, token.strip())
+        seen.run_id = self._start(event, request.workflow, token.strip(), seen)
         return 202, {"status": "accepted", "run_id": seen.run_id}
 
-    def _start(self, event: CIEvent, workflow: str, token: str) -> str:
+    def _start(self, event: CIEvent, workflow: str, token: str, seen: _Seen) -> str:
+        """The run started; a refusal's record names the run a failed start had created."""
         try:
             return self._start_run(event, workflow, token)
-        except TransientError as exc:
-            raise Refused(503, exc.reason, exc.message) from None
-        except InfraBotError as exc:
-            raise Refused(422, exc.reason, exc.message) from None
-        except Exception:  # noqa: BLE001 - a bug must answer JSON, and be logged
-            get_logger(user=event.user).exception("run_request_crashed")
-            raise Refused(500, "internal_error", "the run could not be started") from None
+        except Exception as exc:  # noqa: BLE001 - every failure answers JSON; a bug is logged
+            seen.run_id = stopped_run(exc)
+            refusal = start_refusal(exc)
+            if refusal.status == 500:
+                get_logger(user=event.user, run_id=seen.run_id).exception("run_request_crashed")
+            raise refusal from None
 
     def _record(self, seen: _Seen, answer: Answer) -> None:
         status, body = answer
