@@ -36,18 +36,10 @@ from orchestrator.catalog import service_names
 from orchestrator.client import AuthClient
 from orchestrator.config import Settings
 from orchestrator.errors import ConfigError, InfraBotError, InvalidDPoPProof
-from orchestrator.identity import (
-    Directory,
-    SigningKey,
-    client_key_path,
-    generate_private_key,
-    load_client_key,
-    load_directory,
-    locked,
-    write_private,
-)
+from orchestrator.identity import Directory, SigningKey, generate_private_key
+from orchestrator.keystore import client_key_path, load_client_key, locked, write_private
 from orchestrator.runs import RunStore
-from orchestrator.workflows import Workflow, load_workflows
+from orchestrator.workflows import Workflow, load_directory, load_workflows
 
 T = TypeVar("T")
 # Threads per process asking for tokens ahead (overlapped hops): a worker process performs one

@@ -33,11 +33,11 @@ from orchestrator.authserver import open_registry
 from orchestrator.ci import CIEvent
 from orchestrator.client import AuthClient
 from orchestrator.config import Settings
-from orchestrator.identity import client_key, load_directory
+from orchestrator.keystore import client_key
 from orchestrator.orchestration import Orchestrator
 from orchestrator.runs import RunStore
 from orchestrator.runs._schema import parse_time
-from orchestrator.workflows import load_workflows
+from orchestrator.workflows import load_directory, load_workflows
 
 QUEUES = ("infrabot", "argocd", "cleanup")
 START_TIMEOUT = 60.0

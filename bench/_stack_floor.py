@@ -38,8 +38,10 @@ from orchestrator.authserver import AuthorizationService, ClientKeys, open_regis
 from orchestrator.authserver._app import _read_form
 from orchestrator.authserver._forms import Form, TokenRequest
 from orchestrator.config import Settings
-from orchestrator.identity import KeyRing, load_directory, mint
+from orchestrator.identity import mint
+from orchestrator.keystore import KeyRing
 from orchestrator.registry import open_store
+from orchestrator.workflows import load_directory
 
 MODES = ("hop", "loop", "edge")
 

@@ -19,7 +19,7 @@ from celery import Celery
 
 from infrabot.celery_app import celery_config
 from orchestrator.config import Settings
-from orchestrator.identity import load_directory
+from orchestrator.workflows import load_directory
 
 DONE_LIST = "bench:bare:done"
 HOPS = (("bare.infrabot", "infrabot"), ("bare.argocd", "argocd"), ("bare.cleanup", "cleanup"))

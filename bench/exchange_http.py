@@ -33,7 +33,8 @@ from infrabot.stack import ORCHESTRATOR_CLIENT, provision_clients
 from orchestrator.authserver import open_registry
 from orchestrator.authserver._service import GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS
 from orchestrator.client import AuthClient
-from orchestrator.identity import CLIENT_ASSERTION_TYPE, client_key, make_assertion
+from orchestrator.identity import CLIENT_ASSERTION_TYPE, make_assertion
+from orchestrator.keystore import client_key
 
 AGENT = "agent:infrabot"
 SCOPE = "urn:infra:monitoring:read"

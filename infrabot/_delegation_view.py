@@ -14,12 +14,12 @@ from orchestrator.errors import ConfigError, Unavailable
 from orchestrator.identity import (
     AccessClaims,
     DelegationRecord,
-    KeyRing,
     PublicKey,
     RecordStatus,
     record_status,
     verify_chain,
 )
+from orchestrator.keystore import KeyRing
 from orchestrator.runs import Exchanged, Run
 
 

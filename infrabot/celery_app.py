@@ -20,7 +20,8 @@ from infrabot._redis_broker import TRANSPORT as REDIS_TRANSPORT
 from orchestrator._broker_tls import naming_cert_reqs
 from orchestrator.audit import contains_raw_jwt
 from orchestrator.config import Settings
-from orchestrator.identity import Directory, load_directory
+from orchestrator.identity import Directory
+from orchestrator.workflows import load_directory
 
 # The result backend keeps only what a fan-out's chord counts: the branch hops' summaries (run,
 # agent, status; never a token), for an hour.

@@ -30,17 +30,12 @@ from orchestrator.authserver import (
 )
 from orchestrator.config import SERVICE_NAMES, Settings
 from orchestrator.errors import ConfigError, InvalidDPoPProof
-from orchestrator.identity import (
-    Directory,
-    KeyRing,
-    RevocationStore,
-    SigningKey,
-    client_key,
-    load_directory,
-)
-from orchestrator.identity import client_keys_dir as keys_dir_of_clients
+from orchestrator.identity import Directory, RevocationStore, SigningKey
+from orchestrator.keystore import KeyRing, client_key
+from orchestrator.keystore import client_keys_dir as keys_dir_of_clients
 from orchestrator.registry import open_store
 from orchestrator.services import DeclaredService, load_and_install
+from orchestrator.workflows import load_directory
 
 SERVER_NAMES = ("auth", *SERVICE_NAMES)
 ORCHESTRATOR_CLIENT = "client:orchestrator"

@@ -15,7 +15,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from orchestrator.identity import SigningKey, client_key, jkt_of, make_proof
+from orchestrator.identity import SigningKey, jkt_of, make_proof
+from orchestrator.keystore import client_key
 
 DPOP_ALG = "ES256"
 

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from opentelemetry import context as otel_context
 
-from orchestrator.identity import Directory, load_directory
+from orchestrator.identity import Directory
+from orchestrator.workflows import load_directory
 from tests import _workers
 from tests._redis import DEFAULT_TEST_REDIS_URL, TEST_REDIS_DB, flushed_redis
 

@@ -19,8 +19,7 @@ from rich.text import Text
 
 from infrabot.cli._common import load_settings, out_console, state_dir_option
 from orchestrator.errors import ConfigError
-from orchestrator.identity import load_directory
-from orchestrator.workflows import load_workflows
+from orchestrator.workflows import load_directory, load_workflows
 
 
 class BadInput(click.ClickException):

@@ -13,7 +13,8 @@ from pathlib import Path
 from infrabot.cli._common import CommandError
 from orchestrator._dpop_signer import dpop_key, dpop_keys_dir
 from orchestrator.config import Settings
-from orchestrator.identity import SigningKey, client_key, client_keys_dir, load_client_key
+from orchestrator.identity import SigningKey
+from orchestrator.keystore import client_key, client_keys_dir, load_client_key
 
 ORCHESTRATOR = "client:orchestrator"  # infrabot.stack's ORCHESTRATOR_CLIENT (heavy to import)
 

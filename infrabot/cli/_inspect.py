@@ -18,13 +18,8 @@ from orchestrator._display import display_safe
 from orchestrator.client import AuthClient
 from orchestrator.config import SERVICE_NAMES, Settings
 from orchestrator.errors import InvalidToken, OAuthError, Unavailable
-from orchestrator.identity import (
-    AccessClaims,
-    KeyRing,
-    TokenVerifier,
-    VerifierPolicy,
-    unverified_payload,
-)
+from orchestrator.identity import AccessClaims, TokenVerifier, VerifierPolicy, unverified_payload
+from orchestrator.keystore import KeyRing
 from orchestrator.registry import open_store
 
 

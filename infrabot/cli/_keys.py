@@ -23,11 +23,10 @@ from orchestrator.identity import (
     NotAPublicKeySet,
     PrivateKeyMaterial,
     PublicKey,
-    client_keys_dir,
-    init_client_key,
-    load_directory,
     public_keys_to_register,
 )
+from orchestrator.keystore import client_keys_dir, init_client_key
+from orchestrator.workflows import load_directory
 
 MAX_JWKS_BYTES = 64 * 1024
 _REGISTER_ONLY = "register only the public JWK Set that `infrabot keys init` prints"

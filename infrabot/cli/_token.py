@@ -31,7 +31,8 @@ from infrabot.cli._inspect import (
 from infrabot.cli._users import known_user
 from orchestrator.client import AuthClient
 from orchestrator.config import Settings
-from orchestrator.identity import Context, load_directory, make_assertion, make_proof
+from orchestrator.identity import Context, make_assertion, make_proof
+from orchestrator.workflows import load_directory
 
 
 @click.group("token")

@@ -10,7 +10,8 @@ from __future__ import annotations
 from infrabot.cli._common import CommandError
 from orchestrator.config import Settings
 from orchestrator.errors import ConfigError
-from orchestrator.identity import Directory, load_directory
+from orchestrator.identity import Directory
+from orchestrator.workflows import load_directory
 
 USER_PREFIX = "user:"
 

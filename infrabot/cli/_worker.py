@@ -11,15 +11,10 @@ from infrabot.cli._common import CommandError, load_settings, state_dir_option
 from orchestrator._log import configure
 from orchestrator.config import Settings
 from orchestrator.errors import InfraBotError
-from orchestrator.identity import (
-    Directory,
-    SigningKey,
-    client_keys_dir,
-    load_client_key,
-    load_directory,
-)
+from orchestrator.identity import Directory, SigningKey
+from orchestrator.keystore import client_keys_dir, load_client_key
 from orchestrator.runs import RunStore
-from orchestrator.workflows import load_workflows
+from orchestrator.workflows import load_directory, load_workflows
 
 
 def agent_keys(settings: Settings, directory: Directory,

@@ -27,8 +27,14 @@ from infrabot.cli._users import known_user
 from orchestrator._words import plural
 from orchestrator.config import Settings
 from orchestrator.errors import ConfigError
-from orchestrator.identity import Directory, load_directory
-from orchestrator.workflows import Workflow, graph_order, load_workflows, required_scopes
+from orchestrator.identity import Directory
+from orchestrator.workflows import (
+    Workflow,
+    graph_order,
+    load_directory,
+    load_workflows,
+    required_scopes,
+)
 
 _VERDICT_STYLE = {"allow": ("✓ allow", "green"), "refuse": ("✗ refuse", "red"),
                   "not_reached": ("· not reached", "yellow")}

@@ -30,11 +30,9 @@ from orchestrator.identity import (
     SigningKey,
     alg_of,
     generate_private_key,
-    locked,
-    read_private,
     signing_key_of,
-    write_private,
 )
+from orchestrator.keystore import locked, read_private, write_private
 
 PRIVATE_FILE = "audit.pem"
 PUBLIC_FILE = "audit-keys.json"

@@ -16,10 +16,10 @@ from orchestrator.identity import (
     ClientKeyLookup,
     Directory,
     Issuance,
-    KeyRing,
     RevocationStore,
     TokenVerifier,
 )
+from orchestrator.keystore import KeyRing
 
 
 class Server(Protocol):

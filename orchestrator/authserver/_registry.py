@@ -35,7 +35,8 @@ from orchestrator.authserver._registry_api import (
 from orchestrator.authserver._registry_sql import SqlClientRegistry
 from orchestrator.config import Settings
 from orchestrator.errors import ConfigError
-from orchestrator.identity import PublicKey, locked
+from orchestrator.identity import PublicKey
+from orchestrator.keystore import locked
 
 __all__ = ["ClientRegistry", "KeyInUse", "KeyRevoked", "RegisteredKey", "SqlClientRegistry",
            "StateDirRegistry", "open_registry"]

@@ -60,7 +60,6 @@ from orchestrator.identity import (
     Grant,
     IdentityProvider,
     Issuance,
-    KeyRing,
     KeySource,
     NonceIssuer,
     PublicKey,
@@ -68,6 +67,7 @@ from orchestrator.identity import (
     TokenVerifier,
     VerifierPolicy,
 )
+from orchestrator.keystore import KeyRing
 from orchestrator.tracing import own_span, safe_text, tracing_on
 
 __all__ = ["GRANT_JWT_BEARER", "GRANT_TOKEN_EXCHANGE", "TOKEN_TYPE_ACCESS", "TOKEN_TYPE_JWT",

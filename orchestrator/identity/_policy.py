@@ -1,13 +1,12 @@
 """The directory of users, agents, clients and services, and the context rules.
 
-Loaded from ``workflows/directory.yaml``. Users hold permissions (URN scopes); agents have the
+Read from ``workflows/directory.yaml`` by :func:`orchestrator.workflows.load_directory`. Users hold permissions (URN scopes); agents have the
 scopes they may ever be granted and the agents they may hand off to; services name the scopes
 their routes use. The per-user revocation version is dynamic and lives in the revocation store.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -16,12 +15,9 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
-    ValidationError,
     model_validator,
 )
 
-from orchestrator._yamlfile import line_of, load_model, load_yaml
-from orchestrator.errors import ConfigError
 from orchestrator.identity._claims import Context
 from orchestrator.identity._providers import IdentityProvider
 from orchestrator.identity._scopes import is_scope, is_write
@@ -62,8 +58,9 @@ CIEventKind = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z_]{0,63}$"),
 CIBranch = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._/-]{1,255}$")]
 
 
-class _LocatedError(ValueError):
-    """A cross-reference error that knows which entry of the file it is about."""
+class DirectoryEntryError(ValueError):
+    """A cross-reference error that knows which entry of the directory it is about (``loc``),
+    so that the loader can name the file's line (:func:`orchestrator.workflows.load_directory`)."""
 
     def __init__(self, message: str, loc: tuple[str | int, ...]) -> None:
         super().__init__(message)
@@ -179,13 +176,13 @@ class Directory(_Model):
         for name, agent in self.agents.items():
             for index, target in enumerate(agent.hands_off_to):
                 if target not in self.agents or target == name:
-                    raise _LocatedError(f"{name} hands off to {target!r}, which is not another "
+                    raise DirectoryEntryError(f"{name} hands off to {target!r}, which is not another "
                                         "agent", ("agents", name, "hands_off_to", index))
         seen: dict[str, str] = {}
         for name in self.agents:
             queue = self.queue_of(name)
             if queue in seen:
-                raise _LocatedError(f"{name} and {seen[queue]} share the queue {queue!r}",
+                raise DirectoryEntryError(f"{name} and {seen[queue]} share the queue {queue!r}",
                                     ("agents", name, "queue"))
             seen[queue] = name
         issuers = [p.issuer for p in self.identity_providers.values()]
@@ -240,18 +237,3 @@ class Directory(_Model):
 
     def client_ids(self) -> list[str]:
         return [*self.agents, *self.clients]
-
-
-def load_directory(path: Path) -> Directory:
-    """Load and validate a directory file; errors name the file and line."""
-    try:
-        return load_model(path, Directory)
-    except ConfigError as exc:
-        cause = exc.__cause__
-        error = (cause.errors()[0].get("ctx", {}).get("error")
-                 if isinstance(cause, ValidationError) else None)
-        if not isinstance(error, _LocatedError):
-            raise
-        _, lines = load_yaml(path)
-        where = ".".join(str(part) for part in error.loc)
-        raise ConfigError(f"{path}:{line_of(lines, error.loc)}: {where}: {error}") from cause

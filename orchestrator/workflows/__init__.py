@@ -1,5 +1,6 @@
-"""Declarative workflows loaded from ``workflows/*.yaml``."""
+"""Declarative workflows loaded from ``workflows/*.yaml``, and the directory file beside them."""
 
+from orchestrator.workflows._directory import load_directory
 from orchestrator.workflows._graph import (
     Branch,
     branch_agents,
@@ -51,6 +52,7 @@ __all__ = [
     "earlier_steps",
     "fork_of",
     "graph_order",
+    "load_directory",
     "load_workflow",
     "load_workflows",
     "longest_way",

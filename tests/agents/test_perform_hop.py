@@ -37,9 +37,9 @@ from orchestrator.catalog import CATALOG
 from orchestrator.ci import CIEvent
 from orchestrator.config import SERVICE_NAMES, Settings
 from orchestrator.errors import Unavailable
-from orchestrator.identity import client_key, load_directory
+from orchestrator.keystore import client_key
 from orchestrator.runs import Called, HopJournal, RunStore, StepRecord
-from orchestrator.workflows import load_workflow, load_workflows
+from orchestrator.workflows import load_directory, load_workflow, load_workflows
 
 AUTH = "http://auth.test"
 ENDPOINTS = {"auth": AUTH, **{name: f"http://{name}.test" for name in SERVICE_NAMES}}

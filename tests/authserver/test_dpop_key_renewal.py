@@ -10,12 +10,8 @@ from pathlib import Path
 
 from agents._runtime import AgentRuntime, install_agent_keys, renew_worker_dpop_keys
 from orchestrator._dpop_signer import dpop_keys_dir
-from orchestrator.identity import (
-    client_key_path,
-    generate_private_key,
-    load_client_key,
-    write_private,
-)
+from orchestrator.identity import generate_private_key
+from orchestrator.keystore import client_key_path, load_client_key, write_private
 
 from .conftest import INFRABOT, serve
 

@@ -14,7 +14,7 @@ import jwt
 import pytest
 
 from orchestrator.authserver import GRANT_JWT_BEARER, GRANT_TOKEN_EXCHANGE
-from orchestrator.identity import KeyRing
+from orchestrator.keystore import KeyRing
 
 from .conftest import ARGOCD, INFRABOT, AuthServer, refusal, serve, unverified_header
 

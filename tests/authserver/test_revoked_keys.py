@@ -17,12 +17,8 @@ from orchestrator.authserver import KeyInUse, open_registry
 from orchestrator.authserver._registry import KeyRevoked
 from orchestrator.config import Settings
 from orchestrator.errors import ConfigError
-from orchestrator.identity import (
-    MemoryRevocationStore,
-    client_keys_dir,
-    init_client_key,
-    load_client_key,
-)
+from orchestrator.identity import MemoryRevocationStore
+from orchestrator.keystore import client_keys_dir, init_client_key, load_client_key
 
 from .conftest import ARGOCD, INFRABOT, serve
 from .test_client_registry import NOW, OpenRegistry, new_key, registry_at

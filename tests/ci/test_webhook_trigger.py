@@ -11,7 +11,8 @@ import pytest
 
 from orchestrator.ci import build_deployment_event, build_workflow_run_event, encode
 from orchestrator.errors import ConfigError
-from orchestrator.identity import Directory, load_directory
+from orchestrator.identity import Directory
+from orchestrator.workflows import load_directory
 
 from .conftest import SECRET, Webhook, running_webhook
 

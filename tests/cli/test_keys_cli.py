@@ -12,7 +12,8 @@ import pytest
 from _cli import Result, clean_env, infrabot
 from jwt.algorithms import ECAlgorithm
 
-from orchestrator.identity import generate_private_key, write_private
+from orchestrator.identity import generate_private_key
+from orchestrator.keystore import write_private
 
 DIRECTORY = Path(__file__).resolve().parents[2] / "workflows" / "directory.yaml"
 REGISTER_ONLY = "register only the public JWK Set that `infrabot keys init` prints"

@@ -13,7 +13,8 @@ import pytest
 
 from orchestrator.authserver import SqlClientRegistry
 from orchestrator.config import Settings
-from orchestrator.identity import generate_private_key, write_private
+from orchestrator.identity import generate_private_key
+from orchestrator.keystore import write_private
 from tests._postgres import fresh_schema
 from tests.cli._cli import Result, clean_env, infrabot
 

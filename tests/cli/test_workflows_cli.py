@@ -44,8 +44,7 @@ def test_list_shows_each_workflow_with_trigger_agents_steps_and_scopes() -> None
 
 
 def test_list_json() -> None:
-    from orchestrator.identity import load_directory
-    from orchestrator.workflows import load_workflows, required_scopes
+    from orchestrator.workflows import load_directory, load_workflows, required_scopes
 
     result = run("list", "--json")
     assert result.exit_code == 0

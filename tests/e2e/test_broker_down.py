@@ -16,10 +16,10 @@ from orchestrator.ci import CIEvent
 from orchestrator.client import AuthClient
 from orchestrator.config import Settings
 from orchestrator.errors import Unavailable
-from orchestrator.identity import generate_private_key, load_directory, signing_key_of
+from orchestrator.identity import generate_private_key, signing_key_of
 from orchestrator.orchestration import Orchestrator
 from orchestrator.runs import RunStore
-from orchestrator.workflows import load_workflows
+from orchestrator.workflows import load_directory, load_workflows
 
 
 def _closed_port() -> int:

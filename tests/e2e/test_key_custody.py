@@ -22,7 +22,7 @@ from infrabot.celery_app import create_celery
 from orchestrator import errors
 from orchestrator.authserver import StateDirRegistry, open_registry
 from orchestrator.client import AuthClient
-from orchestrator.identity import init_client_key, load_client_key
+from orchestrator.keystore import init_client_key, load_client_key
 
 pytestmark = pytest.mark.redis
 

@@ -13,9 +13,9 @@ import pytest
 
 from infrabot.system import System, running_system
 from orchestrator.audit import contains_raw_jwt
-from orchestrator.identity import Directory, load_directory
+from orchestrator.identity import Directory
 from orchestrator.runs import RootGranted, RunStore, SpanLog, SpanRecord
-from orchestrator.workflows import load_workflows, required_scopes
+from orchestrator.workflows import load_directory, load_workflows, required_scopes
 from tests.e2e._harness import COMMIT, PR, RUN_TIMEOUT, embedded_settings
 from tests.federation._op import RESOURCE, OpenIDProvider, openid_provider
 from tests.federation.conftest import REPO, workflows_with

@@ -19,7 +19,6 @@ from orchestrator.identity import (
     Directory,
     ExchangeRequest,
     Issuance,
-    KeyRing,
     SigningKey,
     TokenVerifier,
     VerifiedToken,
@@ -29,6 +28,7 @@ from orchestrator.identity import (
     mint,
 )
 from orchestrator.identity._jws import canonical
+from orchestrator.keystore import KeyRing
 
 NOW = 1_764_400_000
 ISSUER = "http://127.0.0.1:8700"

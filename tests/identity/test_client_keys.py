@@ -15,14 +15,12 @@ from orchestrator.errors import ConfigError
 from orchestrator.identity import (
     NotAPublicKeySet,
     PrivateKeyMaterial,
-    client_key_path,
     generate_private_key,
-    init_client_key,
-    load_client_key,
     public_key_of,
     public_keys_to_register,
     thumbprint,
 )
+from orchestrator.keystore import client_key_path, init_client_key, load_client_key
 
 ALGS = ("ES256", "RS256", "EdDSA")
 

@@ -13,15 +13,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, x25519
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from orchestrator.errors import ConfigError, InvalidToken
-from orchestrator.identity import (
-    JWKSet,
-    KeyRing,
-    TokenVerifier,
-    VerifierPolicy,
-    client_key,
-    mint,
-    thumbprint,
-)
+from orchestrator.identity import JWKSet, TokenVerifier, VerifierPolicy, mint, thumbprint
+from orchestrator.keystore import KeyRing, client_key
 
 from .conftest import ALL_ALGS, ISSUER, NOW, Authority, b64
 

@@ -1,6 +1,7 @@
 """``orchestrator.identity`` is the pure core: it imports no client library (Redis, SQL, HTTP),
 neither in its own code (any import statement, at module level or inside a function) nor
-through what it imports. The adapters live at the edge (``orchestrator.registry`` ...)."""
+through what it imports, and it touches no file. The adapters live at the edge
+(``orchestrator.registry``, ``orchestrator.keystore`` ...)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,23 @@ def test_no_module_of_the_core_imports_a_client_library() -> None:
     found = {path.name: sorted(_imported_names(path) & set(CLIENT_LIBRARIES))
              for path in modules}
     assert {name: libs for name, libs in found.items() if libs} == {}
+
+
+FILE_SYSTEM = ("os", "fcntl", "pathlib", "shutil", "tempfile", "io", "glob")
+
+
+def test_no_module_of_the_core_touches_the_file_system() -> None:
+    """Keys and the directory file are read and written by adapters (``orchestrator.keystore``,
+    ``orchestrator.workflows.load_directory``); the core gets them as values."""
+    found = {}
+    for path in sorted(CORE.glob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        opens = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Call)
+                 and isinstance(node.func, ast.Name) and node.func.id == "open"]
+        modules = sorted(_imported_names(path) & set(FILE_SYSTEM))
+        if modules or opens:
+            found[path.name] = (modules, opens)
+    assert found == {}
 
 
 def test_importing_the_core_loads_no_client_library() -> None:

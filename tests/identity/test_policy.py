@@ -10,7 +10,8 @@ import yaml
 
 from orchestrator._yamlfile import load_yaml
 from orchestrator.errors import ConfigError
-from orchestrator.identity import Directory, load_directory, parse_scopes
+from orchestrator.identity import Directory, parse_scopes
+from orchestrator.workflows import load_directory
 
 from .conftest import make_ctx
 

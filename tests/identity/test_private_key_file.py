@@ -7,7 +7,8 @@ import os
 import stat
 from pathlib import Path
 
-from orchestrator.identity import generate_private_key, init_client_key, read_private, write_private
+from orchestrator.identity import generate_private_key
+from orchestrator.keystore import init_client_key, read_private, write_private
 
 
 def mode(path: Path) -> int:

@@ -11,13 +11,13 @@ from orchestrator.errors import InvalidRequest, InvalidScope, InvalidTarget, Inv
 from orchestrator.identity import (
     AccessClaims,
     Directory,
-    KeyRing,
     TokenVerifier,
     VerifiedToken,
     VerifierPolicy,
     decide,
     mint,
 )
+from orchestrator.keystore import KeyRing
 
 from .conftest import ALL_ALGS, ISSUER, NOW, SERVICES, Authority, make_issuance
 

@@ -14,13 +14,13 @@ from orchestrator.identity import (
     AccessClaims,
     CachedJWKS,
     JWKSet,
-    KeyRing,
     TokenVerifier,
     VerifiedToken,
     VerifierPolicy,
     check_chain,
     mint,
 )
+from orchestrator.keystore import KeyRing
 
 from ._twins import twin
 from .conftest import ALL_ALGS, AWS, DATADOG, ISSUER, NOW, Authority

@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives import serialization
 
 from infrabot.stack import client_keys_dir
 from orchestrator.config import Settings
-from orchestrator.identity import SigningKey, client_key
+from orchestrator.identity import SigningKey
+from orchestrator.keystore import client_key
 from tests._node import node_with
 from tests.authserver.conftest import ARGOCD, INFRABOT, AuthServer, serve
 

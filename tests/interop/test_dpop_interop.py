@@ -34,12 +34,12 @@ from orchestrator.identity import (
     ProofCheck,
     ProofPolicy,
     ath_of,
-    client_key,
     jkt_of,
     make_proof,
     new_jti,
     verify_proof,
 )
+from orchestrator.keystore import client_key
 from tests.authserver.conftest import INFRABOT, unverified_claims
 
 from .conftest import NODE_DIR, private_key_pem

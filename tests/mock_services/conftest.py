@@ -47,16 +47,16 @@ from orchestrator.identity import (
     Actor,
     Confirmation,
     Context,
-    KeyRing,
     MemoryRevocationStore,
     RevocationStore,
     SigningKey,
     Standing,
-    load_directory,
     mint,
     new_jti,
 )
+from orchestrator.keystore import KeyRing
 from orchestrator.services import DeclaredService
+from orchestrator.workflows import load_directory
 
 
 class ManualClock:

@@ -17,14 +17,9 @@ import pytest
 import yaml
 
 from mock_services._declared_schemas import Schemas
-from orchestrator.identity import (
-    generate_private_key,
-    jkt_of,
-    load_directory,
-    make_proof,
-    signing_key_of,
-)
+from orchestrator.identity import generate_private_key, jkt_of, make_proof, signing_key_of
 from orchestrator.services import DeclaredService, load_and_install
+from orchestrator.workflows import load_directory
 
 Stack = Any  # conftest.Stack: not importable by name when several conftests are collected
 REPO = Path(__file__).resolve().parents[2]

@@ -20,8 +20,8 @@ from pydantic import ValidationError
 from mock_services._latency import AnswerDelay
 from orchestrator.config import ServiceLatency, Settings
 from orchestrator.errors import ConfigError
-from orchestrator.identity import load_directory
 from orchestrator.services import load_and_install
+from orchestrator.workflows import load_directory
 
 Stack = Any  # conftest.Stack: not importable by name when several conftests are collected
 SHIPPED = Path(__file__).resolve().parents[2] / "workflows"

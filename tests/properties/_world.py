@@ -14,12 +14,12 @@ from orchestrator.identity import (
     Context,
     Directory,
     Issuance,
-    KeyRing,
     TokenVerifier,
     VerifiedToken,
     VerifierPolicy,
     mint,
 )
+from orchestrator.keystore import KeyRing
 
 NOW = 1_764_400_000
 ISSUER = "http://127.0.0.1:8700"

@@ -13,15 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.errors import InvalidToken
-from orchestrator.identity import (
-    AccessClaims,
-    Actor,
-    KeyRing,
-    TokenVerifier,
-    act_nesting,
-    mint,
-    nest,
-)
+from orchestrator.identity import AccessClaims, Actor, TokenVerifier, act_nesting, mint, nest
+from orchestrator.keystore import KeyRing
 
 from ._world import ISSUER, NOW, policy
 

@@ -23,7 +23,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from orchestrator.errors import InvalidRequest, InvalidScope
-from orchestrator.identity import ExchangeRequest, KeyRing, VerifiedToken, decide, decide_root
+from orchestrator.identity import ExchangeRequest, VerifiedToken, decide, decide_root
+from orchestrator.keystore import KeyRing
 
 from ._world import (
     NOW,

@@ -22,15 +22,9 @@ from hypothesis import strategies as st
 from jwt.algorithms import get_default_algorithms
 
 from orchestrator.errors import InfraBotError, InvalidToken
-from orchestrator.identity import (
-    AccessClaims,
-    KeyRing,
-    SigningKey,
-    TokenVerifier,
-    VerifiedToken,
-    mint,
-)
+from orchestrator.identity import AccessClaims, SigningKey, TokenVerifier, VerifiedToken, mint
 from orchestrator.identity._jws import canonical
+from orchestrator.keystore import KeyRing
 
 from ._world import ALGS, ISSUER, NOW, policy
 

@@ -10,8 +10,8 @@ import pytest
 from infrabot.scenarios import load_scenario, load_scenarios, scenario_files, select_scenarios
 from infrabot.scenarios._sandbox import sandbox_for
 from orchestrator.errors import ConfigError
-from orchestrator.identity import Directory, load_directory
-from orchestrator.workflows import Workflow, load_workflows, select
+from orchestrator.identity import Directory
+from orchestrator.workflows import Workflow, load_directory, load_workflows, select
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = REPO / "workflows"

@@ -11,8 +11,8 @@ import pytest
 from infrabot.scenarios import load_scenario
 from infrabot.scenarios._sandbox import sandbox_for
 from orchestrator.errors import ConfigError
-from orchestrator.identity import Directory, load_directory
-from orchestrator.workflows import Workflow, load_workflows
+from orchestrator.identity import Directory
+from orchestrator.workflows import Workflow, load_directory, load_workflows
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
 HEAD = "name: v\nevent: {user: sam, environment: staging}\nexpect: {status: denied}\nchanges:\n"

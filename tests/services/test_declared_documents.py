@@ -16,9 +16,8 @@ import yaml
 
 from orchestrator.catalog import CATALOG, LISTING, build_request, service_names
 from orchestrator.errors import ConfigError
-from orchestrator.identity import load_directory
 from orchestrator.services import json_path, load_and_install, load_services
-from orchestrator.workflows import load_workflows
+from orchestrator.workflows import load_directory, load_workflows
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "workflows"

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from orchestrator.errors import ConfigError
-from orchestrator.identity import Directory, load_directory
+from orchestrator.identity import Directory
 from orchestrator.workflows import (
     Branch,
     ConditionError,
@@ -23,6 +23,7 @@ from orchestrator.workflows import (
     downstream_scopes,
     earlier_steps,
     graph_order,
+    load_directory,
     load_workflow,
     longest_way,
     parse_condition,
