@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from infrabot.cli._common import CommandError, load_settings, state_dir_option
+from infrabot.cli._common import CommandError, endpoints, load_settings, state_dir_option
 from orchestrator._log import configure
 from orchestrator.config import Settings
 from orchestrator.errors import InfraBotError
@@ -15,6 +15,11 @@ from orchestrator.identity import Directory, SigningKey
 from orchestrator.keystore import client_keys_dir, load_client_key
 from orchestrator.runs import RunStore
 from orchestrator.workflows import load_directory, load_workflows
+
+# Settings that say where serve listens: set, they stand in for a missing endpoints.json (a
+# worker then reaches INFRABOT_HOST on the INFRABOT_*_PORT ports, docs/deploy.md).
+ENDPOINT_SETTINGS = frozenset({"host", "auth_port", "datadog_port", "github_port", "aws_port",
+                               "pagerduty_port", "service_ports"})
 
 
 def agent_keys(settings: Settings, directory: Directory,
@@ -56,10 +61,13 @@ def worker(queues: str | None, concurrency: int, pool: str, loglevel: str, hostn
            state_dir: Path | None) -> None:
     """Run agents from the broker named by INFRABOT_BROKER_URL (RabbitMQ or Redis).
 
-    Reads the servers' URLs from DIR/endpoints.json, written by `infrabot serve`. Signs
-    only as the agents of its queues, with their keys from DIR (`infrabot keys init`); it
-    refuses to start without them. A broker that restarts or is down does not stop the
-    worker: it reconnects and goes on consuming.
+    Reads the servers' URLs from DIR/endpoints.json, written by `infrabot serve` (copy it
+    from serve's state directory), or from INFRABOT_HOST and the INFRABOT_*_PORT settings
+    when set. Writes to serve's run log: INFRABOT_DATABASE_URL, or DIR/runs.sqlite3 when DIR
+    is serve's own state directory. Signs only as the agents of its queues, with their keys
+    from DIR (`infrabot keys init`). Without any of these it refuses to start: one line,
+    exit status 1. A broker that restarts or is down does not stop the worker: it reconnects
+    and goes on consuming.
 
     \b
     Example:
@@ -67,7 +75,7 @@ def worker(queues: str | None, concurrency: int, pool: str, loglevel: str, hostn
       export INFRABOT_REDIS_URL=redis://127.0.0.1:6379/0
       infrabot keys init agent:argocd --state-dir /tmp/ib > argocd.jwks
       infrabot keys register agent:argocd --jwks argocd.jwks --state-dir /tmp/ib
-      infrabot worker -Q argocd --state-dir /tmp/ib
+      infrabot worker -Q argocd --state-dir /tmp/ib     # serve's state directory
     """
     settings = load_settings(state_dir)
     if settings.broker_url.startswith("memory://"):
@@ -84,9 +92,10 @@ def worker(queues: str | None, concurrency: int, pool: str, loglevel: str, hostn
     if unknown or not chosen:
         raise CommandError(f"unknown queue {unknown[0] if unknown else '(none)'}; "
                            f"the directory's agents use {', '.join(declared)}")
-    _check_run_log(settings)
     _check_fan_outs(settings, directory)
     keys = agent_keys(settings, directory, chosen)
+    _check_run_log(settings)
+    _check_endpoints(settings)
     # Deferred: Celery and the agents are heavy to import
     from agents._runtime import install_agent_keys
 
@@ -124,9 +133,31 @@ def _check_fan_outs(settings: Settings, directory: Directory) -> None:
 
 
 def _check_run_log(settings: Settings) -> None:
-    """One line now, not a failure in every task later, if the run log cannot be opened (an
-    unreachable database); closed again before the pool's processes fork."""
+    """One line now, not a failure in every task later, if the run log cannot be serve's (no
+    INFRABOT_DATABASE_URL and no run log in the state directory: this worker would make one
+    of its own that serve never reads, and every hop would fail ``unknown_run``) or cannot be
+    opened (an unreachable database); closed again before the pool's processes fork."""
+    runs = settings.runs_target
+    if settings.database_url is None and isinstance(runs, Path) and not runs.exists():
+        raise CommandError(
+            f"no run log {runs}: set INFRABOT_DATABASE_URL to the database `infrabot serve` "
+            "uses, or give this worker serve's state directory (a run log of the worker's own "
+            "never sees serve's runs)")
     try:
         RunStore(settings.runs_target).close()
     except InfraBotError as exc:
         raise CommandError(exc.message) from None
+
+
+def _check_endpoints(settings: Settings) -> None:
+    """One line now, rather than hops sent to the default ports 8700-8705 where no server may
+    listen: DIR/endpoints.json must be there and name an auth server, unless INFRABOT_HOST or
+    a port setting says where serve listens."""
+    path = settings.endpoints_file
+    if path.exists():
+        endpoints(settings)  # a damaged one: one line naming it
+    elif not ENDPOINT_SETTINGS & settings.model_fields_set:
+        raise CommandError(
+            f"no {path}: copy it from serve's state directory (`infrabot serve` writes it once "
+            "ready), or set INFRABOT_HOST (and the INFRABOT_*_PORT settings) to where serve "
+            "listens")
