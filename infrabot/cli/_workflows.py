@@ -1,7 +1,9 @@
 """``infrabot workflows list|check``: the workflows, and what a user's run would be allowed.
 
 ``check`` exits 0 when every exchange of the run would be allowed, 1 when some would be refused
-(or never reached), 2 for bad input (an unknown workflow or user, a broken workflows folder).
+(or never reached) or when the run would never start (the event it names starts no workflow, or
+another one: chosen as the receiver chooses, :func:`orchestrator.workflows.select`), 2 for bad
+input (an unknown workflow or user, a broken workflows folder).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from orchestrator.workflows import (
     load_directory,
     load_workflows,
     required_scopes,
+    select,
 )
 
 _VERDICT_STYLE = {"allow": ("✓ allow", "green"), "refuse": ("✗ refuse", "red"),
@@ -131,8 +134,16 @@ def check_workflow(name: str, user: str, environment: str, trigger: str, as_json
     per hop each step's exchange and the hand-off. Shows the scopes the user lacks, what the
     context forbids and the chain's depth against max_depth.
 
-    Exit status: 0 every exchange would be allowed, 1 some would be refused or never reached,
-    2 unknown workflow or user.
+    The run must first start: a CI event of --trigger in --env must start NAME, chosen as the
+    webhook receiver chooses (the first workflow by name whose trigger takes the event's type,
+    environment, trigger and task). If it starts none (the receiver answers 422
+    no_matching_workflow) or another workflow, that is one line and exit status 1.
+
+    \b
+    Exit status:
+      0  every exchange would be allowed
+      1  some would be refused or never reached, or the run would never start
+      2  unknown workflow or user, a bad --env, a broken workflows folder
 
     \b
     Example:
@@ -156,12 +167,43 @@ def check_workflow(name: str, user: str, environment: str, trigger: str, as_json
     except ValidationError as exc:  # the context: --env (or --trigger) is not a context value
         first = exc.errors()[0]
         raise BadInput(f"--env {environment!r}: {first['msg']}") from None
+    why = never_starts(found, found[name], environment, trigger)
+    if why is not None:
+        raise CommandError(why)
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2))
     else:
         out_console().print(render_preflight(result))
     if not result.all_allowed:
         click.get_current_context().exit(1)
+
+
+def never_starts(found: dict[str, Workflow], workflow: Workflow, environment: str,
+                 trigger: str) -> str | None:
+    """Why no CI event of ``trigger`` in ``environment`` would start ``workflow`` (None: one of
+    its event types would), judged by :func:`select`, the receiver's own choice: per event type
+    the workflow takes, the workflow that event starts, or the receiver's refusal reason."""
+    t = workflow.trigger
+    refused: dict[str, list[str]] = {}  # the receiver's reason -> the event types it refuses
+    others: dict[str, list[str]] = {}  # another workflow -> the event types that start it
+    for event_type in t.events:
+        try:
+            chosen = select(found, event_type=event_type, environment=environment,
+                            trigger=trigger, task=t.task)
+        except ConfigError as exc:
+            refused.setdefault(exc.reason, []).append(event_type)
+            continue
+        if chosen.name == workflow.name:
+            return None
+        others.setdefault(chosen.name, []).append(event_type)
+
+    def event(types: list[str]) -> str:
+        return f"a {trigger} {' or '.join(types)} (task {t.task}) in {environment}"
+
+    parts = [f"{reason}: no workflow handles {event(types)}" for reason, types in refused.items()]
+    parts += [f"{event(types)} starts {name}" for name, types in others.items()]
+    return (f"{workflow.name} would never start: {'; '.join(parts)} ({workflow.name} runs in "
+            f"{', '.join(t.environments)}, triggered by {', '.join(t.triggers)})")
 
 
 def render_preflight(result: Any) -> RenderableType:

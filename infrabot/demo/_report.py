@@ -9,6 +9,9 @@ anywhere: styles and scripts are inline, there are no fonts or images.
 This module gathers what the page shows; the Jinja2 templates in ``templates/`` write it, with
 autoescaping on and every value display-safe first (:mod:`infrabot.demo._templates`).
 
+The graph and the lead name the run's own agents: those its events show, laid out by the
+workflow's graph when the workflow is known (given, or the one the demo's system ran).
+
 The file never holds a token: :func:`write_report` refuses to write a document in which any
 string looks like a compact JWT (:class:`RawTokenInReport`).
 """
@@ -20,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from infrabot.demo._report_edges import peer_of, scope_list, short
+from infrabot.demo._report_edges import peer_of, route, scope_list, short
 from infrabot.demo._report_svg import delegation_graph
 from infrabot.demo._story import DemoResult
 from infrabot.demo._templates import render
@@ -39,6 +42,7 @@ from orchestrator.runs import (
     summarize,
     waterfall_rows,
 )
+from orchestrator.workflows import Workflow
 
 AUDIT_COLUMNS = ("Timestamp", "Action", "Performed by", "On behalf of", "Resource", "Service",
                  "Decision", "Reason")
@@ -72,23 +76,29 @@ class Card:
     claims: str  # JSON, display-safe
 
 
-def write_report(result: DemoResult, path: Path) -> None:
+def write_report(result: DemoResult, path: Path, workflow: Workflow | None = None) -> None:
     """Render the report and write it to ``path``; refuses (and writes nothing) if any string
     in it looks like a compact JWT."""
-    document = render_report(result)
+    document = render_report(result, workflow)
     if contains_raw_jwt(document):
         raise RawTokenInReport("the report would contain a raw token; it was not written")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(document, encoding="utf-8")
 
 
-def render_report(result: DemoResult) -> str:
+def render_report(result: DemoResult, workflow: Workflow | None = None) -> str:
     run = result.run
+    workflow = workflow if workflow is not None else result.workflow
+    acted = {ev.agent for ev in run.events if ev.agent is not None}
+    if workflow is not None and not acted <= {p.agent for p in workflow.agents}:
+        workflow = None  # not the workflow this run ran (the folder changed since)
+    first = workflow.root_agent if workflow is not None else None
     root = next((ev.detail for ev in run.events
                  if isinstance(ev.detail, RootGranted | RootDenied)), None)
     return render(
-        "report.html", run=run, header=_header(result), drawing=delegation_graph(run),
-        timeline=_timeline(run), decoded=DECODED, cards=_cards(result, root),
+        "report.html", run=run, header=_header(result), route=route(run),
+        drawing=delegation_graph(run, workflow), timeline=_timeline(run, first),
+        decoded=DECODED, cards=_cards(result, root),
         root_scopes=_root_scopes(result, root) if root is not None else None,
         audit_columns=AUDIT_COLUMNS, audit=_audit_rows(result.audit),
         audit_lead=f"{plural(len(result.audit), 'record')} from the authorization server, the "
@@ -140,7 +150,7 @@ def _offset(run: Run, event: RunEvent) -> int:
     return int((event.time - run.created_at).total_seconds() * 1000)
 
 
-def _timeline(run: Run) -> list[Row]:
+def _timeline(run: Run, first: str | None) -> list[Row]:
     total = max([run.duration_ms or 0, 1] + [_offset(run, ev) for ev in run.events])
     rows = []
     for event in run.events:
@@ -155,7 +165,7 @@ def _timeline(run: Run) -> list[Row]:
             _cells(f"+{offset}", agent, event.kind, summarize(event).replace("urn:infra:", ""),
                    classes=("num", "nowrap", "nowrap", "wrap")),
             denied=denied,
-            attrs=(("data-agent", agent), ("data-peer", peer_of(event) or "")), bar=bar,
+            attrs=(("data-agent", agent), ("data-peer", peer_of(event, first) or "")), bar=bar,
             style=f"left:{start / total * 100:.2f}%;width:{ms / total * 100:.2f}%"))
     return rows
 

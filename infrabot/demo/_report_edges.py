@@ -2,6 +2,7 @@
 (named for its way: fan-out, branch taken, join from the fork) with the scopes handed off, each
 branch's last agent to its join ("join waits for it", no token), the calls with the scopes used,
 and the denials with their reasons. Laid out and drawn by :mod:`infrabot.demo._report_svg`.
+:func:`route` names the agents that acted, as the run's hand-offs went.
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ from orchestrator.runs import (
     RunEvent,
 )
 
-AGENTS = ("agent:infrabot", "agent:rollback", "agent:argocd", "agent:scanner", "agent:cleanup")
-
 
 def short(scope: object) -> str:
     return str(scope).replace("urn:infra:", "")
@@ -34,8 +33,9 @@ def scope_list(value: object) -> list[str]:
     return [short(s) for s in value] if isinstance(value, (list, tuple)) else []
 
 
-def peer_of(event: RunEvent, root_agent: str = AGENTS[0]) -> str | None:
-    """The node an event reaches out to: the service called, or the next agent."""
+def peer_of(event: RunEvent, root_agent: str | None = None) -> str | None:
+    """The node an event reaches out to: the service called, or the next agent (a refused
+    root grant's: ``root_agent``, the workflow's first agent, when it is known)."""
     d = event.detail
     if isinstance(d, Called | CallDenied):
         return d.service or None
@@ -111,11 +111,40 @@ class _Edges:
             self.add(agent, peer, "denied", reason, scopes, f"{d.kind}: {reason}")
 
 
-def graph_edges(run: Run) -> list[Edge]:
+def graph_edges(run: Run, root_agent: str | None = None) -> list[Edge]:
     """The hand-offs, calls and denials of a run, in the order they first happened."""
     edges = _Edges({head: chain[-1] for head, chain in run.branches.items()})
     for event in run.events:
-        peer = peer_of(event)
+        peer = peer_of(event, root_agent)
         if peer is not None or isinstance(event.detail, BranchTaken):
             edges.take(event, event.agent or run.user, peer or "")
     return list(edges.edges.values())
+
+
+def route(run: Run) -> str:
+    """The agents that acted, as the run's hand-offs went: ``a → b``, a fan-out's branches
+    ``a → b ∥ (c → d)`` and its join ``⇒ join e``; empty when no agent was granted a token."""
+    first = next((e.detail.may_act for e in run.events if isinstance(e.detail, RootGranted)),
+                 None)
+    onward: dict[str, list[str]] = {}
+    forks: dict[str, BranchTaken] = {}
+    for e in run.events:
+        if isinstance(e.detail, HandedOff) and e.agent is not None:
+            onward.setdefault(e.agent, []).append(e.detail.to)
+        elif isinstance(e.detail, BranchTaken) and e.agent is not None and e.detail.join:
+            forks.setdefault(e.agent, e.detail)
+    seen: set[str] = set()
+
+    def way(agent: str) -> str:
+        seen.add(agent)
+        fork = forks.get(agent)
+        if fork is not None and fork.join is not None:
+            branches = [" → ".join(run.branches.get(head, (head,))) for head in fork.to]
+            seen.update(a for head in fork.to for a in run.branches.get(head, (head,)))
+            text = " ∥ ".join(f"({b})" if " → " in b else b for b in branches)
+            return f"{agent} → {text} ⇒ join {way(fork.join)}" \
+                if fork.join in onward.get(agent, []) else f"{agent} → {text}"
+        after = [a for a in onward.get(agent, []) if a not in seen]
+        return agent if not after else f"{agent} → {' ∥ '.join(way(a) for a in after)}"
+
+    return way(first) if first else ""

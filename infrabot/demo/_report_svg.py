@@ -1,88 +1,42 @@
 """The delegation graph of a run as inline SVG: laid out here in Python (no JavaScript library),
 drawn by the template ``templates/graph.svg``.
 
-Top row: the user, then the agents (a branch not taken: not reached); bottom row: the services,
-under the agents that called them. Hand-off edges (the root grant, every hand-off, named for its
-way: fan-out, branch taken, join from the fork) are labelled with the scopes handed off, each
-branch's last agent has an edge to its join ("join waits for it", no token); an agent a branch
-handed off to stands beside the agent that handed off to it; call edges with the scopes
+Where the nodes stand is :mod:`infrabot.demo._report_layout`: columns by depth, a fan-out's
+branches on rows of their own, the services on a row below, the workflow's agents the run did not
+reach apart below them. Hand-off edges (the root grant, every hand-off, named for its way:
+fan-out, branch taken, join from the fork) are labelled with the scopes handed off, each branch's
+last agent has an edge to its join ("join waits for it", no token); call edges with the scopes
 used, denied edges (``root_denied``, ``exchange_denied``, ``call_denied``) are red, dashed and
-labelled with the reason. Nodes are ``<g class="node">``, edges ``<g class="edge">`` (plus
-``denied``), inside ``<svg id="delegation-graph">``; every text is escaped and display-safe.
+labelled with the reason. An edge is straight unless that would cross a node it does not join:
+then the least bent curve that crosses none. A label stands beside its edge where it covers no
+node, no other label and no edge. Nodes are ``<g class="node">``, edges ``<g class="edge">``
+(plus ``denied``), inside ``<svg id="delegation-graph">``; every text is escaped and display-safe.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 
-from infrabot.demo._report_edges import AGENTS, Edge, graph_edges
+from infrabot.demo._report_edges import Edge, graph_edges
+from infrabot.demo._report_layout import (
+    LINE_H,
+    MARGIN,
+    NODE_H,
+    NODE_W,
+    Box,
+    Node,
+    label_size,
+    layout,
+)
 from orchestrator.runs import Run
+from orchestrator.workflows import Workflow
 
-SERVICES = ("datadog", "github", "aws", "pagerduty")
-NODE_W, NODE_H = 150.0, 46.0
-CHAR_W, LINE_H = 7.3, 15.0  # 12px monospace
-MARGIN, ROW_GAP, MIN_PITCH = 24.0, 230.0, 300.0
-
-Box = tuple[float, float, float, float]  # left, top, right, bottom
-
-
-@dataclass(frozen=True)
-class Node:
-    id: str
-    kind: str  # "user", "agent" or "service"
-    x: float
-    y: float
-    active: bool
-
-    @property
-    def box(self) -> Box:
-        return (self.x - NODE_W / 2, self.y - NODE_H / 2, self.x + NODE_W / 2, self.y + NODE_H / 2)
-
-    @property
-    def shown(self) -> str:
-        return self.id if len(self.id) <= 19 else self.id[:18] + "…"
-
-    @property
-    def caption(self) -> str:
-        return self.kind + ("" if self.active else " · not reached")
-
-
-def _label_size(lines: list[str]) -> tuple[float, float]:
-    return max((len(s) for s in lines), default=0) * CHAR_W + 14, len(lines) * LINE_H + 8
-
-
-def layout(run: Run, edges: list[Edge]) -> tuple[list[Node], float, float]:
-    """Node positions and the drawing's width and height."""
-    ends = {e.source for e in edges} | {e.target for e in edges}
-    extra = sorted(n for n in ends if n.startswith("agent:") and n not in AGENTS)
-    agents = [*AGENTS, *extra]
-    for name in extra:  # beside the agent that handed off
-        parent = next((e.source for e in edges if e.target == name and e.kind == "handoff"
-                       and e.source in agents and e.source != name), None)
-        if parent is not None:
-            agents.remove(name)
-            agents.insert(agents.index(parent) + 1, name)
-    services = list(SERVICES) + sorted(n for n in ends - set(agents) - {run.user}
-                                       if n not in SERVICES)
-    widest = max((_label_size(e.label)[0] for e in edges if e.target in agents), default=0)
-    tallest = max((_label_size(e.label)[1] for e in edges if e.target in agents), default=0)
-    pitch = max(MIN_PITCH, NODE_W + widest + 40)
-    top = MARGIN + tallest + 16 + NODE_H / 2
-    nodes = [Node(name, "user" if i == 0 else "agent", MARGIN + NODE_W / 2 + i * pitch, top,
-                  name in ends) for i, name in enumerate([run.user, *agents])]
-    xs = {n.id: n.x for n in nodes}
-    first, step = xs[agents[0]], (xs[agents[-1]] - xs[agents[0]]) / max(len(services) - 1, 1)
-    wanted = []
-    for i, name in enumerate(services):  # under its callers, or spread along the agents' row
-        callers = [xs[e.source] for e in edges if e.target == name and e.source in xs]
-        wanted.append((sum(callers) / len(callers) if callers else first + i * step, i, name))
-    x = -math.inf
-    for desired, _, name in sorted(wanted):
-        x = max(desired, x + NODE_W + 30)
-        nodes.append(Node(name, "service", x, top + ROW_GAP, name in ends))
-    width = max(n.x for n in nodes) + NODE_W / 2 + MARGIN
-    return nodes, width, top + ROW_GAP + NODE_H / 2 + MARGIN
+BENDS = (0.0, 40.0, -40.0, 80.0, -80.0, 120.0, -120.0, 170.0, -170.0, 230.0, -230.0, 300.0,
+         -300.0)
+SAMPLES = 120
 
 
 def _clip(node: Node, toward: tuple[float, float], gap: float) -> tuple[float, float]:
@@ -117,29 +71,66 @@ class _Curve:
         return (u * u * self.p0[0] + 2 * u * t * self.c[0] + t * t * self.p2[0],
                 u * u * self.p0[1] + 2 * u * t * self.c[1] + t * t * self.p2[1])
 
+    @cached_property
+    def points(self) -> list[tuple[float, float]]:
+        return [self.at(i / SAMPLES) for i in range(SAMPLES + 1)]
+
+    @cached_property
+    def bounds(self) -> Box:
+        xs, ys = [p[0] for p in self.points], [p[1] for p in self.points]
+        return (min(xs), min(ys), max(xs), max(ys))
+
     def crosses(self, box: Box) -> bool:
-        return any(box[0] <= x <= box[2] and box[1] <= y <= box[3]
-                   for x, y in map(self.at, (i / 200 for i in range(201))))
+        b = self.bounds
+        if b[2] < box[0] or box[2] < b[0] or b[3] < box[1] or box[3] < b[1]:
+            return False
+        return any(box[0] <= x <= box[2] and box[1] <= y <= box[3] for x, y in self.points)
 
 
-def _label_box(edge: Edge, curve: _Curve, a: Node, b: Node, taken: list[Box],
-               others: list[_Curve]) -> Box:
-    """Above a straight hand-off on the top row; elsewhere the first spot beside the curve that
-    covers no node, no other label and no edge, its own included (a label never hides an
-    edge); failing that, one that covers no node or label."""
-    w, h = _label_size(edge.label)
-    if a.y == b.y and curve.c == ((a.x + b.x) / 2, a.y):
-        mx, my = curve.c
-        return (mx - w / 2, my - 8 - h, mx + w / 2, my - 8)
-    points = list(map(curve.at, (0.5, 0.38, 0.62, 0.28, 0.72, 0.2, 0.8)))
-    offsets = [(sx * (w / 2 + g), 0.0) for g in (8.0, 24.0, 48.0, 80.0, 120.0) for sx in (-1, 1)]
-    offsets += [(0.0, -h / 2 - 8), (0.0, h / 2 + 8), (0.0, 0.0)]
-    spots = [(x + dx - w / 2, y + dy - h / 2, x + dx + w / 2, y + dy + h / 2)
-             for dx, dy in offsets for x, y in points]
-    free = [box for box in spots if not any(_overlaps(box, t) for t in taken)]
-    clear = [box for box in free
-             if not any(c.crosses(_grown(box, 3.0)) for c in (curve, *others))]
-    return (clear or free or spots)[0]
+def _curve(a: Node, b: Node, others: list[Box], used: list[float]) -> tuple[_Curve, float]:
+    """The least bent curve from ``a`` to ``b`` that crosses no node in ``others``, and is not
+    one already drawn between them (``used`` bends); failing that, the least bent."""
+    bends = [bend for bend in BENDS if all(abs(bend - u) >= 40 for u in used)]
+    for bend in bends:
+        curve = _Curve.between(a, b, bend)
+        if not any(curve.crosses(_grown(box, 6.0)) for box in others):
+            return curve, bend
+    return _Curve.between(a, b, bends[0]), bends[0]
+
+
+def _spots(edge: Edge, curve: _Curve) -> Iterator[Box]:
+    """Where a label may go, nearest its edge's middle first: above a straight level hand-off,
+    then beside, above, below and at the corners of points along the curve, further and
+    further away; last, on the middle itself."""
+    w, h = label_size(edge.label)
+    mx, my = curve.at(0.5)
+    if edge.kind == "handoff" and curve.p0[1] == curve.p2[1] == curve.c[1]:
+        yield (mx - w / 2, my - 8 - h, mx + w / 2, my - 8)
+    ts = sorted((i / 20 for i in range(3, 18)), key=lambda t: abs(t - 0.5))
+    for gap in (6.0, 16.0, 30.0, 48.0, 72.0, 100.0, 140.0):
+        for t in ts:
+            x, y = curve.at(t)
+            for dx, dy in ((-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (1, -1), (-1, 1), (1, 1)):
+                cx, cy = x + dx * (w / 2 + gap), y + dy * (h / 2 + gap)
+                yield (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+    yield (mx - w / 2, my - h / 2, mx + w / 2, my + h / 2)
+
+
+def _label_box(edge: Edge, curve: _Curve, taken: list[Box], others: list[_Curve]) -> Box:
+    """The first spot (:func:`_spots`) that covers no node, no other label and no edge, its
+    own included (a label never hides an edge); failing that, the first that covers no node
+    or label; failing that, the edge's middle."""
+    free = None
+    last: Box | None = None
+    for box in _spots(edge, curve):
+        last = box
+        if any(_overlaps(box, t) for t in taken):
+            continue
+        if not any(c.crosses(_grown(box, 3.0)) for c in (curve, *others)):
+            return box
+        free = free or box
+    assert last is not None
+    return free or last
 
 
 def _grown(box: Box, by: float) -> Box:
@@ -167,36 +158,48 @@ class DrawnEdge:
 
 @dataclass(frozen=True)
 class Drawing:
-    """What ``templates/graph.svg`` draws for one run."""
+    """What ``templates/graph.svg`` draws for one run: its ``viewBox`` is ``left top width
+    height``; ``apart`` is where the caption of the agents not reached goes (None: none)."""
 
     nodes: list[Node]
     edges: list[DrawnEdge]
+    left: float
+    top: float
     width: float
     height: float
     description: str
+    apart: tuple[float, float] | None = None
 
 
-def delegation_graph(run: Run) -> Drawing:
-    """The laid-out delegation graph of one run."""
-    edges = graph_edges(run)
-    nodes, width, height = layout(run, edges)
+def delegation_graph(run: Run, workflow: Workflow | None = None) -> Drawing:
+    """The laid-out delegation graph of one run (of ``workflow``, when it is known: its first
+    agent is whom a refused root grant was for, its agents not reached are shown apart)."""
+    edges = graph_edges(run, workflow.root_agent if workflow is not None else None)
+    placed = layout(run, edges, workflow)
+    nodes = placed.nodes
     by_id = {n.id: n for n in nodes}
     edges.sort(key=lambda e: ("call", "handoff", "denied").index(e.kind))
-    seen: dict[frozenset[str], int] = {}
+    used: dict[frozenset[str], list[float]] = {}
     curves = []
     for edge in edges:
-        k = seen[frozenset((edge.source, edge.target))] = \
-            seen.get(frozenset((edge.source, edge.target)), -1) + 1
-        bend = 0.0 if k == 0 else 70.0 * ((k + 1) // 2) * (1 if k % 2 else -1)
-        curves.append(_Curve.between(by_id[edge.source], by_id[edge.target], bend))
+        a, b = by_id[edge.source], by_id[edge.target]
+        bends = used.setdefault(frozenset((a.id, b.id)), [])
+        curve, bend = _curve(a, b, [n.box for n in nodes if n.id not in (a.id, b.id)], bends)
+        bends.append(bend)
+        curves.append(curve)
     taken: list[Box] = [n.box for n in nodes]
-    drawn = []
-    for i, (edge, curve) in enumerate(zip(edges, curves, strict=True)):
-        box = _label_box(edge, curve, by_id[edge.source], by_id[edge.target], taken,
-                         curves[:i] + curves[i + 1:])
-        taken.append(box)
-        drawn.append(DrawnEdge(edge, curve, box))
-    width = max(width, max((box[2] for box in taken), default=0.0) + MARGIN)
+    boxes: dict[int, Box] = {}
+    for i in sorted(range(len(edges)), key=lambda i: edges[i].kind == "call"):  # hand-offs first
+        boxes[i] = _label_box(edges[i], curves[i], taken, curves[:i] + curves[i + 1:])
+        taken.append(boxes[i])
+    drawn = [DrawnEdge(edge, curve, boxes[i])
+             for i, (edge, curve) in enumerate(zip(edges, curves, strict=True))]
+    xs = [x for box in taken + [c.bounds for c in curves] for x in (box[0], box[2])]
+    ys = [y for box in taken + [c.bounds for c in curves] for y in (box[1], box[3])]
+    if placed.apart is not None:
+        ys.append(placed.apart[1] - 14)
+    left, top = min(xs) - MARGIN, min(ys) - MARGIN
     desc = (f"Delegation graph of {run.run_id}: {len(nodes)} nodes, {len(edges)} edges, "
             f"{sum(e.kind == 'denied' for e in edges)} denied")
-    return Drawing(nodes, drawn, width, height, desc)
+    return Drawing(nodes, drawn, left, top, max(xs) + MARGIN - left, max(ys) + MARGIN - top,
+                   desc, placed.apart)

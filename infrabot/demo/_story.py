@@ -25,6 +25,7 @@ from orchestrator.audit import StoredRecord
 from orchestrator.ci import ROUTE, CIEvent, build_deployment_event, webhook_key
 from orchestrator.config import Settings
 from orchestrator.runs import CallDenied, ExchangeDenied, Run, RunStore, SpanLog, SpanRecord
+from orchestrator.workflows import Workflow
 
 EVENT = {"user_login": "sam", "service": "service-x", "environment": "prod",
          "commit": "9f2c1e7", "pr": 124}
@@ -46,6 +47,7 @@ class DemoResult:
     trace: list[SpanRecord] = field(default_factory=list)  # the run's spans, when kept
     # Each delegation_chain the run's tokens carried, each record with its status
     delegation_chains: list[dict[str, Any]] = field(default_factory=list)
+    workflow: Workflow | None = None  # the workflow the run ran, as the system loaded it
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -95,7 +97,8 @@ def run_demo(settings: Settings, *, attacks: bool = True, static: bool = True,
                             user_permissions=list(system.stack.directory.users["user:sam"]
                                                   .permissions),
                             endpoints=system.endpoints(),
-                            delegation_chains=run_chains(system.stack.settings, run))
+                            delegation_chains=run_chains(system.stack.settings, run),
+                            workflow=system.runtime.workflows.get(run.workflow))
         if attacks:
             progress("attack round")
 

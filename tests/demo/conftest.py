@@ -14,10 +14,16 @@ from infrabot.demo import DemoResult, run_demo
 from orchestrator.audit import StoredRecord
 from orchestrator.config import Settings
 from orchestrator.runs import Run, RunEvent, RunStatus
+from orchestrator.workflows import Workflow, load_directory, load_workflows
 from tests._events import detail
 
 T0 = datetime(2025, 7, 18, 16, 10, 3, tzinfo=UTC)
 RUN_ID = "run-hand-made"
+SHIPPED = Settings().workflows_dir  # the shipped workflows, which the hand-made runs ran
+
+
+def shipped_workflow(name: str) -> Workflow:
+    return load_workflows(SHIPPED, load_directory(SHIPPED / "directory.yaml"))[name]
 
 
 @pytest.fixture(scope="session")
@@ -65,6 +71,7 @@ def make_result(events: list[RunEvent], *, status: RunStatus = "succeeded",
               events=tuple(events))
     event_fields = {"user_login": "sam", "service": "service-x", "environment": "prod",
                     "commit": commit, "pr": 124}
+    changes.setdefault("workflow", shipped_workflow("post-deploy"))
     return DemoResult(event=event_fields, run=run, audit=audit or [record(1)],
                       user_permissions=["urn:infra:repo:read", "urn:infra:deploy:comment"],
                       **changes)

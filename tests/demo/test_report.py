@@ -74,11 +74,17 @@ def test_graph_has_the_user_every_agent_and_the_four_services(document: str) -> 
 
 
 def test_graph_lays_out_the_chain_left_to_right(document: str) -> None:
+    """Columns by depth: the fan-out's branches in one column, on rows of their own; the
+    branch not taken apart, below everything the run reached."""
     svg = graph_xml(document)
-    x = {g.get("data-id"): float(rect.get("x", "nan"))
-         for g in svg_groups(svg, "node") if (rect := g.find(f"{SVG_NS}rect")) is not None}
-    assert x["user:sam"] < x["agent:infrabot"] < x["agent:argocd"] < x["agent:scanner"] < \
+    at = {g.get("data-id"): (float(rect.get("x", "nan")), float(rect.get("y", "nan")))
+          for g in svg_groups(svg, "node") if (rect := g.find(f"{SVG_NS}rect")) is not None}
+    x = {name: xy[0] for name, xy in at.items()}
+    assert x["user:sam"] < x["agent:infrabot"] < x["agent:argocd"] == x["agent:scanner"] < \
         x["agent:cleanup"]
+    assert at["agent:argocd"][1] != at["agent:scanner"][1]
+    assert at["agent:rollback"][1] > max(y for name, (_, y) in at.items()
+                                         if name != "agent:rollback")
 
 
 def test_hand_off_edges_are_labelled_with_the_scopes_handed_off(
