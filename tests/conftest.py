@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kombu.transport import memory as kombu_memory
 from opentelemetry import context as otel_context
 
 from orchestrator.identity import Directory
@@ -58,6 +59,22 @@ def _own_trace_context() -> Iterator[None]:
     token = otel_context.attach(otel_context.Context())
     yield
     otel_context.detach(token)
+
+
+@pytest.fixture(autouse=True)
+def _empty_memory_broker() -> Iterator[None]:
+    """kombu's ``memory://`` broker keeps its queues in the process (class attributes of its
+    Channel), not in the connection: a message one test's system left queued (a hop it never
+    performed) would be taken by the next test's worker in this process. Emptied before and
+    after each test."""
+    _clear_memory_broker()
+    yield
+    _clear_memory_broker()
+
+
+def _clear_memory_broker() -> None:
+    kombu_memory.Channel.queues.clear()
+    kombu_memory.Channel.events.clear()
 
 
 @pytest.fixture(scope="session")

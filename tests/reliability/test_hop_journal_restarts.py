@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 
 import httpx
 import pytest
@@ -43,29 +42,12 @@ from orchestrator.runs import HopJournal, Run
 from reliability._checks import assert_after_fault
 from reliability._faultproxy import FaultProxy, Rule
 from reliability.test_worker_killed import wait_gone
+from tests._ports import free_port_base, serve_port_count
 
 pytestmark = pytest.mark.redis
 COMMENTS = f"/repos/acme/service-x/issues/{PR}/comments"
 STATUSES = "/repos/acme/service-x/deployments/9001/statuses"
 TOKEN = "/token"
-
-
-def free_port_base(count: int = 6) -> int:
-    """A port ``p`` with ``p .. p+count-1`` free on loopback (``serve --port-base``)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + count > 65000:
-            continue
-        try:
-            for port in range(base, base + count):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
-    raise AssertionError("no free range of loopback ports")
 
 
 def restart_serve(d: Distributed, port_base: int) -> None:
@@ -167,7 +149,7 @@ def test_worker_killed_between_two_steps(distributed: Distributed) -> None:
 
 def test_serve_restarted_between_a_call_and_its_recording(distributed: Distributed) -> None:
     d = distributed
-    base = free_port_base()
+    base = free_port_base(serve_port_count(d.workflows_dir))
     d.serve(port_base=base)
     with FaultProxy() as proxy:
         # GitHub posts the comment and keeps its answer; then serve dies before answering.
@@ -196,7 +178,7 @@ def test_serve_restarted_between_a_call_and_its_recording(distributed: Distribut
 def test_serve_restarted_between_an_idempotent_call_and_its_retry(
         distributed: Distributed) -> None:
     d = distributed
-    base = free_port_base()
+    base = free_port_base(serve_port_count(d.workflows_dir))
     d.serve(port_base=base)
     ctx = Context(trigger="ci_pipeline", environment="prod", repository="acme/service-x",
                   commit=COMMIT, run_id="run-restart")

@@ -13,34 +13,28 @@ import os
 import signal
 import subprocess
 import time
-from urllib.parse import urlsplit
 
 import pytest
 from e2e._harness import INFRABOT
 
 from orchestrator._words import plural
 from reliability._system import FaultyDistributed
+from tests._ports import free_port_base, serve_port_count
 
 pytestmark = pytest.mark.redis
 COUNT = 40
 RATE = 8.0
-NAMES = ("auth", "datadog", "github", "aws", "pagerduty", "webhooks")
 
 
-def restart_serve_on_the_same_ports(d: FaultyDistributed, down_seconds: float) -> None:
+def restart_serve_on_the_same_ports(d: FaultyDistributed, port_base: int,
+                                   down_seconds: float) -> None:
     serve = next(p for p in d.procs if p.name == "serve" and p.alive())
     os.killpg(serve.pid, signal.SIGKILL)
     serve.popen.wait(10)
-    ports = {f"INFRABOT_{name.upper()}_PORT": str(urlsplit(d.endpoints[name]).port)
-             for name in NAMES}
+    before = d.endpoints
     (d.state_dir / "endpoints.json").unlink()
     time.sleep(down_seconds)
-    d.extra_env = {**d.extra_env, **ports}
-    proc = d.processes.start("serve", [str(INFRABOT), "serve"], d.env())
-    deadline = time.monotonic() + 30
-    while not (d.state_dir / "endpoints.json").exists():
-        assert proc.alive() and time.monotonic() < deadline, proc.output()
-        time.sleep(0.05)
+    assert d.serve(port_base=port_base) == before
 
 
 def wait_for_runs(d: FaultyDistributed, count: int, load: subprocess.Popen[str]) -> None:
@@ -55,7 +49,8 @@ def test_load_survives_the_receiver_going_down_and_reports_what_was_lost(
         faulty: FaultyDistributed, reliability_redis_url: str) -> None:
     d = faulty
     d.redis_url = reliability_redis_url
-    d.serve()
+    base = free_port_base(serve_port_count(d.workflows_dir))  # none taken while it is down
+    d.serve(port_base=base)
     d.worker(concurrency=2)
     load = subprocess.Popen(
         [str(INFRABOT), "simulate", "load", "--count", str(COUNT), "--rate", str(RATE),
@@ -63,7 +58,7 @@ def test_load_survives_the_receiver_going_down_and_reports_what_was_lost(
         env=d.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for_runs(d, 10, load)  # some events sent and accepted
-        restart_serve_on_the_same_ports(d, down_seconds=4.0)
+        restart_serve_on_the_same_ports(d, base, down_seconds=4.0)
         stdout, stderr = load.communicate(timeout=180)
     finally:
         if load.poll() is None:

@@ -22,9 +22,15 @@ yet, so their cleanup hop waits in Redis); eight more are sent just before it (i
 
 from __future__ import annotations
 
+import base64
 import collections
+import json
+import threading
 import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from urllib.parse import SplitResult
 
 import httpx
 import pytest
@@ -48,6 +54,7 @@ pytestmark = pytest.mark.redis
 DEADLINE = 15
 INFRABOT_ARGOCD = ("metrics:query", "pr:read", "comment:post", "deploy:create", "tags:create")
 UNAVAILABLE = (503, "temporarily_unavailable", "revocation_unavailable")
+ISSUANCES = ("token_exchange", "root_grant")  # the authorization server's audit actions
 
 
 def assert_registry_calls_refused(d: FaultyDistributed, tokens: dict[str, str],
@@ -74,11 +81,90 @@ def assert_registry_calls_refused(d: FaultyDistributed, tokens: dict[str, str],
     assert (webhook.status_code, webhook.json()["reason"]) == (503, "replay_cache_unavailable")
 
 
+@dataclass(frozen=True)
+class Forwarded:
+    """A request the wire forwarded to ``serve``, and the answer it got."""
+
+    sent: datetime  # as the wire began forwarding it: ``serve`` cannot have seen it earlier
+    request_id: str | None  # its X-Request-Id (an agent's call key)
+    status: int
+    issued: str | None  # the jti of the token the token endpoint answered with
+
+
+class Wire(ScriptedProxy):
+    """The scripted proxy (no faults) the workers reach ``serve`` through, noting when it
+    forwarded each request and what came back: which calls may have been admitted before Redis
+    went down."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.forwarded: list[Forwarded] = []
+        self._noted = threading.Lock()
+        wire, handler = self, self._server.RequestHandlerClass
+
+        class Noting(handler):  # type: ignore[valid-type,misc]
+            def _forward(self, target: SplitResult,
+                         body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+                sent = datetime.now(UTC)
+                status, headers, payload = super()._forward(target, body)
+                wire.note(Forwarded(sent, self.headers.get("X-Request-Id"), status,
+                                    issued_jti(target.path, status, payload)))
+                return status, headers, payload
+
+        self._server.RequestHandlerClass = Noting
+
+    def note(self, forwarded: Forwarded) -> None:
+        with self._noted:
+            self.forwarded.append(forwarded)
+
+
+def issued_jti(path: str, status: int, payload: bytes) -> str | None:
+    """The jti of the access token in a token endpoint's answer (None for any other)."""
+    if path != "/token" or status != 200:
+        return None
+    token = json.loads(payload).get("access_token")
+    if not isinstance(token, str) or token.count(".") != 2:
+        return None
+    segment = token.split(".")[1]
+    padded = segment + "=" * (-len(segment) % 4)
+    jti = json.loads(base64.urlsafe_b64decode(padded)).get("jti")
+    return jti if isinstance(jti, str) else None
+
+
+def sent_before_the_crash(records: Iterable[StoredRecord], forwarded: list[Forwarded],
+                          down: datetime) -> set[int]:
+    """The ids of the records answering a request the wire forwarded before ``down``: a call
+    or an issuance ``serve`` may have admitted before Redis died, and recorded after. A
+    service's record is its request's (the same X-Request-Id and status: a retry reuses the id,
+    and its attempts are recorded in the order they were sent), an issuance's the one whose
+    answer carried its jti."""
+    queues: dict[tuple[str, int], collections.deque[Forwarded]] = collections.defaultdict(
+        collections.deque)
+    for each in sorted(forwarded, key=lambda f: f.sent):
+        if each.request_id is not None:
+            queues[(each.request_id, each.status)].append(each)
+    issued_before = {f.issued for f in forwarded if f.issued is not None and f.sent < down}
+    out = set()
+    for record in sorted(records, key=lambda r: r.time):
+        if record.service in SERVICE_NAMES and record.request_id is not None \
+                and record.status is not None:
+            queue = queues.get((record.request_id, record.status))
+            if queue and queue.popleft().sent < down:
+                out.add(record.id)
+        elif record.service == "authserver" and record.action in ISSUANCES \
+                and record.jti in issued_before:
+            out.add(record.id)
+    return out
+
+
 def assert_nothing_allowed_while_down(records: list[StoredRecord], down: datetime,
-                                      up: datetime) -> None:
-    """No service call and no issuance was allowed while the registry could not answer (a call
-    admitted just before the crash may be recorded up to half a second later)."""
-    window = [r for r in records if down + timedelta(seconds=0.5) <= r.time < up]
+                                      up: datetime, forwarded: list[Forwarded]) -> None:
+    """No service call and no issuance was allowed while the registry could not answer. A call
+    admitted just before the crash may be recorded later: one recorded within half a second of
+    it, or one whose request reached ``serve`` before it (``sent_before_the_crash``)."""
+    early = sent_before_the_crash(records, forwarded, down)
+    window = [r for r in records if down + timedelta(seconds=0.5) <= r.time < up
+              and r.id not in early]
     allowed = [(r.service, r.action, r.run_id) for r in window if r.decision == "allow"
                and r.service in (*SERVICE_NAMES, "authserver", "webhooks")]
     assert allowed == []
@@ -92,7 +178,7 @@ def test_redis_restart_mid_run_ends_every_run_and_fails_closed(
     d.redis_url = own_redis.url(0)
     d.extra_env = {"INFRABOT_RUN_DEADLINE_SECONDS": str(DEADLINE)}
     d.serve()
-    with ScriptedProxy() as wire:  # no faults: it records every call the agents make
+    with Wire() as wire:  # no faults: it records every call the agents make, and when
         for _ in range(2):
             d.worker(queues=["infrabot", "argocd"], HTTP_PROXY=wire.url)
         parked = [accepted_run_id(d.webhook(deployment("sam"))) for _ in range(6)]
@@ -102,8 +188,8 @@ def test_redis_restart_mid_run_ends_every_run_and_fails_closed(
         root = root_for_infrabot(d.auth_client, "run-probe-root")["access_token"]
 
         in_flight = [accepted_run_id(d.webhook(deployment("sam"))) for _ in range(8)]
-        down = datetime.now(UTC)
         own_redis.stop()  # SIGKILL: a crash; Redis kept nothing on disk
+        down = datetime.now(UTC)  # stop() returns once it is dead: down from here on
         assert_registry_calls_refused(d, tokens, root)
         time.sleep(1.0)
         up = datetime.now(UTC)
@@ -139,7 +225,7 @@ def test_redis_restart_mid_run_ends_every_run_and_fails_closed(
                      if (r.service, r.action, r.reason) == ("orchestrator", "revoke",
                                                             "run_revoked"))
     assert revoked == deadline_failed
-    assert_nothing_allowed_while_down(records, down, up)
+    assert_nothing_allowed_while_down(records, down, up, wire.forwarded)
     probe = [r for r in records if r.run_id == "run-probe" and r.service in SERVICE_NAMES]
     assert sorted((r.service, r.decision, r.reason, r.status) for r in probe) == \
         sorted((s, "deny", "revocation_unavailable", 503) for s in SERVICE_NAMES)
