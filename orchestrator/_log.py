@@ -13,9 +13,10 @@ import logging
 import re
 import sys
 from collections.abc import Mapping, MutableMapping
-from typing import Any
+from typing import Annotated, Any
 
 import structlog
+from pydantic import AfterValidator
 
 _JWT = re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
 _PEM = re.compile(r"-----BEGIN [A-Z ]+-----.*?-----END [A-Z ]+-----", re.DOTALL)
@@ -39,8 +40,22 @@ def redact_processor(_logger: Any, _name: str,
     return redact(dict(event))  # type: ignore[no-any-return]
 
 
+def level_name(level: str) -> str:
+    """``level`` as the logging module names it (any case in, capitals out); ValueError unless
+    it is a level's name (numbers are not)."""
+    if level.upper() not in logging.getLevelNamesMapping():
+        raise ValueError("not a log level: use DEBUG, INFO, WARNING, ERROR or CRITICAL (any "
+                         "case)")
+    return level.upper()
+
+
+# The INFRABOT_LOG_LEVEL setting: a bad one is refused at start, never taken for INFO.
+LogLevel = Annotated[str, AfterValidator(level_name)]
+
+
 def configure(level: str = "INFO", *, json: bool = False) -> None:
-    """Configure structlog once per process; logs go to stderr."""
+    """Configure structlog once per process; logs go to stderr at ``level`` (a level's name in
+    any case; ValueError for anything else)."""
     renderer: Any = (structlog.processors.JSONRenderer() if json
                      else structlog.dev.ConsoleRenderer(
                          colors=False, exception_formatter=structlog.dev.plain_traceback))
@@ -54,7 +69,7 @@ def configure(level: str = "INFO", *, json: bool = False) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping().get(level.upper(), logging.INFO)),
+            logging.getLevelNamesMapping()[level_name(level)]),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=False,
     )

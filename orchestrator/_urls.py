@@ -1,5 +1,5 @@
 """The checks of the settings' URLs that may hold a password (``INFRABOT_DATABASE_URL``,
-``INFRABOT_REDIS_URL``, a Redis ``INFRABOT_BROKER_URL``): a ValueError that names the expected
+``INFRABOT_REDIS_URL``, a Redis ``INFRABOT_BROKER_URL``, the OTLP endpoint): a ValueError that names the expected
 shape and never quotes the URL, so a bad one is one line at start (a password with an unencoded
 ``/`` would otherwise reach a client's parser, whose error quotes part of it)."""
 
@@ -47,3 +47,16 @@ def check_redis_url(url: str) -> None:
             raise ValueError(f"{REDIS_SHAPE} (a host, and a database number if a path is given)")
     else:
         raise ValueError(REDIS_SHAPE)
+
+
+def check_otlp_url(url: str) -> None:
+    """An OTLP/HTTP endpoint: http(s), a host, a numeric port if any (empty means unset)."""
+    try:
+        parts = urlsplit(url)
+        good = not url or (parts.scheme in ("http", "https") and bool(parts.hostname)
+                           and parts.port != 0)  # reading the port parses it
+    except ValueError:
+        good = False
+    if not good:
+        raise ValueError("must be an http:// or https:// URL with a host (e.g. "
+                         "http://localhost:4318)")

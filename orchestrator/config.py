@@ -11,11 +11,13 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_core.core_schema import ValidationInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orchestrator._broker_tls import split_tls
+from orchestrator._log import LogLevel
 from orchestrator._service_latency import ServiceLatency, ServiceLatencySetting
-from orchestrator._urls import check_database_url, check_redis_url
+from orchestrator._urls import check_database_url, check_otlp_url, check_redis_url
 from orchestrator._webhook_secret import check_webhook_secret
 
 SigningAlg = Literal["ES256", "RS256", "EdDSA"]
@@ -33,6 +35,12 @@ BrokerKind = Literal["amqp", "redis", "memory"]
 BROKER_SCHEMES: dict[str, BrokerKind] = {
     "amqp": "amqp", "amqps": "amqp", "pyamqp": "amqp", "redis": "redis", "rediss": "redis",
     "memory": "memory"}
+
+
+# Settings checked by a function of their own: it names the shape, never quotes the value.
+_CHECKS = {"database_url": check_database_url, "redis_url": check_redis_url,
+           "otlp_endpoint": check_otlp_url, "webhook_secret": check_webhook_secret}
+
 
 class Settings(BaseSettings):
     """Configuration for every process of InfraBot Chains."""
@@ -149,7 +157,7 @@ class Settings(BaseSettings):
         None, description="Baseline only: one long-lived, over-permissioned service token the "
                           "services accept and static-mode runs use instead of delegation. "
                           "Off unless set; the demo and the benchmarks set it to compare.")
-    log_level: str = "INFO"
+    log_level: LogLevel = Field("INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL.")
     tracing: bool = Field(True, description="OpenTelemetry traces of every run (docs/tracing.md)"
                                             ": exported over OTLP when otlp_endpoint is set, "
                                             "else kept in the run log.")
@@ -158,13 +166,6 @@ class Settings(BaseSettings):
                                             "OTEL_EXPORTER_OTLP_ENDPOINT"),
         description="The standard OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT: spans go there over "
                     "OTLP/HTTP (the exporter reads the other OTEL_* variables itself).")
-
-    @field_validator("webhook_secret")
-    @classmethod
-    def _known_secret(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None:
-            check_webhook_secret(value.get_secret_value())
-        return value
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -181,18 +182,13 @@ class Settings(BaseSettings):
                              f"{VISIBILITY_MARGIN}: a hop must never come back while it runs")
         return self
 
-    @field_validator("database_url")
+    @field_validator(*_CHECKS)
     @classmethod
-    def _check_database_url(cls, value: SecretStr | None) -> SecretStr | None:
+    def _check_value(cls, value: Any, info: ValidationInfo) -> Any:
+        """A URL or a secret of the shape its setting needs (:data:`_CHECKS`)."""
         if value is not None:
-            check_database_url(value.get_secret_value())
-        return value
-
-    @field_validator("redis_url")
-    @classmethod
-    def _check_redis_url(cls, value: str | None) -> str | None:
-        if value is not None:
-            check_redis_url(value)
+            _CHECKS[str(info.field_name)](
+                value.get_secret_value() if isinstance(value, SecretStr) else value)
         return value
 
     @field_validator("service_ports")

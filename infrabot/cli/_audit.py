@@ -2,9 +2,9 @@
 
 The database is ``INFRABOT_DATABASE_URL``'s, else ``<state_dir>/audit.sqlite3`` from the settings
 (``INFRABOT_STATE_DIR`` or ``--state-dir``); ``--db`` names a SQLite file instead. A SQLite file
-is opened read-only. Bad input, a missing, damaged or foreign file, an unreachable database is
-one ``Error: ...`` line on stderr and a non-zero exit, never a traceback. Every value printed
-is display-safe (:mod:`orchestrator._display`).
+is opened read-only. Bad input, a missing, damaged or foreign file, an unreachable database, an
+output file that cannot be written is one ``Error: ...`` line on stderr and a non-zero exit,
+never a traceback. Every value printed is display-safe (:mod:`orchestrator._display`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,14 @@ from infrabot.cli._audit_options import (
     open_store,
 )
 from infrabot.cli._audit_verify import verify
-from infrabot.cli._common import CommandError, load_settings, out_console, state_dir_option
+from infrabot.cli._common import (
+    CommandError,
+    check_writable,
+    load_settings,
+    out_console,
+    output_file,
+    state_dir_option,
+)
 from infrabot.cli._users import resolve_user
 from orchestrator._display import safe_json
 from orchestrator.audit import (
@@ -89,13 +96,15 @@ def query(db: Path | None, state_dir: Path | None, as_json: bool, **filters: Any
 def export(db: Path | None, state_dir: Path | None, fmt: str, output: str, **filters: Any) -> None:
     """Export records as JSON lines (default) or OCSF events, to stdout or --output.
 
+    Exit status: 0 exported, 1 the database cannot be read or --output written, 2 bad usage.
+
     \b
     Example:
       infrabot audit export --format ocsf --run run-42 --output audit.ocsf.jsonl
     """
     with open_store(db, state_dir) as store:
         records = store.query(**filters)
-    with click.open_file(output, "w", encoding="utf-8") as fp:
+    with output_file(output, "the export") as fp:
         if fmt == "jsonl":
             to_jsonl(records, fp)
         else:
@@ -120,12 +129,16 @@ def keys(state_dir: Path | None, rotate: bool, output: str) -> None:
     Keep a copy where the database's writers cannot change it, and give it to `audit verify
     --keys` later. The same keys are served at the authorization server's /audit/keys.
 
+    Exit status: 0 written, 1 no audit key yet or --output cannot be written, 2 bad usage.
+
     \b
     Example:
       infrabot audit keys -o audit-keys.json
       infrabot audit keys --rotate
     """
     settings = load_settings(state_dir, state="create" if rotate else "unused")
+    if output != "-":  # said before a rotation, not after it
+        check_writable(Path(output), "the public keys")
     directory = settings.audit_keys_dir
     if rotate:
         existed = (directory / PUBLIC_FILE).exists()
@@ -138,5 +151,5 @@ def keys(state_dir: Path | None, rotate: bool, output: str) -> None:
     except InfraBotError as exc:
         raise CommandError(f"{exc.message} (a writer makes the key when it first starts)") \
             from None
-    with click.open_file(output, "w", encoding="utf-8") as fp:
+    with output_file(output, "the public keys") as fp:
         fp.write(json.dumps(document, indent=2) + "\n")

@@ -2,7 +2,7 @@
 
 Exit status: 0 when every expectation of every scenario holds, 1 when any does not (or a
 scenario could not run), 2 for a bad scenario file or an unknown scenario (one line naming the
-file and line).
+file and line), or a ``--junit`` file that cannot be written (said before any scenario runs).
 """
 
 from __future__ import annotations
@@ -17,7 +17,13 @@ import click
 from rich.console import Console
 from rich.text import Text
 
-from infrabot.cli._common import load_settings, out_console, state_dir_option
+from infrabot.cli._common import (
+    cannot_write,
+    check_writable,
+    load_settings,
+    out_console,
+    state_dir_option,
+)
 from orchestrator.errors import ConfigError
 from orchestrator.workflows import load_directory, load_workflows
 
@@ -58,7 +64,7 @@ def check(scenarios: tuple[str, ...], folder: Path | None, as_json: bool, junit:
     or narrowed user, a narrowed agent or hand-off, a lower depth limit, other context rules),
     and states the expected outcome of the webhook, the root grant and every exchange and call.
 
-    Exit status: 0 all expectations hold, 1 some do not, 2 bad scenario file.
+    Exit status: 0 all expectations hold, 1 some do not, 2 bad scenario file or --junit file.
 
     \b
     Example:
@@ -83,6 +89,8 @@ def check(scenarios: tuple[str, ...], folder: Path | None, as_json: bool, junit:
         files = load_scenarios(paths, directory, workflows)
     except ConfigError as exc:
         raise BadInput(exc.message) from None
+    if junit is not None:  # said now, not after every scenario ran
+        check_writable(junit, "the JUnit XML", BadInput)
     err = Console(stderr=True)
     workdir = None
     if keep:
@@ -101,7 +109,10 @@ def check(scenarios: tuple[str, ...], folder: Path | None, as_json: bool, junit:
                             jobs=jobs or default_jobs(), timeout=timeout, progress=progress)
     seconds = time.perf_counter() - started
     if junit is not None:
-        junit.write_text(junit_xml(results, seconds), encoding="utf-8")
+        try:
+            junit.write_text(junit_xml(results, seconds), encoding="utf-8")
+        except OSError as exc:
+            raise BadInput(cannot_write(junit, "the JUnit XML", exc)) from None
         err.print(f"JUnit XML written to {junit}")
     if workdir is not None:
         err.print(f"state kept in {workdir} (one state/ per system)")

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import click
-from pydantic import ValidationError
+from pydantic import AliasChoices, ValidationError
 from pydantic_settings import SettingsError
 from rich.console import Console
 
@@ -52,7 +55,7 @@ def load_settings(state_dir: Path | None = None, *, state: StateUse = "create",
         first = exc.errors()[0]
         where = ".".join(str(x) for x in first["loc"])
         message = first["msg"].removeprefix("Value error, ")
-        raise CommandError(f"bad setting INFRABOT_{where.upper()}: {message}" if where
+        raise CommandError(f"bad setting {variable(where)}: {message}" if where
                            else f"bad settings: {message}") from None
     except SettingsError as exc:  # a complex value (a JSON list) that does not parse
         field = re.search(r'field "(\w+)"', str(exc))
@@ -70,6 +73,57 @@ def load_settings(state_dir: Path | None = None, *, state: StateUse = "create",
         raise CommandError(f"cannot use state directory {settings.state_dir}: "
                            f"{exc.strerror or exc}") from None
     return settings
+
+
+def variable(field: str) -> str:
+    """The environment variable a setting was read from: ``INFRABOT_<FIELD>``, or of a standard
+    variable's choices (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, ..._ENDPOINT) the one that is set."""
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info is not None else None
+    if not isinstance(alias, AliasChoices):
+        return f"INFRABOT_{field.upper()}"
+    names = [name for name in alias.choices if isinstance(name, str) and name.isupper()]
+    return next((name for name in names if name in os.environ), names[0])
+
+
+def check_writable(path: Path, what: str,
+                   error: type[click.ClickException] = CommandError) -> None:
+    """Fail now, before the work whose result goes to ``path``, unless it can be written: its
+    missing folders are made, and it is opened to append (an existing file stays as it was; one
+    made here is removed again)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        existed = path.exists()
+        with path.open("a", encoding="utf-8"):
+            pass
+        if not existed:
+            path.unlink()
+    except OSError as exc:
+        raise error(cannot_write(path, what, exc)) from None
+
+
+def cannot_write(path: Path, what: str, exc: OSError) -> str:
+    """The one line for an output file that cannot be written: what, where, the OS's reason."""
+    # mkdir(exist_ok=True) says "File exists" of a file where a folder of the path must be
+    reason = os.strerror(errno.ENOTDIR) if isinstance(exc, FileExistsError) else exc.strerror
+    return f"cannot write {what} {path}: {reason or exc}"
+
+
+@contextmanager
+def output_file(name: str, what: str) -> Iterator[IO[str]]:
+    """``name`` opened for writing (missing folders made), or stdout for ``-``; failing to open or
+    write a file is one line (:func:`cannot_write`)."""
+    if name == "-":
+        with click.open_file(name, "w", encoding="utf-8") as fp:
+            yield fp
+        return
+    path = Path(name)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", encoding="utf-8") as fp:
+            yield fp
+    except OSError as exc:
+        raise CommandError(cannot_write(path, what, exc)) from None
 
 
 def endpoints(settings: Settings) -> dict[str, str]:

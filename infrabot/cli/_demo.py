@@ -9,7 +9,14 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from infrabot.cli._common import CommandError, load_settings, out_console, state_dir_option
+from infrabot.cli._common import (
+    CommandError,
+    cannot_write,
+    check_writable,
+    load_settings,
+    out_console,
+    state_dir_option,
+)
 from orchestrator._log import configure
 
 
@@ -23,7 +30,8 @@ from orchestrator._log import configure
 @state_dir_option
 def demo(as_json: bool, report: Path | None, no_attacks: bool, no_baseline: bool,
          state_dir: Path | None) -> None:
-    """Run sam's deploy of service-x to prod through InfraBot → ArgoCD → CleanupAgent.
+    """Run sam's deploy of service-x to prod: InfraBot, then ArgoCD and the scanner, then
+    CleanupAgent.
 
     Embedded: the authorization server, the four services, the webhook receiver, an in-memory
     broker and a worker, all in this process on free loopback ports. No Redis needed.
@@ -39,11 +47,7 @@ def demo(as_json: bool, report: Path | None, no_attacks: bool, no_baseline: bool
     if "log_level" not in settings.model_fields_set:
         configure("WARNING")  # the story is the output; INFRABOT_LOG_LEVEL=INFO shows the logs
     if report is not None:  # fail before the run, not after it
-        try:
-            report.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise CommandError(f"cannot write the report {report}: {exc.strerror or exc}") \
-                from None
+        check_writable(report, "the report")
     err = Console(stderr=True)
     result = run_demo(settings, attacks=not no_attacks, static=not no_baseline,
                       progress=lambda step: err.print(f"[dim]… {step}[/dim]"))
@@ -54,8 +58,7 @@ def demo(as_json: bool, report: Path | None, no_attacks: bool, no_baseline: bool
         try:
             write_report(result, report)
         except OSError as exc:
-            raise CommandError(f"cannot write the report {report}: {exc.strerror or exc}") \
-                from None
+            raise CommandError(cannot_write(report, "the report", exc)) from None
         click.echo(f"report written to {report}", err=True)  # unwrapped, no markup
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=2, default=str))

@@ -157,16 +157,9 @@ def render(result: dict[str, object]) -> None:
             console.print("[dim]claims below are UNVERIFIED[/dim]")
     if not isinstance(claims, dict):
         return
-    tree = Tree(Text.assemble((display_safe(claims.get("sub")), "bold"), " (principal)"))
-    node = tree
-    chain = []
-    act = claims.get("act")
-    while isinstance(act, dict):
-        chain.append(act.get("sub"))
-        act = act.get("act")
-    for actor in reversed(chain):
-        node = node.add(Text(f"acts: {display_safe(actor)}"))
-    console.print(tree)
+    # Claims without a principal (a DPoP proof's, say) get no principal line, never "None".
+    if claims.get("sub") is not None or isinstance(claims.get("act"), dict):
+        console.print(_principal_tree(claims))
     for name in ("aud", "scope", "ctx", "client_id", "may_act", "cnf", "jti", "exp"):
         if name in claims:
             console.print(Text(f"  {name}: {display_safe(_shown(name, claims[name]))}"))
@@ -176,6 +169,23 @@ def render(result: dict[str, object]) -> None:
         console.print(Text(display_safe(f"  delegation_chain: {verdict['status']}{why}")))
         for line in chain_lines(verdict["records"]):
             console.print(Text(f"    {display_safe(line)}"))
+
+
+def _principal_tree(claims: dict[str, object]) -> Tree:
+    """The principal (``sub``), and under it the ``act`` chain's actors in the order they
+    acted."""
+    sub = claims.get("sub")
+    shown = display_safe(sub) if sub is not None else "(no sub claim)"
+    tree = Tree(Text.assemble((shown, "bold"), " (principal)"))
+    node = tree
+    chain = []
+    act = claims.get("act")
+    while isinstance(act, dict):
+        chain.append(act.get("sub"))
+        act = act.get("act")
+    for actor in reversed(chain):
+        node = node.add(Text(f"acts: {display_safe(actor)}"))
+    return tree
 
 
 def _shown(name: str, value: object) -> str:

@@ -161,12 +161,14 @@ def register(client_id: str, jwks: str, state_dir: Path | None) -> None:
 def list_keys(as_json: bool, state_dir: Path | None) -> None:
     """Show the client registry: client, kid, algorithm, when each key was added (UTC); then
     each key revoked (`keys revoke`, never registered again), marked "revoked" with its time.
+    Only reads: a missing state directory (the registry's, unless INFRABOT_DATABASE_URL is set)
+    is an error, and is not made.
 
     \b
     Example:
       infrabot keys list
     """
-    registry = open_registry(load_settings(state_dir))
+    registry = open_registry(load_settings(state_dir, state="stores"))
     entries, revoked = registry.entries(), registry.revoked()
     if as_json:
         click.echo(json.dumps([{"client_id": e.client_id, "kid": e.kid, "alg": e.alg,

@@ -69,6 +69,7 @@ def test_register_list_revoke(tmp_path: Path) -> None:
     jwks.write_text(keys(host, "init", "agent:argocd").ok().stdout)
     kid = json.loads(jwks.read_text())["keys"][0]["kid"]
 
+    server.mkdir(mode=0o700)  # where the server runs: `keys list` only reads, makes none
     assert keys(server, "list").ok().stderr == "no keys registered\n"
     assert keys(server, "register", "agent:argocd", "--jwks", str(jwks)).ok().stdout == \
         f"registered: agent:argocd {kid} ES256\n"
@@ -97,6 +98,18 @@ def test_register_list_revoke(tmp_path: Path) -> None:
     [revoked] = keys(server, "list", "--json").ok().json()  # type: ignore[misc]
     assert (revoked["client_id"], revoked["kid"], set(revoked)) == (
         "agent:argocd", kid, {"client_id", "kid", "revoked"})
+
+
+def test_list_in_a_missing_state_directory_is_one_line_and_makes_none(tmp_path: Path) -> None:
+    typo = tmp_path / "sever"
+    for args in (("list",), ("list", "--json")):
+        result = keys(typo, *args)
+        assert result.returncode == 1, result
+        assert result.error_line() == (
+            f"no such state directory: {typo} (where `infrabot serve` or `infrabot demo` ran; "
+            "--state-dir or INFRABOT_STATE_DIR)")
+        assert result.stdout == ""
+    assert not typo.exists()
 
 
 def test_revoke_takes_a_kid_that_begins_with_a_dash(tmp_path: Path) -> None:

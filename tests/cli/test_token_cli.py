@@ -130,6 +130,29 @@ def test_inspect_shows_a_forged_token_s_claims_as_text_never_as_terminal_codes_o
     assert "scope: x\\u202eyllA" in result.stdout
 
 
+def test_inspect_of_claims_without_a_principal_prints_no_principal_line(
+        env: dict[str, str], sam: Result) -> None:
+    """A token of another type (a DPoP proof's claims: no sub, no act) shows its claims and no
+    "None (principal)"; one with an act chain but no sub says the sub is missing."""
+    _, _, signature = sam.stdout.strip().split(".")
+
+    def encoded(part: dict[str, object]) -> str:
+        return jwt.utils.base64url_encode(json.dumps(part).encode()).decode()
+
+    header = encoded({"alg": "ES256", "typ": "dpop+jwt"})
+    proof = encoded({"htm": "POST", "htu": "http://127.0.0.1:8700/token", "jti": "j1", "iat": 1})
+    result = infrabot("token", "inspect", f"{header}.{proof}.{signature}", env=env)
+    assert result.returncode == 1, result
+    result.no_traceback()
+    assert result.stdout == ("invalid: wrong_typ: typ must be at+jwt\n"
+                             "claims below are UNVERIFIED\n"
+                             "  jti: j1\n"), result
+    acting = encoded({"act": {"sub": "agent:argocd"}, "jti": "j2"})
+    result = infrabot("token", "inspect", f"{header}.{acting}.{signature}", env=env)
+    assert result.stdout.splitlines()[2:] == ["(no sub claim) (principal)",
+                                              "└── acts: agent:argocd", "  jti: j2"], result
+
+
 def test_inspect_of_a_token_signed_in_another_state_dir_is_unknown_kid(
         env: dict[str, str], tmp_path: Path) -> None:
     other = clean_env(INFRABOT_STATE_DIR=str(tmp_path / "other"))
