@@ -89,15 +89,22 @@ def variable(field: str) -> str:
 def check_writable(path: Path, what: str,
                    error: type[click.ClickException] = CommandError) -> None:
     """Fail now, before the work whose result goes to ``path``, unless it can be written: its
-    missing folders are made, and it is opened to append (an existing file stays as it was; one
-    made here is removed again)."""
+    missing folders are made; a path that exists (a file, a link, a pipe, ``/dev/stdout``) must
+    be writable, and is not opened (a pipe's reader would see its end); a new file is made and
+    removed again."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        existed = path.exists()
-        with path.open("a", encoding="utf-8"):
+        if path.is_symlink() and not path.exists():
+            return  # a link to a file yet to be made: the write makes it, or says why not
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        if path.exists():
+            if not os.access(path, os.W_OK):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+            return
+        with path.open("x", encoding="utf-8"):
             pass
-        if not existed:
-            path.unlink()
+        path.unlink()
     except OSError as exc:
         raise error(cannot_write(path, what, exc)) from None
 

@@ -132,13 +132,22 @@ def _check_fan_outs(settings: Settings, directory: Directory) -> None:
                            "in Redis: set INFRABOT_REDIS_URL (the registry's Redis)")
 
 
+def serves_own(settings: Settings) -> bool:
+    """Whether the state directory is serve's own: it holds the authorization server's signing
+    key ring, which only serve makes and a worker host never holds (docs/deploy.md). There a
+    worker shares serve's run log file and reads its endpoints, even while serve restarts."""
+    return (settings.keys_dir / "signing" / "keyring.json").exists()
+
+
 def _check_run_log(settings: Settings) -> None:
     """One line now, not a failure in every task later, if the run log cannot be serve's (no
-    INFRABOT_DATABASE_URL and no run log in the state directory: this worker would make one
-    of its own that serve never reads, and every hop would fail ``unknown_run``) or cannot be
-    opened (an unreachable database); closed again before the pool's processes fork."""
+    INFRABOT_DATABASE_URL, and a state directory not serve's without a run log: this worker
+    would make one of its own that serve never reads, and every hop would fail
+    ``unknown_run``) or cannot be opened (an unreachable database); closed again before the
+    pool's processes fork."""
     runs = settings.runs_target
-    if settings.database_url is None and isinstance(runs, Path) and not runs.exists():
+    if settings.database_url is None and isinstance(runs, Path) and not runs.exists() \
+            and not serves_own(settings):
         raise CommandError(
             f"no run log {runs}: set INFRABOT_DATABASE_URL to the database `infrabot serve` "
             "uses, or give this worker serve's state directory (a run log of the worker's own "
@@ -152,11 +161,13 @@ def _check_run_log(settings: Settings) -> None:
 def _check_endpoints(settings: Settings) -> None:
     """One line now, rather than hops sent to the default ports 8700-8705 where no server may
     listen: DIR/endpoints.json must be there and name an auth server, unless INFRABOT_HOST or
-    a port setting says where serve listens."""
+    a port setting says where serve listens, or DIR is serve's own (serve removes the file
+    while it is down: a worker started then reads it, or the ports, at its first hop, as
+    before)."""
     path = settings.endpoints_file
     if path.exists():
         endpoints(settings)  # a damaged one: one line naming it
-    elif not ENDPOINT_SETTINGS & settings.model_fields_set:
+    elif not ENDPOINT_SETTINGS & settings.model_fields_set and not serves_own(settings):
         raise CommandError(
             f"no {path}: copy it from serve's state directory (`infrabot serve` writes it once "
             "ready), or set INFRABOT_HOST (and the INFRABOT_*_PORT settings) to where serve "

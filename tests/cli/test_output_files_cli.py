@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ import infrabot.demo as demo_module
 import infrabot.demo._report as report_module
 import infrabot.scenarios as scenarios_module
 from infrabot.cli._check import check
+from infrabot.cli._common import CommandError, check_writable
 from infrabot.cli._demo import demo
 from orchestrator.audit import AuditStore
 
@@ -140,3 +142,23 @@ def test_audit_keys_to_a_file_writes_the_public_keys(audit_state: Path, tmp_path
              env=clean_env()).ok()
     document = json.loads(output.read_text())
     assert [key["kty"] for key in document["keys"]] and "d" not in document["keys"][0]
+
+
+def test_check_writable_keeps_a_link_and_makes_nothing(tmp_path: Path) -> None:
+    """A link to a file not made yet stays a link, and no file appears before the write."""
+    link = tmp_path / "link.xml"
+    link.symlink_to(tmp_path / "target.xml")
+    check_writable(link, "the JUnit report")
+    assert link.is_symlink() and not (tmp_path / "target.xml").exists()
+
+
+def test_check_writable_does_not_open_a_pipe(tmp_path: Path) -> None:
+    """A named pipe is not opened (that would block, or end its reader's stream)."""
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    check_writable(pipe, "the export")  # returns at once: nothing opened it
+
+
+def test_check_writable_refuses_a_directory(tmp_path: Path) -> None:
+    with pytest.raises(CommandError, match=r"cannot write the export .*: Is a directory"):
+        check_writable(tmp_path, "the export")

@@ -107,3 +107,18 @@ def test_a_worker_in_serves_state_directory_starts(tmp_path: Path) -> None:
     with serving(state, clean_env(INFRABOT_STATE_DIR=str(state))):
         assert {"runs.sqlite3", "endpoints.json"} <= {p.name for p in state.iterdir()}
         starts(state, clean_env(INFRABOT_BROKER_URL=NO_BROKER), tmp_path / "logs")
+
+
+def test_a_worker_in_serves_state_directory_starts_while_serve_is_down(tmp_path: Path) -> None:
+    """serve removes endpoints.json when it stops; a worker (re)started then in serve's own
+    state directory (the systemd units' /var/lib/infrabot: it holds serve's signing key ring)
+    starts, and finds serve again at its first hop, as before: no worker exits because serve
+    restarted (docs/reliability.md)."""
+    state = tmp_path / "state"
+    state.mkdir()
+    with serving(state, clean_env(INFRABOT_STATE_DIR=str(state))):
+        pass  # serve has run here once, and stopped
+    assert not (state / "endpoints.json").exists()
+    assert (state / "keys" / "signing" / "keyring.json").exists()
+    (state / "runs.sqlite3").unlink()  # nor need the run log be there yet: it is this one
+    starts(state, clean_env(INFRABOT_BROKER_URL=NO_BROKER), tmp_path / "logs")

@@ -38,7 +38,7 @@ import json, sys
 from pathlib import Path
 from orchestrator import errors
 from orchestrator.client import AuthClient
-from orchestrator.identity import client_keys_dir, load_client_key
+from orchestrator.keystore import client_keys_dir, load_client_key
 state = Path(sys.argv[1])
 auth = json.loads((state / "endpoints.json").read_text())["auth"]
 key = load_client_key(client_keys_dir(state / "keys"), "agent:cleanup")
