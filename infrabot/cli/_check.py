@@ -18,10 +18,10 @@ from rich.console import Console
 from rich.text import Text
 
 from infrabot.cli._common import (
-    cannot_write,
     check_writable,
     load_settings,
     out_console,
+    output_file,
     state_dir_option,
 )
 from orchestrator.errors import ConfigError
@@ -109,10 +109,8 @@ def check(scenarios: tuple[str, ...], folder: Path | None, as_json: bool, junit:
                             jobs=jobs or default_jobs(), timeout=timeout, progress=progress)
     seconds = time.perf_counter() - started
     if junit is not None:
-        try:
-            junit.write_text(junit_xml(results, seconds), encoding="utf-8")
-        except OSError as exc:
-            raise BadInput(cannot_write(junit, "the JUnit XML", exc)) from None
+        with output_file(junit, "the JUnit XML", BadInput) as fp:
+            fp.write(junit_xml(results, seconds))
         err.print(f"JUnit XML written to {junit}")
     if workdir is not None:
         err.print(f"state kept in {workdir} (one state/ per system)")

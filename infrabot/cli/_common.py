@@ -117,10 +117,12 @@ def cannot_write(path: Path, what: str, exc: OSError) -> str:
 
 
 @contextmanager
-def output_file(name: str, what: str) -> Iterator[IO[str]]:
-    """``name`` opened for writing (missing folders made), or stdout for ``-``; failing to open or
-    write a file is one line (:func:`cannot_write`)."""
-    if name == "-":
+def output_file(name: str | Path, what: str,
+                error: type[click.ClickException] = CommandError) -> Iterator[IO[str]]:
+    """``name`` opened for writing (missing folders made), or stdout for the option value ``-``
+    (a string; a :class:`Path` is always a file); failing to open or write a file is one line
+    (:func:`cannot_write`), raised as ``error``."""
+    if isinstance(name, str) and name == "-":
         with click.open_file(name, "w", encoding="utf-8") as fp:
             yield fp
         return
@@ -130,7 +132,7 @@ def output_file(name: str, what: str) -> Iterator[IO[str]]:
         with path.open("w", encoding="utf-8") as fp:
             yield fp
     except OSError as exc:
-        raise CommandError(cannot_write(path, what, exc)) from None
+        raise error(cannot_write(path, what, exc)) from None
 
 
 def endpoints(settings: Settings) -> dict[str, str]:
