@@ -16,7 +16,12 @@ from starlette.concurrency import run_in_threadpool
 
 from orchestrator.audit import public_document
 from orchestrator.audit._keys import PUBLIC_FILE
-from orchestrator.authserver._audit import INTROSPECT_ACTION, REVOKE_ACTION
+from orchestrator.authserver._audit import (
+    DPOP_KEY_ACTION,
+    INTROSPECT_ACTION,
+    REVOKE_ACTION,
+    TOKEN_ACTION,
+)
 from orchestrator.authserver._client_keys import CLIENT_KEYS_PATH, add_client_keys_route
 from orchestrator.authserver._dpop import DPOP_KEYS_PATH, one_proof
 from orchestrator.authserver._federated_root import TOKEN_TYPE_ID
@@ -184,20 +189,18 @@ def create_app(service: AuthorizationService) -> FastAPI:
                                  "reason": "no_audit_keys"}, status_code=404)
         return JSONResponse(document, headers={"Cache-Control": "public, max-age=60"})
 
+    def refused(action: str) -> Callable[[Exception], None]:
+        return lambda exc: service.audit_refused_form(action, exc)
+
     async def token(request: Request) -> Response:
-        form, dpop = await _audited_form(request, service.audit_refused_request,
-                                         with_proof=True)
+        form, dpop = await _audited_form(request, refused(TOKEN_ACTION), with_proof=True)
         issued = await run_in_threadpool(service.token, form, dpop)
         return JSONResponse(issued.body(), headers={**NO_STORE, **nonce_header()})
 
     async def dpop_keys(request: Request) -> Response:
-        form, dpop = await _audited_form(request, service.audit_refused_registration,
-                                         with_proof=True)
+        form, dpop = await _audited_form(request, refused(DPOP_KEY_ACTION), with_proof=True)
         registered = await run_in_threadpool(service.register_dpop_key, form, dpop)
         return JSONResponse(registered, headers={**NO_STORE, **nonce_header()})
-
-    def refused(action: str) -> Callable[[Exception], None]:
-        return lambda exc: service.audit_refused_form(action, exc)
 
     async def introspect(request: Request) -> Response:
         form, _ = await _audited_form(request, refused(INTROSPECT_ACTION))

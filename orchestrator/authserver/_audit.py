@@ -12,6 +12,8 @@ from typing import Any, Protocol
 from orchestrator.audit import AuditRecord, Decision, contains_raw_jwt
 from orchestrator.identity import AccessClaims
 
+# The action of a ``/token`` request's record refused before its client was authenticated.
+TOKEN_ACTION = "token"
 # The action of ``POST /dpop_keys``'s records: a registration, or its refusal.
 DPOP_KEY_ACTION = "dpop_key"
 # The actions of ``/introspect``'s records and of ``/revoke``'s and ``/revocations``'.
@@ -58,7 +60,7 @@ class Auditor:
                     run_id=run_id)
 
     def refused_request(self, exc: Exception, *, target: str = "",
-                        action: str = "token") -> None:
+                        action: str = TOKEN_ACTION) -> None:
         """A request (to ``/token``, or ``action``'s endpoint) refused before its client was
         authenticated."""
         self.refused(action, None, target, exc, None)

@@ -222,17 +222,9 @@ class AuthorizationService:
                   proof: str | None = None) -> list[dict[str, Any]]:
         return _introspection.audit_log(self, bearer, jti, scheme=scheme, proof=proof)
 
-    def audit_refused_request(self, exc: Exception, *, target: str = "") -> None:
-        """Audit a ``/token`` request refused before its client was authenticated."""
-        self.auditor.refused_request(exc, target=target)
-
-    def audit_refused_registration(self, exc: Exception) -> None:
-        """Audit a ``POST /dpop_keys`` refused before its client was authenticated."""
-        self.auditor.refused_request(exc, action=DPOP_KEY_ACTION)
-
     def audit_refused_form(self, action: str, exc: Exception) -> None:
-        """Audit a request to ``/introspect`` (``action`` ``introspect``), ``/revoke`` or
-        ``/revocations`` (``revoke``) whose body was refused before it was read."""
+        """Audit a request to a form endpoint refused before its body was read (``action``: the
+        endpoint's, ``token``, ``dpop_key``, ``introspect`` or ``revoke``)."""
         self.auditor.refused_request(exc, action=action)
 
     # -- in process ---------------------------------------------------------------------------
