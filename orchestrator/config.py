@@ -185,7 +185,11 @@ class Settings(BaseSettings):
     @field_validator(*_CHECKS)
     @classmethod
     def _check_value(cls, value: Any, info: ValidationInfo) -> Any:
-        """A URL or a secret of the shape its setting needs (:data:`_CHECKS`)."""
+        """A URL or a secret of the shape its setting needs (:data:`_CHECKS`). The OTLP
+        endpoint is the one setting other programs share (the standard ``OTEL_*`` variables):
+        with tracing off nothing exports to it, so it is not checked."""
+        if info.field_name == "otlp_endpoint" and not info.data.get("tracing", True):
+            return value
         if value is not None:
             _CHECKS[str(info.field_name)](
                 value.get_secret_value() if isinstance(value, SecretStr) else value)

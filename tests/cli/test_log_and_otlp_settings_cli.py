@@ -74,3 +74,33 @@ def test_the_settings_object_refuses_a_bad_endpoint(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "notaurl")
     with pytest.raises(ValidationError, match="must be an http:// or https:// URL"):
         Settings()
+
+
+@pytest.mark.parametrize("variable", ["OTEL_EXPORTER_OTLP_ENDPOINT",
+                                      "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"])
+def test_with_tracing_off_a_shared_endpoint_is_not_read(variable: str, tmp_path: Path) -> None:
+    """Another program's endpoint (a gRPC exporter's scheme-less ``host:4317``) in the shared
+    variable does not stop a command that exports nothing."""
+    result = infrabot("workflows", "list", env=clean_env(INFRABOT_STATE_DIR=str(tmp_path),
+                                                         INFRABOT_TRACING="false",
+                                                         **{variable: "collector:4317"}))
+    assert result.returncode == 0, result
+    assert "post-deploy" in result.stdout
+
+
+def test_with_tracing_on_the_same_endpoint_is_refused(tmp_path: Path) -> None:
+    result = infrabot("workflows", "list", env=clean_env(INFRABOT_STATE_DIR=str(tmp_path),
+                                                         INFRABOT_TRACING="true",
+                                                    OTEL_EXPORTER_OTLP_ENDPOINT="collector:4317"))
+    assert result.returncode == 1, result
+    assert result.error_line() == f"bad setting OTEL_EXPORTER_OTLP_ENDPOINT: {OTLP}"
+
+
+def test_a_bad_tracing_setting_leaves_the_endpoint_checked(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tracing's own value unreadable: the endpoint is checked as if tracing were on."""
+    monkeypatch.setenv("INFRABOT_TRACING", "perhaps")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "notaurl")
+    with pytest.raises(ValidationError) as caught:
+        Settings()
+    assert {error["loc"][0] for error in caught.value.errors()} == {"tracing", "otlp_endpoint"}
