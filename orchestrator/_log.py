@@ -18,7 +18,8 @@ from typing import Annotated, Any
 import structlog
 from pydantic import AfterValidator
 
-_JWT = re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
+from orchestrator._raw_jwt import redact_raw_jwts
+
 _PEM = re.compile(r"-----BEGIN [A-Z ]+-----.*?-----END [A-Z ]+-----", re.DOTALL)
 _SECRET_KEYS = frozenset({"token", "access_token", "subject_token", "actor_token", "assertion",
                           "client_assertion", "authorization", "secret", "password"})
@@ -26,7 +27,7 @@ _SECRET_KEYS = frozenset({"token", "access_token", "subject_token", "actor_token
 
 def redact(value: Any) -> Any:
     if isinstance(value, str):
-        return _PEM.sub("[redacted key]", _JWT.sub("[redacted token]", value))
+        return _PEM.sub("[redacted key]", redact_raw_jwts(value, "[redacted token]"))
     if isinstance(value, dict):
         return {k: "[redacted]" if str(k).lower() in _SECRET_KEYS else redact(v)
                 for k, v in value.items()}

@@ -12,6 +12,7 @@ import textwrap
 import pytest
 
 from agents._runtime import AgentRuntime
+from orchestrator._log import redact
 from orchestrator.config import Settings
 from orchestrator.orchestration import Orchestrator
 
@@ -57,3 +58,17 @@ def test_settings_and_the_runtime_never_show_their_secrets_in_a_repr() -> None:
     for holder in (AgentRuntime, Orchestrator):
         shown = [f.name for f in dataclasses.fields(holder) if f.repr]
         assert "static_token" not in shown and shown, holder
+
+
+# A real JWT's payload is a JSON object too: glued to other text, "eyJ" then "eyJ" gives it away.
+JWT = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ1c2VyOnNhbSJ9.c2lnbmF0dXJl"
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    (f"sent Bearer {TOKEN} to github", "sent Bearer [redacted token] to github"),
+    (f"sent jwt_{JWT} to github", "sent [redacted token] to github"),
+    (f"sent Bearer%20{JWT} to github", "sent Bearer%[redacted token] to github"),
+    (f"sent host.example.{JWT} to github", "sent host.example.[redacted token] to github"),
+])
+def test_a_token_glued_to_other_text_is_redacted(text: str, shown: str) -> None:
+    assert redact(text) == shown

@@ -8,28 +8,18 @@ checked, and anything shaped like a raw JWT is refused.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from orchestrator._raw_jwt import contains_raw_jwt
 from orchestrator.identity import AccessClaims
 
 Decision = Literal["allow", "deny"]
 
-# Three base64url segments separated by dots, the first one a JSON object ("{" encodes as "eyJ").
-# A JWE (five segments) matches too. Searched anywhere in a string, so "Bearer eyJ..." is caught.
-# A match may start only where a base64url run starts, so the search stays linear ("eyJeyJeyJ..."
-# would otherwise be rescanned from every "eyJ").
-_RAW_JWT = re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-
-
-def contains_raw_jwt(text: str) -> bool:
-    """True if ``text`` contains something shaped like a compact JWT/JWS/JWE."""
-    return _RAW_JWT.search(text) is not None
 
 
 def format_time(value: datetime) -> str:

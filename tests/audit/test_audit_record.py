@@ -98,6 +98,13 @@ def test_raw_jwt_is_refused_in_every_string_field(make_record, field) -> None:
         ("service-x.prod.eu", False),
         ("eyJ-not-a-token", False),
         ("a.b.c", False),
+        # glued after other base64url characters, or after a dotted prefix
+        (f"jwt_{TOKEN}", True),
+        (f"Bearer%20{TOKEN}", True),
+        (f"authorization=Bearer-{TOKEN}", True),
+        (f"host.example.{TOKEN}", True),
+        ("heyJude.mp3.bak", False),  # "eyJ" in a word, no JSON payload after it
+        ("cache_eyJkey.json.gz", False),
     ],
 )
 def test_contains_raw_jwt(text: str, expected: bool) -> None:
@@ -109,3 +116,11 @@ def test_content_is_json_values(make_record) -> None:
     assert content["chain"] == ["agent:infrabot", "user:sam"]
     assert content["scopes"] == ["urn:infra:metrics:query"]
     assert set(content) == set(AuditRecord.model_fields)
+
+
+@pytest.mark.parametrize("text", ["eyJ" * 200_000, "a." * 200_000, "eyJa.eyJb." * 50_000,
+                                  "x" * 400_000 + "eyJ"])
+def test_contains_raw_jwt_reads_a_long_text_once(text: str) -> None:
+    """No text is rescanned from every ``eyJ`` or every dot (the search is linear): these
+    finish at once instead of taking minutes."""
+    assert contains_raw_jwt(text) is text.startswith("eyJa")
