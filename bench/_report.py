@@ -1,6 +1,6 @@
 """Tables as Markdown: printed, written raw (JSON and Markdown) to ``bench/raw/`` for every run,
-and, only when asked (``--record``), put into ``bench/RESULTS.md`` as each benchmark's latest
-block, replacing the one before."""
+and, only when asked (``--record``), put into ``bench/LATEST.md`` as each benchmark's latest
+block, replacing the one before (``bench/RESULTS.md`` is the curated table chosen from them)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import redis
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+LATEST = Path(__file__).resolve().parent / "LATEST.md"
 RAW = Path(__file__).resolve().parent / "raw"  # git-ignored
 
 
@@ -149,7 +149,7 @@ def write_raw(label: str, env: list[tuple[str, str]], tables: dict[str, list[Tab
 
 def block(name: str, label: str, env: list[tuple[str, str]], tables: list[Table],
           command: str) -> str:
-    """One benchmark's block of RESULTS.md: its tables with when, where and what ran them."""
+    """One benchmark's block of LATEST.md: its tables with when, where and what ran them."""
     head = [f"### {name}: {env[0][1]}: {label}", "", f"`{command}`", ""]
     head += [f"- {key}: {value}" for key, value in env if key != "code measured"]
     return "\n".join(head) + "\n\n" + "\n".join(t.markdown(level=4) for t in tables)
@@ -159,7 +159,7 @@ def _marks(name: str) -> tuple[str, str]:
     return f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
 
 
-def record(blocks: dict[str, str], path: Path = RESULTS) -> None:
+def record(blocks: dict[str, str], path: Path = LATEST) -> None:
     """Replace each named benchmark's block in ``path`` (or add it at the end); the curated
     text around the blocks is left as it is."""
     text = path.read_text()

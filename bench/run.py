@@ -1,7 +1,7 @@
 """Run every benchmark, print each table, and write the run raw to ``bench/raw/`` (git-ignored).
 
     python -m bench                 # the full run (about 4 minutes on 2 cores)
-    python -m bench --record        # ... and make it each benchmark's block in bench/RESULTS.md
+    python -m bench --record        # ... and make it each benchmark's block in bench/LATEST.md
     python -m bench --quick         # about a minute
     python -m bench --only exchange,depth --label "after: cached key set"
     python -m bench --only chaos    # faults under load (issue 20), named only: minutes long
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--raw-dir", type=Path, default=RAW,
                         help="where the run's raw JSON and Markdown go (default bench/raw/)")
     parser.add_argument("--record", action="store_true",
-                        help="also replace each benchmark's block in bench/RESULTS.md with "
+                        help="also replace each benchmark's block in bench/LATEST.md with "
                              "this run's (without it no tracked file is written)")
     args = parser.parse_args(argv)
 
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                     for name, produced in tables.items()
                     if not any(t.title.endswith(": FAILED") for t in produced)}
         record(recorded)
-        print(f"recorded in bench/RESULTS.md: {', '.join(recorded) or 'nothing (all failed)'}",
+        print(f"recorded in bench/LATEST.md: {', '.join(recorded) or 'nothing (all failed)'}",
               file=sys.stderr)
     return 1 if failures else 0
 

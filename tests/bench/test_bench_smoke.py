@@ -179,11 +179,12 @@ def test_memory(bench_redis_url: str, tmp_path: Path) -> None:
 
 def test_runner_writes_the_run_raw_and_no_tracked_file_unless_asked(
         capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    results = Path(__file__).resolve().parents[2] / "bench" / "RESULTS.md"
-    before = results.read_text()
+    tracked = [Path(__file__).resolve().parents[2] / "bench" / name
+               for name in ("RESULTS.md", "LATEST.md")]
+    before = [path.read_text() for path in tracked]
     assert main(["--quick", "--only", "depth", "--raw-dir", str(tmp_path)]) == 0
     assert "### Depth" in capsys.readouterr().out
-    assert results.read_text() == before
+    assert [path.read_text() for path in tracked] == before
     [raw] = tmp_path.glob("bench-*Z-depth.json")
     data = json.loads(raw.read_text())
     assert data["tables"]["depth"][0]["title"].startswith("Depth")
@@ -192,7 +193,7 @@ def test_runner_writes_the_run_raw_and_no_tracked_file_unless_asked(
 
 
 def test_record_replaces_only_the_named_blocks(tmp_path: Path) -> None:
-    results = tmp_path / "RESULTS.md"
+    results = tmp_path / "LATEST.md"
     results.write_text("# curated\n\n<!-- bench:depth -->\nold depth\n<!-- /bench:depth -->\n"
                        "\n<!-- bench:audit -->\nold audit\n<!-- /bench:audit -->\n")
     env = [("date", "2026-01-01 00:00:00 UTC"), ("code measured", "/x"), ("python", "3.11")]
@@ -203,6 +204,14 @@ def test_record_replaces_only_the_named_blocks(tmp_path: Path) -> None:
     assert text.startswith("# curated\n") and "old depth" not in text and "old audit" in text
     assert text.count("<!-- bench:depth -->") == 1 and text.count("<!-- /bench:chaos -->") == 1
     assert "#### Depth: t" in text and "- python: 3.11" in text and "/x" not in text
+
+
+def test_the_runs_are_recorded_apart_from_the_curated_table() -> None:
+    """``--record`` writes LATEST.md; RESULTS.md stays the short table chosen by hand."""
+    bench_dir = Path(__file__).resolve().parents[2] / "bench"
+    assert record.__defaults__ == (bench_dir / "LATEST.md",)
+    assert "<!-- bench:" not in (bench_dir / "RESULTS.md").read_text()
+    assert "<!-- bench:end_to_end -->" in (bench_dir / "LATEST.md").read_text()
 
 
 def test_runner_refuses_an_unknown_benchmark(tmp_path: Path) -> None:
