@@ -30,7 +30,7 @@ from agents._ahead import Ask, Issued, revoke_unused
 from agents._runtime import AgentRuntime
 from orchestrator._log import get_logger
 from orchestrator.catalog import CATALOG, build_request
-from orchestrator.client import reason_of
+from orchestrator.client import AuthClient, reason_of
 from orchestrator.errors import InvalidRequest, OAuthError, Unavailable
 from orchestrator.runs import (
     STOPS,
@@ -197,16 +197,26 @@ class Hop:
             self._revoke(*self._ahead.pop(next(iter(self._ahead))))
 
     def _ask(self, token: str, ask: Ask, ahead: bool = False) -> Issued:
-        """One exchange; a refusal is its answer, a transient fault raises."""
-        target = dict(ask.target)
+        """One exchange; a refusal is its answer, a transient fault raises. A proof refused as
+        by a revoked key is asked once more, never twice, if the key was replaced meanwhile
+        (:meth:`AgentRuntime.replaced_refused_key`, docs/dpop.md)."""
         start = time.perf_counter()
-        try:
-            answer: dict[str, Any] | OAuthError = self.rt.auth(self.agent).exchange(
-                token, prove=ask.prove, joined=ask.joined, resource=target.get("resource"),
-                audience=target.get("audience"), scope=target.get("scope"))
-        except OAuthError as exc:
-            answer = exc
+        client = self.rt.auth(self.agent)
+        answer = self._exchange(client, token, ask)
+        if isinstance(answer, OAuthError) \
+                and self.rt.replaced_refused_key(self.agent, client.dpop, answer):
+            answer = self._exchange(self.rt.auth(self.agent), token, ask)  # with the new key
         return Issued(answer, _ms(start), ahead)
+
+    @staticmethod
+    def _exchange(client: AuthClient, token: str, ask: Ask) -> dict[str, Any] | OAuthError:
+        target = dict(ask.target)
+        try:
+            return client.exchange(token, prove=ask.prove, joined=ask.joined,
+                                   resource=target.get("resource"),
+                                   audience=target.get("audience"), scope=target.get("scope"))
+        except OAuthError as exc:
+            return exc
 
     def _revoke(self, ask: Ask, pending: Future[Issued]) -> None:
         revoke_unused(self.rt.auth(self.agent), ask, pending,

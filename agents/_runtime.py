@@ -12,7 +12,8 @@ for the tokens of overlapped hops (:meth:`AgentRuntime.ahead`, docs/journal.md).
 DPoP keys (docs/dpop.md): a process registers the DPoP keys of its agents before its first
 exchange and again once half of the registration's ``expires_in`` has passed. A key the server
 refuses as revoked (``dpop_key_revoked``) is never used again: it is replaced in the state
-directory by a new key, which is registered instead (:func:`register_dpop_key`).
+directory by a new key, which is registered instead (:func:`register_dpop_key`), at the
+latest at the agent's next hop (:meth:`AgentRuntime.replaced_refused_key`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from orchestrator._periodic import run_every
 from orchestrator.catalog import service_names
 from orchestrator.client import AuthClient
 from orchestrator.config import Settings
-from orchestrator.errors import ConfigError, InfraBotError, InvalidDPoPProof
+from orchestrator.errors import ConfigError, InfraBotError, InvalidDPoPProof, OAuthError
 from orchestrator.identity import Directory, SigningKey, generate_private_key
 from orchestrator.keystore import client_key_path, load_client_key, locked, write_private
 from orchestrator.runs import RunStore
@@ -49,6 +50,8 @@ _lock = threading.Lock()
 _runtimes: dict[int, AgentRuntime] = {}
 _worker_keys: dict[str, SigningKey] = {}
 REPLACEMENTS = 3  # revoked DPoP keys replaced in one registration, at most
+# An exchange's proof refused as by no key the agent has registered: revoked, perhaps.
+KEY_REFUSALS = ("dpop_key_not_registered", "dpop_key_mismatch", "dpop_key_revoked")
 _renewal: threading.Thread | None = None  # the worker's DPoP key renewal, once started
 
 
@@ -128,18 +131,34 @@ class AgentRuntime:
     def register_dpop_keys(self) -> None:
         """Register (renew) the DPoP key of every agent this process holds; an agent whose key
         was revoked gets a new one, and its client here signs with that from now on."""
-        lifetimes = []
-        for agent in sorted(self.keys):
-            signer, lifetime = register_dpop_key(self.settings.keys_dir, self.endpoints["auth"],
-                                                 agent, self.keys[agent], self.http,
-                                                 self.dpop(agent))
-            lifetimes.append(lifetime)
-            with _lock:
-                if self._dpop.get(agent) is not signer:
-                    self._dpop[agent] = signer
-                    self._auth.pop(agent, None)
+        lifetimes = [self._register(agent, self.dpop(agent)) for agent in sorted(self.keys)]
         shortest = min(lifetimes, default=0)  # 0: the server named no lifetime
         self._renew_at = time.time() + shortest / 2 if shortest > 0 else float("inf")
+
+    def replaced_refused_key(self, agent: str, refused: DPoPSigner | None,
+                             exc: OAuthError) -> bool:
+        """``agent``'s exchange, proven by ``refused``, refused for want of a registered key
+        (:data:`KEY_REFUSALS`): register again, a new key in place of a revoked one. True if
+        it was replaced: that one request is worth asking once more, with the new key. A
+        registration refused is logged, and the exchange's refusal stands."""
+        if refused is None or not isinstance(exc, InvalidDPoPProof) \
+                or exc.reason not in KEY_REFUSALS:
+            return False
+        try:
+            self._register(agent, self.dpop(agent))  # a hop that raced this one may have replaced it
+        except OAuthError as failed:
+            get_logger(agent=agent).warning("dpop_key_unregistered", reason=failed.reason)
+            return False
+        return self.dpop(agent).key.kid != refused.key.kid
+
+    def _register(self, agent: str, signer: DPoPSigner) -> int:
+        signer, lifetime = register_dpop_key(self.settings.keys_dir, self.endpoints["auth"],
+                                             agent, self.keys[agent], self.http, signer)
+        with _lock:
+            if self._dpop.get(agent) is not signer:
+                self._dpop[agent] = signer
+                self._auth.pop(agent, None)
+        return lifetime
 
     def service_url(self, service: str) -> str:
         return self.endpoints[service]
