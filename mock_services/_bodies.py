@@ -1,42 +1,108 @@
 """A request's body, read and parsed once for every mock service, and the answers to what does
-not parse or validate: bounded size (413), JSON by content type with bounded numbers (no
-``NaN``, no 10,000-digit integers: 400 ``number_out_of_range``), FastAPI's validation and HTTP
-errors in the one error shape (``error``, ``error_description``, ``reason``)."""
+not parse or validate: bounded size (413) and time (408 ``body_timeout`` when the whole body has
+not arrived within :data:`BODY_DEADLINE_SECONDS`), a client that closes the connection mid-body
+(recorded 499 ``client_disconnected``: no one is left to answer), JSON by content type with
+bounded numbers (no ``NaN``, no 10,000-digit integers: 400 ``number_out_of_range``), a query
+parameter the route takes once sent twice (422 ``repeated_parameter``), FastAPI's validation and
+HTTP errors in the one error shape (``error``, ``error_description``, ``reason``)."""
 
 from __future__ import annotations
 
 import email.message
 import json
 import math
-from typing import Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import UnionType
+from typing import Any, Union, get_args, get_origin
 
+import anyio
+from fastapi.dependencies.utils import get_flat_params
 from fastapi.exceptions import RequestValidationError
+from fastapi.params import Query
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from mock_services._bearer import ApiError, error_response
-from orchestrator.catalog import clean_text
+from orchestrator.catalog import Action, clean_text
 
 MAX_BODY_BYTES = 64 * 1024
+BODY_DEADLINE_SECONDS = 10.0
+"""How long the whole body may take to arrive once the head has (read at each request)."""
+CLIENT_CLOSED = 499  # nginx's "client closed request": only ever recorded, never received
 
 
 async def bounded_body(request: Request) -> bytes:
     """The body, read at most up to :data:`MAX_BODY_BYTES` (a chunked body is counted as it
-    arrives); kept on the request so the handler reads the same bytes."""
+    arrives) within :data:`BODY_DEADLINE_SECONDS`; kept on the request so the handler reads the
+    same bytes."""
     too_large = ApiError(413, "body_too_large", f"request bodies are limited to {MAX_BODY_BYTES}")
     declared = request.headers.get("content-length", "0")
     if not declared.isdigit() or int(declared) > MAX_BODY_BYTES:
         raise too_large
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise too_large
-        chunks.append(chunk)
+    try:
+        with anyio.fail_after(BODY_DEADLINE_SECONDS):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    raise too_large
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ApiError(408, "body_timeout", "the request body did not arrive within "
+                       f"{BODY_DEADLINE_SECONDS:g}s") from None
+    except ClientDisconnect:
+        raise ApiError(CLIENT_CLOSED, "client_disconnected",
+                       "the client closed the connection before sending the whole body") from None
     body = b"".join(chunks)
     request._body = body  # Starlette's cache: FastAPI's body parsing reads it from here
     return body
+
+
+@dataclass(frozen=True)
+class RouteInput:
+    """What a route reads of a request, checked before the target check: the query parameters
+    it takes one value of (``single``; one sent twice is 422 ``repeated_parameter``: which value
+    counts is never guessed), and, when its target is named in the body, the validation of the
+    handler's own body field (``validate``): a body of the wrong shape names no target, and is
+    answered as the handler would answer it (422 ``validation_failed``), not as a 403."""
+
+    single: frozenset[str] = frozenset()
+    validate: Callable[..., tuple[Any, list[dict[str, Any]]]] | None = None
+
+    @classmethod
+    def of(cls, route: APIRoute, actions: Sequence[Action]) -> RouteInput:
+        fields = [f for f in get_flat_params(route.dependant) if isinstance(f.field_info, Query)]
+        many = {f.alias for f in fields if _is_list(f.field_info.annotation)}
+        wire = {w for action in actions for _, w in action.query}
+        named = wire | {f.alias for f in fields}
+        in_body = any(f not in wire and f not in a.path_params
+                      for a in actions for f in a.target.fields)
+        body = route.body_field if in_body else None
+        return cls(frozenset(named - many), body.validate if body is not None else None)
+
+    def check_query(self, request: Request) -> None:
+        for name in sorted(self.single):
+            if len(request.query_params.getlist(name)) > 1:
+                raise ApiError(422, "repeated_parameter",
+                               f"query parameter {clean_text(name)!r} must be sent at most once")
+
+    def check_body(self, parsed: Any, body: bytes) -> None:
+        """FastAPI's own validation of what it would read: the parsed JSON, else the bytes."""
+        if self.validate is None:
+            return
+        _, errors = self.validate(parsed if parsed is not None else (body or None),
+                                  loc=("body",))
+        if errors:
+            raise RequestValidationError(errors)
+
+
+def _is_list(annotation: Any) -> bool:
+    if get_origin(annotation) in (Union, UnionType):
+        return any(_is_list(a) for a in get_args(annotation))
+    return (get_origin(annotation) or annotation) in (list, tuple, set, frozenset)
 
 
 MAX_INT_DIGITS = 19  # an int64; every numeric field of every route is bounded well inside it

@@ -55,6 +55,8 @@ from mock_services._bearer import (
     oauth_response,
 )
 from mock_services._bodies import (
+    CLIENT_CLOSED,
+    RouteInput,
     bounded_body,
     http_error_response,
     parse_body,
@@ -85,11 +87,12 @@ class Enforcer:
         self._anonymous = AnonymousTrail()
 
     async def handle(self, request: Request, actions: Sequence[Action], inner: Handler,
-                     resolve: Resolver | None) -> Response:
+                     resolve: Resolver | None, checks: RouteInput) -> Response:
         call = Call(actions[0], resource_for(actions[0], {}, None), request_id_of(request))
         with own_span(f"enforce {self.service}", scope_required=actions[0].scope):
             try:
-                response, reason = await self._run(request, actions, inner, resolve, call)
+                response, reason = await self._run(request, actions, inner, resolve, call,
+                                                   checks)
             except Exception as exc:  # noqa: BLE001 - every failure is answered and audited
                 if isinstance(exc, TargetRefused):
                     call.target = exc.audit_context()
@@ -108,11 +111,13 @@ class Enforcer:
         return await self._finish(call, response, reason, _source(request) if anonymous else None)
 
     async def _run(self, request: Request, actions: Sequence[Action], inner: Handler,
-                   resolve: Resolver | None, call: Call) -> tuple[Response, str]:
+                   resolve: Resolver | None, call: Call,
+                   checks: RouteInput) -> tuple[Response, str]:
         body = await bounded_body(request)
-        try:
+        try:  # bad input is answered once the caller is known
+            checks.check_query(request)
             parsed, unparsable = _parse(request, body), None
-        except ApiError as exc:  # answered once the caller is known, as any bad input is
+        except ApiError as exc:
             parsed, unparsable = None, exc
         call.action = next((a for a in actions if a.matches(parsed)), actions[0])
         # The route's own path parameters and only the query parameters it declares: a field
@@ -128,7 +133,7 @@ class Enforcer:
             form_tokens(request.headers.get("content-type"), body),
         )
         presented = Presented(scheme, dpop_proof(request.headers.getlist("dpop")),
-                              request.method, self._access.audience + request.url.path)
+                              request.method, self._access.audience + sent_path(request))
         caller = call.static = (self._access.static_caller(token) if scheme == "bearer"
                                 and presented.proof is None else None)
         if caller is None:
@@ -138,6 +143,7 @@ class Enforcer:
         if unparsable is not None:
             raise unparsable
         if resolve is not None and call.claims is not None and call.static is None:
+            checks.check_body(parsed, body)  # a body of the wrong shape names no target
             targets = resolve(call.action.target.values(values, parsed))
             self._access.check_targets(call.claims, call.action.scope, targets)
         request.state.caller = caller
@@ -172,8 +178,9 @@ class Enforcer:
             return oauth_response(self.service, exc, scope), exc.reason
         if isinstance(exc, Unavailable):
             return error_response(503, exc.body(), {"Retry-After": "1"}), exc.reason
-        if isinstance(exc, ApiError):
-            return error_response(exc.status, exc.body()), exc.reason
+        if isinstance(exc, ApiError):  # a body cut short: the connection is not reused
+            closing = {"Connection": "close"} if exc.status in (408, CLIENT_CLOSED) else None
+            return error_response(exc.status, exc.body(), closing), exc.reason
         if isinstance(exc, RequestValidationError):
             return validation_response(exc)
         if isinstance(exc, HTTPException):
@@ -215,6 +222,19 @@ class Enforcer:
         return response
 
 
+SENT_PATH = "infrabot.sent_path"
+"""A scope key: the raw path the client sent, kept by a middleware that rewrites the path."""
+
+
+def sent_path(request: Request) -> str:
+    """The path as the client sent it (its percent-encoding untouched, before any rewrite such
+    as AWS's wire forms): what the proof's ``htu`` must name (RFC 9449 4.3)."""
+    raw = request.scope.get(SENT_PATH) or request.scope.get("raw_path")
+    if not isinstance(raw, bytes):
+        return str(request.scope["path"])
+    return raw.decode("utf-8", "surrogateescape")
+
+
 def _source(request: Request) -> str:
     return clean_text(request.client.host) if request.client else "unknown"
 
@@ -239,12 +259,17 @@ class EnforcedRoute(APIRoute):
         self.resolve = resolve
         super().__init__(path, endpoint, **kwargs)
 
+    @property
+    def input_checks(self) -> RouteInput:
+        return RouteInput.of(self, self.actions)
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        inner = super().get_route_handler()
+        inner = super().get_route_handler()  # called once the route's dependant is known
         enforcer, actions, resolve = self.enforcer, self.actions, self.resolve
+        checks = self.input_checks
 
         async def handler(request: Request) -> Response:
-            return await enforcer.handle(request, actions, inner, resolve)
+            return await enforcer.handle(request, actions, inner, resolve, checks)
 
         return handler
 

@@ -5,7 +5,8 @@ with a JSON body using the AWS parameter names (``InstanceIds``, ``Resources``, 
 ``MetricDataQueries`` ...) and AWS-shaped answers. The real wire forms are accepted too and
 routed to the same operation: the JSON protocol, ``POST /`` with ``X-Amz-Target:
 AmazonEC2.CreateTags`` or ``GraniteServiceVersion20100801.GetMetricData`` (content type
-``application/x-amz-json-1.x``), and the query-style ``POST /ec2?Action=CreateTags``.
+``application/x-amz-json-1.x``), and the query-style ``POST /ec2?Action=CreateTags``; a DPoP
+proof names the URL the client sent (``POST /``, ``/ec2``), never the operation's path.
 
 Seeded with three prod instances tagged ``service=service-x`` (one a stale canary tagged
 ``deploy=stale``), one staging instance of service-x and one of service-y. An instance's ``env``
@@ -50,6 +51,7 @@ from mock_services._aws_shapes import (
     TerminateOut,
 )
 from mock_services._bearer import ApiError
+from mock_services._enforcement import SENT_PATH
 from mock_services._recent import RecentDict, RecentList
 from mock_services._routing import CallerDep, ServiceRouter
 from mock_services._targets import names, records
@@ -153,7 +155,9 @@ class WireForms:
                 headers = [(k, b"application/json" if k == b"content-type"
                             and v.startswith(b"application/x-amz-json") else v)
                            for k, v in scope["headers"]]
-                scope = {**scope, "path": path, "raw_path": path.encode(), "headers": headers}
+                sent = scope.get(SENT_PATH) or scope.get("raw_path") or scope["path"].encode()
+                scope = {**scope, "path": path, "raw_path": path.encode(), "headers": headers,
+                         SENT_PATH: sent}  # the proof is for the URL the client sent
         await self.app(scope, receive, send)
 
 

@@ -5,24 +5,40 @@ being buffered) and handed with the headers to :meth:`WebhookReceiver.receive` i
 starting a run talks to the authorization server, which may share this event loop. Every answer
 is JSON: ``{"status": ...}`` or, like every other server here, ``{"error", "error_description",
 "reason"}`` (:mod:`orchestrator.ci._answers`), including unknown routes and a crash.
+
+A body that has not arrived whole within :data:`BODY_DEADLINE_SECONDS` is refused 408
+``body_timeout``; a client that closes the connection mid-body is recorded as a client abort
+(499 ``client_disconnected``, an answer no one receives). Both are audited as the route's other
+refusals are, and the connection is closed.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
-from orchestrator.ci._answers import error_answer, error_code
+from orchestrator.ci._answers import Answer, Refused, error_answer, error_code
 from orchestrator.ci._events import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER
 from orchestrator.ci._receiver import WebhookReceiver
-from orchestrator.ci._run_requests import MAX_REQUEST_BYTES, RUNS_ROUTE, RunRequest, RunRequests
+from orchestrator.ci._run_requests import (
+    MAX_REQUEST_BYTES,
+    RUNS_ROUTE,
+    RunRequest,
+    RunRequests,
+    _Seen,
+)
 
 ROUTE = "/webhooks/github"
+BODY_DEADLINE_SECONDS = 10.0
+"""How long a whole body may take to arrive once the head has (read at each request)."""
+CLIENT_CLOSED = 499  # nginx's "client closed request": only ever recorded, never received
 
 
 class Accepted(BaseModel):
@@ -58,9 +74,11 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": Pong, "description": "A ping delivery was answered."},
     202: {"model": Accepted | Ignored,
           "description": "A run was started (accepted), or the event starts none (ignored)."},
-    400: _refusal("unsupported_event, missing_delivery_id, invalid_delivery_id or "
+    400: _refusal("unsupported_event, missing_delivery_id, invalid_delivery_id, "
+                  "repeated_header (a header that must come once, twice) or "
                   "malformed_event (field names the wrong part: also a missing event id or "
                   "signed time)."),
+    408: _refusal("body_timeout: the body did not arrive whole within 10 s."),
     401: _refusal("missing_signature or bad_signature."),
     403: _refusal("unknown_user or user_disabled."),
     409: _refusal("replayed_delivery: the same event id or the same signed body was already "
@@ -113,6 +131,7 @@ def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
 _RUN_RESPONSES: dict[int | str, dict[str, Any]] = {
     202: {"model": Accepted, "description": "A run was started on behalf of the token's user."},
     400: _refusal("malformed_request (field names the wrong part of the body)."),
+    408: _refusal("body_timeout: the body did not arrive whole within 10 s."),
     401: _refusal("missing_token, or the identity provider's token was refused: "
                   "untrusted_issuer, audience_mismatch, token_expired, unknown_kid, "
                   "alg_not_allowed, ... (docs/federation.md)."),
@@ -141,7 +160,10 @@ def create_webhook_app(receiver: WebhookReceiver,
     @app.post(ROUTE, status_code=202, response_model=None, responses=_RESPONSES,
               openapi_extra=_OPENAPI_EXTRA, summary="Receive a GitHub webhook delivery")
     async def github_webhook(request: Request) -> JSONResponse:
-        body = await _read_body(request, receiver.max_body_bytes)
+        try:
+            body = await _read_body(request, receiver.max_body_bytes)
+        except Refused as refused:
+            return _closing(await run_in_threadpool(receiver.refuse, request.headers, refused))
         status, answer = await run_in_threadpool(receiver.receive, request.headers, body)
         return JSONResponse(answer, status_code=status)
 
@@ -150,7 +172,12 @@ def create_webhook_app(receiver: WebhookReceiver,
                   openapi_extra=_RUN_OPENAPI_EXTRA,
                   summary="Start a workflow with your identity provider's token")
         async def start_run(request: Request) -> JSONResponse:
-            body = await _read_body(request, MAX_REQUEST_BYTES)
+            try:
+                body = await _read_body(request, MAX_REQUEST_BYTES)
+            except Refused as refused:  # recorded as the route records its other refusals
+                refusal = refused.answer()
+                await run_in_threadpool(run_requests._record, _Seen(), refusal)
+                return _closing(refusal)
             status, answer = await run_in_threadpool(
                 run_requests.receive, request.headers.get("authorization"), body)
             return JSONResponse(answer, status_code=status)
@@ -175,12 +202,29 @@ def create_webhook_app(receiver: WebhookReceiver,
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, or its first ``limit + 1`` bytes when it is longer (enough to refuse it)."""
+    """The body, or its first ``limit + 1`` bytes when it is longer (enough to refuse it).
+
+    Raises :class:`Refused`: 408 ``body_timeout`` past :data:`BODY_DEADLINE_SECONDS`, 499
+    ``client_disconnected`` when the client closed the connection first."""
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            break
+    try:
+        with anyio.fail_after(BODY_DEADLINE_SECONDS):
+            async for chunk in request.stream():
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > limit:
+                    break
+    except TimeoutError:
+        raise Refused(408, "body_timeout", "the request body did not arrive within "
+                      f"{BODY_DEADLINE_SECONDS:g}s", error="request_timeout") from None
+    except ClientDisconnect:
+        raise Refused(CLIENT_CLOSED, "client_disconnected", "the client closed the connection "
+                      "before sending the whole body", error="client_closed_request") from None
     return b"".join(chunks)[: limit + 1]
+
+
+def _closing(answer: Answer) -> JSONResponse:
+    """A refusal of a body cut short: the rest of it is never read, the connection not reused."""
+    status, body = answer
+    return JSONResponse(body, status_code=status, headers={"Connection": "close"})

@@ -29,17 +29,32 @@ present, else read from the workflow's name by convention: ``deploy-<env>`` (``d
 ``pr`` is the first of ``pull_requests``, if any. ``service`` is the repository name.
 
 In both, the user is ``user:<sender.login>`` (lower-cased). Errors name the payload field.
+
+The delivery's headers and body as the receiver first reads them are here too
+(:func:`headers_of`, :func:`delivery_id_of`, :func:`json_object`), refused as
+:class:`~orchestrator.ci._answers.Refused`.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
-from orchestrator.ci._model import CIEvent, Ignored, MalformedEvent, user_for_login
+from orchestrator.audit import contains_raw_jwt
+from orchestrator.ci._answers import Refused
+from orchestrator.ci._events import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER
+from orchestrator.ci._model import (
+    DELIVERY_PATTERN,
+    REPOSITORY_PATTERN,
+    CIEvent,
+    Ignored,
+    MalformedEvent,
+    user_for_login,
+)
 from orchestrator.identity import Directory
 
 _MISSING = object()
@@ -195,3 +210,55 @@ def _string(data: dict[str, Any], path: str, *, required: bool = True,
     if not isinstance(value, str) or not value or len(value) > 255:
         raise MalformedEvent(f"{name} must be a non-empty string", field=name)
     return value
+
+
+_SINGLE = {h.lower(): h for h in (EVENT_HEADER, DELIVERY_HEADER, SIGNATURE_HEADER)}
+
+
+def headers_of(headers: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """The headers by lower-case name, and which of those that must come once came more than
+    once (never resolved first- or last-wins: which one counts would be the sender's choice)."""
+    lower: dict[str, str] = {}
+    repeated: list[str] = []
+    for key, value in headers.items():
+        name = str(key).lower()
+        if name in lower and name in _SINGLE and _SINGLE[name] not in repeated:
+            repeated.append(_SINGLE[name])
+        lower[name] = str(value)
+    return lower, repeated
+
+
+def named_delivery(headers: dict[str, str], repeated: list[str]) -> str | None:
+    """The delivery id the audit record names: None unless one well-formed id was sent."""
+    delivery_id = headers.get("x-github-delivery", "").strip()
+    if DELIVERY_HEADER in repeated or not re.fullmatch(DELIVERY_PATTERN, delivery_id):
+        return None
+    return delivery_id
+
+
+def delivery_id_of(delivery_id: str) -> str:
+    """The delivery id header, checked: it names the delivery in the audit trail and logs."""
+    if not delivery_id:
+        raise Refused(400, "missing_delivery_id", "X-GitHub-Delivery is required")
+    if not re.fullmatch(DELIVERY_PATTERN, delivery_id):
+        raise Refused(400, "invalid_delivery_id", "X-GitHub-Delivery is not a delivery id")
+    return delivery_id
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    try:
+        payload = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise Refused(400, "malformed_event", "the body is not JSON", field="body") from None
+    if not isinstance(payload, dict):
+        raise Refused(400, "malformed_event", "the body must be a JSON object", field="body")
+    return payload
+
+
+def repository_of(payload: dict[str, Any]) -> str | None:
+    """``repository.full_name`` if it is a well-formed repository name, for the audit record."""
+    repo = payload.get("repository")
+    name = repo.get("full_name") if isinstance(repo, dict) else None
+    if isinstance(name, str) and re.fullmatch(REPOSITORY_PATTERN, name):
+        return None if contains_raw_jwt(name) else name
+    return None

@@ -2,7 +2,11 @@
 
 Checks, in order, each refusal with its status and reason code::
 
+    body not whole within the deadline              408 body_timeout        (orchestrator.ci._app)
+    client closed the connection mid-body           499 client_disconnected (recorded only)
     body larger than 256 KiB                        413 payload_too_large
+    X-GitHub-Event, X-GitHub-Delivery or            400 repeated_header     (``field`` names it)
+      X-Hub-Signature-256 sent more than once
     no X-Hub-Signature-256                          401 missing_signature
     signature is not HMAC-SHA256(secret, body)      401 bad_signature      (constant-time)
     X-GitHub-Event ping                             200 {"status": "pong"}
@@ -39,20 +43,25 @@ the signature is ever stored or logged.
 from __future__ import annotations
 
 import hmac
-import json
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from orchestrator._log import get_logger
-from orchestrator.audit import AuditRecord, AuditStore, contains_raw_jwt
+from orchestrator.audit import AuditRecord, AuditStore
 from orchestrator.ci._answers import Answer, Refused, start_refusal, stopped_run
 from orchestrator.ci._events import sign
-from orchestrator.ci._model import DELIVERY_PATTERN, REPOSITORY_PATTERN, CIEvent, MalformedEvent
-from orchestrator.ci._parse import parse_event
+from orchestrator.ci._model import CIEvent, MalformedEvent
+from orchestrator.ci._parse import (
+    delivery_id_of,
+    headers_of,
+    json_object,
+    named_delivery,
+    parse_event,
+    repository_of,
+)
 from orchestrator.ci._replay import REPLAY_TTL_SECONDS, StaleEvent, check_fresh, content_keys
 from orchestrator.errors import Unavailable
 from orchestrator.identity import Directory, RevocationStore
@@ -102,20 +111,31 @@ class WebhookReceiver:
         return self._max_body
 
     def receive(self, headers: Mapping[str, str], body: bytes) -> Answer:
-        """The HTTP status and JSON body answering one delivery."""
-        lower = {str(k).lower(): str(v) for k, v in headers.items()}
-        delivery_id = lower.get("x-github-delivery", "").strip()
-        seen = _Seen(delivery_id if re.fullmatch(DELIVERY_PATTERN, delivery_id) else None)
+        """The HTTP status and JSON body answering one delivery (``headers`` may repeat a name,
+        as Starlette's do in ``items()``)."""
+        lower, repeated = headers_of(headers)
+        seen = _Seen(named_delivery(lower, repeated))
         try:
+            if len(body) > self._max_body:
+                raise Refused(413, "payload_too_large", f"body exceeds {self._max_body} bytes")
+            if repeated:
+                raise Refused(400, "repeated_header", f"{repeated[0]} must be sent once",
+                              field=repeated[0])
             answer = self._handle(lower, body, seen)
         except Refused as refusal:
             answer = refusal.answer()
         self._record(seen, answer)
         return answer
 
+    def refuse(self, headers: Mapping[str, str], refusal: Refused) -> Answer:
+        """Answer and record a delivery refused before its body was read whole (a deadline
+        passed, the client went away)."""
+        lower, repeated = headers_of(headers)
+        answer = refusal.answer()
+        self._record(_Seen(named_delivery(lower, repeated)), answer)
+        return answer
+
     def _handle(self, headers: dict[str, str], body: bytes, seen: _Seen) -> Answer:
-        if len(body) > self._max_body:
-            raise Refused(413, "payload_too_large", f"body exceeds {self._max_body} bytes")
         self._check_signature(headers.get("x-hub-signature-256", "").strip(), body)
         event_type = headers.get("x-github-event", "").strip()
         if event_type == "ping":
@@ -123,9 +143,9 @@ class WebhookReceiver:
         if event_type not in EVENT_TYPES:
             raise Refused(400, "unsupported_event", "X-GitHub-Event must be deployment, "
                           "workflow_run or ping")
-        delivery_id = _delivery_id(headers.get("x-github-delivery", "").strip())
-        payload = _json_object(body)
-        seen.repository = _repository(payload)
+        delivery_id = delivery_id_of(headers.get("x-github-delivery", "").strip())
+        payload = json_object(body)
+        seen.repository = repository_of(payload)
         try:
             parsed = parse_event(event_type, delivery_id, payload, self._directory)
             if not isinstance(parsed, CIEvent):
@@ -244,15 +264,6 @@ _DOWN_HINTS = {  # a 503's reason: what is down and where it is configured
 }
 
 
-def _delivery_id(delivery_id: str) -> str:
-    """The delivery id header, checked: it names the delivery in the audit trail and logs."""
-    if not delivery_id:
-        raise Refused(400, "missing_delivery_id", "X-GitHub-Delivery is required")
-    if not re.fullmatch(DELIVERY_PATTERN, delivery_id):
-        raise Refused(400, "invalid_delivery_id", "X-GitHub-Delivery is not a delivery id")
-    return delivery_id
-
-
 def _replayed() -> Refused:
     return Refused(409, "replayed_delivery", "this event was already received: the same "
                    "event id or the same signed body")
@@ -261,22 +272,3 @@ def _replayed() -> Refused:
 def _unchecked() -> Refused:
     return Refused(503, "replay_cache_unavailable",
                    "cannot check the delivery for replay; try again later")
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    try:
-        payload = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise Refused(400, "malformed_event", "the body is not JSON", field="body") from None
-    if not isinstance(payload, dict):
-        raise Refused(400, "malformed_event", "the body must be a JSON object", field="body")
-    return payload
-
-
-def _repository(payload: dict[str, Any]) -> str | None:
-    """``repository.full_name`` if it is a well-formed repository name, for the audit record."""
-    repo = payload.get("repository")
-    name = repo.get("full_name") if isinstance(repo, dict) else None
-    if isinstance(name, str) and re.fullmatch(REPOSITORY_PATTERN, name):
-        return None if contains_raw_jwt(name) else name
-    return None

@@ -12,11 +12,11 @@ one check, through the one verifier (:func:`~._verify.verify_jws`) under the pro
   thumbprint with the ``cnf.jkt`` of the token (:func:`check_holder`) or with the key the
   authorization server holds for an agent. An ES256 proof is taken in either S form (replay is
   judged by ``jti`` and key, never by the proof's bytes; WebCrypto signs high-S half the time);
-* claims, at the ``now`` the caller passes: ``htm`` and ``htu`` (scheme and host compared
-  case-insensitively, default port and any query or fragment ignored) equal to the request the
-  caller names (the caller's own URL, never the ``Host`` header), ``iat`` neither older than the
-  policy's ``max_age`` nor ahead by more than its ``leeway``, ``ath`` equal to the token's hash
-  when a token is presented, and a ``nonce`` the caller's check accepts when it asks for one.
+* claims, at the ``now`` the caller passes: ``htm`` and ``htu`` (normalised alike: :func:`htu_of`)
+  equal to the request the caller names (the caller's own URL and the path as the client sent
+  it, never the ``Host`` header), ``iat`` neither older than the policy's ``max_age`` nor ahead
+  by more than its ``leeway``, ``ath`` equal to the token's hash when a token is presented,
+  and a ``nonce`` the caller's check accepts when it asks for one.
 
 Single use of ``jti`` is the caller's claim in the shared registry (:attr:`Proof.replay_key`,
 held :meth:`ProofPolicy.replay_ttl` seconds: past that the proof is too old anyway). Refusals are
@@ -29,6 +29,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
+import string
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -105,21 +106,52 @@ def jkt_of(key: PublicKey) -> str:
 
 
 def htu_of(url: str) -> str | None:
-    """``url`` as proofs are compared: scheme and host lower case, the default port dropped,
-    query and fragment dropped, an empty path ``/``. None if it is not an http(s) URL."""
+    """``url`` as proofs are compared (RFC 9449 4.3; RFC 3986 6.2.2-3): scheme and host lower
+    case, no default port, query or fragment, the path :func:`_normal_path`. None: no http(s)."""
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
         return None
     scheme = parts.scheme.lower()
-    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+    path = _normal_path(parts.path)
+    if scheme not in _DEFAULT_PORTS or not parts.hostname or path is None:
         return None
     host = parts.hostname.lower()
     if ":" in host:
         host = f"[{host}]"
     netloc = host if port in (None, _DEFAULT_PORTS[scheme]) else f"{host}:{port}"
-    return f"{scheme}://{netloc}{parts.path or '/'}"
+    return f"{scheme}://{netloc}{path}"
+
+
+_UNRESERVED = frozenset(string.ascii_letters + string.digits + "-._~")
+_IN_PATH = _UNRESERVED | frozenset("!$&'()*+,;=:@/")  # pchar and "/", less pct-encoded
+
+
+def _normal_path(path: str) -> str | None:
+    """A URL path in one spelling (RFC 3986 6.2.2.1-2): ``%xx`` upper case, decoded where it is
+    an unreserved character (``%50`` is ``P``); a character a path cannot hold (space, non-ASCII;
+    a raw path's undecodable byte, as ``surrogateescape``) as its UTF-8 ``%XX``. Reserved stays
+    as spelled (``%2F`` is not ``/``); dot segments are kept (6.2.2.3 not applied): the server
+    routes ``/a/../b`` as sent, so a proof must name that, never ``/b``. None: a bad ``%``."""
+    out, i = [], 0
+    while i < len(path):
+        char = path[i]
+        if char == "%":
+            digits = path[i + 1:i + 3]
+            if len(digits) != 2 or not set(digits) <= set(string.hexdigits):
+                return None
+            decoded = chr(int(digits, 16))
+            out.append(decoded if decoded in _UNRESERVED else f"%{digits.upper()}")
+            i += 3
+            continue
+        try:  # a lone surrogate (UnicodeEncodeError) is in no request path
+            out.append(char if char in _IN_PATH else "".join(
+                f"%{b:02X}" for b in char.encode("utf-8", "surrogateescape")))
+        except UnicodeEncodeError:
+            return None
+        i += 1
+    return "".join(out) or "/"
 
 
 def make_proof(key: SigningKey, *, method: str, url: str, now: int,
