@@ -78,6 +78,9 @@ class Orchestrator:
         if event.trigger == "user_request" and event.environment not in wf.trigger.environments:
             raise ConfigError(f"{wf.name} does not run in {event.environment}",
                               reason="environment_not_handled")
+        if event.pr is None and "pr" in wf.placeholders():  # not a run doomed at its PR step
+            raise ConfigError(f"{wf.name} needs the event's pull request number (a deployment's "
+                              "payload.pr), and this event has none", reason="missing_pr")
         run_id = run_id or new_run_id()
         with own_span(f"run {wf.name}", run_id=run_id, on_behalf_of=event.user,
                       trigger=event.trigger, environment=event.environment):

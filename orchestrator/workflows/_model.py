@@ -207,6 +207,11 @@ class Workflow(_Model):
                 return plan
         raise KeyError(agent)
 
+    def placeholders(self) -> frozenset[str]:
+        """Every ``${name}`` its steps' params use (the event fields a run of it needs)."""
+        return frozenset(name for plan in self.agents for step in plan.steps
+                         for name in names_in(list(step.params.values())))
+
     def values_for(self, environment: str) -> dict[str, Value]:
         """The workflow's own template values for a run in ``environment``."""
         return dict(self.values.get(environment, {}))

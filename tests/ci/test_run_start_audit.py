@@ -153,7 +153,7 @@ def test_a_run_request_whose_start_failed_after_the_run_was_created_is_denied_un
         ended: str) -> None:
     fail(serve)
     body_in = (b'{"workflow": "manual-check", "parameters": {"environment": "staging", '
-               b'"repository": "acme/service-x", "commit": "9f2c1e7"}}')
+               b'"repository": "acme/service-x", "commit": "9f2c1e7", "pr": 124}}')
     with capture_logs():
         answer_status, body = serve.requests.receive("Bearer an-idp-token", body_in)
     assert (answer_status, body["error"], body["reason"]) == (status, error, reason)

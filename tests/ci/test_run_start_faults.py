@@ -76,7 +76,7 @@ class Serve:
         return self.receiver.receive(*DELIVERY)
 
 
-DELIVERY = build_deployment_event("sam", "service-x", "prod", "9f2c1e7", secret=SECRET)
+DELIVERY = build_deployment_event("sam", "service-x", "prod", "9f2c1e7", pr=124, secret=SECRET)
 
 
 @pytest.fixture

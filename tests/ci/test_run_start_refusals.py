@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from orchestrator.ci import CIEvent, WebhookReceiver
+from orchestrator.ci import CIEvent, WebhookReceiver, build_deployment_event
 from orchestrator.errors import ConfigError, InvalidScope, Unavailable
 from orchestrator.identity import Context, Directory, MemoryRevocationStore
 from orchestrator.orchestration import Orchestrator
@@ -202,4 +202,20 @@ def test_a_crash_before_the_first_hop_ends_the_run_failed(delegated: Serve) -> N
     [run] = delegated.runs.list()
     assert (run.status, run.reason) == ("failed", "not started: internal_error")
     assert delegated.broker.published == []
+
+
+
+def test_an_event_without_the_pr_its_workflow_needs_is_refused_before_a_run_is_created(
+        log: BrittleLog, directory: Directory) -> None:
+    """post-deploy reads and comments on the deployment's pull request: a deployment event
+    without ``payload.pr`` is refused up front, not started to fail at its PR step."""
+    serve = _serve(log, directory, "delegated", None)
+    headers, body = build_deployment_event("sam", "service-x", "prod", "9f2c1e7",
+                                           secret=SECRET)
+    status, answer = serve.receiver.receive(headers, body)
+    assert (status, answer["error"], answer["reason"]) == (422, "unprocessable", "missing_pr")
+    assert answer["error_description"] == (
+        "post-deploy needs the event's pull request number (a deployment's payload.pr), and "
+        "this event has none")
+    assert log.list() == [] and serve.broker.published == []
 
