@@ -12,6 +12,9 @@
     │                               caller learns the run; answered 500 ``internal_error``
     ├── OAuthError                  carries an RFC error code, an HTTP status and a reason code
     │   ├── InvalidRequest          400 invalid_request      (RFC 6749 5.2 / RFC 6750 3.1)
+    │   │   ├── BodyTimeout         408 invalid_request      (RFC 9110 15.5.9: the body came
+    │   │   │                       too slowly to be read)
+    │   │   └── ClientDisconnected  499 (recorded only: the client closed mid-body; nginx's code)
     │   ├── InvalidClient           401 invalid_client       (RFC 6749 5.2)
     │   ├── InvalidGrant            400 invalid_grant        (RFC 6749 5.2)
     │   ├── UnauthorizedClient      400 unauthorized_client  (RFC 6749 5.2)
@@ -96,6 +99,21 @@ class InvalidRequest(OAuthError):
     code = "invalid_request"
     status = 400
     reason = "invalid_request"
+
+
+class BodyTimeout(InvalidRequest):
+    """The request's body had not arrived whole within the server's deadline."""
+
+    status = 408
+    reason = "body_timeout"
+
+
+class ClientDisconnected(InvalidRequest):
+    """The client closed the connection before its body was read: no answer reaches it, so
+    only its audit record carries this status."""
+
+    status = 499
+    reason = "client_disconnected"
 
 
 class InvalidClient(OAuthError):

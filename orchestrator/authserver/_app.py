@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator.audit import public_document
 from orchestrator.audit._keys import PUBLIC_FILE
@@ -25,6 +26,7 @@ from orchestrator.authserver._audit import (
 from orchestrator.authserver._client_keys import CLIENT_KEYS_PATH, add_client_keys_route
 from orchestrator.authserver._dpop import DPOP_KEYS_PATH, one_proof
 from orchestrator.authserver._federated_root import TOKEN_TYPE_ID
+from orchestrator.authserver._forms import one_client_auth, read_form
 from orchestrator.authserver._service import (
     GRANT_JWT_BEARER,
     GRANT_TOKEN_EXCHANGE,
@@ -41,7 +43,6 @@ from orchestrator.errors import (
 )
 from orchestrator.identity import CLIENT_ASSERTION_TYPE
 
-MAX_BODY_BYTES = 64 * 1024
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 _FORM_FIELDS = {
@@ -81,42 +82,42 @@ def _form_doc(name: str, ok: dict[str, Any], errors: tuple[int, ...]) -> dict[st
         "responses": responses}
 
 
-async def _read_form(request: Request) -> dict[str, list[str]]:
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype != "application/x-www-form-urlencoded":
-        raise InvalidRequest("body must be application/x-www-form-urlencoded",
-                             reason="unsupported_content_type")
-    declared = request.headers.get("content-length", "0")
-    if not declared.isdigit() or int(declared) > MAX_BODY_BYTES:
-        raise InvalidRequest("request body too large", reason="body_too_large")
-    body = bytearray()
-    async for chunk in request.stream():  # bounded even when the declared length lies
-        body += chunk
-        if len(body) > MAX_BODY_BYTES:
-            raise InvalidRequest("request body too large", reason="body_too_large")
-    try:
-        return parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False,
-                        max_num_fields=64)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise InvalidRequest("body is not a valid form", reason="malformed_form") from exc
-
-
 async def _audited_form(request: Request, audit: Callable[[Exception], None], *,
                         with_proof: bool = False) -> tuple[dict[str, list[str]], str | None]:
     """The form (and ``with_proof``, the one ``DPoP`` proof) of a request to an endpoint that
     audits its refusals (all but the metadata's): a request refused here is audited by
     ``audit``, as the service audits every later refusal."""
     try:
-        form = await _read_form(request)
+        form = await read_form(request)
+        one_client_auth(form, request.headers.getlist("authorization"))
         return form, one_proof(request.headers.getlist("dpop")) if with_proof else None
     except OAuthError as exc:
         await run_in_threadpool(audit, exc)
         raise
 
 
+class _HeadAsGet:
+    """RFC 9110 section 9.1: HEAD wherever GET is served. A HEAD request is routed as a GET (a
+    path without GET still answers 404 or 405) and answered with GET's status and headers, no
+    body."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            return await self.app(scope, receive, send)
+
+        async def headers_only(message: Message) -> None:
+            await send({**message, "body": b""} if "body" in message else message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)
+
+
 def create_app(service: AuthorizationService) -> FastAPI:
     app = FastAPI(title="InfraBot Chains authorization server", version="1.0.0",
                   docs_url=None, redoc_url=None)
+    app.add_middleware(_HeadAsGet)
     base = service.settings.auth_url
 
     def nonce_header() -> dict[str, str]:
@@ -134,6 +135,18 @@ def create_app(service: AuthorizationService) -> FastAPI:
         where = ".".join(str(p) for p in exc.errors()[0].get("loc", ())) or "request"
         error = InvalidRequest(f"{where} is invalid", reason="invalid_parameter")
         return JSONResponse(error.body(), status_code=400, headers=NO_STORE)
+
+    @app.exception_handler(HTTPException)
+    async def _unrouted(_request: Request, exc: HTTPException) -> JSONResponse:
+        """An unknown path (404) or method (405): the error shape every answer here has."""
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code,
+                                                                 "invalid_request")
+        headers = dict(exc.headers or {})
+        if "GET" in headers.get("Allow", "").split(", "):  # HEAD is served wherever GET is
+            headers["Allow"] += ", HEAD"
+        return JSONResponse({"error": code, "error_description": str(exc.detail),
+                             "reason": code}, status_code=exc.status_code,
+                            headers={**NO_STORE, **headers})
 
     @app.exception_handler(Unavailable)
     async def _unavailable(_request: Request, exc: Unavailable) -> JSONResponse:

@@ -5,9 +5,10 @@ revoked) is one audit record, refusals included."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from orchestrator.authserver._audit import REVOKE_ACTION
+from orchestrator.authserver._audit import REVOKE_ACTION, audit_text
 from orchestrator.authserver._context import Server
 from orchestrator.authserver._forms import RevokeByRequest, TokenRequestOf
 from orchestrator.errors import (
@@ -19,6 +20,9 @@ from orchestrator.errors import (
     UnsupportedTokenType,
 )
 from orchestrator.identity import AccessClaims, Directory
+from orchestrator.identity._claims import CTX_VALUE_PATTERN, JTI_PATTERN
+
+_JTI, _RUN_ID = re.compile(JTI_PATTERN), re.compile(CTX_VALUE_PATTERN)
 
 
 def revoke(server: Server, client: str, request: TokenRequestOf) -> None:
@@ -48,19 +52,24 @@ def revoke(server: Server, client: str, request: TokenRequestOf) -> None:
 
 
 def revoke_by(server: Server, client: str, request: RevokeByRequest) -> dict[str, Any]:
-    """Revoke by ``jti``, ``user`` or ``run_id`` (trusted clients only): refusals audited."""
+    """Revoke by ``jti``, ``user`` or ``run_id`` (trusted clients only): one audit record, the
+    target named as safe text (refusals included, once there is one target)."""
+    target = ""
     try:
-        kind, value, result = _revoke_by(server, client, request)
+        kind, value = _target(server, client, request)
+        target = f"{kind}:{audit_text(value, 128)}"
+        _check_shape(server, kind, value)
+        result = _revoke_by(server, kind, value)
     except (OAuthError, Unavailable) as exc:
-        server.auditor.refused(REVOKE_ACTION, client, "", exc, None)
+        server.auditor.refused(REVOKE_ACTION, client, target, exc, None)
         raise
     server.auditor.record(REVOKE_ACTION, "allow", f"{result['revoked']}_revoked", client,
-                          f"{kind}:{value}", None, 200)
+                          target, None, 200)
     return result
 
 
-def _revoke_by(server: Server, client: str, request: RevokeByRequest
-               ) -> tuple[str, str, dict[str, Any]]:
+def _target(server: Server, client: str, request: RevokeByRequest) -> tuple[str, str]:
+    """The one target a trusted client named: its kind and its value as sent."""
     if not (entry := server.directory.clients.get(client)) or not entry.trusted:
         raise UnauthorizedClient("only a trusted client may revoke by user or run",
                                  reason="client_not_trusted")
@@ -68,15 +77,33 @@ def _revoke_by(server: Server, client: str, request: RevokeByRequest
     chosen = [(k, v) for k, v in given.items() if v is not None]
     if len(chosen) != 1:
         raise InvalidRequest("give exactly one of jti, user, run_id", reason="target_required")
-    kind, value = chosen[0]
+    return chosen[0]
+
+
+def _check_shape(server: Server, kind: str, value: str) -> None:
+    """Before anything is written: a token id, a run id of a context's shape, or a user the
+    directory knows (as ``user:<name>``). A well-formed jti or run id never seen is still a
+    target: the server keeps no list of issued tokens, and a run may be revoked ahead."""
+    if kind == "jti" and not _JTI.fullmatch(value):
+        raise InvalidRequest("jti is not a token id (8 to 64 of A-Z a-z 0-9 _ -)",
+                             reason="malformed_jti")
+    if kind == "run_id" and not _RUN_ID.fullmatch(value):
+        raise InvalidRequest("run_id is not a run id (up to 128 of A-Z a-z 0-9 _ . / : @ + -, "
+                             "beginning with a letter or digit)", reason="malformed_run_id")
+    if kind == "user" and value not in server.directory.users:
+        raise InvalidRequest("user is not a user the directory knows (give it as user:<name>)",
+                             reason="unknown_user")
+
+
+def _revoke_by(server: Server, kind: str, value: str) -> dict[str, Any]:
     if kind == "jti":
         server.revocation.revoke_jti(value, expires_at=server.now() + 900)
-        return kind, value, {"revoked": "jti", "jti": value}
+        return {"revoked": "jti", "jti": value}
     if kind == "user":
-        return kind, value, {"revoked": "user", "user": value,
-                             "version": server.revocation.revoke_user(value)}
+        return {"revoked": "user", "user": value,
+                "version": server.revocation.revoke_user(value)}
     server.revocation.revoke_run(value)
-    return kind, value, {"revoked": "run", "run_id": value}
+    return {"revoked": "run", "run_id": value}
 
 
 def may_revoke(directory: Directory, client: str, claims: AccessClaims) -> bool:
