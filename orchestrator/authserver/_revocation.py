@@ -19,8 +19,7 @@ from orchestrator.errors import (
     Unavailable,
     UnsupportedTokenType,
 )
-from orchestrator.identity import AccessClaims, Directory
-from orchestrator.identity._claims import CTX_VALUE_PATTERN, JTI_PATTERN
+from orchestrator.identity import CTX_VALUE_PATTERN, JTI_PATTERN, AccessClaims, Directory
 
 _JTI, _RUN_ID = re.compile(JTI_PATTERN), re.compile(CTX_VALUE_PATTERN)
 

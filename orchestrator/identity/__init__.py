@@ -26,7 +26,9 @@ from orchestrator.identity._chain_check import (
     verify_chain,
 )
 from orchestrator.identity._claims import (
+    CTX_VALUE_PATTERN,
     EPOCH_PATTERN,
+    JTI_PATTERN,
     AccessClaims,
     Actor,
     Confirmation,
@@ -143,9 +145,11 @@ from orchestrator.identity._tokens import (
 __all__ = [
     "ANY",
     "CLIENT_ASSERTION_TYPE",
+    "CTX_VALUE_PATTERN",
     "DPOP_ALGS",
     "DPOP_TYP",
     "EPOCH_PATTERN",
+    "JTI_PATTERN",
     "JWS_SEGMENT",
     "MEMORY_BEGAN_TOLERANCE_SECONDS",
     "TYP",
