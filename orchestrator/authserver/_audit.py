@@ -36,8 +36,8 @@ class Auditor:
     def record(self, action: str, decision: Decision, reason: str, client: str | None,
                resource: str, claims: AccessClaims | None, status: int, *,
                user: str | None = None, run_id: str | None = None) -> None:
-        """One record. ``run_id``: the run a refused request named in a context that was
-        verified and validated (a root grant's), recorded when no ``claims`` say it."""
+        """One record. ``run_id``: the run a refused request named in the context of an
+        assertion that verified (a root grant's), recorded when no ``claims`` say it."""
         sink = self._sink()
         if sink is None:
             return

@@ -16,7 +16,7 @@ from orchestrator._log import get_logger
 from orchestrator.authserver._context import Server
 from orchestrator.authserver._forms import TokenRequest
 from orchestrator.authserver._grants import TOKEN_TYPE_JWT, TokenResponse, issue
-from orchestrator.authserver._jwt_bearer import context_of, root
+from orchestrator.authserver._jwt_bearer import context_of, named_run, root
 from orchestrator.authserver._token_exchange import actor_claims
 from orchestrator.errors import (
     InvalidGrant,
@@ -36,7 +36,9 @@ INVERTED_NORMALISED = "inverted_act_normalised"
 
 def root_exchange(server: Server, client: str, request: TokenRequest, *,
                   now: int) -> TokenResponse:
-    """The root token of a run for the user a trusted provider's token names."""
+    """The root token of a run for the user a trusted provider's token names. The actor token
+    is verified before the user's token, so a refusal after it verified (the user's token, the
+    user, the scopes) is audited with the run id its ``ctx`` names (:func:`named_run`)."""
     identity: FederatedIdentity | None = None
     target, run_id = request.audience.first, None
     try:
@@ -47,17 +49,16 @@ def root_exchange(server: Server, client: str, request: TokenRequest, *,
         if request.subject_token_type.require() not in USER_TOKEN_TYPES:
             raise InvalidRequest("subject_token_type is not supported",
                                  reason="unsupported_subject_token_type")
+        claims = actor_claims(server, client, request, now=now)
+        run_id = named_run(claims.get("ctx")) if claims else None  # verified: audited only
         try:
             provider, identity = server.user_tokens.verify(request.subject_token.require())
         except InvalidToken as exc:
             raise InvalidRequest(f"subject_token: {exc.message}", reason=exc.reason) from exc
-        claims = actor_claims(server, client, request, now=now)
         if claims is None:
             raise InvalidRequest("an actor_token naming the run's ctx is required",
                                  reason="missing_context")
-        named = context_of(claims.get("ctx"))
-        run_id = named.run_id  # audited with a refusal from here on; trusted for nothing else
-        ctx = _rooted_in(named, identity)
+        ctx = _rooted_in(context_of(claims.get("ctx")), identity)
         holder, ignored = federated_holder(server.directory, provider, identity)
         if ignored:  # never granted: the directory does not give them
             get_logger(user=identity.user, idp=identity.issuer).warning(

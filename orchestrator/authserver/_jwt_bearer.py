@@ -4,6 +4,10 @@ with an assertion whose ``sub`` is the user and whose ``ctx`` is the event (:fun
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from pydantic import TypeAdapter, ValidationError
+
 from orchestrator.authserver._context import Server
 from orchestrator.authserver._forms import TokenRequest
 from orchestrator.authserver._grants import TokenResponse, issue
@@ -29,8 +33,8 @@ from orchestrator.identity import (
 def root_grant(server: Server, client: str, request: TokenRequest, *,
                now: int) -> TokenResponse:
     """RFC 7523 grant for an authenticated ``client``, which must be trusted. A refusal after
-    the assertion verified and its ``ctx`` validated is audited with the run id it names, so
-    the run's records say why it never started (the id is trusted for nothing else)."""
+    the assertion verified is audited with the run id its ``ctx`` names (:func:`named_run`),
+    so the run's records say why it never started (the id is trusted for nothing else)."""
     user, target, run_id = "", request.audience.first, None
     try:
         entry = server.directory.clients.get(client, None)
@@ -41,8 +45,8 @@ def root_grant(server: Server, client: str, request: TokenRequest, *,
         claims = verify_assertion(request.assertion.require(), keys=server.client_keys,
                                   policy=policy, now=now, error=InvalidGrant,
                                   expected_issuer=client)
+        run_id = named_run(claims.get("ctx"))
         ctx = context_of(claims.get("ctx"))
-        run_id = ctx.run_id
         try:
             first = server.revocation.claim_once(
                 f"grant:{client}:{claims['jti']}", issued_at=policy.issued_at(claims),
@@ -104,3 +108,18 @@ def context_of(value: object) -> Context:
         raise InvalidGrant("only a verified identity-provider token roots a run in it",
                            reason="invalid_context")
     return ctx
+
+
+_RUN_ID = TypeAdapter(Annotated[str, Context.model_fields["run_id"]])
+
+
+def named_run(value: object) -> str | None:
+    """The run id a verified assertion's ``ctx`` names, for the audit record of a refusal: a
+    valid ``run_id`` is taken even when another field of the context is refused (so the run's
+    records say why), anything else is None. Never called before the assertion verified."""
+    if not isinstance(value, dict):
+        return None
+    try:
+        return _RUN_ID.validate_python(value.get("run_id"))
+    except ValidationError:
+        return None

@@ -1,8 +1,8 @@
 """A refused root grant is in its run's audit records: the RFC 7523 grant, the federated root
 (a provider's token exchanged by the orchestrator) and the in-process issuance record the run id
-of the context the orchestrator signed, once its assertion verified and the context validated,
-so ``audit query --run`` says why a run never started. A run id in an assertion that did not
-verify, or in a context that was refused, is never recorded."""
+of the context the orchestrator signed, once its assertion verified (even when the context is
+refused: its run id is), so ``audit query --run`` says why a run never started. A run id in an
+assertion that did not verify is never recorded."""
 
 from __future__ import annotations
 
@@ -59,15 +59,16 @@ def test_a_run_id_in_an_assertion_that_did_not_verify_is_not_recorded(
     assert run_records(server, ctx) == []
 
 
-def test_a_run_id_in_a_refused_context_is_not_recorded(server: AuthServer) -> None:
+def test_a_refused_context_of_a_verified_assertion_is_in_its_runs_records(
+        server: AuthServer) -> None:
     ctx = server.ctx()
     forged = Context.model_validate({**ctx.model_dump(), "idp": "https://idp.example",
                                      "idp_subject": "someone"})
     mark = server.audit_mark()
     refusal(server.post("/token", {**server.auth(ORCH), **server.grant_form("user:sam", forged)}),
             400, "invalid_grant", "invalid_context")
-    assert server.assert_denied(mark, "invalid_context").run_id is None
-    assert run_records(server, ctx) == []
+    assert server.assert_denied(mark, "invalid_context").run_id == ctx.run_id
+    assert run_records(server, ctx) == [("root_grant", "deny", "invalid_context")]
 
 
 def test_a_refused_root_issued_in_process_is_in_its_runs_records(server: AuthServer) -> None:
@@ -117,8 +118,8 @@ def user_ctx() -> Context:
 
 @pytest.mark.parametrize(("claims", "error", "reason", "in_run"), [
     ({"preferred_username": "mallory"}, "invalid_grant", "unknown_user", True),
-    # refused before the actor token naming the run is read: no run id
-    ({"aud": "api://another-api"}, "invalid_request", "audience_mismatch", False),
+    # the user's token refused after the actor token naming the run verified
+    ({"aud": "api://another-api"}, "invalid_request", "audience_mismatch", True),
 ])
 def test_a_refused_federated_root_is_in_its_runs_records(
         federated: tuple[AuthServer, IdPServer], claims: dict[str, Any], error: str,
