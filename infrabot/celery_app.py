@@ -45,8 +45,12 @@ PUBLISH_RETRY_POLICY = {"max_retries": 8, "interval_start": 0, "interval_step": 
 
 
 def result_backend(settings: Settings) -> str | None:
-    """Where a fan-out's chord counts its branches: in process (embedded), else the Redis the
-    deployment has (the registry's, or a Redis broker). None: fan-outs cannot run here."""
+    """Where a fan-out's chord counts its branches: ``INFRABOT_RESULT_BACKEND_URL`` when set (a
+    Redis for Celery only, so workers need not reach the registry's: docs/deploy.md); else in
+    process (embedded), else the Redis the deployment has (the registry's, or a Redis broker).
+    None: fan-outs cannot run here."""
+    if settings.result_backend_url:
+        return naming_cert_reqs(settings.result_backend_url)
     if settings.broker_kind == "memory":
         return "cache+memory://"
     if settings.redis_url:

@@ -38,7 +38,8 @@ BROKER_SCHEMES: dict[str, BrokerKind] = {
 
 
 # Settings checked by a function of their own: it names the shape, never quotes the value.
-_CHECKS = {"database_url": check_database_url, "redis_url": check_redis_url,
+_CHECKS = {"database_url": check_database_url, "auth_database_url": check_database_url,
+           "redis_url": check_redis_url, "result_backend_url": check_redis_url,
            "otlp_endpoint": check_otlp_url, "webhook_secret": check_webhook_secret}
 
 
@@ -105,14 +106,21 @@ class Settings(BaseSettings):
                     "`infrabot keys revoke dpop:AGENT KID` ends one for good.")
 
     database_url: SecretStr | None = Field(
-        None, description="Where the audit trail and the run log live: "
-                          "postgresql://user@host:port/db (one database every process shares), "
-                          "or sqlite:///dir (audit.sqlite3 and runs.sqlite3 in dir); unset, "
-                          "SQLite files in the state directory.")
+        None, description="The run log, which serve and the workers share: postgresql://user@"
+                          "host:port/db or sqlite:///dir (runs.sqlite3 in dir); also the audit "
+                          "trail and the client registry unless auth_database_url is set; "
+                          "unset, SQLite files in the state directory.")
+    auth_database_url: SecretStr | None = Field(
+        None, description="The authorization server's own database (same forms): the audit "
+                          "trail and the client registry, on credentials only the auth host "
+                          "holds (docs/deploy.md); unset, database_url's.")
     # Never in a repr (a URL may hold a password): a settings object printed shows neither.
     redis_url: str | None = Field(
-        None, repr=False, description="Revocation registry and replay cache; in-process when "
-                                      "unset.")
+        None, repr=False, description="Revocation registry and replay cache (the auth host "
+                                      "only); in-process when unset.")
+    result_backend_url: str | None = Field(None, repr=False, description="Redis where a fan-"
+                                           "out counts its branches; unset, redis_url's, else "
+                                           "a Redis broker's.")
     broker_url: str = Field("memory://localhost/", repr=False,
                             description="Celery broker: amqp://... (RabbitMQ, production) or "
                                         "redis://... for distributed; memory:// embedded.")
@@ -264,23 +272,25 @@ class Settings(BaseSettings):
     @property
     def audit_target(self) -> Path | str:
         """The audit trail's database: a SQLite file path or a PostgreSQL URL."""
-        return self._store_target(self.audit_db)
+        return self._store_target(self.audit_db, self.auth_database_url or self.database_url)
 
     @property
     def runs_target(self) -> Path | str:
         """The run log's database: a SQLite file path or a PostgreSQL URL."""
-        return self._store_target(self.state_dir / "runs.sqlite3")
+        return self._store_target(self.state_dir / "runs.sqlite3", self.database_url)
 
     @property
     def registry_target(self) -> Path | str:
-        """The client registry's database once ``database_url`` is set (unset, the registry is
-        ``keys/client_registry.json`` in the state directory)."""
-        return self._store_target(self.state_dir / "clients.sqlite3")
+        """The client registry's database once ``auth_database_url`` or ``database_url`` is set
+        (unset, the registry is ``keys/client_registry.json`` in the state directory)."""
+        return self._store_target(self.state_dir / "clients.sqlite3",
+                                  self.auth_database_url or self.database_url)
 
-    def _store_target(self, default: Path) -> Path | str:
-        if self.database_url is None:
+    @staticmethod
+    def _store_target(default: Path, database: SecretStr | None) -> Path | str:
+        if database is None:
             return default
-        url = self.database_url.get_secret_value()
+        url = database.get_secret_value()
         if url.startswith("sqlite:"):  # sqlite:///dir, or SQLAlchemy's sqlite:////dir
             return Path("/" + urlsplit(url).path.lstrip("/")) / default.name
         return url

@@ -3,8 +3,9 @@
 ``init`` runs on the host that will sign as the client (an agent's worker host) and prints only
 the public JWK Set; ``register``, ``list`` and ``revoke`` are an administrator's, run where the
 authorization server's configuration is (its state directory, or the database once
-``INFRABOT_DATABASE_URL`` selects one: see :func:`orchestrator.authserver.open_registry`).
-"""
+``INFRABOT_AUTH_DATABASE_URL`` or ``INFRABOT_DATABASE_URL`` selects one: see
+:func:`orchestrator.authserver.open_registry`); with a shared broker, ``register`` and ``revoke``
+refuse settings that name no registry of serve's (a worker host's: docs/deploy.md)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 import click
 
 from infrabot.cli._common import CommandError, load_settings, state_dir_option
+from infrabot.cli._worker import serves_own
 from orchestrator.authserver import KeyInUse, KeyRevoked, open_registry
 from orchestrator.config import Settings
 from orchestrator.identity import (
@@ -51,6 +53,20 @@ def _known_client(settings: Settings, client_id: str) -> None:
     path = settings.workflows_dir / "directory.yaml"
     if client_id not in load_directory(path).client_ids():
         raise CommandError(f"unknown client {client_id!r}: not an agent or client in {path}")
+
+
+def _serves_registry(settings: Settings, command: str) -> None:
+    """Refuse to write a client registry `serve` never reads. With a shared broker (hosts of
+    their own), a registry is serve's only where the settings name the authorization server's
+    database (INFRABOT_AUTH_DATABASE_URL) or in serve's own state directory; a worker host's
+    settings name neither (its INFRABOT_DATABASE_URL is the run log's: docs/deploy.md)."""
+    if settings.broker_kind == "memory" or settings.auth_database_url is not None \
+            or serves_own(settings):
+        return
+    raise CommandError(
+        f"refused: no authorization server's registry here (INFRABOT_AUTH_DATABASE_URL is unset "
+        f"and {settings.state_dir} is not serve's state directory): run `infrabot keys {command}` "
+        "on the auth host, or set INFRABOT_AUTH_DATABASE_URL to serve's auth database")
 
 
 def _owner_only(*directories: Path) -> None:
@@ -135,13 +151,15 @@ def register(client_id: str, jwks: str, state_dir: Path | None) -> None:
 
     Refuses private key material, clients the directory does not list and a revoked key
     (`keys revoke`); registering a key again changes nothing. A running server uses the new key
-    from its next request.
+    from its next request. With a shared broker it runs on the auth host: in serve's state
+    directory, or with INFRABOT_AUTH_DATABASE_URL set; elsewhere it refuses (one line).
 
     \b
     Example:
       infrabot keys register agent:argocd --jwks argocd.jwks
     """
     settings = load_settings(state_dir)
+    _serves_registry(settings, "register")
     _known_client(settings, client_id)
     offered = _read_jwks(jwks, settings.allowed_algs)
     try:
@@ -168,7 +186,9 @@ def list_keys(as_json: bool, state_dir: Path | None) -> None:
     Example:
       infrabot keys list
     """
-    registry = open_registry(load_settings(state_dir, state="stores"))
+    settings = load_settings(state_dir, state="stores")
+    _serves_registry(settings, "list")
+    registry = open_registry(settings)
     entries, revoked = registry.entries(), registry.revoked()
     if as_json:
         click.echo(json.dumps([{"client_id": e.client_id, "kid": e.kid, "alg": e.alg,
@@ -199,14 +219,17 @@ def revoke(client_id: str, kid: str, state_dir: Path | None) -> None:
     """Remove key KID of CLIENT_ID from the registry for good: the next assertion signed with
     it is refused (invalid_client), and the key is never registered again (not by `keys
     register`, nor by `serve` or a worker as they start). ``dpop:AGENT`` names an agent's
-    registered DPoP keys.
+    registered DPoP keys. A missing state directory (the registry's, unless
+    INFRABOT_DATABASE_URL is set) is an error, and is not made.
 
     \b
     Example:
       infrabot keys revoke agent:argocd 8J4f...
     """
+    settings = load_settings(state_dir, state="stores")
+    _serves_registry(settings, "revoke")
     try:
-        removed = open_registry(load_settings(state_dir)).revoke(client_id, kid,
+        removed = open_registry(settings).revoke(client_id, kid,
                                                                 now=int(time.time()))
     except OSError as exc:
         raise CommandError(f"cannot write the client registry: {exc.strerror or exc}") from None

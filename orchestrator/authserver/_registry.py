@@ -7,8 +7,9 @@ Client ids are looked up as keys of a mapping only, never turned into a path. A 
 (``infrabot keys revoke``) is remembered by its thumbprint and never registered again.
 
 :class:`ClientRegistry` is the interface; :class:`StateDirRegistry` keeps the registry in one
-JSON file in the server's state directory, :class:`SqlClientRegistry` in a table of the database
-``INFRABOT_DATABASE_URL`` names. :func:`open_registry` picks the back end from the settings.
+JSON file in the server's state directory, :class:`SqlClientRegistry` in a table of the
+authorization server's database (``INFRABOT_AUTH_DATABASE_URL``, else ``INFRABOT_DATABASE_URL``).
+:func:`open_registry` picks the back end from the settings.
 """
 
 from __future__ import annotations
@@ -181,10 +182,11 @@ class StateDirRegistry:
 
 
 def open_registry(settings: Settings) -> ClientRegistry:
-    """The client registry these settings name: a table ``client_keys`` in the database when
-    ``INFRABOT_DATABASE_URL`` is set (beside the audit trail and the run log), otherwise
-    ``<state dir>/keys/client_registry.json``. An unreachable database is a
+    """The client registry these settings name: a table ``client_keys`` in the authorization
+    server's database (beside the audit trail) when ``INFRABOT_AUTH_DATABASE_URL`` is set, else
+    in ``INFRABOT_DATABASE_URL``'s (beside the run log too: one host, or one trusted database);
+    with neither, ``<state dir>/keys/client_registry.json``. An unreachable database is a
     :class:`~orchestrator.errors.ConfigError` (one line)."""
-    if settings.database_url is not None:
+    if settings.auth_database_url is not None or settings.database_url is not None:
         return SqlClientRegistry(settings.registry_target)
     return StateDirRegistry(settings.keys_dir)

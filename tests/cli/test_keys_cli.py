@@ -192,6 +192,7 @@ def bad_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str
     def run(name: str) -> tuple[str, Result, Path]:
         args, expected = cases[name]
         state = root / "states" / name.replace(" ", "-").replace("/", "_").replace(":", "_")
+        state.mkdir(parents=True)  # `keys revoke` refuses a missing one (a mistyped path)
         return expected, keys(state, *args), state
 
     with ThreadPoolExecutor(4) as pool:

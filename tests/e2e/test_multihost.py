@@ -2,9 +2,13 @@
 each run as their own process, with their own empty state directory, each in its own network
 namespace (a host), reaching Redis and PostgreSQL on a "db" host over veth addresses.
 
-The post-deploy run succeeds; no state directory holds another component's private key; and
-CleanupAgent's host, signing an assertion with its own key but naming ``agent:infrabot``, is
-refused ``invalid_client`` with the refusal in the audit trail (read from PostgreSQL).
+Each host gets only the stores it needs (docs/deploy.md): the auth database (audit trail, client
+registry) and the registry's Redis (on serve's loopback) are serve's alone; workers get the run
+log's role, the broker and Celery's result backend; ci the run log's role. The post-deploy run
+(a fan-out) succeeds; no state directory holds another component's private key; CleanupAgent's
+host, signing an assertion with its own key but naming ``agent:infrabot``, is refused
+``invalid_client`` with the refusal in the audit trail (read from PostgreSQL); and that host can
+neither register an orchestrator key, nor open the auth database, nor reach the registry.
 Skips with the reason where network namespaces are unavailable (not root, no ``ip netns``),
 except under ``CI=true``, where that fails.
 """
@@ -19,6 +23,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from bench._procs import Processes
@@ -26,11 +31,28 @@ from e2e._harness import INFRABOT, SECRET, assert_post_deploy_audit, clean_env
 from e2e._netns import Network, PostgresCluster, hosts, start_redis, unavailable, wait_for
 from orchestrator.audit import AuditStore
 from orchestrator.runs import RunStore
+from tests.stores._separated import SEPARATION
 
 AGENTS = ("infrabot", "argocd", "scanner", "cleanup")  # post-deploy's (no rollback: no regression)
 WORKERS = tuple(f"w-{agent}" for agent in AGENTS)
-DATABASE = "ib_mh"
+DATABASE = "ib_mh"  # the cluster's first database (unused)
+AUTH, RUNS = "ib_auth", "ib_runs"  # databases and their owning roles (docs/deploy.md)
+PASSWORDS = {"auth_password": "auth-secret-4f1c", "runs_password": "runs-secret-9b2e"}
+REGISTRY_PORT = 6380  # the registry's Redis, on serve's loopback only
 COMMAND_TIMEOUT = 60.0
+
+# What CleanupAgent's host tries on the registry's Redis: on its own loopback, then serve's.
+REACH_REGISTRY = """
+import json, sys, redis
+out = {}
+for host in ("127.0.0.1", sys.argv[1]):
+    try:
+        redis.Redis(host=host, port=int(sys.argv[2]), socket_connect_timeout=2).ping()
+        out[host] = "reached"
+    except redis.RedisError:
+        out[host] = "unreachable"
+print(json.dumps(out))
+"""
 
 # What CleanupAgent's host does to pose as InfraBot: its own key, InfraBot's name.
 IMPOSTOR = """
@@ -75,33 +97,54 @@ def private_keys(state_dir: Path) -> set[str]:
 def test_each_component_on_its_own_host_with_its_own_keys(network: Network,
                                                           tmp_path: Path) -> None:
     db = network.hosts["db"]
-    redis_url = f"redis://{db}:6379/0"
     postgres = PostgresCluster(network, "db")
     states = {host: tmp_path / host for host in ("serve", *WORKERS, "ci")}
     handoff = tmp_path / "handoff"  # what an administrator carries between hosts
     for path in (*states.values(), handoff):
         path.mkdir()
 
-    def env(host: str) -> dict[str, str]:
-        return clean_env(INFRABOT_STATE_DIR=str(states[host]), INFRABOT_BROKER_URL=redis_url,
-                         INFRABOT_REDIS_URL=redis_url,
-                         INFRABOT_DATABASE_URL=postgres.url(DATABASE),
-                         INFRABOT_HOST=network.hosts["serve"], INFRABOT_WEBHOOK_SECRET=SECRET,
-                         INFRABOT_LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1")
+    def role_url(role: str, database: str) -> str:
+        return f"postgresql://{role}:{PASSWORDS[f'{role[3:]}_password']}@{db}:5432/{database}"
 
-    def run(host: str, *args: str) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(network.on(host, str(INFRABOT), *args), env=env(host),
+    def env(host: str, **extra: str) -> dict[str, str]:
+        stores = {"INFRABOT_DATABASE_URL": role_url(RUNS, RUNS)}  # every host: the run log
+        if host != "ci":  # serve and the workers: Celery's Redis, results in its db 1
+            stores.update(INFRABOT_BROKER_URL=f"redis://{db}:6379/0",
+                          INFRABOT_RESULT_BACKEND_URL=f"redis://{db}:6379/1")
+        if host == "serve":  # the auth stores: serve's alone
+            stores.update(INFRABOT_AUTH_DATABASE_URL=role_url(AUTH, AUTH),
+                          INFRABOT_REDIS_URL=f"redis://127.0.0.1:{REGISTRY_PORT}/0")
+        return clean_env(INFRABOT_STATE_DIR=str(states[host]), **stores,
+                         INFRABOT_HOST=network.hosts["serve"], INFRABOT_WEBHOOK_SECRET=SECRET,
+                         INFRABOT_LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1", **extra)
+
+    def attempt(host: str, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(network.on(host, str(INFRABOT), *args), env=env(host, **extra),
                               cwd=states[host], capture_output=True, text=True,
                               timeout=COMMAND_TIMEOUT, check=False)
+
+    def run(host: str, *args: str) -> subprocess.CompletedProcess[str]:
+        done = attempt(host, *args)
         assert done.returncode == 0, f"{host}: infrabot {' '.join(args)}\n{done.stderr}"
         return done
 
     run_id: str | None = None
     with Processes(logs=tmp_path / "logs", cwd=tmp_path) as procs:
         try:
-            # db: PostgreSQL and Redis of this test's own, on the db host's address only
+            # db: PostgreSQL (two databases, two roles) and Celery's Redis, on db's address
             postgres.start(DATABASE)
+            with psycopg.connect(postgres.socket_url("postgres"), autocommit=True) as admin:
+                for statement in SEPARATION:
+                    admin.execute(statement.format(auth=AUTH, runs=RUNS, **PASSWORDS))
+                with (postgres.data / "pg_hba.conf").open("a") as hba:
+                    hba.write(f"host all all {db.rsplit('.', 1)[0]}.0/24 scram-sha-256\n")
+                admin.execute("SELECT pg_reload_conf()")
             start_redis(procs, network, "db")
+            # serve's host: the registry's Redis, on its loopback only
+            wait_for(procs.start("registry", network.on(
+                "serve", "redis-server", "--bind", "127.0.0.1", "--port", str(REGISTRY_PORT),
+                "--save", "", "--appendonly", "no"), dict(os.environ)),
+                "Ready to accept connections", "the registry's redis-server")
 
             # serve: its servers on its own address; no agent key is made there
             serve = procs.start("serve", network.on(
@@ -122,6 +165,28 @@ def test_each_component_on_its_own_host_with_its_own_keys(network: Network,
                 "agent:argocd", "agent:cleanup", "agent:infrabot", "agent:scanner",
                 "client:orchestrator"]
             assert not (states["serve"] / "keys" / "client_registry.json").exists()
+
+            # CleanupAgent's host tries the reviewer's attack: a rogue orchestrator key ...
+            rogue = handoff / "o.jwks"
+            rogue.write_text(run("w-cleanup", "keys", "init", "client:orchestrator",
+                                 "--state-dir", str(tmp_path / "evil")).stdout)
+            refused = attempt("w-cleanup", "keys", "register", "client:orchestrator",
+                              "--jwks", str(rogue))
+            assert refused.returncode == 1 and refused.stderr.startswith(
+                "Error: refused: no authorization server's registry here") and \
+                refused.stderr.count("\n") == 1, refused.stderr
+            # ... aimed at the auth database with the only role it has: PostgreSQL refuses
+            aimed = attempt("w-cleanup", "keys", "register", "client:orchestrator", "--jwks",
+                            str(rogue), INFRABOT_AUTH_DATABASE_URL=role_url(RUNS, AUTH))
+            assert f'permission denied for database "{AUTH}"' in aimed.stderr, aimed.stderr
+            assert PASSWORDS["runs_password"] not in aimed.stderr
+            # ... and the registry's Redis (revocations) is out of its reach
+            reached = subprocess.run(network.on(
+                "w-cleanup", sys.executable, "-c", REACH_REGISTRY, network.hosts["serve"],
+                str(REGISTRY_PORT)), capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
+                check=False)
+            assert set(json.loads(reached.stdout).values()) == {"unreachable"}, reached.stderr
+            assert json.loads(run("serve", "keys", "list", "--json").stdout) == listed
 
             # endpoints.json (URLs only) to every other host; one worker per agent
             for host in (*WORKERS, "ci"):
@@ -153,9 +218,9 @@ def test_each_component_on_its_own_host_with_its_own_keys(network: Network,
         finally:
             procs.close()
             try:  # what the run left in PostgreSQL, read through the cluster's unix socket
-                with RunStore(postgres.socket_url(DATABASE)) as runs:
+                with RunStore(postgres.socket_url(RUNS)) as runs:
                     finished = runs.get(run_id) if run_id is not None else None
-                with AuditStore(postgres.socket_url(DATABASE)) as audit:
+                with AuditStore(postgres.socket_url(AUTH)) as audit:
                     records = audit.query()
             finally:
                 postgres.close()

@@ -198,11 +198,12 @@ def test_the_shipped_units_always_restart(unit: str) -> None:
 
 
 def test_a_fan_out_without_redis_is_refused_at_the_worker_start(tmp_path: Path) -> None:
-    """RabbitMQ and no INFRABOT_REDIS_URL: nothing can count a fan-out's branches, and the
+    """RabbitMQ and no INFRABOT_RESULT_BACKEND_URL (nor INFRABOT_REDIS_URL): nothing can count a fan-out's branches, and the
     shipped post-deploy fans out (docs/graphs.md)."""
     assert worker_refusal(tmp_path, "amqp://guest:guest@127.0.0.1:1//") == (
         "Error: workflow post-deploy fans out, and a fan-out counts its branches in Redis: "
-        "set INFRABOT_REDIS_URL (the registry's Redis)\n")
+        "set INFRABOT_RESULT_BACKEND_URL (a Redis for Celery, not the registry's: "
+        "docs/deploy.md)\n")
 
 
 def test_a_published_hop_names_no_token_in_what_celery_logs(tmp_path: Path) -> None:
