@@ -17,10 +17,11 @@ and a psycopg_pool connection pool per store.
   recovery) refuses at the first statement, so a check that the store can be written fails
   there rather than pass on a connection that only reads.
 * Dead connections: a pooled connection that died while idle (its backend killed, the server
-  restarted) has the server's goodbye waiting on its socket, which is checked without a round
-  trip before use; such a connection is dropped and another taken, up to the pool's size plus
-  one. A connection lost inside a transaction raises :class:`ConnectionLost`: the commit may or
-  may not have happened, and only the store knows how to tell.
+  restarted) has the server's goodbye waiting on its socket, or read by libpq already, with the
+  connection's last reply (:mod:`orchestrator.db._pg_liveness`); both are checked without a
+  round trip before use, and such a connection is dropped and another taken, up to the pool's
+  size plus one. A connection lost inside a transaction raises :class:`ConnectionLost`: the
+  commit may or may not have happened, and only the store knows how to tell.
 * Schema: applied in one transaction under an advisory lock (so processes starting at once do
   not race on ``CREATE``); each store's version is a row of ``schema_versions``. A process
   applies a store's schema once per database URL: opening the same store again in that process
@@ -35,7 +36,6 @@ and a psycopg_pool connection pool per store.
 
 from __future__ import annotations
 
-import select
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -49,6 +49,7 @@ import psycopg_pool
 from psycopg.conninfo import conninfo_to_dict
 
 from orchestrator.db._api import Conflict, Database, Dialect, Schema, lock_key
+from orchestrator.db._pg_liveness import ended_by_server, watch_goodbye
 from orchestrator.db._pg_pipeline import PipelinedTransaction, translate
 from orchestrator.errors import ConfigError
 
@@ -193,13 +194,14 @@ class PostgresDatabase(Database):
                 conn = self._pool.getconn()
             except psycopg_pool.PoolTimeout as exc:
                 raise self.unavailable() from exc
-            if not _ended_by_server(conn):
+            if not ended_by_server(conn):
                 return conn
             conn.close()
             self._pool.putconn(conn)  # closed: the pool discards it and opens another
         raise self.unavailable()
 
     def _configure(self, conn: psycopg.Connection[Any]) -> None:
+        watch_goodbye(conn)
         conn.execute(f"SET lock_timeout = {int(self.schema.busy_timeout * 1000)}")
         if self._read_only:
             conn.execute("SET default_transaction_read_only = on")
@@ -264,19 +266,6 @@ class PostgresDatabase(Database):
             raise ConfigError(f"{schema.what} schema version {row[0]} is newer than "
                               f"this code ({schema.version})")
         return None if row is None else int(row[0])
-
-
-def _ended_by_server(conn: psycopg.Connection[Any]) -> bool:
-    """An idle connection has nothing to read unless the server has ended it (a terminated
-    backend, a shutdown: its last message and the close are waiting). No round trip."""
-    if conn.closed:
-        return True
-    try:  # poll, not select.select, which refuses a descriptor past 1023
-        poller = select.poll()  # no descriptor of its own, unlike an epoll selector
-        poller.register(conn.pgconn.socket, select.POLLIN)  # a hang-up or error is always told
-        return bool(poller.poll(0))
-    except (OSError, ValueError, psycopg.OperationalError):
-        return True
 
 
 def _lost(conn: psycopg.Connection[Any], exc: psycopg.Error) -> bool:

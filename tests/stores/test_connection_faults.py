@@ -17,11 +17,13 @@ from typing import Any
 import pytest
 
 from orchestrator.audit import AuditRecord, AuditStore
+from orchestrator.db._postgres import POOL_MAX_SIZE
 from orchestrator.errors import Unavailable
 from orchestrator.runs import RunStore
 from tests._events import detail
 from tests._postgres import fresh_schema, kill_connections
 from tests.runs.conftest import Origin
+from tests.stores._pg_proxy import proxy
 
 WRITERS, APPENDS = 3, 300
 
@@ -87,6 +89,36 @@ def test_the_run_log_goes_on_after_its_connections_are_killed(url: str) -> None:
         kill_connections(url)
         runs.add_event("run-1", None, detail("started", delivery="d-1"))
         kill_connections(url)
+        assert runs.finish("run-1", "succeeded", "ok")
+        run = runs.get("run-1")
+    assert run is not None and run.status == "succeeded"
+    assert [e.seq for e in run.events] == [1, 2]
+
+
+def test_a_goodbye_read_with_the_last_reply_ends_the_pooled_connection(url: str) -> None:
+    """The backend is killed after it answered a COMMIT but before the client read the answer:
+    libpq reads the answer and the server's goodbye at once, and the socket shows nothing until
+    the hang-up arrives. That connection is dead and must not be handed out again."""
+    with proxy(url) as through, RunStore(through.url(url)) as runs:
+        runs.create("run-1", workflow="post-deploy", event=Origin())
+        through.hold_next_commit_reply()
+        failed: list[Exception] = []
+
+        def add() -> None:
+            try:
+                runs.add_event("run-1", None, detail("started", delivery="d-1"))
+            except Exception as exc:  # noqa: BLE001 - the test reports it
+                failed.append(exc)
+
+        adding = threading.Thread(target=add)
+        adding.start()
+        assert through.holding.wait(timeout=30), "the COMMIT's reply was not held"
+        assert kill_connections(url) > 0
+        through.release()
+        adding.join(timeout=30)
+        assert not adding.is_alive() and not failed, failed
+        for _ in range(POOL_MAX_SIZE + 1):  # every pooled connection is taken once at least
+            assert runs.get("run-1") is not None
         assert runs.finish("run-1", "succeeded", "ok")
         run = runs.get("run-1")
     assert run is not None and run.status == "succeeded"
