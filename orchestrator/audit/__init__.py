@@ -8,6 +8,9 @@ Every call at every service and every exchange at the authorization server is on
 Records never hold a raw token. A :class:`Checkpointer` signs the writer's head with the audit
 key of its state directory (:class:`AuditKeys`, never in the database); :func:`check_trail`
 verifies chains and checkpoints with trusted public keys and says which records are anchored.
+Each checkpoint a writer signs is also kept outside the database as its anchor
+(:mod:`._anchorfile`, ``<state_dir>/keys/audit/audit-anchor.json``), which :func:`check_trail`
+holds the database to: checkpoints deleted with the records beneath them fail there.
 """
 
 from orchestrator.audit._anchor import AnchorPolicy, TrailReport, WriterAnchor, check_trail

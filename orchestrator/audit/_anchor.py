@@ -15,25 +15,26 @@ long. A longer one means checkpoints are missing (``missing_checkpoints``): dele
 could not be written. The bounds are the writer's own, signed in its last good checkpoint, and
 the verifier's :class:`AnchorPolicy` for a writer with none (every checkpoint deleted) or for a
 bound an older checkpoint did not sign.
+
+Those bounds cannot catch a rewrite short enough to pass for a tail: delete every checkpoint,
+keep the records few and their times close, and what is left looks like a fresh writer's. Only
+something outside the database can tell: the *anchor*, the newest checkpoint the writer signed,
+kept beside the audit key (:mod:`._anchorfile`). Given one, its signature is checked like any
+checkpoint's (``forged_anchor`` if it fails), and the database must hold that very checkpoint
+(``anchor_missing``: deleted, or the database replaced by an older copy) and, if it does not,
+still the record it vouches for with the signed hash (``rewritten``). An anchor older than the
+trail passes: checkpoints are one chain, so the database's newer ones extend it.
 """
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-
-from pydantic import ValidationError
 
 from orchestrator.audit._chain import GENESIS_HASH
-from orchestrator.audit._checkpoint import (
-    CHECKPOINT_TYP,
-    CheckpointPayload,
-    CheckpointRow,
-    payload_hash,
-)
+from orchestrator.audit._checkpoint import CheckpointPayload, CheckpointRow
+from orchestrator.audit._signed import open_checkpoint, seconds
 from orchestrator.audit._store import Snapshot
 from orchestrator.audit._verify import (
     ChainRow,
@@ -43,14 +44,9 @@ from orchestrator.audit._verify import (
     VerifyReport,
     verify_rows,
 )
-from orchestrator.identity import MalformedJWS, PublicKey, unverified_header
-from orchestrator.identity import decode_jws as decode
-from orchestrator.identity import jws_signature_ok as signature_ok
-from orchestrator.identity import split_jws as split
+from orchestrator.identity import PublicKey
 
-RETIRED_SLACK_SECONDS = 60
 TAIL_GRACE_SECONDS = 30.0  # a busy writer's ticker, a slow commit: beyond the signed period
-_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
 @dataclass(frozen=True)
@@ -100,6 +96,7 @@ class TrailReport:
     problems: tuple[Problem, ...]
     checkpoints: int
     writers: tuple[WriterAnchor, ...]
+    anchor: CheckpointPayload | None = None  # the anchor held to, once its signature checked
 
     @property
     def ok(self) -> bool:
@@ -110,19 +107,22 @@ class TrailReport:
         return sum(w.unanchored for w in self.writers)
 
 
-def check_trail(snapshot: Snapshot, keys: Mapping[str, PublicKey], policy: AnchorPolicy
-                ) -> TrailReport:
+def check_trail(snapshot: Snapshot, keys: Mapping[str, PublicKey], policy: AnchorPolicy,
+                anchor: str | None = None) -> TrailReport:
     """The hash chains and the checkpoints of one :meth:`AuditStore.snapshot`, checked with the
-    trusted ``keys``; unanchored tails longer than the writers' bounds (or ``policy``) fail."""
+    trusted ``keys``; unanchored tails longer than the writers' bounds (or ``policy``) fail, and
+    so does a trail that lacks the ``anchor`` checkpoint (its JWS, kept outside the database)."""
     chain = verify_rows(snapshot.rows, snapshot.heads)
     return verify_trail(snapshot.rows, snapshot.heads, snapshot.checkpoints, chain, keys,
-                        policy)
+                        policy, anchor)
 
 
 def verify_trail(rows: list[ChainRow], heads: Mapping[str, Head],
                  checkpoints: list[CheckpointRow], chain: VerifyReport,
-                 keys: Mapping[str, PublicKey], policy: AnchorPolicy) -> TrailReport:
-    """Check every checkpoint with ``keys`` and anchor each writer's records."""
+                 keys: Mapping[str, PublicKey], policy: AnchorPolicy,
+                 anchor: str | None = None) -> TrailReport:
+    """Check every checkpoint (and the ``anchor``) with ``keys`` and anchor each writer's
+    records."""
     by_place: dict[tuple[str, int], list[ChainRow]] = defaultdict(list)
     by_writer: dict[str, list[ChainRow]] = defaultdict(list)
     for chain_row in rows:
@@ -130,6 +130,7 @@ def verify_trail(rows: list[ChainRow], heads: Mapping[str, Head],
         by_writer[chain_row.writer].append(chain_row)
     problems: list[Problem] = []
     anchored: dict[str, CheckpointPayload] = {}
+    opened: dict[int, str] = {}  # number: payload hash, of each checkpoint that verified
     expected, prev = 1, GENESIS_HASH
     for row in sorted(checkpoints, key=lambda c: c.number):
         payload, digest, why = _open(row, keys)
@@ -137,6 +138,7 @@ def verify_trail(rows: list[ChainRow], heads: Mapping[str, Head],
             problems.append(_problem("forged_checkpoint", row, why))
             expected, prev = row.number + 1, ""  # the next link cannot be checked
             continue
+        opened[row.number] = digest
         if row.number != expected:
             missing = (f"checkpoint {expected}" if expected == row.number - 1
                        else f"checkpoints {expected}-{row.number - 1}")
@@ -166,8 +168,50 @@ def verify_trail(rows: list[ChainRow], heads: Mapping[str, Head],
                 problems.append(Problem("missing_checkpoints", writer.writer,
                                         writer.anchored_seq + 1, None,
                                         f"{why}: checkpoints were deleted or not written"))
+    held = None
+    if anchor is not None:
+        held, missed = _hold_to_anchor(anchor, keys, checkpoints, opened, by_place, problems)
+        problems.extend(missed)
     return TrailReport(chain, (*chain.problems, *problems), len(checkpoints),
-                       tuple(writers))
+                       tuple(writers), held)
+
+
+def _hold_to_anchor(jws: str, keys: Mapping[str, PublicKey], checkpoints: list[CheckpointRow],
+                    opened: Mapping[int, str], by_place: Mapping[tuple[str, int], list[ChainRow]],
+                    found: list[Problem]) -> tuple[CheckpointPayload | None, list[Problem]]:
+    """The anchor (a checkpoint's JWS kept outside the database), if a trusted key signed it,
+    and what the trail lacks of it: the checkpoint itself (``anchor_missing``: deleted, or the
+    database replaced by an older copy) and the record it vouches for (``rewritten``)."""
+    payload, digest, why = open_checkpoint(jws, keys)
+    if payload is None or digest is None:
+        if any(c.jws == jws for c in checkpoints):
+            return None, []  # a checkpoint of the database: reported already, as forged
+        return None, [Problem("forged_anchor", "", 0, None,
+                              f"the anchor: {why}: it vouches for nothing")]
+    number = payload.number
+    if opened.get(number) == digest:
+        return payload, []  # in the database: its own check covers the record it names
+    if any(p.kind == "missing_checkpoints" and p.writer == payload.writer
+           and p.seq <= payload.seq for p in found):
+        return payload, []  # said already: the checkpoints over those records are gone
+    numbers = [c.number for c in checkpoints]
+    gone = (f"checkpoint {number} in the database is another one" if number in numbers
+            else "the database holds no checkpoint" if not numbers
+            else f"the database's checkpoints stop at {max(numbers)}" if max(numbers) < number
+            else f"checkpoint {number} is not in the database")
+    problems = [Problem("anchor_missing", payload.writer, payload.seq, None,
+                        f"the anchor is checkpoint {number} ({payload.time}), but {gone}: "
+                        "checkpoints were deleted, or the database was replaced by an older "
+                        "copy")]
+    candidates = by_place.get((payload.writer, payload.seq), [])
+    if not any(c.hash == payload.head_hash for c in candidates):
+        held = (f"the record's hash is {candidates[0].hash[:16]}…" if candidates
+                else "the record is missing")
+        problems.append(Problem(
+            "rewritten", payload.writer, payload.seq, None,
+            f"the anchor (checkpoint {number}): signed head hash {payload.head_hash[:16]}…, "
+            f"but {held}: records up to seq {payload.seq} were rewritten or removed"))
+    return payload, problems
 
 
 def _overlong_tail(writer: WriterAnchor, signed: CheckpointPayload | None,
@@ -181,7 +225,7 @@ def _overlong_tail(writer: WriterAnchor, signed: CheckpointPayload | None,
     after = "after the last checkpoint" if signed else "and no checkpoint"
     if writer.unanchored > every_records:
         return f"{writer.unanchored} records {after}, more than {whose} every {every_records}"
-    times = [_seconds(row.content.get("time")) for row in rows
+    times = [seconds(row.content.get("time")) for row in rows
              if row.seq > writer.anchored_seq and row.content]
     known = [t for t in times if t is not None]
     if known and max(known) - min(known) > every_seconds + TAIL_GRACE_SECONDS:
@@ -191,53 +235,17 @@ def _overlong_tail(writer: WriterAnchor, signed: CheckpointPayload | None,
     return ""
 
 
-def _seconds(time: object) -> float | None:
-    if not isinstance(time, str):
-        return None
-    try:
-        return datetime.strptime(time, _TIME_FORMAT).replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        return None
-
-
 def _open(row: CheckpointRow, keys: Mapping[str, PublicKey]
           ) -> tuple[CheckpointPayload | None, str | None, str]:
-    """(payload, payload hash, "") for a checkpoint a trusted key signed, else (None, None, why).
-    The key is chosen by ``kid`` among the trusted ones; its own algorithm is the only one
-    accepted."""
-    parts = split(row.jws)
-    if parts is None:
-        return None, None, "not a compact JWS"
-    try:
-        header = unverified_header(parts[0])
-        kid = header.get("kid")
-        key = keys.get(kid) if isinstance(kid, str) else None
-        if header.get("typ") != CHECKPOINT_TYP:
-            return None, None, "not a checkpoint (wrong typ)"
-        if key is None:
-            return None, None, f"signed by an unknown audit key (kid {str(kid)[:16]!r})"
-        if header.get("alg") != key.alg:
-            return None, None, "algorithm does not match the audit key's"
-        segments = decode(parts)
-        if not signature_ok(segments, key):
-            return None, None, "bad signature"
-        payload = CheckpointPayload.model_validate(json.loads(segments.payload))
-    except (MalformedJWS, ValidationError, ValueError, RecursionError):
-        return None, None, "malformed checkpoint"
+    """(payload, payload hash, "") for a checkpoint a trusted key signed and its row agrees
+    with, else (None, None, why)."""
+    payload, digest, why = open_checkpoint(row.jws, keys)
+    if payload is None:
+        return None, None, why
     signed = (payload.number, payload.writer, payload.seq, payload.head_hash, payload.prev)
     if signed != (row.number, row.writer, row.seq, row.head_hash, row.prev):
         return None, None, "the stored row differs from its signed payload"
-    if _after_retirement(payload.time, key):
-        return None, None, f"signed by audit key {key.kid[:16]} after it was retired"
-    return payload, payload_hash(segments.payload), ""
-
-
-def _after_retirement(time: str, key: PublicKey) -> bool:
-    retired = key.jwk.get("retired_at")
-    if not isinstance(retired, int):
-        return False
-    signed = _seconds(time)
-    return signed is None or signed > retired + RETIRED_SLACK_SECONDS
+    return payload, digest, ""
 
 
 def _anchors(rows: list[ChainRow], heads: Mapping[str, Head],

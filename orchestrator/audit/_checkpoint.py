@@ -18,9 +18,10 @@ When a writer signs (:class:`Checkpointer`): every ``N`` records of its chain (t
 writer ends a batch at that record and signs before it writes the next, so however many threads
 append, no commit leaves more than ``N`` records unanchored), every ``T`` seconds while records
 it appended are not yet covered (:func:`checkpoint_ticker`), when a run ends in its process
-(:meth:`Checkpointer.run_ended`), and when it shuts down cleanly. The SQL is plain (``?``
-placeholders, no SQLite functions), so it ports to another database by changing the
-placeholder.
+(:meth:`Checkpointer.run_ended`), and when it shuts down cleanly. Each checkpoint it signs, once
+committed, also becomes the anchor beside the audit key (:mod:`._anchorfile`), the copy outside
+the database that ``audit verify`` holds the database to. The SQL is plain (``?`` placeholders,
+no SQLite functions), so it ports to another database by changing the placeholder.
 """
 
 from __future__ import annotations
@@ -32,12 +33,14 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator._log import get_logger
 from orchestrator._periodic import periodic
+from orchestrator.audit._anchorfile import write_anchor
 from orchestrator.audit._chain import GENESIS_HASH
 from orchestrator.audit._keys import AuditKeys
 from orchestrator.audit._record import StoredRecord, format_time
@@ -141,6 +144,8 @@ class Checkpointer:
         self._lock = threading.Lock()
         self._head = _Head()
         self._signed_seq = 0
+        # where the anchor is kept: beside the audit key (a stand-in without one keeps none)
+        self._anchor_dir: Path | None = getattr(keys, "directory", None)
 
     @property
     def every_seconds(self) -> float:
@@ -223,7 +228,21 @@ class Checkpointer:
             row = CheckpointRow(number, writer, head.seq, head.hash, now, prev, digest, key.kid,
                                 jws)
             conn.execute(INSERT, [getattr(row, name) for name in COLUMNS])
+        self._keep_anchor(row)  # committed: the anchor never names a checkpoint the database lacks
         return row
+
+    def _keep_anchor(self, row: CheckpointRow) -> None:
+        """Make ``row`` the anchor outside the database; a failure is logged, never raised."""
+        if self._anchor_dir is None:
+            return
+        try:
+            moved = write_anchor(self._anchor_dir, row.jws, row.number)
+        except OSError as exc:
+            get_logger().warning("audit_anchor_failed", number=row.number,
+                                 error=type(exc).__name__)
+            return
+        if not moved:  # the database's checkpoints are behind the anchor: replaced, restored?
+            get_logger().warning("audit_anchor_ahead_of_database", number=row.number)
 
     def _try(self, reason: Reason, head: _Head | None = None, **context: Any) -> bool:
         try:

@@ -29,6 +29,8 @@ ProblemKind = Literal[
     "edited", "deleted", "inserted", "reordered",
     # found by the signed checkpoints (orchestrator.audit._anchor)
     "forged_checkpoint", "broken_checkpoint_chain", "rewritten", "missing_checkpoints",
+    # found by the anchor, the newest checkpoint kept outside the database
+    "anchor_missing", "forged_anchor",
 ]
 
 
@@ -43,6 +45,8 @@ class Problem:
     detail: str
 
     def __str__(self) -> str:
+        if not self.writer:  # about no record (a forged anchor)
+            return f"{self.kind}: {self.detail}"
         where = f"writer {self.writer} seq {self.seq}"
         if self.record_id is not None:
             where += f" (record id {self.record_id})"
