@@ -35,8 +35,7 @@ from starlette.routing import Route
 
 from orchestrator._servers import ServerGroup, bind
 from orchestrator.authserver import AuthorizationService, ClientKeys, open_registry
-from orchestrator.authserver._app import _read_form
-from orchestrator.authserver._forms import Form, TokenRequest
+from orchestrator.authserver._forms import Form, TokenRequest, read_form
 from orchestrator.config import Settings
 from orchestrator.identity import mint
 from orchestrator.keystore import KeyRing
@@ -61,7 +60,7 @@ def crypto_app(service: AuthorizationService, mode: str = "hop") -> Starlette:
         return {"access_token": mint(subject.claims, service.keyring.current)}
 
     async def token(request: Request) -> Response:
-        form = await _read_form(request)
+        form = await read_form(request)
         if mode == "edge":
             return JSONResponse({"access_token": "-"})
         if mode == "loop":
