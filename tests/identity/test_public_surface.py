@@ -46,6 +46,8 @@ PUBLIC = [
     "AnsweredCheck",
     "AssertionPolicy",
     "CLIENT_ASSERTION_TYPE",
+    "CTX_VALUE_PATTERN",  # the shapes a revocation target is checked against (/revocations)
+    "JTI_PATTERN",
     "CachedJWKS",
     "Caller",
     "ClientKeyLookup",
