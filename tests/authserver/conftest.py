@@ -47,6 +47,8 @@ from orchestrator.identity import (
 from orchestrator.identity._jws import canonical
 from orchestrator.registry import RedisRevocationStore
 from tests._redis import DEFAULT_TEST_REDIS_URL
+from tests.federation._idp import AUDIENCE, IdPServer, Vendor, rsa_key
+from tests.federation.conftest import workflows_with
 
 ORCH = "client:orchestrator"
 INFRABOT = "agent:infrabot"
@@ -301,6 +303,24 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
     """One server per module, with the in-process revocation registry."""
     with serve(tmp_path_factory.mktemp("authserver")) as srv:
         yield srv
+
+
+# The federated root's server: what a person's identity-provider token may root a run with.
+FEDERATED_SCOPES = ["urn:infra:deploy:create", "urn:infra:monitoring:read"]
+
+
+@pytest.fixture(scope="module")
+def federated(tmp_path_factory: pytest.TempPathFactory
+              ) -> Iterator[tuple[AuthServer, IdPServer]]:
+    """One server per module whose directory trusts one stand-in Keycloak, and that Keycloak."""
+    tmp = tmp_path_factory.mktemp("federated")
+    with IdPServer([Vendor("keycloak", "keycloak/realms/acme", [rsa_key("kc-1")])]) as idp:
+        entries = {"keycloak": {"issuer": idp.issuer("keycloak"), "profile": "keycloak",
+                                "discovery_url": idp.discovery_url("keycloak"),
+                                "audience": AUDIENCE,
+                                "roles": {"infra-deployer": FEDERATED_SCOPES}}}
+        with serve(tmp / "state", workflows_dir=workflows_with(tmp / "wf", entries)) as srv:
+            yield srv, idp
 
 
 @pytest.fixture(scope="module")

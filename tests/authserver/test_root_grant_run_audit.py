@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,10 +15,9 @@ import pytest
 from orchestrator.authserver import GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_JWT
 from orchestrator.errors import InvalidGrant
 from orchestrator.identity import Context, make_assertion
-from tests.federation._idp import AUDIENCE, HEADERS, IdPServer, Vendor, keycloak_claims, rsa_key
-from tests.federation.conftest import workflows_with
+from tests.federation._idp import HEADERS, IdPServer, keycloak_claims
 
-from .conftest import INFRABOT, ORCH, AuthServer, refusal, serve
+from .conftest import FEDERATED_SCOPES, INFRABOT, ORCH, AuthServer, refusal
 
 
 def run_records(srv: AuthServer, ctx: Context) -> list[tuple[str, str, str]]:
@@ -81,22 +79,6 @@ def test_a_refused_root_issued_in_process_is_in_its_runs_records(server: AuthSer
 
 # -- the federated root ---------------------------------------------------------------------------
 
-NEEDED = ["urn:infra:deploy:create", "urn:infra:monitoring:read"]
-
-
-@pytest.fixture(scope="module")
-def federated(tmp_path_factory: pytest.TempPathFactory
-              ) -> Iterator[tuple[AuthServer, IdPServer]]:
-    """A server whose directory trusts one stand-in Keycloak."""
-    tmp = tmp_path_factory.mktemp("federated-run-audit")
-    with IdPServer([Vendor("keycloak", "keycloak/realms/acme", [rsa_key("kc-1")])]) as idp:
-        entries = {"keycloak": {"issuer": idp.issuer("keycloak"), "profile": "keycloak",
-                                "discovery_url": idp.discovery_url("keycloak"),
-                                "audience": AUDIENCE, "roles": {"infra-deployer": NEEDED}}}
-        with serve(tmp / "state", workflows_dir=workflows_with(tmp / "wf", entries)) as srv:
-            yield srv, idp
-
-
 def federated_form(srv: AuthServer, idp: IdPServer, ctx: Context, **claims: Any
                    ) -> dict[str, str]:
     key = idp.vendors["keycloak"].keys[0]
@@ -107,7 +89,7 @@ def federated_form(srv: AuthServer, idp: IdPServer, ctx: Context, **claims: Any
                            extra={"ctx": ctx.model_dump()})
     return {**srv.auth(ORCH), "grant_type": GRANT_TOKEN_EXCHANGE, "subject_token": user_token,
             "subject_token_type": TOKEN_TYPE_JWT, "actor_token": actor,
-            "actor_token_type": TOKEN_TYPE_JWT, "scope": " ".join(NEEDED),
+            "actor_token_type": TOKEN_TYPE_JWT, "scope": " ".join(FEDERATED_SCOPES),
             "audience": INFRABOT}
 
 
