@@ -1,10 +1,11 @@
 """A request's body, read and parsed once for every mock service, and the answers to what does
 not parse or validate: bounded size (413) and time (408 ``body_timeout`` when the whole body has
-not arrived within :data:`BODY_DEADLINE_SECONDS`), a client that closes the connection mid-body
-(recorded 499 ``client_disconnected``: no one is left to answer), JSON by content type with
-bounded numbers (no ``NaN``, no 10,000-digit integers: 400 ``number_out_of_range``), a query
-parameter the route takes once sent twice (422 ``repeated_parameter``), FastAPI's validation and
-HTTP errors in the one error shape (``error``, ``error_description``, ``reason``)."""
+not arrived within :data:`orchestrator._bodies.BODY_DEADLINE_SECONDS`), a client that closes
+the connection mid-body (recorded 499 ``client_disconnected``: no one is left to answer), JSON
+by content type with bounded numbers (no ``NaN``, no 10,000-digit integers: 400
+``number_out_of_range``), a query parameter the route takes once sent twice (422
+``repeated_parameter``), FastAPI's validation and HTTP errors in the one error shape
+(``error``, ``error_description``, ``reason``)."""
 
 from __future__ import annotations
 
@@ -16,47 +17,31 @@ from dataclasses import dataclass
 from types import UnionType
 from typing import Any, Union, get_args, get_origin
 
-import anyio
 from fastapi.dependencies.utils import get_flat_params
 from fastapi.exceptions import RequestValidationError
 from fastapi.params import Query
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 
 from mock_services._bearer import ApiError, error_response
+from orchestrator._bodies import read_body
 from orchestrator.catalog import Action, clean_text
+from orchestrator.errors import BodyTimeout, BodyTooLarge, ClientDisconnected
 
 MAX_BODY_BYTES = 64 * 1024
-BODY_DEADLINE_SECONDS = 10.0
-"""How long the whole body may take to arrive once the head has (read at each request)."""
-CLIENT_CLOSED = 499  # nginx's "client closed request": only ever recorded, never received
 
 
 async def bounded_body(request: Request) -> bytes:
-    """The body, read at most up to :data:`MAX_BODY_BYTES` (a chunked body is counted as it
-    arrives) within :data:`BODY_DEADLINE_SECONDS`; kept on the request so the handler reads the
-    same bytes."""
-    too_large = ApiError(413, "body_too_large", f"request bodies are limited to {MAX_BODY_BYTES}")
-    declared = request.headers.get("content-length", "0")
-    if not declared.isdigit() or int(declared) > MAX_BODY_BYTES:
-        raise too_large
-    chunks, size = [], 0
+    """The body, read by :func:`orchestrator._bodies.read_body` up to :data:`MAX_BODY_BYTES`;
+    kept on the request so the handler reads the same bytes. Its refusals are answered as
+    :class:`ApiError` with their own status, reason and description (413 ``body_too_large``,
+    408 ``body_timeout``, 499 ``client_disconnected``)."""
     try:
-        with anyio.fail_after(BODY_DEADLINE_SECONDS):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > MAX_BODY_BYTES:
-                    raise too_large
-                chunks.append(chunk)
-    except TimeoutError:
-        raise ApiError(408, "body_timeout", "the request body did not arrive within "
-                       f"{BODY_DEADLINE_SECONDS:g}s") from None
-    except ClientDisconnect:
-        raise ApiError(CLIENT_CLOSED, "client_disconnected",
-                       "the client closed the connection before sending the whole body") from None
-    body = b"".join(chunks)
+        body = await read_body(request, MAX_BODY_BYTES)
+    except (BodyTooLarge, BodyTimeout, ClientDisconnected) as exc:
+        raise ApiError(exc.status, exc.reason, exc.message) from None
     request._body = body  # Starlette's cache: FastAPI's body parsing reads it from here
     return body
 

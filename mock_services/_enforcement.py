@@ -55,7 +55,6 @@ from mock_services._bearer import (
     oauth_response,
 )
 from mock_services._bodies import (
-    CLIENT_CLOSED,
     RouteInput,
     bounded_body,
     http_error_response,
@@ -68,7 +67,13 @@ from mock_services._sender import Presented
 from mock_services._targets import Resolver, TargetRefused
 from orchestrator.audit import AuditRecord, AuditStore
 from orchestrator.catalog import LISTING, Action, Target, clean_text, resource_for
-from orchestrator.errors import DPoPRefusal, OAuthError, Unavailable
+from orchestrator.errors import (
+    BodyTimeout,
+    ClientDisconnected,
+    DPoPRefusal,
+    OAuthError,
+    Unavailable,
+)
 from orchestrator.identity import AccessClaims
 from orchestrator.tracing import own_span
 
@@ -179,7 +184,8 @@ class Enforcer:
         if isinstance(exc, Unavailable):
             return error_response(503, exc.body(), {"Retry-After": "1"}), exc.reason
         if isinstance(exc, ApiError):  # a body cut short: the connection is not reused
-            closing = {"Connection": "close"} if exc.status in (408, CLIENT_CLOSED) else None
+            cut_short = exc.status in (BodyTimeout.status, ClientDisconnected.status)
+            closing = {"Connection": "close"} if cut_short else None
             return error_response(exc.status, exc.body(), closing), exc.reason
         if isinstance(exc, RequestValidationError):
             return validation_response(exc)

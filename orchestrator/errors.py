@@ -14,6 +14,8 @@
     │   ├── InvalidRequest          400 invalid_request      (RFC 6749 5.2 / RFC 6750 3.1)
     │   │   ├── BodyTimeout         408 invalid_request      (RFC 9110 15.5.9: the body came
     │   │   │                       too slowly to be read)
+    │   │   ├── BodyTooLarge        413 invalid_request      (RFC 9110 15.5.14: the body is, or
+    │   │   │                       says it is, over the server's limit)
     │   │   └── ClientDisconnected  499 (recorded only: the client closed mid-body; nginx's code)
     │   ├── InvalidClient           401 invalid_client       (RFC 6749 5.2)
     │   ├── InvalidGrant            400 invalid_grant        (RFC 6749 5.2)
@@ -106,6 +108,13 @@ class BodyTimeout(InvalidRequest):
 
     status = 408
     reason = "body_timeout"
+
+
+class BodyTooLarge(InvalidRequest):
+    """The request's body is, or declares it is, longer than the server reads."""
+
+    status = 413
+    reason = "body_too_large"
 
 
 class ClientDisconnected(InvalidRequest):

@@ -6,53 +6,47 @@ keeps the refusal and raises it where the endpoint first needs the value, so a r
 refused for what an endpoint checks first (its client authentication before its scope, say),
 as it always was.
 
-The body itself is read by :func:`read_form`: bounded in size and in time, strictly UTF-8 (raw or
-percent-encoded), and refused with a reason when it cannot be read (:func:`one_client_auth`
-then checks the request uses one client authentication method).
+The body itself is read by :func:`read_form`: bounded in size and in time
+(:mod:`orchestrator._bodies`), strictly UTF-8 (raw or percent-encoded), and refused with a reason
+when it cannot be read (:func:`one_client_auth` then checks the request uses one client
+authentication method).
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Self
 from urllib.parse import parse_qs
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 
-from orchestrator.errors import BodyTimeout, ClientDisconnected, InvalidRequest
+from orchestrator import _bodies
+from orchestrator.errors import BodyTimeout, BodyTooLarge, ClientDisconnected, InvalidRequest
 
 Form = Mapping[str, Sequence[str]]
 MAX_PARAM_BYTES = 16384
 MAX_BODY_BYTES = 64 * 1024
-# The longest a form's body may take to arrive once its head has: past it, 408 body_timeout
-# (a client that declares more than it sends no longer holds a request open forever).
-BODY_READ_SECONDS = 10.0
 
 
 async def read_form(request: Request) -> dict[str, list[str]]:
-    """The request's form, or :class:`InvalidRequest` with why it cannot be read; a client that
-    disconnected mid-body is ``client_disconnected`` (for the audit record: no answer reaches
-    it)."""
+    """The request's form, or :class:`InvalidRequest` with why it cannot be read: its body is
+    read by :func:`orchestrator._bodies.read_body`, whose refusals are answered here as this
+    server always answered them (a body too large is 400 ``body_too_large``, one not whole by
+    the deadline 408 ``body_timeout``); a client that disconnected mid-body is
+    ``client_disconnected`` (for the audit record: no answer reaches it)."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "application/x-www-form-urlencoded":
         raise InvalidRequest("body must be application/x-www-form-urlencoded",
                              reason="unsupported_content_type")
-    declared = request.headers.get("content-length", "0")
-    if not declared.isdigit() or int(declared) > MAX_BODY_BYTES:
-        raise InvalidRequest("request body too large", reason="body_too_large")
-    body = bytearray()
     try:
-        async with asyncio.timeout(BODY_READ_SECONDS):
-            async for chunk in request.stream():  # bounded even when the declared length lies
-                body += chunk
-                if len(body) > MAX_BODY_BYTES:
-                    raise InvalidRequest("request body too large", reason="body_too_large")
-    except TimeoutError:
-        raise BodyTimeout(f"request body not received within {BODY_READ_SECONDS:g} seconds"
-                          ) from None
-    except ClientDisconnect:
+        body = await _bodies.read_body(request, MAX_BODY_BYTES)
+    except BodyTooLarge:
+        raise InvalidRequest("request body too large", reason="body_too_large") from None
+    except BodyTimeout:
+        raise BodyTimeout("request body not received within "
+                          f"{_bodies.BODY_DEADLINE_SECONDS:g} seconds") from None
+    except ClientDisconnected:
         raise ClientDisconnected("client disconnected before its body was read") from None
     try:  # errors="strict": a percent-encoded byte that is not UTF-8 is refused as a raw one
         return parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False,

@@ -6,39 +6,30 @@ starting a run talks to the authorization server, which may share this event loo
 is JSON: ``{"status": ...}`` or, like every other server here, ``{"error", "error_description",
 "reason"}`` (:mod:`orchestrator.ci._answers`), including unknown routes and a crash.
 
-A body that has not arrived whole within :data:`BODY_DEADLINE_SECONDS` is refused 408
-``body_timeout``; a client that closes the connection mid-body is recorded as a client abort
-(499 ``client_disconnected``, an answer no one receives). Both are audited as the route's other
-refusals are, and the connection is closed.
+A body that has not arrived whole within :data:`orchestrator._bodies.BODY_DEADLINE_SECONDS` is
+refused 408 ``body_timeout``; a client that closes the connection mid-body is recorded as a
+client abort (499 ``client_disconnected``, an answer no one receives). Both are audited as the
+route's other refusals are, and the connection is closed.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-import anyio
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.requests import ClientDisconnect
 
+from orchestrator._bodies import read_prefix
 from orchestrator.ci._answers import Answer, Refused, error_answer, error_code
 from orchestrator.ci._events import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER
 from orchestrator.ci._receiver import WebhookReceiver
-from orchestrator.ci._run_requests import (
-    MAX_REQUEST_BYTES,
-    RUNS_ROUTE,
-    RunRequest,
-    RunRequests,
-    _Seen,
-)
+from orchestrator.ci._run_requests import MAX_REQUEST_BYTES, RUNS_ROUTE, RunRequest, RunRequests
+from orchestrator.errors import BodyTimeout, ClientDisconnected
 
 ROUTE = "/webhooks/github"
-BODY_DEADLINE_SECONDS = 10.0
-"""How long a whole body may take to arrive once the head has (read at each request)."""
-CLIENT_CLOSED = 499  # nginx's "client closed request": only ever recorded, never received
 
 
 class Accepted(BaseModel):
@@ -175,9 +166,7 @@ def create_webhook_app(receiver: WebhookReceiver,
             try:
                 body = await _read_body(request, MAX_REQUEST_BYTES)
             except Refused as refused:  # recorded as the route records its other refusals
-                refusal = refused.answer()
-                await run_in_threadpool(run_requests._record, _Seen(), refusal)
-                return _closing(refusal)
+                return _closing(await run_in_threadpool(run_requests.refuse, refused))
             status, answer = await run_in_threadpool(
                 run_requests.receive, request.headers.get("authorization"), body)
             return JSONResponse(answer, status_code=status)
@@ -204,24 +193,16 @@ def create_webhook_app(receiver: WebhookReceiver,
 async def _read_body(request: Request, limit: int) -> bytes:
     """The body, or its first ``limit + 1`` bytes when it is longer (enough to refuse it).
 
-    Raises :class:`Refused`: 408 ``body_timeout`` past :data:`BODY_DEADLINE_SECONDS`, 499
-    ``client_disconnected`` when the client closed the connection first."""
-    chunks: list[bytes] = []
-    size = 0
+    Raises :class:`Refused`: 408 ``body_timeout`` past the body deadline, 499
+    ``client_disconnected`` when the client closed the connection first, each with its
+    ``error`` named for the HTTP condition (no OAuth code fits)."""
     try:
-        with anyio.fail_after(BODY_DEADLINE_SECONDS):
-            async for chunk in request.stream():
-                chunks.append(chunk)
-                size += len(chunk)
-                if size > limit:
-                    break
-    except TimeoutError:
-        raise Refused(408, "body_timeout", "the request body did not arrive within "
-                      f"{BODY_DEADLINE_SECONDS:g}s", error="request_timeout") from None
-    except ClientDisconnect:
-        raise Refused(CLIENT_CLOSED, "client_disconnected", "the client closed the connection "
-                      "before sending the whole body", error="client_closed_request") from None
-    return b"".join(chunks)[: limit + 1]
+        return await read_prefix(request, limit)
+    except BodyTimeout as exc:
+        raise Refused(exc.status, exc.reason, exc.message, error="request_timeout") from None
+    except ClientDisconnected as exc:
+        raise Refused(exc.status, exc.reason, exc.message,
+                      error="client_closed_request") from None
 
 
 def _closing(answer: Answer) -> JSONResponse:

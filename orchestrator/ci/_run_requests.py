@@ -95,6 +95,13 @@ class RunRequests:
         self._record(seen, answer)
         return answer
 
+    def refuse(self, refusal: Refused) -> Answer:
+        """Answer and record a request refused before its body was read whole (a deadline
+        passed, the client went away): nothing of it is known yet."""
+        answer = refusal.answer()
+        self._record(_Seen(), answer)
+        return answer
+
     def _handle(self, authorization: str | None, body: bytes, seen: _Seen) -> Answer:
         scheme, _, token = (authorization or "").strip().partition(" ")
         if scheme.lower() != "bearer" or not token.strip():

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from orchestrator.authserver import _forms
+from orchestrator import _bodies
+from tests._raw_http import abandon, reply_to
 
 from .conftest import ORCH, AuthServer, refusal
 
@@ -53,17 +53,12 @@ def _wait_for_records(server: AuthServer, mark: int, count: int = 1) -> None:
 @pytest.mark.parametrize("path", list(ACTIONS))
 def test_a_body_that_stops_coming_is_refused_at_the_deadline(
         server: AuthServer, monkeypatch: pytest.MonkeyPatch, path: str) -> None:
-    monkeypatch.setattr(_forms, "BODY_READ_SECONDS", 0.5)
+    monkeypatch.setattr(_bodies, "BODY_DEADLINE_SECONDS", 0.5)
     mark = server.audit_mark()
     started = time.monotonic()
-    with socket.create_connection(("127.0.0.1", server.settings.auth_port), timeout=5) as conn:
-        conn.sendall(FORM_HEAD.format(path=path).encode() + b"abc")
-        reply = b""
-        while data := conn.recv(65536):
-            reply += data
-            head, _, body = reply.partition(b"\r\n\r\n")
-            if body.endswith(b"}"):
-                break
+    reply = reply_to(("127.0.0.1", server.settings.auth_port),
+                     FORM_HEAD.format(path=path).encode() + b"abc")
+    head, _, body = reply.partition(b"\r\n\r\n")
     assert time.monotonic() - started < 4
     assert head.startswith(b"HTTP/1.1 408 "), reply
     answer = json.loads(body)
@@ -77,9 +72,9 @@ def test_a_body_that_stops_coming_is_refused_at_the_deadline(
 def test_a_client_that_disconnects_mid_body_is_audited_without_a_traceback(
         server: AuthServer, server_log: list[logging.LogRecord], path: str) -> None:
     mark = server.audit_mark()
-    with socket.create_connection(("127.0.0.1", server.settings.auth_port), timeout=5) as conn:
-        conn.sendall(FORM_HEAD.format(path=path).encode() + b"abc")
-        time.sleep(0.2)  # the handler is reading the body
+    abandon(("127.0.0.1", server.settings.auth_port),
+            FORM_HEAD.format(path=path).encode() + b"abc",
+            linger=0.2)  # the handler is reading the body when the client goes
     _wait_for_records(server, mark)
     record = server.assert_denied(mark, "client_disconnected")
     assert (record.action, record.performed_by, record.status) == (ACTIONS[path], None, 499)

@@ -1,14 +1,13 @@
 """Over real loopback HTTP, a raw socket: a body the webhook routes (``/webhooks/github``,
 ``POST /runs``) never get whole. A client that closes mid-body is recorded as a client abort
 (499 ``client_disconnected``), one that stops sending is answered 408 ``body_timeout`` once
-:data:`orchestrator.ci._app.BODY_DEADLINE_SECONDS` passes; each writes its one deny record, no
+:data:`orchestrator._bodies.BODY_DEADLINE_SECONDS` passes; each writes its one deny record, no
 500 and no traceback."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,12 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator import _bodies
 from orchestrator._servers import ServerGroup, bind
 from orchestrator.audit import AuditStore, StoredRecord
 from orchestrator.ci import RunRequests, WebhookReceiver, create_webhook_app
-from orchestrator.ci import _app as ci_app
 from orchestrator.identity import Directory, MemoryRevocationStore
 from orchestrator.runs import RunStore
+from tests._raw_http import Address, abandon, reply_to
 
 from .conftest import SECRET, Starter
 from .test_run_start_audit import Tokens
@@ -42,8 +42,9 @@ class Served:
                 return found
             time.sleep(0.02)
 
-    def connect(self) -> socket.socket:
-        return socket.create_connection(("127.0.0.1", self.port), timeout=10)
+    @property
+    def address(self) -> Address:
+        return "127.0.0.1", self.port
 
 
 @pytest.fixture
@@ -79,8 +80,7 @@ def test_a_client_that_disconnects_mid_body_is_recorded_as_a_client_abort(
     uvicorn_log = logging.getLogger("uvicorn.error")  # where a crash's traceback goes
     uvicorn_log.addHandler(caplog.handler)
     try:
-        with served.connect() as conn:
-            conn.sendall(_head(route, rid) + b'{"a')
+        abandon(served.address, _head(route, rid) + b'{"a')
         [record] = served.records(action=action, reason="client_disconnected")
     finally:
         uvicorn_log.removeHandler(caplog.handler)
@@ -93,20 +93,9 @@ def test_a_client_that_disconnects_mid_body_is_recorded_as_a_client_abort(
 @ROUTES
 def test_a_body_that_stops_arriving_is_408_body_timeout(
         served: Served, monkeypatch: pytest.MonkeyPatch, route: str, action: str) -> None:
-    monkeypatch.setattr(ci_app, "BODY_DEADLINE_SECONDS", 0.3, raising=False)
+    monkeypatch.setattr(_bodies, "BODY_DEADLINE_SECONDS", 0.3)
     rid = f"slow-{uuid.uuid4().hex}"
-    reply = b""
-    with served.connect() as conn:
-        conn.sendall(_head(route, rid) + b'{"a')
-        conn.settimeout(5)
-        try:
-            while not reply.endswith(b"}"):
-                chunk = conn.recv(4096)
-                if not chunk:
-                    break
-                reply += chunk
-        except TimeoutError:
-            pytest.fail("no answer: the body read has no deadline")
+    reply = reply_to(served.address, _head(route, rid) + b'{"a')
     assert reply.startswith(b"HTTP/1.1 408 "), reply[:80]
     assert b'"reason":"body_timeout"' in reply
     assert b"\r\nconnection: close\r\n" in reply.lower()

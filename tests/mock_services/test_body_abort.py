@@ -1,28 +1,26 @@
 """A body that never arrives whole, over real loopback HTTP: a client that closes the connection
 mid-body is recorded as a client abort (499 ``client_disconnected``, never a 500 or a
 traceback), and one that stops sending is answered 408 ``body_timeout`` once the body deadline
-passes (:data:`mock_services._bodies.BODY_DEADLINE_SECONDS`), both audited."""
+passes (:data:`orchestrator._bodies.BODY_DEADLINE_SECONDS`), both audited."""
 
 from __future__ import annotations
 
 import logging
-import socket
 import time
 import uuid
 from urllib.parse import urlsplit
 
-import pytest
-
-from mock_services import _bodies
+from orchestrator import _bodies
+from tests._raw_http import Address, abandon, reply_to
 
 HEAD = ("POST /api/v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         "Content-Length: 100\r\nX-Request-Id: {rid}\r\nAuthorization: Bearer {token}\r\n\r\n")
 
 
-def _connect(url: str) -> socket.socket:
+def _address(url: str) -> Address:
     parts = urlsplit(url)
     assert parts.hostname is not None and parts.port is not None
-    return socket.create_connection((parts.hostname, parts.port), timeout=10)
+    return parts.hostname, parts.port
 
 
 def _record(stack, rid: str, wait: float = 5.0):
@@ -38,8 +36,8 @@ def _record(stack, rid: str, wait: float = 5.0):
 def test_a_client_that_disconnects_mid_body_is_a_client_abort(stack, http, caplog):
     rid = f"abort-{uuid.uuid4().hex}"
     caplog.set_level(logging.INFO, logger="mock_services")
-    with _connect(stack.urls["datadog"]) as conn:
-        conn.sendall(HEAD.format(rid=rid, token=stack.token("datadog")).encode() + b'{"t')
+    abandon(_address(stack.urls["datadog"]),
+            HEAD.format(rid=rid, token=stack.token("datadog")).encode() + b'{"t')
     [record] = _record(stack, rid)
     assert (record.decision, record.reason, record.status) == ("deny", "client_disconnected",
                                                                499)
@@ -48,20 +46,10 @@ def test_a_client_that_disconnects_mid_body_is_a_client_abort(stack, http, caplo
 
 
 def test_a_body_that_stops_arriving_is_answered_408_body_timeout(stack, monkeypatch):
-    monkeypatch.setattr(_bodies, "BODY_DEADLINE_SECONDS", 0.3, raising=False)
+    monkeypatch.setattr(_bodies, "BODY_DEADLINE_SECONDS", 0.3)
     rid = f"slow-{uuid.uuid4().hex}"
-    with _connect(stack.urls["datadog"]) as conn:
-        conn.sendall(HEAD.format(rid=rid, token=stack.token("datadog")).encode() + b'{"t')
-        conn.settimeout(5)
-        reply = b""
-        try:
-            while b"\r\n\r\n" not in reply or not reply.endswith(b"}"):
-                chunk = conn.recv(4096)
-                if not chunk:
-                    break
-                reply += chunk
-        except TimeoutError:
-            pytest.fail("no answer: the body read has no deadline")
+    reply = reply_to(_address(stack.urls["datadog"]),
+                     HEAD.format(rid=rid, token=stack.token("datadog")).encode() + b'{"t')
     assert reply.startswith(b"HTTP/1.1 408 "), reply[:80]
     assert b'"reason":"body_timeout"' in reply
     assert b"\r\nconnection: close\r\n" in reply.lower()
@@ -70,7 +58,7 @@ def test_a_body_that_stops_arriving_is_answered_408_body_timeout(stack, monkeypa
 
 
 def test_a_body_sent_slowly_but_within_the_deadline_is_taken(stack, http, monkeypatch):
-    monkeypatch.setattr(_bodies, "BODY_DEADLINE_SECONDS", 5.0, raising=False)
+    monkeypatch.setattr(_bodies, "BODY_DEADLINE_SECONDS", 5.0)
     token = stack.token("datadog")
     body = b'{"title": "slow", "text": "x", "tags": ["service:service-x", "env:prod"]}'
 
