@@ -17,6 +17,7 @@ from pathlib import Path
 
 import click
 
+from infrabot.cli._bound_tokens import refuse_bound_tokens
 from infrabot.cli._common import CommandError, load_settings, state_dir_option
 from infrabot.cli._worker import serves_own
 from orchestrator.authserver import KeyInUse, KeyRevoked, open_registry
@@ -228,16 +229,21 @@ def revoke(client_id: str, kid: str, state_dir: Path | None) -> None:
     """
     settings = load_settings(state_dir, state="stores")
     _serves_registry(settings, "revoke")
+    registry = open_registry(settings)
     try:
-        removed = open_registry(settings).revoke(client_id, kid,
-                                                                now=int(time.time()))
+        if kid not in {entry.kid for entry in registry.entries(client_id)}:
+            raise CommandError(f"no key {kid!r} is registered for {client_id!r}")
+        # An agent's DPoP key (docs/dpop.md): the tokens bound to it go first, so that a
+        # failure here leaves the key as it was, and running the command again finishes it.
+        bound = refuse_bound_tokens(settings, kid) if client_id.startswith("dpop:") else ""
+        registry.revoke(client_id, kid, now=int(time.time()))
     except OSError as exc:
         raise CommandError(f"cannot write the client registry: {exc.strerror or exc}") from None
-    if not removed:
-        raise CommandError(f"no key {kid!r} is registered for {client_id!r}")
-    if client_id.startswith("dpop:"):  # an agent's DPoP key (docs/dpop.md)
+    finally:
+        registry.close()
+    if bound:
         click.echo(f"revoked {client_id} {kid}: proofs by it no longer prove "
-                   f"{client_id.removeprefix('dpop:')}")
+                   f"{client_id.removeprefix('dpop:')}, and {bound}")
         return
     click.echo(f"revoked {client_id} {kid}: assertions signed with it are refused "
                "(invalid_client)")

@@ -52,7 +52,8 @@ _FORM_FIELDS = {
               "delegation_record", "joined_tokens"],
     "introspect": ["token", "token_type_hint", "client_assertion_type", "client_assertion"],
     "revoke": ["token", "token_type_hint", "client_assertion_type", "client_assertion"],
-    "revocations": ["jti", "user", "run_id", "client_assertion_type", "client_assertion"],
+    "revocations": ["jti", "user", "run_id", "jkt", "client_assertion_type",
+                    "client_assertion"],
     "dpop_keys": ["client_assertion_type", "client_assertion", "client_id"],
 }
 

@@ -167,9 +167,10 @@ class TokenRequestOf(_Request):
 
 @dataclass(frozen=True, slots=True)
 class RevokeByRequest(_Request):
-    """A trusted client's revocation by ``jti``, ``user`` or ``run_id``."""
+    """A trusted client's revocation by ``jti``, ``user``, ``run_id`` or ``jkt``."""
 
     client: ClientAuth
     jti: Param
     user: Param
     run_id: Param
+    jkt: Param  # every token bound to this DPoP key (its RFC 7638 thumbprint)

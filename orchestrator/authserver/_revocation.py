@@ -1,5 +1,6 @@
 """RFC 7009 revocation (:func:`revoke`: a token, and so every token exchanged from it), a
-trusted client's revocation by ``jti``, user or run (:func:`revoke_by`), and who may revoke
+trusted client's revocation by ``jti``, user, run or the DPoP key tokens are bound to
+(``jkt``: :func:`revoke_by`), and who may revoke
 a token (:func:`may_revoke`). Every answer but an invalid token's (RFC 7009: 200, nothing
 revoked) is one audit record, refusals included."""
 
@@ -19,9 +20,16 @@ from orchestrator.errors import (
     Unavailable,
     UnsupportedTokenType,
 )
-from orchestrator.identity import CTX_VALUE_PATTERN, JTI_PATTERN, AccessClaims, Directory
+from orchestrator.identity import (
+    CTX_VALUE_PATTERN,
+    JKT_PATTERN,
+    JTI_PATTERN,
+    MAX_LIFETIME_SECONDS,
+    AccessClaims,
+    Directory,
+)
 
-_JTI, _RUN_ID = re.compile(JTI_PATTERN), re.compile(CTX_VALUE_PATTERN)
+_JTI, _RUN_ID, _JKT = (re.compile(p) for p in (JTI_PATTERN, CTX_VALUE_PATTERN, JKT_PATTERN))
 
 
 def revoke(server: Server, client: str, request: TokenRequestOf) -> None:
@@ -51,7 +59,9 @@ def revoke(server: Server, client: str, request: TokenRequestOf) -> None:
 
 
 def revoke_by(server: Server, client: str, request: RevokeByRequest) -> dict[str, Any]:
-    """Revoke by ``jti``, ``user`` or ``run_id`` (trusted clients only): one audit record, the
+    """Revoke by ``jti``, ``user``, ``run_id`` or ``jkt`` (every token bound to that DPoP key;
+    the key's registration is ``infrabot keys revoke``'s) (trusted clients only): one audit
+    record, the
     target named as safe text (refusals included, once there is one target)."""
     target = ""
     try:
@@ -70,25 +80,30 @@ def revoke_by(server: Server, client: str, request: RevokeByRequest) -> dict[str
 def _target(server: Server, client: str, request: RevokeByRequest) -> tuple[str, str]:
     """The one target a trusted client named: its kind and its value as sent."""
     if not (entry := server.directory.clients.get(client)) or not entry.trusted:
-        raise UnauthorizedClient("only a trusted client may revoke by user or run",
+        raise UnauthorizedClient("only a trusted client may revoke by user, run or key",
                                  reason="client_not_trusted")
-    given = {p.name: p.get() for p in (request.jti, request.user, request.run_id)}
+    given = {p.name: p.get() for p in (request.jti, request.user, request.run_id, request.jkt)}
     chosen = [(k, v) for k, v in given.items() if v is not None]
     if len(chosen) != 1:
-        raise InvalidRequest("give exactly one of jti, user, run_id", reason="target_required")
+        raise InvalidRequest("give exactly one of jti, user, run_id, jkt",
+                             reason="target_required")
     return chosen[0]
 
 
 def _check_shape(server: Server, kind: str, value: str) -> None:
-    """Before anything is written: a token id, a run id of a context's shape, or a user the
-    directory knows (as ``user:<name>``). A well-formed jti or run id never seen is still a
-    target: the server keeps no list of issued tokens, and a run may be revoked ahead."""
+    """Before anything is written: a token id, a run id of a context's shape, a user the
+    directory knows (as ``user:<name>``), or a key's RFC 7638 thumbprint. A well-formed jti,
+    run id or thumbprint never seen is still a target: the server keeps no list of issued
+    tokens, and a run may be revoked ahead."""
     if kind == "jti" and not _JTI.fullmatch(value):
         raise InvalidRequest("jti is not a token id (8 to 64 of A-Z a-z 0-9 _ -)",
                              reason="malformed_jti")
     if kind == "run_id" and not _RUN_ID.fullmatch(value):
         raise InvalidRequest("run_id is not a run id (up to 128 of A-Z a-z 0-9 _ . / : @ + -, "
                              "beginning with a letter or digit)", reason="malformed_run_id")
+    if kind == "jkt" and not _JKT.fullmatch(value):
+        raise InvalidRequest("jkt is not a key's RFC 7638 thumbprint (43 of A-Z a-z 0-9 _ -)",
+                             reason="malformed_jkt")
     if kind == "user" and value not in server.directory.users:
         raise InvalidRequest("user is not a user the directory knows (give it as user:<name>)",
                              reason="unknown_user")
@@ -96,8 +111,11 @@ def _check_shape(server: Server, kind: str, value: str) -> None:
 
 def _revoke_by(server: Server, kind: str, value: str) -> dict[str, Any]:
     if kind == "jti":
-        server.revocation.revoke_jti(value, expires_at=server.now() + 900)
+        server.revocation.revoke_jti(value, expires_at=server.now() + MAX_LIFETIME_SECONDS)
         return {"revoked": "jti", "jti": value}
+    if kind == "jkt":
+        server.revocation.revoke_key(value, expires_at=server.now() + MAX_LIFETIME_SECONDS)
+        return {"revoked": "jkt", "jkt": value}
     if kind == "user":
         return {"revoked": "user", "user": value,
                 "version": server.revocation.revoke_user(value)}

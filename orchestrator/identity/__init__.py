@@ -28,6 +28,7 @@ from orchestrator.identity._chain_check import (
 from orchestrator.identity._claims import (
     CTX_VALUE_PATTERN,
     EPOCH_PATTERN,
+    JKT_PATTERN,
     JTI_PATTERN,
     AccessClaims,
     Actor,
@@ -97,6 +98,7 @@ from orchestrator.identity._keys import (
     signing_key_of,
     thumbprint,
 )
+from orchestrator.identity._memory_registry import AnsweredCheck, MemoryRevocationStore
 from orchestrator.identity._policy import (
     ANY,
     Agent,
@@ -113,8 +115,6 @@ from orchestrator.identity._provider_keys import provider_key_set
 from orchestrator.identity._providers import IdentityProvider
 from orchestrator.identity._revocation import (
     MEMORY_BEGAN_TOLERANCE_SECONDS,
-    AnsweredCheck,
-    MemoryRevocationStore,
     PendingCheck,
     RevocationStore,
     RevocationTarget,
@@ -132,6 +132,7 @@ from orchestrator.identity._scopes import (
     parse_scopes,
 )
 from orchestrator.identity._tokens import (
+    MAX_LIFETIME_SECONDS,
     TYP,
     CachedJWKS,
     KeySource,
@@ -149,8 +150,10 @@ __all__ = [
     "DPOP_ALGS",
     "DPOP_TYP",
     "EPOCH_PATTERN",
+    "JKT_PATTERN",
     "JTI_PATTERN",
     "JWS_SEGMENT",
+    "MAX_LIFETIME_SECONDS",
     "MEMORY_BEGAN_TOLERANCE_SECONDS",
     "TYP",
     "AccessClaims",

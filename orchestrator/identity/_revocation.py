@@ -1,6 +1,8 @@
 """Revocation: by token (``jti``), by user (a version bumped on offboarding or permission change),
-by run, and cascading: every token carries the ``jti`` of each token it was exchanged from
-(``ancestors``), so revoking any token refuses all its descendants.
+by run, by the DPoP key a token is bound to (``cnf.jkt``: an agent's key revoked with
+``infrabot keys revoke dpop:AGENT KID`` takes the tokens already bound to it along, reason
+``bound_key_revoked``), and cascading: every token carries the ``jti`` of each token it was
+exchanged from (``ancestors``), so revoking any token refuses all its descendants.
 
 A registry that loses its memory (an unpersisted Redis restarted, a flushed database, a new
 process) cannot tell which tokens were revoked, so it must not answer for tokens issued before.
@@ -8,9 +10,9 @@ It names each life of its memory with a random *epoch*, taken when it first find
 token carries the epoch it was issued under (``registry_epoch``, copied unchanged down the
 chain), and a check refuses a token of another epoch (``registry_reset``).
 
-This module is the pure core: the rules (:func:`refusal_for`, :func:`peek_target`), the
-interface every registry implements (:class:`RevocationStore`, :class:`PendingCheck`) and the
-in-process registry (:class:`MemoryRevocationStore`, embedded mode and tests). The shared
+This module is the pure core: the rules (:func:`refusal_for`, :func:`peek_target`) and the
+interface every registry implements (:class:`RevocationStore`, :class:`PendingCheck`); the
+in-process registry (embedded mode and tests) is :mod:`._memory_registry`. The shared
 registry of distributed mode, on Redis, is an adapter at the edge
 (:mod:`orchestrator.registry`); nothing here imports a client library.
 
@@ -44,18 +46,16 @@ from __future__ import annotations
 
 import re
 import secrets
-import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import NamedTuple, Protocol, Self, cast
 
-from orchestrator.errors import InvalidToken, PredatesMemory
+from orchestrator.errors import InvalidToken
 from orchestrator.identity import _jws
 from orchestrator.identity._claims import (
     CTX_VALUE_PATTERN,
     ID_PATTERN,
+    JKT_PATTERN,
     JTI_PATTERN,
     MAX_ACT_NESTING,
     AccessClaims,
@@ -63,10 +63,6 @@ from orchestrator.identity._claims import (
 
 # How far before the memory began a claim's issued_at may be and still be taken (see above).
 MEMORY_BEGAN_TOLERANCE_SECONDS = 1
-
-
-def _predates(issued_at: int | None, began: int) -> bool:
-    return issued_at is not None and issued_at + MEMORY_BEGAN_TOLERANCE_SECONDS < began
 
 
 class Standing(NamedTuple):
@@ -82,19 +78,23 @@ def new_epoch() -> str:
 
 @dataclass(frozen=True, slots=True)
 class RevocationTarget:
-    """What a check of one token reads: its jti and its ancestors', its run and its user."""
+    """What a check of one token reads: its jti and its ancestors', its run, its user and the
+    DPoP key it is bound to (None for an unbound token)."""
 
     jti: str
     ancestors: tuple[str, ...]
     run_id: str
     sub: str
+    jkt: str | None
 
     @classmethod
     def of(cls, claims: AccessClaims) -> RevocationTarget:
-        return cls(claims.jti, tuple(claims.ancestors), claims.ctx.run_id, claims.sub)
+        jkt = claims.cnf.jkt if claims.cnf is not None else None
+        return cls(claims.jti, tuple(claims.ancestors), claims.ctx.run_id, claims.sub, jkt)
 
 
-_JTI, _SUB, _RUN = (re.compile(p) for p in (JTI_PATTERN, ID_PATTERN, CTX_VALUE_PATTERN))
+_JTI, _SUB, _RUN, _JKT = (re.compile(p)
+                          for p in (JTI_PATTERN, ID_PATTERN, CTX_VALUE_PATTERN, JKT_PATTERN))
 
 
 def peek_target(token: object, *, max_bytes: int) -> RevocationTarget | None:
@@ -106,13 +106,18 @@ def peek_target(token: object, *, max_bytes: int) -> RevocationTarget | None:
     if payload is None or not isinstance(payload.get("ctx"), dict):
         return None
     jti, run_id, sub = payload.get("jti"), payload["ctx"].get("run_id"), payload.get("sub")
-    ancestors = payload.get("ancestors", [])
+    ancestors, cnf = payload.get("ancestors", []), payload.get("cnf")
     if not isinstance(ancestors, list) or len(ancestors) > MAX_ACT_NESTING:
         return None
-    named = [(_JTI, jti), (_RUN, run_id), (_SUB, sub), *((_JTI, a) for a in ancestors)]
+    if cnf is not None and not isinstance(cnf, dict):
+        return None
+    jkt = cnf.get("jkt") if cnf is not None else None
+    named = [(_JTI, jti), (_RUN, run_id), (_SUB, sub), *((_JTI, a) for a in ancestors),
+             *([(_JKT, jkt)] if cnf is not None else [])]
     if not all(isinstance(v, str) and pattern.fullmatch(v) for pattern, v in named):
         return None
-    return RevocationTarget(cast(str, jti), tuple(ancestors), cast(str, run_id), cast(str, sub))
+    return RevocationTarget(cast(str, jti), tuple(ancestors), cast(str, run_id), cast(str, sub),
+                            cast("str | None", jkt))
 
 
 class PendingCheck(Protocol):
@@ -142,6 +147,12 @@ class RevocationStore(Protocol):
     def revoke_jti(self, jti: str, *, expires_at: int) -> None: ...
     def revoke_user(self, user: str) -> int: ...
     def revoke_run(self, run_id: str) -> None: ...
+
+    def revoke_key(self, jkt: str, *, expires_at: int) -> None:
+        """Refuse every token bound to the DPoP key ``jkt`` (its RFC 7638 thumbprint) until
+        ``expires_at``, when the last token that could be bound to it has expired."""
+        ...
+
     def user_version(self, user: str) -> int: ...
     def standing(self, user: str) -> Standing: ...
     def check(self, claims: AccessClaims) -> None: ...
@@ -169,9 +180,10 @@ class RevocationStore(Protocol):
     def close(self) -> None: ...
 
 
-def refusal_for(claims: AccessClaims, epoch: str, revoked_jtis: set[str], run_revoked: bool,
-                version: int) -> InvalidToken | None:
-    """The refusal a set of registry answers implies, or None when nothing is revoked."""
+def refusal_for(claims: AccessClaims, epoch: str, revoked_jtis: set[str], key_revoked: bool,
+                run_revoked: bool, version: int) -> InvalidToken | None:
+    """The refusal a set of registry answers implies, or None when nothing is revoked.
+    ``key_revoked``: the DPoP key the token is bound to (``cnf.jkt``) has been revoked."""
     if claims.registry_epoch != epoch:
         return InvalidToken("the revocation registry has lost its memory since this token was "
                             "issued and cannot tell whether it was revoked",
@@ -181,117 +193,11 @@ def refusal_for(claims: AccessClaims, epoch: str, revoked_jtis: set[str], run_re
     if revoked_jtis & set(claims.ancestors):
         return InvalidToken("a token this one was exchanged from has been revoked",
                             reason="ancestor_revoked")
+    if key_revoked:
+        return InvalidToken("the DPoP key this token is bound to has been revoked",
+                            reason="bound_key_revoked")
     if run_revoked:
         return InvalidToken("the run this token belongs to has been revoked", reason="run_revoked")
     if version != claims.user_version:
         return InvalidToken("the user's delegations have been revoked", reason="user_revoked")
     return None
-
-
-class MemoryRevocationStore:
-    """In-process registry for embedded mode and tests."""
-
-    remote = False
-
-    def __init__(self, clock: Callable[[], float] = time.time, *,
-                 epoch: str | None = None) -> None:
-        self._clock = clock
-        self.epoch = epoch or new_epoch()  # this process's memory is the registry's
-        self.began = int(clock())
-        self._lock = threading.Lock()
-        self._jtis: dict[str, float] = {}
-        self._runs: set[str] = set()
-        self._users: dict[str, int] = {}
-        self._once: dict[str, float] = {}
-        self._values: dict[str, tuple[str, float]] = {}
-
-    def revoke_jti(self, jti: str, *, expires_at: int) -> None:
-        with self._lock:
-            self._jtis[jti] = expires_at
-
-    def revoke_user(self, user: str) -> int:
-        with self._lock:
-            self._users[user] = self._users.get(user, 0) + 1
-            return self._users[user]
-
-    def revoke_run(self, run_id: str) -> None:
-        with self._lock:
-            self._runs.add(run_id)
-
-    def user_version(self, user: str) -> int:
-        return self._users.get(user, 0)
-
-    def standing(self, user: str) -> Standing:
-        return Standing(self.epoch, self.user_version(user))
-
-    def check(self, claims: AccessClaims) -> None:
-        with self._lock:
-            revoked = {j for j in (claims.jti, *claims.ancestors) if j in self._jtis}
-            refusal = refusal_for(claims, self.epoch, revoked, claims.ctx.run_id in self._runs,
-                                  self._users.get(claims.sub, 0))
-        if refusal is not None:
-            raise refusal
-
-    def claim_once(self, key: str, *, ttl: int, issued_at: int | None = None) -> bool:
-        if _predates(issued_at, self.began):
-            raise PredatesMemory
-        now = self._clock()
-        with self._lock:
-            if len(self._once) > 100_000:
-                self._once = {k: t for k, t in self._once.items() if t > now}
-            if self._once.get(key, 0) > now:
-                return False
-            self._once[key] = now + ttl
-            return True
-
-    def begin(self, target: RevocationTarget | None, *,
-              claim: tuple[str, int] | None = None,
-              issued_at: int | None = None) -> PendingCheck:
-        try:
-            claimed = (self.claim_once(claim[0], ttl=claim[1], issued_at=issued_at)
-                       if claim is not None else True)
-        except PredatesMemory:
-            return AnsweredCheck(self.check, None)
-        return AnsweredCheck(self.check, claimed)
-
-    def release_once(self, key: str) -> None:
-        """Forget a claim whose work failed transiently, so a retry of it is accepted."""
-        with self._lock:
-            self._once.pop(key, None)
-
-    def remember(self, key: str, value: str, *, ttl: int) -> None:
-        with self._lock:
-            self._values[key] = (value, self._clock() + ttl)
-
-    def recall(self, key: str) -> str | None:
-        with self._lock:
-            value, until = self._values.get(key, ("", 0.0))
-        return value if until > self._clock() else None
-
-    def ping(self) -> None:
-        return None
-
-    def close(self) -> None:
-        return None
-
-
-class AnsweredCheck:
-    """A :class:`PendingCheck` whose claim is already answered (None: it predates the
-    registry's memory); its check is a plain check."""
-
-    def __init__(self, check: Callable[[AccessClaims], None], claimed: bool | None) -> None:
-        self._check, self._claimed = check, claimed
-
-    def claimed(self) -> bool:
-        if self._claimed is None:
-            raise PredatesMemory
-        return self._claimed
-
-    def check(self, claims: AccessClaims) -> None:
-        self._check(claims)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None

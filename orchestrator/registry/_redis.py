@@ -4,8 +4,8 @@
 the checks sent ahead). Everything that speaks to Redis is here.
 
 Keys expire with what they refer to: a revoked ``jti`` with its token (plus a minute), a revoked
-run or user after a day, a one-time key after the ttl its claim names (an assertion's: until
-its ``exp``).
+DPoP key with the last token that could be bound to it (plus a minute), a revoked run or user
+after a day, a one-time key after the ttl its claim names (an assertion's: until its ``exp``).
 """
 
 from __future__ import annotations
@@ -75,6 +75,10 @@ class RedisRevocationStore:
         ttl = max(1, int(expires_at - self._clock()) + 60)
         self._call(lambda: self._r.set(f"{_PREFIX}jti:{jti}", 1, ex=ttl))
 
+    def revoke_key(self, jkt: str, *, expires_at: int) -> None:
+        ttl = max(1, int(expires_at - self._clock()) + 60)
+        self._call(lambda: self._r.set(f"{_PREFIX}jkt:{jkt}", 1, ex=ttl))
+
     def revoke_user(self, user: str) -> int:
         return int(self._call(lambda: self._r.incr(f"{_PREFIX}user:{user}")))  # type: ignore[call-overload]
 
@@ -120,12 +124,14 @@ class RedisRevocationStore:
         self._refuse_if_revoked(claims, values)
 
     def _refuse_if_revoked(self, claims: AccessClaims, values: list[Any]) -> None:
-        """Raise the refusal the answers to :func:`_check_keys` imply, if any."""
+        """Raise the refusal the answers to :func:`_check_keys` imply, if any: the jtis', then
+        the bound key's (a bound token only), the run's, the user's and the epoch."""
         jtis = [claims.jti, *claims.ancestors]
         revoked = {j for j, v in zip(jtis, values, strict=False) if v is not None}
+        key_revoked = claims.cnf is not None and values[len(jtis)] is not None
         version = int(values[-2]) if values[-2] is not None else 0
-        refusal = refusal_for(claims, self._epoch(values[-1]), revoked, values[-3] is not None,
-                              version)
+        refusal = refusal_for(claims, self._epoch(values[-1]), revoked, key_revoked,
+                              values[-3] is not None, version)
         if refusal is not None:
             raise refusal
 
@@ -203,9 +209,11 @@ def _check_keys(claims: AccessClaims) -> list[str]:
 
 
 def _target_keys(target: RevocationTarget) -> list[str]:
-    """What a check reads: the token's and its ancestors' jti keys, then its run, its user and
-    the registry's epoch."""
+    """What a check reads: the token's and its ancestors' jti keys, then the key it is bound to
+    (a bound token only), its run, its user and the registry's epoch."""
     keys = [f"{_PREFIX}jti:{j}" for j in (target.jti, *target.ancestors)]
+    if target.jkt is not None:
+        keys.append(f"{_PREFIX}jkt:{target.jkt}")
     return [*keys, f"{_PREFIX}run:{target.run_id}", f"{_PREFIX}user:{target.sub}", _EPOCH_KEY]
 
 

@@ -5,8 +5,9 @@ agent has no key registered (``dpop_key_not_registered``), or not that one
 (``dpop_key_mismatch``). The hop registers the agent's key again, which the server refuses as
 revoked (``dpop_key_revoked``), so the key is replaced and the new one registered; that one
 request is asked once more with a proof by the new key, and the run goes on. A token bound to
-the revoked key is never usable again: a hop holding one stops with the server's reason, and
-is not retried (docs/dpop.md, "Revoking a key while a worker runs").
+the revoked key is never usable again: the command has the system's registry refuse it
+(``bound_key_revoked``), so a hop holding one stops with that reason, and is not retried
+(docs/dpop.md, "Revoking a key while a worker runs").
 
 An embedded system (servers, in-memory broker, an in-process worker) over real HTTP; the key
 is revoked through the CLI's own command.
@@ -14,6 +15,7 @@ is revoked through the CLI's own command.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -41,7 +43,10 @@ ARGOCD = "agent:argocd"
 
 
 def revoke_current(system: EmbeddedSystem, agent: str) -> str:
-    """Revoke ``agent``'s one registered DPoP key as an operator does; its kid."""
+    """Revoke ``agent``'s one registered DPoP key as an operator does; its kid. The command
+    finds the system as it finds `infrabot serve`, by its endpoints.json, and has its
+    in-process registry refuse the tokens bound to the key."""
+    system.settings.endpoints_file.write_text(json.dumps(system.endpoints))
     (kid,) = open_registry(system.settings).keys_of(f"dpop:{agent}")
     result = CliRunner().invoke(cli, ["keys", "revoke", f"dpop:{agent}", kid,
                                       "--state-dir", str(system.settings.state_dir)])
@@ -123,12 +128,13 @@ def test_a_hand_off_bound_to_the_revoked_key_stops_the_hop_without_a_retry(
 
         (new,) = open_registry(system.settings).keys_of(f"dpop:{ARGOCD}")
         assert revoked[0] != new and runtime.dpop(ARGOCD).key.kid == new
-        # argocd's hand-off is bound to the revoked key: no proof by the new key matches it
+        # argocd's hand-off is bound to the revoked key, which the registry now refuses
         reason = (f"{ARGOCD} exchange for github.deployment_status.create: "
-                  "invalid_dpop_proof (dpop_key_mismatch)")
+                  "invalid_request (bound_key_revoked)")
         assert (run.status, run.reason) == ("denied", reason)
-        assert exchange_refusals(run.audit, ARGOCD) == ["dpop_key_mismatch"]  # asked once
-        # the renewal replaced the key; the refusal registered it again, and kept it
+        assert exchange_refusals(run.audit, ARGOCD) == ["bound_key_revoked"]  # asked once
+        # the renewal replaced the key; the refusal is the token's, not the agent's key's, so
+        # nothing is registered again
         assert [(r.decision, r.reason) for r in dpop_key_records(system, ARGOCD, since)] == [
-            ("deny", "dpop_key_revoked"), ("allow", "ok"), ("allow", "ok")]
+            ("deny", "dpop_key_revoked"), ("allow", "ok")]
         assert system.deploy().status == "succeeded"  # the next run's hand-off: the new key

@@ -1,5 +1,6 @@
 """``POST /revocations`` takes only a target it can name: a ``jti`` of the token id's shape, a
-``run_id`` of the context's shape, a ``user`` the directory knows in its ``user:<name>`` form.
+``run_id`` of the context's shape, a ``user`` the directory knows in its ``user:<name>`` form,
+a ``jkt`` of an RFC 7638 thumbprint's shape.
 Anything else is refused 400 ``invalid_request`` with its reason before anything is written to
 the registry, and audited as a ``deny`` naming the target only as safe text. A well-formed
 ``jti`` or run id the server has not seen is still revoked: the server keeps no list of issued
@@ -84,6 +85,24 @@ def test_a_malformed_jti_is_refused(store_server: AuthServer) -> None:
 def test_a_malformed_run_id_is_refused(store_server: AuthServer, run_id: str,
                                        resource: str) -> None:
     _refused(store_server, {"run_id": run_id}, "malformed_run_id", resource)
+
+
+@pytest.mark.parametrize(("jkt", "resource"), [
+    ("A" * 42, f"jkt:{'A' * 42}"),
+    ("A" * 44, f"jkt:{'A' * 44}"),
+    ("A" * 42 + "=", f"jkt:{'A' * 42}="),  # a thumbprint is unpadded base64url
+    ("A" * 42 + "+", f"jkt:{'A' * 42}+"),
+    ("A" * 43 + " ", "jkt:[unrecognised]"),
+    ("", None),  # an empty value names no target
+])
+def test_a_malformed_jkt_is_refused(store_server: AuthServer, jkt: str,
+                                    resource: str | None) -> None:
+    if resource is None:
+        form = {**store_server.auth(ORCH), "jkt": jkt}
+        refusal(store_server.post("/revocations", form), 400, "invalid_request",
+                "target_required")
+        return
+    _refused(store_server, {"jkt": jkt}, "malformed_jkt", resource)
 
 
 def test_the_refusal_names_no_value_in_its_description(server: AuthServer) -> None:

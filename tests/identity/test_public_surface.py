@@ -47,6 +47,7 @@ PUBLIC = [
     "AssertionPolicy",
     "CLIENT_ASSERTION_TYPE",
     "CTX_VALUE_PATTERN",  # the shapes a revocation target is checked against (/revocations)
+    "JKT_PATTERN",
     "JTI_PATTERN",
     "CachedJWKS",
     "Caller",
@@ -64,6 +65,7 @@ PUBLIC = [
     "JWKSet",
     "JWS_SEGMENT",
     "KeySource",
+    "MAX_LIFETIME_SECONDS",  # how long a revoked token's or DPoP key's entry must last
     "MEMORY_BEGAN_TOLERANCE_SECONDS",
     "MalformedJWS",
     "MayAct",

@@ -20,6 +20,7 @@ from redis.retry import Retry
 from orchestrator.errors import InvalidToken, PredatesMemory, TransientError, Unavailable
 from orchestrator.identity import (
     AccessClaims,
+    Confirmation,
     MemoryRevocationStore,
     PendingCheck,
     RevocationStore,
@@ -279,7 +280,7 @@ def test_an_answer_is_never_applied_to_claims_naming_something_else(
     revoke(store, chain[0])
     with store.begin(target(chain[0])) as pending:  # the revoked root, as its payload says
         pending.check(chain[0].model_copy(update={"jti": "another-jti-0001"}))  # not revoked
-    other = RevocationTarget("unrevoked-jti-01", (), "run-0001", "user:sam")
+    other = RevocationTarget("unrevoked-jti-01", (), "run-0001", "user:sam", None)
     with store.begin(other) as pending:
         refused_by(pending, chain[0], "token_revoked")
 
@@ -341,7 +342,7 @@ def test_peek_target_takes_a_well_formed_payload() -> None:
                "ancestors": ["jti-00000000"]}
     body = base64.urlsafe_b64encode(json.dumps(payload).encode()).rstrip(b"=").decode()
     assert peek_target(f"eyJhbGciOiJFUzI1NiJ9.{body}.c2ln", max_bytes=8192) == RevocationTarget(
-        "jti-00000001", ("jti-00000000",), "run-0001", "user:sam")
+        "jti-00000001", ("jti-00000000",), "run-0001", "user:sam", None)
 
 
 def test_peek_target_refuses_a_token_over_the_size_limit(authority: Authority) -> None:
@@ -352,6 +353,76 @@ def test_peek_target_refuses_a_token_over_the_size_limit(authority: Authority) -
 
 def test_ping(store: RevocationStore) -> None:
     store.ping()
+
+
+# --- by the DPoP key a token is bound to ----------------------------------------------------------
+
+KEY_A, KEY_B = "A" * 43, "B" * 43
+
+
+def bound_to(claims: AccessClaims, jkt: str) -> AccessClaims:
+    return claims.model_copy(update={"cnf": Confirmation(jkt=jkt)})
+
+
+def test_revoking_a_dpop_key_refuses_the_tokens_bound_to_it_only(
+        store: RevocationStore, chain: list[AccessClaims]) -> None:
+    on_a, on_b = bound_to(chain[-1], KEY_A), bound_to(chain[1], KEY_B)
+    store.revoke_key(KEY_A, expires_at=int(NOW) + 900)
+    refused(store, on_a, "bound_key_revoked")
+    store.check(on_b)  # another key's token
+    for claims in chain:  # unbound tokens name no key
+        store.check(claims)
+
+
+def test_a_revoked_token_is_reported_before_its_revoked_key(
+        store: RevocationStore, chain: list[AccessClaims]) -> None:
+    token = bound_to(chain[-1], KEY_A)
+    store.revoke_key(KEY_A, expires_at=int(NOW) + 900)
+    revoke(store, token)
+    refused(store, token, "token_revoked")
+
+
+def test_begin_refuses_a_token_bound_to_a_revoked_key(
+        store: RevocationStore, chain: list[AccessClaims]) -> None:
+    token = bound_to(chain[-1], KEY_A)
+    store.revoke_key(KEY_A, expires_at=int(NOW) + 900)
+    with store.begin(target(token), claim=("assertion:x5", 60)) as pending:
+        assert pending.claimed()
+        refused_by(pending, token, "bound_key_revoked")
+
+
+def test_an_answer_about_one_key_is_never_applied_to_a_token_bound_to_another(
+        store: RevocationStore, chain: list[AccessClaims]) -> None:
+    """The payload said key B (not revoked); the verified claims say key A: asked afresh."""
+    store.revoke_key(KEY_A, expires_at=int(NOW) + 900)
+    with store.begin(target(bound_to(chain[-1], KEY_B))) as pending:
+        refused_by(pending, bound_to(chain[-1], KEY_A), "bound_key_revoked")
+
+
+def test_a_revoked_key_is_forgotten_once_no_token_bound_to_it_can_live(
+        clock: Clock, authority: Authority, chain: list[AccessClaims]) -> None:
+    store = MemoryRevocationStore(clock=clock, epoch=authority.epoch)
+    store.revoke_key(KEY_A, expires_at=int(NOW) + 900)
+    clock.now = NOW + 901
+    store.check(bound_to(chain[-1], KEY_A))
+
+
+def test_peek_target_reads_the_bound_key() -> None:
+    payload = {"jti": "jti-00000001", "sub": "user:sam", "ctx": {"run_id": "run-0001"},
+               "cnf": {"jkt": KEY_A}}
+    body = base64.urlsafe_b64encode(json.dumps(payload).encode()).rstrip(b"=").decode()
+    assert peek_target(f"eyJhbGciOiJFUzI1NiJ9.{body}.c2ln", max_bytes=8192) == RevocationTarget(
+        "jti-00000001", (), "run-0001", "user:sam", KEY_A)
+
+
+@pytest.mark.parametrize("cnf", [KEY_A, [KEY_A], {}, {"jkt": None}, {"jkt": "short"},
+                                 {"jkt": KEY_A + "="}, {"x5t#S256": KEY_A}])
+def test_peek_target_refuses_a_malformed_cnf(cnf: object) -> None:
+    """A cnf no token of ours could carry: the check waits for the verified claims."""
+    payload = {"jti": "jti-00000001", "sub": "user:sam", "ctx": {"run_id": "run-0001"},
+               "cnf": cnf}
+    body = base64.urlsafe_b64encode(json.dumps(payload).encode()).rstrip(b"=").decode()
+    assert peek_target(f"eyJhbGciOiJFUzI1NiJ9.{body}.c2ln", max_bytes=8192) is None
 
 
 # --- Redis specifics -----------------------------------------------------------------------------
@@ -366,6 +437,8 @@ def test_redis_keys_expire_with_what_they_refer_to(
     jti_ttl = redis_client.ttl(f"infrabot:jti:{chain[-1].jti}")
     assert 0 < jti_ttl <= chain[-1].exp - NOW + 60
     assert 0 < redis_client.ttl("infrabot:run:run-0001") <= 24 * 3600
+    store.revoke_key(KEY_A, expires_at=int(NOW) + 900)
+    assert 900 < redis_client.ttl(f"infrabot:jkt:{KEY_A}") <= 900 + 60
     assert 0 < redis_client.ttl("infrabot:once:assertion:abc") <= 30
     assert store.claim_once("assertion:def", ttl=30, issued_at=NOW)  # the claim script
     assert 0 < redis_client.ttl("infrabot:once:assertion:def") <= 30

@@ -148,6 +148,32 @@ def test_a_replayed_proof_is_refused(stack_factory: Callable[..., Stack], http: 
                  "dpop_proof_replayed")
 
 
+@pytest.mark.parametrize("registry", ["memory", pytest.param("redis", marks=pytest.mark.redis)])
+def test_a_token_bound_to_a_revoked_key_is_refused_even_with_a_proof_by_it(
+        stack_factory: Callable[..., Stack], http: httpx.Client, registry: str,
+        request: pytest.FixtureRequest) -> None:
+    """Whoever holds the key and a token bound to it (the key leaked with the token) is refused
+    once the key is revoked (``infrabot keys revoke dpop:AGENT KID``), not when the token
+    expires; a token bound to another key is taken as before."""
+    revocation = None
+    if registry == "redis":
+        revocation = RedisRevocationStore.from_url(request.getfixturevalue("redis_url"))
+        request.addfinalizer(revocation.close)
+    stack = stack_factory(dpop_binding=True, revocation=revocation)
+    other_key = new_key()
+    token, other = (stack.token("aws", cnf=jkt_of(k.public)) for k in (KEY, other_key))
+    assert send(stack, http, token, proof=proof_for(stack, token)).status_code == 200
+    stack.revocation.revoke_key(jkt_of(KEY.public), expires_at=int(time.time()) + 900)
+    response = send(stack, http, token, proof=proof_for(stack, token))
+    assert response.status_code == 401, response.text
+    assert (response.json()["error"], response.json()["reason"]) == (
+        "invalid_token", "bound_key_revoked")
+    [record] = stack.records(response)
+    assert (record.decision, record.reason) == ("deny", "bound_key_revoked")
+    assert send(stack, http, other,
+                proof=proof_for(stack, other, key=other_key)).status_code == 200
+
+
 def test_an_unbound_token_is_refused_where_binding_is_required(bound_stack: Stack,
                                                                 http: httpx.Client) -> None:
     token = bound_stack.token("aws")
