@@ -154,7 +154,7 @@ class Stack:
         audit = AuditStore(settings.audit_target)
         checkpointer = Checkpointer(
             audit, AuditKeys.open(settings.audit_keys_dir, settings.signing_alg, now=now),
-            every_records=settings.audit_checkpoint_records,
+            anchor_dir=settings.audit_keys_dir, every_records=settings.audit_checkpoint_records,
             every_seconds=settings.audit_checkpoint_seconds, clock=time.time)
         audit.anchor_with(checkpointer)
         registry = open_registry(settings)

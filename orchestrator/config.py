@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_core.core_schema import ValidationInfo
@@ -19,12 +18,14 @@ from orchestrator._log import LogLevel
 from orchestrator._service_latency import ServiceLatency, ServiceLatencySetting
 from orchestrator._urls import check_database_url, check_otlp_url, check_redis_url
 from orchestrator._webhook_secret import check_webhook_secret
+from orchestrator.db import store_target
 
 SigningAlg = Literal["ES256", "RS256", "EdDSA"]
 
 _REPO_WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
 
 SERVICE_NAMES = ("datadog", "github", "aws", "pagerduty")
+_AUTH_URL = "INFRABOT_AUTH_DATABASE_URL"  # the auth database's; unset, INFRABOT_DATABASE_URL's
 
 # A retried hop's longest countdown (agents/tasks.py); the visibility timeout's lead on a hop.
 RETRY_COUNTDOWN_CAP = 8
@@ -272,28 +273,26 @@ class Settings(BaseSettings):
     @property
     def audit_target(self) -> Path | str:
         """The audit trail's database: a SQLite file path or a PostgreSQL URL."""
-        return self._store_target(self.audit_db, self.auth_database_url or self.database_url)
+        return self._store_target(self.audit_db, auth=True)
 
     @property
     def runs_target(self) -> Path | str:
         """The run log's database: a SQLite file path or a PostgreSQL URL."""
-        return self._store_target(self.state_dir / "runs.sqlite3", self.database_url)
+        return self._store_target(self.state_dir / "runs.sqlite3", auth=False)
 
     @property
     def registry_target(self) -> Path | str:
         """The client registry's database once ``auth_database_url`` or ``database_url`` is set
         (unset, the registry is ``keys/client_registry.json`` in the state directory)."""
-        return self._store_target(self.state_dir / "clients.sqlite3",
-                                  self.auth_database_url or self.database_url)
+        return self._store_target(self.state_dir / "clients.sqlite3", auth=True)
 
-    @staticmethod
-    def _store_target(default: Path, database: SecretStr | None) -> Path | str:
-        if database is None:
-            return default
-        url = database.get_secret_value()
-        if url.startswith("sqlite:"):  # sqlite:///dir, or SQLAlchemy's sqlite:////dir
-            return Path("/" + urlsplit(url).path.lstrip("/")) / default.name
-        return url
+    def _store_target(self, default: Path, *, auth: bool) -> Path | str:
+        """``auth``: a store of the auth database's, so ``auth_database_url``'s, else (unset)
+        ``database_url``'s; a URL keeps the name of its setting, for messages."""
+        if auth and self.auth_database_url is not None:
+            return store_target(default, self.auth_database_url.get_secret_value(), _AUTH_URL)
+        url = self.database_url.get_secret_value() if self.database_url is not None else None
+        return store_target(default, url, "INFRABOT_DATABASE_URL", _AUTH_URL if auth else None)
 
     @property
     def endpoints_file(self) -> Path:

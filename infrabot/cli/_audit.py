@@ -1,10 +1,11 @@
 """``infrabot audit query|verify|export|keys``: read, check and export the audit trail.
 
-The database is ``INFRABOT_DATABASE_URL``'s, else ``<state_dir>/audit.sqlite3`` from the settings
-(``INFRABOT_STATE_DIR`` or ``--state-dir``); ``--db`` names a SQLite file instead. A SQLite file
-is opened read-only. Bad input, a missing, damaged or foreign file, an unreachable database, an
-output file that cannot be written is one ``Error: ...`` line on stderr and a non-zero exit,
-never a traceback. Every value printed is display-safe (:mod:`orchestrator._display`).
+The database is ``INFRABOT_AUTH_DATABASE_URL``'s, else ``INFRABOT_DATABASE_URL``'s, else
+``<state_dir>/audit.sqlite3`` from the settings (``INFRABOT_STATE_DIR`` or ``--state-dir``, which
+must then exist); ``--db`` names a SQLite file instead. A SQLite file is opened read-only. Bad
+input, a missing, damaged or foreign file, an unreachable database, an output file that cannot
+be written is one ``Error: ...`` line on stderr and a non-zero exit, never a traceback. Every
+value printed is display-safe (:mod:`orchestrator._display`).
 """
 
 from __future__ import annotations

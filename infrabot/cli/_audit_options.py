@@ -65,8 +65,8 @@ def db_option(func: F) -> F:
         "--db",
         type=click.Path(path_type=Path, dir_okay=False),
         default=None,
-        help="Audit database file (SQLite); overrides INFRABOT_DATABASE_URL and "
-             "<state_dir>/audit.sqlite3.",
+        help="Audit database file (SQLite); overrides INFRABOT_AUTH_DATABASE_URL, "
+             "INFRABOT_DATABASE_URL and <state_dir>/audit.sqlite3.",
     )(func)
     return state_dir_option(func)
 

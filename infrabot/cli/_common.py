@@ -34,7 +34,7 @@ def out_console() -> Console:
     return Console(width=PIPE_WIDTH)
 
 
-StateUse = Literal["create", "existing", "stores", "unused"]
+StateUse = Literal["create", "existing", "stores", "run_log", "unused"]
 
 
 def load_settings(state_dir: Path | None = None, *, state: StateUse = "create",
@@ -44,8 +44,10 @@ def load_settings(state_dir: Path | None = None, *, state: StateUse = "create",
     ``state`` says what the command does with the state directory: ``create`` it (0700) if
     missing (a command that writes there); read an ``existing`` one (a command that only reads:
     a missing one, such as a mistyped ``--state-dir``, is one line, and nothing is created); read
-    the ``stores`` (an existing directory only when they live there: INFRABOT_DATABASE_URL
-    unset); or leave it ``unused``."""
+    the authorization server's ``stores``, the audit trail and the client registry (an existing
+    directory only when they live there: INFRABOT_AUTH_DATABASE_URL and INFRABOT_DATABASE_URL
+    both unset); read the ``run_log`` (an existing directory only when it lives there:
+    INFRABOT_DATABASE_URL unset); or leave it ``unused``."""
     try:
         settings = Settings()
         updates = {k: v for k, v in {"state_dir": state_dir, **overrides}.items() if v is not None}
@@ -61,8 +63,7 @@ def load_settings(state_dir: Path | None = None, *, state: StateUse = "create",
         field = re.search(r'field "(\w+)"', str(exc))
         raise CommandError(f"bad setting INFRABOT_{field[1].upper() if field else '?'}: "
                            "not valid JSON") from None
-    needs_dir = state == "existing" or (state == "stores" and settings.database_url is None)
-    if needs_dir and not settings.state_dir.is_dir():
+    if _needs_dir(settings, state) and not settings.state_dir.is_dir():
         raise CommandError(f"no such state directory: {settings.state_dir} (where `infrabot "
                            "serve` or `infrabot demo` ran; --state-dir or INFRABOT_STATE_DIR)")
     if state != "create":
@@ -73,6 +74,14 @@ def load_settings(state_dir: Path | None = None, *, state: StateUse = "create",
         raise CommandError(f"cannot use state directory {settings.state_dir}: "
                            f"{exc.strerror or exc}") from None
     return settings
+
+
+def _needs_dir(settings: Settings, state: StateUse) -> bool:
+    """Whether ``state`` needs the state directory to exist: a command that only reads it, or
+    reads a store no setting moved out of it (the auth database's fall back to the run log's)."""
+    if state == "stores":
+        return settings.auth_database_url is None and settings.database_url is None
+    return state == "existing" or (state == "run_log" and settings.database_url is None)
 
 
 def variable(field: str) -> str:

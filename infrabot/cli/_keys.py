@@ -180,8 +180,8 @@ def register(client_id: str, jwks: str, state_dir: Path | None) -> None:
 def list_keys(as_json: bool, state_dir: Path | None) -> None:
     """Show the client registry: client, kid, algorithm, when each key was added (UTC); then
     each key revoked (`keys revoke`, never registered again), marked "revoked" with its time.
-    Only reads: a missing state directory (the registry's, unless INFRABOT_DATABASE_URL is set)
-    is an error, and is not made.
+    Only reads: a missing state directory (the registry's, unless INFRABOT_AUTH_DATABASE_URL or
+    INFRABOT_DATABASE_URL is set) is an error, and is not made.
 
     \b
     Example:
@@ -221,7 +221,7 @@ def revoke(client_id: str, kid: str, state_dir: Path | None) -> None:
     it is refused (invalid_client), and the key is never registered again (not by `keys
     register`, nor by `serve` or a worker as they start). ``dpop:AGENT`` names an agent's
     registered DPoP keys. A missing state directory (the registry's, unless
-    INFRABOT_DATABASE_URL is set) is an error, and is not made.
+    INFRABOT_AUTH_DATABASE_URL or INFRABOT_DATABASE_URL is set) is an error, and is not made.
 
     \b
     Example:

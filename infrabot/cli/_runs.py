@@ -44,7 +44,7 @@ def _store(state_dir: Path | None) -> Iterator[RunStore]:
     back end: nothing created, migrated or written (no DDL on a database either), so a reader
     needs no write access. Any failure to open or read it, inside the block too, is one line
     naming it and the problem (a URL's password never)."""
-    target = load_settings(state_dir, state="stores").runs_target
+    target = load_settings(state_dir, state="run_log").runs_target
     if isinstance(target, Path) and not target.is_file():
         raise CommandError(f"no runs yet: {target} does not exist")
     where = target if isinstance(target, Path) else "run log database"
@@ -110,7 +110,7 @@ def list_runs(limit: int, status: str | None, user: str | None, as_json: bool,
       infrabot runs list --status denied
     """
     if user is not None:
-        user = resolve_user(load_settings(state_dir, state="stores"), user)
+        user = resolve_user(load_settings(state_dir, state="run_log"), user)
     with _store(state_dir) as store:
         found = store.list(limit, status=status, user=user)
     if as_json:
@@ -138,7 +138,7 @@ def show(run_id: str, as_json: bool, with_trace: bool, state_dir: Path | None) -
         spans = SpanLog(store).of_trace(run.trace_id) if run and run.trace_id else []
     if run is None:
         raise CommandError(f"no run {run_id!r}")
-    settings = load_settings(state_dir, state="stores")
+    settings = load_settings(state_dir, state="run_log")
     if as_json:
         body = {**run_json(run), "delegation_chains": run_chains(settings, run)}
         click.echo(json.dumps({**body, "spans": [asdict(s) for s in spans]} if with_trace

@@ -149,7 +149,7 @@ def deploy(user: str, service: str, environment: str, commit: str, trigger: str,
     """
     from orchestrator.ci._load import EventSpec  # deferred: the load driver imports the web stack
 
-    settings = load_settings(state_dir, state="stores")
+    settings = load_settings(state_dir, state="run_log")
     login = resolve_user(settings, user).removeprefix("user:")
     spec = EventSpec(login, service, environment, trigger, commit, pr, task=task)
     report = _send(settings, [spec], rate=0, timeout=timeout, as_json=as_json,
@@ -182,7 +182,7 @@ def scenario(file: Path, rate: float, timeout: float, as_json: bool,
       infrabot simulate scenario workflows/scenarios/happy-path.yaml
     """
     events, expected = events_of(file)
-    settings = load_settings(state_dir, state="stores")
+    settings = load_settings(state_dir, state="run_log")
     report = _send(settings, events, rate=rate, timeout=timeout, as_json=as_json,
                    state_dir=state_dir)
     print_report(report, as_json, state_dir)
@@ -216,7 +216,7 @@ def load(count: int, rate: float, bad_ratio: float, seed: int, timeout: float, a
     # Deferred: the load driver imports the web stack
     from orchestrator.ci._load import mixed_events
 
-    settings = load_settings(state_dir, state="stores")
+    settings = load_settings(state_dir, state="run_log")
     report = _send(settings, mixed_events(count, bad_ratio=bad_ratio, seed=seed), rate=rate,
                    timeout=timeout, as_json=as_json, state_dir=state_dir)
     print_report(report, as_json, state_dir)

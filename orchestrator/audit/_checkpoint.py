@@ -42,10 +42,10 @@ from orchestrator._log import get_logger
 from orchestrator._periodic import periodic
 from orchestrator.audit._anchorfile import write_anchor
 from orchestrator.audit._chain import GENESIS_HASH
-from orchestrator.audit._keys import AuditKeys
 from orchestrator.audit._record import StoredRecord, format_time
 from orchestrator.errors import TransientError
 from orchestrator.identity import JWS_SEGMENT as SEGMENT
+from orchestrator.identity import SigningKey
 from orchestrator.identity import sign_jws as sign
 
 CHECKPOINT_TYP = "infrabot-audit-checkpoint+jws"
@@ -117,6 +117,12 @@ class CheckpointDatabase(Protocol):
     def transaction(self) -> AbstractContextManager[Connection]: ...
 
 
+class CheckpointKeys(Protocol):
+    """The audit key a checkpointer signs with (:class:`~orchestrator.audit.AuditKeys`)."""
+
+    def current(self) -> SigningKey: ...
+
+
 @dataclass
 class _Head:
     seq: int = 0
@@ -126,7 +132,10 @@ class _Head:
 
 class Checkpointer:
     """Signs checkpoints of one store's writer with the state directory's audit key; attach it
-    with :meth:`~orchestrator.audit.AuditStore.anchor_with`.
+    with :meth:`~orchestrator.audit.AuditStore.anchor_with`. ``anchor_dir`` is where each
+    checkpoint it signs becomes the anchor (:mod:`._anchorfile`): the audit key's directory,
+    ``<state_dir>/keys/audit``; None keeps no anchor, which only a caller that means to do
+    without one says.
 
     Thread-safe. :meth:`appended` follows the records the store commits; :meth:`due_at` and
     :meth:`anchor` are the store's batch writer's (every ``every_records``); :meth:`checkpoint`
@@ -134,8 +143,9 @@ class Checkpointer:
     occasion (the next batch, tick or run end); it never fails the append that triggered it.
     """
 
-    def __init__(self, store: CheckpointDatabase, keys: AuditKeys, *, every_records: int,
-                 every_seconds: float, clock: Callable[[], float]) -> None:
+    def __init__(self, store: CheckpointDatabase, keys: CheckpointKeys, *,
+                 anchor_dir: Path | None, every_records: int, every_seconds: float,
+                 clock: Callable[[], float]) -> None:
         self._store = store
         self._keys = keys
         self._every_records = every_records
@@ -144,8 +154,7 @@ class Checkpointer:
         self._lock = threading.Lock()
         self._head = _Head()
         self._signed_seq = 0
-        # where the anchor is kept: beside the audit key (a stand-in without one keeps none)
-        self._anchor_dir: Path | None = getattr(keys, "directory", None)
+        self._anchor_dir = anchor_dir
 
     @property
     def every_seconds(self) -> float:

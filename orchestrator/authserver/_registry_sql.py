@@ -1,11 +1,13 @@
-"""The client registry as a table of the stores' database (``INFRABOT_DATABASE_URL``): SQLite
-(``sqlite:///dir`` → ``dir/clients.sqlite3``) or the PostgreSQL database the audit trail and the
-run log share, through the same adapter (:mod:`orchestrator.db`).
+"""The client registry as a table of the authorization server's database
+(``INFRABOT_AUTH_DATABASE_URL``, else ``INFRABOT_DATABASE_URL``): SQLite (``sqlite:///dir`` →
+``dir/clients.sqlite3``) or the PostgreSQL database it shares with the audit trail (and, on one
+host without an auth database of its own, the run log), through the same adapter
+(:mod:`orchestrator.db`).
 
 One row per key; ``kid`` is the primary key, which is the "one key, one client" rule; a revoked
 key's ``kid`` is a row of ``revoked_client_keys``, never registered again. Every
-lookup is one indexed ``SELECT``, so a key registered or revoked by ``infrabot keys`` on any host
-applies to the servers' next request. A registration takes the table's lock, checks every
+lookup is one indexed ``SELECT``, so a key registered or revoked by ``infrabot keys`` (on the
+auth host, docs/deploy.md) applies to the servers' next request. A registration takes the table's lock, checks every
 offered key, then inserts the new ones: all or nothing, and two registrations of the same key at
 once end with one row. A database that cannot be used raises
 :class:`~orchestrator.errors.Unavailable` (``client_registry_unavailable``): the server answers

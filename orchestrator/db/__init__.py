@@ -4,11 +4,13 @@ small adapter (:mod:`orchestrator.db._api`) that the stores are written against 
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from orchestrator.db._api import (
     Conflict,
     ConnectionLost,
     Database,
+    DatabaseUrl,
     Dialect,
     Rows,
     Schema,
@@ -22,6 +24,7 @@ __all__ = [
     "Conflict",
     "ConnectionLost",
     "Database",
+    "DatabaseUrl",
     "Dialect",
     "Rows",
     "Schema",
@@ -29,12 +32,14 @@ __all__ = [
     "Transaction",
     "lock_key",
     "open_database",
+    "store_target",
 ]
 
 
 def open_database(target: Path | str, schema: Schema, *, read_only: bool = False) -> Database:
     """The database at ``target`` (a SQLite file path, or a ``postgresql://`` URL), its schema
-    applied; :class:`~orchestrator.errors.ConfigError` (one line) if it cannot be.
+    applied; :class:`~orchestrator.errors.ConfigError` (one line) if it cannot be, naming the
+    setting the URL came from when it is a :class:`DatabaseUrl` (never its password).
 
     ``read_only``: an existing database opened without changing it, for checking it (``audit
     verify``): no schema applied (not even on PostgreSQL), nothing written (a SQLite file
@@ -46,3 +51,17 @@ def open_database(target: Path | str, schema: Schema, *, read_only: bool = False
 
         return PostgresDatabase(target, schema, read_only=read_only)
     return SQLiteDatabase(Path(target), schema, read_only=read_only)
+
+
+def store_target(default: Path, url: str | None, setting: str,
+                 instead_of: str | None = None) -> Path | str:
+    """Where a store is, given the value ``url`` of the database ``setting`` that names it:
+    unset (None), ``default`` (its own file in the state directory); ``sqlite:///dir`` (or
+    SQLAlchemy's ``sqlite:////dir``), ``dir/`` and ``default``'s name; a PostgreSQL URL, as a
+    :class:`DatabaseUrl` naming ``setting`` (and ``instead_of``, the unset setting it stands
+    in for), so that a database that cannot be opened is named by the variable to fix."""
+    if url is None:
+        return default
+    if url.startswith("sqlite:"):
+        return Path("/" + urlsplit(url).path.lstrip("/")) / default.name
+    return DatabaseUrl(url, setting, instead_of)

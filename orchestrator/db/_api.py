@@ -21,7 +21,8 @@ Errors: a unique-key violation raises :class:`Conflict` (the store's answer, e.g
 a database that cannot be used raises :class:`~orchestrator.errors.Unavailable` with the
 schema's reason; a connection lost inside a write raises :class:`ConnectionLost`, after which the
 write may or may not have been committed; a database that cannot be opened at all (unreachable,
-not a database, a newer schema) raises :class:`~orchestrator.errors.ConfigError`, one line.
+not a database, a newer schema) raises :class:`~orchestrator.errors.ConfigError`, one line (an
+unreachable PostgreSQL database named by the setting its :class:`DatabaseUrl` came from).
 """
 
 from __future__ import annotations
@@ -46,6 +47,33 @@ _TRIGGER = re.compile(r"\s*CREATE\s+(?:OR\s+REPLACE\s+)?TRIGGER\s+(?:IF\s+NOT\s+
 class Dialect(StrEnum):
     SQLITE = "sqlite"
     POSTGRESQL = "postgresql"
+
+
+class DatabaseUrl(str):
+    """A ``postgresql://`` URL that knows the setting it was read from, so that a database that
+    cannot be opened is named by the variable to fix: ``setting`` holds it, and ``instead_of``
+    (if any) is the unset one it stands in for (the auth database's
+    ``INFRABOT_AUTH_DATABASE_URL``, which falls back to ``INFRABOT_DATABASE_URL``). Everywhere
+    else it is the URL (a ``str``); a plain ``str`` URL names no setting. Made by the settings
+    (:class:`~orchestrator.config.Settings`' ``*_target``), never guessed from the URL."""
+
+    setting: str
+    instead_of: str | None
+
+    def __new__(cls, url: str, setting: str, instead_of: str | None = None) -> Self:
+        made = super().__new__(cls, url)
+        made.setting, made.instead_of = setting, instead_of
+        return made
+
+    def __getnewargs__(self) -> tuple[str, str, str | None]:  # type: ignore[override]
+        return str(self), self.setting, self.instead_of  # a copy or a pickle keeps the setting
+
+    @property
+    def source(self) -> str:
+        """The setting, as a message names it."""
+        if self.instead_of is None:
+            return self.setting
+        return f"{self.setting}, in place of {self.instead_of}, which is unset"
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ import psycopg
 import psycopg_pool
 from psycopg.conninfo import conninfo_to_dict
 
-from orchestrator.db._api import Conflict, Database, Dialect, Schema, lock_key
+from orchestrator.db._api import Conflict, Database, DatabaseUrl, Dialect, Schema, lock_key
 from orchestrator.db._pg_liveness import ended_by_server, watch_goodbye
 from orchestrator.db._pg_pipeline import PipelinedTransaction, translate
 from orchestrator.errors import ConfigError
@@ -87,6 +87,12 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
+def _setting(url: str) -> str:
+    """`` (INFRABOT_...)``, the setting a :class:`DatabaseUrl` was read from; nothing for a URL
+    given as such (a test's, a benchmark's): no setting holds it."""
+    return f" ({url.source})" if isinstance(url, DatabaseUrl) else ""
+
+
 def _without_secret(exc: BaseException, url: str) -> str:
     """The driver's first line, with the URL's user information taken out: libpq quotes the
     piece of a connection string it cannot parse, which may be the password."""
@@ -119,8 +125,8 @@ class PostgresDatabase(Database):
                     url, check_only=(url, schema) in _APPLIED))
                 _APPLIED.add((url, schema))
         except psycopg.OperationalError as exc:
-            raise ConfigError(f"cannot reach the database at {self._target} "
-                              f"(INFRABOT_DATABASE_URL): {_without_secret(exc, url)}") from None
+            raise ConfigError(f"cannot reach the database at {self._target}{_setting(url)}: "
+                              f"{_without_secret(exc, url)}") from None
         except psycopg.Error as exc:
             raise ConfigError(f"{self._target} is not a usable {schema.what}: "
                               f"{_without_secret(exc, url)}") from None

@@ -34,7 +34,8 @@ def healthy_trail(target: Path | str, keys: AuditKeys, records: int = 5) -> None
     """``records`` records of writer ``svc``, 30 s apart (the second a deny), checkpoints every 4
     records and at shutdown: with 5, checkpoint 1 anchors seq 4 and checkpoint 2 seq 5."""
     with AuditStore(target, writer="svc") as store:
-        checkpointer = Checkpointer(store, keys, every_records=EVERY_RECORDS,
+        checkpointer = Checkpointer(store, keys, anchor_dir=keys.directory,
+                                    every_records=EVERY_RECORDS,
                                     every_seconds=EVERY_SECONDS, clock=lambda: NOW + 200)
         store.anchor_with(checkpointer)
         for i in range(records):

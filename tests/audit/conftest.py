@@ -53,8 +53,8 @@ def anchored_trail(target: Path | str, keys_dir: Path, records: int = 6, every: 
     ``keys_dir`` (created there if missing)."""
     keys = AuditKeys.open(keys_dir, "ES256", now=int(time.time()))
     with AuditStore(target, writer="svc") as store:
-        checkpointer = Checkpointer(store, keys, every_records=every, every_seconds=60,
-                                    clock=time.time)
+        checkpointer = Checkpointer(store, keys, anchor_dir=keys.directory,
+                                    every_records=every, every_seconds=60, clock=time.time)
         store.anchor_with(checkpointer)
         for i in range(records):
             store.append(record(resource=f"r-{i}"))

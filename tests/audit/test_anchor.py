@@ -111,8 +111,8 @@ def test_an_anchor_older_than_the_trail_passes(target: Path | str, keys: AuditKe
     healthy_trail(target, keys)
     older = read_anchor(keys_dir / ANCHOR_FILE)
     with AuditStore(target, writer="svc") as store:
-        checkpointer = Checkpointer(store, keys, every_records=4, every_seconds=10,
-                                    clock=lambda: NOW + 300)
+        checkpointer = Checkpointer(store, keys, anchor_dir=keys.directory,
+                                    every_records=4, every_seconds=10, clock=lambda: NOW + 300)
         store.anchor_with(checkpointer)
         for i in range(6):
             store.append(record(resource=f"later-{i}"))

@@ -102,8 +102,8 @@ def test_a_healthy_trail_passes_with_its_anchor_and_with_an_older_one(
                                     "writer, 2 checkpoints")
     audit_keys = AuditKeys.open(state / "keys" / "audit", "ES256", now=int(NOW))
     with AuditStore(db, writer="more") as store:  # the healthy writers went on: checkpoint 3
-        checkpointer = Checkpointer(store, audit_keys, every_records=4, every_seconds=10,
-                                    clock=lambda: NOW + 300)
+        checkpointer = Checkpointer(store, audit_keys, anchor_dir=audit_keys.directory,
+                                    every_records=4, every_seconds=10, clock=lambda: NOW + 300)
         store.anchor_with(checkpointer)
         for i in range(4):
             store.append(record(resource=f"more-{i}"))

@@ -68,8 +68,8 @@ def keys(keys_dir: Path) -> AuditKeys:
 def writer(target: Path | str, keys: AuditKeys, clock: Clock
            ) -> Iterator[tuple[AuditStore, Checkpointer]]:
     store = AuditStore(target, writer="svc")
-    checkpointer = Checkpointer(store, keys, every_records=4, every_seconds=10,
-                                clock=lambda: clock.now)
+    checkpointer = Checkpointer(store, keys, anchor_dir=keys.directory,
+                                every_records=4, every_seconds=10, clock=lambda: clock.now)
     store.anchor_with(checkpointer)
     yield store, checkpointer
     store.close()
@@ -166,8 +166,8 @@ def test_writers_share_one_checkpoint_chain(target: Path | str, keys: AuditKeys,
                                             make_record, keys_dir: Path) -> None:
     with AuditStore(target, writer="a") as a, AuditStore(target, writer="b") as b:
         for store in (a, b):
-            cp = Checkpointer(store, keys, every_records=2, every_seconds=10,
-                              clock=lambda: clock.now)
+            cp = Checkpointer(store, keys, anchor_dir=keys.directory,
+                              every_records=2, every_seconds=10, clock=lambda: clock.now)
             store.anchor_with(cp)
         for i in range(4):
             a.append(make_record(resource=f"a-{i}"))
@@ -228,8 +228,8 @@ def test_deleting_every_checkpoint_of_a_slow_writer(keys: AuditKeys, target: Pat
     """Few records, but spread over longer than a checkpoint period: a running writer would
     have anchored the first ones, so their checkpoints were deleted."""
     with AuditStore(target, writer="svc") as store:
-        checkpointer = Checkpointer(store, keys, every_records=4, every_seconds=10,
-                                    clock=lambda: clock.now)
+        checkpointer = Checkpointer(store, keys, anchor_dir=keys.directory,
+                                    every_records=4, every_seconds=10, clock=lambda: clock.now)
         store.anchor_with(checkpointer)
         for minute in range(3):
             store.append(make_record(resource=f"r-{minute}",
@@ -396,8 +396,8 @@ def test_trusted_keys_skip_a_jwk_with_private_members(tmp_path: Path, keys: Audi
 def test_the_ticker_signs_within_the_period(target: Path | str, keys: AuditKeys, make_record
                                             ) -> None:
     with AuditStore(target, writer="ticked") as store:
-        checkpointer = Checkpointer(store, keys, every_records=1000, every_seconds=0.2,
-                                    clock=time.time)
+        checkpointer = Checkpointer(store, keys, anchor_dir=keys.directory,
+                                    every_records=1000, every_seconds=0.2, clock=time.time)
         store.anchor_with(checkpointer)
         with checkpoint_ticker(checkpointer, interval=0.05):
             store.append(make_record())
@@ -415,8 +415,8 @@ def test_concurrent_writers_number_checkpoints_without_gaps(target: Path | str, 
     stores = [AuditStore(target, writer=f"w{i}") for i in range(4)]
     try:
         for store in stores:
-            checkpointer = Checkpointer(store, keys, every_records=2, every_seconds=60,
-                                        clock=time.time)
+            checkpointer = Checkpointer(store, keys, anchor_dir=keys.directory,
+                                        every_records=2, every_seconds=60, clock=time.time)
             store.anchor_with(checkpointer)
         start = threading.Barrier(len(stores))
 
@@ -445,8 +445,8 @@ def test_record_checkpoints_fall_on_every_nth_record_however_batched(
     bound ends there and is anchored before the next, so the record-count checkpoints are at
     exactly every 10th record and no tail was ever longer."""
     with AuditStore(target, writer="busy") as store:
-        store.anchor_with(Checkpointer(store, keys, every_records=10, every_seconds=60,
-                                       clock=time.time))
+        store.anchor_with(Checkpointer(store, keys, anchor_dir=keys.directory,
+                                       every_records=10, every_seconds=60, clock=time.time))
         start = threading.Barrier(16, timeout=30)
 
         def append(thread: int) -> None:
@@ -483,7 +483,7 @@ def test_records_appended_while_a_checkpoint_is_signed_never_overrun_the_bound(
     would find 5 and report missing checkpoints of a healthy writer.)"""
     held = HeldKeys(keys)
     with AuditStore(target, writer="svc") as store:
-        store.anchor_with(Checkpointer(store, held, every_records=4,
+        store.anchor_with(Checkpointer(store, held, anchor_dir=None, every_records=4,
                                        every_seconds=60, clock=time.time))
         first = threading.Thread(target=fill, args=(store, make_record, 4))
         first.start()

@@ -21,8 +21,8 @@ def _fill(target: Path | str, keys_dir: Path, make_record) -> None:
     """Three records, anchored by checkpoints signed with the audit key in ``keys_dir``."""
     keys = AuditKeys.open(keys_dir, "ES256", now=int(time.time()))
     with AuditStore(target, writer="svc") as store:
-        checkpointer = Checkpointer(store, keys, every_records=2, every_seconds=60,
-                                    clock=time.time)
+        checkpointer = Checkpointer(store, keys, anchor_dir=keys.directory,
+                                    every_records=2, every_seconds=60, clock=time.time)
         store.anchor_with(checkpointer)
         store.append(make_record(action="deploy:create", resource="service-x-prod"))
         store.append(make_record(time=T0 + timedelta(minutes=2)))

@@ -37,8 +37,8 @@ def keys(tmp_path: Path) -> AuditKeys:
 
 def anchored(target: Path | str, keys: AuditKeys) -> AuditStore:
     store = AuditStore(target, writer="svc")
-    store.anchor_with(Checkpointer(store, keys, every_records=EVERY, every_seconds=60,
-                                   clock=time.time))
+    store.anchor_with(Checkpointer(store, keys, anchor_dir=keys.directory,
+                                   every_records=EVERY, every_seconds=60, clock=time.time))
     return store
 
 

@@ -89,5 +89,6 @@ def test_an_unreachable_database_is_one_line(tmp_path: Path) -> None:
         line = admin(url, tmp_path / "admin", *args).error_line()
         assert line.startswith(f"bad_configuration: cannot reach the database at "
                                f"postgresql://postgres@127.0.0.1:{port}/ib_nowhere "
-                               "(INFRABOT_DATABASE_URL): "), line
+                               "(INFRABOT_DATABASE_URL, in place of INFRABOT_AUTH_DATABASE_URL, "
+                               "which is unset): "), line
         assert "s3cret" not in line
