@@ -236,7 +236,8 @@ def revoke(client_id: str, kid: str, state_dir: Path | None) -> None:
         # An agent's DPoP key (docs/dpop.md): the tokens bound to it go first, so that a
         # failure here leaves the key as it was, and running the command again finishes it.
         bound = refuse_bound_tokens(settings, kid) if client_id.startswith("dpop:") else ""
-        registry.revoke(client_id, kid, now=int(time.time()))
+        if not registry.revoke(client_id, kid, now=int(time.time())):  # gone meanwhile
+            raise CommandError(f"no key {kid!r} is registered for {client_id!r}")
     except OSError as exc:
         raise CommandError(f"cannot write the client registry: {exc.strerror or exc}") from None
     finally:
