@@ -47,13 +47,14 @@ def names(value: object) -> list[str]:
 
 def numbers(value: object, limit: int) -> list[int]:
     """The ids in a raw request value that are whole numbers from 0 to ``limit``, read the way
-    the handler's own validation reads them (``+1101``, `` 1101``, ``1_101`` are 1101), so no
-    spelling the handler accepts escapes the check; others name nothing (the handler refuses
-    them)."""
+    the handler's own validation reads them (``+1101``, `` 1101``, ``1_101`` and 1101 padded with
+    any number of zeros are 1101), whole: so no spelling the handler accepts escapes the check;
+    others name nothing (the handler refuses them). Pydantic reads a number's digits in linear
+    time and refuses more than 4,300 of them, as the handler does."""
     out = []
     for raw in names(value):
         try:
-            number = _WHOLE.validate_python(raw[:64])
+            number = _WHOLE.validate_python(raw)
         except ValidationError:
             continue
         if 0 <= number <= limit:

@@ -152,12 +152,12 @@ def build(router: ServiceRouter, clock: Callable[[], float]) -> GitHubState:
 
     @router.resolves("github.repository")
     def repository(named: tuple[object, ...]) -> list[ResourceAttributes]:
-        full = "/".join(str(part)[:100] for part in named)
+        full = "/".join(str(part) for part in named)  # whole: the handler's repository
         return [ResourceAttributes(resource=f"github:{full}", repository=full)]
 
     @router.resolves("github.deployment")
     def deployment(named: tuple[object, ...]) -> list[ResourceAttributes]:
-        owner, repo = (str(part)[:100] for part in named[:2])
+        owner, repo = (str(part) for part in named[:2])
         ids = numbers(named[2], MAX_ID)
         return [ResourceAttributes(resource=f"github:{owner}/{repo}:deployment-{i}",
                                    repository=f"{owner}/{repo}",

@@ -190,7 +190,12 @@ def test_a_query_parameter_cannot_stand_in_for_the_body_field_it_copies(world, h
     assert state(world, "aws").instances[CANARY].State.Name == "running"
 
 
-@pytest.mark.parametrize("spelling", ["+1001", "1_001", "%201001"])
+# Zero-padded past 64 characters: the check once read only the first 64 (100, no monitor) while
+# the handler read all of them (1001).
+PADDED = ["0" * 61 + "1001", "0" * 1000 + "1001"]
+
+
+@pytest.mark.parametrize("spelling", ["+1001", "1_001", "%201001", *PADDED])
 def test_an_id_spelt_as_the_handler_still_reads_it_is_checked(world, http, spelling):
     """A path id the handler's validation reads as 1001 (a prod monitor) is 1001 to the check
     too: no spelling skips it."""
@@ -201,3 +206,25 @@ def test_an_id_spelt_as_the_handler_still_reads_it_is_checked(world, http, spell
                          headers={"Authorization": f"Bearer {token}"})
     refused(world, response, "environment_mismatch", "environment", "staging", "prod")
     assert state(world, "datadog").monitors[1001] == before
+
+
+@pytest.mark.parametrize("zeros", [61, 1000])
+def test_a_padded_deployment_id_is_checked_as_the_deployment_it_names(world, http, zeros):
+    """A staging token cannot write a status on prod deployment 9001 by padding its id."""
+    token = world.token("github", ctx=STAGING_CI)
+    response = http.post(
+        f"{world.urls['github']}/repos/acme/service-x/deployments/{'0' * zeros}9001/statuses",
+        json={"state": "success"}, headers={"Authorization": f"Bearer {token}"})
+    refused(world, response, "environment_mismatch", "environment", "staging", "prod")
+    assert list(state(world, "github").statuses[("acme", "service-x", 9001)]) == []
+
+
+def test_a_repository_named_past_100_characters_is_checked_whole(world, http):
+    """The check once read each part's first 100 characters, so a repository the token does
+    not own, whose name begins like one it does, was checked as the one it does."""
+    owned = {"repository": "o" * 100 + "/r"}
+    token = world.token("github", ctx=owned)
+    response = http.get(f"{world.urls['github']}/repos/{'o' * 100}X/r/pulls/124",
+                        headers={"Authorization": f"Bearer {token}"})
+    refused(world, response, "repository_mismatch", "repository", owned["repository"],
+            "o" * 100 + "X/r")
