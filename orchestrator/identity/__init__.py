@@ -115,6 +115,7 @@ from orchestrator.identity._provider_keys import provider_key_set
 from orchestrator.identity._providers import IdentityProvider
 from orchestrator.identity._revocation import (
     MEMORY_BEGAN_TOLERANCE_SECONDS,
+    REVOKED_KEPT_PAST_EXPIRY_SECONDS,
     PendingCheck,
     RevocationStore,
     RevocationTarget,
@@ -155,6 +156,7 @@ __all__ = [
     "JWS_SEGMENT",
     "MAX_LIFETIME_SECONDS",
     "MEMORY_BEGAN_TOLERANCE_SECONDS",
+    "REVOKED_KEPT_PAST_EXPIRY_SECONDS",
     "TYP",
     "AccessClaims",
     "Actor",

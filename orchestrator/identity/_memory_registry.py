@@ -13,6 +13,7 @@ from orchestrator.errors import PredatesMemory
 from orchestrator.identity._claims import AccessClaims
 from orchestrator.identity._revocation import (
     MEMORY_BEGAN_TOLERANCE_SECONDS,
+    REVOKED_KEPT_PAST_EXPIRY_SECONDS,
     PendingCheck,
     RevocationTarget,
     Standing,
@@ -58,7 +59,7 @@ class MemoryRevocationStore:
 
     def revoke_key(self, jkt: str, *, expires_at: int) -> None:
         with self._lock:
-            self._keys[jkt] = expires_at
+            self._keys[jkt] = expires_at + REVOKED_KEPT_PAST_EXPIRY_SECONDS
 
     def user_version(self, user: str) -> int:
         return self._users.get(user, 0)

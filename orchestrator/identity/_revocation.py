@@ -63,6 +63,10 @@ from orchestrator.identity._claims import (
 
 # How far before the memory began a claim's issued_at may be and still be taken (see above).
 MEMORY_BEGAN_TOLERANCE_SECONDS = 1
+# How long a revoked jti or DPoP key is kept past the ``expires_at`` it was revoked with (the
+# last moment a token it refuses could expire): at least any verifier's leeway on ``exp``
+# (``leeway_seconds`` is at most 60).
+REVOKED_KEPT_PAST_EXPIRY_SECONDS = 60
 
 
 class Standing(NamedTuple):

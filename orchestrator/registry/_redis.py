@@ -3,8 +3,8 @@
 (:mod:`orchestrator.identity._revocation`, which explains the epochs, the one-time claims and
 the checks sent ahead). Everything that speaks to Redis is here.
 
-Keys expire with what they refer to: a revoked ``jti`` with its token (plus a minute), a revoked
-DPoP key with the last token that could be bound to it (plus a minute), a revoked run or user
+Keys expire with what they refer to: a revoked ``jti`` with its token, a revoked DPoP key with
+the last token that could be bound to it (each plus ``REVOKED_KEPT_PAST_EXPIRY_SECONDS``), a revoked run or user
 after a day, a one-time key after the ttl its claim names (an assertion's: until its ``exp``).
 """
 
@@ -21,6 +21,7 @@ from orchestrator.errors import Unavailable
 from orchestrator.identity import (
     EPOCH_PATTERN,
     MEMORY_BEGAN_TOLERANCE_SECONDS,
+    REVOKED_KEPT_PAST_EXPIRY_SECONDS,
     AccessClaims,
     AnsweredCheck,
     MemoryRevocationStore,
@@ -72,11 +73,11 @@ class RedisRevocationStore:
             raise unreachable() from exc
 
     def revoke_jti(self, jti: str, *, expires_at: int) -> None:
-        ttl = max(1, int(expires_at - self._clock()) + 60)
+        ttl = max(1, int(expires_at - self._clock()) + REVOKED_KEPT_PAST_EXPIRY_SECONDS)
         self._call(lambda: self._r.set(f"{_PREFIX}jti:{jti}", 1, ex=ttl))
 
     def revoke_key(self, jkt: str, *, expires_at: int) -> None:
-        ttl = max(1, int(expires_at - self._clock()) + 60)
+        ttl = max(1, int(expires_at - self._clock()) + REVOKED_KEPT_PAST_EXPIRY_SECONDS)
         self._call(lambda: self._r.set(f"{_PREFIX}jkt:{jkt}", 1, ex=ttl))
 
     def revoke_user(self, user: str) -> int:

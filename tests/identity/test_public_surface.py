@@ -67,6 +67,7 @@ PUBLIC = [
     "KeySource",
     "MAX_LIFETIME_SECONDS",  # how long a revoked token's or DPoP key's entry must last
     "MEMORY_BEGAN_TOLERANCE_SECONDS",
+    "REVOKED_KEPT_PAST_EXPIRY_SECONDS",  # the registry adapters keep a revocation this long
     "MalformedJWS",
     "MayAct",
     "MemoryRevocationStore",

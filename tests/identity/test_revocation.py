@@ -19,6 +19,7 @@ from redis.retry import Retry
 
 from orchestrator.errors import InvalidToken, PredatesMemory, TransientError, Unavailable
 from orchestrator.identity import (
+    REVOKED_KEPT_PAST_EXPIRY_SECONDS,
     AccessClaims,
     Confirmation,
     MemoryRevocationStore,
@@ -401,10 +402,15 @@ def test_an_answer_about_one_key_is_never_applied_to_a_token_bound_to_another(
 
 def test_a_revoked_key_is_forgotten_once_no_token_bound_to_it_can_live(
         clock: Clock, authority: Authority, chain: list[AccessClaims]) -> None:
+    """Not at the expiry it was revoked with: a verifier still takes a token for its leeway
+    past ``exp``."""
     store = MemoryRevocationStore(clock=clock, epoch=authority.epoch)
+    token = bound_to(chain[-1], KEY_A)
     store.revoke_key(KEY_A, expires_at=int(NOW) + 900)
-    clock.now = NOW + 901
-    store.check(bound_to(chain[-1], KEY_A))
+    clock.now = NOW + 900 + REVOKED_KEPT_PAST_EXPIRY_SECONDS - 1
+    refused(store, token, "bound_key_revoked")
+    clock.now = NOW + 900 + REVOKED_KEPT_PAST_EXPIRY_SECONDS + 1
+    store.check(token)
 
 
 def test_peek_target_reads_the_bound_key() -> None:
