@@ -17,8 +17,8 @@ from pathlib import Path
 
 import click
 
-from infrabot.cli._bound_tokens import refuse_bound_tokens
 from infrabot.cli._common import CommandError, load_settings, state_dir_option
+from infrabot.cli._dpop_key_revoke import revoke_dpop_key
 from infrabot.cli._worker import serves_own
 from orchestrator.authserver import KeyInUse, KeyRevoked, open_registry
 from orchestrator.config import Settings
@@ -231,20 +231,14 @@ def revoke(client_id: str, kid: str, state_dir: Path | None) -> None:
     _serves_registry(settings, "revoke")
     registry = open_registry(settings)
     try:
-        if kid not in {entry.kid for entry in registry.entries(client_id)}:
-            raise CommandError(f"no key {kid!r} is registered for {client_id!r}")
-        # An agent's DPoP key (docs/dpop.md): the tokens bound to it go first, so that a
-        # failure here leaves the key as it was, and running the command again finishes it.
-        bound = refuse_bound_tokens(settings, kid) if client_id.startswith("dpop:") else ""
-        if not registry.revoke(client_id, kid, now=int(time.time())):  # gone meanwhile
+        if client_id.startswith("dpop:"):  # an agent's DPoP key, and its tokens (docs/dpop.md)
+            click.echo(revoke_dpop_key(settings, registry, client_id, kid))
+            return
+        if not registry.revoke(client_id, kid, now=int(time.time())):
             raise CommandError(f"no key {kid!r} is registered for {client_id!r}")
     except OSError as exc:
         raise CommandError(f"cannot write the client registry: {exc.strerror or exc}") from None
     finally:
         registry.close()
-    if bound:
-        click.echo(f"revoked {client_id} {kid}: proofs by it no longer prove "
-                   f"{client_id.removeprefix('dpop:')}, and {bound}")
-        return
     click.echo(f"revoked {client_id} {kid}: assertions signed with it are refused "
                "(invalid_client)")

@@ -123,14 +123,16 @@ class StateDirRegistry:
     def remove(self, client_id: str, kid: str) -> bool:
         return self._unregister(client_id, kid, revoked_at=None)
 
-    def revoke(self, client_id: str, kid: str, *, now: int) -> bool:
-        return self._unregister(client_id, kid, revoked_at=now)
+    def revoke(self, client_id: str, kid: str, *, now: int, unregistered: bool = False) -> bool:
+        return self._unregister(client_id, kid, revoked_at=now, unregistered=unregistered)
 
-    def _unregister(self, client_id: str, kid: str, *, revoked_at: int | None) -> bool:
+    def _unregister(self, client_id: str, kid: str, *, revoked_at: int | None,
+                    unregistered: bool = False) -> bool:
         with locked(self._dir):
             current = self._read()
             kept = [e for e in current.keys if (e.client_id, e.kid) != (client_id, kid)]
-            if len(kept) == len(current.keys):
+            known = {e.kid for e in current.keys} | {r.kid for r in current.revoked}
+            if len(kept) == len(current.keys) and (not unregistered or kid in known):
                 return False
             current.keys = kept
             if revoked_at is not None:

@@ -108,9 +108,11 @@ class ClientRegistry(Protocol):
         """Unregister one key; False if ``client_id`` had no key ``kid``. It may be registered
         again (a renewal's dropped key is)."""
 
-    def revoke(self, client_id: str, kid: str, *, now: int) -> bool:
+    def revoke(self, client_id: str, kid: str, *, now: int, unregistered: bool = False) -> bool:
         """Unregister one key for good: it is remembered as revoked and never registered again
-        (:class:`KeyRevoked`). False if ``client_id`` had no key ``kid``."""
+        (:class:`KeyRevoked`). False if ``client_id`` had no key ``kid``; with ``unregistered``,
+        a ``kid`` no client holds and none revoked is remembered as revoked too (an agent's DPoP
+        key that lapsed or was dropped: its thumbprint is all there is to revoke)."""
 
     def close(self) -> None:
         """Release what it holds open (a database's connections); idempotent."""

@@ -118,15 +118,19 @@ class SqlClientRegistry(Store):
                                  (client_id, kid)).rowcount
         return removed > 0
 
-    def revoke(self, client_id: str, kid: str, *, now: int) -> bool:
+    def revoke(self, client_id: str, kid: str, *, now: int, unregistered: bool = False) -> bool:
         with self._db.transaction(write=True) as tx:
             tx.lock("client_keys")
             removed = tx.execute("DELETE FROM client_keys WHERE client_id = ? AND kid = ?",
-                                 (client_id, kid)).rowcount
-            if removed > 0:
+                                 (client_id, kid)).rowcount > 0
+            if not removed and unregistered:  # unless some client holds it, or it is revoked
+                removed = not any(tx.execute(f"SELECT 1 FROM {table} WHERE kid = ?",
+                                             (kid,)).fetchone()
+                                  for table in ("client_keys", "revoked_client_keys"))
+            if removed:
                 tx.execute("INSERT INTO revoked_client_keys (kid, client_id, revoked_at) "
                            "VALUES (?, ?, ?)", (kid, client_id, now))
-        return removed > 0
+        return removed
 
     def _select(self, sql: str, params: tuple[str, ...] = ()) -> list[RegisteredKey]:
         with self._db.transaction(write=False) as tx:

@@ -43,6 +43,25 @@ def test_a_revoked_key_is_never_registered_again(registry_at: OpenRegistry) -> N
     assert KeyRevoked("x").reason == "key_revoked"
 
 
+def test_a_key_no_longer_registered_may_be_revoked_by_its_thumbprint(
+        registry_at: OpenRegistry) -> None:
+    """An agent's DPoP key dropped by a renewal (its tokens may still live): with
+    ``unregistered``, a kid no client holds and none revoked is remembered as revoked; never
+    one another client holds, and never twice."""
+    registry = registry_at()
+    dropped, held = new_key(), new_key()
+    registry.add(ARGOCD, [held.public], now=NOW)
+    dpop = f"dpop:{ARGOCD}"
+    assert not registry.revoke(dpop, dropped.kid, now=NOW)  # not without saying so
+    assert registry.revoke(dpop, dropped.kid, now=NOW, unregistered=True)
+    assert not registry.revoke(dpop, dropped.kid, now=NOW + 1, unregistered=True)
+    assert not registry.revoke(dpop, held.kid, now=NOW, unregistered=True)  # ARGOCD's own
+    assert [(r.client_id, r.kid) for r in registry_at().revoked()] == [(dpop, dropped.kid)]
+    assert list(registry_at().keys_of(ARGOCD)) == [held.kid]
+    with pytest.raises(KeyRevoked):
+        registry_at().renew(dpop, dropped.public, now=NOW + 2, keep=4, since=0)
+
+
 def test_remove_is_not_revoke(registry_at: OpenRegistry) -> None:
     registry = registry_at()
     key = new_key()

@@ -3,7 +3,8 @@
 itself, whether or not serve runs; in a running serve's own registry, through its
 ``/revocations`` as the orchestrator (one audit record). When the registry cannot be told,
 nothing is revoked (the key stays registered) and the command says so in one line, exit 1: it
-may be run again (docs/dpop.md, "Revoking a key")."""
+may be run again. A key no longer registered is revoked by its thumbprint; one revoked before
+has its tokens refused again (docs/dpop.md, "Revoking a key")."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from _cli import clean_env, infrabot, serving
+from _cli import clean_env, infrabot, run_all, serving
 
 from orchestrator.audit import AuditStore
 from orchestrator.authserver import open_registry
@@ -87,16 +88,53 @@ def test_a_registry_that_cannot_be_told_revokes_nothing(state: Path) -> None:
 
 
 @pytest.mark.redis
-def test_an_unknown_key_writes_nothing(state: Path, redis_url: str,
-                                       redis_client: redis.Redis) -> None:
-    register_dpop_key(state)
-    unknown = "A" * 43
+def test_another_clients_key_or_no_thumbprint_writes_nothing(
+        state: Path, redis_url: str, redis_client: redis.Redis) -> None:
+    kid = register_dpop_key(state)
     env = clean_env(INFRABOT_STATE_DIR=str(state), INFRABOT_REDIS_URL=redis_url)
 
-    result = infrabot("keys", "revoke", AGENT, unknown, env=env)
+    other, typo = run_all([(("keys", "revoke", "dpop:agent:infrabot", kid), env),
+                           (("keys", "revoke", AGENT, "8J4f-typo"), env)])
 
-    assert result.error_line() == f"no key {unknown!r} is registered for {AGENT!r}"
-    assert redis_client.exists(f"infrabot:jkt:{unknown}") == 0
+    assert other.error_line() == (f"no key {kid!r} is registered for 'dpop:agent:infrabot' "
+                                  f"(it is {AGENT}'s)")
+    assert typo.error_line() == (f"no key '8J4f-typo' is registered for {AGENT!r}, and it is no "
+                                 "key's thumbprint (43 of A-Z a-z 0-9 _ -)")
+    assert redis_client.keys("infrabot:jkt:*") == []
+    assert kid in registered(state)
+
+
+@pytest.mark.redis
+def test_a_key_no_longer_registered_is_revoked_by_its_thumbprint(
+        state: Path, redis_url: str, redis_client: redis.Redis) -> None:
+    """Its registration lapsed, or the agent's cap dropped it, while tokens bound to it live."""
+    kid = register_dpop_key(state)
+    registry = open_registry(Settings(state_dir=state))
+    registry.remove(AGENT, kid)  # as a renewal drops a lapsed key
+    env = clean_env(INFRABOT_STATE_DIR=str(state), INFRABOT_REDIS_URL=redis_url)
+
+    result = infrabot("keys", "revoke", AGENT, kid, env=env).ok()
+
+    assert result.text == (f"revoked {AGENT} {kid} (no longer registered: it lapsed or was "
+                           f"dropped): proofs by it no longer prove agent:argocd, and {BOUND}")
+    assert redis_client.exists(f"infrabot:jkt:{kid}") == 1
+    assert [r.kid for r in registry.revoked()] == [kid]  # and never registered again
+    registry.close()
+
+
+@pytest.mark.redis
+def test_revoking_a_key_again_refuses_its_tokens_again(
+        state: Path, redis_url: str, redis_client: redis.Redis) -> None:
+    """A revocation that stopped half way, or was made before tokens went with their key."""
+    kid = register_dpop_key(state)
+    env = clean_env(INFRABOT_STATE_DIR=str(state), INFRABOT_REDIS_URL=redis_url)
+    infrabot("keys", "revoke", AGENT, kid, env=env).ok()
+    redis_client.delete(f"infrabot:jkt:{kid}")
+
+    again = infrabot("keys", "revoke", AGENT, kid, env=env).ok()
+
+    assert again.text == f"{AGENT} {kid} was revoked before; {BOUND}"
+    assert redis_client.exists(f"infrabot:jkt:{kid}") == 1
 
 
 def test_with_serve_running_its_own_registry_is_told(state: Path) -> None:
