@@ -105,6 +105,11 @@ def _deployment(payload: dict[str, Any], directory: Directory) -> dict[str, Any]
     if action is not _MISSING and action != "created":
         return Ignored("action_not_created")
     _object(payload, "deployment")
+    if _get(payload, "deployment_status") is not _MISSING:
+        # GitHub signs the body, not X-GitHub-Event: a deployment_status delivery (whose sender
+        # made the status, not the deployment) is never read as the deployment it names.
+        raise MalformedEvent("a deployment_status event's body is not a deployment event",
+                             field="X-GitHub-Event")
     extra = _deployment_payload(payload)
     claimed = _string(extra, "trigger", required=False, prefix="deployment.payload")
     by_ci = directory.is_ci_app(_string(payload, "deployment.creator.login", required=False))

@@ -95,6 +95,9 @@ REFUSALS: dict[str, tuple[Callable[[], Delivery], int, str]] = {
     "deeply nested json": (lambda: signed(b"[" * 100_000 + b"]" * 100_000), 400,
                            "malformed_event"),
     "missing sha": (lambda: deployment(deployment__sha=None), 400, "malformed_event"),
+    # a signed deployment_status body (its sender made the status) sent as a deployment
+    "another event's body": (lambda: deployment(deployment_status={"state": "success"}), 400,
+                             "malformed_event"),
     "unknown user": (lambda: deployment(sender__login="mallory"), 403, "unknown_user"),
     "bot sender": (lambda: deployment(sender__login="dependabot[bot]"), 403, "unknown_user"),
     "disabled user": (lambda: deployment(sender__login="former-employee"), 403,
