@@ -34,6 +34,19 @@ overrides: a BRPOP reply that cannot be read while the channel closes counts as 
 and a channel whose transport was detached raises a connection error, which every caller
 handles as the broker being gone. An acknowledgement that cannot be delivered leaves the
 message recorded, from which the visibility timeout restores it.
+
+**An acknowledgement on a lost channel** (a hop lost by an append-only Redis restarted under it):
+a delivery belongs to the channel that delivered it, as on AMQP, where the broker requeues what a
+closed channel held and an acknowledgement cannot reach another channel. Kombu's channel, closed,
+still acknowledges: its pool, remade while it tried to restore its messages to a Redis that was
+down, reaches the restarted Redis and deletes the record. Celery 5.7.0 acknowledged so a hop it
+cancelled on the connection's loss when it could not record the cancellation (its result backend
+on the same, down, Redis: ``Request.cancel`` raised before it marked the request cancelled, so
+the pool's ``Terminated`` counted as a revocation, which acknowledges; ``infrabot._consumer`` now
+keeps the request cancelled), and may on another path. An acknowledgement or a rejection on a
+channel that is closing or closed sends nothing and fails as a connection error (which Celery
+logs, as any it cannot deliver): the message stays recorded and the sweep restores it after the
+visibility timeout.
 """
 
 from __future__ import annotations
@@ -163,6 +176,24 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]
         if self.connection.client is None:
             raise RedisConnectionError("the broker connection of this channel was released")
         return dict(super()._connparams(asynchronous=asynchronous))
+
+    # -- a delivery belongs to its channel --------------------------------------------------
+
+    def _still_open(self, what: str, delivery_tag: str) -> None:
+        """Nothing is sent for a delivery of a channel closing or closed: a connection error
+        (the message stays recorded; the sweep restores it after the visibility timeout)."""
+        if self._closing or self.closed:
+            raise RedisConnectionError(f"{what} of {delivery_tag} not sent: its channel was "
+                                       "closed; the message comes back after the visibility "
+                                       "timeout")
+
+    def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
+        self._still_open("acknowledgement", delivery_tag)
+        super().basic_ack(delivery_tag, multiple=multiple)
+
+    def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        self._still_open("rejection", delivery_tag)
+        super().basic_reject(delivery_tag, requeue=requeue)
 
     # -- a message recorded as unacknowledged from its publication --------------------------
 

@@ -17,17 +17,19 @@ import re
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 from e2e._harness import RUN_TIMEOUT, accepted_run_id, deployment
 from kombu import Connection, Queue
 from kombu.message import Message
 
+from bench._procs import Proc
 from infrabot._consumer import RECONNECT_INTERVAL
 from infrabot._redis_broker import Transport
 from reliability._checks import wait_all_terminal
-from reliability._faultproxy import FaultProxy
+from reliability._faultproxy import FaultProxy, Rule
 from reliability._system import FaultyDistributed
 from tests._redis_server import RedisServer
 
@@ -45,17 +47,26 @@ def wait_for_output(output: Callable[[], str], text: str, count: int, timeout: f
         time.sleep(0.1)
 
 
+@contextmanager
+def a_hop_held_mid_call(d: FaultyDistributed) -> Iterator[tuple[Rule, Proc, str]]:
+    """``serve`` and a worker with two pool slots started, a deployment run sent, and its
+    ArgoCD hop held mid-call by the proxy the worker goes through: (the held call, the worker,
+    the run). With two slots the consumer has a BRPOP in flight while the hop runs."""
+    d.serve()
+    with FaultProxy() as proxy:
+        stall = proxy.stall(CREATE_TAGS)
+        worker = d.worker(HTTP_PROXY=proxy.url, concurrency=2)
+        in_flight = accepted_run_id(d.webhook(deployment("sam")))
+        assert stall.stalled.wait(RUN_TIMEOUT), d.logs()
+        yield stall, worker, in_flight
+
+
 def test_redis_restart_under_a_hop_in_flight_keeps_the_worker(
         faulty: FaultyDistributed, own_redis: RedisServer) -> None:
     d = faulty
     d.redis_url = own_redis.url(0)
     d.extra_env = {"INFRABOT_RUN_DEADLINE_SECONDS": str(DEADLINE)}
-    d.serve()
-    with FaultProxy() as proxy:
-        stall = proxy.stall(CREATE_TAGS)  # ArgoCD's hop is mid-call when Redis goes
-        worker = d.worker(HTTP_PROXY=proxy.url, concurrency=2)
-        in_flight = accepted_run_id(d.webhook(deployment("sam")))
-        assert stall.stalled.wait(RUN_TIMEOUT), d.logs()
+    with a_hop_held_mid_call(d) as (stall, worker, in_flight):
         own_redis.stop(signal.SIGKILL)  # a crash: Redis kept nothing
         stall.release()  # the hop goes on without its broker
         # The consumer tries its broker every second (infrabot._consumer), not Celery's
@@ -75,6 +86,7 @@ def test_redis_restart_under_a_hop_in_flight_keeps_the_worker(
     # The same worker process consumed the run sent after the restart.
     assert (runs[after].status, runs[after].reason) == ("succeeded", "ok"), d.logs()
     # The hop in flight lost its message with the unpersisted Redis: its run still ended.
+    # (An append-only Redis keeps it, and the run succeeds: test_broker_restart_aof.py.)
     assert runs[in_flight].status in ("succeeded", "failed"), runs[in_flight]
 
 
@@ -84,19 +96,27 @@ def test_a_channel_left_without_its_connection_raises_a_connection_error(
     and whose transport was detached. Acknowledging it must fail as a connection error (which
     Celery logs and survives), never as AttributeError (which stopped the worker)."""
     connection = Connection(own_redis.url(0), transport=Transport)
-    queue = Queue("t")
-    with connection.Producer() as producer:
-        producer.publish({"hop": 1}, routing_key="t", declare=[queue])
-    received: list[Message] = []
-    consumer = connection.Consumer(queue, callbacks=[lambda _, m: received.append(m)])
-    consumer.consume()
-    connection.drain_events(timeout=2)
-    channel = received[0].channel
-    with pytest.raises(socket.timeout):
-        connection.drain_events(timeout=0.2)  # a BRPOP in flight
+    message = received_with_a_brpop_in_flight(connection)
+    channel = message.channel
     own_redis.stop(signal.SIGKILL)
     connection.collect(socket_timeout=0.1)
     connection.close()
     channel._disconnect_pools()
     with pytest.raises(connection.connection_errors):
-        received[0].reject(requeue=False)
+        message.reject(requeue=False)
+
+
+def received_with_a_brpop_in_flight(connection: Connection, name: str = "t") -> Message:
+    """A message published to queue ``name`` and received, then a BRPOP for the next in
+    flight (the consumer polls for its second pool slot)."""
+    queue = Queue(name)
+    with connection.Producer() as producer:
+        producer.publish({"hop": 1}, routing_key=name, declare=[queue])
+    received: list[Message] = []
+    consumer = connection.Consumer(queue, callbacks=[lambda _, m: received.append(m)])
+    consumer.consume()
+    connection.drain_events(timeout=2)
+    with pytest.raises(socket.timeout):
+        connection.drain_events(timeout=0.2)  # a BRPOP in flight
+    [message] = received
+    return message
