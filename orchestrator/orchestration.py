@@ -15,6 +15,12 @@ run is left ``pending`` for the run deadline, and a sender's redelivery starts a
 it raises names the run (``run_id``): the project's own error as it was, a bug as an
 :class:`InternalError` raised from it; a receiver audits its refusal under that run.
 
+A run started for a CI delivery gets the run id the delivery's claim names (the receiver passes
+it as ``run_id``). If a redelivery of it took it over while
+it was still ``pending`` (:meth:`RunStore.take_over_delivery`: this start seemed dead),
+``mark_running`` finds it ended and the start raises :class:`RunExists` instead of publishing
+anything; so does a start whose claimed run a redelivery created first.
+
 It hands the first hop to whatever :class:`Dispatch` it is given (the composition root passes
 the agents' Celery publisher, :func:`agents.tasks.dispatcher`); the core never imports the agents.
 """
@@ -22,7 +28,6 @@ the agents' Celery publisher, :func:`agents.tasks.dispatcher`); the core never i
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -31,7 +36,8 @@ from orchestrator.ci import CIEvent
 from orchestrator.client import AuthClient
 from orchestrator.errors import ConfigError, InfraBotError, InternalError, OAuthError, Unavailable
 from orchestrator.identity import Context, Directory
-from orchestrator.runs import RootDenied, RootGranted, RunStore, Started, shown_claims
+from orchestrator.runs import RootDenied, RootGranted, RunExists, RunStore, Started, shown_claims
+from orchestrator.runs._deliveries import new_run_id
 from orchestrator.tracing import current_trace_id, own_span
 from orchestrator.workflows import Workflow, required_scopes, select
 
@@ -45,10 +51,6 @@ class Dispatch(Protocol):
 
     def __call__(self, agent: str, run_id: str, workflow: str, token: str, scope: str,
                  mode: str) -> None: ...
-
-
-def new_run_id() -> str:
-    return f"run-{uuid.uuid4().hex[:16]}"
 
 
 @dataclass
@@ -81,7 +83,7 @@ class Orchestrator:
         if event.pr is None and "pr" in wf.placeholders():  # not a run doomed at its PR step
             raise ConfigError(f"{wf.name} needs the event's pull request number (a deployment's "
                               "payload.pr), and this event has none", reason="missing_pr")
-        run_id = run_id or new_run_id()
+        run_id = run_id or new_run_id()  # a CI delivery's claim names one
         with own_span(f"run {wf.name}", run_id=run_id, on_behalf_of=event.user,
                       trigger=event.trigger, environment=event.environment):
             return self._start(event, wf, run_id, mode, user_token)
@@ -112,7 +114,9 @@ class Orchestrator:
                     return run_id
                 token, scope = granted
             # running before it is published: a failure here has published nothing
-            self.runs.mark_running(run_id)
+            if not self.runs.mark_running(run_id):  # a redelivery took its delivery over
+                raise RunExists(f"run {run_id} was ended before it started: its delivery was "
+                                "taken over by a redelivery")
         except InfraBotError as exc:  # anything before the first hop: nothing started
             self._settle(run_id, "failed", f"{step}: {exc.reason}")
             exc.run_id = run_id  # the caller's refusal names the run it ended

@@ -26,12 +26,15 @@ Checks, in order, each refusal with its status and reason code::
 
 Replays are recognised by what the signature covers, never by ``X-GitHub-Delivery`` (a header
 the HMAC does not cover, so a replay can carry any): the event's own id and a digest of the body
-(:func:`orchestrator.ci._replay.content_keys`). Each key is claimed in the replay cache (the
-revocation registry: Redis in distributed mode) and then in the run log's record of deliveries
-(:meth:`RunStore.claim_delivery`), which is on disk: an unpersisted Redis that restarts forgets
+(:func:`orchestrator.ci._replay.content_keys`). Each key is claimed in the run log's record of
+deliveries (:meth:`RunStore.claim_delivery`) and then in the replay cache (the revocation
+registry: Redis in distributed mode). The run log is on disk: an unpersisted Redis that restarts forgets
 its claims, the run log does not, so a delivery replayed after the restart is still refused. A
 delivery that started nothing for a transient reason (503) is released from both, so the
-sender's redelivery is taken (unless releasing fails too, which is logged).
+sender's redelivery is taken (unless releasing fails too, which is logged). The run log's claim
+names the run about to be started and is marked answered with the answer; a redelivery of a
+delivery whose receiver died before answering or marking that run running takes the claim over
+(:mod:`orchestrator.ci._claims`) instead of refusing it.
 
 Every answer writes exactly one audit record (service ``webhooks``, action ``ci_event``, request
 id = delivery id): deny for a refusal, allow otherwise. Its run id is the run started, or the run
@@ -52,6 +55,7 @@ from typing import Protocol
 from orchestrator._log import get_logger
 from orchestrator.audit import AuditRecord, AuditStore
 from orchestrator.ci._answers import Answer, Refused, start_refusal, stopped_run
+from orchestrator.ci._claims import Claims, DeliveryLog, replayed
 from orchestrator.ci._events import sign
 from orchestrator.ci._model import CIEvent, MalformedEvent
 from orchestrator.ci._parse import (
@@ -63,19 +67,15 @@ from orchestrator.ci._parse import (
     repository_of,
 )
 from orchestrator.ci._replay import REPLAY_TTL_SECONDS, StaleEvent, check_fresh, content_keys
-from orchestrator.errors import Unavailable
+from orchestrator.errors import InfraBotError, Unavailable
 from orchestrator.identity import Directory, RevocationStore
+from orchestrator.runs._deliveries import new_run_id
 
 MAX_BODY_BYTES = 256 * 1024
 EVENT_TYPES = frozenset({"deployment", "workflow_run"})
 
-
-
-class DeliveryLog(Protocol):
-    """Where received deliveries are recorded durably (:class:`~orchestrator.runs.RunStore`)."""
-
-    def claim_delivery(self, delivery_id: str, *, ttl: int) -> bool: ...  # a content key
-    def release_delivery(self, delivery_id: str) -> None: ...
+__all__ = ["EVENT_TYPES", "MAX_BODY_BYTES", "REPLAY_TTL_SECONDS", "DeliveryLog", "StartRun",
+           "WebhookReceiver"]
 
 
 @dataclass
@@ -88,18 +88,24 @@ class _Seen:
     run_id: str | None = None
 
 
+class StartRun(Protocol):
+    """Starts the run of a CI event under ``run_id``, the run its delivery's claim names
+    (:meth:`orchestrator.orchestration.Orchestrator.start`); the run id."""
+
+    def __call__(self, event: CIEvent, *, run_id: str) -> str: ...
+
+
 class WebhookReceiver:
     """Authenticates CI deliveries and starts runs; see the module docstring for the rules."""
 
     def __init__(self, secret: bytes, replay: RevocationStore, directory: Directory,
-                 audit: AuditStore | None, start_run: Callable[[CIEvent], str],
+                 audit: AuditStore | None, start_run: StartRun,
                  clock: Callable[[], float] = time.time, *, deliveries: DeliveryLog,
                  max_body_bytes: int = MAX_BODY_BYTES) -> None:
         if not secret:
             raise ValueError("the webhook secret must not be empty")
         self._secret = secret
-        self._replay = replay
-        self._deliveries = deliveries
+        self._claims = Claims(replay, deliveries)
         self._directory = directory
         self._audit = audit
         self._start_run = start_run
@@ -157,14 +163,17 @@ class WebhookReceiver:
             raise Refused(400, exc.reason, exc.message, field=exc.field) from None
         except StaleEvent as exc:
             raise Refused(409, exc.reason, exc.message) from None
-        self._claim(keys)
-        self._check_user(parsed.user)
+        run_id = self._claims.claim(keys, new_run_id())  # or the run of a delivery taken over
         try:
-            seen.run_id = self._start(parsed, seen)
+            self._check_user(parsed.user)
+            seen.run_id = self._start(parsed, seen, run_id)
         except Refused as refused:
             if refused.status >= 500:  # nothing started: let the sender's redelivery through
-                self._release(keys)
+                self._claims.release(keys, run_id)
+            else:
+                self._claims.answered(keys, run_id)
             raise
+        self._claims.answered(keys, run_id)
         return 202, {"status": "accepted", "run_id": seen.run_id}
 
     def _check_signature(self, provided: str, body: bytes) -> None:
@@ -174,42 +183,6 @@ class WebhookReceiver:
         if not hmac.compare_digest(expected, provided.encode("utf-8", "replace")):
             raise Refused(401, "bad_signature", "X-Hub-Signature-256 does not match the body")
 
-    def _claim(self, keys: tuple[str, ...]) -> None:
-        """Claim each content key in the replay cache, then in the durable record; any key
-        claimed before makes this a replay. Nothing is left claimed when a store fails."""
-        claimed: list[str] = []
-        for key in keys:
-            try:
-                first = self._replay.claim_once(f"webhook:{key}", ttl=REPLAY_TTL_SECONDS)
-            except Unavailable:
-                self._release(claimed)
-                raise _unchecked() from None
-            if not first:
-                raise _replayed()
-            try:
-                recorded = self._deliveries.claim_delivery(key, ttl=REPLAY_TTL_SECONDS)
-            except Unavailable:
-                self._release_claim(key)  # nothing started: the redelivery must be taken
-                self._release(claimed)
-                raise _unchecked() from None
-            if not recorded:  # received before the replay cache last lost its memory
-                raise _replayed()
-            claimed.append(key)
-
-    def _release(self, keys: list[str] | tuple[str, ...]) -> None:
-        for key in keys:
-            self._release_claim(key)
-            try:
-                self._deliveries.release_delivery(key)
-            except Unavailable:
-                get_logger(replay_key=key).warning("webhook_release_failed")
-
-    def _release_claim(self, key: str) -> None:
-        try:
-            self._replay.release_once(f"webhook:{key}")
-        except Unavailable:
-            get_logger(replay_key=key).warning("webhook_release_failed")
-
     def _check_user(self, user: str) -> None:
         entry = self._directory.users.get(user)
         if entry is None:
@@ -217,12 +190,14 @@ class WebhookReceiver:
         if entry.disabled:
             raise Refused(403, "user_disabled", "the sender's account is disabled")
 
-    def _start(self, event: CIEvent, seen: _Seen) -> str:
+    def _start(self, event: CIEvent, seen: _Seen, run_id: str) -> str:
         """The run started; a refusal's record names the run a failed start had created."""
         try:
-            return self._start_run(event)
+            return self._start_run(event, run_id=run_id)
         except Exception as exc:  # noqa: BLE001 - every failure answers JSON; a bug is logged
             seen.run_id = stopped_run(exc)
+            if isinstance(exc, InfraBotError) and exc.reason == "run_exists":
+                raise replayed() from None  # another delivery of it started (or took) its run
             refusal = start_refusal(exc)
             if refusal.status == 500:
                 get_logger(delivery_id=event.delivery_id, run_id=seen.run_id).exception(
@@ -262,13 +237,3 @@ _DOWN_HINTS = {  # a 503's reason: what is down and where it is configured
     "authserver_unavailable": "the authorization server (INFRABOT_AUTH_PORT, INFRABOT_HOST) is "
                               "not answering: is `infrabot serve` running?",
 }
-
-
-def _replayed() -> Refused:
-    return Refused(409, "replayed_delivery", "this event was already received: the same "
-                   "event id or the same signed body")
-
-
-def _unchecked() -> Refused:
-    return Refused(503, "replay_cache_unavailable",
-                   "cannot check the delivery for replay; try again later")

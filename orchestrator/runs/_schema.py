@@ -8,7 +8,10 @@ that survives restarts; added in version 2, so a version 1 file gains it when op
 :mod:`orchestrator.runs._journal`; added in version 3, so an older file gains it when opened);
 and ``spans`` (the OpenTelemetry spans of the runs, kept when no OTLP endpoint is set: see
 :mod:`orchestrator.runs._spans`; added without a version bump, so a file opened read-only may
-lack it, which :meth:`Database.has_table` tells).
+lack it, which :meth:`Database.has_table` tells); and ``delivery_claims`` (the run each delivery
+was claimed for, and whether its receiver answered: :mod:`orchestrator.runs._deliveries`; added
+without a version bump too: every store that opens an older log, SQLite or PostgreSQL, creates
+it, and a delivery received before has no claim row, which counts as answered).
 Times are fixed-width UTC text, so text order is time order. :func:`read_run` turns rows back
 into a :class:`~orchestrator.runs._model.Run`, each event's detail validated as its kind's model.
 
@@ -82,6 +85,13 @@ _STATEMENTS = (
         received_at TEXT NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS deliveries_received ON deliveries (received_at)",
+    """CREATE TABLE IF NOT EXISTS delivery_claims (
+        delivery_id TEXT PRIMARY KEY,
+        run_id TEXT NOT NULL,
+        state TEXT NOT NULL,
+        received_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS delivery_claims_received ON delivery_claims (received_at)",
     """CREATE TABLE IF NOT EXISTS journal (
         run_id TEXT NOT NULL,
         agent TEXT NOT NULL,

@@ -15,7 +15,9 @@ Three guarantees the agents and the webhook receiver rely on:
 * :meth:`RunStore.mark_hop_done` is an atomic insert-or-ignore: exactly one caller, across
   threads and processes, learns that it completed a given agent's hop of a run.
 * :meth:`RunStore.claim_delivery` likewise: exactly one caller learns that a CI delivery is new.
-  The log is on disk, so this outlives a restart of the process or of an unpersisted Redis.
+  The log is on disk, so this outlives a restart of the process or of an unpersisted Redis
+  (:mod:`orchestrator.runs._deliveries`, which also lets a redelivery take over a delivery whose
+  receiver died before its run was started).
 """
 
 from __future__ import annotations
@@ -24,11 +26,12 @@ import builtins
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from orchestrator.db import Conflict, Database, Rows, Store, Transaction, open_database
+from orchestrator.runs._deliveries import DeliveryClaims, mark_started
 from orchestrator.runs._events import EventDetail, Finished, detail_json
 from orchestrator.runs._model import (
     TERMINAL_STATUSES,
@@ -59,7 +62,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class RunStore(Store):
+class RunStore(DeliveryClaims, Store):
     """Runs and their event logs in a SQLite file (``target`` a path) or a PostgreSQL database
     (``target`` a ``postgresql://`` URL). Use as a context manager or :meth:`close`."""
 
@@ -114,12 +117,17 @@ class RunStore(Store):
                         detail=detail)
 
     def mark_running(self, run_id: str) -> bool:
-        """``pending`` → ``running``; False if the run had already left ``pending``."""
+        """``pending`` → ``running``; False if the run had already left ``pending``. Holds the
+        run's lock, as :meth:`finish` does: a take-over's finish of a ``pending`` run
+        (:meth:`take_over_delivery`) and this see the same status; marks the claim of the
+        delivery it was started for ``started``."""
         with self._write() as tx:
+            tx.lock(f"run:{run_id}")
             exists = tx.execute(_EXISTS, (run_id,))
             cursor = tx.execute(
                 "UPDATE runs SET status = 'running' WHERE run_id = ? AND status = 'pending'",
                 (run_id,))
+            mark_started(tx, run_id)  # its delivery's claim: no take-over from now on
         _require(exists, run_id)
         return cursor.rowcount == 1
 
@@ -130,21 +138,25 @@ class RunStore(Store):
         The run's ``finished`` event (status and reason, by ``agent``) is written in the same
         transaction, so nobody ever sees a terminal run without it.
         """
+        return self._end(run_id, status, reason, agent=agent)
+
+    def _end(self, run_id: str, status: str, reason: str, *, agent: str | None = None,
+             if_pending: bool = False) -> bool:
+        """:meth:`finish`; ``if_pending``: only if the run is still ``pending``."""
         if status not in TERMINAL_STATUSES:
             raise ValueError(f"{status!r} is not a terminal status")
         check_text("reason", reason)
         check_text("agent", agent)
         detail = detail_json(Finished.model_validate({"status": status, "reason": reason}))
         now = format_time(self._clock())
+        only = "status = 'pending'" if if_pending else f"status NOT IN ({_TERMINAL_SQL})"
         with self._write() as tx:
             # The event first, on the condition the UPDATE checks: only a finish changes it,
             # and every finish holds the run's lock, so both see the same status.
             appended = append_event(tx, run_id, now, "finished", agent, detail,
-                                    only_if=(f"AND status NOT IN ({_TERMINAL_SQL}) ", ()))
-            cursor = tx.execute(
-                "UPDATE runs SET status = ?, reason = ?, finished_at = ? "
-                f"WHERE run_id = ? AND status NOT IN ({_TERMINAL_SQL})",
-                (status, reason, now, run_id))
+                                    only_if=(f"AND {only} ", ()))
+            cursor = tx.execute("UPDATE runs SET status = ?, reason = ?, finished_at = ? "
+                                f"WHERE run_id = ? AND {only}", (status, reason, now, run_id))
             exists = tx.execute(_EXISTS, (run_id,))
         if cursor.rowcount != 1:
             _require(exists, run_id)
@@ -217,25 +229,6 @@ class RunStore(Store):
                                 "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                                 (run_id, agent, task_id, format_time(self._clock())))
         return cursor.rowcount == 1
-
-    def claim_delivery(self, delivery_id: str, *, ttl: int) -> bool:
-        """Record a CI delivery as received; False if it was received within the last ``ttl``
-        seconds (deliveries older than that are forgotten here, so the table stays bounded)."""
-        check_text("delivery_id", delivery_id)
-        now = self._clock()
-        with self._write() as tx:
-            tx.execute("DELETE FROM deliveries WHERE received_at < ?",
-                       (format_time(now - timedelta(seconds=ttl)),))
-            cursor = tx.execute("INSERT INTO deliveries (delivery_id, received_at) "
-                                "VALUES (?, ?) ON CONFLICT DO NOTHING",
-                                (delivery_id, format_time(now)))
-        return cursor.rowcount == 1
-
-    def release_delivery(self, delivery_id: str) -> None:
-        """Forget a delivery that started nothing (a transient failure), so the sender's
-        redelivery of it is taken."""
-        with self._write() as tx:
-            tx.execute("DELETE FROM deliveries WHERE delivery_id = ?", (delivery_id,))
 
     def __repr__(self) -> str:
         return f"RunStore({self._db.target!r})"

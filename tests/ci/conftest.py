@@ -41,7 +41,7 @@ class Starter:
     events: list[CIEvent] = field(default_factory=list)
     error: Exception | None = None
 
-    def __call__(self, event: CIEvent) -> str:
+    def __call__(self, event: CIEvent, *, run_id: str | None = None) -> str:
         if self.error is not None:
             raise self.error
         self.events.append(event)

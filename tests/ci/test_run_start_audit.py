@@ -182,7 +182,8 @@ def test_a_start_refused_before_any_run_is_created_names_none(serve: Serve,
                                                              directory: Directory) -> None:
     serve.orchestrator.static_token = None
     receiver = WebhookReceiver(SECRET, MemoryRevocationStore(), directory, serve.audit,
-                               lambda event: serve.orchestrator.start(event, mode="static"),
+                               lambda event, *, run_id: serve.orchestrator.start(
+                                   event, mode="static", run_id=run_id),
                                deliveries=serve.runs)
     status, body = receiver.receive(*DELIVERY)
     assert (status, body["reason"]) == (422, "static_mode_off")

@@ -87,7 +87,8 @@ def serve(tmp_path: Path, directory: Directory) -> Iterator[Serve]:
                                     auth=None, dispatch=broker,  # type: ignore[arg-type]
                                     static_token="static-token")
         receiver = WebhookReceiver(SECRET, MemoryRevocationStore(), directory, None,
-                                   lambda event: orchestrator.start(event, mode="static"),
+                                   lambda event, *, run_id: orchestrator.start(
+                                       event, mode="static", run_id=run_id),
                                    deliveries=runs)
         yield Serve(runs, broker, receiver)
 

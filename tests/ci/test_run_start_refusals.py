@@ -78,7 +78,8 @@ def _serve(runs: BrittleLog, directory: Directory, mode: str,
                                 auth=auth, dispatch=broker,  # type: ignore[arg-type]
                                 static_token=static_token)
     receiver = WebhookReceiver(SECRET, MemoryRevocationStore(), directory, None,
-                               lambda event: orchestrator.start(event, mode=mode),
+                               lambda event, *, run_id: orchestrator.start(
+                                   event, mode=mode, run_id=run_id),
                                deliveries=runs)
     return Serve(runs, broker, auth, orchestrator, receiver)
 

@@ -75,11 +75,12 @@ class FailingLog(RunStore):
 
     failures = 1
 
-    def claim_delivery(self, delivery_id: str, *, ttl: int) -> bool:
+    def claim_delivery(self, delivery_id: str, *, ttl: int,
+                       run_id: str | None = None) -> bool:
         if self.failures:
             self.failures -= 1
             raise Unavailable("run log cannot be used", reason="run_log_unavailable")
-        return super().claim_delivery(delivery_id, ttl=ttl)
+        return super().claim_delivery(delivery_id, ttl=ttl, run_id=run_id)
 
 
 def test_a_delivery_log_that_cannot_be_written_fails_closed_and_releases_the_claim(

@@ -103,11 +103,12 @@ class FailingSecondKey(RunStore):
 
     failures = 1
 
-    def claim_delivery(self, delivery_id: str, *, ttl: int) -> bool:
+    def claim_delivery(self, delivery_id: str, *, ttl: int,
+                       run_id: str | None = None) -> bool:
         if delivery_id.startswith("sha256:") and self.failures:
             self.failures -= 1
             raise Unavailable("run log cannot be used", reason="run_log_unavailable")
-        return super().claim_delivery(delivery_id, ttl=ttl)
+        return super().claim_delivery(delivery_id, ttl=ttl, run_id=run_id)
 
 
 def test_a_half_claimed_delivery_is_released_whole(tmp_path: Path, directory: Directory) -> None:
