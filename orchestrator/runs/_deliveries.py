@@ -63,7 +63,8 @@ class DeliveryClaims:
         raise NotImplementedError
 
     def _end(self, run_id: str, status: str, reason: str, *, agent: str | None = None,
-             if_pending: bool = False) -> bool:
+             if_pending: bool = False,
+             first: Callable[[Transaction], bool] | None = None) -> bool:
         raise NotImplementedError
 
     def claim_delivery(self, delivery_id: str, *, ttl: int, run_id: str | None = None) -> bool:
@@ -128,24 +129,34 @@ class DeliveryClaims:
         if run is None:
             target = orphan
         elif run.status == "pending":
+            # The claim moved and the run ended in one transaction, under the run's lock: a
+            # caller that ends a run is the one that took its claim (never one that then finds
+            # the claim taken by another, having ended a start that was alive).
+            def move(tx: Transaction) -> bool:
+                return _move(tx, keys, orphan, run_id) > 0
+
             if not self._end(orphan, "failed", "not started: its delivery was received again "
-                             f"({run_id})", if_pending=True):
+                             f"({run_id})", if_pending=True, first=move):
                 return None
-            target = run_id
+            return run_id
         elif run.terminal:
             target = run_id
         else:
             return None
         with self._write() as tx:
-            moved = tx.execute(f"UPDATE delivery_claims SET run_id = ? WHERE state = 'starting' "
-                               f"AND run_id = ? AND delivery_id IN ({_marks(keys)})",
-                               (target, orphan, *keys))
-            tx.execute(f"UPDATE delivery_claims SET run_id = ? WHERE state = 'starting' "
-                       f"AND run_id = ? AND delivery_id IN ({_marks(keys)})",
-                       (target, run_id, *keys))  # keys this delivery claimed itself
-        if target != orphan and moved.rowcount == 0:
+            moved = _move(tx, keys, orphan, target)
+            _move(tx, keys, run_id, target)  # keys this delivery claimed itself
+        if target != orphan and moved == 0:
             return None
         return target
+
+
+def _move(tx: Transaction, keys: Sequence[str], claimed: str, target: str) -> int:
+    """Move the still ``starting`` claims of ``keys`` from run ``claimed`` to ``target``; how
+    many moved."""
+    return tx.execute(f"UPDATE delivery_claims SET run_id = ? WHERE state = 'starting' "
+                      f"AND run_id = ? AND delivery_id IN ({_marks(keys)})",
+                      (target, claimed, *keys)).rowcount
 
 
 def mark_started(tx: Transaction, run_id: str) -> None:

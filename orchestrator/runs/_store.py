@@ -141,8 +141,11 @@ class RunStore(DeliveryClaims, Store):
         return self._end(run_id, status, reason, agent=agent)
 
     def _end(self, run_id: str, status: str, reason: str, *, agent: str | None = None,
-             if_pending: bool = False) -> bool:
-        """:meth:`finish`; ``if_pending``: only if the run is still ``pending``."""
+             if_pending: bool = False,
+             first: Callable[[Transaction], bool] | None = None) -> bool:
+        """:meth:`finish`; ``if_pending``: only if the run is still ``pending``; ``first``: a
+        write of the same transaction, under the run's lock, done first, the run ended only if
+        it returns True (and, with ``if_pending``, done only while the run is ``pending``)."""
         if status not in TERMINAL_STATUSES:
             raise ValueError(f"{status!r} is not a terminal status")
         check_text("reason", reason)
@@ -151,6 +154,13 @@ class RunStore(DeliveryClaims, Store):
         now = format_time(self._clock())
         only = "status = 'pending'" if if_pending else f"status NOT IN ({_TERMINAL_SQL})"
         with self._write() as tx:
+            if first is not None:
+                tx.lock(f"run:{run_id}")  # as mark_running: the status stays what is read
+                if if_pending and tx.execute("SELECT 1 FROM runs WHERE run_id = ? AND status "
+                                             "= 'pending'", (run_id,)).fetchone() is None:
+                    return False
+                if not first(tx):
+                    return False
             # The event first, on the condition the UPDATE checks: only a finish changes it,
             # and every finish holds the run's lock, so both see the same status.
             appended = append_event(tx, run_id, now, "finished", agent, detail,

@@ -89,3 +89,27 @@ def test_a_version_1_run_log_gains_the_table_and_keeps_its_runs(
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     conn.close()
+
+
+def test_a_take_over_that_ends_a_run_owns_its_claim(store: RunStore, origin: Origin) -> None:
+    """The run a take-over ends and the claim it moves are one transaction: the start it ended
+    (alive, only slow) answering its own refusal at once cannot mark the claim answered in
+    between, which left the delivery answered with no run alive (a CI run found 5 concurrent
+    redeliveries all answered 409)."""
+    keys = ["sha256:ab", "deployment:7"]
+    for key in keys:
+        assert store.claim_delivery(key, ttl=DAY, run_id="run-x")
+    store.create("run-x", workflow="post-deploy", event=origin)  # a start, alive but slow
+
+    def the_ended_start_answers(run_id: str) -> None:  # its mark_running fails: 409
+        if run_id == "run-x":
+            store.answer_delivery(keys, "run-x")
+
+    store.on_finish(the_ended_start_answers)
+    assert store.take_over_delivery(keys, "run-x", "run-y") == "run-y"
+    run = store.get("run-x")
+    assert run is not None and run.status == "failed"
+    for key in keys:
+        claim = store.delivery_claim(key)
+        assert claim is not None and (claim.run_id, claim.state) == ("run-y", "starting")
+    assert not store.mark_running("run-x")  # the slow start publishes nothing
