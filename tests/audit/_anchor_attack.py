@@ -18,9 +18,8 @@ from orchestrator.audit import AnchorPolicy, AuditKeys, AuditStore, Checkpointer
 from orchestrator.audit._chain import GENESIS_HASH, link_hash
 from orchestrator.audit._record import CONTENT_FIELDS, format_time
 from orchestrator.audit._schema import JSON_FIELDS
-from tests.audit.conftest import record
+from tests.audit.conftest import NOW, record
 
-NOW = 1_800_000_000.0
 EVERY_RECORDS, EVERY_SECONDS = 4, 10.0
 POLICY = AnchorPolicy(EVERY_RECORDS, EVERY_SECONDS)  # the verifier's, as the writers'
 _CONTENT = ", ".join(CONTENT_FIELDS)

@@ -17,6 +17,7 @@ from orchestrator.audit import AuditKeys, AuditRecord, AuditStore, Checkpointer
 from tests._postgres import BACK_ENDS, raw, store_target
 
 T0 = datetime(2025, 7, 18, 16, 10, 3, tzinfo=UTC)
+NOW = 1_800_000_000.0  # when the checkpoint and anchor tests' audit keys are made
 RecordFactory = Callable[..., AuditRecord]
 
 
@@ -59,6 +60,17 @@ def anchored_trail(target: Path | str, keys_dir: Path, records: int = 6, every: 
         for i in range(records):
             store.append(record(resource=f"r-{i}"))
         checkpointer.close()
+
+
+@pytest.fixture
+def keys_dir(tmp_path: Path) -> Path:
+    """Where a state directory keeps its audit keys (and its anchor)."""
+    return tmp_path / "state" / "keys" / "audit"
+
+
+@pytest.fixture
+def keys(keys_dir: Path) -> AuditKeys:
+    return AuditKeys.open(keys_dir, "ES256", now=int(NOW))
 
 
 @pytest.fixture

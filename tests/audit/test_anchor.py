@@ -31,16 +31,6 @@ from tests.audit._anchor_attack import NOW, POLICY, healthy_trail, rewrite
 from tests.audit.conftest import record
 
 
-@pytest.fixture
-def keys_dir(tmp_path: Path) -> Path:
-    return tmp_path / "state" / "keys" / "audit"
-
-
-@pytest.fixture
-def keys(keys_dir: Path) -> AuditKeys:
-    return AuditKeys.open(keys_dir, "ES256", now=int(NOW))
-
-
 def verified(target: Path | str, keys_dir: Path, anchor: str | None = None) -> TrailReport:
     with AuditStore(target, read_only=True) as store:
         return check_trail(store.snapshot(), trusted_keys(keys_dir / PUBLIC_FILE), POLICY,

@@ -40,8 +40,7 @@ from orchestrator.audit._keys import PRIVATE_FILE, PUBLIC_FILE
 from orchestrator.errors import ConfigError
 from orchestrator.identity import generate_private_key, signing_key_of
 from orchestrator.identity import sign_jws as sign
-
-NOW = 1_800_000_000.0
+from tests.audit.conftest import NOW
 
 
 class Clock(SimpleNamespace):
@@ -53,15 +52,6 @@ def clock() -> Clock:
     """``clock.now`` is the time; the checkpointer is given ``lambda: clock.now``."""
     return Clock(now=NOW)
 
-
-@pytest.fixture
-def keys_dir(tmp_path: Path) -> Path:
-    return tmp_path / "state" / "keys" / "audit"
-
-
-@pytest.fixture
-def keys(keys_dir: Path) -> AuditKeys:
-    return AuditKeys.open(keys_dir, "ES256", now=int(NOW))
 
 
 @pytest.fixture
