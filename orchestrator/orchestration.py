@@ -36,8 +36,15 @@ from orchestrator.ci import CIEvent
 from orchestrator.client import AuthClient
 from orchestrator.errors import ConfigError, InfraBotError, InternalError, OAuthError, Unavailable
 from orchestrator.identity import Context, Directory
-from orchestrator.runs import RootDenied, RootGranted, RunExists, RunStore, Started, shown_claims
-from orchestrator.runs._deliveries import new_run_id
+from orchestrator.runs import (
+    RootDenied,
+    RootGranted,
+    RunExists,
+    RunStore,
+    Started,
+    new_run_id,
+    shown_claims,
+)
 from orchestrator.tracing import current_trace_id, own_span
 from orchestrator.workflows import Workflow, required_scopes, select
 

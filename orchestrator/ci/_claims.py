@@ -20,7 +20,7 @@ from orchestrator.ci._answers import Refused
 from orchestrator.ci._replay import REPLAY_TTL_SECONDS
 from orchestrator.errors import Unavailable
 from orchestrator.identity import RevocationStore
-from orchestrator.runs._deliveries import DeliveryClaim
+from orchestrator.runs import DeliveryClaim
 
 
 class DeliveryLog(Protocol):

@@ -69,7 +69,7 @@ from orchestrator.ci._parse import (
 from orchestrator.ci._replay import REPLAY_TTL_SECONDS, StaleEvent, check_fresh, content_keys
 from orchestrator.errors import InfraBotError, Unavailable
 from orchestrator.identity import Directory, RevocationStore
-from orchestrator.runs._deliveries import new_run_id
+from orchestrator.runs import new_run_id
 
 MAX_BODY_BYTES = 256 * 1024
 EVENT_TYPES = frozenset({"deployment", "workflow_run"})

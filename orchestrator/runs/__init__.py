@@ -8,6 +8,7 @@ docs/run-events.md). :class:`HopJournal` records each hop's steps and hand-offs 
 ``infrabot runs show`` and ``infrabot runs list``.
 """
 
+from orchestrator.runs._deliveries import DeliveryClaim, new_run_id
 from orchestrator.runs._events import (
     DENIALS,
     EVENT_KINDS,
@@ -70,6 +71,7 @@ __all__ = [
     "BranchTaken",
     "CallDenied",
     "Called",
+    "DeliveryClaim",
     "EventDetail",
     "EventDetailError",
     "EventKind",
@@ -99,6 +101,7 @@ __all__ = [
     "UnknownRun",
     "WaterfallRow",
     "idempotency_key",
+    "new_run_id",
     "parse_detail",
     "render_run",
     "render_runs",

@@ -128,6 +128,8 @@ def test_the_public_surface_is_pinned() -> None:
         "CallDenied", "HandedOff", "Retrying", "Finished",
         # workflow graphs (docs/graphs.md)
         "StepSkipped", "BranchTaken", "BranchEnded",
+        # a CI delivery's claim names the run its receiver starts (docs/ci-events.md)
+        "DeliveryClaim", "new_run_id",
     ])
 
 
