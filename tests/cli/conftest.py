@@ -1,5 +1,6 @@
 """A running ``infrabot serve`` per test module that asks for ``system``: its own temporary
-state directory (``state``) and the clean environment naming it (``env``)."""
+state directory (``state``) and the clean environment naming it (``env``); a client of the
+test's Redis (``redis_client``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from _cli import clean_env, serving
 
 
@@ -26,3 +28,9 @@ def system(state: Path, env: dict[str, str]) -> Iterator[dict[str, str]]:
     with serving(state, env) as urls:
         yield urls
     assert not (state / "endpoints.json").exists(), "a stopped serve left endpoints.json"
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    with redis.Redis.from_url(redis_url, socket_timeout=1.0) as client:
+        yield client

@@ -9,7 +9,6 @@ has its tokens refused again (docs/dpop.md, "Revoking a key")."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -52,12 +51,6 @@ def state(tmp_path: Path) -> Path:
     path = tmp_path / "state"
     path.mkdir()
     return path
-
-
-@pytest.fixture
-def redis_client(redis_url: str) -> Iterator[redis.Redis]:
-    with redis.Redis.from_url(redis_url, socket_timeout=1.0) as client:
-        yield client
 
 
 @pytest.mark.redis
