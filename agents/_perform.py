@@ -7,9 +7,10 @@ branch's agent, bound to its key, scope what that branch needs) and the join's h
 (``may_act`` the join agent, scope what the join and after need), which names every branch token
 in its ``ancestors``: revoking a branch revokes the join, and the join never holds more than the
 fork point held. A branch is a sub-chain: an agent in it hands off on like any agent, its
-hand-off exchanged from its own token. A join's hop first waits until every branch has ended
-(an agent of it done without handing off); a branch that stopped (denied, expired, failed), at
-any agent of it, ends the run there, as the branch's own outcome.
+hand-off exchanged from its own token. The join's hand-off travels with the branches' hops and
+goes out once every branch has ended (an agent of it done without handing off: :func:`join_due`);
+the join's hop checks that again first; a branch that stopped (denied, expired, failed), at any
+agent of it, ends the run there, as the branch's own outcome.
 """
 
 from __future__ import annotations
@@ -85,9 +86,9 @@ def perform_hop(rt: AgentRuntime, *, run_id: str, workflow: str, agent: str, tok
 
 def _joined_run(rt: AgentRuntime, journal: HopJournal, run_id: str, flow: Workflow,
                 fan_out: HandOff) -> Run:
-    """The run, once every branch of the fan-out has ended; until then a retry (Celery's chord
-    fires the join when every branch's last task returned: a copy of a task that returned twice
-    could fire it early)."""
+    """The run, once every branch of the fan-out has ended; until then a retry. The join goes
+    out only once the run log shows every branch ended (:func:`join_due`): this is the join's
+    own second look, before it acts."""
     waiting = [a for a in (_running(rt, journal, run_id, flow, b) for b in fan_out.to) if a]
     if waiting:
         raise Unavailable(f"the join waits for {', '.join(waiting)}",
@@ -95,6 +96,19 @@ def _joined_run(rt: AgentRuntime, journal: HopJournal, run_id: str, flow: Workfl
     run = rt.runs.get(run_id)
     assert run is not None
     return run
+
+
+def join_due(rt: AgentRuntime, run_id: str, flow: Workflow, agent: str) -> str | None:
+    """The join of the fan-out ``agent`` is in a branch of, once every branch of it has ended
+    (docs/graphs.md): the run log, not a counter elsewhere, says so. None while a branch still
+    runs (its end publishes the join), and for an agent in no branch."""
+    branch = branch_of(flow, agent)
+    if branch is None:
+        return None
+    journal = HopJournal(rt.runs)
+    if any(_running(rt, journal, run_id, flow, head) for head in branch.fan_out.to):
+        return None
+    return branch.fan_out.join
 
 
 def _running(rt: AgentRuntime, journal: HopJournal, run_id: str, flow: Workflow,
@@ -225,11 +239,11 @@ def _way_on(hop: Hop, token: str, scope: str, mode: str) -> HopOutcome:
     if edge is None:
         done = "branch_done" if branch_of(hop.workflow, hop.agent) else "succeeded"
         return HopOutcome(done)  # type: ignore[arg-type]
-    targets = [*edge.to, *((edge.join,) if edge.join else ())]
-    # A fan-out goes out as one message, so its hand-offs are journaled together: all or none.
-    generations = hop.journal.send_together(hop.run.run_id, targets)
+    # A fan-out's branches go out together, so their hand-offs are journaled together: all or
+    # none. The join's is journaled when it goes out, once every branch has ended (join_due).
+    generations = hop.journal.send_together(hop.run.run_id, edge.to)
     if generations is None:  # published by an earlier attempt: never twice
-        return HopOutcome("forked" if edge.fan_out else "handed_off", next_agent=targets[0])
+        return HopOutcome("forked" if edge.fan_out else "handed_off", next_agent=edge.to[0])
     if len(hop.workflow.plan(hop.agent).edges) > 1 or edge.fan_out:
         hop.event(BranchTaken(to=list(edge.to), when=edge.when, join=edge.join))
     deliveries = _mint(hop, token, scope, mode, edge, generations)
@@ -246,16 +260,16 @@ def _mint(hop: Hop, token: str, scope: str, mode: str, edge: HandOff,
     """The hand-off of each target (the branches, then the join), journaled as the steps
     after the agent's last."""
     if mode != "delegated":
-        return [Delivery(t, token, scope, g) for t, g in
-                zip((*edge.to, *((edge.join,) if edge.join else ())), generations, strict=True)]
+        same = [Delivery(t, token, scope, g) for t, g in zip(edge.to, generations, strict=True)]
+        return [*same, *((Delivery(edge.join, token, scope, 0),) if edge.join else ())]
     handed = set(scope.split())
     first = len(hop.workflow.plan(hop.agent).steps)
     out: list[Delivery] = []
     for index, target in enumerate(edge.to):
         out.append(_hand_off(hop, token, handed, target, first + index, generations[index]))
-    if edge.join is not None:
-        out.append(_hand_off(hop, token, handed, edge.join, first + len(edge.to),
-                             generations[-1], joined=tuple(d.token for d in out)))
+    if edge.join is not None:  # generation 0: taken when the join goes out (join_due)
+        out.append(_hand_off(hop, token, handed, edge.join, first + len(edge.to), 0,
+                             joined=tuple(d.token for d in out)))
     for delivery in out:  # once every hand-off is minted: a fan-out goes out whole or not
         hop.event(HandedOff(to=delivery.agent, scope=delivery.scope or None))
     return out

@@ -6,10 +6,10 @@ times, 12-24 s in all: longer than a restart of serve (about 3 s) or of PostgreS
 flight rides one out. The longest countdown (8 s) plus the hop's time limit stays under the
 Redis broker's visibility timeout, which a retry's countdown spends (settings check it).
 
-A join fired while a branch still runs (``branches_unfinished``: Celery's chord counted a branch
-twice, when a copy of its last hop was redelivered after it returned) is no fault of a
-dependency: it waits, at most 8 s between looks, until the branch ends or the run's deadline
-(``run_deadline_seconds`` from its start) passes, and only then ends the run failed.
+A join delivered while a branch still runs (``branches_unfinished``: not expected, as the join
+goes out only once the run log shows every branch ended, but the join's hop checks again) is no
+fault of a dependency: it waits, at most 8 s between looks, until the branch ends or the run's
+deadline (``run_deadline_seconds`` from its start) passes, and only then ends the run failed.
 """
 
 from __future__ import annotations

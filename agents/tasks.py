@@ -3,32 +3,34 @@
 One task per agent the directory declares, each on that agent's queue (``agents.infrabot`` on
 ``infrabot`` ...): an agent exists because ``directory.yaml`` names it. A task takes
 identifiers and the hand-off token, performs its hop, enqueues the next agent with the token it
-obtained, and returns a small summary that never holds a token. Transient faults retry with
-exponential backoff and jitter (agents/_retry.py); denials never retry; anything else raised, in
-the hop's work or in what follows it (a bug, the soft time limit), ends the run (in a branch,
-the branch) failed with its reason. Each hop's task id is derived from the run.
+obtained, and returns a small summary that never holds a token (kept nowhere: no task stores a
+result). Transient faults retry with exponential backoff and jitter (agents/_retry.py); denials
+never retry; anything else raised, in the hop's work or in what follows it (a bug, the soft time
+limit), ends the run (in a branch, the branch) failed with its reason. Each hop's task id is
+derived from the run.
 The hop journal (docs/journal.md) makes a redelivered or retried hop resume where it stopped; a
 hand-off is published under a journaled generation, marked sent once published, and published
 again only while that is in doubt, so a redelivered hop never enqueues the next agent twice.
-A fan-out is one Celery chord: its branches' hops as the header, the join's hop as the body
-(immutable: it takes no results), which Celery publishes once every branch has returned. An
-agent of a branch that hands off on is replaced by the next agent's hop (Celery's
-``Task.replace``), which inherits its task id and its place in the chord: the chord counts a
-branch once, when its last agent's hop returns.
+A fan-out publishes its branches' hops, each carrying the join's hand-off (``join_token``,
+``join_scope``), passed on from agent to agent in its branch. The join goes out when the run
+log shows every branch ended: the agent that ends a branch, having recorded its hop done, looks
+(:func:`agents._perform.join_due`) and, if it is the last, publishes the join under a journaled
+generation like any hand-off. No counter outside the run log (docs/graphs.md).
 """
 
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Any
 
-from celery import Celery, Signature, Task, chord
-from celery.exceptions import Ignore, SoftTimeLimitExceeded
+from celery import Celery, Task
+from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_ready
 from kombu.exceptions import OperationalError
 
 from agents._hop import Delivery, HopOutcome
-from agents._perform import STALE, handed_on, perform_hop
+from agents._perform import STALE, join_due, perform_hop
 from agents._retry import MAX_RETRIES
 from agents._retry import retry_or_fail as _retry_or_fail
 from agents._runtime import AgentRuntime, runtime_for, start_dpop_key_renewal
@@ -60,62 +62,56 @@ def hop_task_id(app: Celery, run_id: str, agent: str) -> str:
     return f"{run_id}.{agent_queues(app)[agent]}"
 
 
+@dataclass(frozen=True)
+class JoinHandOff:
+    """A fan-out's join hand-off as its branches' hops carry it: the token and its scope (the
+    join's agent is the workflow's)."""
+
+    token: str
+    scope: str
+
+    def __repr__(self) -> str:  # never shows the token
+        return "JoinHandOff(<token>)"
+
+
 def enqueue(app: Celery, agent: str, run_id: str, workflow: str, token: str, scope: str,
-            mode: str, generation: int = 0) -> None:
+            mode: str, generation: int = 0, join: JoinHandOff | None = None) -> None:
     """Publish ``agent``'s hop; ``generation``: the journaled hand-off it carries (0 for the
-    first agent of a run, enqueued once by the orchestrator)."""
+    first agent of a run, enqueued once by the orchestrator); ``join``: in a branch of a
+    fan-out, the join's hand-off, which the branch's last agent publishes."""
     app.send_task(task_name(app, agent),
                   args=[run_id, workflow, token, scope, mode, generation],
+                  kwargs={"join_token": join.token, "join_scope": join.scope} if join else None,
                   queue=agent_queues(app)[agent], task_id=hop_task_id(app, run_id, agent))
-
-
-def hop_signature(app: Celery, run_id: str, workflow: str, mode: str, delivery: Delivery,
-                  **options: Any) -> Signature:
-    """The hop ``delivery`` hands off, as a signature on its agent's queue."""
-    return app.signature(
-        task_name(app, delivery.agent),
-        args=[run_id, workflow, delivery.token, delivery.scope, mode, delivery.generation],
-        queue=agent_queues(app)[delivery.agent], **options)
 
 
 def publish_fork(app: Celery, run_id: str, workflow: str, mode: str,
                  branches: tuple[Delivery, ...], join: Delivery) -> None:
-    """A fan-out as one chord: the branches' hops run in parallel (their summaries, never a
-    token, are kept in the result backend for the chord's count), then the join's hop."""
-    def hop(delivery: Delivery, **options: Any) -> Signature:
-        return hop_signature(app, run_id, workflow, mode, delivery,
-                             task_id=hop_task_id(app, run_id, delivery.agent), **options)
-
-    chord([hop(b, ignore_result=False) for b in branches], app=app)(
-        hop(join, immutable=True))
+    """A fan-out: every branch's hop, each carrying the join's hand-off (the join itself goes
+    out once every branch has ended: :func:`publish_join`)."""
+    carried = JoinHandOff(join.token, join.scope)
+    for branch in branches:
+        enqueue(app, branch.agent, run_id, workflow, branch.token, branch.scope, mode,
+                branch.generation, carried)
 
 
-def hand_on_in_branch(task: Task, app: Celery, rt: AgentRuntime, outcome: HopOutcome,
-                      agent: str, run_id: str, workflow: str, mode: str) -> None:
-    """An agent of a branch hands off: the next agent's hop replaces this task (Celery's
-    ``Task.replace``: same task id, same chord, group and index), so the chord waits for the
-    branch's last agent. Raises Ignore (this task leaves no result, the chord does not count
-    it). Journaled like any hand-off: sent once published, the hop done after; a hop performed
-    again whose hand-off was published raises Ignore without publishing."""
-    assert outcome.next_agent is not None
-    if outcome.next_token is None:  # an earlier attempt published it; its replacement counts
-        rt.runs.mark_hop_done(run_id, agent, task.request.id)
-        raise Ignore(f"{agent} handed off to {outcome.next_agent} already")
-    delivery = Delivery(outcome.next_agent, outcome.next_token, outcome.next_scope or "",
-                        outcome.generation)
-    # No task_id: Task.replace gives the replacement this task's id (the chord waits for it).
-    signature = hop_signature(app, run_id, workflow, mode, delivery, ignore_result=False)
-    try:
-        task.replace(signature)  # publishes it, raises Ignore (eager: runs it in place)
-    except Ignore:
-        _handed(rt, task, delivery, agent, run_id)
-        raise
-    _handed(rt, task, delivery, agent, run_id)
-
-
-def _handed(rt: AgentRuntime, task: Task, delivery: Delivery, agent: str, run_id: str) -> None:
-    HopJournal(rt.runs).sent(run_id, delivery.agent, delivery.generation)
-    rt.runs.mark_hop_done(run_id, agent, task.request.id)
+def publish_join(app: Celery, rt: AgentRuntime, run_id: str, workflow: str, mode: str,
+                 agent: str, join: JoinHandOff) -> None:
+    """After ``agent`` ended its branch (its hop recorded done), or a copy of it found it done:
+    the join's hop, if every branch of the fan-out has now ended, journaled like any hand-off.
+    Of two branches ending at once, each looks after recording its own end, so the later look
+    sees both; if both do, the journal's generation lets one join run (the other copy is stale
+    or finds the hand-off sent)."""
+    run = rt.runs.get(run_id)
+    target = join_due(rt, run_id, rt.workflows[workflow], agent)
+    if run is None or run.status in TERMINAL or target is None:
+        return
+    journal = HopJournal(rt.runs)
+    generation = journal.send(run_id, target)
+    if generation is None:  # published already, by this branch's earlier copy or a sibling
+        return
+    enqueue(app, target, run_id, workflow, join.token, join.scope, mode, generation)
+    journal.sent(run_id, target, generation)
 
 
 def dispatcher(app: Celery) -> functools.partial[None]:
@@ -125,8 +121,8 @@ def dispatcher(app: Celery) -> functools.partial[None]:
 
 
 def _run_hop(task: Task, app: Celery, settings: Settings, agent: str, run_id: str,
-             workflow: str, token: str, scope: str, mode: str,
-             generation: int) -> dict[str, Any]:
+             workflow: str, token: str, scope: str, mode: str, generation: int,
+             join: JoinHandOff | None) -> dict[str, Any]:
     rt = runtime_for(id(app), settings)
     log = get_logger(run_id=run_id, agent=agent, task_id=task.request.id)
     annotate(run_id=run_id, agent=agent)  # on Celery's span of this task
@@ -138,27 +134,19 @@ def _run_hop(task: Task, app: Celery, settings: Settings, agent: str, run_id: st
     except Exception as exc:  # noqa: BLE001 - a bug, or the time limit: it must end the run
         outcome = _crashed(log, agent, exc, "hop_crashed")
     try:
-        if outcome.status == "duplicate" and task.request.chord \
-                and _place_held(rt, outcome, agent, run_id, workflow):
-            log.info("hop_duplicate", reason=outcome.reason, counted=False)
-            raise Ignore(outcome.reason)
-        _record(task, app, rt, outcome, agent, run_id, workflow, mode)
-    except Ignore:  # replaced by the next agent's hop in its branch, or held by another
-        if outcome.status != "duplicate":
-            log.info("hop_done", status=outcome.status, reason=outcome.reason, replaced=True)
-            annotate(decision=outcome.status, reason=outcome.reason)
-        raise
+        _record(task, app, rt, outcome, agent, run_id, workflow, mode, join)
     except (TransientError, OperationalError) as exc:
         # The run log or the broker went away after the hop's work: retried like the work, and
         # the journal makes the next attempt resume here (a hand-off in doubt is published again
-        # under a new generation; the older one is then stale).
+        # under a new generation; the older one is then stale; a branch's end, recorded, is
+        # looked at again for the join).
         reason = getattr(exc, "reason", "broker_unavailable")
         if _retry_or_fail(task, rt, log, agent, run_id, reason).status == "failed":
             return _unrecorded(log, agent, run_id, outcome, reason)  # the run deadline ends it
     except Exception as exc:  # noqa: BLE001 - the same after the work: end the run (branch)
         outcome = _crashed(log, agent, exc, "hop_follow_up_crashed")
         try:
-            _record(task, app, rt, outcome, agent, run_id, workflow, mode)
+            _record(task, app, rt, outcome, agent, run_id, workflow, mode, join)
         except Exception as again:  # noqa: BLE001 - the run deadline ends it
             return _unrecorded(log, agent, run_id, outcome, getattr(again, "reason",
                                                                     type(again).__name__))
@@ -189,26 +177,26 @@ def _in_branch(rt: AgentRuntime, workflow: str, agent: str) -> bool:
     return flow is not None and branch_of(flow, agent) is not None
 
 
-def _place_held(rt: AgentRuntime, outcome: HopOutcome, agent: str, run_id: str,
-                workflow: str) -> bool:
-    """Whether another task holds this duplicate's place in its chord: a newer copy of its
-    hand-off (a stale one), or the hop it was replaced by (it handed off in its branch). Such a
-    copy must not return: the chord would count the branch twice."""
-    if outcome.reason == STALE:
-        return True
-    return _in_branch(rt, workflow, agent) \
-        and handed_on(HopJournal(rt.runs), run_id, rt.workflows[workflow], agent) is not None
-
-
 def _record(task: Task, app: Celery, rt: AgentRuntime, outcome: HopOutcome, agent: str,
-            run_id: str, workflow: str, mode: str) -> None:
-    """What follows a hop: publish the hand-off and journal it sent, or end the run; then mark
-    the hop done."""
+            run_id: str, workflow: str, mode: str, join: JoinHandOff | None) -> None:
+    """What follows a hop: publish the hand-off and journal it sent, or end the run (in a
+    branch, the branch); then mark the hop done. A hop of a branch (it carries the join's
+    hand-off) then looks whether every branch has ended, and if so publishes the join: each
+    looks once its own end is recorded, so the last to record sees every end (the one it
+    handed off to may have ended first). A copy of a done hop looks again: its first copy may
+    have died before publishing; a stale copy carries an older fan-out's join and never does."""
     if outcome.status == "forked":
         if outcome.join is not None:  # None: an earlier attempt published it
             publish_fork(app, run_id, workflow, mode, outcome.branches, outcome.join)
-            for delivery in (*outcome.branches, outcome.join):
+            for delivery in outcome.branches:
                 HopJournal(rt.runs).sent(run_id, delivery.agent, delivery.generation)
+        rt.runs.mark_hop_done(run_id, agent, task.request.id)
+    elif outcome.status == "handed_off":
+        assert outcome.next_agent
+        if outcome.next_token is not None:  # None: an earlier attempt published it
+            enqueue(app, outcome.next_agent, run_id, workflow, outcome.next_token,
+                    outcome.next_scope or "", mode, outcome.generation, join)
+            HopJournal(rt.runs).sent(run_id, outcome.next_agent, outcome.generation)
         rt.runs.mark_hop_done(run_id, agent, task.request.id)
     elif outcome.status == "branch_done":
         rt.runs.mark_hop_done(run_id, agent, task.request.id)
@@ -218,19 +206,12 @@ def _record(task: Task, app: Celery, rt: AgentRuntime, outcome: HopOutcome, agen
         rt.runs.add_event(run_id, agent, BranchEnded(status=outcome.status,
                                                      reason=outcome.reason))
         rt.runs.mark_hop_done(run_id, agent, task.request.id)
-    elif outcome.status == "handed_off" and _in_branch(rt, workflow, agent):
-        hand_on_in_branch(task, app, rt, outcome, agent, run_id, workflow, mode)
-    elif outcome.status == "handed_off":
-        assert outcome.next_agent
-        if outcome.next_token is not None:  # None: an earlier attempt published it
-            enqueue(app, outcome.next_agent, run_id, workflow, outcome.next_token,
-                    outcome.next_scope or "", mode, outcome.generation)
-            HopJournal(rt.runs).sent(run_id, outcome.next_agent, outcome.generation)
-        rt.runs.mark_hop_done(run_id, agent, task.request.id)
     elif outcome.status in TERMINAL:
         # The status first: a copy of this hop redelivered after it finds the run terminal.
         rt.runs.finish(run_id, outcome.status, outcome.reason, agent=agent)
         rt.runs.mark_hop_done(run_id, agent, task.request.id)
+    if join is not None and outcome.reason != STALE and workflow in rt.workflows:
+        publish_join(app, rt, run_id, workflow, mode, agent, join)
 
 
 WAKE_TASK = "agents.wake"
@@ -255,10 +236,11 @@ def register(app: Celery, settings: Settings, directory: Directory) -> None:
                          dispatch_uid="agents.register_dpop_keys")
     for agent, queue in agent_queues(app).items():
         def hop(self: Task, run_id: str, workflow: str, token: str, scope: str,
-                mode: str = "delegated", generation: int = 0,
-                _agent: str = agent) -> dict[str, Any]:
+                mode: str = "delegated", generation: int = 0, join_token: str | None = None,
+                join_scope: str = "", _agent: str = agent) -> dict[str, Any]:
+            join = None if join_token is None else JoinHandOff(join_token, join_scope)
             return _run_hop(self, app, settings, _agent, run_id, workflow, token, scope, mode,
-                            generation)
+                            generation, join)
 
         # shared=False: a shared task would be added to every Celery app later finalized in
         # this process, bound to this app and these settings (a second embedded system would

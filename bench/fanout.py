@@ -4,7 +4,8 @@ mock services answering at once and answering as slowly as real ones.
 The same four agents and eight service calls, two shapes:
 
 * **fan-out**: InfraBot queries latency, then ArgoCD (deployment status, tags) and the scanner
-  (PR read, instance listing) run in parallel, a Celery chord; CleanupAgent joins them.
+  (PR read, instance listing) run in parallel; CleanupAgent joins them (published by the
+  branch that ends last).
 * **linear**: InfraBot → ArgoCD → scanner → CleanupAgent, one hand-off each.
 
 Two distributed clusters run side by side (each one ``infrabot serve`` and two worker processes
@@ -139,7 +140,7 @@ def _table(done: dict[tuple[int, str], list[Finished]], latencies: tuple[int, ..
                   f"and at {latencies[-1]} ms a call",
                   ["service latency", "shape", "p50 latency", "p95 latency", "failed runs",
                    "p50 vs linear", "fan-out faster (issue 18)"])
-    names = {"fan-out": "**fan-out** (2 branches, chord, join)",
+    names = {"fan-out": "**fan-out** (2 branches, join)",
              "linear": "linear chain (3 hand-offs)"}
     for wait in latencies:
         p50 = {s: percentile([f.latency_ms for f in done[(wait, s)]], 50) for s in SHAPES}
@@ -187,7 +188,7 @@ def _parts(logs: dict[tuple[int, str], list[Run]], latencies: tuple[int, ...]) -
         "fan-out, one after the other in the linear chain. A branch's call: one service call "
         "as the agent timed it. Next agent: from a hop's last exchange or call to the next "
         "hop's first exchange (the join after the last branch; each hand-off in the linear "
-        "chain), a hop's own bookkeeping, the broker and the chord included.")
+        "chain), a hop's own bookkeeping and the broker included.")
     return table
 
 

@@ -11,12 +11,12 @@ It is the ``worker_consumer`` of every worker the app starts (``infrabot.celery_
 **A hop cancelled on the broker's loss stays cancelled.** A worker that loses its broker ends the
 hops it runs (``worker_cancel_long_running_tasks_on_connection_loss``, docs/reliability.md), so
 that none runs while its message is redelivered. Celery's ``Request.cancel`` ends the pool job,
-then records a retry in the result backend and only then marks the request cancelled: with the
-result backend on the broker's Redis (docs/deploy.md), down too, that raises first, and the pool's
-report of the ended job counts as a revocation, recorded in the result backend once it is back
-(a fan-out's chord then fails: ``TaskRevokedError('terminated')``) and acknowledged (the message
-is then not redelivered). :class:`Request` is marked cancelled however the recording ends: the
-message stays unacknowledged and comes back. It is the ``Request`` of every task of the app
+then records a retry in the result backend and only then marks the request cancelled: with a
+result backend on the broker's Redis (as fan-outs had until they stopped using one, docs/graphs.md),
+down too, that raised first, and the pool's report of the ended job counted as a revocation and
+was acknowledged (the message then not redelivered). The app keeps no results now (its backend
+records nothing and cannot raise), and :class:`Request` is still marked cancelled however the
+recording ends: the message stays unacknowledged and comes back. It is the ``Request`` of every task of the app
 (:class:`Task`, the app's ``task_cls``).
 """
 

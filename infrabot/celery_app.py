@@ -17,15 +17,10 @@ from celery.signals import before_task_publish
 
 from agents.tasks import register
 from infrabot._redis_broker import TRANSPORT as REDIS_TRANSPORT
-from orchestrator._broker_tls import naming_cert_reqs
 from orchestrator.audit import contains_raw_jwt
 from orchestrator.config import Settings
 from orchestrator.identity import Directory
 from orchestrator.workflows import load_directory
-
-# The result backend keeps only what a fan-out's chord counts: the branch hops' summaries (run,
-# agent, status; never a token), for an hour.
-RESULT_EXPIRES = 3600
 
 # Redis broker: every worker sweeps for messages unacknowledged past the visibility timeout
 # (a worker lost mid-hop) every RESTORE_INTERVAL seconds; kombu's defaults (every 10 s, then only
@@ -42,20 +37,6 @@ SWEEP_LOCK_SECONDS = 10
 # webhook's sender waits 10 s for an answer (GitHub's timeout).
 PUBLISH_RETRY_POLICY = {"max_retries": 8, "interval_start": 0, "interval_step": 0.5,
                         "interval_max": 1.0}
-
-
-def result_backend(settings: Settings) -> str | None:
-    """Where a fan-out's chord counts its branches: ``INFRABOT_RESULT_BACKEND_URL`` when set (a
-    Redis for Celery only, so workers need not reach the registry's: docs/deploy.md); else in
-    process (embedded), else the Redis the deployment has (the registry's, or a Redis broker).
-    None: fan-outs cannot run here."""
-    if settings.result_backend_url:
-        return naming_cert_reqs(settings.result_backend_url)
-    if settings.broker_kind == "memory":
-        return "cache+memory://"
-    if settings.redis_url:
-        return naming_cert_reqs(settings.redis_url)
-    return naming_cert_reqs(settings.broker_url) if settings.broker_kind == "redis" else None
 
 
 def _broker_config(settings: Settings, queues: list[str]) -> dict[str, Any]:
@@ -92,8 +73,8 @@ def celery_config(settings: Settings, directory: Directory) -> dict[str, Any]:
     return {
         "broker_url": settings.broker_connection_url,
         **_broker_config(settings, list(directory.queues().values())),
-        "result_backend": result_backend(settings),
-        "result_expires": RESULT_EXPIRES,
+        # No result backend: a hop's summary is kept nowhere; a fan-out's join goes out when
+        # the run log shows every branch ended (agents/tasks.py), not on a count kept elsewhere.
         "task_ignore_result": True,
         "task_serializer": "json",
         "result_serializer": "json",
@@ -126,9 +107,10 @@ def celery_config(settings: Settings, directory: Directory) -> dict[str, Any]:
 
 
 # A hop's hand-off token: the third of its arguments, or its ``token`` keyword
-# (agents.tasks: ``run_id, workflow, token, scope, mode, generation``).
+# (agents.tasks: ``run_id, workflow, token, scope, mode, generation``); in a branch, the join's
+# hand-off token it carries, keyword ``join_token``.
 TOKEN_ARG = 2
-TOKEN_KEYWORD = "token"
+TOKEN_KEYWORDS = frozenset({"token", "join_token"})
 _REDACTED = "<token>"
 
 
@@ -137,11 +119,11 @@ def _shown(value: Any, token: bool) -> Any:
 
 
 def redacted(values: Any) -> str:
-    """``repr`` of a task's arguments with its token replaced by ``'<token>'``: the token's slot
-    (``TOKEN_ARG``, ``TOKEN_KEYWORD``) whatever it holds (a static mode token is an opaque
+    """``repr`` of a task's arguments with its tokens replaced by ``'<token>'``: the tokens'
+    slots (``TOKEN_ARG``, ``TOKEN_KEYWORDS``) whatever they hold (a static mode token is an opaque
     string), and any other value shaped like a JWT."""
     if isinstance(values, dict):
-        return repr({k: _shown(v, k == TOKEN_KEYWORD) for k, v in values.items()})
+        return repr({k: _shown(v, k in TOKEN_KEYWORDS) for k, v in values.items()})
     return repr([_shown(v, i == TOKEN_ARG) for i, v in enumerate(values or ())])
 
 

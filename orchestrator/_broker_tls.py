@@ -78,13 +78,3 @@ def split_tls(url: str) -> tuple[str, BrokerTLS | None]:
     return rest, BrokerTLS(given.get("ssl_ca_certs"), given.get("ssl_certfile"),
                            given.get("ssl_keyfile"), _REQS[reqs], _BOOLS[check])
 
-
-def naming_cert_reqs(url: str) -> str:
-    """``url`` with ``ssl_cert_reqs`` named, as Celery's Redis result backend requires of a
-    ``rediss://`` URL: ``required`` (what our URLs mean when they do not say), unless given."""
-    parts = urlsplit(url)
-    if parts.scheme.lower() != "rediss" or any(
-            k == "ssl_cert_reqs" for k, _ in parse_qsl(parts.query, keep_blank_values=True)):
-        return url
-    return urlunsplit(parts._replace(query="&".join(q for q in (parts.query,
-                                                                "ssl_cert_reqs=required") if q)))

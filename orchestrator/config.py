@@ -40,7 +40,7 @@ BROKER_SCHEMES: dict[str, BrokerKind] = {
 
 # Settings checked by a function of their own: it names the shape, never quotes the value.
 _CHECKS = {"database_url": check_database_url, "auth_database_url": check_database_url,
-           "redis_url": check_redis_url, "result_backend_url": check_redis_url,
+           "redis_url": check_redis_url,
            "otlp_endpoint": check_otlp_url, "webhook_secret": check_webhook_secret}
 
 
@@ -119,9 +119,6 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         None, repr=False, description="Revocation registry and replay cache (the auth host "
                                       "only); in-process when unset.")
-    result_backend_url: str | None = Field(None, repr=False, description="Redis where a fan-"
-                                           "out counts its branches; unset, redis_url's, else "
-                                           "a Redis broker's.")
     broker_url: str = Field("memory://localhost/", repr=False,
                             description="Celery broker: amqp://... (RabbitMQ, production) or "
                                         "redis://... for distributed; memory:// embedded.")

@@ -14,7 +14,7 @@ from orchestrator.errors import InfraBotError
 from orchestrator.identity import Directory, SigningKey
 from orchestrator.keystore import client_keys_dir, load_client_key
 from orchestrator.runs import RunStore
-from orchestrator.workflows import load_directory, load_workflows
+from orchestrator.workflows import load_directory
 
 # Settings that say where serve listens: set, they stand in for a missing endpoints.json (a
 # worker then reaches INFRABOT_HOST on the INFRABOT_*_PORT ports, docs/deploy.md).
@@ -64,17 +64,15 @@ def worker(queues: str | None, concurrency: int, pool: str, loglevel: str, hostn
     Reads the servers' URLs from DIR/endpoints.json, written by `infrabot serve` (copy it
     from serve's state directory), or from INFRABOT_HOST and the INFRABOT_*_PORT settings
     when set. Writes to serve's run log: INFRABOT_DATABASE_URL, or DIR/runs.sqlite3 when DIR
-    is serve's own state directory; a fan-out counts its branches in
-    INFRABOT_RESULT_BACKEND_URL's Redis. It needs neither the authorization server's database
+    is serve's own state directory. It needs neither the authorization server's database
     nor the registry's Redis (docs/deploy.md). Signs only as the agents of its queues, with
-    their keys from DIR (`infrabot keys init`). Without any of these it refuses to start: one line,
-    exit status 1. A broker that restarts or is down does not stop the worker: it reconnects
+    their keys from DIR (`infrabot keys init`). Without any of these it refuses to start: one
+    line, exit status 1. A broker that restarts or is down does not stop the worker: it reconnects
     and goes on consuming.
 
     \b
     Example:
       export INFRABOT_BROKER_URL=amqp://guest:guest@127.0.0.1:5672//
-      export INFRABOT_RESULT_BACKEND_URL=redis://127.0.0.1:6380/0   # not the registry's
       infrabot keys init agent:argocd --state-dir /tmp/ib > argocd.jwks
       infrabot keys register agent:argocd --jwks argocd.jwks --state-dir /tmp/ib
       infrabot worker -Q argocd --state-dir /tmp/ib     # serve's state directory
@@ -94,7 +92,6 @@ def worker(queues: str | None, concurrency: int, pool: str, loglevel: str, hostn
     if unknown or not chosen:
         raise CommandError(f"unknown queue {unknown[0] if unknown else '(none)'}; "
                            f"the directory's agents use {', '.join(declared)}")
-    _check_fan_outs(settings, directory)
     keys = agent_keys(settings, directory, chosen)
     _check_run_log(settings)
     _check_endpoints(settings)
@@ -115,24 +112,6 @@ def worker(queues: str | None, concurrency: int, pool: str, loglevel: str, hostn
                          str(concurrency), "--pool", pool, "--loglevel", loglevel,
                          "--hostname", hostname or f"infrabot-{os.getpid()}@%h",
                          "--without-gossip", "--without-mingle", "--without-heartbeat"])
-
-
-def _check_fan_outs(settings: Settings, directory: Directory) -> None:
-    """A fan-out's chord counts its branches in a result backend, which is Redis
-    (INFRABOT_RESULT_BACKEND_URL, else the registry's or a Redis broker; docs/graphs.md): with
-    RabbitMQ and no Redis, one line now rather than a fork that cannot be published mid-run."""
-    if settings.broker_kind != "amqp" or settings.result_backend_url or settings.redis_url:
-        return
-    try:
-        workflows = load_workflows(settings.workflows_dir, directory)
-    except InfraBotError as exc:
-        raise CommandError(exc.message) from None
-    forks = sorted(w.name for w in workflows.values()
-                   if any(edge.fan_out for plan in w.agents for edge in plan.edges))
-    if forks:
-        raise CommandError(f"workflow {forks[0]} fans out, and a fan-out counts its branches "
-                           "in Redis: set INFRABOT_RESULT_BACKEND_URL (a Redis for Celery, not the "
-                           "registry's: docs/deploy.md)")
 
 
 def serves_own(settings: Settings) -> bool:

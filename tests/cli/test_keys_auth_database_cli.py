@@ -1,8 +1,9 @@
-"""A worker host's settings (the run log's database, the broker, Celery's result backend, as
-docs/deploy.md hands them out) reach none of the authorization server's stores: ``infrabot keys
-register|revoke`` there refuses in one line and writes nothing anywhere, its database role cannot
-open the auth database even when aimed at it, and its fan-outs need no registry Redis. On the
-auth host (``INFRABOT_AUTH_DATABASE_URL``) the same commands write the auth database."""
+"""A worker host's settings (the run log's database and the broker, as docs/deploy.md hands them
+out) reach none of the authorization server's stores: ``infrabot keys register|revoke`` there
+refuses in one line and writes nothing anywhere, its database role cannot open the auth database
+even when aimed at it, and its fan-outs need no Redis (tests/e2e/test_graph_distributed.py runs
+them so). On the auth host (``INFRABOT_AUTH_DATABASE_URL``) the same commands write the auth
+database."""
 
 from __future__ import annotations
 
@@ -13,15 +14,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from infrabot.celery_app import result_backend
-from infrabot.cli._worker import _check_fan_outs
+from infrabot.celery_app import create_celery
 from orchestrator.config import Settings
-from orchestrator.workflows import load_directory
 from tests.cli._cli import Result, clean_env, infrabot
 from tests.stores._separated import Separated, separated_databases
 
 BROKER = "amqp://guest:guest@127.0.0.1:1//"  # never reached: keys commands do not publish
-RESULTS = "redis://127.0.0.1:1/1"  # Celery's own Redis, not the registry's
 
 
 @pytest.fixture
@@ -42,7 +40,7 @@ def test_a_worker_host_cannot_register_or_revoke_a_client_key(dbs: Separated,
     auth = clean_env(INFRABOT_STATE_DIR=str(auth_state), INFRABOT_BROKER_URL=BROKER,
                      INFRABOT_DATABASE_URL=dbs.runs_url, INFRABOT_AUTH_DATABASE_URL=dbs.auth_url)
     worker = clean_env(INFRABOT_STATE_DIR=str(worker_state), INFRABOT_BROKER_URL=BROKER,
-                       INFRABOT_DATABASE_URL=dbs.runs_url, INFRABOT_RESULT_BACKEND_URL=RESULTS)
+                       INFRABOT_DATABASE_URL=dbs.runs_url)
 
     def keys(env: dict[str, str], *args: str) -> Result:
         return infrabot("keys", *args, env=env)
@@ -78,16 +76,13 @@ def test_a_worker_host_cannot_register_or_revoke_a_client_key(dbs: Separated,
     assert dbs.tables(dbs.auth) == before
 
 
-def test_a_worker_hosts_fan_outs_need_no_registry_redis(tmp_path: Path) -> None:
-    worker = Settings(state_dir=tmp_path, broker_url=BROKER, result_backend_url=RESULTS)
-    assert result_backend(worker) == RESULTS
-    _check_fan_outs(worker, load_directory(worker.workflows_dir / "directory.yaml"))  # starts
-    # the auth host may keep the registry's Redis for itself: the result backend is its own
-    auth = Settings(state_dir=tmp_path, broker_url=BROKER, redis_url="redis://127.0.0.1:2/0",
-                    result_backend_url=RESULTS)
-    assert result_backend(auth) == RESULTS
-    # unset: today's choice, unchanged
-    assert result_backend(Settings(state_dir=tmp_path, broker_url=BROKER,
-                                   redis_url="redis://127.0.0.1:2/0")) == "redis://127.0.0.1:2/0"
-    assert result_backend(Settings(state_dir=tmp_path, broker_url="redis://h:6379/0")) == \
-        "redis://h:6379/0"
+def test_no_process_keeps_celery_results_in_any_redis(tmp_path: Path) -> None:
+    """A fan-out's join goes out from the run log (agents/tasks.py): no Celery app has a result
+    backend, whatever Redis its settings name (the registry's, or a Redis broker)."""
+    for settings in (Settings(state_dir=tmp_path, broker_url=BROKER),
+                     Settings(state_dir=tmp_path, broker_url=BROKER,
+                              redis_url="redis://127.0.0.1:2/0"),
+                     Settings(state_dir=tmp_path, broker_url="redis://127.0.0.1:2/0"),
+                     Settings(state_dir=tmp_path)):
+        conf = create_celery(settings).conf
+        assert (conf.result_backend, conf.task_ignore_result) == (None, True)

@@ -90,11 +90,15 @@ class Distributed:
                         redis_url=self.redis_url, webhook_secret=SecretStr(SECRET),
                         **({"workflows_dir": self.workflows_dir} if self.workflows_dir else {}))
 
-    def env(self, **extra: str) -> dict[str, str]:
+    def env(self, *, registry: bool = True, **extra: str) -> dict[str, str]:
+        """The processes' environment; ``registry`` False: no INFRABOT_REDIS_URL (a worker
+        needs none: its only Redis, if any, is a Redis broker)."""
         if self.workflows_dir is not None:
             extra = {"INFRABOT_WORKFLOWS_DIR": str(self.workflows_dir), **extra}
+        if registry:
+            extra = {"INFRABOT_REDIS_URL": self.redis_url, **extra}
         return clean_env(INFRABOT_STATE_DIR=str(self.state_dir),
-                         INFRABOT_BROKER_URL=self.broker, INFRABOT_REDIS_URL=self.redis_url,
+                         INFRABOT_BROKER_URL=self.broker,
                          INFRABOT_WEBHOOK_SECRET=SECRET, INFRABOT_LOG_LEVEL="WARNING",
                          INFRABOT_AUDIT_CHECKPOINT_SECONDS="0.5",  # anchored soon after a run
                          PYTHONUNBUFFERED="1", **extra)
@@ -122,15 +126,17 @@ class Distributed:
         provision_clients(self.settings, open_registry(self.settings), list(agents))
 
     def worker(self, queues: Iterable[str] = QUEUES, concurrency: int = 1,
-               timeout: float = 30.0, provision: bool = True, **env: str) -> Proc:
+               timeout: float = 30.0, provision: bool = True, registry: bool = True,
+               **env: str) -> Proc:
         """Start ``infrabot worker`` on ``queues`` (first making and registering their agents'
-        keys, unless not ``provision``); return once it consumes."""
+        keys, unless not ``provision``; without INFRABOT_REDIS_URL unless ``registry``);
+        return once it consumes."""
         queues = list(queues)
         if provision:
             self.provision(*(f"agent:{q}" for q in queues))
         args = ["worker", "--queues", ",".join(queues), "--concurrency", str(concurrency),
                 "--loglevel", "INFO"]
-        proc = self._start("worker", args, self.env(**env))
+        proc = self._start("worker", args, self.env(registry=registry, **env))
         self.wait_output(proc, " ready.", timeout, "infrabot worker did not start")
         return proc
 

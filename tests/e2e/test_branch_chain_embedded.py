@@ -1,6 +1,6 @@
 """A branch that hands off on, in one process against the real servers (docs/graphs.md): the
 scanner's branch goes on to agent:commenter (declared only in this test's directory file), whose
-hop replaces the scanner's task in the fan-out's chord, so the join starts once the commenter is
+hop carries the join's hand-off on, so the join goes out once the commenter (and ArgoCD) are
 done. The commenter's hand-off is exchanged from the scanner's token (act nests, scope narrows);
 a branch hop performed again publishes the next hop once; revoking the branch's first token
 stops the agent after it, and the join ends the run with that stop."""
@@ -118,15 +118,16 @@ def test_a_branch_hands_off_on_and_the_join_waits_for_its_end(system: System) ->
     assert [c.action for c in events_of(run, "called", CLEANUP)] == ["incident:resolve"]
     assert events_of(run, "branch_ended") == []
 
-    # The commenter's hop replaced the scanner's task: same id, same chord, group and index.
+    # The commenter's hop is an ordinary hand-off of the branch: its own task id, the join's
+    # hand-off passed on; the join went out once, from the branch that ended last.
     [(scanner_headers, _)] = published.to(system, SCANNER)
     [(commenter_headers, commenter_args)] = published.to(system, COMMENTER)
-    assert commenter_headers["id"] == scanner_headers["id"] == f"{run.run_id}.scanner"
-    assert (commenter_headers["group"], commenter_headers["group_index"]) == \
-        (scanner_headers["group"], scanner_headers["group_index"])
-    assert commenter_headers["replaced_task_nesting"] == 1
+    assert (scanner_headers["id"], commenter_headers["id"]) == \
+        (f"{run.run_id}.scanner", f"{run.run_id}.commenter")
     assert commenter_args[5] == 1  # its journaled generation
     assert fired(system, published, CLEANUP) == 1
+    [(_, join_args)] = published.to(system, CLEANUP)
+    assert join_args[5] == 1  # journaled when it went out
 
     # Delegation: exchanged from the scanner's token; act nests, scope narrows, may_act names it.
     branch = hand_offs(run, INFRABOT)[SCANNER]
@@ -157,11 +158,11 @@ def failing_once(original: Callable[..., Any], when: Callable[..., bool]) -> Cal
 
 
 def assert_retried_once(run: Run) -> None:
-    """The scanner's hop retried once; the join, fired by the chord once the commenter and
-    ArgoCD returned, may have waited (a retry) for the scanner's hop to be recorded done."""
+    """The scanner's hop retried once, and nothing else: the join went out only once the run
+    log showed the scanner's hop done too (by the scanner's retry, which found the commenter
+    ended), so it never waited."""
     retries = [(e.agent, e.detail.reason) for e in run.events if e.kind == "retrying"]
-    assert [r for r in retries if r[0] == SCANNER] == [(SCANNER, "run_log_unavailable")]
-    assert {r for r in retries if r[0] != SCANNER} <= {(CLEANUP, "branches_unfinished")}
+    assert retries == [(SCANNER, "run_log_unavailable")]
 
 
 def comments(system: System, run_id: str) -> collections.Counter[str]:
@@ -172,8 +173,8 @@ def comments(system: System, run_id: str) -> collections.Counter[str]:
 def test_a_branch_hop_performed_again_publishes_the_next_hop_once(
         system: System, monkeypatch: pytest.MonkeyPatch) -> None:
     """The scanner's hop published the commenter's and journaled it sent, then could not record
-    itself done: retried, it finds the hand-off sent, publishes nothing, and leaves its place in
-    the chord to the commenter (it raises Ignore: no result, not counted)."""
+    itself done: retried, it finds the hand-off sent, publishes nothing, records itself done and,
+    every branch ended by then, publishes the join."""
     runs = system.runtime.runs
     monkeypatch.setattr(runs, "mark_hop_done", failing_once(
         runs.mark_hop_done, lambda run_id, agent, task_id: agent == SCANNER))
@@ -194,8 +195,8 @@ def test_a_branch_hand_off_in_doubt_is_published_again_and_performed_once(
         system: System, monkeypatch: pytest.MonkeyPatch) -> None:
     """The scanner's hop published the commenter's but could not journal it sent: retried, it
     mints and publishes it again under a new generation (unless the first copy claimed it
-    meanwhile). Of the copies, one is performed; the other does nothing and is not counted by
-    the chord (stale: it raises Ignore), so the join runs once, after the commenter."""
+    meanwhile). Of the copies, one is performed; the other does nothing (stale) and publishes
+    no join, so the join runs once, after the commenter."""
     monkeypatch.setattr(HopJournal, "sent", failing_once(
         HopJournal.sent, lambda journal, run_id, agent, generation: agent == COMMENTER))
     with Published() as published:
@@ -209,7 +210,7 @@ def test_a_branch_hand_off_in_doubt_is_published_again_and_performed_once(
     assert delivery.attempts == len(copies)
     assert comments(system, run.run_id) == collections.Counter({"comment:post": 1})
     assert len(events_of(run, "called", COMMENTER)) == 1
-    assert fired(system, published, CLEANUP) == 1  # by the chord, once
+    assert fired(system, published, CLEANUP) == 1  # by the branch that ended last, once
     assert len(events_of(run, "called", CLEANUP)) == 1
 
 

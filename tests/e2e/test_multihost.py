@@ -4,7 +4,7 @@ namespace (a host), reaching Redis and PostgreSQL on a "db" host over veth addre
 
 Each host gets only the stores it needs (docs/deploy.md): the auth database (audit trail, client
 registry) and the registry's Redis (on serve's loopback) are serve's alone; workers get the run
-log's role, the broker and Celery's result backend; ci the run log's role. The post-deploy run
+log's role and the broker; ci the run log's role. The post-deploy run
 (a fan-out) succeeds; no state directory holds another component's private key; CleanupAgent's
 host, signing an assertion with its own key but naming ``agent:infrabot``, is refused
 ``invalid_client`` with the refusal in the audit trail (read from PostgreSQL); and that host can
@@ -108,9 +108,8 @@ def test_each_component_on_its_own_host_with_its_own_keys(network: Network,
 
     def env(host: str, **extra: str) -> dict[str, str]:
         stores = {"INFRABOT_DATABASE_URL": role_url(RUNS, RUNS)}  # every host: the run log
-        if host != "ci":  # serve and the workers: Celery's Redis, results in its db 1
-            stores.update(INFRABOT_BROKER_URL=f"redis://{db}:6379/0",
-                          INFRABOT_RESULT_BACKEND_URL=f"redis://{db}:6379/1")
+        if host != "ci":  # serve and the workers: Celery's Redis broker
+            stores.update(INFRABOT_BROKER_URL=f"redis://{db}:6379/0")
         if host == "serve":  # the auth stores: serve's alone
             stores.update(INFRABOT_AUTH_DATABASE_URL=role_url(AUTH, AUTH),
                           INFRABOT_REDIS_URL=f"redis://127.0.0.1:{REGISTRY_PORT}/0")

@@ -1,8 +1,8 @@
 """A branch that hands off on, hop by hop against the real servers (docs/graphs.md): the
-scanner's task, a member of the fan-out's chord, replaces itself with the commenter's hop
-(Celery's Task.replace: same task id, same chord) and leaves no result of its own; performed
-again it publishes nothing; a stale copy of a hand-off leaves no result either (the chord counts
-each branch once); the join waits for the branch's last agent.
+scanner's task publishes the commenter's hop, passing on the join's hand-off it carries;
+performed again it publishes nothing; a stale copy of a hand-off does nothing, nor publishes the
+join; the join goes out once, when the branch's last agent has ended and so has every other
+branch, and it waits for the branch's last agent itself.
 
 The system runs embedded without its worker: each hop is performed here, from the message the
 orchestrator or a hop really queued on the in-memory broker.
@@ -15,17 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from celery.exceptions import Ignore
 from e2e._branch_chain import ARGOCD, CLEANUP, COMMENTER, INFRABOT, SCANNER, with_commenter
 from e2e._harness import embedded_settings
 
 from agents.tasks import task_name
-from hops.test_hop_resume import hop, queued, started
+from hops.test_hop_resume import hop, queued, started, take_message
 from infrabot.system import System, running_system
 from orchestrator.errors import Unavailable
 from orchestrator.runs import HopJournal
-
-CHORD = {"task": "agents.cleanup", "args": [], "kwargs": {}, "options": {}}  # as a request has it
 
 
 @pytest.fixture
@@ -35,13 +32,14 @@ def system(tmp_path: Path) -> Iterator[System]:
         yield running
 
 
-def in_chord(system: System, agent: str, args: list[Any], task_id: str) -> Any:
-    """``agent``'s Celery task performed as the worker performs a member of a chord's header."""
+def as_worker(system: System, agent: str, args: list[Any], join: dict[str, Any]) -> Any:
+    """``agent``'s Celery task performed as the worker performs it, from a message of a branch
+    (``join``: the join's hand-off it carries)."""
     task = system.celery.tasks[task_name(system.celery, agent)]
-    task.push_request(id=task_id, chord=CHORD, group="g-1", group_index=1, retries=0,
+    task.push_request(id=f"{args[0]}.{agent.removeprefix('agent:')}", retries=0,
                       is_eager=False)
     try:
-        return task(*args)
+        return task(*args, **join)
     finally:
         task.pop_request()
 
@@ -53,58 +51,67 @@ def forked(system: System) -> tuple[list[Any], Any]:
     return args, fork
 
 
-def test_the_scanner_replaces_itself_with_the_commenter_once(system: System) -> None:
+def carried(fork: Any) -> dict[str, Any]:
+    return {"join_token": fork.join.token, "join_scope": fork.join.scope}
+
+
+def argocd_ended(system: System, args: list[Any], fork: Any) -> None:
+    argocd = next(b for b in fork.branches if b.agent == ARGOCD)
+    message = [args[0], args[1], argocd.token, argocd.scope, args[4], argocd.generation]
+    assert as_worker(system, ARGOCD, message, carried(fork))["status"] == "branch_done"
+
+
+def test_the_scanner_hands_off_to_the_commenter_once_passing_the_join_on(
+        system: System) -> None:
     args, fork = forked(system)
     run_id = args[0]
     scanner = next(b for b in fork.branches if b.agent == SCANNER)
     message = [run_id, args[1], scanner.token, scanner.scope, args[4], scanner.generation]
-    with pytest.raises(Ignore):  # replaced: no result of its own, not counted by the chord
-        in_chord(system, SCANNER, message, f"{run_id}.scanner")
+    assert as_worker(system, SCANNER, message, carried(fork))["status"] == "handed_off"
     journal = HopJournal(system.runtime.runs)
     delivery = journal.delivery(run_id, COMMENTER)
     assert delivery is not None and (delivery.state, delivery.attempts) == ("sent", 1)
     assert system.runtime.runs.hop_done(run_id, SCANNER)
-    with system.celery.connection_for_read() as conn:
-        queue = conn.SimpleQueue("commenter")
-        try:
-            published = queue.get(timeout=5)
-            published.ack()
-        finally:
-            queue.close()
-    assert published.headers["id"] == f"{run_id}.scanner"  # the id, and the place, it replaced
-    assert (published.headers["group"], published.headers["group_index"]) == ("g-1", 1)
-    commenter_args = list(published.decode()[0])
-    assert commenter_args[5] == 1
+    commenter_args, commenter_join = take_message(system, "commenter")
+    assert commenter_args[5] == 1 and commenter_join == carried(fork)
     # Performed again (a redelivery): the hand-off is journaled sent, nothing is published.
-    with pytest.raises(Ignore):
-        in_chord(system, SCANNER, message, f"{run_id}.scanner")
+    assert as_worker(system, SCANNER, message, carried(fork))["status"] == "duplicate"
     assert queued(system, "commenter") == 0
     delivery = journal.delivery(run_id, COMMENTER)
     assert delivery is not None and (delivery.state, delivery.attempts) == ("sent", 1)
-    # The commenter ends the branch: its summary is the branch's result in the chord.
-    assert in_chord(system, COMMENTER, commenter_args, f"{run_id}.scanner") == \
-        {"run_id": run_id, "agent": COMMENTER, "status": "branch_done"}
-    # ... and a copy of it performed again returns its summary too (a hop that ended a branch
-    # is counted: the join itself waits for the run log, never for the count alone).
-    assert in_chord(system, COMMENTER, commenter_args, f"{run_id}.scanner")["status"] == \
+    # The commenter ends its branch; ArgoCD's still runs: no join yet.
+    assert as_worker(system, COMMENTER, commenter_args, commenter_join)["status"] == \
+        "branch_done"
+    assert queued(system, "cleanup") == 0 and journal.delivery(run_id, CLEANUP) is None
+    # ArgoCD ends the other branch, and publishes the join; copies of either publish nothing.
+    argocd_ended(system, args, fork)
+    assert as_worker(system, COMMENTER, commenter_args, commenter_join)["status"] == \
         "duplicate"
+    join_args, _ = take_message(system, "cleanup")
+    assert join_args[5] == 1
+    assert hop(system, CLEANUP, join_args).status == "succeeded"
 
 
-def test_a_stale_copy_in_a_chord_leaves_no_result(system: System) -> None:
+def test_a_stale_copy_does_nothing_and_publishes_no_join(system: System) -> None:
     """The scanner's hand-off in doubt, published again under generation 2: the copy of
-    generation 1 does nothing and raises Ignore, so the chord counts only the newer copy."""
+    generation 1 does nothing, and though every other branch has ended it does not publish the
+    join (it carries the join's hand-off of whatever fan-out it came from); the newer does."""
     args, fork = forked(system)
     run_id = args[0]
+    argocd_ended(system, args, fork)
     scanner = next(b for b in fork.branches if b.agent == SCANNER)
     message = [run_id, args[1], scanner.token, scanner.scope, args[4], scanner.generation]
     first = hop(system, SCANNER, message)
     again = hop(system, SCANNER, message)  # its worker died before journaling it sent
     assert (first.status, first.generation, again.generation) == ("handed_off", 1, 2)
+    system.runtime.runs.mark_hop_done(run_id, SCANNER, f"{run_id}.scanner")
     stale = [run_id, args[1], first.next_token, first.next_scope, args[4], 1]
-    with pytest.raises(Ignore):
-        in_chord(system, COMMENTER, stale, f"{run_id}.scanner")
+    summary = as_worker(system, COMMENTER, stale, carried(fork))
+    assert summary["status"] == "duplicate"
+    assert queued(system, "cleanup") == 0
     newer = [run_id, args[1], again.next_token, again.next_scope, args[4], 2]
-    assert in_chord(system, COMMENTER, newer, f"{run_id}.scanner")["status"] == "branch_done"
+    assert as_worker(system, COMMENTER, newer, carried(fork))["status"] == "branch_done"
+    assert queued(system, "cleanup") == 1
 
 
 def test_the_join_waits_for_the_branch_s_last_agent(system: System) -> None:

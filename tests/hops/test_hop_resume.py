@@ -35,6 +35,11 @@ def system(tmp_path: Path) -> Iterator[System]:
 
 def take(system: System, queue: str) -> list[Any]:
     """The arguments of the one message queued for ``queue`` (taken off the broker)."""
+    return take_message(system, queue)[0]
+
+
+def take_message(system: System, queue: str) -> tuple[list[Any], dict[str, Any]]:
+    """The arguments and keywords of the one message queued for ``queue`` (taken off)."""
     with system.celery.connection_for_read() as conn:
         simple = conn.SimpleQueue(queue)
         try:
@@ -43,8 +48,8 @@ def take(system: System, queue: str) -> list[Any]:
             assert simple.qsize() == 0
         finally:
             simple.close()
-    args, _kwargs, _embed = message.decode()
-    return list(args)
+    args, kwargs, _embed = message.decode()
+    return list(args), dict(kwargs or {})
 
 
 def queued(system: System, queue: str) -> int:
@@ -83,13 +88,14 @@ def test_a_hop_performed_again_calls_nothing_again_and_forks_under_a_new_generat
     first = hop(system, INFRABOT, args)
     assert (first.status, [b.agent for b in first.branches]) == ("forked", [ARGOCD, SCANNER])
     assert first.join is not None and first.join.agent == CLEANUP
-    assert {d.generation for d in (*first.branches, first.join)} == {1}
+    assert {d.generation for d in first.branches} == {1}
+    assert first.join.generation == 0  # journaled when it goes out, once the branches ended
     before = counts(system, run_id)
     # The hop's worker died before it recorded the publication: performed again, it calls
     # nothing again and mints the fan-out again under generation 2.
     again = hop(system, INFRABOT, args)
     assert again.status == "forked" and again.join is not None
-    assert {d.generation for d in (*again.branches, again.join)} == {2}
+    assert {d.generation for d in again.branches} == {2} and again.join.generation == 0
     assert again.branches[0].token != first.branches[0].token
     grown = counts(system, run_id) - before
     assert grown == collections.Counter({(INFRABOT, "token_exchange", "ok"): 3})  # hand-offs
@@ -131,11 +137,11 @@ def test_a_fan_out_recorded_sent_is_not_published_again(system: System) -> None:
 @pytest.mark.parametrize("past_doubt", ["sent", "received"])
 def test_a_fan_out_partly_past_doubt_is_not_published_again_and_its_copies_hold(
         system: System, past_doubt: str) -> None:
-    """The fork hop published its chord; one branch's hand-off got past doubt (marked sent
+    """The fork hop published its branches; one branch's hand-off got past doubt (marked sent
     before the run log failed, or already taken by the branch's hop), the rest did not. The
     hop performed again publishes nothing and moves no hand-off to a new generation, so the
-    published copies of the other branch and of the join are still the ones performed (a
-    stale one would leave the chord one result short, the join never fired)."""
+    published copy of the other branch, with the join's hand-off it carries, is still the one
+    performed (a stale one would never end its branch: the join would never go out)."""
     args = started(system)
     run_id = args[0]
     first = hop(system, INFRABOT, args)
@@ -148,41 +154,61 @@ def test_a_fan_out_partly_past_doubt_is_not_published_again_and_its_copies_hold(
         assert journal.receive(run_id, argocd.agent, argocd.generation)
     again = hop(system, INFRABOT, args)
     assert (again.status, again.branches, again.join) == ("forked", (), None)
-    for delivery in (first.branches[1], first.join):
-        record = journal.delivery(run_id, delivery.agent)
-        assert record is not None and (record.state, record.attempts) == ("sending", 1)
+    record = journal.delivery(run_id, SCANNER)
+    assert record is not None and (record.state, record.attempts) == ("sending", 1)
+    assert journal.delivery(run_id, CLEANUP) is None  # the join goes out after the branches
     scanner = first.branches[1]
     assert hop(system, SCANNER, args, token=scanner.token, scope=scanner.scope,
                generation=scanner.generation).status == "branch_done"
 
 
-def test_the_task_publishes_the_fan_out_once(system: System) -> None:
-    """The Celery task itself, performed twice with the message it was given: one message for
-    each branch, carrying the generation the journal holds as sent; the join's waits in the
-    chord until both branch tasks have returned."""
+def test_the_task_publishes_the_fan_out_once_and_the_last_branch_the_join(
+        system: System) -> None:
+    """The Celery tasks themselves, each performed twice with the message it was given: the
+    fork publishes one message for each branch, carrying the generation the journal holds as
+    sent and the join's hand-off; the join goes out once, when the second branch has ended, as
+    the run log shows it (no counter elsewhere), under a generation of its own."""
     args = started(system)
     run_id = args[0]
-    task = system.celery.tasks[task_name(system.celery, INFRABOT)]
-    # .result, not .get(): a process that ran a worker before refuses a blocking get.
-    summary = task.apply(args=args, task_id=f"{run_id}.infrabot").result
-    assert summary == {"run_id": run_id, "agent": INFRABOT, "status": "forked"}
-    assert task.apply(args=args, task_id=f"{run_id}.infrabot").result["status"] == "duplicate"
+    journal = HopJournal(system.runtime.runs)
+
+    def perform(agent: str, queue: str, message: list[Any], join: dict[str, Any]) -> str:
+        task = system.celery.tasks[task_name(system.celery, agent)]
+        # .result, not .get(): a process that ran a worker before refuses a blocking get.
+        return str(task.apply(args=message, kwargs=join,
+                              task_id=f"{run_id}.{queue}").result["status"])
+
+    assert perform(INFRABOT, "infrabot", args, {}) == "forked"
+    assert perform(INFRABOT, "infrabot", args, {}) == "duplicate"
     assert (queued(system, "argocd"), queued(system, "scanner"), queued(system, "cleanup")) == \
         (1, 1, 0)
-    message = take(system, "argocd")
-    for agent in (ARGOCD, SCANNER, CLEANUP):
-        delivery = HopJournal(system.runtime.runs).delivery(run_id, agent)
+    argocd, argocd_join = take_message(system, "argocd")
+    scanner, scanner_join = take_message(system, "scanner")
+    for agent in (ARGOCD, SCANNER):
+        delivery = journal.delivery(run_id, agent)
         assert delivery is not None and (delivery.state, delivery.attempts) == ("sent", 1)
-    assert message[5] == 1
-    assert hop(system, ARGOCD, message).status == "branch_done"
-    received = HopJournal(system.runtime.runs).delivery(run_id, ARGOCD)
-    assert received is not None and received.state == "received"
+    assert journal.delivery(run_id, CLEANUP) is None
+    assert (argocd[5], scanner[5]) == (1, 1)
+    assert argocd_join == scanner_join and set(argocd_join) == {"join_token", "join_scope"}
+
+    assert perform(ARGOCD, "argocd", argocd, argocd_join) == "branch_done"
+    assert perform(ARGOCD, "argocd", argocd, argocd_join) == "duplicate"
+    assert queued(system, "cleanup") == 0  # the scanner's branch still runs
+    assert perform(SCANNER, "scanner", scanner, scanner_join) == "branch_done"
+    assert perform(SCANNER, "scanner", scanner, scanner_join) == "duplicate"
+    assert perform(ARGOCD, "argocd", argocd, argocd_join) == "duplicate"
+    join, carried = take_message(system, "cleanup")  # exactly one
+    assert carried == {}
+    delivery = journal.delivery(run_id, CLEANUP)
+    assert delivery is not None and (delivery.state, delivery.attempts) == ("sent", 1)
+    assert join[2:] == [argocd_join["join_token"], argocd_join["join_scope"], args[4], 1]
+    assert hop(system, CLEANUP, join).status == "succeeded"
 
 
 def test_the_join_waits_for_every_branch_and_runs_once(system: System) -> None:
-    """Celery's chord fires the join once every branch task returned; a copy of a branch task
-    that returned twice could fire it early, or twice: the join's hop waits (a retry) until the
-    run log shows every branch done, and a second copy of it does nothing."""
+    """The join goes out once the run log shows every branch ended; its hop checks that again
+    (a join delivered early waits, a retry, until the run log shows every branch done), and a
+    second copy of it does nothing."""
     args = started(system)
     run_id = args[0]
     forked = hop(system, INFRABOT, args)

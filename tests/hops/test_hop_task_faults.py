@@ -20,12 +20,12 @@ from structlog.testing import capture_logs
 
 import agents.tasks
 from agents.tasks import task_name
-from hops.test_hop_resume import hop, started
+from hops.test_hop_resume import hop, queued, started, take
 from infrabot.system import System, running_system
 from orchestrator.runs import Run
 
 INFRABOT, ARGOCD = "agent:infrabot", "agent:argocd"
-CHORD = {"task": "agents.cleanup", "args": [], "kwargs": {}, "options": {}}
+SCANNER, CLEANUP = "agent:scanner", "agent:cleanup"
 
 
 @pytest.fixture
@@ -34,13 +34,15 @@ def system(tmp_path: Path) -> Iterator[System]:
         yield running
 
 
-def as_worker(system: System, agent: str, args: list[Any], **request: Any) -> Any:
-    """``agent``'s Celery task performed as the worker performs it (``request``: chord ...)."""
+def as_worker(system: System, agent: str, args: list[Any], kwargs: dict[str, Any] | None = None,
+              **request: Any) -> Any:
+    """``agent``'s Celery task performed as the worker performs it, with the message's
+    ``args`` and ``kwargs`` (a branch's: the join's hand-off); ``request``: retries ..."""
     task = system.celery.tasks[task_name(system.celery, agent)]
     task.push_request(**{"id": f"{args[0]}.{agent.removeprefix('agent:')}", "retries": 0,
                          "is_eager": False, **request})
     try:
-        return task(*args)
+        return task(*args, **(kwargs or {}))
     finally:
         task.pop_request()
 
@@ -101,7 +103,7 @@ def test_the_time_limit_in_the_hops_work_is_its_own_reason(
     assert not any("exc_info" in e for e in logs)
 
 
-def test_a_fault_after_a_branchs_work_ends_the_branch_and_counts_it(
+def test_a_fault_after_a_branchs_work_ends_the_branch_and_the_other_branchs_end_the_join(
         system: System, monkeypatch: pytest.MonkeyPatch) -> None:
     args = started(system)
     fork = hop(system, INFRABOT, args)
@@ -116,12 +118,23 @@ def test_a_fault_after_a_branchs_work_ends_the_branch_and_counts_it(
         return done(run_id, agent, task_id)
 
     monkeypatch.setattr(runs, "mark_hop_done", mark_hop_done)
+    assert fork.join is not None
+    join = {"join_token": fork.join.token, "join_scope": fork.join.scope}
     message = [args[0], args[1], argocd.token, argocd.scope, args[4], argocd.generation]
-    summary = as_worker(system, ARGOCD, message, chord=CHORD, group="g-1", group_index=0)
-    assert summary["status"] == "failed"  # returned: the chord counts the branch
+    summary = as_worker(system, ARGOCD, message, join)
+    assert summary["status"] == "failed"
     run = ended(system, args[0])
     assert run.status == "running"  # the join ends the run, once every branch has ended
     [branch] = events_of(run, "branch_ended", ARGOCD)
     assert (branch.status, branch.reason) == \
         ("failed", "agent:argocd: internal error (RuntimeError)")
     assert runs.hop_done(args[0], ARGOCD)
+    assert queued(system, "cleanup") == 0  # the scanner's branch still runs
+    scanner = next(b for b in fork.branches if b.agent == SCANNER)
+    message = [args[0], args[1], scanner.token, scanner.scope, args[4], scanner.generation]
+    assert as_worker(system, SCANNER, message, join)["status"] == "branch_done"
+    join_message = take(system, "cleanup")
+    assert as_worker(system, CLEANUP, join_message)["status"] == "failed"
+    run = ended(system, args[0])
+    assert (run.status, run.reason) == ("failed", "agent:argocd: internal error (RuntimeError)")
+    assert events_of(run, "called", CLEANUP) == []  # the join acted on nothing

@@ -23,7 +23,6 @@ from infrabot.celery_app import (
     RESTORE_INTERVAL,
     SWEEP_LOCK_SECONDS,
     create_celery,
-    result_backend,
 )
 from orchestrator.config import Settings
 
@@ -123,21 +122,6 @@ def test_rediss_gets_the_patched_transport_and_verifies_the_certificate(tmp_path
                              ).conf.broker_use_ssl
 
 
-def test_a_rediss_result_backend_names_its_certificate_requirement(tmp_path: Path) -> None:
-    """Celery's Redis result backend refuses a rediss:// URL that does not name ssl_cert_reqs;
-    ours mean required unless they say otherwise, and what they say is kept."""
-    def backend(**urls: str) -> str | None:
-        return result_backend(Settings(state_dir=tmp_path, **urls))  # type: ignore[arg-type]
-
-    assert backend(broker_url="rediss://h:6380/0") == "rediss://h:6380/0?ssl_cert_reqs=required"
-    assert backend(broker_url="amqp://g:g@h/v", redis_url="rediss://h:6380/1?ssl_cert_reqs=none"
-                   ) == "rediss://h:6380/1?ssl_cert_reqs=none"
-    assert backend(broker_url="amqp://g:g@h/v", redis_url="rediss://h:6380/1?x=1") == \
-        "rediss://h:6380/1?x=1&ssl_cert_reqs=required"
-    assert backend(broker_url="redis://h:6379/0") == "redis://h:6379/0"
-    assert backend(broker_url="amqp://g:g@h/v") is None  # no Redis: fan-outs cannot run
-
-
 def test_amqps_verifies_the_certificate_and_the_host_name(tmp_path: Path) -> None:
     ca = tmp_path / "ca.pem"
     ca.write_text("")
@@ -195,15 +179,6 @@ def test_the_shipped_units_always_restart(unit: str) -> None:
         problems = [line for line in verify.stderr.splitlines()
                     if "is not executable" not in line]  # /opt/infrabot is not installed here
         assert problems == []
-
-
-def test_a_fan_out_without_redis_is_refused_at_the_worker_start(tmp_path: Path) -> None:
-    """RabbitMQ and no INFRABOT_RESULT_BACKEND_URL (nor INFRABOT_REDIS_URL): nothing can count a fan-out's branches, and the
-    shipped post-deploy fans out (docs/graphs.md)."""
-    assert worker_refusal(tmp_path, "amqp://guest:guest@127.0.0.1:1//") == (
-        "Error: workflow post-deploy fans out, and a fan-out counts its branches in Redis: "
-        "set INFRABOT_RESULT_BACKEND_URL (a Redis for Celery, not the registry's: "
-        "docs/deploy.md)\n")
 
 
 def test_a_published_hop_names_no_token_in_what_celery_logs(tmp_path: Path) -> None:

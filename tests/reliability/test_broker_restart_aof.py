@@ -1,8 +1,9 @@
-"""An append-only Redis broker restarted under a hop in flight, with the fan-outs' results on the
-same Redis (the layout of docs/deploy.md): the hop comes back, its run succeeds.
+"""An append-only Redis broker restarted under a hop in flight (a fan-out's branch): the hop comes
+back, its run succeeds.
 
 The worker cancels the hop it cannot acknowledge when it loses the broker. Celery's
-``Request.cancel`` first records the cancellation in the result backend, the same Redis, down:
+``Request.cancel`` first records the cancellation in the result backend, which fan-outs then
+kept on the same Redis, down:
 that raised before the request was marked cancelled, so the pool's report of the ended hop
 counted as a revocation once Redis was back: recorded for the fan-out's chord (which failed:
 ``TaskRevokedError('terminated')``) and acknowledged on the channel closed with the lost
@@ -52,8 +53,7 @@ def test_an_append_only_broker_restarted_under_a_hop_loses_nothing(
     d = faulty
     d.redis_url = own_redis.url(0)  # the registry, apart
     d.broker_url = aof_redis.url(0)
-    d.extra_env = {"INFRABOT_RESULT_BACKEND_URL": aof_redis.url(1),
-                   "INFRABOT_VISIBILITY_TIMEOUT_SECONDS": str(VISIBILITY),
+    d.extra_env = {"INFRABOT_VISIBILITY_TIMEOUT_SECONDS": str(VISIBILITY),
                    "INFRABOT_HOP_TIME_LIMIT_SECONDS": str(HOP_TIME_LIMIT),
                    "INFRABOT_RUN_DEADLINE_SECONDS": str(DEADLINE)}
     with a_hop_held_mid_call(d) as (stall, worker, in_flight):  # a fan-out's branch

@@ -88,7 +88,8 @@ def test_run_log_lost_after_the_hops_work(tmp_path: Path, monkeypatch: pytest.Mo
 
 def test_broker_lost_while_handing_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The fan-out's publish fails: its hand-offs, journaled as in doubt, are minted and
-    published again under new generations when InfraBot's hop is retried; the join runs once."""
+    published again under new generations when InfraBot's hop is retried; the join goes out
+    once, under its first generation, when both branches have ended, and runs once."""
     monkeypatch.setattr(agents.tasks, "publish_fork", failing_once(
         agents.tasks.publish_fork, OperationalError("broker gone"), lambda *_, **__: True))
     with running_system(embedded_settings(tmp_path / "s")) as system:
@@ -96,10 +97,34 @@ def test_broker_lost_while_handing_off(tmp_path: Path, monkeypatch: pytest.Monke
         assert_once_each(system, run, "agent:infrabot", "broker_unavailable",
                          {**ONE_PASS_EXCHANGES, "agent:infrabot": 9})
         assert len(events_of(run, "handed_off", "agent:infrabot")) == 6  # exchanged again
-        for agent in ("agent:argocd", "agent:scanner", "agent:cleanup"):
+        for agent, generation in (("agent:argocd", 2), ("agent:scanner", 2),
+                                  ("agent:cleanup", 1)):
             delivery = agents.tasks.HopJournal(system.runtime.runs).delivery(run.run_id, agent)
             assert delivery is not None and (delivery.state, delivery.attempts) == \
-                ("received", 2)
+                ("received", generation)
+
+
+def test_broker_lost_while_publishing_the_join(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The branch that ends last, its hop recorded done, cannot publish the join (the broker
+    away for that moment): retried, the copy finds its hop done and publishes the join under a
+    new generation (the first, taken before the failed publish, was still in doubt); the join
+    runs once.
+    Before, Celery's chord counted the branches in a result backend: a Redis away at that moment
+    left the join unpublished until the run's deadline."""
+    def join(app: Any, agent: str, *_: Any, **__: Any) -> bool:
+        return agent == "agent:cleanup"
+
+    monkeypatch.setattr(agents.tasks, "enqueue", failing_once(
+        agents.tasks.enqueue, OperationalError("broker gone"), join))
+    with running_system(embedded_settings(tmp_path / "s")) as system:
+        run = deploy(system)
+        [last] = {e.agent for e in run.events if e.kind == "retrying"}
+        assert last in ("agent:argocd", "agent:scanner")
+        assert_once_each(system, run, last, "broker_unavailable")
+        delivery = agents.tasks.HopJournal(system.runtime.runs).delivery(run.run_id,
+                                                                          "agent:cleanup")
+        assert delivery is not None and (delivery.state, delivery.attempts) == ("received", 2)
 
 
 class _Request:

@@ -1,6 +1,7 @@
 """Celery shows a task by its ``argsrepr`` and ``kwargsrepr`` headers (``celery inspect
-active/reserved``, a Request's repr, its logs): a hop's token is replaced there whatever its
-shape, a JWT (delegated mode) or an opaque string (static mode)."""
+active/reserved``, a Request's repr, its logs): a hop's token, and the join's hand-off token a
+branch's hop carries, are replaced there whatever their shape, a JWT (delegated mode) or an
+opaque string (static mode)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from infrabot.celery_app import TOKEN_ARG, create_celery, redacted
+from agents.tasks import JoinHandOff, enqueue
+from infrabot.celery_app import TOKEN_ARG, TOKEN_KEYWORDS, create_celery, redacted
 from orchestrator.config import Settings
 
 JWT = "eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ1c2VyOnNhbSJ9.c2lnbmF0dXJl"
@@ -62,3 +64,21 @@ def test_the_slot_is_the_hop_tasks_token_parameter(tmp_path: Path) -> None:
     parameters = list(inspect.signature(app.tasks["agents.argocd"].run).parameters)
     # a bound task's run: ``self`` is bound already, the rest is what a publisher sends
     assert parameters[:TOKEN_ARG + 1] == ["run_id", "workflow", "token"]
+
+
+@pytest.mark.parametrize("token", [JWT, STATIC], ids=["jwt", "opaque-static"])
+def test_a_branch_hops_join_token_is_replaced_whatever_its_shape(tmp_path: Path,
+                                                                  token: str) -> None:
+    app = create_celery(Settings(state_dir=tmp_path, broker_url="memory://"))
+    enqueue(app, "agent:argocd", "run-1", "post-deploy", STATIC, "urn:infra:repo:read",
+            "static", 1, JoinHandOff(token, "urn:infra:incident:write"))
+    with app.connection_for_read() as connection:
+        message = connection.SimpleQueue("argocd").get(timeout=5)
+        message.ack()
+    headers = dict(message.headers)
+    assert headers["kwargsrepr"] == repr({"join_token": "<token>",
+                                          "join_scope": "urn:infra:incident:write"})
+    assert token not in str(headers) and STATIC not in str(headers)
+    assert token not in repr(JoinHandOff(token, ""))
+    keywords = list(inspect.signature(app.tasks["agents.argocd"].run).parameters)
+    assert set(TOKEN_KEYWORDS) <= set(keywords)  # the hop task's own token parameters
