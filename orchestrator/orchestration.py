@@ -6,7 +6,10 @@ authorization server the run's root token (RFC 7523 grant as the trusted orchest
 policy. The root grant's dropped scopes are recorded; a refused root grant ends the run as
 ``denied``. In static-token mode it skips all of that and hands the one service token along;
 with that mode off (no ``static_token``) a static start is a :class:`ConfigError`
-(``static_mode_off``) raised before any run is created, as an unknown workflow is.
+(``static_mode_off``) raised before any run is created, as an unknown workflow is. So is a
+person's request (``user_request``, ``POST /runs``) naming a workflow that does not run in its
+environment (``environment_not_handled``) or does not accept manual runs
+(``trigger_not_handled``).
 
 Once the run is created, a start that stops before the first hop is published ends it
 ``failed`` (``not started: <reason>``; ``root grant: <reason>`` when the authorization server
@@ -51,6 +54,20 @@ from orchestrator.workflows import Workflow, required_scopes, select
 ROOT_GRANT_ATTEMPTS = 3
 
 
+def _check_by_hand(wf: Workflow, event: CIEvent) -> None:
+    """A person's request (``POST /runs``) names the workflow: it must run in the request's
+    environment and accept manual runs (``manual`` in its triggers; a workflow left to CI is
+    never started by hand). Its events and task select a workflow for a GitHub event: a request
+    that names one has neither to match."""
+    if event.environment not in wf.trigger.environments:
+        raise ConfigError(f"{wf.name} does not run in {event.environment}",
+                          reason="environment_not_handled")
+    if "manual" not in wf.trigger.triggers:
+        raise ConfigError(f"{wf.name} is not started by hand: it accepts "
+                          f"{', '.join(wf.trigger.triggers)} runs only",
+                          reason="trigger_not_handled")
+
+
 class Dispatch(Protocol):
     """Publish an agent's hop: the agent, the run, the workflow, the token it acts with, the
     token's scope and the run's mode (``delegated`` or ``static``). Raises when the broker
@@ -84,9 +101,8 @@ class Orchestrator:
         With ``user_token`` (a person's identity-provider token, ``user_request`` runs) the root
         is that token exchanged, not the orchestrator's RFC 7523 grant; it is never stored."""
         wf = self.workflow_for(event, workflow)
-        if event.trigger == "user_request" and event.environment not in wf.trigger.environments:
-            raise ConfigError(f"{wf.name} does not run in {event.environment}",
-                              reason="environment_not_handled")
+        if event.trigger == "user_request":  # named by a person, not selected by its trigger
+            _check_by_hand(wf, event)
         if event.pr is None and "pr" in wf.placeholders():  # not a run doomed at its PR step
             raise ConfigError(f"{wf.name} needs the event's pull request number (a deployment's "
                               "payload.pr), and this event has none", reason="missing_pr")

@@ -26,7 +26,7 @@ from orchestrator.identity import (
     MemoryRevocationStore,
 )
 from orchestrator.orchestration import Orchestrator
-from orchestrator.runs import Run
+from orchestrator.runs import Run, RunStore
 from orchestrator.workflows import load_workflows
 
 from .conftest import SECRET, Webhook
@@ -73,6 +73,18 @@ class Serve:
         return run
 
 
+def receiving(directory: Directory, audit: AuditStore, runs: RunStore,
+              orchestrator: Orchestrator) -> tuple[WebhookReceiver, RunRequests]:
+    """The webhook receiver and ``POST /runs`` of ``orchestrator``, as serve wires them."""
+    receiver = WebhookReceiver(SECRET, MemoryRevocationStore(), directory, audit,
+                               orchestrator.start, deliveries=runs)
+    requests = RunRequests(
+        Tokens(directory), audit,  # type: ignore[arg-type]
+        lambda event, workflow, token: orchestrator.start(event, workflow=workflow,
+                                                          user_token=token))
+    return receiver, requests
+
+
 @pytest.fixture
 def serve(tmp_path: Path, directory: Directory) -> Iterator[Serve]:
     with BrittleLog(tmp_path / "runs.sqlite3") as runs, \
@@ -82,12 +94,7 @@ def serve(tmp_path: Path, directory: Directory) -> Iterator[Serve]:
         orchestrator = Orchestrator(directory, load_workflows(WORKFLOWS, directory), runs,
                                     auth=auth, dispatch=broker,  # type: ignore[arg-type]
                                     static_token="static-token")
-        receiver = WebhookReceiver(SECRET, MemoryRevocationStore(), directory, audit,
-                                   orchestrator.start, deliveries=runs)
-        requests = RunRequests(
-            Tokens(directory), audit,  # type: ignore[arg-type]
-            lambda event, workflow, token: orchestrator.start(event, workflow=workflow,
-                                                              user_token=token))
+        receiver, requests = receiving(directory, audit, runs, orchestrator)
         yield Serve(runs, broker, auth, orchestrator, audit, receiver, requests)
 
 

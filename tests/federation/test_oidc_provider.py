@@ -48,6 +48,11 @@ def system(op: OpenIDProvider, tmp_path_factory: pytest.TempPathFactory) -> Iter
              "subjects": {"sam-laptop": "user:sam", "alex-laptop": "user:alex",
                           "mallory-laptop": "user:mallory"}}
     workflows = workflows_with(tmp / "workflows", {"acme-op": entry})
+    # post-deploy started by hand here: the shipped one is left to CI (trigger_not_handled)
+    flow = workflows / "post-deploy.yaml"
+    shipped = "  triggers: [ci_pipeline]\n"
+    assert shipped in flow.read_text()
+    flow.write_text(flow.read_text().replace(shipped, "  triggers: [ci_pipeline, manual]\n"))
     with running_system(embedded_settings(tmp / "state", workflows_dir=workflows)) as running:
         yield running
 
