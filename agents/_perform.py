@@ -50,8 +50,8 @@ BRANCHES_UNFINISHED = "branches_unfinished"  # a join fired early: retried (agen
 def perform_hop(rt: AgentRuntime, *, run_id: str, workflow: str, agent: str, token: str,
                 scope: str, mode: str = "delegated", generation: int = 0) -> HopOutcome:
     """One agent's part of a run, resumed from its journal. Raises TransientError for faults
-    worth a retry. ``generation``: the journaled hand-off this message carries (0 for the
-    first agent, whom the orchestrator enqueues once per run)."""
+    worth a retry. ``generation``: the journaled hand-off this message carries (the first
+    agent's is the orchestrator's; 0: none journaled, as for runs started before it was)."""
     run = rt.runs.get(run_id)
     if run is None:
         return HopOutcome("failed", "unknown_run")

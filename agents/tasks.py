@@ -76,8 +76,8 @@ class JoinHandOff:
 
 def enqueue(app: Celery, agent: str, run_id: str, workflow: str, token: str, scope: str,
             mode: str, generation: int = 0, join: JoinHandOff | None = None) -> None:
-    """Publish ``agent``'s hop; ``generation``: the journaled hand-off it carries (0 for the
-    first agent of a run, enqueued once by the orchestrator); ``join``: in a branch of a
+    """Publish ``agent``'s hop; ``generation``: the journaled hand-off it carries (the first
+    agent's too, journaled by the orchestrator; 0: none journaled); ``join``: in a branch of a
     fan-out, the join's hand-off, which the branch's last agent publishes."""
     app.send_task(task_name(app, agent),
                   args=[run_id, workflow, token, scope, mode, generation],

@@ -24,6 +24,13 @@ it was still ``pending`` (:meth:`RunStore.take_over_delivery`: this start seemed
 ``mark_running`` finds it ended and the start raises :class:`RunExists` instead of publishing
 anything; so does a start whose claimed run a redelivery created first.
 
+The first hop is journaled like any hand-off (docs/journal.md): a generation taken before the
+run is marked running, published with the hop, recorded ``sent`` after. Until a hop claims it, a
+redelivery may take the delivery over (:meth:`RunStore.take_over_started`: this start seemed to
+have died before its publish returned): it renews the generation and ends the run, so what this
+start publishes is stale and does nothing, and the start, finding its generation renewed when it
+records it sent, raises :class:`RunExists` too.
+
 It hands the first hop to whatever :class:`Dispatch` it is given (the composition root passes
 the agents' Celery publisher, :func:`agents.tasks.dispatcher`); the core never imports the agents.
 """
@@ -40,6 +47,7 @@ from orchestrator.client import AuthClient
 from orchestrator.errors import ConfigError, InfraBotError, InternalError, OAuthError, Unavailable
 from orchestrator.identity import Context, Directory
 from orchestrator.runs import (
+    HopJournal,
     RootDenied,
     RootGranted,
     RunExists,
@@ -70,11 +78,12 @@ def _check_by_hand(wf: Workflow, event: CIEvent) -> None:
 
 class Dispatch(Protocol):
     """Publish an agent's hop: the agent, the run, the workflow, the token it acts with, the
-    token's scope and the run's mode (``delegated`` or ``static``). Raises when the broker
-    cannot take it."""
+    token's scope, the run's mode (``delegated`` or ``static``) and the generation of its
+    journaled hand-off (docs/journal.md: a copy of an older one does nothing). Raises when the
+    broker cannot take it."""
 
     def __call__(self, agent: str, run_id: str, workflow: str, token: str, scope: str,
-                 mode: str) -> None: ...
+                 mode: str, generation: int) -> None: ...
 
 
 @dataclass
@@ -136,6 +145,12 @@ class Orchestrator:
                 if granted is None:
                     return run_id
                 token, scope = granted
+            # Journaled as any hand-off, before it is running: from then on, until a hop of it
+            # claims this generation, a redelivery may take its delivery over and renew it
+            # (RunStore.take_over_started), making whatever this start publishes stale.
+            generation = HopJournal(self.runs).send(run_id, wf.root_agent)
+            if generation is None:  # a new run: nothing can have been handed off yet
+                raise RunExists(f"run {run_id}'s first hop was handed off already")
             # running before it is published: a failure here has published nothing
             if not self.runs.mark_running(run_id):  # a redelivery took its delivery over
                 raise RunExists(f"run {run_id} was ended before it started: its delivery was "
@@ -148,14 +163,31 @@ class Orchestrator:
             self._settle(run_id, "failed", f"{step}: {InternalError.reason}")
             raise InternalError("the run could not be started", run_id=run_id) from exc
         try:
-            self.dispatch(wf.root_agent, run_id, wf.name, token, scope, mode)
+            self.dispatch(wf.root_agent, run_id, wf.name, token, scope, mode, generation)
         except Exception as exc:  # kombu's OperationalError and friends: the broker is down
             # The publication is in doubt: a sender's retry is safe only once this run is ended
             # (a hop of it that did go out then finds it terminal and does nothing).
             if self._settle(run_id, "failed", f"broker unavailable ({type(exc).__name__})"):
                 raise Unavailable("the broker cannot be reached", reason="broker_unavailable",
                                   run_id=run_id) from exc
-        return run_id  # dispatched (or in doubt and not ended): never raise, never start twice
+            return run_id  # in doubt and not ended: never raise, never start twice
+        return self._published(run_id, wf.root_agent, generation)
+
+    def _published(self, run_id: str, agent: str, generation: int) -> str:
+        """The first hop went out: its hand-off recorded ``sent``. :class:`RunExists` if a
+        redelivery took the run's delivery over meanwhile (the copy published is stale: its hop
+        does nothing); a run log that refuses the record leaves the hand-off ``sending``, which
+        its hop claims all the same (the receiver answers 202: never started twice)."""
+        try:
+            current = HopJournal(self.runs).published(run_id, agent, generation)
+        except Unavailable as exc:
+            get_logger(run_id=run_id).warning("hand_off_unrecorded", agent=agent,
+                                              error=exc.reason)
+            return run_id
+        if not current:
+            raise RunExists(f"run {run_id} was ended before its first hop was published: its "
+                            "delivery was taken over by a redelivery", run_id=run_id)
+        return run_id
 
     def _grant(self, wf: Workflow, user: str, needed: list[str], ctx: Context,
                user_token: str | None) -> dict[str, Any] | OAuthError:

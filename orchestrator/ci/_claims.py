@@ -5,9 +5,12 @@ Each key is claimed in the run log first, then in the replay cache. A key either
 run log is on disk: the replay cache may have lost its memory; receivers with a run log each
 share the replay cache) makes the delivery a replay (409), unless the run log says every such
 key was claimed, for one run, by a receiver that neither answered nor marked that run running
-(``starting``: it died mid-start): then this delivery takes it over
-(:meth:`~orchestrator.runs.RunStore.take_over_delivery`, exclusive) and starts it. A claim that cannot be checked answers 503 and is
-released, the key whose write failed included (its commit may have happened, its answer lost).
+(``starting``: it died mid-start), or that marked it running but whose first hop no hop ever
+received (``started``, its hand-off still ``sending`` in the hop journal: it died before the
+publish returned): then this delivery takes it over (``RunStore.take_over_delivery``,
+``RunStore.take_over_started``, each exclusive) and starts it. A claim that cannot be checked
+answers 503 and is released, the key whose write failed included (its commit may have happened,
+its answer lost).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ class DeliveryLog(Protocol):
     def delivery_claim(self, delivery_id: str) -> DeliveryClaim | None: ...
     def take_over_delivery(self, keys: Sequence[str], orphan: str, run_id: str
                            ) -> str | None: ...
+    def take_over_started(self, keys: Sequence[str], orphan: str, run_id: str
+                          ) -> str | None: ...
     def answer_delivery(self, keys: Sequence[str], run_id: str) -> None: ...
     def release_delivery(self, delivery_id: str, run_id: str | None = None) -> None: ...
 
@@ -80,12 +85,19 @@ class Claims:
         return target
 
     def _take_over(self, keys: Sequence[str], taken: list[str], run_id: str) -> str | None:
+        """The run to start a delivery under whose every key seen was claimed, for one run, by
+        a start that may have died: before its run was marked running (``starting``), or after
+        but before its first hop was received (``started``, the store checks the journal)."""
         claims = [self._log.delivery_claim(key) for key in taken]
-        orphans = {claim.run_id for claim in claims if claim and claim.state == "starting"}
-        if len(orphans) != 1 or any(claim is None or claim.state != "starting"
-                                    for claim in claims):
+        found = {(claim.run_id, claim.state) for claim in claims if claim is not None}
+        if len(found) != 1 or len(claims) != sum(claim is not None for claim in claims):
             return None
-        return self._log.take_over_delivery(keys, orphans.pop(), run_id)
+        orphan, state = found.pop()
+        if state == "starting":
+            return self._log.take_over_delivery(keys, orphan, run_id)
+        if state == "started":
+            return self._log.take_over_started(keys, orphan, run_id)
+        return None
 
     def answered(self, keys: Sequence[str], run_id: str) -> None:
         """The delivery claimed for ``run_id`` was answered: a redelivery is a replay now."""

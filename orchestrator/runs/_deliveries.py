@@ -10,7 +10,11 @@ older version) counts as answered. So a sender's redelivery of an event whose re
 mid-start can take the claim over (:meth:`DeliveryClaims.take_over_delivery`) instead of being
 refused as a replay, whatever became of the run meanwhile (never created, still ``pending``, or
 ended before it was marked running, by the run deadline, say): its first hop was never published.
-A run marked running was started, and the redelivery stays refused.
+A run marked running was started, and the redelivery stays refused, unless its first hop's
+publication is still in doubt (:meth:`DeliveryClaims.take_over_started`: its hand-off journaled
+``sending`` and never received; the start died, or hangs, between marking the run running and
+publishing its first hop): then the redelivery renews that hand-off's generation, so whatever
+the old start published is stale, ends the old run and starts a new one.
 
 Every take-over is exclusive: a ``pending`` run is ended (``failed``) only by the one caller
 whose conditional finish moved it (and the start that created it then finds it ended at
@@ -149,6 +153,56 @@ class DeliveryClaims:
         if target != orphan and moved == 0:
             return None
         return target
+
+    def take_over_started(self, keys: Sequence[str], orphan: str, run_id: str) -> str | None:
+        """Take over the delivery whose claim names ``orphan``, a run marked running (its claim
+        ``started``) whose first hop was never received: its hand-off journaled ``sending`` and
+        nothing else of the run journaled (its start died, or hangs, between marking it running
+        and publishing it). ``run_id`` (the run to start instead), or None: a hop of it claimed
+        its hand-off, the delivery was answered, or another caller took it over first.
+
+        One transaction under the run's lock (every journal write of the run holds it, as
+        :meth:`mark_running` does): the claim moves to ``run_id`` (``starting``), the hand-off's
+        generation is renewed, so a copy the old start published (or will) is stale and its
+        later ``sent`` a no-op (docs/journal.md), and ``orphan``, if still running, ends
+        ``failed`` (one ended meanwhile, by the run deadline say, stays as it ended)."""
+        run = self.get(orphan)
+        if run is None or not (run.status == "running" or run.terminal):
+            return None
+
+        status = run.status  # what it must still be, under the lock
+
+        def supersede(tx: Transaction) -> bool:
+            now = tx.execute("SELECT status FROM runs WHERE run_id = ?", (orphan,)).fetchone()
+            if (now is None or now[0] != status
+                    or tx.execute(_IN_DOUBT, (orphan, orphan)).fetchone() is None):
+                return False
+            moved = tx.execute(f"UPDATE delivery_claims SET run_id = ?, state = 'starting' "
+                               f"WHERE state = 'started' AND run_id = ? AND delivery_id IN "
+                               f"({_marks(keys)})", (run_id, orphan, *keys)).rowcount
+            if moved == 0:  # answered meanwhile, or moved by another caller: nothing written
+                return False
+            tx.execute("UPDATE journal SET attempts = attempts + 1, updated_at = ? WHERE "
+                       "run_id = ? AND step = -1 AND state = 'sending'",
+                       (format_time(self._clock()), orphan))
+            return True
+
+        if status == "running":
+            taken = self._end(orphan, "failed", f"superseded by run {run_id}: its delivery was "
+                              "received again before its first hop was published",
+                              first=supersede)
+        else:
+            with self._write() as tx:
+                tx.lock(f"run:{orphan}")
+                taken = supersede(tx)
+        return run_id if taken else None
+
+
+# A run's journal holds only hand-offs in doubt (``sending``, step -1): no hop of it claimed
+# one, sent one on or journaled a step.
+_IN_DOUBT = ("SELECT 1 FROM journal WHERE run_id = ? AND step = -1 AND state = 'sending' AND "
+             "NOT EXISTS (SELECT 1 FROM journal WHERE run_id = ? AND (step <> -1 OR state <> "
+             "'sending'))")
 
 
 def _move(tx: Transaction, keys: Sequence[str], claimed: str, target: str) -> int:

@@ -220,6 +220,15 @@ class HopJournal:
         """After publishing generation ``generation``: it is no longer in doubt."""
         self._set_delivery(run_id, to_agent, generation, "sent", "state = 'sending'")
 
+    def published(self, run_id: str, to_agent: str, generation: int) -> bool:
+        """:meth:`sent`, and whether ``generation`` is still the hand-off's (``sent``, or
+        ``received`` already by its hop); False if it was renewed meanwhile (a redelivery took
+        the run's delivery over, :meth:`RunStore.take_over_started`): the copy published is
+        stale and its hop does nothing."""
+        self.sent(run_id, to_agent, generation)
+        record = self.delivery(run_id, to_agent)  # past doubt now: no take-over renews it
+        return record is not None and record.attempts == generation
+
     def receive(self, run_id: str, agent: str, generation: int) -> bool:
         """The receiving hop claims the hand-off it was given; False for a stale copy (the
         sender published a later generation, or none is journaled)."""

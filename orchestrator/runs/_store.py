@@ -17,7 +17,7 @@ Three guarantees the agents and the webhook receiver rely on:
 * :meth:`RunStore.claim_delivery` likewise: exactly one caller learns that a CI delivery is new.
   The log is on disk, so this outlives a restart of the process or of an unpersisted Redis
   (:mod:`orchestrator.runs._deliveries`, which also lets a redelivery take over a delivery whose
-  receiver died before its run was started).
+  receiver died before its run was started, or before its first hop was received).
 """
 
 from __future__ import annotations

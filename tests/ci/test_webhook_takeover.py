@@ -1,9 +1,10 @@
 """A receiver that claimed a delivery and then stopped mid-start (killed, or parked on a lock: a
 request that never finishes looks the same to the database) must not lose the event: the
 sender's redelivery of it is not a replay. It takes the claim over and starts the run, once,
-ending the run the stopped start had left ``pending``; a run that was started (it left
-``pending``) keeps the redelivery refused 409. The take-over is exclusive: the parked start,
-resumed, publishes nothing and is answered 409; of concurrent redeliveries one starts the run.
+ending the run the stopped start had left ``pending`` (or ``running``, its first hop never
+received); a run whose first hop was received keeps the redelivery refused 409. The take-over is
+exclusive: the parked start, resumed, publishes nothing (or a stale copy) and is answered 409; of
+concurrent redeliveries one starts the run.
 
 Over real HTTP, with the real orchestrator and a real run log (SQLite and PostgreSQL); the
 start is parked in the root grant (the run created, ``pending``), in the broker (the run
@@ -27,7 +28,7 @@ from orchestrator.ci import CIEvent, WebhookReceiver, build_deployment_event
 from orchestrator.ci._replay import content_keys
 from orchestrator.identity import Context, Directory, MemoryRevocationStore
 from orchestrator.orchestration import Orchestrator
-from orchestrator.runs import Run, RunStore
+from orchestrator.runs import HopJournal, Run, RunStore
 from orchestrator.workflows import load_workflows
 from tests._postgres import BACK_ENDS, store_target
 
@@ -196,19 +197,47 @@ def test_a_redelivery_starts_the_claimed_run_a_stopped_start_never_created(
     assert [run.run_id for run in serve.runs.list(10)] == [started]
 
 
-def test_a_redelivery_of_a_start_that_left_pending_is_a_replay(serve: Serve) -> None:
-    """Its run was marked running before its first hop went out: it was started."""
+def test_a_redelivery_takes_over_a_start_parked_in_its_publish(serve: Serve) -> None:
+    """Its run running, its first hop's publish never returned, no hop received it: taken over.
+    The parked start, resumed, publishes a stale copy (its hop does nothing): 409."""
     delivery = _delivery()
     serve.broker.park = park = Park()
     original = serve.in_background(delivery)
     assert park.reached.wait(WAIT), "the first start never reached the broker"
+    (orphan,) = serve.runs.list(10)
+    again = serve.post(delivery)
+    assert orphan.status == "running" and again.status_code == 202, again.text
+    started = again.json()["run_id"]
+    assert started != orphan.run_id and serve.broker.published == [started]
+    ended = serve.runs.get(orphan.run_id)
+    assert ended is not None and ended.status == "failed"
+    assert ended.reason == (f"superseded by run {started}: its delivery was received again "
+                            "before its first hop was published")
+    park.resume()
+    first = original()
+    assert (first.status_code, first.json()["reason"]) == (409, "replayed_delivery")
+    assert serve.broker.published == [started, orphan.run_id]  # a stale copy: does nothing
+    assert not HopJournal(serve.runs).receive(orphan.run_id, "agent:infrabot", 1)
+    replay = serve.post(delivery)  # answered, its run started: a replay
+    assert (replay.status_code, replay.json()["reason"]) == (409, "replayed_delivery")
+
+
+def test_a_redelivery_of_a_start_whose_first_hop_was_received_is_a_replay(
+        serve: Serve) -> None:
+    """The first hop claimed its hand-off before the publish returned: the run is alive."""
+    delivery = _delivery()
+    serve.broker.park = park = Park()
+    original = serve.in_background(delivery)
+    assert park.reached.wait(WAIT), "the first start never reached the broker"
+    (running,) = serve.runs.list(10)
+    assert HopJournal(serve.runs).receive(running.run_id, "agent:infrabot", 1)
 
     again = serve.post(delivery)
     assert (again.status_code, again.json()["reason"]) == (409, "replayed_delivery")
     park.resume()
     first = original()
     assert first.status_code == 202, first.text
-    assert serve.broker.published == [first.json()["run_id"]]
+    assert serve.broker.published == [first.json()["run_id"]] == [running.run_id]
 
 
 def test_of_concurrent_redeliveries_one_takes_the_claim_over(serve: Serve) -> None:

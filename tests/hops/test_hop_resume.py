@@ -71,7 +71,7 @@ def hop(system: System, agent: str, args: list[Any], **changed: Any) -> HopOutco
 def started(system: System) -> list[Any]:
     accepted_run_id(post_webhook(system.webhooks_url, deployment("sam")))
     args = take(system, "infrabot")
-    assert args[5] == 0  # the first agent is enqueued once, by the orchestrator
+    assert args[5] == 1  # the first hop, journaled by the orchestrator like any hand-off
     return args
 
 
