@@ -102,9 +102,11 @@ def publish_join(app: Celery, rt: AgentRuntime, run_id: str, workflow: str, mode
     Of two branches ending at once, each looks after recording its own end, so the later look
     sees both; if both do, the journal's generation lets one join run (the other copy is stale
     or finds the hand-off sent)."""
-    run = rt.runs.get(run_id)
     target = join_due(rt, run_id, rt.workflows[workflow], agent)
-    if run is None or run.status in TERMINAL or target is None:
+    if target is None:  # a branch still runs: its end publishes the join
+        return
+    run = rt.runs.get(run_id)
+    if run is None or run.status in TERMINAL:  # ended meanwhile (its deadline): no join
         return
     journal = HopJournal(rt.runs)
     generation = journal.send(run_id, target)
