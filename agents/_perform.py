@@ -55,8 +55,10 @@ def perform_hop(rt: AgentRuntime, *, run_id: str, workflow: str, agent: str, tok
     run = rt.runs.get(run_id)
     if run is None:
         return HopOutcome("failed", "unknown_run")
+    journal = HopJournal(rt.runs)
     if run.status in TERMINAL_RUN or rt.runs.hop_done(run_id, agent):
-        return HopOutcome("duplicate", "hop already done")
+        stale = _renewed(journal, run_id, agent, generation)
+        return HopOutcome("duplicate", STALE if stale else "hop already done")
     if workflow not in rt.workflows:  # renamed or removed by a deploy while the run went on
         return HopOutcome("failed", f"{agent}: unknown_workflow {workflow!r} (not in this "
                                     "worker's workflows)")
@@ -64,7 +66,6 @@ def perform_hop(rt: AgentRuntime, *, run_id: str, workflow: str, agent: str, tok
         return HopOutcome("failed", f"{agent}: this worker holds no key for {agent} (a task "
                                     "misrouted to another agent's queue); it never signs with "
                                     "another agent's key")
-    journal = HopJournal(rt.runs)
     if generation and not journal.receive(run_id, agent, generation):
         return HopOutcome("duplicate", STALE)
     flow = rt.workflows[workflow]
@@ -82,6 +83,14 @@ def perform_hop(rt: AgentRuntime, *, run_id: str, workflow: str, agent: str, tok
         return stop.outcome
     finally:  # whatever ended the hop: no token asked for ahead outlives it unused
         hop.release()
+
+
+def _renewed(journal: HopJournal, run_id: str, agent: str, generation: int) -> bool:
+    """Whether the hand-off this copy carries (``generation``) was renewed by its sender: such
+    a copy is stale even once the hop is done (it carries what the renewed one replaced: in a
+    branch, an older fan-out's join)."""
+    delivery = journal.delivery(run_id, agent) if generation else None
+    return delivery is not None and delivery.attempts != generation
 
 
 def _joined_run(rt: AgentRuntime, journal: HopJournal, run_id: str, flow: Workflow,

@@ -198,7 +198,13 @@ def _record(task: Task, app: Celery, rt: AgentRuntime, outcome: HopOutcome, agen
         if outcome.next_token is not None:  # None: an earlier attempt published it
             enqueue(app, outcome.next_agent, run_id, workflow, outcome.next_token,
                     outcome.next_scope or "", mode, outcome.generation, join)
-            HopJournal(rt.runs).sent(run_id, outcome.next_agent, outcome.generation)
+            if not HopJournal(rt.runs).published(run_id, outcome.next_agent,
+                                                 outcome.generation):
+                # A copy of this hop running beside it renewed the hand-off: what this one
+                # published is stale. That copy marks the hop done once its own hand-off is
+                # recorded; marked now, the branch would look ended before its next agent ran
+                # (the join early, that agent's work never done).
+                return
         rt.runs.mark_hop_done(run_id, agent, task.request.id)
     elif outcome.status == "branch_done":
         rt.runs.mark_hop_done(run_id, agent, task.request.id)

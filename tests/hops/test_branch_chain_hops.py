@@ -16,9 +16,11 @@ from typing import Any
 
 import pytest
 from e2e._branch_chain import ARGOCD, CLEANUP, COMMENTER, INFRABOT, SCANNER, with_commenter
-from e2e._harness import embedded_settings
+from e2e._harness import embedded_settings, events_of
 
-from agents.tasks import task_name
+import agents.tasks
+from agents import HopOutcome
+from agents.tasks import JoinHandOff, task_name
 from hops.test_hop_resume import hop, queued, started, take_message
 from infrabot.system import System, running_system
 from orchestrator.errors import Unavailable
@@ -140,3 +142,65 @@ def test_the_join_waits_for_the_branch_s_last_agent(system: System) -> None:
     assert commented.status == "branch_done"
     runs.mark_hop_done(run_id, COMMENTER, f"{run_id}.scanner")
     assert hop(system, CLEANUP, join_args).status == "succeeded"
+
+
+def taken(system: System, queue: str, count: int) -> list[tuple[list[Any], dict[str, Any]]]:
+    """The ``count`` messages queued for ``queue``, in order, and no more (taken off)."""
+    with system.celery.connection_for_read() as conn:
+        simple = conn.SimpleQueue(queue)
+        try:
+            messages = [simple.get(timeout=5) for _ in range(count)]
+            for message in messages:
+                message.ack()
+            assert simple.qsize() == 0
+        finally:
+            simple.close()
+    return [(list(args), dict(kwargs or {})) for args, kwargs, _ in
+            (message.decode() for message in messages)]
+
+
+def record(system: System, agent: str, outcome: HopOutcome, args: list[Any], fork: Any) -> None:
+    """What the task of ``agent`` does after its hop's work (``outcome``), as the worker does
+    it: publish, record, mark done, look for the join."""
+    task = system.celery.tasks[task_name(system.celery, agent)]
+    task.push_request(id=f"{args[0]}.{agent.removeprefix('agent:')}", retries=0,
+                      is_eager=False)
+    try:
+        agents.tasks._record(task, system.celery, system.runtime, outcome, agent, args[0],
+                             args[1], args[4], JoinHandOff(fork.join.token, fork.join.scope))
+    finally:
+        task.pop_request()
+
+
+def test_a_copy_whose_hand_off_was_renewed_beside_it_does_not_end_the_branch(
+        system: System) -> None:
+    """Two copies of the scanner's hop at once: X takes generation 1 of the commenter's
+    hand-off, Y renews it (generation 2) before X records it sent. X's publication is stale:
+    X must not mark the scanner done, or the branch would look ended (its hand-off still in
+    doubt) and the join go out before the commenter ran, its comment never posted."""
+    args, fork = forked(system)
+    run_id = args[0]
+    argocd_ended(system, args, fork)  # the other branch has ended: only the scanner's runs
+    scanner = next(b for b in fork.branches if b.agent == SCANNER)
+    message = [run_id, args[1], scanner.token, scanner.scope, args[4], scanner.generation]
+    x = hop(system, SCANNER, message)
+    y = hop(system, SCANNER, message)
+    assert (x.status, x.generation, y.generation) == ("handed_off", 1, 2)
+    record(system, SCANNER, x, args, fork)
+    assert not system.runtime.runs.hop_done(run_id, SCANNER)
+    assert queued(system, "cleanup") == 0  # no join while the commenter has not run
+    record(system, SCANNER, y, args, fork)
+    assert system.runtime.runs.hop_done(run_id, SCANNER) and queued(system, "cleanup") == 0
+    (stale, stale_join), (newer, newer_join) = taken(system, "commenter", 2)
+    assert (stale[5], newer[5]) == (1, 2)
+    assert as_worker(system, COMMENTER, stale, stale_join)["status"] == "duplicate"
+    assert queued(system, "cleanup") == 0
+    assert as_worker(system, COMMENTER, newer, newer_join)["status"] == "branch_done"
+    join, _ = take_message(system, "cleanup")
+    assert hop(system, CLEANUP, join).status == "succeeded"
+    run = system.runtime.runs.get(run_id)
+    assert run is not None
+    assert [c.action for c in events_of(run, "called", COMMENTER)] == ["comment:post"]
+    # the older copy, again, once the commenter's hop is done: still stale, not "done"
+    assert (hop(system, COMMENTER, stale).status, hop(system, COMMENTER, stale).reason) == \
+        ("duplicate", "stale hand-off")
