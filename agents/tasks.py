@@ -58,7 +58,7 @@ def task_name(app: Celery, agent: str) -> str:
 
 
 def hop_task_id(app: Celery, run_id: str, agent: str) -> str:
-    """``<run>.<queue>``; the agents after a branch's first run under its id (Task.replace)."""
+    """``<run>.<queue>``: one task id per agent of a run."""
     return f"{run_id}.{agent_queues(app)[agent]}"
 
 

@@ -197,12 +197,12 @@ class HopJournal:
         return generations[0] if generations is not None else None
 
     def send_together(self, run_id: str, to_agents: Sequence[str]) -> list[int] | None:
-        """Before publishing the hand-offs to ``to_agents`` in one message (a fan-out's branches
-        and its join, one chord): each one's generation, or None if any of them was published
-        already (``sent``) or taken by its receiving hop (``received``). All or none: then no
-        other moves to a new generation either, so the copies that message published still
-        hold (a sender retried after part of its fan-out was marked sent, or two copies of it
-        at once, would otherwise leave a branch stale and its join never fired)."""
+        """Before publishing the hand-offs to ``to_agents`` together (a fan-out's branches): each
+        one's generation, or None if any of them was published already (``sent``) or taken by
+        its receiving hop (``received``). All or none: then no other moves to a new generation
+        either, so the copies published together still hold (a sender retried after part of
+        its fan-out was marked sent, or two copies of it at once, would otherwise leave a branch
+        stale, never ended, and the join never sent)."""
         now = format_time(self._runs._clock())
         others = ", ".join("?" * len(to_agents))
         with self._runs._write() as tx:
