@@ -7,27 +7,14 @@ the chaos benchmark measured 40-56 s from a broker restart to the end of the run
 consumer tries every :data:`RECONNECT_INTERVAL` seconds, for ever (a worker waits for its broker;
 the systemd units in ``deploy/`` restart what dies), and logs each failed attempt as Celery does.
 It is the ``worker_consumer`` of every worker the app starts (``infrabot.celery_app``).
-
-**A hop cancelled on the broker's loss stays cancelled.** A worker that loses its broker ends the
-hops it runs (``worker_cancel_long_running_tasks_on_connection_loss``, docs/reliability.md), so
-that none runs while its message is redelivered. Celery's ``Request.cancel`` ends the pool job,
-then records a retry in the result backend and only then marks the request cancelled: with a
-result backend on the broker's Redis (as fan-outs had until they stopped using one, docs/graphs.md),
-down too, that raised first, and the pool's report of the ended job counted as a revocation and
-was acknowledged (the message then not redelivered). The app keeps no results now (its backend
-records nothing and cannot raise), and :class:`Request` is still marked cancelled however the
-recording ends: the message stays unacknowledged and comes back. It is the ``Request`` of every task of the app
-(:class:`Task`, the app's ``task_cls``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from celery import Task as CeleryTask
 from celery.utils.log import get_logger
 from celery.worker.consumer import Consumer as CeleryConsumer
-from celery.worker.request import Request as CeleryRequest
 from celery.worker.state import maybe_shutdown
 
 RECONNECT_INTERVAL = 1.0  # seconds between attempts to reach a lost broker: a connection each
@@ -51,17 +38,3 @@ class Consumer(CeleryConsumer):
         self.first_connection_attempt = False
         self.broker_connection_retry_attempt = 0
         return conn
-
-
-class Request(CeleryRequest):
-    def _announce_cancelled(self, emit_retry: bool = True) -> None:
-        """Celery's, the request marked cancelled even when recording the retry raises (its
-        job has ended either way)."""
-        try:
-            super()._announce_cancelled(emit_retry=emit_retry)
-        finally:
-            self._already_cancelled = True
-
-
-class Task(CeleryTask):  # type: ignore[misc]
-    Request = f"{__name__}:Request"

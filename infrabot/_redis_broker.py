@@ -42,8 +42,8 @@ still acknowledges: its pool, remade while it tried to restore its messages to a
 down, reaches the restarted Redis and deletes the record. Celery 5.7.0 acknowledged so a hop it
 cancelled on the connection's loss when it could not record the cancellation (its result backend
 on the same, down, Redis: ``Request.cancel`` raised before it marked the request cancelled, so
-the pool's ``Terminated`` counted as a revocation, which acknowledges; ``infrabot._consumer`` now
-keeps the request cancelled), and may on another path. An acknowledgement or a rejection on a
+the pool's ``Terminated`` counted as a revocation, which acknowledges; no process keeps results
+now), and may on another path. An acknowledgement or a rejection on a
 channel that is closing or closed sends nothing and fails as a connection error (which Celery
 logs, as any it cannot deliver): the message stays recorded and the sweep restores it after the
 visibility timeout.

@@ -144,8 +144,7 @@ def create_celery(settings: Settings, directory: Directory | None = None) -> Cel
     the workflows folder's ``directory.yaml``) declares."""
     if directory is None:
         directory = load_directory(settings.workflows_dir / "directory.yaml")
-    # Task: a hop cancelled on the broker's loss stays cancelled (infrabot._consumer)
-    app = Celery("infrabot", set_as_current=False, task_cls="infrabot._consumer:Task")
+    app = Celery("infrabot", set_as_current=False)
     app.conf.update(celery_config(settings, directory))
     register(app, settings, directory)
     return app

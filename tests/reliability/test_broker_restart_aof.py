@@ -9,9 +9,9 @@ counted as a revocation once Redis was back: recorded for the fan-out's chord (w
 ``TaskRevokedError('terminated')``) and acknowledged on the channel closed with the lost
 connection. Kombu's closed channel still sent that acknowledgement, to the restarted Redis, and
 it deleted the hop's unacknowledged record: nothing restored the hop and the run ended at its
-deadline. Now the request stays cancelled (``infrabot._consumer.Request``) and a delivery belongs
-to its channel (``infrabot._redis_broker``): nothing is acknowledged, the record stays, the sweep
-restores the hop after the visibility timeout.
+deadline. Now no process keeps results (the cancel records nothing that can fail, so the request
+is marked cancelled) and a delivery belongs to its channel (``infrabot._redis_broker``): nothing
+is acknowledged, the record stays, the sweep restores the hop after the visibility timeout.
 """
 
 from __future__ import annotations
