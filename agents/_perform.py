@@ -248,8 +248,8 @@ def _way_on(hop: Hop, token: str, scope: str, mode: str) -> HopOutcome:
     if edge is None:
         done = "branch_done" if branch_of(hop.workflow, hop.agent) else "succeeded"
         return HopOutcome(done)  # type: ignore[arg-type]
-    # A fan-out's branches go out together, so their hand-offs are journaled together: all or
-    # none. The join's is journaled when it goes out, once every branch has ended (join_due).
+    # A fan-out's branches are published one after another by one hop: their hand-offs take
+    # their generations together (all or none), never one renewed without the others. The join's is journaled when it goes out, once every branch has ended (join_due).
     generations = hop.journal.send_together(hop.run.run_id, edge.to)
     if generations is None:  # published by an earlier attempt: never twice
         return HopOutcome("forked" if edge.fan_out else "handed_off", next_agent=edge.to[0])

@@ -190,8 +190,10 @@ def _record(task: Task, app: Celery, rt: AgentRuntime, outcome: HopOutcome, agen
     if outcome.status == "forked":
         if outcome.join is not None:  # None: an earlier attempt published it
             publish_fork(app, run_id, workflow, mode, outcome.branches, outcome.join)
-            for delivery in outcome.branches:
-                HopJournal(rt.runs).sent(run_id, delivery.agent, delivery.generation)
+            current = [HopJournal(rt.runs).published(run_id, d.agent, d.generation)
+                       for d in outcome.branches]
+            if not all(current):  # renewed by a copy beside it, as for a hand-off (below)
+                return
         rt.runs.mark_hop_done(run_id, agent, task.request.id)
     elif outcome.status == "handed_off":
         assert outcome.next_agent

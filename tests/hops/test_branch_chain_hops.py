@@ -159,15 +159,18 @@ def taken(system: System, queue: str, count: int) -> list[tuple[list[Any], dict[
             (message.decode() for message in messages)]
 
 
-def record(system: System, agent: str, outcome: HopOutcome, args: list[Any], fork: Any) -> None:
+def record(system: System, agent: str, outcome: HopOutcome, args: list[Any],
+           fork: Any | None) -> None:
     """What the task of ``agent`` does after its hop's work (``outcome``), as the worker does
-    it: publish, record, mark done, look for the join."""
+    it: publish, record, mark done, look for the join (``fork``: the fan-out whose join's
+    hand-off the hop carries; None for the fork's own hop)."""
     task = system.celery.tasks[task_name(system.celery, agent)]
     task.push_request(id=f"{args[0]}.{agent.removeprefix('agent:')}", retries=0,
                       is_eager=False)
     try:
+        carried = JoinHandOff(fork.join.token, fork.join.scope) if fork is not None else None
         agents.tasks._record(task, system.celery, system.runtime, outcome, agent, args[0],
-                             args[1], args[4], JoinHandOff(fork.join.token, fork.join.scope))
+                             args[1], args[4], carried)
     finally:
         task.pop_request()
 
@@ -204,3 +207,28 @@ def test_a_copy_whose_hand_off_was_renewed_beside_it_does_not_end_the_branch(
     # the older copy, again, once the commenter's hop is done: still stale, not "done"
     assert (hop(system, COMMENTER, stale).status, hop(system, COMMENTER, stale).reason) == \
         ("duplicate", "stale hand-off")
+
+
+def test_a_fork_copy_whose_fan_out_was_renewed_beside_it_does_not_mark_the_fork_done(
+        system: System) -> None:
+    """The same for the fork's hop: X publishes the branches under generation 1, Y renewed
+    them (2) before X recorded them sent. Were X to mark the fork done and Y die before
+    publishing, Y's redelivery would find the hop done and publish nothing: the branches
+    stranded. X records nothing more; Y's redelivery publishes the fan-out again."""
+    args = started(system)
+    run_id = args[0]
+    x = hop(system, INFRABOT, args)
+    y = hop(system, INFRABOT, args)
+    assert ({d.generation for d in x.branches}, {d.generation for d in y.branches}) == \
+        ({1}, {2})
+    record(system, INFRABOT, x, args, None)
+    assert not system.runtime.runs.hop_done(run_id, INFRABOT)
+    # Y died before publishing: its message, delivered again, forks again
+    task = system.celery.tasks[task_name(system.celery, INFRABOT)]
+    assert task.apply(args=args, task_id=f"{run_id}.infrabot").result["status"] == "forked"
+    assert system.runtime.runs.hop_done(run_id, INFRABOT)
+    for queue, agent in (("argocd", ARGOCD), ("scanner", SCANNER)):
+        (stale, _), (current, _) = taken(system, queue, 2)
+        assert (stale[5], current[5]) == (1, 3)
+        delivery = HopJournal(system.runtime.runs).delivery(run_id, agent)
+        assert delivery is not None and (delivery.state, delivery.attempts) == ("sent", 3)
