@@ -170,8 +170,23 @@ class Orchestrator:
             if self._settle(run_id, "failed", f"broker unavailable ({type(exc).__name__})"):
                 raise Unavailable("the broker cannot be reached", reason="broker_unavailable",
                                   run_id=run_id) from exc
-            return run_id  # in doubt and not ended: never raise, never start twice
+            # In doubt and not ended here: answered as started (never raise for a retry that
+            # would start it twice), unless a redelivery took it over meanwhile. Not recorded
+            # sent: while in doubt a redelivery may still take it over.
+            self._not_taken_over(run_id, wf.root_agent, generation)
+            return run_id
         return self._published(run_id, wf.root_agent, generation)
+
+    def _not_taken_over(self, run_id: str, agent: str, generation: int) -> None:
+        """:class:`RunExists` if a redelivery renewed the first hop's hand-off (it took the
+        run's delivery over); a run log that cannot say is taken for no."""
+        try:
+            hand_off = HopJournal(self.runs).delivery(run_id, agent)
+        except Unavailable:
+            return
+        if hand_off is not None and hand_off.attempts != generation:
+            raise RunExists(f"run {run_id} was ended before its first hop was published: its "
+                            "delivery was taken over by a redelivery", run_id=run_id)
 
     def _published(self, run_id: str, agent: str, generation: int) -> str:
         """The first hop went out: its hand-off recorded ``sent``. :class:`RunExists` if a
@@ -179,14 +194,12 @@ class Orchestrator:
         does nothing); a run log that refuses the record leaves the hand-off ``sending``, which
         its hop claims all the same (the receiver answers 202: never started twice)."""
         try:
-            current = HopJournal(self.runs).published(run_id, agent, generation)
+            HopJournal(self.runs).sent(run_id, agent, generation)
         except Unavailable as exc:
             get_logger(run_id=run_id).warning("hand_off_unrecorded", agent=agent,
                                               error=exc.reason)
             return run_id
-        if not current:
-            raise RunExists(f"run {run_id} was ended before its first hop was published: its "
-                            "delivery was taken over by a redelivery", run_id=run_id)
+        self._not_taken_over(run_id, agent, generation)
         return run_id
 
     def _grant(self, wf: Workflow, user: str, needed: list[str], ctx: Context,
