@@ -57,7 +57,9 @@ def perform_hop(rt: AgentRuntime, *, run_id: str, workflow: str, agent: str, tok
         return HopOutcome("failed", "unknown_run")
     journal = HopJournal(rt.runs)
     if run.status in TERMINAL_RUN or rt.runs.hop_done(run_id, agent):
-        stale = _renewed(journal, run_id, agent, generation)
+        # an older copy of a renewed hand-off is stale even once the hop is done: it carries
+        # what the newer one replaced (in a branch, an older fan-out's join)
+        stale = journal.renewed(run_id, agent, generation)
         return HopOutcome("duplicate", STALE if stale else "hop already done")
     if workflow not in rt.workflows:  # renamed or removed by a deploy while the run went on
         return HopOutcome("failed", f"{agent}: unknown_workflow {workflow!r} (not in this "
@@ -83,14 +85,6 @@ def perform_hop(rt: AgentRuntime, *, run_id: str, workflow: str, agent: str, tok
         return stop.outcome
     finally:  # whatever ended the hop: no token asked for ahead outlives it unused
         hop.release()
-
-
-def _renewed(journal: HopJournal, run_id: str, agent: str, generation: int) -> bool:
-    """Whether the hand-off this copy carries (``generation``) was renewed by its sender: such
-    a copy is stale even once the hop is done (it carries what the renewed one replaced: in a
-    branch, an older fan-out's join)."""
-    delivery = journal.delivery(run_id, agent) if generation else None
-    return delivery is not None and delivery.attempts != generation
 
 
 def _joined_run(rt: AgentRuntime, journal: HopJournal, run_id: str, flow: Workflow,
@@ -249,7 +243,8 @@ def _way_on(hop: Hop, token: str, scope: str, mode: str) -> HopOutcome:
         done = "branch_done" if branch_of(hop.workflow, hop.agent) else "succeeded"
         return HopOutcome(done)  # type: ignore[arg-type]
     # A fan-out's branches are published one after another by one hop: their hand-offs take
-    # their generations together (all or none), never one renewed without the others. The join's is journaled when it goes out, once every branch has ended (join_due).
+    # their generations together (all or none), never one renewed without the others. The
+    # join's is journaled when it goes out, once every branch has ended (join_due).
     generations = hop.journal.send_together(hop.run.run_id, edge.to)
     if generations is None:  # published by an earlier attempt: never twice
         return HopOutcome("forked" if edge.fan_out else "handed_off", next_agent=edge.to[0])

@@ -181,10 +181,10 @@ class Orchestrator:
         """:class:`RunExists` if a redelivery renewed the first hop's hand-off (it took the
         run's delivery over); a run log that cannot say is taken for no."""
         try:
-            hand_off = HopJournal(self.runs).delivery(run_id, agent)
+            renewed = HopJournal(self.runs).renewed(run_id, agent, generation)
         except Unavailable:
             return
-        if hand_off is not None and hand_off.attempts != generation:
+        if renewed:
             raise RunExists(f"run {run_id} was ended before its first hop was published: its "
                             "delivery was taken over by a redelivery", run_id=run_id)
 

@@ -229,6 +229,13 @@ class HopJournal:
         record = self.delivery(run_id, to_agent)  # past doubt now: no take-over renews it
         return record is not None and record.attempts == generation
 
+    def renewed(self, run_id: str, to_agent: str, generation: int) -> bool:
+        """Whether the hand-off to ``to_agent`` was renewed past ``generation`` (its sender
+        published it again, or a redelivery took the run over): a copy carrying ``generation``
+        is stale, even once its hop is done. Never for generation 0, which no journal holds."""
+        record = self.delivery(run_id, to_agent) if generation else None
+        return record is not None and record.attempts != generation
+
     def receive(self, run_id: str, agent: str, generation: int) -> bool:
         """The receiving hop claims the hand-off it was given; False for a stale copy (the
         sender published a later generation, or none is journaled)."""
