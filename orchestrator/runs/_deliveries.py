@@ -3,9 +3,9 @@
 
 ``deliveries`` holds the keys received in the last ``ttl`` seconds (the replay guard that
 outlives a restart). ``delivery_claims`` links a key to the run id its receiver chose before
-starting anything (and passes to the start) and says whether that run was marked running (``started``,
-in the same write: :meth:`RunStore.mark_running`), the receiver answered (``answered``), or
-neither (``starting``: the receiver may have died mid-start). A key without a link (claimed by an
+starting anything (and passes to the start) and says whether that run was marked running
+(``started``, in the same write: :meth:`RunStore.mark_running`), the receiver answered
+(``answered``), or neither (``starting``: the receiver may have died mid-start). A key without a link (claimed by an
 older version) counts as answered. So a sender's redelivery of an event whose receiver died
 mid-start can take the claim over (:meth:`DeliveryClaims.take_over_delivery`) instead of being
 refused as a replay, whatever became of the run meanwhile (never created, still ``pending``, or

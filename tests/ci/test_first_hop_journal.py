@@ -100,7 +100,8 @@ def test_a_start_whose_publish_fails_after_a_take_over_answers_it_was_taken_over
             orchestrator.start(EVENT, run_id="run-first")
         run = runs.get("run-first")
         assert run is not None and run.status == "failed"
-        assert run.reason is not None and run.reason.startswith("superseded by run run-redelivered:")
+        assert run.reason is not None
+        assert run.reason.startswith("superseded by run run-redelivered:")
 
 
 def test_a_start_whose_publish_fails_and_cannot_end_its_run_answers_it_started(

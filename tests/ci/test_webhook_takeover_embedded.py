@@ -55,8 +55,9 @@ def test_a_redelivery_starts_the_run_a_start_hung_in_its_publish_stranded(
             assert secret is not None
             hung = Hung(orchestrator.dispatch)
             orchestrator.dispatch = hung
-            headers, body = build_deployment_event("sam", "service-x", "prod", "9f2c1e7",
-                                                   pr=124, secret=secret.get_secret_value().encode())
+            headers, body = build_deployment_event(
+                "sam", "service-x", "prod", "9f2c1e7", pr=124,
+                secret=secret.get_secret_value().encode())
             url = f"{system.system.webhooks_url}/webhooks/github"
             answers: list[httpx.Response] = []
             first = threading.Thread(target=lambda: answers.append(
