@@ -1,13 +1,14 @@
 """What an agent process needs to perform hops, built once per process (after any fork).
 
 Everything comes from settings and the state directory: the servers' URLs (``endpoints.json``
-written by ``infrabot serve``, or the stack running in this process), the workflows and the run
-log. The agents' keys are only those this process was given: a worker loads the keys of its own
-queues' agents at start (:func:`install_agent_keys`, before it forks), the embedded system hands
-over the keys it made. A hop for any other agent fails; it never signs with another agent's key.
-HTTP connections are pooled and reused across hops: one ``httpx.Client`` per process (HTTP/1.1,
-keep-alive), shared by the agents' exchanges and calls. A small pool of threads per process asks
-for the tokens of overlapped hops (:meth:`AgentRuntime.ahead`, docs/journal.md).
+written by ``infrabot serve``, followed as it changes: agents/_endpoints.py; or the stack running
+in this process), the workflows and the run log. The agents' keys are only those this process
+was given: a worker loads the keys of its own queues' agents at start
+(:func:`install_agent_keys`, before it forks), the embedded system hands over the keys it made.
+A hop for any other agent fails; it never signs with another agent's key. HTTP connections are
+pooled and reused across hops: one ``httpx.Client`` per process (HTTP/1.1, keep-alive), shared by
+the agents' exchanges and calls. A small pool of threads per process asks for the tokens of
+overlapped hops (:meth:`AgentRuntime.ahead`, docs/journal.md).
 
 DPoP keys (docs/dpop.md): a process registers the DPoP keys of its agents before its first
 exchange and again once half of the registration's ``expires_in`` has passed. A key the server
@@ -19,10 +20,9 @@ latest at the agent's next hop (:meth:`AgentRuntime.replaced_refused_key`).
 from __future__ import annotations
 
 import contextvars
-import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,10 +30,10 @@ from typing import TypeVar
 
 import httpx
 
+from agents._endpoints import ServeEndpoints, read_endpoints
 from orchestrator._dpop_signer import DPOP_ALG, DPoPSigner, dpop_key, dpop_keys_dir
 from orchestrator._log import get_logger
 from orchestrator._periodic import run_every
-from orchestrator.catalog import service_names
 from orchestrator.client import AuthClient
 from orchestrator.config import Settings
 from orchestrator.errors import ConfigError, InfraBotError, InvalidDPoPProof, OAuthError
@@ -58,7 +58,7 @@ _renewal: threading.Thread | None = None  # the worker's DPoP key renewal, once 
 @dataclass
 class AgentRuntime:
     settings: Settings
-    endpoints: dict[str, str]
+    endpoints: Mapping[str, str]  # the URLs given (fixed), or serve's (:class:`ServeEndpoints`)
     directory: Directory
     workflows: dict[str, Workflow]
     runs: RunStore
@@ -68,17 +68,19 @@ class AgentRuntime:
     _auth: dict[str, AuthClient] = field(default_factory=dict)
     _dpop: dict[str, DPoPSigner] = field(default_factory=dict)
     _renew_at: float = 0.0  # when the DPoP keys are registered again (0: not yet)
+    _registered_with: str = ""  # the authorization server they were registered with
     _ahead: ThreadPoolExecutor | None = None
 
     @classmethod
     def build(cls, settings: Settings, endpoints: dict[str, str] | None = None,
               keys: dict[str, SigningKey] | None = None) -> AgentRuntime:
-        """A runtime holding ``keys`` (default: the keys this worker process loaded)."""
+        """A runtime holding ``keys`` (default: the keys this worker process loaded), sending
+        to ``endpoints`` (default: wherever serve's ``endpoints.json`` says, as it changes)."""
         directory = load_directory(settings.workflows_dir / "directory.yaml")
         workflows = load_workflows(settings.workflows_dir, directory)  # installs its services
         return cls(
             settings=settings,
-            endpoints=endpoints or read_endpoints(settings),
+            endpoints=endpoints or ServeEndpoints(settings),
             directory=directory,
             workflows=workflows,
             runs=RunStore(settings.runs_target),
@@ -96,19 +98,20 @@ class AgentRuntime:
         """The agent's authorization-server client, authenticating with the agent's own key
         (only an agent whose key this process holds: see :meth:`holds_key`) and signing a DPoP
         proof with the agent's DPoP key. Until that succeeds once, and again when half of the
-        registration's lifetime has passed, it first registers the DPoP key of every agent this
-        process holds, so hand-offs to them can be bound."""
-        if time.time() >= self._renew_at:
+        registration's lifetime has passed, or once the authorization server moved (serve
+        restarted elsewhere), it first registers the DPoP key of every agent this process
+        holds, so hand-offs to them can be bound."""
+        url = self.endpoints["auth"]
+        if time.time() >= self._renew_at or url != self._registered_with:
             self.register_dpop_keys()
         with _lock:
             client = self._auth.get(agent)
-            if client is None:
+            if client is None or client.base_url != url.rstrip("/"):
                 key = self.keys.get(agent)
                 if key is None:
                     raise ConfigError(f"this process holds no key for {agent}",
                                       reason="agent_key_missing")
-                client = AuthClient(self.endpoints["auth"], agent, key, http=self.http,
-                                    dpop=self.dpop(agent),
+                client = AuthClient(url, agent, key, http=self.http, dpop=self.dpop(agent),
                                     confirm=self.settings.delegation_records)
                 self._auth[agent] = client
         return client
@@ -131,9 +134,11 @@ class AgentRuntime:
     def register_dpop_keys(self) -> None:
         """Register (renew) the DPoP key of every agent this process holds; an agent whose key
         was revoked gets a new one, and its client here signs with that from now on."""
+        url = self.endpoints["auth"]
         lifetimes = [self._register(agent, self.dpop(agent)) for agent in sorted(self.keys)]
         shortest = min(lifetimes, default=0)  # 0: the server named no lifetime
         self._renew_at = time.time() + shortest / 2 if shortest > 0 else float("inf")
+        self._registered_with = url
 
     def replaced_refused_key(self, agent: str, refused: DPoPSigner | None,
                              exc: OAuthError) -> bool:
@@ -177,17 +182,6 @@ class AgentRuntime:
             self._ahead.shutdown(wait=True)
         self.http.close()
         self.runs.close()
-
-
-def read_endpoints(settings: Settings) -> dict[str, str]:
-    """``endpoints.json`` if ``infrabot serve`` wrote one, else the configured ports."""
-    try:
-        data = json.loads(settings.endpoints_file.read_text())
-        if isinstance(data, dict) and "auth" in data:
-            return {str(k): str(v) for k, v in data.items()}
-    except (OSError, ValueError):
-        pass
-    return {"auth": settings.auth_url, **{n: settings.service_url(n) for n in service_names()}}
 
 
 def runtime_for(app_id: int, settings: Settings) -> AgentRuntime:
@@ -243,11 +237,12 @@ def register_worker_dpop_keys(settings: Settings) -> None:
         keys = dict(_worker_keys)
     if not keys:
         return
+    auth_url = read_endpoints(settings)["auth"]  # serve's endpoints.json now, as a runtime's
     with httpx.Client(timeout=httpx.Timeout(5.0, connect=2.0)) as http:
         for agent, key in sorted(keys.items()):
             try:
-                register_dpop_key(settings.keys_dir, read_endpoints(settings)["auth"], agent,
-                                  key, http, DPoPSigner(dpop_key(settings.keys_dir, agent)))
+                register_dpop_key(settings.keys_dir, auth_url, agent, key, http,
+                                  DPoPSigner(dpop_key(settings.keys_dir, agent)))
             except InfraBotError as exc:
                 get_logger(agent=agent).warning("dpop_key_unregistered", reason=exc.reason)
 
