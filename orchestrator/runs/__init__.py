@@ -31,16 +31,7 @@ from orchestrator.runs._events import (
     Timed,
     parse_detail,
 )
-from orchestrator.runs._journal import (
-    DELIVERY_STEP,
-    STOPS,
-    HopJournal,
-    Resume,
-    StepConflict,
-    StepRecord,
-    idempotency_key,
-    resume_point,
-)
+from orchestrator.runs._journal import DELIVERY_STEP, HopJournal, StepConflict
 from orchestrator.runs._model import (
     STATUSES,
     TERMINAL_STATUSES,
@@ -55,6 +46,7 @@ from orchestrator.runs._model import (
     shown_claims,
 )
 from orchestrator.runs._render import render_run, render_runs, summarize
+from orchestrator.runs._resume import STOPS, Resume, StepRecord, idempotency_key, resume_point
 from orchestrator.runs._spans import SpanLog, SpanRecord
 from orchestrator.runs._store import RunStore
 from orchestrator.runs._waterfall import WaterfallRow, render_waterfall, waterfall_rows

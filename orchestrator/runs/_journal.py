@@ -5,11 +5,12 @@ One row per ``(run, agent, step)`` in the run log's ``journal`` table. A step is
 ``started``, with its ``Idempotency-Key``, before its call, and gets its outcome after it:
 ``done`` (the service acted or answered), or a stop that ends the hop and the run: ``denied``,
 ``expired`` or ``failed``, with the reason the run ends with. A stop is final: a retried hop
-reports the recorded stop again and never calls again. :func:`resume_point` says where a hop
-picks up: the first step without an outcome; if that step is ``started`` its outcome is in
-doubt (the hop stopped between the call and its recording), and it is repeated only with the
-key recorded for it. Given the plan, it first compares each record's action with the plan's at
-that step: a workflow changed while the run went on is never resumed by step number.
+reports the recorded stop again and never calls again. Where a hop picks up is the pure rule
+of :mod:`orchestrator.runs._resume`: the first step without an outcome; if that step is
+``started`` its outcome is in doubt (the hop stopped between the call and its recording), and
+it is repeated only with the key recorded for it. Given the plan, it first compares each
+record's action with the plan's at that step: a workflow changed while the run went on is never
+resumed by step number.
 
 A hand-off to the next agent is journaled under the *receiving* agent at step
 :data:`DELIVERY_STEP` as a numbered generation: the sender takes generation ``n`` before it
@@ -32,21 +33,18 @@ copies of a hop still agree on one outcome; events are numbered under the run's 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Literal, get_args
+from collections.abc import Sequence
+from typing import Literal
 
 from orchestrator.db import Rows, Transaction
 from orchestrator.errors import InfraBotError
 from orchestrator.runs._events import EventDetail, detail_json
 from orchestrator.runs._model import check_text
+from orchestrator.runs._resume import StepRecord, StepState, Stop, idempotency_key
 from orchestrator.runs._schema import format_time
 from orchestrator.runs._store import RunStore, append_event
 
-StepState = Literal["started", "done", "denied", "expired", "failed"]
-Stop = Literal["denied", "expired", "failed"]
 DeliveryState = Literal["sending", "sent", "received"]
-STOPS: frozenset[str] = frozenset(get_args(Stop))
 DELIVERY_STEP = -1
 _COLUMNS = "step, action, state, idempotency_key, reason, attempts"
 _STEP = "SELECT 1 FROM journal WHERE run_id = ? AND agent = ? AND step = ?"
@@ -60,69 +58,6 @@ _ANOTHER_ATTEMPT = ("ON CONFLICT (run_id, agent, step) DO UPDATE SET attempts = 
 _SEND = (_INSERT + "SELECT ?, ?, ?, ?, ?, ?, NULL, 1, ? WHERE NOT EXISTS (SELECT 1 FROM journal "
          "WHERE run_id = ? AND step = ? AND state <> 'sending' AND agent IN ({others})) "
          + _ANOTHER_ATTEMPT)
-
-
-@dataclass(frozen=True)
-class StepRecord:
-    """One journaled step of a hop (``step`` >= 0) or the hand-off to it (``DELIVERY_STEP``)."""
-
-    step: int
-    action: str
-    state: str
-    idempotency_key: str
-    reason: str | None
-    attempts: int
-
-    @property
-    def in_doubt(self) -> bool:
-        """Recorded as started, never finished: whether the call acted is unknown."""
-        return self.state == "started"
-
-
-@dataclass(frozen=True)
-class Resume:
-    """Where a hop picks up. ``step``: the first step without a recorded outcome (the number of
-    steps once all have one). ``in_doubt``: that step's ``started`` record, to repeat under
-    its key. ``stopped``: a recorded stop before it, which is the hop's outcome. ``changed``:
-    a record of another action than the plan has at its step (the workflow changed while the
-    run went on): the hop can neither skip nor repeat by number, and ends there."""
-
-    step: int
-    in_doubt: StepRecord | None = None
-    stopped: StepRecord | None = None
-    changed: StepRecord | None = None
-
-
-def idempotency_key(run_id: str, agent: str, step: int) -> str:
-    """The step's key, the same on every attempt: ``<run>.<agent name>.<step>``."""
-    return f"{run_id}.{agent.removeprefix('agent:')}.{step}"
-
-
-def resume_point(records: Mapping[int, StepRecord], steps: int, *,
-                 actions: Sequence[str] | None = None,
-                 hand_offs: Collection[str] = ()) -> Resume:
-    """The pure rule of docs/journal.md: skip what is ``done``; the first step without an
-    outcome is next (in doubt if ``started``); a recorded stop is the hop's outcome. ``steps``
-    counts the hop's steps, the hand-off exchange included when there is one.
-
-    ``actions``: the plan's actions, step by step, and ``hand_offs``: the actions its hand-off
-    exchanges may record (the steps after them). Given, every record is first compared with
-    them; the first that matches neither is ``changed``."""
-    if actions is not None:
-        for index, recorded in sorted(records.items()):
-            planned = actions[index] if index < len(actions) else None
-            if recorded.action != planned and (planned is not None or
-                                               recorded.action not in hand_offs):
-                return Resume(index, changed=recorded)
-    for index in range(steps):
-        record = records.get(index)
-        if record is None:
-            return Resume(index)
-        if record.state in STOPS:
-            return Resume(index, stopped=record)
-        if record.in_doubt:
-            return Resume(index, in_doubt=record)
-    return Resume(steps)
 
 
 class HopJournal:
