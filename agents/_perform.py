@@ -8,33 +8,22 @@ branch's agent, bound to its key, scope what that branch needs) and the join's h
 in its ``ancestors``: revoking a branch revokes the join, and the join never holds more than the
 fork point held. A branch is a sub-chain: an agent in it hands off on like any agent, its
 hand-off exchanged from its own token. The join's hand-off travels with the branches' hops and
-goes out once every branch has ended (an agent of it done without handing off: :func:`join_due`);
-the join's hop checks that again first; a branch that stopped (denied, expired, failed), at any
-agent of it, ends the run there, as the branch's own outcome.
+goes out once every branch has ended (agents/_fan_out.py); the join's hop checks that again
+first; a branch that stopped (denied, expired, failed), at any agent of it, ends the run there,
+as the branch's own outcome.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from agents._fan_out import branch_stop, claim, joined_run
 from agents._hop import Delivery, Hop, HopOutcome, Stop, step_results, stopped, template_values
 from agents._runtime import AgentRuntime
 from orchestrator.catalog import CATALOG
-from orchestrator.errors import Unavailable
-from orchestrator.runs import (
-    HAND_OFF,
-    STOPS,
-    BranchEnded,
-    BranchTaken,
-    HandedOff,
-    HopJournal,
-    Run,
-    resume_point,
-)
+from orchestrator.runs import HAND_OFF, STOPS, BranchTaken, HandedOff, HopJournal, resume_point
 from orchestrator.workflows import (
     HandOff,
-    Workflow,
-    branch_agents,
     branch_of,
     downstream_scopes,
     fork_of,
@@ -44,7 +33,6 @@ from orchestrator.workflows import (
 
 TERMINAL_RUN = ("succeeded", "denied", "failed", "expired")
 STALE = "stale hand-off"  # a duplicate: the sender published a newer copy of this hand-off
-BRANCHES_UNFINISHED = "branches_unfinished"  # a join fired early: retried (agents/_retry.py)
 
 
 def perform_hop(rt: AgentRuntime, *, run_id: str, workflow: str, agent: str, token: str,
@@ -68,13 +56,13 @@ def perform_hop(rt: AgentRuntime, *, run_id: str, workflow: str, agent: str, tok
         return HopOutcome("failed", f"{agent}: this worker holds no key for {agent} (a task "
                                     "misrouted to another agent's queue); it never signs with "
                                     "another agent's key")
-    if generation and not journal.receive(run_id, agent, generation):
-        return HopOutcome("duplicate", STALE)
     flow = rt.workflows[workflow]
+    if generation and not claim(journal, run_id, flow, agent, generation):
+        return HopOutcome("duplicate", STALE)
     fork = fork_of(flow, agent)
     if fork is not None:
-        run = _joined_run(rt, journal, run_id, flow, fork[1])
-        ended = _branch_stop(run, flow, fork[1])
+        run = joined_run(rt, journal, run_id, flow, fork[1])
+        ended = branch_stop(run, flow, fork[1])
         if ended is not None:
             return ended
     hop = Hop(rt, run, flow, agent, journal)
@@ -85,66 +73,6 @@ def perform_hop(rt: AgentRuntime, *, run_id: str, workflow: str, agent: str, tok
         return stop.outcome
     finally:  # whatever ended the hop: no token asked for ahead outlives it unused
         hop.release()
-
-
-def _joined_run(rt: AgentRuntime, journal: HopJournal, run_id: str, flow: Workflow,
-                fan_out: HandOff) -> Run:
-    """The run, once every branch of the fan-out has ended; until then a retry. The join goes
-    out only once the run log shows every branch ended (:func:`join_due`): this is the join's
-    own second look, before it acts."""
-    waiting = [a for a in (_running(rt, journal, run_id, flow, b) for b in fan_out.to) if a]
-    if waiting:
-        raise Unavailable(f"the join waits for {', '.join(waiting)}",
-                          reason=BRANCHES_UNFINISHED)
-    run = rt.runs.get(run_id)
-    assert run is not None
-    return run
-
-
-def join_due(rt: AgentRuntime, run_id: str, flow: Workflow, agent: str) -> str | None:
-    """The join of the fan-out ``agent`` is in a branch of, once every branch of it has ended
-    (docs/graphs.md): the run log, not a counter elsewhere, says so. None while a branch still
-    runs (its end publishes the join), and for an agent in no branch."""
-    branch = branch_of(flow, agent)
-    if branch is None:
-        return None
-    journal = HopJournal(rt.runs)
-    if any(_running(rt, journal, run_id, flow, head) for head in branch.fan_out.to):
-        return None
-    return branch.fan_out.join
-
-
-def _running(rt: AgentRuntime, journal: HopJournal, run_id: str, flow: Workflow,
-             head: str) -> str | None:
-    """The agent ``head``'s branch still waits for, or None once it has ended: an agent of it
-    recorded its hop done and handed off to no one."""
-    agent: str | None = head
-    while agent is not None:
-        if not rt.runs.hop_done(run_id, agent):
-            return agent
-        agent = handed_on(journal, run_id, flow, agent)
-    return None
-
-
-def handed_on(journal: HopJournal, run_id: str, flow: Workflow, agent: str) -> str | None:
-    """The agent ``agent``'s hop handed off to, as the journal shows it (published: ``sent`` or
-    ``received``), else None. A branch's agents hand off one at a time."""
-    for edge in flow.plan(agent).edges:
-        for target in edge.to if not edge.fan_out else ():
-            delivery = journal.delivery(run_id, target)
-            if delivery is not None and delivery.state != "sending":
-                return target
-    return None
-
-
-def _branch_stop(run: Run, flow: Workflow, fan_out: HandOff) -> HopOutcome | None:
-    """The first stop in a branch of the fan-out (at any agent of it), as the join's (and the
-    run's) outcome."""
-    inside = {a for head in fan_out.to for a in branch_agents(flow, head)}
-    for event in run.events:
-        if isinstance(event.detail, BranchEnded) and event.agent in inside:
-            return HopOutcome(event.detail.status, event.detail.reason)  # type: ignore[arg-type]
-    return None
 
 
 def _steps(hop: Hop, token: str, scope: str, mode: str) -> None:

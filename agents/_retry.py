@@ -1,15 +1,19 @@
 """How a hop's task is retried: exponential backoff with jitter, capped, a bounded number of
-times; a join waiting for its branches, until its run's deadline.
+times; a hop waiting for another's part of a fan-out, until its run's deadline.
 
 A transient fault (a service, the auth server or the run log unreachable, a 503) is retried 7
 times, 12-24 s in all: longer than a restart of serve (about 3 s) or of PostgreSQL, so a hop in
 flight rides one out. The longest countdown (8 s) plus the hop's time limit stays under the
 Redis broker's visibility timeout, which a retry's countdown spends (settings check it).
 
-A join delivered while a branch still runs (``branches_unfinished``: not expected, as the join
-goes out only once the run log shows every branch ended, but the join's hop checks again) is no
-fault of a dependency: it waits, at most 8 s between looks, until the branch ends or the run's
-deadline (``run_deadline_seconds`` from its start) passes, and only then ends the run failed.
+Two waits are no fault of a dependency: a join delivered while a branch still runs
+(``branches_unfinished``: not expected, as the join goes out only once the run log shows every
+branch ended, but the join's hop checks again), and a branch's first hop whose fork has not yet
+recorded its fan-out published (``fan_out_in_doubt``: the fork may have died between two
+publishes; its message comes back, on Redis only after the visibility timeout, and publishes the
+fan-out again). Each waits, at most 8 s between looks, until what it waits for happens or the
+run's deadline (``run_deadline_seconds`` from its start) passes, and only then ends the run
+failed.
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ from typing import Any
 from celery import Task
 from celery.exceptions import Reject
 
+from agents._fan_out import BRANCHES_UNFINISHED, FAN_OUT_IN_DOUBT
 from agents._hop import HopOutcome
-from agents._perform import BRANCHES_UNFINISHED
 from agents._runtime import AgentRuntime
 from orchestrator.config import RETRY_COUNTDOWN_CAP
 from orchestrator.errors import TransientError
@@ -42,7 +46,7 @@ def retry_or_fail(task: Task, rt: AgentRuntime, log: Any, agent: str, run_id: st
                   reason: str) -> HopOutcome:
     """Raise Celery's Retry with the next backoff, or, the retries spent, the failed outcome."""
     attempt = task.request.retries + 1
-    if task.request.retries >= MAX_RETRIES and not _join_may_wait(rt, run_id, reason):
+    if task.request.retries >= MAX_RETRIES and not _may_wait(rt, run_id, reason):
         return HopOutcome("failed", f"{agent}: {reason} after {attempt} attempts")
     delay = backoff(task.request.retries)
     try:
@@ -59,10 +63,13 @@ def retry_or_fail(task: Task, rt: AgentRuntime, log: Any, agent: str, run_id: st
         raise Reject(exc.reason, requeue=True) from None
 
 
-def _join_may_wait(rt: AgentRuntime, run_id: str, reason: str) -> bool:
-    """Whether a join waiting for its branches may look again: its run's deadline has not
-    passed (a run log that cannot be read says no: the ordinary limit holds)."""
-    if reason != BRANCHES_UNFINISHED:
+WAITS = frozenset({BRANCHES_UNFINISHED, FAN_OUT_IN_DOUBT})
+
+
+def _may_wait(rt: AgentRuntime, run_id: str, reason: str) -> bool:
+    """Whether a hop waiting (:data:`WAITS`) may look again: its run's deadline has not passed
+    (a run log that cannot be read says no: the ordinary limit holds)."""
+    if reason not in WAITS:
         return False
     try:
         run = rt.runs.get(run_id)

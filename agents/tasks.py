@@ -14,7 +14,7 @@ again only while that is in doubt, so a redelivered hop never enqueues the next 
 A fan-out publishes its branches' hops, each carrying the join's hand-off (``join_token``,
 ``join_scope``), passed on from agent to agent in its branch. The join goes out when the run
 log shows every branch ended: the agent that ends a branch, having recorded its hop done, looks
-(:func:`agents._perform.join_due`) and, if it is the last, publishes the join under a journaled
+(:func:`agents._fan_out.join_due`) and, if it is the last, publishes the join under a journaled
 generation like any hand-off. No counter outside the run log (docs/graphs.md).
 """
 
@@ -29,8 +29,9 @@ from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_ready
 from kombu.exceptions import OperationalError
 
+from agents._fan_out import join_due
 from agents._hop import Delivery, HopOutcome
-from agents._perform import STALE, join_due, perform_hop
+from agents._perform import STALE, perform_hop
 from agents._retry import MAX_RETRIES
 from agents._retry import retry_or_fail as _retry_or_fail
 from agents._runtime import AgentRuntime, runtime_for, start_dpop_key_renewal
@@ -190,10 +191,10 @@ def _record(task: Task, app: Celery, rt: AgentRuntime, outcome: HopOutcome, agen
     if outcome.status == "forked":
         if outcome.join is not None:  # None: an earlier attempt published it
             publish_fork(app, run_id, workflow, mode, outcome.branches, outcome.join)
-            current = [HopJournal(rt.runs).published(run_id, d.agent, d.generation)
-                       for d in outcome.branches]
-            if not all(current):  # renewed by a copy beside it, as for a hand-off (below)
-                return
+            # All recorded sent at once: a branch claims its hand-off only then (_fan_out.claim)
+            if not HopJournal(rt.runs).published_together(
+                    run_id, {d.agent: d.generation for d in outcome.branches}):
+                return  # renewed by a copy beside it, as for a hand-off (below)
         rt.runs.mark_hop_done(run_id, agent, task.request.id)
     elif outcome.status == "handed_off":
         assert outcome.next_agent

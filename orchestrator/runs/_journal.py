@@ -18,6 +18,9 @@ publishes (``sending``), marks it ``sent`` after, and the receiving hop claims i
 (``received``). A sender only publishes again while the last generation is ``sending`` (its
 publication in doubt) and takes a new number to do so; a receiving hop proceeds only with the
 generation the journal holds, so of two copies of a hand-off, exactly one is ever performed.
+A fan-out's hand-offs take their generations together and are marked ``sent`` together, and
+the first agent of a branch claims its own only once they are past doubt: a fork that stopped
+between two publishes publishes the whole fan-out again (docs/graphs.md).
 
 Every write is one short transaction of the run log, on SQLite or PostgreSQL
 (:mod:`orchestrator.db`); the SQL is portable (``INSERT ... ON CONFLICT``, conditional
@@ -33,7 +36,7 @@ copies of a hop still agree on one outcome; events are numbered under the run's 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 from orchestrator.db import Rows, Transaction
@@ -45,6 +48,7 @@ from orchestrator.runs._schema import format_time
 from orchestrator.runs._store import RunStore, append_event
 
 DeliveryState = Literal["sending", "sent", "received"]
+Claim = Literal["claimed", "waiting", "stale"]  # a branch's first hop and its hand-off
 DELIVERY_STEP = -1
 _COLUMNS = "step, action, state, idempotency_key, reason, attempts"
 _STEP = "SELECT 1 FROM journal WHERE run_id = ? AND agent = ? AND step = ?"
@@ -164,6 +168,43 @@ class HopJournal:
         record = self.delivery(run_id, to_agent)  # past doubt now: no take-over renews it
         return record is not None and record.attempts == generation
 
+    def published_together(self, run_id: str, generations: Mapping[str, int]) -> bool:
+        """:meth:`published` for a fan-out's hand-offs (agent: generation), in one transaction:
+        all are marked ``sent`` at once, and a branch claims its own only then
+        (:meth:`receive_branch`). False if they were renewed meanwhile (all or
+        none are: :meth:`send_together`)."""
+        now = format_time(self._runs._clock())
+        with self._runs._write() as tx:
+            tx.lock(f"run:{run_id}")
+            for agent, generation in generations.items():
+                _mark(tx, run_id, agent, generation, "sent", "state = 'sending'", now)
+            found = {agent: _one(tx, run_id, agent, DELIVERY_STEP) for agent in generations}
+        return all(_attempts(rows) == generations[agent] for agent, rows in found.items())
+
+    def receive_branch(self, run_id: str, agent: str, generation: int,
+                       heads: Sequence[str]) -> Claim:
+        """:meth:`receive` for the first agent of a branch: it claims its hand-off only once its
+        fan-out (``heads``, its own included) is past doubt. While every hand-off of it is still
+        ``sending`` the fork may have stopped between two publishes, and its copy performed
+        again must be free to publish the whole fan-out again under new generations
+        (:meth:`send_together`; a branch claimed first would stop it, and the branch never
+        published would never start). Once one is past doubt, none is published again: the copy
+        given is the one to perform. ``waiting``: not yet; ``stale``: renewed, or none
+        journaled."""
+        now = format_time(self._runs._clock())
+        with self._runs._write() as tx:
+            tx.lock(f"run:{run_id}")
+            claimed = tx.execute(
+                f"UPDATE journal SET state = 'received', updated_at = ? WHERE run_id = ? "
+                f"AND agent = ? AND step = ? AND attempts = ? AND EXISTS (SELECT 1 FROM "
+                f"journal WHERE run_id = ? AND step = ? AND state <> 'sending' AND agent IN "
+                f"({', '.join('?' * len(heads))}))",
+                (now, run_id, agent, DELIVERY_STEP, generation, run_id, DELIVERY_STEP, *heads))
+            found = _one(tx, run_id, agent, DELIVERY_STEP)
+        if claimed.rowcount == 1:
+            return "claimed"
+        return "waiting" if _attempts(found) == generation else "stale"
+
     def renewed(self, run_id: str, to_agent: str, generation: int) -> bool:
         """Whether the hand-off to ``to_agent`` was renewed past ``generation`` (its sender
         published it again, or a redelivery took the run over): a copy carrying ``generation``
@@ -188,10 +229,7 @@ class HopJournal:
         now = format_time(self._runs._clock())
         with self._runs._write() as tx:
             tx.lock(f"run:{run_id}")
-            cursor = tx.execute(
-                f"UPDATE journal SET state = ?, updated_at = ? WHERE run_id = ? AND agent = ? "
-                f"AND step = ? AND attempts = ? AND {only_if}",
-                (state, now, run_id, agent, DELIVERY_STEP, generation))
+            cursor = _mark(tx, run_id, agent, generation, state, only_if, now)
         return cursor.rowcount == 1
 
 
@@ -216,6 +254,15 @@ def _attempt(tx: Transaction, run_id: str, agent: str, step: int, action: str,
         (run_id, agent, step, action, state, idempotency_key(run_id, agent, step), now))
 
 
+def _mark(tx: Transaction, run_id: str, agent: str, generation: int, state: DeliveryState,
+          only_if: str, now: str) -> Rows:
+    """Move generation ``generation`` of the hand-off to ``agent`` to ``state``, if it is still
+    the journal's and ``only_if`` holds; its row count is 0 otherwise."""
+    return tx.execute(f"UPDATE journal SET state = ?, updated_at = ? WHERE run_id = ? AND "
+                      f"agent = ? AND step = ? AND attempts = ? AND {only_if}",
+                      (state, now, run_id, agent, DELIVERY_STEP, generation))
+
+
 def _one(tx: Transaction, run_id: str, agent: str, step: int) -> Rows:
     """The step's record, to read (:func:`_record`) once the transaction has ended."""
     return tx.execute(f"SELECT {_COLUMNS} FROM journal WHERE run_id = ? AND agent = ? "
@@ -224,3 +271,9 @@ def _one(tx: Transaction, run_id: str, agent: str, step: int) -> Rows:
 
 def _record(found: Rows) -> StepRecord:
     return StepRecord(*found.fetchone())
+
+
+def _attempts(found: Rows) -> int | None:
+    """The generation a hand-off's record holds (its ``attempts``), None if none is journaled."""
+    row = found.fetchone()
+    return StepRecord(*row).attempts if row is not None else None

@@ -21,7 +21,7 @@ from e2e._harness import embedded_settings, events_of
 import agents.tasks
 from agents import HopOutcome
 from agents.tasks import JoinHandOff, task_name
-from hops.test_hop_resume import hop, queued, started, take_message
+from hops.test_hop_resume import hop, queued, recorded_sent, started, take_message
 from infrabot.system import System, running_system
 from orchestrator.errors import Unavailable
 from orchestrator.runs import HopJournal
@@ -50,6 +50,7 @@ def forked(system: System) -> tuple[list[Any], Any]:
     args = started(system)
     fork = hop(system, INFRABOT, args)
     assert fork.status == "forked" and fork.join is not None
+    recorded_sent(system, args[0], fork)
     return args, fork
 
 

@@ -75,6 +75,13 @@ def started(system: System) -> list[Any]:
     return args
 
 
+def recorded_sent(system: System, run_id: str, fork: HopOutcome) -> None:
+    """What the fork's task records once it has published its branches: their hand-offs sent,
+    all at once (a branch's first hop claims its own only then)."""
+    assert HopJournal(system.runtime.runs).published_together(
+        run_id, {d.agent: d.generation for d in fork.branches})
+
+
 def counts(system: System, run_id: str) -> collections.Counter[tuple[str, str, str]]:
     """What reached the servers for the run: (performed_by, action, reason)."""
     return collections.Counter((r.performed_by or "", r.action, r.reason)
@@ -108,6 +115,7 @@ def test_a_hop_performed_again_calls_nothing_again_and_forks_under_a_new_generat
         {0: ("done", 1), 1: ("done", 1), 2: ("done", 1)}
 
     # Of the two copies of each hand-off, only the newest is performed.
+    recorded_sent(system, run_id, again)
     stale = hop(system, ARGOCD, args, token=first.branches[0].token,
                 scope=first.branches[0].scope, generation=1)
     assert (stale.status, stale.reason) == ("duplicate", "stale hand-off")
@@ -213,6 +221,7 @@ def test_the_join_waits_for_every_branch_and_runs_once(system: System) -> None:
     run_id = args[0]
     forked = hop(system, INFRABOT, args)
     assert forked.join is not None
+    recorded_sent(system, run_id, forked)
     join = forked.join
     join_args = [run_id, args[1], join.token, join.scope, args[4], join.generation]
     with pytest.raises(Unavailable) as early:
@@ -235,6 +244,7 @@ def test_a_recorded_denial_is_the_outcome_of_every_retry(system: System) -> None
     args = started(system)
     run_id = args[0]
     first = hop(system, INFRABOT, args)
+    recorded_sent(system, run_id, first)
     system.stack.revocation.revoke_user("user:sam")
     branch = first.branches[0]
     handed = [run_id, args[1], branch.token, branch.scope, args[4], branch.generation]

@@ -20,7 +20,7 @@ from structlog.testing import capture_logs
 
 import agents.tasks
 from agents.tasks import task_name
-from hops.test_hop_resume import hop, queued, started, take
+from hops.test_hop_resume import hop, queued, recorded_sent, started, take
 from infrabot.system import System, running_system
 from orchestrator.runs import Run
 
@@ -107,6 +107,7 @@ def test_a_fault_after_a_branchs_work_ends_the_branch_and_the_other_branchs_end_
         system: System, monkeypatch: pytest.MonkeyPatch) -> None:
     args = started(system)
     fork = hop(system, INFRABOT, args)
+    recorded_sent(system, args[0], fork)
     argocd = next(b for b in fork.branches if b.agent == ARGOCD)
     runs = system.runtime.runs
     done = runs.mark_hop_done

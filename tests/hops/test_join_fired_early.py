@@ -54,8 +54,8 @@ def forked(system: System, started: Callable[[], datetime]) -> list[int]:
     journal = HopJournal(system.runtime.runs)
     generations = journal.send_together(RUN, [ARGOCD, SCANNER])
     assert generations is not None
-    for agent, generation in zip([ARGOCD, SCANNER], generations, strict=True):
-        journal.sent(RUN, agent, generation)
+    assert journal.published_together(RUN, dict(zip([ARGOCD, SCANNER], generations,
+                                                     strict=True)))
     assert journal.receive(RUN, ARGOCD, generations[0])
     system.runtime.runs.mark_hop_done(RUN, ARGOCD, f"{RUN}.argocd")
     return generations

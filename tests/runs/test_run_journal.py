@@ -231,6 +231,88 @@ def test_a_fan_out_one_branch_took_is_not_published_again(journal: HopJournal) -
         [("sending", 1), ("received", 1), ("sending", 1)]
 
 
+HEADS = (NEXT, BRANCH)  # a fan-out's branches: their first agents
+
+
+def states(journal: HopJournal, agents: tuple[str, ...]) -> list[tuple[str, int] | None]:
+    return [(d.state, d.attempts) if (d := journal.delivery(RUN, a)) else None for a in agents]
+
+
+def test_a_branch_claims_its_hand_off_only_once_its_fan_out_is_recorded_sent(
+        journal: HopJournal) -> None:
+    assert journal.send_together(RUN, HEADS) == [1, 1]
+    # Published, not yet recorded: the fork may still publish the whole fan-out again.
+    assert journal.receive_branch(RUN, NEXT, 1, HEADS) == "waiting"
+    assert states(journal, HEADS) == [("sending", 1), ("sending", 1)]
+    assert journal.published_together(RUN, {NEXT: 1, BRANCH: 1}) is True
+    assert states(journal, HEADS) == [("sent", 1), ("sent", 1)]
+    assert journal.receive_branch(RUN, NEXT, 1, HEADS) == "claimed"
+    assert journal.receive_branch(RUN, NEXT, 1, HEADS) == "claimed"  # its redelivery resumes
+    assert states(journal, HEADS) == [("received", 1), ("sent", 1)]
+    assert journal.send_together(RUN, HEADS) is None  # never published again
+
+
+def test_a_fan_out_whose_fork_stopped_publishing_is_published_again_whole(
+        journal: HopJournal) -> None:
+    """The fork published NEXT's copy and stopped before BRANCH's: NEXT's hop waits; the fork
+    performed again renews both, so NEXT's first copy is stale and the fan-out goes out whole."""
+    assert journal.send_together(RUN, HEADS) == [1, 1]
+    assert journal.receive_branch(RUN, NEXT, 1, HEADS) == "waiting"
+    assert journal.send_together(RUN, HEADS) == [2, 2]
+    assert journal.receive_branch(RUN, NEXT, 1, HEADS) == "stale"
+    # the first attempt's late record changes nothing: its copies are stale
+    assert journal.published_together(RUN, {NEXT: 1, BRANCH: 1}) is False
+    assert states(journal, HEADS) == [("sending", 2), ("sending", 2)]
+    assert journal.published_together(RUN, {NEXT: 2, BRANCH: 2}) is True
+    assert journal.receive_branch(RUN, BRANCH, 2, HEADS) == "claimed"
+    assert journal.receive_branch(RUN, NEXT, 1, HEADS) == "stale"
+    assert journal.receive_branch(RUN, NEXT, 2, HEADS) == "claimed"
+
+
+def test_a_branch_of_a_fan_out_partly_past_doubt_claims_at_once(journal: HopJournal) -> None:
+    """A fork of before 2026-12-07 recorded its branches sent one by one: once one is, the
+    fan-out is never published again, so waiting would gain nothing; the copy given is the one."""
+    assert journal.send_together(RUN, HEADS) == [1, 1]
+    journal.sent(RUN, NEXT, 1)
+    assert journal.receive_branch(RUN, BRANCH, 1, HEADS) == "claimed"
+
+
+def test_a_branch_hand_off_never_journaled_is_stale(journal: HopJournal) -> None:
+    assert journal.receive_branch(RUN, NEXT, 1, HEADS) == "stale"
+    assert journal.delivery(RUN, NEXT) is None
+
+
+def test_racing_forks_and_branches_claim_one_whole_fan_out(db: Path | str,
+                                                            origin: Origin) -> None:
+    """Copies of the fork (each renewing the fan-out while it is in doubt, then recording what
+    it took sent) and of both branches' first hops, each with its own connection, at once: every
+    branch claims the same generation, and the fork never renews after a branch claimed."""
+    with RunStore(db) as store:
+        store.create(RUN, workflow="post-deploy", event=origin)
+
+    def race(runs: RunStore) -> list[str]:
+        journal = HopJournal(runs)
+        out = []
+        for _ in range(5):
+            taken = journal.send_together(RUN, HEADS)
+            if taken is not None:
+                out.append(f"sent {taken[0]}")
+                journal.published_together(RUN, dict(zip(HEADS, taken, strict=True)))
+            for head in HEADS:
+                delivery = journal.delivery(RUN, head)
+                if delivery is not None and \
+                        journal.receive_branch(RUN, head, delivery.attempts, HEADS) == "claimed":
+                    out.append(f"received {head} {delivery.attempts}")
+        return out
+
+    results = at_once(db, 6, race)
+    received = {int(r.split()[-1]) for r in results if r.startswith("received")}
+    assert len(received) == 1, results
+    assert {r.split()[1] for r in results if r.startswith("received")} == set(HEADS)
+    generation = received.pop()
+    assert all(int(r.split()[1]) <= generation for r in results if r.startswith("sent"))
+
+
 def test_a_hand_off_never_journaled_is_not_received(journal: HopJournal) -> None:
     assert journal.receive(RUN, NEXT, 1) is False
     assert journal.delivery(RUN, NEXT) is None
