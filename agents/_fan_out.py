@@ -22,9 +22,10 @@ from orchestrator.workflows import HandOff, Workflow, branch_agents, branch_of
 
 BRANCHES_UNFINISHED = "branches_unfinished"  # a join fired early: retried (agents/_retry.py)
 FAN_OUT_IN_DOUBT = "fan_out_in_doubt"  # a branch's hand-off claimed too early: retried so too
-# How long a branch's first hop waits inline for its fork to record the fan-out sent (the few
-# milliseconds between its publishes and that record), before it is retried instead.
-CLAIM_LOOKS, CLAIM_PAUSE_SECONDS = 50, 0.02
+# How long a branch's first hop waits inline for its fork to record the fan-out sent (usually
+# the few milliseconds between the fork's last publish and that record), before it is retried
+# instead; it looks again after 2 ms, then after twice as long each time, at most 50 ms apart.
+CLAIM_WAIT_SECONDS, FIRST_PAUSE_SECONDS, LONGEST_PAUSE_SECONDS = 1.0, 0.002, 0.05
 
 
 def claim(journal: HopJournal, run_id: str, flow: Workflow, agent: str, generation: int) -> bool:
@@ -36,14 +37,16 @@ def claim(journal: HopJournal, run_id: str, flow: Workflow, agent: str, generati
     branch = branch_of(flow, agent)
     if branch is None or branch.head != agent:
         return journal.receive(run_id, agent, generation)
-    for look in range(CLAIM_LOOKS):
-        if look:
-            time.sleep(CLAIM_PAUSE_SECONDS)
+    give_up, pause = time.monotonic() + CLAIM_WAIT_SECONDS, FIRST_PAUSE_SECONDS
+    while True:
         claimed = journal.receive_branch(run_id, agent, generation, branch.fan_out.to)
         if claimed != "waiting":
             return claimed == "claimed"
-    raise Unavailable(f"{branch.fork}'s fan-out is not recorded published yet",
-                      reason=FAN_OUT_IN_DOUBT)
+        if time.monotonic() >= give_up:
+            raise Unavailable(f"{branch.fork}'s fan-out is not recorded published yet",
+                              reason=FAN_OUT_IN_DOUBT)
+        time.sleep(pause)
+        pause = min(pause * 2, LONGEST_PAUSE_SECONDS)
 
 
 def joined_run(rt: AgentRuntime, journal: HopJournal, run_id: str, flow: Workflow,

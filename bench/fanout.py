@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from itertools import pairwise
 from pathlib import Path
@@ -166,7 +167,8 @@ def _parts(logs: dict[tuple[int, str], list[Run]], latencies: tuple[int, ...]) -
     """Where the fan-out's time goes, beside the same parts of the linear chain, from the
     run-log events (medians over the runs)."""
     table = Table("Where the time goes: fan-out / linear (run-log events, medians)",
-                  ["service latency", "3 hand-offs minted", "2nd branch starts after the fork",
+                  ["service latency", "3 hand-offs minted",
+                   "1st / 2nd branch starts after the fork",
                    "ArgoCD's and the scanner's steps", "a branch's call",
                    "next agent starts after"])
     for wait in latencies:
@@ -177,18 +179,20 @@ def _parts(logs: dict[tuple[int, str], list[Run]], latencies: tuple[int, ...]) -
             return f"{ms(_median(fan, part))} / {ms(_median(line, part))}"
 
         table.add(f"{wait} ms", both(_Ops.minted),
-                  ms(percentile([o.second_branch() for o in fan], 50)),
+                  f"{ms(percentile([o.branch_starts(min) for o in fan], 50))} / "
+                  f"{ms(percentile([o.branch_starts(max) for o in fan], 50))}",
                   both(_Ops.branches), both(_Ops.branch_call), both(_Ops.next_starts))
     table.notes.append(
         "From each event's time and its `ms` (an exchange's or a call's start is its time less "
         "its ms). Hand-offs: the fan-out's 3 at the fork, first start to last end; the linear "
-        "chain's 3, one per hop, summed. The second branch's first exchange after the fork's "
-        "last hand-off (the forking worker must end its hop to take it). ArgoCD's and the "
-        "scanner's steps: from the first one's start to the last one's end, at once in the "
-        "fan-out, one after the other in the linear chain. A branch's call: one service call "
-        "as the agent timed it. Next agent: from a hop's last exchange or call to the next "
-        "hop's first exchange (the join after the last branch; each hand-off in the linear "
-        "chain), a hop's own bookkeeping and the broker included.")
+        "chain's 3, one per hop, summed. Each branch's first exchange after the fork's last "
+        "hand-off: the first branch's on the other worker (it waits until the fork has "
+        "recorded the fan-out sent), the second's once the forking worker has ended its hop. "
+        "ArgoCD's and the scanner's steps: from the first one's start to the last one's end, "
+        "at once in the fan-out, one after the other in the linear chain. A branch's call: one "
+        "service call as the agent timed it. Next agent: from a hop's last exchange or call to "
+        "the next hop's first exchange (the join after the last branch; each hand-off in the "
+        "linear chain), a hop's own bookkeeping and the broker included.")
     return table
 
 
@@ -222,9 +226,11 @@ class _Ops:
             return [max(end for _, end in mints) - min(start for start, _ in mints)]
         return [sum(end - start for start, end in mints)]
 
-    def second_branch(self) -> float:
+    def branch_starts(self, which: Callable[[Iterable[float]], float]) -> float:
+        """The first (``min``) or second (``max``) branch's first exchange after the fork's
+        last hand-off."""
         forked = max(end for _, _, end, hand_off in self.ops if hand_off)
-        return max(self._first(b) for b in BRANCHES) - forked
+        return which(self._first(b) for b in BRANCHES) - forked
 
     def branches(self) -> list[float]:
         return [self._last(BRANCHES) - min(self._first(b) for b in BRANCHES)]

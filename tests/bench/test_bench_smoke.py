@@ -149,6 +149,9 @@ def test_fanout(bench_redis_url: str, tmp_path: Path) -> None:
     calls = [float(cell.split(" / ")[1].removesuffix(" ms"))  # the linear chain's, one at a time
              for cell in column(parts, "a branch's call")]
     assert calls[0] < 100 <= calls[1]  # the services waited as set, and only where set
+    for cell in column(parts, "1st / 2nd branch starts after the fork"):
+        first, second = (float(part.removesuffix(" ms")) for part in cell.split(" / "))
+        assert 0 < first <= second  # each branch's first exchange, after the fork's last
 
 
 def test_dpop(bench_redis_url: str, tmp_path: Path) -> None:

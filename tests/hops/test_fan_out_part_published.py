@@ -37,9 +37,8 @@ SCANNER, CLEANUP = "agent:scanner", "agent:cleanup"
 
 @pytest.fixture(autouse=True)
 def short_wait(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A branch's inline wait for its fork: two looks, not a second of them."""
-    monkeypatch.setattr(agents._fan_out, "CLAIM_LOOKS", 2)
-    monkeypatch.setattr(agents._fan_out, "CLAIM_PAUSE_SECONDS", 0.01)
+    """A branch's inline wait for its fork: a few looks, not a second of them."""
+    monkeypatch.setattr(agents._fan_out, "CLAIM_WAIT_SECONDS", 0.01)
 
 
 def broker_lost_after_first_publish(monkeypatch: pytest.MonkeyPatch) -> None:
