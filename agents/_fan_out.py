@@ -2,10 +2,10 @@
 its join is due.
 
 The fork publishes its branches' hops one after another and then records them all ``sent`` at
-once. A branch's first hop claims its hand-off only once all of them are (:func:`claim`): a
-fork that stopped between two publishes is performed again and publishes the whole fan-out
-again under new generations, which no claimed branch may prevent (the branch it never
-published would never start). The join goes out once every branch has ended, an agent of it
+once. A branch's first hop claims its hand-off only once the fan-out is recorded so
+(:func:`claim`): a fork that stopped between two publishes is performed again and publishes the
+whole fan-out again under new generations, which no claimed branch may prevent (the branch it
+never published would never start). The join goes out once every branch has ended, an agent of it
 done without handing off (:func:`join_due`), and the join's hop looks again before it acts
 (:func:`joined_run`).
 """
@@ -107,5 +107,3 @@ def branch_stop(run: Run, flow: Workflow, fan_out: HandOff) -> HopOutcome | None
         if isinstance(event.detail, BranchEnded) and event.agent in inside:
             return HopOutcome(event.detail.status, event.detail.reason)  # type: ignore[arg-type]
     return None
-
-

@@ -13,7 +13,9 @@ recorded its fan-out published (``fan_out_in_doubt``: the fork may have died bet
 publishes; its message comes back, on Redis only after the visibility timeout, and publishes the
 fan-out again). Each waits, at most 8 s between looks, until what it waits for happens or the
 run's deadline (``run_deadline_seconds`` from its start) passes, and only then ends the run
-failed.
+failed. Waits and faults are counted apart (the message carries ``waited``, its retries that
+were waits): a branch that waited for its fork, however long, still gets a fault's 7 retries,
+from the shortest backoff, for a fault after it.
 """
 
 from __future__ import annotations
@@ -43,12 +45,17 @@ def backoff(retries: int) -> float:
 
 
 def retry_or_fail(task: Task, rt: AgentRuntime, log: Any, agent: str, run_id: str,
-                  reason: str) -> HopOutcome:
-    """Raise Celery's Retry with the next backoff, or, the retries spent, the failed outcome."""
+                  reason: str, waited: int = 0) -> HopOutcome:
+    """Raise Celery's Retry with the next backoff, or, the retries spent, the failed outcome.
+    ``waited``: how many of the hop's retries so far were waits (:data:`WAITS`); a wait and a
+    fault each count, and back off, by their own kind only, so a branch that waited for its fork
+    still rides out a fault after it with a fault's full retries."""
     attempt = task.request.retries + 1
-    if task.request.retries >= MAX_RETRIES and not _may_wait(rt, run_id, reason):
+    waiting = reason in WAITS
+    spent = waited if waiting else task.request.retries - waited  # of this kind, so far
+    if spent >= MAX_RETRIES and not (waiting and _may_wait(rt, run_id)):
         return HopOutcome("failed", f"{agent}: {reason} after {attempt} attempts")
-    delay = backoff(task.request.retries)
+    delay = backoff(spent)
     try:
         rt.runs.add_event(run_id, agent, Retrying(reason=reason, attempt=attempt,
                                                   in_seconds=round(delay, 2)))
@@ -56,7 +63,9 @@ def retry_or_fail(task: Task, rt: AgentRuntime, log: Any, agent: str, run_id: st
         log.warning("retry_unrecorded", reason=reason, attempt=attempt)
     log.info("hop_retrying", reason=reason, attempt=attempt)
     try:
-        raise task.retry(countdown=delay, max_retries=max(MAX_RETRIES, attempt)) from None
+        waits = waited + 1 if waiting else waited
+        raise task.retry(kwargs={**(task.request.kwargs or {}), "waited": waits},
+                         countdown=delay, max_retries=max(MAX_RETRIES, attempt)) from None
     except Reject as exc:
         # Celery rejects a hop whose retry it could not publish, without requeueing it: with
         # the broker back an instant later that reject would drop the hop. Put it back.
@@ -66,11 +75,9 @@ def retry_or_fail(task: Task, rt: AgentRuntime, log: Any, agent: str, run_id: st
 WAITS = frozenset({BRANCHES_UNFINISHED, FAN_OUT_IN_DOUBT})
 
 
-def _may_wait(rt: AgentRuntime, run_id: str, reason: str) -> bool:
+def _may_wait(rt: AgentRuntime, run_id: str) -> bool:
     """Whether a hop waiting (:data:`WAITS`) may look again: its run's deadline has not passed
     (a run log that cannot be read says no: the ordinary limit holds)."""
-    if reason not in WAITS:
-        return False
     try:
         run = rt.runs.get(run_id)
     except TransientError:

@@ -125,7 +125,7 @@ def dispatcher(app: Celery) -> functools.partial[None]:
 
 def _run_hop(task: Task, app: Celery, settings: Settings, agent: str, run_id: str,
              workflow: str, token: str, scope: str, mode: str, generation: int,
-             join: JoinHandOff | None) -> dict[str, Any]:
+             join: JoinHandOff | None, waited: int) -> dict[str, Any]:
     rt = runtime_for(id(app), settings)
     log = get_logger(run_id=run_id, agent=agent, task_id=task.request.id)
     annotate(run_id=run_id, agent=agent)  # on Celery's span of this task
@@ -133,7 +133,7 @@ def _run_hop(task: Task, app: Celery, settings: Settings, agent: str, run_id: st
         outcome = perform_hop(rt, run_id=run_id, workflow=workflow, agent=agent, token=token,
                               scope=scope, mode=mode, generation=generation)
     except TransientError as exc:
-        outcome = _retry_or_fail(task, rt, log, agent, run_id, exc.reason)
+        outcome = _retry_or_fail(task, rt, log, agent, run_id, exc.reason, waited)
     except Exception as exc:  # noqa: BLE001 - a bug, or the time limit: it must end the run
         outcome = _crashed(log, agent, exc, "hop_crashed")
     try:
@@ -144,7 +144,7 @@ def _run_hop(task: Task, app: Celery, settings: Settings, agent: str, run_id: st
         # under a new generation; the older one is then stale; a branch's end, recorded, is
         # looked at again for the join).
         reason = getattr(exc, "reason", "broker_unavailable")
-        if _retry_or_fail(task, rt, log, agent, run_id, reason).status == "failed":
+        if _retry_or_fail(task, rt, log, agent, run_id, reason, waited).status == "failed":
             return _unrecorded(log, agent, run_id, outcome, reason)  # the run deadline ends it
     except Exception as exc:  # noqa: BLE001 - the same after the work: end the run (branch)
         outcome = _crashed(log, agent, exc, "hop_follow_up_crashed")
@@ -248,10 +248,11 @@ def register(app: Celery, settings: Settings, directory: Directory) -> None:
     for agent, queue in agent_queues(app).items():
         def hop(self: Task, run_id: str, workflow: str, token: str, scope: str,
                 mode: str = "delegated", generation: int = 0, join_token: str | None = None,
-                join_scope: str = "", _agent: str = agent) -> dict[str, Any]:
+                join_scope: str = "", waited: int = 0, _agent: str = agent) -> dict[str, Any]:
+            # waited: how many of the retries so far were waits, not faults (agents/_retry.py)
             join = None if join_token is None else JoinHandOff(join_token, join_scope)
             return _run_hop(self, app, settings, _agent, run_id, workflow, token, scope, mode,
-                            generation, join)
+                            generation, join, waited)
 
         # shared=False: a shared task would be added to every Celery app later finalized in
         # this process, bound to this app and these settings (a second embedded system would

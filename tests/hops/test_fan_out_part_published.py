@@ -25,8 +25,9 @@ import agents._retry
 import agents.tasks
 from agents.tasks import MAX_RETRIES
 from hops.test_hop_resume import counts, queued, started, system, take_message
-from hops.test_hop_task_faults import as_worker, ended
+from hops.test_hop_task_faults import as_worker, ended, raising
 from infrabot.system import System
+from orchestrator.errors import Unavailable
 from orchestrator.runs import HopJournal
 
 __all__ = ["system"]  # the fixture
@@ -125,7 +126,8 @@ def test_a_branch_waits_for_its_fork_past_the_retry_limit(
         as_worker(system, INFRABOT, args)
     first, first_join = take_message(system, "argocd")
     with pytest.raises(Retry):
-        as_worker(system, ARGOCD, first, first_join, retries=MAX_RETRIES + 5)
+        as_worker(system, ARGOCD, first, {**first_join, "waited": MAX_RETRIES + 5},
+                  retries=MAX_RETRIES + 5)
     [waiting] = events_of(ended(system, args[0]), "retrying", ARGOCD)
     assert (waiting.reason, waiting.attempt) == ("fan_out_in_doubt", MAX_RETRIES + 6)
     assert waiting.in_seconds <= 8
@@ -139,9 +141,34 @@ def test_a_branch_still_waiting_for_its_fork_at_the_deadline_ends_failed(
         as_worker(system, INFRABOT, args)
     first, first_join = take_message(system, "argocd")
     monkeypatch.setattr(agents._retry, "datetime", past_the_deadline(system))
-    summary = as_worker(system, ARGOCD, first, first_join, retries=MAX_RETRIES)
+    summary = as_worker(system, ARGOCD, first, {**first_join, "waited": MAX_RETRIES},
+                        retries=MAX_RETRIES)
     assert summary["status"] == "failed"
     [branch] = events_of(ended(system, args[0]), "branch_ended", ARGOCD)
     assert (branch.status, branch.reason) == \
         ("failed", f"agent:argocd: fan_out_in_doubt after {MAX_RETRIES + 1} attempts")
     assert events_of(ended(system, args[0]), "exchanged", ARGOCD) == []
+
+
+def test_a_branch_that_waited_for_its_fork_still_rides_out_a_fault(
+        system: System, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its waits do not spend a fault's retries: its message says how many of its retries were
+    waits (``waited``), and a fault after them is retried from a fault's first backoff."""
+    args = started(system)
+    assert as_worker(system, INFRABOT, args)["status"] == "forked"
+    argocd, argocd_join = take_message(system, "argocd")
+    away = Unavailable("the run log is away", reason="run_log_unavailable")
+    monkeypatch.setattr(agents.tasks, "perform_hop", raising(away))
+    waited = MAX_RETRIES + 3
+    with pytest.raises(Retry):
+        as_worker(system, ARGOCD, argocd, {**argocd_join, "waited": waited}, retries=waited)
+    [retrying] = events_of(ended(system, args[0]), "retrying", ARGOCD)
+    assert (retrying.reason, retrying.attempt) == ("run_log_unavailable", waited + 1)
+    assert retrying.in_seconds <= 0.25  # a fault's first backoff
+    # A fault's own retries spent (7 faults after the waits): the branch ends failed
+    summary = as_worker(system, ARGOCD, argocd, {**argocd_join, "waited": waited},
+                        retries=waited + MAX_RETRIES)
+    assert summary["status"] == "failed"
+    [branch] = events_of(ended(system, args[0]), "branch_ended", ARGOCD)
+    assert branch.reason == \
+        f"agent:argocd: run_log_unavailable after {waited + MAX_RETRIES + 1} attempts"

@@ -100,7 +100,8 @@ def test_a_join_delivered_early_waits_past_the_retry_limit(system: System) -> No
     forked(system, lambda: datetime.now(UTC))
     # A join delivered while the scanner still runs waits, past the retries of a fault
     with pytest.raises(Retry):
-        as_worker(system, CLEANUP, message(join_sent(system)), retries=MAX_RETRIES + 5)
+        as_worker(system, CLEANUP, message(join_sent(system)), {"waited": MAX_RETRIES + 5},
+                  retries=MAX_RETRIES + 5)
     run = system.runtime.runs.get(RUN)
     assert run is not None and run.status == "running"
     [retrying] = [e.detail for e in run.events if e.kind == "retrying"]
@@ -110,7 +111,8 @@ def test_a_join_delivered_early_waits_past_the_retry_limit(system: System) -> No
 
 def test_past_the_runs_deadline_the_join_ends_it_failed(system: System) -> None:
     forked(system, lambda: datetime.now(UTC) - timedelta(seconds=DEADLINE + 1))
-    summary = as_worker(system, CLEANUP, message(join_sent(system)), retries=MAX_RETRIES)
+    summary = as_worker(system, CLEANUP, message(join_sent(system)), {"waited": MAX_RETRIES},
+                        retries=MAX_RETRIES)
     assert summary["status"] == "failed"
     run = system.runtime.runs.get(RUN)
     assert run is not None
@@ -121,4 +123,5 @@ def test_past_the_runs_deadline_the_join_ends_it_failed(system: System) -> None:
 def test_a_join_fired_early_within_the_retry_limit_retries_as_before(system: System) -> None:
     forked(system, lambda: datetime.now(UTC) - timedelta(seconds=DEADLINE + 1))
     with pytest.raises(Retry):
-        as_worker(system, CLEANUP, message(join_sent(system)), retries=MAX_RETRIES - 1)
+        as_worker(system, CLEANUP, message(join_sent(system)), {"waited": MAX_RETRIES - 1},
+                  retries=MAX_RETRIES - 1)

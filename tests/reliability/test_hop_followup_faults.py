@@ -127,8 +127,9 @@ def test_broker_lost_while_publishing_the_join(tmp_path: Path,
         assert delivery is not None and (delivery.state, delivery.attempts) == ("received", 2)
 
 
-class _Request:
+class _Request:  # what retry_or_fail reads of Celery's task.request
     retries = 0
+    kwargs: dict[str, Any] | None = None
 
 
 class _TaskWhoseRetryCannotBePublished:
