@@ -134,8 +134,8 @@ class AgentRuntime:
     def register_dpop_keys(self) -> None:
         """Register (renew) the DPoP key of every agent this process holds; an agent whose key
         was revoked gets a new one, and its client here signs with that from now on."""
-        url = self.endpoints["auth"]
-        lifetimes = [self._register(agent, self.dpop(agent)) for agent in sorted(self.keys)]
+        url = self.endpoints["auth"]  # one server for all of them, even if serve moves now
+        lifetimes = [self._register(agent, self.dpop(agent), url) for agent in sorted(self.keys)]
         shortest = min(lifetimes, default=0)  # 0: the server named no lifetime
         self._renew_at = time.time() + shortest / 2 if shortest > 0 else float("inf")
         self._registered_with = url
@@ -156,9 +156,10 @@ class AgentRuntime:
             return False
         return self.dpop(agent).key.kid != refused.key.kid
 
-    def _register(self, agent: str, signer: DPoPSigner) -> int:
-        signer, lifetime = register_dpop_key(self.settings.keys_dir, self.endpoints["auth"],
-                                             agent, self.keys[agent], self.http, signer)
+    def _register(self, agent: str, signer: DPoPSigner, url: str | None = None) -> int:
+        signer, lifetime = register_dpop_key(self.settings.keys_dir,
+                                             url or self.endpoints["auth"], agent,
+                                             self.keys[agent], self.http, signer)
         with _lock:
             if self._dpop.get(agent) is not signer:
                 self._dpop[agent] = signer

@@ -144,8 +144,8 @@ def _check_endpoints(settings: Settings) -> None:
     """One line now, rather than hops sent to the default ports 8700-8705 where no server may
     listen: DIR/endpoints.json must be there and name an auth server, unless INFRABOT_HOST or
     a port setting says where serve listens, or DIR is serve's own (serve removes the file
-    while it is down: a worker started then reads it, or the ports, at its first hop, as
-    before)."""
+    while it is down: a worker started then sends to the configured ports until the file
+    appears, then follows it, agents/_endpoints.py)."""
     path = settings.endpoints_file
     if path.exists():
         endpoints(settings)  # a damaged one: one line naming it

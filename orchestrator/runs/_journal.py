@@ -54,13 +54,16 @@ _COLUMNS = "step, action, state, idempotency_key, reason, attempts"
 _STEP = "SELECT 1 FROM journal WHERE run_id = ? AND agent = ? AND step = ?"
 _INSERT = ("INSERT INTO journal (run_id, agent, step, action, state, idempotency_key, reason, "
            "attempts, updated_at) ")
-# A hand-off's first generation, or the next while it is in doubt (sending), unless a hand-off
-# published with it (``others``) is past doubt: one row per target, all or none of them.
 # A step's first attempt, or one more while its record is still in the state it is inserted in.
 _ANOTHER_ATTEMPT = ("ON CONFLICT (run_id, agent, step) DO UPDATE SET attempts = journal.attempts "
                     "+ 1, updated_at = excluded.updated_at WHERE journal.state = excluded.state")
-_SEND = (_INSERT + "SELECT ?, ?, ?, ?, ?, ?, NULL, 1, ? WHERE NOT EXISTS (SELECT 1 FROM journal "
-         "WHERE run_id = ? AND step = ? AND state <> 'sending' AND agent IN ({others})) "
+# A hand-off published with others (``others``, a fan-out's, itself included) past doubt: one of
+# them ``sent`` or ``received``, so the copies published are the ones performed.
+_PAST_DOUBT = ("EXISTS (SELECT 1 FROM journal WHERE run_id = ? AND step = ? AND state <> "
+               "'sending' AND agent IN ({others}))")
+# A hand-off's first generation, or the next while it is in doubt (sending), unless it is past
+# doubt: one row per target, all or none of them.
+_SEND = (_INSERT + "SELECT ?, ?, ?, ?, ?, ?, NULL, 1, ? WHERE NOT " + _PAST_DOUBT + " "
          + _ANOTHER_ATTEMPT)
 
 
@@ -164,9 +167,7 @@ class HopJournal:
         ``received`` already by its hop); False if it was renewed meanwhile (a redelivery took
         the run's delivery over, :meth:`RunStore.take_over_started`): the copy published is
         stale and its hop does nothing."""
-        self.sent(run_id, to_agent, generation)
-        record = self.delivery(run_id, to_agent)  # past doubt now: no take-over renews it
-        return record is not None and record.attempts == generation
+        return self.published_together(run_id, {to_agent: generation})
 
     def published_together(self, run_id: str, generations: Mapping[str, int]) -> bool:
         """:meth:`published` for a fan-out's hand-offs (agent: generation), in one transaction:
@@ -194,12 +195,9 @@ class HopJournal:
         now = format_time(self._runs._clock())
         with self._runs._write() as tx:
             tx.lock(f"run:{run_id}")
-            claimed = tx.execute(
-                f"UPDATE journal SET state = 'received', updated_at = ? WHERE run_id = ? "
-                f"AND agent = ? AND step = ? AND attempts = ? AND EXISTS (SELECT 1 FROM "
-                f"journal WHERE run_id = ? AND step = ? AND state <> 'sending' AND agent IN "
-                f"({', '.join('?' * len(heads))}))",
-                (now, run_id, agent, DELIVERY_STEP, generation, run_id, DELIVERY_STEP, *heads))
+            claimed = _mark(tx, run_id, agent, generation, "received",
+                            _PAST_DOUBT.format(others=", ".join("?" * len(heads))), now,
+                            (run_id, DELIVERY_STEP, *heads))
             found = _one(tx, run_id, agent, DELIVERY_STEP)
         if claimed.rowcount == 1:
             return "claimed"
@@ -255,12 +253,13 @@ def _attempt(tx: Transaction, run_id: str, agent: str, step: int, action: str,
 
 
 def _mark(tx: Transaction, run_id: str, agent: str, generation: int, state: DeliveryState,
-          only_if: str, now: str) -> Rows:
+          only_if: str, now: str, values: tuple[object, ...] = ()) -> Rows:
     """Move generation ``generation`` of the hand-off to ``agent`` to ``state``, if it is still
-    the journal's and ``only_if`` holds; its row count is 0 otherwise."""
+    the journal's and ``only_if`` (its parameters: ``values``) holds; its row count is 0
+    otherwise."""
     return tx.execute(f"UPDATE journal SET state = ?, updated_at = ? WHERE run_id = ? AND "
                       f"agent = ? AND step = ? AND attempts = ? AND {only_if}",
-                      (state, now, run_id, agent, DELIVERY_STEP, generation))
+                      (state, now, run_id, agent, DELIVERY_STEP, generation, *values))
 
 
 def _one(tx: Transaction, run_id: str, agent: str, step: int) -> Rows:
