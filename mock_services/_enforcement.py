@@ -62,7 +62,14 @@ from mock_services._bodies import (
     validation_response,
 )
 from mock_services._call_record import REQUEST_ID_HEADER, Call, record_of, request_id_of
-from mock_services._idempotency import HEADER, IdempotencyCache, check_key, fingerprint, owner_of
+from mock_services._idempotency import (
+    HEADER,
+    IdempotencyCache,
+    Recording,
+    check_key,
+    fingerprint,
+    owner_of,
+)
 from mock_services._sender import Presented
 from mock_services._targets import Resolver, TargetRefused
 from orchestrator.audit import AuditRecord, AuditStore
@@ -160,7 +167,7 @@ class Enforcer:
         answer = await self._idempotency.run(owner_of(caller.principal, client), check_key(key),
                                              print_, lambda: inner(request))
         if answer.unaudited is not None:  # its act has no record yet: this record is the act's
-            call.audited = lambda: self._idempotency.audited(answer)
+            call.audited = Recording(self._idempotency, answer)
         return answer.response, "ok" if call.audited or not answer.replayed else "idempotent_replay"
 
     def _verify_and_admit(self, token: str, presented: Presented, call: Call) -> Caller:
@@ -220,6 +227,8 @@ class Enforcer:
             body = {"error": "temporarily_unavailable", "reason": "audit_unavailable",
                     "error_description": "the audit trail cannot be written"}
             response = error_response(503, body, {"Retry-After": "1"})
+            if isinstance(call.audited, Recording):  # the act's record is a retry's to write
+                await call.audited.failed()
         if due:  # apart from the request's own record; one not written goes back to the trail
             await to_thread.run_sync(self._anonymous.write, due, self._audit.append)
         if record is not None and log.isEnabledFor(logging.INFO):

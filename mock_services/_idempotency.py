@@ -7,10 +7,16 @@ under a key runs and, when it succeeds (2xx), its status and body are kept (or, 
 still given); the same key with the same request (method, path, query and canonical JSON body)
 replays them, changing nothing; with another request it is 422 ``idempotency_key_reused``.
 Refused or failed requests are not kept, so a corrected retry may reuse the key. Requests under
-keys are serialised per service, so two concurrent retries cannot both run. A kept answer is
-``unaudited`` until the caller has written its act's audit record and marks it
-(:meth:`IdempotencyCache.audited`, keeping its expiry); a replay of an unaudited answer is
-recorded by the caller as the act itself.
+keys are serialised per service, so two concurrent retries cannot both run.
+
+Each act gets exactly one ``ok`` audit record, written by one request at a time. A kept answer
+is ``unaudited`` until the caller has written its act's record and marks it (:class:`Recording`,
+keeping its expiry), and names until when a request is writing it (``auditing_until``, a lease
+of :data:`LEASE_SECONDS`): the first request holds it from keeping its answer, and gives it up
+at once if its record cannot be written. A replay of an unaudited answer whose lease is running
+is 409 ``idempotency_key_in_use`` (the record may be being written); once it is over or given
+up, the replay takes it (compare and set: of two, one wins, the other is 409) and the caller
+records the replay as the act itself.
 
 Where the answers are kept (:func:`idempotency_cache`):
 
@@ -32,7 +38,6 @@ the oldest dropped first, so a long run of workflows does not grow the process.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import json
 import logging
@@ -47,6 +52,15 @@ from anyio import to_thread
 from starlette.responses import Response
 
 from mock_services._bearer import ApiError
+from mock_services._idempotency_redis import (
+    IF_CLAIMED,
+    Kept,
+    decode,
+    encode,
+    in_use,
+    pending,
+    unavailable,
+)
 from orchestrator.config import Settings
 from orchestrator.errors import Unavailable
 
@@ -61,19 +75,10 @@ LEASE_SECONDS = 10  # how long a first request holds its key in Redis before its
 _PREFIX = "infrabot:idempotency:"
 
 
-class _Kept(NamedTuple):
-    fingerprint: str
-    status: int
-    body: bytes
-    media_type: str | None
-    expires_at: float
-    audited: bool = False  # the act behind this answer has its audit record
-
-
 class Answer(NamedTuple):
     response: Response
     replayed: bool
-    unaudited: _Kept | None = None  # kept, its act not audited yet: mark it once recorded
+    unaudited: Kept | None = None  # kept, its act's record this request's to write (a lease)
     key: tuple[str, str] = ("", "")  # the cache's key: the owner and the Idempotency-Key
 
 
@@ -107,7 +112,7 @@ class IdempotencyCache:
         self._clock = clock
         self._ttl = ttl_seconds
         self._max = max_entries
-        self._kept: OrderedDict[tuple[str, str], _Kept] = OrderedDict()
+        self._kept: OrderedDict[tuple[str, str], Kept] = OrderedDict()
         self._lock: asyncio.Lock | None = None
 
     async def run(self, owner: str, key: str, print_: str,
@@ -123,9 +128,15 @@ class IdempotencyCache:
                 if kept.fingerprint != print_:
                     raise ApiError(422, "idempotency_key_reused",
                                    "this Idempotency-Key was used for a different request")
+                taken = None
+                if not kept.audited:  # the act's record is written by one request at a time
+                    taken = kept._replace(auditing_until=now + LEASE_SECONDS)
+                    if kept.auditing_until > now or not await self._swap_kept((owner, key),
+                                                                              kept, taken):
+                        raise in_use()
                 replay = Response(kept.body, kept.status, {REPLAY_HEADER: "true"},
                                   kept.media_type)
-                return Answer(replay, True, None if kept.audited else kept, (owner, key))
+                return Answer(replay, True, taken, (owner, key))
             try:
                 response = await produce()
             except BaseException:
@@ -133,29 +144,38 @@ class IdempotencyCache:
                 raise
             body = getattr(response, "body", None)
             if 200 <= response.status_code < 300 and isinstance(body, bytes):
-                kept = _Kept(print_, response.status_code, body, response.media_type,
-                             now + self._ttl)
+                kept = Kept(print_, response.status_code, body, response.media_type,
+                            now + self._ttl, False, self._clock() + LEASE_SECONDS)
                 await self._keep((owner, key), claim, kept)
                 return Answer(response, False, kept, (owner, key))
             await self._release((owner, key), print_, claim)
             return Answer(response, False)
 
-    async def audited(self, answer: Answer) -> None:
-        """The act behind ``answer`` has its audit record now (an answer since gone is left)."""
-        if answer.unaudited is not None and self._kept.get(answer.key) is answer.unaudited:
-            self._kept[answer.key] = answer.unaudited._replace(audited=True)
+    async def audited(self, answer: Answer, written: bool = True) -> None:
+        """The record of ``answer``'s act is written (marked audited) or could not be (its lease
+        given up); only while the answer holds this request's lease (never raises)."""
+        if answer.unaudited is not None:
+            await self._swap_kept(answer.key, answer.unaudited, answer.unaudited._replace(
+                audited=written, auditing_until=0.0))
+
+    async def _swap_kept(self, key: tuple[str, str], was: Kept, value: Kept) -> bool:
+        """``value`` under ``key`` if it still holds ``was`` (no await: atomic on the loop)."""
+        if self._kept.get(key) is not was:
+            return False
+        self._kept[key] = value  # its place in expiry order kept
+        return True
 
     def __len__(self) -> int:  # how many answers are kept
         return len(self._kept)
 
     async def _claim(self, key: tuple[str, str], print_: str, now: float,
-                     claim: str) -> _Kept | None:
+                     claim: str) -> Kept | None:
         """The answer kept under ``key``, or None: this request (``claim``) runs."""
         self._expire(now)
         kept = self._kept.get(key)
         return kept if kept is not None and kept.expires_at > now else None
 
-    async def _keep(self, key: tuple[str, str], claim: str, kept: _Kept) -> None:
+    async def _keep(self, key: tuple[str, str], claim: str, kept: Kept) -> None:
         self._kept[key] = kept
         self._kept.move_to_end(key)
         while len(self._kept) > self._max:
@@ -171,6 +191,21 @@ class IdempotencyCache:
             self._kept.popitem(last=False)
 
 
+class Recording:
+    """The record of ``answer``'s act, being written under its lease: await this once it is
+    written (the answer is marked audited), :meth:`failed` if it could not be (the lease is given
+    up, so a retry may write it)."""
+
+    def __init__(self, cache: IdempotencyCache, answer: Answer) -> None:
+        self._cache, self._answer = cache, answer
+
+    def __call__(self) -> Awaitable[None]:
+        return self._cache.audited(self._answer)
+
+    def failed(self) -> Awaitable[None]:
+        return self._cache.audited(self._answer, written=False)
+
+
 class RedisIdempotencyCache(IdempotencyCache):
     """The answers in Redis under ``infrabot:idempotency:<service>:<hash of owner and key>``,
     expiring after the TTL (a claim after :data:`LEASE_SECONDS`); calls run off the loop."""
@@ -180,7 +215,7 @@ class RedisIdempotencyCache(IdempotencyCache):
         super().__init__(clock, ttl_seconds=ttl_seconds)
         self._r = client
         self._service = service
-        self._if_claimed = client.register_script(_IF_CLAIMED)
+        self._if_claimed = client.register_script(IF_CLAIMED)
 
     @classmethod
     def from_url(cls, url: str, service: str, clock: Callable[[], float], *,
@@ -200,37 +235,35 @@ class RedisIdempotencyCache(IdempotencyCache):
         return f"{_PREFIX}{self._service}:{digest}"
 
     async def _claim(self, key: tuple[str, str], print_: str, now: float,
-                     claim: str) -> _Kept | None:
-        name, pending = self._name(key), _pending(print_, claim)
+                     claim: str) -> Kept | None:
+        name, claiming = self._name(key), pending(print_, claim)
         for _ in range(2):  # a kept answer may expire between the two calls: claim again
-            claimed = await self._redis(lambda: self._r.set(name, pending, nx=True,
+            claimed = await self._redis(lambda: self._r.set(name, claiming, nx=True,
                                                              ex=LEASE_SECONDS))
             if claimed:
                 return None
             found = await self._redis(lambda: self._r.get(name))
             if found is not None:
-                return _decode(found, now)
-        raise _unavailable()
+                return decode(found, now)
+        raise unavailable()
 
-    async def _keep(self, key: tuple[str, str], claim: str, kept: _Kept) -> None:
-        if await self._swap(key, _pending(kept.fingerprint, claim), _encode(kept),
+    async def _keep(self, key: tuple[str, str], claim: str, kept: Kept) -> None:
+        if await self._swap(key, pending(kept.fingerprint, claim), encode(kept),
                             max(1, int(self._ttl)), "idempotency_answer_not_kept") == 0:
             log.warning("idempotency_claim_lost", extra={"service": self._service})
 
-    async def audited(self, answer: Answer) -> None:
-        """Compare and set, keeping the expiry; Redis down: a later replay records the act."""
-        if answer.unaudited is not None:
-            await self._swap(answer.key, _encode(answer.unaudited),
-                             _encode(answer.unaudited._replace(audited=True)), 0,
-                             "idempotency_audit_not_marked")
+    async def _swap_kept(self, key: tuple[str, str], was: Kept, value: Kept) -> bool:
+        """Compare and set, keeping the expiry; Redis down: False (the lease ends by itself)."""
+        return await self._swap(key, encode(was), encode(value), 0,
+                                "idempotency_audit_lease_not_set") == 1
 
     async def _release(self, key: tuple[str, str], print_: str, claim: str) -> None:
         # Only this request's own claim; else the claim ends with its lease.
-        await self._swap(key, _pending(print_, claim), "", 0, "idempotency_claim_not_released")
+        await self._swap(key, pending(print_, claim), "", 0, "idempotency_claim_not_released")
 
     async def _swap(self, key: tuple[str, str], was: str, value: str, seconds: int,
                     failed: str) -> int | None:
-        """:data:`_IF_CLAIMED` on ``key``; Redis down: None, ``failed`` logged (never raised)."""
+        """:data:`IF_CLAIMED` on ``key``; Redis down: None, ``failed`` logged (never raised)."""
         try:
             return int(await self._redis(lambda: self._if_claimed(
                 keys=[self._name(key)], args=[was, value, seconds])))
@@ -243,51 +276,7 @@ class RedisIdempotencyCache(IdempotencyCache):
         try:
             return await to_thread.run_sync(call)
         except (redis.RedisError, OSError) as exc:
-            raise _unavailable() from exc
-
-
-# KEYS[1] holds ARGV[1] (a claim or an answer): set ARGV[2] for ARGV[3] s (0: what is left of
-# its expiry) or, ARGV[2] empty, delete it. 1 if it did, 0 if the key holds anything else.
-_IF_CLAIMED = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if ARGV[2] == '' then return redis.call('DEL', KEYS[1]) end
-local ms = tonumber(ARGV[3]) * 1000
-if ms == 0 then ms = redis.call('PTTL', KEYS[1]) end
-if ms <= 0 then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ms)
-return 1
-"""
-
-
-def _encode(kept: _Kept) -> str:
-    """A kept answer as stored: the same answer always spells the same (compare and set)."""
-    return json.dumps({"fingerprint": kept.fingerprint, "status": kept.status,
-                       "body": base64.b64encode(kept.body).decode(),
-                       "media_type": kept.media_type, "audited": kept.audited})
-
-
-def _pending(print_: str, claim: str) -> str:
-    """The value of a key claimed by request ``claim`` for the request printed ``print_``."""
-    return json.dumps({"pending": print_, "claim": claim})
-
-
-def _unavailable() -> Unavailable:
-    return Unavailable("the idempotency store cannot be reached",
-                       reason="idempotency_unavailable")
-
-
-def _decode(found: bytes, now: float) -> _Kept:
-    """A kept answer; 409 if the key's first request is still in flight (or died in it)."""
-    try:
-        value = json.loads(found)
-        if "pending" in value:
-            raise ApiError(409, "idempotency_key_in_use",
-                           "a request under this Idempotency-Key is in progress; retry later")
-        return _Kept(value["fingerprint"], int(value["status"]),
-                     base64.b64decode(value["body"]), value["media_type"], now + 1,
-                     value.get("audited", True) is True)  # written before the flag: audited
-    except (ValueError, KeyError, TypeError) as exc:  # not an answer this cache wrote
-        raise _unavailable() from exc
+            raise unavailable() from exc
 
 
 def idempotency_cache(service: str, settings: Settings,

@@ -86,9 +86,13 @@ def test_concurrent_retries_run_once(stack, http):
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(lambda _: stack.call(http, "github.comment.create", COMMENT,
                                                      token=token, headers=headers), range(8)))
-    assert {a.status_code for a in answers} == {201}
-    assert len({a.content for a in answers}) == 1
+    # 409: a replay while the act's record was being written (the agents retry it)
+    statuses = [a.status_code for a in answers]
+    assert statuses.count(201) >= 1 and set(statuses) <= {201, 409}
+    assert len({a.content for a in answers if a.status_code == 201}) == 1
     assert comments(stack) == before + 1
+    reasons = [r.reason for a in answers for r in stack.records(a) if r.status == 201]
+    assert sorted(reasons) == ["idempotent_replay"] * (statuses.count(201) - 1) + ["ok"]
 
 
 def test_branch_deletion_replays_its_204(stack, http):

@@ -56,6 +56,7 @@ def send(cache: IdempotencyCache, status: int = 201, body: bytes = b'{"id": 1}',
          principal: str = SAM) -> tuple[Response, bool]:
     produce = producer(status, body, [] if runs is None else runs)
     answer = asyncio.run(cache.run(principal, KEY, print_, produce))
+    asyncio.run(cache.audited(answer))  # the caller wrote its record (else a replay is 409)
     return answer.response, answer.replayed
 
 
@@ -231,8 +232,9 @@ def test_a_first_request_that_outlived_its_lease_leaves_the_next_claim_alone(
         except ApiError as exc:
             third = exc.reason
         b_may_end.set()
-        (b_answer, b_replayed, *_), = [await t for t in tasks]
-        return [third, b_answer.body, b_replayed]
+        [b_done] = [await t for t in tasks]
+        await b.audited(b_done)  # its record written
+        return [third, b_done.response.body, b_done.replayed]
 
     assert asyncio.run(scenario()) == ["idempotency_key_in_use", b'{"id": 2}', False]
     assert runs == ["a", "b"]
@@ -248,6 +250,7 @@ def test_an_answer_is_unaudited_until_marked_and_marking_keeps_its_expiry(
     produce = producer(201, b'{"id": 1}', [])
     kept = asyncio.run(first.run(SAM, KEY, PRINT, produce))
     assert kept.unaudited is not None and not kept.replayed
+    asyncio.run(first.audited(kept, written=False))  # its record failed: the lease given up
     replay = asyncio.run(second.run(SAM, KEY, PRINT, produce))
     assert replay.replayed and replay.unaudited is not None
     client = redis.Redis.from_url(redis_url)
