@@ -67,6 +67,13 @@ class ConfigError(InfraBotError):
     reason = "bad_configuration"
 
 
+class StoreMissing(ConfigError):
+    """A store opened read-only has not been made yet (no file, or none of its tables): the
+    process that owns it makes it, and a reader cannot."""
+
+    reason = "store_missing"
+
+
 class PredatesMemory(InfraBotError):
     """A one-time claim (an assertion's) for something issued before the registry's memory began:
     a claim made for it then would be forgotten (an unpersisted Redis restarted), so whether this

@@ -81,7 +81,7 @@ def run(workflow: str, token_source: str, environment: str, repository: str, com
                            f"{body.get('error_description', response.reason_phrase)}")
     run_id = str(body["run_id"])
     click.echo(f"run {run_id} started; waiting for it to end", err=True)
-    with RunStore(settings.runs_target) as store:
+    with RunStore(settings.runs_target, read_only=True) as store:  # it only follows the run
         try:
             ended = store.wait(run_id, timeout)
         except TimeoutError as exc:

@@ -4,7 +4,8 @@ One event, the events of a scenario file, or a bounded load run with a mix of us
 environments and bad events. Reads the webhook receiver's URL from DIR/endpoints.json and the
 signing secret from INFRABOT_WEBHOOK_SECRET, else from DIR/webhook_secret (which ``serve``
 writes when that is unset); run results come from the run log (INFRABOT_DATABASE_URL, else
-DIR/runs.sqlite3).
+DIR/runs.sqlite3), opened read-only: simulate never writes it, so a reader's grants do
+(docs/deploy.md, the ci host), and a run log serve has not made yet is one line saying so.
 
 Every event is judged against what was expected of it: by default an accepted event whose run
 succeeds; a scenario file's ``expect:`` says otherwise; a load run's mix expects refusals of its
@@ -31,7 +32,7 @@ from infrabot.cli._simulate_report import command, done, print_report
 from infrabot.cli._users import resolve_user
 from orchestrator._words import plural
 from orchestrator.config import Settings
-from orchestrator.errors import InfraBotError, TransientError
+from orchestrator.errors import InfraBotError, StoreMissing, TransientError
 
 if TYPE_CHECKING:  # orchestrator.ci imports the web stack: slow, so only where it is used
     from orchestrator.ci._load import EventSpec, LoadReport
@@ -94,6 +95,10 @@ def _send(settings: Settings, events: list[EventSpec], *, rate: float, timeout: 
         except TransientError as exc:  # the receiver never answered the first event
             raise CommandError(f"cannot reach the webhook receiver at {urls['webhooks']}: "
                                f"{exc.message} (is `infrabot serve` running?)") from None
+        except StoreMissing as exc:  # serve has not made the run log yet: nothing was sent
+            raise CommandError(f"{exc.message}; start `infrabot serve` first (it makes the run "
+                               "log), or set INFRABOT_DATABASE_URL to the database serve "
+                               "uses") from None
         except InfraBotError as exc:  # the run log cannot be opened
             raise CommandError(exc.message) from None
     return report

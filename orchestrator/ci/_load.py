@@ -217,8 +217,10 @@ def run_load(webhooks_url: str, secret: bytes, runs_db: Path | str, events: list
              waiting: Waiting | None = None) -> LoadReport:
     """Send ``events`` at ``rate``/s, then wait (until ``timeout``) for every run to end;
     ``waiting`` is told once if no run has been picked up by an agent in its time. The run log
-    is opened first: one that cannot be read fails before anything is sent."""
-    with RunStore(runs_db) as store:
+    is opened first, read-only (nothing created or written: the simulator only follows the runs
+    it sent, so it needs no more than a reader's grants): one that cannot be read, or that has
+    no run log's tables yet, fails (:class:`ConfigError`) before anything is sent."""
+    with RunStore(runs_db, read_only=True) as store:
         return _send_and_collect(webhooks_url, secret, store, events, rate=rate,
                                  timeout=timeout, on_sent=on_sent, on_done=on_done, sleep=sleep,
                                  waiting=waiting)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.db._api import Conflict, Database, Dialect, Rows, Schema
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, StoreMissing
 
 
 def prepare(path: Path) -> None:
@@ -74,9 +74,10 @@ def connect(path: Path, schema: Schema) -> sqlite3.Connection:
 
 def connect_read_only(path: Path, schema: Schema) -> tuple[sqlite3.Connection, frozenset[str]]:
     """An existing file opened with ``mode=ro`` (nothing created or written) and its tables;
-    :class:`ConfigError` naming the file if it is not a usable database of the schema's kind."""
+    :class:`ConfigError` naming the file if it is not a usable database of the schema's kind
+    (:class:`StoreMissing` if there is none yet: no file, or none of the schema's tables)."""
     if not path.is_file():
-        raise ConfigError(f"no {schema.what} at {path}")
+        raise StoreMissing(f"no {schema.what} at {path}")
     conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None,
                            timeout=schema.busy_timeout, check_same_thread=False)
     try:
@@ -86,11 +87,14 @@ def connect_read_only(path: Path, schema: Schema) -> tuple[sqlite3.Connection, f
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise ConfigError(f"{path} is not a usable {schema.what}: {exc}") from exc
-    if version > schema.version or not schema.tables <= tables:
+    if version > schema.version:
         conn.close()
-        problem = (f"schema version {version} is newer than this code ({schema.version})"
-                   if version > schema.version else f"it has no {schema.store} tables")
-        raise ConfigError(f"{path} is not a usable {schema.what}: {problem}")
+        raise ConfigError(f"{path} is not a usable {schema.what}: schema version {version} is "
+                          f"newer than this code ({schema.version})")
+    if not schema.tables <= tables:
+        conn.close()
+        raise StoreMissing(f"{path} is not a usable {schema.what}: it has no {schema.store} "
+                           "tables")
     return conn, tables
 
 

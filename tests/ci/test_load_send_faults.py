@@ -9,16 +9,16 @@ test_load_receiver_down.py.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from orchestrator.ci._load import SEND_ATTEMPTS, EventSpec, run_load
 from orchestrator.errors import TransientError
+from orchestrator.runs import RunStore
+from tests._json_server import QuietHandler, answer, json_server
 
 SECRET = b"load-test-secret"
 
@@ -41,33 +41,18 @@ class Script:
 def receiver() -> Iterator[tuple[str, Script]]:
     script = Script([])
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            answer = script.next()
-            if answer == "drop":
+            scripted = script.next()
+            if scripted == "drop":
                 self.close_connection = True
                 self.connection.shutdown(2)  # no answer at all: the client sees it closed
                 return
-            status, body = answer
-            payload = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            answer(self, *scripted)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", script
-    finally:
-        server.shutdown()
-        server.server_close()
+    with json_server(Handler) as url:
+        yield url, script
 
 
 def events(count: int) -> list[EventSpec]:
@@ -90,6 +75,7 @@ def test_each_event_is_counted_once_through_retries(receiver: tuple[str, Script]
         UNAVAILABLE, (409, {"error": "invalid_request", "reason": "replayed_delivery"}),
         (401, {"error": "invalid_request", "reason": "bad_signature"}),  # refused, not retried
     ]
+    RunStore(tmp_path / "runs.sqlite3").close()  # serve made the run log; run_load only reads
     waits: list[float] = []
     report = run_load(url, SECRET, tmp_path / "runs.sqlite3", events(6), rate=0, timeout=1.0,
                       sleep=waits.append)
@@ -105,6 +91,7 @@ def test_each_event_is_counted_once_through_retries(receiver: tuple[str, Script]
 
 
 def test_a_receiver_that_never_answers_the_first_event_is_an_error(tmp_path: Path) -> None:
+    RunStore(tmp_path / "runs.sqlite3").close()
     with pytest.raises(TransientError) as caught:
         run_load("http://127.0.0.1:9", SECRET, tmp_path / "runs.sqlite3", events(3), rate=0,
                  timeout=5.0, sleep=lambda _: None)

@@ -4,7 +4,7 @@ namespace (a host), reaching Redis and PostgreSQL on a "db" host over veth addre
 
 Each host gets only the stores it needs (docs/deploy.md): the auth database (audit trail, client
 registry) and the registry's Redis (on serve's loopback) are serve's alone; workers get the run
-log's role and the broker; ci the run log's role. The post-deploy run
+log's role and the broker; ci a role that may only read the run log. The post-deploy run
 (a fan-out) succeeds; no state directory holds another component's private key; CleanupAgent's
 host, signing an assertion with its own key but naming ``agent:infrabot``, is refused
 ``invalid_client`` with the refusal in the audit trail (read from PostgreSQL); and that host can
@@ -31,13 +31,15 @@ from e2e._harness import INFRABOT, SECRET, assert_post_deploy_audit, clean_env
 from e2e._netns import Network, PostgresCluster, hosts, start_redis, unavailable, wait_for
 from orchestrator.audit import AuditStore
 from orchestrator.runs import RunStore
-from tests.stores._separated import SEPARATION
+from tests.stores._separated import CI_READER, CI_READER_IN_RUNS, SEPARATION
 
 AGENTS = ("infrabot", "argocd", "scanner", "cleanup")  # post-deploy's (no rollback: no regression)
 WORKERS = tuple(f"w-{agent}" for agent in AGENTS)
 DATABASE = "ib_mh"  # the cluster's first database (unused)
 AUTH, RUNS = "ib_auth", "ib_runs"  # databases and their owning roles (docs/deploy.md)
-PASSWORDS = {"auth_password": "auth-secret-4f1c", "runs_password": "runs-secret-9b2e"}
+CI = "ib_ci"  # ci's role: reads the run log, no more
+PASSWORDS = {"auth_password": "auth-secret-4f1c", "runs_password": "runs-secret-9b2e",
+             "ci_password": "ci-secret-31d7"}
 REGISTRY_PORT = 6380  # the registry's Redis, on serve's loopback only
 COMMAND_TIMEOUT = 60.0
 
@@ -52,6 +54,17 @@ for host in ("127.0.0.1", sys.argv[1]):
     except redis.RedisError:
         out[host] = "unreachable"
 print(json.dumps(out))
+"""
+
+# What ci's host tries on the run log with its role: end every run failed.
+TAMPER = """
+import json, sys, psycopg
+try:
+    with psycopg.connect(sys.argv[1], autocommit=True, connect_timeout=5) as conn:
+        conn.execute("UPDATE runs SET status = 'failed'")
+    print(json.dumps({"refused": None}))
+except psycopg.Error as exc:
+    print(json.dumps({"refused": type(exc).__name__}))
 """
 
 # What CleanupAgent's host does to pose as InfraBot: its own key, InfraBot's name.
@@ -107,7 +120,8 @@ def test_each_component_on_its_own_host_with_its_own_keys(network: Network,
         return f"postgresql://{role}:{PASSWORDS[f'{role[3:]}_password']}@{db}:5432/{database}"
 
     def env(host: str, **extra: str) -> dict[str, str]:
-        stores = {"INFRABOT_DATABASE_URL": role_url(RUNS, RUNS)}  # every host: the run log
+        # every host: the run log; ci with a role that may only read it
+        stores = {"INFRABOT_DATABASE_URL": role_url(CI if host == "ci" else RUNS, RUNS)}
         if host != "ci":  # serve and the workers: Celery's Redis broker
             stores.update(INFRABOT_BROKER_URL=f"redis://{db}:6379/0")
         if host == "serve":  # the auth stores: serve's alone
@@ -130,11 +144,14 @@ def test_each_component_on_its_own_host_with_its_own_keys(network: Network,
     run_id: str | None = None
     with Processes(logs=tmp_path / "logs", cwd=tmp_path) as procs:
         try:
-            # db: PostgreSQL (two databases, two roles) and Celery's Redis, on db's address
+            # db: PostgreSQL (two databases, three roles) and Celery's Redis, on db's address
             postgres.start(DATABASE)
             with psycopg.connect(postgres.socket_url("postgres"), autocommit=True) as admin:
-                for statement in SEPARATION:
-                    admin.execute(statement.format(auth=AUTH, runs=RUNS, **PASSWORDS))
+                for statement in (*SEPARATION, *CI_READER):
+                    admin.execute(statement.format(auth=AUTH, runs=RUNS, ci=CI, **PASSWORDS))
+                with psycopg.connect(postgres.socket_url(RUNS), autocommit=True) as runs_db:
+                    for statement in CI_READER_IN_RUNS:
+                        runs_db.execute(statement.format(runs=RUNS, ci=CI))
                 with (postgres.data / "pg_hba.conf").open("a") as hba:
                     hba.write(f"host all all {db.rsplit('.', 1)[0]}.0/24 scram-sha-256\n")
                 admin.execute("SELECT pg_reload_conf()")
@@ -202,6 +219,13 @@ def test_each_component_on_its_own_host_with_its_own_keys(network: Network,
             report = json.loads(sent.stdout)
             assert (report["accepted"], report["statuses"]) == (1, {"succeeded": 1}), report
             [run_id] = report["run_ids"]
+            # ... with a role that reads the run log and may write nothing of it
+            tampered = subprocess.run(network.on("ci", sys.executable, "-c", TAMPER,
+                                                 role_url(CI, RUNS)),
+                                      env=env("ci"), capture_output=True, text=True,
+                                      timeout=COMMAND_TIMEOUT, check=False)
+            assert json.loads(tampered.stdout) == {"refused": "InsufficientPrivilege"}, \
+                tampered.stderr
 
             # CleanupAgent's host poses as InfraBot with its own key
             posed = subprocess.run(network.on("w-cleanup", sys.executable, "-c", IMPOSTOR,

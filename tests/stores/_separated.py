@@ -27,6 +27,17 @@ SEPARATION = (
     "CREATE DATABASE {runs} OWNER {runs}",
     "REVOKE CONNECT, TEMPORARY ON DATABASE {runs} FROM PUBLIC",
 )
+# What docs/deploy.md adds for the ci host's read-only role, with {ci} its name and {runs} the
+# run log's role and database: on the server, then connected to the run log's database.
+CI_READER = (
+    "CREATE ROLE {ci} LOGIN PASSWORD '{ci_password}'",
+    "GRANT CONNECT ON DATABASE {runs} TO {ci}",
+)
+CI_READER_IN_RUNS = (
+    "GRANT USAGE ON SCHEMA public TO {ci}",
+    "ALTER DEFAULT PRIVILEGES FOR ROLE {runs} IN SCHEMA public GRANT SELECT ON TABLES TO {ci}",
+    "GRANT SELECT ON ALL TABLES IN SCHEMA public TO {ci}",
+)
 
 
 def role_url(role: str, password: str, database: str) -> str:
