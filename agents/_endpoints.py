@@ -4,8 +4,10 @@ serve writes its servers' URLs to ``endpoints.json`` in its state directory when
 (replacing the file in one step) and removes it when it stops; it may listen on ports the OS
 picked, different at each start. Without that file, the URLs are the configured ports.
 A worker's runtime lives as long as its process, so it follows the file
-(:class:`ServeEndpoints`): it reads it again whenever it changed, and keeps the last URLs
-read while it is missing (serve stopped: it comes back where it was, or writes a new file).
+(:class:`ServeEndpoints`): at the start of each hop it reads it again if it changed, and keeps
+the last URLs read while it is missing (serve stopped: it comes back where it was, or writes a
+new file). A hop sees one set of URLs from start to end: its token's audience and its call's
+URL never name two different serves.
 """
 
 from __future__ import annotations
@@ -42,43 +44,44 @@ def read_endpoints(settings: Settings) -> dict[str, str]:
 
 
 class ServeEndpoints(Mapping[str, str]):
-    """serve's URLs, following its ``endpoints.json``: each lookup checks the file (one
-    ``stat``) and, if it changed since it was last read, reads it again. Until a file naming an
-    auth server has been read: the configured ports. A missing file keeps the last URLs read;
-    so does a file that is not valid (half written, no ``auth``), which is read again at the
-    next lookup. A change is seen by the file's inode, modification time and size (serve
+    """serve's URLs, following its ``endpoints.json``: :meth:`follow` (at each hop's start)
+    checks the file (one ``stat``) and, if it changed since it was last read, reads it again;
+    lookups give the URLs the last :meth:`follow` found. Until a file naming an auth server has
+    been read: the configured ports. A missing file keeps the last URLs read; so does a file
+    that is not valid (half written, no ``auth``), which is read again at the next
+    :meth:`follow`. A change is seen by the file's inode, modification time and size (serve
     replaces the file; a copy written over it has a new modification time). Shared by the
-    threads of a process: a lookup holds the lock."""
+    threads of a process: :meth:`follow` holds the lock and replaces the URLs whole."""
 
     def __init__(self, settings: Settings) -> None:
         self._path = settings.endpoints_file
         self._urls = configured_endpoints(settings)
         self._read: tuple[int, int, int] | None = None  # (inode, mtime_ns, size) of the file read
         self._lock = threading.Lock()
+        self.follow()
 
-    def urls(self) -> Mapping[str, str]:
-        """serve's URLs now."""
+    def follow(self) -> None:
+        """Take serve's URLs as its ``endpoints.json`` says now."""
         with self._lock:
             try:
                 stat = os.stat(self._path)
             except OSError:  # serve is not running (or not ready): read whatever comes next
                 self._read = None
-                return self._urls
+                return
             found = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
             if found != self._read:
                 urls = file_endpoints(self._path)
                 if urls is not None:
                     self._urls, self._read = urls, found
-            return self._urls
 
     def __getitem__(self, name: str) -> str:
-        return self.urls()[name]
+        return self._urls[name]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.urls())
+        return iter(self._urls)
 
     def __len__(self) -> int:
-        return len(self.urls())
+        return len(self._urls)
 
     def __repr__(self) -> str:
         return f"ServeEndpoints({str(self._path)!r})"

@@ -186,13 +186,16 @@ class AgentRuntime:
 
 
 def runtime_for(app_id: int, settings: Settings) -> AgentRuntime:
-    """The runtime of this process for one Celery app (built on first use)."""
+    """The runtime of this process for one Celery app (built on first use), for one hop: with
+    serve's URLs as its ``endpoints.json`` says now, which the hop keeps to its end."""
     with _lock:
         runtime = _runtimes.get(app_id)
     if runtime is None:
         runtime = AgentRuntime.build(settings)
         with _lock:
             runtime = _runtimes.setdefault(app_id, runtime)
+    if isinstance(runtime.endpoints, ServeEndpoints):
+        runtime.endpoints.follow()
     return runtime
 
 

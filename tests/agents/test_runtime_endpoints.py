@@ -2,8 +2,9 @@
 while serve is down, or before serve on OS-chosen ports has written the file, finds serve once
 it has; a serve restarted on other ports is found there. While the file is missing (serve
 stopped) the last URLs read stay: serve comes back where it was, or writes a new file. A file
-that does not name an auth server (damaged, half written) never replaces good URLs. URLs given
-explicitly (the embedded system) stay as given.
+that does not name an auth server (damaged, half written) never replaces good URLs. The file is
+looked at as each hop starts, and a hop keeps the URLs it started with. URLs given explicitly
+(the embedded system) stay as given.
 
 Real files in a temporary state directory, written as serve writes them
 (``infrabot.stack.write_endpoints``); only the authorization server's answers are scripted.
@@ -18,6 +19,7 @@ import httpx
 import pytest
 import respx
 
+from agents._endpoints import ServeEndpoints
 from agents._runtime import AgentRuntime
 from infrabot.stack import write_endpoints
 from orchestrator.config import Settings
@@ -53,7 +55,16 @@ def build(built: list[AgentRuntime], settings: Settings,
     return runtime
 
 
+def next_hop(runtime: AgentRuntime) -> None:
+    """What a worker does as a hop starts (agents._runtime.runtime_for): follow serve's file."""
+    assert isinstance(runtime.endpoints, ServeEndpoints)
+    runtime.endpoints.follow()
+
+
 def urls(runtime: AgentRuntime) -> dict[str, str]:
+    """The URLs a hop starting now uses."""
+    if isinstance(runtime.endpoints, ServeEndpoints):
+        next_hop(runtime)
     return {"auth": runtime.endpoints["auth"], "github": runtime.service_url("github")}
 
 
@@ -128,5 +139,21 @@ def test_the_agents_client_follows_serve_and_registers_its_dpop_key_there(
         assert runtime.auth(INFRABOT).base_url == FIRST["auth"]
         assert (first.call_count, second.call_count) == (1, 0)  # registered once, not per hop
         write_endpoints(settings, SECOND)
+        next_hop(runtime)
         assert runtime.auth(INFRABOT).base_url == SECOND["auth"]
         assert (first.call_count, second.call_count) == (1, 1)
+
+
+def test_a_hop_keeps_the_urls_it_started_with(
+        settings: Settings, built: list[AgentRuntime]) -> None:
+    """serve moving while a hop runs changes nothing of that hop (its token's audience and its
+    call name one serve); the next hop goes to the new one."""
+    write_endpoints(settings, FIRST)
+    runtime = build(built, settings)
+    next_hop(runtime)
+    write_endpoints(settings, SECOND)  # mid-hop
+    assert (runtime.endpoints["auth"], runtime.service_url("github")) == \
+        (FIRST["auth"], FIRST["github"])
+    next_hop(runtime)
+    assert (runtime.endpoints["auth"], runtime.service_url("github")) == \
+        (SECOND["auth"], SECOND["github"])
