@@ -197,8 +197,9 @@ def test_a_branch_hand_off_in_doubt_is_published_again_and_performed_once(
     mints and publishes it again under a new generation (unless the first copy claimed it
     meanwhile). Of the copies, one is performed; the other does nothing (stale) and publishes
     no join, so the join runs once, after the commenter."""
-    monkeypatch.setattr(HopJournal, "sent", failing_once(
-        HopJournal.sent, lambda journal, run_id, agent, generation: agent == COMMENTER))
+    monkeypatch.setattr(HopJournal, "published_together", failing_once(
+        HopJournal.published_together,
+        lambda journal, run_id, generations: COMMENTER in generations))
     with Published() as published:
         run = run_of(system)
     assert (run.status, run.reason) == ("succeeded", "ok"), run.reason
