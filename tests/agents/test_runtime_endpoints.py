@@ -12,6 +12,7 @@ Real files in a temporary state directory, written as serve writes them
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -157,3 +158,40 @@ def test_a_hop_keeps_the_urls_it_started_with(
     next_hop(runtime)
     assert (runtime.endpoints["auth"], runtime.service_url("github")) == \
         (SECOND["auth"], SECOND["github"])
+
+
+def test_hops_on_threads_of_one_process_each_keep_their_urls(
+        settings: Settings, built: list[AgentRuntime]) -> None:
+    """``--pool threads``: hops share the process's runtime. A hop started before serve moved
+    keeps its URLs while another hop, started after, follows the move; so does the work the
+    first hands to the process's pool (a token asked ahead, in the hop's context)."""
+    write_endpoints(settings, FIRST)
+    runtime = build(built, settings)
+    first_started, moved = threading.Event(), threading.Event()
+    seen: dict[str, tuple[str, str]] = {}
+
+    def looked(name: str) -> None:
+        seen[name] = (runtime.endpoints["auth"], runtime.service_url("github"))
+
+    def hop_a() -> None:
+        next_hop(runtime)
+        first_started.set()
+        assert moved.wait(10)
+        looked("a")
+        runtime.ahead(lambda: looked("a, asked ahead")).result(10)
+
+    def hop_b() -> None:
+        assert first_started.wait(10)
+        write_endpoints(settings, SECOND)
+        next_hop(runtime)
+        looked("b")
+        moved.set()
+
+    threads = [threading.Thread(target=hop) for hop in (hop_a, hop_b)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert seen == {"a": (FIRST["auth"], FIRST["github"]),
+                    "a, asked ahead": (FIRST["auth"], FIRST["github"]),
+                    "b": (SECOND["auth"], SECOND["github"])}
