@@ -71,7 +71,9 @@ REPLAY_HEADER = "Idempotent-Replayed"
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
 TTL_SECONDS = 24 * 3600
 MAX_KEYS = 2_000  # about 1 KB each (the answer's body, its fingerprint and the key)
-LEASE_SECONDS = 10  # how long a first request holds its key in Redis before its answer is kept
+# How long a first request holds its key in Redis before its answer is kept, and a request the
+# writing of its act's audit record (in Redis and in process)
+LEASE_SECONDS = 10
 _PREFIX = "infrabot:idempotency:"
 
 

@@ -41,8 +41,8 @@ def encode(kept: Kept) -> str:
     value = {"fingerprint": kept.fingerprint, "status": kept.status,
              "body": base64.b64encode(kept.body).decode(), "media_type": kept.media_type,
              "audited": kept.audited}
-    return json.dumps({**value, "auditing_until": kept.auditing_until}
-                      if kept.auditing_until else value)
+    return json.dumps({**value, "auditing_until": float(kept.auditing_until)}
+                      if kept.auditing_until else value)  # always a float: decode reads one
 
 
 def pending(print_: str, claim: str) -> str:

@@ -27,6 +27,7 @@ from mock_services._idempotency import (
     RedisIdempotencyCache,
     owner_of,
 )
+from mock_services._idempotency_redis import Kept, decode, encode
 from orchestrator.audit import AuditRecord
 from orchestrator.errors import Unavailable
 
@@ -260,3 +261,12 @@ def test_an_answer_kept_before_the_lease_replays(
 
     assert asyncio.run(scenario()) == then
     assert runs == []
+
+
+@pytest.mark.parametrize("until", [1010, 1010.0, 1010.25])
+def test_a_lease_is_spelled_as_it_is_read_back(until: float) -> None:
+    """Compare and set matches the stored spelling: an answer read back and written again is
+    the same string, whatever number the clock gave (an int clock once made them differ, and
+    a replay could never take the lease)."""
+    kept = Kept("print", 201, b'{"id": 1}', "application/json", 0.0, False, until)
+    assert encode(decode(encode(kept).encode(), 0.0)) == encode(kept)
