@@ -23,7 +23,7 @@ from kombu.exceptions import OperationalError
 import agents._fan_out
 import agents._retry
 import agents.tasks
-from agents.tasks import MAX_RETRIES
+from agents.tasks import MAX_RETRIES, task_name
 from hops.test_hop_resume import counts, queued, started, system, take_message
 from hops.test_hop_task_faults import as_worker, ended, raising
 from infrabot.system import System
@@ -172,3 +172,37 @@ def test_a_branch_that_waited_for_its_fork_still_rides_out_a_fault(
     [branch] = events_of(ended(system, args[0]), "branch_ended", ARGOCD)
     assert branch.reason == \
         f"agent:argocd: run_log_unavailable after {waited + MAX_RETRIES + 1} attempts"
+
+
+def retried(system: System, agent: str, message: list[Any], kwargs: dict[str, Any],
+            retries: int) -> Any:
+    """The retry ``agent``'s task publishes (Celery's signature of it), the task performed as
+    the worker performs a message carrying ``kwargs`` after ``retries`` retries."""
+    task = system.celery.tasks[task_name(system.celery, agent)]
+    task.push_request(id=f"{message[0]}.{agent.removeprefix('agent:')}", retries=retries,
+                      is_eager=False, called_directly=False, args=message, kwargs=kwargs,
+                      delivery_info={"exchange": "", "routing_key": agent.removeprefix("agent:")})
+    try:
+        with pytest.raises(Retry) as retry:
+            task(*message, **kwargs)
+    finally:
+        task.pop_request()
+    assert retry.value.sig is not None
+    return retry.value.sig
+
+
+def test_a_retry_message_counts_its_waits_and_keeps_the_join(
+        system: System, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the retry publishes: the join's hand-off kept, and ``waited`` one more after a
+    wait, the same after a fault."""
+    args = started(system)
+    broker_lost_after_first_publish(monkeypatch)
+    with pytest.raises(Retry):
+        as_worker(system, INFRABOT, args)
+    first, first_join = take_message(system, "argocd")
+    given = {**first_join, "waited": 2}
+    # its fork's fan-out still in doubt: a wait
+    assert retried(system, ARGOCD, first, given, 4).kwargs == {**first_join, "waited": 3}
+    away = Unavailable("the run log is away", reason="run_log_unavailable")
+    monkeypatch.setattr(agents.tasks, "perform_hop", raising(away))
+    assert retried(system, ARGOCD, first, given, 4).kwargs == {**first_join, "waited": 2}
