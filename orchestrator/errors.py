@@ -68,8 +68,8 @@ class ConfigError(InfraBotError):
 
 
 class StoreMissing(ConfigError):
-    """A store opened read-only has not been made yet (no file, or none of its tables): the
-    process that owns it makes it, and a reader cannot."""
+    """A store opened read-only has not been made yet (no file, or not one of its tables; some
+    but not all is a :class:`ConfigError`): the process that owns it makes it, a reader cannot."""
 
     reason = "store_missing"
 

@@ -17,6 +17,7 @@ from pydantic_settings import SettingsError
 from rich.console import Console
 
 from orchestrator.config import Settings
+from orchestrator.errors import StoreMissing
 
 PIPE_WIDTH = 160  # the width of tables written to a pipe or a file when COLUMNS is unset
 
@@ -142,6 +143,12 @@ def output_file(name: str | Path, what: str,
             yield fp
     except OSError as exc:
         raise error(cannot_write(path, what, exc)) from None
+
+
+def run_log_missing(exc: StoreMissing) -> CommandError:
+    """A command that follows runs (simulate, run) found no run log: serve makes it."""
+    return CommandError(f"{exc.message}; start `infrabot serve` first (it makes the run log), "
+                        "or set INFRABOT_DATABASE_URL to the database serve uses")
 
 
 def endpoints(settings: Settings) -> dict[str, str]:

@@ -17,7 +17,14 @@ from pathlib import Path
 import click
 import httpx
 
-from infrabot.cli._common import CommandError, endpoints, load_settings, state_dir_option
+from infrabot.cli._common import (
+    CommandError,
+    endpoints,
+    load_settings,
+    run_log_missing,
+    state_dir_option,
+)
+from orchestrator.errors import StoreMissing
 from orchestrator.runs import RunStore
 
 MAX_TOKEN_BYTES = 64 * 1024
@@ -67,6 +74,28 @@ def run(workflow: str, token_source: str, environment: str, repository: str, com
         raise CommandError(f"{settings.endpoints_file} names no webhook receiver")
     parameters = {"environment": environment, "repository": repository, "commit": commit,
                   **({"service": service} if service else {}), **({"pr": pr} if pr else {})}
+    try:  # opened before anything is sent, read-only: it only follows the run
+        store = RunStore(settings.runs_target, read_only=True)
+    except StoreMissing as exc:
+        raise run_log_missing(exc) from None
+    with store:
+        run_id = _start(url, token, workflow, parameters)
+        click.echo(f"run {run_id} started; waiting for it to end", err=True)
+        try:
+            ended = store.wait(run_id, timeout)
+        except TimeoutError as exc:
+            raise CommandError(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps({"run_id": run_id, "status": ended.status,
+                               "reason": ended.reason}))
+    else:
+        click.echo(run_id)
+    if ended.status != "succeeded":
+        raise CommandError(f"run {run_id} ended {ended.status}: {ended.reason}")
+
+
+def _start(url: str, token: str, workflow: str, parameters: dict[str, object]) -> str:
+    """``POST /runs`` on the receiver at ``url``: the run id, or one line why not."""
     try:
         response = httpx.post(f"{url}/runs", json={"workflow": workflow,
                                                    "parameters": parameters},
@@ -79,17 +108,4 @@ def run(workflow: str, token_source: str, environment: str, repository: str, com
     if response.status_code != 202:
         raise CommandError(f"refused ({response.status_code} {body.get('reason', 'error')}): "
                            f"{body.get('error_description', response.reason_phrase)}")
-    run_id = str(body["run_id"])
-    click.echo(f"run {run_id} started; waiting for it to end", err=True)
-    with RunStore(settings.runs_target, read_only=True) as store:  # it only follows the run
-        try:
-            ended = store.wait(run_id, timeout)
-        except TimeoutError as exc:
-            raise CommandError(str(exc)) from None
-    if as_json:
-        click.echo(json.dumps({"run_id": run_id, "status": ended.status,
-                               "reason": ended.reason}))
-    else:
-        click.echo(run_id)
-    if ended.status != "succeeded":
-        raise CommandError(f"run {run_id} ended {ended.status}: {ended.reason}")
+    return str(body["run_id"])

@@ -25,6 +25,7 @@ from infrabot.cli._common import (
     CommandError,
     endpoints,
     load_settings,
+    run_log_missing,
     state_dir_option,
 )
 from infrabot.cli._simulate_events import LOAD_MIX, MAX_EVENTS, Expected, events_of
@@ -96,9 +97,7 @@ def _send(settings: Settings, events: list[EventSpec], *, rate: float, timeout: 
             raise CommandError(f"cannot reach the webhook receiver at {urls['webhooks']}: "
                                f"{exc.message} (is `infrabot serve` running?)") from None
         except StoreMissing as exc:  # serve has not made the run log yet: nothing was sent
-            raise CommandError(f"{exc.message}; start `infrabot serve` first (it makes the run "
-                               "log), or set INFRABOT_DATABASE_URL to the database serve "
-                               "uses") from None
+            raise run_log_missing(exc) from None
         except InfraBotError as exc:  # the run log cannot be opened
             raise CommandError(exc.message) from None
     return report

@@ -237,8 +237,9 @@ class PostgresDatabase(Database):
                 if "schema_versions" in tables:
                     self._found_version(conn)
         if not schema.tables <= tables:
-            raise StoreMissing(f"{self._target} is not a usable {schema.what}: it has no "
-                               f"{schema.store} tables")
+            missing = StoreMissing if not schema.tables & tables else ConfigError  # none, some
+            raise missing(f"{self._target} is not a usable {schema.what}: it has no "
+                          f"{schema.store} tables")
         return tables
 
     def _apply_schema(self, url: str, *, check_only: bool) -> None:

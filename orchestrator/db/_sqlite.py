@@ -75,7 +75,7 @@ def connect(path: Path, schema: Schema) -> sqlite3.Connection:
 def connect_read_only(path: Path, schema: Schema) -> tuple[sqlite3.Connection, frozenset[str]]:
     """An existing file opened with ``mode=ro`` (nothing created or written) and its tables;
     :class:`ConfigError` naming the file if it is not a usable database of the schema's kind
-    (:class:`StoreMissing` if there is none yet: no file, or none of the schema's tables)."""
+    (:class:`StoreMissing` if there is none yet: no file, or not one of the schema's tables)."""
     if not path.is_file():
         raise StoreMissing(f"no {schema.what} at {path}")
     conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None,
@@ -93,8 +93,8 @@ def connect_read_only(path: Path, schema: Schema) -> tuple[sqlite3.Connection, f
                           f"newer than this code ({schema.version})")
     if not schema.tables <= tables:
         conn.close()
-        raise StoreMissing(f"{path} is not a usable {schema.what}: it has no {schema.store} "
-                           "tables")
+        missing = StoreMissing if not schema.tables & tables else ConfigError  # none, or some
+        raise missing(f"{path} is not a usable {schema.what}: it has no {schema.store} tables")
     return conn, tables
 
 

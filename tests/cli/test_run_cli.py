@@ -3,6 +3,7 @@ trusting a stand-in Keycloak (its keys on a real JWKS endpoint on loopback)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 from _cli import INFRABOT, clean_env, infrabot, serving
 
+from tests._json_server import QuietHandler, answer, json_server
 from tests.federation._idp import AUDIENCE, HEADERS, IdPServer, Vendor, keycloak_claims, rsa_key
 from tests.federation.conftest import workflows_with
 
@@ -77,3 +79,27 @@ def test_a_file_that_holds_no_token(served: dict[str, str], tmp_path: Path) -> N
     line = infrabot("run", "manual-check", "--env", "staging", "--user-token", str(path),
                     env=served).error_line()
     assert line == f"{path} does not hold one token"
+
+
+def test_no_run_log_is_one_line_and_nothing_is_sent(tmp_path: Path) -> None:
+    """The run log is opened (read-only) before the run is asked for: one that serve has not
+    made is one line, and no run is started that nothing here could follow."""
+    posts: list[str] = []
+
+    class Receiver(QuietHandler):
+        def do_POST(self) -> None:
+            posts.append(self.path)
+            answer(self, 202, {"status": "accepted", "run_id": "run-0123456789abcdef"})
+
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    path = tmp_path / "user.jwt"
+    path.write_text("eyJhbGciOiJSUzI1NiJ9.e30.c2ln\n")
+    with json_server(Receiver) as url:
+        (state / "endpoints.json").write_text(json.dumps({"auth": url, "webhooks": url}))
+        line = infrabot("run", "manual-check", "--env", "staging", "--user-token", str(path),
+                        env=clean_env(INFRABOT_STATE_DIR=str(state))).error_line()
+    assert line == (f"no run log at {state / 'runs.sqlite3'}; start `infrabot serve` first (it "
+                    "makes the run log), or set INFRABOT_DATABASE_URL to the database serve uses")
+    assert posts == []
+    assert not (state / "runs.sqlite3").exists()

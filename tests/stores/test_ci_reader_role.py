@@ -12,6 +12,7 @@ import contextlib
 import json
 import re
 import secrets
+import sqlite3
 import threading
 import time
 import uuid
@@ -24,7 +25,7 @@ import psycopg
 import pytest
 
 from orchestrator.ci._load import EventSpec, run_load
-from orchestrator.errors import ConfigError, Unavailable
+from orchestrator.errors import ConfigError, StoreMissing, Unavailable
 from orchestrator.runs import RunStore
 from tests._events import detail
 from tests._json_server import QuietHandler, answer, json_server
@@ -268,3 +269,26 @@ def test_simulate_deploy_against_serve_with_only_the_ci_role(reader: Reader,
     with RunStore(reader.ci_url, read_only=True) as runs:
         [run] = runs.list()
         assert (run.run_id, run.status) == (summary["run_ids"][0], "succeeded")
+
+
+def test_a_run_log_partly_there_is_not_taken_for_one_not_made_yet(reader: Reader,
+                                                                    tmp_path: Path) -> None:
+    """A run log none of whose tables are there is StoreMissing (simulate: start serve first);
+    one that lost some of them is damage, a plain ConfigError naming the database."""
+    path = tmp_path / "runs.sqlite3"
+    with pytest.raises(StoreMissing):
+        RunStore(path, read_only=True)
+    with pytest.raises(StoreMissing):
+        RunStore(reader.ci_url, read_only=True)
+    for target in (path, reader.owner_url):
+        RunStore(target).close()  # made by its owner
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE events")
+    conn.close()
+    with psycopg.connect(reader.owner_url, autocommit=True, connect_timeout=3) as owner:
+        owner.execute("DROP TABLE events")
+    for target in (path, reader.ci_url):
+        with pytest.raises(ConfigError) as partly:
+            RunStore(target, read_only=True)
+        assert not isinstance(partly.value, StoreMissing)
+        assert partly.value.message.endswith("is not a usable run log: it has no runs tables")
