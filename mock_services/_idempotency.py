@@ -9,14 +9,14 @@ replays them, changing nothing; with another request it is 422 ``idempotency_key
 Refused or failed requests are not kept, so a corrected retry may reuse the key. Requests under
 keys are serialised per service, so two concurrent retries cannot both run.
 
-Each act gets exactly one ``ok`` audit record, written by one request at a time. A kept answer
-is ``unaudited`` until the caller has written its act's record and marks it (:class:`Recording`,
-keeping its expiry), and names until when a request is writing it (``auditing_until``, a lease
-of :data:`LEASE_SECONDS`): the first request holds it from keeping its answer, and gives it up
-at once if its record cannot be written. A replay of an unaudited answer whose lease is running
-is 409 ``idempotency_key_in_use`` (the record may be being written); once it is over or given
-up, the replay takes it (compare and set: of two, one wins, the other is 409) and the caller
-records the replay as the act itself.
+Each act gets one ``ok`` audit record (two only in the cases docs/journal.md lists), written by
+one request at a time. A kept answer is ``unaudited`` until the caller has written its act's
+record and marks it (:class:`Recording`, keeping its expiry), and names until when a request is
+writing it (``auditing_until``, a lease of :data:`LEASE_SECONDS`): the first request holds it
+from keeping its answer, and gives it up at once if its record cannot be written. A replay of an
+unaudited answer whose lease is running is 409 ``idempotency_key_in_use`` (the record may be
+being written); once it is over or given up, the replay takes it (compare and set: of two, one
+wins, the other is 409) and the caller records the replay as the act itself.
 
 Where the answers are kept (:func:`idempotency_cache`):
 
