@@ -76,6 +76,11 @@ def _check_by_hand(wf: Workflow, event: CIEvent) -> None:
                           reason="trigger_not_handled")
 
 
+def _taken_over(run_id: str) -> RunExists:
+    return RunExists(f"run {run_id} was ended before its first hop was published: its "
+                     "delivery was taken over by a redelivery", run_id=run_id)
+
+
 class Dispatch(Protocol):
     """Publish an agent's hop: the agent, the run, the workflow, the token it acts with, the
     token's scope, the run's mode (``delegated`` or ``static``) and the generation of its
@@ -185,8 +190,7 @@ class Orchestrator:
         except Unavailable:
             return
         if renewed:
-            raise RunExists(f"run {run_id} was ended before its first hop was published: its "
-                            "delivery was taken over by a redelivery", run_id=run_id)
+            raise _taken_over(run_id)
 
     def _published(self, run_id: str, agent: str, generation: int) -> str:
         """The first hop went out: its hand-off recorded ``sent``. :class:`RunExists` if a
@@ -194,12 +198,13 @@ class Orchestrator:
         does nothing); a run log that refuses the record leaves the hand-off ``sending``, which
         its hop claims all the same (the receiver answers 202: never started twice)."""
         try:
-            HopJournal(self.runs).sent(run_id, agent, generation)
+            current = HopJournal(self.runs).published(run_id, agent, generation)
         except Unavailable as exc:
             get_logger(run_id=run_id).warning("hand_off_unrecorded", agent=agent,
                                               error=exc.reason)
             return run_id
-        self._not_taken_over(run_id, agent, generation)
+        if not current:
+            raise _taken_over(run_id)
         return run_id
 
     def _grant(self, wf: Workflow, user: str, needed: list[str], ctx: Context,

@@ -60,7 +60,7 @@ def test_a_first_hop_published_but_not_recorded_sent_leaves_the_run_started(
 
     with RunStore(tmp_path / "runs.sqlite3") as runs:
         dispatch = Recorder(runs)
-        monkeypatch.setattr(HopJournal, "sent", refused)
+        monkeypatch.setattr(HopJournal, "published", refused)
         with capture_logs() as logs:
             run_id = _orchestrator(runs, directory, dispatch).start(EVENT, run_id="run-unsent")
         assert dispatch.published == [(run_id, 1, "sending")]
