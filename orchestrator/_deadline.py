@@ -22,21 +22,20 @@ from datetime import UTC, datetime, timedelta
 
 from orchestrator._log import get_logger
 from orchestrator._periodic import periodic
-from orchestrator.audit import AuditRecord, AuditStore
+from orchestrator._run_revocation import RunRevocation
+from orchestrator.audit import AuditStore
 from orchestrator.errors import Unavailable
 from orchestrator.identity import RevocationStore
 from orchestrator.runs import RunStore
 
 REASON = "deadline_exceeded"
-ACTOR = "client:orchestrator"
 
 
 class RunDeadline:
     def __init__(self, runs: RunStore, revocation: RevocationStore, audit: AuditStore | None,
                  seconds: int, clock: Callable[[], float] = time.time) -> None:
         self._runs = runs
-        self._revocation = revocation
-        self._audit = audit
+        self._revocation = RunRevocation(revocation, runs, audit, clock)
         self._seconds = seconds
         self._clock = clock
 
@@ -51,32 +50,17 @@ class RunDeadline:
         for run_id in self._runs.unfinished_before(now - timedelta(seconds=self._seconds)):
             log = get_logger(run_id=run_id)
             try:
-                self._revocation.revoke_run(run_id)
+                self._revocation.revoke(run_id)
             except Unavailable:
                 log.warning("run_deadline_revoke_failed")
                 continue
             reason = f"{REASON}: not finished within {self._seconds} s"
             if not self._runs.finish(run_id, "failed", reason):
                 continue  # it ended meanwhile (or another process ended it)
-            self._record(run_id, now)
+            self._revocation.record(run_id, REASON)
             log.warning("run_deadline_exceeded", seconds=self._seconds)
             ended.append(run_id)
         return ended
-
-    def _record(self, run_id: str, now: datetime) -> None:
-        """The revocation, audited as the authorization server audits a revocation by run."""
-        if self._audit is None:
-            return
-        run = self._runs.get(run_id)
-        try:
-            self._audit.append(AuditRecord(
-                time=now, service="orchestrator", action="revoke", resource=f"run_id:{run_id}",
-                decision="allow", reason="run_revoked", performed_by=ACTOR,
-                on_behalf_of=run.user if run else None, run_id=run_id,
-                context={"trace_id": run.trace_id} if run and run.trace_id else {},
-                request_id=f"{run_id}.{REASON}", status=200))  # joined to the run's trace
-        except (Unavailable, ValueError):
-            get_logger(run_id=run_id).exception("run_deadline_audit_failed")
 
 
 @contextmanager

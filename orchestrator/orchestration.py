@@ -31,6 +31,10 @@ have died before its publish returned): it renews the generation and ends the ru
 start publishes is stale and does nothing, and the start, finding its generation renewed when it
 records it sent, raises :class:`RunExists` too.
 
+A start that minted the run's root token and raises (the run ended, or taken over) revokes that
+token (RFC 7009, so every token exchanged from it too; the authorization server audits it): a
+root token lives only as long as the run it was minted for has a chance to use it.
+
 It hands the first hop to whatever :class:`Dispatch` it is given (the composition root passes
 the agents' Celery publisher, :func:`agents.tasks.dispatcher`); the core never imports the agents.
 """
@@ -134,6 +138,7 @@ class Orchestrator:
                       repository=event.repository, commit=event.commit, run_id=run_id)
         self.runs.create(run_id, workflow=wf.name, event=event, mode=mode)
         step = "not started"  # what the reason of a run ended before its first hop begins with
+        root: str | None = None  # the root token minted, revoked if the run is not handed off
         try:
             self.runs.add_event(run_id, None, Started(
                 event=event.event_type, delivery=event.delivery_id, user=event.user,
@@ -150,6 +155,7 @@ class Orchestrator:
                 if granted is None:
                     return run_id
                 token, scope = granted
+                root = token
             # Journaled as any hand-off, before it is running: from then on, until a hop of it
             # claims this generation, a redelivery may take its delivery over and renew it
             # (RunStore.take_over_started), making whatever this start publishes stale.
@@ -162,11 +168,23 @@ class Orchestrator:
                                 "taken over by a redelivery")
         except InfraBotError as exc:  # anything before the first hop: nothing started
             self._settle(run_id, "failed", f"{step}: {exc.reason}")
+            self._unused(run_id, root)
             exc.run_id = run_id  # the caller's refusal names the run it ended
             raise
         except Exception as exc:  # a bug: answered internal_error, as the receiver answers it
             self._settle(run_id, "failed", f"{step}: {InternalError.reason}")
+            self._unused(run_id, root)
             raise InternalError("the run could not be started", run_id=run_id) from exc
+        try:
+            return self._hand_off(run_id, wf, token, scope, mode, generation)
+        except InfraBotError:  # ended, or taken over: what it published (if anything) is stale
+            self._unused(run_id, root)
+            raise
+
+    def _hand_off(self, run_id: str, wf: Workflow, token: str, scope: str, mode: str,
+                  generation: int) -> str:
+        """Publish the first hop and record it sent; the run id, or raised: the run ended
+        (the broker down) or taken over by a redelivery."""
         try:
             self.dispatch(wf.root_agent, run_id, wf.name, token, scope, mode, generation)
         except Exception as exc:  # kombu's OperationalError and friends: the broker is down
@@ -181,6 +199,18 @@ class Orchestrator:
             self._not_taken_over(run_id, wf.root_agent, generation)
             return run_id
         return self._published(run_id, wf.root_agent, generation)
+
+    def _unused(self, run_id: str, root: str | None) -> None:
+        """RFC 7009: revoke the root token of a run this start did not hand off (and so any
+        token exchanged from it), as a token asked for ahead and never used is. A revocation
+        refused or unanswered is logged: the run is ended or superseded all the same, and any
+        copy of its first hop published is stale and does nothing."""
+        if root is None:
+            return
+        try:
+            self.auth.revoke(root)
+        except InfraBotError as exc:
+            get_logger(run_id=run_id).warning("root_token_unrevoked", reason=exc.reason)
 
     def _not_taken_over(self, run_id: str, agent: str, generation: int) -> None:
         """:class:`RunExists` if a redelivery renewed the first hop's hand-off (it took the

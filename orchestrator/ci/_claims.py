@@ -8,14 +8,16 @@ key was claimed, for one run, by a receiver that neither answered nor marked tha
 (``starting``: it died mid-start), or that marked it running but whose first hop no hop ever
 received (``started``, its hand-off still ``sending`` in the hop journal: it died before the
 publish returned): then this delivery takes it over (``RunStore.take_over_delivery``,
-``RunStore.take_over_started``, each exclusive) and starts it. A claim that cannot be checked
+``RunStore.take_over_started``, each exclusive) and starts it. A run taken over once running is
+superseded: what its start published, if anything, is stale, and the caller is told
+(``superseded``, which revokes it: its tokens are refused too). A claim that cannot be checked
 answers 503 and is released, the key whose write failed included (its commit may have happened,
 its answer lost).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from orchestrator._log import get_logger
@@ -23,7 +25,7 @@ from orchestrator.ci._answers import Refused
 from orchestrator.ci._replay import REPLAY_TTL_SECONDS
 from orchestrator.errors import Unavailable
 from orchestrator.identity import RevocationStore
-from orchestrator.runs import DeliveryClaim
+from orchestrator.runs import DeliveryClaim, Run
 
 
 class DeliveryLog(Protocol):
@@ -38,13 +40,16 @@ class DeliveryLog(Protocol):
                           ) -> str | None: ...
     def answer_delivery(self, keys: Sequence[str], run_id: str) -> None: ...
     def release_delivery(self, delivery_id: str, run_id: str | None = None) -> None: ...
+    def get(self, run_id: str) -> Run | None: ...
 
 
 class Claims:
-    """Claims, answers and releases the content keys of deliveries."""
+    """Claims, answers and releases the content keys of deliveries; ``superseded`` is called
+    with the run a take-over ended after it was marked running."""
 
-    def __init__(self, replay: RevocationStore, log: DeliveryLog) -> None:
-        self._replay, self._log = replay, log
+    def __init__(self, replay: RevocationStore, log: DeliveryLog,
+                 superseded: Callable[[str], None]) -> None:
+        self._replay, self._log, self._superseded = replay, log, superseded
 
     def claim(self, keys: Sequence[str], run_id: str) -> str:
         """Claim ``keys`` for ``run_id``; the run id to start the delivery under (``run_id``, or
@@ -96,7 +101,10 @@ class Claims:
         if state == "starting":
             return self._log.take_over_delivery(keys, orphan, run_id)
         if state == "started":
-            return self._log.take_over_started(keys, orphan, run_id)
+            target = self._log.take_over_started(keys, orphan, run_id)
+            if target is not None:
+                self._superseded(orphan)
+            return target
         return None
 
     def answered(self, keys: Sequence[str], run_id: str) -> None:

@@ -34,7 +34,10 @@ delivery that started nothing for a transient reason (503) is released from both
 sender's redelivery is taken (unless releasing fails too, which is logged). The run log's claim
 names the run about to be started and is marked answered with the answer; a redelivery of a
 delivery whose receiver died before answering or marking that run running takes the claim over
-(:mod:`orchestrator.ci._claims`) instead of refusing it.
+(:mod:`orchestrator.ci._claims`) instead of refusing it. A run taken over after it was marked
+running (its first hop never received) is superseded and revoked by run (audited ``revoke`` /
+``run_revoked``, request id ``<run>.superseded``): whatever its start published is stale, and
+its tokens are refused at the authorization server and every service.
 
 Every answer writes exactly one audit record (service ``webhooks``, action ``ci_event``, request
 id = delivery id): deny for a refusal, allow otherwise. Its run id is the run started, or the run
@@ -53,6 +56,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from orchestrator._log import get_logger
+from orchestrator._run_revocation import RunRevocation
 from orchestrator.audit import AuditRecord, AuditStore
 from orchestrator.ci._answers import Answer, Refused, start_refusal, stopped_run
 from orchestrator.ci._claims import Claims, DeliveryLog, replayed
@@ -72,6 +76,7 @@ from orchestrator.identity import Directory, RevocationStore
 from orchestrator.runs import new_run_id
 
 MAX_BODY_BYTES = 256 * 1024
+SUPERSEDED = "superseded"  # why a run taken over once running is revoked (its audit record's)
 EVENT_TYPES = frozenset({"deployment", "workflow_run"})
 
 __all__ = ["EVENT_TYPES", "MAX_BODY_BYTES", "REPLAY_TTL_SECONDS", "DeliveryLog", "StartRun",
@@ -105,7 +110,8 @@ class WebhookReceiver:
         if not secret:
             raise ValueError("the webhook secret must not be empty")
         self._secret = secret
-        self._claims = Claims(replay, deliveries)
+        self._claims = Claims(replay, deliveries, self._superseded)
+        self._revocation = RunRevocation(replay, deliveries, audit, clock)
         self._directory = directory
         self._audit = audit
         self._start_run = start_run
@@ -175,6 +181,17 @@ class WebhookReceiver:
             raise
         self._claims.answered(keys, run_id)
         return 202, {"status": "accepted", "run_id": seen.run_id}
+
+    def _superseded(self, run_id: str) -> None:
+        """``run_id`` was superseded by its delivery's take-over: revoked, so any token its
+        start handed out is refused (its hop, if published, is stale already). The take-over
+        stands if the registry cannot be reached: logged, the tokens expire with the root's."""
+        try:
+            self._revocation.revoke(run_id)
+        except Unavailable:
+            get_logger(run_id=run_id).warning("superseded_run_unrevoked")
+            return
+        self._revocation.record(run_id, SUPERSEDED)
 
     def _check_signature(self, provided: str, body: bytes) -> None:
         if not provided:

@@ -93,15 +93,16 @@ def test_a_start_whose_publish_fails_after_a_take_over_answers_it_was_taken_over
     with RunStore(tmp_path / "runs.sqlite3") as runs:
         keys = ("delivery-1",)
         assert runs.claim_delivery(keys[0], ttl=3600, run_id="run-first")
-        dispatch = TakenOverThenRefused(runs, keys)
+        dispatch, auth = TakenOverThenRefused(runs, keys), Auth()
         orchestrator = Orchestrator(directory, load_workflows(WORKFLOWS, directory), runs,
-                                    auth=Auth(), dispatch=dispatch)  # type: ignore[arg-type]
+                                    auth=auth, dispatch=dispatch)  # type: ignore[arg-type]
         with pytest.raises(RunExists):
             orchestrator.start(EVENT, run_id="run-first")
         run = runs.get("run-first")
         assert run is not None and run.status == "failed"
         assert run.reason is not None
         assert run.reason.startswith("superseded by run run-redelivered:")
+        assert auth.revoked == ["not-a-jwt"]  # its root token, of a run superseded
 
 
 def test_a_start_whose_publish_fails_and_cannot_end_its_run_answers_it_started(
@@ -117,9 +118,11 @@ def test_a_start_whose_publish_fails_and_cannot_end_its_run_answers_it_started(
         raise OperationalError("broker gone")
 
     with RunStore(tmp_path / "runs.sqlite3") as runs:
+        auth = Auth()
         orchestrator = Orchestrator(directory, load_workflows(WORKFLOWS, directory), runs,
-                                    auth=Auth(), dispatch=broker_gone)
+                                    auth=auth, dispatch=broker_gone)
         run_id = orchestrator.start(EVENT, run_id="run-in-doubt")
+        assert auth.revoked == []  # its hop may be running: its token stands
         monkeypatch.undo()
         hand_off = HopJournal(runs).delivery(run_id, FIRST)
         assert hand_off is not None and (hand_off.state, hand_off.attempts) == ("sending", 1)

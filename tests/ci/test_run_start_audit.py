@@ -118,16 +118,18 @@ def _a_bug(serve: Serve) -> None:
     serve.auth.garbled = True  # no scope: a KeyError in the orchestrator
 
 
-FAILURES = [  # what fails after the run is created, the answer, and how the run ended
+# What fails after the run is created, the answer, how the run ended, and whether a root token
+# had been minted by then (the start revokes it: RFC 7009).
+FAILURES = [
     (_broker_down, 503, "temporarily_unavailable", "broker_unavailable",
-     "broker unavailable (OperationalError)"),
+     "broker unavailable (OperationalError)", True),
     (_started_not_recorded, 503, "temporarily_unavailable", "run_log_unavailable",
-     "not started: run_log_unavailable"),
+     "not started: run_log_unavailable", False),
     (_running_not_recorded, 503, "temporarily_unavailable", "run_log_unavailable",
-     "not started: run_log_unavailable"),
+     "not started: run_log_unavailable", True),
     (_authserver_down, 503, "temporarily_unavailable", "authserver_unavailable",
-     "root grant: authserver_unavailable"),
-    (_a_bug, 500, "server_error", "internal_error", "not started: internal_error"),
+     "root grant: authserver_unavailable", False),
+    (_a_bug, 500, "server_error", "internal_error", "not started: internal_error", False),
 ]
 
 
@@ -136,10 +138,10 @@ def _no_retry_pause(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("orchestrator.orchestration.time.sleep", lambda _: None)
 
 
-@pytest.mark.parametrize(("fail", "status", "error", "reason", "ended"), FAILURES)
+@pytest.mark.parametrize(("fail", "status", "error", "reason", "ended", "minted"), FAILURES)
 def test_a_delivery_whose_start_failed_after_the_run_was_created_is_denied_under_the_run(
         serve: Serve, fail: Callable[[Serve], None], status: int, error: str, reason: str,
-        ended: str) -> None:
+        ended: str, minted: bool) -> None:
     fail(serve)
     with capture_logs():
         answer_status, body = serve.receiver.receive(*DELIVERY)
@@ -152,12 +154,13 @@ def test_a_delivery_whose_start_failed_after_the_run_was_created_is_denied_under
         "ci_event", "deny", reason, status)
     assert (record.run_id, record.request_id) == (run.run_id, DELIVERY[0][DELIVERY_HEADER])
     assert [r.seq for r in serve.audit.query(run_id=run.run_id)] == [record.seq]
+    assert serve.auth.revoked == (["not-a-jwt"] if minted else [])
 
 
-@pytest.mark.parametrize(("fail", "status", "error", "reason", "ended"), FAILURES)
+@pytest.mark.parametrize(("fail", "status", "error", "reason", "ended", "minted"), FAILURES)
 def test_a_run_request_whose_start_failed_after_the_run_was_created_is_denied_under_the_run(
         serve: Serve, fail: Callable[[Serve], None], status: int, error: str, reason: str,
-        ended: str) -> None:
+        ended: str, minted: bool) -> None:
     fail(serve)
     body_in = (b'{"workflow": "manual-check", "parameters": {"environment": "staging", '
                b'"repository": "acme/service-x", "commit": "9f2c1e7", "pr": 124}}')
@@ -170,6 +173,7 @@ def test_a_run_request_whose_start_failed_after_the_run_was_created_is_denied_un
     [record] = serve.audit.query(service="webhooks")
     assert (record.action, record.decision, record.reason, record.status, record.run_id) == (
         "run_request", "deny", reason, status, run.run_id)
+    assert serve.auth.revoked == (["not-a-jwt"] if minted else [])
 
 
 def test_a_run_the_log_cannot_end_either_is_still_named(serve: Serve) -> None:
@@ -231,3 +235,19 @@ def test_a_start_error_naming_no_run_records_none(webhook: Webhook) -> None:
     assert webhook.post(*DELIVERY).status_code == 503
     [record] = webhook.records()
     assert record.run_id is None
+
+
+def test_a_root_token_that_cannot_be_revoked_leaves_the_refusal_as_it_was(serve: Serve) -> None:
+    """The authorization server refuses (or cannot take) the revocation of a start's unused
+    root token: logged, never its token; the delivery is refused as it would have been."""
+    _broker_down(serve)
+    serve.auth.revoke_error = AUTH_DOWN
+    with capture_logs() as logs:
+        status, body = serve.receiver.receive(*DELIVERY)
+    assert (status, body["reason"]) == (503, "broker_unavailable")
+    run = serve.the_run()
+    assert [(e["event"], e["run_id"], e["reason"]) for e in logs
+            if e["event"] == "root_token_unrevoked"] == [
+        ("root_token_unrevoked", run.run_id, AUTH_DOWN.reason)]
+    assert "not-a-jwt" not in repr(logs)
+    assert (run.status, run.reason) == ("failed", "broker unavailable (OperationalError)")

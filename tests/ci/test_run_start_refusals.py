@@ -7,7 +7,7 @@ whose every redelivery would add another run."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +45,18 @@ class BrittleLog(FlakyLog):
 @dataclass
 class Auth:
     """The orchestrator's authorization client: grants what is asked, or raises ``error``;
-    ``garbled``: answers without a scope (what a bug would hand back)."""
+    ``garbled``: answers without a scope (what a bug would hand back). ``revoked``: the tokens
+    revoked (RFC 7009), in order; ``revoke_error`` is raised by a revocation instead."""
 
     error: Exception | None = None
     garbled: bool = False
+    revoked: list[str] = field(default_factory=list)
+    revoke_error: Exception | None = None
+
+    def revoke(self, token: str) -> None:
+        if self.revoke_error is not None:
+            raise self.revoke_error
+        self.revoked.append(token)
 
     def root_token(self, user: str, needed: list[str], ctx: Context,
                    first_agent: str) -> dict[str, Any]:

@@ -22,10 +22,12 @@ from typing import Any
 
 import httpx
 import pytest
+from structlog.testing import capture_logs
 
 from orchestrator.audit import AuditStore
 from orchestrator.ci import CIEvent, WebhookReceiver, build_deployment_event
 from orchestrator.ci._replay import content_keys
+from orchestrator.errors import Unavailable
 from orchestrator.identity import Context, Directory, MemoryRevocationStore
 from orchestrator.orchestration import Orchestrator
 from orchestrator.runs import HopJournal, Run, RunStore
@@ -60,15 +62,21 @@ class Park:
 
 @dataclass
 class Auth:
-    """Grants what is asked; parks the grant at ``park`` (once)."""
+    """Grants what is asked (a root token naming its run); parks the grant at ``park`` (once);
+    ``revoked``: the tokens revoked (RFC 7009)."""
 
     park: Park | None = None
+    revoked: list[str] = field(default_factory=list)
+
+    def revoke(self, token: str) -> None:
+        self.revoked.append(token)
 
     def root_token(self, user: str, needed: list[str], ctx: Context,
                    first_agent: str) -> dict[str, Any]:
         if self.park is not None:
             self.park.here()
-        return {"access_token": "not-a-jwt", "scope": " ".join(needed), "expires_in": 300}
+        return {"access_token": f"root-of-{ctx.run_id}", "scope": " ".join(needed),
+                "expires_in": 300}
 
 
 @dataclass
@@ -84,12 +92,29 @@ class Broker:
         self.published.append(run_id)
 
 
+class Registry(MemoryRevocationStore):
+    """The replay cache and revocation registry; ``runs_revoked``: every run revoked, in order;
+    while ``down`` is set, a revocation by run is :class:`Unavailable`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runs_revoked: list[str] = []
+        self.down = False
+
+    def revoke_run(self, run_id: str) -> None:
+        if self.down:
+            raise Unavailable("registry unreachable", reason="registry_unavailable")
+        super().revoke_run(run_id)
+        self.runs_revoked.append(run_id)
+
+
 @dataclass
 class Serve:
     runs: RunStore
     audit: AuditStore
     auth: Auth
     broker: Broker
+    registry: Registry
     url: str
     before_start: Park | None = None
 
@@ -119,6 +144,11 @@ class Serve:
     def audited(self) -> list[tuple[str, str]]:
         return [(r.decision, r.reason) for r in self.audit.query(service="webhooks")]
 
+    def revocations(self) -> list[tuple[str, str, str, str | None, str | None]]:
+        """The orchestrator's audit records of runs it revoked."""
+        return [(r.action, r.resource, r.reason, r.request_id, r.on_behalf_of)
+                for r in self.audit.query(service="orchestrator")]
+
 
 @pytest.fixture(params=BACK_ENDS)
 def serve(request: pytest.FixtureRequest, tmp_path: Path,
@@ -126,17 +156,17 @@ def serve(request: pytest.FixtureRequest, tmp_path: Path,
     with store_target(request.param, tmp_path / "runs.sqlite3") as target, \
             RunStore(target) as runs, \
             AuditStore(tmp_path / "audit.sqlite3", writer="webhooks-test") as audit:
-        auth, broker = Auth(), Broker()
+        auth, broker, registry = Auth(), Broker(), Registry()
         orchestrator = Orchestrator(directory, load_workflows(WORKFLOWS, directory), runs,
                                     auth=auth, dispatch=broker)  # type: ignore[arg-type]
-        served = Serve(runs, audit, auth, broker, "")
+        served = Serve(runs, audit, auth, broker, registry, "")
 
         def start(event: CIEvent, *, run_id: str) -> str:
             if served.before_start is not None:
                 served.before_start.here()
             return orchestrator.start(event, run_id=run_id)
 
-        receiver = WebhookReceiver(SECRET, MemoryRevocationStore(), directory, audit, start,
+        receiver = WebhookReceiver(SECRET, registry, directory, audit, start,
                                    deliveries=runs)
         with serving(receiver) as url:
             served.url = url
@@ -175,6 +205,10 @@ def test_a_redelivery_takes_over_a_start_that_stopped_with_its_run_pending(
     assert sorted(serve.audited()) == sorted([
         ("allow", "accepted"), ("deny", "replayed_delivery"), ("deny", "replayed_delivery")])
     assert {run.status for run in serve.runs_of(delivery_id)} == {"failed", "running"}
+    # the parked start's root token, minted for a run it then found ended, is revoked; the run
+    # was never running, so nothing of it was published and it is not revoked by run
+    assert serve.auth.revoked == [f"root-of-{orphan.run_id}"]
+    assert serve.registry.runs_revoked == [] and serve.revocations() == []
 
 
 def test_a_redelivery_starts_the_claimed_run_a_stopped_start_never_created(
@@ -213,11 +247,17 @@ def test_a_redelivery_takes_over_a_start_parked_in_its_publish(serve: Serve) -> 
     assert ended is not None and ended.status == "failed"
     assert ended.reason == (f"superseded by run {started}: its delivery was received again "
                             "before its first hop was published")
+    # superseded: revoked by run before the redelivery was answered, and audited so
+    assert serve.registry.runs_revoked == [orphan.run_id]
+    assert serve.revocations() == [("revoke", f"run_id:{orphan.run_id}", "run_revoked",
+                                    f"{orphan.run_id}.superseded", "user:sam")]
+    assert serve.auth.revoked == []
     park.resume()
     first = original()
     assert (first.status_code, first.json()["reason"]) == (409, "replayed_delivery")
     assert serve.broker.published == [started, orphan.run_id]  # a stale copy: does nothing
     assert not HopJournal(serve.runs).receive(orphan.run_id, "agent:infrabot", 1)
+    assert serve.auth.revoked == [f"root-of-{orphan.run_id}"]  # and its own start revoked it
     replay = serve.post(delivery)  # answered, its run started: a replay
     assert (replay.status_code, replay.json()["reason"]) == (409, "replayed_delivery")
 
@@ -238,6 +278,7 @@ def test_a_redelivery_of_a_start_whose_first_hop_was_received_is_a_replay(
     first = original()
     assert first.status_code == 202, first.text
     assert serve.broker.published == [first.json()["run_id"]] == [running.run_id]
+    assert serve.auth.revoked == [] and serve.registry.runs_revoked == []  # alive: untouched
 
 
 def test_of_concurrent_redeliveries_one_takes_the_claim_over(serve: Serve) -> None:
@@ -259,6 +300,12 @@ def test_of_concurrent_redeliveries_one_takes_the_claim_over(serve: Serve) -> No
     assert statuses == [202, 409, 409, 409, 409], [a.text for a in answers]
     assert len(serve.broker.published) == 1
     assert [run.status for run in serve.runs.list(10)].count("running") == 1
+    # Every run ended is one a start minted a root token for and did not hand off: the parked
+    # one, and any start a later redelivery superseded in its publish (revoked by run too).
+    ended = [run for run in serve.runs.list(10) if run.status == "failed"]
+    assert sorted(serve.auth.revoked) == sorted(f"root-of-{run.run_id}" for run in ended)
+    assert sorted(serve.registry.runs_revoked) == sorted(
+        run.run_id for run in ended if (run.reason or "").startswith("superseded"))
 
 
 def test_a_redelivery_takes_over_a_stopped_start_whose_run_the_deadline_ended(
@@ -297,3 +344,25 @@ def test_a_claim_left_in_the_run_log_alone_is_taken_over(serve: Serve) -> None:
     assert serve.broker.published == ["run-0123456789abcdef"]
     replay = serve.post(delivery)
     assert (replay.status_code, replay.json()["reason"]) == (409, "replayed_delivery")
+
+
+def test_a_superseded_run_the_registry_cannot_revoke_is_still_taken_over(serve: Serve) -> None:
+    """The take-over is committed before the revocation: a registry that cannot be reached
+    then leaves the superseded run's tokens to their expiry (logged), its hop stale all the
+    same, and the redelivery's run started."""
+    delivery = _delivery()
+    serve.broker.park = park = Park()
+    original = serve.in_background(delivery)
+    assert park.reached.wait(WAIT), "the first start never reached the broker"
+    (orphan,) = serve.runs.list(10)
+    serve.registry.down = True
+    with capture_logs() as logs:
+        again = serve.post(delivery)
+    assert again.status_code == 202, again.text
+    assert [e["run_id"] for e in logs if e["event"] == "superseded_run_unrevoked"] == [
+        orphan.run_id]
+    assert serve.registry.runs_revoked == [] and serve.revocations() == []
+    park.resume()
+    first = original()
+    assert (first.status_code, first.json()["reason"]) == (409, "replayed_delivery")
+    assert not HopJournal(serve.runs).receive(orphan.run_id, "agent:infrabot", 1)
