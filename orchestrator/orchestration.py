@@ -151,11 +151,12 @@ class Orchestrator:
                 step = "root grant"
                 result = self._grant(wf, event.user, needed, ctx, user_token)
                 step = "not started"
+                if not isinstance(result, OAuthError):  # minted, whatever its recording does
+                    root = result.get("access_token")
                 granted = self._rooted(run_id, wf, event.user, needed, result)
                 if granted is None:
                     return run_id
                 token, scope = granted
-                root = token
             # Journaled as any hand-off, before it is running: from then on, until a hop of it
             # claims this generation, a redelivery may take its delivery over and renew it
             # (RunStore.take_over_started), making whatever this start publishes stale.

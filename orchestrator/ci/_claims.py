@@ -45,7 +45,8 @@ class DeliveryLog(Protocol):
 
 class Claims:
     """Claims, answers and releases the content keys of deliveries; ``superseded`` is called
-    with the run a take-over ended after it was marked running."""
+    with the run whose delivery a take-over moved after it was marked running (the take-over
+    ended it, or something had ended it already: the run deadline, say)."""
 
     def __init__(self, replay: RevocationStore, log: DeliveryLog,
                  superseded: Callable[[str], None]) -> None:

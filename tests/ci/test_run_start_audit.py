@@ -110,6 +110,10 @@ def _running_not_recorded(serve: Serve) -> None:
     serve.runs.running_failures = 1
 
 
+def _root_grant_not_recorded(serve: Serve) -> None:
+    serve.runs.failing = {"root_granted"}  # the token minted, its record refused
+
+
 def _authserver_down(serve: Serve) -> None:
     serve.auth.error = AUTH_DOWN
 
@@ -129,7 +133,9 @@ FAILURES = [
      "not started: run_log_unavailable", True),
     (_authserver_down, 503, "temporarily_unavailable", "authserver_unavailable",
      "root grant: authserver_unavailable", False),
-    (_a_bug, 500, "server_error", "internal_error", "not started: internal_error", False),
+    (_root_grant_not_recorded, 503, "temporarily_unavailable", "run_log_unavailable",
+     "not started: run_log_unavailable", True),
+    (_a_bug, 500, "server_error", "internal_error", "not started: internal_error", True),
 ]
 
 

@@ -148,6 +148,7 @@ def test_a_root_grant_the_run_log_cannot_record_ends_the_run_failed(delegated: S
     [run] = delegated.runs.list()
     assert (run.status, run.reason) == ("failed", "not started: run_log_unavailable")
     assert delegated.broker.published == []
+    assert delegated.auth.revoked == ["not-a-jwt"]  # minted, never handed off: revoked
 
 
 def test_a_root_denial_the_run_log_cannot_record_ends_the_run_failed(delegated: Serve) -> None:
