@@ -96,6 +96,9 @@ def load_yaml(path: Path) -> tuple[Any, dict[tuple[Any, ...], int]]:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start} cannot be decoded)") \
+            from None
     if len(text) > MAX_YAML_BYTES:
         raise ConfigError(f"{path}: larger than {MAX_YAML_BYTES} bytes")
     try:

@@ -6,8 +6,10 @@ reads the environment.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_core.core_schema import ValidationInfo
@@ -37,6 +39,10 @@ BROKER_SCHEMES: dict[str, BrokerKind] = {
     "amqp": "amqp", "amqps": "amqp", "pyamqp": "amqp", "redis": "redis", "rediss": "redis",
     "memory": "memory"}
 
+
+# A host name (RFC 1123 labels) or an IPv4 address, which is one
+_HOST = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                   r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 
 # Settings checked by a function of their own: it names the shape, never quotes the value.
 _CHECKS = {"database_url": check_database_url, "auth_database_url": check_database_url,
@@ -199,6 +205,30 @@ class Settings(BaseSettings):
         if value is not None:
             _CHECKS[str(info.field_name)](
                 value.get_secret_value() if isinstance(value, SecretStr) else value)
+        return value
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        """A host name or an IPv4 address to bind and to put in URLs; an empty one would bind
+        every interface and give URLs no host."""
+        if not _HOST.fullmatch(value):
+            raise ValueError("must be a host name or an IPv4 address, such as 127.0.0.1 (not "
+                             "empty: that would bind every interface)")
+        return value
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer(cls, value: str | None) -> str | None:
+        """RFC 8414 2: a URL with a host and no query or fragment (https in production; http
+        is allowed for a loopback deployment)."""
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("https", "http") or not parts.hostname or parts.query \
+                or parts.fragment or "#" in value:
+            raise ValueError("must be an https:// (or http://) URL with a host and no query or "
+                             "fragment (RFC 8414 section 2)")
         return value
 
     @field_validator("service_ports")

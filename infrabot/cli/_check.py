@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.text import Text
 
 from infrabot.cli._common import (
+    Between,
     check_writable,
     load_settings,
     out_console,
@@ -48,7 +49,7 @@ def default_jobs() -> int:
               help="Also write JUnit XML (one testcase per scenario) to this file.")
 @click.option("--jobs", "-j", type=click.IntRange(1, 16), default=None,
               help="Systems run in parallel processes; default: twice the CPUs, at most 4.")
-@click.option("--timeout", type=click.FloatRange(1, 600), default=30.0, show_default=True,
+@click.option("--timeout", type=Between(1, 600), default=30.0, show_default=True,
               help="Seconds to wait for each run to end.")
 @click.option("--keep", is_flag=True,
               help="Keep each system's state (runs, audit) under STATE_DIR/check/ instead of a "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import re
 from collections.abc import Iterator
@@ -18,6 +19,19 @@ from rich.console import Console
 
 from orchestrator.config import Settings
 from orchestrator.errors import StoreMissing
+
+
+class Between(click.FloatRange):
+    """click's ``FloatRange``, refusing ``nan`` too: every bound lets it through (a comparison
+    with it is false), and an option read as a rate or a timeout would then mean nothing."""
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if isinstance(number, float) and math.isnan(number):
+            self.fail(f"{value!r} is not a number.", param, ctx)
+        return number
+
 
 PIPE_WIDTH = 160  # the width of tables written to a pipe or a file when COLUMNS is unset
 
@@ -65,8 +79,9 @@ def load_settings(state_dir: Path | None = None, *, state: StateUse = "create",
         raise CommandError(f"bad setting INFRABOT_{field[1].upper() if field else '?'}: "
                            "not valid JSON") from None
     if _needs_dir(settings, state) and not settings.state_dir.is_dir():
-        raise CommandError(f"no such state directory: {settings.state_dir} (where `infrabot "
-                           "serve` or `infrabot demo` ran; --state-dir or INFRABOT_STATE_DIR)")
+        what = ("not a directory" if settings.state_dir.exists() else "no such state directory")
+        raise CommandError(f"{what}: {settings.state_dir} (where `infrabot serve` or `infrabot "
+                           "demo` ran; --state-dir or INFRABOT_STATE_DIR)")
     if state != "create":
         return settings
     try:

@@ -18,6 +18,7 @@ import click
 import httpx
 
 from infrabot.cli._common import (
+    Between,
     CommandError,
     endpoints,
     load_settings,
@@ -54,7 +55,7 @@ def _read_token(source: str) -> str:
 @click.option("--commit", default="9f2c1e7", show_default=True, help="The commit.")
 @click.option("--service", default=None, help="The service (default: the repository's name).")
 @click.option("--pr", type=click.IntRange(1), default=None, help="The pull request, if any.")
-@click.option("--timeout", type=click.FloatRange(1, 600), default=30, show_default=True,
+@click.option("--timeout", type=Between(1, 600), default=30, show_default=True,
               help="Seconds to wait for the run to end.")
 @click.option("--json", "as_json", is_flag=True, help="Print {run_id, status, reason} as JSON.")
 @state_dir_option

@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from infrabot.cli._common import (
+    Between,
     CommandError,
     endpoints,
     load_settings,
@@ -137,7 +138,7 @@ def _no_worker(settings: Settings, run_ids: list[str], state_dir: Path | None) -
               help="The pull request the commit came from.")
 @click.option("--task", default="deploy", show_default=True,
               help="GitHub deployment task; rollback starts the rollback workflow.")
-@click.option("--timeout", type=click.FloatRange(1, 600), default=30, show_default=True,
+@click.option("--timeout", type=Between(1, 600), default=30, show_default=True,
               help="Seconds to wait for the run to end.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the result as JSON (the summary, and the event under `events`).")
@@ -164,9 +165,9 @@ def deploy(user: str, service: str, environment: str, commit: str, trigger: str,
 
 @simulate.command("scenario", epilog=EXIT_CODES)
 @click.argument("file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
-@click.option("--rate", type=click.FloatRange(0.1, 1000), default=5, show_default=True,
+@click.option("--rate", type=Between(0.1, 1000), default=5, show_default=True,
               help="Events per second.")
-@click.option("--timeout", type=click.FloatRange(1, 3600), default=60, show_default=True,
+@click.option("--timeout", type=Between(1, 3600), default=60, show_default=True,
               help="Seconds to wait, from the first event, for every run to end.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @state_dir_option
@@ -196,14 +197,14 @@ def scenario(file: Path, rate: float, timeout: float, as_json: bool,
 @simulate.command("load", epilog=LOAD_EXIT_CODES)
 @click.option("--count", type=click.IntRange(1, MAX_EVENTS), default=100, show_default=True,
               help="How many events to send.")
-@click.option("--rate", type=click.FloatRange(0.1, 1000), default=20, show_default=True,
+@click.option("--rate", type=Between(0.1, 1000), default=20, show_default=True,
               help="Events per second.")
-@click.option("--bad-ratio", type=click.FloatRange(0, 1), default=0.05, show_default=True,
+@click.option("--bad-ratio", type=Between(0, 1), default=0.05, show_default=True,
               help="Share of deliberately bad events (unsigned, mis-signed, replayed, "
                    "malformed).")
 @click.option("--seed", type=int, default=7, show_default=True,
               help="Seed of the random mix: the same seed sends the same events.")
-@click.option("--timeout", type=click.FloatRange(1, 3600), default=300, show_default=True,
+@click.option("--timeout", type=Between(1, 3600), default=300, show_default=True,
               help="Seconds, from the first event, to send and wait for every run to end.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the summary as JSON (every event's outcome under `events`).")

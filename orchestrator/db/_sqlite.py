@@ -24,13 +24,23 @@ from orchestrator.db._api import Conflict, Database, Dialect, Rows, Schema
 from orchestrator.errors import ConfigError, StoreMissing
 
 
-def prepare(path: Path) -> None:
-    """Create the directory (0700) and an empty database file (0600) if they are missing."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+def prepare(path: Path, what: str) -> None:
+    """Create the directory (0700) and an empty database file (0600) if they are missing;
+    :class:`ConfigError` naming the path if it cannot be (a file where the directory should
+    be, a directory where the file should be, no permission)."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot make {path.parent} for the {what}: "
+                          f"{exc.strerror or exc}") from None
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory: the {what} must be a file")
     try:
         os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
     except FileExistsError:
         pass
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot create the {what}: {exc.strerror or exc}") from None
 
 
 def apply_schema(conn: sqlite3.Connection, schema: Schema) -> None:
@@ -55,9 +65,12 @@ def apply_schema(conn: sqlite3.Connection, schema: Schema) -> None:
 def connect(path: Path, schema: Schema) -> sqlite3.Connection:
     """An open, prepared connection; :class:`ConfigError` naming the schema's ``what`` if the
     file is not a usable database of that kind."""
-    prepare(path)
-    conn = sqlite3.connect(path, timeout=schema.busy_timeout, isolation_level=None,
-                           check_same_thread=False)
+    prepare(path, schema.what)
+    try:
+        conn = sqlite3.connect(path, timeout=schema.busy_timeout, isolation_level=None,
+                               check_same_thread=False)
+    except sqlite3.DatabaseError as exc:
+        raise ConfigError(f"{path} is not a usable {schema.what}: {exc}") from None
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(schema.busy_timeout * 1000)}")
         conn.execute("PRAGMA journal_mode = WAL")

@@ -92,6 +92,8 @@ def _write_files(root: Path) -> str:
     (root / "empty").mkdir(mode=0o700)  # a state directory where nothing ran yet
     for name, text in SCENARIOS.items():
         (root / f"{name}.yaml").write_text(text)
+    (root / "latin.yaml").write_bytes(b"events: [{user: s\xe9bastien}]\n")  # Latin-1, not UTF-8
+    (root / "audit-dir" / "audit.sqlite3").mkdir(mode=0o700, parents=True)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
@@ -121,6 +123,18 @@ def _bad_cases(root: Path, dead: str) -> dict[str, Bad]:
         "signing alg not allowed": Bad(("token", "user", "user:sam"),
                                        {"INFRABOT_ALLOWED_ALGS": '["RS256"]'},
                                        "bad settings: signing_alg must be one of allowed_algs"),
+        "empty host": Bad(("serve", "--port-base", "0"), {"INFRABOT_HOST": ""},
+                          "bad setting INFRABOT_HOST: must be a host name or an IPv4 address"),
+        "issuer not a URL": Bad(("token", "user", "user:sam"), {"INFRABOT_ISSUER": "notaurl"},
+                                "bad setting INFRABOT_ISSUER: must be an https:// (or http://) "
+                                "URL"),
+        "run log directory a file": Bad(
+            ("serve", "--port-base", "0"), {"INFRABOT_DATABASE_URL": f"sqlite://{root / 'a-file'}"},
+            f"bad_configuration: cannot make {root / 'a-file'} for the "),
+        "audit database a directory": Bad(
+            ("serve", "--port-base", "0"), {"INFRABOT_STATE_DIR": str(root / "audit-dir")},
+            f"bad_configuration: {root / 'audit-dir' / 'audit.sqlite3'} is a directory: the "
+            "audit database must be a file"),
         "port out of range": Bad(("serve", "--port-base", "0"), {"INFRABOT_AUTH_PORT": "99999"},
                                  "bad setting INFRABOT_AUTH_PORT: "),
         "service latency not milliseconds": Bad(
@@ -142,6 +156,9 @@ def _bad_cases(root: Path, dead: str) -> dict[str, Bad]:
         "unknown may-act": Bad(("token", "user", "user:sam", "--may-act", "agent:nobody"), {},
                                "invalid_target (unknown_audience): "),
         "runs before any run": Bad(("runs", "list"), empty, "no runs yet: "),
+        "state directory a file": Bad(("runs", "list"),
+                                      {"INFRABOT_STATE_DIR": str(root / "a-file")},
+                                      f"not a directory: {root / 'a-file'} (where "),
         "revoke nothing": Bad(("revoke",), {},
                               "give exactly one of --token, --jti, --user, --run"),
         "revoke two things": Bad(("revoke", "--user", "user:sam", "--jti", "abcdefgh"), {},
@@ -180,6 +197,8 @@ def _bad_cases(root: Path, dead: str) -> dict[str, Bad]:
                                            {}, f"{root / 'count.yaml'}: events[0].count "),
         "scenario without events": Bad(("simulate", "scenario", str(root / "empty.yaml")), {},
                                        f"{root / 'empty.yaml'}: no events"),
+        "scenario not UTF-8": Bad(("simulate", "scenario", str(root / "latin.yaml")), {},
+                                  f"bad_configuration: {root / 'latin.yaml'}: not UTF-8 text"),
         "scenario not YAML": Bad(("simulate", "scenario", str(root / "yaml.yaml")), {},
                                  f"bad_configuration: {root / 'yaml.yaml'}:2: not valid YAML"),
         "worker on the in-memory broker": Bad(
@@ -219,6 +238,8 @@ USAGE: dict[str, tuple[str, ...]] = {
     "unknown command": ("nosuch",),
     "missing argument": ("token", "user"),
     "count out of range": ("simulate", "load", "--count", "0"),
+    "rate not a number": ("simulate", "load", "--rate", "nan"),
+    "timeout not a number": ("check", "--timeout", "nan"),
     "missing scenario file": ("simulate", "scenario", "/nonexistent/scenario.yaml"),
     "port base out of range": ("serve", "--port-base", "65535"),
 }
