@@ -3,6 +3,7 @@ running authorization server (as the trusted orchestrator client)."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import click
@@ -11,6 +12,9 @@ from infrabot.cli._common import CommandError, endpoints, load_settings, state_d
 from infrabot.cli._held_keys import ORCHESTRATOR, orchestrator_key
 from infrabot.cli._users import resolve_user
 from orchestrator.client import AuthClient
+from orchestrator.config import Settings
+from orchestrator.errors import InfraBotError
+from orchestrator.runs import RunStore
 
 
 @click.command("revoke")
@@ -45,6 +49,21 @@ def revoke(token_value: str | None, jti: str | None, user: str | None, run_id: s
             return
         result = client.revoke_by(**given)
     click.echo(_revoked_line(result))
+    if run_id and not _in_run_log(settings, run_id):
+        # Revoked all the same: a run may be revoked before it starts. A mistyped id in an
+        # incident must not read as the run stopped.
+        click.echo(f"note: the run log has no run {run_id!r}; if you meant a run already "
+                   "started, check the id (`infrabot runs list`)", err=True)
+
+
+def _in_run_log(settings: Settings, run_id: str) -> bool:
+    """Whether the run log holds ``run_id``; True when it cannot say (none here, unreadable):
+    the note is for an id the run log can be asked about."""
+    try:
+        with RunStore(settings.runs_target, read_only=True) as runs:
+            return runs.get(run_id) is not None
+    except (InfraBotError, sqlite3.Error, ValueError):
+        return True
 
 
 def _revoked_line(result: dict[str, object]) -> str:

@@ -3,10 +3,13 @@ the workflows directory declares) and the webhook receiver."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import signal
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -14,11 +17,12 @@ from urllib.parse import urlsplit
 import click
 import redis
 
-from infrabot.cli._common import load_settings, state_dir_option
+from infrabot.cli._common import CommandError, load_settings, state_dir_option
 from orchestrator.config import Settings
 from orchestrator.services import service_files
 
 REDIS_PROBE_SECONDS = 1.0  # how long the start-up check waits for Redis to answer
+LOCK_FILE = "serve.lock"  # held by the one serve of a state directory (its pid inside)
 
 
 @click.command("serve")
@@ -33,9 +37,9 @@ def serve(state_dir: Path | None, port_base: int | None) -> None:
 
     The webhook secret is INFRABOT_WEBHOOK_SECRET; unset, the first start writes a random one
     to DIR/webhook_secret (mode 0600) and later starts reuse it. Writes DIR/endpoints.json once
-    every server is ready. With the default in-memory broker
-    it also runs the agents in this process; with INFRABOT_BROKER_URL on Redis, start
-    `infrabot worker` processes for them.
+    every server is ready. One serve per state directory: a second is refused. With the
+    default in-memory broker it also runs the agents in this process; with INFRABOT_BROKER_URL
+    on Redis, start `infrabot worker` processes for them.
 
     \b
     Example:
@@ -59,7 +63,8 @@ def serve(state_dir: Path | None, port_base: int | None) -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with running_system(settings, write_endpoints_file=True) as system:
+    with serving_from(settings.state_dir), \
+            running_system(settings, write_endpoints_file=True) as system:
         if secret_file is not None:  # once started: a failed start stays one line
             click.echo(f"webhook secret {'created in' if created else 'read from'} "
                        f"{secret_file} (give it to the sender; `infrabot simulate` reads it "
@@ -73,6 +78,33 @@ def serve(state_dir: Path | None, port_base: int | None) -> None:
         finally:
             _forget(system.settings.endpoints_file, urls)
     click.echo("stopped", err=True)
+
+
+@contextmanager
+def serving_from(state_dir: Path) -> Iterator[None]:
+    """Hold ``state_dir`` for this serve while the block runs: an exclusive lock on its
+    ``serve.lock``, which the kernel releases when the process ends, however it ends. A second
+    serve there would write its own endpoints.json over this one's and delete it when it
+    stops, leaving every other command saying that no system runs: refused, naming the first."""
+    path = state_dir / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise CommandError(f"cannot use state directory {state_dir}: "
+                           f"{exc.strerror or exc}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise CommandError(f"state directory {state_dir} is in use by another `infrabot "
+                               f"serve` (pid {holder}): stop it first, or give this one a "
+                               "--state-dir of its own") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # the lock with it; the file stays (unlinking it would race a new serve)
 
 
 def _forget(path: Path, urls: dict[str, str]) -> None:

@@ -4,6 +4,8 @@ the OS, a temporary state directory), run as a user runs them: ``simulate``, ``r
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -181,9 +183,30 @@ def test_revoke_run_and_jti_name_what_was_revoked(env: dict[str, str],
                                                   system: dict[str, str]) -> None:
     result = infrabot("revoke", "--run", "run-0123456789abcdef", env=env).ok()
     assert result.stdout.strip() == "revoked every token of run run-0123456789abcdef"
+    # revoked ahead, as asked; a mistyped id in an incident must not read as the run stopped
+    assert result.stderr.strip() == ("note: the run log has no run 'run-0123456789abcdef'; if "
+                                     "you meant a run already started, check the id "
+                                     "(`infrabot runs list`)")
+    summary(env, "deploy", "--user", "sam")  # a run the run log knows
+    [run] = infrabot("runs", "list", "--json", "--limit", "1", env=env).ok().json()
+    result = infrabot("revoke", "--run", run["run_id"], env=env).ok()
+    assert result.stderr == ""  # a run the run log knows: no note
     result = infrabot("revoke", "--jti", "abcdefgh12345678", env=env).ok()
     assert result.stdout.strip() == ("revoked token abcdefgh12345678 and every token "
                                      "exchanged from it")
+
+
+def test_a_second_serve_on_the_same_state_directory_is_refused(env: dict[str, str],
+                                                               system: dict[str, str]) -> None:
+    """It would write its endpoints.json over the first's and delete it when it stopped,
+    leaving every other command saying no system runs while the first still served."""
+    result = infrabot("serve", "--port-base", "0", env=env)
+    assert result.returncode == 1, result
+    assert re.fullmatch(r"state directory \S+ is in use by another `infrabot serve` \(pid "
+                        r"\d+\): stop it first, or give this one a --state-dir of its own",
+                        result.error_line()), result
+    assert json.loads((Path(env["INFRABOT_STATE_DIR"]) / "endpoints.json").read_text()) == system
+    assert httpx.get(system["auth"] + "/health", timeout=5).status_code == 200
 
 
 # --- with the Redis revocation registry ----------------------------------------------------
