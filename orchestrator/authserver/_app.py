@@ -133,8 +133,10 @@ def create_app(service: AuthorizationService) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _bad_parameters(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        where = ".".join(str(p) for p in exc.errors()[0].get("loc", ())) or "request"
-        error = InvalidRequest(f"{where} is invalid", reason="invalid_parameter")
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "request"
+        problem = "is required" if first.get("type") == "missing" else "is invalid"
+        error = InvalidRequest(f"{where} {problem}", reason="invalid_parameter")
         return JSONResponse(error.body(), status_code=400, headers=NO_STORE)
 
     @app.exception_handler(HTTPException)

@@ -66,7 +66,12 @@ def test_a_revoked_bearer_is_refused(server: AuthServer) -> None:
 
 def test_a_malformed_jti_or_header_is_a_client_error(server: AuthServer) -> None:
     *_, aws = server.chain()
-    refusal(_get(server, "x", aws), 400, "invalid_request", "invalid_parameter")
+    response = _get(server, "x", aws)
+    refusal(response, 400, "invalid_request", "invalid_parameter")
+    assert response.json()["error_description"] == "query.jti is invalid"
+    response = server.http.get(f"{server.url}/audit", headers={"Authorization": f"Bearer {aws}"})
+    refusal(response, 400, "invalid_request", "invalid_parameter")
+    assert response.json()["error_description"] == "query.jti is required"
     response = server.http.get(f"{server.url}/audit", params={"jti": "abcdefgh12"},
                                headers={"Authorization": "Basic Zm9vOmJhcg=="})
     refusal(response, 400, "invalid_request", "malformed_authorization")
