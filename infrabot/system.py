@@ -133,6 +133,11 @@ def running_system(settings: Settings, *, embedded_worker: bool | None = None,
     if embedded_worker is None:
         embedded_worker = settings.broker_url.startswith("memory://")
     declared = tuple(service_files(settings.workflows_dir))  # each its own origin, like the four
+    unknown = sorted(set(settings.service_ports) - set(declared))
+    if unknown:  # a typo would otherwise leave the service on a port the OS picked
+        raise ConfigError(f"INFRABOT_SERVICE_PORTS names {', '.join(unknown)}, which the "
+                          f"workflows directory does not declare (its services: "
+                          f"{', '.join(declared) or 'none'})")
     settings, sockets = bind_ports(with_webhook_secret(settings),
                                    (*SERVER_NAMES[:-1], *declared, SERVER_NAMES[-1]))
     group = ServerGroup()

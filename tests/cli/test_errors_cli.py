@@ -135,6 +135,10 @@ def _bad_cases(root: Path, dead: str) -> dict[str, Bad]:
             ("serve", "--port-base", "0"), {"INFRABOT_STATE_DIR": str(root / "audit-dir")},
             f"bad_configuration: {root / 'audit-dir' / 'audit.sqlite3'} is a directory: the "
             "audit database must be a file"),
+        "service port for no service": Bad(
+            ("serve",), {"INFRABOT_SERVICE_PORTS": '{"nosuch": 1}'},
+            "bad_configuration: INFRABOT_SERVICE_PORTS names nosuch, which the workflows "
+            "directory does not declare (its services: chat)"),
         "port out of range": Bad(("serve", "--port-base", "0"), {"INFRABOT_AUTH_PORT": "99999"},
                                  "bad setting INFRABOT_AUTH_PORT: "),
         "service latency not milliseconds": Bad(
