@@ -15,13 +15,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import click
+import kombu
 import redis
 
 from infrabot.cli._common import CommandError, load_settings, state_dir_option
 from orchestrator.config import Settings
 from orchestrator.services import service_files
 
-REDIS_PROBE_SECONDS = 1.0  # how long the start-up check waits for Redis to answer
+REDIS_PROBE_SECONDS = 1.0  # how long the start-up checks wait for Redis (and RabbitMQ) to answer
 LOCK_FILE = "serve.lock"  # held by the one serve of a state directory (its pid inside)
 
 
@@ -58,7 +59,7 @@ def serve(state_dir: Path | None, port_base: int | None) -> None:
         ports["service_ports"] = {n: (port_base + len(names) + i if port_base else 0)
                                   for i, n in enumerate(declared)}
     settings, secret_file, created = ensure_secret_file(load_settings(state_dir, **ports))
-    for warning in redis_warnings(settings):
+    for warning in (*redis_warnings(settings), *amqp_warnings(settings)):
         click.echo(warning, err=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -134,6 +135,27 @@ def redis_warnings(settings: Settings) -> Iterator[str]:
                    f"webhooks are refused (503) until it does; start redis-server or fix {named}")
 
 
+def amqp_warnings(settings: Settings) -> Iterator[str]:
+    """One line if a RabbitMQ broker (INFRABOT_BROKER_URL, amqp://) does not answer now or
+    refuses the connection (a wrong vhost or password): serve still starts, but refuses
+    webhooks (503 broker_unavailable) until it does. The line names the server and what it
+    said, never the URL's password."""
+    if settings.broker_kind != "amqp":
+        return
+    url = settings.broker_connection_url
+    conn = kombu.Connection(url, connect_timeout=REDIS_PROBE_SECONDS,
+                            ssl=settings.broker_tls or False)
+    try:
+        conn.connect()
+    except (OSError, *conn.connection_errors, *conn.channel_errors) as exc:
+        problem = (str(exc).splitlines() or [type(exc).__name__])[0].rstrip(".")
+        yield (f"warning: RabbitMQ at {_server(url, 5672)} (INFRABOT_BROKER_URL) is not "
+               f"answering ({problem}): webhooks are refused (503) until it does; start "
+               "rabbitmq-server or fix INFRABOT_BROKER_URL")
+    finally:
+        conn.release()
+
+
 def _redis_problem(url: str) -> str | None:
     client = redis.Redis.from_url(url, socket_connect_timeout=REDIS_PROBE_SECONDS,
                                   socket_timeout=REDIS_PROBE_SECONDS)
@@ -146,11 +168,11 @@ def _redis_problem(url: str) -> str | None:
     return None
 
 
-def _server(url: str) -> str:
+def _server(url: str, default_port: int = 6379) -> str:
     parts = urlsplit(url)
     try:
         port = parts.port
     except ValueError:
         port = None
     host = parts.hostname or "a local socket"
-    return f"{host}:{port or 6379}{parts.path if parts.path not in ('', '/') else ''}"
+    return f"{host}:{port or default_port}{parts.path if parts.path not in ('', '/') else ''}"

@@ -1,4 +1,4 @@
-"""Distributed-mode hints: ``infrabot serve`` whose Redis does not answer (a URL pointing at a
+"""Distributed-mode hints: ``infrabot serve`` whose Redis (or RabbitMQ) does not answer (a URL at a
 closed port) says so in one line when it starts, and logs a warning naming what is down on each
 webhook it refuses for it."""
 
@@ -55,3 +55,26 @@ def test_one_line_names_both_settings_when_broker_and_registry_share_the_redis(
                 if line.startswith("warning: ")]
     assert len(warnings) == 1
     assert "(INFRABOT_REDIS_URL and INFRABOT_BROKER_URL) is not answering" in warnings[0]
+
+
+def test_serve_warns_at_start_when_rabbitmq_does_not_answer_or_refuses(tmp_path: Path) -> None:
+    """The same start-up line for a RabbitMQ broker: nothing listening, or the machine's
+    RabbitMQ refusing a vhost it does not have; the URL's password is never shown."""
+    port = closed_port()
+    cases = {"closed": (f"amqp://guest:not-shown@127.0.0.1:{port}/",
+                        (f"RabbitMQ at 127.0.0.1:{port} (INFRABOT_BROKER_URL) is not "
+                         "answering ([Errno 111] Connection refused)")),
+             "no vhost": ("amqp://guest:guest@127.0.0.1:5672/infrabot-no-such-vhost",
+                          ("RabbitMQ at 127.0.0.1:5672/infrabot-no-such-vhost "
+                           "(INFRABOT_BROKER_URL) is not answering (Connection.open: (530) "
+                           "NOT_ALLOWED - vhost infrabot-no-such-vhost not found)"))}
+    for name, (url, said) in cases.items():
+        state = tmp_path / name.replace(" ", "-")
+        state.mkdir()
+        with serving(state, clean_env(INFRABOT_STATE_DIR=str(state), INFRABOT_BROKER_URL=url)):
+            pass
+        log = (tmp_path / f"{state.name}-serve.log").read_text()
+        warnings = [line for line in log.splitlines() if line.startswith("warning: ")]
+        assert warnings == [(f"warning: {said}: webhooks are refused (503) until it does; "
+                             "start rabbitmq-server or fix INFRABOT_BROKER_URL")], log
+        assert "not-shown" not in log
