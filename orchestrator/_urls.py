@@ -1,10 +1,12 @@
 """The checks of the settings' URLs that may hold a password (``INFRABOT_DATABASE_URL``,
-``INFRABOT_REDIS_URL``, a Redis ``INFRABOT_BROKER_URL``, the OTLP endpoint): a ValueError that names the expected
-shape and never quotes the URL, so a bad one is one line at start (a password with an unencoded
-``/`` would otherwise reach a client's parser, whose error quotes part of it)."""
+``INFRABOT_REDIS_URL``, a Redis ``INFRABOT_BROKER_URL``, the OTLP endpoint), and of the host and
+issuer every URL the servers publish is made of: a ValueError that names the expected shape and
+never quotes the value, so a bad one is one line at start (a password with an unencoded ``/``
+would otherwise reach a client's parser, whose error quotes part of it)."""
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 REDIS_SHAPE = "must be redis://[:password@]host:port/db (or rediss://, unix://)"
@@ -60,3 +62,29 @@ def check_otlp_url(url: str) -> None:
     if not good:
         raise ValueError("must be an http:// or https:// URL with a host (e.g. "
                          "http://localhost:4318)")
+
+
+# A host name (RFC 1123 labels) or an IPv4 address, which is one
+_HOST = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                   r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
+
+
+def check_host(host: str) -> None:
+    """ValueError unless ``host`` is a host name or an IPv4 address, to bind and to put in
+    URLs; an empty one would bind every interface and give URLs no host."""
+    if not _HOST.fullmatch(host):
+        raise ValueError("must be a host name or an IPv4 address, such as 127.0.0.1 (not "
+                         "empty: that would bind every interface)")
+
+
+def check_issuer_url(url: str) -> None:
+    """ValueError unless ``url`` is an issuer identifier (RFC 8414 section 2): a URL with a
+    host and no query or fragment; https in production, http allowed for a loopback one."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("https", "http") or not parts.hostname \
+            or parts.query or "#" in url:
+        raise ValueError("must be an https:// (or http://) URL with a host and no query or "
+                         "fragment (RFC 8414 section 2)")

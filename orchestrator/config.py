@@ -6,19 +6,17 @@ reads the environment.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_core.core_schema import ValidationInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from orchestrator import _urls as urls
 from orchestrator._broker_tls import split_tls
 from orchestrator._log import LogLevel
 from orchestrator._service_latency import ServiceLatency, ServiceLatencySetting
-from orchestrator._urls import check_database_url, check_otlp_url, check_redis_url
 from orchestrator._webhook_secret import check_webhook_secret
 from orchestrator.db import store_target
 
@@ -40,14 +38,11 @@ BROKER_SCHEMES: dict[str, BrokerKind] = {
     "memory": "memory"}
 
 
-# A host name (RFC 1123 labels) or an IPv4 address, which is one
-_HOST = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-                   r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
-
 # Settings checked by a function of their own: it names the shape, never quotes the value.
-_CHECKS = {"database_url": check_database_url, "auth_database_url": check_database_url,
-           "redis_url": check_redis_url,
-           "otlp_endpoint": check_otlp_url, "webhook_secret": check_webhook_secret}
+_CHECKS = {"database_url": urls.check_database_url, "auth_database_url": urls.check_database_url,
+           "redis_url": urls.check_redis_url, "host": urls.check_host,
+           "issuer": urls.check_issuer_url, "otlp_endpoint": urls.check_otlp_url,
+           "webhook_secret": check_webhook_secret}
 
 
 class Settings(BaseSettings):
@@ -207,30 +202,6 @@ class Settings(BaseSettings):
                 value.get_secret_value() if isinstance(value, SecretStr) else value)
         return value
 
-    @field_validator("host")
-    @classmethod
-    def _host(cls, value: str) -> str:
-        """A host name or an IPv4 address to bind and to put in URLs; an empty one would bind
-        every interface and give URLs no host."""
-        if not _HOST.fullmatch(value):
-            raise ValueError("must be a host name or an IPv4 address, such as 127.0.0.1 (not "
-                             "empty: that would bind every interface)")
-        return value
-
-    @field_validator("issuer")
-    @classmethod
-    def _issuer(cls, value: str | None) -> str | None:
-        """RFC 8414 2: a URL with a host and no query or fragment (https in production; http
-        is allowed for a loopback deployment)."""
-        if value is None:
-            return value
-        parts = urlsplit(value)
-        if parts.scheme not in ("https", "http") or not parts.hostname or parts.query \
-                or parts.fragment or "#" in value:
-            raise ValueError("must be an https:// (or http://) URL with a host and no query or "
-                             "fragment (RFC 8414 section 2)")
-        return value
-
     @field_validator("service_ports")
     @classmethod
     def _ports(cls, value: dict[str, int]) -> dict[str, int]:
@@ -247,7 +218,7 @@ class Settings(BaseSettings):
         if url.split("://", 1)[0].lower() not in BROKER_SCHEMES:
             raise ValueError("not a broker URL: use amqp:// (RabbitMQ), redis:// or memory://")
         if url.split("://", 1)[0].lower() in ("redis", "rediss"):
-            check_redis_url(split_tls(url)[0])
+            urls.check_redis_url(split_tls(url)[0])
         split_tls(url)  # a bad TLS parameter or a missing certificate file: said at start
         return url
 

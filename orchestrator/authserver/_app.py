@@ -26,7 +26,7 @@ from orchestrator.authserver._audit import (
 from orchestrator.authserver._client_keys import CLIENT_KEYS_PATH, add_client_keys_route
 from orchestrator.authserver._dpop import DPOP_KEYS_PATH, one_proof
 from orchestrator.authserver._federated_root import TOKEN_TYPE_ID
-from orchestrator.authserver._forms import one_client_auth, read_form
+from orchestrator.authserver._forms import one_client_auth, parameter_refusal, read_form
 from orchestrator.authserver._service import (
     GRANT_JWT_BEARER,
     GRANT_TOKEN_EXCHANGE,
@@ -133,10 +133,7 @@ def create_app(service: AuthorizationService) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _bad_parameters(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "request"
-        problem = "is required" if first.get("type") == "missing" else "is invalid"
-        error = InvalidRequest(f"{where} {problem}", reason="invalid_parameter")
+        error = parameter_refusal(exc.errors()[0])
         return JSONResponse(error.body(), status_code=400, headers=NO_STORE)
 
     @app.exception_handler(HTTPException)

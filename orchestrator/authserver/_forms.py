@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Self
+from typing import Any, Self
 from urllib.parse import parse_qs
 
 from starlette.requests import Request
@@ -53,6 +53,14 @@ async def read_form(request: Request) -> dict[str, list[str]]:
                         max_num_fields=64, errors="strict")
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidRequest("body is not a valid form", reason="malformed_form") from exc
+
+
+def parameter_refusal(first: Mapping[str, Any]) -> InvalidRequest:
+    """A query parameter FastAPI did not take (its first validation error): 400
+    ``invalid_parameter``, naming it and whether it is missing or not valid."""
+    where = ".".join(str(p) for p in first.get("loc", ())) or "request"
+    problem = "is required" if first.get("type") == "missing" else "is invalid"
+    return InvalidRequest(f"{where} {problem}", reason="invalid_parameter")
 
 
 def one_client_auth(form: Form, authorization: Sequence[str]) -> None:
