@@ -1,5 +1,5 @@
 """The checks of the settings' URLs that may hold a password (``INFRABOT_DATABASE_URL``,
-``INFRABOT_REDIS_URL``, a Redis ``INFRABOT_BROKER_URL``, the OTLP endpoint), and of the host and
+``INFRABOT_REDIS_URL``, ``INFRABOT_BROKER_URL``, the OTLP endpoint), and of the host and
 issuer every URL the servers publish is made of: a ValueError that names the expected shape and
 never quotes the value, so a bad one is one line at start (a password with an unencoded ``/``
 would otherwise reach a client's parser, whose error quotes part of it)."""
@@ -64,6 +64,18 @@ def check_otlp_url(url: str) -> None:
                          "http://localhost:4318)")
 
 
+def check_amqp_url(url: str) -> None:
+    """ValueError (never quoting the URL) unless ``url`` parses as an AMQP URL whose port, if
+    given, is a number: a password with an unencoded ``/`` would otherwise be read as the port,
+    and the client's error quotes it."""
+    try:
+        urlsplit(url).port  # noqa: B018 - parsing the port is the check
+    except ValueError:
+        raise ValueError("must be amqp://user:password@host:port/vhost (or amqps://) (it does "
+                         "not parse as a URL: a password's reserved characters, such as '/', "
+                         "must be percent-encoded)") from None
+
+
 # A host name (RFC 1123 labels) or an IPv4 address, which is one
 _HOST = re.compile(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
@@ -79,7 +91,8 @@ def check_host(host: str) -> None:
 
 def check_issuer_url(url: str) -> None:
     """ValueError unless ``url`` is an issuer identifier (RFC 8414 section 2): a URL with a
-    host and no query or fragment; https in production, http allowed for a loopback one."""
+    host and no query or fragment; https in production (http is allowed, for a deployment on
+    loopback or a private network)."""
     try:
         parts = urlsplit(url)
     except ValueError:

@@ -219,6 +219,8 @@ class Settings(BaseSettings):
             raise ValueError("not a broker URL: use amqp:// (RabbitMQ), redis:// or memory://")
         if url.split("://", 1)[0].lower() in ("redis", "rediss"):
             urls.check_redis_url(split_tls(url)[0])
+        if url.split("://", 1)[0].lower() in ("amqp", "amqps"):
+            urls.check_amqp_url(split_tls(url)[0])
         split_tls(url)  # a bad TLS parameter or a missing certificate file: said at start
         return url
 

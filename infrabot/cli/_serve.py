@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import click
 import kombu
 import redis
+from kombu.exceptions import KombuError
 
 from infrabot.cli._common import CommandError, load_settings, state_dir_option
 from orchestrator.config import Settings
@@ -46,8 +47,6 @@ def serve(state_dir: Path | None, port_base: int | None) -> None:
     Example:
       INFRABOT_REDIS_URL=redis://127.0.0.1:6379/0 infrabot serve --state-dir /tmp/ib
     """
-    from infrabot.system import running_system  # deferred: the whole system is heavy to import
-
     # Deferred: orchestrator.ci imports the web stack
     from orchestrator.ci._secret import ensure_secret_file
 
@@ -59,13 +58,21 @@ def serve(state_dir: Path | None, port_base: int | None) -> None:
         ports["service_ports"] = {n: (port_base + len(names) + i if port_base else 0)
                                   for i, n in enumerate(declared)}
     settings, secret_file, created = ensure_secret_file(load_settings(state_dir, **ports))
+    with serving_from(settings.state_dir):  # before anything else waits: a second is refused
+        _serve(settings, secret_file, created)
+    click.echo("stopped", err=True)
+
+
+def _serve(settings: Settings, secret_file: Path | None, created: bool) -> None:
+    """Start everything, say where it listens, and serve until SIGINT or SIGTERM."""
+    from infrabot.system import running_system  # deferred: the whole system is heavy to import
+
     for warning in (*redis_warnings(settings), *amqp_warnings(settings)):
         click.echo(warning, err=True)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with serving_from(settings.state_dir), \
-            running_system(settings, write_endpoints_file=True) as system:
+    with running_system(settings, write_endpoints_file=True) as system:
         if secret_file is not None:  # once started: a failed start stays one line
             click.echo(f"webhook secret {'created in' if created else 'read from'} "
                        f"{secret_file} (give it to the sender; `infrabot simulate` reads it "
@@ -78,7 +85,6 @@ def serve(state_dir: Path | None, port_base: int | None) -> None:
             stop.wait()
         finally:
             _forget(system.settings.endpoints_file, urls)
-    click.echo("stopped", err=True)
 
 
 @contextmanager
@@ -142,14 +148,17 @@ def amqp_warnings(settings: Settings) -> Iterator[str]:
     said, never the URL's password."""
     if settings.broker_kind != "amqp":
         return
-    url = settings.broker_connection_url
+    url = settings.broker_connection_url  # its shape checked by the settings
     conn = kombu.Connection(url, connect_timeout=REDIS_PROBE_SECONDS,
                             ssl=settings.broker_tls or False)
-    try:
-        conn.connect()
-    except (OSError, *conn.connection_errors, *conn.channel_errors) as exc:
+    try:  # one try, no retry: the probe takes at most its timeout
+        conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0,
+                               interval_max=0, timeout=REDIS_PROBE_SECONDS)
+    except (OSError, KombuError, *conn.connection_errors,
+            *conn.channel_errors) as exc:
         problem = (str(exc).splitlines() or [type(exc).__name__])[0].rstrip(".")
-        yield (f"warning: RabbitMQ at {_server(url, 5672)} (INFRABOT_BROKER_URL) is not "
+        port = 5671 if url.lower().startswith("amqps") else 5672
+        yield (f"warning: RabbitMQ at {_server(url, port)} (INFRABOT_BROKER_URL) is not "
                f"answering ({problem}): webhooks are refused (503) until it does; start "
                "rabbitmq-server or fix INFRABOT_BROKER_URL")
     finally:

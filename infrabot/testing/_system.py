@@ -97,7 +97,8 @@ def embedded_system(state_dir: Path, workflows_dir: Path | None = None,
     secret = secrets.token_hex(32)
     values: dict[str, Any] = {
         "state_dir": state_dir, "auth_port": 0, "datadog_port": 0, "github_port": 0,
-        "aws_port": 0, "pagerduty_port": 0, "webhooks_port": 0, "broker_url": "memory://",
+        "aws_port": 0, "pagerduty_port": 0, "webhooks_port": 0, "service_ports": {},
+        "broker_url": "memory://",
         "redis_url": None, "webhook_secret": SecretStr(secret), "log_level": "WARNING",
     }
     if workflows_dir is not None:

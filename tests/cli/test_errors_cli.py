@@ -139,6 +139,10 @@ def _bad_cases(root: Path, dead: str) -> dict[str, Bad]:
             ("serve",), {"INFRABOT_SERVICE_PORTS": '{"nosuch": 1}'},
             "bad_configuration: INFRABOT_SERVICE_PORTS names nosuch, which the workflows "
             "directory does not declare (its services: chat)"),
+        "broker password not encoded": Bad(
+            ("serve", "--port-base", "0"),
+            {"INFRABOT_BROKER_URL": "amqp://infrabot:pa/ssword@127.0.0.1/"},
+            "bad setting INFRABOT_BROKER_URL: must be amqp://user:password@host:port/vhost"),
         "port out of range": Bad(("serve", "--port-base", "0"), {"INFRABOT_AUTH_PORT": "99999"},
                                  "bad setting INFRABOT_AUTH_PORT: "),
         "service latency not milliseconds": Bad(
