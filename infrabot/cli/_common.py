@@ -87,9 +87,13 @@ def load_settings(state_dir: Path | None = None, *, state: StateUse = "create",
     try:
         settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as exc:
-        raise CommandError(f"cannot use state directory {settings.state_dir}: "
-                           f"{exc.strerror or exc}") from None
+        raise unusable_state_dir(settings.state_dir, exc) from None
     return settings
+
+
+def unusable_state_dir(path: Path, exc: OSError) -> CommandError:
+    """The state directory ``path`` (or a file in it a command needs) refused by the system."""
+    return CommandError(f"cannot use state directory {path}: {exc.strerror or exc}")
 
 
 def _needs_dir(settings: Settings, state: StateUse) -> bool:

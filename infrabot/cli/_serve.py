@@ -19,11 +19,16 @@ import kombu
 import redis
 from kombu.exceptions import KombuError
 
-from infrabot.cli._common import CommandError, load_settings, state_dir_option
+from infrabot.cli._common import (
+    CommandError,
+    load_settings,
+    state_dir_option,
+    unusable_state_dir,
+)
 from orchestrator.config import Settings
 from orchestrator.services import service_files
 
-REDIS_PROBE_SECONDS = 1.0  # how long the start-up checks wait for Redis (and RabbitMQ) to answer
+PROBE_SECONDS = 1.0  # how long the start-up checks wait for Redis or RabbitMQ to answer
 LOCK_FILE = "serve.lock"  # held by the one serve of a state directory (its pid inside)
 
 
@@ -97,8 +102,7 @@ def serving_from(state_dir: Path) -> Iterator[None]:
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError as exc:
-        raise CommandError(f"cannot use state directory {state_dir}: "
-                           f"{exc.strerror or exc}") from None
+        raise unusable_state_dir(state_dir, exc) from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -149,11 +153,11 @@ def amqp_warnings(settings: Settings) -> Iterator[str]:
     if settings.broker_kind != "amqp":
         return
     url = settings.broker_connection_url  # its shape checked by the settings
-    conn = kombu.Connection(url, connect_timeout=REDIS_PROBE_SECONDS,
+    conn = kombu.Connection(url, connect_timeout=PROBE_SECONDS,
                             ssl=settings.broker_tls or False)
     try:  # one try, no retry: the probe takes at most its timeout
         conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0,
-                               interval_max=0, timeout=REDIS_PROBE_SECONDS)
+                               interval_max=0, timeout=PROBE_SECONDS)
     except (OSError, KombuError, *conn.connection_errors,
             *conn.channel_errors) as exc:
         problem = (str(exc).splitlines() or [type(exc).__name__])[0].rstrip(".")
@@ -166,8 +170,8 @@ def amqp_warnings(settings: Settings) -> Iterator[str]:
 
 
 def _redis_problem(url: str) -> str | None:
-    client = redis.Redis.from_url(url, socket_connect_timeout=REDIS_PROBE_SECONDS,
-                                  socket_timeout=REDIS_PROBE_SECONDS)
+    client = redis.Redis.from_url(url, socket_connect_timeout=PROBE_SECONDS,
+                                  socket_timeout=PROBE_SECONDS)
     try:
         client.ping()
     except (redis.RedisError, OSError) as exc:

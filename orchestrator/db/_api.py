@@ -37,7 +37,7 @@ from enum import StrEnum
 from types import TracebackType
 from typing import Any, Protocol, Self
 
-from orchestrator.errors import InfraBotError, Unavailable
+from orchestrator.errors import ConfigError, InfraBotError, StoreMissing, Unavailable
 
 # A trigger a schema's DDL creates: ``CREATE [OR REPLACE] TRIGGER [IF NOT EXISTS] name``.
 _TRIGGER = re.compile(r"\s*CREATE\s+(?:OR\s+REPLACE\s+)?TRIGGER\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)",
@@ -94,6 +94,13 @@ class Schema:
     unavailable: str = Unavailable.reason
     busy_timeout: float = 5.0
     tables: frozenset[str] = frozenset()
+
+    def lacking(self, where: object, found: frozenset[str]) -> ConfigError:
+        """What a database at ``where`` opened read-only, holding ``found`` but not every one
+        of :attr:`tables`, is: :class:`StoreMissing` with none of them (not made yet: its owner
+        makes it), a plain :class:`ConfigError` with some (damaged)."""
+        error = StoreMissing if not self.tables & found else ConfigError
+        return error(f"{where} is not a usable {self.what}: it has no {self.store} tables")
 
 
 class Conflict(InfraBotError):

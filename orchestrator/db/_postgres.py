@@ -51,7 +51,7 @@ from psycopg.conninfo import conninfo_to_dict
 from orchestrator.db._api import Conflict, Database, DatabaseUrl, Dialect, Schema, lock_key
 from orchestrator.db._pg_liveness import ended_by_server, watch_goodbye
 from orchestrator.db._pg_pipeline import PipelinedTransaction, translate
-from orchestrator.errors import ConfigError, StoreMissing
+from orchestrator.errors import ConfigError
 
 CONNECT_TIMEOUT_SECONDS = 5
 SCHEMA_ATTEMPTS = 3
@@ -237,9 +237,7 @@ class PostgresDatabase(Database):
                 if "schema_versions" in tables:
                     self._found_version(conn)
         if not schema.tables <= tables:
-            missing = StoreMissing if not schema.tables & tables else ConfigError  # none, some
-            raise missing(f"{self._target} is not a usable {schema.what}: it has no "
-                          f"{schema.store} tables")
+            raise schema.lacking(self._target, tables)
         return tables
 
     def _apply_schema(self, url: str, *, check_only: bool) -> None:

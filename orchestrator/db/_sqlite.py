@@ -106,8 +106,7 @@ def connect_read_only(path: Path, schema: Schema) -> tuple[sqlite3.Connection, f
                           f"newer than this code ({schema.version})")
     if not schema.tables <= tables:
         conn.close()
-        missing = StoreMissing if not schema.tables & tables else ConfigError  # none, or some
-        raise missing(f"{path} is not a usable {schema.what}: it has no {schema.store} tables")
+        raise schema.lacking(path, tables)
     return conn, tables
 
 
