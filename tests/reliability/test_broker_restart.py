@@ -86,8 +86,13 @@ def test_redis_restart_under_a_hop_in_flight_keeps_the_worker(
     # The same worker process consumed the run sent after the restart.
     assert (runs[after].status, runs[after].reason) == ("succeeded", "ok"), d.logs()
     # The hop in flight lost its message with the unpersisted Redis: its run still ended.
-    # (An append-only Redis keeps it, and the run succeeds: test_broker_restart_aof.py.)
-    assert runs[in_flight].status in ("succeeded", "failed"), runs[in_flight]
+    # (An append-only Redis keeps it, and the run succeeds: test_broker_restart_aof.py.) Or its
+    # hand-off went out once Redis was back (a publish rides out a few seconds): the Redis is
+    # the registry too, and a registry that kept nothing refuses every token of before it
+    # (registry_reset, docs/design.md section 4), so the next agent's exchange is denied so.
+    ended = runs[in_flight]
+    assert ended.status in ("succeeded", "failed") or (
+        ended.status == "denied" and (ended.reason or "").endswith("(registry_reset)")), ended
 
 
 def test_a_channel_left_without_its_connection_raises_a_connection_error(
