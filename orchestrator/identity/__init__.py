@@ -116,6 +116,7 @@ from orchestrator.identity._providers import IdentityProvider
 from orchestrator.identity._revocation import (
     MEMORY_BEGAN_TOLERANCE_SECONDS,
     REVOKED_KEPT_PAST_EXPIRY_SECONDS,
+    RUN_REVOCATION_TTL,
     PendingCheck,
     RevocationStore,
     RevocationTarget,
@@ -157,6 +158,7 @@ __all__ = [
     "MAX_LIFETIME_SECONDS",
     "MEMORY_BEGAN_TOLERANCE_SECONDS",
     "REVOKED_KEPT_PAST_EXPIRY_SECONDS",
+    "RUN_REVOCATION_TTL",
     "TYP",
     "AccessClaims",
     "Actor",

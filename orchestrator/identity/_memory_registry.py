@@ -14,6 +14,7 @@ from orchestrator.identity._claims import AccessClaims
 from orchestrator.identity._revocation import (
     MEMORY_BEGAN_TOLERANCE_SECONDS,
     REVOKED_KEPT_PAST_EXPIRY_SECONDS,
+    RUN_REVOCATION_TTL,
     PendingCheck,
     RevocationTarget,
     Standing,
@@ -38,7 +39,7 @@ class MemoryRevocationStore:
         self.began = int(clock())
         self._lock = threading.Lock()
         self._jtis: dict[str, float] = {}
-        self._runs: set[str] = set()
+        self._runs: dict[str, float] = {}  # until when
         self._keys: dict[str, float] = {}
         self._users: dict[str, int] = {}
         self._once: dict[str, float] = {}
@@ -53,9 +54,17 @@ class MemoryRevocationStore:
             self._users[user] = self._users.get(user, 0) + 1
             return self._users[user]
 
-    def revoke_run(self, run_id: str) -> None:
+    def revoke_run(self, run_id: str, *, expires_at: int | None = None) -> bool:
+        now = self._clock()
+        until = (expires_at + REVOKED_KEPT_PAST_EXPIRY_SECONDS if expires_at is not None
+                 else now + RUN_REVOCATION_TTL)
         with self._lock:
-            self._runs.add(run_id)
+            if len(self._runs) > 100_000:
+                self._runs = {run: t for run, t in self._runs.items() if t > now}
+            if self._runs.get(run_id, 0) > now:
+                return False
+            self._runs[run_id] = until
+            return True
 
     def revoke_key(self, jkt: str, *, expires_at: int) -> None:
         with self._lock:
@@ -73,7 +82,8 @@ class MemoryRevocationStore:
             revoked = {j for j in (claims.jti, *claims.ancestors) if j in self._jtis}
             key_revoked = jkt is not None and self._keys.get(jkt, 0) > self._clock()
             refusal = refusal_for(claims, self.epoch, revoked, key_revoked,
-                                  claims.ctx.run_id in self._runs, self._users.get(claims.sub, 0))
+                                  self._runs.get(claims.ctx.run_id, 0) > self._clock(),
+                                  self._users.get(claims.sub, 0))
         if refusal is not None:
             raise refusal
 

@@ -67,6 +67,9 @@ MEMORY_BEGAN_TOLERANCE_SECONDS = 1
 # last moment a token it refuses could expire): at least any verifier's leeway on ``exp``
 # (``leeway_seconds`` is at most 60).
 REVOKED_KEPT_PAST_EXPIRY_SECONDS = 60
+# How long a run revoked without an ``expires_at`` stays revoked: longer than any token of it
+# could live (a root token lives at most 900 s, and every token exchanged from it no longer).
+RUN_REVOCATION_TTL = 24 * 3600
 
 
 class Standing(NamedTuple):
@@ -150,7 +153,13 @@ class RevocationStore(Protocol):
 
     def revoke_jti(self, jti: str, *, expires_at: int) -> None: ...
     def revoke_user(self, user: str) -> int: ...
-    def revoke_run(self, run_id: str) -> None: ...
+    def revoke_run(self, run_id: str, *, expires_at: int | None = None) -> bool:
+        """Refuse every token of ``run_id`` until ``expires_at`` (the last moment a token of it
+        could expire; kept ``REVOKED_KEPT_PAST_EXPIRY_SECONDS`` past it) or, with None, for
+        ``RUN_REVOCATION_TTL``; a run revoked already stays as it was. True if it was not
+        revoked before this call."""
+        ...
+
 
     def revoke_key(self, jkt: str, *, expires_at: int) -> None:
         """Refuse every token bound to the DPoP key ``jkt`` (its RFC 7638 thumbprint) until

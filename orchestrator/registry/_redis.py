@@ -4,8 +4,9 @@
 the checks sent ahead). Everything that speaks to Redis is here.
 
 Keys expire with what they refer to: a revoked ``jti`` with its token, a revoked DPoP key with
-the last token that could be bound to it (each plus ``REVOKED_KEPT_PAST_EXPIRY_SECONDS``), a revoked run or user
-after a day, a one-time key after the ttl its claim names (an assertion's: until its ``exp``).
+the last token that could be bound to it, a revoked run with the last token of it (each plus
+``REVOKED_KEPT_PAST_EXPIRY_SECONDS``); a run revoked with no expiry, and a revoked user, after
+a day; a one-time key after the ttl its claim names (an assertion's: until its ``exp``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from orchestrator.identity import (
     EPOCH_PATTERN,
     MEMORY_BEGAN_TOLERANCE_SECONDS,
     REVOKED_KEPT_PAST_EXPIRY_SECONDS,
+    RUN_REVOCATION_TTL,
     AccessClaims,
     AnsweredCheck,
     MemoryRevocationStore,
@@ -44,8 +46,6 @@ _PREFIX = "infrabot:"
 _EPOCH_KEY = f"{_PREFIX}epoch"
 _BEGAN_KEY = f"{_PREFIX}memory_began"  # epoch seconds, written when the memory is found empty
 _EPOCH = re.compile(EPOCH_PATTERN)
-# A revoked run or user outlives every token that could name it.
-RUN_REVOCATION_TTL = 24 * 3600
 # An answer read this long after its query was sent is not used: the check is asked again.
 
 
@@ -83,8 +83,11 @@ class RedisRevocationStore:
     def revoke_user(self, user: str) -> int:
         return int(self._call(lambda: self._r.incr(f"{_PREFIX}user:{user}")))  # type: ignore[call-overload]
 
-    def revoke_run(self, run_id: str) -> None:
-        self._call(lambda: self._r.set(f"{_PREFIX}run:{run_id}", 1, ex=RUN_REVOCATION_TTL))
+    def revoke_run(self, run_id: str, *, expires_at: int | None = None) -> bool:
+        ttl = (max(1, int(expires_at - self._clock()) + REVOKED_KEPT_PAST_EXPIRY_SECONDS)
+               if expires_at is not None else RUN_REVOCATION_TTL)
+        return self._call(lambda: self._r.set(f"{_PREFIX}run:{run_id}", 1, ex=ttl,
+                                              nx=True)) is not None
 
     def user_version(self, user: str) -> int:
         value = self._call(lambda: self._r.get(f"{_PREFIX}user:{user}"))

@@ -101,11 +101,11 @@ class Registry(MemoryRevocationStore):
         self.runs_revoked: list[str] = []
         self.down = False
 
-    def revoke_run(self, run_id: str) -> None:
+    def revoke_run(self, run_id: str, *, expires_at: int | None = None) -> bool:
         if self.down:
             raise Unavailable("registry unreachable", reason="registry_unavailable")
-        super().revoke_run(run_id)
         self.runs_revoked.append(run_id)
+        return super().revoke_run(run_id, expires_at=expires_at)
 
 
 @dataclass

@@ -68,6 +68,7 @@ PUBLIC = [
     "MAX_LIFETIME_SECONDS",  # how long a revoked token's or DPoP key's entry must last
     "MEMORY_BEGAN_TOLERANCE_SECONDS",
     "REVOKED_KEPT_PAST_EXPIRY_SECONDS",  # the registry adapters keep a revocation this long
+    "RUN_REVOCATION_TTL",  # how long the registry adapters keep a run revoked with no expiry
     "MalformedJWS",
     "MayAct",
     "MemoryRevocationStore",

@@ -135,10 +135,31 @@ def test_revoking_one_branch_leaves_a_sibling_branch(
 def test_revoking_a_run_refuses_every_token_of_it(
         store: RevocationStore, chain: list[AccessClaims], authority: Authority) -> None:
     other_run = authority.root(ctx=make_ctx(run_id="run-other")).claims
-    store.revoke_run(chain[0].ctx.run_id)
+    assert store.revoke_run(chain[0].ctx.run_id) is True
     for claims in chain:
         refused(store, claims, "run_revoked")
     store.check(other_run)
+    assert store.revoke_run(chain[0].ctx.run_id) is False  # revoked already: told so
+
+
+def test_a_run_revoked_until_its_last_token_expires_is_kept_that_long(
+        store: RevocationStore, chain: list[AccessClaims], clock: Clock,
+        request: pytest.FixtureRequest) -> None:
+    run_id = chain[0].ctx.run_id
+    assert store.revoke_run(run_id, expires_at=int(NOW) + 900) is True
+    refused(store, chain[-1], "run_revoked")
+    # a later revocation with no expiry (a day) leaves it as it is: its tokens are gone by then
+    assert store.revoke_run(run_id) is False
+    kept = 900 + REVOKED_KEPT_PAST_EXPIRY_SECONDS
+    if isinstance(store, RedisRevocationStore):  # Redis keeps time itself: the key's own ttl
+        ttl = request.getfixturevalue("redis_client").ttl(f"infrabot:run:{run_id}")
+        assert kept - 2 <= ttl <= kept
+        return
+    clock.now += kept - 1
+    refused(store, chain[-1], "run_revoked")
+    clock.now += 1
+    store.check(chain[-1])
+    assert store.revoke_run(run_id, expires_at=int(clock.now) + 900) is True  # expired: anew
 
 
 # --- by user -------------------------------------------------------------------------------------
