@@ -7,7 +7,8 @@
   registry on Redis; ``infrabot worker`` processes run the agents.
 
 Either way this process also enforces the run deadline (:mod:`orchestrator._deadline`): a run
-whose queued work was lost ends ``failed`` instead of staying ``running``.
+whose queued work was lost ends ``failed`` instead of staying ``running``; and it revokes every
+run that ended, so no token of it is accepted again (:mod:`orchestrator._run_end`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from agents.tasks import WAKE_TASK, dispatcher
 from infrabot.celery_app import create_celery
 from infrabot.stack import ORCHESTRATOR_CLIENT, Stack, bind_ports, write_endpoints
 from orchestrator._deadline import RunDeadline, deadline_sweeper
+from orchestrator._run_end import EndedRuns, ended_run_revoker
 from orchestrator._servers import ServerGroup
 from orchestrator.audit import StoredRecord, checkpoint_ticker
 from orchestrator.ci import (
@@ -155,6 +157,9 @@ def running_system(settings: Settings, *, embedded_worker: bool | None = None,
         runtime = AgentRuntime.build(settings, endpoints=stack.endpoints(), keys={
             cid: key for cid, key in stack.clients.items() if cid in stack.directory.agents})
         install_runtime(id(app), runtime)
+        ended = EndedRuns(runtime.runs, stack.revocation, stack.audit,
+                          settings.root_token_ttl_seconds)
+        runtime.runs.on_finish(ended.run_ended)  # revoked, and recorded, before the checkpoint
         if stack.checkpointer is not None:  # runs that end in this process are anchored then
             runtime.runs.on_finish(stack.checkpointer.run_ended)
             exits.enter_context(checkpoint_ticker(stack.checkpointer))
@@ -180,6 +185,7 @@ def running_system(settings: Settings, *, embedded_worker: bool | None = None,
         exits.enter_context(deadline_sweeper(RunDeadline(
             runtime.runs, stack.revocation, stack.audit, settings.run_deadline_seconds,
             clock=deadline_clock)))
+        exits.enter_context(ended_run_revoker(ended))
         system = System(stack, app, orch, runtime, apps)
         if write_endpoints_file:
             write_endpoints(settings, system.endpoints())

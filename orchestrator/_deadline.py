@@ -55,7 +55,7 @@ class RunDeadline:
                 log.warning("run_deadline_revoke_failed")
                 continue
             reason = f"{REASON}: not finished within {self._seconds} s"
-            if not self._runs.finish(run_id, "failed", reason):
+            if not self._runs.finish(run_id, "failed", reason, revoked=True):
                 continue  # it ended meanwhile (or another process ended it)
             self._revocation.record(run_id, REASON)
             log.warning("run_deadline_exceeded", seconds=self._seconds)

@@ -4,10 +4,11 @@ and audited as the authorization server audits a revocation by run (``revoke`` o
 ``run_id:<run>``, ``allow``/``run_revoked``, by ``client:orchestrator``, its request id naming
 why: ``<run>.<cause>``).
 
-Two callers: the run deadline revokes an overdue run before it ends it
-(:mod:`orchestrator._deadline`), and the webhook receiver revokes a run it superseded, a start
+Three callers: the run deadline revokes an overdue run before it ends it
+(:mod:`orchestrator._deadline`); the webhook receiver revokes a run it superseded, a start
 whose delivery a redelivery took over after the run was marked running (:mod:`orchestrator.ci`):
-whatever that start published is stale, and its tokens are refused too.
+whatever that start published is stale, and its tokens are refused too; and every run that
+ended otherwise is revoked once it has (:mod:`orchestrator._run_end`).
 """
 
 from __future__ import annotations
@@ -40,16 +41,28 @@ class RunRevocation:
         self._audit = audit
         self._clock = clock
 
-    def revoke(self, run_id: str) -> None:
-        """Every token of ``run_id`` refused from now on; :class:`Unavailable` if the registry
-        cannot be reached (nothing is revoked: the caller decides what that means)."""
-        self._revocation.revoke_run(run_id)
+    def revoke(self, run_id: str, *, expires_at: int | None = None) -> bool:
+        """Every token of ``run_id`` refused from now on (until ``expires_at``, when its last
+        token has expired; None: for a day); True if it was not revoked already.
+        :class:`Unavailable` if the registry cannot be reached (nothing is revoked: the caller
+        decides what that means)."""
+        return self._revocation.revoke_run(run_id, expires_at=expires_at)
 
-    def record(self, run_id: str, cause: str) -> None:
-        """The audit record of ``run_id``'s revocation for ``cause`` (joined to the run's trace);
-        a record that cannot be written is logged (the revocation stands)."""
+    def recorded(self, run_id: str, cause: str) -> bool:
+        """Whether ``run_id``'s revocation for ``cause`` is on record already (True when
+        nothing is recorded here); what the audit store raises when it cannot be read."""
         if self._audit is None:
-            return
+            return True
+        request_id = f"{run_id}.{cause}"
+        return any(r.request_id == request_id for r in self._audit.query(
+            run_id=run_id, service="orchestrator", action="revoke"))
+
+    def record(self, run_id: str, cause: str) -> bool:
+        """The audit record of ``run_id``'s revocation for ``cause``, on behalf of its user and
+        joined to its trace as its other records are; False if it could not be written (logged:
+        the revocation stands)."""
+        if self._audit is None:
+            return True
         try:
             run = self._runs.get(run_id)
             self._audit.append(AuditRecord(
@@ -57,7 +70,17 @@ class RunRevocation:
                 action="revoke", resource=f"run_id:{run_id}", decision="allow",
                 reason="run_revoked", performed_by=ACTOR,
                 on_behalf_of=run.user if run else None, run_id=run_id,
-                context={"trace_id": run.trace_id} if run and run.trace_id else {},
+                context=_context(run),
                 request_id=f"{run_id}.{cause}", status=200))
         except (Unavailable, ValueError):
             get_logger(run_id=run_id).exception("run_revocation_audit_failed", cause=cause)
+            return False
+        return True
+
+
+def _context(run: Run | None) -> dict[str, str]:
+    """What the run's other records carry of it: its trace, and the provider that vouched for
+    its user (shown as ``user:sam (via <issuer>)``)."""
+    if run is None:
+        return {}
+    return {key: value for key, value in (("trace_id", run.trace_id), ("idp", run.idp)) if value}

@@ -73,10 +73,9 @@ from orchestrator.ci._parse import (
 from orchestrator.ci._replay import REPLAY_TTL_SECONDS, StaleEvent, check_fresh, content_keys
 from orchestrator.errors import InfraBotError, Unavailable
 from orchestrator.identity import Directory, RevocationStore
-from orchestrator.runs import new_run_id
+from orchestrator.runs import SUPERSEDED, new_run_id
 
 MAX_BODY_BYTES = 256 * 1024
-SUPERSEDED = "superseded"  # why a run taken over once running is revoked (its audit record's)
 EVENT_TYPES = frozenset({"deployment", "workflow_run"})
 
 __all__ = ["EVENT_TYPES", "MAX_BODY_BYTES", "REPLAY_TTL_SECONDS", "DeliveryLog", "StartRun",
@@ -184,14 +183,17 @@ class WebhookReceiver:
 
     def _superseded(self, run_id: str) -> None:
         """``run_id`` was superseded by its delivery's take-over: revoked, so any token its
-        start handed out is refused (its hop, if published, is stale already). The take-over
-        stands if the registry cannot be reached: logged, the tokens expire with the root's."""
+        start handed out is refused (its hop, if published, is stale already). Its end was
+        queued for revocation too (:mod:`orchestrator._run_end`), which a serving process may
+        have done first (recorded then), and which tries again while the registry cannot be
+        reached (logged here; the take-over stands)."""
         try:
-            self._revocation.revoke(run_id)
+            revoked = self._revocation.revoke(run_id)
         except Unavailable:
             get_logger(run_id=run_id).warning("superseded_run_unrevoked")
             return
-        self._revocation.record(run_id, SUPERSEDED)
+        if revoked:  # else the serving process revoked and recorded it as it ended
+            self._revocation.record(run_id, SUPERSEDED)
 
     def _check_signature(self, provided: str, body: bytes) -> None:
         if not provided:

@@ -9,6 +9,7 @@ docs/run-events.md). :class:`HopJournal` records each hop's steps and hand-offs 
 """
 
 from orchestrator.runs._deliveries import DeliveryClaim, new_run_id
+from orchestrator.runs._ends import ENDED, SUPERSEDED, EndedRun
 from orchestrator.runs._events import (
     DENIALS,
     EVENT_KINDS,
@@ -54,16 +55,19 @@ from orchestrator.runs._waterfall import WaterfallRow, render_waterfall, waterfa
 __all__ = [
     "DELIVERY_STEP",
     "DENIALS",
+    "ENDED",
     "EVENT_KINDS",
     "HAND_OFF",
     "STATUSES",
     "STOPS",
+    "SUPERSEDED",
     "TERMINAL_STATUSES",
     "BranchEnded",
     "BranchTaken",
     "CallDenied",
     "Called",
     "DeliveryClaim",
+    "EndedRun",
     "EventDetail",
     "EventDetailError",
     "EventKind",

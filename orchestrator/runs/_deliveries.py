@@ -34,6 +34,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from orchestrator.db import Transaction
+from orchestrator.runs._ends import ENDED, SUPERSEDED
 from orchestrator.runs._model import Run, check_text
 from orchestrator.runs._schema import format_time
 
@@ -67,7 +68,7 @@ class DeliveryClaims:
         raise NotImplementedError
 
     def _end(self, run_id: str, status: str, reason: str, *, agent: str | None = None,
-             if_pending: bool = False,
+             if_pending: bool = False, cause: str | None = ENDED,
              first: Callable[[Transaction], bool] | None = None) -> bool:
         raise NotImplementedError
 
@@ -190,7 +191,7 @@ class DeliveryClaims:
         if status == "running":
             taken = self._end(orphan, "failed", f"superseded by run {run_id}: its delivery was "
                               "received again before its first hop was published",
-                              first=supersede)
+                              cause=SUPERSEDED, first=supersede)
         else:
             with self._write() as tx:
                 tx.lock(f"run:{orphan}")

@@ -141,8 +141,18 @@ class Run(_Frozen):
     @property
     def trace_id(self) -> str | None:
         """The run's OpenTelemetry trace (docs/tracing.md), as its start recorded it."""
-        started = next((e.detail for e in self.events if isinstance(e.detail, Started)), None)
+        started = self._started()
         return started.trace_id if started else None
+
+    @property
+    def idp(self) -> str | None:
+        """The identity provider that vouched for the run's user (a ``user_request`` run's,
+        docs/federation.md), as its start recorded it."""
+        started = self._started()
+        return started.idp if started else None
+
+    def _started(self) -> Started | None:
+        return next((e.detail for e in self.events if isinstance(e.detail, Started)), None)
 
     @property
     def branches(self) -> dict[str, tuple[str, ...]]:

@@ -1,6 +1,6 @@
 """The run log schema (version 3), created idempotently by every store that opens the file.
 
-Five tables: ``runs`` (one row per run, its status and origin), ``events`` (the log, numbered per
+The tables: ``runs`` (one row per run, its status and origin), ``events`` (the log, numbered per
 run), ``hops`` (one row per completed agent hop: the idempotency guard across redelivery),
 ``deliveries`` (the CI deliveries received in the last day: the webhook receiver's replay guard
 that survives restarts; added in version 2, so a version 1 file gains it when opened) and
@@ -11,7 +11,9 @@ and ``spans`` (the OpenTelemetry spans of the runs, kept when no OTLP endpoint i
 lack it, which :meth:`Database.has_table` tells); and ``delivery_claims`` (the run each delivery
 was claimed for, and whether its receiver answered: :mod:`orchestrator.runs._deliveries`; added
 without a version bump too: every store that opens an older log, SQLite or PostgreSQL, creates
-it, and a delivery received before has no claim row, which counts as answered).
+it, and a delivery received before has no claim row, which counts as answered); and
+``run_ends`` (the ended runs whose tokens are still to be revoked: :mod:`orchestrator.runs._ends`;
+added without a version bump as well: a run that ended before it was made is not queued).
 Times are fixed-width UTC text, so text order is time order. :func:`read_run` turns rows back
 into a :class:`~orchestrator.runs._model.Run`, each event's detail validated as its kind's model.
 
@@ -104,6 +106,12 @@ _STATEMENTS = (
         updated_at TEXT NOT NULL,
         PRIMARY KEY (run_id, agent, step)
     )""",
+    """CREATE TABLE IF NOT EXISTS run_ends (
+        run_id TEXT PRIMARY KEY,
+        ended_at TEXT NOT NULL,
+        cause TEXT NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS run_ends_ended ON run_ends (ended_at, run_id)",
     """CREATE TABLE IF NOT EXISTS spans (
         trace_id TEXT NOT NULL,
         span_id TEXT NOT NULL,

@@ -32,6 +32,7 @@ from typing import Any
 
 from orchestrator.db import Conflict, Database, Rows, Store, Transaction, open_database
 from orchestrator.runs._deliveries import DeliveryClaims, mark_started
+from orchestrator.runs._ends import ENDED, RunEnds, enqueue_end
 from orchestrator.runs._events import EventDetail, Finished, detail_json
 from orchestrator.runs._model import (
     TERMINAL_STATUSES,
@@ -45,6 +46,8 @@ from orchestrator.runs._model import (
 from orchestrator.runs._schema import EVENT_COLUMNS, RUN_COLUMNS, SCHEMA, format_time, read_run
 
 MAX_LIST = 1000
+# How long wait gives a terminal run to be settled (a sweep comes every second).
+SETTLE_SECONDS = 5.0
 _TERMINAL_SQL = ", ".join(f"'{s}'" for s in sorted(TERMINAL_STATUSES))
 _RUN_COLUMNS_SQL = ", ".join(f'"{name}"' for name in RUN_COLUMNS)
 _SELECT_RUN = f"SELECT {_RUN_COLUMNS_SQL} FROM runs"
@@ -62,7 +65,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class RunStore(DeliveryClaims, Store):
+class RunStore(DeliveryClaims, RunEnds, Store):
     """Runs and their event logs in a SQLite file (``target`` a path) or a PostgreSQL database
     (``target`` a ``postgresql://`` URL). Use as a context manager or :meth:`close`."""
 
@@ -132,20 +135,23 @@ class RunStore(DeliveryClaims, Store):
         return cursor.rowcount == 1
 
     def finish(self, run_id: str, status: str, reason: str, *,
-               agent: str | None = None) -> bool:
+               agent: str | None = None, revoked: bool = False) -> bool:
         """Record the terminal status unless one is recorded already; True if this call did.
 
         The run's ``finished`` event (status and reason, by ``agent``) is written in the same
-        transaction, so nobody ever sees a terminal run without it.
+        transaction, so nobody ever sees a terminal run without it, and the run is queued for
+        the revocation of its tokens (:mod:`orchestrator.runs._ends`) unless ``revoked``: the
+        caller revoked it itself.
         """
-        return self._end(run_id, status, reason, agent=agent)
+        return self._end(run_id, status, reason, agent=agent, cause=None if revoked else ENDED)
 
     def _end(self, run_id: str, status: str, reason: str, *, agent: str | None = None,
-             if_pending: bool = False,
+             if_pending: bool = False, cause: str | None = ENDED,
              first: Callable[[Transaction], bool] | None = None) -> bool:
         """:meth:`finish`; ``if_pending``: only if the run is still ``pending``; ``first``: a
         write of the same transaction, under the run's lock, done first, the run ended only if
-        it returns True (and, with ``if_pending``, done only while the run is ``pending``)."""
+        it returns True (and, with ``if_pending``, done only while the run is ``pending``);
+        ``cause``: why the run is queued for revocation (None: not queued)."""
         if status not in TERMINAL_STATUSES:
             raise ValueError(f"{status!r} is not a terminal status")
         check_text("reason", reason)
@@ -167,6 +173,8 @@ class RunStore(DeliveryClaims, Store):
                                     only_if=(f"AND {only} ", ()))
             cursor = tx.execute("UPDATE runs SET status = ?, reason = ?, finished_at = ? "
                                 f"WHERE run_id = ? AND {only}", (status, reason, now, run_id))
+            if cause is not None:
+                enqueue_end(tx, run_id, now, cause)
             exists = tx.execute(_EXISTS, (run_id,))
         if cursor.rowcount != 1:
             _require(exists, run_id)
@@ -214,13 +222,20 @@ class RunStore(DeliveryClaims, Store):
         return [row[0] for row in rows.fetchall()]
 
     def wait(self, run_id: str, timeout: float, poll: float = 0.02) -> Run:
-        """Block until the run is terminal and return it; TimeoutError after ``timeout`` seconds."""
+        """Block until the run is terminal, then until it is settled, its tokens revoked and
+        that recorded (:meth:`settled`), for at most ``SETTLE_SECONDS`` more (the revoking
+        process or the registry may be down), within ``timeout``; return it. TimeoutError if
+        the run is not terminal after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
+        settle_by: float | None = None
         while True:
             run = self.get(run_id)
+            now = time.monotonic()
             if run is not None and run.terminal:
-                return run
-            if time.monotonic() >= deadline:
+                settle_by = settle_by or min(deadline, now + SETTLE_SECONDS)
+                if now >= settle_by or self.settled(run_id):
+                    return run
+            elif now >= deadline:
                 state = "does not exist" if run is None else f"is still {run.status}"
                 raise TimeoutError(f"run {run_id} {state} after waiting {timeout:g} s")
             time.sleep(poll)

@@ -14,6 +14,7 @@ from orchestrator.tracing._annotate import (
     record_attributes,
     safe_text,
     traced_record,
+    untraced,
 )
 from orchestrator.tracing._run_log import RunLogSpanExporter, span_record
 from orchestrator.tracing._setup import exporters_for, instrument_app, start_tracing, tracing_on
@@ -31,4 +32,5 @@ __all__ = [
     "start_tracing",
     "traced_record",
     "tracing_on",
+    "untraced",
 ]

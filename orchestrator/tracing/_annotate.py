@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import INVALID_SPAN, Span, format_trace_id
 
@@ -72,6 +73,18 @@ def own_span(name: str, **attributes: str | None) -> Iterator[Span]:
     clean = {_PREFIX + k: v for k, v in attributes.items() if v}
     with _tracer.start_as_current_span(name, attributes=clean) as span:
         yield span
+
+
+@contextmanager
+def untraced() -> Iterator[None]:
+    """No current span while the block runs: work a span's thread does for other runs (the
+    revocation of every ended run, from the hop that ended one) neither annotates that span nor
+    gives its records that span's trace id."""
+    token = otel_context.attach(otel_context.Context())
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
 
 
 def annotate(**attributes: str | None) -> None:

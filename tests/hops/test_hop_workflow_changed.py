@@ -74,7 +74,10 @@ def test_a_changed_step_ends_the_run_workflow_changed_and_calls_nothing(
     assert run.status == "failed"
     assert run.reason == f"agent:infrabot: workflow_changed (step 0 was {done}, the workflow " \
                          f"now has {planned})"
-    assert counts(system, run_id) == before  # nothing asked for, nothing called
+    after = counts(system, run_id)
+    # its end revoked the run (the orchestrator's record), and nothing else reached a server
+    assert after.pop(("client:orchestrator", "revoke", "run_revoked")) == 1
+    assert after == before  # nothing asked for, nothing called
 
 
 def test_steps_added_after_the_journaled_ones_are_performed(

@@ -32,7 +32,8 @@ from reliability._faults import ScriptedProxy
 
 
 def wait_all_terminal(d: Distributed, run_ids: Iterable[str], timeout: float) -> dict[str, Run]:
-    """Every run, once all are terminal; AssertionError naming the stragglers at ``timeout``."""
+    """Every run, once all are terminal and settled (their tokens revoked, the revocation on
+    record); AssertionError naming the stragglers at ``timeout``."""
     pending = list(dict.fromkeys(run_ids))
     done: dict[str, Run] = {}
     deadline = time.monotonic() + timeout
@@ -40,13 +41,14 @@ def wait_all_terminal(d: Distributed, run_ids: Iterable[str], timeout: float) ->
         while pending:
             for run_id in list(pending):
                 run = store.get(run_id)
-                if run is not None and run.terminal:
+                if run is not None and run.terminal and store.settled(run_id):
                     done[run_id] = run
                     pending.remove(run_id)
             if not pending:
                 break
             if time.monotonic() > deadline:
-                stuck = {r: (store.get(r).status if store.get(r) else None) for r in pending}
+                stuck = {r: (store.get(r).status if store.get(r) else None,
+                             "settled" if store.settled(r) else "not revoked") for r in pending}
                 raise AssertionError(f"runs not terminal after {timeout:g} s: {stuck}\n"
                                      f"{d.logs()}")
             time.sleep(0.1)

@@ -130,6 +130,8 @@ def test_the_public_surface_is_pinned() -> None:
         "StepSkipped", "BranchTaken", "BranchEnded",
         # a CI delivery's claim names the run its receiver starts (docs/ci-events.md)
         "DeliveryClaim", "new_run_id",
+        # a run's end queued for the revocation of its tokens, and why (docs/reliability.md)
+        "EndedRun", "ENDED", "SUPERSEDED",
     ])
 
 
