@@ -183,7 +183,7 @@ def running_system(settings: Settings, *, embedded_worker: bool | None = None,
         if embedded_worker:
             exits.enter_context(_worker(app, sorted(stack.directory.queues().values())))
         exits.enter_context(deadline_sweeper(RunDeadline(
-            runtime.runs, stack.revocation, stack.audit, settings.run_deadline_seconds,
+            runtime.runs, stack.revocation, settings.run_deadline_seconds,
             clock=deadline_clock)))
         exits.enter_context(ended_run_revoker(ended))
         system = System(stack, app, orch, runtime, apps)

@@ -7,7 +7,9 @@ with hops still queued, or a retry cannot be published while it is down. The han
 in that message and is stored nowhere else (by design), so the run cannot be resumed; it must
 not stay ``running`` for ever either. Revoking first makes the verdict true: any piece of the run
 still alive somewhere is refused from then on. When the registry cannot be reached nothing is
-finished (the run could still act); the next sweep tries again.
+finished (the run could still act); the next sweep tries again. Its end is queued like any
+other (:mod:`orchestrator._run_end`), which finds it revoked and writes its record
+(``<run>.deadline_exceeded``).
 
 :func:`deadline_sweeper` runs :meth:`RunDeadline.sweep` on a background thread of the process
 that serves the webhook receiver (``infrabot serve``, or the embedded system).
@@ -23,19 +25,18 @@ from datetime import UTC, datetime, timedelta
 from orchestrator._log import get_logger
 from orchestrator._periodic import periodic
 from orchestrator._run_revocation import RunRevocation
-from orchestrator.audit import AuditStore
 from orchestrator.errors import Unavailable
 from orchestrator.identity import RevocationStore
-from orchestrator.runs import RunStore
+from orchestrator.runs import DEADLINE_EXCEEDED, RunStore
 
-REASON = "deadline_exceeded"
+REASON = DEADLINE_EXCEEDED
 
 
 class RunDeadline:
-    def __init__(self, runs: RunStore, revocation: RevocationStore, audit: AuditStore | None,
-                 seconds: int, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, runs: RunStore, revocation: RevocationStore, seconds: int,
+                 clock: Callable[[], float] = time.time) -> None:
         self._runs = runs
-        self._revocation = RunRevocation(revocation, runs, audit, clock)
+        self._revocation = RunRevocation(revocation, runs, None, clock)
         self._seconds = seconds
         self._clock = clock
 
@@ -55,9 +56,10 @@ class RunDeadline:
                 log.warning("run_deadline_revoke_failed")
                 continue
             reason = f"{REASON}: not finished within {self._seconds} s"
-            if not self._runs.finish(run_id, "failed", reason, revoked=True):
+            # queued like any end, for its record (written by the ended-run hook at once in
+            # this process, or by a later sweep), revoked already: the registry says so
+            if not self._runs.finish(run_id, "failed", reason, cause=DEADLINE_EXCEEDED):
                 continue  # it ended meanwhile (or another process ended it)
-            self._revocation.record(run_id, REASON)
             log.warning("run_deadline_exceeded", seconds=self._seconds)
             ended.append(run_id)
         return ended

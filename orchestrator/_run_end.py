@@ -11,11 +11,12 @@ the checkpoint that anchors the run's end). Each run is revoked until its last t
 expired, recorded (``revoke`` of ``run_id:<run>``, ``run_revoked``, request id
 ``<run>.<cause>``: ``ended``, or ``superseded`` for a run a redelivery took over:
 :mod:`orchestrator._run_revocation`) unless the trail has that record already, and taken off
-the queue once it is on record. One sweep at a time in a process (a lock), so a run is off the
-queue only once its record is written. When the registry or the audit trail cannot be reached,
-what is not done stays queued and the next sweep tries again; a process that stops between a
-revocation and its record revokes the run again at its next sweep, a no-op, and records it
-then.
+the queue once it is on record. One sweep at a time in a process (a lock the hook waits for,
+briefly). When the registry or the audit trail cannot be reached, the sweep stops there and what is
+not done stays queued for the next; a process that stops between a revocation and its record
+revokes the run again at its next sweep, a no-op, and records it then. A revocation already in
+place (the run deadline's, made before it ended the run; a person's) is extended, never
+shortened, and the run's end recorded unless the trail has it.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ from orchestrator.runs import EndedRun, RunStore
 from orchestrator.tracing import untraced
 
 SWEEP_SECONDS = 1.0
+# How long the thread that ended a run waits for a sweep under way before leaving its run to
+# the next (a sweep stops at its first fault, so it holds the lock about as long as one).
+HOOK_WAIT_SECONDS = 2.0
 
 
 class EndedRuns:
@@ -56,16 +60,23 @@ class EndedRuns:
             return self._settle(self._runs.ended())
 
     def run_ended(self, run_id: str) -> None:
-        """The hook of a run that ended in this process: that run is settled now rather than
-        at the next tick (a run its caller revoked itself was not queued: nothing to do). A
-        failure is logged and left to the tick."""
+        """The hook of a run that ended in this process, in the thread that ended it, after
+        its commit: that run is settled now rather than at the next tick. A sweep under way
+        is waited for ``HOOK_WAIT_SECONDS`` at most (it stops at the first registry or audit
+        store that does not answer): the tick settles the run then. It never raises: a failure
+        is logged and left to the tick."""
+        if not self._lock.acquire(timeout=HOOK_WAIT_SECONDS):
+            get_logger(run_id=run_id).warning("ended_run_left_to_the_sweep")
+            return
         try:
-            with untraced(), self._lock:  # not the hop's work: its span is not annotated
+            with untraced():  # not the hop's work: its span is not annotated
                 queued = self._runs.queued_end(run_id)
                 if queued is not None:
                     self._settle([queued])
-        except Unavailable:
-            get_logger(run_id=run_id).warning("ended_run_sweep_failed")
+        except Exception:  # noqa: BLE001 - the run has ended; its caller must not fail here
+            get_logger(run_id=run_id).exception("ended_run_sweep_failed")
+        finally:
+            self._lock.release()
 
     def _settle(self, queued: list[EndedRun]) -> list[str]:
         done: list[str] = []
@@ -81,7 +92,7 @@ class EndedRuns:
                 revoked.append(ended.run_id)
             if ((new or not self._revocation.recorded(ended.run_id, ended.cause))
                     and not self._revocation.record(ended.run_id, ended.cause)):
-                continue  # revoked, not on record: queued still, recorded at a later sweep
+                break  # revoked, not on record: queued still, recorded at a later sweep
             done.append(ended.run_id)
         self._runs.forget_ended(done)
         return revoked

@@ -14,7 +14,7 @@ ended otherwise is revoked once it has (:mod:`orchestrator._run_end`).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -28,7 +28,7 @@ ACTOR = "client:orchestrator"
 
 
 class RunReader(Protocol):
-    def get(self, run_id: str) -> Run | None: ...
+    def get(self, run_id: str, *, kinds: Sequence[str] | None = None) -> Run | None: ...
 
 
 class RunRevocation:
@@ -59,12 +59,13 @@ class RunRevocation:
 
     def record(self, run_id: str, cause: str) -> bool:
         """The audit record of ``run_id``'s revocation for ``cause``, on behalf of its user and
-        joined to its trace as its other records are; False if it could not be written (logged:
-        the revocation stands)."""
+        joined to its trace as its other records are; False if the audit store could not be
+        reached. A record that cannot be written at all (the run's row holds what no record
+        may) is given up. Either is logged; the revocation stands."""
         if self._audit is None:
             return True
         try:
-            run = self._runs.get(run_id)
+            run = self._runs.get(run_id, kinds=("started",))  # its user, trace and provider
             self._audit.append(AuditRecord(
                 time=datetime.fromtimestamp(self._clock(), UTC), service="orchestrator",
                 action="revoke", resource=f"run_id:{run_id}", decision="allow",
@@ -72,9 +73,11 @@ class RunRevocation:
                 on_behalf_of=run.user if run else None, run_id=run_id,
                 context=_context(run),
                 request_id=f"{run_id}.{cause}", status=200))
-        except (Unavailable, ValueError):
+        except Unavailable:
             get_logger(run_id=run_id).exception("run_revocation_audit_failed", cause=cause)
             return False
+        except ValueError:
+            get_logger(run_id=run_id).exception("run_revocation_audit_failed", cause=cause)
         return True
 
 

@@ -61,10 +61,9 @@ class MemoryRevocationStore:
         with self._lock:
             if len(self._runs) > 100_000:
                 self._runs = {run: t for run, t in self._runs.items() if t > now}
-            if self._runs.get(run_id, 0) > now:
-                return False
-            self._runs[run_id] = until
-            return True
+            before = self._runs.get(run_id, 0)
+            self._runs[run_id] = max(before, until)  # a revocation is extended, never shortened
+            return before <= now
 
     def revoke_key(self, jkt: str, *, expires_at: int) -> None:
         with self._lock:

@@ -156,10 +156,9 @@ class RevocationStore(Protocol):
     def revoke_run(self, run_id: str, *, expires_at: int | None = None) -> bool:
         """Refuse every token of ``run_id`` until ``expires_at`` (the last moment a token of it
         could expire; kept ``REVOKED_KEPT_PAST_EXPIRY_SECONDS`` past it) or, with None, for
-        ``RUN_REVOCATION_TTL``; a run revoked already stays as it was. True if it was not
-        revoked before this call."""
+        ``RUN_REVOCATION_TTL``; a run revoked already stays revoked until the later of the two.
+        True if it was not revoked before this call."""
         ...
-
 
     def revoke_key(self, jkt: str, *, expires_at: int) -> None:
         """Refuse every token bound to the DPoP key ``jkt`` (its RFC 7638 thumbprint) until

@@ -11,6 +11,7 @@ a day; a one-time key after the ttl its claim names (an assertion's: until its `
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Callable
@@ -84,10 +85,10 @@ class RedisRevocationStore:
         return int(self._call(lambda: self._r.incr(f"{_PREFIX}user:{user}")))  # type: ignore[call-overload]
 
     def revoke_run(self, run_id: str, *, expires_at: int | None = None) -> bool:
-        ttl = (max(1, int(expires_at - self._clock()) + REVOKED_KEPT_PAST_EXPIRY_SECONDS)
+        ttl = (max(1, math.ceil(expires_at - self._clock()) + REVOKED_KEPT_PAST_EXPIRY_SECONDS)
                if expires_at is not None else RUN_REVOCATION_TTL)
-        return self._call(lambda: self._r.set(f"{_PREFIX}run:{run_id}", 1, ex=ttl,
-                                              nx=True)) is not None
+        return self._call(lambda: self._r.execute_command(
+            "EVAL", _REVOKE_RUN_SCRIPT, 1, f"{_PREFIX}run:{run_id}", ttl)) == 1
 
     def user_version(self, user: str) -> int:
         value = self._call(lambda: self._r.get(f"{_PREFIX}user:{user}"))
@@ -195,6 +196,14 @@ def _once_key(key: str) -> str:
 # restarted empty or was flushed, so the memory begins now), then -1 if ARGV[2] (issued_at plus
 # the tolerance) is before it, else the claim: 1 if made, 0 if the key was claimed already.
 # KEYS: the one-time key, the began key; ARGV: ttl, issued_at + tolerance, now.
+# Revoke a run for ARGV[1] seconds: 1 if it was not revoked, else 0, and a revocation already
+# in place is extended to that, never shortened.
+_REVOKE_RUN_SCRIPT = """
+if redis.call('SET', KEYS[1], 1, 'NX', 'EX', ARGV[1]) then return 1 end
+if redis.call('TTL', KEYS[1]) < tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return 0
+"""
+
 _CLAIM_SCRIPT = """
 local stored = redis.call('GET', KEYS[2])
 local began = stored and string.match(stored, '^%d+$') and tonumber(stored)

@@ -9,7 +9,7 @@ docs/run-events.md). :class:`HopJournal` records each hop's steps and hand-offs 
 """
 
 from orchestrator.runs._deliveries import DeliveryClaim, new_run_id
-from orchestrator.runs._ends import ENDED, SUPERSEDED, EndedRun
+from orchestrator.runs._ends import DEADLINE_EXCEEDED, ENDED, SUPERSEDED, EndedRun
 from orchestrator.runs._events import (
     DENIALS,
     EVENT_KINDS,
@@ -53,6 +53,7 @@ from orchestrator.runs._store import RunStore
 from orchestrator.runs._waterfall import WaterfallRow, render_waterfall, waterfall_rows
 
 __all__ = [
+    "DEADLINE_EXCEEDED",
     "DELIVERY_STEP",
     "DENIALS",
     "ENDED",

@@ -68,7 +68,7 @@ class DeliveryClaims:
         raise NotImplementedError
 
     def _end(self, run_id: str, status: str, reason: str, *, agent: str | None = None,
-             if_pending: bool = False, cause: str | None = ENDED,
+             if_pending: bool = False, cause: str = ENDED,
              first: Callable[[Transaction], bool] | None = None) -> bool:
         raise NotImplementedError
 

@@ -16,7 +16,7 @@ import builtins
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from orchestrator.db import Database, Transaction
 from orchestrator.runs._schema import parse_time
@@ -24,10 +24,14 @@ from orchestrator.runs._schema import parse_time
 # Why a run is revoked, as its revocation's audit record says (request id ``<run>.<cause>``):
 ENDED = "ended"  # it ended
 SUPERSEDED = "superseded"  # a redelivery of its CI event took its delivery over once it ran
+DEADLINE_EXCEEDED = "deadline_exceeded"  # the run deadline ended it (and revoked it first)
+CAUSES = frozenset({ENDED, SUPERSEDED, DEADLINE_EXCEEDED})
 
-# Enqueued in the ending transaction, only when that transaction ended the run (its finish time).
+# Enqueued in the ending transaction, only when that transaction ended the run (its finish
+# time), and not for a static-token run: it has no token of its own to revoke.
 _ENQUEUE = ("INSERT INTO run_ends (run_id, ended_at, cause) SELECT run_id, finished_at, ? "
-            "FROM runs WHERE run_id = ? AND finished_at = ? ON CONFLICT (run_id) DO NOTHING")
+            "FROM runs WHERE run_id = ? AND finished_at = ? AND mode <> 'static' "
+            "ON CONFLICT (run_id) DO NOTHING")
 
 
 class EndedRun(NamedTuple):
@@ -62,7 +66,7 @@ class RunEnds:
         with self._read() as tx:
             rows = tx.execute("SELECT run_id, ended_at, cause FROM run_ends "
                               "ORDER BY ended_at, run_id LIMIT ?", (limit,)).fetchall()
-        return [EndedRun(row[0], parse_time(row[1]), row[2]) for row in rows]
+        return [_ended(row) for row in rows]
 
     def queued_end(self, run_id: str) -> EndedRun | None:
         """``run_id``'s entry in the queue, or None."""
@@ -71,7 +75,7 @@ class RunEnds:
         with self._read() as tx:
             row = tx.execute("SELECT run_id, ended_at, cause FROM run_ends WHERE run_id = ?",
                              (run_id,)).fetchone()
-        return None if row is None else EndedRun(row[0], parse_time(row[1]), row[2])
+        return None if row is None else _ended(row)
 
     def forget_ended(self, run_ids: Sequence[str]) -> None:
         """Take ``run_ids`` off the queue (their revocation is done)."""
@@ -79,3 +83,9 @@ class RunEnds:
             marks = ", ".join("?" * len(run_ids))
             with self._write() as tx:
                 tx.execute(f"DELETE FROM run_ends WHERE run_id IN ({marks})", tuple(run_ids))
+
+
+def _ended(row: Sequence[Any]) -> EndedRun:
+    """A queued run as read; a cause that is not one of ours (a row written by hand) reads as
+    ``ended``, so nobody but this code chooses what a record's request id says."""
+    return EndedRun(row[0], parse_time(row[1]), row[2] if row[2] in CAUSES else ENDED)

@@ -32,7 +32,7 @@ from typing import Any
 
 from orchestrator.db import Conflict, Database, Rows, Store, Transaction, open_database
 from orchestrator.runs._deliveries import DeliveryClaims, mark_started
-from orchestrator.runs._ends import ENDED, RunEnds, enqueue_end
+from orchestrator.runs._ends import CAUSES, ENDED, RunEnds, enqueue_end
 from orchestrator.runs._events import EventDetail, Finished, detail_json
 from orchestrator.runs._model import (
     TERMINAL_STATUSES,
@@ -135,23 +135,24 @@ class RunStore(DeliveryClaims, RunEnds, Store):
         return cursor.rowcount == 1
 
     def finish(self, run_id: str, status: str, reason: str, *,
-               agent: str | None = None, revoked: bool = False) -> bool:
+               agent: str | None = None, cause: str = ENDED) -> bool:
         """Record the terminal status unless one is recorded already; True if this call did.
 
         The run's ``finished`` event (status and reason, by ``agent``) is written in the same
         transaction, so nobody ever sees a terminal run without it, and the run is queued for
-        the revocation of its tokens (:mod:`orchestrator.runs._ends`) unless ``revoked``: the
-        caller revoked it itself.
+        the revocation of its tokens (:mod:`orchestrator.runs._ends`), its record to say
+        ``cause`` (one of ``CAUSES``).
         """
-        return self._end(run_id, status, reason, agent=agent, cause=None if revoked else ENDED)
+        return self._end(run_id, status, reason, agent=agent, cause=cause)
 
     def _end(self, run_id: str, status: str, reason: str, *, agent: str | None = None,
-             if_pending: bool = False, cause: str | None = ENDED,
+             if_pending: bool = False, cause: str = ENDED,
              first: Callable[[Transaction], bool] | None = None) -> bool:
         """:meth:`finish`; ``if_pending``: only if the run is still ``pending``; ``first``: a
         write of the same transaction, under the run's lock, done first, the run ended only if
-        it returns True (and, with ``if_pending``, done only while the run is ``pending``);
-        ``cause``: why the run is queued for revocation (None: not queued)."""
+        it returns True (and, with ``if_pending``, done only while the run is ``pending``)."""
+        if cause not in CAUSES:
+            raise ValueError(f"{cause!r} is not a cause of revocation")
         if status not in TERMINAL_STATUSES:
             raise ValueError(f"{status!r} is not a terminal status")
         check_text("reason", reason)
@@ -173,8 +174,7 @@ class RunStore(DeliveryClaims, RunEnds, Store):
                                     only_if=(f"AND {only} ", ()))
             cursor = tx.execute("UPDATE runs SET status = ?, reason = ?, finished_at = ? "
                                 f"WHERE run_id = ? AND {only}", (status, reason, now, run_id))
-            if cause is not None:
-                enqueue_end(tx, run_id, now, cause)
+            enqueue_end(tx, run_id, now, cause)
             exists = tx.execute(_EXISTS, (run_id,))
         if cursor.rowcount != 1:
             _require(exists, run_id)
@@ -184,11 +184,14 @@ class RunStore(DeliveryClaims, RunEnds, Store):
             hook(run_id)
         return True
 
-    def get(self, run_id: str) -> Run | None:
-        """The run with all its events, or None."""
+    def get(self, run_id: str, *, kinds: Sequence[str] | None = None) -> Run | None:
+        """The run with all its events (only those of ``kinds`` if given: a light read of,
+        say, its start), or None."""
+        only = f" AND kind IN ({', '.join('?' * len(kinds))})" if kinds is not None else ""
         with self._read() as tx:
             found = tx.execute(f"{_SELECT_RUN} WHERE run_id = ?", (run_id,))
-            events = tx.execute(f"{_SELECT_EVENTS} WHERE run_id = ? ORDER BY seq", (run_id,))
+            events = tx.execute(f"{_SELECT_EVENTS} WHERE run_id = ?{only} ORDER BY seq",
+                                (run_id, *(kinds or ())))
         row = found.fetchone()
         return None if row is None else read_run(row, events.fetchall())
 

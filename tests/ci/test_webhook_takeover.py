@@ -348,8 +348,9 @@ def test_a_claim_left_in_the_run_log_alone_is_taken_over(serve: Serve) -> None:
 
 def test_a_superseded_run_the_registry_cannot_revoke_is_still_taken_over(serve: Serve) -> None:
     """The take-over is committed before the revocation: a registry that cannot be reached
-    then leaves the superseded run's tokens to their expiry (logged), its hop stale all the
-    same, and the redelivery's run started."""
+    then is logged, the superseded run's end stays queued for the serving process to revoke
+    once it is back (``superseded``), its hop is stale all the same, and the redelivery's run
+    started."""
     delivery = _delivery()
     serve.broker.park = park = Park()
     original = serve.in_background(delivery)
@@ -362,6 +363,7 @@ def test_a_superseded_run_the_registry_cannot_revoke_is_still_taken_over(serve: 
     assert [e["run_id"] for e in logs if e["event"] == "superseded_run_unrevoked"] == [
         orphan.run_id]
     assert serve.registry.runs_revoked == [] and serve.revocations() == []
+    assert [(e.run_id, e.cause) for e in serve.runs.ended()] == [(orphan.run_id, "superseded")]
     park.resume()
     first = original()
     assert (first.status_code, first.json()["reason"]) == (409, "replayed_delivery")

@@ -148,18 +148,23 @@ def test_a_run_revoked_until_its_last_token_expires_is_kept_that_long(
     run_id = chain[0].ctx.run_id
     assert store.revoke_run(run_id, expires_at=int(NOW) + 900) is True
     refused(store, chain[-1], "run_revoked")
-    # a later revocation with no expiry (a day) leaves it as it is: its tokens are gone by then
-    assert store.revoke_run(run_id) is False
+    # a shorter one leaves it as it is
+    assert store.revoke_run(run_id, expires_at=int(NOW) + 10) is False
     kept = 900 + REVOKED_KEPT_PAST_EXPIRY_SECONDS
     if isinstance(store, RedisRevocationStore):  # Redis keeps time itself: the key's own ttl
-        ttl = request.getfixturevalue("redis_client").ttl(f"infrabot:run:{run_id}")
-        assert kept - 2 <= ttl <= kept
+        ttl = request.getfixturevalue("redis_client").ttl
+        assert kept - 2 <= ttl(f"infrabot:run:{run_id}") <= kept
+        assert store.revoke_run(run_id) is False  # a longer one (a day) extends it
+        assert ttl(f"infrabot:run:{run_id}") > 24 * 3600 - 5
         return
     clock.now += kept - 1
     refused(store, chain[-1], "run_revoked")
     clock.now += 1
     store.check(chain[-1])
     assert store.revoke_run(run_id, expires_at=int(clock.now) + 900) is True  # expired: anew
+    assert store.revoke_run(run_id) is False  # a longer one (a day) extends it
+    clock.now += 24 * 3600 - 1
+    refused(store, chain[-1], "run_revoked")
 
 
 # --- by user -------------------------------------------------------------------------------------

@@ -1,12 +1,12 @@
 """A run's tokens die with it (``orchestrator._run_end``): every run that ends is revoked by run
 id, until its last token has expired, and the revocation is recorded (``<run>.ended``).
 
-First the sweep itself, on a real run log and audit store (SQLite): what it revokes, records
-and forgets; a run revoked already; a registry or an audit trail that is down; the hook and the
-periodic sweep at once. Then end to end, against the real authorization server (embedded, real
-HTTP): a token of a run that succeeded is refused once ``wait`` returns it; and a run ended by
-another process (a worker on another host) is revoked by the serving process's periodic
-sweep."""
+First the sweep itself, on a real run log and audit store (SQLite): what it revokes, records and
+forgets; a run revoked already; a registry or an audit trail that is down; the hook and the
+periodic sweep at once; the run deadline's runs. Then end to end, against the real authorization
+server (embedded, real HTTP): a token of a run that succeeded is refused once ``wait`` returns
+it; and a run ended by another process (a worker on another host) is revoked by the serving
+process's periodic sweep."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from e2e._harness import accepted_run_id, deployment, embedded_settings, post_we
 from structlog.testing import capture_logs
 
 from infrabot.system import System, running_system
+from orchestrator import _run_end as run_end
 from orchestrator._run_end import EndedRuns
 from orchestrator.audit import AuditRecord, AuditStore
 from orchestrator.ci import CIEvent
@@ -162,29 +163,46 @@ def test_a_revocation_not_yet_on_record_stays_queued_until_it_is(
     audit.before_append(refuse)
     registry = Registry()
     _ended(runs, "run-a")
+    _ended(runs, "run-b")
     sweep = EndedRuns(runs, registry, audit, TOKEN_SECONDS, clock=lambda: NOW)
     with capture_logs() as logs:
-        assert sweep.sweep() == ["run-a"]  # revoked: the revocation stands
+        assert sweep.sweep() == ["run-a"]  # revoked: the revocation stands; the sweep stops
     assert [(e["event"], e["cause"]) for e in logs] == [("run_revocation_audit_failed", "ended")]
-    assert "run-a" in registry._runs and [e.run_id for e in runs.ended()] == ["run-a"]
+    assert set(registry._runs) == {"run-a"}
+    assert [e.run_id for e in runs.ended()] == ["run-a", "run-b"]
     down = False
-    assert sweep.sweep() == []  # revoked before; now on record, once
-    assert runs.ended() == [] and [r[3] for r in _records(audit)] == ["run-a.ended"]
+    assert sweep.sweep() == ["run-b"]  # run-a revoked before; now on record, once
+    assert runs.ended() == []
+    assert [r[3] for r in _records(audit)] == ["run-a.ended", "run-b.ended"]
 
 
-def test_the_hook_settles_its_own_run_only_and_not_one_revoked_by_its_caller(
-        runs: RunStore, audit: AuditStore) -> None:
+def test_the_hook_settles_its_own_run_only(runs: RunStore, audit: AuditStore) -> None:
     registry = Registry()
     _ended(runs, "run-a")
     _ended(runs, "run-b")
-    _created(runs, "run-c")
-    assert runs.finish("run-c", "failed", "deadline_exceeded", revoked=True)
     sweep = EndedRuns(runs, registry, audit, TOKEN_SECONDS, clock=lambda: NOW)
     sweep.run_ended("run-b")
-    sweep.run_ended("run-c")  # not queued: its caller revoked it
+    sweep.run_ended("run-z")  # not queued (ended before the queue, say): nothing to do
     assert set(registry._runs) == {"run-b"}
     assert [e.run_id for e in runs.ended()] == ["run-a"]  # left to the tick
     assert [r[3] for r in _records(audit)] == ["run-b.ended"]
+
+
+def test_a_run_the_deadline_revoked_and_ended_gets_its_record_once(
+        runs: RunStore, audit: AuditStore) -> None:
+    """The deadline revokes (for a day) before it ends the run; the end queued then finds it
+    revoked, leaves the longer revocation in place and writes the deadline's record."""
+    registry = Registry()
+    _created(runs, "run-a")
+    assert registry.revoke_run("run-a")
+    assert runs.finish("run-a", "failed", "deadline_exceeded: not finished within 5 s",
+                       cause="deadline_exceeded")
+    sweep = EndedRuns(runs, registry, audit, TOKEN_SECONDS, clock=lambda: NOW)
+    sweep.run_ended("run-a")
+    assert registry._runs["run-a"] == NOW + 24 * 3600  # not shortened
+    assert [r[3] for r in _records(audit)] == ["run-a.deadline_exceeded"]
+    assert runs.settled("run-a") and sweep.sweep() == []
+    assert len(_records(audit)) == 1
 
 
 def test_a_run_log_that_fails_the_hook_is_left_to_the_next_tick(
@@ -262,33 +280,50 @@ def test_a_run_ended_by_another_process_is_revoked_by_the_periodic_sweep(
             run_id=run_id, service="orchestrator")] == [f"{run_id}.ended"]
 
 
-def test_concurrent_sweeps_record_each_run_once(runs: RunStore, audit: AuditStore) -> None:
-    """The periodic sweep and finishing threads' hooks may take the same queue at once: each
-    run is off the queue only once its one record is written."""
+def test_the_hook_waits_briefly_for_a_sweep_under_way(
+        runs: RunStore, audit: AuditStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sweep holds the lock through its registry calls; a run ending meanwhile waits for it
+    a moment at most, then is left to the tick, and each run is recorded once."""
+    monkeypatch.setattr(run_end, "HOOK_WAIT_SECONDS", 0.3)
+    inside, go = threading.Event(), threading.Event()
+
+    class Slow(Registry):
+        def revoke_run(self, run_id: str, *, expires_at: int | None = None) -> bool:
+            inside.set()
+            assert go.wait(WAIT)
+            return super().revoke_run(run_id, expires_at=expires_at)
+
+    _ended(runs, "run-a")
+    ended = EndedRuns(runs, Slow(), audit, TOKEN_SECONDS, clock=lambda: NOW)
+    sweeping = threading.Thread(target=ended.sweep)
+    sweeping.start()
+    assert inside.wait(WAIT)
+    _ended(runs, "run-b")
+    started = time.monotonic()
+    with capture_logs() as logs:
+        ended.run_ended("run-b")  # returns after its wait: the sweep holds the lock
+    assert 0.3 <= time.monotonic() - started < 5
+    assert [(e["event"], e["run_id"]) for e in logs] == [
+        ("ended_run_left_to_the_sweep", "run-b")]
+    assert [e.run_id for e in runs.ended()] == ["run-a", "run-b"]
+    go.set()
+    sweeping.join()
+    assert [e.run_id for e in runs.ended()] == ["run-b"]  # not in that sweep's read
+    assert ended.sweep() == ["run-b"]
+    assert [r[3] for r in _records(audit)] == ["run-a.ended", "run-b.ended"]
+
+
+def test_a_record_that_can_never_be_written_is_given_up_not_retried(
+        runs: RunStore, audit: AuditStore) -> None:
+    """A run's row rewritten by someone with the run log's credentials to hold what no audit
+    record may: the revocation stands, the failure is logged, and the queue moves on."""
     registry = Registry()
-    for index in range(20):
-        _ended(runs, f"run-{index:02}")
-    ended = EndedRuns(runs, registry, audit, TOKEN_SECONDS, clock=lambda: NOW)
-    barrier = threading.Barrier(4)
-    revoked: list[str] = []
-    settled: list[bool] = []
-
-    def sweep() -> None:
-        barrier.wait()
-        revoked.extend(ended.sweep())
-
-    def hook(run_id: str) -> None:
-        barrier.wait()
-        ended.run_ended(run_id)
-        settled.append(runs.settled(run_id) and any(r[0] == run_id for r in _records(audit)))
-
-    threads = [threading.Thread(target=sweep), threading.Thread(target=sweep),
-               threading.Thread(target=hook, args=("run-19",)),
-               threading.Thread(target=hook, args=("run-07",))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert settled == [True, True]  # settled means on record
-    assert sorted(r[0] or "" for r in _records(audit)) == [f"run-{i:02}" for i in range(20)]
-    assert set(revoked) <= set(registry._runs) and runs.ended() == []
+    _ended(runs, "run-a")
+    _ended(runs, "run-b")
+    with runs._write() as tx:
+        tx.execute('UPDATE runs SET "user" = ? WHERE run_id = ?', ("user:\x00sam", "run-a"))
+    with capture_logs() as logs:
+        assert EndedRuns(runs, registry, audit, TOKEN_SECONDS, clock=lambda: NOW).sweep() == [
+            "run-a", "run-b"]
+    assert [e["event"] for e in logs] == ["run_revocation_audit_failed"]
+    assert runs.ended() == [] and [r[3] for r in _records(audit)] == ["run-b.ended"]

@@ -14,6 +14,7 @@ import pytest
 
 from orchestrator.runs import HopJournal, RunStore
 from orchestrator.runs import _store as run_store
+from tests._events import detail
 
 from .conftest import T0, Clock, Origin
 
@@ -47,10 +48,19 @@ def test_a_run_is_queued_once_when_it_ends_in_the_order_runs_ended(
     assert [e.run_id for e in store.ended(limit=1)] == ["run-a"]
 
 
-def test_a_run_its_caller_revoked_is_not_queued(store: RunStore, origin: Origin) -> None:
+def test_a_run_is_queued_with_why_and_only_with_a_cause_of_ours(
+        db: Path | str, store: RunStore, origin: Origin) -> None:
     store.create("run-x", workflow="post-deploy", event=origin)
-    assert store.finish("run-x", "failed", "deadline_exceeded", revoked=True)
-    assert store.ended() == []
+    with pytest.raises(ValueError, match="'whatever' is not a cause of revocation"):
+        store.finish("run-x", "failed", "broken", cause="whatever")
+    assert store.get("run-x").status == "pending"  # nothing written
+    assert store.finish("run-x", "failed", "deadline_exceeded", cause="deadline_exceeded")
+    assert [(e.run_id, e.cause) for e in store.ended()] == [("run-x", "deadline_exceeded")]
+    store.forget_ended(["run-x"])
+    with RunStore(db) as other, other._write() as tx:  # a row written by hand
+        tx.execute("INSERT INTO run_ends (run_id, ended_at, cause) VALUES (?, ?, ?)",
+                   ("run-x", "2026-12-08T00:00:00.000000Z", "owned.by.someone"))
+    assert [(e.run_id, e.cause) for e in store.ended()] == [("run-x", "ended")]
 
 
 def test_a_forgotten_run_ended_again_is_not_queued_again(store: RunStore, origin: Origin) -> None:
@@ -107,16 +117,15 @@ def test_wait_returns_a_run_once_its_end_is_no_longer_queued(
     started = time.monotonic()
     assert store.wait("run-x", timeout=60).status == "succeeded"
     assert 0.3 <= time.monotonic() - started < 30
+    # settled by another thread (the serving process's sweep): returned then, not at the grace
+    monkeypatch.setattr(run_store, "SETTLE_SECONDS", 20.0)
     timer = threading.Timer(0.2, store.forget_ended, args=(["run-x"],))
     timer.start()
     started = time.monotonic()
-    assert store.wait("run-x", timeout=30).status == "succeeded"
-    assert 0.2 <= time.monotonic() - started < 30
+    assert store.wait("run-x", timeout=60).status == "succeeded"
+    assert 0.2 <= time.monotonic() - started < 10
     timer.join()
     assert store.settled("run-x")
-    store.create("run-y", workflow="post-deploy", event=origin)
-    assert store.finish("run-y", "failed", "deadline_exceeded", revoked=True)
-    assert store.settled("run-y")  # its caller revoked it: never queued
 
 
 def test_a_read_only_log_made_before_the_queue_has_every_run_settled(
@@ -129,3 +138,24 @@ def test_a_read_only_log_made_before_the_queue_has_every_run_settled(
     with RunStore(sqlite_db, read_only=True) as reader:
         assert reader.settled("run-x")
         assert reader.wait("run-x", timeout=5).status == "succeeded"
+
+
+def test_a_static_token_run_is_not_queued(store: RunStore, origin: Origin) -> None:
+    """It holds no token of its own: the service token it used is no run's."""
+    store.create("run-s", workflow="post-deploy", event=origin, mode="static")
+    assert store.finish("run-s", "succeeded", "ok")
+    assert store.ended() == [] and store.settled("run-s")
+
+
+def test_a_run_read_with_its_start_only(store: RunStore, origin: Origin) -> None:
+    """What a revocation's record needs of a run, without reading every event."""
+    store.create("run-x", workflow="post-deploy", event=origin)
+    store.add_event("run-x", None, detail("started", idp="https://idp.example"))
+    store.add_event("run-x", "agent:infrabot", detail("exchanged"))
+    assert store.finish("run-x", "succeeded", "ok")
+    light = store.get("run-x", kinds=("started",))
+    full = store.get("run-x")
+    assert light is not None and full is not None
+    assert [e.kind for e in light.events] == ["started"]
+    assert [e.kind for e in full.events] == ["started", "exchanged", "finished"]
+    assert (light.user, light.status, light.idp) == (full.user, "succeeded", "https://idp.example")

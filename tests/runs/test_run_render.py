@@ -131,7 +131,7 @@ def test_the_public_surface_is_pinned() -> None:
         # a CI delivery's claim names the run its receiver starts (docs/ci-events.md)
         "DeliveryClaim", "new_run_id",
         # a run's end queued for the revocation of its tokens, and why (docs/reliability.md)
-        "EndedRun", "ENDED", "SUPERSEDED",
+        "EndedRun", "ENDED", "SUPERSEDED", "DEADLINE_EXCEEDED",
     ])
 
 
