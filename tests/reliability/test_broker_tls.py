@@ -40,8 +40,8 @@ def tls_broker(request: pytest.FixtureRequest, tmp_path: Path
             pytest.fail("no rabbitmq-server: CI must provide one")
         pytest.skip("no rabbitmq-server: install rabbitmq-server")
     node = TlsRabbitNode("rabbitmq", tmp_path / "rabbit", tls=pki)
-    node.start()
-    try:
+    try:  # a start that times out has spawned the node already: it is killed too
+        node.start()
         yield node.url, pki
     finally:
         node.kill()
