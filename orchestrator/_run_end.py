@@ -9,14 +9,15 @@ takes the queue every second (:func:`ended_run_revoker`), and a run that ended i
 at once, in the thread that ended it (:meth:`EndedRuns.run_ended`, so the record comes before
 the checkpoint that anchors the run's end). Each run is revoked until its last token has
 expired, recorded (``revoke`` of ``run_id:<run>``, ``run_revoked``, request id
-``<run>.<cause>``: ``ended``, or ``superseded`` for a run a redelivery took over:
+``<run>.<cause>``: ``ended``; ``superseded`` for a run a redelivery took over;
+``deadline_exceeded`` for one the run deadline revoked and ended:
 :mod:`orchestrator._run_revocation`) unless the trail has that record already, and taken off
 the queue once it is on record. One sweep at a time in a process (a lock the hook waits for,
-briefly). When the registry or the audit trail cannot be reached, the sweep stops there and what is
-not done stays queued for the next; a process that stops between a revocation and its record
-revokes the run again at its next sweep, a no-op, and records it then. A revocation already in
-place (the run deadline's, made before it ended the run; a person's) is extended, never
-shortened, and the run's end recorded unless the trail has it.
+briefly). When the registry or the audit trail cannot be reached, the sweep stops there and
+what is not done stays queued for the next; a process that stops between a revocation and its
+record revokes the run again at its next sweep, a no-op, and records it then. A revocation
+already in place (the run deadline's, made before it ended the run; a person's) is extended,
+never shortened, and the run's end recorded unless the trail has it.
 """
 
 from __future__ import annotations

@@ -5,10 +5,11 @@ and audited as the authorization server audits a revocation by run (``revoke`` o
 why: ``<run>.<cause>``).
 
 Three callers: the run deadline revokes an overdue run before it ends it
-(:mod:`orchestrator._deadline`); the webhook receiver revokes a run it superseded, a start
-whose delivery a redelivery took over after the run was marked running (:mod:`orchestrator.ci`):
-whatever that start published is stale, and its tokens are refused too; and every run that
-ended otherwise is revoked once it has (:mod:`orchestrator._run_end`).
+(:mod:`orchestrator._deadline`; its record is written as its end is settled); the webhook
+receiver revokes a run it superseded, a start whose delivery a redelivery took over after the
+run was marked running (:mod:`orchestrator.ci`): whatever that start published is stale, and
+its tokens are refused too; and every run's end is revoked and recorded once it has ended
+(:mod:`orchestrator._run_end`), unless it is on record already.
 """
 
 from __future__ import annotations

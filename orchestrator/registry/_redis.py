@@ -191,11 +191,6 @@ def _once_key(key: str) -> str:
     return f"{_PREFIX}once:{key}"
 
 
-# A one-time claim that also says when what it claims was issued, in one atomic step: the time
-# the memory began (written now if Redis has none, or holds anything but whole seconds: it
-# restarted empty or was flushed, so the memory begins now), then -1 if ARGV[2] (issued_at plus
-# the tolerance) is before it, else the claim: 1 if made, 0 if the key was claimed already.
-# KEYS: the one-time key, the began key; ARGV: ttl, issued_at + tolerance, now.
 # Revoke a run for ARGV[1] seconds: 1 if it was not revoked, else 0, and a revocation already
 # in place is extended to that, never shortened.
 _REVOKE_RUN_SCRIPT = """
@@ -204,6 +199,11 @@ if redis.call('TTL', KEYS[1]) < tonumber(ARGV[1]) then redis.call('EXPIRE', KEYS
 return 0
 """
 
+# A one-time claim that also says when what it claims was issued, in one atomic step: the time
+# the memory began (written now if Redis has none, or holds anything but whole seconds: it
+# restarted empty or was flushed, so the memory begins now), then -1 if ARGV[2] (issued_at plus
+# the tolerance) is before it, else the claim: 1 if made, 0 if the key was claimed already.
+# KEYS: the one-time key, the began key; ARGV: ttl, issued_at + tolerance, now.
 _CLAIM_SCRIPT = """
 local stored = redis.call('GET', KEYS[2])
 local began = stored and string.match(stored, '^%d+$') and tonumber(stored)

@@ -1,7 +1,8 @@
 """The run log's queue of ended runs whose tokens are still to be revoked: the transaction that
-records a run's terminal status also enqueues it (``run_ends``), unless its caller revokes the
-run itself, and the process that holds the revocation registry takes the queue in order,
-revokes each run and then forgets it (:mod:`orchestrator._run_end`).
+records a run's terminal status also enqueues it (``run_ends``), with why (``CAUSES``; not a
+static-token run, which has no token of its own), and the process that holds the revocation
+registry takes the queue in order, revokes and records each run, then forgets it
+(:mod:`orchestrator._run_end`).
 
 A queue rather than a scan of ``runs`` by ``finished_at``: that time is the finishing host's
 clock, taken before its commit, so a scan moving a cursor over it could pass a run whose commit
