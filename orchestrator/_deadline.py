@@ -24,19 +24,16 @@ from datetime import UTC, datetime, timedelta
 
 from orchestrator._log import get_logger
 from orchestrator._periodic import periodic
-from orchestrator._run_revocation import RunRevocation
 from orchestrator.errors import Unavailable
 from orchestrator.identity import RevocationStore
 from orchestrator.runs import DEADLINE_EXCEEDED, RunStore
-
-REASON = DEADLINE_EXCEEDED
 
 
 class RunDeadline:
     def __init__(self, runs: RunStore, revocation: RevocationStore, seconds: int,
                  clock: Callable[[], float] = time.time) -> None:
         self._runs = runs
-        self._revocation = RunRevocation(revocation, runs, None, clock)
+        self._revocation = revocation
         self._seconds = seconds
         self._clock = clock
 
@@ -51,11 +48,11 @@ class RunDeadline:
         for run_id in self._runs.unfinished_before(now - timedelta(seconds=self._seconds)):
             log = get_logger(run_id=run_id)
             try:
-                self._revocation.revoke(run_id)
+                self._revocation.revoke_run(run_id)
             except Unavailable:
                 log.warning("run_deadline_revoke_failed")
                 continue
-            reason = f"{REASON}: not finished within {self._seconds} s"
+            reason = f"{DEADLINE_EXCEEDED}: not finished within {self._seconds} s"
             # queued like any end, for its record (written by the ended-run hook at once in
             # this process, or by a later sweep), revoked already: the registry says so
             if not self._runs.finish(run_id, "failed", reason, cause=DEADLINE_EXCEEDED):

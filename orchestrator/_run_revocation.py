@@ -4,12 +4,12 @@ and audited as the authorization server audits a revocation by run (``revoke`` o
 ``run_id:<run>``, ``allow``/``run_revoked``, by ``client:orchestrator``, its request id naming
 why: ``<run>.<cause>``).
 
-Three callers: the run deadline revokes an overdue run before it ends it
-(:mod:`orchestrator._deadline`; its record is written as its end is settled); the webhook
-receiver revokes a run it superseded, a start whose delivery a redelivery took over after the
-run was marked running (:mod:`orchestrator.ci`): whatever that start published is stale, and
-its tokens are refused too; and every run's end is revoked and recorded once it has ended
-(:mod:`orchestrator._run_end`), unless it is on record already.
+Two callers: the webhook receiver revokes a run it superseded, a start whose delivery a
+redelivery took over after the run was marked running (:mod:`orchestrator.ci`): whatever that
+start published is stale, and its tokens are refused too; and every run's end is revoked and
+recorded once it has ended (:mod:`orchestrator._run_end`), unless it is on record already: the
+run deadline's too (:mod:`orchestrator._deadline` revokes an overdue run at the registry before
+it ends it, and its record is written as that end is settled).
 """
 
 from __future__ import annotations

@@ -230,18 +230,15 @@ class RunStore(DeliveryClaims, RunEnds, Store):
         process or the registry may be down), within ``timeout``; return it. TimeoutError if
         the run is not terminal after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
-        settle_by: float | None = None
-        while True:
-            run = self.get(run_id)
-            now = time.monotonic()
-            if run is not None and run.terminal:
-                settle_by = settle_by or min(deadline, now + SETTLE_SECONDS)
-                if now >= settle_by or self.settled(run_id):
-                    return run
-            elif now >= deadline:
+        while (run := self.get(run_id)) is None or not run.terminal:
+            if time.monotonic() >= deadline:
                 state = "does not exist" if run is None else f"is still {run.status}"
                 raise TimeoutError(f"run {run_id} {state} after waiting {timeout:g} s")
             time.sleep(poll)
+        settle_by = min(deadline, time.monotonic() + SETTLE_SECONDS)  # its queue row only now
+        while not self.settled(run_id) and time.monotonic() < settle_by:
+            time.sleep(poll)
+        return run
 
     def hop_done(self, run_id: str, agent: str) -> bool:
         """True if some task already completed ``agent``'s hop of this run."""
